@@ -1,0 +1,88 @@
+//! JSON-LD contexts bundled with Hanse. The connector never fetches a context from the network:
+//! a document that names any other remote context is rejected (see [`crate::jsonld`]).
+//!
+//! Provenance of each file is in `vocab/contexts/SOURCE.md`.
+
+/// The DSP 2025-1 context IRI, the only context DSP messages carry on the wire.
+pub const DSPACE_2025_1: &str = "https://w3id.org/dspace/2025/1/context.jsonld";
+/// The DSP 2025-1 ODRL profile context, `@import`ed by the DSP context.
+pub const DSPACE_2025_1_ODRL_PROFILE: &str = "https://w3id.org/dspace/2025/1/odrl-profile.jsonld";
+/// W3C Verifiable Credentials Data Model 2.0.
+pub const CREDENTIALS_V2: &str = "https://www.w3.org/ns/credentials/v2";
+/// W3C Decentralized Identifiers 1.0.
+pub const DID_V1: &str = "https://www.w3.org/ns/did/v1";
+/// ODRL 2.2.
+pub const ODRL: &str = "http://www.w3.org/ns/odrl.jsonld";
+/// Gaia-X 25.11 (Loire) development context.
+pub const GAIA_X: &str = "https://w3id.org/gaia-x/development#";
+/// EDC Management API context (v3 management API).
+pub const EDC_MANAGEMENT: &str = "https://w3id.org/edc/connector/management/v0.0.1";
+
+/// One bundled context document.
+#[derive(Debug, Clone, Copy)]
+pub struct BundledContext {
+    /// The IRIs under which the document is published (aliases resolve to the same text).
+    pub iris: &'static [&'static str],
+    /// The document, byte for byte as published.
+    pub text: &'static str,
+}
+
+/// Every bundled context.
+pub const BUNDLED: &[BundledContext] = &[
+    BundledContext {
+        iris: &[DSPACE_2025_1],
+        text: include_str!("../contexts/dspace-2025-1.jsonld"),
+    },
+    BundledContext {
+        iris: &[DSPACE_2025_1_ODRL_PROFILE],
+        text: include_str!("../contexts/dspace-2025-1-odrl-profile.jsonld"),
+    },
+    BundledContext {
+        iris: &[CREDENTIALS_V2],
+        text: include_str!("../contexts/credentials-v2.jsonld"),
+    },
+    BundledContext {
+        iris: &[DID_V1, "https://w3id.org/did/v1"],
+        text: include_str!("../contexts/did-v1.jsonld"),
+    },
+    BundledContext {
+        iris: &[ODRL, "https://www.w3.org/ns/odrl.jsonld"],
+        text: include_str!("../contexts/odrl.jsonld"),
+    },
+    BundledContext {
+        iris: &[GAIA_X, "https://w3id.org/gaia-x/development"],
+        text: include_str!("../contexts/gaia-x-development.jsonld"),
+    },
+    BundledContext {
+        iris: &[EDC_MANAGEMENT],
+        text: include_str!("../contexts/edc-management-v1.jsonld"),
+    },
+];
+
+/// The text of the bundled context published at `iri`, if Hanse bundles it.
+pub fn bundled(iri: &str) -> Option<&'static str> {
+    BUNDLED
+        .iter()
+        .find(|c| c.iris.contains(&iri))
+        .map(|c| c.text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bundled_context_is_json_with_a_context_member() {
+        for context in BUNDLED {
+            let value: serde_json::Value = serde_json::from_str(context.text)
+                .unwrap_or_else(|e| panic!("{:?}: {e}", context.iris));
+            assert!(value.get("@context").is_some(), "{:?}", context.iris);
+        }
+    }
+
+    #[test]
+    fn aliases_resolve_to_the_same_document() {
+        assert_eq!(bundled(DID_V1), bundled("https://w3id.org/did/v1"));
+        assert!(bundled("https://example.org/unknown.jsonld").is_none());
+    }
+}

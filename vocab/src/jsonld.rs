@@ -1,0 +1,243 @@
+//! Offline JSON-LD processing: expansion, compaction to the DSP wire form, and conversion to N-Quads.
+//!
+//! Every remote context is resolved from [`crate::contexts::BUNDLED`]; any other IRI is an error that names it.
+//! The json-ld crate's API is asynchronous only because a loader *may* do I/O. Ours never does, so each call is
+//! driven to completion here with a no-op waker: callers get a plain synchronous API and need no runtime.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
+
+use json_ld::syntax::{IntoJsonWithContext, Parse, TryFromJson};
+use json_ld::{
+    Iri, IriBuf, JsonLdProcessor, LoadError, Loader, RemoteContextReference, RemoteDocument,
+    RemoteDocumentReference,
+};
+use serde_json::Value;
+
+use crate::contexts::{self, BUNDLED};
+
+/// Why a JSON-LD document could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The document names a remote context Hanse does not bundle.
+    #[error(
+        "JSON-LD context <{0}> is not bundled with Hanse (contexts are never fetched from the network)"
+    )]
+    ContextNotBundled(String),
+    /// The document is not valid JSON-LD.
+    #[error("invalid JSON-LD: {0}")]
+    Invalid(String),
+}
+
+/// A context IRI that is not bundled.
+#[derive(Debug, thiserror::Error)]
+#[error("not bundled with Hanse; contexts are never fetched from the network")]
+struct NotBundled;
+
+/// A loader that answers only from the bundled contexts.
+struct OfflineLoader {
+    documents: HashMap<IriBuf, RemoteDocument>,
+}
+
+impl OfflineLoader {
+    fn bundled() -> Self {
+        let mut documents = HashMap::new();
+        for context in BUNDLED {
+            let (json, _) = json_ld::syntax::Value::parse_str(context.text)
+                .unwrap_or_else(|e| panic!("bundled context {:?} is not JSON: {e}", context.iris));
+            for iri in context.iris {
+                let iri = IriBuf::new(iri.to_string()).expect("bundled context IRIs are valid");
+                documents.insert(
+                    iri.clone(),
+                    RemoteDocument::new(
+                        Some(iri),
+                        Some("application/ld+json".parse().expect("mime")),
+                        json.clone(),
+                    ),
+                );
+            }
+        }
+        Self { documents }
+    }
+}
+
+impl Loader for OfflineLoader {
+    async fn load(&self, url: &Iri) -> Result<RemoteDocument<IriBuf>, LoadError> {
+        match self.documents.get(url) {
+            Some(document) => Ok(document.clone()),
+            None => Err(LoadError::new(url.to_owned(), NotBundled)),
+        }
+    }
+}
+
+fn loader() -> &'static OfflineLoader {
+    static LOADER: OnceLock<OfflineLoader> = OnceLock::new();
+    LOADER.get_or_init(OfflineLoader::bundled)
+}
+
+/// Drives a future whose every await point is immediately ready (the offline loader never suspends).
+fn run<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    // json-ld may yield cooperatively; with nothing to wait on, polling again makes progress.
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}
+
+fn classify(message: String) -> Error {
+    // The loader's error names the IRI; surface it as a typed error.
+    if message.contains("not bundled with Hanse") {
+        let iri = message
+            .split(|c: char| {
+                c.is_whitespace() || c == '`' || c == '"' || c == '\'' || c == '<' || c == '>'
+            })
+            .find(|word| word.starts_with("http://") || word.starts_with("https://"))
+            .map(|word| word.trim_end_matches([':', ',']).to_owned())
+            .unwrap_or(message);
+        Error::ContextNotBundled(iri)
+    } else {
+        Error::Invalid(message)
+    }
+}
+
+fn expanded_to_json(expanded: json_ld::ExpandedDocument) -> Value {
+    Value::Array(
+        expanded
+            .into_iter()
+            .map(|object| object.into_json_with(&()).into_serde_json())
+            .collect(),
+    )
+}
+
+fn remote(document: &Value) -> RemoteDocument {
+    RemoteDocument::new(
+        None,
+        None,
+        json_ld::syntax::Value::from_serde_json(document.clone()),
+    )
+}
+
+/// Expands a JSON-LD document into its expanded form (an array of node objects).
+pub fn expand(document: &Value) -> Result<Value, Error> {
+    let expanded = run(remote(document).expand(loader())).map_err(|e| classify(e.to_string()))?;
+    Ok(expanded_to_json(expanded))
+}
+
+/// Compacts a document against the bundled context `context_iri` and writes `"@context": [context_iri]`
+/// in place of the inline context the processor produces.
+pub fn compact(document: &Value, context_iri: &str) -> Result<Value, Error> {
+    compact_with_contexts(document, &[context_iri])
+}
+
+/// Compacts a document against a list of bundled contexts (e.g. DSP and DID for a DID service entry) and writes
+/// `"@context": [iri, ...]`.
+pub fn compact_with_contexts(document: &Value, context_iris: &[&str]) -> Result<Value, Error> {
+    if let Some(missing) = context_iris
+        .iter()
+        .find(|iri| contexts::bundled(iri).is_none())
+    {
+        return Err(Error::ContextNotBundled((*missing).to_owned()));
+    }
+    let listed = Value::Array(
+        context_iris
+            .iter()
+            .map(|iri| Value::String((*iri).into()))
+            .collect(),
+    );
+    let context = json_ld::syntax::context::Context::try_from_json(
+        json_ld::syntax::Value::from_serde_json(listed.clone()),
+    )
+    .map_err(|e| Error::Invalid(e.to_string()))?;
+    let context = RemoteContextReference::Loaded(RemoteDocument::new(None, None, context));
+    let compacted =
+        run(remote(document).compact(context, loader())).map_err(|e| classify(e.to_string()))?;
+    let mut json = compacted.into_serde_json();
+    if let Value::Object(map) = &mut json {
+        map.insert("@context".into(), listed);
+    }
+    Ok(json)
+}
+
+/// Compacts a document to the DSP 2025-1 wire form: `"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"]`,
+/// terms without prefixes.
+pub fn compact_dsp(document: &Value) -> Result<Value, Error> {
+    compact(document, contexts::DSPACE_2025_1)
+}
+
+/// Converts a document to RDF and returns it as N-Quads (one statement a line), ready for an RDF store's parser.
+pub fn to_nquads(document: &Value) -> Result<String, Error> {
+    let mut generator = json_ld::rdf_types::generator::Blank::new();
+    let mut to_rdf = run(remote(document).to_rdf_with_using(
+        (),
+        &mut generator,
+        loader(),
+        json_ld::Options::default(),
+    ))
+    .map_err(|e| classify(e.to_string()))?;
+    let mut out = String::new();
+    for quad in to_rdf.cloned_quads() {
+        out.push_str(&quad.to_string());
+        out.push_str(" .\n");
+    }
+    Ok(out)
+}
+
+/// Expands a document that refers to a remote document by IRI only (e.g. a bundled context).
+pub fn expand_reference(iri: &str) -> Result<Value, Error> {
+    let iri = IriBuf::new(iri.to_owned()).map_err(|e| Error::Invalid(e.to_string()))?;
+    let reference: RemoteDocumentReference = RemoteDocumentReference::iri(iri);
+    let expanded = run(reference.expand(loader())).map_err(|e| classify(e.to_string()))?;
+    Ok(expanded_to_json(expanded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_unbundled_remote_context_is_an_error_naming_it() {
+        let doc = json!({"@context": "https://example.org/never-fetched.jsonld", "name": "x"});
+        match expand(&doc) {
+            Err(Error::ContextNotBundled(iri)) => {
+                assert_eq!(iri, "https://example.org/never-fetched.jsonld")
+            }
+            other => panic!("expected ContextNotBundled, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dsp_terms_expand_to_the_dspace_namespace() {
+        let doc = json!({
+            "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+            "@type": "CatalogRequestMessage",
+            "filter": []
+        });
+        let expanded = expand(&doc).unwrap();
+        assert_eq!(
+            expanded[0]["@type"][0],
+            "https://w3id.org/dspace/2025/1/CatalogRequestMessage"
+        );
+    }
+
+    #[test]
+    fn nquads_name_the_dcat_type() {
+        let doc = json!({
+            "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+            "@id": "urn:uuid:1", "@type": "Dataset"
+        });
+        let nquads = to_nquads(&doc).unwrap();
+        assert!(nquads.contains("<urn:uuid:1> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> <http://www.w3.org/ns/dcat#Dataset> ."), "{nquads}");
+    }
+
+    #[test]
+    fn a_bundled_context_expands_by_reference() {
+        assert!(expand_reference("https://example.org/x.jsonld").is_err());
+    }
+}
