@@ -1,1 +1,16 @@
+//! Hanse: a sovereign data space connector.
+//!
+//! The library behind the `hanse` binary: configuration, the store, the two listeners (public: DSP protocol; management:
+//! operators), and the command line. See ARCHITECTURE.md for the code map.
 
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod init;
+pub mod management;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,433 @@
+//! Connector configuration: a TOML file (`hanse.toml`, written by `hanse init`) with every key overridable by an
+//! environment variable `HANSE_<SECTION>_<KEY>` (e.g. `HANSE_MANAGEMENT_API_KEY`). Unknown keys and bad values are
+//! rejected at start-up with the key's name. Relative paths are resolved against the configuration file's folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `HANSE_` prefix that are not configuration keys.
+const NOT_CONFIG_ENV: &[&str] = &["CONFIG"];
+/// Environment variables of the test suite (`HANSE_TEST_*`) are never configuration.
+const TEST_ENV_PREFIX: &str = "TEST_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub participant: ParticipantConfig,
+    #[serde(default)]
+    pub public: PublicConfig,
+    pub management: ManagementConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Who this connector is.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantConfig {
+    /// The participant's `did:web` identifier.
+    pub id: String,
+    /// The participant's private key (EC P-256, PEM).
+    pub key_file: PathBuf,
+    /// Development mode: allows plain-HTTP `did:web` resolution for loopback hosts.
+    #[serde(default)]
+    pub development: bool,
+}
+
+/// The public listener: DSP protocol, DID document, `/.well-known/*`, data plane.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PublicConfig {
+    /// Address to listen on.
+    #[serde(default = "default_public_bind")]
+    pub bind: SocketAddr,
+    /// The externally visible base URL of this listener (defaults to `http://<bind>`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// TLS certificate chain (PEM) for the public listener.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the public listener.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for PublicConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_public_bind(),
+            url: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// The management listener: operators' API, every request authenticated by `X-Api-Key`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// Address to listen on.
+    #[serde(default = "default_management_bind")]
+    pub bind: SocketAddr,
+    /// The API key every management request must carry in `X-Api-Key`.
+    pub api_key: String,
+}
+
+/// Where state is kept.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Folder for the embedded database and data files.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; empty means SQLite at `<data_dir>/hanse.db`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema to use (created if missing); lets several connectors share one database.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// Maximum connections in the pool.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            database_url: None,
+            schema: None,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `hanse=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `human` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    #[default]
+    Human,
+    /// One JSON object a line.
+    Json,
+}
+
+fn default_public_bind() -> SocketAddr {
+    "127.0.0.1:19194".parse().expect("valid")
+}
+fn default_management_bind() -> SocketAddr {
+    "127.0.0.1:19193".parse().expect("valid")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_max_connections() -> u32 {
+    8
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} not found (create one with `hanse init`)")]
+    NotFound(PathBuf),
+    #[error("configuration key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("configuration: {0}")]
+    Other(String),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        use figment::error::Kind;
+        let mut path = error.path.join(".");
+        let message = match &error.kind {
+            Kind::UnknownField(field, _) => {
+                path = with_leaf(&path, field);
+                "unknown key".to_owned()
+            }
+            Kind::MissingField(field) => {
+                path = with_leaf(&path, field);
+                "missing".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let source = error.metadata.as_ref().map(|m| m.name.to_string());
+        let message = match source {
+            Some(source) => format!("{message} (from {source})"),
+            None => message,
+        };
+        if path.is_empty() {
+            ConfigError::Other(message)
+        } else {
+            ConfigError::Key { key: path, message }
+        }
+    }
+}
+
+/// `path.leaf`, unless figment already put the leaf at the end of the path.
+fn with_leaf(path: &str, leaf: &str) -> String {
+    if path.is_empty() {
+        leaf.to_owned()
+    } else if path == leaf || path.ends_with(&format!(".{leaf}")) {
+        path.to_owned()
+    } else {
+        format!("{path}.{leaf}")
+    }
+}
+
+impl Config {
+    /// Loads `file`, applies `HANSE_*` environment overrides, validates, and resolves relative paths.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        if !file.exists() {
+            return Err(ConfigError::NotFound(file.to_owned()));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(file))
+            .merge(env_provider());
+        let mut config: Config = figment.extract()?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.resolve_paths(&base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a configuration from TOML text (no environment), relative paths against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = Figment::new().merge(Toml::string(text)).extract()?;
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.participant.key_file);
+        resolve(&mut self.store.data_dir);
+        if let Some(p) = self.public.tls_cert.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.public.tls_key.as_mut() {
+            resolve(p);
+        }
+    }
+
+    /// Checks values serde cannot: identifiers, URLs, combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |key: &str, message: String| ConfigError::Key {
+            key: key.into(),
+            message,
+        };
+        if !self.participant.id.starts_with("did:web:")
+            || self.participant.id.len() <= "did:web:".len()
+        {
+            return Err(key(
+                "participant.id",
+                format!("`{}` is not a did:web identifier", self.participant.id),
+            ));
+        }
+        if self.management.api_key.trim().len() < 16 {
+            return Err(key(
+                "management.api_key",
+                "must be at least 16 characters".into(),
+            ));
+        }
+        if self.public.bind == self.management.bind {
+            return Err(key(
+                "management.bind",
+                format!(
+                    "{} is already the public listener's address",
+                    self.public.bind
+                ),
+            ));
+        }
+        if let Some(url) = &self.public.url
+            && reqwest::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+        {
+            return Err(key("public.url", format!("`{url}` is not an http(s) URL")));
+        }
+        if self.public.tls_cert.is_some() != self.public.tls_key.is_some() {
+            return Err(key(
+                "public.tls_key",
+                "tls_cert and tls_key must be given together".into(),
+            ));
+        }
+        if let Some(url) = &self.store.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return Err(key(
+                "store.database_url",
+                "must start with sqlite: or postgres://".into(),
+            ));
+        }
+        if let Some(schema) = &self.store.schema
+            && !crate::store::is_safe_identifier(schema)
+        {
+            return Err(key(
+                "store.schema",
+                format!("`{schema}` is not a plain SQL identifier ([a-z_][a-z0-9_]*)"),
+            ));
+        }
+        if self.store.max_connections == 0 {
+            return Err(key("store.max_connections", "must be at least 1".into()));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(key(
+                "log.level",
+                format!("`{}` is not a valid log filter", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The externally visible base URL of the public listener.
+    pub fn public_url(&self) -> String {
+        match &self.public.url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let scheme = if self.public.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", self.public.bind)
+            }
+        }
+    }
+
+    /// The database URL, defaulting to SQLite in the data folder.
+    pub fn database_url(&self) -> String {
+        match &self.store.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!(
+                "sqlite://{}",
+                self.store.data_dir.join("hanse.db").display()
+            ),
+        }
+    }
+}
+
+/// `HANSE_<SECTION>_<KEY>` → `section.key` (keys keep their underscores: `HANSE_MANAGEMENT_API_KEY` →
+/// `management.api_key`).
+fn env_provider() -> Env {
+    Env::prefixed("HANSE_")
+        .filter(|key| {
+            let key = key.as_str().to_ascii_uppercase();
+            !NOT_CONFIG_ENV.contains(&key.as_str()) && !key.starts_with(TEST_ENV_PREFIX)
+        })
+        .map(|key| {
+            key.as_str()
+                .to_ascii_lowercase()
+                .replacen('_', ".", 1)
+                .into()
+        })
+        .lowercase(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[participant]
+id = "did:web:hospital.example"
+key_file = "keys/participant.pem"
+
+[management]
+api_key = "0123456789abcdef0123"
+"#;
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let config = Config::from_toml(MINIMAL, Path::new("/etc/hanse")).unwrap();
+        assert_eq!(config.public.bind.to_string(), "127.0.0.1:19194");
+        assert_eq!(config.management.bind.to_string(), "127.0.0.1:19193");
+        assert_eq!(
+            config.participant.key_file,
+            Path::new("/etc/hanse/keys/participant.pem")
+        );
+        assert_eq!(config.database_url(), "sqlite:///etc/hanse/data/hanse.db");
+        assert_eq!(config.public_url(), "http://127.0.0.1:19194");
+    }
+
+    #[test]
+    fn an_unknown_key_is_rejected_by_name() {
+        let text = format!("{MINIMAL}\n[public]\nbnid = \"127.0.0.1:1\"\n");
+        let error = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("public.bnid") && error.contains("unknown key"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_address_is_rejected_by_name() {
+        let text = format!("{MINIMAL}\n[public]\nbind = \"localhost:notaport\"\n");
+        let error = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("public.bind"), "{error}");
+    }
+
+    #[test]
+    fn a_participant_that_is_not_a_did_web_is_rejected() {
+        let text = MINIMAL.replace("did:web:hospital.example", "hospital");
+        let error = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("participant.id"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_section_is_named() {
+        let error = Config::from_toml(
+            "[participant]\nid=\"did:web:x\"\nkey_file=\"k\"\n",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("management"), "{error}");
+    }
+}

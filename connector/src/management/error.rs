@@ -1,0 +1,64 @@
+//! The management API's one error type and its one conversion to an HTTP response, in the EDC shape: a JSON array of
+//! `{"message", "type", "path", "invalidValue"}` objects.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::store::StoreError;
+
+/// What went wrong with a management request.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagementError {
+    #[error("missing or invalid X-Api-Key")]
+    Unauthorized,
+    #[error("invalid request")]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// One offending field of a request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+    pub invalid_value: Option<Value>,
+}
+
+impl From<StoreError> for ManagementError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict { .. } => ManagementError::Conflict(error.to_string()),
+            StoreError::NotFound { .. } => ManagementError::NotFound(error.to_string()),
+            other => {
+                tracing::error!(error = %other, "store failure in a management request");
+                ManagementError::Internal("the store failed; see the connector's log".into())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ManagementError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            ManagementError::Unauthorized => (StatusCode::UNAUTHORIZED, "AuthenticationFailed"),
+            ManagementError::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidRequest"),
+            ManagementError::NotFound(_) => (StatusCode::NOT_FOUND, "ObjectNotFound"),
+            ManagementError::Conflict(_) => (StatusCode::CONFLICT, "ObjectConflict"),
+            ManagementError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        };
+        let body = match &self {
+            ManagementError::Invalid(fields) => fields
+                .iter()
+                .map(|f| json!({"message": f.message, "type": kind, "path": f.path, "invalidValue": f.invalid_value}))
+                .collect(),
+            other => vec![json!({"message": other.to_string(), "type": kind})],
+        };
+        (status, axum::Json(Value::Array(body))).into_response()
+    }
+}

@@ -1,0 +1,262 @@
+//! Starting and stopping a connector: the store, the two listeners, readiness, graceful shutdown.
+//!
+//! The **public** listener serves peers (DSP, DID document, `/.well-known/*`, data plane); the **management** listener
+//! serves the operator and requires `X-Api-Key` on every request but the health probes. Both answer
+//! `GET /health/live` (the process is up) and `GET /health/ready` (the store is open and the catalogue index loaded).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::{management, protocol};
+
+/// Everything a request handler may need. One per running connector.
+pub struct Connector {
+    pub config: Config,
+    pub store: Store,
+    /// The public listener's externally visible base URL (from the config, or the bound address).
+    pub public_url: String,
+    ready: AtomicBool,
+    started: Instant,
+}
+
+impl Connector {
+    /// Whether the store is open and the catalogue index loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Seconds since start.
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+/// Shared handle to the connector state.
+pub type Shared = Arc<Connector>;
+
+/// Why a connector did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {key} = {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started connector: its addresses and the means to stop it.
+pub struct RunningConnector {
+    pub state: Shared,
+    pub public_addr: SocketAddr,
+    pub management_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningConnector {
+    /// The management listener's base URL.
+    pub fn management_url(&self) -> String {
+        format!("http://{}", self.management_addr)
+    }
+
+    /// The public listener's base URL.
+    pub fn public_url(&self) -> String {
+        self.state.public_url.clone()
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, then flushes and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for server in self.servers {
+            match server.await {
+                Ok(Err(error)) => tracing::error!(%error, "listener failed"),
+                Err(error) => tracing::error!(%error, "listener task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        self.state.store.close().await;
+        tracing::info!("connector stopped");
+    }
+
+    /// Waits until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing in-flight requests");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// Opens the store, binds both listeners, starts serving, loads the catalogue index, and reports ready.
+pub async fn start(config: Config) -> Result<RunningConnector, StartError> {
+    let bind = |key, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { key, addr, source })
+    };
+    let public = bind("public.bind", config.public.bind).await?;
+    let management = bind("management.bind", config.management.bind).await?;
+    start_on(config, public, management).await
+}
+
+/// Like [`start`], on listeners the caller has bound already (tests and the demo bind port 0 first, so that the
+/// configuration can name the real ports).
+pub async fn start_on(
+    config: Config,
+    public: TcpListener,
+    management: TcpListener,
+) -> Result<RunningConnector, StartError> {
+    let store = Store::open(
+        &config.database_url(),
+        &StoreOptions {
+            schema: config.store.schema.clone(),
+            max_connections: Some(config.store.max_connections),
+        },
+    )
+    .await?;
+    let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+        key: "public.bind",
+        addr: config.public.bind,
+        source,
+    })?;
+    let management_addr = management.local_addr().map_err(|source| StartError::Bind {
+        key: "management.bind",
+        addr: config.management.bind,
+        source,
+    })?;
+    let public_url = match &config.public.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{public_addr}"),
+    };
+
+    let state = Arc::new(Connector {
+        config,
+        store,
+        public_url,
+        ready: AtomicBool::new(false),
+        started: Instant::now(),
+    });
+    let (shutdown, signal) = watch::channel(false);
+    let servers = vec![
+        serve(
+            public,
+            with_common_layers(protocol::router(state.clone()), "public"),
+            signal.clone(),
+        ),
+        serve(
+            management,
+            with_common_layers(management::router(state.clone()), "management"),
+            signal,
+        ),
+    ];
+    tracing::info!(
+        participant = %state.config.participant.id,
+        public = %public_addr,
+        management = %management_addr,
+        store = %state.store.dialect(),
+        "listening"
+    );
+
+    // Nothing to index yet beyond the store itself; readiness follows a successful round trip.
+    state.store.ping().await?;
+    state.ready.store(true, Ordering::Release);
+    tracing::info!("ready");
+
+    Ok(RunningConnector {
+        state,
+        public_addr,
+        management_addr,
+        shutdown,
+        servers,
+    })
+}
+
+fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut signal: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+            })
+            .await
+    })
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids (taken from `X-Request-Id` or generated, and echoed back) and one tracing span per request.
+fn with_common_layers(router: Router, listener: &'static str) -> Router {
+    router
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request| {
+            let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", listener, method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// `GET /health/live` and `GET /health/ready`, on both listeners.
+pub fn health_routes() -> Router<Shared> {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+}
+
+async fn live() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "live"}))
+}
+
+async fn ready(State(state): State<Shared>) -> impl IntoResponse {
+    if state.is_ready() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready"})),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "starting"})),
+        )
+    }
+}

@@ -1,0 +1,182 @@
+//! Documents: the management resources (assets, policy definitions, contract definitions, ...) as JSON bodies keyed by
+//! kind and id, with a version that increases on every replace.
+
+use serde_json::Value;
+use sqlx::FromRow;
+
+use super::{Store, StoreError, now_millis, parse_body, with_pool};
+
+/// The kinds of documents the connector keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocumentKind {
+    Asset,
+    PolicyDefinition,
+    ContractDefinition,
+}
+
+impl DocumentKind {
+    /// The name stored in the `kind` column and used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::Asset => "asset",
+            DocumentKind::PolicyDefinition => "policy definition",
+            DocumentKind::ContractDefinition => "contract definition",
+        }
+    }
+}
+
+/// One stored document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub id: String,
+    pub body: Value,
+    /// 1 on creation, +1 on every replace.
+    pub version: i64,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(FromRow)]
+struct DocumentRow {
+    id: String,
+    body: String,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl DocumentRow {
+    fn into_document(self, kind: DocumentKind) -> Result<Document, StoreError> {
+        Ok(Document {
+            body: parse_body(kind.as_str(), &self.id, &self.body)?,
+            id: self.id,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT id, body, version, created_at, updated_at FROM documents";
+
+impl Store {
+    /// Creates a document; `Conflict` if one of that kind and id exists.
+    pub async fn insert_document(
+        &self,
+        kind: DocumentKind,
+        id: &str,
+        body: &Value,
+    ) -> Result<Document, StoreError> {
+        let now = now_millis();
+        let text = body.to_string();
+        let inserted = with_pool!(self, pool => sqlx::query(
+            "INSERT INTO documents (kind, id, body, version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) \
+             ON CONFLICT (kind, id) DO NOTHING",
+        )
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(&text)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if inserted == 0 {
+            return Err(StoreError::Conflict {
+                kind: kind.as_str(),
+                id: id.to_owned(),
+            });
+        }
+        Ok(Document {
+            id: id.to_owned(),
+            body: body.clone(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Replaces a document's body; `NotFound` if there is none.
+    pub async fn replace_document(
+        &self,
+        kind: DocumentKind,
+        id: &str,
+        body: &Value,
+    ) -> Result<Document, StoreError> {
+        let now = now_millis();
+        let row: Option<(i64, i64)> = with_pool!(self, pool => sqlx::query_as(
+            "UPDATE documents SET body = $3, version = version + 1, updated_at = $4 WHERE kind = $1 AND id = $2 \
+             RETURNING version, created_at",
+        )
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(body.to_string())
+        .bind(now)
+        .fetch_optional(pool)
+        .await?);
+        let (version, created_at) = row.ok_or_else(|| StoreError::NotFound {
+            kind: kind.as_str(),
+            id: id.to_owned(),
+        })?;
+        Ok(Document {
+            id: id.to_owned(),
+            body: body.clone(),
+            version,
+            created_at,
+            updated_at: now,
+        })
+    }
+
+    /// The document of that kind and id, if any.
+    pub async fn get_document(
+        &self,
+        kind: DocumentKind,
+        id: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        let row: Option<DocumentRow> = with_pool!(self, pool => sqlx::query_as(
+            sqlx::AssertSqlSafe(format!("{SELECT} WHERE kind = $1 AND id = $2"))
+        )
+        .bind(kind.as_str())
+        .bind(id)
+        .fetch_optional(pool)
+        .await?);
+        row.map(|r| r.into_document(kind)).transpose()
+    }
+
+    /// Deletes a document; `NotFound` if there is none.
+    pub async fn delete_document(&self, kind: DocumentKind, id: &str) -> Result<(), StoreError> {
+        let deleted = with_pool!(self, pool => sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
+            .bind(kind.as_str())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if deleted == 0 {
+            return Err(StoreError::NotFound {
+                kind: kind.as_str(),
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every document of a kind, ordered by id.
+    pub async fn list_documents(&self, kind: DocumentKind) -> Result<Vec<Document>, StoreError> {
+        let rows: Vec<DocumentRow> = with_pool!(self, pool => sqlx::query_as(
+            sqlx::AssertSqlSafe(format!("{SELECT} WHERE kind = $1 ORDER BY id"))
+        )
+        .bind(kind.as_str())
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(|r| r.into_document(kind)).collect()
+    }
+
+    /// How many documents of a kind there are.
+    pub async fn count_documents(&self, kind: DocumentKind) -> Result<i64, StoreError> {
+        let (count,): (i64,) = with_pool!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM documents WHERE kind = $1")
+            .bind(kind.as_str())
+            .fetch_one(pool)
+            .await?);
+        Ok(count)
+    }
+}

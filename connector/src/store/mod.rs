@@ -1,0 +1,200 @@
+//! The system of record: SQLite (embedded, the default) or PostgreSQL, behind one `Store`.
+//!
+//! Every method is one transaction. SQL uses `$N` placeholders, which both drivers accept, so each query is written
+//! once; where the dialects differ, the two texts stand side by side. Migrations are embedded per dialect
+//! (`connector/migrations/{sqlite,postgres}`) and run at start-up.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
+
+mod documents;
+
+pub use documents::{Document, DocumentKind};
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has; the body is compiled once per backend.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// A storage failure, as callers need to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} `{id}` already exists")]
+    Conflict { kind: &'static str, id: String },
+    #[error("{kind} `{id}` not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("cannot connect to the database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// PostgreSQL schema (created if missing); ignored for SQLite.
+    pub schema: Option<String>,
+    /// Pool size.
+    pub max_connections: Option<u32>,
+}
+
+/// The store. Cheap to clone (pools are shared).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+}
+
+/// `[a-z_][a-z0-9_]*`, at most 63 characters: safe to splice into SQL as an identifier.
+pub fn is_safe_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= 63
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and folder, or the PostgreSQL schema, if missing) and runs migrations.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let connect_error = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut connect = PgConnectOptions::from_str(url).map_err(connect_error)?;
+            // One direct connection first: it reports the real reason (refused, authentication, unknown database)
+            // where a pool would only time out. It also creates the schema, to which every pooled connection is pinned.
+            let mut first = tokio::time::timeout(
+                Duration::from_secs(10),
+                PgConnection::connect_with(&connect),
+            )
+            .await
+            .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
+            .map_err(connect_error)?;
+            if let Some(schema) = &options.schema {
+                if !is_safe_identifier(schema) {
+                    return Err(StoreError::Corrupt(format!(
+                        "invalid schema name `{schema}`"
+                    )));
+                }
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "CREATE SCHEMA IF NOT EXISTS {schema}"
+                )))
+                .execute(&mut first)
+                .await?;
+                connect = connect.options([("search_path", schema.as_str())]);
+            }
+            first.close().await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.unwrap_or(8))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(connect)
+                .await
+                .map_err(connect_error)?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Backend::Postgres(pool)
+        } else {
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(connect_error)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            if let Some(parent) = Path::new(connect.get_filename()).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.unwrap_or(8))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(connect)
+                .await
+                .map_err(connect_error)?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Backend::Sqlite(pool)
+        };
+        Ok(Store { backend })
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Waits for in-flight queries, checkpoints SQLite's WAL, and closes the pool.
+    pub async fn close(&self) {
+        if let Backend::Sqlite(pool) = &self.backend {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await;
+        }
+        with_pool!(self, pool => pool.close().await);
+    }
+}
+
+pub(crate) fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn parse_body(kind: &str, id: &str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{kind} `{id}`: {e}")))
+}

@@ -1,0 +1,191 @@
+//! Test support: real connectors on real databases. Each [`TestBackend`] gets its own SQLite folder or its own
+//! PostgreSQL schema, so test runs never collide. PostgreSQL comes from `HANSE_TEST_DATABASE_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`); it must answer — the suite fails rather than skips, unless
+//! `HANSE_TEST_SKIP_POSTGRES=1` says to leave PostgreSQL out.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::init::{InitOptions, did_web_for, init};
+use crate::server::{RunningConnector, start_on};
+use crate::store::{Store, StoreOptions};
+
+/// The default PostgreSQL server of the test suite.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backends this run covers: SQLite always, PostgreSQL unless explicitly skipped.
+pub fn backends() -> Vec<Backend> {
+    if std::env::var("HANSE_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+        vec![Backend::Sqlite]
+    } else {
+        vec![Backend::Sqlite, Backend::Postgres]
+    }
+}
+
+/// The PostgreSQL URL of the test suite.
+pub fn postgres_url() -> String {
+    std::env::var("HANSE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// A fresh schema name, unique to this process and call.
+pub fn unique_schema() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 4];
+    openssl::rand::rand_bytes(&mut random).expect("random bytes");
+    format!(
+        "hanse_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        u32::from_le_bytes(random)
+    )
+}
+
+/// An isolated database: a temporary SQLite folder or a fresh PostgreSQL schema.
+pub struct TestDatabase {
+    pub backend: Backend,
+    pub url: String,
+    pub schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// A new, empty database for `backend`.
+    pub fn new(backend: Backend) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary folder");
+                let url = format!("sqlite://{}", dir.path().join("hanse.db").display());
+                TestDatabase {
+                    backend,
+                    url,
+                    schema: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => TestDatabase {
+                backend,
+                url: postgres_url(),
+                schema: Some(unique_schema()),
+                _dir: None,
+            },
+        }
+    }
+
+    /// Opens the store (running migrations); panics with a clear message when the database does not answer.
+    pub async fn open(&self) -> Store {
+        Store::open(
+            &self.url,
+            &StoreOptions {
+                schema: self.schema.clone(),
+                max_connections: Some(8),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{:?} test database: {e} (set HANSE_TEST_DATABASE_URL?)",
+                self.backend
+            )
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    /// Drops the PostgreSQL schema (the SQLite folder goes with its `TempDir`). Runs on a thread of its own, so it
+    /// works inside and outside a runtime.
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        let url = self.url.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&url)
+                    .await
+                    .ok()?;
+                let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                sqlx::query(sqlx::AssertSqlSafe(drop))
+                    .execute(&pool)
+                    .await
+                    .ok()?;
+                pool.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// A connector started for a test, with its own folder, identity and database.
+pub struct TestConnector {
+    pub running: RunningConnector,
+    pub api_key: String,
+    pub dir: PathBuf,
+    pub database: TestDatabase,
+    _dir: tempfile::TempDir,
+}
+
+impl TestConnector {
+    /// Starts a connector on loopback ports with a generated identity on `backend`.
+    pub async fn start(backend: Backend) -> TestConnector {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
+        let management = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind management");
+        let public_addr = public.local_addr().unwrap();
+        let done = init(&InitOptions {
+            dir: dir.path().to_owned(),
+            participant_id: Some(did_web_for(&public_addr)),
+            public_bind: public_addr,
+            management_bind: management.local_addr().unwrap(),
+            development: true,
+        })
+        .expect("hanse init");
+        let database = TestDatabase::new(backend);
+        let mut config = Config::load(&done.config_file).expect("generated config loads");
+        config.store.database_url = Some(database.url.clone());
+        config.store.schema = database.schema.clone();
+        let running = start_on(config, public, management)
+            .await
+            .expect("connector starts");
+        TestConnector {
+            running,
+            api_key: done.api_key,
+            dir: dir.path().to_owned(),
+            database,
+            _dir: dir,
+        }
+    }
+
+    /// The management listener's base URL.
+    pub fn management_url(&self) -> String {
+        self.running.management_url()
+    }
+
+    /// The public listener's base URL.
+    pub fn public_url(&self) -> String {
+        self.running.public_url()
+    }
+
+    /// The folder the connector's files live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

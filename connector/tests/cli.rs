@@ -1,0 +1,270 @@
+//! The `hanse` binary as an operator uses it: `init`, then `run`, then probes over HTTP; bad configurations exit
+//! non-zero with one line naming the problem.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const HANSE: &str = env!("CARGO_BIN_EXE_hanse");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn hanse(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(HANSE);
+    command.current_dir(dir).args(args).env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HANSE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// `hanse init` in `dir` with free ports; returns (public port, management port, API key).
+fn init(dir: &Path) -> (u16, u16, String) {
+    let (public, management) = (free_port(), free_port());
+    let output = hanse(
+        dir,
+        &[
+            "init",
+            "--public-bind",
+            &format!("127.0.0.1:{public}"),
+            "--management-bind",
+            &format!("127.0.0.1:{management}"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = std::fs::read_to_string(dir.join("hanse.toml")).unwrap();
+    let api_key = config
+        .lines()
+        .find_map(|l| l.strip_prefix("api_key = \""))
+        .map(|v| v.trim_end_matches('"').to_owned())
+        .expect("api_key in hanse.toml");
+    (public, management, api_key)
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(url: &str, api_key: Option<&str>) -> Option<u16> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut request = client.get(url);
+    if let Some(key) = api_key {
+        request = request.header("X-Api-Key", key);
+    }
+    request.send().ok().map(|r| r.status().as_u16())
+}
+
+fn wait_ready(url: &str, process: &mut Process) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if get(url, None) == Some(200) {
+            return;
+        }
+        if let Some(status) = process.0.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            process
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("hanse exited with {status} before it was ready: {stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{url} not ready within 30 s");
+}
+
+fn failing_run(dir: &Path, envs: &[(&str, &str)]) -> String {
+    let output: Output = hanse(dir, &["run"])
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "hanse run unexpectedly succeeded");
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "expected one line, got: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn init_then_run_serves_both_listeners_and_guards_management() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, management, api_key) = init(dir.path());
+    let mut process = Process(
+        hanse(dir.path(), &["run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(
+        &format!("http://127.0.0.1:{public}/health/ready"),
+        &mut process,
+    );
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{management}/health/ready"), None),
+        Some(200)
+    );
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{public}/health/live"), None),
+        Some(200)
+    );
+    let about = format!("http://127.0.0.1:{management}/management/connector");
+    assert_eq!(get(&about, None), Some(401));
+    assert_eq!(get(&about, Some("wrong-key-wrong-key")), Some(401));
+    assert_eq!(get(&about, Some(&api_key)), Some(200));
+    assert!(
+        dir.path().join("data/hanse.db").exists(),
+        "SQLite database created on first start"
+    );
+
+    // SIGTERM: a graceful stop with a zero exit status.
+    Command::new("kill")
+        .args(["-TERM", &process.0.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = process.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, management, file_key) = init(dir.path());
+    let env_key = "an-api-key-from-the-environment";
+    let mut process = Process(
+        hanse(dir.path(), &["--log-format", "json", "run"])
+            .env("HANSE_MANAGEMENT_API_KEY", env_key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(
+        &format!("http://127.0.0.1:{public}/health/ready"),
+        &mut process,
+    );
+    let about = format!("http://127.0.0.1:{management}/management/connector");
+    assert_eq!(get(&about, Some(&file_key)), Some(401));
+    assert_eq!(get(&about, Some(env_key)), Some(200));
+}
+
+#[test]
+fn an_unknown_key_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let config = std::fs::read_to_string(dir.path().join("hanse.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("hanse.toml"),
+        config.replace("[store]\n", "[store]\ndatabse_url = \"x\"\n"),
+    )
+    .unwrap();
+    let error = failing_run(dir.path(), &[]);
+    assert!(
+        error.contains("store.databse_url") && error.contains("unknown key"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unknown_environment_key_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let error = failing_run(dir.path(), &[("HANSE_PUBLIC_BINDD", "127.0.0.1:1")]);
+    assert!(error.contains("public.bindd"), "{error}");
+}
+
+#[test]
+fn an_invalid_address_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let error = failing_run(dir.path(), &[("HANSE_MANAGEMENT_BIND", "not-an-address")]);
+    assert!(error.contains("management.bind"), "{error}");
+}
+
+#[test]
+fn an_unreachable_database_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let port = free_port(); // nothing listens here
+    let url = format!("postgres://postgres:secret@127.0.0.1:{port}/test");
+    let error = failing_run(dir.path(), &[("HANSE_STORE_DATABASE_URL", &url)]);
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+    assert!(
+        !error.contains("secret"),
+        "the password must not be printed: {error}"
+    );
+}
+
+#[test]
+fn a_missing_configuration_file_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = failing_run(dir.path(), &[]);
+    assert!(error.contains("hanse init"), "{error}");
+}
+
+#[test]
+fn init_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let output = hanse(dir.path(), &["init"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn version_and_help_with_examples() {
+    let output = hanse(Path::new("."), &["--version"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("hanse {}", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["init", "--help"],
+        &["demo", "--help"],
+    ] {
+        let output = hanse(Path::new("."), args).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Examples:"),
+            "{args:?}"
+        );
+    }
+}
