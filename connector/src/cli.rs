@@ -107,9 +107,7 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -126,10 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for file in &done.files {
                 println!("  wrote {}", file.display());
             }
-            println!(
-                "Start it with: hanse run --config {}",
-                done.config_file.display()
-            );
+            println!("Start it with: hanse run --config {}", done.config_file.display());
             Ok(())
         }
         Command::Run(args) => {

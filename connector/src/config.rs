@@ -61,12 +61,7 @@ pub struct PublicConfig {
 
 impl Default for PublicConfig {
     fn default() -> Self {
-        Self {
-            bind: default_public_bind(),
-            url: None,
-            tls_cert: None,
-            tls_key: None,
-        }
+        Self { bind: default_public_bind(), url: None, tls_cert: None, tls_key: None }
     }
 }
 
@@ -124,10 +119,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: default_log_level(),
-            format: LogFormat::default(),
-        }
+        Self { level: default_log_level(), format: LogFormat::default() }
     }
 }
 
@@ -189,11 +181,7 @@ impl From<figment::Error> for ConfigError {
             Some(source) => format!("{message} (from {source})"),
             None => message,
         };
-        if path.is_empty() {
-            ConfigError::Other(message)
-        } else {
-            ConfigError::Key { key: path, message }
-        }
+        if path.is_empty() { ConfigError::Other(message) } else { ConfigError::Key { key: path, message } }
     }
 }
 
@@ -214,9 +202,7 @@ impl Config {
         if !file.exists() {
             return Err(ConfigError::NotFound(file.to_owned()));
         }
-        let figment = Figment::new()
-            .merge(Toml::file_exact(file))
-            .merge(env_provider());
+        let figment = Figment::new().merge(Toml::file_exact(file)).merge(env_provider());
         let mut config: Config = figment.extract()?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         config.resolve_paths(&base);
@@ -250,72 +236,42 @@ impl Config {
 
     /// Checks values serde cannot: identifiers, URLs, combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let key = |key: &str, message: String| ConfigError::Key {
-            key: key.into(),
-            message,
-        };
-        if !self.participant.id.starts_with("did:web:")
-            || self.participant.id.len() <= "did:web:".len()
-        {
-            return Err(key(
-                "participant.id",
-                format!("`{}` is not a did:web identifier", self.participant.id),
-            ));
+        let key = |key: &str, message: String| ConfigError::Key { key: key.into(), message };
+        if !self.participant.id.starts_with("did:web:") || self.participant.id.len() <= "did:web:".len() {
+            return Err(key("participant.id", format!("`{}` is not a did:web identifier", self.participant.id)));
         }
         if self.management.api_key.trim().len() < 16 {
-            return Err(key(
-                "management.api_key",
-                "must be at least 16 characters".into(),
-            ));
+            return Err(key("management.api_key", "must be at least 16 characters".into()));
         }
         if self.public.bind == self.management.bind {
             return Err(key(
                 "management.bind",
-                format!(
-                    "{} is already the public listener's address",
-                    self.public.bind
-                ),
+                format!("{} is already the public listener's address", self.public.bind),
             ));
         }
         if let Some(url) = &self.public.url
-            && reqwest::Url::parse(url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
+            && reqwest::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
         {
             return Err(key("public.url", format!("`{url}` is not an http(s) URL")));
         }
         if self.public.tls_cert.is_some() != self.public.tls_key.is_some() {
-            return Err(key(
-                "public.tls_key",
-                "tls_cert and tls_key must be given together".into(),
-            ));
+            return Err(key("public.tls_key", "tls_cert and tls_key must be given together".into()));
         }
         if let Some(url) = &self.store.database_url
-            && !(url.starts_with("sqlite:")
-                || url.starts_with("postgres://")
-                || url.starts_with("postgresql://"))
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
-            return Err(key(
-                "store.database_url",
-                "must start with sqlite: or postgres://".into(),
-            ));
+            return Err(key("store.database_url", "must start with sqlite: or postgres://".into()));
         }
         if let Some(schema) = &self.store.schema
             && !crate::store::is_safe_identifier(schema)
         {
-            return Err(key(
-                "store.schema",
-                format!("`{schema}` is not a plain SQL identifier ([a-z_][a-z0-9_]*)"),
-            ));
+            return Err(key("store.schema", format!("`{schema}` is not a plain SQL identifier ([a-z_][a-z0-9_]*)")));
         }
         if self.store.max_connections == 0 {
             return Err(key("store.max_connections", "must be at least 1".into()));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(key(
-                "log.level",
-                format!("`{}` is not a valid log filter", self.log.level),
-            ));
+            return Err(key("log.level", format!("`{}` is not a valid log filter", self.log.level)));
         }
         Ok(())
     }
@@ -325,11 +281,7 @@ impl Config {
         match &self.public.url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
-                let scheme = if self.public.tls_cert.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
+                let scheme = if self.public.tls_cert.is_some() { "https" } else { "http" };
                 format!("{scheme}://{}", self.public.bind)
             }
         }
@@ -339,10 +291,7 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.store.database_url {
             Some(url) if !url.is_empty() => url.clone(),
-            _ => format!(
-                "sqlite://{}",
-                self.store.data_dir.join("hanse.db").display()
-            ),
+            _ => format!("sqlite://{}", self.store.data_dir.join("hanse.db").display()),
         }
     }
 }
@@ -355,12 +304,7 @@ fn env_provider() -> Env {
             let key = key.as_str().to_ascii_uppercase();
             !NOT_CONFIG_ENV.contains(&key.as_str()) && !key.starts_with(TEST_ENV_PREFIX)
         })
-        .map(|key| {
-            key.as_str()
-                .to_ascii_lowercase()
-                .replacen('_', ".", 1)
-                .into()
-        })
+        .map(|key| key.as_str().to_ascii_lowercase().replacen('_', ".", 1).into())
         .lowercase(false)
 }
 
@@ -382,10 +326,7 @@ api_key = "0123456789abcdef0123"
         let config = Config::from_toml(MINIMAL, Path::new("/etc/hanse")).unwrap();
         assert_eq!(config.public.bind.to_string(), "127.0.0.1:19194");
         assert_eq!(config.management.bind.to_string(), "127.0.0.1:19193");
-        assert_eq!(
-            config.participant.key_file,
-            Path::new("/etc/hanse/keys/participant.pem")
-        );
+        assert_eq!(config.participant.key_file, Path::new("/etc/hanse/keys/participant.pem"));
         assert_eq!(config.database_url(), "sqlite:///etc/hanse/data/hanse.db");
         assert_eq!(config.public_url(), "http://127.0.0.1:19194");
     }
@@ -393,41 +334,29 @@ api_key = "0123456789abcdef0123"
     #[test]
     fn an_unknown_key_is_rejected_by_name() {
         let text = format!("{MINIMAL}\n[public]\nbnid = \"127.0.0.1:1\"\n");
-        let error = Config::from_toml(&text, Path::new("."))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("public.bnid") && error.contains("unknown key"),
-            "{error}"
-        );
+        let error = Config::from_toml(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(error.contains("public.bnid") && error.contains("unknown key"), "{error}");
     }
 
     #[test]
     fn an_invalid_address_is_rejected_by_name() {
         let text = format!("{MINIMAL}\n[public]\nbind = \"localhost:notaport\"\n");
-        let error = Config::from_toml(&text, Path::new("."))
-            .unwrap_err()
-            .to_string();
+        let error = Config::from_toml(&text, Path::new(".")).unwrap_err().to_string();
         assert!(error.contains("public.bind"), "{error}");
     }
 
     #[test]
     fn a_participant_that_is_not_a_did_web_is_rejected() {
         let text = MINIMAL.replace("did:web:hospital.example", "hospital");
-        let error = Config::from_toml(&text, Path::new("."))
-            .unwrap_err()
-            .to_string();
+        let error = Config::from_toml(&text, Path::new(".")).unwrap_err().to_string();
         assert!(error.contains("participant.id"), "{error}");
     }
 
     #[test]
     fn a_missing_section_is_named() {
-        let error = Config::from_toml(
-            "[participant]\nid=\"did:web:x\"\nkey_file=\"k\"\n",
-            Path::new("."),
-        )
-        .unwrap_err()
-        .to_string();
+        let error = Config::from_toml("[participant]\nid=\"did:web:x\"\nkey_file=\"k\"\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("management"), "{error}");
     }
 }

@@ -13,16 +13,9 @@ use crate::server;
 /// Runs the demo; any failed step is an error naming the step.
 pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dir = tempfile::Builder::new()
-        .prefix("hanse-demo-")
-        .tempdir()
-        .context("creating a temporary folder")?;
-    let public = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the public listener")?;
-    let management = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the management listener")?;
+    let dir = tempfile::Builder::new().prefix("hanse-demo-").tempdir().context("creating a temporary folder")?;
+    let public = TcpListener::bind("127.0.0.1:0").await.context("binding the public listener")?;
+    let management = TcpListener::bind("127.0.0.1:0").await.context("binding the management listener")?;
     let public_addr = public.local_addr()?;
     let done = init(&InitOptions {
         dir: dir.path().to_owned(),
@@ -37,57 +30,26 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     println!("  participant  {}", done.participant_id);
 
     let step = Instant::now();
-    let running = server::start_on(config, public, management)
-        .await
-        .context("step 'start the connector'")?;
-    println!(
-        "  public       {}  (DSP protocol, health)",
-        running.public_url()
-    );
-    println!(
-        "  management   {}  (X-Api-Key: {})",
-        running.management_url(),
-        done.api_key
-    );
-    println!(
-        "[1] connector started ({} store) in {} ms",
-        running.state.store.dialect(),
-        step.elapsed().as_millis()
-    );
+    let running = server::start_on(config, public, management).await.context("step 'start the connector'")?;
+    println!("  public       {}  (DSP protocol, health)", running.public_url());
+    println!("  management   {}  (X-Api-Key: {})", running.management_url(), done.api_key);
+    println!("[1] connector started ({} store) in {} ms", running.state.store.dialect(), step.elapsed().as_millis());
 
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let check = |name: &'static str, request: reqwest::RequestBuilder, expected: u16| async move {
         let step = Instant::now();
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("step '{name}'"))?;
+        let response = request.send().await.with_context(|| format!("step '{name}'"))?;
         let status = response.status().as_u16();
         if status != expected {
             bail!("step '{name}': expected HTTP {expected}, got {status}");
         }
-        println!(
-            "[✓] {name}: HTTP {status} in {} ms",
-            step.elapsed().as_millis()
-        );
+        println!("[✓] {name}: HTTP {status} in {} ms", step.elapsed().as_millis());
         anyhow::Ok(response)
     };
     let public_url = running.public_url();
     let management_url = running.management_url();
-    check(
-        "public listener ready",
-        client.get(format!("{public_url}/health/ready")),
-        200,
-    )
-    .await?;
-    check(
-        "management listener ready",
-        client.get(format!("{management_url}/health/ready")),
-        200,
-    )
-    .await?;
+    check("public listener ready", client.get(format!("{public_url}/health/ready")), 200).await?;
+    check("management listener ready", client.get(format!("{management_url}/health/ready")), 200).await?;
     check(
         "management refuses a request without X-Api-Key",
         client.get(format!("{management_url}/management/connector")),
@@ -96,19 +58,14 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     .await?;
     let about: serde_json::Value = check(
         "management answers with the API key",
-        client
-            .get(format!("{management_url}/management/connector"))
-            .header("X-Api-Key", &done.api_key),
+        client.get(format!("{management_url}/management/connector")).header("X-Api-Key", &done.api_key),
         200,
     )
     .await?
     .json()
     .await?;
     if about["participantId"] != done.participant_id.as_str() {
-        bail!(
-            "step 'management answers with the API key': participant {} is not ours",
-            about["participantId"]
-        );
+        bail!("step 'management answers with the API key': participant {} is not ours", about["participantId"]);
     }
 
     if keep_running {

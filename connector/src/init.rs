@@ -12,8 +12,7 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509, X509NameBuilder};
 
@@ -43,10 +42,7 @@ pub enum InitError {
     #[error("refusing to overwrite existing {}", .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     Exists(Vec<PathBuf>),
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("key generation failed: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
     #[error("{0}")]
@@ -72,25 +68,12 @@ pub fn did_web_for(addr: &SocketAddr) -> String {
 
 /// Writes the configuration, keys and certificates into `options.dir`.
 pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
-    let participant_id = options
-        .participant_id
-        .clone()
-        .unwrap_or_else(|| did_web_for(&options.public_bind));
+    let participant_id = options.participant_id.clone().unwrap_or_else(|| did_web_for(&options.public_bind));
     if !participant_id.starts_with("did:web:") {
-        return Err(InitError::Invalid(format!(
-            "--participant-id `{participant_id}` is not a did:web identifier"
-        )));
+        return Err(InitError::Invalid(format!("--participant-id `{participant_id}` is not a did:web identifier")));
     }
-    let targets = [
-        CONFIG_FILE,
-        KEY_FILE,
-        PUBLIC_KEY_FILE,
-        CA_CERT_FILE,
-        CA_KEY_FILE,
-        TLS_CERT_FILE,
-        TLS_KEY_FILE,
-    ]
-    .map(|f| options.dir.join(f));
+    let targets = [CONFIG_FILE, KEY_FILE, PUBLIC_KEY_FILE, CA_CERT_FILE, CA_KEY_FILE, TLS_CERT_FILE, TLS_KEY_FILE]
+        .map(|f| options.dir.join(f));
     let existing: Vec<PathBuf> = targets.iter().filter(|p| p.exists()).cloned().collect();
     if !existing.is_empty() {
         return Err(InitError::Exists(existing));
@@ -119,19 +102,11 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         write_new(&path, &bytes, secret)?;
         files.push(path);
     }
-    Ok(Initialized {
-        config_file: options.dir.join(CONFIG_FILE),
-        participant_id,
-        api_key,
-        files,
-    })
+    Ok(Initialized { config_file: options.dir.join(CONFIG_FILE), participant_id, api_key, files })
 }
 
 fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), InitError> {
-    let error = |source| InitError::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let error = |source| InitError::Write { path: path.to_owned(), source };
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(error)?;
     }
@@ -145,10 +120,7 @@ fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), InitError> {
     #[cfg(not(unix))]
     let _ = secret;
     use std::io::Write;
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(error)
+    options.open(path).and_then(|mut f| f.write_all(bytes)).map_err(error)
 }
 
 /// A fresh EC P-256 key.
@@ -189,13 +161,7 @@ pub fn development_ca() -> Result<(X509, PKey<Private>), openssl::error::ErrorSt
     builder.set_not_before(&*Asn1Time::days_from_now(0)?)?;
     builder.set_not_after(&*Asn1Time::days_from_now(3650)?)?;
     builder.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    builder.append_extension(
-        KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()?,
-    )?;
+    builder.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
     let ski = SubjectKeyIdentifier::new().build(&builder.x509v3_context(None, None))?;
     builder.append_extension(ski)?;
     builder.sign(&key, MessageDigest::sha256())?;
@@ -217,19 +183,8 @@ pub fn host_certificate(
     builder.set_not_before(&*Asn1Time::days_from_now(0)?)?;
     builder.set_not_after(&*Asn1Time::days_from_now(365)?)?;
     builder.append_extension(BasicConstraints::new().build()?)?;
-    builder.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .key_agreement()
-            .build()?,
-    )?;
-    builder.append_extension(
-        ExtendedKeyUsage::new()
-            .server_auth()
-            .client_auth()
-            .build()?,
-    )?;
+    builder.append_extension(KeyUsage::new().critical().digital_signature().key_agreement().build()?)?;
+    builder.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
     let san = SubjectAlternativeName::new()
         .dns("localhost")
         .ip("127.0.0.1")
@@ -238,9 +193,7 @@ pub fn host_certificate(
     builder.append_extension(san)?;
     let ski = SubjectKeyIdentifier::new().build(&builder.x509v3_context(Some(ca), None))?;
     builder.append_extension(ski)?;
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(false)
-        .build(&builder.x509v3_context(Some(ca), None))?;
+    let aki = AuthorityKeyIdentifier::new().keyid(false).build(&builder.x509v3_context(Some(ca), None))?;
     builder.append_extension(aki)?;
     builder.sign(ca_key, MessageDigest::sha256())?;
     Ok((builder.build(), key))
@@ -316,19 +269,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let done = init(&options(dir.path())).unwrap();
         assert_eq!(done.participant_id, "did:web:localhost%3A19194");
-        let config =
-            Config::from_toml(&fs::read_to_string(&done.config_file).unwrap(), dir.path()).unwrap();
+        let config = Config::from_toml(&fs::read_to_string(&done.config_file).unwrap(), dir.path()).unwrap();
         assert_eq!(config.management.api_key, done.api_key);
         let ca = X509::from_pem(&fs::read(dir.path().join(CA_CERT_FILE)).unwrap()).unwrap();
-        let chain =
-            X509::stack_from_pem(&fs::read(dir.path().join(TLS_CERT_FILE)).unwrap()).unwrap();
+        let chain = X509::stack_from_pem(&fs::read(dir.path().join(TLS_CERT_FILE)).unwrap()).unwrap();
         assert!(chain[0].verify(&ca.public_key().unwrap()).unwrap());
-        let key =
-            PKey::private_key_from_pem(&fs::read(dir.path().join(KEY_FILE)).unwrap()).unwrap();
-        assert_eq!(
-            key.ec_key().unwrap().group().curve_name(),
-            Some(Nid::X9_62_PRIME256V1)
-        );
+        let key = PKey::private_key_from_pem(&fs::read(dir.path().join(KEY_FILE)).unwrap()).unwrap();
+        assert_eq!(key.ec_key().unwrap().group().curve_name(), Some(Nid::X9_62_PRIME256V1));
     }
 
     #[test]
@@ -336,14 +283,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(CONFIG_FILE), "keep me").unwrap();
         let error = init(&options(dir.path())).unwrap_err();
-        assert!(
-            matches!(error, InitError::Exists(ref paths) if paths.len() == 1),
-            "{error}"
-        );
-        assert_eq!(
-            fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap(),
-            "keep me"
-        );
+        assert!(matches!(error, InitError::Exists(ref paths) if paths.len() == 1), "{error}");
+        assert_eq!(fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap(), "keep me");
         assert!(!dir.path().join(KEY_FILE).exists());
     }
 }

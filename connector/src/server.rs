@@ -55,11 +55,7 @@ pub enum StartError {
     #[error("store")]
     Store(#[from] StoreError),
     #[error("cannot listen on {key} = {addr}: {source}")]
-    Bind {
-        key: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
 }
 
 /// A started connector: its addresses and the means to stop it.
@@ -128,9 +124,7 @@ async fn wait_for_signal() {
 /// Opens the store, binds both listeners, starts serving, loads the catalogue index, and reports ready.
 pub async fn start(config: Config) -> Result<RunningConnector, StartError> {
     let bind = |key, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { key, addr, source })
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
     };
     let public = bind("public.bind", config.public.bind).await?;
     let management = bind("management.bind", config.management.bind).await?;
@@ -146,10 +140,7 @@ pub async fn start_on(
 ) -> Result<RunningConnector, StartError> {
     let store = Store::open(
         &config.database_url(),
-        &StoreOptions {
-            schema: config.store.schema.clone(),
-            max_connections: Some(config.store.max_connections),
-        },
+        &StoreOptions { schema: config.store.schema.clone(), max_connections: Some(config.store.max_connections) },
     )
     .await?;
     let public_addr = public.local_addr().map_err(|source| StartError::Bind {
@@ -167,25 +158,12 @@ pub async fn start_on(
         None => format!("http://{public_addr}"),
     };
 
-    let state = Arc::new(Connector {
-        config,
-        store,
-        public_url,
-        ready: AtomicBool::new(false),
-        started: Instant::now(),
-    });
+    let state =
+        Arc::new(Connector { config, store, public_url, ready: AtomicBool::new(false), started: Instant::now() });
     let (shutdown, signal) = watch::channel(false);
     let servers = vec![
-        serve(
-            public,
-            with_common_layers(protocol::router(state.clone()), "public"),
-            signal.clone(),
-        ),
-        serve(
-            management,
-            with_common_layers(management::router(state.clone()), "management"),
-            signal,
-        ),
+        serve(public, with_common_layers(protocol::router(state.clone()), "public"), signal.clone()),
+        serve(management, with_common_layers(management::router(state.clone()), "management"), signal),
     ];
     tracing::info!(
         participant = %state.config.participant.id,
@@ -200,20 +178,10 @@ pub async fn start_on(
     state.ready.store(true, Ordering::Release);
     tracing::info!("ready");
 
-    Ok(RunningConnector {
-        state,
-        public_addr,
-        management_addr,
-        shutdown,
-        servers,
-    })
+    Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers })
 }
 
-fn serve(
-    listener: TcpListener,
-    router: Router,
-    mut signal: watch::Receiver<bool>,
-) -> JoinHandle<std::io::Result<()>> {
+fn serve(listener: TcpListener, router: Router, mut signal: watch::Receiver<bool>) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -238,9 +206,7 @@ fn with_common_layers(router: Router, listener: &'static str) -> Router {
 
 /// `GET /health/live` and `GET /health/ready`, on both listeners.
 pub fn health_routes() -> Router<Shared> {
-    Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready))
 }
 
 async fn live() -> impl IntoResponse {
@@ -249,14 +215,8 @@ async fn live() -> impl IntoResponse {
 
 async fn ready(State(state): State<Shared>) -> impl IntoResponse {
     if state.is_ready() {
-        (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready"})),
-        )
+        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "starting"})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "starting"})))
     }
 }

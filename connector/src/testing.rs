@@ -65,38 +65,19 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary folder");
                 let url = format!("sqlite://{}", dir.path().join("hanse.db").display());
-                TestDatabase {
-                    backend,
-                    url,
-                    schema: None,
-                    _dir: Some(dir),
-                }
+                TestDatabase { backend, url, schema: None, _dir: Some(dir) }
             }
-            Backend::Postgres => TestDatabase {
-                backend,
-                url: postgres_url(),
-                schema: Some(unique_schema()),
-                _dir: None,
-            },
+            Backend::Postgres => {
+                TestDatabase { backend, url: postgres_url(), schema: Some(unique_schema()), _dir: None }
+            }
         }
     }
 
     /// Opens the store (running migrations); panics with a clear message when the database does not answer.
     pub async fn open(&self) -> Store {
-        Store::open(
-            &self.url,
-            &StoreOptions {
-                schema: self.schema.clone(),
-                max_connections: Some(8),
-            },
-        )
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{:?} test database: {e} (set HANSE_TEST_DATABASE_URL?)",
-                self.backend
-            )
-        })
+        Store::open(&self.url, &StoreOptions { schema: self.schema.clone(), max_connections: Some(8) })
+            .await
+            .unwrap_or_else(|e| panic!("{:?} test database: {e} (set HANSE_TEST_DATABASE_URL?)", self.backend))
     }
 }
 
@@ -109,21 +90,11 @@ impl Drop for TestDatabase {
         };
         let url = self.url.clone();
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&url)
-                    .await
-                    .ok()?;
+                let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.ok()?;
                 let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                sqlx::query(sqlx::AssertSqlSafe(drop))
-                    .execute(&pool)
-                    .await
-                    .ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await.ok()?;
                 pool.close().await;
                 Some(())
             })
@@ -146,9 +117,7 @@ impl TestConnector {
     pub async fn start(backend: Backend) -> TestConnector {
         let dir = tempfile::tempdir().expect("temporary folder");
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
-        let management = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind management");
+        let management = TcpListener::bind("127.0.0.1:0").await.expect("bind management");
         let public_addr = public.local_addr().unwrap();
         let done = init(&InitOptions {
             dir: dir.path().to_owned(),
@@ -162,16 +131,8 @@ impl TestConnector {
         let mut config = Config::load(&done.config_file).expect("generated config loads");
         config.store.database_url = Some(database.url.clone());
         config.store.schema = database.schema.clone();
-        let running = start_on(config, public, management)
-            .await
-            .expect("connector starts");
-        TestConnector {
-            running,
-            api_key: done.api_key,
-            dir: dir.path().to_owned(),
-            database,
-            _dir: dir,
-        }
+        let running = start_on(config, public, management).await.expect("connector starts");
+        TestConnector { running, api_key: done.api_key, dir: dir.path().to_owned(), database, _dir: dir }
     }
 
     /// The management listener's base URL.

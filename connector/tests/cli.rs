@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 const HANSE: &str = env!("CARGO_BIN_EXE_hanse");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn hanse(dir: &Path, args: &[&str]) -> Command {
@@ -42,11 +38,7 @@ fn init(dir: &Path) -> (u16, u16, String) {
     )
     .output()
     .unwrap();
-    assert!(
-        output.status.success(),
-        "init failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "init failed: {}", String::from_utf8_lossy(&output.stderr));
     let config = std::fs::read_to_string(dir.join("hanse.toml")).unwrap();
     let api_key = config
         .lines()
@@ -66,10 +58,7 @@ impl Drop for Process {
 }
 
 fn get(url: &str, api_key: Option<&str>) -> Option<u16> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
     let mut request = client.get(url);
     if let Some(key) = api_key {
         request = request.header("X-Api-Key", key);
@@ -86,13 +75,7 @@ fn wait_ready(url: &str, process: &mut Process) {
         if let Some(status) = process.0.try_wait().unwrap() {
             let mut stderr = String::new();
             use std::io::Read;
-            process
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
+            process.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
             panic!("hanse exited with {status} before it was ready: {stderr}");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -101,17 +84,10 @@ fn wait_ready(url: &str, process: &mut Process) {
 }
 
 fn failing_run(dir: &Path, envs: &[(&str, &str)]) -> String {
-    let output: Output = hanse(dir, &["run"])
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap();
+    let output: Output = hanse(dir, &["run"]).envs(envs.iter().copied()).output().unwrap();
     assert!(!output.status.success(), "hanse run unexpectedly succeeded");
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "expected one line, got: {stderr}"
-    );
+    assert_eq!(stderr.lines().count(), 1, "expected one line, got: {stderr}");
     stderr
 }
 
@@ -119,39 +95,19 @@ fn failing_run(dir: &Path, envs: &[(&str, &str)]) -> String {
 fn init_then_run_serves_both_listeners_and_guards_management() {
     let dir = tempfile::tempdir().unwrap();
     let (public, management, api_key) = init(dir.path());
-    let mut process = Process(
-        hanse(dir.path(), &["run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(
-        &format!("http://127.0.0.1:{public}/health/ready"),
-        &mut process,
-    );
-    assert_eq!(
-        get(&format!("http://127.0.0.1:{management}/health/ready"), None),
-        Some(200)
-    );
-    assert_eq!(
-        get(&format!("http://127.0.0.1:{public}/health/live"), None),
-        Some(200)
-    );
+    let mut process =
+        Process(hanse(dir.path(), &["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    wait_ready(&format!("http://127.0.0.1:{public}/health/ready"), &mut process);
+    assert_eq!(get(&format!("http://127.0.0.1:{management}/health/ready"), None), Some(200));
+    assert_eq!(get(&format!("http://127.0.0.1:{public}/health/live"), None), Some(200));
     let about = format!("http://127.0.0.1:{management}/management/connector");
     assert_eq!(get(&about, None), Some(401));
     assert_eq!(get(&about, Some("wrong-key-wrong-key")), Some(401));
     assert_eq!(get(&about, Some(&api_key)), Some(200));
-    assert!(
-        dir.path().join("data/hanse.db").exists(),
-        "SQLite database created on first start"
-    );
+    assert!(dir.path().join("data/hanse.db").exists(), "SQLite database created on first start");
 
     // SIGTERM: a graceful stop with a zero exit status.
-    Command::new("kill")
-        .args(["-TERM", &process.0.id().to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-TERM", &process.0.id().to_string()]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = process.0.try_wait().unwrap() {
@@ -176,10 +132,7 @@ fn environment_variables_override_the_file() {
             .spawn()
             .unwrap(),
     );
-    wait_ready(
-        &format!("http://127.0.0.1:{public}/health/ready"),
-        &mut process,
-    );
+    wait_ready(&format!("http://127.0.0.1:{public}/health/ready"), &mut process);
     let about = format!("http://127.0.0.1:{management}/management/connector");
     assert_eq!(get(&about, Some(&file_key)), Some(401));
     assert_eq!(get(&about, Some(env_key)), Some(200));
@@ -190,16 +143,10 @@ fn an_unknown_key_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path());
     let config = std::fs::read_to_string(dir.path().join("hanse.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("hanse.toml"),
-        config.replace("[store]\n", "[store]\ndatabse_url = \"x\"\n"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("hanse.toml"), config.replace("[store]\n", "[store]\ndatabse_url = \"x\"\n"))
+        .unwrap();
     let error = failing_run(dir.path(), &[]);
-    assert!(
-        error.contains("store.databse_url") && error.contains("unknown key"),
-        "{error}"
-    );
+    assert!(error.contains("store.databse_url") && error.contains("unknown key"), "{error}");
 }
 
 #[test]
@@ -226,10 +173,7 @@ fn an_unreachable_database_stops_start_up_naming_it() {
     let url = format!("postgres://postgres:secret@127.0.0.1:{port}/test");
     let error = failing_run(dir.path(), &[("HANSE_STORE_DATABASE_URL", &url)]);
     assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
-    assert!(
-        !error.contains("secret"),
-        "the password must not be printed: {error}"
-    );
+    assert!(!error.contains("secret"), "the password must not be printed: {error}");
 }
 
 #[test]
@@ -251,20 +195,9 @@ fn init_refuses_to_overwrite() {
 #[test]
 fn version_and_help_with_examples() {
     let output = hanse(Path::new("."), &["--version"]).output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        format!("hanse {}", env!("CARGO_PKG_VERSION"))
-    );
-    for args in [
-        &["--help"][..],
-        &["run", "--help"],
-        &["init", "--help"],
-        &["demo", "--help"],
-    ] {
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("hanse {}", env!("CARGO_PKG_VERSION")));
+    for args in [&["--help"][..], &["run", "--help"], &["init", "--help"], &["demo", "--help"]] {
         let output = hanse(Path::new("."), args).output().unwrap();
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains("Examples:"),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Examples:"), "{args:?}");
     }
 }

@@ -21,147 +21,56 @@ macro_rules! on_every_backend {
 
 async fn created_documents_read_back(store: &hanse::store::Store, backend: Backend) {
     let body = json!({"properties": {"title": "Diabetes cohort", "numberOfRecords": 1200}});
-    let created = store
-        .insert_document(DocumentKind::Asset, "cohort-1", &body)
-        .await
-        .unwrap();
+    let created = store.insert_document(DocumentKind::Asset, "cohort-1", &body).await.unwrap();
     assert_eq!(created.version, 1);
-    let read = store
-        .get_document(DocumentKind::Asset, "cohort-1")
-        .await
-        .unwrap()
-        .unwrap();
+    let read = store.get_document(DocumentKind::Asset, "cohort-1").await.unwrap().unwrap();
     assert_eq!(read.body, body, "{backend:?}");
     assert_eq!(read.created_at, created.created_at);
     assert!(
-        store
-            .get_document(DocumentKind::PolicyDefinition, "cohort-1")
-            .await
-            .unwrap()
-            .is_none(),
+        store.get_document(DocumentKind::PolicyDefinition, "cohort-1").await.unwrap().is_none(),
         "kinds are separate"
     );
 }
-on_every_backend!(
-    created_documents_read_back_on_every_backend,
-    created_documents_read_back
-);
+on_every_backend!(created_documents_read_back_on_every_backend, created_documents_read_back);
 
-async fn a_duplicate_id_is_a_conflict_and_keeps_the_first(
-    store: &hanse::store::Store,
-    backend: Backend,
-) {
-    store
-        .insert_document(DocumentKind::Asset, "a", &json!({"v": 1}))
-        .await
-        .unwrap();
-    let error = store
-        .insert_document(DocumentKind::Asset, "a", &json!({"v": 2}))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, StoreError::Conflict { .. }),
-        "{backend:?}: {error}"
-    );
-    assert_eq!(
-        store
-            .get_document(DocumentKind::Asset, "a")
-            .await
-            .unwrap()
-            .unwrap()
-            .body,
-        json!({"v": 1})
-    );
+async fn a_duplicate_id_is_a_conflict_and_keeps_the_first(store: &hanse::store::Store, backend: Backend) {
+    store.insert_document(DocumentKind::Asset, "a", &json!({"v": 1})).await.unwrap();
+    let error = store.insert_document(DocumentKind::Asset, "a", &json!({"v": 2})).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { .. }), "{backend:?}: {error}");
+    assert_eq!(store.get_document(DocumentKind::Asset, "a").await.unwrap().unwrap().body, json!({"v": 1}));
 }
-on_every_backend!(
-    a_duplicate_id_is_a_conflict_on_every_backend,
-    a_duplicate_id_is_a_conflict_and_keeps_the_first
-);
+on_every_backend!(a_duplicate_id_is_a_conflict_on_every_backend, a_duplicate_id_is_a_conflict_and_keeps_the_first);
 
-async fn replace_bumps_the_version_and_unknown_ids_are_not_found(
-    store: &hanse::store::Store,
-    backend: Backend,
-) {
-    store
-        .insert_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 1}))
-        .await
-        .unwrap();
-    let replaced = store
-        .replace_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 2}))
-        .await
-        .unwrap();
+async fn replace_bumps_the_version_and_unknown_ids_are_not_found(store: &hanse::store::Store, backend: Backend) {
+    store.insert_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 1})).await.unwrap();
+    let replaced = store.replace_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 2})).await.unwrap();
     assert_eq!(replaced.version, 2, "{backend:?}");
-    assert_eq!(
-        store
-            .get_document(DocumentKind::PolicyDefinition, "p")
-            .await
-            .unwrap()
-            .unwrap()
-            .body,
-        json!({"v": 2})
-    );
-    let missing = store
-        .replace_document(DocumentKind::PolicyDefinition, "nope", &json!({}))
-        .await
-        .unwrap_err();
+    assert_eq!(store.get_document(DocumentKind::PolicyDefinition, "p").await.unwrap().unwrap().body, json!({"v": 2}));
+    let missing = store.replace_document(DocumentKind::PolicyDefinition, "nope", &json!({})).await.unwrap_err();
     assert!(matches!(missing, StoreError::NotFound { .. }));
-    let missing = store
-        .delete_document(DocumentKind::PolicyDefinition, "nope")
-        .await
-        .unwrap_err();
+    let missing = store.delete_document(DocumentKind::PolicyDefinition, "nope").await.unwrap_err();
     assert!(matches!(missing, StoreError::NotFound { .. }));
 }
-on_every_backend!(
-    replace_and_not_found_on_every_backend,
-    replace_bumps_the_version_and_unknown_ids_are_not_found
-);
+on_every_backend!(replace_and_not_found_on_every_backend, replace_bumps_the_version_and_unknown_ids_are_not_found);
 
-async fn listing_is_ordered_by_id_and_delete_removes(
-    store: &hanse::store::Store,
-    backend: Backend,
-) {
+async fn listing_is_ordered_by_id_and_delete_removes(store: &hanse::store::Store, backend: Backend) {
     for id in ["c", "a", "b"] {
-        store
-            .insert_document(DocumentKind::ContractDefinition, id, &json!({"id": id}))
-            .await
-            .unwrap();
+        store.insert_document(DocumentKind::ContractDefinition, id, &json!({"id": id})).await.unwrap();
     }
-    let ids: Vec<String> = store
-        .list_documents(DocumentKind::ContractDefinition)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
+    let ids: Vec<String> =
+        store.list_documents(DocumentKind::ContractDefinition).await.unwrap().into_iter().map(|d| d.id).collect();
     assert_eq!(ids, ["a", "b", "c"], "{backend:?}");
-    store
-        .delete_document(DocumentKind::ContractDefinition, "b")
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .count_documents(DocumentKind::ContractDefinition)
-            .await
-            .unwrap(),
-        2
-    );
+    store.delete_document(DocumentKind::ContractDefinition, "b").await.unwrap();
+    assert_eq!(store.count_documents(DocumentKind::ContractDefinition).await.unwrap(), 2);
 }
-on_every_backend!(
-    listing_and_delete_on_every_backend,
-    listing_is_ordered_by_id_and_delete_removes
-);
+on_every_backend!(listing_and_delete_on_every_backend, listing_is_ordered_by_id_and_delete_removes);
 
-async fn concurrent_inserts_of_one_id_admit_exactly_one(
-    store: &hanse::store::Store,
-    backend: Backend,
-) {
+async fn concurrent_inserts_of_one_id_admit_exactly_one(store: &hanse::store::Store, backend: Backend) {
     let attempts = (0..16).map(|i| {
         let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .insert_document(DocumentKind::Asset, "contested", &json!({"writer": i}))
-                .await
-        })
+        tokio::spawn(
+            async move { store.insert_document(DocumentKind::Asset, "contested", &json!({"writer": i})).await },
+        )
     });
     let mut won = 0;
     for attempt in attempts {
@@ -173,31 +82,17 @@ async fn concurrent_inserts_of_one_id_admit_exactly_one(
     }
     assert_eq!(won, 1, "{backend:?}");
 }
-on_every_backend!(
-    concurrent_inserts_admit_one_on_every_backend,
-    concurrent_inserts_of_one_id_admit_exactly_one
-);
+on_every_backend!(concurrent_inserts_admit_one_on_every_backend, concurrent_inserts_of_one_id_admit_exactly_one);
 
 #[tokio::test]
 async fn data_survives_a_restart_on_every_backend() {
     for backend in backends() {
         let database = TestDatabase::new(backend);
         let store = database.open().await;
-        store
-            .insert_document(DocumentKind::Asset, "kept", &json!({"title": "kept"}))
-            .await
-            .unwrap();
+        store.insert_document(DocumentKind::Asset, "kept", &json!({"title": "kept"})).await.unwrap();
         store.close().await;
         let reopened = database.open().await; // migrations run again and must be a no-op
-        assert_eq!(
-            reopened
-                .get_document(DocumentKind::Asset, "kept")
-                .await
-                .unwrap()
-                .unwrap()
-                .body["title"],
-            "kept"
-        );
+        assert_eq!(reopened.get_document(DocumentKind::Asset, "kept").await.unwrap().unwrap().body["title"], "kept");
         reopened.close().await;
     }
 }

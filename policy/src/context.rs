@@ -53,11 +53,7 @@ pub struct JobContext {
 impl RequestContext {
     /// A context for `participant` at `now`.
     pub fn new(participant: impl Into<String>, now: DateTime<Utc>) -> RequestContext {
-        RequestContext {
-            participant: Some(participant.into()),
-            now: Some(now),
-            ..RequestContext::default()
-        }
+        RequestContext { participant: Some(participant.into()), now: Some(now), ..RequestContext::default() }
     }
 
     /// With a declared purpose.

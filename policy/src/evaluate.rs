@@ -14,14 +14,14 @@
 //! - Permission and prohibition both applying is a conflict, resolved by the policy's strategy (`invalid` when none
 //!   is given: the policy is void and the request denied).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde::Serialize;
 
 use crate::context::RequestContext;
 use crate::model::{
-    AtomicConstraint, ConflictStrategy, Constraint, LeftOperand, LogicalOperator, Operator, Policy,
-    Rule,
+    AtomicConstraint, ConflictStrategy, Constraint, LeftOperand, LogicalOperator, Operator, Policy, Rule,
 };
 use crate::profile::{self, canonical_action};
 use crate::term;
@@ -95,9 +95,19 @@ pub fn evaluate(policy: &Policy, action: &str, context: &RequestContext) -> Deci
     decide::<true>(policy, &canonical_action(action), context, false)
 }
 
+/// The canonical action without allocating for the spellings the connector itself uses.
+fn requested_action(action: &str) -> Cow<'static, str> {
+    match action {
+        "use" | profile::USE => Cow::Borrowed(profile::USE),
+        "read" | profile::READ => Cow::Borrowed(profile::READ),
+        "compute" | "hanse:compute" | profile::COMPUTE => Cow::Borrowed(profile::COMPUTE),
+        other => Cow::Owned(canonical_action(other)),
+    }
+}
+
 /// The same decision as [`evaluate`] without building the trace or any text: the hot path.
 pub fn permits(policy: &Policy, action: &str, context: &RequestContext) -> bool {
-    decide::<false>(policy, &canonical_action(action), context, false).permitted
+    decide::<false>(policy, &requested_action(action), context, false).permitted
 }
 
 /// Whether a raw data transfer is permitted: a permission covering `read` (so `use` or `read`, never `hanse:compute`),
@@ -117,12 +127,7 @@ struct RuleJudged {
     trace: Option<RuleTrace>,
 }
 
-fn decide<const TRACE: bool>(
-    policy: &Policy,
-    requested: &str,
-    context: &RequestContext,
-    export: bool,
-) -> Decision {
+fn decide<const TRACE: bool>(policy: &Policy, requested: &str, context: &RequestContext, export: bool) -> Decision {
     let mut rules = Vec::new();
     let mut duties = Vec::new();
     let mut deferred = Vec::new();
@@ -133,19 +138,12 @@ fn decide<const TRACE: bool>(
         let judged = judge_rule::<TRACE>(permission, requested, context, "permission", i, false);
         if TRACE && let Some(trace) = &judged.trace {
             collect(trace, &mut duties, &mut deferred, judged.outcome);
-            if matches!(judged.outcome, Outcome::Violated | Outcome::Invalid)
-                && first_denial.is_none()
-            {
+            if matches!(judged.outcome, Outcome::Violated | Outcome::Invalid) && first_denial.is_none() {
                 first_denial = Some(format!("{}: {}", trace.path, trace.reason));
             }
         }
-        if matches!(judged.outcome, Outcome::Satisfied | Outcome::Deferred) && granted_by.is_none()
-        {
-            granted_by = Some(if TRACE {
-                format!("permission[{i}]")
-            } else {
-                String::new()
-            });
+        if matches!(judged.outcome, Outcome::Satisfied | Outcome::Deferred) && granted_by.is_none() {
+            granted_by = Some(if TRACE { format!("permission[{i}]") } else { String::new() });
         }
         if TRACE {
             rules.extend(judged.trace);
@@ -158,9 +156,7 @@ fn decide<const TRACE: bool>(
     for (i, prohibition) in policy.prohibitions.iter().enumerate() {
         let judged = judge_rule::<TRACE>(prohibition, requested, context, "prohibition", i, export);
         // A prohibition that cannot be evaluated is taken to apply: never permit silently.
-        if matches!(judged.outcome, Outcome::Satisfied | Outcome::Invalid)
-            && prohibited_by.is_none()
-        {
+        if matches!(judged.outcome, Outcome::Satisfied | Outcome::Invalid) && prohibited_by.is_none() {
             prohibited_by = Some(match &judged.trace {
                 Some(trace) => format!("{}: {}", trace.path, trace.reason),
                 None => String::new(),
@@ -182,13 +178,8 @@ fn decide<const TRACE: bool>(
     for (i, obligation) in policy.obligations.iter().enumerate() {
         let judged = judge_duty::<TRACE>(obligation, context, &format!("obligation[{i}]"));
         if judged.outcome == Outcome::Invalid && obligation_failure.is_none() {
-            obligation_failure = Some(
-                judged
-                    .trace
-                    .as_ref()
-                    .map(|t| format!("{}: {}", t.path, t.reason))
-                    .unwrap_or_default(),
-            );
+            obligation_failure =
+                Some(judged.trace.as_ref().map(|t| format!("{}: {}", t.path, t.reason)).unwrap_or_default());
         }
         if TRACE && let Some(trace) = judged.trace {
             if judged.outcome == Outcome::Satisfied {
@@ -198,11 +189,7 @@ fn decide<const TRACE: bool>(
         }
     }
 
-    let action_name = if TRACE {
-        term::short(requested)
-    } else {
-        String::new()
-    };
+    let action_name = if TRACE { term::short(requested) } else { String::new() };
     let (permitted, reason) = match (granted_by, prohibited_by, obligation_failure) {
         (_, _, Some(failure)) => (false, failure),
         (None, _, None) => {
@@ -217,30 +204,19 @@ fn decide<const TRACE: bool>(
         }
         (Some(grant), None, None) => (true, format!("{grant} permits {action_name}")),
         (Some(grant), Some(prohibition), None) => match policy.conflict {
-            ConflictStrategy::Perm => (
-                true,
-                format!(
-                    "{grant} permits {action_name}; it overrides {prohibition} (conflict strategy perm)"
-                ),
-            ),
-            ConflictStrategy::Prohibit => {
-                (false, format!("{prohibition} (conflict strategy prohibit)"))
+            ConflictStrategy::Perm => {
+                (true, format!("{grant} permits {action_name}; it overrides {prohibition} (conflict strategy perm)"))
             }
+            ConflictStrategy::Prohibit => (false, format!("{prohibition} (conflict strategy prohibit)")),
             ConflictStrategy::Invalid => (
                 false,
-                format!(
-                    "{grant} and {prohibition} conflict, and the policy's conflict strategy (invalid) voids it"
-                ),
+                format!("{grant} and {prohibition} conflict, and the policy's conflict strategy (invalid) voids it"),
             ),
         },
     };
     Decision {
         permitted,
-        action: if TRACE {
-            requested.to_owned()
-        } else {
-            String::new()
-        },
+        action: if TRACE { requested.to_owned() } else { String::new() },
         reason: if TRACE { reason } else { String::new() },
         rules,
         duties,
@@ -249,12 +225,7 @@ fn decide<const TRACE: bool>(
 }
 
 /// Gathers the obligations and deferred constraints of an applicable rule.
-fn collect(
-    trace: &RuleTrace,
-    duties: &mut Vec<String>,
-    deferred: &mut Vec<String>,
-    outcome: Outcome,
-) {
+fn collect(trace: &RuleTrace, duties: &mut Vec<String>, deferred: &mut Vec<String>, outcome: Outcome) {
     if !matches!(outcome, Outcome::Satisfied | Outcome::Deferred) {
         return;
     }
@@ -284,58 +255,28 @@ fn judge_rule<const TRACE: bool>(
     index: usize,
     export: bool,
 ) -> RuleJudged {
-    let path = if TRACE {
-        format!("{kind}[{index}]")
-    } else {
-        String::new()
-    };
+    let path = if TRACE { format!("{kind}[{index}]") } else { String::new() };
     let Some(action) = rule.action.as_deref() else {
-        return rule_result::<TRACE>(
-            path,
-            String::new(),
-            Outcome::Invalid,
-            || "names no action".into(),
-            vec![],
-            vec![],
-        );
+        return rule_result::<TRACE>(path, "", Outcome::Invalid, || "names no action".into(), vec![], vec![]);
     };
-    let export_prohibition =
-        export && kind == "prohibition" && profile::EXPORT_ACTIONS.contains(&action);
+    let export_prohibition = export && kind == "prohibition" && profile::EXPORT_ACTIONS.contains(&action);
     if !profile::action_covers(action, requested) && !export_prohibition {
         return rule_result::<TRACE>(
             path,
-            action.to_owned(),
+            action,
             Outcome::NotApplicable,
-            || {
-                format!(
-                    "{} does not cover {}",
-                    term::short(action),
-                    term::short(requested)
-                )
-            },
+            || format!("{} does not cover {}", term::short(action), term::short(requested)),
             vec![],
             vec![],
         );
     }
-    let (mut outcome, constraints) = judge_all::<TRACE>(
-        rule.conditions(),
-        context,
-        &path,
-        "constraint",
-        LogicalOperator::And,
-    );
+    let (mut outcome, constraints) =
+        judge_all::<TRACE>(rule.conditions(), context, &path, "constraint", LogicalOperator::And);
     let mut duty_traces = Vec::new();
     if kind == "permission" && outcome != Outcome::Violated {
         for (i, duty) in rule.duties.iter().enumerate() {
-            let judged = judge_duty::<TRACE>(
-                duty,
-                context,
-                &if TRACE {
-                    format!("{path}.duty[{i}]")
-                } else {
-                    String::new()
-                },
-            );
+            let judged =
+                judge_duty::<TRACE>(duty, context, &if TRACE { format!("{path}.duty[{i}]") } else { String::new() });
             if judged.outcome == Outcome::Invalid {
                 outcome = Outcome::Invalid;
             }
@@ -347,10 +288,7 @@ fn judge_rule<const TRACE: bool>(
     } else {
         match outcome {
             Outcome::Satisfied => format!("{} holds", term::short(action)),
-            Outcome::Deferred => format!(
-                "{} holds; some constraints are checked when a job runs",
-                term::short(action)
-            ),
+            Outcome::Deferred => format!("{} holds; some constraints are checked when a job runs", term::short(action)),
             _ => first_failure(&constraints)
                 .or_else(|| {
                     duty_traces
@@ -361,14 +299,7 @@ fn judge_rule<const TRACE: bool>(
                 .unwrap_or_else(|| "does not hold".into()),
         }
     };
-    rule_result::<TRACE>(
-        path,
-        action.to_owned(),
-        outcome,
-        || reason,
-        constraints,
-        duty_traces,
-    )
+    rule_result::<TRACE>(path, action, outcome, || reason, constraints, duty_traces)
 }
 
 /// A duty (or obligation): its action must be one Hanse knows; its constraints say whether it is triggered.
@@ -376,7 +307,7 @@ fn judge_duty<const TRACE: bool>(duty: &Rule, context: &RequestContext, path: &s
     let Some(action) = duty.action.as_deref() else {
         return rule_result::<TRACE>(
             path.to_owned(),
-            String::new(),
+            "",
             Outcome::Invalid,
             || "names no action".into(),
             vec![],
@@ -386,25 +317,17 @@ fn judge_duty<const TRACE: bool>(duty: &Rule, context: &RequestContext, path: &s
     if !profile::is_known_action(action) {
         return rule_result::<TRACE>(
             path.to_owned(),
-            action.to_owned(),
+            action,
             Outcome::Invalid,
-            || {
-                format!(
-                    "a duty to {} cannot be committed to: the action is unknown",
-                    term::short(action)
-                )
-            },
+            || format!("a duty to {} cannot be committed to: the action is unknown", term::short(action)),
             vec![],
             vec![],
         );
     }
-    let (outcome, constraints) = judge_all::<TRACE>(
-        duty.conditions(),
-        context,
-        path,
-        "constraint",
-        LogicalOperator::And,
-    );
+    // A duty's constraints say when it applies; its action's refinements say what exactly is owed (e.g. the amount
+    // of a compensation) and are part of the obligation, not a condition for it.
+    let (outcome, constraints) =
+        judge_all::<TRACE>(duty.constraints.iter(), context, path, "constraint", LogicalOperator::And);
     let outcome = match outcome {
         Outcome::Deferred => Outcome::Satisfied,
         other => other,
@@ -413,24 +336,29 @@ fn judge_duty<const TRACE: bool>(duty: &Rule, context: &RequestContext, path: &s
         String::new()
     } else {
         match outcome {
-            Outcome::Satisfied => format!("the requester must {}", term::short(action)),
+            Outcome::Satisfied if duty.refinements.is_empty() => format!("the requester must {}", term::short(action)),
+            Outcome::Satisfied => format!(
+                "the requester must {} ({})",
+                term::short(action),
+                duty.refinements
+                    .iter()
+                    .map(|r| match r {
+                        Constraint::Atomic(a) => a.to_string(),
+                        Constraint::Logical { operator, .. } => operator.term().to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Outcome::Violated => "not triggered".into(),
             _ => first_failure(&constraints).unwrap_or_else(|| "cannot be evaluated".into()),
         }
     };
-    rule_result::<TRACE>(
-        path.to_owned(),
-        action.to_owned(),
-        outcome,
-        || reason,
-        constraints,
-        vec![],
-    )
+    rule_result::<TRACE>(path.to_owned(), action, outcome, || reason, constraints, vec![])
 }
 
 fn rule_result<const TRACE: bool>(
     path: String,
-    action: String,
+    action: &str,
     outcome: Outcome,
     reason: impl FnOnce() -> String,
     constraints: Vec<ConstraintTrace>,
@@ -439,25 +367,17 @@ fn rule_result<const TRACE: bool>(
     let reason = if TRACE { reason() } else { String::new() };
     RuleJudged {
         outcome,
-        trace: TRACE.then(|| RuleTrace {
-            path,
-            action,
-            outcome,
-            reason,
-            constraints,
-            duties,
-        }),
+        trace: TRACE.then(|| RuleTrace { path, action: action.to_owned(), outcome, reason, constraints, duties }),
     }
 }
 
 fn first_failure(traces: &[ConstraintTrace]) -> Option<String> {
-    traces
-        .iter()
-        .find(|t| matches!(t.outcome, Outcome::Violated | Outcome::Invalid))
-        .map(|t| match first_failure(&t.children) {
+    traces.iter().find(|t| matches!(t.outcome, Outcome::Violated | Outcome::Invalid)).map(|t| {
+        match first_failure(&t.children) {
             Some(inner) if t.children.len() == 1 || t.constraint.starts_with("and") => inner,
             _ => format!("{} ({}): {}", t.constraint, t.path, t.reason),
-        })
+        }
+    })
 }
 
 /// Evaluates constraints combined by `operator`.
@@ -469,15 +389,10 @@ fn judge_all<'a, const TRACE: bool>(
     operator: LogicalOperator,
 ) -> (Outcome, Vec<ConstraintTrace>) {
     let mut traces = Vec::new();
-    let (mut satisfied, mut violated, mut deferred, mut invalid, mut count) =
-        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut satisfied, mut violated, mut deferred, mut invalid, mut count) = (0usize, 0usize, 0usize, 0usize, 0usize);
     for (i, constraint) in constraints.enumerate() {
         count += 1;
-        let child_path = if TRACE {
-            format!("{path}.{member}[{i}]")
-        } else {
-            String::new()
-        };
+        let child_path = if TRACE { format!("{path}.{member}[{i}]") } else { String::new() };
         let judged = judge::<TRACE>(constraint, context, child_path);
         match judged.outcome {
             Outcome::Satisfied => satisfied += 1,
@@ -533,57 +448,27 @@ fn judge_all<'a, const TRACE: bool>(
     };
     // A logical constraint with no members says nothing and is treated as malformed; an empty rule
     // (no constraints at all) simply holds.
-    let outcome = if count == 0 && member != "constraint" {
-        Outcome::Invalid
-    } else {
-        outcome
-    };
+    let outcome = if count == 0 && member != "constraint" { Outcome::Invalid } else { outcome };
     (outcome, traces)
 }
 
-fn judge<const TRACE: bool>(
-    constraint: &Constraint,
-    context: &RequestContext,
-    path: String,
-) -> Judged {
+fn judge<const TRACE: bool>(constraint: &Constraint, context: &RequestContext, path: String) -> Judged {
     match constraint {
-        Constraint::Logical {
-            operator,
-            constraints,
-        } => {
-            let (outcome, children) = judge_all::<TRACE>(
-                constraints.iter(),
-                context,
-                &path,
-                operator.term(),
-                *operator,
-            );
+        Constraint::Logical { operator, constraints } => {
+            let (outcome, children) =
+                judge_all::<TRACE>(constraints.iter(), context, &path, operator.term(), *operator);
             Judged {
                 outcome,
                 trace: TRACE.then(|| {
-                    let satisfied = children
-                        .iter()
-                        .filter(|c| c.outcome == Outcome::Satisfied)
-                        .count();
+                    let satisfied = children.iter().filter(|c| c.outcome == Outcome::Satisfied).count();
                     let reason = if constraints.is_empty() {
-                        format!(
-                            "an empty `{}` constrains nothing and is malformed",
-                            operator.term()
-                        )
+                        format!("an empty `{}` constrains nothing and is malformed", operator.term())
                     } else {
-                        format!(
-                            "{satisfied} of {} members satisfied ({})",
-                            children.len(),
-                            operator.term()
-                        )
+                        format!("{satisfied} of {} members satisfied ({})", children.len(), operator.term())
                     };
                     ConstraintTrace {
                         path,
-                        constraint: format!(
-                            "{} of {} constraints",
-                            operator.term(),
-                            constraints.len()
-                        ),
+                        constraint: format!("{} of {} constraints", operator.term(), constraints.len()),
                         resolved: None,
                         outcome,
                         reason,
@@ -629,9 +514,9 @@ fn resolve(left: &LeftOperand, context: &RequestContext) -> Resolved {
             None => Resolved::Missing("the request carries no time"),
         },
         ElapsedTime => match (context.now, context.agreed_at) {
-            (Some(now), Some(agreed)) => Resolved::Value(Value::Duration(
-                (now - agreed).num_milliseconds() as f64 / 1000.0,
-            )),
+            (Some(now), Some(agreed)) => {
+                Resolved::Value(Value::Duration((now - agreed).num_milliseconds() as f64 / 1000.0))
+            }
             (Some(_), None) => Resolved::Value(Value::Duration(0.0)),
             (None, _) => Resolved::Missing("the request carries no time"),
         },
@@ -655,30 +540,24 @@ fn resolve(left: &LeftOperand, context: &RequestContext) -> Resolved {
             None => Resolved::Missing("the requester holds no verified claim of that name"),
         },
         CredentialType => Resolved::Value(Value::List(
-            context
-                .credential_types
-                .iter()
-                .map(|t| Value::Iri(term::canonical(t)))
-                .collect(),
+            context.credential_types.iter().map(|t| Value::Iri(term::canonical(t))).collect(),
         )),
-        MinCellCount | JobTemplate | AlgorithmDigest | MaxJobs | DisclosureMethod => {
-            match &context.job {
-                None => Resolved::Deferred,
-                Some(job) => Resolved::Value(match left {
-                    MinCellCount => Value::Integer(job.min_cell_count as i64),
-                    JobTemplate => Value::String(job.template.clone()),
-                    MaxJobs => Value::Integer(job.jobs_run as i64 + 1),
-                    AlgorithmDigest => match &job.algorithm_digest {
-                        Some(d) => Value::String(crate::model::canonical_digest(d)),
-                        None => return Resolved::Missing("the job names no algorithm digest"),
-                    },
-                    _ => match &job.disclosure_method {
-                        Some(m) => Value::Iri(profile::canonical_disclosure_method(m)),
-                        None => return Resolved::Missing("the job names no disclosure method"),
-                    },
-                }),
-            }
-        }
+        MinCellCount | JobTemplate | AlgorithmDigest | MaxJobs | DisclosureMethod => match &context.job {
+            None => Resolved::Deferred,
+            Some(job) => Resolved::Value(match left {
+                MinCellCount => Value::Integer(job.min_cell_count as i64),
+                JobTemplate => Value::String(job.template.clone()),
+                MaxJobs => Value::Integer(job.jobs_run as i64 + 1),
+                AlgorithmDigest => match &job.algorithm_digest {
+                    Some(d) => Value::String(crate::model::canonical_digest(d)),
+                    None => return Resolved::Missing("the job names no algorithm digest"),
+                },
+                _ => match &job.disclosure_method {
+                    Some(m) => Value::Iri(profile::canonical_disclosure_method(m)),
+                    None => return Resolved::Missing("the job names no disclosure method"),
+                },
+            }),
+        },
         Unknown(_) => Resolved::Missing("unknown"),
     }
 }
@@ -688,35 +567,15 @@ fn judge_atomic<const TRACE: bool>(
     context: &RequestContext,
 ) -> (Outcome, Option<String>, String) {
     if let LeftOperand::Unknown(iri) = &c.left {
-        return (
-            Outcome::Invalid,
-            None,
-            if TRACE {
-                format!("unknown left operand <{iri}>")
-            } else {
-                String::new()
-            },
-        );
+        return (Outcome::Invalid, None, if TRACE { format!("unknown left operand <{iri}>") } else { String::new() });
     }
     if let Operator::Unknown(iri) = &c.operator {
-        return (
-            Outcome::Invalid,
-            None,
-            if TRACE {
-                format!("unknown operator <{iri}>")
-            } else {
-                String::new()
-            },
-        );
+        return (Outcome::Invalid, None, if TRACE { format!("unknown operator <{iri}>") } else { String::new() });
     }
     let right = match &c.right {
         Ok(right) => right,
         Err(reason) => {
-            return (
-                Outcome::Invalid,
-                None,
-                if TRACE { reason.clone() } else { String::new() },
-            );
+            return (Outcome::Invalid, None, if TRACE { reason.clone() } else { String::new() });
         }
     };
     let left = match resolve(&c.left, context) {
@@ -725,40 +584,21 @@ fn judge_atomic<const TRACE: bool>(
             return (
                 Outcome::Deferred,
                 None,
-                if TRACE {
-                    "checked when a compute job runs".into()
-                } else {
-                    String::new()
-                },
+                if TRACE { "checked when a compute job runs".into() } else { String::new() },
             );
         }
         Resolved::Missing(why) => {
-            return (
-                Outcome::Violated,
-                None,
-                if TRACE { why.into() } else { String::new() },
-            );
+            return (Outcome::Violated, None, if TRACE { why.into() } else { String::new() });
         }
     };
     let resolved = TRACE.then(|| left.to_string());
     match apply(&c.left, &c.operator, &left, right) {
-        Ok(true) => (
-            Outcome::Satisfied,
-            resolved,
-            if TRACE {
-                "satisfied".into()
-            } else {
-                String::new()
-            },
-        ),
+        Ok(true) => (Outcome::Satisfied, resolved, if TRACE { "satisfied".into() } else { String::new() }),
         Ok(false) => (
             Outcome::Violated,
             resolved,
             if TRACE {
-                format!(
-                    "{} is {left}, which does not satisfy {} {right}",
-                    c.left, c.operator
-                )
+                format!("{} is {left}, which does not satisfy {} {right}", c.left, c.operator)
             } else {
                 String::new()
             },
@@ -770,8 +610,9 @@ fn judge_atomic<const TRACE: bool>(
 /// Whether `item` matches `wanted` for this operand: taxonomy-aware for purposes and places, equality otherwise.
 fn is_a(left: &LeftOperand, item: &Value, wanted: &Value) -> bool {
     match (left, item, wanted) {
-        (LeftOperand::Purpose, Value::Iri(a), Value::Iri(b)) => profile::purpose_is_a(a, b),
-        (LeftOperand::Spatial, Value::Iri(a), Value::Iri(b)) => profile::region_is_part_of(a, b),
+        // Both sides were canonicalised when they were built (parsing, resolving).
+        (LeftOperand::Purpose, Value::Iri(a), Value::Iri(b)) => profile::canonical_purpose_is_a(a, b),
+        (LeftOperand::Spatial, Value::Iri(a), Value::Iri(b)) => profile::canonical_region_is_part_of(a, b),
         _ => equal(item, wanted),
     }
 }
@@ -782,20 +623,13 @@ fn align(left: &Value, right: &Value) -> Value {
         (Value::Integer(_) | Value::Decimal(_), Value::String(s)) => {
             parse_as(s, ValueKind::Decimal).unwrap_or_else(|_| right.clone())
         }
-        (Value::Boolean(_), Value::String(s)) => {
-            parse_as(s, ValueKind::Boolean).unwrap_or_else(|_| right.clone())
-        }
+        (Value::Boolean(_), Value::String(s)) => parse_as(s, ValueKind::Boolean).unwrap_or_else(|_| right.clone()),
         (_, Value::List(items)) => Value::List(items.iter().map(|i| align(left, i)).collect()),
         _ => right.clone(),
     }
 }
 
-fn apply(
-    operand: &LeftOperand,
-    operator: &Operator,
-    left: &Value,
-    right: &Value,
-) -> Result<bool, String> {
+fn apply(operand: &LeftOperand, operator: &Operator, left: &Value, right: &Value) -> Result<bool, String> {
     let aligned;
     let right = if matches!(operand, LeftOperand::Claim(_)) {
         aligned = align(left, right);
@@ -804,52 +638,23 @@ fn apply(
         right
     };
     let order = || {
-        compare(left, right).ok_or_else(|| {
-            format!(
-                "{operand} is {left}; {} cannot order it against {right}",
-                operator
-            )
-        })
+        compare(left, right).ok_or_else(|| format!("{operand} is {left}; {} cannot order it against {right}", operator))
     };
     Ok(match operator {
         Operator::Eq => {
-            left.items()
-                .iter()
-                .any(|l| right.items().iter().any(|r| equal(l, r)))
-                && !right.items().is_empty()
+            left.items().iter().any(|l| right.items().iter().any(|r| equal(l, r))) && !right.items().is_empty()
         }
-        Operator::Neq => !left
-            .items()
-            .iter()
-            .any(|l| right.items().iter().any(|r| equal(l, r))),
+        Operator::Neq => !left.items().iter().any(|l| right.items().iter().any(|r| equal(l, r))),
         Operator::Lt => order()? == Ordering::Less,
         Operator::Lteq | Operator::TermLteq => order()? != Ordering::Greater,
         Operator::Gt => order()? == Ordering::Greater,
         Operator::Gteq => order()? != Ordering::Less,
-        Operator::IsA => left
-            .items()
-            .iter()
-            .any(|l| right.items().iter().any(|r| is_a(operand, l, r))),
-        Operator::IsPartOf => left
-            .items()
-            .iter()
-            .all(|l| right.items().iter().any(|r| is_a(operand, l, r))),
-        Operator::HasPart => right
-            .items()
-            .iter()
-            .all(|r| left.items().iter().any(|l| is_a(operand, r, l))),
-        Operator::IsAnyOf => left
-            .items()
-            .iter()
-            .any(|l| right.items().iter().any(|r| is_a(operand, l, r))),
-        Operator::IsNoneOf => !left
-            .items()
-            .iter()
-            .any(|l| right.items().iter().any(|r| is_a(operand, l, r))),
-        Operator::IsAllOf => right
-            .items()
-            .iter()
-            .all(|r| left.items().iter().any(|l| is_a(operand, l, r))),
+        Operator::IsA => left.items().iter().any(|l| right.items().iter().any(|r| is_a(operand, l, r))),
+        Operator::IsPartOf => left.items().iter().all(|l| right.items().iter().any(|r| is_a(operand, l, r))),
+        Operator::HasPart => right.items().iter().all(|r| left.items().iter().any(|l| is_a(operand, r, l))),
+        Operator::IsAnyOf => left.items().iter().any(|l| right.items().iter().any(|r| is_a(operand, l, r))),
+        Operator::IsNoneOf => !left.items().iter().any(|l| right.items().iter().any(|r| is_a(operand, l, r))),
+        Operator::IsAllOf => right.items().iter().all(|r| left.items().iter().any(|l| is_a(operand, l, r))),
         Operator::Unknown(iri) => return Err(format!("unknown operator <{iri}>")),
     })
 }

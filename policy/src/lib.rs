@@ -20,13 +20,11 @@ mod validate;
 pub mod value;
 
 pub use context::{JobContext, RequestContext};
-pub use evaluate::{
-    ConstraintTrace, Decision, Outcome, RuleTrace, evaluate, evaluate_transfer, permits,
-};
+pub use evaluate::{ConstraintTrace, Decision, Outcome, RuleTrace, evaluate, evaluate_transfer, permits};
 pub use matching::{normalise, same_offer};
 pub use model::{
-    AtomicConstraint, ConflictStrategy, Constraint, LeftOperand, LogicalOperator, Operator,
-    ParseError, Policy, PolicyKind, Rule,
+    AtomicConstraint, ConflictStrategy, Constraint, LeftOperand, LogicalOperator, Operator, ParseError, Policy,
+    PolicyKind, Rule,
 };
 pub use validate::{Issue, IssueCode, Severity, validate, validate_at};
 pub use value::{Value, ValueKind};

@@ -11,11 +11,7 @@ use crate::value::Value;
 /// dropped where the typed value carries the meaning. `normalise(normalise(p)) == normalise(p)`.
 pub fn normalise(policy: &Policy) -> Policy {
     let mut out = policy.clone();
-    for rules in [
-        &mut out.permissions,
-        &mut out.prohibitions,
-        &mut out.obligations,
-    ] {
+    for rules in [&mut out.permissions, &mut out.prohibitions, &mut out.obligations] {
         for rule in rules.iter_mut() {
             normalise_rule(rule);
         }
@@ -28,11 +24,7 @@ pub fn normalise(policy: &Policy) -> Policy {
 }
 
 fn normalise_rule(rule: &mut Rule) {
-    let mut constraints: Vec<Constraint> = rule
-        .refinements
-        .drain(..)
-        .chain(rule.constraints.drain(..))
-        .collect();
+    let mut constraints: Vec<Constraint> = rule.refinements.drain(..).chain(rule.constraints.drain(..)).collect();
     for c in constraints.iter_mut() {
         normalise_constraint(c);
     }
@@ -41,8 +33,7 @@ fn normalise_rule(rule: &mut Rule) {
     for duty in rule.duties.iter_mut() {
         normalise_rule(duty);
     }
-    rule.duties
-        .sort_by_cached_key(|r| r.to_dsp_json("consequence").to_string());
+    rule.duties.sort_by_cached_key(|r| r.to_dsp_json("consequence").to_string());
     rule.duties.dedup();
 }
 
@@ -53,10 +44,7 @@ fn sort_constraints(constraints: &mut Vec<Constraint>) {
 
 fn normalise_constraint(constraint: &mut Constraint) {
     match constraint {
-        Constraint::Logical {
-            operator,
-            constraints,
-        } => {
+        Constraint::Logical { operator, constraints } => {
             for c in constraints.iter_mut() {
                 normalise_constraint(c);
             }

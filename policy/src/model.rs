@@ -72,10 +72,7 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Constraint {
     Atomic(AtomicConstraint),
-    Logical {
-        operator: LogicalOperator,
-        constraints: Vec<Constraint>,
-    },
+    Logical { operator: LogicalOperator, constraints: Vec<Constraint> },
 }
 
 /// `and`, `or`, `xone`, `andSequence`.
@@ -121,8 +118,7 @@ impl PartialEq for AtomicConstraint {
             && self.right == other.right
             && self.right_reference == other.right_reference
             && self.unit == other.unit
-            && (self.right.is_ok()
-                || (self.right_raw == other.right_raw && self.data_type == other.data_type))
+            && (self.right.is_ok() || (self.right_raw == other.right_raw && self.data_type == other.data_type))
     }
 }
 
@@ -171,9 +167,7 @@ impl LeftOperand {
         if let Some(path) = iri.strip_prefix(HANSE_CLAIMS).filter(|p| !p.is_empty()) {
             return LeftOperand::Claim(path.to_owned());
         }
-        let hanse_local = iri
-            .strip_prefix(HANSE)
-            .or((!term.contains(':')).then_some(term));
+        let hanse_local = iri.strip_prefix(HANSE).or((!term.contains(':')).then_some(term));
         match hanse_local {
             Some("minCellCount") => LeftOperand::MinCellCount,
             Some("jobTemplate") => LeftOperand::JobTemplate,
@@ -213,9 +207,7 @@ impl LeftOperand {
         match self {
             LeftOperand::DateTime => ValueKind::DateTime,
             LeftOperand::ElapsedTime => ValueKind::Duration,
-            LeftOperand::Count | LeftOperand::MinCellCount | LeftOperand::MaxJobs => {
-                ValueKind::Integer
-            }
+            LeftOperand::Count | LeftOperand::MinCellCount | LeftOperand::MaxJobs => ValueKind::Integer,
             LeftOperand::PayAmount => ValueKind::Decimal,
             LeftOperand::Purpose
             | LeftOperand::Spatial
@@ -245,9 +237,7 @@ impl LeftOperand {
         match (self, value) {
             (LeftOperand::Purpose, Value::Iri(v)) => Value::Iri(profile::canonical_purpose(&v)),
             (LeftOperand::Spatial, Value::Iri(v)) => Value::Iri(profile::canonical_region(&v)),
-            (LeftOperand::DisclosureMethod, Value::Iri(v)) => {
-                Value::Iri(profile::canonical_disclosure_method(&v))
-            }
+            (LeftOperand::DisclosureMethod, Value::Iri(v)) => Value::Iri(profile::canonical_disclosure_method(&v)),
             (LeftOperand::AlgorithmDigest, Value::String(v)) => Value::String(canonical_digest(&v)),
             (_, value) => value,
         }
@@ -257,10 +247,7 @@ impl LeftOperand {
 /// `sha-256:<hex>`, `sha256:<hex>` and `<hex>` name the same digest.
 pub fn canonical_digest(value: &str) -> String {
     let hex = value.trim();
-    let hex = hex
-        .strip_prefix("sha-256:")
-        .or_else(|| hex.strip_prefix("sha256:"))
-        .unwrap_or(hex);
+    let hex = hex.strip_prefix("sha-256:").or_else(|| hex.strip_prefix("sha256:")).unwrap_or(hex);
     hex.to_ascii_lowercase()
 }
 
@@ -295,8 +282,7 @@ pub enum Operator {
 
 impl Operator {
     pub fn parse(term: &str) -> Operator {
-        let local = term::odrl_local(term.trim())
-            .or_else(|| term.strip_prefix("https://w3id.org/dspace/2025/1/"));
+        let local = term::odrl_local(term.trim()).or_else(|| term.strip_prefix("https://w3id.org/dspace/2025/1/"));
         match local {
             Some("eq") => Operator::Eq,
             Some("neq") => Operator::Neq,
@@ -336,18 +322,12 @@ impl Operator {
 
     /// Whether the right operand is a set (a single value counts as a one-element set).
     pub fn takes_set(&self) -> bool {
-        matches!(
-            self,
-            Operator::IsAllOf | Operator::IsAnyOf | Operator::IsNoneOf
-        )
+        matches!(self, Operator::IsAllOf | Operator::IsAnyOf | Operator::IsNoneOf)
     }
 
     /// Whether the operator orders values.
     pub fn is_ordering(&self) -> bool {
-        matches!(
-            self,
-            Operator::Lt | Operator::Lteq | Operator::Gt | Operator::Gteq | Operator::TermLteq
-        )
+        matches!(self, Operator::Lt | Operator::Lteq | Operator::Gt | Operator::Gteq | Operator::TermLteq)
     }
 }
 
@@ -376,14 +356,7 @@ pub struct ParseError {
 }
 
 fn error(path: &str, message: impl Into<String>) -> ParseError {
-    ParseError {
-        path: if path.is_empty() {
-            "policy".into()
-        } else {
-            path.into()
-        },
-        message: message.into(),
-    }
+    ParseError { path: if path.is_empty() { "policy".into() } else { path.into() }, message: message.into() }
 }
 
 /// The members of `object` that name `name` in any spelling (bare, `odrl:`, full ODRL IRI; `@`-keywords as aliases).
@@ -391,11 +364,7 @@ fn member<'a>(object: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
     let aliases: &[&str] = match name {
         "@id" => &["@id", "uid", "odrl:uid", "http://www.w3.org/ns/odrl/2/uid"],
         "@type" => &["@type", "type"],
-        "action" => &[
-            "action",
-            "odrl:action",
-            "http://www.w3.org/ns/odrl/2/action",
-        ],
+        "action" => &["action", "odrl:action", "http://www.w3.org/ns/odrl/2/action"],
         _ => &[],
     };
     for alias in aliases {
@@ -425,9 +394,7 @@ fn text(value: &Json) -> Option<String> {
     match value {
         Json::String(s) => Some(s.clone()),
         Json::Array(items) if items.len() == 1 => text(&items[0]),
-        Json::Object(map) => member(map, "@id")
-            .or_else(|| map.get("@value"))
-            .and_then(text),
+        Json::Object(map) => member(map, "@id").or_else(|| map.get("@value")).and_then(text),
         _ => None,
     }
 }
@@ -453,16 +420,10 @@ impl Policy {
             Some(t) if t == "Offer" => PolicyKind::Offer,
             Some(t) if t == "Agreement" => PolicyKind::Agreement,
             Some(other) => {
-                return Err(error(
-                    "@type",
-                    format!("`{other}` is not an ODRL policy type (Set, Offer, Agreement)"),
-                ));
+                return Err(error("@type", format!("`{other}` is not an ODRL policy type (Set, Offer, Agreement)")));
             }
         };
-        let conflict = match text_member(object, "conflict")
-            .as_deref()
-            .map(term::canonical)
-        {
+        let conflict = match text_member(object, "conflict").as_deref().map(term::canonical) {
             None => ConflictStrategy::Invalid,
             Some(c) => match c.strip_prefix(ODRL).unwrap_or(&c) {
                 "perm" => ConflictStrategy::Perm,
@@ -479,11 +440,7 @@ impl Policy {
         let rules = |name: &str| -> Result<Vec<Rule>, ParseError> {
             let mut rules = Vec::new();
             for (i, rule) in many(member(object, name)).into_iter().enumerate() {
-                rules.extend(Rule::parse(
-                    rule,
-                    &format!("{name}[{i}]"),
-                    duty_member(name),
-                )?);
+                rules.extend(Rule::parse(rule, &format!("{name}[{i}]"), duty_member(name))?);
             }
             Ok(rules)
         };
@@ -493,10 +450,7 @@ impl Policy {
             assigner: text_member(object, "assigner"),
             assignee: text_member(object, "assignee"),
             target: text_member(object, "target"),
-            profile: many(member(object, "profile"))
-                .into_iter()
-                .filter_map(text)
-                .collect(),
+            profile: many(member(object, "profile")).into_iter().filter_map(text).collect(),
             conflict,
             permissions: rules("permission")?,
             prohibitions: rules("prohibition")?,
@@ -520,11 +474,7 @@ impl Policy {
                 PolicyKind::Agreement => "Agreement",
             }),
         );
-        for (name, value) in [
-            ("assigner", &self.assigner),
-            ("assignee", &self.assignee),
-            ("target", &self.target),
-        ] {
+        for (name, value) in [("assigner", &self.assigner), ("assignee", &self.assignee), ("target", &self.target)] {
             if let Some(v) = value {
                 out.insert(name.into(), json!(v));
             }
@@ -543,21 +493,11 @@ impl Policy {
             };
             out.insert("odrl:conflict".into(), json!({"@id": term}));
         }
-        for (name, rules) in [
-            ("permission", &self.permissions),
-            ("prohibition", &self.prohibitions),
-            ("obligation", &self.obligations),
-        ] {
+        for (name, rules) in
+            [("permission", &self.permissions), ("prohibition", &self.prohibitions), ("obligation", &self.obligations)]
+        {
             if !rules.is_empty() {
-                out.insert(
-                    name.into(),
-                    Json::Array(
-                        rules
-                            .iter()
-                            .map(|r| r.to_dsp_json(duty_member(name)))
-                            .collect(),
-                    ),
-                );
+                out.insert(name.into(), Json::Array(rules.iter().map(|r| r.to_dsp_json(duty_member(name))).collect()));
             }
         }
         Json::Object(out)
@@ -593,11 +533,7 @@ impl Rule {
         }
         let mut duties = Vec::new();
         for (i, d) in many(member(object, duties_name)).into_iter().enumerate() {
-            duties.extend(Rule::parse(
-                d,
-                &format!("{path}.{duties_name}[{i}]"),
-                "consequence",
-            )?);
+            duties.extend(Rule::parse(d, &format!("{path}.{duties_name}[{i}]"), "consequence")?);
         }
         let base = Rule {
             uid: text_member(object, "@id"),
@@ -624,26 +560,14 @@ impl Rule {
                         .and_then(text);
                     let mut refinements = Vec::new();
                     for (j, r) in many(member(a, "refinement")).into_iter().enumerate() {
-                        refinements.push(Constraint::parse(
-                            r,
-                            &format!("{action_path}.refinement[{j}]"),
-                        )?);
+                        refinements.push(Constraint::parse(r, &format!("{action_path}.refinement[{j}]"))?);
                     }
                     (name, refinements)
                 }
                 other => (text(other), Vec::new()),
             };
-            let name = name.ok_or_else(|| {
-                error(
-                    &action_path,
-                    "an action must be a term or an object naming one",
-                )
-            })?;
-            rules.push(Rule {
-                action: Some(canonical_action(&name)),
-                refinements,
-                ..base.clone()
-            });
+            let name = name.ok_or_else(|| error(&action_path, "an action must be a term or an object naming one"))?;
+            rules.push(Rule { action: Some(canonical_action(&name)), refinements, ..base.clone() });
         }
         Ok(rules)
     }
@@ -656,33 +580,20 @@ impl Rule {
         if let Some(action) = &self.action {
             out.insert("action".into(), json!(action_term(action)));
         }
-        for (name, value) in [
-            ("target", &self.target),
-            ("assigner", &self.assigner),
-            ("assignee", &self.assignee),
-        ] {
+        for (name, value) in [("target", &self.target), ("assigner", &self.assigner), ("assignee", &self.assignee)] {
             if let Some(v) = value {
                 out.insert(name.into(), json!(v));
             }
         }
-        let constraints: Vec<Json> = self
-            .refinements
-            .iter()
-            .chain(&self.constraints)
-            .map(Constraint::to_dsp_json)
-            .collect();
+        let constraints: Vec<Json> =
+            self.refinements.iter().chain(&self.constraints).map(Constraint::to_dsp_json).collect();
         if !constraints.is_empty() {
             out.insert("constraint".into(), Json::Array(constraints));
         }
         if !self.duties.is_empty() {
             out.insert(
                 duties_name.into(),
-                Json::Array(
-                    self.duties
-                        .iter()
-                        .map(|d| d.to_dsp_json("consequence"))
-                        .collect(),
-                ),
+                Json::Array(self.duties.iter().map(|d| d.to_dsp_json("consequence")).collect()),
             );
         }
         Json::Object(out)
@@ -699,12 +610,8 @@ impl Constraint {
         let Json::Object(object) = value else {
             return Err(error(path, "a constraint must be a JSON object"));
         };
-        for operator in [
-            LogicalOperator::And,
-            LogicalOperator::Or,
-            LogicalOperator::Xone,
-            LogicalOperator::AndSequence,
-        ] {
+        for operator in [LogicalOperator::And, LogicalOperator::Or, LogicalOperator::Xone, LogicalOperator::AndSequence]
+        {
             if let Some(members) = member(object, operator.term()) {
                 // Expanded JSON-LD writes lists as {"@list": [...]}.
                 let members = match members {
@@ -713,33 +620,21 @@ impl Constraint {
                 };
                 let mut constraints = Vec::new();
                 for (i, c) in many(members).into_iter().enumerate() {
-                    constraints.push(Constraint::parse(
-                        c,
-                        &format!("{path}.{}[{i}]", operator.term()),
-                    )?);
+                    constraints.push(Constraint::parse(c, &format!("{path}.{}[{i}]", operator.term()))?);
                 }
-                return Ok(Constraint::Logical {
-                    operator,
-                    constraints,
-                });
+                return Ok(Constraint::Logical { operator, constraints });
             }
         }
-        let left = text_member(object, "leftOperand")
-            .ok_or_else(|| error(path, "leftOperand is missing"))?;
-        let operator =
-            text_member(object, "operator").ok_or_else(|| error(path, "operator is missing"))?;
+        let left = text_member(object, "leftOperand").ok_or_else(|| error(path, "leftOperand is missing"))?;
+        let operator = text_member(object, "operator").ok_or_else(|| error(path, "operator is missing"))?;
         let left = LeftOperand::parse(&left);
         let operator = Operator::parse(&operator);
         let data_type = text_member(object, "dataType").map(|t| term::canonical(&t));
         let right_reference = text_member(object, "rightOperandReference");
-        let right_raw = member(object, "rightOperand")
-            .cloned()
-            .unwrap_or(Json::Null);
+        let right_raw = member(object, "rightOperand").cloned().unwrap_or(Json::Null);
         let right = if right_raw.is_null() {
             match &right_reference {
-                Some(_) => {
-                    Err("the right operand is a reference Hanse does not dereference".to_owned())
-                }
+                Some(_) => Err("the right operand is a reference Hanse does not dereference".to_owned()),
                 None => Err("rightOperand is missing".to_owned()),
             }
         } else {
@@ -758,17 +653,12 @@ impl Constraint {
 
     pub(crate) fn to_dsp_json(&self) -> Json {
         match self {
-            Constraint::Logical {
-                operator,
-                constraints,
-            } => {
+            Constraint::Logical { operator, constraints } => {
                 json!({ operator.term(): constraints.iter().map(Constraint::to_dsp_json).collect::<Vec<_>>() })
             }
             Constraint::Atomic(c) => {
                 let right = match &c.right {
-                    Ok(Value::List(items)) => {
-                        Json::Array(items.iter().map(|v| json!(v.lexical())).collect())
-                    }
+                    Ok(Value::List(items)) => Json::Array(items.iter().map(|v| json!(v.lexical())).collect()),
                     Ok(value) => json!(value.lexical()),
                     Err(_) => c.right_raw.clone(),
                 };
@@ -777,10 +667,7 @@ impl Constraint {
                 out.insert("operator".into(), json!(c.operator.term()));
                 out.insert("rightOperand".into(), right);
                 if let Some(reference) = &c.right_reference {
-                    out.insert(
-                        "odrl:rightOperandReference".into(),
-                        json!({"@id": reference}),
-                    );
+                    out.insert("odrl:rightOperandReference".into(), json!({"@id": reference}));
                 }
                 if let Some(unit) = &c.unit {
                     out.insert("odrl:unit".into(), json!({"@id": unit}));
@@ -798,9 +685,7 @@ impl Constraint {
 fn kind_of_datatype(datatype: &str) -> Option<ValueKind> {
     let local = datatype.strip_prefix(XSD)?;
     Some(match local {
-        "integer" | "int" | "long" | "nonNegativeInteger" | "positiveInteger" | "short" => {
-            ValueKind::Integer
-        }
+        "integer" | "int" | "long" | "nonNegativeInteger" | "positiveInteger" | "short" => ValueKind::Integer,
         "decimal" | "double" | "float" => ValueKind::Decimal,
         "boolean" => ValueKind::Boolean,
         "string" => ValueKind::String,
@@ -812,12 +697,7 @@ fn kind_of_datatype(datatype: &str) -> Option<ValueKind> {
 }
 
 /// Reads a right operand as the left operand's kind of value.
-fn typed_right(
-    left: &LeftOperand,
-    operator: &Operator,
-    raw: &Json,
-    data_type: Option<&str>,
-) -> Result<Value, String> {
+fn typed_right(left: &LeftOperand, operator: &Operator, raw: &Json, data_type: Option<&str>) -> Result<Value, String> {
     let expected = left.kind();
     let one = |item: &Json| -> Result<Value, String> {
         let (lexical, declared) = match item {
@@ -828,28 +708,18 @@ fn typed_right(
                 if let Some(id) = map.get("@id").and_then(Json::as_str) {
                     return Ok(left.normalise(Value::Iri(term::canonical(id))));
                 }
-                let value = map
-                    .get("@value")
-                    .ok_or("a right operand object needs @value or @id")?;
+                let value = map.get("@value").ok_or("a right operand object needs @value or @id")?;
                 let lexical = match value {
                     Json::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                (
-                    lexical,
-                    map.get("@type")
-                        .and_then(Json::as_str)
-                        .map(term::canonical)
-                        .or(data_type.map(str::to_owned)),
-                )
+                (lexical, map.get("@type").and_then(Json::as_str).map(term::canonical).or(data_type.map(str::to_owned)))
             }
             _ => return Err(format!("{item} is not a value")),
         };
         let kind = match declared.as_deref().and_then(kind_of_datatype) {
             Some(declared) if expected != ValueKind::Any && !compatible(declared, expected) => {
-                return Err(format!(
-                    "{left} takes {expected}, but the value is declared {declared}"
-                ));
+                return Err(format!("{left} takes {expected}, but the value is declared {declared}"));
             }
             Some(declared) => declared,
             None => expected,
@@ -860,27 +730,15 @@ fn typed_right(
             (ValueKind::Any, Json::Bool(_)) => ValueKind::Boolean,
             (kind, _) => kind,
         };
-        parse_as(&lexical, kind)
-            .map(|v| left.normalise(v))
-            .map_err(|e| format!("{left} takes {expected}: {e}"))
+        parse_as(&lexical, kind).map(|v| left.normalise(v)).map_err(|e| format!("{left} takes {expected}: {e}"))
     };
     match raw {
         Json::Array(items) if items.len() == 1 && !operator.takes_set() => one(&items[0]),
-        Json::Array(items) => items
-            .iter()
-            .map(one)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::List),
-        Json::Object(map) if map.contains_key("@list") => {
-            typed_right(left, operator, &map["@list"], data_type)
-        }
+        Json::Array(items) => items.iter().map(one).collect::<Result<Vec<_>, _>>().map(Value::List),
+        Json::Object(map) if map.contains_key("@list") => typed_right(left, operator, &map["@list"], data_type),
         other => {
             let value = one(other)?;
-            Ok(if operator.takes_set() {
-                Value::List(vec![value])
-            } else {
-                value
-            })
+            Ok(if operator.takes_set() { Value::List(vec![value]) } else { value })
         }
     }
 }
@@ -907,9 +765,7 @@ mod tests {
         let policy = Policy::from_json(&offer).unwrap();
         assert_eq!(policy.kind, PolicyKind::Offer);
         assert_eq!(policy.permissions[0].action.as_deref(), Some(profile::USE));
-        let Constraint::Atomic(c) = &policy.permissions[0].constraints[0] else {
-            panic!()
-        };
+        let Constraint::Atomic(c) = &policy.permissions[0].constraints[0] else { panic!() };
         assert_eq!(c.left, LeftOperand::Spatial);
         assert_eq!(c.right, Ok(Value::Iri("EU".into())));
     }
@@ -939,14 +795,8 @@ mod tests {
         let policy = Policy::from_json(&json!({"permission": [{"action": "use", "constraint": [
             {"leftOperand": "dateTime", "operator": "lt", "rightOperand": "end of 2027"}]}]}))
         .unwrap();
-        let Constraint::Atomic(c) = &policy.permissions[0].constraints[0] else {
-            panic!()
-        };
-        assert!(
-            c.right.as_ref().unwrap_err().contains("date-time"),
-            "{:?}",
-            c.right
-        );
+        let Constraint::Atomic(c) = &policy.permissions[0].constraints[0] else { panic!() };
+        assert!(c.right.as_ref().unwrap_err().contains("date-time"), "{:?}", c.right);
     }
 
     #[test]
@@ -955,10 +805,7 @@ mod tests {
             {"action": "hanse:compute", "refinement": [{"leftOperand": "hanse:minCellCount", "operator": "gteq", "rightOperand": 10}]}]}]}))
         .unwrap();
         assert_eq!(policy.permissions.len(), 2);
-        assert_eq!(
-            policy.permissions[1].action.as_deref(),
-            Some(profile::COMPUTE)
-        );
+        assert_eq!(policy.permissions[1].action.as_deref(), Some(profile::COMPUTE));
         assert_eq!(policy.permissions[1].refinements.len(), 1);
     }
 
@@ -980,9 +827,7 @@ mod tests {
 
     #[test]
     fn structure_errors_name_the_place() {
-        let error =
-            Policy::from_json(&json!({"permission": [{"action": "use", "constraint": ["x"]}]}))
-                .unwrap_err();
+        let error = Policy::from_json(&json!({"permission": [{"action": "use", "constraint": ["x"]}]})).unwrap_err();
         assert_eq!(error.path, "permission[0].constraint[0]");
         let error = Policy::from_json(&json!({"@type": "Ticket"})).unwrap_err();
         assert!(error.message.contains("Ticket"));

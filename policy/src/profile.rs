@@ -172,46 +172,16 @@ pub fn action_covers(rule_action: &str, requested: &str) -> bool {
 
 /// EHDS Art. 53(1) purposes, DUO and DPV, as (term, broader term).
 const PURPOSE_BROADER: &[(&str, &str)] = &[
-    (
-        "https://w3id.org/hanse/ns/ehds-product-development",
-        "https://w3id.org/hanse/ns/ehds-scientific-research",
-    ),
-    (
-        "https://w3id.org/hanse/ns/ehds-ai-training",
-        "https://w3id.org/hanse/ns/ehds-scientific-research",
-    ),
-    (
-        "http://purl.obolibrary.org/obo/DUO_0000007",
-        "http://purl.obolibrary.org/obo/DUO_0000006",
-    ),
-    (
-        "http://purl.obolibrary.org/obo/DUO_0000006",
-        "http://purl.obolibrary.org/obo/DUO_0000042",
-    ),
-    (
-        "http://purl.obolibrary.org/obo/DUO_0000011",
-        "http://purl.obolibrary.org/obo/DUO_0000042",
-    ),
-    (
-        "https://w3id.org/dpv#AcademicResearch",
-        "https://w3id.org/dpv#ResearchAndDevelopment",
-    ),
-    (
-        "https://w3id.org/dpv#CommercialResearch",
-        "https://w3id.org/dpv#ResearchAndDevelopment",
-    ),
-    (
-        "https://w3id.org/dpv#NonCommercialResearch",
-        "https://w3id.org/dpv#ResearchAndDevelopment",
-    ),
-    (
-        "https://w3id.org/dpv#ScientificResearch",
-        "https://w3id.org/dpv#ResearchAndDevelopment",
-    ),
-    (
-        "https://w3id.org/dpv#ResearchAndDevelopment",
-        "https://w3id.org/dpv#Purpose",
-    ),
+    ("https://w3id.org/hanse/ns/ehds-product-development", "https://w3id.org/hanse/ns/ehds-scientific-research"),
+    ("https://w3id.org/hanse/ns/ehds-ai-training", "https://w3id.org/hanse/ns/ehds-scientific-research"),
+    ("http://purl.obolibrary.org/obo/DUO_0000007", "http://purl.obolibrary.org/obo/DUO_0000006"),
+    ("http://purl.obolibrary.org/obo/DUO_0000006", "http://purl.obolibrary.org/obo/DUO_0000042"),
+    ("http://purl.obolibrary.org/obo/DUO_0000011", "http://purl.obolibrary.org/obo/DUO_0000042"),
+    ("https://w3id.org/dpv#AcademicResearch", "https://w3id.org/dpv#ResearchAndDevelopment"),
+    ("https://w3id.org/dpv#CommercialResearch", "https://w3id.org/dpv#ResearchAndDevelopment"),
+    ("https://w3id.org/dpv#NonCommercialResearch", "https://w3id.org/dpv#ResearchAndDevelopment"),
+    ("https://w3id.org/dpv#ScientificResearch", "https://w3id.org/dpv#ResearchAndDevelopment"),
+    ("https://w3id.org/dpv#ResearchAndDevelopment", "https://w3id.org/dpv#Purpose"),
 ];
 
 /// Every purpose the profile knows (for validation messages and documentation).
@@ -239,16 +209,20 @@ pub fn canonical_purpose(purpose: &str) -> String {
     iri
 }
 
-/// `narrower isA broader` in the purpose hierarchies (reflexive).
+/// `narrower isA broader` in the purpose hierarchies (reflexive), in any spelling.
 pub fn purpose_is_a(narrower: &str, broader: &str) -> bool {
-    let (narrower, broader) = (canonical_purpose(narrower), canonical_purpose(broader));
+    canonical_purpose_is_a(&canonical_purpose(narrower), &canonical_purpose(broader))
+}
+
+/// [`purpose_is_a`] for purposes already in canonical form (no allocation: the evaluation hot path).
+pub(crate) fn canonical_purpose_is_a(narrower: &str, broader: &str) -> bool {
     let mut current = narrower;
     loop {
         if current == broader {
             return true;
         }
         match PURPOSE_BROADER.iter().find(|(n, _)| *n == current) {
-            Some((_, b)) => current = (*b).to_owned(),
+            Some((_, b)) => current = b,
             None => return false,
         }
     }
@@ -256,8 +230,8 @@ pub fn purpose_is_a(narrower: &str, broader: &str) -> bool {
 
 /// EU member states (ISO 3166-1 alpha-2).
 const EU: &[&str] = &[
-    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT",
-    "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT", "LU", "LV",
+    "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
 ];
 /// EEA members beyond the EU.
 const EEA_ONLY: &[&str] = &["IS", "LI", "NO"];
@@ -266,11 +240,7 @@ const EEA_ONLY: &[&str] = &["IS", "LI", "NO"];
 pub fn canonical_region(value: &str) -> String {
     let last = value.rsplit(['/', '#', ':']).next().unwrap_or(value);
     let upper = last.to_ascii_uppercase();
-    if upper == "EU"
-        || upper == "EEA"
-        || EU.contains(&upper.as_str())
-        || EEA_ONLY.contains(&upper.as_str())
-    {
+    if upper == "EU" || upper == "EEA" || EU.contains(&upper.as_str()) || EEA_ONLY.contains(&upper.as_str()) {
         upper
     } else {
         canonical(value)
@@ -279,32 +249,29 @@ pub fn canonical_region(value: &str) -> String {
 
 /// `part isPartOf whole` over regions (reflexive): a member state is part of the EU and the EEA; the EU of the EEA.
 pub fn region_is_part_of(part: &str, whole: &str) -> bool {
-    let (part, whole) = (canonical_region(part), canonical_region(whole));
+    canonical_region_is_part_of(&canonical_region(part), &canonical_region(whole))
+}
+
+/// [`region_is_part_of`] for regions already in canonical form (no allocation).
+pub(crate) fn canonical_region_is_part_of(part: &str, whole: &str) -> bool {
     if part == whole {
         return true;
     }
-    match whole.as_str() {
-        "EU" => EU.contains(&part.as_str()),
-        "EEA" => part == "EU" || EU.contains(&part.as_str()) || EEA_ONLY.contains(&part.as_str()),
+    match whole {
+        "EU" => EU.contains(&part),
+        "EEA" => part == "EU" || EU.contains(&part) || EEA_ONLY.contains(&part),
         _ => false,
     }
 }
 
 /// The disclosure methods of compute jobs.
-pub const DISCLOSURE_METHODS: &[&str] = &[
-    "https://w3id.org/hanse/ns/suppress",
-    "https://w3id.org/hanse/ns/round",
-    "https://w3id.org/hanse/ns/noise",
-];
+pub const DISCLOSURE_METHODS: &[&str] =
+    &["https://w3id.org/hanse/ns/suppress", "https://w3id.org/hanse/ns/round", "https://w3id.org/hanse/ns/noise"];
 
 /// A disclosure method's canonical IRI (`suppress` → `hanse:suppress`).
 pub fn canonical_disclosure_method(value: &str) -> String {
     let iri = canonical(value);
-    if matches!(iri.as_str(), "suppress" | "round" | "noise") {
-        format!("{HANSE}{iri}")
-    } else {
-        iri
-    }
+    if matches!(iri.as_str(), "suppress" | "round" | "noise") { format!("{HANSE}{iri}") } else { iri }
 }
 
 #[cfg(test)]
@@ -317,10 +284,7 @@ mod tests {
         assert!(action_covers(COMPUTE, COMPUTE));
         assert!(!action_covers(COMPUTE, USE));
         assert!(!action_covers(COMPUTE, READ));
-        assert_eq!(
-            canonical_action("https://w3id.org/idsa/code/AGGREGATE_BY_PROVIDER"),
-            COMPUTE
-        );
+        assert_eq!(canonical_action("https://w3id.org/idsa/code/AGGREGATE_BY_PROVIDER"), COMPUTE);
         assert_eq!(canonical_action("USE"), USE);
         assert_eq!(canonical_action("read"), READ);
     }
@@ -331,23 +295,14 @@ mod tests {
         assert!(purpose_is_a("DUO:0000007", "DUO:0000006"));
         assert!(!purpose_is_a("DUO:0000042", "DUO:0000007"));
         assert!(purpose_is_a("dpv:AcademicResearch", "dpv:Purpose"));
-        assert!(purpose_is_a(
-            "ehds-ai-training",
-            "hanse:ehds-scientific-research"
-        ));
-        assert!(!purpose_is_a(
-            "hanse:ehds-statistics",
-            "hanse:ehds-scientific-research"
-        ));
+        assert!(purpose_is_a("ehds-ai-training", "hanse:ehds-scientific-research"));
+        assert!(!purpose_is_a("hanse:ehds-statistics", "hanse:ehds-scientific-research"));
     }
 
     #[test]
     fn member_states_are_part_of_the_eu() {
         assert!(region_is_part_of("DE", "EU"));
-        assert!(region_is_part_of(
-            "http://example.org/DE",
-            "http://example.org/EU"
-        ));
+        assert!(region_is_part_of("http://example.org/DE", "http://example.org/EU"));
         assert!(region_is_part_of("NO", "EEA"));
         assert!(!region_is_part_of("NO", "EU"));
         assert!(!region_is_part_of("US", "EU"));

@@ -34,22 +34,28 @@ const PREFIXES: &[(&str, &str)] = &[
 /// given (bare names stay bare; the caller decides which vocabulary a bare name belongs to).
 pub fn canonical(term: &str) -> String {
     let term = term.trim();
-    if let Some(code) = term
-        .strip_prefix("DUO:")
-        .or_else(|| term.strip_prefix("duo:"))
-    {
-        return format!("{OBO}DUO_{code}");
+    if let Some(code) = term.strip_prefix("DUO:").or_else(|| term.strip_prefix("duo:")) {
+        return concat(&[OBO, "DUO_", code]);
     }
     if term.starts_with("DUO_") {
-        return format!("{OBO}{term}");
+        return concat(&[OBO, term]);
     }
     if let Some((prefix, local)) = term.split_once(':')
         && !local.starts_with("//")
         && let Some((_, ns)) = PREFIXES.iter().find(|(p, _)| *p == prefix)
     {
-        return format!("{ns}{local}");
+        return concat(&[ns, local]);
     }
     term.to_owned()
+}
+
+/// Joins parts into one string with a single allocation (this runs on every evaluation).
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
 }
 
 /// The local name of a term in `namespace`, accepting the bare name, a prefixed name or the full IRI.
@@ -57,12 +63,8 @@ pub fn local_in<'a>(term: &'a str, namespace: &str) -> Option<&'a str> {
     if let Some(local) = term.strip_prefix(namespace) {
         return Some(local);
     }
-    let prefix = PREFIXES
-        .iter()
-        .find(|(_, ns)| *ns == namespace)
-        .map(|(p, _)| *p)?;
-    term.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix(':'))
+    let prefix = PREFIXES.iter().find(|(_, ns)| *ns == namespace).map(|(p, _)| *p)?;
+    term.strip_prefix(prefix).and_then(|rest| rest.strip_prefix(':'))
 }
 
 /// The ODRL local name of `term` if it is written as an ODRL term (bare, `odrl:` or full IRI).
@@ -90,19 +92,13 @@ mod tests {
     #[test]
     fn spellings_of_one_term_meet() {
         assert_eq!(canonical("odrl:use"), "http://www.w3.org/ns/odrl/2/use");
-        assert_eq!(
-            canonical("DUO:0000007"),
-            "http://purl.obolibrary.org/obo/DUO_0000007"
-        );
+        assert_eq!(canonical("DUO:0000007"), "http://purl.obolibrary.org/obo/DUO_0000007");
         assert_eq!(canonical("DUO_0000007"), canonical("obo:DUO_0000007"));
         assert_eq!(canonical("https://example.org/x"), "https://example.org/x");
         assert_eq!(odrl_local("use"), Some("use"));
         assert_eq!(odrl_local("odrl:use"), Some("use"));
         assert_eq!(odrl_local("http://www.w3.org/ns/odrl/2/use"), Some("use"));
         assert_eq!(odrl_local("hanse:compute"), None);
-        assert_eq!(
-            short("http://purl.obolibrary.org/obo/DUO_0000042"),
-            "DUO:0000042"
-        );
+        assert_eq!(short("http://purl.obolibrary.org/obo/DUO_0000042"), "DUO:0000042");
     }
 }

@@ -6,9 +6,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{
-    AtomicConstraint, Constraint, LeftOperand, LogicalOperator, Operator, Policy, Rule,
-};
+use crate::model::{AtomicConstraint, Constraint, LeftOperand, LogicalOperator, Operator, Policy, Rule};
 use crate::profile;
 use crate::term;
 use crate::value::{Value, ValueKind, compare, equal};
@@ -58,15 +56,8 @@ impl std::fmt::Display for Issue {
 /// Every issue of `policy` that does not depend on the time.
 pub fn validate(policy: &Policy) -> Vec<Issue> {
     let mut issues = Vec::new();
-    if policy.permissions.is_empty()
-        && policy.prohibitions.is_empty()
-        && policy.obligations.is_empty()
-    {
-        issues.push(error(
-            IssueCode::NoRules,
-            "policy",
-            "the policy has no permission, prohibition or obligation",
-        ));
+    if policy.permissions.is_empty() && policy.prohibitions.is_empty() && policy.obligations.is_empty() {
+        issues.push(error(IssueCode::NoRules, "policy", "the policy has no permission, prohibition or obligation"));
     }
     for (kind, rules) in [
         ("permission", &policy.permissions),
@@ -74,12 +65,7 @@ pub fn validate(policy: &Policy) -> Vec<Issue> {
         ("obligation", &policy.obligations),
     ] {
         for (i, rule) in rules.iter().enumerate() {
-            check_rule(
-                rule,
-                &format!("{kind}[{i}]"),
-                kind != "permission" && kind != "prohibition",
-                &mut issues,
-            );
+            check_rule(rule, &format!("{kind}[{i}]"), kind != "permission" && kind != "prohibition", &mut issues);
         }
     }
     issues
@@ -89,10 +75,7 @@ pub fn validate(policy: &Policy) -> Vec<Issue> {
 pub fn validate_at(policy: &Policy, now: DateTime<Utc>) -> Vec<Issue> {
     let mut issues = validate(policy);
     let now = Value::DateTime(now.fixed_offset());
-    for (kind, rules) in [
-        ("permission", &policy.permissions),
-        ("obligation", &policy.obligations),
-    ] {
+    for (kind, rules) in [("permission", &policy.permissions), ("obligation", &policy.obligations)] {
         for (i, rule) in rules.iter().enumerate() {
             for (path, c) in conjunction(rule.conditions(), &format!("{kind}[{i}]")) {
                 if c.left != LeftOperand::DateTime {
@@ -107,11 +90,7 @@ pub fn validate_at(policy: &Policy, now: DateTime<Utc>) -> Vec<Issue> {
                     _ => false,
                 };
                 if closed {
-                    issues.push(error(
-                        IssueCode::Expired,
-                        &path,
-                        format!("{c}: this time window has already closed"),
-                    ));
+                    issues.push(error(IssueCode::Expired, &path, format!("{c}: this time window has already closed")));
                 }
             }
         }
@@ -120,40 +99,22 @@ pub fn validate_at(policy: &Policy, now: DateTime<Utc>) -> Vec<Issue> {
 }
 
 fn error(code: IssueCode, path: &str, message: impl Into<String>) -> Issue {
-    Issue {
-        severity: Severity::Error,
-        code,
-        path: path.to_owned(),
-        message: message.into(),
-    }
+    Issue { severity: Severity::Error, code, path: path.to_owned(), message: message.into() }
 }
 
 fn warning(code: IssueCode, path: &str, message: impl Into<String>) -> Issue {
-    Issue {
-        severity: Severity::Warning,
-        code,
-        path: path.to_owned(),
-        message: message.into(),
-    }
+    Issue { severity: Severity::Warning, code, path: path.to_owned(), message: message.into() }
 }
 
 fn check_rule(rule: &Rule, path: &str, is_duty: bool, issues: &mut Vec<Issue>) {
     match rule.action.as_deref() {
-        None => issues.push(error(
-            IssueCode::MissingAction,
-            path,
-            "the rule names no action",
-        )),
+        None => issues.push(error(IssueCode::MissingAction, path, "the rule names no action")),
         Some(action) if !profile::is_known_action(action) => issues.push(error(
             IssueCode::UnknownAction,
             path,
             format!(
                 "unknown action <{action}>{}",
-                if is_duty {
-                    ": a duty nobody can perform denies every request"
-                } else {
-                    ": it can never apply"
-                }
+                if is_duty { ": a duty nobody can perform denies every request" } else { ": it can never apply" }
             ),
         )),
         Some(_) => {}
@@ -165,11 +126,7 @@ fn check_rule(rule: &Rule, path: &str, is_duty: bool, issues: &mut Vec<Issue>) {
         check_constraint(c, &format!("{path}.constraint[{i}]"), issues);
     }
     check_contradictions(conjunction(rule.conditions(), path), issues);
-    let member = if path.starts_with("prohibition") {
-        "remedy"
-    } else {
-        "duty"
-    };
+    let member = if path.starts_with("prohibition") { "remedy" } else { "duty" };
     for (i, duty) in rule.duties.iter().enumerate() {
         check_rule(duty, &format!("{path}.{member}[{i}]"), true, issues);
     }
@@ -177,10 +134,7 @@ fn check_rule(rule: &Rule, path: &str, is_duty: bool, issues: &mut Vec<Issue>) {
 
 fn check_constraint(constraint: &Constraint, path: &str, issues: &mut Vec<Issue>) {
     match constraint {
-        Constraint::Logical {
-            operator,
-            constraints,
-        } => {
+        Constraint::Logical { operator, constraints } => {
             if constraints.is_empty() {
                 issues.push(error(
                     IssueCode::EmptyLogicalConstraint,
@@ -191,10 +145,7 @@ fn check_constraint(constraint: &Constraint, path: &str, issues: &mut Vec<Issue>
             for (i, c) in constraints.iter().enumerate() {
                 check_constraint(c, &format!("{path}.{}[{i}]", operator.term()), issues);
             }
-            if matches!(
-                operator,
-                LogicalOperator::And | LogicalOperator::AndSequence
-            ) {
+            if matches!(operator, LogicalOperator::And | LogicalOperator::AndSequence) {
                 check_contradictions(conjunction(constraints.iter(), path), issues);
             }
         }
@@ -214,45 +165,26 @@ fn check_atomic(c: &AtomicConstraint, path: &str, issues: &mut Vec<Issue>) {
         ));
     }
     if let Operator::Unknown(iri) = &c.operator {
-        issues.push(error(
-            IssueCode::UnknownOperator,
-            path,
-            format!("unknown operator <{iri}>"),
-        ));
+        issues.push(error(IssueCode::UnknownOperator, path, format!("unknown operator <{iri}>")));
     }
     if let Err(reason) = &c.right {
         issues.push(error(IssueCode::WrongValueType, path, reason.clone()));
     }
     let kind = c.left.kind();
-    if c.operator.is_ordering()
-        && matches!(
-            kind,
-            ValueKind::Iri | ValueKind::String | ValueKind::Boolean
-        )
+    if c.operator.is_ordering() && matches!(kind, ValueKind::Iri | ValueKind::String | ValueKind::Boolean) {
+        issues.push(error(
+            IssueCode::OperatorNotApplicable,
+            path,
+            format!("{} takes {kind}, which has no order: {} cannot be used", c.left, c.operator),
+        ));
+    }
+    if matches!(c.operator, Operator::IsA | Operator::HasPart | Operator::IsPartOf)
+        && matches!(kind, ValueKind::Integer | ValueKind::Decimal | ValueKind::DateTime | ValueKind::Duration)
     {
         issues.push(error(
             IssueCode::OperatorNotApplicable,
             path,
-            format!(
-                "{} takes {kind}, which has no order: {} cannot be used",
-                c.left, c.operator
-            ),
-        ));
-    }
-    if matches!(
-        c.operator,
-        Operator::IsA | Operator::HasPart | Operator::IsPartOf
-    ) && matches!(
-        kind,
-        ValueKind::Integer | ValueKind::Decimal | ValueKind::DateTime | ValueKind::Duration
-    ) {
-        issues.push(error(
-            IssueCode::OperatorNotApplicable,
-            path,
-            format!(
-                "{} takes {kind}: {} applies to classes, places and sets",
-                c.left, c.operator
-            ),
+            format!("{} takes {kind}: {} applies to classes, places and sets", c.left, c.operator),
         ));
     }
     if let Ok(value) = &c.right {
@@ -265,10 +197,7 @@ fn check_atomic(c: &AtomicConstraint, path: &str, issues: &mut Vec<Issue>) {
                     issues.push(warning(
                         IssueCode::UnknownPurpose,
                         path,
-                        format!(
-                            "purpose {} is not in the health profile; it only matches itself",
-                            term::short(iri)
-                        ),
+                        format!("purpose {} is not in the health profile; it only matches itself", term::short(iri)),
                     ));
                 }
             }
@@ -281,10 +210,7 @@ fn check_atomic(c: &AtomicConstraint, path: &str, issues: &mut Vec<Issue>) {
                     issues.push(error(
                         IssueCode::WrongValueType,
                         path,
-                        format!(
-                            "{} is not a disclosure method (suppress, round, noise)",
-                            term::short(iri)
-                        ),
+                        format!("{} is not a disclosure method (suppress, round, noise)", term::short(iri)),
                     ));
                 }
             }
@@ -301,14 +227,8 @@ fn conjunction<'a>(
     for (i, c) in constraints.enumerate() {
         match c {
             Constraint::Atomic(a) => out.push((format!("{path}.constraint[{i}]"), a)),
-            Constraint::Logical {
-                operator: LogicalOperator::And | LogicalOperator::AndSequence,
-                constraints,
-            } => {
-                out.extend(conjunction(
-                    constraints.iter(),
-                    &format!("{path}.constraint[{i}]"),
-                ));
+            Constraint::Logical { operator: LogicalOperator::And | LogicalOperator::AndSequence, constraints } => {
+                out.extend(conjunction(constraints.iter(), &format!("{path}.constraint[{i}]")));
             }
             Constraint::Logical { .. } => {}
         }
@@ -336,16 +256,11 @@ fn check_contradictions(constraints: Vec<(String, &AtomicConstraint)>, issues: &
                 (Operator::Eq, Operator::Neq) | (Operator::Neq, Operator::Eq) => equal(va, vb),
                 (Operator::Eq, Operator::IsNoneOf) => vb.items().iter().any(|x| equal(va, x)),
                 (Operator::IsNoneOf, Operator::Eq) => va.items().iter().any(|x| equal(vb, x)),
-                (Operator::Eq, Operator::IsAnyOf) if !taxonomic(&a.left) => {
-                    !vb.items().iter().any(|x| equal(va, x))
+                (Operator::Eq, Operator::IsAnyOf) if !taxonomic(&a.left) => !vb.items().iter().any(|x| equal(va, x)),
+                (Operator::IsAnyOf, Operator::Eq) if !taxonomic(&a.left) => !va.items().iter().any(|x| equal(vb, x)),
+                (Operator::IsAnyOf, Operator::IsAnyOf) if !taxonomic(&a.left) => {
+                    !va.items().iter().any(|x| vb.items().iter().any(|y| equal(x, y)))
                 }
-                (Operator::IsAnyOf, Operator::Eq) if !taxonomic(&a.left) => {
-                    !va.items().iter().any(|x| equal(vb, x))
-                }
-                (Operator::IsAnyOf, Operator::IsAnyOf) if !taxonomic(&a.left) => !va
-                    .items()
-                    .iter()
-                    .any(|x| vb.items().iter().any(|y| equal(x, y))),
                 _ => false,
             };
             if clash {
@@ -363,11 +278,7 @@ fn check_contradictions(constraints: Vec<(String, &AtomicConstraint)>, issues: &
         let Ok(value) = &c.right else { continue };
         if !matches!(
             value,
-            Value::Integer(_)
-                | Value::Decimal(_)
-                | Value::DateTime(_)
-                | Value::Date(_)
-                | Value::Duration(_)
+            Value::Integer(_) | Value::Decimal(_) | Value::DateTime(_) | Value::Date(_) | Value::Duration(_)
         ) {
             continue;
         }
@@ -416,9 +327,7 @@ fn check_contradictions(constraints: Vec<(String, &AtomicConstraint)>, issues: &
         }
     }
     for (operand, bounds) in by_operand {
-        if let (Some((low, low_inc, low_desc)), Some((high, high_inc, high_desc))) =
-            (&bounds.lower, &bounds.upper)
-        {
+        if let (Some((low, low_inc, low_desc)), Some((high, high_inc, high_desc))) = (&bounds.lower, &bounds.upper) {
             let empty = match compare(low, high) {
                 Some(Ordering::Greater) => true,
                 Some(Ordering::Equal) => !(*low_inc && *high_inc),

@@ -105,9 +105,7 @@ impl Value {
                 None => Value::Decimal(n.as_f64()?),
             },
             serde_json::Value::String(s) => Value::String(s.clone()),
-            serde_json::Value::Array(items) => {
-                Value::List(items.iter().filter_map(Value::from_json).collect())
-            }
+            serde_json::Value::Array(items) => Value::List(items.iter().filter_map(Value::from_json).collect()),
             _ => return None,
         })
     }
@@ -151,9 +149,7 @@ fn parse_date_time(text: &str) -> Option<Value> {
     if let Ok(v) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
         return Some(Value::DateTime(v.and_utc().fixed_offset()));
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .map(Value::Date)
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(Value::Date)
 }
 
 /// Seconds of an ISO 8601 / `xsd:duration` such as `P1Y2M3DT4H5M6.5S` (a year counts 365 days, a month 30).
@@ -189,15 +185,7 @@ pub fn parse_duration(text: &str) -> Option<f64> {
         number.is_empty().then_some(())
     };
     const DAY: f64 = 86_400.0;
-    take(
-        date,
-        &[
-            ('Y', 365.0 * DAY),
-            ('M', 30.0 * DAY),
-            ('W', 7.0 * DAY),
-            ('D', DAY),
-        ],
-    )?;
+    take(date, &[('Y', 365.0 * DAY), ('M', 30.0 * DAY), ('W', 7.0 * DAY), ('D', DAY)])?;
     if let Some(time) = time {
         take(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
     }
@@ -254,9 +242,7 @@ pub fn compare(left: &Value, right: &Value) -> Option<Ordering> {
 pub fn equal(left: &Value, right: &Value) -> bool {
     use Value::*;
     match (left, right) {
-        (String(a) | Iri(a), String(b) | Iri(b)) => {
-            a == b || crate::term::canonical(a) == crate::term::canonical(b)
-        }
+        (String(a) | Iri(a), String(b) | Iri(b)) => a == b || crate::term::canonical(a) == crate::term::canonical(b),
         (List(a), List(b)) => a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| equal(x, y))),
         _ => compare(left, right) == Some(Ordering::Equal) || left == right,
     }
@@ -292,10 +278,7 @@ mod tests {
     #[test]
     fn numbers_widen_and_iris_meet_their_curies() {
         assert!(equal(&Value::Integer(10), &Value::Decimal(10.0)));
-        assert!(equal(
-            &Value::Iri("odrl:use".into()),
-            &Value::Iri("http://www.w3.org/ns/odrl/2/use".into())
-        ));
+        assert!(equal(&Value::Iri("odrl:use".into()), &Value::Iri("http://www.w3.org/ns/odrl/2/use".into())));
         assert_eq!(compare(&Value::Iri("a".into()), &Value::Integer(1)), None);
     }
 }

@@ -14,10 +14,7 @@ impl Federation {
     /// Starts one connector per backend given, all at once.
     pub async fn start(backends: &[Backend]) -> Federation {
         let connectors = futures_join(backends.iter().map(|b| TestConnector::start(*b))).await;
-        Federation {
-            connectors,
-            client: reqwest::Client::new(),
-        }
+        Federation { connectors, client: reqwest::Client::new() }
     }
 
     /// `n` hospitals, alternating SQLite and PostgreSQL (SQLite only when PostgreSQL is skipped).

@@ -8,20 +8,12 @@ async fn three_hospitals_come_up_ready_on_both_listeners() {
     let mut participants = std::collections::HashSet::new();
     for connector in &federation.connectors {
         for base in [connector.public_url(), connector.management_url()] {
-            let response = federation
-                .client
-                .get(format!("{base}/health/ready"))
-                .send()
-                .await
-                .unwrap();
+            let response = federation.client.get(format!("{base}/health/ready")).send().await.unwrap();
             assert_eq!(response.status(), 200, "{base}");
         }
         let about: serde_json::Value = federation
             .client
-            .get(format!(
-                "{}/management/connector",
-                connector.management_url()
-            ))
+            .get(format!("{}/management/connector", connector.management_url()))
             .header("X-Api-Key", &connector.api_key)
             .send()
             .await
@@ -29,21 +21,12 @@ async fn three_hospitals_come_up_ready_on_both_listeners() {
             .json()
             .await
             .unwrap();
-        assert!(
-            participants.insert(about["participantId"].as_str().unwrap().to_owned()),
-            "identities are distinct"
-        );
+        assert!(participants.insert(about["participantId"].as_str().unwrap().to_owned()), "identities are distinct");
     }
     if hanse::testing::backends().len() == 2 {
-        let stores: Vec<_> = federation
-            .connectors
-            .iter()
-            .map(|c| c.running.state.store.dialect().to_string())
-            .collect();
-        assert!(
-            stores.contains(&"sqlite".into()) && stores.contains(&"postgres".into()),
-            "{stores:?}"
-        );
+        let stores: Vec<_> =
+            federation.connectors.iter().map(|c| c.running.state.store.dialect().to_string()).collect();
+        assert!(stores.contains(&"sqlite".into()) && stores.contains(&"postgres".into()), "{stores:?}");
     }
     federation.shutdown().await;
 }
@@ -53,13 +36,7 @@ async fn one_hospitals_api_key_does_not_open_another_hospitals_management() {
     let federation = Federation::with_hospitals(2).await;
     let (a, b) = (&federation.connectors[0], &federation.connectors[1]);
     let url = format!("{}/management/connector", b.management_url());
-    let with_a_key = federation
-        .client
-        .get(&url)
-        .header("X-Api-Key", &a.api_key)
-        .send()
-        .await
-        .unwrap();
+    let with_a_key = federation.client.get(&url).header("X-Api-Key", &a.api_key).send().await.unwrap();
     assert_eq!(with_a_key.status(), 401);
     let body: serde_json::Value = with_a_key.json().await.unwrap();
     assert_eq!(body[0]["type"], "AuthenticationFailed");
@@ -72,12 +49,7 @@ async fn one_hospitals_api_key_does_not_open_another_hospitals_management() {
 async fn every_response_carries_a_request_id_and_echoes_the_callers() {
     let federation = Federation::with_hospitals(1).await;
     let connector = &federation.connectors[0];
-    let generated = federation
-        .client
-        .get(format!("{}/health/live", connector.public_url()))
-        .send()
-        .await
-        .unwrap();
+    let generated = federation.client.get(format!("{}/health/live", connector.public_url())).send().await.unwrap();
     assert!(generated.headers().get("x-request-id").is_some());
     let echoed = federation
         .client

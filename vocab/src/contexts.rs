@@ -29,22 +29,13 @@ pub struct BundledContext {
 
 /// Every bundled context.
 pub const BUNDLED: &[BundledContext] = &[
-    BundledContext {
-        iris: &[DSPACE_2025_1],
-        text: include_str!("../contexts/dspace-2025-1.jsonld"),
-    },
+    BundledContext { iris: &[DSPACE_2025_1], text: include_str!("../contexts/dspace-2025-1.jsonld") },
     BundledContext {
         iris: &[DSPACE_2025_1_ODRL_PROFILE],
         text: include_str!("../contexts/dspace-2025-1-odrl-profile.jsonld"),
     },
-    BundledContext {
-        iris: &[CREDENTIALS_V2],
-        text: include_str!("../contexts/credentials-v2.jsonld"),
-    },
-    BundledContext {
-        iris: &[DID_V1, "https://w3id.org/did/v1"],
-        text: include_str!("../contexts/did-v1.jsonld"),
-    },
+    BundledContext { iris: &[CREDENTIALS_V2], text: include_str!("../contexts/credentials-v2.jsonld") },
+    BundledContext { iris: &[DID_V1, "https://w3id.org/did/v1"], text: include_str!("../contexts/did-v1.jsonld") },
     BundledContext {
         iris: &[ODRL, "https://www.w3.org/ns/odrl.jsonld"],
         text: include_str!("../contexts/odrl.jsonld"),
@@ -53,18 +44,12 @@ pub const BUNDLED: &[BundledContext] = &[
         iris: &[GAIA_X, "https://w3id.org/gaia-x/development"],
         text: include_str!("../contexts/gaia-x-development.jsonld"),
     },
-    BundledContext {
-        iris: &[EDC_MANAGEMENT],
-        text: include_str!("../contexts/edc-management-v1.jsonld"),
-    },
+    BundledContext { iris: &[EDC_MANAGEMENT], text: include_str!("../contexts/edc-management-v1.jsonld") },
 ];
 
 /// The text of the bundled context published at `iri`, if Hanse bundles it.
 pub fn bundled(iri: &str) -> Option<&'static str> {
-    BUNDLED
-        .iter()
-        .find(|c| c.iris.contains(&iri))
-        .map(|c| c.text)
+    BUNDLED.iter().find(|c| c.iris.contains(&iri)).map(|c| c.text)
 }
 
 #[cfg(test)]
@@ -74,8 +59,8 @@ mod tests {
     #[test]
     fn every_bundled_context_is_json_with_a_context_member() {
         for context in BUNDLED {
-            let value: serde_json::Value = serde_json::from_str(context.text)
-                .unwrap_or_else(|e| panic!("{:?}: {e}", context.iris));
+            let value: serde_json::Value =
+                serde_json::from_str(context.text).unwrap_or_else(|e| panic!("{:?}: {e}", context.iris));
             assert!(value.get("@context").is_some(), "{:?}", context.iris);
         }
     }

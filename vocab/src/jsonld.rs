@@ -12,8 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use json_ld::syntax::{IntoJsonWithContext, Parse, TryFromJson};
 use json_ld::{
-    Iri, IriBuf, JsonLdProcessor, LoadError, Loader, RemoteContextReference, RemoteDocument,
-    RemoteDocumentReference,
+    Iri, IriBuf, JsonLdProcessor, LoadError, Loader, RemoteContextReference, RemoteDocument, RemoteDocumentReference,
 };
 use serde_json::Value;
 
@@ -23,9 +22,7 @@ use crate::contexts::{self, BUNDLED};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The document names a remote context Hanse does not bundle.
-    #[error(
-        "JSON-LD context <{0}> is not bundled with Hanse (contexts are never fetched from the network)"
-    )]
+    #[error("JSON-LD context <{0}> is not bundled with Hanse (contexts are never fetched from the network)")]
     ContextNotBundled(String),
     /// The document is not valid JSON-LD.
     #[error("invalid JSON-LD: {0}")]
@@ -52,11 +49,7 @@ impl OfflineLoader {
                 let iri = IriBuf::new(iri.to_string()).expect("bundled context IRIs are valid");
                 documents.insert(
                     iri.clone(),
-                    RemoteDocument::new(
-                        Some(iri),
-                        Some("application/ld+json".parse().expect("mime")),
-                        json.clone(),
-                    ),
+                    RemoteDocument::new(Some(iri), Some("application/ld+json".parse().expect("mime")), json.clone()),
                 );
             }
         }
@@ -94,9 +87,7 @@ fn classify(message: String) -> Error {
     // The loader's error names the IRI; surface it as a typed error.
     if message.contains("not bundled with Hanse") {
         let iri = message
-            .split(|c: char| {
-                c.is_whitespace() || c == '`' || c == '"' || c == '\'' || c == '<' || c == '>'
-            })
+            .split(|c: char| c.is_whitespace() || c == '`' || c == '"' || c == '\'' || c == '<' || c == '>')
             .find(|word| word.starts_with("http://") || word.starts_with("https://"))
             .map(|word| word.trim_end_matches([':', ',']).to_owned())
             .unwrap_or(message);
@@ -107,20 +98,11 @@ fn classify(message: String) -> Error {
 }
 
 fn expanded_to_json(expanded: json_ld::ExpandedDocument) -> Value {
-    Value::Array(
-        expanded
-            .into_iter()
-            .map(|object| object.into_json_with(&()).into_serde_json())
-            .collect(),
-    )
+    Value::Array(expanded.into_iter().map(|object| object.into_json_with(&()).into_serde_json()).collect())
 }
 
 fn remote(document: &Value) -> RemoteDocument {
-    RemoteDocument::new(
-        None,
-        None,
-        json_ld::syntax::Value::from_serde_json(document.clone()),
-    )
+    RemoteDocument::new(None, None, json_ld::syntax::Value::from_serde_json(document.clone()))
 }
 
 /// Expands a JSON-LD document into its expanded form (an array of node objects).
@@ -138,25 +120,15 @@ pub fn compact(document: &Value, context_iri: &str) -> Result<Value, Error> {
 /// Compacts a document against a list of bundled contexts (e.g. DSP and DID for a DID service entry) and writes
 /// `"@context": [iri, ...]`.
 pub fn compact_with_contexts(document: &Value, context_iris: &[&str]) -> Result<Value, Error> {
-    if let Some(missing) = context_iris
-        .iter()
-        .find(|iri| contexts::bundled(iri).is_none())
-    {
+    if let Some(missing) = context_iris.iter().find(|iri| contexts::bundled(iri).is_none()) {
         return Err(Error::ContextNotBundled((*missing).to_owned()));
     }
-    let listed = Value::Array(
-        context_iris
-            .iter()
-            .map(|iri| Value::String((*iri).into()))
-            .collect(),
-    );
-    let context = json_ld::syntax::context::Context::try_from_json(
-        json_ld::syntax::Value::from_serde_json(listed.clone()),
-    )
-    .map_err(|e| Error::Invalid(e.to_string()))?;
+    let listed = Value::Array(context_iris.iter().map(|iri| Value::String((*iri).into())).collect());
+    let context =
+        json_ld::syntax::context::Context::try_from_json(json_ld::syntax::Value::from_serde_json(listed.clone()))
+            .map_err(|e| Error::Invalid(e.to_string()))?;
     let context = RemoteContextReference::Loaded(RemoteDocument::new(None, None, context));
-    let compacted =
-        run(remote(document).compact(context, loader())).map_err(|e| classify(e.to_string()))?;
+    let compacted = run(remote(document).compact(context, loader())).map_err(|e| classify(e.to_string()))?;
     let mut json = compacted.into_serde_json();
     if let Value::Object(map) = &mut json {
         map.insert("@context".into(), listed);
@@ -173,13 +145,8 @@ pub fn compact_dsp(document: &Value) -> Result<Value, Error> {
 /// Converts a document to RDF and returns it as N-Quads (one statement a line), ready for an RDF store's parser.
 pub fn to_nquads(document: &Value) -> Result<String, Error> {
     let mut generator = json_ld::rdf_types::generator::Blank::new();
-    let mut to_rdf = run(remote(document).to_rdf_with_using(
-        (),
-        &mut generator,
-        loader(),
-        json_ld::Options::default(),
-    ))
-    .map_err(|e| classify(e.to_string()))?;
+    let mut to_rdf = run(remote(document).to_rdf_with_using((), &mut generator, loader(), json_ld::Options::default()))
+        .map_err(|e| classify(e.to_string()))?;
     let mut out = String::new();
     for quad in to_rdf.cloned_quads() {
         out.push_str(&quad.to_string());
@@ -220,10 +187,7 @@ mod tests {
             "filter": []
         });
         let expanded = expand(&doc).unwrap();
-        assert_eq!(
-            expanded[0]["@type"][0],
-            "https://w3id.org/dspace/2025/1/CatalogRequestMessage"
-        );
+        assert_eq!(expanded[0]["@type"][0], "https://w3id.org/dspace/2025/1/CatalogRequestMessage");
     }
 
     #[test]
@@ -233,7 +197,12 @@ mod tests {
             "@id": "urn:uuid:1", "@type": "Dataset"
         });
         let nquads = to_nquads(&doc).unwrap();
-        assert!(nquads.contains("<urn:uuid:1> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> <http://www.w3.org/ns/dcat#Dataset> ."), "{nquads}");
+        assert!(
+            nquads.contains(
+                "<urn:uuid:1> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> <http://www.w3.org/ns/dcat#Dataset> ."
+            ),
+            "{nquads}"
+        );
     }
 
     #[test]

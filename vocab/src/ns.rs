@@ -74,10 +74,7 @@ pub const PREFIXES: &[(&str, &str)] = &[
 
 /// A SPARQL prologue declaring every prefix of [`PREFIXES`].
 pub fn sparql_prologue() -> String {
-    PREFIXES
-        .iter()
-        .map(|(prefix, iri)| format!("PREFIX {prefix}: <{iri}>\n"))
-        .collect()
+    PREFIXES.iter().map(|(prefix, iri)| format!("PREFIX {prefix}: <{iri}>\n")).collect()
 }
 
 /// Expands `prefix:local` with the prefixes Hanse knows; other strings come back unchanged.
@@ -97,14 +94,8 @@ mod tests {
 
     #[test]
     fn curies_expand_only_for_known_prefixes() {
-        assert_eq!(
-            expand_curie("dcat:Dataset"),
-            "http://www.w3.org/ns/dcat#Dataset"
-        );
-        assert_eq!(
-            expand_curie("https://example.org/x"),
-            "https://example.org/x"
-        );
+        assert_eq!(expand_curie("dcat:Dataset"), "http://www.w3.org/ns/dcat#Dataset");
+        assert_eq!(expand_curie("https://example.org/x"), "https://example.org/x");
         assert_eq!(expand_curie("unknown:thing"), "unknown:thing");
     }
 

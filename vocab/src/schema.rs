@@ -10,47 +10,27 @@ use serde_json::Value;
 
 /// Every DSP 2025-1 schema: path relative to `https://w3id.org/dspace/2025/1/`, and text.
 pub const SCHEMAS: &[(&str, &str)] = &[
-    (
-        "catalog/catalog-error-schema.json",
-        include_str!("../dsp-spec/2025-1/catalog/catalog-error-schema.json"),
-    ),
+    ("catalog/catalog-error-schema.json", include_str!("../dsp-spec/2025-1/catalog/catalog-error-schema.json")),
     (
         "catalog/catalog-request-message-schema.json",
         include_str!("../dsp-spec/2025-1/catalog/catalog-request-message-schema.json"),
     ),
-    (
-        "catalog/catalog-schema.json",
-        include_str!("../dsp-spec/2025-1/catalog/catalog-schema.json"),
-    ),
+    ("catalog/catalog-schema.json", include_str!("../dsp-spec/2025-1/catalog/catalog-schema.json")),
     (
         "catalog/dataset-request-message-schema.json",
         include_str!("../dsp-spec/2025-1/catalog/dataset-request-message-schema.json"),
     ),
-    (
-        "catalog/dataset-schema.json",
-        include_str!("../dsp-spec/2025-1/catalog/dataset-schema.json"),
-    ),
-    (
-        "common/context-schema.json",
-        include_str!("../dsp-spec/2025-1/common/context-schema.json"),
-    ),
-    (
-        "common/did-service-schema.json",
-        include_str!("../dsp-spec/2025-1/common/did-service-schema.json"),
-    ),
-    (
-        "common/protocol-version-schema.json",
-        include_str!("../dsp-spec/2025-1/common/protocol-version-schema.json"),
-    ),
+    ("catalog/dataset-schema.json", include_str!("../dsp-spec/2025-1/catalog/dataset-schema.json")),
+    ("common/context-schema.json", include_str!("../dsp-spec/2025-1/common/context-schema.json")),
+    ("common/did-service-schema.json", include_str!("../dsp-spec/2025-1/common/did-service-schema.json")),
+    ("common/protocol-version-schema.json", include_str!("../dsp-spec/2025-1/common/protocol-version-schema.json")),
     (
         "negotiation/contract-agreement-message-schema.json",
         include_str!("../dsp-spec/2025-1/negotiation/contract-agreement-message-schema.json"),
     ),
     (
         "negotiation/contract-agreement-verification-message-schema.json",
-        include_str!(
-            "../dsp-spec/2025-1/negotiation/contract-agreement-verification-message-schema.json"
-        ),
+        include_str!("../dsp-spec/2025-1/negotiation/contract-agreement-verification-message-schema.json"),
     ),
     (
         "negotiation/contract-negotiation-error-schema.json",
@@ -58,9 +38,7 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ),
     (
         "negotiation/contract-negotiation-event-message-schema.json",
-        include_str!(
-            "../dsp-spec/2025-1/negotiation/contract-negotiation-event-message-schema.json"
-        ),
+        include_str!("../dsp-spec/2025-1/negotiation/contract-negotiation-event-message-schema.json"),
     ),
     (
         "negotiation/contract-negotiation-schema.json",
@@ -68,9 +46,7 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ),
     (
         "negotiation/contract-negotiation-termination-message-schema.json",
-        include_str!(
-            "../dsp-spec/2025-1/negotiation/contract-negotiation-termination-message-schema.json"
-        ),
+        include_str!("../dsp-spec/2025-1/negotiation/contract-negotiation-termination-message-schema.json"),
     ),
     (
         "negotiation/contract-offer-message-schema.json",
@@ -80,34 +56,19 @@ pub const SCHEMAS: &[(&str, &str)] = &[
         "negotiation/contract-request-message-schema.json",
         include_str!("../dsp-spec/2025-1/negotiation/contract-request-message-schema.json"),
     ),
-    (
-        "negotiation/contract-schema.json",
-        include_str!("../dsp-spec/2025-1/negotiation/contract-schema.json"),
-    ),
-    (
-        "transfer/data-address-schema.json",
-        include_str!("../dsp-spec/2025-1/transfer/data-address-schema.json"),
-    ),
+    ("negotiation/contract-schema.json", include_str!("../dsp-spec/2025-1/negotiation/contract-schema.json")),
+    ("transfer/data-address-schema.json", include_str!("../dsp-spec/2025-1/transfer/data-address-schema.json")),
     (
         "transfer/transfer-completion-message-schema.json",
         include_str!("../dsp-spec/2025-1/transfer/transfer-completion-message-schema.json"),
     ),
-    (
-        "transfer/transfer-error-schema.json",
-        include_str!("../dsp-spec/2025-1/transfer/transfer-error-schema.json"),
-    ),
-    (
-        "transfer/transfer-process-schema.json",
-        include_str!("../dsp-spec/2025-1/transfer/transfer-process-schema.json"),
-    ),
+    ("transfer/transfer-error-schema.json", include_str!("../dsp-spec/2025-1/transfer/transfer-error-schema.json")),
+    ("transfer/transfer-process-schema.json", include_str!("../dsp-spec/2025-1/transfer/transfer-process-schema.json")),
     (
         "transfer/transfer-request-message-schema.json",
         include_str!("../dsp-spec/2025-1/transfer/transfer-request-message-schema.json"),
     ),
-    (
-        "transfer/transfer-schema.json",
-        include_str!("../dsp-spec/2025-1/transfer/transfer-schema.json"),
-    ),
+    ("transfer/transfer-schema.json", include_str!("../dsp-spec/2025-1/transfer/transfer-schema.json")),
     (
         "transfer/transfer-start-message-schema.json",
         include_str!("../dsp-spec/2025-1/transfer/transfer-start-message-schema.json"),
@@ -131,8 +92,7 @@ pub struct DspSchemas {
 }
 
 fn mended(text: &str) -> Value {
-    serde_json::from_str(&text.replace("#definitions/", "#/definitions/"))
-        .expect("bundled DSP schemas are JSON")
+    serde_json::from_str(&text.replace("#definitions/", "#/definitions/")).expect("bundled DSP schemas are JSON")
 }
 
 impl DspSchemas {
@@ -146,8 +106,7 @@ impl DspSchemas {
         let resources: Vec<(String, jsonschema::Resource)> = SCHEMAS
             .iter()
             .map(|(path, text)| {
-                let resource =
-                    jsonschema::Resource::from_contents(mended(text)).expect("schema resource");
+                let resource = jsonschema::Resource::from_contents(mended(text)).expect("schema resource");
                 (format!("{BASE}{path}"), resource)
             })
             .collect();
@@ -168,20 +127,11 @@ impl DspSchemas {
     /// Validates `message` against the schema at `path` (e.g. `catalog/catalog-schema.json`); the error lists every
     /// violation with its JSON pointer.
     pub fn validate(&self, path: &str, message: &Value) -> Result<(), Vec<String>> {
-        let (_, validator) = self
-            .validators
-            .iter()
-            .find(|(p, _)| *p == path)
-            .unwrap_or_else(|| panic!("no DSP schema at {path}"));
-        let errors: Vec<String> = validator
-            .iter_errors(message)
-            .map(|e| format!("{}: {}", e.instance_path, e))
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        let (_, validator) =
+            self.validators.iter().find(|(p, _)| *p == path).unwrap_or_else(|| panic!("no DSP schema at {path}"));
+        let errors: Vec<String> =
+            validator.iter_errors(message).map(|e| format!("{}: {}", e.instance_path, e)).collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
     /// The schema path for a message by its `@type` (e.g. `Catalog` → `catalog/catalog-schema.json`).
@@ -195,12 +145,8 @@ impl DspSchemas {
             "ContractRequestMessage" => "negotiation/contract-request-message-schema.json",
             "ContractOfferMessage" => "negotiation/contract-offer-message-schema.json",
             "ContractAgreementMessage" => "negotiation/contract-agreement-message-schema.json",
-            "ContractAgreementVerificationMessage" => {
-                "negotiation/contract-agreement-verification-message-schema.json"
-            }
-            "ContractNegotiationEventMessage" => {
-                "negotiation/contract-negotiation-event-message-schema.json"
-            }
+            "ContractAgreementVerificationMessage" => "negotiation/contract-agreement-verification-message-schema.json",
+            "ContractNegotiationEventMessage" => "negotiation/contract-negotiation-event-message-schema.json",
             "ContractNegotiationTerminationMessage" => {
                 "negotiation/contract-negotiation-termination-message-schema.json"
             }
@@ -220,15 +166,10 @@ impl DspSchemas {
 
     /// Validates a message against the schema its `@type` names.
     pub fn validate_message(&self, message: &Value) -> Result<(), Vec<String>> {
-        let message_type = message
-            .get("@type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let message_type = message.get("@type").and_then(Value::as_str).unwrap_or_default();
         match Self::path_for_type(message_type) {
             Some(path) => self.validate(path, message),
-            None => Err(vec![format!(
-                "no DSP 2025-1 schema for @type {message_type:?}"
-            )]),
+            None => Err(vec![format!("no DSP 2025-1 schema for @type {message_type:?}")]),
         }
     }
 }

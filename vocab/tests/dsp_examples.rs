@@ -16,11 +16,7 @@ fn examples() -> Vec<PathBuf> {
         }
     }
     found.sort();
-    assert!(
-        found.len() >= 25,
-        "expected the official examples, found {}",
-        found.len()
-    );
+    assert!(found.len() >= 25, "expected the official examples, found {}", found.len());
     found
 }
 
@@ -33,9 +29,7 @@ fn schema_for(path: &Path, message: &Value) -> Option<&'static str> {
     let name = path.file_name().unwrap().to_str().unwrap();
     match name {
         "protocol-version.json" => Some("common/protocol-version-schema.json"),
-        "catalogservice-did-service.json" | "dataservice-did-service.json" => {
-            Some("common/did-service-schema.json")
-        }
+        "catalogservice-did-service.json" | "dataservice-did-service.json" => Some("common/did-service-schema.json"),
         _ => DspSchemas::path_for_type(message["@type"].as_str()?),
     }
 }
@@ -48,11 +42,7 @@ fn normalised(value: &Value) -> Value {
             items.sort_by_key(|v| v.to_string());
             Value::Array(items)
         }
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), normalised(v)))
-                .collect(),
-        ),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalised(v))).collect()),
         other => other.clone(),
     }
 }
@@ -63,15 +53,11 @@ fn every_example_validates_against_its_official_schema() {
     let mut checked = 0;
     for path in examples() {
         let message = read(&path);
-        let schema = schema_for(&path, &message)
-            .unwrap_or_else(|| panic!("no schema for {}", path.display()));
+        let schema = schema_for(&path, &message).unwrap_or_else(|| panic!("no schema for {}", path.display()));
         let result = schemas.validate(schema, &message);
         if path.ends_with("dataservice-did-service.json") {
             // Known defect of the official files (dsp-spec/SOURCE.md): the example's endpoint does not end in /catalog.
-            assert!(
-                result.is_err(),
-                "the known-defective example unexpectedly validates"
-            );
+            assert!(result.is_err(), "the known-defective example unexpectedly validates");
             continue;
         }
         result.unwrap_or_else(|errors| panic!("{} does not validate: {errors:#?}", path.display()));
@@ -88,22 +74,12 @@ fn every_json_ld_example_expands_and_compacts_back_to_an_equivalent_document() {
         if message.get("@context").is_none() {
             continue; // plain JSON (version metadata, DID service entries)
         }
-        let expanded =
-            jsonld::expand(&message).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(
-            !expanded.as_array().unwrap().is_empty(),
-            "{} expands to nothing",
-            path.display()
-        );
+        let expanded = jsonld::expand(&message).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!expanded.as_array().unwrap().is_empty(), "{} expands to nothing", path.display());
         // Compact against the contexts the example names (the DSP context, plus DID for DID service entries).
-        let contexts: Vec<&str> = message["@context"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap())
-            .collect();
-        let compacted = jsonld::compact_with_contexts(&expanded, &contexts)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let contexts: Vec<&str> = message["@context"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let compacted =
+            jsonld::compact_with_contexts(&expanded, &contexts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(compacted["@context"], message["@context"]);
         let again = jsonld::expand(&compacted).unwrap();
         assert_eq!(
@@ -117,14 +93,9 @@ fn every_json_ld_example_expands_and_compacts_back_to_an_equivalent_document() {
             continue;
         }
         let schema = schema_for(&path, &message).unwrap();
-        schemas
-            .validate(schema, &compacted)
-            .unwrap_or_else(|errors| {
-                panic!(
-                    "{} compacted does not validate: {errors:#?}\n{compacted:#}",
-                    path.display()
-                )
-            });
+        schemas.validate(schema, &compacted).unwrap_or_else(|errors| {
+            panic!("{} compacted does not validate: {errors:#?}\n{compacted:#}", path.display())
+        });
     }
 }
 
@@ -136,8 +107,5 @@ fn a_message_missing_a_required_field_is_rejected_naming_it() {
     );
     message.as_object_mut().unwrap().remove("consumerPid");
     let errors = DspSchemas::get().validate_message(&message).unwrap_err();
-    assert!(
-        errors.iter().any(|e| e.contains("consumerPid")),
-        "{errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.contains("consumerPid")), "{errors:?}");
 }

@@ -19,25 +19,14 @@ pub use error::ManagementError;
 pub fn router(state: Shared) -> Router {
     let api = Router::new()
         .route("/management/connector", get(about))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_api_key,
-        ));
-    Router::new()
-        .merge(health_routes())
-        .merge(api)
-        .fallback(not_found)
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    Router::new().merge(health_routes()).merge(api).fallback(not_found).with_state(state)
 }
 
 /// Rejects a request without the configured `X-Api-Key` (compared in constant time).
 async fn require_api_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let expected = state.config.management.api_key.as_bytes();
-    let given = request
-        .headers()
-        .get("x-api-key")
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+    let given = request.headers().get("x-api-key").map(|v| v.as_bytes()).unwrap_or_default();
     if given.len() == expected.len() && openssl::memcmp::eq(given, expected) {
         next.run(request).await
     } else {
@@ -58,9 +47,6 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
 }
 
 async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(json!([{"message": "no such management resource", "type": "ObjectNotFound"}])),
-    )
+    (StatusCode::NOT_FOUND, axum::Json(json!([{"message": "no such management resource", "type": "ObjectNotFound"}])))
         .into_response()
 }

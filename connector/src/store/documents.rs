@@ -62,12 +62,7 @@ const SELECT: &str = "SELECT id, body, version, created_at, updated_at FROM docu
 
 impl Store {
     /// Creates a document; `Conflict` if one of that kind and id exists.
-    pub async fn insert_document(
-        &self,
-        kind: DocumentKind,
-        id: &str,
-        body: &Value,
-    ) -> Result<Document, StoreError> {
+    pub async fn insert_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
         let now = now_millis();
         let text = body.to_string();
         let inserted = with_pool!(self, pool => sqlx::query(
@@ -82,27 +77,13 @@ impl Store {
         .await?
         .rows_affected());
         if inserted == 0 {
-            return Err(StoreError::Conflict {
-                kind: kind.as_str(),
-                id: id.to_owned(),
-            });
+            return Err(StoreError::Conflict { kind: kind.as_str(), id: id.to_owned() });
         }
-        Ok(Document {
-            id: id.to_owned(),
-            body: body.clone(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(Document { id: id.to_owned(), body: body.clone(), version: 1, created_at: now, updated_at: now })
     }
 
     /// Replaces a document's body; `NotFound` if there is none.
-    pub async fn replace_document(
-        &self,
-        kind: DocumentKind,
-        id: &str,
-        body: &Value,
-    ) -> Result<Document, StoreError> {
+    pub async fn replace_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
         let now = now_millis();
         let row: Option<(i64, i64)> = with_pool!(self, pool => sqlx::query_as(
             "UPDATE documents SET body = $3, version = version + 1, updated_at = $4 WHERE kind = $1 AND id = $2 \
@@ -114,25 +95,13 @@ impl Store {
         .bind(now)
         .fetch_optional(pool)
         .await?);
-        let (version, created_at) = row.ok_or_else(|| StoreError::NotFound {
-            kind: kind.as_str(),
-            id: id.to_owned(),
-        })?;
-        Ok(Document {
-            id: id.to_owned(),
-            body: body.clone(),
-            version,
-            created_at,
-            updated_at: now,
-        })
+        let (version, created_at) =
+            row.ok_or_else(|| StoreError::NotFound { kind: kind.as_str(), id: id.to_owned() })?;
+        Ok(Document { id: id.to_owned(), body: body.clone(), version, created_at, updated_at: now })
     }
 
     /// The document of that kind and id, if any.
-    pub async fn get_document(
-        &self,
-        kind: DocumentKind,
-        id: &str,
-    ) -> Result<Option<Document>, StoreError> {
+    pub async fn get_document(&self, kind: DocumentKind, id: &str) -> Result<Option<Document>, StoreError> {
         let row: Option<DocumentRow> = with_pool!(self, pool => sqlx::query_as(
             sqlx::AssertSqlSafe(format!("{SELECT} WHERE kind = $1 AND id = $2"))
         )
@@ -152,10 +121,7 @@ impl Store {
             .await?
             .rows_affected());
         if deleted == 0 {
-            return Err(StoreError::NotFound {
-                kind: kind.as_str(),
-                id: id.to_owned(),
-            });
+            return Err(StoreError::NotFound { kind: kind.as_str(), id: id.to_owned() });
         }
         Ok(())
     }

@@ -104,32 +104,22 @@ pub fn redact_url(url: &str) -> String {
 impl Store {
     /// Connects (creating the SQLite file and folder, or the PostgreSQL schema, if missing) and runs migrations.
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
-        let connect_error = |source| StoreError::Connect {
-            url: redact_url(url),
-            source,
-        };
+        let connect_error = |source| StoreError::Connect { url: redact_url(url), source };
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut connect = PgConnectOptions::from_str(url).map_err(connect_error)?;
             // One direct connection first: it reports the real reason (refused, authentication, unknown database)
             // where a pool would only time out. It also creates the schema, to which every pooled connection is pinned.
-            let mut first = tokio::time::timeout(
-                Duration::from_secs(10),
-                PgConnection::connect_with(&connect),
-            )
-            .await
-            .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
-            .map_err(connect_error)?;
+            let mut first = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&connect))
+                .await
+                .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
+                .map_err(connect_error)?;
             if let Some(schema) = &options.schema {
                 if !is_safe_identifier(schema) {
-                    return Err(StoreError::Corrupt(format!(
-                        "invalid schema name `{schema}`"
-                    )));
+                    return Err(StoreError::Corrupt(format!("invalid schema name `{schema}`")));
                 }
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "CREATE SCHEMA IF NOT EXISTS {schema}"
-                )))
-                .execute(&mut first)
-                .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                    .execute(&mut first)
+                    .await?;
                 connect = connect.options([("search_path", schema.as_str())]);
             }
             first.close().await?;
@@ -183,9 +173,7 @@ impl Store {
     /// Waits for in-flight queries, checkpoints SQLite's WAL, and closes the pool.
     pub async fn close(&self) {
         if let Backend::Sqlite(pool) = &self.backend {
-            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(pool)
-                .await;
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await;
         }
         with_pool!(self, pool => pool.close().await);
     }
