@@ -26,6 +26,17 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+}
+
+/// The data plane.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// Folder that `File` data addresses must lie under (default `<data_dir>/files`).
+    #[serde(default)]
+    pub file_root: Option<PathBuf>,
 }
 
 /// Who this connector is.
@@ -226,6 +237,9 @@ impl Config {
         };
         resolve(&mut self.participant.key_file);
         resolve(&mut self.store.data_dir);
+        if let Some(p) = self.dataplane.file_root.as_mut() {
+            resolve(p);
+        }
         if let Some(p) = self.public.tls_cert.as_mut() {
             resolve(p);
         }
@@ -285,6 +299,11 @@ impl Config {
                 format!("{scheme}://{}", self.public.bind)
             }
         }
+    }
+
+    /// The folder `File` data addresses must lie under.
+    pub fn file_root(&self) -> PathBuf {
+        self.dataplane.file_root.clone().unwrap_or_else(|| self.store.data_dir.join("files"))
     }
 
     /// The database URL, defaulting to SQLite in the data folder.

@@ -237,6 +237,10 @@ data_dir = "data"
 # schema = "hanse"
 max_connections = 8
 
+[dataplane]
+# Folder that File data addresses must lie under (default: <data_dir>/files).
+# file_root = "data/files"
+
 [log]
 # A tracing filter, e.g. "info" or "hanse=debug,info".
 level = "info"

@@ -3,9 +3,11 @@
 //! The library behind the `hanse` binary: configuration, the store, the two listeners (public: DSP protocol; management:
 //! operators), and the command line. See ARCHITECTURE.md for the code map.
 
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod identity;
 pub mod init;
 pub mod management;
 pub mod protocol;

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::catalog::{Catalogue, ServiceInfo};
 use crate::config::Config;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::{management, protocol};
@@ -28,6 +29,7 @@ use crate::{management, protocol};
 pub struct Connector {
     pub config: Config,
     pub store: Store,
+    pub catalogue: Catalogue,
     /// The public listener's externally visible base URL (from the config, or the bound address).
     pub public_url: String,
     ready: AtomicBool,
@@ -158,8 +160,20 @@ pub async fn start_on(
         None => format!("http://{public_addr}"),
     };
 
-    let state =
-        Arc::new(Connector { config, store, public_url, ready: AtomicBool::new(false), started: Instant::now() });
+    let service = ServiceInfo {
+        participant_id: config.participant.id.clone(),
+        endpoint_url: format!("{public_url}{}", protocol::BASE),
+        file_root: config.file_root(),
+    };
+    let catalogue = Catalogue::load(&store, service).await?;
+    let state = Arc::new(Connector {
+        config,
+        store,
+        catalogue,
+        public_url,
+        ready: AtomicBool::new(false),
+        started: Instant::now(),
+    });
     let (shutdown, signal) = watch::channel(false);
     let servers = vec![
         serve(public, with_common_layers(protocol::router(state.clone()), "public"), signal.clone()),
@@ -173,7 +187,7 @@ pub async fn start_on(
         "listening"
     );
 
-    // Nothing to index yet beyond the store itself; readiness follows a successful round trip.
+    // The catalogue index is loaded; readiness also needs a round trip to the store.
     state.store.ping().await?;
     state.ready.store(true, Ordering::Release);
     tracing::info!("ready");

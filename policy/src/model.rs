@@ -144,6 +144,7 @@ pub enum LeftOperand {
     Unknown(String),
 }
 
+const EDC_NS: &str = "https://w3id.org/edc/v0.0.1/ns/";
 const CLAIM_SHORTHANDS: &[&str] = &["membership", "role", "country", "organisationType"];
 
 impl LeftOperand {
@@ -162,6 +163,12 @@ impl LeftOperand {
                 "payAmount" => return LeftOperand::PayAmount,
                 _ => {}
             }
+        }
+        // EDC management bodies put bare names under the EDC vocabulary: read those as bare names.
+        if let Some(local) = term.strip_prefix(EDC_NS).filter(|l| !l.contains([':', '/', '#']))
+            && !local.is_empty()
+        {
+            return LeftOperand::parse(local);
         }
         let iri = term::canonical(term);
         if let Some(path) = iri.strip_prefix(HANSE_CLAIMS).filter(|p| !p.is_empty()) {
@@ -823,6 +830,16 @@ mod tests {
         assert_eq!(policy.kind, again.kind);
         assert_eq!(policy.permissions, again.permissions);
         assert_eq!(policy.prohibitions, again.prohibitions);
+    }
+
+    #[test]
+    fn edc_vocabulary_names_read_as_bare_names() {
+        assert_eq!(LeftOperand::parse("https://w3id.org/edc/v0.0.1/ns/minCellCount"), LeftOperand::MinCellCount);
+        assert_eq!(
+            LeftOperand::parse("https://w3id.org/edc/v0.0.1/ns/membership"),
+            LeftOperand::Claim("membership".into())
+        );
+        assert_eq!(LeftOperand::parse("https://w3id.org/edc/v0.0.1/ns/purpose"), LeftOperand::Purpose);
     }
 
     #[test]

@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::catalog::CatalogueError;
+pub use crate::catalog::model::FieldError;
 use crate::store::StoreError;
 
 /// What went wrong with a management request.
@@ -20,14 +22,9 @@ pub enum ManagementError {
     Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// One offending field of a request body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    pub path: String,
-    pub message: String,
-    pub invalid_value: Option<Value>,
+    /// A peer could not be asked or refused.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl From<StoreError> for ManagementError {
@@ -43,6 +40,24 @@ impl From<StoreError> for ManagementError {
     }
 }
 
+impl From<CatalogueError> for ManagementError {
+    fn from(error: CatalogueError) -> Self {
+        match error {
+            CatalogueError::Invalid(fields) => ManagementError::Invalid(fields),
+            CatalogueError::NotFound(message) => ManagementError::NotFound(message),
+            CatalogueError::Conflict(message) => ManagementError::Conflict(message),
+            CatalogueError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl ManagementError {
+    /// A 400 naming one field.
+    pub fn field(path: &str, message: impl Into<String>) -> ManagementError {
+        ManagementError::Invalid(vec![FieldError::new(path, message)])
+    }
+}
+
 impl IntoResponse for ManagementError {
     fn into_response(self) -> Response {
         let (status, kind) = match &self {
@@ -51,6 +66,7 @@ impl IntoResponse for ManagementError {
             ManagementError::NotFound(_) => (StatusCode::NOT_FOUND, "ObjectNotFound"),
             ManagementError::Conflict(_) => (StatusCode::CONFLICT, "ObjectConflict"),
             ManagementError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            ManagementError::Upstream(_) => (StatusCode::BAD_GATEWAY, "CounterPartyError"),
         };
         let body = match &self {
             ManagementError::Invalid(fields) => fields

@@ -2,25 +2,43 @@
 //! Wire-compatible with the EDC Management API v3 where EDC has the call.
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use axum::routing::{get, post};
+use serde_json::{Value as Json, json};
 
+use crate::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
 use crate::server::{Shared, health_routes};
 
+mod catalog;
 mod error;
+mod policies;
+pub mod resources;
+mod sparql;
 
-pub use error::ManagementError;
+pub use error::{FieldError, ManagementError};
 
 /// The management router: health probes open, everything else behind `X-Api-Key`.
 pub fn router(state: Shared) -> Router {
     let api = Router::new()
         .route("/management/connector", get(about))
+        .merge(resources::routes::<Asset>("/management/v3/assets"))
+        .merge(resources::routes::<PolicyDefinition>("/management/v3/policydefinitions"))
+        .merge(resources::routes::<ContractDefinition>("/management/v3/contractdefinitions"))
+        .route("/management/v3/policydefinitions/{id}/validate", post(policies::validate))
+        .route("/management/v3/policydefinitions/{id}/explain", post(policies::explain))
+        .route("/management/v3/catalog/request", post(catalog::request))
+        .route("/management/sparql", get(sparql::query_get).post(sparql::query_post))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new().merge(health_routes()).merge(api).fallback(not_found).with_state(state)
+}
+
+/// A request body as JSON, or a 400 saying why not.
+pub fn parse_body(body: &Bytes) -> Result<Json, ManagementError> {
+    serde_json::from_slice(body).map_err(|e| ManagementError::field("", format!("the body is not JSON: {e}")))
 }
 
 /// Rejects a request without the configured `X-Api-Key` (compared in constant time).
@@ -40,7 +58,7 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
     axum::Json(json!({
         "participantId": state.config.participant.id,
         "version": env!("CARGO_PKG_VERSION"),
-        "protocolUrl": format!("{}/protocol", state.public_url),
+        "protocolUrl": state.catalogue.service.endpoint_url,
         "store": state.store.dialect().to_string(),
         "uptimeSeconds": state.uptime_seconds(),
     }))

@@ -1,0 +1,631 @@
+//! The catalogue: datasets (assets), policy definitions and contract definitions.
+//!
+//! SQL is the system of record. At start-up the whole state is read into memory, where three derived views serve
+//! requests: the ordered dataset index (for paged DSP catalogue answers), the offers of every contract definition, and
+//! the RDF graph (for SPARQL). Every write goes through one method here that writes SQL first and updates the views
+//! only after the transaction committed, with writes serialised so the views follow the order of the store.
+
+pub mod model;
+pub mod query;
+pub mod rdf;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hanse_policy::{Policy, RequestContext};
+use hanse_self_descriptions::dcat::{self, DatasetDescription, Distribution};
+use hanse_vocab::ns::{DCAT, DCT};
+use serde_json::{Value as Json, json};
+
+use crate::store::{DocumentKind, Store, StoreError};
+use model::{Asset, ContractDefinition, FieldError, Invalid, PolicyDefinition};
+use rdf::Graph;
+
+/// What a catalogue write can run into.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("invalid request")]
+    Invalid(Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Invalid> for CatalogueError {
+    fn from(errors: Invalid) -> Self {
+        CatalogueError::Invalid(errors)
+    }
+}
+
+/// A resource with the time it was created (milliseconds since the epoch).
+#[derive(Debug, Clone)]
+pub struct Stored<T> {
+    pub value: Arc<T>,
+    pub created_at: i64,
+}
+
+/// A contract definition's offer: what peers see in the catalogue and negotiate.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// Stable: derived from the definition and the policy's content, so it changes when the terms change.
+    pub id: String,
+    pub definition_id: String,
+    pub policy: Arc<Policy>,
+    /// The DSP compact form (`@type: Offer`, no `target`).
+    pub json: Json,
+}
+
+#[derive(Default)]
+struct State {
+    assets: BTreeMap<String, Stored<Asset>>,
+    policies: BTreeMap<String, Stored<PolicyDefinition>>,
+    definitions: BTreeMap<String, Stored<ContractDefinition>>,
+    /// Offer of each contract definition whose contract policy exists.
+    offers: HashMap<String, Arc<Offer>>,
+    /// Offer id → definition id.
+    offer_ids: HashMap<String, String>,
+    /// Asset id → the definitions whose selector selects it.
+    selected_by: HashMap<String, Vec<String>>,
+}
+
+/// Where the catalogue is served from.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    pub participant_id: String,
+    /// The DSP base URL (`<public>/protocol/2025-1`).
+    pub endpoint_url: String,
+    pub file_root: PathBuf,
+}
+
+impl ServiceInfo {
+    pub fn catalog_id(&self) -> String {
+        format!("{}/catalog", self.endpoint_url)
+    }
+
+    pub fn service_id(&self) -> String {
+        format!("{}#dataservice", self.endpoint_url)
+    }
+}
+
+/// The distribution formats of a dataset: both HTTP transfer types for every data address.
+const FORMATS: &[&str] = &["HttpData-PULL", "HttpData-PUSH"];
+
+/// What a catalogue request asks for (the documented DSP filter form; see `protocol::catalog`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogFilter {
+    /// Every keyword must occur (case-insensitively) in the title, description, keywords or name.
+    pub keywords: Vec<String>,
+    /// `(property IRI, value)`: the dataset must have the property with that value.
+    pub properties: Vec<(String, Json)>,
+}
+
+/// One page of a DSP catalogue answer.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogPage {
+    pub datasets: Vec<Json>,
+    /// The id to continue after, when there are more datasets.
+    pub next_after: Option<String>,
+    /// The id to go back before, when there are earlier datasets.
+    pub previous_before: Option<String>,
+}
+
+/// The catalogue.
+pub struct Catalogue {
+    state: RwLock<State>,
+    writes: tokio::sync::Mutex<()>,
+    graph: Graph,
+    pub service: ServiceInfo,
+}
+
+fn offer_for(definition: &ContractDefinition, policy: &PolicyDefinition) -> Offer {
+    let mut json = policy.policy.to_dsp_json();
+    let digest = openssl::sha::sha256(hanse_policy::normalise(&policy.policy).to_dsp_json().to_string().as_bytes());
+    let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let id = format!("urn:hanse:offer:{}:{hash}", rdf::encode(&definition.id));
+    if let Json::Object(map) = &mut json {
+        map.insert("@id".into(), json!(id));
+        map.insert("@type".into(), json!("Offer"));
+        map.remove("target");
+        map.remove("assignee");
+    }
+    Offer { id, definition_id: definition.id.clone(), policy: Arc::new(policy.policy.clone()), json }
+}
+
+impl State {
+    fn recompute_offer(&mut self, definition_id: &str, graph: &Graph) {
+        if let Some(old) = self.offers.remove(definition_id) {
+            self.offer_ids.remove(&old.id);
+        }
+        let Some(definition) = self.definitions.get(definition_id) else {
+            graph.remove_offer(definition_id);
+            return;
+        };
+        match self.policies.get(&definition.value.contract_policy_id) {
+            Some(policy) => {
+                let offer = offer_for(&definition.value, &policy.value);
+                graph.put_offer(definition_id, &offer.json);
+                self.offer_ids.insert(offer.id.clone(), definition_id.to_owned());
+                self.offers.insert(definition_id.to_owned(), Arc::new(offer));
+            }
+            None => graph.remove_offer(definition_id),
+        }
+    }
+
+    fn selecting(&self, asset: &Asset) -> Vec<String> {
+        self.definitions.values().filter(|d| d.value.selects(asset)).map(|d| d.value.id.clone()).collect()
+    }
+
+    fn offer_ids_of(&self, asset_id: &str) -> Vec<&str> {
+        self.selected_by
+            .get(asset_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| self.offers.get(d))
+            .map(|o| o.id.as_str())
+            .collect()
+    }
+
+    fn reindex_asset(&mut self, asset_id: &str, graph: &Graph) {
+        let Some(asset) = self.assets.get(asset_id).map(|a| a.value.clone()) else {
+            self.selected_by.remove(asset_id);
+            graph.remove_dataset(asset_id);
+            return;
+        };
+        let selecting = self.selecting(&asset);
+        self.selected_by.insert(asset_id.to_owned(), selecting);
+        graph.put_dataset(&asset, &self.offer_ids_of(asset_id), FORMATS);
+    }
+
+    /// After a definition or policy change: who selects what, and the graphs of the datasets concerned.
+    fn reindex_definition(&mut self, definition_id: &str, graph: &Graph) {
+        self.recompute_offer(definition_id, graph);
+        let ids: Vec<String> = self.assets.keys().cloned().collect();
+        for id in ids {
+            let asset = self.assets[&id].value.clone();
+            let selects = self.definitions.get(definition_id).is_some_and(|d| d.value.selects(&asset));
+            let list = self.selected_by.entry(id.clone()).or_default();
+            let had = list.iter().any(|d| d == definition_id);
+            if selects != had || selects {
+                list.retain(|d| d != definition_id);
+                if selects {
+                    list.push(definition_id.to_owned());
+                    list.sort();
+                }
+                graph.put_dataset(&asset, &self.offer_ids_of(&id), FORMATS);
+            }
+        }
+    }
+}
+
+impl Catalogue {
+    /// Reads the catalogue from the store and builds every view. A stored resource that can no longer be read (for
+    /// example a file outside a changed file root) is kept in the store, left out of the views, and logged.
+    pub async fn load(store: &Store, service: ServiceInfo) -> Result<Catalogue, StoreError> {
+        let graph =
+            Graph::new(&service.catalog_id(), &service.service_id(), &service.endpoint_url, &service.participant_id);
+        let mut state = State::default();
+        for document in store.list_documents(DocumentKind::PolicyDefinition).await? {
+            match serde_json::from_value(document.body.clone())
+                .map_err(|e| vec![FieldError::new("", e.to_string())])
+                .and_then(PolicyDefinition::from_expanded)
+            {
+                Ok(policy) => {
+                    state
+                        .policies
+                        .insert(policy.id.clone(), Stored { value: Arc::new(policy), created_at: document.created_at });
+                }
+                Err(errors) => {
+                    tracing::error!(id = %document.id, ?errors, "stored policy definition cannot be read; left out")
+                }
+            }
+        }
+        for document in store.list_documents(DocumentKind::ContractDefinition).await? {
+            match serde_json::from_value(document.body.clone())
+                .map_err(|e| vec![FieldError::new("", e.to_string())])
+                .and_then(ContractDefinition::from_expanded)
+            {
+                Ok(definition) => {
+                    state.definitions.insert(
+                        definition.id.clone(),
+                        Stored { value: Arc::new(definition), created_at: document.created_at },
+                    );
+                }
+                Err(errors) => {
+                    tracing::error!(id = %document.id, ?errors, "stored contract definition cannot be read; left out")
+                }
+            }
+        }
+        for document in store.list_documents(DocumentKind::Asset).await? {
+            match serde_json::from_value(document.body.clone())
+                .map_err(|e| vec![FieldError::new("", e.to_string())])
+                .and_then(|node| Asset::from_expanded(node, &service.file_root))
+            {
+                Ok(asset) => {
+                    state
+                        .assets
+                        .insert(asset.id.clone(), Stored { value: Arc::new(asset), created_at: document.created_at });
+                }
+                Err(errors) => tracing::error!(id = %document.id, ?errors, "stored asset cannot be read; left out"),
+            }
+        }
+        let definition_ids: Vec<String> = state.definitions.keys().cloned().collect();
+        for id in &definition_ids {
+            state.recompute_offer(id, &graph);
+        }
+        let mut quads = Vec::new();
+        let assets: Vec<Arc<Asset>> = state.assets.values().map(|a| a.value.clone()).collect();
+        for asset in assets {
+            let selecting = state.selecting(&asset);
+            state.selected_by.insert(asset.id.clone(), selecting);
+            quads.extend(graph.dataset_quads(&asset, &state.offer_ids_of(&asset.id), FORMATS));
+        }
+        graph.load_datasets(quads);
+        tracing::info!(
+            assets = state.assets.len(),
+            policies = state.policies.len(),
+            contract_definitions = state.definitions.len(),
+            triples = graph.len(),
+            "catalogue loaded"
+        );
+        Ok(Catalogue { state: RwLock::new(state), writes: tokio::sync::Mutex::new(()), graph, service })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // ---- assets ----
+
+    pub async fn create_asset(&self, store: &Store, asset: Asset) -> Result<Stored<Asset>, CatalogueError> {
+        let _serial = self.writes.lock().await;
+        let document = store.insert_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
+        let stored = Stored { value: Arc::new(asset), created_at: document.created_at };
+        let mut state = self.write();
+        state.assets.insert(stored.value.id.clone(), stored.clone());
+        state.reindex_asset(&stored.value.id, &self.graph);
+        Ok(stored)
+    }
+
+    pub async fn replace_asset(&self, store: &Store, asset: Asset) -> Result<(), CatalogueError> {
+        let _serial = self.writes.lock().await;
+        let document = store.replace_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
+        let mut state = self.write();
+        let id = asset.id.clone();
+        state.assets.insert(id.clone(), Stored { value: Arc::new(asset), created_at: document.created_at });
+        state.reindex_asset(&id, &self.graph);
+        Ok(())
+    }
+
+    pub async fn delete_asset(&self, store: &Store, id: &str) -> Result<(), CatalogueError> {
+        let _serial = self.writes.lock().await;
+        {
+            let state = self.read();
+            let Some(asset) = state.assets.get(id) else {
+                return Err(CatalogueError::NotFound(format!("asset `{id}` not found")));
+            };
+            let referencing: Vec<&str> = state
+                .definitions
+                .values()
+                .filter(|d| !d.value.assets_selector.is_empty() && d.value.selects(&asset.value))
+                .map(|d| d.value.id.as_str())
+                .collect();
+            if !referencing.is_empty() {
+                return Err(CatalogueError::Conflict(format!(
+                    "asset `{id}` is selected by contract definition(s) {}; change or delete them first",
+                    referencing.join(", ")
+                )));
+            }
+        }
+        store.delete_document(DocumentKind::Asset, id).await?;
+        let mut state = self.write();
+        state.assets.remove(id);
+        state.reindex_asset(id, &self.graph);
+        Ok(())
+    }
+
+    pub fn asset(&self, id: &str) -> Option<Stored<Asset>> {
+        self.read().assets.get(id).cloned()
+    }
+
+    pub fn assets(&self) -> Vec<Stored<Asset>> {
+        self.read().assets.values().cloned().collect()
+    }
+
+    // ---- policy definitions ----
+
+    pub async fn create_policy(
+        &self,
+        store: &Store,
+        policy: PolicyDefinition,
+    ) -> Result<Stored<PolicyDefinition>, CatalogueError> {
+        let _serial = self.writes.lock().await;
+        let document = store.insert_document(DocumentKind::PolicyDefinition, &policy.id, &policy.expanded).await?;
+        let stored = Stored { value: Arc::new(policy), created_at: document.created_at };
+        let mut state = self.write();
+        state.policies.insert(stored.value.id.clone(), stored.clone());
+        let users: Vec<String> = state
+            .definitions
+            .values()
+            .filter(|d| d.value.contract_policy_id == stored.value.id)
+            .map(|d| d.value.id.clone())
+            .collect();
+        for definition in users {
+            state.reindex_definition(&definition, &self.graph);
+        }
+        Ok(stored)
+    }
+
+    pub async fn replace_policy(&self, store: &Store, policy: PolicyDefinition) -> Result<(), CatalogueError> {
+        let _serial = self.writes.lock().await;
+        let document = store.replace_document(DocumentKind::PolicyDefinition, &policy.id, &policy.expanded).await?;
+        let mut state = self.write();
+        let id = policy.id.clone();
+        state.policies.insert(id.clone(), Stored { value: Arc::new(policy), created_at: document.created_at });
+        let users: Vec<String> = state
+            .definitions
+            .values()
+            .filter(|d| d.value.contract_policy_id == id)
+            .map(|d| d.value.id.clone())
+            .collect();
+        for definition in users {
+            state.reindex_definition(&definition, &self.graph);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_policy(&self, store: &Store, id: &str) -> Result<(), CatalogueError> {
+        let _serial = self.writes.lock().await;
+        {
+            let state = self.read();
+            if !state.policies.contains_key(id) {
+                return Err(CatalogueError::NotFound(format!("policy definition `{id}` not found")));
+            }
+            let referencing: Vec<&str> = state
+                .definitions
+                .values()
+                .filter(|d| d.value.access_policy_id == id || d.value.contract_policy_id == id)
+                .map(|d| d.value.id.as_str())
+                .collect();
+            if !referencing.is_empty() {
+                return Err(CatalogueError::Conflict(format!(
+                    "policy definition `{id}` is used by contract definition(s) {}; change or delete them first",
+                    referencing.join(", ")
+                )));
+            }
+        }
+        store.delete_document(DocumentKind::PolicyDefinition, id).await?;
+        self.write().policies.remove(id);
+        Ok(())
+    }
+
+    pub fn policy(&self, id: &str) -> Option<Stored<PolicyDefinition>> {
+        self.read().policies.get(id).cloned()
+    }
+
+    pub fn policies(&self) -> Vec<Stored<PolicyDefinition>> {
+        self.read().policies.values().cloned().collect()
+    }
+
+    // ---- contract definitions ----
+
+    fn check_references(&self, definition: &ContractDefinition) -> Result<(), CatalogueError> {
+        let state = self.read();
+        let mut errors = Vec::new();
+        for (field, id) in
+            [("accessPolicyId", &definition.access_policy_id), ("contractPolicyId", &definition.contract_policy_id)]
+        {
+            if !state.policies.contains_key(id) {
+                errors.push(FieldError {
+                    path: field.into(),
+                    message: format!("names no policy definition (`{id}`)"),
+                    invalid_value: Some(json!(id)),
+                });
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(CatalogueError::Invalid(errors)) }
+    }
+
+    pub async fn create_definition(
+        &self,
+        store: &Store,
+        definition: ContractDefinition,
+    ) -> Result<Stored<ContractDefinition>, CatalogueError> {
+        let _serial = self.writes.lock().await;
+        self.check_references(&definition)?;
+        let document =
+            store.insert_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded).await?;
+        let stored = Stored { value: Arc::new(definition), created_at: document.created_at };
+        let mut state = self.write();
+        state.definitions.insert(stored.value.id.clone(), stored.clone());
+        state.reindex_definition(&stored.value.id, &self.graph);
+        Ok(stored)
+    }
+
+    pub async fn replace_definition(
+        &self,
+        store: &Store,
+        definition: ContractDefinition,
+    ) -> Result<(), CatalogueError> {
+        let _serial = self.writes.lock().await;
+        self.check_references(&definition)?;
+        let document =
+            store.replace_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded).await?;
+        let mut state = self.write();
+        let id = definition.id.clone();
+        state.definitions.insert(id.clone(), Stored { value: Arc::new(definition), created_at: document.created_at });
+        state.reindex_definition(&id, &self.graph);
+        Ok(())
+    }
+
+    pub async fn delete_definition(&self, store: &Store, id: &str) -> Result<(), CatalogueError> {
+        let _serial = self.writes.lock().await;
+        store.delete_document(DocumentKind::ContractDefinition, id).await.map_err(|e| match e {
+            StoreError::NotFound { .. } => CatalogueError::NotFound(format!("contract definition `{id}` not found")),
+            other => other.into(),
+        })?;
+        let mut state = self.write();
+        state.definitions.remove(id);
+        state.reindex_definition(id, &self.graph);
+        Ok(())
+    }
+
+    pub fn definition(&self, id: &str) -> Option<Stored<ContractDefinition>> {
+        self.read().definitions.get(id).cloned()
+    }
+
+    pub fn definitions(&self) -> Vec<Stored<ContractDefinition>> {
+        self.read().definitions.values().cloned().collect()
+    }
+
+    /// The offer with this id and the definition it comes from.
+    pub fn offer(&self, offer_id: &str) -> Option<(Arc<Offer>, Stored<ContractDefinition>)> {
+        let state = self.read();
+        let definition_id = state.offer_ids.get(offer_id)?;
+        Some((state.offers.get(definition_id)?.clone(), state.definitions.get(definition_id)?.clone()))
+    }
+
+    /// The definitions whose access policy permits `requester`; denials are logged with their reason.
+    fn permitted_definitions(&self, state: &State, requester: &RequestContext) -> Vec<String> {
+        let mut permitted = Vec::new();
+        for definition in state.definitions.values() {
+            let definition = &definition.value;
+            let Some(access) = state.policies.get(&definition.access_policy_id) else { continue };
+            if hanse_policy::permits(&access.value.policy, "use", requester) {
+                permitted.push(definition.id.clone());
+            } else if tracing::enabled!(tracing::Level::DEBUG) {
+                let decision = hanse_policy::evaluate(&access.value.policy, "use", requester);
+                tracing::debug!(
+                    requester = requester.participant.as_deref().unwrap_or("-"),
+                    contract_definition = %definition.id,
+                    access_policy = %definition.access_policy_id,
+                    reason = %decision.reason,
+                    "datasets of this contract definition are hidden from the requester"
+                );
+            }
+        }
+        permitted.sort();
+        permitted
+    }
+
+    fn dataset_json(&self, state: &State, asset: &Asset, permitted: &[String]) -> Option<Json> {
+        let offers: Vec<Json> = state
+            .selected_by
+            .get(&asset.id)?
+            .iter()
+            .filter(|d| permitted.binary_search(d).is_ok())
+            .filter_map(|d| state.offers.get(d))
+            .map(|o| o.json.clone())
+            .collect();
+        if offers.is_empty() {
+            return None;
+        }
+        let distributions: Vec<Distribution> = FORMATS
+            .iter()
+            .map(|f| Distribution { format: (*f).to_owned(), access_service: self.service.service_id() })
+            .collect();
+        Some(
+            DatasetDescription { id: &asset.id, properties: &asset.properties, offers, distributions: &distributions }
+                .to_dsp_json(),
+        )
+    }
+
+    fn matches(asset: &Asset, filter: &CatalogFilter) -> bool {
+        let keywords_hold = filter.keywords.iter().all(|keyword| {
+            [
+                format!("{DCT}title"),
+                format!("{DCT}description"),
+                format!("{DCAT}keyword"),
+                format!("{}name", hanse_vocab::ns::EDC),
+            ]
+            .iter()
+            .flat_map(|p| dcat::texts(&asset.properties, p))
+            .any(|text| text.to_lowercase().contains(keyword))
+        });
+        keywords_hold && filter.properties.iter().all(|(iri, value)| query::matches(&asset.field(iri), "=", value))
+    }
+
+    /// One page of the datasets `requester` may see, after or before a dataset id, matching `filter`.
+    pub fn page(
+        &self,
+        requester: &RequestContext,
+        after: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+        filter: &CatalogFilter,
+    ) -> CatalogPage {
+        let state = self.read();
+        let permitted = self.permitted_definitions(&state, requester);
+        let mut page = CatalogPage::default();
+        if permitted.is_empty() {
+            return page;
+        }
+        let visible = |asset: &Asset| {
+            Self::matches(asset, filter).then(|| self.dataset_json(&state, asset, &permitted)).flatten()
+        };
+        if let Some(before) = before {
+            let mut collected: Vec<(String, Json)> = Vec::new();
+            let mut more = false;
+            for (id, asset) in state.assets.range::<str, _>((Bound::Unbounded, Bound::Excluded(before))).rev() {
+                if let Some(json) = visible(&asset.value) {
+                    if collected.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    collected.push((id.clone(), json));
+                }
+            }
+            collected.reverse();
+            page.previous_before = if more { collected.first().map(|(id, _)| id.clone()) } else { None };
+            page.next_after = collected.last().map(|(id, _)| id.clone());
+            page.datasets = collected.into_iter().map(|(_, json)| json).collect();
+            return page;
+        }
+        let start = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        let mut last = None;
+        for (id, asset) in state.assets.range::<str, _>((start, Bound::Unbounded)) {
+            if let Some(json) = visible(&asset.value) {
+                if page.datasets.len() == limit {
+                    page.next_after = last;
+                    break;
+                }
+                if page.datasets.is_empty() && after.is_some() {
+                    page.previous_before = Some(id.clone());
+                }
+                last = Some(id.clone());
+                page.datasets.push(json);
+            }
+        }
+        page
+    }
+
+    /// One dataset, if `requester` may see it.
+    pub fn dataset(&self, requester: &RequestContext, id: &str) -> Option<Json> {
+        let state = self.read();
+        let permitted = self.permitted_definitions(&state, requester);
+        let asset = state.assets.get(id)?;
+        self.dataset_json(&state, &asset.value, &permitted)
+    }
+
+    /// A read-only SPARQL query over the catalogue graph.
+    pub fn sparql(&self, query: &str, accept: &str) -> Result<(&'static str, Vec<u8>), rdf::SparqlError> {
+        self.graph.query(query, accept, Duration::from_secs(30))
+    }
+
+    /// Number of triples in the catalogue graph.
+    pub fn triples(&self) -> usize {
+        self.graph.len()
+    }
+}

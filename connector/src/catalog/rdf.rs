@@ -1,0 +1,346 @@
+//! The RDF catalogue: an in-memory oxigraph store derived from the SQL state. Each dataset lives in a named graph of
+//! its own (so that an update replaces it whole), each offer in another; SPARQL sees their union as the default graph.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hanse_self_descriptions::dcat::{self, Properties, Term};
+use hanse_vocab::ns::{DCAT, DCT, ODRL, RDF};
+use oxigraph::io::{RdfFormat, RdfParser, RdfSerializer};
+use oxigraph::model::{BlankNode, GraphName, Literal, NamedNode, NamedOrBlankNode, Quad, Term as RdfTerm};
+use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
+use oxigraph::sparql::{CancellationToken, QueryResults, SparqlEvaluator};
+use oxigraph::store::Store;
+use serde_json::Value as Json;
+
+use super::model::Asset;
+
+/// Why a SPARQL request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SparqlError {
+    #[error("SPARQL syntax error: {0}")]
+    Syntax(String),
+    #[error("the endpoint is read-only: SPARQL updates are not allowed")]
+    Update,
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("the query ran longer than {0} s and was cancelled")]
+    Timeout(u64),
+    #[error("query evaluation failed: {0}")]
+    Evaluation(String),
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The IRI under which a dataset is described: its id when that is an absolute IRI, else a Hanse URN.
+pub fn dataset_iri(id: &str) -> String {
+    let absolute = id.split_once(':').is_some_and(|(scheme, rest)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) && !rest.is_empty()
+    });
+    if absolute && NamedNode::new(id).is_ok() { id.to_owned() } else { format!("urn:hanse:dataset:{}", encode(id)) }
+}
+
+fn dataset_graph(id: &str) -> NamedNode {
+    NamedNode::new_unchecked(format!("urn:hanse:graph:dataset:{}", encode(id)))
+}
+
+fn offer_graph(definition_id: &str) -> NamedNode {
+    NamedNode::new_unchecked(format!("urn:hanse:graph:offer:{}", encode(definition_id)))
+}
+
+fn catalog_graph() -> NamedNode {
+    NamedNode::new_unchecked("urn:hanse:graph:catalog")
+}
+
+fn iri(value: &str) -> NamedNode {
+    NamedNode::new(value).unwrap_or_else(|_| NamedNode::new_unchecked(format!("urn:hanse:invalid:{}", encode(value))))
+}
+
+/// The catalogue graph.
+pub struct Graph {
+    store: Store,
+    catalog_iri: String,
+    service_iri: String,
+}
+
+impl Graph {
+    /// An empty graph describing the catalogue `catalog_iri` served by `service_iri` at `endpoint`.
+    pub fn new(catalog_iri: &str, service_iri: &str, endpoint: &str, participant: &str) -> Graph {
+        let store = Store::new().expect("the in-memory store always opens");
+        let graph = GraphName::NamedNode(catalog_graph());
+        let (catalog, service) = (iri(catalog_iri), iri(service_iri));
+        let rdf_type = iri(&format!("{RDF}type"));
+        let quads = [
+            Quad::new(catalog.clone(), rdf_type.clone(), iri(&format!("{DCAT}Catalog")), graph.clone()),
+            Quad::new(catalog.clone(), iri(&format!("{DCAT}service")), service.clone(), graph.clone()),
+            Quad::new(catalog, iri(&format!("{DCT}publisher")), iri(participant), graph.clone()),
+            Quad::new(service.clone(), rdf_type, iri(&format!("{DCAT}DataService")), graph.clone()),
+            Quad::new(service, iri(&format!("{DCAT}endpointURL")), iri(endpoint), graph),
+        ];
+        store.extend(quads).expect("in-memory insert");
+        Graph { store, catalog_iri: catalog_iri.to_owned(), service_iri: service_iri.to_owned() }
+    }
+
+    /// The quads describing one dataset (in its own graph): the DCAT description, its distributions and offers.
+    pub fn dataset_quads(&self, asset: &Asset, offer_ids: &[&str], formats: &[&str]) -> Vec<Quad> {
+        let subject = dataset_iri(&asset.id);
+        let graph = GraphName::NamedNode(dataset_graph(&asset.id));
+        let mut triples = Vec::new();
+        let mut properties: Properties = asset.properties.clone();
+        properties.entry(format!("{RDF}type")).or_default().push(Term::Iri(format!("{DCAT}Dataset")));
+        properties.entry(format!("{DCT}identifier")).or_default().push(Term::Literal {
+            value: asset.id.clone(),
+            datatype: None,
+            language: None,
+        });
+        for offer in offer_ids {
+            properties.entry(format!("{ODRL}hasPolicy")).or_default().push(Term::Iri((*offer).to_owned()));
+        }
+        for format in formats {
+            let distribution = format!("{subject}#distribution-{format}");
+            properties.entry(format!("{DCAT}distribution")).or_default().push(Term::Iri(distribution.clone()));
+            let mut d = Properties::new();
+            d.insert(format!("{RDF}type"), vec![Term::Iri(format!("{DCAT}Distribution"))]);
+            d.insert(
+                format!("{DCT}format"),
+                vec![Term::Literal { value: (*format).to_owned(), datatype: None, language: None }],
+            );
+            d.insert(format!("{DCAT}accessService"), vec![Term::Iri(self.service_iri.clone())]);
+            dcat::triples(&distribution, &d, "d", &mut triples);
+        }
+        dcat::triples(&subject, &properties, "b", &mut triples);
+        triples.push(dcat::Triple {
+            subject: self.catalog_iri.clone(),
+            predicate: format!("{DCAT}dataset"),
+            object: Term::Iri(subject.clone()),
+        });
+        let mut blanks: HashMap<String, BlankNode> = HashMap::new();
+        let mut node = |value: &str| -> NamedOrBlankNode {
+            match value.strip_prefix("_:") {
+                Some(label) => blanks.entry(label.to_owned()).or_default().clone().into(),
+                None => iri(value).into(),
+            }
+        };
+        triples
+            .into_iter()
+            .map(|t| {
+                let subject = node(&t.subject);
+                let object: RdfTerm = match &t.object {
+                    Term::Iri(value) => node(value).into(),
+                    Term::Literal { value, datatype: Some(datatype), .. } => {
+                        Literal::new_typed_literal(value.as_str(), iri(datatype)).into()
+                    }
+                    Term::Literal { value, language: Some(language), .. } => {
+                        Literal::new_language_tagged_literal(value.as_str(), language.as_str())
+                            .unwrap_or_else(|_| Literal::new_simple_literal(value.as_str()))
+                            .into()
+                    }
+                    Term::Literal { value, .. } => Literal::new_simple_literal(value.as_str()).into(),
+                    Term::Node(_) => unreachable!("dcat::triples flattens nested nodes"),
+                };
+                Quad::new(subject, iri(&t.predicate), object, graph.clone())
+            })
+            .collect()
+    }
+
+    /// Replaces the description of one dataset.
+    pub fn put_dataset(&self, asset: &Asset, offer_ids: &[&str], formats: &[&str]) {
+        let quads = self.dataset_quads(asset, offer_ids, formats);
+        let graph = dataset_graph(&asset.id);
+        let _ = self.store.clear_graph(&graph);
+        let _ = self.store.extend(quads);
+    }
+
+    /// Loads many dataset descriptions at once (start-up).
+    pub fn load_datasets(&self, quads: impl IntoIterator<Item = Quad>) {
+        let mut loader = self.store.bulk_loader();
+        if let Err(error) = loader.load_quads(quads) {
+            tracing::error!(%error, "loading the catalogue graph failed");
+        }
+        if let Err(error) = loader.commit() {
+            tracing::error!(%error, "committing the catalogue graph failed");
+        }
+    }
+
+    pub fn remove_dataset(&self, id: &str) {
+        let _ = self.store.remove_named_graph(&dataset_graph(id));
+    }
+
+    /// Replaces the triples of a definition's offer (from its DSP JSON).
+    pub fn put_offer(&self, definition_id: &str, offer: &Json) {
+        let graph = offer_graph(definition_id);
+        let _ = self.store.remove_named_graph(&graph);
+        let mut document = offer_for_rdf(offer);
+        if let Json::Object(map) = &mut document {
+            map.insert("@context".into(), serde_json::json!([hanse_vocab::contexts::DSPACE_2025_1]));
+        }
+        match hanse_vocab::jsonld::to_nquads(&document) {
+            Ok(nquads) => {
+                let quads: Vec<Quad> = RdfParser::from_format(RdfFormat::NQuads)
+                    .with_default_graph(graph)
+                    .rename_blank_nodes()
+                    .for_slice(nquads.as_bytes())
+                    .filter_map(Result::ok)
+                    .collect();
+                let _ = self.store.extend(quads);
+            }
+            Err(error) => {
+                tracing::warn!(%error, definition = definition_id, "offer could not be written to the RDF catalogue")
+            }
+        }
+    }
+
+    pub fn remove_offer(&self, definition_id: &str) {
+        let _ = self.store.remove_named_graph(&offer_graph(definition_id));
+    }
+
+    /// Number of quads (for diagnostics and benchmarks).
+    pub fn len(&self) -> usize {
+        self.store.len().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs a read-only SPARQL query over the union of all graphs and serialises the result as `accept` asks.
+    /// Returns the content type and the body.
+    pub fn query(&self, query: &str, accept: &str, timeout: Duration) -> Result<(&'static str, Vec<u8>), SparqlError> {
+        let prologue = hanse_vocab::ns::sparql_prologue();
+        let text = if query.contains("PREFIX") || query.contains("prefix") {
+            query.to_owned()
+        } else {
+            format!("{prologue}{query}")
+        };
+        let token = CancellationToken::new();
+        let mut prepared = match SparqlEvaluator::new().with_cancellation_token(token.clone()).parse_query(&text) {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                if SparqlEvaluator::new().parse_update(&text).is_ok() {
+                    return Err(SparqlError::Update);
+                }
+                return Err(SparqlError::Syntax(error.to_string()));
+            }
+        };
+        prepared.dataset_mut().set_default_graph_as_union();
+        // A watchdog cancels the query when it runs past the timeout; finishing first drops the sender and ends it.
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let watchdog = {
+            let token = token.clone();
+            std::thread::spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(timeout) {
+                    token.cancel();
+                }
+            })
+        };
+        let results = prepared.on_store(&self.store).execute();
+        let output = serialise(results, accept);
+        drop(done);
+        let _ = watchdog.join();
+        output.map_err(|e| match e {
+            SparqlError::Evaluation(message) if message.contains("cancel") => SparqlError::Timeout(timeout.as_secs()),
+            other => other,
+        })
+    }
+}
+
+/// Offers name ODRL terms bare (`"leftOperand": "purpose"`), which the DSP context leaves relative; for RDF they are
+/// written as `odrl:` terms so that every constraint becomes triples.
+fn offer_for_rdf(offer: &Json) -> Json {
+    match offer {
+        Json::Object(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("leftOperand" | "operator" | "action", Json::String(s)) if !s.contains(':') => {
+                            Json::String(format!("odrl:{s}"))
+                        }
+                        _ => offer_for_rdf(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Json::Array(items) => Json::Array(items.iter().map(offer_for_rdf).collect()),
+        other => other.clone(),
+    }
+}
+
+fn serialise(
+    results: Result<QueryResults<'_>, oxigraph::sparql::QueryEvaluationError>,
+    accept: &str,
+) -> Result<(&'static str, Vec<u8>), SparqlError> {
+    let results = results.map_err(|e| SparqlError::Evaluation(e.to_string()))?;
+    let wants = |media: &str| accept.split(',').any(|part| part.trim().starts_with(media));
+    let any = accept.trim().is_empty() || wants("*/*") || wants("application/*");
+    match results {
+        QueryResults::Graph(triples) => {
+            let (format, content_type) = if wants("application/n-triples") {
+                (RdfFormat::NTriples, "application/n-triples")
+            } else if wants("application/rdf+xml") {
+                (RdfFormat::RdfXml, "application/rdf+xml")
+            } else if wants("text/turtle") || any {
+                (RdfFormat::Turtle, "text/turtle")
+            } else {
+                return Err(SparqlError::NotAcceptable(format!(
+                    "a graph result is served as text/turtle, application/n-triples or application/rdf+xml, not {accept}"
+                )));
+            };
+            let mut serializer = RdfSerializer::from_format(format);
+            for (prefix, namespace) in hanse_vocab::ns::PREFIXES {
+                serializer =
+                    serializer.with_prefix(*prefix, *namespace).unwrap_or_else(|_| RdfSerializer::from_format(format));
+            }
+            let mut writer = serializer.for_writer(Vec::new());
+            for triple in triples {
+                let triple = triple.map_err(|e| SparqlError::Evaluation(e.to_string()))?;
+                writer.serialize_triple(&triple).map_err(|e| SparqlError::Evaluation(e.to_string()))?;
+            }
+            Ok((content_type, writer.finish().map_err(|e| SparqlError::Evaluation(e.to_string()))?))
+        }
+        other => {
+            let (format, content_type) = if wants("application/sparql-results+xml") {
+                (QueryResultsFormat::Xml, "application/sparql-results+xml")
+            } else if wants("text/csv") {
+                (QueryResultsFormat::Csv, "text/csv")
+            } else if wants("text/tab-separated-values") {
+                (QueryResultsFormat::Tsv, "text/tab-separated-values")
+            } else if wants("application/sparql-results+json") || wants("application/json") || any {
+                (QueryResultsFormat::Json, "application/sparql-results+json")
+            } else {
+                return Err(SparqlError::NotAcceptable(format!(
+                    "solutions are served as application/sparql-results+json, +xml, text/csv or text/tab-separated-values, not {accept}"
+                )));
+            };
+            let serializer = QueryResultsSerializer::from_format(format);
+            match other {
+                QueryResults::Boolean(value) => serializer
+                    .serialize_boolean_to_writer(Vec::new(), value)
+                    .map(|body| (content_type, body))
+                    .map_err(|e| SparqlError::Evaluation(e.to_string())),
+                QueryResults::Solutions(solutions) => {
+                    let mut writer = serializer
+                        .serialize_solutions_to_writer(Vec::new(), solutions.variables().to_vec())
+                        .map_err(|e| SparqlError::Evaluation(e.to_string()))?;
+                    for solution in solutions {
+                        let solution = solution.map_err(|e| SparqlError::Evaluation(e.to_string()))?;
+                        writer.serialize(&solution).map_err(|e| SparqlError::Evaluation(e.to_string()))?;
+                    }
+                    Ok((content_type, writer.finish().map_err(|e| SparqlError::Evaluation(e.to_string()))?))
+                }
+                QueryResults::Graph(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}

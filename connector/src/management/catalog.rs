@@ -1,0 +1,64 @@
+//! `POST /management/v3/catalog/request` (consumer side): fetch a peer's catalogue over DSP.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use hanse_vocab::ns::EDC;
+use serde_json::{Map, Value as Json};
+
+use super::{ManagementError, parse_body};
+use crate::catalog::query::QuerySpec;
+use crate::protocol::client::{ClientError, DspClient};
+use crate::server::Shared;
+
+fn member<'a>(object: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
+    object.get(name).or_else(|| object.get(&format!("edc:{name}"))).or_else(|| object.get(&format!("{EDC}{name}")))
+}
+
+/// Body: `{counterPartyAddress, counterPartyId?, protocol: "dataspace-protocol-http:2025-1", querySpec?}`.
+/// `querySpec.filterExpression` criteria on `keyword` or properties become DSP filters; `offset`/`limit` page the
+/// datasets of the answer.
+pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let body = parse_body(&body)?;
+    let Some(object) = body.as_object() else {
+        return Err(ManagementError::field("", "the body must be a JSON object"));
+    };
+    let address = member(object, "counterPartyAddress").and_then(Json::as_str).filter(|a| !a.trim().is_empty());
+    let Some(address) = address else {
+        return Err(ManagementError::field("counterPartyAddress", "is required: the peer's DSP address"));
+    };
+    if let Some(protocol) = member(object, "protocol").and_then(Json::as_str)
+        && !protocol.ends_with("2025-1")
+    {
+        return Err(ManagementError::field(
+            "protocol",
+            format!("Hanse speaks dataspace-protocol-http:2025-1, not {protocol}"),
+        ));
+    }
+    let spec = QuerySpec::from_body(member(object, "querySpec")).map_err(|errors| {
+        ManagementError::Invalid(
+            errors.into_iter().map(|e| super::FieldError { path: format!("querySpec.{}", e.path), ..e }).collect(),
+        )
+    })?;
+    let filter: Vec<Json> = spec
+        .filter
+        .iter()
+        .map(|c| match c.operand_left.trim_start_matches(EDC) {
+            "keyword" => serde_json::json!({"keyword": c.operand_right}),
+            other => serde_json::json!({"property": other, "value": c.operand_right}),
+        })
+        .collect();
+    let counter_party = member(object, "counterPartyId").and_then(Json::as_str);
+    let client = DspClient::new(&state.config.participant.id);
+    let mut catalog = client.catalog(address, counter_party, Json::Array(filter)).await.map_err(|e| match e {
+        ClientError::Refused { status, body, url } => ManagementError::Upstream(format!(
+            "the peer refused the catalogue request ({url} answered HTTP {status}): {body}"
+        )),
+        other => ManagementError::Upstream(other.to_string()),
+    })?;
+    if let Some(datasets) = catalog.get_mut("dataset").and_then(Json::as_array_mut) {
+        let page: Vec<Json> = datasets.drain(..).skip(spec.offset).take(spec.limit).collect();
+        *datasets = page;
+    }
+    Ok(axum::Json(catalog).into_response())
+}

@@ -1,0 +1,56 @@
+//! `POST /management/v3/policydefinitions/{id}/validate` and `/explain`: what is wrong with a stored policy, and how
+//! it decides a given request.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use hanse_policy::{RequestContext, Severity};
+use serde_json::{Value as Json, json};
+
+use super::{ManagementError, parse_body};
+use crate::server::Shared;
+
+/// `{"isValid": bool, "errors": [...], "warnings": [...]}` in the EDC `PolicyValidationResult` shape.
+pub async fn validate(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    let stored = state
+        .catalogue
+        .policy(&id)
+        .ok_or_else(|| ManagementError::NotFound(format!("policy definition `{id}` not found")))?;
+    let issues = hanse_policy::validate_at(&stored.value.policy, chrono::Utc::now());
+    let text =
+        |severity| -> Vec<String> { issues.iter().filter(|i| i.severity == severity).map(|i| i.to_string()).collect() };
+    let errors = text(Severity::Error);
+    Ok(axum::Json(json!({
+        "@context": hanse_self_descriptions::dcat::management_context(),
+        "@type": "PolicyValidationResult",
+        "isValid": errors.is_empty(),
+        "errors": errors,
+        "warnings": text(Severity::Warning),
+        "issues": issues,
+    }))
+    .into_response())
+}
+
+/// Body: `{"action": "use", "context": {RequestContext}}` (both optional; the time defaults to now). Answers the
+/// decision with its full trace.
+pub async fn explain(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ManagementError> {
+    let stored = state
+        .catalogue
+        .policy(&id)
+        .ok_or_else(|| ManagementError::NotFound(format!("policy definition `{id}` not found")))?;
+    let body = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
+    let action = body.get("action").and_then(Json::as_str).unwrap_or("use").to_owned();
+    let mut context: RequestContext = match body.get("context") {
+        None | Some(Json::Null) => RequestContext::default(),
+        Some(context) => {
+            serde_json::from_value(context.clone()).map_err(|e| ManagementError::field("context", e.to_string()))?
+        }
+    };
+    context.now.get_or_insert_with(chrono::Utc::now);
+    let decision = hanse_policy::evaluate(&stored.value.policy, &action, &context);
+    Ok(axum::Json(json!({"policyId": id, "decision": decision})).into_response())
+}

@@ -1,0 +1,186 @@
+//! DSP 2025-1 catalogue protocol (provider side): `POST /catalog/request` and `GET /catalog/datasets/{id}`.
+//!
+//! # Filters
+//! A `CatalogRequestMessage`'s `filter` is a list of objects, all of which must hold:
+//! - `{"keyword": "diabetes"}` (or a list of keywords): each occurs, case-insensitively, in the dataset's title,
+//!   description, keywords or name;
+//! - `{"property": "dct:spatial", "value": "http://publications.europa.eu/resource/authority/country/DEU"}`: the dataset
+//!   has that property (full IRI, `prefix:local` or a known short name) with that value.
+//!
+//! Any other filter is refused with a 400 `CatalogError` naming it: a filter is never silently ignored.
+//!
+//! # Paging
+//! `?limit=N` (default 50, at most 1000) and a cursor: `?after=<dataset id>` or `?before=<dataset id>`. Answers carry
+//! `Link` headers with `rel="next"` and `rel="previous"`; the client repeats its request (same body) at those URLs.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hanse_policy::RequestContext;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::error::{DspArea, DspError};
+use crate::catalog::model::property_iri;
+use crate::catalog::{CatalogFilter, CatalogPage};
+use crate::identity;
+use crate::server::Shared;
+
+/// The default and largest page sizes of the DSP catalogue.
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+pub struct Paging {
+    limit: Option<usize>,
+    after: Option<String>,
+    before: Option<String>,
+}
+
+fn requester_context(state: &Shared, headers: &HeaderMap) -> Result<RequestContext, DspError> {
+    match identity::requester(headers) {
+        Ok(participant) => Ok(RequestContext::new(participant, chrono::Utc::now())),
+        Err(reason) => {
+            tracing::info!(%reason, participant = %state.config.participant.id, "catalogue request refused");
+            Err(DspError::unauthorized(DspArea::Catalog))
+        }
+    }
+}
+
+/// Reads a `CatalogRequestMessage` and its filter.
+pub fn parse_request(body: &[u8]) -> Result<CatalogFilter, DspError> {
+    let bad = |reason: String| DspError::bad_request(DspArea::Catalog, vec![reason]);
+    let message: Json = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "CatalogRequestMessage"})
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?
+    };
+    let message_type = message.get("@type").and_then(Json::as_str);
+    if message_type != Some("CatalogRequestMessage") {
+        return Err(bad(format!(
+            "expected a CatalogRequestMessage, got @type {}",
+            message.get("@type").unwrap_or(&Json::Null)
+        )));
+    }
+    let mut filter = CatalogFilter::default();
+    let filters = match message.get("filter") {
+        None | Some(Json::Null) => return Ok(filter),
+        Some(Json::Array(items)) => items.clone(),
+        Some(other) => vec![other.clone()],
+    };
+    let mut reasons = Vec::new();
+    for (i, item) in filters.iter().enumerate() {
+        let Some(object) = item.as_object() else {
+            reasons.push(format!("filter[{i}]: unsupported filter {item}; use {{\"keyword\": ...}} or {{\"property\": ..., \"value\": ...}}"));
+            continue;
+        };
+        if let Some(keyword) = object.get("keyword").filter(|_| object.len() == 1) {
+            let words: Vec<&Json> = match keyword {
+                Json::Array(items) => items.iter().collect(),
+                other => vec![other],
+            };
+            for word in words {
+                match word.as_str().filter(|w| !w.trim().is_empty()) {
+                    Some(word) => filter.keywords.push(word.trim().to_lowercase()),
+                    None => reasons.push(format!("filter[{i}].keyword: must be a non-empty string")),
+                }
+            }
+        } else if let (Some(property), Some(value), 2) =
+            (object.get("property").and_then(Json::as_str), object.get("value"), object.len())
+        {
+            filter.properties.push((property_iri(property), value.clone()));
+        } else {
+            reasons.push(format!(
+                "filter[{i}]: unsupported filter {item}; use {{\"keyword\": ...}} or {{\"property\": ..., \"value\": ...}}"
+            ));
+        }
+    }
+    if reasons.is_empty() { Ok(filter) } else { Err(DspError::bad_request(DspArea::Catalog, reasons)) }
+}
+
+/// The DSP `Catalog` message for a page.
+pub fn catalog_message(state: &Shared, page: CatalogPage) -> Json {
+    let service = &state.catalogue.service;
+    let mut catalog = json!({
+        "@context": [hanse_vocab::contexts::DSPACE_2025_1],
+        "@id": service.catalog_id(),
+        "@type": "Catalog",
+        "participantId": service.participant_id,
+        "service": [{"@id": service.service_id(), "@type": "DataService", "endpointURL": service.endpoint_url}],
+    });
+    if !page.datasets.is_empty() {
+        catalog["dataset"] = Json::Array(page.datasets);
+    }
+    catalog
+}
+
+fn link(base: &str, limit: usize, cursor: (&str, &str), rel: &str) -> String {
+    format!("<{base}?limit={limit}&{}={}>; rel=\"{rel}\"", cursor.0, crate::catalog::rdf::encode(cursor.1))
+}
+
+/// `POST /protocol/2025-1/catalog/request`.
+pub async fn request(
+    State(state): State<Shared>,
+    Query(paging): Query<Paging>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let context = match requester_context(&state, &headers) {
+        Ok(context) => context,
+        Err(error) => return error.into_response(),
+    };
+    let filter = match parse_request(&body) {
+        Ok(filter) => filter,
+        Err(error) => return error.into_response(),
+    };
+    let limit = paging.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return DspError::bad_request(DspArea::Catalog, vec![format!("limit must be between 1 and {MAX_PAGE}")])
+            .into_response();
+    }
+    let page = state.catalogue.page(&context, paging.after.as_deref(), paging.before.as_deref(), limit, &filter);
+    let base = format!("{}/catalog/request", state.catalogue.service.endpoint_url);
+    let mut links = Vec::new();
+    if let Some(after) = &page.next_after {
+        links.push(link(&base, limit, ("after", after), "next"));
+    }
+    if let Some(before) = &page.previous_before {
+        links.push(link(&base, limit, ("before", before), "previous"));
+    }
+    let mut response = axum::Json(catalog_message(&state, page)).into_response();
+    if !links.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&links.join(", "))
+    {
+        response.headers_mut().insert(header::LINK, value);
+    }
+    response
+}
+
+/// `GET /protocol/2025-1/catalog/datasets/{id}`.
+pub async fn dataset(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let context = match requester_context(&state, &headers) {
+        Ok(context) => context,
+        Err(error) => return error.into_response(),
+    };
+    match state.catalogue.dataset(&context, &id) {
+        Some(mut dataset) => {
+            dataset["@context"] = json!([hanse_vocab::contexts::DSPACE_2025_1]);
+            axum::Json(dataset).into_response()
+        }
+        // Unknown and not visible to this requester look the same.
+        None => DspError::not_found(DspArea::Catalog, format!("no dataset `{id}` in this catalogue")).into_response(),
+    }
+}
+
+/// `GET /.well-known/dspace-version` (at the origin and under `/protocol`).
+pub async fn version(State(state): State<Shared>) -> Response {
+    let body = json!({"protocolVersions": [{
+        "version": "2025-1",
+        "path": "/protocol/2025-1",
+        "binding": "HTTPS",
+        "identifierType": "did:web",
+        "serviceId": state.catalogue.service.service_id(),
+    }]});
+    (StatusCode::OK, axum::Json(body)).into_response()
+}

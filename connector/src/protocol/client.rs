@@ -1,0 +1,162 @@
+//! The consumer side of the DSP: talking to a peer's public listener.
+
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+
+use crate::identity;
+
+/// The DSP version Hanse speaks.
+pub const VERSION: &str = "2025-1";
+
+/// Why a peer could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("{url} answered HTTP {status}: {body}")]
+    Refused { url: String, status: u16, body: String },
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// An HTTP client for peers.
+#[derive(Clone)]
+pub struct DspClient {
+    http: reqwest::Client,
+    participant_id: String,
+}
+
+impl DspClient {
+    pub fn new(participant_id: &str) -> DspClient {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .gzip(true)
+            .build()
+            .expect("the HTTP client builds");
+        DspClient { http, participant_id: participant_id.to_owned() }
+    }
+
+    /// The versioned DSP base of a peer: `address` itself when it names version 2025-1, else what the peer's
+    /// `/.well-known/dspace-version` says (under `address`, then at its origin). A peer that offers no version Hanse
+    /// speaks is reported with what it offers.
+    pub async fn resolve_base(&self, address: &str) -> Result<String, ClientError> {
+        let address = address.trim_end_matches('/');
+        if address.ends_with(&format!("/{VERSION}")) {
+            return Ok(address.to_owned());
+        }
+        let url = reqwest::Url::parse(address)
+            .map_err(|e| ClientError::Protocol(format!("`{address}` is not a URL: {e}")))?;
+        let origin = url.origin().ascii_serialization();
+        let mut offered = Vec::new();
+        for candidate in
+            [format!("{address}/.well-known/dspace-version"), format!("{origin}/.well-known/dspace-version")]
+        {
+            let Ok(response) = self.http.get(&candidate).send().await else { continue };
+            if !response.status().is_success() {
+                continue;
+            }
+            let Ok(body) = response.json::<Json>().await else { continue };
+            for version in body["protocolVersions"].as_array().into_iter().flatten() {
+                let name = version["version"].as_str().unwrap_or_default();
+                if name == VERSION
+                    && let Some(path) = version["path"].as_str()
+                {
+                    return Ok(format!("{origin}{}", path.trim_end_matches('/')));
+                }
+                offered.push(name.to_owned());
+            }
+        }
+        if offered.is_empty() {
+            Err(ClientError::Protocol(format!("{address} publishes no /.well-known/dspace-version")))
+        } else {
+            Err(ClientError::Protocol(format!("{address} offers DSP {}, not {VERSION}", offered.join(", "))))
+        }
+    }
+
+    /// Posts a DSP message and returns the answer's status, `Link` header and JSON body.
+    pub async fn post(
+        &self,
+        url: &str,
+        audience: Option<&str>,
+        message: &Json,
+    ) -> Result<(u16, Option<String>, Json), ClientError> {
+        let response = self
+            .http
+            .post(url)
+            .header("Authorization", identity::outgoing_authorization(&self.participant_id, audience))
+            .json(message)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable { url: url.to_owned(), source })?;
+        let status = response.status().as_u16();
+        let link = response.headers().get("link").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let text = response.text().await.map_err(|source| ClientError::Unreachable { url: url.to_owned(), source })?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Refused { url: url.to_owned(), status, body: text.chars().take(2000).collect() });
+        }
+        let body = if text.trim().is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|e| ClientError::Protocol(format!("{url} answered with invalid JSON: {e}")))?
+        };
+        Ok((status, link, body))
+    }
+
+    /// A peer's whole catalogue (following `rel="next"` links), filtered as the DSP filter form says.
+    pub async fn catalog(
+        &self,
+        address: &str,
+        counter_party_id: Option<&str>,
+        filter: Json,
+    ) -> Result<Json, ClientError> {
+        let base = self.resolve_base(address).await?;
+        let message = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "CatalogRequestMessage", "filter": filter});
+        let mut url = format!("{base}/catalog/request");
+        let mut catalog: Option<Json> = None;
+        for _ in 0..10_000 {
+            let (_, link, page) = self.post(&url, counter_party_id, &message).await?;
+            if page.get("@type").and_then(Json::as_str) != Some("Catalog") {
+                return Err(ClientError::Protocol(format!("{url} did not answer with a Catalog")));
+            }
+            match &mut catalog {
+                None => catalog = Some(page),
+                Some(all) => {
+                    let more = page.get("dataset").and_then(Json::as_array).cloned().unwrap_or_default();
+                    match all.get_mut("dataset").and_then(Json::as_array_mut) {
+                        Some(datasets) => datasets.extend(more),
+                        None if !more.is_empty() => all["dataset"] = Json::Array(more),
+                        None => {}
+                    }
+                }
+            }
+            match link.as_deref().and_then(next_link) {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        catalog.ok_or_else(|| ClientError::Protocol("no catalogue received".into()))
+    }
+}
+
+/// The URL of the `rel="next"` entry of a `Link` header.
+pub fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let header = "<https://a/catalog/request?limit=50&before=x>; rel=\"previous\", <https://a/catalog/request?limit=50&after=y>; rel=\"next\"";
+        assert_eq!(next_link(header).as_deref(), Some("https://a/catalog/request?limit=50&after=y"));
+        assert_eq!(next_link("<https://a>; rel=\"previous\""), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! The DSP surface's one error type and its one conversion to an HTTP response: a DSP error message
+//! (`CatalogError`, `ContractNegotiationError`, `TransferError`) with a `code` and `reason[]`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Which DSP error message to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DspArea {
+    Catalog,
+}
+
+impl DspArea {
+    fn message_type(self) -> &'static str {
+        match self {
+            DspArea::Catalog => "CatalogError",
+        }
+    }
+}
+
+/// A DSP error answer.
+#[derive(Debug, Clone)]
+pub struct DspError {
+    pub area: DspArea,
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub reasons: Vec<String>,
+}
+
+impl DspError {
+    pub fn new(area: DspArea, status: StatusCode, code: &'static str, reason: impl Into<String>) -> DspError {
+        DspError { area, status, code, reasons: vec![reason.into()] }
+    }
+
+    /// 400 with the reasons a peer can act on.
+    pub fn bad_request(area: DspArea, reasons: Vec<String>) -> DspError {
+        DspError { area, status: StatusCode::BAD_REQUEST, code: "BadRequest", reasons }
+    }
+
+    /// 401 without saying why (the reason is logged where it is found).
+    pub fn unauthorized(area: DspArea) -> DspError {
+        DspError::new(area, StatusCode::UNAUTHORIZED, "Unauthorized", "the request is not authorized")
+    }
+
+    pub fn not_found(area: DspArea, what: impl Into<String>) -> DspError {
+        DspError::new(area, StatusCode::NOT_FOUND, "NotFound", what)
+    }
+}
+
+impl IntoResponse for DspError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "@context": [hanse_vocab::contexts::DSPACE_2025_1],
+            "@type": self.area.message_type(),
+            "code": self.code,
+            "reason": self.reasons,
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
