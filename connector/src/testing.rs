@@ -109,6 +109,7 @@ pub struct TestConnector {
     pub api_key: String,
     pub dir: PathBuf,
     pub database: TestDatabase,
+    pub config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -131,8 +132,23 @@ impl TestConnector {
         let mut config = Config::load(&done.config_file).expect("generated config loads");
         config.store.database_url = Some(database.url.clone());
         config.store.schema = database.schema.clone();
-        let running = start_on(config, public, management).await.expect("connector starts");
-        TestConnector { running, api_key: done.api_key, dir: dir.path().to_owned(), database, _dir: dir }
+        let running = start_on(config.clone(), public, management).await.expect("connector starts");
+        TestConnector { running, api_key: done.api_key, dir: dir.path().to_owned(), database, config, _dir: dir }
+    }
+
+    /// Stops the connector gracefully and starts it again on the same addresses, folder and database.
+    pub async fn restart(self) -> TestConnector {
+        let (public_addr, management_addr) = (self.running.public_addr, self.running.management_addr);
+        self.running.shutdown().await;
+        let public = TcpListener::bind(public_addr).await.expect("rebind public");
+        let management = TcpListener::bind(management_addr).await.expect("rebind management");
+        let running = start_on(self.config.clone(), public, management).await.expect("connector restarts");
+        TestConnector { running, ..self }
+    }
+
+    /// The participant's DID.
+    pub fn participant_id(&self) -> &str {
+        &self.config.participant.id
     }
 
     /// The management listener's base URL.

@@ -71,7 +71,7 @@ pub struct Rule {
 /// An atomic or logical constraint.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Constraint {
-    Atomic(AtomicConstraint),
+    Atomic(Box<AtomicConstraint>),
     Logical { operator: LogicalOperator, constraints: Vec<Constraint> },
 }
 
@@ -647,7 +647,7 @@ impl Constraint {
         } else {
             typed_right(&left, &operator, &right_raw, data_type.as_deref())
         };
-        Ok(Constraint::Atomic(AtomicConstraint {
+        Ok(Constraint::Atomic(Box::new(AtomicConstraint {
             left,
             operator,
             right,
@@ -655,7 +655,7 @@ impl Constraint {
             right_reference,
             unit: text_member(object, "unit"),
             data_type,
-        }))
+        })))
     }
 
     pub(crate) fn to_dsp_json(&self) -> Json {

@@ -125,7 +125,7 @@ fn check_rule(rule: &Rule, path: &str, is_duty: bool, issues: &mut Vec<Issue>) {
     for (i, c) in rule.constraints.iter().enumerate() {
         check_constraint(c, &format!("{path}.constraint[{i}]"), issues);
     }
-    check_contradictions(conjunction(rule.conditions(), path), issues);
+    check_contradictions(conjunction(rule.conditions(), path), path, issues);
     let member = if path.starts_with("prohibition") { "remedy" } else { "duty" };
     for (i, duty) in rule.duties.iter().enumerate() {
         check_rule(duty, &format!("{path}.{member}[{i}]"), true, issues);
@@ -146,7 +146,7 @@ fn check_constraint(constraint: &Constraint, path: &str, issues: &mut Vec<Issue>
                 check_constraint(c, &format!("{path}.{}[{i}]", operator.term()), issues);
             }
             if matches!(operator, LogicalOperator::And | LogicalOperator::AndSequence) {
-                check_contradictions(conjunction(constraints.iter(), path), issues);
+                check_contradictions(conjunction(constraints.iter(), path), path, issues);
             }
         }
         Constraint::Atomic(c) => check_atomic(c, path, issues),
@@ -226,7 +226,7 @@ fn conjunction<'a>(
     let mut out = Vec::new();
     for (i, c) in constraints.enumerate() {
         match c {
-            Constraint::Atomic(a) => out.push((format!("{path}.constraint[{i}]"), a)),
+            Constraint::Atomic(a) => out.push((format!("{path}.constraint[{i}]"), a.as_ref())),
             Constraint::Logical { operator: LogicalOperator::And | LogicalOperator::AndSequence, constraints } => {
                 out.extend(conjunction(constraints.iter(), &format!("{path}.constraint[{i}]")));
             }
@@ -243,7 +243,7 @@ struct Bounds<'a> {
     upper: Option<(&'a Value, bool, String)>,
 }
 
-fn check_contradictions(constraints: Vec<(String, &AtomicConstraint)>, issues: &mut Vec<Issue>) {
+fn check_contradictions(constraints: Vec<(String, &AtomicConstraint)>, scope: &str, issues: &mut Vec<Issue>) {
     for (i, (path_a, a)) in constraints.iter().enumerate() {
         let Ok(va) = &a.right else { continue };
         for (path_b, b) in constraints.iter().skip(i + 1) {
@@ -336,7 +336,7 @@ fn check_contradictions(constraints: Vec<(String, &AtomicConstraint)>, issues: &
             if empty {
                 issues.push(error(
                     IssueCode::Contradiction,
-                    "rule",
+                    scope,
                     format!("{operand}: {low_desc} and {high_desc} leave no value: the rule can never hold"),
                 ));
             }

@@ -1,8 +1,10 @@
 //! End-to-end tests across several real Hanse connectors: each with its own identity, folder and database (SQLite
 //! or PostgreSQL), talking real HTTP on loopback. The scenarios live in `tests/tests/`; this library holds the helpers
-//! that build a federation.
+//! that build a federation and talk to it.
 
 use hanse::testing::{Backend, TestConnector};
+use hanse_vocab::schema::DspSchemas;
+use serde_json::{Value, json};
 
 /// A set of running connectors.
 pub struct Federation {
@@ -13,7 +15,7 @@ pub struct Federation {
 impl Federation {
     /// Starts one connector per backend given, all at once.
     pub async fn start(backends: &[Backend]) -> Federation {
-        let connectors = futures_join(backends.iter().map(|b| TestConnector::start(*b))).await;
+        let connectors = join_all(backends.iter().map(|b| TestConnector::start(*b))).await;
         Federation { connectors, client: reqwest::Client::new() }
     }
 
@@ -24,6 +26,12 @@ impl Federation {
         Federation::start(&backends).await
     }
 
+    /// The management API of connector `i`.
+    pub fn management(&self, i: usize) -> Management {
+        let connector = &self.connectors[i];
+        Management { client: self.client.clone(), base: connector.management_url(), api_key: connector.api_key.clone() }
+    }
+
     /// Stops every connector gracefully.
     pub async fn shutdown(self) {
         for connector in self.connectors {
@@ -32,7 +40,7 @@ impl Federation {
     }
 }
 
-async fn futures_join<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static>(
+async fn join_all<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<T> {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
@@ -41,4 +49,127 @@ async fn futures_join<F: std::future::Future<Output = T> + Send + 'static, T: Se
         out.push(handle.await.expect("connector start task"));
     }
     out
+}
+
+/// A connector's management API, as an operator's script uses it.
+#[derive(Clone)]
+pub struct Management {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub api_key: String,
+}
+
+/// An HTTP answer: status and JSON body (`Null` when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), headers }
+}
+
+impl Management {
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Answer {
+        let mut request =
+            self.client.request(method, format!("{}{path}", self.base)).header("X-Api-Key", &self.api_key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        answer(request.send().await.expect("management request")).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Answer {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates a resource and asserts it was created.
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let answer = self.post(path, &body).await;
+        assert_eq!(answer.status, 200, "creating at {path}: {:#}", answer.body);
+        answer.body
+    }
+}
+
+/// An EDC asset body with HealthDCAT-AP properties.
+pub fn health_asset(id: &str, title: &str, keywords: &[&str], records: u64) -> Value {
+    json!({
+        "@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"},
+        "@id": id,
+        "properties": {
+            "name": id, "title": title, "description": format!("{title}: synthetic EHR extract"),
+            "keyword": keywords, "numberOfRecords": records, "minTypicalAge": 18, "maxTypicalAge": 90,
+            "theme": "http://publications.europa.eu/resource/authority/data-theme/HEAL"
+        },
+        "privateProperties": {"sourceTable": format!("ehr.{id}")},
+        "dataAddress": {"type": "HttpData", "baseUrl": format!("https://ehr.hospital.example/{id}")}
+    })
+}
+
+/// A policy definition body in the EDC shape.
+pub fn policy_definition(id: &str, policy: Value) -> Value {
+    json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@id": id, "policy": policy})
+}
+
+/// A policy that permits use without constraints.
+pub fn open_policy() -> Value {
+    json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]})
+}
+
+/// A contract definition body selecting assets by id (all assets when `assets` is empty).
+pub fn contract_definition(id: &str, access: &str, contract: &str, assets: &[&str]) -> Value {
+    let selector: Vec<Value> = if assets.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({"operandLeft": "https://w3id.org/edc/v0.0.1/ns/id", "operator": "in", "operandRight": assets})]
+    };
+    json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@id": id, "accessPolicyId": access,
+           "contractPolicyId": contract, "assetsSelector": selector})
+}
+
+/// Asserts a DSP message validates against the official 2025-1 schema for its `@type`.
+pub fn assert_valid_dsp(message: &Value) {
+    if let Err(errors) = DspSchemas::get().validate_message(message) {
+        panic!("DSP message does not validate: {errors:#?}\n{message:#}");
+    }
+}
+
+/// A DSP request from `participant` to a peer's public listener.
+pub async fn dsp_post(client: &reqwest::Client, url: &str, participant: Option<&str>, body: &Value) -> Answer {
+    let mut request = client.post(url).json(body);
+    if let Some(participant) = participant {
+        request = request.header("Authorization", format!("Bearer {participant}"));
+    }
+    answer(request.send().await.expect("DSP request")).await
+}
+
+/// A DSP `GET` from `participant`.
+pub async fn dsp_get(client: &reqwest::Client, url: &str, participant: Option<&str>) -> Answer {
+    let mut request = client.get(url);
+    if let Some(participant) = participant {
+        request = request.header("Authorization", format!("Bearer {participant}"));
+    }
+    answer(request.send().await.expect("DSP request")).await
+}
+
+/// An empty `CatalogRequestMessage`.
+pub fn catalog_request(filter: Value) -> Value {
+    json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage", "filter": filter})
 }

@@ -56,6 +56,10 @@ pub fn expand_body(body: &Json) -> Result<Map<String, Json>, Invalid> {
     let expanded = hanse_vocab::jsonld::expand(&Json::Object(object))
         .map_err(|e| vec![FieldError::new("@context", e.to_string())])?;
     match expanded {
+        // A body with nothing but an id expands to nothing; it still names its resource.
+        Json::Array(nodes) if nodes.is_empty() && body.get("@id").is_some_and(Json::is_string) => {
+            Ok(Map::from_iter([("@id".to_owned(), body["@id"].clone())]))
+        }
         Json::Array(mut nodes) if nodes.len() == 1 => match nodes.remove(0) {
             Json::Object(node) => Ok(node),
             _ => Err(vec![FieldError::new("", "the body does not describe a resource")]),

@@ -182,8 +182,16 @@ impl Graph {
         let graph = offer_graph(definition_id);
         let _ = self.store.remove_named_graph(&graph);
         let mut document = offer_for_rdf(offer);
+        // The DSP context defines the ODRL terms only inside its type-scoped contexts: a standalone offer names the
+        // DSP ODRL profile as well.
         if let Json::Object(map) = &mut document {
-            map.insert("@context".into(), serde_json::json!([hanse_vocab::contexts::DSPACE_2025_1]));
+            map.insert(
+                "@context".into(),
+                serde_json::json!([
+                    hanse_vocab::contexts::DSPACE_2025_1,
+                    hanse_vocab::contexts::DSPACE_2025_1_ODRL_PROFILE
+                ]),
+            );
         }
         match hanse_vocab::jsonld::to_nquads(&document) {
             Ok(nquads) => {
@@ -342,5 +350,29 @@ fn serialise(
                 QueryResults::Graph(_) => unreachable!("handled above"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_becomes_triples_with_its_rules() {
+        let graph = Graph::new("urn:c", "urn:s", "http://x/protocol/2025-1", "did:web:x");
+        let offer = serde_json::json!({"@id": "urn:hanse:offer:cd:abc", "@type": "Offer",
+            "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "http://purl.obolibrary.org/obo/DUO_0000042"}]}],
+            "prohibition": [{"action": "distribute"}]});
+        let before = graph.len();
+        graph.put_offer("cd", &offer);
+        assert!(graph.len() >= before + 8, "{} quads", graph.len() - before);
+        let (_, body) = graph
+            .query(
+                "ASK { <urn:hanse:offer:cd:abc> a odrl:Offer ; odrl:prohibition ?p . ?p odrl:action odrl:distribute }",
+                "",
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(String::from_utf8(body).unwrap(), "{\"head\":{},\"boolean\":true}");
     }
 }

@@ -1,0 +1,293 @@
+//! The DSP 2025-1 catalogue between real connectors: who sees what, the official message schemas, paging, filters,
+//! and the RDF catalogue.
+
+use hanse_tests::*;
+use serde_json::{Value, json};
+
+/// A hospital with an open dataset and a members-only dataset (the access policy names the members).
+async fn hospital_with_two_offers(federation: &Federation, members: &[&str]) {
+    let api = federation.management(0);
+    api.create(
+        "/management/v3/assets",
+        health_asset("open-summary", "Diabetes summary statistics", &["diabetes", "summary"], 40),
+    )
+    .await;
+    api.create(
+        "/management/v3/assets",
+        health_asset("t2d-cohort", "Type 2 diabetes adults cohort", &["diabetes", "adults"], 1200),
+    )
+    .await;
+    api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
+    api.create("/management/v3/policydefinitions", policy_definition("members", json!({
+        "@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+        "permission": [{"action": "use", "constraint": [{"leftOperand": "recipient", "operator": "isAnyOf", "rightOperand": members}]}]}))).await;
+    api.create("/management/v3/policydefinitions", policy_definition("research-terms", json!({
+        "@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+        "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}],
+        "prohibition": [{"action": "distribute"}]}))).await;
+    api.create("/management/v3/contractdefinitions", contract_definition("public", "open", "open", &["open-summary"]))
+        .await;
+    api.create(
+        "/management/v3/contractdefinitions",
+        contract_definition("members-only", "members", "research-terms", &["t2d-cohort"]),
+    )
+    .await;
+}
+
+fn dataset_ids(catalog: &Value) -> Vec<String> {
+    catalog["dataset"]
+        .as_array()
+        .map(|d| d.iter().map(|d| d["@id"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sees_the_members_dataset_and_a_stranger_does_not() {
+    let federation = Federation::with_hospitals(3).await;
+    let member = federation.connectors[1].participant_id().to_owned();
+    hospital_with_two_offers(&federation, &[&member]).await;
+    let provider = format!("{}/protocol/2025-1", federation.connectors[0].public_url());
+
+    // Through each consumer's own management API, as a researcher would.
+    let as_member = federation
+        .management(1)
+        .post(
+            "/management/v3/catalog/request",
+            &json!({
+        "@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "counterPartyAddress": provider,
+        "protocol": "dataspace-protocol-http:2025-1"}),
+        )
+        .await;
+    assert_eq!(as_member.status, 200, "{:#}", as_member.body);
+    assert_eq!(dataset_ids(&as_member.body), ["open-summary", "t2d-cohort"]);
+    let as_stranger = federation
+        .management(2)
+        .post(
+            "/management/v3/catalog/request",
+            &json!({
+        "counterPartyAddress": federation.connectors[0].public_url(), "protocol": "dataspace-protocol-http:2025-1"}),
+        )
+        .await;
+    assert_eq!(as_stranger.status, 200, "{:#}", as_stranger.body);
+    assert_eq!(dataset_ids(&as_stranger.body), ["open-summary"], "found through version discovery, without the cohort");
+
+    // The dataset itself: visible to the member, unknown to the stranger.
+    let url = format!("{provider}/catalog/datasets/t2d-cohort");
+    let seen = dsp_get(&federation.client, &url, Some(&member)).await;
+    assert_eq!(seen.status, 200);
+    assert_valid_dsp(&seen.body);
+    let offer = &seen.body["hasPolicy"][0];
+    assert_eq!(offer["@type"], "Offer");
+    assert!(offer.get("target").is_none(), "offers in a catalogue carry no target");
+    assert_eq!(offer["prohibition"][0]["action"], "distribute");
+    let hidden = dsp_get(&federation.client, &url, Some(federation.connectors[2].participant_id())).await;
+    assert_eq!(hidden.status, 404);
+    assert_valid_dsp(&hidden.body);
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_catalogue_message_validates_against_the_official_schemas() {
+    let federation = Federation::with_hospitals(1).await;
+    hospital_with_two_offers(&federation, &["did:web:member.example"]).await;
+    let base = format!("{}/protocol/2025-1", federation.connectors[0].public_url());
+    let client = &federation.client;
+
+    let catalog = dsp_post(
+        client,
+        &format!("{base}/catalog/request"),
+        Some("did:web:member.example"),
+        &catalog_request(json!([])),
+    )
+    .await;
+    assert_eq!(catalog.status, 200);
+    assert_valid_dsp(&catalog.body);
+    assert_eq!(catalog.body["participantId"], federation.connectors[0].participant_id());
+    assert_eq!(catalog.body["service"][0]["endpointURL"], base);
+    assert_eq!(catalog.body["dataset"][0]["distribution"][0]["format"], "HttpData-PULL");
+    assert_eq!(catalog.body["dataset"][1]["http://healthdataportal.eu/ns/health#numberOfRecords"], 1200);
+    assert!(!catalog.body["dataset"][1].to_string().contains("ehr.t2d-cohort"), "private properties never leave");
+
+    // A requester who sees nothing gets a valid, empty catalogue.
+    let nothing_visible = federation.management(0);
+    nothing_visible.delete("/management/v3/contractdefinitions/public").await;
+    let empty = dsp_post(
+        client,
+        &format!("{base}/catalog/request"),
+        Some("did:web:stranger.example"),
+        &catalog_request(json!([])),
+    )
+    .await;
+    assert_eq!(empty.status, 200);
+    assert_valid_dsp(&empty.body);
+    assert!(empty.body.get("dataset").is_none());
+
+    for (answer, status) in [
+        (dsp_post(client, &format!("{base}/catalog/request"), None, &catalog_request(json!([]))).await, 401),
+        (
+            dsp_post(client, &format!("{base}/catalog/request"), Some("did:web:x"), &json!({"@type": "Nonsense"}))
+                .await,
+            400,
+        ),
+        (
+            dsp_post(
+                client,
+                &format!("{base}/catalog/request"),
+                Some("did:web:x"),
+                &catalog_request(json!([{"sql": "DROP TABLE"}])),
+            )
+            .await,
+            400,
+        ),
+        (dsp_get(client, &format!("{base}/catalog/datasets/nope"), Some("did:web:x")).await, 404),
+        (dsp_get(client, &format!("{base}/catalog/datasets/t2d-cohort"), None).await, 401),
+    ] {
+        assert_eq!(answer.status, status, "{:#}", answer.body);
+        assert_eq!(answer.body["@type"], "CatalogError");
+        assert_valid_dsp(&answer.body);
+    }
+
+    for path in ["/.well-known/dspace-version", "/protocol/.well-known/dspace-version"] {
+        let version =
+            federation.client.get(format!("{}{path}", federation.connectors[0].public_url())).send().await.unwrap();
+        let body: Value = version.json().await.unwrap();
+        hanse_vocab::schema::DspSchemas::get().validate("common/protocol-version-schema.json", &body).unwrap();
+        assert_eq!(body["protocolVersions"][0]["path"], "/protocol/2025-1");
+    }
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_filter_is_refused_and_keywords_filter() {
+    let federation = Federation::with_hospitals(1).await;
+    hospital_with_two_offers(&federation, &["did:web:member.example"]).await;
+    let url = format!("{}/protocol/2025-1/catalog/request", federation.connectors[0].public_url());
+    let refused =
+        dsp_post(&federation.client, &url, Some("did:web:member.example"), &catalog_request(json!([{"title": "x"}])))
+            .await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body["reason"][0].as_str().unwrap().contains("unsupported filter"));
+    let adults = dsp_post(
+        &federation.client,
+        &url,
+        Some("did:web:member.example"),
+        &catalog_request(json!([{"keyword": "ADULTS"}])),
+    )
+    .await;
+    assert_eq!(dataset_ids(&adults.body), ["t2d-cohort"]);
+    let by_property = dsp_post(
+        &federation.client,
+        &url,
+        Some("did:web:member.example"),
+        &catalog_request(json!([{"property": "healthdcatap:numberOfRecords", "value": 40}])),
+    )
+    .await;
+    assert_eq!(dataset_ids(&by_property.body), ["open-summary"]);
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_pages_with_link_headers_and_compresses_on_request() {
+    let federation = Federation::with_hospitals(1).await;
+    let api = federation.management(0);
+    for i in 0..7 {
+        api.create("/management/v3/assets", health_asset(&format!("ds-{i}"), &format!("Dataset {i}"), &[], i)).await;
+    }
+    api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
+    api.create("/management/v3/contractdefinitions", contract_definition("all", "open", "open", &[])).await;
+    let first = format!("{}/protocol/2025-1/catalog/request?limit=3", federation.connectors[0].public_url());
+    let mut url = first.clone();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = dsp_post(&federation.client, &url, Some("did:web:reader"), &catalog_request(json!([]))).await;
+        assert_valid_dsp(&page.body);
+        seen.extend(dataset_ids(&page.body));
+        pages += 1;
+        let link = page.headers.get("link").map(|l| l.to_str().unwrap().to_owned());
+        if pages > 1 {
+            assert!(link.as_deref().unwrap_or_default().contains("rel=\"previous\""), "{link:?}");
+        }
+        match link.as_deref().and_then(hanse::protocol::client::next_link) {
+            Some(next) => url = next,
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, (0..7).map(|i| format!("ds-{i}")).collect::<Vec<_>>());
+
+    // Back from the last page.
+    let last = dsp_post(&federation.client, &url, Some("did:web:reader"), &catalog_request(json!([]))).await;
+    let link = last.headers["link"].to_str().unwrap();
+    let previous = link
+        .split(',')
+        .find(|l| l.contains("previous"))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .trim_matches(['<', '>']);
+    let back = dsp_post(&federation.client, previous, Some("did:web:reader"), &catalog_request(json!([]))).await;
+    assert_eq!(dataset_ids(&back.body), ["ds-3", "ds-4", "ds-5"]);
+
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let compressed = raw
+        .post(&first)
+        .header("Authorization", "Bearer did:web:reader")
+        .header("Accept-Encoding", "gzip")
+        .json(&catalog_request(json!([])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparql_answers_over_the_catalogue_graph_and_refuses_updates() {
+    let federation = Federation::with_hospitals(1).await;
+    hospital_with_two_offers(&federation, &["did:web:member.example"]).await;
+    let api = federation.management(0);
+    let sparql = |query: &str, accept: &str| {
+        api.client
+            .post(format!("{}/management/sparql", api.base))
+            .header("X-Api-Key", &api.api_key)
+            .header("Content-Type", "application/sparql-query")
+            .header("Accept", accept.to_owned())
+            .body(query.to_owned())
+            .send()
+    };
+    let select = sparql("SELECT ?id ?records WHERE { ?ds a dcat:Dataset ; dct:identifier ?id ; dcat:keyword \"adults\" ; healthdcatap:numberOfRecords ?records }", "application/sparql-results+json").await.unwrap();
+    assert_eq!(select.headers()["content-type"], "application/sparql-results+json");
+    let results: Value = select.json().await.unwrap();
+    let bindings = results["results"]["bindings"].as_array().unwrap();
+    assert_eq!(bindings.len(), 1, "{results:#}");
+    assert_eq!(bindings[0]["id"]["value"], "t2d-cohort");
+    assert_eq!(bindings[0]["records"]["value"], "1200");
+
+    let ask = sparql("ASK { ?offer a odrl:Offer ; odrl:prohibition ?p }", "").await.unwrap();
+    assert_eq!(ask.json::<Value>().await.unwrap()["boolean"], true, "offers are in the graph");
+
+    let construct = sparql("CONSTRUCT { ?ds dct:title ?t } WHERE { ?ds dct:title ?t }", "text/turtle").await.unwrap();
+    assert_eq!(construct.headers()["content-type"], "text/turtle");
+    assert!(construct.text().await.unwrap().contains("Type 2 diabetes adults cohort"));
+
+    let update = sparql("DELETE WHERE { ?s ?p ?o }", "").await.unwrap();
+    assert_eq!(update.status(), 400);
+    assert!(update.text().await.unwrap().contains("read-only"));
+    let broken = sparql("SELECT WHERE {", "").await.unwrap();
+    assert_eq!(broken.status(), 400);
+    let unacceptable = sparql("SELECT * WHERE { ?s ?p ?o } LIMIT 1", "text/turtle").await.unwrap();
+    assert_eq!(unacceptable.status(), 406);
+
+    // Updating an asset updates the graph in the same code path.
+    let mut renamed = health_asset("t2d-cohort", "Renamed cohort", &["adults"], 1200);
+    renamed["properties"]["keyword"] = json!(["renamed"]);
+    assert_eq!(api.put("/management/v3/assets", &renamed).await.status, 204);
+    let after = sparql("SELECT ?t WHERE { ?ds dct:identifier \"t2d-cohort\" ; dct:title ?t }", "").await.unwrap();
+    let after: Value = after.json().await.unwrap();
+    assert_eq!(after["results"]["bindings"].as_array().unwrap().len(), 1);
+    assert_eq!(after["results"]["bindings"][0]["t"]["value"], "Renamed cohort");
+    federation.shutdown().await;
+}
