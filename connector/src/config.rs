@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `HANSE_` prefix that are not configuration keys.
 const NOT_CONFIG_ENV: &[&str] = &["CONFIG"];
-/// Environment variables of the test suite (`HANSE_TEST_*`) are never configuration.
-const TEST_ENV_PREFIX: &str = "TEST_";
+/// Environment variables of the test suite and benchmarks (`HANSE_TEST_*`, `HANSE_BENCH_*`) are never configuration.
+const NOT_CONFIG_PREFIXES: &[&str] = &["TEST_", "BENCH_"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -321,7 +321,7 @@ fn env_provider() -> Env {
     Env::prefixed("HANSE_")
         .filter(|key| {
             let key = key.as_str().to_ascii_uppercase();
-            !NOT_CONFIG_ENV.contains(&key.as_str()) && !key.starts_with(TEST_ENV_PREFIX)
+            !NOT_CONFIG_ENV.contains(&key.as_str()) && !NOT_CONFIG_PREFIXES.iter().any(|p| key.starts_with(p))
         })
         .map(|key| key.as_str().to_ascii_lowercase().replacen('_', ".", 1).into())
         .lowercase(false)

@@ -109,3 +109,17 @@ async fn each_backend_reports_its_dialect() {
         store.close().await;
     }
 }
+
+async fn a_batch_is_stored_whole_or_not_at_all(store: &hanse::store::Store, backend: Backend) {
+    let batch: Vec<(String, serde_json::Value)> = (0..50).map(|i| (format!("d{i:02}"), json!({"n": i}))).collect();
+    store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
+    assert_eq!(store.count_documents(DocumentKind::Asset).await.unwrap(), 50, "{backend:?}");
+    let clashing = vec![("new".to_owned(), json!({})), ("d07".to_owned(), json!({}))];
+    let error = store.insert_documents(DocumentKind::Asset, &clashing).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { ref id, .. } if id == "d07"), "{error}");
+    assert!(
+        store.get_document(DocumentKind::Asset, "new").await.unwrap().is_none(),
+        "{backend:?}: the batch rolled back"
+    );
+}
+on_every_backend!(batches_are_atomic_on_every_backend, a_batch_is_stored_whole_or_not_at_all);

@@ -72,6 +72,10 @@ struct State {
     offer_ids: HashMap<String, String>,
     /// Asset id → the definitions whose selector selects it.
     selected_by: HashMap<String, Vec<String>>,
+    /// Asset id → its DSP `Dataset` JSON with every offer it has: what most catalogue answers send as is.
+    rendered: HashMap<String, Arc<str>>,
+    /// The DataService the distributions point at.
+    service_id: String,
 }
 
 /// Where the catalogue is served from.
@@ -93,6 +97,9 @@ impl ServiceInfo {
     }
 }
 
+/// How many stored assets are read at a time at start-up.
+const LOAD_PAGE: i64 = 2000;
+
 /// The distribution formats of a dataset: both HTTP transfer types for every data address.
 const FORMATS: &[&str] = &["HttpData-PULL", "HttpData-PUSH"];
 
@@ -108,7 +115,8 @@ pub struct CatalogFilter {
 /// One page of a DSP catalogue answer.
 #[derive(Debug, Clone, Default)]
 pub struct CatalogPage {
-    pub datasets: Vec<Json>,
+    /// Each dataset as DSP `Dataset` JSON text.
+    pub datasets: Vec<Arc<str>>,
     /// The id to continue after, when there are more datasets.
     pub next_after: Option<String>,
     /// The id to go back before, when there are earlier datasets.
@@ -171,14 +179,45 @@ impl State {
             .collect()
     }
 
+    /// The DSP `Dataset` JSON of `asset` with the given offers.
+    fn render(&self, asset: &Asset, offers: &[&Offer]) -> Arc<str> {
+        let distributions: Vec<Distribution> = FORMATS
+            .iter()
+            .map(|f| Distribution { format: (*f).to_owned(), access_service: self.service_id.clone() })
+            .collect();
+        let offers = offers.iter().map(|o| o.json.clone()).collect();
+        let json =
+            DatasetDescription { id: &asset.id, properties: &asset.properties, offers, distributions: &distributions }
+                .to_dsp_json();
+        Arc::from(json.to_string())
+    }
+
+    /// The offers of `asset_id` (all of them, or those of `permitted` definitions only).
+    fn offers_of(&self, asset_id: &str, permitted: Option<&[String]>) -> Vec<&Offer> {
+        self.selected_by
+            .get(asset_id)
+            .into_iter()
+            .flatten()
+            .filter(|d| permitted.is_none_or(|p| p.binary_search(d).is_ok()))
+            .filter_map(|d| self.offers.get(d).map(Arc::as_ref))
+            .collect()
+    }
+
+    fn rerender(&mut self, asset: &Asset) {
+        let rendered = self.render(asset, &self.offers_of(&asset.id, None));
+        self.rendered.insert(asset.id.clone(), rendered);
+    }
+
     fn reindex_asset(&mut self, asset_id: &str, graph: &Graph) {
         let Some(asset) = self.assets.get(asset_id).map(|a| a.value.clone()) else {
             self.selected_by.remove(asset_id);
+            self.rendered.remove(asset_id);
             graph.remove_dataset(asset_id);
             return;
         };
         let selecting = self.selecting(&asset);
         self.selected_by.insert(asset_id.to_owned(), selecting);
+        self.rerender(&asset);
         graph.put_dataset(&asset, &self.offer_ids_of(asset_id), FORMATS);
     }
 
@@ -197,6 +236,7 @@ impl State {
                     list.push(definition_id.to_owned());
                     list.sort();
                 }
+                self.rerender(&asset);
                 graph.put_dataset(&asset, &self.offer_ids_of(&id), FORMATS);
             }
         }
@@ -209,7 +249,7 @@ impl Catalogue {
     pub async fn load(store: &Store, service: ServiceInfo) -> Result<Catalogue, StoreError> {
         let graph =
             Graph::new(&service.catalog_id(), &service.service_id(), &service.endpoint_url, &service.participant_id);
-        let mut state = State::default();
+        let mut state = State { service_id: service.service_id(), ..State::default() };
         for document in store.list_documents(DocumentKind::PolicyDefinition).await? {
             match serde_json::from_value(document.body.clone())
                 .map_err(|e| vec![FieldError::new("", e.to_string())])
@@ -241,31 +281,40 @@ impl Catalogue {
                 }
             }
         }
-        for document in store.list_documents(DocumentKind::Asset).await? {
-            match serde_json::from_value(document.body.clone())
-                .map_err(|e| vec![FieldError::new("", e.to_string())])
-                .and_then(|node| Asset::from_expanded(node, &service.file_root))
-            {
-                Ok(asset) => {
-                    state
-                        .assets
-                        .insert(asset.id.clone(), Stored { value: Arc::new(asset), created_at: document.created_at });
-                }
-                Err(errors) => tracing::error!(id = %document.id, ?errors, "stored asset cannot be read; left out"),
-            }
-        }
         let definition_ids: Vec<String> = state.definitions.keys().cloned().collect();
         for id in &definition_ids {
             state.recompute_offer(id, &graph);
         }
-        let mut quads = Vec::new();
-        let assets: Vec<Arc<Asset>> = state.assets.values().map(|a| a.value.clone()).collect();
-        for asset in assets {
-            let selecting = state.selecting(&asset);
-            state.selected_by.insert(asset.id.clone(), selecting);
-            quads.extend(graph.dataset_quads(&asset, &state.offer_ids_of(&asset.id), FORMATS));
+        // Assets are read page by page, and each page's triples go to the graph before the next page is read, so
+        // that memory holds the typed catalogue and the graph, never every stored body at once.
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.list_documents_after(DocumentKind::Asset, after.as_deref(), LOAD_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            let mut quads = Vec::new();
+            for document in page {
+                let parsed = serde_json::from_value(document.body)
+                    .map_err(|e| vec![FieldError::new("", e.to_string())])
+                    .and_then(|node| Asset::from_expanded(node, &service.file_root));
+                let mut asset = match parsed {
+                    Ok(asset) => asset,
+                    Err(errors) => {
+                        tracing::error!(id = %document.id, ?errors, "stored asset cannot be read; left out");
+                        continue;
+                    }
+                };
+                // The expanded form is what the store keeps; memory needs only the typed values.
+                asset.expanded = Json::Null;
+                let asset = Arc::new(asset);
+                let selecting = state.selecting(&asset);
+                state.selected_by.insert(asset.id.clone(), selecting);
+                state.rerender(&asset);
+                quads.extend(graph.dataset_quads(&asset, &state.offer_ids_of(&asset.id), FORMATS));
+                state.assets.insert(asset.id.clone(), Stored { value: asset, created_at: document.created_at });
+            }
+            graph.load_datasets(quads);
         }
-        graph.load_datasets(quads);
         tracing::info!(
             assets = state.assets.len(),
             policies = state.policies.len(),
@@ -517,26 +566,19 @@ impl Catalogue {
         permitted
     }
 
-    fn dataset_json(&self, state: &State, asset: &Asset, permitted: &[String]) -> Option<Json> {
-        let offers: Vec<Json> = state
-            .selected_by
-            .get(&asset.id)?
-            .iter()
-            .filter(|d| permitted.binary_search(d).is_ok())
-            .filter_map(|d| state.offers.get(d))
-            .map(|o| o.json.clone())
-            .collect();
-        if offers.is_empty() {
+    /// The dataset as `requester` may see it: with the offers of the permitted definitions, `None` when there are
+    /// none. The common case (every offer visible) is the pre-rendered text.
+    fn dataset_json(&self, state: &State, asset: &Asset, permitted: &[String]) -> Option<Arc<str>> {
+        let visible = state.offers_of(&asset.id, Some(permitted));
+        if visible.is_empty() {
             return None;
         }
-        let distributions: Vec<Distribution> = FORMATS
-            .iter()
-            .map(|f| Distribution { format: (*f).to_owned(), access_service: self.service.service_id() })
-            .collect();
-        Some(
-            DatasetDescription { id: &asset.id, properties: &asset.properties, offers, distributions: &distributions }
-                .to_dsp_json(),
-        )
+        if visible.len() == state.offers_of(&asset.id, None).len()
+            && let Some(rendered) = state.rendered.get(&asset.id)
+        {
+            return Some(rendered.clone());
+        }
+        Some(state.render(asset, &visible))
     }
 
     fn matches(asset: &Asset, filter: &CatalogFilter) -> bool {
@@ -573,7 +615,7 @@ impl Catalogue {
             Self::matches(asset, filter).then(|| self.dataset_json(&state, asset, &permitted)).flatten()
         };
         if let Some(before) = before {
-            let mut collected: Vec<(String, Json)> = Vec::new();
+            let mut collected: Vec<(String, Arc<str>)> = Vec::new();
             let mut more = false;
             for (id, asset) in state.assets.range::<str, _>((Bound::Unbounded, Bound::Excluded(before))).rev() {
                 if let Some(json) = visible(&asset.value) {
@@ -611,8 +653,8 @@ impl Catalogue {
         page
     }
 
-    /// One dataset, if `requester` may see it.
-    pub fn dataset(&self, requester: &RequestContext, id: &str) -> Option<Json> {
+    /// One dataset, if `requester` may see it (DSP `Dataset` JSON text).
+    pub fn dataset(&self, requester: &RequestContext, id: &str) -> Option<Arc<str>> {
         let state = self.read();
         let permitted = self.permitted_definitions(&state, requester);
         let asset = state.assets.get(id)?;

@@ -99,20 +99,36 @@ pub fn parse_request(body: &[u8]) -> Result<CatalogFilter, DspError> {
     if reasons.is_empty() { Ok(filter) } else { Err(DspError::bad_request(DspArea::Catalog, reasons)) }
 }
 
-/// The DSP `Catalog` message for a page.
-pub fn catalog_message(state: &Shared, page: CatalogPage) -> Json {
+/// The DSP `Catalog` message for a page, as JSON text: the datasets are spliced in as rendered.
+pub fn catalog_message(state: &Shared, page: &CatalogPage) -> String {
     let service = &state.catalogue.service;
-    let mut catalog = json!({
+    let head = json!({
         "@context": [hanse_vocab::contexts::DSPACE_2025_1],
         "@id": service.catalog_id(),
         "@type": "Catalog",
         "participantId": service.participant_id,
         "service": [{"@id": service.service_id(), "@type": "DataService", "endpointURL": service.endpoint_url}],
-    });
-    if !page.datasets.is_empty() {
-        catalog["dataset"] = Json::Array(page.datasets);
+    })
+    .to_string();
+    if page.datasets.is_empty() {
+        return head;
     }
-    catalog
+    let size: usize = page.datasets.iter().map(|d| d.len() + 1).sum();
+    let mut out = String::with_capacity(head.len() + size + 16);
+    out.push_str(&head[..head.len() - 1]);
+    out.push_str(",\"dataset\":[");
+    for (i, dataset) in page.datasets.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(dataset);
+    }
+    out.push_str("]}");
+    out
+}
+
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn link(base: &str, limit: usize, cursor: (&str, &str), rel: &str) -> String {
@@ -148,7 +164,7 @@ pub async fn request(
     if let Some(before) = &page.previous_before {
         links.push(link(&base, limit, ("before", before), "previous"));
     }
-    let mut response = axum::Json(catalog_message(&state, page)).into_response();
+    let mut response = json_response(catalog_message(&state, &page));
     if !links.is_empty()
         && let Ok(value) = HeaderValue::from_str(&links.join(", "))
     {
@@ -164,9 +180,9 @@ pub async fn dataset(State(state): State<Shared>, Path(id): Path<String>, header
         Err(error) => return error.into_response(),
     };
     match state.catalogue.dataset(&context, &id) {
-        Some(mut dataset) => {
-            dataset["@context"] = json!([hanse_vocab::contexts::DSPACE_2025_1]);
-            axum::Json(dataset).into_response()
+        Some(dataset) => {
+            let context = json!([hanse_vocab::contexts::DSPACE_2025_1]);
+            json_response(format!("{{\"@context\":{context},{}", &dataset[1..]))
         }
         // Unknown and not visible to this requester look the same.
         None => DspError::not_found(DspArea::Catalog, format!("no dataset `{id}` in this catalogue")).into_response(),

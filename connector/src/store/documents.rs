@@ -82,6 +82,33 @@ impl Store {
         Ok(Document { id: id.to_owned(), body: body.clone(), version: 1, created_at: now, updated_at: now })
     }
 
+    /// Creates many documents in one transaction: all of them or, on any conflict, none.
+    pub async fn insert_documents(&self, kind: DocumentKind, documents: &[(String, Value)]) -> Result<(), StoreError> {
+        let now = now_millis();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (id, body) in documents {
+                let inserted = sqlx::query(
+                    "INSERT INTO documents (kind, id, body, version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) \
+                     ON CONFLICT (kind, id) DO NOTHING",
+                )
+                .bind(kind.as_str())
+                .bind(id)
+                .bind(body.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::Conflict { kind: kind.as_str(), id: id.clone() });
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Replaces a document's body; `NotFound` if there is none.
     pub async fn replace_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
         let now = now_millis();
@@ -132,6 +159,24 @@ impl Store {
             sqlx::AssertSqlSafe(format!("{SELECT} WHERE kind = $1 ORDER BY id"))
         )
         .bind(kind.as_str())
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(|r| r.into_document(kind)).collect()
+    }
+
+    /// Up to `limit` documents of a kind with ids after `after`, ordered by id (for reading large sets page by page).
+    pub async fn list_documents_after(
+        &self,
+        kind: DocumentKind,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Document>, StoreError> {
+        let rows: Vec<DocumentRow> = with_pool!(self, pool => sqlx::query_as(
+            sqlx::AssertSqlSafe(format!("{SELECT} WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3"))
+        )
+        .bind(kind.as_str())
+        .bind(after.unwrap_or(""))
+        .bind(limit)
         .fetch_all(pool)
         .await?);
         rows.into_iter().map(|r| r.into_document(kind)).collect()

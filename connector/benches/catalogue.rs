@@ -1,0 +1,251 @@
+//! Catalogue benchmark: a connector with 100 000 datasets (HealthDCAT-AP properties, one offer each), measured over
+//! real HTTP on loopback. Prints start-up time, DSP catalogue page latency (p50/p99) and throughput, SPARQL keyword
+//! query latency, and resident memory.
+//!
+//! `cargo bench -p hanse --bench catalogue` (release). `HANSE_BENCH_DATASETS=N` changes the size. The load generator
+//! runs in the same process as the connector and shares its two cores, so throughput figures are conservative.
+
+use std::time::{Duration, Instant};
+
+use hanse::catalog::model::Asset;
+use hanse::config::Config;
+use hanse::init::{InitOptions, did_web_for, init};
+use hanse::store::{DocumentKind, Store, StoreOptions};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+fn rss_mb(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+const KEYWORDS: &[&str] = &["diabetes", "oncology", "cardiology", "asthma", "stroke", "obesity", "covid", "dementia"];
+
+fn asset_body(i: usize) -> Value {
+    json!({
+        "@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"},
+        "@id": format!("dataset-{i:06}"),
+        "properties": {
+            "title": format!("Cohort {i}: {} registry extract", KEYWORDS[i % KEYWORDS.len()]),
+            "description": "Synthetic hospital registry extract with demographics, diagnoses and lab values.",
+            "keyword": [KEYWORDS[i % KEYWORDS.len()], KEYWORDS[(i / 8) % KEYWORDS.len()], "adults"],
+            "numberOfRecords": 1000 + (i % 5000),
+            "minTypicalAge": 18, "maxTypicalAge": 90,
+            "theme": "http://publications.europa.eu/resource/authority/data-theme/HEAL",
+            "healthCategory": "http://healthdataportal.eu/ns/health#EHR"
+        },
+        "dataAddress": {"type": "HttpData", "baseUrl": format!("https://ehr.hospital.example/export/{i}")}
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let datasets: usize = std::env::var("HANSE_BENCH_DATASETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let management = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let done = init(&InitOptions {
+        dir: dir.path().to_owned(),
+        participant_id: Some(did_web_for(&public.local_addr().unwrap())),
+        public_bind: public.local_addr().unwrap(),
+        management_bind: management.local_addr().unwrap(),
+        development: true,
+    })
+    .unwrap();
+    let config = Config::load(&done.config_file).unwrap();
+
+    // Seed the store directly (the management API would take minutes of JSON-LD processing for 100 000 bodies).
+    let seeding = Instant::now();
+    let store = Store::open(&config.database_url(), &StoreOptions::default()).await.unwrap();
+    let template = Asset::from_body(&asset_body(0), &config.file_root()).unwrap();
+    let mut batch = Vec::with_capacity(5000);
+    for i in 0..datasets {
+        let mut expanded = template.expanded.clone();
+        let body = asset_body(i);
+        expanded["@id"] = body["@id"].clone();
+        let properties = &mut expanded["https://w3id.org/edc/v0.0.1/ns/properties"][0];
+        properties["https://w3id.org/edc/v0.0.1/ns/title"] = json!([{"@value": body["properties"]["title"]}]);
+        properties["https://w3id.org/edc/v0.0.1/ns/keyword"] = Value::Array(
+            body["properties"]["keyword"].as_array().unwrap().iter().map(|k| json!({"@value": k})).collect(),
+        );
+        properties["https://w3id.org/edc/v0.0.1/ns/numberOfRecords"] =
+            json!([{"@value": body["properties"]["numberOfRecords"]}]);
+        batch.push((body["@id"].as_str().unwrap().to_owned(), expanded));
+        if batch.len() == 5000 {
+            store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
+            batch.clear();
+        }
+    }
+    store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
+    let policy = hanse::catalog::model::PolicyDefinition::from_body(
+        &json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+            "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}]}}),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let access = hanse::catalog::model::PolicyDefinition::from_body(
+        &json!({"@id": "members", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+            "permission": [{"action": "use", "constraint": [{"leftOperand": "recipient", "operator": "isAnyOf", "rightOperand": ["did:web:research.example", "did:web:other.example"]}]}]}}),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    store.insert_document(DocumentKind::PolicyDefinition, "open", &policy.expanded).await.unwrap();
+    store.insert_document(DocumentKind::PolicyDefinition, "members", &access.expanded).await.unwrap();
+    let definition = hanse::catalog::model::ContractDefinition::from_body(
+        &json!({"@id": "all", "accessPolicyId": "members", "contractPolicyId": "open", "assetsSelector": []}),
+    )
+    .unwrap();
+    store.insert_document(DocumentKind::ContractDefinition, "all", &definition.expanded).await.unwrap();
+    store.close().await;
+    println!("seeded {datasets} datasets into SQLite in {:.1} s", seeding.elapsed().as_secs_f64());
+
+    let rss_before = rss_mb("VmRSS:");
+    let starting = Instant::now();
+    let running = hanse::server::start_on(config, public, management).await.unwrap();
+    let startup = starting.elapsed();
+    println!(
+        "start-up (store open + catalogue and RDF graph load): {:.2} s; {} triples; RSS {:.0} MB (+{:.0} MB)",
+        startup.as_secs_f64(),
+        running.state.catalogue.triples(),
+        rss_mb("VmRSS:"),
+        rss_mb("VmRSS:") - rss_before
+    );
+
+    let client = reqwest::Client::builder().no_gzip().pool_max_idle_per_host(64).build().unwrap();
+    let url = format!("{}/protocol/2025-1/catalog/request", running.public_url());
+    let body = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage", "filter": []}).to_string();
+    let request = |cursor: usize| {
+        let target =
+            if cursor == 0 { format!("{url}?limit=50") } else { format!("{url}?limit=50&after=dataset-{cursor:06}") };
+        client
+            .post(target)
+            .header("Authorization", "Bearer did:web:research.example")
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+
+    // Latency: sequential requests for pages at spread-out cursors.
+    let mut latencies = Vec::new();
+    for n in 0..2000usize {
+        let cursor = (n * 7919) % datasets.saturating_sub(60).max(1);
+        let started = Instant::now();
+        let response = request(cursor).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let page: Value = response.json().await.unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!(page["dataset"].as_array().map(Vec::len), Some(50));
+    }
+    latencies.sort();
+    println!(
+        "catalogue page of 50 (HTTP round trip, sequential, {} requests): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+
+    // Throughput: 16 concurrent clients for 5 seconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..16usize {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            let mut cursor = worker * 1000;
+            while Instant::now() < deadline {
+                cursor = (cursor + 4099) % datasets.saturating_sub(60).max(1);
+                let response = client
+                    .post(format!("{url}?limit=50&after=dataset-{cursor:06}"))
+                    .header("Authorization", "Bearer did:web:research.example")
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let _ = response.bytes().await.unwrap();
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    println!(
+        "catalogue throughput (16 concurrent clients, pages of 50): {:.0} requests/s",
+        total as f64 / started.elapsed().as_secs_f64()
+    );
+
+    // The same with an external load generator, when `wrk` is installed (it takes far less CPU than the client above).
+    if std::process::Command::new("wrk").arg("--version").output().is_ok() {
+        let script = dir.path().join("catalogue.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "counter = 0\nrequest = function()\n  counter = (counter + 4099) % {}\n  local path = string.format(\"/protocol/2025-1/catalog/request?limit=50&after=dataset-%06d\", counter)\n  return wrk.format(\"POST\", path, {{[\"Authorization\"] = \"Bearer did:web:research.example\", [\"Content-Type\"] = \"application/json\"}}, '{}')\nend\n",
+                datasets.saturating_sub(60).max(1),
+                body
+            ),
+        )
+        .unwrap();
+        let output = tokio::process::Command::new("wrk")
+            .args(["-t2", "-c16", "-d5s", "--latency", "-s"])
+            .arg(&script)
+            .arg(running.public_url())
+            .output()
+            .await
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout);
+        let rate = report.lines().find(|l| l.starts_with("Requests/sec")).unwrap_or("Requests/sec: ?");
+        let p99 = report.lines().find(|l| l.trim_start().starts_with("99%")).unwrap_or("99% ?");
+        println!(
+            "catalogue throughput with wrk (2 threads, 16 connections, pages of 50): {} ; latency p99 {}",
+            rate.trim_start_matches("Requests/sec:").trim(),
+            p99.trim().trim_start_matches("99%").trim()
+        );
+    }
+
+    // SPARQL keyword search over the management API.
+    let sparql = format!("{}/management/sparql", running.management_url());
+    let mut latencies = Vec::new();
+    for n in 0..200usize {
+        let keyword = KEYWORDS[n % KEYWORDS.len()];
+        let query = format!("SELECT ?ds ?title WHERE {{ ?ds dcat:keyword \"{keyword}\" ; dct:title ?title }} LIMIT 50");
+        let started = Instant::now();
+        let response = client
+            .post(&sparql)
+            .header("X-Api-Key", &done.api_key)
+            .header("Content-Type", "application/sparql-query")
+            .body(query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let results: Value = response.json().await.unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!(results["results"]["bindings"].as_array().unwrap().len(), 50);
+    }
+    latencies.sort();
+    println!(
+        "SPARQL keyword query (LIMIT 50, {} queries): p50 {:.2} ms, p99 {:.2} ms",
+        latencies.len(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+    println!("resident memory: {:.0} MB now, {:.0} MB peak", rss_mb("VmRSS:"), rss_mb("VmHWM:"));
+    running.shutdown().await;
+}
