@@ -300,30 +300,10 @@ fn check_contradictions(constraints: Vec<(String, &AtomicConstraint)>, scope: &s
             _ => (None, None),
         };
         if let Some(inclusive) = lower {
-            let tighter = match &bounds.lower {
-                None => true,
-                Some((v, inc, _)) => match compare(value, v) {
-                    Some(Ordering::Greater) => true,
-                    Some(Ordering::Equal) => *inc && !inclusive,
-                    _ => false,
-                },
-            };
-            if tighter {
-                bounds.lower = Some((value, inclusive, described.clone()));
-            }
+            tighten(&mut bounds.lower, value, inclusive, &described, Ordering::Greater);
         }
         if let Some(inclusive) = upper {
-            let tighter = match &bounds.upper {
-                None => true,
-                Some((v, inc, _)) => match compare(value, v) {
-                    Some(Ordering::Less) => true,
-                    Some(Ordering::Equal) => *inc && !inclusive,
-                    _ => false,
-                },
-            };
-            if tighter {
-                bounds.upper = Some((value, inclusive, described));
-            }
+            tighten(&mut bounds.upper, value, inclusive, &described, Ordering::Less);
         }
     }
     for (operand, bounds) in by_operand {
@@ -341,6 +321,27 @@ fn check_contradictions(constraints: Vec<(String, &AtomicConstraint)>, scope: &s
                 ));
             }
         }
+    }
+}
+
+/// Replaces `bound` with `value` when that is tighter: further in the `inward` direction, or as far but exclusive.
+fn tighten<'a>(
+    bound: &mut Option<(&'a Value, bool, String)>,
+    value: &'a Value,
+    inclusive: bool,
+    described: &str,
+    inward: Ordering,
+) {
+    let tighter = match bound {
+        None => true,
+        Some((current, current_inclusive, _)) => match compare(value, current) {
+            Some(Ordering::Equal) => *current_inclusive && !inclusive,
+            Some(order) => order == inward,
+            None => false,
+        },
+    };
+    if tighter {
+        *bound = Some((value, inclusive, described.to_owned()));
     }
 }
 
