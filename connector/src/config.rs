@@ -28,6 +28,33 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub dataplane: DataplaneConfig,
+    #[serde(default)]
+    pub negotiation: NegotiationConfig,
+}
+
+/// Delivery of negotiation messages.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NegotiationConfig {
+    /// Attempts to deliver a message before the negotiation is terminated.
+    #[serde(default = "default_retry_attempts")]
+    pub retry_attempts: u32,
+    /// Delay before the first retry, in milliseconds; it doubles with every attempt.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+}
+
+impl Default for NegotiationConfig {
+    fn default() -> Self {
+        Self { retry_attempts: default_retry_attempts(), retry_base_ms: default_retry_base_ms() }
+    }
+}
+
+fn default_retry_attempts() -> u32 {
+    7
+}
+fn default_retry_base_ms() -> u64 {
+    1000
 }
 
 /// The data plane.
@@ -280,6 +307,9 @@ impl Config {
             && !crate::store::is_safe_identifier(schema)
         {
             return Err(key("store.schema", format!("`{schema}` is not a plain SQL identifier ([a-z_][a-z0-9_]*)")));
+        }
+        if self.negotiation.retry_attempts == 0 {
+            return Err(key("negotiation.retry_attempts", "must be at least 1".into()));
         }
         if self.store.max_connections == 0 {
             return Err(key("store.max_connections", "must be at least 1".into()));

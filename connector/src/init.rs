@@ -241,6 +241,12 @@ max_connections = 8
 # Folder that File data addresses must lie under (default: <data_dir>/files).
 # file_root = "data/files"
 
+[negotiation]
+# Attempts to deliver a negotiation message before giving up (the negotiation then terminates).
+retry_attempts = 7
+# First retry after this many milliseconds; the delay doubles with each attempt.
+retry_base_ms = 1000
+
 [log]
 # A tracing filter, e.g. "info" or "hanse=debug,info".
 level = "info"

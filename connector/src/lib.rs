@@ -10,6 +10,7 @@ pub mod demo;
 pub mod identity;
 pub mod init;
 pub mod management;
+pub mod negotiation;
 pub mod protocol;
 pub mod server;
 pub mod store;

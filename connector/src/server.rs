@@ -15,13 +15,14 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::catalog::{Catalogue, ServiceInfo};
 use crate::config::Config;
+use crate::negotiation::{self, Retry};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::{management, protocol};
 
@@ -30,6 +31,9 @@ pub struct Connector {
     pub config: Config,
     pub store: Store,
     pub catalogue: Catalogue,
+    /// Wakes the outbox dispatcher after a commit that queued messages.
+    pub dispatcher: Arc<Notify>,
+    pub retry: Retry,
     /// The public listener's externally visible base URL (from the config, or the bound address).
     pub public_url: String,
     ready: AtomicBool,
@@ -67,6 +71,7 @@ pub struct RunningConnector {
     pub management_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<std::io::Result<()>>>,
+    dispatcher: JoinHandle<()>,
 }
 
 impl RunningConnector {
@@ -83,6 +88,8 @@ impl RunningConnector {
     /// Stops accepting connections, lets in-flight requests finish, then flushes and closes the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.state.dispatcher.notify_one();
+        let _ = self.dispatcher.await;
         for server in self.servers {
             match server.await {
                 Ok(Err(error)) => tracing::error!(%error, "listener failed"),
@@ -166,15 +173,22 @@ pub async fn start_on(
         file_root: config.file_root(),
     };
     let catalogue = Catalogue::load(&store, service).await?;
+    let retry = Retry {
+        attempts: i64::from(config.negotiation.retry_attempts),
+        base: std::time::Duration::from_millis(config.negotiation.retry_base_ms),
+    };
     let state = Arc::new(Connector {
         config,
         store,
         catalogue,
+        dispatcher: Arc::new(Notify::new()),
+        retry,
         public_url,
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
     let (shutdown, signal) = watch::channel(false);
+    let dispatcher = negotiation::dispatch::spawn(state.clone(), state.dispatcher.clone(), signal.clone());
     let servers = vec![
         serve(public, with_common_layers(protocol::router(state.clone()), "public"), signal.clone()),
         serve(management, with_common_layers(management::router(state.clone()), "management"), signal),
@@ -192,7 +206,7 @@ pub async fn start_on(
     state.ready.store(true, Ordering::Release);
     tracing::info!("ready");
 
-    Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers })
+    Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers, dispatcher })
 }
 
 fn serve(listener: TcpListener, router: Router, mut signal: watch::Receiver<bool>) -> JoinHandle<std::io::Result<()>> {

@@ -132,6 +132,9 @@ impl TestConnector {
         let mut config = Config::load(&done.config_file).expect("generated config loads");
         config.store.database_url = Some(database.url.clone());
         config.store.schema = database.schema.clone();
+        // Tests cannot wait minutes for a peer that is gone: a few quick retries.
+        config.negotiation.retry_attempts = 3;
+        config.negotiation.retry_base_ms = 50;
         let running = start_on(config.clone(), public, management).await.expect("connector starts");
         TestConnector { running, api_key: done.api_key, dir: dir.path().to_owned(), database, config, _dir: dir }
     }

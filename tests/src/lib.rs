@@ -173,3 +173,96 @@ pub async fn dsp_get(client: &reqwest::Client, url: &str, participant: Option<&s
 pub fn catalog_request(filter: Value) -> Value {
     json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage", "filter": filter})
 }
+
+/// Polls a negotiation on a connector's management API until it reaches `state` (or fails after 20 s).
+pub async fn wait_for_negotiation(api: &Management, id: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let answer = api.get(&format!("/management/v3/contractnegotiations/{id}")).await;
+        if answer.body["state"] == state {
+            return answer.body;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("negotiation {id} did not reach {state}: {:#}", answer.body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls until a connector has a negotiation of `role` (PROVIDER/CONSUMER) in `state`; returns it.
+pub async fn wait_for_role(api: &Management, role: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let all = api.post("/management/v3/contractnegotiations/request", &json!({})).await;
+        if let Some(found) =
+            all.body.as_array().and_then(|a| a.iter().find(|n| n["type"] == role && n["state"] == state))
+        {
+            return found.clone();
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("no {role} negotiation reached {state}: {:#}", all.body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// The offer of `dataset` in the provider's catalogue as a consumer sees it, ready for a `ContractRequest`.
+pub async fn catalogue_offer(consumer: &Management, provider: &TestConnector, dataset: &str) -> Value {
+    let catalog = consumer
+        .post(
+            "/management/v3/catalog/request",
+            &json!({"counterPartyAddress": format!("{}/protocol/2025-1", provider.public_url()),
+                                                          "protocol": "dataspace-protocol-http:2025-1"}),
+        )
+        .await;
+    let dataset = catalog.body["dataset"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["@id"] == dataset))
+        .unwrap_or_else(|| panic!("{dataset} not in {:#}", catalog.body))
+        .clone();
+    let mut offer = dataset["hasPolicy"][0].clone();
+    offer["target"] = dataset["@id"].clone();
+    offer["assigner"] = json!(provider.participant_id());
+    offer
+}
+
+/// Starts a negotiation from `consumer` for `offer` at `provider`; returns the consumer's negotiation id.
+pub async fn negotiate(consumer: &Management, provider: &TestConnector, offer: Value, extra: Value) -> String {
+    let mut body = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "ContractRequest",
+        "counterPartyAddress": format!("{}/protocol/2025-1", provider.public_url()), "counterPartyId": provider.participant_id(),
+        "protocol": "dataspace-protocol-http:2025-1", "policy": offer});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    let created = consumer.post("/management/v3/contractnegotiations", &body).await;
+    assert_eq!(created.status, 200, "{:#}", created.body);
+    created.body["@id"].as_str().unwrap().to_owned()
+}
+
+/// A hospital (connector 0) offering `dataset` under `terms`, to everyone, optionally with manual approval.
+pub async fn offer_dataset(federation: &Federation, dataset: &str, terms: Value, manual: bool) {
+    let api = federation.management(0);
+    api.create(
+        "/management/v3/assets",
+        health_asset(dataset, "Type 2 diabetes adults cohort", &["diabetes", "adults"], 1200),
+    )
+    .await;
+    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
+        .await;
+    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), terms)).await;
+    let mut definition = contract_definition(
+        &format!("{dataset}-offer"),
+        &format!("{dataset}-access"),
+        &format!("{dataset}-terms"),
+        &[dataset],
+    );
+    definition["manualApproval"] = json!(manual);
+    api.create("/management/v3/contractdefinitions", definition).await;
+}
+
+/// Research-only terms: purpose isA general research use, no redistribution.
+pub fn research_terms() -> Value {
+    json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+           "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}],
+           "prohibition": [{"action": "distribute"}]})
+}

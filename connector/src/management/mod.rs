@@ -15,6 +15,7 @@ use crate::server::{Shared, health_routes};
 
 mod catalog;
 mod error;
+mod negotiations;
 mod policies;
 pub mod resources;
 mod sparql;
@@ -31,6 +32,15 @@ pub fn router(state: Shared) -> Router {
         .route("/management/v3/policydefinitions/{id}/validate", post(policies::validate))
         .route("/management/v3/policydefinitions/{id}/explain", post(policies::explain))
         .route("/management/v3/catalog/request", post(catalog::request))
+        .route("/management/v3/contractnegotiations", post(negotiations::start))
+        .route("/management/v3/contractnegotiations/request", post(negotiations::query))
+        .route("/management/v3/contractnegotiations/{id}", get(negotiations::read))
+        .route("/management/v3/contractnegotiations/{id}/state", get(negotiations::read_state))
+        .route("/management/v3/contractnegotiations/{id}/agreement", get(negotiations::read_agreement))
+        .route("/management/v3/contractnegotiations/{id}/{call}", post(negotiations::operator_call))
+        .route("/management/v3/contractagreements/request", post(negotiations::agreements_query))
+        .route("/management/v3/contractagreements/{id}", get(negotiations::agreement))
+        .route("/management/v3/contractagreements/{id}/negotiation", get(negotiations::agreement_negotiation))
         .route("/management/sparql", get(sparql::query_get).post(sparql::query_post))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new().merge(health_routes()).merge(api).fallback(not_found).with_state(state)

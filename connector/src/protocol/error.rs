@@ -9,12 +9,14 @@ use serde_json::json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DspArea {
     Catalog,
+    Negotiation,
 }
 
 impl DspArea {
     fn message_type(self) -> &'static str {
         match self {
             DspArea::Catalog => "CatalogError",
+            DspArea::Negotiation => "ContractNegotiationError",
         }
     }
 }
@@ -26,16 +28,24 @@ pub struct DspError {
     pub status: StatusCode,
     pub code: &'static str,
     pub reasons: Vec<String>,
+    /// `providerPid` and `consumerPid` of negotiation and transfer errors, when known.
+    pub pids: (Option<String>, Option<String>),
 }
 
 impl DspError {
     pub fn new(area: DspArea, status: StatusCode, code: &'static str, reason: impl Into<String>) -> DspError {
-        DspError { area, status, code, reasons: vec![reason.into()] }
+        DspError { area, status, code, reasons: vec![reason.into()], pids: (None, None) }
+    }
+
+    /// With the process ids the error concerns.
+    pub fn with_pids(mut self, provider: Option<String>, consumer: Option<String>) -> DspError {
+        self.pids = (provider, consumer);
+        self
     }
 
     /// 400 with the reasons a peer can act on.
     pub fn bad_request(area: DspArea, reasons: Vec<String>) -> DspError {
-        DspError { area, status: StatusCode::BAD_REQUEST, code: "BadRequest", reasons }
+        DspError { area, status: StatusCode::BAD_REQUEST, code: "BadRequest", reasons, pids: (None, None) }
     }
 
     /// 401 without saying why (the reason is logged where it is found).
@@ -50,12 +60,17 @@ impl DspError {
 
 impl IntoResponse for DspError {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "@context": [hanse_vocab::contexts::DSPACE_2025_1],
             "@type": self.area.message_type(),
             "code": self.code,
             "reason": self.reasons,
         });
+        if self.area != DspArea::Catalog {
+            // The negotiation and transfer error schemas require both process ids.
+            body["providerPid"] = json!(self.pids.0.unwrap_or_default());
+            body["consumerPid"] = json!(self.pids.1.unwrap_or_default());
+        }
         (self.status, axum::Json(body)).into_response()
     }
 }

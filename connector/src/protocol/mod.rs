@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod client;
 pub mod error;
+pub mod negotiation;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -21,6 +22,15 @@ pub fn router(state: Shared) -> Router {
         .route("/protocol/.well-known/dspace-version", get(catalog::version))
         .route(&format!("{BASE}/catalog/request"), post(catalog::request))
         .route(&format!("{BASE}/catalog/datasets/{{id}}"), get(catalog::dataset))
+        .route(&format!("{BASE}/negotiations/request"), post(negotiation::initial_request))
+        .route(&format!("{BASE}/negotiations/offers"), post(negotiation::initial_offer))
+        .route(&format!("{BASE}/negotiations/{{pid}}"), get(negotiation::get))
+        .route(&format!("{BASE}/negotiations/{{pid}}/request"), post(negotiation::request))
+        .route(&format!("{BASE}/negotiations/{{pid}}/offers"), post(negotiation::offers))
+        .route(&format!("{BASE}/negotiations/{{pid}}/events"), post(negotiation::events))
+        .route(&format!("{BASE}/negotiations/{{pid}}/agreement"), post(negotiation::agreement))
+        .route(&format!("{BASE}/negotiations/{{pid}}/agreement/verification"), post(negotiation::verification))
+        .route(&format!("{BASE}/negotiations/{{pid}}/termination"), post(negotiation::termination))
         .layer(CompressionLayer::new().gzip(true))
         .with_state(state)
 }

@@ -14,8 +14,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 
 mod documents;
+mod negotiations;
 
 pub use documents::{Document, DocumentKind};
+pub use negotiations::{AgreementRow, ClaimedMessage, NegotiationRow, OutboxMessage};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body is compiled once per backend.
 macro_rules! with_pool {

@@ -1,0 +1,244 @@
+//! `/management/v3/contractnegotiations` and `/management/v3/contractagreements` (EDC v3 shapes), plus the operator's
+//! calls on a negotiation: `approve`, `offer`, `finalize` (provider), `accept`, `offer`, `verify` (consumer), `terminate`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hanse_policy::Policy;
+use hanse_vocab::ns::EDC;
+use serde_json::{Map, Value as Json, json};
+
+use super::resources::id_response;
+use super::{ManagementError, parse_body};
+use crate::catalog::model::expand_body;
+use crate::catalog::query::QuerySpec;
+use crate::negotiation::{self, NegotiationError, Start};
+use crate::protocol::client::DspClient;
+use crate::server::Shared;
+use crate::store::AgreementRow;
+
+impl From<NegotiationError> for ManagementError {
+    fn from(error: NegotiationError) -> Self {
+        match error {
+            NegotiationError::NotFound => ManagementError::NotFound("contract negotiation not found".into()),
+            NegotiationError::Invalid(message) => ManagementError::field("", message),
+            NegotiationError::WrongState { .. } | NegotiationError::Busy | NegotiationError::Illegal(_) => {
+                ManagementError::Conflict(error.to_string())
+            }
+            NegotiationError::Store(store) => store.into(),
+        }
+    }
+}
+
+fn text(node: &Map<String, Json>, name: &str) -> Option<String> {
+    node.get(&format!("{EDC}{name}")).and_then(Json::as_array).and_then(|v| v.first()).and_then(|v| {
+        v.get("@value").and_then(Json::as_str).or_else(|| v.get("@id").and_then(Json::as_str)).map(str::to_owned)
+    })
+}
+
+fn flag(node: &Map<String, Json>, name: &str) -> Option<bool> {
+    node.get(&format!("{EDC}{name}"))
+        .and_then(Json::as_array)
+        .and_then(|v| v.first())
+        .and_then(|v| v.get("@value"))
+        .and_then(Json::as_bool)
+}
+
+/// `POST /management/v3/contractnegotiations` (EDC `ContractRequest`): `counterPartyAddress`, `protocol`, `policy` (the
+/// offer as the catalogue listed it, with `@id`, `assigner` and `target`); Hanse extensions `autoAccept` (default
+/// true) and `purpose`.
+pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let body = parse_body(&body)?;
+    let node = expand_body(&body).map_err(ManagementError::Invalid)?;
+    let mut errors = Vec::new();
+    let address = text(&node, "counterPartyAddress");
+    if address.is_none() {
+        errors.push(super::FieldError::new("counterPartyAddress", "is required: the provider's DSP address"));
+    }
+    if let Some(protocol) = text(&node, "protocol")
+        && !protocol.ends_with("2025-1")
+    {
+        errors.push(super::FieldError::new(
+            "protocol",
+            format!("Hanse speaks dataspace-protocol-http:2025-1, not {protocol}"),
+        ));
+    }
+    // The offer is read as written (DSP compact, `odrl:` prefixed or expanded ODRL): under a bare EDC `@vocab` its
+    // ODRL terms would otherwise expand into the EDC namespace. The expanded node is the fallback.
+    let written =
+        ["policy", "edc:policy", "https://w3id.org/edc/v0.0.1/ns/policy"].iter().find_map(|k| body.get(*k)).cloned();
+    let expanded = node.get(&format!("{EDC}policy")).and_then(Json::as_array).and_then(|v| v.first()).cloned();
+    let policy = match written.as_ref().map(Policy::from_json) {
+        Some(Ok(_)) => written,
+        _ => expanded.or(written),
+    };
+    let offer = match policy.as_ref().map(Policy::from_json) {
+        None => {
+            errors.push(super::FieldError::new(
+                "policy",
+                "is required: the offer to negotiate, as the catalogue lists it",
+            ));
+            None
+        }
+        Some(Err(error)) => {
+            errors.push(super::FieldError::new(format!("policy.{}", error.path), error.message));
+            None
+        }
+        Some(Ok(parsed)) => {
+            let offer_id = policy.as_ref().and_then(|p| p.get("@id")).and_then(Json::as_str).map(str::to_owned);
+            if offer_id.is_none() {
+                errors.push(super::FieldError::new("policy.@id", "is required: the offer's id from the catalogue"));
+            }
+            if parsed.target.is_none() {
+                errors.push(super::FieldError::new("policy.target", "is required: the dataset the offer is for"));
+            }
+            let mut offer = parsed.to_dsp_json();
+            if let Json::Object(map) = &mut offer {
+                map.insert("@type".into(), json!("Offer"));
+                map.insert("@id".into(), json!(offer_id.unwrap_or_default()));
+            }
+            Some((parsed, offer))
+        }
+    };
+    let provider_id = text(&node, "counterPartyId").or_else(|| offer.as_ref().and_then(|(p, _)| p.assigner.clone()));
+    if provider_id.is_none() {
+        errors.push(super::FieldError::new(
+            "counterPartyId",
+            "is required (or policy.assigner): the provider's participant id",
+        ));
+    }
+    let (Some(address), Some((_, offer)), Some(provider_id), true) = (address, offer, provider_id, errors.is_empty())
+    else {
+        return Err(ManagementError::Invalid(errors));
+    };
+    let client = DspClient::new(&state.config.participant.id);
+    let provider_address = client.resolve_base(&address).await.map_err(|e| ManagementError::Upstream(e.to_string()))?;
+    let mut offer = offer;
+    if offer.get("assigner").is_none() {
+        offer["assigner"] = json!(provider_id);
+    }
+    let negotiation = negotiation::start(
+        &state,
+        Start {
+            provider_address,
+            provider_id,
+            offer,
+            auto_accept: flag(&node, "autoAccept").unwrap_or(true),
+            purpose: text(&node, "purpose").map(|p| hanse_policy::profile::canonical_purpose(&p)),
+        },
+    )
+    .await?;
+    Ok(axum::Json(id_response(&negotiation.row.id, negotiation.row.created_at)).into_response())
+}
+
+pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(&body)?) };
+    let spec = QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)?;
+    let all = negotiation::all(&state).await?;
+    let selected = spec.apply(all, |n, field| match field.trim_start_matches(EDC) {
+        "id" | "@id" => vec![json!(n.row.id)],
+        "state" => vec![json!(n.state.name())],
+        "type" => vec![json!(if n.role == negotiation::machine::Role::Provider { "PROVIDER" } else { "CONSUMER" })],
+        "counterPartyId" => vec![json!(n.row.counter_party_id)],
+        "contractAgreementId" => n.details.agreement_id.iter().map(|a| json!(a)).collect(),
+        "assetId" => n.details.asset_id.iter().map(|a| json!(a)).collect(),
+        "createdAt" => vec![json!(n.row.created_at)],
+        _ => Vec::new(),
+    });
+    Ok(axum::Json(Json::Array(selected.iter().map(|n| n.management_json()).collect())).into_response())
+}
+
+pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    Ok(axum::Json(negotiation::get(&state, &id).await?.management_json()).into_response())
+}
+
+pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    let negotiation = negotiation::get(&state, &id).await?;
+    Ok(axum::Json(json!({"@context": hanse_self_descriptions::dcat::management_context(), "@type": "NegotiationState", "state": negotiation.state.name()})).into_response())
+}
+
+fn agreement_json(row: &AgreementRow) -> Json {
+    let policy: Json = serde_json::from_str(&row.policy).unwrap_or(Json::Null);
+    json!({
+        "@context": hanse_self_descriptions::dcat::management_context(),
+        "@type": "ContractAgreement",
+        "@id": row.id,
+        "assetId": row.asset_id,
+        "providerId": row.provider_id,
+        "consumerId": row.consumer_id,
+        "contractSigningDate": row.signed_at / 1000,
+        "policy": policy,
+    })
+}
+
+pub async fn read_agreement(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    let negotiation = negotiation::get(&state, &id).await?;
+    let agreement_id = negotiation.details.agreement_id.ok_or_else(|| {
+        ManagementError::NotFound(format!("negotiation `{id}` has no agreement (state {})", negotiation.state.name()))
+    })?;
+    let row = state
+        .store
+        .agreement(&agreement_id)
+        .await?
+        .ok_or_else(|| ManagementError::NotFound(format!("agreement `{agreement_id}` is not stored yet")))?;
+    Ok(axum::Json(agreement_json(&row)).into_response())
+}
+
+/// `POST /management/v3/contractnegotiations/{id}/{call}`.
+pub async fn operator_call(
+    State(state): State<Shared>,
+    Path((id, call)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ManagementError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
+    match negotiation::call(&state, &id, &call, &body).await {
+        Ok(negotiation) => Ok(axum::Json(negotiation.management_json()).into_response()),
+        Err(error @ NegotiationError::WrongState { .. }) => {
+            let current = negotiation::get(&state, &id).await?;
+            Ok((
+                StatusCode::CONFLICT,
+                axum::Json(json!([{"message": error.to_string(), "type": "ObjectConflict", "state": current.state.name(),
+                                   "allowedCalls": if current.state.is_terminal() { vec![] } else { negotiation::machine::allowed_calls(current.role, current.state) }}])),
+            )
+                .into_response())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(&body)?) };
+    let spec = QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)?;
+    let rows = state.store.agreements().await?;
+    let selected = spec.apply(rows, |row, field| match field.trim_start_matches(EDC) {
+        "id" | "@id" => vec![json!(row.id)],
+        "assetId" => vec![json!(row.asset_id)],
+        "providerId" => vec![json!(row.provider_id)],
+        "consumerId" => vec![json!(row.consumer_id)],
+        "contractSigningDate" => vec![json!(row.signed_at / 1000)],
+        _ => Vec::new(),
+    });
+    Ok(axum::Json(Json::Array(selected.iter().map(agreement_json).collect())).into_response())
+}
+
+pub async fn agreement(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    let row = state
+        .store
+        .agreement(&id)
+        .await?
+        .ok_or_else(|| ManagementError::NotFound(format!("contract agreement `{id}` not found")))?;
+    Ok(axum::Json(agreement_json(&row)).into_response())
+}
+
+pub async fn agreement_negotiation(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ManagementError> {
+    let row = state
+        .store
+        .agreement(&id)
+        .await?
+        .ok_or_else(|| ManagementError::NotFound(format!("contract agreement `{id}` not found")))?;
+    Ok(axum::Json(negotiation::get(&state, &row.negotiation_id).await?.management_json()).into_response())
+}

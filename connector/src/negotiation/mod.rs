@@ -1,0 +1,997 @@
+//! DSP 2025-1 contract negotiation, both roles, on durable state.
+//!
+//! A negotiation is a row; every change is one transaction holding the new state, the message(s) it sends (outbox)
+//! and the agreement it makes. [`dispatch`] delivers the outbox with retries. Incoming messages are checked against
+//! the one transition table in [`machine`], applied at most once (the digest of the last applied message answers a
+//! redelivery with the same answer), and may trigger this side's automatic next step — unless the operator holds
+//! that turn (manual approval on the provider, `autoAccept: false` on the consumer).
+
+pub mod dispatch;
+pub mod machine;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use hanse_policy::{Policy, RequestContext};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+
+use crate::protocol::error::{DspArea, DspError};
+use crate::server::Connector;
+use crate::store::{AgreementRow, NegotiationRow, OutboxMessage, StoreError};
+use machine::{Message, Role, State};
+
+/// The Hanse extension member a consumer declares its purpose in (a `ContractRequestMessage` member).
+pub const PURPOSE: &str = "https://w3id.org/hanse/ns/purpose";
+/// Placeholder for the peer's process id in messages queued before it is known.
+pub const PEER_PID: &str = "{peerPid}";
+
+/// What a negotiation carries besides its state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Details {
+    /// The terms last put on the table (offer or request), DSP compact form.
+    pub offer: Option<Json>,
+    /// Consumer: the terms it asked for.
+    pub requested: Option<Json>,
+    /// Provider: the agreement prepared while the operator decides.
+    pub pending_agreement: Option<Json>,
+    pub agreement: Option<Json>,
+    pub agreement_id: Option<String>,
+    pub asset_id: Option<String>,
+    pub definition_id: Option<String>,
+    /// Provider: every provider turn waits for the operator.
+    pub manual: bool,
+    /// Consumer: it accepts and verifies by itself.
+    pub auto_accept: bool,
+    pub purpose: Option<String>,
+    /// Why it terminated.
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    /// The policy decision (with its trace) behind the last provider decision.
+    pub decision: Option<Json>,
+    /// What happened, in order.
+    pub history: Vec<Json>,
+}
+
+/// A negotiation as the service works with it.
+#[derive(Debug, Clone)]
+pub struct Negotiation {
+    pub row: NegotiationRow,
+    pub role: Role,
+    pub state: State,
+    pub details: Details,
+}
+
+impl Negotiation {
+    fn from_row(row: NegotiationRow) -> Result<Negotiation, StoreError> {
+        let role = if row.role == "provider" { Role::Provider } else { Role::Consumer };
+        let state = State::parse(&row.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("negotiation {}: state {}", row.id, row.state)))?;
+        let details = serde_json::from_value(row.body.clone())
+            .map_err(|e| StoreError::Corrupt(format!("negotiation {}: {e}", row.id)))?;
+        Ok(Negotiation { row, role, state, details })
+    }
+
+    /// Our pid and the peer's, as (providerPid, consumerPid).
+    pub fn pids(&self) -> (String, String) {
+        let ours = self.row.id.clone();
+        let theirs = self.row.peer_pid.clone().unwrap_or_else(|| PEER_PID.to_owned());
+        match self.role {
+            Role::Provider => (ours, theirs),
+            Role::Consumer => (theirs, ours),
+        }
+    }
+
+    /// Whether this side's next move waits for the operator.
+    pub fn held(&self) -> bool {
+        match (self.role, self.state) {
+            (Role::Provider, State::Requested | State::Accepted | State::Verified) => {
+                self.details.manual || self.details.pending_agreement.is_some()
+            }
+            (Role::Consumer, State::Offered | State::Agreed) => true,
+            _ => false,
+        }
+    }
+
+    /// The DSP `ContractNegotiation` message.
+    pub fn dsp_json(&self) -> Json {
+        let (provider, consumer) = self.pids();
+        json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "ContractNegotiation",
+               "providerPid": provider, "consumerPid": consumer, "state": self.state.name()})
+    }
+
+    /// The EDC management shape, with the calls allowed now and the decision trace.
+    pub fn management_json(&self) -> Json {
+        let mut out = json!({
+            "@context": hanse_self_descriptions::dcat::management_context(),
+            "@type": "ContractNegotiation",
+            "@id": self.row.id,
+            "type": if self.role == Role::Provider { "PROVIDER" } else { "CONSUMER" },
+            "protocol": "dataspace-protocol-http:2025-1",
+            "state": self.state.name(),
+            "counterPartyId": self.row.counter_party_id,
+            "counterPartyAddress": self.row.counter_party_address,
+            "correlationId": self.row.peer_pid,
+            "callbackAddresses": [],
+            "createdAt": self.row.created_at,
+            "updatedAt": self.row.updated_at,
+            "allowedCalls": if self.state.is_terminal() { vec![] } else { machine::allowed_calls(self.role, self.state) },
+            "waitingForOperator": self.held(),
+            "history": self.details.history,
+        });
+        for (key, value) in [
+            ("contractAgreementId", self.details.agreement_id.as_ref().map(|v| json!(v))),
+            ("assetId", self.details.asset_id.as_ref().map(|v| json!(v))),
+            ("errorDetail", self.details.error.as_ref().map(|v| json!(v))),
+            ("errorCode", self.details.error_code.as_ref().map(|v| json!(v))),
+            ("offer", self.details.offer.clone()),
+            ("decision", self.details.decision.clone()),
+        ] {
+            if let Some(value) = value {
+                out[key] = value;
+            }
+        }
+        out
+    }
+}
+
+/// What went wrong in a negotiation call.
+#[derive(Debug, thiserror::Error)]
+pub enum NegotiationError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("negotiation not found")]
+    NotFound,
+    /// The call does not fit the state (management: 409).
+    #[error("`{call}` is not possible in state {state}; allowed now: {allowed:?}")]
+    WrongState { call: String, state: &'static str, allowed: Vec<&'static str> },
+    /// A peer's message does not fit the state (DSP: 400 with the state unchanged).
+    #[error("{0}")]
+    Illegal(String),
+    #[error("the negotiation kept changing under concurrent updates; try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl NegotiationError {
+    /// The DSP answer (`ContractNegotiationError`).
+    pub fn into_dsp(self, pids: (Option<String>, Option<String>)) -> DspError {
+        let (status, code) = match &self {
+            NegotiationError::Invalid(_) | NegotiationError::Illegal(_) | NegotiationError::WrongState { .. } => {
+                (StatusCode::BAD_REQUEST, "BadRequest")
+            }
+            NegotiationError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+            NegotiationError::Busy => (StatusCode::CONFLICT, "Busy"),
+            NegotiationError::Store(error) => {
+                tracing::error!(%error, "store failure in a negotiation");
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            }
+        };
+        let reason = match &self {
+            NegotiationError::Store(_) => "the provider could not process the message".to_owned(),
+            other => other.to_string(),
+        };
+        DspError::new(DspArea::Negotiation, status, code, reason).with_pids(pids.0, pids.1)
+    }
+}
+
+fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn history(details: &mut Details, event: &str, state: State) {
+    details.history.push(json!({"at": now_rfc3339(), "event": event, "state": state.name()}));
+}
+
+fn digest(message: &Json) -> String {
+    openssl::sha::sha256(message.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_pid() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::new_v4())
+}
+
+/// A DSP negotiation message.
+pub fn message(kind: Message, provider_pid: &str, consumer_pid: &str, members: Json) -> Json {
+    let mut out = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": kind.type_name()});
+    if provider_pid != "-" {
+        out["providerPid"] = json!(provider_pid);
+    }
+    if consumer_pid != "-" {
+        out["consumerPid"] = json!(consumer_pid);
+    }
+    match kind {
+        Message::AcceptedEvent => out["eventType"] = json!("ACCEPTED"),
+        Message::FinalizedEvent => out["eventType"] = json!("FINALIZED"),
+        _ => {}
+    }
+    if let (Json::Object(out), Json::Object(members)) = (&mut out, members) {
+        out.extend(members);
+    }
+    out
+}
+
+/// Where a message to the peer goes.
+fn peer_url(negotiation: &Negotiation, kind: Message) -> String {
+    let base = negotiation.row.counter_party_address.trim_end_matches('/');
+    let peer = negotiation.row.peer_pid.as_deref().unwrap_or(PEER_PID);
+    match (negotiation.role, kind) {
+        (Role::Consumer, Message::ContractRequest)
+            if negotiation.row.peer_pid.is_none() && negotiation.details.offer.is_none() =>
+        {
+            format!("{base}/negotiations/request")
+        }
+        (Role::Consumer, Message::ContractRequest) => format!("{base}/negotiations/{peer}/request"),
+        (Role::Consumer, Message::AcceptedEvent) => format!("{base}/negotiations/{peer}/events"),
+        (Role::Consumer, Message::ContractAgreementVerification) => {
+            format!("{base}/negotiations/{peer}/agreement/verification")
+        }
+        (Role::Provider, Message::ContractOffer) if negotiation.row.peer_pid.is_none() => {
+            format!("{base}/negotiations/offers")
+        }
+        (Role::Provider, Message::ContractOffer) => format!("{base}/negotiations/{peer}/offers"),
+        (Role::Provider, Message::ContractAgreement) => format!("{base}/negotiations/{peer}/agreement"),
+        (Role::Provider, Message::FinalizedEvent) => format!("{base}/negotiations/{peer}/events"),
+        (_, _) => format!("{base}/negotiations/{peer}/termination"),
+    }
+}
+
+/// The message this side sends for `kind` (terms taken from the negotiation), with the state it leads to.
+fn outgoing(negotiation: &Negotiation, kind: Message, members: Json) -> OutboxMessage {
+    let (provider, consumer) = negotiation.pids();
+    let provider =
+        if negotiation.role == Role::Consumer && negotiation.row.peer_pid.is_none() && kind == Message::ContractRequest
+        {
+            "-".to_owned()
+        } else {
+            provider
+        };
+    OutboxMessage {
+        url: peer_url(negotiation, kind),
+        message: message(kind, &provider, &consumer, members),
+        final_notice: false,
+    }
+}
+
+/// This side sends `kind`: the state moves, and the message is queued.
+fn send(mut negotiation: Negotiation, kind: Message, members: Json, step: &mut Vec<OutboxMessage>) -> Negotiation {
+    let next = machine::next(Some(negotiation.state), kind).expect("callers check the table");
+    step.push(outgoing(&negotiation, kind, members));
+    negotiation.state = next;
+    history(&mut negotiation.details, &format!("sent {}", kind.label()), next);
+    negotiation
+}
+
+fn terminate(negotiation: Negotiation, code: &str, reason: &str, outbox: &mut Vec<OutboxMessage>) -> Negotiation {
+    let mut negotiation =
+        send(negotiation, Message::ContractNegotiationTermination, json!({"code": code, "reason": [reason]}), outbox);
+    negotiation.details.error_code = Some(code.to_owned());
+    negotiation.details.error = Some(reason.to_owned());
+    negotiation
+}
+
+/// A provider's decision on requested terms.
+enum Verdict {
+    Agree { agreement: Json, asset_id: String, definition_id: String, manual: bool, decision: Json },
+    Refuse { code: &'static str, reason: String, decision: Option<Json> },
+}
+
+/// Decides a consumer's request: the offer must be one of ours for that dataset, mean the same terms, be visible to
+/// the requester (access policy) and permitted for it (contract policy).
+fn decide(connector: &Connector, requester: &str, offer: &Json, purpose: Option<&str>) -> Verdict {
+    let refuse = |code, reason: String| Verdict::Refuse { code, reason, decision: None };
+    let requested = match Policy::from_json(offer) {
+        Ok(policy) => policy,
+        Err(error) => return refuse("InvalidOffer", format!("the offer is not a readable ODRL policy: {error}")),
+    };
+    let offer_id = offer.get("@id").and_then(Json::as_str).unwrap_or_default();
+    let Some(target) = requested.target.clone() else {
+        return refuse("InvalidOffer", "the requested offer names no target dataset".into());
+    };
+    let Some((offered, definition)) = connector.catalogue.offer(offer_id) else {
+        return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
+    };
+    let Some(asset) = connector.catalogue.asset(&target) else {
+        return refuse("OfferNotFound", format!("there is no dataset `{target}` in this catalogue"));
+    };
+    if !definition.value.selects(&asset.value) {
+        return refuse("OfferNotFound", format!("offer `{offer_id}` does not cover dataset `{target}`"));
+    }
+    if !hanse_policy::same_offer(&requested, &offered.policy) {
+        return refuse(
+            "TermsDiffer",
+            format!("the requested terms differ from offer `{offer_id}`; request the offer as the catalogue lists it"),
+        );
+    }
+    let mut context = RequestContext::new(requester, Utc::now());
+    context.purpose = purpose.map(str::to_owned);
+    let Some(access) = connector.catalogue.policy(&definition.value.access_policy_id) else {
+        return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
+    };
+    if !hanse_policy::permits(&access.value.policy, "use", &context) {
+        let decision = hanse_policy::evaluate(&access.value.policy, "use", &context);
+        tracing::debug!(requester, offer = offer_id, reason = %decision.reason, "access policy denies the negotiation");
+        return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
+    }
+    // The contract terms must be able to grant something to this requester: one of its permissions' actions.
+    let actions: Vec<String> = offered.policy.permissions.iter().filter_map(|p| p.action.clone()).collect();
+    let decisions: Vec<hanse_policy::Decision> =
+        actions.iter().map(|action| hanse_policy::evaluate(&offered.policy, action, &context)).collect();
+    let granted = decisions.iter().find(|d| d.permitted);
+    let decision_json = serde_json::to_value(granted.or(decisions.first())).unwrap_or(Json::Null);
+    if granted.is_none() {
+        let reason =
+            decisions.first().map(|d| d.reason.clone()).unwrap_or_else(|| "the offer grants no permission".into());
+        return Verdict::Refuse {
+            code: "PolicyDenied",
+            reason: format!("the usage policy does not permit this request: {reason}"),
+            decision: Some(decision_json),
+        };
+    }
+    let mut agreement = offered.policy.to_dsp_json();
+    if let Json::Object(map) = &mut agreement {
+        map.insert("@id".into(), json!(new_pid()));
+        map.insert("@type".into(), json!("Agreement"));
+        map.insert("target".into(), json!(target));
+        map.insert("assigner".into(), json!(connector.config.participant.id));
+        map.insert("assignee".into(), json!(requester));
+        map.insert("timestamp".into(), json!(now_rfc3339()));
+    }
+    Verdict::Agree {
+        agreement,
+        asset_id: target,
+        definition_id: definition.value.id.clone(),
+        manual: definition.value.manual_approval,
+        decision: decision_json,
+    }
+}
+
+fn agreement_row(negotiation: &Negotiation, agreement: &Json) -> AgreementRow {
+    let text = |key: &str| agreement.get(key).and_then(Json::as_str).unwrap_or_default().to_owned();
+    AgreementRow {
+        id: text("@id"),
+        negotiation_id: negotiation.row.id.clone(),
+        asset_id: text("target"),
+        provider_id: text("assigner"),
+        consumer_id: text("assignee"),
+        policy: agreement.to_string(),
+        signed_at: Utc::now().timestamp_millis(),
+    }
+}
+
+/// Provider: agree (or hold the agreement for the operator, or refuse) after a request or an accepted offer.
+fn provider_turn(
+    connector: &Connector,
+    mut negotiation: Negotiation,
+    outbox: &mut Vec<OutboxMessage>,
+) -> (Negotiation, Option<AgreementRow>) {
+    let offer = negotiation.details.offer.clone().unwrap_or(Json::Null);
+    let verdict = match negotiation.state {
+        // An accepted offer of our own operator: agree to exactly those terms.
+        State::Accepted if negotiation.details.asset_id.is_some() && negotiation.details.definition_id.is_none() => {
+            let mut agreement = offer.clone();
+            if let Json::Object(map) = &mut agreement {
+                map.insert("@id".into(), json!(new_pid()));
+                map.insert("@type".into(), json!("Agreement"));
+                map.insert("assigner".into(), json!(connector.config.participant.id));
+                map.insert("assignee".into(), json!(negotiation.row.counter_party_id));
+                map.insert("timestamp".into(), json!(now_rfc3339()));
+            }
+            Verdict::Agree {
+                agreement,
+                asset_id: negotiation.details.asset_id.clone().unwrap_or_default(),
+                definition_id: String::new(),
+                manual: negotiation.details.manual,
+                decision: Json::Null,
+            }
+        }
+        _ => decide(connector, &negotiation.row.counter_party_id, &offer, negotiation.details.purpose.as_deref()),
+    };
+    match verdict {
+        // Under manual approval, terms that are not a catalogue offer as listed (a counter-request) wait for the
+        // operator, prepared as an agreement to exactly those terms; a refusal by the usage policy does not.
+        Verdict::Refuse { code: "OfferNotFound" | "TermsDiffer", .. }
+            if negotiation.details.manual && negotiation.details.history.len() > 1 && offer.get("target").is_some() =>
+        {
+            let mut agreement = offer.clone();
+            if let Json::Object(map) = &mut agreement {
+                map.insert("@id".into(), json!(new_pid()));
+                map.insert("@type".into(), json!("Agreement"));
+                map.insert("assigner".into(), json!(connector.config.participant.id));
+                map.insert("assignee".into(), json!(negotiation.row.counter_party_id));
+                map.insert("timestamp".into(), json!(now_rfc3339()));
+            }
+            negotiation.details.pending_agreement = Some(agreement);
+            history(&mut negotiation.details, "counter-request waiting for the operator's decision", negotiation.state);
+            (negotiation, None)
+        }
+        Verdict::Refuse { code, reason, decision } => {
+            negotiation.details.decision = decision;
+            tracing::info!(negotiation = %negotiation.row.id, code, %reason, "refusing the request");
+            (terminate(negotiation, code, &reason, outbox), None)
+        }
+        Verdict::Agree { agreement, asset_id, definition_id, manual, decision } => {
+            negotiation.details.asset_id = Some(asset_id);
+            if !definition_id.is_empty() {
+                negotiation.details.definition_id = Some(definition_id);
+            }
+            negotiation.details.manual |= manual;
+            if !decision.is_null() {
+                negotiation.details.decision = Some(decision);
+            }
+            if negotiation.details.manual {
+                negotiation.details.pending_agreement = Some(agreement);
+                history(&mut negotiation.details, "waiting for the operator's approval", negotiation.state);
+                (negotiation, None)
+            } else {
+                agree(negotiation, agreement, outbox)
+            }
+        }
+    }
+}
+
+fn agree(
+    mut negotiation: Negotiation,
+    agreement: Json,
+    outbox: &mut Vec<OutboxMessage>,
+) -> (Negotiation, Option<AgreementRow>) {
+    negotiation.details.agreement_id = agreement.get("@id").and_then(Json::as_str).map(str::to_owned);
+    negotiation.details.agreement = Some(agreement.clone());
+    negotiation.details.pending_agreement = None;
+    let row = agreement_row(&negotiation, &agreement);
+    let negotiation = send(negotiation, Message::ContractAgreement, json!({"agreement": agreement}), outbox);
+    (negotiation, Some(row))
+}
+
+/// Consumer: whether an agreement is what was asked for; the reason when not.
+fn check_agreement(connector: &Connector, negotiation: &Negotiation, agreement: &Json) -> Result<(), String> {
+    let policy =
+        Policy::from_json(agreement).map_err(|e| format!("the agreement is not a readable ODRL policy: {e}"))?;
+    if policy.assignee.as_deref() != Some(connector.config.participant.id.as_str()) {
+        return Err(format!("the agreement's assignee is {:?}, not this participant", policy.assignee));
+    }
+    if policy.assigner.as_deref() != Some(negotiation.row.counter_party_id.as_str()) {
+        return Err(format!("the agreement's assigner is {:?}, not the counter-party", policy.assigner));
+    }
+    let asked = negotiation.details.offer.as_ref().or(negotiation.details.requested.as_ref());
+    if let Some(asked) = asked.and_then(|a| Policy::from_json(a).ok())
+        && !hanse_policy::same_offer(&policy, &asked)
+    {
+        return Err("the agreement's terms differ from the terms on the table".into());
+    }
+    Ok(())
+}
+
+/// Consumer: verify a received agreement, or refuse it, or wait for the operator.
+fn consumer_turn(
+    connector: &Connector,
+    mut negotiation: Negotiation,
+    outbox: &mut Vec<OutboxMessage>,
+) -> (Negotiation, Option<AgreementRow>) {
+    match negotiation.state {
+        State::Agreed => {
+            let agreement = negotiation.details.agreement.clone().unwrap_or(Json::Null);
+            if let Err(reason) = check_agreement(connector, &negotiation, &agreement) {
+                return (terminate(negotiation, "AgreementRejected", &reason, outbox), None);
+            }
+            let row = agreement_row(&negotiation, &agreement);
+            if negotiation.details.auto_accept {
+                (send(negotiation, Message::ContractAgreementVerification, json!({}), outbox), Some(row))
+            } else {
+                history(&mut negotiation.details, "waiting for the operator to verify", negotiation.state);
+                (negotiation, Some(row))
+            }
+        }
+        State::Offered => {
+            let same = match (&negotiation.details.offer, &negotiation.details.requested) {
+                (Some(offer), Some(requested)) => match (Policy::from_json(offer), Policy::from_json(requested)) {
+                    (Ok(offer), Ok(requested)) => hanse_policy::same_offer(&offer, &requested),
+                    _ => false,
+                },
+                _ => false,
+            };
+            if negotiation.details.auto_accept && same {
+                (send(negotiation, Message::AcceptedEvent, json!({}), outbox), None)
+            } else {
+                history(
+                    &mut negotiation.details,
+                    "waiting for the operator to accept, counter or terminate",
+                    negotiation.state,
+                );
+                (negotiation, None)
+            }
+        }
+        _ => (negotiation, None),
+    }
+}
+
+/// Reads the kind of an incoming message from its `@type` (and `eventType`).
+pub fn kind_of(message: &Json) -> Result<Message, NegotiationError> {
+    let invalid = |m: String| NegotiationError::Invalid(m);
+    Ok(match message.get("@type").and_then(Json::as_str) {
+        Some("ContractRequestMessage") => Message::ContractRequest,
+        Some("ContractOfferMessage") => Message::ContractOffer,
+        Some("ContractAgreementMessage") => Message::ContractAgreement,
+        Some("ContractAgreementVerificationMessage") => Message::ContractAgreementVerification,
+        Some("ContractNegotiationTerminationMessage") => Message::ContractNegotiationTermination,
+        Some("ContractNegotiationEventMessage") => match message.get("eventType").and_then(Json::as_str) {
+            Some("ACCEPTED") => Message::AcceptedEvent,
+            Some("FINALIZED") => Message::FinalizedEvent,
+            other => return Err(invalid(format!("eventType must be ACCEPTED or FINALIZED, not {other:?}"))),
+        },
+        other => return Err(invalid(format!("@type {other:?} is not a contract negotiation message"))),
+    })
+}
+
+fn required<'a>(message: &'a Json, field: &str) -> Result<&'a str, NegotiationError> {
+    message
+        .get(field)
+        .and_then(Json::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| NegotiationError::Invalid(format!("{field} is required")))
+}
+
+/// Checks the members a message kind needs (the official schema's required fields and their shapes).
+fn check_fields(kind: Message, message: &Json, initial: bool) -> Result<(), NegotiationError> {
+    match (kind, initial) {
+        (Message::ContractRequest, true) => {
+            required(message, "consumerPid")?;
+            required(message, "callbackAddress")?;
+        }
+        (Message::ContractOffer, true) => {
+            required(message, "providerPid")?;
+            required(message, "callbackAddress")?;
+        }
+        _ => {
+            required(message, "providerPid")?;
+            required(message, "consumerPid")?;
+        }
+    }
+    match kind {
+        Message::ContractRequest | Message::ContractOffer => {
+            let offer = message
+                .get("offer")
+                .filter(|o| o.is_object())
+                .ok_or_else(|| NegotiationError::Invalid("offer is required".into()))?;
+            required(offer, "@id").map_err(|_| NegotiationError::Invalid("offer.@id is required".into()))?;
+            if kind == Message::ContractRequest {
+                required(offer, "target").map_err(|_| NegotiationError::Invalid("offer.target is required".into()))?;
+            }
+        }
+        Message::ContractAgreement => {
+            let agreement = message
+                .get("agreement")
+                .filter(|o| o.is_object())
+                .ok_or_else(|| NegotiationError::Invalid("agreement is required".into()))?;
+            for field in ["@id", "target", "assigner", "assignee", "timestamp"] {
+                required(agreement, field)
+                    .map_err(|_| NegotiationError::Invalid(format!("agreement.{field} is required")))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The answer to an incoming message: status and body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Option<Json>,
+}
+
+/// Applies a message from `requester`. `local_pid` is the negotiation the URL names (`None` for the two messages that
+/// start one: `POST /negotiations/request` on a provider, `POST /negotiations/offers` on a consumer).
+pub async fn receive(
+    connector: &Connector,
+    requester: &str,
+    local_pid: Option<&str>,
+    message: Json,
+) -> Result<Answer, NegotiationError> {
+    let kind = kind_of(&message)?;
+    check_fields(kind, &message, local_pid.is_none())?;
+    let message_digest = digest(&message);
+    for _ in 0..8 {
+        // Find (or begin) the negotiation.
+        let (existing, role) = match local_pid {
+            Some(pid) => {
+                let row = connector.store.negotiation(pid).await?.ok_or(NegotiationError::NotFound)?;
+                let negotiation = Negotiation::from_row(row)?;
+                // Someone else's negotiation, or a message naming pids that are not this one's: unknown.
+                let (provider_pid, consumer_pid) = negotiation.pids();
+                let named = (
+                    message.get("providerPid").and_then(Json::as_str),
+                    message.get("consumerPid").and_then(Json::as_str),
+                );
+                let pids_match = match negotiation.role {
+                    Role::Provider => {
+                        named.0 == Some(provider_pid.as_str())
+                            && (negotiation.row.peer_pid.is_none() || named.1 == Some(consumer_pid.as_str()))
+                    }
+                    Role::Consumer => {
+                        named.1 == Some(consumer_pid.as_str())
+                            && (negotiation.row.peer_pid.is_none() || named.0 == Some(provider_pid.as_str()))
+                    }
+                };
+                if negotiation.row.counter_party_id != requester || !pids_match {
+                    return Err(NegotiationError::NotFound);
+                }
+                let role = negotiation.role;
+                (Some(negotiation), role)
+            }
+            None => {
+                let role = if kind == Message::ContractRequest { Role::Provider } else { Role::Consumer };
+                let peer_pid = required(&message, if role == Role::Provider { "consumerPid" } else { "providerPid" })?;
+                match connector.store.negotiation_by_peer(role.name(), requester, peer_pid).await? {
+                    Some(row) => (Some(Negotiation::from_row(row)?), role),
+                    None => (None, role),
+                }
+            }
+        };
+        // A redelivery of the message last applied gets the same answer, and nothing changes.
+        if let Some(negotiation) = &existing
+            && negotiation.row.last_received.as_deref() == Some(message_digest.as_str())
+        {
+            let answer = negotiation.row.last_answer.clone().unwrap_or(Json::Null);
+            let status = answer
+                .get("status")
+                .and_then(Json::as_u64)
+                .and_then(|s| StatusCode::from_u16(s as u16).ok())
+                .unwrap_or(StatusCode::OK);
+            return Ok(Answer { status, body: answer.get("body").cloned().filter(|b| !b.is_null()) });
+        }
+        if existing.is_some() && local_pid.is_none() {
+            return Err(NegotiationError::Illegal(format!(
+                "a negotiation with this {} already exists; continue it at its own address",
+                if role == Role::Provider { "consumerPid" } else { "providerPid" }
+            )));
+        }
+        let state = existing.as_ref().map(|n| n.state);
+        if !machine::may_receive(role, state, kind) {
+            return Err(NegotiationError::Illegal(match state {
+                Some(state) => {
+                    format!("a {} is not accepted in state {} by the {}", kind.label(), state.name(), role.name())
+                }
+                None => format!("a {} cannot start a negotiation with the {}", kind.label(), role.name()),
+            }));
+        }
+        let next_state = machine::next(state, kind).expect("checked by may_receive");
+        let initial = existing.is_none();
+        let mut negotiation = match existing {
+            Some(negotiation) => negotiation,
+            None => {
+                let (peer_pid, address) = match role {
+                    Role::Provider => (required(&message, "consumerPid")?, required(&message, "callbackAddress")?),
+                    Role::Consumer => (required(&message, "providerPid")?, required(&message, "callbackAddress")?),
+                };
+                Negotiation {
+                    row: NegotiationRow {
+                        id: new_pid(),
+                        role: role.name().into(),
+                        state: next_state.name().into(),
+                        peer_pid: Some(peer_pid.to_owned()),
+                        counter_party_id: requester.to_owned(),
+                        counter_party_address: address.trim_end_matches('/').to_owned(),
+                        body: Json::Null,
+                        last_received: None,
+                        last_answer: None,
+                        version: 0,
+                        created_at: 0,
+                        updated_at: 0,
+                    },
+                    role,
+                    state: next_state,
+                    details: Details { auto_accept: false, ..Details::default() },
+                }
+            }
+        };
+        let expected_version = (!initial).then_some(negotiation.row.version);
+        // Learn the peer's pid if it was not known yet.
+        if negotiation.row.peer_pid.is_none() {
+            let field = if role == Role::Provider { "consumerPid" } else { "providerPid" };
+            negotiation.row.peer_pid = message.get(field).and_then(Json::as_str).map(str::to_owned);
+        }
+        negotiation.state = next_state;
+        history(&mut negotiation.details, &format!("received {}", kind.label()), next_state);
+        match kind {
+            Message::ContractRequest | Message::ContractOffer => {
+                negotiation.details.offer = message.get("offer").cloned();
+                if let Some(purpose) = message.get(PURPOSE).and_then(Json::as_str) {
+                    negotiation.details.purpose = Some(purpose.to_owned());
+                }
+                if kind == Message::ContractOffer
+                    && let Some(target) = message["offer"].get("target").and_then(Json::as_str)
+                {
+                    negotiation.details.asset_id = Some(target.to_owned());
+                }
+            }
+            Message::ContractAgreement => {
+                negotiation.details.agreement = message.get("agreement").cloned();
+                negotiation.details.agreement_id =
+                    message["agreement"].get("@id").and_then(Json::as_str).map(str::to_owned);
+            }
+            Message::ContractNegotiationTermination => {
+                negotiation.details.error_code = message.get("code").and_then(Json::as_str).map(str::to_owned);
+                negotiation.details.error = message.get("reason").map(|r| match r {
+                    Json::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => other.as_str().map(str::to_owned).unwrap_or_else(|| other.to_string()),
+                });
+            }
+            _ => {}
+        }
+        // This side's automatic next step.
+        let mut outbox = Vec::new();
+        let mut agreement = None;
+        match (role, negotiation.state) {
+            (Role::Provider, State::Requested | State::Accepted) => {
+                (negotiation, agreement) = provider_turn(connector, negotiation, &mut outbox);
+            }
+            (Role::Provider, State::Verified) if !negotiation.details.manual => {
+                negotiation = send(negotiation, Message::FinalizedEvent, json!({}), &mut outbox);
+            }
+            (Role::Consumer, State::Agreed | State::Offered) => {
+                (negotiation, agreement) = consumer_turn(connector, negotiation, &mut outbox);
+            }
+            (_, State::Terminated) => {
+                connector.store.clear_outbox(&negotiation.row.id).await?;
+            }
+            _ => {}
+        }
+        // The answer reports the state as of this message's receipt.
+        let answer = if initial {
+            let mut received = negotiation.clone();
+            received.state = next_state;
+            Answer { status: StatusCode::CREATED, body: Some(received.dsp_json()) }
+        } else {
+            Answer { status: StatusCode::OK, body: None }
+        };
+        negotiation.row.last_received = Some(message_digest.clone());
+        negotiation.row.last_answer = Some(json!({"status": answer.status.as_u16(), "body": answer.body}));
+        negotiation.row.state = negotiation.state.name().into();
+        negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
+        match connector.store.write_negotiation(&negotiation.row, expected_version, &outbox, agreement.as_ref()).await {
+            Ok(true) => {
+                if !outbox.is_empty() {
+                    connector.dispatcher.notify_one();
+                }
+                tracing::info!(negotiation = %negotiation.row.id, role = role.name(), message = kind.label(), state = negotiation.state.name(), "negotiation message applied");
+                return Ok(answer);
+            }
+            Ok(false) => continue,
+            // Two first messages raced; the loser finds the winner's row and is answered from it.
+            Err(StoreError::Conflict { .. }) if initial => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(NegotiationError::Busy)
+}
+
+/// The negotiation `pid`, if `requester` is its counter-party (DSP `GET /negotiations/{pid}`).
+pub async fn get_for_peer(connector: &Connector, requester: &str, pid: &str) -> Result<Negotiation, NegotiationError> {
+    let row = connector.store.negotiation(pid).await?.ok_or(NegotiationError::NotFound)?;
+    if row.counter_party_id != requester {
+        return Err(NegotiationError::NotFound);
+    }
+    Ok(Negotiation::from_row(row)?)
+}
+
+/// A negotiation by id (management).
+pub async fn get(connector: &Connector, id: &str) -> Result<Negotiation, NegotiationError> {
+    let row = connector.store.negotiation(id).await?.ok_or(NegotiationError::NotFound)?;
+    Ok(Negotiation::from_row(row)?)
+}
+
+/// Every negotiation (management).
+pub async fn all(connector: &Connector) -> Result<Vec<Negotiation>, NegotiationError> {
+    connector
+        .store
+        .negotiations()
+        .await?
+        .into_iter()
+        .map(|row| Negotiation::from_row(row).map_err(Into::into))
+        .collect()
+}
+
+/// What a consumer asks for to start a negotiation.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The provider's DSP base (already resolved to the 2025-1 endpoint).
+    pub provider_address: String,
+    pub provider_id: String,
+    /// The offer as the catalogue listed it, with `target` (and `assigner`).
+    pub offer: Json,
+    pub auto_accept: bool,
+    pub purpose: Option<String>,
+}
+
+/// Starts a negotiation as consumer: the row and the first request, in one transaction.
+pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, NegotiationError> {
+    let details = Details {
+        requested: Some(start.offer.clone()),
+        asset_id: start.offer.get("target").and_then(Json::as_str).map(str::to_owned),
+        auto_accept: start.auto_accept,
+        purpose: start.purpose.clone(),
+        ..Details::default()
+    };
+    let mut negotiation = Negotiation {
+        row: NegotiationRow {
+            id: new_pid(),
+            role: "consumer".into(),
+            state: String::new(),
+            peer_pid: None,
+            counter_party_id: start.provider_id,
+            counter_party_address: start.provider_address.trim_end_matches('/').to_owned(),
+            body: Json::Null,
+            last_received: None,
+            last_answer: None,
+            version: 0,
+            created_at: 0,
+            updated_at: 0,
+        },
+        role: Role::Consumer,
+        state: State::Requested,
+        details,
+    };
+    let mut members = Map::new();
+    members.insert("offer".into(), start.offer.clone());
+    members.insert("callbackAddress".into(), json!(connector.catalogue.service.endpoint_url));
+    if let Some(purpose) = &start.purpose {
+        members.insert(PURPOSE.into(), json!(purpose));
+    }
+    let mut outbox = vec![outgoing(&negotiation, Message::ContractRequest, Json::Object(members))];
+    negotiation.details.offer = Some(start.offer);
+    history(&mut negotiation.details, "sent contract request", State::Requested);
+    negotiation.row.state = State::Requested.name().into();
+    negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
+    // The initial request has no providerPid yet.
+    if let Some(message) = outbox.first_mut().map(|o| &mut o.message)
+        && let Json::Object(map) = message
+    {
+        map.remove("providerPid");
+    }
+    connector.store.write_negotiation(&negotiation.row, None, &outbox, None).await?;
+    connector.dispatcher.notify_one();
+    get(connector, &negotiation.row.id).await
+}
+
+/// An operator's call on a negotiation (`approve`, `offer`, `finalize`, `accept`, `verify`, `terminate`).
+pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> Result<Negotiation, NegotiationError> {
+    for _ in 0..8 {
+        let negotiation = get(connector, id).await?;
+        let wrong = || NegotiationError::WrongState {
+            call: call.to_owned(),
+            state: negotiation.state.name(),
+            allowed: if negotiation.state.is_terminal() {
+                vec![]
+            } else {
+                machine::allowed_calls(negotiation.role, negotiation.state)
+            },
+        };
+        let kind = machine::call_message(negotiation.role, call).ok_or_else(wrong)?;
+        if !machine::may_send(negotiation.role, Some(negotiation.state), kind) {
+            return Err(wrong());
+        }
+        let version = negotiation.row.version;
+        let mut outbox = Vec::new();
+        let mut agreement = None;
+        let next = match kind {
+            Message::ContractNegotiationTermination => {
+                let reason = body.get("reason").and_then(Json::as_str).unwrap_or("terminated by the operator");
+                connector.store.clear_outbox(id).await?;
+                terminate(negotiation, "Terminated", reason, &mut outbox)
+            }
+            Message::ContractAgreement => {
+                let agreement_json = match negotiation.details.pending_agreement.clone() {
+                    Some(pending) => pending,
+                    None => {
+                        // Nothing prepared (no manual hold): decide now, as the automatic path would.
+                        let (decided, row) = provider_turn(
+                            connector,
+                            Negotiation {
+                                details: Details { manual: false, ..negotiation.details.clone() },
+                                ..negotiation.clone()
+                            },
+                            &mut outbox,
+                        );
+                        agreement = row;
+                        let mut decided = decided;
+                        decided.details.manual = negotiation.details.manual;
+                        decided.row.state = decided.state.name().into();
+                        decided.row.body = serde_json::to_value(&decided.details).unwrap_or(Json::Null);
+                        if connector
+                            .store
+                            .write_negotiation(&decided.row, Some(version), &outbox, agreement.as_ref())
+                            .await?
+                        {
+                            connector.dispatcher.notify_one();
+                            return get(connector, id).await;
+                        }
+                        continue;
+                    }
+                };
+                let (next, row) = agree(negotiation, agreement_json, &mut outbox);
+                agreement = row;
+                next
+            }
+            Message::ContractOffer | Message::ContractRequest => {
+                let terms = body.get("offer").or_else(|| body.get("policy")).cloned().ok_or_else(|| {
+                    NegotiationError::Invalid("offer (the counter terms, an ODRL policy) is required".into())
+                })?;
+                let mut terms = Policy::from_json(&terms)
+                    .map_err(|e| NegotiationError::Invalid(format!("offer.{e}")))?
+                    .to_dsp_json();
+                if let Json::Object(map) = &mut terms {
+                    map.insert("@id".into(), json!(new_pid()));
+                    map.insert("@type".into(), json!("Offer"));
+                    let target = negotiation.details.asset_id.clone().unwrap_or_default();
+                    map.insert("target".into(), json!(target));
+                }
+                let mut next = negotiation;
+                next.details.offer = Some(terms.clone());
+                if kind == Message::ContractOffer {
+                    next.details.definition_id = None;
+                    next.details.pending_agreement = None;
+                } else {
+                    next.details.requested = Some(terms.clone());
+                }
+                send(next, kind, json!({"offer": terms}), &mut outbox)
+            }
+            other => send(negotiation, other, json!({}), &mut outbox),
+        };
+        let mut next = next;
+        next.row.state = next.state.name().into();
+        next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
+        if connector.store.write_negotiation(&next.row, Some(version), &outbox, agreement.as_ref()).await? {
+            connector.dispatcher.notify_one();
+            tracing::info!(negotiation = id, call, state = next.state.name(), "operator call applied");
+            return get(connector, id).await;
+        }
+    }
+    Err(NegotiationError::Busy)
+}
+
+/// Terminates a negotiation on this side after a delivery failure, and tells the peer once if it can.
+pub async fn terminate_after_failure(
+    connector: &Connector,
+    id: &str,
+    reason: &str,
+    notify_peer: bool,
+) -> Result<(), NegotiationError> {
+    for _ in 0..8 {
+        let negotiation = get(connector, id).await?;
+        if negotiation.state.is_terminal() {
+            return Ok(());
+        }
+        let version = negotiation.row.version;
+        let mut outbox = Vec::new();
+        let mut next = terminate(negotiation, "DeliveryFailed", reason, &mut outbox);
+        for message in &mut outbox {
+            message.final_notice = true;
+        }
+        if !notify_peer {
+            outbox.clear();
+        }
+        next.row.state = next.state.name().into();
+        next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
+        connector.store.clear_outbox(id).await?;
+        if connector.store.write_negotiation(&next.row, Some(version), &outbox, None).await? {
+            connector.dispatcher.notify_one();
+            tracing::warn!(negotiation = id, reason, "negotiation terminated after a delivery failure");
+            return Ok(());
+        }
+    }
+    Err(NegotiationError::Busy)
+}
+
+/// Retry settings of the dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: i64,
+    pub base: Duration,
+}
