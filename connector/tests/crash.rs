@@ -1,0 +1,264 @@
+//! Crash safety: kill the provider process (SIGKILL, no graceful stop) while 200 negotiations are in flight, start it
+//! again on the same store, and every negotiation still ends FINALIZED or TERMINATED — the same on both sides, none
+//! lost, none duplicated. Runs with the provider on SQLite and on PostgreSQL.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hanse::testing::{Backend, TestDatabase, backends};
+use serde_json::{Value, json};
+
+const HANSE: &str = env!("CARGO_BIN_EXE_hanse");
+const NEGOTIATIONS: usize = 200;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Node {
+    dir: tempfile::TempDir,
+    public: u16,
+    management: u16,
+    api_key: String,
+    participant: String,
+    env: Vec<(String, String)>,
+    process: Option<Child>,
+}
+
+impl Node {
+    fn init() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let (public, management) = (free_port(), free_port());
+        let output = Command::new(HANSE)
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args([
+                "--public-bind",
+                &format!("127.0.0.1:{public}"),
+                "--management-bind",
+                &format!("127.0.0.1:{management}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let config = std::fs::read_to_string(dir.path().join("hanse.toml")).unwrap();
+        let value = |key: &str| {
+            config
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap()
+        };
+        let (api_key, participant) = (value("api_key"), value("id"));
+        let env = vec![
+            ("HANSE_NEGOTIATION_RETRY_BASE_MS".to_owned(), "100".to_owned()),
+            ("HANSE_NEGOTIATION_RETRY_ATTEMPTS".to_owned(), "12".to_owned()),
+            ("RUST_LOG".to_owned(), "error".to_owned()),
+        ];
+        Node { dir, public, management, api_key, participant, env, process: None }
+    }
+
+    async fn start(&mut self) {
+        let mut command = Command::new(HANSE);
+        command
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("hanse.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("HANSE_")) {
+            command.env_remove(key);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.process = Some(command.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://127.0.0.1:{}/health/ready", self.public);
+        while !reqwest::get(&url).await.is_ok_and(|r| r.status().as_u16() == 200) {
+            assert!(Instant::now() < deadline, "{url} not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().unwrap(); // SIGKILL: no graceful shutdown, no flush
+            process.wait().unwrap();
+        }
+    }
+
+    fn management(&self) -> String {
+        format!("http://127.0.0.1:{}/management", self.management)
+    }
+
+    fn protocol(&self) -> String {
+        format!("http://127.0.0.1:{}/protocol/2025-1", self.public)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn post(client: &reqwest::Client, node: &Node, path: &str, body: Value) -> Value {
+    let response = client
+        .post(format!("{}{path}", node.management()))
+        .header("X-Api-Key", &node.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {body:#}");
+    body
+}
+
+async fn negotiations(client: &reqwest::Client, node: &Node) -> Vec<Value> {
+    post(client, node, "/v3/contractnegotiations/request", json!({"limit": 10000})).await.as_array().unwrap().clone()
+}
+
+fn terminal(n: &Value) -> bool {
+    n["state"] == "FINALIZED" || n["state"] == "TERMINATED"
+}
+
+async fn crash_scenario(provider_backend: Backend) {
+    let database = TestDatabase::new(provider_backend);
+    let mut provider = Node::init();
+    if provider_backend == Backend::Postgres {
+        provider.env.push(("HANSE_STORE_DATABASE_URL".into(), database.url.clone()));
+        provider.env.push(("HANSE_STORE_SCHEMA".into(), database.schema.clone().unwrap()));
+    }
+    let mut consumer = Node::init();
+    provider.start().await;
+    consumer.start().await;
+    let client = reqwest::Client::new();
+    post(
+        &client,
+        &provider,
+        "/v3/assets",
+        json!({"@id": "cohort", "properties": {"title": "Cohort"},
+        "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/cohort"}}),
+    )
+    .await;
+    post(&client, &provider, "/v3/policydefinitions", json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]}})).await;
+    post(
+        &client,
+        &provider,
+        "/v3/contractdefinitions",
+        json!({"@id": "cd", "accessPolicyId": "open", "contractPolicyId": "open", "assetsSelector": []}),
+    )
+    .await;
+    let catalog = post(
+        &client,
+        &consumer,
+        "/v3/catalog/request",
+        json!({"counterPartyAddress": provider.protocol(), "protocol": "dataspace-protocol-http:2025-1"}),
+    )
+    .await;
+    let mut offer = catalog["dataset"][0]["hasPolicy"][0].clone();
+    offer["target"] = json!("cohort");
+    offer["assigner"] = json!(provider.participant);
+
+    // 200 negotiations, started in parallel batches; the provider dies while they are in flight.
+    let mut ids = Vec::new();
+    for batch in 0..(NEGOTIATIONS / 25) {
+        let mut started = Vec::new();
+        for _ in 0..25 {
+            let body = json!({"counterPartyAddress": provider.protocol(), "counterPartyId": provider.participant,
+                              "protocol": "dataspace-protocol-http:2025-1", "policy": offer});
+            let (client, consumer_url, key) = (client.clone(), consumer.management(), consumer.api_key.clone());
+            started.push(tokio::spawn(async move {
+                let answer: Value = client
+                    .post(format!("{consumer_url}/v3/contractnegotiations"))
+                    .header("X-Api-Key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                answer["@id"].as_str().unwrap().to_owned()
+            }));
+        }
+        for id in started {
+            ids.push(id.await.unwrap());
+        }
+        if batch == NEGOTIATIONS / 25 / 2 {
+            let in_flight = negotiations(&client, &consumer).await.iter().filter(|n| !terminal(n)).count();
+            provider.kill();
+            assert!(in_flight > 0, "the provider must die with negotiations in flight");
+            eprintln!("{provider_backend:?}: provider killed with {in_flight} negotiations in flight");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    provider.start().await;
+
+    // Everything settles.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (on_consumer, on_provider) = loop {
+        let on_consumer = negotiations(&client, &consumer).await;
+        let on_provider = negotiations(&client, &provider).await;
+        if on_consumer.len() == NEGOTIATIONS && on_consumer.iter().all(terminal) && on_provider.iter().all(terminal) {
+            break (on_consumer, on_provider);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?}: not settled after 90 s: consumer {:?}, provider {:?}",
+            provider_backend,
+            on_consumer.iter().filter(|n| !terminal(n)).map(|n| n["state"].clone()).collect::<Vec<_>>(),
+            on_provider.iter().filter(|n| !terminal(n)).map(|n| n["state"].clone()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut consumer_ids: Vec<&str> = on_consumer.iter().map(|n| n["@id"].as_str().unwrap()).collect();
+    consumer_ids.sort();
+    ids.sort();
+    assert_eq!(consumer_ids, ids.iter().map(String::as_str).collect::<Vec<_>>(), "none lost on the consumer");
+    // None duplicated on the provider: one negotiation per consumer negotiation, in the same final state.
+    let by_consumer_pid: HashMap<&str, &Value> =
+        on_provider.iter().map(|n| (n["correlationId"].as_str().unwrap(), n)).collect();
+    assert_eq!(
+        by_consumer_pid.len(),
+        on_provider.len(),
+        "{provider_backend:?}: a consumer negotiation appears twice on the provider"
+    );
+    let mut finalized = 0;
+    for negotiation in &on_consumer {
+        let id = negotiation["@id"].as_str().unwrap();
+        match by_consumer_pid.get(id) {
+            Some(theirs) => {
+                assert_eq!(
+                    theirs["state"], negotiation["state"],
+                    "{provider_backend:?}: {id} differs between the sides"
+                );
+                if negotiation["state"] == "FINALIZED" {
+                    assert_eq!(theirs["contractAgreementId"], negotiation["contractAgreementId"]);
+                    finalized += 1;
+                }
+            }
+            // The provider never received it: the consumer gave up, and says so.
+            None => assert_eq!(
+                negotiation["state"], "TERMINATED",
+                "{provider_backend:?}: {id} finalized without a provider negotiation"
+            ),
+        }
+    }
+    assert!(finalized > NEGOTIATIONS / 2, "{provider_backend:?}: only {finalized} of {NEGOTIATIONS} finalized");
+    eprintln!(
+        "{provider_backend:?}: {finalized} finalized, {} terminated, {} known to the provider",
+        NEGOTIATIONS - finalized,
+        on_provider.len()
+    );
+    drop(database);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_provider_mid_flight_loses_and_duplicates_nothing() {
+    for backend in backends() {
+        crash_scenario(backend).await;
+    }
+}
