@@ -15,7 +15,7 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -31,8 +31,10 @@ pub struct Connector {
     pub config: Config,
     pub store: Store,
     pub catalogue: Catalogue,
-    /// Wakes the outbox dispatcher after a commit that queued messages.
-    pub dispatcher: Arc<Notify>,
+    /// Takes the messages each commit queues.
+    pub dispatcher: negotiation::dispatch::Dispatcher,
+    /// Every committed negotiation state: `(negotiation id, state)`, for progress reports and benchmarks.
+    pub negotiation_events: tokio::sync::broadcast::Sender<(String, negotiation::machine::State)>,
     pub retry: Retry,
     /// The public listener's externally visible base URL (from the config, or the bound address).
     pub public_url: String,
@@ -88,7 +90,7 @@ impl RunningConnector {
     /// Stops accepting connections, lets in-flight requests finish, then flushes and closes the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        self.state.dispatcher.notify_one();
+        self.state.dispatcher.wake();
         let _ = self.dispatcher.await;
         for server in self.servers {
             match server.await {
@@ -181,14 +183,15 @@ pub async fn start_on(
         config,
         store,
         catalogue,
-        dispatcher: Arc::new(Notify::new()),
+        dispatcher: negotiation::dispatch::Dispatcher::default(),
+        negotiation_events: tokio::sync::broadcast::channel(4096).0,
         retry,
         public_url,
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
     let (shutdown, signal) = watch::channel(false);
-    let dispatcher = negotiation::dispatch::spawn(state.clone(), state.dispatcher.clone(), signal.clone());
+    let dispatcher = negotiation::dispatch::spawn(state.clone(), signal.clone());
     let servers = vec![
         serve(public, with_common_layers(protocol::router(state.clone()), "public"), signal.clone()),
         serve(management, with_common_layers(management::router(state.clone()), "management"), signal),

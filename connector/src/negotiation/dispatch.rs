@@ -1,59 +1,148 @@
-//! Delivers the outbox: claims due messages (the oldest of each negotiation, under a lease so that several processes
-//! on one PostgreSQL never send the same message twice at once), sends them, and on failure retries with exponential
-//! back-off. A peer that refuses a message (4xx) or stays unreachable after the last attempt ends the negotiation on
-//! this side, with one last termination notice to the peer. Pending messages survive a restart.
+//! Delivers the outbox. A message committed together with a state change is, when its negotiation has nothing else
+//! pending, leased in that same transaction and handed over here at once; everything else — later messages of a
+//! negotiation, retries, and messages whose process died holding the lease — is claimed from the store (the oldest
+//! pending message of each negotiation only, so a peer receives a negotiation's messages in order; with
+//! `FOR UPDATE SKIP LOCKED` on PostgreSQL so that several processes never send the same message at once).
+//!
+//! A delivered message is deleted (in batches: a crash before the delete means a redelivery, which the receiver's
+//! idempotence answers). A peer that refuses a message (4xx) or stays unreachable after the last attempt ends the
+//! negotiation on this side, with one last termination notice to the peer. Failures retry with exponential back-off.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use super::PEER_PID;
 use crate::identity;
 use crate::server::Shared;
-use crate::store::ClaimedMessage;
+use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS};
 
-/// How long a claimed message stays reserved for the process that claimed it.
-const LEASE_MS: i64 = 15_000;
-/// How many messages are sent at once.
+/// How many messages are claimed from the store at a time.
 const BATCH: i64 = 64;
+/// How many messages are in flight at once.
+const CONCURRENCY: usize = 256;
+
+/// The handle the negotiation service uses to pass work to the dispatcher.
+pub struct Dispatcher {
+    wake: Notify,
+    direct: mpsc::UnboundedSender<ClaimedMessage>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<ClaimedMessage>>>,
+    delivered: Mutex<Vec<i64>>,
+    delivered_ready: Notify,
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        let (direct, receiver) = mpsc::unbounded_channel();
+        Dispatcher {
+            wake: Notify::new(),
+            direct,
+            receiver: Mutex::new(Some(receiver)),
+            delivered: Mutex::new(Vec::new()),
+            delivered_ready: Notify::new(),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// After a commit: send the messages leased to us now, and look for others if `wake`.
+    pub fn hand(&self, messages: Vec<ClaimedMessage>, wake: bool) {
+        for message in messages {
+            let _ = self.direct.send(message);
+        }
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wakes the claim loop (e.g. at shutdown).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+        self.delivered_ready.notify_one();
+    }
+
+    fn delivered(&self, id: i64) {
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+        self.delivered_ready.notify_one();
+    }
+}
 
 /// Runs until `shutdown` turns true.
-pub fn spawn(state: Shared, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .expect("the HTTP client builds");
+    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut receiver = state
+        .dispatcher
+        .receiver
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .expect("one dispatcher per connector");
+    // Deletes delivered messages in batches.
+    let deleter = {
+        let (state, mut shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let ids = std::mem::take(&mut *state.dispatcher.delivered.lock().unwrap_or_else(|p| p.into_inner()));
+                if !ids.is_empty() {
+                    if let Err(error) = state.store.remove_outbox_many(&ids).await {
+                        tracing::error!(%error, "cannot delete delivered messages (they will be sent again)");
+                    }
+                    continue;
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    _ = state.dispatcher.delivered_ready.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        })
+    };
     tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("the HTTP client builds");
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let claimed = match state.store.claim_outbox(BATCH, LEASE_MS).await {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the outbox");
-                    Vec::new()
-                }
+            let spawn_delivery = |message: ClaimedMessage| {
+                let (state, http, limit) = (state.clone(), http.clone(), limit.clone());
+                tokio::spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    deliver(&state, &http, message).await;
+                });
             };
-            if claimed.is_empty() {
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = shutdown.changed() => {}
+            // Messages handed over directly go first.
+            while let Ok(message) = receiver.try_recv() {
+                spawn_delivery(message);
+            }
+            match state.store.claim_outbox(BATCH, OUTBOX_LEASE_MS).await {
+                Ok(claimed) if !claimed.is_empty() => {
+                    claimed.into_iter().for_each(spawn_delivery);
+                    continue;
                 }
-                continue;
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "cannot read the outbox"),
             }
-            let mut sending = JoinSet::new();
-            for message in claimed {
-                let (state, http) = (state.clone(), http.clone());
-                sending.spawn(async move { deliver(&state, &http, message).await });
+            tokio::select! {
+                Some(message) = receiver.recv() => spawn_delivery(message),
+                _ = state.dispatcher.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => {}
             }
-            while sending.join_next().await.is_some() {}
         }
+        // Let in-flight deliveries finish, then flush the deletes.
+        let _ = limit.acquire_many(CONCURRENCY as u32).await;
+        state.dispatcher.wake();
+        let _ = deleter.await;
     })
 }
 
@@ -68,23 +157,22 @@ enum Outcome {
 
 async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) -> Outcome {
     let (mut url, mut body) = (message.url.clone(), message.message.clone());
-    if url.contains(PEER_PID) || body.to_string().contains(PEER_PID) {
-        let peer = match state.store.negotiation(&message.negotiation_id).await {
-            Ok(Some(row)) => row.peer_pid,
-            _ => None,
-        };
-        let Some(peer) = peer else { return Outcome::NotYet };
-        url = url.replace(PEER_PID, &peer);
-        if let Json::Object(map) = &mut body {
-            for value in map.values_mut() {
-                if value.as_str() == Some(PEER_PID) {
-                    *value = Json::String(peer.clone());
+    let mut counter_party = message.counter_party.clone();
+    if url.contains(PEER_PID) || body.to_string().contains(PEER_PID) || counter_party.is_none() {
+        let row = state.store.negotiation(&message.negotiation_id).await.ok().flatten();
+        counter_party = row.as_ref().map(|r| r.counter_party_id.clone());
+        if url.contains(PEER_PID) || body.to_string().contains(PEER_PID) {
+            let Some(peer) = row.and_then(|r| r.peer_pid) else { return Outcome::NotYet };
+            url = url.replace(PEER_PID, &peer);
+            if let Json::Object(map) = &mut body {
+                for value in map.values_mut() {
+                    if value.as_str() == Some(PEER_PID) {
+                        *value = Json::String(peer.clone());
+                    }
                 }
             }
         }
     }
-    let counter_party =
-        state.store.negotiation(&message.negotiation_id).await.ok().flatten().map(|n| n.counter_party_id);
     let request = http
         .post(&url)
         .header(
@@ -116,17 +204,15 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
     let retry = state.retry;
     match send(state, http, &message).await {
         Outcome::Delivered(answer) => {
-            let _ = state.store.remove_outbox(message.id).await;
             // The answer to a first message carries the peer's pid.
-            let peer_field =
-                if answer.get("providerPid").and_then(Json::as_str).is_some_and(|p| p != message.negotiation_id) {
-                    "providerPid"
-                } else {
-                    "consumerPid"
-                };
-            if let Some(peer) = answer.get(peer_field).and_then(Json::as_str).filter(|p| *p != message.negotiation_id) {
-                let _ = state.store.set_peer_pid(&message.negotiation_id, peer).await;
+            for field in ["providerPid", "consumerPid"] {
+                if let Some(peer) = answer.get(field).and_then(Json::as_str).filter(|p| *p != message.negotiation_id) {
+                    let _ = state.store.set_peer_pid(&message.negotiation_id, peer).await;
+                }
             }
+            state.dispatcher.delivered(message.id);
+            // The negotiation may have more waiting behind this one.
+            state.dispatcher.wake.notify_one();
             tracing::debug!(negotiation = %message.negotiation_id, url = %message.url, "delivered");
         }
         Outcome::NotYet => {

@@ -755,15 +755,18 @@ pub async fn receive(
         negotiation.row.last_answer = Some(json!({"status": answer.status.as_u16(), "body": answer.body}));
         negotiation.row.state = negotiation.state.name().into();
         negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
-        match connector.store.write_negotiation(&negotiation.row, expected_version, &outbox, agreement.as_ref()).await {
-            Ok(true) => {
-                if !outbox.is_empty() {
-                    connector.dispatcher.notify_one();
-                }
+        match connector
+            .store
+            .write_negotiation(&negotiation.row, expected_version, &outbox, agreement.as_ref(), true)
+            .await
+        {
+            Ok(Some(handed)) => {
+                connector.dispatcher.hand(handed, !outbox.is_empty());
+                let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
                 tracing::info!(negotiation = %negotiation.row.id, role = role.name(), message = kind.label(), state = negotiation.state.name(), "negotiation message applied");
                 return Ok(answer);
             }
-            Ok(false) => continue,
+            Ok(None) => continue,
             // Two first messages raced; the loser finds the winner's row and is answered from it.
             Err(StoreError::Conflict { .. }) if initial => continue,
             Err(error) => return Err(error.into()),
@@ -855,8 +858,10 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, N
     {
         map.remove("providerPid");
     }
-    connector.store.write_negotiation(&negotiation.row, None, &outbox, None).await?;
-    connector.dispatcher.notify_one();
+    let handed =
+        connector.store.write_negotiation(&negotiation.row, None, &outbox, None, false).await?.unwrap_or_default();
+    connector.dispatcher.hand(handed, true);
+    let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
     get(connector, &negotiation.row.id).await
 }
 
@@ -904,12 +909,12 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
                         decided.details.manual = negotiation.details.manual;
                         decided.row.state = decided.state.name().into();
                         decided.row.body = serde_json::to_value(&decided.details).unwrap_or(Json::Null);
-                        if connector
+                        if let Some(handed) = connector
                             .store
-                            .write_negotiation(&decided.row, Some(version), &outbox, agreement.as_ref())
+                            .write_negotiation(&decided.row, Some(version), &outbox, agreement.as_ref(), false)
                             .await?
                         {
-                            connector.dispatcher.notify_one();
+                            connector.dispatcher.hand(handed, true);
                             return get(connector, id).await;
                         }
                         continue;
@@ -947,8 +952,11 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
         let mut next = next;
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
-        if connector.store.write_negotiation(&next.row, Some(version), &outbox, agreement.as_ref()).await? {
-            connector.dispatcher.notify_one();
+        if let Some(handed) =
+            connector.store.write_negotiation(&next.row, Some(version), &outbox, agreement.as_ref(), false).await?
+        {
+            connector.dispatcher.hand(handed, true);
+            let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
             tracing::info!(negotiation = id, call, state = next.state.name(), "operator call applied");
             return get(connector, id).await;
         }
@@ -980,8 +988,9 @@ pub async fn terminate_after_failure(
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
         connector.store.clear_outbox(id).await?;
-        if connector.store.write_negotiation(&next.row, Some(version), &outbox, None).await? {
-            connector.dispatcher.notify_one();
+        if let Some(handed) = connector.store.write_negotiation(&next.row, Some(version), &outbox, None, false).await? {
+            connector.dispatcher.hand(handed, true);
+            let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
             tracing::warn!(negotiation = id, reason, "negotiation terminated after a delivery failure");
             return Ok(());
         }

@@ -17,7 +17,7 @@ mod documents;
 mod negotiations;
 
 pub use documents::{Document, DocumentKind};
-pub use negotiations::{AgreementRow, ClaimedMessage, NegotiationRow, OutboxMessage};
+pub use negotiations::{AgreementRow, ClaimedMessage, NegotiationRow, OUTBOX_LEASE_MS, OutboxMessage};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body is compiled once per backend.
 macro_rules! with_pool {

@@ -78,7 +78,12 @@ pub struct ClaimedMessage {
     pub final_notice: bool,
     /// Attempts so far, this one included.
     pub attempts: i64,
+    /// The counter-party, when the claimer knows it already.
+    pub counter_party: Option<String>,
 }
+
+/// How long a claimed message stays reserved for the process that claimed it.
+pub const OUTBOX_LEASE_MS: i64 = 15_000;
 
 /// An agreement as stored.
 #[derive(Debug, Clone, PartialEq, FromRow)]
@@ -134,15 +139,21 @@ impl Store {
     }
 
     /// Writes a negotiation — new (`expected_version` `None`) or replacing `expected_version` — with its outgoing
-    /// messages and agreement, in one transaction. `Ok(false)`: someone else changed it first (the caller retries);
-    /// `Conflict`: a new negotiation clashes with an existing one.
+    /// messages and agreement, in one transaction. `Ok(None)`: someone else changed it first (the caller retries);
+    /// `Conflict`: a new negotiation clashes with an existing one. `Ok(Some(messages))`: committed; `messages` are the
+    /// outgoing messages already leased to this process (the negotiation had nothing else pending), to be sent at
+    /// once — the others wait for the dispatcher's claim, so that a negotiation's messages leave in order.
+    ///
+    /// `superseding`: the write answers a legal message from the peer, which proves the peer received everything this
+    /// side sent before; those older messages leave the outbox in the same transaction.
     pub async fn write_negotiation(
         &self,
         row: &NegotiationRow,
         expected_version: Option<i64>,
         outbox: &[OutboxMessage],
         agreement: Option<&AgreementRow>,
-    ) -> Result<bool, StoreError> {
+        superseding: bool,
+    ) -> Result<Option<Vec<ClaimedMessage>>, StoreError> {
         let now = now_millis();
         let body = row.body.to_string();
         let answer = row.last_answer.as_ref().map(Value::to_string);
@@ -195,20 +206,47 @@ impl Store {
             };
             if affected == 0 {
                 tx.rollback().await?;
-                false
+                None
             } else {
-                for message in outbox {
-                    sqlx::query(
+                if superseding {
+                    sqlx::query("DELETE FROM outbox WHERE negotiation_id = $1 AND final_notice = 0").bind(&row.id).execute(&mut *tx).await?;
+                }
+                // After a supersede nothing older is pending; otherwise count.
+                let (pending,): (i64,) = if outbox.is_empty() {
+                    (1,)
+                } else if superseding {
+                    (0,)
+                } else {
+                    sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE negotiation_id = $1").bind(&row.id).fetch_one(&mut *tx).await?
+                };
+                let mut handed = Vec::new();
+                for (i, message) in outbox.iter().enumerate() {
+                    // Only the first message of a negotiation with nothing else pending is leased right away.
+                    let lease = (pending == 0 && i == 0).then_some(now + OUTBOX_LEASE_MS);
+                    let (id,): (i64,) = sqlx::query_as(
                         "INSERT INTO outbox (negotiation_id, url, message, final_notice, attempts, next_attempt_at, lease_until, created_at) \
-                         VALUES ($1, $2, $3, $4, 0, $5, NULL, $5)",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $6) RETURNING id",
                     )
                     .bind(&row.id)
                     .bind(&message.url)
                     .bind(message.message.to_string())
                     .bind(i64::from(message.final_notice))
+                    .bind(i64::from(lease.is_some()))
                     .bind(now)
-                    .execute(&mut *tx)
+                    .bind(lease)
+                    .fetch_one(&mut *tx)
                     .await?;
+                    if lease.is_some() {
+                        handed.push(ClaimedMessage {
+                            id,
+                            negotiation_id: row.id.clone(),
+                            url: message.url.clone(),
+                            message: message.message.clone(),
+                            final_notice: message.final_notice,
+                            attempts: 1,
+                            counter_party: Some(row.counter_party_id.clone()),
+                        });
+                    }
                 }
                 if let Some(agreement) = agreement {
                     sqlx::query(
@@ -226,7 +264,7 @@ impl Store {
                     .await?;
                 }
                 tx.commit().await?;
-                true
+                Some(handed)
             }
         });
         Ok(written)
@@ -274,6 +312,7 @@ impl Store {
                     url,
                     final_notice: final_notice != 0,
                     attempts,
+                    counter_party: None,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -283,7 +322,17 @@ impl Store {
 
     /// A message was delivered (or given up): it leaves the outbox.
     pub async fn remove_outbox(&self, id: i64) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("DELETE FROM outbox WHERE id = $1").bind(id).execute(pool).await?.rows_affected());
+        self.remove_outbox_many(&[id]).await
+    }
+
+    /// Several messages leave the outbox in one statement.
+    pub async fn remove_outbox_many(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let sql = format!("DELETE FROM outbox WHERE id IN ({})", list.join(","));
+        with_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?.rows_affected());
         Ok(())
     }
 

@@ -1,0 +1,243 @@
+//! Negotiation benchmark: N complete DSP negotiations (request → agreement → verification → finalized) between two
+//! real connectors on loopback with SQLite, K in flight; against a "bare bound" in the same run: a minimal axum + sqlx
+//! pair doing the same four HTTP round trips per negotiation with comparable commits (one per message received, one
+//! per message delivered, one to start). Prints negotiations per second, latency p50/p99, and peak RSS.
+//!
+//! `cargo bench -p hanse --bench negotiation`; `HANSE_BENCH_NEGOTIATIONS` (default 2000), `HANSE_BENCH_IN_FLIGHT`
+//! (default 64).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use hanse::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
+use hanse::config::Config;
+use hanse::init::{InitOptions, did_web_for, init};
+use hanse::negotiation::machine::State as NegotiationState;
+use hanse::negotiation::{self, Start};
+use hanse::server::RunningConnector;
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+async fn connector(dir: &std::path::Path) -> RunningConnector {
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let management = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let done = init(&InitOptions {
+        dir: dir.to_owned(),
+        participant_id: Some(did_web_for(&public.local_addr().unwrap())),
+        public_bind: public.local_addr().unwrap(),
+        management_bind: management.local_addr().unwrap(),
+        development: true,
+    })
+    .unwrap();
+    let config = Config::load(&done.config_file).unwrap();
+    hanse::server::start_on(config, public, management).await.unwrap()
+}
+
+fn report(name: &str, n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> f64 {
+    latencies.sort();
+    let rate = n as f64 / elapsed.as_secs_f64();
+    println!(
+        "{name:<28} {n} in {:.2} s: {rate:>7.0} negotiations/s, latency p50 {:.1} ms, p99 {:.1} ms",
+        elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    rate
+}
+
+async fn hanse_run(n: usize, in_flight: usize) -> f64 {
+    let (provider_dir, consumer_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let provider = connector(provider_dir.path()).await;
+    let consumer = connector(consumer_dir.path()).await;
+    let (p, c) = (provider.state.clone(), consumer.state.clone());
+    let asset = Asset::from_body(&json!({"@id": "cohort", "properties": {"title": "Cohort"}, "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/c"}}), &p.catalogue.service.file_root).unwrap();
+    p.catalogue.create_asset(&p.store, asset).await.unwrap();
+    let policy = PolicyDefinition::from_body(&json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]}}), chrono::Utc::now()).unwrap();
+    p.catalogue.create_policy(&p.store, policy).await.unwrap();
+    let definition =
+        ContractDefinition::from_body(&json!({"@id": "cd", "accessPolicyId": "open", "contractPolicyId": "open"}))
+            .unwrap();
+    p.catalogue.create_definition(&p.store, definition).await.unwrap();
+    let offer_id = {
+        let page = p.catalogue.page(
+            &hanse_policy::RequestContext::new(c.config.participant.id.clone(), chrono::Utc::now()),
+            None,
+            None,
+            1,
+            &Default::default(),
+        );
+        let dataset: serde_json::Value = serde_json::from_str(&page.datasets[0]).unwrap();
+        dataset["hasPolicy"][0].clone()
+    };
+    let mut offer = offer_id;
+    offer["target"] = json!("cohort");
+    offer["assigner"] = json!(p.config.participant.id);
+    let mut events = c.negotiation_events.subscribe();
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let started_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let begin = Instant::now();
+    let starter = {
+        let (c, permits, started_at, offer) = (c.clone(), permits.clone(), started_at.clone(), offer.clone());
+        let provider_address = format!("{}/protocol/2025-1", provider.public_url());
+        let provider_id = p.config.participant.id.clone();
+        tokio::spawn(async move {
+            for _ in 0..n {
+                permits.acquire().await.unwrap().forget();
+                let start = Instant::now();
+                let negotiation = negotiation::start(
+                    &c,
+                    Start {
+                        provider_address: provider_address.clone(),
+                        provider_id: provider_id.clone(),
+                        offer: offer.clone(),
+                        auto_accept: true,
+                        purpose: None,
+                    },
+                )
+                .await
+                .unwrap();
+                started_at.lock().unwrap().insert(negotiation.row.id.clone(), start);
+            }
+        })
+    };
+    let mut latencies = Vec::with_capacity(n);
+    let mut terminated = 0;
+    while latencies.len() + terminated < n {
+        match events.recv().await {
+            Ok((id, state @ (NegotiationState::Finalized | NegotiationState::Terminated))) => {
+                let start = loop {
+                    if let Some(start) = started_at.lock().unwrap().remove(&id) {
+                        break start;
+                    }
+                    tokio::task::yield_now().await;
+                };
+                if state == NegotiationState::Finalized {
+                    latencies.push(start.elapsed())
+                } else {
+                    terminated += 1
+                }
+                permits.add_permits(1);
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => panic!("missed {missed} events"),
+            Err(error) => panic!("{error}"),
+        }
+    }
+    starter.await.unwrap();
+    let elapsed = begin.elapsed();
+    assert_eq!(terminated, 0, "negotiations terminated during the benchmark");
+    let rate = report("hanse (DSP, SQLite)", n, elapsed, latencies);
+    provider.shutdown().await;
+    consumer.shutdown().await;
+    rate
+}
+
+/// The bare bound: two axum servers, each with its own SQLite (WAL, same settings as Hanse), exchanging the four
+/// messages of a negotiation as plain POSTs with one commit per received message and one per delivered message.
+async fn bare_run(n: usize, in_flight: usize) -> f64 {
+    async fn side() -> (sqlx::SqlitePool, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("bare.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await.unwrap();
+        sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let app = axum::Router::new()
+            .route("/{state}/{id}", post(|State(pool): State<sqlx::SqlitePool>, Path((state, id)): Path<(String, String)>, body: String| async move {
+                sqlx::query("INSERT INTO t (id, state, body) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET state = $2, body = $3")
+                    .bind(id).bind(state).bind(body).execute(&pool).await.unwrap();
+                "ok"
+            }))
+            .with_state(pool.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (pool, url, dir)
+    }
+    let (a, a_url, _a_dir) = side().await;
+    let (b, b_url, _b_dir) = side().await;
+    let client = reqwest::Client::new();
+    let body = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "ContractRequestMessage", "offer": {"@id": "x", "permission": [{"action": "use"}]}}).to_string();
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let begin = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let (a, b, a_url, b_url, client, body) =
+            (a.clone(), b.clone(), a_url.clone(), b_url.clone(), client.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let id = format!("n{i}");
+            sqlx::query("INSERT INTO t (id, state, body) VALUES ($1, 'REQUESTED', $2)")
+                .bind(&id)
+                .bind(&body)
+                .execute(&a)
+                .await
+                .unwrap();
+            for (step, (url, sender)) in
+                [(&b_url, &a), (&a_url, &b), (&b_url, &a), (&a_url, &b)].into_iter().enumerate()
+            {
+                client
+                    .post(format!("{url}/{step}/{id}"))
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap();
+                sqlx::query("INSERT INTO outbox (body) VALUES ('delivered')").execute(sender).await.unwrap();
+            }
+            drop(permit);
+            start.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        latencies.push(task.await.unwrap());
+    }
+    report("bare bound (axum + sqlx)", n, begin.elapsed(), latencies)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n = env("HANSE_BENCH_NEGOTIATIONS", 2000);
+    let in_flight = env("HANSE_BENCH_IN_FLIGHT", 64);
+    println!("{n} negotiations, {in_flight} in flight, provider and consumer in this process, 2 cores");
+    let bare = bare_run(n, in_flight).await;
+    let hanse = hanse_run(n, in_flight).await;
+    println!("hanse / bare bound: {:.2}; peak RSS of the process {:.0} MB", hanse / bare, peak_rss_mb());
+}
