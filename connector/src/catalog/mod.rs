@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use hanse_policy::{Policy, RequestContext};
 use hanse_self_descriptions::dcat::{self, DatasetDescription, Distribution};
-use hanse_vocab::ns::{DCAT, DCT};
 use serde_json::{Value as Json, json};
 
 use crate::store::{DocumentKind, Store, StoreError};
@@ -67,13 +66,14 @@ struct State {
     policies: BTreeMap<String, Stored<PolicyDefinition>>,
     definitions: BTreeMap<String, Stored<ContractDefinition>>,
     /// Offer of each contract definition whose contract policy exists.
-    offers: HashMap<String, Arc<Offer>>,
+    offers: FastMap<String, Arc<Offer>>,
     /// Offer id → definition id.
-    offer_ids: HashMap<String, String>,
+    offer_ids: FastMap<String, String>,
     /// Asset id → the definitions whose selector selects it.
-    selected_by: HashMap<String, Vec<String>>,
-    /// Asset id → its DSP `Dataset` JSON with every offer it has: what most catalogue answers send as is.
-    rendered: HashMap<String, Arc<str>>,
+    selected_by: FastMap<String, Vec<String>>,
+    /// Asset id → its DSP `Dataset` JSON with every offer it has (only for datasets with offers): what most catalogue
+    /// answers send as is.
+    rendered: FastMap<String, Arc<str>>,
     /// The DataService the distributions point at.
     service_id: String,
 }
@@ -96,6 +96,17 @@ impl ServiceInfo {
         format!("{}#dataservice", self.endpoint_url)
     }
 }
+
+/// The hot-path maps hash with foldhash (keys are ids we create or the operator chose, not attacker input).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Properties searched by keyword filters.
+const KEYWORD_PROPERTIES: [&str; 4] = [
+    "http://purl.org/dc/terms/title",
+    "http://purl.org/dc/terms/description",
+    "http://www.w3.org/ns/dcat#keyword",
+    "https://w3id.org/edc/v0.0.1/ns/name",
+];
 
 /// How many stored assets are read at a time at start-up.
 const LOAD_PAGE: i64 = 2000;
@@ -204,8 +215,13 @@ impl State {
     }
 
     fn rerender(&mut self, asset: &Asset) {
-        let rendered = self.render(asset, &self.offers_of(&asset.id, None));
-        self.rendered.insert(asset.id.clone(), rendered);
+        let offers = self.offers_of(&asset.id, None);
+        if offers.is_empty() {
+            self.rendered.remove(&asset.id);
+        } else {
+            let rendered = self.render(asset, &offers);
+            self.rendered.insert(asset.id.clone(), rendered);
+        }
     }
 
     fn reindex_asset(&mut self, asset_id: &str, graph: &Graph) {
@@ -569,29 +585,25 @@ impl Catalogue {
     /// The dataset as `requester` may see it: with the offers of the permitted definitions, `None` when there are
     /// none. The common case (every offer visible) is the pre-rendered text.
     fn dataset_json(&self, state: &State, asset: &Asset, permitted: &[String]) -> Option<Arc<str>> {
+        // The common case: every definition selecting the dataset is permitted, and the text is rendered already
+        // (it exists only for datasets with at least one offer).
+        let selected = state.selected_by.get(&asset.id)?;
+        if selected.iter().all(|d| permitted.binary_search(d).is_ok()) {
+            return state.rendered.get(&asset.id).cloned();
+        }
         let visible = state.offers_of(&asset.id, Some(permitted));
         if visible.is_empty() {
             return None;
-        }
-        if visible.len() == state.offers_of(&asset.id, None).len()
-            && let Some(rendered) = state.rendered.get(&asset.id)
-        {
-            return Some(rendered.clone());
         }
         Some(state.render(asset, &visible))
     }
 
     fn matches(asset: &Asset, filter: &CatalogFilter) -> bool {
         let keywords_hold = filter.keywords.iter().all(|keyword| {
-            [
-                format!("{DCT}title"),
-                format!("{DCT}description"),
-                format!("{DCAT}keyword"),
-                format!("{}name", hanse_vocab::ns::EDC),
-            ]
-            .iter()
-            .flat_map(|p| dcat::texts(&asset.properties, p))
-            .any(|text| text.to_lowercase().contains(keyword))
+            KEYWORD_PROPERTIES
+                .iter()
+                .flat_map(|p| dcat::texts(&asset.properties, p))
+                .any(|text| text.to_lowercase().contains(keyword))
         });
         keywords_hold && filter.properties.iter().all(|(iri, value)| query::matches(&asset.field(iri), "=", value))
     }
