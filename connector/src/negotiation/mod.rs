@@ -331,15 +331,8 @@ fn decide(connector: &Connector, requester: &str, offer: &Json, purpose: Option<
             decision: Some(decision_json),
         };
     }
-    let mut agreement = offered.policy.to_dsp_json();
-    if let Json::Object(map) = &mut agreement {
-        map.insert("@id".into(), json!(new_pid()));
-        map.insert("@type".into(), json!("Agreement"));
-        map.insert("target".into(), json!(target));
-        map.insert("assigner".into(), json!(connector.config.participant.id));
-        map.insert("assignee".into(), json!(requester));
-        map.insert("timestamp".into(), json!(now_rfc3339()));
-    }
+    let agreement =
+        agreement_from(&offered.policy.to_dsp_json(), &connector.config.participant.id, requester, Some(&target));
     Verdict::Agree {
         agreement,
         asset_id: target,
@@ -347,6 +340,22 @@ fn decide(connector: &Connector, requester: &str, offer: &Json, purpose: Option<
         manual: definition.value.manual_approval,
         decision: decision_json,
     }
+}
+
+/// An agreement to `terms` (DSP compact policy JSON) between `assigner` and `assignee`, made now, with a new id.
+fn agreement_from(terms: &Json, assigner: &str, assignee: &str, target: Option<&str>) -> Json {
+    let mut agreement = terms.clone();
+    if let Json::Object(map) = &mut agreement {
+        map.insert("@id".into(), json!(new_pid()));
+        map.insert("@type".into(), json!("Agreement"));
+        if let Some(target) = target {
+            map.insert("target".into(), json!(target));
+        }
+        map.insert("assigner".into(), json!(assigner));
+        map.insert("assignee".into(), json!(assignee));
+        map.insert("timestamp".into(), json!(now_rfc3339()));
+    }
+    agreement
 }
 
 fn agreement_row(negotiation: &Negotiation, agreement: &Json) -> AgreementRow {
@@ -372,14 +381,8 @@ fn provider_turn(
     let verdict = match negotiation.state {
         // An accepted offer of our own operator: agree to exactly those terms.
         State::Accepted if negotiation.details.asset_id.is_some() && negotiation.details.definition_id.is_none() => {
-            let mut agreement = offer.clone();
-            if let Json::Object(map) = &mut agreement {
-                map.insert("@id".into(), json!(new_pid()));
-                map.insert("@type".into(), json!("Agreement"));
-                map.insert("assigner".into(), json!(connector.config.participant.id));
-                map.insert("assignee".into(), json!(negotiation.row.counter_party_id));
-                map.insert("timestamp".into(), json!(now_rfc3339()));
-            }
+            let agreement =
+                agreement_from(&offer, &connector.config.participant.id, &negotiation.row.counter_party_id, None);
             Verdict::Agree {
                 agreement,
                 asset_id: negotiation.details.asset_id.clone().unwrap_or_default(),
@@ -396,14 +399,8 @@ fn provider_turn(
         Verdict::Refuse { code: "OfferNotFound" | "TermsDiffer", .. }
             if negotiation.details.manual && negotiation.details.history.len() > 1 && offer.get("target").is_some() =>
         {
-            let mut agreement = offer.clone();
-            if let Json::Object(map) = &mut agreement {
-                map.insert("@id".into(), json!(new_pid()));
-                map.insert("@type".into(), json!("Agreement"));
-                map.insert("assigner".into(), json!(connector.config.participant.id));
-                map.insert("assignee".into(), json!(negotiation.row.counter_party_id));
-                map.insert("timestamp".into(), json!(now_rfc3339()));
-            }
+            let agreement =
+                agreement_from(&offer, &connector.config.participant.id, &negotiation.row.counter_party_id, None);
             negotiation.details.pending_agreement = Some(agreement);
             history(&mut negotiation.details, "counter-request waiting for the operator's decision", negotiation.state);
             (negotiation, None)
