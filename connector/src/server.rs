@@ -31,6 +31,8 @@ pub struct Connector {
     pub config: Config,
     pub store: Store,
     pub catalogue: Catalogue,
+    /// The HTTP client for peers (one per connector: building one parses the system certificate store).
+    pub dsp: crate::protocol::client::DspClient,
     /// Takes the messages each commit queues.
     pub dispatcher: negotiation::dispatch::Dispatcher,
     /// Every committed negotiation state: `(negotiation id, state)`, for progress reports and benchmarks.
@@ -179,10 +181,12 @@ pub async fn start_on(
         attempts: i64::from(config.negotiation.retry_attempts),
         base: std::time::Duration::from_millis(config.negotiation.retry_base_ms),
     };
+    let dsp = crate::protocol::client::DspClient::new(&config.participant.id);
     let state = Arc::new(Connector {
         config,
         store,
         catalogue,
+        dsp,
         dispatcher: negotiation::dispatch::Dispatcher::default(),
         negotiation_events: tokio::sync::broadcast::channel(4096).0,
         retry,

@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json};
 
 use super::{ManagementError, parse_body};
 use crate::catalog::query::QuerySpec;
-use crate::protocol::client::{ClientError, DspClient};
+use crate::protocol::client::ClientError;
 use crate::server::Shared;
 
 fn member<'a>(object: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
@@ -49,8 +49,7 @@ pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Respons
         })
         .collect();
     let counter_party = member(object, "counterPartyId").and_then(Json::as_str);
-    let client = DspClient::new(&state.config.participant.id);
-    let mut catalog = client.catalog(address, counter_party, Json::Array(filter)).await.map_err(|e| match e {
+    let mut catalog = state.dsp.catalog(address, counter_party, Json::Array(filter)).await.map_err(|e| match e {
         ClientError::Refused { status, body, url } => ManagementError::Upstream(format!(
             "the peer refused the catalogue request ({url} answered HTTP {status}): {body}"
         )),

@@ -14,7 +14,6 @@ use super::{ManagementError, parse_body};
 use crate::catalog::model::expand_body;
 use crate::catalog::query::QuerySpec;
 use crate::negotiation::{self, NegotiationError, Start};
-use crate::protocol::client::DspClient;
 use crate::server::Shared;
 use crate::store::AgreementRow;
 
@@ -112,8 +111,8 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     else {
         return Err(ManagementError::Invalid(errors));
     };
-    let client = DspClient::new(&state.config.participant.id);
-    let provider_address = client.resolve_base(&address).await.map_err(|e| ManagementError::Upstream(e.to_string()))?;
+    let provider_address =
+        state.dsp.resolve_base(&address).await.map_err(|e| ManagementError::Upstream(e.to_string()))?;
     let mut offer = offer;
     if offer.get("assigner").is_none() {
         offer["assigner"] = json!(provider_id);
