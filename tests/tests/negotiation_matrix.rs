@@ -190,3 +190,190 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
     }
     federation.shutdown().await;
 }
+
+const PROVIDER: &str = "did:web:tck-provider.example";
+
+/// A provider's DSP endpoint that answers a first request with its own pid and accepts every later message.
+async fn provider_listener() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
+        let sink = sink.clone();
+        async move {
+            let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            sink.lock().unwrap().push(message.clone());
+            if uri.path().ends_with("/negotiations/request") {
+                let consumer_pid = message["consumerPid"].clone();
+                let answer = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "ContractNegotiation",
+                                    "providerPid": format!("urn:uuid:provider-of-{}", consumer_pid.as_str().unwrap_or("?")),
+                                    "consumerPid": consumer_pid, "state": "REQUESTED"});
+                (axum::http::StatusCode::CREATED, axum::Json(answer))
+            } else {
+                (axum::http::StatusCode::OK, axum::Json(Value::Null))
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/protocol/2025-1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// The consumer-side endpoint of a message kind.
+fn consumer_path(kind: Message, consumer_pid: &str) -> String {
+    let endpoint = match kind {
+        Message::ContractRequest => "request",
+        Message::ContractOffer => "offers",
+        Message::AcceptedEvent | Message::FinalizedEvent => "events",
+        Message::ContractAgreement => "agreement",
+        Message::ContractAgreementVerification => "agreement/verification",
+        Message::ContractNegotiationTermination => "termination",
+    };
+    format!("/negotiations/{consumer_pid}/{endpoint}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
+    let federation = Federation::with_hospitals(1).await;
+    let consumer = federation.management(0);
+    let me = federation.connectors[0].participant_id().to_owned();
+    let base = format!("{}/protocol/2025-1", federation.connectors[0].public_url());
+    let (provider_url, received) = provider_listener().await;
+    let terms = json!({"@type": "Offer", "@id": "urn:tck:offer", "target": "t2d", "assigner": PROVIDER, "permission": [{"action": "use"}]});
+    let mut checked = 0;
+
+    for (n, target) in [
+        State::Requested,
+        State::Offered,
+        State::Accepted,
+        State::Agreed,
+        State::Verified,
+        State::Finalized,
+        State::Terminated,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = consumer
+            .post(
+                "/management/v3/contractnegotiations",
+                &json!({"counterPartyAddress": provider_url, "counterPartyId": PROVIDER,
+                "protocol": "dataspace-protocol-http:2025-1", "policy": terms, "autoAccept": false}),
+            )
+            .await
+            .body["@id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let provider_pid = format!("urn:uuid:provider-of-{id}");
+        // Wait until the first request reached the provider and its pid came back.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while consumer.get(&format!("/management/v3/contractnegotiations/{id}")).await.body["correlationId"]
+            != provider_pid.as_str()
+        {
+            assert!(std::time::Instant::now() < deadline, "no providerPid learned");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let message = |kind: Message, probe: Option<usize>| {
+            let mut m = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": kind.type_name(),
+                               "providerPid": provider_pid, "consumerPid": id});
+            match kind {
+                Message::ContractRequest | Message::ContractOffer => {
+                    let mut offer = terms.clone();
+                    offer["@id"] = json!(format!("urn:tck:offer:{n}"));
+                    offer["permission"] = json!([{"action": "read"}]);
+                    m["offer"] = offer;
+                }
+                Message::AcceptedEvent => m["eventType"] = json!("ACCEPTED"),
+                Message::FinalizedEvent => m["eventType"] = json!("FINALIZED"),
+                Message::ContractAgreement => {
+                    m["agreement"] = json!({"@type": "Agreement", "@id": format!("urn:tck:agreement:{n}"), "target": "t2d",
+                        "assigner": PROVIDER, "assignee": me, "timestamp": "2026-11-23T12:00:00Z", "permission": [{"action": "use"}]});
+                }
+                Message::ContractNegotiationTermination => m["code"] = json!("1"),
+                Message::ContractAgreementVerification => {}
+            }
+            if let Some(probe) = probe {
+                m["https://w3id.org/hanse/ns/probe"] = json!(probe);
+            }
+            m
+        };
+        let deliver = |kind: Message| {
+            let (client, url, m) =
+                (federation.client.clone(), format!("{base}{}", consumer_path(kind, &id)), message(kind, None));
+            async move {
+                let answer = dsp_post(&client, &url, Some(PROVIDER), &m).await;
+                assert_eq!(answer.status, 200, "{kind:?}: {:#}", answer.body);
+            }
+        };
+        let call = |call: &'static str| {
+            let (consumer, id) = (consumer.clone(), id.clone());
+            async move {
+                let answer =
+                    consumer.post(&format!("/management/v3/contractnegotiations/{id}/{call}"), &json!({})).await;
+                assert_eq!(answer.status, 200, "{call}: {:#}", answer.body);
+            }
+        };
+        match target {
+            State::Requested => {}
+            State::Offered => deliver(Message::ContractOffer).await,
+            State::Accepted => {
+                deliver(Message::ContractOffer).await;
+                call("accept").await;
+            }
+            State::Agreed => deliver(Message::ContractAgreement).await,
+            State::Verified => {
+                deliver(Message::ContractAgreement).await;
+                call("verify").await;
+            }
+            State::Finalized => {
+                deliver(Message::ContractAgreement).await;
+                call("verify").await;
+                deliver(Message::FinalizedEvent).await;
+            }
+            State::Terminated => deliver(Message::ContractNegotiationTermination).await,
+        }
+        let state = || {
+            let (consumer, id) = (consumer.clone(), id.clone());
+            async move {
+                consumer.get(&format!("/management/v3/contractnegotiations/{id}/state")).await.body["state"].clone()
+            }
+        };
+        assert_eq!(
+            state().await,
+            target.name(),
+            "{:#}",
+            consumer.get(&format!("/management/v3/contractnegotiations/{id}")).await.body
+        );
+
+        for kind in KINDS {
+            if machine::may_receive(Role::Consumer, Some(target), kind) {
+                continue;
+            }
+            let answer = dsp_post(
+                &federation.client,
+                &format!("{base}{}", consumer_path(kind, &id)),
+                Some(PROVIDER),
+                &message(kind, Some(checked)),
+            )
+            .await;
+            assert_eq!(answer.status, 400, "{kind:?} in {target:?}: {:#}", answer.body);
+            assert_valid_dsp(&answer.body);
+            assert_eq!(state().await, target.name(), "{kind:?} in {target:?} changed the state");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "{checked} refusals checked");
+    let sent = received.lock().unwrap().clone();
+    let types: std::collections::BTreeSet<String> =
+        sent.iter().map(|m| m["@type"].as_str().unwrap_or("?").to_owned()).collect();
+    for expected in
+        ["ContractRequestMessage", "ContractNegotiationEventMessage", "ContractAgreementVerificationMessage"]
+    {
+        assert!(types.contains(expected), "the consumer sent no {expected}: {types:?}");
+    }
+    for message in &sent {
+        assert_valid_dsp(message);
+    }
+    federation.shutdown().await;
+}
