@@ -158,7 +158,7 @@ pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> 
 }
 
 fn agreement_json(row: &AgreementRow) -> Json {
-    let policy: Json = serde_json::from_str(&row.policy).unwrap_or(Json::Null);
+    let policy = row.policy.clone();
     json!({
         "@context": hanse_self_descriptions::dcat::management_context(),
         "@type": "ContractAgreement",

@@ -1,12 +1,10 @@
-//! Delivers the outbox. A message committed together with a state change is, when its negotiation has nothing else
-//! pending, leased in that same transaction and handed over here at once; everything else — later messages of a
-//! negotiation, retries, and messages whose process died holding the lease — is claimed from the store (the oldest
-//! pending message of each negotiation only, so a peer receives a negotiation's messages in order; with
-//! `FOR UPDATE SKIP LOCKED` on PostgreSQL so that several processes never send the same message at once).
+//! Delivers negotiation messages. A message written together with a state change is leased in that same statement and
+//! handed over here at once; retries, and messages whose process died holding the lease, are claimed from the store
+//! (with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so that several processes never send the same message at once).
 //!
-//! A delivered message is deleted (in batches: a crash before the delete means a redelivery, which the receiver's
-//! idempotence answers). A peer that refuses a message (4xx) or stays unreachable after the last attempt ends the
-//! negotiation on this side, with one last termination notice to the peer. Failures retry with exponential back-off.
+//! A delivered message is cleared; a crash before that means a redelivery, which the receiver's idempotence answers.
+//! A peer that refuses a message (4xx) or stays unreachable after the last attempt ends the negotiation on this side,
+//! with one last termination notice to the peer. Failures retry with exponential back-off.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,43 +27,26 @@ pub struct Dispatcher {
     wake: Notify,
     direct: mpsc::UnboundedSender<ClaimedMessage>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<ClaimedMessage>>>,
-    delivered: Mutex<Vec<i64>>,
-    delivered_ready: Notify,
 }
 
 impl Default for Dispatcher {
     fn default() -> Self {
         let (direct, receiver) = mpsc::unbounded_channel();
-        Dispatcher {
-            wake: Notify::new(),
-            direct,
-            receiver: Mutex::new(Some(receiver)),
-            delivered: Mutex::new(Vec::new()),
-            delivered_ready: Notify::new(),
-        }
+        Dispatcher { wake: Notify::new(), direct, receiver: Mutex::new(Some(receiver)) }
     }
 }
 
 impl Dispatcher {
-    /// After a commit: send the messages leased to us now, and look for others if `wake`.
-    pub fn hand(&self, messages: Vec<ClaimedMessage>, wake: bool) {
-        for message in messages {
+    /// After a write: send the message leased to us now.
+    pub fn hand(&self, message: Option<ClaimedMessage>) {
+        if let Some(message) = message {
             let _ = self.direct.send(message);
-        }
-        if wake {
-            self.wake.notify_one();
         }
     }
 
     /// Wakes the claim loop (e.g. at shutdown).
     pub fn wake(&self) {
         self.wake.notify_one();
-        self.delivered_ready.notify_one();
-    }
-
-    fn delivered(&self, id: i64) {
-        self.delivered.lock().unwrap_or_else(|p| p.into_inner()).push(id);
-        self.delivered_ready.notify_one();
     }
 }
 
@@ -85,65 +66,52 @@ pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task:
         .unwrap_or_else(|p| p.into_inner())
         .take()
         .expect("one dispatcher per connector");
-    // Deletes delivered messages in batches.
-    let deleter = {
-        let (state, mut shutdown) = (state.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            loop {
-                let ids = std::mem::take(&mut *state.dispatcher.delivered.lock().unwrap_or_else(|p| p.into_inner()));
-                if !ids.is_empty() {
-                    if let Err(error) = state.store.remove_outbox_many(&ids).await {
-                        tracing::error!(%error, "cannot delete delivered messages (they will be sent again)");
-                    }
-                    continue;
-                }
-                if *shutdown.borrow() {
-                    break;
-                }
-                tokio::select! {
-                    _ = state.dispatcher.delivered_ready.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-        })
-    };
     tokio::spawn(async move {
+        let spawn_delivery = |message: ClaimedMessage| {
+            let (state, http, limit) = (state.clone(), http.clone(), limit.clone());
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                deliver(&state, &http, message).await;
+            });
+        };
+        // Messages handed over at commit are sent at once; the store is only asked for due retries and expired
+        // leases, on a timer (and when woken), so that the common path costs no extra write.
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            tokio::select! {
+                Some(message) = receiver.recv() => spawn_delivery(message),
+                _ = tick.tick() => claim_due(&state, &spawn_delivery).await,
+                _ = state.dispatcher.wake.notified() => claim_due(&state, &spawn_delivery).await,
+                _ = shutdown.changed() => {}
+            }
             if *shutdown.borrow() {
                 break;
             }
-            let spawn_delivery = |message: ClaimedMessage| {
-                let (state, http, limit) = (state.clone(), http.clone(), limit.clone());
-                tokio::spawn(async move {
-                    let _permit = limit.acquire_owned().await;
-                    deliver(&state, &http, message).await;
-                });
-            };
-            // Messages handed over directly go first.
-            while let Ok(message) = receiver.try_recv() {
-                spawn_delivery(message);
-            }
-            match state.store.claim_outbox(BATCH, OUTBOX_LEASE_MS).await {
-                Ok(claimed) if !claimed.is_empty() => {
-                    claimed.into_iter().for_each(spawn_delivery);
-                    continue;
+        }
+        // Let in-flight deliveries finish.
+        let _ = limit.acquire_many(CONCURRENCY as u32).await;
+    })
+}
+
+/// Claims and sends every due message (in batches).
+async fn claim_due(state: &Shared, spawn_delivery: &impl Fn(ClaimedMessage)) {
+    loop {
+        match state.store.claim_outbox(BATCH, OUTBOX_LEASE_MS).await {
+            Ok(claimed) if !claimed.is_empty() => {
+                let full = claimed.len() as i64 == BATCH;
+                claimed.into_iter().for_each(spawn_delivery);
+                if !full {
+                    return;
                 }
-                Ok(_) => {}
-                Err(error) => tracing::error!(%error, "cannot read the outbox"),
             }
-            tokio::select! {
-                Some(message) = receiver.recv() => spawn_delivery(message),
-                _ = state.dispatcher.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = shutdown.changed() => {}
+            Ok(_) => return,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the outbox");
+                return;
             }
         }
-        // Let in-flight deliveries finish, then flush the deletes.
-        let _ = limit.acquire_many(CONCURRENCY as u32).await;
-        state.dispatcher.wake();
-        let _ = deleter.await;
-    })
+    }
 }
 
 /// What the peer said.
@@ -205,21 +173,22 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
     match send(state, http, &message).await {
         Outcome::Delivered(answer) => {
             // The answer to a first message carries the peer's pid.
-            for field in ["providerPid", "consumerPid"] {
-                if let Some(peer) = answer.get(field).and_then(Json::as_str).filter(|p| *p != message.negotiation_id) {
-                    let _ = state.store.set_peer_pid(&message.negotiation_id, peer).await;
-                }
+            let peer = ["providerPid", "consumerPid"]
+                .iter()
+                .find_map(|field| answer.get(*field).and_then(Json::as_str).filter(|p| *p != message.negotiation_id));
+            if let Err(error) = state.store.complete_outgoing(&message.negotiation_id, message.seq, peer).await {
+                tracing::error!(%error, "cannot record a delivery (the message will be sent again)");
             }
-            state.dispatcher.delivered(message.id);
-            // The negotiation may have more waiting behind this one.
-            state.dispatcher.wake.notify_one();
             tracing::debug!(negotiation = %message.negotiation_id, url = %message.url, "delivered");
         }
         Outcome::NotYet => {
-            let _ = state.store.retry_outbox(message.id, chrono::Utc::now().timestamp_millis() + 200).await;
+            let _ = state
+                .store
+                .retry_outgoing(&message.negotiation_id, message.seq, chrono::Utc::now().timestamp_millis() + 200)
+                .await;
         }
         Outcome::Refused(reason) => {
-            let _ = state.store.remove_outbox(message.id).await;
+            let _ = state.store.complete_outgoing(&message.negotiation_id, message.seq, None).await;
             tracing::warn!(negotiation = %message.negotiation_id, %reason, "the peer refused a message");
             if !message.final_notice
                 && let Err(error) = super::terminate_after_failure(
@@ -235,7 +204,7 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
         }
         Outcome::Failed(reason) => {
             if message.attempts >= retry.attempts || message.final_notice {
-                let _ = state.store.remove_outbox(message.id).await;
+                let _ = state.store.complete_outgoing(&message.negotiation_id, message.seq, None).await;
                 tracing::warn!(negotiation = %message.negotiation_id, attempts = message.attempts, %reason, "giving up delivering a message");
                 if !message.final_notice
                     && let Err(error) = super::terminate_after_failure(
@@ -252,7 +221,10 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
                 let delay = retry.base.as_millis() as i64 * (1i64 << (message.attempts - 1).clamp(0, 16));
                 let delay = delay.min(300_000);
                 tracing::debug!(negotiation = %message.negotiation_id, attempts = message.attempts, delay_ms = delay, %reason, "will retry");
-                let _ = state.store.retry_outbox(message.id, chrono::Utc::now().timestamp_millis() + delay).await;
+                let _ = state
+                    .store
+                    .retry_outgoing(&message.negotiation_id, message.seq, chrono::Utc::now().timestamp_millis() + delay)
+                    .await;
             }
         }
     }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::protocol::error::{DspArea, DspError};
 use crate::server::Connector;
-use crate::store::{AgreementRow, NegotiationRow, OutboxMessage, StoreError};
+use crate::store::{AgreementRow, NegotiationRow, OutboxMessage, Outgoing, StoreError};
 use machine::{Message, Role, State};
 
 /// The Hanse extension member a consumer declares its purpose in (a `ContractRequestMessage` member).
@@ -316,21 +316,21 @@ fn decide(connector: &Connector, requester: &str, offer: &Json, purpose: Option<
         tracing::debug!(requester, offer = offer_id, reason = %decision.reason, "access policy denies the negotiation");
         return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
     }
-    // The contract terms must be able to grant something to this requester: one of its permissions' actions.
+    // The contract terms must be able to grant something to this requester: one of its permissions' actions. The
+    // fast path decides; only a denial is evaluated again with its full trace, which is kept with the negotiation.
     let actions: Vec<String> = offered.policy.permissions.iter().filter_map(|p| p.action.clone()).collect();
-    let decisions: Vec<hanse_policy::Decision> =
-        actions.iter().map(|action| hanse_policy::evaluate(&offered.policy, action, &context)).collect();
-    let granted = decisions.iter().find(|d| d.permitted);
-    let decision_json = serde_json::to_value(granted.or(decisions.first())).unwrap_or(Json::Null);
-    if granted.is_none() {
+    let Some(granted) = actions.iter().find(|action| hanse_policy::permits(&offered.policy, action, &context)) else {
+        let decision = actions.first().map(|action| hanse_policy::evaluate(&offered.policy, action, &context));
         let reason =
-            decisions.first().map(|d| d.reason.clone()).unwrap_or_else(|| "the offer grants no permission".into());
+            decision.as_ref().map(|d| d.reason.clone()).unwrap_or_else(|| "the offer grants no permission".into());
         return Verdict::Refuse {
             code: "PolicyDenied",
             reason: format!("the usage policy does not permit this request: {reason}"),
-            decision: Some(decision_json),
+            decision: Some(serde_json::to_value(decision).unwrap_or(Json::Null)),
         };
-    }
+    };
+    let decision_json = json!({"permitted": true, "action": granted,
+                               "reason": format!("the contract policy permits {}", hanse_policy::term::short(granted))});
     let agreement =
         agreement_from(&offered.policy.to_dsp_json(), &connector.config.participant.id, requester, Some(&target));
     Verdict::Agree {
@@ -366,7 +366,7 @@ fn agreement_row(negotiation: &Negotiation, agreement: &Json) -> AgreementRow {
         asset_id: text("target"),
         provider_id: text("assigner"),
         consumer_id: text("assignee"),
-        policy: agreement.to_string(),
+        policy: agreement.clone(),
         signed_at: Utc::now().timestamp_millis(),
     }
 }
@@ -674,6 +674,7 @@ pub async fn receive(
                         body: Json::Null,
                         last_received: None,
                         last_answer: None,
+                        agreement_id: None,
                         version: 0,
                         created_at: 0,
                         updated_at: 0,
@@ -735,9 +736,6 @@ pub async fn receive(
             (Role::Consumer, State::Agreed | State::Offered) => {
                 (negotiation, agreement) = consumer_turn(connector, negotiation, &mut outbox);
             }
-            (_, State::Terminated) => {
-                connector.store.clear_outbox(&negotiation.row.id).await?;
-            }
             _ => {}
         }
         // The answer reports the state as of this message's receipt.
@@ -752,13 +750,14 @@ pub async fn receive(
         negotiation.row.last_answer = Some(json!({"status": answer.status.as_u16(), "body": answer.body}));
         negotiation.row.state = negotiation.state.name().into();
         negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
-        match connector
-            .store
-            .write_negotiation(&negotiation.row, expected_version, &outbox, agreement.as_ref(), true)
-            .await
-        {
+        if agreement.is_some() {
+            negotiation.row.agreement_id = negotiation.details.agreement_id.clone();
+        }
+        // A legal message from the peer proves it received what this side sent before: that message is done.
+        let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
+        match connector.store.write_negotiation(&negotiation.row, expected_version, outgoing).await {
             Ok(Some(handed)) => {
-                connector.dispatcher.hand(handed, !outbox.is_empty());
+                connector.dispatcher.hand(handed);
                 let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
                 tracing::info!(negotiation = %negotiation.row.id, role = role.name(), message = kind.label(), state = negotiation.state.name(), "negotiation message applied");
                 return Ok(answer);
@@ -830,6 +829,7 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, N
             body: Json::Null,
             last_received: None,
             last_answer: None,
+            agreement_id: None,
             version: 0,
             created_at: 0,
             updated_at: 0,
@@ -844,20 +844,14 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, N
     if let Some(purpose) = &start.purpose {
         members.insert(PURPOSE.into(), json!(purpose));
     }
-    let mut outbox = vec![outgoing(&negotiation, Message::ContractRequest, Json::Object(members))];
+    // The first request carries the callback address and no providerPid (`outgoing` knows the peer's pid is unknown).
+    let request = outgoing(&negotiation, Message::ContractRequest, Json::Object(members));
     negotiation.details.offer = Some(start.offer);
     history(&mut negotiation.details, "sent contract request", State::Requested);
     negotiation.row.state = State::Requested.name().into();
     negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
-    // The initial request has no providerPid yet.
-    if let Some(message) = outbox.first_mut().map(|o| &mut o.message)
-        && let Json::Object(map) = message
-    {
-        map.remove("providerPid");
-    }
-    let handed =
-        connector.store.write_negotiation(&negotiation.row, None, &outbox, None, false).await?.unwrap_or_default();
-    connector.dispatcher.hand(handed, true);
+    let handed = connector.store.write_negotiation(&negotiation.row, None, Outgoing::Send(&request)).await?.flatten();
+    connector.dispatcher.hand(handed);
     let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
     get(connector, &negotiation.row.id).await
 }
@@ -885,7 +879,6 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
         let next = match kind {
             Message::ContractNegotiationTermination => {
                 let reason = body.get("reason").and_then(Json::as_str).unwrap_or("terminated by the operator");
-                connector.store.clear_outbox(id).await?;
                 terminate(negotiation, "Terminated", reason, &mut outbox)
             }
             Message::ContractAgreement => {
@@ -906,12 +899,14 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
                         decided.details.manual = negotiation.details.manual;
                         decided.row.state = decided.state.name().into();
                         decided.row.body = serde_json::to_value(&decided.details).unwrap_or(Json::Null);
-                        if let Some(handed) = connector
-                            .store
-                            .write_negotiation(&decided.row, Some(version), &outbox, agreement.as_ref(), false)
-                            .await?
+                        if agreement.is_some() {
+                            decided.row.agreement_id = decided.details.agreement_id.clone();
+                        }
+                        let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
+                        if let Some(handed) =
+                            connector.store.write_negotiation(&decided.row, Some(version), outgoing).await?
                         {
-                            connector.dispatcher.hand(handed, true);
+                            connector.dispatcher.hand(handed);
                             return get(connector, id).await;
                         }
                         continue;
@@ -949,10 +944,12 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
         let mut next = next;
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
-        if let Some(handed) =
-            connector.store.write_negotiation(&next.row, Some(version), &outbox, agreement.as_ref(), false).await?
-        {
-            connector.dispatcher.hand(handed, true);
+        if agreement.is_some() {
+            next.row.agreement_id = next.details.agreement_id.clone();
+        }
+        let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
+        if let Some(handed) = connector.store.write_negotiation(&next.row, Some(version), outgoing).await? {
+            connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
             tracing::info!(negotiation = id, call, state = next.state.name(), "operator call applied");
             return get(connector, id).await;
@@ -984,9 +981,9 @@ pub async fn terminate_after_failure(
         }
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
-        connector.store.clear_outbox(id).await?;
-        if let Some(handed) = connector.store.write_negotiation(&next.row, Some(version), &outbox, None, false).await? {
-            connector.dispatcher.hand(handed, true);
+        let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
+        if let Some(handed) = connector.store.write_negotiation(&next.row, Some(version), outgoing).await? {
+            connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
             tracing::warn!(negotiation = id, reason, "negotiation terminated after a delivery failure");
             return Ok(());

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sqlx::FromRow;
 
-use super::{Store, StoreError, now_millis, parse_body, with_pool};
+use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
 
 /// The kinds of documents the connector keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +65,7 @@ impl Store {
     pub async fn insert_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
         let now = now_millis();
         let text = body.to_string();
-        let inserted = with_pool!(self, pool => sqlx::query(
+        let inserted = with_writer!(self, pool => sqlx::query(
             "INSERT INTO documents (kind, id, body, version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) \
              ON CONFLICT (kind, id) DO NOTHING",
         )
@@ -85,7 +85,7 @@ impl Store {
     /// Creates many documents in one transaction: all of them or, on any conflict, none.
     pub async fn insert_documents(&self, kind: DocumentKind, documents: &[(String, Value)]) -> Result<(), StoreError> {
         let now = now_millis();
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             for (id, body) in documents {
                 let inserted = sqlx::query(
@@ -112,7 +112,7 @@ impl Store {
     /// Replaces a document's body; `NotFound` if there is none.
     pub async fn replace_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
         let now = now_millis();
-        let row: Option<(i64, i64)> = with_pool!(self, pool => sqlx::query_as(
+        let row: Option<(i64, i64)> = with_writer!(self, pool => sqlx::query_as(
             "UPDATE documents SET body = $3, version = version + 1, updated_at = $4 WHERE kind = $1 AND id = $2 \
              RETURNING version, created_at",
         )
@@ -141,7 +141,7 @@ impl Store {
 
     /// Deletes a document; `NotFound` if there is none.
     pub async fn delete_document(&self, kind: DocumentKind, id: &str) -> Result<(), StoreError> {
-        let deleted = with_pool!(self, pool => sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
+        let deleted = with_writer!(self, pool => sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
             .bind(kind.as_str())
             .bind(id)
             .execute(pool)

@@ -17,7 +17,7 @@ mod documents;
 mod negotiations;
 
 pub use documents::{Document, DocumentKind};
-pub use negotiations::{AgreementRow, ClaimedMessage, NegotiationRow, OUTBOX_LEASE_MS, OutboxMessage};
+pub use negotiations::{AgreementRow, ClaimedMessage, NegotiationRow, OUTBOX_LEASE_MS, OutboxMessage, Outgoing};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body is compiled once per backend.
 macro_rules! with_pool {
@@ -29,6 +29,21 @@ macro_rules! with_pool {
     };
 }
 pub(crate) use with_pool;
+
+/// Like [`with_pool!`] for statements that write: on SQLite they go through the one writer connection, so that
+/// writers queue without blocking instead of colliding on SQLite's single write lock and backing off.
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite(_) => {
+                let $pool = $store.writer.as_ref().expect("a SQLite store has a writer");
+                $body
+            }
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_writer;
 
 /// A storage failure, as callers need to tell them apart.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +97,8 @@ pub struct StoreOptions {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) backend: Backend,
+    /// SQLite: the single connection every write goes through.
+    pub(crate) writer: Option<SqlitePool>,
 }
 
 /// `[a-z_][a-z0-9_]*`, at most 63 characters: safe to splice into SQL as an identifier.
@@ -146,16 +163,22 @@ impl Store {
             {
                 std::fs::create_dir_all(parent).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
             }
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(connect.clone())
+                .await
+                .map_err(connect_error)?;
+            sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.unwrap_or(8))
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect)
                 .await
                 .map_err(connect_error)?;
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-            Backend::Sqlite(pool)
+            return Ok(Store { backend: Backend::Sqlite(pool), writer: Some(writer) });
         };
-        Ok(Store { backend })
+        Ok(Store { backend, writer: None })
     }
 
     /// Which database this is.
@@ -174,8 +197,9 @@ impl Store {
 
     /// Waits for in-flight queries, checkpoints SQLite's WAL, and closes the pool.
     pub async fn close(&self) {
-        if let Backend::Sqlite(pool) = &self.backend {
-            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await;
+        if let Some(writer) = &self.writer {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(writer).await;
+            writer.close().await;
         }
         with_pool!(self, pool => pool.close().await);
     }

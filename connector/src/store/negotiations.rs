@@ -1,11 +1,14 @@
-//! Negotiations, their outbox and agreements. A state change, the messages it sends and the agreement it makes are
-//! written in one transaction; concurrent writers are kept apart by the row's `version` (optimistic locking), and the
-//! dispatcher claims outgoing messages with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
+//! Negotiations and their outgoing message. The DSP negotiation is turn-based, so a negotiation has at most one
+//! outgoing message at a time; it lives in the negotiation's own row, and a state change with the message it sends is
+//! one statement (atomic on its own). Concurrent writers are kept apart by the row's `version` (optimistic locking);
+//! the dispatcher claims due messages with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL). Each new message is
+//! numbered (`out_seq`, the row's version when it was written), so that completing or retrying an old message never
+//! touches a newer one.
 
 use serde_json::Value;
 use sqlx::FromRow;
 
-use super::{Store, StoreError, now_millis, parse_body, with_pool};
+use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
 
 /// A negotiation as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +22,8 @@ pub struct NegotiationRow {
     pub body: Value,
     pub last_received: Option<String>,
     pub last_answer: Option<Value>,
+    /// The agreement this negotiation made, if any.
+    pub agreement_id: Option<String>,
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -35,6 +40,7 @@ struct Row {
     body: String,
     last_received: Option<String>,
     last_answer: Option<String>,
+    agreement_id: Option<String>,
     version: i64,
     created_at: i64,
     updated_at: i64,
@@ -52,6 +58,7 @@ impl Row {
             counter_party_id: self.counter_party_id,
             counter_party_address: self.counter_party_address,
             last_received: self.last_received,
+            agreement_id: self.agreement_id,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -59,7 +66,7 @@ impl Row {
     }
 }
 
-/// A message to send after the transaction commits.
+/// A message to send once the write commits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
     pub url: String,
@@ -68,37 +75,49 @@ pub struct OutboxMessage {
     pub final_notice: bool,
 }
 
+/// What happens to the negotiation's pending message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing<'a> {
+    /// Leave it as it is.
+    Keep,
+    /// It is delivered or obsolete (the peer answered it): clear it.
+    Clear,
+    /// Replace it with this message, leased to this process for immediate sending.
+    Send(&'a OutboxMessage),
+}
+
 /// A claimed outgoing message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedMessage {
-    pub id: i64,
     pub negotiation_id: String,
+    /// Which message of the negotiation this is.
+    pub seq: i64,
     pub url: String,
     pub message: Value,
     pub final_notice: bool,
     /// Attempts so far, this one included.
     pub attempts: i64,
-    /// The counter-party, when the claimer knows it already.
     pub counter_party: Option<String>,
 }
 
-/// How long a claimed message stays reserved for the process that claimed it.
-pub const OUTBOX_LEASE_MS: i64 = 15_000;
-
-/// An agreement as stored.
-#[derive(Debug, Clone, PartialEq, FromRow)]
+/// An agreement as stored (read from the negotiation that made it).
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgreementRow {
     pub id: String,
     pub negotiation_id: String,
     pub asset_id: String,
     pub provider_id: String,
     pub consumer_id: String,
-    pub policy: String,
+    /// The agreement, DSP compact JSON.
+    pub policy: Value,
     pub signed_at: i64,
 }
 
-const SELECT: &str = "SELECT id, role, state, peer_pid, counter_party_id, counter_party_address, body, last_received, \
-                      last_answer, version, created_at, updated_at FROM negotiations";
+/// How long a claimed message stays reserved for the process that claimed it.
+pub const OUTBOX_LEASE_MS: i64 = 15_000;
+
+const COLUMNS: &str = "id, role, state, peer_pid, counter_party_id, counter_party_address, body, last_received, \
+                       last_answer, agreement_id, version, created_at, updated_at";
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_unique_violation())
@@ -106,7 +125,7 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 impl Store {
     pub async fn negotiation(&self, id: &str) -> Result<Option<NegotiationRow>, StoreError> {
-        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = $1")))
+        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM negotiations WHERE id = $1")))
             .bind(id)
             .fetch_optional(pool)
             .await?);
@@ -121,7 +140,7 @@ impl Store {
         peer_pid: &str,
     ) -> Result<Option<NegotiationRow>, StoreError> {
         let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE role = $1 AND counter_party_id = $2 AND peer_pid = $3"
+            "SELECT {COLUMNS} FROM negotiations WHERE role = $1 AND counter_party_id = $2 AND peer_pid = $3"
         )))
         .bind(role)
         .bind(counter_party_id)
@@ -132,169 +151,127 @@ impl Store {
     }
 
     pub async fn negotiations(&self) -> Result<Vec<NegotiationRow>, StoreError> {
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY created_at, id")))
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM negotiations ORDER BY created_at, id")))
             .fetch_all(pool)
             .await?);
         rows.into_iter().map(Row::into_negotiation).collect()
     }
 
-    /// Writes a negotiation — new (`expected_version` `None`) or replacing `expected_version` — with its outgoing
-    /// messages and agreement, in one transaction. `Ok(None)`: someone else changed it first (the caller retries);
-    /// `Conflict`: a new negotiation clashes with an existing one. `Ok(Some(messages))`: committed; `messages` are the
-    /// outgoing messages already leased to this process (the negotiation had nothing else pending), to be sent at
-    /// once — the others wait for the dispatcher's claim, so that a negotiation's messages leave in order.
-    ///
-    /// `superseding`: the write answers a legal message from the peer, which proves the peer received everything this
-    /// side sent before; those older messages leave the outbox in the same transaction.
+    /// Writes a negotiation — new (`expected_version` `None`) or replacing `expected_version` — and what becomes of
+    /// its outgoing message, in one statement. `Ok(None)`: someone else changed it first (the caller retries);
+    /// `Conflict`: a new negotiation clashes with an existing one. `Ok(Some(message))`: committed; a sent message comes
+    /// back leased to this process, to be delivered at once.
     pub async fn write_negotiation(
         &self,
         row: &NegotiationRow,
         expected_version: Option<i64>,
-        outbox: &[OutboxMessage],
-        agreement: Option<&AgreementRow>,
-        superseding: bool,
-    ) -> Result<Option<Vec<ClaimedMessage>>, StoreError> {
+        outgoing: Outgoing<'_>,
+    ) -> Result<Option<Option<ClaimedMessage>>, StoreError> {
         let now = now_millis();
         let body = row.body.to_string();
         let answer = row.last_answer.as_ref().map(Value::to_string);
-        let written = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let affected = match expected_version {
-                None => {
-                    let insert = sqlx::query(
-                        "INSERT INTO negotiations (id, role, state, peer_pid, counter_party_id, counter_party_address, body, \
-                         last_received, last_answer, version, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10)",
-                    )
-                    .bind(&row.id)
-                    .bind(&row.role)
-                    .bind(&row.state)
-                    .bind(&row.peer_pid)
-                    .bind(&row.counter_party_id)
-                    .bind(&row.counter_party_address)
-                    .bind(&body)
-                    .bind(&row.last_received)
-                    .bind(&answer)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await;
-                    match insert {
-                        Ok(result) => result.rows_affected(),
-                        Err(error) if is_unique_violation(&error) => {
-                            return Err(StoreError::Conflict { kind: "negotiation", id: row.peer_pid.clone().unwrap_or_else(|| row.id.clone()) });
-                        }
-                        Err(error) => return Err(error.into()),
-                    }
-                }
-                Some(version) => sqlx::query(
-                    "UPDATE negotiations SET state = $2, peer_pid = $3, counter_party_address = $4, body = $5, \
-                     last_received = $6, last_answer = $7, version = version + 1, updated_at = $8 \
-                     WHERE id = $1 AND version = $9",
+        let (send, clear) = match outgoing {
+            Outgoing::Send(message) => (Some(message), false),
+            Outgoing::Clear => (None, true),
+            Outgoing::Keep => (None, false),
+        };
+        let message_text = send.map(|m| m.message.to_string());
+        let affected = with_writer!(self, pool => match expected_version {
+            None => {
+                let insert = sqlx::query(
+                    "INSERT INTO negotiations (id, role, state, peer_pid, counter_party_id, counter_party_address, body, \
+                     last_received, last_answer, agreement_id, version, created_at, updated_at, \
+                     out_url, out_message, out_final, out_attempts, out_next_at, out_lease, out_seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $11, $16, $17)",
                 )
                 .bind(&row.id)
+                .bind(&row.role)
                 .bind(&row.state)
                 .bind(&row.peer_pid)
+                .bind(&row.counter_party_id)
                 .bind(&row.counter_party_address)
                 .bind(&body)
                 .bind(&row.last_received)
                 .bind(&answer)
+                .bind(&row.agreement_id)
                 .bind(now)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            };
-            if affected == 0 {
-                tx.rollback().await?;
-                None
-            } else {
-                if superseding {
-                    sqlx::query("DELETE FROM outbox WHERE negotiation_id = $1 AND final_notice = 0").bind(&row.id).execute(&mut *tx).await?;
-                }
-                // After a supersede nothing older is pending; otherwise count.
-                let (pending,): (i64,) = if outbox.is_empty() {
-                    (1,)
-                } else if superseding {
-                    (0,)
-                } else {
-                    sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE negotiation_id = $1").bind(&row.id).fetch_one(&mut *tx).await?
-                };
-                let mut handed = Vec::new();
-                for (i, message) in outbox.iter().enumerate() {
-                    // Only the first message of a negotiation with nothing else pending is leased right away.
-                    let lease = (pending == 0 && i == 0).then_some(now + OUTBOX_LEASE_MS);
-                    let (id,): (i64,) = sqlx::query_as(
-                        "INSERT INTO outbox (negotiation_id, url, message, final_notice, attempts, next_attempt_at, lease_until, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $6) RETURNING id",
-                    )
-                    .bind(&row.id)
-                    .bind(&message.url)
-                    .bind(message.message.to_string())
-                    .bind(i64::from(message.final_notice))
-                    .bind(i64::from(lease.is_some()))
-                    .bind(now)
-                    .bind(lease)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if lease.is_some() {
-                        handed.push(ClaimedMessage {
-                            id,
-                            negotiation_id: row.id.clone(),
-                            url: message.url.clone(),
-                            message: message.message.clone(),
-                            final_notice: message.final_notice,
-                            attempts: 1,
-                            counter_party: Some(row.counter_party_id.clone()),
-                        });
+                .bind(send.map(|m| m.url.as_str()))
+                .bind(&message_text)
+                .bind(i64::from(send.is_some_and(|m| m.final_notice)))
+                .bind(i64::from(send.is_some()))
+                .bind(send.map(|_| now + OUTBOX_LEASE_MS))
+                .bind(i64::from(send.is_some()))
+                .execute(pool)
+                .await;
+                match insert {
+                    Ok(result) => result.rows_affected(),
+                    Err(error) if is_unique_violation(&error) => {
+                        return Err(StoreError::Conflict { kind: "negotiation", id: row.peer_pid.clone().unwrap_or_else(|| row.id.clone()) });
                     }
+                    Err(error) => return Err(error.into()),
                 }
-                if let Some(agreement) = agreement {
-                    sqlx::query(
-                        "INSERT INTO agreements (id, negotiation_id, asset_id, provider_id, consumer_id, policy, signed_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(&agreement.id)
-                    .bind(&agreement.negotiation_id)
-                    .bind(&agreement.asset_id)
-                    .bind(&agreement.provider_id)
-                    .bind(&agreement.consumer_id)
-                    .bind(&agreement.policy)
-                    .bind(agreement.signed_at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Some(handed)
             }
-        });
-        Ok(written)
-    }
-
-    /// Records the peer's process id once it is known (never overwrites one).
-    pub async fn set_peer_pid(&self, id: &str, peer_pid: &str) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("UPDATE negotiations SET peer_pid = $2, version = version + 1 WHERE id = $1 AND peer_pid IS NULL")
-            .bind(id)
-            .bind(peer_pid)
+            Some(version) => sqlx::query(
+                "UPDATE negotiations SET state = $2, peer_pid = $3, counter_party_address = $4, body = $5, \
+                 last_received = $6, last_answer = $7, agreement_id = $8, version = version + 1, updated_at = $9, \
+                 out_url = CASE WHEN $11 IS NOT NULL THEN $11 WHEN $15 = 1 THEN NULL ELSE out_url END, \
+                 out_message = CASE WHEN $11 IS NOT NULL THEN $12 WHEN $15 = 1 THEN NULL ELSE out_message END, \
+                 out_final = CASE WHEN $11 IS NOT NULL THEN $13 ELSE out_final END, \
+                 out_attempts = CASE WHEN $11 IS NOT NULL THEN 1 ELSE out_attempts END, \
+                 out_next_at = CASE WHEN $11 IS NOT NULL THEN $9 ELSE out_next_at END, \
+                 out_lease = CASE WHEN $11 IS NOT NULL THEN $14 WHEN $15 = 1 THEN NULL ELSE out_lease END, \
+                 out_seq = CASE WHEN $11 IS NOT NULL THEN $10 + 1 ELSE out_seq END \
+                 WHERE id = $1 AND version = $10",
+            )
+            .bind(&row.id)
+            .bind(&row.state)
+            .bind(&row.peer_pid)
+            .bind(&row.counter_party_address)
+            .bind(&body)
+            .bind(&row.last_received)
+            .bind(&answer)
+            .bind(&row.agreement_id)
+            .bind(now)
+            .bind(version)
+            .bind(send.map(|m| m.url.as_str()))
+            .bind(&message_text)
+            .bind(i64::from(send.is_some_and(|m| m.final_notice)))
+            .bind(now + OUTBOX_LEASE_MS)
+            .bind(i64::from(clear))
             .execute(pool)
             .await?
-            .rows_affected());
-        Ok(())
+            .rows_affected(),
+        });
+        if affected == 0 {
+            return Ok(None);
+        }
+        let Some(message) = send else { return Ok(Some(None)) };
+        // A sent message is numbered with the row's new version: unique and increasing, known without a read.
+        let seq = expected_version.map_or(1, |v| v + 1);
+        Ok(Some(Some(ClaimedMessage {
+            negotiation_id: row.id.clone(),
+            seq,
+            url: message.url.clone(),
+            message: message.message.clone(),
+            final_notice: message.final_notice,
+            attempts: 1,
+            counter_party: Some(row.counter_party_id.clone()),
+        })))
     }
 
-    /// Claims up to `limit` due messages — only the oldest pending one of each negotiation, so that a peer receives a
-    /// negotiation's messages in order — leasing them for `lease_ms`.
+    /// Claims up to `limit` due messages, leasing them for `lease_ms`.
     pub async fn claim_outbox(&self, limit: i64, lease_ms: i64) -> Result<Vec<ClaimedMessage>, StoreError> {
         let now = now_millis();
-        const DUE: &str = "SELECT id FROM outbox o WHERE next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2) \
-                           AND id = (SELECT MIN(id) FROM outbox p WHERE p.negotiation_id = o.negotiation_id) ORDER BY id LIMIT $3";
-        let rows: Vec<(i64, String, String, String, i64, i64)> = with_pool!(self, pool => {
-            let sql = match self.dialect() {
+        const DUE: &str = "SELECT id FROM negotiations WHERE out_message IS NOT NULL AND out_next_at <= $2 \
+                           AND (out_lease IS NULL OR out_lease < $2) ORDER BY out_next_at LIMIT $3";
+        let rows: Vec<(String, i64, String, String, i64, i64, String)> = with_writer!(self, pool => {
+            let due = match self.dialect() {
                 super::Dialect::Postgres => format!("{DUE} FOR UPDATE SKIP LOCKED"),
                 super::Dialect::Sqlite => DUE.to_owned(),
             };
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 WHERE id IN ({sql}) \
-                 RETURNING id, negotiation_id, url, message, final_notice, attempts"
+                "UPDATE negotiations SET out_lease = $1, out_attempts = out_attempts + 1 WHERE id IN ({due}) \
+                 RETURNING id, out_seq, out_url, out_message, out_final, out_attempts, counter_party_id"
             )))
             .bind(now + lease_ms)
             .bind(now)
@@ -302,54 +279,52 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        let mut claimed = rows
-            .into_iter()
-            .map(|(id, negotiation_id, url, message, final_notice, attempts)| {
+        rows.into_iter()
+            .map(|(negotiation_id, seq, url, message, final_notice, attempts, counter_party)| {
                 Ok(ClaimedMessage {
-                    message: parse_body("outbox message", &id.to_string(), &message)?,
-                    id,
+                    message: parse_body("outgoing message", &negotiation_id, &message)?,
                     negotiation_id,
+                    seq,
                     url,
                     final_notice: final_notice != 0,
                     attempts,
-                    counter_party: None,
+                    counter_party: Some(counter_party),
                 })
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_by_key(|c| c.id);
-        Ok(claimed)
+            .collect()
     }
 
-    /// A message was delivered (or given up): it leaves the outbox.
-    pub async fn remove_outbox(&self, id: i64) -> Result<(), StoreError> {
-        self.remove_outbox_many(&[id]).await
-    }
-
-    /// Several messages leave the outbox in one statement.
-    pub async fn remove_outbox_many(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        let sql = format!("DELETE FROM outbox WHERE id IN ({})", list.join(","));
-        with_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?.rows_affected());
+    /// A message was delivered (or given up): it is cleared, unless a newer one replaced it. The peer's pid, when the
+    /// answer carried one and none was known, is recorded at the same time.
+    pub async fn complete_outgoing(
+        &self,
+        negotiation_id: &str,
+        seq: i64,
+        peer_pid: Option<&str>,
+    ) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "UPDATE negotiations SET \
+             version = version + CASE WHEN peer_pid IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, \
+             peer_pid = COALESCE(peer_pid, $3), \
+             out_url = CASE WHEN out_seq = $2 THEN NULL ELSE out_url END, \
+             out_message = CASE WHEN out_seq = $2 THEN NULL ELSE out_message END, \
+             out_lease = CASE WHEN out_seq = $2 THEN NULL ELSE out_lease END \
+             WHERE id = $1",
+        )
+        .bind(negotiation_id)
+        .bind(seq)
+        .bind(peer_pid)
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
-    /// Every pending message of a negotiation leaves the outbox (it terminated).
-    pub async fn clear_outbox(&self, negotiation_id: &str) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("DELETE FROM outbox WHERE negotiation_id = $1 AND final_notice = 0")
+    /// Schedules another attempt of message `seq`.
+    pub async fn retry_outgoing(&self, negotiation_id: &str, seq: i64, next_attempt_at: i64) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query("UPDATE negotiations SET out_next_at = $3, out_lease = NULL WHERE id = $1 AND out_seq = $2")
             .bind(negotiation_id)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(())
-    }
-
-    /// Schedules another attempt.
-    pub async fn retry_outbox(&self, id: i64, next_attempt_at: i64) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("UPDATE outbox SET next_attempt_at = $2, lease_until = NULL WHERE id = $1")
-            .bind(id)
+            .bind(seq)
             .bind(next_attempt_at)
             .execute(pool)
             .await?
@@ -359,25 +334,45 @@ impl Store {
 
     /// How many messages wait to be sent.
     pub async fn outbox_len(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) =
-            with_pool!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM outbox").fetch_one(pool).await?);
+        let (n,): (i64,) = with_pool!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM negotiations WHERE out_message IS NOT NULL").fetch_one(pool).await?);
         Ok(n)
     }
 
+    fn agreement_of(row: NegotiationRow) -> Option<AgreementRow> {
+        let policy = row.body.get("agreement").cloned().filter(|a| a.is_object())?;
+        let text = |key: &str| policy.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let signed_at = chrono::DateTime::parse_from_rfc3339(&text("timestamp"))
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(row.updated_at);
+        Some(AgreementRow {
+            id: row.agreement_id.clone()?,
+            negotiation_id: row.id,
+            asset_id: text("target"),
+            provider_id: text("assigner"),
+            consumer_id: text("assignee"),
+            policy,
+            signed_at,
+        })
+    }
+
     pub async fn agreement(&self, id: &str) -> Result<Option<AgreementRow>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, negotiation_id, asset_id, provider_id, consumer_id, policy, signed_at FROM agreements WHERE id = $1"
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?))
+        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM negotiations WHERE agreement_id = $1")))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(Row::into_negotiation).transpose()?.and_then(Store::agreement_of))
     }
 
     pub async fn agreements(&self) -> Result<Vec<AgreementRow>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, negotiation_id, asset_id, provider_id, consumer_id, policy, signed_at FROM agreements ORDER BY signed_at, id"
-        )
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM negotiations WHERE agreement_id IS NOT NULL ORDER BY updated_at, id"
+        )))
         .fetch_all(pool)
-        .await?))
+        .await?);
+        let mut agreements = Vec::new();
+        for row in rows {
+            agreements.extend(Store::agreement_of(row.into_negotiation()?));
+        }
+        Ok(agreements)
     }
 }
