@@ -65,6 +65,37 @@ pub struct Negotiation {
 }
 
 impl Negotiation {
+    /// A negotiation not yet stored, with a fresh id of ours.
+    fn new(
+        role: Role,
+        state: State,
+        peer_pid: Option<&str>,
+        counter_party_id: &str,
+        address: &str,
+        details: Details,
+    ) -> Negotiation {
+        Negotiation {
+            row: NegotiationRow {
+                id: new_pid(),
+                role: role.name().into(),
+                state: state.name().into(),
+                peer_pid: peer_pid.map(str::to_owned),
+                counter_party_id: counter_party_id.to_owned(),
+                counter_party_address: address.trim_end_matches('/').to_owned(),
+                body: Json::Null,
+                last_received: None,
+                last_answer: None,
+                agreement_id: None,
+                version: 0,
+                created_at: 0,
+                updated_at: 0,
+            },
+            role,
+            state,
+            details,
+        }
+    }
+
     fn from_row(row: NegotiationRow) -> Result<Negotiation, StoreError> {
         let role = if row.role == "provider" { Role::Provider } else { Role::Consumer };
         let state = State::parse(&row.state)
@@ -663,26 +694,7 @@ pub async fn receive(
                     Role::Provider => (required(&message, "consumerPid")?, required(&message, "callbackAddress")?),
                     Role::Consumer => (required(&message, "providerPid")?, required(&message, "callbackAddress")?),
                 };
-                Negotiation {
-                    row: NegotiationRow {
-                        id: new_pid(),
-                        role: role.name().into(),
-                        state: next_state.name().into(),
-                        peer_pid: Some(peer_pid.to_owned()),
-                        counter_party_id: requester.to_owned(),
-                        counter_party_address: address.trim_end_matches('/').to_owned(),
-                        body: Json::Null,
-                        last_received: None,
-                        last_answer: None,
-                        agreement_id: None,
-                        version: 0,
-                        created_at: 0,
-                        updated_at: 0,
-                    },
-                    role,
-                    state: next_state,
-                    details: Details { auto_accept: false, ..Details::default() },
-                }
+                Negotiation::new(role, next_state, Some(peer_pid), requester, address, Details::default())
             }
         };
         let expected_version = (!initial).then_some(negotiation.row.version);
@@ -818,26 +830,8 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, N
         purpose: start.purpose.clone(),
         ..Details::default()
     };
-    let mut negotiation = Negotiation {
-        row: NegotiationRow {
-            id: new_pid(),
-            role: "consumer".into(),
-            state: String::new(),
-            peer_pid: None,
-            counter_party_id: start.provider_id,
-            counter_party_address: start.provider_address.trim_end_matches('/').to_owned(),
-            body: Json::Null,
-            last_received: None,
-            last_answer: None,
-            agreement_id: None,
-            version: 0,
-            created_at: 0,
-            updated_at: 0,
-        },
-        role: Role::Consumer,
-        state: State::Requested,
-        details,
-    };
+    let mut negotiation =
+        Negotiation::new(Role::Consumer, State::Requested, None, &start.provider_id, &start.provider_address, details);
     let mut members = Map::new();
     members.insert("offer".into(), start.offer.clone());
     members.insert("callbackAddress".into(), json!(connector.catalogue.service.endpoint_url));
