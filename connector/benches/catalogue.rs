@@ -14,21 +14,8 @@ use hanse::store::{DocumentKind, Store, StoreOptions};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-fn rss_mb(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
-}
+mod support;
+use support::{percentile, rss_mb};
 
 const KEYWORDS: &[&str] = &["diabetes", "oncology", "cardiology", "asthma", "stroke", "obesity", "covid", "dementia"];
 

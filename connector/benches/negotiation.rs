@@ -21,25 +21,13 @@ use hanse::server::RunningConnector;
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::net::TcpListener;
+
+mod support;
+use support::{percentile, rss_mb};
 use tokio::sync::Semaphore;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
 
 async fn connector(dir: &std::path::Path) -> RunningConnector {
@@ -239,5 +227,5 @@ async fn main() {
     println!("{n} negotiations, {in_flight} in flight, provider and consumer in this process, 2 cores");
     let bare = bare_run(n, in_flight).await;
     let hanse = hanse_run(n, in_flight).await;
-    println!("hanse / bare bound: {:.2}; peak RSS of the process {:.0} MB", hanse / bare, peak_rss_mb());
+    println!("hanse / bare bound: {:.2}; peak RSS of the process {:.0} MB", hanse / bare, rss_mb("VmHWM:"));
 }

@@ -68,16 +68,6 @@ fn dsp(kind: Message, provider_pid: &str, consumer_pid: &str, offer: &Value) -> 
     (format!("/negotiations/{provider_pid}/{endpoint}"), message)
 }
 
-const KINDS: [Message; 7] = [
-    Message::ContractRequest,
-    Message::ContractOffer,
-    Message::AcceptedEvent,
-    Message::ContractAgreement,
-    Message::ContractAgreementVerification,
-    Message::FinalizedEvent,
-    Message::ContractNegotiationTermination,
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
     let federation = Federation::with_hospitals(1).await;
@@ -161,7 +151,7 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
         };
         assert_eq!(state().await, target.name());
 
-        for kind in KINDS {
+        for kind in machine::ALL_MESSAGES {
             if machine::may_receive(Role::Provider, Some(target), kind) {
                 continue; // legal here: the flow tests take these paths
             }
@@ -346,7 +336,7 @@ async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
             consumer.get(&format!("/management/v3/contractnegotiations/{id}")).await.body
         );
 
-        for kind in KINDS {
+        for kind in machine::ALL_MESSAGES {
             if machine::may_receive(Role::Consumer, Some(target), kind) {
                 continue;
             }

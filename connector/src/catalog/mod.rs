@@ -181,13 +181,7 @@ impl State {
     }
 
     fn offer_ids_of(&self, asset_id: &str) -> Vec<&str> {
-        self.selected_by
-            .get(asset_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|d| self.offers.get(d))
-            .map(|o| o.id.as_str())
-            .collect()
+        self.offers_of(asset_id, None).into_iter().map(|o| o.id.as_str()).collect()
     }
 
     /// The DSP `Dataset` JSON of `asset` with the given offers.

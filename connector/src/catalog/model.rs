@@ -73,12 +73,12 @@ fn edc(name: &str) -> String {
 }
 
 /// The values of an EDC-vocabulary member of an expanded node.
-fn member<'a>(node: &'a Map<String, Json>, name: &str) -> &'a [Json] {
+pub(crate) fn member<'a>(node: &'a Map<String, Json>, name: &str) -> &'a [Json] {
     node.get(&edc(name)).and_then(Json::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
 /// A single literal or IRI of an expanded member, as text.
-fn text(node: &Map<String, Json>, name: &str) -> Option<String> {
+pub(crate) fn text(node: &Map<String, Json>, name: &str) -> Option<String> {
     member(node, name).first().and_then(|v| {
         v.get("@value")
             .map(|v| match v {

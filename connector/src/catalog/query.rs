@@ -30,7 +30,7 @@ impl Default for QuerySpec {
 }
 
 /// A member in any spelling: bare, `edc:` or the full EDC IRI.
-fn get<'a>(object: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
+pub(crate) fn get<'a>(object: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
     object.get(name).or_else(|| object.get(&format!("edc:{name}"))).or_else(|| object.get(&format!("{EDC}{name}")))
 }
 

@@ -4,16 +4,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use hanse_vocab::ns::EDC;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use super::{ManagementError, parse_body};
-use crate::catalog::query::QuerySpec;
+use crate::catalog::query::{QuerySpec, get};
 use crate::protocol::client::ClientError;
 use crate::server::Shared;
-
-fn member<'a>(object: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
-    object.get(name).or_else(|| object.get(&format!("edc:{name}"))).or_else(|| object.get(&format!("{EDC}{name}")))
-}
 
 /// Body: `{counterPartyAddress, counterPartyId?, protocol: "dataspace-protocol-http:2025-1", querySpec?}`.
 /// `querySpec.filterExpression` criteria on `keyword` or properties become DSP filters; `offset`/`limit` page the
@@ -23,11 +19,11 @@ pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Respons
     let Some(object) = body.as_object() else {
         return Err(ManagementError::field("", "the body must be a JSON object"));
     };
-    let address = member(object, "counterPartyAddress").and_then(Json::as_str).filter(|a| !a.trim().is_empty());
+    let address = get(object, "counterPartyAddress").and_then(Json::as_str).filter(|a| !a.trim().is_empty());
     let Some(address) = address else {
         return Err(ManagementError::field("counterPartyAddress", "is required: the peer's DSP address"));
     };
-    if let Some(protocol) = member(object, "protocol").and_then(Json::as_str)
+    if let Some(protocol) = get(object, "protocol").and_then(Json::as_str)
         && !protocol.ends_with("2025-1")
     {
         return Err(ManagementError::field(
@@ -35,7 +31,7 @@ pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Respons
             format!("Hanse speaks dataspace-protocol-http:2025-1, not {protocol}"),
         ));
     }
-    let spec = QuerySpec::from_body(member(object, "querySpec")).map_err(|errors| {
+    let spec = QuerySpec::from_body(get(object, "querySpec")).map_err(|errors| {
         ManagementError::Invalid(
             errors.into_iter().map(|e| super::FieldError { path: format!("querySpec.{}", e.path), ..e }).collect(),
         )
@@ -48,7 +44,7 @@ pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Respons
             other => serde_json::json!({"property": other, "value": c.operand_right}),
         })
         .collect();
-    let counter_party = member(object, "counterPartyId").and_then(Json::as_str);
+    let counter_party = get(object, "counterPartyId").and_then(Json::as_str);
     let mut catalog = state.dsp.catalog(address, counter_party, Json::Array(filter)).await.map_err(|e| match e {
         ClientError::Refused { status, body, url } => ManagementError::Upstream(format!(
             "the peer refused the catalogue request ({url} answered HTTP {status}): {body}"

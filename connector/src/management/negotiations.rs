@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::resources::id_response;
 use super::{ManagementError, parse_body};
-use crate::catalog::model::expand_body;
+use crate::catalog::model::{expand_body, member, text};
 use crate::catalog::query::QuerySpec;
 use crate::negotiation::{self, NegotiationError, Start};
 use crate::server::Shared;
@@ -30,18 +30,9 @@ impl From<NegotiationError> for ManagementError {
     }
 }
 
-fn text(node: &Map<String, Json>, name: &str) -> Option<String> {
-    node.get(&format!("{EDC}{name}")).and_then(Json::as_array).and_then(|v| v.first()).and_then(|v| {
-        v.get("@value").and_then(Json::as_str).or_else(|| v.get("@id").and_then(Json::as_str)).map(str::to_owned)
-    })
-}
-
+/// A boolean EDC-vocabulary member of an expanded node.
 fn flag(node: &Map<String, Json>, name: &str) -> Option<bool> {
-    node.get(&format!("{EDC}{name}"))
-        .and_then(Json::as_array)
-        .and_then(|v| v.first())
-        .and_then(|v| v.get("@value"))
-        .and_then(Json::as_bool)
+    member(node, name).first().and_then(|v| v.get("@value")).and_then(Json::as_bool)
 }
 
 /// `POST /management/v3/contractnegotiations` (EDC `ContractRequest`): `counterPartyAddress`, `protocol`, `policy` (the

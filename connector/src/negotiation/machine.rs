@@ -119,6 +119,17 @@ impl Message {
     }
 }
 
+/// Every negotiation message.
+pub const ALL_MESSAGES: [Message; 7] = [
+    Message::ContractRequest,
+    Message::ContractOffer,
+    Message::AcceptedEvent,
+    Message::ContractAgreement,
+    Message::ContractAgreementVerification,
+    Message::FinalizedEvent,
+    Message::ContractNegotiationTermination,
+];
+
 /// Who sends a message; termination is sent by either side.
 pub fn sender(message: Message) -> Option<Role> {
     match message {
@@ -190,16 +201,6 @@ pub fn call_message(role: Role, call: &str) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ALL_MESSAGES: [Message; 7] = [
-        ContractRequest,
-        ContractOffer,
-        AcceptedEvent,
-        ContractAgreement,
-        ContractAgreementVerification,
-        FinalizedEvent,
-        ContractNegotiationTermination,
-    ];
 
     #[test]
     fn the_straight_path_runs_to_finalized() {

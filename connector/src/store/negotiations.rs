@@ -332,12 +332,6 @@ impl Store {
         Ok(())
     }
 
-    /// How many messages wait to be sent.
-    pub async fn outbox_len(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) = with_pool!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM negotiations WHERE out_message IS NOT NULL").fetch_one(pool).await?);
-        Ok(n)
-    }
-
     fn agreement_of(row: NegotiationRow) -> Option<AgreementRow> {
         let policy = row.body.get("agreement").cloned().filter(|a| a.is_object())?;
         let text = |key: &str| policy.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
