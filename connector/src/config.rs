@@ -2,6 +2,7 @@
 //! environment variable `HANSE_<SECTION>_<KEY>` (e.g. `HANSE_MANAGEMENT_API_KEY`). Unknown keys and bad values are
 //! rejected at start-up with the key's name. Relative paths are resolved against the configuration file's folder.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,42 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     #[serde(default)]
     pub negotiation: NegotiationConfig,
+    #[serde(default)]
+    pub trust: TrustConfig,
+}
+
+/// Whom this connector trusts: certificate authorities for outgoing HTTPS and credential issuers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Extra CA certificates (PEM bundle) trusted for outgoing HTTPS, in addition to the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Trusted issuers (DIDs) per credential type, e.g. `MembershipCredential = ["did:web:federation.example"]`.
+    #[serde(default)]
+    pub issuers: BTreeMap<String, Vec<String>>,
+    /// Seconds a resolved DID document is reused.
+    #[serde(default = "default_cache_seconds")]
+    pub did_cache_seconds: u64,
+    /// Longest time, in seconds, verified claims and revocation lists are reused (never beyond the requester's
+    /// token lifetime). 0 checks credentials on every request.
+    #[serde(default = "default_cache_seconds")]
+    pub claims_cache_seconds: u64,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            issuers: BTreeMap::new(),
+            did_cache_seconds: default_cache_seconds(),
+            claims_cache_seconds: default_cache_seconds(),
+        }
+    }
+}
+
+fn default_cache_seconds() -> u64 {
+    300
 }
 
 /// Delivery of negotiation messages.
@@ -95,11 +132,14 @@ pub struct PublicConfig {
     /// TLS private key (PEM) for the public listener.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: when set, every client must present a certificate issued by a CA in this PEM bundle.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for PublicConfig {
     fn default() -> Self {
-        Self { bind: default_public_bind(), url: None, tls_cert: None, tls_key: None }
+        Self { bind: default_public_bind(), url: None, tls_cert: None, tls_key: None, client_ca: None }
     }
 }
 
@@ -270,7 +310,7 @@ impl Config {
         if let Some(p) = self.public.tls_cert.as_mut() {
             resolve(p);
         }
-        if let Some(p) = self.public.tls_key.as_mut() {
+        for p in [&mut self.public.tls_key, &mut self.public.client_ca, &mut self.trust.ca_file].into_iter().flatten() {
             resolve(p);
         }
     }
@@ -297,6 +337,14 @@ impl Config {
         }
         if self.public.tls_cert.is_some() != self.public.tls_key.is_some() {
             return Err(key("public.tls_key", "tls_cert and tls_key must be given together".into()));
+        }
+        if self.public.client_ca.is_some() && self.public.tls_cert.is_none() {
+            return Err(key("public.client_ca", "mutual TLS needs tls_cert and tls_key".into()));
+        }
+        for (kind, issuers) in &self.trust.issuers {
+            if let Some(bad) = issuers.iter().find(|did| !did.starts_with("did:")) {
+                return Err(key(&format!("trust.issuers.{kind}"), format!("`{bad}` is not a DID")));
+            }
         }
         if let Some(url) = &self.store.database_url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))

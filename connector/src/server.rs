@@ -33,6 +33,8 @@ pub struct Connector {
     pub catalogue: Catalogue,
     /// The HTTP client for peers (one per connector: building one parses the system certificate store).
     pub dsp: crate::protocol::client::DspClient,
+    /// Our keys and DID document; verification of peers' tokens and credentials.
+    pub identity: Arc<crate::identity::Identity>,
     /// Takes the messages each commit queues.
     pub dispatcher: negotiation::dispatch::Dispatcher,
     /// Every committed negotiation state: `(negotiation id, state)`, for progress reports and benchmarks.
@@ -64,6 +66,10 @@ pub type Shared = Arc<Connector>;
 pub enum StartError {
     #[error("store")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] crate::transport::TlsError),
+    #[error(transparent)]
+    Keys(#[from] crate::identity::keys::KeyError),
     #[error("cannot listen on {key} = {addr}: {source}")]
     Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -166,8 +172,10 @@ pub async fn start_on(
         addr: config.management.bind,
         source,
     })?;
+    let tls = crate::transport::acceptor(&config)?;
     let public_url = match &config.public.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
+        None if tls.is_some() => format!("https://{public_addr}"),
         None => format!("http://{public_addr}"),
     };
 
@@ -181,12 +189,30 @@ pub async fn start_on(
         attempts: i64::from(config.negotiation.retry_attempts),
         base: std::time::Duration::from_millis(config.negotiation.retry_base_ms),
     };
-    let dsp = crate::protocol::client::DspClient::new(&config.participant.id);
+    let http = crate::transport::client_builder(&config)?
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| crate::transport::TlsError { key: "trust.ca_file", reason: e.to_string() })?;
+    let keys = crate::identity::keys::KeyRing::load(&config.participant.id, &config.participant.key_file)?;
+    let identity = Arc::new(crate::identity::Identity::new(
+        keys,
+        http.clone(),
+        store.clone(),
+        crate::identity::IdentitySettings {
+            public_url: public_url.clone(),
+            development: config.participant.development,
+            trusted_issuers: config.trust.issuers.clone(),
+            did_cache: std::time::Duration::from_secs(config.trust.did_cache_seconds),
+            claims_cache: std::time::Duration::from_secs(config.trust.claims_cache_seconds),
+        },
+    ));
+    let dsp = crate::protocol::client::DspClient::new(http, identity.clone());
     let state = Arc::new(Connector {
         config,
         store,
         catalogue,
         dsp,
+        identity,
         dispatcher: negotiation::dispatch::Dispatcher::default(),
         negotiation_events: tokio::sync::broadcast::channel(4096).0,
         retry,
@@ -196,8 +222,14 @@ pub async fn start_on(
     });
     let (shutdown, signal) = watch::channel(false);
     let dispatcher = negotiation::dispatch::spawn(state.clone(), signal.clone());
+    crate::identity::spawn_replay_cache_sweeper(state.store.clone(), signal.clone());
+    let public_router = with_common_layers(protocol::router(state.clone()), "public");
     let servers = vec![
-        serve(public, with_common_layers(protocol::router(state.clone()), "public"), signal.clone()),
+        match tls {
+            Some(acceptor) => serve_tls(public, public_router, acceptor, signal.clone())
+                .map_err(|source| StartError::Bind { key: "public.bind", addr: public_addr, source })?,
+            None => serve(public, public_router, signal.clone()),
+        },
         serve(management, with_common_layers(management::router(state.clone()), "management"), signal),
     ];
     tracing::info!(
@@ -224,6 +256,27 @@ fn serve(listener: TcpListener, router: Router, mut signal: watch::Receiver<bool
             })
             .await
     })
+}
+
+/// Serves `router` over TLS on `listener`; graceful shutdown as [`serve`] does.
+fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    acceptor: Arc<openssl::ssl::SslAcceptor>,
+    mut signal: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<std::io::Result<()>>> {
+    let listener = listener.into_std()?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        let _ = signal.wait_for(|stop| *stop).await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+    });
+    let config = axum_server::tls_openssl::OpenSSLConfig::from_acceptor(acceptor);
+    let server = axum_server::from_tcp(listener)?
+        .acceptor(axum_server::tls_openssl::OpenSSLAcceptor::new(config))
+        .handle(handle);
+    Ok(tokio::spawn(async move { server.serve(router.into_make_service()).await }))
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -116,6 +116,9 @@ pub struct TestConnector {
 impl TestConnector {
     /// Starts a connector on loopback ports with a generated identity on `backend`.
     pub async fn start(backend: Backend) -> TestConnector {
+        if let Ok(filter) = std::env::var("HANSE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let dir = tempfile::tempdir().expect("temporary folder");
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
         let management = TcpListener::bind("127.0.0.1:0").await.expect("bind management");
@@ -167,5 +170,114 @@ impl TestConnector {
     /// The folder the connector's files live in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Anything that can sign a DSP request as a participant: a running connector, or a [`TestParticipant`].
+pub trait Signer: Sync {
+    /// The participant's DID.
+    fn did(&self) -> &str;
+    /// An `Authorization` header value with a fresh self-issued token for `audience`.
+    fn authorization(&self, audience: &str) -> String;
+}
+
+impl Signer for TestConnector {
+    fn did(&self) -> &str {
+        self.participant_id()
+    }
+
+    fn authorization(&self, audience: &str) -> String {
+        self.running.state.identity.authorization(audience)
+    }
+}
+
+/// The `did:web` of the participant whose public listener serves `url` (test connectors and participants are named
+/// after their loopback address).
+pub fn did_of_url(url: &str) -> String {
+    let parsed = reqwest::Url::parse(url).expect("a URL");
+    let port = parsed.port_or_known_default().expect("a port");
+    let host = parsed.host_str().expect("a host").trim_matches(['[', ']']);
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => did_web_for(&std::net::SocketAddr::new(ip, port)),
+        Err(_) => format!("did:web:{host}%3A{port}"),
+    }
+}
+
+/// A participant without a connector: a real did:web identity (own key, DID document served over HTTP on loopback)
+/// that signs requests, as a DSP test kit or a foreign connector would. Whatever is posted to it (for example DSP
+/// callbacks to `<url>/protocol/2025-1/...`) is recorded.
+pub struct TestParticipant {
+    pub did: String,
+    /// The base URL of its listener.
+    pub url: String,
+    keys: std::sync::Arc<crate::identity::keys::KeyRing>,
+    received: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestParticipant {
+    /// Generates a key and starts serving the DID document; everything else posted to it is recorded.
+    pub async fn start() -> TestParticipant {
+        let received: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let sink = received.clone();
+        let app = axum::Router::new().fallback(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                if let Ok(message) = serde_json::from_str::<serde_json::Value>(&body) {
+                    sink.lock().expect("lock").push(message);
+                }
+                "ok"
+            }
+        });
+        TestParticipant { received, ..TestParticipant::serving(app).await }
+    }
+
+    /// Generates a key and serves `app` with the DID document added at `/.well-known/did.json`.
+    pub async fn serving(app: axum::Router) -> TestParticipant {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let key_file = dir.path().join("participant.pem");
+        let pem = crate::init::generate_p256().and_then(|k| k.private_key_to_pem_pkcs8()).expect("a key");
+        std::fs::write(&key_file, pem).expect("write the key");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        let did = did_web_for(&addr);
+        let url = format!("http://{addr}");
+        let keys = std::sync::Arc::new(crate::identity::keys::KeyRing::load(&did, &key_file).expect("keys load"));
+        let document = {
+            let (keys, did, url) = (keys.clone(), did.clone(), url.clone());
+            move || async move {
+                axum::Json(crate::identity::did::our_document(&did, &keys.listed(chrono::Utc::now()), &url, &[]))
+            }
+        };
+        let app = app.route("/.well-known/did.json", axum::routing::get(document));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestParticipant { did, url, keys, received: Default::default(), _dir: dir }
+    }
+
+    /// What was posted to it so far.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Signs any JWT payload with this participant's key (`typ` as given): for tokens that must fail verification.
+    pub fn sign(&self, typ: &str, payload: &serde_json::Value) -> String {
+        self.keys.sign(typ, &[], payload)
+    }
+
+    /// The DID URL of its signing key.
+    pub fn kid(&self) -> &str {
+        self.keys.current_kid()
+    }
+}
+
+impl Signer for TestParticipant {
+    fn did(&self) -> &str {
+        &self.did
+    }
+
+    fn authorization(&self, audience: &str) -> String {
+        format!("Bearer {}", crate::identity::token::issue(&self.keys, audience, chrono::Utc::now()))
     }
 }

@@ -411,6 +411,23 @@ fn text_member(object: &Map<String, Json>, name: &str) -> Option<String> {
 }
 
 impl Policy {
+    /// Whether deciding this policy may need the requester's verified claims or credential types, so that a
+    /// connector fetches them only when a policy asks.
+    pub fn uses_claims(&self) -> bool {
+        fn constraint(c: &Constraint) -> bool {
+            match c {
+                Constraint::Atomic(atomic) => {
+                    matches!(atomic.left, LeftOperand::Claim(_) | LeftOperand::CredentialType)
+                }
+                Constraint::Logical { constraints, .. } => constraints.iter().any(constraint),
+            }
+        }
+        fn rule(r: &Rule) -> bool {
+            r.conditions().any(constraint) || r.duties.iter().any(rule)
+        }
+        self.permissions.iter().chain(&self.prohibitions).chain(&self.obligations).any(rule)
+    }
+
     /// Reads a policy from JSON(-LD). An expanded document (a one-element array) is accepted as well.
     pub fn from_json(value: &Json) -> Result<Policy, ParseError> {
         let object = match value {
@@ -775,6 +792,20 @@ mod tests {
         let Constraint::Atomic(c) = &policy.permissions[0].constraints[0] else { panic!() };
         assert_eq!(c.left, LeftOperand::Spatial);
         assert_eq!(c.right, Ok(Value::Iri("EU".into())));
+    }
+
+    #[test]
+    fn a_policy_uses_claims_only_when_a_constraint_names_one() {
+        let with = |constraint: Json| {
+            Policy::from_json(&json!({"@type": "Set", "permission": [{"action": "use", "constraint": [constraint]}]}))
+                .unwrap()
+                .uses_claims()
+        };
+        assert!(with(json!({"leftOperand": "membership", "operator": "eq", "rightOperand": "active"})));
+        assert!(with(json!({"or": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"},
+            {"leftOperand": "https://w3id.org/hanse/ns/credentialType", "operator": "eq",
+             "rightOperand": "MembershipCredential"}]})));
+        assert!(!with(json!({"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"})));
     }
 
     #[test]

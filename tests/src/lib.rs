@@ -2,7 +2,7 @@
 //! or PostgreSQL), talking real HTTP on loopback. The scenarios live in `tests/tests/`; this library holds the helpers
 //! that build a federation and talk to it.
 
-use hanse::testing::{Backend, TestConnector};
+pub use hanse::testing::{Backend, Signer, TestConnector, TestParticipant, did_of_url};
 use hanse_vocab::schema::DspSchemas;
 use serde_json::{Value, json};
 
@@ -151,20 +151,20 @@ pub fn assert_valid_dsp(message: &Value) {
     }
 }
 
-/// A DSP request from `participant` to a peer's public listener.
-pub async fn dsp_post(client: &reqwest::Client, url: &str, participant: Option<&str>, body: &Value) -> Answer {
+/// A DSP request signed by `participant` (a fresh self-issued token for the peer at `url`), or unsigned.
+pub async fn dsp_post(client: &reqwest::Client, url: &str, participant: Option<&dyn Signer>, body: &Value) -> Answer {
     let mut request = client.post(url).json(body);
     if let Some(participant) = participant {
-        request = request.header("Authorization", format!("Bearer {participant}"));
+        request = request.header("Authorization", participant.authorization(&did_of_url(url)));
     }
     answer(request.send().await.expect("DSP request")).await
 }
 
-/// A DSP `GET` from `participant`.
-pub async fn dsp_get(client: &reqwest::Client, url: &str, participant: Option<&str>) -> Answer {
+/// A DSP `GET` signed by `participant`, or unsigned.
+pub async fn dsp_get(client: &reqwest::Client, url: &str, participant: Option<&dyn Signer>) -> Answer {
     let mut request = client.get(url);
     if let Some(participant) = participant {
-        request = request.header("Authorization", format!("Bearer {participant}"));
+        request = request.header("Authorization", participant.authorization(&did_of_url(url)));
     }
     answer(request.send().await.expect("DSP request")).await
 }

@@ -73,14 +73,14 @@ async fn a_member_sees_the_members_dataset_and_a_stranger_does_not() {
 
     // The dataset itself: visible to the member, unknown to the stranger.
     let url = format!("{provider}/catalog/datasets/t2d-cohort");
-    let seen = dsp_get(&federation.client, &url, Some(&member)).await;
+    let seen = dsp_get(&federation.client, &url, Some(&federation.connectors[1])).await;
     assert_eq!(seen.status, 200);
     assert_valid_dsp(&seen.body);
     let offer = &seen.body["hasPolicy"][0];
     assert_eq!(offer["@type"], "Offer");
     assert!(offer.get("target").is_none(), "offers in a catalogue carry no target");
     assert_eq!(offer["prohibition"][0]["action"], "distribute");
-    let hidden = dsp_get(&federation.client, &url, Some(federation.connectors[2].participant_id())).await;
+    let hidden = dsp_get(&federation.client, &url, Some(&federation.connectors[2])).await;
     assert_eq!(hidden.status, 404);
     assert_valid_dsp(&hidden.body);
     federation.shutdown().await;
@@ -89,17 +89,13 @@ async fn a_member_sees_the_members_dataset_and_a_stranger_does_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_catalogue_message_validates_against_the_official_schemas() {
     let federation = Federation::with_hospitals(1).await;
-    hospital_with_two_offers(&federation, &["did:web:member.example"]).await;
+    let (member, stranger) = (TestParticipant::start().await, TestParticipant::start().await);
+    hospital_with_two_offers(&federation, &[&member.did]).await;
     let base = format!("{}/protocol/2025-1", federation.connectors[0].public_url());
     let client = &federation.client;
 
-    let catalog = dsp_post(
-        client,
-        &format!("{base}/catalog/request"),
-        Some("did:web:member.example"),
-        &catalog_request(json!([])),
-    )
-    .await;
+    let catalog =
+        dsp_post(client, &format!("{base}/catalog/request"), Some(&member), &catalog_request(json!([]))).await;
     assert_eq!(catalog.status, 200);
     assert_valid_dsp(&catalog.body);
     assert_eq!(catalog.body["participantId"], federation.connectors[0].participant_id());
@@ -111,13 +107,8 @@ async fn every_catalogue_message_validates_against_the_official_schemas() {
     // A requester who sees nothing gets a valid, empty catalogue.
     let nothing_visible = federation.management(0);
     nothing_visible.delete("/management/v3/contractdefinitions/public").await;
-    let empty = dsp_post(
-        client,
-        &format!("{base}/catalog/request"),
-        Some("did:web:stranger.example"),
-        &catalog_request(json!([])),
-    )
-    .await;
+    let empty =
+        dsp_post(client, &format!("{base}/catalog/request"), Some(&stranger), &catalog_request(json!([]))).await;
     assert_eq!(empty.status, 200);
     assert_valid_dsp(&empty.body);
     assert!(empty.body.get("dataset").is_none());
@@ -125,21 +116,20 @@ async fn every_catalogue_message_validates_against_the_official_schemas() {
     for (answer, status) in [
         (dsp_post(client, &format!("{base}/catalog/request"), None, &catalog_request(json!([]))).await, 401),
         (
-            dsp_post(client, &format!("{base}/catalog/request"), Some("did:web:x"), &json!({"@type": "Nonsense"}))
-                .await,
+            dsp_post(client, &format!("{base}/catalog/request"), Some(&stranger), &json!({"@type": "Nonsense"})).await,
             400,
         ),
         (
             dsp_post(
                 client,
                 &format!("{base}/catalog/request"),
-                Some("did:web:x"),
+                Some(&stranger),
                 &catalog_request(json!([{"sql": "DROP TABLE"}])),
             )
             .await,
             400,
         ),
-        (dsp_get(client, &format!("{base}/catalog/datasets/nope"), Some("did:web:x")).await, 404),
+        (dsp_get(client, &format!("{base}/catalog/datasets/nope"), Some(&stranger)).await, 404),
         (dsp_get(client, &format!("{base}/catalog/datasets/t2d-cohort"), None).await, 401),
     ] {
         assert_eq!(answer.status, status, "{:#}", answer.body);
@@ -160,25 +150,19 @@ async fn every_catalogue_message_validates_against_the_official_schemas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsupported_filter_is_refused_and_keywords_filter() {
     let federation = Federation::with_hospitals(1).await;
-    hospital_with_two_offers(&federation, &["did:web:member.example"]).await;
+    let member = TestParticipant::start().await;
+    hospital_with_two_offers(&federation, &[&member.did]).await;
     let url = format!("{}/protocol/2025-1/catalog/request", federation.connectors[0].public_url());
-    let refused =
-        dsp_post(&federation.client, &url, Some("did:web:member.example"), &catalog_request(json!([{"title": "x"}])))
-            .await;
+    let refused = dsp_post(&federation.client, &url, Some(&member), &catalog_request(json!([{"title": "x"}]))).await;
     assert_eq!(refused.status, 400);
     assert!(refused.body["reason"][0].as_str().unwrap().contains("unsupported filter"));
-    let adults = dsp_post(
-        &federation.client,
-        &url,
-        Some("did:web:member.example"),
-        &catalog_request(json!([{"keyword": "ADULTS"}])),
-    )
-    .await;
+    let adults =
+        dsp_post(&federation.client, &url, Some(&member), &catalog_request(json!([{"keyword": "ADULTS"}]))).await;
     assert_eq!(dataset_ids(&adults.body), ["t2d-cohort"]);
     let by_property = dsp_post(
         &federation.client,
         &url,
-        Some("did:web:member.example"),
+        Some(&member),
         &catalog_request(json!([{"property": "healthdcatap:numberOfRecords", "value": 40}])),
     )
     .await;
@@ -195,12 +179,13 @@ async fn the_catalogue_pages_with_link_headers_and_compresses_on_request() {
     }
     api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
     api.create("/management/v3/contractdefinitions", contract_definition("all", "open", "open", &[])).await;
+    let reader = TestParticipant::start().await;
     let first = format!("{}/protocol/2025-1/catalog/request?limit=3", federation.connectors[0].public_url());
     let mut url = first.clone();
     let mut seen = Vec::new();
     let mut pages = 0;
     loop {
-        let page = dsp_post(&federation.client, &url, Some("did:web:reader"), &catalog_request(json!([]))).await;
+        let page = dsp_post(&federation.client, &url, Some(&reader), &catalog_request(json!([]))).await;
         assert_valid_dsp(&page.body);
         seen.extend(dataset_ids(&page.body));
         pages += 1;
@@ -217,7 +202,7 @@ async fn the_catalogue_pages_with_link_headers_and_compresses_on_request() {
     assert_eq!(seen, (0..7).map(|i| format!("ds-{i}")).collect::<Vec<_>>());
 
     // Back from the last page.
-    let last = dsp_post(&federation.client, &url, Some("did:web:reader"), &catalog_request(json!([]))).await;
+    let last = dsp_post(&federation.client, &url, Some(&reader), &catalog_request(json!([]))).await;
     let link = last.headers["link"].to_str().unwrap();
     let previous = link
         .split(',')
@@ -228,13 +213,13 @@ async fn the_catalogue_pages_with_link_headers_and_compresses_on_request() {
         .unwrap()
         .trim()
         .trim_matches(['<', '>']);
-    let back = dsp_post(&federation.client, previous, Some("did:web:reader"), &catalog_request(json!([]))).await;
+    let back = dsp_post(&federation.client, previous, Some(&reader), &catalog_request(json!([]))).await;
     assert_eq!(dataset_ids(&back.body), ["ds-3", "ds-4", "ds-5"]);
 
     let raw = reqwest::Client::builder().no_gzip().build().unwrap();
     let compressed = raw
         .post(&first)
-        .header("Authorization", "Bearer did:web:reader")
+        .header("Authorization", reader.authorization(&did_of_url(&first)))
         .header("Accept-Encoding", "gzip")
         .json(&catalog_request(json!([])))
         .send()

@@ -269,7 +269,7 @@ async fn the_catalogue_survives_a_restart() {
         let catalog = dsp_post(
             &federation.client,
             &format!("{}/protocol/2025-1/catalog/request", federation.connectors[i].public_url()),
-            Some("did:web:anyone"),
+            Some(&federation.connectors[1 - i]),
             &catalog_request(json!([])),
         )
         .await;

@@ -41,10 +41,10 @@ async fn a_request_runs_to_finalized_on_both_sides_without_anyone_clicking() {
     // The DSP view of the provider's negotiation, for the consumer only.
     let provider_pid = on_provider["@id"].as_str().unwrap();
     let url = format!("{}/protocol/2025-1/negotiations/{provider_pid}", federation.connectors[0].public_url());
-    let seen = dsp_get(&federation.client, &url, Some(federation.connectors[1].participant_id())).await;
+    let seen = dsp_get(&federation.client, &url, Some(&federation.connectors[1])).await;
     assert_eq!((seen.status, &seen.body["state"]), (200, &json!("FINALIZED")));
     assert_valid_dsp(&seen.body);
-    let stranger = dsp_get(&federation.client, &url, Some("did:web:stranger.example")).await;
+    let stranger = dsp_get(&federation.client, &url, Some(&TestParticipant::start().await)).await;
     assert_eq!(stranger.status, 404);
     assert_valid_dsp(&stranger.body);
     federation.shutdown().await;
@@ -239,7 +239,7 @@ async fn either_side_can_terminate_and_the_other_learns_why() {
 }
 
 /// Sends a raw DSP message as `participant`.
-async fn raw(federation: &Federation, path: &str, participant: &str, body: Value) -> Answer {
+async fn raw(federation: &Federation, path: &str, participant: &dyn Signer, body: Value) -> Answer {
     let url = format!("{}/protocol/2025-1{path}", federation.connectors[0].public_url());
     dsp_post(&federation.client, &url, Some(participant), &body).await
 }
@@ -255,7 +255,7 @@ async fn illegal_messages_are_refused_and_change_nothing() {
     let federation = Federation::with_hospitals(1).await;
     offer_dataset(&federation, "t2d", research_terms(), true).await;
     let provider = federation.management(0);
-    let me = "did:web:researcher.example";
+    let me = &TestParticipant::start().await;
     let offer =
         json!({"@type": "Offer", "@id": "urn:hanse:offer:nope:0", "target": "t2d", "permission": [{"action": "use"}]});
     let consumer_pid = "urn:uuid:consumer-1";
@@ -358,7 +358,7 @@ async fn illegal_messages_are_refused_and_change_nothing() {
     let someone_else = raw(
         &federation,
         &format!("/negotiations/{provider_pid}/termination"),
-        "did:web:intruder.example",
+        &TestParticipant::start().await,
         dsp("ContractNegotiationTerminationMessage", pids.clone()),
     )
     .await;
@@ -397,7 +397,7 @@ async fn illegal_messages_are_refused_and_change_nothing() {
 async fn a_provider_gives_up_on_an_unreachable_consumer_and_terminates() {
     let federation = Federation::with_hospitals(1).await;
     offer_dataset(&federation, "t2d", research_terms(), false).await;
-    let me = "did:web:gone.example";
+    let me = &TestParticipant::start().await;
     let catalog = dsp_post(
         &federation.client,
         &format!("{}/protocol/2025-1/catalog/request", federation.connectors[0].public_url()),

@@ -9,28 +9,7 @@ use hanse::negotiation::machine::{self, Message, Role, State};
 use hanse_tests::*;
 use serde_json::{Value, json};
 
-const CONSUMER: &str = "did:web:tck-consumer.example";
-
-/// A DSP peer's callback listener that accepts everything and keeps what it got.
-async fn callback_listener() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().fallback(move |body: String| {
-        let sink = sink.clone();
-        async move {
-            if let Ok(message) = serde_json::from_str::<Value>(&body) {
-                sink.lock().unwrap().push(message);
-            }
-            "ok"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/protocol/2025-1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, received)
-}
-
-fn dsp(kind: Message, provider_pid: &str, consumer_pid: &str, offer: &Value) -> (String, Value) {
+fn dsp(kind: Message, consumer: &str, provider_pid: &str, consumer_pid: &str, offer: &Value) -> (String, Value) {
     let mut message = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": kind.type_name(),
                              "providerPid": provider_pid, "consumerPid": consumer_pid});
     let endpoint = match kind {
@@ -54,7 +33,7 @@ fn dsp(kind: Message, provider_pid: &str, consumer_pid: &str, offer: &Value) -> 
             let mut agreement = offer.clone();
             agreement["@type"] = json!("Agreement");
             agreement["assigner"] = json!("did:web:x");
-            agreement["assignee"] = json!(CONSUMER);
+            agreement["assignee"] = json!(consumer);
             agreement["timestamp"] = json!("2026-11-23T12:00:00Z");
             message["agreement"] = agreement;
             "agreement"
@@ -74,9 +53,10 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
     offer_dataset(&federation, "t2d", research_terms(), true).await;
     let provider = federation.management(0);
     let base = format!("{}/protocol/2025-1", federation.connectors[0].public_url());
-    let (callback, received) = callback_listener().await;
+    let consumer = &TestParticipant::start().await;
+    let callback = format!("{}/protocol/2025-1", consumer.url);
     let catalog =
-        dsp_post(&federation.client, &format!("{base}/catalog/request"), Some(CONSUMER), &catalog_request(json!([])))
+        dsp_post(&federation.client, &format!("{base}/catalog/request"), Some(consumer), &catalog_request(json!([])))
             .await;
     let mut offer = catalog.body["dataset"][0]["hasPolicy"][0].clone();
     offer["target"] = json!("t2d");
@@ -99,7 +79,7 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
         let start = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "ContractRequestMessage",
             "consumerPid": consumer_pid, "offer": offer, "callbackAddress": callback, "https://w3id.org/hanse/ns/purpose": "DUO:0000007"});
         let created =
-            dsp_post(&federation.client, &format!("{base}/negotiations/request"), Some(CONSUMER), &start).await;
+            dsp_post(&federation.client, &format!("{base}/negotiations/request"), Some(consumer), &start).await;
         assert_eq!(created.status, 201, "{:#}", created.body);
         let pid = created.body["providerPid"].as_str().unwrap().to_owned();
         let call = |call: &'static str| {
@@ -116,10 +96,10 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
             }
         };
         let send = |kind: Message| {
-            let (path, message) = dsp(kind, &pid, &consumer_pid, &offer);
+            let (path, message) = dsp(kind, &consumer.did, &pid, &consumer_pid, &offer);
             let (client, url) = (federation.client.clone(), format!("{base}{path}"));
             async move {
-                let answer = dsp_post(&client, &url, Some(CONSUMER), &message).await;
+                let answer = dsp_post(&client, &url, Some(consumer), &message).await;
                 assert_eq!(answer.status, 200, "{kind:?}: {:#}", answer.body);
             }
         };
@@ -155,10 +135,10 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
             if machine::may_receive(Role::Provider, Some(target), kind) {
                 continue; // legal here: the flow tests take these paths
             }
-            let (path, mut message) = dsp(kind, &pid, &consumer_pid, &offer);
+            let (path, mut message) = dsp(kind, &consumer.did, &pid, &consumer_pid, &offer);
             // A new message, not a redelivery of the one that led here (which would be answered as before).
             message["https://w3id.org/hanse/ns/probe"] = json!(checked);
-            let answer = dsp_post(&federation.client, &format!("{base}{path}"), Some(CONSUMER), &message).await;
+            let answer = dsp_post(&federation.client, &format!("{base}{path}"), Some(consumer), &message).await;
             assert_eq!(answer.status, 400, "{kind:?} in {target:?}: {:#}", answer.body);
             assert_eq!(answer.body["@type"], "ContractNegotiationError");
             assert_valid_dsp(&answer.body);
@@ -169,7 +149,7 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
     assert!(checked >= 30, "{checked} refusals checked");
 
     // Everything the provider sent to the consumer's callback address is valid DSP.
-    let received = received.lock().unwrap().clone();
+    let received = consumer.received();
     let types: std::collections::BTreeSet<String> =
         received.iter().map(|m| m["@type"].as_str().unwrap_or("?").to_owned()).collect();
     for expected in ["ContractOfferMessage", "ContractAgreementMessage", "ContractNegotiationEventMessage"] {
@@ -181,10 +161,8 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
     federation.shutdown().await;
 }
 
-const PROVIDER: &str = "did:web:tck-provider.example";
-
 /// A provider's DSP endpoint that answers a first request with its own pid and accepts every later message.
-async fn provider_listener() -> (String, Arc<Mutex<Vec<Value>>>) {
+async fn provider_listener() -> (TestParticipant, Arc<Mutex<Vec<Value>>>) {
     let received: Arc<Mutex<Vec<Value>>> = Arc::default();
     let sink = received.clone();
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
@@ -203,10 +181,7 @@ async fn provider_listener() -> (String, Arc<Mutex<Vec<Value>>>) {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/protocol/2025-1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, received)
+    (TestParticipant::serving(app).await, received)
 }
 
 /// The consumer-side endpoint of a message kind.
@@ -228,8 +203,10 @@ async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
     let consumer = federation.management(0);
     let me = federation.connectors[0].participant_id().to_owned();
     let base = format!("{}/protocol/2025-1", federation.connectors[0].public_url());
-    let (provider_url, received) = provider_listener().await;
-    let terms = json!({"@type": "Offer", "@id": "urn:tck:offer", "target": "t2d", "assigner": PROVIDER, "permission": [{"action": "use"}]});
+    let (provider, received) = provider_listener().await;
+    let provider = &provider;
+    let provider_url = format!("{}/protocol/2025-1", provider.url);
+    let terms = json!({"@type": "Offer", "@id": "urn:tck:offer", "target": "t2d", "assigner": provider.did, "permission": [{"action": "use"}]});
     let mut checked = 0;
 
     for (n, target) in [
@@ -247,7 +224,7 @@ async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
         let id = consumer
             .post(
                 "/management/v3/contractnegotiations",
-                &json!({"counterPartyAddress": provider_url, "counterPartyId": PROVIDER,
+                &json!({"counterPartyAddress": provider_url, "counterPartyId": provider.did,
                 "protocol": "dataspace-protocol-http:2025-1", "policy": terms, "autoAccept": false}),
             )
             .await
@@ -278,7 +255,7 @@ async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
                 Message::FinalizedEvent => m["eventType"] = json!("FINALIZED"),
                 Message::ContractAgreement => {
                     m["agreement"] = json!({"@type": "Agreement", "@id": format!("urn:tck:agreement:{n}"), "target": "t2d",
-                        "assigner": PROVIDER, "assignee": me, "timestamp": "2026-11-23T12:00:00Z", "permission": [{"action": "use"}]});
+                        "assigner": provider.did, "assignee": me, "timestamp": "2026-11-23T12:00:00Z", "permission": [{"action": "use"}]});
                 }
                 Message::ContractNegotiationTermination => m["code"] = json!("1"),
                 Message::ContractAgreementVerification => {}
@@ -292,7 +269,7 @@ async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
             let (client, url, m) =
                 (federation.client.clone(), format!("{base}{}", consumer_path(kind, &id)), message(kind, None));
             async move {
-                let answer = dsp_post(&client, &url, Some(PROVIDER), &m).await;
+                let answer = dsp_post(&client, &url, Some(provider), &m).await;
                 assert_eq!(answer.status, 200, "{kind:?}: {:#}", answer.body);
             }
         };
@@ -343,7 +320,7 @@ async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
             let answer = dsp_post(
                 &federation.client,
                 &format!("{base}{}", consumer_path(kind, &id)),
-                Some(PROVIDER),
+                Some(provider),
                 &message(kind, Some(checked)),
             )
             .await;

@@ -553,6 +553,16 @@ impl Catalogue {
         Some((state.offers.get(definition_id)?.clone(), state.definitions.get(definition_id)?.clone()))
     }
 
+    /// Whether a contract definition's access policy (and, unless `access_only`, its contract policy) needs the
+    /// requester's verified claims.
+    pub fn policies_use_claims(&self, access_only: bool) -> bool {
+        let state = self.read();
+        let uses = |id: &str| state.policies.get(id).is_some_and(|p| p.value.policy.uses_claims());
+        state.definitions.values().any(|definition| {
+            uses(&definition.value.access_policy_id) || (!access_only && uses(&definition.value.contract_policy_id))
+        })
+    }
+
     /// The definitions whose access policy permits `requester`; denials are logged with their reason.
     fn permitted_definitions(&self, state: &State, requester: &RequestContext) -> Vec<String> {
         let mut permitted = Vec::new();

@@ -13,7 +13,6 @@ use serde_json::Value as Json;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use super::PEER_PID;
-use crate::identity;
 use crate::server::Shared;
 use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS};
 
@@ -141,13 +140,10 @@ async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) 
             }
         }
     }
-    let request = http
-        .post(&url)
-        .header(
-            "Authorization",
-            identity::outgoing_authorization(&state.config.participant.id, counter_party.as_deref()),
-        )
-        .json(&body);
+    let Some(counter_party) = counter_party else {
+        return Outcome::Failed(format!("negotiation {} has no counter-party", message.negotiation_id));
+    };
+    let request = http.post(&url).header("Authorization", state.identity.authorization(&counter_party)).json(&body);
     match request.send().await {
         Ok(response) => {
             let status = response.status();

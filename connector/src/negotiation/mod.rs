@@ -9,14 +9,16 @@
 pub mod dispatch;
 pub mod machine;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hanse_policy::{Policy, RequestContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 
+use crate::identity::{Claims, Verified};
 use crate::protocol::error::{DspArea, DspError};
 use crate::server::Connector;
 use crate::store::{AgreementRow, NegotiationRow, OutboxMessage, Outgoing, StoreError};
@@ -312,7 +314,7 @@ enum Verdict {
 
 /// Decides a consumer's request: the offer must be one of ours for that dataset, mean the same terms, be visible to
 /// the requester (access policy) and permitted for it (contract policy).
-fn decide(connector: &Connector, requester: &str, offer: &Json, purpose: Option<&str>) -> Verdict {
+fn decide(connector: &Connector, requester: &str, claims: &Claims, offer: &Json, purpose: Option<&str>) -> Verdict {
     let refuse = |code, reason: String| Verdict::Refuse { code, reason, decision: None };
     let requested = match Policy::from_json(offer) {
         Ok(policy) => policy,
@@ -339,6 +341,8 @@ fn decide(connector: &Connector, requester: &str, offer: &Json, purpose: Option<
     }
     let mut context = RequestContext::new(requester, Utc::now());
     context.purpose = purpose.map(str::to_owned);
+    context.claims = claims.claims.clone();
+    context.credential_types = claims.credential_types.clone();
     let Some(access) = connector.catalogue.policy(&definition.value.access_policy_id) else {
         return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
     };
@@ -402,9 +406,19 @@ fn agreement_row(negotiation: &Negotiation, agreement: &Json) -> AgreementRow {
     }
 }
 
+/// The verified claims of the consumer `participant`, gathered only when a policy of this catalogue needs them.
+async fn provider_claims(connector: &Connector, participant: &str, token_expiry: DateTime<Utc>) -> Arc<Claims> {
+    if connector.catalogue.policies_use_claims(false) {
+        connector.identity.claims_of(participant, token_expiry).await
+    } else {
+        Arc::new(Claims::default())
+    }
+}
+
 /// Provider: agree (or hold the agreement for the operator, or refuse) after a request or an accepted offer.
 fn provider_turn(
     connector: &Connector,
+    claims: &Claims,
     mut negotiation: Negotiation,
     outbox: &mut Vec<OutboxMessage>,
 ) -> (Negotiation, Option<AgreementRow>) {
@@ -422,7 +436,9 @@ fn provider_turn(
                 decision: Json::Null,
             }
         }
-        _ => decide(connector, &negotiation.row.counter_party_id, &offer, negotiation.details.purpose.as_deref()),
+        _ => {
+            decide(connector, &negotiation.row.counter_party_id, claims, &offer, negotiation.details.purpose.as_deref())
+        }
     };
     match verdict {
         // Under manual approval, terms that are not a catalogue offer as listed (a counter-request) wait for the
@@ -614,10 +630,11 @@ pub struct Answer {
 /// start one: `POST /negotiations/request` on a provider, `POST /negotiations/offers` on a consumer).
 pub async fn receive(
     connector: &Connector,
-    requester: &str,
+    verified: &Verified,
     local_pid: Option<&str>,
     message: Json,
 ) -> Result<Answer, NegotiationError> {
+    let (requester, requester_expiry) = (verified.participant.as_str(), verified.expires_at);
     let kind = kind_of(&message)?;
     check_fields(kind, &message, local_pid.is_none())?;
     let message_digest = digest(&message);
@@ -740,7 +757,8 @@ pub async fn receive(
         let mut agreement = None;
         match (role, negotiation.state) {
             (Role::Provider, State::Requested | State::Accepted) => {
-                (negotiation, agreement) = provider_turn(connector, negotiation, &mut outbox);
+                let claims = provider_claims(connector, requester, requester_expiry).await;
+                (negotiation, agreement) = provider_turn(connector, &claims, negotiation, &mut outbox);
             }
             (Role::Provider, State::Verified) if !negotiation.details.manual => {
                 negotiation = send(negotiation, Message::FinalizedEvent, json!({}), &mut outbox);
@@ -880,8 +898,13 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
                     Some(pending) => pending,
                     None => {
                         // Nothing prepared (no manual hold): decide now, as the automatic path would.
+                        let counter_party = negotiation.row.counter_party_id.clone();
+                        let expiry =
+                            Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
+                        let claims = provider_claims(connector, &counter_party, expiry).await;
                         let (decided, row) = provider_turn(
                             connector,
+                            &claims,
                             Negotiation {
                                 details: Details { manual: false, ..negotiation.details.clone() },
                                 ..negotiation.clone()

@@ -24,7 +24,6 @@ use serde_json::{Value as Json, json};
 use super::error::{DspArea, DspError};
 use crate::catalog::model::property_iri;
 use crate::catalog::{CatalogFilter, CatalogPage};
-use crate::identity;
 use crate::server::Shared;
 
 /// The default and largest page sizes of the DSP catalogue.
@@ -38,11 +37,15 @@ pub struct Paging {
     before: Option<String>,
 }
 
-fn requester_context(state: &Shared, headers: &HeaderMap) -> Result<RequestContext, DspError> {
-    match identity::requester(headers) {
-        Ok(participant) => Ok(RequestContext::new(participant, chrono::Utc::now())),
+/// The verified requester and, when an access policy needs them, its verified claims. An unverifiable request is
+/// refused with 401; the reason is logged, never returned.
+async fn requester_context(state: &Shared, headers: &HeaderMap) -> Result<RequestContext, DspError> {
+    match state.identity.verify_request(headers).await {
+        Ok(requester) => {
+            Ok(state.identity.request_context(&requester, state.catalogue.policies_use_claims(true)).await)
+        }
         Err(reason) => {
-            tracing::info!(%reason, participant = %state.config.participant.id, "catalogue request refused");
+            tracing::info!(%reason, "catalogue request refused");
             Err(DspError::unauthorized(DspArea::Catalog))
         }
     }
@@ -142,7 +145,7 @@ pub async fn request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let context = match requester_context(&state, &headers) {
+    let context = match requester_context(&state, &headers).await {
         Ok(context) => context,
         Err(error) => return error.into_response(),
     };
@@ -175,7 +178,7 @@ pub async fn request(
 
 /// `GET /protocol/2025-1/catalog/datasets/{id}`.
 pub async fn dataset(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let context = match requester_context(&state, &headers) {
+    let context = match requester_context(&state, &headers).await {
         Ok(context) => context,
         Err(error) => return error.into_response(),
     };

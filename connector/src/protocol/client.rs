@@ -1,10 +1,10 @@
 //! The consumer side of the DSP: talking to a peer's public listener.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
-use crate::identity;
+use crate::identity::Identity;
 
 /// The DSP version Hanse speaks.
 pub const VERSION: &str = "2025-1";
@@ -20,22 +20,28 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// An HTTP client for peers.
+/// An HTTP client for peers; every request carries our self-issued token for the peer.
 #[derive(Clone)]
 pub struct DspClient {
     http: reqwest::Client,
-    participant_id: String,
+    identity: Arc<Identity>,
 }
 
 impl DspClient {
-    pub fn new(participant_id: &str) -> DspClient {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .gzip(true)
-            .build()
-            .expect("the HTTP client builds");
-        DspClient { http, participant_id: participant_id.to_owned() }
+    pub fn new(http: reqwest::Client, identity: Arc<Identity>) -> DspClient {
+        DspClient { http, identity }
+    }
+
+    /// The peer's DID: `counter_party` when given, else what the peer's `/.well-known/did.json` names.
+    pub async fn counter_party(&self, address: &str, counter_party: Option<&str>) -> Result<String, ClientError> {
+        match counter_party {
+            Some(did) => Ok(did.to_owned()),
+            None => self.identity.discover(address).await.ok_or_else(|| {
+                ClientError::Protocol(format!(
+                    "{address} names no participant in /.well-known/did.json; give counterPartyId (its DID)"
+                ))
+            }),
+        }
     }
 
     /// The versioned DSP base of a peer: `address` itself when it names version 2025-1, else what the peer's
@@ -79,13 +85,13 @@ impl DspClient {
     pub async fn post(
         &self,
         url: &str,
-        audience: Option<&str>,
+        audience: &str,
         message: &Json,
     ) -> Result<(u16, Option<String>, Json), ClientError> {
         let response = self
             .http
             .post(url)
-            .header("Authorization", identity::outgoing_authorization(&self.participant_id, audience))
+            .header("Authorization", self.identity.authorization(audience))
             .json(message)
             .send()
             .await
@@ -113,11 +119,12 @@ impl DspClient {
         filter: Json,
     ) -> Result<Json, ClientError> {
         let base = self.resolve_base(address).await?;
+        let counter_party_id = self.counter_party(address, counter_party_id).await?;
         let message = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "CatalogRequestMessage", "filter": filter});
         let mut url = format!("{base}/catalog/request");
         let mut catalog: Option<Json> = None;
         for _ in 0..10_000 {
-            let (_, link, page) = self.post(&url, counter_party_id, &message).await?;
+            let (_, link, page) = self.post(&url, &counter_party_id, &message).await?;
             if page.get("@type").and_then(Json::as_str) != Some("Catalog") {
                 return Err(ClientError::Protocol(format!("{url} did not answer with a Catalog")));
             }

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod client;
 pub mod error;
+pub mod identity;
 pub mod negotiation;
 
 use axum::Router;
@@ -16,8 +17,21 @@ pub const BASE: &str = "/protocol/2025-1";
 
 /// The public router. Answers are gzip-compressed when the client asks.
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    // A DID with path segments (`did:web:host:units:lab`) is served at `/units/lab/did.json` as well.
+    if let Some(path) = crate::identity::did::document_path(state.identity.did())
+        && path != "/.well-known/did.json"
+    {
+        router = router.route(&path, get(identity::did_document));
+    }
+    router
         .merge(health_routes())
+        .route("/.well-known/did.json", get(identity::did_document))
+        .route(crate::identity::credentials::STATUS_LIST_PATH, get(identity::status_list))
+        .route(
+            &format!("{}/presentations/query", crate::identity::did::CREDENTIAL_SERVICE_PATH),
+            post(identity::presentation_query),
+        )
         .route("/.well-known/dspace-version", get(catalog::version))
         .route("/protocol/.well-known/dspace-version", get(catalog::version))
         .route(&format!("{BASE}/catalog/request"), post(catalog::request))

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
 use super::error::{DspArea, DspError};
-use crate::identity;
 use crate::negotiation::{self, NegotiationError};
 use crate::server::Shared;
 
@@ -23,9 +22,12 @@ fn pids_of(message: &Json) -> (Option<String>, Option<String>) {
 }
 
 async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: &[&str], body: Bytes) -> Response {
-    let Ok(requester) = identity::requester(&headers) else {
-        tracing::info!("negotiation message without a usable identity");
-        return DspError::not_found(DspArea::Negotiation, "no such negotiation").into_response();
+    let requester = match state.identity.verify_request(&headers).await {
+        Ok(requester) => requester,
+        Err(reason) => {
+            tracing::info!(%reason, "negotiation message refused");
+            return DspError::not_found(DspArea::Negotiation, "no such negotiation").into_response();
+        }
     };
     let message: Json = match serde_json::from_slice(&body) {
         Ok(message) => message,
@@ -54,10 +56,14 @@ async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected
 }
 
 pub async fn get(State(state): State<Shared>, Path(pid): Path<String>, headers: HeaderMap) -> Response {
-    let Ok(requester) = identity::requester(&headers) else {
-        return DspError::not_found(DspArea::Negotiation, "no such negotiation").into_response();
+    let requester = match state.identity.verify_request(&headers).await {
+        Ok(requester) => requester,
+        Err(reason) => {
+            tracing::info!(%reason, "negotiation query refused");
+            return DspError::not_found(DspArea::Negotiation, "no such negotiation").into_response();
+        }
     };
-    match negotiation::get_for_peer(&state, &requester, &pid).await {
+    match negotiation::get_for_peer(&state, &requester.participant, &pid).await {
         Ok(found) => axum::Json(found.dsp_json()).into_response(),
         Err(error) => error.into_dsp((None, None)).into_response(),
     }

@@ -14,9 +14,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 
 mod documents;
+mod identity;
 mod negotiations;
 
 pub use documents::{Document, DocumentKind};
+pub use identity::{HeldCredential, IssuedCredential};
 pub use negotiations::{AgreementRow, ClaimedMessage, NegotiationRow, OUTBOX_LEASE_MS, OutboxMessage, Outgoing};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body is compiled once per backend.

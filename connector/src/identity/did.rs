@@ -1,0 +1,273 @@
+//! `did:web`: from identifier to document URL, our own DID document, and resolving (with a cache) the documents of
+//! others.
+//!
+//! Resolution is HTTPS. Plain HTTP is used only in development mode and only for loopback hosts (`localhost`,
+//! `127.0.0.0/8`, `::1`): there HTTPS is tried first and HTTP when no TLS connection can be made.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+use super::jose::Object;
+
+/// The JSON-LD contexts of our DID document.
+pub const DID_CONTEXTS: [&str; 2] = ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/jwk/v1"];
+/// The DCP credential service type and the path of its endpoint on the public listener.
+pub const CREDENTIAL_SERVICE: &str = "CredentialService";
+pub const CREDENTIAL_SERVICE_PATH: &str = "/dcp/v1";
+
+/// Why a DID could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("`{0}` is not a did:web identifier")]
+    NotDidWeb(String),
+    #[error("{did}: plain HTTP resolution is allowed only for loopback hosts in development mode")]
+    InsecureHost { did: String },
+    #[error("{url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("{url} holds the document of `{found}`, not of `{did}`")]
+    WrongSubject { url: String, did: String, found: String },
+}
+
+/// The HTTPS URL of a did:web document: `did:web:host%3Aport:path:seg` → `https://host:port/path/seg/did.json`,
+/// `did:web:host` → `https://host/.well-known/did.json`.
+pub fn document_url(did: &str) -> Result<reqwest::Url, ResolveError> {
+    let rest = did.strip_prefix("did:web:").filter(|r| !r.is_empty()).ok_or_else(|| not_web(did))?;
+    if rest.contains(['/', '?', '#']) {
+        return Err(not_web(did));
+    }
+    let mut segments = rest.split(':');
+    let host = segments.next().unwrap_or_default().replace("%3A", ":").replace("%3a", ":");
+    let path: Vec<&str> = segments.collect();
+    if host.is_empty() || path.iter().any(|s| s.is_empty()) {
+        return Err(not_web(did));
+    }
+    let path =
+        if path.is_empty() { "/.well-known/did.json".to_owned() } else { format!("/{}/did.json", path.join("/")) };
+    reqwest::Url::parse(&format!("https://{host}{path}")).map_err(|_| not_web(did))
+}
+
+fn not_web(did: &str) -> ResolveError {
+    ResolveError::NotDidWeb(did.chars().take(200).collect())
+}
+
+/// The path under which the public listener serves the document of `did` (`/.well-known/did.json` or the path form).
+pub fn document_path(did: &str) -> Option<String> {
+    document_url(did).ok().map(|url| url.path().to_owned())
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// One verification method of a DID document.
+#[derive(Debug, Clone)]
+pub struct VerificationMethod {
+    pub id: String,
+    pub jwk: Object,
+}
+
+/// The parts of a resolved DID document Hanse uses.
+#[derive(Debug, Clone)]
+pub struct DidDocument {
+    pub id: String,
+    pub methods: Vec<VerificationMethod>,
+    /// Service entries: `(type, endpoint)`.
+    pub services: Vec<(String, String)>,
+}
+
+impl DidDocument {
+    /// Reads a DID document; verification methods that are not JWKs are left out.
+    pub fn from_json(did: &str, document: &Json) -> Option<DidDocument> {
+        let id = document.get("id")?.as_str()?.to_owned();
+        let methods = document
+            .get("verificationMethod")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|method| {
+                let id = method.get("id")?.as_str()?;
+                let id = if id.starts_with('#') { format!("{did}{id}") } else { id.to_owned() };
+                let jwk = method.get("publicKeyJwk")?.as_object()?.clone();
+                Some(VerificationMethod { id, jwk })
+            })
+            .collect();
+        let services = document
+            .get("service")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|service| {
+                let kind = service.get("type")?.as_str()?.to_owned();
+                let endpoint = match service.get("serviceEndpoint")? {
+                    Json::String(url) => url.clone(),
+                    Json::Array(urls) => urls.first()?.as_str()?.to_owned(),
+                    _ => return None,
+                };
+                Some((kind, endpoint))
+            })
+            .collect();
+        Some(DidDocument { id, methods, services })
+    }
+
+    /// The public key with this DID URL.
+    pub fn method(&self, kid: &str) -> Option<&VerificationMethod> {
+        self.methods.iter().find(|m| m.id == kid)
+    }
+
+    /// The endpoint of the first service of this type.
+    pub fn service(&self, kind: &str) -> Option<&str> {
+        self.services.iter().find(|(k, _)| k == kind).map(|(_, endpoint)| endpoint.as_str())
+    }
+}
+
+/// Our DID document: the keys (current and those still within a token lifetime of retirement) and the services.
+pub fn our_document(did: &str, keys: &[(String, Object)], public_url: &str, extra_services: &[(&str, String)]) -> Json {
+    let methods: Vec<Json> = keys
+        .iter()
+        .map(|(kid, jwk)| json!({"id": kid, "type": "JsonWebKey", "controller": did, "publicKeyJwk": jwk}))
+        .collect();
+    let kids: Vec<&String> = keys.iter().map(|(kid, _)| kid).collect();
+    let dsp = format!("{public_url}{}", crate::protocol::BASE);
+    let mut services = vec![
+        json!({"id": format!("{did}#dsp"), "type": "DataService",
+            "serviceEndpoint": format!("{public_url}/.well-known/dspace-version")}),
+        json!({"id": format!("{did}#catalog"), "type": "CatalogService", "serviceEndpoint": format!("{dsp}/catalog")}),
+        json!({"id": format!("{did}#credentials"), "type": CREDENTIAL_SERVICE,
+            "serviceEndpoint": format!("{public_url}{CREDENTIAL_SERVICE_PATH}")}),
+    ];
+    for (kind, endpoint) in extra_services {
+        let fragment = kind.to_ascii_lowercase();
+        services.push(json!({"id": format!("{did}#{fragment}"), "type": kind, "serviceEndpoint": endpoint}));
+    }
+    json!({
+        "@context": DID_CONTEXTS,
+        "id": did,
+        "verificationMethod": methods,
+        "authentication": kids,
+        "assertionMethod": kids,
+        "service": services,
+    })
+}
+
+/// Resolves did:web identifiers over HTTP(S), caching documents for a while.
+pub struct Resolver {
+    http: reqwest::Client,
+    development: bool,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, Arc<DidDocument>)>>,
+}
+
+/// A cached document younger than this is not fetched again even when a key is missing from it.
+const REFRESH_FLOOR: Duration = Duration::from_secs(2);
+
+impl Resolver {
+    pub fn new(http: reqwest::Client, development: bool, ttl: Duration) -> Resolver {
+        Resolver { http, development, ttl, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The document of `did`, from the cache when it is fresh.
+    pub async fn resolve(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
+        if let Some((at, document)) = self.cache.lock().expect("cache lock").get(did)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(document.clone());
+        }
+        self.fetch(did).await
+    }
+
+    /// The document of `did` refreshed unless it was fetched moments ago: for keys the cached copy does not list yet
+    /// (the peer rotated its key).
+    pub async fn refresh(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
+        if let Some((at, document)) = self.cache.lock().expect("cache lock").get(did)
+            && at.elapsed() < REFRESH_FLOOR
+        {
+            return Ok(document.clone());
+        }
+        self.fetch(did).await
+    }
+
+    async fn fetch(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
+        let url = document_url(did)?;
+        let loopback = is_loopback(&url);
+        let body = match self.get(&url).await {
+            Ok(body) => body,
+            Err(error) if self.development && loopback && error.is_connect() => {
+                let mut plain = url.clone();
+                plain.set_scheme("http").expect("http is a valid scheme");
+                self.get(&plain).await.map_err(|e| fetch_error(&plain, e))?
+            }
+            Err(error) => return Err(fetch_error(&url, error)),
+        };
+        let document = DidDocument::from_json(did, &body)
+            .ok_or_else(|| ResolveError::Fetch { url: url.to_string(), reason: "not a DID document".into() })?;
+        if document.id != did {
+            return Err(ResolveError::WrongSubject { url: url.to_string(), did: did.into(), found: document.id });
+        }
+        let document = Arc::new(document);
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() > 10_000 {
+            let ttl = self.ttl;
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        cache.insert(did.to_owned(), (Instant::now(), document.clone()));
+        Ok(document)
+    }
+
+    async fn get(&self, url: &reqwest::Url) -> Result<Json, reqwest::Error> {
+        self.http.get(url.clone()).send().await?.error_for_status()?.json::<Json>().await
+    }
+}
+
+fn fetch_error(url: &reqwest::Url, error: reqwest::Error) -> ResolveError {
+    use std::error::Error;
+    let mut reason = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        reason = format!("{reason}: {cause}");
+        source = cause.source();
+    }
+    ResolveError::Fetch { url: url.to_string(), reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn did_web_identifiers_map_to_https_urls() {
+        let url = |did| document_url(did).map(|u| u.to_string());
+        assert_eq!(url("did:web:hospital.example").unwrap(), "https://hospital.example/.well-known/did.json");
+        assert_eq!(url("did:web:127.0.0.1%3A8443").unwrap(), "https://127.0.0.1:8443/.well-known/did.json");
+        assert_eq!(url("did:web:example.org:units:lab").unwrap(), "https://example.org/units/lab/did.json");
+        for bad in ["did:key:z6Mk", "did:web:", "did:web:a::b", "did:web:a/b", "hospital"] {
+            assert!(url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(document_path("did:web:example.org:units:lab").unwrap(), "/units/lab/did.json");
+    }
+
+    #[test]
+    fn only_loopback_hosts_count_as_loopback() {
+        let loopback = |u: &str| is_loopback(&reqwest::Url::parse(u).unwrap());
+        assert!(loopback("https://localhost:1/") && loopback("https://127.0.0.2/") && loopback("https://[::1]/"));
+        assert!(!loopback("https://hospital.example/") && !loopback("https://10.0.0.1/"));
+    }
+
+    #[test]
+    fn our_document_lists_keys_and_services_and_reads_back() {
+        let keys = vec![("did:web:a#k1".to_owned(), Object::new())];
+        let document = our_document("did:web:a", &keys, "https://a", &[]);
+        let read = DidDocument::from_json("did:web:a", &document).unwrap();
+        assert!(read.method("did:web:a#k1").is_some());
+        assert_eq!(read.service("CredentialService"), Some("https://a/dcp/v1"));
+        assert_eq!(read.service("CatalogService"), Some("https://a/protocol/2025-1/catalog"));
+        assert_eq!(read.service("DataService"), Some("https://a/.well-known/dspace-version"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Self-issued ID tokens: every DSP (and DCP) request carries one, and every incoming one is checked here.
+//!
+//! A token is a JWT with `iss` = `sub` = the sender's DID, `aud` = the receiver's DID, `iat`, `exp` (at most five
+//! minutes later) and a fresh `jti`, signed with the sender's key (`kid` = the key's DID URL).
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value as Json, json};
+
+use super::did::Resolver;
+use super::jose;
+use super::keys::KeyRing;
+use crate::store::Store;
+
+/// How long a token we issue is valid, and the longest lifetime we accept.
+pub const TOKEN_LIFETIME_SECONDS: i64 = 300;
+/// How far the clocks of two participants may disagree.
+pub const CLOCK_SKEW_SECONDS: i64 = 30;
+/// The JWS algorithms a token may use.
+const ALGORITHMS: [&str; 2] = ["ES256", "EdDSA"];
+
+/// Why a token was refused. Logged; the caller learns nothing beyond 401 or 404.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("iss and sub differ or are not a DID")]
+    NotSelfIssued,
+    #[error("the key {0} does not belong to the issuer")]
+    ForeignKey(String),
+    #[error("the token is for {0}, not for us")]
+    WrongAudience(String),
+    #[error("the token expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token lives longer than {TOKEN_LIFETIME_SECONDS} seconds")]
+    TooLong,
+    #[error("the issuer's DID does not resolve: {0}")]
+    Unresolvable(String),
+    #[error("the issuer's DID document does not list the key {0}")]
+    UnknownKey(String),
+    #[error("the signature does not verify: {0}")]
+    Signature(String),
+    #[error("the token id was used before (replay)")]
+    Replayed,
+    #[error("the replay cache is unavailable: {0}")]
+    Store(String),
+}
+
+/// A request's verified sender.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The sender's DID: the only identity the rest of the connector uses.
+    pub participant: String,
+    /// When the token expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A fresh self-issued token from us to `audience`.
+pub fn issue(keys: &KeyRing, audience: &str, now: DateTime<Utc>) -> String {
+    let iat = now.timestamp();
+    let payload = json!({
+        "iss": keys.did(),
+        "sub": keys.did(),
+        "aud": audience,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + TOKEN_LIFETIME_SECONDS,
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    keys.sign("JWT", &[], &payload)
+}
+
+/// The bearer token of an `Authorization` header value.
+pub fn bearer(header: Option<&str>) -> Result<&str, TokenError> {
+    let value = header.ok_or(TokenError::Missing)?.trim();
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| TokenError::Malformed("not a bearer token".into()))?
+        .trim();
+    if token.is_empty() || token.len() > 16 * 1024 {
+        return Err(TokenError::Malformed("empty or oversized token".into()));
+    }
+    Ok(token)
+}
+
+/// Checks a token addressed to `us`: claims and time window first (no I/O), then the sender's DID document and the
+/// signature, and last the replay cache (so only genuine tokens are remembered).
+pub async fn verify(
+    token: &str,
+    us: &str,
+    resolver: &Resolver,
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<Verified, TokenError> {
+    let (header, claims) = jose::peek(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let alg = header.get("alg").and_then(Json::as_str).unwrap_or_default();
+    if !ALGORITHMS.contains(&alg) {
+        return Err(TokenError::Malformed(format!("algorithm `{alg}` is not accepted")));
+    }
+    let text = |name: &str| claims.get(name).and_then(Json::as_str);
+    let iss = text("iss").filter(|iss| iss.starts_with("did:")).ok_or(TokenError::NotSelfIssued)?;
+    if text("sub") != Some(iss) {
+        return Err(TokenError::NotSelfIssued);
+    }
+    let kid = header.get("kid").and_then(Json::as_str).ok_or_else(|| TokenError::Malformed("no kid".into()))?;
+    if kid.split_once('#').map(|(did, _)| did) != Some(iss) {
+        return Err(TokenError::ForeignKey(kid.into()));
+    }
+    let audience_ok = match claims.get("aud") {
+        Some(Json::String(aud)) => aud == us,
+        Some(Json::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(us)),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(TokenError::WrongAudience(claims.get("aud").map(Json::to_string).unwrap_or_default()));
+    }
+    let number = |name: &str| claims.get(name).and_then(Json::as_i64);
+    let (Some(iat), Some(exp)) = (number("iat"), number("exp")) else {
+        return Err(TokenError::Malformed("iat and exp are required".into()));
+    };
+    let jti = text("jti").filter(|j| !j.is_empty() && j.len() <= 256);
+    let jti = jti.ok_or_else(|| TokenError::Malformed("jti is required".into()))?;
+    let now_s = now.timestamp();
+    if exp - iat > TOKEN_LIFETIME_SECONDS {
+        return Err(TokenError::TooLong);
+    }
+    if now_s > exp + CLOCK_SKEW_SECONDS {
+        return Err(TokenError::Expired);
+    }
+    if iat > now_s + CLOCK_SKEW_SECONDS || number("nbf").is_some_and(|nbf| nbf > now_s + CLOCK_SKEW_SECONDS) {
+        return Err(TokenError::NotYetValid);
+    }
+    let document = resolver.resolve(iss).await.map_err(|e| TokenError::Unresolvable(e.to_string()))?;
+    let method = match document.method(kid) {
+        Some(method) => method.clone(),
+        None => {
+            let refreshed = resolver.refresh(iss).await.map_err(|e| TokenError::Unresolvable(e.to_string()))?;
+            refreshed.method(kid).cloned().ok_or_else(|| TokenError::UnknownKey(kid.into()))?
+        }
+    };
+    jose::verify(token, &method.jwk).map_err(|e| TokenError::Signature(e.to_string()))?;
+    let remember_until = (exp + CLOCK_SKEW_SECONDS) * 1000;
+    match store.remember_token(&format!("{iss} {jti}"), remember_until).await {
+        Ok(true) => {}
+        Ok(false) => return Err(TokenError::Replayed),
+        Err(error) => return Err(TokenError::Store(error.to_string())),
+    }
+    let expires_at = DateTime::from_timestamp(exp, 0).unwrap_or(now);
+    Ok(Verified { participant: iss.to_owned(), expires_at })
+}

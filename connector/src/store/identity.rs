@@ -1,0 +1,180 @@
+//! Identity state: the replay cache of self-issued tokens, the credentials this participant holds (as a holder) and
+//! the ones it issued (as an issuer, with their place in the revocation status list).
+
+use sqlx::FromRow;
+
+use super::{Store, StoreError, now_millis, with_pool, with_writer};
+
+/// A verifiable credential this participant holds.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct HeldCredential {
+    pub id: String,
+    /// The credential's types, space-separated (`VerifiableCredential MembershipCredential`).
+    pub types: String,
+    pub issuer: String,
+    /// The credential as issued: a VC secured as JWT.
+    pub jwt: String,
+    /// Milliseconds since the Unix epoch; `None` when the credential does not expire.
+    pub valid_until: Option<i64>,
+    pub imported_at: i64,
+}
+
+/// A credential this participant issued.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct IssuedCredential {
+    pub id: String,
+    pub subject: String,
+    pub types: String,
+    /// The credential's bit in the revocation status list.
+    pub status_index: i64,
+    pub revoked: bool,
+    pub issued_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl Store {
+    /// Records a token id until `expires_at` (milliseconds); `false` when it was seen before (a replay).
+    pub async fn remember_token(&self, key: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let inserted = with_writer!(self, pool => sqlx::query(
+            "INSERT INTO token_ids (token_key, expires_at) VALUES ($1, $2) ON CONFLICT (token_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(expires_at)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(inserted == 1)
+    }
+
+    /// Forgets the token ids that expired before now; answers how many.
+    pub async fn forget_expired_tokens(&self) -> Result<u64, StoreError> {
+        let now = now_millis();
+        let deleted = with_writer!(self, pool => sqlx::query("DELETE FROM token_ids WHERE expires_at < $1")
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(deleted)
+    }
+
+    /// Stores a held credential, replacing one with the same id.
+    pub async fn put_held_credential(&self, credential: &HeldCredential) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "INSERT INTO held_credentials (id, types, issuer, jwt, valid_until, imported_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET types = excluded.types, \
+             issuer = excluded.issuer, jwt = excluded.jwt, valid_until = excluded.valid_until, \
+             imported_at = excluded.imported_at",
+        )
+        .bind(&credential.id)
+        .bind(&credential.types)
+        .bind(&credential.issuer)
+        .bind(&credential.jwt)
+        .bind(credential.valid_until)
+        .bind(credential.imported_at)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Every held credential, oldest import first.
+    pub async fn held_credentials(&self) -> Result<Vec<HeldCredential>, StoreError> {
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, HeldCredential>(
+            "SELECT id, types, issuer, jwt, valid_until, imported_at FROM held_credentials ORDER BY imported_at, id",
+        )
+        .fetch_all(pool)
+        .await?);
+        Ok(rows)
+    }
+
+    /// Removes a held credential; `NotFound` if there is none with that id.
+    pub async fn delete_held_credential(&self, id: &str) -> Result<(), StoreError> {
+        let deleted = with_writer!(self, pool => sqlx::query("DELETE FROM held_credentials WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if deleted == 0 {
+            return Err(StoreError::NotFound { kind: "credential", id: id.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Records a credential about to be issued and assigns it the next free bit of the status list.
+    pub async fn record_issued_credential(&self, id: &str, subject: &str, types: &str) -> Result<i64, StoreError> {
+        let now = now_millis();
+        // Two issuers racing for the same index: the loser's insert conflicts on the unique index and tries again.
+        for _ in 0..5 {
+            let index: Result<i64, sqlx::Error> = with_writer!(self, pool => sqlx::query_scalar(
+                "INSERT INTO issued_credentials (id, subject, types, status_index, revoked, issued_at) \
+                 SELECT $1, $2, $3, COALESCE(MAX(status_index) + 1, 0), $4, $5 FROM issued_credentials \
+                 RETURNING status_index",
+            )
+            .bind(id)
+            .bind(subject)
+            .bind(types)
+            .bind(false)
+            .bind(now)
+            .fetch_one(pool)
+            .await);
+            match index {
+                Ok(index) => return Ok(index),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    if self.issued_credential(id).await?.is_some() {
+                        return Err(StoreError::Conflict { kind: "credential", id: id.to_owned() });
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict { kind: "status list index", id: id.to_owned() })
+    }
+
+    /// One issued credential.
+    pub async fn issued_credential(&self, id: &str) -> Result<Option<IssuedCredential>, StoreError> {
+        let row = with_pool!(self, pool => sqlx::query_as::<_, IssuedCredential>(
+            "SELECT id, subject, types, status_index, revoked, issued_at, revoked_at FROM issued_credentials \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row)
+    }
+
+    /// Every issued credential, in the order of issue.
+    pub async fn issued_credentials(&self) -> Result<Vec<IssuedCredential>, StoreError> {
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, IssuedCredential>(
+            "SELECT id, subject, types, status_index, revoked, issued_at, revoked_at FROM issued_credentials \
+             ORDER BY status_index",
+        )
+        .fetch_all(pool)
+        .await?);
+        Ok(rows)
+    }
+
+    /// Marks an issued credential revoked (idempotent); `NotFound` if this participant never issued it.
+    pub async fn revoke_issued_credential(&self, id: &str) -> Result<IssuedCredential, StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "UPDATE issued_credentials SET revoked = $2, revoked_at = COALESCE(revoked_at, $3) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(true)
+        .bind(now_millis())
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        self.issued_credential(id).await?.ok_or_else(|| StoreError::NotFound { kind: "credential", id: id.to_owned() })
+    }
+
+    /// The status-list bits of the revoked credentials.
+    pub async fn revoked_status_indices(&self) -> Result<Vec<i64>, StoreError> {
+        let rows = with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+            "SELECT status_index FROM issued_credentials WHERE revoked = $1 ORDER BY status_index",
+        )
+        .bind(true)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows)
+    }
+}
