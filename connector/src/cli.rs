@@ -44,6 +44,69 @@ pub enum Command {
     /// Start a connector with embedded defaults in a temporary folder and check it over HTTP.
     #[command(after_help = "Examples:\n  hanse demo\n  hanse demo --keep-running")]
     Demo(DemoArgs),
+    /// Verifiable credentials: issue and revoke them (issuer), import and list them (holder).
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+    /// The participant's signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Sign a credential (VC 2.0 as JWT) for a subject and print it; its revocation bit is recorded.
+    #[command(
+        after_help = "Examples:\n  hanse credentials issue --type MembershipCredential --subject did:web:hospital-b.example \\\n      --claims '{\"membership\": \"active\", \"country\": \"DE\"}' --valid-until 2027-12-31T23:59:59Z > member.jwt"
+    )]
+    Issue {
+        #[command(flatten)]
+        config: RunArgs,
+        /// The credential type, e.g. MembershipCredential.
+        #[arg(long = "type")]
+        credential_type: String,
+        /// The holder's DID.
+        #[arg(long)]
+        subject: String,
+        /// Claims about the subject, as a JSON object.
+        #[arg(long, default_value = "{}")]
+        claims: String,
+        /// End of validity (RFC 3339).
+        #[arg(long)]
+        valid_until: Option<String>,
+    },
+    /// Revoke a credential this participant issued (it flips the credential's bit in the served status list).
+    #[command(after_help = "Examples:\n  hanse credentials revoke urn:uuid:0b6c...")]
+    Revoke {
+        #[command(flatten)]
+        config: RunArgs,
+        /// The credential's id.
+        id: String,
+    },
+    /// Store a credential this participant holds, from a file with the JWT.
+    #[command(after_help = "Examples:\n  hanse credentials import member.jwt")]
+    Import {
+        #[command(flatten)]
+        config: RunArgs,
+        /// The file holding the credential JWT.
+        file: PathBuf,
+    },
+    /// List held and issued credentials.
+    #[command(after_help = "Examples:\n  hanse credentials list")]
+    List {
+        #[command(flatten)]
+        config: RunArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Replace the participant key; the old one stays in the DID document until its tokens expired. Restart the
+    /// connector afterwards.
+    #[command(after_help = "Examples:\n  hanse keys rotate --config /etc/hanse/hanse.toml")]
+    Rotate {
+        #[command(flatten)]
+        config: RunArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -143,5 +206,81 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init("warn", cli.log_format.unwrap_or_default());
             runtime()?.block_on(demo::run(args.keep_running))
         }
+        Command::Credentials(command) => runtime()?.block_on(credentials(command)),
+        Command::Keys(KeysCommand::Rotate { config }) => {
+            let config = Config::load(&config.config)?;
+            let retired = crate::identity::keys::rotate(&config.participant.key_file)?;
+            println!("New key written to {}", config.participant.key_file.display());
+            println!("The old key moved to {}; it stays listed for one token lifetime.", retired.display());
+            println!("Restart the connector to sign with the new key.");
+            Ok(())
+        }
     }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
+    let options = crate::store::StoreOptions { schema: config.store.schema.clone(), max_connections: Some(2) };
+    Ok(crate::store::Store::open(&config.database_url(), &options).await?)
+}
+
+async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
+    use crate::identity;
+    match command {
+        CredentialsCommand::Issue { config, credential_type, subject, claims, valid_until } => {
+            let config = Config::load(&config.config)?;
+            let claims = match serde_json::from_str(&claims) {
+                Ok(serde_json::Value::Object(claims)) => claims,
+                _ => anyhow::bail!("--claims must be a JSON object, e.g. '{{\"membership\": \"active\"}}'"),
+            };
+            let valid_until = valid_until
+                .map(|text| {
+                    chrono::DateTime::parse_from_rfc3339(&text)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|_| anyhow::anyhow!("--valid-until `{text}` is not an RFC 3339 date-time"))
+                })
+                .transpose()?;
+            let keys = identity::keys::KeyRing::load(&config.participant.id, &config.participant.key_file)?;
+            let store = open_store(&config).await?;
+            let request = identity::credentials::IssueRequest { credential_type, subject, claims, valid_until };
+            let issued = identity::issue_credential(&keys, &store, &config.public_url(), &request).await;
+            store.close().await;
+            let (id, jwt) = issued?;
+            eprintln!("Issued {id}");
+            println!("{jwt}");
+        }
+        CredentialsCommand::Revoke { config, id } => {
+            let config = Config::load(&config.config)?;
+            let store = open_store(&config).await?;
+            let revoked = store.revoke_issued_credential(&id).await;
+            store.close().await;
+            let revoked = revoked?;
+            println!("Revoked {} (status list bit {})", revoked.id, revoked.status_index);
+        }
+        CredentialsCommand::Import { config, file } => {
+            let config = Config::load(&config.config)?;
+            let jwt =
+                std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let store = open_store(&config).await?;
+            let imported = identity::import_credential(&store, &config.participant.id, &jwt).await;
+            store.close().await;
+            let summary = imported?;
+            println!("Imported {} ({}) from {}", summary.id, summary.types.join(", "), summary.issuer);
+        }
+        CredentialsCommand::List { config } => {
+            let config = Config::load(&config.config)?;
+            let store = open_store(&config).await?;
+            let (held, issued) = (store.held_credentials().await, store.issued_credentials().await);
+            store.close().await;
+            println!("Held:");
+            for credential in held? {
+                println!("  {}  {}  from {}", credential.id, credential.types, credential.issuer);
+            }
+            println!("Issued:");
+            for credential in issued? {
+                let status = if credential.revoked { "revoked" } else { "valid" };
+                println!("  {}  {}  to {}  ({status})", credential.id, credential.types, credential.subject);
+            }
+        }
+    }
+    Ok(())
 }

@@ -116,6 +116,11 @@ pub struct TestConnector {
 impl TestConnector {
     /// Starts a connector on loopback ports with a generated identity on `backend`.
     pub async fn start(backend: Backend) -> TestConnector {
+        TestConnector::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestConnector::start`], with the configuration adjusted by `configure` before start-up.
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestConnector {
         if let Ok(filter) = std::env::var("HANSE_TEST_LOG") {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
@@ -138,6 +143,7 @@ impl TestConnector {
         // Tests cannot wait minutes for a peer that is gone: a few quick retries.
         config.negotiation.retry_attempts = 3;
         config.negotiation.retry_base_ms = 50;
+        configure(&mut config);
         let running = start_on(config.clone(), public, management).await.expect("connector starts");
         TestConnector { running, api_key: done.api_key, dir: dir.path().to_owned(), database, config, _dir: dir }
     }
@@ -270,6 +276,28 @@ impl TestParticipant {
     pub fn kid(&self) -> &str {
         self.keys.current_kid()
     }
+
+    /// A self-issued token for `audience` with some claims and header members replaced (`null` removes one): for
+    /// tokens that must be refused.
+    pub fn token_with(&self, audience: &str, claims: serde_json::Value, header: serde_json::Value) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut payload = serde_json::json!({"iss": self.did, "sub": self.did, "aud": audience, "iat": now, "nbf": now,
+            "exp": now + 300, "jti": uuid::Uuid::new_v4().to_string()});
+        let apply = |target: &mut serde_json::Map<String, serde_json::Value>, changes: serde_json::Value| {
+            for (name, value) in changes.as_object().cloned().unwrap_or_default() {
+                if value.is_null() {
+                    target.remove(&name);
+                } else {
+                    target.insert(name, value);
+                }
+            }
+        };
+        apply(payload.as_object_mut().expect("an object"), claims);
+        let mut extra = serde_json::Map::new();
+        apply(&mut extra, header);
+        let extra: Vec<(&str, serde_json::Value)> = extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        self.keys.sign("JWT", &extra, &payload)
+    }
 }
 
 impl Signer for TestParticipant {
@@ -279,5 +307,42 @@ impl Signer for TestParticipant {
 
     fn authorization(&self, audience: &str) -> String {
         format!("Bearer {}", crate::identity::token::issue(&self.keys, audience, chrono::Utc::now()))
+    }
+}
+
+/// A development certificate authority for TLS tests: one CA, and host certificates for `localhost` signed by it.
+pub struct TestCa {
+    /// The CA certificate (PEM), for `trust.ca_file` and `public.client_ca`.
+    pub ca_file: PathBuf,
+    ca: openssl::x509::X509,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let (ca, key) = crate::init::development_ca().expect("a CA");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.to_pem().expect("PEM")).expect("write the CA");
+        TestCa { ca_file, ca, key, dir }
+    }
+
+    /// A certificate chain and key for `localhost` signed by this CA, written as `<name>.pem` and `<name>.key.pem`.
+    pub fn host(&self, name: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = crate::init::host_certificate(&self.ca, &self.key).expect("a host certificate");
+        let (cert_file, key_file) =
+            (self.dir.path().join(format!("{name}.pem")), self.dir.path().join(format!("{name}.key.pem")));
+        let mut chain = cert.to_pem().expect("PEM");
+        chain.extend(self.ca.to_pem().expect("PEM"));
+        std::fs::write(&cert_file, chain).expect("write the certificate");
+        std::fs::write(&key_file, key.private_key_to_pem_pkcs8().expect("PEM")).expect("write the key");
+        (cert_file, key_file)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
     }
 }

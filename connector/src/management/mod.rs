@@ -14,6 +14,7 @@ use crate::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
 use crate::server::{Shared, health_routes};
 
 mod catalog;
+mod credentials;
 mod error;
 mod negotiations;
 mod policies;
@@ -42,6 +43,11 @@ pub fn router(state: Shared) -> Router {
         .route("/management/v3/contractagreements/{id}", get(negotiations::agreement))
         .route("/management/v3/contractagreements/{id}/negotiation", get(negotiations::agreement_negotiation))
         .route("/management/sparql", get(sparql::query_get).post(sparql::query_post))
+        .route("/management/v3/credentials", get(credentials::list).post(credentials::import))
+        .route("/management/v3/credentials/issue", post(credentials::issue))
+        .route("/management/v3/credentials/issued", get(credentials::issued))
+        .route("/management/v3/credentials/issued/{id}/revoke", post(credentials::revoke))
+        .route("/management/v3/credentials/{id}", axum::routing::delete(credentials::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new().merge(health_routes()).merge(api).fallback(not_found).with_state(state)
 }

@@ -51,9 +51,10 @@ impl Dispatcher {
 
 /// Runs until `shutdown` turns true.
 pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let http = reqwest::Client::builder()
+    // The same trust and client certificate as every other request to peers (checked at start-up).
+    let http = crate::transport::client_builder(&state.config)
+        .expect("the TLS settings were checked at start-up")
         .timeout(Duration::from_secs(20))
-        .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
         .expect("the HTTP client builds");

@@ -1,0 +1,121 @@
+//! Credentials on the management API.
+//!
+//! As **holder**: `POST /management/v3/credentials` imports a credential (`{"credential": "<VC JWT>"}`),
+//! `GET /management/v3/credentials` lists the held ones, `DELETE /management/v3/credentials/{id}` drops one.
+//! As **issuer**: `POST /management/v3/credentials/issue` signs one (`{"type", "subject", "claims", "validUntil"}`),
+//! `GET /management/v3/credentials/issued` lists them, `POST /management/v3/credentials/issued/{id}/revoke` revokes
+//! one (its bit in the status list the public listener serves).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Value as Json, json};
+
+use super::error::ManagementError;
+use crate::identity::credentials::IssueRequest;
+use crate::identity::{self, CredentialOpError};
+use crate::server::Shared;
+use crate::store::{HeldCredential, IssuedCredential};
+
+impl From<CredentialOpError> for ManagementError {
+    fn from(error: CredentialOpError) -> Self {
+        match error {
+            CredentialOpError::Invalid(message) => ManagementError::field("credential", message),
+            CredentialOpError::Credential(error) => ManagementError::field("credential", error.to_string()),
+            CredentialOpError::Store(error) => error.into(),
+        }
+    }
+}
+
+fn body_object(body: &Bytes) -> Result<serde_json::Map<String, Json>, ManagementError> {
+    match serde_json::from_slice(body) {
+        Ok(Json::Object(object)) => Ok(object),
+        Ok(_) => Err(ManagementError::field("", "the body must be a JSON object")),
+        Err(error) => Err(ManagementError::field("", format!("the body is not JSON: {error}"))),
+    }
+}
+
+fn millis(at: Option<i64>) -> Json {
+    at.and_then(DateTime::from_timestamp_millis).map(|t| json!(t.to_rfc3339())).unwrap_or(Json::Null)
+}
+
+fn held_json(credential: &HeldCredential) -> Json {
+    json!({"@id": credential.id, "type": credential.types.split(' ').collect::<Vec<_>>(),
+           "issuer": credential.issuer, "validUntil": millis(credential.valid_until),
+           "importedAt": millis(Some(credential.imported_at)), "credential": credential.jwt})
+}
+
+fn issued_json(credential: &IssuedCredential) -> Json {
+    json!({"@id": credential.id, "type": credential.types.split(' ').collect::<Vec<_>>(),
+           "subject": credential.subject, "statusListIndex": credential.status_index,
+           "revoked": credential.revoked, "issuedAt": millis(Some(credential.issued_at)),
+           "revokedAt": millis(credential.revoked_at)})
+}
+
+/// `POST /management/v3/credentials`: import a credential this participant holds.
+pub async fn import(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let object = body_object(&body)?;
+    let jwt = object
+        .get("credential")
+        .and_then(Json::as_str)
+        .ok_or_else(|| ManagementError::field("credential", "is required: the credential as a JWT"))?;
+    let summary = identity::import_credential(&state.store, state.identity.did(), jwt).await?;
+    tracing::info!(id = %summary.id, issuer = %summary.issuer, types = ?summary.types, "credential imported");
+    Ok(axum::Json(json!({"@id": summary.id, "type": summary.types, "issuer": summary.issuer})).into_response())
+}
+
+/// `GET /management/v3/credentials`.
+pub async fn list(State(state): State<Shared>) -> Result<Response, ManagementError> {
+    let held = state.store.held_credentials().await?;
+    Ok(axum::Json(held.iter().map(held_json).collect::<Vec<_>>()).into_response())
+}
+
+/// `DELETE /management/v3/credentials/{id}`.
+pub async fn delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    state.store.delete_held_credential(&id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// Reads an issue request: `{"type", "subject", "claims", "validUntil"}`.
+pub fn issue_request(object: &serde_json::Map<String, Json>) -> Result<IssueRequest, ManagementError> {
+    let text = |name: &str| object.get(name).and_then(Json::as_str).map(str::to_owned);
+    let credential_type =
+        text("type").ok_or_else(|| ManagementError::field("type", "is required, e.g. MembershipCredential"))?;
+    let subject = text("subject").ok_or_else(|| ManagementError::field("subject", "is required: the holder's DID"))?;
+    let claims = match object.get("claims") {
+        None | Some(Json::Null) => serde_json::Map::new(),
+        Some(Json::Object(claims)) => claims.clone(),
+        Some(_) => return Err(ManagementError::field("claims", "must be a JSON object")),
+    };
+    let valid_until = match text("validUntil") {
+        None => None,
+        Some(text) => Some(
+            DateTime::parse_from_rfc3339(&text)
+                .map_err(|_| ManagementError::field("validUntil", format!("`{text}` is not an RFC 3339 date-time")))?
+                .with_timezone(&Utc),
+        ),
+    };
+    Ok(IssueRequest { credential_type, subject, claims, valid_until })
+}
+
+/// `POST /management/v3/credentials/issue`.
+pub async fn issue(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let request = issue_request(&body_object(&body)?)?;
+    let (id, jwt) = state.identity.issue_credential(&request).await?;
+    tracing::info!(%id, subject = %request.subject, kind = %request.credential_type, "credential issued");
+    Ok(axum::Json(json!({"@id": id, "credential": jwt})).into_response())
+}
+
+/// `GET /management/v3/credentials/issued`.
+pub async fn issued(State(state): State<Shared>) -> Result<Response, ManagementError> {
+    let issued = state.store.issued_credentials().await?;
+    Ok(axum::Json(issued.iter().map(issued_json).collect::<Vec<_>>()).into_response())
+}
+
+/// `POST /management/v3/credentials/issued/{id}/revoke`.
+pub async fn revoke(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    let revoked = state.store.revoke_issued_credential(&id).await?;
+    tracing::info!(%id, "credential revoked");
+    Ok(axum::Json(issued_json(&revoked)).into_response())
+}
