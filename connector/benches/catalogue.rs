@@ -51,6 +51,11 @@ async fn main() {
     })
     .unwrap();
     let config = Config::load(&done.config_file).unwrap();
+    let provider = config.participant.id.clone();
+    // The researcher: a real did:web participant whose every request carries a fresh signed token (the provider
+    // resolves its DID document once, then verifies a signature and records the token id per request).
+    let researcher = std::sync::Arc::new(hanse::testing::TestParticipant::start().await);
+    use hanse::testing::Signer;
 
     // Seed the store directly (the management API would take minutes of JSON-LD processing for 100 000 bodies).
     let seeding = Instant::now();
@@ -83,7 +88,7 @@ async fn main() {
     .unwrap();
     let access = hanse::catalog::model::PolicyDefinition::from_body(
         &json!({"@id": "members", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
-            "permission": [{"action": "use", "constraint": [{"leftOperand": "recipient", "operator": "isAnyOf", "rightOperand": ["did:web:research.example", "did:web:other.example"]}]}]}}),
+            "permission": [{"action": "use", "constraint": [{"leftOperand": "recipient", "operator": "isAnyOf", "rightOperand": [researcher.did, "did:web:other.example"]}]}]}}),
         chrono::Utc::now(),
     )
     .unwrap();
@@ -117,7 +122,7 @@ async fn main() {
             if cursor == 0 { format!("{url}?limit=50") } else { format!("{url}?limit=50&after=dataset-{cursor:06}") };
         client
             .post(target)
-            .header("Authorization", "Bearer did:web:research.example")
+            .header("Authorization", researcher.authorization(&provider))
             .header("Content-Type", "application/json")
             .body(body.clone())
             .send()
@@ -149,6 +154,7 @@ async fn main() {
     let mut tasks = Vec::new();
     for worker in 0..16usize {
         let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        let (researcher, provider) = (researcher.clone(), provider.clone());
         tasks.push(tokio::spawn(async move {
             let mut done = 0u64;
             let mut cursor = worker * 1000;
@@ -156,7 +162,7 @@ async fn main() {
                 cursor = (cursor + 4099) % datasets.saturating_sub(60).max(1);
                 let response = client
                     .post(format!("{url}?limit=50&after=dataset-{cursor:06}"))
-                    .header("Authorization", "Bearer did:web:research.example")
+                    .header("Authorization", researcher.authorization(&provider))
                     .header("Content-Type", "application/json")
                     .body(body.clone())
                     .send()
@@ -176,35 +182,6 @@ async fn main() {
         "catalogue throughput (16 concurrent clients, pages of 50): {:.0} requests/s",
         total as f64 / started.elapsed().as_secs_f64()
     );
-
-    // The same with an external load generator, when `wrk` is installed (it takes far less CPU than the client above).
-    if std::process::Command::new("wrk").arg("--version").output().is_ok() {
-        let script = dir.path().join("catalogue.lua");
-        std::fs::write(
-            &script,
-            format!(
-                "counter = 0\nrequest = function()\n  counter = (counter + 4099) % {}\n  local path = string.format(\"/protocol/2025-1/catalog/request?limit=50&after=dataset-%06d\", counter)\n  return wrk.format(\"POST\", path, {{[\"Authorization\"] = \"Bearer did:web:research.example\", [\"Content-Type\"] = \"application/json\"}}, '{}')\nend\n",
-                datasets.saturating_sub(60).max(1),
-                body
-            ),
-        )
-        .unwrap();
-        let output = tokio::process::Command::new("wrk")
-            .args(["-t2", "-c16", "-d5s", "--latency", "-s"])
-            .arg(&script)
-            .arg(running.public_url())
-            .output()
-            .await
-            .unwrap();
-        let report = String::from_utf8_lossy(&output.stdout);
-        let rate = report.lines().find(|l| l.starts_with("Requests/sec")).unwrap_or("Requests/sec: ?");
-        let p99 = report.lines().find(|l| l.trim_start().starts_with("99%")).unwrap_or("99% ?");
-        println!(
-            "catalogue throughput with wrk (2 threads, 16 connections, pages of 50): {} ; latency p99 {}",
-            rate.trim_start_matches("Requests/sec:").trim(),
-            p99.trim().trim_start_matches("99%").trim()
-        );
-    }
 
     // SPARQL keyword search over the management API.
     let sparql = format!("{}/management/sparql", running.management_url());

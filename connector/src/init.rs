@@ -221,6 +221,8 @@ bind = "{public_bind}"
 # TLS for the public listener (a development CA and host certificate were written to tls/).
 # tls_cert = "{TLS_CERT_FILE}"
 # tls_key = "{TLS_KEY_FILE}"
+# Mutual TLS: require client certificates issued by this CA bundle.
+# client_ca = "{CA_CERT_FILE}"
 
 [management]
 # The operator's listener. Keep it on a private interface.
@@ -246,6 +248,19 @@ max_connections = 8
 retry_attempts = 7
 # First retry after this many milliseconds; the delay doubles with each attempt.
 retry_base_ms = 1000
+
+[trust]
+# Extra CA certificates (PEM) trusted for outgoing HTTPS, besides the system roots.
+# ca_file = "{CA_CERT_FILE}"
+# Seconds a resolved DID document is reused.
+did_cache_seconds = 300
+# Longest reuse of verified claims and revocation lists, in seconds (never beyond the requester's token); 0 checks
+# credentials on every request.
+claims_cache_seconds = 300
+
+# Trusted credential issuers (DIDs) per credential type.
+[trust.issuers]
+# MembershipCredential = ["did:web:federation.example"]
 
 [log]
 # A tracing filter, e.g. "info" or "hanse=debug,info".

@@ -201,3 +201,61 @@ fn version_and_help_with_examples() {
         assert!(String::from_utf8_lossy(&output.stdout).contains("Examples:"), "{args:?}");
     }
 }
+
+#[test]
+fn credentials_are_issued_imported_listed_and_revoked_and_keys_rotate_from_the_command_line() {
+    let (issuer_dir, holder_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    init(issuer_dir.path());
+    let (holder_port, _, _) = init(holder_dir.path());
+    let holder = format!("did:web:localhost%3A{holder_port}");
+    let run = |dir: &Path, args: &[&str]| -> Output {
+        let output = hanse(dir, args).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output
+    };
+
+    let issued = run(
+        issuer_dir.path(),
+        &[
+            "credentials",
+            "issue",
+            "--type",
+            "MembershipCredential",
+            "--subject",
+            &holder,
+            "--claims",
+            r#"{"membership": "active"}"#,
+        ],
+    );
+    let jwt = String::from_utf8(issued.stdout).unwrap();
+    assert_eq!(jwt.trim().split('.').count(), 3, "a compact JWT: {jwt}");
+    let id = String::from_utf8_lossy(&issued.stderr).trim().trim_start_matches("Issued ").to_owned();
+    assert!(id.starts_with("urn:uuid:"), "{id}");
+    std::fs::write(holder_dir.path().join("member.jwt"), &jwt).unwrap();
+
+    let imported = run(holder_dir.path(), &["credentials", "import", "member.jwt"]);
+    assert!(String::from_utf8_lossy(&imported.stdout).contains(&id));
+    let listed = run(holder_dir.path(), &["credentials", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("MembershipCredential"));
+    // Someone else's credential is refused by name, and nothing is stored.
+    let foreign = hanse(issuer_dir.path(), &["credentials", "import", "../x.jwt"]).output().unwrap();
+    assert!(!foreign.status.success());
+    std::fs::write(issuer_dir.path().join("member.jwt"), &jwt).unwrap();
+    let not_ours = hanse(issuer_dir.path(), &["credentials", "import", "member.jwt"]).output().unwrap();
+    assert!(!not_ours.status.success());
+    assert!(String::from_utf8_lossy(&not_ours.stderr).contains("not"), "{}", String::from_utf8_lossy(&not_ours.stderr));
+
+    let revoked = run(issuer_dir.path(), &["credentials", "revoke", &id]);
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("bit 0"));
+    let listed = run(issuer_dir.path(), &["credentials", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("(revoked)"));
+    let unknown = hanse(issuer_dir.path(), &["credentials", "revoke", "urn:uuid:never-issued"]).output().unwrap();
+    assert!(!unknown.status.success());
+
+    let before = std::fs::read(holder_dir.path().join("keys/participant.pem")).unwrap();
+    run(holder_dir.path(), &["keys", "rotate"]);
+    let after = std::fs::read(holder_dir.path().join("keys/participant.pem")).unwrap();
+    assert_ne!(before, after);
+    let retired: Vec<_> = std::fs::read_dir(holder_dir.path().join("keys/retired")).unwrap().collect();
+    assert_eq!(retired.len(), 1);
+}
