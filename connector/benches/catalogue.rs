@@ -8,11 +8,8 @@
 use std::time::{Duration, Instant};
 
 use hanse::catalog::model::Asset;
-use hanse::config::Config;
-use hanse::init::{InitOptions, did_web_for, init};
 use hanse::store::{DocumentKind, Store, StoreOptions};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 mod support;
 use support::{percentile, rss_mb};
@@ -40,17 +37,7 @@ fn asset_body(i: usize) -> Value {
 async fn main() {
     let datasets: usize = std::env::var("HANSE_BENCH_DATASETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let management = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let done = init(&InitOptions {
-        dir: dir.path().to_owned(),
-        participant_id: Some(did_web_for(&public.local_addr().unwrap())),
-        public_bind: public.local_addr().unwrap(),
-        management_bind: management.local_addr().unwrap(),
-        development: true,
-    })
-    .unwrap();
-    let config = Config::load(&done.config_file).unwrap();
+    let (done, config, public, management) = hanse::testing::initialised(dir.path()).await;
     let provider = config.participant.id.clone();
     // The researcher: a real did:web participant whose every request carries a fresh signed token (the provider
     // resolves its DID document once, then verifies a signature and records the token id per request).

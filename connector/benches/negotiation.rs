@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::routing::post;
 use hanse::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
-use hanse::config::Config;
-use hanse::init::{InitOptions, did_web_for, init};
 use hanse::negotiation::machine::State as NegotiationState;
 use hanse::negotiation::{self, Start};
 use hanse::server::RunningConnector;
@@ -31,17 +29,7 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 async fn connector(dir: &std::path::Path) -> RunningConnector {
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let management = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let done = init(&InitOptions {
-        dir: dir.to_owned(),
-        participant_id: Some(did_web_for(&public.local_addr().unwrap())),
-        public_bind: public.local_addr().unwrap(),
-        management_bind: management.local_addr().unwrap(),
-        development: true,
-    })
-    .unwrap();
-    let config = Config::load(&done.config_file).unwrap();
+    let (_, config, public, management) = hanse::testing::initialised(dir).await;
     hanse::server::start_on(config, public, management).await.unwrap()
 }
 

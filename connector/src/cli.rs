@@ -219,8 +219,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
-    let options = crate::store::StoreOptions { schema: config.store.schema.clone(), max_connections: Some(2) };
-    Ok(crate::store::Store::open(&config.database_url(), &options).await?)
+    Ok(crate::store::Store::open(&config.database_url(), &config.store_options()).await?)
+}
+
+/// The command-line flag of an issue request member.
+fn cli_flag(member: &str) -> &str {
+    match member {
+        "validUntil" => "valid-until",
+        other => other,
+    }
 }
 
 async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
@@ -228,20 +235,14 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
     match command {
         CredentialsCommand::Issue { config, credential_type, subject, claims, valid_until } => {
             let config = Config::load(&config.config)?;
-            let claims = match serde_json::from_str(&claims) {
-                Ok(serde_json::Value::Object(claims)) => claims,
-                _ => anyhow::bail!("--claims must be a JSON object, e.g. '{{\"membership\": \"active\"}}'"),
-            };
-            let valid_until = valid_until
-                .map(|text| {
-                    chrono::DateTime::parse_from_rfc3339(&text)
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                        .map_err(|_| anyhow::anyhow!("--valid-until `{text}` is not an RFC 3339 date-time"))
-                })
-                .transpose()?;
+            let claims: serde_json::Value =
+                serde_json::from_str(&claims).map_err(|e| anyhow::anyhow!("--claims is not JSON: {e}"))?;
+            let body = serde_json::json!({"type": credential_type, "subject": subject, "claims": claims,
+                                          "validUntil": valid_until});
+            let request = identity::credentials::IssueRequest::from_json(body.as_object().expect("an object"))
+                .map_err(|(field, message)| anyhow::anyhow!("--{}: {message}", cli_flag(field)))?;
             let keys = identity::keys::KeyRing::load(&config.participant.id, &config.participant.key_file)?;
             let store = open_store(&config).await?;
-            let request = identity::credentials::IssueRequest { credential_type, subject, claims, valid_until };
             let issued = identity::issue_credential(&keys, &store, &config.public_url(), &request).await;
             store.close().await;
             let (id, jwt) = issued?;

@@ -370,11 +370,17 @@ impl Config {
 
     /// The externally visible base URL of the public listener.
     pub fn public_url(&self) -> String {
+        self.public_url_at(self.public.bind)
+    }
+
+    /// The externally visible base URL when the public listener is bound to `addr` (which may differ from
+    /// `public.bind` when the caller bound port 0).
+    pub fn public_url_at(&self, addr: SocketAddr) -> String {
         match &self.public.url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
                 let scheme = if self.public.tls_cert.is_some() { "https" } else { "http" };
-                format!("{scheme}://{}", self.public.bind)
+                format!("{scheme}://{addr}")
             }
         }
     }
@@ -382,6 +388,14 @@ impl Config {
     /// The folder `File` data addresses must lie under.
     pub fn file_root(&self) -> PathBuf {
         self.dataplane.file_root.clone().unwrap_or_else(|| self.store.data_dir.join("files"))
+    }
+
+    /// How the store is opened (schema and pool size).
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            schema: self.store.schema.clone(),
+            max_connections: Some(self.store.max_connections),
+        }
     }
 
     /// The database URL, defaulting to SQLite in the data folder.

@@ -23,7 +23,7 @@ use tower_http::trace::TraceLayer;
 use crate::catalog::{Catalogue, ServiceInfo};
 use crate::config::Config;
 use crate::negotiation::{self, Retry};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError};
 use crate::{management, protocol};
 
 /// Everything a request handler may need. One per running connector.
@@ -157,11 +157,7 @@ pub async fn start_on(
     public: TcpListener,
     management: TcpListener,
 ) -> Result<RunningConnector, StartError> {
-    let store = Store::open(
-        &config.database_url(),
-        &StoreOptions { schema: config.store.schema.clone(), max_connections: Some(config.store.max_connections) },
-    )
-    .await?;
+    let store = Store::open(&config.database_url(), &config.store_options()).await?;
     let public_addr = public.local_addr().map_err(|source| StartError::Bind {
         key: "public.bind",
         addr: config.public.bind,
@@ -173,11 +169,7 @@ pub async fn start_on(
         source,
     })?;
     let tls = crate::transport::acceptor(&config)?;
-    let public_url = match &config.public.url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None if tls.is_some() => format!("https://{public_addr}"),
-        None => format!("http://{public_addr}"),
-    };
+    let public_url = config.public_url_at(public_addr);
 
     let service = ServiceInfo {
         participant_id: config.participant.id.clone(),

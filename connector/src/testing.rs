@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::init::{InitOptions, did_web_for, init};
+use crate::init::{InitOptions, Initialized, did_web_for, init};
 use crate::server::{RunningConnector, start_on};
 use crate::store::{Store, StoreOptions};
 
@@ -103,6 +103,24 @@ impl Drop for TestDatabase {
     }
 }
 
+/// `hanse init` in `dir` for listeners on free loopback ports (development mode): what was written, the loaded
+/// configuration, and the two bound listeners for [`start_on`].
+pub async fn initialised(dir: &Path) -> (Initialized, Config, TcpListener, TcpListener) {
+    let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
+    let management = TcpListener::bind("127.0.0.1:0").await.expect("bind management");
+    let public_addr = public.local_addr().expect("an address");
+    let done = init(&InitOptions {
+        dir: dir.to_owned(),
+        participant_id: Some(did_web_for(&public_addr)),
+        public_bind: public_addr,
+        management_bind: management.local_addr().expect("an address"),
+        development: true,
+    })
+    .expect("hanse init");
+    let config = Config::load(&done.config_file).expect("generated config loads");
+    (done, config, public, management)
+}
+
 /// A connector started for a test, with its own folder, identity and database.
 pub struct TestConnector {
     pub running: RunningConnector,
@@ -125,19 +143,8 @@ impl TestConnector {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
         let dir = tempfile::tempdir().expect("temporary folder");
-        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
-        let management = TcpListener::bind("127.0.0.1:0").await.expect("bind management");
-        let public_addr = public.local_addr().unwrap();
-        let done = init(&InitOptions {
-            dir: dir.path().to_owned(),
-            participant_id: Some(did_web_for(&public_addr)),
-            public_bind: public_addr,
-            management_bind: management.local_addr().unwrap(),
-            development: true,
-        })
-        .expect("hanse init");
+        let (done, mut config, public, management) = initialised(dir.path()).await;
         let database = TestDatabase::new(backend);
-        let mut config = Config::load(&done.config_file).expect("generated config loads");
         config.store.database_url = Some(database.url.clone());
         config.store.schema = database.schema.clone();
         // Tests cannot wait minutes for a peer that is gone: a few quick retries.
@@ -306,7 +313,7 @@ impl Signer for TestParticipant {
     }
 
     fn authorization(&self, audience: &str) -> String {
-        format!("Bearer {}", crate::identity::token::issue(&self.keys, audience, chrono::Utc::now()))
+        crate::identity::token::authorization(&self.keys, audience)
     }
 }
 

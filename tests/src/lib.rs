@@ -28,8 +28,7 @@ impl Federation {
 
     /// The management API of connector `i`.
     pub fn management(&self, i: usize) -> Management {
-        let connector = &self.connectors[i];
-        Management { client: self.client.clone(), base: connector.management_url(), api_key: connector.api_key.clone() }
+        Management::of(&self.connectors[i], &self.client)
     }
 
     /// Stops every connector gracefully.
@@ -57,6 +56,13 @@ pub struct Management {
     pub client: reqwest::Client,
     pub base: String,
     pub api_key: String,
+}
+
+impl Management {
+    /// The management API of `connector`, called with `client`.
+    pub fn of(connector: &TestConnector, client: &reqwest::Client) -> Management {
+        Management { client: client.clone(), base: connector.management_url(), api_key: connector.api_key.clone() }
+    }
 }
 
 /// An HTTP answer: status and JSON body (`Null` when empty or not JSON).

@@ -47,7 +47,7 @@ async fn provider_trusting(backend: Backend, issuer: &str) -> TestConnector {
 }
 
 fn management_of(connector: &TestConnector) -> Management {
-    Management { client: reqwest::Client::new(), base: connector.management_url(), api_key: connector.api_key.clone() }
+    Management::of(connector, &reqwest::Client::new())
 }
 
 /// Issues a membership credential from `issuer` to `subject` and answers the JWT.

@@ -62,18 +62,7 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
     offer["target"] = json!("t2d");
     let mut checked = 0;
 
-    for (n, target) in [
-        State::Requested,
-        State::Offered,
-        State::Accepted,
-        State::Agreed,
-        State::Verified,
-        State::Finalized,
-        State::Terminated,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (n, target) in machine::ALL_STATES.into_iter().enumerate() {
         // A fresh negotiation, driven to `target` by raw consumer messages and the provider's operator.
         let consumer_pid = format!("urn:uuid:tck-{n}");
         let start = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "ContractRequestMessage",
@@ -209,18 +198,7 @@ async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
     let terms = json!({"@type": "Offer", "@id": "urn:tck:offer", "target": "t2d", "assigner": provider.did, "permission": [{"action": "use"}]});
     let mut checked = 0;
 
-    for (n, target) in [
-        State::Requested,
-        State::Offered,
-        State::Accepted,
-        State::Agreed,
-        State::Verified,
-        State::Finalized,
-        State::Terminated,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (n, target) in machine::ALL_STATES.into_iter().enumerate() {
         let id = consumer
             .post(
                 "/management/v3/contractnegotiations",

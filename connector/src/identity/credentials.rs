@@ -69,6 +69,30 @@ pub struct IssueRequest {
     pub valid_until: Option<DateTime<Utc>>,
 }
 
+impl IssueRequest {
+    /// Reads `{"type", "subject", "claims", "validUntil"}` (the management API's body; the command line builds the
+    /// same). A refusal names the member.
+    pub fn from_json(object: &Object) -> Result<IssueRequest, (&'static str, String)> {
+        let text = |name: &str| object.get(name).and_then(Json::as_str).map(str::to_owned);
+        let credential_type = text("type").ok_or(("type", "is required, e.g. MembershipCredential".to_owned()))?;
+        let subject = text("subject").ok_or(("subject", "is required: the holder's DID".to_owned()))?;
+        let claims = match object.get("claims") {
+            None | Some(Json::Null) => Object::new(),
+            Some(Json::Object(claims)) => claims.clone(),
+            Some(_) => return Err(("claims", "must be a JSON object".to_owned())),
+        };
+        let valid_until = match text("validUntil") {
+            None => None,
+            Some(text) => Some(
+                DateTime::parse_from_rfc3339(&text)
+                    .map_err(|_| ("validUntil", format!("`{text}` is not an RFC 3339 date-time")))?
+                    .with_timezone(&Utc),
+            ),
+        };
+        Ok(IssueRequest { credential_type, subject, claims, valid_until })
+    }
+}
+
 fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

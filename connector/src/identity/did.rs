@@ -67,6 +67,20 @@ pub fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
+/// The DID a key id (DID URL) belongs to: `did:web:a#key-1` → `did:web:a`.
+pub fn controller_of(kid: &str) -> Option<&str> {
+    kid.split_once('#').map(|(did, _)| did)
+}
+
+/// Why a key could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLookupError {
+    #[error(transparent)]
+    Unresolvable(#[from] ResolveError),
+    #[error("the DID document does not list the key {0}")]
+    NotListed(String),
+}
+
 /// One verification method of a DID document.
 #[derive(Debug, Clone)]
 pub struct VerificationMethod {
@@ -185,13 +199,22 @@ impl Resolver {
 
     /// The document of `did` refreshed unless it was fetched moments ago: for keys the cached copy does not list yet
     /// (the peer rotated its key).
-    pub async fn refresh(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
+    async fn refresh(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
         if let Some((at, document)) = self.cache.lock().expect("cache lock").get(did)
             && at.elapsed() < REFRESH_FLOOR
         {
             return Ok(document.clone());
         }
         self.fetch(did).await
+    }
+
+    /// The verification method `kid` of `did`'s document; a key the cached document does not list yet sends the
+    /// resolver back to the source once (the controller rotated its key).
+    pub async fn key(&self, did: &str, kid: &str) -> Result<VerificationMethod, KeyLookupError> {
+        if let Some(method) = self.resolve(did).await?.method(kid) {
+            return Ok(method.clone());
+        }
+        self.refresh(did).await?.method(kid).cloned().ok_or_else(|| KeyLookupError::NotListed(kid.to_owned()))
     }
 
     async fn fetch(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {

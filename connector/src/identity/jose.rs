@@ -68,10 +68,10 @@ impl SigningKey {
     }
 }
 
-/// Only the public members of a JWK, in thumbprint order.
+/// Only the public key members of a JWK (no private parts, `kid`, `alg` or `use`), in lexicographic order.
 fn public_only(jwk: &Object) -> Object {
     let mut out = Object::new();
-    for name in ["crv", "kty", "x", "y"] {
+    for name in ["crv", "e", "kty", "n", "x", "y"] {
         if let Some(value) = jwk.get(name) {
             out.insert(name.into(), value.clone());
         }
@@ -113,7 +113,7 @@ pub fn peek(token: &str) -> Result<(Object, Object), JoseError> {
 
 /// Verifies a compact JWS with a public JWK (EC P-256 with ES256, or Ed25519 with EdDSA) and answers its payload.
 pub fn verify(token: &str, jwk: &Object) -> Result<Object, JoseError> {
-    let key = Jwk::from_map(public_only_any(jwk)).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?;
+    let key = Jwk::from_map(public_only(jwk)).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?;
     let verifier: Box<dyn JwsVerifier> = match (key.key_type(), key.curve()) {
         ("EC", Some("P-256")) => {
             Box::new(ES256.verifier_from_jwk(&key).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?)
@@ -128,17 +128,6 @@ pub fn verify(token: &str, jwk: &Object) -> Result<Object, JoseError> {
         Ok(Json::Object(object)) => Ok(object),
         _ => Err(JoseError::Encoding("payload")),
     }
-}
-
-/// A JWK without private members or usage restrictions (DID documents may carry `kid`, `alg`, `use`).
-fn public_only_any(jwk: &Object) -> Object {
-    let mut out = Object::new();
-    for name in ["kty", "crv", "x", "y", "n", "e"] {
-        if let Some(value) = jwk.get(name) {
-            out.insert(name.into(), value.clone());
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -108,12 +108,13 @@ impl Identity {
 
     /// The `Authorization` header value for a request to the participant `audience`.
     pub fn authorization(&self, audience: &str) -> String {
-        format!("Bearer {}", token::issue(&self.keys, audience, Utc::now()))
+        token::authorization(&self.keys, audience)
     }
 
     /// Verifies the self-issued token of an incoming request. The reason of a failure is for the log only.
     pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Verified, TokenError> {
-        let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
+        // A header that is not visible ASCII reads as empty: malformed.
+        let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
         let bearer = token::bearer(header)?;
         token::verify(bearer, self.did(), &self.resolver, &self.store, Utc::now()).await
     }
@@ -274,7 +275,7 @@ impl Identity {
                 types: summary.specific_types().collect::<Vec<_>>().join(", "),
             });
         }
-        if summary.kid.split_once('#').map(|(did, _)| did) != Some(summary.issuer.as_str()) {
+        if did::controller_of(&summary.kid) != Some(summary.issuer.as_str()) {
             return Err(CredentialError::UnknownKey(summary.kid.clone()));
         }
         self.check_signature(jwt, &summary.issuer, &summary.kid).await?;
@@ -291,19 +292,10 @@ impl Identity {
     }
 
     async fn check_signature(&self, jwt: &str, issuer: &str, kid: &str) -> Result<Object, CredentialError> {
-        let unresolvable = |e: did::ResolveError| CredentialError::Unresolvable(e.to_string());
-        let document = self.resolver.resolve(issuer).await.map_err(unresolvable)?;
-        let method = match document.method(kid) {
-            Some(method) => method.clone(),
-            None => self
-                .resolver
-                .refresh(issuer)
-                .await
-                .map_err(unresolvable)?
-                .method(kid)
-                .cloned()
-                .ok_or_else(|| CredentialError::UnknownKey(kid.into()))?,
-        };
+        let method = self.resolver.key(issuer, kid).await.map_err(|e| match e {
+            did::KeyLookupError::Unresolvable(e) => CredentialError::Unresolvable(e.to_string()),
+            did::KeyLookupError::NotListed(kid) => CredentialError::UnknownKey(kid),
+        })?;
         jose::verify(jwt, &method.jwk).map_err(|_| CredentialError::Signature)
     }
 
@@ -327,7 +319,7 @@ impl Identity {
         let jwt = jwt.trim();
         let (header, _) = jose::peek(jwt).map_err(|e| status(e.to_string()))?;
         let kid = header.get("kid").and_then(Json::as_str).unwrap_or_default();
-        if kid.split_once('#').map(|(did, _)| did) != Some(issuer) {
+        if did::controller_of(kid) != Some(issuer) {
             return Err(status("the status list is not signed by the credential's issuer".into()));
         }
         let payload = self.check_signature(jwt, issuer, kid).await?;

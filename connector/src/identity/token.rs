@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 
-use super::did::Resolver;
+use super::did::{self, KeyLookupError, Resolver};
 use super::jose;
 use super::keys::KeyRing;
 use crate::store::Store;
@@ -73,6 +73,11 @@ pub fn issue(keys: &KeyRing, audience: &str, now: DateTime<Utc>) -> String {
     keys.sign("JWT", &[], &payload)
 }
 
+/// An `Authorization` header value with a fresh token from us to `audience`.
+pub fn authorization(keys: &KeyRing, audience: &str) -> String {
+    format!("Bearer {}", issue(keys, audience, Utc::now()))
+}
+
 /// The bearer token of an `Authorization` header value.
 pub fn bearer(header: Option<&str>) -> Result<&str, TokenError> {
     let value = header.ok_or(TokenError::Missing)?.trim();
@@ -107,7 +112,7 @@ pub async fn verify(
         return Err(TokenError::NotSelfIssued);
     }
     let kid = header.get("kid").and_then(Json::as_str).ok_or_else(|| TokenError::Malformed("no kid".into()))?;
-    if kid.split_once('#').map(|(did, _)| did) != Some(iss) {
+    if did::controller_of(kid) != Some(iss) {
         return Err(TokenError::ForeignKey(kid.into()));
     }
     let audience_ok = match claims.get("aud") {
@@ -134,14 +139,10 @@ pub async fn verify(
     if iat > now_s + CLOCK_SKEW_SECONDS || number("nbf").is_some_and(|nbf| nbf > now_s + CLOCK_SKEW_SECONDS) {
         return Err(TokenError::NotYetValid);
     }
-    let document = resolver.resolve(iss).await.map_err(|e| TokenError::Unresolvable(e.to_string()))?;
-    let method = match document.method(kid) {
-        Some(method) => method.clone(),
-        None => {
-            let refreshed = resolver.refresh(iss).await.map_err(|e| TokenError::Unresolvable(e.to_string()))?;
-            refreshed.method(kid).cloned().ok_or_else(|| TokenError::UnknownKey(kid.into()))?
-        }
-    };
+    let method = resolver.key(iss, kid).await.map_err(|e| match e {
+        KeyLookupError::Unresolvable(e) => TokenError::Unresolvable(e.to_string()),
+        KeyLookupError::NotListed(kid) => TokenError::UnknownKey(kid),
+    })?;
     jose::verify(token, &method.jwk).map_err(|e| TokenError::Signature(e.to_string()))?;
     let remember_until = (exp + CLOCK_SKEW_SECONDS) * 1000;
     match store.remember_token(&format!("{iss} {jti}"), remember_until).await {

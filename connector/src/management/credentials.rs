@@ -9,7 +9,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde_json::{Value as Json, json};
 
 use super::error::ManagementError;
@@ -77,31 +77,10 @@ pub async fn delete(State(state): State<Shared>, Path(id): Path<String>) -> Resu
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
-/// Reads an issue request: `{"type", "subject", "claims", "validUntil"}`.
-pub fn issue_request(object: &serde_json::Map<String, Json>) -> Result<IssueRequest, ManagementError> {
-    let text = |name: &str| object.get(name).and_then(Json::as_str).map(str::to_owned);
-    let credential_type =
-        text("type").ok_or_else(|| ManagementError::field("type", "is required, e.g. MembershipCredential"))?;
-    let subject = text("subject").ok_or_else(|| ManagementError::field("subject", "is required: the holder's DID"))?;
-    let claims = match object.get("claims") {
-        None | Some(Json::Null) => serde_json::Map::new(),
-        Some(Json::Object(claims)) => claims.clone(),
-        Some(_) => return Err(ManagementError::field("claims", "must be a JSON object")),
-    };
-    let valid_until = match text("validUntil") {
-        None => None,
-        Some(text) => Some(
-            DateTime::parse_from_rfc3339(&text)
-                .map_err(|_| ManagementError::field("validUntil", format!("`{text}` is not an RFC 3339 date-time")))?
-                .with_timezone(&Utc),
-        ),
-    };
-    Ok(IssueRequest { credential_type, subject, claims, valid_until })
-}
-
 /// `POST /management/v3/credentials/issue`.
 pub async fn issue(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let request = issue_request(&body_object(&body)?)?;
+    let request = IssueRequest::from_json(&body_object(&body)?)
+        .map_err(|(field, message)| ManagementError::field(field, message))?;
     let (id, jwt) = state.identity.issue_credential(&request).await?;
     tracing::info!(%id, subject = %request.subject, kind = %request.credential_type, "credential issued");
     Ok(axum::Json(json!({"@id": id, "credential": jwt})).into_response())

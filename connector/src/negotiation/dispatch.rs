@@ -49,15 +49,13 @@ impl Dispatcher {
     }
 }
 
+/// How long one delivery attempt may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Runs until `shutdown` turns true.
 pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    // The same trust and client certificate as every other request to peers (checked at start-up).
-    let http = crate::transport::client_builder(&state.config)
-        .expect("the TLS settings were checked at start-up")
-        .timeout(Duration::from_secs(20))
-        .pool_max_idle_per_host(CONCURRENCY)
-        .build()
-        .expect("the HTTP client builds");
+    // The connector's one client for peers: its trust and client certificate; a shorter timeout per request.
+    let http = state.dsp.http().clone();
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     let mut receiver = state
         .dispatcher
@@ -144,7 +142,11 @@ async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) 
     let Some(counter_party) = counter_party else {
         return Outcome::Failed(format!("negotiation {} has no counter-party", message.negotiation_id));
     };
-    let request = http.post(&url).header("Authorization", state.identity.authorization(&counter_party)).json(&body);
+    let request = http
+        .post(&url)
+        .timeout(DELIVERY_TIMEOUT)
+        .header("Authorization", state.identity.authorization(&counter_party))
+        .json(&body);
     match request.send().await {
         Ok(response) => {
             let status = response.status();

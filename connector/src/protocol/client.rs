@@ -32,6 +32,11 @@ impl DspClient {
         DspClient { http, identity }
     }
 
+    /// The HTTP client for peers (with the configured trust and client certificate).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The peer's DID: `counter_party` when given, else what the peer's `/.well-known/did.json` names.
     pub async fn counter_party(&self, address: &str, counter_party: Option<&str>) -> Result<String, ClientError> {
         match counter_party {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
 use super::error::{DspArea, DspError};
+use crate::identity::Verified;
 use crate::negotiation::{self, NegotiationError};
 use crate::server::Shared;
 
@@ -21,13 +22,18 @@ fn pids_of(message: &Json) -> (Option<String>, Option<String>) {
     (text("providerPid"), text("consumerPid"))
 }
 
+/// The verified requester; an unverifiable one is told 404, as for someone else's negotiation (the reason is logged).
+async fn verified(state: &Shared, headers: &HeaderMap) -> Result<Verified, Response> {
+    state.identity.verify_request(headers).await.map_err(|reason| {
+        tracing::info!(%reason, "negotiation request refused");
+        DspError::not_found(DspArea::Negotiation, "no such negotiation").into_response()
+    })
+}
+
 async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: &[&str], body: Bytes) -> Response {
-    let requester = match state.identity.verify_request(&headers).await {
+    let requester = match verified(&state, &headers).await {
         Ok(requester) => requester,
-        Err(reason) => {
-            tracing::info!(%reason, "negotiation message refused");
-            return DspError::not_found(DspArea::Negotiation, "no such negotiation").into_response();
-        }
+        Err(refused) => return refused,
     };
     let message: Json = match serde_json::from_slice(&body) {
         Ok(message) => message,
@@ -56,12 +62,9 @@ async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected
 }
 
 pub async fn get(State(state): State<Shared>, Path(pid): Path<String>, headers: HeaderMap) -> Response {
-    let requester = match state.identity.verify_request(&headers).await {
+    let requester = match verified(&state, &headers).await {
         Ok(requester) => requester,
-        Err(reason) => {
-            tracing::info!(%reason, "negotiation query refused");
-            return DspError::not_found(DspArea::Negotiation, "no such negotiation").into_response();
-        }
+        Err(refused) => return refused,
     };
     match negotiation::get_for_peer(&state, &requester.participant, &pid).await {
         Ok(found) => axum::Json(found.dsp_json()).into_response(),
