@@ -95,12 +95,25 @@ fn default_retry_base_ms() -> u64 {
 }
 
 /// The data plane.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataplaneConfig {
     /// Folder that `File` data addresses must lie under (default `<data_dir>/files`).
     #[serde(default)]
     pub file_root: Option<PathBuf>,
+    /// How long a pull transfer's access token lives (seconds); consumers refresh it.
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime_seconds: u64,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig { file_root: None, token_lifetime_seconds: default_token_lifetime() }
+    }
+}
+
+fn default_token_lifetime() -> u64 {
+    300
 }
 
 /// Who this connector is.

@@ -36,7 +36,9 @@ pub struct Connector {
     /// Our keys and DID document; verification of peers' tokens and credentials.
     pub identity: Arc<crate::identity::Identity>,
     /// Takes the messages each commit queues.
-    pub dispatcher: negotiation::dispatch::Dispatcher,
+    pub dispatcher: crate::dispatch::Dispatcher,
+    /// The data plane: its client for backends and push destinations, file digests, running pushes.
+    pub dataplane: crate::dataplane::DataPlane,
     /// Every committed negotiation state: `(negotiation id, state)`, for progress reports and benchmarks.
     pub negotiation_events: tokio::sync::broadcast::Sender<(String, negotiation::machine::State)>,
     pub retry: Retry,
@@ -198,6 +200,12 @@ pub async fn start_on(
             claims_cache: std::time::Duration::from_secs(config.trust.claims_cache_seconds),
         },
     ));
+    // Data bodies may be large: no overall timeout, but connecting and every read are bounded.
+    let data_http = crate::transport::client_builder(&config)?
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| crate::transport::TlsError { key: "trust.ca_file", reason: e.to_string() })?;
     let dsp = crate::protocol::client::DspClient::new(http, identity.clone());
     let state = Arc::new(Connector {
         config,
@@ -205,7 +213,8 @@ pub async fn start_on(
         catalogue,
         dsp,
         identity,
-        dispatcher: negotiation::dispatch::Dispatcher::default(),
+        dispatcher: crate::dispatch::Dispatcher::default(),
+        dataplane: crate::dataplane::DataPlane::new(data_http),
         negotiation_events: tokio::sync::broadcast::channel(4096).0,
         retry,
         public_url,
@@ -213,8 +222,9 @@ pub async fn start_on(
         started: Instant::now(),
     });
     let (shutdown, signal) = watch::channel(false);
-    let dispatcher = negotiation::dispatch::spawn(state.clone(), signal.clone());
+    let dispatcher = crate::dispatch::spawn(state.clone(), signal.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.clone(), signal.clone());
+    crate::transfer::resume_pushes(&state).await;
     let public_router = with_common_layers(protocol::router(state.clone()), "public");
     let servers = vec![
         match tls {

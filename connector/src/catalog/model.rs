@@ -89,7 +89,7 @@ pub(crate) fn text(node: &Map<String, Json>, name: &str) -> Option<String> {
     })
 }
 
-fn nested<'a>(node: &'a Map<String, Json>, name: &str) -> Option<&'a Map<String, Json>> {
+pub(crate) fn nested<'a>(node: &'a Map<String, Json>, name: &str) -> Option<&'a Map<String, Json>> {
     member(node, name).first().and_then(Json::as_object)
 }
 

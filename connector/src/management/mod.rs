@@ -20,6 +20,7 @@ mod negotiations;
 mod policies;
 pub mod resources;
 mod sparql;
+mod transfers;
 
 pub use error::{FieldError, ManagementError};
 
@@ -42,6 +43,14 @@ pub fn router(state: Shared) -> Router {
         .route("/management/v3/contractagreements/request", post(negotiations::agreements_query))
         .route("/management/v3/contractagreements/{id}", get(negotiations::agreement))
         .route("/management/v3/contractagreements/{id}/negotiation", get(negotiations::agreement_negotiation))
+        .route("/management/v3/transferprocesses", post(transfers::start))
+        .route("/management/v3/transferprocesses/request", post(transfers::query))
+        .route("/management/v3/transferprocesses/{id}", get(transfers::read))
+        .route("/management/v3/transferprocesses/{id}/state", get(transfers::read_state))
+        .route("/management/v3/transferprocesses/{id}/{call}", post(transfers::operator_call))
+        .route("/management/v3/edrs/request", post(transfers::edrs_query))
+        .route("/management/v3/edrs/{id}/dataaddress", get(transfers::edr_data_address))
+        .route("/management/v3/edrs/{id}", axum::routing::delete(transfers::edr_delete))
         .route("/management/sparql", get(sparql::query_get).post(sparql::query_post))
         .route("/management/v3/credentials", get(credentials::list).post(credentials::import))
         .route("/management/v3/credentials/issue", post(credentials::issue))
@@ -55,6 +64,12 @@ pub fn router(state: Shared) -> Router {
 /// A request body as JSON, or a 400 saying why not.
 pub fn parse_body(body: &Bytes) -> Result<Json, ManagementError> {
     serde_json::from_slice(body).map_err(|e| ManagementError::field("", format!("the body is not JSON: {e}")))
+}
+
+/// 409 for a call that does not fit a process's state: the state and the calls allowed now.
+pub fn wrong_state(message: &str, state: &str, allowed: &[&str]) -> Response {
+    let body = json!([{"message": message, "type": "ObjectConflict", "state": state, "allowedCalls": allowed}]);
+    (StatusCode::CONFLICT, axum::Json(body)).into_response()
 }
 
 /// Rejects a request without the configured `X-Api-Key` (compared in constant time).

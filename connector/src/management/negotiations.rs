@@ -3,14 +3,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hanse_policy::Policy;
 use hanse_vocab::ns::EDC;
 use serde_json::{Map, Value as Json, json};
 
 use super::resources::id_response;
-use super::{ManagementError, parse_body};
+use super::{ManagementError, parse_body, wrong_state};
 use crate::catalog::model::{expand_body, member, text};
 use crate::catalog::query::QuerySpec;
 use crate::negotiation::{self, NegotiationError, Start};
@@ -185,13 +184,8 @@ pub async fn operator_call(
     match negotiation::call(&state, &id, &call, &body).await {
         Ok(negotiation) => Ok(axum::Json(negotiation.management_json()).into_response()),
         Err(error @ NegotiationError::WrongState { .. }) => {
-            let current = negotiation::get(&state, &id).await?;
-            Ok((
-                StatusCode::CONFLICT,
-                axum::Json(json!([{"message": error.to_string(), "type": "ObjectConflict", "state": current.state.name(),
-                                   "allowedCalls": if current.state.is_terminal() { vec![] } else { negotiation::machine::allowed_calls(current.role, current.state) }}])),
-            )
-                .into_response())
+            let NegotiationError::WrongState { state: current, allowed, .. } = &error else { unreachable!() };
+            Ok(wrong_state(&error.to_string(), current, allowed))
         }
         Err(error) => Err(error.into()),
     }

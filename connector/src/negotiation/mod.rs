@@ -1,12 +1,11 @@
 //! DSP 2025-1 contract negotiation, both roles, on durable state.
 //!
 //! A negotiation is a row; every change is one transaction holding the new state, the message(s) it sends (outbox)
-//! and the agreement it makes. [`dispatch`] delivers the outbox with retries. Incoming messages are checked against
+//! and the agreement it makes. [`crate::dispatch`] delivers the outbox with retries. Incoming messages are checked against
 //! the one transition table in [`machine`], applied at most once (the digest of the last applied message answers a
 //! redelivery with the same answer), and may trigger this side's automatic next step — unless the operator holds
 //! that turn (manual approval on the provider, `autoAccept: false` on the consumer).
 
-pub mod dispatch;
 pub mod machine;
 
 use std::sync::Arc;
@@ -19,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 
 use crate::identity::{Claims, Verified};
+use crate::process::{Answer, digest, new_pid, now_rfc3339};
 use crate::protocol::error::{DspArea, DspError};
 use crate::server::Connector;
-use crate::store::{AgreementRow, NegotiationRow, OutboxMessage, Outgoing, StoreError};
+use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, StoreError};
 use machine::{Message, Role, State};
 
 /// The Hanse extension member a consumer declares its purpose in (a `ContractRequestMessage` member).
@@ -60,7 +60,7 @@ pub struct Details {
 /// A negotiation as the service works with it.
 #[derive(Debug, Clone)]
 pub struct Negotiation {
-    pub row: NegotiationRow,
+    pub row: ProcessRow,
     pub role: Role,
     pub state: State,
     pub details: Details,
@@ -77,7 +77,7 @@ impl Negotiation {
         details: Details,
     ) -> Negotiation {
         Negotiation {
-            row: NegotiationRow {
+            row: ProcessRow {
                 id: new_pid(),
                 role: role.name().into(),
                 state: state.name().into(),
@@ -98,7 +98,7 @@ impl Negotiation {
         }
     }
 
-    fn from_row(row: NegotiationRow) -> Result<Negotiation, StoreError> {
+    fn from_row(row: ProcessRow) -> Result<Negotiation, StoreError> {
         let role = if row.role == "provider" { Role::Provider } else { Role::Consumer };
         let state = State::parse(&row.state)
             .ok_or_else(|| StoreError::Corrupt(format!("negotiation {}: state {}", row.id, row.state)))?;
@@ -109,12 +109,7 @@ impl Negotiation {
 
     /// Our pid and the peer's, as (providerPid, consumerPid).
     pub fn pids(&self) -> (String, String) {
-        let ours = self.row.id.clone();
-        let theirs = self.row.peer_pid.clone().unwrap_or_else(|| PEER_PID.to_owned());
-        match self.role {
-            Role::Provider => (ours, theirs),
-            Role::Consumer => (theirs, ours),
-        }
+        crate::process::pids(&self.row, self.role, PEER_PID)
     }
 
     /// Whether this side's next move waits for the operator.
@@ -211,20 +206,8 @@ impl NegotiationError {
     }
 }
 
-fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 fn history(details: &mut Details, event: &str, state: State) {
     details.history.push(json!({"at": now_rfc3339(), "event": event, "state": state.name()}));
-}
-
-fn digest(message: &Json) -> String {
-    openssl::sha::sha256(message.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn new_pid() -> String {
-    format!("urn:uuid:{}", uuid::Uuid::new_v4())
 }
 
 /// A DSP negotiation message.
@@ -571,11 +554,7 @@ pub fn kind_of(message: &Json) -> Result<Message, NegotiationError> {
 }
 
 fn required<'a>(message: &'a Json, field: &str) -> Result<&'a str, NegotiationError> {
-    message
-        .get(field)
-        .and_then(Json::as_str)
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| NegotiationError::Invalid(format!("{field} is required")))
+    crate::process::required(message, field).map_err(NegotiationError::Invalid)
 }
 
 /// Checks the members a message kind needs (the official schema's required fields and their shapes).
@@ -620,12 +599,6 @@ fn check_fields(kind: Message, message: &Json, initial: bool) -> Result<(), Nego
     Ok(())
 }
 
-/// The answer to an incoming message: status and body.
-pub struct Answer {
-    pub status: StatusCode,
-    pub body: Option<Json>,
-}
-
 /// Applies a message from `requester`. `local_pid` is the negotiation the URL names (`None` for the two messages that
 /// start one: `POST /negotiations/request` on a provider, `POST /negotiations/offers` on a consumer).
 pub async fn receive(
@@ -645,22 +618,7 @@ pub async fn receive(
                 let row = connector.store.negotiation(pid).await?.ok_or(NegotiationError::NotFound)?;
                 let negotiation = Negotiation::from_row(row)?;
                 // Someone else's negotiation, or a message naming pids that are not this one's: unknown.
-                let (provider_pid, consumer_pid) = negotiation.pids();
-                let named = (
-                    message.get("providerPid").and_then(Json::as_str),
-                    message.get("consumerPid").and_then(Json::as_str),
-                );
-                let pids_match = match negotiation.role {
-                    Role::Provider => {
-                        named.0 == Some(provider_pid.as_str())
-                            && (negotiation.row.peer_pid.is_none() || named.1 == Some(consumer_pid.as_str()))
-                    }
-                    Role::Consumer => {
-                        named.1 == Some(consumer_pid.as_str())
-                            && (negotiation.row.peer_pid.is_none() || named.0 == Some(provider_pid.as_str()))
-                    }
-                };
-                if negotiation.row.counter_party_id != requester || !pids_match {
+                if !crate::process::addressed_to(&negotiation.row, negotiation.role, requester, &message) {
                     return Err(NegotiationError::NotFound);
                 }
                 let role = negotiation.role;
@@ -669,23 +627,19 @@ pub async fn receive(
             None => {
                 let role = if kind == Message::ContractRequest { Role::Provider } else { Role::Consumer };
                 let peer_pid = required(&message, if role == Role::Provider { "consumerPid" } else { "providerPid" })?;
-                match connector.store.negotiation_by_peer(role.name(), requester, peer_pid).await? {
+                match connector
+                    .store
+                    .process_by_peer(ProcessKind::Negotiation, role.name(), requester, peer_pid)
+                    .await?
+                {
                     Some(row) => (Some(Negotiation::from_row(row)?), role),
                     None => (None, role),
                 }
             }
         };
         // A redelivery of the message last applied gets the same answer, and nothing changes.
-        if let Some(negotiation) = &existing
-            && negotiation.row.last_received.as_deref() == Some(message_digest.as_str())
-        {
-            let answer = negotiation.row.last_answer.clone().unwrap_or(Json::Null);
-            let status = answer
-                .get("status")
-                .and_then(Json::as_u64)
-                .and_then(|s| StatusCode::from_u16(s as u16).ok())
-                .unwrap_or(StatusCode::OK);
-            return Ok(Answer { status, body: answer.get("body").cloned().filter(|b| !b.is_null()) });
+        if let Some(answer) = existing.as_ref().and_then(|n| crate::process::redelivered(&n.row, &message_digest)) {
+            return Ok(answer);
         }
         if existing.is_some() && local_pid.is_none() {
             return Err(NegotiationError::Illegal(format!(
@@ -740,15 +694,7 @@ pub async fn receive(
                     message["agreement"].get("@id").and_then(Json::as_str).map(str::to_owned);
             }
             Message::ContractNegotiationTermination => {
-                negotiation.details.error_code = message.get("code").and_then(Json::as_str).map(str::to_owned);
-                negotiation.details.error = message.get("reason").map(|r| match r {
-                    Json::Array(items) => items
-                        .iter()
-                        .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    other => other.as_str().map(str::to_owned).unwrap_or_else(|| other.to_string()),
-                });
+                (negotiation.details.error_code, negotiation.details.error) = crate::process::code_and_reason(&message);
             }
             _ => {}
         }
@@ -777,7 +723,7 @@ pub async fn receive(
             Answer { status: StatusCode::OK, body: None }
         };
         negotiation.row.last_received = Some(message_digest.clone());
-        negotiation.row.last_answer = Some(json!({"status": answer.status.as_u16(), "body": answer.body}));
+        negotiation.row.last_answer = Some(answer.to_json());
         negotiation.row.state = negotiation.state.name().into();
         negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
         if agreement.is_some() {
@@ -785,7 +731,11 @@ pub async fn receive(
         }
         // A legal message from the peer proves it received what this side sent before: that message is done.
         let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
-        match connector.store.write_negotiation(&negotiation.row, expected_version, outgoing).await {
+        match connector
+            .store
+            .write_process(ProcessKind::Negotiation, &negotiation.row, expected_version, outgoing)
+            .await
+        {
             Ok(Some(handed)) => {
                 connector.dispatcher.hand(handed);
                 let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
@@ -820,7 +770,7 @@ pub async fn get(connector: &Connector, id: &str) -> Result<Negotiation, Negotia
 pub async fn all(connector: &Connector) -> Result<Vec<Negotiation>, NegotiationError> {
     connector
         .store
-        .negotiations()
+        .processes(ProcessKind::Negotiation)
         .await?
         .into_iter()
         .map(|row| Negotiation::from_row(row).map_err(Into::into))
@@ -862,7 +812,11 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, N
     history(&mut negotiation.details, "sent contract request", State::Requested);
     negotiation.row.state = State::Requested.name().into();
     negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
-    let handed = connector.store.write_negotiation(&negotiation.row, None, Outgoing::Send(&request)).await?.flatten();
+    let handed = connector
+        .store
+        .write_process(ProcessKind::Negotiation, &negotiation.row, None, Outgoing::Send(&request))
+        .await?
+        .flatten();
     connector.dispatcher.hand(handed);
     let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
     get(connector, &negotiation.row.id).await
@@ -920,8 +874,10 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
                             decided.row.agreement_id = decided.details.agreement_id.clone();
                         }
                         let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
-                        if let Some(handed) =
-                            connector.store.write_negotiation(&decided.row, Some(version), outgoing).await?
+                        if let Some(handed) = connector
+                            .store
+                            .write_process(ProcessKind::Negotiation, &decided.row, Some(version), outgoing)
+                            .await?
                         {
                             connector.dispatcher.hand(handed);
                             return get(connector, id).await;
@@ -965,7 +921,9 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
             next.row.agreement_id = next.details.agreement_id.clone();
         }
         let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
-        if let Some(handed) = connector.store.write_negotiation(&next.row, Some(version), outgoing).await? {
+        if let Some(handed) =
+            connector.store.write_process(ProcessKind::Negotiation, &next.row, Some(version), outgoing).await?
+        {
             connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
             tracing::info!(negotiation = id, call, state = next.state.name(), "operator call applied");
@@ -999,7 +957,9 @@ pub async fn terminate_after_failure(
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
         let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
-        if let Some(handed) = connector.store.write_negotiation(&next.row, Some(version), outgoing).await? {
+        if let Some(handed) =
+            connector.store.write_process(ProcessKind::Negotiation, &next.row, Some(version), outgoing).await?
+        {
             connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
             tracing::warn!(negotiation = id, reason, "negotiation terminated after a delivery failure");

@@ -10,6 +10,7 @@ use serde_json::json;
 pub enum DspArea {
     Catalog,
     Negotiation,
+    Transfer,
 }
 
 impl DspArea {
@@ -17,6 +18,7 @@ impl DspArea {
         match self {
             DspArea::Catalog => "CatalogError",
             DspArea::Negotiation => "ContractNegotiationError",
+            DspArea::Transfer => "TransferError",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod error;
 pub mod identity;
 pub mod negotiation;
+pub mod transfer;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -45,6 +46,14 @@ pub fn router(state: Shared) -> Router {
         .route(&format!("{BASE}/negotiations/{{pid}}/agreement"), post(negotiation::agreement))
         .route(&format!("{BASE}/negotiations/{{pid}}/agreement/verification"), post(negotiation::verification))
         .route(&format!("{BASE}/negotiations/{{pid}}/termination"), post(negotiation::termination))
+        .route(&format!("{BASE}/transfers/request"), post(transfer::request))
+        .route(&format!("{BASE}/transfers/{{pid}}"), get(transfer::get))
+        .route(&format!("{BASE}/transfers/{{pid}}/start"), post(transfer::start))
+        .route(&format!("{BASE}/transfers/{{pid}}/completion"), post(transfer::completion))
+        .route(&format!("{BASE}/transfers/{{pid}}/suspension"), post(transfer::suspension))
+        .route(&format!("{BASE}/transfers/{{pid}}/termination"), post(transfer::termination))
         .layer(CompressionLayer::new().gzip(true))
+        // The data plane streams without compression: lengths, ranges and digests refer to the bytes as stored.
+        .merge(crate::dataplane::routes())
         .with_state(state)
 }

@@ -15,11 +15,14 @@ use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 
 mod documents;
 mod identity;
-mod negotiations;
+mod processes;
 
 pub use documents::{Document, DocumentKind};
 pub use identity::{HeldCredential, IssuedCredential};
-pub use negotiations::{AgreementRow, ClaimedMessage, NegotiationRow, OUTBOX_LEASE_MS, OutboxMessage, Outgoing};
+pub use processes::{
+    AgreementRow, ClaimedMessage, OUTBOX_LEASE_MS, OutboxMessage, Outgoing, PROCESS_KINDS, ProcessKind, ProcessRow,
+    Usage,
+};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body is compiled once per backend.
 macro_rules! with_pool {

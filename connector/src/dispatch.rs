@@ -1,9 +1,9 @@
-//! Delivers negotiation messages. A message written together with a state change is leased in that same statement and
+//! Delivers the DSP messages of negotiations and transfer processes. A message written together with a state change is leased in that same statement and
 //! handed over here at once; retries, and messages whose process died holding the lease, are claimed from the store
 //! (with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so that several processes never send the same message at once).
 //!
 //! A delivered message is cleared; a crash before that means a redelivery, which the receiver's idempotence answers.
-//! A peer that refuses a message (4xx) or stays unreachable after the last attempt ends the negotiation on this side,
+//! A peer that refuses a message (4xx) or stays unreachable after the last attempt ends the process on this side,
 //! with one last termination notice to the peer. Failures retry with exponential back-off.
 
 use std::sync::{Arc, Mutex};
@@ -12,16 +12,16 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
-use super::PEER_PID;
+use crate::negotiation::PEER_PID;
 use crate::server::Shared;
-use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS};
+use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS, ProcessKind};
 
 /// How many messages are claimed from the store at a time.
 const BATCH: i64 = 64;
 /// How many messages are in flight at once.
 const CONCURRENCY: usize = 256;
 
-/// The handle the negotiation service uses to pass work to the dispatcher.
+/// The handle the negotiation and transfer services use to pass work to the dispatcher.
 pub struct Dispatcher {
     wake: Notify,
     direct: mpsc::UnboundedSender<ClaimedMessage>,
@@ -125,7 +125,7 @@ async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) 
     let (mut url, mut body) = (message.url.clone(), message.message.clone());
     let mut counter_party = message.counter_party.clone();
     if url.contains(PEER_PID) || body.to_string().contains(PEER_PID) || counter_party.is_none() {
-        let row = state.store.negotiation(&message.negotiation_id).await.ok().flatten();
+        let row = state.store.process(message.kind, &message.process_id).await.ok().flatten();
         counter_party = row.as_ref().map(|r| r.counter_party_id.clone());
         if url.contains(PEER_PID) || body.to_string().contains(PEER_PID) {
             let Some(peer) = row.and_then(|r| r.peer_pid) else { return Outcome::NotYet };
@@ -140,7 +140,7 @@ async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) 
         }
     }
     let Some(counter_party) = counter_party else {
-        return Outcome::Failed(format!("negotiation {} has no counter-party", message.negotiation_id));
+        return Outcome::Failed(format!("{} {} has no counter-party", message.kind.name(), message.process_id));
     };
     let request = http
         .post(&url)
@@ -174,27 +174,23 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
             // The answer to a first message carries the peer's pid.
             let peer = ["providerPid", "consumerPid"]
                 .iter()
-                .find_map(|field| answer.get(*field).and_then(Json::as_str).filter(|p| *p != message.negotiation_id));
-            if let Err(error) = state.store.complete_outgoing(&message.negotiation_id, message.seq, peer).await {
+                .find_map(|field| answer.get(*field).and_then(Json::as_str).filter(|p| *p != message.process_id));
+            if let Err(error) = state.store.complete_outgoing(&message, peer).await {
                 tracing::error!(%error, "cannot record a delivery (the message will be sent again)");
             }
-            tracing::debug!(negotiation = %message.negotiation_id, url = %message.url, "delivered");
+            tracing::debug!(process = %message.process_id, url = %message.url, "delivered");
         }
         Outcome::NotYet => {
-            let _ = state
-                .store
-                .retry_outgoing(&message.negotiation_id, message.seq, chrono::Utc::now().timestamp_millis() + 200)
-                .await;
+            let _ = state.store.retry_outgoing(&message, chrono::Utc::now().timestamp_millis() + 200).await;
         }
         Outcome::Refused(reason) => {
-            let _ = state.store.complete_outgoing(&message.negotiation_id, message.seq, None).await;
-            tracing::warn!(negotiation = %message.negotiation_id, %reason, "the peer refused a message");
+            let _ = state.store.complete_outgoing(&message, None).await;
+            tracing::warn!(process = %message.process_id, %reason, "the peer refused a message");
             if !message.final_notice
-                && let Err(error) = super::terminate_after_failure(
+                && let Err(error) = terminate_after_failure(
                     state,
-                    &message.negotiation_id,
+                    &message,
                     &format!("the counter-party refused our message: {reason}"),
-                    true,
                 )
                 .await
             {
@@ -203,14 +199,13 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
         }
         Outcome::Failed(reason) => {
             if message.attempts >= retry.attempts || message.final_notice {
-                let _ = state.store.complete_outgoing(&message.negotiation_id, message.seq, None).await;
-                tracing::warn!(negotiation = %message.negotiation_id, attempts = message.attempts, %reason, "giving up delivering a message");
+                let _ = state.store.complete_outgoing(&message, None).await;
+                tracing::warn!(process = %message.process_id, attempts = message.attempts, %reason, "giving up delivering a message");
                 if !message.final_notice
-                    && let Err(error) = super::terminate_after_failure(
+                    && let Err(error) = terminate_after_failure(
                         state,
-                        &message.negotiation_id,
+                        &message,
                         &format!("the counter-party did not answer after {} attempts: {reason}", message.attempts),
-                        true,
                     )
                     .await
                 {
@@ -219,12 +214,23 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
             } else {
                 let delay = retry.base.as_millis() as i64 * (1i64 << (message.attempts - 1).clamp(0, 16));
                 let delay = delay.min(300_000);
-                tracing::debug!(negotiation = %message.negotiation_id, attempts = message.attempts, delay_ms = delay, %reason, "will retry");
-                let _ = state
-                    .store
-                    .retry_outgoing(&message.negotiation_id, message.seq, chrono::Utc::now().timestamp_millis() + delay)
-                    .await;
+                tracing::debug!(process = %message.process_id, attempts = message.attempts, delay_ms = delay, %reason, "will retry");
+                let _ = state.store.retry_outgoing(&message, chrono::Utc::now().timestamp_millis() + delay).await;
             }
         }
+    }
+}
+
+/// Ends the message's process on this side after a delivery failure, with one last notice to the peer.
+async fn terminate_after_failure(state: &Shared, message: &ClaimedMessage, reason: &str) -> Result<(), String> {
+    match message.kind {
+        ProcessKind::Negotiation => {
+            crate::negotiation::terminate_after_failure(state, &message.process_id, reason, true)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        ProcessKind::Transfer => crate::transfer::terminate_after_failure(state, &message.process_id, reason)
+            .await
+            .map_err(|e| e.to_string()),
     }
 }

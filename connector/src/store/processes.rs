@@ -1,6 +1,7 @@
-//! Negotiations and their outgoing message. The DSP negotiation is turn-based, so a negotiation has at most one
-//! outgoing message at a time; it lives in the negotiation's own row, and a state change with the message it sends is
-//! one statement (atomic on its own). Concurrent writers are kept apart by the row's `version` (optimistic locking);
+//! DSP processes — contract negotiations and transfer processes — and their outgoing message. Both protocols are
+//! turn-based, so a process has at most one outgoing message at a time; it lives in the process's own row, and a state
+//! change with the message it sends is one statement (atomic on its own). The two kinds have the same columns, each in
+//! its own table (`negotiations`, `transfers`). Concurrent writers are kept apart by the row's `version` (optimistic locking);
 //! the dispatcher claims due messages with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL). Each new message is
 //! numbered (`out_seq`, the row's version when it was written), so that completing or retrying an old message never
 //! touches a newer one.
@@ -10,9 +11,36 @@ use sqlx::FromRow;
 
 use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
 
-/// A negotiation as stored.
+/// Which kind of DSP process (and so which table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProcessKind {
+    Negotiation,
+    Transfer,
+}
+
+impl ProcessKind {
+    pub fn table(self) -> &'static str {
+        match self {
+            ProcessKind::Negotiation => "negotiations",
+            ProcessKind::Transfer => "transfers",
+        }
+    }
+
+    /// A short name for messages and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessKind::Negotiation => "negotiation",
+            ProcessKind::Transfer => "transfer",
+        }
+    }
+}
+
+/// Both kinds.
+pub const PROCESS_KINDS: [ProcessKind; 2] = [ProcessKind::Negotiation, ProcessKind::Transfer];
+
+/// A negotiation or transfer process as stored.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NegotiationRow {
+pub struct ProcessRow {
     pub id: String,
     pub role: String,
     pub state: String,
@@ -22,7 +50,7 @@ pub struct NegotiationRow {
     pub body: Value,
     pub last_received: Option<String>,
     pub last_answer: Option<Value>,
-    /// The agreement this negotiation made, if any.
+    /// The agreement a negotiation made, or the one a transfer runs under.
     pub agreement_id: Option<String>,
     pub version: i64,
     pub created_at: i64,
@@ -47,10 +75,10 @@ struct Row {
 }
 
 impl Row {
-    fn into_negotiation(self) -> Result<NegotiationRow, StoreError> {
-        Ok(NegotiationRow {
-            body: parse_body("negotiation", &self.id, &self.body)?,
-            last_answer: self.last_answer.as_deref().map(|a| parse_body("negotiation", &self.id, a)).transpose()?,
+    fn into_process(self) -> Result<ProcessRow, StoreError> {
+        Ok(ProcessRow {
+            body: parse_body("process", &self.id, &self.body)?,
+            last_answer: self.last_answer.as_deref().map(|a| parse_body("process", &self.id, a)).transpose()?,
             id: self.id,
             role: self.role,
             state: self.state,
@@ -75,7 +103,7 @@ pub struct OutboxMessage {
     pub final_notice: bool,
 }
 
-/// What happens to the negotiation's pending message.
+/// What happens to the process's pending message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing<'a> {
     /// Leave it as it is.
@@ -89,8 +117,9 @@ pub enum Outgoing<'a> {
 /// A claimed outgoing message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedMessage {
-    pub negotiation_id: String,
-    /// Which message of the negotiation this is.
+    pub kind: ProcessKind,
+    pub process_id: String,
+    /// Which message of the process this is.
     pub seq: i64,
     pub url: String,
     pub message: Value,
@@ -124,46 +153,59 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 impl Store {
-    pub async fn negotiation(&self, id: &str) -> Result<Option<NegotiationRow>, StoreError> {
-        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM negotiations WHERE id = $1")))
+    pub async fn process(&self, kind: ProcessKind, id: &str) -> Result<Option<ProcessRow>, StoreError> {
+        let table = kind.table();
+        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM {table} WHERE id = $1")))
             .bind(id)
             .fetch_optional(pool)
             .await?);
-        row.map(Row::into_negotiation).transpose()
+        row.map(Row::into_process).transpose()
     }
 
-    /// The negotiation of `role` with `counter_party_id` that the peer knows as `peer_pid`.
-    pub async fn negotiation_by_peer(
+    pub async fn negotiation(&self, id: &str) -> Result<Option<ProcessRow>, StoreError> {
+        self.process(ProcessKind::Negotiation, id).await
+    }
+
+    pub async fn transfer(&self, id: &str) -> Result<Option<ProcessRow>, StoreError> {
+        self.process(ProcessKind::Transfer, id).await
+    }
+
+    /// The process of `role` with `counter_party_id` that the peer knows as `peer_pid`.
+    pub async fn process_by_peer(
         &self,
+        kind: ProcessKind,
         role: &str,
         counter_party_id: &str,
         peer_pid: &str,
-    ) -> Result<Option<NegotiationRow>, StoreError> {
+    ) -> Result<Option<ProcessRow>, StoreError> {
+        let table = kind.table();
         let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM negotiations WHERE role = $1 AND counter_party_id = $2 AND peer_pid = $3"
+            "SELECT {COLUMNS} FROM {table} WHERE role = $1 AND counter_party_id = $2 AND peer_pid = $3"
         )))
         .bind(role)
         .bind(counter_party_id)
         .bind(peer_pid)
         .fetch_optional(pool)
         .await?);
-        row.map(Row::into_negotiation).transpose()
+        row.map(Row::into_process).transpose()
     }
 
-    pub async fn negotiations(&self) -> Result<Vec<NegotiationRow>, StoreError> {
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM negotiations ORDER BY created_at, id")))
+    pub async fn processes(&self, kind: ProcessKind) -> Result<Vec<ProcessRow>, StoreError> {
+        let table = kind.table();
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM {table} ORDER BY created_at, id")))
             .fetch_all(pool)
             .await?);
-        rows.into_iter().map(Row::into_negotiation).collect()
+        rows.into_iter().map(Row::into_process).collect()
     }
 
-    /// Writes a negotiation — new (`expected_version` `None`) or replacing `expected_version` — and what becomes of
-    /// its outgoing message, in one statement. `Ok(None)`: someone else changed it first (the caller retries);
-    /// `Conflict`: a new negotiation clashes with an existing one. `Ok(Some(message))`: committed; a sent message comes
+    /// Writes a process — new (`expected_version` `None`) or replacing `expected_version` — and what becomes of its
+    /// outgoing message, in one statement. `Ok(None)`: someone else changed it first (the caller retries);
+    /// `Conflict`: a new process clashes with an existing one. `Ok(Some(message))`: committed; a sent message comes
     /// back leased to this process, to be delivered at once.
-    pub async fn write_negotiation(
+    pub async fn write_process(
         &self,
-        row: &NegotiationRow,
+        kind: ProcessKind,
+        row: &ProcessRow,
         expected_version: Option<i64>,
         outgoing: Outgoing<'_>,
     ) -> Result<Option<Option<ClaimedMessage>>, StoreError> {
@@ -176,14 +218,15 @@ impl Store {
             Outgoing::Keep => (None, false),
         };
         let message_text = send.map(|m| m.message.to_string());
+        let table = kind.table();
         let affected = with_writer!(self, pool => match expected_version {
             None => {
-                let insert = sqlx::query(
-                    "INSERT INTO negotiations (id, role, state, peer_pid, counter_party_id, counter_party_address, body, \
+                let insert = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {table} (id, role, state, peer_pid, counter_party_id, counter_party_address, body, \
                      last_received, last_answer, agreement_id, version, created_at, updated_at, \
                      out_url, out_message, out_final, out_attempts, out_next_at, out_lease, out_seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $11, $16, $17)",
-                )
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $11, $16, $17)"
+                )))
                 .bind(&row.id)
                 .bind(&row.role)
                 .bind(&row.state)
@@ -206,13 +249,13 @@ impl Store {
                 match insert {
                     Ok(result) => result.rows_affected(),
                     Err(error) if is_unique_violation(&error) => {
-                        return Err(StoreError::Conflict { kind: "negotiation", id: row.peer_pid.clone().unwrap_or_else(|| row.id.clone()) });
+                        return Err(StoreError::Conflict { kind: kind.name(), id: row.peer_pid.clone().unwrap_or_else(|| row.id.clone()) });
                     }
                     Err(error) => return Err(error.into()),
                 }
             }
-            Some(version) => sqlx::query(
-                "UPDATE negotiations SET state = $2, peer_pid = $3, counter_party_address = $4, body = $5, \
+            Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET state = $2, peer_pid = $3, counter_party_address = $4, body = $5, \
                  last_received = $6, last_answer = $7, agreement_id = $8, version = version + 1, updated_at = $9, \
                  out_url = CASE WHEN $11 IS NOT NULL THEN $11 WHEN $15 = 1 THEN NULL ELSE out_url END, \
                  out_message = CASE WHEN $11 IS NOT NULL THEN $12 WHEN $15 = 1 THEN NULL ELSE out_message END, \
@@ -221,8 +264,8 @@ impl Store {
                  out_next_at = CASE WHEN $11 IS NOT NULL THEN $9 ELSE out_next_at END, \
                  out_lease = CASE WHEN $11 IS NOT NULL THEN $14 WHEN $15 = 1 THEN NULL ELSE out_lease END, \
                  out_seq = CASE WHEN $11 IS NOT NULL THEN $10 + 1 ELSE out_seq END \
-                 WHERE id = $1 AND version = $10",
-            )
+                 WHERE id = $1 AND version = $10"
+            )))
             .bind(&row.id)
             .bind(&row.state)
             .bind(&row.peer_pid)
@@ -249,7 +292,8 @@ impl Store {
         // A sent message is numbered with the row's new version: unique and increasing, known without a read.
         let seq = expected_version.map_or(1, |v| v + 1);
         Ok(Some(Some(ClaimedMessage {
-            negotiation_id: row.id.clone(),
+            kind,
+            process_id: row.id.clone(),
             seq,
             url: message.url.clone(),
             message: message.message.clone(),
@@ -259,60 +303,62 @@ impl Store {
         })))
     }
 
-    /// Claims up to `limit` due messages, leasing them for `lease_ms`.
+    /// Claims up to `limit` due messages of each kind, leasing them for `lease_ms`.
     pub async fn claim_outbox(&self, limit: i64, lease_ms: i64) -> Result<Vec<ClaimedMessage>, StoreError> {
         let now = now_millis();
-        const DUE: &str = "SELECT id FROM negotiations WHERE out_message IS NOT NULL AND out_next_at <= $2 \
-                           AND (out_lease IS NULL OR out_lease < $2) ORDER BY out_next_at LIMIT $3";
-        let rows: Vec<(String, i64, String, String, i64, i64, String)> = with_writer!(self, pool => {
-            let due = match self.dialect() {
-                super::Dialect::Postgres => format!("{DUE} FOR UPDATE SKIP LOCKED"),
-                super::Dialect::Sqlite => DUE.to_owned(),
-            };
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "UPDATE negotiations SET out_lease = $1, out_attempts = out_attempts + 1 WHERE id IN ({due}) \
-                 RETURNING id, out_seq, out_url, out_message, out_final, out_attempts, counter_party_id"
-            )))
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        });
-        rows.into_iter()
-            .map(|(negotiation_id, seq, url, message, final_notice, attempts, counter_party)| {
-                Ok(ClaimedMessage {
-                    message: parse_body("outgoing message", &negotiation_id, &message)?,
-                    negotiation_id,
+        let mut claimed = Vec::new();
+        for kind in PROCESS_KINDS {
+            let table = kind.table();
+            let due = format!(
+                "SELECT id FROM {table} WHERE out_message IS NOT NULL AND out_next_at <= $2 \
+                 AND (out_lease IS NULL OR out_lease < $2) ORDER BY out_next_at LIMIT $3"
+            );
+            let rows: Vec<(String, i64, String, String, i64, i64, String)> = with_writer!(self, pool => {
+                let due = match self.dialect() {
+                    super::Dialect::Postgres => format!("{due} FOR UPDATE SKIP LOCKED"),
+                    super::Dialect::Sqlite => due,
+                };
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET out_lease = $1, out_attempts = out_attempts + 1 WHERE id IN ({due}) \
+                     RETURNING id, out_seq, out_url, out_message, out_final, out_attempts, counter_party_id"
+                )))
+                .bind(now + lease_ms)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            });
+            for (process_id, seq, url, message, final_notice, attempts, counter_party) in rows {
+                claimed.push(ClaimedMessage {
+                    message: parse_body("outgoing message", &process_id, &message)?,
+                    kind,
+                    process_id,
                     seq,
                     url,
                     final_notice: final_notice != 0,
                     attempts,
                     counter_party: Some(counter_party),
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(claimed)
     }
 
     /// A message was delivered (or given up): it is cleared, unless a newer one replaced it. The peer's pid, when the
     /// answer carried one and none was known, is recorded at the same time.
-    pub async fn complete_outgoing(
-        &self,
-        negotiation_id: &str,
-        seq: i64,
-        peer_pid: Option<&str>,
-    ) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query(
-            "UPDATE negotiations SET \
+    pub async fn complete_outgoing(&self, message: &ClaimedMessage, peer_pid: Option<&str>) -> Result<(), StoreError> {
+        let table = message.kind.table();
+        with_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET \
              version = version + CASE WHEN peer_pid IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, \
              peer_pid = COALESCE(peer_pid, $3), \
              out_url = CASE WHEN out_seq = $2 THEN NULL ELSE out_url END, \
              out_message = CASE WHEN out_seq = $2 THEN NULL ELSE out_message END, \
              out_lease = CASE WHEN out_seq = $2 THEN NULL ELSE out_lease END \
-             WHERE id = $1",
-        )
-        .bind(negotiation_id)
-        .bind(seq)
+             WHERE id = $1"
+        )))
+        .bind(&message.process_id)
+        .bind(message.seq)
         .bind(peer_pid)
         .execute(pool)
         .await?
@@ -320,11 +366,12 @@ impl Store {
         Ok(())
     }
 
-    /// Schedules another attempt of message `seq`.
-    pub async fn retry_outgoing(&self, negotiation_id: &str, seq: i64, next_attempt_at: i64) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query("UPDATE negotiations SET out_next_at = $3, out_lease = NULL WHERE id = $1 AND out_seq = $2")
-            .bind(negotiation_id)
-            .bind(seq)
+    /// Schedules another attempt of `message`.
+    pub async fn retry_outgoing(&self, message: &ClaimedMessage, next_attempt_at: i64) -> Result<(), StoreError> {
+        let table = message.kind.table();
+        with_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET out_next_at = $3, out_lease = NULL WHERE id = $1 AND out_seq = $2")))
+            .bind(&message.process_id)
+            .bind(message.seq)
             .bind(next_attempt_at)
             .execute(pool)
             .await?
@@ -332,7 +379,8 @@ impl Store {
         Ok(())
     }
 
-    fn agreement_of(row: NegotiationRow) -> Option<AgreementRow> {
+    /// The agreement a negotiation made, if any.
+    pub fn agreement_of(row: ProcessRow) -> Option<AgreementRow> {
         let policy = row.body.get("agreement").cloned().filter(|a| a.is_object())?;
         let text = |key: &str| policy.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
         let signed_at = chrono::DateTime::parse_from_rfc3339(&text("timestamp"))
@@ -350,11 +398,16 @@ impl Store {
     }
 
     pub async fn agreement(&self, id: &str) -> Result<Option<AgreementRow>, StoreError> {
+        Ok(self.agreement_negotiation(id).await?.and_then(Store::agreement_of))
+    }
+
+    /// The negotiation that made agreement `id`.
+    pub async fn agreement_negotiation(&self, id: &str) -> Result<Option<ProcessRow>, StoreError> {
         let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM negotiations WHERE agreement_id = $1")))
             .bind(id)
             .fetch_optional(pool)
             .await?);
-        Ok(row.map(Row::into_negotiation).transpose()?.and_then(Store::agreement_of))
+        row.map(Row::into_process).transpose()
     }
 
     pub async fn agreements(&self) -> Result<Vec<AgreementRow>, StoreError> {
@@ -365,8 +418,42 @@ impl Store {
         .await?);
         let mut agreements = Vec::new();
         for row in rows {
-            agreements.extend(Store::agreement_of(row.into_negotiation()?));
+            agreements.extend(Store::agreement_of(row.into_process()?));
         }
         Ok(agreements)
+    }
+}
+
+/// How much an agreement has been used through the data plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub pulls: i64,
+    pub bytes: i64,
+}
+
+impl Store {
+    /// Adds `pulls` and `bytes` to an agreement's usage.
+    pub async fn add_usage(&self, agreement_id: &str, pulls: i64, bytes: i64) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "INSERT INTO agreement_usage (agreement_id, pulls, bytes, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (agreement_id) DO UPDATE SET pulls = agreement_usage.pulls + excluded.pulls, \
+             bytes = agreement_usage.bytes + excluded.bytes, updated_at = excluded.updated_at",
+        )
+        .bind(agreement_id)
+        .bind(pulls)
+        .bind(bytes)
+        .bind(now_millis())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    pub async fn usage(&self, agreement_id: &str) -> Result<Usage, StoreError> {
+        let row: Option<(i64, i64)> = with_pool!(self, pool => sqlx::query_as("SELECT pulls, bytes FROM agreement_usage WHERE agreement_id = $1")
+            .bind(agreement_id)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(|(pulls, bytes)| Usage { pulls, bytes }).unwrap_or_default())
     }
 }

@@ -1,0 +1,472 @@
+//! The built-in data plane: HTTP pull from the public listener and HTTP push to a consumer's endpoint.
+//!
+//! **Pull**: `GET`/`HEAD {public}/data/{transferId}` with the access token of the transfer's data address. Every request
+//! checks the token (our signature, this transfer, not expired), the stored transfer (provider side, STARTED, the
+//! token's epoch) and the agreement ([`crate::transfer::check_use`]) before a byte leaves. `POST .../token`, signed by
+//! the consumer's own DSP token, hands out a fresh data address. **Push**: the provider streams the data to the
+//! consumer's endpoint and completes the transfer.
+//!
+//! Sources: a `File` under the data root (served with `Range`, `Content-Length`, `Last-Modified`, and the file's
+//! SHA-256 as `ETag`, `Repr-Digest` and `Digest`), or an `HttpData` backend (proxied; the asset's private auth header
+//! goes to the backend only). Bodies stream in chunks: memory stays flat whatever the size. Usage (pulls started from
+//! byte 0, bytes sent) is added to the agreement's count when a response body ends.
+
+pub mod token;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value as Json, json};
+use tokio::sync::OnceCell;
+
+use crate::catalog::model::DataAddress;
+use crate::server::Shared;
+use crate::store::Store;
+use crate::transfer::{self, machine::Role, machine::State as TransferState};
+
+/// Where the data plane serves a transfer.
+pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
+    format!("{}/data/{transfer_id}", public_url.trim_end_matches('/'))
+}
+
+/// The data plane's state: its HTTP client (no overall timeout: bodies may be large), file digests, running pushes.
+pub struct DataPlane {
+    pub http: reqwest::Client,
+    digests: Mutex<HashMap<PathBuf, CachedDigest>>,
+    pushes: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+}
+
+/// A file's digest, valid while its size and modification time stay the same.
+type CachedDigest = (u64, SystemTime, Arc<OnceCell<Digest>>);
+
+/// A file's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn hex(&self) -> String {
+        crate::process::hex(&self.0)
+    }
+
+    /// RFC 9530 `Repr-Digest` value.
+    pub fn repr_digest(&self) -> String {
+        format!("sha-256=:{}:", STANDARD.encode(self.0))
+    }
+
+    /// The headers a consumer verifies with.
+    fn headers(&self) -> [(HeaderName, String); 3] {
+        [
+            (header::ETAG, format!("\"{}\"", self.hex())),
+            (HeaderName::from_static("repr-digest"), self.repr_digest()),
+            (HeaderName::from_static("digest"), format!("SHA-256={}", STANDARD.encode(self.0))),
+        ]
+    }
+}
+
+/// The SHA-256 of a file, streamed in 1 MiB chunks.
+pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = openssl::sha::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(Digest(hasher.finish()));
+        }
+        hasher.update(&buffer[..read]);
+    }
+}
+
+impl DataPlane {
+    pub fn new(http: reqwest::Client) -> DataPlane {
+        DataPlane { http, digests: Mutex::default(), pushes: Mutex::default() }
+    }
+
+    /// The SHA-256 of a file, computed once per size and modification time.
+    pub async fn digest(&self, path: &Path) -> std::io::Result<Digest> {
+        let meta = tokio::fs::metadata(path).await?;
+        let key = (meta.len(), meta.modified()?);
+        let cell = {
+            let mut digests = self.digests.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = digests.entry(path.to_owned()).or_insert_with(|| (key.0, key.1, Arc::default()));
+            if (entry.0, entry.1) != key {
+                *entry = (key.0, key.1, Arc::default());
+            }
+            entry.2.clone()
+        };
+        let owned = path.to_owned();
+        cell.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || hash_file(&owned)).await.map_err(std::io::Error::other)?
+        })
+        .await
+        .cloned()
+    }
+
+    /// Stops a running push (the transfer left STARTED).
+    pub fn stop_push(&self, transfer_id: &str) {
+        if let Some(handle) = self.pushes.lock().unwrap_or_else(|p| p.into_inner()).remove(transfer_id) {
+            handle.abort();
+        }
+    }
+}
+
+/// A data plane refusal: a status and a JSON reason (the token's defect is logged, not told).
+fn refuse(status: StatusCode, reason: &str) -> Response {
+    (status, axum::Json(json!({"error": reason}))).into_response()
+}
+
+/// Adds a response's bytes to the agreement's usage when the body ends (the pull itself is counted before the first
+/// byte, so that a `count` constraint holds under concurrent pulls).
+struct Meter {
+    store: Store,
+    agreement_id: String,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let (store, agreement, bytes) =
+            (self.store.clone(), std::mem::take(&mut self.agreement_id), self.bytes.load(Ordering::Relaxed));
+        tokio::spawn(async move {
+            if let Err(error) = store.add_usage(&agreement, 0, bytes as i64).await {
+                tracing::error!(%error, agreement, "cannot record the agreement's usage");
+            }
+        });
+    }
+}
+
+fn metered<S, E>(stream: S, meter: Meter) -> impl Stream<Item = Result<Bytes, E>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+{
+    let counter = meter.bytes.clone();
+    stream.map(move |chunk| {
+        let _keep = &meter;
+        if let Ok(bytes) = &chunk {
+            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        chunk
+    })
+}
+
+/// Whether a request reads from the first byte (a new pull, not the resumption of one).
+fn from_start(headers: &HeaderMap) -> bool {
+    match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(range) => range.trim().strip_prefix("bytes=").is_some_and(|r| r.trim_start().starts_with("0-")),
+    }
+}
+
+/// `GET`/`HEAD /data/{transferId}`: the data of a started pull transfer.
+pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    let token = match crate::identity::token::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
+        Ok(token) => token.to_owned(),
+        Err(reason) => {
+            tracing::info!(%reason, transfer = id, "data request without a usable token");
+            return refuse(StatusCode::UNAUTHORIZED, "a valid access token is required");
+        }
+    };
+    let access = match token::verify(state.identity.keys(), &token, &id, chrono::Utc::now()) {
+        Ok(access) => access,
+        Err(reason) => {
+            tracing::info!(%reason, transfer = id, "data request with a refused token");
+            return refuse(StatusCode::UNAUTHORIZED, "a valid access token is required");
+        }
+    };
+    let transfer = match transfer::get(&state, &id).await {
+        Ok(transfer) if transfer.role == Role::Provider && transfer.row.counter_party_id == access.consumer => transfer,
+        Ok(_) | Err(transfer::TransferError::NotFound) => {
+            return refuse(StatusCode::UNAUTHORIZED, "a valid access token is required");
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot read a transfer");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the transfer cannot be read now");
+        }
+    };
+    if transfer.state != TransferState::Started {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!("the transfer is {}; its access tokens are void", transfer.state.name()),
+        );
+    }
+    if transfer.details.epoch != access.epoch || transfer.agreement_id() != access.agreement_id {
+        return refuse(StatusCode::UNAUTHORIZED, "the access token was superseded; refresh the data address");
+    }
+    let get = request.method() == Method::GET;
+    let new_pull = get && from_start(&headers);
+    let grant = match transfer::check_use(&state, &access.consumer, &access.agreement_id, new_pull).await {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            // The agreement no longer permits use (expired, used up, dataset withdrawn): the transfer ends now.
+            let (state, id, reason) = (state.clone(), id.clone(), refusal.reason.clone());
+            tokio::spawn(async move {
+                if let Err(error) = transfer::end(&state, &id, "PolicyDenied", &reason, false).await {
+                    tracing::error!(%error, "cannot terminate a transfer its agreement no longer permits");
+                }
+            });
+            return refuse(StatusCode::FORBIDDEN, &refusal.reason);
+        }
+    };
+    let Some(asset) = state.catalogue.asset(&grant.agreement.asset_id) else {
+        return refuse(StatusCode::GONE, "the dataset is no longer offered");
+    };
+    if new_pull && let Err(error) = state.store.add_usage(&access.agreement_id, 1, 0).await {
+        tracing::error!(%error, "cannot count a pull");
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
+    }
+    let meter = get.then(|| Meter {
+        store: state.store.clone(),
+        agreement_id: access.agreement_id.clone(),
+        bytes: Arc::default(),
+    });
+    match &asset.value.data_address {
+        DataAddress::File { path, .. } => serve_file(&state, path, request, meter).await,
+        DataAddress::Http { base_url, fields } => {
+            proxy(&state, base_url, fields, &headers, request.method(), meter).await
+        }
+    }
+}
+
+async fn serve_file(state: &Shared, path: &Path, request: Request, meter: Option<Meter>) -> Response {
+    let digest = match state.dataplane.digest(path).await {
+        Ok(digest) => digest,
+        Err(error) => {
+            tracing::error!(%error, path = %path.display(), "cannot read a dataset file");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the dataset's file cannot be read now");
+        }
+    };
+    let response = match tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(path), request).await {
+        Ok(response) => response,
+        Err(error) => match error {},
+    };
+    let (mut parts, body) = response.into_parts();
+    for (name, value) in digest.headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            parts.headers.insert(name, value);
+        }
+    }
+    parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let body = match meter {
+        Some(meter) if parts.status.is_success() => {
+            Body::from_stream(metered(Body::new(body).into_data_stream(), meter))
+        }
+        _ => Body::new(body),
+    };
+    Response::from_parts(parts, body)
+}
+
+/// The backend's auth header (EDC `authKey` / `authCode`): it goes to the backend and never to the consumer.
+fn backend_auth(fields: &std::collections::BTreeMap<String, String>) -> Option<(String, String)> {
+    let value = fields.get("authCode")?;
+    Some((fields.get("authKey").cloned().unwrap_or_else(|| "Authorization".into()), value.clone()))
+}
+
+/// The headers passed back from a backend.
+const PASSED_BACK: [HeaderName; 7] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::ACCEPT_RANGES,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    HeaderName::from_static("repr-digest"),
+];
+
+async fn proxy(
+    state: &Shared,
+    base_url: &str,
+    fields: &std::collections::BTreeMap<String, String>,
+    headers: &HeaderMap,
+    method: &Method,
+    meter: Option<Meter>,
+) -> Response {
+    let mut request = state.dataplane.http.request(method.clone(), base_url);
+    for name in [header::RANGE, header::IF_RANGE, header::ACCEPT] {
+        if let Some(value) = headers.get(&name) {
+            request = request.header(name, value);
+        }
+    }
+    if let Some((name, value)) = backend_auth(fields) {
+        request = request.header(name, value);
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "the dataset's backend cannot be reached");
+            return refuse(StatusCode::BAD_GATEWAY, "the dataset's backend cannot be reached");
+        }
+    };
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), "the dataset's backend failed");
+        return refuse(StatusCode::BAD_GATEWAY, "the dataset's backend failed");
+    }
+    let mut out = Response::builder().status(status.as_u16());
+    for name in PASSED_BACK {
+        if let Some(value) = response.headers().get(&name) {
+            out = out.header(name, value);
+        }
+    }
+    out = out.header(header::CACHE_CONTROL, "no-store");
+    let body = match meter {
+        Some(meter) if status.is_success() => Body::from_stream(metered(response.bytes_stream(), meter)),
+        _ => Body::from_stream(response.bytes_stream()),
+    };
+    out.body(body).unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "the backend's answer cannot be passed on"))
+}
+
+/// `POST /data/{transferId}/token`: a fresh data address for the consumer of a started pull transfer, which proves
+/// who it is with its DSP self-issued token.
+pub async fn refresh(State(state): State<Shared>, UrlPath(id): UrlPath<String>, headers: HeaderMap) -> Response {
+    let requester = match state.identity.verify_request(&headers).await {
+        Ok(verified) => verified.participant,
+        Err(reason) => {
+            tracing::info!(%reason, "data address refresh refused");
+            return refuse(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    };
+    let transfer = match transfer::get_for_peer(&state, &requester, &id).await {
+        Ok(transfer) if transfer.role == Role::Provider => transfer,
+        Ok(_) | Err(transfer::TransferError::NotFound) => return refuse(StatusCode::NOT_FOUND, "no such transfer"),
+        Err(error) => {
+            tracing::error!(%error, "cannot read a transfer");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the transfer cannot be read now");
+        }
+    };
+    if transfer.state != TransferState::Started || transfer.details.format.as_deref() != Some(transfer::PULL) {
+        return refuse(StatusCode::CONFLICT, &format!("the transfer is {}, not a started pull", transfer.state.name()));
+    }
+    if let Err(refusal) = transfer::check_use(&state, &requester, transfer.agreement_id(), false).await {
+        return refuse(StatusCode::FORBIDDEN, &refusal.reason);
+    }
+    axum::Json(transfer::data_address(&state, &transfer)).into_response()
+}
+
+/// Starts pushing a transfer's data to the consumer's endpoint (once per transfer at a time).
+pub fn spawn_push(state: Shared, transfer_id: String) {
+    let mut pushes = state.dataplane.pushes.lock().unwrap_or_else(|p| p.into_inner());
+    if pushes.get(&transfer_id).is_some_and(|handle| !handle.is_finished()) {
+        return;
+    }
+    let (task_state, id) = (state.clone(), transfer_id.clone());
+    let task = tokio::spawn(async move {
+        let outcome = push(&task_state, &id).await;
+        match &outcome {
+            Ok(bytes) => tracing::info!(transfer = id, bytes, "pushed"),
+            Err(reason) => tracing::warn!(transfer = id, %reason, "push failed"),
+        }
+        task_state.dataplane.pushes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if let Err(error) = transfer::push_finished(&task_state, &id, outcome).await {
+            tracing::error!(%error, transfer = id, "cannot record the end of a push");
+        }
+    });
+    pushes.insert(transfer_id, task.abort_handle());
+}
+
+type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Opens a dataset's bytes for pushing: the stream, its length and digest when known.
+async fn open_source(
+    state: &Shared,
+    address: &DataAddress,
+) -> Result<(ByteStream, Option<u64>, Option<Digest>), String> {
+    match address {
+        DataAddress::File { path, .. } => {
+            let digest = state.dataplane.digest(path).await.map_err(|e| format!("cannot read the dataset: {e}"))?;
+            let file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot open the dataset: {e}"))?;
+            let length = file.metadata().await.map_err(|e| e.to_string())?.len();
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+            Ok((Box::pin(stream), Some(length), Some(digest)))
+        }
+        DataAddress::Http { base_url, fields } => {
+            let mut request = state.dataplane.http.get(base_url);
+            if let Some((name, value)) = backend_auth(fields) {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.map_err(|e| format!("the dataset's backend cannot be reached: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("the dataset's backend answered HTTP {}", response.status().as_u16()));
+            }
+            let length = response.content_length();
+            Ok((Box::pin(response.bytes_stream().map(|c| c.map_err(std::io::Error::other))), length, None))
+        }
+    }
+}
+
+async fn push(state: &Shared, id: &str) -> Result<u64, String> {
+    let transfer = transfer::get(state, id).await.map_err(|e| e.to_string())?;
+    let grant = transfer::check_use(state, &transfer.row.counter_party_id, transfer.agreement_id(), true)
+        .await
+        .map_err(|refusal| refusal.reason)?;
+    state.store.add_usage(&grant.agreement.id, 1, 0).await.map_err(|e| format!("cannot count the push: {e}"))?;
+    let destination = transfer.details.destination.clone().unwrap_or(Json::Null);
+    let endpoint = destination.get("endpoint").and_then(Json::as_str).ok_or("the push destination has no endpoint")?;
+    let asset = state.catalogue.asset(&grant.agreement.asset_id).ok_or("the dataset is no longer offered")?;
+    let (stream, length, digest) = open_source(state, &asset.value.data_address).await?;
+    let meter = Meter { store: state.store.clone(), agreement_id: grant.agreement.id.clone(), bytes: Arc::default() };
+    let sent = meter.bytes.clone();
+    let mut request = state
+        .dataplane
+        .http
+        .post(endpoint)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(metered(stream, meter)));
+    if let Some(length) = length {
+        request = request.header(header::CONTENT_LENGTH, length);
+    }
+    if let Some(digest) = &digest {
+        request = request.header("repr-digest", digest.repr_digest());
+    }
+    if let Some(authorization) = transfer::endpoint_property(&destination, "authorization") {
+        let name = transfer::endpoint_property(&destination, "authKey").unwrap_or("Authorization");
+        let bearer =
+            transfer::endpoint_property(&destination, "authType").is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
+        let value = if bearer && !authorization.starts_with("Bearer ") {
+            format!("Bearer {authorization}")
+        } else {
+            authorization.to_owned()
+        };
+        request = request.header(name, value);
+    }
+    let response = request.send().await.map_err(|e| format!("the push destination cannot be reached: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("the push destination answered HTTP {}", response.status().as_u16()));
+    }
+    Ok(sent.load(Ordering::Relaxed))
+}
+
+/// The data plane's routes on the public listener.
+pub fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/data/{id}", axum::routing::get(serve).head(serve))
+        .route("/data/{id}/token", axum::routing::post(refresh))
+}
+
+/// The JSON a consumer's tools read a data address from (EDC EDR shape).
+pub fn edr_json(transfer_id: &str, address: &Json) -> Json {
+    let property = |name| transfer::endpoint_property(address, name).map(str::to_owned);
+    json!({
+        "@type": "DataAddress",
+        "type": transfer::HTTP_ENDPOINT,
+        "endpointType": transfer::HTTP_ENDPOINT,
+        "endpoint": address.get("endpoint"),
+        "authorization": property("authorization"),
+        "authType": property("authType"),
+        "expiresAt": property("expiresAt"),
+        "refreshEndpoint": property("refreshEndpoint"),
+        "transferProcessId": transfer_id,
+    })
+}

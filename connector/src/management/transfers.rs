@@ -1,0 +1,264 @@
+//! `/management/v3/transferprocesses` (EDC v3 shapes) with the calls `start`, `suspend`, `resume`, `complete`,
+//! `terminate`, and `/management/v3/edrs`: the data addresses a consumer received for its pull transfers.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hanse_vocab::ns::EDC;
+use serde_json::{Map, Value as Json, json};
+
+use super::resources::id_response;
+use super::{FieldError, ManagementError, parse_body, wrong_state};
+use crate::catalog::model::{expand_body, nested, text};
+use crate::catalog::query::QuerySpec;
+use crate::server::Shared;
+use crate::transfer::machine::Role;
+use crate::transfer::{self, HTTP_ENDPOINT, PULL, PUSH, Start, Transfer, TransferError};
+
+impl From<TransferError> for ManagementError {
+    fn from(error: TransferError) -> Self {
+        match error {
+            TransferError::NotFound => ManagementError::NotFound("transfer process not found".into()),
+            TransferError::Invalid(message) => ManagementError::field("", message),
+            TransferError::Refused { .. }
+            | TransferError::WrongState { .. }
+            | TransferError::Busy
+            | TransferError::Illegal(_) => ManagementError::Conflict(error.to_string()),
+            TransferError::Store(store) => store.into(),
+        }
+    }
+}
+
+/// A push destination (EDC `dataDestination`: `type` HttpData, `baseUrl`, optional `authKey` / `authCode`) as a DSP
+/// `DataAddress`.
+fn destination(node: &Map<String, Json>, errors: &mut Vec<FieldError>) -> Option<Json> {
+    let Some(destination) = nested(node, "dataDestination") else {
+        errors.push(FieldError::new(
+            "dataDestination",
+            "is required for HttpData-PUSH: where the provider sends the data",
+        ));
+        return None;
+    };
+    if text(destination, "type").is_some_and(|t| t != "HttpData") {
+        errors.push(FieldError::new("dataDestination.type", "Hanse pushes to HttpData destinations"));
+    }
+    let base_url = text(destination, "baseUrl")
+        .filter(|url| reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")));
+    let Some(base_url) = base_url else {
+        errors.push(FieldError::new("dataDestination.baseUrl", "is required: an http(s) URL the provider posts to"));
+        return None;
+    };
+    let property = |name: &str, value: String| json!({"@type": "EndpointProperty", "name": name, "value": value});
+    let mut properties = Vec::new();
+    if let Some(code) = text(destination, "authCode") {
+        properties.push(property("authorization", code));
+        if let Some(key) = text(destination, "authKey") {
+            properties.push(property("authKey", key));
+        }
+        if let Some(kind) = text(destination, "authType") {
+            properties.push(property("authType", kind));
+        }
+    }
+    let mut address = json!({"@type": "DataAddress", "endpointType": HTTP_ENDPOINT, "endpoint": base_url});
+    if !properties.is_empty() {
+        address["endpointProperties"] = Json::Array(properties);
+    }
+    Some(address)
+}
+
+/// `POST /management/v3/transferprocesses` (EDC `TransferRequest`): `contractId`, `transferType` (`HttpData-PULL`,
+/// the default, or `HttpData-PUSH` with `dataDestination`), optional `counterPartyAddress` (default: where the
+/// agreement was negotiated), `assetId` (checked against the agreement); Hanse extension `autoComplete` (default true).
+pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let body = parse_body(&body)?;
+    let node = expand_body(&body).map_err(ManagementError::Invalid)?;
+    let mut errors = Vec::new();
+    let format = text(&node, "transferType").unwrap_or_else(|| PULL.to_owned());
+    if !transfer::FORMATS.contains(&format.as_str()) {
+        errors.push(FieldError::new("transferType", format!("must be {PULL} or {PUSH}, not {format}")));
+    }
+    let destination = if format == PUSH { destination(&node, &mut errors) } else { None };
+    let agreement = match text(&node, "contractId") {
+        None => {
+            errors.push(FieldError::new("contractId", "is required: the agreement the transfer runs under"));
+            None
+        }
+        Some(id) => match state.store.agreement(&id).await? {
+            Some(agreement) if agreement.consumer_id == state.config.participant.id => Some(agreement),
+            _ => {
+                errors.push(FieldError::new(
+                    "contractId",
+                    format!("there is no agreement `{id}` in which this connector is the consumer"),
+                ));
+                None
+            }
+        },
+    };
+    if let (Some(asset), Some(agreement)) = (text(&node, "assetId"), &agreement)
+        && asset != agreement.asset_id
+    {
+        errors
+            .push(FieldError::new("assetId", format!("the agreement covers `{}`, not `{asset}`", agreement.asset_id)));
+    }
+    let (Some(agreement), true) = (agreement, errors.is_empty()) else {
+        return Err(ManagementError::Invalid(errors));
+    };
+    let provider_address = match text(&node, "counterPartyAddress") {
+        Some(address) => {
+            state.dsp.resolve_base(&address).await.map_err(|e| ManagementError::Upstream(e.to_string()))?
+        }
+        None => {
+            state.store.negotiation(&agreement.negotiation_id).await?.map(|n| n.counter_party_address).ok_or_else(
+                || ManagementError::field("counterPartyAddress", "is required: the provider's DSP address"),
+            )?
+        }
+    };
+    let auto_complete = member_flag(&node, "autoComplete").unwrap_or(true);
+    let transfer =
+        transfer::start(&state, Start { provider_address, agreement, format, destination, auto_complete }).await?;
+    Ok(axum::Json(id_response(&transfer.row.id, transfer.row.created_at)).into_response())
+}
+
+fn member_flag(node: &Map<String, Json>, name: &str) -> Option<bool> {
+    crate::catalog::model::member(node, name).first().and_then(|v| v.get("@value")).and_then(Json::as_bool)
+}
+
+fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
+    match field.trim_start_matches(EDC) {
+        "id" | "@id" => vec![json!(transfer.row.id)],
+        "state" => vec![json!(transfer.state.name())],
+        "type" => vec![json!(if transfer.role == Role::Provider { "PROVIDER" } else { "CONSUMER" })],
+        "counterPartyId" => vec![json!(transfer.row.counter_party_id)],
+        "contractId" | "agreementId" => vec![json!(transfer.agreement_id())],
+        "assetId" => transfer.details.asset_id.iter().map(|a| json!(a)).collect(),
+        "transferType" => transfer.details.format.iter().map(|a| json!(a)).collect(),
+        "createdAt" => vec![json!(transfer.row.created_at)],
+        _ => Vec::new(),
+    }
+}
+
+fn query_spec(body: &Bytes) -> Result<QuerySpec, ManagementError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(body)?) };
+    QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)
+}
+
+pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let selected = query_spec(&body)?.apply(transfer::all(&state).await?, query_field);
+    Ok(axum::Json(Json::Array(selected.iter().map(Transfer::management_json).collect())).into_response())
+}
+
+pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    Ok(axum::Json(transfer::get(&state, &id).await?.management_json()).into_response())
+}
+
+pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    let transfer = transfer::get(&state, &id).await?;
+    Ok(axum::Json(json!({"@context": hanse_self_descriptions::dcat::management_context(),
+                         "@type": "TransferState", "state": transfer.state.name()}))
+    .into_response())
+}
+
+/// `POST /management/v3/transferprocesses/{id}/{call}`.
+pub async fn operator_call(
+    State(state): State<Shared>,
+    Path((id, call)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ManagementError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
+    match transfer::call(&state, &id, &call, &body).await {
+        Ok(transfer) => Ok(axum::Json(transfer.management_json()).into_response()),
+        Err(error @ TransferError::WrongState { .. }) => {
+            let TransferError::WrongState { state: current, allowed, .. } = &error else { unreachable!() };
+            Ok(wrong_state(&error.to_string(), current, allowed))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A consumer's pull transfer with a data address.
+fn edr_entry(transfer: &Transfer) -> Json {
+    json!({
+        "@context": hanse_self_descriptions::dcat::management_context(),
+        "@type": "EndpointDataReferenceEntry",
+        "@id": transfer.row.id,
+        "transferProcessId": transfer.row.id,
+        "agreementId": transfer.agreement_id(),
+        "contractNegotiationId": Json::Null,
+        "assetId": transfer.details.asset_id,
+        "providerId": transfer.row.counter_party_id,
+        "createdAt": transfer.row.created_at,
+    })
+}
+
+/// `POST /management/v3/edrs/request`: the data addresses this consumer holds.
+pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let held = transfer::all(&state).await?.into_iter().filter(|t| t.role == Role::Consumer && t.details.edr.is_some());
+    let selected = query_spec(&body)?.apply(held.collect(), query_field);
+    Ok(axum::Json(Json::Array(selected.iter().map(edr_entry).collect())).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct RefreshQuery {
+    auto_refresh: Option<bool>,
+}
+
+/// Seconds before expiry at which a data address is refreshed on read.
+const REFRESH_MARGIN_SECONDS: i64 = 60;
+
+/// `GET /management/v3/edrs/{transferProcessId}/dataaddress`: the data address, refreshed from the provider when it
+/// is stale or about to expire (unless `auto_refresh=false`).
+pub async fn edr_data_address(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<RefreshQuery>,
+) -> Result<Response, ManagementError> {
+    let mut transfer = transfer::get(&state, &id).await?;
+    let address = transfer
+        .details
+        .edr
+        .clone()
+        .filter(|_| transfer.role == Role::Consumer)
+        .ok_or_else(|| ManagementError::NotFound(format!("transfer process `{id}` holds no data address")))?;
+    let expires = transfer::endpoint_property(&address, "expiresAt")
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp());
+    let expiring = expires.is_none_or(|t| t - chrono::Utc::now().timestamp() < REFRESH_MARGIN_SECONDS);
+    if query.auto_refresh.unwrap_or(true) && (transfer.details.edr_stale || expiring) {
+        transfer = refresh_edr(&state, &transfer, &address).await?;
+    }
+    let address = transfer.details.edr.clone().unwrap_or(address);
+    Ok(axum::Json(crate::dataplane::edr_json(&id, &address)).into_response())
+}
+
+/// Asks the provider for a fresh data address, signed with our DSP identity, and stores it.
+async fn refresh_edr(state: &Shared, transfer: &Transfer, address: &Json) -> Result<Transfer, ManagementError> {
+    let endpoint = transfer::endpoint_property(address, "refreshEndpoint")
+        .ok_or_else(|| ManagementError::Conflict("the data address names no refresh endpoint".into()))?;
+    let response = state
+        .dsp
+        .http()
+        .post(endpoint)
+        .header("Authorization", state.identity.authorization(&transfer.row.counter_party_id))
+        .send()
+        .await
+        .map_err(|e| ManagementError::Upstream(format!("the provider cannot be reached: {e}")))?;
+    let status = response.status();
+    let body: Json = response.json().await.unwrap_or(Json::Null);
+    if status != StatusCode::OK {
+        let reason = body.get("error").and_then(Json::as_str).unwrap_or("no reason given");
+        return Err(ManagementError::Upstream(format!(
+            "the provider refused a fresh data address ({status}): {reason}"
+        )));
+    }
+    Ok(transfer::store_edr(state, &transfer.row.id, body).await?)
+}
+
+/// `DELETE /management/v3/edrs/{transferProcessId}`.
+pub async fn edr_delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    match transfer::forget_edr(&state, &id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(TransferError::NotFound) => Err(ManagementError::NotFound(format!("no data address for `{id}`"))),
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,824 @@
+//! DSP 2025-1 transfer processes, both roles, on durable state — the same discipline as negotiations: a transfer is a
+//! row, every change is one statement holding the new state and the message it sends (outbox), incoming messages are
+//! checked against the one table in [`machine`] and applied at most once.
+//!
+//! The provider grants a transfer only under an agreement it made with exactly this consumer, for a dataset it still
+//! offers, whose policy permits `use` now ([`check_use`]; the same check guards every data plane request). It starts
+//! at once unless the contract definition requires a manual start. A pull start carries a data address with a
+//! short-lived access token ([`crate::dataplane`]); a push start makes the provider stream the data to the consumer's
+//! endpoint and complete.
+
+pub mod machine;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use hanse_policy::{Policy, RequestContext};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+
+use crate::dataplane::token::Access;
+use crate::identity::Verified;
+use crate::negotiation::PEER_PID;
+use crate::process::{Answer, digest, new_pid, now_rfc3339};
+use crate::protocol::error::{DspArea, DspError};
+use crate::server::Shared;
+use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, StoreError};
+use machine::{Message, Role, State};
+
+/// The EDC transfer type of an HTTP pull: the consumer fetches from the provider's data plane.
+pub const PULL: &str = "HttpData-PULL";
+/// The EDC transfer type of an HTTP push: the provider sends to the consumer's endpoint.
+pub const PUSH: &str = "HttpData-PUSH";
+/// The transfer types Hanse offers (every dataset's distributions list both).
+pub const FORMATS: [&str; 2] = [PULL, PUSH];
+/// The DSP `endpointType` of HTTP data addresses.
+pub const HTTP_ENDPOINT: &str = "https://w3id.org/idsa/v4.1/HTTP";
+
+/// What a transfer carries besides its state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Details {
+    pub asset_id: Option<String>,
+    /// `HttpData-PULL` or `HttpData-PUSH`.
+    pub format: Option<String>,
+    /// Push: where the provider sends the data (a DSP `DataAddress`, from the consumer's request).
+    pub destination: Option<Json>,
+    /// Consumer, pull: the data address of the provider's last start message (or refresh).
+    pub edr: Option<Json>,
+    /// Consumer: the data address must be refreshed before use (the transfer was suspended since).
+    pub edr_stale: bool,
+    /// Provider: the transfer waits for the operator to start it.
+    pub manual: bool,
+    /// Consumer: it may complete or terminate by itself.
+    pub auto_complete: bool,
+    /// Provider: bumped each time the transfer enters STARTED; access tokens of other epochs are void.
+    pub epoch: u64,
+    /// Provider, push: the data was delivered.
+    pub pushed: bool,
+    /// Provider, push: bytes delivered.
+    pub bytes: Option<u64>,
+    /// The purpose the agreement was negotiated for.
+    pub purpose: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    /// The policy decision (with its trace) behind a refusal.
+    pub decision: Option<Json>,
+    pub history: Vec<Json>,
+}
+
+/// A transfer process as the service works with it.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub row: ProcessRow,
+    pub role: Role,
+    pub state: State,
+    pub details: Details,
+}
+
+impl Transfer {
+    fn new(role: Role, peer_pid: Option<&str>, counter_party: &str, address: &str, agreement_id: &str) -> Transfer {
+        Transfer {
+            row: ProcessRow {
+                id: new_pid(),
+                role: role.name().into(),
+                state: State::Requested.name().into(),
+                peer_pid: peer_pid.map(str::to_owned),
+                counter_party_id: counter_party.to_owned(),
+                counter_party_address: address.trim_end_matches('/').to_owned(),
+                body: Json::Null,
+                last_received: None,
+                last_answer: None,
+                agreement_id: Some(agreement_id.to_owned()),
+                version: 0,
+                created_at: 0,
+                updated_at: 0,
+            },
+            role,
+            state: State::Requested,
+            details: Details::default(),
+        }
+    }
+
+    fn from_row(row: ProcessRow) -> Result<Transfer, StoreError> {
+        let role = if row.role == "provider" { Role::Provider } else { Role::Consumer };
+        let state = State::parse(&row.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("transfer {}: state {}", row.id, row.state)))?;
+        let details = serde_json::from_value(row.body.clone())
+            .map_err(|e| StoreError::Corrupt(format!("transfer {}: {e}", row.id)))?;
+        Ok(Transfer { row, role, state, details })
+    }
+
+    /// (providerPid, consumerPid).
+    pub fn pids(&self) -> (String, String) {
+        crate::process::pids(&self.row, self.role, PEER_PID)
+    }
+
+    pub fn agreement_id(&self) -> &str {
+        self.row.agreement_id.as_deref().unwrap_or_default()
+    }
+
+    /// Whether this side's next move waits for the operator.
+    pub fn held(&self) -> bool {
+        self.role == Role::Provider && self.state == State::Requested && self.details.manual
+    }
+
+    fn is_push(&self) -> bool {
+        self.details.format.as_deref() == Some(PUSH)
+    }
+
+    /// The DSP `TransferProcess` message.
+    pub fn dsp_json(&self) -> Json {
+        let (provider, consumer) = self.pids();
+        json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "TransferProcess",
+               "providerPid": provider, "consumerPid": consumer, "state": self.state.name()})
+    }
+
+    /// The EDC management shape, with the calls allowed now; secrets of the push destination are masked.
+    pub fn management_json(&self) -> Json {
+        let allowed = if self.state.is_terminal() { vec![] } else { machine::allowed_calls(self.role, self.state) };
+        let mut out = json!({
+            "@context": hanse_self_descriptions::dcat::management_context(),
+            "@type": "TransferProcess",
+            "@id": self.row.id,
+            "type": if self.role == Role::Provider { "PROVIDER" } else { "CONSUMER" },
+            "protocol": "dataspace-protocol-http:2025-1",
+            "state": self.state.name(),
+            "stateTimestamp": self.row.updated_at,
+            "contractId": self.agreement_id(),
+            "counterPartyId": self.row.counter_party_id,
+            "counterPartyAddress": self.row.counter_party_address,
+            "correlationId": self.row.peer_pid,
+            "transferType": self.details.format,
+            "autoComplete": self.details.auto_complete,
+            "createdAt": self.row.created_at,
+            "allowedCalls": allowed,
+            "waitingForOperator": self.held(),
+            "history": self.details.history,
+        });
+        for (key, value) in [
+            ("assetId", self.details.asset_id.as_ref().map(|v| json!(v))),
+            ("errorDetail", self.details.error.as_ref().map(|v| json!(v))),
+            ("errorCode", self.details.error_code.as_ref().map(|v| json!(v))),
+            ("decision", self.details.decision.clone()),
+            ("bytesPushed", self.details.bytes.map(|v| json!(v))),
+            ("dataDestination", self.details.destination.as_ref().map(masked)),
+        ] {
+            if let Some(value) = value {
+                out[key] = value;
+            }
+        }
+        out
+    }
+
+    /// Writes the state and details into the row.
+    fn stamp(&mut self) {
+        self.row.state = self.state.name().into();
+        self.row.body = serde_json::to_value(&self.details).unwrap_or(Json::Null);
+    }
+}
+
+/// A data address with its endpoint property values (tokens, auth codes) masked.
+fn masked(address: &Json) -> Json {
+    let mut address = address.clone();
+    if let Some(properties) = address.get_mut("endpointProperties").and_then(Json::as_array_mut) {
+        for property in properties {
+            if property.get("name").and_then(Json::as_str).is_some_and(|n| n == "authorization" || n == "authCode") {
+                property["value"] = json!("***");
+            }
+        }
+    }
+    address
+}
+
+/// A data address's endpoint property.
+pub fn endpoint_property<'a>(address: &'a Json, name: &str) -> Option<&'a str> {
+    address
+        .get("endpointProperties")?
+        .as_array()?
+        .iter()
+        .find(|p| p.get("name").and_then(Json::as_str) == Some(name))?
+        .get("value")?
+        .as_str()
+}
+
+/// What went wrong in a transfer call.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("transfer process not found")]
+    NotFound,
+    /// The provider will not transfer (no such agreement for this consumer, policy, format).
+    #[error("{reason}")]
+    Refused { code: &'static str, reason: String },
+    /// The call does not fit the state (management: 409).
+    #[error("`{call}` is not possible in state {state}; allowed now: {allowed:?}")]
+    WrongState { call: String, state: &'static str, allowed: Vec<&'static str> },
+    /// A peer's message does not fit the state (DSP: 400 with the state unchanged).
+    #[error("{0}")]
+    Illegal(String),
+    #[error("the transfer kept changing under concurrent updates; try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TransferError {
+    /// The DSP answer (`TransferError`).
+    pub fn into_dsp(self, pids: (Option<String>, Option<String>)) -> DspError {
+        let (status, code) = match &self {
+            TransferError::Invalid(_) | TransferError::Illegal(_) | TransferError::WrongState { .. } => {
+                (StatusCode::BAD_REQUEST, "BadRequest")
+            }
+            TransferError::Refused { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            TransferError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+            TransferError::Busy => (StatusCode::CONFLICT, "Busy"),
+            TransferError::Store(error) => {
+                tracing::error!(%error, "store failure in a transfer");
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            }
+        };
+        let reason = match &self {
+            TransferError::Store(_) => "the connector could not process the message".to_owned(),
+            other => other.to_string(),
+        };
+        DspError::new(DspArea::Transfer, status, code, reason).with_pids(pids.0, pids.1)
+    }
+}
+
+fn history(details: &mut Details, event: &str, state: State) {
+    details.history.push(json!({"at": now_rfc3339(), "event": event, "state": state.name()}));
+}
+
+/// A DSP transfer message; `-` leaves a pid out.
+pub fn message(kind: Message, provider_pid: &str, consumer_pid: &str, members: Json) -> Json {
+    let mut out = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": kind.type_name()});
+    if provider_pid != "-" {
+        out["providerPid"] = json!(provider_pid);
+    }
+    out["consumerPid"] = json!(consumer_pid);
+    if let (Json::Object(out), Json::Object(members)) = (&mut out, members) {
+        out.extend(members);
+    }
+    out
+}
+
+/// This side sends `kind`: the state moves, and the message is queued.
+fn send(mut transfer: Transfer, kind: Message, members: Json, outbox: &mut Vec<OutboxMessage>) -> Transfer {
+    let next = machine::next(Some(transfer.state), kind).expect("callers check the table");
+    let base = transfer.row.counter_party_address.trim_end_matches('/');
+    let peer = transfer.row.peer_pid.as_deref().unwrap_or(PEER_PID);
+    let (provider, consumer) = transfer.pids();
+    outbox.push(OutboxMessage {
+        url: format!("{base}/transfers/{peer}/{}", kind.path()),
+        message: message(kind, &provider, &consumer, members),
+        final_notice: false,
+    });
+    transfer.state = next;
+    history(&mut transfer.details, &format!("sent {}", kind.label()), next);
+    transfer
+}
+
+fn terminate(transfer: Transfer, code: &str, reason: &str, outbox: &mut Vec<OutboxMessage>) -> Transfer {
+    let mut transfer = send(transfer, Message::TransferTermination, json!({"code": code, "reason": [reason]}), outbox);
+    transfer.details.error_code = Some(code.to_owned());
+    transfer.details.error = Some(reason.to_owned());
+    transfer
+}
+
+/// What the provider found when it checked an agreement for use.
+pub struct Grant {
+    pub agreement: AgreementRow,
+    pub purpose: Option<String>,
+    /// The contract definition the agreement was made under, if still known.
+    pub definition_id: Option<String>,
+}
+
+/// Why the provider will not let the data be used.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub reason: String,
+    pub decision: Option<Json>,
+}
+
+impl Refusal {
+    fn new(code: &'static str, reason: impl Into<String>) -> Refusal {
+        Refusal { code, reason: reason.into(), decision: None }
+    }
+}
+
+/// Provider: whether `requester` may use the data of agreement `agreement_id` now — the agreement is ours, with this
+/// consumer, its dataset is still offered, and its policy permits `use` at this moment with the usage so far (plus
+/// one when `new_use`: a `count` constraint counts the use being decided).
+pub async fn check_use(
+    connector: &Shared,
+    requester: &str,
+    agreement_id: &str,
+    new_use: bool,
+) -> Result<Grant, Refusal> {
+    let unknown = || Refusal::new("AgreementNotFound", format!("there is no agreement `{agreement_id}` with you"));
+    let negotiation = match connector.store.agreement_negotiation(agreement_id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(unknown()),
+        Err(error) => {
+            tracing::error!(%error, "cannot read an agreement");
+            return Err(Refusal::new("InternalError", "the agreement cannot be read now"));
+        }
+    };
+    let purpose = negotiation.body.get("purpose").and_then(Json::as_str).map(str::to_owned);
+    let definition_id = negotiation.body.get("definitionId").and_then(Json::as_str).map(str::to_owned);
+    let agreement = crate::store::Store::agreement_of(negotiation).ok_or_else(unknown)?;
+    if agreement.provider_id != connector.config.participant.id || agreement.consumer_id != requester {
+        return Err(unknown());
+    }
+    if connector.catalogue.asset(&agreement.asset_id).is_none() {
+        return Err(Refusal::new("DatasetGone", format!("dataset `{}` is no longer offered", agreement.asset_id)));
+    }
+    let policy = Policy::from_json(&agreement.policy)
+        .map_err(|e| Refusal::new("AgreementUnreadable", format!("the agreement's policy cannot be read: {e}")))?;
+    let usage = connector.store.usage(agreement_id).await.unwrap_or_default();
+    let mut context = RequestContext::new(requester, Utc::now());
+    context.purpose = purpose.clone();
+    context.agreed_at = DateTime::from_timestamp_millis(agreement.signed_at);
+    context.usage_count = usage.pulls.max(0) as u64 + u64::from(new_use);
+    if policy.uses_claims() {
+        let expiry = Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
+        let claims = connector.identity.claims_of(requester, expiry).await;
+        context.claims = claims.claims.clone();
+        context.credential_types = claims.credential_types.clone();
+    }
+    if !hanse_policy::permits(&policy, "use", &context) {
+        let decision = hanse_policy::evaluate(&policy, "use", &context);
+        return Err(Refusal {
+            code: "PolicyDenied",
+            reason: format!("the agreement does not permit using the data now: {}", decision.reason),
+            decision: Some(serde_json::to_value(&decision).unwrap_or(Json::Null)),
+        });
+    }
+    Ok(Grant { agreement, purpose, definition_id })
+}
+
+/// Provider: the DSP data address of a pull transfer for its current epoch, with a fresh access token.
+pub fn data_address(connector: &Shared, transfer: &Transfer) -> Json {
+    let lifetime = chrono::Duration::seconds(connector.config.dataplane.token_lifetime_seconds as i64);
+    let now = Utc::now();
+    let access = Access {
+        transfer_id: transfer.row.id.clone(),
+        agreement_id: transfer.agreement_id().to_owned(),
+        consumer: transfer.row.counter_party_id.clone(),
+        epoch: transfer.details.epoch,
+        expires_at: now + lifetime,
+    };
+    let token = crate::dataplane::token::issue(connector.identity.keys(), &access, now);
+    let endpoint = crate::dataplane::endpoint(&connector.public_url, &transfer.row.id);
+    let property = |name: &str, value: String| json!({"@type": "EndpointProperty", "name": name, "value": value});
+    json!({
+        "@type": "DataAddress",
+        "endpointType": HTTP_ENDPOINT,
+        "endpoint": endpoint,
+        "endpointProperties": [
+            property("authorization", token),
+            property("authType", "bearer".into()),
+            property("expiresAt", access.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            property("refreshEndpoint", format!("{endpoint}/token")),
+        ],
+    })
+}
+
+/// Provider: start (or restart) the transfer — a new epoch, and for pull a data address.
+fn provider_start(connector: &Shared, mut transfer: Transfer, outbox: &mut Vec<OutboxMessage>) -> Transfer {
+    transfer.details.epoch += 1;
+    let members =
+        if transfer.is_push() { json!({}) } else { json!({"dataAddress": data_address(connector, &transfer)}) };
+    send(transfer, Message::TransferStart, members, outbox)
+}
+
+/// Checks the members a message needs (the official schemas' required fields).
+fn check_fields(kind: Message, message: &Json) -> Result<(), TransferError> {
+    let required = |field| crate::process::required(message, field).map(|_| ()).map_err(TransferError::Invalid);
+    required("consumerPid")?;
+    match kind {
+        Message::TransferRequest => {
+            required("agreementId")?;
+            required("format")?;
+            required("callbackAddress")?;
+        }
+        _ => required("providerPid")?,
+    }
+    if let Some(address) = message.get("dataAddress")
+        && (!address.is_object() || address.get("endpointType").and_then(Json::as_str).is_none())
+    {
+        return Err(TransferError::Invalid("dataAddress must be a DataAddress with an endpointType".into()));
+    }
+    Ok(())
+}
+
+/// Writes a transfer (new when `expected_version` is `None`) with what becomes of its pending message, hands a sent
+/// message to the dispatcher, and starts a push the write begins. `Ok(false)`: someone changed it first.
+async fn write(
+    connector: &Shared,
+    transfer: &mut Transfer,
+    expected_version: Option<i64>,
+    outbox: &[OutboxMessage],
+    otherwise: Outgoing<'_>,
+) -> Result<bool, TransferError> {
+    transfer.stamp();
+    let outgoing = outbox.last().map_or(otherwise, Outgoing::Send);
+    match connector.store.write_process(ProcessKind::Transfer, &transfer.row, expected_version, outgoing).await? {
+        Some(handed) => {
+            connector.dispatcher.hand(handed);
+            if transfer.role == Role::Provider && transfer.is_push() {
+                if transfer.state == State::Started && !transfer.details.pushed {
+                    crate::dataplane::spawn_push(connector.clone(), transfer.row.id.clone());
+                } else if transfer.state != State::Started {
+                    connector.dataplane.stop_push(&transfer.row.id);
+                }
+            }
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Applies a message from `requester`. `local_pid` is the transfer the URL names (`None` for
+/// `POST /transfers/request`, which starts one on the provider).
+pub async fn receive(
+    connector: &Shared,
+    verified: &Verified,
+    local_pid: Option<&str>,
+    message: Json,
+) -> Result<Answer, TransferError> {
+    let requester = verified.participant.as_str();
+    let type_name = message.get("@type").and_then(Json::as_str).unwrap_or_default();
+    let kind = Message::from_type(type_name)
+        .ok_or_else(|| TransferError::Invalid(format!("@type {type_name:?} is not a transfer message")))?;
+    check_fields(kind, &message)?;
+    let message_digest = digest(&message);
+    for _ in 0..8 {
+        let existing = match local_pid {
+            Some(pid) => {
+                let transfer =
+                    Transfer::from_row(connector.store.transfer(pid).await?.ok_or(TransferError::NotFound)?)?;
+                if !crate::process::addressed_to(&transfer.row, transfer.role, requester, &message) {
+                    return Err(TransferError::NotFound);
+                }
+                Some(transfer)
+            }
+            None => {
+                let consumer_pid = crate::process::required(&message, "consumerPid").map_err(TransferError::Invalid)?;
+                match connector
+                    .store
+                    .process_by_peer(ProcessKind::Transfer, "provider", requester, consumer_pid)
+                    .await?
+                {
+                    Some(row) => Some(Transfer::from_row(row)?),
+                    None => None,
+                }
+            }
+        };
+        if let Some(answer) = existing.as_ref().and_then(|t| crate::process::redelivered(&t.row, &message_digest)) {
+            return Ok(answer);
+        }
+        if existing.is_some() && local_pid.is_none() {
+            return Err(TransferError::Illegal(
+                "a transfer with this consumerPid already exists; continue it at its own address".into(),
+            ));
+        }
+        let role = existing.as_ref().map_or(Role::Provider, |t| t.role);
+        let state = existing.as_ref().map(|t| t.state);
+        if !machine::may_receive(role, state, kind) {
+            return Err(TransferError::Illegal(match state {
+                Some(state) => {
+                    format!("a {} is not accepted in state {} by the {}", kind.label(), state.name(), role.name())
+                }
+                None => format!("a {} cannot start a transfer with the {}", kind.label(), role.name()),
+            }));
+        }
+        let next_state = machine::next(state, kind).expect("checked by may_receive");
+        let initial = existing.is_none();
+        let mut transfer = match existing {
+            Some(transfer) => transfer,
+            None => requested(connector, requester, &message).await?,
+        };
+        let expected_version = (!initial).then_some(transfer.row.version);
+        if transfer.row.peer_pid.is_none() {
+            transfer.row.peer_pid = message.get("providerPid").and_then(Json::as_str).map(str::to_owned);
+        }
+        transfer.state = next_state;
+        history(&mut transfer.details, &format!("received {}", kind.label()), next_state);
+        let mut outbox = Vec::new();
+        match (role, kind) {
+            (Role::Consumer, Message::TransferStart) => {
+                transfer.details.edr_stale = false;
+                match message.get("dataAddress") {
+                    Some(address) => transfer.details.edr = Some(address.clone()),
+                    None if transfer.details.format.as_deref() == Some(PULL) && transfer.details.auto_complete => {
+                        transfer = terminate(
+                            transfer,
+                            "NoDataAddress",
+                            "the start message of a pull transfer carries no data address",
+                            &mut outbox,
+                        );
+                    }
+                    None => {}
+                }
+            }
+            (Role::Consumer, Message::TransferSuspension) => transfer.details.edr_stale = true,
+            (Role::Provider, Message::TransferStart) => transfer.details.epoch += 1,
+            (_, Message::TransferTermination | Message::TransferSuspension) => {
+                (transfer.details.error_code, transfer.details.error) = crate::process::code_and_reason(&message);
+            }
+            _ => {}
+        }
+        // The provider starts a new transfer at once, unless its operator releases it by hand.
+        if initial && !transfer.details.manual {
+            transfer = provider_start(connector, transfer, &mut outbox);
+        } else if initial {
+            history(&mut transfer.details, "waiting for the operator to start", transfer.state);
+        }
+        let answer = if initial {
+            let mut received = transfer.clone();
+            received.state = next_state;
+            Answer { status: StatusCode::CREATED, body: Some(received.dsp_json()) }
+        } else {
+            Answer { status: StatusCode::OK, body: None }
+        };
+        transfer.row.last_received = Some(message_digest.clone());
+        transfer.row.last_answer = Some(answer.to_json());
+        // A legal message from the peer proves it received what this side sent before: that message is done.
+        match write(connector, &mut transfer, expected_version, &outbox, Outgoing::Clear).await {
+            Ok(true) => {
+                tracing::info!(transfer = %transfer.row.id, role = role.name(), message = kind.label(), state = transfer.state.name(), "transfer message applied");
+                return Ok(answer);
+            }
+            Ok(false) => continue,
+            Err(TransferError::Store(StoreError::Conflict { .. })) if initial => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(TransferError::Busy)
+}
+
+/// Provider: a new transfer for a consumer's request, after every check; refused requests leave nothing behind.
+async fn requested(connector: &Shared, requester: &str, message: &Json) -> Result<Transfer, TransferError> {
+    let text = |field| crate::process::required(message, field).map_err(TransferError::Invalid);
+    let (consumer_pid, agreement_id, format, callback) =
+        (text("consumerPid")?, text("agreementId")?, text("format")?, text("callbackAddress")?);
+    if !FORMATS.contains(&format) {
+        return Err(TransferError::Refused {
+            code: "UnsupportedFormat",
+            reason: format!("format `{format}` is not offered; the distributions offer {}", FORMATS.join(" and ")),
+        });
+    }
+    let destination = message.get("dataAddress").cloned();
+    if format == PUSH && destination.as_ref().and_then(|d| d.get("endpoint")).and_then(Json::as_str).is_none() {
+        return Err(TransferError::Invalid("an HttpData-PUSH request needs dataAddress.endpoint".into()));
+    }
+    let grant = check_use(connector, requester, agreement_id, true).await.map_err(|refusal| {
+        tracing::info!(requester, agreement = agreement_id, code = refusal.code, reason = %refusal.reason, "transfer refused");
+        TransferError::Refused { code: refusal.code, reason: refusal.reason }
+    })?;
+    let mut transfer = Transfer::new(Role::Provider, Some(consumer_pid), requester, callback, agreement_id);
+    transfer.details = Details {
+        asset_id: Some(grant.agreement.asset_id.clone()),
+        format: Some(format.to_owned()),
+        destination: if format == PUSH { destination } else { None },
+        manual: grant
+            .definition_id
+            .and_then(|id| connector.catalogue.definition(&id))
+            .is_some_and(|d| d.value.manual_start),
+        purpose: grant.purpose,
+        ..Details::default()
+    };
+    Ok(transfer)
+}
+
+/// The transfer `pid`, if `requester` is its counter-party (DSP `GET /transfers/{pid}`).
+pub async fn get_for_peer(connector: &Shared, requester: &str, pid: &str) -> Result<Transfer, TransferError> {
+    let transfer = get(connector, pid).await?;
+    if transfer.row.counter_party_id != requester {
+        return Err(TransferError::NotFound);
+    }
+    Ok(transfer)
+}
+
+/// A transfer by id (management).
+pub async fn get(connector: &Shared, id: &str) -> Result<Transfer, TransferError> {
+    Ok(Transfer::from_row(connector.store.transfer(id).await?.ok_or(TransferError::NotFound)?)?)
+}
+
+/// Every transfer (management).
+pub async fn all(connector: &Shared) -> Result<Vec<Transfer>, TransferError> {
+    connector
+        .store
+        .processes(ProcessKind::Transfer)
+        .await?
+        .into_iter()
+        .map(|row| Transfer::from_row(row).map_err(Into::into))
+        .collect()
+}
+
+/// What a consumer asks for to start a transfer.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The provider's DSP base (the 2025-1 endpoint).
+    pub provider_address: String,
+    pub agreement: AgreementRow,
+    pub format: String,
+    /// Push: where the provider sends the data (a DSP `DataAddress`).
+    pub destination: Option<Json>,
+    pub auto_complete: bool,
+}
+
+/// Starts a transfer as consumer: the row and the request, in one statement.
+pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, TransferError> {
+    let mut transfer =
+        Transfer::new(Role::Consumer, None, &start.agreement.provider_id, &start.provider_address, &start.agreement.id);
+    transfer.details = Details {
+        asset_id: Some(start.agreement.asset_id.clone()),
+        format: Some(start.format.clone()),
+        destination: start.destination.clone(),
+        auto_complete: start.auto_complete,
+        ..Details::default()
+    };
+    let mut members = Map::new();
+    members.insert("agreementId".into(), json!(start.agreement.id));
+    members.insert("format".into(), json!(start.format));
+    members.insert("callbackAddress".into(), json!(connector.catalogue.service.endpoint_url));
+    if let Some(destination) = &start.destination {
+        members.insert("dataAddress".into(), destination.clone());
+    }
+    let request = OutboxMessage {
+        url: format!("{}/transfers/request", transfer.row.counter_party_address),
+        message: message(Message::TransferRequest, "-", &transfer.row.id, Json::Object(members)),
+        final_notice: false,
+    };
+    history(&mut transfer.details, "sent transfer request", State::Requested);
+    write(connector, &mut transfer, None, &[request], Outgoing::Keep).await?;
+    get(connector, &transfer.row.id).await
+}
+
+/// An operator's call on a transfer (`start`, `suspend`, `resume`, `complete`, `terminate`).
+pub async fn call(connector: &Shared, id: &str, call: &str, body: &Json) -> Result<Transfer, TransferError> {
+    for _ in 0..8 {
+        let transfer = get(connector, id).await?;
+        let kind =
+            machine::call_message(transfer.role, transfer.state, call).ok_or_else(|| TransferError::WrongState {
+                call: call.to_owned(),
+                state: transfer.state.name(),
+                allowed: if transfer.state.is_terminal() {
+                    vec![]
+                } else {
+                    machine::allowed_calls(transfer.role, transfer.state)
+                },
+            })?;
+        let version = transfer.row.version;
+        let reason = body.get("reason").and_then(Json::as_str);
+        let mut outbox = Vec::new();
+        let mut next = match (transfer.role, kind) {
+            (Role::Provider, Message::TransferStart) => {
+                if transfer.state == State::Requested {
+                    // The operator releases the data: the agreement must still permit it.
+                    if let Err(refusal) =
+                        check_use(connector, &transfer.row.counter_party_id, transfer.agreement_id(), true).await
+                    {
+                        let mut refused = terminate(transfer, refusal.code, &refusal.reason, &mut outbox);
+                        refused.details.decision = refusal.decision;
+                        refused
+                    } else {
+                        provider_start(connector, transfer, &mut outbox)
+                    }
+                } else {
+                    provider_start(connector, transfer, &mut outbox)
+                }
+            }
+            (_, Message::TransferTermination) => {
+                terminate(transfer, "Terminated", reason.unwrap_or("terminated by the operator"), &mut outbox)
+            }
+            (_, Message::TransferSuspension) => {
+                let reason = reason.unwrap_or("suspended by the operator");
+                let mut next = send(transfer, kind, json!({"code": "Suspended", "reason": [reason]}), &mut outbox);
+                next.details.edr_stale = true;
+                next
+            }
+            (Role::Consumer, Message::TransferStart) => {
+                let mut next = send(transfer, kind, json!({}), &mut outbox);
+                next.details.edr_stale = true;
+                next
+            }
+            (_, kind) => send(transfer, kind, json!({}), &mut outbox),
+        };
+        if write(connector, &mut next, Some(version), &outbox, Outgoing::Keep).await? {
+            tracing::info!(transfer = id, call, state = next.state.name(), "operator call applied");
+            return get(connector, id).await;
+        }
+    }
+    Err(TransferError::Busy)
+}
+
+/// Ends a transfer on this side (a delivery failure, a failed push, an agreement that no longer permits use), and
+/// tells the peer once.
+pub async fn terminate_after_failure(connector: &Shared, id: &str, reason: &str) -> Result<(), TransferError> {
+    end(connector, id, "DeliveryFailed", reason, true).await
+}
+
+/// Provider: a push finished. Delivered data completes the transfer; a failure terminates it.
+pub async fn push_finished(connector: &Shared, id: &str, outcome: Result<u64, String>) -> Result<(), TransferError> {
+    for _ in 0..8 {
+        let mut transfer = get(connector, id).await?;
+        if transfer.state != State::Started {
+            return Ok(());
+        }
+        let version = transfer.row.version;
+        let mut outbox = Vec::new();
+        let mut next = match &outcome {
+            Ok(bytes) => {
+                transfer.details.pushed = true;
+                transfer.details.bytes = Some(*bytes);
+                send(transfer, Message::TransferCompletion, json!({}), &mut outbox)
+            }
+            Err(reason) => terminate(transfer, "PushFailed", reason, &mut outbox),
+        };
+        if write(connector, &mut next, Some(version), &outbox, Outgoing::Keep).await? {
+            return Ok(());
+        }
+    }
+    Err(TransferError::Busy)
+}
+
+/// Ends the transfer with `code` and `reason`; `final_notice` marks the message as a last notice never followed up.
+pub async fn end(
+    connector: &Shared,
+    id: &str,
+    code: &str,
+    reason: &str,
+    final_notice: bool,
+) -> Result<(), TransferError> {
+    for _ in 0..8 {
+        let transfer = get(connector, id).await?;
+        if transfer.state.is_terminal() {
+            return Ok(());
+        }
+        let version = transfer.row.version;
+        let mut outbox = Vec::new();
+        let mut next = terminate(transfer, code, reason, &mut outbox);
+        for message in &mut outbox {
+            message.final_notice = final_notice;
+        }
+        if write(connector, &mut next, Some(version), &outbox, Outgoing::Clear).await? {
+            tracing::warn!(transfer = id, code, reason, "transfer terminated");
+            return Ok(());
+        }
+    }
+    Err(TransferError::Busy)
+}
+
+/// Consumer: record a refreshed data address.
+pub async fn store_edr(connector: &Shared, id: &str, address: Json) -> Result<Transfer, TransferError> {
+    for _ in 0..8 {
+        let mut transfer = get(connector, id).await?;
+        let version = transfer.row.version;
+        transfer.details.edr = Some(address.clone());
+        transfer.details.edr_stale = false;
+        if write(connector, &mut transfer, Some(version), &[], Outgoing::Keep).await? {
+            return Ok(transfer);
+        }
+    }
+    Err(TransferError::Busy)
+}
+
+/// Consumer: forget the data address (EDC `DELETE /edrs/{id}`).
+pub async fn forget_edr(connector: &Shared, id: &str) -> Result<(), TransferError> {
+    for _ in 0..8 {
+        let mut transfer = get(connector, id).await?;
+        if transfer.details.edr.is_none() {
+            return Err(TransferError::NotFound);
+        }
+        let version = transfer.row.version;
+        transfer.details.edr = None;
+        if write(connector, &mut transfer, Some(version), &[], Outgoing::Keep).await? {
+            return Ok(());
+        }
+    }
+    Err(TransferError::Busy)
+}
+
+/// Provider, at start-up: pushes that a stop interrupted run again.
+pub async fn resume_pushes(connector: &Shared) {
+    match all(connector).await {
+        Ok(transfers) => {
+            for transfer in transfers {
+                if transfer.role == Role::Provider
+                    && transfer.state == State::Started
+                    && transfer.is_push()
+                    && !transfer.details.pushed
+                {
+                    tracing::info!(transfer = %transfer.row.id, "resuming an interrupted push");
+                    crate::dataplane::spawn_push(connector.clone(), transfer.row.id.clone());
+                }
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot look for interrupted pushes"),
+    }
+}
