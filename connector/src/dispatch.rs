@@ -179,6 +179,11 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
                 tracing::error!(%error, "cannot record a delivery (the message will be sent again)");
             }
             tracing::debug!(process = %message.process_id, url = %message.url, "delivered");
+            if message.kind == ProcessKind::Transfer
+                && message.message.get("@type").and_then(Json::as_str) == Some("TransferStartMessage")
+            {
+                crate::transfer::start_delivered(state, &message.process_id).await;
+            }
         }
         Outcome::NotYet => {
             let _ = state.store.retry_outgoing(&message, chrono::Utc::now().timestamp_millis() + 200).await;

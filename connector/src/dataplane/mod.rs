@@ -441,11 +441,24 @@ async fn push(state: &Shared, id: &str) -> Result<u64, String> {
         };
         request = request.header(name, value);
     }
-    let response = request.send().await.map_err(|e| format!("the push destination cannot be reached: {e}"))?;
+    let response =
+        request.send().await.map_err(|e| format!("the push destination cannot be reached: {}", error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(format!("the push destination answered HTTP {}", response.status().as_u16()));
     }
     Ok(sent.load(Ordering::Relaxed))
+}
+
+/// An error with its causes, for reasons a person reads.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The data plane's routes on the public listener.

@@ -5,8 +5,8 @@
 //! The provider grants a transfer only under an agreement it made with exactly this consumer, for a dataset it still
 //! offers, whose policy permits `use` now ([`check_use`]; the same check guards every data plane request). It starts
 //! at once unless the contract definition requires a manual start. A pull start carries a data address with a
-//! short-lived access token ([`crate::dataplane`]); a push start makes the provider stream the data to the consumer's
-//! endpoint and complete.
+//! short-lived access token ([`crate::dataplane`]); once a push start is delivered, the provider streams the data to
+//! the consumer's endpoint and completes (never before: the consumer must be STARTED to accept the completion).
 
 pub mod machine;
 
@@ -428,12 +428,10 @@ async fn write(
     match connector.store.write_process(ProcessKind::Transfer, &transfer.row, expected_version, outgoing).await? {
         Some(handed) => {
             connector.dispatcher.hand(handed);
-            if transfer.role == Role::Provider && transfer.is_push() {
-                if transfer.state == State::Started && !transfer.details.pushed {
-                    crate::dataplane::spawn_push(connector.clone(), transfer.row.id.clone());
-                } else if transfer.state != State::Started {
-                    connector.dataplane.stop_push(&transfer.row.id);
-                }
+            // A push starts once the consumer has the start message (see [`start_delivered`]); it stops at once when
+            // the transfer leaves STARTED.
+            if transfer.role == Role::Provider && transfer.is_push() && transfer.state != State::Started {
+                connector.dataplane.stop_push(&transfer.row.id);
             }
             Ok(true)
         }
@@ -766,6 +764,10 @@ pub async fn end(
         for message in &mut outbox {
             message.final_notice = final_notice;
         }
+        // A peer that never answered our request has no process to tell.
+        if next.row.peer_pid.is_none() {
+            outbox.clear();
+        }
         if write(connector, &mut next, Some(version), &outbox, Outgoing::Clear).await? {
             tracing::warn!(transfer = id, code, reason, "transfer terminated");
             return Ok(());
@@ -802,6 +804,22 @@ pub async fn forget_edr(connector: &Shared, id: &str) -> Result<(), TransferErro
         }
     }
     Err(TransferError::Busy)
+}
+
+/// Provider: the consumer has the start message of transfer `id`; a push transfer now sends its data.
+pub async fn start_delivered(connector: &Shared, id: &str) {
+    match get(connector, id).await {
+        Ok(transfer)
+            if transfer.role == Role::Provider
+                && transfer.state == State::Started
+                && transfer.is_push()
+                && !transfer.details.pushed =>
+        {
+            crate::dataplane::spawn_push(connector.clone(), transfer.row.id.clone());
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, transfer = id, "cannot read a transfer after its start was delivered"),
+    }
 }
 
 /// Provider, at start-up: pushes that a stop interrupted run again.
