@@ -16,7 +16,8 @@ Examples:
   hanse init --dir ./hospital-a           write hanse.toml, a participant key and development TLS files
   hanse run --config ./hospital-a/hanse.toml
   HANSE_MANAGEMENT_API_KEY=... hanse run  override any key with HANSE_<SECTION>_<KEY>
-  hanse --log-format json run             one JSON object per log line";
+  hanse --log-format json run             one JSON object per log line
+  hanse fetch --agreement ID --out FILE   download an agreement's data through this connector";
 
 /// Hanse: a sovereign data space connector (DSP 2025-1, ODRL, DCAT / HealthDCAT-AP, Gaia-X).
 #[derive(Debug, Parser)]
@@ -50,6 +51,33 @@ pub enum Command {
     /// The participant's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Download the data of an agreement through this connector: start a pull transfer, show progress, resume after
+    /// interruptions, verify the provider's SHA-256, complete the transfer.
+    #[command(
+        after_help = "Examples:\n  hanse fetch --agreement urn:uuid:5c1e... --out cohort.csv\n  hanse fetch --config consumer/hanse.toml --agreement urn:uuid:5c1e... --out cohort.csv\n  hanse fetch --management-url http://127.0.0.1:19193 --api-key $KEY --agreement urn:uuid:5c1e... --out cohort.csv"
+    )]
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub config: RunArgs,
+    /// The contract agreement (its id) the data is fetched under.
+    #[arg(long)]
+    pub agreement: String,
+    /// Where to write the data (`FILE.part` while downloading; an interrupted run resumes from it).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The connector's management API (default: from the configuration).
+    #[arg(long)]
+    pub management_url: Option<String>,
+    /// The management API key (default: from the configuration).
+    #[arg(long, env = "HANSE_MANAGEMENT_API_KEY")]
+    pub api_key: Option<String>,
+    /// How long to wait for the provider to start the transfer (its operator may have to release it).
+    #[arg(long, default_value_t = 600)]
+    pub wait_seconds: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +235,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(demo::run(args.keep_running))
         }
         Command::Credentials(command) => runtime()?.block_on(credentials(command)),
+        Command::Fetch(args) => {
+            telemetry::init("warn", cli.log_format.unwrap_or_default());
+            let (management_url, api_key) = match (args.management_url, args.api_key) {
+                (Some(url), Some(key)) => (url, key),
+                (url, key) => {
+                    let config = Config::load(&args.config.config)?;
+                    let url = url.unwrap_or_else(|| format!("http://{}", config.management.bind));
+                    (url, key.unwrap_or(config.management.api_key))
+                }
+            };
+            let options = crate::fetch::FetchOptions {
+                management_url,
+                api_key,
+                agreement: args.agreement,
+                out: args.out,
+                start_timeout: std::time::Duration::from_secs(args.wait_seconds),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let report = runtime()?.block_on(crate::fetch::fetch(&options))?;
+            println!(
+                "Fetched {} bytes into {} (sha-256 {}, transfer {}{})",
+                report.bytes,
+                options.out.display(),
+                report.sha256,
+                report.transfer_id,
+                if report.resumptions > 0 { format!(", resumed {} times", report.resumptions) } else { String::new() }
+            );
+            Ok(())
+        }
         Command::Keys(KeysCommand::Rotate { config }) => {
             let config = Config::load(&config.config)?;
             let retired = crate::identity::keys::rotate(&config.participant.key_file)?;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dataplane;
 pub mod demo;
 pub mod dispatch;
+pub mod fetch;
 pub mod identity;
 pub mod init;
 pub mod management;

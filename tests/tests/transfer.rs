@@ -599,3 +599,42 @@ async fn a_manual_start_waits_for_the_operator_and_illegal_messages_change_nothi
     );
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanse_fetch_resumes_a_partial_download_verifies_it_and_refuses_a_corrupted_one() {
+    let federation = Federation::with_hospitals(2).await;
+    let data = synthetic(8 * MIB, 3);
+    let source = file_source(&federation.connectors[0], "fetch.bin", &data);
+    let agreement = agreed(&federation, "fetched", source, research_terms(), false).await;
+    let consumer = federation.management(1);
+    let dir = tempfile::tempdir().unwrap();
+    let options = |name: &str| hanse::fetch::FetchOptions {
+        management_url: consumer.base.clone(),
+        api_key: consumer.api_key.clone(),
+        agreement: agreement.clone(),
+        out: dir.path().join(name),
+        start_timeout: std::time::Duration::from_secs(30),
+        progress: false,
+    };
+
+    // An earlier run stopped after 3 MiB: the fetch goes on from there.
+    std::fs::write(dir.path().join("cohort.bin.part"), &data[..3 * MIB]).unwrap();
+    let report = hanse::fetch::fetch(&options("cohort.bin")).await.expect("fetch");
+    assert_eq!((report.bytes, report.sha256.as_str()), (data.len() as u64, sha256_hex(&data).as_str()));
+    assert_eq!(std::fs::read(dir.path().join("cohort.bin")).unwrap(), data);
+    assert!(!dir.path().join("cohort.bin.part").exists());
+    wait_for_transfer(&consumer, &report.transfer_id, "COMPLETED").await;
+
+    // A part that is not the provider's data fails the digest check, and nothing is kept.
+    std::fs::write(dir.path().join("bad.bin.part"), vec![0u8; 3 * MIB]).unwrap();
+    let error = hanse::fetch::fetch(&options("bad.bin")).await.unwrap_err().to_string();
+    assert!(error.contains("does not match the provider's digest"), "{error}");
+    assert!(!dir.path().join("bad.bin").exists() && !dir.path().join("bad.bin.part").exists());
+
+    // An unknown agreement is refused before anything is written.
+    let mut unknown = options("none.bin");
+    unknown.agreement = "urn:uuid:unknown".into();
+    let error = hanse::fetch::fetch(&unknown).await.unwrap_err().to_string();
+    assert!(error.contains("no agreement"), "{error}");
+    federation.shutdown().await;
+}

@@ -200,14 +200,17 @@ pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Resp
 
 #[derive(serde::Deserialize)]
 pub struct RefreshQuery {
+    /// EDC: refresh when the address is about to expire (default true).
     auto_refresh: Option<bool>,
+    /// Hanse: refresh now (e.g. after the provider refused the token).
+    refresh: Option<bool>,
 }
 
 /// Seconds before expiry at which a data address is refreshed on read.
 const REFRESH_MARGIN_SECONDS: i64 = 60;
 
 /// `GET /management/v3/edrs/{transferProcessId}/dataaddress`: the data address, refreshed from the provider when it
-/// is stale or about to expire (unless `auto_refresh=false`).
+/// is stale or about to expire (unless `auto_refresh=false`), or always with `refresh=true`.
 pub async fn edr_data_address(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -224,7 +227,8 @@ pub async fn edr_data_address(
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.timestamp());
     let expiring = expires.is_none_or(|t| t - chrono::Utc::now().timestamp() < REFRESH_MARGIN_SECONDS);
-    if query.auto_refresh.unwrap_or(true) && (transfer.details.edr_stale || expiring) {
+    let due = query.auto_refresh.unwrap_or(true) && (transfer.details.edr_stale || expiring);
+    if query.refresh.unwrap_or(false) || due {
         transfer = refresh_edr(&state, &transfer, &address).await?;
     }
     let address = transfer.details.edr.clone().unwrap_or(address);
