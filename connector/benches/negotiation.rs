@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::routing::post;
-use hanse::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
 use hanse::negotiation::machine::State as NegotiationState;
 use hanse::negotiation::{self, Start};
 use hanse::server::RunningConnector;
@@ -50,28 +49,9 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
     let provider = connector(provider_dir.path()).await;
     let consumer = connector(consumer_dir.path()).await;
     let (p, c) = (provider.state.clone(), consumer.state.clone());
-    let asset = Asset::from_body(&json!({"@id": "cohort", "properties": {"title": "Cohort"}, "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/c"}}), &p.catalogue.service.file_root).unwrap();
-    p.catalogue.create_asset(&p.store, asset).await.unwrap();
-    let policy = PolicyDefinition::from_body(&json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]}}), chrono::Utc::now()).unwrap();
-    p.catalogue.create_policy(&p.store, policy).await.unwrap();
-    let definition =
-        ContractDefinition::from_body(&json!({"@id": "cd", "accessPolicyId": "open", "contractPolicyId": "open"}))
-            .unwrap();
-    p.catalogue.create_definition(&p.store, definition).await.unwrap();
-    let offer_id = {
-        let page = p.catalogue.page(
-            &hanse_policy::RequestContext::new(c.config.participant.id.clone(), chrono::Utc::now()),
-            None,
-            None,
-            1,
-            &Default::default(),
-        );
-        let dataset: serde_json::Value = serde_json::from_str(&page.datasets[0]).unwrap();
-        dataset["hasPolicy"][0].clone()
-    };
-    let mut offer = offer_id;
-    offer["target"] = json!("cohort");
-    offer["assigner"] = json!(p.config.participant.id);
+    let asset = json!({"@id": "cohort", "properties": {"title": "Cohort"},
+                       "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/c"}});
+    let offer = support::offer(&p, &c.config.participant.id, asset, false).await;
     let mut events = c.negotiation_events.subscribe();
     let permits = Arc::new(Semaphore::new(in_flight));
     let started_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();

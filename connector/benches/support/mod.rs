@@ -1,4 +1,6 @@
 //! Measurement helpers shared by the benchmarks.
+// Each benchmark compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -17,4 +19,38 @@ pub fn rss_mb(field: &str) -> f64 {
 /// The `p` percentile of sorted durations, in milliseconds.
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// The provider offers `asset` (an EDC asset body) to everyone under an open policy (`manual_start` as given); answers
+/// the offer as `consumer` sees it in the catalogue, ready for a contract request.
+pub async fn offer(
+    p: &hanse::server::Shared,
+    consumer: &str,
+    asset: serde_json::Value,
+    manual_start: bool,
+) -> serde_json::Value {
+    use hanse::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
+    use serde_json::json;
+    let asset = Asset::from_body(&asset, &p.catalogue.service.file_root).unwrap();
+    let id = asset.id.clone();
+    p.catalogue.create_asset(&p.store, asset).await.unwrap();
+    let policy = PolicyDefinition::from_body(&json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]}}), chrono::Utc::now()).unwrap();
+    p.catalogue.create_policy(&p.store, policy).await.unwrap();
+    let definition = ContractDefinition::from_body(
+        &json!({"@id": "cd", "accessPolicyId": "open", "contractPolicyId": "open", "manualStart": manual_start}),
+    )
+    .unwrap();
+    p.catalogue.create_definition(&p.store, definition).await.unwrap();
+    let page = p.catalogue.page(
+        &hanse_policy::RequestContext::new(consumer.to_owned(), chrono::Utc::now()),
+        None,
+        None,
+        1,
+        &Default::default(),
+    );
+    let dataset: serde_json::Value = serde_json::from_str(&page.datasets[0]).unwrap();
+    let mut offer = dataset["hasPolicy"][0].clone();
+    offer["target"] = json!(id);
+    offer["assigner"] = json!(p.config.participant.id);
+    offer
 }
