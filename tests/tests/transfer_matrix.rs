@@ -120,7 +120,7 @@ async fn the_provider_accepts_only_what_the_transfer_table_allows_in_every_state
             checked += 1;
         }
     }
-    assert!(checked >= 15, "{checked} refusals checked");
+    assert_eq!(checked, 19, "every message the table forbids the provider, in every state");
 
     // Everything the provider sent to the consumer's callback address is valid DSP, start messages included.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -135,6 +135,176 @@ async fn the_provider_accepts_only_what_the_transfer_table_allows_in_every_state
         assert_eq!(start["dataAddress"]["endpointType"], "https://w3id.org/idsa/v4.1/HTTP");
     }
     for message in &received {
+        assert_valid_dsp(message);
+    }
+    federation.shutdown().await;
+}
+
+/// A provider's DSP endpoint that answers first requests with its own pid and accepts every later message.
+async fn provider_listener() -> (TestParticipant, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let sink = received.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
+        let sink = sink.clone();
+        async move {
+            let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            sink.lock().unwrap().push(message.clone());
+            let pid = format!("urn:uuid:provider-of-{}", message["consumerPid"].as_str().unwrap_or("?"));
+            let created = |kind: &str| {
+                json!({"@context": [CONTEXT], "@type": kind, "providerPid": pid, "consumerPid": message["consumerPid"],
+                       "state": "REQUESTED"})
+            };
+            if uri.path().ends_with("/negotiations/request") {
+                (axum::http::StatusCode::CREATED, axum::Json(created("ContractNegotiation")))
+            } else if uri.path().ends_with("/transfers/request") {
+                (axum::http::StatusCode::CREATED, axum::Json(created("TransferProcess")))
+            } else {
+                (axum::http::StatusCode::OK, axum::Json(Value::Null))
+            }
+        }
+    });
+    (TestParticipant::serving(app).await, received)
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_accepts_only_what_the_transfer_table_allows_in_every_state() {
+    let federation = Federation::with_hospitals(1).await;
+    let consumer = federation.management(0);
+    let me = federation.connectors[0].participant_id().to_owned();
+    let base = format!("{}/protocol/2025-1", federation.connectors[0].public_url());
+    let (provider, received) = provider_listener().await;
+    let provider = &provider;
+    let provider_url = format!("{}/protocol/2025-1", provider.url);
+
+    // An agreement: the consumer requests, the (raw) provider agrees and finalizes.
+    let terms = json!({"@type": "Offer", "@id": "urn:tck:offer", "target": "tck", "assigner": provider.did,
+                       "permission": [{"action": "use"}]});
+    let negotiation = consumer
+        .post(
+            "/management/v3/contractnegotiations",
+            &json!({"counterPartyAddress": provider_url, "counterPartyId": provider.did,
+                    "protocol": "dataspace-protocol-http:2025-1", "policy": terms}),
+        )
+        .await
+        .body["@id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let provider_negotiation = format!("urn:uuid:provider-of-{negotiation}");
+    until("the provider's negotiation pid", async || {
+        consumer.get(&format!("/management/v3/contractnegotiations/{negotiation}")).await.body["correlationId"]
+            == provider_negotiation.as_str()
+    })
+    .await;
+    let pids = json!({"providerPid": provider_negotiation, "consumerPid": negotiation});
+    let mut agreement = json!({"@context": [CONTEXT], "@type": "ContractAgreementMessage",
+        "agreement": {"@type": "Agreement", "@id": "urn:tck:agreement", "target": "tck", "assigner": provider.did,
+                      "assignee": me, "timestamp": "2026-11-23T12:00:00Z", "permission": [{"action": "use"}]}});
+    agreement.as_object_mut().unwrap().extend(pids.as_object().unwrap().clone());
+    let url = format!("{base}/negotiations/{negotiation}/agreement");
+    assert_eq!(dsp_post(&federation.client, &url, Some(provider), &agreement).await.status, 200);
+    let mut finalized =
+        json!({"@context": [CONTEXT], "@type": "ContractNegotiationEventMessage", "eventType": "FINALIZED"});
+    finalized.as_object_mut().unwrap().extend(pids.as_object().unwrap().clone());
+    until("the consumer's verification", async || {
+        consumer.get(&format!("/management/v3/contractnegotiations/{negotiation}")).await.body["state"] == "VERIFIED"
+    })
+    .await;
+    let url = format!("{base}/negotiations/{negotiation}/events");
+    assert_eq!(dsp_post(&federation.client, &url, Some(provider), &finalized).await.status, 200);
+
+    let mut checked = 0;
+    for target in machine::ALL_STATES {
+        let id = consumer
+            .post(
+                "/management/v3/transferprocesses",
+                &json!({"contractId": "urn:tck:agreement", "transferType": "HttpData-PULL", "autoComplete": false}),
+            )
+            .await
+            .body["@id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let provider_pid = format!("urn:uuid:provider-of-{id}");
+        until("the provider's transfer pid", async || {
+            consumer.get(&format!("/management/v3/transferprocesses/{id}")).await.body["correlationId"]
+                == provider_pid.as_str()
+        })
+        .await;
+        let message = |kind: Message, probe: Option<usize>| {
+            let mut members = json!({});
+            if kind == Message::TransferStart {
+                members["dataAddress"] = json!({"@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+                    "endpoint": format!("{}/data/{provider_pid}", provider.url),
+                    "endpointProperties": [{"@type": "EndpointProperty", "name": "authorization", "value": "t"}]});
+            }
+            if let Some(probe) = probe {
+                members["https://w3id.org/hanse/ns/probe"] = json!(probe);
+            }
+            dsp(kind, &provider_pid, &id, members)
+        };
+        let deliver = |kind: Message| {
+            let url = format!("{base}/transfers/{id}/{}", kind.path());
+            let (client, m) = (federation.client.clone(), message(kind, None));
+            async move {
+                let answer = dsp_post(&client, &url, Some(provider), &m).await;
+                assert_eq!(answer.status, 200, "{kind:?}: {:#}", answer.body);
+            }
+        };
+        match target {
+            State::Requested => {}
+            State::Started => deliver(Message::TransferStart).await,
+            State::Suspended => {
+                deliver(Message::TransferStart).await;
+                deliver(Message::TransferSuspension).await;
+            }
+            State::Completed => {
+                deliver(Message::TransferStart).await;
+                deliver(Message::TransferCompletion).await;
+            }
+            State::Terminated => deliver(Message::TransferTermination).await,
+        }
+        let state = || {
+            let (consumer, id) = (consumer.clone(), id.clone());
+            async move { consumer.get(&format!("/management/v3/transferprocesses/{id}/state")).await.body["state"].clone() }
+        };
+        assert_eq!(state().await, target.name());
+        for kind in machine::ALL_MESSAGES {
+            if machine::may_receive(Role::Consumer, Some(target), kind) {
+                continue;
+            }
+            let url = if kind == Message::TransferRequest {
+                format!("{base}/transfers/request")
+            } else {
+                format!("{base}/transfers/{id}/{}", kind.path())
+            };
+            let mut m = message(kind, Some(checked));
+            if kind == Message::TransferRequest {
+                m = json!({"@context": [CONTEXT], "@type": "TransferRequestMessage", "consumerPid": id,
+                           "agreementId": "urn:tck:agreement", "format": "HttpData-PULL", "callbackAddress": provider_url,
+                           "https://w3id.org/hanse/ns/probe": checked});
+            }
+            let answer = dsp_post(&federation.client, &url, Some(provider), &m).await;
+            assert!(matches!(answer.status, 400 | 404), "{kind:?} in {target:?}: {} {:#}", answer.status, answer.body);
+            assert_eq!(answer.body["@type"], "TransferError");
+            assert_valid_dsp(&answer.body);
+            assert_eq!(state().await, target.name(), "{kind:?} in {target:?} changed the state");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 18, "every message the table forbids the consumer, in every state");
+    // What the consumer sent: transfer requests (and negotiation messages), all valid DSP.
+    let sent = received.lock().unwrap().clone();
+    assert!(sent.iter().any(|m| m["@type"] == "TransferRequestMessage"));
+    for message in &sent {
         assert_valid_dsp(message);
     }
     federation.shutdown().await;
