@@ -117,17 +117,20 @@ enum Outcome {
     Delivered(Json),
     Refused(String),
     Failed(String),
-    /// The peer's pid is not known yet: try again shortly, without counting it.
+    /// The peer's pid is not known yet: try again shortly (it counts as an attempt).
     NotYet,
 }
 
 async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) -> Outcome {
     let (mut url, mut body) = (message.url.clone(), message.message.clone());
     let mut counter_party = message.counter_party.clone();
-    if url.contains(PEER_PID) || body.to_string().contains(PEER_PID) || counter_party.is_none() {
+    // The placeholder stands in the URL and in top-level pid members only.
+    let needs_peer = url.contains(PEER_PID)
+        || body.as_object().is_some_and(|members| members.values().any(|v| v.as_str() == Some(PEER_PID)));
+    if needs_peer || counter_party.is_none() {
         let row = state.store.process(message.kind, &message.process_id).await.ok().flatten();
         counter_party = row.as_ref().map(|r| r.counter_party_id.clone());
-        if url.contains(PEER_PID) || body.to_string().contains(PEER_PID) {
+        if needs_peer {
             let Some(peer) = row.and_then(|r| r.peer_pid) else { return Outcome::NotYet };
             url = url.replace(PEER_PID, &peer);
             if let Json::Object(map) = &mut body {
@@ -169,7 +172,15 @@ async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) 
 
 async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage) {
     let retry = state.retry;
-    match send(state, http, &message).await {
+    let outcome = match send(state, http, &message).await {
+        // A last notice, or a message whose attempts are spent, that still cannot be addressed never will be: the peer
+        // never answered the message that would have told us its process id.
+        Outcome::NotYet if message.final_notice || message.attempts >= retry.attempts => {
+            Outcome::Failed("the counter-party's process id is unknown, so the message cannot be addressed".into())
+        }
+        other => other,
+    };
+    match outcome {
         Outcome::Delivered(answer) => {
             // The answer to a first message carries the peer's pid.
             let peer = ["providerPid", "consumerPid"]
@@ -179,10 +190,8 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
                 tracing::error!(%error, "cannot record a delivery (the message will be sent again)");
             }
             tracing::debug!(process = %message.process_id, url = %message.url, "delivered");
-            if message.kind == ProcessKind::Transfer
-                && message.message.get("@type").and_then(Json::as_str) == Some("TransferStartMessage")
-            {
-                crate::transfer::start_delivered(state, &message.process_id).await;
+            if message.kind == ProcessKind::Transfer {
+                crate::transfer::delivered(state, &message.process_id, &message.message).await;
             }
         }
         Outcome::NotYet => {

@@ -144,15 +144,19 @@ pub async fn fetch(options: &FetchOptions) -> anyhow::Result<FetchReport> {
 async fn download(api: &Api<'_>, id: &str) -> anyhow::Result<FetchReport> {
     let options = api.options;
     let part = part_path(&options.out);
-    let mut hasher = openssl::sha::Sha256::new();
-    // A part left by an earlier run is kept and hashed, and the download goes on from its end.
-    let mut offset = match tokio::fs::read(&part).await {
-        Ok(existing) => {
-            hasher.update(&existing);
-            existing.len() as u64
-        }
-        Err(_) => 0,
-    };
+    // A part left by an earlier run is kept and hashed (streamed), and the download goes on from its end.
+    let earlier = part.clone();
+    let (mut hasher, mut offset) = tokio::task::spawn_blocking(move || {
+        let mut hasher = openssl::sha::Sha256::new();
+        let offset = match std::fs::File::open(&earlier) {
+            Ok(file) => crate::dataplane::hash_into(file, &mut hasher)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(error) => return Err(error),
+        };
+        Ok::<_, std::io::Error>((hasher, offset))
+    })
+    .await?
+    .with_context(|| format!("cannot read {}", part.display()))?;
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)

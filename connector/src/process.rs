@@ -1,12 +1,149 @@
-//! What DSP negotiations and transfer processes share: process ids, message digests for idempotence, the pid check
-//! of an incoming message, the answer to a redelivery, and reading a peer's `code` / `reason[]`.
+//! What DSP negotiations and transfer processes share: the error type, a new row and reading a stored one, process
+//! ids, message digests for idempotence, the pid check of an incoming message, the answer to a redelivery, DSP message
+//! and state JSON, the common management fields, history entries, and reading a peer's `code` / `reason[]`.
 
 use axum::http::StatusCode;
 use chrono::Utc;
+use serde::de::DeserializeOwned;
 use serde_json::{Value as Json, json};
 
 use crate::negotiation::machine::Role;
-use crate::store::ProcessRow;
+use crate::protocol::error::{DspArea, DspError};
+use crate::store::{ProcessKind, ProcessRow, StoreError};
+
+/// What went wrong in a call on a negotiation or transfer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{} not found", .0.label())]
+    NotFound(ProcessKind),
+    /// The provider will not transfer (no such agreement for this consumer, policy, format).
+    #[error("{reason}")]
+    Refused { code: &'static str, reason: String },
+    /// The call does not fit the state (management: 409).
+    #[error("`{call}` is not possible in state {state}; allowed now: {allowed:?}")]
+    WrongState { call: String, state: &'static str, allowed: Vec<&'static str> },
+    /// A peer's message does not fit the state (DSP: 400 with the state unchanged).
+    #[error("{0}")]
+    Illegal(String),
+    #[error("the {} kept changing under concurrent updates; try again", .0.label())]
+    Busy(ProcessKind),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ProcessError {
+    /// The DSP answer (`ContractNegotiationError` or `TransferError`).
+    pub fn into_dsp(self, area: DspArea, pids: (Option<String>, Option<String>)) -> DspError {
+        let (status, code) = match &self {
+            ProcessError::Invalid(_) | ProcessError::Illegal(_) | ProcessError::WrongState { .. } => {
+                (StatusCode::BAD_REQUEST, "BadRequest")
+            }
+            ProcessError::Refused { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            ProcessError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            ProcessError::Busy(_) => (StatusCode::CONFLICT, "Busy"),
+            ProcessError::Store(error) => {
+                tracing::error!(%error, "store failure in a DSP process");
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            }
+        };
+        let reason = match &self {
+            ProcessError::Store(_) => "the connector could not process the message".to_owned(),
+            other => other.to_string(),
+        };
+        DspError::new(area, status, code, reason).with_pids(pids.0, pids.1)
+    }
+}
+
+/// A process not yet stored, with a fresh id of ours.
+pub fn new_row(role: Role, state: &str, peer_pid: Option<&str>, counter_party: &str, address: &str) -> ProcessRow {
+    ProcessRow {
+        id: new_pid(),
+        role: role.name().into(),
+        state: state.into(),
+        peer_pid: peer_pid.map(str::to_owned),
+        counter_party_id: counter_party.to_owned(),
+        counter_party_address: address.trim_end_matches('/').to_owned(),
+        body: Json::Null,
+        last_received: None,
+        last_answer: None,
+        agreement_id: None,
+        version: 0,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+/// A stored row's role, state (read with `parse`) and details.
+pub fn decode<S, D: DeserializeOwned>(
+    kind: ProcessKind,
+    row: &ProcessRow,
+    parse: fn(&str) -> Option<S>,
+) -> Result<(Role, S, D), StoreError> {
+    let role = if row.role == "provider" { Role::Provider } else { Role::Consumer };
+    let corrupt = |what: String| StoreError::Corrupt(format!("{} {}: {what}", kind.name(), row.id));
+    let state = parse(&row.state).ok_or_else(|| corrupt(format!("state {}", row.state)))?;
+    let details = serde_json::from_value(row.body.clone()).map_err(|e| corrupt(e.to_string()))?;
+    Ok((role, state, details))
+}
+
+/// One entry of a process's history.
+pub fn history_entry(event: &str, state: &str) -> Json {
+    json!({"at": now_rfc3339(), "event": event, "state": state})
+}
+
+/// A DSP message of `type_name`; a pid of `-` is left out.
+pub fn message(type_name: &str, provider_pid: &str, consumer_pid: &str, members: Json) -> Json {
+    let mut out = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": type_name});
+    for (key, pid) in [("providerPid", provider_pid), ("consumerPid", consumer_pid)] {
+        if pid != "-" {
+            out[key] = json!(pid);
+        }
+    }
+    if let (Json::Object(out), Json::Object(members)) = (&mut out, members) {
+        out.extend(members);
+    }
+    out
+}
+
+/// The fields the management shapes of negotiations and transfers share.
+pub struct ManagementView<'a> {
+    pub type_name: &'a str,
+    pub row: &'a ProcessRow,
+    pub role: Role,
+    pub state: &'a str,
+    pub allowed_calls: Vec<&'static str>,
+    pub held: bool,
+    pub history: &'a [Json],
+}
+
+impl ManagementView<'_> {
+    /// The EDC management JSON, with `extra` members where they have a value.
+    pub fn to_json(&self, extra: Vec<(&str, Option<Json>)>) -> Json {
+        let mut out = json!({
+            "@context": hanse_self_descriptions::dcat::management_context(),
+            "@type": self.type_name,
+            "@id": self.row.id,
+            "type": if self.role == Role::Provider { "PROVIDER" } else { "CONSUMER" },
+            "protocol": "dataspace-protocol-http:2025-1",
+            "state": self.state,
+            "counterPartyId": self.row.counter_party_id,
+            "counterPartyAddress": self.row.counter_party_address,
+            "correlationId": self.row.peer_pid,
+            "createdAt": self.row.created_at,
+            "allowedCalls": self.allowed_calls,
+            "waitingForOperator": self.held,
+            "history": self.history,
+        });
+        for (key, value) in extra {
+            if let Some(value) = value {
+                out[key] = value;
+            }
+        }
+        out
+    }
+}
 
 /// The answer to an incoming message: status and body.
 pub struct Answer {
@@ -46,6 +183,13 @@ pub fn required<'a>(message: &'a Json, field: &str) -> Result<&'a str, String> {
         .and_then(Json::as_str)
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| format!("{field} is required"))
+}
+
+/// The DSP process message (`ContractNegotiation`, `TransferProcess`) of `row` in `state`.
+pub fn dsp_state(type_name: &str, row: &ProcessRow, role: Role, placeholder: &str, state: &str) -> Json {
+    let (provider, consumer) = pids(row, role, placeholder);
+    json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": type_name,
+           "providerPid": provider, "consumerPid": consumer, "state": state})
 }
 
 /// Our pid and the peer's, as (providerPid, consumerPid); the peer's is `placeholder` while unknown.

@@ -1,51 +1,17 @@
 //! The `hanse` binary as an operator uses it: `init`, then `run`, then probes over HTTP; bad configurations exit
 //! non-zero with one line naming the problem.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const HANSE: &str = env!("CARGO_BIN_EXE_hanse");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn hanse(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(HANSE);
-    command.current_dir(dir).args(args).env_remove("RUST_LOG");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HANSE_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
+mod support;
+use support::{free_port, hanse};
 
 /// `hanse init` in `dir` with free ports; returns (public port, management port, API key).
 fn init(dir: &Path) -> (u16, u16, String) {
-    let (public, management) = (free_port(), free_port());
-    let output = hanse(
-        dir,
-        &[
-            "init",
-            "--public-bind",
-            &format!("127.0.0.1:{public}"),
-            "--management-bind",
-            &format!("127.0.0.1:{management}"),
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(output.status.success(), "init failed: {}", String::from_utf8_lossy(&output.stderr));
-    let config = std::fs::read_to_string(dir.join("hanse.toml")).unwrap();
-    let api_key = config
-        .lines()
-        .find_map(|l| l.strip_prefix("api_key = \""))
-        .map(|v| v.trim_end_matches('"').to_owned())
-        .expect("api_key in hanse.toml");
-    (public, management, api_key)
+    let done = support::init(dir);
+    (done.public, done.management, done.api_key)
 }
 
 struct Process(Child);

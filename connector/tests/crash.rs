@@ -3,19 +3,16 @@
 //! lost, none duplicated. Runs with the provider on SQLite and on PostgreSQL.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hanse::testing::{Backend, TestDatabase, backends};
 use serde_json::{Value, json};
 
-const HANSE: &str = env!("CARGO_BIN_EXE_hanse");
-const NEGOTIATIONS: usize = 200;
+mod support;
+use support::HANSE;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+const NEGOTIATIONS: usize = 200;
 
 struct Node {
     dir: tempfile::TempDir,
@@ -30,28 +27,7 @@ struct Node {
 impl Node {
     fn init() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let (public, management) = (free_port(), free_port());
-        let output = Command::new(HANSE)
-            .args(["init", "--dir"])
-            .arg(dir.path())
-            .args([
-                "--public-bind",
-                &format!("127.0.0.1:{public}"),
-                "--management-bind",
-                &format!("127.0.0.1:{management}"),
-            ])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let config = std::fs::read_to_string(dir.path().join("hanse.toml")).unwrap();
-        let value = |key: &str| {
-            config
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap()
-        };
-        let (api_key, participant) = (value("api_key"), value("id"));
+        let support::Initialised { public, management, api_key, participant } = support::init(dir.path());
         let env = vec![
             ("HANSE_NEGOTIATION_RETRY_BASE_MS".to_owned(), "100".to_owned()),
             ("HANSE_NEGOTIATION_RETRY_ATTEMPTS".to_owned(), "12".to_owned()),

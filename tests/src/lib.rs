@@ -180,19 +180,76 @@ pub fn catalog_request(filter: Value) -> Value {
     json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage", "filter": filter})
 }
 
-/// Polls a negotiation on a connector's management API until it reaches `state` (or fails after 20 s).
+/// Polls a process (`contractnegotiations` or `transferprocesses`) on a connector's management API until it reaches
+/// `state` (or fails after 30 s).
+pub async fn wait_for_state(api: &Management, resource: &str, id: &str, state: &str) -> Value {
+    let mut last = Value::Null;
+    until(&format!("{resource} {id} to reach {state}"), async || {
+        last = api.get(&format!("/management/v3/{resource}/{id}")).await.body;
+        last["state"] == state
+    })
+    .await;
+    last
+}
+
+/// Polls a negotiation until it reaches `state`.
 pub async fn wait_for_negotiation(api: &Management, id: &str, state: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let answer = api.get(&format!("/management/v3/contractnegotiations/{id}")).await;
-        if answer.body["state"] == state {
-            return answer.body;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("negotiation {id} did not reach {state}: {:#}", answer.body);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    wait_for_state(api, "contractnegotiations", id, state).await
+}
+
+/// Polls a transfer process until it reaches `state`.
+pub async fn wait_for_transfer(api: &Management, id: &str, state: &str) -> Value {
+    wait_for_state(api, "transferprocesses", id, state).await
+}
+
+/// Polls `check` every 20 ms until it holds; fails after 30 s naming `what`.
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A raw DSP 2025-1 message of `type_name` with `members`.
+pub fn dsp_message(type_name: &str, members: Value) -> Value {
+    let mut message = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": type_name});
+    if let (Value::Object(message), Value::Object(members)) = (&mut message, members) {
+        message.extend(members);
+    }
+    message
+}
+
+/// What a raw provider received.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A provider's DSP endpoint played by the test: it answers first negotiation and transfer requests with a pid of its
+/// own (`urn:uuid:provider-of-<consumerPid>`), accepts every later message, and records everything it receives.
+pub async fn provider_listener() -> (TestParticipant, Received) {
+    let received: Received = Default::default();
+    let sink = received.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
+        let sink = sink.clone();
+        async move {
+            let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            sink.lock().unwrap().push(message.clone());
+            let created = |type_name: &str| {
+                let pid = format!("urn:uuid:provider-of-{}", message["consumerPid"].as_str().unwrap_or("?"));
+                dsp_message(
+                    type_name,
+                    json!({"providerPid": pid, "consumerPid": message["consumerPid"], "state": "REQUESTED"}),
+                )
+            };
+            if uri.path().ends_with("/negotiations/request") {
+                (axum::http::StatusCode::CREATED, axum::Json(created("ContractNegotiation")))
+            } else if uri.path().ends_with("/transfers/request") {
+                (axum::http::StatusCode::CREATED, axum::Json(created("TransferProcess")))
+            } else {
+                (axum::http::StatusCode::OK, axum::Json(Value::Null))
+            }
+        }
+    });
+    (TestParticipant::serving(app).await, received)
 }
 
 /// Polls until a connector has a negotiation of `role` (PROVIDER/CONSUMER) in `state`; returns it.

@@ -244,12 +244,6 @@ async fn raw(federation: &Federation, path: &str, participant: &dyn Signer, body
     dsp_post(&federation.client, &url, Some(participant), &body).await
 }
 
-fn dsp(kind: &str, members: Value) -> Value {
-    let mut message = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": kind});
-    message.as_object_mut().unwrap().extend(members.as_object().unwrap().clone());
-    message
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn illegal_messages_are_refused_and_change_nothing() {
     let federation = Federation::with_hospitals(1).await;
@@ -265,7 +259,7 @@ async fn illegal_messages_are_refused_and_change_nothing() {
         &federation,
         "/negotiations/request",
         me,
-        dsp("ContractRequestMessage", json!({"offer": offer, "callbackAddress": "http://127.0.0.1:9/cb"})),
+        dsp_message("ContractRequestMessage", json!({"offer": offer, "callbackAddress": "http://127.0.0.1:9/cb"})),
     )
     .await;
     assert_eq!(missing.status, 400);
@@ -275,7 +269,7 @@ async fn illegal_messages_are_refused_and_change_nothing() {
         &federation,
         "/negotiations/request",
         me,
-        dsp("ContractOfferMessage", json!({"providerPid": "x", "offer": offer, "callbackAddress": "http://x"})),
+        dsp_message("ContractOfferMessage", json!({"providerPid": "x", "offer": offer, "callbackAddress": "http://x"})),
     )
     .await;
     assert_eq!(wrong_endpoint.status, 400);
@@ -290,7 +284,7 @@ async fn illegal_messages_are_refused_and_change_nothing() {
     .await;
     let mut offer = catalog.body["dataset"][0]["hasPolicy"][0].clone();
     offer["target"] = json!("t2d");
-    let request = dsp(
+    let request = dsp_message(
         "ContractRequestMessage",
         json!({"consumerPid": consumer_pid, "offer": offer, "callbackAddress": "http://127.0.0.1:9/callback/", "https://w3id.org/hanse/ns/purpose": RESEARCH}),
     );
@@ -313,22 +307,22 @@ async fn illegal_messages_are_refused_and_change_nothing() {
     for (path, message) in [
         (
             "events",
-            dsp(
+            dsp_message(
                 "ContractNegotiationEventMessage",
                 json!({"providerPid": provider_pid, "consumerPid": consumer_pid, "eventType": "ACCEPTED"}),
             ),
         ),
-        ("agreement/verification", dsp("ContractAgreementVerificationMessage", pids.clone())),
+        ("agreement/verification", dsp_message("ContractAgreementVerificationMessage", pids.clone())),
         (
             "events",
-            dsp(
+            dsp_message(
                 "ContractNegotiationEventMessage",
                 json!({"providerPid": provider_pid, "consumerPid": consumer_pid, "eventType": "FINALIZED"}),
             ),
         ),
         (
             "request",
-            dsp(
+            dsp_message(
                 "ContractRequestMessage",
                 json!({"providerPid": provider_pid, "consumerPid": consumer_pid, "offer": offer}),
             ),
@@ -348,7 +342,7 @@ async fn illegal_messages_are_refused_and_change_nothing() {
         &federation,
         "/negotiations/urn:uuid:nope/termination",
         me,
-        dsp(
+        dsp_message(
             "ContractNegotiationTerminationMessage",
             json!({"providerPid": "urn:uuid:nope", "consumerPid": consumer_pid}),
         ),
@@ -359,7 +353,7 @@ async fn illegal_messages_are_refused_and_change_nothing() {
         &federation,
         &format!("/negotiations/{provider_pid}/termination"),
         &TestParticipant::start().await,
-        dsp("ContractNegotiationTerminationMessage", pids.clone()),
+        dsp_message("ContractNegotiationTerminationMessage", pids.clone()),
     )
     .await;
     assert_eq!(someone_else.status, 404);
@@ -373,13 +367,13 @@ async fn illegal_messages_are_refused_and_change_nothing() {
     assert_eq!(no_identity.status, 405, "GET only; POST is not a route here");
 
     // Termination is legal; afterwards nothing is.
-    let terminated = raw(&federation, &format!("/negotiations/{provider_pid}/termination"), me, dsp("ContractNegotiationTerminationMessage", json!({"providerPid": provider_pid, "consumerPid": consumer_pid, "code": "1", "reason": ["changed our mind"]}))).await;
+    let terminated = raw(&federation, &format!("/negotiations/{provider_pid}/termination"), me, dsp_message("ContractNegotiationTerminationMessage", json!({"providerPid": provider_pid, "consumerPid": consumer_pid, "code": "1", "reason": ["changed our mind"]}))).await;
     assert_eq!(terminated.status, 200, "{:#}", terminated.body);
     let after = raw(
         &federation,
         &format!("/negotiations/{provider_pid}/termination"),
         me,
-        dsp(
+        dsp_message(
             "ContractNegotiationTerminationMessage",
             json!({"providerPid": provider_pid, "consumerPid": consumer_pid, "code": "2"}),
         ),
@@ -408,7 +402,7 @@ async fn a_provider_gives_up_on_an_unreachable_consumer_and_terminates() {
     let mut offer = catalog.body["dataset"][0]["hasPolicy"][0].clone();
     offer["target"] = json!("t2d");
     // Nothing listens on port 9 of loopback.
-    let created = raw(&federation, "/negotiations/request", me, dsp("ContractRequestMessage", json!({"consumerPid": "urn:uuid:c", "offer": offer, "callbackAddress": "http://127.0.0.1:9/protocol/2025-1", "https://w3id.org/hanse/ns/purpose": RESEARCH}))).await;
+    let created = raw(&federation, "/negotiations/request", me, dsp_message("ContractRequestMessage", json!({"consumerPid": "urn:uuid:c", "offer": offer, "callbackAddress": "http://127.0.0.1:9/protocol/2025-1", "https://w3id.org/hanse/ns/purpose": RESEARCH}))).await;
     assert_eq!(created.status, 201);
     let provider_pid = created.body["providerPid"].as_str().unwrap();
     // The test connectors retry quickly (see `TestConnector`): a few attempts, then termination.

@@ -3,8 +3,6 @@
 //! refused with a valid `ContractNegotiationError` and leaves the state unchanged, and every message the provider put
 //! on the wire validates against the official schema.
 
-use std::sync::{Arc, Mutex};
-
 use hanse::negotiation::machine::{self, Message, Role, State};
 use hanse_tests::*;
 use serde_json::{Value, json};
@@ -150,29 +148,6 @@ async fn the_provider_accepts_only_what_the_table_allows_in_every_state() {
     federation.shutdown().await;
 }
 
-/// A provider's DSP endpoint that answers a first request with its own pid and accepts every later message.
-async fn provider_listener() -> (TestParticipant, Arc<Mutex<Vec<Value>>>) {
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
-        let sink = sink.clone();
-        async move {
-            let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            sink.lock().unwrap().push(message.clone());
-            if uri.path().ends_with("/negotiations/request") {
-                let consumer_pid = message["consumerPid"].clone();
-                let answer = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "ContractNegotiation",
-                                    "providerPid": format!("urn:uuid:provider-of-{}", consumer_pid.as_str().unwrap_or("?")),
-                                    "consumerPid": consumer_pid, "state": "REQUESTED"});
-                (axum::http::StatusCode::CREATED, axum::Json(answer))
-            } else {
-                (axum::http::StatusCode::OK, axum::Json(Value::Null))
-            }
-        }
-    });
-    (TestParticipant::serving(app).await, received)
-}
-
 /// The consumer-side endpoint of a message kind.
 fn consumer_path(kind: Message, consumer_pid: &str) -> String {
     let endpoint = match kind {
@@ -212,13 +187,11 @@ async fn the_consumer_accepts_only_what_the_table_allows_in_every_state() {
             .to_owned();
         let provider_pid = format!("urn:uuid:provider-of-{id}");
         // Wait until the first request reached the provider and its pid came back.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while consumer.get(&format!("/management/v3/contractnegotiations/{id}")).await.body["correlationId"]
-            != provider_pid.as_str()
-        {
-            assert!(std::time::Instant::now() < deadline, "no providerPid learned");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        until("the providerPid", async || {
+            consumer.get(&format!("/management/v3/contractnegotiations/{id}")).await.body["correlationId"]
+                == provider_pid.as_str()
+        })
+        .await;
         let message = |kind: Message, probe: Option<usize>| {
             let mut m = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": kind.type_name(),
                                "providerPid": provider_pid, "consumerPid": id});

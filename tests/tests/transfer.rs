@@ -74,31 +74,20 @@ async fn start_transfer(consumer: &Management, agreement: &str, extra: Value) ->
     created.body["@id"].as_str().unwrap().to_owned()
 }
 
-async fn wait_for_transfer(api: &Management, id: &str, state: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let answer = api.get(&format!("/management/v3/transferprocesses/{id}")).await;
-        if answer.body["state"] == state {
-            return answer.body;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("transfer {id} did not reach {state}: {:#}", answer.body);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-}
-
 /// The provider's side of the consumer's transfer `consumer_pid`.
 async fn provider_side(provider: &Management, consumer_pid: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let all = provider.post("/management/v3/transferprocesses/request", &json!({})).await;
-        if let Some(found) = all.body.as_array().and_then(|a| a.iter().find(|t| t["correlationId"] == consumer_pid)) {
-            return found.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no provider transfer for {consumer_pid}: {:#}", all.body);
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let mut found = Value::Null;
+    until(&format!("the provider's side of {consumer_pid}"), async || {
+        let all = provider.post("/management/v3/transferprocesses/request", &json!({})).await.body;
+        found = all
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["correlationId"] == consumer_pid))
+            .cloned()
+            .unwrap_or_default();
+        !found.is_null()
+    })
+    .await;
+    found
 }
 
 async fn edr(consumer: &Management, id: &str) -> Value {
@@ -398,15 +387,6 @@ async fn tokens_are_void_after_suspension_and_restart_and_never_open_another_tra
     federation.shutdown().await;
 }
 
-/// A raw DSP transfer message.
-fn dsp(kind: &str, members: Value) -> Value {
-    let mut message = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": kind});
-    if let (Value::Object(message), Value::Object(members)) = (&mut message, members) {
-        message.extend(members);
-    }
-    message
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_without_a_valid_agreement_are_refused_and_leave_nothing_behind() {
     let federation = Federation::with_hospitals(2).await;
@@ -414,7 +394,7 @@ async fn transfers_without_a_valid_agreement_are_refused_and_leave_nothing_behin
     let agreement = agreed(&federation, "a", source, research_terms(), false).await;
     let provider_url = format!("{}/protocol/2025-1/transfers/request", federation.connectors[0].public_url());
     let request = |agreement: &str, format: &str| {
-        dsp(
+        dsp_message(
             "TransferRequestMessage",
             json!({"consumerPid": format!("urn:uuid:{}", uuid::Uuid::new_v4()), "agreementId": agreement,
                    "format": format, "callbackAddress": "http://127.0.0.1:9/callback"}),
@@ -535,7 +515,7 @@ async fn a_manual_start_waits_for_the_operator_and_illegal_messages_change_nothi
         ("completion", "TransferCompletionMessage"),
         ("suspension", "TransferSuspensionMessage"),
     ] {
-        let message = dsp(kind, pids.clone());
+        let message = dsp_message(kind, pids.clone());
         assert_valid_dsp(&message);
         let answer = dsp_post(&federation.client, &format!("{base}/{path}"), Some(signer), &message).await;
         assert_eq!(answer.status, 400, "{kind} in REQUESTED: {:#}", answer.body);
@@ -547,15 +527,19 @@ async fn a_manual_start_waits_for_the_operator_and_illegal_messages_change_nothi
         &federation.client,
         &format!("{base}/completion"),
         Some(signer),
-        &dsp("TransferStartMessage", pids.clone()),
+        &dsp_message("TransferStartMessage", pids.clone()),
     )
     .await;
     assert_eq!(mismatched.status, 400);
     let unknown_url =
         format!("{}/protocol/2025-1/transfers/urn:uuid:unknown/termination", federation.connectors[0].public_url());
-    let unknown =
-        dsp_post(&federation.client, &unknown_url, Some(signer), &dsp("TransferTerminationMessage", pids.clone()))
-            .await;
+    let unknown = dsp_post(
+        &federation.client,
+        &unknown_url,
+        Some(signer),
+        &dsp_message("TransferTerminationMessage", pids.clone()),
+    )
+    .await;
     assert_eq!(unknown.status, 404);
     assert_valid_dsp(&unknown.body);
     let stranger = TestParticipant::start().await;
@@ -563,7 +547,7 @@ async fn a_manual_start_waits_for_the_operator_and_illegal_messages_change_nothi
         &federation.client,
         &format!("{base}/termination"),
         Some(&stranger),
-        &dsp("TransferTerminationMessage", pids.clone()),
+        &dsp_message("TransferTerminationMessage", pids.clone()),
     )
     .await;
     assert_eq!(foreign.status, 404);
@@ -580,7 +564,7 @@ async fn a_manual_start_waits_for_the_operator_and_illegal_messages_change_nothi
     let address = edr(&consumer, &id).await;
     assert_eq!(pull(&federation.client, &address).send().await.unwrap().text().await.unwrap(), "z\n");
     // Completion from the consumer (autoComplete false: only by hand), then nothing more is accepted.
-    let completion = dsp("TransferCompletionMessage", json!({"providerPid": provider_pid, "consumerPid": id}));
+    let completion = dsp_message("TransferCompletionMessage", json!({"providerPid": provider_pid, "consumerPid": id}));
     let done = dsp_post(&federation.client, &format!("{base}/completion"), Some(signer), &completion).await;
     assert_eq!(done.status, 200, "{:#}", done.body);
     let again = dsp_post(&federation.client, &format!("{base}/completion"), Some(signer), &completion).await;
@@ -589,7 +573,7 @@ async fn a_manual_start_waits_for_the_operator_and_illegal_messages_change_nothi
         &federation.client,
         &format!("{base}/suspension"),
         Some(signer),
-        &dsp("TransferSuspensionMessage", pids),
+        &dsp_message("TransferSuspensionMessage", pids),
     )
     .await;
     assert_eq!(late.status, 400);

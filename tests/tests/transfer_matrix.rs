@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 const CONTEXT: &str = "https://w3id.org/dspace/2025/1/context.jsonld";
 
 fn dsp(kind: Message, provider_pid: &str, consumer_pid: &str, members: Value) -> Value {
-    let mut message = json!({"@context": [CONTEXT], "@type": kind.type_name(), "providerPid": provider_pid, "consumerPid": consumer_pid});
+    let mut message = dsp_message(kind.type_name(), json!({"providerPid": provider_pid, "consumerPid": consumer_pid}));
     if let (Value::Object(message), Value::Object(members)) = (&mut message, members) {
         message.extend(members);
     }
@@ -123,11 +123,10 @@ async fn the_provider_accepts_only_what_the_transfer_table_allows_in_every_state
     assert_eq!(checked, 19, "every message the table forbids the provider, in every state");
 
     // Everything the provider sent to the consumer's callback address is valid DSP, start messages included.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let count_starts = || consumer.received().iter().filter(|m| m["@type"] == "TransferStartMessage").count();
-    while count_starts() < 3 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    until("three start messages", async || {
+        consumer.received().iter().filter(|m| m["@type"] == "TransferStartMessage").count() >= 3
+    })
+    .await;
     let received = consumer.received();
     let starts: Vec<&Value> = received.iter().filter(|m| m["@type"] == "TransferStartMessage").collect();
     assert_eq!(starts.len(), 3, "one start per transfer the operator started");
@@ -138,40 +137,6 @@ async fn the_provider_accepts_only_what_the_transfer_table_allows_in_every_state
         assert_valid_dsp(message);
     }
     federation.shutdown().await;
-}
-
-/// A provider's DSP endpoint that answers first requests with its own pid and accepts every later message.
-async fn provider_listener() -> (TestParticipant, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-    let sink = received.clone();
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
-        let sink = sink.clone();
-        async move {
-            let message: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            sink.lock().unwrap().push(message.clone());
-            let pid = format!("urn:uuid:provider-of-{}", message["consumerPid"].as_str().unwrap_or("?"));
-            let created = |kind: &str| {
-                json!({"@context": [CONTEXT], "@type": kind, "providerPid": pid, "consumerPid": message["consumerPid"],
-                       "state": "REQUESTED"})
-            };
-            if uri.path().ends_with("/negotiations/request") {
-                (axum::http::StatusCode::CREATED, axum::Json(created("ContractNegotiation")))
-            } else if uri.path().ends_with("/transfers/request") {
-                (axum::http::StatusCode::CREATED, axum::Json(created("TransferProcess")))
-            } else {
-                (axum::http::StatusCode::OK, axum::Json(Value::Null))
-            }
-        }
-    });
-    (TestParticipant::serving(app).await, received)
-}
-
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

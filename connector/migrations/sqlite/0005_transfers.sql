@@ -23,6 +23,7 @@ CREATE TABLE transfers (
 );
 CREATE UNIQUE INDEX transfers_by_peer ON transfers (role, counter_party_id, peer_pid);
 CREATE INDEX transfers_by_agreement ON transfers (agreement_id);
+CREATE INDEX transfers_by_state ON transfers (state);
 CREATE INDEX transfers_outgoing ON transfers (out_next_at) WHERE out_message IS NOT NULL;
 
 -- How much each agreement has been used through the data plane (for `count` constraints and the audit log).

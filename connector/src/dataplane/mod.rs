@@ -74,19 +74,25 @@ impl Digest {
     }
 }
 
-/// The SHA-256 of a file, streamed in 1 MiB chunks.
-pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = openssl::sha::Sha256::new();
+/// Feeds everything `reader` yields into `hasher`, in 1 MiB chunks; answers the byte count.
+pub fn hash_into(mut reader: impl std::io::Read, hasher: &mut openssl::sha::Sha256) -> std::io::Result<u64> {
     let mut buffer = vec![0u8; 1 << 20];
+    let mut total = 0u64;
     loop {
-        let read = file.read(&mut buffer)?;
+        let read = reader.read(&mut buffer)?;
         if read == 0 {
-            return Ok(Digest(hasher.finish()));
+            return Ok(total);
         }
         hasher.update(&buffer[..read]);
+        total += read as u64;
     }
+}
+
+/// The SHA-256 of a file, streamed.
+pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
+    let mut hasher = openssl::sha::Sha256::new();
+    hash_into(std::fs::File::open(path)?, &mut hasher)?;
+    Ok(Digest(hasher.finish()))
 }
 
 impl DataPlane {
@@ -188,7 +194,7 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
     };
     let transfer = match transfer::get(&state, &id).await {
         Ok(transfer) if transfer.role == Role::Provider && transfer.row.counter_party_id == access.consumer => transfer,
-        Ok(_) | Err(transfer::TransferError::NotFound) => {
+        Ok(_) | Err(crate::process::ProcessError::NotFound(_)) => {
             return refuse(StatusCode::UNAUTHORIZED, "a valid access token is required");
         }
         Err(error) => {
@@ -340,7 +346,9 @@ pub async fn refresh(State(state): State<Shared>, UrlPath(id): UrlPath<String>, 
     };
     let transfer = match transfer::get_for_peer(&state, &requester, &id).await {
         Ok(transfer) if transfer.role == Role::Provider => transfer,
-        Ok(_) | Err(transfer::TransferError::NotFound) => return refuse(StatusCode::NOT_FOUND, "no such transfer"),
+        Ok(_) | Err(crate::process::ProcessError::NotFound(_)) => {
+            return refuse(StatusCode::NOT_FOUND, "no such transfer");
+        }
         Err(error) => {
             tracing::error!(%error, "cannot read a transfer");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "the transfer cannot be read now");

@@ -51,6 +51,21 @@ impl From<CatalogueError> for ManagementError {
     }
 }
 
+impl From<crate::process::ProcessError> for ManagementError {
+    fn from(error: crate::process::ProcessError) -> Self {
+        use crate::process::ProcessError;
+        match error {
+            ProcessError::NotFound(_) => ManagementError::NotFound(error.to_string()),
+            ProcessError::Invalid(message) => ManagementError::field("", message),
+            ProcessError::Refused { .. }
+            | ProcessError::WrongState { .. }
+            | ProcessError::Busy(_)
+            | ProcessError::Illegal(_) => ManagementError::Conflict(error.to_string()),
+            ProcessError::Store(store) => store.into(),
+        }
+    }
+}
+
 impl ManagementError {
     /// A 400 naming one field.
     pub fn field(path: &str, message: impl Into<String>) -> ManagementError {

@@ -11,6 +11,8 @@ use axum::routing::{get, post};
 use serde_json::{Value as Json, json};
 
 use crate::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
+use crate::catalog::query::QuerySpec;
+use crate::process::ProcessError;
 use crate::server::{Shared, health_routes};
 
 mod catalog;
@@ -66,10 +68,36 @@ pub fn parse_body(body: &Bytes) -> Result<Json, ManagementError> {
     serde_json::from_slice(body).map_err(|e| ManagementError::field("", format!("the body is not JSON: {e}")))
 }
 
-/// 409 for a call that does not fit a process's state: the state and the calls allowed now.
-pub fn wrong_state(message: &str, state: &str, allowed: &[&str]) -> Response {
-    let body = json!([{"message": message, "type": "ObjectConflict", "state": state, "allowedCalls": allowed}]);
-    (StatusCode::CONFLICT, axum::Json(body)).into_response()
+/// A boolean EDC-vocabulary member of an expanded body.
+pub fn flag(node: &serde_json::Map<String, Json>, name: &str) -> Option<bool> {
+    crate::catalog::model::member(node, name).first().and_then(|v| v.get("@value")).and_then(Json::as_bool)
+}
+
+/// A body that may be left empty: `{}` then.
+pub fn optional_body(body: &Bytes) -> Result<Json, ManagementError> {
+    if body.iter().all(u8::is_ascii_whitespace) { Ok(json!({})) } else { parse_body(body) }
+}
+
+/// The QuerySpec of a `.../request` body (an empty body selects everything).
+pub fn query_spec(body: &Bytes) -> Result<QuerySpec, ManagementError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(body)?) };
+    QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)
+}
+
+/// The answer to an operator's call on a negotiation or transfer: its management JSON, or for a call that does not
+/// fit the state a 409 naming the state and the calls allowed now.
+pub fn call_answer(result: Result<Json, ProcessError>) -> Result<Response, ManagementError> {
+    let error = match result {
+        Ok(process) => return Ok(axum::Json(process).into_response()),
+        Err(error) => error,
+    };
+    match &error {
+        ProcessError::WrongState { state, allowed, .. } => {
+            let body = json!([{"message": error.to_string(), "type": "ObjectConflict", "state": state, "allowedCalls": allowed}]);
+            Ok((StatusCode::CONFLICT, axum::Json(body)).into_response())
+        }
+        _ => Err(error.into()),
+    }
 }
 
 /// Rejects a request without the configured `X-Api-Key` (compared in constant time).

@@ -6,33 +6,14 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use hanse_policy::Policy;
 use hanse_vocab::ns::EDC;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 use super::resources::id_response;
-use super::{ManagementError, parse_body, wrong_state};
-use crate::catalog::model::{expand_body, member, text};
-use crate::catalog::query::QuerySpec;
-use crate::negotiation::{self, NegotiationError, Start};
+use super::{ManagementError, call_answer, optional_body, parse_body, query_spec};
+use crate::catalog::model::{expand_body, text};
+use crate::negotiation::{self, Start};
 use crate::server::Shared;
 use crate::store::AgreementRow;
-
-impl From<NegotiationError> for ManagementError {
-    fn from(error: NegotiationError) -> Self {
-        match error {
-            NegotiationError::NotFound => ManagementError::NotFound("contract negotiation not found".into()),
-            NegotiationError::Invalid(message) => ManagementError::field("", message),
-            NegotiationError::WrongState { .. } | NegotiationError::Busy | NegotiationError::Illegal(_) => {
-                ManagementError::Conflict(error.to_string())
-            }
-            NegotiationError::Store(store) => store.into(),
-        }
-    }
-}
-
-/// A boolean EDC-vocabulary member of an expanded node.
-fn flag(node: &Map<String, Json>, name: &str) -> Option<bool> {
-    member(node, name).first().and_then(|v| v.get("@value")).and_then(Json::as_bool)
-}
 
 /// `POST /management/v3/contractnegotiations` (EDC `ContractRequest`): `counterPartyAddress`, `protocol`, `policy` (the
 /// offer as the catalogue listed it, with `@id`, `assigner` and `target`); Hanse extensions `autoAccept` (default
@@ -113,7 +94,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
             provider_address,
             provider_id,
             offer,
-            auto_accept: flag(&node, "autoAccept").unwrap_or(true),
+            auto_accept: super::flag(&node, "autoAccept").unwrap_or(true),
             purpose: text(&node, "purpose").map(|p| hanse_policy::profile::canonical_purpose(&p)),
         },
     )
@@ -122,8 +103,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
 }
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(&body)?) };
-    let spec = QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)?;
+    let spec = query_spec(&body)?;
     let all = negotiation::all(&state).await?;
     let selected = spec.apply(all, |n, field| match field.trim_start_matches(EDC) {
         "id" | "@id" => vec![json!(n.row.id)],
@@ -180,20 +160,11 @@ pub async fn operator_call(
     Path((id, call)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ManagementError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
-    match negotiation::call(&state, &id, &call, &body).await {
-        Ok(negotiation) => Ok(axum::Json(negotiation.management_json()).into_response()),
-        Err(error @ NegotiationError::WrongState { .. }) => {
-            let NegotiationError::WrongState { state: current, allowed, .. } = &error else { unreachable!() };
-            Ok(wrong_state(&error.to_string(), current, allowed))
-        }
-        Err(error) => Err(error.into()),
-    }
+    call_answer(negotiation::call(&state, &id, &call, &optional_body(&body)?).await.map(|n| n.management_json()))
 }
 
 pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(&body)?) };
-    let spec = QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)?;
+    let spec = query_spec(&body)?;
     let rows = state.store.agreements().await?;
     let selected = spec.apply(rows, |row, field| match field.trim_start_matches(EDC) {
         "id" | "@id" => vec![json!(row.id)],

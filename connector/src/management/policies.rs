@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use hanse_policy::{RequestContext, Severity};
 use serde_json::{Value as Json, json};
 
-use super::{ManagementError, parse_body};
+use super::ManagementError;
 use crate::server::Shared;
 
 /// `{"isValid": bool, "errors": [...], "warnings": [...]}` in the EDC `PolicyValidationResult` shape.
@@ -42,7 +42,7 @@ pub async fn explain(
         .catalogue
         .policy(&id)
         .ok_or_else(|| ManagementError::NotFound(format!("policy definition `{id}` not found")))?;
-    let body = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
+    let body = super::optional_body(&body)?;
     let action = body.get("action").and_then(Json::as_str).unwrap_or("use").to_owned();
     let mut context: RequestContext = match body.get("context") {
         None | Some(Json::Null) => RequestContext::default(),

@@ -12,7 +12,6 @@ use serde_json::{Value as Json, json};
 
 use super::{ManagementError, parse_body};
 use crate::catalog::model::{Asset, ContractDefinition, Invalid, PolicyDefinition};
-use crate::catalog::query::QuerySpec;
 use crate::catalog::{Catalogue, CatalogueError, Stored};
 use crate::server::{Connector, Shared};
 use crate::store::Store;
@@ -172,8 +171,7 @@ async fn replace<R: Resource>(State(state): State<Shared>, body: Bytes) -> Resul
 }
 
 async fn request<R: Resource>(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(&body)?) };
-    let spec = QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)?;
+    let spec = super::query_spec(&body)?;
     let selected = spec.apply(R::all(&state.catalogue), |stored, field| match field {
         "createdAt" => vec![json!(stored.created_at)],
         other => stored.value.field(other),

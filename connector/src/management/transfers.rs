@@ -9,26 +9,11 @@ use hanse_vocab::ns::EDC;
 use serde_json::{Map, Value as Json, json};
 
 use super::resources::id_response;
-use super::{FieldError, ManagementError, parse_body, wrong_state};
+use super::{FieldError, ManagementError, call_answer, optional_body, parse_body, query_spec};
 use crate::catalog::model::{expand_body, nested, text};
-use crate::catalog::query::QuerySpec;
 use crate::server::Shared;
 use crate::transfer::machine::Role;
-use crate::transfer::{self, HTTP_ENDPOINT, PULL, PUSH, Start, Transfer, TransferError};
-
-impl From<TransferError> for ManagementError {
-    fn from(error: TransferError) -> Self {
-        match error {
-            TransferError::NotFound => ManagementError::NotFound("transfer process not found".into()),
-            TransferError::Invalid(message) => ManagementError::field("", message),
-            TransferError::Refused { .. }
-            | TransferError::WrongState { .. }
-            | TransferError::Busy
-            | TransferError::Illegal(_) => ManagementError::Conflict(error.to_string()),
-            TransferError::Store(store) => store.into(),
-        }
-    }
-}
+use crate::transfer::{self, HTTP_ENDPOINT, PULL, PUSH, Start, Transfer};
 
 /// A push destination (EDC `dataDestination`: `type` HttpData, `baseUrl`, optional `authKey` / `authCode`) as a DSP
 /// `DataAddress`.
@@ -114,14 +99,10 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
             )?
         }
     };
-    let auto_complete = member_flag(&node, "autoComplete").unwrap_or(true);
+    let auto_complete = super::flag(&node, "autoComplete").unwrap_or(true);
     let transfer =
         transfer::start(&state, Start { provider_address, agreement, format, destination, auto_complete }).await?;
     Ok(axum::Json(id_response(&transfer.row.id, transfer.row.created_at)).into_response())
-}
-
-fn member_flag(node: &Map<String, Json>, name: &str) -> Option<bool> {
-    crate::catalog::model::member(node, name).first().and_then(|v| v.get("@value")).and_then(Json::as_bool)
 }
 
 fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
@@ -136,11 +117,6 @@ fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
         "createdAt" => vec![json!(transfer.row.created_at)],
         _ => Vec::new(),
     }
-}
-
-fn query_spec(body: &Bytes) -> Result<QuerySpec, ManagementError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(body)?) };
-    QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)
 }
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
@@ -165,15 +141,7 @@ pub async fn operator_call(
     Path((id, call)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ManagementError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
-    match transfer::call(&state, &id, &call, &body).await {
-        Ok(transfer) => Ok(axum::Json(transfer.management_json()).into_response()),
-        Err(error @ TransferError::WrongState { .. }) => {
-            let TransferError::WrongState { state: current, allowed, .. } = &error else { unreachable!() };
-            Ok(wrong_state(&error.to_string(), current, allowed))
-        }
-        Err(error) => Err(error.into()),
-    }
+    call_answer(transfer::call(&state, &id, &call, &optional_body(&body)?).await.map(|t| t.management_json()))
 }
 
 /// A consumer's pull transfer with a data address.
@@ -262,7 +230,9 @@ async fn refresh_edr(state: &Shared, transfer: &Transfer, address: &Json) -> Res
 pub async fn edr_delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     match transfer::forget_edr(&state, &id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(TransferError::NotFound) => Err(ManagementError::NotFound(format!("no data address for `{id}`"))),
+        Err(crate::process::ProcessError::NotFound(_)) => {
+            Err(ManagementError::NotFound(format!("no data address for `{id}`")))
+        }
         Err(error) => Err(error.into()),
     }
 }

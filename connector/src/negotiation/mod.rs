@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 
 use crate::identity::{Claims, Verified};
-use crate::process::{Answer, digest, new_pid, now_rfc3339};
-use crate::protocol::error::{DspArea, DspError};
+use crate::process::{Answer, ProcessError, digest, new_pid, now_rfc3339};
 use crate::server::Connector;
 use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, StoreError};
 use machine::{Message, Role, State};
@@ -76,34 +75,12 @@ impl Negotiation {
         address: &str,
         details: Details,
     ) -> Negotiation {
-        Negotiation {
-            row: ProcessRow {
-                id: new_pid(),
-                role: role.name().into(),
-                state: state.name().into(),
-                peer_pid: peer_pid.map(str::to_owned),
-                counter_party_id: counter_party_id.to_owned(),
-                counter_party_address: address.trim_end_matches('/').to_owned(),
-                body: Json::Null,
-                last_received: None,
-                last_answer: None,
-                agreement_id: None,
-                version: 0,
-                created_at: 0,
-                updated_at: 0,
-            },
-            role,
-            state,
-            details,
-        }
+        let row = crate::process::new_row(role, state.name(), peer_pid, counter_party_id, address);
+        Negotiation { row, role, state, details }
     }
 
     fn from_row(row: ProcessRow) -> Result<Negotiation, StoreError> {
-        let role = if row.role == "provider" { Role::Provider } else { Role::Consumer };
-        let state = State::parse(&row.state)
-            .ok_or_else(|| StoreError::Corrupt(format!("negotiation {}: state {}", row.id, row.state)))?;
-        let details = serde_json::from_value(row.body.clone())
-            .map_err(|e| StoreError::Corrupt(format!("negotiation {}: {e}", row.id)))?;
+        let (role, state, details) = crate::process::decode(ProcessKind::Negotiation, &row, State::parse)?;
         Ok(Negotiation { row, role, state, details })
     }
 
@@ -125,107 +102,47 @@ impl Negotiation {
 
     /// The DSP `ContractNegotiation` message.
     pub fn dsp_json(&self) -> Json {
-        let (provider, consumer) = self.pids();
-        json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "ContractNegotiation",
-               "providerPid": provider, "consumerPid": consumer, "state": self.state.name()})
+        crate::process::dsp_state("ContractNegotiation", &self.row, self.role, PEER_PID, self.state.name())
     }
 
     /// The EDC management shape, with the calls allowed now and the decision trace.
     pub fn management_json(&self) -> Json {
-        let mut out = json!({
-            "@context": hanse_self_descriptions::dcat::management_context(),
-            "@type": "ContractNegotiation",
-            "@id": self.row.id,
-            "type": if self.role == Role::Provider { "PROVIDER" } else { "CONSUMER" },
-            "protocol": "dataspace-protocol-http:2025-1",
-            "state": self.state.name(),
-            "counterPartyId": self.row.counter_party_id,
-            "counterPartyAddress": self.row.counter_party_address,
-            "correlationId": self.row.peer_pid,
-            "callbackAddresses": [],
-            "createdAt": self.row.created_at,
-            "updatedAt": self.row.updated_at,
-            "allowedCalls": if self.state.is_terminal() { vec![] } else { machine::allowed_calls(self.role, self.state) },
-            "waitingForOperator": self.held(),
-            "history": self.details.history,
-        });
-        for (key, value) in [
+        let view = crate::process::ManagementView {
+            type_name: "ContractNegotiation",
+            row: &self.row,
+            role: self.role,
+            state: self.state.name(),
+            allowed_calls: machine::allowed_calls(self.role, self.state),
+            held: self.held(),
+            history: &self.details.history,
+        };
+        view.to_json(vec![
+            ("callbackAddresses", Some(json!([]))),
+            ("updatedAt", Some(json!(self.row.updated_at))),
             ("contractAgreementId", self.details.agreement_id.as_ref().map(|v| json!(v))),
             ("assetId", self.details.asset_id.as_ref().map(|v| json!(v))),
             ("errorDetail", self.details.error.as_ref().map(|v| json!(v))),
             ("errorCode", self.details.error_code.as_ref().map(|v| json!(v))),
             ("offer", self.details.offer.clone()),
             ("decision", self.details.decision.clone()),
-        ] {
-            if let Some(value) = value {
-                out[key] = value;
-            }
-        }
-        out
+        ])
     }
 }
 
-/// What went wrong in a negotiation call.
-#[derive(Debug, thiserror::Error)]
-pub enum NegotiationError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("negotiation not found")]
-    NotFound,
-    /// The call does not fit the state (management: 409).
-    #[error("`{call}` is not possible in state {state}; allowed now: {allowed:?}")]
-    WrongState { call: String, state: &'static str, allowed: Vec<&'static str> },
-    /// A peer's message does not fit the state (DSP: 400 with the state unchanged).
-    #[error("{0}")]
-    Illegal(String),
-    #[error("the negotiation kept changing under concurrent updates; try again")]
-    Busy,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl NegotiationError {
-    /// The DSP answer (`ContractNegotiationError`).
-    pub fn into_dsp(self, pids: (Option<String>, Option<String>)) -> DspError {
-        let (status, code) = match &self {
-            NegotiationError::Invalid(_) | NegotiationError::Illegal(_) | NegotiationError::WrongState { .. } => {
-                (StatusCode::BAD_REQUEST, "BadRequest")
-            }
-            NegotiationError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
-            NegotiationError::Busy => (StatusCode::CONFLICT, "Busy"),
-            NegotiationError::Store(error) => {
-                tracing::error!(%error, "store failure in a negotiation");
-                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
-            }
-        };
-        let reason = match &self {
-            NegotiationError::Store(_) => "the provider could not process the message".to_owned(),
-            other => other.to_string(),
-        };
-        DspError::new(DspArea::Negotiation, status, code, reason).with_pids(pids.0, pids.1)
-    }
-}
+const NOT_FOUND: ProcessError = ProcessError::NotFound(ProcessKind::Negotiation);
+const BUSY: ProcessError = ProcessError::Busy(ProcessKind::Negotiation);
 
 fn history(details: &mut Details, event: &str, state: State) {
-    details.history.push(json!({"at": now_rfc3339(), "event": event, "state": state.name()}));
+    details.history.push(crate::process::history_entry(event, state.name()));
 }
 
-/// A DSP negotiation message.
+/// A DSP negotiation message; a pid of `-` is left out.
 pub fn message(kind: Message, provider_pid: &str, consumer_pid: &str, members: Json) -> Json {
-    let mut out = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": kind.type_name()});
-    if provider_pid != "-" {
-        out["providerPid"] = json!(provider_pid);
-    }
-    if consumer_pid != "-" {
-        out["consumerPid"] = json!(consumer_pid);
-    }
+    let mut out = crate::process::message(kind.type_name(), provider_pid, consumer_pid, members);
     match kind {
         Message::AcceptedEvent => out["eventType"] = json!("ACCEPTED"),
         Message::FinalizedEvent => out["eventType"] = json!("FINALIZED"),
         _ => {}
-    }
-    if let (Json::Object(out), Json::Object(members)) = (&mut out, members) {
-        out.extend(members);
     }
     out
 }
@@ -536,8 +453,8 @@ fn consumer_turn(
 }
 
 /// Reads the kind of an incoming message from its `@type` (and `eventType`).
-pub fn kind_of(message: &Json) -> Result<Message, NegotiationError> {
-    let invalid = |m: String| NegotiationError::Invalid(m);
+pub fn kind_of(message: &Json) -> Result<Message, ProcessError> {
+    let invalid = |m: String| ProcessError::Invalid(m);
     Ok(match message.get("@type").and_then(Json::as_str) {
         Some("ContractRequestMessage") => Message::ContractRequest,
         Some("ContractOfferMessage") => Message::ContractOffer,
@@ -553,12 +470,12 @@ pub fn kind_of(message: &Json) -> Result<Message, NegotiationError> {
     })
 }
 
-fn required<'a>(message: &'a Json, field: &str) -> Result<&'a str, NegotiationError> {
-    crate::process::required(message, field).map_err(NegotiationError::Invalid)
+fn required<'a>(message: &'a Json, field: &str) -> Result<&'a str, ProcessError> {
+    crate::process::required(message, field).map_err(ProcessError::Invalid)
 }
 
 /// Checks the members a message kind needs (the official schema's required fields and their shapes).
-fn check_fields(kind: Message, message: &Json, initial: bool) -> Result<(), NegotiationError> {
+fn check_fields(kind: Message, message: &Json, initial: bool) -> Result<(), ProcessError> {
     match (kind, initial) {
         (Message::ContractRequest, true) => {
             required(message, "consumerPid")?;
@@ -578,20 +495,20 @@ fn check_fields(kind: Message, message: &Json, initial: bool) -> Result<(), Nego
             let offer = message
                 .get("offer")
                 .filter(|o| o.is_object())
-                .ok_or_else(|| NegotiationError::Invalid("offer is required".into()))?;
-            required(offer, "@id").map_err(|_| NegotiationError::Invalid("offer.@id is required".into()))?;
+                .ok_or_else(|| ProcessError::Invalid("offer is required".into()))?;
+            required(offer, "@id").map_err(|_| ProcessError::Invalid("offer.@id is required".into()))?;
             if kind == Message::ContractRequest {
-                required(offer, "target").map_err(|_| NegotiationError::Invalid("offer.target is required".into()))?;
+                required(offer, "target").map_err(|_| ProcessError::Invalid("offer.target is required".into()))?;
             }
         }
         Message::ContractAgreement => {
             let agreement = message
                 .get("agreement")
                 .filter(|o| o.is_object())
-                .ok_or_else(|| NegotiationError::Invalid("agreement is required".into()))?;
+                .ok_or_else(|| ProcessError::Invalid("agreement is required".into()))?;
             for field in ["@id", "target", "assigner", "assignee", "timestamp"] {
                 required(agreement, field)
-                    .map_err(|_| NegotiationError::Invalid(format!("agreement.{field} is required")))?;
+                    .map_err(|_| ProcessError::Invalid(format!("agreement.{field} is required")))?;
             }
         }
         _ => {}
@@ -606,7 +523,7 @@ pub async fn receive(
     verified: &Verified,
     local_pid: Option<&str>,
     message: Json,
-) -> Result<Answer, NegotiationError> {
+) -> Result<Answer, ProcessError> {
     let (requester, requester_expiry) = (verified.participant.as_str(), verified.expires_at);
     let kind = kind_of(&message)?;
     check_fields(kind, &message, local_pid.is_none())?;
@@ -615,11 +532,11 @@ pub async fn receive(
         // Find (or begin) the negotiation.
         let (existing, role) = match local_pid {
             Some(pid) => {
-                let row = connector.store.negotiation(pid).await?.ok_or(NegotiationError::NotFound)?;
+                let row = connector.store.negotiation(pid).await?.ok_or(NOT_FOUND)?;
                 let negotiation = Negotiation::from_row(row)?;
                 // Someone else's negotiation, or a message naming pids that are not this one's: unknown.
                 if !crate::process::addressed_to(&negotiation.row, negotiation.role, requester, &message) {
-                    return Err(NegotiationError::NotFound);
+                    return Err(NOT_FOUND);
                 }
                 let role = negotiation.role;
                 (Some(negotiation), role)
@@ -642,14 +559,14 @@ pub async fn receive(
             return Ok(answer);
         }
         if existing.is_some() && local_pid.is_none() {
-            return Err(NegotiationError::Illegal(format!(
+            return Err(ProcessError::Illegal(format!(
                 "a negotiation with this {} already exists; continue it at its own address",
                 if role == Role::Provider { "consumerPid" } else { "providerPid" }
             )));
         }
         let state = existing.as_ref().map(|n| n.state);
         if !machine::may_receive(role, state, kind) {
-            return Err(NegotiationError::Illegal(match state {
+            return Err(ProcessError::Illegal(match state {
                 Some(state) => {
                     format!("a {} is not accepted in state {} by the {}", kind.label(), state.name(), role.name())
                 }
@@ -748,26 +665,26 @@ pub async fn receive(
             Err(error) => return Err(error.into()),
         }
     }
-    Err(NegotiationError::Busy)
+    Err(BUSY)
 }
 
 /// The negotiation `pid`, if `requester` is its counter-party (DSP `GET /negotiations/{pid}`).
-pub async fn get_for_peer(connector: &Connector, requester: &str, pid: &str) -> Result<Negotiation, NegotiationError> {
-    let row = connector.store.negotiation(pid).await?.ok_or(NegotiationError::NotFound)?;
+pub async fn get_for_peer(connector: &Connector, requester: &str, pid: &str) -> Result<Negotiation, ProcessError> {
+    let row = connector.store.negotiation(pid).await?.ok_or(NOT_FOUND)?;
     if row.counter_party_id != requester {
-        return Err(NegotiationError::NotFound);
+        return Err(NOT_FOUND);
     }
     Ok(Negotiation::from_row(row)?)
 }
 
 /// A negotiation by id (management).
-pub async fn get(connector: &Connector, id: &str) -> Result<Negotiation, NegotiationError> {
-    let row = connector.store.negotiation(id).await?.ok_or(NegotiationError::NotFound)?;
+pub async fn get(connector: &Connector, id: &str) -> Result<Negotiation, ProcessError> {
+    let row = connector.store.negotiation(id).await?.ok_or(NOT_FOUND)?;
     Ok(Negotiation::from_row(row)?)
 }
 
 /// Every negotiation (management).
-pub async fn all(connector: &Connector) -> Result<Vec<Negotiation>, NegotiationError> {
+pub async fn all(connector: &Connector) -> Result<Vec<Negotiation>, ProcessError> {
     connector
         .store
         .processes(ProcessKind::Negotiation)
@@ -790,7 +707,7 @@ pub struct Start {
 }
 
 /// Starts a negotiation as consumer: the row and the first request, in one transaction.
-pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, NegotiationError> {
+pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, ProcessError> {
     let details = Details {
         requested: Some(start.offer.clone()),
         asset_id: start.offer.get("target").and_then(Json::as_str).map(str::to_owned),
@@ -823,17 +740,13 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, N
 }
 
 /// An operator's call on a negotiation (`approve`, `offer`, `finalize`, `accept`, `verify`, `terminate`).
-pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> Result<Negotiation, NegotiationError> {
+pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> Result<Negotiation, ProcessError> {
     for _ in 0..8 {
         let negotiation = get(connector, id).await?;
-        let wrong = || NegotiationError::WrongState {
+        let wrong = || ProcessError::WrongState {
             call: call.to_owned(),
             state: negotiation.state.name(),
-            allowed: if negotiation.state.is_terminal() {
-                vec![]
-            } else {
-                machine::allowed_calls(negotiation.role, negotiation.state)
-            },
+            allowed: machine::allowed_calls(negotiation.role, negotiation.state),
         };
         let kind = machine::call_message(negotiation.role, call).ok_or_else(wrong)?;
         if !machine::may_send(negotiation.role, Some(negotiation.state), kind) {
@@ -847,55 +760,31 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
                 let reason = body.get("reason").and_then(Json::as_str).unwrap_or("terminated by the operator");
                 terminate(negotiation, "Terminated", reason, &mut outbox)
             }
-            Message::ContractAgreement => {
-                let agreement_json = match negotiation.details.pending_agreement.clone() {
-                    Some(pending) => pending,
-                    None => {
-                        // Nothing prepared (no manual hold): decide now, as the automatic path would.
-                        let counter_party = negotiation.row.counter_party_id.clone();
-                        let expiry =
-                            Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
-                        let claims = provider_claims(connector, &counter_party, expiry).await;
-                        let (decided, row) = provider_turn(
-                            connector,
-                            &claims,
-                            Negotiation {
-                                details: Details { manual: false, ..negotiation.details.clone() },
-                                ..negotiation.clone()
-                            },
-                            &mut outbox,
-                        );
-                        agreement = row;
-                        let mut decided = decided;
-                        decided.details.manual = negotiation.details.manual;
-                        decided.row.state = decided.state.name().into();
-                        decided.row.body = serde_json::to_value(&decided.details).unwrap_or(Json::Null);
-                        if agreement.is_some() {
-                            decided.row.agreement_id = decided.details.agreement_id.clone();
-                        }
-                        let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
-                        if let Some(handed) = connector
-                            .store
-                            .write_process(ProcessKind::Negotiation, &decided.row, Some(version), outgoing)
-                            .await?
-                        {
-                            connector.dispatcher.hand(handed);
-                            return get(connector, id).await;
-                        }
-                        continue;
-                    }
-                };
-                let (next, row) = agree(negotiation, agreement_json, &mut outbox);
-                agreement = row;
-                next
-            }
+            Message::ContractAgreement => match negotiation.details.pending_agreement.clone() {
+                Some(pending) => {
+                    let (next, row) = agree(negotiation, pending, &mut outbox);
+                    agreement = row;
+                    next
+                }
+                None => {
+                    // Nothing prepared (no manual hold): decide now, as the automatic path would.
+                    let expiry = Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
+                    let claims = provider_claims(connector, &negotiation.row.counter_party_id, expiry).await;
+                    let manual = negotiation.details.manual;
+                    let mut automatic = negotiation;
+                    automatic.details.manual = false;
+                    let (mut decided, row) = provider_turn(connector, &claims, automatic, &mut outbox);
+                    decided.details.manual = manual;
+                    agreement = row;
+                    decided
+                }
+            },
             Message::ContractOffer | Message::ContractRequest => {
                 let terms = body.get("offer").or_else(|| body.get("policy")).cloned().ok_or_else(|| {
-                    NegotiationError::Invalid("offer (the counter terms, an ODRL policy) is required".into())
+                    ProcessError::Invalid("offer (the counter terms, an ODRL policy) is required".into())
                 })?;
-                let mut terms = Policy::from_json(&terms)
-                    .map_err(|e| NegotiationError::Invalid(format!("offer.{e}")))?
-                    .to_dsp_json();
+                let mut terms =
+                    Policy::from_json(&terms).map_err(|e| ProcessError::Invalid(format!("offer.{e}")))?.to_dsp_json();
                 if let Json::Object(map) = &mut terms {
                     map.insert("@id".into(), json!(new_pid()));
                     map.insert("@type".into(), json!("Offer"));
@@ -930,7 +819,7 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
             return get(connector, id).await;
         }
     }
-    Err(NegotiationError::Busy)
+    Err(BUSY)
 }
 
 /// Terminates a negotiation on this side after a delivery failure, and tells the peer once if it can.
@@ -939,7 +828,7 @@ pub async fn terminate_after_failure(
     id: &str,
     reason: &str,
     notify_peer: bool,
-) -> Result<(), NegotiationError> {
+) -> Result<(), ProcessError> {
     for _ in 0..8 {
         let negotiation = get(connector, id).await?;
         if negotiation.state.is_terminal() {
@@ -966,7 +855,7 @@ pub async fn terminate_after_failure(
             return Ok(());
         }
     }
-    Err(NegotiationError::Busy)
+    Err(BUSY)
 }
 
 /// Retry settings of the dispatcher.

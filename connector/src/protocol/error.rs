@@ -13,6 +13,15 @@ pub enum DspArea {
     Transfer,
 }
 
+impl From<crate::store::ProcessKind> for DspArea {
+    fn from(kind: crate::store::ProcessKind) -> DspArea {
+        match kind {
+            crate::store::ProcessKind::Negotiation => DspArea::Negotiation,
+            crate::store::ProcessKind::Transfer => DspArea::Transfer,
+        }
+    }
+}
+
 impl DspArea {
     fn message_type(self) -> &'static str {
         match self {

@@ -5,6 +5,7 @@ pub mod client;
 pub mod error;
 pub mod identity;
 pub mod negotiation;
+mod process;
 pub mod transfer;
 
 use axum::Router;

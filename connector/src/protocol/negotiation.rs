@@ -9,75 +9,33 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use serde_json::Value as Json;
+use axum::response::Response;
 
-use super::error::{DspArea, DspError};
-use crate::identity::Verified;
-use crate::negotiation::{self, NegotiationError};
+use super::error::DspArea;
+use super::process;
+use crate::negotiation;
 use crate::server::Shared;
 
-fn pids_of(message: &Json) -> (Option<String>, Option<String>) {
-    let text = |key: &str| message.get(key).and_then(Json::as_str).map(str::to_owned);
-    (text("providerPid"), text("consumerPid"))
-}
-
-/// The verified requester; an unverifiable one is told 404, as for someone else's negotiation (the reason is logged).
-async fn verified(state: &Shared, headers: &HeaderMap) -> Result<Verified, Response> {
-    state.identity.verify_request(headers).await.map_err(|reason| {
-        tracing::info!(%reason, "negotiation request refused");
-        DspError::not_found(DspArea::Negotiation, "no such negotiation").into_response()
+async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: &str, body: Bytes) -> Response {
+    process::handle(&state, &headers, DspArea::Negotiation, &[expected], &body, async |requester, message| {
+        negotiation::receive(&state, requester, pid.as_deref(), message).await
     })
-}
-
-async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: &[&str], body: Bytes) -> Response {
-    let requester = match verified(&state, &headers).await {
-        Ok(requester) => requester,
-        Err(refused) => return refused,
-    };
-    let message: Json = match serde_json::from_slice(&body) {
-        Ok(message) => message,
-        Err(error) => {
-            return DspError::bad_request(DspArea::Negotiation, vec![format!("the body is not JSON: {error}")])
-                .into_response();
-        }
-    };
-    let pids = pids_of(&message);
-    let message_type = message.get("@type").and_then(Json::as_str).unwrap_or_default();
-    if !expected.contains(&message_type) {
-        return NegotiationError::Invalid(format!(
-            "this endpoint takes {}, not {message_type:?}",
-            expected.join(" or ")
-        ))
-        .into_dsp(pids)
-        .into_response();
-    }
-    match negotiation::receive(&state, &requester, pid.as_deref(), message).await {
-        Ok(answer) => match answer.body {
-            Some(body) => (answer.status, axum::Json(body)).into_response(),
-            None => answer.status.into_response(),
-        },
-        Err(error) => error.into_dsp(pids).into_response(),
-    }
+    .await
 }
 
 pub async fn get(State(state): State<Shared>, Path(pid): Path<String>, headers: HeaderMap) -> Response {
-    let requester = match verified(&state, &headers).await {
-        Ok(requester) => requester,
-        Err(refused) => return refused,
-    };
-    match negotiation::get_for_peer(&state, &requester.participant, &pid).await {
-        Ok(found) => axum::Json(found.dsp_json()).into_response(),
-        Err(error) => error.into_dsp((None, None)).into_response(),
-    }
+    process::get(&state, &headers, DspArea::Negotiation, async |requester| {
+        Ok(negotiation::get_for_peer(&state, requester, &pid).await?.dsp_json())
+    })
+    .await
 }
 
 pub async fn initial_request(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, headers, None, &["ContractRequestMessage"], body).await
+    handle(state, headers, None, "ContractRequestMessage", body).await
 }
 
 pub async fn initial_offer(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, headers, None, &["ContractOfferMessage"], body).await
+    handle(state, headers, None, "ContractOfferMessage", body).await
 }
 
 pub async fn request(
@@ -86,15 +44,15 @@ pub async fn request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, headers, Some(pid), &["ContractRequestMessage"], body).await
+    handle(state, headers, Some(pid), "ContractRequestMessage", body).await
 }
 
 pub async fn offers(State(state): State<Shared>, Path(pid): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, headers, Some(pid), &["ContractOfferMessage"], body).await
+    handle(state, headers, Some(pid), "ContractOfferMessage", body).await
 }
 
 pub async fn events(State(state): State<Shared>, Path(pid): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, headers, Some(pid), &["ContractNegotiationEventMessage"], body).await
+    handle(state, headers, Some(pid), "ContractNegotiationEventMessage", body).await
 }
 
 pub async fn agreement(
@@ -103,7 +61,7 @@ pub async fn agreement(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, headers, Some(pid), &["ContractAgreementMessage"], body).await
+    handle(state, headers, Some(pid), "ContractAgreementMessage", body).await
 }
 
 pub async fn verification(
@@ -112,7 +70,7 @@ pub async fn verification(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, headers, Some(pid), &["ContractAgreementVerificationMessage"], body).await
+    handle(state, headers, Some(pid), "ContractAgreementVerificationMessage", body).await
 }
 
 pub async fn termination(
@@ -121,5 +79,5 @@ pub async fn termination(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, headers, Some(pid), &["ContractNegotiationTerminationMessage"], body).await
+    handle(state, headers, Some(pid), "ContractNegotiationTerminationMessage", body).await
 }

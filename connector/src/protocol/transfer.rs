@@ -9,64 +9,25 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use serde_json::Value as Json;
+use axum::response::Response;
 
-use super::error::{DspArea, DspError};
-use crate::identity::Verified;
+use super::error::DspArea;
+use super::process;
 use crate::server::Shared;
-use crate::transfer::machine::Message;
-use crate::transfer::{self, TransferError};
-
-fn pids_of(message: &Json) -> (Option<String>, Option<String>) {
-    let text = |key: &str| message.get(key).and_then(Json::as_str).map(str::to_owned);
-    (text("providerPid"), text("consumerPid"))
-}
-
-async fn verified(state: &Shared, headers: &HeaderMap) -> Result<Verified, Response> {
-    state.identity.verify_request(headers).await.map_err(|reason| {
-        tracing::info!(%reason, "transfer request refused");
-        DspError::not_found(DspArea::Transfer, "no such transfer process").into_response()
-    })
-}
+use crate::transfer::{self, machine::Message};
 
 async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: Message, body: Bytes) -> Response {
-    let requester = match verified(&state, &headers).await {
-        Ok(requester) => requester,
-        Err(refused) => return refused,
-    };
-    let message: Json = match serde_json::from_slice(&body) {
-        Ok(message) => message,
-        Err(error) => {
-            return DspError::bad_request(DspArea::Transfer, vec![format!("the body is not JSON: {error}")])
-                .into_response();
-        }
-    };
-    let pids = pids_of(&message);
-    let message_type = message.get("@type").and_then(Json::as_str).unwrap_or_default();
-    if message_type != expected.type_name() {
-        return TransferError::Invalid(format!("this endpoint takes {}, not {message_type:?}", expected.type_name()))
-            .into_dsp(pids)
-            .into_response();
-    }
-    match transfer::receive(&state, &requester, pid.as_deref(), message).await {
-        Ok(answer) => match answer.body {
-            Some(body) => (answer.status, axum::Json(body)).into_response(),
-            None => answer.status.into_response(),
-        },
-        Err(error) => error.into_dsp(pids).into_response(),
-    }
+    process::handle(&state, &headers, DspArea::Transfer, &[expected.type_name()], &body, async |requester, message| {
+        transfer::receive(&state, requester, pid.as_deref(), message).await
+    })
+    .await
 }
 
 pub async fn get(State(state): State<Shared>, Path(pid): Path<String>, headers: HeaderMap) -> Response {
-    let requester = match verified(&state, &headers).await {
-        Ok(requester) => requester,
-        Err(refused) => return refused,
-    };
-    match transfer::get_for_peer(&state, &requester.participant, &pid).await {
-        Ok(found) => axum::Json(found.dsp_json()).into_response(),
-        Err(error) => error.into_dsp((None, None)).into_response(),
-    }
+    process::get(&state, &headers, DspArea::Transfer, async |requester| {
+        Ok(transfer::get_for_peer(&state, requester, &pid).await?.dsp_json())
+    })
+    .await
 }
 
 pub async fn request(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {

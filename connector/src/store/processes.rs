@@ -33,6 +33,14 @@ impl ProcessKind {
             ProcessKind::Transfer => "transfer",
         }
     }
+
+    /// What operators call it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProcessKind::Negotiation => "contract negotiation",
+            ProcessKind::Transfer => "transfer process",
+        }
+    }
 }
 
 /// Both kinds.
@@ -195,6 +203,24 @@ impl Store {
         let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM {table} ORDER BY created_at, id")))
             .fetch_all(pool)
             .await?);
+        rows.into_iter().map(Row::into_process).collect()
+    }
+
+    /// The processes of `role` in `state` (indexed by state).
+    pub async fn processes_in(
+        &self,
+        kind: ProcessKind,
+        role: &str,
+        state: &str,
+    ) -> Result<Vec<ProcessRow>, StoreError> {
+        let table = kind.table();
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM {table} WHERE state = $1 AND role = $2 ORDER BY created_at, id"
+        )))
+        .bind(state)
+        .bind(role)
+        .fetch_all(pool)
+        .await?);
         rows.into_iter().map(Row::into_process).collect()
     }
 

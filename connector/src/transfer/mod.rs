@@ -19,8 +19,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::dataplane::token::Access;
 use crate::identity::Verified;
 use crate::negotiation::PEER_PID;
-use crate::process::{Answer, digest, new_pid, now_rfc3339};
-use crate::protocol::error::{DspArea, DspError};
+use crate::process::{Answer, ProcessError, digest};
 use crate::server::Shared;
 use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, StoreError};
 use machine::{Message, Role, State};
@@ -77,34 +76,13 @@ pub struct Transfer {
 
 impl Transfer {
     fn new(role: Role, peer_pid: Option<&str>, counter_party: &str, address: &str, agreement_id: &str) -> Transfer {
-        Transfer {
-            row: ProcessRow {
-                id: new_pid(),
-                role: role.name().into(),
-                state: State::Requested.name().into(),
-                peer_pid: peer_pid.map(str::to_owned),
-                counter_party_id: counter_party.to_owned(),
-                counter_party_address: address.trim_end_matches('/').to_owned(),
-                body: Json::Null,
-                last_received: None,
-                last_answer: None,
-                agreement_id: Some(agreement_id.to_owned()),
-                version: 0,
-                created_at: 0,
-                updated_at: 0,
-            },
-            role,
-            state: State::Requested,
-            details: Details::default(),
-        }
+        let mut row = crate::process::new_row(role, State::Requested.name(), peer_pid, counter_party, address);
+        row.agreement_id = Some(agreement_id.to_owned());
+        Transfer { row, role, state: State::Requested, details: Details::default() }
     }
 
     fn from_row(row: ProcessRow) -> Result<Transfer, StoreError> {
-        let role = if row.role == "provider" { Role::Provider } else { Role::Consumer };
-        let state = State::parse(&row.state)
-            .ok_or_else(|| StoreError::Corrupt(format!("transfer {}: state {}", row.id, row.state)))?;
-        let details = serde_json::from_value(row.body.clone())
-            .map_err(|e| StoreError::Corrupt(format!("transfer {}: {e}", row.id)))?;
+        let (role, state, details) = crate::process::decode(ProcessKind::Transfer, &row, State::parse)?;
         Ok(Transfer { row, role, state, details })
     }
 
@@ -128,46 +106,32 @@ impl Transfer {
 
     /// The DSP `TransferProcess` message.
     pub fn dsp_json(&self) -> Json {
-        let (provider, consumer) = self.pids();
-        json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "TransferProcess",
-               "providerPid": provider, "consumerPid": consumer, "state": self.state.name()})
+        crate::process::dsp_state("TransferProcess", &self.row, self.role, PEER_PID, self.state.name())
     }
 
     /// The EDC management shape, with the calls allowed now; secrets of the push destination are masked.
     pub fn management_json(&self) -> Json {
-        let allowed = if self.state.is_terminal() { vec![] } else { machine::allowed_calls(self.role, self.state) };
-        let mut out = json!({
-            "@context": hanse_self_descriptions::dcat::management_context(),
-            "@type": "TransferProcess",
-            "@id": self.row.id,
-            "type": if self.role == Role::Provider { "PROVIDER" } else { "CONSUMER" },
-            "protocol": "dataspace-protocol-http:2025-1",
-            "state": self.state.name(),
-            "stateTimestamp": self.row.updated_at,
-            "contractId": self.agreement_id(),
-            "counterPartyId": self.row.counter_party_id,
-            "counterPartyAddress": self.row.counter_party_address,
-            "correlationId": self.row.peer_pid,
-            "transferType": self.details.format,
-            "autoComplete": self.details.auto_complete,
-            "createdAt": self.row.created_at,
-            "allowedCalls": allowed,
-            "waitingForOperator": self.held(),
-            "history": self.details.history,
-        });
-        for (key, value) in [
+        let view = crate::process::ManagementView {
+            type_name: "TransferProcess",
+            row: &self.row,
+            role: self.role,
+            state: self.state.name(),
+            allowed_calls: machine::allowed_calls(self.role, self.state),
+            held: self.held(),
+            history: &self.details.history,
+        };
+        view.to_json(vec![
+            ("stateTimestamp", Some(json!(self.row.updated_at))),
+            ("contractId", Some(json!(self.agreement_id()))),
+            ("transferType", Some(json!(self.details.format))),
+            ("autoComplete", Some(json!(self.details.auto_complete))),
             ("assetId", self.details.asset_id.as_ref().map(|v| json!(v))),
             ("errorDetail", self.details.error.as_ref().map(|v| json!(v))),
             ("errorCode", self.details.error_code.as_ref().map(|v| json!(v))),
             ("decision", self.details.decision.clone()),
             ("bytesPushed", self.details.bytes.map(|v| json!(v))),
             ("dataDestination", self.details.destination.as_ref().map(masked)),
-        ] {
-            if let Some(value) = value {
-                out[key] = value;
-            }
-        }
-        out
+        ])
     }
 
     /// Writes the state and details into the row.
@@ -201,66 +165,11 @@ pub fn endpoint_property<'a>(address: &'a Json, name: &str) -> Option<&'a str> {
         .as_str()
 }
 
-/// What went wrong in a transfer call.
-#[derive(Debug, thiserror::Error)]
-pub enum TransferError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("transfer process not found")]
-    NotFound,
-    /// The provider will not transfer (no such agreement for this consumer, policy, format).
-    #[error("{reason}")]
-    Refused { code: &'static str, reason: String },
-    /// The call does not fit the state (management: 409).
-    #[error("`{call}` is not possible in state {state}; allowed now: {allowed:?}")]
-    WrongState { call: String, state: &'static str, allowed: Vec<&'static str> },
-    /// A peer's message does not fit the state (DSP: 400 with the state unchanged).
-    #[error("{0}")]
-    Illegal(String),
-    #[error("the transfer kept changing under concurrent updates; try again")]
-    Busy,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl TransferError {
-    /// The DSP answer (`TransferError`).
-    pub fn into_dsp(self, pids: (Option<String>, Option<String>)) -> DspError {
-        let (status, code) = match &self {
-            TransferError::Invalid(_) | TransferError::Illegal(_) | TransferError::WrongState { .. } => {
-                (StatusCode::BAD_REQUEST, "BadRequest")
-            }
-            TransferError::Refused { code, .. } => (StatusCode::BAD_REQUEST, *code),
-            TransferError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
-            TransferError::Busy => (StatusCode::CONFLICT, "Busy"),
-            TransferError::Store(error) => {
-                tracing::error!(%error, "store failure in a transfer");
-                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
-            }
-        };
-        let reason = match &self {
-            TransferError::Store(_) => "the connector could not process the message".to_owned(),
-            other => other.to_string(),
-        };
-        DspError::new(DspArea::Transfer, status, code, reason).with_pids(pids.0, pids.1)
-    }
-}
+const NOT_FOUND: ProcessError = ProcessError::NotFound(ProcessKind::Transfer);
+const BUSY: ProcessError = ProcessError::Busy(ProcessKind::Transfer);
 
 fn history(details: &mut Details, event: &str, state: State) {
-    details.history.push(json!({"at": now_rfc3339(), "event": event, "state": state.name()}));
-}
-
-/// A DSP transfer message; `-` leaves a pid out.
-pub fn message(kind: Message, provider_pid: &str, consumer_pid: &str, members: Json) -> Json {
-    let mut out = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": kind.type_name()});
-    if provider_pid != "-" {
-        out["providerPid"] = json!(provider_pid);
-    }
-    out["consumerPid"] = json!(consumer_pid);
-    if let (Json::Object(out), Json::Object(members)) = (&mut out, members) {
-        out.extend(members);
-    }
-    out
+    details.history.push(crate::process::history_entry(event, state.name()));
 }
 
 /// This side sends `kind`: the state moves, and the message is queued.
@@ -271,7 +180,7 @@ fn send(mut transfer: Transfer, kind: Message, members: Json, outbox: &mut Vec<O
     let (provider, consumer) = transfer.pids();
     outbox.push(OutboxMessage {
         url: format!("{base}/transfers/{peer}/{}", kind.path()),
-        message: message(kind, &provider, &consumer, members),
+        message: crate::process::message(kind.type_name(), &provider, &consumer, members),
         final_notice: false,
     });
     transfer.state = next;
@@ -395,8 +304,8 @@ fn provider_start(connector: &Shared, mut transfer: Transfer, outbox: &mut Vec<O
 }
 
 /// Checks the members a message needs (the official schemas' required fields).
-fn check_fields(kind: Message, message: &Json) -> Result<(), TransferError> {
-    let required = |field| crate::process::required(message, field).map(|_| ()).map_err(TransferError::Invalid);
+fn check_fields(kind: Message, message: &Json) -> Result<(), ProcessError> {
+    let required = |field| crate::process::required(message, field).map(|_| ()).map_err(ProcessError::Invalid);
     required("consumerPid")?;
     match kind {
         Message::TransferRequest => {
@@ -409,7 +318,7 @@ fn check_fields(kind: Message, message: &Json) -> Result<(), TransferError> {
     if let Some(address) = message.get("dataAddress")
         && (!address.is_object() || address.get("endpointType").and_then(Json::as_str).is_none())
     {
-        return Err(TransferError::Invalid("dataAddress must be a DataAddress with an endpointType".into()));
+        return Err(ProcessError::Invalid("dataAddress must be a DataAddress with an endpointType".into()));
     }
     Ok(())
 }
@@ -422,7 +331,7 @@ async fn write(
     expected_version: Option<i64>,
     outbox: &[OutboxMessage],
     otherwise: Outgoing<'_>,
-) -> Result<bool, TransferError> {
+) -> Result<bool, ProcessError> {
     transfer.stamp();
     let outgoing = outbox.last().map_or(otherwise, Outgoing::Send);
     match connector.store.write_process(ProcessKind::Transfer, &transfer.row, expected_version, outgoing).await? {
@@ -446,25 +355,24 @@ pub async fn receive(
     verified: &Verified,
     local_pid: Option<&str>,
     message: Json,
-) -> Result<Answer, TransferError> {
+) -> Result<Answer, ProcessError> {
     let requester = verified.participant.as_str();
     let type_name = message.get("@type").and_then(Json::as_str).unwrap_or_default();
     let kind = Message::from_type(type_name)
-        .ok_or_else(|| TransferError::Invalid(format!("@type {type_name:?} is not a transfer message")))?;
+        .ok_or_else(|| ProcessError::Invalid(format!("@type {type_name:?} is not a transfer message")))?;
     check_fields(kind, &message)?;
     let message_digest = digest(&message);
     for _ in 0..8 {
         let existing = match local_pid {
             Some(pid) => {
-                let transfer =
-                    Transfer::from_row(connector.store.transfer(pid).await?.ok_or(TransferError::NotFound)?)?;
+                let transfer = Transfer::from_row(connector.store.transfer(pid).await?.ok_or(NOT_FOUND)?)?;
                 if !crate::process::addressed_to(&transfer.row, transfer.role, requester, &message) {
-                    return Err(TransferError::NotFound);
+                    return Err(NOT_FOUND);
                 }
                 Some(transfer)
             }
             None => {
-                let consumer_pid = crate::process::required(&message, "consumerPid").map_err(TransferError::Invalid)?;
+                let consumer_pid = crate::process::required(&message, "consumerPid").map_err(ProcessError::Invalid)?;
                 match connector
                     .store
                     .process_by_peer(ProcessKind::Transfer, "provider", requester, consumer_pid)
@@ -479,14 +387,14 @@ pub async fn receive(
             return Ok(answer);
         }
         if existing.is_some() && local_pid.is_none() {
-            return Err(TransferError::Illegal(
+            return Err(ProcessError::Illegal(
                 "a transfer with this consumerPid already exists; continue it at its own address".into(),
             ));
         }
         let role = existing.as_ref().map_or(Role::Provider, |t| t.role);
         let state = existing.as_ref().map(|t| t.state);
         if !machine::may_receive(role, state, kind) {
-            return Err(TransferError::Illegal(match state {
+            return Err(ProcessError::Illegal(match state {
                 Some(state) => {
                     format!("a {} is not accepted in state {} by the {}", kind.label(), state.name(), role.name())
                 }
@@ -551,31 +459,31 @@ pub async fn receive(
                 return Ok(answer);
             }
             Ok(false) => continue,
-            Err(TransferError::Store(StoreError::Conflict { .. })) if initial => continue,
+            Err(ProcessError::Store(StoreError::Conflict { .. })) if initial => continue,
             Err(error) => return Err(error),
         }
     }
-    Err(TransferError::Busy)
+    Err(BUSY)
 }
 
 /// Provider: a new transfer for a consumer's request, after every check; refused requests leave nothing behind.
-async fn requested(connector: &Shared, requester: &str, message: &Json) -> Result<Transfer, TransferError> {
-    let text = |field| crate::process::required(message, field).map_err(TransferError::Invalid);
+async fn requested(connector: &Shared, requester: &str, message: &Json) -> Result<Transfer, ProcessError> {
+    let text = |field| crate::process::required(message, field).map_err(ProcessError::Invalid);
     let (consumer_pid, agreement_id, format, callback) =
         (text("consumerPid")?, text("agreementId")?, text("format")?, text("callbackAddress")?);
     if !FORMATS.contains(&format) {
-        return Err(TransferError::Refused {
+        return Err(ProcessError::Refused {
             code: "UnsupportedFormat",
             reason: format!("format `{format}` is not offered; the distributions offer {}", FORMATS.join(" and ")),
         });
     }
     let destination = message.get("dataAddress").cloned();
     if format == PUSH && destination.as_ref().and_then(|d| d.get("endpoint")).and_then(Json::as_str).is_none() {
-        return Err(TransferError::Invalid("an HttpData-PUSH request needs dataAddress.endpoint".into()));
+        return Err(ProcessError::Invalid("an HttpData-PUSH request needs dataAddress.endpoint".into()));
     }
     let grant = check_use(connector, requester, agreement_id, true).await.map_err(|refusal| {
         tracing::info!(requester, agreement = agreement_id, code = refusal.code, reason = %refusal.reason, "transfer refused");
-        TransferError::Refused { code: refusal.code, reason: refusal.reason }
+        ProcessError::Refused { code: refusal.code, reason: refusal.reason }
     })?;
     let mut transfer = Transfer::new(Role::Provider, Some(consumer_pid), requester, callback, agreement_id);
     transfer.details = Details {
@@ -593,21 +501,21 @@ async fn requested(connector: &Shared, requester: &str, message: &Json) -> Resul
 }
 
 /// The transfer `pid`, if `requester` is its counter-party (DSP `GET /transfers/{pid}`).
-pub async fn get_for_peer(connector: &Shared, requester: &str, pid: &str) -> Result<Transfer, TransferError> {
+pub async fn get_for_peer(connector: &Shared, requester: &str, pid: &str) -> Result<Transfer, ProcessError> {
     let transfer = get(connector, pid).await?;
     if transfer.row.counter_party_id != requester {
-        return Err(TransferError::NotFound);
+        return Err(NOT_FOUND);
     }
     Ok(transfer)
 }
 
 /// A transfer by id (management).
-pub async fn get(connector: &Shared, id: &str) -> Result<Transfer, TransferError> {
-    Ok(Transfer::from_row(connector.store.transfer(id).await?.ok_or(TransferError::NotFound)?)?)
+pub async fn get(connector: &Shared, id: &str) -> Result<Transfer, ProcessError> {
+    Ok(Transfer::from_row(connector.store.transfer(id).await?.ok_or(NOT_FOUND)?)?)
 }
 
 /// Every transfer (management).
-pub async fn all(connector: &Shared) -> Result<Vec<Transfer>, TransferError> {
+pub async fn all(connector: &Shared) -> Result<Vec<Transfer>, ProcessError> {
     connector
         .store
         .processes(ProcessKind::Transfer)
@@ -630,7 +538,7 @@ pub struct Start {
 }
 
 /// Starts a transfer as consumer: the row and the request, in one statement.
-pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, TransferError> {
+pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, ProcessError> {
     let mut transfer =
         Transfer::new(Role::Consumer, None, &start.agreement.provider_id, &start.provider_address, &start.agreement.id);
     transfer.details = Details {
@@ -649,7 +557,12 @@ pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, Transfe
     }
     let request = OutboxMessage {
         url: format!("{}/transfers/request", transfer.row.counter_party_address),
-        message: message(Message::TransferRequest, "-", &transfer.row.id, Json::Object(members)),
+        message: crate::process::message(
+            Message::TransferRequest.type_name(),
+            "-",
+            &transfer.row.id,
+            Json::Object(members),
+        ),
         final_notice: false,
     };
     history(&mut transfer.details, "sent transfer request", State::Requested);
@@ -658,37 +571,34 @@ pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, Transfe
 }
 
 /// An operator's call on a transfer (`start`, `suspend`, `resume`, `complete`, `terminate`).
-pub async fn call(connector: &Shared, id: &str, call: &str, body: &Json) -> Result<Transfer, TransferError> {
+pub async fn call(connector: &Shared, id: &str, call: &str, body: &Json) -> Result<Transfer, ProcessError> {
     for _ in 0..8 {
         let transfer = get(connector, id).await?;
         let kind =
-            machine::call_message(transfer.role, transfer.state, call).ok_or_else(|| TransferError::WrongState {
+            machine::call_message(transfer.role, transfer.state, call).ok_or_else(|| ProcessError::WrongState {
                 call: call.to_owned(),
                 state: transfer.state.name(),
-                allowed: if transfer.state.is_terminal() {
-                    vec![]
-                } else {
-                    machine::allowed_calls(transfer.role, transfer.state)
-                },
+                allowed: machine::allowed_calls(transfer.role, transfer.state),
             })?;
         let version = transfer.row.version;
         let reason = body.get("reason").and_then(Json::as_str);
         let mut outbox = Vec::new();
         let mut next = match (transfer.role, kind) {
             (Role::Provider, Message::TransferStart) => {
-                if transfer.state == State::Requested {
-                    // The operator releases the data: the agreement must still permit it.
-                    if let Err(refusal) =
-                        check_use(connector, &transfer.row.counter_party_id, transfer.agreement_id(), true).await
-                    {
+                // Releasing a held transfer: the agreement must still permit it.
+                let refusal = match transfer.state {
+                    State::Requested => {
+                        check_use(connector, &transfer.row.counter_party_id, transfer.agreement_id(), true).await.err()
+                    }
+                    _ => None,
+                };
+                match refusal {
+                    Some(refusal) => {
                         let mut refused = terminate(transfer, refusal.code, &refusal.reason, &mut outbox);
                         refused.details.decision = refusal.decision;
                         refused
-                    } else {
-                        provider_start(connector, transfer, &mut outbox)
                     }
-                } else {
-                    provider_start(connector, transfer, &mut outbox)
+                    None => provider_start(connector, transfer, &mut outbox),
                 }
             }
             (_, Message::TransferTermination) => {
@@ -712,37 +622,52 @@ pub async fn call(connector: &Shared, id: &str, call: &str, body: &Json) -> Resu
             return get(connector, id).await;
         }
     }
-    Err(TransferError::Busy)
+    Err(BUSY)
 }
 
 /// Ends a transfer on this side (a delivery failure, a failed push, an agreement that no longer permits use), and
 /// tells the peer once.
-pub async fn terminate_after_failure(connector: &Shared, id: &str, reason: &str) -> Result<(), TransferError> {
+pub async fn terminate_after_failure(connector: &Shared, id: &str, reason: &str) -> Result<(), ProcessError> {
     end(connector, id, "DeliveryFailed", reason, true).await
 }
 
-/// Provider: a push finished. Delivered data completes the transfer; a failure terminates it.
-pub async fn push_finished(connector: &Shared, id: &str, outcome: Result<u64, String>) -> Result<(), TransferError> {
+/// One step on transfer `id`, computed from its current row: `step` answers the changed transfer (with what it queues
+/// in `outbox`), or `None` when there is nothing to do. Retried when another writer came first.
+async fn update(
+    connector: &Shared,
+    id: &str,
+    otherwise: Outgoing<'_>,
+    mut step: impl FnMut(Transfer, &mut Vec<OutboxMessage>) -> Result<Option<Transfer>, ProcessError>,
+) -> Result<Option<Transfer>, ProcessError> {
     for _ in 0..8 {
-        let mut transfer = get(connector, id).await?;
-        if transfer.state != State::Started {
-            return Ok(());
-        }
+        let transfer = get(connector, id).await?;
         let version = transfer.row.version;
         let mut outbox = Vec::new();
-        let mut next = match &outcome {
+        let Some(mut next) = step(transfer, &mut outbox)? else { return Ok(None) };
+        if write(connector, &mut next, Some(version), &outbox, otherwise.clone()).await? {
+            return Ok(Some(next));
+        }
+    }
+    Err(BUSY)
+}
+
+/// Provider: a push finished. Delivered data completes the transfer; a failure terminates it.
+pub async fn push_finished(connector: &Shared, id: &str, outcome: Result<u64, String>) -> Result<(), ProcessError> {
+    update(connector, id, Outgoing::Keep, |mut transfer, outbox| {
+        if transfer.state != State::Started {
+            return Ok(None);
+        }
+        Ok(Some(match &outcome {
             Ok(bytes) => {
                 transfer.details.pushed = true;
                 transfer.details.bytes = Some(*bytes);
-                send(transfer, Message::TransferCompletion, json!({}), &mut outbox)
+                send(transfer, Message::TransferCompletion, json!({}), outbox)
             }
-            Err(reason) => terminate(transfer, "PushFailed", reason, &mut outbox),
-        };
-        if write(connector, &mut next, Some(version), &outbox, Outgoing::Keep).await? {
-            return Ok(());
-        }
-    }
-    Err(TransferError::Busy)
+            Err(reason) => terminate(transfer, "PushFailed", reason, outbox),
+        }))
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Ends the transfer with `code` and `reason`; `final_notice` marks the message as a last notice never followed up.
@@ -752,62 +677,49 @@ pub async fn end(
     code: &str,
     reason: &str,
     final_notice: bool,
-) -> Result<(), TransferError> {
-    for _ in 0..8 {
-        let transfer = get(connector, id).await?;
+) -> Result<(), ProcessError> {
+    let ended = update(connector, id, Outgoing::Clear, |transfer, outbox| {
         if transfer.state.is_terminal() {
-            return Ok(());
+            return Ok(None);
         }
-        let version = transfer.row.version;
-        let mut outbox = Vec::new();
-        let mut next = terminate(transfer, code, reason, &mut outbox);
-        for message in &mut outbox {
-            message.final_notice = final_notice;
-        }
-        // A peer that never answered our request has no process to tell.
-        if next.row.peer_pid.is_none() {
-            outbox.clear();
-        }
-        if write(connector, &mut next, Some(version), &outbox, Outgoing::Clear).await? {
-            tracing::warn!(transfer = id, code, reason, "transfer terminated");
-            return Ok(());
-        }
+        let next = terminate(transfer, code, reason, outbox);
+        outbox.iter_mut().for_each(|message| message.final_notice = final_notice);
+        Ok(Some(next))
+    })
+    .await?;
+    if ended.is_some() {
+        tracing::warn!(transfer = id, code, reason, "transfer terminated");
     }
-    Err(TransferError::Busy)
+    Ok(())
 }
 
 /// Consumer: record a refreshed data address.
-pub async fn store_edr(connector: &Shared, id: &str, address: Json) -> Result<Transfer, TransferError> {
-    for _ in 0..8 {
-        let mut transfer = get(connector, id).await?;
-        let version = transfer.row.version;
+pub async fn store_edr(connector: &Shared, id: &str, address: Json) -> Result<Transfer, ProcessError> {
+    let stored = update(connector, id, Outgoing::Keep, |mut transfer, _| {
         transfer.details.edr = Some(address.clone());
         transfer.details.edr_stale = false;
-        if write(connector, &mut transfer, Some(version), &[], Outgoing::Keep).await? {
-            return Ok(transfer);
-        }
-    }
-    Err(TransferError::Busy)
+        Ok(Some(transfer))
+    })
+    .await?;
+    stored.ok_or(NOT_FOUND)
 }
 
 /// Consumer: forget the data address (EDC `DELETE /edrs/{id}`).
-pub async fn forget_edr(connector: &Shared, id: &str) -> Result<(), TransferError> {
-    for _ in 0..8 {
-        let mut transfer = get(connector, id).await?;
-        if transfer.details.edr.is_none() {
-            return Err(TransferError::NotFound);
-        }
-        let version = transfer.row.version;
-        transfer.details.edr = None;
-        if write(connector, &mut transfer, Some(version), &[], Outgoing::Keep).await? {
-            return Ok(());
-        }
-    }
-    Err(TransferError::Busy)
+pub async fn forget_edr(connector: &Shared, id: &str) -> Result<(), ProcessError> {
+    update(connector, id, Outgoing::Keep, |mut transfer, _| {
+        transfer.details.edr.take().ok_or(NOT_FOUND)?;
+        Ok(Some(transfer))
+    })
+    .await
+    .map(|_| ())
 }
 
-/// Provider: the consumer has the start message of transfer `id`; a push transfer now sends its data.
-pub async fn start_delivered(connector: &Shared, id: &str) {
+/// A message of transfer `id` reached the peer. When it was the provider's start message, a push transfer now sends
+/// its data (never before: the consumer accepts the completion only once STARTED).
+pub async fn delivered(connector: &Shared, id: &str, message: &Json) {
+    if message.get("@type").and_then(Json::as_str) != Some(Message::TransferStart.type_name()) {
+        return;
+    }
     match get(connector, id).await {
         Ok(transfer)
             if transfer.role == Role::Provider
@@ -824,14 +736,12 @@ pub async fn start_delivered(connector: &Shared, id: &str) {
 
 /// Provider, at start-up: pushes that a stop interrupted run again.
 pub async fn resume_pushes(connector: &Shared) {
-    match all(connector).await {
-        Ok(transfers) => {
-            for transfer in transfers {
-                if transfer.role == Role::Provider
-                    && transfer.state == State::Started
-                    && transfer.is_push()
-                    && !transfer.details.pushed
-                {
+    let started =
+        connector.store.processes_in(ProcessKind::Transfer, Role::Provider.name(), State::Started.name()).await;
+    match started {
+        Ok(rows) => {
+            for transfer in rows.into_iter().filter_map(|row| Transfer::from_row(row).ok()) {
+                if transfer.is_push() && !transfer.details.pushed {
                     tracing::info!(transfer = %transfer.row.id, "resuming an interrupted push");
                     crate::dataplane::spawn_push(connector.clone(), transfer.row.id.clone());
                 }
