@@ -3,6 +3,7 @@
 //! The library behind the `hanse` binary: configuration, the store, the two listeners (public: DSP protocol; management:
 //! operators), and the command line. See ARCHITECTURE.md for the code map.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
