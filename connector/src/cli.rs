@@ -57,24 +57,77 @@ pub enum Command {
         after_help = "Examples:\n  hanse fetch --agreement urn:uuid:5c1e... --out cohort.csv\n  hanse fetch --config consumer/hanse.toml --agreement urn:uuid:5c1e... --out cohort.csv\n  hanse fetch --management-url http://127.0.0.1:19193 --api-key $KEY --agreement urn:uuid:5c1e... --out cohort.csv"
     )]
     Fetch(FetchArgs),
+    /// The tamper-evident audit log: verify an export offline, or show the life of one contract.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify an exported log offline: recompute the tree, check every signature, each receipt's inclusion and
+    /// agreement with the log, and consistency with heads (or earlier exports) seen before. Exit status 0 only when
+    /// everything holds; otherwise the first faulty entry is named.
+    #[command(
+        after_help = "Examples:\n  curl -H \"X-Api-Key: $KEY\" http://127.0.0.1:19193/management/v3/audit/export > log.jsonl\n  hanse audit verify log.jsonl\n  hanse audit verify log.jsonl --head last-month.jsonl --head head.json --receipt receipt.json"
+    )]
+    Verify {
+        /// The export (JSON Lines from `GET /management/v3/audit/export`).
+        export: PathBuf,
+        /// A tree head seen before (as `GET .../audit/head` returns it) or an earlier export; repeatable.
+        #[arg(long)]
+        head: Vec<PathBuf>,
+        /// A receipt the log's participant gave a peer (as `GET .../audit/receipts` lists them); repeatable.
+        #[arg(long)]
+        receipt: Vec<PathBuf>,
+    },
+    /// Print the life of one contract: its negotiation, the agreement, transfers, data use, denials.
+    #[command(after_help = "Examples:\n  hanse audit show --agreement urn:uuid:5c1e...")]
+    Show {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// The contract agreement's id.
+        #[arg(long)]
+        agreement: String,
+    },
+}
+
+/// How a command reaches a connector's management API.
+#[derive(Debug, Args)]
+pub struct ManagementAccess {
+    #[command(flatten)]
+    pub config: RunArgs,
+    /// The connector's management API (default: from the configuration).
+    #[arg(long)]
+    pub management_url: Option<String>,
+    /// The management (or auditor) API key (default: from the configuration).
+    #[arg(long, env = "HANSE_MANAGEMENT_API_KEY")]
+    pub api_key: Option<String>,
+}
+
+impl ManagementAccess {
+    /// The URL and key: as given, else from the configuration.
+    pub fn resolve(self) -> anyhow::Result<(String, String)> {
+        match (self.management_url, self.api_key) {
+            (Some(url), Some(key)) => Ok((url, key)),
+            (url, key) => {
+                let config = Config::load(&self.config.config)?;
+                let url = url.unwrap_or_else(|| format!("http://{}", config.management.bind));
+                Ok((url, key.unwrap_or(config.management.api_key)))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     #[command(flatten)]
-    pub config: RunArgs,
+    pub access: ManagementAccess,
     /// The contract agreement (its id) the data is fetched under.
     #[arg(long)]
     pub agreement: String,
     /// Where to write the data (`FILE.part` while downloading; an interrupted run resumes from it).
     #[arg(long)]
     pub out: PathBuf,
-    /// The connector's management API (default: from the configuration).
-    #[arg(long)]
-    pub management_url: Option<String>,
-    /// The management API key (default: from the configuration).
-    #[arg(long, env = "HANSE_MANAGEMENT_API_KEY")]
-    pub api_key: Option<String>,
     /// How long to wait for the provider to start the transfer (its operator may have to release it).
     #[arg(long, default_value_t = 600)]
     pub wait_seconds: u64,
@@ -237,14 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credentials(command) => runtime()?.block_on(credentials(command)),
         Command::Fetch(args) => {
             telemetry::init("warn", cli.log_format.unwrap_or_default());
-            let (management_url, api_key) = match (args.management_url, args.api_key) {
-                (Some(url), Some(key)) => (url, key),
-                (url, key) => {
-                    let config = Config::load(&args.config.config)?;
-                    let url = url.unwrap_or_else(|| format!("http://{}", config.management.bind));
-                    (url, key.unwrap_or(config.management.api_key))
-                }
-            };
+            let (management_url, api_key) = args.access.resolve()?;
             let options = crate::fetch::FetchOptions {
                 management_url,
                 api_key,
@@ -263,6 +309,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if report.resumptions > 0 { format!(", resumed {} times", report.resumptions) } else { String::new() }
             );
             Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { export, head, receipt }) => audit_verify(&export, &head, &receipt),
+        Command::Audit(AuditCommand::Show { access, agreement }) => {
+            let (url, key) = access.resolve()?;
+            runtime()?.block_on(audit_show(&url, &key, &agreement))
         }
         Command::Keys(KeysCommand::Rotate { config }) => {
             let config = Config::load(&config.config)?;
@@ -339,6 +390,79 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
                 println!("  {}  {}  to {}  ({status})", credential.id, credential.types, credential.subject);
             }
         }
+    }
+    Ok(())
+}
+
+fn read_file(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+/// `hanse audit verify`: prints the verdict; an error (exit status 1) names the first fault.
+fn audit_verify(export: &std::path::Path, heads: &[PathBuf], receipts: &[PathBuf]) -> anyhow::Result<()> {
+    use crate::audit::verify;
+    let mut evidence = Vec::new();
+    for path in heads {
+        let read = verify::read_evidence(&read_file(path)?)
+            .map_err(|fault| anyhow::anyhow!("{} is not usable evidence: {fault}", path.display()))?;
+        evidence.push(read);
+    }
+    let mut held = Vec::new();
+    for path in receipts {
+        let value: serde_json::Value = serde_json::from_str(&read_file(path)?)
+            .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
+        let value = value.get("receipt").cloned().unwrap_or(value);
+        held.push(
+            serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{} is not a receipt: {e}", path.display()))?,
+        );
+    }
+    match verify::verify(&read_file(export)?, &evidence, &held) {
+        Ok(verdict) => {
+            println!(
+                "OK: {} entries [{}, {}) of the log of {}, root {}; {} signed heads, {} earlier heads or exports, {} receipts hold",
+                verdict.to - verdict.from,
+                verdict.from,
+                verdict.to,
+                verdict.log,
+                crate::audit::merkle::to_hex(&verdict.root),
+                verdict.heads,
+                verdict.evidence,
+                verdict.receipts
+            );
+            Ok(())
+        }
+        Err(fault) => {
+            println!("FAILED: {fault}");
+            Err(anyhow::anyhow!("the audit log does not verify: {fault}"))
+        }
+    }
+}
+
+/// `hanse audit show`: the entries of one agreement, one line each.
+async fn audit_show(url: &str, key: &str, agreement: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let mut after: Option<i64> = None;
+    let mut shown = 0;
+    loop {
+        let mut address = reqwest::Url::parse(&format!("{}/management/v3/audit/entries", url.trim_end_matches('/')))?;
+        address.query_pairs_mut().append_pair("agreement", agreement).append_pair("limit", "1000");
+        if let Some(after) = after {
+            address.query_pairs_mut().append_pair("after", &after.to_string());
+        }
+        let response = client.get(address).header("X-Api-Key", key).send().await?;
+        if !response.status().is_success() {
+            anyhow::bail!("the management API answered {}: {}", response.status(), response.text().await?);
+        }
+        let page: Vec<serde_json::Value> = response.json().await?;
+        let Some(last) = page.last() else { break };
+        after = last["seq"].as_i64();
+        for item in &page {
+            println!("{}", crate::audit::summary(item));
+            shown += 1;
+        }
+    }
+    if shown == 0 {
+        anyhow::bail!("the audit log has no entry of agreement {agreement}");
     }
     Ok(())
 }

@@ -33,6 +33,45 @@ pub struct Config {
     pub negotiation: NegotiationConfig,
     #[serde(default)]
     pub trust: TrustConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit log: who may read it, and whose logs this connector witnesses.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// An API key (`X-Api-Key`) that reads the audit log and nothing else.
+    #[serde(default)]
+    pub auditor_api_key: Option<String>,
+    /// Auditors' DIDs: they read the audit log with a self-issued token (`Authorization: Bearer`).
+    #[serde(default)]
+    pub auditors: Vec<String>,
+    /// A credential type auditors' DIDs must also hold (from a trusted issuer), if set.
+    #[serde(default)]
+    pub auditor_credential: Option<String>,
+    /// More participants (DIDs) to witness, besides every counter-party.
+    #[serde(default)]
+    pub witness: Vec<String>,
+    /// How often peers' tree heads are fetched and countersigned (seconds; 0 turns witnessing off).
+    #[serde(default = "default_witness_interval")]
+    pub witness_interval_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            auditor_api_key: None,
+            auditors: Vec::new(),
+            auditor_credential: None,
+            witness: Vec::new(),
+            witness_interval_seconds: default_witness_interval(),
+        }
+    }
+}
+
+fn default_witness_interval() -> u64 {
+    300
 }
 
 /// Whom this connector trusts: certificate authorities for outgoing HTTPS and credential issuers.

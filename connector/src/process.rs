@@ -162,6 +162,13 @@ pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_millis(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// A new process (or agreement, or offer) id.
 pub fn new_pid() -> String {
     format!("urn:uuid:{}", uuid::Uuid::new_v4())
@@ -241,4 +248,80 @@ pub fn code_and_reason(message: &Json) -> (Option<String>, Option<String>) {
         other => other.as_str().map(str::to_owned).unwrap_or_else(|| other.to_string()),
     });
     (code, reason)
+}
+
+/// The audit entries of a process write from `before` (none for a new process) to `after`: the transition (the state
+/// left and reached, the digest of the message received and the type and digest of the message sent), the agreement
+/// in full when one appears, and a denial with its policy trace when one is decided. A finalized negotiation owes the
+/// peer a receipt. A write that changes no state and moves no message records nothing.
+pub fn audit_events(
+    kind: ProcessKind,
+    before: Option<&ProcessRow>,
+    after: &ProcessRow,
+    received: Option<&str>,
+    outgoing: &crate::store::Outgoing<'_>,
+) -> Vec<crate::audit::Event> {
+    use crate::audit::Event;
+    let from = before.map(|row| row.state.as_str());
+    let sent = match outgoing {
+        crate::store::Outgoing::Send(message) => Some(json!({
+            "type": message.message.get("@type"),
+            "digest": digest(&message.message),
+        })),
+        _ => None,
+    };
+    if from == Some(after.state.as_str()) && received.is_none() && sent.is_none() {
+        return Vec::new();
+    }
+    let dataset = after.body.get("assetId").and_then(Json::as_str);
+    let event = |kind, details| {
+        Event::new(kind, details)
+            .agreement(after.agreement_id.as_deref().or_else(|| after.body.get("agreementId").and_then(Json::as_str)))
+            .participant(Some(&after.counter_party_id))
+            .dataset(dataset)
+    };
+    let mut transition = json!({"process": after.id, "role": after.role, "from": from, "to": after.state});
+    if let Some(received) = received {
+        transition["received"] = json!(received);
+    }
+    if let Some(sent) = sent {
+        transition["sent"] = sent;
+    }
+    if let Some(code) = after.body.get("errorCode").filter(|c| !c.is_null()) {
+        transition["errorCode"] = code.clone();
+    }
+    if let Some(bytes) = after.body.get("bytes").filter(|b| !b.is_null())
+        && before.and_then(|row| row.body.get("bytes")) != Some(bytes)
+    {
+        transition["bytes"] = bytes.clone();
+    }
+    let name = match kind {
+        ProcessKind::Negotiation => "negotiation.transition",
+        ProcessKind::Transfer => "transfer.transition",
+    };
+    let mut events = vec![event(name, transition)];
+    if kind == ProcessKind::Negotiation && after.state == "FINALIZED" && from != Some("FINALIZED") {
+        events[0].owes_receipt = Some(after.counter_party_id.clone());
+    }
+    let appeared = |member: &str| {
+        let now = after.body.get(member).filter(|v| !v.is_null());
+        let was = before.and_then(|row| row.body.get(member)).filter(|v| !v.is_null());
+        now.filter(|now| was != Some(*now))
+    };
+    if kind == ProcessKind::Negotiation
+        && let Some(agreement) = appeared("agreement")
+    {
+        let details = json!({"process": after.id, "agreement": agreement, "agreementDigest": digest(agreement)});
+        let mut entry = event("contract.agreement", details);
+        entry.agreement = agreement.get("@id").and_then(Json::as_str).map(str::to_owned);
+        events.push(entry);
+    }
+    if let Some(decision) = appeared("decision")
+        && decision.get("permitted") == Some(&json!(false))
+    {
+        let mut details = crate::audit::denial_trace(decision);
+        details["process"] = json!(after.id);
+        events.push(event("policy.denial", details));
+    }
+    events
 }

@@ -42,6 +42,8 @@ pub struct Connector {
     /// Every committed negotiation state: `(negotiation id, state)`, for progress reports and benchmarks.
     pub negotiation_events: tokio::sync::broadcast::Sender<(String, negotiation::machine::State)>,
     pub retry: Retry,
+    /// Inconsistent tree heads witnessed since start (split views, rewritten or rolled-back peer logs).
+    pub audit_inconsistencies: std::sync::atomic::AtomicU64,
     /// The public listener's externally visible base URL (from the config, or the bound address).
     pub public_url: String,
     ready: AtomicBool,
@@ -217,6 +219,7 @@ pub async fn start_on(
         dataplane: crate::dataplane::DataPlane::new(data_http),
         negotiation_events: tokio::sync::broadcast::channel(4096).0,
         retry,
+        audit_inconsistencies: Default::default(),
         public_url,
         ready: AtomicBool::new(false),
         started: Instant::now(),
@@ -225,6 +228,9 @@ pub async fn start_on(
     let dispatcher = crate::dispatch::spawn(state.clone(), signal.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.clone(), signal.clone());
     crate::transfer::resume_pushes(&state).await;
+    crate::audit::peer::send_receipts(state.clone(), signal.clone());
+    let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);
+    crate::audit::peer::witness(state.clone(), witness_interval, signal.clone());
     let public_router = with_common_layers(protocol::router(state.clone()), "public");
     let servers = vec![
         match tls {

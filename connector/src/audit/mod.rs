@@ -1,3 +1,265 @@
-//! The tamper-evident audit log.
+//! The tamper-evident audit log: what auditors read to trust that nobody, the connector's operator included, rewrote
+//! the history of contracts and data use.
+//!
+//! Every state change the log records is appended **in the transaction of the change** (the store does it: no event
+//! without entry, no entry without event). Entries are canonical JSON (RFC 8785) with a sequence number and a time,
+//! and carry digests and ids only, never personal data. They are the leaves of an RFC 9162 Merkle tree
+//! ([`merkle`]); signed tree heads ([`head`]), inclusion and consistency proofs let anyone check the log offline
+//! ([`verify`]). Both parties of an agreement hold a receipt for the other's entry of it ([`receipts`]), and
+//! connectors witness each other's tree heads ([`witness`]).
 
 pub mod merkle;
+
+use serde_json::{Map, Value as Json, json};
+
+/// Something that happened, to be appended to the log. The store adds `seq` and `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `negotiation.transition`, `contract.agreement`, `transfer.transition`, `data.pull`, `policy.denial`,
+    /// `management.change`, `audit.inconsistency`, ...
+    pub kind: &'static str,
+    /// The agreement it concerns, if any (indexed for auditors' filters).
+    pub agreement: Option<String>,
+    /// The other participant (a DID), if any.
+    pub participant: Option<String>,
+    /// The dataset (asset id), if any.
+    pub dataset: Option<String>,
+    /// Everything else; digests and ids only.
+    pub details: Map<String, Json>,
+    /// A finalized agreement: the receipt this side owes `peer` for its entry of it (queued in the same transaction).
+    pub owes_receipt: Option<String>,
+}
+
+impl Event {
+    pub fn new(kind: &'static str, details: Json) -> Event {
+        let details = match details {
+            Json::Object(map) => map,
+            _ => Map::new(),
+        };
+        Event { kind, agreement: None, participant: None, dataset: None, details, owes_receipt: None }
+    }
+
+    pub fn agreement(mut self, agreement: Option<&str>) -> Event {
+        self.agreement = agreement.map(str::to_owned);
+        self
+    }
+
+    pub fn participant(mut self, participant: Option<&str>) -> Event {
+        self.participant = participant.map(str::to_owned);
+        self
+    }
+
+    pub fn dataset(mut self, dataset: Option<&str>) -> Event {
+        self.dataset = dataset.map(str::to_owned);
+        self
+    }
+
+    /// The entry as appended at position `seq` at `at` (milliseconds): canonical JSON, the leaf's exact bytes.
+    pub fn entry(&self, seq: u64, at: i64) -> String {
+        let mut entry = self.details.clone();
+        entry.insert("seq".into(), json!(seq));
+        entry.insert("at".into(), json!(crate::process::rfc3339_millis(at)));
+        entry.insert("type".into(), json!(self.kind));
+        for (name, value) in
+            [("agreement", &self.agreement), ("participant", &self.participant), ("dataset", &self.dataset)]
+        {
+            if let Some(value) = value {
+                entry.insert(name.into(), json!(value));
+            }
+        }
+        serde_json_canonicalizer::to_string(&Json::Object(entry)).expect("JSON values serialise")
+    }
+}
+
+/// A policy decision as the log keeps it: which rules and constraints were visited and their outcomes, without the
+/// values operands resolved to or reasons that quote them (they can be personal), plus the full decision's digest so
+/// that the trace kept with the process can be proven against the log.
+pub fn denial_trace(decision: &Json) -> Json {
+    fn strip(value: &Json) -> Json {
+        match value {
+            Json::Object(map) => Json::Object(
+                map.iter()
+                    .filter(|(name, _)| !matches!(name.as_str(), "resolved" | "reason"))
+                    .map(|(name, value)| (name.clone(), strip(value)))
+                    .collect(),
+            ),
+            Json::Array(items) => Json::Array(items.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    json!({
+        "action": decision.get("action"),
+        "rules": strip(decision.get("rules").unwrap_or(&Json::Null)),
+        "decisionDigest": crate::process::digest(decision),
+    })
+}
+
+pub mod head;
+pub mod peer;
+pub mod verify;
+
+use self::head::TreeHead;
+use self::merkle::{Frontier, Hash};
+use crate::server::Connector;
+use crate::store::{Store, StoreError};
+
+/// Why a proof cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error("{0}")]
+    Range(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The signed head of the log as it is now (signed once per size and kept).
+pub async fn current_head(connector: &Connector) -> Result<TreeHead, StoreError> {
+    let frontier = connector.store.audit_frontier().await?;
+    head_of(connector, frontier.size, &frontier.root()).await
+}
+
+/// The signed head of size `size` with root `root`: the one kept, or a new one.
+async fn head_of(connector: &Connector, size: u64, root: &Hash) -> Result<TreeHead, StoreError> {
+    if let Some(kept) = connector.store.signed_head(size).await?
+        && let Ok(head) = head::read(&kept.jws)
+    {
+        return Ok(head);
+    }
+    let head = head::sign(connector.identity.keys(), size, root, crate::store::now_millis());
+    connector
+        .store
+        .keep_signed_head(&crate::store::SignedHead {
+            size: size as i64,
+            root: root.to_vec(),
+            signed_at: head.timestamp,
+            jws: head.jws.clone(),
+        })
+        .await?;
+    // Another writer may have signed the same size first: the kept one is the one handed out.
+    Ok(match connector.store.signed_head(size).await? {
+        Some(kept) => head::read(&kept.jws).unwrap_or(head),
+        None => head,
+    })
+}
+
+/// Reads perfect blocks and hashes ranges into a proof.
+async fn prove(store: &Store, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, ProofError> {
+    let blocks = store.audit_blocks(&merkle::blocks_for(ranges)).await?;
+    merkle::proof(ranges, &|id| blocks.get(&id).copied())
+        .ok_or_else(|| ProofError::Store(StoreError::Corrupt("a block of the audit tree is missing".into())))
+}
+
+/// The inclusion proof of entry `seq` in the log's first `size` entries.
+pub async fn inclusion_proof(store: &Store, seq: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+    if seq >= size {
+        return Err(ProofError::Range(format!("entry {seq} is not among the first {size}")));
+    }
+    prove(store, &merkle::inclusion_ranges(size, seq)).await
+}
+
+/// The consistency proof between the log's first `from` and first `to` entries (`0 < from ≤ to ≤ size`).
+pub async fn consistency_proof(store: &Store, from: u64, to: u64) -> Result<Vec<Hash>, ProofError> {
+    let size = store.audit_frontier().await?.size;
+    if from == 0 || from > to || to > size {
+        return Err(ProofError::Range(format!("a consistency proof needs 0 < from ≤ to ≤ {size}")));
+    }
+    if from == to {
+        return Ok(Vec::new());
+    }
+    prove(store, &merkle::consistency_ranges(from, to)).await
+}
+
+/// An entry with its inclusion proof in the current signed head.
+pub async fn proven_entry(connector: &Connector, seq: u64) -> Result<Option<Json>, ProofError> {
+    let head = current_head(connector).await?;
+    let Some(entry) = connector.store.audit_range(seq, seq + 1).await?.pop() else { return Ok(None) };
+    let proof = inclusion_proof(&connector.store, seq, head.size).await?;
+    Ok(Some(json!({
+        "seq": seq,
+        "entry": serde_json::from_str::<Json>(&entry.entry).unwrap_or(Json::Null),
+        "canonical": entry.entry,
+        "treeHead": head.to_json(),
+        "inclusionProof": proof.iter().map(merkle::to_hex).collect::<Vec<_>>(),
+    })))
+}
+
+/// The frontier of the log's first `size` entries (where an export of a later range starts).
+pub async fn frontier_at(store: &Store, size: u64) -> Result<Frontier, StoreError> {
+    let mut ids = Vec::new();
+    let mut start = 0;
+    for level in (0..64).rev() {
+        if size & (1 << level) != 0 {
+            ids.push(merkle::node_id(level, start >> level));
+            start += 1 << level;
+        }
+    }
+    let blocks = store.audit_blocks(&ids).await?;
+    Frontier::at(size, &|id| blocks.get(&id).copied())
+        .ok_or_else(|| StoreError::Corrupt("a block of the audit tree is missing".into()))
+}
+
+/// The export of entries `[from, to)` as JSON Lines: the header, the entries, and the signed heads of the range (the
+/// head of size `to` is signed if it was not yet).
+pub async fn export(connector: &Connector, from: u64, to: u64) -> Result<Vec<String>, ProofError> {
+    let size = connector.store.audit_frontier().await?.size;
+    if from > to || to > size {
+        return Err(ProofError::Range(format!("an export needs from ≤ to ≤ {size}")));
+    }
+    let keys = connector.identity.keys().listed(chrono::Utc::now());
+    let mut lines =
+        vec![verify::header_line(connector.identity.did(), from, &keys, &frontier_at(&connector.store, from).await?)];
+    let mut next = from;
+    while next < to {
+        let page = connector.store.audit_range(next, (next + 5_000).min(to)).await?;
+        if page.is_empty() {
+            break;
+        }
+        for entry in &page {
+            let root: Hash = entry
+                .root
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("a stored root is not 32 bytes".into()))?;
+            lines.push(verify::entry_line(entry.seq as u64, &root, &entry.entry));
+        }
+        next = page.last().map_or(to, |e| e.seq as u64 + 1);
+    }
+    let root = match to {
+        0 => merkle::empty_root(),
+        _ => connector
+            .store
+            .audit_root_at(to)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a stored root is missing".into()))?,
+    };
+    head_of(connector, to, &root).await?;
+    for signed in connector.store.signed_heads(from, to).await? {
+        lines.push(verify::head_line(&signed.jws));
+    }
+    Ok(lines)
+}
+
+/// One line a person reads for an entry as the management API lists it (`hanse audit show`).
+pub fn summary(item: &Json) -> String {
+    let entry = &item["entry"];
+    let text = |name: &str| entry.get(name).and_then(Json::as_str).unwrap_or("-");
+    let what = match text("type") {
+        "negotiation.transition" | "transfer.transition" => {
+            let sent =
+                entry.pointer("/sent/type").and_then(Json::as_str).map(|t| format!(", sent {t}")).unwrap_or_default();
+            let from = entry.get("from").and_then(Json::as_str).unwrap_or("(new)");
+            format!("{} {} {from} -> {}{sent}", text("role"), text("process"), text("to"))
+        }
+        "contract.agreement" => format!("agreement {} (sha-256 {})", text("agreement"), text("agreementDigest")),
+        "data.pull" | "data.push" => format!("{} under transfer {}", text("type"), text("transfer")),
+        "data.bytes" => format!(
+            "{} bytes sent under transfer {}{}",
+            entry.get("bytes").and_then(Json::as_u64).unwrap_or(0),
+            text("transfer"),
+            entry.get("digest").and_then(Json::as_str).map(|d| format!(" (sha-256 {d})")).unwrap_or_default()
+        ),
+        "policy.denial" => format!("denied ({}) during {}", text("code"), text("during")),
+        other => other.to_owned(),
+    };
+    format!("{:>8}  {}  {:<24} {what}", item["seq"], text("at"), text("type"))
+}

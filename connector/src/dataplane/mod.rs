@@ -133,20 +133,50 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, axum::Json(json!({"error": reason}))).into_response()
 }
 
-/// Adds a response's bytes to the agreement's usage when the body ends (the pull itself is counted before the first
-/// byte, so that a `count` constraint holds under concurrent pulls).
+/// Adds a response's bytes to the agreement's usage when the body ends, with its audit entry (the pull itself is
+/// counted before the first byte, so that a `count` constraint holds under concurrent pulls).
 struct Meter {
     store: Store,
     agreement_id: String,
     bytes: Arc<AtomicU64>,
+    /// The entry recording the bytes sent: `data.bytes` with the transfer, the representation's digest if known.
+    event: crate::audit::Event,
+}
+
+impl Meter {
+    fn new(store: &Store, transfer: &transfer::Transfer, digest: Option<String>) -> Meter {
+        let event = usage_event("data.bytes", transfer, digest);
+        Meter { store: store.clone(), agreement_id: transfer.agreement_id().to_owned(), bytes: Arc::default(), event }
+    }
+
+    fn with_digest(mut self, digest: Option<String>) -> Meter {
+        if let Some(digest) = digest {
+            self.event.details.insert("digest".into(), json!(digest));
+        }
+        self
+    }
+}
+
+/// The audit entry of a use of data under a transfer (no personal data: ids and the representation's digest).
+fn usage_event(kind: &'static str, transfer: &transfer::Transfer, digest: Option<String>) -> crate::audit::Event {
+    let mut details = json!({"transfer": transfer.row.id, "format": transfer.details.format});
+    if let Some(digest) = digest {
+        details["digest"] = json!(digest);
+    }
+    crate::audit::Event::new(kind, details)
+        .agreement(Some(transfer.agreement_id()))
+        .participant(Some(&transfer.row.counter_party_id))
+        .dataset(transfer.details.asset_id.as_deref())
 }
 
 impl Drop for Meter {
     fn drop(&mut self) {
         let (store, agreement, bytes) =
             (self.store.clone(), std::mem::take(&mut self.agreement_id), self.bytes.load(Ordering::Relaxed));
+        let mut event = self.event.clone();
+        event.details.insert("bytes".into(), json!(bytes));
         tokio::spawn(async move {
-            if let Err(error) = store.add_usage(&agreement, 0, bytes as i64).await {
+            if let Err(error) = store.add_usage(&agreement, 0, bytes as i64, &[event]).await {
                 tracing::error!(%error, agreement, "cannot record the agreement's usage");
             }
         });
@@ -217,6 +247,7 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
         Ok(grant) => grant,
         Err(refusal) => {
             // The agreement no longer permits use (expired, used up, dataset withdrawn): the transfer ends now.
+            refusal.record(&state, &access.consumer, &access.agreement_id, "data pull").await;
             let (state, id, reason) = (state.clone(), id.clone(), refusal.reason.clone());
             tokio::spawn(async move {
                 if let Err(error) = transfer::end(&state, &id, "PolicyDenied", &reason, false).await {
@@ -229,15 +260,14 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
     let Some(asset) = state.catalogue.asset(&grant.agreement.asset_id) else {
         return refuse(StatusCode::GONE, "the dataset is no longer offered");
     };
-    if new_pull && let Err(error) = state.store.add_usage(&access.agreement_id, 1, 0).await {
+    if new_pull
+        && let Err(error) =
+            state.store.add_usage(&access.agreement_id, 1, 0, &[usage_event("data.pull", &transfer, None)]).await
+    {
         tracing::error!(%error, "cannot count a pull");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
     }
-    let meter = get.then(|| Meter {
-        store: state.store.clone(),
-        agreement_id: access.agreement_id.clone(),
-        bytes: Arc::default(),
-    });
+    let meter = get.then(|| Meter::new(&state.store, &transfer, None));
     match &asset.value.data_address {
         DataAddress::File { path, .. } => serve_file(&state, path, request, meter).await,
         DataAddress::Http { base_url, fields } => {
@@ -267,7 +297,7 @@ async fn serve_file(state: &Shared, path: &Path, request: Request, meter: Option
     parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let body = match meter {
         Some(meter) if parts.status.is_success() => {
-            Body::from_stream(metered(Body::new(body).into_data_stream(), meter))
+            Body::from_stream(metered(Body::new(body).into_data_stream(), meter.with_digest(Some(digest.hex()))))
         }
         _ => Body::new(body),
     };
@@ -328,7 +358,10 @@ async fn proxy(
     }
     out = out.header(header::CACHE_CONTROL, "no-store");
     let body = match meter {
-        Some(meter) if status.is_success() => Body::from_stream(metered(response.bytes_stream(), meter)),
+        Some(meter) if status.is_success() => {
+            let digest = response.headers().get("repr-digest").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            Body::from_stream(metered(response.bytes_stream(), meter.with_digest(digest)))
+        }
         _ => Body::from_stream(response.bytes_stream()),
     };
     out.body(body).unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "the backend's answer cannot be passed on"))
@@ -419,12 +452,16 @@ async fn push(state: &Shared, id: &str) -> Result<u64, String> {
     let grant = transfer::check_use(state, &transfer.row.counter_party_id, transfer.agreement_id(), true)
         .await
         .map_err(|refusal| refusal.reason)?;
-    state.store.add_usage(&grant.agreement.id, 1, 0).await.map_err(|e| format!("cannot count the push: {e}"))?;
+    state
+        .store
+        .add_usage(&grant.agreement.id, 1, 0, &[usage_event("data.push", &transfer, None)])
+        .await
+        .map_err(|e| format!("cannot count the push: {e}"))?;
     let destination = transfer.details.destination.clone().unwrap_or(Json::Null);
     let endpoint = destination.get("endpoint").and_then(Json::as_str).ok_or("the push destination has no endpoint")?;
     let asset = state.catalogue.asset(&grant.agreement.asset_id).ok_or("the dataset is no longer offered")?;
     let (stream, length, digest) = open_source(state, &asset.value.data_address).await?;
-    let meter = Meter { store: state.store.clone(), agreement_id: grant.agreement.id.clone(), bytes: Arc::default() };
+    let meter = Meter::new(&state.store, &transfer, digest.as_ref().map(Digest::hex));
     let sent = meter.bytes.clone();
     let mut request = state
         .dataplane

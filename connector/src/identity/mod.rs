@@ -121,8 +121,11 @@ impl Identity {
 
     /// Our DID document as the public listener serves it.
     pub fn did_document(&self) -> Json {
-        let issuer = [("StatusListService", credentials::status_list_url(&self.settings.public_url))];
-        did::our_document(self.did(), &self.keys.listed(Utc::now()), &self.settings.public_url, &issuer)
+        let services = [
+            ("StatusListService", credentials::status_list_url(&self.settings.public_url)),
+            (crate::audit::peer::SERVICE, crate::audit::peer::service_url(&self.settings.public_url)),
+        ];
+        did::our_document(self.did(), &self.keys.listed(Utc::now()), &self.settings.public_url, &services)
     }
 
     /// The DID of the participant whose connector answers at `address`: its `/.well-known/did.json` names it.

@@ -15,6 +15,7 @@ use crate::catalog::query::QuerySpec;
 use crate::process::ProcessError;
 use crate::server::{Shared, health_routes};
 
+mod audit;
 mod catalog;
 mod credentials;
 mod error;
@@ -59,8 +60,11 @@ pub fn router(state: Shared) -> Router {
         .route("/management/v3/credentials/issued", get(credentials::issued))
         .route("/management/v3/credentials/issued/{id}/revoke", post(credentials::revoke))
         .route("/management/v3/credentials/{id}", axum::routing::delete(credentials::delete))
+        .route("/management/v3/audit/witness", post(audit::witness_now))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
-    Router::new().merge(health_routes()).merge(api).fallback(not_found).with_state(state)
+    let auditors = audit::routes(state.clone());
+    Router::new().merge(health_routes()).merge(auditors).merge(api).fallback(not_found).with_state(state)
 }
 
 /// A request body as JSON, or a 400 saying why not.
@@ -121,6 +125,21 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
         "store": state.store.dialect().to_string(),
         "uptimeSeconds": state.uptime_seconds(),
     }))
+}
+
+/// `GET /metrics`: Prometheus text exposition of what operators alert on.
+async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
+    let inconsistencies = state.audit_inconsistencies.load(std::sync::atomic::Ordering::Relaxed);
+    let size = state.store.audit_frontier().await.map(|f| f.size).unwrap_or_default();
+    let text = format!(
+        "# HELP hanse_audit_inconsistencies_total Peers' tree heads found inconsistent with what they showed before.\n\
+         # TYPE hanse_audit_inconsistencies_total counter\n\
+         hanse_audit_inconsistencies_total {inconsistencies}\n\
+         # HELP hanse_audit_log_entries Entries in this connector's audit log.\n\
+         # TYPE hanse_audit_log_entries gauge\n\
+         hanse_audit_log_entries {size}\n"
+    );
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn not_found() -> Response {

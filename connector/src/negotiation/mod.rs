@@ -575,6 +575,7 @@ pub async fn receive(
         }
         let next_state = machine::next(state, kind).expect("checked by may_receive");
         let initial = existing.is_none();
+        let before = existing.as_ref().map(|n| n.row.clone());
         let mut negotiation = match existing {
             Some(negotiation) => negotiation,
             None => {
@@ -585,7 +586,7 @@ pub async fn receive(
                 Negotiation::new(role, next_state, Some(peer_pid), requester, address, Details::default())
             }
         };
-        let expected_version = (!initial).then_some(negotiation.row.version);
+        let expected_version = before.as_ref().map(|row| row.version);
         // Learn the peer's pid if it was not known yet.
         if negotiation.row.peer_pid.is_none() {
             let field = if role == Role::Provider { "consumerPid" } else { "providerPid" };
@@ -648,9 +649,16 @@ pub async fn receive(
         }
         // A legal message from the peer proves it received what this side sent before: that message is done.
         let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
+        let audit = crate::process::audit_events(
+            ProcessKind::Negotiation,
+            before.as_ref(),
+            &negotiation.row,
+            Some(&message_digest),
+            &outgoing,
+        );
         match connector
             .store
-            .write_process(ProcessKind::Negotiation, &negotiation.row, expected_version, outgoing)
+            .write_process(ProcessKind::Negotiation, &negotiation.row, expected_version, outgoing, &audit)
             .await
         {
             Ok(Some(handed)) => {
@@ -729,9 +737,11 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, P
     history(&mut negotiation.details, "sent contract request", State::Requested);
     negotiation.row.state = State::Requested.name().into();
     negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
+    let outgoing = Outgoing::Send(&request);
+    let audit = crate::process::audit_events(ProcessKind::Negotiation, None, &negotiation.row, None, &outgoing);
     let handed = connector
         .store
-        .write_process(ProcessKind::Negotiation, &negotiation.row, None, Outgoing::Send(&request))
+        .write_process(ProcessKind::Negotiation, &negotiation.row, None, outgoing, &audit)
         .await?
         .flatten();
     connector.dispatcher.hand(handed);
@@ -743,6 +753,7 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, P
 pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> Result<Negotiation, ProcessError> {
     for _ in 0..8 {
         let negotiation = get(connector, id).await?;
+        let before = negotiation.row.clone();
         let wrong = || ProcessError::WrongState {
             call: call.to_owned(),
             state: negotiation.state.name(),
@@ -810,8 +821,9 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
             next.row.agreement_id = next.details.agreement_id.clone();
         }
         let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
+        let audit = crate::process::audit_events(ProcessKind::Negotiation, Some(&before), &next.row, None, &outgoing);
         if let Some(handed) =
-            connector.store.write_process(ProcessKind::Negotiation, &next.row, Some(version), outgoing).await?
+            connector.store.write_process(ProcessKind::Negotiation, &next.row, Some(version), outgoing, &audit).await?
         {
             connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
@@ -834,6 +846,7 @@ pub async fn terminate_after_failure(
         if negotiation.state.is_terminal() {
             return Ok(());
         }
+        let before = negotiation.row.clone();
         let version = negotiation.row.version;
         let mut outbox = Vec::new();
         let mut next = terminate(negotiation, "DeliveryFailed", reason, &mut outbox);
@@ -846,8 +859,9 @@ pub async fn terminate_after_failure(
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
         let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
+        let audit = crate::process::audit_events(ProcessKind::Negotiation, Some(&before), &next.row, None, &outgoing);
         if let Some(handed) =
-            connector.store.write_process(ProcessKind::Negotiation, &next.row, Some(version), outgoing).await?
+            connector.store.write_process(ProcessKind::Negotiation, &next.row, Some(version), outgoing, &audit).await?
         {
             connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));

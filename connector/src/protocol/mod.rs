@@ -28,6 +28,7 @@ pub fn router(state: Shared) -> Router {
     }
     router
         .merge(health_routes())
+        .merge(crate::audit::peer::routes())
         .route("/.well-known/did.json", get(identity::did_document))
         .route(crate::identity::credentials::STATUS_LIST_PATH, get(identity::status_list))
         .route(

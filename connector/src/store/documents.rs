@@ -4,7 +4,17 @@
 use serde_json::Value;
 use sqlx::FromRow;
 
-use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
+use super::audit::Append;
+use super::{Dialect, Store, StoreError, now_millis, parse_body, with_pool, with_writer};
+use crate::audit::Event;
+
+/// The current body of a document, locked until the transaction ends (SQLite has one writer: no lock needed).
+fn lock_body(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "SELECT body FROM documents WHERE kind = $1 AND id = $2",
+        Dialect::Postgres => "SELECT body FROM documents WHERE kind = $1 AND id = $2 FOR UPDATE",
+    }
+}
 
 /// The kinds of documents the connector keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,25 +70,29 @@ impl DocumentRow {
 
 const SELECT: &str = "SELECT id, body, version, created_at, updated_at FROM documents";
 
+/// The audit entry of a change to a document: who, what, and the digests of the body before and after.
+fn change_event(kind: DocumentKind, id: &str, operation: &str, before: Option<&str>, after: Option<&str>) -> Event {
+    let digest = |text: Option<&str>| text.map(|t| crate::process::hex(&openssl::sha::sha256(t.as_bytes())));
+    let details = serde_json::json!({
+        // One management credential: the operator holds it.
+        "who": "operator",
+        "resource": kind.as_str(),
+        "id": id,
+        "operation": operation,
+        "before": digest(before),
+        "after": digest(after),
+    });
+    Event::new("management.change", details).dataset((kind == DocumentKind::Asset).then_some(id))
+}
+
+const INSERT: &str = "INSERT INTO documents (kind, id, body, version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) \
+                      ON CONFLICT (kind, id) DO NOTHING";
+
 impl Store {
     /// Creates a document; `Conflict` if one of that kind and id exists.
     pub async fn insert_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
+        self.insert_documents(kind, &[(id.to_owned(), body.clone())]).await?;
         let now = now_millis();
-        let text = body.to_string();
-        let inserted = with_writer!(self, pool => sqlx::query(
-            "INSERT INTO documents (kind, id, body, version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) \
-             ON CONFLICT (kind, id) DO NOTHING",
-        )
-        .bind(kind.as_str())
-        .bind(id)
-        .bind(&text)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        if inserted == 0 {
-            return Err(StoreError::Conflict { kind: kind.as_str(), id: id.to_owned() });
-        }
         Ok(Document { id: id.to_owned(), body: body.clone(), version: 1, created_at: now, updated_at: now })
     }
 
@@ -87,23 +101,24 @@ impl Store {
         let now = now_millis();
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
+            let mut events = Vec::with_capacity(documents.len());
             for (id, body) in documents {
-                let inserted = sqlx::query(
-                    "INSERT INTO documents (kind, id, body, version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) \
-                     ON CONFLICT (kind, id) DO NOTHING",
-                )
-                .bind(kind.as_str())
-                .bind(id)
-                .bind(body.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                let text = body.to_string();
+                let inserted = sqlx::query(INSERT)
+                    .bind(kind.as_str())
+                    .bind(id)
+                    .bind(&text)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                 if inserted == 0 {
                     tx.rollback().await?;
                     return Err(StoreError::Conflict { kind: kind.as_str(), id: id.clone() });
                 }
+                events.push(change_event(kind, id, "create", None, Some(&text)));
             }
+            (*tx).append(&events).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -112,18 +127,31 @@ impl Store {
     /// Replaces a document's body; `NotFound` if there is none.
     pub async fn replace_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
         let now = now_millis();
-        let row: Option<(i64, i64)> = with_writer!(self, pool => sqlx::query_as(
-            "UPDATE documents SET body = $3, version = version + 1, updated_at = $4 WHERE kind = $1 AND id = $2 \
-             RETURNING version, created_at",
-        )
-        .bind(kind.as_str())
-        .bind(id)
-        .bind(body.to_string())
-        .bind(now)
-        .fetch_optional(pool)
-        .await?);
-        let (version, created_at) =
-            row.ok_or_else(|| StoreError::NotFound { kind: kind.as_str(), id: id.to_owned() })?;
+        let text = body.to_string();
+        let (version, created_at) = with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let before: Option<String> = sqlx::query_scalar(lock_body(self.dialect()))
+                .bind(kind.as_str())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(before) = before else {
+                return Err(StoreError::NotFound { kind: kind.as_str(), id: id.to_owned() });
+            };
+            let row: (i64, i64) = sqlx::query_as(
+                "UPDATE documents SET body = $3, version = version + 1, updated_at = $4 WHERE kind = $1 AND id = $2 \
+                 RETURNING version, created_at",
+            )
+            .bind(kind.as_str())
+            .bind(id)
+            .bind(&text)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            (*tx).append(&[change_event(kind, id, "replace", Some(&before), Some(&text))]).await?;
+            tx.commit().await?;
+            row
+        });
         Ok(Document { id: id.to_owned(), body: body.clone(), version, created_at, updated_at: now })
     }
 
@@ -141,15 +169,20 @@ impl Store {
 
     /// Deletes a document; `NotFound` if there is none.
     pub async fn delete_document(&self, kind: DocumentKind, id: &str) -> Result<(), StoreError> {
-        let deleted = with_writer!(self, pool => sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
-            .bind(kind.as_str())
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        if deleted == 0 {
-            return Err(StoreError::NotFound { kind: kind.as_str(), id: id.to_owned() });
-        }
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let before: Option<String> =
+                sqlx::query_scalar("DELETE FROM documents WHERE kind = $1 AND id = $2 RETURNING body")
+                    .bind(kind.as_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(before) = before else {
+                return Err(StoreError::NotFound { kind: kind.as_str(), id: id.to_owned() });
+            };
+            (*tx).append(&[change_event(kind, id, "delete", Some(&before), None)]).await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 

@@ -13,10 +13,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 
+mod audit;
 mod documents;
 mod identity;
 mod processes;
 
+pub use audit::{AuditEntry, AuditFilter, SignedHead, Witnessed};
 pub use documents::{Document, DocumentKind};
 pub use identity::{HeldCredential, IssuedCredential};
 pub use processes::{

@@ -9,7 +9,9 @@
 use serde_json::Value;
 use sqlx::FromRow;
 
+use super::audit::Append;
 use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
+use crate::audit::Event;
 
 /// Which kind of DSP process (and so which table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -224,8 +226,8 @@ impl Store {
         rows.into_iter().map(Row::into_process).collect()
     }
 
-    /// Writes a process — new (`expected_version` `None`) or replacing `expected_version` — and what becomes of its
-    /// outgoing message, in one statement. `Ok(None)`: someone else changed it first (the caller retries);
+    /// Writes a process — new (`expected_version` `None`) or replacing `expected_version` — what becomes of its
+    /// outgoing message, and the audit entries of the change, in one transaction. `Ok(None)`: someone else changed it first (the caller retries);
     /// `Conflict`: a new process clashes with an existing one. `Ok(Some(message))`: committed; a sent message comes
     /// back leased to this process, to be delivered at once.
     pub async fn write_process(
@@ -234,6 +236,7 @@ impl Store {
         row: &ProcessRow,
         expected_version: Option<i64>,
         outgoing: Outgoing<'_>,
+        audit: &[Event],
     ) -> Result<Option<Option<ClaimedMessage>>, StoreError> {
         let now = now_millis();
         let body = row.body.to_string();
@@ -245,7 +248,9 @@ impl Store {
         };
         let message_text = send.map(|m| m.message.to_string());
         let table = kind.table();
-        let affected = with_writer!(self, pool => match expected_version {
+        let affected = with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let affected = match expected_version {
             None => {
                 let insert = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO {table} (id, role, state, peer_pid, counter_party_id, counter_party_address, body, \
@@ -270,7 +275,7 @@ impl Store {
                 .bind(i64::from(send.is_some()))
                 .bind(send.map(|_| now + OUTBOX_LEASE_MS))
                 .bind(i64::from(send.is_some()))
-                .execute(pool)
+                .execute(&mut *tx)
                 .await;
                 match insert {
                     Ok(result) => result.rows_affected(),
@@ -307,9 +312,15 @@ impl Store {
             .bind(i64::from(send.is_some_and(|m| m.final_notice)))
             .bind(now + OUTBOX_LEASE_MS)
             .bind(i64::from(clear))
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected(),
+            };
+            if affected > 0 {
+                (*tx).append(audit).await?;
+                tx.commit().await?;
+            }
+            affected
         });
         if affected == 0 {
             return Ok(None);
@@ -458,9 +469,17 @@ pub struct Usage {
 }
 
 impl Store {
-    /// Adds `pulls` and `bytes` to an agreement's usage.
-    pub async fn add_usage(&self, agreement_id: &str, pulls: i64, bytes: i64) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query(
+    /// Adds `pulls` and `bytes` to an agreement's usage, with the audit entries of that use.
+    pub async fn add_usage(
+        &self,
+        agreement_id: &str,
+        pulls: i64,
+        bytes: i64,
+        audit: &[Event],
+    ) -> Result<(), StoreError> {
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
             "INSERT INTO agreement_usage (agreement_id, pulls, bytes, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (agreement_id) DO UPDATE SET pulls = agreement_usage.pulls + excluded.pulls, \
              bytes = agreement_usage.bytes + excluded.bytes, updated_at = excluded.updated_at",
@@ -469,9 +488,11 @@ impl Store {
         .bind(pulls)
         .bind(bytes)
         .bind(now_millis())
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .execute(&mut *tx)
+        .await?;
+            (*tx).append(audit).await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 

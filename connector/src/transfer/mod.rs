@@ -215,6 +215,29 @@ impl Refusal {
     fn new(code: &'static str, reason: impl Into<String>) -> Refusal {
         Refusal { code, reason: reason.into(), decision: None }
     }
+
+    /// Appends the refusal to the audit log (with the policy trace, when a policy decided it). A refusal that
+    /// changes no process is an audited change of its own.
+    pub async fn record(
+        &self,
+        connector: &crate::server::Connector,
+        requester: &str,
+        agreement_id: &str,
+        during: &str,
+    ) {
+        let mut details = match &self.decision {
+            Some(decision) => crate::audit::denial_trace(decision),
+            None => json!({"action": "use"}),
+        };
+        details["code"] = json!(self.code);
+        details["during"] = json!(during);
+        let event = crate::audit::Event::new("policy.denial", details)
+            .agreement(Some(agreement_id))
+            .participant(Some(requester));
+        if let Err(error) = connector.store.append_audit(&[event]).await {
+            tracing::error!(%error, "cannot append a refusal to the audit log");
+        }
+    }
 }
 
 /// Provider: whether `requester` may use the data of agreement `agreement_id` now — the agreement is ours, with this
@@ -328,13 +351,20 @@ fn check_fields(kind: Message, message: &Json) -> Result<(), ProcessError> {
 async fn write(
     connector: &Shared,
     transfer: &mut Transfer,
-    expected_version: Option<i64>,
+    before: Option<&ProcessRow>,
+    received: Option<&str>,
     outbox: &[OutboxMessage],
     otherwise: Outgoing<'_>,
 ) -> Result<bool, ProcessError> {
     transfer.stamp();
     let outgoing = outbox.last().map_or(otherwise, Outgoing::Send);
-    match connector.store.write_process(ProcessKind::Transfer, &transfer.row, expected_version, outgoing).await? {
+    let audit = crate::process::audit_events(ProcessKind::Transfer, before, &transfer.row, received, &outgoing);
+    let expected_version = before.map(|row| row.version);
+    match connector
+        .store
+        .write_process(ProcessKind::Transfer, &transfer.row, expected_version, outgoing, &audit)
+        .await?
+    {
         Some(handed) => {
             connector.dispatcher.hand(handed);
             // A push starts once the consumer has the start message (see [`start_delivered`]); it stops at once when
@@ -403,11 +433,11 @@ pub async fn receive(
         }
         let next_state = machine::next(state, kind).expect("checked by may_receive");
         let initial = existing.is_none();
+        let before = existing.as_ref().map(|t| t.row.clone());
         let mut transfer = match existing {
             Some(transfer) => transfer,
             None => requested(connector, requester, &message).await?,
         };
-        let expected_version = (!initial).then_some(transfer.row.version);
         if transfer.row.peer_pid.is_none() {
             transfer.row.peer_pid = message.get("providerPid").and_then(Json::as_str).map(str::to_owned);
         }
@@ -453,7 +483,7 @@ pub async fn receive(
         transfer.row.last_received = Some(message_digest.clone());
         transfer.row.last_answer = Some(answer.to_json());
         // A legal message from the peer proves it received what this side sent before: that message is done.
-        match write(connector, &mut transfer, expected_version, &outbox, Outgoing::Clear).await {
+        match write(connector, &mut transfer, before.as_ref(), Some(&message_digest), &outbox, Outgoing::Clear).await {
             Ok(true) => {
                 tracing::info!(transfer = %transfer.row.id, role = role.name(), message = kind.label(), state = transfer.state.name(), "transfer message applied");
                 return Ok(answer);
@@ -481,10 +511,14 @@ async fn requested(connector: &Shared, requester: &str, message: &Json) -> Resul
     if format == PUSH && destination.as_ref().and_then(|d| d.get("endpoint")).and_then(Json::as_str).is_none() {
         return Err(ProcessError::Invalid("an HttpData-PUSH request needs dataAddress.endpoint".into()));
     }
-    let grant = check_use(connector, requester, agreement_id, true).await.map_err(|refusal| {
-        tracing::info!(requester, agreement = agreement_id, code = refusal.code, reason = %refusal.reason, "transfer refused");
-        ProcessError::Refused { code: refusal.code, reason: refusal.reason }
-    })?;
+    let grant = match check_use(connector, requester, agreement_id, true).await {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            tracing::info!(requester, agreement = agreement_id, code = refusal.code, reason = %refusal.reason, "transfer refused");
+            refusal.record(connector, requester, agreement_id, "transfer request").await;
+            return Err(ProcessError::Refused { code: refusal.code, reason: refusal.reason });
+        }
+    };
     let mut transfer = Transfer::new(Role::Provider, Some(consumer_pid), requester, callback, agreement_id);
     transfer.details = Details {
         asset_id: Some(grant.agreement.asset_id.clone()),
@@ -566,7 +600,7 @@ pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, Process
         final_notice: false,
     };
     history(&mut transfer.details, "sent transfer request", State::Requested);
-    write(connector, &mut transfer, None, &[request], Outgoing::Keep).await?;
+    write(connector, &mut transfer, None, None, &[request], Outgoing::Keep).await?;
     get(connector, &transfer.row.id).await
 }
 
@@ -580,7 +614,7 @@ pub async fn call(connector: &Shared, id: &str, call: &str, body: &Json) -> Resu
                 state: transfer.state.name(),
                 allowed: machine::allowed_calls(transfer.role, transfer.state),
             })?;
-        let version = transfer.row.version;
+        let before = transfer.row.clone();
         let reason = body.get("reason").and_then(Json::as_str);
         let mut outbox = Vec::new();
         let mut next = match (transfer.role, kind) {
@@ -617,7 +651,7 @@ pub async fn call(connector: &Shared, id: &str, call: &str, body: &Json) -> Resu
             }
             (_, kind) => send(transfer, kind, json!({}), &mut outbox),
         };
-        if write(connector, &mut next, Some(version), &outbox, Outgoing::Keep).await? {
+        if write(connector, &mut next, Some(&before), None, &outbox, Outgoing::Keep).await? {
             tracing::info!(transfer = id, call, state = next.state.name(), "operator call applied");
             return get(connector, id).await;
         }
@@ -641,10 +675,10 @@ async fn update(
 ) -> Result<Option<Transfer>, ProcessError> {
     for _ in 0..8 {
         let transfer = get(connector, id).await?;
-        let version = transfer.row.version;
+        let before = transfer.row.clone();
         let mut outbox = Vec::new();
         let Some(mut next) = step(transfer, &mut outbox)? else { return Ok(None) };
-        if write(connector, &mut next, Some(version), &outbox, otherwise.clone()).await? {
+        if write(connector, &mut next, Some(&before), None, &outbox, otherwise.clone()).await? {
             return Ok(Some(next));
         }
     }

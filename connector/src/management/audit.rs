@@ -1,0 +1,212 @@
+//! The audit log for auditors (`/management/v3/audit/...`): read-only, open to the operator's API key, to the auditor
+//! API key (which opens nothing else), and to auditors' DIDs presenting a self-issued token.
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::ManagementError;
+use crate::audit::ProofError;
+use crate::audit::peer::Sizes;
+use crate::server::Shared;
+use crate::store::AuditFilter;
+
+pub fn routes(state: Shared) -> Router<Shared> {
+    Router::new()
+        .route("/management/v3/audit/entries", get(entries))
+        .route("/management/v3/audit/entries/{seq}", get(entry))
+        .route("/management/v3/audit/head", get(head))
+        .route("/management/v3/audit/consistency", get(consistency))
+        .route("/management/v3/audit/export", get(export))
+        .route("/management/v3/audit/receipts", get(receipts))
+        .route("/management/v3/audit/witnessed", get(witnessed))
+        .route_layer(middleware::from_fn_with_state(state, require_auditor))
+}
+
+/// Lets through the operator's key, the auditor key, or a listed auditor DID (with the required credential, if one
+/// is configured).
+async fn require_auditor(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let given = request.headers().get("x-api-key").map(|v| v.as_bytes());
+    let matches = |expected: &str| {
+        given.is_some_and(|g| g.len() == expected.len() && openssl::memcmp::eq(g, expected.as_bytes()))
+    };
+    let audit = &state.config.audit;
+    if matches(&state.config.management.api_key) || audit.auditor_api_key.as_deref().is_some_and(matches) {
+        return next.run(request).await;
+    }
+    if given.is_none() && !audit.auditors.is_empty() {
+        match state.identity.verify_request(request.headers()).await {
+            Ok(verified) if audit.auditors.contains(&verified.participant) => {
+                let holds = match &audit.auditor_credential {
+                    None => true,
+                    Some(kind) => state
+                        .identity
+                        .claims_of(&verified.participant, verified.expires_at)
+                        .await
+                        .credential_types
+                        .contains(kind),
+                };
+                if holds {
+                    return next.run(request).await;
+                }
+                tracing::info!(auditor = verified.participant, "auditor without the required credential");
+            }
+            Ok(verified) => tracing::info!(participant = verified.participant, "not an auditor"),
+            Err(error) => tracing::debug!(%error, "audit request without a valid token"),
+        }
+    }
+    ManagementError::Unauthorized.into_response()
+}
+
+impl From<ProofError> for ManagementError {
+    fn from(error: ProofError) -> Self {
+        match error {
+            ProofError::Range(message) => ManagementError::field("", message),
+            ProofError::Store(error) => error.into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EntryQuery {
+    agreement: Option<String>,
+    participant: Option<String>,
+    dataset: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// RFC 3339, inclusive.
+    from: Option<String>,
+    /// RFC 3339, exclusive.
+    to: Option<String>,
+    /// Entries after this sequence number (paging).
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn millis(name: &str, value: Option<&str>) -> Result<Option<i64>, ManagementError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| ManagementError::field(name, format!("not an RFC 3339 time: {e}")))
+        })
+        .transpose()
+}
+
+fn entry_json(entry: &crate::store::AuditEntry) -> Json {
+    json!({
+        "seq": entry.seq,
+        "type": entry.kind,
+        "at": crate::process::rfc3339_millis(entry.at),
+        "entry": serde_json::from_str::<Json>(&entry.entry).unwrap_or(Json::Null),
+        "rootHash": crate::process::hex(&entry.root),
+    })
+}
+
+/// `GET /entries`: entries by agreement, participant, dataset, type and time, in order, paged with `after`.
+async fn entries(State(state): State<Shared>, Query(query): Query<EntryQuery>) -> Result<Response, ManagementError> {
+    let filter = AuditFilter {
+        from_time: millis("from", query.from.as_deref())?,
+        to_time: millis("to", query.to.as_deref())?,
+        agreement: query.agreement,
+        participant: query.participant,
+        dataset: query.dataset,
+        kind: query.kind,
+        after_seq: query.after,
+        limit: query.limit.unwrap_or(100),
+    };
+    let found = state.store.audit_entries(&filter).await?;
+    Ok(axum::Json(found.iter().map(entry_json).collect::<Vec<_>>()).into_response())
+}
+
+/// `GET /entries/{seq}`: the entry with its inclusion proof in the current signed head.
+async fn entry(State(state): State<Shared>, Path(seq): Path<u64>) -> Result<Response, ManagementError> {
+    match crate::audit::proven_entry(&state, seq).await? {
+        Some(proven) => Ok(axum::Json(proven).into_response()),
+        None => Err(ManagementError::NotFound(format!("there is no audit entry {seq}"))),
+    }
+}
+
+async fn head(State(state): State<Shared>) -> Result<Response, ManagementError> {
+    Ok(axum::Json(crate::audit::current_head(&state).await?.to_json()).into_response())
+}
+
+async fn consistency(State(state): State<Shared>, Query(sizes): Query<Sizes>) -> Result<Response, ManagementError> {
+    Ok(axum::Json(crate::audit::peer::consistency_json(&state, &sizes).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct Range {
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+/// `GET /export?from=&to=`: JSON Lines for `hanse audit verify` (the whole log by default).
+async fn export(State(state): State<Shared>, Query(range): Query<Range>) -> Result<Response, ManagementError> {
+    let size = state.store.audit_frontier().await?.size;
+    let lines = crate::audit::export(&state, range.from.unwrap_or(0), range.to.unwrap_or(size)).await?;
+    let mut body = lines.join("\n");
+    body.push('\n');
+    let mut response = body.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct ReceiptQuery {
+    agreement: Option<String>,
+}
+
+/// `GET /receipts`: the receipts peers gave us for their entries of our agreements.
+async fn receipts(State(state): State<Shared>, Query(query): Query<ReceiptQuery>) -> Result<Response, ManagementError> {
+    let kept = state.store.receipts(query.agreement.as_deref()).await?;
+    let list: Vec<Json> = kept
+        .into_iter()
+        .map(|(agreement, issuer, receipt)| {
+            json!({"agreementId": agreement, "issuer": issuer, "receipt": serde_json::from_str::<Json>(&receipt).unwrap_or(Json::Null)})
+        })
+        .collect();
+    Ok(axum::Json(list).into_response())
+}
+
+#[derive(Deserialize)]
+struct PeerQuery {
+    peer: Option<String>,
+}
+
+/// `GET /witnessed`: peers' heads we saw, countersigned, or the inconsistencies found.
+async fn witnessed(State(state): State<Shared>, Query(query): Query<PeerQuery>) -> Result<Response, ManagementError> {
+    let seen = state.store.witnessed(query.peer.as_deref(), 1_000).await?;
+    let list: Vec<Json> = seen
+        .iter()
+        .map(|w| {
+            json!({
+                "peer": w.peer,
+                "size": w.size,
+                "rootHash": crate::process::hex(&w.root),
+                "treeHead": w.tree_head,
+                "cosignature": w.cosignature,
+                "problem": w.problem,
+                "seenAt": crate::process::rfc3339_millis(w.seen_at),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "inconsistenciesSinceStart": state.audit_inconsistencies.load(std::sync::atomic::Ordering::Relaxed),
+        "witnessed": list,
+    }))
+    .into_response())
+}
+
+/// `POST /management/v3/audit/witness` (operator): witness every peer now.
+pub async fn witness_now(State(state): State<Shared>) -> Result<Response, ManagementError> {
+    let seen = crate::audit::peer::witness_round(&state).await;
+    let list: Vec<Json> = seen.iter().map(|w| json!({"peer": w.peer, "size": w.size, "problem": w.problem})).collect();
+    Ok(axum::Json(list).into_response())
+}

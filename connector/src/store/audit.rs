@@ -1,0 +1,391 @@
+//! The audit log's tables: entries, perfect-subtree hashes, the head row, signed tree heads, receipts and witnessed
+//! heads. Appending happens inside the transaction of the change it records ([`Append`]); everything else here reads,
+//! or writes what is not itself an audited change (signed heads, receipts, witness records).
+
+use std::collections::HashMap;
+
+use sqlx::{FromRow, PgConnection, SqliteConnection};
+
+use super::{Store, StoreError, now_millis, with_pool, with_writer};
+use crate::audit::Event;
+use crate::audit::merkle::{Frontier, Hash};
+
+/// One stored entry.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: i64,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    /// Canonical JSON: the leaf's exact bytes.
+    pub entry: String,
+    /// The root once this entry was appended.
+    pub root: Vec<u8>,
+}
+
+/// What auditors filter entries by; every member narrows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    pub agreement: Option<String>,
+    pub participant: Option<String>,
+    pub dataset: Option<String>,
+    pub kind: Option<String>,
+    /// Milliseconds, inclusive.
+    pub from_time: Option<i64>,
+    /// Milliseconds, exclusive.
+    pub to_time: Option<i64>,
+    /// Entries with a greater sequence number only (paging).
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// A tree head as this connector signed it.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct SignedHead {
+    pub size: i64,
+    pub root: Vec<u8>,
+    pub signed_at: i64,
+    pub jws: String,
+}
+
+/// A peer's tree head as we witnessed it.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Witnessed {
+    pub peer: String,
+    pub size: i64,
+    pub root: Vec<u8>,
+    pub tree_head: String,
+    pub cosignature: Option<String>,
+    pub problem: Option<String>,
+    pub seen_at: i64,
+}
+
+/// Appends events to the audit log inside an open transaction: the connection types of both backends.
+pub(crate) trait Append {
+    /// Appends `events` in order; answers their sequence numbers.
+    async fn append(&mut self, events: &[Event]) -> Result<Vec<u64>, StoreError>;
+}
+
+macro_rules! append_on {
+    ($connection:ty) => {
+        impl Append for $connection {
+            async fn append(&mut self, events: &[Event]) -> Result<Vec<u64>, StoreError> {
+                if events.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Taking the head row is the lock that orders every writer's entries.
+                let (size, frontier): (i64, Vec<u8>) =
+                    sqlx::query_as("UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size, frontier")
+                        .bind(events.len() as i64)
+                        .fetch_one(&mut *self)
+                        .await?;
+                let start = size as u64 - events.len() as u64;
+                let mut frontier = Frontier::from_bytes(start, &frontier)
+                    .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))?;
+                let at = now_millis();
+                let mut nodes = Vec::new();
+                let mut seqs = Vec::with_capacity(events.len());
+                for event in events {
+                    let seq = frontier.size;
+                    let entry = event.entry(seq, at);
+                    nodes.extend(frontier.push(crate::audit::merkle::leaf_hash(entry.as_bytes())));
+                    sqlx::query(
+                        "INSERT INTO audit_entries (seq, at, type, agreement_id, participant, dataset, entry, root) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(seq as i64)
+                    .bind(at)
+                    .bind(event.kind)
+                    .bind(&event.agreement)
+                    .bind(&event.participant)
+                    .bind(&event.dataset)
+                    .bind(&entry)
+                    .bind(frontier.root().to_vec())
+                    .execute(&mut *self)
+                    .await?;
+                    if let (Some(peer), Some(agreement)) = (&event.owes_receipt, &event.agreement) {
+                        sqlx::query(
+                            "INSERT INTO audit_receipts_out (agreement_id, peer, next_at) VALUES ($1, $2, $3) \
+                             ON CONFLICT (agreement_id) DO NOTHING",
+                        )
+                        .bind(agreement)
+                        .bind(peer)
+                        .bind(at)
+                        .execute(&mut *self)
+                        .await?;
+                    }
+                    seqs.push(seq);
+                }
+                let placeholders: Vec<String> =
+                    (0..nodes.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+                let sql = format!("INSERT INTO audit_nodes (id, hash) VALUES {}", placeholders.join(", "));
+                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (id, hash) in &nodes {
+                    insert = insert.bind(*id as i64).bind(hash.to_vec());
+                }
+                insert.execute(&mut *self).await?;
+                sqlx::query("UPDATE audit_head SET frontier = $1 WHERE id = 1")
+                    .bind(frontier.to_bytes())
+                    .execute(&mut *self)
+                    .await?;
+                Ok(seqs)
+            }
+        }
+    };
+}
+append_on!(SqliteConnection);
+append_on!(PgConnection);
+
+fn hash_of(bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt("a stored audit hash is not 32 bytes".into()))
+}
+
+const ENTRY_COLUMNS: &str = "seq, at, type, entry, root";
+
+impl Store {
+    /// Appends events on their own (a change the log records that writes nothing else, such as a refused request).
+    pub async fn append_audit(&self, events: &[Event]) -> Result<Vec<u64>, StoreError> {
+        with_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let seqs = (*tx).append(events).await?;
+            tx.commit().await?;
+            Ok(seqs)
+        })
+    }
+
+    /// The log's size and the perfect blocks of its tree.
+    pub async fn audit_frontier(&self) -> Result<Frontier, StoreError> {
+        let (size, bytes): (i64, Vec<u8>) = with_pool!(self, pool => sqlx::query_as("SELECT size, frontier FROM audit_head WHERE id = 1")
+            .fetch_one(pool)
+            .await?);
+        Frontier::from_bytes(size as u64, &bytes)
+            .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))
+    }
+
+    /// The root of the log's first `size` entries (the empty tree's for 0).
+    pub async fn audit_root_at(&self, size: u64) -> Result<Option<Hash>, StoreError> {
+        if size == 0 {
+            return Ok(Some(crate::audit::merkle::empty_root()));
+        }
+        let root: Option<Vec<u8>> = with_pool!(self, pool => sqlx::query_scalar("SELECT root FROM audit_entries WHERE seq = $1")
+            .bind(size as i64 - 1)
+            .fetch_optional(pool)
+            .await?);
+        root.map(|r| hash_of(&r)).transpose()
+    }
+
+    /// Entries matching a filter, by sequence number.
+    pub async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut texts = Vec::new();
+        let mut numbers = Vec::new();
+        for (column, value) in [
+            ("agreement_id", &filter.agreement),
+            ("participant", &filter.participant),
+            ("dataset", &filter.dataset),
+            ("type", &filter.kind),
+        ] {
+            if let Some(value) = value {
+                texts.push(value.clone());
+                conditions.push(format!("{column} = $T{}", texts.len()));
+            }
+        }
+        for (condition, value) in
+            [("at >= ", filter.from_time), ("at < ", filter.to_time), ("seq > ", filter.after_seq)]
+        {
+            if let Some(value) = value {
+                numbers.push(value);
+                conditions.push(format!("{condition}$N{}", numbers.len()));
+            }
+        }
+        let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit_entries");
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT {}", filter.limit.clamp(1, 10_000)));
+        // Texts are bound first, numbers after them.
+        for i in (1..=numbers.len()).rev() {
+            sql = sql.replace(&format!("$N{i}"), &format!("${}", texts.len() + i));
+        }
+        for i in (1..=texts.len()).rev() {
+            sql = sql.replace(&format!("$T{i}"), &format!("${i}"));
+        }
+        with_pool!(self, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for text in &texts {
+                query = query.bind(text);
+            }
+            for number in &numbers {
+                query = query.bind(*number);
+            }
+            Ok(query.fetch_all(pool).await?)
+        })
+    }
+
+    /// Entries `[from, to)`.
+    pub async fn audit_range(&self, from: u64, to: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq"
+        )))
+        .bind(from as i64)
+        .bind(to as i64)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// The hashes of perfect subtrees by id (those that exist).
+    pub async fn audit_blocks(&self, ids: &[u64]) -> Result<HashMap<u64, Hash>, StoreError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let sql = format!("SELECT id, hash FROM audit_nodes WHERE id IN ({})", list.join(", "));
+            let rows: Vec<(i64, Vec<u8>)> =
+                with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?);
+            for (id, hash) in rows {
+                found.insert(id as u64, hash_of(&hash)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Keeps a tree head we signed (the first signature of a size stays).
+    pub async fn keep_signed_head(&self, head: &SignedHead) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "INSERT INTO audit_tree_heads (size, root, signed_at, jws) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(head.size)
+        .bind(&head.root)
+        .bind(head.signed_at)
+        .bind(&head.jws)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// The signed head of a size, if we signed one.
+    pub async fn signed_head(&self, size: u64) -> Result<Option<SignedHead>, StoreError> {
+        Ok(
+            with_pool!(self, pool => sqlx::query_as("SELECT size, root, signed_at, jws FROM audit_tree_heads WHERE size = $1")
+            .bind(size as i64)
+            .fetch_optional(pool)
+            .await?),
+        )
+    }
+
+    /// The heads we signed for sizes in `[from, to]`.
+    pub async fn signed_heads(&self, from: u64, to: u64) -> Result<Vec<SignedHead>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT size, root, signed_at, jws FROM audit_tree_heads WHERE size >= $1 AND size <= $2 ORDER BY size",
+        )
+        .bind(from as i64)
+        .bind(to as i64)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Keeps a receipt a peer sent for an agreement (a later one from the same peer replaces it).
+    pub async fn keep_receipt(&self, agreement_id: &str, issuer: &str, receipt: &str) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "INSERT INTO audit_receipts (agreement_id, issuer, receipt, received_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (agreement_id, issuer) DO UPDATE SET receipt = excluded.receipt, received_at = excluded.received_at",
+        )
+        .bind(agreement_id)
+        .bind(issuer)
+        .bind(receipt)
+        .bind(now_millis())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// The receipts peers sent for an agreement (all agreements when `None`), as `(agreement, issuer, receipt)`.
+    pub async fn receipts(&self, agreement_id: Option<&str>) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT agreement_id, issuer, receipt FROM audit_receipts WHERE $1 IS NULL OR agreement_id = $1 \
+             ORDER BY received_at",
+        )
+        .bind(agreement_id)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Receipts due to be sent, as `(agreement, peer, attempts)`.
+    pub async fn receipts_due(&self, limit: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT agreement_id, peer, attempts FROM audit_receipts_out WHERE delivered_at IS NULL AND next_at <= $1 \
+             ORDER BY next_at LIMIT $2",
+        )
+        .bind(now_millis())
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Records a receipt's delivery, or schedules the next attempt.
+    pub async fn receipt_sent(&self, agreement_id: &str, delivered: bool, next_at: i64) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "UPDATE audit_receipts_out SET attempts = attempts + 1, next_at = $2, \
+             delivered_at = CASE WHEN $3 = 1 THEN $4 ELSE NULL END WHERE agreement_id = $1",
+        )
+        .bind(agreement_id)
+        .bind(next_at)
+        .bind(i64::from(delivered))
+        .bind(now_millis())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Every participant we have negotiated with.
+    pub async fn counter_parties(&self) -> Result<Vec<String>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar("SELECT DISTINCT counter_party_id FROM negotiations")
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Keeps a witnessed head.
+    pub async fn keep_witnessed(&self, witnessed: &Witnessed) -> Result<(), StoreError> {
+        with_writer!(self, pool => sqlx::query(
+            "INSERT INTO audit_witnessed (peer, size, root, tree_head, cosignature, problem, seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&witnessed.peer)
+        .bind(witnessed.size)
+        .bind(&witnessed.root)
+        .bind(&witnessed.tree_head)
+        .bind(&witnessed.cosignature)
+        .bind(&witnessed.problem)
+        .bind(witnessed.seen_at)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// The last consistent head we witnessed of a peer.
+    pub async fn last_witnessed(&self, peer: &str) -> Result<Option<Witnessed>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT peer, size, root, tree_head, cosignature, problem, seen_at FROM audit_witnessed \
+             WHERE peer = $1 AND problem IS NULL ORDER BY size DESC, seen_at DESC LIMIT 1",
+        )
+        .bind(peer)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Everything we witnessed, of one peer or all, newest first.
+    pub async fn witnessed(&self, peer: Option<&str>, limit: i64) -> Result<Vec<Witnessed>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_as(
+            "SELECT peer, size, root, tree_head, cosignature, problem, seen_at FROM audit_witnessed \
+             WHERE $1 IS NULL OR peer = $1 ORDER BY seen_at DESC LIMIT $2",
+        )
+        .bind(peer)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+}
