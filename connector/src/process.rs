@@ -311,7 +311,7 @@ pub fn audit_events(
     if kind == ProcessKind::Negotiation
         && let Some(agreement) = appeared("agreement")
     {
-        let details = json!({"process": after.id, "agreement": agreement, "agreementDigest": digest(agreement)});
+        let details = json!({"process": after.id, "agreementPolicy": agreement, "agreementDigest": crate::audit::canonical_digest(agreement)});
         let mut entry = event("contract.agreement", details);
         entry.agreement = agreement.get("@id").and_then(Json::as_str).map(str::to_owned);
         events.push(entry);

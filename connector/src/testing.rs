@@ -81,6 +81,63 @@ impl TestDatabase {
     }
 }
 
+/// What a dishonest operator with database access could do to the audit log (tests prove it is caught).
+impl TestDatabase {
+    /// Drops the entries from `keep` on, their subtree hashes and the heads signed over them, and resets the head
+    /// row, so that the connector appends anew from there (a rolled-back, rewritten history).
+    pub async fn roll_back_audit_log(&self, keep: u64) {
+        let store = self.open().await;
+        let ids: Vec<i64> = crate::store::with_pool!(store, pool => sqlx::query_scalar("SELECT id FROM audit_nodes")
+            .fetch_all(pool)
+            .await
+            .expect("node ids"));
+        let beyond: Vec<String> = ids
+            .into_iter()
+            .filter(|&id| {
+                let level = (id as u64).trailing_ones();
+                let start = ((id as u64) >> (level + 1)) << level;
+                start + (1 << level) > keep
+            })
+            .map(|id| id.to_string())
+            .collect();
+        let frontier = crate::audit::frontier_at(&store, keep).await.expect("the kept frontier");
+        crate::store::with_writer!(store, pool => {
+            let mut tx = pool.begin().await.expect("transaction");
+            sqlx::query("DELETE FROM audit_entries WHERE seq >= $1").bind(keep as i64).execute(&mut *tx).await.expect("entries");
+            if !beyond.is_empty() {
+                let sql = format!("DELETE FROM audit_nodes WHERE id IN ({})", beyond.join(", "));
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.expect("nodes");
+            }
+            sqlx::query("DELETE FROM audit_tree_heads WHERE size > $1").bind(keep as i64).execute(&mut *tx).await.expect("heads");
+            sqlx::query("UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1")
+                .bind(keep as i64)
+                .bind(frontier.to_bytes())
+                .execute(&mut *tx)
+                .await
+                .expect("head row");
+            tx.commit().await.expect("commit");
+        });
+        store.close().await;
+    }
+
+    /// Overwrites byte `offset` of stored entry `seq` with `byte`.
+    pub async fn alter_audit_entry(&self, seq: u64, offset: usize, byte: u8) {
+        let store = self.open().await;
+        let entry = store.audit_range(seq, seq + 1).await.expect("entry").pop().expect("the entry exists");
+        let mut bytes = entry.entry.into_bytes();
+        bytes[offset] = byte;
+        let altered = String::from_utf8(bytes).expect("ASCII");
+        crate::store::with_writer!(store, pool => sqlx::query("UPDATE audit_entries SET entry = $1 WHERE seq = $2")
+            .bind(&altered)
+            .bind(seq as i64)
+            .execute(pool)
+            .await
+            .expect("update")
+            .rows_affected());
+        store.close().await;
+    }
+}
+
 impl Drop for TestDatabase {
     /// Drops the PostgreSQL schema (the SQLite folder goes with its `TempDir`). Runs on a thread of its own, so it
     /// works inside and outside a runtime.

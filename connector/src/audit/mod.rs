@@ -71,6 +71,12 @@ impl Event {
     }
 }
 
+/// SHA-256 (hex) of a value's canonical JSON (RFC 8785): the same for both parties whatever their member order.
+pub fn canonical_digest(value: &Json) -> String {
+    let text = serde_json_canonicalizer::to_string(value).expect("JSON values serialise");
+    crate::process::hex(&openssl::sha::sha256(text.as_bytes()))
+}
+
 /// A policy decision as the log keeps it: which rules and constraints were visited and their outcomes, without the
 /// values operands resolved to or reasons that quote them (they can be personal), plus the full decision's digest so
 /// that the trace kept with the process can be proven against the log.

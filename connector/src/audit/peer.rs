@@ -125,7 +125,7 @@ async fn check_receipt(state: &Shared, sender: &str, receipt: &Receipt) -> Resul
     let key = state.identity.resolver().key(sender, &head.kid).await.map_err(|e| bad(e.to_string()))?;
     receipt.check(&key.jwk).map_err(bad)?;
     let entry: Json = serde_json::from_str(&receipt.entry).map_err(|_| bad("the entry is not JSON".into()))?;
-    if entry.get("agreementDigest").and_then(Json::as_str) != Some(&crate::process::digest(&agreement.policy)) {
+    if entry.get("agreementDigest").and_then(Json::as_str) != Some(&super::canonical_digest(&agreement.policy)) {
         return Err(bad("the entry records an agreement that differs from ours".into()));
     }
     Ok(())

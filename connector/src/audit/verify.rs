@@ -203,8 +203,14 @@ pub fn read_export(text: &str) -> Result<Log, Fault> {
                     format!("the entries before it no longer hash to the signed tree head of size {}", head.size),
                 ));
             }
+            None if head.size > log.to() => {
+                return Err(fault(
+                    log.to(),
+                    format!("the log signed a head of size {}: the entries from here on are missing", head.size),
+                ));
+            }
             None => {
-                return Err(fault(None, format!("the signed tree head of size {} is outside the export", head.size)));
+                return Err(fault(None, format!("the signed tree head of size {} is before the export", head.size)));
             }
         }
     }
@@ -365,5 +371,123 @@ fn check_head(log: &Log, head: &TreeHead, what: &str) -> Result<(), Fault> {
             ),
         )),
         None => Err(fault(None, format!("{what} is of size {}, before the export's start {}", head.size, log.from))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::audit::Event;
+    use crate::identity::keys::KeyRing;
+
+    fn keys() -> (tempfile::TempDir, KeyRing) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("participant.pem");
+        std::fs::write(&file, crate::init::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let keys = KeyRing::load("did:web:hospital-a.example", &file).unwrap();
+        (dir, keys)
+    }
+
+    /// An export of `contents` as entries, with a signed head after every `every` entries and at the end.
+    fn export(keys: &KeyRing, contents: &[String], every: usize) -> Vec<String> {
+        let mut frontier = Frontier::default();
+        let mut entries = Vec::new();
+        let mut heads = Vec::new();
+        for (i, content) in contents.iter().enumerate() {
+            let entry =
+                Event::new("negotiation.transition", json!({"process": content})).entry(i as u64, 1_700_000_000_000);
+            frontier.push(merkle::leaf_hash(entry.as_bytes()));
+            entries.push(entry_line(i as u64, &frontier.root(), &entry));
+            if (i + 1) % every == 0 || i + 1 == contents.len() {
+                heads.push(head_line(&head::sign(keys, frontier.size, &frontier.root(), 0).jws));
+            }
+        }
+        let mut lines = vec![header_line(keys.did(), 0, &keys.listed(chrono::Utc::now()), &Frontier::default())];
+        lines.extend(entries);
+        lines.extend(heads);
+        lines
+    }
+
+    fn text(lines: &[String]) -> String {
+        lines.join("\n")
+    }
+
+    fn contents(n: usize, tag: &str) -> Vec<String> {
+        (0..n).map(|i| format!("urn:uuid:{tag}-{i}")).collect()
+    }
+
+    #[test]
+    fn an_untouched_export_verifies_and_a_foreign_key_does_not() {
+        let (_dir, keys) = keys();
+        let lines = export(&keys, &contents(37, "a"), 10);
+        let verdict = verify(&text(&lines), &[], &[]).unwrap();
+        assert_eq!((verdict.from, verdict.to, verdict.heads), (0, 37, 4));
+        let (_other_dir, other) = keys_of_another();
+        let mut forged = lines.clone();
+        forged[0] = header_line(keys.did(), 0, &other.listed(chrono::Utc::now()), &Frontier::default());
+        assert!(verify(&text(&forged), &[], &[]).unwrap_err().message.contains("not one of the log's"));
+    }
+
+    fn keys_of_another() -> (tempfile::TempDir, KeyRing) {
+        keys()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Flip one byte of any entry, delete an entry, swap two, or roll the log back and append differently:
+        /// verification fails, and names the entry where the log stops being the one that was signed or seen.
+        #[test]
+        fn every_tampering_is_caught_at_its_position(
+            n in 2usize..120,
+            every in 1usize..20,
+            kind in 0u8..4,
+            a in any::<u64>(),
+            b in any::<u64>(),
+            byte in 32u8..127,
+        ) {
+            let (_dir, keys) = keys();
+            let original = export(&keys, &contents(n, "a"), every);
+            let i = (a % n as u64) as usize;
+            let (tampered, evidence, expected) = match kind {
+                0 => {
+                    // One byte of entry i's stored text.
+                    let line = &original[1 + i];
+                    let start = line.find("\"entry\":").unwrap() + 8;
+                    let offset = start + (b as usize % (line.len() - 1 - start));
+                    let mut bytes = line.clone().into_bytes();
+                    prop_assume!(bytes[offset] != byte);
+                    bytes[offset] = byte;
+                    let mut lines = original.clone();
+                    lines[1 + i] = String::from_utf8(bytes).unwrap();
+                    (lines, Vec::new(), i as u64)
+                }
+                1 => {
+                    let mut lines = original.clone();
+                    lines.remove(1 + i);
+                    (lines, Vec::new(), i as u64)
+                }
+                2 => {
+                    let j = (b % n as u64) as usize;
+                    prop_assume!(i != j);
+                    let mut lines = original.clone();
+                    lines.swap(1 + i, 1 + j);
+                    (lines, Vec::new(), i.min(j) as u64)
+                }
+                _ => {
+                    // The operator keeps the first i entries, appends others and signs new heads; the auditor
+                    // holds the earlier export.
+                    let mut rewritten = contents(n, "a");
+                    rewritten.truncate(i);
+                    rewritten.extend(contents(n - i + (b % 3) as usize, "b"));
+                    let earlier = read_export(&text(&original)).unwrap();
+                    (export(&keys, &rewritten, every), vec![Evidence::Export(earlier)], i as u64)
+                }
+            };
+            let fault = verify(&text(&tampered), &evidence, &[]).unwrap_err();
+            prop_assert_eq!(fault.position, Some(expected), "{}", fault);
+        }
     }
 }

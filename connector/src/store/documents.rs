@@ -91,14 +91,17 @@ const INSERT: &str = "INSERT INTO documents (kind, id, body, version, created_at
 impl Store {
     /// Creates a document; `Conflict` if one of that kind and id exists.
     pub async fn insert_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
-        self.insert_documents(kind, &[(id.to_owned(), body.clone())]).await?;
         let now = now_millis();
+        self.insert_at(kind, &[(id.to_owned(), body.clone())], now).await?;
         Ok(Document { id: id.to_owned(), body: body.clone(), version: 1, created_at: now, updated_at: now })
     }
 
     /// Creates many documents in one transaction: all of them or, on any conflict, none.
     pub async fn insert_documents(&self, kind: DocumentKind, documents: &[(String, Value)]) -> Result<(), StoreError> {
-        let now = now_millis();
+        self.insert_at(kind, documents, now_millis()).await
+    }
+
+    async fn insert_at(&self, kind: DocumentKind, documents: &[(String, Value)], now: i64) -> Result<(), StoreError> {
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut events = Vec::with_capacity(documents.len());
