@@ -262,6 +262,17 @@ claims_cache_seconds = 300
 [trust.issuers]
 # MembershipCredential = ["did:web:federation.example"]
 
+[audit]
+# A key (X-Api-Key) that reads the audit log and nothing else, for an auditor.
+# auditor_api_key = "..."
+# Auditors' DIDs: they read the audit log with a self-issued token.
+# auditors = ["did:web:dpo.hospital-a.example"]
+# A credential type those DIDs must also hold (from a trusted issuer).
+# auditor_credential = "AuditorCredential"
+# Participants to witness besides every counter-party, and how often (seconds; 0: never).
+# witness = ["did:web:hospital-b.example"]
+witness_interval_seconds = 300
+
 [log]
 # A tracing filter, e.g. "info" or "hanse=debug,info".
 level = "info"

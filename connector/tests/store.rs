@@ -123,3 +123,46 @@ async fn a_batch_is_stored_whole_or_not_at_all(store: &hanse::store::Store, back
     );
 }
 on_every_backend!(batches_are_atomic_on_every_backend, a_batch_is_stored_whole_or_not_at_all);
+
+/// Several writers (on PostgreSQL: several pools, as several processes have) append at once: every entry gets its
+/// own consecutive sequence number, and the stored roots and subtree hashes are those of the entries in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_build_one_consistent_audit_log() {
+    use hanse::audit::Event;
+    use hanse::audit::merkle::{Frontier, leaf_hash};
+    for backend in backends() {
+        let database = TestDatabase::new(backend);
+        let stores = [database.open().await, database.open().await, database.open().await];
+        let mut writers = Vec::new();
+        for (w, store) in stores.iter().enumerate() {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..60 {
+                    let events = [
+                        Event::new("test.event", json!({"writer": w, "i": i})),
+                        Event::new("test.event", json!({"writer": w, "i": i, "second": true})),
+                    ];
+                    store.append_audit(&events[..1 + i % 2]).await.unwrap();
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let store = &stores[0];
+        let head = store.audit_frontier().await.unwrap();
+        assert_eq!(head.size, 3 * 90, "{backend:?}");
+        let entries = store.audit_range(0, head.size).await.unwrap();
+        let mut frontier = Frontier::default();
+        for (seq, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.seq as usize, seq, "{backend:?}");
+            frontier.push(leaf_hash(entry.entry.as_bytes()));
+            assert_eq!(entry.root, frontier.root().to_vec(), "{backend:?}: entry {seq}");
+        }
+        assert_eq!(frontier, head, "{backend:?}");
+        assert_eq!(hanse::audit::frontier_at(store, head.size).await.unwrap(), head, "{backend:?}");
+        for store in stores {
+            store.close().await;
+        }
+    }
+}

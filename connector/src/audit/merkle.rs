@@ -210,7 +210,15 @@ mod tests {
 
     use super::*;
 
-    fn build(n: u64) -> (Vec<Vec<u8>>, HashMap<u64, Hash>, Vec<Hash>, MemoryBackedTree<Sha256, Vec<u8>>) {
+    /// A log of `n` entries: the entries, the stored blocks, the root after each, and `ct-merkle`'s own tree.
+    struct Built {
+        entries: Vec<Vec<u8>>,
+        nodes: HashMap<u64, Hash>,
+        roots: Vec<Hash>,
+        reference: MemoryBackedTree<Sha256, Vec<u8>>,
+    }
+
+    fn build(n: u64) -> Built {
         let mut frontier = Frontier::default();
         let mut nodes = HashMap::new();
         let mut roots = Vec::new();
@@ -223,7 +231,7 @@ mod tests {
             reference.push(entry.clone());
             entries.push(entry);
         }
-        (entries, nodes, roots, reference)
+        Built { entries, nodes, roots, reference }
     }
 
     #[test]
@@ -242,7 +250,7 @@ mod tests {
         /// Roots, inclusion and consistency proofs built from the stored blocks agree with `ct-merkle`'s own tree.
         #[test]
         fn proofs_from_stored_blocks_agree_with_ct_merkle(n in 1u64..300, pick in any::<u64>(), old_pick in any::<u64>()) {
-            let (entries, nodes, roots, reference) = build(n);
+            let Built { entries, nodes, roots, reference } = build(n);
             let lookup = |id| nodes.get(&id).copied();
             let root = roots[n as usize - 1];
             let theirs_root = reference.root();

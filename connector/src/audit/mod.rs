@@ -204,45 +204,63 @@ pub async fn frontier_at(store: &Store, size: u64) -> Result<Frontier, StoreErro
         .ok_or_else(|| StoreError::Corrupt("a block of the audit tree is missing".into()))
 }
 
-/// The export of entries `[from, to)` as JSON Lines: the header, the entries, and the signed heads of the range (the
-/// head of size `to` is signed if it was not yet).
-pub async fn export(connector: &Connector, from: u64, to: u64) -> Result<Vec<String>, ProofError> {
+/// Where an export stream is.
+enum Stage {
+    Header(String),
+    Entries(u64),
+    Done,
+}
+
+/// The export of entries `[from, to)` as JSON Lines, streamed in pages (each item ends with a newline): the header,
+/// the entries, and the signed heads of the range (the head of size `to` is signed first if it was not yet).
+pub async fn export(
+    connector: crate::server::Shared,
+    from: u64,
+    to: u64,
+) -> Result<impl futures_util::Stream<Item = Result<String, StoreError>> + Send, ProofError> {
     let size = connector.store.audit_frontier().await?.size;
     if from > to || to > size {
         return Err(ProofError::Range(format!("an export needs from ≤ to ≤ {size}")));
     }
+    let root = connector
+        .store
+        .audit_root_at(to)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("a stored root is missing".into()))?;
+    head_of(&connector, to, &root).await?;
     let keys = connector.identity.keys().listed(chrono::Utc::now());
-    let mut lines =
-        vec![verify::header_line(connector.identity.did(), from, &keys, &frontier_at(&connector.store, from).await?)];
-    let mut next = from;
-    while next < to {
-        let page = connector.store.audit_range(next, (next + 5_000).min(to)).await?;
-        if page.is_empty() {
-            break;
+    let frontier = frontier_at(&connector.store, from).await?;
+    let header = verify::header_line(connector.identity.did(), from, &keys, &frontier);
+    Ok(futures_util::stream::unfold(Stage::Header(header), move |stage| {
+        let connector = connector.clone();
+        async move {
+            let (chunk, next) = match stage {
+                Stage::Header(line) => (Ok(line + "\n"), Stage::Entries(from)),
+                Stage::Entries(next) if next < to => {
+                    match connector.store.audit_range(next, (next + 5_000).min(to)).await {
+                        Ok(page) if !page.is_empty() => {
+                            let after = page.last().map_or(to, |e| e.seq as u64 + 1);
+                            let mut text = String::new();
+                            for entry in &page {
+                                let root: Hash = entry.root.as_slice().try_into().unwrap_or_default();
+                                text.push_str(&verify::entry_line(entry.seq as u64, &root, &entry.entry));
+                                text.push('\n');
+                            }
+                            (Ok(text), Stage::Entries(after))
+                        }
+                        Ok(_) => (Err(StoreError::Corrupt(format!("audit entry {next} is missing"))), Stage::Done),
+                        Err(error) => (Err(error), Stage::Done),
+                    }
+                }
+                Stage::Entries(_) => match connector.store.signed_heads(from, to).await {
+                    Ok(heads) => (Ok(heads.iter().map(|h| verify::head_line(&h.jws) + "\n").collect()), Stage::Done),
+                    Err(error) => (Err(error), Stage::Done),
+                },
+                Stage::Done => return None,
+            };
+            Some((chunk, next))
         }
-        for entry in &page {
-            let root: Hash = entry
-                .root
-                .as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("a stored root is not 32 bytes".into()))?;
-            lines.push(verify::entry_line(entry.seq as u64, &root, &entry.entry));
-        }
-        next = page.last().map_or(to, |e| e.seq as u64 + 1);
-    }
-    let root = match to {
-        0 => merkle::empty_root(),
-        _ => connector
-            .store
-            .audit_root_at(to)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("a stored root is missing".into()))?,
-    };
-    head_of(connector, to, &root).await?;
-    for signed in connector.store.signed_heads(from, to).await? {
-        lines.push(verify::head_line(&signed.jws));
-    }
-    Ok(lines)
+    }))
 }
 
 /// One line a person reads for an entry as the management API lists it (`hanse audit show`).

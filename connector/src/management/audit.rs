@@ -150,10 +150,9 @@ struct Range {
 /// `GET /export?from=&to=`: JSON Lines for `hanse audit verify` (the whole log by default).
 async fn export(State(state): State<Shared>, Query(range): Query<Range>) -> Result<Response, ManagementError> {
     let size = state.store.audit_frontier().await?.size;
-    let lines = crate::audit::export(&state, range.from.unwrap_or(0), range.to.unwrap_or(size)).await?;
-    let mut body = lines.join("\n");
-    body.push('\n');
-    let mut response = body.into_response();
+    let stream = crate::audit::export(state.clone(), range.from.unwrap_or(0), range.to.unwrap_or(size)).await?;
+    let stream = futures_util::StreamExt::map(stream, |chunk| chunk.map_err(std::io::Error::other));
+    let mut response = axum::body::Body::from_stream(stream).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     Ok(response)
 }
