@@ -225,3 +225,37 @@ fn credentials_are_issued_imported_listed_and_revoked_and_keys_rotate_from_the_c
     let retired: Vec<_> = std::fs::read_dir(holder_dir.path().join("keys/retired")).unwrap().collect();
     assert_eq!(retired.len(), 1);
 }
+
+#[test]
+fn audit_verify_accepts_an_export_and_fails_with_the_position_when_an_entry_is_altered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, management, api_key) = init(dir.path());
+    let mut process =
+        Process(hanse(dir.path(), &["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    wait_ready(&format!("http://127.0.0.1:{public}/health/ready"), &mut process);
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{management}/management/v3");
+    for id in ["cohort-a", "cohort-b"] {
+        let asset = serde_json::json!({"@id": id, "properties": {"title": id},
+            "dataAddress": {"type": "HttpData", "baseUrl": "https://backend.example/data"}});
+        let created = client.post(format!("{base}/assets")).header("X-Api-Key", &api_key).json(&asset).send().unwrap();
+        assert!(created.status().is_success(), "{}", created.text().unwrap());
+    }
+    let export =
+        client.get(format!("{base}/audit/export")).header("X-Api-Key", &api_key).send().unwrap().text().unwrap();
+    let file = dir.path().join("log.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let verified = hanse(dir.path(), &["audit", "verify", "log.jsonl"]).output().unwrap();
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(String::from_utf8_lossy(&verified.stdout).starts_with("OK: 2 entries"));
+
+    // The second entry's `id` changes by one letter: exit status 1, and entry 1 is named.
+    std::fs::write(&file, export.replace("\"id\":\"cohort-b\"", "\"id\":\"cohort-c\"")).unwrap();
+    let failed = hanse(dir.path(), &["audit", "verify", "log.jsonl"]).output().unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(stdout.starts_with("FAILED: entry 1:"), "{stdout}");
+    let missing = hanse(dir.path(), &["audit", "verify", "nothing.jsonl"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
