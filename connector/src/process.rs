@@ -176,7 +176,12 @@ pub fn new_pid() -> String {
 
 /// The SHA-256 of a message, hex: a redelivery has the same digest.
 pub fn digest(message: &Json) -> String {
-    hex(&openssl::sha::sha256(message.to_string().as_bytes()))
+    sha256_hex(message.to_string().as_bytes())
+}
+
+/// The SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&openssl::sha::sha256(bytes))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -248,6 +253,21 @@ pub fn code_and_reason(message: &Json) -> (Option<String>, Option<String>) {
         other => other.as_str().map(str::to_owned).unwrap_or_else(|| other.to_string()),
     });
     (code, reason)
+}
+
+/// Writes a process from `before` (none for a new process) to `after`, with what becomes of its outgoing message
+/// and the audit entries of the change ([`audit_events`]), in one transaction; `received` is the digest of the
+/// message that caused it, if any. Answers as [`Store::write_process`](crate::store::Store::write_process).
+pub async fn write(
+    store: &crate::store::Store,
+    kind: ProcessKind,
+    before: Option<&ProcessRow>,
+    after: &ProcessRow,
+    received: Option<&str>,
+    outgoing: crate::store::Outgoing<'_>,
+) -> Result<Option<Option<crate::store::ClaimedMessage>>, StoreError> {
+    let audit = audit_events(kind, before, after, received, &outgoing);
+    store.write_process(kind, after, before.map(|row| row.version), outgoing, &audit).await
 }
 
 /// The audit entries of a process write from `before` (none for a new process) to `after`: the transition (the state

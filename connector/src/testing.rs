@@ -94,8 +94,7 @@ impl TestDatabase {
         let beyond: Vec<String> = ids
             .into_iter()
             .filter(|&id| {
-                let level = (id as u64).trailing_ones();
-                let start = ((id as u64) >> (level + 1)) << level;
+                let (start, level) = crate::audit::merkle::span(id as u64);
                 start + (1 << level) > keep
             })
             .map(|id| id.to_string())

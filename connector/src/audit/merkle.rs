@@ -40,10 +40,23 @@ pub fn node_id(level: u32, index: u64) -> u64 {
     (index << (level + 1)) + (1u64 << level) - 1
 }
 
-/// The leaves `[start, start + 2^level)` a node of the in-order layout spans when the tree is complete.
-fn span(id: u64) -> (u64, u32) {
+/// The first leaf and the level (`2^level` leaves) of a node of the in-order layout, as in a complete tree.
+pub fn span(id: u64) -> (u64, u32) {
     let level = id.trailing_ones();
     ((id >> (level + 1)) << level, level)
+}
+
+/// The perfect blocks that make up the first `size` leaves, largest first: the stored form of a frontier.
+pub fn frontier_ids(size: u64) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let mut start = 0;
+    for level in (0..64).rev() {
+        if size & (1 << level) != 0 {
+            ids.push(node_id(level, start >> level));
+            start += 1 << level;
+        }
+    }
+    ids
 }
 
 /// The running state of a log: the roots of the perfect blocks that make up its first `size` leaves, largest first
@@ -95,14 +108,7 @@ impl Frontier {
 
     /// The frontier of a log from its perfect blocks, read through `lookup` (node id → hash).
     pub fn at(size: u64, lookup: &impl Fn(u64) -> Option<Hash>) -> Option<Frontier> {
-        let mut blocks = Vec::new();
-        let mut start = 0;
-        for level in (0..64).rev() {
-            if size & (1 << level) != 0 {
-                blocks.push(lookup(node_id(level, start >> level))?);
-                start += 1 << level;
-            }
-        }
+        let blocks = frontier_ids(size).into_iter().map(lookup).collect::<Option<_>>()?;
         Some(Frontier { size, blocks })
     }
 }

@@ -8,9 +8,17 @@
 //! ([`verify`]). Both parties of an agreement hold a receipt for the other's entry of it ([`receipts`]), and
 //! connectors witness each other's tree heads ([`witness`]).
 
+pub mod head;
 pub mod merkle;
+pub mod peer;
+pub mod verify;
 
 use serde_json::{Map, Value as Json, json};
+
+use self::head::TreeHead;
+use self::merkle::{Frontier, Hash};
+use crate::server::Connector;
+use crate::store::{Store, StoreError};
 
 /// Something that happened, to be appended to the log. The store adds `seq` and `at`.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +82,7 @@ impl Event {
 /// SHA-256 (hex) of a value's canonical JSON (RFC 8785): the same for both parties whatever their member order.
 pub fn canonical_digest(value: &Json) -> String {
     let text = serde_json_canonicalizer::to_string(value).expect("JSON values serialise");
-    crate::process::hex(&openssl::sha::sha256(text.as_bytes()))
+    crate::process::sha256_hex(text.as_bytes())
 }
 
 /// A policy decision as the log keeps it: which rules and constraints were visited and their outcomes, without the
@@ -99,15 +107,6 @@ pub fn denial_trace(decision: &Json) -> Json {
         "decisionDigest": crate::process::digest(decision),
     })
 }
-
-pub mod head;
-pub mod peer;
-pub mod verify;
-
-use self::head::TreeHead;
-use self::merkle::{Frontier, Hash};
-use crate::server::Connector;
-use crate::store::{Store, StoreError};
 
 /// Why a proof cannot be given.
 #[derive(Debug, thiserror::Error)]
@@ -191,15 +190,7 @@ pub async fn proven_entry(connector: &Connector, seq: u64) -> Result<Option<Json
 
 /// The frontier of the log's first `size` entries (where an export of a later range starts).
 pub async fn frontier_at(store: &Store, size: u64) -> Result<Frontier, StoreError> {
-    let mut ids = Vec::new();
-    let mut start = 0;
-    for level in (0..64).rev() {
-        if size & (1 << level) != 0 {
-            ids.push(merkle::node_id(level, start >> level));
-            start += 1 << level;
-        }
-    }
-    let blocks = store.audit_blocks(&ids).await?;
+    let blocks = store.audit_blocks(&merkle::frontier_ids(size)).await?;
     Frontier::at(size, &|id| blocks.get(&id).copied())
         .ok_or_else(|| StoreError::Corrupt("a block of the audit tree is missing".into()))
 }

@@ -251,15 +251,7 @@ pub async fn witness_round(state: &Shared) -> Vec<Witnessed> {
 async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
     let service = peer_service(state, peer).await?;
     let http = state.dsp.http();
-    let head: Json = http
-        .get(format!("{service}/head"))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let head = get_json(http, &format!("{service}/head")).await?;
     let jws = head.get("signature").and_then(Json::as_str).ok_or("the head carries no signature")?;
     let read = head::read(jws)?;
     if read.log != peer {
@@ -299,6 +291,12 @@ async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
     Ok(witnessed)
 }
 
+/// A peer's JSON answer to a `GET`, or why there is none.
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Json, String> {
+    let response = http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(|e| format!("{url}: {e}"))?;
+    response.json().await.map_err(|e| format!("{url}: {e}"))
+}
+
 /// What is wrong with `head` given the last consistent head `last` of the same log, if anything. A proof that cannot
 /// be fetched is no verdict: the peer is witnessed again next round.
 async fn check_against(
@@ -319,15 +317,7 @@ async fn check_against(
         return Ok(None);
     }
     let url = format!("{service}/consistency?from={old}&to={new}");
-    let answer: Json = http
-        .get(&url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let answer = get_json(http, &url).await?;
     let proof: Option<Vec<merkle::Hash>> = answer
         .get("proof")
         .and_then(Json::as_array)

@@ -382,7 +382,7 @@ mod tests {
     use crate::audit::Event;
     use crate::identity::keys::KeyRing;
 
-    fn keys() -> (tempfile::TempDir, KeyRing) {
+    fn new_keys() -> (tempfile::TempDir, KeyRing) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("participant.pem");
         std::fs::write(&file, crate::init::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
@@ -420,18 +420,14 @@ mod tests {
 
     #[test]
     fn an_untouched_export_verifies_and_a_foreign_key_does_not() {
-        let (_dir, keys) = keys();
+        let (_dir, keys) = new_keys();
         let lines = export(&keys, &contents(37, "a"), 10);
         let verdict = verify(&text(&lines), &[], &[]).unwrap();
         assert_eq!((verdict.from, verdict.to, verdict.heads), (0, 37, 4));
-        let (_other_dir, other) = keys_of_another();
+        let (_other_dir, other) = new_keys();
         let mut forged = lines.clone();
         forged[0] = header_line(keys.did(), 0, &other.listed(chrono::Utc::now()), &Frontier::default());
         assert!(verify(&text(&forged), &[], &[]).unwrap_err().message.contains("not one of the log's"));
-    }
-
-    fn keys_of_another() -> (tempfile::TempDir, KeyRing) {
-        keys()
     }
 
     proptest! {
@@ -448,7 +444,7 @@ mod tests {
             b in any::<u64>(),
             byte in 32u8..127,
         ) {
-            let (_dir, keys) = keys();
+            let (_dir, keys) = new_keys();
             let original = export(&keys, &contents(n, "a"), every);
             let i = (a % n as u64) as usize;
             let (tampered, evidence, expected) = match kind {

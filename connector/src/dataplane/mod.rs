@@ -137,18 +137,17 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
 /// counted before the first byte, so that a `count` constraint holds under concurrent pulls).
 struct Meter {
     store: Store,
-    agreement_id: String,
     bytes: Arc<AtomicU64>,
-    /// The entry recording the bytes sent: `data.bytes` with the transfer, the representation's digest if known.
+    /// The entry recording the bytes sent (`data.bytes`); it names the agreement whose usage grows.
     event: crate::audit::Event,
 }
 
 impl Meter {
-    fn new(store: &Store, transfer: &transfer::Transfer, digest: Option<String>) -> Meter {
-        let event = usage_event("data.bytes", transfer, digest);
-        Meter { store: store.clone(), agreement_id: transfer.agreement_id().to_owned(), bytes: Arc::default(), event }
+    fn new(store: &Store, transfer: &transfer::Transfer) -> Meter {
+        Meter { store: store.clone(), bytes: Arc::default(), event: usage_event("data.bytes", transfer) }
     }
 
+    /// The SHA-256 of the representation sent, when known.
     fn with_digest(mut self, digest: Option<String>) -> Meter {
         if let Some(digest) = digest {
             self.event.details.insert("digest".into(), json!(digest));
@@ -157,13 +156,9 @@ impl Meter {
     }
 }
 
-/// The audit entry of a use of data under a transfer (no personal data: ids and the representation's digest).
-fn usage_event(kind: &'static str, transfer: &transfer::Transfer, digest: Option<String>) -> crate::audit::Event {
-    let mut details = json!({"transfer": transfer.row.id, "format": transfer.details.format});
-    if let Some(digest) = digest {
-        details["digest"] = json!(digest);
-    }
-    crate::audit::Event::new(kind, details)
+/// The audit entry of a use of data under a transfer (no personal data: ids, and digests added by the caller).
+fn usage_event(kind: &'static str, transfer: &transfer::Transfer) -> crate::audit::Event {
+    crate::audit::Event::new(kind, json!({"transfer": transfer.row.id, "format": transfer.details.format}))
         .agreement(Some(transfer.agreement_id()))
         .participant(Some(&transfer.row.counter_party_id))
         .dataset(transfer.details.asset_id.as_deref())
@@ -171,10 +166,10 @@ fn usage_event(kind: &'static str, transfer: &transfer::Transfer, digest: Option
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        let (store, agreement, bytes) =
-            (self.store.clone(), std::mem::take(&mut self.agreement_id), self.bytes.load(Ordering::Relaxed));
+        let (store, bytes) = (self.store.clone(), self.bytes.load(Ordering::Relaxed));
         let mut event = self.event.clone();
         event.details.insert("bytes".into(), json!(bytes));
+        let agreement = event.agreement.clone().unwrap_or_default();
         tokio::spawn(async move {
             if let Err(error) = store.add_usage(&agreement, 0, bytes as i64, &[event]).await {
                 tracing::error!(%error, agreement, "cannot record the agreement's usage");
@@ -262,12 +257,12 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
     };
     if new_pull
         && let Err(error) =
-            state.store.add_usage(&access.agreement_id, 1, 0, &[usage_event("data.pull", &transfer, None)]).await
+            state.store.add_usage(&access.agreement_id, 1, 0, &[usage_event("data.pull", &transfer)]).await
     {
         tracing::error!(%error, "cannot count a pull");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
     }
-    let meter = get.then(|| Meter::new(&state.store, &transfer, None));
+    let meter = get.then(|| Meter::new(&state.store, &transfer));
     match &asset.value.data_address {
         DataAddress::File { path, .. } => serve_file(&state, path, request, meter).await,
         DataAddress::Http { base_url, fields } => {
@@ -454,14 +449,14 @@ async fn push(state: &Shared, id: &str) -> Result<u64, String> {
         .map_err(|refusal| refusal.reason)?;
     state
         .store
-        .add_usage(&grant.agreement.id, 1, 0, &[usage_event("data.push", &transfer, None)])
+        .add_usage(&grant.agreement.id, 1, 0, &[usage_event("data.push", &transfer)])
         .await
         .map_err(|e| format!("cannot count the push: {e}"))?;
     let destination = transfer.details.destination.clone().unwrap_or(Json::Null);
     let endpoint = destination.get("endpoint").and_then(Json::as_str).ok_or("the push destination has no endpoint")?;
     let asset = state.catalogue.asset(&grant.agreement.asset_id).ok_or("the dataset is no longer offered")?;
     let (stream, length, digest) = open_source(state, &asset.value.data_address).await?;
-    let meter = Meter::new(&state.store, &transfer, digest.as_ref().map(Digest::hex));
+    let meter = Meter::new(&state.store, &transfer).with_digest(digest.as_ref().map(Digest::hex));
     let sent = meter.bytes.clone();
     let mut request = state
         .dataplane

@@ -586,7 +586,6 @@ pub async fn receive(
                 Negotiation::new(role, next_state, Some(peer_pid), requester, address, Details::default())
             }
         };
-        let expected_version = before.as_ref().map(|row| row.version);
         // Learn the peer's pid if it was not known yet.
         if negotiation.row.peer_pid.is_none() {
             let field = if role == Role::Provider { "consumerPid" } else { "providerPid" };
@@ -649,17 +648,15 @@ pub async fn receive(
         }
         // A legal message from the peer proves it received what this side sent before: that message is done.
         let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
-        let audit = crate::process::audit_events(
+        match crate::process::write(
+            &connector.store,
             ProcessKind::Negotiation,
             before.as_ref(),
             &negotiation.row,
             Some(&message_digest),
-            &outgoing,
-        );
-        match connector
-            .store
-            .write_process(ProcessKind::Negotiation, &negotiation.row, expected_version, outgoing, &audit)
-            .await
+            outgoing,
+        )
+        .await
         {
             Ok(Some(handed)) => {
                 connector.dispatcher.hand(handed);
@@ -737,13 +734,16 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, P
     history(&mut negotiation.details, "sent contract request", State::Requested);
     negotiation.row.state = State::Requested.name().into();
     negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
-    let outgoing = Outgoing::Send(&request);
-    let audit = crate::process::audit_events(ProcessKind::Negotiation, None, &negotiation.row, None, &outgoing);
-    let handed = connector
-        .store
-        .write_process(ProcessKind::Negotiation, &negotiation.row, None, outgoing, &audit)
-        .await?
-        .flatten();
+    let handed = crate::process::write(
+        &connector.store,
+        ProcessKind::Negotiation,
+        None,
+        &negotiation.row,
+        None,
+        Outgoing::Send(&request),
+    )
+    .await?
+    .flatten();
     connector.dispatcher.hand(handed);
     let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
     get(connector, &negotiation.row.id).await
@@ -763,7 +763,6 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
         if !machine::may_send(negotiation.role, Some(negotiation.state), kind) {
             return Err(wrong());
         }
-        let version = negotiation.row.version;
         let mut outbox = Vec::new();
         let mut agreement = None;
         let next = match kind {
@@ -821,9 +820,9 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
             next.row.agreement_id = next.details.agreement_id.clone();
         }
         let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
-        let audit = crate::process::audit_events(ProcessKind::Negotiation, Some(&before), &next.row, None, &outgoing);
         if let Some(handed) =
-            connector.store.write_process(ProcessKind::Negotiation, &next.row, Some(version), outgoing, &audit).await?
+            crate::process::write(&connector.store, ProcessKind::Negotiation, Some(&before), &next.row, None, outgoing)
+                .await?
         {
             connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
@@ -847,7 +846,6 @@ pub async fn terminate_after_failure(
             return Ok(());
         }
         let before = negotiation.row.clone();
-        let version = negotiation.row.version;
         let mut outbox = Vec::new();
         let mut next = terminate(negotiation, "DeliveryFailed", reason, &mut outbox);
         for message in &mut outbox {
@@ -859,9 +857,9 @@ pub async fn terminate_after_failure(
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
         let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
-        let audit = crate::process::audit_events(ProcessKind::Negotiation, Some(&before), &next.row, None, &outgoing);
         if let Some(handed) =
-            connector.store.write_process(ProcessKind::Negotiation, &next.row, Some(version), outgoing, &audit).await?
+            crate::process::write(&connector.store, ProcessKind::Negotiation, Some(&before), &next.row, None, outgoing)
+                .await?
         {
             connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));

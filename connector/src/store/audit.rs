@@ -11,16 +11,31 @@ use crate::audit::Event;
 use crate::audit::merkle::{Frontier, Hash};
 
 /// One stored entry.
-#[derive(Debug, Clone, PartialEq, FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
     pub seq: i64,
     pub at: i64,
-    #[sqlx(rename = "type")]
     pub kind: String,
     /// Canonical JSON: the leaf's exact bytes.
     pub entry: String,
     /// The root once this entry was appended.
-    pub root: Vec<u8>,
+    pub root: Hash,
+}
+
+#[derive(FromRow)]
+struct EntryRow {
+    seq: i64,
+    at: i64,
+    #[sqlx(rename = "type")]
+    kind: String,
+    entry: String,
+    root: Vec<u8>,
+}
+
+impl EntryRow {
+    fn into_entry(self) -> Result<AuditEntry, StoreError> {
+        Ok(AuditEntry { root: hash_of(&self.root)?, seq: self.seq, at: self.at, kind: self.kind, entry: self.entry })
+    }
 }
 
 /// What auditors filter entries by; every member narrows.
@@ -176,26 +191,30 @@ impl Store {
 
     /// Entries matching a filter, by sequence number.
     pub async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        // Each condition binds one parameter, in the order they are listed.
+        enum Param<'a> {
+            Text(&'a str),
+            Number(i64),
+        }
         let mut conditions = Vec::new();
-        let mut texts = Vec::new();
-        let mut numbers = Vec::new();
+        let mut params = Vec::new();
         for (column, value) in [
-            ("agreement_id", &filter.agreement),
-            ("participant", &filter.participant),
-            ("dataset", &filter.dataset),
-            ("type", &filter.kind),
+            ("agreement_id = ", &filter.agreement),
+            ("participant = ", &filter.participant),
+            ("dataset = ", &filter.dataset),
+            ("type = ", &filter.kind),
         ] {
             if let Some(value) = value {
-                texts.push(value.clone());
-                conditions.push(format!("{column} = $T{}", texts.len()));
+                params.push(Param::Text(value));
+                conditions.push(format!("{column}${}", params.len()));
             }
         }
         for (condition, value) in
             [("at >= ", filter.from_time), ("at < ", filter.to_time), ("seq > ", filter.after_seq)]
         {
             if let Some(value) = value {
-                numbers.push(value);
-                conditions.push(format!("{condition}$N{}", numbers.len()));
+                params.push(Param::Number(value));
+                conditions.push(format!("{condition}${}", params.len()));
             }
         }
         let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit_entries");
@@ -204,34 +223,29 @@ impl Store {
             sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&format!(" ORDER BY seq LIMIT {}", filter.limit.clamp(1, 10_000)));
-        // Texts are bound first, numbers after them.
-        for i in (1..=numbers.len()).rev() {
-            sql = sql.replace(&format!("$N{i}"), &format!("${}", texts.len() + i));
-        }
-        for i in (1..=texts.len()).rev() {
-            sql = sql.replace(&format!("$T{i}"), &format!("${i}"));
-        }
-        with_pool!(self, pool => {
+        let rows: Vec<EntryRow> = with_pool!(self, pool => {
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for text in &texts {
-                query = query.bind(text);
+            for param in &params {
+                query = match param {
+                    Param::Text(text) => query.bind(*text),
+                    Param::Number(number) => query.bind(*number),
+                };
             }
-            for number in &numbers {
-                query = query.bind(*number);
-            }
-            Ok(query.fetch_all(pool).await?)
-        })
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(EntryRow::into_entry).collect()
     }
 
     /// Entries `[from, to)`.
     pub async fn audit_range(&self, from: u64, to: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<EntryRow> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq"
         )))
         .bind(from as i64)
         .bind(to as i64)
         .fetch_all(pool)
-        .await?))
+        .await?);
+        rows.into_iter().map(EntryRow::into_entry).collect()
     }
 
     /// The hashes of perfect subtrees by id (those that exist).

@@ -358,11 +358,7 @@ async fn write(
 ) -> Result<bool, ProcessError> {
     transfer.stamp();
     let outgoing = outbox.last().map_or(otherwise, Outgoing::Send);
-    let audit = crate::process::audit_events(ProcessKind::Transfer, before, &transfer.row, received, &outgoing);
-    let expected_version = before.map(|row| row.version);
-    match connector
-        .store
-        .write_process(ProcessKind::Transfer, &transfer.row, expected_version, outgoing, &audit)
+    match crate::process::write(&connector.store, ProcessKind::Transfer, before, &transfer.row, received, outgoing)
         .await?
     {
         Some(handed) => {
