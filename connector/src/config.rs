@@ -35,6 +35,45 @@ pub struct Config {
     pub trust: TrustConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub compute: ComputeConfig,
+}
+
+/// Compute-to-data: what this connector lets jobs release, and what they may cost it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComputeConfig {
+    /// The smallest cell count k ever released, whatever an agreement or a job asks (the floor).
+    pub min_cell_count: u64,
+    /// The largest share of a cell's absolute total one record may contribute to a released sum.
+    pub dominance: f64,
+    /// The most cells a grouping or cross-tabulation may have.
+    pub max_cells: usize,
+    /// Jobs one agreement may run in all (the budget), whatever its policy says.
+    pub max_jobs_per_agreement: u64,
+    /// Rounds one model job may take (Newton or federated averaging).
+    pub max_rounds: u32,
+    /// Jobs running at once (the blocking pool's size); 0: the number of cores.
+    pub workers: usize,
+    /// How long one job step may run (seconds).
+    pub time_limit_seconds: u64,
+    /// The most memory a job's table and working set may take (MiB).
+    pub memory_limit_mb: u64,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        ComputeConfig {
+            min_cell_count: 5,
+            dominance: 0.5,
+            max_cells: 1000,
+            max_jobs_per_agreement: 100,
+            max_rounds: 100,
+            workers: 0,
+            time_limit_seconds: 60,
+            memory_limit_mb: 1024,
+        }
+    }
 }
 
 /// The audit log: who may read it, and whose logs this connector witnesses.
@@ -392,6 +431,12 @@ impl Config {
         }
         if self.public.client_ca.is_some() && self.public.tls_cert.is_none() {
             return Err(key("public.client_ca", "mutual TLS needs tls_cert and tls_key".into()));
+        }
+        if self.compute.min_cell_count < 1 {
+            return Err(key("compute.min_cell_count", "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.compute.dominance) || self.compute.dominance == 0.0 {
+            return Err(key("compute.dominance", "must lie in (0, 1]".into()));
         }
         for (kind, issuers) in &self.trust.issuers {
             if let Some(bad) = issuers.iter().find(|did| !did.starts_with("did:")) {

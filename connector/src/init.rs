@@ -262,6 +262,18 @@ claims_cache_seconds = 300
 [trust.issuers]
 # MembershipCredential = ["did:web:federation.example"]
 
+[compute]
+# The smallest cell count ever released (jobs and agreements may ask for more, never less).
+min_cell_count = 5
+# A released sum may not be dominated by one record (share of the cell's absolute total).
+dominance = 0.5
+# Jobs one agreement may run in all, whatever its policy says.
+max_jobs_per_agreement = 100
+# Jobs running at once (0: the number of cores), and each step's time and memory limits.
+workers = 0
+time_limit_seconds = 60
+memory_limit_mb = 1024
+
 [audit]
 # A key (X-Api-Key) that reads the audit log and nothing else, for an auditor.
 # auditor_api_key = "..."

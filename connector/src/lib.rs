@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod cli;
+pub mod compute;
 pub mod config;
 pub mod dataplane;
 pub mod demo;

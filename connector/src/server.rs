@@ -42,6 +42,8 @@ pub struct Connector {
     /// Every committed negotiation state: `(negotiation id, state)`, for progress reports and benchmarks.
     pub negotiation_events: tokio::sync::broadcast::Sender<(String, negotiation::machine::State)>,
     pub retry: Retry,
+    /// Compute-to-data: ingested tables in memory and the job workers.
+    pub compute: crate::compute::Compute,
     /// Inconsistent tree heads witnessed since start (split views, rewritten or rolled-back peer logs).
     pub audit_inconsistencies: std::sync::atomic::AtomicU64,
     /// The public listener's externally visible base URL (from the config, or the bound address).
@@ -209,6 +211,7 @@ pub async fn start_on(
         .build()
         .map_err(|e| crate::transport::TlsError { key: "trust.ca_file", reason: e.to_string() })?;
     let dsp = crate::protocol::client::DspClient::new(http, identity.clone());
+    let compute = crate::compute::Compute::new(&config.store.data_dir, &config.compute);
     let state = Arc::new(Connector {
         config,
         store,
@@ -217,6 +220,7 @@ pub async fn start_on(
         identity,
         dispatcher: crate::dispatch::Dispatcher::default(),
         dataplane: crate::dataplane::DataPlane::new(data_http),
+        compute,
         negotiation_events: tokio::sync::broadcast::channel(4096).0,
         retry,
         audit_inconsistencies: Default::default(),
@@ -228,6 +232,7 @@ pub async fn start_on(
     let dispatcher = crate::dispatch::spawn(state.clone(), signal.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.clone(), signal.clone());
     crate::transfer::resume_pushes(&state).await;
+    crate::compute::orchestrate::fail_interrupted(&state).await;
     crate::audit::peer::send_receipts(state.clone(), signal.clone());
     let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);
     crate::audit::peer::witness(state.clone(), witness_interval, signal.clone());

@@ -111,9 +111,6 @@ const KEYWORD_PROPERTIES: [&str; 4] = [
 /// How many stored assets are read at a time at start-up.
 const LOAD_PAGE: i64 = 2000;
 
-/// The distribution formats of a dataset: both HTTP transfer types for every data address.
-const FORMATS: &[&str] = &["HttpData-PULL", "HttpData-PUSH"];
-
 /// What a catalogue request asks for (the documented DSP filter form; see `protocol::catalog`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CatalogFilter {
@@ -186,7 +183,9 @@ impl State {
 
     /// The DSP `Dataset` JSON of `asset` with the given offers.
     fn render(&self, asset: &Asset, offers: &[&Offer]) -> Arc<str> {
-        let distributions: Vec<Distribution> = FORMATS
+        let distributions: Vec<Distribution> = asset
+            .data_address
+            .formats()
             .iter()
             .map(|f| Distribution { format: (*f).to_owned(), access_service: self.service_id.clone() })
             .collect();
@@ -228,7 +227,7 @@ impl State {
         let selecting = self.selecting(&asset);
         self.selected_by.insert(asset_id.to_owned(), selecting);
         self.rerender(&asset);
-        graph.put_dataset(&asset, &self.offer_ids_of(asset_id), FORMATS);
+        graph.put_dataset(&asset, &self.offer_ids_of(asset_id), asset.data_address.formats());
     }
 
     /// After a definition or policy change: who selects what, and the graphs of the datasets concerned.
@@ -247,7 +246,7 @@ impl State {
                     list.sort();
                 }
                 self.rerender(&asset);
-                graph.put_dataset(&asset, &self.offer_ids_of(&id), FORMATS);
+                graph.put_dataset(&asset, &self.offer_ids_of(&id), asset.data_address.formats());
             }
         }
     }
@@ -320,7 +319,7 @@ impl Catalogue {
                 let selecting = state.selecting(&asset);
                 state.selected_by.insert(asset.id.clone(), selecting);
                 state.rerender(&asset);
-                quads.extend(graph.dataset_quads(&asset, &state.offer_ids_of(&asset.id), FORMATS));
+                quads.extend(graph.dataset_quads(&asset, &state.offer_ids_of(&asset.id), asset.data_address.formats()));
                 state.assets.insert(asset.id.clone(), Stored { value: asset, created_at: document.created_at });
             }
             graph.load_datasets(quads);

@@ -125,21 +125,41 @@ pub enum DataAddress {
     Http { base_url: String, fields: BTreeMap<String, String> },
     /// A file under the connector's file root.
     File { path: PathBuf, fields: BTreeMap<String, String> },
+    /// An ingested table (`hanse dataset ingest`): a file in the connector's table folder, named by its digest. Its
+    /// rows never leave; jobs run on it ([`crate::compute`]).
+    Table { file: String, fields: BTreeMap<String, String> },
 }
 
 impl DataAddress {
-    /// `HttpData` or `File`.
+    /// `HttpData`, `File` or `HanseTable`.
     pub fn kind(&self) -> &'static str {
         match self {
             DataAddress::Http { .. } => "HttpData",
             DataAddress::File { .. } => "File",
+            DataAddress::Table { .. } => TABLE,
+        }
+    }
+
+    /// The transfer types the dataset is offered with: pull and push, or compute only for a table.
+    pub fn formats(&self) -> &'static [&'static str] {
+        use crate::transfer::{COMPUTE, PULL, PUSH};
+        match self {
+            DataAddress::Table { .. } => &[COMPUTE],
+            _ => &[PULL, PUSH],
         }
     }
 
     fn fields(&self) -> &BTreeMap<String, String> {
         match self {
-            DataAddress::Http { fields, .. } | DataAddress::File { fields, .. } => fields,
+            DataAddress::Http { fields, .. } | DataAddress::File { fields, .. } | DataAddress::Table { fields, .. } => {
+                fields
+            }
         }
+    }
+
+    /// The data address of an ingested table file.
+    pub fn table(file: &str) -> Json {
+        json!({"type": TABLE, "file": file})
     }
 
     fn read(node: Option<&Map<String, Json>>, file_root: &Path, errors: &mut Invalid) -> Option<DataAddress> {
@@ -195,9 +215,19 @@ impl DataAddress {
                     }
                 }
             }
+            Some(TABLE) => match fields.get("file").cloned() {
+                Some(file) if crate::compute::is_table_file(&file) => Some(DataAddress::Table { file, fields }),
+                _ => {
+                    errors.push(FieldError::new(
+                        "dataAddress.file",
+                        "must name an ingested table (`<sha-256>.table`); tables are made by `hanse dataset ingest`",
+                    ));
+                    None
+                }
+            },
             Some(other) => {
                 errors.push(
-                    FieldError::new("dataAddress.type", "Hanse serves HttpData and File data addresses")
+                    FieldError::new("dataAddress.type", "Hanse serves HttpData, File and HanseTable data addresses")
                         .with_value(Some(&json!(other))),
                 );
                 None
@@ -218,6 +248,9 @@ impl DataAddress {
         Json::Object(out)
     }
 }
+
+/// The data address type of an ingested table.
+pub const TABLE: &str = "HanseTable";
 
 /// `path` resolved against `root` without touching the file system; `None` when it would leave the root.
 pub fn under_root(root: &Path, path: &Path) -> Option<PathBuf> {

@@ -34,6 +34,7 @@ use crate::catalog::model::DataAddress;
 use crate::server::Shared;
 use crate::store::Store;
 use crate::transfer::{self, machine::Role, machine::State as TransferState};
+use token::Access;
 
 /// Where the data plane serves a transfer.
 pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
@@ -129,7 +130,7 @@ impl DataPlane {
 }
 
 /// A data plane refusal: a status and a JSON reason (the token's defect is logged, not told).
-fn refuse(status: StatusCode, reason: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, axum::Json(json!({"error": reason}))).into_response()
 }
 
@@ -200,45 +201,58 @@ fn from_start(headers: &HeaderMap) -> bool {
     }
 }
 
-/// `GET`/`HEAD /data/{transferId}`: the data of a started pull transfer.
-pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, request: Request) -> Response {
-    let headers = request.headers().clone();
+/// The started provider transfer `id` a request's bearer access token opens, with what the token grants; otherwise
+/// the refusal to answer (401 for any token problem, 403 once the transfer left STARTED).
+pub async fn authorise(state: &Shared, id: &str, headers: &HeaderMap) -> Result<(Access, transfer::Transfer), Response> {
     let token = match crate::identity::token::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
         Ok(token) => token.to_owned(),
         Err(reason) => {
             tracing::info!(%reason, transfer = id, "data request without a usable token");
-            return refuse(StatusCode::UNAUTHORIZED, "a valid access token is required");
+            return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
         }
     };
-    let access = match token::verify(state.identity.keys(), &token, &id, chrono::Utc::now()) {
+    let access = match token::verify(state.identity.keys(), &token, id, chrono::Utc::now()) {
         Ok(access) => access,
         Err(reason) => {
             tracing::info!(%reason, transfer = id, "data request with a refused token");
-            return refuse(StatusCode::UNAUTHORIZED, "a valid access token is required");
+            return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
         }
     };
-    let transfer = match transfer::get(&state, &id).await {
+    let transfer = match transfer::get(state, id).await {
         Ok(transfer) if transfer.role == Role::Provider && transfer.row.counter_party_id == access.consumer => transfer,
         Ok(_) | Err(crate::process::ProcessError::NotFound(_)) => {
-            return refuse(StatusCode::UNAUTHORIZED, "a valid access token is required");
+            return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
         }
         Err(error) => {
             tracing::error!(%error, "cannot read a transfer");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the transfer cannot be read now");
+            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "the transfer cannot be read now"));
         }
     };
     if transfer.state != TransferState::Started {
-        return refuse(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             &format!("the transfer is {}; its access tokens are void", transfer.state.name()),
-        );
+        ));
     }
     if transfer.details.epoch != access.epoch || transfer.agreement_id() != access.agreement_id {
-        return refuse(StatusCode::UNAUTHORIZED, "the access token was superseded; refresh the data address");
+        return Err(refuse(StatusCode::UNAUTHORIZED, "the access token was superseded; refresh the data address"));
+    }
+    Ok((access, transfer))
+}
+
+/// `GET`/`HEAD /data/{transferId}`: the data of a started pull transfer.
+pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    let (access, transfer) = match authorise(&state, &id, &headers).await {
+        Ok(granted) => granted,
+        Err(refusal) => return refusal,
+    };
+    if transfer.is_compute() {
+        return refuse(StatusCode::CONFLICT, "a compute transfer has no data to pull; submit jobs to its endpoint");
     }
     let get = request.method() == Method::GET;
     let new_pull = get && from_start(&headers);
-    let grant = match transfer::check_use(&state, &access.consumer, &access.agreement_id, new_pull).await {
+    let grant = match transfer::check_use(&state, &access.consumer, &access.agreement_id, "use", new_pull).await {
         Ok(grant) => grant,
         Err(refusal) => {
             // The agreement no longer permits use (expired, used up, dataset withdrawn): the transfer ends now.
@@ -268,6 +282,7 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
         DataAddress::Http { base_url, fields } => {
             proxy(&state, base_url, fields, &headers, request.method(), meter).await
         }
+        DataAddress::Table { .. } => refuse(StatusCode::CONFLICT, "the dataset is a table: it is offered for compute only"),
     }
 }
 
@@ -382,10 +397,12 @@ pub async fn refresh(State(state): State<Shared>, UrlPath(id): UrlPath<String>, 
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "the transfer cannot be read now");
         }
     };
-    if transfer.state != TransferState::Started || transfer.details.format.as_deref() != Some(transfer::PULL) {
+    let pulled = matches!(transfer.details.format.as_deref(), Some(transfer::PULL | transfer::COMPUTE));
+    if transfer.state != TransferState::Started || !pulled {
         return refuse(StatusCode::CONFLICT, &format!("the transfer is {}, not a started pull", transfer.state.name()));
     }
-    if let Err(refusal) = transfer::check_use(&state, &requester, transfer.agreement_id(), false).await {
+    if let Err(refusal) = transfer::check_use(&state, &requester, transfer.agreement_id(), transfer.action(), false).await
+    {
         return refuse(StatusCode::FORBIDDEN, &refusal.reason);
     }
     axum::Json(transfer::data_address(&state, &transfer)).into_response()
@@ -439,12 +456,13 @@ async fn open_source(
             let length = response.content_length();
             Ok((Box::pin(response.bytes_stream().map(|c| c.map_err(std::io::Error::other))), length, None))
         }
+        DataAddress::Table { .. } => Err("the dataset is a table: it is offered for compute only".into()),
     }
 }
 
 async fn push(state: &Shared, id: &str) -> Result<u64, String> {
     let transfer = transfer::get(state, id).await.map_err(|e| e.to_string())?;
-    let grant = transfer::check_use(state, &transfer.row.counter_party_id, transfer.agreement_id(), true)
+    let grant = transfer::check_use(state, &transfer.row.counter_party_id, transfer.agreement_id(), "use", true)
         .await
         .map_err(|refusal| refusal.reason)?;
     state

@@ -294,6 +294,20 @@ impl Identity {
         Ok((summary, trusted))
     }
 
+    /// Checks a JWT `signer` signed with a key listed in its DID document, of type `typ`; answers its claims.
+    pub async fn verify_signed(&self, jwt: &str, typ: &str, signer: &str) -> Result<Object, String> {
+        let (header, _) = jose::peek(jwt).map_err(|e| e.to_string())?;
+        if header.get("typ").and_then(Json::as_str) != Some(typ) {
+            return Err(format!("not a {typ}"));
+        }
+        let kid = header.get("kid").and_then(Json::as_str).ok_or("the header names no key (kid)")?;
+        if did::controller_of(kid) != Some(signer) {
+            return Err(format!("key {kid} is not {signer}'s"));
+        }
+        let method = self.resolver.key(signer, kid).await.map_err(|e| e.to_string())?;
+        jose::verify(jwt, &method.jwk).map_err(|e| e.to_string())
+    }
+
     async fn check_signature(&self, jwt: &str, issuer: &str, kid: &str) -> Result<Object, CredentialError> {
         let method = self.resolver.key(issuer, kid).await.map_err(|e| match e {
             did::KeyLookupError::Unresolvable(e) => CredentialError::Unresolvable(e.to_string()),

@@ -17,6 +17,7 @@ use crate::server::{Shared, health_routes};
 
 mod audit;
 mod catalog;
+mod compute;
 mod credentials;
 mod error;
 mod negotiations;
@@ -61,6 +62,14 @@ pub fn router(state: Shared) -> Router {
         .route("/management/v3/credentials/issued/{id}/revoke", post(credentials::revoke))
         .route("/management/v3/credentials/{id}", axum::routing::delete(credentials::delete))
         .route("/management/v3/audit/witness", post(audit::witness_now))
+        .route(
+            "/management/v3/tables",
+            // A table streams to a temporary file before it is read: no body limit.
+            post(compute::ingest).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/management/v3/jobs", post(compute::start))
+        .route("/management/v3/jobs/request", post(compute::query))
+        .route("/management/v3/jobs/{id}", get(compute::read))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let auditors = audit::routes(state.clone());

@@ -53,7 +53,7 @@ fn destination(node: &Map<String, Json>, errors: &mut Vec<FieldError>) -> Option
 }
 
 /// `POST /management/v3/transferprocesses` (EDC `TransferRequest`): `contractId`, `transferType` (`HttpData-PULL`,
-/// the default, or `HttpData-PUSH` with `dataDestination`), optional `counterPartyAddress` (default: where the
+/// the default, `HttpData-PUSH` with `dataDestination`, or `Hanse-Compute`), optional `counterPartyAddress` (default: where the
 /// agreement was negotiated), `assetId` (checked against the agreement); Hanse extension `autoComplete` (default true).
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body = parse_body(&body)?;
@@ -61,7 +61,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     let mut errors = Vec::new();
     let format = text(&node, "transferType").unwrap_or_else(|| PULL.to_owned());
     if !transfer::FORMATS.contains(&format.as_str()) {
-        errors.push(FieldError::new("transferType", format!("must be {PULL} or {PUSH}, not {format}")));
+        errors.push(FieldError::new("transferType", format!("must be one of {}, not {format}", transfer::FORMATS.join(", "))));
     }
     let destination = if format == PUSH { destination(&node, &mut errors) } else { None };
     let agreement = match text(&node, "contractId") {

@@ -57,5 +57,6 @@ pub fn router(state: Shared) -> Router {
         .layer(CompressionLayer::new().gzip(true))
         // The data plane streams without compression: lengths, ranges and digests refer to the bytes as stored.
         .merge(crate::dataplane::routes())
+        .merge(crate::compute::routes())
         .with_state(state)
 }

@@ -466,6 +466,8 @@ impl Store {
 pub struct Usage {
     pub pulls: i64,
     pub bytes: i64,
+    /// Compute jobs admitted.
+    pub jobs: i64,
 }
 
 impl Store {
@@ -497,10 +499,10 @@ impl Store {
     }
 
     pub async fn usage(&self, agreement_id: &str) -> Result<Usage, StoreError> {
-        let row: Option<(i64, i64)> = with_pool!(self, pool => sqlx::query_as("SELECT pulls, bytes FROM agreement_usage WHERE agreement_id = $1")
+        let row: Option<(i64, i64, i64)> = with_pool!(self, pool => sqlx::query_as("SELECT pulls, bytes, jobs FROM agreement_usage WHERE agreement_id = $1")
             .bind(agreement_id)
             .fetch_optional(pool)
             .await?);
-        Ok(row.map(|(pulls, bytes)| Usage { pulls, bytes }).unwrap_or_default())
+        Ok(row.map(|(pulls, bytes, jobs)| Usage { pulls, bytes, jobs }).unwrap_or_default())
     }
 }

@@ -28,8 +28,11 @@ use machine::{Message, Role, State};
 pub const PULL: &str = "HttpData-PULL";
 /// The EDC transfer type of an HTTP push: the provider sends to the consumer's endpoint.
 pub const PUSH: &str = "HttpData-PUSH";
-/// The transfer types Hanse offers (every dataset's distributions list both).
-pub const FORMATS: [&str; 2] = [PULL, PUSH];
+/// The transfer type of compute-to-data: the transfer carries no rows; once started, its data address points at the
+/// provider's compute endpoint, where the consumer submits jobs under the agreement ([`crate::compute`]).
+pub const COMPUTE: &str = "Hanse-Compute";
+/// The transfer types Hanse offers (a file or HTTP dataset offers pull and push, a table dataset compute only).
+pub const FORMATS: [&str; 3] = [PULL, PUSH, COMPUTE];
 /// The DSP `endpointType` of HTTP data addresses.
 pub const HTTP_ENDPOINT: &str = "https://w3id.org/idsa/v4.1/HTTP";
 
@@ -38,7 +41,7 @@ pub const HTTP_ENDPOINT: &str = "https://w3id.org/idsa/v4.1/HTTP";
 #[serde(rename_all = "camelCase", default)]
 pub struct Details {
     pub asset_id: Option<String>,
-    /// `HttpData-PULL` or `HttpData-PUSH`.
+    /// `HttpData-PULL`, `HttpData-PUSH` or `Hanse-Compute`.
     pub format: Option<String>,
     /// Push: where the provider sends the data (a DSP `DataAddress`, from the consumer's request).
     pub destination: Option<Json>,
@@ -102,6 +105,16 @@ impl Transfer {
 
     fn is_push(&self) -> bool {
         self.details.format.as_deref() == Some(PUSH)
+    }
+
+    /// Whether the transfer is a compute session.
+    pub fn is_compute(&self) -> bool {
+        self.details.format.as_deref() == Some(COMPUTE)
+    }
+
+    /// The ODRL action the transfer exercises: `compute` for a compute session, `use` otherwise.
+    pub fn action(&self) -> &'static str {
+        if self.is_compute() { "compute" } else { "use" }
     }
 
     /// The DSP `TransferProcess` message.
@@ -201,6 +214,8 @@ pub struct Grant {
     pub purpose: Option<String>,
     /// The contract definition the agreement was made under, if still known.
     pub definition_id: Option<String>,
+    /// A job's policy decision, with its trace (kept with the job).
+    pub decision: Option<Json>,
 }
 
 /// Why the provider will not let the data be used.
@@ -212,7 +227,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: &'static str, reason: impl Into<String>) -> Refusal {
+    pub fn new(code: &'static str, reason: impl Into<String>) -> Refusal {
         Refusal { code, reason: reason.into(), decision: None }
     }
 
@@ -241,13 +256,38 @@ impl Refusal {
 }
 
 /// Provider: whether `requester` may use the data of agreement `agreement_id` now — the agreement is ours, with this
-/// consumer, its dataset is still offered, and its policy permits `use` at this moment with the usage so far (plus
-/// one when `new_use`: a `count` constraint counts the use being decided).
+/// consumer, its dataset is still offered, and its policy permits `action` (`use`, or `compute` for a compute session)
+/// at this moment with the usage so far (plus one when `new_use`: a `count` constraint counts the use being decided).
+/// Constraints only a running job can decide (`minCellCount`, `maxJobs`, ...) are checked per job
+/// ([`crate::compute`]).
 pub async fn check_use(
     connector: &Shared,
     requester: &str,
     agreement_id: &str,
+    action: &str,
     new_use: bool,
+) -> Result<Grant, Refusal> {
+    check(connector, requester, agreement_id, action, new_use, None).await
+}
+
+/// Provider: whether the agreement permits `compute` for this job now, with every job constraint decided
+/// (`jobTemplate`, `minCellCount`, `maxJobs`, ...). The grant carries the decision for the job's record.
+pub async fn check_job(
+    connector: &Shared,
+    requester: &str,
+    agreement_id: &str,
+    job: hanse_policy::JobContext,
+) -> Result<Grant, Refusal> {
+    check(connector, requester, agreement_id, "compute", false, Some(job)).await
+}
+
+async fn check(
+    connector: &Shared,
+    requester: &str,
+    agreement_id: &str,
+    action: &str,
+    new_use: bool,
+    job: Option<hanse_policy::JobContext>,
 ) -> Result<Grant, Refusal> {
     let unknown = || Refusal::new("AgreementNotFound", format!("there is no agreement `{agreement_id}` with you"));
     let negotiation = match connector.store.agreement_negotiation(agreement_id).await {
@@ -274,21 +314,25 @@ pub async fn check_use(
     context.purpose = purpose.clone();
     context.agreed_at = DateTime::from_timestamp_millis(agreement.signed_at);
     context.usage_count = usage.pulls.max(0) as u64 + u64::from(new_use);
+    context.job = job;
     if policy.uses_claims() {
         let expiry = Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
         let claims = connector.identity.claims_of(requester, expiry).await;
         context.claims = claims.claims.clone();
         context.credential_types = claims.credential_types.clone();
     }
-    if !hanse_policy::permits(&policy, "use", &context) {
-        let decision = hanse_policy::evaluate(&policy, "use", &context);
+    if !hanse_policy::permits(&policy, action, &context) {
+        let decision = hanse_policy::evaluate(&policy, action, &context);
         return Err(Refusal {
             code: "PolicyDenied",
             reason: format!("the agreement does not permit using the data now: {}", decision.reason),
             decision: Some(serde_json::to_value(&decision).unwrap_or(Json::Null)),
         });
     }
-    Ok(Grant { agreement, purpose, definition_id })
+    let decision = context.job.is_some().then(|| {
+        serde_json::to_value(hanse_policy::evaluate(&policy, action, &context)).unwrap_or(Json::Null)
+    });
+    Ok(Grant { agreement, purpose, definition_id, decision })
 }
 
 /// Provider: the DSP data address of a pull transfer for its current epoch, with a fresh access token.
@@ -303,7 +347,11 @@ pub fn data_address(connector: &Shared, transfer: &Transfer) -> Json {
         expires_at: now + lifetime,
     };
     let token = crate::dataplane::token::issue(connector.identity.keys(), &access, now);
-    let endpoint = crate::dataplane::endpoint(&connector.public_url, &transfer.row.id);
+    let endpoint = if transfer.is_compute() {
+        crate::compute::endpoint(&connector.public_url, &transfer.row.id)
+    } else {
+        crate::dataplane::endpoint(&connector.public_url, &transfer.row.id)
+    };
     let property = |name: &str, value: String| json!({"@type": "EndpointProperty", "name": name, "value": value});
     json!({
         "@type": "DataAddress",
@@ -500,14 +548,15 @@ async fn requested(connector: &Shared, requester: &str, message: &Json) -> Resul
     if !FORMATS.contains(&format) {
         return Err(ProcessError::Refused {
             code: "UnsupportedFormat",
-            reason: format!("format `{format}` is not offered; the distributions offer {}", FORMATS.join(" and ")),
+            reason: format!("format `{format}` is not offered; Hanse offers {}", FORMATS.join(", ")),
         });
     }
     let destination = message.get("dataAddress").cloned();
     if format == PUSH && destination.as_ref().and_then(|d| d.get("endpoint")).and_then(Json::as_str).is_none() {
         return Err(ProcessError::Invalid("an HttpData-PUSH request needs dataAddress.endpoint".into()));
     }
-    let grant = match check_use(connector, requester, agreement_id, true).await {
+    let action = if format == COMPUTE { "compute" } else { "use" };
+    let grant = match check_use(connector, requester, agreement_id, action, format != COMPUTE).await {
         Ok(grant) => grant,
         Err(refusal) => {
             tracing::info!(requester, agreement = agreement_id, code = refusal.code, reason = %refusal.reason, "transfer refused");
@@ -515,6 +564,15 @@ async fn requested(connector: &Shared, requester: &str, message: &Json) -> Resul
             return Err(ProcessError::Refused { code: refusal.code, reason: refusal.reason });
         }
     };
+    let offered = connector.catalogue.asset(&grant.agreement.asset_id).map(|a| a.value.data_address.formats());
+    if let Some(offered) = offered
+        && !offered.contains(&format)
+    {
+        return Err(ProcessError::Refused {
+            code: "UnsupportedFormat",
+            reason: format!("dataset `{}` is offered as {}, not {format}", grant.agreement.asset_id, offered.join(", ")),
+        });
+    }
     let mut transfer = Transfer::new(Role::Provider, Some(consumer_pid), requester, callback, agreement_id);
     transfer.details = Details {
         asset_id: Some(grant.agreement.asset_id.clone()),
@@ -618,7 +676,10 @@ pub async fn call(connector: &Shared, id: &str, call: &str, body: &Json) -> Resu
                 // Releasing a held transfer: the agreement must still permit it.
                 let refusal = match transfer.state {
                     State::Requested => {
-                        check_use(connector, &transfer.row.counter_party_id, transfer.agreement_id(), true).await.err()
+                        let (requester, action) = (&transfer.row.counter_party_id, transfer.action());
+                        check_use(connector, requester, transfer.agreement_id(), action, !transfer.is_compute())
+                            .await
+                            .err()
                     }
                     _ => None,
                 };

@@ -1,0 +1,513 @@
+//! Compute-to-data: jobs that run where the data lives and release only disclosure-controlled results.
+//!
+//! The contract part is standard DSP: the consumer requests a transfer with format `Hanse-Compute` under its
+//! agreement; the provider grants it only if the agreement permits `compute` (decision 0012). The start message's
+//! data address points at this module's endpoint with a data plane access token. There the consumer submits **signed
+//! jobs** (`hanse-compute-job+jwt`): a template, typed parameters and, for models, each round's coefficients. For each
+//! job the provider
+//! 1. checks the token, the consumer's signature and the job's parameters against the table's schema (on no rows);
+//! 2. decides the agreement's policy for this job (`jobTemplate`, `minCellCount`, `maxJobs`, `purpose`, time limits)
+//!    and its own job budget, and admits the job in the transaction that counts it and appends its audit entry;
+//! 3. runs the template on a bounded blocking pool with a time limit ([`Compute::run`]);
+//! 4. applies disclosure control in this host code ([`disclosure`]), whatever the template computed;
+//! 5. signs the released result (`hanse-compute-result+jwt`) and logs its digest.
+//!
+//! The consumer's side ([`orchestrate`]) runs a job across many sites and combines the results.
+
+pub mod analysis;
+pub mod disclosure;
+pub mod orchestrate;
+pub mod synth;
+pub mod table;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::Semaphore;
+
+use crate::audit::Event;
+use crate::catalog::model::DataAddress;
+use crate::config::ComputeConfig;
+use crate::server::Shared;
+use crate::store::JobRow;
+use analysis::{Deadline, Design, JobError, TEMPLATES};
+use disclosure::Limits;
+use table::Table;
+
+/// The `typ` of a job a consumer signs.
+pub const JOB_TYP: &str = "hanse-compute-job+jwt";
+/// The `typ` of a result a provider signs.
+pub const RESULT_TYP: &str = "hanse-compute-result+jwt";
+
+/// Where a compute transfer's jobs go.
+pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
+    format!("{}/compute/{transfer_id}", public_url.trim_end_matches('/'))
+}
+
+/// Whether `name` is a table file name: the SHA-256 of its content in hex, then `.table`.
+pub fn is_table_file(name: &str) -> bool {
+    name.strip_suffix(".table").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The compute service of a connector: the tables in memory and the workers.
+pub struct Compute {
+    folder: PathBuf,
+    tables: Mutex<HashMap<String, Arc<Table>>>,
+    workers: Arc<Semaphore>,
+    settings: ComputeConfig,
+}
+
+impl Compute {
+    pub fn new(data_dir: &std::path::Path, settings: &ComputeConfig) -> Compute {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let workers = if settings.workers == 0 { cores } else { settings.workers };
+        Compute {
+            folder: table::folder(data_dir),
+            tables: Mutex::new(HashMap::new()),
+            workers: Arc::new(Semaphore::new(workers)),
+            settings: settings.clone(),
+        }
+    }
+
+    /// The folder ingested tables are written to.
+    pub fn folder(&self) -> &std::path::Path {
+        &self.folder
+    }
+
+    /// A table by file name, read once and then kept (files never change: their name is their digest).
+    pub async fn table(&self, file: &str) -> Result<Arc<Table>, String> {
+        if let Some(table) = self.tables.lock().expect("tables lock").get(file) {
+            return Ok(table.clone());
+        }
+        let path = self.folder.join(file);
+        let table = tokio::task::spawn_blocking(move || {
+            let reader = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Table::from_reader(reader)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let table = Arc::new(table);
+        self.tables.lock().expect("tables lock").insert(file.to_owned(), table.clone());
+        Ok(table)
+    }
+
+    /// Runs `work` on the blocking pool once a worker is free, with the configured time limit: the work checks its
+    /// deadline as it goes, and the caller stops waiting a second after it.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Deadline) -> Result<T, JobError> + Send + 'static,
+    ) -> Result<T, JobError> {
+        let seconds = self.settings.time_limit_seconds;
+        let _permit = self.workers.clone().acquire_owned().await.map_err(|_| JobError::TimeLimit(seconds))?;
+        let deadline = Deadline { at: Instant::now() + Duration::from_secs(seconds), seconds };
+        let task = tokio::task::spawn_blocking(move || work(&deadline));
+        match tokio::time::timeout(Duration::from_secs(seconds + 1), task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(JobError::Invalid(format!("the job failed: {panic}"))),
+            Err(_) => Err(JobError::TimeLimit(seconds)),
+        }
+    }
+
+    fn limits(&self, asked: Option<u64>) -> Limits {
+        Limits {
+            k: asked.unwrap_or(0).max(self.settings.min_cell_count),
+            dominance: self.settings.dominance,
+            max_cells: self.settings.max_cells,
+        }
+    }
+}
+
+/// One step of a job: the whole of `aggregate` and `crosstab`, one round of `glm` and `fedavg` (`state` holds the
+/// round's coefficients or weights). Disclosure control is applied here, outside the templates.
+pub fn step(
+    table: &Table,
+    template: &str,
+    parameters: &Json,
+    state: &Json,
+    limits: &Limits,
+    seed: u64,
+    deadline: &Deadline,
+) -> Result<Json, JobError> {
+    match template {
+        "aggregate" => {
+            let parameters = analysis::read_parameters(parameters)?;
+            let grouped = analysis::aggregate(table, &parameters, limits.max_cells, deadline)?;
+            Ok(disclosure::release_grouped(&grouped, limits, false))
+        }
+        "crosstab" => {
+            let parameters = analysis::read_parameters(parameters)?;
+            let grouped = analysis::crosstab(table, &parameters, limits.max_cells, deadline)?;
+            Ok(disclosure::release_grouped(&grouped, limits, true))
+        }
+        "glm" | "fedavg" => {
+            let parameters: analysis::ModelParameters = analysis::read_parameters(parameters)?;
+            let design = Design::new(table, &parameters, deadline)?;
+            let checks = if table.rows == 0 {
+                Json::Null
+            } else {
+                disclosure::check_model(&design, limits).map_err(JobError::Disclosure)?
+            };
+            let numbers = |name: &str| -> Result<Option<Vec<f64>>, JobError> {
+                match state.get(name) {
+                    None | Some(Json::Null) => Ok(None),
+                    Some(value) => serde_json::from_value(value.clone())
+                        .map(Some)
+                        .map_err(|_| JobError::Invalid(format!("{name}: a list of numbers"))),
+                }
+            };
+            let p = design.terms.len();
+            let mut out = json!({"terms": design.terms, "n": design.rows.len(), "checks": checks, "k": limits.k});
+            if template == "glm" {
+                let beta = numbers("coefficients")?.unwrap_or_else(|| vec![0.0; p]);
+                let round = analysis::glm_round(table, &design, &beta, deadline)?;
+                out["score"] = json!(round.score);
+                out["information"] = analysis::matrix_json(&round.information, p);
+                out["deviance"] = json!(round.deviance);
+            } else if let Some(weights) = numbers("weights")? {
+                let center = numbers("center")?.unwrap_or_else(|| vec![0.0; p]);
+                let scale = numbers("scale")?.unwrap_or_else(|| vec![1.0; p]);
+                if scale.iter().any(|s| *s <= 0.0 || !s.is_finite()) {
+                    return Err(JobError::Invalid("scale: positive numbers".into()));
+                }
+                let rate = parameters.learning_rate.unwrap_or(0.05);
+                let epochs = parameters.local_epochs.unwrap_or(1).clamp(1, 20);
+                let w = analysis::sgd(table, &design, &weights, &center, &scale, rate, epochs, seed, deadline)?;
+                out["weights"] = json!(w);
+            } else {
+                let (sums, squares) = analysis::term_moments(table, &design, deadline)?;
+                out["sums"] = json!(sums);
+                out["squares"] = json!(squares);
+            }
+            Ok(out)
+        }
+        other => Err(JobError::Invalid(format!("template: `{other}` is not one of {}", TEMPLATES.join(", ")))),
+    }
+}
+
+/// A refusal at the compute endpoint: `{"code", "reason"}`.
+fn fail(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"code": code, "reason": reason.into()}))).into_response()
+}
+
+fn job_failure(error: &JobError) -> Response {
+    match error {
+        JobError::Invalid(reason) => fail(StatusCode::BAD_REQUEST, "InvalidJob", reason.clone()),
+        JobError::Disclosure(reason) => fail(StatusCode::FORBIDDEN, "DisclosureControl", reason.clone()),
+        JobError::TimeLimit(_) => fail(StatusCode::SERVICE_UNAVAILABLE, "JobTimeLimit", error.to_string()),
+    }
+}
+
+/// A job's claims, checked: signed by the transfer's consumer, for us, for this transfer and agreement.
+struct Submitted {
+    job: String,
+    round: u64,
+    claims: Map<String, Json>,
+}
+
+async fn read_job(
+    state: &Shared,
+    transfer: &crate::transfer::Transfer,
+    consumer: &str,
+    body: &[u8],
+) -> Result<Submitted, Response> {
+    let jwt = std::str::from_utf8(body).map_err(|_| fail(StatusCode::BAD_REQUEST, "InvalidJob", "not a JWT"))?.trim();
+    let claims = state
+        .identity
+        .verify_signed(jwt, JOB_TYP, consumer)
+        .await
+        .map_err(|e| fail(StatusCode::UNAUTHORIZED, "BadSignature", format!("the job's signature: {e}")))?;
+    let text = |name: &str| claims.get(name).and_then(Json::as_str);
+    if text("iss") != Some(consumer) || text("aud") != Some(state.identity.did()) {
+        return Err(fail(StatusCode::BAD_REQUEST, "InvalidJob", "iss must be the consumer and aud this connector"));
+    }
+    if text("transfer") != Some(transfer.row.id.as_str()) || text("agreement") != Some(transfer.agreement_id()) {
+        return Err(fail(StatusCode::BAD_REQUEST, "InvalidJob", "the job names another transfer or agreement"));
+    }
+    let job = text("job").filter(|j| !j.is_empty() && j.len() <= 128);
+    let job = job.ok_or_else(|| fail(StatusCode::BAD_REQUEST, "InvalidJob", "job: the consumer's job id"))?.to_owned();
+    let round = claims.get("round").and_then(Json::as_u64).unwrap_or(0);
+    Ok(Submitted { job, round, claims })
+}
+
+/// Signs a released result for the consumer.
+fn signed(state: &Shared, job: &JobRow, round: u64, result: &Json) -> Response {
+    let payload = json!({
+        "iss": state.identity.did(),
+        "aud": job.counter_party_id,
+        "iat": chrono::Utc::now().timestamp(),
+        "job": job.peer_job_id,
+        "round": round,
+        "transfer": job.transfer_id,
+        "agreement": job.agreement_id,
+        "template": job.template,
+        "result": result,
+    });
+    let jwt = state.identity.keys().sign(RESULT_TYP, &[], &payload);
+    ([(header::CONTENT_TYPE, "application/jwt")], jwt).into_response()
+}
+
+fn job_event(kind: &'static str, job: &JobRow, details: Json) -> Event {
+    Event::new(kind, details)
+        .agreement(job.agreement_id.as_deref())
+        .participant(job.counter_party_id.as_deref())
+        .dataset(job.body.get("dataset").and_then(Json::as_str))
+}
+
+/// Records what a step released (or why it failed) on the job, with the audit entry of the release.
+async fn conclude(state: &Shared, job: &mut JobRow, round: u64, outcome: &Result<Json, JobError>) -> Result<(), Response> {
+    let details = match outcome {
+        Ok(released) => {
+            job.status = if matches!(job.template.as_str(), "glm" | "fedavg") { "open" } else { "completed" }.into();
+            job.body["released"] = released.clone();
+            let suppressed = released.get("suppressed").and_then(Json::as_array).map_or(0, Vec::len);
+            json!({"job": job.id, "round": round, "resultDigest": crate::audit::canonical_digest(released), "suppressed": suppressed})
+        }
+        Err(error) => {
+            job.status = "failed".into();
+            job.body["error"] = json!(error.to_string());
+            json!({"job": job.id, "round": round, "error": error.to_string()})
+        }
+    };
+    job.rounds = round as i64 + 1;
+    state.store.update_job(job, &[job_event("compute.result", job, details)]).await.map_err(|error| {
+        tracing::error!(%error, "cannot record a job's result");
+        fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the result cannot be recorded now")
+    })
+}
+
+/// The table behind a compute transfer.
+async fn table_of(state: &Shared, transfer: &crate::transfer::Transfer) -> Result<(String, Arc<Table>), Response> {
+    let asset_id = transfer.details.asset_id.clone().unwrap_or_default();
+    let gone = || fail(StatusCode::GONE, "DatasetGone", format!("dataset `{asset_id}` is no longer offered as a table"));
+    let asset = state.catalogue.asset(&asset_id).ok_or_else(gone)?;
+    let DataAddress::Table { file, .. } = &asset.value.data_address else {
+        return Err(gone());
+    };
+    let table = state.compute.table(file).await.map_err(|error| {
+        tracing::error!(%error, "cannot read a table");
+        fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the table cannot be read now")
+    })?;
+    Ok((asset_id, table))
+}
+
+/// Refuses a job whose working set would exceed the memory limit: the table, a row index and the cells.
+fn check_memory(state: &Shared, table: &Table) -> Result<(), Response> {
+    let limit = state.config.compute.memory_limit_mb.saturating_mul(1 << 20);
+    let needed = (table.rows * (table.values.len() * 8 + 8) + state.config.compute.max_cells * 64) as u64;
+    if needed > limit {
+        return Err(fail(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "JobMemoryLimit",
+            format!("the job needs about {} MiB; the limit is {} MiB", needed >> 20, limit >> 20),
+        ));
+    }
+    Ok(())
+}
+
+/// A seed for a step's randomness (fedavg's row order), fixed by the job and round.
+fn seed(job: &str, round: u64) -> u64 {
+    let digest = crate::process::sha256_hex(format!("{job}/{round}").as_bytes());
+    u64::from_str_radix(&digest[..16], 16).unwrap_or(round)
+}
+
+/// `POST /compute/{transferId}/jobs`: a signed job under a started compute transfer.
+pub async fn submit(
+    State(state): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (access, transfer) = match crate::dataplane::authorise(&state, &id, &headers).await {
+        Ok(granted) => granted,
+        Err(refusal) => return refusal,
+    };
+    if !transfer.is_compute() {
+        return fail(StatusCode::CONFLICT, "NotCompute", "the transfer is not a compute transfer");
+    }
+    let consumer = access.consumer.clone();
+    let submitted = match read_job(&state, &transfer, &consumer, &body).await {
+        Ok(submitted) => submitted,
+        Err(refusal) => return refusal,
+    };
+    // The same job again (a retry): the same answer.
+    match state.store.job_of_peer(&consumer, &submitted.job).await {
+        Ok(Some(existing)) => {
+            return match existing.body.get("released") {
+                Some(released) if existing.transfer_id.as_deref() == Some(id.as_str()) => {
+                    signed(&state, &existing, 0, released)
+                }
+                _ => fail(StatusCode::CONFLICT, "JobExists", format!("job `{}` exists ({})", submitted.job, existing.status)),
+            };
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(%error, "cannot read jobs");
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "jobs cannot be read now");
+        }
+    }
+    let claims = &submitted.claims;
+    let template = claims.get("template").and_then(Json::as_str).unwrap_or_default().to_owned();
+    let parameters = claims.get("parameters").cloned().unwrap_or_else(|| json!({}));
+    let round_state = claims.get("state").cloned().unwrap_or(Json::Null);
+    let limits = state.compute.limits(claims.get("minCellCount").and_then(Json::as_u64));
+    let (dataset, table) = match table_of(&state, &transfer).await {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
+    };
+    // Parameters are checked against the schema on no rows: a job that cannot run is not admitted (nor counted).
+    let empty = Table { schema: table.schema.clone(), rows: 0, values: vec![Vec::new(); table.values.len()] };
+    let forever = Deadline { at: Instant::now() + Duration::from_secs(60), seconds: 60 };
+    if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
+        return job_failure(&error);
+    }
+    if let Err(refusal) = check_memory(&state, &table) {
+        return refusal;
+    }
+    let mut job = loop {
+        let usage = match state.store.usage(transfer.agreement_id()).await {
+            Ok(usage) => usage,
+            Err(error) => {
+                tracing::error!(%error, "cannot read an agreement's usage");
+                return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now");
+            }
+        };
+        let jobs_run = usage.jobs.max(0) as u64;
+        let context = hanse_policy::JobContext {
+            template: template.clone(),
+            algorithm_digest: None,
+            min_cell_count: limits.k,
+            disclosure_method: Some("suppress".into()),
+            jobs_run,
+        };
+        let granted = if jobs_run >= state.config.compute.max_jobs_per_agreement {
+            let budget = state.config.compute.max_jobs_per_agreement;
+            Err(crate::transfer::Refusal::new(
+                "JobBudgetExhausted",
+                format!("the agreement's job budget of {budget} jobs is used up"),
+            ))
+        } else {
+            crate::transfer::check_job(&state, &consumer, transfer.agreement_id(), context).await
+        };
+        let grant = match granted {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                tracing::info!(consumer, code = refusal.code, reason = %refusal.reason, "job refused");
+                refusal.record(&state, &consumer, transfer.agreement_id(), "compute job").await;
+                return fail(StatusCode::FORBIDDEN, refusal.code, refusal.reason);
+            }
+        };
+        let job = JobRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            role: "provider".into(),
+            peer_job_id: Some(submitted.job.clone()),
+            counter_party_id: Some(consumer.clone()),
+            agreement_id: Some(transfer.agreement_id().to_owned()),
+            transfer_id: Some(id.clone()),
+            template: template.clone(),
+            status: "running".into(),
+            rounds: 0,
+            body: json!({"dataset": dataset, "parameters": parameters, "k": limits.k, "decision": grant.decision}),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let details = json!({
+            "job": job.id,
+            "template": template,
+            "parametersDigest": crate::audit::canonical_digest(&parameters),
+            "k": limits.k,
+            "decisionDigest": grant.decision.as_ref().map(crate::audit::canonical_digest),
+        });
+        match state.store.admit_job(&job, usage.jobs, &[job_event("compute.job", &job, details)]).await {
+            Ok(true) => break job,
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::error!(%error, "cannot admit a job");
+                return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now");
+            }
+        }
+    };
+    let seed = seed(&job.id, 0);
+    let outcome = state
+        .compute
+        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, seed, deadline))
+        .await;
+    if let Err(refusal) = conclude(&state, &mut job, 0, &outcome).await {
+        return refusal;
+    }
+    match outcome {
+        Ok(released) => signed(&state, &job, 0, &released),
+        Err(error) => job_failure(&error),
+    }
+}
+
+/// `POST /compute/{transferId}/jobs/{jobId}/rounds`: the next round of an open model job (`jobId` is the consumer's).
+pub async fn round(
+    State(state): State<Shared>,
+    UrlPath((id, job_id)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (access, transfer) = match crate::dataplane::authorise(&state, &id, &headers).await {
+        Ok(granted) => granted,
+        Err(refusal) => return refusal,
+    };
+    let submitted = match read_job(&state, &transfer, &access.consumer, &body).await {
+        Ok(submitted) => submitted,
+        Err(refusal) => return refusal,
+    };
+    if submitted.job != job_id {
+        return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the signed job id differs from the URL's");
+    }
+    let mut job = match state.store.job_of_peer(&access.consumer, &job_id).await {
+        Ok(Some(job)) if job.transfer_id.as_deref() == Some(id.as_str()) => job,
+        Ok(_) => return fail(StatusCode::NOT_FOUND, "UnknownJob", format!("there is no job `{job_id}` on this transfer")),
+        Err(error) => {
+            tracing::error!(%error, "cannot read a job");
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be read now");
+        }
+    };
+    if job.status != "open" {
+        return fail(StatusCode::CONFLICT, "JobNotOpen", format!("job `{job_id}` is {}; it takes no rounds", job.status));
+    }
+    let round = job.rounds as u64;
+    if submitted.round != round {
+        return fail(StatusCode::CONFLICT, "WrongRound", format!("the next round of job `{job_id}` is {round}"));
+    }
+    if round >= u64::from(state.config.compute.max_rounds) {
+        return fail(StatusCode::FORBIDDEN, "RoundLimit", format!("a job may take {} rounds", state.config.compute.max_rounds));
+    }
+    let (_, table) = match table_of(&state, &transfer).await {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
+    };
+    let (template, parameters) = (job.template.clone(), job.body["parameters"].clone());
+    let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
+    let limits = state.compute.limits(job.body["k"].as_u64());
+    let seed = seed(&job.id, round);
+    let outcome = state
+        .compute
+        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, seed, deadline))
+        .await;
+    if let Err(refusal) = conclude(&state, &mut job, round, &outcome).await {
+        return refusal;
+    }
+    match outcome {
+        Ok(released) => signed(&state, &job, round, &released),
+        Err(error) => job_failure(&error),
+    }
+}
+
+/// The compute routes of the public listener.
+pub fn routes() -> axum::Router<Shared> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/compute/{transfer}/jobs", post(submit))
+        .route("/compute/{transfer}/jobs/{job}/rounds", post(round))
+}

@@ -1,0 +1,495 @@
+//! The consumer's side of compute-to-data: one job across many sites.
+//!
+//! For each (agreement, provider) pair the orchestrator opens a `Hanse-Compute` transfer, submits the signed job to
+//! the provider's compute endpoint, checks the provider's signature on every result, and combines: cell by cell for
+//! `aggregate` and `crosstab` (a cell any site suppressed stays suppressed), Newton rounds for `glm` (the summed score
+//! and information of all sites give exactly the pooled maximum-likelihood fit), averaged local training for
+//! `fedavg`. Each transfer then completes (or terminates with the reason when its site refused or failed). The job,
+//! its progress and its result are kept in the store; the dispatch and the combined result are audited.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as Json, json};
+
+use super::analysis::{self, TEMPLATES};
+use super::{JOB_TYP, RESULT_TYP};
+use crate::audit::Event;
+use crate::server::Shared;
+use crate::store::JobRow;
+use crate::transfer::{self, COMPUTE, machine::State};
+
+/// Newton stops when no coefficient moves by more than this.
+const NEWTON_TOLERANCE: f64 = 1e-10;
+/// How long a site has to start its compute transfer.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One site of a job: the agreement, and where its provider's DSP endpoint is (default: where it was negotiated).
+#[derive(Debug, Clone)]
+pub struct SiteRequest {
+    pub agreement_id: String,
+    pub address: Option<String>,
+}
+
+/// What a consumer asks for (`POST /management/v3/jobs`).
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub template: String,
+    pub parameters: Json,
+    pub min_cell_count: Option<u64>,
+    pub sites: Vec<SiteRequest>,
+    /// `fedavg`: training rounds; `glm`: the most Newton rounds.
+    pub rounds: Option<u32>,
+}
+
+/// Why a job cannot be created: the field and the reason.
+#[derive(Debug, Clone)]
+pub struct Rejected(pub String, pub String);
+
+/// Checks the request, records the job and starts running it; answers the job.
+pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejected> {
+    if !TEMPLATES.contains(&request.template.as_str()) {
+        return Err(Rejected("template".into(), format!("must be one of {}", TEMPLATES.join(", "))));
+    }
+    if request.sites.is_empty() {
+        return Err(Rejected("sites".into(), "name at least one (agreementId and optional counterPartyAddress)".into()));
+    }
+    let mut sites = Vec::new();
+    for (i, site) in request.sites.iter().enumerate() {
+        let field = format!("sites[{i}].agreementId");
+        let agreement = state.store.agreement(&site.agreement_id).await.map_err(|e| Rejected(field.clone(), e.to_string()))?;
+        let Some(agreement) = agreement.filter(|a| a.consumer_id == state.config.participant.id) else {
+            return Err(Rejected(field, format!("there is no agreement `{}` in which this connector is the consumer", site.agreement_id)));
+        };
+        let address = match &site.address {
+            Some(address) => state
+                .dsp
+                .resolve_base(address)
+                .await
+                .map_err(|e| Rejected(format!("sites[{i}].counterPartyAddress"), e.to_string()))?,
+            None => state
+                .store
+                .negotiation(&agreement.negotiation_id)
+                .await
+                .ok()
+                .flatten()
+                .map(|n| n.counter_party_address)
+                .ok_or_else(|| Rejected(format!("sites[{i}].counterPartyAddress"), "is required".into()))?,
+        };
+        sites.push(json!({"agreementId": agreement.id, "provider": agreement.provider_id, "dataset": agreement.asset_id,
+                          "address": address, "status": "pending"}));
+    }
+    let job = JobRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        role: "consumer".into(),
+        peer_job_id: None,
+        counter_party_id: None,
+        agreement_id: None,
+        transfer_id: None,
+        template: request.template.clone(),
+        status: "running".into(),
+        rounds: 0,
+        body: json!({"parameters": request.parameters, "minCellCount": request.min_cell_count,
+                     "maxRounds": request.rounds, "sites": sites}),
+        created_at: chrono::Utc::now().timestamp_millis(),
+        updated_at: chrono::Utc::now().timestamp_millis(),
+    };
+    let agreements: Vec<&str> = request.sites.iter().map(|s| s.agreement_id.as_str()).collect();
+    let event = Event::new(
+        "compute.dispatch",
+        json!({"job": job.id, "template": job.template, "agreements": agreements,
+               "parametersDigest": crate::audit::canonical_digest(&request.parameters)}),
+    );
+    state.store.insert_job(&job, &[event]).await.map_err(|e| Rejected("job".into(), e.to_string()))?;
+    let (state, running) = (state.clone(), job.clone());
+    tokio::spawn(async move { run(state, running).await });
+    Ok(job)
+}
+
+/// Jobs a restart interrupted are marked failed: their sites' sessions are gone with the process's memory.
+pub async fn fail_interrupted(state: &Shared) {
+    let Ok(jobs) = state.store.jobs("consumer").await else { return };
+    for mut job in jobs.into_iter().filter(|j| j.status == "running") {
+        job.status = "failed".into();
+        job.body["error"] = json!("interrupted by a restart of the connector; run the job again");
+        let event = Event::new("compute.combined", json!({"job": job.id, "error": job.body["error"]}));
+        if let Err(error) = state.store.update_job(&job, &[event]).await {
+            tracing::error!(%error, "cannot mark an interrupted job");
+        }
+    }
+}
+
+/// A site's open compute session.
+struct Session {
+    /// Index in the job's `sites`.
+    index: usize,
+    provider: String,
+    agreement_id: String,
+    /// Our transfer.
+    transfer_id: String,
+    /// The provider's transfer (named in every signed job).
+    provider_transfer: String,
+    endpoint: String,
+    token: String,
+}
+
+async fn run(state: Shared, mut job: JobRow) {
+    let started = Instant::now();
+    let mut sessions = Vec::new();
+    let outcome = orchestrate(&state, &mut job, &mut sessions).await;
+    let (status, details) = match &outcome {
+        Ok(result) => {
+            job.body["result"] = result.clone();
+            ("completed", json!({"job": job.id, "resultDigest": crate::audit::canonical_digest(result)}))
+        }
+        Err(reason) => {
+            job.body["error"] = json!(reason);
+            ("failed", json!({"job": job.id, "error": reason}))
+        }
+    };
+    for session in &sessions {
+        let (call, body) = match &outcome {
+            Ok(_) => ("complete", json!({})),
+            Err(reason) => ("terminate", json!({"reason": reason})),
+        };
+        if let Err(error) = transfer::call(&state, &session.transfer_id, call, &body).await {
+            tracing::warn!(%error, transfer = session.transfer_id, "cannot close a compute transfer");
+        }
+    }
+    job.status = status.into();
+    job.body["seconds"] = json!(started.elapsed().as_secs_f64());
+    if let Err(error) = state.store.update_job(&job, &[Event::new("compute.combined", details)]).await {
+        tracing::error!(%error, "cannot record a job's result");
+    }
+}
+
+/// Opens every site's session, runs the template's rounds, and combines.
+async fn orchestrate(state: &Shared, job: &mut JobRow, sessions: &mut Vec<Session>) -> Result<Json, String> {
+    let sites: Vec<Json> = job.body["sites"].as_array().cloned().unwrap_or_default();
+    let opened = futures_util::future::join_all(sites.iter().enumerate().map(|(i, site)| open(state, i, site))).await;
+    let mut failure = None;
+    for (i, session) in opened.into_iter().enumerate() {
+        match session {
+            Ok(session) => {
+                job.body["sites"][i]["transferId"] = json!(session.transfer_id);
+                job.body["sites"][i]["status"] = json!("started");
+                sessions.push(session);
+            }
+            Err(reason) => {
+                job.body["sites"][i]["status"] = json!("failed");
+                job.body["sites"][i]["error"] = json!(reason);
+                failure.get_or_insert(format!("site {} ({}): {reason}", i + 1, site_name(&sites[i])));
+            }
+        }
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let parameters = job.body["parameters"].clone();
+    let first = json!({"template": job.template, "parameters": parameters, "minCellCount": job.body["minCellCount"]});
+    let released = round(state, job, sessions, 0, |_| first.clone()).await?;
+    match job.template.as_str() {
+        "aggregate" | "crosstab" => Ok(combine_cells(job, &released)),
+        "glm" => newton(state, job, sessions, released).await,
+        _ => federated_averaging(state, job, sessions, released).await,
+    }
+}
+
+fn site_name(site: &Json) -> String {
+    site["provider"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Starts a compute transfer with a site and waits for its data address.
+async fn open(state: &Shared, index: usize, site: &Json) -> Result<Session, String> {
+    let agreement_id = site["agreementId"].as_str().unwrap_or_default();
+    let agreement = state
+        .store
+        .agreement(agreement_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("agreement `{agreement_id}` is gone"))?;
+    let start = transfer::Start {
+        provider_address: site["address"].as_str().unwrap_or_default().to_owned(),
+        agreement,
+        format: COMPUTE.to_owned(),
+        destination: None,
+        auto_complete: false,
+    };
+    let id = transfer::start(state, start).await.map_err(|e| e.to_string())?.row.id;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let current = transfer::get(state, &id).await.map_err(|e| e.to_string())?;
+        match current.state {
+            State::Started if current.details.edr.is_some() => {
+                let edr = current.details.edr.clone().unwrap_or_default();
+                let endpoint = edr.get("endpoint").and_then(Json::as_str).ok_or("the data address has no endpoint")?;
+                let token = transfer::endpoint_property(&edr, "authorization").ok_or("the data address has no token")?;
+                return Ok(Session {
+                    index,
+                    provider: current.row.counter_party_id.clone(),
+                    agreement_id: agreement_id.to_owned(),
+                    provider_transfer: current.row.peer_pid.clone().unwrap_or_default(),
+                    endpoint: endpoint.to_owned(),
+                    token: token.to_owned(),
+                    transfer_id: id,
+                });
+            }
+            State::Terminated | State::Completed => {
+                let reason = current.details.error.clone().unwrap_or_else(|| "the provider ended the transfer".into());
+                return Err(format!("the compute transfer was refused: {reason}"));
+            }
+            _ if Instant::now() > deadline => return Err("the provider did not start the compute transfer in time".into()),
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Sends one round to every site (`claims_of` gives each site's round claims) and answers their released results,
+/// each checked against its provider's signature.
+async fn round(
+    state: &Shared,
+    job: &mut JobRow,
+    sessions: &[Session],
+    number: u64,
+    claims_of: impl Fn(&Session) -> Json,
+) -> Result<Vec<Json>, String> {
+    let job_id = job.id.clone();
+    let calls = sessions.iter().map(|session| {
+        let (claims, job_id) = (claims_of(session), &job_id);
+        async move { (session, call(state, job_id, session, number, claims).await) }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let mut released = Vec::with_capacity(answers.len());
+    for (session, answer) in answers {
+        match answer {
+            Ok(result) => released.push(result),
+            Err(reason) => {
+                job.body["sites"][session.index]["status"] = json!("failed");
+                job.body["sites"][session.index]["error"] = json!(reason);
+                return Err(format!("site {} ({}): {reason}", session.index + 1, session.provider));
+            }
+        }
+    }
+    job.rounds = number as i64 + 1;
+    job.body["progress"] = json!({"round": number + 1});
+    if number > 0
+        && let Err(error) = state.store.update_job(job, &[]).await
+    {
+        tracing::warn!(%error, "cannot record a job's progress");
+    }
+    Ok(released)
+}
+
+/// One signed call to a site's compute endpoint.
+async fn call(state: &Shared, job_id: &str, session: &Session, number: u64, extra: Json) -> Result<Json, String> {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = json!({
+        "iss": state.identity.did(),
+        "aud": session.provider,
+        "iat": now,
+        "exp": now + 300,
+        "job": job_id,
+        "round": number,
+        "transfer": session.provider_transfer,
+        "agreement": session.agreement_id,
+    });
+    if let (Some(out), Json::Object(extra)) = (claims.as_object_mut(), extra) {
+        out.extend(extra);
+    }
+    let jwt = state.identity.keys().sign(JOB_TYP, &[], &claims);
+    let url = if number == 0 {
+        format!("{}/jobs", session.endpoint)
+    } else {
+        format!("{}/jobs/{job_id}/rounds", session.endpoint)
+    };
+    let response = state
+        .dsp
+        .http()
+        .post(&url)
+        .bearer_auth(&session.token)
+        .header("content-type", "application/jwt")
+        .body(jwt)
+        .send()
+        .await
+        .map_err(|e| format!("the compute endpoint cannot be reached: {e}"))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let body: Json = serde_json::from_str(&text).unwrap_or_else(|_| json!({"reason": text}));
+        let code = body["code"].as_str().unwrap_or("Refused");
+        return Err(format!("{code}: {}", body["reason"].as_str().or(body["error"].as_str()).unwrap_or_default()));
+    }
+    let signed = state.identity.verify_signed(&text, RESULT_TYP, &session.provider).await?;
+    if signed.get("job").and_then(Json::as_str) != Some(job_id) || signed.get("round").and_then(Json::as_u64) != Some(number) {
+        return Err("the signed result is for another job or round".into());
+    }
+    Ok(signed.get("result").cloned().unwrap_or(Json::Null))
+}
+
+/// `aggregate` / `crosstab`: each site's released cells, and their sum where every site released the cell.
+fn combine_cells(job: &mut JobRow, released: &[Json]) -> Json {
+    let mut order: Vec<Json> = Vec::new();
+    let mut combined: Vec<(Option<u64>, Vec<String>)> = Vec::new();
+    for (site, result) in released.iter().enumerate() {
+        for cell in result["cells"].as_array().into_iter().flatten() {
+            let at = match order.iter().position(|g| *g == cell["group"]) {
+                Some(at) => at,
+                None => {
+                    order.push(cell["group"].clone());
+                    combined.push((Some(0), Vec::new()));
+                    order.len() - 1
+                }
+            };
+            match cell["n"].as_u64() {
+                Some(n) => combined[at].0 = combined[at].0.map(|sum| sum + n),
+                None => {
+                    combined[at].0 = None;
+                    combined[at].1.push(format!("site {}", site + 1));
+                }
+            }
+        }
+    }
+    let cells: Vec<Json> = order
+        .into_iter()
+        .zip(combined)
+        .map(|(group, (n, at))| {
+            let mut cell = json!({"group": group, "n": n});
+            if !at.is_empty() {
+                cell["suppressedAt"] = json!(at);
+            }
+            cell
+        })
+        .collect();
+    let total: Option<u64> = released.iter().map(|r| r["total"]["n"].as_u64()).sum();
+    let sites = per_site(job, released, |r| json!({"n": r["total"]["n"], "suppressed": r["suppressed"], "cells": r["cells"], "margins": r.get("margins")}));
+    json!({"template": job.template, "cells": cells, "total": {"n": total}, "sites": sites})
+}
+
+/// Each site's part of the result, named by its provider.
+fn per_site(job: &JobRow, released: &[Json], part: impl Fn(&Json) -> Json) -> Vec<Json> {
+    released
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut entry = part(r);
+            entry["provider"] = job.body["sites"][i]["provider"].clone();
+            entry["agreementId"] = job.body["sites"][i]["agreementId"].clone();
+            entry
+        })
+        .collect()
+}
+
+fn numbers(value: &Json) -> Vec<f64> {
+    value.as_array().map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect()).unwrap_or_default()
+}
+
+fn matrix(value: &Json) -> Vec<f64> {
+    value.as_array().map(|rows| rows.iter().flat_map(numbers).collect()).unwrap_or_default()
+}
+
+/// `glm`: Newton rounds on the summed score and information until the coefficients stop moving.
+async fn newton(state: &Shared, job: &mut JobRow, sessions: &[Session], mut released: Vec<Json>) -> Result<Json, String> {
+    let terms = released[0]["terms"].clone();
+    let p = terms.as_array().map_or(0, Vec::len);
+    if released.iter().any(|r| r["terms"] != terms) {
+        return Err("the sites' designs differ (a categorical column has other levels at some site)".into());
+    }
+    let limit = job.body["maxRounds"].as_u64().unwrap_or(25).clamp(2, 100);
+    let family = job.body["parameters"]["family"].as_str().unwrap_or_default().to_owned();
+    let mut beta = vec![0.0; p];
+    let mut rounds = 1u64;
+    loop {
+        let mut score = vec![0.0; p];
+        let mut information = vec![0.0; p * p];
+        let (mut n, mut deviance) = (0u64, 0.0);
+        for result in &released {
+            score.iter_mut().zip(numbers(&result["score"])).for_each(|(a, b)| *a += b);
+            information.iter_mut().zip(matrix(&result["information"])).for_each(|(a, b)| *a += b);
+            n += result["n"].as_u64().unwrap_or(0);
+            deviance += result["deviance"].as_f64().unwrap_or(f64::NAN);
+        }
+        let step = analysis::solve_spd(&information, &score)
+            .ok_or("the pooled information matrix is singular (collinear terms or an empty level)")?;
+        let converged = step.iter().all(|s| s.abs() < NEWTON_TOLERANCE);
+        if converged || rounds >= limit {
+            let inverse = analysis::inverse_spd(&information, p).ok_or("the information matrix cannot be inverted")?;
+            let dispersion = if family == "linear" { deviance / (n as f64 - p as f64) } else { 1.0 };
+            beta.iter_mut().zip(&step).for_each(|(b, s)| *b += s);
+            let errors: Vec<f64> = (0..p).map(|i| (inverse[i * p + i] * dispersion).sqrt()).collect();
+            let sites = per_site(job, &released, |r| json!({"n": r["n"], "checks": r["checks"]}));
+            return Ok(json!({
+                "template": "glm", "family": family, "terms": terms, "coefficients": beta, "standardErrors": errors,
+                "n": n, "deviance": deviance, "rounds": rounds, "converged": converged, "sites": sites,
+            }));
+        }
+        beta.iter_mut().zip(&step).for_each(|(b, s)| *b += s);
+        let coefficients = json!({"state": {"coefficients": beta}});
+        released = round(state, job, sessions, rounds, |_| coefficients.clone()).await?;
+        rounds += 1;
+    }
+}
+
+/// `fedavg`: the first round's term moments standardise the terms federation-wide; then each round every site trains
+/// locally from the averaged weights, and the new weights are averaged by rows. Answers the model on the original
+/// scale.
+async fn federated_averaging(
+    state: &Shared,
+    job: &mut JobRow,
+    sessions: &[Session],
+    moments: Vec<Json>,
+) -> Result<Json, String> {
+    let terms = moments[0]["terms"].clone();
+    let p = terms.as_array().map_or(0, Vec::len);
+    let n: f64 = moments.iter().map(|m| m["n"].as_f64().unwrap_or(0.0)).sum();
+    let (mut center, mut scale) = (vec![0.0; p], vec![1.0; p]);
+    for j in 1..p {
+        let sum: f64 = moments.iter().map(|m| numbers(&m["sums"])[j]).sum();
+        let squares: f64 = moments.iter().map(|m| numbers(&m["squares"])[j]).sum();
+        let mean = sum / n;
+        center[j] = mean;
+        scale[j] = (squares / n - mean * mean).max(1e-12).sqrt();
+    }
+    let rounds = job.body["maxRounds"].as_u64().unwrap_or(20).clamp(1, 99);
+    let mut weights = vec![0.0; p];
+    let mut trace = Vec::new();
+    for number in 1..=rounds {
+        let claims = json!({"state": {"weights": weights, "center": center, "scale": scale}});
+        let released = round(state, job, sessions, number, |_| claims.clone()).await?;
+        let mut next = vec![0.0; p];
+        for result in &released {
+            let share = result["n"].as_f64().unwrap_or(0.0) / n;
+            next.iter_mut().zip(numbers(&result["weights"])).for_each(|(a, b)| *a += share * b);
+        }
+        weights = next;
+        trace.push(original_scale(&weights, &center, &scale));
+    }
+    let sites = per_site(job, &moments, |m| json!({"n": m["n"]}));
+    Ok(json!({
+        "template": "fedavg", "terms": terms, "coefficients": original_scale(&weights, &center, &scale),
+        "rounds": rounds, "n": n, "trace": trace, "sites": sites,
+    }))
+}
+
+/// Weights on standardised terms as coefficients on the original terms.
+fn original_scale(weights: &[f64], center: &[f64], scale: &[f64]) -> Vec<f64> {
+    let mut beta: Vec<f64> = weights.iter().zip(scale).map(|(w, s)| w / s).collect();
+    beta[0] = weights[0] - (1..weights.len()).map(|j| weights[j] * center[j] / scale[j]).sum::<f64>();
+    beta
+}
+
+/// The management view of a job.
+pub fn management_json(job: &JobRow) -> Json {
+    let mut out = Map::new();
+    out.insert("@id".into(), json!(job.id));
+    out.insert("@type".into(), json!("ComputeJob"));
+    out.insert("template".into(), json!(job.template));
+    out.insert("state".into(), json!(job.status.to_uppercase()));
+    out.insert("rounds".into(), json!(job.rounds));
+    out.insert("createdAt".into(), json!(job.created_at));
+    out.insert("updatedAt".into(), json!(job.updated_at));
+    if let Json::Object(body) = &job.body {
+        for (key, value) in body {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    Json::Object(out)
+}

@@ -1,0 +1,465 @@
+//! Tabular datasets for compute-to-data: a schema of typed columns, CSV ingestion that reports every bad row by line
+//! number and imports all rows or none, and the columnar file the rows are kept in (decision 0012).
+//!
+//! In memory and on disk every value is an `f64`: integers (within ±2⁵³), booleans (0/1), dates (days since
+//! 1970-01-01) and categorical levels (their index in the declared levels) are all exact in a double, and the analyses
+//! work on doubles anyway. A missing value (an empty cell of a nullable column) is NaN.
+//!
+//! The file: the line `HANSE-TABLE 1`, one line of JSON (schema and row count), then each column's values as
+//! little-endian doubles. Files are named by the SHA-256 of their content and written to a temporary name first, so a
+//! crash never leaves a half-written table under a name that is used.
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+/// The first line of a table file.
+const MAGIC: &str = "HANSE-TABLE 1";
+/// Bad rows reported before the report says "and N more".
+const REPORTED_PROBLEMS: usize = 25;
+/// The largest integer a double holds exactly.
+const EXACT_INTEGER: i64 = 1 << 53;
+
+/// A column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Integer,
+    Float,
+    Boolean,
+    Date,
+    Categorical,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Integer => "integer",
+            Kind::Float => "float",
+            Kind::Boolean => "boolean",
+            Kind::Date => "date",
+            Kind::Categorical => "categorical",
+        }
+    }
+
+    /// Integer, float and date columns: compared and summed as numbers.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, Kind::Integer | Kind::Float | Kind::Date)
+    }
+
+    /// Boolean and categorical columns: grouped by level.
+    pub fn is_discrete(self) -> bool {
+        matches!(self, Kind::Boolean | Kind::Categorical)
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One column of a schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Categorical: the allowed levels, in order (the first is the reference level of a model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<String>,
+    /// Whether a cell may be empty (missing).
+    #[serde(default)]
+    pub nullable: bool,
+    /// Whether jobs may use the column (filters, groups, metrics, model terms). Identifiers and free text: `false`.
+    #[serde(default = "yes")]
+    pub analysable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Column {
+    /// The levels of a discrete column (`false`/`true` for booleans).
+    pub fn level_names(&self) -> Vec<String> {
+        match self.kind {
+            Kind::Boolean => vec!["false".into(), "true".into()],
+            _ => self.levels.clone(),
+        }
+    }
+
+    /// A stored value as JSON (levels by name, dates as ISO dates).
+    pub fn render(&self, value: f64) -> Json {
+        if value.is_nan() {
+            return Json::Null;
+        }
+        match self.kind {
+            Kind::Integer => json!(value as i64),
+            Kind::Float => json!(value),
+            Kind::Boolean => json!(value != 0.0),
+            Kind::Date => json!(date_name(value)),
+            Kind::Categorical => json!(self.levels.get(value as usize)),
+        }
+    }
+
+    /// Reads one cell; `Ok(NaN)` for an empty cell of a nullable column.
+    pub fn parse(&self, cell: &str) -> Result<f64, String> {
+        let cell = cell.trim();
+        if cell.is_empty() {
+            return if self.nullable { Ok(f64::NAN) } else { Err("is empty and the column is not nullable".into()) };
+        }
+        match self.kind {
+            Kind::Integer => match cell.parse::<i64>() {
+                Ok(v) if v.abs() <= EXACT_INTEGER => Ok(v as f64),
+                Ok(_) => Err(format!("`{cell}` is beyond ±2^53")),
+                Err(_) => Err(format!("`{cell}` is not an integer")),
+            },
+            Kind::Float => match cell.parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                _ => Err(format!("`{cell}` is not a finite number")),
+            },
+            Kind::Boolean => match cell.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "y" | "t" => Ok(1.0),
+                "false" | "0" | "no" | "n" | "f" => Ok(0.0),
+                _ => Err(format!("`{cell}` is not a boolean (true/false, 1/0, yes/no)")),
+            },
+            Kind::Date => parse_date(cell).ok_or_else(|| format!("`{cell}` is not a date (YYYY-MM-DD)")),
+            Kind::Categorical => self
+                .levels
+                .iter()
+                .position(|level| level == cell)
+                .map(|i| i as f64)
+                .ok_or_else(|| format!("`{cell}` is not one of the levels {}", self.levels.join(", "))),
+        }
+    }
+
+    /// Reads a job's comparison value for this column (a number, a boolean, a level name or an ISO date).
+    pub fn value_of(&self, value: &Json) -> Result<f64, String> {
+        let text = match value {
+            Json::String(s) => s.clone(),
+            Json::Number(n) => n.to_string(),
+            Json::Bool(b) => b.to_string(),
+            other => return Err(format!("{other} is not a value of column `{}`", self.name)),
+        };
+        let parsed = Column { nullable: false, ..self.clone() }.parse(&text);
+        parsed.map_err(|e| format!("column `{}`: {e}", self.name))
+    }
+}
+
+/// Days since 1970-01-01 of an ISO date.
+pub fn parse_date(text: &str) -> Option<f64> {
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some((date - chrono::NaiveDate::default()).num_days() as f64)
+}
+
+fn date_name(days: f64) -> String {
+    (chrono::NaiveDate::default() + chrono::Duration::days(days as i64)).to_string()
+}
+
+/// The columns of a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Schema {
+    pub columns: Vec<Column>,
+}
+
+impl Schema {
+    /// Reads and checks a schema (JSON); the error names the column.
+    pub fn from_json(value: &Json) -> Result<Schema, String> {
+        let schema: Schema = serde_json::from_value(value.clone()).map_err(|e| format!("schema: {e}"))?;
+        if schema.columns.is_empty() {
+            return Err("schema: declares no columns".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for column in &schema.columns {
+            let name = &column.name;
+            if name.is_empty() || !seen.insert(name.as_str()) {
+                return Err(format!("schema: column name `{name}` is empty or repeated"));
+            }
+            match column.kind {
+                Kind::Categorical if column.levels.is_empty() => {
+                    return Err(format!("schema: categorical column `{name}` needs its levels"));
+                }
+                Kind::Categorical => {
+                    let distinct: std::collections::HashSet<_> = column.levels.iter().collect();
+                    if distinct.len() != column.levels.len() || column.levels.iter().any(|l| l.trim().is_empty()) {
+                        return Err(format!("schema: column `{name}` has empty or repeated levels"));
+                    }
+                }
+                _ if !column.levels.is_empty() => {
+                    return Err(format!("schema: only categorical columns have levels (`{name}`)"));
+                }
+                _ => {}
+            }
+        }
+        Ok(schema)
+    }
+
+    /// The column `name` with its index.
+    pub fn column(&self, name: &str) -> Option<(usize, &Column)> {
+        self.columns.iter().enumerate().find(|(_, c)| c.name == name)
+    }
+}
+
+/// A table in memory: one vector of values per column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub schema: Schema,
+    pub rows: usize,
+    pub values: Vec<Vec<f64>>,
+}
+
+/// A row that could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    /// The line in the file (the header is line 1).
+    pub line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    pub message: String,
+}
+
+/// Why a file was not imported: nothing of it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestError {
+    pub problems: Vec<Problem>,
+    /// Problems found beyond those listed.
+    pub more: usize,
+}
+
+impl std::fmt::Display for IngestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "nothing was imported: ")?;
+        for (i, p) in self.problems.iter().enumerate() {
+            let separator = if i == 0 { "" } else { "; " };
+            match &p.column {
+                Some(column) => write!(f, "{separator}line {}, column `{column}`: {}", p.line, p.message)?,
+                None => write!(f, "{separator}line {}: {}", p.line, p.message)?,
+            }
+        }
+        if self.more > 0 {
+            write!(f, "; and {} more", self.more)?;
+        }
+        Ok(())
+    }
+}
+
+impl IngestError {
+    fn one(line: u64, message: impl Into<String>) -> IngestError {
+        IngestError { problems: vec![Problem { line, column: None, message: message.into() }], more: 0 }
+    }
+}
+
+/// Reads a CSV file (with a header row naming every schema column, in any order) against `schema`. Every bad row is
+/// reported with its line; any problem means no table.
+pub fn read_csv(reader: impl Read, schema: &Schema) -> Result<Table, IngestError> {
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
+    let header = csv.headers().map_err(|e| IngestError::one(1, format!("the header cannot be read: {e}")))?.clone();
+    let names: Vec<&str> = header.iter().map(str::trim).collect();
+    let mut positions = Vec::with_capacity(schema.columns.len());
+    let mut problems = Vec::new();
+    for column in &schema.columns {
+        match names.iter().position(|n| *n == column.name) {
+            Some(at) => positions.push(at),
+            None => problems.push(format!("column `{}` of the schema is missing", column.name)),
+        }
+    }
+    for name in &names {
+        if schema.column(name).is_none() {
+            problems.push(format!("column `{name}` is not in the schema"));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(IngestError::one(1, problems.join("; ")));
+    }
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); schema.columns.len()];
+    let mut found = Vec::new();
+    let mut more = 0usize;
+    let mut report = |problem: Problem| {
+        if found.len() < REPORTED_PROBLEMS {
+            found.push(problem);
+        } else {
+            more += 1;
+        }
+    };
+    let mut record = csv::StringRecord::new();
+    let mut rows = 0usize;
+    loop {
+        let line = csv.position().line();
+        match csv.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(error) => {
+                let line = error.position().map_or(line, |p| p.line());
+                report(Problem { line, column: None, message: error.to_string() });
+                break;
+            }
+        }
+        let line = record.position().map_or(line, |p| p.line());
+        if record.len() != names.len() {
+            report(Problem {
+                line,
+                column: None,
+                message: format!("has {} fields; the header has {}", record.len(), names.len()),
+            });
+            continue;
+        }
+        for ((column, &at), out) in schema.columns.iter().zip(&positions).zip(values.iter_mut()) {
+            match column.parse(&record[at]) {
+                Ok(value) => out.push(value),
+                Err(message) => {
+                    report(Problem { line, column: Some(column.name.clone()), message });
+                    out.push(f64::NAN);
+                }
+            }
+        }
+        rows += 1;
+    }
+    if !found.is_empty() {
+        return Err(IngestError { problems: found, more });
+    }
+    if rows == 0 {
+        return Err(IngestError::one(2, "the file has no rows"));
+    }
+    Ok(Table { schema: schema.clone(), rows, values })
+}
+
+/// Rounds an age range out to five-year bands, so the catalogue never shows the exact youngest or oldest patient.
+fn age_band(min: f64, max: f64) -> (i64, i64) {
+    let low = (min / 5.0).floor() * 5.0;
+    let high = (max / 5.0).ceil() * 5.0;
+    (low as i64, high.max(low + 5.0) as i64)
+}
+
+impl Table {
+    /// The DCAT / HealthDCAT-AP properties derived from the data: `numberOfRecords`, the columns with their types
+    /// (`hanse:column`), and `minTypicalAge` / `maxTypicalAge` from an `age` column, in five-year bands.
+    pub fn derived_properties(&self) -> serde_json::Map<String, Json> {
+        let mut properties = serde_json::Map::new();
+        properties.insert("numberOfRecords".into(), json!(self.rows));
+        let columns: Vec<Json> = self
+            .schema
+            .columns
+            .iter()
+            .filter(|c| c.analysable)
+            .map(|c| json!(format!("{} ({})", c.name, c.kind.name())))
+            .collect();
+        properties.insert(format!("{}column", hanse_vocab::ns::HANSE), Json::Array(columns));
+        if let Some((at, column)) = self.schema.column("age")
+            && column.kind.is_numeric()
+        {
+            let present = self.values[at].iter().copied().filter(|v| !v.is_nan());
+            let (min, max) = present.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            if min.is_finite() {
+                let (low, high) = age_band(min, max);
+                properties.insert("minTypicalAge".into(), json!(low));
+                properties.insert("maxTypicalAge".into(), json!(high));
+            }
+        }
+        properties
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let header = json!({"schema": self.schema, "rows": self.rows});
+        let mut out = Vec::with_capacity(64 + self.rows * self.values.len() * 8);
+        out.extend_from_slice(MAGIC.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(header.to_string().as_bytes());
+        out.push(b'\n');
+        for column in &self.values {
+            for value in column {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads a table file.
+    pub fn from_reader(reader: impl Read) -> Result<Table, String> {
+        let mut reader = std::io::BufReader::new(reader);
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim_end() != MAGIC {
+            return Err("not a Hanse table file".into());
+        }
+        line.clear();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        let header: Json = serde_json::from_str(&line).map_err(|e| format!("table header: {e}"))?;
+        let schema = Schema::from_json(&header["schema"])?;
+        let rows = header["rows"].as_u64().ok_or("table header: no row count")? as usize;
+        let mut values = Vec::with_capacity(schema.columns.len());
+        let mut bytes = vec![0u8; rows * 8];
+        for column in &schema.columns {
+            reader.read_exact(&mut bytes).map_err(|e| format!("column `{}`: {e}", column.name))?;
+            values.push(bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect());
+        }
+        Ok(Table { schema, rows, values })
+    }
+
+    /// Writes the table under `folder`, named by the SHA-256 of its content; answers the file name. Written to a
+    /// temporary file, synced, then renamed: a crash leaves no partial table behind a used name.
+    pub fn write_to(&self, folder: &Path) -> std::io::Result<String> {
+        std::fs::create_dir_all(folder)?;
+        let bytes = self.to_bytes();
+        let name = format!("{}.table", crate::process::sha256_hex(&bytes));
+        let mut file = tempfile::NamedTempFile::new_in(folder)?;
+        file.write_all(&bytes)?;
+        file.as_file().sync_all()?;
+        file.persist(folder.join(&name)).map_err(|e| e.error)?;
+        Ok(name)
+    }
+}
+
+/// Where the tables of a connector live.
+pub fn folder(data_dir: &Path) -> PathBuf {
+    data_dir.join("tables")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::from_json(&json!({"columns": [
+            {"name": "id", "type": "integer", "analysable": false},
+            {"name": "age", "type": "integer"},
+            {"name": "sex", "type": "categorical", "levels": ["F", "M"]},
+            {"name": "hba1c", "type": "float", "nullable": true},
+            {"name": "smoker", "type": "boolean"},
+            {"name": "admitted", "type": "date"}
+        ]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_good_file_reads_and_round_trips_through_its_bytes() {
+        let csv = "age,id,sex,hba1c,smoker,admitted\n63,1,F,7.1,yes,2024-02-29\n41,2,M,,0,2023-12-01\n";
+        let table = read_csv(csv.as_bytes(), &schema()).unwrap();
+        assert_eq!(table.rows, 2);
+        assert_eq!(table.values[1], vec![63.0, 41.0]);
+        assert!(table.values[3][1].is_nan());
+        assert_eq!(table.schema.columns[5].render(table.values[5][0]), json!("2024-02-29"));
+        assert_eq!(Table::from_reader(table.to_bytes().as_slice()).unwrap().values[2], table.values[2]);
+        let properties = table.derived_properties();
+        assert_eq!((properties["minTypicalAge"].clone(), properties["maxTypicalAge"].clone()), (json!(40), json!(65)));
+        assert_eq!(properties["numberOfRecords"], 2);
+    }
+
+    #[test]
+    fn every_bad_row_is_named_by_line_and_column() {
+        let csv = "id,age,sex,hba1c,smoker,admitted\n1,63,F,7.1,yes,2024-02-29\n2,x,M,,0,2023-12-01\n3,50,D,5,1,2023-13-01\n4,50\n";
+        let error = read_csv(csv.as_bytes(), &schema()).unwrap_err();
+        let found: Vec<(u64, Option<&str>)> = error.problems.iter().map(|p| (p.line, p.column.as_deref())).collect();
+        assert_eq!(found, [(3, Some("age")), (4, Some("sex")), (4, Some("admitted")), (5, None)], "{error}");
+        assert!(error.to_string().contains("`D` is not one of the levels F, M"), "{error}");
+    }
+
+    #[test]
+    fn headers_must_match_the_schema() {
+        let error = read_csv("id,age,sex,hba1c,smoker,name\n".as_bytes(), &schema()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("`admitted` of the schema is missing") && text.contains("`name` is not in"), "{text}");
+        assert!(Schema::from_json(&json!({"columns": [{"name": "x", "type": "categorical"}]})).is_err());
+    }
+}

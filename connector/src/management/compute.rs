@@ -1,0 +1,165 @@
+//! Compute-to-data on the management listener: ingesting tables (`POST /management/v3/tables`, multipart) and jobs
+//! across sites (`/management/v3/jobs`).
+
+use axum::body::Bytes;
+use axum::extract::{Multipart, Path, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value as Json, json};
+use tokio::io::AsyncWriteExt;
+
+use super::resources::id_response;
+use super::{FieldError, ManagementError, parse_body};
+use crate::catalog::model::{Asset, DataAddress};
+use crate::compute::orchestrate::{self, JobRequest, SiteRequest};
+use crate::compute::table::{self, Schema, Table};
+use crate::server::Shared;
+
+fn internal(error: impl std::fmt::Display) -> ManagementError {
+    ManagementError::Internal(error.to_string())
+}
+
+/// `POST /management/v3/tables` (multipart): `id`, `schema` (JSON: `{"columns": [...]}`), `data` (the CSV file) and
+/// optionally `properties` (a JSON object of dataset properties: title, description, keywords, ...). Every row is
+/// checked; a bad file is reported with line numbers and nothing is imported. The dataset is created, or replaced
+/// with the new rows, with a `HanseTable` data address and its DCAT properties derived from the rows
+/// (`numberOfRecords`, columns, age range) over the given ones.
+pub async fn ingest(State(state): State<Shared>, mut form: Multipart) -> Result<Response, ManagementError> {
+    let folder = state.compute.folder().to_path_buf();
+    tokio::fs::create_dir_all(&folder).await.map_err(internal)?;
+    let (mut id, mut schema, mut properties, mut data) = (None, None, Map::new(), None);
+    let bad = |part: &str, e: &dyn std::fmt::Display| ManagementError::field(part, e.to_string());
+    while let Some(mut field) = form.next_field().await.map_err(|e| bad("", &e))? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "data" => {
+                let temp = tempfile::NamedTempFile::new_in(&folder).map_err(internal)?;
+                let mut file = tokio::fs::File::from_std(temp.reopen().map_err(internal)?);
+                while let Some(chunk) = field.chunk().await.map_err(|e| bad("data", &e))? {
+                    file.write_all(&chunk).await.map_err(internal)?;
+                }
+                file.flush().await.map_err(internal)?;
+                data = Some(temp);
+            }
+            "id" | "schema" | "properties" => {
+                let text = field.text().await.map_err(|e| bad(&name, &e))?;
+                match name.as_str() {
+                    "id" => id = Some(text.trim().to_owned()),
+                    "schema" => {
+                        let value: Json = serde_json::from_str(&text).map_err(|e| bad("schema", &e))?;
+                        schema = Some(Schema::from_json(&value).map_err(|e| bad("schema", &e))?);
+                    }
+                    _ => match serde_json::from_str(&text) {
+                        Ok(Json::Object(given)) => properties = given,
+                        _ => return Err(ManagementError::field("properties", "must be a JSON object")),
+                    },
+                }
+            }
+            other => return Err(ManagementError::field(other, "unknown part (id, schema, data, properties)")),
+        }
+    }
+    let id = id.filter(|id| !id.is_empty()).ok_or_else(|| ManagementError::field("id", "is required"))?;
+    let schema = schema.ok_or_else(|| ManagementError::field("schema", "is required"))?;
+    let data = data.ok_or_else(|| ManagementError::field("data", "is required: the CSV file"))?;
+    let table = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(data.path())?;
+        Ok::<_, std::io::Error>(table::read_csv(std::io::BufReader::new(file), &schema))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?
+    .map_err(|error| {
+        let mut fields: Vec<FieldError> = error
+            .problems
+            .iter()
+            .map(|p| {
+                let at = p.column.as_ref().map(|c| format!(", column `{c}`")).unwrap_or_default();
+                FieldError::new("data", format!("line {}{at}: {} (nothing was imported)", p.line, p.message))
+            })
+            .collect();
+        if error.more > 0 {
+            fields.push(FieldError::new("data", format!("and {} more problems", error.more)));
+        }
+        ManagementError::Invalid(fields)
+    })?;
+    let stored = store_table(&state, &id, table, properties).await?;
+    Ok(axum::Json(stored).into_response())
+}
+
+/// Writes the table file and creates or replaces the dataset; a replaced table's file is removed once no dataset
+/// names it.
+async fn store_table(
+    state: &Shared,
+    id: &str,
+    table: Table,
+    given: Map<String, Json>,
+) -> Result<Json, ManagementError> {
+    let mut properties = given;
+    properties.extend(table.derived_properties());
+    let rows = table.rows;
+    let folder = state.compute.folder().to_path_buf();
+    let file = tokio::task::spawn_blocking(move || table.write_to(&folder)).await.map_err(internal)?.map_err(internal)?;
+    let body = json!({"@id": id, "properties": properties, "dataAddress": DataAddress::table(&file)});
+    let asset = Asset::from_body(&body, &state.config.file_root()).map_err(ManagementError::Invalid)?;
+    let previous = state.catalogue.asset(id).map(|a| a.value.data_address.clone());
+    match previous {
+        Some(_) => state.catalogue.replace_asset(&state.store, asset).await?,
+        None => {
+            state.catalogue.create_asset(&state.store, asset).await?;
+        }
+    }
+    if let Some(DataAddress::Table { file: old, .. }) = previous
+        && old != file
+        && !state.catalogue.assets().iter().any(|a| matches!(&a.value.data_address, DataAddress::Table { file, .. } if *file == old))
+    {
+        let _ = tokio::fs::remove_file(state.compute.folder().join(&old)).await;
+    }
+    tracing::info!(dataset = id, rows, file, "table ingested");
+    Ok(json!({"@id": id, "numberOfRecords": rows, "file": file}))
+}
+
+/// `POST /management/v3/jobs`: `{"template", "parameters", "sites": [{"agreementId", "counterPartyAddress"?}],
+/// "minCellCount"?, "rounds"?}` → `IdResponse`; the job runs in the background (`GET /management/v3/jobs/{id}`).
+pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let body = parse_body(&body)?;
+    let text = |value: &Json, name: &str| value.get(name).and_then(Json::as_str).map(str::to_owned);
+    let template = text(&body, "template").ok_or_else(|| ManagementError::field("template", "is required"))?;
+    let mut sites = Vec::new();
+    for (i, site) in body.get("sites").and_then(Json::as_array).into_iter().flatten().enumerate() {
+        let agreement_id = text(site, "agreementId")
+            .ok_or_else(|| ManagementError::field(&format!("sites[{i}].agreementId"), "is required"))?;
+        sites.push(SiteRequest { agreement_id, address: text(site, "counterPartyAddress") });
+    }
+    let number = |name: &str| -> Result<Option<u64>, ManagementError> {
+        match body.get(name) {
+            None | Some(Json::Null) => Ok(None),
+            Some(value) => value.as_u64().map(Some).ok_or_else(|| ManagementError::field(name, "must be a whole number")),
+        }
+    };
+    let request = JobRequest {
+        template,
+        parameters: body.get("parameters").cloned().unwrap_or_else(|| json!({})),
+        min_cell_count: number("minCellCount")?,
+        sites,
+        rounds: number("rounds")?.map(|r| r.min(u64::from(u32::MAX)) as u32),
+    };
+    let job = orchestrate::create(&state, request).await.map_err(|r| ManagementError::field(&r.0, r.1))?;
+    Ok(axum::Json(id_response(&job.id, job.created_at)).into_response())
+}
+
+/// `GET /management/v3/jobs/{id}`: state, per-site progress and, once done, the combined result.
+pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
+    let job = state.store.job(&id).await?.ok_or_else(|| ManagementError::NotFound(format!("job `{id}` not found")))?;
+    Ok(axum::Json(orchestrate::management_json(&job)).into_response())
+}
+
+/// `POST /management/v3/jobs/request`: every job, newest first — the consumer's and, with `{"role": "provider"}`,
+/// those this connector ran for others.
+pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let body = if body.is_empty() { json!({}) } else { parse_body(&body)? };
+    let role = body.get("role").and_then(Json::as_str).unwrap_or("consumer");
+    if !matches!(role, "consumer" | "provider") {
+        return Err(ManagementError::field("role", "must be consumer or provider"));
+    }
+    let jobs = state.store.jobs(role).await?;
+    Ok(axum::Json(jobs.iter().map(orchestrate::management_json).collect::<Vec<_>>()).into_response())
+}
