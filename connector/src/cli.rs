@@ -17,7 +17,9 @@ Examples:
   hanse run --config ./hospital-a/hanse.toml
   HANSE_MANAGEMENT_API_KEY=... hanse run  override any key with HANSE_<SECTION>_<KEY>
   hanse --log-format json run             one JSON object per log line
-  hanse fetch --agreement ID --out FILE   download an agreement's data through this connector";
+  hanse fetch --agreement ID --out FILE   download an agreement's data through this connector
+  hanse synth --rows 5000 --out a.csv     a synthetic cohort to ingest with `hanse dataset ingest`
+  hanse job run --template glm ...        a federated analysis across sites";
 
 /// Hanse: a sovereign data space connector (DSP 2025-1, ODRL, DCAT / HealthDCAT-AP, Gaia-X).
 #[derive(Debug, Parser)]
@@ -60,6 +62,92 @@ pub enum Command {
     /// The tamper-evident audit log: verify an export offline, or show the life of one contract.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write a synthetic patient cohort (CSV) and its schema (`FILE.schema.json`); the same seed and site give the
+    /// same rows. No real patient data is involved.
+    #[command(
+        after_help = "Examples:\n  hanse synth --rows 5000 --site 0 --out hospital-a.csv\n  hanse synth --rows 100000 --site 2 --seed 7 --out hospital-c.csv"
+    )]
+    Synth {
+        /// Patients.
+        #[arg(long, default_value_t = 5000)]
+        rows: usize,
+        /// Which site's population (sites differ in age, BMI, smoking and diagnoses).
+        #[arg(long, default_value_t = 0)]
+        site: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Tabular datasets for compute-to-data.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Federated jobs across sites, under agreements that permit `compute`.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Import a CSV file with its schema as a dataset (created, or replaced with the new rows). Every bad row is
+    /// reported with its line and nothing is imported.
+    #[command(
+        after_help = "Examples:\n  hanse synth --rows 5000 --out cohort.csv\n  hanse dataset ingest cohort.csv --id diabetes-register --schema cohort.schema.json \\\n      --title \"Diabetes register\" --keyword diabetes --keyword adults"
+    )]
+    Ingest {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// The CSV file (a header row naming every column of the schema).
+        file: PathBuf,
+        /// The dataset's id.
+        #[arg(long)]
+        id: String,
+        /// The schema (JSON: `{"columns": [{"name", "type", "levels"?, "nullable"?, "analysable"?}]}`); default:
+        /// FILE with `.schema.json`.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Repeatable.
+        #[arg(long)]
+        keyword: Vec<String>,
+        /// More dataset properties (a JSON object of DCAT / HealthDCAT-AP terms).
+        #[arg(long)]
+        properties: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Run a job across sites and print the combined result (coefficients with standard errors, or cells with their
+    /// n and what each site suppressed).
+    #[command(
+        after_help = "Examples:\n  hanse job run --template aggregate --parameters '{\"groupBy\": [\"sex\"], \"metrics\": [{\"column\": \"hba1c\"}]}' \\\n      --agreement urn:uuid:1f0c... --agreement urn:uuid:77aa...\n  hanse job run --template glm --parameters @model.json --agreement urn:uuid:1f0c... --json"
+    )]
+    Run {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// `aggregate`, `crosstab`, `glm` or `fedavg`.
+        #[arg(long)]
+        template: String,
+        /// The parameters as JSON, or `@FILE`.
+        #[arg(long, default_value = "{}")]
+        parameters: String,
+        /// An agreement per site (`ID`, or `ID@DSP_ADDRESS`); repeatable.
+        #[arg(long = "agreement", required = true)]
+        agreements: Vec<String>,
+        /// The smallest cell count to release (providers never release below their own floor).
+        #[arg(long)]
+        min_cell_count: Option<u64>,
+        /// fedavg: training rounds; glm: the most Newton rounds.
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Print the whole job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +402,68 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Show { access, agreement }) => {
             let (url, key) = access.resolve()?;
             runtime()?.block_on(audit_show(&url, &key, &agreement))
+        }
+        Command::Synth { rows, site, seed, out } => {
+            let schema = crate::compute::commands::synth(rows, site, seed, &out)?;
+            println!(
+                "Wrote {rows} synthetic patients of site {site} to {} and the schema to {}",
+                out.display(),
+                schema.display()
+            );
+            Ok(())
+        }
+        Command::Dataset(DatasetCommand::Ingest {
+            access,
+            file,
+            id,
+            schema,
+            title,
+            description,
+            keyword,
+            properties,
+        }) => {
+            let (url, key) = access.resolve()?;
+            let mut given = match properties {
+                Some(path) => serde_json::from_str(&read_file(&path)?)
+                    .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?,
+                None => serde_json::json!({}),
+            };
+            for (name, value) in [("title", title), ("description", description)] {
+                if let Some(value) = value {
+                    given[name] = serde_json::json!(value);
+                }
+            }
+            if !keyword.is_empty() {
+                given["keyword"] = serde_json::json!(keyword);
+            }
+            let schema = schema.unwrap_or_else(|| crate::compute::commands::schema_path(&file));
+            let stored =
+                runtime()?.block_on(crate::compute::commands::ingest(&url, &key, &id, &file, &schema, given))?;
+            println!(
+                "Ingested {} rows into dataset {id} ({})",
+                stored["numberOfRecords"],
+                stored["file"].as_str().unwrap_or("")
+            );
+            Ok(())
+        }
+        Command::Job(JobCommand::Run { access, template, parameters, agreements, min_cell_count, rounds, json }) => {
+            let (url, key) = access.resolve()?;
+            let parameters = match parameters.strip_prefix('@') {
+                Some(path) => read_file(std::path::Path::new(path))?,
+                None => parameters,
+            };
+            let parameters: serde_json::Value =
+                serde_json::from_str(&parameters).map_err(|e| anyhow::anyhow!("--parameters is not JSON: {e}"))?;
+            let request = serde_json::json!({"template": template, "parameters": parameters, "minCellCount": min_cell_count,
+                "rounds": rounds, "sites": crate::compute::commands::sites(&agreements)});
+            let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let job = runtime()?.block_on(crate::compute::commands::run_job(&url, &key, &request, progress))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                print!("{}", crate::compute::commands::render(&job["result"]));
+            }
+            Ok(())
         }
         Command::Keys(KeysCommand::Rotate { config }) => {
             let config = Config::load(&config.config)?;

@@ -9,7 +9,7 @@ CREATE TABLE compute_jobs (
     transfer_id TEXT,                    -- provider: the compute transfer it was submitted on
     template TEXT NOT NULL,
     status TEXT NOT NULL,                -- 'running' | 'open' | 'completed' | 'failed'
-    rounds INTEGER NOT NULL DEFAULT 0,
+    rounds BIGINT NOT NULL DEFAULT 0,
     body TEXT NOT NULL,                  -- parameters, decision, progress, per-site results, result (JSON)
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL

@@ -43,7 +43,7 @@ pub struct Deadline {
 
 impl Deadline {
     fn check(&self, row: usize) -> Result<(), JobError> {
-        if row % CHECK_EVERY == 0 && Instant::now() > self.at {
+        if row.is_multiple_of(CHECK_EVERY) && Instant::now() > self.at {
             return Err(JobError::TimeLimit(self.seconds));
         }
         Ok(())
@@ -99,7 +99,9 @@ fn compile(table: &Table, filters: &[Filter]) -> Result<Vec<Test>, JobError> {
                 "gt" => Some(|a, b| a > b),
                 "gte" => Some(|a, b| a >= b),
                 "in" => None,
-                other => return Err(invalid(format!("{parameter}: unknown op `{other}` (eq, ne, lt, lte, gt, gte, in)"))),
+                other => {
+                    return Err(invalid(format!("{parameter}: unknown op `{other}` (eq, ne, lt, lte, gt, gte, in)")));
+                }
             };
             let op = match compare {
                 Some(_) if column.kind.is_discrete() && !matches!(filter.op.as_str(), "eq" | "ne") => {
@@ -107,7 +109,8 @@ fn compile(table: &Table, filters: &[Filter]) -> Result<Vec<Test>, JobError> {
                 }
                 Some(compare) => Op::Compare(compare, value(&filter.value)?),
                 None => {
-                    let values = filter.value.as_array().ok_or_else(|| invalid(format!("{parameter}: `in` needs a list")))?;
+                    let values =
+                        filter.value.as_array().ok_or_else(|| invalid(format!("{parameter}: `in` needs a list")))?;
                     Op::In(values.iter().map(value).collect::<Result<_, _>>()?)
                 }
             };
@@ -198,7 +201,10 @@ fn dimensions(
     for name in names {
         let (at, column) = column(table, name, parameter)?;
         if !column.kind.is_discrete() {
-            return Err(invalid(format!("{parameter}: `{name}` is {}; group by boolean or categorical columns", column.kind.name())));
+            return Err(invalid(format!(
+                "{parameter}: `{name}` is {}; group by boolean or categorical columns",
+                column.kind.name()
+            )));
         }
         cells = cells.saturating_mul(column.level_names().len());
         out.push((at, column.clone()));
@@ -210,7 +216,9 @@ fn dimensions(
 }
 
 fn cell_index(table: &Table, dimensions: &[(usize, Column)], row: usize) -> usize {
-    dimensions.iter().fold(0, |index, (at, column)| index * column.level_names().len() + table.values[*at][row] as usize)
+    dimensions
+        .iter()
+        .fold(0, |index, (at, column)| index * column.level_names().len() + table.values[*at][row] as usize)
 }
 
 fn all_levels(dimensions: &[(usize, Column)]) -> Vec<Vec<usize>> {
@@ -258,7 +266,11 @@ pub fn aggregate(
         let parameter = format!("metrics[{i}]");
         let (at, column) = column(table, &metric.column, &parameter)?;
         if !matches!(column.kind, Kind::Integer | Kind::Float | Kind::Boolean) {
-            return Err(invalid(format!("{parameter}: `{}` is {}; metrics need numbers", column.name, column.kind.name())));
+            return Err(invalid(format!(
+                "{parameter}: `{}` is {}; metrics need numbers",
+                column.name,
+                column.kind.name()
+            )));
         }
         if let Some(unknown) = metric.statistics.iter().find(|s| !STATISTICS.contains(&s.as_str())) {
             return Err(invalid(format!(
@@ -308,8 +320,11 @@ pub fn crosstab(
     if !(2..=3).contains(&parameters.columns.len()) {
         return Err(invalid("columns: a cross-tabulation has two or three columns"));
     }
-    let aggregate_parameters =
-        AggregateParameters { filters: parameters.filters.clone(), group_by: parameters.columns.clone(), metrics: vec![] };
+    let aggregate_parameters = AggregateParameters {
+        filters: parameters.filters.clone(),
+        group_by: parameters.columns.clone(),
+        metrics: vec![],
+    };
     aggregate(table, &aggregate_parameters, max_cells, deadline).map_err(|e| match e {
         JobError::Invalid(message) => JobError::Invalid(message.replacen("groupBy", "columns", 1)),
         other => other,
@@ -340,6 +355,9 @@ pub struct ModelParameters {
     /// `fedavg`: passes over the local rows per round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_epochs: Option<u32>,
+    /// `fedavg`: the seed of the row order (the same seed, the same model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// A model's design: which column feeds each term (a numeric value, a boolean, or one level of a categorical).
@@ -362,7 +380,7 @@ impl Design {
         let (outcome, outcome_column) = column(table, &parameters.outcome, "outcome")?;
         match (parameters.family, outcome_column.kind) {
             (Family::Logistic, Kind::Boolean) | (Family::Poisson, Kind::Integer) => {}
-            (Family::Linear, kind) if matches!(kind, Kind::Integer | Kind::Float) => {}
+            (Family::Linear, Kind::Integer | Kind::Float) => {}
             (family, kind) => {
                 return Err(invalid(format!(
                     "outcome: a {family:?} model needs a {} outcome; `{}` is {}",

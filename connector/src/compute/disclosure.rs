@@ -54,11 +54,9 @@ fn complete(values: &[f64], suppressed: &mut [Option<Reason>], equations: &[Vec<
             if equation.iter().filter(|&&i| suppressed[i].is_some()).count() != 1 {
                 continue;
             }
-            let candidate = equation
-                .iter()
-                .copied()
-                .filter(|&i| suppressed[i].is_none())
-                .min_by(|&a, &b| (values[a] == 0.0, values[a]).partial_cmp(&(values[b] == 0.0, values[b])).expect("finite"));
+            let candidate = equation.iter().copied().filter(|&i| suppressed[i].is_none()).min_by(|&a, &b| {
+                (values[a] == 0.0, values[a]).partial_cmp(&(values[b] == 0.0, values[b])).expect("finite")
+            });
             if let Some(i) = candidate {
                 suppressed[i] = Some(Reason::Complementary);
                 changed = true;
@@ -163,9 +161,8 @@ pub fn release_grouped(grouped: &Grouped, limits: &Limits, margins: bool) -> Jso
         }
         Json::Object(out)
     };
-    let released = |item: usize| -> Json {
-        if suppressed[item].is_some() { Json::Null } else { json!(counts[item] as u64) }
-    };
+    let released =
+        |item: usize| -> Json { if suppressed[item].is_some() { Json::Null } else { json!(counts[item] as u64) } };
     let mut out = Map::new();
     out.insert("k".into(), json!(limits.k));
     out.insert(
@@ -228,7 +225,11 @@ pub fn check_model(design: &Design, limits: &Limits) -> Result<Json, String> {
     Ok(json!([
         format!("n = {n} ≥ k = {}", limits.k),
         format!("parameters {p} ≤ {PARAMETERS_PER_ROW}·n"),
-        if design.classes.is_some() { format!("each outcome class ≥ k = {}", limits.k) } else { "no outcome classes".into() },
+        if design.classes.is_some() {
+            format!("each outcome class ≥ k = {}", limits.k)
+        } else {
+            "no outcome classes".into()
+        },
     ]))
 }
 

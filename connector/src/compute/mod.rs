@@ -15,6 +15,7 @@
 //! The consumer's side ([`orchestrate`]) runs a job across many sites and combines the results.
 
 pub mod analysis;
+pub mod commands;
 pub mod disclosure;
 pub mod orchestrate;
 pub mod synth;
@@ -124,7 +125,7 @@ impl Compute {
     }
 }
 
-/// One step of a job: the whole of `aggregate` and `crosstab`, one round of `glm` and `fedavg` (`state` holds the
+/// One step of a job: the whole of `aggregate` and `crosstab`, round `round` of `glm` and `fedavg` (`state` holds the
 /// round's coefficients or weights). Disclosure control is applied here, outside the templates.
 pub fn step(
     table: &Table,
@@ -132,7 +133,7 @@ pub fn step(
     parameters: &Json,
     state: &Json,
     limits: &Limits,
-    seed: u64,
+    round: u64,
     deadline: &Deadline,
 ) -> Result<Json, JobError> {
     match template {
@@ -176,8 +177,10 @@ pub fn step(
                 if scale.iter().any(|s| *s <= 0.0 || !s.is_finite()) {
                     return Err(JobError::Invalid("scale: positive numbers".into()));
                 }
-                let rate = parameters.learning_rate.unwrap_or(0.05);
+                // The step size decays with the rounds, so that the averaged model settles.
+                let rate = parameters.learning_rate.unwrap_or(0.05) / (round.max(1) as f64).sqrt();
                 let epochs = parameters.local_epochs.unwrap_or(1).clamp(1, 20);
+                let seed = parameters.seed.unwrap_or(0) ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let w = analysis::sgd(table, &design, &weights, &center, &scale, rate, epochs, seed, deadline)?;
                 out["weights"] = json!(w);
             } else {
@@ -191,9 +194,25 @@ pub fn step(
     }
 }
 
-/// A refusal at the compute endpoint: `{"code", "reason"}`.
+/// A refusal at the compute endpoint: its status and `{"code", "reason"}`.
+struct Refused {
+    status: StatusCode,
+    code: String,
+    reason: String,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"code": self.code, "reason": self.reason}))).into_response()
+    }
+}
+
+fn refused(status: StatusCode, code: &str, reason: impl Into<String>) -> Refused {
+    Refused { status, code: code.to_owned(), reason: reason.into() }
+}
+
 fn fail(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"code": code, "reason": reason.into()}))).into_response()
+    refused(status, code, reason).into_response()
 }
 
 fn job_failure(error: &JobError) -> Response {
@@ -216,22 +235,24 @@ async fn read_job(
     transfer: &crate::transfer::Transfer,
     consumer: &str,
     body: &[u8],
-) -> Result<Submitted, Response> {
-    let jwt = std::str::from_utf8(body).map_err(|_| fail(StatusCode::BAD_REQUEST, "InvalidJob", "not a JWT"))?.trim();
+) -> Result<Submitted, Refused> {
+    let jwt =
+        std::str::from_utf8(body).map_err(|_| refused(StatusCode::BAD_REQUEST, "InvalidJob", "not a JWT"))?.trim();
     let claims = state
         .identity
         .verify_signed(jwt, JOB_TYP, consumer)
         .await
-        .map_err(|e| fail(StatusCode::UNAUTHORIZED, "BadSignature", format!("the job's signature: {e}")))?;
+        .map_err(|e| refused(StatusCode::UNAUTHORIZED, "BadSignature", format!("the job's signature: {e}")))?;
     let text = |name: &str| claims.get(name).and_then(Json::as_str);
     if text("iss") != Some(consumer) || text("aud") != Some(state.identity.did()) {
-        return Err(fail(StatusCode::BAD_REQUEST, "InvalidJob", "iss must be the consumer and aud this connector"));
+        return Err(refused(StatusCode::BAD_REQUEST, "InvalidJob", "iss must be the consumer and aud this connector"));
     }
     if text("transfer") != Some(transfer.row.id.as_str()) || text("agreement") != Some(transfer.agreement_id()) {
-        return Err(fail(StatusCode::BAD_REQUEST, "InvalidJob", "the job names another transfer or agreement"));
+        return Err(refused(StatusCode::BAD_REQUEST, "InvalidJob", "the job names another transfer or agreement"));
     }
     let job = text("job").filter(|j| !j.is_empty() && j.len() <= 128);
-    let job = job.ok_or_else(|| fail(StatusCode::BAD_REQUEST, "InvalidJob", "job: the consumer's job id"))?.to_owned();
+    let job =
+        job.ok_or_else(|| refused(StatusCode::BAD_REQUEST, "InvalidJob", "job: the consumer's job id"))?.to_owned();
     let round = claims.get("round").and_then(Json::as_u64).unwrap_or(0);
     Ok(Submitted { job, round, claims })
 }
@@ -261,7 +282,12 @@ fn job_event(kind: &'static str, job: &JobRow, details: Json) -> Event {
 }
 
 /// Records what a step released (or why it failed) on the job, with the audit entry of the release.
-async fn conclude(state: &Shared, job: &mut JobRow, round: u64, outcome: &Result<Json, JobError>) -> Result<(), Response> {
+async fn conclude(
+    state: &Shared,
+    job: &mut JobRow,
+    round: u64,
+    outcome: &Result<Json, JobError>,
+) -> Result<(), Refused> {
     let details = match outcome {
         Ok(released) => {
             job.status = if matches!(job.template.as_str(), "glm" | "fedavg") { "open" } else { "completed" }.into();
@@ -278,43 +304,38 @@ async fn conclude(state: &Shared, job: &mut JobRow, round: u64, outcome: &Result
     job.rounds = round as i64 + 1;
     state.store.update_job(job, &[job_event("compute.result", job, details)]).await.map_err(|error| {
         tracing::error!(%error, "cannot record a job's result");
-        fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the result cannot be recorded now")
+        refused(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the result cannot be recorded now")
     })
 }
 
 /// The table behind a compute transfer.
-async fn table_of(state: &Shared, transfer: &crate::transfer::Transfer) -> Result<(String, Arc<Table>), Response> {
+async fn table_of(state: &Shared, transfer: &crate::transfer::Transfer) -> Result<(String, Arc<Table>), Refused> {
     let asset_id = transfer.details.asset_id.clone().unwrap_or_default();
-    let gone = || fail(StatusCode::GONE, "DatasetGone", format!("dataset `{asset_id}` is no longer offered as a table"));
+    let gone =
+        || refused(StatusCode::GONE, "DatasetGone", format!("dataset `{asset_id}` is no longer offered as a table"));
     let asset = state.catalogue.asset(&asset_id).ok_or_else(gone)?;
     let DataAddress::Table { file, .. } = &asset.value.data_address else {
         return Err(gone());
     };
     let table = state.compute.table(file).await.map_err(|error| {
         tracing::error!(%error, "cannot read a table");
-        fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the table cannot be read now")
+        refused(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the table cannot be read now")
     })?;
     Ok((asset_id, table))
 }
 
 /// Refuses a job whose working set would exceed the memory limit: the table, a row index and the cells.
-fn check_memory(state: &Shared, table: &Table) -> Result<(), Response> {
+fn check_memory(state: &Shared, table: &Table) -> Result<(), Refused> {
     let limit = state.config.compute.memory_limit_mb.saturating_mul(1 << 20);
     let needed = (table.rows * (table.values.len() * 8 + 8) + state.config.compute.max_cells * 64) as u64;
     if needed > limit {
-        return Err(fail(
+        return Err(refused(
             StatusCode::INSUFFICIENT_STORAGE,
             "JobMemoryLimit",
             format!("the job needs about {} MiB; the limit is {} MiB", needed >> 20, limit >> 20),
         ));
     }
     Ok(())
-}
-
-/// A seed for a step's randomness (fedavg's row order), fixed by the job and round.
-fn seed(job: &str, round: u64) -> u64 {
-    let digest = crate::process::sha256_hex(format!("{job}/{round}").as_bytes());
-    u64::from_str_radix(&digest[..16], 16).unwrap_or(round)
 }
 
 /// `POST /compute/{transferId}/jobs`: a signed job under a started compute transfer.
@@ -326,7 +347,7 @@ pub async fn submit(
 ) -> Response {
     let (access, transfer) = match crate::dataplane::authorise(&state, &id, &headers).await {
         Ok(granted) => granted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if !transfer.is_compute() {
         return fail(StatusCode::CONFLICT, "NotCompute", "the transfer is not a compute transfer");
@@ -334,7 +355,7 @@ pub async fn submit(
     let consumer = access.consumer.clone();
     let submitted = match read_job(&state, &transfer, &consumer, &body).await {
         Ok(submitted) => submitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     // The same job again (a retry): the same answer.
     match state.store.job_of_peer(&consumer, &submitted.job).await {
@@ -343,7 +364,11 @@ pub async fn submit(
                 Some(released) if existing.transfer_id.as_deref() == Some(id.as_str()) => {
                     signed(&state, &existing, 0, released)
                 }
-                _ => fail(StatusCode::CONFLICT, "JobExists", format!("job `{}` exists ({})", submitted.job, existing.status)),
+                _ => fail(
+                    StatusCode::CONFLICT,
+                    "JobExists",
+                    format!("job `{}` exists ({})", submitted.job, existing.status),
+                ),
             };
         }
         Ok(None) => {}
@@ -359,7 +384,7 @@ pub async fn submit(
     let limits = state.compute.limits(claims.get("minCellCount").and_then(Json::as_u64));
     let (dataset, table) = match table_of(&state, &transfer).await {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     // Parameters are checked against the schema on no rows: a job that cannot run is not admitted (nor counted).
     let empty = Table { schema: table.schema.clone(), rows: 0, values: vec![Vec::new(); table.values.len()] };
@@ -368,7 +393,7 @@ pub async fn submit(
         return job_failure(&error);
     }
     if let Err(refusal) = check_memory(&state, &table) {
-        return refusal;
+        return refusal.into_response();
     }
     let mut job = loop {
         let usage = match state.store.usage(transfer.agreement_id()).await {
@@ -433,13 +458,12 @@ pub async fn submit(
             }
         }
     };
-    let seed = seed(&job.id, 0);
     let outcome = state
         .compute
-        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, seed, deadline))
+        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, 0, deadline))
         .await;
     if let Err(refusal) = conclude(&state, &mut job, 0, &outcome).await {
-        return refusal;
+        return refusal.into_response();
     }
     match outcome {
         Ok(released) => signed(&state, &job, 0, &released),
@@ -456,47 +480,56 @@ pub async fn round(
 ) -> Response {
     let (access, transfer) = match crate::dataplane::authorise(&state, &id, &headers).await {
         Ok(granted) => granted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let submitted = match read_job(&state, &transfer, &access.consumer, &body).await {
         Ok(submitted) => submitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if submitted.job != job_id {
         return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the signed job id differs from the URL's");
     }
     let mut job = match state.store.job_of_peer(&access.consumer, &job_id).await {
         Ok(Some(job)) if job.transfer_id.as_deref() == Some(id.as_str()) => job,
-        Ok(_) => return fail(StatusCode::NOT_FOUND, "UnknownJob", format!("there is no job `{job_id}` on this transfer")),
+        Ok(_) => {
+            return fail(StatusCode::NOT_FOUND, "UnknownJob", format!("there is no job `{job_id}` on this transfer"));
+        }
         Err(error) => {
             tracing::error!(%error, "cannot read a job");
             return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be read now");
         }
     };
     if job.status != "open" {
-        return fail(StatusCode::CONFLICT, "JobNotOpen", format!("job `{job_id}` is {}; it takes no rounds", job.status));
+        return fail(
+            StatusCode::CONFLICT,
+            "JobNotOpen",
+            format!("job `{job_id}` is {}; it takes no rounds", job.status),
+        );
     }
     let round = job.rounds as u64;
     if submitted.round != round {
         return fail(StatusCode::CONFLICT, "WrongRound", format!("the next round of job `{job_id}` is {round}"));
     }
     if round >= u64::from(state.config.compute.max_rounds) {
-        return fail(StatusCode::FORBIDDEN, "RoundLimit", format!("a job may take {} rounds", state.config.compute.max_rounds));
+        return fail(
+            StatusCode::FORBIDDEN,
+            "RoundLimit",
+            format!("a job may take {} rounds", state.config.compute.max_rounds),
+        );
     }
     let (_, table) = match table_of(&state, &transfer).await {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let (template, parameters) = (job.template.clone(), job.body["parameters"].clone());
     let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
     let limits = state.compute.limits(job.body["k"].as_u64());
-    let seed = seed(&job.id, round);
     let outcome = state
         .compute
-        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, seed, deadline))
+        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, round, deadline))
         .await;
     if let Err(refusal) = conclude(&state, &mut job, round, &outcome).await {
-        return refusal;
+        return refusal.into_response();
     }
     match outcome {
         Ok(released) => signed(&state, &job, round, &released),

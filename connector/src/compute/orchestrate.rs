@@ -51,14 +51,21 @@ pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejec
         return Err(Rejected("template".into(), format!("must be one of {}", TEMPLATES.join(", "))));
     }
     if request.sites.is_empty() {
-        return Err(Rejected("sites".into(), "name at least one (agreementId and optional counterPartyAddress)".into()));
+        return Err(Rejected(
+            "sites".into(),
+            "name at least one (agreementId and optional counterPartyAddress)".into(),
+        ));
     }
     let mut sites = Vec::new();
     for (i, site) in request.sites.iter().enumerate() {
         let field = format!("sites[{i}].agreementId");
-        let agreement = state.store.agreement(&site.agreement_id).await.map_err(|e| Rejected(field.clone(), e.to_string()))?;
+        let agreement =
+            state.store.agreement(&site.agreement_id).await.map_err(|e| Rejected(field.clone(), e.to_string()))?;
         let Some(agreement) = agreement.filter(|a| a.consumer_id == state.config.participant.id) else {
-            return Err(Rejected(field, format!("there is no agreement `{}` in which this connector is the consumer", site.agreement_id)));
+            return Err(Rejected(
+                field,
+                format!("there is no agreement `{}` in which this connector is the consumer", site.agreement_id),
+            ));
         };
         let address = match &site.address {
             Some(address) => state
@@ -75,8 +82,10 @@ pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejec
                 .map(|n| n.counter_party_address)
                 .ok_or_else(|| Rejected(format!("sites[{i}].counterPartyAddress"), "is required".into()))?,
         };
-        sites.push(json!({"agreementId": agreement.id, "provider": agreement.provider_id, "dataset": agreement.asset_id,
-                          "address": address, "status": "pending"}));
+        sites.push(
+            json!({"agreementId": agreement.id, "provider": agreement.provider_id, "dataset": agreement.asset_id,
+                          "address": address, "status": "pending"}),
+        );
     }
     let job = JobRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -222,7 +231,8 @@ async fn open(state: &Shared, index: usize, site: &Json) -> Result<Session, Stri
             State::Started if current.details.edr.is_some() => {
                 let edr = current.details.edr.clone().unwrap_or_default();
                 let endpoint = edr.get("endpoint").and_then(Json::as_str).ok_or("the data address has no endpoint")?;
-                let token = transfer::endpoint_property(&edr, "authorization").ok_or("the data address has no token")?;
+                let token =
+                    transfer::endpoint_property(&edr, "authorization").ok_or("the data address has no token")?;
                 return Ok(Session {
                     index,
                     provider: current.row.counter_party_id.clone(),
@@ -237,7 +247,9 @@ async fn open(state: &Shared, index: usize, site: &Json) -> Result<Session, Stri
                 let reason = current.details.error.clone().unwrap_or_else(|| "the provider ended the transfer".into());
                 return Err(format!("the compute transfer was refused: {reason}"));
             }
-            _ if Instant::now() > deadline => return Err("the provider did not start the compute transfer in time".into()),
+            _ if Instant::now() > deadline => {
+                return Err("the provider did not start the compute transfer in time".into());
+            }
             _ => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
@@ -319,7 +331,9 @@ async fn call(state: &Shared, job_id: &str, session: &Session, number: u64, extr
         return Err(format!("{code}: {}", body["reason"].as_str().or(body["error"].as_str()).unwrap_or_default()));
     }
     let signed = state.identity.verify_signed(&text, RESULT_TYP, &session.provider).await?;
-    if signed.get("job").and_then(Json::as_str) != Some(job_id) || signed.get("round").and_then(Json::as_u64) != Some(number) {
+    if signed.get("job").and_then(Json::as_str) != Some(job_id)
+        || signed.get("round").and_then(Json::as_u64) != Some(number)
+    {
         return Err("the signed result is for another job or round".into());
     }
     Ok(signed.get("result").cloned().unwrap_or(Json::Null))
@@ -360,7 +374,11 @@ fn combine_cells(job: &mut JobRow, released: &[Json]) -> Json {
         })
         .collect();
     let total: Option<u64> = released.iter().map(|r| r["total"]["n"].as_u64()).sum();
-    let sites = per_site(job, released, |r| json!({"n": r["total"]["n"], "suppressed": r["suppressed"], "cells": r["cells"], "margins": r.get("margins")}));
+    let sites = per_site(
+        job,
+        released,
+        |r| json!({"n": r["total"]["n"], "suppressed": r["suppressed"], "cells": r["cells"], "margins": r.get("margins")}),
+    );
     json!({"template": job.template, "cells": cells, "total": {"n": total}, "sites": sites})
 }
 
@@ -387,7 +405,12 @@ fn matrix(value: &Json) -> Vec<f64> {
 }
 
 /// `glm`: Newton rounds on the summed score and information until the coefficients stop moving.
-async fn newton(state: &Shared, job: &mut JobRow, sessions: &[Session], mut released: Vec<Json>) -> Result<Json, String> {
+async fn newton(
+    state: &Shared,
+    job: &mut JobRow,
+    sessions: &[Session],
+    mut released: Vec<Json>,
+) -> Result<Json, String> {
     let terms = released[0]["terms"].clone();
     let p = terms.as_array().map_or(0, Vec::len);
     if released.iter().any(|r| r["terms"] != terms) {

@@ -108,7 +108,8 @@ pub fn cohort(rows: usize, site_index: u32, seed: u64) -> Table {
         let bmi = normal(&mut rng, site.bmi_mean + 0.8 * male, 4.5).clamp(16.0, 55.0);
         let diagnosis = pick(&mut rng, &site.diagnoses);
         let diabetic = diagnosis <= 1;
-        let hba1c = normal(&mut rng, if diabetic { 7.6 } else { 5.7 }, if diabetic { 1.3 } else { 0.5 }).clamp(4.0, 15.0);
+        let hba1c =
+            normal(&mut rng, if diabetic { 7.6 } else { 5.7 }, if diabetic { 1.3 } else { 0.5 }).clamp(4.0, 15.0);
         let systolic = normal(&mut rng, 118.0 + 0.45 * age, 15.0).clamp(85.0, 220.0);
         let ldl = normal(&mut rng, 3.0, 0.9).clamp(0.8, 8.0);
         let egfr = normal(&mut rng, 118.0 - 0.75 * age, 14.0).clamp(8.0, 130.0);
@@ -118,7 +119,8 @@ pub fn cohort(rows: usize, site_index: u32, seed: u64) -> Table {
         let covariates = [age, male, bmi, hba1c, systolic, ldl, egfr, smoker, hypertension, ckd];
         let eta = TRUE_MODEL[0].1 + covariates.iter().zip(&TRUE_MODEL[1..]).map(|(x, (_, b))| x * b).sum::<f64>();
         let readmitted = f64::from(rng.random::<f64>() < 1.0 / (1.0 + (-eta).exp()));
-        let ldl = if rng.random_bool(site.ldl_missing.clamp(0.0, 1.0)) { f64::NAN } else { (ldl * 100.0).round() / 100.0 };
+        let ldl =
+            if rng.random_bool(site.ldl_missing.clamp(0.0, 1.0)) { f64::NAN } else { (ldl * 100.0).round() / 100.0 };
         let admitted = first_day + f64::from(rng.random_range(0..730u32));
         let row = [
             (i + 1) as f64,

@@ -203,7 +203,11 @@ fn from_start(headers: &HeaderMap) -> bool {
 
 /// The started provider transfer `id` a request's bearer access token opens, with what the token grants; otherwise
 /// the refusal to answer (401 for any token problem, 403 once the transfer left STARTED).
-pub async fn authorise(state: &Shared, id: &str, headers: &HeaderMap) -> Result<(Access, transfer::Transfer), Response> {
+pub async fn authorise(
+    state: &Shared,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(Access, transfer::Transfer), Response> {
     let token = match crate::identity::token::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
         Ok(token) => token.to_owned(),
         Err(reason) => {
@@ -282,7 +286,9 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
         DataAddress::Http { base_url, fields } => {
             proxy(&state, base_url, fields, &headers, request.method(), meter).await
         }
-        DataAddress::Table { .. } => refuse(StatusCode::CONFLICT, "the dataset is a table: it is offered for compute only"),
+        DataAddress::Table { .. } => {
+            refuse(StatusCode::CONFLICT, "the dataset is a table: it is offered for compute only")
+        }
     }
 }
 
@@ -401,7 +407,8 @@ pub async fn refresh(State(state): State<Shared>, UrlPath(id): UrlPath<String>, 
     if transfer.state != TransferState::Started || !pulled {
         return refuse(StatusCode::CONFLICT, &format!("the transfer is {}, not a started pull", transfer.state.name()));
     }
-    if let Err(refusal) = transfer::check_use(&state, &requester, transfer.agreement_id(), transfer.action(), false).await
+    if let Err(refusal) =
+        transfer::check_use(&state, &requester, transfer.agreement_id(), transfer.action(), false).await
     {
         return refuse(StatusCode::FORBIDDEN, &refusal.reason);
     }

@@ -97,7 +97,8 @@ async fn store_table(
     properties.extend(table.derived_properties());
     let rows = table.rows;
     let folder = state.compute.folder().to_path_buf();
-    let file = tokio::task::spawn_blocking(move || table.write_to(&folder)).await.map_err(internal)?.map_err(internal)?;
+    let file =
+        tokio::task::spawn_blocking(move || table.write_to(&folder)).await.map_err(internal)?.map_err(internal)?;
     let body = json!({"@id": id, "properties": properties, "dataAddress": DataAddress::table(&file)});
     let asset = Asset::from_body(&body, &state.config.file_root()).map_err(ManagementError::Invalid)?;
     let previous = state.catalogue.asset(id).map(|a| a.value.data_address.clone());
@@ -109,7 +110,11 @@ async fn store_table(
     }
     if let Some(DataAddress::Table { file: old, .. }) = previous
         && old != file
-        && !state.catalogue.assets().iter().any(|a| matches!(&a.value.data_address, DataAddress::Table { file, .. } if *file == old))
+        && !state
+            .catalogue
+            .assets()
+            .iter()
+            .any(|a| matches!(&a.value.data_address, DataAddress::Table { file, .. } if *file == old))
     {
         let _ = tokio::fs::remove_file(state.compute.folder().join(&old)).await;
     }
@@ -132,7 +137,9 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     let number = |name: &str| -> Result<Option<u64>, ManagementError> {
         match body.get(name) {
             None | Some(Json::Null) => Ok(None),
-            Some(value) => value.as_u64().map(Some).ok_or_else(|| ManagementError::field(name, "must be a whole number")),
+            Some(value) => {
+                value.as_u64().map(Some).ok_or_else(|| ManagementError::field(name, "must be a whole number"))
+            }
         }
     };
     let request = JobRequest {

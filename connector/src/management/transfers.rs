@@ -61,7 +61,10 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     let mut errors = Vec::new();
     let format = text(&node, "transferType").unwrap_or_else(|| PULL.to_owned());
     if !transfer::FORMATS.contains(&format.as_str()) {
-        errors.push(FieldError::new("transferType", format!("must be one of {}, not {format}", transfer::FORMATS.join(", "))));
+        errors.push(FieldError::new(
+            "transferType",
+            format!("must be one of {}, not {format}", transfer::FORMATS.join(", ")),
+        ));
     }
     let destination = if format == PUSH { destination(&node, &mut errors) } else { None };
     let agreement = match text(&node, "contractId") {

@@ -329,9 +329,10 @@ async fn check(
             decision: Some(serde_json::to_value(&decision).unwrap_or(Json::Null)),
         });
     }
-    let decision = context.job.is_some().then(|| {
-        serde_json::to_value(hanse_policy::evaluate(&policy, action, &context)).unwrap_or(Json::Null)
-    });
+    let decision = context
+        .job
+        .is_some()
+        .then(|| serde_json::to_value(hanse_policy::evaluate(&policy, action, &context)).unwrap_or(Json::Null));
     Ok(Grant { agreement, purpose, definition_id, decision })
 }
 
@@ -570,7 +571,11 @@ async fn requested(connector: &Shared, requester: &str, message: &Json) -> Resul
     {
         return Err(ProcessError::Refused {
             code: "UnsupportedFormat",
-            reason: format!("dataset `{}` is offered as {}, not {format}", grant.agreement.asset_id, offered.join(", ")),
+            reason: format!(
+                "dataset `{}` is offered as {}, not {format}",
+                grant.agreement.asset_id,
+                offered.join(", ")
+            ),
         });
     }
     let mut transfer = Transfer::new(Role::Provider, Some(consumer_pid), requester, callback, agreement_id);

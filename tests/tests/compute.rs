@@ -1,0 +1,321 @@
+//! Compute-to-data across three hospitals and one research institute (SQLite and PostgreSQL mixed), over real HTTP:
+//! tables ingested through the management API, agreements negotiated for `compute`, jobs signed and run where the
+//! data lives, disclosure control, refusals with reasons, and a federated GLM equal to the pooled fit.
+
+use hanse::compute::{commands, synth};
+use hanse_tests::*;
+use serde_json::{Value, json};
+
+const RESEARCH: &str = "DUO:0000007";
+/// Rows per hospital: different sizes, like real sites.
+const ROWS: [usize; 3] = [4000, 3000, 2500];
+const SEED: u64 = 2026;
+const COVARIATES: [&str; 5] = ["age", "sex", "hba1c", "smoker", "ckd"];
+
+/// Compute terms: research purpose, k ≥ 5, the given templates, and more constraints.
+fn compute_terms(templates: &[&str], more: Value) -> Value {
+    let mut constraints = vec![
+        json!({"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}),
+        json!({"leftOperand": "hanse:minCellCount", "operator": "gteq", "rightOperand": 5}),
+        json!({"leftOperand": "hanse:jobTemplate", "operator": "isAnyOf", "rightOperand": templates}),
+    ];
+    constraints.extend(more.as_array().cloned().unwrap_or_default());
+    json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+           "permission": [{"action": "hanse:compute", "constraint": {"and": constraints}}]})
+}
+
+/// Hospital `site` ingests a synthetic cohort as `dataset` and offers it under `terms`.
+async fn publish(federation: &Federation, site: usize, dataset: &str, rows: usize, cohort: u32, terms: Value) {
+    let connector = &federation.connectors[site];
+    let csv = connector.dir().join(format!("{dataset}.csv"));
+    let schema = commands::synth(rows, cohort, SEED, &csv).unwrap();
+    let properties = json!({"title": format!("Diabetes register {dataset}"), "keyword": ["diabetes", "adults"]});
+    let key = &connector.config.management.api_key;
+    let stored = commands::ingest(&connector.management_url(), key, dataset, &csv, &schema, properties).await.unwrap();
+    assert_eq!(stored["numberOfRecords"], rows);
+    let api = federation.management(site);
+    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
+        .await;
+    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), terms)).await;
+    let definition = contract_definition(
+        &format!("{dataset}-offer"),
+        &format!("{dataset}-access"),
+        &format!("{dataset}-terms"),
+        &[dataset],
+    );
+    api.create("/management/v3/contractdefinitions", definition).await;
+}
+
+/// The research institute (the last connector) negotiates `dataset` with hospital `site`; answers the agreement.
+async fn agree(federation: &Federation, site: usize, dataset: &str) -> String {
+    let consumer = federation.management(federation.connectors.len() - 1);
+    let offer = catalogue_offer(&consumer, &federation.connectors[site], dataset).await;
+    let id = negotiate(&consumer, &federation.connectors[site], offer, json!({"purpose": RESEARCH})).await;
+    wait_for_negotiation(&consumer, &id, "FINALIZED").await["contractAgreementId"].as_str().unwrap().to_owned()
+}
+
+/// Runs a job on the research institute's connector and waits for its end; answers the job.
+async fn run(federation: &Federation, template: &str, parameters: Value, agreements: &[&str], extra: Value) -> Value {
+    let consumer = federation.management(federation.connectors.len() - 1);
+    let sites: Vec<Value> = agreements.iter().map(|a| json!({"agreementId": a})).collect();
+    let mut body = json!({"template": template, "parameters": parameters, "sites": sites});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    let created = consumer.post("/management/v3/jobs", &body).await;
+    assert_eq!(created.status, 200, "{:#}", created.body);
+    let id = created.body["@id"].as_str().unwrap().to_owned();
+    let mut job = Value::Null;
+    until(&format!("job {id} to end"), async || {
+        job = consumer.get(&format!("/management/v3/jobs/{id}")).await.body;
+        job["state"] != "RUNNING"
+    })
+    .await;
+    job
+}
+
+/// The pooled logistic regression of the union of the three cohorts, fitted here by plain Newton–Raphson with
+/// Gaussian elimination (independent of the connector's code): coefficients and standard errors.
+fn pooled_fit() -> (Vec<String>, Vec<f64>, Vec<f64>) {
+    let schema = synth::schema();
+    let column = |name: &str| schema.columns.iter().position(|c| c.name == name).unwrap();
+    let mut rows: Vec<(Vec<f64>, f64)> = Vec::new();
+    for (site, &n) in ROWS.iter().enumerate() {
+        let table = synth::cohort(n, site as u32, SEED);
+        for r in 0..table.rows {
+            let mut x = vec![1.0];
+            x.extend(COVARIATES.iter().map(|c| table.values[column(c)][r]));
+            rows.push((x, table.values[column("readmitted")][r]));
+        }
+    }
+    let p = COVARIATES.len() + 1;
+    let mut beta = vec![0.0; p];
+    let mut covariance = vec![vec![0.0; p]; p];
+    for _ in 0..50 {
+        let mut information = vec![vec![0.0; p]; p];
+        let mut score = vec![0.0; p];
+        for (x, y) in &rows {
+            let eta: f64 = x.iter().zip(&beta).map(|(a, b)| a * b).sum();
+            let mu = 1.0 / (1.0 + (-eta).exp());
+            for a in 0..p {
+                score[a] += x[a] * (y - mu);
+                for b in 0..p {
+                    information[a][b] += mu * (1.0 - mu) * x[a] * x[b];
+                }
+            }
+        }
+        // Invert the information matrix by Gauss–Jordan elimination.
+        let mut augmented: Vec<Vec<f64>> = (0..p)
+            .map(|i| information[i].iter().copied().chain((0..p).map(|j| f64::from(u8::from(i == j)))).collect())
+            .collect();
+        for col in 0..p {
+            let pivot = (col..p).max_by(|&a, &b| augmented[a][col].abs().total_cmp(&augmented[b][col].abs())).unwrap();
+            augmented.swap(col, pivot);
+            let lead = augmented[col][col];
+            augmented[col].iter_mut().for_each(|v| *v /= lead);
+            for row in 0..p {
+                if row != col {
+                    let factor = augmented[row][col];
+                    let pivot_row = augmented[col].clone();
+                    augmented[row].iter_mut().zip(pivot_row).for_each(|(v, q)| *v -= factor * q);
+                }
+            }
+        }
+        covariance = augmented.iter().map(|row| row[p..].to_vec()).collect();
+        let step: Vec<f64> = (0..p).map(|a| (0..p).map(|b| covariance[a][b] * score[b]).sum()).collect();
+        beta.iter_mut().zip(&step).for_each(|(b, s)| *b += s);
+        if step.iter().all(|s| s.abs() < 1e-12) {
+            break;
+        }
+    }
+    let errors = (0..p).map(|i| covariance[i][i].sqrt()).collect();
+    let mut terms = vec!["(intercept)".to_owned()];
+    terms.extend(COVARIATES.iter().map(|c| if *c == "sex" { "sex=M".to_owned() } else { (*c).to_owned() }));
+    (terms, beta, errors)
+}
+
+fn everything() -> hanse::store::AuditFilter {
+    hanse::store::AuditFilter { limit: i64::MAX, ..Default::default() }
+}
+
+fn numbers(value: &Value) -> Vec<f64> {
+    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_analyses_release_only_protected_results_and_the_glm_equals_the_pooled_fit() {
+    let federation = Federation::with_hospitals(4).await;
+    let all = ["aggregate", "crosstab", "glm", "fedavg"];
+    for (site, rows) in ROWS.into_iter().enumerate() {
+        publish(&federation, site, &format!("register-{site}"), rows, site as u32, compute_terms(&all, json!([])))
+            .await;
+    }
+    // A small extra register at the first hospital: cells there are small.
+    publish(&federation, 0, "register-small", 150, 3, compute_terms(&all, json!([]))).await;
+    let mut agreements = Vec::new();
+    for site in 0..3 {
+        agreements.push(agree(&federation, site, &format!("register-{site}")).await);
+    }
+    let small = agree(&federation, 0, "register-small").await;
+    let sites: Vec<&str> = agreements.iter().map(String::as_str).collect();
+
+    // The derived description: rows and an age range in five-year bands, in the DSP catalogue.
+    let consumer = federation.management(3);
+    let offer_dataset = consumer
+        .post(
+            "/management/v3/catalog/request",
+            &json!({"counterPartyAddress": format!("{}/protocol/2025-1", federation.connectors[1].public_url()),
+                    "protocol": "dataspace-protocol-http:2025-1"}),
+        )
+        .await
+        .body["dataset"]
+        .clone();
+    let text = offer_dataset.to_string();
+    assert!(text.contains("Hanse-Compute") && !text.contains("HttpData-PULL"), "{text}");
+    assert!(text.contains("\"numberOfRecords\":3000") || text.contains("3000"), "{text}");
+
+    // GLM: the federated fit is the pooled fit, coefficient by coefficient and error by error.
+    let parameters = json!({"family": "logistic", "outcome": "readmitted", "covariates": COVARIATES});
+    let glm = run(&federation, "glm", parameters.clone(), &sites, json!({})).await;
+    assert_eq!(glm["state"], "COMPLETED", "{glm:#}");
+    let result = &glm["result"];
+    let (terms, beta, errors) = pooled_fit();
+    assert_eq!(result["terms"], json!(terms));
+    let (fitted, fitted_errors) = (numbers(&result["coefficients"]), numbers(&result["standardErrors"]));
+    for i in 0..terms.len() {
+        assert!((fitted[i] - beta[i]).abs() < 1e-6, "{}: {} vs pooled {}", terms[i], fitted[i], beta[i]);
+        assert!((fitted_errors[i] - errors[i]).abs() < 1e-6, "{}: se {} vs {}", terms[i], fitted_errors[i], errors[i]);
+    }
+    assert_eq!(result["n"], ROWS.iter().sum::<usize>());
+    assert!(result["converged"].as_bool().unwrap() && result["rounds"].as_u64().unwrap() < 12, "{result:#}");
+    let per_site: Vec<u64> = result["sites"].as_array().unwrap().iter().map(|s| s["n"].as_u64().unwrap()).collect();
+    assert_eq!(per_site, ROWS.map(|r| r as u64));
+
+    // fedavg converges towards the GLM fit.
+    let mut training = parameters.clone();
+    training["localEpochs"] = json!(2);
+    let fedavg = run(&federation, "fedavg", training, &sites, json!({"rounds": 30})).await;
+    assert_eq!(fedavg["state"], "COMPLETED", "{fedavg:#}");
+    let trace = fedavg["result"]["trace"].as_array().unwrap();
+    let distance =
+        |coefficients: &Value| numbers(coefficients).iter().zip(&beta).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let (first, last) = (distance(&trace[0]), distance(trace.last().unwrap()));
+    println!("fedavg: max |coefficient - pooled| {first:.4} after 1 round, {last:.4} after {} rounds", trace.len());
+    assert!(last < first && last < 0.15, "fedavg does not approach the pooled fit: {first} → {last}");
+
+    // An aggregate on the small register: small cells are suppressed with their reason, complements too, and the
+    // consumer's combination keeps them suppressed.
+    let aggregate = json!({"groupBy": ["diagnosis", "sex"], "metrics": [{"column": "hba1c", "statistics": ["count", "mean", "sd"]}]});
+    let job = run(&federation, "aggregate", aggregate, &[&small, sites[1]], json!({})).await;
+    assert_eq!(job["state"], "COMPLETED", "{job:#}");
+    let released = &job["result"]["sites"][0];
+    let cells = released["cells"].as_array().unwrap();
+    assert!(cells.iter().all(|c| c["n"].as_u64().is_none_or(|n| n == 0 || n >= 5)), "{cells:#?}");
+    let suppressed = released["suppressed"].as_array().unwrap();
+    assert!(suppressed.iter().any(|s| s["reason"].as_str().unwrap().starts_with("0 < n < 5")), "{suppressed:#?}");
+    let combined = job["result"]["cells"].as_array().unwrap();
+    let hidden = combined.iter().filter(|c| c["n"].is_null()).count();
+    assert!(hidden > 0 && combined.iter().filter(|c| c["n"].is_null()).all(|c| c["suppressedAt"] == json!(["site 1"])));
+    for cell in cells.iter().filter(|c| c["n"].is_null()) {
+        assert!(cell["metrics"]["hba1c"].is_null(), "a suppressed cell shows no metric: {cell}");
+    }
+
+    // A crosstab with margins: no line of the table (cells and its margin) has exactly one unknown.
+    let job = run(&federation, "crosstab", json!({"columns": ["diagnosis", "smoker"]}), &[&small], json!({})).await;
+    assert_eq!(job["state"], "COMPLETED", "{job:#}");
+    let table = &job["result"]["sites"][0];
+    let margins = &table["margins"];
+    for (dimension, other) in [("diagnosis", "smoker"), ("smoker", "diagnosis")] {
+        for margin in margins[dimension].as_array().unwrap() {
+            let line: Vec<&Value> = table["cells"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["group"][dimension] == margin["level"])
+                .collect();
+            let unknown = line.iter().filter(|c| c["n"].is_null()).count() + usize::from(margin["n"].is_null());
+            assert_ne!(unknown, 1, "{dimension} = {} has one unknown ({other} cells): {table:#}", margin["level"]);
+        }
+    }
+
+    // Every job landed in both logs: admitted and released at the provider, dispatched and combined here.
+    let provider_log = federation.connectors[1].running.state.store.audit_entries(&everything()).await.unwrap();
+    let kinds: Vec<&str> = provider_log.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"compute.job") && kinds.contains(&"compute.result"), "{kinds:?}");
+    let consumer_log = federation.connectors[3].running.state.store.audit_entries(&everything()).await.unwrap();
+    let kinds: Vec<&str> = consumer_log.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"compute.dispatch") && kinds.contains(&"compute.combined"), "{kinds:?}");
+
+    // The compute transfers ended COMPLETED on both sides.
+    let transfers = consumer.post("/management/v3/transferprocesses/request", &json!({})).await.body;
+    let transfers = transfers.as_array().unwrap();
+    assert!(!transfers.is_empty() && transfers.iter().all(|t| t["state"] == "COMPLETED"), "{transfers:#?}");
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_the_agreement_does_not_permit_are_refused_with_the_reason() {
+    let federation = Federation::with_hospitals(2).await;
+    let read_only = json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+                           "permission": [{"action": "read"}]});
+    publish(&federation, 0, "read-only", 200, 0, read_only).await;
+    publish(&federation, 0, "aggregates", 200, 0, compute_terms(&["aggregate"], json!([]))).await;
+    let budget = json!([{"leftOperand": "hanse:maxJobs", "operator": "lteq", "rightOperand": 2}]);
+    publish(&federation, 0, "budgeted", 200, 0, compute_terms(&["aggregate"], budget)).await;
+    let expiring = json!([{"leftOperand": "elapsedTime", "operator": "lteq", "rightOperand": "PT3S"}]);
+    publish(&federation, 0, "expiring", 200, 0, compute_terms(&["aggregate"], expiring)).await;
+    let expiring_agreement = agree(&federation, 0, "expiring").await;
+    let agreed_at = std::time::Instant::now();
+    let (read_only, aggregates, budgeted) = (
+        agree(&federation, 0, "read-only").await,
+        agree(&federation, 0, "aggregates").await,
+        agree(&federation, 0, "budgeted").await,
+    );
+    let count = json!({"metrics": [{"column": "age", "statistics": ["count"]}]});
+    let refused = |job: &Value, needle: &str| {
+        assert_eq!(job["state"], "FAILED", "{job:#}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains(needle), "`{needle}` not in: {error}");
+    };
+
+    // No compute permission: the compute transfer itself is refused.
+    refused(&run(&federation, "aggregate", count.clone(), &[&read_only], json!({})).await, "does not permit");
+    // A template the agreement does not allow.
+    let crosstab = run(&federation, "crosstab", json!({"columns": ["sex", "smoker"]}), &[&aggregates], json!({})).await;
+    refused(&crosstab, "jobTemplate");
+    // A k below the agreement's minimum.
+    let small_k = run(&federation, "aggregate", count.clone(), &[&aggregates], json!({"minCellCount": 3})).await;
+    assert_eq!(small_k["state"], "COMPLETED", "the provider's floor (5) applies, which satisfies k ≥ 5: {small_k:#}");
+    assert_eq!(small_k["result"]["sites"][0]["n"], 200);
+    // A statistic that would release one row, refused before any row is read.
+    let max = run(
+        &federation,
+        "aggregate",
+        json!({"metrics": [{"column": "age", "statistics": ["max"]}]}),
+        &[&aggregates],
+        json!({}),
+    )
+    .await;
+    refused(&max, "single row");
+    // The budget: two jobs, then no more.
+    for _ in 0..2 {
+        let job = run(&federation, "aggregate", count.clone(), &[&budgeted], json!({})).await;
+        assert_eq!(job["state"], "COMPLETED", "{job:#}");
+    }
+    refused(&run(&federation, "aggregate", count.clone(), &[&budgeted], json!({})).await, "maxJobs");
+    // After its time is up.
+    tokio::time::sleep(
+        std::time::Duration::from_secs(3).saturating_sub(agreed_at.elapsed()) + std::time::Duration::from_millis(300),
+    )
+    .await;
+    refused(&run(&federation, "aggregate", count, &[&expiring_agreement], json!({})).await, "elapsedTime");
+
+    // Refusals are audited with their policy trace; the refused transfers ended TERMINATED.
+    let log = federation.connectors[0].running.state.store.audit_entries(&everything()).await.unwrap();
+    let denials = log.iter().filter(|e| e.kind == "policy.denial").count();
+    assert!(denials >= 4, "{denials} denials logged");
+    let consumer = federation.management(1);
+    let transfers = consumer.post("/management/v3/transferprocesses/request", &json!({})).await.body;
+    assert!(transfers.as_array().unwrap().iter().any(|t| t["state"] == "TERMINATED"), "{transfers:#}");
+    federation.shutdown().await;
+}
