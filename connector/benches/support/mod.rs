@@ -29,11 +29,21 @@ pub async fn offer(
     asset: serde_json::Value,
     manual_start: bool,
 ) -> serde_json::Value {
-    use hanse::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
-    use serde_json::json;
-    let asset = Asset::from_body(&asset, &p.catalogue.service.file_root).unwrap();
+    let asset = hanse::catalog::model::Asset::from_body(&asset, &p.catalogue.service.file_root).unwrap();
     let id = asset.id.clone();
     p.catalogue.create_asset(&p.store, asset).await.unwrap();
+    offer_dataset(p, consumer, &id, manual_start).await
+}
+
+/// The provider offers its dataset `id` to everyone under an open policy; answers the offer as `consumer` sees it.
+pub async fn offer_dataset(
+    p: &hanse::server::Shared,
+    consumer: &str,
+    id: &str,
+    manual_start: bool,
+) -> serde_json::Value {
+    use hanse::catalog::model::{ContractDefinition, PolicyDefinition};
+    use serde_json::json;
     let policy = PolicyDefinition::from_body(&json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]}}), chrono::Utc::now()).unwrap();
     p.catalogue.create_policy(&p.store, policy).await.unwrap();
     let definition = ContractDefinition::from_body(

@@ -273,7 +273,10 @@ async fn round(
     let mut released = Vec::with_capacity(answers.len());
     for (session, answer) in answers {
         match answer {
-            Ok(result) => released.push(result),
+            Ok((result, bytes)) => {
+                released.push(result);
+                job.body["bytes"] = json!(job.body["bytes"].as_u64().unwrap_or(0) + bytes);
+            }
             Err(reason) => {
                 job.body["sites"][session.index]["status"] = json!("failed");
                 job.body["sites"][session.index]["error"] = json!(reason);
@@ -291,8 +294,14 @@ async fn round(
     Ok(released)
 }
 
-/// One signed call to a site's compute endpoint.
-async fn call(state: &Shared, job_id: &str, session: &Session, number: u64, extra: Json) -> Result<Json, String> {
+/// One signed call to a site's compute endpoint: the released result and the bytes of the request and answer bodies.
+async fn call(
+    state: &Shared,
+    job_id: &str,
+    session: &Session,
+    number: u64,
+    extra: Json,
+) -> Result<(Json, u64), String> {
     let now = chrono::Utc::now().timestamp();
     let mut claims = json!({
         "iss": state.identity.did(),
@@ -308,6 +317,7 @@ async fn call(state: &Shared, job_id: &str, session: &Session, number: u64, extr
         out.extend(extra);
     }
     let jwt = state.identity.keys().sign(JOB_TYP, &[], &claims);
+    let sent = jwt.len() as u64;
     let url = if number == 0 {
         format!("{}/jobs", session.endpoint)
     } else {
@@ -336,7 +346,7 @@ async fn call(state: &Shared, job_id: &str, session: &Session, number: u64, extr
     {
         return Err("the signed result is for another job or round".into());
     }
-    Ok(signed.get("result").cloned().unwrap_or(Json::Null))
+    Ok((signed.get("result").cloned().unwrap_or(Json::Null), sent + text.len() as u64))
 }
 
 /// `aggregate` / `crosstab`: each site's released cells, and their sum where every site released the cell.
