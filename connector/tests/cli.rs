@@ -259,3 +259,53 @@ fn audit_verify_accepts_an_export_and_fails_with_the_position_when_an_entry_is_a
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
+
+#[test]
+fn synth_then_ingest_imports_a_cohort_and_a_bad_file_is_refused_naming_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, _, _) = init(dir.path());
+    let synth =
+        hanse(dir.path(), &["synth", "--rows", "300", "--site", "1", "--out", "register.csv"]).output().unwrap();
+    assert!(synth.status.success(), "{}", String::from_utf8_lossy(&synth.stderr));
+    assert!(dir.path().join("register.schema.json").exists());
+    let mut process =
+        Process(hanse(dir.path(), &["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    wait_ready(&format!("http://127.0.0.1:{public}/health/ready"), &mut process);
+
+    let ingest = |file: &str| {
+        hanse(
+            dir.path(),
+            &["dataset", "ingest", file, "--id", "register", "--schema", "register.schema.json", "--title", "Register"],
+        )
+        .output()
+        .unwrap()
+    };
+    let done = ingest("register.csv");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("Ingested 300 rows into dataset register"));
+
+    // Two bad rows: both named, nothing imported, one line on stderr, non-zero exit.
+    let mut text = std::fs::read_to_string(dir.path().join("register.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let broken: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| match i {
+            5 => line.replacen(",F,", ",X,", 1).replacen(",M,", ",X,", 1),
+            9 => line
+                .split(',')
+                .map(|cell| if cell == lines[9].split(',').nth(1).unwrap() { "old" } else { cell })
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => (*line).to_owned(),
+        })
+        .collect();
+    text = broken.join("\n");
+    std::fs::write(dir.path().join("broken.csv"), text).unwrap();
+    let refused = ingest("broken.csv");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr).trim().to_owned();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("line 6, column `sex`") && stderr.contains("line 10, column `age`"), "{stderr}");
+    assert!(stderr.contains("nothing was imported"), "{stderr}");
+}
