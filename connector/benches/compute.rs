@@ -9,8 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use hanse::negotiation::machine::State as NegotiationState;
-use hanse::negotiation::{self, Start};
 use hanse::server::RunningConnector;
 use serde_json::{Value, json};
 
@@ -97,19 +95,8 @@ async fn main() {
         .unwrap();
         ingest_times.push(started.elapsed());
         let offer = support::offer_dataset(&p, &c.config.participant.id, "register", false).await;
-        let mut events = c.negotiation_events.subscribe();
-        let start = Start {
-            provider_address: format!("{}/protocol/2025-1", provider.public_url()),
-            provider_id: p.config.participant.id.clone(),
-            offer,
-            auto_accept: true,
-            purpose: None,
-        };
-        negotiation::start(&c, start).await.unwrap();
-        while !matches!(events.recv().await, Ok((_, NegotiationState::Finalized))) {}
-        let agreement =
-            c.store.agreements().await.unwrap().into_iter().find(|a| a.provider_id == p.config.participant.id);
-        sites.push(json!({"agreementId": agreement.unwrap().id}));
+        let agreement = support::agree(&c, &provider.public_url(), &p.config.participant.id, offer).await;
+        sites.push(json!({"agreementId": agreement.id}));
     }
     let csv_mib = std::fs::metadata(dirs[0].path().join("cohort.csv")).unwrap().len() as f64 / (1 << 20) as f64;
 

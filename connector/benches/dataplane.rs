@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hanse::negotiation::machine::State as NegotiationState;
-use hanse::negotiation::{self, Start};
 use hanse::server::RunningConnector;
 use hanse::transfer::machine::State as TransferState;
 use serde_json::json;
@@ -78,18 +76,8 @@ async fn main() {
     // An agreement and a started pull transfer, as a consumer gets them.
     let asset = json!({"@id": "cohort", "properties": {"title": "Cohort"}, "dataAddress": {"type": "File", "path": "cohort.bin"}});
     let offer = support::offer(&p, &c.config.participant.id, asset, false).await;
-    let mut events = c.negotiation_events.subscribe();
     let provider_address = format!("{}/protocol/2025-1", provider.public_url());
-    let start = Start {
-        provider_address: provider_address.clone(),
-        provider_id: p.config.participant.id.clone(),
-        offer,
-        auto_accept: true,
-        purpose: None,
-    };
-    negotiation::start(&c, start).await.unwrap();
-    while !matches!(events.recv().await, Ok((_, NegotiationState::Finalized))) {}
-    let agreement = c.store.agreements().await.unwrap().remove(0);
+    let agreement = support::agree(&c, &provider.public_url(), &p.config.participant.id, offer).await;
     let transfer = hanse::transfer::start(
         &c,
         hanse::transfer::Start {

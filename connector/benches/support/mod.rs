@@ -64,3 +64,30 @@ pub async fn offer_dataset(
     offer["assigner"] = json!(p.config.participant.id);
     offer
 }
+
+/// The consumer negotiates `offer` with the provider at `provider_url` until FINALIZED; answers the agreement.
+pub async fn agree(
+    c: &hanse::server::Shared,
+    provider_url: &str,
+    provider_id: &str,
+    offer: serde_json::Value,
+) -> hanse::store::AgreementRow {
+    use hanse::negotiation::machine::State;
+    let mut events = c.negotiation_events.subscribe();
+    let start = hanse::negotiation::Start {
+        provider_address: format!("{provider_url}/protocol/2025-1"),
+        provider_id: provider_id.to_owned(),
+        offer,
+        auto_accept: true,
+        purpose: None,
+    };
+    let id = hanse::negotiation::start(c, start).await.unwrap().row.id;
+    loop {
+        match events.recv().await {
+            Ok((finished, State::Finalized)) if finished == id => break,
+            Ok(_) => {}
+            Err(error) => panic!("negotiation events: {error}"),
+        }
+    }
+    c.store.agreements().await.unwrap().into_iter().find(|a| a.negotiation_id == id).expect("the agreement")
+}

@@ -345,17 +345,9 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (access, transfer) = match crate::dataplane::authorise(&state, &id, &headers).await {
-        Ok(granted) => granted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    if !transfer.is_compute() {
-        return fail(StatusCode::CONFLICT, "NotCompute", "the transfer is not a compute transfer");
-    }
-    let consumer = access.consumer.clone();
-    let submitted = match read_job(&state, &transfer, &consumer, &body).await {
-        Ok(submitted) => submitted,
-        Err(refusal) => return refusal.into_response(),
+    let (consumer, transfer, submitted) = match receive(&state, &id, &headers, &body).await {
+        Ok(received) => received,
+        Err(refusal) => return refusal,
     };
     // The same job again (a retry): the same answer.
     match state.store.job_of_peer(&consumer, &submitted.job).await {
@@ -458,17 +450,7 @@ pub async fn submit(
             }
         }
     };
-    let outcome = state
-        .compute
-        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, 0, deadline))
-        .await;
-    if let Err(refusal) = conclude(&state, &mut job, 0, &outcome).await {
-        return refusal.into_response();
-    }
-    match outcome {
-        Ok(released) => signed(&state, &job, 0, &released),
-        Err(error) => job_failure(&error),
-    }
+    execute(&state, &mut job, 0, table, round_state, limits).await
 }
 
 /// `POST /compute/{transferId}/jobs/{jobId}/rounds`: the next round of an open model job (`jobId` is the consumer's).
@@ -478,18 +460,14 @@ pub async fn round(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (access, transfer) = match crate::dataplane::authorise(&state, &id, &headers).await {
-        Ok(granted) => granted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let submitted = match read_job(&state, &transfer, &access.consumer, &body).await {
-        Ok(submitted) => submitted,
-        Err(refusal) => return refusal.into_response(),
+    let (consumer, transfer, submitted) = match receive(&state, &id, &headers, &body).await {
+        Ok(received) => received,
+        Err(refusal) => return refusal,
     };
     if submitted.job != job_id {
         return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the signed job id differs from the URL's");
     }
-    let mut job = match state.store.job_of_peer(&access.consumer, &job_id).await {
+    let mut job = match state.store.job_of_peer(&consumer, &job_id).await {
         Ok(Some(job)) if job.transfer_id.as_deref() == Some(id.as_str()) => job,
         Ok(_) => {
             return fail(StatusCode::NOT_FOUND, "UnknownJob", format!("there is no job `{job_id}` on this transfer"));
@@ -521,18 +499,46 @@ pub async fn round(
         Ok(found) => found,
         Err(refusal) => return refusal.into_response(),
     };
-    let (template, parameters) = (job.template.clone(), job.body["parameters"].clone());
     let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
     let limits = state.compute.limits(job.body["k"].as_u64());
+    execute(&state, &mut job, round, table, round_state, limits).await
+}
+
+/// The request of a compute endpoint: the consumer the access token names, its started compute transfer, and the
+/// job it signed.
+async fn receive(
+    state: &Shared,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, crate::transfer::Transfer, Submitted), Response> {
+    let (access, transfer) = crate::dataplane::authorise(state, id, headers).await?;
+    if !transfer.is_compute() {
+        return Err(fail(StatusCode::CONFLICT, "NotCompute", "the transfer is not a compute transfer"));
+    }
+    let submitted = read_job(state, &transfer, &access.consumer, body).await.map_err(IntoResponse::into_response)?;
+    Ok((access.consumer, transfer, submitted))
+}
+
+/// Runs round `round` of an admitted job on the pool, records what it released, and answers the signed result.
+async fn execute(
+    state: &Shared,
+    job: &mut JobRow,
+    round: u64,
+    table: Arc<Table>,
+    round_state: Json,
+    limits: Limits,
+) -> Response {
+    let (template, parameters) = (job.template.clone(), job.body["parameters"].clone());
     let outcome = state
         .compute
         .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, round, deadline))
         .await;
-    if let Err(refusal) = conclude(&state, &mut job, round, &outcome).await {
+    if let Err(refusal) = conclude(state, job, round, &outcome).await {
         return refusal.into_response();
     }
     match outcome {
-        Ok(released) => signed(&state, &job, round, &released),
+        Ok(released) => signed(state, job, round, &released),
         Err(error) => job_failure(&error),
     }
 }
