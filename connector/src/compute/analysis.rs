@@ -656,21 +656,52 @@ mod tests {
     #[test]
     fn newton_rounds_recover_the_generating_model() {
         let table = synth::cohort(20_000, 0, 11);
-        let parameters: ModelParameters = read_parameters(&json!({"family": "logistic", "outcome": "readmitted",
-            "covariates": ["age", "sex", "hba1c", "smoker", "ckd"]}))
-        .unwrap();
-        let design = Design::new(&table, &parameters, &forever()).unwrap();
+        let (terms, beta) = fit(
+            &table,
+            json!({"family": "logistic", "outcome": "readmitted",
+            "covariates": ["age", "sex", "hba1c", "smoker", "ckd"]}),
+        );
+        let hba1c = terms.iter().position(|t| t == "hba1c").unwrap();
+        assert!((beta[hba1c] - 0.22).abs() < 0.08, "{beta:?}");
+    }
+
+    /// Fits `family` by Newton rounds on one table; answers the terms and coefficients.
+    fn fit(table: &Table, parameters: Json) -> (Vec<String>, Vec<f64>) {
+        let parameters: ModelParameters = read_parameters(&parameters).unwrap();
+        let design = Design::new(table, &parameters, &forever()).unwrap();
         let mut beta = vec![0.0; design.terms.len()];
-        for _ in 0..25 {
-            let round = glm_round(&table, &design, &beta, &forever()).unwrap();
+        for _ in 0..50 {
+            let round = glm_round(table, &design, &beta, &forever()).unwrap();
             let step = solve_spd(&round.information, &round.score).unwrap();
             beta.iter_mut().zip(&step).for_each(|(b, s)| *b += s);
             if step.iter().all(|s| s.abs() < 1e-10) {
                 break;
             }
         }
-        let hba1c = design.terms.iter().position(|t| t == "hba1c").unwrap();
-        assert!((beta[hba1c] - 0.22).abs() < 0.08, "{beta:?}");
+        (design.terms, beta)
+    }
+
+    #[test]
+    fn linear_and_poisson_models_recover_their_generating_coefficients() {
+        use rand::{Rng, SeedableRng};
+        use rand_distr::{Distribution, Normal, Poisson};
+        let schema = crate::compute::table::Schema::from_json(&json!({"columns": [
+            {"name": "x", "type": "float"}, {"name": "y", "type": "float"}, {"name": "count", "type": "integer"}]}))
+        .unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let noise = Normal::new(0.0, 0.5).unwrap();
+        let mut values = vec![Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..20_000 {
+            let x: f64 = rng.random_range(-1.0..1.0);
+            values[0].push(x);
+            values[1].push(2.0 - 1.5 * x + noise.sample(&mut rng));
+            values[2].push(Poisson::new((0.3 + 0.8 * x).exp()).unwrap().sample(&mut rng));
+        }
+        let table = Table { schema, rows: 20_000, values };
+        let (_, linear) = fit(&table, json!({"family": "linear", "outcome": "y", "covariates": ["x"]}));
+        assert!((linear[0] - 2.0).abs() < 0.02 && (linear[1] + 1.5).abs() < 0.03, "{linear:?}");
+        let (_, poisson) = fit(&table, json!({"family": "poisson", "outcome": "count", "covariates": ["x"]}));
+        assert!((poisson[0] - 0.3).abs() < 0.03 && (poisson[1] - 0.8).abs() < 0.04, "{poisson:?}");
     }
 
     #[test]
