@@ -590,20 +590,19 @@ fn audit_verify(export: &std::path::Path, heads: &[PathBuf], receipts: &[PathBuf
 
 /// `hanse audit show`: the entries of one agreement, one line each.
 async fn audit_show(url: &str, key: &str, agreement: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = crate::management::client::ManagementClient::new(url, key);
     let mut after: Option<i64> = None;
     let mut shown = 0;
     loop {
-        let mut address = reqwest::Url::parse(&format!("{}/management/v3/audit/entries", url.trim_end_matches('/')))?;
+        // The URL only encodes the query; the client supplies the connector.
+        let mut address = reqwest::Url::parse("http://connector/management/v3/audit/entries")?;
         address.query_pairs_mut().append_pair("agreement", agreement).append_pair("limit", "1000");
         if let Some(after) = after {
             address.query_pairs_mut().append_pair("after", &after.to_string());
         }
-        let response = client.get(address).header("X-Api-Key", key).send().await?;
-        if !response.status().is_success() {
-            anyhow::bail!("the management API answered {}: {}", response.status(), response.text().await?);
-        }
-        let page: Vec<serde_json::Value> = response.json().await?;
+        let path = format!("{}?{}", address.path(), address.query().unwrap_or_default());
+        let request = client.request(reqwest::Method::GET, &path);
+        let page: Vec<serde_json::Value> = serde_json::from_value(client.expect(request).await?)?;
         let Some(last) = page.last() else { break };
         after = last["seq"].as_i64();
         for item in &page {

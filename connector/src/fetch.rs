@@ -14,6 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
+use crate::management::client::{ManagementClient, message_of};
+
 /// Where and how to fetch.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -42,20 +44,13 @@ pub struct FetchReport {
 const ATTEMPTS: u32 = 8;
 
 struct Api<'a> {
-    http: reqwest::Client,
+    client: ManagementClient,
     options: &'a FetchOptions,
 }
 
 impl Api<'_> {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Json>) -> anyhow::Result<(u16, Json)> {
-        let url = format!("{}{path}", self.options.management_url.trim_end_matches('/'));
-        let mut request = self.http.request(method, &url).header("X-Api-Key", &self.options.api_key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.with_context(|| format!("cannot reach the connector at {url}"))?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Json::Null)))
+        self.client.call(method, path, body).await
     }
 
     async fn transfer(&self, id: &str) -> anyhow::Result<Json> {
@@ -77,14 +72,6 @@ impl Api<'_> {
     }
 }
 
-fn message_of(body: &Json) -> String {
-    body.get(0)
-        .and_then(|e| e.get("message"))
-        .and_then(Json::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| body.to_string())
-}
-
 fn part_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".part");
@@ -104,7 +91,7 @@ fn announced_digest(headers: &reqwest::header::HeaderMap) -> Option<String> {
 
 /// Runs a fetch to the end.
 pub async fn fetch(options: &FetchOptions) -> anyhow::Result<FetchReport> {
-    let api = Api { http: reqwest::Client::new(), options };
+    let api = Api { client: ManagementClient::new(&options.management_url, &options.api_key), options };
     let body = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "TransferRequest",
                       "contractId": options.agreement, "transferType": crate::transfer::PULL});
     let (status, created) = api.call(reqwest::Method::POST, "/management/v3/transferprocesses", Some(body)).await?;
@@ -179,7 +166,7 @@ async fn download(api: &Api<'_>, id: &str) -> anyhow::Result<FetchReport> {
         refresh = false;
         let endpoint = address["endpoint"].as_str().ok_or_else(|| anyhow!("the data address has no endpoint"))?;
         let token = address["authorization"].as_str().unwrap_or_default();
-        let mut request = api.http.get(endpoint).bearer_auth(token);
+        let mut request = api.client.http.get(endpoint).bearer_auth(token);
         if offset > 0 {
             request = request.header("Range", format!("bytes={offset}-"));
         }

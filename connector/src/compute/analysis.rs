@@ -260,7 +260,18 @@ pub fn aggregate(
     max_cells: usize,
     deadline: &Deadline,
 ) -> Result<Grouped, JobError> {
-    let dimensions = dimensions(table, &parameters.group_by, "groupBy", max_cells)?;
+    grouped(table, parameters, "groupBy", max_cells, deadline)
+}
+
+/// Counts and sums per group; `grouping` names the parameter listing the group columns in messages.
+fn grouped(
+    table: &Table,
+    parameters: &AggregateParameters,
+    grouping: &str,
+    max_cells: usize,
+    deadline: &Deadline,
+) -> Result<Grouped, JobError> {
+    let dimensions = dimensions(table, &parameters.group_by, grouping, max_cells)?;
     let mut metric_columns = Vec::new();
     for (i, metric) in parameters.metrics.iter().enumerate() {
         let parameter = format!("metrics[{i}]");
@@ -325,10 +336,7 @@ pub fn crosstab(
         group_by: parameters.columns.clone(),
         metrics: vec![],
     };
-    aggregate(table, &aggregate_parameters, max_cells, deadline).map_err(|e| match e {
-        JobError::Invalid(message) => JobError::Invalid(message.replacen("groupBy", "columns", 1)),
-        other => other,
-    })
+    grouped(table, &aggregate_parameters, "columns", max_cells, deadline)
 }
 
 /// The model families of `glm` and `fedavg`.

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use reqwest::Method;
 use serde_json::{Value as Json, json};
+
+use crate::management::client::ManagementClient;
 
 /// `hanse synth`: writes a synthetic cohort as `FILE` and its schema as `FILE` with `.schema.json`; answers the schema's
 /// path.
@@ -22,24 +25,6 @@ pub fn synth(rows: usize, site: u32, seed: u64, out: &Path) -> anyhow::Result<Pa
 /// `cohort.csv` → `cohort.schema.json`.
 pub fn schema_path(csv: &Path) -> PathBuf {
     csv.with_extension("schema.json")
-}
-
-async fn answer(response: reqwest::Response) -> anyhow::Result<Json> {
-    let status = response.status();
-    let body: Json = response.json().await.unwrap_or(Json::Null);
-    if !status.is_success() {
-        let messages: Vec<String> = body
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| match e["path"].as_str().filter(|p| !p.is_empty()) {
-                Some(path) => format!("{path}: {}", e["message"].as_str().unwrap_or_default()),
-                None => e["message"].as_str().unwrap_or_default().to_owned(),
-            })
-            .collect();
-        bail!("the connector answered {status}: {}", messages.join("; "));
-    }
-    Ok(body)
 }
 
 /// `hanse dataset ingest`: uploads a CSV file with its schema and dataset properties.
@@ -63,23 +48,14 @@ pub async fn ingest(
         .text("schema", schema)
         .text("properties", properties.to_string())
         .part("data", part);
-    let response = reqwest::Client::new()
-        .post(format!("{}/management/v3/tables", url.trim_end_matches('/')))
-        .header("X-Api-Key", key)
-        .multipart(form)
-        .send()
-        .await
-        .context("the management API cannot be reached")?;
-    answer(response).await
+    let client = ManagementClient::new(url, key);
+    client.expect(client.request(Method::POST, "/management/v3/tables").multipart(form)).await
 }
 
 /// `hanse job run`: starts a job and follows it to its end; answers the finished job.
 pub async fn run_job(url: &str, key: &str, request: &Json, progress: bool) -> anyhow::Result<Json> {
-    let client = reqwest::Client::new();
-    let base = url.trim_end_matches('/');
-    let created =
-        answer(client.post(format!("{base}/management/v3/jobs")).header("X-Api-Key", key).json(request).send().await?)
-            .await?;
+    let client = ManagementClient::new(url, key);
+    let created = client.expect(client.request(Method::POST, "/management/v3/jobs").json(request)).await?;
     let id = created["@id"].as_str().context("the connector answered no job id")?.to_owned();
     let bar = indicatif::ProgressBar::new_spinner();
     if !progress {
@@ -87,8 +63,7 @@ pub async fn run_job(url: &str, key: &str, request: &Json, progress: bool) -> an
     }
     bar.enable_steady_tick(Duration::from_millis(120));
     loop {
-        let job = answer(client.get(format!("{base}/management/v3/jobs/{id}")).header("X-Api-Key", key).send().await?)
-            .await?;
+        let job = client.expect(client.request(Method::GET, &format!("/management/v3/jobs/{id}"))).await?;
         match job["state"].as_str() {
             Some("RUNNING") => {
                 let round = job["progress"]["round"].as_u64().unwrap_or(0);

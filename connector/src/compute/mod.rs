@@ -116,6 +116,20 @@ impl Compute {
         }
     }
 
+    /// Refuses a job whose working set would exceed the memory limit: the table, a row index and the cells.
+    fn check_memory(&self, table: &Table) -> Result<(), Refused> {
+        let limit = self.settings.memory_limit_mb.saturating_mul(1 << 20);
+        let needed = (table.rows * (table.values.len() * 8 + 8) + self.settings.max_cells * 64) as u64;
+        if needed > limit {
+            return Err(refused(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "JobMemoryLimit",
+                format!("the job needs about {} MiB; the limit is {} MiB", needed >> 20, limit >> 20),
+            ));
+        }
+        Ok(())
+    }
+
     fn limits(&self, asked: Option<u64>) -> Limits {
         Limits {
             k: asked.unwrap_or(0).max(self.settings.min_cell_count),
@@ -309,33 +323,18 @@ async fn conclude(
 }
 
 /// The table behind a compute transfer.
-async fn table_of(state: &Shared, transfer: &crate::transfer::Transfer) -> Result<(String, Arc<Table>), Refused> {
-    let asset_id = transfer.details.asset_id.clone().unwrap_or_default();
+async fn table_of(state: &Shared, transfer: &crate::transfer::Transfer) -> Result<Arc<Table>, Refused> {
+    let asset_id = transfer.details.asset_id.as_deref().unwrap_or_default();
     let gone =
         || refused(StatusCode::GONE, "DatasetGone", format!("dataset `{asset_id}` is no longer offered as a table"));
-    let asset = state.catalogue.asset(&asset_id).ok_or_else(gone)?;
+    let asset = state.catalogue.asset(asset_id).ok_or_else(gone)?;
     let DataAddress::Table { file, .. } = &asset.value.data_address else {
         return Err(gone());
     };
-    let table = state.compute.table(file).await.map_err(|error| {
+    state.compute.table(file).await.map_err(|error| {
         tracing::error!(%error, "cannot read a table");
         refused(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the table cannot be read now")
-    })?;
-    Ok((asset_id, table))
-}
-
-/// Refuses a job whose working set would exceed the memory limit: the table, a row index and the cells.
-fn check_memory(state: &Shared, table: &Table) -> Result<(), Refused> {
-    let limit = state.config.compute.memory_limit_mb.saturating_mul(1 << 20);
-    let needed = (table.rows * (table.values.len() * 8 + 8) + state.config.compute.max_cells * 64) as u64;
-    if needed > limit {
-        return Err(refused(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "JobMemoryLimit",
-            format!("the job needs about {} MiB; the limit is {} MiB", needed >> 20, limit >> 20),
-        ));
-    }
-    Ok(())
+    })
 }
 
 /// `POST /compute/{transferId}/jobs`: a signed job under a started compute transfer.
@@ -374,8 +373,8 @@ pub async fn submit(
     let parameters = claims.get("parameters").cloned().unwrap_or_else(|| json!({}));
     let round_state = claims.get("state").cloned().unwrap_or(Json::Null);
     let limits = state.compute.limits(claims.get("minCellCount").and_then(Json::as_u64));
-    let (dataset, table) = match table_of(&state, &transfer).await {
-        Ok(found) => found,
+    let table = match table_of(&state, &transfer).await {
+        Ok(table) => table,
         Err(refusal) => return refusal.into_response(),
     };
     // Parameters are checked against the schema on no rows: a job that cannot run is not admitted (nor counted).
@@ -384,73 +383,82 @@ pub async fn submit(
     if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
         return job_failure(&error);
     }
-    if let Err(refusal) = check_memory(&state, &table) {
+    if let Err(refusal) = state.compute.check_memory(&table) {
         return refusal.into_response();
     }
-    let mut job = loop {
-        let usage = match state.store.usage(transfer.agreement_id()).await {
-            Ok(usage) => usage,
-            Err(error) => {
-                tracing::error!(%error, "cannot read an agreement's usage");
-                return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now");
-            }
-        };
+    let job = JobRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        role: "provider".into(),
+        peer_job_id: Some(submitted.job),
+        counter_party_id: Some(consumer),
+        agreement_id: Some(transfer.agreement_id().to_owned()),
+        transfer_id: Some(id),
+        template,
+        status: "running".into(),
+        rounds: 0,
+        body: json!({"dataset": transfer.details.asset_id, "parameters": parameters, "k": limits.k}),
+        created_at: 0,
+        updated_at: 0,
+    };
+    let mut job = match admit(&state, job).await {
+        Ok(job) => job,
+        Err(refusal) => return refusal,
+    };
+    execute(&state, &mut job, 0, table, round_state, limits).await
+}
+
+/// Decides the agreement's policy and the provider's budget for `job` and admits it: the job's row, its count against
+/// the agreement and its audit entry in one transaction, decided again if another job was admitted meanwhile.
+async fn admit(state: &Shared, mut job: JobRow) -> Result<JobRow, Response> {
+    let (consumer, agreement) =
+        (job.counter_party_id.clone().unwrap_or_default(), job.agreement_id.clone().unwrap_or_default());
+    let budget = state.config.compute.max_jobs_per_agreement;
+    loop {
+        let usage = state.store.usage(&agreement).await.map_err(|error| {
+            tracing::error!(%error, "cannot read an agreement's usage");
+            fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now")
+        })?;
         let jobs_run = usage.jobs.max(0) as u64;
-        let context = hanse_policy::JobContext {
-            template: template.clone(),
-            algorithm_digest: None,
-            min_cell_count: limits.k,
-            disclosure_method: Some("suppress".into()),
-            jobs_run,
-        };
-        let granted = if jobs_run >= state.config.compute.max_jobs_per_agreement {
-            let budget = state.config.compute.max_jobs_per_agreement;
+        let granted = if jobs_run >= budget {
             Err(crate::transfer::Refusal::new(
                 "JobBudgetExhausted",
                 format!("the agreement's job budget of {budget} jobs is used up"),
             ))
         } else {
-            crate::transfer::check_job(&state, &consumer, transfer.agreement_id(), context).await
+            let context = hanse_policy::JobContext {
+                template: job.template.clone(),
+                algorithm_digest: None,
+                min_cell_count: job.body["k"].as_u64().unwrap_or_default(),
+                disclosure_method: Some("suppress".into()),
+                jobs_run,
+            };
+            crate::transfer::check_job(state, &consumer, &agreement, context).await
         };
         let grant = match granted {
             Ok(grant) => grant,
             Err(refusal) => {
                 tracing::info!(consumer, code = refusal.code, reason = %refusal.reason, "job refused");
-                refusal.record(&state, &consumer, transfer.agreement_id(), "compute job").await;
-                return fail(StatusCode::FORBIDDEN, refusal.code, refusal.reason);
+                refusal.record(state, &consumer, &agreement, "compute job").await;
+                return Err(fail(StatusCode::FORBIDDEN, refusal.code, refusal.reason));
             }
-        };
-        let job = JobRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            role: "provider".into(),
-            peer_job_id: Some(submitted.job.clone()),
-            counter_party_id: Some(consumer.clone()),
-            agreement_id: Some(transfer.agreement_id().to_owned()),
-            transfer_id: Some(id.clone()),
-            template: template.clone(),
-            status: "running".into(),
-            rounds: 0,
-            body: json!({"dataset": dataset, "parameters": parameters, "k": limits.k, "decision": grant.decision}),
-            created_at: 0,
-            updated_at: 0,
         };
         let details = json!({
             "job": job.id,
-            "template": template,
-            "parametersDigest": crate::audit::canonical_digest(&parameters),
-            "k": limits.k,
+            "template": job.template,
+            "parametersDigest": crate::audit::canonical_digest(&job.body["parameters"]),
+            "k": job.body["k"],
             "decisionDigest": grant.decision.as_ref().map(crate::audit::canonical_digest),
         });
+        job.body["decision"] = grant.decision.unwrap_or(Json::Null);
         match state.store.admit_job(&job, usage.jobs, &[job_event("compute.job", &job, details)]).await {
-            Ok(true) => break job,
+            Ok(true) => return Ok(job),
             Ok(false) => continue,
             Err(error) => {
                 tracing::error!(%error, "cannot admit a job");
-                return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now");
+                return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now"));
             }
         }
-    };
-    execute(&state, &mut job, 0, table, round_state, limits).await
+    }
 }
 
 /// `POST /compute/{transferId}/jobs/{jobId}/rounds`: the next round of an open model job (`jobId` is the consumer's).
@@ -495,8 +503,8 @@ pub async fn round(
             format!("a job may take {} rounds", state.config.compute.max_rounds),
         );
     }
-    let (_, table) = match table_of(&state, &transfer).await {
-        Ok(found) => found,
+    let table = match table_of(&state, &transfer).await {
+        Ok(table) => table,
         Err(refusal) => return refusal.into_response(),
     };
     let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);

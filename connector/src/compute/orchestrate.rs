@@ -56,7 +56,7 @@ pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejec
             "name at least one (agreementId and optional counterPartyAddress)".into(),
         ));
     }
-    let mut sites = Vec::new();
+    let (mut sites, mut starts) = (Vec::new(), Vec::new());
     for (i, site) in request.sites.iter().enumerate() {
         let field = format!("sites[{i}].agreementId");
         let agreement =
@@ -67,25 +67,19 @@ pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejec
                 format!("there is no agreement `{}` in which this connector is the consumer", site.agreement_id),
             ));
         };
-        let address = match &site.address {
-            Some(address) => state
-                .dsp
-                .resolve_base(address)
-                .await
-                .map_err(|e| Rejected(format!("sites[{i}].counterPartyAddress"), e.to_string()))?,
-            None => state
-                .store
-                .negotiation(&agreement.negotiation_id)
-                .await
-                .ok()
-                .flatten()
-                .map(|n| n.counter_party_address)
-                .ok_or_else(|| Rejected(format!("sites[{i}].counterPartyAddress"), "is required".into()))?,
-        };
-        sites.push(
-            json!({"agreementId": agreement.id, "provider": agreement.provider_id, "dataset": agreement.asset_id,
-                          "address": address, "status": "pending"}),
-        );
+        let address = transfer::provider_address(state, &agreement, site.address.as_deref())
+            .await
+            .map_err(|e| Rejected(format!("sites[{i}].counterPartyAddress"), e.to_string()))?;
+        sites.push(json!({"agreementId": agreement.id, "provider": agreement.provider_id,
+                          "dataset": agreement.asset_id, "address": address, "status": "pending"}));
+        let format = COMPUTE.to_owned();
+        starts.push(transfer::Start {
+            provider_address: address,
+            agreement,
+            format,
+            destination: None,
+            auto_complete: false,
+        });
     }
     let job = JobRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -110,7 +104,7 @@ pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejec
     );
     state.store.insert_job(&job, &[event]).await.map_err(|e| Rejected("job".into(), e.to_string()))?;
     let (state, running) = (state.clone(), job.clone());
-    tokio::spawn(async move { run(state, running).await });
+    tokio::spawn(async move { run(state, running, starts).await });
     Ok(job)
 }
 
@@ -141,10 +135,11 @@ struct Session {
     token: String,
 }
 
-async fn run(state: Shared, mut job: JobRow) {
+/// `starts`: the compute transfer to open with each site, in the order of the job's sites.
+async fn run(state: Shared, mut job: JobRow, starts: Vec<transfer::Start>) {
     let started = Instant::now();
     let mut sessions = Vec::new();
-    let outcome = orchestrate(&state, &mut job, &mut sessions).await;
+    let outcome = orchestrate(&state, &mut job, starts, &mut sessions).await;
     let (status, details) = match &outcome {
         Ok(result) => {
             job.body["result"] = result.clone();
@@ -172,9 +167,14 @@ async fn run(state: Shared, mut job: JobRow) {
 }
 
 /// Opens every site's session, runs the template's rounds, and combines.
-async fn orchestrate(state: &Shared, job: &mut JobRow, sessions: &mut Vec<Session>) -> Result<Json, String> {
-    let sites: Vec<Json> = job.body["sites"].as_array().cloned().unwrap_or_default();
-    let opened = futures_util::future::join_all(sites.iter().enumerate().map(|(i, site)| open(state, i, site))).await;
+async fn orchestrate(
+    state: &Shared,
+    job: &mut JobRow,
+    starts: Vec<transfer::Start>,
+    sessions: &mut Vec<Session>,
+) -> Result<Json, String> {
+    let opened =
+        futures_util::future::join_all(starts.into_iter().enumerate().map(|(i, start)| open(state, i, start))).await;
     let mut failure = None;
     for (i, session) in opened.into_iter().enumerate() {
         match session {
@@ -186,7 +186,8 @@ async fn orchestrate(state: &Shared, job: &mut JobRow, sessions: &mut Vec<Sessio
             Err(reason) => {
                 job.body["sites"][i]["status"] = json!("failed");
                 job.body["sites"][i]["error"] = json!(reason);
-                failure.get_or_insert(format!("site {} ({}): {reason}", i + 1, site_name(&sites[i])));
+                let provider = job.body["sites"][i]["provider"].as_str().unwrap_or_default().to_owned();
+                failure.get_or_insert(format!("site {} ({provider}): {reason}", i + 1));
             }
         }
     }
@@ -203,26 +204,9 @@ async fn orchestrate(state: &Shared, job: &mut JobRow, sessions: &mut Vec<Sessio
     }
 }
 
-fn site_name(site: &Json) -> String {
-    site["provider"].as_str().unwrap_or_default().to_owned()
-}
-
 /// Starts a compute transfer with a site and waits for its data address.
-async fn open(state: &Shared, index: usize, site: &Json) -> Result<Session, String> {
-    let agreement_id = site["agreementId"].as_str().unwrap_or_default();
-    let agreement = state
-        .store
-        .agreement(agreement_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("agreement `{agreement_id}` is gone"))?;
-    let start = transfer::Start {
-        provider_address: site["address"].as_str().unwrap_or_default().to_owned(),
-        agreement,
-        format: COMPUTE.to_owned(),
-        destination: None,
-        auto_complete: false,
-    };
+async fn open(state: &Shared, index: usize, start: transfer::Start) -> Result<Session, String> {
+    let agreement_id = start.agreement.id.clone();
     let id = transfer::start(state, start).await.map_err(|e| e.to_string())?.row.id;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -236,7 +220,7 @@ async fn open(state: &Shared, index: usize, site: &Json) -> Result<Session, Stri
                 return Ok(Session {
                     index,
                     provider: current.row.counter_party_id.clone(),
-                    agreement_id: agreement_id.to_owned(),
+                    agreement_id,
                     provider_transfer: current.row.peer_pid.clone().unwrap_or_default(),
                     endpoint: endpoint.to_owned(),
                     token: token.to_owned(),

@@ -17,6 +17,7 @@ use crate::server::{Shared, health_routes};
 
 mod audit;
 mod catalog;
+pub mod client;
 mod compute;
 mod credentials;
 mod error;

@@ -13,7 +13,7 @@ use super::{FieldError, ManagementError, call_answer, optional_body, parse_body,
 use crate::catalog::model::{expand_body, nested, text};
 use crate::server::Shared;
 use crate::transfer::machine::Role;
-use crate::transfer::{self, HTTP_ENDPOINT, PULL, PUSH, Start, Transfer};
+use crate::transfer::{self, HTTP_ENDPOINT, PULL, PUSH, ProviderAddressError, Start, Transfer};
 
 /// A push destination (EDC `dataDestination`: `type` HttpData, `baseUrl`, optional `authKey` / `authCode`) as a DSP
 /// `DataAddress`.
@@ -92,15 +92,14 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     let (Some(agreement), true) = (agreement, errors.is_empty()) else {
         return Err(ManagementError::Invalid(errors));
     };
-    let provider_address = match text(&node, "counterPartyAddress") {
-        Some(address) => {
-            state.dsp.resolve_base(&address).await.map_err(|e| ManagementError::Upstream(e.to_string()))?
+    let given = text(&node, "counterPartyAddress");
+    let provider_address = match transfer::provider_address(&state, &agreement, given.as_deref()).await {
+        Ok(address) => address,
+        Err(ProviderAddressError::Unreachable(reason)) => return Err(ManagementError::Upstream(reason)),
+        Err(ProviderAddressError::Unknown) => {
+            return Err(ManagementError::field("counterPartyAddress", "is required: the provider's DSP address"));
         }
-        None => {
-            state.store.negotiation(&agreement.negotiation_id).await?.map(|n| n.counter_party_address).ok_or_else(
-                || ManagementError::field("counterPartyAddress", "is required: the provider's DSP address"),
-            )?
-        }
+        Err(ProviderAddressError::Store(error)) => return Err(error.into()),
     };
     let auto_complete = super::flag(&node, "autoComplete").unwrap_or(true);
     let transfer =

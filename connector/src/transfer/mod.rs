@@ -630,6 +630,39 @@ pub struct Start {
     pub auto_complete: bool,
 }
 
+/// Why the consumer cannot tell where a transfer's provider is.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderAddressError {
+    /// The address given does not answer as a DSP endpoint.
+    #[error("{0}")]
+    Unreachable(String),
+    /// None was given and the agreement's negotiation is not known here.
+    #[error("the provider's DSP address is not known")]
+    Unknown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Consumer: the provider's DSP base for a transfer under `agreement` — the address `given` (resolved to its 2025-1
+/// endpoint), else where the agreement was negotiated.
+pub async fn provider_address(
+    connector: &Shared,
+    agreement: &AgreementRow,
+    given: Option<&str>,
+) -> Result<String, ProviderAddressError> {
+    match given {
+        Some(address) => {
+            connector.dsp.resolve_base(address).await.map_err(|e| ProviderAddressError::Unreachable(e.to_string()))
+        }
+        None => connector
+            .store
+            .negotiation(&agreement.negotiation_id)
+            .await?
+            .map(|n| n.counter_party_address)
+            .ok_or(ProviderAddressError::Unknown),
+    }
+}
+
 /// Starts a transfer as consumer: the row and the request, in one statement.
 pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, ProcessError> {
     let mut transfer =
