@@ -319,3 +319,50 @@ async fn jobs_the_agreement_does_not_permit_are_refused_with_the_reason() {
     assert!(transfers.as_array().unwrap().iter().any(|t| t["state"] == "TERMINATED"), "{transfers:#}");
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_job_stops_taking_rounds_once_its_agreement_expires() {
+    let federation = Federation::with_hospitals(2).await;
+    let expiring = json!([{"leftOperand": "elapsedTime", "operator": "lteq", "rightOperand": "PT3S"}]);
+    publish(&federation, 0, "model", 300, 0, compute_terms(&["glm"], expiring)).await;
+    let agreement = agree(&federation, 0, "model").await;
+    let agreed_at = std::time::Instant::now();
+    let consumer = federation.management(1);
+    let body = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "TransferRequest",
+                      "contractId": agreement, "transferType": "Hanse-Compute"});
+    let created = consumer.post("/management/v3/transferprocesses", &body).await;
+    assert_eq!(created.status, 200, "{:#}", created.body);
+    let id = created.body["@id"].as_str().unwrap().to_owned();
+    wait_for_transfer(&consumer, &id, "STARTED").await;
+    let address = consumer.get(&format!("/management/v3/edrs/{id}/dataaddress")).await.body;
+    let endpoint = address["endpoint"].as_str().unwrap().to_owned();
+    let token = address["authorization"].as_str().unwrap().to_owned();
+    let provider_transfer = endpoint.rsplit('/').next().unwrap().to_owned();
+
+    // The consumer's connector signs each round, as its orchestrator does.
+    let keys = federation.connectors[1].running.state.identity.keys();
+    let signed = |round: u64, state: Value| {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"iss": federation.connectors[1].participant_id(), "aud": federation.connectors[0].participant_id(),
+            "iat": now, "exp": now + 300, "job": "expiring-glm", "round": round, "transfer": provider_transfer,
+            "agreement": agreement, "template": "glm", "state": state,
+            "parameters": {"family": "logistic", "outcome": "readmitted", "covariates": ["age", "smoker"]}});
+        keys.sign(hanse::compute::JOB_TYP, &[], &claims)
+    };
+    let post = |url: String, jwt: String| federation.client.post(url).bearer_auth(&token).body(jwt).send();
+    let first = post(format!("{endpoint}/jobs"), signed(0, Value::Null)).await.unwrap();
+    assert_eq!(first.status(), 200, "{}", first.text().await.unwrap());
+
+    tokio::time::sleep(
+        std::time::Duration::from_secs(3).saturating_sub(agreed_at.elapsed()) + std::time::Duration::from_millis(300),
+    )
+    .await;
+    let late =
+        post(format!("{endpoint}/jobs/expiring-glm/rounds"), signed(1, json!({"coefficients": [0.0, 0.0, 0.0]})))
+            .await
+            .unwrap();
+    assert_eq!(late.status(), 403);
+    assert!(late.text().await.unwrap().contains("elapsedTime"));
+    wait_for_transfer(&consumer, &id, "TERMINATED").await;
+    federation.shutdown().await;
+}

@@ -503,6 +503,12 @@ pub async fn round(
             format!("a job may take {} rounds", state.config.compute.max_rounds),
         );
     }
+    // Every round is a use of the data: the agreement must still permit `compute` (dates, elapsed time, ...).
+    if let Err(refusal) = crate::transfer::check_use(&state, &consumer, transfer.agreement_id(), "compute", false).await
+    {
+        return crate::dataplane::refuse_use(&state, &id, &consumer, transfer.agreement_id(), refusal, "compute round")
+            .await;
+    }
     let table = match table_of(&state, &transfer).await {
         Ok(table) => table,
         Err(refusal) => return refusal.into_response(),

@@ -244,6 +244,26 @@ pub async fn authorise(
     Ok((access, transfer))
 }
 
+/// The agreement no longer permits use (expired, used up, dataset withdrawn): the refusal is logged, the transfer ends
+/// now, and the request gets 403 with the reason.
+pub async fn refuse_use(
+    state: &Shared,
+    transfer_id: &str,
+    consumer: &str,
+    agreement_id: &str,
+    refusal: transfer::Refusal,
+    during: &str,
+) -> Response {
+    refusal.record(state, consumer, agreement_id, during).await;
+    let (state, id, reason) = (state.clone(), transfer_id.to_owned(), refusal.reason.clone());
+    tokio::spawn(async move {
+        if let Err(error) = transfer::end(&state, &id, "PolicyDenied", &reason, false).await {
+            tracing::error!(%error, "cannot terminate a transfer its agreement no longer permits");
+        }
+    });
+    refuse(StatusCode::FORBIDDEN, &refusal.reason)
+}
+
 /// `GET`/`HEAD /data/{transferId}`: the data of a started pull transfer.
 pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, request: Request) -> Response {
     let headers = request.headers().clone();
@@ -259,15 +279,7 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
     let grant = match transfer::check_use(&state, &access.consumer, &access.agreement_id, "use", new_pull).await {
         Ok(grant) => grant,
         Err(refusal) => {
-            // The agreement no longer permits use (expired, used up, dataset withdrawn): the transfer ends now.
-            refusal.record(&state, &access.consumer, &access.agreement_id, "data pull").await;
-            let (state, id, reason) = (state.clone(), id.clone(), refusal.reason.clone());
-            tokio::spawn(async move {
-                if let Err(error) = transfer::end(&state, &id, "PolicyDenied", &reason, false).await {
-                    tracing::error!(%error, "cannot terminate a transfer its agreement no longer permits");
-                }
-            });
-            return refuse(StatusCode::FORBIDDEN, &refusal.reason);
+            return refuse_use(&state, &id, &access.consumer, &access.agreement_id, refusal, "data pull").await;
         }
     };
     let Some(asset) = state.catalogue.asset(&grant.agreement.asset_id) else {
