@@ -62,6 +62,10 @@ pub enum Command {
     /// The tamper-evident audit log: verify an export offline, or show the life of one contract.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Gaia-X self-descriptions: print a participant's credentials, or verify them (signatures through the signers'
+    /// DIDs, validity, and conformance to the Gaia-X 2511 shapes).
+    #[command(subcommand, name = "self-description")]
+    SelfDescription(SelfDescriptionCommand),
     /// Write a synthetic patient cohort (CSV) and its schema (`FILE.schema.json`); the same seed and site give the
     /// same rows. No real patient data is involved.
     #[command(
@@ -176,6 +180,36 @@ pub enum AuditCommand {
         /// The contract agreement's id.
         #[arg(long)]
         agreement: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SelfDescriptionCommand {
+    /// Print Gaia-X credentials: each one's type, issuer, validity, key and subject.
+    #[command(
+        after_help = "Examples:\n  hanse self-description show\n  hanse self-description show https://hospital-b.example/.well-known/gaia-x/credentials\n  hanse self-description show presentation.jwt --json"
+    )]
+    Show {
+        #[command(flatten)]
+        config: RunArgs,
+        /// A presentation or credential JWTs: a file, or an http(s) URL (default: this connector's own).
+        source: Option<String>,
+        /// Print the decoded payloads as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify Gaia-X credentials; exit status 0 only when every signature, validity window and shape holds.
+    #[command(
+        after_help = "Examples:\n  hanse self-description verify https://hospital-b.example/.well-known/gaia-x/credentials\n  hanse self-description verify legal-person.jwt"
+    )]
+    Verify {
+        #[command(flatten)]
+        config: RunArgs,
+        /// A presentation or credential JWTs: a file, or an http(s) URL.
+        source: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -399,6 +433,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { export, head, receipt }) => audit_verify(&export, &head, &receipt),
+        Command::SelfDescription(command) => runtime()?.block_on(self_description(command)),
         Command::Audit(AuditCommand::Show { access, agreement }) => {
             let (url, key) = access.resolve()?;
             runtime()?.block_on(audit_show(&url, &key, &agreement))
@@ -540,6 +575,97 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
                 println!("  {}  {}  to {}  ({status})", credential.id, credential.types, credential.subject);
             }
         }
+    }
+    Ok(())
+}
+
+/// The configuration, if the file exists (commands that can run without one).
+fn optional_config(args: &RunArgs) -> anyhow::Result<Option<Config>> {
+    if args.config.exists() { Ok(Some(Config::load(&args.config)?)) } else { Ok(None) }
+}
+
+/// The text of a file or of an http(s) URL.
+async fn read_source(http: &reqwest::Client, source: &str) -> anyhow::Result<String> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let response = http.get(source).send().await.map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        if !status.is_success() {
+            anyhow::bail!("{source} answered HTTP {}: {}", status.as_u16(), text.trim());
+        }
+        Ok(text)
+    } else {
+        read_file(std::path::Path::new(source))
+    }
+}
+
+async fn self_description(command: SelfDescriptionCommand) -> anyhow::Result<()> {
+    use crate::identity::gaiax;
+    let (args, source, json) = match &command {
+        SelfDescriptionCommand::Show { config, source, json } => (config, source.clone(), *json),
+        SelfDescriptionCommand::Verify { config, source, json } => (config, Some(source.clone()), *json),
+    };
+    let config = optional_config(args)?;
+    let http = match &config {
+        Some(config) => {
+            crate::transport::client_builder(config)?.timeout(std::time::Duration::from_secs(30)).build()?
+        }
+        None => reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?,
+    };
+    let source = match (source, &config) {
+        (Some(source), _) => source,
+        (None, Some(config)) => format!("{}{}", config.public_url(), gaiax::CREDENTIALS_PATH),
+        (None, None) => {
+            anyhow::bail!("no source given and no configuration ({}) to find this connector", args.config.display())
+        }
+    };
+    let text = read_source(&http, &source).await?;
+    let development = config.as_ref().is_some_and(|c| c.participant.development);
+    let resolver = crate::identity::did::Resolver::new(http, development, std::time::Duration::from_secs(60));
+    let report = gaiax::verify(&resolver, &text, chrono::Utc::now()).await;
+    match command {
+        SelfDescriptionCommand::Show { .. } if json => {
+            let payloads: Vec<&serde_json::Value> = report.credentials.iter().map(|c| &c.payload).collect();
+            println!("{}", serde_json::to_string_pretty(&payloads)?);
+        }
+        SelfDescriptionCommand::Show { .. } => {
+            if let Some(holder) = &report.holder {
+                println!("Presentation by {holder}");
+            }
+            for credential in &report.credentials {
+                println!("\n{}  {}", credential.types.join(", "), credential.id);
+                println!("  issuer: {}", credential.issuer);
+                println!(
+                    "  valid:  {} .. {}",
+                    credential.valid_from.as_deref().unwrap_or("-"),
+                    credential.valid_until.as_deref().unwrap_or("-")
+                );
+                let subject = credential.payload.get("credentialSubject").cloned().unwrap_or_default();
+                for line in serde_json::to_string_pretty(&subject)?.lines() {
+                    println!("  {line}");
+                }
+            }
+        }
+        SelfDescriptionCommand::Verify { .. } if json => println!("{}", serde_json::to_string_pretty(&report)?),
+        SelfDescriptionCommand::Verify { .. } => {
+            for problem in &report.presentation_problems {
+                println!("presentation: {problem}");
+            }
+            for credential in &report.credentials {
+                let verdict =
+                    if credential.problems.is_empty() { "ok".to_owned() } else { credential.problems.join("; ") };
+                println!("{}  {}: {verdict}", credential.types.join(", "), credential.id);
+            }
+            for violation in &report.violations {
+                println!("shape: {violation}");
+            }
+        }
+    }
+    if matches!(command, SelfDescriptionCommand::Verify { .. }) && !report.holds() {
+        let problems = report.presentation_problems.len()
+            + report.credentials.iter().map(|c| c.problems.len()).sum::<usize>()
+            + report.violations.len();
+        anyhow::bail!("the self-description does not hold ({problems} problem(s) above)");
     }
     Ok(())
 }

@@ -37,6 +37,126 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub compute: ComputeConfig,
+    /// Gaia-X self-descriptions; none are published without this section.
+    #[serde(default)]
+    pub gaiax: Option<GaiaxConfig>,
+}
+
+/// What the participant says about itself in its Gaia-X credentials (Trust Framework 2511).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GaiaxConfig {
+    /// The registered legal name.
+    pub legal_name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The SHA-256 of the Gaia-X terms and conditions this participant accepts as an issuer (`gx:Issuer`).
+    pub terms_and_conditions: String,
+    pub headquarters: AddressConfig,
+    /// The legal address, when it differs from the headquarters.
+    #[serde(default)]
+    pub legal_address: Option<AddressConfig>,
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    /// Registration number credentials issued by a notary (VC-JWT files): served instead of self-issued ones.
+    #[serde(default)]
+    pub registration_credentials: Vec<PathBuf>,
+    pub service: ServiceConfig,
+    /// The licence of published datasets that name none themselves (an SPDX id or a URL).
+    #[serde(default = "default_license")]
+    pub default_license: String,
+    /// How long a signed self-description is valid (days).
+    #[serde(default = "default_validity_days")]
+    pub validity_days: u32,
+    /// The participant key's certificate chain (PEM, leaf first), served for the credentials' `x5u`.
+    #[serde(default)]
+    pub certificate_chain: Option<PathBuf>,
+}
+
+fn default_license() -> String {
+    "https://w3id.org/hanse/license/by-agreement".into()
+}
+
+fn default_validity_days() -> u32 {
+    90
+}
+
+/// A postal address of the participant.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AddressConfig {
+    /// ISO 3166-1 alpha-2 country code (`DE`).
+    pub country_code: String,
+    /// NUTS-2 region code (`DE30`).
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub locality: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub street_address: Option<String>,
+}
+
+/// The participant's registration numbers (at least one, unless a notary's credential is imported).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    #[serde(default)]
+    pub vat_id: Option<String>,
+    #[serde(default)]
+    pub lei_code: Option<String>,
+    /// The ISO 3166-2 subdivision of the LEI record's legal address (`DE-BE`).
+    #[serde(default)]
+    pub lei_subdivision: Option<String>,
+    #[serde(default)]
+    pub eori: Option<String>,
+    #[serde(default)]
+    pub euid: Option<String>,
+    #[serde(default)]
+    pub tax_id: Option<String>,
+    #[serde(default)]
+    pub local: Option<String>,
+}
+
+/// The connector as a Gaia-X service offering.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    #[serde(default = "default_service_name")]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where the service's terms and conditions are published, and the SHA-256 of their text.
+    pub terms_url: String,
+    pub terms_hash: String,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// How customers request an export of their data: `API`, `email`, `webform`, ...
+    #[serde(default = "default_export_request")]
+    pub export_request_type: String,
+    /// `digital` or `physical`.
+    #[serde(default = "default_export_access")]
+    pub export_access_type: String,
+    /// The media type of exports.
+    #[serde(default = "default_export_format")]
+    pub export_format_type: String,
+}
+
+fn default_service_name() -> String {
+    "Hanse dataspace connector".into()
+}
+
+fn default_export_request() -> String {
+    "API".into()
+}
+
+fn default_export_access() -> String {
+    "digital".into()
+}
+
+fn default_export_format() -> String {
+    "application/json".into()
 }
 
 /// Compute-to-data: what this connector lets jobs release, and what they may cost it.
@@ -404,6 +524,9 @@ impl Config {
         for p in [&mut self.public.tls_key, &mut self.public.client_ca, &mut self.trust.ca_file].into_iter().flatten() {
             resolve(p);
         }
+        if let Some(gaiax) = self.gaiax.as_mut() {
+            gaiax.certificate_chain.iter_mut().chain(gaiax.registration_credentials.iter_mut()).for_each(resolve);
+        }
     }
 
     /// Checks values serde cannot: identifiers, URLs, combinations.
@@ -458,6 +581,29 @@ impl Config {
         }
         if self.store.max_connections == 0 {
             return Err(key("store.max_connections", "must be at least 1".into()));
+        }
+        if let Some(gaiax) = &self.gaiax {
+            let sha256 = |text: &str| text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+            if !sha256(&gaiax.terms_and_conditions) {
+                return Err(key(
+                    "gaiax.terms_and_conditions",
+                    "must be the SHA-256 (64 hex digits) of the Gaia-X terms and conditions".into(),
+                ));
+            }
+            if !sha256(&gaiax.service.terms_hash) {
+                return Err(key("gaiax.service.terms_hash", "must be a SHA-256 (64 hex digits)".into()));
+            }
+            if reqwest::Url::parse(&gaiax.service.terms_url).is_err() {
+                return Err(key("gaiax.service.terms_url", format!("`{}` is not a URL", gaiax.service.terms_url)));
+            }
+            let r = &gaiax.registration;
+            let numbers = [&r.vat_id, &r.lei_code, &r.eori, &r.euid, &r.tax_id, &r.local];
+            if numbers.iter().all(|n| n.is_none()) && gaiax.registration_credentials.is_empty() {
+                return Err(key("gaiax.registration", "needs at least one registration number (vat_id, lei_code, eori, euid, tax_id or local) or a notary's credential in registration_credentials".into()));
+            }
+            if gaiax.validity_days == 0 {
+                return Err(key("gaiax.validity_days", "must be at least 1".into()));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(key("log.level", format!("`{}` is not a valid log filter", self.log.level)));

@@ -56,6 +56,8 @@ const CA_CERT_FILE: &str = "tls/ca.pem";
 const CA_KEY_FILE: &str = "tls/ca.key.pem";
 const TLS_CERT_FILE: &str = "tls/cert.pem";
 const TLS_KEY_FILE: &str = "tls/key.pem";
+/// The participant key's certificate (signed by the development CA) and the CA: the `x5u` of Gaia-X credentials.
+pub const PARTICIPANT_CHAIN_FILE: &str = "tls/participant-chain.pem";
 
 /// The `did:web` for a host and port: the port's colon is percent-encoded, as did:web requires.
 pub fn did_web_for(addr: &SocketAddr) -> String {
@@ -72,8 +74,17 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     if !participant_id.starts_with("did:web:") {
         return Err(InitError::Invalid(format!("--participant-id `{participant_id}` is not a did:web identifier")));
     }
-    let targets = [CONFIG_FILE, KEY_FILE, PUBLIC_KEY_FILE, CA_CERT_FILE, CA_KEY_FILE, TLS_CERT_FILE, TLS_KEY_FILE]
-        .map(|f| options.dir.join(f));
+    let targets = [
+        CONFIG_FILE,
+        KEY_FILE,
+        PUBLIC_KEY_FILE,
+        CA_CERT_FILE,
+        CA_KEY_FILE,
+        TLS_CERT_FILE,
+        TLS_KEY_FILE,
+        PARTICIPANT_CHAIN_FILE,
+    ]
+    .map(|f| options.dir.join(f));
     let existing: Vec<PathBuf> = targets.iter().filter(|p| p.exists()).cloned().collect();
     if !existing.is_empty() {
         return Err(InitError::Exists(existing));
@@ -87,13 +98,17 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
 
     let mut chain = host_cert.to_pem()?;
     chain.extend(ca_cert.to_pem()?);
-    let contents: [(&str, Vec<u8>, bool); 7] = [
+    let mut participant_chain =
+        participant_certificate(&ca_cert, &ca_key, &participant_key, &participant_id)?.to_pem()?;
+    participant_chain.extend(ca_cert.to_pem()?);
+    let contents: [(&str, Vec<u8>, bool); 8] = [
         (KEY_FILE, participant_key.private_key_to_pem_pkcs8()?, true),
         (PUBLIC_KEY_FILE, participant_key.public_key_to_pem()?, false),
         (CA_CERT_FILE, ca_cert.to_pem()?, false),
         (CA_KEY_FILE, ca_key.private_key_to_pem_pkcs8()?, true),
         (TLS_CERT_FILE, chain, false),
         (TLS_KEY_FILE, host_key.private_key_to_pem_pkcs8()?, true),
+        (PARTICIPANT_CHAIN_FILE, participant_chain, false),
         (CONFIG_FILE, config.into_bytes(), true),
     ];
     let mut files = Vec::new();
@@ -199,6 +214,33 @@ pub fn host_certificate(
     Ok((builder.build(), key))
 }
 
+/// A certificate for the participant's own signing key (named by its DID), signed by the CA, valid one year: what a
+/// Gaia-X verifier follows from a credential's `x5u` to a trust anchor.
+pub fn participant_certificate(
+    ca: &X509,
+    ca_key: &PKey<Private>,
+    key: &PKey<Private>,
+    did: &str,
+) -> Result<X509, openssl::error::ErrorStack> {
+    let mut builder = X509::builder()?;
+    builder.set_version(2)?;
+    builder.set_serial_number(&*serial()?)?;
+    let common_name: String = did.chars().take(64).collect();
+    builder.set_subject_name(&*name(&common_name)?)?;
+    builder.set_issuer_name(ca.subject_name())?;
+    builder.set_pubkey(key)?;
+    builder.set_not_before(&*Asn1Time::days_from_now(0)?)?;
+    builder.set_not_after(&*Asn1Time::days_from_now(365)?)?;
+    builder.append_extension(BasicConstraints::new().build()?)?;
+    builder.append_extension(KeyUsage::new().critical().digital_signature().non_repudiation().build()?)?;
+    let san = SubjectAlternativeName::new().uri(did).build(&builder.x509v3_context(Some(ca), None))?;
+    builder.append_extension(san)?;
+    let aki = AuthorityKeyIdentifier::new().keyid(false).build(&builder.x509v3_context(Some(ca), None))?;
+    builder.append_extension(aki)?;
+    builder.sign(ca_key, MessageDigest::sha256())?;
+    Ok(builder.build())
+}
+
 fn config_text(participant_id: &str, options: &InitOptions, api_key: &str) -> String {
     format!(
         r#"# Hanse connector configuration, written by `hanse init`.
@@ -284,6 +326,21 @@ memory_limit_mb = 1024
 # Participants to witness besides every counter-party, and how often (seconds; 0: never).
 # witness = ["did:web:hospital-b.example"]
 witness_interval_seconds = 300
+
+# Gaia-X self-descriptions (Trust Framework 2511), served at /.well-known/gaia-x/credentials. Uncomment and fill in
+# to publish them; the connector refuses to start if they do not conform to the Gaia-X shapes, and says why.
+# [gaiax]
+# legal_name = "Example University Hospital"
+# terms_and_conditions = "<SHA-256 of the Gaia-X terms and conditions you accept>"
+# certificate_chain = "{PARTICIPANT_CHAIN_FILE}"
+# [gaiax.headquarters]
+# country_code = "DE"
+# region = "DE30"        # NUTS-2
+# [gaiax.registration]
+# vat_id = "DE123456789"
+# [gaiax.service]
+# terms_url = "https://hospital.example/connector-terms"
+# terms_hash = "<SHA-256 of those terms>"
 
 [log]
 # A tracing filter, e.g. "info" or "hanse=debug,info".

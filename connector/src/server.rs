@@ -48,6 +48,8 @@ pub struct Connector {
     pub audit_inconsistencies: std::sync::atomic::AtomicU64,
     /// The public listener's externally visible base URL (from the config, or the bound address).
     pub public_url: String,
+    /// Our Gaia-X self-description, when `[gaiax]` is configured.
+    pub self_description: Option<crate::identity::gaiax::SelfDescription>,
     ready: AtomicBool,
     started: Instant,
 }
@@ -78,6 +80,8 @@ pub enum StartError {
     Keys(#[from] crate::identity::keys::KeyError),
     #[error("cannot listen on {key} = {addr}: {source}")]
     Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    SelfDescription(String),
 }
 
 /// A started connector: its addresses and the means to stop it.
@@ -187,6 +191,24 @@ pub async fn start_on(
         attempts: i64::from(config.negotiation.retry_attempts),
         base: std::time::Duration::from_millis(config.negotiation.retry_base_ms),
     };
+    let self_description = match &config.gaiax {
+        None => None,
+        Some(gaiax) => {
+            let described = crate::identity::gaiax::SelfDescription::load(gaiax, &public_url)
+                .map_err(StartError::SelfDescription)?;
+            // Compiling the shapes takes a moment: off the async threads.
+            let _ = tokio::task::spawn_blocking(hanse_self_descriptions::gaiax::shapes).await;
+            let violations = described.violations(&catalogue).map_err(StartError::SelfDescription)?;
+            if !violations.is_empty() {
+                let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
+                return Err(StartError::SelfDescription(format!(
+                    "gaiax: the self-description does not conform to the Gaia-X 2511 shapes: {}",
+                    listed.join("; ")
+                )));
+            }
+            Some(described)
+        }
+    };
     let http = crate::transport::client_builder(&config)?
         .timeout(std::time::Duration::from_secs(30))
         .build()
@@ -202,6 +224,11 @@ pub async fn start_on(
             trusted_issuers: config.trust.issuers.clone(),
             did_cache: std::time::Duration::from_secs(config.trust.did_cache_seconds),
             claims_cache: std::time::Duration::from_secs(config.trust.claims_cache_seconds),
+            self_description: self_description.is_some(),
+            certificate_chain_url: self_description
+                .as_ref()
+                .and_then(|d| d.chain())
+                .map(|_| format!("{public_url}{}", crate::identity::gaiax::CHAIN_PATH)),
         },
     ));
     // Data bodies may be large: no overall timeout, but connecting and every read are bounded.
@@ -225,6 +252,7 @@ pub async fn start_on(
         retry,
         audit_inconsistencies: Default::default(),
         public_url,
+        self_description,
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });

@@ -1,6 +1,8 @@
-//! Self-descriptions of a Hanse connector and its datasets: DCAT-AP 3 / HealthDCAT-AP dataset descriptions (and, as
-//! the identity work lands, Gaia-X credentials).
+//! Self-descriptions of a Hanse connector and its datasets: DCAT-AP 3 / HealthDCAT-AP dataset descriptions and
+//! Gaia-X 25.11 credentials, with the SHACL validation that checks them.
 //!
-//! Pure: values in, JSON-LD values and triples out. No I/O, no clock.
+//! Pure: values in, JSON-LD values, triples and validation results out. No I/O, no clock.
 
 pub mod dcat;
+pub mod gaiax;
+pub mod shacl;

@@ -34,6 +34,10 @@ pub const HEALTHDCATAP: &str = "http://healthdataportal.eu/ns/health#";
 pub const DCATAP: &str = "http://data.europa.eu/r5r/";
 /// Gaia-X 25.11 (Loire), as published for the development registry.
 pub const GX: &str = "https://w3id.org/gaia-x/development#";
+/// Gaia-X 25.11 (Loire), the released namespace of Trust Framework 2511: what Hanse's credentials use.
+pub const GX_2511: &str = "https://w3id.org/gaia-x/2511#";
+/// schema.org (as the Gaia-X shapes write it).
+pub const SCHEMA: &str = "https://schema.org/";
 /// W3C Verifiable Credentials 2.0 (the `credentials` vocabulary).
 pub const CRED: &str = "https://www.w3.org/2018/credentials#";
 /// W3C Bitstring Status List.

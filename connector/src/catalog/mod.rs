@@ -676,6 +676,17 @@ impl Catalogue {
         self.dataset_json(&state, &asset.value, &permitted)
     }
 
+    /// Every dataset `requester` may see, with its DSP `Dataset` JSON text (offers included), in id order.
+    pub fn visible(&self, requester: &RequestContext) -> Vec<(Arc<Asset>, Arc<str>)> {
+        let state = self.read();
+        let permitted = self.permitted_definitions(&state, requester);
+        state
+            .assets
+            .values()
+            .filter_map(|asset| Some((asset.value.clone(), self.dataset_json(&state, &asset.value, &permitted)?)))
+            .collect()
+    }
+
     /// A read-only SPARQL query over the catalogue graph.
     pub fn sparql(&self, query: &str, accept: &str) -> Result<(&'static str, Vec<u8>), rdf::SparqlError> {
         self.graph.query(query, accept, Duration::from_secs(30))

@@ -322,15 +322,14 @@ pub fn scope_for(credential_type: &str) -> String {
     format!("{SCOPE_PREFIX}{credential_type}:read")
 }
 
+/// A credential JWT as a presentation carries it (VC-JOSE-COSE `EnvelopedVerifiableCredential`).
+pub fn enveloped(jwt: &str) -> Json {
+    json!({"@context": [VC_CONTEXT], "type": "EnvelopedVerifiableCredential", "id": format!("data:application/vc+jwt,{jwt}")})
+}
+
 /// A verifiable presentation (JWT) of `credentials` from us to `audience`.
 pub fn presentation(keys: &KeyRing, audience: &str, credentials: &[&HeldCredential], now: DateTime<Utc>) -> String {
-    let enveloped: Vec<Json> = credentials
-        .iter()
-        .map(|c| {
-            json!({"@context": [VC_CONTEXT], "type": "EnvelopedVerifiableCredential",
-                "id": format!("data:application/vc+jwt,{}", c.jwt)})
-        })
-        .collect();
+    let enveloped: Vec<Json> = credentials.iter().map(|c| enveloped(&c.jwt)).collect();
     let payload = json!({
         "@context": [VC_CONTEXT],
         "type": ["VerifiablePresentation"],

@@ -12,6 +12,7 @@
 
 pub mod credentials;
 pub mod did;
+pub mod gaiax;
 pub mod jose;
 pub mod keys;
 pub mod token;
@@ -53,6 +54,10 @@ pub struct IdentitySettings {
     pub did_cache: Duration,
     /// The longest time verified claims and fetched status lists are reused (never beyond the token's lifetime).
     pub claims_cache: Duration,
+    /// Whether Gaia-X self-descriptions are served (the DID document then points at them).
+    pub self_description: bool,
+    /// Where the participant key's certificate chain is served, if it is (the `x5u` of the current key).
+    pub certificate_chain_url: Option<String>,
 }
 
 /// The identity services of one connector.
@@ -121,11 +126,22 @@ impl Identity {
 
     /// Our DID document as the public listener serves it.
     pub fn did_document(&self) -> Json {
-        let services = [
+        let mut services = vec![
             ("StatusListService", credentials::status_list_url(&self.settings.public_url)),
             (crate::audit::peer::SERVICE, crate::audit::peer::service_url(&self.settings.public_url)),
         ];
-        did::our_document(self.did(), &self.keys.listed(Utc::now()), &self.settings.public_url, &services)
+        if self.settings.self_description {
+            services.push((gaiax::SERVICE, format!("{}{}", self.settings.public_url, gaiax::CREDENTIALS_PATH)));
+        }
+        let mut keys = self.keys.listed(Utc::now());
+        if let Some(url) = &self.settings.certificate_chain_url {
+            for (kid, jwk) in &mut keys {
+                if kid == self.keys.current_kid() {
+                    jwk.insert("x5u".into(), Json::String(url.clone()));
+                }
+            }
+        }
+        did::our_document(self.did(), &keys, &self.settings.public_url, &services)
     }
 
     /// The DID of the participant whose connector answers at `address`: its `/.well-known/did.json` names it.
@@ -296,16 +312,7 @@ impl Identity {
 
     /// Checks a JWT `signer` signed with a key listed in its DID document, of type `typ`; answers its claims.
     pub async fn verify_signed(&self, jwt: &str, typ: &str, signer: &str) -> Result<Object, String> {
-        let (header, _) = jose::peek(jwt).map_err(|e| e.to_string())?;
-        if header.get("typ").and_then(Json::as_str) != Some(typ) {
-            return Err(format!("not a {typ}"));
-        }
-        let kid = header.get("kid").and_then(Json::as_str).ok_or("the header names no key (kid)")?;
-        if did::controller_of(kid) != Some(signer) {
-            return Err(format!("key {kid} is not {signer}'s"));
-        }
-        let method = self.resolver.key(signer, kid).await.map_err(|e| e.to_string())?;
-        jose::verify(jwt, &method.jwk).map_err(|e| e.to_string())
+        verify_signed_with(&self.resolver, jwt, typ, signer).await
     }
 
     async fn check_signature(&self, jwt: &str, issuer: &str, kid: &str) -> Result<Object, CredentialError> {
@@ -390,6 +397,21 @@ impl Identity {
 
 /// Issues a credential with `keys` for the issuer at `public_url`, recording it in `store` (used by the management
 /// API and by `hanse credentials issue`).
+/// Checks a JWT `signer` signed with a key listed in its DID document (found with `resolver`), of type `typ`;
+/// answers its claims.
+pub async fn verify_signed_with(resolver: &Resolver, jwt: &str, typ: &str, signer: &str) -> Result<Object, String> {
+    let (header, _) = jose::peek(jwt).map_err(|e| e.to_string())?;
+    if header.get("typ").and_then(Json::as_str) != Some(typ) {
+        return Err(format!("not a {typ}"));
+    }
+    let kid = header.get("kid").and_then(Json::as_str).ok_or("the header names no key (kid)")?;
+    if did::controller_of(kid) != Some(signer) {
+        return Err(format!("key {kid} is not {signer}'s"));
+    }
+    let method = resolver.key(signer, kid).await.map_err(|e| e.to_string())?;
+    jose::verify(jwt, &method.jwk).map_err(|e| e.to_string())
+}
+
 pub async fn issue_credential(
     keys: &KeyRing,
     store: &Store,

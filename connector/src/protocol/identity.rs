@@ -3,7 +3,7 @@
 //! (`POST /dcp/v1/presentations/query`).
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
@@ -49,5 +49,40 @@ pub async fn presentation_query(State(state): State<Shared>, headers: HeaderMap,
     match state.identity.answer_presentation_query(&verifier, &query).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(reason) => dcp_error(StatusCode::BAD_REQUEST, &reason),
+    }
+}
+
+/// The 404 of a connector without a self-description, saying why.
+fn not_described() -> Response {
+    (StatusCode::NOT_FOUND, "this connector publishes no Gaia-X self-description ([gaiax] is not configured)")
+        .into_response()
+}
+
+/// `GET /.well-known/gaia-x/credentials`: all our Gaia-X credentials in one verifiable presentation (JWT).
+pub async fn gaiax_presentation(State(state): State<Shared>) -> Response {
+    let Some(described) = state.self_description.as_ref() else { return not_described() };
+    let jwt = described.presentation(state.identity.keys(), &state.catalogue, chrono::Utc::now());
+    ([(header::CONTENT_TYPE, crate::identity::gaiax::VP_MEDIA), (header::CACHE_CONTROL, "no-cache")], jwt)
+        .into_response()
+}
+
+/// `GET /.well-known/gaia-x/credentials/{name}`: one credential (VC JWT), as its `id` names it.
+pub async fn gaiax_credential(State(state): State<Shared>, Path(name): Path<String>) -> Response {
+    let Some(described) = state.self_description.as_ref() else { return not_described() };
+    let signed = described.signed(state.identity.keys(), &state.catalogue, chrono::Utc::now());
+    match signed.into_iter().find(|(n, _)| *n == name) {
+        Some((_, jwt)) => {
+            ([(header::CONTENT_TYPE, crate::identity::gaiax::VC_MEDIA), (header::CACHE_CONTROL, "no-cache")], jwt)
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, format!("no Gaia-X credential named `{name}`")).into_response(),
+    }
+}
+
+/// `GET /.well-known/x509CertificateChain.pem`: the participant key's certificate chain (the credentials' `x5u`).
+pub async fn certificate_chain(State(state): State<Shared>) -> Response {
+    match state.self_description.as_ref().and_then(|d| d.chain()) {
+        Some(chain) => ([(header::CONTENT_TYPE, "application/x-pem-file")], chain.to_vec()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no certificate chain is configured (gaiax.certificate_chain)").into_response(),
     }
 }

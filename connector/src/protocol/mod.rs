@@ -31,6 +31,9 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::audit::peer::routes())
         .route("/.well-known/did.json", get(identity::did_document))
         .route(crate::identity::credentials::STATUS_LIST_PATH, get(identity::status_list))
+        .route(crate::identity::gaiax::CREDENTIALS_PATH, get(identity::gaiax_presentation))
+        .route(&format!("{}/{{name}}", crate::identity::gaiax::CREDENTIALS_PATH), get(identity::gaiax_credential))
+        .route(crate::identity::gaiax::CHAIN_PATH, get(identity::certificate_chain))
         .route(
             &format!("{}/presentations/query", crate::identity::did::CREDENTIAL_SERVICE_PATH),
             post(identity::presentation_query),
