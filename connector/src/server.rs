@@ -183,6 +183,7 @@ pub async fn start_on(
 
     let service = ServiceInfo {
         participant_id: config.participant.id.clone(),
+        publisher_name: config.gaiax.as_ref().map_or_else(|| config.participant.id.clone(), |g| g.legal_name.clone()),
         endpoint_url: format!("{public_url}{}", protocol::BASE),
         file_root: config.file_root(),
     };

@@ -165,7 +165,12 @@ fn coerce(term: Term, range: Option<Range>, predicate: &str) -> Result<Term, Str
         }
         (Some(Range::Integer), Term::Literal { value, .. }) => match value.trim().parse::<u64>() {
             Ok(n) => {
-                Ok(Term::Literal { value: n.to_string(), datatype: Some(format!("{XSD}integer")), language: None })
+                // HealthDCAT-AP's counts and ages are `xsd:nonNegativeInteger`.
+                Ok(Term::Literal {
+                    value: n.to_string(),
+                    datatype: Some(format!("{XSD}nonNegativeInteger")),
+                    language: None,
+                })
             }
             Err(_) => Err(format!("{short} takes a non-negative integer, not `{value}`")),
         },
@@ -274,7 +279,7 @@ pub fn term_json(term: &Term, style: PrefixStyle) -> Json {
         Term::Literal { value, language: Some(language), .. } => json!({"@value": value, "@language": language}),
         Term::Literal { value, datatype: Some(datatype), .. } => {
             let native = match datatype.strip_prefix(XSD) {
-                Some("integer") => value.parse::<i64>().ok().map(Json::from),
+                Some("integer" | "nonNegativeInteger") => value.parse::<i64>().ok().map(Json::from),
                 Some("boolean") => value.parse::<bool>().ok().map(Json::from),
                 Some("string") => Some(json!(value)),
                 _ => None,
@@ -423,7 +428,7 @@ mod tests {
             vec![Term::Literal { value: "Diabetes cohort".into(), datatype: None, language: None }]
         );
         assert!(
-            matches!(&props["http://healthdataportal.eu/ns/health#numberOfRecords"][0], Term::Literal { datatype: Some(d), .. } if d.ends_with("integer"))
+            matches!(&props["http://healthdataportal.eu/ns/health#numberOfRecords"][0], Term::Literal { datatype: Some(d), .. } if d.ends_with("#nonNegativeInteger"))
         );
         assert!(matches!(&props["http://www.w3.org/ns/dcat#theme"][0], Term::Iri(_)));
         assert!(props.contains_key("https://w3id.org/edc/v0.0.1/ns/name"), "unknown EDC names stay EDC terms");

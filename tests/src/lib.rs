@@ -329,3 +329,80 @@ pub fn research_terms() -> Value {
            "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}],
            "prohibition": [{"action": "distribute"}]})
 }
+
+/// The pySHACL release the tests validate with.
+const PYSHACL: &str = "pyshacl==0.40.1";
+
+/// pySHACL's report on a data graph.
+#[derive(Debug, Clone)]
+pub struct ShaclReport {
+    pub conforms: bool,
+    /// `{"focus", "path", "severity", "message"}` per result.
+    pub results: Vec<Value>,
+}
+
+impl ShaclReport {
+    /// The result paths of violations, as full IRIs.
+    pub fn violated_paths(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .filter(|r| r["severity"] == "Violation")
+            .filter_map(|r| r["path"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+/// A Python with pySHACL: the machine's `python3` if it has it (`.ci/run` installs it), else a virtual environment
+/// in the temporary folder, made once.
+fn python_with_pyshacl() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let has = |python: &std::path::Path| {
+                std::process::Command::new(python).args(["-c", "import pyshacl"]).status().is_ok_and(|s| s.success())
+            };
+            let system = std::path::PathBuf::from("python3");
+            if has(&system) {
+                return system;
+            }
+            let venv = std::env::temp_dir().join(format!("hanse-{}", PYSHACL.replace("==", "-")));
+            let python = venv.join("bin/python");
+            if !has(&python) {
+                let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
+                assert!(
+                    made.is_ok_and(|s| s.success()),
+                    "python3 -m venv {} failed: the SHACL tests need Python 3",
+                    venv.display()
+                );
+                let installed =
+                    std::process::Command::new(&python).args(["-m", "pip", "install", "-q", PYSHACL]).status();
+                assert!(installed.is_ok_and(|s| s.success()), "pip install {PYSHACL} failed");
+            }
+            python
+        })
+        .clone()
+}
+
+/// Validates `data` (N-Triples) with pySHACL against `shapes` (Turtle files),
+/// with `ontology` (Turtle) for class hierarchies.
+pub fn pyshacl(data: &str, shapes: &[&std::path::Path], ontology: Option<&std::path::Path>) -> ShaclReport {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let file = folder.path().join("data.nt");
+    std::fs::write(&file, data).expect("write the data graph");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shacl/validate.py");
+    let mut command = std::process::Command::new(python_with_pyshacl());
+    command.arg(script).arg("--data").arg(&file);
+    for shape in shapes {
+        command.arg("--shapes").arg(shape);
+    }
+    if let Some(ontology) = ontology {
+        command.arg("--ontology").arg(ontology);
+    }
+    let output = command.output().expect("run pySHACL");
+    assert!(output.status.success(), "pySHACL failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("pySHACL's JSON report");
+    ShaclReport {
+        conforms: report["conforms"].as_bool().expect("conforms"),
+        results: report["results"].as_array().cloned().unwrap_or_default(),
+    }
+}

@@ -82,6 +82,8 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
     pub participant_id: String,
+    /// The publisher's name in the catalogue (the legal name from `[gaiax]`, else the participant id).
+    pub publisher_name: String,
     /// The DSP base URL (`<public>/protocol/2025-1`).
     pub endpoint_url: String,
     pub file_root: PathBuf,
@@ -256,8 +258,13 @@ impl Catalogue {
     /// Reads the catalogue from the store and builds every view. A stored resource that can no longer be read (for
     /// example a file outside a changed file root) is kept in the store, left out of the views, and logged.
     pub async fn load(store: &Store, service: ServiceInfo) -> Result<Catalogue, StoreError> {
-        let graph =
-            Graph::new(&service.catalog_id(), &service.service_id(), &service.endpoint_url, &service.participant_id);
+        let graph = Graph::new(
+            &service.catalog_id(),
+            &service.service_id(),
+            &service.endpoint_url,
+            &service.participant_id,
+            &service.publisher_name,
+        );
         let mut state = State { service_id: service.service_id(), ..State::default() };
         for document in store.list_documents(DocumentKind::PolicyDefinition).await? {
             match serde_json::from_value(document.body.clone())

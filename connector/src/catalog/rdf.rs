@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hanse_self_descriptions::dcat::{self, Properties, Term};
-use hanse_vocab::ns::{DCAT, DCT, ODRL, RDF};
+use hanse_vocab::ns::{DCAT, DCT, FOAF, HANSE, ODRL, RDF};
 use oxigraph::io::{RdfFormat, RdfParser, RdfSerializer};
 use oxigraph::model::{BlankNode, GraphName, Literal, NamedNode, NamedOrBlankNode, Quad, Term as RdfTerm};
 use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
@@ -72,24 +72,54 @@ pub struct Graph {
     store: Store,
     catalog_iri: String,
     service_iri: String,
+    endpoint: String,
 }
 
 impl Graph {
     /// An empty graph describing the catalogue `catalog_iri` served by `service_iri` at `endpoint`.
-    pub fn new(catalog_iri: &str, service_iri: &str, endpoint: &str, participant: &str) -> Graph {
+    pub fn new(catalog_iri: &str, service_iri: &str, endpoint: &str, participant: &str, publisher_name: &str) -> Graph {
         let store = Store::new().expect("the in-memory store always opens");
         let graph = GraphName::NamedNode(catalog_graph());
-        let (catalog, service) = (iri(catalog_iri), iri(service_iri));
+        let (catalog, service, publisher) = (iri(catalog_iri), iri(service_iri), iri(participant));
         let rdf_type = iri(&format!("{RDF}type"));
+        let text = |value: String| Literal::new_simple_literal(value);
+        // What DCAT-AP 3 requires of a catalogue and a data service: titles, a description, a typed publisher.
         let quads = [
             Quad::new(catalog.clone(), rdf_type.clone(), iri(&format!("{DCAT}Catalog")), graph.clone()),
+            Quad::new(
+                catalog.clone(),
+                iri(&format!("{DCT}title")),
+                text(format!("Datasets of {participant}")),
+                graph.clone(),
+            ),
+            Quad::new(
+                catalog.clone(),
+                iri(&format!("{DCT}description")),
+                text(format!(
+                    "The datasets {participant} offers through its Hanse connector: negotiate access with the Dataspace Protocol 2025-1 at {endpoint}."
+                )),
+                graph.clone(),
+            ),
             Quad::new(catalog.clone(), iri(&format!("{DCAT}service")), service.clone(), graph.clone()),
-            Quad::new(catalog, iri(&format!("{DCT}publisher")), iri(participant), graph.clone()),
+            Quad::new(catalog, iri(&format!("{DCT}publisher")), publisher.clone(), graph.clone()),
+            Quad::new(publisher.clone(), rdf_type.clone(), iri(&format!("{FOAF}Agent")), graph.clone()),
+            Quad::new(publisher, iri(&format!("{FOAF}name")), text(publisher_name.to_owned()), graph.clone()),
             Quad::new(service.clone(), rdf_type, iri(&format!("{DCAT}DataService")), graph.clone()),
+            Quad::new(
+                service.clone(),
+                iri(&format!("{DCT}title")),
+                text("Dataspace Protocol 2025-1 endpoint".into()),
+                graph.clone(),
+            ),
             Quad::new(service, iri(&format!("{DCAT}endpointURL")), iri(endpoint), graph),
         ];
         store.extend(quads).expect("in-memory insert");
-        Graph { store, catalog_iri: catalog_iri.to_owned(), service_iri: service_iri.to_owned() }
+        Graph {
+            store,
+            catalog_iri: catalog_iri.to_owned(),
+            service_iri: service_iri.to_owned(),
+            endpoint: endpoint.to_owned(),
+        }
     }
 
     /// The quads describing one dataset (in its own graph): the DCAT description, its distributions and offers.
@@ -112,11 +142,18 @@ impl Graph {
             properties.entry(format!("{DCAT}distribution")).or_default().push(Term::Iri(distribution.clone()));
             let mut d = Properties::new();
             d.insert(format!("{RDF}type"), vec![Term::Iri(format!("{DCAT}Distribution"))]);
-            d.insert(
-                format!("{DCT}format"),
+            // DCAT-AP takes a format as a resource (`dct:MediaTypeOrExtent`); the DSP name stays its identifier.
+            let mut kind = Properties::new();
+            kind.insert(format!("{RDF}type"), vec![Term::Iri(format!("{DCT}MediaTypeOrExtent"))]);
+            kind.insert(
+                format!("{DCT}identifier"),
                 vec![Term::Literal { value: (*format).to_owned(), datatype: None, language: None }],
             );
+            let format_iri = format!("{HANSE}format/{}", encode(format));
+            dcat::triples(&format_iri, &kind, "f", &mut triples);
+            d.insert(format!("{DCT}format"), vec![Term::Iri(format_iri)]);
             d.insert(format!("{DCAT}accessService"), vec![Term::Iri(self.service_iri.clone())]);
+            d.insert(format!("{DCAT}accessURL"), vec![Term::Iri(self.endpoint.clone())]);
             dcat::triples(&distribution, &d, "d", &mut triples);
         }
         dcat::triples(&subject, &properties, "b", &mut triples);
@@ -359,7 +396,7 @@ mod tests {
 
     #[test]
     fn an_offer_becomes_triples_with_its_rules() {
-        let graph = Graph::new("urn:c", "urn:s", "http://x/protocol/2025-1", "did:web:x");
+        let graph = Graph::new("urn:c", "urn:s", "http://x/protocol/2025-1", "did:web:x", "did:web:x");
         let offer = serde_json::json!({"@id": "urn:hanse:offer:cd:abc", "@type": "Offer",
             "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "http://purl.obolibrary.org/obo/DUO_0000042"}]}],
             "prohibition": [{"action": "distribute"}]});
