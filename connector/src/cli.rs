@@ -620,48 +620,59 @@ async fn self_description(command: SelfDescriptionCommand) -> anyhow::Result<()>
         }
     };
     let text = read_source(&http, &source).await?;
+    if let SelfDescriptionCommand::Show { .. } = command {
+        // Printing needs no check: nothing is resolved or validated.
+        let presented = gaiax::presented(&text);
+        let payload =
+            |jwt: &str| crate::identity::jose::peek(jwt).map(|(_, p)| serde_json::Value::Object(p)).unwrap_or_default();
+        if json {
+            let payloads: Vec<serde_json::Value> = presented.credentials.iter().map(|jwt| payload(jwt)).collect();
+            println!("{}", serde_json::to_string_pretty(&payloads)?);
+            return Ok(());
+        }
+        for (_, holder, _) in &presented.presentations {
+            println!("Presentation by {holder}");
+        }
+        for problem in &presented.unreadable {
+            println!("unreadable: {problem}");
+        }
+        for jwt in &presented.credentials {
+            let summary = match crate::identity::credentials::summarise(jwt) {
+                Ok(summary) => summary,
+                Err(e) => {
+                    println!("\nunreadable credential: {e}");
+                    continue;
+                }
+            };
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+            println!("\n{}  {}", summary.types.join(", "), summary.id);
+            println!("  issuer: {}", summary.issuer);
+            println!("  valid:  {} .. {}", time(summary.valid_from), time(summary.valid_until));
+            let subject = payload(jwt).get("credentialSubject").cloned().unwrap_or_default();
+            for line in serde_json::to_string_pretty(&subject)?.lines() {
+                println!("  {line}");
+            }
+        }
+        return Ok(());
+    }
     let development = config.as_ref().is_some_and(|c| c.participant.development);
     let resolver = crate::identity::did::Resolver::new(http, development, std::time::Duration::from_secs(60));
     let report = gaiax::verify(&resolver, &text, chrono::Utc::now()).await;
-    match command {
-        SelfDescriptionCommand::Show { .. } if json => {
-            let payloads: Vec<&serde_json::Value> = report.credentials.iter().map(|c| &c.payload).collect();
-            println!("{}", serde_json::to_string_pretty(&payloads)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for problem in &report.presentation_problems {
+            println!("presentation: {problem}");
         }
-        SelfDescriptionCommand::Show { .. } => {
-            if let Some(holder) = &report.holder {
-                println!("Presentation by {holder}");
-            }
-            for credential in &report.credentials {
-                println!("\n{}  {}", credential.types.join(", "), credential.id);
-                println!("  issuer: {}", credential.issuer);
-                println!(
-                    "  valid:  {} .. {}",
-                    credential.valid_from.as_deref().unwrap_or("-"),
-                    credential.valid_until.as_deref().unwrap_or("-")
-                );
-                let subject = credential.payload.get("credentialSubject").cloned().unwrap_or_default();
-                for line in serde_json::to_string_pretty(&subject)?.lines() {
-                    println!("  {line}");
-                }
-            }
+        for credential in &report.credentials {
+            let verdict = if credential.problems.is_empty() { "ok".to_owned() } else { credential.problems.join("; ") };
+            println!("{}  {}: {verdict}", credential.types.join(", "), credential.id);
         }
-        SelfDescriptionCommand::Verify { .. } if json => println!("{}", serde_json::to_string_pretty(&report)?),
-        SelfDescriptionCommand::Verify { .. } => {
-            for problem in &report.presentation_problems {
-                println!("presentation: {problem}");
-            }
-            for credential in &report.credentials {
-                let verdict =
-                    if credential.problems.is_empty() { "ok".to_owned() } else { credential.problems.join("; ") };
-                println!("{}  {}: {verdict}", credential.types.join(", "), credential.id);
-            }
-            for violation in &report.violations {
-                println!("shape: {violation}");
-            }
+        for violation in &report.violations {
+            println!("shape: {violation}");
         }
     }
-    if matches!(command, SelfDescriptionCommand::Verify { .. }) && !report.holds() {
+    if !report.holds() {
         let problems = report.presentation_problems.len()
             + report.credentials.iter().map(|c| c.problems.len()).sum::<usize>()
             + report.violations.len();

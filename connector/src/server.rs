@@ -226,10 +226,7 @@ pub async fn start_on(
             did_cache: std::time::Duration::from_secs(config.trust.did_cache_seconds),
             claims_cache: std::time::Duration::from_secs(config.trust.claims_cache_seconds),
             self_description: self_description.is_some(),
-            certificate_chain_url: self_description
-                .as_ref()
-                .and_then(|d| d.chain())
-                .map(|_| format!("{public_url}{}", crate::identity::gaiax::CHAIN_PATH)),
+            certificate_chain_url: self_description.as_ref().and_then(|d| d.chain_url()),
         },
     ));
     // Data bodies may be large: no overall timeout, but connecting and every read are bounded.

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use oxrdf::vocab::{rdf, rdfs, xsd};
-use oxrdf::{Literal, NamedNode, NamedOrBlankNode, Term, Triple};
+use oxrdf::{Literal, NamedNode, Term, Triple};
 use regex::Regex;
 
 const SH: &str = "http://www.w3.org/ns/shacl#";
@@ -124,27 +124,6 @@ impl Graph {
         }
     }
 
-    /// Adds every triple of `other`.
-    pub fn extend(&mut self, other: &Graph) {
-        for subject in &other.subjects {
-            for (p, o) in &other.by_subject[subject] {
-                if let Some(s) = as_subject(subject) {
-                    self.insert(Triple::new(s, p.clone(), o.clone()));
-                }
-            }
-        }
-    }
-
-    /// The number of triples.
-    pub fn len(&self) -> usize {
-        self.by_subject.values().map(Vec::len).sum()
-    }
-
-    /// Whether the graph has no triple.
-    pub fn is_empty(&self) -> bool {
-        self.subjects.is_empty()
-    }
-
     fn objects<'a>(&'a self, subject: &Term, predicate: &'a str) -> impl Iterator<Item = &'a Term> + 'a {
         self.by_subject.get(subject).into_iter().flatten().filter(move |(p, _)| p.as_str() == predicate).map(|(_, o)| o)
     }
@@ -173,14 +152,6 @@ impl Graph {
             }
         }
         out
-    }
-}
-
-fn as_subject(term: &Term) -> Option<NamedOrBlankNode> {
-    match term {
-        Term::NamedNode(n) => Some(n.clone().into()),
-        Term::BlankNode(b) => Some(b.clone().into()),
-        Term::Literal(_) => None,
     }
 }
 
@@ -299,11 +270,6 @@ impl Shapes {
             compiled.compile(&graph, &root, 0)?;
         }
         Ok(compiled)
-    }
-
-    /// The number of shapes with a target.
-    pub fn targeted(&self) -> usize {
-        self.shapes.iter().filter(|s| !s.targets.is_empty()).count()
     }
 
     /// The `sh:in` values allowed for `path` by the shape targeting `class`, if it lists them.

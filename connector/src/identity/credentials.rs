@@ -290,15 +290,24 @@ impl CredentialSummary {
 
     /// Checks the validity window at `now`, with the usual clock skew.
     pub fn check_window(&self, now: DateTime<Utc>) -> Result<(), CredentialError> {
-        let skew = chrono::Duration::seconds(CLOCK_SKEW_SECONDS);
-        if self.valid_from.is_some_and(|from| from > now + skew) {
-            return Err(CredentialError::NotYetValid);
-        }
-        if self.valid_until.is_some_and(|until| until + skew < now) {
-            return Err(CredentialError::Expired);
-        }
-        Ok(())
+        check_window(self.valid_from, self.valid_until, now)
     }
+}
+
+/// Checks a validity window (`validFrom`, `validUntil`, either open) at `now`, with the usual clock skew.
+pub fn check_window(
+    valid_from: Option<DateTime<Utc>>,
+    valid_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), CredentialError> {
+    let skew = chrono::Duration::seconds(CLOCK_SKEW_SECONDS);
+    if valid_from.is_some_and(|from| from > now + skew) {
+        return Err(CredentialError::NotYetValid);
+    }
+    if valid_until.is_some_and(|until| until + skew < now) {
+        return Err(CredentialError::Expired);
+    }
+    Ok(())
 }
 
 /// The credential types a DCP `scope` list asks for (`org.eclipse.dspace.dcp.vc.type:<Type>[:read]`).

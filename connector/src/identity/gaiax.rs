@@ -15,7 +15,7 @@ use hanse_self_descriptions::gaiax::{
 use hanse_self_descriptions::shacl::Violation;
 use serde_json::{Value as Json, json};
 
-use super::credentials::{self, VC_CONTEXT, VC_CTY, VC_TYP, VP_TYP};
+use super::credentials::{self, CredentialError, VC_CONTEXT, VC_CTY, VC_TYP, VP_TYP};
 use super::did::Resolver;
 use super::jose;
 use super::keys::KeyRing;
@@ -38,6 +38,7 @@ struct Imported {
     jwt: String,
     subject: String,
     name: String,
+    payload: Json,
 }
 
 /// Our self-description: what `[gaiax]` says, ready to be signed.
@@ -115,10 +116,12 @@ impl SelfDescription {
             if summary.subject.is_empty() {
                 return Err(format!("{key}: {}: the credential subject has no id", path.display()));
             }
+            let payload = jose::peek(&jwt).map(|(_, p)| Json::Object(p)).map_err(|e| format!("{key}: {e}"))?;
             imported.push(Imported {
                 jwt,
                 subject: summary.subject,
                 name: format!("registration-number-notary-{}", index + 1),
+                payload,
             });
         }
         let chain = config.certificate_chain.as_deref().map(|p| read(p, "gaiax.certificate_chain")).transpose()?;
@@ -216,21 +219,37 @@ impl SelfDescription {
         all
     }
 
-    /// Every credential, signed now (ours) or as imported (a notary's), by name.
-    pub fn signed(&self, keys: &KeyRing, catalogue: &Catalogue, now: DateTime<Utc>) -> Vec<(String, String)> {
+    /// Where the certificate chain is served (the credentials' `x5u`), if one is configured.
+    pub fn chain_url(&self) -> Option<String> {
+        self.chain.as_ref().map(|_| format!("{}{CHAIN_PATH}", self.public_url))
+    }
+
+    /// Signs one of our credentials, valid from `now` for the configured validity.
+    fn sign(&self, keys: &KeyRing, credential: &Credential, now: DateTime<Utc>) -> String {
         let from = now.to_rfc3339_opts(SecondsFormat::Secs, true);
         let until = (now + self.validity).to_rfc3339_opts(SecondsFormat::Secs, true);
         let mut header = vec![("cty", json!(VC_CTY))];
-        if self.chain.is_some() {
-            header.push(("x5u", json!(format!("{}{CHAIN_PATH}", self.public_url))));
+        if let Some(url) = self.chain_url() {
+            header.push(("x5u", json!(url)));
         }
-        let mut out: Vec<(String, String)> = self
-            .unsigned(catalogue)
-            .into_iter()
-            .map(|(name, c)| (name, keys.sign(VC_TYP, &header, &c.payload(keys.did(), &from, &until))))
-            .collect();
+        keys.sign(VC_TYP, &header, &credential.payload(keys.did(), &from, &until))
+    }
+
+    /// Every credential, signed now (ours) or as imported (a notary's), by name.
+    pub fn signed(&self, keys: &KeyRing, catalogue: &Catalogue, now: DateTime<Utc>) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> =
+            self.unsigned(catalogue).into_iter().map(|(name, c)| (name, self.sign(keys, &c, now))).collect();
         out.extend(self.imported.iter().map(|i| (i.name.clone(), i.jwt.clone())));
         out
+    }
+
+    /// The credential called `name`, signed now (ours) or as imported, if there is one.
+    pub fn signed_one(&self, name: &str, keys: &KeyRing, catalogue: &Catalogue, now: DateTime<Utc>) -> Option<String> {
+        if let Some(imported) = self.imported.iter().find(|i| i.name == name) {
+            return Some(imported.jwt.clone());
+        }
+        let (_, credential) = self.unsigned(catalogue).into_iter().find(|(n, _)| n == name)?;
+        Some(self.sign(keys, &credential, now))
     }
 
     /// All credentials in one verifiable presentation signed by us, valid as long as they are.
@@ -253,9 +272,7 @@ impl SelfDescription {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let mut payloads: Vec<Json> =
             self.unsigned(catalogue).iter().map(|(_, c)| c.payload("did:web:self.invalid", &now, &now)).collect();
-        for imported in &self.imported {
-            payloads.push(jose::peek(&imported.jwt).map(|(_, p)| Json::Object(p)).map_err(|e| e.to_string())?);
-        }
+        payloads.extend(self.imported.iter().map(|i| i.payload.clone()));
         gaiax::check(&payloads).map_err(|e| e.to_string())
     }
 }
@@ -296,47 +313,67 @@ impl Report {
     }
 }
 
-/// Verifies Gaia-X credentials from another participant: `text` is a presentation JWT, or credential JWTs
-/// separated by white space. Signatures are checked with keys from the signers' DID documents.
-pub async fn verify(resolver: &Resolver, text: &str, now: DateTime<Utc>) -> Report {
-    let tokens: Vec<&str> = text.split_whitespace().collect();
-    let mut report =
-        Report { holder: None, presentation_problems: Vec::new(), credentials: Vec::new(), violations: Vec::new() };
-    let mut jwts: Vec<String> = Vec::new();
-    for token in tokens {
+/// Presentations and credentials as given, read without checking anything.
+#[derive(Debug, Default)]
+pub struct Presented {
+    /// Each presentation: its JWT, its holder and its payload.
+    pub presentations: Vec<(String, String, jose::Object)>,
+    /// Every credential JWT, from the presentations or given on its own.
+    pub credentials: Vec<String>,
+    /// What could not be read as a JWT.
+    pub unreadable: Vec<String>,
+}
+
+/// Reads `text`: presentation JWTs or credential JWTs, separated by white space.
+pub fn presented(text: &str) -> Presented {
+    let mut presented = Presented::default();
+    for token in text.split_whitespace() {
         match jose::peek(token) {
             Ok((header, payload)) if header.get("typ").and_then(Json::as_str) == Some(VP_TYP) => {
                 let holder = payload.get("holder").and_then(Json::as_str).unwrap_or_default().to_owned();
-                if let Err(problem) = super::verify_signed_with(resolver, token, VP_TYP, &holder).await {
-                    report.presentation_problems.push(format!("the presentation's signature: {problem}"));
-                }
-                for (key, label) in [("validFrom", "not valid yet"), ("validUntil", "expired")] {
-                    let at = payload.get(key).and_then(Json::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-                    let skew = Duration::seconds(super::token::CLOCK_SKEW_SECONDS);
-                    let outside = match key {
-                        "validFrom" => at.is_some_and(|t| t > now + skew),
-                        _ => at.is_some_and(|t| t + skew < now),
-                    };
-                    if outside {
-                        report.presentation_problems.push(format!("the presentation is {label}"));
-                    }
-                }
-                report.holder = Some(holder);
-                jwts.extend(credentials::presented_credentials(&payload));
+                presented.credentials.extend(credentials::presented_credentials(&payload));
+                presented.presentations.push((token.to_owned(), holder, payload));
             }
-            Ok(_) => jwts.push(token.to_owned()),
-            Err(e) => report
-                .presentation_problems
+            Ok(_) => presented.credentials.push(token.to_owned()),
+            Err(e) => presented
+                .unreadable
                 .push(format!("`{}…` is not a JWT: {e}", token.chars().take(16).collect::<String>())),
         }
     }
-    let mut payloads = Vec::new();
-    for jwt in &jwts {
-        report.credentials.push(check_credential(resolver, jwt, now).await);
-        if let Ok((_, payload)) = jose::peek(jwt) {
-            payloads.push(Json::Object(payload));
+    presented
+}
+
+/// Verifies Gaia-X credentials from another participant: `text` is a presentation JWT, or credential JWTs
+/// separated by white space. Signatures are checked with keys from the signers' DID documents.
+pub async fn verify(resolver: &Resolver, text: &str, now: DateTime<Utc>) -> Report {
+    let presented = presented(text);
+    let mut report = Report {
+        holder: None,
+        presentation_problems: presented.unreadable,
+        credentials: Vec::new(),
+        violations: Vec::new(),
+    };
+    for (token, holder, payload) in presented.presentations {
+        if let Err(problem) = super::verify_signed_with(resolver, &token, VP_TYP, &holder).await {
+            report.presentation_problems.push(format!("the presentation's signature: {problem}"));
         }
+        let at = |key: &str| {
+            let text = payload.get(key).and_then(Json::as_str)?;
+            DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+        };
+        match credentials::check_window(at("validFrom"), at("validUntil"), now) {
+            Err(CredentialError::NotYetValid) => {
+                report.presentation_problems.push("the presentation is not valid yet".into())
+            }
+            Err(_) => report.presentation_problems.push("the presentation is expired".into()),
+            Ok(()) => {}
+        }
+        report.holder = Some(holder);
     }
+    for jwt in &presented.credentials {
+        report.credentials.push(check_credential(resolver, jwt, now).await);
+    }
+    let payloads: Vec<Json> = report.credentials.iter().map(|c| c.payload.clone()).filter(|p| !p.is_null()).collect();
     if payloads.is_empty() {
         report.presentation_problems.push("no credential to check".into());
         return report;

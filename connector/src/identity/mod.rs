@@ -395,8 +395,6 @@ impl Identity {
     }
 }
 
-/// Issues a credential with `keys` for the issuer at `public_url`, recording it in `store` (used by the management
-/// API and by `hanse credentials issue`).
 /// Checks a JWT `signer` signed with a key listed in its DID document (found with `resolver`), of type `typ`;
 /// answers its claims.
 pub async fn verify_signed_with(resolver: &Resolver, jwt: &str, typ: &str, signer: &str) -> Result<Object, String> {
@@ -412,6 +410,8 @@ pub async fn verify_signed_with(resolver: &Resolver, jwt: &str, typ: &str, signe
     jose::verify(jwt, &method.jwk).map_err(|e| e.to_string())
 }
 
+/// Issues a credential with `keys` for the issuer at `public_url`, recording it in `store` (used by the management
+/// API and by `hanse credentials issue`).
 pub async fn issue_credential(
     keys: &KeyRing,
     store: &Store,

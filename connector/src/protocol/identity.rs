@@ -69,9 +69,8 @@ pub async fn gaiax_presentation(State(state): State<Shared>) -> Response {
 /// `GET /.well-known/gaia-x/credentials/{name}`: one credential (VC JWT), as its `id` names it.
 pub async fn gaiax_credential(State(state): State<Shared>, Path(name): Path<String>) -> Response {
     let Some(described) = state.self_description.as_ref() else { return not_described() };
-    let signed = described.signed(state.identity.keys(), &state.catalogue, chrono::Utc::now());
-    match signed.into_iter().find(|(n, _)| *n == name) {
-        Some((_, jwt)) => {
+    match described.signed_one(&name, state.identity.keys(), &state.catalogue, chrono::Utc::now()) {
+        Some(jwt) => {
             ([(header::CONTENT_TYPE, crate::identity::gaiax::VC_MEDIA), (header::CACHE_CONTROL, "no-cache")], jwt)
                 .into_response()
         }
