@@ -37,6 +37,10 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub compute: ComputeConfig,
+    #[serde(default)]
+    pub peers: PeersConfig,
+    #[serde(default)]
+    pub broker: BrokerConfig,
     /// Gaia-X self-descriptions; none are published without this section.
     #[serde(default)]
     pub gaiax: Option<GaiaxConfig>,
@@ -194,6 +198,95 @@ impl Default for ComputeConfig {
             memory_limit_mb: 1024,
         }
     }
+}
+
+/// The peer network: whom this connector knows first, and how it keeps its list of peers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeersConfig {
+    /// Peers to start from: DIDs (`did:web:...`) or public URLs. They are pinned: kept even when silent.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// The most peers this connector keeps.
+    #[serde(default = "default_max_peers")]
+    pub max: u32,
+    /// How often peer lists are exchanged (seconds; 0 turns the exchange off).
+    #[serde(default = "default_exchange_interval")]
+    pub exchange_interval_seconds: u64,
+    /// A learned peer that has not answered for this long is forgotten, and no longer passed on (seconds).
+    #[serde(default = "default_stale_after")]
+    pub stale_after_seconds: u64,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        PeersConfig {
+            seeds: Vec::new(),
+            max: default_max_peers(),
+            exchange_interval_seconds: default_exchange_interval(),
+            stale_after_seconds: default_stale_after(),
+        }
+    }
+}
+
+fn default_max_peers() -> u32 {
+    1000
+}
+
+fn default_exchange_interval() -> u64 {
+    60
+}
+
+fn default_stale_after() -> u64 {
+    3600
+}
+
+/// The broker role: crawling every known peer's catalogue and serving search, SPARQL and a federation catalogue.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// How often each peer's catalogue is crawled (seconds).
+    #[serde(default = "default_crawl_interval")]
+    pub crawl_interval_seconds: u64,
+    /// The longest wait before crawling a failing peer again (seconds; waits double from the crawl interval).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u64,
+    /// Peers crawled at the same time.
+    #[serde(default = "default_crawl_concurrency")]
+    pub concurrency: usize,
+    /// A SPARQL query running longer than this is cancelled (seconds).
+    #[serde(default = "default_sparql_timeout")]
+    pub sparql_timeout_seconds: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            enabled: false,
+            crawl_interval_seconds: default_crawl_interval(),
+            max_backoff_seconds: default_max_backoff(),
+            concurrency: default_crawl_concurrency(),
+            sparql_timeout_seconds: default_sparql_timeout(),
+        }
+    }
+}
+
+fn default_crawl_interval() -> u64 {
+    300
+}
+
+fn default_max_backoff() -> u64 {
+    3600
+}
+
+fn default_crawl_concurrency() -> usize {
+    8
+}
+
+fn default_sparql_timeout() -> u64 {
+    10
 }
 
 /// The audit log: who may read it, and whose logs this connector witnesses.
@@ -581,6 +674,28 @@ impl Config {
         }
         if self.store.max_connections == 0 {
             return Err(key("store.max_connections", "must be at least 1".into()));
+        }
+        for (i, seed) in self.peers.seeds.iter().enumerate() {
+            let url = reqwest::Url::parse(seed).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !(url || seed.starts_with("did:web:")) {
+                return Err(key(
+                    &format!("peers.seeds[{i}]"),
+                    format!("`{seed}` is neither a did:web DID nor an http(s) URL"),
+                ));
+            }
+        }
+        if self.peers.max == 0 {
+            return Err(key("peers.max", "must be at least 1".into()));
+        }
+        if self.peers.stale_after_seconds <= self.peers.exchange_interval_seconds {
+            return Err(key("peers.stale_after_seconds", "must be longer than peers.exchange_interval_seconds".into()));
+        }
+        if self.broker.enabled && (self.broker.crawl_interval_seconds == 0 || self.broker.concurrency == 0) {
+            return Err(key(
+                "broker.crawl_interval_seconds",
+                "a broker crawls at least every so many seconds, with at least one peer at a time (broker.concurrency)"
+                    .into(),
+            ));
         }
         if let Some(gaiax) = &self.gaiax {
             let sha256 = |text: &str| text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());

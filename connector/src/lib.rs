@@ -4,6 +4,7 @@
 //! operators), and the command line. See ARCHITECTURE.md for the code map.
 
 pub mod audit;
+pub mod broker;
 pub mod catalog;
 pub mod cli;
 pub mod compute;
@@ -16,6 +17,7 @@ pub mod identity;
 pub mod init;
 pub mod management;
 pub mod negotiation;
+pub mod peers;
 pub mod process;
 pub mod protocol;
 pub mod server;

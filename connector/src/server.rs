@@ -50,6 +50,10 @@ pub struct Connector {
     pub public_url: String,
     /// Our Gaia-X self-description, when `[gaiax]` is configured.
     pub self_description: Option<crate::identity::gaiax::SelfDescription>,
+    /// The broker role's crawled catalogues, when `[broker] enabled`.
+    pub broker: Option<crate::broker::Broker>,
+    /// Callers of our peer list being verified now.
+    pub pending_peers: crate::peers::Pending,
     ready: AtomicBool,
     started: Instant,
 }
@@ -227,6 +231,7 @@ pub async fn start_on(
             claims_cache: std::time::Duration::from_secs(config.trust.claims_cache_seconds),
             self_description: self_description.is_some(),
             certificate_chain_url: self_description.as_ref().and_then(|d| d.chain_url()),
+            broker: config.broker.enabled,
         },
     ));
     // Data bodies may be large: no overall timeout, but connecting and every read are bounded.
@@ -237,6 +242,7 @@ pub async fn start_on(
         .map_err(|e| crate::transport::TlsError { key: "trust.ca_file", reason: e.to_string() })?;
     let dsp = crate::protocol::client::DspClient::new(http, identity.clone());
     let compute = crate::compute::Compute::new(&config.store.data_dir, &config.compute);
+    let state_broker = config.broker.enabled.then(crate::broker::Broker::default);
     let state = Arc::new(Connector {
         config,
         store,
@@ -251,6 +257,8 @@ pub async fn start_on(
         audit_inconsistencies: Default::default(),
         public_url,
         self_description,
+        broker: state_broker,
+        pending_peers: Default::default(),
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
@@ -262,6 +270,8 @@ pub async fn start_on(
     crate::audit::peer::send_receipts(state.clone(), signal.clone());
     let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);
     crate::audit::peer::witness(state.clone(), witness_interval, signal.clone());
+    crate::peers::spawn(state.clone(), signal.clone());
+    crate::broker::spawn(state.clone(), signal.clone());
     let public_router = with_common_layers(protocol::router(state.clone()), "public");
     let servers = vec![
         match tls {

@@ -406,3 +406,47 @@ pub fn pyshacl(data: &str, shapes: &[&std::path::Path], ontology: Option<&std::p
         results: report["results"].as_array().cloned().unwrap_or_default(),
     }
 }
+
+/// The SHA-256 of the Gaia-X terms and conditions.
+pub const GAIA_X_TERMS: &str = "4bd7554097444c960292b4726c2efa1373485e8a5565d94d41195214c5e0ceb3";
+
+/// A hospital's Gaia-X settings (headquarters in Hamburg), its certificate chain next to its key in `key_file`'s
+/// connector folder.
+pub fn gaiax_config(key_file: &std::path::Path) -> hanse::config::GaiaxConfig {
+    use hanse::config::{AddressConfig, GaiaxConfig, RegistrationConfig, ServiceConfig};
+    use std::path::Path;
+    let home = key_file.parent().and_then(Path::parent).expect("the connector's folder");
+    GaiaxConfig {
+        legal_name: "Universitätsklinikum Nord".into(),
+        description: Some("A university hospital sharing research data".into()),
+        terms_and_conditions: GAIA_X_TERMS.into(),
+        headquarters: AddressConfig {
+            country_code: "DE".into(),
+            region: Some("DE60".into()),
+            locality: Some("Hamburg".into()),
+            postal_code: Some("20251".into()),
+            street_address: Some("Martinistraße 52".into()),
+        },
+        legal_address: None,
+        registration: RegistrationConfig {
+            vat_id: Some("DE118508775".into()),
+            lei_code: Some("529900W18LQJJN6SJ336".into()),
+            lei_subdivision: Some("DE-HH".into()),
+            ..Default::default()
+        },
+        registration_credentials: Vec::new(),
+        service: ServiceConfig {
+            name: "Hanse connector of Klinikum Nord".into(),
+            description: None,
+            terms_url: "https://klinikum-nord.example/connector-terms".into(),
+            terms_hash: "c0ffee".repeat(10) + "c0ff",
+            keywords: vec!["health".into(), "research".into()],
+            export_request_type: "API".into(),
+            export_access_type: "digital".into(),
+            export_format_type: "application/json".into(),
+        },
+        default_license: "CC-BY-4.0".into(),
+        validity_days: 30,
+        certificate_chain: Some(home.join(hanse::init::PARTICIPANT_CHAIN_FILE)),
+    }
+}

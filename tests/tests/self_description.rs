@@ -5,50 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use hanse::config::{AddressConfig, GaiaxConfig, RegistrationConfig, ServiceConfig};
 use hanse::identity::gaiax::{self, Report};
 use hanse_self_descriptions::gaiax::{shapes_text, subjects_nquads};
 use hanse_tests::*;
 use serde_json::{Value, json};
-
-const GAIA_X_TERMS: &str = "4bd7554097444c960292b4726c2efa1373485e8a5565d94d41195214c5e0ceb3";
-
-fn gaiax_config(key_file: &Path) -> GaiaxConfig {
-    let home = key_file.parent().and_then(Path::parent).expect("the connector's folder");
-    GaiaxConfig {
-        legal_name: "Universitätsklinikum Nord".into(),
-        description: Some("A university hospital sharing research data".into()),
-        terms_and_conditions: GAIA_X_TERMS.into(),
-        headquarters: AddressConfig {
-            country_code: "DE".into(),
-            region: Some("DE60".into()),
-            locality: Some("Hamburg".into()),
-            postal_code: Some("20251".into()),
-            street_address: Some("Martinistraße 52".into()),
-        },
-        legal_address: None,
-        registration: RegistrationConfig {
-            vat_id: Some("DE118508775".into()),
-            lei_code: Some("529900W18LQJJN6SJ336".into()),
-            lei_subdivision: Some("DE-HH".into()),
-            ..Default::default()
-        },
-        registration_credentials: Vec::new(),
-        service: ServiceConfig {
-            name: "Hanse connector of Klinikum Nord".into(),
-            description: None,
-            terms_url: "https://klinikum-nord.example/connector-terms".into(),
-            terms_hash: "c0ffee".repeat(10) + "c0ff",
-            keywords: vec!["health".into(), "research".into()],
-            export_request_type: "API".into(),
-            export_access_type: "digital".into(),
-            export_format_type: "application/json".into(),
-        },
-        default_license: "CC-BY-4.0".into(),
-        validity_days: 30,
-        certificate_chain: Some(home.join(hanse::init::PARTICIPANT_CHAIN_FILE)),
-    }
-}
 
 /// The Gaia-X shapes and class hierarchy the connector bundles, as files for pySHACL.
 fn gaiax_shape_files(folder: &Path) -> (PathBuf, PathBuf) {

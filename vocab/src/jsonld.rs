@@ -144,8 +144,19 @@ pub fn compact_dsp(document: &Value) -> Result<Value, Error> {
 
 /// Converts a document to RDF and returns it as N-Quads (one statement a line), ready for an RDF store's parser.
 pub fn to_nquads(document: &Value) -> Result<String, Error> {
+    nquads_of(remote(document))
+}
+
+/// Like [`to_nquads`], with relative IRIs (a DSP dataset's `"@id": "cohort-2024"`) resolved against `base` (the
+/// document's own URL), as a document fetched from there would have them.
+pub fn to_nquads_with_base(document: &Value, base: &str) -> Result<String, Error> {
+    let base = IriBuf::new(base.to_owned()).map_err(|e| Error::Invalid(format!("base IRI <{}>: {e}", e.0)))?;
+    nquads_of(RemoteDocument::new(Some(base), None, json_ld::syntax::Value::from_serde_json(document.clone())))
+}
+
+fn nquads_of(document: RemoteDocument) -> Result<String, Error> {
     let mut generator = json_ld::rdf_types::generator::Blank::new();
-    let mut to_rdf = run(remote(document).to_rdf_with_using((), &mut generator, loader(), json_ld::Options::default()))
+    let mut to_rdf = run(document.to_rdf_with_using((), &mut generator, loader(), json_ld::Options::default()))
         .map_err(|e| classify(e.to_string()))?;
     let mut out = String::new();
     for quad in to_rdf.cloned_quads() {
@@ -167,6 +178,14 @@ pub fn expand_reference(iri: &str) -> Result<Value, Error> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn relative_ids_resolve_against_the_base() {
+        let doc = json!({"@context": [contexts::DSPACE_2025_1], "@id": "cohort-2024", "@type": "Dataset"});
+        assert_eq!(to_nquads(&doc).unwrap(), "", "without a base a relative @id names nothing");
+        let quads = to_nquads_with_base(&doc, "https://h.example/protocol/2025-1/catalog/datasets/").unwrap();
+        assert!(quads.starts_with("<https://h.example/protocol/2025-1/catalog/datasets/cohort-2024> "), "{quads}");
+    }
 
     #[test]
     fn an_unbundled_remote_context_is_an_error_naming_it() {

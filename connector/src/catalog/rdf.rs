@@ -262,47 +262,59 @@ impl Graph {
     /// Runs a read-only SPARQL query over the union of all graphs and serialises the result as `accept` asks.
     /// Returns the content type and the body.
     pub fn query(&self, query: &str, accept: &str, timeout: Duration) -> Result<(&'static str, Vec<u8>), SparqlError> {
-        let prologue = hanse_vocab::ns::sparql_prologue();
-        let text = if query.contains("PREFIX") || query.contains("prefix") {
-            query.to_owned()
-        } else {
-            format!("{prologue}{query}")
-        };
-        let token = CancellationToken::new();
-        let mut prepared = match SparqlEvaluator::new().with_cancellation_token(token.clone()).parse_query(&text) {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                if SparqlEvaluator::new().parse_update(&text).is_ok() {
-                    return Err(SparqlError::Update);
-                }
-                return Err(SparqlError::Syntax(error.to_string()));
-            }
-        };
-        prepared.dataset_mut().set_default_graph_as_union();
-        // A watchdog cancels the query when it runs past the timeout; finishing first drops the sender and ends it.
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        let watchdog = {
-            let token = token.clone();
-            std::thread::spawn(move || {
-                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(timeout) {
-                    token.cancel();
-                }
-            })
-        };
-        let results = prepared.on_store(&self.store).execute();
-        let output = serialise(results, accept);
-        drop(done);
-        let _ = watchdog.join();
-        output.map_err(|e| match e {
-            SparqlError::Evaluation(message) if message.contains("cancel") => SparqlError::Timeout(timeout.as_secs()),
-            other => other,
-        })
+        query_store(&self.store, query, accept, timeout)
     }
+}
+
+/// Runs a read-only SPARQL query over the union of all graphs of `store`, cancelled after `timeout`, and serialises
+/// the result as `accept` asks (the local catalogue and the broker's federation graph share it). Answers the content
+/// type and the body.
+pub fn query_store(
+    store: &Store,
+    query: &str,
+    accept: &str,
+    timeout: Duration,
+) -> Result<(&'static str, Vec<u8>), SparqlError> {
+    let prologue = hanse_vocab::ns::sparql_prologue();
+    let text = if query.contains("PREFIX") || query.contains("prefix") {
+        query.to_owned()
+    } else {
+        format!("{prologue}{query}")
+    };
+    let token = CancellationToken::new();
+    let mut prepared = match SparqlEvaluator::new().with_cancellation_token(token.clone()).parse_query(&text) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            if SparqlEvaluator::new().parse_update(&text).is_ok() {
+                return Err(SparqlError::Update);
+            }
+            return Err(SparqlError::Syntax(error.to_string()));
+        }
+    };
+    prepared.dataset_mut().set_default_graph_as_union();
+    // A watchdog cancels the query when it runs past the timeout; finishing first drops the sender and ends it.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = {
+        let token = token.clone();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(timeout) {
+                token.cancel();
+            }
+        })
+    };
+    let results = prepared.on_store(store).execute();
+    let output = serialise(results, accept);
+    drop(done);
+    let _ = watchdog.join();
+    output.map_err(|e| match e {
+        SparqlError::Evaluation(message) if message.contains("cancel") => SparqlError::Timeout(timeout.as_secs()),
+        other => other,
+    })
 }
 
 /// Offers name ODRL terms bare (`"leftOperand": "purpose"`), which the DSP context leaves relative; for RDF they are
 /// written as `odrl:` terms so that every constraint becomes triples.
-fn offer_for_rdf(offer: &Json) -> Json {
+pub fn offer_for_rdf(offer: &Json) -> Json {
     match offer {
         Json::Object(map) => Json::Object(
             map.iter()

@@ -58,6 +58,8 @@ pub struct IdentitySettings {
     pub self_description: bool,
     /// Where the participant key's certificate chain is served, if it is (the `x5u` of the current key).
     pub certificate_chain_url: Option<String>,
+    /// Whether this connector is a broker (the DID document then names its federation catalogue and search).
+    pub broker: bool,
 }
 
 /// The identity services of one connector.
@@ -132,6 +134,12 @@ impl Identity {
         ];
         if self.settings.self_description {
             services.push((gaiax::SERVICE, format!("{}{}", self.settings.public_url, gaiax::CREDENTIALS_PATH)));
+        }
+        services.push((crate::peers::SERVICE, format!("{}{}", self.settings.public_url, crate::peers::LIST_PATH)));
+        if self.settings.broker {
+            use crate::broker::http::{CATALOG_PATH, CATALOG_SERVICE, SEARCH_PATH, SEARCH_SERVICE};
+            services.push((CATALOG_SERVICE, format!("{}{CATALOG_PATH}", self.settings.public_url)));
+            services.push((SEARCH_SERVICE, format!("{}{SEARCH_PATH}", self.settings.public_url)));
         }
         let mut keys = self.keys.listed(Utc::now());
         if let Some(url) = &self.settings.certificate_chain_url {

@@ -24,7 +24,7 @@ mod error;
 mod negotiations;
 mod policies;
 pub mod resources;
-mod sparql;
+pub mod sparql;
 mod transfers;
 
 pub use error::{FieldError, ManagementError};
@@ -72,6 +72,7 @@ pub fn router(state: Shared) -> Router {
         .route("/management/v3/jobs/request", post(compute::query))
         .route("/management/v3/jobs/{id}", get(compute::read))
         .route("/metrics", get(metrics))
+        .merge(crate::broker::http::management_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let auditors = audit::routes(state.clone());
     Router::new().merge(health_routes()).merge(auditors).merge(api).fallback(not_found).with_state(state)

@@ -29,8 +29,16 @@ pub async fn query_get(
 }
 
 pub async fn query_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let text = String::from_utf8_lossy(&body).into_owned();
+    match posted_query(&headers, &body) {
+        Some(query) => run(state, headers, query).await,
+        None => ManagementError::field("query", "is required").into_response(),
+    }
+}
+
+/// The query of a POSTed SPARQL request: the body as `application/sparql-query`, a form's or JSON's `query`.
+pub fn posted_query(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let text = String::from_utf8_lossy(body).into_owned();
     let query = if content_type.starts_with("application/x-www-form-urlencoded") {
         serde_urlencoded_query(&text)
     } else if content_type.starts_with("application/json") {
@@ -40,10 +48,7 @@ pub async fn query_post(State(state): State<Shared>, headers: HeaderMap, body: B
     } else {
         Some(text)
     };
-    match query.filter(|q| !q.trim().is_empty()) {
-        Some(query) => run(state, headers, query).await,
-        None => ManagementError::field("query", "is required").into_response(),
-    }
+    query.filter(|q| !q.trim().is_empty())
 }
 
 fn serde_urlencoded_query(form: &str) -> Option<String> {
@@ -55,8 +60,16 @@ fn serde_urlencoded_query(form: &str) -> Option<String> {
 }
 
 async fn run(state: Shared, headers: HeaderMap, query: String) -> Response {
+    answer(&headers, move |accept| state.catalogue.sparql(&query, accept)).await
+}
+
+/// Evaluates a query off the async threads with the request's `Accept`, and answers its result or its error.
+pub async fn answer(
+    headers: &HeaderMap,
+    evaluate: impl FnOnce(&str) -> Result<(&'static str, Vec<u8>), SparqlError> + Send + 'static,
+) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let answer = tokio::task::spawn_blocking(move || state.catalogue.sparql(&query, &accept)).await;
+    let answer = tokio::task::spawn_blocking(move || evaluate(&accept)).await;
     match answer {
         Ok(Ok((content_type, body))) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         Ok(Err(SparqlError::NotAcceptable(message))) => {

@@ -16,6 +16,8 @@ pub enum ClientError {
     Unreachable { url: String, source: reqwest::Error },
     #[error("{url} answered HTTP {status}: {body}")]
     Refused { url: String, status: u16, body: String },
+    #[error("{address} offers DSP {}, not {VERSION}", offered.join(", "))]
+    Incompatible { address: String, offered: Vec<String> },
     #[error("{0}")]
     Protocol(String),
 }
@@ -82,7 +84,7 @@ impl DspClient {
         if offered.is_empty() {
             Err(ClientError::Protocol(format!("{address} publishes no /.well-known/dspace-version")))
         } else {
-            Err(ClientError::Protocol(format!("{address} offers DSP {}, not {VERSION}", offered.join(", "))))
+            Err(ClientError::Incompatible { address: address.to_owned(), offered })
         }
     }
 
@@ -123,10 +125,37 @@ impl DspClient {
         counter_party_id: Option<&str>,
         filter: Json,
     ) -> Result<Json, ClientError> {
+        self.fetch_catalog(address, counter_party_id, filter, None).await
+    }
+
+    /// Like [`DspClient::catalog`], asking for pages of `page` datasets (`?limit=`, which Hanse peers honour).
+    pub async fn catalog_paged(
+        &self,
+        address: &str,
+        counter_party_id: Option<&str>,
+        filter: Json,
+        page: usize,
+    ) -> Result<Json, ClientError> {
+        self.fetch_catalog(address, counter_party_id, filter, Some(page)).await
+    }
+
+    async fn fetch_catalog(
+        &self,
+        address: &str,
+        counter_party_id: Option<&str>,
+        filter: Json,
+        page: Option<usize>,
+    ) -> Result<Json, ClientError> {
         let base = self.resolve_base(address).await?;
         let counter_party_id = self.counter_party(address, counter_party_id).await?;
-        let message = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "CatalogRequestMessage", "filter": filter});
-        let mut url = format!("{base}/catalog/request");
+        let mut message = json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "CatalogRequestMessage"});
+        if !filter.is_null() {
+            message["filter"] = filter;
+        }
+        let mut url = match page {
+            Some(limit) => format!("{base}/catalog/request?limit={limit}"),
+            None => format!("{base}/catalog/request"),
+        };
         let mut catalog: Option<Json> = None;
         for _ in 0..10_000 {
             let (_, link, page) = self.post(&url, &counter_party_id, &message).await?;

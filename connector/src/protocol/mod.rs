@@ -29,6 +29,7 @@ pub fn router(state: Shared) -> Router {
     router
         .merge(health_routes())
         .merge(crate::audit::peer::routes())
+        .merge(crate::broker::http::public_routes())
         .route("/.well-known/did.json", get(identity::did_document))
         .route(crate::identity::credentials::STATUS_LIST_PATH, get(identity::status_list))
         .route(crate::identity::gaiax::CREDENTIALS_PATH, get(identity::gaiax_presentation))

@@ -17,12 +17,14 @@ mod audit;
 mod documents;
 mod identity;
 mod jobs;
+mod peers;
 mod processes;
 
 pub use audit::{AuditEntry, AuditFilter, SignedHead, Witnessed};
 pub use documents::{Document, DocumentKind};
 pub use identity::{HeldCredential, IssuedCredential};
 pub use jobs::JobRow;
+pub use peers::PeerRow;
 pub use processes::{
     AgreementRow, ClaimedMessage, OUTBOX_LEASE_MS, OutboxMessage, Outgoing, PROCESS_KINDS, ProcessKind, ProcessRow,
     Usage,

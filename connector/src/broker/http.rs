@@ -1,0 +1,440 @@
+//! What the broker serves, and the peer network's management calls.
+//!
+//! Public listener (every call carries a self-issued token, like every other public endpoint but the version
+//! metadata and the DID document):
+//! - `GET|POST /broker/search`: keyword search with facets ([`super::search`]);
+//! - `GET|POST /broker/sparql`: read-only SPARQL over every peer's graph (the default graph is their union);
+//! - `POST /broker/catalog/request`: the federation catalogue, a DSP `CatalogRequestMessage` answered with a DSP
+//!   `Catalog` holding one nested `catalog` per peer. Keyword filters as on `/catalog/request`; pages of `limit`
+//!   datasets (default 50, at most 1000) with a `rel="next"` `Link` (cursor `afterPeer` + `after`).
+//!
+//! Management listener: `GET /management/v3/peers`, `POST /management/v3/peers` (`{"did"}` or `{"url"}`),
+//! `DELETE /management/v3/peers/{did}`, `POST /management/v3/peers/exchange`; `GET /management/v3/broker/crawls`,
+//! `POST /management/v3/broker/crawl`; `GET|POST /management/v3/search` (this broker, or `broker=<URL>` asks that
+//! broker with this connector's identity); `GET|POST /management/broker/sparql`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::search::{self, SearchRequest};
+use super::{Broker, crawl_round};
+use crate::management::ManagementError;
+use crate::management::sparql::{answer, posted_query};
+use crate::protocol::catalog::{DEFAULT_PAGE, MAX_PAGE, parse_request};
+use crate::protocol::error::{DspArea, DspError};
+use crate::server::Shared;
+
+/// Where the federation catalogue is served (named in the DID document as `FederatedCatalogService`).
+pub const CATALOG_PATH: &str = "/broker/catalog/request";
+pub const CATALOG_SERVICE: &str = "FederatedCatalogService";
+pub const SEARCH_PATH: &str = "/broker/search";
+pub const SEARCH_SERVICE: &str = "BrokerSearchService";
+pub const SPARQL_PATH: &str = "/broker/sparql";
+
+/// The broker's routes on the public listener.
+pub fn public_routes() -> Router<Shared> {
+    Router::new()
+        .route(SEARCH_PATH, get(search_get).post(search_post))
+        .route(SPARQL_PATH, get(sparql_get).post(sparql_post))
+        .route(CATALOG_PATH, post(federation_catalog))
+        .route(crate::peers::LIST_PATH, get(crate::peers::list_endpoint))
+}
+
+/// The peer network's and the broker's routes on the management listener (behind its API key).
+pub fn management_routes() -> Router<Shared> {
+    Router::new()
+        .route("/management/v3/peers", get(peers_list).post(peers_add))
+        .route("/management/v3/peers/exchange", post(peers_exchange))
+        .route("/management/v3/peers/{did}", axum::routing::delete(peers_remove))
+        .route("/management/v3/broker/crawls", get(crawls))
+        .route("/management/v3/broker/crawl", post(crawl_now))
+        .route("/management/v3/search", get(management_search_get).post(management_search_post))
+        .route("/management/broker/sparql", get(management_sparql_get).post(management_sparql_post))
+}
+
+/// A refusal: its status and message (answered as the management API's error array).
+struct Problem(StatusCode, String);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let kind = self.0.canonical_reason().unwrap_or("Error");
+        (self.0, axum::Json(json!([{"message": self.1, "type": kind}]))).into_response()
+    }
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    Problem(status, message.into()).into_response()
+}
+
+/// The broker, or the answer that this connector is not one.
+fn broker(state: &Shared) -> Result<&Broker, Problem> {
+    state.broker.as_ref().ok_or_else(|| {
+        Problem(StatusCode::NOT_FOUND, "this connector is not a broker ([broker] enabled = false)".into())
+    })
+}
+
+/// A verified caller, or 401 (the reason is logged, never returned).
+async fn caller(state: &Shared, headers: &HeaderMap) -> Result<String, Problem> {
+    state.identity.verify_request(headers).await.map(|v| v.participant).map_err(|reason| {
+        tracing::info!(%reason, "broker request refused");
+        Problem(StatusCode::UNAUTHORIZED, "a valid self-issued token is required".into())
+    })
+}
+
+fn run_search(broker: &Broker, request: &SearchRequest) -> Response {
+    if let Err(message) = request.check() {
+        return problem(StatusCode::BAD_REQUEST, message);
+    }
+    axum::Json(search::search(&broker.catalogs(), request)).into_response()
+}
+
+fn search_body(body: &[u8]) -> Result<SearchRequest, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(SearchRequest::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("the search is not valid: {e}")))
+}
+
+fn search_query(query: Option<&str>) -> Result<SearchRequest, Problem> {
+    serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("the search is not valid: {e}")))
+}
+
+async fn search_get(State(state): State<Shared>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    public_search(&state, &headers, search_query(uri.query())).await
+}
+
+async fn search_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    public_search(&state, &headers, search_body(&body)).await
+}
+
+async fn public_search(state: &Shared, headers: &HeaderMap, request: Result<SearchRequest, Problem>) -> Response {
+    let broker = match broker(state) {
+        Ok(broker) => broker,
+        Err(problem) => return problem.into_response(),
+    };
+    if let Err(problem) = caller(state, headers).await {
+        return problem.into_response();
+    }
+    match request {
+        Ok(request) => run_search(broker, &request),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct QueryParameter {
+    query: Option<String>,
+}
+
+async fn sparql_get(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(parameter): Query<QueryParameter>,
+) -> Response {
+    public_sparql(state, headers, parameter.query).await
+}
+
+async fn sparql_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let query = posted_query(&headers, &body);
+    public_sparql(state, headers, query).await
+}
+
+async fn public_sparql(state: Shared, headers: HeaderMap, query: Option<String>) -> Response {
+    if let Err(problem) = broker(&state) {
+        return problem.into_response();
+    }
+    if let Err(problem) = caller(&state, &headers).await {
+        return problem.into_response();
+    }
+    sparql(state, headers, query).await
+}
+
+async fn sparql(state: Shared, headers: HeaderMap, query: Option<String>) -> Response {
+    let Some(query) = query.filter(|q| !q.trim().is_empty()) else {
+        return ManagementError::field("query", "is required").into_response();
+    };
+    let timeout = Duration::from_secs(state.config.broker.sparql_timeout_seconds);
+    answer(&headers, move |accept| match state.broker.as_ref() {
+        Some(broker) => broker.sparql(&query, accept, timeout),
+        None => Err(crate::catalog::rdf::SparqlError::Evaluation("this connector is not a broker".into())),
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FederationPaging {
+    limit: Option<usize>,
+    after_peer: Option<String>,
+    after: Option<String>,
+}
+
+/// `POST /broker/catalog/request`: the federation catalogue.
+async fn federation_catalog(
+    State(state): State<Shared>,
+    Query(paging): Query<FederationPaging>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(broker) = state.broker.as_ref() else {
+        return DspError::not_found(DspArea::Catalog, "this connector is not a broker").into_response();
+    };
+    if let Err(reason) = state.identity.verify_request(&headers).await {
+        tracing::info!(%reason, "federation catalogue request refused");
+        return DspError::unauthorized(DspArea::Catalog).into_response();
+    }
+    let filter = match parse_request(&body) {
+        Ok(filter) => filter,
+        Err(error) => return error.into_response(),
+    };
+    if !filter.properties.is_empty() {
+        return DspError::bad_request(
+            DspArea::Catalog,
+            vec![format!("the federation catalogue filters by keyword only; {SEARCH_PATH} filters by theme, health category, country, age and records")],
+        )
+        .into_response();
+    }
+    let limit = paging.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return DspError::bad_request(DspArea::Catalog, vec![format!("limit must be between 1 and {MAX_PAGE}")])
+            .into_response();
+    }
+    let catalogs = broker.catalogs();
+    let mut nested = Vec::new();
+    let mut taken = 0usize;
+    let mut next: Option<(String, String)> = None;
+    let start_peer = paging.after_peer.clone().unwrap_or_default();
+    'peers: for (did, catalog) in catalogs.range(start_peer.clone()..) {
+        let start = match (&paging.after, did == &start_peer) {
+            (Some(after), true) => catalog.entries.partition_point(|e| e.id.as_str() <= after.as_str()),
+            _ => 0,
+        };
+        let mut datasets = Vec::new();
+        for entry in &catalog.entries[start..] {
+            if !search::matches_words(&filter.keywords, entry) {
+                continue;
+            }
+            if taken == limit {
+                next = Some((did.clone(), datasets_last(&datasets, catalog, start)));
+                if !datasets.is_empty() {
+                    nested.push(nested_catalog(catalog, &datasets));
+                }
+                break 'peers;
+            }
+            datasets.push(entry);
+            taken += 1;
+        }
+        if !datasets.is_empty() {
+            nested.push(nested_catalog(catalog, &datasets));
+        }
+    }
+    let service = &state.catalogue.service;
+    let mut root = json!({
+        "@context": [hanse_vocab::contexts::DSPACE_2025_1],
+        "@id": format!("{}:federation", service.catalog_id()),
+        "@type": "Catalog",
+        "participantId": service.participant_id,
+        "service": [{"@id": service.service_id(), "@type": "DataService", "endpointURL": service.endpoint_url}],
+    });
+    if !nested.is_empty() {
+        root["catalog"] = Json::Array(nested);
+    }
+    let mut response = axum::Json(root).into_response();
+    if let Some((peer, after)) = next {
+        let url = format!(
+            "<{}{CATALOG_PATH}?limit={limit}&afterPeer={}&after={}>; rel=\"next\"",
+            state.public_url,
+            crate::catalog::rdf::encode(&peer),
+            crate::catalog::rdf::encode(&after)
+        );
+        if let Ok(value) = HeaderValue::from_str(&url) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    response
+}
+
+/// The cursor after the datasets taken so far from a peer: the last one taken, or (none taken yet on this page)
+/// the one before where this page started in it.
+fn datasets_last(datasets: &[&super::Entry], catalog: &super::PeerCatalog, start: usize) -> String {
+    match datasets.last() {
+        Some(entry) => entry.id.clone(),
+        None if start > 0 => catalog.entries[start - 1].id.clone(),
+        // Nothing of this peer yet: every dataset of it is after the empty id.
+        None => String::new(),
+    }
+}
+
+/// A peer's nested `Catalog`, with the datasets as the peer described them.
+fn nested_catalog(catalog: &super::PeerCatalog, datasets: &[&super::Entry]) -> Json {
+    let datasets: Vec<Json> = datasets.iter().map(|e| serde_json::from_str(&e.json).unwrap_or(Json::Null)).collect();
+    let mut nested = json!({
+        "@id": catalog.catalog_id,
+        "@type": "Catalog",
+        "participantId": catalog.did,
+        "dataset": datasets,
+    });
+    if catalog.service.as_array().is_some_and(|s| !s.is_empty()) {
+        nested["service"] = catalog.service.clone();
+    }
+    nested
+}
+
+async fn peers_list(State(state): State<Shared>) -> Result<Response, ManagementError> {
+    Ok(axum::Json(state.store.peers().await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddPeer {
+    did: Option<String>,
+    url: Option<String>,
+}
+
+async fn peers_add(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let body: AddPeer = serde_json::from_slice(&body)
+        .map_err(|e| ManagementError::field("", format!("expected {{\"did\": ...}} or {{\"url\": ...}}: {e}")))?;
+    let target = match (body.did, body.url) {
+        (Some(did), None) if did.starts_with("did:web:") => did,
+        (Some(did), None) => return Err(ManagementError::field("did", format!("`{did}` is not a did:web DID"))),
+        (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => url,
+        (None, Some(url)) => return Err(ManagementError::field("url", format!("`{url}` is not an http(s) URL"))),
+        _ => return Err(ManagementError::field("did", "give exactly one of did and url")),
+    };
+    let peer = crate::peers::add(&state, &target).await.map_err(|reason| ManagementError::field("did", reason))?;
+    Ok((StatusCode::CREATED, axum::Json(peer)).into_response())
+}
+
+async fn peers_remove(State(state): State<Shared>, Path(did): Path<String>) -> Result<Response, ManagementError> {
+    if state.store.remove_peer(&did).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ManagementError::NotFound(format!("no peer {did}")))
+    }
+}
+
+async fn peers_exchange(State(state): State<Shared>) -> Result<Response, ManagementError> {
+    let round = crate::peers::exchange_round(&state).await?;
+    Ok(axum::Json(round).into_response())
+}
+
+async fn crawls(State(state): State<Shared>) -> Response {
+    match broker(&state) {
+        Ok(broker) => axum::Json(broker.status()).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn crawl_now(State(state): State<Shared>) -> Response {
+    match broker(&state) {
+        Ok(broker) => broker.force(),
+        Err(problem) => return problem.into_response(),
+    }
+    axum::Json(crawl_round(&state).await).into_response()
+}
+
+/// `broker=<URL>` of a management search: whose broker to ask.
+fn split_broker(query: Option<&str>) -> (Option<String>, String) {
+    let mut broker = None;
+    let rest: Vec<(String, String)> = reqwest::Url::parse(&format!("http://q/?{}", query.unwrap_or_default()))
+        .map(|url| url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, v)| {
+            if k == "broker" {
+                broker = Some(v.clone());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    (broker, serde_urlencoded::to_string(rest).unwrap_or_default())
+}
+
+async fn management_search_get(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    let (remote, rest) = split_broker(uri.query());
+    match search_query(Some(&rest)) {
+        Ok(request) => management_search(&state, remote, request).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn management_search_post(State(state): State<Shared>, uri: axum::http::Uri, body: Bytes) -> Response {
+    let (remote, _) = split_broker(uri.query());
+    match search_body(&body) {
+        Ok(request) => management_search(&state, remote, request).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn management_search(state: &Shared, remote: Option<String>, request: SearchRequest) -> Response {
+    let Some(url) = remote else {
+        return match broker(state) {
+            Ok(broker) => run_search(broker, &request),
+            Err(problem) => problem.into_response(),
+        };
+    };
+    if let Err(message) = request.check() {
+        return problem(StatusCode::BAD_REQUEST, message);
+    }
+    match remote_search(state, &url, &request).await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => ManagementError::Upstream(error).into_response(),
+    }
+}
+
+/// Asks another connector's broker, with this connector's identity.
+async fn remote_search(state: &Shared, url: &str, request: &SearchRequest) -> Result<Json, String> {
+    let did = crate::peers::did_of(state, url).await?;
+    let origin =
+        reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?.origin().ascii_serialization();
+    let endpoint = format!("{origin}{SEARCH_PATH}");
+    let response = state
+        .dsp
+        .http()
+        .post(&endpoint)
+        .header(header::AUTHORIZATION, state.identity.authorization(&did))
+        .json(&request.to_json())
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{endpoint} answered HTTP {}: {}",
+            status.as_u16(),
+            text.chars().take(500).collect::<String>()
+        ));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{endpoint} answered with invalid JSON: {e}"))
+}
+
+async fn management_sparql_get(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(parameter): Query<QueryParameter>,
+) -> Response {
+    match broker(&state) {
+        Ok(_) => sparql(state, headers, parameter.query).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn management_sparql_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(problem) = broker(&state) {
+        return problem.into_response();
+    }
+    let query = posted_query(&headers, &body);
+    sparql(state, headers, query).await
+}

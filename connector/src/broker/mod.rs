@@ -1,0 +1,405 @@
+//! The broker role (`[broker] enabled = true`, decision 0014): every known peer's DSP catalogue, crawled with this
+//! connector's own identity (so each peer's access policies decide what the broker sees), kept one named graph per
+//! peer in an in-memory oxigraph store and replaced in one transaction per crawl, with a search index derived from
+//! the same triples.
+//!
+//! `search` answers keyword search with facets; `http` serves search, read-only SPARQL over all graphs and the
+//! federation catalogue (a DSP `Catalog` with one nested `catalog` per peer) on the public listener, and crawl
+//! status on the management listener. The broker only points at datasets: consumers negotiate with the dataset's
+//! own connector.
+
+pub mod http;
+pub mod search;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hanse_vocab::ns::{DCAT, DCT, HEALTHDCATAP, RDF};
+use oxigraph::io::{RdfFormat, RdfParser};
+use oxigraph::model::{GraphName, NamedNode, Quad, Term};
+use oxigraph::store::Store;
+use serde_json::{Value as Json, json};
+use tokio::sync::watch;
+
+use crate::catalog::rdf::encode;
+use crate::server::{Connector, Shared};
+use crate::store::PeerRow;
+
+/// Datasets asked for per catalogue page while crawling (Hanse's largest page).
+const CRAWL_PAGE: usize = crate::protocol::catalog::MAX_PAGE;
+
+/// One dataset of a peer's catalogue, as search needs it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The dataset's `@id` as the peer gave it (what a consumer negotiates for).
+    pub id: String,
+    /// Its IRI in the broker's graph.
+    pub iri: String,
+    pub title: String,
+    pub description: String,
+    pub keywords: Vec<String>,
+    /// Title, description, keywords and id, lower-cased: what keyword search looks in.
+    pub haystack: String,
+    pub themes: Vec<String>,
+    pub health_categories: Vec<String>,
+    pub min_age: Option<i64>,
+    pub max_age: Option<i64>,
+    pub records: Option<i64>,
+    /// The DSP `Dataset` object as the peer sent it, as JSON text.
+    pub json: Arc<str>,
+}
+
+/// One peer's catalogue as last crawled.
+#[derive(Debug)]
+pub struct PeerCatalog {
+    pub did: String,
+    /// The peer's versioned DSP base.
+    pub address: String,
+    pub catalog_id: String,
+    /// The peer's `service` array, as it sent it.
+    pub service: Json,
+    /// ISO 3166-1 country code of the publisher's headquarters, from its verified Gaia-X self-description.
+    pub country: Option<String>,
+    pub crawled_at: i64,
+    /// Sorted by `id`.
+    pub entries: Vec<Entry>,
+}
+
+/// The crawl status of one peer.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrawlStatus {
+    pub did: String,
+    pub address: String,
+    /// Milliseconds (0: never).
+    pub last_attempt: i64,
+    pub last_success: i64,
+    /// Datasets in the last successful crawl.
+    pub datasets: usize,
+    /// Triples in the peer's graph.
+    pub triples: usize,
+    pub error: Option<String>,
+    pub failures: u32,
+    /// When the next crawl is due (ms).
+    pub next_due: i64,
+    #[serde(skip)]
+    forced: bool,
+}
+
+/// The broker's state.
+pub struct Broker {
+    graph: Store,
+    /// Copied on write: a search works on one consistent set of catalogues.
+    catalogs: RwLock<Arc<BTreeMap<String, Arc<PeerCatalog>>>>,
+    status: Mutex<BTreeMap<String, CrawlStatus>>,
+    /// One crawl round at a time.
+    round: tokio::sync::Mutex<()>,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker {
+            graph: Store::new().expect("the in-memory store always opens"),
+            catalogs: RwLock::default(),
+            status: Mutex::default(),
+            round: tokio::sync::Mutex::const_new(()),
+        }
+    }
+}
+
+/// The named graph holding a peer's catalogue.
+pub fn peer_graph(did: &str) -> NamedNode {
+    NamedNode::new_unchecked(format!("urn:hanse:graph:peer:{}", encode(did)))
+}
+
+impl Broker {
+    /// The catalogues as crawled now.
+    pub fn catalogs(&self) -> Arc<BTreeMap<String, Arc<PeerCatalog>>> {
+        self.catalogs.read().expect("never poisoned").clone()
+    }
+
+    /// Every peer's crawl status, by DID.
+    pub fn status(&self) -> Vec<CrawlStatus> {
+        self.status.lock().expect("never poisoned").values().cloned().collect()
+    }
+
+    /// Quads in the federation graph.
+    pub fn triples(&self) -> usize {
+        self.graph.len().unwrap_or(0)
+    }
+
+    /// Read-only SPARQL over every peer's graph.
+    pub fn sparql(
+        &self,
+        query: &str,
+        accept: &str,
+        timeout: Duration,
+    ) -> Result<(&'static str, Vec<u8>), crate::catalog::rdf::SparqlError> {
+        crate::catalog::rdf::query_store(&self.graph, query, accept, timeout)
+    }
+
+    /// Replaces a peer's graph and index entry: the graph in one transaction, then the index.
+    fn replace(&self, catalog: PeerCatalog, quads: Vec<Quad>) -> Result<usize, String> {
+        let graph = peer_graph(&catalog.did);
+        let count = quads.len();
+        let mut transaction = self.graph.start_transaction().map_err(|e| e.to_string())?;
+        transaction.remove_named_graph(&graph).map_err(|e| e.to_string())?;
+        transaction.extend(&quads);
+        transaction.commit().map_err(|e| e.to_string())?;
+        let mut catalogs = self.catalogs.write().expect("never poisoned");
+        let mut next = BTreeMap::clone(&catalogs);
+        next.insert(catalog.did.clone(), Arc::new(catalog));
+        *catalogs = Arc::new(next);
+        Ok(count)
+    }
+
+    /// Forgets a peer's catalogue.
+    fn forget(&self, did: &str) {
+        if let Err(error) = self.graph.remove_named_graph(&peer_graph(did)) {
+            tracing::error!(%error, peer = did, "cannot drop a peer's graph");
+        }
+        let mut catalogs = self.catalogs.write().expect("never poisoned");
+        if catalogs.contains_key(did) {
+            let mut next = BTreeMap::clone(&catalogs);
+            next.remove(did);
+            *catalogs = Arc::new(next);
+        }
+        self.status.lock().expect("never poisoned").remove(did);
+    }
+
+    /// Marks every peer due, so that the next round crawls them all.
+    pub fn force(&self) {
+        for status in self.status.lock().expect("never poisoned").values_mut() {
+            status.forced = true;
+        }
+    }
+}
+
+/// Reads a crawled DSP `Catalog` into its index entries and quads. `address` is the peer's DSP base: relative
+/// dataset ids resolve against its `catalog/datasets/`, where the peer serves each dataset.
+pub fn ingest(
+    did: &str,
+    address: &str,
+    country: Option<String>,
+    catalog: &Json,
+) -> Result<(PeerCatalog, Vec<Quad>), String> {
+    let base = format!("{}/catalog/datasets/", address.trim_end_matches('/'));
+    let mut document = crate::catalog::rdf::offer_for_rdf(catalog);
+    if let Json::Object(map) = &mut document {
+        // A peer's own nested catalogues are its business: the broker indexes what the peer itself offers.
+        map.remove("catalog");
+    }
+    let nquads = hanse_vocab::jsonld::to_nquads_with_base(&document, &base).map_err(|e| e.to_string())?;
+    let graph = GraphName::NamedNode(peer_graph(did));
+    let quads = RdfParser::from_format(RdfFormat::NQuads)
+        .with_default_graph(graph)
+        .rename_blank_nodes()
+        .for_slice(nquads.as_bytes())
+        .collect::<Result<Vec<Quad>, _>>()
+        .map_err(|e| format!("the catalogue's RDF does not parse: {e}"))?;
+
+    // What search needs, by subject, from the triples.
+    let (rdf_type, dataset_class) = (format!("{RDF}type"), format!("{DCAT}Dataset"));
+    let mut by_subject: HashMap<&str, Vec<(&str, &Term)>> = HashMap::new();
+    for quad in &quads {
+        if let oxigraph::model::NamedOrBlankNode::NamedNode(subject) = &quad.subject {
+            by_subject.entry(subject.as_str()).or_default().push((quad.predicate.as_str(), &quad.object));
+        }
+    }
+    let base_iri = oxiri::Iri::parse(base.clone()).map_err(|e| format!("`{base}` is not an IRI: {e}"))?;
+    let mut entries = Vec::new();
+    for dataset in catalog.get("dataset").and_then(Json::as_array).into_iter().flatten() {
+        let Some(id) = dataset.get("@id").and_then(Json::as_str) else { continue };
+        let iri = match base_iri.resolve(id) {
+            Ok(iri) => iri.into_inner(),
+            Err(_) => continue,
+        };
+        let properties = by_subject.get(iri.as_str()).map(Vec::as_slice).unwrap_or_default();
+        if !properties
+            .iter()
+            .any(|(p, o)| *p == rdf_type && matches!(o, Term::NamedNode(n) if n.as_str() == dataset_class))
+        {
+            continue;
+        }
+        let texts = |predicate: &str| -> Vec<String> {
+            properties
+                .iter()
+                .filter(|(p, _)| *p == predicate)
+                .filter_map(|(_, o)| match o {
+                    Term::Literal(literal) => Some(literal.value().to_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let iris = |predicate: &str| -> Vec<String> {
+            properties
+                .iter()
+                .filter(|(p, _)| *p == predicate)
+                .filter_map(|(_, o)| match o {
+                    Term::NamedNode(node) => Some(node.as_str().to_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let number = |predicate: &str| texts(predicate).iter().find_map(|v| v.trim().parse::<i64>().ok());
+        let title = texts(&format!("{DCT}title")).join(" / ");
+        let description = texts(&format!("{DCT}description")).join(" / ");
+        let keywords = texts(&format!("{DCAT}keyword"));
+        let haystack = format!("{id} {title} {description} {}", keywords.join(" ")).to_lowercase();
+        entries.push(Entry {
+            id: id.to_owned(),
+            iri,
+            haystack,
+            title,
+            description,
+            keywords,
+            themes: iris(&format!("{DCAT}theme")),
+            health_categories: iris(&format!("{HEALTHDCATAP}healthCategory")),
+            min_age: number(&format!("{HEALTHDCATAP}minTypicalAge")),
+            max_age: number(&format!("{HEALTHDCATAP}maxTypicalAge")),
+            records: number(&format!("{HEALTHDCATAP}numberOfRecords")),
+            json: Arc::from(dataset.to_string()),
+        });
+    }
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    entries.dedup_by(|a, b| a.id == b.id);
+    let catalog = PeerCatalog {
+        did: did.to_owned(),
+        address: address.to_owned(),
+        catalog_id: catalog.get("@id").and_then(Json::as_str).unwrap_or(did).to_owned(),
+        service: catalog.get("service").cloned().unwrap_or_else(|| json!([])),
+        country,
+        crawled_at: crate::store::now_millis(),
+        entries,
+    };
+    Ok((catalog, quads))
+}
+
+/// The country of a peer's headquarters from its Gaia-X self-description, if it publishes one that verifies.
+async fn publisher_country(state: &Connector, did: &str) -> Option<String> {
+    let document = state.identity.resolver().resolve(did).await.ok()?;
+    let url = document.service(crate::identity::gaiax::SERVICE)?.to_owned();
+    let response = state.dsp.http().get(&url).send().await.ok()?.error_for_status().ok()?;
+    let text = response.text().await.ok()?;
+    let report = crate::identity::gaiax::verify(state.identity.resolver(), &text, chrono::Utc::now()).await;
+    if !report.holds() || report.holder.as_deref() != Some(did) {
+        tracing::info!(peer = did, "the peer's Gaia-X self-description does not verify: no publisher country");
+        return None;
+    }
+    report.credentials.iter().find_map(|credential| {
+        let subject = credential.payload.get("credentialSubject")?;
+        let address = subject.get("gx:headquartersAddress")?;
+        address.get("gx:countryCode")?.as_str().map(|code| code.chars().take(2).collect::<String>().to_uppercase())
+    })
+}
+
+/// Crawls one peer: its whole catalogue as this connector may see it, its publisher country, then the swap.
+async fn crawl_peer(state: &Shared, broker: &Broker, peer: &PeerRow) -> Result<(usize, usize), String> {
+    let catalog = state
+        .dsp
+        .catalog_paged(&peer.address, Some(&peer.did), Json::Null, CRAWL_PAGE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let country = publisher_country(state, &peer.did).await;
+    let (did, address) = (peer.did.clone(), peer.address.clone());
+    let (catalog, quads) = tokio::task::spawn_blocking(move || ingest(&did, &address, country, &catalog))
+        .await
+        .map_err(|e| format!("the crawl task failed: {e}"))??;
+    let datasets = catalog.entries.len();
+    let triples = broker.replace(catalog, quads)?;
+    Ok((datasets, triples))
+}
+
+/// One crawl round: every live peer that is due (all of them after [`Broker::force`]), `broker.concurrency` at a
+/// time; catalogues of peers no longer known, or not crawled successfully within the stale period, are dropped.
+pub async fn crawl_round(state: &Shared) -> Vec<CrawlStatus> {
+    let Some(broker) = state.broker.as_ref() else { return Vec::new() };
+    let _round = broker.round.lock().await;
+    let config = &state.config.broker;
+    let now = crate::store::now_millis();
+    let peers = match state.store.peers().await {
+        Ok(peers) => peers,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the peers to crawl");
+            return broker.status();
+        }
+    };
+    let stale_ms = (state.config.peers.stale_after_seconds * 1000) as i64;
+    let known: std::collections::HashSet<&str> = peers.iter().map(|p| p.did.as_str()).collect();
+    let drop: Vec<String> = broker
+        .status
+        .lock()
+        .expect("never poisoned")
+        .values()
+        .filter(|s| !known.contains(s.did.as_str()) || (s.last_success > 0 && s.last_success < now - stale_ms))
+        .map(|s| s.did.clone())
+        .collect();
+    for did in drop {
+        tracing::info!(peer = did, "dropping a peer's catalogue: the peer is gone or silent");
+        broker.forget(&did);
+    }
+    let due: Vec<PeerRow> = {
+        let status = broker.status.lock().expect("never poisoned");
+        peers
+            .into_iter()
+            .filter(|p| p.status == "live" && !p.address.is_empty() && p.did != state.identity.did())
+            .filter(|p| status.get(&p.did).is_none_or(|s| s.forced || s.next_due <= now))
+            .collect()
+    };
+    let interval_ms = (config.crawl_interval_seconds * 1000) as i64;
+    let max_backoff_ms = (config.max_backoff_seconds * 1000) as i64;
+    futures_util::stream::iter(due)
+        .for_each_concurrent(config.concurrency, |peer| async move {
+            let started = crate::store::now_millis();
+            let outcome = crawl_peer(state, broker, &peer).await;
+            let mut all = broker.status.lock().expect("never poisoned");
+            let status = all
+                .entry(peer.did.clone())
+                .or_insert_with(|| CrawlStatus { did: peer.did.clone(), ..Default::default() });
+            status.address = peer.address.clone();
+            status.last_attempt = started;
+            status.forced = false;
+            match outcome {
+                Ok((datasets, triples)) => {
+                    status.last_success = crate::store::now_millis();
+                    status.datasets = datasets;
+                    status.triples = triples;
+                    status.error = None;
+                    status.failures = 0;
+                    status.next_due = started + interval_ms;
+                    tracing::info!(peer = peer.did, datasets, "peer catalogue crawled");
+                }
+                Err(error) => {
+                    status.failures = status.failures.saturating_add(1);
+                    let wait = interval_ms
+                        .saturating_mul(1i64 << status.failures.min(20))
+                        .min(max_backoff_ms.max(interval_ms));
+                    status.next_due = started + wait;
+                    tracing::info!(peer = peer.did, %error, failures = status.failures, "peer catalogue crawl failed");
+                    status.error = Some(error);
+                }
+            }
+        })
+        .await;
+    broker.status()
+}
+
+/// Crawls on schedule until shutdown (only with `[broker] enabled`).
+pub fn spawn(state: Shared, mut signal: watch::Receiver<bool>) {
+    if state.broker.is_none() {
+        return;
+    }
+    // Peers become due at different times: look often, crawl only what is due.
+    let tick = Duration::from_secs(state.config.broker.crawl_interval_seconds.clamp(1, 5));
+    tokio::spawn(async move {
+        loop {
+            crawl_round(&state).await;
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = signal.changed() => return,
+            }
+        }
+    });
+}
