@@ -102,7 +102,7 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
             // For the south hospital only: the broker must never see it.
             (
                 dataset("t2d-genomics", "Diabetes genomics", &["diabetes", "genomics"], (18, 80), 300, DIABETES),
-                Some(&[south_did.clone()]),
+                Some(std::slice::from_ref(&south_did)),
             ),
         ],
     )
@@ -136,7 +136,7 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
                     80,
                     DIABETES,
                 ),
-                Some(&[broker_did.clone()]),
+                Some(std::slice::from_ref(&broker_did)),
             ),
         ],
     )
