@@ -7,31 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use hanse::catalog::model::Asset;
-use hanse::store::{DocumentKind, Store, StoreOptions};
 use serde_json::{Value, json};
 
 mod support;
-use support::{percentile, rss_mb};
-
-const KEYWORDS: &[&str] = &["diabetes", "oncology", "cardiology", "asthma", "stroke", "obesity", "covid", "dementia"];
-
-fn asset_body(i: usize) -> Value {
-    json!({
-        "@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"},
-        "@id": format!("dataset-{i:06}"),
-        "properties": {
-            "title": format!("Cohort {i}: {} registry extract", KEYWORDS[i % KEYWORDS.len()]),
-            "description": "Synthetic hospital registry extract with demographics, diagnoses and lab values.",
-            "keyword": [KEYWORDS[i % KEYWORDS.len()], KEYWORDS[(i / 8) % KEYWORDS.len()], "adults"],
-            "numberOfRecords": 1000 + (i % 5000),
-            "minTypicalAge": 18, "maxTypicalAge": 90,
-            "theme": "http://publications.europa.eu/resource/authority/data-theme/HEAL",
-            "healthCategory": "http://healthdataportal.eu/ns/health#EHR"
-        },
-        "dataAddress": {"type": "HttpData", "baseUrl": format!("https://ehr.hospital.example/export/{i}")}
-    })
-}
+use support::{KEYWORDS, percentile, rss_mb};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -44,49 +23,9 @@ async fn main() {
     let researcher = std::sync::Arc::new(hanse::testing::TestParticipant::start().await);
     use hanse::testing::Signer;
 
-    // Seed the store directly (the management API would take minutes of JSON-LD processing for 100 000 bodies).
     let seeding = Instant::now();
-    let store = Store::open(&config.database_url(), &StoreOptions::default()).await.unwrap();
-    let template = Asset::from_body(&asset_body(0), &config.file_root()).unwrap();
-    let mut batch = Vec::with_capacity(5000);
-    for i in 0..datasets {
-        let mut expanded = template.expanded.clone();
-        let body = asset_body(i);
-        expanded["@id"] = body["@id"].clone();
-        let properties = &mut expanded["https://w3id.org/edc/v0.0.1/ns/properties"][0];
-        properties["https://w3id.org/edc/v0.0.1/ns/title"] = json!([{"@value": body["properties"]["title"]}]);
-        properties["https://w3id.org/edc/v0.0.1/ns/keyword"] = Value::Array(
-            body["properties"]["keyword"].as_array().unwrap().iter().map(|k| json!({"@value": k})).collect(),
-        );
-        properties["https://w3id.org/edc/v0.0.1/ns/numberOfRecords"] =
-            json!([{"@value": body["properties"]["numberOfRecords"]}]);
-        batch.push((body["@id"].as_str().unwrap().to_owned(), expanded));
-        if batch.len() == 5000 {
-            store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
-            batch.clear();
-        }
-    }
-    store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
-    let policy = hanse::catalog::model::PolicyDefinition::from_body(
-        &json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
-            "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}]}}),
-        chrono::Utc::now(),
-    )
-    .unwrap();
-    let access = hanse::catalog::model::PolicyDefinition::from_body(
-        &json!({"@id": "members", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
-            "permission": [{"action": "use", "constraint": [{"leftOperand": "recipient", "operator": "isAnyOf", "rightOperand": [researcher.did, "did:web:other.example"]}]}]}}),
-        chrono::Utc::now(),
-    )
-    .unwrap();
-    store.insert_document(DocumentKind::PolicyDefinition, "open", &policy.expanded).await.unwrap();
-    store.insert_document(DocumentKind::PolicyDefinition, "members", &access.expanded).await.unwrap();
-    let definition = hanse::catalog::model::ContractDefinition::from_body(
-        &json!({"@id": "all", "accessPolicyId": "members", "contractPolicyId": "open", "assetsSelector": []}),
-    )
-    .unwrap();
-    store.insert_document(DocumentKind::ContractDefinition, "all", &definition.expanded).await.unwrap();
-    store.close().await;
+    let members = json!([{"action": "use", "constraint": [{"leftOperand": "recipient", "operator": "isAnyOf", "rightOperand": [researcher.did, "did:web:other.example"]}]}]);
+    support::seed_catalogue(&config, datasets, members).await;
     println!("seeded {datasets} datasets into SQLite in {:.1} s", seeding.elapsed().as_secs_f64());
 
     let rss_before = rss_mb("VmRSS:");

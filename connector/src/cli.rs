@@ -89,6 +89,113 @@ pub enum Command {
     /// Federated jobs across sites, under agreements that permit `compute`.
     #[command(subcommand)]
     Job(JobCommand),
+    /// The peer network: the connectors this one knows, how it learned of them, whether they answer.
+    #[command(subcommand)]
+    Peers(PeersCommand),
+    /// The broker role: each peer's crawl status, or a crawl of every peer now.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
+    /// Search the federation's datasets through a broker (this connector if it is one, or `--broker URL`, asked
+    /// with this connector's identity). Every word must occur in a dataset's title, description or keywords.
+    #[command(
+        after_help = "Examples:\n  hanse search diabetes adults\n  hanse search diabetes --min-age 18 --max-age 64 --min-records 1000\n  hanse search --broker https://broker.federation.example diabetes --country DE --json"
+    )]
+    Search(SearchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// Every known peer: status (live, unreachable, incompatible), how it was learned, when it last answered.
+    #[command(after_help = "Examples:\n  hanse peers list\n  hanse peers list --json")]
+    List {
+        #[command(flatten)]
+        access: ManagementAccess,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add (and pin) a peer by DID or public URL; it is verified first (its DID resolves, its DSP version answers).
+    #[command(
+        after_help = "Examples:\n  hanse peers add did:web:hospital-b.example\n  hanse peers add https://hospital-b.example"
+    )]
+    Add {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// A did:web DID or the peer's public URL.
+        peer: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a peer.
+    #[command(after_help = "Examples:\n  hanse peers remove did:web:hospital-b.example")]
+    Remove {
+        #[command(flatten)]
+        access: ManagementAccess,
+        did: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exchange peer lists now (instead of waiting for the next round).
+    #[command(after_help = "Examples:\n  hanse peers exchange")]
+    Exchange {
+        #[command(flatten)]
+        access: ManagementAccess,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
+    /// Each peer's crawl: datasets, last success, next crawl, the last error.
+    #[command(after_help = "Examples:\n  hanse broker status")]
+    Status {
+        #[command(flatten)]
+        access: ManagementAccess,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Crawl every live peer now and show the outcome.
+    #[command(after_help = "Examples:\n  hanse broker crawl")]
+    Crawl {
+        #[command(flatten)]
+        access: ManagementAccess,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub access: ManagementAccess,
+    /// Words that must all occur.
+    pub words: Vec<String>,
+    /// Another connector's broker (its public URL); default: this connector.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// A DCAT theme IRI; repeatable (any of them).
+    #[arg(long)]
+    pub theme: Vec<String>,
+    /// A HealthDCAT-AP health category IRI; repeatable.
+    #[arg(long)]
+    pub health_category: Vec<String>,
+    /// The publisher's country (ISO 3166-1 alpha-2); repeatable.
+    #[arg(long)]
+    pub country: Vec<String>,
+    /// The typical age range must reach this age or above.
+    #[arg(long)]
+    pub min_age: Option<i64>,
+    /// The typical age range must reach this age or below.
+    #[arg(long)]
+    pub max_age: Option<i64>,
+    #[arg(long)]
+    pub min_records: Option<i64>,
+    #[arg(long)]
+    pub max_records: Option<i64>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,8 +483,57 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// Prints a command's answer: its JSON with `--json`, else the text for people.
+fn show((body, text): (serde_json::Value, String), json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+/// Runs a management command of the peer network or the broker and prints its answer.
+fn managed<F, Fut>(access: ManagementAccess, json: bool, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(crate::management::client::ManagementClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(serde_json::Value, String)>>,
+{
+    let (url, key) = access.resolve()?;
+    let client = crate::management::client::ManagementClient::new(&url, &key);
+    show(runtime()?.block_on(command(client))?, json)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    use crate::broker::commands as broker;
     match cli.command {
+        Command::Peers(PeersCommand::List { access, json }) => {
+            managed(access, json, async |c| broker::peers_list(&c).await)
+        }
+        Command::Peers(PeersCommand::Add { access, peer, json }) => {
+            managed(access, json, async |c| broker::peers_add(&c, &peer).await)
+        }
+        Command::Peers(PeersCommand::Remove { access, did, json }) => {
+            managed(access, json, async |c| broker::peers_remove(&c, &did).await)
+        }
+        Command::Peers(PeersCommand::Exchange { access, json }) => {
+            managed(access, json, async |c| broker::peers_exchange(&c).await)
+        }
+        Command::Broker(BrokerCommand::Status { access, json }) => {
+            managed(access, json, async |c| broker::broker_status(&c).await)
+        }
+        Command::Broker(BrokerCommand::Crawl { access, json }) => {
+            managed(access, json, async |c| broker::broker_crawl(&c).await)
+        }
+        Command::Search(args) => {
+            let request = serde_json::json!({
+                "q": args.words.join(" "), "theme": args.theme, "healthCategory": args.health_category,
+                "country": args.country, "minAge": args.min_age, "maxAge": args.max_age,
+                "minRecords": args.min_records, "maxRecords": args.max_records, "limit": args.limit,
+            });
+            let remote = args.broker.clone();
+            managed(args.access, args.json, async move |c| broker::search(&c, remote.as_deref(), &request).await)
+        }
         Command::Init(args) => {
             let done = init(&InitOptions {
                 dir: args.dir,

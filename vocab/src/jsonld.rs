@@ -166,6 +166,25 @@ fn nquads_of(document: RemoteDocument) -> Result<String, Error> {
     Ok(out)
 }
 
+/// Parses a JSON-LD document (as bytes) straight into RDF quads with a streaming parser (oxjsonld), relative IRIs
+/// resolved against `base`. Contexts come from the bundle only, as everywhere in Hanse. Several times faster than
+/// [`to_nquads_with_base`] on large catalogues, which is what a broker reads.
+pub fn parse_quads(document: &[u8], base: &str) -> Result<Vec<oxrdf::Quad>, Error> {
+    let parser = oxjsonld::JsonLdParser::new()
+        .with_base_iri(base)
+        .map_err(|e| Error::Invalid(format!("base IRI <{base}>: {e}")))?;
+    parser
+        .for_slice(document)
+        .with_load_document_callback(|iri, _| match contexts::bundled(iri) {
+            Some(text) => {
+                Ok(oxjsonld::JsonLdRemoteDocument { document: text.as_bytes().to_vec(), document_url: iri.to_owned() })
+            }
+            None => Err(Box::new(Error::ContextNotBundled(iri.to_owned()))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| classify(e.to_string()))
+}
+
 /// Expands a document that refers to a remote document by IRI only (e.g. a bundled context).
 pub fn expand_reference(iri: &str) -> Result<Value, Error> {
     let iri = IriBuf::new(iri.to_owned()).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -185,6 +204,31 @@ mod tests {
         assert_eq!(to_nquads(&doc).unwrap(), "", "without a base a relative @id names nothing");
         let quads = to_nquads_with_base(&doc, "https://h.example/protocol/2025-1/catalog/datasets/").unwrap();
         assert!(quads.starts_with("<https://h.example/protocol/2025-1/catalog/datasets/cohort-2024> "), "{quads}");
+    }
+
+    #[test]
+    fn the_streaming_parser_gives_the_same_quads() {
+        let doc = json!({"@context": [contexts::DSPACE_2025_1], "@id": "urn:cat", "@type": "Catalog",
+            "participantId": "did:web:h.example",
+            "dataset": [{"@id": "cohort-2024", "@type": "Dataset", "dct:title": "Cohort", "dcat:keyword": ["a", "b"],
+                "http://healthdataportal.eu/ns/health#numberOfRecords": 1200,
+                "hasPolicy": [{"@id": "urn:offer:1", "@type": "Offer", "permission": [{"action": "odrl:use"}]}],
+                "distribution": [{"@type": "Distribution", "format": "HttpData-PULL", "accessService": "urn:svc"}]}]});
+        let base = "https://h.example/protocol/2025-1/catalog/datasets/";
+        let canonical = |mut lines: Vec<String>| {
+            // Blank node labels differ between the two; compare with them masked.
+            lines.iter_mut().for_each(|l| {
+                *l = l.split(' ').map(|t| if t.starts_with("_:") { "_:b" } else { t }).collect::<Vec<_>>().join(" ")
+            });
+            lines.sort();
+            lines
+        };
+        let reference: Vec<String> = to_nquads_with_base(&doc, base).unwrap().lines().map(str::to_owned).collect();
+        let streamed: Vec<String> =
+            parse_quads(doc.to_string().as_bytes(), base).unwrap().iter().map(|q| format!("{q} .")).collect();
+        assert_eq!(canonical(streamed), canonical(reference));
+        let missing = parse_quads(br#"{"@context": "https://example.org/never.jsonld", "@id": "x"}"#, base);
+        assert!(matches!(missing, Err(Error::ContextNotBundled(_))), "{missing:?}");
     }
 
     #[test]

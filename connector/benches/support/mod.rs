@@ -21,6 +21,77 @@ pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
 
+/// The keywords synthetic datasets rotate through.
+pub const KEYWORDS: &[&str] =
+    &["diabetes", "oncology", "cardiology", "asthma", "stroke", "obesity", "covid", "dementia"];
+
+/// Synthetic dataset `i`: HealthDCAT-AP properties, one offer.
+pub fn asset_body(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"},
+        "@id": format!("dataset-{i:06}"),
+        "properties": {
+            "title": format!("Cohort {i}: {} registry extract", KEYWORDS[i % KEYWORDS.len()]),
+            "description": "Synthetic hospital registry extract with demographics, diagnoses and lab values.",
+            "keyword": [KEYWORDS[i % KEYWORDS.len()], KEYWORDS[(i / 8) % KEYWORDS.len()], "adults"],
+            "numberOfRecords": 1000 + (i % 5000),
+            "minTypicalAge": 18, "maxTypicalAge": 90,
+            "theme": "http://publications.europa.eu/resource/authority/data-theme/HEAL",
+            "healthCategory": "http://healthdataportal.eu/ns/health#EHR"
+        },
+        "dataAddress": {"type": "HttpData", "baseUrl": format!("https://ehr.hospital.example/export/{i}")}
+    })
+}
+
+/// Seeds the store of `config` directly with `datasets` synthetic datasets, offered to everyone the access policy
+/// `access` (its permissions) lets see them under a research-purpose contract policy. (The management API would take
+/// minutes of JSON-LD processing for 100 000 bodies.)
+pub async fn seed_catalogue(config: &hanse::config::Config, datasets: usize, access: serde_json::Value) {
+    use hanse::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
+    use hanse::store::{DocumentKind, Store, StoreOptions};
+    use serde_json::{Value, json};
+    let store = Store::open(&config.database_url(), &StoreOptions::default()).await.unwrap();
+    let template = Asset::from_body(&asset_body(0), &config.file_root()).unwrap();
+    let mut batch = Vec::with_capacity(5000);
+    for i in 0..datasets {
+        let mut expanded = template.expanded.clone();
+        let body = asset_body(i);
+        expanded["@id"] = body["@id"].clone();
+        let properties = &mut expanded["https://w3id.org/edc/v0.0.1/ns/properties"][0];
+        properties["https://w3id.org/edc/v0.0.1/ns/title"] = json!([{"@value": body["properties"]["title"]}]);
+        properties["https://w3id.org/edc/v0.0.1/ns/keyword"] = Value::Array(
+            body["properties"]["keyword"].as_array().unwrap().iter().map(|k| json!({"@value": k})).collect(),
+        );
+        properties["https://w3id.org/edc/v0.0.1/ns/numberOfRecords"] =
+            json!([{"@value": body["properties"]["numberOfRecords"]}]);
+        batch.push((body["@id"].as_str().unwrap().to_owned(), expanded));
+        if batch.len() == 5000 {
+            store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
+            batch.clear();
+        }
+    }
+    store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
+    let policy = PolicyDefinition::from_body(
+        &json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+            "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}]}}),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let access = PolicyDefinition::from_body(
+        &json!({"@id": "members", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": access}}),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    store.insert_document(DocumentKind::PolicyDefinition, "open", &policy.expanded).await.unwrap();
+    store.insert_document(DocumentKind::PolicyDefinition, "members", &access.expanded).await.unwrap();
+    let definition = ContractDefinition::from_body(
+        &json!({"@id": "all", "accessPolicyId": "members", "contractPolicyId": "open", "assetsSelector": []}),
+    )
+    .unwrap();
+    store.insert_document(DocumentKind::ContractDefinition, "all", &definition.expanded).await.unwrap();
+    store.close().await;
+}
+
 /// The provider offers `asset` (an EDC asset body) to everyone under an open policy (`manual_start` as given); answers
 /// the offer as `consumer` sees it in the catalogue, ready for a contract request.
 pub async fn offer(

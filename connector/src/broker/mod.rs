@@ -8,6 +8,7 @@
 //! status on the management listener. The broker only points at datasets: consumers negotiate with the dataset's
 //! own connector.
 
+pub mod commands;
 pub mod http;
 pub mod search;
 
@@ -17,7 +18,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hanse_vocab::ns::{DCAT, DCT, HEALTHDCATAP, RDF};
-use oxigraph::io::{RdfFormat, RdfParser};
 use oxigraph::model::{GraphName, NamedNode, Quad, Term};
 use oxigraph::store::Store;
 use serde_json::{Value as Json, json};
@@ -82,6 +82,9 @@ pub struct CrawlStatus {
     pub triples: usize,
     pub error: Option<String>,
     pub failures: u32,
+    /// How long the last successful crawl took fetching the catalogue, and reading it into the graph and index (ms).
+    pub fetch_ms: u64,
+    pub index_ms: u64,
     /// When the next crawl is due (ms).
     pub next_due: i64,
     #[serde(skip)]
@@ -191,14 +194,12 @@ pub fn ingest(
         // A peer's own nested catalogues are its business: the broker indexes what the peer itself offers.
         map.remove("catalog");
     }
-    let nquads = hanse_vocab::jsonld::to_nquads_with_base(&document, &base).map_err(|e| e.to_string())?;
     let graph = GraphName::NamedNode(peer_graph(did));
-    let quads = RdfParser::from_format(RdfFormat::NQuads)
-        .with_default_graph(graph)
-        .rename_blank_nodes()
-        .for_slice(nquads.as_bytes())
-        .collect::<Result<Vec<Quad>, _>>()
-        .map_err(|e| format!("the catalogue's RDF does not parse: {e}"))?;
+    let quads: Vec<Quad> = hanse_vocab::jsonld::parse_quads(document.to_string().as_bytes(), &base)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|quad| Quad::new(quad.subject, quad.predicate, quad.object, graph.clone()))
+        .collect();
 
     // What search needs, by subject, from the triples.
     let (rdf_type, dataset_class) = (format!("{RDF}type"), format!("{DCAT}Dataset"));
@@ -296,20 +297,31 @@ async fn publisher_country(state: &Connector, did: &str) -> Option<String> {
 }
 
 /// Crawls one peer: its whole catalogue as this connector may see it, its publisher country, then the swap.
-async fn crawl_peer(state: &Shared, broker: &Broker, peer: &PeerRow) -> Result<(usize, usize), String> {
+async fn crawl_peer(state: &Shared, broker: &Broker, peer: &PeerRow) -> Result<Crawled, String> {
+    let started = std::time::Instant::now();
     let catalog = state
         .dsp
         .catalog_paged(&peer.address, Some(&peer.did), Json::Null, CRAWL_PAGE)
         .await
         .map_err(|e| e.to_string())?;
     let country = publisher_country(state, &peer.did).await;
+    let fetched = std::time::Instant::now();
     let (did, address) = (peer.did.clone(), peer.address.clone());
     let (catalog, quads) = tokio::task::spawn_blocking(move || ingest(&did, &address, country, &catalog))
         .await
         .map_err(|e| format!("the crawl task failed: {e}"))??;
     let datasets = catalog.entries.len();
     let triples = broker.replace(catalog, quads)?;
-    Ok((datasets, triples))
+    let millis = |d: std::time::Duration| d.as_millis() as u64;
+    Ok(Crawled { datasets, triples, fetch_ms: millis(fetched - started), index_ms: millis(fetched.elapsed()) })
+}
+
+/// What a successful crawl of one peer found, and how long its parts took.
+struct Crawled {
+    datasets: usize,
+    triples: usize,
+    fetch_ms: u64,
+    index_ms: u64,
 }
 
 /// One crawl round: every live peer that is due (all of them after [`Broker::force`]), `broker.concurrency` at a
@@ -362,10 +374,12 @@ pub async fn crawl_round(state: &Shared) -> Vec<CrawlStatus> {
             status.last_attempt = started;
             status.forced = false;
             match outcome {
-                Ok((datasets, triples)) => {
+                Ok(Crawled { datasets, triples, fetch_ms, index_ms }) => {
                     status.last_success = crate::store::now_millis();
                     status.datasets = datasets;
                     status.triples = triples;
+                    status.fetch_ms = fetch_ms;
+                    status.index_ms = index_ms;
                     status.error = None;
                     status.failures = 0;
                     status.next_due = started + interval_ms;
