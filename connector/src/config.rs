@@ -259,6 +259,10 @@ pub struct BrokerConfig {
     /// A SPARQL query running longer than this is cancelled (seconds).
     #[serde(default = "default_sparql_timeout")]
     pub sparql_timeout_seconds: u64,
+    /// Keep the federation graph on disk in this folder (oxigraph's RocksDB store; needs a build with
+    /// `--features rocksdb`). Default: in memory.
+    #[serde(default)]
+    pub graph_dir: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -269,6 +273,7 @@ impl Default for BrokerConfig {
             max_backoff_seconds: default_max_backoff(),
             concurrency: default_crawl_concurrency(),
             sparql_timeout_seconds: default_sparql_timeout(),
+            graph_dir: None,
         }
     }
 }

@@ -86,6 +86,8 @@ pub enum StartError {
     Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     SelfDescription(String),
+    #[error("{0}")]
+    Broker(String),
 }
 
 /// A started connector: its addresses and the means to stop it.
@@ -242,7 +244,10 @@ pub async fn start_on(
         .map_err(|e| crate::transport::TlsError { key: "trust.ca_file", reason: e.to_string() })?;
     let dsp = crate::protocol::client::DspClient::new(http, identity.clone());
     let compute = crate::compute::Compute::new(&config.store.data_dir, &config.compute);
-    let state_broker = config.broker.enabled.then(crate::broker::Broker::default);
+    let state_broker = match config.broker.enabled {
+        true => Some(crate::broker::Broker::open(&config.broker).map_err(StartError::Broker)?),
+        false => None,
+    };
     let state = Arc::new(Connector {
         config,
         store,

@@ -334,3 +334,18 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
 fn urlencode(value: &str) -> String {
     hanse::catalog::rdf::encode(value)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_on_disk_without_rocksdb_refuses_to_start_and_says_why() {
+    if hanse::broker::GRAPH_ON_DISK {
+        // Built with RocksDB: the graph folder is a valid choice (the other tests cover the broker).
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut config, public, management) = hanse::testing::initialised(dir.path()).await;
+    config.broker.enabled = true;
+    config.broker.graph_dir = Some(dir.path().join("graph"));
+    let error = hanse::server::start_on(config, public, management).await.err().expect("the start is refused");
+    let message = error.to_string();
+    assert!(message.contains("broker.graph_dir") && message.contains("--features rocksdb"), "{message}");
+}

@@ -27,6 +27,9 @@ use crate::catalog::rdf::encode;
 use crate::server::{Connector, Shared};
 use crate::store::PeerRow;
 
+/// Whether this build can keep the federation graph on disk (`--features rocksdb`).
+pub const GRAPH_ON_DISK: bool = cfg!(feature = "rocksdb");
+
 /// Datasets asked for per catalogue page while crawling (Hanse's largest page).
 const CRAWL_PAGE: usize = crate::protocol::catalog::MAX_PAGE;
 
@@ -101,14 +104,33 @@ pub struct Broker {
     round: tokio::sync::Mutex<()>,
 }
 
-impl Default for Broker {
-    fn default() -> Self {
-        Broker {
-            graph: Store::new().expect("the in-memory store always opens"),
+impl Broker {
+    /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk starts empty
+    /// like one in memory: it is derived from the peers and recrawled at once.
+    pub fn open(config: &crate::config::BrokerConfig) -> Result<Broker, String> {
+        let graph = match &config.graph_dir {
+            None => Store::new().map_err(|e| e.to_string())?,
+            #[cfg(feature = "rocksdb")]
+            Some(dir) => {
+                let store =
+                    Store::open(dir).map_err(|e| format!("broker.graph_dir: cannot open {}: {e}", dir.display()))?;
+                store.clear().map_err(|e| format!("broker.graph_dir: cannot clear {}: {e}", dir.display()))?;
+                store
+            }
+            #[cfg(not(feature = "rocksdb"))]
+            Some(dir) => {
+                return Err(format!(
+                    "broker.graph_dir ({}) needs a hanse built with `--features rocksdb`; without it the graph is in memory",
+                    dir.display()
+                ));
+            }
+        };
+        Ok(Broker {
+            graph,
             catalogs: RwLock::default(),
             status: Mutex::default(),
             round: tokio::sync::Mutex::const_new(()),
-        }
+        })
     }
 }
 
