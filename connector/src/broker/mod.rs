@@ -246,26 +246,20 @@ pub fn ingest(
         {
             continue;
         }
-        let texts = |predicate: &str| -> Vec<String> {
+        // The literal values (`iris` false) or IRI values (`iris` true) of a predicate.
+        let values = |predicate: &str, iris: bool| -> Vec<String> {
             properties
                 .iter()
                 .filter(|(p, _)| *p == predicate)
                 .filter_map(|(_, o)| match o {
-                    Term::Literal(literal) => Some(literal.value().to_owned()),
+                    Term::Literal(literal) if !iris => Some(literal.value().to_owned()),
+                    Term::NamedNode(node) if iris => Some(node.as_str().to_owned()),
                     _ => None,
                 })
                 .collect()
         };
-        let iris = |predicate: &str| -> Vec<String> {
-            properties
-                .iter()
-                .filter(|(p, _)| *p == predicate)
-                .filter_map(|(_, o)| match o {
-                    Term::NamedNode(node) => Some(node.as_str().to_owned()),
-                    _ => None,
-                })
-                .collect()
-        };
+        let texts = |predicate: &str| values(predicate, false);
+        let iris = |predicate: &str| values(predicate, true);
         let number = |predicate: &str| texts(predicate).iter().find_map(|v| v.trim().parse::<i64>().ok());
         let title = texts(&format!("{DCT}title")).join(" / ");
         let description = texts(&format!("{DCT}description")).join(" / ");

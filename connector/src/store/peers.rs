@@ -52,6 +52,30 @@ impl PeerRow {
 const SELECT: &str =
     "SELECT did, address, source, status, detail, first_seen, last_seen, last_attempt, failures FROM peers";
 
+/// Inserts `$peer` with `$source` in transaction `$tx`; `$on_conflict` says what a known DID does (a macro: the
+/// statement is compiled once per backend).
+macro_rules! insert {
+    ($tx:expr, $peer:expr, $source:literal, $on_conflict:literal) => {
+        sqlx::query(concat!(
+            "INSERT INTO peers (did, address, source, status, detail, first_seen, last_seen, last_attempt, failures) \
+             VALUES ($1, $2, '",
+            $source,
+            "', $3, $4, $5, $6, $7, $8) ON CONFLICT (did) ",
+            $on_conflict
+        ))
+        .bind(&$peer.did)
+        .bind(&$peer.address)
+        .bind(&$peer.status)
+        .bind(&$peer.detail)
+        .bind($peer.first_seen)
+        .bind($peer.last_seen)
+        .bind($peer.last_attempt)
+        .bind($peer.failures)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 fn change(did: &str, operation: &str) -> Event {
     Event::new(
         "management.change",
@@ -98,22 +122,13 @@ impl Store {
         let event = change(&peer.did, "add");
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO peers (did, address, source, status, detail, first_seen, last_seen, last_attempt, failures) \
-                 VALUES ($1, $2, 'manual', $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (did) DO UPDATE SET address = $2, source = 'manual', status = $3, detail = $4, \
-                 last_seen = $6, last_attempt = $7, failures = $8",
-            )
-            .bind(&peer.did)
-            .bind(&peer.address)
-            .bind(&peer.status)
-            .bind(&peer.detail)
-            .bind(peer.first_seen)
-            .bind(peer.last_seen)
-            .bind(peer.last_attempt)
-            .bind(peer.failures)
-            .execute(&mut *tx)
-            .await?;
+            insert!(
+                tx,
+                peer,
+                "manual",
+                "DO UPDATE SET address = $2, source = 'manual', status = $3, detail = $4, last_seen = $6, \
+                 last_attempt = $7, failures = $8"
+            );
             (*tx).append(&[event]).await?;
             tx.commit().await?;
         });
@@ -155,21 +170,7 @@ impl Store {
                     return Ok(false);
                 }
             }
-            let inserted = sqlx::query(
-                "INSERT INTO peers (did, address, source, status, detail, first_seen, last_seen, last_attempt, failures) \
-                 VALUES ($1, $2, 'learned', $3, $4, $5, $6, $7, $8) ON CONFLICT (did) DO NOTHING",
-            )
-            .bind(&peer.did)
-            .bind(&peer.address)
-            .bind(&peer.status)
-            .bind(&peer.detail)
-            .bind(peer.first_seen)
-            .bind(peer.last_seen)
-            .bind(peer.last_attempt)
-            .bind(peer.failures)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let inserted = insert!(tx, peer, "learned", "DO NOTHING").rows_affected();
             tx.commit().await?;
             Ok(inserted == 1)
         })
