@@ -61,22 +61,25 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
         let provider_address = format!("{}/protocol/2025-1", provider.public_url());
         let provider_id = p.config.participant.id.clone();
         tokio::spawn(async move {
+            // Requests arrive concurrently, as from many researchers' tools: each start runs in its own task.
+            let mut starts = Vec::with_capacity(n);
             for _ in 0..n {
                 permits.acquire().await.unwrap().forget();
-                let start = Instant::now();
-                let negotiation = negotiation::start(
-                    &c,
-                    Start {
-                        provider_address: provider_address.clone(),
-                        provider_id: provider_id.clone(),
-                        offer: offer.clone(),
-                        auto_accept: true,
-                        purpose: None,
-                    },
-                )
-                .await
-                .unwrap();
-                started_at.lock().unwrap().insert(negotiation.row.id.clone(), start);
+                let (c, started_at, offer) = (c.clone(), started_at.clone(), offer.clone());
+                let (provider_address, provider_id) = (provider_address.clone(), provider_id.clone());
+                starts.push(tokio::spawn(async move {
+                    let start = Instant::now();
+                    let negotiation = negotiation::start(
+                        &c,
+                        Start { provider_address, provider_id, offer, auto_accept: true, purpose: None },
+                    )
+                    .await
+                    .unwrap();
+                    started_at.lock().unwrap().insert(negotiation.row.id.clone(), start);
+                }));
+            }
+            for start in starts {
+                start.await.unwrap();
             }
         })
     };
