@@ -198,10 +198,17 @@ pub async fn exchange_round(state: &Shared) -> Result<Round, StoreError> {
             }
         }
     }
-    for did in candidates {
-        if learn(state, &did).await? {
-            known.insert(did.clone());
-            round.learned.push(did);
+    // Candidates are verified concurrently, like the contacts above, and recorded one by one (the bound is counted
+    // in each recording's transaction).
+    let verified: Vec<Option<PeerRow>> = futures_util::stream::iter(
+        candidates.into_iter().map(|did| async move { verify_candidate(state, &did).await }),
+    )
+    .buffer_unordered(CONCURRENCY)
+    .collect()
+    .await;
+    for peer in verified.into_iter().flatten() {
+        if record_learned(state, &peer).await? {
+            round.learned.push(peer.did);
         }
     }
     round.aged_out = state.store.age_out_peers(now - stale_ms).await?;
@@ -211,9 +218,9 @@ pub async fn exchange_round(state: &Shared) -> Result<Round, StoreError> {
     Ok(round)
 }
 
-/// Verifies a candidate and records it as learned: live, or incompatible (so that it is reported). A candidate
-/// that cannot be reached is not recorded. `true` if it was taken in.
-async fn learn(state: &Connector, did: &str) -> Result<bool, StoreError> {
+/// Verifies a candidate: live, or incompatible (so that it is reported). A candidate that cannot be reached is
+/// `None`: not recorded.
+async fn verify_candidate(state: &Connector, did: &str) -> Option<PeerRow> {
     let mut peer = PeerRow::new(did, "learned");
     peer.last_attempt = crate::store::now_millis();
     match check(state, did).await {
@@ -228,16 +235,29 @@ async fn learn(state: &Connector, did: &str) -> Result<bool, StoreError> {
         }
         Err(not_live) => {
             tracing::debug!(peer = did, reason = %not_live.detail, "candidate peer not verified");
-            return Ok(false);
+            return None;
         }
     }
-    let taken = state.store.learn_peer(&peer, state.config.peers.max).await?;
+    Some(peer)
+}
+
+/// Records a verified candidate as learned, within `peers.max`; `true` if it was taken in.
+async fn record_learned(state: &Connector, peer: &PeerRow) -> Result<bool, StoreError> {
+    let taken = state.store.learn_peer(peer, state.config.peers.max).await?;
     if taken {
-        tracing::info!(peer = did, status = %peer.status, "peer learned");
+        tracing::info!(peer = %peer.did, status = %peer.status, "peer learned");
     } else {
-        tracing::warn!(peer = did, max = state.config.peers.max, "peer list full: a new peer was not taken in");
+        tracing::warn!(peer = %peer.did, max = state.config.peers.max, "peer list full: a new peer was not taken in");
     }
     Ok(taken)
+}
+
+/// Verifies a candidate and records it as learned. `true` if it was taken in.
+async fn learn(state: &Connector, did: &str) -> Result<bool, StoreError> {
+    match verify_candidate(state, did).await {
+        Some(peer) => record_learned(state, &peer).await,
+        None => Ok(false),
+    }
 }
 
 /// A peer's DSP base and list entries, or why it is not live.
@@ -247,7 +267,6 @@ type ListRead = Result<(String, Vec<Entry>), NotLive>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub did: String,
-    pub endpoint: String,
     /// Milliseconds.
     pub last_seen: i64,
 }
@@ -301,13 +320,12 @@ async fn read_list(state: &Connector, peer: &PeerRow) -> ListRead {
         .flatten()
         .filter_map(|entry| {
             let did = entry.get("did")?.as_str()?.to_owned();
-            let endpoint = entry.get("endpoint").and_then(Json::as_str).unwrap_or_default().to_owned();
             let last_seen = entry
                 .get("lastSeen")
                 .and_then(Json::as_str)
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?
                 .timestamp_millis();
-            did.starts_with("did:").then_some(Entry { did, endpoint, last_seen })
+            did.starts_with("did:").then_some(Entry { did, last_seen })
         })
         .collect();
     Ok((address, entries))

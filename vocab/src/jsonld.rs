@@ -147,13 +147,6 @@ pub fn to_nquads(document: &Value) -> Result<String, Error> {
     nquads_of(remote(document))
 }
 
-/// Like [`to_nquads`], with relative IRIs (a DSP dataset's `"@id": "cohort-2024"`) resolved against `base` (the
-/// document's own URL), as a document fetched from there would have them.
-pub fn to_nquads_with_base(document: &Value, base: &str) -> Result<String, Error> {
-    let base = IriBuf::new(base.to_owned()).map_err(|e| Error::Invalid(format!("base IRI <{}>: {e}", e.0)))?;
-    nquads_of(RemoteDocument::new(Some(base), None, json_ld::syntax::Value::from_serde_json(document.clone())))
-}
-
 fn nquads_of(document: RemoteDocument) -> Result<String, Error> {
     let mut generator = json_ld::rdf_types::generator::Blank::new();
     let mut to_rdf = run(document.to_rdf_with_using((), &mut generator, loader(), json_ld::Options::default()))
@@ -167,8 +160,9 @@ fn nquads_of(document: RemoteDocument) -> Result<String, Error> {
 }
 
 /// Parses a JSON-LD document (as bytes) straight into RDF quads with a streaming parser (oxjsonld), relative IRIs
-/// resolved against `base`. Contexts come from the bundle only, as everywhere in Hanse. Several times faster than
-/// [`to_nquads_with_base`] on large catalogues, which is what a broker reads.
+/// (a DSP dataset's `"@id": "cohort-2024"`) resolved against `base`, the document's own URL. Contexts come from the
+/// bundle only, as everywhere in Hanse. About 1.6 times faster than the json-ld crate's [`to_nquads`] on DSP
+/// catalogues, which is what a broker reads.
 pub fn parse_quads(document: &[u8], base: &str) -> Result<Vec<oxrdf::Quad>, Error> {
     let parser = oxjsonld::JsonLdParser::new()
         .with_base_iri(base)
@@ -197,6 +191,13 @@ pub fn expand_reference(iri: &str) -> Result<Value, Error> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The json-ld crate's RDF with relative IRIs resolved against `base`: the reference the streaming parser is
+    /// checked against.
+    fn to_nquads_with_base(document: &Value, base: &str) -> Result<String, Error> {
+        let base = IriBuf::new(base.to_owned()).map_err(|e| Error::Invalid(format!("base IRI <{}>: {e}", e.0)))?;
+        nquads_of(RemoteDocument::new(Some(base), None, json_ld::syntax::Value::from_serde_json(document.clone())))
+    }
 
     #[test]
     fn relative_ids_resolve_against_the_base() {

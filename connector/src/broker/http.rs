@@ -70,10 +70,6 @@ impl IntoResponse for Problem {
     }
 }
 
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    Problem(status, message.into()).into_response()
-}
-
 /// The broker, or the answer that this connector is not one.
 fn broker(state: &Shared) -> Result<&Broker, Problem> {
     state.broker.as_ref().ok_or_else(|| {
@@ -91,7 +87,7 @@ async fn caller(state: &Shared, headers: &HeaderMap) -> Result<String, Problem> 
 
 fn run_search(broker: &Broker, request: &SearchRequest) -> Response {
     if let Err(message) = request.check() {
-        return problem(StatusCode::BAD_REQUEST, message);
+        return Problem(StatusCode::BAD_REQUEST, message).into_response();
     }
     axum::Json(search::search(&broker.catalogs(), request)).into_response()
 }
@@ -342,23 +338,11 @@ async fn crawl_now(State(state): State<Shared>) -> Response {
     axum::Json(crawl_round(&state).await).into_response()
 }
 
-/// `broker=<URL>` of a management search: whose broker to ask.
+/// `broker=<URL>` of a management search (whose broker to ask), and the rest of the query string.
 fn split_broker(query: Option<&str>) -> (Option<String>, String) {
-    let mut broker = None;
-    let rest: Vec<(String, String)> = reqwest::Url::parse(&format!("http://q/?{}", query.unwrap_or_default()))
-        .map(|url| url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, v)| {
-            if k == "broker" {
-                broker = Some(v.clone());
-                false
-            } else {
-                true
-            }
-        })
-        .collect();
-    (broker, serde_urlencoded::to_string(rest).unwrap_or_default())
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default();
+    let (broker, rest): (Vec<_>, Vec<_>) = pairs.into_iter().partition(|(k, _)| k == "broker");
+    (broker.into_iter().next_back().map(|(_, v)| v), serde_urlencoded::to_string(rest).unwrap_or_default())
 }
 
 async fn management_search_get(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
@@ -385,7 +369,7 @@ async fn management_search(state: &Shared, remote: Option<String>, request: Sear
         };
     };
     if let Err(message) = request.check() {
-        return problem(StatusCode::BAD_REQUEST, message);
+        return Problem(StatusCode::BAD_REQUEST, message).into_response();
     }
     match remote_search(state, &url, &request).await {
         Ok(body) => axum::Json(body).into_response(),

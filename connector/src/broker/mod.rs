@@ -38,11 +38,7 @@ const CRAWL_PAGE: usize = crate::protocol::catalog::MAX_PAGE;
 pub struct Entry {
     /// The dataset's `@id` as the peer gave it (what a consumer negotiates for).
     pub id: String,
-    /// Its IRI in the broker's graph.
-    pub iri: String,
     pub title: String,
-    pub description: String,
-    pub keywords: Vec<String>,
     /// Title, description, keywords and id, lower-cased: what keyword search looks in.
     pub haystack: String,
     pub themes: Vec<String>,
@@ -65,7 +61,6 @@ pub struct PeerCatalog {
     pub service: Json,
     /// ISO 3166-1 country code of the publisher's headquarters, from its verified Gaia-X self-description.
     pub country: Option<String>,
-    pub crawled_at: i64,
     /// Sorted by `id`.
     pub entries: Vec<Entry>,
 }
@@ -225,6 +220,16 @@ pub fn ingest(
 
     // What search needs, by subject, from the triples.
     let (rdf_type, dataset_class) = (format!("{RDF}type"), format!("{DCAT}Dataset"));
+    let [title, description, keyword, theme, category, min_age, max_age, records] = [
+        format!("{DCT}title"),
+        format!("{DCT}description"),
+        format!("{DCAT}keyword"),
+        format!("{DCAT}theme"),
+        format!("{HEALTHDCATAP}healthCategory"),
+        format!("{HEALTHDCATAP}minTypicalAge"),
+        format!("{HEALTHDCATAP}maxTypicalAge"),
+        format!("{HEALTHDCATAP}numberOfRecords"),
+    ];
     let mut by_subject: HashMap<&str, Vec<(&str, &Term)>> = HashMap::new();
     for quad in &quads {
         if let oxigraph::model::NamedOrBlankNode::NamedNode(subject) = &quad.subject {
@@ -261,22 +266,18 @@ pub fn ingest(
         let texts = |predicate: &str| values(predicate, false);
         let iris = |predicate: &str| values(predicate, true);
         let number = |predicate: &str| texts(predicate).iter().find_map(|v| v.trim().parse::<i64>().ok());
-        let title = texts(&format!("{DCT}title")).join(" / ");
-        let description = texts(&format!("{DCT}description")).join(" / ");
-        let keywords = texts(&format!("{DCAT}keyword"));
-        let haystack = format!("{id} {title} {description} {}", keywords.join(" ")).to_lowercase();
+        let title = texts(&title).join(" / ");
+        let haystack =
+            format!("{id} {title} {} {}", texts(&description).join(" / "), texts(&keyword).join(" ")).to_lowercase();
         entries.push(Entry {
             id: id.to_owned(),
-            iri,
             haystack,
             title,
-            description,
-            keywords,
-            themes: iris(&format!("{DCAT}theme")),
-            health_categories: iris(&format!("{HEALTHDCATAP}healthCategory")),
-            min_age: number(&format!("{HEALTHDCATAP}minTypicalAge")),
-            max_age: number(&format!("{HEALTHDCATAP}maxTypicalAge")),
-            records: number(&format!("{HEALTHDCATAP}numberOfRecords")),
+            themes: iris(&theme),
+            health_categories: iris(&category),
+            min_age: number(&min_age),
+            max_age: number(&max_age),
+            records: number(&records),
             json: Arc::from(dataset.to_string()),
         });
     }
@@ -288,7 +289,6 @@ pub fn ingest(
         catalog_id: catalog.get("@id").and_then(Json::as_str).unwrap_or(did).to_owned(),
         service: catalog.get("service").cloned().unwrap_or_else(|| json!([])),
         country,
-        crawled_at: crate::store::now_millis(),
         entries,
     };
     Ok((catalog, quads))

@@ -42,11 +42,6 @@ impl PeerRow {
             failures: 0,
         }
     }
-
-    /// Seeds and operator-added peers are kept when silent.
-    pub fn pinned(&self) -> bool {
-        self.source != "learned"
-    }
 }
 
 const SELECT: &str =
