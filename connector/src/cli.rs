@@ -19,6 +19,9 @@ Examples:
   hanse --log-format json run             one JSON object per log line
   hanse fetch --agreement ID --out FILE   download an agreement's data through this connector
   hanse synth --rows 5000 --out a.csv     a synthetic cohort to ingest with `hanse dataset ingest`
+  hanse catalog --peer URL                what a peer offers this connector
+  hanse negotiate --peer URL --offer ID --purpose DUO:0000007
+  hanse approvals list                    what waits for this operator
   hanse job run --template glm ...        a federated analysis across sites";
 
 /// Hanse: a sovereign data space connector (DSP 2025-1, ODRL, DCAT / HealthDCAT-AP, Gaia-X).
@@ -44,8 +47,11 @@ pub enum Command {
         after_help = "Examples:\n  hanse run\n  hanse run --config /etc/hanse/hanse.toml\n  HANSE_STORE_DATABASE_URL=postgres://postgres@127.0.0.1/hanse hanse run"
     )]
     Run(RunArgs),
-    /// Start a connector with embedded defaults in a temporary folder and check it over HTTP.
-    #[command(after_help = "Examples:\n  hanse demo\n  hanse demo --keep-running")]
+    /// A whole health-data federation on this machine: three hospitals, a federation issuer, a research institute
+    /// and a broker, each a connector on loopback with its own identity and SQLite store in a temporary folder. The
+    /// researcher finds datasets, negotiates, fetches open data and runs a federated analysis; an auditor verifies
+    /// every log. Exits non-zero naming the step that failed.
+    #[command(after_help = "Examples:\n  hanse demo\n  hanse demo --seed 7\n  hanse demo --keep-running")]
     Demo(DemoArgs),
     /// Verifiable credentials: issue and revoke them (issuer), import and list them (holder).
     #[command(subcommand)]
@@ -83,7 +89,55 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Tabular datasets for compute-to-data.
+    /// A peer's DSP catalogue as it shows itself to this connector: datasets, offers and their terms.
+    #[command(
+        after_help = "Examples:\n  hanse catalog --peer https://hospital-b.example\n  hanse catalog --peer http://127.0.0.1:19294 --query diabetes --query adults --json"
+    )]
+    Catalog {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// The peer's public URL or DSP address.
+        #[arg(long)]
+        peer: String,
+        /// Words each dataset must contain (title, description or keywords); repeatable.
+        #[arg(long)]
+        query: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Negotiate a contract for an offer of a peer and follow it to its end; exits non-zero when it is refused,
+    /// printing the peer's reason.
+    #[command(
+        after_help = "Examples:\n  hanse negotiate --peer https://hospital-b.example --offer diabetes-offer:register:1a2b --purpose DUO:0000007\n  hanse negotiate --peer http://127.0.0.1:19294 --offer open-summary --json"
+    )]
+    Negotiate {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// The peer's public URL or DSP address.
+        #[arg(long)]
+        peer: String,
+        /// The offer's id (from `hanse catalog`), or a dataset's id when it has one offer.
+        #[arg(long)]
+        offer: String,
+        /// The purpose to declare, e.g. DUO:0000007 (disease-specific research).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// How long to follow the negotiation (a peer's operator may have to approve it).
+        #[arg(long, default_value_t = 60)]
+        wait_seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// ODRL policies of this connector: store one, validate it, explain how it decides a request.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Offers (contract definitions): which datasets are offered under which policies.
+    #[command(subcommand)]
+    Offer(OfferCommand),
+    /// What waits for this connector's operator: negotiations under manual approval, transfers under manual start.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// This connector's datasets; tabular ones for compute-to-data are ingested here.
     #[command(subcommand)]
     Dataset(DatasetCommand),
     /// Federated jobs across sites, under agreements that permit `compute`.
@@ -199,7 +253,129 @@ pub struct SearchArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Store an ODRL policy (a JSON file) under an id, and show what validation says of it.
+    #[command(
+        after_help = "Examples:\n  hanse policy create research-only research.json\n\nresearch.json:\n  {\"@context\": \"http://www.w3.org/ns/odrl.jsonld\", \"@type\": \"Set\",\n   \"permission\": [{\"action\": \"use\", \"constraint\": [{\"leftOperand\": \"purpose\", \"operator\": \"isA\", \"rightOperand\": \"DUO:0000042\"}]}]}"
+    )]
+    Create {
+        #[command(flatten)]
+        access: ManagementAccess,
+        id: String,
+        /// The ODRL policy (JSON).
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Errors and warnings of a stored policy; exits non-zero when it is not valid.
+    #[command(after_help = "Examples:\n  hanse policy validate research-only")]
+    Validate {
+        #[command(flatten)]
+        access: ManagementAccess,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// How a stored policy decides a request: the verdict, then every rule and constraint with what it saw.
+    #[command(
+        after_help = "Examples:\n  hanse policy explain research-only --purpose dpv:CommercialResearch\n  hanse policy explain members --participant did:web:lab.example --context '{\"claims\": {\"membership\": \"active\"}}'"
+    )]
+    Explain {
+        #[command(flatten)]
+        access: ManagementAccess,
+        id: String,
+        /// The action asked for (default `use`).
+        #[arg(long)]
+        action: Option<String>,
+        /// The requester's DID.
+        #[arg(long)]
+        participant: Option<String>,
+        /// The declared purpose.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// More of the request context as JSON (`claims`, `credentialTypes`, `spatial`, `job`, ...).
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OfferCommand {
+    /// Offer datasets under a contract policy to whoever the access policy admits.
+    #[command(
+        after_help = "Examples:\n  hanse offer create diabetes-offer --access members --terms research-only --dataset diabetes-register\n  hanse offer create sensitive --access members --terms research-only --dataset genomes --manual-approval"
+    )]
+    Create {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// The offer's (contract definition's) id.
+        id: String,
+        /// The policy deciding who sees the offer.
+        #[arg(long = "access")]
+        access_policy: String,
+        /// The policy offered as the contract's terms.
+        #[arg(long = "terms")]
+        contract_policy: String,
+        /// A dataset to offer; repeatable (none offers every dataset).
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        /// Negotiations wait for the operator at each of this connector's turns.
+        #[arg(long)]
+        manual_approval: bool,
+        /// Transfers wait for the operator to start them.
+        #[arg(long)]
+        manual_start: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Negotiations and transfers that wait for this operator, with the calls each allows.
+    #[command(after_help = "Examples:\n  hanse approvals list\n  hanse approvals list --json")]
+    List {
+        #[command(flatten)]
+        access: ManagementAccess,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let one go on: agree (or finalize) a negotiation, accept or verify as consumer, start a transfer.
+    #[command(after_help = "Examples:\n  hanse approvals approve 5c1e0b9e-...")]
+    Approve {
+        #[command(flatten)]
+        access: ManagementAccess,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse one: it is terminated and the peer reads the reason.
+    #[command(
+        after_help = "Examples:\n  hanse approvals reject 5c1e0b9e-... --reason \"the ethics vote does not cover this cohort\""
+    )]
+    Reject {
+        #[command(flatten)]
+        access: ManagementAccess,
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DatasetCommand {
+    /// Every dataset (asset) of this connector.
+    #[command(after_help = "Examples:\n  hanse dataset list\n  hanse dataset list --json")]
+    List {
+        #[command(flatten)]
+        access: ManagementAccess,
+        #[arg(long)]
+        json: bool,
+    },
     /// Import a CSV file with its schema as a dataset (created, or replaced with the new rows). Every bad row is
     /// reported with its line and nothing is imported.
     #[command(
@@ -447,9 +623,12 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Leave the connector running and print its URLs and API key.
+    /// Leave the federation running and print every listener's URL and API key.
     #[arg(long)]
     pub keep_running: bool,
+    /// The seed of the synthetic cohorts: the same seed gives the same data and the same numbers.
+    #[arg(long, default_value_t = crate::demo::DEFAULT_SEED)]
+    pub seed: u64,
 }
 
 /// Parses the command line and runs the command; errors are one line on stderr and a non-zero exit status.
@@ -534,6 +713,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let remote = args.broker.clone();
             managed(args.access, args.json, async move |c| broker::search(&c, remote.as_deref(), &request).await)
         }
+        Command::Catalog { access, peer, query, json } => {
+            managed(access, json, async |c| crate::catalog::commands::catalog(&c, &peer, &query).await)
+        }
+        Command::Negotiate { access, peer, offer, purpose, wait_seconds, json } => {
+            use crate::negotiation::commands as negotiation;
+            let request = negotiation::NegotiateRequest {
+                peer,
+                offer,
+                purpose,
+                wait: std::time::Duration::from_secs(wait_seconds),
+            };
+            managed(access, json, async |c| {
+                let negotiation = negotiation::negotiate(&c, &request).await?;
+                if negotiation["state"] == "TERMINATED" {
+                    anyhow::bail!("{}", negotiation::describe(&negotiation));
+                }
+                let shown = negotiation::describe(&negotiation);
+                Ok((negotiation, shown))
+            })
+        }
+        Command::Policy(PolicyCommand::Create { access, id, file, json }) => {
+            let policy: serde_json::Value = serde_json::from_str(&read_file(&file)?)
+                .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+            managed(access, json, async |c| crate::catalog::commands::policy_create(&c, &id, policy).await)
+        }
+        Command::Policy(PolicyCommand::Validate { access, id, json }) => managed(access, json, async |c| {
+            let (report, shown) = crate::catalog::commands::policy_validate(&c, &id).await?;
+            if report["isValid"] != true {
+                anyhow::bail!("{}", shown.replace('\n', ";"));
+            }
+            Ok((report, shown))
+        }),
+        Command::Policy(PolicyCommand::Explain { access, id, action, participant, purpose, context, json }) => {
+            let context = context
+                .map(|c| serde_json::from_str(&c).map_err(|e| anyhow::anyhow!("--context is not JSON: {e}")))
+                .transpose()?;
+            let question = crate::catalog::commands::Question { action, participant, purpose, context };
+            managed(access, json, async |c| crate::catalog::commands::policy_explain(&c, &id, &question).await)
+        }
+        Command::Offer(OfferCommand::Create {
+            access,
+            id,
+            access_policy,
+            contract_policy,
+            datasets,
+            manual_approval,
+            manual_start,
+            json,
+        }) => {
+            let offer = crate::catalog::commands::OfferSpec {
+                id,
+                access_policy,
+                contract_policy,
+                datasets,
+                manual_approval,
+                manual_start,
+            };
+            managed(access, json, async |c| crate::catalog::commands::offer_create(&c, &offer).await)
+        }
+        Command::Approvals(ApprovalsCommand::List { access, json }) => {
+            managed(access, json, async |c| crate::negotiation::commands::approvals_list(&c).await)
+        }
+        Command::Approvals(ApprovalsCommand::Approve { access, id, json }) => {
+            managed(access, json, async |c| crate::negotiation::commands::approve(&c, &id).await)
+        }
+        Command::Approvals(ApprovalsCommand::Reject { access, id, reason, json }) => {
+            managed(access, json, async |c| crate::negotiation::commands::reject(&c, &id, &reason).await)
+        }
+        Command::Dataset(DatasetCommand::List { access, json }) => {
+            managed(access, json, async |c| crate::catalog::commands::dataset_list(&c).await)
+        }
         Command::Init(args) => {
             let done = init(&InitOptions {
                 dir: args.dir,
@@ -563,7 +813,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => {
             telemetry::init("warn", cli.log_format.unwrap_or_default());
-            runtime()?.block_on(demo::run(args.keep_running))
+            runtime()?.block_on(async {
+                let options = demo::Options { seed: args.seed, keep_running: args.keep_running, progress: true };
+                demo::run(&options).await.map(|_| ())
+            })
         }
         Command::Credentials(command) => runtime()?.block_on(credentials(command)),
         Command::Fetch(args) => {

@@ -4,41 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::management::client::ManagementClient;
-
-/// A millisecond timestamp as people read it (`-` for never).
-fn when(millis: &Json) -> String {
-    match millis.as_i64().filter(|m| *m > 0).and_then(chrono::DateTime::from_timestamp_millis) {
-        Some(time) => time.format("%Y-%m-%d %H:%M:%S").to_string(),
-        None => "-".into(),
-    }
-}
-
-/// Rows as left-aligned columns under a header.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| -> String {
-        let padded: Vec<String> =
-            cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = widths[i])).collect();
-        padded.join("  ").trim_end().to_owned()
-    };
-    let mut out = vec![line(header.iter().map(|h| (*h).to_owned()).collect())];
-    out.extend(rows.iter().map(|row| line(row.clone())));
-    out.join("\n")
-}
-
-fn text(value: &Json) -> String {
-    match value {
-        Json::String(s) => s.clone(),
-        Json::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
+use crate::management::client::{ManagementClient, table, text, when};
 
 /// `hanse peers list`.
 pub async fn peers_list(client: &ManagementClient) -> anyhow::Result<(Json, String)> {

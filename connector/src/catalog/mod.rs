@@ -5,6 +5,7 @@
 //! the RDF graph (for SPARQL). Every write goes through one method here that writes SQL first and updates the views
 //! only after the transaction committed, with writes serialised so the views follow the order of the store.
 
+pub mod commands;
 pub mod model;
 pub mod query;
 pub mod rdf;

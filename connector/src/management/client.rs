@@ -1,4 +1,4 @@
-//! The management API as Hanse's own command line calls it (`hanse fetch`, `dataset ingest`, `job run`,
+//! The management API as Hanse's own command line calls it (`hanse fetch`, `dataset ingest`, `job run`, `negotiate`,
 //! `audit show`): the base URL and `X-Api-Key` in one place, and the EDC error array read back as one line.
 
 use anyhow::{Context, bail};
@@ -69,4 +69,39 @@ pub fn message_of(body: &Json) -> String {
         })
         .collect();
     messages.join("; ")
+}
+
+/// A millisecond timestamp as people read it (`-` for never).
+pub fn when(millis: &Json) -> String {
+    match millis.as_i64().filter(|m| *m > 0).and_then(chrono::DateTime::from_timestamp_millis) {
+        Some(time) => time.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => "-".into(),
+    }
+}
+
+/// Rows as left-aligned columns under a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let padded: Vec<String> =
+            cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = widths[i])).collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let mut out = vec![line(header.iter().map(|h| (*h).to_owned()).collect())];
+    out.extend(rows.iter().map(|row| line(row.clone())));
+    out.join("\n")
+}
+
+/// A JSON value as a table cell: strings bare, `-` for null.
+pub fn text(value: &Json) -> String {
+    match value {
+        Json::String(s) => s.clone(),
+        Json::Null => "-".into(),
+        other => other.to_string(),
+    }
 }

@@ -113,6 +113,7 @@ pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response,
         "contractAgreementId" => n.details.agreement_id.iter().map(|a| json!(a)).collect(),
         "assetId" => n.details.asset_id.iter().map(|a| json!(a)).collect(),
         "createdAt" => vec![json!(n.row.created_at)],
+        "waitingForOperator" => vec![json!(n.held())],
         _ => Vec::new(),
     });
     Ok(axum::Json(Json::Array(selected.iter().map(|n| n.management_json()).collect())).into_response())

@@ -117,6 +117,7 @@ fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
         "assetId" => transfer.details.asset_id.iter().map(|a| json!(a)).collect(),
         "transferType" => transfer.details.format.iter().map(|a| json!(a)).collect(),
         "createdAt" => vec![json!(transfer.row.created_at)],
+        "waitingForOperator" => vec![json!(transfer.held())],
         _ => Vec::new(),
     }
 }

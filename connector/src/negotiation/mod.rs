@@ -6,6 +6,7 @@
 //! redelivery with the same answer), and may trigger this side's automatic next step — unless the operator holds
 //! that turn (manual approval on the provider, `autoAccept: false` on the consumer).
 
+pub mod commands;
 pub mod machine;
 
 use std::sync::Arc;
