@@ -162,9 +162,39 @@ fn init_refuses_to_overwrite() {
 fn version_and_help_with_examples() {
     let output = hanse(Path::new("."), &["--version"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("hanse {}", env!("CARGO_PKG_VERSION")));
-    for args in [&["--help"][..], &["run", "--help"], &["init", "--help"], &["demo", "--help"]] {
-        let output = hanse(Path::new("."), args).output().unwrap();
-        assert!(String::from_utf8_lossy(&output.stdout).contains("Examples:"), "{args:?}");
+    let commands: &[&[&str]] = &[
+        &[],
+        &["run"],
+        &["init"],
+        &["demo"],
+        &["catalog"],
+        &["negotiate"],
+        &["fetch"],
+        &["search"],
+        &["synth"],
+        &["policy", "create"],
+        &["policy", "validate"],
+        &["policy", "explain"],
+        &["offer", "create"],
+        &["approvals", "list"],
+        &["approvals", "approve"],
+        &["approvals", "reject"],
+        &["dataset", "ingest"],
+        &["dataset", "list"],
+        &["job", "run"],
+        &["audit", "verify"],
+        &["audit", "show"],
+        &["peers", "list"],
+        &["peers", "add"],
+        &["broker", "status"],
+        &["credentials", "issue"],
+        &["self-description", "verify"],
+    ];
+    for command in commands {
+        let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
+        let output = hanse(Path::new("."), &args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Examples:"), "{args:?} has no examples");
     }
 }
 
@@ -308,4 +338,84 @@ fn synth_then_ingest_imports_a_cohort_and_a_bad_file_is_refused_naming_its_lines
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("line 6, column `sex`") && stderr.contains("line 10, column `age`"), "{stderr}");
     assert!(stderr.contains("nothing was imported"), "{stderr}");
+}
+
+/// `hanse args` in `dir` that must succeed; answers its stdout.
+fn succeeds(dir: &Path, args: &[&str]) -> String {
+    let output = hanse(dir, args).output().unwrap();
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `hanse args` in `dir` that must fail with one line on stderr; answers the line.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let output = hanse(dir, args).output().unwrap();
+    assert!(!output.status.success(), "{args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&output.stdout));
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: expected one line, got: {stderr}");
+    stderr
+}
+
+#[test]
+fn an_operator_publishes_and_a_consumer_browses_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, _, _) = init(dir.path());
+    let mut process =
+        Process(hanse(dir.path(), &["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    wait_ready(&format!("http://127.0.0.1:{public}/health/ready"), &mut process);
+    let path = dir.path();
+
+    assert!(succeeds(path, &["dataset", "list"]).contains("No datasets yet"));
+    succeeds(path, &["synth", "--rows", "60", "--out", "register.csv"]);
+    succeeds(path, &["dataset", "ingest", "register.csv", "--id", "register", "--title", "Diabetes register"]);
+    let listed = succeeds(path, &["dataset", "list"]);
+    assert!(listed.contains("register") && listed.contains("Diabetes register") && listed.contains("60"), "{listed}");
+
+    // Policies: stored, validated, explained both ways.
+    std::fs::write(path.join("research.json"), r#"{"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+        "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}]}"#).unwrap();
+    std::fs::write(
+        path.join("open.json"),
+        r#"{"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+        "permission": [{"action": "use"}]}"#,
+    )
+    .unwrap();
+    assert!(succeeds(path, &["policy", "create", "research", "research.json"]).contains("research is valid"));
+    succeeds(path, &["policy", "create", "open", "open.json"]);
+    succeeds(path, &["policy", "validate", "research"]);
+    let denied = succeeds(path, &["policy", "explain", "research", "--purpose", "dpv:CommercialResearch"]);
+    assert!(denied.starts_with("DENIED") && denied.contains("purpose isA DUO:0000042"), "{denied}");
+    assert!(denied.contains("was dpv:CommercialResearch"), "the trace shows what the constraint saw: {denied}");
+    let permitted = succeeds(path, &["policy", "explain", "research", "--purpose", "DUO:0000007", "--json"]);
+    let permitted: serde_json::Value = serde_json::from_str(&permitted).unwrap();
+    assert_eq!(permitted["decision"]["permitted"], true, "{permitted:#}");
+    assert!(fails(path, &["policy", "validate", "missing"]).contains("not found"));
+    assert!(fails(path, &["policy", "create", "bad", "nowhere.json"]).contains("nowhere.json"));
+
+    // An offer, visible in the DSP catalogue (this connector asks itself, with its own identity).
+    let offered = succeeds(
+        path,
+        &["offer", "create", "register-offer", "--access", "open", "--terms", "research", "--dataset", "register"],
+    );
+    assert!(offered.contains("Offered register under research"), "{offered}");
+    let peer = format!("http://127.0.0.1:{public}");
+    let catalogue = succeeds(path, &["catalog", "--peer", &peer]);
+    assert!(catalogue.contains("register") && catalogue.contains("use if purpose isA DUO:0000042"), "{catalogue}");
+    let filtered = succeeds(path, &["catalog", "--peer", &peer, "--query", "cardiology"]);
+    assert!(filtered.contains("no dataset"), "{filtered}");
+
+    // Nothing waits; unknown offers and processes are one clear line.
+    assert!(succeeds(path, &["approvals", "list"]).contains("Nothing waits"));
+    assert!(fails(path, &["approvals", "approve", "urn:uuid:none"]).contains("no negotiation or transfer"));
+    assert!(fails(path, &["negotiate", "--peer", &peer, "--offer", "nothing-like-this"]).contains("offers no"));
+}
+
+#[test]
+fn the_demo_runs_from_the_command_line_and_exits_zero() {
+    let output = hanse(Path::new("."), &["demo", "--seed", "3"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for line in ["[5] the auditor verifies", "Summary", "found       3 datasets", "refused     Ziekenhuis West"] {
+        assert!(stdout.contains(line), "`{line}` missing from:\n{stdout}");
+    }
 }

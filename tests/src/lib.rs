@@ -408,45 +408,79 @@ pub fn pyshacl(data: &str, shapes: &[&std::path::Path], ontology: Option<&std::p
 }
 
 /// The SHA-256 of the Gaia-X terms and conditions.
-pub const GAIA_X_TERMS: &str = "4bd7554097444c960292b4726c2efa1373485e8a5565d94d41195214c5e0ceb3";
+pub use hanse::demo::federation::GAIA_X_TERMS;
 
-/// A hospital's Gaia-X settings (headquarters in Hamburg), its certificate chain next to its key in `key_file`'s
-/// connector folder.
+/// A hospital's Gaia-X settings: the demo's first hospital (headquarters in Hamburg) with an LEI beside its VAT
+/// number, its certificate chain next to its key in `key_file`'s connector folder.
 pub fn gaiax_config(key_file: &std::path::Path) -> hanse::config::GaiaxConfig {
-    use hanse::config::{AddressConfig, GaiaxConfig, RegistrationConfig, ServiceConfig};
-    use std::path::Path;
-    let home = key_file.parent().and_then(Path::parent).expect("the connector's folder");
-    GaiaxConfig {
-        legal_name: "Universitätsklinikum Nord".into(),
-        description: Some("A university hospital sharing research data".into()),
-        terms_and_conditions: GAIA_X_TERMS.into(),
-        headquarters: AddressConfig {
-            country_code: "DE".into(),
-            region: Some("DE60".into()),
-            locality: Some("Hamburg".into()),
-            postal_code: Some("20251".into()),
-            street_address: Some("Martinistraße 52".into()),
-        },
-        legal_address: None,
-        registration: RegistrationConfig {
-            vat_id: Some("DE118508775".into()),
-            lei_code: Some("529900W18LQJJN6SJ336".into()),
-            lei_subdivision: Some("DE-HH".into()),
-            ..Default::default()
-        },
-        registration_credentials: Vec::new(),
-        service: ServiceConfig {
-            name: "Hanse connector of Klinikum Nord".into(),
-            description: None,
-            terms_url: "https://klinikum-nord.example/connector-terms".into(),
-            terms_hash: "c0ffee".repeat(10) + "c0ff",
-            keywords: vec!["health".into(), "research".into()],
-            export_request_type: "API".into(),
-            export_access_type: "digital".into(),
-            export_format_type: "application/json".into(),
-        },
-        default_license: "CC-BY-4.0".into(),
-        validity_days: 30,
-        certificate_chain: Some(home.join(hanse::init::PARTICIPANT_CHAIN_FILE)),
+    let mut config = hanse::demo::federation::gaiax(&hanse::demo::HOSPITALS[0], key_file);
+    config.registration.lei_code = Some("529900W18LQJJN6SJ336".into());
+    config.registration.lei_subdivision = Some("DE-HH".into());
+    config
+}
+
+/// The pooled logistic regression of 30-day readmission on `covariates` over the union of the synthetic cohorts
+/// `(rows, site)` of `seed`, fitted here by plain Newton–Raphson with
+/// Gaussian elimination (independent of the connector's code): coefficients and standard errors.
+pub fn pooled_logistic_fit(
+    cohorts: &[(usize, u32)],
+    seed: u64,
+    covariates: &[&str],
+) -> (Vec<String>, Vec<f64>, Vec<f64>) {
+    use hanse::compute::synth;
+    let schema = synth::schema();
+    let column = |name: &str| schema.columns.iter().position(|c| c.name == name).unwrap();
+    let mut rows: Vec<(Vec<f64>, f64)> = Vec::new();
+    for &(n, site) in cohorts {
+        let table = synth::cohort(n, site, seed);
+        for r in 0..table.rows {
+            let mut x = vec![1.0];
+            x.extend(covariates.iter().map(|c| table.values[column(c)][r]));
+            rows.push((x, table.values[column("readmitted")][r]));
+        }
     }
+    let p = covariates.len() + 1;
+    let mut beta = vec![0.0; p];
+    let mut covariance = vec![vec![0.0; p]; p];
+    for _ in 0..50 {
+        let mut information = vec![vec![0.0; p]; p];
+        let mut score = vec![0.0; p];
+        for (x, y) in &rows {
+            let eta: f64 = x.iter().zip(&beta).map(|(a, b)| a * b).sum();
+            let mu = 1.0 / (1.0 + (-eta).exp());
+            for a in 0..p {
+                score[a] += x[a] * (y - mu);
+                for b in 0..p {
+                    information[a][b] += mu * (1.0 - mu) * x[a] * x[b];
+                }
+            }
+        }
+        // Invert the information matrix by Gauss–Jordan elimination.
+        let mut augmented: Vec<Vec<f64>> = (0..p)
+            .map(|i| information[i].iter().copied().chain((0..p).map(|j| f64::from(u8::from(i == j)))).collect())
+            .collect();
+        for col in 0..p {
+            let pivot = (col..p).max_by(|&a, &b| augmented[a][col].abs().total_cmp(&augmented[b][col].abs())).unwrap();
+            augmented.swap(col, pivot);
+            let lead = augmented[col][col];
+            augmented[col].iter_mut().for_each(|v| *v /= lead);
+            for row in 0..p {
+                if row != col {
+                    let factor = augmented[row][col];
+                    let pivot_row = augmented[col].clone();
+                    augmented[row].iter_mut().zip(pivot_row).for_each(|(v, q)| *v -= factor * q);
+                }
+            }
+        }
+        covariance = augmented.iter().map(|row| row[p..].to_vec()).collect();
+        let step: Vec<f64> = (0..p).map(|a| (0..p).map(|b| covariance[a][b] * score[b]).sum()).collect();
+        beta.iter_mut().zip(&step).for_each(|(b, s)| *b += s);
+        if step.iter().all(|s| s.abs() < 1e-12) {
+            break;
+        }
+    }
+    let errors = (0..p).map(|i| covariance[i][i].sqrt()).collect();
+    let mut terms = vec!["(intercept)".to_owned()];
+    terms.extend(covariates.iter().map(|c| if *c == "sex" { "sex=M".to_owned() } else { (*c).to_owned() }));
+    (terms, beta, errors)
 }

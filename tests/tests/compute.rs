@@ -2,7 +2,7 @@
 //! tables ingested through the management API, agreements negotiated for `compute`, jobs signed and run where the
 //! data lives, disclosure control, refusals with reasons, and a federated GLM equal to the pooled fit.
 
-use hanse::compute::{commands, synth};
+use hanse::compute::commands;
 use hanse_tests::*;
 use serde_json::{Value, json};
 
@@ -74,66 +74,6 @@ async fn run(federation: &Federation, template: &str, parameters: Value, agreeme
     job
 }
 
-/// The pooled logistic regression of the union of the three cohorts, fitted here by plain Newton–Raphson with
-/// Gaussian elimination (independent of the connector's code): coefficients and standard errors.
-fn pooled_fit() -> (Vec<String>, Vec<f64>, Vec<f64>) {
-    let schema = synth::schema();
-    let column = |name: &str| schema.columns.iter().position(|c| c.name == name).unwrap();
-    let mut rows: Vec<(Vec<f64>, f64)> = Vec::new();
-    for (site, &n) in ROWS.iter().enumerate() {
-        let table = synth::cohort(n, site as u32, SEED);
-        for r in 0..table.rows {
-            let mut x = vec![1.0];
-            x.extend(COVARIATES.iter().map(|c| table.values[column(c)][r]));
-            rows.push((x, table.values[column("readmitted")][r]));
-        }
-    }
-    let p = COVARIATES.len() + 1;
-    let mut beta = vec![0.0; p];
-    let mut covariance = vec![vec![0.0; p]; p];
-    for _ in 0..50 {
-        let mut information = vec![vec![0.0; p]; p];
-        let mut score = vec![0.0; p];
-        for (x, y) in &rows {
-            let eta: f64 = x.iter().zip(&beta).map(|(a, b)| a * b).sum();
-            let mu = 1.0 / (1.0 + (-eta).exp());
-            for a in 0..p {
-                score[a] += x[a] * (y - mu);
-                for b in 0..p {
-                    information[a][b] += mu * (1.0 - mu) * x[a] * x[b];
-                }
-            }
-        }
-        // Invert the information matrix by Gauss–Jordan elimination.
-        let mut augmented: Vec<Vec<f64>> = (0..p)
-            .map(|i| information[i].iter().copied().chain((0..p).map(|j| f64::from(u8::from(i == j)))).collect())
-            .collect();
-        for col in 0..p {
-            let pivot = (col..p).max_by(|&a, &b| augmented[a][col].abs().total_cmp(&augmented[b][col].abs())).unwrap();
-            augmented.swap(col, pivot);
-            let lead = augmented[col][col];
-            augmented[col].iter_mut().for_each(|v| *v /= lead);
-            for row in 0..p {
-                if row != col {
-                    let factor = augmented[row][col];
-                    let pivot_row = augmented[col].clone();
-                    augmented[row].iter_mut().zip(pivot_row).for_each(|(v, q)| *v -= factor * q);
-                }
-            }
-        }
-        covariance = augmented.iter().map(|row| row[p..].to_vec()).collect();
-        let step: Vec<f64> = (0..p).map(|a| (0..p).map(|b| covariance[a][b] * score[b]).sum()).collect();
-        beta.iter_mut().zip(&step).for_each(|(b, s)| *b += s);
-        if step.iter().all(|s| s.abs() < 1e-12) {
-            break;
-        }
-    }
-    let errors = (0..p).map(|i| covariance[i][i].sqrt()).collect();
-    let mut terms = vec!["(intercept)".to_owned()];
-    terms.extend(COVARIATES.iter().map(|c| if *c == "sex" { "sex=M".to_owned() } else { (*c).to_owned() }));
-    (terms, beta, errors)
-}
-
 fn everything() -> hanse::store::AuditFilter {
     hanse::store::AuditFilter { limit: i64::MAX, ..Default::default() }
 }
@@ -179,7 +119,8 @@ async fn federated_analyses_release_only_protected_results_and_the_glm_equals_th
     let glm = run(&federation, "glm", parameters.clone(), &sites, json!({})).await;
     assert_eq!(glm["state"], "COMPLETED", "{glm:#}");
     let result = &glm["result"];
-    let (terms, beta, errors) = pooled_fit();
+    let cohorts: Vec<(usize, u32)> = ROWS.iter().enumerate().map(|(site, &n)| (n, site as u32)).collect();
+    let (terms, beta, errors) = pooled_logistic_fit(&cohorts, SEED, &COVARIATES);
     assert_eq!(result["terms"], json!(terms));
     let (fitted, fitted_errors) = (numbers(&result["coefficients"]), numbers(&result["standardErrors"]));
     for i in 0..terms.len() {

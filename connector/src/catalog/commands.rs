@@ -16,13 +16,13 @@ pub fn dsp_address(peer: &str) -> String {
     if peer.contains("/protocol/") { peer.to_owned() } else { format!("{peer}/protocol/2025-1") }
 }
 
-/// A member of a JSON-LD object by its compact name, or by an IRI ending in it.
+/// A member of a JSON-LD object by its compact name, its prefixed name (`dct:title`) or an IRI ending in it.
 fn member<'a>(object: &'a Json, name: &str) -> Option<&'a Json> {
     object.get(name).or_else(|| {
         object
             .as_object()?
             .iter()
-            .find(|(key, _)| key.ends_with(&format!("/{name}")) || key.ends_with(&format!("#{name}")))
+            .find(|(key, _)| key.strip_suffix(name).is_some_and(|head| head.ends_with(['/', '#', ':'])))
             .map(|(_, v)| v)
     })
 }

@@ -177,6 +177,9 @@ async fn start_node(
     Ok(Node { name: name.to_owned(), role, did: done.participant_id, api_key: done.api_key, config, running, api })
 }
 
+/// The SHA-256 of the Gaia-X terms and conditions every participant accepts.
+pub const GAIA_X_TERMS: &str = "4bd7554097444c960292b4726c2efa1373485e8a5565d94d41195214c5e0ceb3";
+
 /// A hospital's Gaia-X settings: its legal person, headquarters and VAT number, its connector as a service
 /// offering, and the development certificate chain `hanse init` wrote next to its key.
 pub fn gaiax(hospital: &Hospital, key_file: &Path) -> GaiaxConfig {
@@ -184,8 +187,7 @@ pub fn gaiax(hospital: &Hospital, key_file: &Path) -> GaiaxConfig {
     GaiaxConfig {
         legal_name: hospital.name.into(),
         description: Some(format!("{}, a university hospital sharing research data", hospital.name)),
-        // The SHA-256 of the Gaia-X terms and conditions.
-        terms_and_conditions: "4bd7554097444c960292b4726c2efa1373485e8a5565d94d41195214c5e0ceb3".into(),
+        terms_and_conditions: GAIA_X_TERMS.into(),
         headquarters: AddressConfig {
             country_code: hospital.country.into(),
             region: Some(hospital.region.into()),
