@@ -269,13 +269,7 @@ pub enum PolicyCommand {
     },
     /// Errors and warnings of a stored policy; exits non-zero when it is not valid.
     #[command(after_help = "Examples:\n  hanse policy validate research-only")]
-    Validate {
-        #[command(flatten)]
-        access: ManagementAccess,
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Validate(ById),
     /// How a stored policy decides a request: the verdict, then every rule and constraint with what it saw.
     #[command(
         after_help = "Examples:\n  hanse policy explain research-only --purpose dpv:CommercialResearch\n  hanse policy explain members --participant did:web:lab.example --context '{\"claims\": {\"membership\": \"active\"}}'"
@@ -344,13 +338,7 @@ pub enum ApprovalsCommand {
     },
     /// Let one go on: agree (or finalize) a negotiation, accept or verify as consumer, start a transfer.
     #[command(after_help = "Examples:\n  hanse approvals approve 5c1e0b9e-...")]
-    Approve {
-        #[command(flatten)]
-        access: ManagementAccess,
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Approve(ById),
     /// Refuse one: it is terminated and the peer reads the reason.
     #[command(
         after_help = "Examples:\n  hanse approvals reject 5c1e0b9e-... --reason \"the ethics vote does not cover this cohort\""
@@ -494,6 +482,16 @@ pub enum SelfDescriptionCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A command about one thing of a connector, by its id.
+#[derive(Debug, Args)]
+pub struct ById {
+    #[command(flatten)]
+    pub access: ManagementAccess,
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How a command reaches a connector's management API.
@@ -738,7 +736,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
             managed(access, json, async |c| crate::catalog::commands::policy_create(&c, &id, policy).await)
         }
-        Command::Policy(PolicyCommand::Validate { access, id, json }) => managed(access, json, async |c| {
+        Command::Policy(PolicyCommand::Validate(ById { access, id, json })) => managed(access, json, async |c| {
             let (report, shown) = crate::catalog::commands::policy_validate(&c, &id).await?;
             if report["isValid"] != true {
                 anyhow::bail!("{}", shown.replace('\n', ";"));
@@ -775,7 +773,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals(ApprovalsCommand::List { access, json }) => {
             managed(access, json, async |c| crate::negotiation::commands::approvals_list(&c).await)
         }
-        Command::Approvals(ApprovalsCommand::Approve { access, id, json }) => {
+        Command::Approvals(ApprovalsCommand::Approve(ById { access, id, json })) => {
             managed(access, json, async |c| crate::negotiation::commands::approve(&c, &id).await)
         }
         Command::Approvals(ApprovalsCommand::Reject { access, id, reason, json }) => {
@@ -814,7 +812,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => {
             telemetry::init("warn", cli.log_format.unwrap_or_default());
             runtime()?.block_on(async {
-                let options = demo::Options { seed: args.seed, keep_running: args.keep_running, progress: true };
+                let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let options = demo::Options { seed: args.seed, keep_running: args.keep_running, progress };
                 demo::run(&options).await.map(|_| ())
             })
         }

@@ -49,12 +49,23 @@ fn wait_ready(url: &str, process: &mut Process) {
     panic!("{url} not ready within 30 s");
 }
 
-fn failing_run(dir: &Path, envs: &[(&str, &str)]) -> String {
-    let output: Output = hanse(dir, &["run"]).envs(envs.iter().copied()).output().unwrap();
-    assert!(!output.status.success(), "hanse run unexpectedly succeeded");
+/// Runs `command`, which must fail with one line on stderr; answers the line.
+fn one_line_failure(mut command: Command) -> String {
+    let output: Output = command.output().unwrap();
+    assert!(
+        !output.status.success(),
+        "{command:?} unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    assert_eq!(stderr.lines().count(), 1, "expected one line, got: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{command:?}: expected one line, got: {stderr}");
     stderr
+}
+
+fn failing_run(dir: &Path, envs: &[(&str, &str)]) -> String {
+    let mut command = hanse(dir, &["run"]);
+    command.envs(envs.iter().copied());
+    one_line_failure(command)
 }
 
 #[test]
@@ -349,11 +360,7 @@ fn succeeds(dir: &Path, args: &[&str]) -> String {
 
 /// `hanse args` in `dir` that must fail with one line on stderr; answers the line.
 fn fails(dir: &Path, args: &[&str]) -> String {
-    let output = hanse(dir, args).output().unwrap();
-    assert!(!output.status.success(), "{args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&output.stdout));
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: expected one line, got: {stderr}");
-    stderr
+    one_line_failure(hanse(dir, args))
 }
 
 #[test]

@@ -127,17 +127,18 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
     for node in federation.nodes() {
         println!("    {:<34} {:<10} {}", node.name, node.role, node.did);
     }
-    let outcome = journey(&federation, dir.path(), options).await;
+    let outcome = journey(&federation, dir.path(), options).await.map(|mut summary| {
+        summary.seconds = started.elapsed().as_secs_f64();
+        print_summary(&summary);
+        summary
+    });
     if options.keep_running && outcome.is_ok() {
         listeners(&federation);
         println!("\nRunning; press Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
     }
     federation.shutdown().await;
-    let mut summary = outcome?;
-    summary.seconds = started.elapsed().as_secs_f64();
-    print_summary(&summary);
-    Ok(summary)
+    outcome
 }
 
 /// Runs one numbered step with its timing; its error names the step.
