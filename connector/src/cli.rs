@@ -161,12 +161,7 @@ pub enum Command {
 pub enum PeersCommand {
     /// Every known peer: status (live, unreachable, incompatible), how it was learned, when it last answered.
     #[command(after_help = "Examples:\n  hanse peers list\n  hanse peers list --json")]
-    List {
-        #[command(flatten)]
-        access: ManagementAccess,
-        #[arg(long)]
-        json: bool,
-    },
+    List(Answer),
     /// Add (and pin) a peer by DID or public URL; it is verified first (its DID resolves, its DSP version answers).
     #[command(
         after_help = "Examples:\n  hanse peers add did:web:hospital-b.example\n  hanse peers add https://hospital-b.example"
@@ -190,32 +185,17 @@ pub enum PeersCommand {
     },
     /// Exchange peer lists now (instead of waiting for the next round).
     #[command(after_help = "Examples:\n  hanse peers exchange")]
-    Exchange {
-        #[command(flatten)]
-        access: ManagementAccess,
-        #[arg(long)]
-        json: bool,
-    },
+    Exchange(Answer),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BrokerCommand {
     /// Each peer's crawl: datasets, last success, next crawl, the last error.
     #[command(after_help = "Examples:\n  hanse broker status")]
-    Status {
-        #[command(flatten)]
-        access: ManagementAccess,
-        #[arg(long)]
-        json: bool,
-    },
+    Status(Answer),
     /// Crawl every live peer now and show the outcome.
     #[command(after_help = "Examples:\n  hanse broker crawl")]
-    Crawl {
-        #[command(flatten)]
-        access: ManagementAccess,
-        #[arg(long)]
-        json: bool,
-    },
+    Crawl(Answer),
 }
 
 #[derive(Debug, Args)]
@@ -330,12 +310,7 @@ pub enum OfferCommand {
 pub enum ApprovalsCommand {
     /// Negotiations and transfers that wait for this operator, with the calls each allows.
     #[command(after_help = "Examples:\n  hanse approvals list\n  hanse approvals list --json")]
-    List {
-        #[command(flatten)]
-        access: ManagementAccess,
-        #[arg(long)]
-        json: bool,
-    },
+    List(Answer),
     /// Let one go on: agree (or finalize) a negotiation, accept or verify as consumer, start a transfer.
     #[command(after_help = "Examples:\n  hanse approvals approve 5c1e0b9e-...")]
     Approve(ById),
@@ -358,12 +333,7 @@ pub enum ApprovalsCommand {
 pub enum DatasetCommand {
     /// Every dataset (asset) of this connector.
     #[command(after_help = "Examples:\n  hanse dataset list\n  hanse dataset list --json")]
-    List {
-        #[command(flatten)]
-        access: ManagementAccess,
-        #[arg(long)]
-        json: bool,
-    },
+    List(Answer),
     /// Import a CSV file with its schema as a dataset (created, or replaced with the new rows). Every bad row is
     /// reported with its line and nothing is imported.
     #[command(
@@ -482,6 +452,15 @@ pub enum SelfDescriptionCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A command that asks a connector's management API and prints its answer.
+#[derive(Debug, Args)]
+pub struct Answer {
+    #[command(flatten)]
+    pub access: ManagementAccess,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A command about one thing of a connector, by its id.
@@ -684,7 +663,7 @@ where
 fn run(cli: Cli) -> anyhow::Result<()> {
     use crate::broker::commands as broker;
     match cli.command {
-        Command::Peers(PeersCommand::List { access, json }) => {
+        Command::Peers(PeersCommand::List(Answer { access, json })) => {
             managed(access, json, async |c| broker::peers_list(&c).await)
         }
         Command::Peers(PeersCommand::Add { access, peer, json }) => {
@@ -693,13 +672,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peers(PeersCommand::Remove { access, did, json }) => {
             managed(access, json, async |c| broker::peers_remove(&c, &did).await)
         }
-        Command::Peers(PeersCommand::Exchange { access, json }) => {
+        Command::Peers(PeersCommand::Exchange(Answer { access, json })) => {
             managed(access, json, async |c| broker::peers_exchange(&c).await)
         }
-        Command::Broker(BrokerCommand::Status { access, json }) => {
+        Command::Broker(BrokerCommand::Status(Answer { access, json })) => {
             managed(access, json, async |c| broker::broker_status(&c).await)
         }
-        Command::Broker(BrokerCommand::Crawl { access, json }) => {
+        Command::Broker(BrokerCommand::Crawl(Answer { access, json })) => {
             managed(access, json, async |c| broker::broker_crawl(&c).await)
         }
         Command::Search(args) => {
@@ -770,7 +749,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             managed(access, json, async |c| crate::catalog::commands::offer_create(&c, &offer).await)
         }
-        Command::Approvals(ApprovalsCommand::List { access, json }) => {
+        Command::Approvals(ApprovalsCommand::List(Answer { access, json })) => {
             managed(access, json, async |c| crate::negotiation::commands::approvals_list(&c).await)
         }
         Command::Approvals(ApprovalsCommand::Approve(ById { access, id, json })) => {
@@ -779,7 +758,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals(ApprovalsCommand::Reject { access, id, reason, json }) => {
             managed(access, json, async |c| crate::negotiation::commands::reject(&c, &id, &reason).await)
         }
-        Command::Dataset(DatasetCommand::List { access, json }) => {
+        Command::Dataset(DatasetCommand::List(Answer { access, json })) => {
             managed(access, json, async |c| crate::catalog::commands::dataset_list(&c).await)
         }
         Command::Init(args) => {

@@ -24,7 +24,7 @@ pub use evaluate::{ConstraintTrace, Decision, Outcome, RuleTrace, evaluate, eval
 pub use matching::{normalise, same_offer};
 pub use model::{
     AtomicConstraint, ConflictStrategy, Constraint, LeftOperand, LogicalOperator, Operator, ParseError, Policy,
-    PolicyKind, Rule,
+    PolicyKind, Rule, action_term,
 };
 pub use validate::{Issue, IssueCode, Severity, validate, validate_at};
 pub use value::{Value, ValueKind};

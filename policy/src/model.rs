@@ -353,6 +353,27 @@ impl fmt::Display for AtomicConstraint {
     }
 }
 
+/// `a and b`; a nested logical constraint in parentheses.
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Constraint::Atomic(atomic) => write!(f, "{atomic}"),
+            Constraint::Logical { operator, constraints } => {
+                for (i, member) in constraints.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, " {} ", operator.term())?;
+                    }
+                    match member {
+                        Constraint::Logical { .. } => write!(f, "({member})")?,
+                        Constraint::Atomic(_) => write!(f, "{member}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A policy that cannot be read at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]

@@ -6,14 +6,14 @@ use anyhow::bail;
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::management::client::{ManagementClient, table, text};
+use hanse_vocab::ns::EDC;
 
-const EDC_CONTEXT: &str = "https://w3id.org/edc/v0.0.1/ns/";
+use crate::management::client::{ManagementClient, table, text};
 
 /// A peer's DSP address from its public URL or its DSP address.
 pub fn dsp_address(peer: &str) -> String {
     let peer = peer.trim_end_matches('/');
-    if peer.contains("/protocol/") { peer.to_owned() } else { format!("{peer}/protocol/2025-1") }
+    if peer.contains("/protocol/") { peer.to_owned() } else { format!("{peer}{}", crate::protocol::BASE) }
 }
 
 /// A member of a JSON-LD object by its compact name, its prefixed name (`dct:title`) or an IRI ending in it.
@@ -39,71 +39,41 @@ pub fn plain(value: Option<&Json>) -> String {
     }
 }
 
-/// An IRI in its short form (`DUO:0000042`, `hanse:compute`); other text as it is.
-fn short(value: String) -> String {
-    hanse_policy::term::short(&value)
-}
-
 /// An ODRL policy in one line: `use if purpose isA DUO:0000042; not distribute`.
 pub fn terms_line(policy: &Json) -> String {
-    let constraints = |rule: &Json| -> Vec<String> {
-        let mut out = Vec::new();
-        let mut stack: Vec<&Json> = rule.get("constraint").into_iter().collect();
-        while let Some(node) = stack.pop() {
-            match node {
-                Json::Array(items) => stack.extend(items.iter().rev()),
-                Json::Object(object) => {
-                    for operand in ["and", "or", "xone", "andSequence"] {
-                        if let Some(inner) = object.get(operand) {
-                            stack.push(inner);
-                        }
-                    }
-                    if let Some(left) = object.get("leftOperand") {
-                        out.push(format!(
-                            "{} {} {}",
-                            short(plain(Some(left))),
-                            short(plain(object.get("operator"))),
-                            plain(object.get("rightOperand"))
-                                .split(", ")
-                                .map(|v| short(v.to_owned()))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        out
+    let Ok(policy) = hanse_policy::Policy::from_json(policy) else {
+        return "unreadable terms".into();
     };
-    let rules = |name: &str| -> Vec<Json> {
-        match policy.get(name) {
-            Some(Json::Array(items)) => items.clone(),
-            Some(single) => vec![single.clone()],
-            None => Vec::new(),
-        }
+    let action = |rule: &hanse_policy::Rule| {
+        hanse_policy::term::short(&hanse_policy::action_term(rule.action.as_deref().unwrap_or("use")))
     };
     let mut parts = Vec::new();
-    for rule in rules("permission") {
-        let found = constraints(&rule);
-        let action = short(plain(rule.get("action")));
-        parts.push(if found.is_empty() { action } else { format!("{action} if {}", found.join(" and ")) });
+    for rule in &policy.permissions {
+        let conditions: Vec<String> = rule.conditions().map(ToString::to_string).collect();
+        parts.push(if conditions.is_empty() {
+            action(rule)
+        } else {
+            format!("{} if {}", action(rule), conditions.join(" and "))
+        });
     }
-    for rule in rules("prohibition") {
-        parts.push(format!("not {}", short(plain(rule.get("action")))));
-    }
+    parts.extend(policy.prohibitions.iter().map(|rule| format!("not {}", action(rule))));
     if parts.is_empty() { "no permission".into() } else { parts.join("; ") }
 }
 
-/// `hanse catalog --peer URL [--query WORDS]`: the datasets a peer offers this connector, with their offers.
-pub async fn catalog(client: &ManagementClient, peer: &str, words: &[String]) -> anyhow::Result<(Json, String)> {
-    let mut body = json!({"@context": {"@vocab": EDC_CONTEXT}, "counterPartyAddress": dsp_address(peer),
-                          "protocol": "dataspace-protocol-http:2025-1"});
+/// A peer's DSP catalogue as it shows itself to this connector, asked through the connector's management API;
+/// `words` must each occur in a dataset.
+pub async fn peer_catalog(client: &ManagementClient, peer: &str, words: &[String]) -> anyhow::Result<Json> {
+    let mut body = json!({"@context": {"@vocab": EDC}, "counterPartyAddress": dsp_address(peer)});
     if !words.is_empty() {
         body["querySpec"] =
             json!({"filterExpression": [{"operandLeft": "keyword", "operator": "=", "operandRight": words}]});
     }
-    let catalog = client.expect(client.request(Method::POST, "/management/v3/catalog/request").json(&body)).await?;
+    client.expect(client.request(Method::POST, "/management/v3/catalog/request").json(&body)).await
+}
+
+/// `hanse catalog --peer URL [--query WORDS]`: the datasets a peer offers this connector, with their offers.
+pub async fn catalog(client: &ManagementClient, peer: &str, words: &[String]) -> anyhow::Result<(Json, String)> {
+    let catalog = peer_catalog(client, peer, words).await?;
     let mut rows = Vec::new();
     for dataset in catalog["dataset"].as_array().into_iter().flatten() {
         for offer in as_list(&dataset["hasPolicy"]) {
@@ -144,7 +114,7 @@ pub fn as_list(value: &Json) -> Vec<&Json> {
 
 /// `hanse dataset list`: this connector's assets.
 pub async fn dataset_list(client: &ManagementClient) -> anyhow::Result<(Json, String)> {
-    let body = json!({"@context": {"@vocab": EDC_CONTEXT}, "@type": "QuerySpec", "limit": 1000});
+    let body = json!({"@context": {"@vocab": EDC}, "@type": "QuerySpec", "limit": 1000});
     let assets = client.expect(client.request(Method::POST, "/management/v3/assets/request").json(&body)).await?;
     let rows: Vec<Vec<String>> = assets
         .as_array()
@@ -171,7 +141,7 @@ pub async fn dataset_list(client: &ManagementClient) -> anyhow::Result<(Json, St
 
 /// `hanse policy create ID FILE`: stores an ODRL policy and reports what validation says of it.
 pub async fn policy_create(client: &ManagementClient, id: &str, policy: Json) -> anyhow::Result<(Json, String)> {
-    let body = json!({"@context": {"@vocab": EDC_CONTEXT}, "@id": id, "policy": policy});
+    let body = json!({"@context": {"@vocab": EDC}, "@id": id, "policy": policy});
     client.expect(client.request(Method::POST, "/management/v3/policydefinitions").json(&body)).await?;
     let (report, shown) = policy_validate(client, id).await?;
     Ok((report, format!("Created policy {id}\n{shown}")))
@@ -275,9 +245,9 @@ pub async fn offer_create(client: &ManagementClient, offer: &OfferSpec) -> anyho
     let selector: Vec<Json> = if offer.datasets.is_empty() {
         Vec::new()
     } else {
-        vec![json!({"operandLeft": format!("{EDC_CONTEXT}id"), "operator": "in", "operandRight": offer.datasets})]
+        vec![json!({"operandLeft": format!("{EDC}id"), "operator": "in", "operandRight": offer.datasets})]
     };
-    let body = json!({"@context": {"@vocab": EDC_CONTEXT}, "@id": offer.id, "accessPolicyId": offer.access_policy,
+    let body = json!({"@context": {"@vocab": EDC}, "@id": offer.id, "accessPolicyId": offer.access_policy,
                       "contractPolicyId": offer.contract_policy, "assetsSelector": selector,
                       "manualApproval": offer.manual_approval, "manualStart": offer.manual_start});
     let created = client.expect(client.request(Method::POST, "/management/v3/contractdefinitions").json(&body)).await?;

@@ -98,11 +98,9 @@ pub struct Refusal {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Transfer {
-    pub agreement_id: String,
     pub bytes: u64,
+    /// Checked against the provider's announced digest and the file it published.
     pub sha256: String,
-    /// The download's digest equals the digest of the file the hospital published.
-    pub matches_source: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,18 +153,14 @@ async fn journey(federation: &Federation, dir: &Path, options: &Options) -> anyh
     let found = step("1", "the broker crawls; the researcher searches \"diabetes adults\"", search(federation)).await?;
     let (agreements, refusal) =
         step("2", "the researcher negotiates with each hospital", negotiate(federation)).await?;
-    let transfer = step("3", "transfer of the open summary dataset", transfer(federation, dir, options)).await?;
+    let (summary_agreement, transfer) =
+        step("3", "transfer of the open summary dataset", transfer(federation, dir, options)).await?;
     let sites: Vec<&str> = agreements.iter().map(|a| a.agreement_id.as_str()).collect();
     let (glm, crosstab) =
         step("4", "federated analysis across the three hospitals", analyse(federation, &sites, options)).await?;
     let audits = step("5", "the auditor verifies every hospital's log offline", audit(federation, &agreements)).await?;
     let mut all = agreements;
-    all.push(Agreement {
-        hospital: federation.hospitals[0].name.clone(),
-        dataset: SUMMARY.into(),
-        agreement_id: transfer.agreement_id.clone(),
-        how: "automatic".into(),
-    });
+    all.push(summary_agreement);
     Ok(Summary { seed: options.seed, found, agreements: all, refusal, transfer, glm, crosstab, audits, seconds: 0.0 })
 }
 
@@ -356,7 +350,7 @@ async fn negotiate(federation: &Federation) -> anyhow::Result<(Vec<Agreement>, R
         bail!("{} did not refuse {COMMERCIAL}: the negotiation is {}", third.name, text(&refused["state"]));
     }
     println!("    refused; the researcher's connector was told: {}", text(&refused["errorDetail"]));
-    let decision = provider_decision(third, &researcher.did).await?;
+    let decision = provider_decision(third, &refused).await?;
     println!("    {}'s policy trace:", third.name);
     indent(&render_decision(&decision));
     let refusal = Refusal {
@@ -392,15 +386,13 @@ fn agreement(hospital: &Node, negotiation: &Json, how: &str) -> anyhow::Result<A
 
 /// As `hospital`'s operator: approves whatever of `researcher`'s waits, until the researcher's negotiation `id` ends.
 async fn approve_until_finalized(hospital: &Node, researcher: &Node, id: &str) -> anyhow::Result<Json> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    until(&format!("negotiation {id} to finalize"), async || {
         let state = negotiation::follow(&researcher.api, id, Duration::ZERO).await?;
         match state["state"].as_str() {
-            Some("FINALIZED") => return Ok(state),
+            Some("FINALIZED") => return Ok(Some(state)),
             Some("TERMINATED") => {
                 bail!("{} terminated the negotiation: {}", hospital.name, text(&state["errorDetail"]))
             }
-            _ if Instant::now() > deadline => bail!("the negotiation is still {} after 60 s", text(&state["state"])),
             _ => {}
         }
         let (waiting, _) = negotiation::approvals_list(&hospital.api).await?;
@@ -410,26 +402,31 @@ async fn approve_until_finalized(hospital: &Node, researcher: &Node, id: &str) -
                 println!("    operator of {}: hanse approvals approve → {done}", hospital.name);
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok(None)
+    })
+    .await
 }
 
-/// The decision trace `hospital` kept for its refusal of `consumer`.
-async fn provider_decision(hospital: &Node, consumer: &str) -> anyhow::Result<Json> {
-    let query = json!({"@type": "QuerySpec", "filterExpression": [
-        {"operandLeft": "counterPartyId", "operator": "=", "operandRight": consumer},
-        {"operandLeft": "state", "operator": "=", "operandRight": "TERMINATED"}]});
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// The decision trace `hospital` kept with its side (`correlationId`) of the researcher's refused negotiation.
+async fn provider_decision(hospital: &Node, refused: &Json) -> anyhow::Result<Json> {
+    let path = format!(
+        "/management/v3/contractnegotiations/{}",
+        crate::catalog::rdf::encode(&text(&refused["correlationId"]))
+    );
+    let negotiation = hospital.api.expect(hospital.api.request(Method::GET, &path)).await?;
+    negotiation.get("decision").cloned().with_context(|| format!("{} kept no decision for its refusal", hospital.name))
+}
+
+/// Asks `probe` every 50 ms until it answers something, for at most 30 s.
+async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+    const PATIENCE: Duration = Duration::from_secs(30);
+    let deadline = Instant::now() + PATIENCE;
     loop {
-        let found = hospital
-            .api
-            .expect(hospital.api.request(Method::POST, "/management/v3/contractnegotiations/request").json(&query))
-            .await?;
-        if let Some(decision) = found.as_array().into_iter().flatten().find_map(|n| n.get("decision")) {
-            return Ok(decision.clone());
+        if let Some(found) = probe().await? {
+            return Ok(found);
         }
         if Instant::now() > deadline {
-            bail!("{} kept no decision for its refusal", hospital.name);
+            bail!("waited {} s for {what}", PATIENCE.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -437,7 +434,7 @@ async fn provider_decision(hospital: &Node, consumer: &str) -> anyhow::Result<Js
 
 // ---- step 3: transfer ----
 
-async fn transfer(federation: &Federation, dir: &Path, options: &Options) -> anyhow::Result<Transfer> {
+async fn transfer(federation: &Federation, dir: &Path, options: &Options) -> anyhow::Result<(Agreement, Transfer)> {
     let (researcher, hospital) = (&federation.researcher, &federation.hospitals[0]);
     let request = NegotiateRequest {
         peer: hospital.public_url(),
@@ -459,8 +456,7 @@ async fn transfer(federation: &Federation, dir: &Path, options: &Options) -> any
     })
     .await?;
     let source = std::fs::read(hospital.config.file_root().join("diabetes-summary.csv"))?;
-    let matches_source = crate::process::hex(&openssl::sha::sha256(&source)) == report.sha256;
-    if !matches_source {
+    if crate::process::hex(&openssl::sha::sha256(&source)) != report.sha256 {
         bail!("the download's SHA-256 {} differs from the published file's", report.sha256);
     }
     println!(
@@ -470,7 +466,7 @@ async fn transfer(federation: &Federation, dir: &Path, options: &Options) -> any
     for line in std::fs::read_to_string(&out)?.lines() {
         println!("      {line}");
     }
-    Ok(Transfer { agreement_id: agreement.agreement_id, bytes: report.bytes, sha256: report.sha256, matches_source })
+    Ok((agreement, Transfer { bytes: report.bytes, sha256: report.sha256 }))
 }
 
 // ---- step 4: federated analysis ----
@@ -558,8 +554,7 @@ async fn export(node: &Node) -> anyhow::Result<String> {
 /// The receipts `holder` keeps from `issuer` for `agreement`, once they arrived.
 async fn receipts(holder: &Node, issuer: &str, agreement: &str) -> anyhow::Result<Vec<crate::audit::verify::Receipt>> {
     let path = format!("/management/v3/audit/receipts?agreement={}", crate::catalog::rdf::encode(agreement));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    until(&format!("{}'s receipt from {issuer} for agreement {agreement}", holder.name), async || {
         let kept = holder.api.expect(holder.api.request(Method::GET, &path)).await?;
         let found: Vec<crate::audit::verify::Receipt> = kept
             .as_array()
@@ -568,14 +563,9 @@ async fn receipts(holder: &Node, issuer: &str, agreement: &str) -> anyhow::Resul
             .filter(|r| r["issuer"] == issuer)
             .map(|r| serde_json::from_value(r["receipt"].clone()))
             .collect::<Result<_, _>>()?;
-        if !found.is_empty() {
-            return Ok(found);
-        }
-        if Instant::now() > deadline {
-            bail!("{} holds no receipt from {issuer} for agreement {agreement}", holder.name);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok((!found.is_empty()).then_some(found))
+    })
+    .await
 }
 
 // ---- output ----

@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::catalog::commands::{as_list, dsp_address, terms_line};
+use hanse_vocab::ns::EDC;
+
+use crate::catalog::commands::{as_list, dsp_address, peer_catalog, terms_line};
 use crate::management::client::{ManagementClient, table, text};
 
 /// What `hanse negotiate` asks for.
@@ -28,9 +30,7 @@ pub struct NegotiateRequest {
 /// TERMINATED (or waits for an operator, or `wait` passes). Answers the negotiation as the connector shows it.
 pub async fn negotiate(client: &ManagementClient, request: &NegotiateRequest) -> anyhow::Result<Json> {
     let address = dsp_address(&request.peer);
-    let body = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "counterPartyAddress": address,
-                      "protocol": "dataspace-protocol-http:2025-1"});
-    let catalog = client.expect(client.request(Method::POST, "/management/v3/catalog/request").json(&body)).await?;
+    let catalog = peer_catalog(client, &request.peer, &[]).await?;
     let mut found = Vec::new();
     for dataset in catalog["dataset"].as_array().into_iter().flatten() {
         for offer in as_list(&dataset["hasPolicy"]) {
@@ -51,9 +51,8 @@ pub async fn negotiate(client: &ManagementClient, request: &NegotiateRequest) ->
     };
     offer["target"] = target;
     offer["assigner"] = catalog["participantId"].clone();
-    let mut start = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "ContractRequest",
-                           "counterPartyAddress": address, "counterPartyId": catalog["participantId"],
-                           "protocol": "dataspace-protocol-http:2025-1", "policy": offer});
+    let mut start = json!({"@context": {"@vocab": EDC}, "@type": "ContractRequest", "counterPartyAddress": address,
+                           "counterPartyId": catalog["participantId"], "policy": offer});
     if let Some(purpose) = &request.purpose {
         start["purpose"] = json!(purpose);
     }
@@ -109,7 +108,7 @@ const KINDS: [(&str, &str); 2] =
 
 /// `hanse approvals list`: every negotiation and transfer waiting for this connector's operator.
 pub async fn approvals_list(client: &ManagementClient) -> anyhow::Result<(Json, String)> {
-    let query = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "QuerySpec", "limit": 1000,
+    let query = json!({"@context": {"@vocab": EDC}, "@type": "QuerySpec", "limit": 1000,
                        "filterExpression": [{"operandLeft": "waitingForOperator", "operator": "=", "operandRight": true}]});
     let mut waiting = Vec::new();
     let mut rows = Vec::new();
