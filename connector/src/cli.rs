@@ -283,26 +283,9 @@ pub enum OfferCommand {
     )]
     Create {
         #[command(flatten)]
-        access: ManagementAccess,
-        /// The offer's (contract definition's) id.
-        id: String,
-        /// The policy deciding who sees the offer.
-        #[arg(long = "access")]
-        access_policy: String,
-        /// The policy offered as the contract's terms.
-        #[arg(long = "terms")]
-        contract_policy: String,
-        /// A dataset to offer; repeatable (none offers every dataset).
-        #[arg(long = "dataset")]
-        datasets: Vec<String>,
-        /// Negotiations wait for the operator at each of this connector's turns.
-        #[arg(long)]
-        manual_approval: bool,
-        /// Transfers wait for the operator to start them.
-        #[arg(long)]
-        manual_start: bool,
-        #[arg(long)]
-        json: bool,
+        answer: Answer,
+        #[command(flatten)]
+        offer: crate::catalog::commands::OfferSpec,
     },
 }
 
@@ -729,24 +712,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let question = crate::catalog::commands::Question { action, participant, purpose, context };
             managed(access, json, async |c| crate::catalog::commands::policy_explain(&c, &id, &question).await)
         }
-        Command::Offer(OfferCommand::Create {
-            access,
-            id,
-            access_policy,
-            contract_policy,
-            datasets,
-            manual_approval,
-            manual_start,
-            json,
-        }) => {
-            let offer = crate::catalog::commands::OfferSpec {
-                id,
-                access_policy,
-                contract_policy,
-                datasets,
-                manual_approval,
-                manual_start,
-            };
+        Command::Offer(OfferCommand::Create { answer: Answer { access, json }, offer }) => {
             managed(access, json, async |c| crate::catalog::commands::offer_create(&c, &offer).await)
         }
         Command::Approvals(ApprovalsCommand::List(Answer { access, json })) => {

@@ -227,16 +227,24 @@ pub fn render_decision(decision: &Json) -> String {
 }
 
 /// What `hanse offer create` publishes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct OfferSpec {
+    /// The offer's (contract definition's) id.
     pub id: String,
-    /// Who may see the offer.
+    /// The policy deciding who sees the offer.
+    #[arg(long = "access")]
     pub access_policy: String,
-    /// The terms offered.
+    /// The policy offered as the contract's terms.
+    #[arg(long = "terms")]
     pub contract_policy: String,
-    /// The datasets; none selects every dataset.
+    /// A dataset to offer; repeatable (none offers every dataset).
+    #[arg(long = "dataset")]
     pub datasets: Vec<String>,
+    /// Negotiations wait for the operator at each of this connector's turns.
+    #[arg(long)]
     pub manual_approval: bool,
+    /// Transfers wait for the operator to start them.
+    #[arg(long)]
     pub manual_start: bool,
 }
 
