@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+/// The allocator the `hanse` binary runs with, so that the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A memory figure of this process from `/proc/self/status` (`VmRSS:` now, `VmHWM:` peak), in MB.
 pub fn rss_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")

@@ -1,6 +1,9 @@
 //! The one place Hanse touches josekit: signing JWTs with the participant key and verifying them against a public
 //! JWK. Everything else works on JSON maps, so the JOSE library can be swapped behind these few functions.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use josekit::jwk::Jwk;
@@ -113,21 +116,42 @@ pub fn peek(token: &str) -> Result<(Object, Object), JoseError> {
 
 /// Verifies a compact JWS with a public JWK (EC P-256 with ES256, or Ed25519 with EdDSA) and answers its payload.
 pub fn verify(token: &str, jwk: &Object) -> Result<Object, JoseError> {
-    let key = Jwk::from_map(public_only(jwk)).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?;
-    let verifier: Box<dyn JwsVerifier> = match (key.key_type(), key.curve()) {
-        ("EC", Some("P-256")) => {
-            Box::new(ES256.verifier_from_jwk(&key).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?)
-        }
-        ("OKP", Some("Ed25519")) => {
-            Box::new(EdDSA.verifier_from_jwk(&key).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?)
-        }
-        (kty, crv) => return Err(JoseError::UnsupportedKey(format!("{kty} {}", crv.unwrap_or("(no curve)")))),
-    };
+    let verifier = verifier(jwk)?;
     let (payload, _) = josekit::jws::deserialize_compact(token, verifier.as_ref()).map_err(|_| JoseError::Signature)?;
     match serde_json::from_slice(&payload) {
         Ok(Json::Object(object)) => Ok(object),
         _ => Err(JoseError::Encoding("payload")),
     }
+}
+
+/// How many public keys' verifiers are kept ready; the cache starts afresh when it is full.
+const VERIFIERS_KEPT: usize = 1024;
+
+/// The verifier of a public JWK. Turning a JWK into an OpenSSL key costs several times the signature check itself, and
+/// every request from a peer is signed with the same few keys, so verifiers are kept by the key's public members.
+fn verifier(jwk: &Object) -> Result<Arc<dyn JwsVerifier>, JoseError> {
+    static VERIFIERS: LazyLock<Mutex<HashMap<String, Arc<dyn JwsVerifier>>>> = LazyLock::new(Default::default);
+    let public = public_only(jwk);
+    let id = Json::Object(public.clone()).to_string();
+    if let Some(verifier) = VERIFIERS.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        return Ok(verifier.clone());
+    }
+    let key = Jwk::from_map(public).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?;
+    let verifier: Arc<dyn JwsVerifier> = match (key.key_type(), key.curve()) {
+        ("EC", Some("P-256")) => {
+            Arc::new(ES256.verifier_from_jwk(&key).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?)
+        }
+        ("OKP", Some("Ed25519")) => {
+            Arc::new(EdDSA.verifier_from_jwk(&key).map_err(|e| JoseError::UnsupportedKey(e.to_string()))?)
+        }
+        (kty, crv) => return Err(JoseError::UnsupportedKey(format!("{kty} {}", crv.unwrap_or("(no curve)")))),
+    };
+    let mut verifiers = VERIFIERS.lock().unwrap_or_else(|p| p.into_inner());
+    if verifiers.len() >= VERIFIERS_KEPT {
+        verifiers.clear();
+    }
+    verifiers.insert(id, verifier.clone());
+    Ok(verifier)
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
-use sqlx::{FromRow, PgConnection, SqliteConnection};
+use sqlx::{FromRow, PgConnection, Row, SqliteConnection};
 
+use super::statement::{Param, Statement};
 use super::{Store, StoreError, now_millis, with_pool, with_writer};
 use crate::audit::Event;
 use crate::audit::merkle::{Frontier, Hash};
@@ -75,81 +76,102 @@ pub struct Witnessed {
     pub seen_at: i64,
 }
 
+/// Takes the audit head for `count` new entries: the size after them, and the frontier before them. Taking the head
+/// row is the lock that orders every writer's entries.
+pub(crate) fn take_head(count: usize) -> Statement {
+    Statement::new(
+        "UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size, frontier",
+        vec![Param::from(count as i64)],
+    )
+}
+
+/// The statements that append `events`, given the head [`take_head`] answered: the entries (each with the root once it is appended), the receipts they owe, the new perfect-subtree hashes and
+/// the new frontier.
+pub(crate) fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<Vec<Statement>, StoreError> {
+    let start = size as u64 - events.len() as u64;
+    let mut frontier = Frontier::from_bytes(start, frontier)
+        .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))?;
+    let at = now_millis();
+    let (mut nodes, mut statements) = (Vec::new(), Vec::new());
+    let mut entries = Statement::new(
+        "INSERT INTO audit_entries (seq, at, type, agreement_id, participant, dataset, entry, root) VALUES ",
+        Vec::new(),
+    );
+    for event in events {
+        let seq = frontier.size;
+        let entry = event.entry(seq, at);
+        nodes.extend(frontier.push(crate::audit::merkle::leaf_hash(entry.as_bytes())));
+        entries.push_row([
+            Param::from(seq as i64),
+            Param::from(at),
+            Param::from(event.kind),
+            Param::from(&event.agreement),
+            Param::from(&event.participant),
+            Param::from(&event.dataset),
+            Param::from(entry),
+            Param::from(frontier.root().to_vec()),
+        ]);
+        if let (Some(peer), Some(agreement)) = (&event.owes_receipt, &event.agreement) {
+            statements.push(Statement::new(
+                "INSERT INTO audit_receipts_out (agreement_id, peer, next_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (agreement_id) DO NOTHING",
+                vec![Param::from(agreement), Param::from(peer), Param::from(at)],
+            ));
+        }
+    }
+    statements.insert(0, entries);
+    let mut insert_nodes = Statement::new("INSERT INTO audit_nodes (id, hash) VALUES ", Vec::new());
+    for (id, hash) in nodes {
+        insert_nodes.push_row([Param::from(id as i64), Param::from(hash.to_vec())]);
+    }
+    if !insert_nodes.params.is_empty() {
+        statements.push(insert_nodes);
+    }
+    statements.push(Statement::new(
+        "UPDATE audit_head SET frontier = $1 WHERE id = 1",
+        vec![Param::from(frontier.to_bytes())],
+    ));
+    Ok(statements)
+}
+
 /// Appends events to the audit log inside an open transaction: the connection types of both backends.
 pub(crate) trait Append {
-    /// Appends `events` in order; answers their sequence numbers.
-    async fn append(&mut self, events: &[Event]) -> Result<Vec<u64>, StoreError>;
+    /// Appends `events` in order.
+    async fn append(&mut self, events: &[Event]) -> Result<(), StoreError>;
 }
 
 macro_rules! append_on {
     ($connection:ty) => {
         impl Append for $connection {
-            async fn append(&mut self, events: &[Event]) -> Result<Vec<u64>, StoreError> {
+            async fn append(&mut self, events: &[Event]) -> Result<(), StoreError> {
                 if events.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
-                // Taking the head row is the lock that orders every writer's entries.
-                let (size, frontier): (i64, Vec<u8>) =
-                    sqlx::query_as("UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size, frontier")
-                        .bind(events.len() as i64)
-                        .fetch_one(&mut *self)
-                        .await?;
-                let start = size as u64 - events.len() as u64;
-                let mut frontier = Frontier::from_bytes(start, &frontier)
-                    .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))?;
-                let at = now_millis();
-                let mut nodes = Vec::new();
-                let mut seqs = Vec::with_capacity(events.len());
-                for event in events {
-                    let seq = frontier.size;
-                    let entry = event.entry(seq, at);
-                    nodes.extend(frontier.push(crate::audit::merkle::leaf_hash(entry.as_bytes())));
-                    sqlx::query(
-                        "INSERT INTO audit_entries (seq, at, type, agreement_id, participant, dataset, entry, root) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(seq as i64)
-                    .bind(at)
-                    .bind(event.kind)
-                    .bind(&event.agreement)
-                    .bind(&event.participant)
-                    .bind(&event.dataset)
-                    .bind(&entry)
-                    .bind(frontier.root().to_vec())
-                    .execute(&mut *self)
-                    .await?;
-                    if let (Some(peer), Some(agreement)) = (&event.owes_receipt, &event.agreement) {
-                        sqlx::query(
-                            "INSERT INTO audit_receipts_out (agreement_id, peer, next_at) VALUES ($1, $2, $3) \
-                             ON CONFLICT (agreement_id) DO NOTHING",
-                        )
-                        .bind(agreement)
-                        .bind(peer)
-                        .bind(at)
-                        .execute(&mut *self)
-                        .await?;
-                    }
-                    seqs.push(seq);
+                let head = take_head(events.len()).query().fetch_one(&mut *self).await?;
+                let (size, frontier): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
+                for statement in &append_statements(events, size, &frontier)? {
+                    statement.query().execute(&mut *self).await?;
                 }
-                let placeholders: Vec<String> =
-                    (0..nodes.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
-                let sql = format!("INSERT INTO audit_nodes (id, hash) VALUES {}", placeholders.join(", "));
-                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (id, hash) in &nodes {
-                    insert = insert.bind(*id as i64).bind(hash.to_vec());
-                }
-                insert.execute(&mut *self).await?;
-                sqlx::query("UPDATE audit_head SET frontier = $1 WHERE id = 1")
-                    .bind(frontier.to_bytes())
-                    .execute(&mut *self)
-                    .await?;
-                Ok(seqs)
+                Ok(())
             }
         }
     };
 }
 append_on!(SqliteConnection);
 append_on!(PgConnection);
+
+/// Appends `events` on the SQLite writer, inside its transaction.
+pub(crate) fn append_on_writer(db: &rusqlite::Connection, events: &[Event]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (size, frontier): (i64, Vec<u8>) =
+        super::writer::query_row(db, &take_head(events.len()), |row| Ok((row.get(0)?, row.get(1)?)))?;
+    for statement in &append_statements(events, size, &frontier)? {
+        super::writer::execute(db, statement)?;
+    }
+    Ok(())
+}
 
 fn hash_of(bytes: &[u8]) -> Result<Hash, StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt("a stored audit hash is not 32 bytes".into()))
@@ -159,13 +181,8 @@ const ENTRY_COLUMNS: &str = "seq, at, type, entry, root";
 
 impl Store {
     /// Appends events on their own (a change the log records that writes nothing else, such as a refused request).
-    pub async fn append_audit(&self, events: &[Event]) -> Result<Vec<u64>, StoreError> {
-        with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let seqs = (*tx).append(events).await?;
-            tx.commit().await?;
-            Ok(seqs)
-        })
+    pub async fn append_audit(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.write(None, events.to_vec()).await.map(|_| ())
     }
 
     /// The log's size and the perfect blocks of its tree.

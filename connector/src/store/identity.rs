@@ -3,6 +3,7 @@
 
 use sqlx::FromRow;
 
+use super::statement::{Param, Statement};
 use super::{Store, StoreError, now_millis, with_pool, with_writer};
 
 /// A verifiable credential this participant holds.
@@ -35,14 +36,11 @@ pub struct IssuedCredential {
 impl Store {
     /// Records a token id until `expires_at` (milliseconds); `false` when it was seen before (a replay).
     pub async fn remember_token(&self, key: &str, expires_at: i64) -> Result<bool, StoreError> {
-        let inserted = with_writer!(self, pool => sqlx::query(
+        let statement = Statement::new(
             "INSERT INTO token_ids (token_key, expires_at) VALUES ($1, $2) ON CONFLICT (token_key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(expires_at)
-        .execute(pool)
-        .await?
-        .rows_affected());
+            vec![Param::from(key), Param::from(expires_at)],
+        );
+        let inserted = self.write(Some(statement), Vec::new()).await?;
         Ok(inserted == 1)
     }
 

@@ -19,6 +19,9 @@ mod identity;
 mod jobs;
 mod peers;
 mod processes;
+mod readers;
+mod statement;
+mod writer;
 
 pub use audit::{AuditEntry, AuditFilter, SignedHead, Witnessed};
 pub use documents::{Document, DocumentKind};
@@ -71,6 +74,25 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The SQLite writer thread could not run or commit a write.
+    #[error("database write failed: {0}")]
+    Writer(String),
+}
+
+impl StoreError {
+    /// Whether a primary key or unique constraint refused the write.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Database(error) => error.as_database_error().is_some_and(|e| e.is_unique_violation()),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => matches!(
+                error.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Which database the store talks to.
@@ -110,6 +132,10 @@ pub struct Store {
     pub(crate) backend: Backend,
     /// SQLite: the single connection every write goes through.
     pub(crate) writer: Option<SqlitePool>,
+    /// SQLite: the thread that runs the hot writes on that connection, many to a transaction.
+    hot: Option<writer::Writer>,
+    /// SQLite: connections for point reads on the calling thread.
+    readers: Option<std::sync::Arc<readers::Readers>>,
 }
 
 /// `[a-z_][a-z0-9_]*`, at most 63 characters: safe to splice into SQL as an identifier.
@@ -166,6 +192,8 @@ impl Store {
                 .map_err(connect_error)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
+                // Savepoints journal the pages they change; in memory rather than in a temporary file.
+                .pragma("temp_store", "memory")
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
@@ -181,15 +209,17 @@ impl Store {
                 .await
                 .map_err(connect_error)?;
             sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+            let readers = readers::Readers::new(connect.get_filename()).map(std::sync::Arc::new);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.unwrap_or(8))
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect)
                 .await
                 .map_err(connect_error)?;
-            return Ok(Store { backend: Backend::Sqlite(pool), writer: Some(writer) });
+            let hot = writer::Writer::start(writer.clone()).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
+            return Ok(Store { backend: Backend::Sqlite(pool), writer: Some(writer), hot: Some(hot), readers });
         };
-        Ok(Store { backend, writer: None })
+        Ok(Store { backend, writer: None, hot: None, readers: None })
     }
 
     /// Which database this is.
@@ -204,6 +234,52 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
         Ok(())
+    }
+
+    /// Runs `statement` (if any) and appends `audit` — when there is no statement, or it changed a row — in one
+    /// transaction; answers the rows the statement changed. On SQLite it joins the writer thread's next batch.
+    pub(crate) async fn write(
+        &self,
+        statement: Option<statement::Statement>,
+        audit: Vec<crate::audit::Event>,
+    ) -> Result<u64, StoreError> {
+        if let Some(hot) = &self.hot {
+            return hot
+                .run(move |db| {
+                    let changed = statement.as_ref().map(|s| writer::execute(db, s)).transpose()?;
+                    if changed != Some(0) {
+                        audit::append_on_writer(db, &audit)?;
+                    }
+                    Ok(changed.unwrap_or(0))
+                })
+                .await;
+        }
+        with_writer!(self, pool => {
+            if audit.is_empty() {
+                let Some(statement) = statement else { return Ok(0) };
+                return Ok(statement.query().execute(pool).await?.rows_affected());
+            }
+            let mut tx = pool.begin().await?;
+            let changed = match &statement {
+                Some(statement) => Some(statement.query().execute(&mut *tx).await?.rows_affected()),
+                None => None,
+            };
+            if changed != Some(0) {
+                audit::Append::append(&mut *tx, &audit).await?;
+            }
+            tx.commit().await?;
+            Ok(changed.unwrap_or(0))
+        })
+    }
+
+    /// The one row `statement` answers, on SQLite read at once on this thread ([`readers`]); `None` on PostgreSQL (and
+    /// for an in-memory SQLite database), where the caller reads through sqlx.
+    pub(crate) fn read_now<T>(
+        &self,
+        statement: &statement::Statement,
+        read: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Option<Result<Option<T>, StoreError>> {
+        self.readers.as_ref().map(|readers| readers.one(statement, read))
     }
 
     /// Waits for in-flight queries, checkpoints SQLite's WAL, and closes the pool.

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use sqlx::FromRow;
 
-use super::audit::Append;
+use super::statement::{Param, Statement};
 use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
 use crate::audit::Event;
 
@@ -85,6 +85,25 @@ struct Row {
 }
 
 impl Row {
+    /// A row of [`COLUMNS`] as SQLite's own API reads it.
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            id: row.get(0)?,
+            role: row.get(1)?,
+            state: row.get(2)?,
+            peer_pid: row.get(3)?,
+            counter_party_id: row.get(4)?,
+            counter_party_address: row.get(5)?,
+            body: row.get(6)?,
+            last_received: row.get(7)?,
+            last_answer: row.get(8)?,
+            agreement_id: row.get(9)?,
+            version: row.get(10)?,
+            created_at: row.get(11)?,
+            updated_at: row.get(12)?,
+        })
+    }
+
     fn into_process(self) -> Result<ProcessRow, StoreError> {
         Ok(ProcessRow {
             body: parse_body("process", &self.id, &self.body)?,
@@ -158,17 +177,19 @@ pub const OUTBOX_LEASE_MS: i64 = 15_000;
 const COLUMNS: &str = "id, role, state, peer_pid, counter_party_id, counter_party_address, body, last_received, \
                        last_answer, agreement_id, version, created_at, updated_at";
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error.as_database_error().is_some_and(|e| e.is_unique_violation())
-}
-
 impl Store {
     pub async fn process(&self, kind: ProcessKind, id: &str) -> Result<Option<ProcessRow>, StoreError> {
         let table = kind.table();
-        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM {table} WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
+        let statement = Statement::new(format!("SELECT {COLUMNS} FROM {table} WHERE id = $1"), vec![Param::from(id)]);
+        self.process_where(statement).await
+    }
+
+    /// The one process `statement` selects ([`COLUMNS`]), read at once on SQLite.
+    async fn process_where(&self, statement: Statement) -> Result<Option<ProcessRow>, StoreError> {
+        let row = match self.read_now(&statement, Row::from_sqlite) {
+            Some(row) => row?,
+            None => with_pool!(self, pool => statement.query_as().fetch_optional(pool).await?),
+        };
         row.map(Row::into_process).transpose()
     }
 
@@ -189,15 +210,11 @@ impl Store {
         peer_pid: &str,
     ) -> Result<Option<ProcessRow>, StoreError> {
         let table = kind.table();
-        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM {table} WHERE role = $1 AND counter_party_id = $2 AND peer_pid = $3"
-        )))
-        .bind(role)
-        .bind(counter_party_id)
-        .bind(peer_pid)
-        .fetch_optional(pool)
-        .await?);
-        row.map(Row::into_process).transpose()
+        self.process_where(Statement::new(
+            format!("SELECT {COLUMNS} FROM {table} WHERE role = $1 AND counter_party_id = $2 AND peer_pid = $3"),
+            vec![Param::from(role), Param::from(counter_party_id), Param::from(peer_pid)],
+        ))
+        .await
     }
 
     pub async fn processes(&self, kind: ProcessKind) -> Result<Vec<ProcessRow>, StoreError> {
@@ -248,80 +265,78 @@ impl Store {
         };
         let message_text = send.map(|m| m.message.to_string());
         let table = kind.table();
-        let affected = with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let affected = match expected_version {
-            None => {
-                let insert = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let out_url = Param::from(send.map(|m| m.url.as_str()));
+        let out_final = Param::from(i64::from(send.is_some_and(|m| m.final_notice)));
+        let statement = match expected_version {
+            None => Statement::new(
+                format!(
                     "INSERT INTO {table} (id, role, state, peer_pid, counter_party_id, counter_party_address, body, \
                      last_received, last_answer, agreement_id, version, created_at, updated_at, \
                      out_url, out_message, out_final, out_attempts, out_next_at, out_lease, out_seq) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $11, $16, $17)"
-                )))
-                .bind(&row.id)
-                .bind(&row.role)
-                .bind(&row.state)
-                .bind(&row.peer_pid)
-                .bind(&row.counter_party_id)
-                .bind(&row.counter_party_address)
-                .bind(&body)
-                .bind(&row.last_received)
-                .bind(&answer)
-                .bind(&row.agreement_id)
-                .bind(now)
-                .bind(send.map(|m| m.url.as_str()))
-                .bind(&message_text)
-                .bind(i64::from(send.is_some_and(|m| m.final_notice)))
-                .bind(i64::from(send.is_some()))
-                .bind(send.map(|_| now + OUTBOX_LEASE_MS))
-                .bind(i64::from(send.is_some()))
-                .execute(&mut *tx)
-                .await;
-                match insert {
-                    Ok(result) => result.rows_affected(),
-                    Err(error) if is_unique_violation(&error) => {
-                        return Err(StoreError::Conflict { kind: kind.name(), id: row.peer_pid.clone().unwrap_or_else(|| row.id.clone()) });
-                    }
-                    Err(error) => return Err(error.into()),
-                }
+                ),
+                vec![
+                    Param::from(&row.id),
+                    Param::from(&row.role),
+                    Param::from(&row.state),
+                    Param::from(&row.peer_pid),
+                    Param::from(&row.counter_party_id),
+                    Param::from(&row.counter_party_address),
+                    Param::from(body),
+                    Param::from(&row.last_received),
+                    Param::from(answer),
+                    Param::from(&row.agreement_id),
+                    Param::from(now),
+                    out_url,
+                    Param::from(message_text),
+                    out_final,
+                    Param::from(i64::from(send.is_some())),
+                    Param::from(send.map(|_| now + OUTBOX_LEASE_MS)),
+                    Param::from(i64::from(send.is_some())),
+                ],
+            ),
+            Some(version) => Statement::new(
+                format!(
+                    "UPDATE {table} SET state = $2, peer_pid = $3, counter_party_address = $4, body = $5, \
+                     last_received = $6, last_answer = $7, agreement_id = $8, version = version + 1, updated_at = $9, \
+                     out_url = CASE WHEN $11 IS NOT NULL THEN $11 WHEN $15 = 1 THEN NULL ELSE out_url END, \
+                     out_message = CASE WHEN $11 IS NOT NULL THEN $12 WHEN $15 = 1 THEN NULL ELSE out_message END, \
+                     out_final = CASE WHEN $11 IS NOT NULL THEN $13 ELSE out_final END, \
+                     out_attempts = CASE WHEN $11 IS NOT NULL THEN 1 ELSE out_attempts END, \
+                     out_next_at = CASE WHEN $11 IS NOT NULL THEN $9 ELSE out_next_at END, \
+                     out_lease = CASE WHEN $11 IS NOT NULL THEN $14 WHEN $15 = 1 THEN NULL ELSE out_lease END, \
+                     out_seq = CASE WHEN $11 IS NOT NULL THEN $10 + 1 ELSE out_seq END \
+                     WHERE id = $1 AND version = $10"
+                ),
+                vec![
+                    Param::from(&row.id),
+                    Param::from(&row.state),
+                    Param::from(&row.peer_pid),
+                    Param::from(&row.counter_party_address),
+                    Param::from(body),
+                    Param::from(&row.last_received),
+                    Param::from(answer),
+                    Param::from(&row.agreement_id),
+                    Param::from(now),
+                    Param::from(version),
+                    out_url,
+                    Param::from(message_text),
+                    out_final,
+                    Param::from(now + OUTBOX_LEASE_MS),
+                    Param::from(i64::from(clear)),
+                ],
+            ),
+        };
+        let affected = match self.write(Some(statement), audit.to_vec()).await {
+            Ok(affected) => affected,
+            Err(error) if expected_version.is_none() && error.is_unique_violation() => {
+                return Err(StoreError::Conflict {
+                    kind: kind.name(),
+                    id: row.peer_pid.clone().unwrap_or_else(|| row.id.clone()),
+                });
             }
-            Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {table} SET state = $2, peer_pid = $3, counter_party_address = $4, body = $5, \
-                 last_received = $6, last_answer = $7, agreement_id = $8, version = version + 1, updated_at = $9, \
-                 out_url = CASE WHEN $11 IS NOT NULL THEN $11 WHEN $15 = 1 THEN NULL ELSE out_url END, \
-                 out_message = CASE WHEN $11 IS NOT NULL THEN $12 WHEN $15 = 1 THEN NULL ELSE out_message END, \
-                 out_final = CASE WHEN $11 IS NOT NULL THEN $13 ELSE out_final END, \
-                 out_attempts = CASE WHEN $11 IS NOT NULL THEN 1 ELSE out_attempts END, \
-                 out_next_at = CASE WHEN $11 IS NOT NULL THEN $9 ELSE out_next_at END, \
-                 out_lease = CASE WHEN $11 IS NOT NULL THEN $14 WHEN $15 = 1 THEN NULL ELSE out_lease END, \
-                 out_seq = CASE WHEN $11 IS NOT NULL THEN $10 + 1 ELSE out_seq END \
-                 WHERE id = $1 AND version = $10"
-            )))
-            .bind(&row.id)
-            .bind(&row.state)
-            .bind(&row.peer_pid)
-            .bind(&row.counter_party_address)
-            .bind(&body)
-            .bind(&row.last_received)
-            .bind(&answer)
-            .bind(&row.agreement_id)
-            .bind(now)
-            .bind(version)
-            .bind(send.map(|m| m.url.as_str()))
-            .bind(&message_text)
-            .bind(i64::from(send.is_some_and(|m| m.final_notice)))
-            .bind(now + OUTBOX_LEASE_MS)
-            .bind(i64::from(clear))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            };
-            if affected > 0 {
-                (*tx).append(audit).await?;
-                tx.commit().await?;
-            }
-            affected
-        });
+            Err(error) => return Err(error),
+        };
         if affected == 0 {
             return Ok(None);
         }
@@ -385,34 +400,30 @@ impl Store {
     /// answer carried one and none was known, is recorded at the same time.
     pub async fn complete_outgoing(&self, message: &ClaimedMessage, peer_pid: Option<&str>) -> Result<(), StoreError> {
         let table = message.kind.table();
-        with_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {table} SET \
-             version = version + CASE WHEN peer_pid IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, \
-             peer_pid = COALESCE(peer_pid, $3), \
-             out_url = CASE WHEN out_seq = $2 THEN NULL ELSE out_url END, \
-             out_message = CASE WHEN out_seq = $2 THEN NULL ELSE out_message END, \
-             out_lease = CASE WHEN out_seq = $2 THEN NULL ELSE out_lease END \
-             WHERE id = $1"
-        )))
-        .bind(&message.process_id)
-        .bind(message.seq)
-        .bind(peer_pid)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let statement = Statement::new(
+            format!(
+                "UPDATE {table} SET \
+                 version = version + CASE WHEN peer_pid IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, \
+                 peer_pid = COALESCE(peer_pid, $3), \
+                 out_url = CASE WHEN out_seq = $2 THEN NULL ELSE out_url END, \
+                 out_message = CASE WHEN out_seq = $2 THEN NULL ELSE out_message END, \
+                 out_lease = CASE WHEN out_seq = $2 THEN NULL ELSE out_lease END \
+                 WHERE id = $1"
+            ),
+            vec![Param::from(&message.process_id), Param::from(message.seq), Param::from(peer_pid)],
+        );
+        self.write(Some(statement), Vec::new()).await?;
         Ok(())
     }
 
     /// Schedules another attempt of `message`.
     pub async fn retry_outgoing(&self, message: &ClaimedMessage, next_attempt_at: i64) -> Result<(), StoreError> {
         let table = message.kind.table();
-        with_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET out_next_at = $3, out_lease = NULL WHERE id = $1 AND out_seq = $2")))
-            .bind(&message.process_id)
-            .bind(message.seq)
-            .bind(next_attempt_at)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let statement = Statement::new(
+            format!("UPDATE {table} SET out_next_at = $3, out_lease = NULL WHERE id = $1 AND out_seq = $2"),
+            vec![Param::from(&message.process_id), Param::from(message.seq), Param::from(next_attempt_at)],
+        );
+        self.write(Some(statement), Vec::new()).await?;
         Ok(())
     }
 
@@ -479,22 +490,13 @@ impl Store {
         bytes: i64,
         audit: &[Event],
     ) -> Result<(), StoreError> {
-        with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
+        let statement = Statement::new(
             "INSERT INTO agreement_usage (agreement_id, pulls, bytes, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (agreement_id) DO UPDATE SET pulls = agreement_usage.pulls + excluded.pulls, \
              bytes = agreement_usage.bytes + excluded.bytes, updated_at = excluded.updated_at",
-        )
-        .bind(agreement_id)
-        .bind(pulls)
-        .bind(bytes)
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await?;
-            (*tx).append(audit).await?;
-            tx.commit().await?;
-        });
+            vec![Param::from(agreement_id), Param::from(pulls), Param::from(bytes), Param::from(now_millis())],
+        );
+        self.write(Some(statement), audit.to_vec()).await?;
         Ok(())
     }
 
