@@ -75,6 +75,17 @@ impl rusqlite::ToSql for Param {
     }
 }
 
+/// Binds every parameter to a sqlx `Query` or `QueryAs` (the two have no common trait for it).
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {
+        $params.iter().fold($query, |query, param| match param {
+            Param::Text(text) => query.bind(text.as_deref()),
+            Param::Int(number) => query.bind(*number),
+            Param::Bytes(bytes) => query.bind(bytes.as_slice()),
+        })
+    };
+}
+
 /// SQL with `$N` placeholders and the value of each `$N` at `params[N - 1]`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Statement {
@@ -107,12 +118,7 @@ impl Statement {
         for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
         for<'t> &'t [u8]: Encode<'t, DB> + Type<DB>,
     {
-        let query = sqlx::query(sqlx::AssertSqlSafe(self.sql.clone()));
-        self.params.iter().fold(query, |query, param| match param {
-            Param::Text(text) => query.bind(text.as_deref()),
-            Param::Int(number) => query.bind(*number),
-            Param::Bytes(bytes) => query.bind(bytes.as_slice()),
-        })
+        bind_all!(sqlx::query(sqlx::AssertSqlSafe(self.sql.clone())), &self.params)
     }
 
     /// The statement as a sqlx query whose rows are read as `O`.
@@ -123,11 +129,6 @@ impl Statement {
         for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
         for<'t> &'t [u8]: Encode<'t, DB> + Type<DB>,
     {
-        let query = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.clone()));
-        self.params.iter().fold(query, |query, param| match param {
-            Param::Text(text) => query.bind(text.as_deref()),
-            Param::Int(number) => query.bind(*number),
-            Param::Bytes(bytes) => query.bind(bytes.as_slice()),
-        })
+        bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(self.sql.clone())), &self.params)
     }
 }
