@@ -85,23 +85,19 @@ pub(crate) fn take_head(count: usize) -> Statement {
     )
 }
 
-/// The statements that append `events`, given the head [`take_head`] answered: the entries (each with the root once it is appended), the receipts they owe, the new perfect-subtree hashes and
-/// the new frontier.
+/// The statements that append `events`, given the head [`take_head`] answered: the entries (each with the root once it
+/// is appended), the receipts they owe, the new perfect-subtree hashes and the new frontier.
 pub(crate) fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<Vec<Statement>, StoreError> {
     let start = size as u64 - events.len() as u64;
     let mut frontier = Frontier::from_bytes(start, frontier)
         .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))?;
     let at = now_millis();
-    let (mut nodes, mut statements) = (Vec::new(), Vec::new());
-    let mut entries = Statement::new(
-        "INSERT INTO audit_entries (seq, at, type, agreement_id, participant, dataset, entry, root) VALUES ",
-        Vec::new(),
-    );
+    let (mut nodes, mut statements, mut entries) = (Vec::new(), Vec::new(), Vec::new());
     for event in events {
         let seq = frontier.size;
         let entry = event.entry(seq, at);
         nodes.extend(frontier.push(crate::audit::merkle::leaf_hash(entry.as_bytes())));
-        entries.push_row([
+        rows(&mut entries, AUDIT_ENTRIES).push_row([
             Param::from(seq as i64),
             Param::from(at),
             Param::from(event.kind),
@@ -119,19 +115,32 @@ pub(crate) fn append_statements(events: &[Event], size: i64, frontier: &[u8]) ->
             ));
         }
     }
-    statements.insert(0, entries);
-    let mut insert_nodes = Statement::new("INSERT INTO audit_nodes (id, hash) VALUES ", Vec::new());
     for (id, hash) in nodes {
-        insert_nodes.push_row([Param::from(id as i64), Param::from(hash.to_vec())]);
+        rows(&mut statements, AUDIT_NODES).push_row([Param::from(id as i64), Param::from(hash.to_vec())]);
     }
-    if !insert_nodes.params.is_empty() {
-        statements.push(insert_nodes);
-    }
+    entries.append(&mut statements);
+    let mut statements = entries;
     statements.push(Statement::new(
         "UPDATE audit_head SET frontier = $1 WHERE id = 1",
         vec![Param::from(frontier.to_bytes())],
     ));
     Ok(statements)
+}
+
+const AUDIT_ENTRIES: &str =
+    "INSERT INTO audit_entries (seq, at, type, agreement_id, participant, dataset, entry, root) VALUES ";
+const AUDIT_NODES: &str = "INSERT INTO audit_nodes (id, hash) VALUES ";
+/// Rows per multi-row insert: well inside both databases' limits on parameters per statement.
+const ROWS_PER_INSERT: usize = 256;
+
+/// The multi-row insert `head` (the last of `statements`) that the next row goes into, started afresh when there is
+/// none yet or it is full.
+fn rows<'a>(statements: &'a mut Vec<Statement>, head: &str) -> &'a mut Statement {
+    let full = statements.last().is_none_or(|s| !s.sql.starts_with(head) || s.rows() >= ROWS_PER_INSERT);
+    if full {
+        statements.push(Statement::new(head, Vec::new()));
+    }
+    statements.last_mut().expect("pushed above")
 }
 
 /// Appends events to the audit log inside an open transaction: the connection types of both backends.

@@ -98,6 +98,11 @@ impl Statement {
         Statement { sql: sql.into(), params }
     }
 
+    /// How many rows [`Statement::push_row`] has added.
+    pub(crate) fn rows(&self) -> usize {
+        self.sql.matches("($").count()
+    }
+
     /// Adds a row of values to a multi-row `INSERT ... VALUES ` statement.
     pub(crate) fn push_row<const N: usize>(&mut self, values: [Param; N]) {
         if !self.params.is_empty() {
