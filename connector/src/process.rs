@@ -267,7 +267,7 @@ pub async fn write(
     outgoing: crate::store::Outgoing<'_>,
 ) -> Result<Option<Option<crate::store::ClaimedMessage>>, StoreError> {
     let audit = audit_events(kind, before, after, received, &outgoing);
-    store.write_process(kind, after, before.map(|row| row.version), outgoing, &audit).await
+    store.write_process(kind, after, before.map(|row| row.version), outgoing, audit).await
 }
 
 /// The audit entries of a process write from `before` (none for a new process) to `after`: the transition (the state

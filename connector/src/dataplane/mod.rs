@@ -172,7 +172,7 @@ impl Drop for Meter {
         event.details.insert("bytes".into(), json!(bytes));
         let agreement = event.agreement.clone().unwrap_or_default();
         tokio::spawn(async move {
-            if let Err(error) = store.add_usage(&agreement, 0, bytes as i64, &[event]).await {
+            if let Err(error) = store.add_usage(&agreement, 0, bytes as i64, vec![event]).await {
                 tracing::error!(%error, agreement, "cannot record the agreement's usage");
             }
         });
@@ -287,7 +287,7 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
     };
     if new_pull
         && let Err(error) =
-            state.store.add_usage(&access.agreement_id, 1, 0, &[usage_event("data.pull", &transfer)]).await
+            state.store.add_usage(&access.agreement_id, 1, 0, vec![usage_event("data.pull", &transfer)]).await
     {
         tracing::error!(%error, "cannot count a pull");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
@@ -486,7 +486,7 @@ async fn push(state: &Shared, id: &str) -> Result<u64, String> {
         .map_err(|refusal| refusal.reason)?;
     state
         .store
-        .add_usage(&grant.agreement.id, 1, 0, &[usage_event("data.push", &transfer)])
+        .add_usage(&grant.agreement.id, 1, 0, vec![usage_event("data.push", &transfer)])
         .await
         .map_err(|e| format!("cannot count the push: {e}"))?;
     let destination = transfer.details.destination.clone().unwrap_or(Json::Null);

@@ -92,12 +92,12 @@ pub(crate) fn append_statements(events: &[Event], size: i64, frontier: &[u8]) ->
     let mut frontier = Frontier::from_bytes(start, frontier)
         .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))?;
     let at = now_millis();
-    let (mut nodes, mut statements, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut nodes, mut entries, mut receipts) = (Vec::new(), Vec::new(), Vec::new());
     for event in events {
         let seq = frontier.size;
         let entry = event.entry(seq, at);
         nodes.extend(frontier.push(crate::audit::merkle::leaf_hash(entry.as_bytes())));
-        rows(&mut entries, AUDIT_ENTRIES).push_row([
+        entries.push([
             Param::from(seq as i64),
             Param::from(at),
             Param::from(event.kind),
@@ -108,39 +108,25 @@ pub(crate) fn append_statements(events: &[Event], size: i64, frontier: &[u8]) ->
             Param::from(frontier.root().to_vec()),
         ]);
         if let (Some(peer), Some(agreement)) = (&event.owes_receipt, &event.agreement) {
-            statements.push(Statement::new(
+            receipts.push(Statement::new(
                 "INSERT INTO audit_receipts_out (agreement_id, peer, next_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (agreement_id) DO NOTHING",
                 vec![Param::from(agreement), Param::from(peer), Param::from(at)],
             ));
         }
     }
-    for (id, hash) in nodes {
-        rows(&mut statements, AUDIT_NODES).push_row([Param::from(id as i64), Param::from(hash.to_vec())]);
-    }
-    entries.append(&mut statements);
-    let mut statements = entries;
+    let nodes = nodes.into_iter().map(|(id, hash)| [Param::from(id as i64), Param::from(hash.to_vec())]).collect();
+    let mut statements = Statement::inserts(
+        "INSERT INTO audit_entries (seq, at, type, agreement_id, participant, dataset, entry, root) VALUES ",
+        entries,
+    );
+    statements.extend(receipts);
+    statements.extend(Statement::inserts("INSERT INTO audit_nodes (id, hash) VALUES ", nodes));
     statements.push(Statement::new(
         "UPDATE audit_head SET frontier = $1 WHERE id = 1",
         vec![Param::from(frontier.to_bytes())],
     ));
     Ok(statements)
-}
-
-const AUDIT_ENTRIES: &str =
-    "INSERT INTO audit_entries (seq, at, type, agreement_id, participant, dataset, entry, root) VALUES ";
-const AUDIT_NODES: &str = "INSERT INTO audit_nodes (id, hash) VALUES ";
-/// Rows per multi-row insert: well inside both databases' limits on parameters per statement.
-const ROWS_PER_INSERT: usize = 256;
-
-/// The multi-row insert `head` (the last of `statements`) that the next row goes into, started afresh when there is
-/// none yet or it is full.
-fn rows<'a>(statements: &'a mut Vec<Statement>, head: &str) -> &'a mut Statement {
-    let full = statements.last().is_none_or(|s| !s.sql.starts_with(head) || s.rows() >= ROWS_PER_INSERT);
-    if full {
-        statements.push(Statement::new(head, Vec::new()));
-    }
-    statements.last_mut().expect("pushed above")
 }
 
 /// Appends events to the audit log inside an open transaction: the connection types of both backends.
@@ -174,10 +160,11 @@ pub(crate) fn append_on_writer(db: &rusqlite::Connection, events: &[Event]) -> R
     if events.is_empty() {
         return Ok(());
     }
-    let (size, frontier): (i64, Vec<u8>) =
-        super::writer::query_row(db, &take_head(events.len()), |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let (size, frontier): (i64, Vec<u8>) = take_head(events.len())
+        .first_row_on(db, |row| Ok((row.get(0)?, row.get(1)?)))?
+        .ok_or_else(|| StoreError::Corrupt("the audit log has no head row".into()))?;
     for statement in &append_statements(events, size, &frontier)? {
-        super::writer::execute(db, statement)?;
+        statement.execute_on(db)?;
     }
     Ok(())
 }

@@ -243,33 +243,35 @@ impl Store {
         statement: Option<statement::Statement>,
         audit: Vec<crate::audit::Event>,
     ) -> Result<u64, StoreError> {
-        if let Some(hot) = &self.hot {
-            return hot
-                .run(move |db| {
-                    let changed = statement.as_ref().map(|s| writer::execute(db, s)).transpose()?;
-                    if changed != Some(0) {
-                        audit::append_on_writer(db, &audit)?;
-                    }
-                    Ok(changed.unwrap_or(0))
-                })
-                .await;
+        let pool = match (&self.hot, &self.backend) {
+            (Some(hot), _) => {
+                return hot
+                    .run(move |db| {
+                        let changed = statement.as_ref().map(|s| s.execute_on(db)).transpose()?;
+                        if changed != Some(0) {
+                            audit::append_on_writer(db, &audit)?;
+                        }
+                        Ok(changed.unwrap_or(0))
+                    })
+                    .await;
+            }
+            (None, Backend::Postgres(pool)) => pool,
+            (None, Backend::Sqlite(_)) => unreachable!("a SQLite store has a writer thread"),
+        };
+        if audit.is_empty() {
+            let Some(statement) = statement else { return Ok(0) };
+            return Ok(statement.query().execute(pool).await?.rows_affected());
         }
-        with_writer!(self, pool => {
-            if audit.is_empty() {
-                let Some(statement) = statement else { return Ok(0) };
-                return Ok(statement.query().execute(pool).await?.rows_affected());
-            }
-            let mut tx = pool.begin().await?;
-            let changed = match &statement {
-                Some(statement) => Some(statement.query().execute(&mut *tx).await?.rows_affected()),
-                None => None,
-            };
-            if changed != Some(0) {
-                audit::Append::append(&mut *tx, &audit).await?;
-            }
-            tx.commit().await?;
-            Ok(changed.unwrap_or(0))
-        })
+        let mut tx = pool.begin().await?;
+        let changed = match &statement {
+            Some(statement) => Some(statement.query().execute(&mut *tx).await?.rows_affected()),
+            None => None,
+        };
+        if changed != Some(0) {
+            audit::Append::append(&mut *tx, &audit).await?;
+        }
+        tx.commit().await?;
+        Ok(changed.unwrap_or(0))
     }
 
     /// The one row `statement` answers, on SQLite read at once on this thread ([`readers`]); `None` on PostgreSQL (and

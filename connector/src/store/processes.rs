@@ -253,7 +253,7 @@ impl Store {
         row: &ProcessRow,
         expected_version: Option<i64>,
         outgoing: Outgoing<'_>,
-        audit: &[Event],
+        audit: Vec<Event>,
     ) -> Result<Option<Option<ClaimedMessage>>, StoreError> {
         let now = now_millis();
         let body = row.body.to_string();
@@ -265,69 +265,58 @@ impl Store {
         };
         let message_text = send.map(|m| m.message.to_string());
         let table = kind.table();
-        let out_url = Param::from(send.map(|m| m.url.as_str()));
-        let out_final = Param::from(i64::from(send.is_some_and(|m| m.final_notice)));
-        let statement = match expected_version {
-            None => Statement::new(
+        // $1–$12 are the same in both statements: what the row becomes, and the message it sends (if any).
+        let mut params = vec![
+            Param::from(&row.id),
+            Param::from(&row.state),
+            Param::from(&row.peer_pid),
+            Param::from(&row.counter_party_address),
+            Param::from(body),
+            Param::from(&row.last_received),
+            Param::from(answer),
+            Param::from(&row.agreement_id),
+            Param::from(now),
+            Param::from(send.map(|m| m.url.as_str())),
+            Param::from(message_text),
+            Param::from(i64::from(send.is_some_and(|m| m.final_notice))),
+        ];
+        let sql = match expected_version {
+            None => {
+                params.extend([
+                    Param::from(&row.role),
+                    Param::from(&row.counter_party_id),
+                    Param::from(i64::from(send.is_some())),
+                    Param::from(send.map(|_| now + OUTBOX_LEASE_MS)),
+                ]);
                 format!(
                     "INSERT INTO {table} (id, role, state, peer_pid, counter_party_id, counter_party_address, body, \
                      last_received, last_answer, agreement_id, version, created_at, updated_at, \
                      out_url, out_message, out_final, out_attempts, out_next_at, out_lease, out_seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $11, $16, $17)"
-                ),
-                vec![
-                    Param::from(&row.id),
-                    Param::from(&row.role),
-                    Param::from(&row.state),
-                    Param::from(&row.peer_pid),
-                    Param::from(&row.counter_party_id),
-                    Param::from(&row.counter_party_address),
-                    Param::from(body),
-                    Param::from(&row.last_received),
-                    Param::from(answer),
-                    Param::from(&row.agreement_id),
-                    Param::from(now),
-                    out_url,
-                    Param::from(message_text),
-                    out_final,
-                    Param::from(i64::from(send.is_some())),
-                    Param::from(send.map(|_| now + OUTBOX_LEASE_MS)),
-                    Param::from(i64::from(send.is_some())),
-                ],
-            ),
-            Some(version) => Statement::new(
+                     VALUES ($1, $13, $2, $3, $14, $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $15, $9, $16, $15)"
+                )
+            }
+            Some(version) => {
+                params.extend([
+                    Param::from(version),
+                    Param::from(now + OUTBOX_LEASE_MS),
+                    Param::from(i64::from(clear)),
+                ]);
                 format!(
                     "UPDATE {table} SET state = $2, peer_pid = $3, counter_party_address = $4, body = $5, \
                      last_received = $6, last_answer = $7, agreement_id = $8, version = version + 1, updated_at = $9, \
-                     out_url = CASE WHEN $11 IS NOT NULL THEN $11 WHEN $15 = 1 THEN NULL ELSE out_url END, \
-                     out_message = CASE WHEN $11 IS NOT NULL THEN $12 WHEN $15 = 1 THEN NULL ELSE out_message END, \
-                     out_final = CASE WHEN $11 IS NOT NULL THEN $13 ELSE out_final END, \
-                     out_attempts = CASE WHEN $11 IS NOT NULL THEN 1 ELSE out_attempts END, \
-                     out_next_at = CASE WHEN $11 IS NOT NULL THEN $9 ELSE out_next_at END, \
-                     out_lease = CASE WHEN $11 IS NOT NULL THEN $14 WHEN $15 = 1 THEN NULL ELSE out_lease END, \
-                     out_seq = CASE WHEN $11 IS NOT NULL THEN $10 + 1 ELSE out_seq END \
-                     WHERE id = $1 AND version = $10"
-                ),
-                vec![
-                    Param::from(&row.id),
-                    Param::from(&row.state),
-                    Param::from(&row.peer_pid),
-                    Param::from(&row.counter_party_address),
-                    Param::from(body),
-                    Param::from(&row.last_received),
-                    Param::from(answer),
-                    Param::from(&row.agreement_id),
-                    Param::from(now),
-                    Param::from(version),
-                    out_url,
-                    Param::from(message_text),
-                    out_final,
-                    Param::from(now + OUTBOX_LEASE_MS),
-                    Param::from(i64::from(clear)),
-                ],
-            ),
+                     out_url = CASE WHEN $10 IS NOT NULL THEN $10 WHEN $15 = 1 THEN NULL ELSE out_url END, \
+                     out_message = CASE WHEN $10 IS NOT NULL THEN $11 WHEN $15 = 1 THEN NULL ELSE out_message END, \
+                     out_final = CASE WHEN $10 IS NOT NULL THEN $12 ELSE out_final END, \
+                     out_attempts = CASE WHEN $10 IS NOT NULL THEN 1 ELSE out_attempts END, \
+                     out_next_at = CASE WHEN $10 IS NOT NULL THEN $9 ELSE out_next_at END, \
+                     out_lease = CASE WHEN $10 IS NOT NULL THEN $14 WHEN $15 = 1 THEN NULL ELSE out_lease END, \
+                     out_seq = CASE WHEN $10 IS NOT NULL THEN $13 + 1 ELSE out_seq END \
+                     WHERE id = $1 AND version = $13"
+                )
+            }
         };
-        let affected = match self.write(Some(statement), audit.to_vec()).await {
+        let statement = Statement::new(sql, params);
+        let affected = match self.write(Some(statement), audit).await {
             Ok(affected) => affected,
             Err(error) if expected_version.is_none() && error.is_unique_violation() => {
                 return Err(StoreError::Conflict {
@@ -488,7 +477,7 @@ impl Store {
         agreement_id: &str,
         pulls: i64,
         bytes: i64,
-        audit: &[Event],
+        audit: Vec<Event>,
     ) -> Result<(), StoreError> {
         let statement = Statement::new(
             "INSERT INTO agreement_usage (agreement_id, pulls, bytes, updated_at) VALUES ($1, $2, $3, $4) \
@@ -496,7 +485,7 @@ impl Store {
              bytes = agreement_usage.bytes + excluded.bytes, updated_at = excluded.updated_at",
             vec![Param::from(agreement_id), Param::from(pulls), Param::from(bytes), Param::from(now_millis())],
         );
-        self.write(Some(statement), audit.to_vec()).await?;
+        self.write(Some(statement), audit).await?;
         Ok(())
     }
 

@@ -41,11 +41,7 @@ impl Readers {
             Some(connection) => connection,
             None => self.open()?,
         };
-        let answer = (|| -> Result<Option<T>, StoreError> {
-            let mut prepared = super::writer::prepare(&connection, statement)?;
-            let mut rows = prepared.raw_query();
-            Ok(rows.next()?.map(read).transpose()?)
-        })();
+        let answer = statement.first_row_on(&connection, read);
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < KEPT {
             idle.push(connection);

@@ -3,6 +3,8 @@
 
 use sqlx::{Database, Encode, Type};
 
+use super::StoreError;
+
 /// A statement's parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Param {
@@ -86,6 +88,9 @@ macro_rules! bind_all {
     };
 }
 
+/// Rows per multi-row insert: well inside both databases' limits on parameters per statement.
+const ROWS_PER_INSERT: usize = 256;
+
 /// SQL with `$N` placeholders and the value of each `$N` at `params[N - 1]`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Statement {
@@ -98,22 +103,21 @@ impl Statement {
         Statement { sql: sql.into(), params }
     }
 
-    /// How many rows [`Statement::push_row`] has added.
-    pub(crate) fn rows(&self) -> usize {
-        self.sql.matches("($").count()
-    }
-
-    /// Adds a row of values to a multi-row `INSERT ... VALUES ` statement.
-    pub(crate) fn push_row<const N: usize>(&mut self, values: [Param; N]) {
-        if !self.params.is_empty() {
-            self.sql.push_str(", ");
+    /// Multi-row inserts `head` (`INSERT INTO t (...) VALUES `) of `rows`, at most [`ROWS_PER_INSERT`] rows each.
+    pub(crate) fn inserts<const N: usize>(head: &str, rows: Vec<[Param; N]>) -> Vec<Statement> {
+        let mut statements = Vec::new();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut statement = Statement::new(head, Vec::new());
+            for (i, row) in rows.by_ref().take(ROWS_PER_INSERT).enumerate() {
+                let first = statement.params.len();
+                let placeholders: Vec<String> = (1..=N).map(|k| format!("${}", first + k)).collect();
+                statement.sql.push_str(&format!("{}({})", if i == 0 { "" } else { ", " }, placeholders.join(", ")));
+                statement.params.extend(row);
+            }
+            statements.push(statement);
         }
-        let first = self.params.len();
-        let placeholders: Vec<String> = (1..=N).map(|i| format!("${}", first + i)).collect();
-        self.sql.push('(');
-        self.sql.push_str(&placeholders.join(", "));
-        self.sql.push(')');
-        self.params.extend(values);
+        statements
     }
 
     /// The statement as a sqlx query of either backend.
@@ -135,5 +139,33 @@ impl Statement {
         for<'t> &'t [u8]: Encode<'t, DB> + Type<DB>,
     {
         bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(self.sql.clone())), &self.params)
+    }
+
+    /// Runs the statement on a SQLite connection (rusqlite); answers the rows it changed.
+    pub(crate) fn execute_on(&self, db: &rusqlite::Connection) -> Result<u64, StoreError> {
+        Ok(self.prepare_on(db)?.raw_execute()? as u64)
+    }
+
+    /// The first row the statement answers on a SQLite connection (rusqlite), read with `read`.
+    pub(crate) fn first_row_on<T>(
+        &self,
+        db: &rusqlite::Connection,
+        read: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut prepared = self.prepare_on(db)?;
+        let mut rows = prepared.raw_query();
+        Ok(rows.next()?.map(read).transpose()?)
+    }
+
+    /// The statement prepared (from the connection's cache) with its values bound. SQLite numbers `$N` parameters in
+    /// order of first appearance, not by `N`, so each value is bound by its parameter's name.
+    fn prepare_on<'db>(&self, db: &'db rusqlite::Connection) -> Result<rusqlite::CachedStatement<'db>, StoreError> {
+        let mut prepared = db.prepare_cached(&self.sql)?;
+        for (i, value) in self.params.iter().enumerate() {
+            if let Some(index) = prepared.parameter_index(&format!("${}", i + 1))? {
+                prepared.raw_bind_parameter(index, value)?;
+            }
+        }
+        Ok(prepared)
     }
 }

@@ -18,7 +18,6 @@ use sqlx::SqlitePool;
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::statement::Statement;
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -172,39 +171,6 @@ fn run_batch(db: &mut rusqlite::Connection, batch: &mut [Box<dyn Job>]) -> rusql
         job.run_alone(&mut transaction);
     }
     transaction.commit()
-}
-
-/// Runs a statement; answers the rows it changed.
-pub(crate) fn execute(db: &rusqlite::Connection, statement: &Statement) -> Result<u64, StoreError> {
-    let mut prepared = prepare(db, statement)?;
-    Ok(prepared.raw_execute()? as u64)
-}
-
-/// Runs a statement that answers one row (`RETURNING`), read with `read`.
-pub(crate) fn query_row<T>(
-    db: &rusqlite::Connection,
-    statement: &Statement,
-    read: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<T, StoreError> {
-    let mut prepared = prepare(db, statement)?;
-    let mut rows = prepared.raw_query();
-    let row = rows.next()?.ok_or_else(|| StoreError::Writer(format!("no row from `{}`", statement.sql)))?;
-    Ok(read(row)?)
-}
-
-/// The statement prepared (from the cache) with its values bound. SQLite numbers `$N` parameters in order of first
-/// appearance, not by `N`, so each value is bound by its parameter's name.
-pub(crate) fn prepare<'db>(
-    db: &'db rusqlite::Connection,
-    statement: &Statement,
-) -> Result<rusqlite::CachedStatement<'db>, StoreError> {
-    let mut prepared = db.prepare_cached(&statement.sql)?;
-    for (i, value) in statement.params.iter().enumerate() {
-        if let Some(index) = prepared.parameter_index(&format!("${}", i + 1))? {
-            prepared.raw_bind_parameter(index, value)?;
-        }
-    }
-    Ok(prepared)
 }
 
 #[cfg(test)]
