@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::net::TcpListener;
 
 mod support;
-use support::{percentile, rss_mb};
+use support::{cpu_seconds, percentile, rss_mb};
 use tokio::sync::Semaphore;
 
 fn env(name: &str, default: usize) -> usize {
@@ -32,14 +32,16 @@ async fn connector(dir: &std::path::Path) -> RunningConnector {
     hanse::server::start_on(config, public, management).await.unwrap()
 }
 
-fn report(name: &str, n: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> f64 {
+/// Prints a run's figures; `cpu` is the process's CPU time (both sides, all threads) the run used, in seconds.
+fn report(name: &str, n: usize, elapsed: Duration, cpu: f64, mut latencies: Vec<Duration>) -> f64 {
     latencies.sort();
     let rate = n as f64 / elapsed.as_secs_f64();
     println!(
-        "{name:<28} {n} in {:.2} s: {rate:>7.0} negotiations/s, latency p50 {:.1} ms, p99 {:.1} ms",
+        "{name:<28} {n} in {:.2} s: {rate:>7.0} negotiations/s, latency p50 {:.1} ms, p99 {:.1} ms, CPU {:.2} ms per negotiation",
         elapsed.as_secs_f64(),
         percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99)
+        percentile(&latencies, 0.99),
+        cpu * 1000.0 / n as f64
     );
     rate
 }
@@ -55,7 +57,7 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
     let mut events = c.negotiation_events.subscribe();
     let permits = Arc::new(Semaphore::new(in_flight));
     let started_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
-    let begin = Instant::now();
+    let (begin, cpu) = (Instant::now(), cpu_seconds());
     let starter = {
         let (c, permits, started_at, offer) = (c.clone(), permits.clone(), started_at.clone(), offer.clone());
         let provider_address = format!("{}/protocol/2025-1", provider.public_url());
@@ -109,7 +111,7 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
     starter.await.unwrap();
     let elapsed = begin.elapsed();
     assert_eq!(terminated, 0, "negotiations terminated during the benchmark");
-    let rate = report("hanse (DSP, SQLite)", n, elapsed, latencies);
+    let rate = report("hanse (DSP, SQLite)", n, elapsed, cpu_seconds() - cpu, latencies);
     provider.shutdown().await;
     consumer.shutdown().await;
     rate
@@ -152,7 +154,7 @@ async fn bare_run(n: usize, in_flight: usize) -> f64 {
     let client = reqwest::Client::new();
     let body = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "ContractRequestMessage", "offer": {"@id": "x", "permission": [{"action": "use"}]}}).to_string();
     let permits = Arc::new(Semaphore::new(in_flight));
-    let begin = Instant::now();
+    let (begin, cpu) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let permit = permits.clone().acquire_owned().await.unwrap();
@@ -188,7 +190,8 @@ async fn bare_run(n: usize, in_flight: usize) -> f64 {
     for task in tasks {
         latencies.push(task.await.unwrap());
     }
-    report("bare bound (axum + sqlx)", n, begin.elapsed(), latencies)
+    let elapsed = begin.elapsed();
+    report("bare bound (axum + sqlx)", n, elapsed, cpu_seconds() - cpu, latencies)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
