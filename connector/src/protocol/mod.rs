@@ -11,13 +11,18 @@ pub mod transfer;
 use axum::Router;
 use axum::routing::{get, post};
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 
 use crate::server::{Shared, health_routes};
 
 /// The DSP 2025-1 base path.
 pub const BASE: &str = "/protocol/2025-1";
 
-/// The public router. Answers are gzip-compressed when the client asks.
+/// Answers smaller than this go uncompressed: a DSP process message or acknowledgement gains a few hundred bytes from
+/// gzip and costs a compressor's set-up on both ends; catalogue pages and credentials are compressed.
+const COMPRESS_ABOVE: u16 = 1024;
+
+/// The public router. Answers of more than [`COMPRESS_ABOVE`] bytes are gzip-compressed when the client asks.
 pub fn router(state: Shared) -> Router {
     let mut router = Router::new();
     // A DID with path segments (`did:web:host:units:lab`) is served at `/units/lab/did.json` as well.
@@ -58,7 +63,11 @@ pub fn router(state: Shared) -> Router {
         .route(&format!("{BASE}/transfers/{{pid}}/completion"), post(transfer::completion))
         .route(&format!("{BASE}/transfers/{{pid}}/suspension"), post(transfer::suspension))
         .route(&format!("{BASE}/transfers/{{pid}}/termination"), post(transfer::termination))
-        .layer(CompressionLayer::new().gzip(true))
+        .layer(
+            CompressionLayer::new().gzip(true).compress_when(
+                SizeAbove::new(COMPRESS_ABOVE).and(NotForContentType::IMAGES).and(NotForContentType::SSE),
+            ),
+        )
         // The data plane streams without compression: lengths, ranges and digests refer to the bytes as stored.
         .merge(crate::dataplane::routes())
         .merge(crate::compute::routes())
