@@ -300,6 +300,73 @@ async fn a_replayed_token_is_refused_even_after_a_restart() {
     }
 }
 
+/// A DSP message posted to the provider's `path` with `authorization` as it is.
+async fn dsp_with(provider: &TestConnector, path: &str, authorization: &str, body: &Value) -> Answer {
+    let response = reqwest::Client::new()
+        .post(format!("{}/protocol/2025-1{path}", provider.public_url()))
+        .header("Authorization", authorization)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    Answer { status, headers: response.headers().clone(), body: response.json().await.unwrap_or(Value::Null) }
+}
+
+/// The token of a negotiation message is recorded in the transaction of the change the message makes: a replay of it
+/// carrying another message, or the same one, changes nothing and is told 404. A token spent on a refused message
+/// is spent too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_carried_a_negotiation_message_carries_no_other() {
+    for backend in backends() {
+        let (provider, participant) = provider_and_participant(backend).await;
+        let api = management_of(&provider);
+        let catalog = catalogue_with(&provider, Some(participant.authorization(provider.participant_id()))).await;
+        let mut offer = catalog.body["dataset"][0]["hasPolicy"][0].clone();
+        offer["target"] = json!(OPEN_DATASET);
+        let request = |consumer_pid: &str| {
+            dsp_message(
+                "ContractRequestMessage",
+                json!({"consumerPid": consumer_pid, "offer": offer, "callbackAddress": format!("{}/protocol/2025-1", participant.url)}),
+            )
+        };
+        let negotiations = async || api.post("/management/v3/contractnegotiations/request", &json!({})).await.body;
+
+        let token = participant.authorization(provider.participant_id());
+        let created = dsp_with(&provider, "/negotiations/request", &token, &request("urn:uuid:c1")).await;
+        assert_eq!(created.status, 201, "{backend:?}: {:#}", created.body);
+        let replayed = dsp_with(&provider, "/negotiations/request", &token, &request("urn:uuid:c2")).await;
+        assert_eq!(replayed.status, 404, "{backend:?}: {:#}", replayed.body);
+        assert_valid_dsp(&replayed.body);
+        let same_again = dsp_with(&provider, "/negotiations/request", &token, &request("urn:uuid:c1")).await;
+        assert_eq!(same_again.status, 404, "{backend:?}: a replay is not a redelivery");
+        assert_eq!(negotiations().await.as_array().unwrap().len(), 1, "{backend:?}");
+        // A redelivery with a fresh token gets the first answer.
+        let fresh = participant.authorization(provider.participant_id());
+        let redelivered = dsp_with(&provider, "/negotiations/request", &fresh, &request("urn:uuid:c1")).await;
+        assert_eq!((redelivered.status, &redelivered.body), (201, &created.body), "{backend:?}");
+
+        // A token spent on a message that was refused cannot carry a legal one.
+        let provider_pid = created.body["providerPid"].as_str().unwrap();
+        let termination = dsp_message(
+            "ContractNegotiationTerminationMessage",
+            json!({"providerPid": provider_pid, "consumerPid": "urn:uuid:c1", "code": "withdrawn"}),
+        );
+        let spent = participant.authorization(provider.participant_id());
+        let path = format!("/negotiations/{provider_pid}/termination");
+        let wrong = dsp_with(&provider, &path, &spent, &request("urn:uuid:c1")).await;
+        assert_eq!(wrong.status, 400, "{backend:?}: {:#}", wrong.body);
+        assert_eq!(dsp_with(&provider, &path, &spent, &termination).await.status, 404, "{backend:?}");
+        let state = api.get(&format!("/management/v3/contractnegotiations/{provider_pid}")).await.body["state"].clone();
+        assert_ne!(state, "TERMINATED", "{backend:?}");
+        let fresh = participant.authorization(provider.participant_id());
+        assert_eq!(dsp_with(&provider, &path, &fresh, &termination).await.status, 200, "{backend:?}");
+        let state = api.get(&format!("/management/v3/contractnegotiations/{provider_pid}")).await.body["state"].clone();
+        assert_eq!(state, "TERMINATED", "{backend:?}");
+        provider.running.shutdown().await;
+    }
+}
+
 // ---- Credentials: only a valid membership from a trusted issuer opens the members' dataset ----
 
 /// An issuer, a provider trusting it, and a holder without credentials.

@@ -31,7 +31,7 @@ use self::did::{DidDocument, Resolver};
 use self::jose::Object;
 use self::keys::KeyRing;
 pub use self::token::{TokenError, Verified};
-use crate::store::{HeldCredential, Store, StoreError};
+use crate::store::{HeldCredential, Store, StoreError, TokenUse};
 
 /// A requester's verified claims and the credential types they were proven with.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -120,10 +120,17 @@ impl Identity {
 
     /// Verifies the self-issued token of an incoming request. The reason of a failure is for the log only.
     pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Verified, TokenError> {
+        let (verified, token_use) = self.check_request(headers).await?;
+        token::record(&self.store, &token_use).await?;
+        Ok(verified)
+    }
+
+    /// [`verify_request`](Self::verify_request) without recording the token's id: the caller records it before it
+    /// acts on the request ([`token::check`]).
+    pub async fn check_request(&self, headers: &HeaderMap) -> Result<(Verified, TokenUse), TokenError> {
         // A header that is not visible ASCII reads as empty: malformed.
         let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
-        let bearer = token::bearer(header)?;
-        token::verify(bearer, self.did(), &self.resolver, &self.store, Utc::now()).await
+        token::check(token::bearer(header)?, self.did(), &self.resolver, Utc::now()).await
     }
 
     /// Our DID document as the public listener serves it.

@@ -9,7 +9,7 @@ use serde_json::{Value as Json, json};
 use super::did::{self, KeyLookupError, Resolver};
 use super::jose;
 use super::keys::KeyRing;
-use crate::store::Store;
+use crate::store::{Store, TokenUse};
 
 /// How long a token we issue is valid, and the longest lifetime we accept.
 pub const TOKEN_LIFETIME_SECONDS: i64 = 300;
@@ -68,7 +68,8 @@ pub fn issue(keys: &KeyRing, audience: &str, now: DateTime<Utc>) -> String {
         "iat": iat,
         "nbf": iat,
         "exp": iat + TOKEN_LIFETIME_SECONDS,
-        "jti": uuid::Uuid::new_v4().to_string(),
+        // Time-ordered, so that the receiver's replay cache grows at its end.
+        "jti": uuid::Uuid::now_v7().to_string(),
     });
     keys.sign("JWT", &[], &payload)
 }
@@ -101,6 +102,28 @@ pub async fn verify(
     store: &Store,
     now: DateTime<Utc>,
 ) -> Result<Verified, TokenError> {
+    let (verified, token_use) = check(token, us, resolver, now).await?;
+    record(store, &token_use).await?;
+    Ok(verified)
+}
+
+/// Records a checked token's id in the replay cache: `Replayed` when it was used before.
+pub async fn record(store: &Store, token_use: &TokenUse) -> Result<(), TokenError> {
+    match store.remember_token(token_use).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(TokenError::Replayed),
+        Err(error) => Err(TokenError::Store(error.to_string())),
+    }
+}
+
+/// [`verify`] but for the replay cache: answers the token's id, which the caller records before it acts on the
+/// request — in the transaction of the change the request makes, or with [`record`].
+pub async fn check(
+    token: &str,
+    us: &str,
+    resolver: &Resolver,
+    now: DateTime<Utc>,
+) -> Result<(Verified, TokenUse), TokenError> {
     let (header, claims) = jose::peek(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
     let alg = header.get("alg").and_then(Json::as_str).unwrap_or_default();
     if !ALGORITHMS.contains(&alg) {
@@ -144,12 +167,7 @@ pub async fn verify(
         KeyLookupError::NotListed(kid) => TokenError::UnknownKey(kid),
     })?;
     jose::verify(token, &method.jwk).map_err(|e| TokenError::Signature(e.to_string()))?;
-    let remember_until = (exp + CLOCK_SKEW_SECONDS) * 1000;
-    match store.remember_token(&format!("{iss} {jti}"), remember_until).await {
-        Ok(true) => {}
-        Ok(false) => return Err(TokenError::Replayed),
-        Err(error) => return Err(TokenError::Store(error.to_string())),
-    }
+    let token_use = TokenUse { key: format!("{iss} {jti}"), expires_at: (exp + CLOCK_SKEW_SECONDS) * 1000 };
     let expires_at = DateTime::from_timestamp(exp, 0).unwrap_or(now);
-    Ok(Verified { participant: iss.to_owned(), expires_at })
+    Ok((Verified { participant: iss.to_owned(), expires_at }, token_use))
 }

@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::identity::{Claims, Verified};
 use crate::process::{Answer, ProcessError, digest, new_pid, now_rfc3339};
 use crate::server::Connector;
-use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, StoreError};
+use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, StoreError, TokenUse};
 use machine::{Message, Role, State};
 
 /// The Hanse extension member a consumer declares its purpose in (a `ContractRequestMessage` member).
@@ -518,10 +518,13 @@ fn check_fields(kind: Message, message: &Json, initial: bool) -> Result<(), Proc
 }
 
 /// Applies a message from `requester`. `local_pid` is the negotiation the URL names (`None` for the two messages that
-/// start one: `POST /negotiations/request` on a provider, `POST /negotiations/offers` on a consumer).
+/// start one: `POST /negotiations/request` on a provider, `POST /negotiations/offers` on a consumer). The id of the
+/// token that carried the message is recorded with the change it makes (and taken out of `token_use`); a message
+/// that changes nothing leaves it to the caller.
 pub async fn receive(
     connector: &Connector,
     verified: &Verified,
+    token_use: &mut Option<TokenUse>,
     local_pid: Option<&str>,
     message: Json,
 ) -> Result<Answer, ProcessError> {
@@ -656,10 +659,12 @@ pub async fn receive(
             &negotiation.row,
             Some(&message_digest),
             outgoing,
+            token_use.as_ref(),
         )
         .await
         {
             Ok(Some(handed)) => {
+                *token_use = None;
                 connector.dispatcher.hand(handed);
                 let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
                 tracing::info!(negotiation = %negotiation.row.id, role = role.name(), message = kind.label(), state = negotiation.state.name(), "negotiation message applied");
@@ -742,6 +747,7 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, P
         &negotiation.row,
         None,
         Outgoing::Send(&request),
+        None,
     )
     .await?
     .flatten();
@@ -821,9 +827,16 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
             next.row.agreement_id = next.details.agreement_id.clone();
         }
         let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
-        if let Some(handed) =
-            crate::process::write(&connector.store, ProcessKind::Negotiation, Some(&before), &next.row, None, outgoing)
-                .await?
+        if let Some(handed) = crate::process::write(
+            &connector.store,
+            ProcessKind::Negotiation,
+            Some(&before),
+            &next.row,
+            None,
+            outgoing,
+            None,
+        )
+        .await?
         {
             connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
@@ -858,9 +871,16 @@ pub async fn terminate_after_failure(
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
         let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
-        if let Some(handed) =
-            crate::process::write(&connector.store, ProcessKind::Negotiation, Some(&before), &next.row, None, outgoing)
-                .await?
+        if let Some(handed) = crate::process::write(
+            &connector.store,
+            ProcessKind::Negotiation,
+            Some(&before),
+            &next.row,
+            None,
+            outgoing,
+            None,
+        )
+        .await?
         {
             connector.dispatcher.hand(handed);
             let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));

@@ -17,9 +17,16 @@ use crate::negotiation;
 use crate::server::Shared;
 
 async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: &str, body: Bytes) -> Response {
-    process::handle(&state, &headers, DspArea::Negotiation, &[expected], &body, async |requester, message| {
-        negotiation::receive(&state, requester, pid.as_deref(), message).await
-    })
+    process::handle(
+        &state,
+        &headers,
+        DspArea::Negotiation,
+        &[expected],
+        &body,
+        async |requester, token_use, message| {
+            negotiation::receive(&state, requester, token_use, pid.as_deref(), message).await
+        },
+    )
     .await
 }
 

@@ -17,7 +17,10 @@ use crate::server::Shared;
 use crate::transfer::{self, machine::Message};
 
 async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: Message, body: Bytes) -> Response {
-    process::handle(&state, &headers, DspArea::Transfer, &[expected.type_name()], &body, async |requester, message| {
+    let expected = [expected.type_name()];
+    process::handle(&state, &headers, DspArea::Transfer, &expected, &body, async |requester, token_use, message| {
+        // A transfer message may start data moving before its write: its token's id is recorded first.
+        process::record_first(&state, token_use).await?;
         transfer::receive(&state, requester, pid.as_deref(), message).await
     })
     .await

@@ -178,7 +178,7 @@ const ENTRY_COLUMNS: &str = "seq, at, type, entry, root";
 impl Store {
     /// Appends events on their own (a change the log records that writes nothing else, such as a refused request).
     pub async fn append_audit(&self, events: &[Event]) -> Result<(), StoreError> {
-        self.write(None, events.to_vec()).await.map(|_| ())
+        self.write(None, events.to_vec(), None).await.map(|_| ())
     }
 
     /// The log's size and the perfect blocks of its tree.

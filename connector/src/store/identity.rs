@@ -33,14 +33,29 @@ pub struct IssuedCredential {
     pub revoked_at: Option<i64>,
 }
 
-impl Store {
-    /// Records a token id until `expires_at` (milliseconds); `false` when it was seen before (a replay).
-    pub async fn remember_token(&self, key: &str, expires_at: i64) -> Result<bool, StoreError> {
-        let statement = Statement::new(
+/// A verified token's id (issuer and `jti`) for the replay cache, kept until `expires_at` (milliseconds). A DSP message
+/// that changes a process records it in the transaction of that change ([`Store::write_process`]); any other use
+/// records it on its own ([`Store::remember_token`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenUse {
+    pub key: String,
+    pub expires_at: i64,
+}
+
+impl TokenUse {
+    /// Inserts the id; changes no row when it was recorded before (a replay).
+    pub(crate) fn statement(&self) -> Statement {
+        Statement::new(
             "INSERT INTO token_ids (token_key, expires_at) VALUES ($1, $2) ON CONFLICT (token_key) DO NOTHING",
-            vec![Param::from(key), Param::from(expires_at)],
-        );
-        let inserted = self.write(Some(statement), Vec::new()).await?;
+            vec![Param::from(&self.key), Param::from(self.expires_at)],
+        )
+    }
+}
+
+impl Store {
+    /// Records a token id; `false` when it was seen before (a replay).
+    pub async fn remember_token(&self, token: &TokenUse) -> Result<bool, StoreError> {
+        let inserted = self.write(Some(token.statement()), Vec::new(), None).await?;
         Ok(inserted == 1)
     }
 

@@ -25,7 +25,7 @@ mod writer;
 
 pub use audit::{AuditEntry, AuditFilter, SignedHead, Witnessed};
 pub use documents::{Document, DocumentKind};
-pub use identity::{HeldCredential, IssuedCredential};
+pub use identity::{HeldCredential, IssuedCredential, TokenUse};
 pub use jobs::JobRow;
 pub use peers::PeerRow;
 pub use processes::{
@@ -79,6 +79,9 @@ pub enum StoreError {
     /// The SQLite writer thread could not run or commit a write.
     #[error("database write failed: {0}")]
     Writer(String),
+    /// The token that came with a write was used before: the write was not made.
+    #[error("the token id was used before (replay)")]
+    Replayed,
 }
 
 impl StoreError {
@@ -195,6 +198,9 @@ impl Store {
                 // Savepoints journal the pages they change; in memory rather than in a temporary file.
                 .pragma("temp_store", "memory")
                 .synchronous(SqliteSynchronous::Normal)
+                // The WAL is copied back into the database every WAL_AUTOCHECKPOINT pages rather than SQLite's 1 000:
+                // a page changed by many commits is copied (and synced) once per checkpoint.
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             if let Some(parent) = Path::new(connect.get_filename()).parent()
@@ -236,19 +242,25 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `statement` (if any) and appends `audit` — when there is no statement, or it changed a row — in one
-    /// transaction; answers the rows the statement changed. On SQLite it joins the writer thread's next batch.
+    /// Runs `statement` (if any) and, when there is no statement or it changed a row, records `token` and appends
+    /// `audit`, in one transaction; answers the rows the statement changed. A token seen before fails the whole write
+    /// with [`StoreError::Replayed`]. On SQLite it joins the writer thread's next batch.
     pub(crate) async fn write(
         &self,
         statement: Option<statement::Statement>,
         audit: Vec<crate::audit::Event>,
+        token: Option<&TokenUse>,
     ) -> Result<u64, StoreError> {
+        let token = token.map(TokenUse::statement);
         let pool = match (&self.hot, &self.backend) {
             (Some(hot), _) => {
                 return hot
                     .run(move |db| {
                         let changed = statement.as_ref().map(|s| s.execute_on(db)).transpose()?;
                         if changed != Some(0) {
+                            if token.as_ref().map(|t| t.execute_on(db)).transpose()? == Some(0) {
+                                return Err(StoreError::Replayed);
+                            }
                             audit::append_on_writer(db, &audit)?;
                         }
                         Ok(changed.unwrap_or(0))
@@ -258,7 +270,7 @@ impl Store {
             (None, Backend::Postgres(pool)) => pool,
             (None, Backend::Sqlite(_)) => unreachable!("a SQLite store has a writer thread"),
         };
-        if audit.is_empty() {
+        if audit.is_empty() && token.is_none() {
             let Some(statement) = statement else { return Ok(0) };
             return Ok(statement.query().execute(pool).await?.rows_affected());
         }
@@ -268,6 +280,11 @@ impl Store {
             None => None,
         };
         if changed != Some(0) {
+            if let Some(token) = &token
+                && token.query().execute(&mut *tx).await?.rows_affected() == 0
+            {
+                return Err(StoreError::Replayed);
+            }
             audit::Append::append(&mut *tx, &audit).await?;
         }
         tx.commit().await?;
@@ -293,6 +310,9 @@ impl Store {
         with_pool!(self, pool => pool.close().await);
     }
 }
+
+/// SQLite's WAL checkpoints after this many pages (4 KiB each): at most about 40 MB of WAL.
+const WAL_AUTOCHECKPOINT: u32 = 10_000;
 
 pub(crate) fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::FromRow;
 
 use super::statement::{Param, Statement};
-use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
+use super::{Store, StoreError, TokenUse, now_millis, parse_body, with_pool, with_writer};
 use crate::audit::Event;
 
 /// Which kind of DSP process (and so which table).
@@ -244,9 +244,10 @@ impl Store {
     }
 
     /// Writes a process — new (`expected_version` `None`) or replacing `expected_version` — what becomes of its
-    /// outgoing message, and the audit entries of the change, in one transaction. `Ok(None)`: someone else changed it first (the caller retries);
-    /// `Conflict`: a new process clashes with an existing one. `Ok(Some(message))`: committed; a sent message comes
-    /// back leased to this process, to be delivered at once.
+    /// outgoing message, the audit entries of the change, and the id of the token that carried the message causing
+    /// it (if any), in one transaction. `Ok(None)`: someone else changed it first (the caller retries; nothing was
+    /// recorded); `Conflict`: a new process clashes with an existing one; `Replayed`: the token was used before.
+    /// `Ok(Some(message))`: committed; a sent message comes back leased to this process, to be delivered at once.
     pub async fn write_process(
         &self,
         kind: ProcessKind,
@@ -254,6 +255,7 @@ impl Store {
         expected_version: Option<i64>,
         outgoing: Outgoing<'_>,
         audit: Vec<Event>,
+        token: Option<&TokenUse>,
     ) -> Result<Option<Option<ClaimedMessage>>, StoreError> {
         let now = now_millis();
         let body = row.body.to_string();
@@ -316,7 +318,7 @@ impl Store {
             }
         };
         let statement = Statement::new(sql, params);
-        let affected = match self.write(Some(statement), audit).await {
+        let affected = match self.write(Some(statement), audit, token).await {
             Ok(affected) => affected,
             Err(error) if expected_version.is_none() && error.is_unique_violation() => {
                 return Err(StoreError::Conflict {
@@ -401,7 +403,7 @@ impl Store {
             ),
             vec![Param::from(&message.process_id), Param::from(message.seq), Param::from(peer_pid)],
         );
-        self.write(Some(statement), Vec::new()).await?;
+        self.write(Some(statement), Vec::new(), None).await?;
         Ok(())
     }
 
@@ -412,7 +414,7 @@ impl Store {
             format!("UPDATE {table} SET out_next_at = $3, out_lease = NULL WHERE id = $1 AND out_seq = $2"),
             vec![Param::from(&message.process_id), Param::from(message.seq), Param::from(next_attempt_at)],
         );
-        self.write(Some(statement), Vec::new()).await?;
+        self.write(Some(statement), Vec::new(), None).await?;
         Ok(())
     }
 
@@ -485,7 +487,7 @@ impl Store {
              bytes = agreement_usage.bytes + excluded.bytes, updated_at = excluded.updated_at",
             vec![Param::from(agreement_id), Param::from(pulls), Param::from(bytes), Param::from(now_millis())],
         );
-        self.write(Some(statement), audit).await?;
+        self.write(Some(statement), audit, None).await?;
         Ok(())
     }
 

@@ -176,7 +176,11 @@ fn run_batch(db: &mut rusqlite::Connection, batch: &mut [Box<dyn Job>]) -> rusql
 #[cfg(test)]
 mod tests {
     use super::super::statement::{Param, Statement};
-    use super::super::{Store, StoreOptions};
+    use super::super::{Store, StoreOptions, TokenUse};
+
+    fn use_of(key: &str) -> TokenUse {
+        TokenUse { key: key.to_owned(), expires_at: i64::MAX }
+    }
 
     fn token(key: &str) -> Statement {
         Statement::new(
@@ -191,12 +195,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("hanse.db").display());
         let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
-        store.write(Some(token("taken")), Vec::new()).await.unwrap();
+        store.write(Some(token("taken")), Vec::new(), None).await.unwrap();
         let writes: Vec<_> = (0..40)
             .map(|i| {
                 let store = store.clone();
                 let key = if i == 17 { "taken".to_owned() } else { format!("fresh-{i}") };
-                tokio::spawn(async move { store.write(Some(token(&key)), Vec::new()).await })
+                tokio::spawn(async move { store.write(Some(token(&key)), Vec::new(), None).await })
             })
             .collect();
         for (i, write) in writes.into_iter().enumerate() {
@@ -206,8 +210,8 @@ mod tests {
             }
         }
         for i in (0..40).filter(|i| *i != 17) {
-            assert!(!store.remember_token(&format!("fresh-{i}"), i64::MAX).await.unwrap(), "fresh-{i} was lost");
+            assert!(!store.remember_token(&use_of(&format!("fresh-{i}"))).await.unwrap(), "fresh-{i} was lost");
         }
-        assert!(store.remember_token("fresh-17", i64::MAX).await.unwrap());
+        assert!(store.remember_token(&use_of("fresh-17")).await.unwrap());
     }
 }

@@ -407,8 +407,16 @@ async fn write(
 ) -> Result<bool, ProcessError> {
     transfer.stamp();
     let outgoing = outbox.last().map_or(otherwise, Outgoing::Send);
-    match crate::process::write(&connector.store, ProcessKind::Transfer, before, &transfer.row, received, outgoing)
-        .await?
+    match crate::process::write(
+        &connector.store,
+        ProcessKind::Transfer,
+        before,
+        &transfer.row,
+        received,
+        outgoing,
+        None,
+    )
+    .await?
     {
         Some(handed) => {
             connector.dispatcher.hand(handed);
