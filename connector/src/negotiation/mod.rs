@@ -827,24 +827,31 @@ pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> R
             next.row.agreement_id = next.details.agreement_id.clone();
         }
         let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
-        if let Some(handed) = crate::process::write(
-            &connector.store,
-            ProcessKind::Negotiation,
-            Some(&before),
-            &next.row,
-            None,
-            outgoing,
-            None,
-        )
-        .await?
-        {
-            connector.dispatcher.hand(handed);
-            let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
+        if write_own(connector, &before, &next, outgoing).await? {
             tracing::info!(negotiation = id, call, state = next.state.name(), "operator call applied");
             return get(connector, id).await;
         }
     }
     Err(BUSY)
+}
+
+/// Writes a change this side makes on its own (no message received) from `before` to `next`; once written, hands its
+/// message to the dispatcher and announces the state. `false`: the negotiation changed meanwhile (the caller retries).
+async fn write_own(
+    connector: &Connector,
+    before: &ProcessRow,
+    next: &Negotiation,
+    outgoing: Outgoing<'_>,
+) -> Result<bool, ProcessError> {
+    let kind = ProcessKind::Negotiation;
+    let Some(handed) =
+        crate::process::write(&connector.store, kind, Some(before), &next.row, None, outgoing, None).await?
+    else {
+        return Ok(false);
+    };
+    connector.dispatcher.hand(handed);
+    let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
+    Ok(true)
 }
 
 /// Terminates a negotiation on this side after a delivery failure, and tells the peer once if it can.
@@ -871,19 +878,7 @@ pub async fn terminate_after_failure(
         next.row.state = next.state.name().into();
         next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
         let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
-        if let Some(handed) = crate::process::write(
-            &connector.store,
-            ProcessKind::Negotiation,
-            Some(&before),
-            &next.row,
-            None,
-            outgoing,
-            None,
-        )
-        .await?
-        {
-            connector.dispatcher.hand(handed);
-            let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
+        if write_own(connector, &before, &next, outgoing).await? {
             tracing::warn!(negotiation = id, reason, "negotiation terminated after a delivery failure");
             return Ok(());
         }

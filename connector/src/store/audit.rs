@@ -85,11 +85,26 @@ pub(crate) fn take_head(count: usize) -> Statement {
     )
 }
 
-/// The statements that append `events`, given the head [`take_head`] answered: the entries (each with the root once it
-/// is appended), the receipts they owe, the new perfect-subtree hashes and the new frontier.
-pub(crate) fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<Vec<Statement>, StoreError> {
-    let start = size as u64 - events.len() as u64;
-    let mut frontier = Frontier::from_bytes(start, frontier)
+/// Sets the head row to `size` entries with `frontier`.
+fn put_head(size: Option<i64>, frontier: Vec<u8>) -> Statement {
+    match size {
+        Some(size) => Statement::new(
+            "UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1",
+            vec![Param::from(size), Param::from(frontier)],
+        ),
+        None => Statement::new("UPDATE audit_head SET frontier = $1 WHERE id = 1", vec![Param::from(frontier)]),
+    }
+}
+
+/// The statements that append `events` to a log of `size` entries whose frontier is `frontier`: the entries (each
+/// with the root once it is appended), the receipts they owe and the new perfect-subtree hashes; and the frontier
+/// after them, which the caller writes to the head row.
+pub(crate) fn append_statements(
+    events: &[Event],
+    size: i64,
+    frontier: &[u8],
+) -> Result<(Vec<Statement>, Vec<u8>), StoreError> {
+    let mut frontier = Frontier::from_bytes(size as u64, frontier)
         .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))?;
     let at = now_millis();
     let (mut nodes, mut entries, mut receipts) = (Vec::new(), Vec::new(), Vec::new());
@@ -122,11 +137,7 @@ pub(crate) fn append_statements(events: &[Event], size: i64, frontier: &[u8]) ->
     );
     statements.extend(receipts);
     statements.extend(Statement::inserts("INSERT INTO audit_nodes (id, hash) VALUES ", nodes));
-    statements.push(Statement::new(
-        "UPDATE audit_head SET frontier = $1 WHERE id = 1",
-        vec![Param::from(frontier.to_bytes())],
-    ));
-    Ok(statements)
+    Ok((statements, frontier.to_bytes()))
 }
 
 /// Appends events to the audit log inside an open transaction: the connection types of both backends.
@@ -144,7 +155,8 @@ macro_rules! append_on {
                 }
                 let head = take_head(events.len()).query().fetch_one(&mut *self).await?;
                 let (size, frontier): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
-                for statement in &append_statements(events, size, &frontier)? {
+                let (statements, frontier) = append_statements(events, size - events.len() as i64, &frontier)?;
+                for statement in statements.iter().chain([&put_head(None, frontier)]) {
                     statement.query().execute(&mut *self).await?;
                 }
                 Ok(())
@@ -155,17 +167,43 @@ macro_rules! append_on {
 append_on!(SqliteConnection);
 append_on!(PgConnection);
 
-/// Appends `events` on the SQLite writer, inside its transaction.
-pub(crate) fn append_on_writer(db: &rusqlite::Connection, events: &[Event]) -> Result<(), StoreError> {
+/// The audit head as the SQLite writer's current batch leaves it: read from the head row at the batch's first
+/// append, advanced in memory by every append after it, and written back once, before the batch commits. (The writer
+/// holds SQLite's one write lock for the whole batch, so nobody else appends meanwhile.)
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BatchHead(Option<(i64, Vec<u8>)>);
+
+impl BatchHead {
+    /// Writes the head back to its row, if an append moved it.
+    pub(crate) fn write_back(&mut self, db: &rusqlite::Connection) -> Result<(), StoreError> {
+        if let Some((size, frontier)) = self.0.take() {
+            put_head(Some(size), frontier).execute_on(db)?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `events` on the SQLite writer, inside its batch's transaction; `head` is the batch's audit head.
+pub(crate) fn append_on_writer(
+    db: &rusqlite::Connection,
+    head: &mut BatchHead,
+    events: &[Event],
+) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
-    let (size, frontier): (i64, Vec<u8>) = take_head(events.len())
-        .first_row_on(db, |row| Ok((row.get(0)?, row.get(1)?)))?
-        .ok_or_else(|| StoreError::Corrupt("the audit log has no head row".into()))?;
-    for statement in &append_statements(events, size, &frontier)? {
+    // Read, not taken: a failed append leaves the batch's head as it was.
+    let (size, frontier) = match &head.0 {
+        Some((size, frontier)) => (*size, frontier.clone()),
+        None => Statement::new("SELECT size, frontier FROM audit_head WHERE id = 1", Vec::new())
+            .first_row_on(db, |row| Ok((row.get(0)?, row.get(1)?)))?
+            .ok_or_else(|| StoreError::Corrupt("the audit log has no head row".into()))?,
+    };
+    let (statements, frontier) = append_statements(events, size, &frontier)?;
+    for statement in &statements {
         statement.execute_on(db)?;
     }
+    head.0 = Some((size + events.len() as i64, frontier));
     Ok(())
 }
 

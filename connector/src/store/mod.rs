@@ -255,13 +255,13 @@ impl Store {
         let pool = match (&self.hot, &self.backend) {
             (Some(hot), _) => {
                 return hot
-                    .run(move |db| {
+                    .run(move |db, head| {
                         let changed = statement.as_ref().map(|s| s.execute_on(db)).transpose()?;
                         if changed != Some(0) {
                             if token.as_ref().map(|t| t.execute_on(db)).transpose()? == Some(0) {
                                 return Err(StoreError::Replayed);
                             }
-                            audit::append_on_writer(db, &audit)?;
+                            audit::append_on_writer(db, head, &audit)?;
                         }
                         Ok(changed.unwrap_or(0))
                     })

@@ -10,6 +10,11 @@
 //! job, one commit per batch. Jobs run straight in the batch's transaction; when one fails, the transaction is rolled
 //! back and the batch runs again with each job in its own savepoint, so a job that fails leaves the others of its
 //! batch untouched. Every job is answered after its batch commits, never before. Decision 0016.
+//!
+//! Every commit writes the pages its jobs share (the audit head, the ends of the indexes) once, so bigger batches
+//! write fewer pages per job: while the connector is busy (the last batch had [`BUSY_BATCH`] jobs or more), a batch
+//! waits up to [`GATHER`] to fill. The audit head is read once per batch, moved in memory by each job's append
+//! ([`BatchHead`]) and written back before the commit. Decision 0017.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,6 +23,7 @@ use sqlx::SqlitePool;
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use super::audit::BatchHead;
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -25,16 +31,23 @@ const MAX_BATCH: usize = 512;
 const HOLD: Duration = Duration::from_millis(100);
 /// How long the thread waits for the next job before it gives the connection back.
 const LINGER: Duration = Duration::from_millis(2);
+/// A batch of this many jobs means the connector is busy: the next batch gathers ([`gather`]).
+const BUSY_BATCH: usize = 4;
+/// How many jobs a gathering batch waits for, and for how long at most.
+const GATHER_TO: usize = 16;
+const GATHER: Duration = Duration::from_millis(1);
 
-/// A write to run on the SQLite writer: the connection it gets is inside the batch's transaction. It may run more
-/// than once (a batch in which another job failed runs again), so it must do nothing but its statements.
-type Work<T> = Box<dyn FnMut(&rusqlite::Connection) -> Result<T, StoreError> + Send>;
+/// A write to run on the SQLite writer: the connection it gets is inside the batch's transaction, with the batch's
+/// audit head. It may run more than once (a batch in which another job failed runs again), so it must do nothing but
+/// its statements.
+type Work<T> = Box<dyn FnMut(&rusqlite::Connection, &mut BatchHead) -> Result<T, StoreError> + Send>;
 
 trait Job: Send {
     /// Runs the job in the batch's transaction; answers whether it succeeded.
-    fn run(&mut self, db: &rusqlite::Connection) -> bool;
-    /// Runs the job in its own savepoint, so that its failure undoes only its own statements.
-    fn run_alone(&mut self, transaction: &mut rusqlite::Transaction<'_>);
+    fn run(&mut self, db: &rusqlite::Connection, head: &mut BatchHead) -> bool;
+    /// Runs the job in its own savepoint, so that its failure undoes only its own statements (and leaves `head` as
+    /// it was).
+    fn run_alone(&mut self, transaction: &mut rusqlite::Transaction<'_>, head: &mut BatchHead);
     /// Answers the caller once the batch committed, or failed to.
     fn answer(self: Box<Self>, commit: &Result<(), String>);
 }
@@ -46,22 +59,26 @@ struct Task<T> {
 }
 
 impl<T: Send> Job for Task<T> {
-    fn run(&mut self, db: &rusqlite::Connection) -> bool {
-        let outcome = (self.work)(db);
+    fn run(&mut self, db: &rusqlite::Connection, head: &mut BatchHead) -> bool {
+        let outcome = (self.work)(db, head);
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
     }
 
-    fn run_alone(&mut self, transaction: &mut rusqlite::Transaction<'_>) {
+    fn run_alone(&mut self, transaction: &mut rusqlite::Transaction<'_>, head: &mut BatchHead) {
+        let before = head.clone();
         let outcome = match transaction.savepoint() {
-            Ok(savepoint) => match (self.work)(&savepoint) {
+            Ok(savepoint) => match (self.work)(&savepoint, head) {
                 // A savepoint dropped without commit rolls back to where the job began.
                 Ok(value) => savepoint.commit().map(|()| value).map_err(StoreError::from),
                 Err(error) => Err(error),
             },
             Err(error) => Err(error.into()),
         };
+        if outcome.is_err() {
+            *head = before;
+        }
         self.outcome = Some(outcome);
     }
 
@@ -91,9 +108,10 @@ impl Writer {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new().name("hanse-sqlite-writer".into()).spawn(move || {
+            let mut last_batch = 0;
             while let Ok(first) = queue.recv() {
                 let mut batch = vec![first];
-                if let Err(reason) = runtime.block_on(hold(&pool, &queue, &mut batch)) {
+                if let Err(reason) = runtime.block_on(hold(&pool, &queue, &mut batch, &mut last_batch)) {
                     for job in batch.drain(..) {
                         job.answer(&Err(reason.clone()));
                     }
@@ -106,12 +124,25 @@ impl Writer {
     /// Runs `work` in the next batch; answers once that batch committed.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
-        work: impl FnMut(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnMut(&rusqlite::Connection, &mut BatchHead) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let task: Box<dyn Job> = Box::new(Task { work: Box::new(work), outcome: None, reply });
         self.jobs.send(task).map_err(|_| StoreError::Writer("the SQLite writer has stopped".into()))?;
         answer.await.map_err(|_| StoreError::Writer("the SQLite writer stopped before answering".into()))?
+    }
+}
+
+/// While busy, lets the batch fill up to [`GATHER_TO`] jobs for at most [`GATHER`]: the pages every commit writes
+/// (the audit head, the ends of the indexes) are shared by more jobs.
+fn gather(queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
+    let deadline = Instant::now() + GATHER;
+    while batch.len() < GATHER_TO {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else { return };
+        match queue.recv_timeout(left) {
+            Ok(job) => batch.push(job),
+            Err(_) => return,
+        }
     }
 }
 
@@ -122,6 +153,7 @@ async fn hold(
     pool: &SqlitePool,
     queue: &mpsc::Receiver<Box<dyn Job>>,
     batch: &mut Vec<Box<dyn Job>>,
+    last_batch: &mut usize,
 ) -> Result<(), String> {
     let mut connection = pool.acquire().await.map_err(|e| e.to_string())?;
     let mut locked = connection.lock_handle().await.map_err(|e| e.to_string())?;
@@ -133,7 +165,11 @@ async fn hold(
         unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }.map_err(|e| e.to_string())?;
     let until = Instant::now() + HOLD;
     loop {
+        if *last_batch >= BUSY_BATCH {
+            gather(queue, batch);
+        }
         batch.extend(queue.try_iter().take(MAX_BATCH.saturating_sub(batch.len())));
+        *last_batch = batch.len();
         let commit = run_batch(&mut db, batch).map_err(|e| format!("the write batch did not commit: {e}"));
         for job in batch.drain(..) {
             job.answer(&commit);
@@ -152,25 +188,23 @@ async fn hold(
 
 /// One transaction for every job of the batch. Jobs rarely fail, so they first run straight in it; if one does, the
 /// transaction is rolled back and the batch runs again with each job in its own savepoint (a savepoint copies every
-/// page its job changes, which is wasted work when nothing fails).
-fn run_batch(db: &mut rusqlite::Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+/// page its job changes, which is wasted work when nothing fails). The audit head the jobs moved is written back
+/// once, before the commit.
+fn run_batch(db: &mut rusqlite::Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
     let transaction = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut failed = false;
-    for job in batch.iter_mut() {
-        if !job.run(&transaction) {
-            failed = true;
-            break;
-        }
-    }
-    if !failed {
-        return transaction.commit();
+    let mut head = BatchHead::default();
+    if batch.iter_mut().all(|job| job.run(&transaction, &mut head)) {
+        head.write_back(&transaction)?;
+        return Ok(transaction.commit()?);
     }
     transaction.rollback()?;
     let mut transaction = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut head = BatchHead::default();
     for job in batch.iter_mut() {
-        job.run_alone(&mut transaction);
+        job.run_alone(&mut transaction, &mut head);
     }
-    transaction.commit()
+    head.write_back(&transaction)?;
+    Ok(transaction.commit()?)
 }
 
 #[cfg(test)]
@@ -189,22 +223,37 @@ mod tests {
         )
     }
 
-    /// Writes sent together share batches; the one that fails is answered with its own error and the others commit.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failing_write_leaves_the_rest_of_its_batch_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("hanse.db").display());
+    /// Forty writes sent together, each a token id with the audit entries `events` gives it; the 17th repeats a
+    /// token id already taken. Answers the store (in `dir`) and each write's outcome.
+    async fn forty_writes(
+        dir: &std::path::Path,
+        events: impl Fn(usize) -> Vec<crate::audit::Event>,
+    ) -> (Store, Vec<Result<u64, crate::store::StoreError>>) {
+        let url = format!("sqlite://{}", dir.join("hanse.db").display());
         let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
         store.write(Some(token("taken")), Vec::new(), None).await.unwrap();
         let writes: Vec<_> = (0..40)
             .map(|i| {
                 let store = store.clone();
                 let key = if i == 17 { "taken".to_owned() } else { format!("fresh-{i}") };
-                tokio::spawn(async move { store.write(Some(token(&key)), Vec::new(), None).await })
+                let events = events(i);
+                tokio::spawn(async move { store.write(Some(token(&key)), events, None).await })
             })
             .collect();
-        for (i, write) in writes.into_iter().enumerate() {
-            match write.await.unwrap() {
+        let mut outcomes = Vec::new();
+        for write in writes {
+            outcomes.push(write.await.unwrap());
+        }
+        (store, outcomes)
+    }
+
+    /// Writes sent together share batches; the one that fails is answered with its own error and the others commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_leaves_the_rest_of_its_batch_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, outcomes) = forty_writes(dir.path(), |_| Vec::new()).await;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
                 Ok(changed) => assert_eq!((i, changed), (i, 1)),
                 Err(error) => assert!(i == 17 && error.is_unique_violation(), "write {i}: {error}"),
             }
@@ -213,5 +262,29 @@ mod tests {
             assert!(!store.remember_token(&use_of(&format!("fresh-{i}"))).await.unwrap(), "fresh-{i} was lost");
         }
         assert!(store.remember_token(&use_of("fresh-17")).await.unwrap());
+    }
+
+    /// The audit entries of a batch's writes chain on one head kept in memory; a write that fails takes its entry
+    /// with it and leaves no gap, and the log's roots are those of its entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audited_writes_of_a_batch_chain_on_one_head_and_a_failed_one_leaves_no_gap() {
+        use crate::audit::Event;
+        use crate::audit::merkle::{Frontier, leaf_hash};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, outcomes) =
+            forty_writes(dir.path(), |i| vec![Event::new("test.write", serde_json::json!({"write": i}))]).await;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            assert_eq!(outcome.is_ok(), i != 17, "write {i}");
+        }
+        let filter = crate::store::AuditFilter { limit: 100, ..Default::default() };
+        let entries = store.audit_entries(&filter).await.unwrap();
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..39).collect::<Vec<_>>());
+        assert!(!entries.iter().any(|e| e.entry.contains(r#""write":17"#)), "the failed write left its entry");
+        let mut frontier = Frontier::default();
+        for entry in &entries {
+            frontier.push(leaf_hash(entry.entry.as_bytes()));
+            assert_eq!(frontier.root(), entry.root, "entry {}", entry.seq);
+        }
+        assert_eq!(store.audit_frontier().await.unwrap(), frontier);
     }
 }
