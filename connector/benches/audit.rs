@@ -35,7 +35,7 @@ fn main() {
             let single = 5_000u64;
             let started = Instant::now();
             for i in 0..single {
-                store.append_audit(&[event(i)]).await.unwrap();
+                store.append_audit(vec![event(i)]).await.unwrap();
             }
             let single_rate = single as f64 / started.elapsed().as_secs_f64();
             // The rest in batches of 1 000 (a bulk import's transactions).
@@ -43,8 +43,8 @@ fn main() {
             let mut next = single;
             while next < entries {
                 let batch: Vec<Event> = (next..(next + 1_000).min(entries)).map(event).collect();
-                store.append_audit(&batch).await.unwrap();
                 next += batch.len() as u64;
+                store.append_audit(batch).await.unwrap();
             }
             let batch_rate = (entries - single) as f64 / started.elapsed().as_secs_f64();
             let size = store.audit_frontier().await.unwrap().size;

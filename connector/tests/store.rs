@@ -142,7 +142,7 @@ async fn concurrent_writers_build_one_consistent_audit_log() {
                         Event::new("test.event", json!({"writer": w, "i": i})),
                         Event::new("test.event", json!({"writer": w, "i": i, "second": true})),
                     ];
-                    store.append_audit(&events[..1 + i % 2]).await.unwrap();
+                    store.append_audit(events[..1 + i % 2].to_vec()).await.unwrap();
                 }
             }));
         }

@@ -285,7 +285,7 @@ async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
             "now": {"size": head.size, "rootHash": to_hex(&head.root), "treeHead": crate::process::digest(&json!(head.jws))},
         });
         let event = Event::new("audit.inconsistency", details).participant(Some(peer));
-        state.store.append_audit(&[event]).await.map_err(|e| e.to_string())?;
+        state.store.append_audit(vec![event]).await.map_err(|e| e.to_string())?;
     }
     state.store.keep_witnessed(&witnessed).await.map_err(|e| e.to_string())?;
     Ok(witnessed)

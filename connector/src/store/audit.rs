@@ -78,7 +78,7 @@ pub struct Witnessed {
 
 /// Takes the audit head for `count` new entries: the size after them, and the frontier before them. Taking the head
 /// row is the lock that orders every writer's entries.
-pub(crate) fn take_head(count: usize) -> Statement {
+fn take_head(count: usize) -> Statement {
     Statement::new(
         "UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size, frontier",
         vec![Param::from(count as i64)],
@@ -86,24 +86,17 @@ pub(crate) fn take_head(count: usize) -> Statement {
 }
 
 /// Sets the head row to `size` entries with `frontier`.
-fn put_head(size: Option<i64>, frontier: Vec<u8>) -> Statement {
-    match size {
-        Some(size) => Statement::new(
-            "UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1",
-            vec![Param::from(size), Param::from(frontier)],
-        ),
-        None => Statement::new("UPDATE audit_head SET frontier = $1 WHERE id = 1", vec![Param::from(frontier)]),
-    }
+fn put_head(size: i64, frontier: Vec<u8>) -> Statement {
+    Statement::new(
+        "UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1",
+        vec![Param::from(size), Param::from(frontier)],
+    )
 }
 
 /// The statements that append `events` to a log of `size` entries whose frontier is `frontier`: the entries (each
 /// with the root once it is appended), the receipts they owe and the new perfect-subtree hashes; and the frontier
 /// after them, which the caller writes to the head row.
-pub(crate) fn append_statements(
-    events: &[Event],
-    size: i64,
-    frontier: &[u8],
-) -> Result<(Vec<Statement>, Vec<u8>), StoreError> {
+fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<(Vec<Statement>, Vec<u8>), StoreError> {
     let mut frontier = Frontier::from_bytes(size as u64, frontier)
         .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))?;
     let at = now_millis();
@@ -156,7 +149,7 @@ macro_rules! append_on {
                 let head = take_head(events.len()).query().fetch_one(&mut *self).await?;
                 let (size, frontier): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
                 let (statements, frontier) = append_statements(events, size - events.len() as i64, &frontier)?;
-                for statement in statements.iter().chain([&put_head(None, frontier)]) {
+                for statement in statements.iter().chain([&put_head(size, frontier)]) {
                     statement.query().execute(&mut *self).await?;
                 }
                 Ok(())
@@ -177,7 +170,7 @@ impl BatchHead {
     /// Writes the head back to its row, if an append moved it.
     pub(crate) fn write_back(&mut self, db: &rusqlite::Connection) -> Result<(), StoreError> {
         if let Some((size, frontier)) = self.0.take() {
-            put_head(Some(size), frontier).execute_on(db)?;
+            put_head(size, frontier).execute_on(db)?;
         }
         Ok(())
     }
@@ -215,8 +208,8 @@ const ENTRY_COLUMNS: &str = "seq, at, type, entry, root";
 
 impl Store {
     /// Appends events on their own (a change the log records that writes nothing else, such as a refused request).
-    pub async fn append_audit(&self, events: &[Event]) -> Result<(), StoreError> {
-        self.write(None, events.to_vec(), None).await.map(|_| ())
+    pub async fn append_audit(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.write(None, events, None).await.map(|_| ())
     }
 
     /// The log's size and the perfect blocks of its tree.

@@ -249,7 +249,7 @@ impl Refusal {
         let event = crate::audit::Event::new("policy.denial", details)
             .agreement(Some(agreement_id))
             .participant(Some(requester));
-        if let Err(error) = connector.store.append_audit(&[event]).await {
+        if let Err(error) = connector.store.append_audit(vec![event]).await {
             tracing::error!(%error, "cannot append a refusal to the audit log");
         }
     }
