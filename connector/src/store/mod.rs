@@ -311,6 +311,11 @@ impl Store {
     }
 }
 
+/// How many prepared statements a rusqlite connection (the writer thread's, a point reader's) keeps. The writer runs
+/// some twenty statement texts in a busy batch (process changes and deliveries of both kinds, token ids, the audit
+/// appends by their row counts); rusqlite's default of 16 would prepare some of them again for every job.
+const STATEMENTS_KEPT: usize = 64;
+
 /// SQLite's WAL checkpoints after this many pages (4 KiB each): at most about 40 MB of WAL.
 const WAL_AUTOCHECKPOINT: u32 = 10_000;
 

@@ -158,13 +158,16 @@ impl Statement {
     }
 
     /// The statement prepared (from the connection's cache) with its values bound. SQLite numbers `$N` parameters in
-    /// order of first appearance, not by `N`, so each value is bound by its parameter's name.
+    /// order of first appearance, not by `N`, so each of its parameters is bound to the value its name `$N` points at.
     fn prepare_on<'db>(&self, db: &'db rusqlite::Connection) -> Result<rusqlite::CachedStatement<'db>, StoreError> {
         let mut prepared = db.prepare_cached(&self.sql)?;
-        for (i, value) in self.params.iter().enumerate() {
-            if let Some(index) = prepared.parameter_index(&format!("${}", i + 1))? {
-                prepared.raw_bind_parameter(index, value)?;
-            }
+        for index in 1..=prepared.parameter_count() {
+            let value = prepared
+                .parameter_name(index)
+                .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+                .and_then(|n| self.params.get(n.checked_sub(1)?))
+                .ok_or_else(|| StoreError::Corrupt(format!("parameter {index} of `{}` has no value", self.sql)))?;
+            prepared.raw_bind_parameter(index, value)?;
         }
         Ok(prepared)
     }

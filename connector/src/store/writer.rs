@@ -163,6 +163,7 @@ async fn hold(
     // sqlx gets the handle back as it lent it.
     let mut db =
         unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }.map_err(|e| e.to_string())?;
+    db.set_prepared_statement_cache_capacity(super::STATEMENTS_KEPT);
     let until = Instant::now() + HOLD;
     loop {
         if *last_batch >= BUSY_BATCH {
