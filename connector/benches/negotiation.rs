@@ -15,6 +15,7 @@ use axum::routing::post;
 use hanse::negotiation::machine::State as NegotiationState;
 use hanse::negotiation::{self, Start};
 use hanse::server::RunningConnector;
+use hanse::store::DocumentKind;
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::net::TcpListener;
@@ -85,6 +86,27 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
             }
         })
     };
+    // An operator registering datasets while the negotiations run: one asset every 10 ms, each write timed.
+    let (operator_done, mut operator_stop) = tokio::sync::watch::channel(false);
+    let operator = {
+        let store = p.store.clone();
+        tokio::spawn(async move {
+            let mut writes = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            // A write that waited long is not followed by a burst of the ones its wait skipped.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !*operator_stop.borrow_and_update() {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = operator_stop.changed() => break,
+                }
+                let (id, start) = (format!("registered-{}", writes.len()), Instant::now());
+                store.insert_document(DocumentKind::Asset, &id, &json!({"@id": id})).await.unwrap();
+                writes.push(start.elapsed());
+            }
+            writes
+        })
+    };
     let mut latencies = Vec::with_capacity(n);
     let mut terminated = 0;
     while latencies.len() + terminated < n {
@@ -112,6 +134,17 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
     let elapsed = begin.elapsed();
     assert_eq!(terminated, 0, "negotiations terminated during the benchmark");
     let rate = report("hanse (DSP, SQLite)", n, elapsed, cpu_seconds() - cpu, latencies);
+    operator_done.send(true).unwrap();
+    let mut writes = operator.await.unwrap();
+    writes.sort();
+    println!(
+        "{:<28} {} asset registrations meanwhile: p50 {:.1} ms, p99 {:.1} ms, longest {:.1} ms",
+        "",
+        writes.len(),
+        percentile(&writes, 0.5),
+        percentile(&writes, 0.99),
+        writes.last().map_or(0.0, |w| w.as_secs_f64() * 1000.0)
+    );
     provider.shutdown().await;
     consumer.shutdown().await;
     rate

@@ -45,12 +45,14 @@ macro_rules! with_pool {
 pub(crate) use with_pool;
 
 /// Like [`with_pool!`] for statements that write: on SQLite they go through the one writer connection, so that
-/// writers queue without blocking instead of colliding on SQLite's single write lock and backing off.
+/// writers queue without blocking instead of colliding on SQLite's single write lock and backing off. While they wait
+/// for it, the writer thread hands the connection over after its current batch.
 macro_rules! with_writer {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
             $crate::store::Backend::Sqlite(_) => {
                 let $pool = $store.writer.as_ref().expect("a SQLite store has a writer");
+                let _wanted = $store.hot.as_ref().map(|hot| hot.wanted());
                 $body
             }
             $crate::store::Backend::Postgres($pool) => $body,
@@ -136,7 +138,7 @@ pub struct Store {
     /// SQLite: the single connection every write goes through.
     pub(crate) writer: Option<SqlitePool>,
     /// SQLite: the thread that runs the hot writes on that connection, many to a transaction.
-    hot: Option<writer::Writer>,
+    pub(crate) hot: Option<writer::Writer>,
     /// SQLite: connections for point reads on the calling thread.
     readers: Option<std::sync::Arc<readers::Readers>>,
 }

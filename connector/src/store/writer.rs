@@ -16,6 +16,8 @@
 //! waits up to [`GATHER`] to fill. The audit head is read once per batch, moved in memory by each job's append
 //! ([`BatchHead`]) and written back before the commit. Decision 0017.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +29,7 @@ use super::audit::BatchHead;
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
-/// How long the thread keeps the writer connection while jobs keep coming.
+/// How long the thread keeps the writer connection while jobs keep coming (and no write on sqlx waits for it).
 const HOLD: Duration = Duration::from_millis(100);
 /// How long the thread waits for the next job before it gives the connection back.
 const LINGER: Duration = Duration::from_millis(2);
@@ -98,6 +100,17 @@ impl<T: Send> Job for Task<T> {
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// How many writes on sqlx want the writer connection now: the thread gives it back after its current batch.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// A write on sqlx wanting the writer connection, from [`Writer::wanted`] until dropped.
+pub(crate) struct Wanted(Arc<AtomicUsize>);
+
+impl Drop for Wanted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Writer {
@@ -106,19 +119,28 @@ impl Writer {
     /// connection) run there.
     pub(crate) fn start(pool: SqlitePool) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let waiting = Arc::new(AtomicUsize::new(0));
         let runtime = tokio::runtime::Handle::current();
+        let wanted = waiting.clone();
         std::thread::Builder::new().name("hanse-sqlite-writer".into()).spawn(move || {
             let mut last_batch = 0;
             while let Ok(first) = queue.recv() {
                 let mut batch = vec![first];
-                if let Err(reason) = runtime.block_on(hold(&pool, &queue, &mut batch, &mut last_batch)) {
+                if let Err(reason) = runtime.block_on(hold(&pool, &queue, &wanted, &mut batch, &mut last_batch)) {
                     for job in batch.drain(..) {
                         job.answer(&Err(reason.clone()));
                     }
                 }
             }
         })?;
-        Ok(Writer { jobs })
+        Ok(Writer { jobs, waiting })
+    }
+
+    /// Marks a write on sqlx as wanting the writer connection (while the answer lives), so that the thread gives the
+    /// connection back after its current batch instead of at the end of [`HOLD`].
+    pub(crate) fn wanted(&self) -> Wanted {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Wanted(self.waiting.clone())
     }
 
     /// Runs `work` in the next batch; answers once that batch committed.
@@ -146,12 +168,13 @@ fn gather(queue: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
     }
 }
 
-/// Takes the writer connection and runs batches on it — `batch`, then whatever keeps arriving — for up to [`HOLD`];
-/// then gives it back, so that the writes that stay on sqlx get their turn. Fails only if the connection cannot be
-/// had, leaving `batch` to be answered with the reason.
+/// Takes the writer connection and runs batches on it — `batch`, then whatever keeps arriving — for up to [`HOLD`],
+/// or until a write on sqlx wants the connection (`wanted` is not zero); then gives it back. Fails only if the
+/// connection cannot be had, leaving `batch` to be answered with the reason.
 async fn hold(
     pool: &SqlitePool,
     queue: &mpsc::Receiver<Box<dyn Job>>,
+    wanted: &AtomicUsize,
     batch: &mut Vec<Box<dyn Job>>,
     last_batch: &mut usize,
 ) -> Result<(), String> {
@@ -176,7 +199,7 @@ async fn hold(
             job.answer(&commit);
         }
         let now = Instant::now();
-        if now >= until {
+        if now >= until || wanted.load(Ordering::Acquire) > 0 {
             return Ok(());
         }
         // Taking the connection again costs a round trip through the runtime; a short lull keeps it.
