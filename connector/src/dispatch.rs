@@ -122,24 +122,26 @@ enum Outcome {
 }
 
 async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) -> Outcome {
-    let (mut url, mut body) = (message.url.clone(), message.message.clone());
+    let (mut url, mut body) = (message.url.clone(), message.text.clone());
     let mut counter_party = message.counter_party.clone();
     // The placeholder stands in the URL and in top-level pid members only.
-    let needs_peer = url.contains(PEER_PID)
-        || body.as_object().is_some_and(|members| members.values().any(|v| v.as_str() == Some(PEER_PID)));
+    let placeholders = |members: &serde_json::Map<String, Json>| members.values().any(|v| v.as_str() == Some(PEER_PID));
+    let needs_peer = url.contains(PEER_PID) || message.message.as_object().is_some_and(placeholders);
     if needs_peer || counter_party.is_none() {
         let row = state.store.process(message.kind, &message.process_id).await.ok().flatten();
         counter_party = row.as_ref().map(|r| r.counter_party_id.clone());
         if needs_peer {
             let Some(peer) = row.and_then(|r| r.peer_pid) else { return Outcome::NotYet };
             url = url.replace(PEER_PID, &peer);
-            if let Json::Object(map) = &mut body {
+            let mut addressed = message.message.clone();
+            if let Json::Object(map) = &mut addressed {
                 for value in map.values_mut() {
                     if value.as_str() == Some(PEER_PID) {
                         *value = Json::String(peer.clone());
                     }
                 }
             }
+            body = addressed.to_string();
         }
     }
     let Some(counter_party) = counter_party else {
@@ -149,7 +151,8 @@ async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) 
         .post(&url)
         .timeout(DELIVERY_TIMEOUT)
         .header("Authorization", state.identity.authorization(&counter_party))
-        .json(&body);
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
     match request.send().await {
         Ok(response) => {
             let status = response.status();

@@ -288,8 +288,8 @@ pub fn audit_events(
     let from = before.map(|row| row.state.as_str());
     let sent = match outgoing {
         crate::store::Outgoing::Send(message) => Some(json!({
-            "type": message.message.get("@type"),
-            "digest": digest(&message.message),
+            "type": message.message().get("@type"),
+            "digest": sha256_hex(message.text().as_bytes()),
         })),
         _ => None,
     };

@@ -183,11 +183,7 @@ fn outgoing(negotiation: &Negotiation, kind: Message, members: Json) -> OutboxMe
         } else {
             provider
         };
-    OutboxMessage {
-        url: peer_url(negotiation, kind),
-        message: message(kind, &provider, &consumer, members),
-        final_notice: false,
-    }
+    OutboxMessage::new(peer_url(negotiation, kind), message(kind, &provider, &consumer, members))
 }
 
 /// This side sends `kind`: the state moves, and the message is queued.

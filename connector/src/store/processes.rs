@@ -123,13 +123,31 @@ impl Row {
     }
 }
 
-/// A message to send once the write commits.
+/// A message to send once the write commits, serialised once: the text is what the row keeps, what is sent and what
+/// the audit entry's digest covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
     pub url: String,
-    pub message: Value,
+    message: Value,
+    text: String,
     /// A last termination notice: sent once, and its failure starts nothing further.
     pub final_notice: bool,
+}
+
+impl OutboxMessage {
+    pub fn new(url: String, message: Value) -> OutboxMessage {
+        let text = message.to_string();
+        OutboxMessage { url, message, text, final_notice: false }
+    }
+
+    pub fn message(&self) -> &Value {
+        &self.message
+    }
+
+    /// The message as JSON text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
 }
 
 /// What happens to the process's pending message.
@@ -152,6 +170,8 @@ pub struct ClaimedMessage {
     pub seq: i64,
     pub url: String,
     pub message: Value,
+    /// `message` as JSON text, as stored: what is sent when no placeholder in it needs the peer's pid.
+    pub text: String,
     pub final_notice: bool,
     /// Attempts so far, this one included.
     pub attempts: i64,
@@ -265,7 +285,7 @@ impl Store {
             Outgoing::Clear => (None, true),
             Outgoing::Keep => (None, false),
         };
-        let message_text = send.map(|m| m.message.to_string());
+        let message_text = send.map(|m| m.text.clone());
         let table = kind.table();
         // $1–$12 are the same in both statements: what the row becomes, and the message it sends (if any).
         let mut params = vec![
@@ -340,6 +360,7 @@ impl Store {
             seq,
             url: message.url.clone(),
             message: message.message.clone(),
+            text: message.text.clone(),
             final_notice: message.final_notice,
             attempts: 1,
             counter_party: Some(row.counter_party_id.clone()),
@@ -374,6 +395,7 @@ impl Store {
             for (process_id, seq, url, message, final_notice, attempts, counter_party) in rows {
                 claimed.push(ClaimedMessage {
                     message: parse_body("outgoing message", &process_id, &message)?,
+                    text: message,
                     kind,
                     process_id,
                     seq,

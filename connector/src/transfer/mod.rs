@@ -191,11 +191,10 @@ fn send(mut transfer: Transfer, kind: Message, members: Json, outbox: &mut Vec<O
     let base = transfer.row.counter_party_address.trim_end_matches('/');
     let peer = transfer.row.peer_pid.as_deref().unwrap_or(PEER_PID);
     let (provider, consumer) = transfer.pids();
-    outbox.push(OutboxMessage {
-        url: format!("{base}/transfers/{peer}/{}", kind.path()),
-        message: crate::process::message(kind.type_name(), &provider, &consumer, members),
-        final_notice: false,
-    });
+    outbox.push(OutboxMessage::new(
+        format!("{base}/transfers/{peer}/{}", kind.path()),
+        crate::process::message(kind.type_name(), &provider, &consumer, members),
+    ));
     transfer.state = next;
     history(&mut transfer.details, &format!("sent {}", kind.label()), next);
     transfer
@@ -689,16 +688,10 @@ pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, Process
     if let Some(destination) = &start.destination {
         members.insert("dataAddress".into(), destination.clone());
     }
-    let request = OutboxMessage {
-        url: format!("{}/transfers/request", transfer.row.counter_party_address),
-        message: crate::process::message(
-            Message::TransferRequest.type_name(),
-            "-",
-            &transfer.row.id,
-            Json::Object(members),
-        ),
-        final_notice: false,
-    };
+    let request = OutboxMessage::new(
+        format!("{}/transfers/request", transfer.row.counter_party_address),
+        crate::process::message(Message::TransferRequest.type_name(), "-", &transfer.row.id, Json::Object(members)),
+    );
     history(&mut transfer.details, "sent transfer request", State::Requested);
     write(connector, &mut transfer, None, None, &[request], Outgoing::Keep).await?;
     get(connector, &transfer.row.id).await
