@@ -64,13 +64,17 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
         let provider_address = format!("{}/protocol/2025-1", provider.public_url());
         let provider_id = p.config.participant.id.clone();
         tokio::spawn(async move {
-            // Requests arrive concurrently, as from many researchers' tools: each start runs in its own task.
-            let mut starts = Vec::with_capacity(n);
+            // Requests arrive concurrently, as from many researchers' tools: each start runs in its own task. Finished
+            // starts are reaped as the loop goes, so that their tasks' memory does not count as the connectors'.
+            let mut starts = tokio::task::JoinSet::new();
             for _ in 0..n {
                 permits.acquire().await.unwrap().forget();
+                while let Some(start) = starts.try_join_next() {
+                    start.unwrap();
+                }
                 let (c, started_at, offer) = (c.clone(), started_at.clone(), offer.clone());
                 let (provider_address, provider_id) = (provider_address.clone(), provider_id.clone());
-                starts.push(tokio::spawn(async move {
+                starts.spawn(async move {
                     let start = Instant::now();
                     let negotiation = negotiation::start(
                         &c,
@@ -79,10 +83,10 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
                     .await
                     .unwrap();
                     started_at.lock().unwrap().insert(negotiation.row.id.clone(), start);
-                }));
+                });
             }
-            for start in starts {
-                start.await.unwrap();
+            while let Some(start) = starts.join_next().await {
+                start.unwrap();
             }
         })
     };
