@@ -328,3 +328,91 @@ pub(crate) fn now_millis() -> i64 {
 pub(crate) fn parse_body(kind: &str, id: &str, text: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{kind} `{id}`: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    use super::{AuditFilter, Store, StoreOptions, TokenUse};
+    use crate::audit::Event;
+    use crate::audit::merkle::{Frontier, leaf_hash};
+
+    /// A SQLite database written before migration 9 (which gives the audit log, token ids and owed receipts one B-tree
+    /// per key) keeps its rows through it, and its audit log goes on growing as one chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_written_before_the_key_migration_survive_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hanse.db").display());
+        let options = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let old = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.migrations = migrator.migrations.iter().filter(|m| m.version < 9).cloned().collect::<Vec<_>>().into();
+        migrator.run(&old).await.unwrap();
+        // Four entries as the store of that version wrote them: entry, root, new nodes, head.
+        let mut frontier = Frontier::default();
+        let mut entries = Vec::new();
+        for seq in 0..4 {
+            let entry = format!(r#"{{"seq":{seq},"type":"test.old"}}"#);
+            for (id, hash) in frontier.push(leaf_hash(entry.as_bytes())) {
+                sqlx::query("INSERT INTO audit_nodes (id, hash) VALUES ($1, $2)")
+                    .bind(id as i64)
+                    .bind(hash.to_vec())
+                    .execute(&old)
+                    .await
+                    .unwrap();
+            }
+            sqlx::query("INSERT INTO audit_entries (seq, at, type, agreement_id, entry, root) VALUES ($1, 0, 'test.old', 'a1', $2, $3)")
+                .bind(seq)
+                .bind(&entry)
+                .bind(frontier.root().to_vec())
+                .execute(&old)
+                .await
+                .unwrap();
+            entries.push(entry);
+        }
+        sqlx::query("UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1")
+            .bind(frontier.size as i64)
+            .bind(frontier.to_bytes())
+            .execute(&old)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO token_ids (token_key, expires_at) VALUES ('did:web:peer 1', $1)")
+            .bind(i64::MAX)
+            .execute(&old)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO audit_receipts_out (agreement_id, peer, next_at) VALUES ('a1', 'did:web:peer', 0)")
+            .execute(&old)
+            .await
+            .unwrap();
+        old.close().await;
+
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let keys: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM sqlite_schema WHERE name LIKE 'sqlite_autoindex_%' ORDER BY name")
+                .fetch_all(store.writer.as_ref().unwrap())
+                .await
+                .unwrap();
+        for table in ["audit_entries", "audit_nodes", "token_ids", "audit_receipts_out"] {
+            assert!(!keys.iter().any(|(name,)| name.contains(table)), "{table} still has a separate key index");
+        }
+        let token = |key: &str| TokenUse { key: key.to_owned(), expires_at: i64::MAX };
+        assert!(!store.remember_token(&token("did:web:peer 1")).await.unwrap(), "the old token id was lost");
+        assert!(store.remember_token(&token("did:web:peer 2")).await.unwrap());
+        assert_eq!(store.receipts_due(10).await.unwrap().len(), 1, "the owed receipt was lost");
+        store.append_audit(vec![Event::new("test.new", serde_json::json!({"after": "migration"}))]).await.unwrap();
+        let filter = AuditFilter { limit: 100, ..Default::default() };
+        let stored = store.audit_entries(&filter).await.unwrap();
+        assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..5).collect::<Vec<_>>());
+        assert_eq!(stored.iter().take(4).map(|e| e.entry.clone()).collect::<Vec<_>>(), entries);
+        frontier.push(leaf_hash(stored[4].entry.as_bytes()));
+        assert_eq!(stored[4].root, frontier.root(), "the new entry does not extend the old chain");
+        assert_eq!(store.audit_frontier().await.unwrap(), frontier);
+        assert_eq!(
+            store.audit_entries(&AuditFilter { agreement: Some("a1".into()), ..filter }).await.unwrap().len(),
+            4
+        );
+    }
+}
