@@ -4,7 +4,8 @@
 //! keywords or id, as in the DSP catalogue's keyword filter. Filters: `theme` and `healthCategory` (IRIs, any of
 //! those given), `country` (the publisher's ISO 3166-1 code), `minAge`/`maxAge` (the dataset's typical age range
 //! overlaps the one asked), `minRecords`/`maxRecords` (`numberOfRecords` within). Facets count the datasets that
-//! match the whole query.
+//! match the whole query. A dataset that gives only one end of its typical age range is taken to be at that end: the
+//! other end is unknown, so neither a filter nor a facet claims it for ages it may not cover.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -125,10 +126,7 @@ fn matches_filters(request: &SearchRequest, catalog: &PeerCatalog, entry: &Entry
         return false;
     }
     if request.min_age.is_some() || request.max_age.is_some() {
-        if entry.min_age.is_none() && entry.max_age.is_none() {
-            return false;
-        }
-        let (low, high) = (entry.min_age.unwrap_or(0), entry.max_age.unwrap_or(i64::MAX));
+        let Some((low, high)) = known_ages(entry) else { return false };
         if request.min_age.is_some_and(|min| high < min) || request.max_age.is_some_and(|max| low > max) {
             return false;
         }
@@ -146,6 +144,15 @@ fn matches_filters(request: &SearchRequest, catalog: &PeerCatalog, entry: &Entry
 /// Whether the entry contains every word.
 pub fn matches_words(words: &[String], entry: &Entry) -> bool {
     words.iter().all(|w| entry.haystack.contains(w.as_str()))
+}
+
+/// The typical ages a dataset is known to cover: its range, or the one end it gives.
+fn known_ages(entry: &Entry) -> Option<(i64, i64)> {
+    match (entry.min_age, entry.max_age) {
+        (Some(low), Some(high)) => Some((low, high)),
+        (Some(only), None) | (None, Some(only)) => Some((only, only)),
+        (None, None) => None,
+    }
 }
 
 fn count(facet: &mut BTreeMap<String, usize>, key: &str) {
@@ -175,8 +182,7 @@ pub fn search(catalogs: &BTreeMap<String, Arc<PeerCatalog>>, request: &SearchReq
             if let Some(country) = &catalog.country {
                 count(&mut countries, country);
             }
-            if entry.min_age.is_some() || entry.max_age.is_some() {
-                let (low, high) = (entry.min_age.unwrap_or(0), entry.max_age.unwrap_or(i64::MAX));
+            if let Some((low, high)) = known_ages(entry) {
                 for (name, from, to) in AGE_BUCKETS {
                     if low <= *to && high >= *from {
                         count(&mut ages, name);
@@ -215,4 +221,57 @@ fn hit(catalog: &PeerCatalog, entry: &Entry) -> Json {
         "publisherCountry": catalog.country,
         "dataset": serde_json::from_str::<Json>(&entry.json).unwrap_or(Json::Null),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, min_age: Option<i64>, max_age: Option<i64>) -> Entry {
+        Entry {
+            id: id.into(),
+            title: id.into(),
+            haystack: format!("register {id}"),
+            themes: Vec::new(),
+            health_categories: Vec::new(),
+            min_age,
+            max_age,
+            records: None,
+            json: Arc::from("{}"),
+        }
+    }
+
+    fn ages_search(query: &str) -> Json {
+        let catalog = PeerCatalog {
+            did: "did:web:hospital".into(),
+            address: "https://hospital.example/protocol/2025-1".into(),
+            catalog_id: "catalog".into(),
+            service: json!([]),
+            country: None,
+            entries: vec![
+                entry("adults-from-18", Some(18), None),
+                entry("up-to-90", None, Some(90)),
+                entry("children", Some(0), Some(17)),
+                entry("no-ages", None, None),
+            ],
+        };
+        let catalogs = BTreeMap::from([(catalog.did.clone(), Arc::new(catalog))]);
+        let request: SearchRequest = serde_urlencoded::from_str(query).unwrap();
+        search(&catalogs, &request)
+    }
+
+    fn ids(answer: &Json) -> Vec<&str> {
+        answer["results"].as_array().unwrap().iter().map(|hit| hit["datasetId"].as_str().unwrap()).collect()
+    }
+
+    /// A dataset with one end of its age range given counts at that end only: an adult register that gives only its
+    /// lower bound, or a register that gives only its upper one, is not offered to a search for children.
+    #[test]
+    fn one_known_end_of_an_age_range_is_not_stretched_to_zero_or_infinity() {
+        let all = ages_search("q=register");
+        assert_eq!(all["facets"]["ageRange"], json!({"0-17": 1, "18-64": 1, "65+": 1}));
+        assert_eq!(ids(&ages_search("q=register&maxAge=17")), vec!["children"]);
+        assert_eq!(ids(&ages_search("q=register&minAge=65")), vec!["up-to-90"]);
+        assert_eq!(ids(&ages_search("q=register&minAge=18&maxAge=64")), vec!["adults-from-18"]);
+    }
 }
