@@ -452,6 +452,29 @@ fn judge_all<'a, const TRACE: bool>(
     (outcome, traces)
 }
 
+/// How a logical constraint's members came out, e.g. `1 satisfied, 2 violated`; members a sequence did not reach after
+/// a failure are counted as not evaluated.
+fn tally(children: &[ConstraintTrace], members: usize) -> String {
+    let mut parts = Vec::new();
+    for (outcome, word) in [
+        (Outcome::Satisfied, "satisfied"),
+        (Outcome::Violated, "violated"),
+        (Outcome::Deferred, "undecided"),
+        (Outcome::Invalid, "malformed"),
+        (Outcome::NotApplicable, "not applicable"),
+    ] {
+        let n = children.iter().filter(|c| c.outcome == outcome).count();
+        if n > 0 {
+            parts.push(format!("{n} {word}"));
+        }
+    }
+    let skipped = members.saturating_sub(children.len());
+    if skipped > 0 {
+        parts.push(format!("{skipped} not evaluated"));
+    }
+    parts.join(", ")
+}
+
 fn judge<const TRACE: bool>(constraint: &Constraint, context: &RequestContext, path: String) -> Judged {
     match constraint {
         Constraint::Logical { operator, constraints } => {
@@ -460,11 +483,15 @@ fn judge<const TRACE: bool>(constraint: &Constraint, context: &RequestContext, p
             Judged {
                 outcome,
                 trace: TRACE.then(|| {
-                    let satisfied = children.iter().filter(|c| c.outcome == Outcome::Satisfied).count();
                     let reason = if constraints.is_empty() {
                         format!("an empty `{}` constrains nothing and is malformed", operator.term())
                     } else {
-                        format!("{satisfied} of {} members satisfied ({})", children.len(), operator.term())
+                        format!(
+                            "{} members: {} ({})",
+                            constraints.len(),
+                            tally(&children, constraints.len()),
+                            operator.term()
+                        )
                     };
                     ConstraintTrace {
                         path,

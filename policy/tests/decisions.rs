@@ -313,3 +313,20 @@ fn fast_and_traced_paths_agree() {
         }
     }
 }
+
+#[test]
+fn a_logical_constraint_explains_how_each_of_its_members_came_out() {
+    let yes = atomic("count", "lt", json!(5));
+    let no = atomic("count", "gt", json!(5));
+    let reason = |constraint: serde_json::Value| {
+        let decision = evaluate(&permit_use_if(constraint), "use", &context());
+        decision.rules[0].constraints[0].reason.clone()
+    };
+    assert_eq!(reason(json!({"xone": [yes, yes, no]})), "3 members: 2 satisfied, 1 violated (xone)");
+    assert_eq!(reason(json!({"or": [no, no]})), "2 members: 2 violated (or)");
+    // A sequence stops at its first failure: the members after it are named as not evaluated.
+    assert_eq!(
+        reason(json!({"andSequence": [yes, no, yes]})),
+        "3 members: 1 satisfied, 1 violated, 1 not evaluated (andSequence)"
+    );
+}
