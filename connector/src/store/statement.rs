@@ -162,11 +162,12 @@ impl Statement {
     fn prepare_on<'db>(&self, db: &'db rusqlite::Connection) -> Result<rusqlite::CachedStatement<'db>, StoreError> {
         let mut prepared = db.prepare_cached(&self.sql)?;
         for index in 1..=prepared.parameter_count() {
-            let value = prepared
-                .parameter_name(index)
-                .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
-                .and_then(|n| self.params.get(n.checked_sub(1)?))
-                .ok_or_else(|| StoreError::Corrupt(format!("parameter {index} of `{}` has no value", self.sql)))?;
+            let name = prepared.parameter_name(index).unwrap_or("?");
+            let value = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok()?.checked_sub(1))
+                .and_then(|i| self.params.get(i))
+                .ok_or_else(|| rusqlite::Error::InvalidParameterName(format!("{name} (no value) in {}", self.sql)))?;
             prepared.raw_bind_parameter(index, value)?;
         }
         Ok(prepared)
