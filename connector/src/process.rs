@@ -84,7 +84,7 @@ pub fn decode<S, D: DeserializeOwned>(
     let role = if row.role == "provider" { Role::Provider } else { Role::Consumer };
     let corrupt = |what: String| StoreError::Corrupt(format!("{} {}: {what}", kind.name(), row.id));
     let state = parse(&row.state).ok_or_else(|| corrupt(format!("state {}", row.state)))?;
-    let details = serde_json::from_value(row.body.clone()).map_err(|e| corrupt(e.to_string()))?;
+    let details = D::deserialize(&row.body).map_err(|e| corrupt(e.to_string()))?;
     Ok((role, state, details))
 }
 
