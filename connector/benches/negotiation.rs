@@ -4,7 +4,8 @@
 //! per message delivered, one to start). Prints negotiations per second, latency p50/p99, and peak RSS.
 //!
 //! `cargo bench -p hanse --bench negotiation`; `HANSE_BENCH_NEGOTIATIONS` (default 2000), `HANSE_BENCH_IN_FLIGHT`
-//! (default 64).
+//! (default 64); `HANSE_BENCH_BACKEND=postgres` runs the connectors on PostgreSQL (`HANSE_TEST_DATABASE_URL`, a
+//! fresh schema each) instead of SQLite. The bare bound always uses SQLite.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use hanse::negotiation::machine::State as NegotiationState;
 use hanse::negotiation::{self, Start};
 use hanse::server::RunningConnector;
 use hanse::store::DocumentKind;
+use hanse::testing::{Backend, TestDatabase};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::net::TcpListener;
@@ -28,8 +30,11 @@ fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn connector(dir: &std::path::Path) -> RunningConnector {
-    let (_, config, public, management) = hanse::testing::initialised(dir).await;
+/// A connector in `dir`, on `database`.
+async fn connector(dir: &std::path::Path, database: &TestDatabase) -> RunningConnector {
+    let (_, mut config, public, management) = hanse::testing::initialised(dir).await;
+    config.store.database_url = Some(database.url.clone());
+    config.store.schema = database.schema.clone();
     hanse::server::start_on(config, public, management).await.unwrap()
 }
 
@@ -47,10 +52,11 @@ fn report(name: &str, n: usize, elapsed: Duration, cpu: f64, mut latencies: Vec<
     rate
 }
 
-async fn hanse_run(n: usize, in_flight: usize) -> f64 {
+async fn hanse_run(n: usize, in_flight: usize, backend: Backend) -> f64 {
     let (provider_dir, consumer_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let provider = connector(provider_dir.path()).await;
-    let consumer = connector(consumer_dir.path()).await;
+    let (provider_db, consumer_db) = (TestDatabase::new(backend), TestDatabase::new(backend));
+    let provider = connector(provider_dir.path(), &provider_db).await;
+    let consumer = connector(consumer_dir.path(), &consumer_db).await;
     let (p, c) = (provider.state.clone(), consumer.state.clone());
     let asset = json!({"@id": "cohort", "properties": {"title": "Cohort"},
                        "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/c"}});
@@ -137,7 +143,11 @@ async fn hanse_run(n: usize, in_flight: usize) -> f64 {
     starter.await.unwrap();
     let elapsed = begin.elapsed();
     assert_eq!(terminated, 0, "negotiations terminated during the benchmark");
-    let rate = report("hanse (DSP, SQLite)", n, elapsed, cpu_seconds() - cpu, latencies);
+    let name = match backend {
+        Backend::Sqlite => "hanse (DSP, SQLite)",
+        Backend::Postgres => "hanse (DSP, PostgreSQL)",
+    };
+    let rate = report(name, n, elapsed, cpu_seconds() - cpu, latencies);
     operator_done.send(true).unwrap();
     let mut writes = operator.await.unwrap();
     writes.sort();
@@ -235,8 +245,13 @@ async fn bare_run(n: usize, in_flight: usize) -> f64 {
 async fn main() {
     let n = env("HANSE_BENCH_NEGOTIATIONS", 2000);
     let in_flight = env("HANSE_BENCH_IN_FLIGHT", 64);
+    let backend = match std::env::var("HANSE_BENCH_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("HANSE_BENCH_BACKEND is sqlite or postgres, not {other}"),
+    };
     println!("{n} negotiations, {in_flight} in flight, provider and consumer in this process, 2 cores");
     let bare = bare_run(n, in_flight).await;
-    let hanse = hanse_run(n, in_flight).await;
+    let hanse = hanse_run(n, in_flight, backend).await;
     println!("hanse / bare bound: {:.2}; peak RSS of the process {:.0} MB", hanse / bare, rss_mb("VmHWM:"));
 }
