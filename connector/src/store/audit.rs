@@ -160,9 +160,10 @@ macro_rules! append_on {
 append_on!(SqliteConnection);
 append_on!(PgConnection);
 
-/// The audit head as the SQLite writer's current batch leaves it: read from the head row at the batch's first
-/// append, advanced in memory by every append after it, and written back once, before the batch commits. (The writer
-/// holds SQLite's one write lock for the whole batch, so nobody else appends meanwhile.)
+/// The audit head as a writer's current batch leaves it: read from the head row at the batch's first append,
+/// advanced in memory by every append after it, and written back once, before the batch commits. On SQLite the writer
+/// holds the one write lock for the whole batch; on PostgreSQL the first append locks the head row (`FOR UPDATE`)
+/// until the batch ends. Either way nobody else appends meanwhile.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BatchHead(Option<(i64, Vec<u8>)>);
 
@@ -172,6 +173,36 @@ impl BatchHead {
         if let Some((size, frontier)) = self.0.take() {
             put_head(size, frontier).execute_on(db)?;
         }
+        Ok(())
+    }
+
+    /// [`BatchHead::write_back`] on PostgreSQL.
+    pub(crate) async fn write_back_pg(&mut self, db: &mut PgConnection) -> Result<(), StoreError> {
+        if let Some((size, frontier)) = self.0.take() {
+            put_head(size, frontier).query().execute(db).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends `events` on the PostgreSQL writer, inside its batch's transaction.
+    pub(crate) async fn append_pg(&mut self, db: &mut PgConnection, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (size, frontier) = match &self.0 {
+            Some((size, frontier)) => (*size, frontier.clone()),
+            None => {
+                let head = sqlx::query("SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE")
+                    .fetch_one(&mut *db)
+                    .await?;
+                (head.try_get(0)?, head.try_get(1)?)
+            }
+        };
+        let (statements, frontier) = append_statements(events, size, &frontier)?;
+        for statement in &statements {
+            statement.query().execute(&mut *db).await?;
+        }
+        self.0 = Some((size + events.len() as i64, frontier));
         Ok(())
     }
 }

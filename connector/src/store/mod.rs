@@ -18,6 +18,7 @@ mod documents;
 mod identity;
 mod jobs;
 mod peers;
+mod pg_writer;
 mod processes;
 mod readers;
 mod statement;
@@ -141,6 +142,8 @@ pub struct Store {
     pub(crate) hot: Option<writer::Writer>,
     /// SQLite: connections for point reads on the calling thread.
     readers: Option<std::sync::Arc<readers::Readers>>,
+    /// PostgreSQL: the task that runs the hot writes, many to a transaction.
+    pg_writer: Option<pg_writer::PgWriter>,
 }
 
 /// `[a-z_][a-z0-9_]*`, at most 63 characters: safe to splice into SQL as an identifier.
@@ -225,9 +228,19 @@ impl Store {
                 .await
                 .map_err(connect_error)?;
             let hot = writer::Writer::start(writer.clone()).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
-            return Ok(Store { backend: Backend::Sqlite(pool), writer: Some(writer), hot: Some(hot), readers });
+            return Ok(Store {
+                backend: Backend::Sqlite(pool),
+                writer: Some(writer),
+                hot: Some(hot),
+                readers,
+                pg_writer: None,
+            });
         };
-        Ok(Store { backend, writer: None, hot: None, readers: None })
+        let pg_writer = match &backend {
+            Backend::Postgres(pool) => Some(pg_writer::PgWriter::start(pool.clone())),
+            Backend::Sqlite(_) => None,
+        };
+        Ok(Store { backend, writer: None, hot: None, readers: None, pg_writer })
     }
 
     /// Which database this is.
@@ -246,7 +259,7 @@ impl Store {
 
     /// Runs `statement` (if any) and, when there is no statement or it changed a row, records `token` and appends
     /// `audit`, in one transaction; answers the rows the statement changed. A token seen before fails the whole write
-    /// with [`StoreError::Replayed`]. On SQLite it joins the writer thread's next batch.
+    /// with [`StoreError::Replayed`]. It joins the next batch of the writer thread (SQLite) or task (PostgreSQL).
     pub(crate) async fn write(
         &self,
         statement: Option<statement::Statement>,
@@ -254,43 +267,23 @@ impl Store {
         token: Option<&TokenUse>,
     ) -> Result<u64, StoreError> {
         let token = token.map(TokenUse::statement);
-        let pool = match (&self.hot, &self.backend) {
+        match (&self.hot, &self.pg_writer) {
             (Some(hot), _) => {
-                return hot
-                    .run(move |db, head| {
-                        let changed = statement.as_ref().map(|s| s.execute_on(db)).transpose()?;
-                        if changed != Some(0) {
-                            if token.as_ref().map(|t| t.execute_on(db)).transpose()? == Some(0) {
-                                return Err(StoreError::Replayed);
-                            }
-                            audit::append_on_writer(db, head, &audit)?;
+                hot.run(move |db, head| {
+                    let changed = statement.as_ref().map(|s| s.execute_on(db)).transpose()?;
+                    if changed != Some(0) {
+                        if token.as_ref().map(|t| t.execute_on(db)).transpose()? == Some(0) {
+                            return Err(StoreError::Replayed);
                         }
-                        Ok(changed.unwrap_or(0))
-                    })
-                    .await;
+                        audit::append_on_writer(db, head, &audit)?;
+                    }
+                    Ok(changed.unwrap_or(0))
+                })
+                .await
             }
-            (None, Backend::Postgres(pool)) => pool,
-            (None, Backend::Sqlite(_)) => unreachable!("a SQLite store has a writer thread"),
-        };
-        if audit.is_empty() && token.is_none() {
-            let Some(statement) = statement else { return Ok(0) };
-            return Ok(statement.query().execute(pool).await?.rows_affected());
+            (None, Some(pg)) => pg.run(pg_writer::Write { statement, audit, token }).await,
+            (None, None) => unreachable!("a store has a writer for its backend"),
         }
-        let mut tx = pool.begin().await?;
-        let changed = match &statement {
-            Some(statement) => Some(statement.query().execute(&mut *tx).await?.rows_affected()),
-            None => None,
-        };
-        if changed != Some(0) {
-            if let Some(token) = &token
-                && token.query().execute(&mut *tx).await?.rows_affected() == 0
-            {
-                return Err(StoreError::Replayed);
-            }
-            audit::Append::append(&mut *tx, &audit).await?;
-        }
-        tx.commit().await?;
-        Ok(changed.unwrap_or(0))
     }
 
     /// The one row `statement` answers, on SQLite read at once on this thread ([`readers`]); `None` on PostgreSQL (and

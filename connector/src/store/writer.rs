@@ -85,14 +85,18 @@ impl<T: Send> Job for Task<T> {
     }
 
     fn answer(self: Box<Self>, commit: &Result<(), String>) {
-        let outcome = match (commit, self.outcome) {
-            (Ok(()), Some(outcome)) => outcome,
-            (Err(reason), Some(Ok(_)) | None) => Err(StoreError::Writer(reason.clone())),
-            // The job's own failure says more than the batch's.
-            (Err(_), Some(Err(error))) => Err(error),
-            (Ok(()), None) => Err(StoreError::Writer("the job did not run".into())),
-        };
-        let _ = self.reply.send(outcome);
+        let _ = self.reply.send(answer(commit, self.outcome));
+    }
+}
+
+/// What a job of a batch is answered, given how the batch's commit went and how the job itself went.
+pub(super) fn answer<T>(commit: &Result<(), String>, outcome: Option<Result<T, StoreError>>) -> Result<T, StoreError> {
+    match (commit, outcome) {
+        (Ok(()), Some(outcome)) => outcome,
+        (Err(reason), Some(Ok(_)) | None) => Err(StoreError::Writer(reason.clone())),
+        // The job's own failure says more than the batch's.
+        (Err(_), Some(Err(error))) => Err(error),
+        (Ok(()), None) => Err(StoreError::Writer("the job did not run".into())),
     }
 }
 
@@ -234,7 +238,10 @@ fn run_batch(db: &mut rusqlite::Connection, batch: &mut [Box<dyn Job>]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::super::statement::{Param, Statement};
-    use super::super::{Store, StoreOptions, TokenUse};
+    use super::super::{Store, TokenUse};
+    use std::str::FromStr;
+
+    use crate::testing::{Backend, TestDatabase, backends};
 
     fn use_of(key: &str) -> TokenUse {
         TokenUse { key: key.to_owned(), expires_at: i64::MAX }
@@ -248,14 +255,32 @@ mod tests {
     }
 
     /// Forty writes sent together, each a token id with the audit entries `events` gives it; the 17th repeats a
-    /// token id already taken. Answers the store (in `dir`) and each write's outcome.
+    /// token id already taken. Answers the store (on `database`) and each write's outcome.
     async fn forty_writes(
-        dir: &std::path::Path,
+        database: &TestDatabase,
         events: impl Fn(usize) -> Vec<crate::audit::Event>,
     ) -> (Store, Vec<Result<u64, crate::store::StoreError>>) {
-        let url = format!("sqlite://{}", dir.join("hanse.db").display());
-        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        use sqlx::Connection;
+        let store = database.open().await;
         store.write(Some(token("taken")), Vec::new(), None).await.unwrap();
+        // Another connection holds the token table while the writes queue, so that they meet in a batch behind the
+        // first one instead of trickling through one by one.
+        let blocker: Box<dyn std::any::Any + Send> = match database.backend {
+            Backend::Sqlite => {
+                let mut other = sqlx::SqliteConnection::connect(&database.url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+                Box::new(other)
+            }
+            Backend::Postgres => {
+                let options = sqlx::postgres::PgConnectOptions::from_str(&database.url).unwrap();
+                let schema = database.schema.as_deref().unwrap();
+                let mut other =
+                    sqlx::PgConnection::connect_with(&options.options([("search_path", schema)])).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+                sqlx::query("LOCK TABLE token_ids IN EXCLUSIVE MODE").execute(&mut other).await.unwrap();
+                Box::new(other)
+            }
+        };
         let writes: Vec<_> = (0..40)
             .map(|i| {
                 let store = store.clone();
@@ -264,6 +289,8 @@ mod tests {
                 tokio::spawn(async move { store.write(Some(token(&key)), events, None).await })
             })
             .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(blocker);
         let mut outcomes = Vec::new();
         for write in writes {
             outcomes.push(write.await.unwrap());
@@ -272,10 +299,17 @@ mod tests {
     }
 
     /// Writes sent together share batches; the one that fails is answered with its own error and the others commit.
+    /// On both backends: the PostgreSQL writer batches as the SQLite one does.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_write_leaves_the_rest_of_its_batch_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, outcomes) = forty_writes(dir.path(), |_| Vec::new()).await;
+        for backend in backends() {
+            a_failing_write_leaves_the_rest_on(backend).await;
+        }
+    }
+
+    async fn a_failing_write_leaves_the_rest_on(backend: Backend) {
+        let database = TestDatabase::new(backend);
+        let (store, outcomes) = forty_writes(&database, |_| Vec::new()).await;
         for (i, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
                 Ok(changed) => assert_eq!((i, changed), (i, 1)),
@@ -292,11 +326,17 @@ mod tests {
     /// with it and leaves no gap, and the log's roots are those of its entries.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn audited_writes_of_a_batch_chain_on_one_head_and_a_failed_one_leaves_no_gap() {
+        for backend in backends() {
+            audited_writes_chain_on(backend).await;
+        }
+    }
+
+    async fn audited_writes_chain_on(backend: Backend) {
         use crate::audit::Event;
         use crate::audit::merkle::{Frontier, leaf_hash};
-        let dir = tempfile::tempdir().unwrap();
+        let database = TestDatabase::new(backend);
         let (store, outcomes) =
-            forty_writes(dir.path(), |i| vec![Event::new("test.write", serde_json::json!({"write": i}))]).await;
+            forty_writes(&database, |i| vec![Event::new("test.write", serde_json::json!({"write": i}))]).await;
         for (i, outcome) in outcomes.into_iter().enumerate() {
             assert_eq!(outcome.is_ok(), i != 17, "write {i}");
         }

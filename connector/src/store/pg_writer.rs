@@ -1,0 +1,137 @@
+//! PostgreSQL's hot write path: the writes every DSP message causes (a process's state change with its outgoing
+//! message, audit entries and token id, a delivery's completion, data plane usage) are queued to one task per
+//! connector, which runs whatever has queued in one transaction (group commit), as the SQLite writer thread does
+//! (decision 0019).
+//!
+//! One at a time, each such write was a transaction of its own: about eight round trips to the server and a WAL
+//! flush, with the audited ones queued on the audit head row until their commit. In a batch, the head row is locked
+//! once (`FOR UPDATE`) and written back once, and one commit flushes every write of the batch. Jobs run straight in
+//! the transaction; when one fails, the transaction is rolled back and the batch runs again with each job in its own
+//! savepoint, so a job that fails leaves the others of its batch untouched. Every job is answered after its batch
+//! commits, never before. Other processes on the same database append through the same head row lock, so entries stay
+//! gapless and ordered across processes.
+
+use sqlx::{Acquire, PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use super::audit::BatchHead;
+use super::statement::Statement;
+use crate::audit::Event;
+
+/// The most jobs one transaction takes.
+const MAX_BATCH: usize = 256;
+
+/// One write: a statement (if any) and, when there is none or it changed a row, a token id to record and audit entries
+/// to append; answers the rows the statement changed, or [`StoreError::Replayed`] when the token id was recorded
+/// before.
+pub(crate) struct Write {
+    pub statement: Option<Statement>,
+    pub audit: Vec<Event>,
+    pub token: Option<Statement>,
+}
+
+struct Job {
+    write: Write,
+    outcome: Option<Result<u64, StoreError>>,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+impl Job {
+    fn answer(self, commit: &Result<(), String>) {
+        let _ = self.reply.send(super::writer::answer(commit, self.outcome));
+    }
+}
+
+/// The handle to the writer task. The task ends when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct PgWriter {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl PgWriter {
+    /// Starts the writer task on the current runtime; its batches take connections from `pool`.
+    pub(crate) fn start(pool: PgPool) -> PgWriter {
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            while let Some(first) = queue.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let commit =
+                    run_batch(&pool, &mut batch).await.map_err(|e| format!("the write batch did not commit: {e}"));
+                for job in batch {
+                    job.answer(&commit);
+                }
+            }
+        });
+        PgWriter { jobs }
+    }
+
+    /// Runs `write` in the next batch; answers once that batch committed.
+    pub(crate) async fn run(&self, write: Write) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { write, outcome: None, reply })
+            .map_err(|_| StoreError::Writer("the PostgreSQL writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Writer("the PostgreSQL writer stopped before answering".into()))?
+    }
+}
+
+/// One job's statements on `db`, inside the batch's transaction.
+async fn apply(db: &mut PgConnection, head: &mut BatchHead, write: &Write) -> Result<u64, StoreError> {
+    let changed = match &write.statement {
+        Some(statement) => Some(statement.query().execute(&mut *db).await?.rows_affected()),
+        None => None,
+    };
+    if changed != Some(0) {
+        if let Some(token) = &write.token
+            && token.query().execute(&mut *db).await?.rows_affected() == 0
+        {
+            return Err(StoreError::Replayed);
+        }
+        head.append_pg(db, &write.audit).await?;
+    }
+    Ok(changed.unwrap_or(0))
+}
+
+/// One transaction for every job of the batch: straight, and if a job fails, again with a savepoint per job.
+async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
+    let mut transaction = pool.begin().await?;
+    let mut head = BatchHead::default();
+    let mut failed = false;
+    for job in batch.iter_mut() {
+        let outcome = apply(&mut transaction, &mut head, &job.write).await;
+        failed = outcome.is_err();
+        job.outcome = Some(outcome);
+        if failed {
+            break;
+        }
+    }
+    if !failed {
+        head.write_back_pg(&mut transaction).await?;
+        return Ok(transaction.commit().await?);
+    }
+    transaction.rollback().await?;
+    let mut transaction = pool.begin().await?;
+    let mut head = BatchHead::default();
+    for job in batch.iter_mut() {
+        let before = head.clone();
+        let mut savepoint = transaction.begin().await?;
+        let outcome = apply(&mut savepoint, &mut head, &job.write).await;
+        if outcome.is_ok() {
+            savepoint.commit().await?;
+        } else {
+            // Rolling back to the savepoint also releases the head row if this job was the one to lock it.
+            savepoint.rollback().await?;
+            head = before;
+        }
+        job.outcome = Some(outcome);
+    }
+    head.write_back_pg(&mut transaction).await?;
+    Ok(transaction.commit().await?)
+}
