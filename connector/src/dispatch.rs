@@ -122,18 +122,22 @@ enum Outcome {
 }
 
 async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) -> Outcome {
-    let (mut url, mut body) = (message.url.clone(), message.text.clone());
+    let (mut url, mut body) = (message.sent.url.clone(), message.sent.text().to_owned());
     let mut counter_party = message.counter_party.clone();
     // The placeholder stands in the URL and in top-level pid members only.
-    let placeholders = |members: &serde_json::Map<String, Json>| members.values().any(|v| v.as_str() == Some(PEER_PID));
-    let needs_peer = url.contains(PEER_PID) || message.message.as_object().is_some_and(placeholders);
+    let needs_peer = url.contains(PEER_PID)
+        || message
+            .sent
+            .message()
+            .as_object()
+            .is_some_and(|members| members.values().any(|v| v.as_str() == Some(PEER_PID)));
     if needs_peer || counter_party.is_none() {
         let row = state.store.process(message.kind, &message.process_id).await.ok().flatten();
         counter_party = row.as_ref().map(|r| r.counter_party_id.clone());
         if needs_peer {
             let Some(peer) = row.and_then(|r| r.peer_pid) else { return Outcome::NotYet };
             url = url.replace(PEER_PID, &peer);
-            let mut addressed = message.message.clone();
+            let mut addressed = message.sent.message().clone();
             if let Json::Object(map) = &mut addressed {
                 for value in map.values_mut() {
                     if value.as_str() == Some(PEER_PID) {
@@ -178,7 +182,7 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
     let outcome = match send(state, http, &message).await {
         // A last notice, or a message whose attempts are spent, that still cannot be addressed never will be: the peer
         // never answered the message that would have told us its process id.
-        Outcome::NotYet if message.final_notice || message.attempts >= retry.attempts => {
+        Outcome::NotYet if message.sent.final_notice || message.attempts >= retry.attempts => {
             Outcome::Failed("the counter-party's process id is unknown, so the message cannot be addressed".into())
         }
         other => other,
@@ -192,9 +196,9 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
             if let Err(error) = state.store.complete_outgoing(&message, peer).await {
                 tracing::error!(%error, "cannot record a delivery (the message will be sent again)");
             }
-            tracing::debug!(process = %message.process_id, url = %message.url, "delivered");
+            tracing::debug!(process = %message.process_id, url = %message.sent.url, "delivered");
             if message.kind == ProcessKind::Transfer {
-                crate::transfer::delivered(state, &message.process_id, &message.message).await;
+                crate::transfer::delivered(state, &message.process_id, message.sent.message()).await;
             }
         }
         Outcome::NotYet => {
@@ -203,7 +207,7 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
         Outcome::Refused(reason) => {
             let _ = state.store.complete_outgoing(&message, None).await;
             tracing::warn!(process = %message.process_id, %reason, "the peer refused a message");
-            if !message.final_notice
+            if !message.sent.final_notice
                 && let Err(error) = terminate_after_failure(
                     state,
                     &message,
@@ -215,10 +219,10 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
             }
         }
         Outcome::Failed(reason) => {
-            if message.attempts >= retry.attempts || message.final_notice {
+            if message.attempts >= retry.attempts || message.sent.final_notice {
                 let _ = state.store.complete_outgoing(&message, None).await;
                 tracing::warn!(process = %message.process_id, attempts = message.attempts, %reason, "giving up delivering a message");
-                if !message.final_notice
+                if !message.sent.final_notice
                     && let Err(error) = terminate_after_failure(
                         state,
                         &message,

@@ -189,46 +189,46 @@ impl BatchHead {
         if events.is_empty() {
             return Ok(());
         }
-        let (size, frontier) = match &self.0 {
-            Some((size, frontier)) => (*size, frontier.clone()),
+        let head = match &self.0 {
+            Some(head) => head.clone(),
             None => {
-                let head = sqlx::query("SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE")
+                let row = sqlx::query("SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE")
                     .fetch_one(&mut *db)
                     .await?;
-                (head.try_get(0)?, head.try_get(1)?)
+                (row.try_get(0)?, row.try_get(1)?)
             }
         };
-        let (statements, frontier) = append_statements(events, size, &frontier)?;
-        for statement in &statements {
+        for statement in &self.advance(events, head)? {
             statement.query().execute(&mut *db).await?;
         }
-        self.0 = Some((size + events.len() as i64, frontier));
         Ok(())
     }
-}
 
-/// Appends `events` on the SQLite writer, inside its batch's transaction; `head` is the batch's audit head.
-pub(crate) fn append_on_writer(
-    db: &rusqlite::Connection,
-    head: &mut BatchHead,
-    events: &[Event],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
+    /// Appends `events` on the SQLite writer, inside its batch's transaction. The head row is read, not taken: the
+    /// writer holds SQLite's write lock.
+    pub(crate) fn append(&mut self, db: &rusqlite::Connection, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let head = match &self.0 {
+            Some(head) => head.clone(),
+            None => Statement::new("SELECT size, frontier FROM audit_head WHERE id = 1", Vec::new())
+                .first_row_on(db, |row| Ok((row.get(0)?, row.get(1)?)))?
+                .ok_or_else(|| StoreError::Corrupt("the audit log has no head row".into()))?,
+        };
+        for statement in &self.advance(events, head)? {
+            statement.execute_on(db)?;
+        }
+        Ok(())
     }
-    // Read, not taken: a failed append leaves the batch's head as it was.
-    let (size, frontier) = match &head.0 {
-        Some((size, frontier)) => (*size, frontier.clone()),
-        None => Statement::new("SELECT size, frontier FROM audit_head WHERE id = 1", Vec::new())
-            .first_row_on(db, |row| Ok((row.get(0)?, row.get(1)?)))?
-            .ok_or_else(|| StoreError::Corrupt("the audit log has no head row".into()))?,
-    };
-    let (statements, frontier) = append_statements(events, size, &frontier)?;
-    for statement in &statements {
-        statement.execute_on(db)?;
+
+    /// The statements that append `events` to the log at `(size, frontier)`; the batch's head moves past them. A
+    /// write that then fails restores the head it had before (the writers' savepoint runs do).
+    fn advance(&mut self, events: &[Event], (size, frontier): (i64, Vec<u8>)) -> Result<Vec<Statement>, StoreError> {
+        let (statements, frontier) = append_statements(events, size, &frontier)?;
+        self.0 = Some((size + events.len() as i64, frontier));
+        Ok(statements)
     }
-    head.0 = Some((size + events.len() as i64, frontier));
-    Ok(())
 }
 
 fn hash_of(bytes: &[u8]) -> Result<Hash, StoreError> {

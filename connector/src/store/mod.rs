@@ -53,7 +53,7 @@ macro_rules! with_writer {
         match &$store.backend {
             $crate::store::Backend::Sqlite(_) => {
                 let $pool = $store.writer.as_ref().expect("a SQLite store has a writer");
-                let _wanted = $store.hot.as_ref().map(|hot| hot.wanted());
+                let _wanted = $store.sqlx_write_waiting();
                 $body
             }
             $crate::store::Backend::Postgres($pool) => $body,
@@ -138,12 +138,17 @@ pub struct Store {
     pub(crate) backend: Backend,
     /// SQLite: the single connection every write goes through.
     pub(crate) writer: Option<SqlitePool>,
-    /// SQLite: the thread that runs the hot writes on that connection, many to a transaction.
-    pub(crate) hot: Option<writer::Writer>,
+    /// What runs the hot writes, many to a transaction.
+    hot: HotWriter,
     /// SQLite: connections for point reads on the calling thread.
     readers: Option<std::sync::Arc<readers::Readers>>,
-    /// PostgreSQL: the task that runs the hot writes, many to a transaction.
-    pg_writer: Option<pg_writer::PgWriter>,
+}
+
+/// The writer of [`Store::write`]: on SQLite a thread on the one writer connection, on PostgreSQL a task.
+#[derive(Debug, Clone)]
+enum HotWriter {
+    Sqlite(writer::Writer),
+    Postgres(pg_writer::PgWriter),
 }
 
 /// `[a-z_][a-z0-9_]*`, at most 63 characters: safe to splice into SQL as an identifier.
@@ -169,7 +174,7 @@ impl Store {
     /// Connects (creating the SQLite file and folder, or the PostgreSQL schema, if missing) and runs migrations.
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let connect_error = |source| StoreError::Connect { url: redact_url(url), source };
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut connect = PgConnectOptions::from_str(url).map_err(connect_error)?;
             // One direct connection first: it reports the real reason (refused, authentication, unknown database)
             // where a pool would only time out. It also creates the schema, to which every pooled connection is pinned.
@@ -194,7 +199,8 @@ impl Store {
                 .await
                 .map_err(connect_error)?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            Backend::Postgres(pool)
+            let hot = HotWriter::Postgres(pg_writer::PgWriter::start(pool.clone()));
+            Ok(Store { backend: Backend::Postgres(pool), writer: None, hot, readers: None })
         } else {
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(connect_error)?
@@ -228,19 +234,8 @@ impl Store {
                 .await
                 .map_err(connect_error)?;
             let hot = writer::Writer::start(writer.clone()).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
-            return Ok(Store {
-                backend: Backend::Sqlite(pool),
-                writer: Some(writer),
-                hot: Some(hot),
-                readers,
-                pg_writer: None,
-            });
-        };
-        let pg_writer = match &backend {
-            Backend::Postgres(pool) => Some(pg_writer::PgWriter::start(pool.clone())),
-            Backend::Sqlite(_) => None,
-        };
-        Ok(Store { backend, writer: None, hot: None, readers: None, pg_writer })
+            Ok(Store { backend: Backend::Sqlite(pool), writer: Some(writer), hot: HotWriter::Sqlite(hot), readers })
+        }
     }
 
     /// Which database this is.
@@ -266,23 +261,19 @@ impl Store {
         audit: Vec<crate::audit::Event>,
         token: Option<&TokenUse>,
     ) -> Result<u64, StoreError> {
-        let token = token.map(TokenUse::statement);
-        match (&self.hot, &self.pg_writer) {
-            (Some(hot), _) => {
-                hot.run(move |db, head| {
-                    let changed = statement.as_ref().map(|s| s.execute_on(db)).transpose()?;
-                    if changed != Some(0) {
-                        if token.as_ref().map(|t| t.execute_on(db)).transpose()? == Some(0) {
-                            return Err(StoreError::Replayed);
-                        }
-                        audit::append_on_writer(db, head, &audit)?;
-                    }
-                    Ok(changed.unwrap_or(0))
-                })
-                .await
-            }
-            (None, Some(pg)) => pg.run(pg_writer::Write { statement, audit, token }).await,
-            (None, None) => unreachable!("a store has a writer for its backend"),
+        let write = Write { statement, audit, token: token.map(TokenUse::statement) };
+        match &self.hot {
+            HotWriter::Sqlite(hot) => hot.run(move |db, head| write.apply_on(db, head)).await,
+            HotWriter::Postgres(pg) => pg.run(write).await,
+        }
+    }
+
+    /// SQLite: marks a [`with_writer!`] write as waiting for the writer connection while the answer lives, so that
+    /// the writer thread hands it over after its current batch.
+    pub(crate) fn sqlx_write_waiting(&self) -> Option<writer::Wanted> {
+        match &self.hot {
+            HotWriter::Sqlite(hot) => Some(hot.wanted()),
+            HotWriter::Postgres(_) => None,
         }
     }
 
@@ -303,6 +294,46 @@ impl Store {
             writer.close().await;
         }
         with_pool!(self, pool => pool.close().await);
+    }
+}
+
+/// One hot write: a statement (if any) and, when there is none or it changed a row, a token id to record and audit
+/// entries to append. Either writer runs it inside its batch's transaction, with the batch's audit head; it answers the
+/// rows the statement changed, or [`StoreError::Replayed`] when the token id was recorded before.
+pub(crate) struct Write {
+    statement: Option<statement::Statement>,
+    audit: Vec<crate::audit::Event>,
+    token: Option<statement::Statement>,
+}
+
+impl Write {
+    /// On the SQLite writer thread (rusqlite).
+    fn apply_on(&self, db: &rusqlite::Connection, head: &mut audit::BatchHead) -> Result<u64, StoreError> {
+        let changed = self.statement.as_ref().map(|s| s.execute_on(db)).transpose()?;
+        if changed != Some(0) {
+            if self.token.as_ref().map(|t| t.execute_on(db)).transpose()? == Some(0) {
+                return Err(StoreError::Replayed);
+            }
+            head.append(db, &self.audit)?;
+        }
+        Ok(changed.unwrap_or(0))
+    }
+
+    /// On the PostgreSQL writer task (sqlx): the same statements as [`Write::apply_on`].
+    async fn apply_pg(&self, db: &mut PgConnection, head: &mut audit::BatchHead) -> Result<u64, StoreError> {
+        let changed = match &self.statement {
+            Some(statement) => Some(statement.query().execute(&mut *db).await?.rows_affected()),
+            None => None,
+        };
+        if changed != Some(0) {
+            if let Some(token) = &self.token
+                && token.query().execute(&mut *db).await?.rows_affected() == 0
+            {
+                return Err(StoreError::Replayed);
+            }
+            head.append_pg(db, &self.audit).await?;
+        }
+        Ok(changed.unwrap_or(0))
     }
 }
 

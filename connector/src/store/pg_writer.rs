@@ -11,25 +11,14 @@
 //! commits, never before. Other processes on the same database append through the same head row lock, so entries stay
 //! gapless and ordered across processes.
 
-use sqlx::{Acquire, PgConnection, PgPool};
+use sqlx::{Acquire, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
 use super::audit::BatchHead;
-use super::statement::Statement;
-use crate::audit::Event;
+use super::{StoreError, Write};
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 256;
-
-/// One write: a statement (if any) and, when there is none or it changed a row, a token id to record and audit entries
-/// to append; answers the rows the statement changed, or [`StoreError::Replayed`] when the token id was recorded
-/// before.
-pub(crate) struct Write {
-    pub statement: Option<Statement>,
-    pub audit: Vec<Event>,
-    pub token: Option<Statement>,
-}
 
 struct Job {
     write: Write,
@@ -82,30 +71,13 @@ impl PgWriter {
     }
 }
 
-/// One job's statements on `db`, inside the batch's transaction.
-async fn apply(db: &mut PgConnection, head: &mut BatchHead, write: &Write) -> Result<u64, StoreError> {
-    let changed = match &write.statement {
-        Some(statement) => Some(statement.query().execute(&mut *db).await?.rows_affected()),
-        None => None,
-    };
-    if changed != Some(0) {
-        if let Some(token) = &write.token
-            && token.query().execute(&mut *db).await?.rows_affected() == 0
-        {
-            return Err(StoreError::Replayed);
-        }
-        head.append_pg(db, &write.audit).await?;
-    }
-    Ok(changed.unwrap_or(0))
-}
-
 /// One transaction for every job of the batch: straight, and if a job fails, again with a savepoint per job.
 async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
     let mut transaction = pool.begin().await?;
     let mut head = BatchHead::default();
     let mut failed = false;
     for job in batch.iter_mut() {
-        let outcome = apply(&mut transaction, &mut head, &job.write).await;
+        let outcome = job.write.apply_pg(&mut transaction, &mut head).await;
         failed = outcome.is_err();
         job.outcome = Some(outcome);
         if failed {
@@ -122,7 +94,7 @@ async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
     for job in batch.iter_mut() {
         let before = head.clone();
         let mut savepoint = transaction.begin().await?;
-        let outcome = apply(&mut savepoint, &mut head, &job.write).await;
+        let outcome = job.write.apply_pg(&mut savepoint, &mut head).await;
         if outcome.is_ok() {
             savepoint.commit().await?;
         } else {

@@ -168,11 +168,8 @@ pub struct ClaimedMessage {
     pub process_id: String,
     /// Which message of the process this is.
     pub seq: i64,
-    pub url: String,
-    pub message: Value,
-    /// `message` as JSON text, as stored: what is sent when no placeholder in it needs the peer's pid.
-    pub text: String,
-    pub final_notice: bool,
+    /// The message, its address and its text as stored.
+    pub sent: OutboxMessage,
     /// Attempts so far, this one included.
     pub attempts: i64,
     pub counter_party: Option<String>,
@@ -358,10 +355,7 @@ impl Store {
             kind,
             process_id: row.id.clone(),
             seq,
-            url: message.url.clone(),
-            message: message.message.clone(),
-            text: message.text.clone(),
-            final_notice: message.final_notice,
+            sent: message.clone(),
             attempts: 1,
             counter_party: Some(row.counter_party_id.clone()),
         })))
@@ -392,15 +386,13 @@ impl Store {
                 .fetch_all(pool)
                 .await?
             });
-            for (process_id, seq, url, message, final_notice, attempts, counter_party) in rows {
+            for (process_id, seq, url, text, final_notice, attempts, counter_party) in rows {
+                let message = parse_body("outgoing message", &process_id, &text)?;
                 claimed.push(ClaimedMessage {
-                    message: parse_body("outgoing message", &process_id, &message)?,
-                    text: message,
+                    sent: OutboxMessage { url, message, text, final_notice: final_notice != 0 },
                     kind,
                     process_id,
                     seq,
-                    url,
-                    final_notice: final_notice != 0,
                     attempts,
                     counter_party: Some(counter_party),
                 });
