@@ -449,6 +449,31 @@ impl Policy {
         self.permissions.iter().chain(&self.prohibitions).chain(&self.obligations).any(rule)
     }
 
+    /// Whether the policy has no permission, prohibition or obligation at all.
+    pub fn has_no_rules(&self) -> bool {
+        self.permissions.is_empty() && self.prohibitions.is_empty() && self.obligations.is_empty()
+    }
+
+    /// EDC's allow-all made explicit: a policy without any rule (`"permission": [], "prohibition": [], "obligation":
+    /// []`, EDC's most common policy) means "no constraints" in EDC, so it becomes one `use` permission without
+    /// constraints; ODRL alone would permit nothing. Answers whether the policy was rewritten.
+    pub fn read_edc_allow_all(&mut self) -> bool {
+        if !self.has_no_rules() {
+            return false;
+        }
+        self.permissions.push(Rule {
+            uid: None,
+            action: Some(crate::profile::USE.to_owned()),
+            refinements: Vec::new(),
+            constraints: Vec::new(),
+            duties: Vec::new(),
+            target: None,
+            assigner: None,
+            assignee: None,
+        });
+        true
+    }
+
     /// Reads a policy from JSON(-LD). An expanded document (a one-element array) is accepted as well.
     pub fn from_json(value: &Json) -> Result<Policy, ParseError> {
         let object = match value {

@@ -6,6 +6,8 @@ pub use hanse::testing::{Backend, Signer, TestConnector, TestParticipant, did_of
 use hanse_vocab::schema::DspSchemas;
 use serde_json::{Value, json};
 
+pub mod interop;
+
 /// A set of running connectors.
 pub struct Federation {
     pub connectors: Vec<TestConnector>,

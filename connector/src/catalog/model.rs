@@ -157,6 +157,17 @@ impl DataAddress {
         }
     }
 
+    /// What an `HttpData` address lets a consumer's request carry on to its backend (EDC's proxy switches).
+    pub fn proxy(&self) -> Proxy {
+        let on = |name: &str| self.fields().get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        Proxy {
+            path: on("proxyPath"),
+            query: on("proxyQueryParams"),
+            method: on("proxyMethod"),
+            body: on("proxyBody"),
+        }
+    }
+
     /// The data address of an ingested table file.
     pub fn table(file: &str) -> Json {
         json!({"type": TABLE, "file": file})
@@ -177,6 +188,16 @@ impl DataAddress {
                     other => other.to_string(),
                 };
                 fields.insert(local.to_owned(), value);
+            }
+        }
+        for name in PROXY_SWITCHES {
+            if let Some(value) = fields.get(name)
+                && !value.eq_ignore_ascii_case("true")
+                && !value.eq_ignore_ascii_case("false")
+            {
+                errors.push(
+                    FieldError::new(format!("dataAddress.{name}"), "must be true or false").with_value(Some(&json!(value))),
+                );
             }
         }
         match fields.get("type").map(String::as_str) {
@@ -247,6 +268,18 @@ impl DataAddress {
         }
         Json::Object(out)
     }
+}
+
+/// EDC's `HttpData` switches that let a consumer's sub-path, query, method and body through to the backend.
+const PROXY_SWITCHES: [&str; 4] = ["proxyPath", "proxyQueryParams", "proxyMethod", "proxyBody"];
+
+/// Which parts of a consumer's request an `HttpData` address passes on to its backend (all off unless set `true`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Proxy {
+    pub path: bool,
+    pub query: bool,
+    pub method: bool,
+    pub body: bool,
 }
 
 /// The data address type of an ingested table.
@@ -381,7 +414,14 @@ pub struct PolicyDefinition {
     pub policy: Policy,
     pub private_properties: Properties,
     pub expanded: Json,
+    /// The stored policy had no rule at all: EDC's allow-all, read as a `use` permission without constraints.
+    pub allow_all: bool,
 }
+
+/// What an operator is told about a policy without any rule.
+pub const ALLOW_ALL_NOTE: &str = "a policy without any permission, prohibition or obligation is EDC's allow-all: \
+    Hanse reads it as a `use` permission without constraints, so any participant the access policy admits may use \
+    the data";
 
 impl PolicyDefinition {
     /// Reads and validates a policy definition; ODRL problems are reported per constraint with their place.
@@ -416,10 +456,11 @@ impl PolicyDefinition {
             },
         };
         match policy {
-            Some(policy) if errors.is_empty() => {
+            Some(mut policy) if errors.is_empty() => {
+                let allow_all = policy.read_edc_allow_all();
                 let mut node = node;
                 node.insert("@id".into(), json!(id));
-                Ok(PolicyDefinition { id, policy, private_properties, expanded: Json::Object(node) })
+                Ok(PolicyDefinition { id, policy, private_properties, expanded: Json::Object(node), allow_all })
             }
             _ => Err(errors),
         }

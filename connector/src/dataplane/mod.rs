@@ -30,7 +30,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{Value as Json, json};
 use tokio::sync::OnceCell;
 
-use crate::catalog::model::DataAddress;
+use crate::catalog::model::{DataAddress, Proxy};
 use crate::server::Shared;
 use crate::store::Store;
 use crate::transfer::{self, machine::Role, machine::State as TransferState};
@@ -208,7 +208,7 @@ pub async fn authorise(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<(Access, transfer::Transfer), Response> {
-    let token = match crate::identity::token::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
+    let token = match crate::identity::token::data_plane_token(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
         Ok(token) => token.to_owned(),
         Err(reason) => {
             tracing::info!(%reason, transfer = id, "data request without a usable token");
@@ -264,10 +264,26 @@ pub async fn refuse_use(
     refuse(StatusCode::FORBIDDEN, &refusal.reason)
 }
 
-/// `GET`/`HEAD /data/{transferId}`: the data of a started pull transfer.
+/// `/data/{transferId}`: the data of a started pull transfer.
 pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, request: Request) -> Response {
+    serve_at(&state, &id, "", request).await
+}
+
+/// `/data/{transferId}/{*path}`: a sub-path of an `HttpData` dataset, when its data address lets paths through.
+pub async fn serve_path(
+    State(state): State<Shared>,
+    UrlPath((id, path)): UrlPath<(String, String)>,
+    request: Request,
+) -> Response {
+    serve_at(&state, &id, &path, request).await
+}
+
+/// The data of transfer `id` at `path` below its endpoint: the access token, the transfer and the agreement are
+/// checked first, then what the data address lets through (EDC's `proxyPath`, `proxyQueryParams`, `proxyMethod`,
+/// `proxyBody`); a request asking for more than that is refused, never cut down silently.
+async fn serve_at(state: &Shared, id: &str, path: &str, request: Request) -> Response {
     let headers = request.headers().clone();
-    let (access, transfer) = match authorise(&state, &id, &headers).await {
+    let (access, transfer) = match authorise(state, id, &headers).await {
         Ok(granted) => granted,
         Err(refusal) => return refusal,
     };
@@ -276,14 +292,30 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
     }
     let get = request.method() == Method::GET;
     let new_pull = get && from_start(&headers);
-    let grant = match transfer::check_use(&state, &access.consumer, &access.agreement_id, "use", new_pull).await {
+    let grant = match transfer::check_use(state, &access.consumer, &access.agreement_id, "use", new_pull).await {
         Ok(grant) => grant,
         Err(refusal) => {
-            return refuse_use(&state, &id, &access.consumer, &access.agreement_id, refusal, "data pull").await;
+            return refuse_use(state, id, &access.consumer, &access.agreement_id, refusal, "data pull").await;
         }
     };
     let Some(asset) = state.catalogue.asset(&grant.agreement.asset_id) else {
         return refuse(StatusCode::GONE, "the dataset is no longer offered");
+    };
+    let address = &asset.value.data_address;
+    let forward = match address {
+        DataAddress::Http { base_url, .. } => match Forward::of(base_url, address.proxy(), path, &request) {
+            Ok(forward) => Some(forward),
+            Err(refusal) => return refusal,
+        },
+        _ => {
+            if request.method() != Method::GET && request.method() != Method::HEAD {
+                return refuse(StatusCode::METHOD_NOT_ALLOWED, "this dataset is read with GET or HEAD");
+            }
+            if !path.is_empty() || request.uri().query().is_some_and(|q| !q.is_empty()) {
+                return refuse(StatusCode::BAD_REQUEST, "this dataset is one file: it has no sub-paths or query");
+            }
+            None
+        }
     };
     if new_pull
         && let Err(error) =
@@ -293,15 +325,97 @@ pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, re
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
     }
     let meter = get.then(|| Meter::new(&state.store, &transfer));
-    match &asset.value.data_address {
-        DataAddress::File { path, .. } => serve_file(&state, path, request, meter).await,
-        DataAddress::Http { base_url, fields } => {
-            proxy(&state, base_url, fields, &headers, request.method(), meter).await
-        }
-        DataAddress::Table { .. } => {
-            refuse(StatusCode::CONFLICT, "the dataset is a table: it is offered for compute only")
-        }
+    match (address, forward) {
+        (DataAddress::Http { fields, .. }, Some(forward)) => proxy(state, forward, fields, request, meter).await,
+        (DataAddress::File { path, .. }, _) => serve_file(state, path, request, meter).await,
+        _ => refuse(StatusCode::CONFLICT, "the dataset is a table: it is offered for compute only"),
     }
+}
+
+/// What a consumer's request passes on to an `HttpData` backend: the URL (the base URL, with the sub-path and query
+/// where allowed), the method, and whether the body goes along.
+struct Forward {
+    url: reqwest::Url,
+    method: Method,
+    body: bool,
+}
+
+impl Forward {
+    /// Checks the request against what an `HttpData` address at `base_url` lets through (`allowed`); the refusal
+    /// says which switch is off.
+    #[allow(clippy::result_large_err)]
+    fn of(base_url: &str, allowed: Proxy, path: &str, request: &Request) -> Result<Forward, Response> {
+        let method = request.method().clone();
+        let query = request.uri().query().filter(|q| !q.is_empty());
+        let has_body = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|length| length.trim() != "0")
+            || request.headers().contains_key(header::TRANSFER_ENCODING);
+        let read_only = method == Method::GET || method == Method::HEAD;
+        if !read_only && !allowed.method {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this dataset is read with GET or HEAD (its data address does not set proxyMethod)",
+            ));
+        }
+        if has_body && !read_only && !allowed.body {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "this dataset takes no request body (its data address does not set proxyBody)",
+            ));
+        }
+        if !path.is_empty() && !allowed.path {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                "this dataset has no sub-paths (its data address does not set proxyPath)",
+            ));
+        }
+        if query.is_some() && !allowed.query {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "this dataset takes no query parameters (its data address does not set proxyQueryParams)",
+            ));
+        }
+        let url = backend_url(base_url, path, query)
+            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "the sub-path must stay below the dataset's address"))?;
+        Ok(Forward { url, method, body: has_body && !read_only })
+    }
+}
+
+/// `base` with `path` appended below it and `query` added; `None` when the result would leave the base URL (a `.`
+/// or `..` segment, an encoded slash or backslash) — nothing is ever sent to another host or above the base path.
+fn backend_url(base: &str, path: &str, query: Option<&str>) -> Option<reqwest::Url> {
+    let mut url = reqwest::Url::parse(base).ok()?;
+    if !path.is_empty() {
+        let segments: Vec<&str> = path.split('/').collect();
+        let unsafe_segment = |segment: &&str| {
+            let lower = segment.to_ascii_lowercase();
+            matches!(*segment, "." | "..") || lower.contains("%2f") || lower.contains("%5c") || segment.contains('\\')
+        };
+        if segments.iter().any(unsafe_segment) {
+            return None;
+        }
+        let mut joined = url.path().trim_end_matches('/').to_owned();
+        for segment in segments {
+            joined.push('/');
+            joined.push_str(segment);
+        }
+        url.set_path(&joined);
+    }
+    if let Some(query) = query {
+        let merged = match url.query() {
+            Some(own) if !own.is_empty() => format!("{own}&{query}"),
+            _ => query.to_owned(),
+        };
+        url.set_query(Some(&merged));
+    }
+    let original = reqwest::Url::parse(base).ok()?;
+    let same_origin = url.scheme() == original.scheme()
+        && url.host_str() == original.host_str()
+        && url.port_or_known_default() == original.port_or_known_default();
+    (same_origin && url.path().starts_with(original.path().trim_end_matches('/'))).then_some(url)
 }
 
 async fn serve_file(state: &Shared, path: &Path, request: Request, meter: Option<Meter>) -> Response {
@@ -351,17 +465,23 @@ const PASSED_BACK: [HeaderName; 7] = [
 
 async fn proxy(
     state: &Shared,
-    base_url: &str,
+    forward: Forward,
     fields: &std::collections::BTreeMap<String, String>,
-    headers: &HeaderMap,
-    method: &Method,
+    incoming: Request,
     meter: Option<Meter>,
 ) -> Response {
-    let mut request = state.dataplane.http.request(method.clone(), base_url);
+    let headers = incoming.headers().clone();
+    let mut request = state.dataplane.http.request(forward.method, forward.url);
     for name in [header::RANGE, header::IF_RANGE, header::ACCEPT] {
         if let Some(value) = headers.get(&name) {
             request = request.header(name, value);
         }
+    }
+    if forward.body {
+        if let Some(value) = headers.get(header::CONTENT_TYPE) {
+            request = request.header(header::CONTENT_TYPE, value);
+        }
+        request = request.body(reqwest::Body::wrap_stream(incoming.into_body().into_data_stream()));
     }
     if let Some((name, value)) = backend_auth(fields) {
         request = request.header(name, value);
@@ -541,8 +661,10 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// The data plane's routes on the public listener.
 pub fn routes() -> axum::Router<Shared> {
     axum::Router::new()
-        .route("/data/{id}", axum::routing::get(serve).head(serve))
+        .route("/data/{id}", axum::routing::any(serve))
+        .route("/data/{id}/", axum::routing::any(serve))
         .route("/data/{id}/token", axum::routing::post(refresh))
+        .route("/data/{id}/{*path}", axum::routing::any(serve_path))
 }
 
 /// The JSON a consumer's tools read a data address from (EDC EDR shape).

@@ -93,6 +93,28 @@ pub fn bearer(header: Option<&str>) -> Result<&str, TokenError> {
     Ok(token)
 }
 
+/// The access token of an `Authorization` header on the data plane: `Bearer <token>`, or the token alone as EDC's
+/// endpoint data references hand it out (a compact JWS: three base64url parts). Any other scheme is refused.
+pub fn data_plane_token(header: Option<&str>) -> Result<&str, TokenError> {
+    let value = header.ok_or(TokenError::Missing)?.trim();
+    if value.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")) {
+        let token = value[7..].trim();
+        if token.is_empty() || token.len() > 16 * 1024 {
+            return Err(TokenError::Malformed("empty or oversized token".into()));
+        }
+        return Ok(token);
+    }
+    let compact = value.split('.').count() == 3
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !compact {
+        return Err(TokenError::Malformed("neither a bearer token nor a bare access token".into()));
+    }
+    if value.len() > 16 * 1024 {
+        return Err(TokenError::Malformed("empty or oversized token".into()));
+    }
+    Ok(value)
+}
+
 /// Checks a token addressed to `us`: claims and time window first (no I/O), then the sender's DID document and the
 /// signature, and last the replay cache (so only genuine tokens are remembered).
 pub async fn verify(
@@ -170,4 +192,29 @@ pub async fn check(
     let token_use = TokenUse { key: format!("{iss} {jti}"), expires_at: (exp + CLOCK_SKEW_SECONDS) * 1000 };
     let expires_at = DateTime::from_timestamp(exp, 0).unwrap_or(now);
     Ok((Verified { participant: iss.to_owned(), expires_at }, token_use))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_plane_token;
+
+    #[test]
+    fn the_data_plane_takes_a_bearer_token_or_the_bare_token_and_nothing_else() {
+        let jws = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        assert_eq!(data_plane_token(Some(&format!("Bearer {jws}"))).unwrap(), jws);
+        assert_eq!(data_plane_token(Some(&format!("bearer  {jws}"))).unwrap(), jws);
+        assert_eq!(data_plane_token(Some(jws)).unwrap(), jws);
+        for refused in [
+            format!("Basic {jws}"),
+            format!("Token {jws}"),
+            "Bearer ".to_owned(),
+            "not-a-token".to_owned(),
+            "a.b".to_owned(),
+            format!("{jws} {jws}"),
+            String::new(),
+        ] {
+            assert!(data_plane_token(Some(&refused)).is_err(), "{refused:?} was taken");
+        }
+        assert!(data_plane_token(None).is_err());
+    }
 }

@@ -84,7 +84,19 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     };
     let provider_address =
         state.dsp.resolve_base(&address).await.map_err(|e| ManagementError::Upstream(e.to_string()))?;
-    let mut offer = offer;
+    let mut offer = match offer_without_rules(&offer) {
+        Some((offer_id, target)) => catalogue_offer(&state, &address, &provider_id, &offer_id, &target).await?,
+        None => offer,
+    };
+    // DSP 2025-1: an offer carries at least one permission or prohibition (an obligation alone is no offer).
+    let has = |name: &str| offer.get(name).and_then(Json::as_array).is_some_and(|rules| !rules.is_empty());
+    if !has("permission") && !has("prohibition") {
+        return Err(ManagementError::field(
+            "policy",
+            "the offer must carry at least one permission or prohibition (DSP 2025-1 `Offer`); send the offer as the \
+             catalogue lists it, or only its `@id` and `target` to have it filled in from the provider's catalogue",
+        ));
+    }
     if offer.get("assigner").is_none() {
         offer["assigner"] = json!(provider_id);
     }
@@ -100,6 +112,55 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     )
     .await?;
     Ok(axum::Json(id_response(&negotiation.row.id, negotiation.row.created_at)).into_response())
+}
+
+/// The offer's id and target when a request names an offer without its rules (EDC clients often send only the
+/// offer's `@id`): the rules then come from the provider's catalogue.
+fn offer_without_rules(offer: &Json) -> Option<(String, String)> {
+    let rules = ["permission", "prohibition", "obligation"]
+        .iter()
+        .any(|name| offer.get(*name).is_some_and(|v| v.as_array().is_none_or(|rules| !rules.is_empty())));
+    if rules {
+        return None;
+    }
+    Some((offer.get("@id")?.as_str()?.to_owned(), offer.get("target")?.as_str()?.to_owned()))
+}
+
+/// The offer `offer_id` of dataset `target` as the provider's catalogue lists it for us; a 400 when the provider
+/// does not list it (any more), so that no `ContractRequestMessage` with an offer without rules is ever sent.
+async fn catalogue_offer(
+    state: &Shared,
+    address: &str,
+    provider_id: &str,
+    offer_id: &str,
+    target: &str,
+) -> Result<Json, ManagementError> {
+    let dataset = state.dsp.dataset(address, Some(provider_id), target).await.map_err(|e| match e {
+        crate::protocol::client::ClientError::Refused { status: 404, .. } => ManagementError::field(
+            "policy.target",
+            format!("the provider's catalogue shows us no dataset `{target}`"),
+        ),
+        other => ManagementError::Upstream(format!("cannot read the offer from the provider's catalogue: {other}")),
+    })?;
+    let offers = match dataset.get("hasPolicy") {
+        Some(Json::Array(offers)) => offers.clone(),
+        Some(offer) => vec![offer.clone()],
+        None => Vec::new(),
+    };
+    let mut offer = offers
+        .into_iter()
+        .find(|o| o.get("@id").and_then(Json::as_str) == Some(offer_id))
+        .ok_or_else(|| {
+            ManagementError::field(
+                "policy.@id",
+                format!("the provider's catalogue lists no offer `{offer_id}` for dataset `{target}`; it may have changed"),
+            )
+        })?;
+    offer["target"] = json!(target);
+    if offer.get("assigner").is_none() {
+        offer["assigner"] = json!(provider_id);
+    }
+    Ok(offer)
 }
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {

@@ -8,6 +8,7 @@ use hanse_policy::{RequestContext, Severity};
 use serde_json::{Value as Json, json};
 
 use super::ManagementError;
+use crate::catalog::model::{ALLOW_ALL_NOTE, PolicyDefinition};
 use crate::server::Shared;
 
 /// `{"isValid": bool, "errors": [...], "warnings": [...]}` in the EDC `PolicyValidationResult` shape.
@@ -27,6 +28,7 @@ pub async fn validate(State(state): State<Shared>, Path(id): Path<String>) -> Re
         "errors": errors,
         "warnings": text(Severity::Warning),
         "issues": issues,
+        "notes": notes(&stored.value),
     }))
     .into_response())
 }
@@ -52,5 +54,10 @@ pub async fn explain(
     };
     context.now.get_or_insert_with(chrono::Utc::now);
     let decision = hanse_policy::evaluate(&stored.value.policy, &action, &context);
-    Ok(axum::Json(json!({"policyId": id, "decision": decision})).into_response())
+    Ok(axum::Json(json!({"policyId": id, "decision": decision, "notes": notes(&stored.value)})).into_response())
+}
+
+/// What an operator should know about how Hanse reads a stored policy.
+fn notes(definition: &PolicyDefinition) -> Vec<&'static str> {
+    if definition.allow_all { vec![ALLOW_ALL_NOTE] } else { Vec::new() }
 }

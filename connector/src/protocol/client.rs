@@ -118,6 +118,26 @@ impl DspClient {
         Ok((status, link, body))
     }
 
+    /// One dataset of a peer's catalogue (`GET {base}/catalog/datasets/{id}`), as the peer shows it to us.
+    pub async fn dataset(&self, address: &str, counter_party_id: Option<&str>, id: &str) -> Result<Json, ClientError> {
+        let base = self.resolve_base(address).await?;
+        let audience = self.counter_party(address, counter_party_id).await?;
+        let url = format!("{base}/catalog/datasets/{}", percent_encode_segment(id));
+        let response = self
+            .http
+            .get(&url)
+            .header("Authorization", self.identity.authorization(&audience))
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Refused { url, status, body: text.chars().take(2000).collect() });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{url} answered with invalid JSON: {e}")))
+    }
+
     /// A peer's whole catalogue (following `rel="next"` links), filtered as the DSP filter form says.
     pub async fn catalog(
         &self,
@@ -180,6 +200,17 @@ impl DspClient {
         }
         catalog.ok_or_else(|| ClientError::Protocol("no catalogue received".into()))
     }
+}
+
+/// `segment` with everything but unreserved characters percent-encoded, for one path segment of a URL.
+fn percent_encode_segment(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The URL of the `rel="next"` entry of a `Link` header.

@@ -1,0 +1,108 @@
+//! Other people's software, installed from the package registries at pinned versions into a cache folder shared by
+//! runs on the same machine (`$HANSE_INTEROP_CACHE`, default `~/.cache/hanse-interop`): the PyPI `edc-client` and
+//! `pyld` (`interop/requirements.txt`), and the npm `@think-it-labs/edc-connector-client` (`interop/package.json` and
+//! its lock file). A folder is named after the SHA-256 of what it installs, so a changed pin installs afresh.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// `tests/interop/`: the journeys and the pins.
+pub fn folder() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+fn cache() -> PathBuf {
+    match std::env::var_os("HANSE_INTEROP_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/hanse-interop"),
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `files`' contents.
+fn digest(files: &[&str]) -> String {
+    let mut hasher = openssl::sha::Sha256::new();
+    for file in files {
+        hasher.update(&std::fs::read(folder().join(file)).unwrap_or_else(|e| panic!("read interop/{file}: {e}")));
+    }
+    hasher.finish()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A Python with `interop/requirements.txt` installed (a virtual environment made once per pin set).
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let venv = cache().join(format!("venv-{}", digest(&["requirements.txt"])));
+            let python = venv.join("bin/python");
+            if !venv.join("installed").exists() {
+                let _ = std::fs::remove_dir_all(&venv);
+                run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
+                run(
+                    Command::new(&python)
+                        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+                        .arg(folder().join("requirements.txt")),
+                    "pip install -r tests/interop/requirements.txt",
+                );
+                std::fs::write(venv.join("installed"), b"").expect("mark the environment installed");
+            }
+            python
+        })
+        .clone()
+}
+
+/// `node_modules` with `interop/package.json` installed as its lock file says (`npm ci`, once per lock file).
+pub fn node_modules() -> PathBuf {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES
+        .get_or_init(|| {
+            let dir = cache().join(format!("npm-{}", digest(&["package.json", "package-lock.json"])));
+            if !dir.join("installed").exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).expect("create the npm folder");
+                for file in ["package.json", "package-lock.json"] {
+                    std::fs::copy(folder().join(file), dir.join(file)).expect("copy the npm pins");
+                }
+                run(
+                    Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&dir),
+                    "npm ci in the interop cache",
+                );
+                std::fs::write(dir.join("installed"), b"").expect("mark the modules installed");
+            }
+            dir.join("node_modules")
+        })
+        .clone()
+}
+
+/// Runs an interop script to its end (with `env`), answering its standard output; panics with its output on failure.
+pub fn script(program: &Path, script: &str, args: &[&str], env: &[(String, String)]) -> String {
+    let mut command = Command::new(program);
+    command.arg(folder().join(script)).args(args).env("NODE_PATH", node_modules_if_node(program));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap_or_else(|e| panic!("{script}: cannot start: {e}"));
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn node_modules_if_node(program: &Path) -> PathBuf {
+    if program.ends_with("node") { node_modules() } else { PathBuf::new() }
+}
