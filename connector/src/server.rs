@@ -271,6 +271,7 @@ pub async fn start_on(
     let dispatcher = crate::dispatch::spawn(state.clone(), signal.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.clone(), signal.clone());
     crate::transfer::resume_pushes(&state).await;
+    crate::transfer::edr::spawn(state.clone(), signal.clone());
     crate::compute::orchestrate::fail_interrupted(&state).await;
     crate::audit::peer::send_receipts(state.clone(), signal.clone());
     let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);

@@ -117,9 +117,14 @@ def v4(provider, consumer, asset_id, backend):
     })
     negotiations = edc_client.ContractNegotiationV4Api(consumer.client)
     negotiation_id = negotiations.initiate_contract_negotiation_v4(contract_request_schema=contract_request).id
-    negotiation = wait("the v4 negotiation", lambda: negotiations.get_negotiation_v4(negotiation_id),
-                       lambda n: n.state == "FINALIZED")
-    agreement_id = negotiation.contract_agreement_id
+    # The generated ContractNegotiationSchema reads `@type` as the CONSUMER/PROVIDER enum (two fields named `type`),
+    # so it cannot read EDC's own answers either; the raw call is how this client reads a negotiation against EDC.
+    negotiation = wait(
+        "the v4 negotiation",
+        lambda: json.loads(negotiations.get_negotiation_v4_without_preload_content(negotiation_id).read()),
+        lambda n: n.get("state") == "FINALIZED",
+    )
+    agreement_id = negotiation["contractAgreementId"]
 
     transfer_request = edc_client.TransferRequestSchema.from_dict({
         "@context": [V2],
@@ -131,7 +136,11 @@ def v4(provider, consumer, asset_id, backend):
     })
     transfers = edc_client.TransferProcessV4Api(consumer.client)
     transfer_id = transfers.initiate_transfer_process_v4(transfer_request_schema=transfer_request).id
-    wait("the v4 transfer", lambda: transfers.get_transfer_process_v4(transfer_id), lambda t: t.state == "STARTED")
+    wait(
+        "the v4 transfer",
+        lambda: json.loads(transfers.get_transfer_process_v4_without_preload_content(transfer_id).read()),
+        lambda t: t.get("state") == "STARTED",
+    )
     endpoint, authorization = consumer.edr_endpoint_auth(consumer.get_edr(transfer_id))
     return Connector.pull_data(endpoint, authorization).data
 

@@ -35,7 +35,12 @@ async fn backend() -> Backend {
 }
 
 /// The environment every journey reads: both connectors' management and protocol addresses, ids and keys.
-fn journey_env(provider: &TestConnector, consumer: &TestConnector, backend: &Backend, out: &std::path::Path) -> Vec<(String, String)> {
+fn journey_env(
+    provider: &TestConnector,
+    consumer: &TestConnector,
+    backend: &Backend,
+    out: &std::path::Path,
+) -> Vec<(String, String)> {
     let mut env = vec![("BACKEND_URL".to_owned(), backend.url.clone()), ("OUT".to_owned(), out.display().to_string())];
     for (role, connector) in [("PROVIDER", provider), ("CONSUMER", consumer)] {
         env.push((format!("{role}_MANAGEMENT"), format!("{}/management", connector.management_url())));
@@ -46,7 +51,12 @@ fn journey_env(provider: &TestConnector, consumer: &TestConnector, backend: &Bac
     env
 }
 
-async fn run_journey(program: std::path::PathBuf, script: &'static str, args: Vec<&'static str>, env: Vec<(String, String)>) -> String {
+async fn run_journey(
+    program: std::path::PathBuf,
+    script: &'static str,
+    args: Vec<&'static str>,
+    env: Vec<(String, String)>,
+) -> String {
     tokio::task::spawn_blocking(move || interop::script(&program, script, &args, &env)).await.expect("journey task")
 }
 
@@ -61,7 +71,12 @@ async fn the_pypi_edc_client_runs_its_journey_on_v3_and_v4() {
         let env = journey_env(&federation.connectors[0], &federation.connectors[1], &backend, &out);
         let printed = run_journey(python.clone(), "edc_client_journey.py", vec![version], env).await;
         let pulled = std::fs::read(&out).expect("the pulled bytes");
-        assert!(pulled == backend.payload, "{version}: {} bytes pulled, not the backend's {} ({printed})", pulled.len(), backend.payload.len());
+        assert!(
+            pulled == backend.payload,
+            "{version}: {} bytes pulled, not the backend's {} ({printed})",
+            pulled.len(),
+            backend.payload.len()
+        );
     }
     federation.shutdown().await;
 }
@@ -76,7 +91,12 @@ async fn the_npm_edc_connector_client_runs_its_journey() {
     let env = journey_env(&federation.connectors[0], &federation.connectors[1], &backend, &out);
     let printed = run_journey("node".into(), "edc_connector_client_journey.js", vec![], env).await;
     let pulled = std::fs::read(&out).expect("the pulled bytes");
-    assert!(pulled == backend.payload, "{} bytes pulled, not the backend's {} ({printed})", pulled.len(), backend.payload.len());
+    assert!(
+        pulled == backend.payload,
+        "{} bytes pulled, not the backend's {} ({printed})",
+        pulled.len(),
+        backend.payload.len()
+    );
     // The consumer's sub-path and query reached the backend under the asset's base URL, as the asset allows.
     let seen = backend.seen.lock().expect("lock").clone();
     assert_eq!(seen, ["/records/part?x=1"]);

@@ -41,6 +41,21 @@ fn default_context() -> Json {
     })
 }
 
+/// EDC's Management API v4 context (`https://w3id.org/edc/connector/management/v2`), which Hanse does not bundle,
+/// read as what it means for the bodies Hanse takes: EDC's vocabulary, `dct:conformsTo`, and the DSP ODRL profile
+/// inside `policy` (decision 0020). Any other entry is kept as it is.
+fn v2_read(entry: Json) -> Json {
+    if entry.as_str() != Some(crate::management::V4_CONTEXT) {
+        return entry;
+    }
+    json!({
+        "@version": 1.1,
+        "@vocab": EDC, "edc": EDC, "dct": DCT, "dcat": DCAT,
+        "conformsTo": {"@id": "dct:conformsTo", "@type": "@id"},
+        "policy": {"@id": "edc:policy", "@context": hanse_vocab::contexts::DSPACE_2025_1_ODRL_PROFILE},
+    })
+}
+
 /// Expands a management body to the one node it describes. A body without `@context` is read with the EDC vocabulary.
 pub fn expand_body(body: &Json) -> Result<Map<String, Json>, Invalid> {
     let Json::Object(object) = body else {
@@ -49,8 +64,8 @@ pub fn expand_body(body: &Json) -> Result<Map<String, Json>, Invalid> {
     let mut object = object.clone();
     let context = match object.remove("@context") {
         None | Some(Json::Null) => vec![default_context()],
-        Some(Json::Array(items)) => std::iter::once(default_context()).chain(items).collect(),
-        Some(other) => vec![default_context(), other],
+        Some(Json::Array(items)) => std::iter::once(default_context()).chain(items.into_iter().map(v2_read)).collect(),
+        Some(other) => vec![default_context(), v2_read(other)],
     };
     object.insert("@context".into(), Json::Array(context));
     let expanded = hanse_vocab::jsonld::expand(&Json::Object(object))
@@ -160,12 +175,7 @@ impl DataAddress {
     /// What an `HttpData` address lets a consumer's request carry on to its backend (EDC's proxy switches).
     pub fn proxy(&self) -> Proxy {
         let on = |name: &str| self.fields().get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        Proxy {
-            path: on("proxyPath"),
-            query: on("proxyQueryParams"),
-            method: on("proxyMethod"),
-            body: on("proxyBody"),
-        }
+        Proxy { path: on("proxyPath"), query: on("proxyQueryParams"), method: on("proxyMethod"), body: on("proxyBody") }
     }
 
     /// The data address of an ingested table file.
@@ -196,7 +206,8 @@ impl DataAddress {
                 && !value.eq_ignore_ascii_case("false")
             {
                 errors.push(
-                    FieldError::new(format!("dataAddress.{name}"), "must be true or false").with_value(Some(&json!(value))),
+                    FieldError::new(format!("dataAddress.{name}"), "must be true or false")
+                        .with_value(Some(&json!(value))),
                 );
             }
         }

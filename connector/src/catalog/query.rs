@@ -132,6 +132,26 @@ impl QuerySpec {
         if errors.is_empty() { Ok(spec) } else { Err(errors) }
     }
 
+    /// Checks that every field the query filters or sorts on is one of `known` (names without the EDC namespace):
+    /// a query on a field the resource does not have is an error naming it, never an empty answer.
+    pub fn check_fields(&self, kind: &str, known: &[&str]) -> Result<(), Invalid> {
+        let unknown = |name: &str| !known.contains(&name.trim_start_matches(EDC));
+        let message = |name: &str| format!("`{name}` is not a field of {kind}; fields: {}", known.join(", "));
+        let mut errors = Vec::new();
+        for (i, criterion) in self.filter.iter().enumerate() {
+            if unknown(&criterion.operand_left) {
+                errors.push(FieldError::new(
+                    format!("filterExpression[{i}].operandLeft"),
+                    message(&criterion.operand_left),
+                ));
+            }
+        }
+        if let Some(sort) = self.sort_field.as_deref().filter(|s| unknown(s)) {
+            errors.push(FieldError::new("sortField", message(sort)));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
     /// Filters, sorts and pages `items`, reading fields with `field`.
     pub fn apply<T>(&self, items: Vec<T>, field: impl Fn(&T, &str) -> Vec<Json>) -> Vec<T> {
         let mut selected: Vec<T> = items

@@ -208,7 +208,9 @@ pub async fn authorise(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<(Access, transfer::Transfer), Response> {
-    let token = match crate::identity::token::data_plane_token(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
+    let token = match crate::identity::token::data_plane_token(
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+    ) {
         Ok(token) => token.to_owned(),
         Err(reason) => {
             tracing::info!(%reason, transfer = id, "data request without a usable token");
@@ -671,6 +673,7 @@ pub fn routes() -> axum::Router<Shared> {
 pub fn edr_json(transfer_id: &str, address: &Json) -> Json {
     let property = |name| transfer::endpoint_property(address, name).map(str::to_owned);
     json!({
+        "@context": hanse_self_descriptions::dcat::management_context(),
         "@type": "DataAddress",
         "type": transfer::HTTP_ENDPOINT,
         "endpointType": transfer::HTTP_ENDPOINT,

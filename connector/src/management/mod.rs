@@ -20,42 +20,54 @@ mod catalog;
 pub mod client;
 mod compute;
 mod credentials;
+mod edrs;
 mod error;
 mod negotiations;
 mod policies;
 pub mod resources;
 pub mod sparql;
 mod transfers;
+mod v4;
 
 pub use error::{FieldError, ManagementError};
+pub use v4::CONTEXT as V4_CONTEXT;
+
+/// The EDC Management API's calls, relative to their version prefix: served as `/management/v3` and, with EDC's v4
+/// context on every answer, as `/management/v4` (decision 0020).
+fn edc_routes() -> Router<Shared> {
+    Router::new()
+        .merge(resources::routes::<Asset>("/assets"))
+        .merge(resources::routes::<PolicyDefinition>("/policydefinitions"))
+        .merge(resources::routes::<ContractDefinition>("/contractdefinitions"))
+        .route("/policydefinitions/{id}/validate", post(policies::validate))
+        .route("/policydefinitions/{id}/explain", post(policies::explain))
+        .route("/catalog/request", post(catalog::request))
+        .route("/contractnegotiations", post(negotiations::start))
+        .route("/contractnegotiations/request", post(negotiations::query))
+        .route("/contractnegotiations/{id}", get(negotiations::read))
+        .route("/contractnegotiations/{id}/state", get(negotiations::read_state))
+        .route("/contractnegotiations/{id}/agreement", get(negotiations::read_agreement))
+        .route("/contractnegotiations/{id}/{call}", post(negotiations::operator_call))
+        .route("/contractagreements/request", post(negotiations::agreements_query))
+        .route("/contractagreements/{id}", get(negotiations::agreement))
+        .route("/contractagreements/{id}/negotiation", get(negotiations::agreement_negotiation))
+        .route("/transferprocesses", post(transfers::start))
+        .route("/transferprocesses/request", post(transfers::query))
+        .route("/transferprocesses/{id}", get(transfers::read))
+        .route("/transferprocesses/{id}/state", get(transfers::read_state))
+        .route("/transferprocesses/{id}/{call}", post(transfers::operator_call))
+        .route("/edrs", post(edrs::start))
+        .route("/edrs/request", post(transfers::edrs_query))
+        .route("/edrs/{id}/dataaddress", get(transfers::edr_data_address))
+        .route("/edrs/{id}", axum::routing::delete(transfers::edr_delete))
+}
 
 /// The management router: health probes open, everything else behind `X-Api-Key`.
 pub fn router(state: Shared) -> Router {
     let api = Router::new()
         .route("/management/connector", get(about))
-        .merge(resources::routes::<Asset>("/management/v3/assets"))
-        .merge(resources::routes::<PolicyDefinition>("/management/v3/policydefinitions"))
-        .merge(resources::routes::<ContractDefinition>("/management/v3/contractdefinitions"))
-        .route("/management/v3/policydefinitions/{id}/validate", post(policies::validate))
-        .route("/management/v3/policydefinitions/{id}/explain", post(policies::explain))
-        .route("/management/v3/catalog/request", post(catalog::request))
-        .route("/management/v3/contractnegotiations", post(negotiations::start))
-        .route("/management/v3/contractnegotiations/request", post(negotiations::query))
-        .route("/management/v3/contractnegotiations/{id}", get(negotiations::read))
-        .route("/management/v3/contractnegotiations/{id}/state", get(negotiations::read_state))
-        .route("/management/v3/contractnegotiations/{id}/agreement", get(negotiations::read_agreement))
-        .route("/management/v3/contractnegotiations/{id}/{call}", post(negotiations::operator_call))
-        .route("/management/v3/contractagreements/request", post(negotiations::agreements_query))
-        .route("/management/v3/contractagreements/{id}", get(negotiations::agreement))
-        .route("/management/v3/contractagreements/{id}/negotiation", get(negotiations::agreement_negotiation))
-        .route("/management/v3/transferprocesses", post(transfers::start))
-        .route("/management/v3/transferprocesses/request", post(transfers::query))
-        .route("/management/v3/transferprocesses/{id}", get(transfers::read))
-        .route("/management/v3/transferprocesses/{id}/state", get(transfers::read_state))
-        .route("/management/v3/transferprocesses/{id}/{call}", post(transfers::operator_call))
-        .route("/management/v3/edrs/request", post(transfers::edrs_query))
-        .route("/management/v3/edrs/{id}/dataaddress", get(transfers::edr_data_address))
-        .route("/management/v3/edrs/{id}", axum::routing::delete(transfers::edr_delete))
+        .nest("/management/v3", edc_routes())
+        .nest("/management/v4", edc_routes().layer(middleware::from_fn(v4::answers)))
         .route("/management/sparql", get(sparql::query_get).post(sparql::query_post))
         .route("/management/v3/credentials", get(credentials::list).post(credentials::import))
         .route("/management/v3/credentials/issue", post(credentials::issue))
@@ -88,15 +100,32 @@ pub fn flag(node: &serde_json::Map<String, Json>, name: &str) -> Option<bool> {
     crate::catalog::model::member(node, name).first().and_then(|v| v.get("@value")).and_then(Json::as_bool)
 }
 
+/// A boolean query parameter as EDC's Java stack reads one: `true` or `false` in any letter case; anything else is a
+/// 400 naming the value.
+pub fn edc_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    match text {
+        None => Ok(None),
+        Some(t) if t.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(t) if t.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(t) => Err(serde::de::Error::custom(format!("`{t}` is not a boolean (true or false)"))),
+    }
+}
+
 /// A body that may be left empty: `{}` then.
 pub fn optional_body(body: &Bytes) -> Result<Json, ManagementError> {
     if body.iter().all(u8::is_ascii_whitespace) { Ok(json!({})) } else { parse_body(body) }
 }
 
-/// The QuerySpec of a `.../request` body (an empty body selects everything).
-pub fn query_spec(body: &Bytes) -> Result<QuerySpec, ManagementError> {
+/// The QuerySpec of a `.../request` body on resources of `kind` (an empty body selects everything). It may filter and
+/// sort on the fields `known` only (`None`: free-form, as assets' properties are).
+pub fn query_spec(body: &Bytes, kind: &str, known: Option<&[&str]>) -> Result<QuerySpec, ManagementError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(body)?) };
-    QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)
+    let spec = QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)?;
+    if let Some(known) = known {
+        spec.check_fields(kind, known).map_err(ManagementError::Invalid)?;
+    }
+    Ok(spec)
 }
 
 /// The answer to an operator's call on a negotiation or transfer: its management JSON, or for a call that does not

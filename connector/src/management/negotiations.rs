@@ -19,8 +19,18 @@ use crate::store::AgreementRow;
 /// offer as the catalogue listed it, with `@id`, `assigner` and `target`); Hanse extensions `autoAccept` (default
 /// true) and `purpose`.
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let body = parse_body(&body)?;
-    let node = expand_body(&body).map_err(ManagementError::Invalid)?;
+    let negotiation = request(&state, &parse_body(&body)?, false).await?;
+    Ok(axum::Json(id_response(&negotiation.row.id, negotiation.row.created_at)).into_response())
+}
+
+/// Starts the negotiation a `ContractRequest` body asks for; with `pull_on_agreement`, a pull transfer follows the
+/// agreement by itself (`POST /edrs`).
+pub(super) async fn request(
+    state: &Shared,
+    body: &Json,
+    pull_on_agreement: bool,
+) -> Result<negotiation::Negotiation, ManagementError> {
+    let node = expand_body(body).map_err(ManagementError::Invalid)?;
     let mut errors = Vec::new();
     let address = text(&node, "counterPartyAddress");
     if address.is_none() {
@@ -85,7 +95,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     let provider_address =
         state.dsp.resolve_base(&address).await.map_err(|e| ManagementError::Upstream(e.to_string()))?;
     let mut offer = match offer_without_rules(&offer) {
-        Some((offer_id, target)) => catalogue_offer(&state, &address, &provider_id, &offer_id, &target).await?,
+        Some((offer_id, target)) => catalogue_offer(state, &address, &provider_id, &offer_id, &target).await?,
         None => offer,
     };
     // DSP 2025-1: an offer carries at least one permission or prohibition (an obligation alone is no offer).
@@ -100,18 +110,19 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     if offer.get("assigner").is_none() {
         offer["assigner"] = json!(provider_id);
     }
-    let negotiation = negotiation::start(
-        &state,
+    negotiation::start(
+        state,
         Start {
             provider_address,
             provider_id,
             offer,
             auto_accept: super::flag(&node, "autoAccept").unwrap_or(true),
             purpose: text(&node, "purpose").map(|p| hanse_policy::profile::canonical_purpose(&p)),
+            pull_on_agreement,
         },
     )
-    .await?;
-    Ok(axum::Json(id_response(&negotiation.row.id, negotiation.row.created_at)).into_response())
+    .await
+    .map_err(Into::into)
 }
 
 /// The offer's id and target when a request names an offer without its rules (EDC clients often send only the
@@ -136,10 +147,9 @@ async fn catalogue_offer(
     target: &str,
 ) -> Result<Json, ManagementError> {
     let dataset = state.dsp.dataset(address, Some(provider_id), target).await.map_err(|e| match e {
-        crate::protocol::client::ClientError::Refused { status: 404, .. } => ManagementError::field(
-            "policy.target",
-            format!("the provider's catalogue shows us no dataset `{target}`"),
-        ),
+        crate::protocol::client::ClientError::Refused { status: 404, .. } => {
+            ManagementError::field("policy.target", format!("the provider's catalogue shows us no dataset `{target}`"))
+        }
         other => ManagementError::Upstream(format!("cannot read the offer from the provider's catalogue: {other}")),
     })?;
     let offers = match dataset.get("hasPolicy") {
@@ -147,13 +157,13 @@ async fn catalogue_offer(
         Some(offer) => vec![offer.clone()],
         None => Vec::new(),
     };
-    let mut offer = offers
-        .into_iter()
-        .find(|o| o.get("@id").and_then(Json::as_str) == Some(offer_id))
-        .ok_or_else(|| {
+    let mut offer =
+        offers.into_iter().find(|o| o.get("@id").and_then(Json::as_str) == Some(offer_id)).ok_or_else(|| {
             ManagementError::field(
                 "policy.@id",
-                format!("the provider's catalogue lists no offer `{offer_id}` for dataset `{target}`; it may have changed"),
+                format!(
+                    "the provider's catalogue lists no offer `{offer_id}` for dataset `{target}`; it may have changed"
+                ),
             )
         })?;
     offer["target"] = json!(target);
@@ -163,14 +173,33 @@ async fn catalogue_offer(
     Ok(offer)
 }
 
+/// What a negotiation query may filter and sort on (EDC's names, and Hanse's `waitingForOperator`).
+const NEGOTIATION_FIELDS: &[&str] = &[
+    "id",
+    "@id",
+    "state",
+    "type",
+    "counterPartyId",
+    "counterPartyAddress",
+    "contractAgreementId",
+    "assetId",
+    "correlationId",
+    "protocol",
+    "createdAt",
+    "waitingForOperator",
+];
+
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let spec = query_spec(&body)?;
+    let spec = query_spec(&body, "a contract negotiation", Some(NEGOTIATION_FIELDS))?;
     let all = negotiation::all(&state).await?;
     let selected = spec.apply(all, |n, field| match field.trim_start_matches(EDC) {
         "id" | "@id" => vec![json!(n.row.id)],
         "state" => vec![json!(n.state.name())],
         "type" => vec![json!(if n.role == negotiation::machine::Role::Provider { "PROVIDER" } else { "CONSUMER" })],
         "counterPartyId" => vec![json!(n.row.counter_party_id)],
+        "counterPartyAddress" => vec![json!(n.row.counter_party_address)],
+        "correlationId" => n.row.peer_pid.iter().map(|p| json!(p)).collect(),
+        "protocol" => vec![json!("dataspace-protocol-http:2025-1")],
         "contractAgreementId" => n.details.agreement_id.iter().map(|a| json!(a)).collect(),
         "assetId" => n.details.asset_id.iter().map(|a| json!(a)).collect(),
         "createdAt" => vec![json!(n.row.created_at)],
@@ -225,8 +254,11 @@ pub async fn operator_call(
     call_answer(negotiation::call(&state, &id, &call, &optional_body(&body)?).await.map(|n| n.management_json()))
 }
 
+/// What an agreement query may filter and sort on.
+const AGREEMENT_FIELDS: &[&str] = &["id", "@id", "assetId", "providerId", "consumerId", "contractSigningDate"];
+
 pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let spec = query_spec(&body)?;
+    let spec = query_spec(&body, "a contract agreement", Some(AGREEMENT_FIELDS))?;
     let rows = state.store.agreements().await?;
     let selected = spec.apply(rows, |row, field| match field.trim_start_matches(EDC) {
         "id" | "@id" => vec![json!(row.id)],

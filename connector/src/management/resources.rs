@@ -20,6 +20,8 @@ use crate::store::Store;
 pub trait Resource: Sized + Send + Sync + 'static {
     /// `asset`, `policy definition`, `contract definition` (for messages).
     const KIND: &'static str;
+    /// The fields a QuerySpec may filter and sort on (`None`: free-form).
+    const FIELDS: Option<&'static [&'static str]>;
     fn parse(connector: &Connector, body: &Json) -> Result<Self, Invalid>;
     fn id(&self) -> &str;
     fn to_json(&self, created_at: i64) -> Json;
@@ -45,6 +47,8 @@ pub trait Resource: Sized + Send + Sync + 'static {
 
 impl Resource for Asset {
     const KIND: &'static str = "asset";
+    // Properties are the asset's own: any name may be asked for, as in EDC.
+    const FIELDS: Option<&'static [&'static str]> = None;
     fn parse(connector: &Connector, body: &Json) -> Result<Self, Invalid> {
         Asset::from_body(body, &connector.catalogue.service.file_root)
     }
@@ -76,6 +80,7 @@ impl Resource for Asset {
 
 impl Resource for PolicyDefinition {
     const KIND: &'static str = "policy definition";
+    const FIELDS: Option<&'static [&'static str]> = Some(&["id", "@id", "policy.@type", "policy.type", "createdAt"]);
     fn parse(_: &Connector, body: &Json) -> Result<Self, Invalid> {
         PolicyDefinition::from_body(body, chrono::Utc::now())
     }
@@ -111,6 +116,8 @@ impl Resource for PolicyDefinition {
 
 impl Resource for ContractDefinition {
     const KIND: &'static str = "contract definition";
+    const FIELDS: Option<&'static [&'static str]> =
+        Some(&["id", "@id", "accessPolicyId", "contractPolicyId", "assetsSelector.operandRight", "createdAt"]);
     fn parse(_: &Connector, body: &Json) -> Result<Self, Invalid> {
         ContractDefinition::from_body(body)
     }
@@ -171,7 +178,7 @@ async fn replace<R: Resource>(State(state): State<Shared>, body: Bytes) -> Resul
 }
 
 async fn request<R: Resource>(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let spec = super::query_spec(&body)?;
+    let spec = super::query_spec(&body, R::KIND, R::FIELDS)?;
     let selected = spec.apply(R::all(&state.catalogue), |stored, field| match field {
         "createdAt" => vec![json!(stored.created_at)],
         other => stored.value.field(other),

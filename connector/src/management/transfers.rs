@@ -107,13 +107,36 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     Ok(axum::Json(id_response(&transfer.row.id, transfer.row.created_at)).into_response())
 }
 
+/// What a transfer query may filter and sort on (EDC's names, with `contractAgreementId` and `agreementId` beside
+/// `contractId`, and Hanse's `waitingForOperator`).
+const TRANSFER_FIELDS: &[&str] = &[
+    "id",
+    "@id",
+    "state",
+    "type",
+    "counterPartyId",
+    "counterPartyAddress",
+    "contractId",
+    "contractAgreementId",
+    "agreementId",
+    "assetId",
+    "transferType",
+    "correlationId",
+    "createdAt",
+    "stateTimestamp",
+    "waitingForOperator",
+];
+
 fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
     match field.trim_start_matches(EDC) {
         "id" | "@id" => vec![json!(transfer.row.id)],
         "state" => vec![json!(transfer.state.name())],
         "type" => vec![json!(if transfer.role == Role::Provider { "PROVIDER" } else { "CONSUMER" })],
         "counterPartyId" => vec![json!(transfer.row.counter_party_id)],
-        "contractId" | "agreementId" => vec![json!(transfer.agreement_id())],
+        "counterPartyAddress" => vec![json!(transfer.row.counter_party_address)],
+        "correlationId" => transfer.row.peer_pid.iter().map(|p| json!(p)).collect(),
+        "stateTimestamp" => vec![json!(transfer.row.updated_at)],
+        "contractId" | "contractAgreementId" | "agreementId" => vec![json!(transfer.agreement_id())],
         "assetId" => transfer.details.asset_id.iter().map(|a| json!(a)).collect(),
         "transferType" => transfer.details.format.iter().map(|a| json!(a)).collect(),
         "createdAt" => vec![json!(transfer.row.created_at)],
@@ -123,7 +146,8 @@ fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
 }
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let selected = query_spec(&body)?.apply(transfer::all(&state).await?, query_field);
+    let spec = query_spec(&body, "a transfer process", Some(TRANSFER_FIELDS))?;
+    let selected = spec.apply(transfer::all(&state).await?, query_field);
     Ok(axum::Json(Json::Array(selected.iter().map(Transfer::management_json).collect())).into_response())
 }
 
@@ -162,18 +186,35 @@ fn edr_entry(transfer: &Transfer) -> Json {
     })
 }
 
+/// What an EDR query may filter and sort on: the members of an `EndpointDataReferenceEntry`.
+const EDR_FIELDS: &[&str] = &["id", "@id", "transferProcessId", "agreementId", "assetId", "providerId", "createdAt"];
+
+fn edr_field(transfer: &Transfer, field: &str) -> Vec<Json> {
+    match field.trim_start_matches(EDC) {
+        "id" | "@id" | "transferProcessId" => vec![json!(transfer.row.id)],
+        "agreementId" => vec![json!(transfer.agreement_id())],
+        "assetId" => transfer.details.asset_id.iter().map(|a| json!(a)).collect(),
+        "providerId" => vec![json!(transfer.row.counter_party_id)],
+        "createdAt" => vec![json!(transfer.row.created_at)],
+        _ => Vec::new(),
+    }
+}
+
 /// `POST /management/v3/edrs/request`: the data addresses this consumer holds.
 pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+    let spec = query_spec(&body, "an endpoint data reference", Some(EDR_FIELDS))?;
     let held = transfer::all(&state).await?.into_iter().filter(|t| t.role == Role::Consumer && t.details.edr.is_some());
-    let selected = query_spec(&body)?.apply(held.collect(), query_field);
+    let selected = spec.apply(held.collect(), edr_field);
     Ok(axum::Json(Json::Array(selected.iter().map(edr_entry).collect())).into_response())
 }
 
 #[derive(serde::Deserialize)]
 pub struct RefreshQuery {
     /// EDC: refresh when the address is about to expire (default true).
+    #[serde(default, deserialize_with = "super::edc_bool")]
     auto_refresh: Option<bool>,
     /// Hanse: refresh now (e.g. after the provider refused the token).
+    #[serde(default, deserialize_with = "super::edc_bool")]
     refresh: Option<bool>,
 }
 

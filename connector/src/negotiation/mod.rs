@@ -48,6 +48,8 @@ pub struct Details {
     /// Consumer: it accepts and verifies by itself.
     pub auto_accept: bool,
     pub purpose: Option<String>,
+    /// Consumer: once agreed, a pull transfer starts by itself (EDC's `POST /edrs`, [`crate::transfer::edr`]).
+    pub pull_on_agreement: bool,
     /// Why it terminated.
     pub error_code: Option<String>,
     pub error: Option<String>,
@@ -80,7 +82,7 @@ impl Negotiation {
         Negotiation { row, role, state, details }
     }
 
-    fn from_row(row: ProcessRow) -> Result<Negotiation, StoreError> {
+    pub(crate) fn from_row(row: ProcessRow) -> Result<Negotiation, StoreError> {
         let (role, state, details) = crate::process::decode(ProcessKind::Negotiation, &row, State::parse)?;
         Ok(Negotiation { row, role, state, details })
     }
@@ -711,6 +713,8 @@ pub struct Start {
     pub offer: Json,
     pub auto_accept: bool,
     pub purpose: Option<String>,
+    /// Start a pull transfer once agreed.
+    pub pull_on_agreement: bool,
 }
 
 /// Starts a negotiation as consumer: the row and the first request, in one transaction.
@@ -720,6 +724,7 @@ pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, P
         asset_id: start.offer.get("target").and_then(Json::as_str).map(str::to_owned),
         auto_accept: start.auto_accept,
         purpose: start.purpose.clone(),
+        pull_on_agreement: start.pull_on_agreement,
         ..Details::default()
     };
     let mut negotiation =

@@ -242,6 +242,22 @@ impl Store {
         rows.into_iter().map(Row::into_process).collect()
     }
 
+    /// The processes made under (a transfer) or making (a negotiation) agreement `agreement_id`.
+    pub async fn processes_of_agreement(
+        &self,
+        kind: ProcessKind,
+        agreement_id: &str,
+    ) -> Result<Vec<ProcessRow>, StoreError> {
+        let table = kind.table();
+        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM {table} WHERE agreement_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(agreement_id)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(Row::into_process).collect()
+    }
+
     /// The processes of `role` in `state` (indexed by state).
     pub async fn processes_in(
         &self,

@@ -8,6 +8,7 @@
 //! short-lived access token ([`crate::dataplane`]); once a push start is delivered, the provider streams the data to
 //! the consumer's endpoint and completes (never before: the consumer must be STARTED to accept the completion).
 
+pub mod edr;
 pub mod machine;
 
 use axum::http::StatusCode;
@@ -134,7 +135,6 @@ impl Transfer {
             history: &self.details.history,
         };
         view.to_json(vec![
-            ("stateTimestamp", Some(json!(self.row.updated_at))),
             ("contractId", Some(json!(self.agreement_id()))),
             ("transferType", Some(json!(self.details.format))),
             ("autoComplete", Some(json!(self.details.auto_complete))),

@@ -1,0 +1,106 @@
+//! EDC's `POST /edrs` on the consumer side: a negotiation started with `pull_on_agreement` starts its pull transfer
+//! by itself once it is FINALIZED, and the data address that transfer receives is the endpoint data reference the
+//! consumer's tools read from `/edrs/{id}/dataaddress`.
+//!
+//! The transfer is derived, not remembered: an agreement with a consumer transfer under it needs nothing more, so a
+//! stop between the agreement and the transfer request is mended by the scan at start-up. One task does the scan and
+//! then follows the negotiation events, so two starts for one agreement never race inside a connector.
+
+use tokio::sync::watch;
+
+use super::{PULL, Start, machine::Role};
+use crate::negotiation::{Negotiation, machine::State as NegotiationState};
+use crate::server::Shared;
+use crate::store::ProcessKind;
+
+/// Starts the task that turns agreed `POST /edrs` negotiations into pull transfers.
+pub fn spawn(state: Shared, mut stop: watch::Receiver<bool>) {
+    let mut events = state.negotiation_events.subscribe();
+    tokio::spawn(async move {
+        let finalized = state.store.processes_in(
+            ProcessKind::Negotiation,
+            Role::Consumer.name(),
+            NegotiationState::Finalized.name(),
+        );
+        match finalized.await {
+            Ok(rows) => {
+                for row in rows {
+                    let id = row.id.clone();
+                    match Negotiation::from_row(row) {
+                        Ok(negotiation) => pull_if_due(&state, negotiation).await,
+                        Err(error) => tracing::error!(%error, negotiation = id, "cannot read a negotiation"),
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot look for agreements still waiting for their pull transfer"),
+        }
+        loop {
+            let event = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok((id, NegotiationState::Finalized)) => match crate::negotiation::get(&state, &id).await {
+                    Ok(negotiation) => pull_if_due(&state, negotiation).await,
+                    Err(error) => tracing::error!(%error, negotiation = id, "cannot read a finalized negotiation"),
+                },
+                Ok(_) => {}
+                // Events were dropped while this task was busy: the scan finds what they announced.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let rows = state
+                        .store
+                        .processes_in(
+                            ProcessKind::Negotiation,
+                            Role::Consumer.name(),
+                            NegotiationState::Finalized.name(),
+                        )
+                        .await
+                        .unwrap_or_default();
+                    for negotiation in rows.into_iter().filter_map(|row| Negotiation::from_row(row).ok()) {
+                        pull_if_due(&state, negotiation).await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// Starts the pull transfer of a finalized consumer negotiation that asked for one and has none yet.
+async fn pull_if_due(state: &Shared, negotiation: Negotiation) {
+    let due = negotiation.role == crate::negotiation::machine::Role::Consumer
+        && negotiation.state == NegotiationState::Finalized
+        && negotiation.details.pull_on_agreement;
+    let Some(agreement_id) = negotiation.details.agreement_id.clone().filter(|_| due) else {
+        return;
+    };
+    match state.store.processes_of_agreement(ProcessKind::Transfer, &agreement_id).await {
+        Ok(transfers) if transfers.is_empty() => {}
+        Ok(_) => return,
+        Err(error) => {
+            tracing::error!(%error, agreement = agreement_id, "cannot look for the agreement's transfers");
+            return;
+        }
+    }
+    let agreement = match state.store.agreement(&agreement_id).await {
+        Ok(Some(agreement)) => agreement,
+        Ok(None) => return tracing::error!(agreement = agreement_id, "a finalized negotiation's agreement is missing"),
+        Err(error) => return tracing::error!(%error, agreement = agreement_id, "cannot read an agreement"),
+    };
+    let start = Start {
+        provider_address: negotiation.row.counter_party_address.clone(),
+        agreement,
+        format: PULL.to_owned(),
+        destination: None,
+        // As a transfer started through the management API without `autoComplete`.
+        auto_complete: true,
+    };
+    match super::start(state, start).await {
+        Ok(transfer) => {
+            tracing::info!(negotiation = %negotiation.row.id, transfer = %transfer.row.id, "pull transfer started for an EDR")
+        }
+        Err(error) => {
+            tracing::error!(%error, negotiation = %negotiation.row.id, "cannot start the EDR's pull transfer")
+        }
+    }
+}
