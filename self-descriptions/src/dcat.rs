@@ -240,6 +240,23 @@ pub fn management_context() -> Json {
     Json::Object(context)
 }
 
+/// The context of a policy inside a management answer: the DSP ODRL profile's terms, inline, so that the policy reads
+/// as its DSP wire form does without fetching anything.
+pub fn policy_context() -> Json {
+    hanse_vocab::contexts::inline(hanse_vocab::contexts::DSPACE_2025_1_ODRL_PROFILE).cloned().unwrap_or(Json::Null)
+}
+
+/// A DSP compact policy (an offer, an agreement) for a management answer: with [`policy_context`] unless it has a
+/// context of its own.
+pub fn with_policy_context(mut policy: Json) -> Json {
+    if let Json::Object(map) = &mut policy
+        && !map.contains_key("@context")
+    {
+        map.insert("@context".into(), policy_context());
+    }
+    policy
+}
+
 /// A predicate IRI as a JSON key in `style`.
 pub fn compact_key(iri: &str, style: PrefixStyle) -> String {
     if iri == RDF_TYPE {

@@ -47,6 +47,21 @@ pub const BUNDLED: &[BundledContext] = &[
     BundledContext { iris: &[EDC_MANAGEMENT], text: include_str!("../contexts/edc-management-v1.jsonld") },
 ];
 
+/// The `@context` value of the bundled context published at `iri`, to embed in a document that must be readable
+/// without fetching anything (a management answer).
+pub fn inline(iri: &str) -> Option<&'static serde_json::Value> {
+    static PARSED: std::sync::OnceLock<Vec<serde_json::Value>> = std::sync::OnceLock::new();
+    let parsed = PARSED.get_or_init(|| {
+        BUNDLED
+            .iter()
+            .map(|c| {
+                serde_json::from_str::<serde_json::Value>(c.text).map(|mut v| v["@context"].take()).unwrap_or_default()
+            })
+            .collect()
+    });
+    BUNDLED.iter().position(|c| c.iris.contains(&iri)).map(|i| &parsed[i])
+}
+
 /// The text of the bundled context published at `iri`, if Hanse bundles it.
 pub fn bundled(iri: &str) -> Option<&'static str> {
     BUNDLED.iter().find(|c| c.iris.contains(&iri)).map(|c| c.text)

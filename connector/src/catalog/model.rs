@@ -481,7 +481,7 @@ impl PolicyDefinition {
     pub fn to_management_json(&self, created_at: i64) -> Json {
         let mut policy = self.policy.to_dsp_json();
         if let Json::Object(map) = &mut policy {
-            map.insert("@context".into(), json!("http://www.w3.org/ns/odrl.jsonld"));
+            map.insert("@context".into(), dcat::policy_context());
         }
         json!({
             "@context": dcat::management_context(),

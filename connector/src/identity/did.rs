@@ -8,12 +8,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hanse_vocab::ns::SEC;
 use serde_json::{Value as Json, json};
 
 use super::jose::Object;
 
-/// The JSON-LD contexts of our DID document.
-pub const DID_CONTEXTS: [&str; 2] = ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/jwk/v1"];
+/// The JSON-LD context of our DID document: DID 1.0, and the two security terms a `JsonWebKey` method uses, inline
+/// (the IRIs `https://w3id.org/security/jwk/v1` gives them), so that the document reads with bundled contexts only.
+fn did_context() -> Json {
+    json!([
+        hanse_vocab::contexts::DID_V1,
+        {
+            "JsonWebKey": format!("{SEC}JsonWebKey"),
+            "publicKeyJwk": {"@id": format!("{SEC}publicKeyJwk"), "@type": "@json"},
+        }
+    ])
+}
 /// The DCP credential service type and the path of its endpoint on the public listener.
 pub const CREDENTIAL_SERVICE: &str = "CredentialService";
 pub const CREDENTIAL_SERVICE_PATH: &str = "/dcp/v1";
@@ -162,7 +172,7 @@ pub fn our_document(did: &str, keys: &[(String, Object)], public_url: &str, extr
         services.push(json!({"id": format!("{did}#{fragment}"), "type": kind, "serviceEndpoint": endpoint}));
     }
     json!({
-        "@context": DID_CONTEXTS,
+        "@context": did_context(),
         "id": did,
         "verificationMethod": methods,
         "authentication": kids,

@@ -13,6 +13,7 @@ use hanse_self_descriptions::gaiax::{
     self, Address, Credential, DataExport, Offering, Participant, Registration, Resource, Terms,
 };
 use hanse_self_descriptions::shacl::Violation;
+use hanse_vocab::ns::{CRED, XSD};
 use serde_json::{Value as Json, json};
 
 use super::credentials::{self, CredentialError, VC_CONTEXT, VC_CTY, VC_TYP, VP_TYP};
@@ -256,8 +257,11 @@ impl SelfDescription {
     pub fn presentation(&self, keys: &KeyRing, catalogue: &Catalogue, now: DateTime<Utc>) -> String {
         let enveloped: Vec<Json> =
             self.signed(keys, catalogue, now).iter().map(|(_, jwt)| credentials::enveloped(jwt)).collect();
+        // VC 2.0 defines `validFrom` and `validUntil` on credentials only: the presentation's context gives them the
+        // same IRIs, so that a JSON-LD processor keeps the presentation's validity window.
+        let window = |term: &str| json!({"@id": format!("{CRED}{term}"), "@type": format!("{XSD}dateTime")});
         let payload = json!({
-            "@context": [VC_CONTEXT],
+            "@context": [VC_CONTEXT, {"validFrom": window("validFrom"), "validUntil": window("validUntil")}],
             "type": ["VerifiablePresentation"],
             "holder": keys.did(),
             "verifiableCredential": enveloped,

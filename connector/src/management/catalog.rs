@@ -36,16 +36,16 @@ pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Respons
             errors.into_iter().map(|e| super::FieldError { path: format!("querySpec.{}", e.path), ..e }).collect(),
         )
     })?;
-    let filter: Vec<Json> = spec
-        .filter
-        .iter()
-        .map(|c| match c.operand_left.trim_start_matches(EDC) {
-            "keyword" => serde_json::json!({"keyword": c.operand_right}),
-            other => serde_json::json!({"property": other, "value": c.operand_right}),
-        })
+    let (keywords, properties): (Vec<_>, Vec<_>) =
+        spec.filter.iter().partition(|c| c.operand_left.trim_start_matches(EDC) == "keyword");
+    let keywords: Vec<Json> = keywords.into_iter().map(|c| c.operand_right.clone()).collect();
+    let properties: Vec<(String, Json)> = properties
+        .into_iter()
+        .map(|c| (c.operand_left.trim_start_matches(EDC).to_owned(), c.operand_right.clone()))
         .collect();
+    let filter = crate::protocol::catalog::filter_for(&keywords, &properties);
     let counter_party = get(object, "counterPartyId").and_then(Json::as_str);
-    let mut catalog = state.dsp.catalog(address, counter_party, Json::Array(filter)).await.map_err(|e| match e {
+    let mut catalog = state.dsp.catalog(address, counter_party, filter).await.map_err(|e| match e {
         ClientError::Refused { status, body, url } => ManagementError::Upstream(format!(
             "the peer refused the catalogue request ({url} answered HTTP {status}): {body}"
         )),

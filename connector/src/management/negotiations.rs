@@ -219,7 +219,7 @@ pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> 
 }
 
 fn agreement_json(row: &AgreementRow) -> Json {
-    let policy = row.policy.clone();
+    let policy = hanse_self_descriptions::dcat::with_policy_context(row.policy.clone());
     json!({
         "@context": hanse_self_descriptions::dcat::management_context(),
         "@type": "ContractAgreement",

@@ -126,7 +126,7 @@ impl Negotiation {
             ("assetId", self.details.asset_id.as_ref().map(|v| json!(v))),
             ("errorDetail", self.details.error.as_ref().map(|v| json!(v))),
             ("errorCode", self.details.error_code.as_ref().map(|v| json!(v))),
-            ("offer", self.details.offer.clone()),
+            ("offer", self.details.offer.clone().map(hanse_self_descriptions::dcat::with_policy_context)),
             ("decision", self.details.decision.clone()),
         ])
     }

@@ -5,9 +5,13 @@
 //! - `{"keyword": "diabetes"}` (or a list of keywords): each occurs, case-insensitively, in the dataset's title,
 //!   description, keywords or name;
 //! - `{"property": "dct:spatial", "value": "http://publications.europa.eu/resource/authority/country/DEU"}`: the dataset
-//!   has that property (full IRI, `prefix:local` or a known short name) with that value.
+//!   has that property (full IRI, `prefix:local` or a known short name) with that value;
+//! - EDC's form, a `QuerySpec` whose `filterExpression` criteria use `=` or `in` (`operandLeft` a property as above).
 //!
-//! Any other filter is refused with a 400 `CatalogError` naming it: a filter is never silently ignored.
+//! The DSP context does not define `keyword`, `property` or `value`, so a provider that processes JSON-LD would drop
+//! them: Hanse consumers send the keyword and property forms with Hanse IRIs as keys (`https://w3id.org/hanse/ns/keyword`,
+//! `.../property`, `.../value`), which survive expansion, and EDC's QuerySpec with EDC IRIs; Hanse providers read
+//! every spelling. Any other filter is refused with a 400 `CatalogError` naming it: a filter is never silently ignored.
 //!
 //! # Paging
 //! `?limit=N` (default 50, at most 1000) and a cursor: `?after=<dataset id>` or `?before=<dataset id>`. Answers carry
@@ -78,7 +82,10 @@ pub fn parse_request(body: &[u8]) -> Result<CatalogFilter, DspError> {
             reasons.push(format!("filter[{i}]: unsupported filter {item}; use {{\"keyword\": ...}} or {{\"property\": ..., \"value\": ...}}"));
             continue;
         };
-        if let Some(keyword) = object.get("keyword").filter(|_| object.len() == 1) {
+        let object = &filter_members(object);
+        if let Some(expressions) = crate::catalog::query::get(object, "filterExpression") {
+            read_query_spec(i, expressions, &mut filter, &mut reasons);
+        } else if let Some(keyword) = object.get("keyword").filter(|_| object.len() == 1) {
             let words: Vec<&Json> = match keyword {
                 Json::Array(items) => items.iter().collect(),
                 other => vec![other],
@@ -100,6 +107,73 @@ pub fn parse_request(body: &[u8]) -> Result<CatalogFilter, DspError> {
         }
     }
     if reasons.is_empty() { Ok(filter) } else { Err(DspError::bad_request(DspArea::Catalog, reasons)) }
+}
+
+/// A filter object with Hanse IRI keys read as their bare names (`https://w3id.org/hanse/ns/keyword` → `keyword`),
+/// values unwrapped from `{"@value": ...}` and `{"@id": ...}`, and `@type` left out.
+fn filter_members(object: &serde_json::Map<String, Json>) -> serde_json::Map<String, Json> {
+    object
+        .iter()
+        .filter(|(key, _)| key.as_str() != "@type")
+        .map(|(key, value)| {
+            let key = key.strip_prefix(hanse_vocab::ns::HANSE).unwrap_or(key).to_owned();
+            (key, literal(value))
+        })
+        .collect()
+}
+
+/// A JSON-LD value object or node reference as its plain value (a one-element array as its element).
+fn literal(value: &Json) -> Json {
+    match value {
+        Json::Array(items) if items.len() == 1 => literal(&items[0]),
+        Json::Object(map) if map.len() == 1 && (map.contains_key("@value") || map.contains_key("@id")) => {
+            map.get("@value").or_else(|| map.get("@id")).cloned().unwrap_or(Json::Null)
+        }
+        other => other.clone(),
+    }
+}
+
+/// EDC's filter, a `QuerySpec`: each criterion with `=` (or `in`) on a property becomes a property filter.
+fn read_query_spec(i: usize, expressions: &Json, filter: &mut CatalogFilter, reasons: &mut Vec<String>) {
+    let criteria = match expressions {
+        Json::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    for (j, criterion) in criteria.into_iter().enumerate() {
+        let place = format!("filter[{i}].filterExpression[{j}]");
+        let Some(criterion) = criterion.as_object() else {
+            reasons.push(format!("{place}: a criterion must be an object"));
+            continue;
+        };
+        let get = |name| crate::catalog::query::get(criterion, name).map(literal);
+        match (get("operandLeft"), get("operator"), get("operandRight")) {
+            (Some(Json::String(left)), Some(Json::String(operator)), Some(right)) if operator == "=" => {
+                filter.properties.push((property_iri(&left), right));
+            }
+            (Some(Json::String(left)), Some(Json::String(operator)), Some(Json::Array(values))) if operator == "in" => {
+                // One of several values: a property filter per value would ask for all of them.
+                match values.as_slice() {
+                    [one] => filter.properties.push((property_iri(&left), literal(one))),
+                    _ => reasons.push(format!("{place}: `in` with more than one value is not supported here")),
+                }
+            }
+            (_, Some(Json::String(operator)), _) => {
+                reasons.push(format!("{place}: operator `{operator}` is not supported in a catalogue filter; use `=`"))
+            }
+            _ => reasons.push(format!("{place}: needs operandLeft, operator and operandRight")),
+        }
+    }
+}
+
+/// The `filter` member a Hanse consumer sends for `keywords` and `(property, value)` pairs: Hanse IRIs as keys, so
+/// that the filter keeps its meaning through a provider's JSON-LD processing.
+pub fn filter_for(keywords: &[Json], properties: &[(String, Json)]) -> Json {
+    let mut filter: Vec<Json> =
+        keywords.iter().map(|k| json!({format!("{}keyword", hanse_vocab::ns::HANSE): k})).collect();
+    filter.extend(properties.iter().map(|(property, value)| {
+        json!({format!("{}property", hanse_vocab::ns::HANSE): property, format!("{}value", hanse_vocab::ns::HANSE): value})
+    }));
+    Json::Array(filter)
 }
 
 /// The DSP `Catalog` message for a page, as JSON text: the datasets are spliced in as rendered.
@@ -202,4 +276,41 @@ pub async fn version(State(state): State<Shared>) -> Response {
         "serviceId": state.catalogue.service.service_id(),
     }]});
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(filter: Json) -> Vec<u8> {
+        json!({"@context": [hanse_vocab::contexts::DSPACE_2025_1], "@type": "CatalogRequestMessage", "filter": filter})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn the_filter_a_hanse_consumer_sends_survives_json_ld_expansion_and_reads_back() {
+        let filter = filter_for(&[json!("diabetes")], &[("dct:spatial".into(), json!("DEU"))]);
+        let body = message(filter);
+        let expanded = hanse_vocab::jsonld::expand(&serde_json::from_slice(&body).unwrap()).unwrap();
+        let kept = expanded[0][format!("{}filter", hanse_vocab::ns::DSPACE)].as_array().expect("the filter is kept");
+        assert_eq!(kept.len(), 2, "{expanded:#}");
+        assert!(kept[0].get(format!("{}keyword", hanse_vocab::ns::HANSE)).is_some(), "{expanded:#}");
+        let read = parse_request(&body).unwrap();
+        assert_eq!(read.keywords, ["diabetes"]);
+        assert_eq!(read.properties, [(property_iri("dct:spatial"), json!("DEU"))]);
+    }
+
+    #[test]
+    fn the_first_form_and_edc_query_specs_read_as_the_same_filter() {
+        let plain = parse_request(&message(json!([{"property": "dct:spatial", "value": "DEU"}]))).unwrap();
+        let edc = "https://w3id.org/edc/v0.0.1/ns/";
+        let query_spec = json!({"@type": format!("{edc}QuerySpec"), format!("{edc}filterExpression"): [{
+            format!("{edc}operandLeft"): "dct:spatial", format!("{edc}operator"): "=", format!("{edc}operandRight"): {"@value": "DEU"}}]});
+        assert_eq!(parse_request(&message(query_spec)).unwrap().properties, plain.properties);
+        let unsupported =
+            json!({"filterExpression": [{"operandLeft": "dct:title", "operator": "like", "operandRight": "%x%"}]});
+        let error = parse_request(&message(unsupported)).unwrap_err();
+        assert!(format!("{error:?}").contains("operator `like`"), "{error:?}");
+    }
 }
