@@ -84,7 +84,14 @@ async fn hanse_run(n: usize, in_flight: usize, backend: Backend) -> f64 {
                     let start = Instant::now();
                     let negotiation = negotiation::start(
                         &c,
-                        Start { provider_address, provider_id, offer, auto_accept: true, purpose: None },
+                        Start {
+                            provider_address,
+                            provider_id,
+                            offer,
+                            auto_accept: true,
+                            purpose: None,
+                            pull_on_agreement: false,
+                        },
                     )
                     .await
                     .unwrap();

@@ -21,7 +21,7 @@ pub mod value;
 
 pub use context::{JobContext, RequestContext};
 pub use evaluate::{ConstraintTrace, Decision, Outcome, RuleTrace, evaluate, evaluate_transfer, permits};
-pub use matching::{normalise, same_offer};
+pub use matching::{normalise, offer_difference, same_offer};
 pub use model::{
     AtomicConstraint, ConflictStrategy, Constraint, LeftOperand, LogicalOperator, Operator, ParseError, Policy,
     PolicyKind, Rule, action_term,

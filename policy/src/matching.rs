@@ -69,15 +69,42 @@ fn normalise_constraint(constraint: &mut Constraint) {
 /// Whether `requested` (from a consumer) means the same offer as `offered` (ours). Rules and the conflict strategy
 /// must match; `target` and `assigner` must match where both sides name them (a catalogue offer has no target).
 pub fn same_offer(requested: &Policy, offered: &Policy) -> bool {
+    offer_difference(requested, offered).is_none()
+}
+
+/// How `requested` differs from `offered`, for a person: the first part that differs (rules of a kind, by count or
+/// content; the conflict strategy; the target or the assigner), or `None` when they mean the same offer.
+pub fn offer_difference(requested: &Policy, offered: &Policy) -> Option<String> {
     let (a, b) = (normalise(requested), normalise(offered));
-    let agree = |x: &Option<String>, y: &Option<String>| match (x, y) {
-        (Some(x), Some(y)) => crate::term::canonical(x) == crate::term::canonical(y),
-        _ => true,
+    for (kind, ours, theirs) in [
+        ("permission", &a.permissions, &b.permissions),
+        ("prohibition", &a.prohibitions, &b.prohibitions),
+        ("obligation", &a.obligations, &b.obligations),
+    ] {
+        if ours.len() != theirs.len() {
+            return Some(format!("the request has {} {kind}(s) where the offer has {}", ours.len(), theirs.len()));
+        }
+        if let Some(i) = ours.iter().zip(theirs).position(|(x, y)| x != y) {
+            return Some(format!(
+                "{kind} {} differs: the request has {}, the offer {}",
+                i + 1,
+                ours[i].to_dsp_json("duty"),
+                theirs[i].to_dsp_json("duty")
+            ));
+        }
+    }
+    if a.conflict != b.conflict {
+        return Some(format!("the conflict strategy differs ({:?} requested, {:?} offered)", a.conflict, b.conflict));
+    }
+    let disagree = |x: &Option<String>, y: &Option<String>| match (x, y) {
+        (Some(x), Some(y)) => crate::term::canonical(x) != crate::term::canonical(y),
+        _ => false,
     };
-    a.permissions == b.permissions
-        && a.prohibitions == b.prohibitions
-        && a.obligations == b.obligations
-        && a.conflict == b.conflict
-        && agree(&a.target, &b.target)
-        && agree(&a.assigner, &b.assigner)
+    if disagree(&a.target, &b.target) {
+        return Some(format!("the target differs ({:?} requested, {:?} offered)", a.target, b.target));
+    }
+    if disagree(&a.assigner, &b.assigner) {
+        return Some(format!("the assigner differs ({:?} requested, {:?} offered)", a.assigner, b.assigner));
+    }
+    None
 }

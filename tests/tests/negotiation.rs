@@ -83,6 +83,8 @@ async fn requested_terms_that_differ_from_the_offer_are_refused() {
     let id = negotiate(&consumer, &federation.connectors[0], offer, json!({"purpose": RESEARCH})).await;
     let terminated = wait_for_negotiation(&consumer, &id, "TERMINATED").await;
     assert_eq!(terminated["errorCode"], "TermsDiffer");
+    let detail = terminated["errorDetail"].as_str().unwrap_or_default();
+    assert!(detail.contains("the request has 0 prohibition(s) where the offer has 1"), "{terminated:#}");
     federation.shutdown().await;
 }
 

@@ -166,6 +166,7 @@ pub async fn agree(
         offer,
         auto_accept: true,
         purpose: None,
+        pull_on_agreement: false,
     };
     let id = hanse::negotiation::start(c, start).await.unwrap().row.id;
     loop {

@@ -685,3 +685,27 @@ pub fn edr_json(transfer_id: &str, address: &Json) -> Json {
         "transferProcessId": transfer_id,
     })
 }
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::backend_url;
+
+    #[test]
+    fn a_consumer_path_stays_below_the_base_url_on_its_host() {
+        let url =
+            |path, query| backend_url("https://ehr.example/api/v1/records?token=a", path, query).map(|u| u.to_string());
+        assert_eq!(url("", None).as_deref(), Some("https://ehr.example/api/v1/records?token=a"));
+        assert_eq!(url("a/b", Some("x=1")).as_deref(), Some("https://ehr.example/api/v1/records/a/b?token=a&x=1"));
+        assert_eq!(url("a b/ü", None).as_deref(), Some("https://ehr.example/api/v1/records/a%20b/%C3%BC?token=a"));
+        assert_eq!(url("what?x#y", None).as_deref(), Some("https://ehr.example/api/v1/records/what%3Fx%23y?token=a"));
+        for escape in ["..", "a/../../admin", ".", "a/%2e%2e", "a%2Fb", "a\\b", "//other.example/x"] {
+            let escaped = url(escape, None);
+            assert!(
+                escaped.as_ref().is_none_or(|u| u.starts_with("https://ehr.example/api/v1/records/")),
+                "{escape} → {escaped:?}"
+            );
+        }
+        assert_eq!(url("..", None), None);
+        assert_eq!(url("a/../../admin", None), None);
+    }
+}

@@ -232,10 +232,13 @@ fn decide(connector: &Connector, requester: &str, claims: &Claims, offer: &Json,
     if !definition.value.selects(&asset.value) {
         return refuse("OfferNotFound", format!("offer `{offer_id}` does not cover dataset `{target}`"));
     }
-    if !hanse_policy::same_offer(&requested, &offered.policy) {
+    if let Some(difference) = hanse_policy::offer_difference(&requested, &offered.policy) {
         return refuse(
             "TermsDiffer",
-            format!("the requested terms differ from offer `{offer_id}`; request the offer as the catalogue lists it"),
+            format!(
+                "the requested terms differ from offer `{offer_id}`: {difference}; request the offer as the catalogue \
+                 lists it"
+            ),
         );
     }
     let mut context = RequestContext::new(requester, Utc::now());
