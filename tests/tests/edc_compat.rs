@@ -74,16 +74,18 @@ async fn pull_address(consumer: &Management, provider: &TestConnector, dataset: 
         )
         .await;
     assert_eq!(started.status, 200, "{:#}", started.body);
-    let negotiation = wait_for_negotiation(consumer, started.body["@id"].as_str().expect("id"), "FINALIZED").await;
-    let agreement = negotiation["contractAgreementId"].as_str().expect("an agreement").to_owned();
-    let filter =
-        json!({"filterExpression": [{"operandLeft": "agreementId", "operator": "=", "operandRight": agreement}]});
+    let negotiation_id = started.body["@id"].as_str().expect("id").to_owned();
+    let negotiation = wait_for_negotiation(consumer, &negotiation_id, "FINALIZED").await;
+    // The Tractus-X SDK finds the EDR of its negotiation by `contractNegotiationId`.
+    let filter = json!({"filterExpression": [{"operandLeft": "contractNegotiationId", "operator": "=",
+                                              "operandRight": negotiation_id}]});
     let mut entries = Value::Null;
     hanse_tests::until("the EDR", async || {
         entries = consumer.post("/management/v3/edrs/request", &filter).await.body;
         entries.as_array().is_some_and(|e| e.len() == 1)
     })
     .await;
+    assert_eq!(entries[0]["agreementId"], negotiation["contractAgreementId"], "{entries:#}");
     let transfer = entries[0]["transferProcessId"].as_str().expect("a transfer").to_owned();
     wait_for_transfer(consumer, &transfer, "STARTED").await;
     let address = consumer.get(&format!("/management/v3/edrs/{transfer}/dataaddress?auto_refresh=True")).await;

@@ -171,41 +171,72 @@ pub async fn operator_call(
     call_answer(transfer::call(&state, &id, &call, &optional_body(&body)?).await.map(|t| t.management_json()))
 }
 
-/// A consumer's pull transfer with a data address.
-fn edr_entry(transfer: &Transfer) -> Json {
-    json!({
-        "@context": hanse_self_descriptions::dcat::management_context(),
-        "@type": "EndpointDataReferenceEntry",
-        "@id": transfer.row.id,
-        "transferProcessId": transfer.row.id,
-        "agreementId": transfer.agreement_id(),
-        "contractNegotiationId": Json::Null,
-        "assetId": transfer.details.asset_id,
-        "providerId": transfer.row.counter_party_id,
-        "createdAt": transfer.row.created_at,
-    })
+/// A consumer's pull transfer with a data address, and the negotiation that made its agreement (when known here).
+struct Edr {
+    transfer: Transfer,
+    negotiation_id: Option<String>,
+}
+
+impl Edr {
+    /// The EDC `EndpointDataReferenceEntry`.
+    fn entry(&self) -> Json {
+        let transfer = &self.transfer;
+        json!({
+            "@context": hanse_self_descriptions::dcat::management_context(),
+            "@type": "EndpointDataReferenceEntry",
+            "@id": transfer.row.id,
+            "transferProcessId": transfer.row.id,
+            "agreementId": transfer.agreement_id(),
+            "contractNegotiationId": self.negotiation_id,
+            "assetId": transfer.details.asset_id,
+            "providerId": transfer.row.counter_party_id,
+            "createdAt": transfer.row.created_at,
+        })
+    }
+
+    fn field(&self, field: &str) -> Vec<Json> {
+        let transfer = &self.transfer;
+        match field.trim_start_matches(EDC) {
+            "id" | "@id" | "transferProcessId" => vec![json!(transfer.row.id)],
+            "agreementId" | "contractAgreementId" => vec![json!(transfer.agreement_id())],
+            "contractNegotiationId" => self.negotiation_id.iter().map(|n| json!(n)).collect(),
+            "assetId" => transfer.details.asset_id.iter().map(|a| json!(a)).collect(),
+            "providerId" => vec![json!(transfer.row.counter_party_id)],
+            "createdAt" => vec![json!(transfer.row.created_at)],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// What an EDR query may filter and sort on: the members of an `EndpointDataReferenceEntry`.
-const EDR_FIELDS: &[&str] = &["id", "@id", "transferProcessId", "agreementId", "assetId", "providerId", "createdAt"];
-
-fn edr_field(transfer: &Transfer, field: &str) -> Vec<Json> {
-    match field.trim_start_matches(EDC) {
-        "id" | "@id" | "transferProcessId" => vec![json!(transfer.row.id)],
-        "agreementId" => vec![json!(transfer.agreement_id())],
-        "assetId" => transfer.details.asset_id.iter().map(|a| json!(a)).collect(),
-        "providerId" => vec![json!(transfer.row.counter_party_id)],
-        "createdAt" => vec![json!(transfer.row.created_at)],
-        _ => Vec::new(),
-    }
-}
+const EDR_FIELDS: &[&str] = &[
+    "id",
+    "@id",
+    "transferProcessId",
+    "agreementId",
+    "contractAgreementId",
+    "contractNegotiationId",
+    "assetId",
+    "providerId",
+    "createdAt",
+];
 
 /// `POST /management/v3/edrs/request`: the data addresses this consumer holds.
 pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "an endpoint data reference", Some(EDR_FIELDS))?;
-    let held = transfer::all(&state).await?.into_iter().filter(|t| t.role == Role::Consumer && t.details.edr.is_some());
-    let selected = spec.apply(held.collect(), edr_field);
-    Ok(axum::Json(Json::Array(selected.iter().map(edr_entry).collect())).into_response())
+    let negotiations: std::collections::HashMap<String, String> = crate::negotiation::all(&state)
+        .await?
+        .into_iter()
+        .filter_map(|n| Some((n.details.agreement_id?, n.row.id)))
+        .collect();
+    let held: Vec<Edr> = transfer::all(&state)
+        .await?
+        .into_iter()
+        .filter(|t| t.role == Role::Consumer && t.details.edr.is_some())
+        .map(|transfer| Edr { negotiation_id: negotiations.get(transfer.agreement_id()).cloned(), transfer })
+        .collect();
+    let selected = spec.apply(held, Edr::field);
+    Ok(axum::Json(Json::Array(selected.iter().map(Edr::entry).collect())).into_response())
 }
 
 #[derive(serde::Deserialize)]
