@@ -348,6 +348,10 @@ pub struct TrustConfig {
     /// token lifetime). 0 checks credentials on every request.
     #[serde(default = "default_cache_seconds")]
     pub claims_cache_seconds: u64,
+    /// JSON-LD contexts besides the bundled ones, as files the operator was given: IRI → file, e.g. a data space's
+    /// policy context. Read at start-up; never fetched.
+    #[serde(default)]
+    pub contexts: BTreeMap<String, PathBuf>,
 }
 
 impl Default for TrustConfig {
@@ -357,7 +361,28 @@ impl Default for TrustConfig {
             issuers: BTreeMap::new(),
             did_cache_seconds: default_cache_seconds(),
             claims_cache_seconds: default_cache_seconds(),
+            contexts: BTreeMap::new(),
         }
+    }
+}
+
+impl TrustConfig {
+    /// Adds the operator's contexts (`trust.contexts`) to those Hanse reads; an unreadable file or one that is no
+    /// context document stops start-up naming the IRI.
+    pub fn add_contexts(&self) -> Result<(), ConfigError> {
+        for (iri, file) in &self.contexts {
+            let key = || format!("trust.contexts.\"{iri}\"");
+            if !(iri.starts_with("https://") || iri.starts_with("http://")) {
+                return Err(ConfigError::Key { key: key(), message: "must be an http(s) IRI".into() });
+            }
+            let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Key {
+                key: key(),
+                message: format!("cannot read {}: {e}", file.display()),
+            })?;
+            hanse_vocab::contexts::add(iri, &text)
+                .map_err(|e| ConfigError::Key { key: key(), message: format!("{}: {e}", file.display()) })?;
+        }
+        Ok(())
     }
 }
 
@@ -625,6 +650,7 @@ impl Config {
         if let Some(gaiax) = self.gaiax.as_mut() {
             gaiax.certificate_chain.iter_mut().chain(gaiax.registration_credentials.iter_mut()).for_each(resolve);
         }
+        self.trust.contexts.values_mut().for_each(resolve);
     }
 
     /// Checks values serde cannot: identifiers, URLs, combinations.

@@ -304,6 +304,11 @@ claims_cache_seconds = 300
 [trust.issuers]
 # MembershipCredential = ["did:web:federation.example"]
 
+# JSON-LD contexts besides those bundled with Hanse, as files you were given (a data space's own, e.g. its policy
+# context): the published IRI and the file. Hanse never fetches a context; a body naming any other is refused.
+[trust.contexts]
+# "https://w3id.org/catenax/2025/9/policy/context.jsonld" = "contexts/cx-policy-2025-9.jsonld"
+
 [compute]
 # The smallest cell count ever released (jobs and agreements may ask for more, never less).
 min_cell_count = 5

@@ -88,6 +88,8 @@ pub enum StartError {
     SelfDescription(String),
     #[error("{0}")]
     Broker(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A started connector: its addresses and the means to stop it.
@@ -184,6 +186,7 @@ pub async fn start_on(
         addr: config.management.bind,
         source,
     })?;
+    config.trust.add_contexts()?;
     let tls = crate::transport::acceptor(&config)?;
     let public_url = config.public_url_at(public_addr);
 

@@ -288,3 +288,31 @@ async fn queries_on_unknown_fields_and_unknown_contexts_are_loud() {
     assert_eq!((&v4.body[0]["@id"], &v4.body[0]["@context"]), (&json!("registry"), &json!([V2])), "{:#}", v4.body);
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_space_context_the_operator_adds_is_read_offline() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let iri = "https://federation.example/2026/1/policy/context.jsonld";
+    let file = folder.path().join("federation-policy.jsonld");
+    std::fs::write(&file, r#"{"@context": {"fed": "https://federation.example/ns#", "cohortCode": "fed:cohortCode"}}"#)
+        .expect("write the context");
+    let backend = hanse::testing::backends()[0];
+    let connector = TestConnector::start_with(backend, |config| {
+        config.trust.contexts.insert(iri.to_owned(), file.clone());
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let api = Management::of(&connector, &client);
+    let asset = json!({"@context": [iri, {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}], "@id": "coded",
+        "properties": {"cohortCode": "T2D-2026"}, "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/x"}});
+    let created = api.post("/management/v3/assets", &asset).await;
+    assert_eq!(created.status, 200, "{:#}", created.body);
+    let read = api.get("/management/v3/assets/coded").await;
+    assert_eq!(read.body["properties"]["https://federation.example/ns#cohortCode"], "T2D-2026", "{:#}", read.body);
+    let other = json!({"@context": ["https://federation.example/2026/2/policy/context.jsonld"], "@id": "other",
+        "properties": {}, "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/x"}});
+    let refused = api.post("/management/v3/assets", &other).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.to_string().contains("trust.contexts"), "{:#}", refused.body);
+    connector.running.shutdown().await;
+}

@@ -62,6 +62,48 @@ pub fn inline(iri: &str) -> Option<&'static serde_json::Value> {
     BUNDLED.iter().position(|c| c.iris.contains(&iri)).map(|i| &parsed[i])
 }
 
+/// Contexts an operator added (a data space's own, e.g. its policy context): IRI → document text, offline.
+static ADDED: std::sync::RwLock<std::collections::BTreeMap<String, &'static str>> =
+    std::sync::RwLock::new(std::collections::BTreeMap::new());
+
+/// Why an operator's context was not added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("<{0}> is bundled with Hanse already")]
+    Bundled(String),
+    #[error("<{0}> was added already with another text")]
+    Conflict(String),
+    #[error("not a JSON-LD context document (a JSON object with `@context`): {0}")]
+    NotAContext(String),
+}
+
+/// Adds the context document published at `iri`, as the operator was given it (never fetched). The same text may be
+/// added again (several connectors in one process); another text for the same IRI, or a bundled IRI, is refused.
+pub fn add(iri: &str, text: &str) -> Result<(), AddError> {
+    if bundled(iri).is_some() {
+        return Err(AddError::Bundled(iri.to_owned()));
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if value.get("@context").is_some_and(|c| c.is_object() || c.is_array()) => {}
+        Ok(_) => return Err(AddError::NotAContext("it has no `@context` object".into())),
+        Err(error) => return Err(AddError::NotAContext(error.to_string())),
+    }
+    let mut added = ADDED.write().unwrap_or_else(|p| p.into_inner());
+    match added.get(iri) {
+        Some(known) if *known == text => Ok(()),
+        Some(_) => Err(AddError::Conflict(iri.to_owned())),
+        None => {
+            added.insert(iri.to_owned(), Box::leak(text.to_owned().into_boxed_str()));
+            Ok(())
+        }
+    }
+}
+
+/// The text of the context at `iri`: bundled with Hanse, or added by the operator.
+pub fn known(iri: &str) -> Option<&'static str> {
+    bundled(iri).or_else(|| ADDED.read().unwrap_or_else(|p| p.into_inner()).get(iri).copied())
+}
+
 /// The text of the bundled context published at `iri`, if Hanse bundles it.
 pub fn bundled(iri: &str) -> Option<&'static str> {
     BUNDLED.iter().find(|c| c.iris.contains(&iri)).map(|c| c.text)

@@ -22,7 +22,10 @@ use crate::contexts::{self, BUNDLED};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The document names a remote context Hanse does not bundle.
-    #[error("JSON-LD context <{0}> is not bundled with Hanse (contexts are never fetched from the network)")]
+    #[error(
+        "JSON-LD context <{0}> is not bundled with Hanse nor added by the operator (`trust.contexts`); contexts are \
+         never fetched from the network"
+    )]
     ContextNotBundled(String),
     /// The document is not valid JSON-LD.
     #[error("invalid JSON-LD: {0}")]
@@ -59,9 +62,15 @@ impl OfflineLoader {
 
 impl Loader for OfflineLoader {
     async fn load(&self, url: &Iri) -> Result<RemoteDocument<IriBuf>, LoadError> {
-        match self.documents.get(url) {
-            Some(document) => Ok(document.clone()),
-            None => Err(LoadError::new(url.to_owned(), NotBundled)),
+        if let Some(document) = self.documents.get(url) {
+            return Ok(document.clone());
+        }
+        // An operator's context (added at start-up, rarely used): parsed when asked for.
+        match contexts::known(url.as_str()).map(json_ld::syntax::Value::parse_str) {
+            Some(Ok((json, _))) => {
+                Ok(RemoteDocument::new(Some(url.to_owned()), Some("application/ld+json".parse().expect("mime")), json))
+            }
+            _ => Err(LoadError::new(url.to_owned(), NotBundled)),
         }
     }
 }
@@ -120,7 +129,7 @@ pub fn compact(document: &Value, context_iri: &str) -> Result<Value, Error> {
 /// Compacts a document against a list of bundled contexts (e.g. DSP and DID for a DID service entry) and writes
 /// `"@context": [iri, ...]`.
 pub fn compact_with_contexts(document: &Value, context_iris: &[&str]) -> Result<Value, Error> {
-    if let Some(missing) = context_iris.iter().find(|iri| contexts::bundled(iri).is_none()) {
+    if let Some(missing) = context_iris.iter().find(|iri| contexts::known(iri).is_none()) {
         return Err(Error::ContextNotBundled((*missing).to_owned()));
     }
     let listed = Value::Array(context_iris.iter().map(|iri| Value::String((*iri).into())).collect());
@@ -169,7 +178,7 @@ pub fn parse_quads(document: &[u8], base: &str) -> Result<Vec<oxrdf::Quad>, Erro
         .map_err(|e| Error::Invalid(format!("base IRI <{base}>: {e}")))?;
     parser
         .for_slice(document)
-        .with_load_document_callback(|iri, _| match contexts::bundled(iri) {
+        .with_load_document_callback(|iri, _| match contexts::known(iri) {
             Some(text) => {
                 Ok(oxjsonld::JsonLdRemoteDocument { document: text.as_bytes().to_vec(), document_url: iri.to_owned() })
             }
@@ -230,6 +239,20 @@ mod tests {
         assert_eq!(canonical(streamed), canonical(reference));
         let missing = parse_quads(br#"{"@context": "https://example.org/never.jsonld", "@id": "x"}"#, base);
         assert!(matches!(missing, Err(Error::ContextNotBundled(_))), "{missing:?}");
+    }
+
+    #[test]
+    fn an_operator_context_is_read_offline_once_added() {
+        let iri = "https://federation.example/policy/context.jsonld";
+        let doc = json!({"@context": [iri], "Consent": {"@id": "urn:x"}, "purposeCode": "research"});
+        assert!(matches!(expand(&doc), Err(Error::ContextNotBundled(_))));
+        let text = r#"{"@context": {"fed": "https://federation.example/ns#", "purposeCode": "fed:purposeCode"}}"#;
+        contexts::add(iri, text).unwrap();
+        contexts::add(iri, text).expect("the same text again");
+        assert!(matches!(contexts::add(iri, r#"{"@context": {}}"#), Err(contexts::AddError::Conflict(_))));
+        assert!(matches!(contexts::add(contexts::DSPACE_2025_1, text), Err(contexts::AddError::Bundled(_))));
+        let expanded = expand(&doc).unwrap();
+        assert_eq!(expanded[0]["https://federation.example/ns#purposeCode"][0]["@value"], "research");
     }
 
     #[test]
