@@ -14,12 +14,10 @@
 //!
 //! The consumer's side ([`orchestrate`]) runs a job across many sites and combines the results.
 
-pub mod analysis;
 pub mod commands;
-pub mod disclosure;
 pub mod orchestrate;
-pub mod synth;
-pub mod table;
+
+pub use hanse_compute::{analysis, disclosure, synth, table};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,11 +68,25 @@ impl Compute {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let workers = if settings.workers == 0 { cores } else { settings.workers };
         Compute {
-            folder: table::folder(data_dir),
+            folder: data_dir.join("tables"),
             tables: Mutex::new(HashMap::new()),
             workers: Arc::new(Semaphore::new(workers)),
             settings: settings.clone(),
         }
+    }
+
+    /// Writes `table` to the table folder, named by the SHA-256 of its content; answers the file name. Written to a
+    /// temporary file, synced, then renamed: a crash leaves no partial table behind a used name.
+    pub fn write_table(&self, table: &Table) -> std::io::Result<String> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.folder)?;
+        let bytes = table.to_bytes();
+        let name = format!("{}.table", crate::process::sha256_hex(&bytes));
+        let mut file = tempfile::NamedTempFile::new_in(&self.folder)?;
+        file.write_all(&bytes)?;
+        file.as_file().sync_all()?;
+        file.persist(self.folder.join(&name)).map_err(|e| e.error)?;
+        Ok(name)
     }
 
     /// The folder ingested tables are written to.

@@ -96,9 +96,11 @@ async fn store_table(
     let mut properties = given;
     properties.extend(table.derived_properties());
     let rows = table.rows;
-    let folder = state.compute.folder().to_path_buf();
-    let file =
-        tokio::task::spawn_blocking(move || table.write_to(&folder)).await.map_err(internal)?.map_err(internal)?;
+    let connector = state.clone();
+    let file = tokio::task::spawn_blocking(move || connector.compute.write_table(&table))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
     let body = json!({"@id": id, "properties": properties, "dataAddress": DataAddress::table(&file)});
     let asset = Asset::from_body(&body, &state.config.file_root()).map_err(ManagementError::Invalid)?;
     let previous = state.catalogue.asset(id).map(|a| a.value.data_address.clone());

@@ -9,8 +9,7 @@
 //! little-endian doubles. Files are named by the SHA-256 of their content and written to a temporary name first, so a
 //! crash never leaves a half-written table under a name that is used.
 
-use std::io::{BufRead, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, Read};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -396,24 +395,6 @@ impl Table {
         }
         Ok(Table { schema, rows, values })
     }
-
-    /// Writes the table under `folder`, named by the SHA-256 of its content; answers the file name. Written to a
-    /// temporary file, synced, then renamed: a crash leaves no partial table behind a used name.
-    pub fn write_to(&self, folder: &Path) -> std::io::Result<String> {
-        std::fs::create_dir_all(folder)?;
-        let bytes = self.to_bytes();
-        let name = format!("{}.table", crate::process::sha256_hex(&bytes));
-        let mut file = tempfile::NamedTempFile::new_in(folder)?;
-        file.write_all(&bytes)?;
-        file.as_file().sync_all()?;
-        file.persist(folder.join(&name)).map_err(|e| e.error)?;
-        Ok(name)
-    }
-}
-
-/// Where the tables of a connector live.
-pub fn folder(data_dir: &Path) -> PathBuf {
-    data_dir.join("tables")
 }
 
 #[cfg(test)]

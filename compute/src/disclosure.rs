@@ -236,7 +236,7 @@ pub fn check_model(design: &Design, limits: &Limits) -> Result<Json, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compute::analysis::Cell;
+    use crate::analysis::Cell;
 
     fn grouped(counts: &[[u64; 2]; 2]) -> Grouped {
         let mut cells = Vec::new();

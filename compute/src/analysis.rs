@@ -655,7 +655,7 @@ pub fn matrix_json(values: &[f64], n: usize) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compute::synth;
+    use crate::synth;
 
     fn forever() -> Deadline {
         Deadline { at: Instant::now() + std::time::Duration::from_secs(60), seconds: 60 }
@@ -693,7 +693,7 @@ mod tests {
     fn linear_and_poisson_models_recover_their_generating_coefficients() {
         use rand::{Rng, SeedableRng};
         use rand_distr::{Distribution, Normal, Poisson};
-        let schema = crate::compute::table::Schema::from_json(&json!({"columns": [
+        let schema = crate::table::Schema::from_json(&json!({"columns": [
             {"name": "x", "type": "float"}, {"name": "y", "type": "float"}, {"name": "count", "type": "integer"}]}))
         .unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);

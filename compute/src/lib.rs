@@ -1,0 +1,13 @@
+//! Compute-to-data, pure: values in, results out (decision 0021). No I/O beyond the readers and writers a caller
+//! hands in, no async, no clock but the deadline a caller sets.
+//!
+//! - [`table`]: the typed schema, CSV ingestion (every bad row named, all or nothing) and the columnar table format;
+//! - [`analysis`]: the templates (`aggregate`, `crosstab`, a `glm` Newton round, `fedavg` local SGD) as functions of a
+//!   table, and the small linear algebra they need;
+//! - [`disclosure`]: the release rules (cell counts, dominance) a provider applies before anything leaves;
+//! - [`synth`]: synthetic cohorts for demonstrations and tests.
+
+pub mod analysis;
+pub mod disclosure;
+pub mod synth;
+pub mod table;
