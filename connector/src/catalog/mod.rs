@@ -7,7 +7,7 @@
 
 pub mod commands;
 pub mod model;
-pub mod query;
+pub use hanse_core::query;
 pub mod rdf;
 
 use std::collections::{BTreeMap, HashMap};

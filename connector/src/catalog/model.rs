@@ -10,28 +10,8 @@ use hanse_self_descriptions::dcat::{self, PrefixStyle, Properties, Term};
 use hanse_vocab::ns::{DCAT, DCT, DSPACE, EDC, FOAF, HEALTHDCATAP, ODRL, VCARD, XSD};
 use serde_json::{Map, Value as Json, json};
 
-/// One offending field of a request body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    /// Where, e.g. `dataAddress.baseUrl` or `policy.permission[0].constraint[1]`.
-    pub path: String,
-    pub message: String,
-    pub invalid_value: Option<Json>,
-}
-
-impl FieldError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError { path: path.into(), message: message.into(), invalid_value: None }
-    }
-
-    fn with_value(mut self, value: Option<&Json>) -> FieldError {
-        self.invalid_value = value.cloned();
-        self
-    }
-}
-
-/// A body that could not be read: every problem found.
-pub type Invalid = Vec<FieldError>;
+pub use hanse_core::query::{Criterion, OPERATORS};
+pub use hanse_core::{FieldError, Invalid};
 
 /// The prefixes every management body may use without declaring them; the body's own context comes after and wins.
 fn default_context() -> Json {
@@ -494,54 +474,38 @@ impl PolicyDefinition {
     }
 }
 
-/// One selector criterion (`operandLeft operator operandRight`), as in EDC.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Criterion {
-    pub operand_left: String,
-    pub operator: String,
-    pub operand_right: Json,
-}
-
-/// Operators of criteria and QuerySpec filters.
-pub const OPERATORS: &[&str] = &["=", "!=", "in", "like", "ilike"];
-
-impl Criterion {
-    fn read(node: &Map<String, Json>, path: &str, errors: &mut Invalid) -> Option<Criterion> {
-        let operand_left = text(node, "operandLeft");
-        let operator = text(node, "operator");
-        let values: Vec<Json> = member(node, "operandRight")
-            .iter()
-            .filter_map(|v| v.get("@value").cloned().or_else(|| v.get("@id").cloned()))
-            .collect();
-        let (Some(operand_left), Some(operator)) = (operand_left, operator) else {
-            errors.push(FieldError::new(path, "a criterion needs operandLeft, operator and operandRight"));
-            return None;
-        };
-        if !OPERATORS.contains(&operator.as_str()) {
-            errors.push(
-                FieldError::new(format!("{path}.operator"), format!("must be one of {}", OPERATORS.join(", ")))
-                    .with_value(Some(&json!(operator))),
-            );
+/// A selector criterion of an expanded contract definition, or the errors naming what is wrong with it.
+fn read_criterion(node: &Map<String, Json>, path: &str, errors: &mut Invalid) -> Option<Criterion> {
+    let operand_left = text(node, "operandLeft");
+    let operator = text(node, "operator");
+    let values: Vec<Json> = member(node, "operandRight")
+        .iter()
+        .filter_map(|v| v.get("@value").cloned().or_else(|| v.get("@id").cloned()))
+        .collect();
+    let (Some(operand_left), Some(operator)) = (operand_left, operator) else {
+        errors.push(FieldError::new(path, "a criterion needs operandLeft, operator and operandRight"));
+        return None;
+    };
+    if !OPERATORS.contains(&operator.as_str()) {
+        errors.push(
+            FieldError::new(format!("{path}.operator"), format!("must be one of {}", OPERATORS.join(", ")))
+                .with_value(Some(&json!(operator))),
+        );
+        return None;
+    }
+    let operand_right = match (operator.as_str(), values.len()) {
+        (_, 0) => {
+            errors.push(FieldError::new(format!("{path}.operandRight"), "is required"));
             return None;
         }
-        let operand_right = match (operator.as_str(), values.len()) {
-            (_, 0) => {
-                errors.push(FieldError::new(format!("{path}.operandRight"), "is required"));
-                return None;
-            }
-            ("in", _) => Json::Array(values),
-            (_, 1) => values.into_iter().next().unwrap_or_default(),
-            _ => {
-                errors.push(FieldError::new(format!("{path}.operandRight"), "takes one value (a list only with `in`)"));
-                return None;
-            }
-        };
-        Some(Criterion { operand_left, operator, operand_right })
-    }
-
-    fn to_json(&self) -> Json {
-        json!({"@type": "Criterion", "operandLeft": self.operand_left, "operator": self.operator, "operandRight": self.operand_right})
-    }
+        ("in", _) => Json::Array(values),
+        (_, 1) => values.into_iter().next().unwrap_or_default(),
+        _ => {
+            errors.push(FieldError::new(format!("{path}.operandRight"), "takes one value (a list only with `in`)"));
+            return None;
+        }
+    };
+    Some(Criterion { operand_left, operator, operand_right })
 }
 
 /// Which assets are offered under which policies.
@@ -593,7 +557,7 @@ impl ContractDefinition {
         let mut assets_selector = Vec::new();
         for (i, criterion) in member(&node, "assetsSelector").iter().enumerate() {
             match criterion.as_object() {
-                Some(c) => assets_selector.extend(Criterion::read(c, &format!("assetsSelector[{i}]"), &mut errors)),
+                Some(c) => assets_selector.extend(read_criterion(c, &format!("assetsSelector[{i}]"), &mut errors)),
                 None => errors.push(FieldError::new(format!("assetsSelector[{i}]"), "must be a criterion object")),
             }
         }

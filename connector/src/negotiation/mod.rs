@@ -7,7 +7,7 @@
 //! that turn (manual approval on the provider, `autoAccept: false` on the consumer).
 
 pub mod commands;
-pub mod machine;
+pub use hanse_core::negotiation as machine;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 //! the consumer's endpoint and completes (never before: the consumer must be STARTED to accept the completion).
 
 pub mod edr;
-pub mod machine;
+pub use hanse_core::transfer as machine;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};

@@ -4,9 +4,27 @@
 use std::cmp::Ordering;
 
 use hanse_vocab::ns::EDC;
-use serde_json::{Map, Value as Json};
+use serde_json::{Map, Value as Json, json};
 
-use super::model::{Criterion, FieldError, Invalid, OPERATORS};
+use crate::{FieldError, Invalid};
+
+/// One selector criterion (`operandLeft operator operandRight`), as in EDC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Criterion {
+    pub operand_left: String,
+    pub operator: String,
+    pub operand_right: Json,
+}
+
+/// Operators of criteria and QuerySpec filters.
+pub const OPERATORS: &[&str] = &["=", "!=", "in", "like", "ilike"];
+
+impl Criterion {
+    /// The EDC management form.
+    pub fn to_json(&self) -> Json {
+        json!({"@type": "Criterion", "operandLeft": self.operand_left, "operator": self.operator, "operandRight": self.operand_right})
+    }
+}
 
 /// The default page size, as in EDC.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -30,7 +48,7 @@ impl Default for QuerySpec {
 }
 
 /// A member in any spelling: bare, `edc:` or the full EDC IRI.
-pub(crate) fn get<'a>(object: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
+pub fn get<'a>(object: &'a Map<String, Json>, name: &str) -> Option<&'a Json> {
     object.get(name).or_else(|| object.get(&format!("edc:{name}"))).or_else(|| object.get(&format!("{EDC}{name}")))
 }
 

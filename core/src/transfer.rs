@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::negotiation::machine::Role;
+pub use crate::negotiation::Role;
 
 /// Transfer process states (DSP 2025-1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
