@@ -215,3 +215,17 @@ async fn auditors_read_the_log_and_nothing_else() {
     assert_eq!(api.get("/management/v3/audit/head").await.status, 200);
     connector.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_s_head_and_proofs_are_shown_only_to_a_verified_participant() {
+    let federation = Federation::with_hospitals(2).await;
+    let (owner, witness) = (&federation.connectors[0], &federation.connectors[1]);
+    for path in ["/hanse/audit/head", "/hanse/audit/consistency?from=0&to=0"] {
+        let url = format!("{}{path}", owner.public_url());
+        let anonymous = dsp_get(&federation.client, &url, None).await;
+        assert_eq!(anonymous.status, 401, "{path}: {:#}", anonymous.body);
+        let signed = dsp_get(&federation.client, &url, Some(witness as &dyn Signer)).await;
+        assert_ne!(signed.status, 401, "{path}: {:#}", signed.body);
+    }
+    federation.shutdown().await;
+}

@@ -277,3 +277,14 @@ async fn the_catalogue_survives_a_restart() {
     }
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_path_tells_nothing_without_the_key() {
+    let federation = Federation::with_hospitals(1).await;
+    let api = federation.management(0);
+    let anonymous = federation.client.get(format!("{}/management/v9/nothing", api.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(api.get("/management/v9/nothing").await.status, 404);
+    assert_eq!(api.get("/no/such/path").await.status, 404);
+    federation.shutdown().await;
+}

@@ -62,8 +62,23 @@ impl IntoResponse for ProofError {
     }
 }
 
-async fn head_endpoint(State(state): State<Shared>) -> Result<Response, ProofError> {
-    Ok(axum::Json(super::current_head(&state).await?.to_json()).into_response())
+/// The caller of a log endpoint, verified by its self-issued token (any participant: witnesses need no membership),
+/// or the 401 to answer.
+async fn caller(state: &Shared, headers: &HeaderMap) -> Result<String, Response> {
+    state.identity.verify_request(headers).await.map(|verified| verified.participant).map_err(|error| {
+        tracing::info!(%error, "audit log request without a valid token");
+        problem(StatusCode::UNAUTHORIZED, "a valid self-issued token is required")
+    })
+}
+
+async fn head_endpoint(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = caller(&state, &headers).await {
+        return refusal;
+    }
+    match super::current_head(&state).await {
+        Ok(head) => axum::Json(head.to_json()).into_response(),
+        Err(error) => ProofError::Store(error).into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,17 +93,20 @@ pub async fn consistency_json(state: &Shared, sizes: &Sizes) -> Result<Json, Pro
     Ok(json!({"from": sizes.from, "to": sizes.to, "proof": proof.iter().map(to_hex).collect::<Vec<_>>()}))
 }
 
-async fn consistency_endpoint(State(state): State<Shared>, Query(sizes): Query<Sizes>) -> Result<Response, ProofError> {
-    Ok(axum::Json(consistency_json(&state, &sizes).await?).into_response())
+async fn consistency_endpoint(State(state): State<Shared>, headers: HeaderMap, Query(sizes): Query<Sizes>) -> Response {
+    if let Err(refusal) = caller(&state, &headers).await {
+        return refusal;
+    }
+    match consistency_json(&state, &sizes).await {
+        Ok(proof) => axum::Json(proof).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn receive_receipt(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let sender = match state.identity.verify_request(&headers).await {
-        Ok(verified) => verified.participant,
-        Err(error) => {
-            tracing::info!(%error, "receipt without a valid token");
-            return problem(StatusCode::UNAUTHORIZED, "a valid self-issued token is required");
-        }
+    let sender = match caller(&state, &headers).await {
+        Ok(sender) => sender,
+        Err(refusal) => return refusal,
     };
     let receipt: Receipt = match serde_json::from_slice(&body) {
         Ok(receipt) => receipt,
@@ -250,8 +268,7 @@ pub async fn witness_round(state: &Shared) -> Vec<Witnessed> {
 /// Fetches a peer's head, checks it against the last one seen, and countersigns it or records the inconsistency.
 async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
     let service = peer_service(state, peer).await?;
-    let http = state.dsp.http();
-    let head = get_json(http, &format!("{service}/head")).await?;
+    let head = get_json(state, peer, &format!("{service}/head")).await?;
     let jws = head.get("signature").and_then(Json::as_str).ok_or("the head carries no signature")?;
     let read = head::read(jws)?;
     if read.log != peer {
@@ -262,7 +279,7 @@ async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
     let previous = state.store.last_witnessed(peer).await.map_err(|e| e.to_string())?;
     let problem = match &previous {
         None => None,
-        Some(last) => check_against(http, &service, last, &head).await?,
+        Some(last) => check_against(state, peer, &service, last, &head).await?,
     };
     let now = now_millis();
     let witnessed = Witnessed {
@@ -291,16 +308,25 @@ async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
     Ok(witnessed)
 }
 
-/// A peer's JSON answer to a `GET`, or why there is none.
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<Json, String> {
-    let response = http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(|e| format!("{url}: {e}"))?;
+/// A peer's JSON answer to a `GET` signed with our self-issued token for it, or why there is none.
+async fn get_json(state: &Shared, peer: &str, url: &str) -> Result<Json, String> {
+    let response = state
+        .dsp
+        .http()
+        .get(url)
+        .header("Authorization", state.identity.authorization(peer))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{url}: {e}"))?;
     response.json().await.map_err(|e| format!("{url}: {e}"))
 }
 
 /// What is wrong with `head` given the last consistent head `last` of the same log, if anything. A proof that cannot
 /// be fetched is no verdict: the peer is witnessed again next round.
 async fn check_against(
-    http: &reqwest::Client,
+    state: &Shared,
+    peer: &str,
     service: &str,
     last: &Witnessed,
     head: &TreeHead,
@@ -317,7 +343,7 @@ async fn check_against(
         return Ok(None);
     }
     let url = format!("{service}/consistency?from={old}&to={new}");
-    let answer = get_json(http, &url).await?;
+    let answer = get_json(state, peer, &url).await?;
     let proof: Option<Vec<merkle::Hash>> = answer
         .get("proof")
         .and_then(Json::as_array)

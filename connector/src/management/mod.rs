@@ -144,11 +144,15 @@ pub fn call_answer(result: Result<Json, ProcessError>) -> Result<Response, Manag
     }
 }
 
-/// Rejects a request without the configured `X-Api-Key` (compared in constant time).
+/// Whether `headers` carry `key` in `X-Api-Key` (compared in constant time).
+pub fn has_key(headers: &axum::http::HeaderMap, key: &str) -> bool {
+    let given = headers.get("x-api-key").map(|v| v.as_bytes()).unwrap_or_default();
+    given.len() == key.len() && openssl::memcmp::eq(given, key.as_bytes())
+}
+
+/// Rejects a request without the configured `X-Api-Key`.
 async fn require_api_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let expected = state.config.management.api_key.as_bytes();
-    let given = request.headers().get("x-api-key").map(|v| v.as_bytes()).unwrap_or_default();
-    if given.len() == expected.len() && openssl::memcmp::eq(given, expected) {
+    if has_key(request.headers(), &state.config.management.api_key) {
         next.run(request).await
     } else {
         tracing::debug!("management request without a valid X-Api-Key");
@@ -182,7 +186,13 @@ async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-async fn not_found() -> Response {
+/// An unknown path: 404 to a caller with the operator's or the auditor's key, 401 to anyone else (nothing about the
+/// listener is told without a key).
+async fn not_found(State(state): State<Shared>, headers: axum::http::HeaderMap) -> Response {
+    let keys = std::iter::once(&state.config.management.api_key).chain(&state.config.audit.auditor_api_key);
+    if !keys.into_iter().any(|key| has_key(&headers, key)) {
+        return ManagementError::Unauthorized.into_response();
+    }
     (StatusCode::NOT_FOUND, axum::Json(json!([{"message": "no such management resource", "type": "ObjectNotFound"}])))
         .into_response()
 }
