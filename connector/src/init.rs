@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
@@ -138,11 +137,7 @@ fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), InitError> {
     options.open(path).and_then(|mut f| f.write_all(bytes)).map_err(error)
 }
 
-/// A fresh EC P-256 key.
-pub fn generate_p256() -> Result<PKey<Private>, openssl::error::ErrorStack> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-    PKey::from_ec_key(EcKey::generate(&group)?)
-}
+pub use hanse_keys::generate_p256;
 
 fn random_hex(bytes: usize) -> Result<String, openssl::error::ErrorStack> {
     let mut buf = vec![0u8; bytes];

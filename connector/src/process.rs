@@ -7,6 +7,8 @@ use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde_json::{Value as Json, json};
 
+pub use hanse_core::encode::{digest, hex, rfc3339_millis, sha256_hex};
+
 use crate::negotiation::machine::Role;
 use crate::protocol::error::{DspArea, DspError};
 use crate::store::{ProcessKind, ProcessRow, StoreError};
@@ -164,31 +166,10 @@ pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
-pub fn rfc3339_millis(millis: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// A new process (or agreement, or offer) id: a time-ordered UUID (version 7), so that new ids land at the end of the
 /// store's indexes instead of on a random page of each.
 pub fn new_pid() -> String {
     format!("urn:uuid:{}", uuid::Uuid::now_v7())
-}
-
-/// The SHA-256 of a message, hex: a redelivery has the same digest.
-pub fn digest(message: &Json) -> String {
-    sha256_hex(message.to_string().as_bytes())
-}
-
-/// The SHA-256 of bytes, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&openssl::sha::sha256(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A required, non-blank string member; the message names the field.

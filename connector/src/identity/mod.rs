@@ -13,8 +13,8 @@
 pub mod credentials;
 pub mod did;
 pub mod gaiax;
-pub mod jose;
-pub mod keys;
+pub use hanse_keys::jose;
+pub use hanse_keys::ring as keys;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap};

@@ -11,10 +11,7 @@ use super::jose;
 use super::keys::KeyRing;
 use crate::store::{Store, TokenUse};
 
-/// How long a token we issue is valid, and the longest lifetime we accept.
-pub const TOKEN_LIFETIME_SECONDS: i64 = 300;
-/// How far the clocks of two participants may disagree.
-pub const CLOCK_SKEW_SECONDS: i64 = 30;
+pub use hanse_keys::{CLOCK_SKEW_SECONDS, TOKEN_LIFETIME_SECONDS};
 /// The JWS algorithms a token may use.
 const ALGORITHMS: [&str; 2] = ["ES256", "EdDSA"];
 

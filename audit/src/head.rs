@@ -3,8 +3,8 @@
 use serde_json::{Value as Json, json};
 
 use super::merkle::{Hash, from_hex, to_hex};
-use crate::identity::jose::{self, Object};
-use crate::identity::keys::KeyRing;
+use hanse_keys::jose::{self, Object};
+use hanse_keys::ring::KeyRing;
 
 /// The JWS `typ` of a signed tree head.
 pub const TYP: &str = "hanse-tree-head+jwt";
@@ -32,7 +32,7 @@ impl TreeHead {
             "log": self.log,
             "size": self.size,
             "rootHash": to_hex(&self.root),
-            "timestamp": crate::process::rfc3339_millis(self.timestamp),
+            "timestamp": hanse_core::encode::rfc3339_millis(self.timestamp),
             "signature": self.jws,
         })
     }
@@ -88,7 +88,7 @@ pub fn cosign(keys: &KeyRing, head: &TreeHead, timestamp: i64) -> String {
         "sub": head.log,
         "size": head.size,
         "rootHash": to_hex(&head.root),
-        "treeHead": crate::process::digest(&json!(head.jws)),
+        "treeHead": hanse_core::encode::digest(&json!(head.jws)),
         "timestamp": timestamp,
     });
     keys.sign(COSIGNATURE_TYP, &[], &payload)

@@ -160,7 +160,7 @@ mod tests {
     use serde_json::json;
 
     fn key() -> SigningKey {
-        let pkey = crate::init::generate_p256().unwrap();
+        let pkey = crate::generate_p256().unwrap();
         SigningKey::from_pem(&pkey.private_key_to_pem_pkcs8().unwrap()).unwrap()
     }
 

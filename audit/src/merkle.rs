@@ -192,7 +192,7 @@ pub fn verify_consistency(old: u64, old_root: &Hash, new: u64, new_root: &Hash, 
 
 /// Lower-case hexadecimal.
 pub fn to_hex(hash: &Hash) -> String {
-    crate::process::hex(hash)
+    hanse_core::encode::hex(hash)
 }
 
 /// A hash from 64 hexadecimal digits.

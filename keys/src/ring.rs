@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
-use super::jose::{Object, SigningKey};
-use super::token::{CLOCK_SKEW_SECONDS, TOKEN_LIFETIME_SECONDS};
+use crate::jose::{Object, SigningKey};
+use crate::{CLOCK_SKEW_SECONDS, TOKEN_LIFETIME_SECONDS};
 
 /// Why the keys could not be loaded or rotated.
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +129,7 @@ pub fn rotate(key_file: &Path) -> Result<PathBuf, KeyError> {
             source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "rotated less than a second ago"),
         });
     }
-    let fresh = crate::init::generate_p256()?.private_key_to_pem_pkcs8()?;
+    let fresh = crate::generate_p256()?.private_key_to_pem_pkcs8()?;
     let staged = key_file.with_extension("pem.new");
     write_secret(&staged, &fresh)?;
     fs::rename(key_file, &retired).map_err(|source| KeyError::Write { path: retired.clone(), source })?;
@@ -161,7 +161,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("keys/participant.pem");
         fs::create_dir_all(key_file.parent().unwrap()).unwrap();
-        fs::write(&key_file, crate::init::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
+        fs::write(&key_file, crate::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
         let before = KeyRing::load("did:web:a", &key_file).unwrap();
         rotate(&key_file).unwrap();
         let after = KeyRing::load("did:web:a", &key_file).unwrap();

@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 
 use super::head::{self, TreeHead};
 use super::merkle::{self, Frontier, Hash, from_hex, to_hex};
-use crate::identity::jose::Object;
+use hanse_keys::jose::Object;
 
 /// Marks an export's header line.
 pub const EXPORT_FORMAT: &str = "hanse-audit-export/1";
@@ -379,13 +379,13 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::audit::Event;
-    use crate::identity::keys::KeyRing;
+    use crate::Event;
+    use hanse_keys::ring::KeyRing;
 
     fn new_keys() -> (tempfile::TempDir, KeyRing) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("participant.pem");
-        std::fs::write(&file, crate::init::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
+        std::fs::write(&file, hanse_keys::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
         let keys = KeyRing::load("did:web:hospital-a.example", &file).unwrap();
         (dir, keys)
     }

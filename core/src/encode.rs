@@ -1,0 +1,38 @@
+//! Small encodings every layer writes the same way: hex, SHA-256 digests of bytes and of JSON, RFC 3339 times.
+
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The SHA-256 of a JSON value as serialised, hex: a redelivered message has the same digest.
+pub fn digest(message: &Json) -> String {
+    sha256_hex(message.to_string().as_bytes())
+}
+
+/// Milliseconds since the epoch as RFC 3339 with milliseconds, in UTC.
+pub fn rfc3339_millis(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_and_times_read_as_expected() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
+        assert_eq!(rfc3339_millis(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}
