@@ -21,7 +21,7 @@ pub mod peers;
 pub mod process;
 pub mod protocol;
 pub mod server;
-pub mod store;
+pub use hanse_store as store;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

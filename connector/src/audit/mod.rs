@@ -15,7 +15,7 @@ pub use hanse_audit::{Event, canonical_digest, denial_trace, head, merkle, verif
 use serde_json::{Value as Json, json};
 
 use self::head::TreeHead;
-use self::merkle::{Frontier, Hash};
+use self::merkle::Hash;
 use crate::server::Connector;
 use crate::store::{Store, StoreError};
 
@@ -99,13 +99,6 @@ pub async fn proven_entry(connector: &Connector, seq: u64) -> Result<Option<Json
     })))
 }
 
-/// The frontier of the log's first `size` entries (where an export of a later range starts).
-pub async fn frontier_at(store: &Store, size: u64) -> Result<Frontier, StoreError> {
-    let blocks = store.audit_blocks(&merkle::frontier_ids(size)).await?;
-    Frontier::at(size, &|id| blocks.get(&id).copied())
-        .ok_or_else(|| StoreError::Corrupt("a block of the audit tree is missing".into()))
-}
-
 /// Where an export stream is.
 enum Stage {
     Header(String),
@@ -131,7 +124,7 @@ pub async fn export(
         .ok_or_else(|| StoreError::Corrupt("a stored root is missing".into()))?;
     head_of(&connector, to, &root).await?;
     let keys = connector.identity.keys().listed(chrono::Utc::now());
-    let frontier = frontier_at(&connector.store, from).await?;
+    let frontier = connector.store.audit_frontier_at(from).await?;
     let header = verify::header_line(connector.identity.did(), from, &keys, &frontier);
     Ok(futures_util::stream::unfold(Stage::Header(header), move |stage| {
         let connector = connector.clone();

@@ -8,8 +8,8 @@ use sqlx::{FromRow, PgConnection, Row, SqliteConnection};
 
 use super::statement::{Param, Statement};
 use super::{Store, StoreError, now_millis, with_pool, with_writer};
-use crate::audit::Event;
-use crate::audit::merkle::{Frontier, Hash};
+use hanse_audit::Event;
+use hanse_audit::merkle::{Frontier, Hash};
 
 /// One stored entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +104,7 @@ fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<(Ve
     for event in events {
         let seq = frontier.size;
         let entry = event.entry(seq, at);
-        nodes.extend(frontier.push(crate::audit::merkle::leaf_hash(entry.as_bytes())));
+        nodes.extend(frontier.push(hanse_audit::merkle::leaf_hash(entry.as_bytes())));
         entries.push([
             Param::from(seq as i64),
             Param::from(at),
@@ -255,7 +255,7 @@ impl Store {
     /// The root of the log's first `size` entries (the empty tree's for 0).
     pub async fn audit_root_at(&self, size: u64) -> Result<Option<Hash>, StoreError> {
         if size == 0 {
-            return Ok(Some(crate::audit::merkle::empty_root()));
+            return Ok(Some(hanse_audit::merkle::empty_root()));
         }
         let root: Option<Vec<u8>> = with_pool!(self, pool => sqlx::query_scalar("SELECT root FROM audit_entries WHERE seq = $1")
             .bind(size as i64 - 1)
@@ -321,6 +321,13 @@ impl Store {
         .fetch_all(pool)
         .await?);
         rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
+    /// The frontier of the log's first `size` entries (where an export of a later range starts).
+    pub async fn audit_frontier_at(&self, size: u64) -> Result<Frontier, StoreError> {
+        let blocks = self.audit_blocks(&hanse_audit::merkle::frontier_ids(size)).await?;
+        Frontier::at(size, &|id| blocks.get(&id).copied())
+            .ok_or_else(|| StoreError::Corrupt("a block of the audit tree is missing".into()))
     }
 
     /// The hashes of perfect subtrees by id (those that exist).

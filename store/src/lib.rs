@@ -2,7 +2,7 @@
 //!
 //! Every method is one transaction. SQL uses `$N` placeholders, which both drivers accept, so each query is written
 //! once; where the dialects differ, the two texts stand side by side. Migrations are embedded per dialect
-//! (`connector/migrations/{sqlite,postgres}`) and run at start-up.
+//! (`store/migrations/{sqlite,postgres}`) and run at start-up.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -24,6 +24,9 @@ mod readers;
 mod statement;
 mod writer;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 pub use audit::{AuditEntry, AuditFilter, SignedHead, Witnessed};
 pub use documents::{Document, DocumentKind};
 pub use identity::{HeldCredential, IssuedCredential, TokenUse};
@@ -38,8 +41,8 @@ pub use processes::{
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
-            $crate::store::Backend::Sqlite($pool) => $body,
-            $crate::store::Backend::Postgres($pool) => $body,
+            $crate::Backend::Sqlite($pool) => $body,
+            $crate::Backend::Postgres($pool) => $body,
         }
     };
 }
@@ -51,12 +54,12 @@ pub(crate) use with_pool;
 macro_rules! with_writer {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
-            $crate::store::Backend::Sqlite(_) => {
+            $crate::Backend::Sqlite(_) => {
                 let $pool = $store.writer.as_ref().expect("a SQLite store has a writer");
                 let _wanted = $store.sqlx_write_waiting();
                 $body
             }
-            $crate::store::Backend::Postgres($pool) => $body,
+            $crate::Backend::Postgres($pool) => $body,
         }
     };
 }
@@ -159,14 +162,19 @@ pub fn is_safe_identifier(name: &str) -> bool {
         && name.len() <= 63
 }
 
-/// The URL without its password, for messages and logs.
+/// The URL without its password, for messages and logs: `scheme://user:***@host/...`.
 pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -258,7 +266,7 @@ impl Store {
     pub(crate) async fn write(
         &self,
         statement: Option<statement::Statement>,
-        audit: Vec<crate::audit::Event>,
+        audit: Vec<hanse_audit::Event>,
         token: Option<&TokenUse>,
     ) -> Result<u64, StoreError> {
         let write = Write { statement, audit, token: token.map(TokenUse::statement) };
@@ -302,7 +310,7 @@ impl Store {
 /// rows the statement changed, or [`StoreError::Replayed`] when the token id was recorded before.
 pub(crate) struct Write {
     statement: Option<statement::Statement>,
-    audit: Vec<crate::audit::Event>,
+    audit: Vec<hanse_audit::Event>,
     token: Option<statement::Statement>,
 }
 
@@ -345,7 +353,7 @@ const STATEMENTS_KEPT: usize = 64;
 /// SQLite's WAL checkpoints after this many pages (4 KiB each): at most about 40 MB of WAL.
 const WAL_AUTOCHECKPOINT: u32 = 10_000;
 
-pub(crate) fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -359,12 +367,21 @@ mod tests {
 
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
-    use super::{AuditFilter, Store, StoreOptions, TokenUse};
-    use crate::audit::Event;
-    use crate::audit::merkle::{Frontier, leaf_hash};
+    use super::{AuditFilter, Store, StoreOptions, TokenUse, redact_url};
+    use hanse_audit::Event;
+    use hanse_audit::merkle::{Frontier, leaf_hash};
 
     /// A SQLite database written before migration 9 (which gives the audit log, token ids and owed receipts one B-tree
     /// per key) keeps its rows through it, and its audit log goes on growing as one chain.
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(redact_url("postgres://hanse:s3cret@db:5432/hanse"), "postgres://hanse:***@db:5432/hanse");
+        assert_eq!(redact_url("postgres://a:b:c@db/x?sslmode=require"), "postgres://a:***@db/x?sslmode=require");
+        assert_eq!(redact_url("postgres://hanse@db/hanse"), "postgres://hanse@db/hanse");
+        assert_eq!(redact_url("sqlite:///var/lib/hanse/hanse.db"), "sqlite:///var/lib/hanse/hanse.db");
+        assert_eq!(redact_url("postgres://db/x@y"), "postgres://db/x@y");
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rows_written_before_the_key_migration_survive_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 
 use super::audit::Append;
 use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
-use crate::audit::Event;
+use hanse_audit::Event;
 
 /// One job.
 #[derive(Debug, Clone, PartialEq)]

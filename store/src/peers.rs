@@ -5,7 +5,7 @@ use sqlx::FromRow;
 
 use super::audit::Append;
 use super::{Store, StoreError, now_millis, with_pool, with_writer};
-use crate::audit::Event;
+use hanse_audit::Event;
 
 /// One known peer.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]

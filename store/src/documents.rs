@@ -6,7 +6,7 @@ use sqlx::FromRow;
 
 use super::audit::Append;
 use super::{Dialect, Store, StoreError, now_millis, parse_body, with_pool, with_writer};
-use crate::audit::Event;
+use hanse_audit::Event;
 
 /// The current body of a document, locked until the transaction ends (SQLite has one writer: no lock needed).
 fn lock_body(dialect: Dialect) -> &'static str {
@@ -72,7 +72,7 @@ const SELECT: &str = "SELECT id, body, version, created_at, updated_at FROM docu
 
 /// The audit entry of a change to a document: who, what, and the digests of the body before and after.
 fn change_event(kind: DocumentKind, id: &str, operation: &str, before: Option<&str>, after: Option<&str>) -> Event {
-    let digest = |text: Option<&str>| text.map(|t| crate::process::sha256_hex(t.as_bytes()));
+    let digest = |text: Option<&str>| text.map(|t| hanse_core::encode::sha256_hex(t.as_bytes()));
     let details = serde_json::json!({
         // One management credential: the operator holds it.
         "who": "operator",

@@ -1,7 +1,7 @@
 //! The store suite: the same scenarios against SQLite and PostgreSQL.
 
-use hanse::store::{DocumentKind, StoreError};
-use hanse::testing::{Backend, TestDatabase, backends};
+use hanse_store::{DocumentKind, StoreError};
+use hanse_store::testing::{Backend, TestDatabase, backends};
 use serde_json::json;
 
 /// Runs `scenario` once per backend, each on a fresh database.
@@ -19,7 +19,7 @@ macro_rules! on_every_backend {
     };
 }
 
-async fn created_documents_read_back(store: &hanse::store::Store, backend: Backend) {
+async fn created_documents_read_back(store: &hanse_store::Store, backend: Backend) {
     let body = json!({"properties": {"title": "Diabetes cohort", "numberOfRecords": 1200}});
     let created = store.insert_document(DocumentKind::Asset, "cohort-1", &body).await.unwrap();
     assert_eq!(created.version, 1);
@@ -33,7 +33,7 @@ async fn created_documents_read_back(store: &hanse::store::Store, backend: Backe
 }
 on_every_backend!(created_documents_read_back_on_every_backend, created_documents_read_back);
 
-async fn a_duplicate_id_is_a_conflict_and_keeps_the_first(store: &hanse::store::Store, backend: Backend) {
+async fn a_duplicate_id_is_a_conflict_and_keeps_the_first(store: &hanse_store::Store, backend: Backend) {
     store.insert_document(DocumentKind::Asset, "a", &json!({"v": 1})).await.unwrap();
     let error = store.insert_document(DocumentKind::Asset, "a", &json!({"v": 2})).await.unwrap_err();
     assert!(matches!(error, StoreError::Conflict { .. }), "{backend:?}: {error}");
@@ -41,7 +41,7 @@ async fn a_duplicate_id_is_a_conflict_and_keeps_the_first(store: &hanse::store::
 }
 on_every_backend!(a_duplicate_id_is_a_conflict_on_every_backend, a_duplicate_id_is_a_conflict_and_keeps_the_first);
 
-async fn replace_bumps_the_version_and_unknown_ids_are_not_found(store: &hanse::store::Store, backend: Backend) {
+async fn replace_bumps_the_version_and_unknown_ids_are_not_found(store: &hanse_store::Store, backend: Backend) {
     store.insert_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 1})).await.unwrap();
     let replaced = store.replace_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 2})).await.unwrap();
     assert_eq!(replaced.version, 2, "{backend:?}");
@@ -53,7 +53,7 @@ async fn replace_bumps_the_version_and_unknown_ids_are_not_found(store: &hanse::
 }
 on_every_backend!(replace_and_not_found_on_every_backend, replace_bumps_the_version_and_unknown_ids_are_not_found);
 
-async fn listing_is_ordered_by_id_and_delete_removes(store: &hanse::store::Store, backend: Backend) {
+async fn listing_is_ordered_by_id_and_delete_removes(store: &hanse_store::Store, backend: Backend) {
     for id in ["c", "a", "b"] {
         store.insert_document(DocumentKind::ContractDefinition, id, &json!({"id": id})).await.unwrap();
     }
@@ -65,7 +65,7 @@ async fn listing_is_ordered_by_id_and_delete_removes(store: &hanse::store::Store
 }
 on_every_backend!(listing_and_delete_on_every_backend, listing_is_ordered_by_id_and_delete_removes);
 
-async fn concurrent_inserts_of_one_id_admit_exactly_one(store: &hanse::store::Store, backend: Backend) {
+async fn concurrent_inserts_of_one_id_admit_exactly_one(store: &hanse_store::Store, backend: Backend) {
     let attempts = (0..16).map(|i| {
         let store = store.clone();
         tokio::spawn(
@@ -110,7 +110,7 @@ async fn each_backend_reports_its_dialect() {
     }
 }
 
-async fn a_batch_is_stored_whole_or_not_at_all(store: &hanse::store::Store, backend: Backend) {
+async fn a_batch_is_stored_whole_or_not_at_all(store: &hanse_store::Store, backend: Backend) {
     let batch: Vec<(String, serde_json::Value)> = (0..50).map(|i| (format!("d{i:02}"), json!({"n": i}))).collect();
     store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
     assert_eq!(store.count_documents(DocumentKind::Asset).await.unwrap(), 50, "{backend:?}");
@@ -128,8 +128,8 @@ on_every_backend!(batches_are_atomic_on_every_backend, a_batch_is_stored_whole_o
 /// own consecutive sequence number, and the stored roots and subtree hashes are those of the entries in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_build_one_consistent_audit_log() {
-    use hanse::audit::Event;
-    use hanse::audit::merkle::{Frontier, leaf_hash};
+    use hanse_audit::Event;
+    use hanse_audit::merkle::{Frontier, leaf_hash};
     for backend in backends() {
         let database = TestDatabase::new(backend);
         let stores = [database.open().await, database.open().await, database.open().await];
@@ -160,7 +160,7 @@ async fn concurrent_writers_build_one_consistent_audit_log() {
             assert_eq!(entry.root, frontier.root(), "{backend:?}: entry {seq}");
         }
         assert_eq!(frontier, head, "{backend:?}");
-        assert_eq!(hanse::audit::frontier_at(store, head.size).await.unwrap(), head, "{backend:?}");
+        assert_eq!(store.audit_frontier_at(head.size).await.unwrap(), head, "{backend:?}");
         for store in stores {
             store.close().await;
         }

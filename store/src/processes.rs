@@ -11,7 +11,7 @@ use sqlx::FromRow;
 
 use super::statement::{Param, Statement};
 use super::{Store, StoreError, TokenUse, now_millis, parse_body, with_pool, with_writer};
-use crate::audit::Event;
+use hanse_audit::Event;
 
 /// Which kind of DSP process (and so which table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

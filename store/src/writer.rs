@@ -258,8 +258,8 @@ mod tests {
     /// token id already taken. Answers the store (on `database`) and each write's outcome.
     async fn forty_writes(
         database: &TestDatabase,
-        events: impl Fn(usize) -> Vec<crate::audit::Event>,
-    ) -> (Store, Vec<Result<u64, crate::store::StoreError>>) {
+        events: impl Fn(usize) -> Vec<hanse_audit::Event>,
+    ) -> (Store, Vec<Result<u64, crate::StoreError>>) {
         use sqlx::Connection;
         let store = database.open().await;
         store.write(Some(token("taken")), Vec::new(), None).await.unwrap();
@@ -332,15 +332,15 @@ mod tests {
     }
 
     async fn audited_writes_chain_on(backend: Backend) {
-        use crate::audit::Event;
-        use crate::audit::merkle::{Frontier, leaf_hash};
+        use hanse_audit::Event;
+        use hanse_audit::merkle::{Frontier, leaf_hash};
         let database = TestDatabase::new(backend);
         let (store, outcomes) =
             forty_writes(&database, |i| vec![Event::new("test.write", serde_json::json!({"write": i}))]).await;
         for (i, outcome) in outcomes.into_iter().enumerate() {
             assert_eq!(outcome.is_ok(), i != 17, "write {i}");
         }
-        let filter = crate::store::AuditFilter { limit: 100, ..Default::default() };
+        let filter = crate::AuditFilter { limit: 100, ..Default::default() };
         let entries = store.audit_entries(&filter).await.unwrap();
         assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..39).collect::<Vec<_>>());
         assert!(!entries.iter().any(|e| e.entry.contains(r#""write":17"#)), "the failed write left its entry");
