@@ -234,9 +234,8 @@ pub async fn start_on(
             trusted_issuers: config.trust.issuers.clone(),
             did_cache: std::time::Duration::from_secs(config.trust.did_cache_seconds),
             claims_cache: std::time::Duration::from_secs(config.trust.claims_cache_seconds),
-            self_description: self_description.is_some(),
             certificate_chain_url: self_description.as_ref().and_then(|d| d.chain_url()),
-            broker: config.broker.enabled,
+            services: did_services(&public_url, self_description.is_some(), config.broker.enabled),
         },
     ));
     // Data bodies may be large: no overall timeout, but connecting and every read are bounded.
@@ -304,6 +303,23 @@ pub async fn start_on(
     tracing::info!("ready");
 
     Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers, dispatcher })
+}
+
+/// The DID document's entries for this connector's own services: the audit log, the Gaia-X self-description (when
+/// one is served), the peer list, and a broker's federation catalogue and search.
+fn did_services(public_url: &str, self_description: bool, broker: bool) -> Vec<(String, String)> {
+    let mut services = vec![(crate::audit::peer::SERVICE.to_owned(), crate::audit::peer::service_url(public_url))];
+    if self_description {
+        let gaiax = crate::identity::gaiax::CREDENTIALS_PATH;
+        services.push((crate::identity::gaiax::SERVICE.to_owned(), format!("{public_url}{gaiax}")));
+    }
+    services.push((crate::peers::SERVICE.to_owned(), format!("{public_url}{}", crate::peers::LIST_PATH)));
+    if broker {
+        use crate::broker::http::{CATALOG_PATH, CATALOG_SERVICE, SEARCH_PATH, SEARCH_SERVICE};
+        services.push((CATALOG_SERVICE.to_owned(), format!("{public_url}{CATALOG_PATH}")));
+        services.push((SEARCH_SERVICE.to_owned(), format!("{public_url}{SEARCH_PATH}")));
+    }
+    services
 }
 
 fn serve(listener: TcpListener, router: Router, mut signal: watch::Receiver<bool>) -> JoinHandle<std::io::Result<()>> {

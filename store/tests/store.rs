@@ -1,7 +1,7 @@
 //! The store suite: the same scenarios against SQLite and PostgreSQL.
 
-use hanse_store::{DocumentKind, StoreError};
 use hanse_store::testing::{Backend, TestDatabase, backends};
+use hanse_store::{DocumentKind, StoreError};
 use serde_json::json;
 
 /// Runs `scenario` once per backend, each on a fresh database.

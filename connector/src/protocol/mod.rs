@@ -16,7 +16,7 @@ use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove
 use crate::server::{Shared, health_routes};
 
 /// The DSP 2025-1 base path.
-pub const BASE: &str = "/protocol/2025-1";
+pub const BASE: &str = hanse_core::paths::DSP_BASE;
 
 /// Answers smaller than this go uncompressed: a DSP process message or acknowledgement gains a few hundred bytes from
 /// gzip and costs a compressor's set-up on both ends; catalogue pages and credentials are compressed.

@@ -10,10 +10,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value as Json, json};
 
-use super::jose::{self, Object};
-use super::keys::KeyRing;
-use super::token::{CLOCK_SKEW_SECONDS, TOKEN_LIFETIME_SECONDS};
-use crate::store::HeldCredential;
+use crate::jose::{self, Object};
+use crate::keys::KeyRing;
+use crate::token::{CLOCK_SKEW_SECONDS, TOKEN_LIFETIME_SECONDS};
+use hanse_store::HeldCredential;
 
 /// The VC 2.0 context.
 pub const VC_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";

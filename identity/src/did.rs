@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hanse_vocab::ns::SEC;
 use serde_json::{Value as Json, json};
 
-use super::jose::Object;
+use crate::jose::Object;
 
 /// The JSON-LD context of our DID document: DID 1.0, and the two security terms a `JsonWebKey` method uses, inline
 /// (the IRIs `https://w3id.org/security/jwk/v1` gives them), so that the document reads with bundled contexts only.
@@ -153,13 +153,18 @@ impl DidDocument {
 }
 
 /// Our DID document: the keys (current and those still within a token lifetime of retirement) and the services.
-pub fn our_document(did: &str, keys: &[(String, Object)], public_url: &str, extra_services: &[(&str, String)]) -> Json {
+pub fn our_document(
+    did: &str,
+    keys: &[(String, Object)],
+    public_url: &str,
+    extra_services: &[(String, String)],
+) -> Json {
     let methods: Vec<Json> = keys
         .iter()
         .map(|(kid, jwk)| json!({"id": kid, "type": "JsonWebKey", "controller": did, "publicKeyJwk": jwk}))
         .collect();
     let kids: Vec<&String> = keys.iter().map(|(kid, _)| kid).collect();
-    let dsp = format!("{public_url}{}", crate::protocol::BASE);
+    let dsp = format!("{public_url}{}", hanse_core::paths::DSP_BASE);
     let mut services = vec![
         json!({"id": format!("{did}#dsp"), "type": "DataService",
             "serviceEndpoint": format!("{public_url}/.well-known/dspace-version")}),

@@ -6,10 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 
-use super::did::{self, KeyLookupError, Resolver};
-use super::jose;
-use super::keys::KeyRing;
-use crate::store::{Store, TokenUse};
+use crate::did::{self, KeyLookupError, Resolver};
+use crate::jose;
+use crate::keys::KeyRing;
+use hanse_store::{Store, TokenUse};
 
 pub use hanse_keys::{CLOCK_SKEW_SECONDS, TOKEN_LIFETIME_SECONDS};
 /// The JWS algorithms a token may use.
