@@ -1,5 +1,5 @@
 //! JSON-LD contexts bundled with Hanse. The connector never fetches a context from the network:
-//! a document that names any other remote context is rejected (see [`crate::jsonld`]).
+//! a document that names any other remote context is rejected by the JSON-LD processing that reads these.
 //!
 //! Provenance of each file is in `vocab/contexts/SOURCE.md`.
 

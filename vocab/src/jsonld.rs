@@ -1,6 +1,7 @@
 //! Offline JSON-LD processing: expansion, compaction to the DSP wire form, and conversion to N-Quads.
 //!
-//! Every remote context is resolved from [`crate::contexts::BUNDLED`]; any other IRI is an error that names it.
+//! Every remote context is resolved from the bundled contexts, or those an operator added ([`contexts::known`]); any
+//! other IRI is an error that names it.
 //! The json-ld crate's API is asynchronous only because a loader *may* do I/O. Ours never does, so each call is
 //! driven to completion here with a no-op waker: callers get a plain synchronous API and need no runtime.
 
