@@ -149,6 +149,24 @@ impl ManagementView<'_> {
     }
 }
 
+/// The QuerySpec fields every process has, read from its row, role and state (names without the EDC namespace);
+/// `None` for a field of its own kind.
+pub fn row_field(row: &ProcessRow, role: Role, state: &str, held: bool, field: &str) -> Option<Vec<Json>> {
+    Some(match field {
+        "id" | "@id" => vec![json!(row.id)],
+        "state" => vec![json!(state)],
+        "type" => vec![json!(if role == Role::Provider { "PROVIDER" } else { "CONSUMER" })],
+        "counterPartyId" => vec![json!(row.counter_party_id)],
+        "counterPartyAddress" => vec![json!(row.counter_party_address)],
+        "correlationId" => row.peer_pid.iter().map(|p| json!(p)).collect(),
+        "protocol" => vec![json!("dataspace-protocol-http:2025-1")],
+        "createdAt" => vec![json!(row.created_at)],
+        "stateTimestamp" => vec![json!(row.updated_at)],
+        "waitingForOperator" => vec![json!(held)],
+        _ => return None,
+    })
+}
+
 /// The answer to an incoming message: status and body.
 pub struct Answer {
     pub status: StatusCode,

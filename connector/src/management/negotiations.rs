@@ -186,25 +186,20 @@ const NEGOTIATION_FIELDS: &[&str] = &[
     "correlationId",
     "protocol",
     "createdAt",
+    "stateTimestamp",
     "waitingForOperator",
 ];
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a contract negotiation", Some(NEGOTIATION_FIELDS))?;
     let all = negotiation::all(&state).await?;
-    let selected = spec.apply(all, |n, field| match field.trim_start_matches(EDC) {
-        "id" | "@id" => vec![json!(n.row.id)],
-        "state" => vec![json!(n.state.name())],
-        "type" => vec![json!(if n.role == negotiation::machine::Role::Provider { "PROVIDER" } else { "CONSUMER" })],
-        "counterPartyId" => vec![json!(n.row.counter_party_id)],
-        "counterPartyAddress" => vec![json!(n.row.counter_party_address)],
-        "correlationId" => n.row.peer_pid.iter().map(|p| json!(p)).collect(),
-        "protocol" => vec![json!("dataspace-protocol-http:2025-1")],
-        "contractAgreementId" => n.details.agreement_id.iter().map(|a| json!(a)).collect(),
-        "assetId" => n.details.asset_id.iter().map(|a| json!(a)).collect(),
-        "createdAt" => vec![json!(n.row.created_at)],
-        "waitingForOperator" => vec![json!(n.held())],
-        _ => Vec::new(),
+    let selected = spec.apply(all, |n, field| {
+        let field = field.trim_start_matches(EDC);
+        crate::process::row_field(&n.row, n.role, n.state.name(), n.held(), field).unwrap_or_else(|| match field {
+            "contractAgreementId" => n.details.agreement_id.iter().map(|a| json!(a)).collect(),
+            "assetId" => n.details.asset_id.iter().map(|a| json!(a)).collect(),
+            _ => Vec::new(),
+        })
     });
     Ok(axum::Json(Json::Array(selected.iter().map(|n| n.management_json()).collect())).into_response())
 }

@@ -122,27 +122,21 @@ const TRANSFER_FIELDS: &[&str] = &[
     "assetId",
     "transferType",
     "correlationId",
+    "protocol",
     "createdAt",
     "stateTimestamp",
     "waitingForOperator",
 ];
 
 fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
-    match field.trim_start_matches(EDC) {
-        "id" | "@id" => vec![json!(transfer.row.id)],
-        "state" => vec![json!(transfer.state.name())],
-        "type" => vec![json!(if transfer.role == Role::Provider { "PROVIDER" } else { "CONSUMER" })],
-        "counterPartyId" => vec![json!(transfer.row.counter_party_id)],
-        "counterPartyAddress" => vec![json!(transfer.row.counter_party_address)],
-        "correlationId" => transfer.row.peer_pid.iter().map(|p| json!(p)).collect(),
-        "stateTimestamp" => vec![json!(transfer.row.updated_at)],
+    let field = field.trim_start_matches(EDC);
+    let (row, role, state) = (&transfer.row, transfer.role, transfer.state.name());
+    crate::process::row_field(row, role, state, transfer.held(), field).unwrap_or_else(|| match field {
         "contractId" | "contractAgreementId" | "agreementId" => vec![json!(transfer.agreement_id())],
         "assetId" => transfer.details.asset_id.iter().map(|a| json!(a)).collect(),
         "transferType" => transfer.details.format.iter().map(|a| json!(a)).collect(),
-        "createdAt" => vec![json!(transfer.row.created_at)],
-        "waitingForOperator" => vec![json!(transfer.held())],
         _ => Vec::new(),
-    }
+    })
 }
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
