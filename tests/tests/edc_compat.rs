@@ -234,6 +234,20 @@ async fn offers_named_by_id_are_filled_in_and_nothing_invalid_is_sent() {
     assert!(duties_only.body.to_string().contains("at least one permission or prohibition"), "{:#}", duties_only.body);
     let none = consumer.post("/management/v3/contractnegotiations/request", &json!({})).await;
     assert_eq!(none.body, json!([]), "nothing was started or sent");
+    // EDC's dataset request reads one dataset of the peer's catalogue, with its offers.
+    for version in ["v3", "v4"] {
+        let request = |id: &str| {
+            json!({"@context": [V2], "@type": "DatasetRequest", "@id": id,
+            "counterPartyAddress": protocol, "protocol": "dataspace-protocol-http:2025-1"})
+        };
+        let found =
+            consumer.post(&format!("/management/{version}/catalog/dataset/request"), &request("registry")).await;
+        assert_eq!((found.status, &found.body["@id"]), (200, &json!("registry")), "{:#}", found.body);
+        assert!(found.body["hasPolicy"][0]["@id"].is_string(), "{:#}", found.body);
+        let missing =
+            consumer.post(&format!("/management/{version}/catalog/dataset/request"), &request("nothing")).await;
+        assert_eq!(missing.status, 404, "{:#}", missing.body);
+    }
     federation.shutdown().await;
 }
 

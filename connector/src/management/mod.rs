@@ -42,6 +42,7 @@ fn edc_routes() -> Router<Shared> {
         .route("/policydefinitions/{id}/validate", post(policies::validate))
         .route("/policydefinitions/{id}/explain", post(policies::explain))
         .route("/catalog/request", post(catalog::request))
+        .route("/catalog/dataset/request", post(catalog::dataset))
         .route("/contractnegotiations", post(negotiations::start))
         .route("/contractnegotiations/request", post(negotiations::query))
         .route("/contractnegotiations/{id}", get(negotiations::read))
