@@ -940,7 +940,8 @@ fn optional_config(args: &RunArgs) -> anyhow::Result<Option<Config>> {
 /// The text of a file or of an http(s) URL.
 async fn read_source(http: &reqwest::Client, source: &str) -> anyhow::Result<String> {
     if source.starts_with("http://") || source.starts_with("https://") {
-        let response = http.get(source).send().await.map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        let response =
+            http.get(source).send().await.map_err(|e| anyhow::anyhow!("{source}: {}", hanse_core::error_chain(&e)))?;
         let status = response.status();
         let text = response.text().await.map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
         if !status.is_success() {

@@ -173,7 +173,7 @@ async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) 
                 Outcome::Failed(format!("{url} answered HTTP {}", status.as_u16()))
             }
         }
-        Err(error) => Outcome::Failed(format!("{url}: {error}")),
+        Err(error) => Outcome::Failed(format!("{url}: {}", hanse_core::error_chain(&error))),
     }
 }
 

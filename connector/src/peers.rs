@@ -299,7 +299,7 @@ async fn read_list(state: &Connector, peer: &PeerRow) -> ListRead {
         .header(header::AUTHORIZATION, state.identity.authorization(&peer.did))
         .send()
         .await
-        .map_err(|e| NotLive::unreachable(format!("{url}: {e}")))?;
+        .map_err(|e| NotLive::unreachable(format!("{url}: {}", hanse_core::error_chain(&e))))?;
     if !response.status().is_success() {
         return Err(NotLive::unreachable(format!("{url} answered HTTP {}", response.status().as_u16())));
     }

@@ -16,6 +16,23 @@ pub mod transfer;
 
 use serde_json::Value as Json;
 
+/// An error with every cause below it, for a person: `error sending request for url (…): client error (Connect): tcp
+/// connect error: Connection refused (os error 111)` rather than only the first line, which hides why. A cause whose
+/// text the line already holds is not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// One offending field of a request body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldError {
@@ -39,3 +56,34 @@ impl FieldError {
 
 /// A body that could not be read: every problem found.
 pub type Invalid = Vec<FieldError>;
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn an_error_reads_with_every_cause_once() {
+        let refused = Layer("Connection refused (os error 111)", None);
+        let connect = Layer("tcp connect error: Connection refused (os error 111)", Some(Box::new(refused)));
+        let top = Layer("error sending request for url (http://127.0.0.1:9/)", Some(Box::new(connect)));
+        assert_eq!(
+            error_chain(&top),
+            "error sending request for url (http://127.0.0.1:9/): tcp connect error: Connection refused (os error 111)"
+        );
+    }
+}

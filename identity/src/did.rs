@@ -265,14 +265,7 @@ impl Resolver {
 }
 
 fn fetch_error(url: &reqwest::Url, error: reqwest::Error) -> ResolveError {
-    use std::error::Error;
-    let mut reason = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        reason = format!("{reason}: {cause}");
-        source = cause.source();
-    }
-    ResolveError::Fetch { url: url.to_string(), reason }
+    ResolveError::Fetch { url: url.to_string(), reason: hanse_core::error_chain(&error) }
 }
 
 #[cfg(test)]

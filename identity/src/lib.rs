@@ -219,7 +219,7 @@ impl Identity {
             .json(&query)
             .send()
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| format!("{url}: {}", hanse_core::error_chain(&e)))?;
         if !response.status().is_success() {
             return Err(format!("{url} answered HTTP {}", response.status().as_u16()));
         }
@@ -338,7 +338,12 @@ impl Identity {
         if parsed.scheme() != "https" && !(self.settings.development && did::is_loopback(&parsed)) {
             return Err(status(format!("{url}: status lists are fetched over HTTPS only")));
         }
-        let response = self.http.get(parsed).send().await.map_err(|e| status(format!("{url}: {e}")))?;
+        let response = self
+            .http
+            .get(parsed)
+            .send()
+            .await
+            .map_err(|e| status(format!("{url}: {}", hanse_core::error_chain(&e))))?;
         if !response.status().is_success() {
             return Err(status(format!("{url} answered HTTP {}", response.status().as_u16())));
         }

@@ -190,7 +190,7 @@ async fn deliver(state: &Shared, agreement_id: &str, peer: &str) -> Result<(), S
         .json(&receipt)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", hanse_core::error_chain(&e)))?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -318,7 +318,7 @@ async fn get_json(state: &Shared, peer: &str, url: &str) -> Result<Json, String>
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", hanse_core::error_chain(&e)))?;
     response.json().await.map_err(|e| format!("{url}: {e}"))
 }
 

@@ -391,7 +391,7 @@ async fn remote_search(state: &Shared, url: &str, request: &SearchRequest) -> Re
         .json(&request.to_json())
         .send()
         .await
-        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+        .map_err(|e| format!("cannot reach {endpoint}: {}", hanse_core::error_chain(&e)))?;
     let status = response.status();
     let text = response.text().await.map_err(|e| format!("{endpoint}: {e}"))?;
     if !status.is_success() {

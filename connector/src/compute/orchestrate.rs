@@ -316,7 +316,7 @@ async fn call(
         .body(jwt)
         .send()
         .await
-        .map_err(|e| format!("the compute endpoint cannot be reached: {e}"))?;
+        .map_err(|e| format!("the compute endpoint cannot be reached: {}", hanse_core::error_chain(&e)))?;
     let status = response.status();
     let text = response.text().await.map_err(|e| e.to_string())?;
     if !status.is_success() {

@@ -491,7 +491,7 @@ async fn proxy(
     let response = match request.send().await {
         Ok(response) => response,
         Err(error) => {
-            tracing::warn!(%error, "the dataset's backend cannot be reached");
+            tracing::warn!(error = %hanse_core::error_chain(&error), "the dataset's backend cannot be reached");
             return refuse(StatusCode::BAD_GATEWAY, "the dataset's backend cannot be reached");
         }
     };
@@ -590,7 +590,10 @@ async fn open_source(
             if let Some((name, value)) = backend_auth(fields) {
                 request = request.header(name, value);
             }
-            let response = request.send().await.map_err(|e| format!("the dataset's backend cannot be reached: {e}"))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("the dataset's backend cannot be reached: {}", hanse_core::error_chain(&e)))?;
             if !response.status().is_success() {
                 return Err(format!("the dataset's backend answered HTTP {}", response.status().as_u16()));
             }
@@ -640,24 +643,14 @@ async fn push(state: &Shared, id: &str) -> Result<u64, String> {
         };
         request = request.header(name, value);
     }
-    let response =
-        request.send().await.map_err(|e| format!("the push destination cannot be reached: {}", error_chain(&e)))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("the push destination cannot be reached: {}", hanse_core::error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(format!("the push destination answered HTTP {}", response.status().as_u16()));
     }
     Ok(sent.load(Ordering::Relaxed))
-}
-
-/// An error with its causes, for reasons a person reads.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The data plane's routes on the public listener.

@@ -283,7 +283,9 @@ async fn refresh_edr(state: &Shared, transfer: &Transfer, address: &Json) -> Res
         .header("Authorization", state.identity.authorization(&transfer.row.counter_party_id))
         .send()
         .await
-        .map_err(|e| ManagementError::Upstream(format!("the provider cannot be reached: {e}")))?;
+        .map_err(|e| {
+            ManagementError::Upstream(format!("the provider cannot be reached: {}", hanse_core::error_chain(&e)))
+        })?;
     let status = response.status();
     let body: Json = response.json().await.unwrap_or(Json::Null);
     if status != StatusCode::OK {

@@ -12,7 +12,7 @@ pub const VERSION: &str = "2025-1";
 /// Why a peer could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {}", hanse_core::error_chain(source))]
     Unreachable { url: String, source: reqwest::Error },
     #[error("{url} answered HTTP {status}: {body}")]
     Refused { url: String, status: u16, body: String },
@@ -230,5 +230,17 @@ mod tests {
         let header = "<https://a/catalog/request?limit=50&before=x>; rel=\"previous\", <https://a/catalog/request?limit=50&after=y>; rel=\"next\"";
         assert_eq!(next_link(header).as_deref(), Some("https://a/catalog/request?limit=50&after=y"));
         assert_eq!(next_link("<https://a>; rel=\"previous\""), None);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_cannot_be_reached_is_reported_with_the_cause() {
+        // A port nobody listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/protocol/2025-1/catalog/request");
+        let source = reqwest::Client::new().get(&url).send().await.unwrap_err();
+        let error = ClientError::Unreachable { url: url.clone(), source };
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("cannot reach {url}: ")), "{text}");
+        assert!(text.to_lowercase().contains("connection refused"), "the cause is named: {text}");
     }
 }
