@@ -14,6 +14,98 @@ use serde::{Deserialize, Serialize};
 const NOT_CONFIG_ENV: &[&str] = &["CONFIG"];
 /// Environment variables of the test suite and benchmarks (`HANSE_TEST_*`, `HANSE_BENCH_*`) are never configuration.
 const NOT_CONFIG_PREFIXES: &[&str] = &["TEST_", "BENCH_"];
+/// The sections of `hanse.toml`, as `HANSE_<SECTION>_<KEY>` names them.
+const SECTIONS: &[&str] = &[
+    "participant",
+    "public",
+    "management",
+    "store",
+    "log",
+    "dataplane",
+    "negotiation",
+    "trust",
+    "audit",
+    "compute",
+    "peers",
+    "broker",
+    "gaiax",
+];
+
+/// What a `HANSE_*` environment variable (its name without the prefix) is to the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EnvUse {
+    /// `<SECTION>_<KEY>`: a configuration override (an unknown key in a known section stays an error naming it).
+    Config,
+    /// Its first word is a near miss of a section name: a typo to report, with the section meant.
+    Typo { section: &'static str },
+    /// Hanse's own but not configuration (`HANSE_CONFIG`, the suite's `HANSE_TEST_*` and `HANSE_BENCH_*`).
+    Own,
+    /// Another program's (`HANSE_HOME`, `HANSE_BIN`): left alone, with a warning.
+    Foreign,
+}
+
+fn env_use(name: &str) -> EnvUse {
+    let upper = name.to_ascii_uppercase();
+    if NOT_CONFIG_ENV.contains(&upper.as_str()) || NOT_CONFIG_PREFIXES.iter().any(|p| upper.starts_with(p)) {
+        return EnvUse::Own;
+    }
+    let first = upper.split('_').next().unwrap_or_default().to_ascii_lowercase();
+    if SECTIONS.contains(&first.as_str()) {
+        return EnvUse::Config;
+    }
+    // A near miss is at most two edits away from a section (one for short names), and not much shorter or longer.
+    let near = SECTIONS.iter().copied().find(|section| {
+        let allowed = if section.len() <= 4 { 1 } else { 2 };
+        first.len() >= 3 && edit_distance(&first, section) <= allowed
+    });
+    match near {
+        Some(section) => EnvUse::Typo { section },
+        None => EnvUse::Foreign,
+    }
+}
+
+/// Levenshtein distance between two short ASCII words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<u8> = b.bytes().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Checks the `HANSE_*` variables of `vars`: a typo of a section name is an error naming the variable and the section
+/// meant; the names of variables that are not configuration are answered, to be told once and otherwise ignored.
+fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<Vec<String>, ConfigError> {
+    let mut foreign = Vec::new();
+    for (name, _) in vars {
+        let Some(rest) = name.strip_prefix("HANSE_") else { continue };
+        match env_use(rest) {
+            EnvUse::Config => {}
+            EnvUse::Typo { section } => {
+                let meant = rest.split_once('_').map_or(String::new(), |(_, key)| format!("_{key}"));
+                return Err(ConfigError::Key {
+                    key: name.clone(),
+                    message: format!(
+                        "no configuration section `{}`; did you mean HANSE_{}{meant}?",
+                        rest.split('_').next().unwrap_or_default().to_ascii_lowercase(),
+                        section.to_ascii_uppercase()
+                    ),
+                });
+            }
+            EnvUse::Own => {}
+            EnvUse::Foreign => foreign.push(name),
+        }
+    }
+    foreign.sort();
+    Ok(foreign)
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -614,6 +706,13 @@ impl Config {
         if !file.exists() {
             return Err(ConfigError::NotFound(file.to_owned()));
         }
+        let foreign = check_env(std::env::vars())?;
+        if !foreign.is_empty() {
+            eprintln!(
+                "warning: ignoring environment variable(s) {} (no configuration section of that name)",
+                foreign.join(", ")
+            );
+        }
         let figment = Figment::new().merge(Toml::file_exact(file)).merge(env_provider());
         let mut config: Config = figment.extract()?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -800,10 +899,7 @@ impl Config {
 /// `management.api_key`).
 fn env_provider() -> Env {
     Env::prefixed("HANSE_")
-        .filter(|key| {
-            let key = key.as_str().to_ascii_uppercase();
-            !NOT_CONFIG_ENV.contains(&key.as_str()) && !NOT_CONFIG_PREFIXES.iter().any(|p| key.starts_with(p))
-        })
+        .filter(|key| env_use(key.as_str()) == EnvUse::Config)
         .map(|key| key.as_str().to_ascii_lowercase().replacen('_', ".", 1).into())
         .lowercase(false)
 }
@@ -811,6 +907,41 @@ fn env_provider() -> Env {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreign_hanse_variables_are_left_alone_and_typos_are_named() {
+        let vars =
+            |names: &[&str]| names.iter().map(|n| (n.to_string(), "x".to_owned())).collect::<Vec<_>>().into_iter();
+        let foreign =
+            check_env(vars(&["HANSE_BIN", "HANSE_HOME", "HANSE_MANAGEMENT_API_KEY", "HANSE_TEST_LOG", "PATH"]))
+                .expect("no typo");
+        assert_eq!(foreign, ["HANSE_BIN", "HANSE_HOME"]);
+        let typo = check_env(vars(&["HANSE_MANAGMENT_API_KEY"])).unwrap_err().to_string();
+        assert!(
+            typo.contains("HANSE_MANAGMENT_API_KEY") && typo.contains("did you mean HANSE_MANAGEMENT_API_KEY?"),
+            "{typo}"
+        );
+        let typo = check_env(vars(&["HANSE_PARTICIPNT_ID"])).unwrap_err().to_string();
+        assert!(typo.contains("HANSE_PARTICIPANT_ID"), "{typo}");
+        assert_eq!(env_use("STORE_DATA_DIR"), EnvUse::Config);
+        assert_eq!(env_use("LOGS_LEVEL"), EnvUse::Typo { section: "log" });
+        assert_eq!(env_use("HOME"), EnvUse::Foreign);
+        assert_eq!(env_use("TEST_DATABASE_URL"), EnvUse::Own);
+    }
+
+    #[test]
+    fn the_sections_named_for_the_environment_are_the_configuration_s() {
+        let config = Config::from_toml(MINIMAL, Path::new("/etc/hanse")).unwrap();
+        let value = serde_json::to_value(&config).unwrap();
+        let mut sections: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        if !sections.contains(&"gaiax") {
+            sections.push("gaiax");
+        }
+        sections.sort();
+        let mut known = SECTIONS.to_vec();
+        known.sort();
+        assert_eq!(sections, known);
+    }
 
     const MINIMAL: &str = r#"
 [participant]

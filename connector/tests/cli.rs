@@ -104,6 +104,9 @@ fn environment_variables_override_the_file() {
     let mut process = Process(
         hanse(dir.path(), &["--log-format", "json", "run"])
             .env("HANSE_MANAGEMENT_API_KEY", env_key)
+            // Another program's variables with the same prefix do not stop start-up.
+            .env("HANSE_HOME", "/opt/hanse")
+            .env("HANSE_BIN", "/opt/hanse/bin")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -132,6 +135,14 @@ fn an_unknown_environment_key_stops_start_up_naming_it() {
     init(dir.path());
     let error = failing_run(dir.path(), &[("HANSE_PUBLIC_BINDD", "127.0.0.1:1")]);
     assert!(error.contains("public.bindd"), "{error}");
+}
+
+#[test]
+fn a_misspelt_section_in_the_environment_stops_start_up_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let error = failing_run(dir.path(), &[("HANSE_MANAGMENT_API_KEY", "a-key-with-a-typo-in-its-name")]);
+    assert!(error.contains("HANSE_MANAGMENT_API_KEY") && error.contains("HANSE_MANAGEMENT_API_KEY"), "{error}");
 }
 
 #[test]
