@@ -46,6 +46,8 @@ pub struct Connector {
     pub compute: crate::compute::Compute,
     /// Inconsistent tree heads witnessed since start (split views, rewritten or rolled-back peer logs).
     pub audit_inconsistencies: std::sync::atomic::AtomicU64,
+    /// Reads `/metrics` could not make (the store did not answer): counted, never shown as a plausible value.
+    pub metrics_read_failures: std::sync::atomic::AtomicU64,
     /// The public listener's externally visible base URL (from the config, or the bound address).
     pub public_url: String,
     /// Our Gaia-X self-description, when `[gaiax]` is configured.
@@ -262,6 +264,7 @@ pub async fn start_on(
         negotiation_events: tokio::sync::broadcast::channel(4096).0,
         retry,
         audit_inconsistencies: Default::default(),
+        metrics_read_failures: Default::default(),
         public_url,
         self_description,
         broker: state_broker,

@@ -288,3 +288,21 @@ async fn an_unknown_path_tells_nothing_without_the_key() {
     assert_eq!(api.get("/no/such/path").await.status, 404);
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_leave_out_what_they_cannot_read_and_count_it() {
+    let federation = Federation::with_hospitals(1).await;
+    let api = federation.management(0);
+    let metrics = |api: Management| async move {
+        let response = api.client.get(format!("{}/metrics", api.base)).header("X-Api-Key", &api.api_key).send();
+        response.await.unwrap().text().await.unwrap()
+    };
+    let healthy = metrics(api.clone()).await;
+    assert!(healthy.lines().any(|l| l.starts_with("hanse_audit_log_entries ")), "{healthy}");
+    assert!(healthy.contains("hanse_metrics_read_failures_total 0"), "{healthy}");
+    federation.connectors[0].running.state.store.close().await;
+    let failing = metrics(api.clone()).await;
+    assert!(!failing.lines().any(|l| l.starts_with("hanse_audit_log_entries ")), "no plausible zero: {failing}");
+    assert!(failing.contains("hanse_metrics_read_failures_total 1"), "{failing}");
+    federation.shutdown().await;
+}

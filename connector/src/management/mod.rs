@@ -172,18 +172,31 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
     }))
 }
 
-/// `GET /metrics`: Prometheus text exposition of what operators alert on.
+/// `GET /metrics`: Prometheus text exposition of what operators alert on. A value that cannot be read now is left
+/// out and counted in `hanse_metrics_read_failures_total`, never shown as zero.
 async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
-    let inconsistencies = state.audit_inconsistencies.load(std::sync::atomic::Ordering::Relaxed);
-    let size = state.store.audit_frontier().await.map(|f| f.size).unwrap_or_default();
-    let text = format!(
+    use std::sync::atomic::Ordering::Relaxed;
+    let inconsistencies = state.audit_inconsistencies.load(Relaxed);
+    let mut text = format!(
         "# HELP hanse_audit_inconsistencies_total Peers' tree heads found inconsistent with what they showed before.\n\
          # TYPE hanse_audit_inconsistencies_total counter\n\
          hanse_audit_inconsistencies_total {inconsistencies}\n\
          # HELP hanse_audit_log_entries Entries in this connector's audit log.\n\
-         # TYPE hanse_audit_log_entries gauge\n\
-         hanse_audit_log_entries {size}\n"
+         # TYPE hanse_audit_log_entries gauge\n"
     );
+    match state.store.audit_frontier().await {
+        Ok(frontier) => text.push_str(&format!("hanse_audit_log_entries {}\n", frontier.size)),
+        Err(error) => {
+            tracing::error!(%error, "metrics: cannot read the audit log's size");
+            state.metrics_read_failures.fetch_add(1, Relaxed);
+        }
+    }
+    let failures = state.metrics_read_failures.load(Relaxed);
+    text.push_str(&format!(
+        "# HELP hanse_metrics_read_failures_total Values /metrics could not read (the store did not answer).\n\
+         # TYPE hanse_metrics_read_failures_total counter\n\
+         hanse_metrics_read_failures_total {failures}\n"
+    ));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
