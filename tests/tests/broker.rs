@@ -265,6 +265,11 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
     let whole = dsp_post(&client, &catalog_url, Some(&researcher), &request).await;
     assert_eq!(whole.status, 200, "{:#}", whole.body);
     assert_valid_dsp(&whole.body);
+    // Its @id is an IRI that answers the same catalogue.
+    let id = whole.body["@id"].as_str().unwrap().to_owned();
+    assert_eq!(id, format!("{}/broker/catalog", broker.public_url()));
+    let dereferenced = dsp_get(&client, &id, Some(&researcher)).await;
+    assert_eq!((dereferenced.status, &dereferenced.body), (200, &whole.body));
     let nested = whole.body["catalog"].as_array().unwrap();
     let participants: BTreeSet<&str> = nested.iter().map(|c| c["participantId"].as_str().unwrap()).collect();
     assert_eq!(participants, BTreeSet::from([north.participant_id(), south_did.as_str(), east.participant_id()]));
@@ -280,7 +285,10 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
             }
         }
         match page.headers.get("link").and_then(|l| hanse::protocol::client::next_link(l.to_str().unwrap())) {
-            Some(next) => url = next,
+            Some(next) => {
+                assert!(!next.contains("after=&") && !next.ends_with("after="), "an empty parameter in {next}");
+                url = next
+            }
             None => break,
         }
     }

@@ -34,6 +34,8 @@ use crate::server::Shared;
 
 /// Where the federation catalogue is served (named in the DID document as `FederatedCatalogService`).
 pub const CATALOG_PATH: &str = "/broker/catalog/request";
+/// The federation catalogue's `@id`: a `GET` of it (signed, as every catalogue request) answers its first page.
+pub const CATALOG_ID_PATH: &str = "/broker/catalog";
 pub const CATALOG_SERVICE: &str = "FederatedCatalogService";
 pub const SEARCH_PATH: &str = "/broker/search";
 pub const SEARCH_SERVICE: &str = "BrokerSearchService";
@@ -45,6 +47,7 @@ pub fn public_routes() -> Router<Shared> {
         .route(SEARCH_PATH, get(search_get).post(search_post))
         .route(SPARQL_PATH, get(sparql_get).post(sparql_post))
         .route(CATALOG_PATH, post(federation_catalog))
+        .route(CATALOG_ID_PATH, get(federation_catalog))
         .route(crate::peers::LIST_PATH, get(crate::peers::list_endpoint))
 }
 
@@ -236,7 +239,7 @@ async fn federation_catalog(
     let service = &state.catalogue.service;
     let mut root = json!({
         "@context": [hanse_vocab::contexts::DSPACE_2025_1],
-        "@id": format!("{}:federation", service.catalog_id()),
+        "@id": format!("{}{CATALOG_ID_PATH}", state.public_url),
         "@type": "Catalog",
         "participantId": service.participant_id,
         "service": [{"@id": service.service_id(), "@type": "DataService", "endpointURL": service.endpoint_url}],
@@ -246,11 +249,13 @@ async fn federation_catalog(
     }
     let mut response = axum::Json(root).into_response();
     if let Some((peer, after)) = next {
+        // A peer none of whose datasets was taken yet starts at its first: no empty `after`.
+        let after =
+            if after.is_empty() { String::new() } else { format!("&after={}", crate::catalog::rdf::encode(&after)) };
         let url = format!(
-            "<{}{CATALOG_PATH}?limit={limit}&afterPeer={}&after={}>; rel=\"next\"",
+            "<{}{CATALOG_PATH}?limit={limit}&afterPeer={}{after}>; rel=\"next\"",
             state.public_url,
             crate::catalog::rdf::encode(&peer),
-            crate::catalog::rdf::encode(&after)
         );
         if let Ok(value) = HeaderValue::from_str(&url) {
             response.headers_mut().insert(header::LINK, value);
