@@ -424,13 +424,17 @@ pub enum SelfDescriptionCommand {
     },
     /// Verify Gaia-X credentials; exit status 0 only when every signature, validity window and shape holds.
     #[command(
-        after_help = "Examples:\n  hanse self-description verify https://hospital-b.example/.well-known/gaia-x/credentials\n  hanse self-description verify legal-person.jwt"
+        after_help = "Examples:\n  hanse self-description verify https://hospital-b.example/.well-known/gaia-x/credentials\n  hanse self-description verify legal-person.jwt\n  hanse self-description verify --development http://127.0.0.1:19194/.well-known/gaia-x/credentials"
     )]
     Verify {
         #[command(flatten)]
         config: RunArgs,
         /// A presentation or credential JWTs: a file, or an http(s) URL.
         source: String,
+        /// Resolve the signers' did:web over plain HTTP for loopback hosts, as a connector in development mode does
+        /// (the default is the configuration's `participant.development`, or off without a configuration).
+        #[arg(long)]
+        development: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -955,9 +959,11 @@ async fn read_source(http: &reqwest::Client, source: &str) -> anyhow::Result<Str
 
 async fn self_description(command: SelfDescriptionCommand) -> anyhow::Result<()> {
     use crate::identity::gaiax;
-    let (args, source, json) = match &command {
-        SelfDescriptionCommand::Show { config, source, json } => (config, source.clone(), *json),
-        SelfDescriptionCommand::Verify { config, source, json } => (config, Some(source.clone()), *json),
+    let (args, source, json, development) = match &command {
+        SelfDescriptionCommand::Show { config, source, json } => (config, source.clone(), *json, false),
+        SelfDescriptionCommand::Verify { config, source, json, development } => {
+            (config, Some(source.clone()), *json, *development)
+        }
     };
     let config = optional_config(args)?;
     let http = match &config {
@@ -1009,7 +1015,7 @@ async fn self_description(command: SelfDescriptionCommand) -> anyhow::Result<()>
         }
         return Ok(());
     }
-    let development = config.as_ref().is_some_and(|c| c.participant.development);
+    let development = development || config.as_ref().is_some_and(|c| c.participant.development);
     let resolver = crate::identity::did::Resolver::new(http, development, std::time::Duration::from_secs(60));
     let report = gaiax::verify(&resolver, &text, chrono::Utc::now()).await;
     if json {

@@ -253,3 +253,28 @@ async fn the_dcat_catalogue_of_health_datasets_conforms_to_dcat_ap_3() {
     assert_eq!(faults, [("urn:hanse:dataset:bare", "http://purl.org/dc/terms/description")], "{:#?}", report.results);
     hospital.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_resolves_a_development_connector_as_the_connector_does_and_names_a_key_it_cannot_fetch() {
+    let backends = hanse::testing::backends();
+    let hospital = TestConnector::start_with(backends[0], |config| {
+        config.gaiax = Some(gaiax_config(&config.participant.key_file));
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let presentation =
+        client.get(format!("{}{}", hospital.public_url(), gaiax::CREDENTIALS_PATH)).send().await.unwrap();
+    let presentation = presentation.text().await.unwrap();
+    let ttl = std::time::Duration::from_secs(60);
+    // As `hanse self-description verify --development` resolves: plain HTTP for a loopback did:web.
+    let development = hanse::identity::did::Resolver::new(client.clone(), true, ttl);
+    let report = gaiax::verify(&development, &presentation, Utc::now()).await;
+    assert!(report.holds(), "{report:#?}");
+    // Without it, every signer's key is looked up over HTTPS, and the report says where and why that failed.
+    let strict = hanse::identity::did::Resolver::new(client, false, ttl);
+    let report = gaiax::verify(&strict, &presentation, Utc::now()).await;
+    assert!(!report.holds());
+    let problems = format!("{:?}{:?}", report.presentation_problems, report.credentials);
+    assert!(problems.contains("https://localhost"), "names the key's URL: {problems}");
+    hospital.running.shutdown().await;
+}
