@@ -333,6 +333,18 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
     assert!(south_status["nextDue"].as_i64().unwrap() > south_status["lastAttempt"].as_i64().unwrap());
     let still = broker_get(&client, &broker, &researcher, "/broker/search?q=paediatric").await;
     assert_eq!(hit_ids(&still), ids(&["paediatric-diabetes"]));
+    // The peer exchange then finds it unreachable: the next crawl skips it and its status says so, since when and why,
+    // instead of its last good crawl.
+    api.post("/management/v3/peers/exchange", &json!({})).await;
+    let peers = api.get("/management/v3/peers").await;
+    let south_peer = peers.body.as_array().unwrap().iter().find(|p| p["did"] == south_did.as_str()).cloned();
+    assert_eq!(south_peer.as_ref().map(|p| p["status"].clone()), Some(json!("unreachable")), "{:#}", peers.body);
+    let crawled = api.post("/management/v3/broker/crawl", &json!({})).await;
+    let south_status =
+        crawled.body.as_array().unwrap().iter().find(|s| s["did"] == south_did.as_str()).unwrap().clone();
+    assert_eq!(south_status["skipped"], "unreachable", "{south_status:#}");
+    assert!(south_status["skippedSince"].as_i64().unwrap() > 0, "{south_status:#}");
+    assert!(south_status["error"].as_str().is_some_and(|e| !e.is_empty()), "{south_status:#}");
 
     for connector in [north, east, broker] {
         connector.running.shutdown().await;

@@ -78,7 +78,15 @@ fn crawl_table(status: &Json) -> String {
                 text(&s["datasets"]),
                 when(&s["lastSuccess"]),
                 when(&s["nextDue"]),
-                s["error"].as_str().map_or_else(|| "ok".into(), |e| format!("{} failures: {e}", s["failures"])),
+                match (s["skipped"].as_str(), s["error"].as_str()) {
+                    (Some(skipped), error) => format!(
+                        "skipped: {skipped} since {}{}",
+                        when(&s["skippedSince"]),
+                        error.map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                    (None, Some(error)) => format!("{} failures: {error}", s["failures"]),
+                    (None, None) => "ok".into(),
+                },
             ]
         })
         .collect();

@@ -85,6 +85,11 @@ pub struct CrawlStatus {
     pub index_ms: u64,
     /// When the next crawl is due (ms).
     pub next_due: i64,
+    /// Why the peer is not crawled now: its status in the peer network (`unreachable`, `incompatible`,
+    /// `unverified`) while it is not live; `None` while it is.
+    pub skipped: Option<String>,
+    /// Since when it has been skipped (ms; 0 while it is not).
+    pub skipped_since: i64,
     #[serde(skip)]
     forced: bool,
 }
@@ -369,11 +374,26 @@ pub async fn crawl_round(state: &Shared) -> Vec<CrawlStatus> {
         broker.forget(&did);
     }
     let due: Vec<PeerRow> = {
-        let status = broker.status.lock().expect("never poisoned");
+        let mut status = broker.status.lock().expect("never poisoned");
+        // A peer the network does not find live is not crawled: its status says so, since when and why, instead of
+        // showing its last good crawl as if nothing had happened.
+        for peer in peers.iter().filter(|p| p.status != "live" && p.did != state.identity.did()) {
+            let entry = status
+                .entry(peer.did.clone())
+                .or_insert_with(|| CrawlStatus { did: peer.did.clone(), ..Default::default() });
+            if entry.skipped.as_deref() != Some(peer.status.as_str()) {
+                entry.skipped = Some(peer.status.clone());
+                entry.skipped_since = now;
+            }
+            entry.address = peer.address.clone();
+            if !peer.detail.is_empty() {
+                entry.error = Some(peer.detail.clone());
+            }
+        }
         peers
             .into_iter()
             .filter(|p| p.status == "live" && !p.address.is_empty() && p.did != state.identity.did())
-            .filter(|p| status.get(&p.did).is_none_or(|s| s.forced || s.next_due <= now))
+            .filter(|p| status.get(&p.did).is_none_or(|s| s.forced || s.skipped.is_some() || s.next_due <= now))
             .collect()
     };
     let interval_ms = (config.crawl_interval_seconds * 1000) as i64;
@@ -389,6 +409,8 @@ pub async fn crawl_round(state: &Shared) -> Vec<CrawlStatus> {
             status.address = peer.address.clone();
             status.last_attempt = started;
             status.forced = false;
+            status.skipped = None;
+            status.skipped_since = 0;
             match outcome {
                 Ok(Crawled { datasets, triples, fetch_ms, index_ms }) => {
                     status.last_success = crate::store::now_millis();
