@@ -88,7 +88,10 @@ pub fn node_modules() -> PathBuf {
 /// Runs an interop script to its end (with `env`), answering its standard output; panics with its output on failure.
 pub fn script(program: &Path, script: &str, args: &[&str], env: &[(String, String)]) -> String {
     let mut command = Command::new(program);
-    command.arg(folder().join(script)).args(args).env("NODE_PATH", node_modules_if_node(program));
+    command.arg(folder().join(script)).args(args);
+    if program.ends_with("node") {
+        command.env("NODE_PATH", node_modules());
+    }
     for (name, value) in env {
         command.env(name, value);
     }
@@ -101,8 +104,4 @@ pub fn script(program: &Path, script: &str, args: &[&str], env: &[(String, Strin
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn node_modules_if_node(program: &Path) -> PathBuf {
-    if program.ends_with("node") { node_modules() } else { PathBuf::new() }
 }
