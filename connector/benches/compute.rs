@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use hanse::management::client::ManagementClient;
+use hanse::client::ManagementClient;
 use hanse::server::RunningConnector;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -639,11 +639,11 @@ fn show((body, text): (serde_json::Value, String), json: bool) -> anyhow::Result
 /// Runs a management command of the peer network or the broker and prints its answer.
 fn managed<F, Fut>(access: ManagementAccess, json: bool, command: F) -> anyhow::Result<()>
 where
-    F: FnOnce(crate::management::client::ManagementClient) -> Fut,
+    F: FnOnce(crate::client::ManagementClient) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(serde_json::Value, String)>>,
 {
     let (url, key) = access.resolve()?;
-    let client = crate::management::client::ManagementClient::new(&url, &key);
+    let client = crate::client::ManagementClient::new(&url, &key);
     show(runtime()?.block_on(command(client))?, json)
 }
 
@@ -1087,7 +1087,7 @@ fn audit_verify(export: &std::path::Path, heads: &[PathBuf], receipts: &[PathBuf
 
 /// `hanse audit show`: the entries of one agreement, one line each.
 async fn audit_show(url: &str, key: &str, agreement: &str) -> anyhow::Result<()> {
-    let client = crate::management::client::ManagementClient::new(url, key);
+    let client = crate::client::ManagementClient::new(url, key);
     let mut after: Option<i64> = None;
     let mut shown = 0;
     loop {

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::management::client::{ManagementClient, message_of};
+use crate::client::{ManagementClient, message_of};
 
 /// Where and how to fetch.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ fn announced_digest(headers: &reqwest::header::HeaderMap) -> Option<String> {
     if let Some(value) = text("repr-digest").and_then(|v| v.split(',').find_map(|d| d.trim().strip_prefix("sha-256=:")))
         && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(value.trim_end_matches(':'))
     {
-        return Some(crate::process::hex(&bytes));
+        return Some(hanse_core::encode::hex(&bytes));
     }
     text("etag").map(|e| e.trim_matches('"').to_ascii_lowercase()).filter(|e| e.len() == 64)
 }
@@ -93,7 +93,7 @@ fn announced_digest(headers: &reqwest::header::HeaderMap) -> Option<String> {
 pub async fn fetch(options: &FetchOptions) -> anyhow::Result<FetchReport> {
     let api = Api { client: ManagementClient::new(&options.management_url, &options.api_key), options };
     let body = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "TransferRequest",
-                      "contractId": options.agreement, "transferType": crate::transfer::PULL});
+                      "contractId": options.agreement, "transferType": hanse_core::formats::PULL});
     let (status, created) = api.call(reqwest::Method::POST, "/management/v3/transferprocesses", Some(body)).await?;
     if status != 200 {
         bail!("the connector did not start a transfer: {}", message_of(&created));
@@ -228,7 +228,7 @@ async fn download(api: &Api<'_>, id: &str) -> anyhow::Result<FetchReport> {
     file.flush().await?;
     file.sync_all().await?;
     bar.finish_and_clear();
-    let sha256 = crate::process::hex(&hasher.finish());
+    let sha256 = hanse_core::encode::hex(&hasher.finish());
     match expected {
         Some(expected) if expected != sha256 => {
             let _ = tokio::fs::remove_file(&part).await;

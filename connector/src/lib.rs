@@ -7,6 +7,7 @@ pub mod audit;
 pub mod broker;
 pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod compute;
 pub mod config;
 pub mod dataplane;

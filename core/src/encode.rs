@@ -18,6 +18,20 @@ pub fn digest(message: &Json) -> String {
     sha256_hex(message.to_string().as_bytes())
 }
 
+/// `value` with everything but unreserved characters (RFC 3986: letters, digits, `-._~`) percent-encoded: safe in a
+/// path segment, a query value and an IRI's last segment.
+pub fn percent(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// Milliseconds since the epoch as RFC 3339 with milliseconds, in UTC.
 pub fn rfc3339_millis(millis: i64) -> String {
     chrono::DateTime::from_timestamp_millis(millis)
@@ -33,6 +47,7 @@ mod tests {
     fn digests_and_times_read_as_expected() {
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(hex(&[0, 15, 255]), "000fff");
+        assert_eq!(percent("did:web:a%3A1/ü x"), "did%3Aweb%3Aa%253A1%2F%C3%BC%20x");
         assert_eq!(rfc3339_millis(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }

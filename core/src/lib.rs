@@ -4,11 +4,13 @@
 //! - [`negotiation`] and [`transfer`]: the DSP 2025-1 state machines, one table each for both roles;
 //! - [`query`]: the EDC `QuerySpec` (paging, sorting, filter criteria) and the criterion matching that management
 //!   queries and asset selectors share;
+//! - [`formats`]: the transfer types and the endpoint type of HTTP data addresses;
 //! - [`paths`]: the well-known paths every part of a connector refers to;
 //! - [`encode`]: hex, SHA-256 digests, RFC 3339 times, written the same way everywhere;
 //! - [`FieldError`]: one offending field of a request body, the unit every surface reports bad input in.
 
 pub mod encode;
+pub mod formats;
 pub mod negotiation;
 pub mod paths;
 pub mod query;

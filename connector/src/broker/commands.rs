@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::management::client::{ManagementClient, table, text, when};
+use crate::client::{ManagementClient, table, text, when};
 
 /// `hanse peers list`.
 pub async fn peers_list(client: &ManagementClient) -> anyhow::Result<(Json, String)> {
@@ -45,7 +45,7 @@ pub async fn peers_add(client: &ManagementClient, did_or_url: &str) -> anyhow::R
 
 /// `hanse peers remove`.
 pub async fn peers_remove(client: &ManagementClient, did: &str) -> anyhow::Result<(Json, String)> {
-    let path = format!("/management/v3/peers/{}", crate::catalog::rdf::encode(did));
+    let path = format!("/management/v3/peers/{}", hanse_core::encode::percent(did));
     client.expect(client.request(Method::DELETE, &path)).await?;
     Ok((json!({"removed": did}), format!("Removed {did}")))
 }
@@ -114,7 +114,7 @@ pub async fn broker_crawl(client: &ManagementClient) -> anyhow::Result<(Json, St
 /// `hanse search`: this connector's broker, or `broker` (a URL) asked with this connector's identity.
 pub async fn search(client: &ManagementClient, broker: Option<&str>, request: &Json) -> anyhow::Result<(Json, String)> {
     let path = match broker {
-        Some(url) => format!("/management/v3/search?broker={}", crate::catalog::rdf::encode(url)),
+        Some(url) => format!("/management/v3/search?broker={}", hanse_core::encode::percent(url)),
         None => "/management/v3/search".into(),
     };
     let answer = client.expect(client.request(Method::POST, &path).json(request)).await?;

@@ -251,11 +251,11 @@ async fn federation_catalog(
     if let Some((peer, after)) = next {
         // A peer none of whose datasets was taken yet starts at its first: no empty `after`.
         let after =
-            if after.is_empty() { String::new() } else { format!("&after={}", crate::catalog::rdf::encode(&after)) };
+            if after.is_empty() { String::new() } else { format!("&after={}", hanse_core::encode::percent(&after)) };
         let url = format!(
             "<{}{CATALOG_PATH}?limit={limit}&afterPeer={}{after}>; rel=\"next\"",
             state.public_url,
-            crate::catalog::rdf::encode(&peer),
+            hanse_core::encode::percent(&peer),
         );
         if let Ok(value) = HeaderValue::from_str(&url) {
             response.headers_mut().insert(header::LINK, value);

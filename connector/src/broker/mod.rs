@@ -23,9 +23,9 @@ use oxigraph::store::Store;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
-use crate::catalog::rdf::encode;
 use crate::server::{Connector, Shared};
 use crate::store::PeerRow;
+use hanse_core::encode::percent as encode;
 
 /// Whether this build can keep the federation graph on disk (`--features rocksdb`).
 pub const GRAPH_ON_DISK: bool = cfg!(feature = "rocksdb");

@@ -8,12 +8,12 @@ use serde_json::{Value as Json, json};
 
 use hanse_vocab::ns::EDC;
 
-use crate::management::client::{ManagementClient, table, text};
+use crate::client::{ManagementClient, table, text};
 
 /// A peer's DSP address from its public URL or its DSP address.
 pub fn dsp_address(peer: &str) -> String {
     let peer = peer.trim_end_matches('/');
-    if peer.contains("/protocol/") { peer.to_owned() } else { format!("{peer}{}", crate::protocol::BASE) }
+    if peer.contains("/protocol/") { peer.to_owned() } else { format!("{peer}{}", hanse_core::paths::DSP_BASE) }
 }
 
 /// A member of a JSON-LD object by its compact name, its prefixed name (`dct:title`) or an IRI ending in it.
@@ -149,7 +149,7 @@ pub async fn policy_create(client: &ManagementClient, id: &str, policy: Json) ->
 
 /// `hanse policy validate ID`: errors and warnings of a stored policy (an error when it is not valid).
 pub async fn policy_validate(client: &ManagementClient, id: &str) -> anyhow::Result<(Json, String)> {
-    let path = format!("/management/v3/policydefinitions/{}/validate", crate::catalog::rdf::encode(id));
+    let path = format!("/management/v3/policydefinitions/{}/validate", hanse_core::encode::percent(id));
     let report = client.expect(client.request(Method::POST, &path)).await?;
     let mut shown = if report["isValid"] == true { format!("{id} is valid") } else { format!("{id} is NOT valid") };
     for (kind, label) in [("errors", "error"), ("warnings", "warning")] {
@@ -186,7 +186,7 @@ pub async fn policy_explain(
         }
     }
     let body = json!({"action": question.action.as_deref().unwrap_or("use"), "context": context});
-    let path = format!("/management/v3/policydefinitions/{}/explain", crate::catalog::rdf::encode(id));
+    let path = format!("/management/v3/policydefinitions/{}/explain", hanse_core::encode::percent(id));
     let answer = client.expect(client.request(Method::POST, &path).json(&body)).await?;
     let shown = render_decision(&answer["decision"]);
     Ok((answer, shown))

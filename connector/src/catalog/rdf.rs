@@ -30,18 +30,7 @@ pub enum SparqlError {
     Evaluation(String),
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+pub use hanse_core::encode::percent as encode;
 
 /// The IRI under which a dataset is described: its id when that is an absolute IRI, else a Hanse URN.
 pub fn dataset_iri(id: &str) -> String {

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::management::client::ManagementClient;
+use crate::client::ManagementClient;
 
 /// `hanse synth`: writes a synthetic cohort as `FILE` and its schema as `FILE` with `.schema.json`; answers the schema's
 /// path.

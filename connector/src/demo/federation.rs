@@ -6,9 +6,9 @@ use std::path::Path;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::client::ManagementClient;
 use crate::config::{AddressConfig, Config, GaiaxConfig, RegistrationConfig, ServiceConfig};
 use crate::init::{InitOptions, did_web_for, init};
-use crate::management::client::ManagementClient;
 use crate::server::{self, RunningConnector};
 
 /// A hospital of the demo: who it is, where, and how big and how strict it is.

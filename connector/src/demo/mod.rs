@@ -26,8 +26,8 @@ use serde_json::{Value as Json, json};
 
 use crate::broker::commands as broker;
 use crate::catalog::commands::render_decision;
+use crate::client::text;
 use crate::compute::{commands as compute, synth};
-use crate::management::client::text;
 use crate::negotiation::commands::{self as negotiation, NegotiateRequest};
 pub use federation::{Federation, HOSPITALS, Node};
 
@@ -411,7 +411,7 @@ async fn approve_until_finalized(hospital: &Node, researcher: &Node, id: &str) -
 async fn provider_decision(hospital: &Node, refused: &Json) -> anyhow::Result<Json> {
     let path = format!(
         "/management/v3/contractnegotiations/{}",
-        crate::catalog::rdf::encode(&text(&refused["correlationId"]))
+        hanse_core::encode::percent(&text(&refused["correlationId"]))
     );
     let negotiation = hospital.api.expect(hospital.api.request(Method::GET, &path)).await?;
     negotiation.get("decision").cloned().with_context(|| format!("{} kept no decision for its refusal", hospital.name))
@@ -553,7 +553,7 @@ async fn export(node: &Node) -> anyhow::Result<String> {
 
 /// The receipts `holder` keeps from `issuer` for `agreement`, once they arrived.
 async fn receipts(holder: &Node, issuer: &str, agreement: &str) -> anyhow::Result<Vec<crate::audit::verify::Receipt>> {
-    let path = format!("/management/v3/audit/receipts?agreement={}", crate::catalog::rdf::encode(agreement));
+    let path = format!("/management/v3/audit/receipts?agreement={}", hanse_core::encode::percent(agreement));
     until(&format!("{}'s receipt from {issuer} for agreement {agreement}", holder.name), async || {
         let kept = holder.api.expect(holder.api.request(Method::GET, &path)).await?;
         let found: Vec<crate::audit::verify::Receipt> = kept

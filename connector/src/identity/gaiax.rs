@@ -181,7 +181,7 @@ impl SelfDescription {
             .visible(&anyone)
             .into_iter()
             .map(|(asset, dataset)| {
-                let name = format!("resource-{}", crate::catalog::rdf::encode(&asset.id));
+                let name = format!("resource-{}", hanse_core::encode::percent(&asset.id));
                 let text = |iri: &str| dcat::texts(&asset.properties, iri).next().map(str::to_owned);
                 let policy = serde_json::from_str::<Json>(&dataset)
                     .ok()

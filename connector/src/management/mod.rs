@@ -17,7 +17,6 @@ use crate::server::{Shared, health_routes};
 
 mod audit;
 mod catalog;
-pub mod client;
 mod compute;
 mod credentials;
 mod edrs;

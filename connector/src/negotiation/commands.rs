@@ -11,7 +11,7 @@ use serde_json::{Value as Json, json};
 use hanse_vocab::ns::EDC;
 
 use crate::catalog::commands::{as_list, dsp_address, peer_catalog, terms_line};
-use crate::management::client::{ManagementClient, table, text};
+use crate::client::{ManagementClient, table, text};
 
 /// What `hanse negotiate` asks for.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub async fn negotiate(client: &ManagementClient, request: &NegotiateRequest) ->
 /// Reads negotiation `id` until it ends, waits for this operator, or `wait` passes.
 pub async fn follow(client: &ManagementClient, id: &str, wait: Duration) -> anyhow::Result<Json> {
     let deadline = tokio::time::Instant::now() + wait;
-    let path = format!("/management/v3/contractnegotiations/{}", crate::catalog::rdf::encode(id));
+    let path = format!("/management/v3/contractnegotiations/{}", hanse_core::encode::percent(id));
     loop {
         let negotiation = client.expect(client.request(Method::GET, &path)).await?;
         let ended = matches!(negotiation["state"].as_str(), Some("FINALIZED" | "TERMINATED"));
@@ -147,7 +147,7 @@ const FORWARD: [&str; 5] = ["approve", "finalize", "accept", "verify", "start"];
 async fn held(client: &ManagementClient, id: &str) -> anyhow::Result<(Json, &'static str)> {
     for (_, base) in KINDS {
         let (status, item) =
-            client.call(Method::GET, &format!("{base}/{}", crate::catalog::rdf::encode(id)), None).await?;
+            client.call(Method::GET, &format!("{base}/{}", hanse_core::encode::percent(id)), None).await?;
         if status == 200 {
             return Ok((item, base));
         }
@@ -166,7 +166,7 @@ pub async fn approve(client: &ManagementClient, id: &str) -> anyhow::Result<(Jso
         .into_iter()
         .find(|c| allowed.contains(c))
         .with_context(|| format!("{id} is {} and allows only: {}", text(&item["state"]), allowed.join(", ")))?;
-    let path = format!("{base}/{}/{call}", crate::catalog::rdf::encode(id));
+    let path = format!("{base}/{}/{call}", hanse_core::encode::percent(id));
     let after = client.expect(client.request(Method::POST, &path).json(&json!({}))).await?;
     Ok((after.clone(), format!("{call}: {id} is now {}", text(&after["state"]))))
 }
@@ -177,7 +177,7 @@ pub async fn reject(client: &ManagementClient, id: &str, reason: &str) -> anyhow
     if matches!(item["state"].as_str(), Some("FINALIZED" | "TERMINATED" | "COMPLETED")) {
         bail!("{id} has already ended ({})", text(&item["state"]));
     }
-    let path = format!("{base}/{}/terminate", crate::catalog::rdf::encode(id));
+    let path = format!("{base}/{}/terminate", hanse_core::encode::percent(id));
     let after = client.expect(client.request(Method::POST, &path).json(&json!({"reason": reason}))).await?;
     Ok((after.clone(), format!("Rejected {id}: {reason} (now {})", text(&after["state"]))))
 }

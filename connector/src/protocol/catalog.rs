@@ -209,7 +209,7 @@ fn json_response(body: String) -> Response {
 }
 
 fn link(base: &str, limit: usize, cursor: (&str, &str), rel: &str) -> String {
-    format!("<{base}?limit={limit}&{}={}>; rel=\"{rel}\"", cursor.0, crate::catalog::rdf::encode(cursor.1))
+    format!("<{base}?limit={limit}&{}={}>; rel=\"{rel}\"", cursor.0, hanse_core::encode::percent(cursor.1))
 }
 
 /// `POST /protocol/2025-1/catalog/request`.

@@ -122,7 +122,7 @@ impl DspClient {
     pub async fn dataset(&self, address: &str, counter_party_id: Option<&str>, id: &str) -> Result<Json, ClientError> {
         let base = self.resolve_base(address).await?;
         let audience = self.counter_party(address, counter_party_id).await?;
-        let url = format!("{base}/catalog/datasets/{}", percent_encode_segment(id));
+        let url = format!("{base}/catalog/datasets/{}", hanse_core::encode::percent(id));
         let response = self
             .http
             .get(&url)
@@ -200,17 +200,6 @@ impl DspClient {
         }
         catalog.ok_or_else(|| ClientError::Protocol("no catalogue received".into()))
     }
-}
-
-/// `segment` with everything but unreserved characters percent-encoded, for one path segment of a URL.
-fn percent_encode_segment(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The URL of the `rel="next"` entry of a `Link` header.
