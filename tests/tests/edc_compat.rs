@@ -293,6 +293,7 @@ async fn queries_on_unknown_fields_and_unknown_contexts_are_loud() {
         assert_eq!(flag.status, 404, "TRUE is a boolean: the answer is about the transfer, {:#}", flag.body);
         let flag = api.get(&format!("/management/{version}/edrs/nothing/dataaddress?auto_refresh=maybe")).await;
         assert_eq!(flag.status, 400);
+        assert!(flag.body[0]["message"].as_str().is_some_and(|m| m.contains("maybe")), "{:#}", flag.body);
     }
     // v3 answers carry an inline context; v4 answers EDC's v4 context, on single answers and in lists.
     let v3 = api.post("/management/v3/assets/request", &json!({})).await;

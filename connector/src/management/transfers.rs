@@ -251,8 +251,10 @@ const REFRESH_MARGIN_SECONDS: i64 = 60;
 pub async fn edr_data_address(
     State(state): State<Shared>,
     Path(id): Path<String>,
-    Query(query): Query<RefreshQuery>,
+    query: Result<Query<RefreshQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ManagementError> {
+    // A bad query parameter is answered in the management API's error shape, naming it.
+    let Query(query) = query.map_err(|rejection| ManagementError::field("query", rejection.body_text()))?;
     let mut transfer = transfer::get(&state, &id).await?;
     let address = transfer
         .details
