@@ -149,6 +149,21 @@ impl ManagementView<'_> {
     }
 }
 
+/// The QuerySpec fields every process has ([`row_field`] answers each).
+pub const ROW_FIELDS: &[&str] = &[
+    "id",
+    "@id",
+    "state",
+    "type",
+    "counterPartyId",
+    "counterPartyAddress",
+    "correlationId",
+    "protocol",
+    "createdAt",
+    "stateTimestamp",
+    "waitingForOperator",
+];
+
 /// The QuerySpec fields every process has, read from its row, role and state (names without the EDC namespace);
 /// `None` for a field of its own kind.
 pub fn row_field(row: &ProcessRow, role: Role, state: &str, held: bool, field: &str) -> Option<Vec<Json>> {
@@ -348,4 +363,33 @@ pub fn audit_events(
         events.push(event("policy.denial", details));
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_listed_for_all_processes_is_read_from_the_row() {
+        let row = ProcessRow {
+            id: "urn:uuid:1".into(),
+            role: "CONSUMER".into(),
+            state: "REQUESTED".into(),
+            peer_pid: Some("urn:uuid:2".into()),
+            counter_party_id: "did:web:peer.example".into(),
+            counter_party_address: "https://peer.example/protocol/2025-1".into(),
+            body: Json::Null,
+            last_received: None,
+            last_answer: None,
+            agreement_id: None,
+            version: 1,
+            created_at: 1,
+            updated_at: 2,
+        };
+        for field in ROW_FIELDS {
+            let values = row_field(&row, Role::Consumer, "REQUESTED", false, field);
+            assert!(values.is_some_and(|v| !v.is_empty()), "{field}");
+        }
+        assert_eq!(row_field(&row, Role::Consumer, "REQUESTED", false, "assetId"), None);
+    }
 }

@@ -152,7 +152,8 @@ impl QuerySpec {
 
     /// Checks that every field the query filters or sorts on is one of `known` (names without the EDC namespace):
     /// a query on a field the resource does not have is an error naming it, never an empty answer.
-    pub fn check_fields(&self, kind: &str, known: &[&str]) -> Result<(), Invalid> {
+    pub fn check_fields(&self, kind: &str, known: &[&[&str]]) -> Result<(), Invalid> {
+        let known: Vec<&str> = known.iter().flat_map(|fields| fields.iter().copied()).collect();
         let unknown = |name: &str| !known.contains(&name.trim_start_matches(EDC));
         let message = |name: &str| format!("`{name}` is not a field of {kind}; fields: {}", known.join(", "));
         let mut errors = Vec::new();

@@ -28,7 +28,8 @@ fn digest(files: &[&str]) -> String {
     hasher.finish()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn run(command: &mut Command, what: &str) {
+/// Runs `command` to its end, answering its standard output; panics with all it printed on failure.
+fn run(command: &mut Command, what: &str) -> String {
     let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     assert!(
         output.status.success(),
@@ -37,6 +38,7 @@ fn run(command: &mut Command, what: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A Python with `interop/requirements.txt` installed (a virtual environment made once per pin set).
@@ -95,13 +97,5 @@ pub fn script(program: &Path, script: &str, args: &[&str], env: &[(String, Strin
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = command.output().unwrap_or_else(|e| panic!("{script}: cannot start: {e}"));
-    assert!(
-        output.status.success(),
-        "{script} {args:?} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    run(&mut command, &format!("{script} {args:?}"))
 }

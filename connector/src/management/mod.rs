@@ -118,8 +118,8 @@ pub fn optional_body(body: &Bytes) -> Result<Json, ManagementError> {
 }
 
 /// The QuerySpec of a `.../request` body on resources of `kind` (an empty body selects everything). It may filter and
-/// sort on the fields `known` only (`None`: free-form, as assets' properties are).
-pub fn query_spec(body: &Bytes, kind: &str, known: Option<&[&str]>) -> Result<QuerySpec, ManagementError> {
+/// sort on the fields in `known` only (`None`: free-form, as assets' properties are).
+pub fn query_spec(body: &Bytes, kind: &str, known: Option<&[&[&str]]>) -> Result<QuerySpec, ManagementError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(body)?) };
     let spec = QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)?;
     if let Some(known) = known {

@@ -173,25 +173,11 @@ async fn catalogue_offer(
     Ok(offer)
 }
 
-/// What a negotiation query may filter and sort on (EDC's names, and Hanse's `waitingForOperator`).
-const NEGOTIATION_FIELDS: &[&str] = &[
-    "id",
-    "@id",
-    "state",
-    "type",
-    "counterPartyId",
-    "counterPartyAddress",
-    "contractAgreementId",
-    "assetId",
-    "correlationId",
-    "protocol",
-    "createdAt",
-    "stateTimestamp",
-    "waitingForOperator",
-];
+/// What a negotiation query may filter and sort on besides the fields every process has (EDC's names).
+const NEGOTIATION_FIELDS: &[&str] = &["contractAgreementId", "assetId"];
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let spec = query_spec(&body, "a contract negotiation", Some(NEGOTIATION_FIELDS))?;
+    let spec = query_spec(&body, "a contract negotiation", Some(&[crate::process::ROW_FIELDS, NEGOTIATION_FIELDS]))?;
     let all = negotiation::all(&state).await?;
     let selected = spec.apply(all, |n, field| {
         let field = field.trim_start_matches(EDC);
@@ -253,7 +239,7 @@ pub async fn operator_call(
 const AGREEMENT_FIELDS: &[&str] = &["id", "@id", "assetId", "providerId", "consumerId", "contractSigningDate"];
 
 pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let spec = query_spec(&body, "a contract agreement", Some(AGREEMENT_FIELDS))?;
+    let spec = query_spec(&body, "a contract agreement", Some(&[AGREEMENT_FIELDS]))?;
     let rows = state.store.agreements().await?;
     let selected = spec.apply(rows, |row, field| match field.trim_start_matches(EDC) {
         "id" | "@id" => vec![json!(row.id)],

@@ -178,7 +178,7 @@ async fn replace<R: Resource>(State(state): State<Shared>, body: Bytes) -> Resul
 }
 
 async fn request<R: Resource>(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let spec = super::query_spec(&body, R::KIND, R::FIELDS)?;
+    let spec = super::query_spec(&body, R::KIND, R::FIELDS.as_ref().map(std::slice::from_ref))?;
     let selected = spec.apply(R::all(&state.catalogue), |stored, field| match field {
         "createdAt" => vec![json!(stored.created_at)],
         other => stored.value.field(other),

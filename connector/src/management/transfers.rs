@@ -107,26 +107,9 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     Ok(axum::Json(id_response(&transfer.row.id, transfer.row.created_at)).into_response())
 }
 
-/// What a transfer query may filter and sort on (EDC's names, with `contractAgreementId` and `agreementId` beside
-/// `contractId`, and Hanse's `waitingForOperator`).
-const TRANSFER_FIELDS: &[&str] = &[
-    "id",
-    "@id",
-    "state",
-    "type",
-    "counterPartyId",
-    "counterPartyAddress",
-    "contractId",
-    "contractAgreementId",
-    "agreementId",
-    "assetId",
-    "transferType",
-    "correlationId",
-    "protocol",
-    "createdAt",
-    "stateTimestamp",
-    "waitingForOperator",
-];
+/// What a transfer query may filter and sort on besides the fields every process has (EDC's names, with
+/// `contractAgreementId` and `agreementId` beside `contractId`).
+const TRANSFER_FIELDS: &[&str] = &["contractId", "contractAgreementId", "agreementId", "assetId", "transferType"];
 
 fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
     let field = field.trim_start_matches(EDC);
@@ -140,7 +123,7 @@ fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
 }
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let spec = query_spec(&body, "a transfer process", Some(TRANSFER_FIELDS))?;
+    let spec = query_spec(&body, "a transfer process", Some(&[crate::process::ROW_FIELDS, TRANSFER_FIELDS]))?;
     let selected = spec.apply(transfer::all(&state).await?, query_field);
     Ok(axum::Json(Json::Array(selected.iter().map(Transfer::management_json).collect())).into_response())
 }
@@ -217,7 +200,7 @@ const EDR_FIELDS: &[&str] = &[
 
 /// `POST /management/v3/edrs/request`: the data addresses this consumer holds.
 pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let spec = query_spec(&body, "an endpoint data reference", Some(EDR_FIELDS))?;
+    let spec = query_spec(&body, "an endpoint data reference", Some(&[EDR_FIELDS]))?;
     let negotiations: std::collections::HashMap<String, String> = crate::negotiation::all(&state)
         .await?
         .into_iter()

@@ -17,23 +17,7 @@ use crate::store::ProcessKind;
 pub fn spawn(state: Shared, mut stop: watch::Receiver<bool>) {
     let mut events = state.negotiation_events.subscribe();
     tokio::spawn(async move {
-        let finalized = state.store.processes_in(
-            ProcessKind::Negotiation,
-            Role::Consumer.name(),
-            NegotiationState::Finalized.name(),
-        );
-        match finalized.await {
-            Ok(rows) => {
-                for row in rows {
-                    let id = row.id.clone();
-                    match Negotiation::from_row(row) {
-                        Ok(negotiation) => pull_if_due(&state, negotiation).await,
-                        Err(error) => tracing::error!(%error, negotiation = id, "cannot read a negotiation"),
-                    }
-                }
-            }
-            Err(error) => tracing::error!(%error, "cannot look for agreements still waiting for their pull transfer"),
-        }
+        scan(&state).await;
         loop {
             let event = tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return,
@@ -46,24 +30,30 @@ pub fn spawn(state: Shared, mut stop: watch::Receiver<bool>) {
                 },
                 Ok(_) => {}
                 // Events were dropped while this task was busy: the scan finds what they announced.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let rows = state
-                        .store
-                        .processes_in(
-                            ProcessKind::Negotiation,
-                            Role::Consumer.name(),
-                            NegotiationState::Finalized.name(),
-                        )
-                        .await
-                        .unwrap_or_default();
-                    for negotiation in rows.into_iter().filter_map(|row| Negotiation::from_row(row).ok()) {
-                        pull_if_due(&state, negotiation).await;
-                    }
-                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => scan(&state).await,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
     });
+}
+
+/// Every finalized consumer negotiation still waiting for its pull transfer gets it: at start-up, and when events
+/// were dropped while the task was busy.
+async fn scan(state: &Shared) {
+    let finalized =
+        state.store.processes_in(ProcessKind::Negotiation, Role::Consumer.name(), NegotiationState::Finalized.name());
+    match finalized.await {
+        Ok(rows) => {
+            for row in rows {
+                let id = row.id.clone();
+                match Negotiation::from_row(row) {
+                    Ok(negotiation) => pull_if_due(state, negotiation).await,
+                    Err(error) => tracing::error!(%error, negotiation = id, "cannot read a negotiation"),
+                }
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot look for agreements still waiting for their pull transfer"),
+    }
 }
 
 /// Starts the pull transfer of a finalized consumer negotiation that asked for one and has none yet.
