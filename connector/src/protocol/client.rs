@@ -95,17 +95,31 @@ impl DspClient {
         audience: &str,
         message: &Json,
     ) -> Result<(u16, Option<String>, Json), ClientError> {
-        let response = self
-            .http
-            .post(url)
-            .header("Authorization", self.identity.authorization(audience))
-            .json(message)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable { url: url.to_owned(), source })?;
+        self.send(url, self.http.post(url).json(message), audience).await
+    }
+
+    /// One dataset of a peer's catalogue (`GET {base}/catalog/datasets/{id}`), as the peer shows it to us.
+    pub async fn dataset(&self, address: &str, counter_party_id: Option<&str>, id: &str) -> Result<Json, ClientError> {
+        let base = self.resolve_base(address).await?;
+        let audience = self.counter_party(address, counter_party_id).await?;
+        let url = format!("{base}/catalog/datasets/{}", hanse_core::encode::percent(id));
+        Ok(self.send(&url, self.http.get(&url), &audience).await?.2)
+    }
+
+    /// Sends `request` to `url` with our self-issued token for `audience`: the answer's status, `Link` header and
+    /// JSON body (`Null` when empty), or why there is none.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+        audience: &str,
+    ) -> Result<(u16, Option<String>, Json), ClientError> {
+        let unreachable = |source| ClientError::Unreachable { url: url.to_owned(), source };
+        let response =
+            request.header("Authorization", self.identity.authorization(audience)).send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
         let link = response.headers().get("link").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let text = response.text().await.map_err(|source| ClientError::Unreachable { url: url.to_owned(), source })?;
+        let text = response.text().await.map_err(unreachable)?;
         if !(200..300).contains(&status) {
             return Err(ClientError::Refused { url: url.to_owned(), status, body: text.chars().take(2000).collect() });
         }
@@ -116,26 +130,6 @@ impl DspClient {
                 .map_err(|e| ClientError::Protocol(format!("{url} answered with invalid JSON: {e}")))?
         };
         Ok((status, link, body))
-    }
-
-    /// One dataset of a peer's catalogue (`GET {base}/catalog/datasets/{id}`), as the peer shows it to us.
-    pub async fn dataset(&self, address: &str, counter_party_id: Option<&str>, id: &str) -> Result<Json, ClientError> {
-        let base = self.resolve_base(address).await?;
-        let audience = self.counter_party(address, counter_party_id).await?;
-        let url = format!("{base}/catalog/datasets/{}", hanse_core::encode::percent(id));
-        let response = self
-            .http
-            .get(&url)
-            .header("Authorization", self.identity.authorization(&audience))
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
-        if !(200..300).contains(&status) {
-            return Err(ClientError::Refused { url, status, body: text.chars().take(2000).collect() });
-        }
-        serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{url} answered with invalid JSON: {e}")))
     }
 
     /// A peer's whole catalogue (following `rel="next"` links), filtered as the DSP filter form says.
