@@ -78,20 +78,19 @@ async fn main() {
     let offer = support::offer(&p, &c.config.participant.id, asset, false).await;
     let provider_address = format!("{}/protocol/2025-1", provider.public_url());
     let agreement = support::agree(&c, &provider.public_url(), &p.config.participant.id, offer).await;
-    let transfer = hanse::transfer::start(
-        &c,
-        hanse::transfer::Start {
+    let transfer = c
+        .transfers
+        .start(hanse::transfer::Start {
             provider_address,
             agreement,
             format: hanse::transfer::PULL.into(),
             destination: None,
             auto_complete: true,
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     let address = loop {
-        let current = hanse::transfer::get(&c, &transfer.row.id).await.unwrap();
+        let current = c.transfers.get(&transfer.row.id).await.unwrap();
         if current.state == TransferState::Started
             && let Some(edr) = current.details.edr
         {

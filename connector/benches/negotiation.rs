@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::routing::post;
+use hanse::negotiation::Start;
 use hanse::negotiation::machine::State as NegotiationState;
-use hanse::negotiation::{self, Start};
 use hanse::server::RunningConnector;
 use hanse::store::DocumentKind;
 use hanse::testing::{Backend, TestDatabase};
@@ -61,7 +61,7 @@ async fn hanse_run(n: usize, in_flight: usize, backend: Backend) -> f64 {
     let asset = json!({"@id": "cohort", "properties": {"title": "Cohort"},
                        "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/c"}});
     let offer = support::offer(&p, &c.config.participant.id, asset, false).await;
-    let mut events = c.negotiation_events.subscribe();
+    let mut events = c.negotiations.events();
     let permits = Arc::new(Semaphore::new(in_flight));
     let started_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let (begin, cpu) = (Instant::now(), cpu_seconds());
@@ -82,19 +82,18 @@ async fn hanse_run(n: usize, in_flight: usize, backend: Backend) -> f64 {
                 let (provider_address, provider_id) = (provider_address.clone(), provider_id.clone());
                 starts.spawn(async move {
                     let start = Instant::now();
-                    let negotiation = negotiation::start(
-                        &c,
-                        Start {
+                    let negotiation = c
+                        .negotiations
+                        .start(Start {
                             provider_address,
                             provider_id,
                             offer,
                             auto_accept: true,
                             purpose: None,
                             pull_on_agreement: false,
-                        },
-                    )
-                    .await
-                    .unwrap();
+                        })
+                        .await
+                        .unwrap();
                     started_at.lock().unwrap().insert(negotiation.row.id.clone(), start);
                 });
             }

@@ -12,9 +12,35 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
-use crate::negotiation::PEER_PID;
-use crate::server::Shared;
-use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS, ProcessKind};
+use futures_util::future::BoxFuture;
+
+use crate::identity::Identity;
+use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS, ProcessKind, Store};
+
+/// The placeholder for the peer's process id in a message written before the peer told it.
+pub const PEER_PID: &str = "{peerPid}";
+
+/// What the process services do once the dispatcher is done with a message. The dispatcher sits below the
+/// negotiation and transfer services and hands outcomes up through this.
+pub trait Outcomes: Send + Sync + 'static {
+    /// The peer took `message` of process `id`.
+    fn delivered<'a>(&'a self, kind: ProcessKind, id: &'a str, message: &'a Json) -> BoxFuture<'a, ()>;
+    /// The peer refused a message of process `id` or never answered: the process ends on this side, with one last
+    /// notice to the peer.
+    fn failed<'a>(&'a self, kind: ProcessKind, id: &'a str, reason: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// What deliveries need: the store's outbox, our tokens for peers, the client, the retry settings, and where outcomes
+/// go.
+#[derive(Clone)]
+pub struct Delivery {
+    pub store: Store,
+    pub identity: Arc<Identity>,
+    /// The connector's one client for peers: its trust and client certificate; a shorter timeout per request.
+    pub http: reqwest::Client,
+    pub retry: Retry,
+    pub outcomes: Arc<dyn Outcomes>,
+}
 
 /// How many messages are claimed from the store at a time.
 const BATCH: i64 = 64;
@@ -49,21 +75,26 @@ impl Dispatcher {
     }
 }
 
+/// Retry settings of the dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: i64,
+    pub base: Duration,
+}
+
 /// How long one delivery attempt may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs until `shutdown` turns true.
-pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    // The connector's one client for peers: its trust and client certificate; a shorter timeout per request.
-    let http = state.dsp.http().clone();
+pub fn spawn(
+    dispatcher: Arc<Dispatcher>,
+    state: Delivery,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let http = state.http.clone();
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut receiver = state
-        .dispatcher
-        .receiver
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .expect("one dispatcher per connector");
+    let mut receiver =
+        dispatcher.receiver.lock().unwrap_or_else(|p| p.into_inner()).take().expect("one dispatcher per connector");
     tokio::spawn(async move {
         let spawn_delivery = |message: ClaimedMessage| {
             let (state, http, limit) = (state.clone(), http.clone(), limit.clone());
@@ -80,7 +111,7 @@ pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task:
             tokio::select! {
                 Some(message) = receiver.recv() => spawn_delivery(message),
                 _ = tick.tick() => claim_due(&state, &spawn_delivery).await,
-                _ = state.dispatcher.wake.notified() => claim_due(&state, &spawn_delivery).await,
+                _ = dispatcher.wake.notified() => claim_due(&state, &spawn_delivery).await,
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
@@ -93,7 +124,7 @@ pub fn spawn(state: Shared, mut shutdown: watch::Receiver<bool>) -> tokio::task:
 }
 
 /// Claims and sends every due message (in batches).
-async fn claim_due(state: &Shared, spawn_delivery: &impl Fn(ClaimedMessage)) {
+async fn claim_due(state: &Delivery, spawn_delivery: &impl Fn(ClaimedMessage)) {
     loop {
         match state.store.claim_outbox(BATCH, OUTBOX_LEASE_MS).await {
             Ok(claimed) if !claimed.is_empty() => {
@@ -121,7 +152,7 @@ enum Outcome {
     NotYet,
 }
 
-async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) -> Outcome {
+async fn send(state: &Delivery, http: &reqwest::Client, message: &ClaimedMessage) -> Outcome {
     let (mut url, mut body) = (message.sent.url.clone(), message.sent.text().to_owned());
     let mut counter_party = message.counter_party.clone();
     // The placeholder stands in the URL and in top-level pid members only.
@@ -177,7 +208,7 @@ async fn send(state: &Shared, http: &reqwest::Client, message: &ClaimedMessage) 
     }
 }
 
-async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage) {
+async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessage) {
     let retry = state.retry;
     let outcome = match send(state, http, &message).await {
         // A last notice, or a message whose attempts are spent, that still cannot be addressed never will be: the peer
@@ -197,9 +228,7 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
                 tracing::error!(%error, "cannot record a delivery (the message will be sent again)");
             }
             tracing::debug!(process = %message.process_id, url = %message.sent.url, "delivered");
-            if message.kind == ProcessKind::Transfer {
-                crate::transfer::delivered(state, &message.process_id, message.sent.message()).await;
-            }
+            state.outcomes.delivered(message.kind, &message.process_id, message.sent.message()).await;
         }
         Outcome::NotYet => {
             let _ = state.store.retry_outgoing(&message, chrono::Utc::now().timestamp_millis() + 200).await;
@@ -243,15 +272,6 @@ async fn deliver(state: &Shared, http: &reqwest::Client, message: ClaimedMessage
 }
 
 /// Ends the message's process on this side after a delivery failure, with one last notice to the peer.
-async fn terminate_after_failure(state: &Shared, message: &ClaimedMessage, reason: &str) -> Result<(), String> {
-    match message.kind {
-        ProcessKind::Negotiation => {
-            crate::negotiation::terminate_after_failure(state, &message.process_id, reason, true)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        ProcessKind::Transfer => crate::transfer::terminate_after_failure(state, &message.process_id, reason)
-            .await
-            .map_err(|e| e.to_string()),
-    }
+async fn terminate_after_failure(state: &Delivery, message: &ClaimedMessage, reason: &str) -> Result<(), String> {
+    state.outcomes.failed(message.kind, &message.process_id, reason).await
 }

@@ -22,7 +22,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::catalog::{Catalogue, ServiceInfo};
 use crate::config::Config;
-use crate::negotiation::{self, Retry};
+use crate::dispatch::Retry;
+use crate::negotiation;
 use crate::store::{Store, StoreError};
 use crate::{management, protocol};
 
@@ -30,22 +31,23 @@ use crate::{management, protocol};
 pub struct Connector {
     pub config: Config,
     pub store: Store,
-    pub catalogue: Catalogue,
+    pub catalogue: Arc<Catalogue>,
     /// The HTTP client for peers (one per connector: building one parses the system certificate store).
     pub dsp: crate::protocol::client::DspClient,
     /// Our keys and DID document; verification of peers' tokens and credentials.
     pub identity: Arc<crate::identity::Identity>,
     /// Takes the messages each commit queues.
-    pub dispatcher: crate::dispatch::Dispatcher,
-    /// The data plane: its client for backends and push destinations, file digests, running pushes.
-    pub dataplane: crate::dataplane::DataPlane,
-    /// Every committed negotiation state: `(negotiation id, state)`, for progress reports and benchmarks.
-    pub negotiation_events: tokio::sync::broadcast::Sender<(String, negotiation::machine::State)>,
-    pub retry: Retry,
+    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
+    /// Both roles' negotiations.
+    pub negotiations: negotiation::Negotiations,
+    /// Both roles' transfer processes.
+    pub transfers: crate::transfer::Transfers,
+    /// The data plane: its client for backends and push destinations, file digests.
+    pub dataplane: Arc<crate::dataplane::DataPlane>,
     /// Compute-to-data: ingested tables in memory and the job workers.
-    pub compute: crate::compute::Compute,
-    /// Inconsistent tree heads witnessed since start (split views, rewritten or rolled-back peer logs).
-    pub audit_inconsistencies: std::sync::atomic::AtomicU64,
+    pub compute: Arc<crate::compute::Compute>,
+    /// The audit log: heads, proofs, receipts, witnessing.
+    pub audit: crate::audit::AuditLog,
     /// Reads `/metrics` could not make (the store did not answer): counted, never shown as a plausible value.
     pub metrics_read_failures: std::sync::atomic::AtomicU64,
     /// The public listener's externally visible base URL (from the config, or the bound address).
@@ -247,23 +249,64 @@ pub async fn start_on(
         .build()
         .map_err(|e| crate::transport::TlsError { key: "trust.ca_file", reason: e.to_string() })?;
     let dsp = crate::protocol::client::DspClient::new(http, identity.clone());
-    let compute = crate::compute::Compute::new(&config.store.data_dir, &config.compute);
     let state_broker = match config.broker.enabled {
         true => Some(crate::broker::Broker::open(&config.broker).map_err(StartError::Broker)?),
         false => None,
     };
+    let catalogue = Arc::new(catalogue);
+    let dispatcher = Arc::new(crate::dispatch::Dispatcher::default());
+    let negotiations = negotiation::Negotiations::new(
+        store.clone(),
+        config.participant.id.clone(),
+        catalogue.clone(),
+        identity.clone(),
+        dispatcher.clone(),
+    );
+    let transfers = crate::transfer::Transfers::new(
+        store.clone(),
+        catalogue.clone(),
+        identity.clone(),
+        dispatcher.clone(),
+        dsp.clone(),
+        negotiations.clone(),
+        crate::transfer::TransferSettings {
+            participant: config.participant.id.clone(),
+            public_url: public_url.clone(),
+            token_lifetime_seconds: config.dataplane.token_lifetime_seconds,
+        },
+    );
+    let dataplane = Arc::new(crate::dataplane::DataPlane::new(data_http, transfers.clone(), catalogue.clone()));
+    let compute = Arc::new(crate::compute::Compute::new(
+        &config.store.data_dir,
+        &config.compute,
+        config.participant.id.clone(),
+        dsp.http().clone(),
+        dataplane.clone(),
+    ));
+    let delivery = crate::dispatch::Delivery {
+        store: store.clone(),
+        identity: identity.clone(),
+        http: dsp.http().clone(),
+        retry,
+        outcomes: Arc::new(transfers.clone()),
+    };
     let state = Arc::new(Connector {
+        audit: crate::audit::AuditLog::new(
+            store.clone(),
+            identity.clone(),
+            dsp.http().clone(),
+            config.audit.witness.clone(),
+        ),
         config,
         store,
         catalogue,
         dsp,
         identity,
-        dispatcher: crate::dispatch::Dispatcher::default(),
-        dataplane: crate::dataplane::DataPlane::new(data_http),
+        dispatcher,
+        negotiations,
+        transfers,
+        dataplane,
         compute,
-        negotiation_events: tokio::sync::broadcast::channel(4096).0,
-        retry,
-        audit_inconsistencies: Default::default(),
         metrics_read_failures: Default::default(),
         public_url,
         self_description,
@@ -273,14 +316,15 @@ pub async fn start_on(
         started: Instant::now(),
     });
     let (shutdown, signal) = watch::channel(false);
-    let dispatcher = crate::dispatch::spawn(state.clone(), signal.clone());
+    let dispatcher = crate::dispatch::spawn(state.dispatcher.clone(), delivery, signal.clone());
+    crate::dataplane::spawn_pusher(state.dataplane.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.clone(), signal.clone());
-    crate::transfer::resume_pushes(&state).await;
-    crate::transfer::edr::spawn(state.clone(), signal.clone());
-    crate::compute::orchestrate::fail_interrupted(&state).await;
-    crate::audit::peer::send_receipts(state.clone(), signal.clone());
+    state.transfers.resume_pushes().await;
+    crate::transfer::edr::spawn(state.transfers.clone(), signal.clone());
+    crate::compute::orchestrate::fail_interrupted(&state.compute).await;
+    crate::audit::peer::send_receipts(state.audit.clone(), signal.clone());
     let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);
-    crate::audit::peer::witness(state.clone(), witness_interval, signal.clone());
+    crate::audit::peer::witness(state.audit.clone(), witness_interval, signal.clone());
     crate::peers::spawn(state.clone(), signal.clone());
     crate::broker::spawn(state.clone(), signal.clone());
     let public_router = with_common_layers(protocol::router(state.clone()), "public");

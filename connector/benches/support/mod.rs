@@ -159,7 +159,7 @@ pub async fn agree(
     offer: serde_json::Value,
 ) -> hanse::store::AgreementRow {
     use hanse::negotiation::machine::State;
-    let mut events = c.negotiation_events.subscribe();
+    let mut events = c.negotiations.events();
     let start = hanse::negotiation::Start {
         provider_address: format!("{provider_url}/protocol/2025-1"),
         provider_id: provider_id.to_owned(),
@@ -168,7 +168,7 @@ pub async fn agree(
         purpose: None,
         pull_on_agreement: false,
     };
-    let id = hanse::negotiation::start(c, start).await.unwrap().row.id;
+    let id = c.negotiations.start(start).await.unwrap().row.id;
     loop {
         match events.recv().await {
             Ok((finished, State::Finalized)) if finished == id => break,

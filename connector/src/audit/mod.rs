@@ -14,10 +14,27 @@ pub use hanse_audit::{Event, canonical_digest, denial_trace, head, merkle, verif
 
 use serde_json::{Value as Json, json};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use self::head::TreeHead;
 use self::merkle::Hash;
-use crate::server::Connector;
+use crate::identity::Identity;
 use crate::store::{Store, StoreError};
+
+/// The audit log's service: signed heads, proofs, exports, receipts to and from counter-parties, and the witnessing
+/// of peers' logs. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    store: Store,
+    identity: Arc<Identity>,
+    /// The client for peers' extension endpoints.
+    http: reqwest::Client,
+    /// Logs witnessed besides our counter-parties' (`audit.witness`).
+    witness: Vec<String>,
+    /// Inconsistent tree heads witnessed since start (split views, rewritten or rolled-back peer logs).
+    inconsistencies: Arc<AtomicU64>,
+}
 
 /// Why a proof cannot be given.
 #[derive(Debug, thiserror::Error)]
@@ -28,34 +45,44 @@ pub enum ProofError {
     Store(#[from] StoreError),
 }
 
-/// The signed head of the log as it is now (signed once per size and kept).
-pub async fn current_head(connector: &Connector) -> Result<TreeHead, StoreError> {
-    let frontier = connector.store.audit_frontier().await?;
-    head_of(connector, frontier.size, &frontier.root()).await
-}
-
-/// The signed head of size `size` with root `root`: the one kept, or a new one.
-async fn head_of(connector: &Connector, size: u64, root: &Hash) -> Result<TreeHead, StoreError> {
-    if let Some(kept) = connector.store.signed_head(size).await?
-        && let Ok(head) = head::read(&kept.jws)
-    {
-        return Ok(head);
+impl AuditLog {
+    pub fn new(store: Store, identity: Arc<Identity>, http: reqwest::Client, witness: Vec<String>) -> AuditLog {
+        AuditLog { store, identity, http, witness, inconsistencies: Arc::default() }
     }
-    let head = head::sign(connector.identity.keys(), size, root, crate::store::now_millis());
-    connector
-        .store
-        .keep_signed_head(&crate::store::SignedHead {
-            size: size as i64,
-            root: root.to_vec(),
-            signed_at: head.timestamp,
-            jws: head.jws.clone(),
+
+    /// Inconsistent tree heads witnessed since start.
+    pub fn inconsistencies(&self) -> u64 {
+        self.inconsistencies.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The signed head of the log as it is now (signed once per size and kept).
+    pub async fn current_head(&self) -> Result<TreeHead, StoreError> {
+        let frontier = self.store.audit_frontier().await?;
+        self.head_of(frontier.size, &frontier.root()).await
+    }
+
+    /// The signed head of size `size` with root `root`: the one kept, or a new one.
+    async fn head_of(&self, size: u64, root: &Hash) -> Result<TreeHead, StoreError> {
+        if let Some(kept) = self.store.signed_head(size).await?
+            && let Ok(head) = head::read(&kept.jws)
+        {
+            return Ok(head);
+        }
+        let head = head::sign(self.identity.keys(), size, root, crate::store::now_millis());
+        self.store
+            .keep_signed_head(&crate::store::SignedHead {
+                size: size as i64,
+                root: root.to_vec(),
+                signed_at: head.timestamp,
+                jws: head.jws.clone(),
+            })
+            .await?;
+        // Another writer may have signed the same size first: the kept one is the one handed out.
+        Ok(match self.store.signed_head(size).await? {
+            Some(kept) => head::read(&kept.jws).unwrap_or(head),
+            None => head,
         })
-        .await?;
-    // Another writer may have signed the same size first: the kept one is the one handed out.
-    Ok(match connector.store.signed_head(size).await? {
-        Some(kept) => head::read(&kept.jws).unwrap_or(head),
-        None => head,
-    })
+    }
 }
 
 /// Reads perfect blocks and hashes ranges into a proof.
@@ -85,20 +112,6 @@ pub async fn consistency_proof(store: &Store, from: u64, to: u64) -> Result<Vec<
     prove(store, &merkle::consistency_ranges(from, to)).await
 }
 
-/// An entry with its inclusion proof in the current signed head.
-pub async fn proven_entry(connector: &Connector, seq: u64) -> Result<Option<Json>, ProofError> {
-    let head = current_head(connector).await?;
-    let Some(entry) = connector.store.audit_range(seq, seq + 1).await?.pop() else { return Ok(None) };
-    let proof = inclusion_proof(&connector.store, seq, head.size).await?;
-    Ok(Some(json!({
-        "seq": seq,
-        "entry": serde_json::from_str::<Json>(&entry.entry).unwrap_or(Json::Null),
-        "canonical": entry.entry,
-        "treeHead": head.to_json(),
-        "inclusionProof": proof.iter().map(merkle::to_hex).collect::<Vec<_>>(),
-    })))
-}
-
 /// Where an export stream is.
 enum Stage {
     Header(String),
@@ -106,56 +119,75 @@ enum Stage {
     Done,
 }
 
-/// The export of entries `[from, to)` as JSON Lines, streamed in pages (each item ends with a newline): the header,
-/// the entries, and the signed heads of the range (the head of size `to` is signed first if it was not yet).
-pub async fn export(
-    connector: crate::server::Shared,
-    from: u64,
-    to: u64,
-) -> Result<impl futures_util::Stream<Item = Result<String, StoreError>> + Send, ProofError> {
-    let size = connector.store.audit_frontier().await?.size;
-    if from > to || to > size {
-        return Err(ProofError::Range(format!("an export needs from ≤ to ≤ {size}")));
+impl AuditLog {
+    /// An entry with its inclusion proof in the current signed head.
+    pub async fn proven_entry(&self, seq: u64) -> Result<Option<Json>, ProofError> {
+        let head = self.current_head().await?;
+        let Some(entry) = self.store.audit_range(seq, seq + 1).await?.pop() else { return Ok(None) };
+        let proof = inclusion_proof(&self.store, seq, head.size).await?;
+        Ok(Some(json!({
+            "seq": seq,
+            "entry": serde_json::from_str::<Json>(&entry.entry).unwrap_or(Json::Null),
+            "canonical": entry.entry,
+            "treeHead": head.to_json(),
+            "inclusionProof": proof.iter().map(merkle::to_hex).collect::<Vec<_>>(),
+        })))
     }
-    let root = connector
-        .store
-        .audit_root_at(to)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("a stored root is missing".into()))?;
-    head_of(&connector, to, &root).await?;
-    let keys = connector.identity.keys().listed(chrono::Utc::now());
-    let frontier = connector.store.audit_frontier_at(from).await?;
-    let header = verify::header_line(connector.identity.did(), from, &keys, &frontier);
-    Ok(futures_util::stream::unfold(Stage::Header(header), move |stage| {
-        let connector = connector.clone();
-        async move {
-            let (chunk, next) = match stage {
-                Stage::Header(line) => (Ok(line + "\n"), Stage::Entries(from)),
-                Stage::Entries(next) if next < to => {
-                    match connector.store.audit_range(next, (next + 5_000).min(to)).await {
-                        Ok(page) if !page.is_empty() => {
-                            let after = page.last().map_or(to, |e| e.seq as u64 + 1);
-                            let mut text = String::new();
-                            for entry in &page {
-                                let root: Hash = entry.root.as_slice().try_into().unwrap_or_default();
-                                text.push_str(&verify::entry_line(entry.seq as u64, &root, &entry.entry));
-                                text.push('\n');
-                            }
-                            (Ok(text), Stage::Entries(after))
-                        }
-                        Ok(_) => (Err(StoreError::Corrupt(format!("audit entry {next} is missing"))), Stage::Done),
-                        Err(error) => (Err(error), Stage::Done),
-                    }
-                }
-                Stage::Entries(_) => match connector.store.signed_heads(from, to).await {
-                    Ok(heads) => (Ok(heads.iter().map(|h| verify::head_line(&h.jws) + "\n").collect()), Stage::Done),
-                    Err(error) => (Err(error), Stage::Done),
-                },
-                Stage::Done => return None,
-            };
-            Some((chunk, next))
+
+    /// The export of entries `[from, to)` as JSON Lines, streamed in pages (each item ends with a newline): the header,
+    /// the entries, and the signed heads of the range (the head of size `to` is signed first if it was not yet).
+    pub async fn export(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<impl futures_util::Stream<Item = Result<String, StoreError>> + Send + use<>, ProofError> {
+        let size = self.store.audit_frontier().await?.size;
+        if from > to || to > size {
+            return Err(ProofError::Range(format!("an export needs from ≤ to ≤ {size}")));
         }
-    }))
+        let root = self
+            .store
+            .audit_root_at(to)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a stored root is missing".into()))?;
+        self.head_of(to, &root).await?;
+        let keys = self.identity.keys().listed(chrono::Utc::now());
+        let frontier = self.store.audit_frontier_at(from).await?;
+        let header = verify::header_line(self.identity.did(), from, &keys, &frontier);
+        let log = self.clone();
+        Ok(futures_util::stream::unfold(Stage::Header(header), move |stage| {
+            let log = log.clone();
+            async move {
+                let (chunk, next) = match stage {
+                    Stage::Header(line) => (Ok(line + "\n"), Stage::Entries(from)),
+                    Stage::Entries(next) if next < to => {
+                        match log.store.audit_range(next, (next + 5_000).min(to)).await {
+                            Ok(page) if !page.is_empty() => {
+                                let after = page.last().map_or(to, |e| e.seq as u64 + 1);
+                                let mut text = String::new();
+                                for entry in &page {
+                                    let root: Hash = entry.root.as_slice().try_into().unwrap_or_default();
+                                    text.push_str(&verify::entry_line(entry.seq as u64, &root, &entry.entry));
+                                    text.push('\n');
+                                }
+                                (Ok(text), Stage::Entries(after))
+                            }
+                            Ok(_) => (Err(StoreError::Corrupt(format!("audit entry {next} is missing"))), Stage::Done),
+                            Err(error) => (Err(error), Stage::Done),
+                        }
+                    }
+                    Stage::Entries(_) => match log.store.signed_heads(from, to).await {
+                        Ok(heads) => {
+                            (Ok(heads.iter().map(|h| verify::head_line(&h.jws) + "\n").collect()), Stage::Done)
+                        }
+                        Err(error) => (Err(error), Stage::Done),
+                    },
+                    Stage::Done => return None,
+                };
+                Some((chunk, next))
+            }
+        }))
+    }
 }
 
 /// One line a person reads for an entry as the management API lists it (`hanse audit show`).

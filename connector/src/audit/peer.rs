@@ -27,8 +27,7 @@ use tokio::sync::watch;
 use super::head::{self, TreeHead};
 use super::merkle::{self, from_hex, to_hex};
 use super::verify::Receipt;
-use super::{Event, ProofError};
-use crate::server::Shared;
+use super::{AuditLog, Event, ProofError};
 use crate::store::{AuditFilter, Witnessed, now_millis};
 
 /// The DID document service type of the extension endpoints.
@@ -39,11 +38,13 @@ pub fn service_url(public_url: &str) -> String {
     format!("{}/hanse/audit", public_url.trim_end_matches('/'))
 }
 
-pub fn routes() -> Router<Shared> {
+/// The extension endpoints, serving `log`.
+pub fn routes(log: AuditLog) -> Router {
     Router::new()
         .route("/hanse/audit/head", get(head_endpoint))
         .route("/hanse/audit/consistency", get(consistency_endpoint))
         .route("/hanse/audit/receipts", post(receive_receipt))
+        .with_state(log)
 }
 
 fn problem(status: StatusCode, message: impl Into<String>) -> Response {
@@ -64,18 +65,18 @@ impl IntoResponse for ProofError {
 
 /// The caller of a log endpoint, verified by its self-issued token (any participant: witnesses need no membership),
 /// or the 401 to answer.
-async fn caller(state: &Shared, headers: &HeaderMap) -> Result<String, Response> {
+async fn caller(state: &AuditLog, headers: &HeaderMap) -> Result<String, Response> {
     state.identity.verify_request(headers).await.map(|verified| verified.participant).map_err(|error| {
         tracing::info!(%error, "audit log request without a valid token");
         problem(StatusCode::UNAUTHORIZED, "a valid self-issued token is required")
     })
 }
 
-async fn head_endpoint(State(state): State<Shared>, headers: HeaderMap) -> Response {
+async fn head_endpoint(State(state): State<AuditLog>, headers: HeaderMap) -> Response {
     if let Err(refusal) = caller(&state, &headers).await {
         return refusal;
     }
-    match super::current_head(&state).await {
+    match state.current_head().await {
         Ok(head) => axum::Json(head.to_json()).into_response(),
         Err(error) => ProofError::Store(error).into_response(),
     }
@@ -88,12 +89,16 @@ pub struct Sizes {
 }
 
 /// A consistency proof as the APIs show it.
-pub async fn consistency_json(state: &Shared, sizes: &Sizes) -> Result<Json, ProofError> {
+pub async fn consistency_json(state: &AuditLog, sizes: &Sizes) -> Result<Json, ProofError> {
     let proof = super::consistency_proof(&state.store, sizes.from, sizes.to).await?;
     Ok(json!({"from": sizes.from, "to": sizes.to, "proof": proof.iter().map(to_hex).collect::<Vec<_>>()}))
 }
 
-async fn consistency_endpoint(State(state): State<Shared>, headers: HeaderMap, Query(sizes): Query<Sizes>) -> Response {
+async fn consistency_endpoint(
+    State(state): State<AuditLog>,
+    headers: HeaderMap,
+    Query(sizes): Query<Sizes>,
+) -> Response {
     if let Err(refusal) = caller(&state, &headers).await {
         return refusal;
     }
@@ -103,7 +108,7 @@ async fn consistency_endpoint(State(state): State<Shared>, headers: HeaderMap, Q
     }
 }
 
-async fn receive_receipt(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive_receipt(State(state): State<AuditLog>, headers: HeaderMap, body: Bytes) -> Response {
     let sender = match caller(&state, &headers).await {
         Ok(sender) => sender,
         Err(refusal) => return refusal,
@@ -130,7 +135,7 @@ async fn receive_receipt(State(state): State<Shared>, headers: HeaderMap, body: 
 }
 
 /// A receipt is kept only if it is the sender's signed record of an agreement we share with it, identical to ours.
-async fn check_receipt(state: &Shared, sender: &str, receipt: &Receipt) -> Result<(), (StatusCode, String)> {
+async fn check_receipt(state: &AuditLog, sender: &str, receipt: &Receipt) -> Result<(), (StatusCode, String)> {
     let bad = |message: String| (StatusCode::BAD_REQUEST, message);
     let agreement = state.store.agreement(&receipt.agreement_id).await.ok().flatten();
     let Some(agreement) = agreement.filter(|a| a.provider_id == sender || a.consumer_id == sender) else {
@@ -150,7 +155,7 @@ async fn check_receipt(state: &Shared, sender: &str, receipt: &Receipt) -> Resul
 }
 
 /// The receipt this side gives for its entry of an agreement: the current signed head and the inclusion proof.
-pub async fn receipt_for(state: &Shared, agreement_id: &str) -> Result<Option<Receipt>, ProofError> {
+pub async fn receipt_for(state: &AuditLog, agreement_id: &str) -> Result<Option<Receipt>, ProofError> {
     let filter = AuditFilter {
         agreement: Some(agreement_id.to_owned()),
         kind: Some("contract.agreement".into()),
@@ -158,7 +163,7 @@ pub async fn receipt_for(state: &Shared, agreement_id: &str) -> Result<Option<Re
         ..AuditFilter::default()
     };
     let Some(entry) = state.store.audit_entries(&filter).await?.pop() else { return Ok(None) };
-    let head = super::current_head(state).await?;
+    let head = state.current_head().await?;
     let proof = super::inclusion_proof(&state.store, entry.seq as u64, head.size).await?;
     Ok(Some(Receipt {
         agreement_id: agreement_id.to_owned(),
@@ -170,21 +175,20 @@ pub async fn receipt_for(state: &Shared, agreement_id: &str) -> Result<Option<Re
 }
 
 /// A peer's extension endpoint, from its DID document.
-async fn peer_service(state: &Shared, peer: &str) -> Result<String, String> {
+async fn peer_service(state: &AuditLog, peer: &str) -> Result<String, String> {
     let document = state.identity.resolver().resolve(peer).await.map_err(|e| e.to_string())?;
     document.service(SERVICE).map(str::to_owned).ok_or_else(|| format!("{peer} lists no {SERVICE} service"))
 }
 
 /// Delivers one owed receipt.
-async fn deliver(state: &Shared, agreement_id: &str, peer: &str) -> Result<(), String> {
+async fn deliver(state: &AuditLog, agreement_id: &str, peer: &str) -> Result<(), String> {
     let receipt = receipt_for(state, agreement_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("the log has no entry of agreement {agreement_id}"))?;
     let url = format!("{}/receipts", peer_service(state, peer).await?);
     let response = state
-        .dsp
-        .http()
+        .http
         .post(&url)
         .header("Authorization", state.identity.authorization(peer))
         .json(&receipt)
@@ -199,7 +203,7 @@ async fn deliver(state: &Shared, agreement_id: &str, peer: &str) -> Result<(), S
 }
 
 /// Sends the receipts this side owes, until shutdown.
-pub fn send_receipts(state: Shared, mut signal: watch::Receiver<bool>) {
+pub fn send_receipts(state: AuditLog, mut signal: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
             match state.store.receipts_due(16).await {
@@ -233,7 +237,7 @@ pub fn send_receipts(state: Shared, mut signal: watch::Receiver<bool>) {
 }
 
 /// Witnesses every peer's log, every `interval`, until shutdown (never, when `interval` is zero).
-pub fn witness(state: Shared, interval: Duration, mut signal: watch::Receiver<bool>) {
+pub fn witness(state: AuditLog, interval: Duration, mut signal: watch::Receiver<bool>) {
     if interval.is_zero() {
         return;
     }
@@ -249,9 +253,9 @@ pub fn witness(state: Shared, interval: Duration, mut signal: watch::Receiver<bo
 }
 
 /// One round: every counter-party we have negotiated with, and the configured peers.
-pub async fn witness_round(state: &Shared) -> Vec<Witnessed> {
+pub async fn witness_round(state: &AuditLog) -> Vec<Witnessed> {
     let mut peers = state.store.counter_parties().await.unwrap_or_default();
-    peers.extend(state.config.audit.witness.iter().cloned());
+    peers.extend(state.witness.iter().cloned());
     peers.sort();
     peers.dedup();
     peers.retain(|p| p != state.identity.did());
@@ -266,7 +270,7 @@ pub async fn witness_round(state: &Shared) -> Vec<Witnessed> {
 }
 
 /// Fetches a peer's head, checks it against the last one seen, and countersigns it or records the inconsistency.
-async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
+async fn witness_peer(state: &AuditLog, peer: &str) -> Result<Witnessed, String> {
     let service = peer_service(state, peer).await?;
     let head = get_json(state, peer, &format!("{service}/head")).await?;
     let jws = head.get("signature").and_then(Json::as_str).ok_or("the head carries no signature")?;
@@ -292,7 +296,7 @@ async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
         seen_at: now,
     };
     if let Some(problem) = &problem {
-        state.audit_inconsistencies.fetch_add(1, Ordering::Relaxed);
+        state.inconsistencies.fetch_add(1, Ordering::Relaxed);
         tracing::error!(peer, problem, "a peer's audit log is inconsistent with what it showed before");
         let last = previous.as_ref().expect("a problem needs an earlier head");
         let details = json!({
@@ -309,10 +313,9 @@ async fn witness_peer(state: &Shared, peer: &str) -> Result<Witnessed, String> {
 }
 
 /// A peer's JSON answer to a `GET` signed with our self-issued token for it, or why there is none.
-async fn get_json(state: &Shared, peer: &str, url: &str) -> Result<Json, String> {
+async fn get_json(state: &AuditLog, peer: &str, url: &str) -> Result<Json, String> {
     let response = state
-        .dsp
-        .http()
+        .http
         .get(url)
         .header("Authorization", state.identity.authorization(peer))
         .send()
@@ -325,7 +328,7 @@ async fn get_json(state: &Shared, peer: &str, url: &str) -> Result<Json, String>
 /// What is wrong with `head` given the last consistent head `last` of the same log, if anything. A proof that cannot
 /// be fetched is no verdict: the peer is witnessed again next round.
 async fn check_against(
-    state: &Shared,
+    state: &AuditLog,
     peer: &str,
     service: &str,
     last: &Witnessed,

@@ -34,7 +34,6 @@ use tokio::sync::Semaphore;
 use crate::audit::Event;
 use crate::catalog::model::DataAddress;
 use crate::config::ComputeConfig;
-use crate::server::Shared;
 use crate::store::JobRow;
 use analysis::{Deadline, Design, JobError, TEMPLATES};
 use disclosure::Limits;
@@ -47,7 +46,7 @@ pub const RESULT_TYP: &str = "hanse-compute-result+jwt";
 
 /// Where a compute transfer's jobs go.
 pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
-    format!("{}/compute/{transfer_id}", public_url.trim_end_matches('/'))
+    hanse_core::paths::compute_endpoint(public_url, transfer_id)
 }
 
 /// Whether `name` is a table file name: the SHA-256 of its content in hex, then `.table`.
@@ -61,10 +60,25 @@ pub struct Compute {
     tables: Mutex<HashMap<String, Arc<Table>>>,
     workers: Arc<Semaphore>,
     settings: ComputeConfig,
+    /// Our participant id.
+    participant: String,
+    store: crate::store::Store,
+    identity: Arc<crate::identity::Identity>,
+    catalogue: Arc<crate::catalog::Catalogue>,
+    /// The client for other connectors' compute endpoints (the consumer's side).
+    http: reqwest::Client,
+    /// Compute sessions are transfers: their tokens, agreements and ends.
+    plane: Arc<crate::dataplane::DataPlane>,
 }
 
 impl Compute {
-    pub fn new(data_dir: &std::path::Path, settings: &ComputeConfig) -> Compute {
+    pub fn new(
+        data_dir: &std::path::Path,
+        settings: &ComputeConfig,
+        participant: String,
+        http: reqwest::Client,
+        plane: Arc<crate::dataplane::DataPlane>,
+    ) -> Compute {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let workers = if settings.workers == 0 { cores } else { settings.workers };
         Compute {
@@ -72,6 +86,12 @@ impl Compute {
             tables: Mutex::new(HashMap::new()),
             workers: Arc::new(Semaphore::new(workers)),
             settings: settings.clone(),
+            participant,
+            http,
+            store: plane.store.clone(),
+            identity: plane.identity.clone(),
+            catalogue: plane.catalogue.clone(),
+            plane,
         }
     }
 
@@ -257,7 +277,7 @@ struct Submitted {
 }
 
 async fn read_job(
-    state: &Shared,
+    state: &Arc<Compute>,
     transfer: &crate::transfer::Transfer,
     consumer: &str,
     body: &[u8],
@@ -284,7 +304,7 @@ async fn read_job(
 }
 
 /// Signs a released result for the consumer.
-fn signed(state: &Shared, job: &JobRow, round: u64, result: &Json) -> Response {
+fn signed(state: &Arc<Compute>, job: &JobRow, round: u64, result: &Json) -> Response {
     let payload = json!({
         "iss": state.identity.did(),
         "aud": job.counter_party_id,
@@ -309,7 +329,7 @@ fn job_event(kind: &'static str, job: &JobRow, details: Json) -> Event {
 
 /// Records what a step released (or why it failed) on the job, with the audit entry of the release.
 async fn conclude(
-    state: &Shared,
+    state: &Arc<Compute>,
     job: &mut JobRow,
     round: u64,
     outcome: &Result<Json, JobError>,
@@ -335,7 +355,7 @@ async fn conclude(
 }
 
 /// The table behind a compute transfer.
-async fn table_of(state: &Shared, transfer: &crate::transfer::Transfer) -> Result<Arc<Table>, Refused> {
+async fn table_of(state: &Arc<Compute>, transfer: &crate::transfer::Transfer) -> Result<Arc<Table>, Refused> {
     let asset_id = transfer.details.asset_id.as_deref().unwrap_or_default();
     let gone =
         || refused(StatusCode::GONE, "DatasetGone", format!("dataset `{asset_id}` is no longer offered as a table"));
@@ -343,7 +363,7 @@ async fn table_of(state: &Shared, transfer: &crate::transfer::Transfer) -> Resul
     let DataAddress::Table { file, .. } = &asset.value.data_address else {
         return Err(gone());
     };
-    state.compute.table(file).await.map_err(|error| {
+    state.table(file).await.map_err(|error| {
         tracing::error!(%error, "cannot read a table");
         refused(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the table cannot be read now")
     })
@@ -351,7 +371,7 @@ async fn table_of(state: &Shared, transfer: &crate::transfer::Transfer) -> Resul
 
 /// `POST /compute/{transferId}/jobs`: a signed job under a started compute transfer.
 pub async fn submit(
-    State(state): State<Shared>,
+    State(state): State<Arc<Compute>>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -384,7 +404,7 @@ pub async fn submit(
     let template = claims.get("template").and_then(Json::as_str).unwrap_or_default().to_owned();
     let parameters = claims.get("parameters").cloned().unwrap_or_else(|| json!({}));
     let round_state = claims.get("state").cloned().unwrap_or(Json::Null);
-    let limits = state.compute.limits(claims.get("minCellCount").and_then(Json::as_u64));
+    let limits = state.limits(claims.get("minCellCount").and_then(Json::as_u64));
     let table = match table_of(&state, &transfer).await {
         Ok(table) => table,
         Err(refusal) => return refusal.into_response(),
@@ -395,7 +415,7 @@ pub async fn submit(
     if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
         return job_failure(&error);
     }
-    if let Err(refusal) = state.compute.check_memory(&table) {
+    if let Err(refusal) = state.check_memory(&table) {
         return refusal.into_response();
     }
     let job = JobRow {
@@ -421,10 +441,10 @@ pub async fn submit(
 
 /// Decides the agreement's policy and the provider's budget for `job` and admits it: the job's row, its count against
 /// the agreement and its audit entry in one transaction, decided again if another job was admitted meanwhile.
-async fn admit(state: &Shared, mut job: JobRow) -> Result<JobRow, Response> {
+async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response> {
     let (consumer, agreement) =
         (job.counter_party_id.clone().unwrap_or_default(), job.agreement_id.clone().unwrap_or_default());
-    let budget = state.config.compute.max_jobs_per_agreement;
+    let budget = state.settings.max_jobs_per_agreement;
     loop {
         let usage = state.store.usage(&agreement).await.map_err(|error| {
             tracing::error!(%error, "cannot read an agreement's usage");
@@ -444,13 +464,13 @@ async fn admit(state: &Shared, mut job: JobRow) -> Result<JobRow, Response> {
                 disclosure_method: Some("suppress".into()),
                 jobs_run,
             };
-            crate::transfer::check_job(state, &consumer, &agreement, context).await
+            state.plane.transfers.check_job(&consumer, &agreement, context).await
         };
         let grant = match granted {
             Ok(grant) => grant,
             Err(refusal) => {
                 tracing::info!(consumer, code = refusal.code, reason = %refusal.reason, "job refused");
-                refusal.record(state, &consumer, &agreement, "compute job").await;
+                refusal.record(&state.store, &consumer, &agreement, "compute job").await;
                 return Err(fail(StatusCode::FORBIDDEN, refusal.code, refusal.reason));
             }
         };
@@ -475,7 +495,7 @@ async fn admit(state: &Shared, mut job: JobRow) -> Result<JobRow, Response> {
 
 /// `POST /compute/{transferId}/jobs/{jobId}/rounds`: the next round of an open model job (`jobId` is the consumer's).
 pub async fn round(
-    State(state): State<Shared>,
+    State(state): State<Arc<Compute>>,
     UrlPath((id, job_id)): UrlPath<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -508,37 +528,35 @@ pub async fn round(
     if submitted.round != round {
         return fail(StatusCode::CONFLICT, "WrongRound", format!("the next round of job `{job_id}` is {round}"));
     }
-    if round >= u64::from(state.config.compute.max_rounds) {
+    if round >= u64::from(state.settings.max_rounds) {
         return fail(
             StatusCode::FORBIDDEN,
             "RoundLimit",
-            format!("a job may take {} rounds", state.config.compute.max_rounds),
+            format!("a job may take {} rounds", state.settings.max_rounds),
         );
     }
     // Every round is a use of the data: the agreement must still permit `compute` (dates, elapsed time, ...).
-    if let Err(refusal) = crate::transfer::check_use(&state, &consumer, transfer.agreement_id(), "compute", false).await
-    {
-        return crate::dataplane::refuse_use(&state, &id, &consumer, transfer.agreement_id(), refusal, "compute round")
-            .await;
+    if let Err(refusal) = state.plane.transfers.check_use(&consumer, transfer.agreement_id(), "compute", false).await {
+        return state.plane.refuse_use(&id, &consumer, transfer.agreement_id(), refusal, "compute round").await;
     }
     let table = match table_of(&state, &transfer).await {
         Ok(table) => table,
         Err(refusal) => return refusal.into_response(),
     };
     let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
-    let limits = state.compute.limits(job.body["k"].as_u64());
+    let limits = state.limits(job.body["k"].as_u64());
     execute(&state, &mut job, round, table, round_state, limits).await
 }
 
 /// The request of a compute endpoint: the consumer the access token names, its started compute transfer, and the
 /// job it signed.
 async fn receive(
-    state: &Shared,
+    state: &Arc<Compute>,
     id: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(String, crate::transfer::Transfer, Submitted), Response> {
-    let (access, transfer) = crate::dataplane::authorise(state, id, headers).await?;
+    let (access, transfer) = state.plane.authorise(id, headers).await?;
     if !transfer.is_compute() {
         return Err(fail(StatusCode::CONFLICT, "NotCompute", "the transfer is not a compute transfer"));
     }
@@ -548,7 +566,7 @@ async fn receive(
 
 /// Runs round `round` of an admitted job on the pool, records what it released, and answers the signed result.
 async fn execute(
-    state: &Shared,
+    state: &Arc<Compute>,
     job: &mut JobRow,
     round: u64,
     table: Arc<Table>,
@@ -556,10 +574,8 @@ async fn execute(
     limits: Limits,
 ) -> Response {
     let (template, parameters) = (job.template.clone(), job.body["parameters"].clone());
-    let outcome = state
-        .compute
-        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, round, deadline))
-        .await;
+    let outcome =
+        state.run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, round, deadline)).await;
     if let Err(refusal) = conclude(state, job, round, &outcome).await {
         return refusal.into_response();
     }
@@ -570,9 +586,10 @@ async fn execute(
 }
 
 /// The compute routes of the public listener.
-pub fn routes() -> axum::Router<Shared> {
+pub fn routes(compute: Arc<Compute>) -> axum::Router {
     use axum::routing::post;
     axum::Router::new()
         .route("/compute/{transfer}/jobs", post(submit))
         .route("/compute/{transfer}/jobs/{job}/rounds", post(round))
+        .with_state(compute)
 }

@@ -13,8 +13,10 @@ use serde_json::{Map, Value as Json, json};
 
 use super::analysis::{self, TEMPLATES};
 use super::{JOB_TYP, RESULT_TYP};
+use std::sync::Arc;
+
+use super::Compute;
 use crate::audit::Event;
-use crate::server::Shared;
 use crate::store::JobRow;
 use crate::transfer::{self, COMPUTE, machine::State};
 
@@ -46,7 +48,7 @@ pub struct JobRequest {
 pub struct Rejected(pub String, pub String);
 
 /// Checks the request, records the job and starts running it; answers the job.
-pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejected> {
+pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow, Rejected> {
     if !TEMPLATES.contains(&request.template.as_str()) {
         return Err(Rejected("template".into(), format!("must be one of {}", TEMPLATES.join(", "))));
     }
@@ -61,13 +63,16 @@ pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejec
         let field = format!("sites[{i}].agreementId");
         let agreement =
             state.store.agreement(&site.agreement_id).await.map_err(|e| Rejected(field.clone(), e.to_string()))?;
-        let Some(agreement) = agreement.filter(|a| a.consumer_id == state.config.participant.id) else {
+        let Some(agreement) = agreement.filter(|a| a.consumer_id == state.participant) else {
             return Err(Rejected(
                 field,
                 format!("there is no agreement `{}` in which this connector is the consumer", site.agreement_id),
             ));
         };
-        let address = transfer::provider_address(state, &agreement, site.address.as_deref())
+        let address = state
+            .plane
+            .transfers
+            .provider_address(&agreement, site.address.as_deref())
             .await
             .map_err(|e| Rejected(format!("sites[{i}].counterPartyAddress"), e.to_string()))?;
         sites.push(json!({"agreementId": agreement.id, "provider": agreement.provider_id,
@@ -109,7 +114,7 @@ pub async fn create(state: &Shared, request: JobRequest) -> Result<JobRow, Rejec
 }
 
 /// Jobs a restart interrupted are marked failed: their sites' sessions are gone with the process's memory.
-pub async fn fail_interrupted(state: &Shared) {
+pub async fn fail_interrupted(state: &Arc<Compute>) {
     let Ok(jobs) = state.store.jobs("consumer").await else { return };
     for mut job in jobs.into_iter().filter(|j| j.status == "running") {
         job.status = "failed".into();
@@ -136,7 +141,7 @@ struct Session {
 }
 
 /// `starts`: the compute transfer to open with each site, in the order of the job's sites.
-async fn run(state: Shared, mut job: JobRow, starts: Vec<transfer::Start>) {
+async fn run(state: Arc<Compute>, mut job: JobRow, starts: Vec<transfer::Start>) {
     let started = Instant::now();
     let mut sessions = Vec::new();
     let outcome = orchestrate(&state, &mut job, starts, &mut sessions).await;
@@ -155,7 +160,7 @@ async fn run(state: Shared, mut job: JobRow, starts: Vec<transfer::Start>) {
             Ok(_) => ("complete", json!({})),
             Err(reason) => ("terminate", json!({"reason": reason})),
         };
-        if let Err(error) = transfer::call(&state, &session.transfer_id, call, &body).await {
+        if let Err(error) = state.plane.transfers.call(&session.transfer_id, call, &body).await {
             tracing::warn!(%error, transfer = session.transfer_id, "cannot close a compute transfer");
         }
     }
@@ -168,7 +173,7 @@ async fn run(state: Shared, mut job: JobRow, starts: Vec<transfer::Start>) {
 
 /// Opens every site's session, runs the template's rounds, and combines.
 async fn orchestrate(
-    state: &Shared,
+    state: &Arc<Compute>,
     job: &mut JobRow,
     starts: Vec<transfer::Start>,
     sessions: &mut Vec<Session>,
@@ -205,12 +210,12 @@ async fn orchestrate(
 }
 
 /// Starts a compute transfer with a site and waits for its data address.
-async fn open(state: &Shared, index: usize, start: transfer::Start) -> Result<Session, String> {
+async fn open(state: &Arc<Compute>, index: usize, start: transfer::Start) -> Result<Session, String> {
     let agreement_id = start.agreement.id.clone();
-    let id = transfer::start(state, start).await.map_err(|e| e.to_string())?.row.id;
+    let id = state.plane.transfers.start(start).await.map_err(|e| e.to_string())?.row.id;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let current = transfer::get(state, &id).await.map_err(|e| e.to_string())?;
+        let current = state.plane.transfers.get(&id).await.map_err(|e| e.to_string())?;
         match current.state {
             State::Started if current.details.edr.is_some() => {
                 let edr = current.details.edr.clone().unwrap_or_default();
@@ -242,7 +247,7 @@ async fn open(state: &Shared, index: usize, start: transfer::Start) -> Result<Se
 /// Sends one round to every site (`claims_of` gives each site's round claims) and answers their released results,
 /// each checked against its provider's signature.
 async fn round(
-    state: &Shared,
+    state: &Arc<Compute>,
     job: &mut JobRow,
     sessions: &[Session],
     number: u64,
@@ -280,7 +285,7 @@ async fn round(
 
 /// One signed call to a site's compute endpoint: the released result and the bytes of the request and answer bodies.
 async fn call(
-    state: &Shared,
+    state: &Arc<Compute>,
     job_id: &str,
     session: &Session,
     number: u64,
@@ -308,8 +313,7 @@ async fn call(
         format!("{}/jobs/{job_id}/rounds", session.endpoint)
     };
     let response = state
-        .dsp
-        .http()
+        .http
         .post(&url)
         .bearer_auth(&session.token)
         .header("content-type", "application/jwt")
@@ -400,7 +404,7 @@ fn matrix(value: &Json) -> Vec<f64> {
 
 /// `glm`: Newton rounds on the summed score and information until the coefficients stop moving.
 async fn newton(
-    state: &Shared,
+    state: &Arc<Compute>,
     job: &mut JobRow,
     sessions: &[Session],
     mut released: Vec<Json>,
@@ -449,7 +453,7 @@ async fn newton(
 /// locally from the averaged weights, and the new weights are averaged by rows. Answers the model on the original
 /// scale.
 async fn federated_averaging(
-    state: &Shared,
+    state: &Arc<Compute>,
     job: &mut JobRow,
     sessions: &[Session],
     moments: Vec<Json>,

@@ -11,8 +11,6 @@
 //! goes to the backend only). Bodies stream in chunks: memory stays flat whatever the size. Usage (pulls started from
 //! byte 0, bytes sent) is added to the agreement's count when a response body ends.
 
-pub mod token;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,21 +29,26 @@ use serde_json::{Value as Json, json};
 use tokio::sync::OnceCell;
 
 use crate::catalog::model::{DataAddress, Proxy};
-use crate::server::Shared;
 use crate::store::Store;
+pub use crate::transfer::access as token;
 use crate::transfer::{self, machine::Role, machine::State as TransferState};
 use token::Access;
 
 /// Where the data plane serves a transfer.
 pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
-    format!("{}/data/{transfer_id}", public_url.trim_end_matches('/'))
+    hanse_core::paths::data_endpoint(public_url, transfer_id)
 }
 
-/// The data plane's state: its HTTP client (no overall timeout: bodies may be large), file digests, running pushes.
+/// The data plane: serves and pushes the data of started transfers, with its HTTP client (no overall timeout: bodies
+/// may be large) and the digests of the files it serves.
 pub struct DataPlane {
     pub http: reqwest::Client,
     digests: Mutex<HashMap<PathBuf, CachedDigest>>,
-    pushes: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    pub(crate) store: Store,
+    pub(crate) identity: Arc<crate::identity::Identity>,
+    pub(crate) catalogue: Arc<crate::catalog::Catalogue>,
+    /// The transfers whose data this plane serves and pushes.
+    pub transfers: transfer::Transfers,
 }
 
 /// A file's digest, valid while its size and modification time stay the same.
@@ -97,8 +100,13 @@ pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
 }
 
 impl DataPlane {
-    pub fn new(http: reqwest::Client) -> DataPlane {
-        DataPlane { http, digests: Mutex::default(), pushes: Mutex::default() }
+    pub fn new(
+        http: reqwest::Client,
+        transfers: transfer::Transfers,
+        catalogue: Arc<crate::catalog::Catalogue>,
+    ) -> DataPlane {
+        let (store, identity) = (transfers.store.clone(), transfers.identity.clone());
+        DataPlane { http, digests: Mutex::default(), store, identity, catalogue, transfers }
     }
 
     /// The SHA-256 of a file, computed once per size and modification time.
@@ -119,13 +127,6 @@ impl DataPlane {
         })
         .await
         .cloned()
-    }
-
-    /// Stops a running push (the transfer left STARTED).
-    pub fn stop_push(&self, transfer_id: &str) {
-        if let Some(handle) = self.pushes.lock().unwrap_or_else(|p| p.into_inner()).remove(transfer_id) {
-            handle.abort();
-        }
     }
 }
 
@@ -201,137 +202,320 @@ fn from_start(headers: &HeaderMap) -> bool {
     }
 }
 
-/// The started provider transfer `id` a request's bearer access token opens, with what the token grants; otherwise
-/// the refusal to answer (401 for any token problem, 403 once the transfer left STARTED).
-pub async fn authorise(
-    state: &Shared,
-    id: &str,
-    headers: &HeaderMap,
-) -> Result<(Access, transfer::Transfer), Response> {
-    let token = match crate::identity::token::data_plane_token(
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
-    ) {
-        Ok(token) => token.to_owned(),
-        Err(reason) => {
-            tracing::info!(%reason, transfer = id, "data request without a usable token");
-            return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
+impl DataPlane {
+    /// The started provider transfer `id` a request's bearer access token opens, with what the token grants; otherwise
+    /// the refusal to answer (401 for any token problem, 403 once the transfer left STARTED).
+    pub async fn authorise(&self, id: &str, headers: &HeaderMap) -> Result<(Access, transfer::Transfer), Response> {
+        let token = match crate::identity::token::data_plane_token(
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+        ) {
+            Ok(token) => token.to_owned(),
+            Err(reason) => {
+                tracing::info!(%reason, transfer = id, "data request without a usable token");
+                return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
+            }
+        };
+        let access = match token::verify(self.identity.keys(), &token, id, chrono::Utc::now()) {
+            Ok(access) => access,
+            Err(reason) => {
+                tracing::info!(%reason, transfer = id, "data request with a refused token");
+                return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
+            }
+        };
+        let transfer = match self.transfers.get(id).await {
+            Ok(transfer) if transfer.role == Role::Provider && transfer.row.counter_party_id == access.consumer => {
+                transfer
+            }
+            Ok(_) | Err(crate::process::ProcessError::NotFound(_)) => {
+                return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read a transfer");
+                return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "the transfer cannot be read now"));
+            }
+        };
+        if transfer.state != TransferState::Started {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                &format!("the transfer is {}; its access tokens are void", transfer.state.name()),
+            ));
         }
-    };
-    let access = match token::verify(state.identity.keys(), &token, id, chrono::Utc::now()) {
-        Ok(access) => access,
-        Err(reason) => {
-            tracing::info!(%reason, transfer = id, "data request with a refused token");
-            return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
+        if transfer.details.epoch != access.epoch || transfer.agreement_id() != access.agreement_id {
+            return Err(refuse(StatusCode::UNAUTHORIZED, "the access token was superseded; refresh the data address"));
         }
-    };
-    let transfer = match transfer::get(state, id).await {
-        Ok(transfer) if transfer.role == Role::Provider && transfer.row.counter_party_id == access.consumer => transfer,
-        Ok(_) | Err(crate::process::ProcessError::NotFound(_)) => {
-            return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot read a transfer");
-            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "the transfer cannot be read now"));
-        }
-    };
-    if transfer.state != TransferState::Started {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            &format!("the transfer is {}; its access tokens are void", transfer.state.name()),
-        ));
+        Ok((access, transfer))
     }
-    if transfer.details.epoch != access.epoch || transfer.agreement_id() != access.agreement_id {
-        return Err(refuse(StatusCode::UNAUTHORIZED, "the access token was superseded; refresh the data address"));
+
+    /// The agreement no longer permits use (expired, used up, dataset withdrawn): the refusal is logged, the transfer ends
+    /// now, and the request gets 403 with the reason.
+    pub async fn refuse_use(
+        &self,
+        transfer_id: &str,
+        consumer: &str,
+        agreement_id: &str,
+        refusal: transfer::Refusal,
+        during: &str,
+    ) -> Response {
+        refusal.record(&self.store, consumer, agreement_id, during).await;
+        let (transfers, id, reason) = (self.transfers.clone(), transfer_id.to_owned(), refusal.reason.clone());
+        tokio::spawn(async move {
+            if let Err(error) = transfers.end(&id, "PolicyDenied", &reason, false).await {
+                tracing::error!(%error, "cannot terminate a transfer its agreement no longer permits");
+            }
+        });
+        refuse(StatusCode::FORBIDDEN, &refusal.reason)
     }
-    Ok((access, transfer))
+
+    /// The data of transfer `id` at `path` below its endpoint: the access token, the transfer and the agreement are
+    /// checked first, then what the data address lets through (EDC's `proxyPath`, `proxyQueryParams`, `proxyMethod`,
+    /// `proxyBody`); a request asking for more than that is refused, never cut down silently.
+    async fn serve_at(&self, id: &str, path: &str, request: Request) -> Response {
+        let headers = request.headers().clone();
+        let (access, transfer) = match self.authorise(id, &headers).await {
+            Ok(granted) => granted,
+            Err(refusal) => return refusal,
+        };
+        if transfer.is_compute() {
+            return refuse(StatusCode::CONFLICT, "a compute transfer has no data to pull; submit jobs to its endpoint");
+        }
+        let get = request.method() == Method::GET;
+        let new_pull = get && from_start(&headers);
+        let grant = match self.transfers.check_use(&access.consumer, &access.agreement_id, "use", new_pull).await {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                return self.refuse_use(id, &access.consumer, &access.agreement_id, refusal, "data pull").await;
+            }
+        };
+        let Some(asset) = self.catalogue.asset(&grant.agreement.asset_id) else {
+            return refuse(StatusCode::GONE, "the dataset is no longer offered");
+        };
+        let address = &asset.value.data_address;
+        let forward = match address {
+            DataAddress::Http { base_url, .. } => match Forward::of(base_url, address.proxy(), path, &request) {
+                Ok(forward) => Some(forward),
+                Err(refusal) => return refusal,
+            },
+            _ => {
+                if request.method() != Method::GET && request.method() != Method::HEAD {
+                    return refuse(StatusCode::METHOD_NOT_ALLOWED, "this dataset is read with GET or HEAD");
+                }
+                if !path.is_empty() || request.uri().query().is_some_and(|q| !q.is_empty()) {
+                    return refuse(StatusCode::BAD_REQUEST, "this dataset is one file: it has no sub-paths or query");
+                }
+                None
+            }
+        };
+        if new_pull
+            && let Err(error) =
+                self.store.add_usage(&access.agreement_id, 1, 0, vec![usage_event("data.pull", &transfer)]).await
+        {
+            tracing::error!(%error, "cannot count a pull");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
+        }
+        let meter = get.then(|| Meter::new(&self.store, &transfer));
+        match (address, forward) {
+            (DataAddress::Http { fields, .. }, Some(forward)) => self.proxy(forward, fields, request, meter).await,
+            (DataAddress::File { path, .. }, _) => self.serve_file(path, request, meter).await,
+            _ => refuse(StatusCode::CONFLICT, "the dataset is a table: it is offered for compute only"),
+        }
+    }
+
+    async fn serve_file(&self, path: &Path, request: Request, meter: Option<Meter>) -> Response {
+        let digest = match self.digest(path).await {
+            Ok(digest) => digest,
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "cannot read a dataset file");
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "the dataset's file cannot be read now");
+            }
+        };
+        let response = match tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(path), request).await {
+            Ok(response) => response,
+            Err(error) => match error {},
+        };
+        let (mut parts, body) = response.into_parts();
+        for (name, value) in digest.headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                parts.headers.insert(name, value);
+            }
+        }
+        parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let body = match meter {
+            Some(meter) if parts.status.is_success() => {
+                Body::from_stream(metered(Body::new(body).into_data_stream(), meter.with_digest(Some(digest.hex()))))
+            }
+            _ => Body::new(body),
+        };
+        Response::from_parts(parts, body)
+    }
+
+    async fn proxy(
+        &self,
+        forward: Forward,
+        fields: &std::collections::BTreeMap<String, String>,
+        incoming: Request,
+        meter: Option<Meter>,
+    ) -> Response {
+        let headers = incoming.headers().clone();
+        let mut request = self.http.request(forward.method, forward.url);
+        for name in [header::RANGE, header::IF_RANGE, header::ACCEPT] {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(name, value);
+            }
+        }
+        if forward.body {
+            if let Some(value) = headers.get(header::CONTENT_TYPE) {
+                request = request.header(header::CONTENT_TYPE, value);
+            }
+            request = request.body(reqwest::Body::wrap_stream(incoming.into_body().into_data_stream()));
+        }
+        if let Some((name, value)) = backend_auth(fields) {
+            request = request.header(name, value);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(error = %hanse_core::error_chain(&error), "the dataset's backend cannot be reached");
+                return refuse(StatusCode::BAD_GATEWAY, "the dataset's backend cannot be reached");
+            }
+        };
+        let status = response.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), "the dataset's backend failed");
+            return refuse(StatusCode::BAD_GATEWAY, "the dataset's backend failed");
+        }
+        let mut out = Response::builder().status(status.as_u16());
+        for name in PASSED_BACK {
+            if let Some(value) = response.headers().get(&name) {
+                out = out.header(name, value);
+            }
+        }
+        out = out.header(header::CACHE_CONTROL, "no-store");
+        let body = match meter {
+            Some(meter) if status.is_success() => {
+                let digest = response.headers().get("repr-digest").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                Body::from_stream(metered(response.bytes_stream(), meter.with_digest(digest)))
+            }
+            _ => Body::from_stream(response.bytes_stream()),
+        };
+        out.body(body).unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "the backend's answer cannot be passed on"))
+    }
 }
 
-/// The agreement no longer permits use (expired, used up, dataset withdrawn): the refusal is logged, the transfer ends
-/// now, and the request gets 403 with the reason.
-pub async fn refuse_use(
-    state: &Shared,
-    transfer_id: &str,
-    consumer: &str,
-    agreement_id: &str,
-    refusal: transfer::Refusal,
-    during: &str,
-) -> Response {
-    refusal.record(state, consumer, agreement_id, during).await;
-    let (state, id, reason) = (state.clone(), transfer_id.to_owned(), refusal.reason.clone());
+/// Runs the pushes the transfer service says are due, until its service is dropped: each once at a time, registered
+/// with the transfer service so that it can stop them.
+pub fn spawn_pusher(plane: Arc<DataPlane>) {
+    let Some(mut due) = plane.transfers.pushes.take_due() else { return };
     tokio::spawn(async move {
-        if let Err(error) = transfer::end(&state, &id, "PolicyDenied", &reason, false).await {
-            tracing::error!(%error, "cannot terminate a transfer its agreement no longer permits");
+        while let Some(id) = due.recv().await {
+            let task_plane = plane.clone();
+            plane.transfers.pushes.running(id.clone(), async move {
+                let outcome = task_plane.push(&id).await;
+                match &outcome {
+                    Ok(bytes) => tracing::info!(transfer = id, bytes, "pushed"),
+                    Err(reason) => tracing::warn!(transfer = id, %reason, "push failed"),
+                }
+                task_plane.transfers.pushes.ended(&id);
+                if let Err(error) = task_plane.transfers.push_finished(&id, outcome).await {
+                    tracing::error!(%error, transfer = id, "cannot record the end of a push");
+                }
+            });
         }
     });
-    refuse(StatusCode::FORBIDDEN, &refusal.reason)
+}
+
+impl DataPlane {
+    /// Opens a dataset's bytes for pushing: the stream, its length and digest when known.
+    async fn open_source(&self, address: &DataAddress) -> Result<(ByteStream, Option<u64>, Option<Digest>), String> {
+        match address {
+            DataAddress::File { path, .. } => {
+                let digest = self.digest(path).await.map_err(|e| format!("cannot read the dataset: {e}"))?;
+                let file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot open the dataset: {e}"))?;
+                let length = file.metadata().await.map_err(|e| e.to_string())?.len();
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+                Ok((Box::pin(stream), Some(length), Some(digest)))
+            }
+            DataAddress::Http { base_url, fields } => {
+                let mut request = self.http.get(base_url);
+                if let Some((name, value)) = backend_auth(fields) {
+                    request = request.header(name, value);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|e| format!("the dataset's backend cannot be reached: {}", hanse_core::error_chain(&e)))?;
+                if !response.status().is_success() {
+                    return Err(format!("the dataset's backend answered HTTP {}", response.status().as_u16()));
+                }
+                let length = response.content_length();
+                Ok((Box::pin(response.bytes_stream().map(|c| c.map_err(std::io::Error::other))), length, None))
+            }
+            DataAddress::Table { .. } => Err("the dataset is a table: it is offered for compute only".into()),
+        }
+    }
+
+    async fn push(&self, id: &str) -> Result<u64, String> {
+        let transfer = self.transfers.get(id).await.map_err(|e| e.to_string())?;
+        let grant = self
+            .transfers
+            .check_use(&transfer.row.counter_party_id, transfer.agreement_id(), "use", true)
+            .await
+            .map_err(|refusal| refusal.reason)?;
+        self.store
+            .add_usage(&grant.agreement.id, 1, 0, vec![usage_event("data.push", &transfer)])
+            .await
+            .map_err(|e| format!("cannot count the push: {e}"))?;
+        let destination = transfer.details.destination.clone().unwrap_or(Json::Null);
+        let endpoint =
+            destination.get("endpoint").and_then(Json::as_str).ok_or("the push destination has no endpoint")?;
+        let asset = self.catalogue.asset(&grant.agreement.asset_id).ok_or("the dataset is no longer offered")?;
+        let (stream, length, digest) = self.open_source(&asset.value.data_address).await?;
+        let meter = Meter::new(&self.store, &transfer).with_digest(digest.as_ref().map(Digest::hex));
+        let sent = meter.bytes.clone();
+        let mut request = self
+            .http
+            .post(endpoint)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(metered(stream, meter)));
+        if let Some(length) = length {
+            request = request.header(header::CONTENT_LENGTH, length);
+        }
+        if let Some(digest) = &digest {
+            request = request.header("repr-digest", digest.repr_digest());
+        }
+        if let Some(authorization) = transfer::endpoint_property(&destination, "authorization") {
+            let name = transfer::endpoint_property(&destination, "authKey").unwrap_or("Authorization");
+            let bearer =
+                transfer::endpoint_property(&destination, "authType").is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
+            let value = if bearer && !authorization.starts_with("Bearer ") {
+                format!("Bearer {authorization}")
+            } else {
+                authorization.to_owned()
+            };
+            request = request.header(name, value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("the push destination cannot be reached: {}", hanse_core::error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!("the push destination answered HTTP {}", response.status().as_u16()));
+        }
+        Ok(sent.load(Ordering::Relaxed))
+    }
 }
 
 /// `/data/{transferId}`: the data of a started pull transfer.
-pub async fn serve(State(state): State<Shared>, UrlPath(id): UrlPath<String>, request: Request) -> Response {
-    serve_at(&state, &id, "", request).await
+pub async fn serve(State(state): State<Arc<DataPlane>>, UrlPath(id): UrlPath<String>, request: Request) -> Response {
+    state.serve_at(&id, "", request).await
 }
 
 /// `/data/{transferId}/{*path}`: a sub-path of an `HttpData` dataset, when its data address lets paths through.
 pub async fn serve_path(
-    State(state): State<Shared>,
+    State(state): State<Arc<DataPlane>>,
     UrlPath((id, path)): UrlPath<(String, String)>,
     request: Request,
 ) -> Response {
-    serve_at(&state, &id, &path, request).await
-}
-
-/// The data of transfer `id` at `path` below its endpoint: the access token, the transfer and the agreement are
-/// checked first, then what the data address lets through (EDC's `proxyPath`, `proxyQueryParams`, `proxyMethod`,
-/// `proxyBody`); a request asking for more than that is refused, never cut down silently.
-async fn serve_at(state: &Shared, id: &str, path: &str, request: Request) -> Response {
-    let headers = request.headers().clone();
-    let (access, transfer) = match authorise(state, id, &headers).await {
-        Ok(granted) => granted,
-        Err(refusal) => return refusal,
-    };
-    if transfer.is_compute() {
-        return refuse(StatusCode::CONFLICT, "a compute transfer has no data to pull; submit jobs to its endpoint");
-    }
-    let get = request.method() == Method::GET;
-    let new_pull = get && from_start(&headers);
-    let grant = match transfer::check_use(state, &access.consumer, &access.agreement_id, "use", new_pull).await {
-        Ok(grant) => grant,
-        Err(refusal) => {
-            return refuse_use(state, id, &access.consumer, &access.agreement_id, refusal, "data pull").await;
-        }
-    };
-    let Some(asset) = state.catalogue.asset(&grant.agreement.asset_id) else {
-        return refuse(StatusCode::GONE, "the dataset is no longer offered");
-    };
-    let address = &asset.value.data_address;
-    let forward = match address {
-        DataAddress::Http { base_url, .. } => match Forward::of(base_url, address.proxy(), path, &request) {
-            Ok(forward) => Some(forward),
-            Err(refusal) => return refusal,
-        },
-        _ => {
-            if request.method() != Method::GET && request.method() != Method::HEAD {
-                return refuse(StatusCode::METHOD_NOT_ALLOWED, "this dataset is read with GET or HEAD");
-            }
-            if !path.is_empty() || request.uri().query().is_some_and(|q| !q.is_empty()) {
-                return refuse(StatusCode::BAD_REQUEST, "this dataset is one file: it has no sub-paths or query");
-            }
-            None
-        }
-    };
-    if new_pull
-        && let Err(error) =
-            state.store.add_usage(&access.agreement_id, 1, 0, vec![usage_event("data.pull", &transfer)]).await
-    {
-        tracing::error!(%error, "cannot count a pull");
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
-    }
-    let meter = get.then(|| Meter::new(&state.store, &transfer));
-    match (address, forward) {
-        (DataAddress::Http { fields, .. }, Some(forward)) => proxy(state, forward, fields, request, meter).await,
-        (DataAddress::File { path, .. }, _) => serve_file(state, path, request, meter).await,
-        _ => refuse(StatusCode::CONFLICT, "the dataset is a table: it is offered for compute only"),
-    }
+    state.serve_at(&id, &path, request).await
 }
 
 /// What a consumer's request passes on to an `HttpData` backend: the URL (the base URL, with the sub-path and query
@@ -420,34 +604,6 @@ fn backend_url(base: &str, path: &str, query: Option<&str>) -> Option<reqwest::U
     (same_origin && url.path().starts_with(original.path().trim_end_matches('/'))).then_some(url)
 }
 
-async fn serve_file(state: &Shared, path: &Path, request: Request, meter: Option<Meter>) -> Response {
-    let digest = match state.dataplane.digest(path).await {
-        Ok(digest) => digest,
-        Err(error) => {
-            tracing::error!(%error, path = %path.display(), "cannot read a dataset file");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the dataset's file cannot be read now");
-        }
-    };
-    let response = match tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(path), request).await {
-        Ok(response) => response,
-        Err(error) => match error {},
-    };
-    let (mut parts, body) = response.into_parts();
-    for (name, value) in digest.headers() {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            parts.headers.insert(name, value);
-        }
-    }
-    parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let body = match meter {
-        Some(meter) if parts.status.is_success() => {
-            Body::from_stream(metered(Body::new(body).into_data_stream(), meter.with_digest(Some(digest.hex()))))
-        }
-        _ => Body::new(body),
-    };
-    Response::from_parts(parts, body)
-}
-
 /// The backend's auth header (EDC `authKey` / `authCode`): it goes to the backend and never to the consumer.
 fn backend_auth(fields: &std::collections::BTreeMap<String, String>) -> Option<(String, String)> {
     let value = fields.get("authCode")?;
@@ -465,61 +621,13 @@ const PASSED_BACK: [HeaderName; 7] = [
     HeaderName::from_static("repr-digest"),
 ];
 
-async fn proxy(
-    state: &Shared,
-    forward: Forward,
-    fields: &std::collections::BTreeMap<String, String>,
-    incoming: Request,
-    meter: Option<Meter>,
-) -> Response {
-    let headers = incoming.headers().clone();
-    let mut request = state.dataplane.http.request(forward.method, forward.url);
-    for name in [header::RANGE, header::IF_RANGE, header::ACCEPT] {
-        if let Some(value) = headers.get(&name) {
-            request = request.header(name, value);
-        }
-    }
-    if forward.body {
-        if let Some(value) = headers.get(header::CONTENT_TYPE) {
-            request = request.header(header::CONTENT_TYPE, value);
-        }
-        request = request.body(reqwest::Body::wrap_stream(incoming.into_body().into_data_stream()));
-    }
-    if let Some((name, value)) = backend_auth(fields) {
-        request = request.header(name, value);
-    }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(error = %hanse_core::error_chain(&error), "the dataset's backend cannot be reached");
-            return refuse(StatusCode::BAD_GATEWAY, "the dataset's backend cannot be reached");
-        }
-    };
-    let status = response.status();
-    if status.is_server_error() {
-        tracing::warn!(status = status.as_u16(), "the dataset's backend failed");
-        return refuse(StatusCode::BAD_GATEWAY, "the dataset's backend failed");
-    }
-    let mut out = Response::builder().status(status.as_u16());
-    for name in PASSED_BACK {
-        if let Some(value) = response.headers().get(&name) {
-            out = out.header(name, value);
-        }
-    }
-    out = out.header(header::CACHE_CONTROL, "no-store");
-    let body = match meter {
-        Some(meter) if status.is_success() => {
-            let digest = response.headers().get("repr-digest").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            Body::from_stream(metered(response.bytes_stream(), meter.with_digest(digest)))
-        }
-        _ => Body::from_stream(response.bytes_stream()),
-    };
-    out.body(body).unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "the backend's answer cannot be passed on"))
-}
-
 /// `POST /data/{transferId}/token`: a fresh data address for the consumer of a started pull transfer, which proves
 /// who it is with its DSP self-issued token.
-pub async fn refresh(State(state): State<Shared>, UrlPath(id): UrlPath<String>, headers: HeaderMap) -> Response {
+pub async fn refresh(
+    State(state): State<Arc<DataPlane>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
     let requester = match state.identity.verify_request(&headers).await {
         Ok(verified) => verified.participant,
         Err(reason) => {
@@ -527,7 +635,7 @@ pub async fn refresh(State(state): State<Shared>, UrlPath(id): UrlPath<String>, 
             return refuse(StatusCode::UNAUTHORIZED, "unauthorized");
         }
     };
-    let transfer = match transfer::get_for_peer(&state, &requester, &id).await {
+    let transfer = match state.transfers.get_for_peer(&requester, &id).await {
         Ok(transfer) if transfer.role == Role::Provider => transfer,
         Ok(_) | Err(crate::process::ProcessError::NotFound(_)) => {
             return refuse(StatusCode::NOT_FOUND, "no such transfer");
@@ -541,125 +649,23 @@ pub async fn refresh(State(state): State<Shared>, UrlPath(id): UrlPath<String>, 
     if transfer.state != TransferState::Started || !pulled {
         return refuse(StatusCode::CONFLICT, &format!("the transfer is {}, not a started pull", transfer.state.name()));
     }
-    if let Err(refusal) =
-        transfer::check_use(&state, &requester, transfer.agreement_id(), transfer.action(), false).await
+    if let Err(refusal) = state.transfers.check_use(&requester, transfer.agreement_id(), transfer.action(), false).await
     {
         return refuse(StatusCode::FORBIDDEN, &refusal.reason);
     }
-    axum::Json(transfer::data_address(&state, &transfer)).into_response()
-}
-
-/// Starts pushing a transfer's data to the consumer's endpoint (once per transfer at a time).
-pub fn spawn_push(state: Shared, transfer_id: String) {
-    let mut pushes = state.dataplane.pushes.lock().unwrap_or_else(|p| p.into_inner());
-    if pushes.get(&transfer_id).is_some_and(|handle| !handle.is_finished()) {
-        return;
-    }
-    let (task_state, id) = (state.clone(), transfer_id.clone());
-    let task = tokio::spawn(async move {
-        let outcome = push(&task_state, &id).await;
-        match &outcome {
-            Ok(bytes) => tracing::info!(transfer = id, bytes, "pushed"),
-            Err(reason) => tracing::warn!(transfer = id, %reason, "push failed"),
-        }
-        task_state.dataplane.pushes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        if let Err(error) = transfer::push_finished(&task_state, &id, outcome).await {
-            tracing::error!(%error, transfer = id, "cannot record the end of a push");
-        }
-    });
-    pushes.insert(transfer_id, task.abort_handle());
+    axum::Json(state.transfers.data_address(&transfer)).into_response()
 }
 
 type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
-/// Opens a dataset's bytes for pushing: the stream, its length and digest when known.
-async fn open_source(
-    state: &Shared,
-    address: &DataAddress,
-) -> Result<(ByteStream, Option<u64>, Option<Digest>), String> {
-    match address {
-        DataAddress::File { path, .. } => {
-            let digest = state.dataplane.digest(path).await.map_err(|e| format!("cannot read the dataset: {e}"))?;
-            let file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot open the dataset: {e}"))?;
-            let length = file.metadata().await.map_err(|e| e.to_string())?.len();
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-            Ok((Box::pin(stream), Some(length), Some(digest)))
-        }
-        DataAddress::Http { base_url, fields } => {
-            let mut request = state.dataplane.http.get(base_url);
-            if let Some((name, value)) = backend_auth(fields) {
-                request = request.header(name, value);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("the dataset's backend cannot be reached: {}", hanse_core::error_chain(&e)))?;
-            if !response.status().is_success() {
-                return Err(format!("the dataset's backend answered HTTP {}", response.status().as_u16()));
-            }
-            let length = response.content_length();
-            Ok((Box::pin(response.bytes_stream().map(|c| c.map_err(std::io::Error::other))), length, None))
-        }
-        DataAddress::Table { .. } => Err("the dataset is a table: it is offered for compute only".into()),
-    }
-}
-
-async fn push(state: &Shared, id: &str) -> Result<u64, String> {
-    let transfer = transfer::get(state, id).await.map_err(|e| e.to_string())?;
-    let grant = transfer::check_use(state, &transfer.row.counter_party_id, transfer.agreement_id(), "use", true)
-        .await
-        .map_err(|refusal| refusal.reason)?;
-    state
-        .store
-        .add_usage(&grant.agreement.id, 1, 0, vec![usage_event("data.push", &transfer)])
-        .await
-        .map_err(|e| format!("cannot count the push: {e}"))?;
-    let destination = transfer.details.destination.clone().unwrap_or(Json::Null);
-    let endpoint = destination.get("endpoint").and_then(Json::as_str).ok_or("the push destination has no endpoint")?;
-    let asset = state.catalogue.asset(&grant.agreement.asset_id).ok_or("the dataset is no longer offered")?;
-    let (stream, length, digest) = open_source(state, &asset.value.data_address).await?;
-    let meter = Meter::new(&state.store, &transfer).with_digest(digest.as_ref().map(Digest::hex));
-    let sent = meter.bytes.clone();
-    let mut request = state
-        .dataplane
-        .http
-        .post(endpoint)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(metered(stream, meter)));
-    if let Some(length) = length {
-        request = request.header(header::CONTENT_LENGTH, length);
-    }
-    if let Some(digest) = &digest {
-        request = request.header("repr-digest", digest.repr_digest());
-    }
-    if let Some(authorization) = transfer::endpoint_property(&destination, "authorization") {
-        let name = transfer::endpoint_property(&destination, "authKey").unwrap_or("Authorization");
-        let bearer =
-            transfer::endpoint_property(&destination, "authType").is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
-        let value = if bearer && !authorization.starts_with("Bearer ") {
-            format!("Bearer {authorization}")
-        } else {
-            authorization.to_owned()
-        };
-        request = request.header(name, value);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("the push destination cannot be reached: {}", hanse_core::error_chain(&e)))?;
-    if !response.status().is_success() {
-        return Err(format!("the push destination answered HTTP {}", response.status().as_u16()));
-    }
-    Ok(sent.load(Ordering::Relaxed))
-}
-
 /// The data plane's routes on the public listener.
-pub fn routes() -> axum::Router<Shared> {
+pub fn routes(plane: Arc<DataPlane>) -> axum::Router {
     axum::Router::new()
         .route("/data/{id}", axum::routing::any(serve))
         .route("/data/{id}/", axum::routing::any(serve))
         .route("/data/{id}/token", axum::routing::post(refresh))
         .route("/data/{id}/{*path}", axum::routing::any(serve_path))
+        .with_state(plane)
 }
 
 /// The JSON a consumer's tools read a data address from (EDC EDR shape).

@@ -126,18 +126,18 @@ async fn entries(State(state): State<Shared>, Query(query): Query<EntryQuery>) -
 
 /// `GET /entries/{seq}`: the entry with its inclusion proof in the current signed head.
 async fn entry(State(state): State<Shared>, Path(seq): Path<u64>) -> Result<Response, ManagementError> {
-    match crate::audit::proven_entry(&state, seq).await? {
+    match state.audit.proven_entry(seq).await? {
         Some(proven) => Ok(axum::Json(proven).into_response()),
         None => Err(ManagementError::NotFound(format!("there is no audit entry {seq}"))),
     }
 }
 
 async fn head(State(state): State<Shared>) -> Result<Response, ManagementError> {
-    Ok(axum::Json(crate::audit::current_head(&state).await?.to_json()).into_response())
+    Ok(axum::Json(state.audit.current_head().await?.to_json()).into_response())
 }
 
 async fn consistency(State(state): State<Shared>, Query(sizes): Query<Sizes>) -> Result<Response, ManagementError> {
-    Ok(axum::Json(crate::audit::peer::consistency_json(&state, &sizes).await?).into_response())
+    Ok(axum::Json(crate::audit::peer::consistency_json(&state.audit, &sizes).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -149,7 +149,7 @@ struct Range {
 /// `GET /export?from=&to=`: JSON Lines for `hanse audit verify` (the whole log by default).
 async fn export(State(state): State<Shared>, Query(range): Query<Range>) -> Result<Response, ManagementError> {
     let size = state.store.audit_frontier().await?.size;
-    let stream = crate::audit::export(state.clone(), range.from.unwrap_or(0), range.to.unwrap_or(size)).await?;
+    let stream = state.audit.export(range.from.unwrap_or(0), range.to.unwrap_or(size)).await?;
     let stream = futures_util::StreamExt::map(stream, |chunk| chunk.map_err(std::io::Error::other));
     let mut response = axum::body::Body::from_stream(stream).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -196,7 +196,7 @@ async fn witnessed(State(state): State<Shared>, Query(query): Query<PeerQuery>) 
         })
         .collect();
     Ok(axum::Json(json!({
-        "inconsistenciesSinceStart": state.audit_inconsistencies.load(std::sync::atomic::Ordering::Relaxed),
+        "inconsistenciesSinceStart": state.audit.inconsistencies(),
         "witnessed": list,
     }))
     .into_response())
@@ -204,7 +204,7 @@ async fn witnessed(State(state): State<Shared>, Query(query): Query<PeerQuery>) 
 
 /// `POST /management/v3/audit/witness` (operator): witness every peer now.
 pub async fn witness_now(State(state): State<Shared>) -> Result<Response, ManagementError> {
-    let seen = crate::audit::peer::witness_round(&state).await;
+    let seen = crate::audit::peer::witness_round(&state.audit).await;
     let list: Vec<Json> = seen.iter().map(|w| json!({"peer": w.peer, "size": w.size, "problem": w.problem})).collect();
     Ok(axum::Json(list).into_response())
 }

@@ -151,7 +151,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
         sites,
         rounds: number("rounds")?.map(|r| r.min(u64::from(u32::MAX)) as u32),
     };
-    let job = orchestrate::create(&state, request).await.map_err(|r| ManagementError::field(&r.0, r.1))?;
+    let job = orchestrate::create(&state.compute, request).await.map_err(|r| ManagementError::field(&r.0, r.1))?;
     Ok(axum::Json(id_response(&job.id, job.created_at)).into_response())
 }
 

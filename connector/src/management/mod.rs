@@ -175,7 +175,7 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
 /// out and counted in `hanse_metrics_read_failures_total`, never shown as zero.
 async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     use std::sync::atomic::Ordering::Relaxed;
-    let inconsistencies = state.audit_inconsistencies.load(Relaxed);
+    let inconsistencies = state.audit.inconsistencies();
     let mut text = format!(
         "# HELP hanse_audit_inconsistencies_total Peers' tree heads found inconsistent with what they showed before.\n\
          # TYPE hanse_audit_inconsistencies_total counter\n\

@@ -110,19 +110,18 @@ pub(super) async fn request(
     if offer.get("assigner").is_none() {
         offer["assigner"] = json!(provider_id);
     }
-    negotiation::start(
-        state,
-        Start {
+    state
+        .negotiations
+        .start(Start {
             provider_address,
             provider_id,
             offer,
             auto_accept: super::flag(&node, "autoAccept").unwrap_or(true),
             purpose: text(&node, "purpose").map(|p| hanse_policy::profile::canonical_purpose(&p)),
             pull_on_agreement,
-        },
-    )
-    .await
-    .map_err(Into::into)
+        })
+        .await
+        .map_err(Into::into)
 }
 
 /// The offer's id and target when a request names an offer without its rules (EDC clients often send only the
@@ -178,7 +177,7 @@ const NEGOTIATION_FIELDS: &[&str] = &["contractAgreementId", "assetId"];
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a contract negotiation", Some(&[crate::process::ROW_FIELDS, NEGOTIATION_FIELDS]))?;
-    let all = negotiation::all(&state).await?;
+    let all = state.negotiations.all().await?;
     let selected = spec.apply(all, |n, field| {
         let field = field.trim_start_matches(EDC);
         crate::process::row_field(&n.row, n.role, n.state.name(), n.held(), field).unwrap_or_else(|| match field {
@@ -191,11 +190,11 @@ pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response,
 }
 
 pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    Ok(axum::Json(negotiation::get(&state, &id).await?.management_json()).into_response())
+    Ok(axum::Json(state.negotiations.get(&id).await?.management_json()).into_response())
 }
 
 pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    let negotiation = negotiation::get(&state, &id).await?;
+    let negotiation = state.negotiations.get(&id).await?;
     Ok(axum::Json(json!({"@context": hanse_self_descriptions::dcat::management_context(), "@type": "NegotiationState", "state": negotiation.state.name()})).into_response())
 }
 
@@ -214,7 +213,7 @@ fn agreement_json(row: &AgreementRow) -> Json {
 }
 
 pub async fn read_agreement(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    let negotiation = negotiation::get(&state, &id).await?;
+    let negotiation = state.negotiations.get(&id).await?;
     let agreement_id = negotiation.details.agreement_id.ok_or_else(|| {
         ManagementError::NotFound(format!("negotiation `{id}` has no agreement (state {})", negotiation.state.name()))
     })?;
@@ -232,7 +231,7 @@ pub async fn operator_call(
     Path((id, call)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ManagementError> {
-    call_answer(negotiation::call(&state, &id, &call, &optional_body(&body)?).await.map(|n| n.management_json()))
+    call_answer(state.negotiations.call(&id, &call, &optional_body(&body)?).await.map(|n| n.management_json()))
 }
 
 /// What an agreement query may filter and sort on.
@@ -270,5 +269,5 @@ pub async fn agreement_negotiation(
         .agreement(&id)
         .await?
         .ok_or_else(|| ManagementError::NotFound(format!("contract agreement `{id}` not found")))?;
-    Ok(axum::Json(negotiation::get(&state, &row.negotiation_id).await?.management_json()).into_response())
+    Ok(axum::Json(state.negotiations.get(&row.negotiation_id).await?.management_json()).into_response())
 }

@@ -93,7 +93,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
         return Err(ManagementError::Invalid(errors));
     };
     let given = text(&node, "counterPartyAddress");
-    let provider_address = match transfer::provider_address(&state, &agreement, given.as_deref()).await {
+    let provider_address = match state.transfers.provider_address(&agreement, given.as_deref()).await {
         Ok(address) => address,
         Err(ProviderAddressError::Unreachable(reason)) => return Err(ManagementError::Upstream(reason)),
         Err(ProviderAddressError::Unknown) => {
@@ -103,7 +103,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     };
     let auto_complete = super::flag(&node, "autoComplete").unwrap_or(true);
     let transfer =
-        transfer::start(&state, Start { provider_address, agreement, format, destination, auto_complete }).await?;
+        state.transfers.start(Start { provider_address, agreement, format, destination, auto_complete }).await?;
     Ok(axum::Json(id_response(&transfer.row.id, transfer.row.created_at)).into_response())
 }
 
@@ -124,16 +124,16 @@ fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
 
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a transfer process", Some(&[crate::process::ROW_FIELDS, TRANSFER_FIELDS]))?;
-    let selected = spec.apply(transfer::all(&state).await?, query_field);
+    let selected = spec.apply(state.transfers.all().await?, query_field);
     Ok(axum::Json(Json::Array(selected.iter().map(Transfer::management_json).collect())).into_response())
 }
 
 pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    Ok(axum::Json(transfer::get(&state, &id).await?.management_json()).into_response())
+    Ok(axum::Json(state.transfers.get(&id).await?.management_json()).into_response())
 }
 
 pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    let transfer = transfer::get(&state, &id).await?;
+    let transfer = state.transfers.get(&id).await?;
     Ok(axum::Json(json!({"@context": hanse_self_descriptions::dcat::management_context(),
                          "@type": "TransferState", "state": transfer.state.name()}))
     .into_response())
@@ -145,7 +145,7 @@ pub async fn operator_call(
     Path((id, call)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ManagementError> {
-    call_answer(transfer::call(&state, &id, &call, &optional_body(&body)?).await.map(|t| t.management_json()))
+    call_answer(state.transfers.call(&id, &call, &optional_body(&body)?).await.map(|t| t.management_json()))
 }
 
 /// A consumer's pull transfer with a data address, and the negotiation that made its agreement (when known here).
@@ -201,12 +201,11 @@ const EDR_FIELDS: &[&str] = &[
 /// `POST /management/v3/edrs/request`: the data addresses this consumer holds.
 pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "an endpoint data reference", Some(&[EDR_FIELDS]))?;
-    let negotiations: std::collections::HashMap<String, String> = crate::negotiation::all(&state)
-        .await?
-        .into_iter()
-        .filter_map(|n| Some((n.details.agreement_id?, n.row.id)))
-        .collect();
-    let held: Vec<Edr> = transfer::all(&state)
+    let negotiations: std::collections::HashMap<String, String> =
+        state.negotiations.all().await?.into_iter().filter_map(|n| Some((n.details.agreement_id?, n.row.id))).collect();
+    let held: Vec<Edr> = state
+        .transfers
+        .all()
         .await?
         .into_iter()
         .filter(|t| t.role == Role::Consumer && t.details.edr.is_some())
@@ -238,7 +237,7 @@ pub async fn edr_data_address(
 ) -> Result<Response, ManagementError> {
     // A bad query parameter is answered in the management API's error shape, naming it.
     let Query(query) = query.map_err(|rejection| ManagementError::field("query", rejection.body_text()))?;
-    let mut transfer = transfer::get(&state, &id).await?;
+    let mut transfer = state.transfers.get(&id).await?;
     let address = transfer
         .details
         .edr
@@ -279,12 +278,12 @@ async fn refresh_edr(state: &Shared, transfer: &Transfer, address: &Json) -> Res
             "the provider refused a fresh data address ({status}): {reason}"
         )));
     }
-    Ok(transfer::store_edr(state, &transfer.row.id, body).await?)
+    Ok(state.transfers.store_edr(&transfer.row.id, body).await?)
 }
 
 /// `DELETE /management/v3/edrs/{transferProcessId}`.
 pub async fn edr_delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    match transfer::forget_edr(&state, &id).await {
+    match state.transfers.forget_edr(&id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(crate::process::ProcessError::NotFound(_)) => {
             Err(ManagementError::NotFound(format!("no data address for `{id}`")))

@@ -10,7 +10,6 @@ pub mod commands;
 pub use hanse_core::negotiation as machine;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -18,16 +17,18 @@ use hanse_policy::{Policy, RequestContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 
+use crate::catalog::Catalogue;
+use crate::dispatch::Dispatcher;
+use crate::identity::Identity;
 use crate::identity::{Claims, Verified};
 use crate::process::{Answer, ProcessError, digest, new_pid, now_rfc3339};
-use crate::server::Connector;
-use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, StoreError, TokenUse};
+use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, Store, StoreError, TokenUse};
 use machine::{Message, Role, State};
 
 /// The Hanse extension member a consumer declares its purpose in (a `ContractRequestMessage` member).
 pub const PURPOSE: &str = "https://w3id.org/hanse/ns/purpose";
 /// Placeholder for the peer's process id in messages queued before it is known.
-pub const PEER_PID: &str = "{peerPid}";
+pub use crate::dispatch::PEER_PID;
 
 /// What a negotiation carries besides its state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -140,6 +141,44 @@ fn history(details: &mut Details, event: &str, state: State) {
 }
 
 /// A DSP negotiation message; a pid of `-` is left out.
+/// The negotiation service: both roles' state machines over the store, the catalogue's offers and policies, and the
+/// dispatcher that delivers what each step sends. Cheap to clone.
+#[derive(Clone)]
+pub struct Negotiations {
+    store: Store,
+    /// Our participant id.
+    participant: String,
+    catalogue: Arc<Catalogue>,
+    identity: Arc<Identity>,
+    dispatcher: Arc<Dispatcher>,
+    /// Every committed negotiation state: `(negotiation id, state)`, for progress reports, EDRs and benchmarks.
+    events: tokio::sync::broadcast::Sender<(String, State)>,
+}
+
+impl Negotiations {
+    pub fn new(
+        store: Store,
+        participant: String,
+        catalogue: Arc<Catalogue>,
+        identity: Arc<Identity>,
+        dispatcher: Arc<Dispatcher>,
+    ) -> Negotiations {
+        Negotiations {
+            store,
+            participant,
+            catalogue,
+            identity,
+            dispatcher,
+            events: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
+
+    /// Every committed negotiation state from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<(String, State)> {
+        self.events.subscribe()
+    }
+}
+
 pub fn message(kind: Message, provider_pid: &str, consumer_pid: &str, members: Json) -> Json {
     let mut out = crate::process::message(kind.type_name(), provider_pid, consumer_pid, members);
     match kind {
@@ -211,74 +250,6 @@ enum Verdict {
     Refuse { code: &'static str, reason: String, decision: Option<Json> },
 }
 
-/// Decides a consumer's request: the offer must be one of ours for that dataset, mean the same terms, be visible to
-/// the requester (access policy) and permitted for it (contract policy).
-fn decide(connector: &Connector, requester: &str, claims: &Claims, offer: &Json, purpose: Option<&str>) -> Verdict {
-    let refuse = |code, reason: String| Verdict::Refuse { code, reason, decision: None };
-    let requested = match Policy::from_json(offer) {
-        Ok(policy) => policy,
-        Err(error) => return refuse("InvalidOffer", format!("the offer is not a readable ODRL policy: {error}")),
-    };
-    let offer_id = offer.get("@id").and_then(Json::as_str).unwrap_or_default();
-    let Some(target) = requested.target.clone() else {
-        return refuse("InvalidOffer", "the requested offer names no target dataset".into());
-    };
-    let Some((offered, definition)) = connector.catalogue.offer(offer_id) else {
-        return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
-    };
-    let Some(asset) = connector.catalogue.asset(&target) else {
-        return refuse("OfferNotFound", format!("there is no dataset `{target}` in this catalogue"));
-    };
-    if !definition.value.selects(&asset.value) {
-        return refuse("OfferNotFound", format!("offer `{offer_id}` does not cover dataset `{target}`"));
-    }
-    if let Some(difference) = hanse_policy::offer_difference(&requested, &offered.policy) {
-        return refuse(
-            "TermsDiffer",
-            format!(
-                "the requested terms differ from offer `{offer_id}`: {difference}; request the offer as the catalogue \
-                 lists it"
-            ),
-        );
-    }
-    let mut context = RequestContext::new(requester, Utc::now());
-    context.purpose = purpose.map(str::to_owned);
-    context.claims = claims.claims.clone();
-    context.credential_types = claims.credential_types.clone();
-    let Some(access) = connector.catalogue.policy(&definition.value.access_policy_id) else {
-        return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
-    };
-    if !hanse_policy::permits(&access.value.policy, "use", &context) {
-        let decision = hanse_policy::evaluate(&access.value.policy, "use", &context);
-        tracing::debug!(requester, offer = offer_id, reason = %decision.reason, "access policy denies the negotiation");
-        return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
-    }
-    // The contract terms must be able to grant something to this requester: one of its permissions' actions. The
-    // fast path decides; only a denial is evaluated again with its full trace, which is kept with the negotiation.
-    let actions: Vec<String> = offered.policy.permissions.iter().filter_map(|p| p.action.clone()).collect();
-    let Some(granted) = actions.iter().find(|action| hanse_policy::permits(&offered.policy, action, &context)) else {
-        let decision = actions.first().map(|action| hanse_policy::evaluate(&offered.policy, action, &context));
-        let reason =
-            decision.as_ref().map(|d| d.reason.clone()).unwrap_or_else(|| "the offer grants no permission".into());
-        return Verdict::Refuse {
-            code: "PolicyDenied",
-            reason: format!("the usage policy does not permit this request: {reason}"),
-            decision: Some(serde_json::to_value(decision).unwrap_or(Json::Null)),
-        };
-    };
-    let decision_json = json!({"permitted": true, "action": granted,
-                               "reason": format!("the contract policy permits {}", hanse_policy::term::short(granted))});
-    let agreement =
-        agreement_from(&offered.policy.to_dsp_json(), &connector.config.participant.id, requester, Some(&target));
-    Verdict::Agree {
-        agreement,
-        asset_id: target,
-        definition_id: definition.value.id.clone(),
-        manual: definition.value.manual_approval,
-        decision: decision_json,
-    }
-}
-
 /// An agreement to `terms` (DSP compact policy JSON) between `assigner` and `assignee`, made now, with a new id.
 fn agreement_from(terms: &Json, assigner: &str, assignee: &str, target: Option<&str>) -> Json {
     let mut agreement = terms.clone();
@@ -308,77 +279,6 @@ fn agreement_row(negotiation: &Negotiation, agreement: &Json) -> AgreementRow {
     }
 }
 
-/// The verified claims of the consumer `participant`, gathered only when a policy of this catalogue needs them.
-async fn provider_claims(connector: &Connector, participant: &str, token_expiry: DateTime<Utc>) -> Arc<Claims> {
-    if connector.catalogue.policies_use_claims(false) {
-        connector.identity.claims_of(participant, token_expiry).await
-    } else {
-        Arc::new(Claims::default())
-    }
-}
-
-/// Provider: agree (or hold the agreement for the operator, or refuse) after a request or an accepted offer.
-fn provider_turn(
-    connector: &Connector,
-    claims: &Claims,
-    mut negotiation: Negotiation,
-    outbox: &mut Vec<OutboxMessage>,
-) -> (Negotiation, Option<AgreementRow>) {
-    let offer = negotiation.details.offer.clone().unwrap_or(Json::Null);
-    let verdict = match negotiation.state {
-        // An accepted offer of our own operator: agree to exactly those terms.
-        State::Accepted if negotiation.details.asset_id.is_some() && negotiation.details.definition_id.is_none() => {
-            let agreement =
-                agreement_from(&offer, &connector.config.participant.id, &negotiation.row.counter_party_id, None);
-            Verdict::Agree {
-                agreement,
-                asset_id: negotiation.details.asset_id.clone().unwrap_or_default(),
-                definition_id: String::new(),
-                manual: negotiation.details.manual,
-                decision: Json::Null,
-            }
-        }
-        _ => {
-            decide(connector, &negotiation.row.counter_party_id, claims, &offer, negotiation.details.purpose.as_deref())
-        }
-    };
-    match verdict {
-        // Under manual approval, terms that are not a catalogue offer as listed (a counter-request) wait for the
-        // operator, prepared as an agreement to exactly those terms; a refusal by the usage policy does not.
-        Verdict::Refuse { code: "OfferNotFound" | "TermsDiffer", .. }
-            if negotiation.details.manual && negotiation.details.history.len() > 1 && offer.get("target").is_some() =>
-        {
-            let agreement =
-                agreement_from(&offer, &connector.config.participant.id, &negotiation.row.counter_party_id, None);
-            negotiation.details.pending_agreement = Some(agreement);
-            history(&mut negotiation.details, "counter-request waiting for the operator's decision", negotiation.state);
-            (negotiation, None)
-        }
-        Verdict::Refuse { code, reason, decision } => {
-            negotiation.details.decision = decision;
-            tracing::info!(negotiation = %negotiation.row.id, code, %reason, "refusing the request");
-            (terminate(negotiation, code, &reason, outbox), None)
-        }
-        Verdict::Agree { agreement, asset_id, definition_id, manual, decision } => {
-            negotiation.details.asset_id = Some(asset_id);
-            if !definition_id.is_empty() {
-                negotiation.details.definition_id = Some(definition_id);
-            }
-            negotiation.details.manual |= manual;
-            if !decision.is_null() {
-                negotiation.details.decision = Some(decision);
-            }
-            if negotiation.details.manual {
-                negotiation.details.pending_agreement = Some(agreement);
-                history(&mut negotiation.details, "waiting for the operator's approval", negotiation.state);
-                (negotiation, None)
-            } else {
-                agree(negotiation, agreement, outbox)
-            }
-        }
-    }
-}
-
 fn agree(
     mut negotiation: Negotiation,
     agreement: Json,
@@ -390,68 +290,6 @@ fn agree(
     let row = agreement_row(&negotiation, &agreement);
     let negotiation = send(negotiation, Message::ContractAgreement, json!({"agreement": agreement}), outbox);
     (negotiation, Some(row))
-}
-
-/// Consumer: whether an agreement is what was asked for; the reason when not.
-fn check_agreement(connector: &Connector, negotiation: &Negotiation, agreement: &Json) -> Result<(), String> {
-    let policy =
-        Policy::from_json(agreement).map_err(|e| format!("the agreement is not a readable ODRL policy: {e}"))?;
-    if policy.assignee.as_deref() != Some(connector.config.participant.id.as_str()) {
-        return Err(format!("the agreement's assignee is {:?}, not this participant", policy.assignee));
-    }
-    if policy.assigner.as_deref() != Some(negotiation.row.counter_party_id.as_str()) {
-        return Err(format!("the agreement's assigner is {:?}, not the counter-party", policy.assigner));
-    }
-    let asked = negotiation.details.offer.as_ref().or(negotiation.details.requested.as_ref());
-    if let Some(asked) = asked.and_then(|a| Policy::from_json(a).ok())
-        && !hanse_policy::same_offer(&policy, &asked)
-    {
-        return Err("the agreement's terms differ from the terms on the table".into());
-    }
-    Ok(())
-}
-
-/// Consumer: verify a received agreement, or refuse it, or wait for the operator.
-fn consumer_turn(
-    connector: &Connector,
-    mut negotiation: Negotiation,
-    outbox: &mut Vec<OutboxMessage>,
-) -> (Negotiation, Option<AgreementRow>) {
-    match negotiation.state {
-        State::Agreed => {
-            let agreement = negotiation.details.agreement.clone().unwrap_or(Json::Null);
-            if let Err(reason) = check_agreement(connector, &negotiation, &agreement) {
-                return (terminate(negotiation, "AgreementRejected", &reason, outbox), None);
-            }
-            let row = agreement_row(&negotiation, &agreement);
-            if negotiation.details.auto_accept {
-                (send(negotiation, Message::ContractAgreementVerification, json!({}), outbox), Some(row))
-            } else {
-                history(&mut negotiation.details, "waiting for the operator to verify", negotiation.state);
-                (negotiation, Some(row))
-            }
-        }
-        State::Offered => {
-            let same = match (&negotiation.details.offer, &negotiation.details.requested) {
-                (Some(offer), Some(requested)) => match (Policy::from_json(offer), Policy::from_json(requested)) {
-                    (Ok(offer), Ok(requested)) => hanse_policy::same_offer(&offer, &requested),
-                    _ => false,
-                },
-                _ => false,
-            };
-            if negotiation.details.auto_accept && same {
-                (send(negotiation, Message::AcceptedEvent, json!({}), outbox), None)
-            } else {
-                history(
-                    &mut negotiation.details,
-                    "waiting for the operator to accept, counter or terminate",
-                    negotiation.state,
-                );
-                (negotiation, None)
-            }
-        }
-        _ => (negotiation, None),
-    }
 }
 
 /// Reads the kind of an incoming message from its `@type` (and `eventType`).
@@ -518,192 +356,570 @@ fn check_fields(kind: Message, message: &Json, initial: bool) -> Result<(), Proc
     Ok(())
 }
 
-/// Applies a message from `requester`. `local_pid` is the negotiation the URL names (`None` for the two messages that
-/// start one: `POST /negotiations/request` on a provider, `POST /negotiations/offers` on a consumer). The id of the
-/// token that carried the message is recorded with the change it makes (and taken out of `token_use`); a message
-/// that changes nothing leaves it to the caller.
-pub async fn receive(
-    connector: &Connector,
-    verified: &Verified,
-    token_use: &mut Option<TokenUse>,
-    local_pid: Option<&str>,
-    message: Json,
-) -> Result<Answer, ProcessError> {
-    let (requester, requester_expiry) = (verified.participant.as_str(), verified.expires_at);
-    let kind = kind_of(&message)?;
-    check_fields(kind, &message, local_pid.is_none())?;
-    let message_digest = digest(&message);
-    for _ in 0..8 {
-        // Find (or begin) the negotiation.
-        let (existing, role) = match local_pid {
-            Some(pid) => {
-                let row = connector.store.negotiation(pid).await?.ok_or(NOT_FOUND)?;
-                let negotiation = Negotiation::from_row(row)?;
-                // Someone else's negotiation, or a message naming pids that are not this one's: unknown.
-                if !crate::process::addressed_to(&negotiation.row, negotiation.role, requester, &message) {
-                    return Err(NOT_FOUND);
-                }
-                let role = negotiation.role;
-                (Some(negotiation), role)
-            }
-            None => {
-                let role = if kind == Message::ContractRequest { Role::Provider } else { Role::Consumer };
-                let peer_pid = required(&message, if role == Role::Provider { "consumerPid" } else { "providerPid" })?;
-                match connector
-                    .store
-                    .process_by_peer(ProcessKind::Negotiation, role.name(), requester, peer_pid)
-                    .await?
-                {
-                    Some(row) => (Some(Negotiation::from_row(row)?), role),
-                    None => (None, role),
-                }
-            }
+impl Negotiations {
+    /// Decides a consumer's request: the offer must be one of ours for that dataset, mean the same terms, be visible to
+    /// the requester (access policy) and permitted for it (contract policy).
+    fn decide(&self, requester: &str, claims: &Claims, offer: &Json, purpose: Option<&str>) -> Verdict {
+        let refuse = |code, reason: String| Verdict::Refuse { code, reason, decision: None };
+        let requested = match Policy::from_json(offer) {
+            Ok(policy) => policy,
+            Err(error) => return refuse("InvalidOffer", format!("the offer is not a readable ODRL policy: {error}")),
         };
-        // A redelivery of the message last applied gets the same answer, and nothing changes.
-        if let Some(answer) = existing.as_ref().and_then(|n| crate::process::redelivered(&n.row, &message_digest)) {
-            return Ok(answer);
-        }
-        if existing.is_some() && local_pid.is_none() {
-            return Err(ProcessError::Illegal(format!(
-                "a negotiation with this {} already exists; continue it at its own address",
-                if role == Role::Provider { "consumerPid" } else { "providerPid" }
-            )));
-        }
-        let state = existing.as_ref().map(|n| n.state);
-        if !machine::may_receive(role, state, kind) {
-            return Err(ProcessError::Illegal(match state {
-                Some(state) => {
-                    format!("a {} is not accepted in state {} by the {}", kind.label(), state.name(), role.name())
-                }
-                None => format!("a {} cannot start a negotiation with the {}", kind.label(), role.name()),
-            }));
-        }
-        let next_state = machine::next(state, kind).expect("checked by may_receive");
-        let initial = existing.is_none();
-        let before = existing.as_ref().map(|n| n.row.clone());
-        let mut negotiation = match existing {
-            Some(negotiation) => negotiation,
-            None => {
-                let (peer_pid, address) = match role {
-                    Role::Provider => (required(&message, "consumerPid")?, required(&message, "callbackAddress")?),
-                    Role::Consumer => (required(&message, "providerPid")?, required(&message, "callbackAddress")?),
-                };
-                Negotiation::new(role, next_state, Some(peer_pid), requester, address, Details::default())
-            }
+        let offer_id = offer.get("@id").and_then(Json::as_str).unwrap_or_default();
+        let Some(target) = requested.target.clone() else {
+            return refuse("InvalidOffer", "the requested offer names no target dataset".into());
         };
-        // Learn the peer's pid if it was not known yet.
-        if negotiation.row.peer_pid.is_none() {
-            let field = if role == Role::Provider { "consumerPid" } else { "providerPid" };
-            negotiation.row.peer_pid = message.get(field).and_then(Json::as_str).map(str::to_owned);
+        let Some((offered, definition)) = self.catalogue.offer(offer_id) else {
+            return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
+        };
+        let Some(asset) = self.catalogue.asset(&target) else {
+            return refuse("OfferNotFound", format!("there is no dataset `{target}` in this catalogue"));
+        };
+        if !definition.value.selects(&asset.value) {
+            return refuse("OfferNotFound", format!("offer `{offer_id}` does not cover dataset `{target}`"));
         }
-        negotiation.state = next_state;
-        history(&mut negotiation.details, &format!("received {}", kind.label()), next_state);
-        match kind {
-            Message::ContractRequest | Message::ContractOffer => {
-                negotiation.details.offer = message.get("offer").cloned();
-                if let Some(purpose) = message.get(PURPOSE).and_then(Json::as_str) {
-                    negotiation.details.purpose = Some(purpose.to_owned());
-                }
-                if kind == Message::ContractOffer
-                    && let Some(target) = message["offer"].get("target").and_then(Json::as_str)
-                {
-                    negotiation.details.asset_id = Some(target.to_owned());
-                }
-            }
-            Message::ContractAgreement => {
-                negotiation.details.agreement = message.get("agreement").cloned();
-                negotiation.details.agreement_id =
-                    message["agreement"].get("@id").and_then(Json::as_str).map(str::to_owned);
-            }
-            Message::ContractNegotiationTermination => {
-                (negotiation.details.error_code, negotiation.details.error) = crate::process::code_and_reason(&message);
-            }
-            _ => {}
+        if let Some(difference) = hanse_policy::offer_difference(&requested, &offered.policy) {
+            return refuse(
+                "TermsDiffer",
+                format!(
+                    "the requested terms differ from offer `{offer_id}`: {difference}; request the offer as the catalogue \
+                 lists it"
+                ),
+            );
         }
-        // This side's automatic next step.
-        let mut outbox = Vec::new();
-        let mut agreement = None;
-        match (role, negotiation.state) {
-            (Role::Provider, State::Requested | State::Accepted) => {
-                let claims = provider_claims(connector, requester, requester_expiry).await;
-                (negotiation, agreement) = provider_turn(connector, &claims, negotiation, &mut outbox);
-            }
-            (Role::Provider, State::Verified) if !negotiation.details.manual => {
-                negotiation = send(negotiation, Message::FinalizedEvent, json!({}), &mut outbox);
-            }
-            (Role::Consumer, State::Agreed | State::Offered) => {
-                (negotiation, agreement) = consumer_turn(connector, negotiation, &mut outbox);
-            }
-            _ => {}
+        let mut context = RequestContext::new(requester, Utc::now());
+        context.purpose = purpose.map(str::to_owned);
+        context.claims = claims.claims.clone();
+        context.credential_types = claims.credential_types.clone();
+        let Some(access) = self.catalogue.policy(&definition.value.access_policy_id) else {
+            return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
+        };
+        if !hanse_policy::permits(&access.value.policy, "use", &context) {
+            let decision = hanse_policy::evaluate(&access.value.policy, "use", &context);
+            tracing::debug!(requester, offer = offer_id, reason = %decision.reason, "access policy denies the negotiation");
+            return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
         }
-        // The answer reports the state as of this message's receipt.
-        let answer = if initial {
-            let mut received = negotiation.clone();
-            received.state = next_state;
-            Answer { status: StatusCode::CREATED, body: Some(received.dsp_json()) }
+        // The contract terms must be able to grant something to this requester: one of its permissions' actions. The
+        // fast path decides; only a denial is evaluated again with its full trace, which is kept with the negotiation.
+        let actions: Vec<String> = offered.policy.permissions.iter().filter_map(|p| p.action.clone()).collect();
+        let Some(granted) = actions.iter().find(|action| hanse_policy::permits(&offered.policy, action, &context))
+        else {
+            let decision = actions.first().map(|action| hanse_policy::evaluate(&offered.policy, action, &context));
+            let reason =
+                decision.as_ref().map(|d| d.reason.clone()).unwrap_or_else(|| "the offer grants no permission".into());
+            return Verdict::Refuse {
+                code: "PolicyDenied",
+                reason: format!("the usage policy does not permit this request: {reason}"),
+                decision: Some(serde_json::to_value(decision).unwrap_or(Json::Null)),
+            };
+        };
+        let decision_json = json!({"permitted": true, "action": granted,
+                               "reason": format!("the contract policy permits {}", hanse_policy::term::short(granted))});
+        let agreement = agreement_from(&offered.policy.to_dsp_json(), &self.participant, requester, Some(&target));
+        Verdict::Agree {
+            agreement,
+            asset_id: target,
+            definition_id: definition.value.id.clone(),
+            manual: definition.value.manual_approval,
+            decision: decision_json,
+        }
+    }
+
+    /// The verified claims of the consumer `participant`, gathered only when a policy of this catalogue needs them.
+    async fn provider_claims(&self, participant: &str, token_expiry: DateTime<Utc>) -> Arc<Claims> {
+        if self.catalogue.policies_use_claims(false) {
+            self.identity.claims_of(participant, token_expiry).await
         } else {
-            Answer { status: StatusCode::OK, body: None }
-        };
-        negotiation.row.last_received = Some(message_digest.clone());
-        negotiation.row.last_answer = Some(answer.to_json());
-        negotiation.row.state = negotiation.state.name().into();
-        negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
-        if agreement.is_some() {
-            negotiation.row.agreement_id = negotiation.details.agreement_id.clone();
+            Arc::new(Claims::default())
         }
-        // A legal message from the peer proves it received what this side sent before: that message is done.
-        let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
-        match crate::process::write(
-            &connector.store,
-            ProcessKind::Negotiation,
-            before.as_ref(),
-            &negotiation.row,
-            Some(&message_digest),
-            outgoing,
-            token_use.as_ref(),
-        )
-        .await
+    }
+
+    /// Provider: agree (or hold the agreement for the operator, or refuse) after a request or an accepted offer.
+    fn provider_turn(
+        &self,
+        claims: &Claims,
+        mut negotiation: Negotiation,
+        outbox: &mut Vec<OutboxMessage>,
+    ) -> (Negotiation, Option<AgreementRow>) {
+        let offer = negotiation.details.offer.clone().unwrap_or(Json::Null);
+        let verdict = match negotiation.state {
+            // An accepted offer of our own operator: agree to exactly those terms.
+            State::Accepted
+                if negotiation.details.asset_id.is_some() && negotiation.details.definition_id.is_none() =>
+            {
+                let agreement = agreement_from(&offer, &self.participant, &negotiation.row.counter_party_id, None);
+                Verdict::Agree {
+                    agreement,
+                    asset_id: negotiation.details.asset_id.clone().unwrap_or_default(),
+                    definition_id: String::new(),
+                    manual: negotiation.details.manual,
+                    decision: Json::Null,
+                }
+            }
+            _ => self.decide(&negotiation.row.counter_party_id, claims, &offer, negotiation.details.purpose.as_deref()),
+        };
+        match verdict {
+            // Under manual approval, terms that are not a catalogue offer as listed (a counter-request) wait for the
+            // operator, prepared as an agreement to exactly those terms; a refusal by the usage policy does not.
+            Verdict::Refuse { code: "OfferNotFound" | "TermsDiffer", .. }
+                if negotiation.details.manual
+                    && negotiation.details.history.len() > 1
+                    && offer.get("target").is_some() =>
+            {
+                let agreement = agreement_from(&offer, &self.participant, &negotiation.row.counter_party_id, None);
+                negotiation.details.pending_agreement = Some(agreement);
+                history(
+                    &mut negotiation.details,
+                    "counter-request waiting for the operator's decision",
+                    negotiation.state,
+                );
+                (negotiation, None)
+            }
+            Verdict::Refuse { code, reason, decision } => {
+                negotiation.details.decision = decision;
+                tracing::info!(negotiation = %negotiation.row.id, code, %reason, "refusing the request");
+                (terminate(negotiation, code, &reason, outbox), None)
+            }
+            Verdict::Agree { agreement, asset_id, definition_id, manual, decision } => {
+                negotiation.details.asset_id = Some(asset_id);
+                if !definition_id.is_empty() {
+                    negotiation.details.definition_id = Some(definition_id);
+                }
+                negotiation.details.manual |= manual;
+                if !decision.is_null() {
+                    negotiation.details.decision = Some(decision);
+                }
+                if negotiation.details.manual {
+                    negotiation.details.pending_agreement = Some(agreement);
+                    history(&mut negotiation.details, "waiting for the operator's approval", negotiation.state);
+                    (negotiation, None)
+                } else {
+                    agree(negotiation, agreement, outbox)
+                }
+            }
+        }
+    }
+
+    /// Consumer: whether an agreement is what was asked for; the reason when not.
+    fn check_agreement(&self, negotiation: &Negotiation, agreement: &Json) -> Result<(), String> {
+        let policy =
+            Policy::from_json(agreement).map_err(|e| format!("the agreement is not a readable ODRL policy: {e}"))?;
+        if policy.assignee.as_deref() != Some(self.participant.as_str()) {
+            return Err(format!("the agreement's assignee is {:?}, not this participant", policy.assignee));
+        }
+        if policy.assigner.as_deref() != Some(negotiation.row.counter_party_id.as_str()) {
+            return Err(format!("the agreement's assigner is {:?}, not the counter-party", policy.assigner));
+        }
+        let asked = negotiation.details.offer.as_ref().or(negotiation.details.requested.as_ref());
+        if let Some(asked) = asked.and_then(|a| Policy::from_json(a).ok())
+            && !hanse_policy::same_offer(&policy, &asked)
         {
-            Ok(Some(handed)) => {
-                *token_use = None;
-                connector.dispatcher.hand(handed);
-                let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
-                tracing::info!(negotiation = %negotiation.row.id, role = role.name(), message = kind.label(), state = negotiation.state.name(), "negotiation message applied");
+            return Err("the agreement's terms differ from the terms on the table".into());
+        }
+        Ok(())
+    }
+
+    /// Consumer: verify a received agreement, or refuse it, or wait for the operator.
+    fn consumer_turn(
+        &self,
+        mut negotiation: Negotiation,
+        outbox: &mut Vec<OutboxMessage>,
+    ) -> (Negotiation, Option<AgreementRow>) {
+        match negotiation.state {
+            State::Agreed => {
+                let agreement = negotiation.details.agreement.clone().unwrap_or(Json::Null);
+                if let Err(reason) = self.check_agreement(&negotiation, &agreement) {
+                    return (terminate(negotiation, "AgreementRejected", &reason, outbox), None);
+                }
+                let row = agreement_row(&negotiation, &agreement);
+                if negotiation.details.auto_accept {
+                    (send(negotiation, Message::ContractAgreementVerification, json!({}), outbox), Some(row))
+                } else {
+                    history(&mut negotiation.details, "waiting for the operator to verify", negotiation.state);
+                    (negotiation, Some(row))
+                }
+            }
+            State::Offered => {
+                let same = match (&negotiation.details.offer, &negotiation.details.requested) {
+                    (Some(offer), Some(requested)) => match (Policy::from_json(offer), Policy::from_json(requested)) {
+                        (Ok(offer), Ok(requested)) => hanse_policy::same_offer(&offer, &requested),
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                if negotiation.details.auto_accept && same {
+                    (send(negotiation, Message::AcceptedEvent, json!({}), outbox), None)
+                } else {
+                    history(
+                        &mut negotiation.details,
+                        "waiting for the operator to accept, counter or terminate",
+                        negotiation.state,
+                    );
+                    (negotiation, None)
+                }
+            }
+            _ => (negotiation, None),
+        }
+    }
+
+    /// Applies a message from `requester`. `local_pid` is the negotiation the URL names (`None` for the two messages that
+    /// start one: `POST /negotiations/request` on a provider, `POST /negotiations/offers` on a consumer). The id of the
+    /// token that carried the message is recorded with the change it makes (and taken out of `token_use`); a message
+    /// that changes nothing leaves it to the caller.
+    pub async fn receive(
+        &self,
+        verified: &Verified,
+        token_use: &mut Option<TokenUse>,
+        local_pid: Option<&str>,
+        message: Json,
+    ) -> Result<Answer, ProcessError> {
+        let (requester, requester_expiry) = (verified.participant.as_str(), verified.expires_at);
+        let kind = kind_of(&message)?;
+        check_fields(kind, &message, local_pid.is_none())?;
+        let message_digest = digest(&message);
+        for _ in 0..8 {
+            // Find (or begin) the negotiation.
+            let (existing, role) = match local_pid {
+                Some(pid) => {
+                    let row = self.store.negotiation(pid).await?.ok_or(NOT_FOUND)?;
+                    let negotiation = Negotiation::from_row(row)?;
+                    // Someone else's negotiation, or a message naming pids that are not this one's: unknown.
+                    if !crate::process::addressed_to(&negotiation.row, negotiation.role, requester, &message) {
+                        return Err(NOT_FOUND);
+                    }
+                    let role = negotiation.role;
+                    (Some(negotiation), role)
+                }
+                None => {
+                    let role = if kind == Message::ContractRequest { Role::Provider } else { Role::Consumer };
+                    let peer_pid =
+                        required(&message, if role == Role::Provider { "consumerPid" } else { "providerPid" })?;
+                    match self.store.process_by_peer(ProcessKind::Negotiation, role.name(), requester, peer_pid).await?
+                    {
+                        Some(row) => (Some(Negotiation::from_row(row)?), role),
+                        None => (None, role),
+                    }
+                }
+            };
+            // A redelivery of the message last applied gets the same answer, and nothing changes.
+            if let Some(answer) = existing.as_ref().and_then(|n| crate::process::redelivered(&n.row, &message_digest)) {
                 return Ok(answer);
             }
-            Ok(None) => continue,
-            // Two first messages raced; the loser finds the winner's row and is answered from it.
-            Err(StoreError::Conflict { .. }) if initial => continue,
-            Err(error) => return Err(error.into()),
+            if existing.is_some() && local_pid.is_none() {
+                return Err(ProcessError::Illegal(format!(
+                    "a negotiation with this {} already exists; continue it at its own address",
+                    if role == Role::Provider { "consumerPid" } else { "providerPid" }
+                )));
+            }
+            let state = existing.as_ref().map(|n| n.state);
+            if !machine::may_receive(role, state, kind) {
+                return Err(ProcessError::Illegal(match state {
+                    Some(state) => {
+                        format!("a {} is not accepted in state {} by the {}", kind.label(), state.name(), role.name())
+                    }
+                    None => format!("a {} cannot start a negotiation with the {}", kind.label(), role.name()),
+                }));
+            }
+            let next_state = machine::next(state, kind).expect("checked by may_receive");
+            let initial = existing.is_none();
+            let before = existing.as_ref().map(|n| n.row.clone());
+            let mut negotiation = match existing {
+                Some(negotiation) => negotiation,
+                None => {
+                    let (peer_pid, address) = match role {
+                        Role::Provider => (required(&message, "consumerPid")?, required(&message, "callbackAddress")?),
+                        Role::Consumer => (required(&message, "providerPid")?, required(&message, "callbackAddress")?),
+                    };
+                    Negotiation::new(role, next_state, Some(peer_pid), requester, address, Details::default())
+                }
+            };
+            // Learn the peer's pid if it was not known yet.
+            if negotiation.row.peer_pid.is_none() {
+                let field = if role == Role::Provider { "consumerPid" } else { "providerPid" };
+                negotiation.row.peer_pid = message.get(field).and_then(Json::as_str).map(str::to_owned);
+            }
+            negotiation.state = next_state;
+            history(&mut negotiation.details, &format!("received {}", kind.label()), next_state);
+            match kind {
+                Message::ContractRequest | Message::ContractOffer => {
+                    negotiation.details.offer = message.get("offer").cloned();
+                    if let Some(purpose) = message.get(PURPOSE).and_then(Json::as_str) {
+                        negotiation.details.purpose = Some(purpose.to_owned());
+                    }
+                    if kind == Message::ContractOffer
+                        && let Some(target) = message["offer"].get("target").and_then(Json::as_str)
+                    {
+                        negotiation.details.asset_id = Some(target.to_owned());
+                    }
+                }
+                Message::ContractAgreement => {
+                    negotiation.details.agreement = message.get("agreement").cloned();
+                    negotiation.details.agreement_id =
+                        message["agreement"].get("@id").and_then(Json::as_str).map(str::to_owned);
+                }
+                Message::ContractNegotiationTermination => {
+                    (negotiation.details.error_code, negotiation.details.error) =
+                        crate::process::code_and_reason(&message);
+                }
+                _ => {}
+            }
+            // This side's automatic next step.
+            let mut outbox = Vec::new();
+            let mut agreement = None;
+            match (role, negotiation.state) {
+                (Role::Provider, State::Requested | State::Accepted) => {
+                    let claims = self.provider_claims(requester, requester_expiry).await;
+                    (negotiation, agreement) = self.provider_turn(&claims, negotiation, &mut outbox);
+                }
+                (Role::Provider, State::Verified) if !negotiation.details.manual => {
+                    negotiation = send(negotiation, Message::FinalizedEvent, json!({}), &mut outbox);
+                }
+                (Role::Consumer, State::Agreed | State::Offered) => {
+                    (negotiation, agreement) = self.consumer_turn(negotiation, &mut outbox);
+                }
+                _ => {}
+            }
+            // The answer reports the state as of this message's receipt.
+            let answer = if initial {
+                let mut received = negotiation.clone();
+                received.state = next_state;
+                Answer { status: StatusCode::CREATED, body: Some(received.dsp_json()) }
+            } else {
+                Answer { status: StatusCode::OK, body: None }
+            };
+            negotiation.row.last_received = Some(message_digest.clone());
+            negotiation.row.last_answer = Some(answer.to_json());
+            negotiation.row.state = negotiation.state.name().into();
+            negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
+            if agreement.is_some() {
+                negotiation.row.agreement_id = negotiation.details.agreement_id.clone();
+            }
+            // A legal message from the peer proves it received what this side sent before: that message is done.
+            let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
+            match crate::process::write(
+                &self.store,
+                ProcessKind::Negotiation,
+                before.as_ref(),
+                &negotiation.row,
+                Some(&message_digest),
+                outgoing,
+                token_use.as_ref(),
+            )
+            .await
+            {
+                Ok(Some(handed)) => {
+                    *token_use = None;
+                    self.dispatcher.hand(handed);
+                    let _ = self.events.send((negotiation.row.id.clone(), negotiation.state));
+                    tracing::info!(negotiation = %negotiation.row.id, role = role.name(), message = kind.label(), state = negotiation.state.name(), "negotiation message applied");
+                    return Ok(answer);
+                }
+                Ok(None) => continue,
+                // Two first messages raced; the loser finds the winner's row and is answered from it.
+                Err(StoreError::Conflict { .. }) if initial => continue,
+                Err(error) => return Err(error.into()),
+            }
         }
+        Err(BUSY)
     }
-    Err(BUSY)
-}
 
-/// The negotiation `pid`, if `requester` is its counter-party (DSP `GET /negotiations/{pid}`).
-pub async fn get_for_peer(connector: &Connector, requester: &str, pid: &str) -> Result<Negotiation, ProcessError> {
-    let row = connector.store.negotiation(pid).await?.ok_or(NOT_FOUND)?;
-    if row.counter_party_id != requester {
-        return Err(NOT_FOUND);
+    /// The negotiation `pid`, if `requester` is its counter-party (DSP `GET /negotiations/{pid}`).
+    pub async fn get_for_peer(&self, requester: &str, pid: &str) -> Result<Negotiation, ProcessError> {
+        let row = self.store.negotiation(pid).await?.ok_or(NOT_FOUND)?;
+        if row.counter_party_id != requester {
+            return Err(NOT_FOUND);
+        }
+        Ok(Negotiation::from_row(row)?)
     }
-    Ok(Negotiation::from_row(row)?)
-}
 
-/// A negotiation by id (management).
-pub async fn get(connector: &Connector, id: &str) -> Result<Negotiation, ProcessError> {
-    let row = connector.store.negotiation(id).await?.ok_or(NOT_FOUND)?;
-    Ok(Negotiation::from_row(row)?)
-}
+    /// A negotiation by id (management).
+    pub async fn get(&self, id: &str) -> Result<Negotiation, ProcessError> {
+        let row = self.store.negotiation(id).await?.ok_or(NOT_FOUND)?;
+        Ok(Negotiation::from_row(row)?)
+    }
 
-/// Every negotiation (management).
-pub async fn all(connector: &Connector) -> Result<Vec<Negotiation>, ProcessError> {
-    connector
-        .store
-        .processes(ProcessKind::Negotiation)
+    /// Every negotiation (management).
+    pub async fn all(&self) -> Result<Vec<Negotiation>, ProcessError> {
+        self.store
+            .processes(ProcessKind::Negotiation)
+            .await?
+            .into_iter()
+            .map(|row| Negotiation::from_row(row).map_err(Into::into))
+            .collect()
+    }
+
+    /// Starts a negotiation as consumer: the row and the first request, in one transaction.
+    pub async fn start(&self, start: Start) -> Result<Negotiation, ProcessError> {
+        let details = Details {
+            requested: Some(start.offer.clone()),
+            asset_id: start.offer.get("target").and_then(Json::as_str).map(str::to_owned),
+            auto_accept: start.auto_accept,
+            purpose: start.purpose.clone(),
+            pull_on_agreement: start.pull_on_agreement,
+            ..Details::default()
+        };
+        let mut negotiation = Negotiation::new(
+            Role::Consumer,
+            State::Requested,
+            None,
+            &start.provider_id,
+            &start.provider_address,
+            details,
+        );
+        let mut members = Map::new();
+        members.insert("offer".into(), start.offer.clone());
+        members.insert("callbackAddress".into(), json!(self.catalogue.service.endpoint_url));
+        if let Some(purpose) = &start.purpose {
+            members.insert(PURPOSE.into(), json!(purpose));
+        }
+        // The first request carries the callback address and no providerPid (`outgoing` knows the peer's pid is unknown).
+        let request = outgoing(&negotiation, Message::ContractRequest, Json::Object(members));
+        negotiation.details.offer = Some(start.offer);
+        history(&mut negotiation.details, "sent contract request", State::Requested);
+        negotiation.row.state = State::Requested.name().into();
+        negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
+        let handed = crate::process::write(
+            &self.store,
+            ProcessKind::Negotiation,
+            None,
+            &negotiation.row,
+            None,
+            Outgoing::Send(&request),
+            None,
+        )
         .await?
-        .into_iter()
-        .map(|row| Negotiation::from_row(row).map_err(Into::into))
-        .collect()
+        .flatten();
+        self.dispatcher.hand(handed);
+        let _ = self.events.send((negotiation.row.id.clone(), negotiation.state));
+        self.get(&negotiation.row.id).await
+    }
+
+    /// An operator's call on a negotiation (`approve`, `offer`, `finalize`, `accept`, `verify`, `terminate`).
+    pub async fn call(&self, id: &str, call: &str, body: &Json) -> Result<Negotiation, ProcessError> {
+        for _ in 0..8 {
+            let negotiation = self.get(id).await?;
+            let before = negotiation.row.clone();
+            let wrong = || ProcessError::WrongState {
+                call: call.to_owned(),
+                state: negotiation.state.name(),
+                allowed: machine::allowed_calls(negotiation.role, negotiation.state),
+            };
+            let kind = machine::call_message(negotiation.role, call).ok_or_else(wrong)?;
+            if !machine::may_send(negotiation.role, Some(negotiation.state), kind) {
+                return Err(wrong());
+            }
+            let mut outbox = Vec::new();
+            let mut agreement = None;
+            let next = match kind {
+                Message::ContractNegotiationTermination => {
+                    let reason = body.get("reason").and_then(Json::as_str).unwrap_or("terminated by the operator");
+                    terminate(negotiation, "Terminated", reason, &mut outbox)
+                }
+                Message::ContractAgreement => match negotiation.details.pending_agreement.clone() {
+                    Some(pending) => {
+                        let (next, row) = agree(negotiation, pending, &mut outbox);
+                        agreement = row;
+                        next
+                    }
+                    None => {
+                        // Nothing prepared (no manual hold): decide now, as the automatic path would.
+                        let expiry =
+                            Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
+                        let claims = self.provider_claims(&negotiation.row.counter_party_id, expiry).await;
+                        let manual = negotiation.details.manual;
+                        let mut automatic = negotiation;
+                        automatic.details.manual = false;
+                        let (mut decided, row) = self.provider_turn(&claims, automatic, &mut outbox);
+                        decided.details.manual = manual;
+                        agreement = row;
+                        decided
+                    }
+                },
+                Message::ContractOffer | Message::ContractRequest => {
+                    let terms = body.get("offer").or_else(|| body.get("policy")).cloned().ok_or_else(|| {
+                        ProcessError::Invalid("offer (the counter terms, an ODRL policy) is required".into())
+                    })?;
+                    let mut terms = Policy::from_json(&terms)
+                        .map_err(|e| ProcessError::Invalid(format!("offer.{e}")))?
+                        .to_dsp_json();
+                    if let Json::Object(map) = &mut terms {
+                        map.insert("@id".into(), json!(new_pid()));
+                        map.insert("@type".into(), json!("Offer"));
+                        let target = negotiation.details.asset_id.clone().unwrap_or_default();
+                        map.insert("target".into(), json!(target));
+                    }
+                    let mut next = negotiation;
+                    next.details.offer = Some(terms.clone());
+                    if kind == Message::ContractOffer {
+                        next.details.definition_id = None;
+                        next.details.pending_agreement = None;
+                    } else {
+                        next.details.requested = Some(terms.clone());
+                    }
+                    send(next, kind, json!({"offer": terms}), &mut outbox)
+                }
+                other => send(negotiation, other, json!({}), &mut outbox),
+            };
+            let mut next = next;
+            next.row.state = next.state.name().into();
+            next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
+            if agreement.is_some() {
+                next.row.agreement_id = next.details.agreement_id.clone();
+            }
+            let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
+            if self.write_own(&before, &next, outgoing).await? {
+                tracing::info!(negotiation = id, call, state = next.state.name(), "operator call applied");
+                return self.get(id).await;
+            }
+        }
+        Err(BUSY)
+    }
+
+    /// Writes a change this side makes on its own (no message received) from `before` to `next`; once written, hands its
+    /// message to the dispatcher and announces the state. `false`: the negotiation changed meanwhile (the caller retries).
+    async fn write_own(
+        &self,
+        before: &ProcessRow,
+        next: &Negotiation,
+        outgoing: Outgoing<'_>,
+    ) -> Result<bool, ProcessError> {
+        let kind = ProcessKind::Negotiation;
+        let Some(handed) =
+            crate::process::write(&self.store, kind, Some(before), &next.row, None, outgoing, None).await?
+        else {
+            return Ok(false);
+        };
+        self.dispatcher.hand(handed);
+        let _ = self.events.send((next.row.id.clone(), next.state));
+        Ok(true)
+    }
+
+    /// Terminates a negotiation on this side after a delivery failure, and tells the peer once if it can.
+    pub async fn terminate_after_failure(&self, id: &str, reason: &str, notify_peer: bool) -> Result<(), ProcessError> {
+        for _ in 0..8 {
+            let negotiation = self.get(id).await?;
+            if negotiation.state.is_terminal() {
+                return Ok(());
+            }
+            let before = negotiation.row.clone();
+            let mut outbox = Vec::new();
+            let mut next = terminate(negotiation, "DeliveryFailed", reason, &mut outbox);
+            for message in &mut outbox {
+                message.final_notice = true;
+            }
+            if !notify_peer {
+                outbox.clear();
+            }
+            next.row.state = next.state.name().into();
+            next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
+            let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
+            if self.write_own(&before, &next, outgoing).await? {
+                tracing::warn!(negotiation = id, reason, "negotiation terminated after a delivery failure");
+                return Ok(());
+            }
+        }
+        Err(BUSY)
+    }
 }
 
 /// What a consumer asks for to start a negotiation.
@@ -718,181 +934,4 @@ pub struct Start {
     pub purpose: Option<String>,
     /// Start a pull transfer once agreed.
     pub pull_on_agreement: bool,
-}
-
-/// Starts a negotiation as consumer: the row and the first request, in one transaction.
-pub async fn start(connector: &Connector, start: Start) -> Result<Negotiation, ProcessError> {
-    let details = Details {
-        requested: Some(start.offer.clone()),
-        asset_id: start.offer.get("target").and_then(Json::as_str).map(str::to_owned),
-        auto_accept: start.auto_accept,
-        purpose: start.purpose.clone(),
-        pull_on_agreement: start.pull_on_agreement,
-        ..Details::default()
-    };
-    let mut negotiation =
-        Negotiation::new(Role::Consumer, State::Requested, None, &start.provider_id, &start.provider_address, details);
-    let mut members = Map::new();
-    members.insert("offer".into(), start.offer.clone());
-    members.insert("callbackAddress".into(), json!(connector.catalogue.service.endpoint_url));
-    if let Some(purpose) = &start.purpose {
-        members.insert(PURPOSE.into(), json!(purpose));
-    }
-    // The first request carries the callback address and no providerPid (`outgoing` knows the peer's pid is unknown).
-    let request = outgoing(&negotiation, Message::ContractRequest, Json::Object(members));
-    negotiation.details.offer = Some(start.offer);
-    history(&mut negotiation.details, "sent contract request", State::Requested);
-    negotiation.row.state = State::Requested.name().into();
-    negotiation.row.body = serde_json::to_value(&negotiation.details).unwrap_or(Json::Null);
-    let handed = crate::process::write(
-        &connector.store,
-        ProcessKind::Negotiation,
-        None,
-        &negotiation.row,
-        None,
-        Outgoing::Send(&request),
-        None,
-    )
-    .await?
-    .flatten();
-    connector.dispatcher.hand(handed);
-    let _ = connector.negotiation_events.send((negotiation.row.id.clone(), negotiation.state));
-    get(connector, &negotiation.row.id).await
-}
-
-/// An operator's call on a negotiation (`approve`, `offer`, `finalize`, `accept`, `verify`, `terminate`).
-pub async fn call(connector: &Connector, id: &str, call: &str, body: &Json) -> Result<Negotiation, ProcessError> {
-    for _ in 0..8 {
-        let negotiation = get(connector, id).await?;
-        let before = negotiation.row.clone();
-        let wrong = || ProcessError::WrongState {
-            call: call.to_owned(),
-            state: negotiation.state.name(),
-            allowed: machine::allowed_calls(negotiation.role, negotiation.state),
-        };
-        let kind = machine::call_message(negotiation.role, call).ok_or_else(wrong)?;
-        if !machine::may_send(negotiation.role, Some(negotiation.state), kind) {
-            return Err(wrong());
-        }
-        let mut outbox = Vec::new();
-        let mut agreement = None;
-        let next = match kind {
-            Message::ContractNegotiationTermination => {
-                let reason = body.get("reason").and_then(Json::as_str).unwrap_or("terminated by the operator");
-                terminate(negotiation, "Terminated", reason, &mut outbox)
-            }
-            Message::ContractAgreement => match negotiation.details.pending_agreement.clone() {
-                Some(pending) => {
-                    let (next, row) = agree(negotiation, pending, &mut outbox);
-                    agreement = row;
-                    next
-                }
-                None => {
-                    // Nothing prepared (no manual hold): decide now, as the automatic path would.
-                    let expiry = Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
-                    let claims = provider_claims(connector, &negotiation.row.counter_party_id, expiry).await;
-                    let manual = negotiation.details.manual;
-                    let mut automatic = negotiation;
-                    automatic.details.manual = false;
-                    let (mut decided, row) = provider_turn(connector, &claims, automatic, &mut outbox);
-                    decided.details.manual = manual;
-                    agreement = row;
-                    decided
-                }
-            },
-            Message::ContractOffer | Message::ContractRequest => {
-                let terms = body.get("offer").or_else(|| body.get("policy")).cloned().ok_or_else(|| {
-                    ProcessError::Invalid("offer (the counter terms, an ODRL policy) is required".into())
-                })?;
-                let mut terms =
-                    Policy::from_json(&terms).map_err(|e| ProcessError::Invalid(format!("offer.{e}")))?.to_dsp_json();
-                if let Json::Object(map) = &mut terms {
-                    map.insert("@id".into(), json!(new_pid()));
-                    map.insert("@type".into(), json!("Offer"));
-                    let target = negotiation.details.asset_id.clone().unwrap_or_default();
-                    map.insert("target".into(), json!(target));
-                }
-                let mut next = negotiation;
-                next.details.offer = Some(terms.clone());
-                if kind == Message::ContractOffer {
-                    next.details.definition_id = None;
-                    next.details.pending_agreement = None;
-                } else {
-                    next.details.requested = Some(terms.clone());
-                }
-                send(next, kind, json!({"offer": terms}), &mut outbox)
-            }
-            other => send(negotiation, other, json!({}), &mut outbox),
-        };
-        let mut next = next;
-        next.row.state = next.state.name().into();
-        next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
-        if agreement.is_some() {
-            next.row.agreement_id = next.details.agreement_id.clone();
-        }
-        let outgoing = outbox.last().map_or(Outgoing::Keep, Outgoing::Send);
-        if write_own(connector, &before, &next, outgoing).await? {
-            tracing::info!(negotiation = id, call, state = next.state.name(), "operator call applied");
-            return get(connector, id).await;
-        }
-    }
-    Err(BUSY)
-}
-
-/// Writes a change this side makes on its own (no message received) from `before` to `next`; once written, hands its
-/// message to the dispatcher and announces the state. `false`: the negotiation changed meanwhile (the caller retries).
-async fn write_own(
-    connector: &Connector,
-    before: &ProcessRow,
-    next: &Negotiation,
-    outgoing: Outgoing<'_>,
-) -> Result<bool, ProcessError> {
-    let kind = ProcessKind::Negotiation;
-    let Some(handed) =
-        crate::process::write(&connector.store, kind, Some(before), &next.row, None, outgoing, None).await?
-    else {
-        return Ok(false);
-    };
-    connector.dispatcher.hand(handed);
-    let _ = connector.negotiation_events.send((next.row.id.clone(), next.state));
-    Ok(true)
-}
-
-/// Terminates a negotiation on this side after a delivery failure, and tells the peer once if it can.
-pub async fn terminate_after_failure(
-    connector: &Connector,
-    id: &str,
-    reason: &str,
-    notify_peer: bool,
-) -> Result<(), ProcessError> {
-    for _ in 0..8 {
-        let negotiation = get(connector, id).await?;
-        if negotiation.state.is_terminal() {
-            return Ok(());
-        }
-        let before = negotiation.row.clone();
-        let mut outbox = Vec::new();
-        let mut next = terminate(negotiation, "DeliveryFailed", reason, &mut outbox);
-        for message in &mut outbox {
-            message.final_notice = true;
-        }
-        if !notify_peer {
-            outbox.clear();
-        }
-        next.row.state = next.state.name().into();
-        next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
-        let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
-        if write_own(connector, &before, &next, outgoing).await? {
-            tracing::warn!(negotiation = id, reason, "negotiation terminated after a delivery failure");
-            return Ok(());
-        }
-    }
-    Err(BUSY)
-}
-
-/// Retry settings of the dispatcher.
-#[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    pub attempts: i64,
-    pub base: Duration,
 }

@@ -33,7 +33,6 @@ pub fn router(state: Shared) -> Router {
     }
     router
         .merge(health_routes())
-        .merge(crate::audit::peer::routes())
         .merge(crate::broker::http::public_routes())
         .route("/.well-known/did.json", get(identity::did_document))
         .route(crate::identity::credentials::STATUS_LIST_PATH, get(identity::status_list))
@@ -69,7 +68,8 @@ pub fn router(state: Shared) -> Router {
             ),
         )
         // The data plane streams without compression: lengths, ranges and digests refer to the bytes as stored.
-        .merge(crate::dataplane::routes())
-        .merge(crate::compute::routes())
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::dataplane::routes(state.dataplane.clone()))
+        .merge(crate::compute::routes(state.compute.clone()))
+        .merge(crate::audit::peer::routes(state.audit.clone()))
 }

@@ -13,7 +13,6 @@ use axum::response::Response;
 
 use super::error::DspArea;
 use super::process;
-use crate::negotiation;
 use crate::server::Shared;
 
 async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: &str, body: Bytes) -> Response {
@@ -24,7 +23,7 @@ async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected
         &[expected],
         &body,
         async |requester, token_use, message| {
-            negotiation::receive(&state, requester, token_use, pid.as_deref(), message).await
+            state.negotiations.receive(requester, token_use, pid.as_deref(), message).await
         },
     )
     .await
@@ -32,7 +31,7 @@ async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected
 
 pub async fn get(State(state): State<Shared>, Path(pid): Path<String>, headers: HeaderMap) -> Response {
     process::get(&state, &headers, DspArea::Negotiation, async |requester| {
-        Ok(negotiation::get_for_peer(&state, requester, &pid).await?.dsp_json())
+        Ok(state.negotiations.get_for_peer(requester, &pid).await?.dsp_json())
     })
     .await
 }

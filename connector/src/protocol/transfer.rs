@@ -14,21 +14,21 @@ use axum::response::Response;
 use super::error::DspArea;
 use super::process;
 use crate::server::Shared;
-use crate::transfer::{self, machine::Message};
+use crate::transfer::machine::Message;
 
 async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: Message, body: Bytes) -> Response {
     let expected = [expected.type_name()];
     process::handle(&state, &headers, DspArea::Transfer, &expected, &body, async |requester, token_use, message| {
         // A transfer message may start data moving before its write: its token's id is recorded first.
         process::record_first(&state, token_use).await?;
-        transfer::receive(&state, requester, pid.as_deref(), message).await
+        state.transfers.receive(requester, pid.as_deref(), message).await
     })
     .await
 }
 
 pub async fn get(State(state): State<Shared>, Path(pid): Path<String>, headers: HeaderMap) -> Response {
     process::get(&state, &headers, DspArea::Transfer, async |requester| {
-        Ok(transfer::get_for_peer(&state, requester, &pid).await?.dsp_json())
+        Ok(state.transfers.get_for_peer(requester, &pid).await?.dsp_json())
     })
     .await
 }

@@ -8,14 +8,13 @@
 
 use tokio::sync::watch;
 
-use super::{PULL, Start, machine::Role};
+use super::{PULL, Start, Transfers, machine::Role};
 use crate::negotiation::{Negotiation, machine::State as NegotiationState};
-use crate::server::Shared;
 use crate::store::ProcessKind;
 
 /// Starts the task that turns agreed `POST /edrs` negotiations into pull transfers.
-pub fn spawn(state: Shared, mut stop: watch::Receiver<bool>) {
-    let mut events = state.negotiation_events.subscribe();
+pub fn spawn(state: Transfers, mut stop: watch::Receiver<bool>) {
+    let mut events = state.negotiations.events();
     tokio::spawn(async move {
         scan(&state).await;
         loop {
@@ -24,7 +23,7 @@ pub fn spawn(state: Shared, mut stop: watch::Receiver<bool>) {
                 event = events.recv() => event,
             };
             match event {
-                Ok((id, NegotiationState::Finalized)) => match crate::negotiation::get(&state, &id).await {
+                Ok((id, NegotiationState::Finalized)) => match state.negotiations.get(&id).await {
                     Ok(negotiation) => pull_if_due(&state, negotiation).await,
                     Err(error) => tracing::error!(%error, negotiation = id, "cannot read a finalized negotiation"),
                 },
@@ -39,7 +38,7 @@ pub fn spawn(state: Shared, mut stop: watch::Receiver<bool>) {
 
 /// Every finalized consumer negotiation still waiting for its pull transfer gets it: at start-up, and when events
 /// were dropped while the task was busy.
-async fn scan(state: &Shared) {
+async fn scan(state: &Transfers) {
     let finalized =
         state.store.processes_in(ProcessKind::Negotiation, Role::Consumer.name(), NegotiationState::Finalized.name());
     match finalized.await {
@@ -57,7 +56,7 @@ async fn scan(state: &Shared) {
 }
 
 /// Starts the pull transfer of a finalized consumer negotiation that asked for one and has none yet.
-async fn pull_if_due(state: &Shared, negotiation: Negotiation) {
+async fn pull_if_due(state: &Transfers, negotiation: Negotiation) {
     let due = negotiation.role == crate::negotiation::machine::Role::Consumer
         && negotiation.state == NegotiationState::Finalized
         && negotiation.details.pull_on_agreement;
@@ -85,7 +84,7 @@ async fn pull_if_due(state: &Shared, negotiation: Negotiation) {
         // As a transfer started through the management API without `autoComplete`.
         auto_complete: true,
     };
-    match super::start(state, start).await {
+    match state.start(start).await {
         Ok(transfer) => {
             tracing::info!(negotiation = %negotiation.row.id, transfer = %transfer.row.id, "pull transfer started for an EDR")
         }

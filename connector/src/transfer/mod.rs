@@ -11,18 +11,28 @@
 pub mod edr;
 pub use hanse_core::transfer as machine;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use hanse_policy::{Policy, RequestContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
+use tokio::sync::mpsc;
 
-use crate::dataplane::token::Access;
+pub mod access;
+
+use crate::catalog::Catalogue;
+use crate::dispatch::Dispatcher;
+use crate::identity::Identity;
 use crate::identity::Verified;
+use crate::negotiation::Negotiations;
 use crate::negotiation::PEER_PID;
 use crate::process::{Answer, ProcessError, digest};
-use crate::server::Shared;
-use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, StoreError};
+use crate::protocol::client::DspClient;
+use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, Store, StoreError};
+use access::Access;
 use machine::{Message, Role, State};
 
 pub use hanse_core::formats::{COMPUTE, FORMATS, HTTP_ENDPOINT, PULL, PUSH};
@@ -222,13 +232,7 @@ impl Refusal {
 
     /// Appends the refusal to the audit log (with the policy trace, when a policy decided it). A refusal that
     /// changes no process is an audited change of its own.
-    pub async fn record(
-        &self,
-        connector: &crate::server::Connector,
-        requester: &str,
-        agreement_id: &str,
-        during: &str,
-    ) {
+    pub async fn record(&self, store: &Store, requester: &str, agreement_id: &str, during: &str) {
         let mut details = match &self.decision {
             Some(decision) => crate::audit::denial_trace(decision),
             None => json!({"action": "use"}),
@@ -238,130 +242,686 @@ impl Refusal {
         let event = crate::audit::Event::new("policy.denial", details)
             .agreement(Some(agreement_id))
             .participant(Some(requester));
-        if let Err(error) = connector.store.append_audit(vec![event]).await {
+        if let Err(error) = store.append_audit(vec![event]).await {
             tracing::error!(%error, "cannot append a refusal to the audit log");
         }
     }
 }
 
-/// Provider: whether `requester` may use the data of agreement `agreement_id` now — the agreement is ours, with this
-/// consumer, its dataset is still offered, and its policy permits `action` (`use`, or `compute` for a compute session)
-/// at this moment with the usage so far (plus one when `new_use`: a `count` constraint counts the use being decided).
-/// Constraints only a running job can decide (`minCellCount`, `maxJobs`, ...) are checked per job
-/// ([`crate::compute`]).
-pub async fn check_use(
-    connector: &Shared,
-    requester: &str,
-    agreement_id: &str,
-    action: &str,
-    new_use: bool,
-) -> Result<Grant, Refusal> {
-    check(connector, requester, agreement_id, action, new_use, None).await
+/// The transfer service: both roles' transfer processes over the store, the access tokens of the data plane, and the
+/// pushes the data plane runs for it. Cheap to clone.
+#[derive(Clone)]
+pub struct Transfers {
+    pub(crate) store: Store,
+    /// Our participant id.
+    participant: String,
+    catalogue: Arc<Catalogue>,
+    pub(crate) identity: Arc<Identity>,
+    dispatcher: Arc<Dispatcher>,
+    dsp: DspClient,
+    pub(crate) negotiations: Negotiations,
+    /// The public listener's base URL (data and compute endpoints hang below it).
+    public_url: String,
+    /// `dataplane.token_lifetime_seconds`.
+    token_lifetime_seconds: u64,
+    pub pushes: Arc<Pushes>,
 }
 
-/// Provider: whether the agreement permits `compute` for this job now, with every job constraint decided
-/// (`jobTemplate`, `minCellCount`, `maxJobs`, ...). The grant carries the decision for the job's record.
-pub async fn check_job(
-    connector: &Shared,
-    requester: &str,
-    agreement_id: &str,
-    job: hanse_policy::JobContext,
-) -> Result<Grant, Refusal> {
-    check(connector, requester, agreement_id, "compute", false, Some(job)).await
+/// What a transfer service is built from.
+pub struct TransferSettings {
+    pub participant: String,
+    pub public_url: String,
+    pub token_lifetime_seconds: u64,
 }
 
-async fn check(
-    connector: &Shared,
-    requester: &str,
-    agreement_id: &str,
-    action: &str,
-    new_use: bool,
-    job: Option<hanse_policy::JobContext>,
-) -> Result<Grant, Refusal> {
-    let unknown = || Refusal::new("AgreementNotFound", format!("there is no agreement `{agreement_id}` with you"));
-    let negotiation = match connector.store.agreement_negotiation(agreement_id).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(unknown()),
-        Err(error) => {
-            tracing::error!(%error, "cannot read an agreement");
-            return Err(Refusal::new("InternalError", "the agreement cannot be read now"));
+impl Transfers {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        catalogue: Arc<Catalogue>,
+        identity: Arc<Identity>,
+        dispatcher: Arc<Dispatcher>,
+        dsp: DspClient,
+        negotiations: Negotiations,
+        settings: TransferSettings,
+    ) -> Transfers {
+        Transfers {
+            store,
+            participant: settings.participant,
+            catalogue,
+            identity,
+            dispatcher,
+            dsp,
+            negotiations,
+            public_url: settings.public_url,
+            token_lifetime_seconds: settings.token_lifetime_seconds,
+            pushes: Arc::default(),
         }
-    };
-    let purpose = negotiation.body.get("purpose").and_then(Json::as_str).map(str::to_owned);
-    let definition_id = negotiation.body.get("definitionId").and_then(Json::as_str).map(str::to_owned);
-    let agreement = crate::store::Store::agreement_of(negotiation).ok_or_else(unknown)?;
-    if agreement.provider_id != connector.config.participant.id || agreement.consumer_id != requester {
-        return Err(unknown());
     }
-    if connector.catalogue.asset(&agreement.asset_id).is_none() {
-        return Err(Refusal::new("DatasetGone", format!("dataset `{}` is no longer offered", agreement.asset_id)));
-    }
-    let policy = Policy::from_json(&agreement.policy)
-        .map_err(|e| Refusal::new("AgreementUnreadable", format!("the agreement's policy cannot be read: {e}")))?;
-    let usage = connector.store.usage(agreement_id).await.unwrap_or_default();
-    let mut context = RequestContext::new(requester, Utc::now());
-    context.purpose = purpose.clone();
-    context.agreed_at = DateTime::from_timestamp_millis(agreement.signed_at);
-    context.usage_count = usage.pulls.max(0) as u64 + u64::from(new_use);
-    context.job = job;
-    if policy.uses_claims() {
-        let expiry = Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
-        let claims = connector.identity.claims_of(requester, expiry).await;
-        context.claims = claims.claims.clone();
-        context.credential_types = claims.credential_types.clone();
-    }
-    if !hanse_policy::permits(&policy, action, &context) {
-        let decision = hanse_policy::evaluate(&policy, action, &context);
-        return Err(Refusal {
-            code: "PolicyDenied",
-            reason: format!("the agreement does not permit using the data now: {}", decision.reason),
-            decision: Some(serde_json::to_value(&decision).unwrap_or(Json::Null)),
-        });
-    }
-    let decision = context
-        .job
-        .is_some()
-        .then(|| serde_json::to_value(hanse_policy::evaluate(&policy, action, &context)).unwrap_or(Json::Null));
-    Ok(Grant { agreement, purpose, definition_id, decision })
 }
 
-/// Provider: the DSP data address of a pull transfer for its current epoch, with a fresh access token.
-pub fn data_address(connector: &Shared, transfer: &Transfer) -> Json {
-    let lifetime = chrono::Duration::seconds(connector.config.dataplane.token_lifetime_seconds as i64);
-    let now = Utc::now();
-    let access = Access {
-        transfer_id: transfer.row.id.clone(),
-        agreement_id: transfer.agreement_id().to_owned(),
-        consumer: transfer.row.counter_party_id.clone(),
-        epoch: transfer.details.epoch,
-        expires_at: now + lifetime,
-    };
-    let token = crate::dataplane::token::issue(connector.identity.keys(), &access, now);
-    let endpoint = if transfer.is_compute() {
-        crate::compute::endpoint(&connector.public_url, &transfer.row.id)
-    } else {
-        crate::dataplane::endpoint(&connector.public_url, &transfer.row.id)
-    };
-    let property = |name: &str, value: String| json!({"@type": "EndpointProperty", "name": name, "value": value});
-    json!({
-        "@type": "DataAddress",
-        "endpointType": HTTP_ENDPOINT,
-        "endpoint": endpoint,
-        "endpointProperties": [
-            property("authorization", token),
-            property("authType", "bearer".into()),
-            property("expiresAt", access.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            property("refreshEndpoint", format!("{endpoint}/token")),
-        ],
-    })
+/// The pushes of provider transfers. The transfer service says when one is due (the consumer has the start message,
+/// or a stop interrupted it) and stops it when the transfer leaves STARTED; the data plane takes the due ones from
+/// [`Pushes::take_due`] and runs them, registering each with [`Pushes::running`].
+pub struct Pushes {
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    due: mpsc::UnboundedSender<String>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
-/// Provider: start (or restart) the transfer — a new epoch, and for pull a data address.
-fn provider_start(connector: &Shared, mut transfer: Transfer, outbox: &mut Vec<OutboxMessage>) -> Transfer {
-    transfer.details.epoch += 1;
-    let members =
-        if transfer.is_push() { json!({}) } else { json!({"dataAddress": data_address(connector, &transfer)}) };
-    send(transfer, Message::TransferStart, members, outbox)
+impl Default for Pushes {
+    fn default() -> Self {
+        let (due, receiver) = mpsc::unbounded_channel();
+        Pushes { running: Mutex::default(), due, receiver: Mutex::new(Some(receiver)) }
+    }
+}
+
+impl Pushes {
+    /// The push of transfer `id` should run.
+    pub fn due(&self, id: &str) {
+        let _ = self.due.send(id.to_owned());
+    }
+
+    /// The pushes that should run, for the one data plane that runs them.
+    pub fn take_due(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Starts `run` as the push of transfer `id` unless one is running already.
+    pub fn running(&self, id: String, run: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.get(&id).is_some_and(|handle| !handle.is_finished()) {
+            return;
+        }
+        running.insert(id, tokio::spawn(run).abort_handle());
+    }
+
+    /// The push of transfer `id` has ended.
+    pub fn ended(&self, id: &str) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Stops the push of transfer `id`, if one runs.
+    pub fn stop(&self, id: &str) {
+        if let Some(handle) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+            handle.abort();
+        }
+    }
+}
+
+impl Transfers {
+    /// Provider: whether `requester` may use the data of agreement `agreement_id` now — the agreement is ours, with this
+    /// consumer, its dataset is still offered, and its policy permits `action` (`use`, or `compute` for a compute session)
+    /// at this moment with the usage so far (plus one when `new_use`: a `count` constraint counts the use being decided).
+    /// Constraints only a running job can decide (`minCellCount`, `maxJobs`, ...) are checked per job
+    /// ([`crate::compute`]).
+    pub async fn check_use(
+        &self,
+        requester: &str,
+        agreement_id: &str,
+        action: &str,
+        new_use: bool,
+    ) -> Result<Grant, Refusal> {
+        self.check(requester, agreement_id, action, new_use, None).await
+    }
+
+    /// Provider: whether the agreement permits `compute` for this job now, with every job constraint decided
+    /// (`jobTemplate`, `minCellCount`, `maxJobs`, ...). The grant carries the decision for the job's record.
+    pub async fn check_job(
+        &self,
+        requester: &str,
+        agreement_id: &str,
+        job: hanse_policy::JobContext,
+    ) -> Result<Grant, Refusal> {
+        self.check(requester, agreement_id, "compute", false, Some(job)).await
+    }
+
+    async fn check(
+        &self,
+        requester: &str,
+        agreement_id: &str,
+        action: &str,
+        new_use: bool,
+        job: Option<hanse_policy::JobContext>,
+    ) -> Result<Grant, Refusal> {
+        let unknown = || Refusal::new("AgreementNotFound", format!("there is no agreement `{agreement_id}` with you"));
+        let negotiation = match self.store.agreement_negotiation(agreement_id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(unknown()),
+            Err(error) => {
+                tracing::error!(%error, "cannot read an agreement");
+                return Err(Refusal::new("InternalError", "the agreement cannot be read now"));
+            }
+        };
+        let purpose = negotiation.body.get("purpose").and_then(Json::as_str).map(str::to_owned);
+        let definition_id = negotiation.body.get("definitionId").and_then(Json::as_str).map(str::to_owned);
+        let agreement = crate::store::Store::agreement_of(negotiation).ok_or_else(unknown)?;
+        if agreement.provider_id != self.participant || agreement.consumer_id != requester {
+            return Err(unknown());
+        }
+        if self.catalogue.asset(&agreement.asset_id).is_none() {
+            return Err(Refusal::new("DatasetGone", format!("dataset `{}` is no longer offered", agreement.asset_id)));
+        }
+        let policy = Policy::from_json(&agreement.policy)
+            .map_err(|e| Refusal::new("AgreementUnreadable", format!("the agreement's policy cannot be read: {e}")))?;
+        let usage = self.store.usage(agreement_id).await.unwrap_or_default();
+        let mut context = RequestContext::new(requester, Utc::now());
+        context.purpose = purpose.clone();
+        context.agreed_at = DateTime::from_timestamp_millis(agreement.signed_at);
+        context.usage_count = usage.pulls.max(0) as u64 + u64::from(new_use);
+        context.job = job;
+        if policy.uses_claims() {
+            let expiry = Utc::now() + chrono::Duration::seconds(crate::identity::token::TOKEN_LIFETIME_SECONDS);
+            let claims = self.identity.claims_of(requester, expiry).await;
+            context.claims = claims.claims.clone();
+            context.credential_types = claims.credential_types.clone();
+        }
+        if !hanse_policy::permits(&policy, action, &context) {
+            let decision = hanse_policy::evaluate(&policy, action, &context);
+            return Err(Refusal {
+                code: "PolicyDenied",
+                reason: format!("the agreement does not permit using the data now: {}", decision.reason),
+                decision: Some(serde_json::to_value(&decision).unwrap_or(Json::Null)),
+            });
+        }
+        let decision = context
+            .job
+            .is_some()
+            .then(|| serde_json::to_value(hanse_policy::evaluate(&policy, action, &context)).unwrap_or(Json::Null));
+        Ok(Grant { agreement, purpose, definition_id, decision })
+    }
+
+    /// Provider: the DSP data address of a pull transfer for its current epoch, with a fresh access token.
+    pub fn data_address(&self, transfer: &Transfer) -> Json {
+        let lifetime = chrono::Duration::seconds(self.token_lifetime_seconds as i64);
+        let now = Utc::now();
+        let access = Access {
+            transfer_id: transfer.row.id.clone(),
+            agreement_id: transfer.agreement_id().to_owned(),
+            consumer: transfer.row.counter_party_id.clone(),
+            epoch: transfer.details.epoch,
+            expires_at: now + lifetime,
+        };
+        let token = access::issue(self.identity.keys(), &access, now);
+        let endpoint = if transfer.is_compute() {
+            hanse_core::paths::compute_endpoint(&self.public_url, &transfer.row.id)
+        } else {
+            hanse_core::paths::data_endpoint(&self.public_url, &transfer.row.id)
+        };
+        let property = |name: &str, value: String| json!({"@type": "EndpointProperty", "name": name, "value": value});
+        json!({
+            "@type": "DataAddress",
+            "endpointType": HTTP_ENDPOINT,
+            "endpoint": endpoint,
+            "endpointProperties": [
+                property("authorization", token),
+                property("authType", "bearer".into()),
+                property("expiresAt", access.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                property("refreshEndpoint", format!("{endpoint}/token")),
+            ],
+        })
+    }
+
+    /// Provider: start (or restart) the transfer — a new epoch, and for pull a data address.
+    fn provider_start(&self, mut transfer: Transfer, outbox: &mut Vec<OutboxMessage>) -> Transfer {
+        transfer.details.epoch += 1;
+        let members = if transfer.is_push() { json!({}) } else { json!({"dataAddress": self.data_address(&transfer)}) };
+        send(transfer, Message::TransferStart, members, outbox)
+    }
+
+    /// Writes a transfer (new when `expected_version` is `None`) with what becomes of its pending message, hands a sent
+    /// message to the dispatcher, and starts a push the write begins. `Ok(false)`: someone changed it first.
+    async fn write(
+        &self,
+        transfer: &mut Transfer,
+        before: Option<&ProcessRow>,
+        received: Option<&str>,
+        outbox: &[OutboxMessage],
+        otherwise: Outgoing<'_>,
+    ) -> Result<bool, ProcessError> {
+        transfer.stamp();
+        let outgoing = outbox.last().map_or(otherwise, Outgoing::Send);
+        match crate::process::write(&self.store, ProcessKind::Transfer, before, &transfer.row, received, outgoing, None)
+            .await?
+        {
+            Some(handed) => {
+                self.dispatcher.hand(handed);
+                // A push starts once the consumer has the start message (see [`start_delivered`]); it stops at once when
+                // the transfer leaves STARTED.
+                if transfer.role == Role::Provider && transfer.is_push() && transfer.state != State::Started {
+                    self.pushes.stop(&transfer.row.id);
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Applies a message from `requester`. `local_pid` is the transfer the URL names (`None` for
+    /// `POST /transfers/request`, which starts one on the provider).
+    pub async fn receive(
+        &self,
+        verified: &Verified,
+        local_pid: Option<&str>,
+        message: Json,
+    ) -> Result<Answer, ProcessError> {
+        let requester = verified.participant.as_str();
+        let type_name = message.get("@type").and_then(Json::as_str).unwrap_or_default();
+        let kind = Message::from_type(type_name)
+            .ok_or_else(|| ProcessError::Invalid(format!("@type {type_name:?} is not a transfer message")))?;
+        check_fields(kind, &message)?;
+        let message_digest = digest(&message);
+        for _ in 0..8 {
+            let existing = match local_pid {
+                Some(pid) => {
+                    let transfer = Transfer::from_row(self.store.transfer(pid).await?.ok_or(NOT_FOUND)?)?;
+                    if !crate::process::addressed_to(&transfer.row, transfer.role, requester, &message) {
+                        return Err(NOT_FOUND);
+                    }
+                    Some(transfer)
+                }
+                None => {
+                    let consumer_pid =
+                        crate::process::required(&message, "consumerPid").map_err(ProcessError::Invalid)?;
+                    match self.store.process_by_peer(ProcessKind::Transfer, "provider", requester, consumer_pid).await?
+                    {
+                        Some(row) => Some(Transfer::from_row(row)?),
+                        None => None,
+                    }
+                }
+            };
+            if let Some(answer) = existing.as_ref().and_then(|t| crate::process::redelivered(&t.row, &message_digest)) {
+                return Ok(answer);
+            }
+            if existing.is_some() && local_pid.is_none() {
+                return Err(ProcessError::Illegal(
+                    "a transfer with this consumerPid already exists; continue it at its own address".into(),
+                ));
+            }
+            let role = existing.as_ref().map_or(Role::Provider, |t| t.role);
+            let state = existing.as_ref().map(|t| t.state);
+            if !machine::may_receive(role, state, kind) {
+                return Err(ProcessError::Illegal(match state {
+                    Some(state) => {
+                        format!("a {} is not accepted in state {} by the {}", kind.label(), state.name(), role.name())
+                    }
+                    None => format!("a {} cannot start a transfer with the {}", kind.label(), role.name()),
+                }));
+            }
+            let next_state = machine::next(state, kind).expect("checked by may_receive");
+            let initial = existing.is_none();
+            let before = existing.as_ref().map(|t| t.row.clone());
+            let mut transfer = match existing {
+                Some(transfer) => transfer,
+                None => self.requested(requester, &message).await?,
+            };
+            if transfer.row.peer_pid.is_none() {
+                transfer.row.peer_pid = message.get("providerPid").and_then(Json::as_str).map(str::to_owned);
+            }
+            transfer.state = next_state;
+            history(&mut transfer.details, &format!("received {}", kind.label()), next_state);
+            let mut outbox = Vec::new();
+            match (role, kind) {
+                (Role::Consumer, Message::TransferStart) => {
+                    transfer.details.edr_stale = false;
+                    match message.get("dataAddress") {
+                        Some(address) => transfer.details.edr = Some(address.clone()),
+                        None if transfer.details.format.as_deref() == Some(PULL) && transfer.details.auto_complete => {
+                            transfer = terminate(
+                                transfer,
+                                "NoDataAddress",
+                                "the start message of a pull transfer carries no data address",
+                                &mut outbox,
+                            );
+                        }
+                        None => {}
+                    }
+                }
+                (Role::Consumer, Message::TransferSuspension) => transfer.details.edr_stale = true,
+                (Role::Provider, Message::TransferStart) => transfer.details.epoch += 1,
+                (_, Message::TransferTermination | Message::TransferSuspension) => {
+                    (transfer.details.error_code, transfer.details.error) = crate::process::code_and_reason(&message);
+                }
+                _ => {}
+            }
+            // The provider starts a new transfer at once, unless its operator releases it by hand.
+            if initial && !transfer.details.manual {
+                transfer = self.provider_start(transfer, &mut outbox);
+            } else if initial {
+                history(&mut transfer.details, "waiting for the operator to start", transfer.state);
+            }
+            let answer = if initial {
+                let mut received = transfer.clone();
+                received.state = next_state;
+                Answer { status: StatusCode::CREATED, body: Some(received.dsp_json()) }
+            } else {
+                Answer { status: StatusCode::OK, body: None }
+            };
+            transfer.row.last_received = Some(message_digest.clone());
+            transfer.row.last_answer = Some(answer.to_json());
+            // A legal message from the peer proves it received what this side sent before: that message is done.
+            match self.write(&mut transfer, before.as_ref(), Some(&message_digest), &outbox, Outgoing::Clear).await {
+                Ok(true) => {
+                    tracing::info!(transfer = %transfer.row.id, role = role.name(), message = kind.label(), state = transfer.state.name(), "transfer message applied");
+                    return Ok(answer);
+                }
+                Ok(false) => continue,
+                Err(ProcessError::Store(StoreError::Conflict { .. })) if initial => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(BUSY)
+    }
+
+    /// Provider: a new transfer for a consumer's request, after every check; refused requests leave nothing behind.
+    async fn requested(&self, requester: &str, message: &Json) -> Result<Transfer, ProcessError> {
+        let text = |field| crate::process::required(message, field).map_err(ProcessError::Invalid);
+        let (consumer_pid, agreement_id, format, callback) =
+            (text("consumerPid")?, text("agreementId")?, text("format")?, text("callbackAddress")?);
+        if !FORMATS.contains(&format) {
+            return Err(ProcessError::Refused {
+                code: "UnsupportedFormat",
+                reason: format!("format `{format}` is not offered; Hanse offers {}", FORMATS.join(", ")),
+            });
+        }
+        let destination = message.get("dataAddress").cloned();
+        if format == PUSH && destination.as_ref().and_then(|d| d.get("endpoint")).and_then(Json::as_str).is_none() {
+            return Err(ProcessError::Invalid("an HttpData-PUSH request needs dataAddress.endpoint".into()));
+        }
+        let action = if format == COMPUTE { "compute" } else { "use" };
+        let grant = match self.check_use(requester, agreement_id, action, format != COMPUTE).await {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                tracing::info!(requester, agreement = agreement_id, code = refusal.code, reason = %refusal.reason, "transfer refused");
+                refusal.record(&self.store, requester, agreement_id, "transfer request").await;
+                return Err(ProcessError::Refused { code: refusal.code, reason: refusal.reason });
+            }
+        };
+        let offered = self.catalogue.asset(&grant.agreement.asset_id).map(|a| a.value.data_address.formats());
+        if let Some(offered) = offered
+            && !offered.contains(&format)
+        {
+            return Err(ProcessError::Refused {
+                code: "UnsupportedFormat",
+                reason: format!(
+                    "dataset `{}` is offered as {}, not {format}",
+                    grant.agreement.asset_id,
+                    offered.join(", ")
+                ),
+            });
+        }
+        let mut transfer = Transfer::new(Role::Provider, Some(consumer_pid), requester, callback, agreement_id);
+        transfer.details = Details {
+            asset_id: Some(grant.agreement.asset_id.clone()),
+            format: Some(format.to_owned()),
+            destination: if format == PUSH { destination } else { None },
+            manual: grant
+                .definition_id
+                .and_then(|id| self.catalogue.definition(&id))
+                .is_some_and(|d| d.value.manual_start),
+            purpose: grant.purpose,
+            ..Details::default()
+        };
+        Ok(transfer)
+    }
+
+    /// The transfer `pid`, if `requester` is its counter-party (DSP `GET /transfers/{pid}`).
+    pub async fn get_for_peer(&self, requester: &str, pid: &str) -> Result<Transfer, ProcessError> {
+        let transfer = self.get(pid).await?;
+        if transfer.row.counter_party_id != requester {
+            return Err(NOT_FOUND);
+        }
+        Ok(transfer)
+    }
+
+    /// A transfer by id (management).
+    pub async fn get(&self, id: &str) -> Result<Transfer, ProcessError> {
+        Ok(Transfer::from_row(self.store.transfer(id).await?.ok_or(NOT_FOUND)?)?)
+    }
+
+    /// Every transfer (management).
+    pub async fn all(&self) -> Result<Vec<Transfer>, ProcessError> {
+        self.store
+            .processes(ProcessKind::Transfer)
+            .await?
+            .into_iter()
+            .map(|row| Transfer::from_row(row).map_err(Into::into))
+            .collect()
+    }
+
+    /// Consumer: the provider's DSP base for a transfer under `agreement` — the address `given` (resolved to its 2025-1
+    /// endpoint), else where the agreement was negotiated.
+    pub async fn provider_address(
+        &self,
+        agreement: &AgreementRow,
+        given: Option<&str>,
+    ) -> Result<String, ProviderAddressError> {
+        match given {
+            Some(address) => {
+                self.dsp.resolve_base(address).await.map_err(|e| ProviderAddressError::Unreachable(e.to_string()))
+            }
+            None => self
+                .store
+                .negotiation(&agreement.negotiation_id)
+                .await?
+                .map(|n| n.counter_party_address)
+                .ok_or(ProviderAddressError::Unknown),
+        }
+    }
+
+    /// Starts a transfer as consumer: the row and the request, in one statement.
+    pub async fn start(&self, start: Start) -> Result<Transfer, ProcessError> {
+        let mut transfer = Transfer::new(
+            Role::Consumer,
+            None,
+            &start.agreement.provider_id,
+            &start.provider_address,
+            &start.agreement.id,
+        );
+        transfer.details = Details {
+            asset_id: Some(start.agreement.asset_id.clone()),
+            format: Some(start.format.clone()),
+            destination: start.destination.clone(),
+            auto_complete: start.auto_complete,
+            ..Details::default()
+        };
+        let mut members = Map::new();
+        members.insert("agreementId".into(), json!(start.agreement.id));
+        members.insert("format".into(), json!(start.format));
+        members.insert("callbackAddress".into(), json!(self.catalogue.service.endpoint_url));
+        if let Some(destination) = &start.destination {
+            members.insert("dataAddress".into(), destination.clone());
+        }
+        let request = OutboxMessage::new(
+            format!("{}/transfers/request", transfer.row.counter_party_address),
+            crate::process::message(Message::TransferRequest.type_name(), "-", &transfer.row.id, Json::Object(members)),
+        );
+        history(&mut transfer.details, "sent transfer request", State::Requested);
+        self.write(&mut transfer, None, None, &[request], Outgoing::Keep).await?;
+        self.get(&transfer.row.id).await
+    }
+
+    /// An operator's call on a transfer (`start`, `suspend`, `resume`, `complete`, `terminate`).
+    pub async fn call(&self, id: &str, call: &str, body: &Json) -> Result<Transfer, ProcessError> {
+        for _ in 0..8 {
+            let transfer = self.get(id).await?;
+            let kind =
+                machine::call_message(transfer.role, transfer.state, call).ok_or_else(|| ProcessError::WrongState {
+                    call: call.to_owned(),
+                    state: transfer.state.name(),
+                    allowed: machine::allowed_calls(transfer.role, transfer.state),
+                })?;
+            let before = transfer.row.clone();
+            let reason = body.get("reason").and_then(Json::as_str);
+            let mut outbox = Vec::new();
+            let mut next = match (transfer.role, kind) {
+                (Role::Provider, Message::TransferStart) => {
+                    // Releasing a held transfer: the agreement must still permit it.
+                    let refusal = match transfer.state {
+                        State::Requested => {
+                            let (requester, action) = (&transfer.row.counter_party_id, transfer.action());
+                            self.check_use(requester, transfer.agreement_id(), action, !transfer.is_compute())
+                                .await
+                                .err()
+                        }
+                        _ => None,
+                    };
+                    match refusal {
+                        Some(refusal) => {
+                            let mut refused = terminate(transfer, refusal.code, &refusal.reason, &mut outbox);
+                            refused.details.decision = refusal.decision;
+                            refused
+                        }
+                        None => self.provider_start(transfer, &mut outbox),
+                    }
+                }
+                (_, Message::TransferTermination) => {
+                    terminate(transfer, "Terminated", reason.unwrap_or("terminated by the operator"), &mut outbox)
+                }
+                (_, Message::TransferSuspension) => {
+                    let reason = reason.unwrap_or("suspended by the operator");
+                    let mut next = send(transfer, kind, json!({"code": "Suspended", "reason": [reason]}), &mut outbox);
+                    next.details.edr_stale = true;
+                    next
+                }
+                (Role::Consumer, Message::TransferStart) => {
+                    let mut next = send(transfer, kind, json!({}), &mut outbox);
+                    next.details.edr_stale = true;
+                    next
+                }
+                (_, kind) => send(transfer, kind, json!({}), &mut outbox),
+            };
+            if self.write(&mut next, Some(&before), None, &outbox, Outgoing::Keep).await? {
+                tracing::info!(transfer = id, call, state = next.state.name(), "operator call applied");
+                return self.get(id).await;
+            }
+        }
+        Err(BUSY)
+    }
+
+    /// Ends a transfer on this side (a delivery failure, a failed push, an agreement that no longer permits use), and
+    /// tells the peer once.
+    pub async fn terminate_after_failure(&self, id: &str, reason: &str) -> Result<(), ProcessError> {
+        self.end(id, "DeliveryFailed", reason, true).await
+    }
+
+    /// One step on transfer `id`, computed from its current row: `step` answers the changed transfer (with what it queues
+    /// in `outbox`), or `None` when there is nothing to do. Retried when another writer came first.
+    async fn update(
+        &self,
+        id: &str,
+        otherwise: Outgoing<'_>,
+        mut step: impl FnMut(Transfer, &mut Vec<OutboxMessage>) -> Result<Option<Transfer>, ProcessError>,
+    ) -> Result<Option<Transfer>, ProcessError> {
+        for _ in 0..8 {
+            let transfer = self.get(id).await?;
+            let before = transfer.row.clone();
+            let mut outbox = Vec::new();
+            let Some(mut next) = step(transfer, &mut outbox)? else { return Ok(None) };
+            if self.write(&mut next, Some(&before), None, &outbox, otherwise.clone()).await? {
+                return Ok(Some(next));
+            }
+        }
+        Err(BUSY)
+    }
+
+    /// Provider: a push finished. Delivered data completes the transfer; a failure terminates it.
+    pub async fn push_finished(&self, id: &str, outcome: Result<u64, String>) -> Result<(), ProcessError> {
+        self.update(id, Outgoing::Keep, |mut transfer, outbox| {
+            if transfer.state != State::Started {
+                return Ok(None);
+            }
+            Ok(Some(match &outcome {
+                Ok(bytes) => {
+                    transfer.details.pushed = true;
+                    transfer.details.bytes = Some(*bytes);
+                    send(transfer, Message::TransferCompletion, json!({}), outbox)
+                }
+                Err(reason) => terminate(transfer, "PushFailed", reason, outbox),
+            }))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Ends the transfer with `code` and `reason`; `final_notice` marks the message as a last notice never followed up.
+    pub async fn end(&self, id: &str, code: &str, reason: &str, final_notice: bool) -> Result<(), ProcessError> {
+        let ended = self
+            .update(id, Outgoing::Clear, |transfer, outbox| {
+                if transfer.state.is_terminal() {
+                    return Ok(None);
+                }
+                let next = terminate(transfer, code, reason, outbox);
+                outbox.iter_mut().for_each(|message| message.final_notice = final_notice);
+                Ok(Some(next))
+            })
+            .await?;
+        if ended.is_some() {
+            tracing::warn!(transfer = id, code, reason, "transfer terminated");
+        }
+        Ok(())
+    }
+
+    /// Consumer: record a refreshed data address.
+    pub async fn store_edr(&self, id: &str, address: Json) -> Result<Transfer, ProcessError> {
+        let stored = self
+            .update(id, Outgoing::Keep, |mut transfer, _| {
+                transfer.details.edr = Some(address.clone());
+                transfer.details.edr_stale = false;
+                Ok(Some(transfer))
+            })
+            .await?;
+        stored.ok_or(NOT_FOUND)
+    }
+
+    /// Consumer: forget the data address (EDC `DELETE /edrs/{id}`).
+    pub async fn forget_edr(&self, id: &str) -> Result<(), ProcessError> {
+        self.update(id, Outgoing::Keep, |mut transfer, _| {
+            transfer.details.edr.take().ok_or(NOT_FOUND)?;
+            Ok(Some(transfer))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A message of transfer `id` reached the peer. When it was the provider's start message, a push transfer now sends
+    /// its data (never before: the consumer accepts the completion only once STARTED).
+    pub async fn delivered(&self, id: &str, message: &Json) {
+        if message.get("@type").and_then(Json::as_str) != Some(Message::TransferStart.type_name()) {
+            return;
+        }
+        match self.get(id).await {
+            Ok(transfer)
+                if transfer.role == Role::Provider
+                    && transfer.state == State::Started
+                    && transfer.is_push()
+                    && !transfer.details.pushed =>
+            {
+                self.pushes.due(&transfer.row.id);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(%error, transfer = id, "cannot read a transfer after its start was delivered")
+            }
+        }
+    }
+
+    /// Provider, at start-up: pushes that a stop interrupted run again.
+    pub async fn resume_pushes(&self) {
+        let started =
+            self.store.processes_in(ProcessKind::Transfer, Role::Provider.name(), State::Started.name()).await;
+        match started {
+            Ok(rows) => {
+                for transfer in rows.into_iter().filter_map(|row| Transfer::from_row(row).ok()) {
+                    if transfer.is_push() && !transfer.details.pushed {
+                        tracing::info!(transfer = %transfer.row.id, "resuming an interrupted push");
+                        self.pushes.due(&transfer.row.id);
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot look for interrupted pushes"),
+        }
+    }
 }
 
 /// Checks the members a message needs (the official schemas' required fields).
@@ -382,237 +942,6 @@ fn check_fields(kind: Message, message: &Json) -> Result<(), ProcessError> {
         return Err(ProcessError::Invalid("dataAddress must be a DataAddress with an endpointType".into()));
     }
     Ok(())
-}
-
-/// Writes a transfer (new when `expected_version` is `None`) with what becomes of its pending message, hands a sent
-/// message to the dispatcher, and starts a push the write begins. `Ok(false)`: someone changed it first.
-async fn write(
-    connector: &Shared,
-    transfer: &mut Transfer,
-    before: Option<&ProcessRow>,
-    received: Option<&str>,
-    outbox: &[OutboxMessage],
-    otherwise: Outgoing<'_>,
-) -> Result<bool, ProcessError> {
-    transfer.stamp();
-    let outgoing = outbox.last().map_or(otherwise, Outgoing::Send);
-    match crate::process::write(
-        &connector.store,
-        ProcessKind::Transfer,
-        before,
-        &transfer.row,
-        received,
-        outgoing,
-        None,
-    )
-    .await?
-    {
-        Some(handed) => {
-            connector.dispatcher.hand(handed);
-            // A push starts once the consumer has the start message (see [`start_delivered`]); it stops at once when
-            // the transfer leaves STARTED.
-            if transfer.role == Role::Provider && transfer.is_push() && transfer.state != State::Started {
-                connector.dataplane.stop_push(&transfer.row.id);
-            }
-            Ok(true)
-        }
-        None => Ok(false),
-    }
-}
-
-/// Applies a message from `requester`. `local_pid` is the transfer the URL names (`None` for
-/// `POST /transfers/request`, which starts one on the provider).
-pub async fn receive(
-    connector: &Shared,
-    verified: &Verified,
-    local_pid: Option<&str>,
-    message: Json,
-) -> Result<Answer, ProcessError> {
-    let requester = verified.participant.as_str();
-    let type_name = message.get("@type").and_then(Json::as_str).unwrap_or_default();
-    let kind = Message::from_type(type_name)
-        .ok_or_else(|| ProcessError::Invalid(format!("@type {type_name:?} is not a transfer message")))?;
-    check_fields(kind, &message)?;
-    let message_digest = digest(&message);
-    for _ in 0..8 {
-        let existing = match local_pid {
-            Some(pid) => {
-                let transfer = Transfer::from_row(connector.store.transfer(pid).await?.ok_or(NOT_FOUND)?)?;
-                if !crate::process::addressed_to(&transfer.row, transfer.role, requester, &message) {
-                    return Err(NOT_FOUND);
-                }
-                Some(transfer)
-            }
-            None => {
-                let consumer_pid = crate::process::required(&message, "consumerPid").map_err(ProcessError::Invalid)?;
-                match connector
-                    .store
-                    .process_by_peer(ProcessKind::Transfer, "provider", requester, consumer_pid)
-                    .await?
-                {
-                    Some(row) => Some(Transfer::from_row(row)?),
-                    None => None,
-                }
-            }
-        };
-        if let Some(answer) = existing.as_ref().and_then(|t| crate::process::redelivered(&t.row, &message_digest)) {
-            return Ok(answer);
-        }
-        if existing.is_some() && local_pid.is_none() {
-            return Err(ProcessError::Illegal(
-                "a transfer with this consumerPid already exists; continue it at its own address".into(),
-            ));
-        }
-        let role = existing.as_ref().map_or(Role::Provider, |t| t.role);
-        let state = existing.as_ref().map(|t| t.state);
-        if !machine::may_receive(role, state, kind) {
-            return Err(ProcessError::Illegal(match state {
-                Some(state) => {
-                    format!("a {} is not accepted in state {} by the {}", kind.label(), state.name(), role.name())
-                }
-                None => format!("a {} cannot start a transfer with the {}", kind.label(), role.name()),
-            }));
-        }
-        let next_state = machine::next(state, kind).expect("checked by may_receive");
-        let initial = existing.is_none();
-        let before = existing.as_ref().map(|t| t.row.clone());
-        let mut transfer = match existing {
-            Some(transfer) => transfer,
-            None => requested(connector, requester, &message).await?,
-        };
-        if transfer.row.peer_pid.is_none() {
-            transfer.row.peer_pid = message.get("providerPid").and_then(Json::as_str).map(str::to_owned);
-        }
-        transfer.state = next_state;
-        history(&mut transfer.details, &format!("received {}", kind.label()), next_state);
-        let mut outbox = Vec::new();
-        match (role, kind) {
-            (Role::Consumer, Message::TransferStart) => {
-                transfer.details.edr_stale = false;
-                match message.get("dataAddress") {
-                    Some(address) => transfer.details.edr = Some(address.clone()),
-                    None if transfer.details.format.as_deref() == Some(PULL) && transfer.details.auto_complete => {
-                        transfer = terminate(
-                            transfer,
-                            "NoDataAddress",
-                            "the start message of a pull transfer carries no data address",
-                            &mut outbox,
-                        );
-                    }
-                    None => {}
-                }
-            }
-            (Role::Consumer, Message::TransferSuspension) => transfer.details.edr_stale = true,
-            (Role::Provider, Message::TransferStart) => transfer.details.epoch += 1,
-            (_, Message::TransferTermination | Message::TransferSuspension) => {
-                (transfer.details.error_code, transfer.details.error) = crate::process::code_and_reason(&message);
-            }
-            _ => {}
-        }
-        // The provider starts a new transfer at once, unless its operator releases it by hand.
-        if initial && !transfer.details.manual {
-            transfer = provider_start(connector, transfer, &mut outbox);
-        } else if initial {
-            history(&mut transfer.details, "waiting for the operator to start", transfer.state);
-        }
-        let answer = if initial {
-            let mut received = transfer.clone();
-            received.state = next_state;
-            Answer { status: StatusCode::CREATED, body: Some(received.dsp_json()) }
-        } else {
-            Answer { status: StatusCode::OK, body: None }
-        };
-        transfer.row.last_received = Some(message_digest.clone());
-        transfer.row.last_answer = Some(answer.to_json());
-        // A legal message from the peer proves it received what this side sent before: that message is done.
-        match write(connector, &mut transfer, before.as_ref(), Some(&message_digest), &outbox, Outgoing::Clear).await {
-            Ok(true) => {
-                tracing::info!(transfer = %transfer.row.id, role = role.name(), message = kind.label(), state = transfer.state.name(), "transfer message applied");
-                return Ok(answer);
-            }
-            Ok(false) => continue,
-            Err(ProcessError::Store(StoreError::Conflict { .. })) if initial => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Err(BUSY)
-}
-
-/// Provider: a new transfer for a consumer's request, after every check; refused requests leave nothing behind.
-async fn requested(connector: &Shared, requester: &str, message: &Json) -> Result<Transfer, ProcessError> {
-    let text = |field| crate::process::required(message, field).map_err(ProcessError::Invalid);
-    let (consumer_pid, agreement_id, format, callback) =
-        (text("consumerPid")?, text("agreementId")?, text("format")?, text("callbackAddress")?);
-    if !FORMATS.contains(&format) {
-        return Err(ProcessError::Refused {
-            code: "UnsupportedFormat",
-            reason: format!("format `{format}` is not offered; Hanse offers {}", FORMATS.join(", ")),
-        });
-    }
-    let destination = message.get("dataAddress").cloned();
-    if format == PUSH && destination.as_ref().and_then(|d| d.get("endpoint")).and_then(Json::as_str).is_none() {
-        return Err(ProcessError::Invalid("an HttpData-PUSH request needs dataAddress.endpoint".into()));
-    }
-    let action = if format == COMPUTE { "compute" } else { "use" };
-    let grant = match check_use(connector, requester, agreement_id, action, format != COMPUTE).await {
-        Ok(grant) => grant,
-        Err(refusal) => {
-            tracing::info!(requester, agreement = agreement_id, code = refusal.code, reason = %refusal.reason, "transfer refused");
-            refusal.record(connector, requester, agreement_id, "transfer request").await;
-            return Err(ProcessError::Refused { code: refusal.code, reason: refusal.reason });
-        }
-    };
-    let offered = connector.catalogue.asset(&grant.agreement.asset_id).map(|a| a.value.data_address.formats());
-    if let Some(offered) = offered
-        && !offered.contains(&format)
-    {
-        return Err(ProcessError::Refused {
-            code: "UnsupportedFormat",
-            reason: format!(
-                "dataset `{}` is offered as {}, not {format}",
-                grant.agreement.asset_id,
-                offered.join(", ")
-            ),
-        });
-    }
-    let mut transfer = Transfer::new(Role::Provider, Some(consumer_pid), requester, callback, agreement_id);
-    transfer.details = Details {
-        asset_id: Some(grant.agreement.asset_id.clone()),
-        format: Some(format.to_owned()),
-        destination: if format == PUSH { destination } else { None },
-        manual: grant
-            .definition_id
-            .and_then(|id| connector.catalogue.definition(&id))
-            .is_some_and(|d| d.value.manual_start),
-        purpose: grant.purpose,
-        ..Details::default()
-    };
-    Ok(transfer)
-}
-
-/// The transfer `pid`, if `requester` is its counter-party (DSP `GET /transfers/{pid}`).
-pub async fn get_for_peer(connector: &Shared, requester: &str, pid: &str) -> Result<Transfer, ProcessError> {
-    let transfer = get(connector, pid).await?;
-    if transfer.row.counter_party_id != requester {
-        return Err(NOT_FOUND);
-    }
-    Ok(transfer)
-}
-
-/// A transfer by id (management).
-pub async fn get(connector: &Shared, id: &str) -> Result<Transfer, ProcessError> {
-    Ok(Transfer::from_row(connector.store.transfer(id).await?.ok_or(NOT_FOUND)?)?)
-}
-
-/// Every transfer (management).
-pub async fn all(connector: &Shared) -> Result<Vec<Transfer>, ProcessError> {
-    connector
-        .store
-        .processes(ProcessKind::Transfer)
-        .await?
-        .into_iter()
-        .map(|row| Transfer::from_row(row).map_err(Into::into))
-        .collect()
 }
 
 /// What a consumer asks for to start a transfer.
@@ -640,233 +969,34 @@ pub enum ProviderAddressError {
     Store(#[from] StoreError),
 }
 
-/// Consumer: the provider's DSP base for a transfer under `agreement` — the address `given` (resolved to its 2025-1
-/// endpoint), else where the agreement was negotiated.
-pub async fn provider_address(
-    connector: &Shared,
-    agreement: &AgreementRow,
-    given: Option<&str>,
-) -> Result<String, ProviderAddressError> {
-    match given {
-        Some(address) => {
-            connector.dsp.resolve_base(address).await.map_err(|e| ProviderAddressError::Unreachable(e.to_string()))
-        }
-        None => connector
-            .store
-            .negotiation(&agreement.negotiation_id)
-            .await?
-            .map(|n| n.counter_party_address)
-            .ok_or(ProviderAddressError::Unknown),
-    }
-}
-
-/// Starts a transfer as consumer: the row and the request, in one statement.
-pub async fn start(connector: &Shared, start: Start) -> Result<Transfer, ProcessError> {
-    let mut transfer =
-        Transfer::new(Role::Consumer, None, &start.agreement.provider_id, &start.provider_address, &start.agreement.id);
-    transfer.details = Details {
-        asset_id: Some(start.agreement.asset_id.clone()),
-        format: Some(start.format.clone()),
-        destination: start.destination.clone(),
-        auto_complete: start.auto_complete,
-        ..Details::default()
-    };
-    let mut members = Map::new();
-    members.insert("agreementId".into(), json!(start.agreement.id));
-    members.insert("format".into(), json!(start.format));
-    members.insert("callbackAddress".into(), json!(connector.catalogue.service.endpoint_url));
-    if let Some(destination) = &start.destination {
-        members.insert("dataAddress".into(), destination.clone());
-    }
-    let request = OutboxMessage::new(
-        format!("{}/transfers/request", transfer.row.counter_party_address),
-        crate::process::message(Message::TransferRequest.type_name(), "-", &transfer.row.id, Json::Object(members)),
-    );
-    history(&mut transfer.details, "sent transfer request", State::Requested);
-    write(connector, &mut transfer, None, None, &[request], Outgoing::Keep).await?;
-    get(connector, &transfer.row.id).await
-}
-
-/// An operator's call on a transfer (`start`, `suspend`, `resume`, `complete`, `terminate`).
-pub async fn call(connector: &Shared, id: &str, call: &str, body: &Json) -> Result<Transfer, ProcessError> {
-    for _ in 0..8 {
-        let transfer = get(connector, id).await?;
-        let kind =
-            machine::call_message(transfer.role, transfer.state, call).ok_or_else(|| ProcessError::WrongState {
-                call: call.to_owned(),
-                state: transfer.state.name(),
-                allowed: machine::allowed_calls(transfer.role, transfer.state),
-            })?;
-        let before = transfer.row.clone();
-        let reason = body.get("reason").and_then(Json::as_str);
-        let mut outbox = Vec::new();
-        let mut next = match (transfer.role, kind) {
-            (Role::Provider, Message::TransferStart) => {
-                // Releasing a held transfer: the agreement must still permit it.
-                let refusal = match transfer.state {
-                    State::Requested => {
-                        let (requester, action) = (&transfer.row.counter_party_id, transfer.action());
-                        check_use(connector, requester, transfer.agreement_id(), action, !transfer.is_compute())
-                            .await
-                            .err()
-                    }
-                    _ => None,
-                };
-                match refusal {
-                    Some(refusal) => {
-                        let mut refused = terminate(transfer, refusal.code, &refusal.reason, &mut outbox);
-                        refused.details.decision = refusal.decision;
-                        refused
-                    }
-                    None => provider_start(connector, transfer, &mut outbox),
-                }
+/// The dispatcher's outcomes for both kinds of process: a delivered start may begin a push; a refused or undeliverable
+/// message ends its process.
+impl crate::dispatch::Outcomes for Transfers {
+    fn delivered<'a>(
+        &'a self,
+        kind: ProcessKind,
+        id: &'a str,
+        message: &'a Json,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if kind == ProcessKind::Transfer {
+                Transfers::delivered(self, id, message).await;
             }
-            (_, Message::TransferTermination) => {
-                terminate(transfer, "Terminated", reason.unwrap_or("terminated by the operator"), &mut outbox)
-            }
-            (_, Message::TransferSuspension) => {
-                let reason = reason.unwrap_or("suspended by the operator");
-                let mut next = send(transfer, kind, json!({"code": "Suspended", "reason": [reason]}), &mut outbox);
-                next.details.edr_stale = true;
-                next
-            }
-            (Role::Consumer, Message::TransferStart) => {
-                let mut next = send(transfer, kind, json!({}), &mut outbox);
-                next.details.edr_stale = true;
-                next
-            }
-            (_, kind) => send(transfer, kind, json!({}), &mut outbox),
-        };
-        if write(connector, &mut next, Some(&before), None, &outbox, Outgoing::Keep).await? {
-            tracing::info!(transfer = id, call, state = next.state.name(), "operator call applied");
-            return get(connector, id).await;
-        }
+        })
     }
-    Err(BUSY)
-}
 
-/// Ends a transfer on this side (a delivery failure, a failed push, an agreement that no longer permits use), and
-/// tells the peer once.
-pub async fn terminate_after_failure(connector: &Shared, id: &str, reason: &str) -> Result<(), ProcessError> {
-    end(connector, id, "DeliveryFailed", reason, true).await
-}
-
-/// One step on transfer `id`, computed from its current row: `step` answers the changed transfer (with what it queues
-/// in `outbox`), or `None` when there is nothing to do. Retried when another writer came first.
-async fn update(
-    connector: &Shared,
-    id: &str,
-    otherwise: Outgoing<'_>,
-    mut step: impl FnMut(Transfer, &mut Vec<OutboxMessage>) -> Result<Option<Transfer>, ProcessError>,
-) -> Result<Option<Transfer>, ProcessError> {
-    for _ in 0..8 {
-        let transfer = get(connector, id).await?;
-        let before = transfer.row.clone();
-        let mut outbox = Vec::new();
-        let Some(mut next) = step(transfer, &mut outbox)? else { return Ok(None) };
-        if write(connector, &mut next, Some(&before), None, &outbox, otherwise.clone()).await? {
-            return Ok(Some(next));
-        }
-    }
-    Err(BUSY)
-}
-
-/// Provider: a push finished. Delivered data completes the transfer; a failure terminates it.
-pub async fn push_finished(connector: &Shared, id: &str, outcome: Result<u64, String>) -> Result<(), ProcessError> {
-    update(connector, id, Outgoing::Keep, |mut transfer, outbox| {
-        if transfer.state != State::Started {
-            return Ok(None);
-        }
-        Ok(Some(match &outcome {
-            Ok(bytes) => {
-                transfer.details.pushed = true;
-                transfer.details.bytes = Some(*bytes);
-                send(transfer, Message::TransferCompletion, json!({}), outbox)
+    fn failed<'a>(
+        &'a self,
+        kind: ProcessKind,
+        id: &'a str,
+        reason: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match kind {
+                ProcessKind::Negotiation => self.negotiations.terminate_after_failure(id, reason, true).await,
+                ProcessKind::Transfer => self.terminate_after_failure(id, reason).await,
             }
-            Err(reason) => terminate(transfer, "PushFailed", reason, outbox),
-        }))
-    })
-    .await
-    .map(|_| ())
-}
-
-/// Ends the transfer with `code` and `reason`; `final_notice` marks the message as a last notice never followed up.
-pub async fn end(
-    connector: &Shared,
-    id: &str,
-    code: &str,
-    reason: &str,
-    final_notice: bool,
-) -> Result<(), ProcessError> {
-    let ended = update(connector, id, Outgoing::Clear, |transfer, outbox| {
-        if transfer.state.is_terminal() {
-            return Ok(None);
-        }
-        let next = terminate(transfer, code, reason, outbox);
-        outbox.iter_mut().for_each(|message| message.final_notice = final_notice);
-        Ok(Some(next))
-    })
-    .await?;
-    if ended.is_some() {
-        tracing::warn!(transfer = id, code, reason, "transfer terminated");
-    }
-    Ok(())
-}
-
-/// Consumer: record a refreshed data address.
-pub async fn store_edr(connector: &Shared, id: &str, address: Json) -> Result<Transfer, ProcessError> {
-    let stored = update(connector, id, Outgoing::Keep, |mut transfer, _| {
-        transfer.details.edr = Some(address.clone());
-        transfer.details.edr_stale = false;
-        Ok(Some(transfer))
-    })
-    .await?;
-    stored.ok_or(NOT_FOUND)
-}
-
-/// Consumer: forget the data address (EDC `DELETE /edrs/{id}`).
-pub async fn forget_edr(connector: &Shared, id: &str) -> Result<(), ProcessError> {
-    update(connector, id, Outgoing::Keep, |mut transfer, _| {
-        transfer.details.edr.take().ok_or(NOT_FOUND)?;
-        Ok(Some(transfer))
-    })
-    .await
-    .map(|_| ())
-}
-
-/// A message of transfer `id` reached the peer. When it was the provider's start message, a push transfer now sends
-/// its data (never before: the consumer accepts the completion only once STARTED).
-pub async fn delivered(connector: &Shared, id: &str, message: &Json) {
-    if message.get("@type").and_then(Json::as_str) != Some(Message::TransferStart.type_name()) {
-        return;
-    }
-    match get(connector, id).await {
-        Ok(transfer)
-            if transfer.role == Role::Provider
-                && transfer.state == State::Started
-                && transfer.is_push()
-                && !transfer.details.pushed =>
-        {
-            crate::dataplane::spawn_push(connector.clone(), transfer.row.id.clone());
-        }
-        Ok(_) => {}
-        Err(error) => tracing::error!(%error, transfer = id, "cannot read a transfer after its start was delivered"),
-    }
-}
-
-/// Provider, at start-up: pushes that a stop interrupted run again.
-pub async fn resume_pushes(connector: &Shared) {
-    let started =
-        connector.store.processes_in(ProcessKind::Transfer, Role::Provider.name(), State::Started.name()).await;
-    match started {
-        Ok(rows) => {
-            for transfer in rows.into_iter().filter_map(|row| Transfer::from_row(row).ok()) {
-                if transfer.is_push() && !transfer.details.pushed {
-                    tracing::info!(transfer = %transfer.row.id, "resuming an interrupted push");
-                    crate::dataplane::spawn_push(connector.clone(), transfer.row.id.clone());
-                }
-            }
-        }
-        Err(error) => tracing::error!(%error, "cannot look for interrupted pushes"),
+            .map_err(|e| e.to_string())
+        })
     }
 }
