@@ -249,6 +249,11 @@ impl IngestError {
     }
 }
 
+/// Whether `name` is a table file name: the SHA-256 of its content in hex, then `.table`.
+pub fn is_table_file(name: &str) -> bool {
+    name.strip_suffix(".table").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Reads a CSV file (with a header row naming every schema column, in any order) against `schema`. Every bad row is
 /// reported with its line; any problem means no table.
 pub fn read_csv(reader: impl Read, schema: &Schema) -> Result<Table, IngestError> {

@@ -11,7 +11,7 @@
 //! passed on once stale. Seeds and operator-added peers are pinned: kept when silent, shown as `unreachable`.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -21,8 +21,10 @@ use futures_util::StreamExt;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
-use crate::protocol::client::ClientError;
-use crate::server::{Connector, Shared};
+use crate::dsp::client::ClientError;
+use crate::dsp::client::DspClient;
+use crate::identity::Identity;
+use crate::store::Store;
 use crate::store::{PeerRow, StoreError};
 
 /// Where the signed peer list is served on the public listener.
@@ -51,13 +53,40 @@ impl NotLive {
     }
 }
 
-/// Callers of our list being verified now.
-#[derive(Default)]
-pub struct Pending(Mutex<HashSet<String>>);
+/// The peer network's service: our list of verified peers, its exchange with theirs, and the signed list we serve.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Peers {
+    store: Store,
+    identity: Arc<Identity>,
+    dsp: DspClient,
+    settings: crate::config::PeersConfig,
+    /// Our DSP endpoint, as our list names it.
+    endpoint_url: String,
+    /// Callers of our list being verified now.
+    pending: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Peers {
+    pub fn new(
+        store: Store,
+        identity: Arc<Identity>,
+        dsp: DspClient,
+        settings: crate::config::PeersConfig,
+        endpoint_url: String,
+    ) -> Peers {
+        Peers { store, identity, dsp, settings, endpoint_url, pending: Arc::default() }
+    }
+}
+
+/// The peer list's route on the public listener.
+pub fn routes(peers: Peers) -> axum::Router {
+    axum::Router::new().route(LIST_PATH, axum::routing::get(list_endpoint)).with_state(peers)
+}
 
 /// Verifies a peer: its DID resolves and the DSP endpoint of its DID document offers DSP 2025-1. Answers the
 /// peer's versioned DSP base.
-pub async fn check(state: &Connector, did: &str) -> Result<String, NotLive> {
+pub async fn check(state: &Peers, did: &str) -> Result<String, NotLive> {
     let document = state
         .identity
         .resolver()
@@ -82,14 +111,14 @@ pub async fn check(state: &Connector, did: &str) -> Result<String, NotLive> {
         Ok(base) => Ok(base),
         Err(ClientError::Incompatible { offered, .. }) => Err(NotLive {
             status: "incompatible",
-            detail: format!("offers DSP {}; Hanse speaks {}", offered.join(", "), crate::protocol::client::VERSION),
+            detail: format!("offers DSP {}; Hanse speaks {}", offered.join(", "), crate::dsp::client::VERSION),
         }),
         Err(error) => Err(NotLive::unreachable(error.to_string())),
     }
 }
 
 /// The DID behind a seed or an operator's `add`: a DID as it is, a URL through its `/.well-known/did.json`.
-pub async fn did_of(state: &Connector, did_or_url: &str) -> Result<String, String> {
+pub async fn did_of(state: &Peers, did_or_url: &str) -> Result<String, String> {
     if did_or_url.starts_with("did:") {
         return Ok(did_or_url.to_owned());
     }
@@ -102,7 +131,7 @@ pub async fn did_of(state: &Connector, did_or_url: &str) -> Result<String, Strin
 
 /// The operator adds (or pins) a peer. A DID that cannot be found is refused; one that resolves is kept, with its
 /// status (a peer down now is kept as `unreachable`).
-pub async fn add(state: &Connector, did_or_url: &str) -> Result<PeerRow, String> {
+pub async fn add(state: &Peers, did_or_url: &str) -> Result<PeerRow, String> {
     let did = did_of(state, did_or_url).await?;
     if did == state.identity.did() {
         return Err(format!("{did} is this connector"));
@@ -156,8 +185,8 @@ fn due(peer: &PeerRow, now: i64, interval_ms: i64, stale_ms: i64) -> bool {
 
 /// One exchange round: seeds resolved, each due peer's signed list read, new entries verified and learned, silent
 /// learned peers forgotten.
-pub async fn exchange_round(state: &Shared) -> Result<Round, StoreError> {
-    let config = &state.config.peers;
+pub async fn exchange_round(state: &Peers) -> Result<Round, StoreError> {
+    let config = &state.settings;
     let interval_ms = (config.exchange_interval_seconds.max(1) * 1000) as i64;
     let stale_ms = (config.stale_after_seconds * 1000) as i64;
     for seed in &config.seeds {
@@ -220,7 +249,7 @@ pub async fn exchange_round(state: &Shared) -> Result<Round, StoreError> {
 
 /// Verifies a candidate: live, or incompatible (so that it is reported). A candidate that cannot be reached is
 /// `None`: not recorded.
-async fn verify_candidate(state: &Connector, did: &str) -> Option<PeerRow> {
+async fn verify_candidate(state: &Peers, did: &str) -> Option<PeerRow> {
     let mut peer = PeerRow::new(did, "learned");
     peer.last_attempt = crate::store::now_millis();
     match check(state, did).await {
@@ -242,18 +271,18 @@ async fn verify_candidate(state: &Connector, did: &str) -> Option<PeerRow> {
 }
 
 /// Records a verified candidate as learned, within `peers.max`; `true` if it was taken in.
-async fn record_learned(state: &Connector, peer: &PeerRow) -> Result<bool, StoreError> {
-    let taken = state.store.learn_peer(peer, state.config.peers.max).await?;
+async fn record_learned(state: &Peers, peer: &PeerRow) -> Result<bool, StoreError> {
+    let taken = state.store.learn_peer(peer, state.settings.max).await?;
     if taken {
         tracing::info!(peer = %peer.did, status = %peer.status, "peer learned");
     } else {
-        tracing::warn!(peer = %peer.did, max = state.config.peers.max, "peer list full: a new peer was not taken in");
+        tracing::warn!(peer = %peer.did, max = state.settings.max, "peer list full: a new peer was not taken in");
     }
     Ok(taken)
 }
 
 /// Verifies a candidate and records it as learned. `true` if it was taken in.
-async fn learn(state: &Connector, did: &str) -> Result<bool, StoreError> {
+async fn learn(state: &Peers, did: &str) -> Result<bool, StoreError> {
     match verify_candidate(state, did).await {
         Some(peer) => record_learned(state, &peer).await,
         None => Ok(false),
@@ -273,7 +302,7 @@ pub struct Entry {
 
 /// Reads a peer's signed list: verified against the peer's DID, within its validity. Checks the peer first if it is
 /// not live yet. Answers the peer's DSP base and the entries.
-async fn read_list(state: &Connector, peer: &PeerRow) -> ListRead {
+async fn read_list(state: &Peers, peer: &PeerRow) -> ListRead {
     let address = if peer.status == "live" && !peer.address.is_empty() {
         peer.address.clone()
     } else {
@@ -332,12 +361,12 @@ async fn read_list(state: &Connector, peer: &PeerRow) -> ListRead {
 }
 
 /// Our signed peer list: ourselves and every live peer seen within the stale period.
-pub async fn signed_list(state: &Connector) -> Result<String, StoreError> {
+pub async fn signed_list(state: &Peers) -> Result<String, StoreError> {
     let now = chrono::Utc::now();
-    let cutoff = now.timestamp_millis() - (state.config.peers.stale_after_seconds * 1000) as i64;
+    let cutoff = now.timestamp_millis() - (state.settings.stale_after_seconds * 1000) as i64;
     let mut entries = vec![json!({
         "did": state.identity.did(),
-        "endpoint": state.catalogue.service.endpoint_url,
+        "endpoint": state.endpoint_url,
         "lastSeen": crate::process::rfc3339_millis(now.timestamp_millis()),
     })];
     for peer in state.store.peers().await? {
@@ -359,7 +388,7 @@ pub async fn signed_list(state: &Connector) -> Result<String, StoreError> {
 }
 
 /// `GET /hanse/peers`: our signed list, for a verified caller; the caller becomes a candidate peer.
-pub async fn list_endpoint(State(state): State<Shared>, headers: HeaderMap) -> Response {
+pub async fn list_endpoint(State(state): State<Peers>, headers: HeaderMap) -> Response {
     let caller = match state.identity.verify_request(&headers).await {
         Ok(caller) => caller.participant,
         Err(reason) => {
@@ -382,12 +411,12 @@ pub async fn list_endpoint(State(state): State<Shared>, headers: HeaderMap) -> R
 }
 
 /// A caller we do not know yet is verified and learned in the background.
-async fn learn_caller(state: &Shared, caller: String) {
+async fn learn_caller(state: &Peers, caller: String) {
     if caller == state.identity.did() || !matches!(state.store.peer(&caller).await, Ok(None)) {
         return;
     }
     {
-        let mut pending = state.pending_peers.0.lock().expect("the pending set is never poisoned");
+        let mut pending = state.pending.lock().expect("the pending set is never poisoned");
         if pending.len() >= CALLERS_IN_FLIGHT || !pending.insert(caller.clone()) {
             return;
         }
@@ -397,13 +426,13 @@ async fn learn_caller(state: &Shared, caller: String) {
         if let Err(error) = learn(&state, &caller).await {
             tracing::warn!(%error, peer = caller, "cannot record a calling peer");
         }
-        state.pending_peers.0.lock().expect("the pending set is never poisoned").remove(&caller);
+        state.pending.lock().expect("the pending set is never poisoned").remove(&caller);
     });
 }
 
 /// Exchanges peer lists every `peers.exchange_interval_seconds` until shutdown (a first round at once).
-pub fn spawn(state: Shared, mut signal: watch::Receiver<bool>) {
-    let seconds = state.config.peers.exchange_interval_seconds;
+pub fn spawn(state: Peers, mut signal: watch::Receiver<bool>) {
+    let seconds = state.settings.exchange_interval_seconds;
     if seconds == 0 {
         return;
     }

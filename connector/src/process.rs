@@ -9,9 +9,9 @@ use serde_json::{Value as Json, json};
 
 pub use hanse_core::encode::{digest, hex, rfc3339_millis, sha256_hex};
 
-use crate::negotiation::machine::Role;
-use crate::protocol::error::{DspArea, DspError};
+use crate::dsp::error::{DspArea, DspError};
 use crate::store::{ProcessKind, ProcessRow, StoreError};
+use hanse_core::negotiation::Role;
 
 /// What went wrong in a call on a negotiation or transfer.
 #[derive(Debug, thiserror::Error)]
@@ -299,8 +299,8 @@ pub fn audit_events(
     after: &ProcessRow,
     received: Option<&str>,
     outgoing: &crate::store::Outgoing<'_>,
-) -> Vec<crate::audit::Event> {
-    use crate::audit::Event;
+) -> Vec<hanse_audit::Event> {
+    use hanse_audit::Event;
     let from = before.map(|row| row.state.as_str());
     let sent = match outgoing {
         crate::store::Outgoing::Send(message) => Some(json!({
@@ -350,7 +350,7 @@ pub fn audit_events(
     if kind == ProcessKind::Negotiation
         && let Some(agreement) = appeared("agreement")
     {
-        let details = json!({"process": after.id, "agreementPolicy": agreement, "agreementDigest": crate::audit::canonical_digest(agreement)});
+        let details = json!({"process": after.id, "agreementPolicy": agreement, "agreementDigest": hanse_audit::canonical_digest(agreement)});
         let mut entry = event("contract.agreement", details);
         entry.agreement = agreement.get("@id").and_then(Json::as_str).map(str::to_owned);
         events.push(entry);
@@ -358,7 +358,7 @@ pub fn audit_events(
     if let Some(decision) = appeared("decision")
         && decision.get("permitted") == Some(&json!(false))
     {
-        let mut details = crate::audit::denial_trace(decision);
+        let mut details = hanse_audit::denial_trace(decision);
         details["process"] = json!(after.id);
         events.push(event("policy.denial", details));
     }

@@ -10,10 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderName, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::Request;
+use axum::http::HeaderName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,55 +25,7 @@ use crate::negotiation;
 use crate::store::{Store, StoreError};
 use crate::{management, protocol};
 
-/// Everything a request handler may need. One per running connector.
-pub struct Connector {
-    pub config: Config,
-    pub store: Store,
-    pub catalogue: Arc<Catalogue>,
-    /// The HTTP client for peers (one per connector: building one parses the system certificate store).
-    pub dsp: crate::protocol::client::DspClient,
-    /// Our keys and DID document; verification of peers' tokens and credentials.
-    pub identity: Arc<crate::identity::Identity>,
-    /// Takes the messages each commit queues.
-    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
-    /// Both roles' negotiations.
-    pub negotiations: negotiation::Negotiations,
-    /// Both roles' transfer processes.
-    pub transfers: crate::transfer::Transfers,
-    /// The data plane: its client for backends and push destinations, file digests.
-    pub dataplane: Arc<crate::dataplane::DataPlane>,
-    /// Compute-to-data: ingested tables in memory and the job workers.
-    pub compute: Arc<crate::compute::Compute>,
-    /// The audit log: heads, proofs, receipts, witnessing.
-    pub audit: crate::audit::AuditLog,
-    /// Reads `/metrics` could not make (the store did not answer): counted, never shown as a plausible value.
-    pub metrics_read_failures: std::sync::atomic::AtomicU64,
-    /// The public listener's externally visible base URL (from the config, or the bound address).
-    pub public_url: String,
-    /// Our Gaia-X self-description, when `[gaiax]` is configured.
-    pub self_description: Option<crate::identity::gaiax::SelfDescription>,
-    /// The broker role's crawled catalogues, when `[broker] enabled`.
-    pub broker: Option<crate::broker::Broker>,
-    /// Callers of our peer list being verified now.
-    pub pending_peers: crate::peers::Pending,
-    ready: AtomicBool,
-    started: Instant,
-}
-
-impl Connector {
-    /// Whether the store is open and the catalogue index loaded.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Seconds since start.
-    pub fn uptime_seconds(&self) -> u64 {
-        self.started.elapsed().as_secs()
-    }
-}
-
-/// Shared handle to the connector state.
-pub type Shared = Arc<Connector>;
+pub use crate::state::{Connector, Shared};
 
 /// Why a connector did not start.
 #[derive(Debug, thiserror::Error)]
@@ -248,9 +198,20 @@ pub async fn start_on(
         .read_timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|e| crate::transport::TlsError { key: "trust.ca_file", reason: e.to_string() })?;
-    let dsp = crate::protocol::client::DspClient::new(http, identity.clone());
+    let dsp = crate::dsp::client::DspClient::new(http, identity.clone());
     let state_broker = match config.broker.enabled {
-        true => Some(crate::broker::Broker::open(&config.broker).map_err(StartError::Broker)?),
+        true => Some(Arc::new(
+            crate::broker::Broker::open(
+                &config.broker,
+                crate::broker::Crawler {
+                    peers: store.clone(),
+                    identity: identity.clone(),
+                    dsp: dsp.clone(),
+                    stale_after_seconds: config.peers.stale_after_seconds,
+                },
+            )
+            .map_err(StartError::Broker)?,
+        )),
         false => None,
     };
     let catalogue = Arc::new(catalogue);
@@ -290,6 +251,13 @@ pub async fn start_on(
         retry,
         outcomes: Arc::new(transfers.clone()),
     };
+    let peers = crate::peers::Peers::new(
+        store.clone(),
+        identity.clone(),
+        dsp.clone(),
+        config.peers.clone(),
+        catalogue.service.endpoint_url.clone(),
+    );
     let state = Arc::new(Connector {
         audit: crate::audit::AuditLog::new(
             store.clone(),
@@ -311,7 +279,7 @@ pub async fn start_on(
         public_url,
         self_description,
         broker: state_broker,
-        pending_peers: Default::default(),
+        peers,
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
@@ -325,8 +293,10 @@ pub async fn start_on(
     crate::audit::peer::send_receipts(state.audit.clone(), signal.clone());
     let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);
     crate::audit::peer::witness(state.audit.clone(), witness_interval, signal.clone());
-    crate::peers::spawn(state.clone(), signal.clone());
-    crate::broker::spawn(state.clone(), signal.clone());
+    crate::peers::spawn(state.peers.clone(), signal.clone());
+    if let Some(broker) = &state.broker {
+        crate::broker::spawn(broker.clone(), signal.clone());
+    }
     let public_router = with_common_layers(protocol::router(state.clone()), "public");
     let servers = vec![
         match tls {
@@ -362,7 +332,7 @@ fn did_services(public_url: &str, self_description: bool, broker: bool) -> Vec<(
     }
     services.push((crate::peers::SERVICE.to_owned(), format!("{public_url}{}", crate::peers::LIST_PATH)));
     if broker {
-        use crate::broker::http::{CATALOG_PATH, CATALOG_SERVICE, SEARCH_PATH, SEARCH_SERVICE};
+        use crate::protocol::broker::{CATALOG_PATH, CATALOG_SERVICE, SEARCH_PATH, SEARCH_SERVICE};
         services.push((CATALOG_SERVICE.to_owned(), format!("{public_url}{CATALOG_PATH}")));
         services.push((SEARCH_SERVICE.to_owned(), format!("{public_url}{SEARCH_PATH}")));
     }
@@ -411,21 +381,4 @@ fn with_common_layers(router: Router, listener: &'static str) -> Router {
             tracing::info_span!("request", listener, method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-/// `GET /health/live` and `GET /health/ready`, on both listeners.
-pub fn health_routes() -> Router<Shared> {
-    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready))
-}
-
-async fn live() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "live"}))
-}
-
-async fn ready(State(state): State<Shared>) -> impl IntoResponse {
-    if state.is_ready() {
-        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "starting"})))
-    }
 }

@@ -284,7 +284,7 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
                 paged.push(dataset["@id"].as_str().unwrap().to_owned());
             }
         }
-        match page.headers.get("link").and_then(|l| hanse::protocol::client::next_link(l.to_str().unwrap())) {
+        match page.headers.get("link").and_then(|l| hanse::dsp::client::next_link(l.to_str().unwrap())) {
             Some(next) => {
                 assert!(!next.contains("after=&") && !next.ends_with("after="), "an empty parameter in {next}");
                 url = next

@@ -193,7 +193,7 @@ async fn the_catalogue_pages_with_link_headers_and_compresses_on_request() {
         if pages > 1 {
             assert!(link.as_deref().unwrap_or_default().contains("rel=\"previous\""), "{link:?}");
         }
-        match link.as_deref().and_then(hanse::protocol::client::next_link) {
+        match link.as_deref().and_then(hanse::dsp::client::next_link) {
             Some(next) => url = next,
             None => break,
         }

@@ -17,6 +17,8 @@ pub const ODRL: &str = "http://www.w3.org/ns/odrl.jsonld";
 pub const GAIA_X: &str = "https://w3id.org/gaia-x/development#";
 /// EDC Management API context (v3 management API).
 pub const EDC_MANAGEMENT: &str = "https://w3id.org/edc/connector/management/v0.0.1";
+/// EDC's Management API v4 context. Not bundled (no published text); Hanse reads it by meaning (decision 0020).
+pub const EDC_MANAGEMENT_V2: &str = "https://w3id.org/edc/connector/management/v2";
 
 /// One bundled context document.
 #[derive(Debug, Clone, Copy)]

@@ -302,8 +302,8 @@ async fn witness_peer(state: &AuditLog, peer: &str) -> Result<Witnessed, String>
         let details = json!({
             "peer": peer,
             "problem": problem,
-            "seen": {"size": last.size, "rootHash": crate::process::hex(&last.root), "treeHead": crate::process::digest(&json!(last.tree_head))},
-            "now": {"size": head.size, "rootHash": to_hex(&head.root), "treeHead": crate::process::digest(&json!(head.jws))},
+            "seen": {"size": last.size, "rootHash": hanse_core::encode::hex(&last.root), "treeHead": hanse_core::encode::digest(&json!(last.tree_head))},
+            "now": {"size": head.size, "rootHash": to_hex(&head.root), "treeHead": hanse_core::encode::digest(&json!(head.jws))},
         });
         let event = Event::new("audit.inconsistency", details).participant(Some(peer));
         state.store.append_audit(vec![event]).await.map_err(|e| e.to_string())?;

@@ -9,7 +9,6 @@
 //! own connector.
 
 pub mod commands;
-pub mod http;
 pub mod search;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +22,8 @@ use oxigraph::store::Store;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
-use crate::server::{Connector, Shared};
+use crate::dsp::client::DspClient;
+use crate::identity::Identity;
 use crate::store::PeerRow;
 use hanse_core::encode::percent as encode;
 
@@ -31,7 +31,7 @@ use hanse_core::encode::percent as encode;
 pub const GRAPH_ON_DISK: bool = cfg!(feature = "rocksdb");
 
 /// Datasets asked for per catalogue page while crawling (Hanse's largest page).
-const CRAWL_PAGE: usize = crate::protocol::catalog::MAX_PAGE;
+const CRAWL_PAGE: usize = crate::dsp::catalog::MAX_PAGE;
 
 /// One dataset of a peer's catalogue, as search needs it.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub struct CrawlStatus {
     forced: bool,
 }
 
-/// The broker's state.
+/// The broker: the crawled catalogues, their graph and search index, and what it crawls with.
 pub struct Broker {
     graph: Store,
     /// Copied on write: a search works on one consistent set of catalogues.
@@ -102,12 +102,28 @@ pub struct Broker {
     status: Mutex<BTreeMap<String, CrawlStatus>>,
     /// One crawl round at a time.
     round: tokio::sync::Mutex<()>,
+    /// The peer network's list, which says whom to crawl.
+    peers: crate::store::Store,
+    /// This connector's identity: the broker sees each catalogue as this connector may.
+    identity: Arc<Identity>,
+    dsp: DspClient,
+    settings: crate::config::BrokerConfig,
+    /// `peers.stale_after_seconds`: catalogues not crawled successfully for this long are dropped.
+    stale_after_seconds: u64,
+}
+
+/// What a broker crawls with: the peer list, this connector's identity and client, and when peers go stale.
+pub struct Crawler {
+    pub peers: crate::store::Store,
+    pub identity: Arc<Identity>,
+    pub dsp: DspClient,
+    pub stale_after_seconds: u64,
 }
 
 impl Broker {
     /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk starts empty
     /// like one in memory: it is derived from the peers and recrawled at once.
-    pub fn open(config: &crate::config::BrokerConfig) -> Result<Broker, String> {
+    pub fn open(config: &crate::config::BrokerConfig, crawler: Crawler) -> Result<Broker, String> {
         let graph = match &config.graph_dir {
             None => Store::new().map_err(|e| e.to_string())?,
             #[cfg(feature = "rocksdb")]
@@ -130,6 +146,11 @@ impl Broker {
             catalogs: RwLock::default(),
             status: Mutex::default(),
             round: tokio::sync::Mutex::const_new(()),
+            peers: crawler.peers,
+            identity: crawler.identity,
+            dsp: crawler.dsp,
+            settings: config.clone(),
+            stale_after_seconds: crawler.stale_after_seconds,
         })
     }
 }
@@ -299,44 +320,6 @@ pub fn ingest(
     Ok((catalog, quads))
 }
 
-/// The country of a peer's headquarters from its Gaia-X self-description, if it publishes one that verifies.
-async fn publisher_country(state: &Connector, did: &str) -> Option<String> {
-    let document = state.identity.resolver().resolve(did).await.ok()?;
-    let url = document.service(crate::identity::gaiax::SERVICE)?.to_owned();
-    let response = state.dsp.http().get(&url).send().await.ok()?.error_for_status().ok()?;
-    let text = response.text().await.ok()?;
-    let report = crate::identity::gaiax::verify(state.identity.resolver(), &text, chrono::Utc::now()).await;
-    if !report.holds() || report.holder.as_deref() != Some(did) {
-        tracing::info!(peer = did, "the peer's Gaia-X self-description does not verify: no publisher country");
-        return None;
-    }
-    report.credentials.iter().find_map(|credential| {
-        let subject = credential.payload.get("credentialSubject")?;
-        let address = subject.get("gx:headquartersAddress")?;
-        address.get("gx:countryCode")?.as_str().map(|code| code.chars().take(2).collect::<String>().to_uppercase())
-    })
-}
-
-/// Crawls one peer: its whole catalogue as this connector may see it, its publisher country, then the swap.
-async fn crawl_peer(state: &Shared, broker: &Broker, peer: &PeerRow) -> Result<Crawled, String> {
-    let started = std::time::Instant::now();
-    let catalog = state
-        .dsp
-        .catalog_paged(&peer.address, Some(&peer.did), Json::Null, CRAWL_PAGE)
-        .await
-        .map_err(|e| e.to_string())?;
-    let country = publisher_country(state, &peer.did).await;
-    let fetched = std::time::Instant::now();
-    let (did, address) = (peer.did.clone(), peer.address.clone());
-    let (catalog, quads) = tokio::task::spawn_blocking(move || ingest(&did, &address, country, &catalog))
-        .await
-        .map_err(|e| format!("the crawl task failed: {e}"))??;
-    let datasets = catalog.entries.len();
-    let triples = broker.replace(catalog, quads)?;
-    let millis = |d: std::time::Duration| d.as_millis() as u64;
-    Ok(Crawled { datasets, triples, fetch_ms: millis(fetched - started), index_ms: millis(fetched.elapsed()) })
-}
-
 /// What a successful crawl of one peer found, and how long its parts took.
 struct Crawled {
     datasets: usize,
@@ -345,63 +328,102 @@ struct Crawled {
     index_ms: u64,
 }
 
-/// One crawl round: every live peer that is due (all of them after [`Broker::force`]), `broker.concurrency` at a
-/// time; catalogues of peers no longer known, or not crawled successfully within the stale period, are dropped.
-pub async fn crawl_round(state: &Shared) -> Vec<CrawlStatus> {
-    let Some(broker) = state.broker.as_ref() else { return Vec::new() };
-    let _round = broker.round.lock().await;
-    let config = &state.config.broker;
-    let now = crate::store::now_millis();
-    let peers = match state.store.peers().await {
-        Ok(peers) => peers,
-        Err(error) => {
-            tracing::error!(%error, "cannot read the peers to crawl");
-            return broker.status();
+impl Broker {
+    /// The country of a peer's headquarters from its Gaia-X self-description, if it publishes one that verifies.
+    async fn publisher_country(&self, did: &str) -> Option<String> {
+        let document = self.identity.resolver().resolve(did).await.ok()?;
+        let url = document.service(crate::identity::gaiax::SERVICE)?.to_owned();
+        let response = self.dsp.http().get(&url).send().await.ok()?.error_for_status().ok()?;
+        let text = response.text().await.ok()?;
+        let report = crate::identity::gaiax::verify(self.identity.resolver(), &text, chrono::Utc::now()).await;
+        if !report.holds() || report.holder.as_deref() != Some(did) {
+            tracing::info!(peer = did, "the peer's Gaia-X self-description does not verify: no publisher country");
+            return None;
         }
-    };
-    let stale_ms = (state.config.peers.stale_after_seconds * 1000) as i64;
-    let known: std::collections::HashSet<&str> = peers.iter().map(|p| p.did.as_str()).collect();
-    let drop: Vec<String> = broker
-        .status
-        .lock()
-        .expect("never poisoned")
-        .values()
-        .filter(|s| !known.contains(s.did.as_str()) || (s.last_success > 0 && s.last_success < now - stale_ms))
-        .map(|s| s.did.clone())
-        .collect();
-    for did in drop {
-        tracing::info!(peer = did, "dropping a peer's catalogue: the peer is gone or silent");
-        broker.forget(&did);
+        report.credentials.iter().find_map(|credential| {
+            let subject = credential.payload.get("credentialSubject")?;
+            let address = subject.get("gx:headquartersAddress")?;
+            address.get("gx:countryCode")?.as_str().map(|code| code.chars().take(2).collect::<String>().to_uppercase())
+        })
     }
-    let due: Vec<PeerRow> = {
-        let mut status = broker.status.lock().expect("never poisoned");
-        // A peer the network does not find live is not crawled: its status says so, since when and why, instead of
-        // showing its last good crawl as if nothing had happened.
-        for peer in peers.iter().filter(|p| p.status != "live" && p.did != state.identity.did()) {
-            let entry = status
-                .entry(peer.did.clone())
-                .or_insert_with(|| CrawlStatus { did: peer.did.clone(), ..Default::default() });
-            if entry.skipped.as_deref() != Some(peer.status.as_str()) {
-                entry.skipped = Some(peer.status.clone());
-                entry.skipped_since = now;
+
+    /// Crawls one peer: its whole catalogue as this connector may see it, its publisher country, then the swap.
+    async fn crawl_peer(&self, peer: &PeerRow) -> Result<Crawled, String> {
+        let started = std::time::Instant::now();
+        let catalog = self
+            .dsp
+            .catalog_paged(&peer.address, Some(&peer.did), Json::Null, CRAWL_PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let country = self.publisher_country(&peer.did).await;
+        let fetched = std::time::Instant::now();
+        let (did, address) = (peer.did.clone(), peer.address.clone());
+        let (catalog, quads) = tokio::task::spawn_blocking(move || ingest(&did, &address, country, &catalog))
+            .await
+            .map_err(|e| format!("the crawl task failed: {e}"))??;
+        let datasets = catalog.entries.len();
+        let triples = self.replace(catalog, quads)?;
+        let millis = |d: std::time::Duration| d.as_millis() as u64;
+        Ok(Crawled { datasets, triples, fetch_ms: millis(fetched - started), index_ms: millis(fetched.elapsed()) })
+    }
+
+    /// One crawl round: every live peer that is due (all of them after [`Broker::force`]), `broker.concurrency` at a
+    /// time; catalogues of peers no longer known, or not crawled successfully within the stale period, are dropped.
+    pub async fn crawl_round(&self) -> Vec<CrawlStatus> {
+        let broker = self;
+        let _round = broker.round.lock().await;
+        let config = &self.settings;
+        let now = crate::store::now_millis();
+        let peers = match self.peers.peers().await {
+            Ok(peers) => peers,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the peers to crawl");
+                return broker.status();
             }
-            entry.address = peer.address.clone();
-            if !peer.detail.is_empty() {
-                entry.error = Some(peer.detail.clone());
-            }
+        };
+        let stale_ms = (self.stale_after_seconds * 1000) as i64;
+        let known: std::collections::HashSet<&str> = peers.iter().map(|p| p.did.as_str()).collect();
+        let drop: Vec<String> = broker
+            .status
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .filter(|s| !known.contains(s.did.as_str()) || (s.last_success > 0 && s.last_success < now - stale_ms))
+            .map(|s| s.did.clone())
+            .collect();
+        for did in drop {
+            tracing::info!(peer = did, "dropping a peer's catalogue: the peer is gone or silent");
+            broker.forget(&did);
         }
-        peers
-            .into_iter()
-            .filter(|p| p.status == "live" && !p.address.is_empty() && p.did != state.identity.did())
-            .filter(|p| status.get(&p.did).is_none_or(|s| s.forced || s.skipped.is_some() || s.next_due <= now))
-            .collect()
-    };
-    let interval_ms = (config.crawl_interval_seconds * 1000) as i64;
-    let max_backoff_ms = (config.max_backoff_seconds * 1000) as i64;
-    futures_util::stream::iter(due)
+        let due: Vec<PeerRow> = {
+            let mut status = broker.status.lock().expect("never poisoned");
+            // A peer the network does not find live is not crawled: its status says so, since when and why, instead of
+            // showing its last good crawl as if nothing had happened.
+            for peer in peers.iter().filter(|p| p.status != "live" && p.did != self.identity.did()) {
+                let entry = status
+                    .entry(peer.did.clone())
+                    .or_insert_with(|| CrawlStatus { did: peer.did.clone(), ..Default::default() });
+                if entry.skipped.as_deref() != Some(peer.status.as_str()) {
+                    entry.skipped = Some(peer.status.clone());
+                    entry.skipped_since = now;
+                }
+                entry.address = peer.address.clone();
+                if !peer.detail.is_empty() {
+                    entry.error = Some(peer.detail.clone());
+                }
+            }
+            peers
+                .into_iter()
+                .filter(|p| p.status == "live" && !p.address.is_empty() && p.did != self.identity.did())
+                .filter(|p| status.get(&p.did).is_none_or(|s| s.forced || s.skipped.is_some() || s.next_due <= now))
+                .collect()
+        };
+        let interval_ms = (config.crawl_interval_seconds * 1000) as i64;
+        let max_backoff_ms = (config.max_backoff_seconds * 1000) as i64;
+        futures_util::stream::iter(due)
         .for_each_concurrent(config.concurrency, |peer| async move {
             let started = crate::store::now_millis();
-            let outcome = crawl_peer(state, broker, &peer).await;
+            let outcome = broker.crawl_peer(&peer).await;
             let mut all = broker.status.lock().expect("never poisoned");
             let status = all
                 .entry(peer.did.clone())
@@ -435,19 +457,17 @@ pub async fn crawl_round(state: &Shared) -> Vec<CrawlStatus> {
             }
         })
         .await;
-    broker.status()
+        broker.status()
+    }
 }
 
 /// Crawls on schedule until shutdown (only with `[broker] enabled`).
-pub fn spawn(state: Shared, mut signal: watch::Receiver<bool>) {
-    if state.broker.is_none() {
-        return;
-    }
+pub fn spawn(state: Arc<Broker>, mut signal: watch::Receiver<bool>) {
     // Peers become due at different times: look often, crawl only what is due.
-    let tick = Duration::from_secs(state.config.broker.crawl_interval_seconds.clamp(1, 5));
+    let tick = Duration::from_secs(state.settings.crawl_interval_seconds.clamp(1, 5));
     tokio::spawn(async move {
         loop {
-            crawl_round(&state).await;
+            state.crawl_round().await;
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = signal.changed() => return,

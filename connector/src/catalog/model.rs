@@ -25,7 +25,7 @@ fn default_context() -> Json {
 /// read as what it means for the bodies Hanse takes: EDC's vocabulary, `dct:conformsTo`, and the DSP ODRL profile
 /// inside `policy` (decision 0020). Any other entry is kept as it is.
 fn v2_read(entry: Json) -> Json {
-    if entry.as_str() != Some(crate::management::V4_CONTEXT) {
+    if entry.as_str() != Some(hanse_vocab::contexts::EDC_MANAGEMENT_V2) {
         return entry;
     }
     json!({
@@ -137,7 +137,7 @@ impl DataAddress {
 
     /// The transfer types the dataset is offered with: pull and push, or compute only for a table.
     pub fn formats(&self) -> &'static [&'static str] {
-        use crate::transfer::{COMPUTE, PULL, PUSH};
+        use hanse_core::formats::{COMPUTE, PULL, PUSH};
         match self {
             DataAddress::Table { .. } => &[COMPUTE],
             _ => &[PULL, PUSH],
@@ -228,7 +228,7 @@ impl DataAddress {
                 }
             }
             Some(TABLE) => match fields.get("file").cloned() {
-                Some(file) if crate::compute::is_table_file(&file) => Some(DataAddress::Table { file, fields }),
+                Some(file) if hanse_compute::table::is_table_file(&file) => Some(DataAddress::Table { file, fields }),
                 _ => {
                     errors.push(FieldError::new(
                         "dataAddress.file",

@@ -49,10 +49,7 @@ pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
     hanse_core::paths::compute_endpoint(public_url, transfer_id)
 }
 
-/// Whether `name` is a table file name: the SHA-256 of its content in hex, then `.table`.
-pub fn is_table_file(name: &str) -> bool {
-    name.strip_suffix(".table").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-}
+pub use hanse_compute::table::is_table_file;
 
 /// The compute service of a connector: the tables in memory and the workers.
 pub struct Compute {

@@ -135,7 +135,7 @@ impl SelfDescription {
         let offering = Offering {
             name: s.name.clone(),
             description: s.description.clone(),
-            endpoint_url: format!("{public_url}{}", crate::protocol::BASE),
+            endpoint_url: format!("{public_url}{}", hanse_core::paths::DSP_BASE),
             terms: vec![Terms { url: s.terms_url.clone(), hash: s.terms_hash.to_lowercase() }],
             data_export: DataExport {
                 request_type: s.export_request_type.clone(),

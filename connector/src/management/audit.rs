@@ -13,7 +13,7 @@ use serde_json::{Value as Json, json};
 use super::ManagementError;
 use crate::audit::ProofError;
 use crate::audit::peer::Sizes;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::AuditFilter;
 
 pub fn routes(state: Shared) -> Router<Shared> {

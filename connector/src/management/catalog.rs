@@ -9,8 +9,8 @@ use serde_json::Value as Json;
 
 use super::{ManagementError, parse_body};
 use crate::catalog::query::{QuerySpec, get};
-use crate::protocol::client::ClientError;
-use crate::server::Shared;
+use crate::dsp::client::ClientError;
+use crate::state::Shared;
 
 /// Body: `{counterPartyAddress, counterPartyId?, protocol: "dataspace-protocol-http:2025-1", querySpec?}`.
 /// `querySpec.filterExpression` criteria on `keyword` or properties become DSP filters; `offset`/`limit` page the
@@ -30,7 +30,7 @@ pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Respons
         .into_iter()
         .map(|c| (c.operand_left.trim_start_matches(EDC).to_owned(), c.operand_right.clone()))
         .collect();
-    let filter = crate::protocol::catalog::filter_for(&keywords, &properties);
+    let filter = crate::dsp::catalog::filter_for(&keywords, &properties);
     let counter_party = get(object, "counterPartyId").and_then(Json::as_str);
     let mut catalog = state.dsp.catalog(address, counter_party, filter).await.map_err(refused)?;
     if let Some(datasets) = catalog.get_mut("dataset").and_then(Json::as_array_mut) {

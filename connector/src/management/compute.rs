@@ -12,7 +12,7 @@ use super::{FieldError, ManagementError, parse_body};
 use crate::catalog::model::{Asset, DataAddress};
 use crate::compute::orchestrate::{self, JobRequest, SiteRequest};
 use crate::compute::table::{self, Schema, Table};
-use crate::server::Shared;
+use crate::state::Shared;
 
 fn internal(error: impl std::fmt::Display) -> ManagementError {
     ManagementError::Internal(error.to_string())

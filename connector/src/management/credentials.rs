@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
 use serde_json::{Value as Json, json};
 
-use super::error::ManagementError;
+use super::ManagementError;
 use crate::identity::credentials::IssueRequest;
 use crate::identity::{self, CredentialOpError};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::{HeldCredential, IssuedCredential};
 
 impl From<CredentialOpError> for ManagementError {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::resources::id_response;
 use super::{ManagementError, negotiations, parse_body};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Answers the negotiation's `IdResponse`, as EDC does.
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {

@@ -12,15 +12,16 @@ use serde_json::{Value as Json, json};
 
 use crate::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
 use crate::catalog::query::QuerySpec;
+use crate::health::health_routes;
 use crate::process::ProcessError;
-use crate::server::{Shared, health_routes};
+use crate::state::Shared;
 
 mod audit;
+mod broker;
 mod catalog;
 mod compute;
 mod credentials;
 mod edrs;
-mod error;
 mod negotiations;
 mod policies;
 pub mod resources;
@@ -28,7 +29,7 @@ pub mod sparql;
 mod transfers;
 mod v4;
 
-pub use error::{FieldError, ManagementError};
+pub use crate::error::{FieldError, ManagementError};
 pub use v4::CONTEXT as V4_CONTEXT;
 
 /// The EDC Management API's calls, relative to their version prefix: served as `/management/v3` and, with EDC's v4
@@ -84,7 +85,7 @@ pub fn router(state: Shared) -> Router {
         .route("/management/v3/jobs/request", post(compute::query))
         .route("/management/v3/jobs/{id}", get(compute::read))
         .route("/metrics", get(metrics))
-        .merge(crate::broker::http::management_routes())
+        .merge(broker::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let auditors = audit::routes(state.clone());
     Router::new().merge(health_routes()).merge(auditors).merge(api).fallback(not_found).with_state(state)

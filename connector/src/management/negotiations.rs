@@ -12,7 +12,7 @@ use super::resources::id_response;
 use super::{ManagementError, call_answer, optional_body, parse_body, query_spec};
 use crate::catalog::model::{expand_body, text};
 use crate::negotiation::{self, Start};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::AgreementRow;
 
 /// `POST /management/v3/contractnegotiations` (EDC `ContractRequest`): `counterPartyAddress`, `protocol`, `policy` (the
@@ -146,7 +146,7 @@ async fn catalogue_offer(
     target: &str,
 ) -> Result<Json, ManagementError> {
     let dataset = state.dsp.dataset(address, Some(provider_id), target).await.map_err(|e| match e {
-        crate::protocol::client::ClientError::Refused { status: 404, .. } => {
+        crate::dsp::client::ClientError::Refused { status: 404, .. } => {
             ManagementError::field("policy.target", format!("the provider's catalogue shows us no dataset `{target}`"))
         }
         other => ManagementError::Upstream(format!("cannot read the offer from the provider's catalogue: {other}")),

@@ -9,7 +9,7 @@ use serde_json::{Value as Json, json};
 
 use super::ManagementError;
 use crate::catalog::model::{ALLOW_ALL_NOTE, PolicyDefinition};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// `{"isValid": bool, "errors": [...], "warnings": [...]}` in the EDC `PolicyValidationResult` shape.
 pub async fn validate(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {

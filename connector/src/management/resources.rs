@@ -13,7 +13,7 @@ use serde_json::{Value as Json, json};
 use super::{ManagementError, parse_body};
 use crate::catalog::model::{Asset, ContractDefinition, Invalid, PolicyDefinition};
 use crate::catalog::{Catalogue, CatalogueError, Stored};
-use crate::server::{Connector, Shared};
+use crate::state::{Connector, Shared};
 use crate::store::Store;
 
 /// A management resource kept by the catalogue.

@@ -4,18 +4,11 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use axum::http::HeaderMap;
+use axum::response::Response;
 
-use super::ManagementError;
-use crate::catalog::rdf::SparqlError;
-use crate::server::Shared;
-
-#[derive(Deserialize)]
-pub struct QueryParameter {
-    query: Option<String>,
-}
+use crate::sparql::{QueryParameter, answer, missing_query, posted_query};
+use crate::state::Shared;
 
 pub async fn query_get(
     State(state): State<Shared>,
@@ -24,62 +17,17 @@ pub async fn query_get(
 ) -> Response {
     match parameter.query {
         Some(query) => run(state, headers, query).await,
-        None => ManagementError::field("query", "is required").into_response(),
+        None => missing_query(),
     }
 }
 
 pub async fn query_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     match posted_query(&headers, &body) {
         Some(query) => run(state, headers, query).await,
-        None => ManagementError::field("query", "is required").into_response(),
+        None => missing_query(),
     }
-}
-
-/// The query of a POSTed SPARQL request: the body as `application/sparql-query`, a form's or JSON's `query`.
-pub fn posted_query(headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let text = String::from_utf8_lossy(body).into_owned();
-    let query = if content_type.starts_with("application/x-www-form-urlencoded") {
-        serde_urlencoded_query(&text)
-    } else if content_type.starts_with("application/json") {
-        serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("query").and_then(|q| q.as_str()).map(str::to_owned))
-    } else {
-        Some(text)
-    };
-    query.filter(|q| !q.trim().is_empty())
-}
-
-fn serde_urlencoded_query(form: &str) -> Option<String> {
-    reqwest::Url::parse(&format!("http://form/?{form}"))
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == "query")
-        .map(|(_, v)| v.into_owned())
 }
 
 async fn run(state: Shared, headers: HeaderMap, query: String) -> Response {
     answer(&headers, move |accept| state.catalogue.sparql(&query, accept)).await
-}
-
-/// Evaluates a query off the async threads with the request's `Accept`, and answers its result or its error.
-pub async fn answer(
-    headers: &HeaderMap,
-    evaluate: impl FnOnce(&str) -> Result<(&'static str, Vec<u8>), SparqlError> + Send + 'static,
-) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let answer = tokio::task::spawn_blocking(move || evaluate(&accept)).await;
-    match answer {
-        Ok(Ok((content_type, body))) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Ok(Err(SparqlError::NotAcceptable(message))) => {
-            (StatusCode::NOT_ACCEPTABLE, axum::Json(serde_json::json!([{"message": message, "type": "NotAcceptable"}])))
-                .into_response()
-        }
-        Ok(Err(error @ (SparqlError::Syntax(_) | SparqlError::Update))) => {
-            ManagementError::field("query", error.to_string()).into_response()
-        }
-        Ok(Err(error)) => ManagementError::Internal(error.to_string()).into_response(),
-        Err(error) => ManagementError::Internal(format!("the query task failed: {error}")).into_response(),
-    }
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json, json};
 use super::resources::id_response;
 use super::{FieldError, ManagementError, call_answer, optional_body, parse_body, query_spec};
 use crate::catalog::model::{expand_body, nested, text};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::transfer::machine::Role;
 use crate::transfer::{self, HTTP_ENDPOINT, PULL, PUSH, ProviderAddressError, Start, Transfer};
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
 /// The context EDC's Management API v4 speaks.
-pub const CONTEXT: &str = "https://w3id.org/edc/connector/management/v2";
+pub const CONTEXT: &str = hanse_vocab::contexts::EDC_MANAGEMENT_V2;
 
 /// The largest answer rewritten; anything larger passes unchanged (management answers are far smaller).
 const LIMIT: usize = 64 << 20;

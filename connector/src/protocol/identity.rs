@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
 use crate::identity::credentials::DCP_CONTEXT;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// `GET /.well-known/did.json`: our DID document.
 pub async fn did_document(State(state): State<Shared>) -> Response {

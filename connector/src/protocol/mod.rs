@@ -1,8 +1,7 @@
 //! The public listener: what peers call (DSP endpoints, DID document, `/.well-known/*`, data plane).
 
+pub mod broker;
 pub mod catalog;
-pub mod client;
-pub mod error;
 pub mod identity;
 pub mod negotiation;
 mod process;
@@ -13,7 +12,8 @@ use axum::routing::{get, post};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 
-use crate::server::{Shared, health_routes};
+use crate::health::health_routes;
+use crate::state::Shared;
 
 /// The DSP 2025-1 base path.
 pub const BASE: &str = hanse_core::paths::DSP_BASE;
@@ -33,7 +33,7 @@ pub fn router(state: Shared) -> Router {
     }
     router
         .merge(health_routes())
-        .merge(crate::broker::http::public_routes())
+        .merge(broker::public_routes())
         .route("/.well-known/did.json", get(identity::did_document))
         .route(crate::identity::credentials::STATUS_LIST_PATH, get(identity::status_list))
         .route(crate::identity::gaiax::CREDENTIALS_PATH, get(identity::gaiax_presentation))
@@ -71,5 +71,6 @@ pub fn router(state: Shared) -> Router {
         .with_state(state.clone())
         .merge(crate::dataplane::routes(state.dataplane.clone()))
         .merge(crate::compute::routes(state.compute.clone()))
+        .merge(crate::peers::routes(state.peers.clone()))
         .merge(crate::audit::peer::routes(state.audit.clone()))
 }

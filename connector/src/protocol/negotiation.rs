@@ -11,9 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::error::DspArea;
 use super::process;
-use crate::server::Shared;
+use crate::dsp::error::DspArea;
+use crate::state::Shared;
 
 async fn handle(state: Shared, headers: HeaderMap, pid: Option<String>, expected: &str, body: Bytes) -> Response {
     process::handle(

@@ -6,11 +6,11 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
-use super::error::{DspArea, DspError};
+use crate::dsp::error::{DspArea, DspError};
 use crate::identity::Verified;
 use crate::identity::token::TokenError;
 use crate::process::{Answer, ProcessError};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::{StoreError, TokenUse};
 
 fn pids_of(message: &Json) -> (Option<String>, Option<String>) {

@@ -25,12 +25,12 @@ pub mod access;
 
 use crate::catalog::Catalogue;
 use crate::dispatch::Dispatcher;
+use crate::dsp::client::DspClient;
 use crate::identity::Identity;
 use crate::identity::Verified;
 use crate::negotiation::Negotiations;
 use crate::negotiation::PEER_PID;
 use crate::process::{Answer, ProcessError, digest};
-use crate::protocol::client::DspClient;
 use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, Store, StoreError};
 use access::Access;
 use machine::{Message, Role, State};

@@ -1,4 +1,4 @@
-//! What the broker serves, and the peer network's management calls.
+//! What the broker serves on the public listener.
 //!
 //! Public listener (every call carries a self-issued token, like every other public endpoint but the version
 //! metadata and the DID document):
@@ -8,29 +8,25 @@
 //!   `Catalog` holding one nested `catalog` per peer. Keyword filters as on `/catalog/request`; pages of `limit`
 //!   datasets (default 50, at most 1000) with a `rel="next"` `Link` (cursor `afterPeer` + `after`).
 //!
-//! Management listener: `GET /management/v3/peers`, `POST /management/v3/peers` (`{"did"}` or `{"url"}`),
-//! `DELETE /management/v3/peers/{did}`, `POST /management/v3/peers/exchange`; `GET /management/v3/broker/crawls`,
-//! `POST /management/v3/broker/crawl`; `GET|POST /management/v3/search` (this broker, or `broker=<URL>` asks that
-//! broker with this connector's identity); `GET|POST /management/broker/sparql`.
+//! The management side of the broker and the peer network is `crate::management::broker`.
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::search::{self, SearchRequest};
-use super::{Broker, crawl_round};
-use crate::management::ManagementError;
-use crate::management::sparql::{answer, posted_query};
-use crate::protocol::catalog::{DEFAULT_PAGE, MAX_PAGE, parse_request};
-use crate::protocol::error::{DspArea, DspError};
-use crate::server::Shared;
+use crate::broker::Broker;
+use crate::broker::search::{self, SearchRequest};
+use crate::dsp::catalog::{DEFAULT_PAGE, MAX_PAGE, parse_request};
+use crate::dsp::error::{DspArea, DspError};
+use crate::sparql::{QueryParameter, answer, missing_query, posted_query};
+use crate::state::Shared;
 
 /// Where the federation catalogue is served (named in the DID document as `FederatedCatalogService`).
 pub const CATALOG_PATH: &str = "/broker/catalog/request";
@@ -48,23 +44,10 @@ pub fn public_routes() -> Router<Shared> {
         .route(SPARQL_PATH, get(sparql_get).post(sparql_post))
         .route(CATALOG_PATH, post(federation_catalog))
         .route(CATALOG_ID_PATH, get(federation_catalog))
-        .route(crate::peers::LIST_PATH, get(crate::peers::list_endpoint))
-}
-
-/// The peer network's and the broker's routes on the management listener (behind its API key).
-pub fn management_routes() -> Router<Shared> {
-    Router::new()
-        .route("/management/v3/peers", get(peers_list).post(peers_add))
-        .route("/management/v3/peers/exchange", post(peers_exchange))
-        .route("/management/v3/peers/{did}", axum::routing::delete(peers_remove))
-        .route("/management/v3/broker/crawls", get(crawls))
-        .route("/management/v3/broker/crawl", post(crawl_now))
-        .route("/management/v3/search", get(management_search_get).post(management_search_post))
-        .route("/management/broker/sparql", get(management_sparql_get).post(management_sparql_post))
 }
 
 /// A refusal: its status and message (answered as the management API's error array).
-struct Problem(StatusCode, String);
+pub(crate) struct Problem(pub StatusCode, pub String);
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
@@ -74,8 +57,8 @@ impl IntoResponse for Problem {
 }
 
 /// The broker, or the answer that this connector is not one.
-fn broker(state: &Shared) -> Result<&Broker, Problem> {
-    state.broker.as_ref().ok_or_else(|| {
+pub(crate) fn broker(state: &Shared) -> Result<&Broker, Problem> {
+    state.broker.as_deref().ok_or_else(|| {
         Problem(StatusCode::NOT_FOUND, "this connector is not a broker ([broker] enabled = false)".into())
     })
 }
@@ -88,21 +71,21 @@ async fn caller(state: &Shared, headers: &HeaderMap) -> Result<String, Problem> 
     })
 }
 
-fn run_search(broker: &Broker, request: &SearchRequest) -> Response {
+pub(crate) fn run_search(broker: &Broker, request: &SearchRequest) -> Response {
     if let Err(message) = request.check() {
         return Problem(StatusCode::BAD_REQUEST, message).into_response();
     }
     axum::Json(search::search(&broker.catalogs(), request)).into_response()
 }
 
-fn search_body(body: &[u8]) -> Result<SearchRequest, Problem> {
+pub(crate) fn search_body(body: &[u8]) -> Result<SearchRequest, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(SearchRequest::default());
     }
     serde_json::from_slice(body).map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("the search is not valid: {e}")))
 }
 
-fn search_query(query: Option<&str>) -> Result<SearchRequest, Problem> {
+pub(crate) fn search_query(query: Option<&str>) -> Result<SearchRequest, Problem> {
     serde_urlencoded::from_str(query.unwrap_or_default())
         .map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("the search is not valid: {e}")))
 }
@@ -129,11 +112,6 @@ async fn public_search(state: &Shared, headers: &HeaderMap, request: Result<Sear
     }
 }
 
-#[derive(Deserialize)]
-struct QueryParameter {
-    query: Option<String>,
-}
-
 async fn sparql_get(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -157,9 +135,9 @@ async fn public_sparql(state: Shared, headers: HeaderMap, query: Option<String>)
     sparql(state, headers, query).await
 }
 
-async fn sparql(state: Shared, headers: HeaderMap, query: Option<String>) -> Response {
+pub(crate) async fn sparql(state: Shared, headers: HeaderMap, query: Option<String>) -> Response {
     let Some(query) = query.filter(|q| !q.trim().is_empty()) else {
-        return ManagementError::field("query", "is required").into_response();
+        return missing_query();
     };
     let timeout = Duration::from_secs(state.config.broker.sparql_timeout_seconds);
     answer(&headers, move |accept| match state.broker.as_ref() {
@@ -266,7 +244,7 @@ async fn federation_catalog(
 
 /// The cursor after the datasets taken so far from a peer: the last one taken, or (none taken yet on this page)
 /// the one before where this page started in it.
-fn datasets_last(datasets: &[&super::Entry], catalog: &super::PeerCatalog, start: usize) -> String {
+fn datasets_last(datasets: &[&crate::broker::Entry], catalog: &crate::broker::PeerCatalog, start: usize) -> String {
     match datasets.last() {
         Some(entry) => entry.id.clone(),
         None if start > 0 => catalog.entries[start - 1].id.clone(),
@@ -276,7 +254,7 @@ fn datasets_last(datasets: &[&super::Entry], catalog: &super::PeerCatalog, start
 }
 
 /// A peer's nested `Catalog`, with the datasets as the peer described them.
-fn nested_catalog(catalog: &super::PeerCatalog, datasets: &[&super::Entry]) -> Json {
+fn nested_catalog(catalog: &crate::broker::PeerCatalog, datasets: &[&crate::broker::Entry]) -> Json {
     let datasets: Vec<Json> = datasets.iter().map(|e| serde_json::from_str(&e.json).unwrap_or(Json::Null)).collect();
     let mut nested = json!({
         "@id": catalog.catalog_id,
@@ -288,142 +266,4 @@ fn nested_catalog(catalog: &super::PeerCatalog, datasets: &[&super::Entry]) -> J
         nested["service"] = catalog.service.clone();
     }
     nested
-}
-
-async fn peers_list(State(state): State<Shared>) -> Result<Response, ManagementError> {
-    Ok(axum::Json(state.store.peers().await?).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddPeer {
-    did: Option<String>,
-    url: Option<String>,
-}
-
-async fn peers_add(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let body: AddPeer = serde_json::from_slice(&body)
-        .map_err(|e| ManagementError::field("", format!("expected {{\"did\": ...}} or {{\"url\": ...}}: {e}")))?;
-    let target = match (body.did, body.url) {
-        (Some(did), None) if did.starts_with("did:web:") => did,
-        (Some(did), None) => return Err(ManagementError::field("did", format!("`{did}` is not a did:web DID"))),
-        (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => url,
-        (None, Some(url)) => return Err(ManagementError::field("url", format!("`{url}` is not an http(s) URL"))),
-        _ => return Err(ManagementError::field("did", "give exactly one of did and url")),
-    };
-    let peer = crate::peers::add(&state, &target).await.map_err(|reason| ManagementError::field("did", reason))?;
-    Ok((StatusCode::CREATED, axum::Json(peer)).into_response())
-}
-
-async fn peers_remove(State(state): State<Shared>, Path(did): Path<String>) -> Result<Response, ManagementError> {
-    if state.store.remove_peer(&did).await? {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(ManagementError::NotFound(format!("no peer {did}")))
-    }
-}
-
-async fn peers_exchange(State(state): State<Shared>) -> Result<Response, ManagementError> {
-    let round = crate::peers::exchange_round(&state).await?;
-    Ok(axum::Json(round).into_response())
-}
-
-async fn crawls(State(state): State<Shared>) -> Response {
-    match broker(&state) {
-        Ok(broker) => axum::Json(broker.status()).into_response(),
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn crawl_now(State(state): State<Shared>) -> Response {
-    match broker(&state) {
-        Ok(broker) => broker.force(),
-        Err(problem) => return problem.into_response(),
-    }
-    axum::Json(crawl_round(&state).await).into_response()
-}
-
-/// `broker=<URL>` of a management search (whose broker to ask), and the rest of the query string.
-fn split_broker(query: Option<&str>) -> (Option<String>, String) {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default();
-    let (broker, rest): (Vec<_>, Vec<_>) = pairs.into_iter().partition(|(k, _)| k == "broker");
-    (broker.into_iter().next_back().map(|(_, v)| v), serde_urlencoded::to_string(rest).unwrap_or_default())
-}
-
-async fn management_search_get(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
-    let (remote, rest) = split_broker(uri.query());
-    match search_query(Some(&rest)) {
-        Ok(request) => management_search(&state, remote, request).await,
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn management_search_post(State(state): State<Shared>, uri: axum::http::Uri, body: Bytes) -> Response {
-    let (remote, _) = split_broker(uri.query());
-    match search_body(&body) {
-        Ok(request) => management_search(&state, remote, request).await,
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn management_search(state: &Shared, remote: Option<String>, request: SearchRequest) -> Response {
-    let Some(url) = remote else {
-        return match broker(state) {
-            Ok(broker) => run_search(broker, &request),
-            Err(problem) => problem.into_response(),
-        };
-    };
-    if let Err(message) = request.check() {
-        return Problem(StatusCode::BAD_REQUEST, message).into_response();
-    }
-    match remote_search(state, &url, &request).await {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(error) => ManagementError::Upstream(error).into_response(),
-    }
-}
-
-/// Asks another connector's broker, with this connector's identity.
-async fn remote_search(state: &Shared, url: &str, request: &SearchRequest) -> Result<Json, String> {
-    let did = crate::peers::did_of(state, url).await?;
-    let origin =
-        reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?.origin().ascii_serialization();
-    let endpoint = format!("{origin}{SEARCH_PATH}");
-    let response = state
-        .dsp
-        .http()
-        .post(&endpoint)
-        .header(header::AUTHORIZATION, state.identity.authorization(&did))
-        .json(&request.to_json())
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {endpoint}: {}", hanse_core::error_chain(&e)))?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| format!("{endpoint}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "{endpoint} answered HTTP {}: {}",
-            status.as_u16(),
-            text.chars().take(500).collect::<String>()
-        ));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{endpoint} answered with invalid JSON: {e}"))
-}
-
-async fn management_sparql_get(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    Query(parameter): Query<QueryParameter>,
-) -> Response {
-    match broker(&state) {
-        Ok(_) => sparql(state, headers, parameter.query).await,
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn management_sparql_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(problem) = broker(&state) {
-        return problem.into_response();
-    }
-    let query = posted_query(&headers, &body);
-    sparql(state, headers, query).await
 }
