@@ -35,7 +35,7 @@ fn main() {
             let single = 5_000u64;
             let started = Instant::now();
             for i in 0..single {
-                store.append_audit(vec![event(i)]).await.unwrap();
+                store.audit.append_audit(vec![event(i)]).await.unwrap();
             }
             let single_rate = single as f64 / started.elapsed().as_secs_f64();
             // The rest in batches of 1 000 (a bulk import's transactions).
@@ -44,10 +44,10 @@ fn main() {
             while next < entries {
                 let batch: Vec<Event> = (next..(next + 1_000).min(entries)).map(event).collect();
                 next += batch.len() as u64;
-                store.append_audit(batch).await.unwrap();
+                store.audit.append_audit(batch).await.unwrap();
             }
             let batch_rate = (entries - single) as f64 / started.elapsed().as_secs_f64();
-            let size = store.audit_frontier().await.unwrap().size;
+            let size = store.audit.audit_frontier().await.unwrap().size;
             assert_eq!(size, entries);
             // Proofs at full size, from stored subtree hashes.
             let mut inclusion = Vec::new();
@@ -59,11 +59,11 @@ fn main() {
                 state ^= state << 17;
                 let seq = state % size;
                 let started = Instant::now();
-                let proof = hanse::audit::inclusion_proof(&store, seq, size).await.unwrap();
+                let proof = hanse::audit::inclusion_proof(&store.audit, seq, size).await.unwrap();
                 inclusion.push(started.elapsed());
                 assert!(!proof.is_empty());
                 let started = Instant::now();
-                hanse::audit::consistency_proof(&store, 1 + seq, size).await.unwrap();
+                hanse::audit::consistency_proof(&store.audit, 1 + seq, size).await.unwrap();
                 consistency.push(started.elapsed());
             }
             inclusion.sort();

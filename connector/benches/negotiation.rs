@@ -117,7 +117,7 @@ async fn hanse_run(n: usize, in_flight: usize, backend: Backend) -> f64 {
                     _ = operator_stop.changed() => break,
                 }
                 let (id, start) = (format!("registered-{}", writes.len()), Instant::now());
-                store.insert_document(DocumentKind::Asset, &id, &json!({"@id": id})).await.unwrap();
+                store.documents.insert_document(DocumentKind::Asset, &id, &json!({"@id": id})).await.unwrap();
                 writes.push(start.elapsed());
             }
             writes

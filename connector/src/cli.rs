@@ -893,7 +893,7 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
                 .map_err(|(field, message)| anyhow::anyhow!("--{}: {message}", cli_flag(field)))?;
             let keys = identity::keys::KeyRing::load(&config.participant.id, &config.participant.key_file)?;
             let store = open_store(&config).await?;
-            let issued = identity::issue_credential(&keys, &store, &config.public_url(), &request).await;
+            let issued = identity::issue_credential(&keys, &store.identity, &config.public_url(), &request).await;
             store.close().await;
             let (id, jwt) = issued?;
             eprintln!("Issued {id}");
@@ -902,7 +902,7 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
         CredentialsCommand::Revoke { config, id } => {
             let config = Config::load(&config.config)?;
             let store = open_store(&config).await?;
-            let revoked = store.revoke_issued_credential(&id).await;
+            let revoked = store.identity.revoke_issued_credential(&id).await;
             store.close().await;
             let revoked = revoked?;
             println!("Revoked {} (status list bit {})", revoked.id, revoked.status_index);
@@ -912,7 +912,7 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
             let jwt =
                 std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let store = open_store(&config).await?;
-            let imported = identity::import_credential(&store, &config.participant.id, &jwt).await;
+            let imported = identity::import_credential(&store.identity, &config.participant.id, &jwt).await;
             store.close().await;
             let summary = imported?;
             println!("Imported {} ({}) from {}", summary.id, summary.types.join(", "), summary.issuer);
@@ -920,7 +920,7 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
         CredentialsCommand::List { config } => {
             let config = Config::load(&config.config)?;
             let store = open_store(&config).await?;
-            let (held, issued) = (store.held_credentials().await, store.issued_credentials().await);
+            let (held, issued) = (store.identity.held_credentials().await, store.identity.issued_credentials().await);
             store.close().await;
             println!("Held:");
             for credential in held? {

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use futures_util::future::BoxFuture;
 
 use crate::identity::Identity;
-use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS, ProcessKind, Store};
+use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS, ProcessKind, Processes};
 
 /// The placeholder for the peer's process id in a message written before the peer told it.
 pub const PEER_PID: &str = "{peerPid}";
@@ -34,7 +34,7 @@ pub trait Outcomes: Send + Sync + 'static {
 /// go.
 #[derive(Clone)]
 pub struct Delivery {
-    pub store: Store,
+    pub store: Processes,
     pub identity: Arc<Identity>,
     /// The connector's one client for peers: its trust and client certificate; a shorter timeout per request.
     pub http: reqwest::Client,

@@ -24,8 +24,7 @@ use tokio::sync::watch;
 use crate::dsp::client::ClientError;
 use crate::dsp::client::DspClient;
 use crate::identity::Identity;
-use crate::store::Store;
-use crate::store::{PeerRow, StoreError};
+use crate::store::{PeerRow, PeerStore, StoreError};
 
 /// Where the signed peer list is served on the public listener.
 pub const LIST_PATH: &str = "/hanse/peers";
@@ -57,7 +56,7 @@ impl NotLive {
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Peers {
-    store: Store,
+    store: PeerStore,
     identity: Arc<Identity>,
     dsp: DspClient,
     settings: crate::config::PeersConfig,
@@ -69,7 +68,7 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(
-        store: Store,
+        store: PeerStore,
         identity: Arc<Identity>,
         dsp: DspClient,
         settings: crate::config::PeersConfig,

@@ -275,9 +275,9 @@ pub fn code_and_reason(message: &Json) -> (Option<String>, Option<String>) {
 /// Writes a process from `before` (none for a new process) to `after`, with what becomes of its outgoing message
 /// and the audit entries of the change ([`audit_events`]), in one transaction; `received` is the digest of the
 /// message that caused it, if any, and `token_use` the id of the token that carried it. Answers as
-/// [`Store::write_process`](crate::store::Store::write_process).
+/// [`Processes::write_process`](crate::store::Processes::write_process).
 pub async fn write(
-    store: &crate::store::Store,
+    store: &crate::store::Processes,
     kind: ProcessKind,
     before: Option<&ProcessRow>,
     after: &ProcessRow,

@@ -150,7 +150,7 @@ pub async fn start_on(
         endpoint_url: format!("{public_url}{}", protocol::BASE),
         file_root: config.file_root(),
     };
-    let catalogue = Catalogue::load(&store, service).await?;
+    let catalogue = Catalogue::load(store.documents.clone(), service).await?;
     let retry = Retry {
         attempts: i64::from(config.negotiation.retry_attempts),
         base: std::time::Duration::from_millis(config.negotiation.retry_base_ms),
@@ -181,7 +181,7 @@ pub async fn start_on(
     let identity = Arc::new(crate::identity::Identity::new(
         keys,
         http.clone(),
-        store.clone(),
+        store.identity.clone(),
         crate::identity::IdentitySettings {
             public_url: public_url.clone(),
             development: config.participant.development,
@@ -204,7 +204,7 @@ pub async fn start_on(
             crate::broker::Broker::open(
                 &config.broker,
                 crate::broker::Crawler {
-                    peers: store.clone(),
+                    peers: store.peers.clone(),
                     identity: identity.clone(),
                     dsp: dsp.clone(),
                     stale_after_seconds: config.peers.stale_after_seconds,
@@ -217,14 +217,15 @@ pub async fn start_on(
     let catalogue = Arc::new(catalogue);
     let dispatcher = Arc::new(crate::dispatch::Dispatcher::default());
     let negotiations = negotiation::Negotiations::new(
-        store.clone(),
+        store.processes.clone(),
         config.participant.id.clone(),
         catalogue.clone(),
         identity.clone(),
         dispatcher.clone(),
     );
     let transfers = crate::transfer::Transfers::new(
-        store.clone(),
+        store.processes.clone(),
+        store.audit.clone(),
         catalogue.clone(),
         identity.clone(),
         dispatcher.clone(),
@@ -242,17 +243,18 @@ pub async fn start_on(
         &config.compute,
         config.participant.id.clone(),
         dsp.http().clone(),
+        store.jobs.clone(),
         dataplane.clone(),
     ));
     let delivery = crate::dispatch::Delivery {
-        store: store.clone(),
+        store: store.processes.clone(),
         identity: identity.clone(),
         http: dsp.http().clone(),
         retry,
         outcomes: Arc::new(transfers.clone()),
     };
     let peers = crate::peers::Peers::new(
-        store.clone(),
+        store.peers.clone(),
         identity.clone(),
         dsp.clone(),
         config.peers.clone(),
@@ -260,7 +262,8 @@ pub async fn start_on(
     );
     let state = Arc::new(Connector {
         audit: crate::audit::AuditLog::new(
-            store.clone(),
+            store.audit.clone(),
+            store.processes.clone(),
             identity.clone(),
             dsp.http().clone(),
             config.audit.witness.clone(),
@@ -286,7 +289,7 @@ pub async fn start_on(
     let (shutdown, signal) = watch::channel(false);
     let dispatcher = crate::dispatch::spawn(state.dispatcher.clone(), delivery, signal.clone());
     crate::dataplane::spawn_pusher(state.dataplane.clone());
-    crate::identity::spawn_replay_cache_sweeper(state.store.clone(), signal.clone());
+    crate::identity::spawn_replay_cache_sweeper(state.store.identity.clone(), signal.clone());
     state.transfers.resume_pushes().await;
     crate::transfer::edr::spawn(state.transfers.clone(), signal.clone());
     crate::compute::orchestrate::fail_interrupted(&state.compute).await;

@@ -30,7 +30,7 @@ use self::did::{DidDocument, Resolver};
 use self::jose::Object;
 use self::keys::KeyRing;
 pub use self::token::{TokenError, Verified};
-use hanse_store::{HeldCredential, Store, StoreError, TokenUse};
+use hanse_store::{HeldCredential, IdentityStore, StoreError, TokenUse};
 
 /// A requester's verified claims and the credential types they were proven with.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -65,7 +65,7 @@ pub struct Identity {
     keys: KeyRing,
     resolver: Resolver,
     http: reqwest::Client,
-    store: Store,
+    store: IdentityStore,
     settings: IdentitySettings,
     claims_cache: Mutex<HashMap<String, CachedClaims>>,
     status_cache: Mutex<HashMap<String, (Instant, Arc<String>)>>,
@@ -83,7 +83,7 @@ pub enum CredentialOpError {
 }
 
 impl Identity {
-    pub fn new(keys: KeyRing, http: reqwest::Client, store: Store, settings: IdentitySettings) -> Identity {
+    pub fn new(keys: KeyRing, http: reqwest::Client, store: IdentityStore, settings: IdentitySettings) -> Identity {
         let resolver = Resolver::new(http.clone(), settings.development, settings.did_cache);
         Identity {
             keys,
@@ -422,7 +422,7 @@ pub async fn verify_signed_with(resolver: &Resolver, jwt: &str, typ: &str, signe
 /// API and by `hanse credentials issue`).
 pub async fn issue_credential(
     keys: &KeyRing,
-    store: &Store,
+    store: &IdentityStore,
     public_url: &str,
     request: &IssueRequest,
 ) -> Result<(String, String), CredentialOpError> {
@@ -448,7 +448,11 @@ pub async fn issue_credential(
 }
 
 /// Stores a credential this participant holds, after checking it is one and is about `holder`.
-pub async fn import_credential(store: &Store, holder: &str, jwt: &str) -> Result<CredentialSummary, CredentialOpError> {
+pub async fn import_credential(
+    store: &IdentityStore,
+    holder: &str,
+    jwt: &str,
+) -> Result<CredentialSummary, CredentialOpError> {
     let jwt = jwt.trim();
     let summary = credentials::summarise(jwt)?;
     if summary.subject != holder {
@@ -481,7 +485,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Drops expired token ids from the replay cache every minute until shutdown.
 pub fn spawn_replay_cache_sweeper(
-    store: Store,
+    store: IdentityStore,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

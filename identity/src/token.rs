@@ -9,7 +9,7 @@ use serde_json::{Value as Json, json};
 use crate::did::{self, KeyLookupError, Resolver};
 use crate::jose;
 use crate::keys::KeyRing;
-use hanse_store::{Store, TokenUse};
+use hanse_store::{IdentityStore, TokenUse};
 
 pub use hanse_keys::{CLOCK_SKEW_SECONDS, TOKEN_LIFETIME_SECONDS};
 /// The JWS algorithms a token may use.
@@ -118,7 +118,7 @@ pub async fn verify(
     token: &str,
     us: &str,
     resolver: &Resolver,
-    store: &Store,
+    store: &IdentityStore,
     now: DateTime<Utc>,
 ) -> Result<Verified, TokenError> {
     let (verified, token_use) = check(token, us, resolver, now).await?;
@@ -127,7 +127,7 @@ pub async fn verify(
 }
 
 /// Records a checked token's id in the replay cache: `Replayed` when it was used before.
-pub async fn record(store: &Store, token_use: &TokenUse) -> Result<(), TokenError> {
+pub async fn record(store: &IdentityStore, token_use: &TokenUse) -> Result<(), TokenError> {
     match store.remember_token(token_use).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(TokenError::Replayed),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sqlx::{FromRow, PgConnection, Row, SqliteConnection};
 
 use super::statement::{Param, Statement};
-use super::{Store, StoreError, now_millis, with_pool, with_writer};
+use super::{StoreError, now_millis, with_pool, with_writer};
 use hanse_audit::Event;
 use hanse_audit::merkle::{Frontier, Hash};
 
@@ -237,15 +237,21 @@ fn hash_of(bytes: &[u8]) -> Result<Hash, StoreError> {
 
 const ENTRY_COLUMNS: &str = "seq, at, type, entry, root";
 
-impl Store {
+/// The audit log: entries, tree blocks, signed heads, receipts and witnessed heads. A view of the store's one pool and writer.
+#[derive(Debug, Clone)]
+pub struct AuditStore {
+    pub(crate) pool: crate::Pool,
+}
+
+impl AuditStore {
     /// Appends events on their own (a change the log records that writes nothing else, such as a refused request).
     pub async fn append_audit(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        self.write(None, events, None).await.map(|_| ())
+        self.pool.write(None, events, None).await.map(|_| ())
     }
 
     /// The log's size and the perfect blocks of its tree.
     pub async fn audit_frontier(&self) -> Result<Frontier, StoreError> {
-        let (size, bytes): (i64, Vec<u8>) = with_pool!(self, pool => sqlx::query_as("SELECT size, frontier FROM audit_head WHERE id = 1")
+        let (size, bytes): (i64, Vec<u8>) = with_pool!(self.pool, pool => sqlx::query_as("SELECT size, frontier FROM audit_head WHERE id = 1")
             .fetch_one(pool)
             .await?);
         Frontier::from_bytes(size as u64, &bytes)
@@ -257,7 +263,7 @@ impl Store {
         if size == 0 {
             return Ok(Some(hanse_audit::merkle::empty_root()));
         }
-        let root: Option<Vec<u8>> = with_pool!(self, pool => sqlx::query_scalar("SELECT root FROM audit_entries WHERE seq = $1")
+        let root: Option<Vec<u8>> = with_pool!(self.pool, pool => sqlx::query_scalar("SELECT root FROM audit_entries WHERE seq = $1")
             .bind(size as i64 - 1)
             .fetch_optional(pool)
             .await?);
@@ -298,7 +304,7 @@ impl Store {
             sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&format!(" ORDER BY seq LIMIT {}", filter.limit.clamp(1, 10_000)));
-        let rows: Vec<EntryRow> = with_pool!(self, pool => {
+        let rows: Vec<EntryRow> = with_pool!(self.pool, pool => {
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for param in &params {
                 query = match param {
@@ -313,7 +319,7 @@ impl Store {
 
     /// Entries `[from, to)`.
     pub async fn audit_range(&self, from: u64, to: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows: Vec<EntryRow> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<EntryRow> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq"
         )))
         .bind(from as i64)
@@ -337,7 +343,7 @@ impl Store {
             let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
             let sql = format!("SELECT id, hash FROM audit_nodes WHERE id IN ({})", list.join(", "));
             let rows: Vec<(i64, Vec<u8>)> =
-                with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?);
+                with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?);
             for (id, hash) in rows {
                 found.insert(id as u64, hash_of(&hash)?);
             }
@@ -347,7 +353,7 @@ impl Store {
 
     /// Keeps a tree head we signed (the first signature of a size stays).
     pub async fn keep_signed_head(&self, head: &SignedHead) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query(
+        with_writer!(self.pool, pool => sqlx::query(
             "INSERT INTO audit_tree_heads (size, root, signed_at, jws) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING",
         )
         .bind(head.size)
@@ -363,7 +369,7 @@ impl Store {
     /// The signed head of a size, if we signed one.
     pub async fn signed_head(&self, size: u64) -> Result<Option<SignedHead>, StoreError> {
         Ok(
-            with_pool!(self, pool => sqlx::query_as("SELECT size, root, signed_at, jws FROM audit_tree_heads WHERE size = $1")
+            with_pool!(self.pool, pool => sqlx::query_as("SELECT size, root, signed_at, jws FROM audit_tree_heads WHERE size = $1")
             .bind(size as i64)
             .fetch_optional(pool)
             .await?),
@@ -372,7 +378,7 @@ impl Store {
 
     /// The heads we signed for sizes in `[from, to]`.
     pub async fn signed_heads(&self, from: u64, to: u64) -> Result<Vec<SignedHead>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(
             "SELECT size, root, signed_at, jws FROM audit_tree_heads WHERE size >= $1 AND size <= $2 ORDER BY size",
         )
         .bind(from as i64)
@@ -383,7 +389,7 @@ impl Store {
 
     /// Keeps a receipt a peer sent for an agreement (a later one from the same peer replaces it).
     pub async fn keep_receipt(&self, agreement_id: &str, issuer: &str, receipt: &str) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query(
+        with_writer!(self.pool, pool => sqlx::query(
             "INSERT INTO audit_receipts (agreement_id, issuer, receipt, received_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (agreement_id, issuer) DO UPDATE SET receipt = excluded.receipt, received_at = excluded.received_at",
         )
@@ -399,7 +405,7 @@ impl Store {
 
     /// The receipts peers sent for an agreement (all agreements when `None`), as `(agreement, issuer, receipt)`.
     pub async fn receipts(&self, agreement_id: Option<&str>) -> Result<Vec<(String, String, String)>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(
             "SELECT agreement_id, issuer, receipt FROM audit_receipts WHERE $1 IS NULL OR agreement_id = $1 \
              ORDER BY received_at",
         )
@@ -410,7 +416,7 @@ impl Store {
 
     /// Receipts due to be sent, as `(agreement, peer, attempts)`.
     pub async fn receipts_due(&self, limit: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(
             "SELECT agreement_id, peer, attempts FROM audit_receipts_out WHERE delivered_at IS NULL AND next_at <= $1 \
              ORDER BY next_at LIMIT $2",
         )
@@ -422,7 +428,7 @@ impl Store {
 
     /// Records a receipt's delivery, or schedules the next attempt.
     pub async fn receipt_sent(&self, agreement_id: &str, delivered: bool, next_at: i64) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query(
+        with_writer!(self.pool, pool => sqlx::query(
             "UPDATE audit_receipts_out SET attempts = attempts + 1, next_at = $2, \
              delivered_at = CASE WHEN $3 = 1 THEN $4 ELSE NULL END WHERE agreement_id = $1",
         )
@@ -438,14 +444,14 @@ impl Store {
 
     /// Every participant we have negotiated with.
     pub async fn counter_parties(&self) -> Result<Vec<String>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_scalar("SELECT DISTINCT counter_party_id FROM negotiations")
+        Ok(with_pool!(self.pool, pool => sqlx::query_scalar("SELECT DISTINCT counter_party_id FROM negotiations")
             .fetch_all(pool)
             .await?))
     }
 
     /// Keeps a witnessed head.
     pub async fn keep_witnessed(&self, witnessed: &Witnessed) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query(
+        with_writer!(self.pool, pool => sqlx::query(
             "INSERT INTO audit_witnessed (peer, size, root, tree_head, cosignature, problem, seen_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
@@ -464,7 +470,7 @@ impl Store {
 
     /// The last consistent head we witnessed of a peer.
     pub async fn last_witnessed(&self, peer: &str) -> Result<Option<Witnessed>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(
             "SELECT peer, size, root, tree_head, cosignature, problem, seen_at FROM audit_witnessed \
              WHERE peer = $1 AND problem IS NULL ORDER BY size DESC, seen_at DESC LIMIT 1",
         )
@@ -475,7 +481,7 @@ impl Store {
 
     /// Everything we witnessed, of one peer or all, newest first.
     pub async fn witnessed(&self, peer: Option<&str>, limit: i64) -> Result<Vec<Witnessed>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(
             "SELECT peer, size, root, tree_head, cosignature, problem, seen_at FROM audit_witnessed \
              WHERE $1 IS NULL OR peer = $1 ORDER BY seen_at DESC LIMIT $2",
         )

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::FromRow;
 
 use super::audit::Append;
-use super::{Dialect, Store, StoreError, now_millis, parse_body, with_pool, with_writer};
+use super::{Dialect, StoreError, now_millis, parse_body, with_pool, with_writer};
 use hanse_audit::Event;
 
 /// The current body of a document, locked until the transaction ends (SQLite has one writer: no lock needed).
@@ -88,7 +88,13 @@ fn change_event(kind: DocumentKind, id: &str, operation: &str, before: Option<&s
 const INSERT: &str = "INSERT INTO documents (kind, id, body, version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) \
                       ON CONFLICT (kind, id) DO NOTHING";
 
-impl Store {
+/// The catalogue's documents: assets, policy definitions and contract definitions. A view of the store's one pool and writer.
+#[derive(Debug, Clone)]
+pub struct Documents {
+    pub(crate) pool: crate::Pool,
+}
+
+impl Documents {
     /// Creates a document; `Conflict` if one of that kind and id exists.
     pub async fn insert_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
         let now = now_millis();
@@ -102,7 +108,7 @@ impl Store {
     }
 
     async fn insert_at(&self, kind: DocumentKind, documents: &[(String, Value)], now: i64) -> Result<(), StoreError> {
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let mut events = Vec::with_capacity(documents.len());
             for (id, body) in documents {
@@ -131,9 +137,9 @@ impl Store {
     pub async fn replace_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
         let now = now_millis();
         let text = body.to_string();
-        let (version, created_at) = with_writer!(self, pool => {
+        let (version, created_at) = with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
-            let before: Option<String> = sqlx::query_scalar(lock_body(self.dialect()))
+            let before: Option<String> = sqlx::query_scalar(lock_body(self.pool.dialect()))
                 .bind(kind.as_str())
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -160,7 +166,7 @@ impl Store {
 
     /// The document of that kind and id, if any.
     pub async fn get_document(&self, kind: DocumentKind, id: &str) -> Result<Option<Document>, StoreError> {
-        let row: Option<DocumentRow> = with_pool!(self, pool => sqlx::query_as(
+        let row: Option<DocumentRow> = with_pool!(self.pool, pool => sqlx::query_as(
             sqlx::AssertSqlSafe(format!("{SELECT} WHERE kind = $1 AND id = $2"))
         )
         .bind(kind.as_str())
@@ -172,7 +178,7 @@ impl Store {
 
     /// Deletes a document; `NotFound` if there is none.
     pub async fn delete_document(&self, kind: DocumentKind, id: &str) -> Result<(), StoreError> {
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let before: Option<String> =
                 sqlx::query_scalar("DELETE FROM documents WHERE kind = $1 AND id = $2 RETURNING body")
@@ -191,7 +197,7 @@ impl Store {
 
     /// Every document of a kind, ordered by id.
     pub async fn list_documents(&self, kind: DocumentKind) -> Result<Vec<Document>, StoreError> {
-        let rows: Vec<DocumentRow> = with_pool!(self, pool => sqlx::query_as(
+        let rows: Vec<DocumentRow> = with_pool!(self.pool, pool => sqlx::query_as(
             sqlx::AssertSqlSafe(format!("{SELECT} WHERE kind = $1 ORDER BY id"))
         )
         .bind(kind.as_str())
@@ -207,7 +213,7 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Document>, StoreError> {
-        let rows: Vec<DocumentRow> = with_pool!(self, pool => sqlx::query_as(
+        let rows: Vec<DocumentRow> = with_pool!(self.pool, pool => sqlx::query_as(
             sqlx::AssertSqlSafe(format!("{SELECT} WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3"))
         )
         .bind(kind.as_str())
@@ -220,7 +226,7 @@ impl Store {
 
     /// How many documents of a kind there are.
     pub async fn count_documents(&self, kind: DocumentKind) -> Result<i64, StoreError> {
-        let (count,): (i64,) = with_pool!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM documents WHERE kind = $1")
+        let (count,): (i64,) = with_pool!(self.pool, pool => sqlx::query_as("SELECT COUNT(*) FROM documents WHERE kind = $1")
             .bind(kind.as_str())
             .fetch_one(pool)
             .await?);

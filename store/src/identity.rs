@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::statement::{Param, Statement};
-use super::{Store, StoreError, now_millis, with_pool, with_writer};
+use super::{StoreError, now_millis, with_pool, with_writer};
 
 /// A verifiable credential this participant holds.
 #[derive(Debug, Clone, PartialEq, FromRow)]
@@ -52,17 +52,23 @@ impl TokenUse {
     }
 }
 
-impl Store {
+/// Token ids seen (the replay cache), and credentials held and issued. A view of the store's one pool and writer.
+#[derive(Debug, Clone)]
+pub struct IdentityStore {
+    pub(crate) pool: crate::Pool,
+}
+
+impl IdentityStore {
     /// Records a token id; `false` when it was seen before (a replay).
     pub async fn remember_token(&self, token: &TokenUse) -> Result<bool, StoreError> {
-        let inserted = self.write(Some(token.statement()), Vec::new(), None).await?;
+        let inserted = self.pool.write(Some(token.statement()), Vec::new(), None).await?;
         Ok(inserted == 1)
     }
 
     /// Forgets the token ids that expired before now; answers how many.
     pub async fn forget_expired_tokens(&self) -> Result<u64, StoreError> {
         let now = now_millis();
-        let deleted = with_writer!(self, pool => sqlx::query("DELETE FROM token_ids WHERE expires_at < $1")
+        let deleted = with_writer!(self.pool, pool => sqlx::query("DELETE FROM token_ids WHERE expires_at < $1")
             .bind(now)
             .execute(pool)
             .await?
@@ -72,7 +78,7 @@ impl Store {
 
     /// Stores a held credential, replacing one with the same id.
     pub async fn put_held_credential(&self, credential: &HeldCredential) -> Result<(), StoreError> {
-        with_writer!(self, pool => sqlx::query(
+        with_writer!(self.pool, pool => sqlx::query(
             "INSERT INTO held_credentials (id, types, issuer, jwt, valid_until, imported_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET types = excluded.types, \
              issuer = excluded.issuer, jwt = excluded.jwt, valid_until = excluded.valid_until, \
@@ -92,7 +98,7 @@ impl Store {
 
     /// Every held credential, oldest import first.
     pub async fn held_credentials(&self) -> Result<Vec<HeldCredential>, StoreError> {
-        let rows = with_pool!(self, pool => sqlx::query_as::<_, HeldCredential>(
+        let rows = with_pool!(self.pool, pool => sqlx::query_as::<_, HeldCredential>(
             "SELECT id, types, issuer, jwt, valid_until, imported_at FROM held_credentials ORDER BY imported_at, id",
         )
         .fetch_all(pool)
@@ -102,7 +108,7 @@ impl Store {
 
     /// Removes a held credential; `NotFound` if there is none with that id.
     pub async fn delete_held_credential(&self, id: &str) -> Result<(), StoreError> {
-        let deleted = with_writer!(self, pool => sqlx::query("DELETE FROM held_credentials WHERE id = $1")
+        let deleted = with_writer!(self.pool, pool => sqlx::query("DELETE FROM held_credentials WHERE id = $1")
             .bind(id)
             .execute(pool)
             .await?
@@ -118,7 +124,7 @@ impl Store {
         let now = now_millis();
         // Two issuers racing for the same index: the loser's insert conflicts on the unique index and tries again.
         for _ in 0..5 {
-            let index: Result<i64, sqlx::Error> = with_writer!(self, pool => sqlx::query_scalar(
+            let index: Result<i64, sqlx::Error> = with_writer!(self.pool, pool => sqlx::query_scalar(
                 "INSERT INTO issued_credentials (id, subject, types, status_index, revoked, issued_at) \
                  SELECT $1, $2, $3, COALESCE(MAX(status_index) + 1, 0), $4, $5 FROM issued_credentials \
                  RETURNING status_index",
@@ -145,7 +151,7 @@ impl Store {
 
     /// One issued credential.
     pub async fn issued_credential(&self, id: &str) -> Result<Option<IssuedCredential>, StoreError> {
-        let row = with_pool!(self, pool => sqlx::query_as::<_, IssuedCredential>(
+        let row = with_pool!(self.pool, pool => sqlx::query_as::<_, IssuedCredential>(
             "SELECT id, subject, types, status_index, revoked, issued_at, revoked_at FROM issued_credentials \
              WHERE id = $1",
         )
@@ -157,7 +163,7 @@ impl Store {
 
     /// Every issued credential, in the order of issue.
     pub async fn issued_credentials(&self) -> Result<Vec<IssuedCredential>, StoreError> {
-        let rows = with_pool!(self, pool => sqlx::query_as::<_, IssuedCredential>(
+        let rows = with_pool!(self.pool, pool => sqlx::query_as::<_, IssuedCredential>(
             "SELECT id, subject, types, status_index, revoked, issued_at, revoked_at FROM issued_credentials \
              ORDER BY status_index",
         )
@@ -168,7 +174,7 @@ impl Store {
 
     /// Marks an issued credential revoked (idempotent); `NotFound` if this participant never issued it.
     pub async fn revoke_issued_credential(&self, id: &str) -> Result<IssuedCredential, StoreError> {
-        with_writer!(self, pool => sqlx::query(
+        with_writer!(self.pool, pool => sqlx::query(
             "UPDATE issued_credentials SET revoked = $2, revoked_at = COALESCE(revoked_at, $3) WHERE id = $1",
         )
         .bind(id)
@@ -182,7 +188,7 @@ impl Store {
 
     /// The status-list bits of the revoked credentials.
     pub async fn revoked_status_indices(&self) -> Result<Vec<i64>, StoreError> {
-        let rows = with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+        let rows = with_pool!(self.pool, pool => sqlx::query_scalar::<_, i64>(
             "SELECT status_index FROM issued_credentials WHERE revoked = $1 ORDER BY status_index",
         )
         .bind(true)

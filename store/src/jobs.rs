@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::FromRow;
 
 use super::audit::Append;
-use super::{Store, StoreError, now_millis, parse_body, with_pool, with_writer};
+use super::{StoreError, now_millis, parse_body, with_pool, with_writer};
 use hanse_audit::Event;
 
 /// One job.
@@ -89,13 +89,19 @@ macro_rules! insert {
     };
 }
 
-impl Store {
+/// Compute jobs, both sides. A view of the store's one pool and writer.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    pub(crate) pool: crate::Pool,
+}
+
+impl Jobs {
     /// Provider: records an admitted job if the agreement has admitted exactly `jobs_before` jobs so far (the count
     /// the policy decided with); `Ok(false)` when another job was admitted meanwhile (decide again).
     pub async fn admit_job(&self, job: &JobRow, jobs_before: i64, audit: &[Event]) -> Result<bool, StoreError> {
         let agreement = job.agreement_id.as_deref().unwrap_or_default();
         let now = now_millis();
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO agreement_usage (agreement_id, pulls, bytes, jobs, updated_at) VALUES ($1, 0, 0, 0, $2) \
@@ -127,7 +133,7 @@ impl Store {
 
     /// Consumer: records a new job with its audit entry.
     pub async fn insert_job(&self, job: &JobRow, audit: &[Event]) -> Result<(), StoreError> {
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             insert!(tx, job, now_millis());
             (*tx).append(audit).await?;
@@ -139,7 +145,7 @@ impl Store {
     /// Writes a job's status, rounds and body, with the audit entries of what it released or concluded.
     pub async fn update_job(&self, job: &JobRow, audit: &[Event]) -> Result<(), StoreError> {
         let body = job.body.to_string();
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query("UPDATE compute_jobs SET status = $2, rounds = $3, body = $4, updated_at = $5 WHERE id = $1")
                 .bind(&job.id)
@@ -161,7 +167,7 @@ impl Store {
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
-        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = $1")))
+        let row: Option<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = $1")))
             .bind(id)
             .fetch_optional(pool)
             .await?);
@@ -170,7 +176,7 @@ impl Store {
 
     /// Provider: the job a consumer submitted under its own job id.
     pub async fn job_of_peer(&self, counter_party: &str, peer_job_id: &str) -> Result<Option<JobRow>, StoreError> {
-        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE counter_party_id = $1 AND peer_job_id = $2")))
+        let row: Option<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE counter_party_id = $1 AND peer_job_id = $2")))
             .bind(counter_party)
             .bind(peer_job_id)
             .fetch_optional(pool)
@@ -180,7 +186,7 @@ impl Store {
 
     /// Every job of a role, newest first.
     pub async fn jobs(&self, role: &str) -> Result<Vec<JobRow>, StoreError> {
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE role = $1 ORDER BY created_at DESC, id")))
+        let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE role = $1 ORDER BY created_at DESC, id")))
             .bind(role)
             .fetch_all(pool)
             .await?);

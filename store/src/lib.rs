@@ -27,11 +27,17 @@ mod writer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use audit::AuditStore;
 pub use audit::{AuditEntry, AuditFilter, SignedHead, Witnessed};
+pub use documents::Documents;
 pub use documents::{Document, DocumentKind};
+pub use identity::IdentityStore;
 pub use identity::{HeldCredential, IssuedCredential, TokenUse};
 pub use jobs::JobRow;
+pub use jobs::Jobs;
 pub use peers::PeerRow;
+pub use peers::PeerStore;
+pub use processes::Processes;
 pub use processes::{
     AgreementRow, ClaimedMessage, OUTBOX_LEASE_MS, OutboxMessage, Outgoing, PROCESS_KINDS, ProcessKind, ProcessRow,
     Usage,
@@ -135,9 +141,22 @@ pub struct StoreOptions {
     pub max_connections: Option<u32>,
 }
 
-/// The store. Cheap to clone (pools are shared).
+/// The store: one pool and writer, seen through one view per concern. Each service takes the views it needs. Cheap to
+/// clone (pools are shared).
 #[derive(Debug, Clone)]
 pub struct Store {
+    pub processes: Processes,
+    pub documents: Documents,
+    pub audit: AuditStore,
+    pub identity: IdentityStore,
+    pub jobs: Jobs,
+    pub peers: PeerStore,
+    pool: Pool,
+}
+
+/// The pool (or pools) and the writer every view shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Pool {
     pub(crate) backend: Backend,
     /// SQLite: the single connection every write goes through.
     pub(crate) writer: Option<SqlitePool>,
@@ -147,7 +166,7 @@ pub struct Store {
     readers: Option<std::sync::Arc<readers::Readers>>,
 }
 
-/// The writer of [`Store::write`]: on SQLite a thread on the one writer connection, on PostgreSQL a task.
+/// The writer of [`Pool::write`]: on SQLite a thread on the one writer connection, on PostgreSQL a task.
 #[derive(Debug, Clone)]
 enum HotWriter {
     Sqlite(writer::Writer),
@@ -181,6 +200,37 @@ pub fn redact_url(url: &str) -> String {
 impl Store {
     /// Connects (creating the SQLite file and folder, or the PostgreSQL schema, if missing) and runs migrations.
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let pool = Pool::open(url, options).await?;
+        Ok(Store {
+            processes: Processes { pool: pool.clone() },
+            documents: Documents { pool: pool.clone() },
+            audit: AuditStore { pool: pool.clone() },
+            identity: IdentityStore { pool: pool.clone() },
+            jobs: Jobs { pool: pool.clone() },
+            peers: PeerStore { pool: pool.clone() },
+            pool,
+        })
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.pool.dialect()
+    }
+
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.ping().await
+    }
+
+    /// Waits for queued writes, then closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+}
+
+impl Pool {
+    /// Connects (creating the SQLite file and folder, or the PostgreSQL schema, if missing) and runs migrations.
+    async fn open(url: &str, options: &StoreOptions) -> Result<Pool, StoreError> {
         let connect_error = |source| StoreError::Connect { url: redact_url(url), source };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut connect = PgConnectOptions::from_str(url).map_err(connect_error)?;
@@ -208,7 +258,7 @@ impl Store {
                 .map_err(connect_error)?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             let hot = HotWriter::Postgres(pg_writer::PgWriter::start(pool.clone()));
-            Ok(Store { backend: Backend::Postgres(pool), writer: None, hot, readers: None })
+            Ok(Pool { backend: Backend::Postgres(pool), writer: None, hot, readers: None })
         } else {
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(connect_error)?
@@ -242,7 +292,7 @@ impl Store {
                 .await
                 .map_err(connect_error)?;
             let hot = writer::Writer::start(writer.clone()).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
-            Ok(Store { backend: Backend::Sqlite(pool), writer: Some(writer), hot: HotWriter::Sqlite(hot), readers })
+            Ok(Pool { backend: Backend::Sqlite(pool), writer: Some(writer), hot: HotWriter::Sqlite(hot), readers })
         }
     }
 
@@ -433,26 +483,30 @@ mod tests {
         let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
         let keys: Vec<(String,)> =
             sqlx::query_as("SELECT name FROM sqlite_schema WHERE name LIKE 'sqlite_autoindex_%' ORDER BY name")
-                .fetch_all(store.writer.as_ref().unwrap())
+                .fetch_all(store.pool.writer.as_ref().unwrap())
                 .await
                 .unwrap();
         for table in ["audit_entries", "audit_nodes", "token_ids", "audit_receipts_out"] {
             assert!(!keys.iter().any(|(name,)| name.contains(table)), "{table} still has a separate key index");
         }
         let token = |key: &str| TokenUse { key: key.to_owned(), expires_at: i64::MAX };
-        assert!(!store.remember_token(&token("did:web:peer 1")).await.unwrap(), "the old token id was lost");
-        assert!(store.remember_token(&token("did:web:peer 2")).await.unwrap());
-        assert_eq!(store.receipts_due(10).await.unwrap().len(), 1, "the owed receipt was lost");
-        store.append_audit(vec![Event::new("test.new", serde_json::json!({"after": "migration"}))]).await.unwrap();
+        assert!(!store.identity.remember_token(&token("did:web:peer 1")).await.unwrap(), "the old token id was lost");
+        assert!(store.identity.remember_token(&token("did:web:peer 2")).await.unwrap());
+        assert_eq!(store.audit.receipts_due(10).await.unwrap().len(), 1, "the owed receipt was lost");
+        store
+            .audit
+            .append_audit(vec![Event::new("test.new", serde_json::json!({"after": "migration"}))])
+            .await
+            .unwrap();
         let filter = AuditFilter { limit: 100, ..Default::default() };
-        let stored = store.audit_entries(&filter).await.unwrap();
+        let stored = store.audit.audit_entries(&filter).await.unwrap();
         assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..5).collect::<Vec<_>>());
         assert_eq!(stored.iter().take(4).map(|e| e.entry.clone()).collect::<Vec<_>>(), entries);
         frontier.push(leaf_hash(stored[4].entry.as_bytes()));
         assert_eq!(stored[4].root, frontier.root(), "the new entry does not extend the old chain");
-        assert_eq!(store.audit_frontier().await.unwrap(), frontier);
+        assert_eq!(store.audit.audit_frontier().await.unwrap(), frontier);
         assert_eq!(
-            store.audit_entries(&AuditFilter { agreement: Some("a1".into()), ..filter }).await.unwrap().len(),
+            store.audit.audit_entries(&AuditFilter { agreement: Some("a1".into()), ..filter }).await.unwrap().len(),
             4
         );
     }

@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::audit::Append;
-use super::{Store, StoreError, now_millis, with_pool, with_writer};
+use super::{StoreError, now_millis, with_pool, with_writer};
 use hanse_audit::Event;
 
 /// One known peer.
@@ -79,16 +79,22 @@ fn change(did: &str, operation: &str) -> Event {
     .participant(Some(did))
 }
 
-impl Store {
+/// The peer network's list. A view of the store's one pool and writer.
+#[derive(Debug, Clone)]
+pub struct PeerStore {
+    pub(crate) pool: crate::Pool,
+}
+
+impl PeerStore {
     /// Every known peer, by DID.
     pub async fn peers(&self) -> Result<Vec<PeerRow>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY did")))
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY did")))
             .fetch_all(pool)
             .await?))
     }
 
     pub async fn peer(&self, did: &str) -> Result<Option<PeerRow>, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE did = $1")))
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE did = $1")))
             .bind(did)
             .fetch_optional(pool)
             .await?))
@@ -97,7 +103,7 @@ impl Store {
     /// A seed from the configuration: recorded once, pinned; an already learned peer becomes a seed.
     pub async fn seed_peer(&self, did: &str) -> Result<(), StoreError> {
         let row = PeerRow::new(did, "seed");
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             sqlx::query(
                 "INSERT INTO peers (did, address, source, status, detail, first_seen, last_seen, last_attempt, failures) \
                  VALUES ($1, '', $2, 'unverified', '', $3, 0, 0, 0) \
@@ -115,7 +121,7 @@ impl Store {
     /// The operator adds (or pins) a verified peer, with its audit entry.
     pub async fn add_peer(&self, peer: &PeerRow) -> Result<(), StoreError> {
         let event = change(&peer.did, "add");
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             insert!(
                 tx,
@@ -133,7 +139,7 @@ impl Store {
     /// The operator removes a peer, with its audit entry; `false` if it was not known.
     pub async fn remove_peer(&self, did: &str) -> Result<bool, StoreError> {
         let event = change(did, "remove");
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let removed = sqlx::query("DELETE FROM peers WHERE did = $1").bind(did).execute(&mut *tx).await?.rows_affected();
             if removed == 0 {
@@ -149,7 +155,7 @@ impl Store {
     /// Records a peer learned from another's list, if there is room: at `max` peers, one learned peer that is not
     /// live gives way (the longest silent); if none can, the new one is refused (`false`).
     pub async fn learn_peer(&self, peer: &PeerRow, max: u32) -> Result<bool, StoreError> {
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM peers").fetch_one(&mut *tx).await?;
             if count >= i64::from(max) {
@@ -182,7 +188,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_millis();
         let live = status == "live";
-        with_writer!(self, pool => {
+        with_writer!(self.pool, pool => {
             sqlx::query(
                 "UPDATE peers SET address = COALESCE($2, address), status = $3, detail = $4, last_attempt = $5, \
                  last_seen = CASE WHEN $6 THEN $5 ELSE last_seen END, \
@@ -203,7 +209,7 @@ impl Store {
     /// Forgets learned peers silent since `cutoff` (ms): not seen since then, and heard of before it. Returns their
     /// DIDs.
     pub async fn age_out_peers(&self, cutoff: i64) -> Result<Vec<String>, StoreError> {
-        let gone: Vec<(String,)> = with_writer!(self, pool => sqlx::query_as(
+        let gone: Vec<(String,)> = with_writer!(self.pool, pool => sqlx::query_as(
             "DELETE FROM peers WHERE source = 'learned' AND last_seen < $1 AND first_seen < $1 RETURNING did",
         )
         .bind(cutoff)

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::FromRow;
 
 use super::statement::{Param, Statement};
-use super::{Store, StoreError, TokenUse, now_millis, parse_body, with_pool, with_writer};
+use super::{StoreError, TokenUse, now_millis, parse_body, with_pool, with_writer};
 use hanse_audit::Event;
 
 /// Which kind of DSP process (and so which table).
@@ -194,7 +194,13 @@ pub const OUTBOX_LEASE_MS: i64 = 15_000;
 const COLUMNS: &str = "id, role, state, peer_pid, counter_party_id, counter_party_address, body, last_received, \
                        last_answer, agreement_id, version, created_at, updated_at";
 
-impl Store {
+/// Negotiations and transfers, their outgoing messages, agreements and usage. A view of the store's one pool and writer.
+#[derive(Debug, Clone)]
+pub struct Processes {
+    pub(crate) pool: crate::Pool,
+}
+
+impl Processes {
     pub async fn process(&self, kind: ProcessKind, id: &str) -> Result<Option<ProcessRow>, StoreError> {
         let table = kind.table();
         let statement = Statement::new(format!("SELECT {COLUMNS} FROM {table} WHERE id = $1"), vec![Param::from(id)]);
@@ -203,9 +209,9 @@ impl Store {
 
     /// The one process `statement` selects ([`COLUMNS`]), read at once on SQLite.
     async fn process_where(&self, statement: Statement) -> Result<Option<ProcessRow>, StoreError> {
-        let row = match self.read_now(&statement, Row::from_sqlite) {
+        let row = match self.pool.read_now(&statement, Row::from_sqlite) {
             Some(row) => row?,
-            None => with_pool!(self, pool => statement.query_as().fetch_optional(pool).await?),
+            None => with_pool!(self.pool, pool => statement.query_as().fetch_optional(pool).await?),
         };
         row.map(Row::into_process).transpose()
     }
@@ -236,7 +242,7 @@ impl Store {
 
     pub async fn processes(&self, kind: ProcessKind) -> Result<Vec<ProcessRow>, StoreError> {
         let table = kind.table();
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM {table} ORDER BY created_at, id")))
+        let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM {table} ORDER BY created_at, id")))
             .fetch_all(pool)
             .await?);
         rows.into_iter().map(Row::into_process).collect()
@@ -249,7 +255,7 @@ impl Store {
         agreement_id: &str,
     ) -> Result<Vec<ProcessRow>, StoreError> {
         let table = kind.table();
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM {table} WHERE agreement_id = $1 ORDER BY created_at, id"
         )))
         .bind(agreement_id)
@@ -266,7 +272,7 @@ impl Store {
         state: &str,
     ) -> Result<Vec<ProcessRow>, StoreError> {
         let table = kind.table();
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM {table} WHERE state = $1 AND role = $2 ORDER BY created_at, id"
         )))
         .bind(state)
@@ -351,7 +357,7 @@ impl Store {
             }
         };
         let statement = Statement::new(sql, params);
-        let affected = match self.write(Some(statement), audit, token).await {
+        let affected = match self.pool.write(Some(statement), audit, token).await {
             Ok(affected) => affected,
             Err(error) if expected_version.is_none() && error.is_unique_violation() => {
                 return Err(StoreError::Conflict {
@@ -387,8 +393,8 @@ impl Store {
                 "SELECT id FROM {table} WHERE out_message IS NOT NULL AND out_next_at <= $2 \
                  AND (out_lease IS NULL OR out_lease < $2) ORDER BY out_next_at LIMIT $3"
             );
-            let rows: Vec<(String, i64, String, String, i64, i64, String)> = with_writer!(self, pool => {
-                let due = match self.dialect() {
+            let rows: Vec<(String, i64, String, String, i64, i64, String)> = with_writer!(self.pool, pool => {
+                let due = match self.pool.dialect() {
                     super::Dialect::Postgres => format!("{due} FOR UPDATE SKIP LOCKED"),
                     super::Dialect::Sqlite => due,
                 };
@@ -433,7 +439,7 @@ impl Store {
             ),
             vec![Param::from(&message.process_id), Param::from(message.seq), Param::from(peer_pid)],
         );
-        self.write(Some(statement), Vec::new(), None).await?;
+        self.pool.write(Some(statement), Vec::new(), None).await?;
         Ok(())
     }
 
@@ -444,7 +450,7 @@ impl Store {
             format!("UPDATE {table} SET out_next_at = $3, out_lease = NULL WHERE id = $1 AND out_seq = $2"),
             vec![Param::from(&message.process_id), Param::from(message.seq), Param::from(next_attempt_at)],
         );
-        self.write(Some(statement), Vec::new(), None).await?;
+        self.pool.write(Some(statement), Vec::new(), None).await?;
         Ok(())
     }
 
@@ -467,12 +473,12 @@ impl Store {
     }
 
     pub async fn agreement(&self, id: &str) -> Result<Option<AgreementRow>, StoreError> {
-        Ok(self.agreement_negotiation(id).await?.and_then(Store::agreement_of))
+        Ok(self.agreement_negotiation(id).await?.and_then(Processes::agreement_of))
     }
 
     /// The negotiation that made agreement `id`.
     pub async fn agreement_negotiation(&self, id: &str) -> Result<Option<ProcessRow>, StoreError> {
-        let row: Option<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM negotiations WHERE agreement_id = $1")))
+        let row: Option<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM negotiations WHERE agreement_id = $1")))
             .bind(id)
             .fetch_optional(pool)
             .await?);
@@ -480,14 +486,14 @@ impl Store {
     }
 
     pub async fn agreements(&self) -> Result<Vec<AgreementRow>, StoreError> {
-        let rows: Vec<Row> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM negotiations WHERE agreement_id IS NOT NULL ORDER BY updated_at, id"
         )))
         .fetch_all(pool)
         .await?);
         let mut agreements = Vec::new();
         for row in rows {
-            agreements.extend(Store::agreement_of(row.into_process()?));
+            agreements.extend(Processes::agreement_of(row.into_process()?));
         }
         Ok(agreements)
     }
@@ -502,7 +508,7 @@ pub struct Usage {
     pub jobs: i64,
 }
 
-impl Store {
+impl Processes {
     /// Adds `pulls` and `bytes` to an agreement's usage, with the audit entries of that use.
     pub async fn add_usage(
         &self,
@@ -517,12 +523,12 @@ impl Store {
              bytes = agreement_usage.bytes + excluded.bytes, updated_at = excluded.updated_at",
             vec![Param::from(agreement_id), Param::from(pulls), Param::from(bytes), Param::from(now_millis())],
         );
-        self.write(Some(statement), audit, None).await?;
+        self.pool.write(Some(statement), audit, None).await?;
         Ok(())
     }
 
     pub async fn usage(&self, agreement_id: &str) -> Result<Usage, StoreError> {
-        let row: Option<(i64, i64, i64)> = with_pool!(self, pool => sqlx::query_as("SELECT pulls, bytes, jobs FROM agreement_usage WHERE agreement_id = $1")
+        let row: Option<(i64, i64, i64)> = with_pool!(self.pool, pool => sqlx::query_as("SELECT pulls, bytes, jobs FROM agreement_usage WHERE agreement_id = $1")
             .bind(agreement_id)
             .fetch_optional(pool)
             .await?);

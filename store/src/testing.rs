@@ -76,7 +76,7 @@ impl TestDatabase {
     /// row, so that the connector appends anew from there (a rolled-back, rewritten history).
     pub async fn roll_back_audit_log(&self, keep: u64) {
         let store = self.open().await;
-        let ids: Vec<i64> = crate::with_pool!(store, pool => sqlx::query_scalar("SELECT id FROM audit_nodes")
+        let ids: Vec<i64> = crate::with_pool!(store.pool, pool => sqlx::query_scalar("SELECT id FROM audit_nodes")
             .fetch_all(pool)
             .await
             .expect("node ids"));
@@ -88,8 +88,8 @@ impl TestDatabase {
             })
             .map(|id| id.to_string())
             .collect();
-        let frontier = store.audit_frontier_at(keep).await.expect("the kept frontier");
-        crate::with_writer!(store, pool => {
+        let frontier = store.audit.audit_frontier_at(keep).await.expect("the kept frontier");
+        crate::with_writer!(store.pool, pool => {
             let mut tx = pool.begin().await.expect("transaction");
             sqlx::query("DELETE FROM audit_entries WHERE seq >= $1").bind(keep as i64).execute(&mut *tx).await.expect("entries");
             if !beyond.is_empty() {
@@ -111,11 +111,11 @@ impl TestDatabase {
     /// Overwrites byte `offset` of stored entry `seq` with `byte`.
     pub async fn alter_audit_entry(&self, seq: u64, offset: usize, byte: u8) {
         let store = self.open().await;
-        let entry = store.audit_range(seq, seq + 1).await.expect("entry").pop().expect("the entry exists");
+        let entry = store.audit.audit_range(seq, seq + 1).await.expect("entry").pop().expect("the entry exists");
         let mut bytes = entry.entry.into_bytes();
         bytes[offset] = byte;
         let altered = String::from_utf8(bytes).expect("ASCII");
-        crate::with_writer!(store, pool => sqlx::query("UPDATE audit_entries SET entry = $1 WHERE seq = $2")
+        crate::with_writer!(store.pool, pool => sqlx::query("UPDATE audit_entries SET entry = $1 WHERE seq = $2")
             .bind(&altered)
             .bind(seq as i64)
             .execute(pool)

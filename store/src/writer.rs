@@ -262,7 +262,7 @@ mod tests {
     ) -> (Store, Vec<Result<u64, crate::StoreError>>) {
         use sqlx::Connection;
         let store = database.open().await;
-        store.write(Some(token("taken")), Vec::new(), None).await.unwrap();
+        store.pool.write(Some(token("taken")), Vec::new(), None).await.unwrap();
         // Another connection holds the token table while the writes queue, so that they meet in a batch behind the
         // first one instead of trickling through one by one.
         let blocker: Box<dyn std::any::Any + Send> = match database.backend {
@@ -286,7 +286,7 @@ mod tests {
                 let store = store.clone();
                 let key = if i == 17 { "taken".to_owned() } else { format!("fresh-{i}") };
                 let events = events(i);
-                tokio::spawn(async move { store.write(Some(token(&key)), events, None).await })
+                tokio::spawn(async move { store.pool.write(Some(token(&key)), events, None).await })
             })
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -317,9 +317,12 @@ mod tests {
             }
         }
         for i in (0..40).filter(|i| *i != 17) {
-            assert!(!store.remember_token(&use_of(&format!("fresh-{i}"))).await.unwrap(), "fresh-{i} was lost");
+            assert!(
+                !store.identity.remember_token(&use_of(&format!("fresh-{i}"))).await.unwrap(),
+                "fresh-{i} was lost"
+            );
         }
-        assert!(store.remember_token(&use_of("fresh-17")).await.unwrap());
+        assert!(store.identity.remember_token(&use_of("fresh-17")).await.unwrap());
     }
 
     /// The audit entries of a batch's writes chain on one head kept in memory; a write that fails takes its entry
@@ -341,7 +344,7 @@ mod tests {
             assert_eq!(outcome.is_ok(), i != 17, "write {i}");
         }
         let filter = crate::AuditFilter { limit: 100, ..Default::default() };
-        let entries = store.audit_entries(&filter).await.unwrap();
+        let entries = store.audit.audit_entries(&filter).await.unwrap();
         assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..39).collect::<Vec<_>>());
         assert!(!entries.iter().any(|e| e.entry.contains(r#""write":17"#)), "the failed write left its entry");
         let mut frontier = Frontier::default();
@@ -349,6 +352,6 @@ mod tests {
             frontier.push(leaf_hash(entry.entry.as_bytes()));
             assert_eq!(frontier.root(), entry.root, "entry {}", entry.seq);
         }
-        assert_eq!(store.audit_frontier().await.unwrap(), frontier);
+        assert_eq!(store.audit.audit_frontier().await.unwrap(), frontier);
     }
 }

@@ -21,56 +21,67 @@ macro_rules! on_every_backend {
 
 async fn created_documents_read_back(store: &hanse_store::Store, backend: Backend) {
     let body = json!({"properties": {"title": "Diabetes cohort", "numberOfRecords": 1200}});
-    let created = store.insert_document(DocumentKind::Asset, "cohort-1", &body).await.unwrap();
+    let created = store.documents.insert_document(DocumentKind::Asset, "cohort-1", &body).await.unwrap();
     assert_eq!(created.version, 1);
-    let read = store.get_document(DocumentKind::Asset, "cohort-1").await.unwrap().unwrap();
+    let read = store.documents.get_document(DocumentKind::Asset, "cohort-1").await.unwrap().unwrap();
     assert_eq!(read.body, body, "{backend:?}");
     assert_eq!(read.created_at, created.created_at);
     assert!(
-        store.get_document(DocumentKind::PolicyDefinition, "cohort-1").await.unwrap().is_none(),
+        store.documents.get_document(DocumentKind::PolicyDefinition, "cohort-1").await.unwrap().is_none(),
         "kinds are separate"
     );
 }
 on_every_backend!(created_documents_read_back_on_every_backend, created_documents_read_back);
 
 async fn a_duplicate_id_is_a_conflict_and_keeps_the_first(store: &hanse_store::Store, backend: Backend) {
-    store.insert_document(DocumentKind::Asset, "a", &json!({"v": 1})).await.unwrap();
-    let error = store.insert_document(DocumentKind::Asset, "a", &json!({"v": 2})).await.unwrap_err();
+    store.documents.insert_document(DocumentKind::Asset, "a", &json!({"v": 1})).await.unwrap();
+    let error = store.documents.insert_document(DocumentKind::Asset, "a", &json!({"v": 2})).await.unwrap_err();
     assert!(matches!(error, StoreError::Conflict { .. }), "{backend:?}: {error}");
-    assert_eq!(store.get_document(DocumentKind::Asset, "a").await.unwrap().unwrap().body, json!({"v": 1}));
+    assert_eq!(store.documents.get_document(DocumentKind::Asset, "a").await.unwrap().unwrap().body, json!({"v": 1}));
 }
 on_every_backend!(a_duplicate_id_is_a_conflict_on_every_backend, a_duplicate_id_is_a_conflict_and_keeps_the_first);
 
 async fn replace_bumps_the_version_and_unknown_ids_are_not_found(store: &hanse_store::Store, backend: Backend) {
-    store.insert_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 1})).await.unwrap();
-    let replaced = store.replace_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 2})).await.unwrap();
+    store.documents.insert_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 1})).await.unwrap();
+    let replaced =
+        store.documents.replace_document(DocumentKind::PolicyDefinition, "p", &json!({"v": 2})).await.unwrap();
     assert_eq!(replaced.version, 2, "{backend:?}");
-    assert_eq!(store.get_document(DocumentKind::PolicyDefinition, "p").await.unwrap().unwrap().body, json!({"v": 2}));
-    let missing = store.replace_document(DocumentKind::PolicyDefinition, "nope", &json!({})).await.unwrap_err();
+    assert_eq!(
+        store.documents.get_document(DocumentKind::PolicyDefinition, "p").await.unwrap().unwrap().body,
+        json!({"v": 2})
+    );
+    let missing =
+        store.documents.replace_document(DocumentKind::PolicyDefinition, "nope", &json!({})).await.unwrap_err();
     assert!(matches!(missing, StoreError::NotFound { .. }));
-    let missing = store.delete_document(DocumentKind::PolicyDefinition, "nope").await.unwrap_err();
+    let missing = store.documents.delete_document(DocumentKind::PolicyDefinition, "nope").await.unwrap_err();
     assert!(matches!(missing, StoreError::NotFound { .. }));
 }
 on_every_backend!(replace_and_not_found_on_every_backend, replace_bumps_the_version_and_unknown_ids_are_not_found);
 
 async fn listing_is_ordered_by_id_and_delete_removes(store: &hanse_store::Store, backend: Backend) {
     for id in ["c", "a", "b"] {
-        store.insert_document(DocumentKind::ContractDefinition, id, &json!({"id": id})).await.unwrap();
+        store.documents.insert_document(DocumentKind::ContractDefinition, id, &json!({"id": id})).await.unwrap();
     }
-    let ids: Vec<String> =
-        store.list_documents(DocumentKind::ContractDefinition).await.unwrap().into_iter().map(|d| d.id).collect();
+    let ids: Vec<String> = store
+        .documents
+        .list_documents(DocumentKind::ContractDefinition)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(ids, ["a", "b", "c"], "{backend:?}");
-    store.delete_document(DocumentKind::ContractDefinition, "b").await.unwrap();
-    assert_eq!(store.count_documents(DocumentKind::ContractDefinition).await.unwrap(), 2);
+    store.documents.delete_document(DocumentKind::ContractDefinition, "b").await.unwrap();
+    assert_eq!(store.documents.count_documents(DocumentKind::ContractDefinition).await.unwrap(), 2);
 }
 on_every_backend!(listing_and_delete_on_every_backend, listing_is_ordered_by_id_and_delete_removes);
 
 async fn concurrent_inserts_of_one_id_admit_exactly_one(store: &hanse_store::Store, backend: Backend) {
     let attempts = (0..16).map(|i| {
         let store = store.clone();
-        tokio::spawn(
-            async move { store.insert_document(DocumentKind::Asset, "contested", &json!({"writer": i})).await },
-        )
+        tokio::spawn(async move {
+            store.documents.insert_document(DocumentKind::Asset, "contested", &json!({"writer": i})).await
+        })
     });
     let mut won = 0;
     for attempt in attempts {
@@ -89,10 +100,13 @@ async fn data_survives_a_restart_on_every_backend() {
     for backend in backends() {
         let database = TestDatabase::new(backend);
         let store = database.open().await;
-        store.insert_document(DocumentKind::Asset, "kept", &json!({"title": "kept"})).await.unwrap();
+        store.documents.insert_document(DocumentKind::Asset, "kept", &json!({"title": "kept"})).await.unwrap();
         store.close().await;
         let reopened = database.open().await; // migrations run again and must be a no-op
-        assert_eq!(reopened.get_document(DocumentKind::Asset, "kept").await.unwrap().unwrap().body["title"], "kept");
+        assert_eq!(
+            reopened.documents.get_document(DocumentKind::Asset, "kept").await.unwrap().unwrap().body["title"],
+            "kept"
+        );
         reopened.close().await;
     }
 }
@@ -112,13 +126,13 @@ async fn each_backend_reports_its_dialect() {
 
 async fn a_batch_is_stored_whole_or_not_at_all(store: &hanse_store::Store, backend: Backend) {
     let batch: Vec<(String, serde_json::Value)> = (0..50).map(|i| (format!("d{i:02}"), json!({"n": i}))).collect();
-    store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
-    assert_eq!(store.count_documents(DocumentKind::Asset).await.unwrap(), 50, "{backend:?}");
+    store.documents.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
+    assert_eq!(store.documents.count_documents(DocumentKind::Asset).await.unwrap(), 50, "{backend:?}");
     let clashing = vec![("new".to_owned(), json!({})), ("d07".to_owned(), json!({}))];
-    let error = store.insert_documents(DocumentKind::Asset, &clashing).await.unwrap_err();
+    let error = store.documents.insert_documents(DocumentKind::Asset, &clashing).await.unwrap_err();
     assert!(matches!(error, StoreError::Conflict { ref id, .. } if id == "d07"), "{error}");
     assert!(
-        store.get_document(DocumentKind::Asset, "new").await.unwrap().is_none(),
+        store.documents.get_document(DocumentKind::Asset, "new").await.unwrap().is_none(),
         "{backend:?}: the batch rolled back"
     );
 }
@@ -142,7 +156,7 @@ async fn concurrent_writers_build_one_consistent_audit_log() {
                         Event::new("test.event", json!({"writer": w, "i": i})),
                         Event::new("test.event", json!({"writer": w, "i": i, "second": true})),
                     ];
-                    store.append_audit(events[..1 + i % 2].to_vec()).await.unwrap();
+                    store.audit.append_audit(events[..1 + i % 2].to_vec()).await.unwrap();
                 }
             }));
         }
@@ -150,9 +164,9 @@ async fn concurrent_writers_build_one_consistent_audit_log() {
             writer.await.unwrap();
         }
         let store = &stores[0];
-        let head = store.audit_frontier().await.unwrap();
+        let head = store.audit.audit_frontier().await.unwrap();
         assert_eq!(head.size, 3 * 90, "{backend:?}");
-        let entries = store.audit_range(0, head.size).await.unwrap();
+        let entries = store.audit.audit_range(0, head.size).await.unwrap();
         let mut frontier = Frontier::default();
         for (seq, entry) in entries.iter().enumerate() {
             assert_eq!(entry.seq as usize, seq, "{backend:?}");
@@ -160,7 +174,7 @@ async fn concurrent_writers_build_one_consistent_audit_log() {
             assert_eq!(entry.root, frontier.root(), "{backend:?}: entry {seq}");
         }
         assert_eq!(frontier, head, "{backend:?}");
-        assert_eq!(store.audit_frontier_at(head.size).await.unwrap(), head, "{backend:?}");
+        assert_eq!(store.audit.audit_frontier_at(head.size).await.unwrap(), head, "{backend:?}");
         for store in stores {
             store.close().await;
         }

@@ -180,10 +180,10 @@ async fn federated_analyses_release_only_protected_results_and_the_glm_equals_th
     }
 
     // Every job landed in both logs: admitted and released at the provider, dispatched and combined here.
-    let provider_log = federation.connectors[1].running.state.store.audit_entries(&everything()).await.unwrap();
+    let provider_log = federation.connectors[1].running.state.store.audit.audit_entries(&everything()).await.unwrap();
     let kinds: Vec<&str> = provider_log.iter().map(|e| e.kind.as_str()).collect();
     assert!(kinds.contains(&"compute.job") && kinds.contains(&"compute.result"), "{kinds:?}");
-    let consumer_log = federation.connectors[3].running.state.store.audit_entries(&everything()).await.unwrap();
+    let consumer_log = federation.connectors[3].running.state.store.audit.audit_entries(&everything()).await.unwrap();
     let kinds: Vec<&str> = consumer_log.iter().map(|e| e.kind.as_str()).collect();
     assert!(kinds.contains(&"compute.dispatch") && kinds.contains(&"compute.combined"), "{kinds:?}");
 
@@ -252,7 +252,7 @@ async fn jobs_the_agreement_does_not_permit_are_refused_with_the_reason() {
     refused(&run(&federation, "aggregate", count, &[&expiring_agreement], json!({})).await, "elapsedTime");
 
     // Refusals are audited with their policy trace; the refused transfers ended TERMINATED.
-    let log = federation.connectors[0].running.state.store.audit_entries(&everything()).await.unwrap();
+    let log = federation.connectors[0].running.state.store.audit.audit_entries(&everything()).await.unwrap();
     let denials = log.iter().filter(|e| e.kind == "policy.denial").count();
     assert!(denials >= 4, "{denials} denials logged");
     let consumer = federation.management(1);

@@ -396,6 +396,7 @@ async fn hold(holder: &TestConnector, id: &str, jwt: &str) {
         .running
         .state
         .store
+        .identity
         .put_held_credential(&hanse::store::HeldCredential {
             id: id.into(),
             types: "VerifiableCredential MembershipCredential".into(),
@@ -417,8 +418,12 @@ async fn crafted(
 ) -> (String, String) {
     let id = format!("urn:uuid:{}", uuid_like());
     let state = &issuer.running.state;
-    let index =
-        state.store.record_issued_credential(&id, subject, "VerifiableCredential MembershipCredential").await.unwrap();
+    let index = state
+        .store
+        .identity
+        .record_issued_credential(&id, subject, "VerifiableCredential MembershipCredential")
+        .await
+        .unwrap();
     let request = hanse::identity::credentials::IssueRequest {
         credential_type: "MembershipCredential".into(),
         subject: subject.into(),

@@ -80,3 +80,120 @@ fn the_pure_crates_reach_no_io_runtime_or_server() {
     }
     assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
+
+/// The connector crate's modules, layer by layer from the bottom (ARCHITECTURE.md, decision 0022). A module may use
+/// modules of its own layer and of the layers below it, never of a layer above; and no modules use each other in a
+/// loop, within a layer either.
+const CONNECTOR_LAYERS: &[(&str, &[&str])] = &[
+    ("foundations", &["config", "init", "client", "telemetry", "transport"]),
+    ("catalogue and identity", &["catalog", "identity"]),
+    ("wire and log", &["dsp", "audit", "dispatch", "process"]),
+    ("services", &["negotiation", "transfer", "dataplane", "compute", "peers", "broker", "fetch"]),
+    ("surfaces", &["error", "sparql", "state", "health"]),
+    ("routers", &["protocol", "management"]),
+    ("assembly", &["server", "demo", "testing"]),
+    ("command line", &["cli"]),
+];
+
+/// Every `crate::<module>` a source file names outside comments and its test module.
+fn modules_named(text: &str) -> BTreeSet<String> {
+    let code: String = text
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut named = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `use crate::{a, b::c}`: the first segment of each item.
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            named.extend(group.split(',').filter_map(|item| first_segment(item.trim())));
+        } else if let Some(name) = first_segment(rest) {
+            named.insert(name);
+        }
+    }
+    named
+}
+
+fn first_segment(path: &str) -> Option<String> {
+    let name: String = path.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    (!name.is_empty() && name != "self").then_some(name)
+}
+
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("a source folder") {
+        let path = entry.expect("a folder entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_connector_modules_form_layers_without_a_loop() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../connector/src");
+    let layer_of: HashMap<&str, usize> = CONNECTOR_LAYERS
+        .iter()
+        .enumerate()
+        .flat_map(|(rank, (_, modules))| modules.iter().map(move |m| (*m, rank)))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut uses: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut upward = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).expect("below src").to_string_lossy().replace('\\', "/");
+        let module = relative.split(['/', '.']).next().expect("a module").to_owned();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let rank = *layer_of.get(module.as_str()).unwrap_or_else(|| {
+            panic!("connector/src/{relative}: module `{module}` is in no layer; add it to CONNECTOR_LAYERS")
+        });
+        let text = std::fs::read_to_string(file).expect("a source file");
+        for named in modules_named(&text) {
+            if named == module {
+                continue;
+            }
+            let Some(&named_rank) = layer_of.get(named.as_str()) else { continue };
+            if named_rank > rank {
+                upward.push(format!(
+                    "connector/src/{relative} ({}) uses crate::{named} ({})",
+                    CONNECTOR_LAYERS[rank].0, CONNECTOR_LAYERS[named_rank].0
+                ));
+            }
+            uses.entry(module.clone()).or_default().insert(named);
+        }
+    }
+    assert!(upward.is_empty(), "modules use a higher layer:\n{}", upward.join("\n"));
+    // No loop: a depth-first search finds no module on its own path.
+    fn visit<'a>(
+        module: &'a str,
+        uses: &'a HashMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if let Some(at) = path.iter().position(|m| *m == module) {
+            panic!("modules use each other in a loop: {} -> {module}", path[at..].join(" -> "));
+        }
+        if !done.insert(module) {
+            return;
+        }
+        path.push(module);
+        for next in uses.get(module).into_iter().flatten() {
+            visit(next, uses, path, done);
+        }
+        path.pop();
+    }
+    let mut done = BTreeSet::new();
+    for module in uses.keys() {
+        visit(module, &uses, &mut Vec::new(), &mut done);
+    }
+    assert!(uses.len() > 20, "the connector's modules were not found under {}", src.display());
+}

@@ -150,7 +150,7 @@ async fn a_large_pull_streams_with_its_digest_and_resumes_after_the_connection_i
     let store = &federation.connectors[0].running.state.store;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let usage = loop {
-        let usage = store.usage(&agreement).await.unwrap();
+        let usage = store.processes.usage(&agreement).await.unwrap();
         if usage.bytes >= (256 * MIB) as i64 || std::time::Instant::now() > deadline {
             break usage;
         }

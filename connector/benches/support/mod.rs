@@ -81,11 +81,11 @@ pub async fn seed_catalogue(config: &hanse::config::Config, datasets: usize, acc
             json!([{"@value": body["properties"]["numberOfRecords"]}]);
         batch.push((body["@id"].as_str().unwrap().to_owned(), expanded));
         if batch.len() == 5000 {
-            store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
+            store.documents.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
             batch.clear();
         }
     }
-    store.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
+    store.documents.insert_documents(DocumentKind::Asset, &batch).await.unwrap();
     let policy = PolicyDefinition::from_body(
         &json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
             "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}]}}),
@@ -97,13 +97,13 @@ pub async fn seed_catalogue(config: &hanse::config::Config, datasets: usize, acc
         chrono::Utc::now(),
     )
     .unwrap();
-    store.insert_document(DocumentKind::PolicyDefinition, "open", &policy.expanded).await.unwrap();
-    store.insert_document(DocumentKind::PolicyDefinition, "members", &access.expanded).await.unwrap();
+    store.documents.insert_document(DocumentKind::PolicyDefinition, "open", &policy.expanded).await.unwrap();
+    store.documents.insert_document(DocumentKind::PolicyDefinition, "members", &access.expanded).await.unwrap();
     let definition = ContractDefinition::from_body(
         &json!({"@id": "all", "accessPolicyId": "members", "contractPolicyId": "open", "assetsSelector": []}),
     )
     .unwrap();
-    store.insert_document(DocumentKind::ContractDefinition, "all", &definition.expanded).await.unwrap();
+    store.documents.insert_document(DocumentKind::ContractDefinition, "all", &definition.expanded).await.unwrap();
     store.close().await;
 }
 
@@ -117,7 +117,7 @@ pub async fn offer(
 ) -> serde_json::Value {
     let asset = hanse::catalog::model::Asset::from_body(&asset, &p.catalogue.service.file_root).unwrap();
     let id = asset.id.clone();
-    p.catalogue.create_asset(&p.store, asset).await.unwrap();
+    p.catalogue.create_asset(asset).await.unwrap();
     offer_dataset(p, consumer, &id, manual_start).await
 }
 
@@ -131,12 +131,12 @@ pub async fn offer_dataset(
     use hanse::catalog::model::{ContractDefinition, PolicyDefinition};
     use serde_json::json;
     let policy = PolicyDefinition::from_body(&json!({"@id": "open", "policy": {"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]}}), chrono::Utc::now()).unwrap();
-    p.catalogue.create_policy(&p.store, policy).await.unwrap();
+    p.catalogue.create_policy(policy).await.unwrap();
     let definition = ContractDefinition::from_body(
         &json!({"@id": "cd", "accessPolicyId": "open", "contractPolicyId": "open", "manualStart": manual_start}),
     )
     .unwrap();
-    p.catalogue.create_definition(&p.store, definition).await.unwrap();
+    p.catalogue.create_definition(definition).await.unwrap();
     let page = p.catalogue.page(
         &hanse_policy::RequestContext::new(consumer.to_owned(), chrono::Utc::now()),
         None,
@@ -176,5 +176,5 @@ pub async fn agree(
             Err(error) => panic!("negotiation events: {error}"),
         }
     }
-    c.store.agreements().await.unwrap().into_iter().find(|a| a.negotiation_id == id).expect("the agreement")
+    c.store.processes.agreements().await.unwrap().into_iter().find(|a| a.negotiation_id == id).expect("the agreement")
 }

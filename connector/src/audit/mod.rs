@@ -20,13 +20,15 @@ use std::sync::atomic::AtomicU64;
 use self::head::TreeHead;
 use self::merkle::Hash;
 use crate::identity::Identity;
-use crate::store::{Store, StoreError};
+use crate::store::{AuditStore, Processes, StoreError};
 
 /// The audit log's service: signed heads, proofs, exports, receipts to and from counter-parties, and the witnessing
 /// of peers' logs. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    store: Store,
+    store: AuditStore,
+    /// The agreements a receipt must match.
+    processes: Processes,
     identity: Arc<Identity>,
     /// The client for peers' extension endpoints.
     http: reqwest::Client,
@@ -46,8 +48,14 @@ pub enum ProofError {
 }
 
 impl AuditLog {
-    pub fn new(store: Store, identity: Arc<Identity>, http: reqwest::Client, witness: Vec<String>) -> AuditLog {
-        AuditLog { store, identity, http, witness, inconsistencies: Arc::default() }
+    pub fn new(
+        store: AuditStore,
+        processes: Processes,
+        identity: Arc<Identity>,
+        http: reqwest::Client,
+        witness: Vec<String>,
+    ) -> AuditLog {
+        AuditLog { store, processes, identity, http, witness, inconsistencies: Arc::default() }
     }
 
     /// Inconsistent tree heads witnessed since start.
@@ -86,14 +94,14 @@ impl AuditLog {
 }
 
 /// Reads perfect blocks and hashes ranges into a proof.
-async fn prove(store: &Store, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, ProofError> {
+async fn prove(store: &AuditStore, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, ProofError> {
     let blocks = store.audit_blocks(&merkle::blocks_for(ranges)).await?;
     merkle::proof(ranges, &|id| blocks.get(&id).copied())
         .ok_or_else(|| ProofError::Store(StoreError::Corrupt("a block of the audit tree is missing".into())))
 }
 
 /// The inclusion proof of entry `seq` in the log's first `size` entries.
-pub async fn inclusion_proof(store: &Store, seq: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+pub async fn inclusion_proof(store: &AuditStore, seq: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
     if seq >= size {
         return Err(ProofError::Range(format!("entry {seq} is not among the first {size}")));
     }
@@ -101,7 +109,7 @@ pub async fn inclusion_proof(store: &Store, seq: u64, size: u64) -> Result<Vec<H
 }
 
 /// The consistency proof between the log's first `from` and first `to` entries (`0 < from ≤ to ≤ size`).
-pub async fn consistency_proof(store: &Store, from: u64, to: u64) -> Result<Vec<Hash>, ProofError> {
+pub async fn consistency_proof(store: &AuditStore, from: u64, to: u64) -> Result<Vec<Hash>, ProofError> {
     let size = store.audit_frontier().await?.size;
     if from == 0 || from > to || to > size {
         return Err(ProofError::Range(format!("a consistency proof needs 0 < from ≤ to ≤ {size}")));

@@ -137,7 +137,7 @@ async fn receive_receipt(State(state): State<AuditLog>, headers: HeaderMap, body
 /// A receipt is kept only if it is the sender's signed record of an agreement we share with it, identical to ours.
 async fn check_receipt(state: &AuditLog, sender: &str, receipt: &Receipt) -> Result<(), (StatusCode, String)> {
     let bad = |message: String| (StatusCode::BAD_REQUEST, message);
-    let agreement = state.store.agreement(&receipt.agreement_id).await.ok().flatten();
+    let agreement = state.processes.agreement(&receipt.agreement_id).await.ok().flatten();
     let Some(agreement) = agreement.filter(|a| a.provider_id == sender || a.consumer_id == sender) else {
         return Err((StatusCode::NOT_FOUND, format!("there is no agreement `{}` with you", receipt.agreement_id)));
     };

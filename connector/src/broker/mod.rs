@@ -103,7 +103,7 @@ pub struct Broker {
     /// One crawl round at a time.
     round: tokio::sync::Mutex<()>,
     /// The peer network's list, which says whom to crawl.
-    peers: crate::store::Store,
+    peers: crate::store::PeerStore,
     /// This connector's identity: the broker sees each catalogue as this connector may.
     identity: Arc<Identity>,
     dsp: DspClient,
@@ -114,7 +114,7 @@ pub struct Broker {
 
 /// What a broker crawls with: the peer list, this connector's identity and client, and when peers go stale.
 pub struct Crawler {
-    pub peers: crate::store::Store,
+    pub peers: crate::store::PeerStore,
     pub identity: Arc<Identity>,
     pub dsp: DspClient,
     pub stale_after_seconds: u64,

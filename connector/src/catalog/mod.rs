@@ -20,7 +20,7 @@ use hanse_policy::{Policy, RequestContext};
 use hanse_self_descriptions::dcat::{self, DatasetDescription, Distribution};
 use serde_json::{Value as Json, json};
 
-use crate::store::{DocumentKind, Store, StoreError};
+use crate::store::{DocumentKind, Documents, StoreError};
 use model::{Asset, ContractDefinition, FieldError, Invalid, PolicyDefinition};
 use rdf::Graph;
 
@@ -140,6 +140,8 @@ pub struct Catalogue {
     writes: tokio::sync::Mutex<()>,
     graph: Graph,
     pub service: ServiceInfo,
+    /// Where the catalogue's documents are kept: every write goes there first.
+    documents: Documents,
 }
 
 fn offer_for(definition: &ContractDefinition, policy: &PolicyDefinition) -> Offer {
@@ -258,7 +260,7 @@ impl State {
 impl Catalogue {
     /// Reads the catalogue from the store and builds every view. A stored resource that can no longer be read (for
     /// example a file outside a changed file root) is kept in the store, left out of the views, and logged.
-    pub async fn load(store: &Store, service: ServiceInfo) -> Result<Catalogue, StoreError> {
+    pub async fn load(documents: Documents, service: ServiceInfo) -> Result<Catalogue, StoreError> {
         let graph = Graph::new(
             &service.catalog_id(),
             &service.service_id(),
@@ -267,7 +269,7 @@ impl Catalogue {
             &service.publisher_name,
         );
         let mut state = State { service_id: service.service_id(), ..State::default() };
-        for document in store.list_documents(DocumentKind::PolicyDefinition).await? {
+        for document in documents.list_documents(DocumentKind::PolicyDefinition).await? {
             match serde_json::from_value(document.body.clone())
                 .map_err(|e| vec![FieldError::new("", e.to_string())])
                 .and_then(PolicyDefinition::from_expanded)
@@ -282,7 +284,7 @@ impl Catalogue {
                 }
             }
         }
-        for document in store.list_documents(DocumentKind::ContractDefinition).await? {
+        for document in documents.list_documents(DocumentKind::ContractDefinition).await? {
             match serde_json::from_value(document.body.clone())
                 .map_err(|e| vec![FieldError::new("", e.to_string())])
                 .and_then(ContractDefinition::from_expanded)
@@ -306,7 +308,7 @@ impl Catalogue {
         // that memory holds the typed catalogue and the graph, never every stored body at once.
         let mut after: Option<String> = None;
         loop {
-            let page = store.list_documents_after(DocumentKind::Asset, after.as_deref(), LOAD_PAGE).await?;
+            let page = documents.list_documents_after(DocumentKind::Asset, after.as_deref(), LOAD_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             let mut quads = Vec::new();
@@ -339,7 +341,7 @@ impl Catalogue {
             triples = graph.len(),
             "catalogue loaded"
         );
-        Ok(Catalogue { state: RwLock::new(state), writes: tokio::sync::Mutex::new(()), graph, service })
+        Ok(Catalogue { state: RwLock::new(state), writes: tokio::sync::Mutex::new(()), graph, service, documents })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -352,9 +354,9 @@ impl Catalogue {
 
     // ---- assets ----
 
-    pub async fn create_asset(&self, store: &Store, asset: Asset) -> Result<Stored<Asset>, CatalogueError> {
+    pub async fn create_asset(&self, asset: Asset) -> Result<Stored<Asset>, CatalogueError> {
         let _serial = self.writes.lock().await;
-        let document = store.insert_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
+        let document = self.documents.insert_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let stored = Stored { value: Arc::new(asset), created_at: document.created_at };
         let mut state = self.write();
         state.assets.insert(stored.value.id.clone(), stored.clone());
@@ -362,9 +364,9 @@ impl Catalogue {
         Ok(stored)
     }
 
-    pub async fn replace_asset(&self, store: &Store, asset: Asset) -> Result<(), CatalogueError> {
+    pub async fn replace_asset(&self, asset: Asset) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
-        let document = store.replace_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
+        let document = self.documents.replace_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let mut state = self.write();
         let id = asset.id.clone();
         state.assets.insert(id.clone(), Stored { value: Arc::new(asset), created_at: document.created_at });
@@ -372,7 +374,7 @@ impl Catalogue {
         Ok(())
     }
 
-    pub async fn delete_asset(&self, store: &Store, id: &str) -> Result<(), CatalogueError> {
+    pub async fn delete_asset(&self, id: &str) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
         {
             let state = self.read();
@@ -392,7 +394,7 @@ impl Catalogue {
                 )));
             }
         }
-        store.delete_document(DocumentKind::Asset, id).await?;
+        self.documents.delete_document(DocumentKind::Asset, id).await?;
         let mut state = self.write();
         state.assets.remove(id);
         state.reindex_asset(id, &self.graph);
@@ -409,13 +411,10 @@ impl Catalogue {
 
     // ---- policy definitions ----
 
-    pub async fn create_policy(
-        &self,
-        store: &Store,
-        policy: PolicyDefinition,
-    ) -> Result<Stored<PolicyDefinition>, CatalogueError> {
+    pub async fn create_policy(&self, policy: PolicyDefinition) -> Result<Stored<PolicyDefinition>, CatalogueError> {
         let _serial = self.writes.lock().await;
-        let document = store.insert_document(DocumentKind::PolicyDefinition, &policy.id, &policy.expanded).await?;
+        let document =
+            self.documents.insert_document(DocumentKind::PolicyDefinition, &policy.id, &policy.expanded).await?;
         let stored = Stored { value: Arc::new(policy), created_at: document.created_at };
         let mut state = self.write();
         state.policies.insert(stored.value.id.clone(), stored.clone());
@@ -431,9 +430,10 @@ impl Catalogue {
         Ok(stored)
     }
 
-    pub async fn replace_policy(&self, store: &Store, policy: PolicyDefinition) -> Result<(), CatalogueError> {
+    pub async fn replace_policy(&self, policy: PolicyDefinition) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
-        let document = store.replace_document(DocumentKind::PolicyDefinition, &policy.id, &policy.expanded).await?;
+        let document =
+            self.documents.replace_document(DocumentKind::PolicyDefinition, &policy.id, &policy.expanded).await?;
         let mut state = self.write();
         let id = policy.id.clone();
         state.policies.insert(id.clone(), Stored { value: Arc::new(policy), created_at: document.created_at });
@@ -449,7 +449,7 @@ impl Catalogue {
         Ok(())
     }
 
-    pub async fn delete_policy(&self, store: &Store, id: &str) -> Result<(), CatalogueError> {
+    pub async fn delete_policy(&self, id: &str) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
         {
             let state = self.read();
@@ -469,7 +469,7 @@ impl Catalogue {
                 )));
             }
         }
-        store.delete_document(DocumentKind::PolicyDefinition, id).await?;
+        self.documents.delete_document(DocumentKind::PolicyDefinition, id).await?;
         self.write().policies.remove(id);
         Ok(())
     }
@@ -503,13 +503,14 @@ impl Catalogue {
 
     pub async fn create_definition(
         &self,
-        store: &Store,
         definition: ContractDefinition,
     ) -> Result<Stored<ContractDefinition>, CatalogueError> {
         let _serial = self.writes.lock().await;
         self.check_references(&definition)?;
-        let document =
-            store.insert_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded).await?;
+        let document = self
+            .documents
+            .insert_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded)
+            .await?;
         let stored = Stored { value: Arc::new(definition), created_at: document.created_at };
         let mut state = self.write();
         state.definitions.insert(stored.value.id.clone(), stored.clone());
@@ -517,15 +518,13 @@ impl Catalogue {
         Ok(stored)
     }
 
-    pub async fn replace_definition(
-        &self,
-        store: &Store,
-        definition: ContractDefinition,
-    ) -> Result<(), CatalogueError> {
+    pub async fn replace_definition(&self, definition: ContractDefinition) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
         self.check_references(&definition)?;
-        let document =
-            store.replace_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded).await?;
+        let document = self
+            .documents
+            .replace_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded)
+            .await?;
         let mut state = self.write();
         let id = definition.id.clone();
         state.definitions.insert(id.clone(), Stored { value: Arc::new(definition), created_at: document.created_at });
@@ -533,9 +532,9 @@ impl Catalogue {
         Ok(())
     }
 
-    pub async fn delete_definition(&self, store: &Store, id: &str) -> Result<(), CatalogueError> {
+    pub async fn delete_definition(&self, id: &str) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
-        store.delete_document(DocumentKind::ContractDefinition, id).await.map_err(|e| match e {
+        self.documents.delete_document(DocumentKind::ContractDefinition, id).await.map_err(|e| match e {
             StoreError::NotFound { .. } => CatalogueError::NotFound(format!("contract definition `{id}` not found")),
             other => other.into(),
         })?;

@@ -59,7 +59,9 @@ pub struct Compute {
     settings: ComputeConfig,
     /// Our participant id.
     participant: String,
-    store: crate::store::Store,
+    jobs: crate::store::Jobs,
+    processes: crate::store::Processes,
+    audit: crate::store::AuditStore,
     identity: Arc<crate::identity::Identity>,
     catalogue: Arc<crate::catalog::Catalogue>,
     /// The client for other connectors' compute endpoints (the consumer's side).
@@ -74,6 +76,7 @@ impl Compute {
         settings: &ComputeConfig,
         participant: String,
         http: reqwest::Client,
+        jobs: crate::store::Jobs,
         plane: Arc<crate::dataplane::DataPlane>,
     ) -> Compute {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -85,7 +88,9 @@ impl Compute {
             settings: settings.clone(),
             participant,
             http,
-            store: plane.store.clone(),
+            jobs,
+            processes: plane.store.clone(),
+            audit: plane.audit.clone(),
             identity: plane.identity.clone(),
             catalogue: plane.catalogue.clone(),
             plane,
@@ -345,7 +350,7 @@ async fn conclude(
         }
     };
     job.rounds = round as i64 + 1;
-    state.store.update_job(job, &[job_event("compute.result", job, details)]).await.map_err(|error| {
+    state.jobs.update_job(job, &[job_event("compute.result", job, details)]).await.map_err(|error| {
         tracing::error!(%error, "cannot record a job's result");
         refused(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the result cannot be recorded now")
     })
@@ -378,7 +383,7 @@ pub async fn submit(
         Err(refusal) => return refusal,
     };
     // The same job again (a retry): the same answer.
-    match state.store.job_of_peer(&consumer, &submitted.job).await {
+    match state.jobs.job_of_peer(&consumer, &submitted.job).await {
         Ok(Some(existing)) => {
             return match existing.body.get("released") {
                 Some(released) if existing.transfer_id.as_deref() == Some(id.as_str()) => {
@@ -443,7 +448,7 @@ async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response
         (job.counter_party_id.clone().unwrap_or_default(), job.agreement_id.clone().unwrap_or_default());
     let budget = state.settings.max_jobs_per_agreement;
     loop {
-        let usage = state.store.usage(&agreement).await.map_err(|error| {
+        let usage = state.processes.usage(&agreement).await.map_err(|error| {
             tracing::error!(%error, "cannot read an agreement's usage");
             fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now")
         })?;
@@ -467,7 +472,7 @@ async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response
             Ok(grant) => grant,
             Err(refusal) => {
                 tracing::info!(consumer, code = refusal.code, reason = %refusal.reason, "job refused");
-                refusal.record(&state.store, &consumer, &agreement, "compute job").await;
+                refusal.record(&state.audit, &consumer, &agreement, "compute job").await;
                 return Err(fail(StatusCode::FORBIDDEN, refusal.code, refusal.reason));
             }
         };
@@ -479,7 +484,7 @@ async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response
             "decisionDigest": grant.decision.as_ref().map(crate::audit::canonical_digest),
         });
         job.body["decision"] = grant.decision.unwrap_or(Json::Null);
-        match state.store.admit_job(&job, usage.jobs, &[job_event("compute.job", &job, details)]).await {
+        match state.jobs.admit_job(&job, usage.jobs, &[job_event("compute.job", &job, details)]).await {
             Ok(true) => return Ok(job),
             Ok(false) => continue,
             Err(error) => {
@@ -504,7 +509,7 @@ pub async fn round(
     if submitted.job != job_id {
         return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the signed job id differs from the URL's");
     }
-    let mut job = match state.store.job_of_peer(&consumer, &job_id).await {
+    let mut job = match state.jobs.job_of_peer(&consumer, &job_id).await {
         Ok(Some(job)) if job.transfer_id.as_deref() == Some(id.as_str()) => job,
         Ok(_) => {
             return fail(StatusCode::NOT_FOUND, "UnknownJob", format!("there is no job `{job_id}` on this transfer"));

@@ -62,7 +62,7 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
     for (i, site) in request.sites.iter().enumerate() {
         let field = format!("sites[{i}].agreementId");
         let agreement =
-            state.store.agreement(&site.agreement_id).await.map_err(|e| Rejected(field.clone(), e.to_string()))?;
+            state.processes.agreement(&site.agreement_id).await.map_err(|e| Rejected(field.clone(), e.to_string()))?;
         let Some(agreement) = agreement.filter(|a| a.consumer_id == state.participant) else {
             return Err(Rejected(
                 field,
@@ -107,7 +107,7 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
         json!({"job": job.id, "template": job.template, "agreements": agreements,
                "parametersDigest": crate::audit::canonical_digest(&request.parameters)}),
     );
-    state.store.insert_job(&job, &[event]).await.map_err(|e| Rejected("job".into(), e.to_string()))?;
+    state.jobs.insert_job(&job, &[event]).await.map_err(|e| Rejected("job".into(), e.to_string()))?;
     let (state, running) = (state.clone(), job.clone());
     tokio::spawn(async move { run(state, running, starts).await });
     Ok(job)
@@ -115,12 +115,12 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
 
 /// Jobs a restart interrupted are marked failed: their sites' sessions are gone with the process's memory.
 pub async fn fail_interrupted(state: &Arc<Compute>) {
-    let Ok(jobs) = state.store.jobs("consumer").await else { return };
+    let Ok(jobs) = state.jobs.jobs("consumer").await else { return };
     for mut job in jobs.into_iter().filter(|j| j.status == "running") {
         job.status = "failed".into();
         job.body["error"] = json!("interrupted by a restart of the connector; run the job again");
         let event = Event::new("compute.combined", json!({"job": job.id, "error": job.body["error"]}));
-        if let Err(error) = state.store.update_job(&job, &[event]).await {
+        if let Err(error) = state.jobs.update_job(&job, &[event]).await {
             tracing::error!(%error, "cannot mark an interrupted job");
         }
     }
@@ -166,7 +166,7 @@ async fn run(state: Arc<Compute>, mut job: JobRow, starts: Vec<transfer::Start>)
     }
     job.status = status.into();
     job.body["seconds"] = json!(started.elapsed().as_secs_f64());
-    if let Err(error) = state.store.update_job(&job, &[Event::new("compute.combined", details)]).await {
+    if let Err(error) = state.jobs.update_job(&job, &[Event::new("compute.combined", details)]).await {
         tracing::error!(%error, "cannot record a job's result");
     }
 }
@@ -276,7 +276,7 @@ async fn round(
     job.rounds = number as i64 + 1;
     job.body["progress"] = json!({"round": number + 1});
     if number > 0
-        && let Err(error) = state.store.update_job(job, &[]).await
+        && let Err(error) = state.jobs.update_job(job, &[]).await
     {
         tracing::warn!(%error, "cannot record a job's progress");
     }

@@ -29,7 +29,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::OnceCell;
 
 use crate::catalog::model::{DataAddress, Proxy};
-use crate::store::Store;
+use crate::store::{AuditStore, Processes};
 pub use crate::transfer::access as token;
 use crate::transfer::{self, machine::Role, machine::State as TransferState};
 use token::Access;
@@ -44,7 +44,8 @@ pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
 pub struct DataPlane {
     pub http: reqwest::Client,
     digests: Mutex<HashMap<PathBuf, CachedDigest>>,
-    pub(crate) store: Store,
+    pub(crate) store: Processes,
+    pub(crate) audit: AuditStore,
     pub(crate) identity: Arc<crate::identity::Identity>,
     pub(crate) catalogue: Arc<crate::catalog::Catalogue>,
     /// The transfers whose data this plane serves and pushes.
@@ -105,8 +106,8 @@ impl DataPlane {
         transfers: transfer::Transfers,
         catalogue: Arc<crate::catalog::Catalogue>,
     ) -> DataPlane {
-        let (store, identity) = (transfers.store.clone(), transfers.identity.clone());
-        DataPlane { http, digests: Mutex::default(), store, identity, catalogue, transfers }
+        let (store, audit, identity) = (transfers.store.clone(), transfers.audit.clone(), transfers.identity.clone());
+        DataPlane { http, digests: Mutex::default(), store, audit, identity, catalogue, transfers }
     }
 
     /// The SHA-256 of a file, computed once per size and modification time.
@@ -138,14 +139,14 @@ pub(crate) fn refuse(status: StatusCode, reason: &str) -> Response {
 /// Adds a response's bytes to the agreement's usage when the body ends, with its audit entry (the pull itself is
 /// counted before the first byte, so that a `count` constraint holds under concurrent pulls).
 struct Meter {
-    store: Store,
+    store: Processes,
     bytes: Arc<AtomicU64>,
     /// The entry recording the bytes sent (`data.bytes`); it names the agreement whose usage grows.
     event: crate::audit::Event,
 }
 
 impl Meter {
-    fn new(store: &Store, transfer: &transfer::Transfer) -> Meter {
+    fn new(store: &Processes, transfer: &transfer::Transfer) -> Meter {
         Meter { store: store.clone(), bytes: Arc::default(), event: usage_event("data.bytes", transfer) }
     }
 
@@ -256,7 +257,7 @@ impl DataPlane {
         refusal: transfer::Refusal,
         during: &str,
     ) -> Response {
-        refusal.record(&self.store, consumer, agreement_id, during).await;
+        refusal.record(&self.audit, consumer, agreement_id, during).await;
         let (transfers, id, reason) = (self.transfers.clone(), transfer_id.to_owned(), refusal.reason.clone());
         tokio::spawn(async move {
             if let Err(error) = transfers.end(&id, "PolicyDenied", &reason, false).await {

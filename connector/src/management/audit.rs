@@ -120,7 +120,7 @@ async fn entries(State(state): State<Shared>, Query(query): Query<EntryQuery>) -
         after_seq: query.after,
         limit: query.limit.unwrap_or(100),
     };
-    let found = state.store.audit_entries(&filter).await?;
+    let found = state.store.audit.audit_entries(&filter).await?;
     Ok(axum::Json(found.iter().map(entry_json).collect::<Vec<_>>()).into_response())
 }
 
@@ -148,7 +148,7 @@ struct Range {
 
 /// `GET /export?from=&to=`: JSON Lines for `hanse audit verify` (the whole log by default).
 async fn export(State(state): State<Shared>, Query(range): Query<Range>) -> Result<Response, ManagementError> {
-    let size = state.store.audit_frontier().await?.size;
+    let size = state.store.audit.audit_frontier().await?.size;
     let stream = state.audit.export(range.from.unwrap_or(0), range.to.unwrap_or(size)).await?;
     let stream = futures_util::StreamExt::map(stream, |chunk| chunk.map_err(std::io::Error::other));
     let mut response = axum::body::Body::from_stream(stream).into_response();
@@ -163,7 +163,7 @@ struct ReceiptQuery {
 
 /// `GET /receipts`: the receipts peers gave us for their entries of our agreements.
 async fn receipts(State(state): State<Shared>, Query(query): Query<ReceiptQuery>) -> Result<Response, ManagementError> {
-    let kept = state.store.receipts(query.agreement.as_deref()).await?;
+    let kept = state.store.audit.receipts(query.agreement.as_deref()).await?;
     let list: Vec<Json> = kept
         .into_iter()
         .map(|(agreement, issuer, receipt)| {
@@ -180,7 +180,7 @@ struct PeerQuery {
 
 /// `GET /witnessed`: peers' heads we saw, countersigned, or the inconsistencies found.
 async fn witnessed(State(state): State<Shared>, Query(query): Query<PeerQuery>) -> Result<Response, ManagementError> {
-    let seen = state.store.witnessed(query.peer.as_deref(), 1_000).await?;
+    let seen = state.store.audit.witnessed(query.peer.as_deref(), 1_000).await?;
     let list: Vec<Json> = seen
         .iter()
         .map(|w| {

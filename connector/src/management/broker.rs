@@ -31,7 +31,7 @@ pub fn routes() -> Router<Shared> {
 }
 
 async fn peers_list(State(state): State<Shared>) -> Result<Response, ManagementError> {
-    Ok(axum::Json(state.store.peers().await?).into_response())
+    Ok(axum::Json(state.store.peers.peers().await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -57,7 +57,7 @@ async fn peers_add(State(state): State<Shared>, body: Bytes) -> Result<Response,
 }
 
 async fn peers_remove(State(state): State<Shared>, Path(did): Path<String>) -> Result<Response, ManagementError> {
-    if state.store.remove_peer(&did).await? {
+    if state.store.peers.remove_peer(&did).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ManagementError::NotFound(format!("no peer {did}")))

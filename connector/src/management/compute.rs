@@ -105,9 +105,9 @@ async fn store_table(
     let asset = Asset::from_body(&body, &state.config.file_root()).map_err(ManagementError::Invalid)?;
     let previous = state.catalogue.asset(id).map(|a| a.value.data_address.clone());
     match previous {
-        Some(_) => state.catalogue.replace_asset(&state.store, asset).await?,
+        Some(_) => state.catalogue.replace_asset(asset).await?,
         None => {
-            state.catalogue.create_asset(&state.store, asset).await?;
+            state.catalogue.create_asset(asset).await?;
         }
     }
     if let Some(DataAddress::Table { file: old, .. }) = previous
@@ -157,7 +157,8 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
 
 /// `GET /management/v3/jobs/{id}`: state, per-site progress and, once done, the combined result.
 pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    let job = state.store.job(&id).await?.ok_or_else(|| ManagementError::NotFound(format!("job `{id}` not found")))?;
+    let job =
+        state.store.jobs.job(&id).await?.ok_or_else(|| ManagementError::NotFound(format!("job `{id}` not found")))?;
     Ok(axum::Json(orchestrate::management_json(&job)).into_response())
 }
 
@@ -169,6 +170,6 @@ pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response,
     if !matches!(role, "consumer" | "provider") {
         return Err(ManagementError::field("role", "must be consumer or provider"));
     }
-    let jobs = state.store.jobs(role).await?;
+    let jobs = state.store.jobs.jobs(role).await?;
     Ok(axum::Json(jobs.iter().map(orchestrate::management_json).collect::<Vec<_>>()).into_response())
 }

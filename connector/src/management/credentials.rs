@@ -60,20 +60,20 @@ pub async fn import(State(state): State<Shared>, body: Bytes) -> Result<Response
         .get("credential")
         .and_then(Json::as_str)
         .ok_or_else(|| ManagementError::field("credential", "is required: the credential as a JWT"))?;
-    let summary = identity::import_credential(&state.store, state.identity.did(), jwt).await?;
+    let summary = identity::import_credential(&state.store.identity, state.identity.did(), jwt).await?;
     tracing::info!(id = %summary.id, issuer = %summary.issuer, types = ?summary.types, "credential imported");
     Ok(axum::Json(json!({"@id": summary.id, "type": summary.types, "issuer": summary.issuer})).into_response())
 }
 
 /// `GET /management/v3/credentials`.
 pub async fn list(State(state): State<Shared>) -> Result<Response, ManagementError> {
-    let held = state.store.held_credentials().await?;
+    let held = state.store.identity.held_credentials().await?;
     Ok(axum::Json(held.iter().map(held_json).collect::<Vec<_>>()).into_response())
 }
 
 /// `DELETE /management/v3/credentials/{id}`.
 pub async fn delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    state.store.delete_held_credential(&id).await?;
+    state.store.identity.delete_held_credential(&id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
@@ -88,13 +88,13 @@ pub async fn issue(State(state): State<Shared>, body: Bytes) -> Result<Response,
 
 /// `GET /management/v3/credentials/issued`.
 pub async fn issued(State(state): State<Shared>) -> Result<Response, ManagementError> {
-    let issued = state.store.issued_credentials().await?;
+    let issued = state.store.identity.issued_credentials().await?;
     Ok(axum::Json(issued.iter().map(issued_json).collect::<Vec<_>>()).into_response())
 }
 
 /// `POST /management/v3/credentials/issued/{id}/revoke`.
 pub async fn revoke(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    let revoked = state.store.revoke_issued_credential(&id).await?;
+    let revoked = state.store.identity.revoke_issued_credential(&id).await?;
     tracing::info!(%id, "credential revoked");
     Ok(axum::Json(issued_json(&revoked)).into_response())
 }

@@ -184,7 +184,7 @@ async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
          # HELP hanse_audit_log_entries Entries in this connector's audit log.\n\
          # TYPE hanse_audit_log_entries gauge\n"
     );
-    match state.store.audit_frontier().await {
+    match state.store.audit.audit_frontier().await {
         Ok(frontier) => text.push_str(&format!("hanse_audit_log_entries {}\n", frontier.size)),
         Err(error) => {
             tracing::error!(%error, "metrics: cannot read the audit log's size");

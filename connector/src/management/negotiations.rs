@@ -219,6 +219,7 @@ pub async fn read_agreement(State(state): State<Shared>, Path(id): Path<String>)
     })?;
     let row = state
         .store
+        .processes
         .agreement(&agreement_id)
         .await?
         .ok_or_else(|| ManagementError::NotFound(format!("agreement `{agreement_id}` is not stored yet")))?;
@@ -239,7 +240,7 @@ const AGREEMENT_FIELDS: &[&str] = &["id", "@id", "assetId", "providerId", "consu
 
 pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a contract agreement", Some(&[AGREEMENT_FIELDS]))?;
-    let rows = state.store.agreements().await?;
+    let rows = state.store.processes.agreements().await?;
     let selected = spec.apply(rows, |row, field| match field.trim_start_matches(EDC) {
         "id" | "@id" => vec![json!(row.id)],
         "assetId" => vec![json!(row.asset_id)],
@@ -254,6 +255,7 @@ pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Resul
 pub async fn agreement(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let row = state
         .store
+        .processes
         .agreement(&id)
         .await?
         .ok_or_else(|| ManagementError::NotFound(format!("contract agreement `{id}` not found")))?;
@@ -266,6 +268,7 @@ pub async fn agreement_negotiation(
 ) -> Result<Response, ManagementError> {
     let row = state
         .store
+        .processes
         .agreement(&id)
         .await?
         .ok_or_else(|| ManagementError::NotFound(format!("contract agreement `{id}` not found")))?;

@@ -14,7 +14,6 @@ use super::{ManagementError, parse_body};
 use crate::catalog::model::{Asset, ContractDefinition, Invalid, PolicyDefinition};
 use crate::catalog::{Catalogue, CatalogueError, Stored};
 use crate::state::{Connector, Shared};
-use crate::store::Store;
 
 /// A management resource kept by the catalogue.
 pub trait Resource: Sized + Send + Sync + 'static {
@@ -28,21 +27,9 @@ pub trait Resource: Sized + Send + Sync + 'static {
     fn field(&self, path: &str) -> Vec<Json>;
     fn get(catalogue: &Catalogue, id: &str) -> Option<Stored<Self>>;
     fn all(catalogue: &Catalogue) -> Vec<Stored<Self>>;
-    fn create(
-        catalogue: &Catalogue,
-        store: &Store,
-        value: Self,
-    ) -> impl Future<Output = Result<Stored<Self>, CatalogueError>> + Send;
-    fn replace(
-        catalogue: &Catalogue,
-        store: &Store,
-        value: Self,
-    ) -> impl Future<Output = Result<(), CatalogueError>> + Send;
-    fn delete(
-        catalogue: &Catalogue,
-        store: &Store,
-        id: &str,
-    ) -> impl Future<Output = Result<(), CatalogueError>> + Send;
+    fn create(catalogue: &Catalogue, value: Self) -> impl Future<Output = Result<Stored<Self>, CatalogueError>> + Send;
+    fn replace(catalogue: &Catalogue, value: Self) -> impl Future<Output = Result<(), CatalogueError>> + Send;
+    fn delete(catalogue: &Catalogue, id: &str) -> impl Future<Output = Result<(), CatalogueError>> + Send;
 }
 
 impl Resource for Asset {
@@ -67,14 +54,14 @@ impl Resource for Asset {
     fn all(catalogue: &Catalogue) -> Vec<Stored<Self>> {
         catalogue.assets()
     }
-    async fn create(catalogue: &Catalogue, store: &Store, value: Self) -> Result<Stored<Self>, CatalogueError> {
-        catalogue.create_asset(store, value).await
+    async fn create(catalogue: &Catalogue, value: Self) -> Result<Stored<Self>, CatalogueError> {
+        catalogue.create_asset(value).await
     }
-    async fn replace(catalogue: &Catalogue, store: &Store, value: Self) -> Result<(), CatalogueError> {
-        catalogue.replace_asset(store, value).await
+    async fn replace(catalogue: &Catalogue, value: Self) -> Result<(), CatalogueError> {
+        catalogue.replace_asset(value).await
     }
-    async fn delete(catalogue: &Catalogue, store: &Store, id: &str) -> Result<(), CatalogueError> {
-        catalogue.delete_asset(store, id).await
+    async fn delete(catalogue: &Catalogue, id: &str) -> Result<(), CatalogueError> {
+        catalogue.delete_asset(id).await
     }
 }
 
@@ -103,14 +90,14 @@ impl Resource for PolicyDefinition {
     fn all(catalogue: &Catalogue) -> Vec<Stored<Self>> {
         catalogue.policies()
     }
-    async fn create(catalogue: &Catalogue, store: &Store, value: Self) -> Result<Stored<Self>, CatalogueError> {
-        catalogue.create_policy(store, value).await
+    async fn create(catalogue: &Catalogue, value: Self) -> Result<Stored<Self>, CatalogueError> {
+        catalogue.create_policy(value).await
     }
-    async fn replace(catalogue: &Catalogue, store: &Store, value: Self) -> Result<(), CatalogueError> {
-        catalogue.replace_policy(store, value).await
+    async fn replace(catalogue: &Catalogue, value: Self) -> Result<(), CatalogueError> {
+        catalogue.replace_policy(value).await
     }
-    async fn delete(catalogue: &Catalogue, store: &Store, id: &str) -> Result<(), CatalogueError> {
-        catalogue.delete_policy(store, id).await
+    async fn delete(catalogue: &Catalogue, id: &str) -> Result<(), CatalogueError> {
+        catalogue.delete_policy(id).await
     }
 }
 
@@ -136,14 +123,14 @@ impl Resource for ContractDefinition {
     fn all(catalogue: &Catalogue) -> Vec<Stored<Self>> {
         catalogue.definitions()
     }
-    async fn create(catalogue: &Catalogue, store: &Store, value: Self) -> Result<Stored<Self>, CatalogueError> {
-        catalogue.create_definition(store, value).await
+    async fn create(catalogue: &Catalogue, value: Self) -> Result<Stored<Self>, CatalogueError> {
+        catalogue.create_definition(value).await
     }
-    async fn replace(catalogue: &Catalogue, store: &Store, value: Self) -> Result<(), CatalogueError> {
-        catalogue.replace_definition(store, value).await
+    async fn replace(catalogue: &Catalogue, value: Self) -> Result<(), CatalogueError> {
+        catalogue.replace_definition(value).await
     }
-    async fn delete(catalogue: &Catalogue, store: &Store, id: &str) -> Result<(), CatalogueError> {
-        catalogue.delete_definition(store, id).await
+    async fn delete(catalogue: &Catalogue, id: &str) -> Result<(), CatalogueError> {
+        catalogue.delete_definition(id).await
     }
 }
 
@@ -162,7 +149,7 @@ pub fn id_response(id: &str, created_at: i64) -> Json {
 
 async fn create<R: Resource>(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let value = R::parse(&state, &parse_body(&body)?).map_err(ManagementError::Invalid)?;
-    let stored = R::create(&state.catalogue, &state.store, value).await?;
+    let stored = R::create(&state.catalogue, value).await?;
     tracing::info!(kind = R::KIND, id = stored.value.id(), "created");
     Ok(axum::Json(id_response(stored.value.id(), stored.created_at)).into_response())
 }
@@ -173,7 +160,7 @@ async fn replace<R: Resource>(State(state): State<Shared>, body: Bytes) -> Resul
         return Err(ManagementError::field("@id", format!("is required to name the {} to replace", R::KIND)));
     }
     let value = R::parse(&state, &body).map_err(ManagementError::Invalid)?;
-    R::replace(&state.catalogue, &state.store, value).await?;
+    R::replace(&state.catalogue, value).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -194,7 +181,7 @@ async fn read<R: Resource>(State(state): State<Shared>, Path(id): Path<String>) 
 }
 
 async fn delete<R: Resource>(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
-    R::delete(&state.catalogue, &state.store, &id).await?;
+    R::delete(&state.catalogue, &id).await?;
     tracing::info!(kind = R::KIND, id, "deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

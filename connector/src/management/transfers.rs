@@ -72,7 +72,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
             errors.push(FieldError::new("contractId", "is required: the agreement the transfer runs under"));
             None
         }
-        Some(id) => match state.store.agreement(&id).await? {
+        Some(id) => match state.store.processes.agreement(&id).await? {
             Some(agreement) if agreement.consumer_id == state.config.participant.id => Some(agreement),
             _ => {
                 errors.push(FieldError::new(

@@ -22,7 +22,7 @@ use crate::dispatch::Dispatcher;
 use crate::identity::Identity;
 use crate::identity::{Claims, Verified};
 use crate::process::{Answer, ProcessError, digest, new_pid, now_rfc3339};
-use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, Store, StoreError, TokenUse};
+use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, Processes, StoreError, TokenUse};
 use machine::{Message, Role, State};
 
 /// The Hanse extension member a consumer declares its purpose in (a `ContractRequestMessage` member).
@@ -145,7 +145,7 @@ fn history(details: &mut Details, event: &str, state: State) {
 /// dispatcher that delivers what each step sends. Cheap to clone.
 #[derive(Clone)]
 pub struct Negotiations {
-    store: Store,
+    store: Processes,
     /// Our participant id.
     participant: String,
     catalogue: Arc<Catalogue>,
@@ -157,7 +157,7 @@ pub struct Negotiations {
 
 impl Negotiations {
     pub fn new(
-        store: Store,
+        store: Processes,
         participant: String,
         catalogue: Arc<Catalogue>,
         identity: Arc<Identity>,

@@ -64,7 +64,7 @@ pub async fn handle(
         }
     };
     if let Some(token_use) = token_use
-        && let Err(reason) = crate::identity::token::record(&state.store, &token_use).await
+        && let Err(reason) = crate::identity::token::record(&state.store.identity, &token_use).await
     {
         return refused(area, reason);
     }
@@ -78,7 +78,7 @@ pub async fn handle(
 /// For a `receive` that acts before it writes: records the token's id now.
 pub async fn record_first(state: &Shared, token_use: &mut Option<TokenUse>) -> Result<(), ProcessError> {
     match token_use.take() {
-        Some(token_use) if !state.store.remember_token(&token_use).await? => Err(StoreError::Replayed.into()),
+        Some(token_use) if !state.store.identity.remember_token(&token_use).await? => Err(StoreError::Replayed.into()),
         _ => Ok(()),
     }
 }

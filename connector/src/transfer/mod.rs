@@ -31,7 +31,8 @@ use crate::identity::Verified;
 use crate::negotiation::Negotiations;
 use crate::negotiation::PEER_PID;
 use crate::process::{Answer, ProcessError, digest};
-use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, Store, StoreError};
+use crate::store::AuditStore;
+use crate::store::{AgreementRow, OutboxMessage, Outgoing, ProcessKind, ProcessRow, Processes, StoreError};
 use access::Access;
 use machine::{Message, Role, State};
 
@@ -232,7 +233,7 @@ impl Refusal {
 
     /// Appends the refusal to the audit log (with the policy trace, when a policy decided it). A refusal that
     /// changes no process is an audited change of its own.
-    pub async fn record(&self, store: &Store, requester: &str, agreement_id: &str, during: &str) {
+    pub async fn record(&self, audit: &AuditStore, requester: &str, agreement_id: &str, during: &str) {
         let mut details = match &self.decision {
             Some(decision) => crate::audit::denial_trace(decision),
             None => json!({"action": "use"}),
@@ -242,7 +243,7 @@ impl Refusal {
         let event = crate::audit::Event::new("policy.denial", details)
             .agreement(Some(agreement_id))
             .participant(Some(requester));
-        if let Err(error) = store.append_audit(vec![event]).await {
+        if let Err(error) = audit.append_audit(vec![event]).await {
             tracing::error!(%error, "cannot append a refusal to the audit log");
         }
     }
@@ -252,7 +253,9 @@ impl Refusal {
 /// pushes the data plane runs for it. Cheap to clone.
 #[derive(Clone)]
 pub struct Transfers {
-    pub(crate) store: Store,
+    pub(crate) store: Processes,
+    /// Where refusals are logged.
+    pub(crate) audit: AuditStore,
     /// Our participant id.
     participant: String,
     catalogue: Arc<Catalogue>,
@@ -277,7 +280,8 @@ pub struct TransferSettings {
 impl Transfers {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Store,
+        store: Processes,
+        audit: AuditStore,
         catalogue: Arc<Catalogue>,
         identity: Arc<Identity>,
         dispatcher: Arc<Dispatcher>,
@@ -287,6 +291,7 @@ impl Transfers {
     ) -> Transfers {
         Transfers {
             store,
+            audit,
             participant: settings.participant,
             catalogue,
             identity,
@@ -395,7 +400,7 @@ impl Transfers {
         };
         let purpose = negotiation.body.get("purpose").and_then(Json::as_str).map(str::to_owned);
         let definition_id = negotiation.body.get("definitionId").and_then(Json::as_str).map(str::to_owned);
-        let agreement = crate::store::Store::agreement_of(negotiation).ok_or_else(unknown)?;
+        let agreement = crate::store::Processes::agreement_of(negotiation).ok_or_else(unknown)?;
         if agreement.provider_id != self.participant || agreement.consumer_id != requester {
             return Err(unknown());
         }
@@ -633,7 +638,7 @@ impl Transfers {
             Ok(grant) => grant,
             Err(refusal) => {
                 tracing::info!(requester, agreement = agreement_id, code = refusal.code, reason = %refusal.reason, "transfer refused");
-                refusal.record(&self.store, requester, agreement_id, "transfer request").await;
+                refusal.record(&self.audit, requester, agreement_id, "transfer request").await;
                 return Err(ProcessError::Refused { code: refusal.code, reason: refusal.reason });
             }
         };
