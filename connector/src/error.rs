@@ -26,6 +26,9 @@ pub enum ManagementError {
     /// A peer could not be asked or refused.
     #[error("{0}")]
     Upstream(String),
+    /// No representation the request's `Accept` takes.
+    #[error("{0}")]
+    NotAcceptable(String),
 }
 
 impl From<StoreError> for ManagementError {
@@ -74,23 +77,40 @@ impl ManagementError {
     }
 }
 
-impl IntoResponse for ManagementError {
-    fn into_response(self) -> Response {
-        let (status, kind) = match &self {
+impl ManagementError {
+    /// The status and the EDC error array.
+    fn parts(&self) -> (StatusCode, Vec<Value>) {
+        let (status, kind) = match self {
             ManagementError::Unauthorized => (StatusCode::UNAUTHORIZED, "AuthenticationFailed"),
             ManagementError::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidRequest"),
             ManagementError::NotFound(_) => (StatusCode::NOT_FOUND, "ObjectNotFound"),
             ManagementError::Conflict(_) => (StatusCode::CONFLICT, "ObjectConflict"),
             ManagementError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
             ManagementError::Upstream(_) => (StatusCode::BAD_GATEWAY, "CounterPartyError"),
+            ManagementError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
         };
-        let body = match &self {
+        let body = match self {
             ManagementError::Invalid(fields) => fields
                 .iter()
                 .map(|f| json!({"message": f.message, "type": kind, "path": f.path, "invalidValue": f.invalid_value}))
                 .collect(),
             other => vec![json!({"message": other.to_string(), "type": kind})],
         };
+        (status, body)
+    }
+}
+
+impl IntoResponse for ManagementError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.parts();
         (status, axum::Json(Value::Array(body))).into_response()
+    }
+}
+
+/// The broker's public search and SPARQL answer in the management API's shape, through the public listener's type.
+impl From<ManagementError> for crate::problem::PublicError {
+    fn from(error: ManagementError) -> Self {
+        let (status, items) = error.parts();
+        crate::problem::PublicError::Listed { status, items }
     }
 }

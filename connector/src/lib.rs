@@ -22,6 +22,7 @@ pub mod init;
 pub mod management;
 pub mod negotiation;
 pub mod peers;
+pub mod problem;
 pub mod process;
 pub mod protocol;
 pub mod server;

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::dsp::client::ClientError;
 use crate::dsp::client::DspClient;
 use crate::identity::Identity;
+use crate::problem::PublicError;
 use crate::store::{PeerRow, PeerStore, StoreError};
 
 /// Where the signed peer list is served on the public listener.
@@ -392,8 +393,7 @@ pub async fn list_endpoint(State(state): State<Peers>, headers: HeaderMap) -> Re
         Ok(caller) => caller.participant,
         Err(reason) => {
             tracing::info!(%reason, "peer list request refused");
-            return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "a self-issued token is required"})))
-                .into_response();
+            return PublicError::hanse(StatusCode::UNAUTHORIZED, "a self-issued token is required").into_response();
         }
     };
     learn_caller(&state, caller).await;
@@ -403,8 +403,7 @@ pub async fn list_endpoint(State(state): State<Peers>, headers: HeaderMap) -> Re
         }
         Err(error) => {
             tracing::error!(%error, "cannot read the peer list");
-            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": "the peer list cannot be read now"})))
-                .into_response()
+            PublicError::hanse(StatusCode::INTERNAL_SERVER_ERROR, "the peer list cannot be read now").into_response()
         }
     }
 }

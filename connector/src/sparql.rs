@@ -3,7 +3,7 @@
 //! parameter `query`, JSON `{"query": ...}`), and the answer in the representation `Accept` asks for, or the error in
 //! the management API's shape.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -16,9 +16,9 @@ pub struct QueryParameter {
     pub query: Option<String>,
 }
 
-/// The answer to a request without a query.
-pub fn missing_query() -> Response {
-    ManagementError::field("query", "is required").into_response()
+/// The error of a request without a query.
+pub fn missing_query() -> ManagementError {
+    ManagementError::field("query", "is required")
 }
 
 /// The query of a POSTed SPARQL request: the body as `application/sparql-query`, a form's or JSON's `query`.
@@ -49,19 +49,16 @@ fn serde_urlencoded_query(form: &str) -> Option<String> {
 pub async fn answer(
     headers: &HeaderMap,
     evaluate: impl FnOnce(&str) -> Result<(&'static str, Vec<u8>), SparqlError> + Send + 'static,
-) -> Response {
+) -> Result<Response, ManagementError> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let answer = tokio::task::spawn_blocking(move || evaluate(&accept)).await;
     match answer {
-        Ok(Ok((content_type, body))) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Ok(Err(SparqlError::NotAcceptable(message))) => {
-            (StatusCode::NOT_ACCEPTABLE, axum::Json(serde_json::json!([{"message": message, "type": "NotAcceptable"}])))
-                .into_response()
-        }
+        Ok(Ok((content_type, body))) => Ok(([(header::CONTENT_TYPE, content_type)], body).into_response()),
+        Ok(Err(SparqlError::NotAcceptable(message))) => Err(ManagementError::NotAcceptable(message)),
         Ok(Err(error @ (SparqlError::Syntax(_) | SparqlError::Update))) => {
-            ManagementError::field("query", error.to_string()).into_response()
+            Err(ManagementError::field("query", error.to_string()))
         }
-        Ok(Err(error)) => ManagementError::Internal(error.to_string()).into_response(),
-        Err(error) => ManagementError::Internal(format!("the query task failed: {error}")).into_response(),
+        Ok(Err(error)) => Err(ManagementError::Internal(error.to_string())),
+        Err(error) => Err(ManagementError::Internal(format!("the query task failed: {error}"))),
     }
 }

@@ -87,7 +87,7 @@ fn the_pure_crates_reach_no_io_runtime_or_server() {
 const CONNECTOR_LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["config", "init", "client", "telemetry", "transport"]),
     ("catalogue and identity", &["catalog", "identity"]),
-    ("wire and log", &["dsp", "audit", "dispatch", "process"]),
+    ("wire and log", &["dsp", "problem", "audit", "dispatch", "process"]),
     ("services", &["negotiation", "transfer", "dataplane", "compute", "peers", "broker", "fetch"]),
     ("surfaces", &["error", "sparql", "state", "health"]),
     ("routers", &["protocol", "management"]),

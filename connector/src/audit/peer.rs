@@ -28,6 +28,7 @@ use super::head::{self, TreeHead};
 use super::merkle::{self, from_hex, to_hex};
 use super::verify::Receipt;
 use super::{AuditLog, Event, ProofError};
+use crate::problem::PublicError;
 use crate::store::{AuditFilter, Witnessed, now_millis};
 
 /// The DID document service type of the extension endpoints.
@@ -48,16 +49,16 @@ pub fn routes(log: AuditLog) -> Router {
 }
 
 fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"error": message.into()}))).into_response()
+    PublicError::hanse(status, message).into_response()
 }
 
-impl IntoResponse for ProofError {
-    fn into_response(self) -> Response {
-        match self {
-            ProofError::Range(message) => problem(StatusCode::BAD_REQUEST, message),
+impl From<ProofError> for PublicError {
+    fn from(error: ProofError) -> Self {
+        match error {
+            ProofError::Range(message) => PublicError::hanse(StatusCode::BAD_REQUEST, message),
             ProofError::Store(error) => {
                 tracing::error!(%error, "audit log read failed");
-                problem(StatusCode::SERVICE_UNAVAILABLE, "the audit log cannot be read now")
+                PublicError::hanse(StatusCode::SERVICE_UNAVAILABLE, "the audit log cannot be read now")
             }
         }
     }
@@ -78,7 +79,7 @@ async fn head_endpoint(State(state): State<AuditLog>, headers: HeaderMap) -> Res
     }
     match state.current_head().await {
         Ok(head) => axum::Json(head.to_json()).into_response(),
-        Err(error) => ProofError::Store(error).into_response(),
+        Err(error) => PublicError::from(ProofError::Store(error)).into_response(),
     }
 }
 
@@ -104,7 +105,7 @@ async fn consistency_endpoint(
     }
     match consistency_json(&state, &sizes).await {
         Ok(proof) => axum::Json(proof).into_response(),
-        Err(error) => error.into_response(),
+        Err(error) => PublicError::from(error).into_response(),
     }
 }
 

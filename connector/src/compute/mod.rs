@@ -242,21 +242,11 @@ pub fn step(
     }
 }
 
-/// A refusal at the compute endpoint: its status and `{"code", "reason"}`.
-struct Refused {
-    status: StatusCode,
-    code: String,
-    reason: String,
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({"code": self.code, "reason": self.reason}))).into_response()
-    }
-}
+/// A refusal at the compute endpoint (answered as `{"code", "reason"}`).
+type Refused = crate::problem::PublicError;
 
 fn refused(status: StatusCode, code: &str, reason: impl Into<String>) -> Refused {
-    Refused { status, code: code.to_owned(), reason: reason.into() }
+    Refused::compute(status, code, reason)
 }
 
 fn fail(status: StatusCode, code: &str, reason: impl Into<String>) -> Response {

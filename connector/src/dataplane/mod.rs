@@ -133,7 +133,7 @@ impl DataPlane {
 
 /// A data plane refusal: a status and a JSON reason (the token's defect is logged, not told).
 pub(crate) fn refuse(status: StatusCode, reason: &str) -> Response {
-    (status, axum::Json(json!({"error": reason}))).into_response()
+    crate::problem::PublicError::hanse(status, reason).into_response()
 }
 
 /// Adds a response's bytes to the agreement's usage when the body ends, with its audit entry (the pull itself is

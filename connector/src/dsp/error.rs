@@ -69,8 +69,9 @@ impl DspError {
     }
 }
 
-impl IntoResponse for DspError {
-    fn into_response(self) -> Response {
+impl DspError {
+    /// The DSP error message.
+    pub(crate) fn body(&self) -> serde_json::Value {
         let mut body = json!({
             "@context": [hanse_vocab::contexts::DSPACE_2025_1],
             "@type": self.area.message_type(),
@@ -79,9 +80,16 @@ impl IntoResponse for DspError {
         });
         if self.area != DspArea::Catalog {
             // The negotiation and transfer error schemas require both process ids.
-            body["providerPid"] = json!(self.pids.0.unwrap_or_default());
-            body["consumerPid"] = json!(self.pids.1.unwrap_or_default());
+            body["providerPid"] = json!(self.pids.0.clone().unwrap_or_default());
+            body["consumerPid"] = json!(self.pids.1.clone().unwrap_or_default());
         }
-        (self.status, axum::Json(body)).into_response()
+        body
+    }
+}
+
+/// Answered as the public listener's error ([`crate::problem::PublicError`]).
+impl IntoResponse for DspError {
+    fn into_response(self) -> Response {
+        crate::problem::PublicError::Dsp(self).into_response()
     }
 }

@@ -14,7 +14,8 @@ use serde_json::Value as Json;
 
 use super::ManagementError;
 use crate::broker::search::SearchRequest;
-use crate::protocol::broker::{Problem, SEARCH_PATH, broker, run_search, search_body, search_query, sparql};
+use crate::problem::PublicError;
+use crate::protocol::broker::{SEARCH_PATH, broker, run_search, search_body, search_query, sparql};
 use crate::sparql::{QueryParameter, posted_query};
 use crate::state::Shared;
 
@@ -115,7 +116,7 @@ async fn management_search(state: &Shared, remote: Option<String>, request: Sear
         };
     };
     if let Err(message) = request.check() {
-        return Problem(StatusCode::BAD_REQUEST, message).into_response();
+        return PublicError::listed(StatusCode::BAD_REQUEST, message).into_response();
     }
     match remote_search(state, &url, &request).await {
         Ok(body) => axum::Json(body).into_response(),
@@ -156,7 +157,7 @@ async fn management_sparql_get(
     Query(parameter): Query<QueryParameter>,
 ) -> Response {
     match broker(&state) {
-        Ok(_) => sparql(state, headers, parameter.query).await,
+        Ok(_) => sparql(state, headers, parameter.query).await.unwrap_or_else(IntoResponse::into_response),
         Err(problem) => problem.into_response(),
     }
 }
@@ -166,5 +167,5 @@ async fn management_sparql_post(State(state): State<Shared>, headers: HeaderMap,
         return problem.into_response();
     }
     let query = posted_query(&headers, &body);
-    sparql(state, headers, query).await
+    sparql(state, headers, query).await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::sparql::{QueryParameter, answer, missing_query, posted_query};
 use crate::state::Shared;
@@ -17,17 +17,19 @@ pub async fn query_get(
 ) -> Response {
     match parameter.query {
         Some(query) => run(state, headers, query).await,
-        None => missing_query(),
+        None => missing_query().into_response(),
     }
 }
 
 pub async fn query_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     match posted_query(&headers, &body) {
         Some(query) => run(state, headers, query).await,
-        None => missing_query(),
+        None => missing_query().into_response(),
     }
 }
 
 async fn run(state: Shared, headers: HeaderMap, query: String) -> Response {
-    answer(&headers, move |accept| state.catalogue.sparql(&query, accept)).await
+    answer(&headers, move |accept| state.catalogue.sparql(&query, accept))
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }

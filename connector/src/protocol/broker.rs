@@ -25,6 +25,7 @@ use crate::broker::Broker;
 use crate::broker::search::{self, SearchRequest};
 use crate::dsp::catalog::{DEFAULT_PAGE, MAX_PAGE, parse_request};
 use crate::dsp::error::{DspArea, DspError};
+use crate::problem::PublicError;
 use crate::sparql::{QueryParameter, answer, missing_query, posted_query};
 use crate::state::Shared;
 
@@ -46,48 +47,39 @@ pub fn public_routes() -> Router<Shared> {
         .route(CATALOG_ID_PATH, get(federation_catalog))
 }
 
-/// A refusal: its status and message (answered as the management API's error array).
-pub(crate) struct Problem(pub StatusCode, pub String);
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let kind = self.0.canonical_reason().unwrap_or("Error");
-        (self.0, axum::Json(json!([{"message": self.1, "type": kind}]))).into_response()
-    }
-}
-
 /// The broker, or the answer that this connector is not one.
-pub(crate) fn broker(state: &Shared) -> Result<&Broker, Problem> {
+pub(crate) fn broker(state: &Shared) -> Result<&Broker, PublicError> {
     state.broker.as_deref().ok_or_else(|| {
-        Problem(StatusCode::NOT_FOUND, "this connector is not a broker ([broker] enabled = false)".into())
+        PublicError::listed(StatusCode::NOT_FOUND, "this connector is not a broker ([broker] enabled = false)")
     })
 }
 
 /// A verified caller, or 401 (the reason is logged, never returned).
-async fn caller(state: &Shared, headers: &HeaderMap) -> Result<String, Problem> {
+async fn caller(state: &Shared, headers: &HeaderMap) -> Result<String, PublicError> {
     state.identity.verify_request(headers).await.map(|v| v.participant).map_err(|reason| {
         tracing::info!(%reason, "broker request refused");
-        Problem(StatusCode::UNAUTHORIZED, "a valid self-issued token is required".into())
+        PublicError::listed(StatusCode::UNAUTHORIZED, "a valid self-issued token is required")
     })
 }
 
 pub(crate) fn run_search(broker: &Broker, request: &SearchRequest) -> Response {
     if let Err(message) = request.check() {
-        return Problem(StatusCode::BAD_REQUEST, message).into_response();
+        return PublicError::listed(StatusCode::BAD_REQUEST, message).into_response();
     }
     axum::Json(search::search(&broker.catalogs(), request)).into_response()
 }
 
-pub(crate) fn search_body(body: &[u8]) -> Result<SearchRequest, Problem> {
+pub(crate) fn search_body(body: &[u8]) -> Result<SearchRequest, PublicError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(SearchRequest::default());
     }
-    serde_json::from_slice(body).map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("the search is not valid: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| PublicError::listed(StatusCode::BAD_REQUEST, format!("the search is not valid: {e}")))
 }
 
-pub(crate) fn search_query(query: Option<&str>) -> Result<SearchRequest, Problem> {
+pub(crate) fn search_query(query: Option<&str>) -> Result<SearchRequest, PublicError> {
     serde_urlencoded::from_str(query.unwrap_or_default())
-        .map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("the search is not valid: {e}")))
+        .map_err(|e| PublicError::listed(StatusCode::BAD_REQUEST, format!("the search is not valid: {e}")))
 }
 
 async fn search_get(State(state): State<Shared>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
@@ -98,7 +90,7 @@ async fn search_post(State(state): State<Shared>, headers: HeaderMap, body: Byte
     public_search(&state, &headers, search_body(&body)).await
 }
 
-async fn public_search(state: &Shared, headers: &HeaderMap, request: Result<SearchRequest, Problem>) -> Response {
+async fn public_search(state: &Shared, headers: &HeaderMap, request: Result<SearchRequest, PublicError>) -> Response {
     let broker = match broker(state) {
         Ok(broker) => broker,
         Err(problem) => return problem.into_response(),
@@ -132,12 +124,17 @@ async fn public_sparql(state: Shared, headers: HeaderMap, query: Option<String>)
     if let Err(problem) = caller(&state, &headers).await {
         return problem.into_response();
     }
-    sparql(state, headers, query).await
+    sparql(state, headers, query).await.unwrap_or_else(|error| PublicError::from(error).into_response())
 }
 
-pub(crate) async fn sparql(state: Shared, headers: HeaderMap, query: Option<String>) -> Response {
+/// Runs a query over the federation graph (both listeners; each answers the error in its own type).
+pub(crate) async fn sparql(
+    state: Shared,
+    headers: HeaderMap,
+    query: Option<String>,
+) -> Result<Response, crate::error::ManagementError> {
     let Some(query) = query.filter(|q| !q.trim().is_empty()) else {
-        return missing_query();
+        return Err(missing_query());
     };
     let timeout = Duration::from_secs(state.config.broker.sparql_timeout_seconds);
     answer(&headers, move |accept| match state.broker.as_ref() {

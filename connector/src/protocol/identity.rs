@@ -6,9 +6,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use crate::identity::credentials::DCP_CONTEXT;
 use crate::state::Shared;
 
 /// `GET /.well-known/did.json`: our DID document.
@@ -29,8 +28,7 @@ pub async fn status_list(State(state): State<Shared>) -> Response {
 }
 
 fn dcp_error(status: StatusCode, reason: &str) -> Response {
-    let body = json!({"@context": [DCP_CONTEXT], "type": "ErrorResponse", "error": reason});
-    (status, axum::Json(body)).into_response()
+    crate::problem::PublicError::dcp(status, reason).into_response()
 }
 
 /// `POST /dcp/v1/presentations/query`: a verifier, authenticated by its self-issued token, asks for credentials.
