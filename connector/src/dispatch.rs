@@ -15,6 +15,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use futures_util::future::BoxFuture;
 
 use crate::identity::Identity;
+use crate::process::ProcessError;
 use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS, ProcessKind, Processes};
 
 /// The placeholder for the peer's process id in a message written before the peer told it.
@@ -27,7 +28,8 @@ pub trait Outcomes: Send + Sync + 'static {
     fn delivered<'a>(&'a self, kind: ProcessKind, id: &'a str, message: &'a Json) -> BoxFuture<'a, ()>;
     /// The peer refused a message of process `id` or never answered: the process ends on this side, with one last
     /// notice to the peer.
-    fn failed<'a>(&'a self, kind: ProcessKind, id: &'a str, reason: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    fn failed<'a>(&'a self, kind: ProcessKind, id: &'a str, reason: &'a str)
+    -> BoxFuture<'a, Result<(), ProcessError>>;
 }
 
 /// What deliveries need: the store's outbox, our tokens for peers, the client, the retry settings, and where outcomes
@@ -272,6 +274,6 @@ async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessa
 }
 
 /// Ends the message's process on this side after a delivery failure, with one last notice to the peer.
-async fn terminate_after_failure(state: &Delivery, message: &ClaimedMessage, reason: &str) -> Result<(), String> {
+async fn terminate_after_failure(state: &Delivery, message: &ClaimedMessage, reason: &str) -> Result<(), ProcessError> {
     state.outcomes.failed(message.kind, &message.process_id, reason).await
 }

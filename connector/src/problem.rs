@@ -79,3 +79,10 @@ impl IntoResponse for PublicError {
         (status, axum::Json(body)).into_response()
     }
 }
+
+/// DSP handlers answer their errors directly; they are written as every public error is.
+impl IntoResponse for DspError {
+    fn into_response(self) -> Response {
+        PublicError::Dsp(self).into_response()
+    }
+}

@@ -461,6 +461,81 @@ impl Broker {
     }
 }
 
+/// A page of the federation catalogue: each peer's nested `Catalog` with the datasets taken from it, and the cursor
+/// of the next page (`afterPeer`, `after`), if there is one.
+pub struct FederationPage {
+    pub catalogs: Vec<Json>,
+    pub next: Option<(String, String)>,
+}
+
+impl Broker {
+    /// Up to `limit` datasets matching every keyword, peer by peer in DID order, after `after` of `after_peer`.
+    pub fn federation_page(
+        &self,
+        keywords: &[String],
+        after_peer: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> FederationPage {
+        let catalogs = self.catalogs();
+        let mut nested = Vec::new();
+        let mut taken = 0usize;
+        let mut next: Option<(String, String)> = None;
+        let start_peer = after_peer.unwrap_or_default().to_owned();
+        'peers: for (did, catalog) in catalogs.range(start_peer.clone()..) {
+            let start = match (after, did == &start_peer) {
+                (Some(after), true) => catalog.entries.partition_point(|e| e.id.as_str() <= after),
+                _ => 0,
+            };
+            let mut datasets = Vec::new();
+            for entry in &catalog.entries[start..] {
+                if !search::matches_words(keywords, entry) {
+                    continue;
+                }
+                if taken == limit {
+                    next = Some((did.clone(), datasets_last(&datasets, catalog, start)));
+                    if !datasets.is_empty() {
+                        nested.push(nested_catalog(catalog, &datasets));
+                    }
+                    break 'peers;
+                }
+                datasets.push(entry);
+                taken += 1;
+            }
+            if !datasets.is_empty() {
+                nested.push(nested_catalog(catalog, &datasets));
+            }
+        }
+        FederationPage { catalogs: nested, next }
+    }
+}
+
+/// The cursor after the datasets taken so far from a peer: the last one taken, or (none taken yet on this page)
+/// the one before where this page started in it.
+fn datasets_last(datasets: &[&Entry], catalog: &PeerCatalog, start: usize) -> String {
+    match datasets.last() {
+        Some(entry) => entry.id.clone(),
+        None if start > 0 => catalog.entries[start - 1].id.clone(),
+        // Nothing of this peer yet: every dataset of it is after the empty id.
+        None => String::new(),
+    }
+}
+
+/// A peer's nested `Catalog`, with the datasets as the peer described them.
+fn nested_catalog(catalog: &PeerCatalog, datasets: &[&Entry]) -> Json {
+    let datasets: Vec<Json> = datasets.iter().map(|e| serde_json::from_str(&e.json).unwrap_or(Json::Null)).collect();
+    let mut nested = json!({
+        "@id": catalog.catalog_id,
+        "@type": "Catalog",
+        "participantId": catalog.did,
+        "dataset": datasets,
+    });
+    if catalog.service.as_array().is_some_and(|s| !s.is_empty()) {
+        nested["service"] = catalog.service.clone();
+    }
+    nested
+}
+
 /// Crawls on schedule until shutdown (only with `[broker] enabled`).
 pub fn spawn(state: Arc<Broker>, mut signal: watch::Receiver<bool>) {
     // Peers become due at different times: look often, crawl only what is due.

@@ -368,67 +368,80 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (consumer, transfer, submitted) = match receive(&state, &id, &headers, &body).await {
-        Ok(received) => received,
-        Err(refusal) => return refusal,
-    };
-    // The same job again (a retry): the same answer.
-    match state.jobs.job_of_peer(&consumer, &submitted.job).await {
-        Ok(Some(existing)) => {
-            return match existing.body.get("released") {
-                Some(released) if existing.transfer_id.as_deref() == Some(id.as_str()) => {
-                    signed(&state, &existing, 0, released)
-                }
-                _ => fail(
-                    StatusCode::CONFLICT,
-                    "JobExists",
-                    format!("job `{}` exists ({})", submitted.job, existing.status),
-                ),
-            };
+    match receive(&state, &id, &headers, &body).await {
+        Ok((consumer, transfer, submitted)) => state.start_job(id, consumer, transfer, submitted).await,
+        Err(refusal) => refusal,
+    }
+}
+
+impl Compute {
+    /// Admits and runs the first round of a job the consumer submitted (the same job again gets the same answer).
+    async fn start_job(
+        self: &Arc<Self>,
+        id: String,
+        consumer: String,
+        transfer: crate::transfer::Transfer,
+        submitted: Submitted,
+    ) -> Response {
+        let state = self;
+        // The same job again (a retry): the same answer.
+        match state.jobs.job_of_peer(&consumer, &submitted.job).await {
+            Ok(Some(existing)) => {
+                return match existing.body.get("released") {
+                    Some(released) if existing.transfer_id.as_deref() == Some(id.as_str()) => {
+                        signed(state, &existing, 0, released)
+                    }
+                    _ => fail(
+                        StatusCode::CONFLICT,
+                        "JobExists",
+                        format!("job `{}` exists ({})", submitted.job, existing.status),
+                    ),
+                };
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot read jobs");
+                return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "jobs cannot be read now");
+            }
         }
-        Ok(None) => {}
-        Err(error) => {
-            tracing::error!(%error, "cannot read jobs");
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "jobs cannot be read now");
+        let claims = &submitted.claims;
+        let template = claims.get("template").and_then(Json::as_str).unwrap_or_default().to_owned();
+        let parameters = claims.get("parameters").cloned().unwrap_or_else(|| json!({}));
+        let round_state = claims.get("state").cloned().unwrap_or(Json::Null);
+        let limits = state.limits(claims.get("minCellCount").and_then(Json::as_u64));
+        let table = match table_of(state, &transfer).await {
+            Ok(table) => table,
+            Err(refusal) => return refusal.into_response(),
+        };
+        // Parameters are checked against the schema on no rows: a job that cannot run is not admitted (nor counted).
+        let empty = Table { schema: table.schema.clone(), rows: 0, values: vec![Vec::new(); table.values.len()] };
+        let forever = Deadline { at: Instant::now() + Duration::from_secs(60), seconds: 60 };
+        if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
+            return job_failure(&error);
         }
+        if let Err(refusal) = state.check_memory(&table) {
+            return refusal.into_response();
+        }
+        let job = JobRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            role: "provider".into(),
+            peer_job_id: Some(submitted.job),
+            counter_party_id: Some(consumer),
+            agreement_id: Some(transfer.agreement_id().to_owned()),
+            transfer_id: Some(id),
+            template,
+            status: "running".into(),
+            rounds: 0,
+            body: json!({"dataset": transfer.details.asset_id, "parameters": parameters, "k": limits.k}),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let mut job = match admit(state, job).await {
+            Ok(job) => job,
+            Err(refusal) => return refusal,
+        };
+        execute(state, &mut job, 0, table, round_state, limits).await
     }
-    let claims = &submitted.claims;
-    let template = claims.get("template").and_then(Json::as_str).unwrap_or_default().to_owned();
-    let parameters = claims.get("parameters").cloned().unwrap_or_else(|| json!({}));
-    let round_state = claims.get("state").cloned().unwrap_or(Json::Null);
-    let limits = state.limits(claims.get("minCellCount").and_then(Json::as_u64));
-    let table = match table_of(&state, &transfer).await {
-        Ok(table) => table,
-        Err(refusal) => return refusal.into_response(),
-    };
-    // Parameters are checked against the schema on no rows: a job that cannot run is not admitted (nor counted).
-    let empty = Table { schema: table.schema.clone(), rows: 0, values: vec![Vec::new(); table.values.len()] };
-    let forever = Deadline { at: Instant::now() + Duration::from_secs(60), seconds: 60 };
-    if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
-        return job_failure(&error);
-    }
-    if let Err(refusal) = state.check_memory(&table) {
-        return refusal.into_response();
-    }
-    let job = JobRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        role: "provider".into(),
-        peer_job_id: Some(submitted.job),
-        counter_party_id: Some(consumer),
-        agreement_id: Some(transfer.agreement_id().to_owned()),
-        transfer_id: Some(id),
-        template,
-        status: "running".into(),
-        rounds: 0,
-        body: json!({"dataset": transfer.details.asset_id, "parameters": parameters, "k": limits.k}),
-        created_at: 0,
-        updated_at: 0,
-    };
-    let mut job = match admit(&state, job).await {
-        Ok(job) => job,
-        Err(refusal) => return refusal,
-    };
-    execute(&state, &mut job, 0, table, round_state, limits).await
 }
 
 /// Decides the agreement's policy and the provider's budget for `job` and admits it: the job's row, its count against
@@ -492,52 +505,72 @@ pub async fn round(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (consumer, transfer, submitted) = match receive(&state, &id, &headers, &body).await {
-        Ok(received) => received,
-        Err(refusal) => return refusal,
-    };
-    if submitted.job != job_id {
-        return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the signed job id differs from the URL's");
+    match receive(&state, &id, &headers, &body).await {
+        Ok((consumer, transfer, submitted)) => state.next_round(id, job_id, consumer, transfer, submitted).await,
+        Err(refusal) => refusal,
     }
-    let mut job = match state.jobs.job_of_peer(&consumer, &job_id).await {
-        Ok(Some(job)) if job.transfer_id.as_deref() == Some(id.as_str()) => job,
-        Ok(_) => {
-            return fail(StatusCode::NOT_FOUND, "UnknownJob", format!("there is no job `{job_id}` on this transfer"));
+}
+
+impl Compute {
+    /// Runs the next round of an open model job.
+    async fn next_round(
+        self: &Arc<Self>,
+        id: String,
+        job_id: String,
+        consumer: String,
+        transfer: crate::transfer::Transfer,
+        submitted: Submitted,
+    ) -> Response {
+        let state = self;
+        if submitted.job != job_id {
+            return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the signed job id differs from the URL's");
         }
-        Err(error) => {
-            tracing::error!(%error, "cannot read a job");
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be read now");
+        let mut job = match state.jobs.job_of_peer(&consumer, &job_id).await {
+            Ok(Some(job)) if job.transfer_id.as_deref() == Some(id.as_str()) => job,
+            Ok(_) => {
+                return fail(
+                    StatusCode::NOT_FOUND,
+                    "UnknownJob",
+                    format!("there is no job `{job_id}` on this transfer"),
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read a job");
+                return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be read now");
+            }
+        };
+        if job.status != "open" {
+            return fail(
+                StatusCode::CONFLICT,
+                "JobNotOpen",
+                format!("job `{job_id}` is {}; it takes no rounds", job.status),
+            );
         }
-    };
-    if job.status != "open" {
-        return fail(
-            StatusCode::CONFLICT,
-            "JobNotOpen",
-            format!("job `{job_id}` is {}; it takes no rounds", job.status),
-        );
+        let round = job.rounds as u64;
+        if submitted.round != round {
+            return fail(StatusCode::CONFLICT, "WrongRound", format!("the next round of job `{job_id}` is {round}"));
+        }
+        if round >= u64::from(state.settings.max_rounds) {
+            return fail(
+                StatusCode::FORBIDDEN,
+                "RoundLimit",
+                format!("a job may take {} rounds", state.settings.max_rounds),
+            );
+        }
+        // Every round is a use of the data: the agreement must still permit `compute` (dates, elapsed time, ...).
+        if let Err(refusal) =
+            state.plane.transfers.check_use(&consumer, transfer.agreement_id(), "compute", false).await
+        {
+            return state.plane.refuse_use(&id, &consumer, transfer.agreement_id(), refusal, "compute round").await;
+        }
+        let table = match table_of(state, &transfer).await {
+            Ok(table) => table,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
+        let limits = state.limits(job.body["k"].as_u64());
+        execute(state, &mut job, round, table, round_state, limits).await
     }
-    let round = job.rounds as u64;
-    if submitted.round != round {
-        return fail(StatusCode::CONFLICT, "WrongRound", format!("the next round of job `{job_id}` is {round}"));
-    }
-    if round >= u64::from(state.settings.max_rounds) {
-        return fail(
-            StatusCode::FORBIDDEN,
-            "RoundLimit",
-            format!("a job may take {} rounds", state.settings.max_rounds),
-        );
-    }
-    // Every round is a use of the data: the agreement must still permit `compute` (dates, elapsed time, ...).
-    if let Err(refusal) = state.plane.transfers.check_use(&consumer, transfer.agreement_id(), "compute", false).await {
-        return state.plane.refuse_use(&id, &consumer, transfer.agreement_id(), refusal, "compute round").await;
-    }
-    let table = match table_of(&state, &transfer).await {
-        Ok(table) => table,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
-    let limits = state.limits(job.body["k"].as_u64());
-    execute(&state, &mut job, round, table, round_state, limits).await
 }
 
 /// The request of a compute endpoint: the consumer the access token names, its started compute transfer, and the

@@ -1,8 +1,7 @@
-//! The DSP surface's one error type and its one conversion to an HTTP response: a DSP error message
-//! (`CatalogError`, `ContractNegotiationError`, `TransferError`) with a `code` and `reason[]`.
+//! The DSP error messages (`CatalogError`, `ContractNegotiationError`, `TransferError`) with a `code` and `reason[]`;
+//! answered through the public listener's error type ([`crate::problem::PublicError`]).
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// Which DSP error message to answer with.
@@ -84,12 +83,5 @@ impl DspError {
             body["consumerPid"] = json!(self.pids.1.clone().unwrap_or_default());
         }
         body
-    }
-}
-
-/// Answered as the public listener's error ([`crate::problem::PublicError`]).
-impl IntoResponse for DspError {
-    fn into_response(self) -> Response {
-        crate::problem::PublicError::Dsp(self).into_response()
     }
 }

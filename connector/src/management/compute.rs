@@ -23,16 +23,31 @@ fn internal(error: impl std::fmt::Display) -> ManagementError {
 /// checked; a bad file is reported with line numbers and nothing is imported. The dataset is created, or replaced
 /// with the new rows, with a `HanseTable` data address and its DCAT properties derived from the rows
 /// (`numberOfRecords`, columns, age range) over the given ones.
-pub async fn ingest(State(state): State<Shared>, mut form: Multipart) -> Result<Response, ManagementError> {
-    let folder = state.compute.folder().to_path_buf();
-    tokio::fs::create_dir_all(&folder).await.map_err(internal)?;
+pub async fn ingest(State(state): State<Shared>, form: Multipart) -> Result<Response, ManagementError> {
+    let upload = read_upload(state.compute.folder(), form).await?;
+    let table = parse_table(upload.data, upload.schema).await?;
+    let stored = store_table(&state, &upload.id, table, upload.properties).await?;
+    Ok(axum::Json(stored).into_response())
+}
+
+/// The parts of a table upload; the CSV file streamed to a temporary file in the table folder.
+struct Upload {
+    id: String,
+    schema: Schema,
+    properties: Map<String, Json>,
+    data: tempfile::NamedTempFile,
+}
+
+/// Reads the multipart form of a table upload, naming the part at fault.
+async fn read_upload(folder: &std::path::Path, mut form: Multipart) -> Result<Upload, ManagementError> {
+    tokio::fs::create_dir_all(folder).await.map_err(internal)?;
     let (mut id, mut schema, mut properties, mut data) = (None, None, Map::new(), None);
     let bad = |part: &str, e: &dyn std::fmt::Display| ManagementError::field(part, e.to_string());
     while let Some(mut field) = form.next_field().await.map_err(|e| bad("", &e))? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
             "data" => {
-                let temp = tempfile::NamedTempFile::new_in(&folder).map_err(internal)?;
+                let temp = tempfile::NamedTempFile::new_in(folder).map_err(internal)?;
                 let mut file = tokio::fs::File::from_std(temp.reopen().map_err(internal)?);
                 while let Some(chunk) = field.chunk().await.map_err(|e| bad("data", &e))? {
                     file.write_all(&chunk).await.map_err(internal)?;
@@ -57,10 +72,17 @@ pub async fn ingest(State(state): State<Shared>, mut form: Multipart) -> Result<
             other => return Err(ManagementError::field(other, "unknown part (id, schema, data, properties)")),
         }
     }
-    let id = id.filter(|id| !id.is_empty()).ok_or_else(|| ManagementError::field("id", "is required"))?;
-    let schema = schema.ok_or_else(|| ManagementError::field("schema", "is required"))?;
-    let data = data.ok_or_else(|| ManagementError::field("data", "is required: the CSV file"))?;
-    let table = tokio::task::spawn_blocking(move || {
+    Ok(Upload {
+        id: id.filter(|id| !id.is_empty()).ok_or_else(|| ManagementError::field("id", "is required"))?,
+        schema: schema.ok_or_else(|| ManagementError::field("schema", "is required"))?,
+        properties,
+        data: data.ok_or_else(|| ManagementError::field("data", "is required: the CSV file"))?,
+    })
+}
+
+/// Reads every row of the uploaded CSV against `schema` off the async threads; each bad row is named by its line.
+async fn parse_table(data: tempfile::NamedTempFile, schema: Schema) -> Result<Table, ManagementError> {
+    tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(data.path())?;
         Ok::<_, std::io::Error>(table::read_csv(std::io::BufReader::new(file), &schema))
     })
@@ -80,9 +102,7 @@ pub async fn ingest(State(state): State<Shared>, mut form: Multipart) -> Result<
             fields.push(FieldError::new("data", format!("and {} more problems", error.more)));
         }
         ManagementError::Invalid(fields)
-    })?;
-    let stored = store_table(&state, &id, table, properties).await?;
-    Ok(axum::Json(stored).into_response())
+    })
 }
 
 /// Writes the table file and creates or replaces the dataset; a replaced table's file is removed once no dataset

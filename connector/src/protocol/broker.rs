@@ -182,35 +182,7 @@ async fn federation_catalog(
         return DspError::bad_request(DspArea::Catalog, vec![format!("limit must be between 1 and {MAX_PAGE}")])
             .into_response();
     }
-    let catalogs = broker.catalogs();
-    let mut nested = Vec::new();
-    let mut taken = 0usize;
-    let mut next: Option<(String, String)> = None;
-    let start_peer = paging.after_peer.clone().unwrap_or_default();
-    'peers: for (did, catalog) in catalogs.range(start_peer.clone()..) {
-        let start = match (&paging.after, did == &start_peer) {
-            (Some(after), true) => catalog.entries.partition_point(|e| e.id.as_str() <= after.as_str()),
-            _ => 0,
-        };
-        let mut datasets = Vec::new();
-        for entry in &catalog.entries[start..] {
-            if !search::matches_words(&filter.keywords, entry) {
-                continue;
-            }
-            if taken == limit {
-                next = Some((did.clone(), datasets_last(&datasets, catalog, start)));
-                if !datasets.is_empty() {
-                    nested.push(nested_catalog(catalog, &datasets));
-                }
-                break 'peers;
-            }
-            datasets.push(entry);
-            taken += 1;
-        }
-        if !datasets.is_empty() {
-            nested.push(nested_catalog(catalog, &datasets));
-        }
-    }
+    let page = broker.federation_page(&filter.keywords, paging.after_peer.as_deref(), paging.after.as_deref(), limit);
     let service = &state.catalogue.service;
     let mut root = json!({
         "@context": [hanse_vocab::contexts::DSPACE_2025_1],
@@ -219,11 +191,11 @@ async fn federation_catalog(
         "participantId": service.participant_id,
         "service": [{"@id": service.service_id(), "@type": "DataService", "endpointURL": service.endpoint_url}],
     });
-    if !nested.is_empty() {
-        root["catalog"] = Json::Array(nested);
+    if !page.catalogs.is_empty() {
+        root["catalog"] = Json::Array(page.catalogs);
     }
     let mut response = axum::Json(root).into_response();
-    if let Some((peer, after)) = next {
+    if let Some((peer, after)) = page.next {
         // A peer none of whose datasets was taken yet starts at its first: no empty `after`.
         let after =
             if after.is_empty() { String::new() } else { format!("&after={}", hanse_core::encode::percent(&after)) };
@@ -237,30 +209,4 @@ async fn federation_catalog(
         }
     }
     response
-}
-
-/// The cursor after the datasets taken so far from a peer: the last one taken, or (none taken yet on this page)
-/// the one before where this page started in it.
-fn datasets_last(datasets: &[&crate::broker::Entry], catalog: &crate::broker::PeerCatalog, start: usize) -> String {
-    match datasets.last() {
-        Some(entry) => entry.id.clone(),
-        None if start > 0 => catalog.entries[start - 1].id.clone(),
-        // Nothing of this peer yet: every dataset of it is after the empty id.
-        None => String::new(),
-    }
-}
-
-/// A peer's nested `Catalog`, with the datasets as the peer described them.
-fn nested_catalog(catalog: &crate::broker::PeerCatalog, datasets: &[&crate::broker::Entry]) -> Json {
-    let datasets: Vec<Json> = datasets.iter().map(|e| serde_json::from_str(&e.json).unwrap_or(Json::Null)).collect();
-    let mut nested = json!({
-        "@id": catalog.catalog_id,
-        "@type": "Catalog",
-        "participantId": catalog.did,
-        "dataset": datasets,
-    });
-    if catalog.service.as_array().is_some_and(|s| !s.is_empty()) {
-        nested["service"] = catalog.service.clone();
-    }
-    nested
 }

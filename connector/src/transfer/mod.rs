@@ -995,13 +995,12 @@ impl crate::dispatch::Outcomes for Transfers {
         kind: ProcessKind,
         id: &'a str,
         reason: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ProcessError>> {
         Box::pin(async move {
             match kind {
                 ProcessKind::Negotiation => self.negotiations.terminate_after_failure(id, reason, true).await,
                 ProcessKind::Transfer => self.terminate_after_failure(id, reason).await,
             }
-            .map_err(|e| e.to_string())
         })
     }
 }
