@@ -28,6 +28,7 @@ const SECTIONS: &[&str] = &[
     "compute",
     "peers",
     "broker",
+    "sparql",
     "gaiax",
 ];
 
@@ -133,6 +134,8 @@ pub struct Config {
     pub peers: PeersConfig,
     #[serde(default)]
     pub broker: BrokerConfig,
+    #[serde(default)]
+    pub sparql: SparqlConfig,
     /// Gaia-X self-descriptions; none are published without this section.
     #[serde(default)]
     pub gaiax: Option<GaiaxConfig>,
@@ -253,6 +256,36 @@ fn default_export_access() -> String {
 
 fn default_export_format() -> String {
     "application/json".into()
+}
+
+/// What one SPARQL query may take, on every SPARQL endpoint (the management listener's, and a broker's on both
+/// listeners, whose time limit is `broker.sparql_timeout_seconds`). A query past a limit is refused with a 400
+/// naming it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SparqlConfig {
+    /// The longest query text (bytes).
+    pub max_query_bytes: usize,
+    /// How deep brackets may nest (`(`, `{`, `[`).
+    pub max_depth: usize,
+    /// The most results (solutions or triples) an answer holds.
+    pub max_rows: usize,
+    /// The memory a query may take while it runs (MiB).
+    pub max_memory_mb: usize,
+    /// A query running longer is cancelled (seconds).
+    pub timeout_seconds: u64,
+}
+
+impl Default for SparqlConfig {
+    fn default() -> Self {
+        SparqlConfig {
+            max_query_bytes: 65_536,
+            max_depth: 64,
+            max_rows: 100_000,
+            max_memory_mb: 256,
+            timeout_seconds: 30,
+        }
+    }
 }
 
 /// Compute-to-data: what this connector lets jobs release, and what they may cost it.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// The allocator the `hanse` binary runs with, so that the figures are the binary's.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: hanse::memory::Metered<mimalloc::MiMalloc> = hanse::memory::Metered(mimalloc::MiMalloc);
 
 /// A memory figure of this process from `/proc/self/status` (`VmRSS:` now, `VmHWM:` peak), in MB.
 pub fn rss_mb(field: &str) -> f64 {

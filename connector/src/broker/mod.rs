@@ -181,9 +181,9 @@ impl Broker {
         &self,
         query: &str,
         accept: &str,
-        timeout: Duration,
+        limits: &crate::catalog::rdf::SparqlLimits,
     ) -> Result<(&'static str, Vec<u8>), crate::catalog::rdf::SparqlError> {
-        crate::catalog::rdf::query_store(&self.graph, query, accept, timeout)
+        crate::catalog::rdf::query_store(&self.graph, query, accept, limits)
     }
 
     /// Replaces a peer's graph and index entry: the graph in one transaction, then the index.

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use hanse_policy::{Policy, RequestContext};
 use hanse_self_descriptions::dcat::{self, DatasetDescription, Distribution};
@@ -695,8 +694,13 @@ impl Catalogue {
     }
 
     /// A read-only SPARQL query over the catalogue graph.
-    pub fn sparql(&self, query: &str, accept: &str) -> Result<(&'static str, Vec<u8>), rdf::SparqlError> {
-        self.graph.query(query, accept, Duration::from_secs(30))
+    pub fn sparql(
+        &self,
+        query: &str,
+        accept: &str,
+        limits: &rdf::SparqlLimits,
+    ) -> Result<(&'static str, Vec<u8>), rdf::SparqlError> {
+        self.graph.query(query, accept, limits)
     }
 
     /// Number of triples in the catalogue graph.

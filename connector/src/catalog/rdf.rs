@@ -24,10 +24,134 @@ pub enum SparqlError {
     Update,
     #[error("{0}")]
     NotAcceptable(String),
-    #[error("the query ran longer than {0} s and was cancelled")]
-    Timeout(u64),
+    #[error("the query ran longer than {seconds} s and was cancelled ({setting})")]
+    Timeout { seconds: u64, setting: &'static str },
+    #[error("the query is {bytes} bytes, more than sparql.max_query_bytes = {limit}")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("the query nests brackets deeper than sparql.max_depth = {0}")]
+    TooDeep(usize),
+    #[error("the query answers more than sparql.max_rows = {0} results; narrow it or add a LIMIT")]
+    TooManyRows(usize),
+    #[error("the query needed more memory than sparql.max_memory_mb = {0} and was cancelled")]
+    TooMuchMemory(usize),
+    #[error("{0} is not supported: this endpoint answers from its own graph only")]
+    Unsupported(&'static str),
     #[error("query evaluation failed: {0}")]
     Evaluation(String),
+}
+
+impl SparqlError {
+    /// Whether the request is at fault (a 4xx): its text, its size, or what it asks of the endpoint.
+    pub fn is_request_error(&self) -> bool {
+        !matches!(self, SparqlError::Evaluation(_))
+    }
+}
+
+/// What one SPARQL query may take (`[sparql]`; the broker's time limit is its own).
+#[derive(Debug, Clone, Copy)]
+pub struct SparqlLimits {
+    pub max_query_bytes: usize,
+    pub max_depth: usize,
+    pub max_rows: usize,
+    pub max_memory_mb: usize,
+    pub timeout: Duration,
+    /// The setting that gave `timeout`, named when a query runs past it.
+    pub timeout_setting: &'static str,
+}
+
+impl SparqlLimits {
+    /// The limits of a query on the local catalogue (`[sparql]`).
+    pub fn of(config: &crate::config::SparqlConfig) -> SparqlLimits {
+        SparqlLimits {
+            max_query_bytes: config.max_query_bytes,
+            max_depth: config.max_depth,
+            max_rows: config.max_rows,
+            max_memory_mb: config.max_memory_mb,
+            timeout: Duration::from_secs(config.timeout_seconds),
+            timeout_setting: "sparql.timeout_seconds",
+        }
+    }
+
+    /// The limits of a query on a broker's federation graph: `[sparql]` with the broker's time limit.
+    pub fn of_broker(config: &crate::config::SparqlConfig, broker: &crate::config::BrokerConfig) -> SparqlLimits {
+        SparqlLimits {
+            timeout: Duration::from_secs(broker.sparql_timeout_seconds),
+            timeout_setting: "broker.sparql_timeout_seconds",
+            ..SparqlLimits::of(config)
+        }
+    }
+}
+
+/// Refuses, before parsing, a query that is too large, nests brackets too deep (the parser recurses on them), or asks
+/// for `SERVICE` (no federated queries: the endpoint answers from its own graph). Strings, IRIs and comments are
+/// skipped; a `<` that does not open an IRI counts as the operator it is.
+pub fn check_query(text: &str, limits: &SparqlLimits) -> Result<(), SparqlError> {
+    if text.len() > limits.max_query_bytes {
+        return Err(SparqlError::TooLarge { bytes: text.len(), limit: limits.max_query_bytes });
+    }
+    let bytes = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |end| i + end),
+            quote @ (b'"' | b'\'') => {
+                let long = bytes[i..].starts_with(&[quote; 3]);
+                let open = if long { 3 } else { 1 };
+                let mut j = i + open;
+                while j < bytes.len() {
+                    if bytes[j] == b'\\' {
+                        j += 2;
+                    } else if long && bytes[j..].starts_with(&[quote; 3]) {
+                        j += 2;
+                        break;
+                    } else if !long && (bytes[j] == quote || bytes[j] == b'\n') {
+                        break;
+                    } else {
+                        j += 1;
+                    }
+                }
+                i = j;
+            }
+            b'<' => {
+                let iri = bytes[i + 1..]
+                    .iter()
+                    .position(|&b| b == b'>' || b.is_ascii_whitespace() || b == b'<' || b == b'{' || b == b'}')
+                    .filter(|&end| bytes[i + 1 + end] == b'>');
+                if let Some(end) = iri {
+                    i += end + 1;
+                }
+            }
+            b'(' | b'{' | b'[' => {
+                depth += 1;
+                if depth > limits.max_depth {
+                    return Err(SparqlError::TooDeep(limits.max_depth));
+                }
+            }
+            b')' | b'}' | b']' => depth = depth.saturating_sub(1),
+            b'?' | b'$' => {
+                // A variable: its name is no keyword.
+                while i + 1 < bytes.len() && (bytes[i + 1].is_ascii_alphanumeric() || bytes[i + 1] == b'_') {
+                    i += 1;
+                }
+            }
+            b if b.is_ascii_alphabetic() => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && (bytes[i + 1].is_ascii_alphanumeric() || matches!(bytes[i + 1], b'_' | b'-' | b'.'))
+                {
+                    i += 1;
+                }
+                let word = &text[start..=i];
+                let prefixed = bytes.get(i + 1) == Some(&b':') || (start > 0 && bytes[start - 1] == b':');
+                if !prefixed && word.eq_ignore_ascii_case("SERVICE") {
+                    return Err(SparqlError::Unsupported("SERVICE"));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 pub use hanse_core::encode::percent as encode;
@@ -250,20 +374,26 @@ impl Graph {
 
     /// Runs a read-only SPARQL query over the union of all graphs and serialises the result as `accept` asks.
     /// Returns the content type and the body.
-    pub fn query(&self, query: &str, accept: &str, timeout: Duration) -> Result<(&'static str, Vec<u8>), SparqlError> {
-        query_store(&self.store, query, accept, timeout)
+    pub fn query(
+        &self,
+        query: &str,
+        accept: &str,
+        limits: &SparqlLimits,
+    ) -> Result<(&'static str, Vec<u8>), SparqlError> {
+        query_store(&self.store, query, accept, limits)
     }
 }
 
-/// Runs a read-only SPARQL query over the union of all graphs of `store`, cancelled after `timeout`, and serialises
-/// the result as `accept` asks (the local catalogue and the broker's federation graph share it). Answers the content
-/// type and the body.
+/// Runs a read-only SPARQL query over the union of all graphs of `store` within `limits` (its text checked first; its
+/// time, the memory it takes and the rows it answers bounded while it runs), and serialises the result as `accept`
+/// asks (the local catalogue and the broker's federation graph share it). Answers the content type and the body.
 pub fn query_store(
     store: &Store,
     query: &str,
     accept: &str,
-    timeout: Duration,
+    limits: &SparqlLimits,
 ) -> Result<(&'static str, Vec<u8>), SparqlError> {
+    check_query(query, limits)?;
     let prologue = hanse_vocab::ns::sparql_prologue();
     let text = if query.contains("PREFIX") || query.contains("prefix") {
         query.to_owned()
@@ -281,22 +411,43 @@ pub fn query_store(
         }
     };
     prepared.dataset_mut().set_default_graph_as_union();
-    // A watchdog cancels the query when it runs past the timeout; finishing first drops the sender and ends it.
+    // A watchdog cancels the query when it runs past the time limit or its memory passes the limit; finishing first
+    // drops the sender and ends it.
+    let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (done, finished) = std::sync::mpsc::channel::<()>();
+    let timeout = limits.timeout;
     let watchdog = {
-        let token = token.clone();
+        let (token, exceeded) = (token.clone(), exceeded.clone());
         std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(timeout) {
-                token.cancel();
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match finished.recv_timeout(left.min(Duration::from_millis(10))) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if exceeded.load(std::sync::atomic::Ordering::Relaxed) || left.is_zero() {
+                            token.cancel();
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
             }
         })
     };
-    let results = prepared.on_store(store).execute();
-    let output = serialise(results, accept);
+    let memory = limits.max_memory_mb.saturating_mul(1 << 20);
+    let output = crate::memory::metered(memory, &exceeded, || {
+        let results = prepared.on_store(store).execute();
+        serialise(results, accept, limits.max_rows)
+    });
     drop(done);
     let _ = watchdog.join();
+    if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(SparqlError::TooMuchMemory(limits.max_memory_mb));
+    }
     output.map_err(|e| match e {
-        SparqlError::Evaluation(message) if message.contains("cancel") => SparqlError::Timeout(timeout.as_secs()),
+        SparqlError::Evaluation(message) if message.contains("cancel") => {
+            SparqlError::Timeout { seconds: timeout.as_secs(), setting: limits.timeout_setting }
+        }
         other => other,
     })
 }
@@ -326,6 +477,7 @@ pub fn offer_for_rdf(offer: &Json) -> Json {
 fn serialise(
     results: Result<QueryResults<'_>, oxigraph::sparql::QueryEvaluationError>,
     accept: &str,
+    max_rows: usize,
 ) -> Result<(&'static str, Vec<u8>), SparqlError> {
     let results = results.map_err(|e| SparqlError::Evaluation(e.to_string()))?;
     let wants = |media: &str| accept.split(',').any(|part| part.trim().starts_with(media));
@@ -349,7 +501,10 @@ fn serialise(
                     serializer.with_prefix(*prefix, *namespace).unwrap_or_else(|_| RdfSerializer::from_format(format));
             }
             let mut writer = serializer.for_writer(Vec::new());
-            for triple in triples {
+            for (n, triple) in triples.enumerate() {
+                if n == max_rows {
+                    return Err(SparqlError::TooManyRows(max_rows));
+                }
                 let triple = triple.map_err(|e| SparqlError::Evaluation(e.to_string()))?;
                 writer.serialize_triple(&triple).map_err(|e| SparqlError::Evaluation(e.to_string()))?;
             }
@@ -379,7 +534,10 @@ fn serialise(
                     let mut writer = serializer
                         .serialize_solutions_to_writer(Vec::new(), solutions.variables().to_vec())
                         .map_err(|e| SparqlError::Evaluation(e.to_string()))?;
-                    for solution in solutions {
+                    for (n, solution) in solutions.enumerate() {
+                        if n == max_rows {
+                            return Err(SparqlError::TooManyRows(max_rows));
+                        }
                         let solution = solution.map_err(|e| SparqlError::Evaluation(e.to_string()))?;
                         writer.serialize(&solution).map_err(|e| SparqlError::Evaluation(e.to_string()))?;
                     }
@@ -393,6 +551,40 @@ fn serialise(
 
 #[cfg(test)]
 mod tests {
+    fn limits() -> SparqlLimits {
+        SparqlLimits::of(&crate::config::SparqlConfig { max_depth: 4, ..Default::default() })
+    }
+
+    #[test]
+    fn a_query_is_refused_for_its_depth_its_size_and_service_but_not_for_what_strings_and_iris_hold() {
+        let deep = format!("SELECT * WHERE {{ {} ?s ?p ?o {} }}", "{".repeat(4), "}".repeat(4));
+        assert!(matches!(check_query(&deep, &limits()), Err(SparqlError::TooDeep(4))));
+        let just = format!("SELECT * WHERE {{ {} ?s ?p ?o {} }}", "{".repeat(3), "}".repeat(3));
+        assert!(check_query(&just, &limits()).is_ok());
+        let held = "SELECT * WHERE { ?s ?p \"((((\" . ?s ?p '{{{{' . ?s ?p \"\"\"[[[[\n\"\"\" . ?s <http://x/((((> ?o } # ((((";
+        assert!(check_query(held, &limits()).is_ok(), "brackets in strings, IRIs and comments do not nest");
+        assert!(matches!(
+            check_query("SELECT * { SERVICE <http://x> { ?s ?p ?o } }", &limits()),
+            Err(SparqlError::Unsupported("SERVICE"))
+        ));
+        assert!(matches!(
+            check_query("select * { service <http://x> { ?s ?p ?o } }", &limits()),
+            Err(SparqlError::Unsupported("SERVICE"))
+        ));
+        for fine in
+            ["SELECT ?service { ?service ?p ?o }", "SELECT * { ?s ex:SERVICE ?o }", "SELECT * { ?s ?p \"SERVICE\" }"]
+        {
+            assert!(check_query(fine, &limits()).is_ok(), "{fine}");
+        }
+        let long = format!("SELECT * {{ ?s ?p ?o }} # {}", "x".repeat(70_000));
+        assert!(matches!(check_query(&long, &limits()), Err(SparqlError::TooLarge { limit: 65_536, .. })));
+        // A comparison is no IRI: its brackets still count.
+        assert!(matches!(
+            check_query("SELECT * { FILTER(?a < ((((?b)))) ) }", &limits()),
+            Err(SparqlError::TooDeep(4))
+        ));
+    }
+
     use super::*;
 
     #[test]
@@ -408,7 +600,7 @@ mod tests {
             .query(
                 "ASK { <urn:hanse:offer:cd:abc> a odrl:Offer ; odrl:prohibition ?p . ?p odrl:action odrl:distribute }",
                 "",
-                Duration::from_secs(5),
+                &SparqlLimits::of(&crate::config::SparqlConfig::default()),
             )
             .unwrap();
         assert_eq!(String::from_utf8(body).unwrap(), "{\"head\":{},\"boolean\":true}");

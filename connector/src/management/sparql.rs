@@ -29,7 +29,8 @@ pub async fn query_post(State(state): State<Shared>, headers: HeaderMap, body: B
 }
 
 async fn run(state: Shared, headers: HeaderMap, query: String) -> Response {
-    answer(&headers, move |accept| state.catalogue.sparql(&query, accept))
+    let limits = crate::catalog::rdf::SparqlLimits::of(&state.config.sparql);
+    answer(&headers, move |accept| state.catalogue.sparql(&query, accept, &limits))
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

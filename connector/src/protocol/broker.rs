@@ -10,8 +10,6 @@
 //!
 //! The management side of the broker and the peer network is `crate::management::broker`.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -136,9 +134,9 @@ pub(crate) async fn sparql(
     let Some(query) = query.filter(|q| !q.trim().is_empty()) else {
         return Err(missing_query());
     };
-    let timeout = Duration::from_secs(state.config.broker.sparql_timeout_seconds);
+    let limits = crate::catalog::rdf::SparqlLimits::of_broker(&state.config.sparql, &state.config.broker);
     answer(&headers, move |accept| match state.broker.as_ref() {
-        Some(broker) => broker.sparql(&query, accept, timeout),
+        Some(broker) => broker.sparql(&query, accept, &limits),
         None => Err(crate::catalog::rdf::SparqlError::Evaluation("this connector is not a broker".into())),
     })
     .await
