@@ -18,7 +18,7 @@ use crate::identity::Identity;
 use crate::process::ProcessError;
 use crate::store::{ClaimedMessage, OUTBOX_LEASE_MS, ProcessKind, Processes};
 
-/// The placeholder for the peer's process id in a message written before the peer told it.
+/// The placeholder for the peer's process id in a message queued before the peer told it (replaced when sent).
 pub const PEER_PID: &str = "{peerPid}";
 
 /// What the process services do once the dispatcher is done with a message. The dispatcher sits below the

@@ -44,11 +44,6 @@ pub const JOB_TYP: &str = "hanse-compute-job+jwt";
 /// The `typ` of a result a provider signs.
 pub const RESULT_TYP: &str = "hanse-compute-result+jwt";
 
-/// Where a compute transfer's jobs go.
-pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
-    hanse_core::paths::compute_endpoint(public_url, transfer_id)
-}
-
 pub use hanse_compute::table::is_table_file;
 
 /// The compute service of a connector: the tables in memory and the workers.

@@ -34,11 +34,6 @@ pub use crate::transfer::access as token;
 use crate::transfer::{self, machine::Role, machine::State as TransferState};
 use token::Access;
 
-/// Where the data plane serves a transfer.
-pub fn endpoint(public_url: &str, transfer_id: &str) -> String {
-    hanse_core::paths::data_endpoint(public_url, transfer_id)
-}
-
 /// The data plane: serves and pushes the data of started transfers, with its HTTP client (no overall timeout: bodies
 /// may be large) and the digests of the files it serves.
 pub struct DataPlane {

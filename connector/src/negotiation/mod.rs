@@ -27,7 +27,6 @@ use machine::{Message, Role, State};
 
 /// The Hanse extension member a consumer declares its purpose in (a `ContractRequestMessage` member).
 pub const PURPOSE: &str = "https://w3id.org/hanse/ns/purpose";
-/// Placeholder for the peer's process id in messages queued before it is known.
 pub use crate::dispatch::PEER_PID;
 
 /// What a negotiation carries besides its state.
