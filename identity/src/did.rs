@@ -192,14 +192,21 @@ pub struct Resolver {
     development: bool,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, Arc<DidDocument>)>>,
+    /// DIDs whose document could not be fetched lately, with why: asked again only after [`FAILURE_TTL`], so that a
+    /// caller naming a host that never answers cannot make every request wait for it.
+    failures: Mutex<HashMap<String, (Instant, String, String)>>,
 }
 
 /// A cached document younger than this is not fetched again even when a key is missing from it.
 const REFRESH_FLOOR: Duration = Duration::from_secs(2);
+/// The longest a DID document fetch may take, connecting included: a peer's request waits for it.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a failed fetch is remembered.
+const FAILURE_TTL: Duration = Duration::from_secs(30);
 
 impl Resolver {
     pub fn new(http: reqwest::Client, development: bool, ttl: Duration) -> Resolver {
-        Resolver { http, development, ttl, cache: Mutex::new(HashMap::new()) }
+        Resolver { http, development, ttl, cache: Mutex::new(HashMap::new()), failures: Mutex::new(HashMap::new()) }
     }
 
     /// The document of `did`, from the cache when it is fresh.
@@ -233,6 +240,28 @@ impl Resolver {
     }
 
     async fn fetch(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
+        if let Some((at, url, reason)) = self.failures.lock().expect("failures lock").get(did)
+            && at.elapsed() < FAILURE_TTL
+        {
+            return Err(ResolveError::Fetch { url: url.clone(), reason: format!("{reason} (failed moments ago)") });
+        }
+        let fetched = self.fetch_now(did).await;
+        let mut failures = self.failures.lock().expect("failures lock");
+        match &fetched {
+            Err(ResolveError::Fetch { url, reason }) => {
+                if failures.len() > 10_000 {
+                    failures.retain(|_, (at, _, _)| at.elapsed() < FAILURE_TTL);
+                }
+                failures.insert(did.to_owned(), (Instant::now(), url.clone(), reason.clone()));
+            }
+            _ => {
+                failures.remove(did);
+            }
+        }
+        fetched
+    }
+
+    async fn fetch_now(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
         let url = document_url(did)?;
         let loopback = is_loopback(&url);
         let body = match self.get(&url).await {
@@ -260,7 +289,7 @@ impl Resolver {
     }
 
     async fn get(&self, url: &reqwest::Url) -> Result<Json, reqwest::Error> {
-        self.http.get(url.clone()).send().await?.error_for_status()?.json::<Json>().await
+        self.http.get(url.clone()).timeout(FETCH_TIMEOUT).send().await?.error_for_status()?.json::<Json>().await
     }
 }
 

@@ -1,0 +1,46 @@
+//! A caller naming a did:web host that never answers: its request is refused once the fetch's time limit passes, and
+//! the failure is remembered, so that more requests naming the host neither wait again nor reach it again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hanse_tests::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_did_host_that_never_answers_is_asked_once_and_its_callers_refused() {
+    // A host that takes connections and never says a word; it counts them.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let did = hanse::init::did_web_for(&silent.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("attacker.pem");
+    std::fs::write(&key_file, hanse::init::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let keys = hanse::identity::keys::KeyRing::load(&did, &key_file).unwrap();
+
+    let connector = TestConnector::start(Backend::Sqlite).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/protocol/2025-1/catalog/request", connector.public_url());
+    for attempt in 0..3 {
+        let answer = client
+            .post(&url)
+            .header("Authorization", hanse::identity::token::authorization(&keys, connector.participant_id()))
+            .json(&catalog_request(json!([])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401, "attempt {attempt}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "the failure of the first fetch is remembered");
+    let ready = client.get(format!("{}/health/ready", connector.management_url())).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    connector.running.shutdown().await;
+}
