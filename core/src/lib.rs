@@ -11,6 +11,7 @@
 
 pub mod encode;
 pub mod formats;
+pub mod ids;
 pub mod negotiation;
 pub mod paths;
 pub mod query;

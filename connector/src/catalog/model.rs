@@ -95,7 +95,13 @@ fn id_of(node: &Map<String, Json>, errors: &mut Invalid) -> String {
             errors.push(FieldError::new("@id", "must be a non-empty identifier").with_value(node.get("@id")));
             String::new()
         }
-        Some(id) => id.to_owned(),
+        Some(id) => match hanse_core::ids::check_id(id) {
+            Ok(()) => id.to_owned(),
+            Err(reason) => {
+                errors.push(FieldError::new("@id", reason).with_value(node.get("@id")));
+                String::new()
+            }
+        },
         None => uuid::Uuid::new_v4().to_string(),
     }
 }
