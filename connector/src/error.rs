@@ -1,6 +1,6 @@
 //! The management API's one error type and its one conversion to an HTTP response, in the EDC shape: a JSON array of
 //! `{"message", "type", "path", "invalidValue"}` objects. It sits below the routers: the broker's public search and
-//! SPARQL, and the SPARQL protocol ([`crate::sparql`]) answer in the same shape.
+//! SPARQL, and the SPARQL protocol every endpoint speaks, answer in the same shape.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

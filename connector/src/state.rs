@@ -1,4 +1,4 @@
-//! What the routers serve from: the services of one running connector, built and started by [`crate::server`].
+//! What the routers serve from: the services of one running connector, built and started by the server module.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! management, expanded) and written back in the DSP 2025-1 compact form.
 //!
 //! Parsing is lenient about *content* (an unknown operand or a missing action is kept, and reported by
-//! [`crate::validate`] and denied by [`crate::evaluate`]) and strict about *structure* (a rule that is not an object is
+//! `validate` and denied by `evaluate`) and strict about *structure* (a rule that is not an object is
 //! a [`ParseError`]).
 
 use std::fmt;

@@ -5,7 +5,7 @@
 //!   disclosure-controlled results. Declared `odrl:includedIn odrl:use`. It never permits a raw transfer.
 //!   The IDS action `https://w3id.org/idsa/code/AGGREGATE_BY_PROVIDER` is treated as the same action.
 //! - ODRL's `use` and `read` permit a raw transfer; an applicable prohibition of `distribute`, `reproduce`,
-//!   `extract` or `transfer` means "no raw export" (see [`crate::evaluate_transfer`]).
+//!   `extract` or `transfer` means "no raw export" (see `evaluate_transfer`).
 //!
 //! # Purposes (the `purpose` left operand), with `isA` following each hierarchy
 //! - EHDS secondary use, Regulation (EU) 2025/327 Art. 53(1):

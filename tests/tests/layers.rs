@@ -95,16 +95,10 @@ const CONNECTOR_LAYERS: &[(&str, &[&str])] = &[
     ("command line", &["cli"]),
 ];
 
-/// Every `crate::<module>` a source file names outside comments and its test module.
+/// Every `crate::<module>` a source file names outside its test module, doc links included: a link to a module is a
+/// dependency a reader follows.
 fn modules_named(text: &str) -> BTreeSet<String> {
-    let code: String = text
-        .split("#[cfg(test)]\nmod tests")
-        .next()
-        .unwrap_or_default()
-        .lines()
-        .map(|line| line.split("//").next().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
     let mut named = BTreeSet::new();
     for (at, _) in code.match_indices("crate::") {
         let rest = &code[at + "crate::".len()..];
@@ -135,6 +129,66 @@ fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Which of a crate's top-level modules each source file's module names (the crate root left out), with the file.
+fn module_uses(src: &std::path::Path) -> Vec<(String, String, BTreeSet<String>)> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let modules: BTreeSet<String> = files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(src).expect("below src").to_string_lossy().split(['/', '\\', '.']).next().unwrap().to_owned()
+        })
+        .collect();
+    files
+        .iter()
+        .filter_map(|file| {
+            let relative = file.strip_prefix(src).expect("below src").to_string_lossy().replace('\\', "/");
+            let module = relative.split(['/', '.']).next().expect("a module").to_owned();
+            if module == "lib" || module == "main" {
+                return None;
+            }
+            let text = std::fs::read_to_string(file).expect("a source file");
+            let named = modules_named(&text).into_iter().filter(|n| *n != module && modules.contains(n)).collect();
+            Some((relative, module, named))
+        })
+        .collect()
+}
+
+/// Fails naming the loop when modules use each other in one.
+fn assert_no_loop(krate: &str, uses: &HashMap<String, BTreeSet<String>>) {
+    fn visit<'a>(
+        krate: &str,
+        module: &'a str,
+        uses: &'a HashMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if let Some(at) = path.iter().position(|m| *m == module) {
+            panic!("{krate}: modules use each other in a loop: {} -> {module}", path[at..].join(" -> "));
+        }
+        if !done.insert(module) {
+            return;
+        }
+        path.push(module);
+        for next in uses.get(module).into_iter().flatten() {
+            visit(krate, next, uses, path, done);
+        }
+        path.pop();
+    }
+    let mut done = BTreeSet::new();
+    for module in uses.keys() {
+        visit(krate, module, uses, &mut Vec::new(), &mut done);
+    }
+}
+
+fn collect(uses: &[(String, String, BTreeSet<String>)]) -> HashMap<String, BTreeSet<String>> {
+    let mut all: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (_, module, named) in uses {
+        all.entry(module.clone()).or_default().extend(named.iter().cloned());
+    }
+    all
+}
+
 #[test]
 fn the_connector_modules_form_layers_without_a_loop() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../connector/src");
@@ -143,57 +197,34 @@ fn the_connector_modules_form_layers_without_a_loop() {
         .enumerate()
         .flat_map(|(rank, (_, modules))| modules.iter().map(move |m| (*m, rank)))
         .collect();
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let mut uses: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let uses = module_uses(&src);
     let mut upward = Vec::new();
-    for file in &files {
-        let relative = file.strip_prefix(&src).expect("below src").to_string_lossy().replace('\\', "/");
-        let module = relative.split(['/', '.']).next().expect("a module").to_owned();
-        if module == "lib" || module == "main" {
-            continue;
-        }
+    for (relative, module, named) in &uses {
         let rank = *layer_of.get(module.as_str()).unwrap_or_else(|| {
             panic!("connector/src/{relative}: module `{module}` is in no layer; add it to CONNECTOR_LAYERS")
         });
-        let text = std::fs::read_to_string(file).expect("a source file");
-        for named in modules_named(&text) {
-            if named == module {
-                continue;
-            }
-            let Some(&named_rank) = layer_of.get(named.as_str()) else { continue };
+        for name in named {
+            let named_rank = layer_of[name.as_str()];
             if named_rank > rank {
                 upward.push(format!(
-                    "connector/src/{relative} ({}) uses crate::{named} ({})",
+                    "connector/src/{relative} ({}) names crate::{name} ({})",
                     CONNECTOR_LAYERS[rank].0, CONNECTOR_LAYERS[named_rank].0
                 ));
             }
-            uses.entry(module.clone()).or_default().insert(named);
         }
     }
     assert!(upward.is_empty(), "modules use a higher layer:\n{}", upward.join("\n"));
-    // No loop: a depth-first search finds no module on its own path.
-    fn visit<'a>(
-        module: &'a str,
-        uses: &'a HashMap<String, BTreeSet<String>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) {
-        if let Some(at) = path.iter().position(|m| *m == module) {
-            panic!("modules use each other in a loop: {} -> {module}", path[at..].join(" -> "));
-        }
-        if !done.insert(module) {
-            return;
-        }
-        path.push(module);
-        for next in uses.get(module).into_iter().flatten() {
-            visit(next, uses, path, done);
-        }
-        path.pop();
-    }
-    let mut done = BTreeSet::new();
-    for module in uses.keys() {
-        visit(module, &uses, &mut Vec::new(), &mut done);
-    }
+    let uses = collect(&uses);
+    assert_no_loop("connector", &uses);
     assert!(uses.len() > 20, "the connector's modules were not found under {}", src.display());
+}
+
+#[test]
+fn no_crate_has_modules_in_a_loop() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for krate in ["policy", "vocab", "self-descriptions", "core", "compute", "keys", "audit", "store", "identity"] {
+        let uses = collect(&module_uses(&root.join(krate).join("src")));
+        assert!(!uses.is_empty(), "{krate}: no modules found");
+        assert_no_loop(krate, &uses);
+    }
 }

@@ -127,7 +127,7 @@ pub enum DataAddress {
     /// A file under the connector's file root.
     File { path: PathBuf, fields: BTreeMap<String, String> },
     /// An ingested table (`hanse dataset ingest`): a file in the connector's table folder, named by its digest. Its
-    /// rows never leave; jobs run on it ([`crate::compute`]).
+    /// rows never leave; compute jobs run on it.
     Table { file: String, fields: BTreeMap<String, String> },
 }
 

@@ -1,5 +1,5 @@
 //! The DSP error messages (`CatalogError`, `ContractNegotiationError`, `TransferError`) with a `code` and `reason[]`;
-//! answered through the public listener's error type ([`crate::problem::PublicError`]).
+//! answered through the public listener's error type, `PublicError`.
 
 use axum::http::StatusCode;
 use serde_json::json;

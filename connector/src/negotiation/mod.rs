@@ -48,7 +48,7 @@ pub struct Details {
     /// Consumer: it accepts and verifies by itself.
     pub auto_accept: bool,
     pub purpose: Option<String>,
-    /// Consumer: once agreed, a pull transfer starts by itself (EDC's `POST /edrs`, [`crate::transfer::edr`]).
+    /// Consumer: once agreed, a pull transfer starts by itself (EDC's `POST /edrs`, the transfer service's `edr` task).
     pub pull_on_agreement: bool,
     /// Why it terminated.
     pub error_code: Option<String>,

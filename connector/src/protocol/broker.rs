@@ -8,7 +8,7 @@
 //!   `Catalog` holding one nested `catalog` per peer. Keyword filters as on `/catalog/request`; pages of `limit`
 //!   datasets (default 50, at most 1000) with a `rel="next"` `Link` (cursor `afterPeer` + `after`).
 //!
-//! The management side of the broker and the peer network is `crate::management::broker`.
+//! The management side of the broker and the peer network is the management router's `broker` module.
 
 use axum::Router;
 use axum::body::Bytes;

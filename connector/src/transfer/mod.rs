@@ -5,7 +5,7 @@
 //! The provider grants a transfer only under an agreement it made with exactly this consumer, for a dataset it still
 //! offers, whose policy permits `use` now ([`check_use`]; the same check guards every data plane request). It starts
 //! at once unless the contract definition requires a manual start. A pull start carries a data address with a
-//! short-lived access token ([`crate::dataplane`]); once a push start is delivered, the provider streams the data to
+//! short-lived access token (the data plane); once a push start is delivered, the provider streams the data to
 //! the consumer's endpoint and completes (never before: the consumer must be STARTED to accept the completion).
 
 pub mod edr;
@@ -359,7 +359,7 @@ impl Transfers {
     /// consumer, its dataset is still offered, and its policy permits `action` (`use`, or `compute` for a compute session)
     /// at this moment with the usage so far (plus one when `new_use`: a `count` constraint counts the use being decided).
     /// Constraints only a running job can decide (`minCellCount`, `maxJobs`, ...) are checked per job
-    /// ([`crate::compute`]).
+    /// (compute-to-data).
     pub async fn check_use(
         &self,
         requester: &str,
