@@ -5,8 +5,8 @@
 //! without entry, no entry without event). Entries are canonical JSON (RFC 8785) with a sequence number and a time,
 //! and carry digests and ids only, never personal data. They are the leaves of an RFC 9162 Merkle tree
 //! ([`merkle`]); signed tree heads ([`head`]), inclusion and consistency proofs let anyone check the log offline
-//! ([`verify`]). Both parties of an agreement hold a receipt for the other's entry of it ([`receipts`]), and
-//! connectors witness each other's tree heads ([`witness`]).
+//! ([`verify`]). Both parties of an agreement hold a receipt for the other's entry of it ([`peer::send_receipts`]), and
+//! connectors witness each other's tree heads ([`peer::witness`]).
 
 pub mod peer;
 

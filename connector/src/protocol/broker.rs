@@ -2,7 +2,7 @@
 //!
 //! Public listener (every call carries a self-issued token, like every other public endpoint but the version
 //! metadata and the DID document):
-//! - `GET|POST /broker/search`: keyword search with facets ([`super::search`]);
+//! - `GET|POST /broker/search`: keyword search with facets ([`crate::broker::search`]);
 //! - `GET|POST /broker/sparql`: read-only SPARQL over every peer's graph (the default graph is their union);
 //! - `POST /broker/catalog/request`: the federation catalogue, a DSP `CatalogRequestMessage` answered with a DSP
 //!   `Catalog` holding one nested `catalog` per peer. Keyword filters as on `/catalog/request`; pages of `limit`

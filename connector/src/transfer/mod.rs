@@ -3,10 +3,10 @@
 //! checked against the one table in [`machine`] and applied at most once.
 //!
 //! The provider grants a transfer only under an agreement it made with exactly this consumer, for a dataset it still
-//! offers, whose policy permits `use` now ([`check_use`]; the same check guards every data plane request). It starts
-//! at once unless the contract definition requires a manual start. A pull start carries a data address with a
-//! short-lived access token (the data plane); once a push start is delivered, the provider streams the data to
-//! the consumer's endpoint and completes (never before: the consumer must be STARTED to accept the completion).
+//! offers, whose policy permits `use` now ([`Transfers::check_use`]; the same check guards every data plane
+//! request). It starts at once unless the contract definition requires a manual start. A pull start carries a data
+//! address with a short-lived access token (the data plane); once a push start is delivered, the provider streams the
+//! data to the consumer's endpoint and completes (never before: the consumer must be STARTED to accept the completion).
 
 pub mod edr;
 pub use hanse_core::transfer as machine;
