@@ -3,8 +3,8 @@
 //! **Pull**: `GET`/`HEAD {public}/data/{transferId}` with the access token of the transfer's data address. Every request
 //! checks the token (our signature, this transfer, not expired), the stored transfer (provider side, STARTED, the
 //! token's epoch) and the agreement ([`Transfers::check_use`](crate::transfer::Transfers::check_use)) before a byte
-//! leaves. `POST .../token`, signed by the consumer's own DSP token, hands out a fresh data address. **Push**: the provider streams the data to the
-//! consumer's endpoint and completes the transfer.
+//! leaves. `POST .../token`, signed by the consumer's own DSP token, hands out a fresh data address. **Push**: the
+//! provider streams the data to the consumer's endpoint and completes the transfer.
 //!
 //! Sources: a `File` under the data root (served with `Range`, `Content-Length`, `Last-Modified`, and the file's
 //! SHA-256 as `ETag`, `Repr-Digest` and `Digest`), or an `HttpData` backend (proxied; the asset's private auth header
