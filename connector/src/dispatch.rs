@@ -49,25 +49,43 @@ const BATCH: i64 = 64;
 /// How many messages are in flight at once.
 const CONCURRENCY: usize = 256;
 
-/// The handle the negotiation and transfer services use to pass work to the dispatcher.
-pub struct Dispatcher {
-    wake: Notify,
-    direct: mpsc::UnboundedSender<ClaimedMessage>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<ClaimedMessage>>>,
+/// A queue whose receiving end is taken once, by the one task that serves it: the dispatcher's messages handed over
+/// at commit, the pushes the transfer service says are due.
+pub struct Handoff<T> {
+    sender: mpsc::UnboundedSender<T>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<T>>>,
 }
 
-impl Default for Dispatcher {
+impl<T> Default for Handoff<T> {
     fn default() -> Self {
-        let (direct, receiver) = mpsc::unbounded_channel();
-        Dispatcher { wake: Notify::new(), direct, receiver: Mutex::new(Some(receiver)) }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Handoff { sender, receiver: Mutex::new(Some(receiver)) }
     }
+}
+
+impl<T> Handoff<T> {
+    pub fn send(&self, item: T) {
+        let _ = self.sender.send(item);
+    }
+
+    /// The receiving end, for the one task that serves the queue (`None` once taken).
+    pub fn take(&self) -> Option<mpsc::UnboundedReceiver<T>> {
+        self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The handle the negotiation and transfer services use to pass work to the dispatcher.
+#[derive(Default)]
+pub struct Dispatcher {
+    wake: Notify,
+    direct: Handoff<ClaimedMessage>,
 }
 
 impl Dispatcher {
     /// After a write: send the message leased to us now.
     pub fn hand(&self, message: Option<ClaimedMessage>) {
         if let Some(message) = message {
-            let _ = self.direct.send(message);
+            self.direct.send(message);
         }
     }
 
@@ -95,8 +113,7 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let http = state.http.clone();
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut receiver =
-        dispatcher.receiver.lock().unwrap_or_else(|p| p.into_inner()).take().expect("one dispatcher per connector");
+    let mut receiver = dispatcher.direct.take().expect("one dispatcher per connector");
     tokio::spawn(async move {
         let spawn_delivery = |message: ClaimedMessage| {
             let (state, http, limit) = (state.clone(), http.clone(), limit.clone());

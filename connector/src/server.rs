@@ -288,7 +288,7 @@ pub async fn start_on(
     });
     let (shutdown, signal) = watch::channel(false);
     let dispatcher = crate::dispatch::spawn(state.dispatcher.clone(), delivery, signal.clone());
-    crate::dataplane::spawn_pusher(state.dataplane.clone());
+    crate::dataplane::spawn_pusher(state.dataplane.clone(), signal.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.identity.clone(), signal.clone());
     state.transfers.resume_pushes().await;
     crate::transfer::edr::spawn(state.transfers.clone(), signal.clone());

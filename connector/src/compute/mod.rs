@@ -84,9 +84,9 @@ impl Compute {
             participant,
             http,
             jobs,
-            processes: plane.store.clone(),
-            audit: plane.audit.clone(),
-            identity: plane.identity.clone(),
+            processes: plane.transfers.store.clone(),
+            audit: plane.transfers.audit.clone(),
+            identity: plane.transfers.identity.clone(),
             catalogue: plane.catalogue.clone(),
             plane,
         }
@@ -378,13 +378,12 @@ impl Compute {
         transfer: crate::transfer::Transfer,
         submitted: Submitted,
     ) -> Response {
-        let state = self;
         // The same job again (a retry): the same answer.
-        match state.jobs.job_of_peer(&consumer, &submitted.job).await {
+        match self.jobs.job_of_peer(&consumer, &submitted.job).await {
             Ok(Some(existing)) => {
                 return match existing.body.get("released") {
                     Some(released) if existing.transfer_id.as_deref() == Some(id.as_str()) => {
-                        signed(state, &existing, 0, released)
+                        signed(self, &existing, 0, released)
                     }
                     _ => fail(
                         StatusCode::CONFLICT,
@@ -402,9 +401,9 @@ impl Compute {
         let claims = &submitted.claims;
         let template = claims.get("template").and_then(Json::as_str).unwrap_or_default().to_owned();
         let parameters = claims.get("parameters").cloned().unwrap_or_else(|| json!({}));
-        let round_state = claims.get("state").cloned().unwrap_or(Json::Null);
-        let limits = state.limits(claims.get("minCellCount").and_then(Json::as_u64));
-        let table = match table_of(state, &transfer).await {
+        let round_state = claims.get("self").cloned().unwrap_or(Json::Null);
+        let limits = self.limits(claims.get("minCellCount").and_then(Json::as_u64));
+        let table = match table_of(self, &transfer).await {
             Ok(table) => table,
             Err(refusal) => return refusal.into_response(),
         };
@@ -414,7 +413,7 @@ impl Compute {
         if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
             return job_failure(&error);
         }
-        if let Err(refusal) = state.check_memory(&table) {
+        if let Err(refusal) = self.check_memory(&table) {
             return refusal.into_response();
         }
         let job = JobRow {
@@ -431,11 +430,11 @@ impl Compute {
             created_at: 0,
             updated_at: 0,
         };
-        let mut job = match admit(state, job).await {
+        let mut job = match admit(self, job).await {
             Ok(job) => job,
             Err(refusal) => return refusal,
         };
-        execute(state, &mut job, 0, table, round_state, limits).await
+        execute(self, &mut job, 0, table, round_state, limits).await
     }
 }
 
@@ -516,11 +515,10 @@ impl Compute {
         transfer: crate::transfer::Transfer,
         submitted: Submitted,
     ) -> Response {
-        let state = self;
         if submitted.job != job_id {
             return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the signed job id differs from the URL's");
         }
-        let mut job = match state.jobs.job_of_peer(&consumer, &job_id).await {
+        let mut job = match self.jobs.job_of_peer(&consumer, &job_id).await {
             Ok(Some(job)) if job.transfer_id.as_deref() == Some(id.as_str()) => job,
             Ok(_) => {
                 return fail(
@@ -545,26 +543,25 @@ impl Compute {
         if submitted.round != round {
             return fail(StatusCode::CONFLICT, "WrongRound", format!("the next round of job `{job_id}` is {round}"));
         }
-        if round >= u64::from(state.settings.max_rounds) {
+        if round >= u64::from(self.settings.max_rounds) {
             return fail(
                 StatusCode::FORBIDDEN,
                 "RoundLimit",
-                format!("a job may take {} rounds", state.settings.max_rounds),
+                format!("a job may take {} rounds", self.settings.max_rounds),
             );
         }
         // Every round is a use of the data: the agreement must still permit `compute` (dates, elapsed time, ...).
-        if let Err(refusal) =
-            state.plane.transfers.check_use(&consumer, transfer.agreement_id(), "compute", false).await
+        if let Err(refusal) = self.plane.transfers.check_use(&consumer, transfer.agreement_id(), "compute", false).await
         {
-            return state.plane.refuse_use(&id, &consumer, transfer.agreement_id(), refusal, "compute round").await;
+            return self.plane.refuse_use(&id, &consumer, transfer.agreement_id(), refusal, "compute round").await;
         }
-        let table = match table_of(state, &transfer).await {
+        let table = match table_of(self, &transfer).await {
             Ok(table) => table,
             Err(refusal) => return refusal.into_response(),
         };
-        let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
-        let limits = state.limits(job.body["k"].as_u64());
-        execute(state, &mut job, round, table, round_state, limits).await
+        let round_state = submitted.claims.get("self").cloned().unwrap_or(Json::Null);
+        let limits = self.limits(job.body["k"].as_u64());
+        execute(self, &mut job, round, table, round_state, limits).await
     }
 }
 

@@ -29,19 +29,15 @@ use serde_json::{Value as Json, json};
 use tokio::sync::OnceCell;
 
 use crate::catalog::model::{DataAddress, Proxy};
-use crate::store::{AuditStore, Processes};
-pub use crate::transfer::access as token;
+use crate::store::Processes;
+use crate::transfer::access::{self as token, Access};
 use crate::transfer::{self, machine::Role, machine::State as TransferState};
-use token::Access;
 
 /// The data plane: serves and pushes the data of started transfers, with its HTTP client (no overall timeout: bodies
 /// may be large) and the digests of the files it serves.
 pub struct DataPlane {
     pub http: reqwest::Client,
     digests: Mutex<HashMap<PathBuf, CachedDigest>>,
-    pub(crate) store: Processes,
-    pub(crate) audit: AuditStore,
-    pub(crate) identity: Arc<crate::identity::Identity>,
     pub(crate) catalogue: Arc<crate::catalog::Catalogue>,
     /// The transfers whose data this plane serves and pushes.
     pub transfers: transfer::Transfers,
@@ -101,8 +97,7 @@ impl DataPlane {
         transfers: transfer::Transfers,
         catalogue: Arc<crate::catalog::Catalogue>,
     ) -> DataPlane {
-        let (store, audit, identity) = (transfers.store.clone(), transfers.audit.clone(), transfers.identity.clone());
-        DataPlane { http, digests: Mutex::default(), store, audit, identity, catalogue, transfers }
+        DataPlane { http, digests: Mutex::default(), catalogue, transfers }
     }
 
     /// The SHA-256 of a file, computed once per size and modification time.
@@ -211,7 +206,7 @@ impl DataPlane {
                 return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
             }
         };
-        let access = match token::verify(self.identity.keys(), &token, id, chrono::Utc::now()) {
+        let access = match token::verify(self.transfers.identity.keys(), &token, id, chrono::Utc::now()) {
             Ok(access) => access,
             Err(reason) => {
                 tracing::info!(%reason, transfer = id, "data request with a refused token");
@@ -252,7 +247,7 @@ impl DataPlane {
         refusal: transfer::Refusal,
         during: &str,
     ) -> Response {
-        refusal.record(&self.audit, consumer, agreement_id, during).await;
+        refusal.record(&self.transfers.audit, consumer, agreement_id, during).await;
         let (transfers, id, reason) = (self.transfers.clone(), transfer_id.to_owned(), refusal.reason.clone());
         tokio::spawn(async move {
             if let Err(error) = transfers.end(&id, "PolicyDenied", &reason, false).await {
@@ -302,13 +297,16 @@ impl DataPlane {
             }
         };
         if new_pull
-            && let Err(error) =
-                self.store.add_usage(&access.agreement_id, 1, 0, vec![usage_event("data.pull", &transfer)]).await
+            && let Err(error) = self
+                .transfers
+                .store
+                .add_usage(&access.agreement_id, 1, 0, vec![usage_event("data.pull", &transfer)])
+                .await
         {
             tracing::error!(%error, "cannot count a pull");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
         }
-        let meter = get.then(|| Meter::new(&self.store, &transfer));
+        let meter = get.then(|| Meter::new(&self.transfers.store, &transfer));
         match (address, forward) {
             (DataAddress::Http { fields, .. }, Some(forward)) => self.proxy(forward, fields, request, meter).await,
             (DataAddress::File { path, .. }, _) => self.serve_file(path, request, meter).await,
@@ -397,12 +395,19 @@ impl DataPlane {
     }
 }
 
-/// Runs the pushes the transfer service says are due, until its service is dropped: each once at a time, registered
-/// with the transfer service so that it can stop them.
-pub fn spawn_pusher(plane: Arc<DataPlane>) {
+/// Runs the pushes the transfer service says are due, until shutdown: each once at a time, registered with the
+/// transfer service so that it can stop them.
+pub fn spawn_pusher(plane: Arc<DataPlane>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(mut due) = plane.transfers.pushes.take_due() else { return };
     tokio::spawn(async move {
-        while let Some(id) = due.recv().await {
+        loop {
+            let id = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                id = due.recv() => match id {
+                    Some(id) => id,
+                    None => return,
+                },
+            };
             let task_plane = plane.clone();
             plane.transfers.pushes.running(id.clone(), async move {
                 let outcome = task_plane.push(&id).await;
@@ -456,7 +461,8 @@ impl DataPlane {
             .check_use(&transfer.row.counter_party_id, transfer.agreement_id(), "use", true)
             .await
             .map_err(|refusal| refusal.reason)?;
-        self.store
+        self.transfers
+            .store
             .add_usage(&grant.agreement.id, 1, 0, vec![usage_event("data.push", &transfer)])
             .await
             .map_err(|e| format!("cannot count the push: {e}"))?;
@@ -465,7 +471,7 @@ impl DataPlane {
             destination.get("endpoint").and_then(Json::as_str).ok_or("the push destination has no endpoint")?;
         let asset = self.catalogue.asset(&grant.agreement.asset_id).ok_or("the dataset is no longer offered")?;
         let (stream, length, digest) = self.open_source(&asset.value.data_address).await?;
-        let meter = Meter::new(&self.store, &transfer).with_digest(digest.as_ref().map(Digest::hex));
+        let meter = Meter::new(&self.transfers.store, &transfer).with_digest(digest.as_ref().map(Digest::hex));
         let sent = meter.bytes.clone();
         let mut request = self
             .http
@@ -624,7 +630,7 @@ pub async fn refresh(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let requester = match state.identity.verify_request(&headers).await {
+    let requester = match state.transfers.identity.verify_request(&headers).await {
         Ok(verified) => verified.participant,
         Err(reason) => {
             tracing::info!(%reason, "data address refresh refused");

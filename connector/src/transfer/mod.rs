@@ -308,28 +308,21 @@ impl Transfers {
 /// The pushes of provider transfers. The transfer service says when one is due (the consumer has the start message,
 /// or a stop interrupted it) and stops it when the transfer leaves STARTED; the data plane takes the due ones from
 /// [`Pushes::take_due`] and runs them, registering each with [`Pushes::running`].
+#[derive(Default)]
 pub struct Pushes {
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
-    due: mpsc::UnboundedSender<String>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
-}
-
-impl Default for Pushes {
-    fn default() -> Self {
-        let (due, receiver) = mpsc::unbounded_channel();
-        Pushes { running: Mutex::default(), due, receiver: Mutex::new(Some(receiver)) }
-    }
+    due: crate::dispatch::Handoff<String>,
 }
 
 impl Pushes {
     /// The push of transfer `id` should run.
     pub fn due(&self, id: &str) {
-        let _ = self.due.send(id.to_owned());
+        self.due.send(id.to_owned());
     }
 
     /// The pushes that should run, for the one data plane that runs them.
     pub fn take_due(&self) -> Option<mpsc::UnboundedReceiver<String>> {
-        self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.due.take()
     }
 
     /// Starts `run` as the push of transfer `id` unless one is running already.
