@@ -401,7 +401,7 @@ impl Compute {
         let claims = &submitted.claims;
         let template = claims.get("template").and_then(Json::as_str).unwrap_or_default().to_owned();
         let parameters = claims.get("parameters").cloned().unwrap_or_else(|| json!({}));
-        let round_state = claims.get("self").cloned().unwrap_or(Json::Null);
+        let round_state = claims.get("state").cloned().unwrap_or(Json::Null);
         let limits = self.limits(claims.get("minCellCount").and_then(Json::as_u64));
         let table = match table_of(self, &transfer).await {
             Ok(table) => table,
@@ -559,7 +559,7 @@ impl Compute {
             Ok(table) => table,
             Err(refusal) => return refusal.into_response(),
         };
-        let round_state = submitted.claims.get("self").cloned().unwrap_or(Json::Null);
+        let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
         let limits = self.limits(job.body["k"].as_u64());
         execute(self, &mut job, round, table, round_state, limits).await
     }
