@@ -136,6 +136,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     #[serde(default)]
     pub sparql: SparqlConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Gaia-X self-descriptions; none are published without this section.
     #[serde(default)]
     pub gaiax: Option<GaiaxConfig>,
@@ -288,6 +290,48 @@ impl Default for SparqlConfig {
     }
 }
 
+/// What the two listeners take from a client: how slow, how many, how large and how often. Peers reach the public
+/// listener; its limits hold whatever they send. The management listener has its own connection cap, so that a
+/// flood on the public listener never keeps the operator out.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A request's line and headers must arrive within this time (seconds); a kept-alive HTTP/1 connection that
+    /// sends no new request for as long is closed, and so is a TLS handshake that takes longer.
+    pub header_timeout_seconds: u64,
+    /// The longest pause while a request body arrives (seconds).
+    pub body_timeout_seconds: u64,
+    /// Connections the public listener serves at once; more wait to be accepted.
+    pub public_max_connections: usize,
+    /// Connections the management listener serves at once.
+    pub management_max_connections: usize,
+    /// The largest request body on the public listener: DSP messages, presentation queries, compute rounds (KiB).
+    /// The data plane streams and is not bound by it.
+    pub public_max_body_kb: usize,
+    /// The largest management request body (KiB); table uploads have `compute.max_upload_mb`.
+    pub management_max_body_kb: usize,
+    /// Requests per second one requester (an IP address) may make to the public listener, sustained; more are
+    /// answered 429 with `Retry-After`. 0 turns the limit off.
+    pub public_requests_per_second: u32,
+    /// How many requests above the sustained rate one requester may make at once.
+    pub public_burst: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            public_max_connections: 512,
+            management_max_connections: 64,
+            public_max_body_kb: 1024,
+            management_max_body_kb: 4096,
+            public_requests_per_second: 100,
+            public_burst: 200,
+        }
+    }
+}
+
 /// Compute-to-data: what this connector lets jobs release, and what they may cost it.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -308,6 +352,9 @@ pub struct ComputeConfig {
     pub time_limit_seconds: u64,
     /// The most memory a job's table and working set may take (MiB).
     pub memory_limit_mb: u64,
+    /// The largest table upload (MiB of CSV). Uploads stream to a file; a larger one is refused with a 413 once
+    /// this much has arrived.
+    pub max_upload_mb: u64,
 }
 
 impl Default for ComputeConfig {
@@ -321,6 +368,7 @@ impl Default for ComputeConfig {
             workers: 0,
             time_limit_seconds: 60,
             memory_limit_mb: 1024,
+            max_upload_mb: 256,
         }
     }
 }
@@ -384,6 +432,14 @@ pub struct BrokerConfig {
     /// A SPARQL query running longer than this is cancelled (seconds).
     #[serde(default = "default_sparql_timeout")]
     pub sparql_timeout_seconds: u64,
+    /// Queries (SPARQL and search) one participant may send to the public broker endpoints per minute; more are
+    /// answered 429 with `Retry-After`. 0 turns the limit off.
+    #[serde(default = "default_queries_per_minute")]
+    pub queries_per_minute: u32,
+    /// A credential type (e.g. `MembershipCredential`) a participant must hold, from an issuer trusted for it in
+    /// `trust.issuers`, to query the public broker endpoints. Unset: any participant with a valid token may.
+    #[serde(default)]
+    pub require_credential: Option<String>,
     /// Keep the federation graph on disk in this folder (oxigraph's RocksDB store; needs a build with
     /// `--features rocksdb`). Default: in memory.
     #[serde(default)]
@@ -398,6 +454,8 @@ impl Default for BrokerConfig {
             max_backoff_seconds: default_max_backoff(),
             concurrency: default_crawl_concurrency(),
             sparql_timeout_seconds: default_sparql_timeout(),
+            queries_per_minute: default_queries_per_minute(),
+            require_credential: None,
             graph_dir: None,
         }
     }
@@ -417,6 +475,10 @@ fn default_crawl_concurrency() -> usize {
 
 fn default_sparql_timeout() -> u64 {
     10
+}
+
+fn default_queries_per_minute() -> u32 {
+    60
 }
 
 /// The audit log: who may read it, and whose logs this connector witnesses.
@@ -477,6 +539,11 @@ pub struct TrustConfig {
     /// policy context. Read at start-up; never fetched.
     #[serde(default)]
     pub contexts: BTreeMap<String, PathBuf>,
+    /// Addresses outgoing requests may reach although they are not public (loopback, private, link-local, shared):
+    /// IP addresses or CIDR blocks, e.g. `["10.20.0.0/16"]` for a federation on a private network. Outside
+    /// development mode every other such address is refused, after DNS resolution, whoever named it.
+    #[serde(default)]
+    pub allow_addresses: Vec<String>,
 }
 
 impl Default for TrustConfig {
@@ -487,6 +554,7 @@ impl Default for TrustConfig {
             did_cache_seconds: default_cache_seconds(),
             claims_cache_seconds: default_cache_seconds(),
             contexts: BTreeMap::new(),
+            allow_addresses: Vec::new(),
         }
     }
 }
@@ -834,6 +902,31 @@ impl Config {
         }
         if self.negotiation.retry_attempts == 0 {
             return Err(key("negotiation.retry_attempts", "must be at least 1".into()));
+        }
+        for (i, entry) in self.trust.allow_addresses.iter().enumerate() {
+            if crate::transport::outbound::parse_allowed(entry).is_none() {
+                return Err(key(
+                    &format!("trust.allow_addresses[{i}]"),
+                    format!("`{entry}` is neither an IP address nor a CIDR block (10.20.0.0/16)"),
+                ));
+            }
+        }
+        let http = &self.http;
+        for (name, value) in [
+            ("http.header_timeout_seconds", http.header_timeout_seconds as usize),
+            ("http.body_timeout_seconds", http.body_timeout_seconds as usize),
+            ("http.public_max_connections", http.public_max_connections),
+            ("http.management_max_connections", http.management_max_connections),
+            ("http.public_max_body_kb", http.public_max_body_kb),
+            ("http.management_max_body_kb", http.management_max_body_kb),
+            ("compute.max_upload_mb", self.compute.max_upload_mb as usize),
+        ] {
+            if value == 0 {
+                return Err(key(name, "must be at least 1".into()));
+            }
+        }
+        if http.public_requests_per_second > 0 && http.public_burst == 0 {
+            return Err(key("http.public_burst", "must be at least 1 while public_requests_per_second is set".into()));
         }
         if self.store.max_connections == 0 {
             return Err(key("store.max_connections", "must be at least 1".into()));

@@ -29,6 +29,9 @@ pub enum ManagementError {
     /// No representation the request's `Accept` takes.
     #[error("{0}")]
     NotAcceptable(String),
+    /// A body over a configured size; the message names the setting.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl From<StoreError> for ManagementError {
@@ -70,6 +73,11 @@ impl From<crate::process::ProcessError> for ManagementError {
     }
 }
 
+/// The management listener's refusal of a body over its size (see `transport::listen::bodies`).
+pub fn too_large(_: StatusCode, message: String) -> Response {
+    ManagementError::TooLarge(message).into_response()
+}
+
 impl ManagementError {
     /// A 400 naming one field.
     pub fn field(path: &str, message: impl Into<String>) -> ManagementError {
@@ -88,6 +96,7 @@ impl ManagementError {
             ManagementError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
             ManagementError::Upstream(_) => (StatusCode::BAD_GATEWAY, "CounterPartyError"),
             ManagementError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
+            ManagementError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"),
         };
         let body = match self {
             ManagementError::Invalid(fields) => fields
@@ -103,7 +112,12 @@ impl ManagementError {
 impl IntoResponse for ManagementError {
     fn into_response(self) -> Response {
         let (status, body) = self.parts();
-        (status, axum::Json(Value::Array(body))).into_response()
+        let mut response = (status, axum::Json(Value::Array(body))).into_response();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot carry another request.
+            response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

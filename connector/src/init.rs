@@ -294,6 +294,10 @@ did_cache_seconds = 300
 # Longest reuse of verified claims and revocation lists, in seconds (never beyond the requester's token); 0 checks
 # credentials on every request.
 claims_cache_seconds = 300
+# Addresses outgoing requests may reach though they are not public (loopback, private, link-local): IPs or CIDR
+# blocks. Outside development mode every other such address is refused, whoever named it (a peer's did:web host,
+# a callback, a push destination, an HttpData source).
+# allow_addresses = ["10.20.0.0/16"]
 
 # Trusted credential issuers (DIDs) per credential type.
 [trust.issuers]
@@ -315,6 +319,23 @@ max_jobs_per_agreement = 100
 workers = 0
 time_limit_seconds = 60
 memory_limit_mb = 1024
+# The largest table upload (MiB of CSV).
+max_upload_mb = 256
+
+[http]
+# A request's head must arrive within this many seconds (kept-alive connections idle as long are closed); the
+# longest pause inside a request body.
+header_timeout_seconds = 10
+body_timeout_seconds = 30
+# Connections served at once; the management listener keeps its own, whatever the public one is sent.
+public_max_connections = 512
+management_max_connections = 64
+# The largest request bodies (KiB): DSP messages on the public listener, JSON on the management listener.
+public_max_body_kb = 1024
+management_max_body_kb = 4096
+# Requests per second one address may make to the public listener (and at once above that); 0: no limit.
+public_requests_per_second = 100
+public_burst = 200
 
 [audit]
 # A key (X-Api-Key) that reads the audit log and nothing else, for an auditor.

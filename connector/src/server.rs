@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::dispatch::Retry;
 use crate::negotiation;
 use crate::store::{Store, StoreError};
+use crate::transport::listen;
 use crate::{management, protocol};
 
 pub use crate::state::{Connector, Shared};
@@ -129,6 +130,7 @@ pub async fn start_on(
     public: TcpListener,
     management: TcpListener,
 ) -> Result<RunningConnector, StartError> {
+    reserve_descriptors(&config)?;
     let store = Store::open(&config.database_url(), &config.store_options()).await?;
     let public_addr = public.local_addr().map_err(|source| StartError::Bind {
         key: "public.bind",
@@ -300,15 +302,7 @@ pub async fn start_on(
     if let Some(broker) = &state.broker {
         crate::broker::spawn(broker.clone(), signal.clone());
     }
-    let public_router = with_common_layers(protocol::router(state.clone()), "public");
-    let servers = vec![
-        match tls {
-            Some(acceptor) => serve_tls(public, public_router, acceptor, signal.clone())
-                .map_err(|source| StartError::Bind { key: "public.bind", addr: public_addr, source })?,
-            None => serve(public, public_router, signal.clone()),
-        },
-        serve(management, with_common_layers(management::router(state.clone()), "management"), signal),
-    ];
+    let servers = serve_both(&state, public, management, tls, &signal);
     tracing::info!(
         participant = %state.config.participant.id,
         public = %public_addr,
@@ -342,35 +336,100 @@ fn did_services(public_url: &str, self_description: bool, broker: bool) -> Vec<(
     services
 }
 
-fn serve(listener: TcpListener, router: Router, mut signal: watch::Receiver<bool>) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = signal.wait_for(|stop| *stop).await;
-            })
-            .await
-    })
+/// Starts both listeners with their limits (`[http]`): the public one with its body limit and per-address rate
+/// limit, the management one with its own body limit and connection cap.
+fn serve_both(
+    state: &Shared,
+    public: TcpListener,
+    management: TcpListener,
+    tls: Option<Arc<openssl::ssl::SslAcceptor>>,
+    signal: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<std::io::Result<()>>> {
+    let http = &state.config.http;
+    let pause = std::time::Duration::from_secs(http.body_timeout_seconds);
+    let mut public_router = listen::bodies(
+        protocol::router(state.clone()),
+        http.public_max_body_kb * 1024,
+        "http.public_max_body_kb",
+        pause,
+        listen::plain_refusal,
+    );
+    if let Some(limit) =
+        listen::RateLimit::new(http.public_requests_per_second, http.public_burst, "http.public_requests_per_second")
+    {
+        let sweeper = limit.clone();
+        let mut stop = signal.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => sweeper.sweep(),
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+            }
+        });
+        public_router = public_router.layer(axum::middleware::from_fn_with_state(limit, listen::rate_limited));
+    }
+    let management_router = listen::bodies(
+        management::router(state.clone()),
+        http.management_max_body_kb * 1024,
+        "http.management_max_body_kb",
+        pause,
+        crate::error::too_large,
+    );
+    vec![
+        listen::serve(
+            public,
+            with_common_layers(public_router, "public"),
+            tls,
+            listen::Limits::public(http),
+            signal.clone(),
+        ),
+        listen::serve(
+            management,
+            with_common_layers(management_router, "management"),
+            None,
+            listen::Limits::management(http),
+            signal.clone(),
+        ),
+    ]
 }
 
-/// Serves `router` over TLS on `listener`; graceful shutdown as [`serve`] does.
-fn serve_tls(
-    listener: TcpListener,
-    router: Router,
-    acceptor: Arc<openssl::ssl::SslAcceptor>,
-    mut signal: watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<std::io::Result<()>>> {
-    let listener = listener.into_std()?;
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        let _ = signal.wait_for(|stop| *stop).await;
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
-    });
-    let config = axum_server::tls_openssl::OpenSSLConfig::from_acceptor(acceptor);
-    let server = axum_server::from_tcp(listener)?
-        .acceptor(axum_server::tls_openssl::OpenSSLAcceptor::new(config))
-        .handle(handle);
-    Ok(tokio::spawn(async move { server.serve(router.into_make_service()).await }))
+/// Raises the process's open-file limit to its hard limit when the listeners' connection caps, the store's pool and
+/// a reserve for files and outgoing connections need more than the soft limit; refuses to start when even the hard
+/// limit is too low (a flood on the public listener must never leave the management listener without a descriptor).
+#[cfg(unix)]
+fn reserve_descriptors(config: &Config) -> Result<(), StartError> {
+    const RESERVE: u64 = 256;
+    let needed = (config.http.public_max_connections + config.http.management_max_connections) as u64
+        + u64::from(config.store.max_connections)
+        + RESERVE;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= needed {
+        return Ok(());
+    }
+    if limit.rlim_max < needed {
+        return Err(StartError::Config(crate::config::ConfigError::Key {
+            key: "http.public_max_connections".into(),
+            message: format!(
+                "the listeners' caps, the store's connections and a reserve of {RESERVE} need {needed} open files; \
+                 the process may open {} (raise `ulimit -n` or lower the caps)",
+                limit.rlim_max
+            ),
+        }));
+    }
+    let raised = libc::rlimit { rlim_cur: needed.max(limit.rlim_cur), rlim_max: limit.rlim_max };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::info!(open_files = needed, "raised the open-file limit for the listeners' caps");
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reserve_descriptors(_: &Config) -> Result<(), StartError> {
+    Ok(())
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

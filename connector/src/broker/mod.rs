@@ -110,6 +110,8 @@ pub struct Broker {
     settings: crate::config::BrokerConfig,
     /// `peers.stale_after_seconds`: catalogues not crawled successfully for this long are dropped.
     stale_after_seconds: u64,
+    /// Public queries per participant (`broker.queries_per_minute`).
+    queries: Option<Arc<crate::transport::listen::RateLimit<String>>>,
 }
 
 /// What a broker crawls with: the peer list, this connector's identity and client, and when peers go stale.
@@ -123,6 +125,19 @@ pub struct Crawler {
 impl Broker {
     /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk starts empty
     /// like one in memory: it is derived from the peers and recrawled at once.
+    /// Counts a public query of `participant` against `broker.queries_per_minute`: the 429 to answer when it is over.
+    pub fn admit_query(&self, participant: &str) -> Result<(), axum::response::Response> {
+        match &self.queries {
+            Some(limit) => limit.check(&participant.to_owned()),
+            None => Ok(()),
+        }
+    }
+
+    /// The credential type `broker.require_credential` asks of public callers, if any.
+    pub fn required_credential(&self) -> Option<&str> {
+        self.settings.require_credential.as_deref()
+    }
+
     pub fn open(config: &crate::config::BrokerConfig, crawler: Crawler) -> Result<Broker, String> {
         let graph = match &config.graph_dir {
             None => Store::new().map_err(|e| e.to_string())?,
@@ -151,6 +166,10 @@ impl Broker {
             dsp: crawler.dsp,
             settings: config.clone(),
             stale_after_seconds: crawler.stale_after_seconds,
+            queries: crate::transport::listen::RateLimit::per_minute(
+                config.queries_per_minute,
+                "broker.queries_per_minute",
+            ),
         })
     }
 }

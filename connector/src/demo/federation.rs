@@ -170,6 +170,10 @@ async fn start_node(
     // A peer of the demo that is gone is gone for good: give up quickly.
     config.negotiation.retry_attempts = 3;
     config.negotiation.retry_base_ms = 100;
+    // All the demo's connectors share one address (127.0.0.1): the per-address quota, made for peers on their own
+    // hosts, would count their traffic together.
+    config.http.public_requests_per_second = 100_000;
+    config.http.public_burst = 100_000;
     configure(&mut config);
     let running =
         server::start_on(config.clone(), public, management).await.with_context(|| format!("starting {name}"))?;

@@ -24,7 +24,7 @@ fn internal(error: impl std::fmt::Display) -> ManagementError {
 /// with the new rows, with a `HanseTable` data address and its DCAT properties derived from the rows
 /// (`numberOfRecords`, columns, age range) over the given ones.
 pub async fn ingest(State(state): State<Shared>, form: Multipart) -> Result<Response, ManagementError> {
-    let upload = read_upload(state.compute.folder(), form).await?;
+    let upload = read_upload(state.compute.folder(), form, state.config.compute.max_upload_mb).await?;
     let table = parse_table(upload.data, upload.schema).await?;
     let stored = store_table(&state, &upload.id, table, upload.properties).await?;
     Ok(axum::Json(stored).into_response())
@@ -38,8 +38,12 @@ struct Upload {
     data: tempfile::NamedTempFile,
 }
 
-/// Reads the multipart form of a table upload, naming the part at fault.
-async fn read_upload(folder: &std::path::Path, mut form: Multipart) -> Result<Upload, ManagementError> {
+/// The largest `id`, `schema` or `properties` part of a table upload.
+const SMALL_PART: usize = 1024 * 1024;
+
+/// Reads the multipart form of a table upload, naming the part at fault. The CSV file streams to disk; past
+/// `max_mb` MiB the upload is refused (413) and the partial file removed.
+async fn read_upload(folder: &std::path::Path, mut form: Multipart, max_mb: u64) -> Result<Upload, ManagementError> {
     tokio::fs::create_dir_all(folder).await.map_err(internal)?;
     let (mut id, mut schema, mut properties, mut data) = (None, None, Map::new(), None);
     let bad = |part: &str, e: &dyn std::fmt::Display| ManagementError::field(part, e.to_string());
@@ -49,14 +53,28 @@ async fn read_upload(folder: &std::path::Path, mut form: Multipart) -> Result<Up
             "data" => {
                 let temp = tempfile::NamedTempFile::new_in(folder).map_err(internal)?;
                 let mut file = tokio::fs::File::from_std(temp.reopen().map_err(internal)?);
+                let mut written = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(|e| bad("data", &e))? {
+                    written += chunk.len() as u64;
+                    if written > max_mb * 1024 * 1024 {
+                        return Err(ManagementError::TooLarge(format!(
+                            "the table is larger than {max_mb} MiB (`compute.max_upload_mb`); nothing was imported"
+                        )));
+                    }
                     file.write_all(&chunk).await.map_err(internal)?;
                 }
                 file.flush().await.map_err(internal)?;
                 data = Some(temp);
             }
             "id" | "schema" | "properties" => {
-                let text = field.text().await.map_err(|e| bad(&name, &e))?;
+                let mut text = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(|e| bad(&name, &e))? {
+                    text.extend_from_slice(&chunk);
+                    if text.len() > SMALL_PART {
+                        return Err(ManagementError::TooLarge(format!("the part `{name}` is larger than 1 MiB")));
+                    }
+                }
+                let text = String::from_utf8(text).map_err(|e| bad(&name, &e))?;
                 match name.as_str() {
                     "id" => id = Some(text.trim().to_owned()),
                     "schema" => {

@@ -52,12 +52,29 @@ pub(crate) fn broker(state: &Shared) -> Result<&Broker, PublicError> {
     })
 }
 
-/// A verified caller, or 401 (the reason is logged, never returned).
-async fn caller(state: &Shared, headers: &HeaderMap) -> Result<String, PublicError> {
-    state.identity.verify_request(headers).await.map(|v| v.participant).map_err(|reason| {
+/// A verified caller holding the credential `broker.require_credential` names (if it names one), or 401 / 403 (the
+/// reason is logged, never returned).
+async fn caller(state: &Shared, broker: &Broker, headers: &HeaderMap) -> Result<String, Response> {
+    let verified = state.identity.verify_request(headers).await.map_err(|reason| {
         tracing::info!(%reason, "broker request refused");
-        PublicError::listed(StatusCode::UNAUTHORIZED, "a valid self-issued token is required")
-    })
+        PublicError::listed(StatusCode::UNAUTHORIZED, "a valid self-issued token is required").into_response()
+    })?;
+    if let Some(kind) = broker.required_credential() {
+        let claims = state.identity.claims_of(&verified.participant, verified.expires_at).await;
+        if !claims.credential_types.iter().any(|held| held == kind) {
+            tracing::info!(participant = verified.participant, credential = kind, "broker query without the credential");
+            let message = format!("this broker answers holders of a {kind} from an issuer it trusts");
+            return Err(PublicError::listed(StatusCode::FORBIDDEN, message).into_response());
+        }
+    }
+    Ok(verified.participant)
+}
+
+/// A verified caller (as [`caller`]) within its query quota (`broker.queries_per_minute`), or the answer to give.
+async fn querier(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let broker = broker(state).map_err(IntoResponse::into_response)?;
+    let participant = caller(state, broker, headers).await?;
+    broker.admit_query(&participant)
 }
 
 pub(crate) fn run_search(broker: &Broker, request: &SearchRequest) -> Response {
@@ -89,16 +106,12 @@ async fn search_post(State(state): State<Shared>, headers: HeaderMap, body: Byte
 }
 
 async fn public_search(state: &Shared, headers: &HeaderMap, request: Result<SearchRequest, PublicError>) -> Response {
-    let broker = match broker(state) {
-        Ok(broker) => broker,
-        Err(problem) => return problem.into_response(),
-    };
-    if let Err(problem) = caller(state, headers).await {
-        return problem.into_response();
+    if let Err(refusal) = querier(state, headers).await {
+        return refusal;
     }
-    match request {
-        Ok(request) => run_search(broker, &request),
-        Err(problem) => problem.into_response(),
+    match (broker(state), request) {
+        (Ok(broker), Ok(request)) => run_search(broker, &request),
+        (Err(problem), _) | (_, Err(problem)) => problem.into_response(),
     }
 }
 
@@ -116,11 +129,8 @@ async fn sparql_post(State(state): State<Shared>, headers: HeaderMap, body: Byte
 }
 
 async fn public_sparql(state: Shared, headers: HeaderMap, query: Option<String>) -> Response {
-    if let Err(problem) = broker(&state) {
-        return problem.into_response();
-    }
-    if let Err(problem) = caller(&state, &headers).await {
-        return problem.into_response();
+    if let Err(refusal) = querier(&state, &headers).await {
+        return refusal;
     }
     sparql(state, headers, query).await.unwrap_or_else(|error| PublicError::from(error).into_response())
 }
@@ -160,9 +170,18 @@ async fn federation_catalog(
     let Some(broker) = state.broker.as_ref() else {
         return DspError::not_found(DspArea::Catalog, "this connector is not a broker").into_response();
     };
-    if let Err(reason) = state.identity.verify_request(&headers).await {
-        tracing::info!(%reason, "federation catalogue request refused");
-        return DspError::unauthorized(DspArea::Catalog).into_response();
+    let verified = match state.identity.verify_request(&headers).await {
+        Ok(verified) => verified,
+        Err(reason) => {
+            tracing::info!(%reason, "federation catalogue request refused");
+            return DspError::unauthorized(DspArea::Catalog).into_response();
+        }
+    };
+    if let Some(kind) = broker.required_credential()
+        && !state.identity.claims_of(&verified.participant, verified.expires_at).await.credential_types.iter().any(|held| held == kind)
+    {
+        let reason = format!("this broker answers holders of a {kind} from an issuer it trusts");
+        return DspError::new(DspArea::Catalog, StatusCode::FORBIDDEN, "Forbidden", reason).into_response();
     }
     let filter = match parse_request(&body) {
         Ok(filter) => filter,

@@ -1,6 +1,10 @@
 //! Transport security (OpenSSL, the one TLS stack of the connector): the public listener's TLS acceptor, with
 //! optional mutual TLS, and the HTTP client for peers, which trusts the configured CA bundle besides the system roots
-//! and shows our certificate when a peer asks for one.
+//! and shows our certificate when a peer asks for one; where outgoing requests may go ([`outbound`]); and how the
+//! listeners accept and serve connections ([`listen`]).
+
+pub mod listen;
+pub mod outbound;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,10 +55,12 @@ pub fn acceptor(config: &Config) -> Result<Option<Arc<SslAcceptor>>, TlsError> {
     Ok(Some(Arc::new(builder.build())))
 }
 
-/// A client builder for talking to peers: the configured CA bundle is trusted in addition to the system roots, and
-/// the public listener's certificate is shown to peers that require client certificates.
+/// A client builder for talking to peers: the configured CA bundle is trusted in addition to the system roots, the
+/// public listener's certificate is shown to peers that require client certificates, and outside development mode
+/// only public addresses and `trust.allow_addresses` are reached ([`outbound`]).
 pub fn client_builder(config: &Config) -> Result<reqwest::ClientBuilder, TlsError> {
-    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).gzip(true);
+    let destinations = outbound::Destinations::new(config.participant.development, &config.trust.allow_addresses);
+    let mut builder = destinations.apply(reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).gzip(true));
     if let Some(ca) = &config.trust.ca_file {
         let pem = std::fs::read(ca).map_err(|e| error("trust.ca_file", ca, e))?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| error("trust.ca_file", ca, e))?;
