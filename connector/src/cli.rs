@@ -1016,7 +1016,9 @@ async fn self_description(command: SelfDescriptionCommand) -> anyhow::Result<()>
         return Ok(());
     }
     let development = development || config.as_ref().is_some_and(|c| c.participant.development);
-    let resolver = crate::identity::did::Resolver::new(http, development, std::time::Duration::from_secs(60));
+    let allowed = config.as_ref().map(|c| c.trust.allow_addresses.clone()).unwrap_or_default();
+    let resolver = crate::identity::did::Resolver::new(http, development, std::time::Duration::from_secs(60))
+        .allowing(hanse_core::addresses::Addresses::new(development, &allowed));
     let report = gaiax::verify(&resolver, &text, chrono::Utc::now()).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -29,6 +29,7 @@ const SECTIONS: &[&str] = &[
     "peers",
     "broker",
     "sparql",
+    "http",
     "gaiax",
 ];
 
@@ -853,6 +854,11 @@ impl Config {
         self.trust.contexts.values_mut().for_each(resolve);
     }
 
+    /// Which addresses outgoing requests may reach (`participant.development`, `trust.allow_addresses`).
+    pub fn addresses(&self) -> hanse_core::addresses::Addresses {
+        hanse_core::addresses::Addresses::new(self.participant.development, &self.trust.allow_addresses)
+    }
+
     /// Checks values serde cannot: identifiers, URLs, combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let key = |key: &str, message: String| ConfigError::Key { key: key.into(), message };
@@ -904,7 +910,7 @@ impl Config {
             return Err(key("negotiation.retry_attempts", "must be at least 1".into()));
         }
         for (i, entry) in self.trust.allow_addresses.iter().enumerate() {
-            if crate::transport::outbound::parse_allowed(entry).is_none() {
+            if hanse_core::addresses::parse_allowed(entry).is_none() {
                 return Err(key(
                     &format!("trust.allow_addresses[{i}]"),
                     format!("`{entry}` is neither an IP address nor a CIDR block (10.20.0.0/16)"),

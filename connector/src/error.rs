@@ -115,7 +115,9 @@ impl IntoResponse for ManagementError {
         let mut response = (status, axum::Json(Value::Array(body))).into_response();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is not read: the connection cannot carry another request.
-            response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
         }
         response
     }

@@ -187,6 +187,7 @@ pub async fn start_on(
         crate::identity::IdentitySettings {
             public_url: public_url.clone(),
             development: config.participant.development,
+            allow_addresses: config.trust.allow_addresses.clone(),
             trusted_issuers: config.trust.issuers.clone(),
             did_cache: std::time::Duration::from_secs(config.trust.did_cache_seconds),
             claims_cache: std::time::Duration::from_secs(config.trust.claims_cache_seconds),

@@ -9,6 +9,7 @@
 //! - [`encode`]: hex, SHA-256 digests, RFC 3339 times, written the same way everywhere;
 //! - [`FieldError`]: one offending field of a request body, the unit every surface reports bad input in.
 
+pub mod addresses;
 pub mod encode;
 pub mod formats;
 pub mod ids;

@@ -195,7 +195,15 @@ pub struct Resolver {
     /// DIDs whose document could not be fetched lately, with why: asked again only after [`FAILURE_TTL`], so that a
     /// caller naming a host that never answers cannot make every request wait for it.
     failures: Mutex<HashMap<String, (Instant, String, String)>>,
+    /// Fetches under way per host: at most [`PER_HOST`] at once, so that callers naming many DIDs of one slow host
+    /// cannot tie up the connector's outgoing connections; others wait their turn (within the fetch time limit).
+    hosts: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Which addresses a document may be fetched from (literal hosts are checked before connecting).
+    addresses: hanse_core::addresses::Addresses,
 }
+
+/// Concurrent document fetches per host.
+const PER_HOST: usize = 4;
 
 /// A cached document younger than this is not fetched again even when a key is missing from it.
 const REFRESH_FLOOR: Duration = Duration::from_secs(2);
@@ -206,7 +214,21 @@ const FAILURE_TTL: Duration = Duration::from_secs(30);
 
 impl Resolver {
     pub fn new(http: reqwest::Client, development: bool, ttl: Duration) -> Resolver {
-        Resolver { http, development, ttl, cache: Mutex::new(HashMap::new()), failures: Mutex::new(HashMap::new()) }
+        Resolver {
+            http,
+            development,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
+            addresses: hanse_core::addresses::Addresses::new(development, &[]),
+        }
+    }
+
+    /// The resolver with the operator's address policy (`trust.allow_addresses`) instead of the strict default.
+    pub fn allowing(mut self, addresses: hanse_core::addresses::Addresses) -> Resolver {
+        self.addresses = addresses;
+        self
     }
 
     /// The document of `did`, from the cache when it is fresh.
@@ -239,11 +261,45 @@ impl Resolver {
         self.refresh(did).await?.method(kid).cloned().ok_or_else(|| KeyLookupError::NotListed(kid.to_owned()))
     }
 
+    fn failed_lately(&self, did: &str) -> Option<ResolveError> {
+        let failures = self.failures.lock().expect("failures lock");
+        let (at, url, reason) = failures.get(did)?;
+        (at.elapsed() < FAILURE_TTL)
+            .then(|| ResolveError::Fetch { url: url.clone(), reason: format!("{reason} (failed moments ago)") })
+    }
+
+    /// The turn of one fetch from `host`, or why there is none within the fetch time limit.
+    async fn turn(&self, url: &reqwest::Url) -> Result<tokio::sync::OwnedSemaphorePermit, ResolveError> {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let semaphore = {
+            let mut hosts = self.hosts.lock().expect("hosts lock");
+            if hosts.len() > 10_000 {
+                hosts.retain(|_, s| s.available_permits() < PER_HOST);
+            }
+            hosts.entry(host.clone()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_HOST))).clone()
+        };
+        match tokio::time::timeout(FETCH_TIMEOUT, semaphore.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ResolveError::Fetch {
+                url: url.to_string(),
+                reason: format!("{PER_HOST} fetches from {host} are under way; try again later"),
+            }),
+        }
+    }
+
     async fn fetch(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
-        if let Some((at, url, reason)) = self.failures.lock().expect("failures lock").get(did)
-            && at.elapsed() < FAILURE_TTL
+        if let Some(failed) = self.failed_lately(did) {
+            return Err(failed);
+        }
+        let _turn = self.turn(&document_url(did)?).await?;
+        // Another caller may have fetched the document, or failed to, while this one waited.
+        if let Some(failed) = self.failed_lately(did) {
+            return Err(failed);
+        }
+        if let Some((at, document)) = self.cache.lock().expect("cache lock").get(did)
+            && at.elapsed() < REFRESH_FLOOR
         {
-            return Err(ResolveError::Fetch { url: url.clone(), reason: format!("{reason} (failed moments ago)") });
+            return Ok(document.clone());
         }
         let fetched = self.fetch_now(did).await;
         let mut failures = self.failures.lock().expect("failures lock");
@@ -263,6 +319,9 @@ impl Resolver {
 
     async fn fetch_now(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
         let url = document_url(did)?;
+        self.addresses
+            .check_host(url.host_str().unwrap_or_default())
+            .map_err(|refused| ResolveError::Fetch { url: url.to_string(), reason: refused.to_string() })?;
         let loopback = is_loopback(&url);
         let body = match self.get(&url).await {
             Ok(body) => body,

@@ -47,6 +47,8 @@ type CachedClaims = (DateTime<Utc>, Arc<Claims>);
 pub struct IdentitySettings {
     pub public_url: String,
     pub development: bool,
+    /// Non-public addresses DID documents may be fetched from (`trust.allow_addresses`).
+    pub allow_addresses: Vec<String>,
     /// Trusted issuers (DIDs) per credential type.
     pub trusted_issuers: BTreeMap<String, Vec<String>>,
     /// How long resolved DID documents are reused.
@@ -84,7 +86,8 @@ pub enum CredentialOpError {
 
 impl Identity {
     pub fn new(keys: KeyRing, http: reqwest::Client, store: IdentityStore, settings: IdentitySettings) -> Identity {
-        let resolver = Resolver::new(http.clone(), settings.development, settings.did_cache);
+        let addresses = hanse_core::addresses::Addresses::new(settings.development, &settings.allow_addresses);
+        let resolver = Resolver::new(http.clone(), settings.development, settings.did_cache).allowing(addresses);
         Identity {
             keys,
             resolver,

@@ -44,3 +44,42 @@ async fn a_did_host_that_never_answers_is_asked_once_and_its_callers_refused() {
     assert_eq!(ready.status(), 200);
     connector.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_development_mode_a_did_on_a_loopback_host_is_refused_without_a_connection() {
+    // The same silent host on loopback, counting connections.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let did = hanse::init::did_web_for(&silent.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("attacker.pem");
+    std::fs::write(&key_file, hanse::init::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let keys = hanse::identity::keys::KeyRing::load(&did, &key_file).unwrap();
+
+    let connector = TestConnector::start_with(Backend::Sqlite, |config| config.participant.development = false).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/protocol/2025-1/catalog/request", connector.public_url());
+    let started = std::time::Instant::now();
+    let answer = client
+        .post(&url)
+        .header("Authorization", hanse::identity::token::authorization(&keys, connector.participant_id()))
+        .json(&catalog_request(json!([])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "refused before the fetch time limit");
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "the loopback host was never connected to");
+    // The resolver says why.
+    let refused = connector.running.state.identity.resolver().resolve(&did).await.unwrap_err().to_string();
+    assert!(refused.contains("a loopback address") && refused.contains("trust.allow_addresses"), "{refused}");
+    connector.running.shutdown().await;
+}

@@ -139,7 +139,11 @@ async fn a_table_over_the_upload_limit_is_refused_and_leaves_nothing_behind() {
     let upload = |data: String| {
         reqwest::multipart::Form::new()
             .text("id", "big-table")
-            .text("schema", json!({"columns": [{"name": "age", "type": "integer"}, {"name": "weight", "type": "float"}]}).to_string())
+            .text(
+                "schema",
+                json!({"columns": [{"name": "age", "type": "integer"}, {"name": "weight", "type": "float"}]})
+                    .to_string(),
+            )
             .part("data", reqwest::multipart::Part::text(data).file_name("rows.csv"))
     };
     let client = reqwest::Client::new();
@@ -246,12 +250,8 @@ async fn a_broker_answers_only_holders_of_the_required_credential_within_their_q
         let answer = dsp_get(&client, url, Some(&member)).await;
         assert_eq!(answer.status, 200, "{url}: {}", answer.body);
     }
-    let answer = client
-        .get(&query)
-        .header("Authorization", member.authorization(broker.participant_id()))
-        .send()
-        .await
-        .unwrap();
+    let answer =
+        client.get(&query).header("Authorization", member.authorization(broker.participant_id())).send().await.unwrap();
     assert_eq!(answer.status(), 429);
     let retry: u64 = answer.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");

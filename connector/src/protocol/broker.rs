@@ -62,7 +62,11 @@ async fn caller(state: &Shared, broker: &Broker, headers: &HeaderMap) -> Result<
     if let Some(kind) = broker.required_credential() {
         let claims = state.identity.claims_of(&verified.participant, verified.expires_at).await;
         if !claims.credential_types.iter().any(|held| held == kind) {
-            tracing::info!(participant = verified.participant, credential = kind, "broker query without the credential");
+            tracing::info!(
+                participant = verified.participant,
+                credential = kind,
+                "broker query without the credential"
+            );
             let message = format!("this broker answers holders of a {kind} from an issuer it trusts");
             return Err(PublicError::listed(StatusCode::FORBIDDEN, message).into_response());
         }
@@ -178,7 +182,13 @@ async fn federation_catalog(
         }
     };
     if let Some(kind) = broker.required_credential()
-        && !state.identity.claims_of(&verified.participant, verified.expires_at).await.credential_types.iter().any(|held| held == kind)
+        && !state
+            .identity
+            .claims_of(&verified.participant, verified.expires_at)
+            .await
+            .credential_types
+            .iter()
+            .any(|held| held == kind)
     {
         let reason = format!("this broker answers holders of a {kind} from an issuer it trusts");
         return DspError::new(DspArea::Catalog, StatusCode::FORBIDDEN, "Forbidden", reason).into_response();

@@ -59,8 +59,10 @@ pub fn acceptor(config: &Config) -> Result<Option<Arc<SslAcceptor>>, TlsError> {
 /// public listener's certificate is shown to peers that require client certificates, and outside development mode
 /// only public addresses and `trust.allow_addresses` are reached ([`outbound`]).
 pub fn client_builder(config: &Config) -> Result<reqwest::ClientBuilder, TlsError> {
-    let destinations = outbound::Destinations::new(config.participant.development, &config.trust.allow_addresses);
-    let mut builder = destinations.apply(reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).gzip(true));
+    let mut builder = outbound::apply(
+        &config.addresses(),
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).gzip(true),
+    );
     if let Some(ca) = &config.trust.ca_file {
         let pem = std::fs::read(ca).map_err(|e| error("trust.ca_file", ca, e))?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| error("trust.ca_file", ca, e))?;
