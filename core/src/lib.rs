@@ -16,6 +16,7 @@ pub mod ids;
 pub mod negotiation;
 pub mod paths;
 pub mod query;
+pub mod sparql;
 pub mod transfer;
 
 use serde_json::Value as Json;

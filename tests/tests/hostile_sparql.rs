@@ -75,6 +75,11 @@ async fn refusals_hold(endpoint: &Endpoint<'_>) {
     assert_eq!(status, 400, "{body}");
     assert!(message(&body).contains("sparql.max_depth"), "{body}");
 
+    // A long run of prefix operators: the parser recurses on each (the fuzzer found it).
+    let (status, body) = endpoint.query_while_probing(&format!("ASK {{ FILTER({}?x) }}", "!".repeat(30_000))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("sparql.max_depth"), "{body}");
+
     let (status, body) = endpoint.query_while_probing(&cross_product_query()).await;
     assert_eq!(status, 400, "{body}");
     assert!(message(&body).contains("sparql.max_memory_mb"), "{body}");

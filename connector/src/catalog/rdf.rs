@@ -82,76 +82,15 @@ impl SparqlLimits {
     }
 }
 
-/// Refuses, before parsing, a query that is too large, nests brackets too deep (the parser recurses on them), or asks
-/// for `SERVICE` (no federated queries: the endpoint answers from its own graph). Strings, IRIs and comments are
-/// skipped; a `<` that does not open an IRI counts as the operator it is.
+/// Refuses, before parsing, a query that is too large, nests brackets too deep, or asks for `SERVICE`
+/// ([`hanse_core::sparql::check`]).
 pub fn check_query(text: &str, limits: &SparqlLimits) -> Result<(), SparqlError> {
-    if text.len() > limits.max_query_bytes {
-        return Err(SparqlError::TooLarge { bytes: text.len(), limit: limits.max_query_bytes });
-    }
-    let bytes = text.as_bytes();
-    let (mut depth, mut i) = (0usize, 0usize);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'#' => i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |end| i + end),
-            quote @ (b'"' | b'\'') => {
-                let long = bytes[i..].starts_with(&[quote; 3]);
-                let open = if long { 3 } else { 1 };
-                let mut j = i + open;
-                while j < bytes.len() {
-                    if bytes[j] == b'\\' {
-                        j += 2;
-                    } else if long && bytes[j..].starts_with(&[quote; 3]) {
-                        j += 2;
-                        break;
-                    } else if !long && (bytes[j] == quote || bytes[j] == b'\n') {
-                        break;
-                    } else {
-                        j += 1;
-                    }
-                }
-                i = j;
-            }
-            b'<' => {
-                let iri = bytes[i + 1..]
-                    .iter()
-                    .position(|&b| b == b'>' || b.is_ascii_whitespace() || b == b'<' || b == b'{' || b == b'}')
-                    .filter(|&end| bytes[i + 1 + end] == b'>');
-                if let Some(end) = iri {
-                    i += end + 1;
-                }
-            }
-            b'(' | b'{' | b'[' => {
-                depth += 1;
-                if depth > limits.max_depth {
-                    return Err(SparqlError::TooDeep(limits.max_depth));
-                }
-            }
-            b')' | b'}' | b']' => depth = depth.saturating_sub(1),
-            b'?' | b'$' => {
-                // A variable: its name is no keyword.
-                while i + 1 < bytes.len() && (bytes[i + 1].is_ascii_alphanumeric() || bytes[i + 1] == b'_') {
-                    i += 1;
-                }
-            }
-            b if b.is_ascii_alphabetic() => {
-                let start = i;
-                while i + 1 < bytes.len()
-                    && (bytes[i + 1].is_ascii_alphanumeric() || matches!(bytes[i + 1], b'_' | b'-' | b'.'))
-                {
-                    i += 1;
-                }
-                let word = &text[start..=i];
-                let prefixed = bytes.get(i + 1) == Some(&b':') || (start > 0 && bytes[start - 1] == b':');
-                if !prefixed && word.eq_ignore_ascii_case("SERVICE") {
-                    return Err(SparqlError::Unsupported("SERVICE"));
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(())
+    use hanse_core::sparql::Refusal;
+    hanse_core::sparql::check(text, limits.max_query_bytes, limits.max_depth).map_err(|refusal| match refusal {
+        Refusal::TooLarge { bytes, limit } => SparqlError::TooLarge { bytes, limit },
+        Refusal::TooDeep(limit) => SparqlError::TooDeep(limit),
+        Refusal::Unsupported(form) => SparqlError::Unsupported(form),
+    })
 }
 
 pub use hanse_core::encode::percent as encode;

@@ -1,0 +1,122 @@
+//! What a SPARQL endpoint checks of a query's text before a parser sees it: its size, how deep its brackets nest
+//! (the parser recurses on them: a deep enough query would overflow the stack) and forms the endpoint does not
+//! answer. A plain scan, linear in the text, that never recurses. The parser also recurses on prefix operators
+//! (`!!!!?x`, `- - -?x`, `^^^^<p>`): a run of them counts as deep as that many brackets.
+
+/// Why a query's text is refused before parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    TooLarge { bytes: usize, limit: usize },
+    TooDeep(usize),
+    Unsupported(&'static str),
+}
+
+/// Refuses, before parsing, a query that is too large, nests brackets too deep (the parser recurses on them), or asks
+/// for `SERVICE` (no federated queries: the endpoint answers from its own graph). Strings, IRIs and comments are
+/// skipped; a `<` that does not open an IRI counts as the operator it is.
+pub fn check(text: &str, max_bytes: usize, max_depth: usize) -> Result<(), Refusal> {
+    if text.len() > max_bytes {
+        return Err(Refusal::TooLarge { bytes: text.len(), limit: max_bytes });
+    }
+    let bytes = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    // Prefix operators in a row (`!`, `-`, `+`, `^`, whitespace between them): the parser recurses on each, as on
+    // a bracket.
+    let mut prefixes = 0usize;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'!' | b'-' | b'+' | b'^' if bytes.get(i + 1) != Some(&b'=') => {
+                prefixes += 1;
+                if prefixes > max_depth {
+                    return Err(Refusal::TooDeep(max_depth));
+                }
+                i += 1;
+                continue;
+            }
+            b if b.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            _ => prefixes = 0,
+        }
+        match bytes[i] {
+            b'#' => i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |end| i + end),
+            quote @ (b'"' | b'\'') => {
+                let long = bytes[i..].starts_with(&[quote; 3]);
+                let open = if long { 3 } else { 1 };
+                let mut j = i + open;
+                while j < bytes.len() {
+                    if bytes[j] == b'\\' {
+                        j += 2;
+                    } else if long && bytes[j..].starts_with(&[quote; 3]) {
+                        j += 2;
+                        break;
+                    } else if !long && (bytes[j] == quote || bytes[j] == b'\n') {
+                        break;
+                    } else {
+                        j += 1;
+                    }
+                }
+                i = j;
+            }
+            b'<' => {
+                let iri = bytes[i + 1..]
+                    .iter()
+                    .position(|&b| b == b'>' || b.is_ascii_whitespace() || b == b'<' || b == b'{' || b == b'}')
+                    .filter(|&end| bytes[i + 1 + end] == b'>');
+                if let Some(end) = iri {
+                    i += end + 1;
+                }
+            }
+            b'(' | b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(Refusal::TooDeep(max_depth));
+                }
+            }
+            b')' | b'}' | b']' => depth = depth.saturating_sub(1),
+            b'?' | b'$' => {
+                // A variable: its name is no keyword.
+                while i + 1 < bytes.len() && (bytes[i + 1].is_ascii_alphanumeric() || bytes[i + 1] == b'_') {
+                    i += 1;
+                }
+            }
+            b if b.is_ascii_alphabetic() => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && (bytes[i + 1].is_ascii_alphanumeric() || matches!(bytes[i + 1], b'_' | b'-' | b'.'))
+                {
+                    i += 1;
+                }
+                let word = &text[start..=i];
+                let prefixed = bytes.get(i + 1) == Some(&b':') || (start > 0 && bytes[start - 1] == b':');
+                if !prefixed && word.eq_ignore_ascii_case("SERVICE") {
+                    return Err(Refusal::Unsupported("SERVICE"));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_of_prefix_operators_count_as_depth_and_ordinary_operators_do_not() {
+        for deep in ["!", "- ", "+", "^"] {
+            let query = format!("ASK {{ FILTER({}?x) }}", deep.repeat(65));
+            assert_eq!(check(&query, 65_536, 64), Err(Refusal::TooDeep(64)), "{deep}");
+            let query = format!("ASK {{ FILTER({}?x) }}", deep.repeat(60));
+            assert_eq!(check(&query, 65_536, 64), Ok(()), "{deep}");
+        }
+        let ordinary = "ASK { ?s ^<p>/<q> ?o . FILTER(?a != -1 && !BOUND(?b) && ?c - -2 > +3 && \"1\"^^<t> = 1) }";
+        assert_eq!(check(ordinary, 65_536, 64), Ok(()));
+        let long: String = (0..2000).map(|i| format!("?a{i} - ")).collect();
+        assert_eq!(check(&format!("SELECT ({long} 1 AS ?x) {{}}"), 65_536, 64), Ok(()), "binary operators repeat freely");
+    }
+}
