@@ -30,7 +30,7 @@ async fn send_raw(from: Ipv4Addr, to: SocketAddr, request: Vec<u8>) -> u16 {
     let Ok(mut stream) = connect(from, to).await else { return 0 };
     // The server may answer and close before all is written (an oversized body): the answer still counts.
     let _ = stream.write_all(&request).await;
-    let mut head = vec![0u8; 64];
+    let mut head = [0u8; 64];
     let mut read = 0;
     while read < 12 {
         match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut head[read..])).await {
@@ -46,8 +46,10 @@ fn malformed(i: usize) -> Vec<u8> {
     let catalog = "POST /protocol/2025-1/catalog/request HTTP/1.1\r\nHost: hanse\r\nContent-Type: application/json\r\n";
     match i % 5 {
         0 => b"\x16\x03\x01GARBAGE \xff\xfe NOT HTTP\r\n\r\n".to_vec(),
-        1 => format!("GET /.well-known/dspace-version HTTP/1.1\r\nHost: hanse\r\nX-Pad: {}\r\n\r\n", "a".repeat(200_000))
-            .into_bytes(),
+        1 => {
+            format!("GET /.well-known/dspace-version HTTP/1.1\r\nHost: hanse\r\nX-Pad: {}\r\n\r\n", "a".repeat(200_000))
+                .into_bytes()
+        }
         2 => {
             let body = "x".repeat(3 * 1024 * 1024);
             format!("{catalog}Authorization: Bearer x\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
@@ -57,7 +59,8 @@ fn malformed(i: usize) -> Vec<u8> {
             format!("{catalog}Authorization: Bearer a.b.c\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
         }
         _ => {
-            let body = json!({"@type": "ContractRequestMessage", "consumerPid": "x", "offer": {"@id": "o"}}).to_string();
+            let body =
+                json!({"@type": "ContractRequestMessage", "consumerPid": "x", "offer": {"@id": "o"}}).to_string();
             format!(
                 "POST /protocol/2025-1/negotiations/request HTTP/1.1\r\nHost: hanse\r\nContent-Type: application/json\r\n\
                  Content-Length: {}\r\n\r\n{body}",
@@ -90,11 +93,7 @@ async fn main() {
     );
 
     // The researcher: 127.0.0.1, a fresh signed token per request, pages of 20 at rotating cursors.
-    let client = reqwest::Client::builder()
-        .no_gzip()
-        .local_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().no_gzip().local_address(IpAddr::V4(Ipv4Addr::LOCALHOST)).build().unwrap();
     let url = format!("{}/protocol/2025-1/catalog/request", running.public_url());
     let body = json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage", "filter": []}).to_string();
     let page = {

@@ -101,7 +101,6 @@ pub fn check(text: &str, max_bytes: usize, max_depth: usize) -> Result<(), Refus
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +116,10 @@ mod tests {
         let ordinary = "ASK { ?s ^<p>/<q> ?o . FILTER(?a != -1 && !BOUND(?b) && ?c - -2 > +3 && \"1\"^^<t> = 1) }";
         assert_eq!(check(ordinary, 65_536, 64), Ok(()));
         let long: String = (0..2000).map(|i| format!("?a{i} - ")).collect();
-        assert_eq!(check(&format!("SELECT ({long} 1 AS ?x) {{}}"), 65_536, 64), Ok(()), "binary operators repeat freely");
+        assert_eq!(
+            check(&format!("SELECT ({long} 1 AS ?x) {{}}"), 65_536, 64),
+            Ok(()),
+            "binary operators repeat freely"
+        );
     }
 }

@@ -12,8 +12,11 @@ use std::sync::OnceLock;
 use hanse_policy::{Policy, RequestContext};
 use serde_json::{Value as Json, json};
 
+/// A fuzz target: any bytes in, nothing out; a failure panics or aborts.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("dsp_message", dsp_message),
     ("odrl_policy", odrl_policy),
     ("jsonld_expand", jsonld_expand),
@@ -147,7 +150,8 @@ fn signing_key() -> &'static hanse_keys::jose::SigningKey {
     static KEY: OnceLock<hanse_keys::jose::SigningKey> = OnceLock::new();
     KEY.get_or_init(|| {
         let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
-        let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("a key")).expect("a key");
+        let key =
+            openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("a key")).expect("a key");
         hanse_keys::jose::SigningKey::from_pem(&key.private_key_to_pem_pkcs8().expect("PEM")).expect("the key reads")
     })
 }

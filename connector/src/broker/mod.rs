@@ -126,7 +126,7 @@ impl Broker {
     /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk starts empty
     /// like one in memory: it is derived from the peers and recrawled at once.
     /// Counts a public query of `participant` against `broker.queries_per_minute`: the 429 to answer when it is over.
-    pub fn admit_query(&self, participant: &str) -> Result<(), axum::response::Response> {
+    pub fn admit_query(&self, participant: &str) -> Result<(), crate::transport::listen::OverQuota> {
         match &self.queries {
             Some(limit) => limit.check(&participant.to_owned()),
             None => Ok(()),

@@ -78,7 +78,7 @@ async fn caller(state: &Shared, broker: &Broker, headers: &HeaderMap) -> Result<
 async fn querier(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let broker = broker(state).map_err(IntoResponse::into_response)?;
     let participant = caller(state, broker, headers).await?;
-    broker.admit_query(&participant)
+    broker.admit_query(&participant).map_err(IntoResponse::into_response)
 }
 
 pub(crate) fn run_search(broker: &Broker, request: &SearchRequest) -> Response {

@@ -229,20 +229,35 @@ impl<K: std::hash::Hash + Eq + Clone> RateLimit<K> {
         Arc::new(RateLimit { limiter: governor::RateLimiter::keyed(quota), key })
     }
 
-    /// `Ok` when `who` may make a request now, else the 429 to answer (see [`too_many`]).
-    pub fn check(&self, who: &K) -> Result<(), Response> {
+    /// `Ok` when `who` may make a request now, else how long it must wait.
+    pub fn check(&self, who: &K) -> Result<(), OverQuota> {
         if self.limiter.len() > 100_000 {
             self.limiter.retain_recent();
         }
-        self.limiter
-            .check_key(who)
-            .map_err(|not_until| too_many(not_until.wait_time_from(DefaultClock::default().now()), self.key))
+        self.limiter.check_key(who).map_err(|not_until| OverQuota {
+            wait: not_until.wait_time_from(DefaultClock::default().now()),
+            key: self.key,
+        })
     }
 
     /// Forgets requesters whose quota is whole again (run now and then, so that the table stays small).
     pub fn sweep(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+}
+
+/// A requester over its quota: how long it must wait, and the setting of the quota. Its response is the 429 of
+/// [`too_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct OverQuota {
+    pub wait: Duration,
+    pub key: &'static str,
+}
+
+impl IntoResponse for OverQuota {
+    fn into_response(self) -> Response {
+        too_many(self.wait, self.key)
     }
 }
 
@@ -257,7 +272,7 @@ pub async fn rate_limited(State(limit): State<Arc<RateLimit>>, request: Request,
     };
     match limit.check(&remote.ip()) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+        Err(over) => over.into_response(),
     }
 }
 
