@@ -102,17 +102,22 @@ fn odrl_policy_(data: &[u8]) {
     }
 }
 
-/// JSON-LD expansion and compaction with the bundled contexts only (nothing is ever fetched).
+/// JSON-LD expansion and compaction with the bundled contexts only (nothing is ever fetched), and the streaming
+/// parser a broker reads peers' catalogues with.
 pub fn jsonld_expand(data: &[u8]) {
     on_connector_stack(|| jsonld_expand_(data));
 }
 
 fn jsonld_expand_(data: &[u8]) {
-    let Some(document) = json(data) else { return };
+    let Some(document) = json(data) else {
+        let _ = hanse_vocab::jsonld::parse_quads(data, "https://hospital.example/protocol/2025-1/catalog/");
+        return;
+    };
     if let Ok(expanded) = hanse_vocab::jsonld::expand(&document) {
         let _ = hanse_vocab::jsonld::compact_dsp(&expanded);
     }
     let _ = hanse_vocab::jsonld::to_nquads(&document);
+    let _ = hanse_vocab::jsonld::parse_quads(data, "https://hospital.example/protocol/2025-1/catalog/");
 }
 
 /// An EDC QuerySpec of a management `.../request` body, checked against a resource's fields and applied; the ids an

@@ -258,3 +258,18 @@ async fn a_broker_answers_only_holders_of_the_required_credential_within_their_q
     assert!(answer.text().await.unwrap().contains("broker.queries_per_minute"));
     broker.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iri_whose_percent_encoding_is_not_utf8_is_a_400_naming_it() {
+    // The fuzzer's find: the JSON-LD processor panicked on such an IRI, and the request got no answer.
+    let connector = TestConnector::start(Backend::Sqlite).await;
+    let client = reqwest::Client::new();
+    let api = Management::of(&connector, &client);
+    let mut asset = health_asset("odd", "Odd", &[], 1);
+    asset["@context"] = json!({"@vocab": "https://w3id.org/edc/v0.0.1/ns/", "odd": "https://example.org/%ff/"});
+    let refused = api.post("/management/v3/assets", &asset).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.to_string().contains("not UTF-8"), "{}", refused.body);
+    assert!(probe_ready(&connector, 1).await.0 < Duration::from_secs(1));
+    connector.running.shutdown().await;
+}

@@ -115,8 +115,58 @@ fn remote(document: &Value) -> RemoteDocument {
     RemoteDocument::new(None, None, json_ld::syntax::Value::from_serde_json(document.clone()))
 }
 
+/// Refuses a document holding a string (or key) whose percent-encodings do not decode to UTF-8 (`%ff`, a lone
+/// `%C3`): the JSON-LD processor panics on such an IRI (the fuzzer found it through a context IRI). Walked with a
+/// stack of its own, so a deep document cannot exhaust the thread's.
+fn check_percent_encodings(document: &Value) -> Result<(), Error> {
+    let mut pending = vec![document];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::String(text) => check_text(text)?,
+            Value::Array(items) => pending.extend(items),
+            Value::Object(members) => {
+                for (key, member) in members {
+                    check_text(key)?;
+                    pending.push(member);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_text(text: &str) -> Result<(), Error> {
+    if !text.contains('%') {
+        return Ok(());
+    }
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let (mut decoded, mut i) = (Vec::new(), 0);
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, ..) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    match std::str::from_utf8(&decoded) {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let shown: String = text.chars().take(120).collect();
+            Err(Error::Invalid(format!("`{shown}` holds a percent-encoding that is not UTF-8")))
+        }
+    }
+}
+
 /// Expands a JSON-LD document into its expanded form (an array of node objects).
 pub fn expand(document: &Value) -> Result<Value, Error> {
+    check_percent_encodings(document)?;
     let expanded = run(remote(document).expand(loader())).map_err(|e| classify(e.to_string()))?;
     Ok(expanded_to_json(expanded))
 }
@@ -133,6 +183,7 @@ pub fn compact_with_contexts(document: &Value, context_iris: &[&str]) -> Result<
     if let Some(missing) = context_iris.iter().find(|iri| contexts::known(iri).is_none()) {
         return Err(Error::ContextNotBundled((*missing).to_owned()));
     }
+    check_percent_encodings(document)?;
     let listed = Value::Array(context_iris.iter().map(|iri| Value::String((*iri).into())).collect());
     let context =
         json_ld::syntax::context::Context::try_from_json(json_ld::syntax::Value::from_serde_json(listed.clone()))
@@ -154,6 +205,7 @@ pub fn compact_dsp(document: &Value) -> Result<Value, Error> {
 
 /// Converts a document to RDF and returns it as N-Quads (one statement a line), ready for an RDF store's parser.
 pub fn to_nquads(document: &Value) -> Result<String, Error> {
+    check_percent_encodings(document)?;
     nquads_of(remote(document))
 }
 
@@ -207,6 +259,19 @@ mod tests {
     fn to_nquads_with_base(document: &Value, base: &str) -> Result<String, Error> {
         let base = IriBuf::new(base.to_owned()).map_err(|e| Error::Invalid(format!("base IRI <{}>: {e}", e.0)))?;
         nquads_of(RemoteDocument::new(Some(base), None, json_ld::syntax::Value::from_serde_json(document.clone())))
+    }
+
+    #[test]
+    fn a_percent_encoding_that_is_not_utf8_is_refused_not_panicked_on() {
+        // The fuzzer's input: a context IRI whose `%ac` decodes to no UTF-8.
+        let doc = json!({"@context": ["https://w3id.org/ds%ace/2025/1/context.jsonld"], "@type": "Agreement"});
+        for result in [expand(&doc).map(|_| ()), to_nquads(&doc).map(|_| ()), compact_dsp(&doc).map(|_| ())] {
+            assert!(matches!(&result, Err(Error::Invalid(m)) if m.contains("not UTF-8")), "{result:?}");
+        }
+        let fine = json!({"@context": [contexts::DSPACE_2025_1], "@id": "urn:x:caf%C3%A9", "@type": "Dataset"});
+        assert!(expand(&fine).is_ok(), "UTF-8 percent-encodings are fine");
+        let text = json!({"@context": [contexts::DSPACE_2025_1], "@type": "Dataset", "title": "up 100% at 5%"});
+        assert!(expand(&text).is_ok(), "a percent sign without hex digits is text");
     }
 
     #[test]
