@@ -30,6 +30,8 @@ pub enum SparqlError {
     TooLarge { bytes: usize, limit: usize },
     #[error("the query nests brackets deeper than sparql.max_depth = {0}")]
     TooDeep(usize),
+    #[error("the query nests negated brackets `!(` deeper than {0} (parsing time grows fourfold with each level)")]
+    NegationsTooDeep(usize),
     #[error("the query answers more than sparql.max_rows = {0} results; narrow it or add a LIMIT")]
     TooManyRows(usize),
     #[error("the query needed more memory than sparql.max_memory_mb = {0} and was cancelled")]
@@ -89,6 +91,7 @@ pub fn check_query(text: &str, limits: &SparqlLimits) -> Result<(), SparqlError>
     hanse_core::sparql::check(text, limits.max_query_bytes, limits.max_depth).map_err(|refusal| match refusal {
         Refusal::TooLarge { bytes, limit } => SparqlError::TooLarge { bytes, limit },
         Refusal::TooDeep(limit) => SparqlError::TooDeep(limit),
+        Refusal::NegationsTooDeep(limit) => SparqlError::NegationsTooDeep(limit),
         Refusal::Unsupported(form) => SparqlError::Unsupported(form),
     })
 }
