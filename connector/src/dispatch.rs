@@ -210,7 +210,8 @@ async fn send(state: &Delivery, http: &reqwest::Client, message: &ClaimedMessage
     match request.send().await {
         Ok(response) => {
             let status = response.status();
-            let text = response.text().await.unwrap_or_default();
+            let text =
+                crate::identity::limited::text(response, crate::identity::limited::MESSAGE).await.unwrap_or_default();
             if status.is_success() {
                 Outcome::Delivered(serde_json::from_str(&text).unwrap_or(Json::Null))
             } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {

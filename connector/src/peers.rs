@@ -332,7 +332,9 @@ async fn read_list(state: &Peers, peer: &PeerRow) -> ListRead {
     if !response.status().is_success() {
         return Err(NotLive::unreachable(format!("{url} answered HTTP {}", response.status().as_u16())));
     }
-    let jwt = response.text().await.map_err(|e| NotLive::unreachable(format!("{url}: {e}")))?;
+    let jwt = crate::identity::limited::text(response, crate::identity::limited::DOCUMENT)
+        .await
+        .map_err(|e| NotLive::unreachable(format!("{url}: {e}")))?;
     let claims = crate::identity::verify_signed_with(state.identity.resolver(), jwt.trim(), LIST_TYP, &peer.did)
         .await
         .map_err(|e| NotLive::unreachable(format!("its peer list does not verify: {e}")))?;

@@ -347,13 +347,33 @@ impl Resolver {
         Ok(document)
     }
 
-    async fn get(&self, url: &reqwest::Url) -> Result<Json, reqwest::Error> {
-        self.http.get(url.clone()).timeout(FETCH_TIMEOUT).send().await?.error_for_status()?.json::<Json>().await
+    /// The JSON at `url`, read within [`crate::limited::DOCUMENT`]; a connection that cannot be made is told apart
+    /// (development mode then tries plain HTTP on loopback).
+    async fn get(&self, url: &reqwest::Url) -> Result<Json, Fetched> {
+        let response = self.http.get(url.clone()).timeout(FETCH_TIMEOUT).send().await.map_err(Fetched::Request)?;
+        let response = response.error_for_status().map_err(Fetched::Request)?;
+        crate::limited::json(response, crate::limited::DOCUMENT).await.map_err(Fetched::Body)
     }
 }
 
-fn fetch_error(url: &reqwest::Url, error: reqwest::Error) -> ResolveError {
-    ResolveError::Fetch { url: url.to_string(), reason: hanse_core::error_chain(&error) }
+/// Why a document fetch failed.
+enum Fetched {
+    Request(reqwest::Error),
+    Body(String),
+}
+
+impl Fetched {
+    fn is_connect(&self) -> bool {
+        matches!(self, Fetched::Request(error) if error.is_connect())
+    }
+}
+
+fn fetch_error(url: &reqwest::Url, error: Fetched) -> ResolveError {
+    let reason = match error {
+        Fetched::Request(error) => hanse_core::error_chain(&error),
+        Fetched::Body(reason) => reason,
+    };
+    ResolveError::Fetch { url: url.to_string(), reason }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 pub mod credentials;
 pub mod did;
+pub mod limited;
 pub use hanse_keys::jose;
 pub use hanse_keys::ring as keys;
 pub mod token;
@@ -154,8 +155,8 @@ impl Identity {
     pub async fn discover(&self, address: &str) -> Option<String> {
         let url = reqwest::Url::parse(address).ok()?;
         let document_url = format!("{}/.well-known/did.json", url.origin().ascii_serialization());
-        let document: Json =
-            self.http.get(&document_url).send().await.ok()?.error_for_status().ok()?.json().await.ok()?;
+        let response = self.http.get(&document_url).send().await.ok()?.error_for_status().ok()?;
+        let document = limited::json(response, limited::DOCUMENT).await.ok()?;
         let did = document.get("id")?.as_str()?.to_owned();
         // The document must be the one the DID itself resolves to.
         self.resolver.resolve(&did).await.ok()?;
@@ -226,7 +227,7 @@ impl Identity {
         if !response.status().is_success() {
             return Err(format!("{url} answered HTTP {}", response.status().as_u16()));
         }
-        let answer: Json = response.json().await.map_err(|e| format!("{url}: {e}"))?;
+        let answer = limited::json(response, limited::DOCUMENT).await.map_err(|e| format!("{url}: {e}"))?;
         let presentations: Vec<&str> = match answer.get("presentation") {
             Some(Json::Array(items)) => items.iter().filter_map(Json::as_str).collect(),
             Some(Json::String(one)) => vec![one.as_str()],
@@ -350,7 +351,7 @@ impl Identity {
         if !response.status().is_success() {
             return Err(status(format!("{url} answered HTTP {}", response.status().as_u16())));
         }
-        let jwt = response.text().await.map_err(|e| status(format!("{url}: {e}")))?;
+        let jwt = limited::text(response, limited::DOCUMENT).await.map_err(|e| status(format!("{url}: {e}")))?;
         let jwt = jwt.trim();
         let (header, _) = jose::peek(jwt).map_err(|e| status(e.to_string()))?;
         let kid = header.get("kid").and_then(Json::as_str).unwrap_or_default();

@@ -83,3 +83,18 @@ async fn outside_development_mode_a_did_on_a_loopback_host_is_refused_without_a_
     assert!(refused.contains("a loopback address") && refused.contains("trust.allow_addresses"), "{refused}");
     connector.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_did_document_larger_than_a_megabyte_is_not_read() {
+    // A host that answers its DID document with 8 MiB of JSON.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let did = hanse::init::did_web_for(&listener.local_addr().unwrap());
+    let huge = format!("{{\"id\": \"{did}\", \"padding\": \"{}\"}}", "x".repeat(8 * 1024 * 1024));
+    let app = axum::Router::new().route("/.well-known/did.json", axum::routing::get(move || async move { huge }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let connector = TestConnector::start(Backend::Sqlite).await;
+    let refused = connector.running.state.identity.resolver().resolve(&did).await.unwrap_err().to_string();
+    assert!(refused.contains("larger than 1024 KiB"), "{refused}");
+    connector.running.shutdown().await;
+}

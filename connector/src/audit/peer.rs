@@ -199,7 +199,7 @@ async fn deliver(state: &AuditLog, agreement_id: &str, peer: &str) -> Result<(),
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("{url} answered {}: {}", response.status(), response.text().await.unwrap_or_default()))
+        Err(format!("{url} answered {}: {}", response.status(), crate::identity::limited::error_text(response).await))
     }
 }
 
@@ -323,7 +323,7 @@ async fn get_json(state: &AuditLog, peer: &str, url: &str) -> Result<Json, Strin
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("{url}: {}", hanse_core::error_chain(&e)))?;
-    response.json().await.map_err(|e| format!("{url}: {e}"))
+    crate::identity::limited::json(response, crate::identity::limited::MESSAGE).await.map_err(|e| format!("{url}: {e}"))
 }
 
 /// What is wrong with `head` given the last consistent head `last` of the same log, if anything. A proof that cannot

@@ -353,7 +353,7 @@ impl Broker {
         let document = self.identity.resolver().resolve(did).await.ok()?;
         let url = document.service(crate::identity::gaiax::SERVICE)?.to_owned();
         let response = self.dsp.http().get(&url).send().await.ok()?.error_for_status().ok()?;
-        let text = response.text().await.ok()?;
+        let text = crate::identity::limited::text(response, crate::identity::limited::DOCUMENT).await.ok()?;
         let report = crate::identity::gaiax::verify(self.identity.resolver(), &text, chrono::Utc::now()).await;
         if !report.holds() || report.holder.as_deref() != Some(did) {
             tracing::info!(peer = did, "the peer's Gaia-X self-description does not verify: no publisher country");

@@ -322,7 +322,7 @@ async fn call(
         .await
         .map_err(|e| format!("the compute endpoint cannot be reached: {}", hanse_core::error_chain(&e)))?;
     let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
+    let text = crate::identity::limited::text(response, crate::identity::limited::MESSAGE).await?;
     if !status.is_success() {
         let body: Json = serde_json::from_str(&text).unwrap_or_else(|_| json!({"reason": text}));
         let code = body["code"].as_str().unwrap_or("Refused");

@@ -70,7 +70,9 @@ impl DspClient {
             if !response.status().is_success() {
                 continue;
             }
-            let Ok(body) = response.json::<Json>().await else { continue };
+            let Ok(body) = crate::identity::limited::json(response, crate::identity::limited::DOCUMENT).await else {
+                continue;
+            };
             for version in body["protocolVersions"].as_array().into_iter().flatten() {
                 let name = version["version"].as_str().unwrap_or_default();
                 if name == VERSION
@@ -119,7 +121,9 @@ impl DspClient {
             request.header("Authorization", self.identity.authorization(audience)).send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
         let link = response.headers().get("link").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let text = response.text().await.map_err(unreachable)?;
+        let text = crate::identity::limited::text(response, crate::identity::limited::MESSAGE)
+            .await
+            .map_err(|reason| ClientError::Protocol(format!("{url}: {reason}")))?;
         if !(200..300).contains(&status) {
             return Err(ClientError::Refused { url: url.to_owned(), status, body: text.chars().take(2000).collect() });
         }

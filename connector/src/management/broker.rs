@@ -140,7 +140,9 @@ async fn remote_search(state: &Shared, url: &str, request: &SearchRequest) -> Re
         .await
         .map_err(|e| format!("cannot reach {endpoint}: {}", hanse_core::error_chain(&e)))?;
     let status = response.status();
-    let text = response.text().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    let text = crate::identity::limited::text(response, crate::identity::limited::MESSAGE)
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?;
     if !status.is_success() {
         return Err(format!(
             "{endpoint} answered HTTP {}: {}",

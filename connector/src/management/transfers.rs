@@ -271,7 +271,7 @@ async fn refresh_edr(state: &Shared, transfer: &Transfer, address: &Json) -> Res
             ManagementError::Upstream(format!("the provider cannot be reached: {}", hanse_core::error_chain(&e)))
         })?;
     let status = response.status();
-    let body: Json = response.json().await.unwrap_or(Json::Null);
+    let body = crate::identity::limited::json(response, crate::identity::limited::MESSAGE).await.unwrap_or(Json::Null);
     if status != StatusCode::OK {
         let reason = body.get("error").and_then(Json::as_str).unwrap_or("no reason given");
         return Err(ManagementError::Upstream(format!(
