@@ -154,7 +154,10 @@ async fn a_table_over_the_upload_limit_is_refused_and_leaves_nothing_behind() {
             .multipart(form)
             .send()
     };
-    let answer = post(upload(csv)).await.unwrap();
+    // The oversized upload goes on while the operator's probes are answered.
+    let (answer, (slowest, _)) = tokio::join!(post(upload(csv)), probe_ready(&connector, 5));
+    assert!(slowest < Duration::from_secs(1), "probes answered during the upload: slowest {slowest:?}");
+    let answer = answer.unwrap();
     assert_eq!(answer.status(), 413);
     let body: Value = answer.json().await.unwrap();
     assert!(body[0]["message"].as_str().unwrap().contains("compute.max_upload_mb"), "{body}");
