@@ -95,12 +95,18 @@ impl Compute {
     /// Writes `table` to the table folder, named by the SHA-256 of its content; answers the file name. Written to a
     /// temporary file, synced, then renamed: a crash leaves no partial table behind a used name.
     pub fn write_table(&self, table: &Table) -> std::io::Result<String> {
+        use sha2::Digest;
         use std::io::Write;
         std::fs::create_dir_all(&self.folder)?;
-        let bytes = table.to_bytes();
-        let name = format!("{}.table", crate::process::sha256_hex(&bytes));
-        let mut file = tempfile::NamedTempFile::new_in(&self.folder)?;
-        file.write_all(&bytes)?;
+        let file = tempfile::NamedTempFile::new_in(&self.folder)?;
+        // Written and hashed in one pass, never copied whole into memory.
+        let digest = {
+            let mut out = Hashing { inner: std::io::BufWriter::new(file.as_file()), digest: sha2::Sha256::new() };
+            table.write_to(&mut out)?;
+            out.flush()?;
+            out.digest
+        };
+        let name = format!("{}.table", hanse_core::encode::hex(&digest.finalize()));
         file.as_file().sync_all()?;
         file.persist(self.folder.join(&name)).map_err(|e| e.error)?;
         Ok(name)
@@ -609,4 +615,22 @@ pub fn routes(compute: Arc<Compute>) -> axum::Router {
         .route("/compute/{transfer}/jobs", post(submit))
         .route("/compute/{transfer}/jobs/{job}/rounds", post(round))
         .with_state(compute)
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    digest: sha2::Sha256,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        sha2::Digest::update(&mut self.digest, &bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
