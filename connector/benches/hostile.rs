@@ -2,7 +2,8 @@
 //! by 500 slow connections (half a request head each, never finished) and 1 000 malformed or oversized requests
 //! (garbage, oversized heads, oversized bodies, bodies that are not JSON, requests without a token), while a
 //! researcher at 127.0.0.1 pages the DSP catalogue. Prints the researcher's latency (p50/p99) before and during
-//! the attack and their ratio, the attack's answers by status (5xx must be 0), and peak resident memory.
+//! the attack and their ratio, the attack's answers by status (5xx must be 0), and peak resident memory; then the
+//! memory a 50 MB table upload takes on the management listener.
 //!
 //! `cargo bench -p hanse --bench hostile` (release). The attackers, the researcher and the connector share this
 //! process and its two cores, so the figures are conservative; the peak memory includes the attackers' own.
@@ -26,10 +27,10 @@ async fn connect(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// The status of the answer to `request`, or 0 when the connection ended without one.
-async fn send_raw(from: Ipv4Addr, to: SocketAddr, request: Vec<u8>) -> u16 {
+async fn send_raw(from: Ipv4Addr, to: SocketAddr, request: &[u8]) -> u16 {
     let Ok(mut stream) = connect(from, to).await else { return 0 };
     // The server may answer and close before all is written (an oversized body): the answer still counts.
-    let _ = stream.write_all(&request).await;
+    let _ = stream.write_all(request).await;
     let mut head = [0u8; 64];
     let mut read = 0;
     while read < 12 {
@@ -145,13 +146,16 @@ async fn main() {
             slow.push(stream);
         }
     }
+    // The five requests are made once and shared: the attackers' own memory stays small.
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new((0..5).map(malformed).collect());
     let attack = tokio::spawn(async move {
         let gate = Arc::new(tokio::sync::Semaphore::new(50));
         let mut tasks = Vec::new();
         for i in 0..1000 {
             let permit = gate.clone().acquire_owned().await.unwrap();
+            let requests = requests.clone();
             tasks.push(tokio::spawn(async move {
-                let status = send_raw(Ipv4Addr::new(127, 0, 0, 3), target, malformed(i)).await;
+                let status = send_raw(Ipv4Addr::new(127, 0, 0, 3), target, &requests[i % 5]).await;
                 drop(permit);
                 (i % 5, status)
             }));
@@ -176,6 +180,14 @@ async fn main() {
     let (p50_during, p99_during) = (percentile(&during, 0.5), percentile(&during, 0.99));
     println!("slow connections opened: {slow_opened}; malformed requests sent: {}", answers.len());
     println!("attack answers by status (0: closed without an answer): {by_status:?}; 5xx: {server_errors}");
+    let mut by_kind = std::collections::BTreeMap::new();
+    for (kind, status) in &answers {
+        by_kind
+            .entry(["garbage", "oversized head", "oversized body", "not JSON", "no token"][*kind])
+            .or_insert_with(std::collections::BTreeSet::new)
+            .insert(*status);
+    }
+    println!("statuses by kind of request: {by_kind:?}");
     println!(
         "researcher's catalogue page: before p50 {p50_before:.2} ms, p99 {p99_before:.2} ms ({} requests); during \
          p50 {p50_during:.2} ms, p99 {p99_during:.2} ms ({} requests); p99 ratio during/before {:.2}",
@@ -190,5 +202,63 @@ async fn main() {
     );
     let ready = reqwest::get(format!("{}/health/ready", running.management_url())).await.unwrap();
     println!("management /health/ready after the attack: {}", ready.status());
+
+    // A 50 MB table upload (streamed from a file, as `hanse dataset ingest` sends it): the connector's memory while
+    // it arrives, is read and is written, sampled every 10 ms.
+    let csv = dir.path().join("rows.csv");
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+        writeln!(out, "age,weight,smoker,visit,sex").unwrap();
+        let mut n = 0u64;
+        while out.get_ref().metadata().unwrap().len() < 50 * 1024 * 1024 {
+            for _ in 0..10_000 {
+                n += 1;
+                let sex = if n % 2 == 0 { "female" } else { "male" };
+                writeln!(out, "{},{}.5,{},2026-0{}-1{},{sex}", 18 + n % 70, 50 + n % 60, n % 2, 1 + n % 9, n % 10)
+                    .unwrap();
+            }
+            out.flush().unwrap();
+        }
+    }
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        json!({"columns": [
+        {"name": "age", "type": "integer"}, {"name": "weight", "type": "float"}, {"name": "smoker", "type": "boolean"},
+        {"name": "visit", "type": "date"}, {"name": "sex", "type": "categorical", "levels": ["female", "male"]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let idle = rss_mb("VmRSS:");
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut peak = 0f64;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mb("VmRSS:"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let key = &running.state.config.management.api_key;
+    let stored = hanse::compute::commands::ingest(&running.management_url(), key, "big", &csv, &schema, json!({}))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.unwrap();
+    println!(
+        "table upload of {:.0} MB ({} rows): {:.1} s; resident memory {idle:.0} MB before, peak {peak:.0} MB (+{:.0} MB), \
+         {:.0} MB after",
+        std::fs::metadata(&csv).unwrap().len() as f64 / 1048576.0,
+        stored["numberOfRecords"],
+        took.as_secs_f64(),
+        peak - idle,
+        rss_mb("VmRSS:")
+    );
     running.shutdown().await;
 }

@@ -32,6 +32,9 @@ use tower::ServiceExt;
 
 use crate::config::HttpConfig;
 
+/// The largest request head (request line and headers) a listener reads.
+pub const MAX_HEAD: usize = 64 * 1024;
+
 /// The longest shutdown waits for open connections to finish their requests.
 pub const DRAIN: Duration = Duration::from_secs(30);
 
@@ -75,7 +78,8 @@ pub fn serve(
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+        // A request head larger than the read buffer (64 KiB) is answered 431 and the connection closed.
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD);
         builder
             .http2()
             .timer(TokioTimer::new())
