@@ -104,6 +104,15 @@ async fn bodies_over_their_limit_are_refused_naming_the_setting_and_a_stalled_bo
     let body: Value = answer.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("http.public_max_body_kb"), "{body}");
 
+    // A request head over 64 KiB is refused before any handler sees it.
+    let answer = client
+        .get(format!("{}/.well-known/dspace-version", connector.public_url()))
+        .header("X-Pad", "a".repeat(100 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 431);
+
     // A management body over its limit, in the management API's error shape; nothing is created.
     let api = Management::of(&connector, &client);
     let mut asset = health_asset("padded", "Padded", &[], 1);
