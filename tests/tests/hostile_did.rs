@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hanse_tests::*;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_did_host_that_never_answers_is_asked_once_and_its_callers_refused() {
-    // A host that takes connections and never says a word; it counts them.
+/// A host on loopback that takes connections and never says a word, counting them; its did:web, an attacker's keys
+/// for it (in the folder returned), and the count.
+async fn silent_host() -> (String, hanse::identity::keys::KeyRing, Arc<AtomicUsize>, tempfile::TempDir) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let did = hanse::init::did_web_for(&silent.local_addr().unwrap());
     let connections = Arc::new(AtomicUsize::new(0));
@@ -25,6 +25,12 @@ async fn a_did_host_that_never_answers_is_asked_once_and_its_callers_refused() {
     let key_file = dir.path().join("attacker.pem");
     std::fs::write(&key_file, hanse::init::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
     let keys = hanse::identity::keys::KeyRing::load(&did, &key_file).unwrap();
+    (did, keys, connections, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_did_host_that_never_answers_is_asked_once_and_its_callers_refused() {
+    let (did, keys, connections, _dir) = silent_host().await;
 
     let connector = TestConnector::start(Backend::Sqlite).await;
     let client = reqwest::Client::new();
@@ -47,22 +53,7 @@ async fn a_did_host_that_never_answers_is_asked_once_and_its_callers_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outside_development_mode_a_did_on_a_loopback_host_is_refused_without_a_connection() {
-    // The same silent host on loopback, counting connections.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let did = hanse::init::did_web_for(&silent.local_addr().unwrap());
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            held.push(socket);
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("attacker.pem");
-    std::fs::write(&key_file, hanse::init::generate_p256().unwrap().private_key_to_pem_pkcs8().unwrap()).unwrap();
-    let keys = hanse::identity::keys::KeyRing::load(&did, &key_file).unwrap();
+    let (did, keys, connections, _dir) = silent_host().await;
 
     let connector = TestConnector::start_with(Backend::Sqlite, |config| config.participant.development = false).await;
     let client = reqwest::Client::new();
