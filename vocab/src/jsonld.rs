@@ -115,19 +115,28 @@ fn remote(document: &Value) -> RemoteDocument {
     RemoteDocument::new(None, None, json_ld::syntax::Value::from_serde_json(document.clone()))
 }
 
-/// Refuses a document holding a string (or key) whose percent-encodings do not decode to UTF-8 (`%ff`, a lone
-/// `%C3`): the JSON-LD processor panics on such an IRI (the fuzzer found it through a context IRI). Walked with a
-/// stack of its own, so a deep document cannot exhaust the thread's.
+/// Refuses a document the JSON-LD processor would panic on: it builds IRIs from keys, `@context` entries, keyword
+/// values and values its context coerces to IRIs (some by concatenation, unchecked), and hashing an IRI whose `%`
+/// does not start a percent-encoding of UTF-8 panics (the fuzzer found both forms: `%ac` in a context IRI, a trailing
+/// `%` in `@vocab`). So every key, every string inside `@context`, every value of `@id`, `@type`, `@vocab` and
+/// `@base`, and every value without whitespace (an IRI or a term, never prose) must have well-formed
+/// percent-encodings; any other string must at least decode to UTF-8. The walk keeps a stack of its own, so a deep
+/// document cannot exhaust the thread's.
 fn check_percent_encodings(document: &Value) -> Result<(), Error> {
-    let mut pending = vec![document];
-    while let Some(value) = pending.pop() {
+    // (value, whether it lies inside a context, whether it is the value of an IRI keyword)
+    let mut pending = vec![(document, false, false)];
+    while let Some((value, in_context, iri)) = pending.pop() {
         match value {
-            Value::String(text) => check_text(text)?,
-            Value::Array(items) => pending.extend(items),
+            Value::String(text) => {
+                let strict = in_context || iri || !text.contains(char::is_whitespace);
+                check_text(text, strict)?;
+            }
+            Value::Array(items) => pending.extend(items.iter().map(|item| (item, in_context, iri))),
             Value::Object(members) => {
                 for (key, member) in members {
-                    check_text(key)?;
-                    pending.push(member);
+                    check_text(key, true)?;
+                    let keyword = matches!(key.as_str(), "@id" | "@type" | "@vocab" | "@base");
+                    pending.push((member, in_context || key == "@context", keyword));
                 }
             }
             _ => {}
@@ -136,18 +145,27 @@ fn check_percent_encodings(document: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_text(text: &str) -> Result<(), Error> {
+/// `Ok` when `text`'s percent-encodings decode to UTF-8; `strict` also wants every `%` to start one (`%` and two hex
+/// digits), as in an IRI.
+fn check_text(text: &str, strict: bool) -> Result<(), Error> {
     if !text.contains('%') {
         return Ok(());
     }
     let bytes = text.as_bytes();
     let hex = |b: u8| (b as char).to_digit(16);
     let (mut decoded, mut i) = (Vec::new(), 0);
+    let refuse = |why: &str| {
+        let shown: String = text.chars().take(120).collect();
+        Err(Error::Invalid(format!("`{shown}` {why}")))
+    };
     while i < bytes.len() {
         match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
             (b'%', Some(high), Some(low)) => {
                 decoded.push((high * 16 + low) as u8);
                 i += 3;
+            }
+            (b'%', ..) if strict => {
+                return refuse("holds a `%` that starts no percent-encoding (`%` and two hex digits, as in an IRI)");
             }
             (byte, ..) => {
                 decoded.push(byte);
@@ -157,18 +175,25 @@ fn check_text(text: &str) -> Result<(), Error> {
     }
     match std::str::from_utf8(&decoded) {
         Ok(_) => Ok(()),
-        Err(_) => {
-            let shown: String = text.chars().take(120).collect();
-            Err(Error::Invalid(format!("`{shown}` holds a percent-encoding that is not UTF-8")))
-        }
+        Err(_) => refuse("holds a percent-encoding that is not UTF-8"),
     }
+}
+
+/// Runs the JSON-LD processor on `work`, turning a panic of its own into an error: the check above keeps out the
+/// inputs known to make it panic, and this is the second line should another one exist (the process must answer,
+/// not lose a request to a panic).
+fn guarded<T>(work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(Error::Invalid("the JSON-LD processor failed on this document".into())))
 }
 
 /// Expands a JSON-LD document into its expanded form (an array of node objects).
 pub fn expand(document: &Value) -> Result<Value, Error> {
     check_percent_encodings(document)?;
-    let expanded = run(remote(document).expand(loader())).map_err(|e| classify(e.to_string()))?;
-    Ok(expanded_to_json(expanded))
+    guarded(|| {
+        let expanded = run(remote(document).expand(loader())).map_err(|e| classify(e.to_string()))?;
+        Ok(expanded_to_json(expanded))
+    })
 }
 
 /// Compacts a document against the bundled context `context_iri` and writes `"@context": [context_iri]`
@@ -189,7 +214,7 @@ pub fn compact_with_contexts(document: &Value, context_iris: &[&str]) -> Result<
         json_ld::syntax::context::Context::try_from_json(json_ld::syntax::Value::from_serde_json(listed.clone()))
             .map_err(|e| Error::Invalid(e.to_string()))?;
     let context = RemoteContextReference::Loaded(RemoteDocument::new(None, None, context));
-    let compacted = run(remote(document).compact(context, loader())).map_err(|e| classify(e.to_string()))?;
+    let compacted = guarded(|| run(remote(document).compact(context, loader())).map_err(|e| classify(e.to_string())))?;
     let mut json = compacted.into_serde_json();
     if let Value::Object(map) = &mut json {
         map.insert("@context".into(), listed);
@@ -206,7 +231,7 @@ pub fn compact_dsp(document: &Value) -> Result<Value, Error> {
 /// Converts a document to RDF and returns it as N-Quads (one statement a line), ready for an RDF store's parser.
 pub fn to_nquads(document: &Value) -> Result<String, Error> {
     check_percent_encodings(document)?;
-    nquads_of(remote(document))
+    guarded(|| nquads_of(remote(document)))
 }
 
 fn nquads_of(document: RemoteDocument) -> Result<String, Error> {
@@ -271,7 +296,14 @@ mod tests {
         let fine = json!({"@context": [contexts::DSPACE_2025_1], "@id": "urn:x:caf%C3%A9", "@type": "Dataset"});
         assert!(expand(&fine).is_ok(), "UTF-8 percent-encodings are fine");
         let text = json!({"@context": [contexts::DSPACE_2025_1], "@type": "Dataset", "title": "up 100% at 5%"});
-        assert!(expand(&text).is_ok(), "a percent sign without hex digits is text");
+        assert!(expand(&text).is_ok(), "a percent sign in prose is text");
+        // The fuzzer's second input: a trailing `%` in `@vocab`, which the processor concatenated with a key.
+        let vocab = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/cd%"}, "properties": {"title": "x"}});
+        let refused = expand(&vocab).unwrap_err().to_string();
+        assert!(refused.contains("starts no percent-encoding"), "{refused}");
+        let coerced = json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+            "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "eq%", "rightOperand": "x"}]}]});
+        assert!(expand(&coerced).is_err(), "a token value is held to the IRI rule");
     }
 
     #[test]
