@@ -17,8 +17,12 @@ fn every_corpus_input_runs_through_its_target_without_a_panic() {
         inputs.sort();
         assert!(inputs.len() >= 3, "{name}: the corpus holds seeds ({} inputs)", inputs.len());
         for input in &inputs {
-            let data = std::fs::read(input).unwrap();
-            target(&data);
+            // A running fuzzer replaces inputs with smaller ones: one gone since the listing is skipped.
+            match std::fs::read(input) {
+                Ok(data) => target(&data),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => panic!("{}: {error}", input.display()),
+            }
         }
     }
 }
