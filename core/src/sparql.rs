@@ -11,15 +11,19 @@ pub enum Refusal {
         limit: usize,
     },
     TooDeep(usize),
-    /// Negated brackets (`!(`) nested deeper than [`MAX_NEGATED`].
+    /// Negated brackets (`!(`) nested deeper than [`MAX_NEGATED`], or more than [`MAX_NOT_RUN`] prefix operators
+    /// with a `!` in a row.
     NegationsTooDeep(usize),
     Unsupported(&'static str),
 }
 
-/// How deep negated brackets (`!(`, `!STR(`) may nest. The parser's time grows about fourfold with each level
-/// (20 levels of `!(` took 3 s, of `!STR(` 19 s; the fuzzer found both); 12 levels parse in milliseconds and are more
-/// than a query needs.
-pub const MAX_NEGATED: usize = 12;
+/// How deep negated brackets (`!(`, `!STR(`) may nest. The parser's time doubles to quadruples with each level and
+/// grows with the `!`s in front of each (20 levels of `!(` took 3 s, of `!STR(` 19 s, 12 levels behind 64 `!`s 9 s;
+/// the fuzzer found all three); 8 levels behind [`MAX_NOT_RUN`] `!`s each parse in a few tens of milliseconds.
+pub const MAX_NEGATED: usize = 8;
+
+/// The most prefix operators in a row that hold a `!` (`!!x` is `x`: no query needs more).
+pub const MAX_NOT_RUN: usize = 3;
 
 /// Refuses, before parsing, a query that is too large, nests brackets too deep (the parser recurses on them), or asks
 /// for `SERVICE` (no federated queries: the endpoint answers from its own graph). Strings, IRIs and comments are
@@ -36,12 +40,18 @@ pub fn check(text: &str, max_bytes: usize, max_depth: usize) -> Result<(), Refus
     // Whether each open bracket follows a `!`, and how many of those are open.
     let (mut negated, mut open_negated) = (Vec::new(), 0usize);
     let mut after_not = false;
+    // Whether the current run of prefix operators holds a `!`.
+    let mut run_has_not = false;
     while i < bytes.len() {
         match bytes[i] {
             b'!' | b'-' | b'+' | b'^' if bytes.get(i + 1) != Some(&b'=') => {
                 prefixes += 1;
                 if prefixes > max_depth {
                     return Err(Refusal::TooDeep(max_depth));
+                }
+                run_has_not |= bytes[i] == b'!';
+                if run_has_not && prefixes > MAX_NOT_RUN {
+                    return Err(Refusal::NegationsTooDeep(MAX_NEGATED));
                 }
                 after_not = bytes[i] == b'!';
                 i += 1;
@@ -51,7 +61,10 @@ pub fn check(text: &str, max_bytes: usize, max_depth: usize) -> Result<(), Refus
                 i += 1;
                 continue;
             }
-            _ => prefixes = 0,
+            _ => {
+                prefixes = 0;
+                run_has_not = false;
+            }
         }
         // A `!` negates what follows: a bracket, or a function call (`!STR(`, `!ex:f(`, `!<f>(`, `!EXISTS {`) whose
         // name comes first; the negation reaches the next bracket across names, IRIs and colons only.
@@ -137,20 +150,24 @@ mod tests {
 
     #[test]
     fn runs_of_prefix_operators_count_as_depth_and_ordinary_operators_do_not() {
-        for deep in ["!", "- ", "+", "^"] {
+        for deep in ["- ", "+", "^"] {
             let query = format!("ASK {{ FILTER({}?x) }}", deep.repeat(65));
             assert_eq!(check(&query, 65_536, 64), Err(Refusal::TooDeep(64)), "{deep}");
             let query = format!("ASK {{ FILTER({}?x) }}", deep.repeat(60));
             assert_eq!(check(&query, 65_536, 64), Ok(()), "{deep}");
         }
+        let nots = |run: &str| format!("ASK {{ FILTER({run}?x) }}");
+        assert_eq!(check(&nots("!!!!"), 65_536, 64), Err(Refusal::NegationsTooDeep(MAX_NEGATED)));
+        assert_eq!(check(&nots("- ! -!"), 65_536, 64), Err(Refusal::NegationsTooDeep(MAX_NEGATED)));
+        assert_eq!(check(&nots("!!!"), 65_536, 64), Ok(()));
         let negations = |n: usize| format!("ASK {{ FILTER({}?x{}) }}", "!(".repeat(n), ")".repeat(n));
-        assert_eq!(check(&negations(13), 65_536, 64), Err(Refusal::NegationsTooDeep(MAX_NEGATED)));
-        assert_eq!(check(&negations(12), 65_536, 64), Ok(()));
+        assert_eq!(check(&negations(9), 65_536, 64), Err(Refusal::NegationsTooDeep(MAX_NEGATED)));
+        assert_eq!(check(&negations(8), 65_536, 64), Ok(()));
         let calls = |n: usize| format!("ASK {{ FILTER({}?x{}) }}", "!STR(".repeat(n), ")".repeat(n));
-        assert_eq!(check(&calls(13), 65_536, 64), Err(Refusal::NegationsTooDeep(MAX_NEGATED)));
-        assert_eq!(check(&calls(12), 65_536, 64), Ok(()));
+        assert_eq!(check(&calls(9), 65_536, 64), Err(Refusal::NegationsTooDeep(MAX_NEGATED)));
+        assert_eq!(check(&calls(8), 65_536, 64), Ok(()));
         let exists = |n: usize| format!("ASK {{ {} }}", "FILTER(!EXISTS { ?s ?p ?o ".repeat(n) + &"})".repeat(n));
-        assert_eq!(check(&exists(13), 65_536, 64), Err(Refusal::NegationsTooDeep(MAX_NEGATED)));
+        assert_eq!(check(&exists(9), 65_536, 64), Err(Refusal::NegationsTooDeep(MAX_NEGATED)));
         let apart = format!("ASK {{ FILTER({}) }}", vec!["!(?x)"; 40].join(" && "));
         assert_eq!(check(&apart, 65_536, 64), Ok(()), "negations side by side do not nest");
         let ordinary = "ASK { ?s ^<p>/<q> ?o . FILTER(?a != -1 && !BOUND(?b) && ?c - -2 > +3 && \"1\"^^<t> = 1) }";

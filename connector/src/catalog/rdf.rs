@@ -30,7 +30,10 @@ pub enum SparqlError {
     TooLarge { bytes: usize, limit: usize },
     #[error("the query nests brackets deeper than sparql.max_depth = {0}")]
     TooDeep(usize),
-    #[error("the query nests negated brackets `!(` deeper than {0} (parsing time grows fourfold with each level)")]
+    #[error(
+        "the query nests negations `!(` deeper than {0} or writes more than three `!` in a row (parsing time doubles \
+         with each level)"
+    )]
     NegationsTooDeep(usize),
     #[error("the query answers more than sparql.max_rows = {0} results; narrow it or add a LIMIT")]
     TooManyRows(usize),
