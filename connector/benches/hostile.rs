@@ -214,7 +214,7 @@ async fn main() {
         while out.get_ref().metadata().unwrap().len() < 50 * 1024 * 1024 {
             for _ in 0..10_000 {
                 n += 1;
-                let sex = if n % 2 == 0 { "female" } else { "male" };
+                let sex = if n.is_multiple_of(2) { "female" } else { "male" };
                 writeln!(out, "{},{}.5,{},2026-0{}-1{},{sex}", 18 + n % 70, 50 + n % 60, n % 2, 1 + n % 9, n % 10)
                     .unwrap();
             }

@@ -30,7 +30,7 @@ async fn silent_host() -> (String, hanse::identity::keys::KeyRing, Arc<AtomicUsi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_did_host_that_never_answers_is_asked_once_and_its_callers_refused() {
-    let (did, keys, connections, _dir) = silent_host().await;
+    let (_, keys, connections, _dir) = silent_host().await;
 
     let connector = TestConnector::start(Backend::Sqlite).await;
     let client = reqwest::Client::new();
