@@ -75,7 +75,9 @@ fn malformed(i: usize) -> Vec<u8> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, config, public, management) = hanse::testing::initialised(dir.path()).await;
+    let (_, mut config, public, management) = hanse::testing::initialised(dir.path()).await;
+    // The limits a connector has out of the box, the quota included.
+    config.http = hanse::config::HttpConfig::default();
     let provider = config.participant.id.clone();
     let researcher = Arc::new(hanse::testing::TestParticipant::start().await);
     use hanse::testing::Signer;

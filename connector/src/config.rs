@@ -327,8 +327,8 @@ impl Default for HttpConfig {
             management_max_connections: 64,
             public_max_body_kb: 1024,
             management_max_body_kb: 4096,
-            public_requests_per_second: 100,
-            public_burst: 200,
+            public_requests_per_second: 500,
+            public_burst: 1000,
         }
     }
 }

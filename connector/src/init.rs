@@ -334,8 +334,8 @@ management_max_connections = 64
 public_max_body_kb = 1024
 management_max_body_kb = 4096
 # Requests per second one address may make to the public listener (and at once above that); 0: no limit.
-public_requests_per_second = 100
-public_burst = 200
+public_requests_per_second = 500
+public_burst = 1000
 
 [audit]
 # A key (X-Api-Key) that reads the audit log and nothing else, for an auditor.

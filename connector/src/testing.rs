@@ -27,7 +27,11 @@ pub async fn initialised(dir: &Path) -> (Initialized, Config, TcpListener, TcpLi
         development: true,
     })
     .expect("hanse init");
-    let config = Config::load(&done.config_file).expect("generated config loads");
+    let mut config = Config::load(&done.config_file).expect("generated config loads");
+    // Every connector and client of a test or benchmark shares 127.0.0.1: the per-address quota is raised so far
+    // that only the tests of the limit itself (which set their own) meet it.
+    config.http.public_requests_per_second = 1_000_000;
+    config.http.public_burst = 1_000_000;
     (done, config, public, management)
 }
 
@@ -60,10 +64,6 @@ impl TestConnector {
         // Tests cannot wait minutes for a peer that is gone: a few quick retries.
         config.negotiation.retry_attempts = 3;
         config.negotiation.retry_base_ms = 50;
-        // Every test connector and client shares 127.0.0.1: the per-address quota is raised so far that only the
-        // tests of the limit itself (which set their own) meet it.
-        config.http.public_requests_per_second = 1_000_000;
-        config.http.public_burst = 1_000_000;
         configure(&mut config);
         let running = start_on(config.clone(), public, management).await.expect("connector starts");
         TestConnector { running, api_key: done.api_key, dir: dir.path().to_owned(), database, config, _dir: dir }
