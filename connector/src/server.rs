@@ -358,17 +358,7 @@ fn serve_both(
     if let Some(limit) =
         listen::RateLimit::new(http.public_requests_per_second, http.public_burst, "http.public_requests_per_second")
     {
-        let sweeper = limit.clone();
-        let mut stop = signal.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = every.tick() => sweeper.sweep(),
-                    _ = stop.wait_for(|stop| *stop) => break,
-                }
-            }
-        });
+        limit.clone().sweep_every_minute(signal.clone());
         public_router = public_router.layer(axum::middleware::from_fn_with_state(limit, listen::rate_limited));
     }
     let management_router = listen::bodies(

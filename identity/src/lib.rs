@@ -177,6 +177,15 @@ impl Identity {
 
     /// A participant's verified claims: from the cache while the token that brought it is valid, else from its
     /// credential service. Failures leave the claims empty (and are logged): policies that need claims then deny.
+    /// Whether the verified requester holds a credential of type `kind` from an issuer trusted for it.
+    pub async fn holds(&self, verified: &token::Verified, kind: &str) -> bool {
+        self.claims_of(&verified.participant, verified.expires_at)
+            .await
+            .credential_types
+            .iter()
+            .any(|held| held == kind)
+    }
+
     pub async fn claims_of(&self, participant: &str, token_expiry: DateTime<Utc>) -> Arc<Claims> {
         let now = Utc::now();
         if let Some((until, claims)) = self.claims_cache.lock().expect("cache lock").get(participant)

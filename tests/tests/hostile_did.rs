@@ -28,22 +28,31 @@ async fn silent_host() -> (String, hanse::identity::keys::KeyRing, Arc<AtomicUsi
     (did, keys, connections, dir)
 }
 
+/// The status of a catalogue request to `connector` signed with `keys` (the caller's did:web names the silent host).
+async fn catalogue_request(
+    client: &reqwest::Client,
+    connector: &TestConnector,
+    keys: &hanse::identity::keys::KeyRing,
+) -> u16 {
+    client
+        .post(format!("{}/protocol/2025-1/catalog/request", connector.public_url()))
+        .header("Authorization", hanse::identity::token::authorization(keys, connector.participant_id()))
+        .json(&catalog_request(json!([])))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_did_host_that_never_answers_is_asked_once_and_its_callers_refused() {
     let (_, keys, connections, _dir) = silent_host().await;
 
     let connector = TestConnector::start(Backend::Sqlite).await;
     let client = reqwest::Client::new();
-    let url = format!("{}/protocol/2025-1/catalog/request", connector.public_url());
     for attempt in 0..3 {
-        let answer = client
-            .post(&url)
-            .header("Authorization", hanse::identity::token::authorization(&keys, connector.participant_id()))
-            .json(&catalog_request(json!([])))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 401, "attempt {attempt}");
+        assert_eq!(catalogue_request(&client, &connector, &keys).await, 401, "attempt {attempt}");
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1, "the failure of the first fetch is remembered");
     let ready = client.get(format!("{}/health/ready", connector.management_url())).send().await.unwrap();
@@ -57,16 +66,8 @@ async fn outside_development_mode_a_did_on_a_loopback_host_is_refused_without_a_
 
     let connector = TestConnector::start_with(Backend::Sqlite, |config| config.participant.development = false).await;
     let client = reqwest::Client::new();
-    let url = format!("{}/protocol/2025-1/catalog/request", connector.public_url());
     let started = std::time::Instant::now();
-    let answer = client
-        .post(&url)
-        .header("Authorization", hanse::identity::token::authorization(&keys, connector.participant_id()))
-        .json(&catalog_request(json!([])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 401);
+    assert_eq!(catalogue_request(&client, &connector, &keys).await, 401);
     assert!(started.elapsed() < std::time::Duration::from_secs(4), "refused before the fetch time limit");
     assert_eq!(connections.load(Ordering::SeqCst), 0, "the loopback host was never connected to");
     // The resolver says why.

@@ -557,6 +557,9 @@ fn nested_catalog(catalog: &PeerCatalog, datasets: &[&Entry]) -> Json {
 
 /// Crawls on schedule until shutdown (only with `[broker] enabled`).
 pub fn spawn(state: Arc<Broker>, mut signal: watch::Receiver<bool>) {
+    if let Some(queries) = &state.queries {
+        queries.clone().sweep_every_minute(signal.clone());
+    }
     // Peers become due at different times: look often, crawl only what is due.
     let tick = Duration::from_secs(state.settings.crawl_interval_seconds.clamp(1, 5));
     tokio::spawn(async move {

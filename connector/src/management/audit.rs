@@ -43,12 +43,7 @@ async fn require_auditor(State(state): State<Shared>, request: Request, next: Ne
             Ok(verified) if audit.auditors.contains(&verified.participant) => {
                 let holds = match &audit.auditor_credential {
                     None => true,
-                    Some(kind) => state
-                        .identity
-                        .claims_of(&verified.participant, verified.expires_at)
-                        .await
-                        .credential_types
-                        .contains(kind),
+                    Some(kind) => state.identity.holds(&verified, kind).await,
                 };
                 if holds {
                     return next.run(request).await;

@@ -59,19 +59,21 @@ async fn caller(state: &Shared, broker: &Broker, headers: &HeaderMap) -> Result<
         tracing::info!(%reason, "broker request refused");
         PublicError::listed(StatusCode::UNAUTHORIZED, "a valid self-issued token is required").into_response()
     })?;
-    if let Some(kind) = broker.required_credential() {
-        let claims = state.identity.claims_of(&verified.participant, verified.expires_at).await;
-        if !claims.credential_types.iter().any(|held| held == kind) {
-            tracing::info!(
-                participant = verified.participant,
-                credential = kind,
-                "broker query without the credential"
-            );
-            let message = format!("this broker answers holders of a {kind} from an issuer it trusts");
-            return Err(PublicError::listed(StatusCode::FORBIDDEN, message).into_response());
-        }
+    if let Some(missing) = missing_credential(state, broker, &verified).await {
+        return Err(PublicError::listed(StatusCode::FORBIDDEN, missing).into_response());
     }
     Ok(verified.participant)
+}
+
+/// Why the verified caller may not use the broker's public endpoints: it lacks the credential
+/// `broker.require_credential` names. `None` when it may.
+async fn missing_credential(state: &Shared, broker: &Broker, verified: &crate::identity::Verified) -> Option<String> {
+    let kind = broker.required_credential()?;
+    if state.identity.holds(verified, kind).await {
+        return None;
+    }
+    tracing::info!(participant = verified.participant, credential = kind, "broker query without the credential");
+    Some(format!("this broker answers holders of a {kind} from an issuer it trusts"))
 }
 
 /// A verified caller (as [`caller`]) within its query quota (`broker.queries_per_minute`), or the answer to give.
@@ -181,16 +183,7 @@ async fn federation_catalog(
             return DspError::unauthorized(DspArea::Catalog).into_response();
         }
     };
-    if let Some(kind) = broker.required_credential()
-        && !state
-            .identity
-            .claims_of(&verified.participant, verified.expires_at)
-            .await
-            .credential_types
-            .iter()
-            .any(|held| held == kind)
-    {
-        let reason = format!("this broker answers holders of a {kind} from an issuer it trusts");
+    if let Some(reason) = missing_credential(&state, broker, &verified).await {
         return DspError::new(DspArea::Catalog, StatusCode::FORBIDDEN, "Forbidden", reason).into_response();
     }
     let filter = match parse_request(&body) {

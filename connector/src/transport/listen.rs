@@ -235,19 +235,30 @@ impl<K: std::hash::Hash + Eq + Clone> RateLimit<K> {
 
     /// `Ok` when `who` may make a request now, else how long it must wait.
     pub fn check(&self, who: &K) -> Result<(), OverQuota> {
-        if self.limiter.len() > 100_000 {
-            self.limiter.retain_recent();
-        }
         self.limiter.check_key(who).map_err(|not_until| OverQuota {
             wait: not_until.wait_time_from(DefaultClock::default().now()),
             key: self.key,
         })
     }
 
-    /// Forgets requesters whose quota is whole again (run now and then, so that the table stays small).
-    pub fn sweep(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+    /// Forgets requesters whose quota is whole again, every minute until `signal` turns true, so that the table
+    /// holds only those seen lately.
+    pub fn sweep_every_minute(self: Arc<Self>, mut signal: watch::Receiver<bool>)
+    where
+        K: Send + Sync + 'static,
+    {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        self.limiter.retain_recent();
+                        self.limiter.shrink_to_fit();
+                    }
+                    _ = signal.wait_for(|stop| *stop) => break,
+                }
+            }
+        });
     }
 }
 
