@@ -680,6 +680,10 @@ pub struct ManagementConfig {
     pub bind: SocketAddr,
     /// The API key every management request must carry in `X-Api-Key`.
     pub api_key: String,
+    /// The key `GET /metrics` requires (`Authorization: Bearer`, as Prometheus sends it, or `X-Api-Key`); without
+    /// one, `/metrics` answers 401 to everyone. Never the operator's key.
+    #[serde(default)]
+    pub metrics_api_key: Option<String>,
 }
 
 /// Where state is kept.
@@ -868,6 +872,17 @@ impl Config {
         if self.management.api_key.trim().len() < 16 {
             return Err(key("management.api_key", "must be at least 16 characters".into()));
         }
+        if let Some(metrics) = &self.management.metrics_api_key {
+            if metrics.trim().len() < 16 {
+                return Err(key("management.metrics_api_key", "must be at least 16 characters".into()));
+            }
+            if *metrics == self.management.api_key || Some(metrics) == self.audit.auditor_api_key.as_ref() {
+                return Err(key(
+                    "management.metrics_api_key",
+                    "must differ from the operator's and the auditor's keys: it opens /metrics and nothing else".into(),
+                ));
+            }
+        }
         if self.public.bind == self.management.bind {
             return Err(key(
                 "management.bind",
@@ -1015,6 +1030,7 @@ impl Config {
         crate::store::StoreOptions {
             schema: self.store.schema.clone(),
             max_connections: Some(self.store.max_connections),
+            meter: Default::default(),
         }
     }
 

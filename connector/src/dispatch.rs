@@ -238,6 +238,16 @@ async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessa
         }
         other => other,
     };
+    let type_name = message.sent.message().get("@type").and_then(Json::as_str).unwrap_or("unknown");
+    let type_label = crate::dsp::message_type_label(type_name);
+    let result = match &outcome {
+        Outcome::Delivered(_) => "delivered",
+        Outcome::Refused(_) => "refused",
+        Outcome::Failed(_) => "failed",
+        Outcome::NotYet => "not_addressable_yet",
+    };
+    let meter = state.store.meter();
+    meter.count("hanse_dsp_messages_sent_total", &[("type", type_label), ("outcome", result)]);
     match outcome {
         Outcome::Delivered(answer) => {
             // The answer to a first message carries the peer's pid.
@@ -285,6 +295,7 @@ async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessa
                 let delay = retry.base.as_millis() as i64 * (1i64 << (message.attempts - 1).clamp(0, 16));
                 let delay = delay.min(300_000);
                 tracing::debug!(process = %message.process_id, attempts = message.attempts, delay_ms = delay, %reason, "will retry");
+                meter.count("hanse_outbox_retries_total", &[("kind", message.kind.name())]);
                 let _ = state.store.retry_outgoing(&message, chrono::Utc::now().timestamp_millis() + delay).await;
             }
         }

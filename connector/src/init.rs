@@ -33,6 +33,8 @@ pub struct Initialized {
     pub config_file: PathBuf,
     pub participant_id: String,
     pub api_key: String,
+    /// The key `GET /metrics` takes (`management.metrics_api_key`).
+    pub metrics_api_key: String,
     pub files: Vec<PathBuf>,
 }
 
@@ -93,7 +95,8 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     let (ca_cert, ca_key) = development_ca()?;
     let (host_cert, host_key) = host_certificate(&ca_cert, &ca_key)?;
     let api_key = random_hex(24)?;
-    let config = config_text(&participant_id, options, &api_key);
+    let metrics_api_key = random_hex(24)?;
+    let config = config_text(&participant_id, options, &api_key, &metrics_api_key);
 
     let mut chain = host_cert.to_pem()?;
     chain.extend(ca_cert.to_pem()?);
@@ -116,7 +119,7 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         write_new(&path, &bytes, secret)?;
         files.push(path);
     }
-    Ok(Initialized { config_file: options.dir.join(CONFIG_FILE), participant_id, api_key, files })
+    Ok(Initialized { config_file: options.dir.join(CONFIG_FILE), participant_id, api_key, metrics_api_key, files })
 }
 
 fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), InitError> {
@@ -236,7 +239,7 @@ pub fn participant_certificate(
     Ok(builder.build())
 }
 
-fn config_text(participant_id: &str, options: &InitOptions, api_key: &str) -> String {
+fn config_text(participant_id: &str, options: &InitOptions, api_key: &str, metrics_api_key: &str) -> String {
     format!(
         r#"# Hanse connector configuration, written by `hanse init`.
 # Every key can be overridden by an environment variable HANSE_<SECTION>_<KEY>, e.g. HANSE_MANAGEMENT_API_KEY.
@@ -266,6 +269,9 @@ bind = "{public_bind}"
 bind = "{management_bind}"
 # Every management request must carry this value in the X-Api-Key header.
 api_key = "{api_key}"
+# GET /metrics takes this key and nothing else does (Prometheus: `authorization: {{credentials: ...}}`, sent as
+# Authorization: Bearer; or X-Api-Key).
+metrics_api_key = "{metrics_api_key}"
 
 [store]
 # Folder for the embedded database and data files.

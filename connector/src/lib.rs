@@ -20,6 +20,7 @@ pub mod health;
 pub mod identity;
 pub mod init;
 pub mod management;
+pub mod measure;
 pub mod memory;
 pub mod negotiation;
 pub mod peers;

@@ -286,7 +286,22 @@ pub async fn write(
     token_use: Option<&crate::store::TokenUse>,
 ) -> Result<Option<Option<crate::store::ClaimedMessage>>, StoreError> {
     let audit = audit_events(kind, before, after, received, &outgoing);
-    store.write_process(kind, after, before.map(|row| row.version), outgoing, audit, token_use).await
+    let written = store.write_process(kind, after, before.map(|row| row.version), outgoing, audit, token_use).await;
+    if matches!(written, Ok(Some(_))) && before.map(|row| row.state.as_str()) != Some(after.state.as_str()) {
+        let name = match kind {
+            ProcessKind::Negotiation => "hanse_negotiation_transitions_total",
+            ProcessKind::Transfer => "hanse_transfer_transitions_total",
+        };
+        let from = before.map_or("NEW", |row| row.state.as_str());
+        store.meter().count(name, &[("role", &after.role), ("from", from), ("to", &after.state)]);
+    }
+    written
+}
+
+/// Counts a policy decision made at `point` (where in the connector: `negotiation_access`, `transfer`, ...).
+pub fn count_decision(store: &crate::store::Processes, point: &'static str, permitted: bool) {
+    let outcome = if permitted { "permitted" } else { "denied" };
+    store.meter().count("hanse_policy_decisions_total", &[("point", point), ("outcome", outcome)]);
 }
 
 /// The audit entries of a process write from `before` (none for a new process) to `after`: the transition (the state

@@ -131,7 +131,11 @@ pub async fn start_on(
     management: TcpListener,
 ) -> Result<RunningConnector, StartError> {
     reserve_descriptors(&config)?;
-    let store = Store::open(&config.database_url(), &config.store_options()).await?;
+    let metrics = crate::measure::Registry::new();
+    let meter = metrics.meter();
+    let mut store_options = config.store_options();
+    store_options.meter = meter.clone();
+    let store = Store::open(&config.database_url(), &store_options).await?;
     let public_addr = public.local_addr().map_err(|source| StartError::Bind {
         key: "public.bind",
         addr: config.public.bind,
@@ -193,6 +197,7 @@ pub async fn start_on(
             claims_cache: std::time::Duration::from_secs(config.trust.claims_cache_seconds),
             certificate_chain_url: self_description.as_ref().and_then(|d| d.chain_url()),
             services: did_services(&public_url, self_description.is_some(), config.broker.enabled),
+            meter: meter.clone(),
         },
     ));
     // Data bodies may be large: no overall timeout, but connecting and every read are bounded.
@@ -281,7 +286,7 @@ pub async fn start_on(
         transfers,
         dataplane,
         compute,
-        metrics_read_failures: Default::default(),
+        metrics,
         public_url,
         self_description,
         broker: state_broker,
@@ -371,14 +376,14 @@ fn serve_both(
     vec![
         listen::serve(
             public,
-            with_common_layers(public_router, "public"),
+            with_common_layers(public_router, "public", state.meter()),
             tls,
             listen::Limits::public(http),
             signal.clone(),
         ),
         listen::serve(
             management,
-            with_common_layers(management_router, "management"),
+            with_common_layers(management_router, "management", state.meter()),
             None,
             listen::Limits::management(http),
             signal.clone(),
@@ -425,9 +430,11 @@ fn reserve_descriptors(_: &Config) -> Result<(), StartError> {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Request ids (taken from `X-Request-Id` or generated, and echoed back) and one tracing span per request.
-fn with_common_layers(router: Router, listener: &'static str) -> Router {
+/// Request ids (taken from `X-Request-Id` or generated, and echoed back), one tracing span per request, and the
+/// request's measurement by route template.
+fn with_common_layers(router: Router, listener: &'static str, meter: crate::measure::Meter) -> Router {
     router
+        .layer(axum::middleware::from_fn_with_state((meter, listener), crate::measure::http))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request| {
             let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");

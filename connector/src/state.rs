@@ -32,8 +32,8 @@ pub struct Connector {
     pub compute: Arc<crate::compute::Compute>,
     /// The audit log: heads, proofs, receipts, witnessing.
     pub audit: crate::audit::AuditLog,
-    /// Reads `/metrics` could not make (the store did not answer): counted, never shown as a plausible value.
-    pub metrics_read_failures: std::sync::atomic::AtomicU64,
+    /// This connector's measurements (`/metrics`).
+    pub metrics: crate::measure::Registry,
     /// The public listener's externally visible base URL (from the config, or the bound address).
     pub public_url: String,
     /// Our Gaia-X self-description, when `[gaiax]` is configured.
@@ -50,6 +50,11 @@ impl Connector {
     /// Whether the store is open and the catalogue index loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Where this connector's layers record.
+    pub fn meter(&self) -> crate::measure::Meter {
+        self.metrics.meter()
     }
 
     /// Seconds since start.

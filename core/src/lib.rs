@@ -7,12 +7,14 @@
 //! - [`formats`]: the transfer types and the endpoint type of HTTP data addresses;
 //! - [`paths`]: the well-known paths every part of a connector refers to;
 //! - [`encode`]: hex, SHA-256 digests, RFC 3339 times, written the same way everywhere;
+//! - [`meter`]: where every layer records its measurements (one registry per connector);
 //! - [`FieldError`]: one offending field of a request body, the unit every surface reports bad input in.
 
 pub mod addresses;
 pub mod encode;
 pub mod formats;
 pub mod ids;
+pub mod meter;
 pub mod negotiation;
 pub mod paths;
 pub mod query;

@@ -59,6 +59,25 @@ pub enum CredentialError {
     Presentation(String),
 }
 
+impl CredentialError {
+    /// A short name of the failure, for the measurements (bounded: one per variant).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialError::Malformed(_) => "malformed",
+            CredentialError::Untrusted { .. } => "untrusted",
+            CredentialError::Unresolvable(_) => "unresolvable",
+            CredentialError::UnknownKey(_) => "unknown_key",
+            CredentialError::Signature => "signature",
+            CredentialError::NotYetValid => "not_yet_valid",
+            CredentialError::Expired => "expired",
+            CredentialError::WrongSubject { .. } => "wrong_subject",
+            CredentialError::Revoked => "revoked",
+            CredentialError::Status(_) => "status",
+            CredentialError::Presentation(_) => "presentation",
+        }
+    }
+}
+
 /// What an issuer is asked to sign.
 #[derive(Debug, Clone)]
 pub struct IssueRequest {

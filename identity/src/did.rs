@@ -200,6 +200,8 @@ pub struct Resolver {
     hosts: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Which addresses a document may be fetched from (literal hosts are checked before connecting).
     addresses: hanse_core::addresses::Addresses,
+    /// Where resolutions are counted and timed.
+    meter: hanse_core::meter::Meter,
 }
 
 /// Concurrent document fetches per host.
@@ -222,7 +224,14 @@ impl Resolver {
             failures: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
             addresses: hanse_core::addresses::Addresses::new(development, &[]),
+            meter: hanse_core::meter::Meter::off(),
         }
+    }
+
+    /// The resolver counting its cache hits and timing its fetches in `meter`.
+    pub fn metered(mut self, meter: hanse_core::meter::Meter) -> Resolver {
+        self.meter = meter;
+        self
     }
 
     /// The resolver with the operator's address policy (`trust.allow_addresses`) instead of the strict default.
@@ -236,6 +245,7 @@ impl Resolver {
         if let Some((at, document)) = self.cache.lock().expect("cache lock").get(did)
             && at.elapsed() < self.ttl
         {
+            self.meter.count("hanse_did_resolutions_total", &[("source", "cache"), ("outcome", "resolved")]);
             return Ok(document.clone());
         }
         self.fetch(did).await
@@ -289,6 +299,7 @@ impl Resolver {
 
     async fn fetch(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
         if let Some(failed) = self.failed_lately(did) {
+            self.meter.count("hanse_did_resolutions_total", &[("source", "failure_cache"), ("outcome", "failed")]);
             return Err(failed);
         }
         let _turn = self.turn(&document_url(did)?).await?;
@@ -301,7 +312,15 @@ impl Resolver {
         {
             return Ok(document.clone());
         }
+        let started = Instant::now();
         let fetched = self.fetch_now(did).await;
+        let outcome = if fetched.is_ok() { "resolved" } else { "failed" };
+        self.meter.observe(
+            "hanse_did_resolution_duration_seconds",
+            &[("outcome", outcome)],
+            started.elapsed().as_secs_f64(),
+        );
+        self.meter.count("hanse_did_resolutions_total", &[("source", "network"), ("outcome", outcome)]);
         let mut failures = self.failures.lock().expect("failures lock");
         match &fetched {
             Err(ResolveError::Fetch { url, reason }) => {

@@ -61,6 +61,8 @@ pub struct IdentitySettings {
     /// The service entries of the DID document besides the status list, as `(type, endpoint)`: the connector's own
     /// services (audit log, self-description, peer list, broker), given as data so that identity imports none of them.
     pub services: Vec<(String, String)>,
+    /// Where token and credential verifications and DID resolutions are counted.
+    pub meter: hanse_core::meter::Meter,
 }
 
 /// The identity services of one connector.
@@ -88,7 +90,9 @@ pub enum CredentialOpError {
 impl Identity {
     pub fn new(keys: KeyRing, http: reqwest::Client, store: IdentityStore, settings: IdentitySettings) -> Identity {
         let addresses = hanse_core::addresses::Addresses::new(settings.development, &settings.allow_addresses);
-        let resolver = Resolver::new(http.clone(), settings.development, settings.did_cache).allowing(addresses);
+        let resolver = Resolver::new(http.clone(), settings.development, settings.did_cache)
+            .allowing(addresses)
+            .metered(settings.meter.clone());
         Identity {
             keys,
             resolver,
@@ -132,7 +136,13 @@ impl Identity {
     pub async fn check_request(&self, headers: &HeaderMap) -> Result<(Verified, TokenUse), TokenError> {
         // A header that is not visible ASCII reads as empty: malformed.
         let header = headers.get(http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
-        token::check(token::bearer(header)?, self.did(), &self.resolver, Utc::now()).await
+        let checked = match token::bearer(header) {
+            Ok(bearer) => token::check(bearer, self.did(), &self.resolver, Utc::now()).await,
+            Err(error) => Err(error),
+        };
+        let outcome = checked.as_ref().map_or_else(TokenError::kind, |_| "verified");
+        self.settings.meter.count("hanse_token_verifications_total", &[("outcome", outcome)]);
+        checked
     }
 
     /// Our DID document as the public listener serves it.
@@ -293,6 +303,18 @@ impl Identity {
     /// Checks one credential presented by `holder`: trusted issuer, signature, validity window, subject and
     /// revocation status. Answers it with the types its issuer is trusted for.
     pub async fn verify_credential(
+        &self,
+        jwt: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(CredentialSummary, Vec<String>), CredentialError> {
+        let checked = self.check_credential(jwt, holder, now).await;
+        let outcome = checked.as_ref().map_or_else(CredentialError::kind, |_| "verified");
+        self.settings.meter.count("hanse_credential_verifications_total", &[("outcome", outcome)]);
+        checked
+    }
+
+    async fn check_credential(
         &self,
         jwt: &str,
         holder: &str,

@@ -46,6 +46,27 @@ pub enum TokenError {
     Store(String),
 }
 
+impl TokenError {
+    /// A short name of the failure, for the measurements (bounded: one per variant).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TokenError::Missing => "missing",
+            TokenError::Malformed(_) => "malformed",
+            TokenError::NotSelfIssued => "not_self_issued",
+            TokenError::ForeignKey(_) => "foreign_key",
+            TokenError::WrongAudience(_) => "wrong_audience",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::TooLong => "too_long",
+            TokenError::Unresolvable(_) => "unresolvable",
+            TokenError::UnknownKey(_) => "unknown_key",
+            TokenError::Signature(_) => "signature",
+            TokenError::Replayed => "replayed",
+            TokenError::Store(_) => "store",
+        }
+    }
+}
+
 /// A request's verified sender.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {

@@ -96,6 +96,11 @@ pub struct Jobs {
 }
 
 impl Jobs {
+    /// Where the users of jobs record what they measure.
+    pub fn meter(&self) -> &hanse_core::meter::Meter {
+        &self.pool.meter
+    }
+
     /// Provider: records an admitted job if the agreement has admitted exactly `jobs_before` jobs so far (the count
     /// the policy decided with); `Ok(false)` when another job was admitted meanwhile (decide again).
     pub async fn admit_job(&self, job: &JobRow, jobs_before: i64, audit: &[Event]) -> Result<bool, StoreError> {

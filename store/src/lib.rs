@@ -39,8 +39,8 @@ pub use peers::PeerRow;
 pub use peers::PeerStore;
 pub use processes::Processes;
 pub use processes::{
-    AgreementRow, ClaimedMessage, OUTBOX_LEASE_MS, OutboxMessage, Outgoing, PROCESS_KINDS, ProcessKind, ProcessRow,
-    Usage,
+    AgreementRow, Census, ClaimedMessage, OUTBOX_LEASE_MS, OutboxMessage, Outgoing, PROCESS_KINDS, ProcessKind,
+    ProcessRow, Usage,
 };
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body is compiled once per backend.
@@ -139,6 +139,32 @@ pub struct StoreOptions {
     pub schema: Option<String>,
     /// Pool size.
     pub max_connections: Option<u32>,
+    /// Where the writer's batches and commits are measured.
+    pub meter: hanse_core::meter::Meter,
+}
+
+/// The measurements of a writer's batches: how many writes each commit carried and how long the batch took, from its
+/// first statement to the end of its commit.
+#[derive(Clone)]
+pub(crate) struct BatchMeter {
+    size: metrics::Histogram,
+    seconds: metrics::Histogram,
+}
+
+impl BatchMeter {
+    fn new(meter: &hanse_core::meter::Meter, dialect: Dialect) -> BatchMeter {
+        let dialect = &dialect.to_string();
+        BatchMeter {
+            size: meter.histogram("hanse_store_write_batch_size", &[("store", dialect)]),
+            seconds: meter.histogram("hanse_store_commit_duration_seconds", &[("store", dialect)]),
+        }
+    }
+
+    /// Records one batch of `size` writes that began at `started`.
+    pub(crate) fn batch(&self, size: usize, started: std::time::Instant) {
+        self.size.record(size as f64);
+        self.seconds.record(started.elapsed().as_secs_f64());
+    }
 }
 
 /// The store: one pool and writer, seen through one view per concern. Each service takes the views it needs. Cheap to
@@ -164,6 +190,8 @@ pub(crate) struct Pool {
     hot: HotWriter,
     /// SQLite: connections for point reads on the calling thread.
     readers: Option<std::sync::Arc<readers::Readers>>,
+    /// Where the store's users record what they measure of it.
+    pub(crate) meter: hanse_core::meter::Meter,
 }
 
 /// The writer of [`Pool::write`]: on SQLite a thread on the one writer connection, on PostgreSQL a task.
@@ -226,6 +254,17 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await
     }
+
+    /// The pool's connections now: `(open, idle)` (on SQLite the read pool and the writer's one connection).
+    pub fn connections(&self) -> (u32, u32) {
+        let mut open = with_pool!(self.pool, pool => pool.size());
+        let mut idle = with_pool!(self.pool, pool => pool.num_idle() as u32);
+        if let Some(writer) = &self.pool.writer {
+            open += writer.size();
+            idle += writer.num_idle() as u32;
+        }
+        (open, idle)
+    }
 }
 
 impl Pool {
@@ -257,8 +296,15 @@ impl Pool {
                 .await
                 .map_err(connect_error)?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-            let hot = HotWriter::Postgres(pg_writer::PgWriter::start(pool.clone()));
-            Ok(Pool { backend: Backend::Postgres(pool), writer: None, hot, readers: None })
+            let batches = BatchMeter::new(&options.meter, Dialect::Postgres);
+            let hot = HotWriter::Postgres(pg_writer::PgWriter::start(pool.clone(), batches));
+            Ok(Pool {
+                backend: Backend::Postgres(pool),
+                writer: None,
+                hot,
+                readers: None,
+                meter: options.meter.clone(),
+            })
         } else {
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(connect_error)?
@@ -291,8 +337,15 @@ impl Pool {
                 .connect_with(connect)
                 .await
                 .map_err(connect_error)?;
-            let hot = writer::Writer::start(writer.clone()).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
-            Ok(Pool { backend: Backend::Sqlite(pool), writer: Some(writer), hot: HotWriter::Sqlite(hot), readers })
+            let batches = BatchMeter::new(&options.meter, Dialect::Sqlite);
+            let hot = writer::Writer::start(writer.clone(), batches).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
+            Ok(Pool {
+                backend: Backend::Sqlite(pool),
+                writer: Some(writer),
+                hot: HotWriter::Sqlite(hot),
+                readers,
+                meter: options.meter.clone(),
+            })
         }
     }
 

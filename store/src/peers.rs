@@ -86,6 +86,11 @@ pub struct PeerStore {
 }
 
 impl PeerStore {
+    /// Where the users of the peer list record what they measure.
+    pub fn meter(&self) -> &hanse_core::meter::Meter {
+        &self.pool.meter
+    }
+
     /// Every known peer, by DID.
     pub async fn peers(&self) -> Result<Vec<PeerRow>, StoreError> {
         Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY did")))

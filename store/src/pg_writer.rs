@@ -40,7 +40,7 @@ pub(crate) struct PgWriter {
 
 impl PgWriter {
     /// Starts the writer task on the current runtime; its batches take connections from `pool`.
-    pub(crate) fn start(pool: PgPool) -> PgWriter {
+    pub(crate) fn start(pool: PgPool, batches: super::BatchMeter) -> PgWriter {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
@@ -51,8 +51,10 @@ impl PgWriter {
                         Err(_) => break,
                     }
                 }
+                let started = std::time::Instant::now();
                 let commit =
                     run_batch(&pool, &mut batch).await.map_err(|e| format!("the write batch did not commit: {e}"));
+                batches.batch(batch.len(), started);
                 for job in batch {
                     job.answer(&commit);
                 }

@@ -200,7 +200,43 @@ pub struct Processes {
     pub(crate) pool: crate::Pool,
 }
 
+/// How many processes of a kind are in each role and state, and how their outgoing messages stand.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Census {
+    /// `(role, state, count)`.
+    pub states: Vec<(String, String, i64)>,
+    /// Messages waiting to be delivered (first attempt or retry).
+    pub outbox: i64,
+    /// When the longest-waiting message was queued (epoch milliseconds), if any waits.
+    pub oldest_queued_at: Option<i64>,
+}
+
 impl Processes {
+    /// Where the users of processes record what they measure.
+    pub fn meter(&self) -> &hanse_core::meter::Meter {
+        &self.pool.meter
+    }
+
+    /// The processes of `kind` counted by role and state, and their outbox.
+    pub async fn census(&self, kind: ProcessKind) -> Result<Census, StoreError> {
+        let table = kind.table();
+        let states: Vec<(String, String, i64)> = with_pool!(self.pool, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT role, state, COUNT(*) FROM {table} GROUP BY role, state ORDER BY role, state"
+            )))
+            .fetch_all(pool)
+            .await?
+        });
+        let (outbox, oldest_queued_at): (i64, Option<i64>) = with_pool!(self.pool, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*), MIN(updated_at) FROM {table} WHERE out_message IS NOT NULL"
+            )))
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(Census { states, outbox, oldest_queued_at })
+    }
+
     pub async fn process(&self, kind: ProcessKind, id: &str) -> Result<Option<ProcessRow>, StoreError> {
         let table = kind.table();
         let statement = Statement::new(format!("SELECT {COLUMNS} FROM {table} WHERE id = $1"), vec![Param::from(id)]);

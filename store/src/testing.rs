@@ -64,9 +64,12 @@ impl TestDatabase {
 
     /// Opens the store (running migrations); panics with a clear message when the database does not answer.
     pub async fn open(&self) -> Store {
-        Store::open(&self.url, &StoreOptions { schema: self.schema.clone(), max_connections: Some(8) })
-            .await
-            .unwrap_or_else(|e| panic!("{:?} test database: {e} (set HANSE_TEST_DATABASE_URL?)", self.backend))
+        Store::open(
+            &self.url,
+            &StoreOptions { schema: self.schema.clone(), max_connections: Some(8), ..Default::default() },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{:?} test database: {e} (set HANSE_TEST_DATABASE_URL?)", self.backend))
     }
 }
 

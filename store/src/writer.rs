@@ -121,7 +121,7 @@ impl Writer {
     /// Starts the writer thread on `pool`, the store's one-connection writer pool. Called from within the runtime
     /// that serves the store: the thread takes the connection through it, so that the pool's own tasks (returning the
     /// connection) run there.
-    pub(crate) fn start(pool: SqlitePool) -> std::io::Result<Writer> {
+    pub(crate) fn start(pool: SqlitePool, batches: super::BatchMeter) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let waiting = Arc::new(AtomicUsize::new(0));
         let runtime = tokio::runtime::Handle::current();
@@ -130,7 +130,9 @@ impl Writer {
             let mut last_batch = 0;
             while let Ok(first) = queue.recv() {
                 let mut batch = vec![first];
-                if let Err(reason) = runtime.block_on(hold(&pool, &queue, &wanted, &mut batch, &mut last_batch)) {
+                if let Err(reason) =
+                    runtime.block_on(hold(&pool, &queue, &wanted, &batches, &mut batch, &mut last_batch))
+                {
                     for job in batch.drain(..) {
                         job.answer(&Err(reason.clone()));
                     }
@@ -179,6 +181,7 @@ async fn hold(
     pool: &SqlitePool,
     queue: &mpsc::Receiver<Box<dyn Job>>,
     wanted: &AtomicUsize,
+    batches: &super::BatchMeter,
     batch: &mut Vec<Box<dyn Job>>,
     last_batch: &mut usize,
 ) -> Result<(), String> {
@@ -198,7 +201,9 @@ async fn hold(
         }
         batch.extend(queue.try_iter().take(MAX_BATCH.saturating_sub(batch.len())));
         *last_batch = batch.len();
+        let started = Instant::now();
         let commit = run_batch(&mut db, batch).map_err(|e| format!("the write batch did not commit: {e}"));
+        batches.batch(batch.len(), started);
         for job in batch.drain(..) {
             job.answer(&commit);
         }

@@ -58,12 +58,27 @@ pub struct Management {
     pub client: reqwest::Client,
     pub base: String,
     pub api_key: String,
+    /// The key of `/metrics`.
+    pub metrics_key: Option<String>,
 }
 
 impl Management {
     /// The management API of `connector`, called with `client`.
     pub fn of(connector: &TestConnector, client: &reqwest::Client) -> Management {
-        Management { client: client.clone(), base: connector.management_url(), api_key: connector.api_key.clone() }
+        Management {
+            client: client.clone(),
+            base: connector.management_url(),
+            api_key: connector.api_key.clone(),
+            metrics_key: connector.config.management.metrics_api_key.clone(),
+        }
+    }
+
+    /// `GET /metrics` with the metrics key, as Prometheus sends it: the exposition text (asserted 200).
+    pub async fn metrics(&self) -> String {
+        let key = self.metrics_key.as_deref().expect("the connector has a metrics key");
+        let response = self.client.get(format!("{}/metrics", self.base)).bearer_auth(key).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 }
 
@@ -325,6 +340,69 @@ pub async fn offer_dataset(federation: &Federation, dataset: &str, terms: Value,
     api.create("/management/v3/contractdefinitions", definition).await;
 }
 
+/// The provider (connector 0) offers `dataset` (a file of `bytes` under its file root, or the given data address)
+/// under `terms`; the consumer (connector 1) negotiates it. Answers the agreement id.
+pub async fn agreed(federation: &Federation, dataset: &str, source: Value, terms: Value, manual_start: bool) -> String {
+    let provider = federation.management(0);
+    let mut asset = health_asset(dataset, "Diabetes cohort summary", &["diabetes"], 1200);
+    asset["dataAddress"] = source;
+    provider.create("/management/v3/assets", asset).await;
+    provider
+        .create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
+        .await;
+    provider.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), terms)).await;
+    let mut definition = contract_definition(
+        &format!("{dataset}-offer"),
+        &format!("{dataset}-access"),
+        &format!("{dataset}-terms"),
+        &[dataset],
+    );
+    definition["manualStart"] = json!(manual_start);
+    provider.create("/management/v3/contractdefinitions", definition).await;
+    let consumer = federation.management(1);
+    let offer = catalogue_offer(&consumer, &federation.connectors[0], dataset).await;
+    let id = negotiate(&consumer, &federation.connectors[0], offer, json!({"purpose": RESEARCH})).await;
+    let finalized = wait_for_negotiation(&consumer, &id, "FINALIZED").await;
+    finalized["contractAgreementId"].as_str().unwrap().to_owned()
+}
+
+/// Writes `bytes` as `name` under the provider's file root; answers the `File` data address.
+pub fn file_source(connector: &TestConnector, name: &str, bytes: &[u8]) -> Value {
+    let root = connector.config.file_root();
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join(name), bytes).unwrap();
+    json!({"type": "File", "path": name})
+}
+
+/// Starts an `HttpData-PULL` transfer under `agreement` from `consumer`; answers its id.
+pub async fn start_transfer(consumer: &Management, agreement: &str, extra: Value) -> String {
+    let mut body = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "TransferRequest",
+                          "contractId": agreement, "transferType": "HttpData-PULL", "protocol": "dataspace-protocol-http:2025-1"});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    let created = consumer.post("/management/v3/transferprocesses", &body).await;
+    assert_eq!(created.status, 200, "{:#}", created.body);
+    created.body["@id"].as_str().unwrap().to_owned()
+}
+
+/// The EDR (endpoint and token) of the consumer's transfer `id`.
+pub async fn edr(consumer: &Management, id: &str) -> Value {
+    let answer = consumer.get(&format!("/management/v3/edrs/{id}/dataaddress")).await;
+    assert_eq!(answer.status, 200, "{:#}", answer.body);
+    answer.body
+}
+
+/// A GET of the data behind `edr`.
+pub fn pull(client: &reqwest::Client, edr: &Value) -> reqwest::RequestBuilder {
+    client
+        .get(edr["endpoint"].as_str().unwrap())
+        .header("Authorization", format!("Bearer {}", edr["authorization"].as_str().unwrap()))
+}
+
+/// The purpose consumers give: general research use (DUO).
+pub const RESEARCH: &str = "DUO:0000007";
+
 /// Research-only terms: purpose isA general research use, no redistribution.
 pub fn research_terms() -> Value {
     json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
@@ -485,4 +563,23 @@ pub fn pooled_logistic_fit(
     let mut terms = vec!["(intercept)".to_owned()];
     terms.extend(covariates.iter().map(|c| if *c == "sex" { "sex=M".to_owned() } else { (*c).to_owned() }));
     (terms, beta, errors)
+}
+
+/// The sum of the samples of the Prometheus family member `name` (a counter, gauge, or a histogram's `_count`,
+/// `_sum` or `_bucket`) whose labels include `labels`; `None` when no sample matches.
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name || !labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\""))) {
+            continue;
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        found = Some(found.unwrap_or(0.0) + value);
+    }
+    found
 }

@@ -5,8 +5,6 @@ use hanse::audit::verify::{self, Evidence, Receipt};
 use hanse_tests::*;
 use serde_json::{Value, json};
 
-const RESEARCH: &str = "DUO:0000007";
-
 /// The provider (connector 0) offers a dataset; the consumer (connector 1) negotiates it to FINALIZED. Answers the
 /// agreement id.
 async fn agreement(federation: &Federation) -> String {
@@ -146,16 +144,7 @@ async fn a_provider_that_rewrites_its_log_is_caught_by_the_receipt_and_by_a_witn
     let alerts = consumer.get("/management/v3/audit/entries?type=audit.inconsistency").await;
     assert_eq!(alerts.body.as_array().unwrap().len(), 1, "{:#}", alerts.body);
     assert_eq!(alerts.body[0]["entry"]["participant"], provider_id.as_str());
-    let metrics = consumer
-        .client
-        .get(format!("{}/metrics", consumer.base))
-        .header("X-Api-Key", &consumer.api_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = consumer.metrics().await;
     assert!(metrics.contains("hanse_audit_inconsistencies_total 1"), "{metrics}");
     federation.shutdown().await;
 }

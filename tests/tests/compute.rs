@@ -6,7 +6,6 @@ use hanse::compute::commands;
 use hanse_tests::*;
 use serde_json::{Value, json};
 
-const RESEARCH: &str = "DUO:0000007";
 /// Rows per hospital: different sizes, like real sites.
 const ROWS: [usize; 3] = [4000, 3000, 2500];
 const SEED: u64 = 2026;
@@ -305,5 +304,128 @@ async fn a_model_job_stops_taking_rounds_once_its_agreement_expires() {
     assert_eq!(late.status(), 403);
     assert!(late.text().await.unwrap().contains("elapsedTime"));
     wait_for_transfer(&consumer, &id, "TERMINATED").await;
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_negotiation_a_transfer_and_a_job_show_every_family_with_its_values() {
+    let federation = Federation::with_hospitals(2).await;
+    // A job: one negotiation for compute, a compute session, one aggregate.
+    publish(&federation, 0, "metered", 300, 0, compute_terms(&["aggregate"], json!([]))).await;
+    let compute_agreement = agree(&federation, 0, "metered").await;
+    let count = json!({"metrics": [{"column": "age", "statistics": ["count"]}]});
+    let job = run(&federation, "aggregate", count, &[&compute_agreement], json!({})).await;
+    assert_eq!(job["state"], "COMPLETED", "{job:#}");
+    // A pull: a second negotiation and a transfer whose 100 000 bytes the provider's data plane serves.
+    let data = vec![7u8; 100_000];
+    let source = file_source(&federation.connectors[0], "metered.bin", &data);
+    let agreement = agreed(&federation, "metered-file", source, research_terms(), false).await;
+    let consumer = federation.management(1);
+    let transfer = start_transfer(&consumer, &agreement, json!({})).await;
+    wait_for_transfer(&consumer, &transfer, "STARTED").await;
+    let body = pull(&federation.client, &edr(&consumer, &transfer).await).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(body.len(), data.len());
+
+    let provider = federation.management(0);
+    // The scrape key opens /metrics and nothing else; the operator's key does not open /metrics.
+    let with_operator_key =
+        provider.client.get(format!("{}/metrics", provider.base)).header("X-Api-Key", &provider.api_key);
+    assert_eq!(with_operator_key.send().await.unwrap().status(), 401);
+    let scraper = provider.client.get(format!("{}/management/v3/assets/metered", provider.base));
+    let with_metrics_key = scraper.header("X-Api-Key", provider.metrics_key.as_deref().unwrap());
+    assert_eq!(with_metrics_key.send().await.unwrap().status(), 401);
+
+    // The usage is recorded when the body ends: wait for the pull's bytes to show.
+    let mut hospital = String::new();
+    until("the pull's bytes in the provider's metrics", async || {
+        hospital = provider.metrics().await;
+        sample(&hospital, "hanse_dataplane_bytes_total", &[("direction", "served")]) == Some(100_000.0)
+    })
+    .await;
+    let researcher = consumer.metrics().await;
+    let value = |text: &str, name: &str, labels: &[(&str, &str)]| {
+        sample(text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+    for (name, _, _) in hanse::measure::FAMILIES.iter().filter(|(name, _, _)| !name.starts_with("hanse_broker_")) {
+        let family = |text: &str| text.lines().any(|l| l.starts_with(&format!("# TYPE {name} ")));
+        assert!(family(&hospital) || family(&researcher), "the family {name} is missing from both connectors");
+    }
+    // Both negotiations and both transfers, on each side, by state.
+    assert_eq!(value(&hospital, "hanse_negotiations", &[("role", "provider"), ("state", "FINALIZED")]), 2.0);
+    assert_eq!(value(&researcher, "hanse_negotiations", &[("role", "consumer"), ("state", "FINALIZED")]), 2.0);
+    assert_eq!(value(&researcher, "hanse_negotiations", &[("role", "provider")]), 0.0, "a consumer only");
+    assert_eq!(value(&hospital, "hanse_transfers", &[("role", "provider"), ("state", "STARTED")]), 1.0);
+    assert_eq!(
+        value(&hospital, "hanse_transfers", &[("role", "provider"), ("state", "COMPLETED")]),
+        1.0,
+        "the compute session"
+    );
+    let finalized = [("role", "provider"), ("to", "FINALIZED")];
+    assert_eq!(value(&hospital, "hanse_negotiation_transitions_total", &finalized), 2.0);
+    assert!(value(&hospital, "hanse_transfer_transitions_total", &[("to", "STARTED")]) >= 2.0);
+    // DSP messages each way, by type and outcome; the routes they came by.
+    let requests = [("type", "ContractRequestMessage"), ("outcome", "accepted")];
+    assert_eq!(value(&hospital, "hanse_dsp_messages_received_total", &requests), 2.0);
+    let agreements = [("type", "ContractAgreementMessage"), ("outcome", "delivered")];
+    assert_eq!(value(&hospital, "hanse_dsp_messages_sent_total", &agreements), 2.0);
+    let sent_requests = [("type", "ContractRequestMessage"), ("outcome", "delivered")];
+    assert_eq!(value(&researcher, "hanse_dsp_messages_sent_total", &sent_requests), 2.0);
+    let route = [("listener", "public"), ("route", "/protocol/2025-1/negotiations/request"), ("status", "201")];
+    assert_eq!(value(&hospital, "hanse_http_requests_total", &route), 2.0);
+    let timed = [("listener", "public"), ("route", "/protocol/2025-1/negotiations/request")];
+    assert_eq!(value(&hospital, "hanse_http_request_duration_seconds_count", &timed), 2.0);
+    assert!(value(&hospital, "hanse_http_request_duration_seconds_sum", &timed) > 0.0);
+    // Nothing waits, nothing was retried, nothing read failed.
+    assert_eq!(value(&hospital, "hanse_outbox_messages", &[]), 0.0);
+    assert_eq!(value(&hospital, "hanse_outbox_oldest_age_seconds", &[]), 0.0);
+    assert_eq!(value(&hospital, "hanse_outbox_retries_total", &[]), 0.0);
+    assert_eq!(value(&hospital, "hanse_metrics_read_failures_total", &[]), 0.0);
+    // Policy decisions where they were made; tokens and DID documents.
+    for point in ["negotiation_access", "negotiation_contract"] {
+        assert_eq!(
+            value(&hospital, "hanse_policy_decisions_total", &[("point", point), ("outcome", "permitted")]),
+            2.0
+        );
+    }
+    assert!(
+        value(&hospital, "hanse_policy_decisions_total", &[("point", "transfer"), ("outcome", "permitted")]) >= 2.0
+    );
+    assert_eq!(
+        value(&hospital, "hanse_policy_decisions_total", &[("point", "compute"), ("outcome", "permitted")]),
+        1.0
+    );
+    assert_eq!(sample(&hospital, "hanse_policy_decisions_total", &[("outcome", "denied")]), None, "nothing denied");
+    let verified = value(&hospital, "hanse_token_verifications_total", &[("outcome", "verified")]);
+    assert!(verified >= 6.0, "{verified} tokens verified");
+    let fetched = [("source", "network"), ("outcome", "resolved")];
+    assert!(value(&hospital, "hanse_did_resolutions_total", &fetched) >= 1.0);
+    assert!(value(&hospital, "hanse_did_resolutions_total", &[("source", "cache")]) >= 1.0);
+    assert!(value(&hospital, "hanse_did_resolution_duration_seconds_count", &[("outcome", "resolved")]) >= 1.0);
+    // The data plane and the job, on each side.
+    assert_eq!(value(&hospital, "hanse_dataplane_active_transfers", &[]), 0.0);
+    let completed = [("template", "aggregate"), ("outcome", "completed")];
+    assert_eq!(value(&hospital, "hanse_compute_jobs_total", &[("role", "provider"), completed[0], completed[1]]), 1.0);
+    assert_eq!(
+        value(&researcher, "hanse_compute_jobs_total", &[("role", "orchestrator"), completed[0], completed[1]]),
+        1.0
+    );
+    assert_eq!(value(&researcher, "hanse_compute_job_duration_seconds_count", &[("role", "orchestrator")]), 1.0);
+    // The audit log, the store, the process.
+    let entries = value(&hospital, "hanse_audit_log_entries", &[]);
+    let logged = provider.get("/management/v3/audit/head").await.body["size"].as_f64().unwrap();
+    assert!(entries >= 10.0 && entries <= logged, "{entries} entries, head {logged}");
+    assert_eq!(value(&hospital, "hanse_audit_inconsistencies_total", &[]), 0.0);
+    assert!(value(&hospital, "hanse_store_connections", &[]) >= 1.0);
+    let batches = value(&hospital, "hanse_store_write_batch_size_count", &[]);
+    assert!(batches >= 1.0 && value(&hospital, "hanse_store_write_batch_size_sum", &[]) >= batches);
+    assert_eq!(value(&hospital, "hanse_store_commit_duration_seconds_count", &[]), batches);
+    assert!(value(&hospital, "process_resident_memory_bytes", &[]) > 1e6);
+    assert!(value(&hospital, "process_open_fds", &[]) >= 3.0);
+    // No label carries an id: every value of every label comes from a bounded set.
+    for text in [&hospital, &researcher] {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains("did:web") && !line.contains("urn:uuid") && !line.contains("metered"), "{line}");
+        }
+    }
     federation.shutdown().await;
 }

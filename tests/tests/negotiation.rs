@@ -3,8 +3,6 @@
 use hanse_tests::*;
 use serde_json::{Value, json};
 
-const RESEARCH: &str = "DUO:0000007";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_runs_to_finalized_on_both_sides_without_anyone_clicking() {
     let federation = Federation::with_hospitals(2).await;

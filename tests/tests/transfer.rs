@@ -8,7 +8,6 @@ use axum::response::IntoResponse;
 use hanse_tests::*;
 use serde_json::{Value, json};
 
-const RESEARCH: &str = "DUO:0000007";
 const MIB: usize = 1 << 20;
 
 /// Deterministic, incompressible-looking bytes.
@@ -29,51 +28,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     openssl::sha::sha256(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The provider (connector 0) offers `dataset` (a file of `bytes` under its file root, or the given data address)
-/// under `terms`; the consumer (connector 1) negotiates it. Answers the agreement id.
-async fn agreed(federation: &Federation, dataset: &str, source: Value, terms: Value, manual_start: bool) -> String {
-    let provider = federation.management(0);
-    let mut asset = health_asset(dataset, "Diabetes cohort summary", &["diabetes"], 1200);
-    asset["dataAddress"] = source;
-    provider.create("/management/v3/assets", asset).await;
-    provider
-        .create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
-        .await;
-    provider.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), terms)).await;
-    let mut definition = contract_definition(
-        &format!("{dataset}-offer"),
-        &format!("{dataset}-access"),
-        &format!("{dataset}-terms"),
-        &[dataset],
-    );
-    definition["manualStart"] = json!(manual_start);
-    provider.create("/management/v3/contractdefinitions", definition).await;
-    let consumer = federation.management(1);
-    let offer = catalogue_offer(&consumer, &federation.connectors[0], dataset).await;
-    let id = negotiate(&consumer, &federation.connectors[0], offer, json!({"purpose": RESEARCH})).await;
-    let finalized = wait_for_negotiation(&consumer, &id, "FINALIZED").await;
-    finalized["contractAgreementId"].as_str().unwrap().to_owned()
-}
-
-/// Writes `bytes` as `name` under the provider's file root; answers the `File` data address.
-fn file_source(connector: &TestConnector, name: &str, bytes: &[u8]) -> Value {
-    let root = connector.config.file_root();
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join(name), bytes).unwrap();
-    json!({"type": "File", "path": name})
-}
-
-async fn start_transfer(consumer: &Management, agreement: &str, extra: Value) -> String {
-    let mut body = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "TransferRequest",
-                          "contractId": agreement, "transferType": "HttpData-PULL", "protocol": "dataspace-protocol-http:2025-1"});
-    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-        body.extend(extra);
-    }
-    let created = consumer.post("/management/v3/transferprocesses", &body).await;
-    assert_eq!(created.status, 200, "{:#}", created.body);
-    created.body["@id"].as_str().unwrap().to_owned()
-}
-
 /// The provider's side of the consumer's transfer `consumer_pid`.
 async fn provider_side(provider: &Management, consumer_pid: &str) -> Value {
     let mut found = Value::Null;
@@ -88,18 +42,6 @@ async fn provider_side(provider: &Management, consumer_pid: &str) -> Value {
     })
     .await;
     found
-}
-
-async fn edr(consumer: &Management, id: &str) -> Value {
-    let answer = consumer.get(&format!("/management/v3/edrs/{id}/dataaddress")).await;
-    assert_eq!(answer.status, 200, "{:#}", answer.body);
-    answer.body
-}
-
-fn pull(client: &reqwest::Client, edr: &Value) -> reqwest::RequestBuilder {
-    client
-        .get(edr["endpoint"].as_str().unwrap())
-        .header("Authorization", format!("Bearer {}", edr["authorization"].as_str().unwrap()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -452,6 +452,8 @@ impl Broker {
             status.forced = false;
             status.skipped = None;
             status.skipped_since = 0;
+            let counted = if outcome.is_ok() { "crawled" } else { "failed" };
+            broker.peers.meter().count("hanse_broker_crawls_total", &[("outcome", counted)]);
             match outcome {
                 Ok(Crawled { datasets, triples, fetch_ms, index_ms }) => {
                     status.last_success = crate::store::now_millis();

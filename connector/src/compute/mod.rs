@@ -313,6 +313,26 @@ fn signed(state: &Arc<Compute>, job: &JobRow, round: u64, result: &Json) -> Resp
     ([(header::CONTENT_TYPE, "application/jwt")], jwt).into_response()
 }
 
+/// Counts a finished job step (`provider`: one round run here) or job (`orchestrator`: all sites combined), by template
+/// and outcome, with the time it took.
+pub(crate) fn count_job(
+    jobs: &crate::store::Jobs,
+    role: &'static str,
+    template: &str,
+    ok: bool,
+    started: std::time::Instant,
+) {
+    let template = TEMPLATES.iter().find(|known| **known == template).copied().unwrap_or("other");
+    let outcome = if ok { "completed" } else { "failed" };
+    let meter = jobs.meter();
+    meter.count("hanse_compute_jobs_total", &[("role", role), ("template", template), ("outcome", outcome)]);
+    meter.observe(
+        "hanse_compute_job_duration_seconds",
+        &[("role", role), ("template", template)],
+        started.elapsed().as_secs_f64(),
+    );
+}
+
 fn job_event(kind: &'static str, job: &JobRow, details: Json) -> Event {
     Event::new(kind, details)
         .agreement(job.agreement_id.as_deref())
@@ -597,8 +617,10 @@ async fn execute(
     limits: Limits,
 ) -> Response {
     let (template, parameters) = (job.template.clone(), job.body["parameters"].clone());
+    let started = std::time::Instant::now();
     let outcome =
         state.run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, round, deadline)).await;
+    count_job(&state.jobs, "provider", &job.template, outcome.is_ok(), started);
     if let Err(refusal) = conclude(state, job, round, &outcome).await {
         return refusal.into_response();
     }

@@ -166,6 +166,7 @@ async fn run(state: Arc<Compute>, mut job: JobRow, starts: Vec<transfer::Start>)
     }
     job.status = status.into();
     job.body["seconds"] = json!(started.elapsed().as_secs_f64());
+    super::count_job(&state.jobs, "orchestrator", &job.template, outcome.is_ok(), started);
     if let Err(error) = state.jobs.update_job(&job, &[Event::new("compute.combined", details)]).await {
         tracing::error!(%error, "cannot record a job's result");
     }

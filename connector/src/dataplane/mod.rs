@@ -127,17 +127,21 @@ pub(crate) fn refuse(status: StatusCode, reason: &str) -> Response {
 }
 
 /// Adds a response's bytes to the agreement's usage when the body ends, with its audit entry (the pull itself is
-/// counted before the first byte, so that a `count` constraint holds under concurrent pulls).
+/// counted before the first byte, so that a `count` constraint holds under concurrent pulls). While it lives, the
+/// stream counts as an active transfer in the measurements; its bytes are added to them when it ends.
 struct Meter {
     store: Processes,
     bytes: Arc<AtomicU64>,
     /// The entry recording the bytes sent (`data.bytes`); it names the agreement whose usage grows.
     event: crate::audit::Event,
+    /// `served` (a pull) or `pushed`.
+    direction: &'static str,
 }
 
 impl Meter {
-    fn new(store: &Processes, transfer: &transfer::Transfer) -> Meter {
-        Meter { store: store.clone(), bytes: Arc::default(), event: usage_event("data.bytes", transfer) }
+    fn new(store: &Processes, transfer: &transfer::Transfer, direction: &'static str) -> Meter {
+        store.meter().gauge("hanse_dataplane_active_transfers", &[]).increment(1.0);
+        Meter { store: store.clone(), bytes: Arc::default(), event: usage_event("data.bytes", transfer), direction }
     }
 
     /// The SHA-256 of the representation sent, when known.
@@ -160,6 +164,9 @@ fn usage_event(kind: &'static str, transfer: &transfer::Transfer) -> crate::audi
 impl Drop for Meter {
     fn drop(&mut self) {
         let (store, bytes) = (self.store.clone(), self.bytes.load(Ordering::Relaxed));
+        let meter = store.meter();
+        meter.gauge("hanse_dataplane_active_transfers", &[]).decrement(1.0);
+        meter.counter("hanse_dataplane_bytes_total", &[("direction", self.direction)]).increment(bytes);
         let mut event = self.event.clone();
         event.details.insert("bytes".into(), json!(bytes));
         let agreement = event.agreement.clone().unwrap_or_default();
@@ -306,7 +313,7 @@ impl DataPlane {
             tracing::error!(%error, "cannot count a pull");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "the pull cannot be counted now");
         }
-        let meter = get.then(|| Meter::new(&self.transfers.store, &transfer));
+        let meter = get.then(|| Meter::new(&self.transfers.store, &transfer, "served"));
         match (address, forward) {
             (DataAddress::Http { fields, .. }, Some(forward)) => self.proxy(forward, fields, request, meter).await,
             (DataAddress::File { path, .. }, _) => self.serve_file(path, request, meter).await,
@@ -471,7 +478,8 @@ impl DataPlane {
             destination.get("endpoint").and_then(Json::as_str).ok_or("the push destination has no endpoint")?;
         let asset = self.catalogue.asset(&grant.agreement.asset_id).ok_or("the dataset is no longer offered")?;
         let (stream, length, digest) = self.open_source(&asset.value.data_address).await?;
-        let meter = Meter::new(&self.transfers.store, &transfer).with_digest(digest.as_ref().map(Digest::hex));
+        let meter =
+            Meter::new(&self.transfers.store, &transfer, "pushed").with_digest(digest.as_ref().map(Digest::hex));
         let sent = meter.bytes.clone();
         let mut request = self
             .http

@@ -22,6 +22,7 @@ mod catalog;
 mod compute;
 mod credentials;
 mod edrs;
+mod metrics;
 mod negotiations;
 mod policies;
 pub mod resources;
@@ -84,11 +85,16 @@ pub fn router(state: Shared) -> Router {
         .route("/management/v3/jobs", post(compute::start))
         .route("/management/v3/jobs/request", post(compute::query))
         .route("/management/v3/jobs/{id}", get(compute::read))
-        .route("/metrics", get(metrics))
         .merge(broker::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let auditors = audit::routes(state.clone());
-    Router::new().merge(health_routes()).merge(auditors).merge(api).fallback(not_found).with_state(state)
+    Router::new()
+        .merge(health_routes())
+        .merge(auditors)
+        .merge(metrics::routes())
+        .merge(api)
+        .fallback(not_found)
+        .with_state(state)
 }
 
 /// A request body as JSON, or a 400 saying why not.
@@ -170,34 +176,6 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
         "store": state.store.dialect().to_string(),
         "uptimeSeconds": state.uptime_seconds(),
     }))
-}
-
-/// `GET /metrics`: Prometheus text exposition of what operators alert on. A value that cannot be read now is left
-/// out and counted in `hanse_metrics_read_failures_total`, never shown as zero.
-async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
-    use std::sync::atomic::Ordering::Relaxed;
-    let inconsistencies = state.audit.inconsistencies();
-    let mut text = format!(
-        "# HELP hanse_audit_inconsistencies_total Peers' tree heads found inconsistent with what they showed before.\n\
-         # TYPE hanse_audit_inconsistencies_total counter\n\
-         hanse_audit_inconsistencies_total {inconsistencies}\n\
-         # HELP hanse_audit_log_entries Entries in this connector's audit log.\n\
-         # TYPE hanse_audit_log_entries gauge\n"
-    );
-    match state.store.audit.audit_frontier().await {
-        Ok(frontier) => text.push_str(&format!("hanse_audit_log_entries {}\n", frontier.size)),
-        Err(error) => {
-            tracing::error!(%error, "metrics: cannot read the audit log's size");
-            state.metrics_read_failures.fetch_add(1, Relaxed);
-        }
-    }
-    let failures = state.metrics_read_failures.load(Relaxed);
-    text.push_str(&format!(
-        "# HELP hanse_metrics_read_failures_total Values /metrics could not read (the store did not answer).\n\
-         # TYPE hanse_metrics_read_failures_total counter\n\
-         hanse_metrics_read_failures_total {failures}\n"
-    ));
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// An unknown path: 404 to a caller with the operator's or the auditor's key, 401 to anyone else (nothing about the

@@ -393,7 +393,9 @@ impl Negotiations {
         let Some(access) = self.catalogue.policy(&definition.value.access_policy_id) else {
             return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
         };
-        if !hanse_policy::permits(&access.value.policy, "use", &context) {
+        let permitted = hanse_policy::permits(&access.value.policy, "use", &context);
+        crate::process::count_decision(&self.store, "negotiation_access", permitted);
+        if !permitted {
             let decision = hanse_policy::evaluate(&access.value.policy, "use", &context);
             tracing::debug!(requester, offer = offer_id, reason = %decision.reason, "access policy denies the negotiation");
             return refuse("OfferNotFound", format!("there is no offer `{offer_id}` in this catalogue"));
@@ -401,8 +403,9 @@ impl Negotiations {
         // The contract terms must be able to grant something to this requester: one of its permissions' actions. The
         // fast path decides; only a denial is evaluated again with its full trace, which is kept with the negotiation.
         let actions: Vec<String> = offered.policy.permissions.iter().filter_map(|p| p.action.clone()).collect();
-        let Some(granted) = actions.iter().find(|action| hanse_policy::permits(&offered.policy, action, &context))
-        else {
+        let granted = actions.iter().find(|action| hanse_policy::permits(&offered.policy, action, &context));
+        crate::process::count_decision(&self.store, "negotiation_contract", granted.is_some());
+        let Some(granted) = granted else {
             let decision = actions.first().map(|action| hanse_policy::evaluate(&offered.policy, action, &context));
             let reason =
                 decision.as_ref().map(|d| d.reason.clone()).unwrap_or_else(|| "the offer grants no permission".into());

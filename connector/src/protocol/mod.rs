@@ -62,6 +62,7 @@ pub fn router(state: Shared) -> Router {
         .route(&format!("{BASE}/transfers/{{pid}}/completion"), post(transfer::completion))
         .route(&format!("{BASE}/transfers/{{pid}}/suspension"), post(transfer::suspension))
         .route(&format!("{BASE}/transfers/{{pid}}/termination"), post(transfer::termination))
+        .route_layer(axum::middleware::from_fn_with_state(state.meter(), count_dsp))
         .layer(
             CompressionLayer::new().gzip(true).compress_when(
                 SizeAbove::new(COMPRESS_ABOVE).and(NotForContentType::IMAGES).and(NotForContentType::SSE),
@@ -73,4 +74,28 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::compute::routes(state.compute.clone()))
         .merge(crate::peers::routes(state.peers.clone()))
         .merge(crate::audit::peer::routes(state.audit.clone()))
+}
+
+/// Counts each DSP request by its message type (from the route it matched) and outcome: `accepted` (2xx), `refused`
+/// (4xx: the DSP error body says why) or `failed` (5xx).
+async fn count_dsp(
+    axum::extract::State(meter): axum::extract::State<crate::measure::Meter>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let message = route.and_then(|route| crate::dsp::message_of_route(request.method(), &route));
+    let response = next.run(request).await;
+    if let Some(message) = message {
+        let status = response.status();
+        let outcome = if status.is_success() {
+            "accepted"
+        } else if status.is_client_error() {
+            "refused"
+        } else {
+            "failed"
+        };
+        meter.count("hanse_dsp_messages_received_total", &[("type", message), ("outcome", outcome)]);
+    }
+    response
 }

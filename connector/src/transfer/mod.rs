@@ -414,7 +414,10 @@ impl Transfers {
             context.claims = claims.claims.clone();
             context.credential_types = claims.credential_types.clone();
         }
-        if !hanse_policy::permits(&policy, action, &context) {
+        let permitted = hanse_policy::permits(&policy, action, &context);
+        let point = if context.job.is_some() { "compute" } else { "transfer" };
+        crate::process::count_decision(&self.store, point, permitted);
+        if !permitted {
             let decision = hanse_policy::evaluate(&policy, action, &context);
             return Err(Refusal {
                 code: "PolicyDenied",
