@@ -10,6 +10,10 @@ async fn three_hospitals_come_up_ready_on_both_listeners() {
         for base in [connector.public_url(), connector.management_url()] {
             let response = federation.client.get(format!("{base}/health/ready")).send().await.unwrap();
             assert_eq!(response.status(), 200, "{base}");
+            let ready: serde_json::Value = response.json().await.unwrap();
+            for component in ["store", "catalogue", "audit"] {
+                assert_eq!(ready["components"][component]["status"], "up", "{base}: {ready}");
+            }
         }
         let about: serde_json::Value = federation
             .client

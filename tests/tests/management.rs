@@ -2,7 +2,7 @@
 //! Every scenario runs on each hospital of a two-hospital federation (one SQLite, one PostgreSQL).
 
 use hanse_tests::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assets_are_created_read_listed_replaced_and_deleted() {
@@ -305,5 +305,12 @@ async fn metrics_leave_out_what_they_cannot_read_and_count_it() {
     // Both process counts and the log's size could not be read.
     assert_eq!(sample(&failing, "hanse_metrics_read_failures_total", &[]), Some(3.0), "{failing}");
     assert!(sample(&failing, "process_resident_memory_bytes", &[]).is_some(), "what can be read is shown");
+    // Readiness names what is down: a load balancer stops sending requests.
+    let ready = api.client.get(format!("{}/health/ready", api.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "unavailable");
+    assert_eq!(ready["components"]["store"]["status"], "down", "{ready}");
+    assert_eq!(ready["components"]["catalogue"]["status"], "up", "{ready}");
     federation.shutdown().await;
 }
