@@ -11,19 +11,28 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use serde_json::{Map, Value as Json, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::Shared;
 
 /// How long a component may take to answer before it counts as down.
 const COMPONENT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET /health/live` and `GET /health/ready`, on both listeners.
-pub fn health_routes() -> Router<Shared> {
-    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready))
+/// `GET /health/live` and `GET /health/ready`, on both listeners, with their descriptions.
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(live)).routes(routes!(ready))
 }
 
+/// `GET /health/live` and `GET /health/ready` as a plain router.
+pub fn health_routes() -> Router<Shared> {
+    routes().split_for_parts().0
+}
+
+/// Whether the process is up.
+#[utoipa::path(get, path = "/health/live", tag = "Connector", operation_id = "liveness", security(()),
+    responses((status = 200, description = "`{\"status\": \"live\"}`", body = serde_json::Value)))]
 async fn live() -> impl IntoResponse {
     axum::Json(json!({"status": "live"}))
 }
@@ -36,6 +45,10 @@ fn component(result: Result<(), &str>) -> Json {
     }
 }
 
+/// Whether the connector can serve: each component up or down.
+#[utoipa::path(get, path = "/health/ready", tag = "Connector", operation_id = "readiness", security(()),
+    responses((status = 200, description = "Ready: every component up", body = serde_json::Value),
+        (status = 503, description = "Starting, or a component down (named with why)", body = serde_json::Value)))]
 async fn ready(State(state): State<Shared>) -> impl IntoResponse {
     if !state.is_ready() {
         let components = json!({"catalogue": component(Err("the catalogue index is loading"))});

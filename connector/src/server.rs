@@ -367,7 +367,7 @@ fn serve_both(
         public_router = public_router.layer(axum::middleware::from_fn_with_state(limit, listen::rate_limited));
     }
     let management_router = listen::bodies(
-        management::router(state.clone()),
+        management::router(state.clone()).0,
         http.management_max_body_kb * 1024,
         "http.management_max_body_kb",
         pause,

@@ -11,7 +11,8 @@ use crate::catalog::rdf::SparqlError;
 use crate::error::ManagementError;
 
 /// `?query=` of a `GET`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueryParameter {
     pub query: Option<String>,
 }

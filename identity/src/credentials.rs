@@ -100,9 +100,10 @@ impl IssueRequest {
             Some(Json::Object(claims)) => claims.clone(),
             Some(_) => return Err(("claims", "must be a JSON object".to_owned())),
         };
-        let valid_until = match text("validUntil") {
-            None => None,
-            Some(text) => Some(
+        let valid_until = match (text("validUntil"), object.get("validUntil")) {
+            (None, None | Some(Json::Null)) => None,
+            (None, Some(_)) => return Err(("validUntil", "must be an RFC 3339 date-time string".to_owned())),
+            (Some(text), _) => Some(
                 DateTime::parse_from_rfc3339(&text)
                     .map_err(|_| ("validUntil", format!("`{text}` is not an RFC 3339 date-time")))?
                     .with_timezone(&Utc),

@@ -44,24 +44,39 @@ fn run(command: &mut Command, what: &str) -> String {
 /// A Python with `interop/requirements.txt` installed (a virtual environment made once per pin set).
 pub fn python() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let venv = cache().join(format!("venv-{}", digest(&["requirements.txt"])));
-            let python = venv.join("bin/python");
-            if !venv.join("installed").exists() {
-                let _ = std::fs::remove_dir_all(&venv);
-                run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
-                run(
-                    Command::new(&python)
-                        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
-                        .arg(folder().join("requirements.txt")),
-                    "pip install -r tests/interop/requirements.txt",
-                );
-                std::fs::write(venv.join("installed"), b"").expect("mark the environment installed");
-            }
-            python
-        })
-        .clone()
+    PYTHON.get_or_init(|| python_with("requirements.txt")).clone()
+}
+
+/// A Python with `interop/api-requirements.txt` installed: openapi-spec-validator and schemathesis.
+pub fn api_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| python_with("api-requirements.txt")).clone()
+}
+
+/// A virtual environment with the pins of `interop/<requirements>` installed, made once per pin set; its Python.
+fn python_with(requirements: &str) -> PathBuf {
+    let venv = cache().join(format!("venv-{}", digest(&[requirements])));
+    let python = venv.join("bin/python");
+    if !venv.join("installed").exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
+        run(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+                .arg(folder().join(requirements)),
+            &format!("pip install -r tests/interop/{requirements}"),
+        );
+        std::fs::write(venv.join("installed"), b"").expect("mark the environment installed");
+    }
+    python
+}
+
+/// Runs `program` with `args` to its end; answers whether it succeeded and all it printed (standard output, then
+/// standard error).
+pub fn outcome(program: &Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program:?}: cannot start: {e}"));
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), printed)
 }
 
 /// `node_modules` with `interop/package.json` installed as its lock file says (`npm ci`, once per lock file).

@@ -83,7 +83,8 @@ async fn head_endpoint(State(state): State<AuditLog>, headers: HeaderMap) -> Res
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Sizes {
     pub from: u64,
     pub to: u64,

@@ -84,6 +84,18 @@ pub(crate) fn text(node: &Map<String, Json>, name: &str) -> Option<String> {
     })
 }
 
+/// Refuses into `errors` each of `names` that the body as written (compact: the name itself or `edc:`-prefixed)
+/// gives as something other than a string or `null` — JSON-LD expansion would drop a list of nulls or an empty object
+/// silently, and the member would read as absent.
+pub(crate) fn refuse_non_text(body: &Json, names: &[&str], errors: &mut Invalid) {
+    for name in names {
+        let given = body.get(*name).or_else(|| body.get(format!("edc:{name}").as_str()));
+        if given.is_some_and(|value| !value.is_string() && !value.is_null()) {
+            errors.push(FieldError::new(*name, "must be a string").with_value(given));
+        }
+    }
+}
+
 pub(crate) fn nested<'a>(node: &'a Map<String, Json>, name: &str) -> Option<&'a Map<String, Json>> {
     member(node, name).first().and_then(Json::as_object)
 }
@@ -176,14 +188,23 @@ impl DataAddress {
         };
         let mut fields = BTreeMap::new();
         for (key, values) in node {
-            if let Some(local) = key.strip_prefix(EDC)
-                && let Some(value) = values.as_array().and_then(|v| v.first()).and_then(|v| v.get("@value"))
-            {
-                let value = match value {
-                    Json::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                fields.insert(local.to_owned(), value);
+            let Some(local) = key.strip_prefix(EDC) else { continue };
+            match values.as_array().and_then(|v| v.first()).and_then(|v| v.get("@value")) {
+                Some(Json::String(s)) => {
+                    fields.insert(local.to_owned(), s.clone());
+                }
+                Some(scalar @ (Json::Number(_) | Json::Bool(_)))
+                    if !matches!(local, "type" | "baseUrl" | "path" | "file") =>
+                {
+                    fields.insert(local.to_owned(), scalar.to_string());
+                }
+                Some(Json::Number(_) | Json::Bool(_)) => {
+                    errors.push(FieldError::new(format!("dataAddress.{local}"), "must be a string"));
+                }
+                _ => errors.push(FieldError::new(
+                    format!("dataAddress.{local}"),
+                    "must be a string, number or boolean (a data address holds settings, not objects)",
+                )),
             }
         }
         for name in PROXY_SWITCHES {

@@ -1,30 +1,30 @@
 //! The audit log for auditors (`/management/v3/audit/...`): read-only, open to the operator's API key, to the auditor
 //! API key (which opens nothing else), and to auditors' DIDs presenting a self-issued token.
 
-use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::ManagementError;
+use super::{ManagementError, Path, Query};
 use crate::audit::ProofError;
 use crate::audit::peer::Sizes;
 use crate::state::Shared;
 use crate::store::AuditFilter;
 
-pub fn routes(state: Shared) -> Router<Shared> {
-    Router::new()
-        .route("/management/v3/audit/entries", get(entries))
-        .route("/management/v3/audit/entries/{seq}", get(entry))
-        .route("/management/v3/audit/head", get(head))
-        .route("/management/v3/audit/consistency", get(consistency))
-        .route("/management/v3/audit/export", get(export))
-        .route("/management/v3/audit/receipts", get(receipts))
-        .route("/management/v3/audit/witnessed", get(witnessed))
+pub fn routes(state: Shared) -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(entries))
+        .routes(routes!(entry))
+        .routes(routes!(head))
+        .routes(routes!(consistency))
+        .routes(routes!(export))
+        .routes(routes!(receipts))
+        .routes(routes!(witnessed))
         .route_layer(middleware::from_fn_with_state(state, require_auditor))
 }
 
@@ -66,7 +66,8 @@ impl From<ProofError> for ManagementError {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 struct EntryQuery {
     agreement: Option<String>,
@@ -104,6 +105,7 @@ fn entry_json(entry: &crate::store::AuditEntry) -> Json {
 }
 
 /// `GET /entries`: entries by agreement, participant, dataset, type and time, in order, paged with `after`.
+#[utoipa::path(get, path = "/management/v3/audit/entries", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "list audit entries", params(EntryQuery), responses((status = 200, description = "Entries in order", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors))]
 async fn entries(State(state): State<Shared>, Query(query): Query<EntryQuery>) -> Result<Response, ManagementError> {
     let filter = AuditFilter {
         from_time: millis("from", query.from.as_deref())?,
@@ -120,6 +122,7 @@ async fn entries(State(state): State<Shared>, Query(query): Query<EntryQuery>) -
 }
 
 /// `GET /entries/{seq}`: the entry with its inclusion proof in the current signed head.
+#[utoipa::path(get, path = "/management/v3/audit/entries/{seq}", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "read an audit entry", params(("seq" = u64, Path, description = "The entry's sequence number")), responses((status = 200, description = "The entry with its inclusion proof", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 async fn entry(State(state): State<Shared>, Path(seq): Path<u64>) -> Result<Response, ManagementError> {
     match state.audit.proven_entry(seq).await? {
         Some(proven) => Ok(axum::Json(proven).into_response()),
@@ -127,21 +130,25 @@ async fn entry(State(state): State<Shared>, Path(seq): Path<u64>) -> Result<Resp
     }
 }
 
+#[utoipa::path(get, path = "/management/v3/audit/head", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "read the signed head", responses((status = 200, description = "The signed tree head", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 async fn head(State(state): State<Shared>) -> Result<Response, ManagementError> {
     Ok(axum::Json(state.audit.current_head().await?.to_json()).into_response())
 }
 
+#[utoipa::path(get, path = "/management/v3/audit/consistency", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "prove consistency", params(Sizes), responses((status = 200, description = "A consistency proof between two sizes", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 async fn consistency(State(state): State<Shared>, Query(sizes): Query<Sizes>) -> Result<Response, ManagementError> {
     Ok(axum::Json(crate::audit::peer::consistency_json(&state.audit, &sizes).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Range {
     from: Option<u64>,
     to: Option<u64>,
 }
 
 /// `GET /export?from=&to=`: JSON Lines for `hanse audit verify` (the whole log by default).
+#[utoipa::path(get, path = "/management/v3/audit/export", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "export the log", params(Range), responses((status = 200, description = "JSON Lines for `hanse audit verify`", content_type = "application/x-ndjson", body = String), crate::management::openapi::ReadErrors))]
 async fn export(State(state): State<Shared>, Query(range): Query<Range>) -> Result<Response, ManagementError> {
     let size = state.store.audit.audit_frontier().await?.size;
     let stream = state.audit.export(range.from.unwrap_or(0), range.to.unwrap_or(size)).await?;
@@ -151,12 +158,14 @@ async fn export(State(state): State<Shared>, Query(range): Query<Range>) -> Resu
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReceiptQuery {
     agreement: Option<String>,
 }
 
 /// `GET /receipts`: the receipts peers gave us for their entries of our agreements.
+#[utoipa::path(get, path = "/management/v3/audit/receipts", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "list receipts", params(ReceiptQuery), responses((status = 200, description = "Receipts peers gave for our agreements", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors))]
 async fn receipts(State(state): State<Shared>, Query(query): Query<ReceiptQuery>) -> Result<Response, ManagementError> {
     let kept = state.store.audit.receipts(query.agreement.as_deref()).await?;
     let list: Vec<Json> = kept
@@ -168,12 +177,14 @@ async fn receipts(State(state): State<Shared>, Query(query): Query<ReceiptQuery>
     Ok(axum::Json(list).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PeerQuery {
     peer: Option<String>,
 }
 
 /// `GET /witnessed`: peers' heads we saw, countersigned, or the inconsistencies found.
+#[utoipa::path(get, path = "/management/v3/audit/witnessed", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "list witnessed heads", params(PeerQuery), responses((status = 200, description = "Peers' heads seen and the inconsistencies found since start", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 async fn witnessed(State(state): State<Shared>, Query(query): Query<PeerQuery>) -> Result<Response, ManagementError> {
     let seen = state.store.audit.witnessed(query.peer.as_deref(), 1_000).await?;
     let list: Vec<Json> = seen
@@ -198,6 +209,7 @@ async fn witnessed(State(state): State<Shared>, Query(query): Query<PeerQuery>) 
 }
 
 /// `POST /management/v3/audit/witness` (operator): witness every peer now.
+#[utoipa::path(post, path = "/management/v3/audit/witness", tag = "Audit", operation_id = "witness peers now", responses((status = 200, description = "What each peer showed", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
 pub async fn witness_now(State(state): State<Shared>) -> Result<Response, ManagementError> {
     let seen = crate::audit::peer::witness_round(&state.audit).await;
     let list: Vec<Json> = seen.iter().map(|w| json!({"peer": w.peer, "size": w.size, "problem": w.problem})).collect();

@@ -3,16 +3,16 @@
 //! `GET /management/v3/broker/crawls`, `POST /management/v3/broker/crawl`; `GET|POST /management/v3/search` (this
 //! broker, or `broker=<URL>` asks that broker with this connector's identity); `GET|POST /management/broker/sparql`.
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value as Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::ManagementError;
+use super::{ManagementError, Path, Query};
 use crate::broker::search::SearchRequest;
 use crate::problem::PublicError;
 use crate::protocol::broker::{SEARCH_PATH, broker, run_search, search_body, search_query, sparql};
@@ -20,17 +20,18 @@ use crate::sparql::{QueryParameter, posted_query};
 use crate::state::Shared;
 
 /// The peer network's and the broker's routes on the management listener (behind its API key).
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/management/v3/peers", get(peers_list).post(peers_add))
-        .route("/management/v3/peers/exchange", post(peers_exchange))
-        .route("/management/v3/peers/{did}", axum::routing::delete(peers_remove))
-        .route("/management/v3/broker/crawls", get(crawls))
-        .route("/management/v3/broker/crawl", post(crawl_now))
-        .route("/management/v3/search", get(management_search_get).post(management_search_post))
-        .route("/management/broker/sparql", get(management_sparql_get).post(management_sparql_post))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(peers_list, peers_add))
+        .routes(routes!(peers_exchange))
+        .routes(routes!(peers_remove))
+        .routes(routes!(crawls))
+        .routes(routes!(crawl_now))
+        .routes(routes!(management_search_get, management_search_post))
+        .routes(routes!(management_sparql_get, management_sparql_post))
 }
 
+#[utoipa::path(get, path = "/management/v3/peers", tag = "Peers and broker", operation_id = "list peers", responses((status = 200, description = "Known peers", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors))]
 async fn peers_list(State(state): State<Shared>) -> Result<Response, ManagementError> {
     Ok(axum::Json(state.store.peers.peers().await?).into_response())
 }
@@ -42,6 +43,7 @@ struct AddPeer {
     url: Option<String>,
 }
 
+#[utoipa::path(post, path = "/management/v3/peers", tag = "Peers and broker", operation_id = "add a peer", request_body(content = crate::management::openapi::PeerInput, content_type = "application/json"), responses((status = 201, description = "The peer, added", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 async fn peers_add(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body: AddPeer = serde_json::from_slice(&body)
         .map_err(|e| ManagementError::field("", format!("expected {{\"did\": ...}} or {{\"url\": ...}}: {e}")))?;
@@ -57,6 +59,7 @@ async fn peers_add(State(state): State<Shared>, body: Bytes) -> Result<Response,
     Ok((StatusCode::CREATED, axum::Json(peer)).into_response())
 }
 
+#[utoipa::path(delete, path = "/management/v3/peers/{did}", tag = "Peers and broker", operation_id = "remove a peer", params(("did" = String, Path)), responses((status = 204, description = "Removed"), crate::management::openapi::WriteErrors))]
 async fn peers_remove(State(state): State<Shared>, Path(did): Path<String>) -> Result<Response, ManagementError> {
     if state.store.peers.remove_peer(&did).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -65,11 +68,13 @@ async fn peers_remove(State(state): State<Shared>, Path(did): Path<String>) -> R
     }
 }
 
+#[utoipa::path(post, path = "/management/v3/peers/exchange", tag = "Peers and broker", operation_id = "exchange peer lists now", responses((status = 200, description = "What was learnt", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
 async fn peers_exchange(State(state): State<Shared>) -> Result<Response, ManagementError> {
     let round = crate::peers::exchange_round(&state.peers).await?;
     Ok(axum::Json(round).into_response())
 }
 
+#[utoipa::path(get, path = "/management/v3/broker/crawls", tag = "Peers and broker", operation_id = "list crawls", responses((status = 200, description = "Each peer's crawl status", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors))]
 async fn crawls(State(state): State<Shared>) -> Response {
     match broker(&state) {
         Ok(broker) => axum::Json(broker.status()).into_response(),
@@ -77,6 +82,7 @@ async fn crawls(State(state): State<Shared>) -> Response {
     }
 }
 
+#[utoipa::path(post, path = "/management/v3/broker/crawl", tag = "Peers and broker", operation_id = "crawl now", responses((status = 200, description = "Each peer's crawl status", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
 async fn crawl_now(State(state): State<Shared>) -> Response {
     match broker(&state) {
         Ok(broker) => broker.force(),
@@ -92,6 +98,7 @@ fn split_broker(query: Option<&str>) -> (Option<String>, String) {
     (broker.into_iter().next_back().map(|(_, v)| v), serde_urlencoded::to_string(rest).unwrap_or_default())
 }
 
+#[utoipa::path(get, path = "/management/v3/search", tag = "Peers and broker", operation_id = "search the federation", params(SearchRequest, ("broker" = Option<String>, Query, description = "Ask this broker instead")), responses((status = 200, description = "Datasets with facets", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 async fn management_search_get(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
     let (remote, rest) = split_broker(uri.query());
     match search_query(Some(&rest)) {
@@ -100,6 +107,7 @@ async fn management_search_get(State(state): State<Shared>, uri: axum::http::Uri
     }
 }
 
+#[utoipa::path(post, path = "/management/v3/search", tag = "Peers and broker", operation_id = "search the federation (body)", params(("broker" = Option<String>, Query, description = "Ask this broker instead")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "Datasets with facets", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 async fn management_search_post(State(state): State<Shared>, uri: axum::http::Uri, body: Bytes) -> Response {
     let (remote, _) = split_broker(uri.query());
     match search_body(&body) {
@@ -117,6 +125,9 @@ async fn management_search(state: &Shared, remote: Option<String>, request: Sear
     };
     if let Err(message) = request.check() {
         return PublicError::listed(StatusCode::BAD_REQUEST, message).into_response();
+    }
+    if !reqwest::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+        return ManagementError::field("broker", format!("`{url}` is not an http(s) URL of a broker")).into_response();
     }
     match remote_search(state, &url, &request).await {
         Ok(body) => axum::Json(body).into_response(),
@@ -153,6 +164,7 @@ async fn remote_search(state: &Shared, url: &str, request: &SearchRequest) -> Re
     serde_json::from_str(&text).map_err(|e| format!("{endpoint} answered with invalid JSON: {e}"))
 }
 
+#[utoipa::path(get, path = "/management/broker/sparql", tag = "SPARQL", operation_id = "SPARQL over the federation", params(QueryParameter), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::WriteErrors))]
 async fn management_sparql_get(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -164,6 +176,7 @@ async fn management_sparql_get(
     }
 }
 
+#[utoipa::path(post, path = "/management/broker/sparql", tag = "SPARQL", operation_id = "SPARQL over the federation (body)", request_body(content((String = "application/sparql-query"), (crate::management::openapi::SparqlQuery = "application/x-www-form-urlencoded"), (crate::management::openapi::SparqlQuery = "application/json"))), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::WriteErrors))]
 async fn management_sparql_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(problem) = broker(&state) {
         return problem.into_response();

@@ -1,8 +1,9 @@
 //! Compute-to-data on the management listener: ingesting tables (`POST /management/v3/tables`, multipart) and jobs
 //! across sites (`/management/v3/jobs`).
 
+use super::Path;
 use axum::body::Bytes;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value as Json, json};
 use tokio::io::AsyncWriteExt;
@@ -23,7 +24,12 @@ fn internal(error: impl std::fmt::Display) -> ManagementError {
 /// checked; a bad file is reported with line numbers and nothing is imported. The dataset is created, or replaced
 /// with the new rows, with a `HanseTable` data address and its DCAT properties derived from the rows
 /// (`numberOfRecords`, columns, age range) over the given ones.
-pub async fn ingest(State(state): State<Shared>, form: Multipart) -> Result<Response, ManagementError> {
+#[utoipa::path(post, path = "/management/v3/tables", tag = "Compute", operation_id = "ingest a table", request_body(content_type = "multipart/form-data", description = "Parts `id`, `schema` (JSON `{\"columns\": [...]}`), `data` (the CSV file) and optional `properties` (JSON)"), responses((status = 200, description = "The table: its schema and row count", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+pub async fn ingest(
+    State(state): State<Shared>,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ManagementError> {
+    let form = form.map_err(|rejection| ManagementError::field("", rejection.body_text()))?;
     let upload = read_upload(state.compute.folder(), form, state.config.compute.max_upload_mb).await?;
     let table = parse_table(upload.data, upload.schema).await?;
     let stored = store_table(&state, &upload.id, table, upload.properties).await?;
@@ -164,6 +170,7 @@ async fn store_table(
 
 /// `POST /management/v3/jobs`: `{"template", "parameters", "sites": [{"agreementId", "counterPartyAddress"?}],
 /// "minCellCount"?, "rounds"?}` → `IdResponse`; the job runs in the background (`GET /management/v3/jobs/{id}`).
+#[utoipa::path(post, path = "/management/v3/jobs", tag = "Compute", operation_id = "start a job", request_body(content = crate::management::openapi::JobInput, content_type = "application/json"), responses((status = 200, description = "The job started", body = crate::management::openapi::IdResponse), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body = parse_body(&body)?;
     let text = |value: &Json, name: &str| value.get(name).and_then(Json::as_str).map(str::to_owned);
@@ -194,6 +201,7 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
 }
 
 /// `GET /management/v3/jobs/{id}`: state, per-site progress and, once done, the combined result.
+#[utoipa::path(get, path = "/management/v3/jobs/{id}", tag = "Compute", operation_id = "read a job", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "The job with its progress and result", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let job =
         state.store.jobs.job(&id).await?.ok_or_else(|| ManagementError::NotFound(format!("job `{id}` not found")))?;
@@ -202,12 +210,19 @@ pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result
 
 /// `POST /management/v3/jobs/request`: every job, newest first — the consumer's and, with `{"role": "provider"}`,
 /// those this connector ran for others.
+#[utoipa::path(post, path = "/management/v3/jobs/request", tag = "Compute", operation_id = "query jobs", request_body(content = Option<crate::management::openapi::JobQuery>, content_type = "application/json"), responses((status = 200, description = "Jobs, newest first", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let body = if body.is_empty() { json!({}) } else { parse_body(&body)? };
-    let role = body.get("role").and_then(Json::as_str).unwrap_or("consumer");
-    if !matches!(role, "consumer" | "provider") {
-        return Err(ManagementError::field("role", "must be consumer or provider"));
+    let body = super::optional_body(&body)?;
+    if !body.is_object() {
+        return Err(ManagementError::field("", "the body must be a JSON object"));
     }
+    let role = match body.get("role") {
+        None | Some(Json::Null) => "consumer",
+        Some(role) => role
+            .as_str()
+            .filter(|r| matches!(*r, "consumer" | "provider"))
+            .ok_or_else(|| ManagementError::field("role", "must be consumer or provider"))?,
+    };
     let jobs = state.store.jobs.jobs(role).await?;
     Ok(axum::Json(jobs.iter().map(orchestrate::management_json).collect::<Vec<_>>()).into_response())
 }

@@ -6,8 +6,9 @@
 //! `GET /management/v3/credentials/issued` lists them, `POST /management/v3/credentials/issued/{id}/revoke` revokes
 //! one (its bit in the status list the public listener serves).
 
+use super::Path;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
 use serde_json::{Value as Json, json};
@@ -54,6 +55,7 @@ fn issued_json(credential: &IssuedCredential) -> Json {
 }
 
 /// `POST /management/v3/credentials`: import a credential this participant holds.
+#[utoipa::path(post, path = "/management/v3/credentials", tag = "Credentials", operation_id = "import a credential", request_body(content = crate::management::openapi::CredentialImport, content_type = "application/json"), responses((status = 200, description = "The credential held", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
 pub async fn import(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let object = body_object(&body)?;
     let jwt = object
@@ -66,18 +68,21 @@ pub async fn import(State(state): State<Shared>, body: Bytes) -> Result<Response
 }
 
 /// `GET /management/v3/credentials`.
+#[utoipa::path(get, path = "/management/v3/credentials", tag = "Credentials", operation_id = "list held credentials", responses((status = 200, description = "Held credentials", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors))]
 pub async fn list(State(state): State<Shared>) -> Result<Response, ManagementError> {
     let held = state.store.identity.held_credentials().await?;
     Ok(axum::Json(held.iter().map(held_json).collect::<Vec<_>>()).into_response())
 }
 
 /// `DELETE /management/v3/credentials/{id}`.
+#[utoipa::path(delete, path = "/management/v3/credentials/{id}", tag = "Credentials", operation_id = "delete a held credential", params(("id" = String, Path, description = "The credential id")), responses((status = 204, description = "Deleted"), crate::management::openapi::WriteErrors))]
 pub async fn delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     state.store.identity.delete_held_credential(&id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /management/v3/credentials/issue`.
+#[utoipa::path(post, path = "/management/v3/credentials/issue", tag = "Credentials", operation_id = "issue a credential", request_body(content = crate::management::openapi::CredentialIssue, content_type = "application/json"), responses((status = 200, description = "The credential issued", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
 pub async fn issue(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let request = IssueRequest::from_json(&body_object(&body)?)
         .map_err(|(field, message)| ManagementError::field(field, message))?;
@@ -87,12 +92,14 @@ pub async fn issue(State(state): State<Shared>, body: Bytes) -> Result<Response,
 }
 
 /// `GET /management/v3/credentials/issued`.
+#[utoipa::path(get, path = "/management/v3/credentials/issued", tag = "Credentials", operation_id = "list issued credentials", responses((status = 200, description = "Issued credentials", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors))]
 pub async fn issued(State(state): State<Shared>) -> Result<Response, ManagementError> {
     let issued = state.store.identity.issued_credentials().await?;
     Ok(axum::Json(issued.iter().map(issued_json).collect::<Vec<_>>()).into_response())
 }
 
 /// `POST /management/v3/credentials/issued/{id}/revoke`.
+#[utoipa::path(post, path = "/management/v3/credentials/issued/{id}/revoke", tag = "Credentials", operation_id = "revoke a credential", params(("id" = String, Path, description = "The issued credential id")), responses((status = 200, description = "The credential, revoked", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
 pub async fn revoke(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let revoked = state.store.identity.revoke_issued_credential(&id).await?;
     tracing::info!(%id, "credential revoked");

@@ -6,11 +6,11 @@
 //! audit log's size) and the pools, the broker's peers and the process are read at each scrape. A value that cannot be
 //! read now is left out and counted in `hanse_metrics_read_failures_total`, never shown as zero.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::Shared;
 use crate::store::{PROCESS_KINDS, ProcessKind};
@@ -18,8 +18,8 @@ use hanse_core::negotiation::Role;
 
 use super::{ManagementError, has_key};
 
-pub fn routes() -> Router<Shared> {
-    Router::new().route("/metrics", get(metrics))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
 /// Whether the request carries the metrics key.
@@ -33,6 +33,10 @@ fn is_scraper(state: &Shared, headers: &HeaderMap) -> bool {
     bearer || has_key(headers, key)
 }
 
+/// The connector's measurements in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "Connector", operation_id = "metrics", security(("metrics_key" = [])),
+    responses((status = 200, description = "Prometheus text exposition 0.0.4", content_type = "text/plain", body = String),
+        (status = 401, description = "The metrics key is missing or wrong", body = [super::openapi::ApiError])))]
 async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> Response {
     if !is_scraper(&state, &headers) {
         return ManagementError::Unauthorized.into_response();

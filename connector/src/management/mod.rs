@@ -7,12 +7,12 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value as Json, json};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::catalog::model::{Asset, ContractDefinition, PolicyDefinition};
 use crate::catalog::query::QuerySpec;
-use crate::health::health_routes;
 use crate::process::ProcessError;
 use crate::state::Shared;
 
@@ -24,6 +24,7 @@ mod credentials;
 mod edrs;
 mod metrics;
 mod negotiations;
+pub mod openapi;
 mod policies;
 pub mod resources;
 pub mod sparql;
@@ -35,66 +36,90 @@ pub use v4::CONTEXT as V4_CONTEXT;
 
 /// The EDC Management API's calls, relative to their version prefix: served as `/management/v3` and, with EDC's v4
 /// context on every answer, as `/management/v4` (decision 0020).
-fn edc_routes() -> Router<Shared> {
-    Router::new()
-        .merge(resources::routes::<Asset>("/assets"))
-        .merge(resources::routes::<PolicyDefinition>("/policydefinitions"))
-        .merge(resources::routes::<ContractDefinition>("/contractdefinitions"))
-        .route("/policydefinitions/{id}/validate", post(policies::validate))
-        .route("/policydefinitions/{id}/explain", post(policies::explain))
-        .route("/catalog/request", post(catalog::request))
-        .route("/catalog/dataset/request", post(catalog::dataset))
-        .route("/contractnegotiations", post(negotiations::start))
-        .route("/contractnegotiations/request", post(negotiations::query))
-        .route("/contractnegotiations/{id}", get(negotiations::read))
-        .route("/contractnegotiations/{id}/state", get(negotiations::read_state))
-        .route("/contractnegotiations/{id}/agreement", get(negotiations::read_agreement))
-        .route("/contractnegotiations/{id}/{call}", post(negotiations::operator_call))
-        .route("/contractagreements/request", post(negotiations::agreements_query))
-        .route("/contractagreements/{id}", get(negotiations::agreement))
-        .route("/contractagreements/{id}/negotiation", get(negotiations::agreement_negotiation))
-        .route("/transferprocesses", post(transfers::start))
-        .route("/transferprocesses/request", post(transfers::query))
-        .route("/transferprocesses/{id}", get(transfers::read))
-        .route("/transferprocesses/{id}/state", get(transfers::read_state))
-        .route("/transferprocesses/{id}/{call}", post(transfers::operator_call))
-        .route("/edrs", post(edrs::start))
-        .route("/edrs/request", post(transfers::edrs_query))
-        .route("/edrs/{id}/dataaddress", get(transfers::edr_data_address))
-        .route("/edrs/{id}", axum::routing::delete(transfers::edr_delete))
+fn edc_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .merge(resources::assets::routes())
+        .merge(resources::policy_definitions::routes())
+        .merge(resources::contract_definitions::routes())
+        .routes(routes!(policies::validate))
+        .routes(routes!(policies::explain))
+        .routes(routes!(catalog::request))
+        .routes(routes!(catalog::dataset))
+        .routes(routes!(negotiations::start))
+        .routes(routes!(negotiations::query))
+        .routes(routes!(negotiations::read))
+        .routes(routes!(negotiations::read_state))
+        .routes(routes!(negotiations::read_agreement))
+        .routes(routes!(negotiations::operator_call))
+        .routes(routes!(negotiations::agreements_query))
+        .routes(routes!(negotiations::agreement))
+        .routes(routes!(negotiations::agreement_negotiation))
+        .routes(routes!(transfers::start))
+        .routes(routes!(transfers::query))
+        .routes(routes!(transfers::read))
+        .routes(routes!(transfers::read_state))
+        .routes(routes!(transfers::operator_call))
+        .routes(routes!(edrs::start))
+        .routes(routes!(transfers::edrs_query))
+        .routes(routes!(transfers::edr_data_address))
+        .routes(routes!(transfers::edr_delete))
 }
 
-/// The management router: health probes open, everything else behind `X-Api-Key`.
-pub fn router(state: Shared) -> Router {
-    let api = Router::new()
-        .route("/management/connector", get(about))
+/// The management router: health probes, the API's description and its documentation page open; `/metrics` behind
+/// the metrics key; the audit log behind the operator's or an auditor's credential; everything else behind
+/// `X-Api-Key`. Answers the router and the OpenAPI document generated from it.
+pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
+    let (ingest_schemas, ingest_paths, ingest) = routes!(compute::ingest);
+    // A table streams to a temporary file before it is read: no body limit.
+    let ingest = (ingest_schemas, ingest_paths, ingest.layer(axum::extract::DefaultBodyLimit::disable()));
+    let api = OpenApiRouter::new()
+        .routes(routes!(about))
         .nest("/management/v3", edc_routes())
         .nest("/management/v4", edc_routes().layer(middleware::from_fn(v4::answers)))
-        .route("/management/sparql", get(sparql::query_get).post(sparql::query_post))
-        .route("/management/v3/credentials", get(credentials::list).post(credentials::import))
-        .route("/management/v3/credentials/issue", post(credentials::issue))
-        .route("/management/v3/credentials/issued", get(credentials::issued))
-        .route("/management/v3/credentials/issued/{id}/revoke", post(credentials::revoke))
-        .route("/management/v3/credentials/{id}", axum::routing::delete(credentials::delete))
-        .route("/management/v3/audit/witness", post(audit::witness_now))
-        .route(
-            "/management/v3/tables",
-            // A table streams to a temporary file before it is read: no body limit.
-            post(compute::ingest).layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .route("/management/v3/jobs", post(compute::start))
-        .route("/management/v3/jobs/request", post(compute::query))
-        .route("/management/v3/jobs/{id}", get(compute::read))
+        .routes(routes!(sparql::query_get, sparql::query_post))
+        .routes(routes!(credentials::list, credentials::import))
+        .routes(routes!(credentials::issue))
+        .routes(routes!(credentials::issued))
+        .routes(routes!(credentials::revoke))
+        .routes(routes!(credentials::delete))
+        .routes(routes!(audit::witness_now))
+        .routes(ingest)
+        .routes(routes!(compute::start))
+        .routes(routes!(compute::query))
+        .routes(routes!(compute::read))
         .merge(broker::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
-    let auditors = audit::routes(state.clone());
-    Router::new()
-        .merge(health_routes())
-        .merge(auditors)
+    let (router, document) = OpenApiRouter::with_openapi(openapi::ManagementDoc::openapi())
+        .merge(crate::health::routes())
+        .merge(audit::routes(state.clone()))
         .merge(metrics::routes())
         .merge(api)
-        .fallback(not_found)
-        .with_state(state)
+        .split_for_parts();
+    let document = openapi::finish(document);
+    let router = router.merge(openapi::routes(&document)).fallback(not_found).with_state(state);
+    (router, document)
+}
+
+/// `axum::extract::Path`, refused in the management error shape (400 naming the parameter) rather than as plain text.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ManagementError))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query`, refused in the management error shape (400 naming the problem) rather than as plain text.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ManagementError))]
+pub struct Query<T>(pub T);
+
+impl From<axum::extract::rejection::PathRejection> for ManagementError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        ManagementError::field("path", rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ManagementError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        ManagementError::field("query", rejection.body_text())
+    }
 }
 
 /// A request body as JSON, or a 400 saying why not.
@@ -121,13 +146,13 @@ pub fn edc_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opt
 
 /// A body that may be left empty: `{}` then.
 pub fn optional_body(body: &Bytes) -> Result<Json, ManagementError> {
-    if body.iter().all(u8::is_ascii_whitespace) { Ok(json!({})) } else { parse_body(body) }
+    if body.is_empty() { Ok(json!({})) } else { parse_body(body) }
 }
 
 /// The QuerySpec of a `.../request` body on resources of `kind` (an empty body selects everything). It may filter and
 /// sort on the fields in `known` only (`None`: free-form, as assets' properties are).
 pub fn query_spec(body: &Bytes, kind: &str, known: Option<&[&[&str]]>) -> Result<QuerySpec, ManagementError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(body)?) };
+    let body = if body.is_empty() { None } else { Some(parse_body(body)?) };
     let spec = QuerySpec::from_body(body.as_ref()).map_err(ManagementError::Invalid)?;
     if let Some(known) = known {
         spec.check_fields(kind, known).map_err(ManagementError::Invalid)?;
@@ -167,7 +192,10 @@ async fn require_api_key(State(state): State<Shared>, request: Request, next: Ne
     }
 }
 
-/// `GET /management/connector`: who this connector is and where it listens.
+/// Who this connector is, where it listens, and since when.
+#[utoipa::path(get, path = "/management/connector", tag = "Connector", operation_id = "about the connector",
+    responses((status = 200, description = "Participant, version, protocol URL, store, uptime", body = openapi::Object),
+        openapi::ReadErrors))]
 async fn about(State(state): State<Shared>) -> impl IntoResponse {
     axum::Json(json!({
         "participantId": state.config.participant.id,

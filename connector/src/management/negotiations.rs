@@ -1,8 +1,9 @@
 //! `/management/v3/contractnegotiations` and `/management/v3/contractagreements` (EDC v3 shapes), plus the operator's
 //! calls on a negotiation: `approve`, `offer`, `finalize` (provider), `accept`, `offer`, `verify` (consumer), `terminate`.
 
+use super::Path;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use hanse_policy::Policy;
 use hanse_vocab::ns::EDC;
@@ -10,7 +11,7 @@ use serde_json::{Value as Json, json};
 
 use super::resources::id_response;
 use super::{ManagementError, call_answer, optional_body, parse_body, query_spec};
-use crate::catalog::model::{expand_body, text};
+use crate::catalog::model::{expand_body, refuse_non_text, text};
 use crate::negotiation::{self, Start};
 use crate::state::Shared;
 use crate::store::AgreementRow;
@@ -18,6 +19,7 @@ use crate::store::AgreementRow;
 /// `POST /management/v3/contractnegotiations` (EDC `ContractRequest`): `counterPartyAddress`, `protocol`, `policy` (the
 /// offer as the catalogue listed it, with `@id`, `assigner` and `target`); Hanse extensions `autoAccept` (default
 /// true) and `purpose`.
+#[utoipa::path(post, path = "/contractnegotiations", tag = "Contract negotiations", operation_id = "start a negotiation", request_body(content = crate::management::openapi::ContractRequest, content_type = "application/json"), responses((status = 200, description = "Started: the consumer's negotiation id", body = crate::management::openapi::IdResponse), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let negotiation = request(&state, &parse_body(&body)?, false).await?;
     Ok(axum::Json(id_response(&negotiation.row.id, negotiation.row.created_at)).into_response())
@@ -32,6 +34,8 @@ pub(super) async fn request(
 ) -> Result<negotiation::Negotiation, ManagementError> {
     let node = expand_body(body).map_err(ManagementError::Invalid)?;
     let mut errors = Vec::new();
+    refuse_non_text(body, &["purpose", "counterPartyAddress", "counterPartyId", "protocol"], &mut errors);
+    let purpose = text(&node, "purpose");
     let address = text(&node, "counterPartyAddress");
     if address.is_none() {
         errors.push(super::FieldError::new("counterPartyAddress", "is required: the provider's DSP address"));
@@ -117,7 +121,7 @@ pub(super) async fn request(
             provider_id,
             offer,
             auto_accept: super::flag(&node, "autoAccept").unwrap_or(true),
-            purpose: text(&node, "purpose").map(|p| hanse_policy::profile::canonical_purpose(&p)),
+            purpose: purpose.map(|p| hanse_policy::profile::canonical_purpose(&p)),
             pull_on_agreement,
         })
         .await
@@ -175,6 +179,7 @@ async fn catalogue_offer(
 /// What a negotiation query may filter and sort on besides the fields every process has (EDC's names).
 const NEGOTIATION_FIELDS: &[&str] = &["contractAgreementId", "assetId"];
 
+#[utoipa::path(post, path = "/contractnegotiations/request", tag = "Contract negotiations", operation_id = "query negotiations", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected negotiations", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a contract negotiation", Some(&[crate::process::ROW_FIELDS, NEGOTIATION_FIELDS]))?;
     let all = state.negotiations.all().await?;
@@ -189,10 +194,12 @@ pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response,
     Ok(axum::Json(Json::Array(selected.iter().map(|n| n.management_json()).collect())).into_response())
 }
 
+#[utoipa::path(get, path = "/contractnegotiations/{id}", tag = "Contract negotiations", operation_id = "read a negotiation", params(("id" = String, Path, description = "The process id")), responses((status = 200, description = "The negotiation", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     Ok(axum::Json(state.negotiations.get(&id).await?.management_json()).into_response())
 }
 
+#[utoipa::path(get, path = "/contractnegotiations/{id}/state", tag = "Contract negotiations", operation_id = "read a negotiation's state", params(("id" = String, Path, description = "The process id")), responses((status = 200, description = "Its state", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let negotiation = state.negotiations.get(&id).await?;
     Ok(axum::Json(json!({"@context": hanse_self_descriptions::dcat::management_context(), "@type": "NegotiationState", "state": negotiation.state.name()})).into_response())
@@ -212,6 +219,7 @@ fn agreement_json(row: &AgreementRow) -> Json {
     })
 }
 
+#[utoipa::path(get, path = "/contractnegotiations/{id}/agreement", tag = "Contract negotiations", operation_id = "read a negotiation's agreement", params(("id" = String, Path, description = "The process id")), responses((status = 200, description = "The agreement", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn read_agreement(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let negotiation = state.negotiations.get(&id).await?;
     let agreement_id = negotiation.details.agreement_id.ok_or_else(|| {
@@ -227,6 +235,7 @@ pub async fn read_agreement(State(state): State<Shared>, Path(id): Path<String>)
 }
 
 /// `POST /management/v3/contractnegotiations/{id}/{call}`.
+#[utoipa::path(post, path = "/contractnegotiations/{id}/{call}", tag = "Contract negotiations", operation_id = "call on a negotiation", params(("id" = String, Path, description = "The process id"), ("call" = String, Path, description = "`approve`, `offer`, `finalize` (provider); `accept`, `offer`, `verify` (consumer); `terminate` (both). A call the state does not allow is a 409 naming the calls allowed now.")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The negotiation after the call", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
 pub async fn operator_call(
     State(state): State<Shared>,
     Path((id, call)): Path<(String, String)>,
@@ -238,6 +247,7 @@ pub async fn operator_call(
 /// What an agreement query may filter and sort on.
 const AGREEMENT_FIELDS: &[&str] = &["id", "@id", "assetId", "providerId", "consumerId", "contractSigningDate"];
 
+#[utoipa::path(post, path = "/contractagreements/request", tag = "Contract negotiations", operation_id = "query agreements", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected agreements", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
 pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a contract agreement", Some(&[AGREEMENT_FIELDS]))?;
     let rows = state.store.processes.agreements().await?;
@@ -252,6 +262,7 @@ pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Resul
     Ok(axum::Json(Json::Array(selected.iter().map(agreement_json).collect())).into_response())
 }
 
+#[utoipa::path(get, path = "/contractagreements/{id}", tag = "Contract negotiations", operation_id = "read an agreement", params(("id" = String, Path, description = "The agreement id")), responses((status = 200, description = "The agreement", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn agreement(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let row = state
         .store
@@ -262,6 +273,7 @@ pub async fn agreement(State(state): State<Shared>, Path(id): Path<String>) -> R
     Ok(axum::Json(agreement_json(&row)).into_response())
 }
 
+#[utoipa::path(get, path = "/contractagreements/{id}/negotiation", tag = "Contract negotiations", operation_id = "read an agreement's negotiation", params(("id" = String, Path, description = "The agreement id")), responses((status = 200, description = "The negotiation that made it", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn agreement_negotiation(
     State(state): State<Shared>,
     Path(id): Path<String>,

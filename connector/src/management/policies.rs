@@ -1,8 +1,9 @@
 //! `POST /management/v3/policydefinitions/{id}/validate` and `/explain`: what is wrong with a stored policy, and how
 //! it decides a given request.
 
+use super::Path;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use hanse_policy::{RequestContext, Severity};
 use serde_json::{Value as Json, json};
@@ -12,6 +13,7 @@ use crate::catalog::model::{ALLOW_ALL_NOTE, PolicyDefinition};
 use crate::state::Shared;
 
 /// `{"isValid": bool, "errors": [...], "warnings": [...]}` in the EDC `PolicyValidationResult` shape.
+#[utoipa::path(post, path = "/policydefinitions/{id}/validate", tag = "Policy definitions", operation_id = "validate a policy definition", params(("id" = String, Path, description = "The policy definition id")), responses((status = 200, description = "`isValid`, `errors`, `warnings`", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
 pub async fn validate(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let stored = state
         .catalogue
@@ -35,6 +37,7 @@ pub async fn validate(State(state): State<Shared>, Path(id): Path<String>) -> Re
 
 /// Body: `{"action": "use", "context": {RequestContext}}` (both optional; the time defaults to now). Answers the
 /// decision with its full trace.
+#[utoipa::path(post, path = "/policydefinitions/{id}/explain", tag = "Policy definitions", operation_id = "explain a decision", params(("id" = String, Path, description = "The policy definition id")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The decision with its full trace", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
 pub async fn explain(
     State(state): State<Shared>,
     Path(id): Path<String>,

@@ -2,15 +2,14 @@
 //! shape — `POST` (create → `IdResponse`), `PUT` (replace → 204), `POST /request` (QuerySpec → array),
 //! `GET /{id}`, `DELETE /{id}` (→ 204).
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value as Json, json};
+use utoipa_axum::router::OpenApiRouter;
 
-use super::{ManagementError, parse_body};
+use super::{ManagementError, Path, parse_body};
 use crate::catalog::model::{Asset, ContractDefinition, Invalid, PolicyDefinition};
 use crate::catalog::{Catalogue, CatalogueError, Stored};
 use crate::state::{Connector, Shared};
@@ -134,13 +133,82 @@ impl Resource for ContractDefinition {
     }
 }
 
-/// The five routes of a resource under `base`.
-pub fn routes<R: Resource>(base: &str) -> Router<Shared> {
-    Router::new()
-        .route(base, post(create::<R>).put(replace::<R>))
-        .route(&format!("{base}/request"), post(request::<R>))
-        .route(&format!("{base}/{{id}}"), get(read::<R>).delete(delete::<R>))
+/// The five calls of a resource kind, each with its OpenAPI description: `$module::routes()` serves them under
+/// `$base`.
+macro_rules! resource_calls {
+    ($module:ident, $kind:ty, $input:ident, $base:literal, $tag:literal, $what:literal) => {
+        pub mod $module {
+            use super::*;
+            use crate::management::openapi::{IdResponse, QuerySpec, ReadErrors, WriteErrors};
+
+            #[doc = concat!("Creates ", $what, ".")]
+            #[utoipa::path(post, path = $base, tag = $tag, operation_id = concat!("create ", $what),
+                request_body(content = crate::management::openapi::$input, content_type = "application/json"),
+                responses((status = 200, description = "Created", body = IdResponse), WriteErrors))]
+            pub async fn create(state: State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+                super::create::<$kind>(state, body).await
+            }
+
+            #[doc = concat!("Replaces ", $what, " (named by `@id`).")]
+            #[utoipa::path(put, path = $base, tag = $tag, operation_id = concat!("replace ", $what),
+                request_body(content = crate::management::openapi::$input, content_type = "application/json"),
+                responses((status = 204, description = "Replaced"), WriteErrors))]
+            pub async fn replace(state: State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+                super::replace::<$kind>(state, body).await
+            }
+
+            #[doc = concat!("Lists ", $what, " by an EDC QuerySpec.")]
+            #[utoipa::path(post, path = concat!($base, "/request"), tag = $tag, operation_id = concat!("query ", $what),
+                request_body(content = Option<QuerySpec>, content_type = "application/json"),
+                responses((status = 200, description = "The selected resources", body = [crate::management::openapi::Object]), WriteErrors))]
+            pub async fn request(state: State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
+                super::request::<$kind>(state, body).await
+            }
+
+            #[doc = concat!("Reads ", $what, ".")]
+            #[utoipa::path(get, path = concat!($base, "/{id}"), tag = $tag, operation_id = concat!("read ", $what),
+                params(("id" = String, Path, description = "Its `@id`")),
+                responses((status = 200, description = "Found", body = crate::management::openapi::Object), ReadErrors))]
+            pub async fn read(state: State<Shared>, id: Path<String>) -> Result<Response, ManagementError> {
+                super::read::<$kind>(state, id).await
+            }
+
+            #[doc = concat!("Deletes ", $what, " (refused while something refers to it).")]
+            #[utoipa::path(delete, path = concat!($base, "/{id}"), tag = $tag, operation_id = concat!("delete ", $what),
+                params(("id" = String, Path, description = "Its `@id`")),
+                responses((status = 204, description = "Deleted"), WriteErrors))]
+            pub async fn delete(state: State<Shared>, id: Path<String>) -> Result<Response, ManagementError> {
+                super::delete::<$kind>(state, id).await
+            }
+
+            /// The five routes.
+            pub fn routes() -> OpenApiRouter<Shared> {
+                OpenApiRouter::new()
+                    .routes(utoipa_axum::routes!(create, replace))
+                    .routes(utoipa_axum::routes!(request))
+                    .routes(utoipa_axum::routes!(read, delete))
+            }
+        }
+    };
 }
+
+resource_calls!(assets, Asset, AssetInput, "/assets", "Assets", "an asset");
+resource_calls!(
+    policy_definitions,
+    PolicyDefinition,
+    PolicyDefinitionInput,
+    "/policydefinitions",
+    "Policy definitions",
+    "a policy definition"
+);
+resource_calls!(
+    contract_definitions,
+    ContractDefinition,
+    ContractDefinitionInput,
+    "/contractdefinitions",
+    "Contract definitions",
+    "a contract definition"
+);
 
 /// The EDC `IdResponse`.
 pub fn id_response(id: &str, created_at: i64) -> Json {

@@ -2,14 +2,16 @@
 //! `application/sparql-query`, a form or query parameter `query`, or JSON `{"query": ...}`; `Accept` chooses
 //! SPARQL JSON / XML / CSV / TSV for solutions and Turtle / N-Triples / RDF/XML for graphs. Updates are refused.
 
+use super::Query;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use crate::sparql::{QueryParameter, answer, missing_query, posted_query};
 use crate::state::Shared;
 
+#[utoipa::path(get, path = "/management/sparql", tag = "SPARQL", operation_id = "SPARQL over the catalogue", params(QueryParameter), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::WriteErrors))]
 pub async fn query_get(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -21,6 +23,7 @@ pub async fn query_get(
     }
 }
 
+#[utoipa::path(post, path = "/management/sparql", tag = "SPARQL", operation_id = "SPARQL over the catalogue (body)", request_body(content((String = "application/sparql-query"), (crate::management::openapi::SparqlQuery = "application/x-www-form-urlencoded"), (crate::management::openapi::SparqlQuery = "application/json"))), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::WriteErrors))]
 pub async fn query_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     match posted_query(&headers, &body) {
         Some(query) => run(state, headers, query).await,

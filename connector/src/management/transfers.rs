@@ -1,8 +1,9 @@
 //! `/management/v3/transferprocesses` (EDC v3 shapes) with the calls `start`, `suspend`, `resume`, `complete`,
 //! `terminate`, and `/management/v3/edrs`: the data addresses a consumer received for its pull transfers.
 
+use super::{Path, Query};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hanse_vocab::ns::EDC;
@@ -55,6 +56,7 @@ fn destination(node: &Map<String, Json>, errors: &mut Vec<FieldError>) -> Option
 /// `POST /management/v3/transferprocesses` (EDC `TransferRequest`): `contractId`, `transferType` (`HttpData-PULL`,
 /// the default, `HttpData-PUSH` with `dataDestination`, or `Hanse-Compute`), optional `counterPartyAddress` (default: where the
 /// agreement was negotiated), `assetId` (checked against the agreement); Hanse extension `autoComplete` (default true).
+#[utoipa::path(post, path = "/transferprocesses", tag = "Transfer processes", operation_id = "start a transfer", request_body(content = crate::management::openapi::TransferRequest, content_type = "application/json"), responses((status = 200, description = "Started: the consumer's transfer id", body = crate::management::openapi::IdResponse), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body = parse_body(&body)?;
     let node = expand_body(&body).map_err(ManagementError::Invalid)?;
@@ -122,16 +124,19 @@ fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
     })
 }
 
+#[utoipa::path(post, path = "/transferprocesses/request", tag = "Transfer processes", operation_id = "query transfers", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected transfers", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a transfer process", Some(&[crate::process::ROW_FIELDS, TRANSFER_FIELDS]))?;
     let selected = spec.apply(state.transfers.all().await?, query_field);
     Ok(axum::Json(Json::Array(selected.iter().map(Transfer::management_json).collect())).into_response())
 }
 
+#[utoipa::path(get, path = "/transferprocesses/{id}", tag = "Transfer processes", operation_id = "read a transfer", params(("id" = String, Path, description = "The process id")), responses((status = 200, description = "The transfer", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     Ok(axum::Json(state.transfers.get(&id).await?.management_json()).into_response())
 }
 
+#[utoipa::path(get, path = "/transferprocesses/{id}/state", tag = "Transfer processes", operation_id = "read a transfer's state", params(("id" = String, Path, description = "The process id")), responses((status = 200, description = "Its state", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let transfer = state.transfers.get(&id).await?;
     Ok(axum::Json(json!({"@context": hanse_self_descriptions::dcat::management_context(),
@@ -140,6 +145,7 @@ pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> 
 }
 
 /// `POST /management/v3/transferprocesses/{id}/{call}`.
+#[utoipa::path(post, path = "/transferprocesses/{id}/{call}", tag = "Transfer processes", operation_id = "call on a transfer", params(("id" = String, Path, description = "The process id"), ("call" = String, Path, description = "`start`, `resume`, `suspend`, `complete`, `terminate`. A call the state does not allow is a 409 naming the calls allowed now.")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The transfer after the call", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
 pub async fn operator_call(
     State(state): State<Shared>,
     Path((id, call)): Path<(String, String)>,
@@ -199,6 +205,7 @@ const EDR_FIELDS: &[&str] = &[
 ];
 
 /// `POST /management/v3/edrs/request`: the data addresses this consumer holds.
+#[utoipa::path(post, path = "/edrs/request", tag = "Transfer processes", operation_id = "query EDRs", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The endpoint data references this consumer holds", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
 pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "an endpoint data reference", Some(&[EDR_FIELDS]))?;
     let negotiations: std::collections::HashMap<String, String> =
@@ -215,7 +222,8 @@ pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Resp
     Ok(axum::Json(Json::Array(selected.iter().map(Edr::entry).collect())).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RefreshQuery {
     /// EDC: refresh when the address is about to expire (default true).
     #[serde(default, deserialize_with = "super::edc_bool")]
@@ -230,13 +238,12 @@ const REFRESH_MARGIN_SECONDS: i64 = 60;
 
 /// `GET /management/v3/edrs/{transferProcessId}/dataaddress`: the data address, refreshed from the provider when it
 /// is stale or about to expire (unless `auto_refresh=false`), or always with `refresh=true`.
+#[utoipa::path(get, path = "/edrs/{id}/dataaddress", tag = "Transfer processes", operation_id = "read an EDR's data address", params(("id" = String, Path, description = "The transfer process id"), RefreshQuery), responses((status = 200, description = "The data address: endpoint and token", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn edr_data_address(
     State(state): State<Shared>,
     Path(id): Path<String>,
-    query: Result<Query<RefreshQuery>, axum::extract::rejection::QueryRejection>,
+    Query(query): Query<RefreshQuery>,
 ) -> Result<Response, ManagementError> {
-    // A bad query parameter is answered in the management API's error shape, naming it.
-    let Query(query) = query.map_err(|rejection| ManagementError::field("query", rejection.body_text()))?;
     let mut transfer = state.transfers.get(&id).await?;
     let address = transfer
         .details
@@ -282,6 +289,7 @@ async fn refresh_edr(state: &Shared, transfer: &Transfer, address: &Json) -> Res
 }
 
 /// `DELETE /management/v3/edrs/{transferProcessId}`.
+#[utoipa::path(delete, path = "/edrs/{id}", tag = "Transfer processes", operation_id = "delete an EDR", params(("id" = String, Path, description = "The transfer process id")), responses((status = 204, description = "Deleted"), crate::management::openapi::WriteErrors))]
 pub async fn edr_delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     match state.transfers.forget_edr(&id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
