@@ -751,12 +751,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(format) = cli.log_format {
                 config.log.format = format;
             }
-            telemetry::init(&config.log.level, config.log.format);
-            runtime()?.block_on(async {
+            telemetry::init_with_traces(&config.log.level, config.log.format, &config.traces);
+            let ran = runtime()?.block_on(async {
                 let running = server::start(config).await?;
                 running.run_until_signal().await;
                 anyhow::Ok(())
-            })
+            });
+            telemetry::flush();
+            ran
         }
         Command::Demo(args) => {
             telemetry::init("warn", cli.log_format.unwrap_or_default());

@@ -21,6 +21,7 @@ const SECTIONS: &[&str] = &[
     "management",
     "store",
     "log",
+    "traces",
     "dataplane",
     "negotiation",
     "trust",
@@ -121,6 +122,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub traces: TracesConfig,
     #[serde(default)]
     pub dataplane: DataplaneConfig,
     #[serde(default)]
@@ -733,6 +736,53 @@ impl Default for LogConfig {
     }
 }
 
+/// OpenTelemetry traces (decision 0029): off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// Where spans are sent over OTLP/HTTP, e.g. `http://collector:4318/v1/traces`; unset: no traces.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (the default) or `http/json`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// The `service.name` of the spans.
+    #[serde(default = "default_trace_service")]
+    pub service_name: String,
+    /// The share of new traces recorded, 0 to 1 (a trace begun by a peer follows the peer's decision).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            protocol: OtlpProtocol::default(),
+            service_name: default_trace_service(),
+            sample_ratio: default_sample_ratio(),
+        }
+    }
+}
+
+fn default_trace_service() -> String {
+    "hanse".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+/// The OTLP/HTTP encoding.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    Protobuf,
+    #[serde(rename = "http/json")]
+    Json,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -882,6 +932,14 @@ impl Config {
                     "must differ from the operator's and the auditor's keys: it opens /metrics and nothing else".into(),
                 ));
             }
+        }
+        if let Some(endpoint) = &self.traces.otlp_endpoint
+            && reqwest::Url::parse(endpoint).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
+        {
+            return Err(key("traces.otlp_endpoint", format!("`{endpoint}` is not an http(s) URL")));
+        }
+        if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
+            return Err(key("traces.sample_ratio", "must lie in [0, 1]".into()));
         }
         if self.public.bind == self.management.bind {
             return Err(key(

@@ -13,6 +13,7 @@ use serde_json::Value as Json;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use futures_util::future::BoxFuture;
+use tracing::Instrument;
 
 use crate::identity::Identity;
 use crate::process::ProcessError;
@@ -78,14 +79,15 @@ impl<T> Handoff<T> {
 #[derive(Default)]
 pub struct Dispatcher {
     wake: Notify,
-    direct: Handoff<ClaimedMessage>,
+    /// Each message with the span of the request that committed it: its delivery continues that trace.
+    direct: Handoff<(ClaimedMessage, tracing::Span)>,
 }
 
 impl Dispatcher {
     /// After a write: send the message leased to us now.
     pub fn hand(&self, message: Option<ClaimedMessage>) {
         if let Some(message) = message {
-            self.direct.send(message);
+            self.direct.send((message, tracing::Span::current()));
         }
     }
 
@@ -115,12 +117,16 @@ pub fn spawn(
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     let mut receiver = dispatcher.direct.take().expect("one dispatcher per connector");
     tokio::spawn(async move {
-        let spawn_delivery = |message: ClaimedMessage| {
+        let spawn_delivery = |message: ClaimedMessage, parent: tracing::Span| {
             let (state, http, limit) = (state.clone(), http.clone(), limit.clone());
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                deliver(&state, &http, message).await;
-            });
+            let span = tracing::info_span!(parent: &parent, "delivery", kind = message.kind.name(), attempt = message.attempts);
+            tokio::spawn(
+                async move {
+                    let _permit = limit.acquire_owned().await;
+                    deliver(&state, &http, message).await;
+                }
+                .instrument(span),
+            );
         };
         // Messages handed over at commit are sent at once; the store is only asked for due retries and expired
         // leases, on a timer (and when woken), so that the common path costs no extra write.
@@ -128,7 +134,7 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some(message) = receiver.recv() => spawn_delivery(message),
+                Some((message, parent)) = receiver.recv() => spawn_delivery(message, parent),
                 _ = tick.tick() => claim_due(&state, &spawn_delivery).await,
                 _ = dispatcher.wake.notified() => claim_due(&state, &spawn_delivery).await,
                 _ = shutdown.changed() => {}
@@ -143,12 +149,13 @@ pub fn spawn(
 }
 
 /// Claims and sends every due message (in batches).
-async fn claim_due(state: &Delivery, spawn_delivery: &impl Fn(ClaimedMessage)) {
+async fn claim_due(state: &Delivery, spawn_delivery: &impl Fn(ClaimedMessage, tracing::Span)) {
     loop {
         match state.store.claim_outbox(BATCH, OUTBOX_LEASE_MS).await {
             Ok(claimed) if !claimed.is_empty() => {
                 let full = claimed.len() as i64 == BATCH;
-                claimed.into_iter().for_each(spawn_delivery);
+                // A retry or a message taken over after a crash starts a trace of its own.
+                claimed.into_iter().for_each(|message| spawn_delivery(message, tracing::Span::none()));
                 if !full {
                     return;
                 }
@@ -201,8 +208,7 @@ async fn send(state: &Delivery, http: &reqwest::Client, message: &ClaimedMessage
     let Some(counter_party) = counter_party else {
         return Outcome::Failed(format!("{} {} has no counter-party", message.kind.name(), message.process_id));
     };
-    let request = http
-        .post(&url)
+    let request = crate::telemetry::traced(http.post(&url))
         .timeout(DELIVERY_TIMEOUT)
         .header("Authorization", state.identity.authorization(&counter_party))
         .header(reqwest::header::CONTENT_TYPE, "application/json")

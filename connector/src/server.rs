@@ -198,6 +198,7 @@ pub async fn start_on(
             certificate_chain_url: self_description.as_ref().and_then(|d| d.chain_url()),
             services: did_services(&public_url, self_description.is_some(), config.broker.enabled),
             meter: meter.clone(),
+            traced: crate::telemetry::traced,
         },
     ));
     // Data bodies may be large: no overall timeout, but connecting and every read are bounded.
@@ -438,7 +439,9 @@ fn with_common_layers(router: Router, listener: &'static str, meter: crate::meas
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request| {
             let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", listener, method = %request.method(), path = %request.uri().path(), request_id)
+            let span = tracing::info_span!("request", listener, method = %request.method(), path = %request.uri().path(), request_id);
+            crate::telemetry::adopt(&span, request.headers());
+            span
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }

@@ -3,94 +3,15 @@
 //! lost, none duplicated. Runs with the provider on SQLite and on PostgreSQL.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hanse::testing::{Backend, TestDatabase, backends};
 use serde_json::{Value, json};
 
 mod support;
-use support::HANSE;
+use support::{Node, post};
 
 const NEGOTIATIONS: usize = 200;
-
-struct Node {
-    dir: tempfile::TempDir,
-    public: u16,
-    management: u16,
-    api_key: String,
-    participant: String,
-    env: Vec<(String, String)>,
-    process: Option<Child>,
-}
-
-impl Node {
-    fn init() -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let support::Initialised { public, management, api_key, participant } = support::init(dir.path());
-        let env = vec![
-            ("HANSE_NEGOTIATION_RETRY_BASE_MS".to_owned(), "100".to_owned()),
-            ("HANSE_NEGOTIATION_RETRY_ATTEMPTS".to_owned(), "12".to_owned()),
-            ("RUST_LOG".to_owned(), "error".to_owned()),
-        ];
-        Node { dir, public, management, api_key, participant, env, process: None }
-    }
-
-    async fn start(&mut self) {
-        let mut command = Command::new(HANSE);
-        command
-            .args(["run", "--config"])
-            .arg(self.dir.path().join("hanse.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("HANSE_")) {
-            command.env_remove(key);
-        }
-        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        self.process = Some(command.spawn().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://127.0.0.1:{}/health/ready", self.public);
-        while !reqwest::get(&url).await.is_ok_and(|r| r.status().as_u16() == 200) {
-            assert!(Instant::now() < deadline, "{url} not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill().unwrap(); // SIGKILL: no graceful shutdown, no flush
-            process.wait().unwrap();
-        }
-    }
-
-    fn management(&self) -> String {
-        format!("http://127.0.0.1:{}/management", self.management)
-    }
-
-    fn protocol(&self) -> String {
-        format!("http://127.0.0.1:{}/protocol/2025-1", self.public)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn post(client: &reqwest::Client, node: &Node, path: &str, body: Value) -> Value {
-    let response = client
-        .post(format!("{}{path}", node.management()))
-        .header("X-Api-Key", &node.api_key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {body:#}");
-    body
-}
 
 async fn negotiations(client: &reqwest::Client, node: &Node) -> Vec<Value> {
     post(client, node, "/v3/contractnegotiations/request", json!({"limit": 10000})).await.as_array().unwrap().clone()

@@ -63,6 +63,8 @@ pub struct IdentitySettings {
     pub services: Vec<(String, String)>,
     /// Where token and credential verifications and DID resolutions are counted.
     pub meter: hanse_core::meter::Meter,
+    /// Adds the caller's trace context to an outgoing DCP request (the connector's tracing; identity knows none).
+    pub traced: fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
 }
 
 /// The identity services of one connector.
@@ -235,9 +237,7 @@ impl Identity {
         let scope: Vec<String> = self.settings.trusted_issuers.keys().map(|t| credentials::scope_for(t)).collect();
         let query = json!({"@context": [credentials::DCP_CONTEXT], "type": "PresentationQueryMessage", "scope": scope});
         let url = format!("{}/presentations/query", endpoint.trim_end_matches('/'));
-        let response = self
-            .http
-            .post(&url)
+        let response = (self.settings.traced)(self.http.post(&url))
             .header("Authorization", self.authorization(participant))
             .json(&query)
             .send()

@@ -357,7 +357,7 @@ impl DataPlane {
         meter: Option<Meter>,
     ) -> Response {
         let headers = incoming.headers().clone();
-        let mut request = self.http.request(forward.method, forward.url);
+        let mut request = crate::telemetry::traced(self.http.request(forward.method, forward.url));
         for name in [header::RANGE, header::IF_RANGE, header::ACCEPT] {
             if let Some(value) = headers.get(&name) {
                 request = request.header(name, value);
@@ -481,9 +481,7 @@ impl DataPlane {
         let meter =
             Meter::new(&self.transfers.store, &transfer, "pushed").with_digest(digest.as_ref().map(Digest::hex));
         let sent = meter.bytes.clone();
-        let mut request = self
-            .http
-            .post(endpoint)
+        let mut request = crate::telemetry::traced(self.http.post(endpoint))
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(reqwest::Body::wrap_stream(metered(stream, meter)));
         if let Some(length) = length {

@@ -117,8 +117,8 @@ impl DspClient {
         audience: &str,
     ) -> Result<(u16, Option<String>, Json), ClientError> {
         let unreachable = |source| ClientError::Unreachable { url: url.to_owned(), source };
-        let response =
-            request.header("Authorization", self.identity.authorization(audience)).send().await.map_err(unreachable)?;
+        let request = crate::telemetry::traced(request.header("Authorization", self.identity.authorization(audience)));
+        let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
         let link = response.headers().get("link").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = crate::identity::limited::text(response, crate::identity::limited::MESSAGE)

@@ -4,7 +4,10 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub const HANSE: &str = env!("CARGO_BIN_EXE_hanse");
 
@@ -48,4 +51,95 @@ pub fn init(dir: &Path) -> Initialised {
             .unwrap_or_else(|| panic!("{key} in hanse.toml"))
     };
     Initialised { public, management, api_key: value("api_key"), participant: value("id") }
+}
+
+/// A `hanse run` process on its own folder and ports, with extra environment `env`.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub public: u16,
+    pub management: u16,
+    pub api_key: String,
+    pub participant: String,
+    pub env: Vec<(String, String)>,
+    pub process: Option<Child>,
+}
+
+impl Node {
+    /// `hanse init` with free ports; quick retries and error-level logs.
+    pub fn init() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let Initialised { public, management, api_key, participant } = init(dir.path());
+        let env = vec![
+            ("HANSE_NEGOTIATION_RETRY_BASE_MS".to_owned(), "100".to_owned()),
+            ("HANSE_NEGOTIATION_RETRY_ATTEMPTS".to_owned(), "12".to_owned()),
+            ("RUST_LOG".to_owned(), "error".to_owned()),
+        ];
+        Node { dir, public, management, api_key, participant, env, process: None }
+    }
+
+    /// Starts the process and waits until it is ready.
+    pub async fn start(&mut self) {
+        let mut command = Command::new(HANSE);
+        command
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("hanse.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("HANSE_")) {
+            command.env_remove(key);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.process = Some(command.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://127.0.0.1:{}/health/ready", self.public);
+        while !reqwest::get(&url).await.is_ok_and(|r| r.status().as_u16() == 200) {
+            assert!(Instant::now() < deadline, "{url} not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().unwrap(); // SIGKILL: no graceful shutdown, no flush
+            process.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits for the graceful shutdown.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = Command::new("kill").args(["-TERM", &process.id().to_string()]).status();
+            process.wait().unwrap();
+        }
+    }
+
+    pub fn management(&self) -> String {
+        format!("http://127.0.0.1:{}/management", self.management)
+    }
+
+    pub fn protocol(&self) -> String {
+        format!("http://127.0.0.1:{}/protocol/2025-1", self.public)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A management `POST` that must succeed; its JSON answer.
+pub async fn post(client: &reqwest::Client, node: &Node, path: &str, body: Value) -> Value {
+    let response = client
+        .post(format!("{}{path}", node.management()))
+        .header("X-Api-Key", &node.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {body:#}");
+    body
 }
