@@ -282,4 +282,60 @@ mod tests {
         assert!(text.contains("hanse_http_requests_total{listener=\"public\",status=\"200\"} 1"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
+
+    /// The series `text` names: `hanse_*` and `process_*` words, a histogram's `_bucket`, `_count` and `_sum` read as
+    /// its family.
+    fn series_named(text: &str) -> std::collections::BTreeSet<String> {
+        let mut named = std::collections::BTreeSet::new();
+        for prefix in ["hanse_", "process_"] {
+            for (at, _) in text.match_indices(prefix) {
+                if text[..at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let word: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| {
+                        word.strip_suffix(suffix).filter(|f| f.ends_with("_seconds") || f.ends_with("_size"))
+                    })
+                    .unwrap_or(&word);
+                named.insert(family.to_owned());
+            }
+        }
+        named
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alert_rules_name_only_families_the_connector_serves() {
+        let registry = Registry::new();
+        let rendered = registry.render(registry.scrape());
+        let served: std::collections::BTreeSet<String> = FAMILIES
+            .iter()
+            .map(|(name, _, _)| (*name).to_owned())
+            .chain(
+                rendered
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("# TYPE "))
+                    .map(|l| l.split(' ').next().unwrap().to_owned()),
+            )
+            .collect();
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/observability");
+        for file in ["grafana-dashboard.json", "alerts.yaml"] {
+            let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+            let named = series_named(&text);
+            assert!(named.len() >= 10, "{file} names {named:?}");
+            let unknown: Vec<&String> = named.iter().filter(|n| !served.contains(*n)).collect();
+            assert!(unknown.is_empty(), "{file} names series the connector does not serve: {unknown:?}");
+        }
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(deploy.join("grafana-dashboard.json")).unwrap()).unwrap();
+        let panels = dashboard["panels"].as_array().unwrap();
+        let covered: std::collections::BTreeSet<String> =
+            panels.iter().flat_map(|p| series_named(&p["targets"].to_string())).collect();
+        let missing: Vec<&str> = FAMILIES.iter().map(|(n, _, _)| *n).filter(|n| !covered.contains(*n)).collect();
+        assert!(missing.is_empty(), "families without a panel: {missing:?}");
+    }
 }
