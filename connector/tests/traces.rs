@@ -66,34 +66,7 @@ async fn one_negotiation_is_one_trace_on_both_connectors() {
         node.start().await;
     }
     let client = reqwest::Client::new();
-    let open =
-        json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]});
-    post(
-        &client,
-        &provider,
-        "/v3/assets",
-        json!({"@id": "cohort", "properties": {"title": "Cohort"},
-        "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/cohort"}}),
-    )
-    .await;
-    post(&client, &provider, "/v3/policydefinitions", json!({"@id": "open", "policy": open})).await;
-    post(
-        &client,
-        &provider,
-        "/v3/contractdefinitions",
-        json!({"@id": "cd", "accessPolicyId": "open", "contractPolicyId": "open", "assetsSelector": []}),
-    )
-    .await;
-    let catalog = post(
-        &client,
-        &consumer,
-        "/v3/catalog/request",
-        json!({"counterPartyAddress": provider.protocol(), "protocol": "dataspace-protocol-http:2025-1"}),
-    )
-    .await;
-    let mut offer = catalog["dataset"][0]["hasPolicy"][0].clone();
-    offer["target"] = json!("cohort");
-    offer["assigner"] = json!(provider.participant);
+    let offer = support::open_offer(&client, &provider, &consumer).await;
     let started = post(
         &client,
         &consumer,

@@ -209,7 +209,7 @@ async fn witnessed(State(state): State<Shared>, Query(query): Query<PeerQuery>) 
 }
 
 /// `POST /management/v3/audit/witness` (operator): witness every peer now.
-#[utoipa::path(post, path = "/management/v3/audit/witness", tag = "Audit", operation_id = "witness peers now", responses((status = 200, description = "What each peer showed", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/audit/witness", tag = "Audit", operation_id = "witness peers now", responses((status = 200, description = "What each peer showed", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn witness_now(State(state): State<Shared>) -> Result<Response, ManagementError> {
     let seen = crate::audit::peer::witness_round(&state.audit).await;
     let list: Vec<Json> = seen.iter().map(|w| json!({"peer": w.peer, "size": w.size, "problem": w.problem})).collect();

@@ -43,7 +43,7 @@ struct AddPeer {
     url: Option<String>,
 }
 
-#[utoipa::path(post, path = "/management/v3/peers", tag = "Peers and broker", operation_id = "add a peer", request_body(content = crate::management::openapi::PeerInput, content_type = "application/json"), responses((status = 201, description = "The peer, added", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(post, path = "/management/v3/peers", tag = "Peers and broker", operation_id = "add a peer", request_body(content = crate::management::openapi::PeerInput, content_type = "application/json"), responses((status = 201, description = "The peer, added", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 async fn peers_add(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body: AddPeer = serde_json::from_slice(&body)
         .map_err(|e| ManagementError::field("", format!("expected {{\"did\": ...}} or {{\"url\": ...}}: {e}")))?;
@@ -59,7 +59,7 @@ async fn peers_add(State(state): State<Shared>, body: Bytes) -> Result<Response,
     Ok((StatusCode::CREATED, axum::Json(peer)).into_response())
 }
 
-#[utoipa::path(delete, path = "/management/v3/peers/{did}", tag = "Peers and broker", operation_id = "remove a peer", params(("did" = String, Path)), responses((status = 204, description = "Removed"), crate::management::openapi::WriteErrors))]
+#[utoipa::path(delete, path = "/management/v3/peers/{did}", tag = "Peers and broker", operation_id = "remove a peer", params(("did" = String, Path)), responses((status = 204, description = "Removed"), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 async fn peers_remove(State(state): State<Shared>, Path(did): Path<String>) -> Result<Response, ManagementError> {
     if state.store.peers.remove_peer(&did).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -68,7 +68,7 @@ async fn peers_remove(State(state): State<Shared>, Path(did): Path<String>) -> R
     }
 }
 
-#[utoipa::path(post, path = "/management/v3/peers/exchange", tag = "Peers and broker", operation_id = "exchange peer lists now", responses((status = 200, description = "What was learnt", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/peers/exchange", tag = "Peers and broker", operation_id = "exchange peer lists now", responses((status = 200, description = "What was learnt", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 async fn peers_exchange(State(state): State<Shared>) -> Result<Response, ManagementError> {
     let round = crate::peers::exchange_round(&state.peers).await?;
     Ok(axum::Json(round).into_response())
@@ -82,7 +82,7 @@ async fn crawls(State(state): State<Shared>) -> Response {
     }
 }
 
-#[utoipa::path(post, path = "/management/v3/broker/crawl", tag = "Peers and broker", operation_id = "crawl now", responses((status = 200, description = "Each peer's crawl status", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/broker/crawl", tag = "Peers and broker", operation_id = "crawl now", responses((status = 200, description = "Each peer's crawl status", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 async fn crawl_now(State(state): State<Shared>) -> Response {
     match broker(&state) {
         Ok(broker) => broker.force(),
@@ -98,7 +98,7 @@ fn split_broker(query: Option<&str>) -> (Option<String>, String) {
     (broker.into_iter().next_back().map(|(_, v)| v), serde_urlencoded::to_string(rest).unwrap_or_default())
 }
 
-#[utoipa::path(get, path = "/management/v3/search", tag = "Peers and broker", operation_id = "search the federation", params(SearchRequest, ("broker" = Option<String>, Query, description = "Ask this broker instead")), responses((status = 200, description = "Datasets with facets", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(get, path = "/management/v3/search", tag = "Peers and broker", operation_id = "search the federation", params(SearchRequest, ("broker" = Option<String>, Query, description = "Ask this broker instead")), responses((status = 200, description = "Datasets with facets", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 async fn management_search_get(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
     let (remote, rest) = split_broker(uri.query());
     match search_query(Some(&rest)) {
@@ -107,7 +107,7 @@ async fn management_search_get(State(state): State<Shared>, uri: axum::http::Uri
     }
 }
 
-#[utoipa::path(post, path = "/management/v3/search", tag = "Peers and broker", operation_id = "search the federation (body)", params(("broker" = Option<String>, Query, description = "Ask this broker instead")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "Datasets with facets", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(post, path = "/management/v3/search", tag = "Peers and broker", operation_id = "search the federation (body)", params(("broker" = Option<String>, Query, description = "Ask this broker instead")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "Datasets with facets", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 async fn management_search_post(State(state): State<Shared>, uri: axum::http::Uri, body: Bytes) -> Response {
     let (remote, _) = split_broker(uri.query());
     match search_body(&body) {
@@ -164,7 +164,7 @@ async fn remote_search(state: &Shared, url: &str, request: &SearchRequest) -> Re
     serde_json::from_str(&text).map_err(|e| format!("{endpoint} answered with invalid JSON: {e}"))
 }
 
-#[utoipa::path(get, path = "/management/broker/sparql", tag = "SPARQL", operation_id = "SPARQL over the federation", params(QueryParameter), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::WriteErrors))]
+#[utoipa::path(get, path = "/management/broker/sparql", tag = "SPARQL", operation_id = "SPARQL over the federation", params(QueryParameter), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 async fn management_sparql_get(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -176,7 +176,7 @@ async fn management_sparql_get(
     }
 }
 
-#[utoipa::path(post, path = "/management/broker/sparql", tag = "SPARQL", operation_id = "SPARQL over the federation (body)", request_body(content((String = "application/sparql-query"), (crate::management::openapi::SparqlQuery = "application/x-www-form-urlencoded"), (crate::management::openapi::SparqlQuery = "application/json"))), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/broker/sparql", tag = "SPARQL", operation_id = "SPARQL over the federation (body)", request_body(content((String = "application/sparql-query"), (crate::management::openapi::SparqlQuery = "application/x-www-form-urlencoded"), (crate::management::openapi::SparqlQuery = "application/json"))), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 async fn management_sparql_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(problem) = broker(&state) {
         return problem.into_response();

@@ -15,7 +15,7 @@ use crate::state::Shared;
 /// Body: `{counterPartyAddress, counterPartyId?, protocol: "dataspace-protocol-http:2025-1", querySpec?}`.
 /// `querySpec.filterExpression` criteria on `keyword` or properties become DSP filters; `offset`/`limit` page the
 /// datasets of the answer.
-#[utoipa::path(post, path = "/catalog/request", tag = "Catalogue", operation_id = "request a catalogue", request_body(content = crate::management::openapi::CatalogRequest, content_type = "application/json"), responses((status = 200, description = "The counter-party's DCAT catalogue", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(post, path = "/catalog/request", tag = "Catalogue", operation_id = "request a catalogue", request_body(content = crate::management::openapi::CatalogRequest, content_type = "application/json"), responses((status = 200, description = "The counter-party's DCAT catalogue", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body = parse_body(&body)?;
     let (object, address) = peer_request(&body)?;
@@ -43,7 +43,7 @@ pub async fn request(State(state): State<Shared>, body: Bytes) -> Result<Respons
 
 /// Body (EDC `DatasetRequest`): `{@id, counterPartyAddress, counterPartyId?, protocol}`: the dataset as the peer shows
 /// it to us, with its offers.
-#[utoipa::path(post, path = "/catalog/dataset/request", tag = "Catalogue", operation_id = "request a dataset", request_body(content = crate::management::openapi::DatasetRequest, content_type = "application/json"), responses((status = 200, description = "The counter-party's dataset", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(post, path = "/catalog/dataset/request", tag = "Catalogue", operation_id = "request a dataset", request_body(content = crate::management::openapi::DatasetRequest, content_type = "application/json"), responses((status = 200, description = "The counter-party's dataset", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn dataset(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body = parse_body(&body)?;
     let (object, address) = peer_request(&body)?;

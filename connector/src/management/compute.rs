@@ -24,7 +24,7 @@ fn internal(error: impl std::fmt::Display) -> ManagementError {
 /// checked; a bad file is reported with line numbers and nothing is imported. The dataset is created, or replaced
 /// with the new rows, with a `HanseTable` data address and its DCAT properties derived from the rows
 /// (`numberOfRecords`, columns, age range) over the given ones.
-#[utoipa::path(post, path = "/management/v3/tables", tag = "Compute", operation_id = "ingest a table", request_body(content_type = "multipart/form-data", description = "Parts `id`, `schema` (JSON `{\"columns\": [...]}`), `data` (the CSV file) and optional `properties` (JSON)"), responses((status = 200, description = "The table: its schema and row count", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/tables", tag = "Compute", operation_id = "ingest a table", request_body(content_type = "multipart/form-data", description = "Parts `id`, `schema` (JSON `{\"columns\": [...]}`), `data` (the CSV file) and optional `properties` (JSON)"), responses((status = 200, description = "The table: its schema and row count", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn ingest(
     State(state): State<Shared>,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
@@ -170,7 +170,7 @@ async fn store_table(
 
 /// `POST /management/v3/jobs`: `{"template", "parameters", "sites": [{"agreementId", "counterPartyAddress"?}],
 /// "minCellCount"?, "rounds"?}` → `IdResponse`; the job runs in the background (`GET /management/v3/jobs/{id}`).
-#[utoipa::path(post, path = "/management/v3/jobs", tag = "Compute", operation_id = "start a job", request_body(content = crate::management::openapi::JobInput, content_type = "application/json"), responses((status = 200, description = "The job started", body = crate::management::openapi::IdResponse), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(post, path = "/management/v3/jobs", tag = "Compute", operation_id = "start a job", request_body(content = crate::management::openapi::JobInput, content_type = "application/json"), responses((status = 200, description = "The job started", body = crate::management::openapi::IdResponse), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body = parse_body(&body)?;
     let text = |value: &Json, name: &str| value.get(name).and_then(Json::as_str).map(str::to_owned);
@@ -210,7 +210,7 @@ pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result
 
 /// `POST /management/v3/jobs/request`: every job, newest first — the consumer's and, with `{"role": "provider"}`,
 /// those this connector ran for others.
-#[utoipa::path(post, path = "/management/v3/jobs/request", tag = "Compute", operation_id = "query jobs", request_body(content = Option<crate::management::openapi::JobQuery>, content_type = "application/json"), responses((status = 200, description = "Jobs, newest first", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/jobs/request", tag = "Compute", operation_id = "query jobs", request_body(content = Option<crate::management::openapi::JobQuery>, content_type = "application/json"), responses((status = 200, description = "Jobs, newest first", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body = super::optional_body(&body)?;
     if !body.is_object() {

@@ -55,7 +55,7 @@ fn issued_json(credential: &IssuedCredential) -> Json {
 }
 
 /// `POST /management/v3/credentials`: import a credential this participant holds.
-#[utoipa::path(post, path = "/management/v3/credentials", tag = "Credentials", operation_id = "import a credential", request_body(content = crate::management::openapi::CredentialImport, content_type = "application/json"), responses((status = 200, description = "The credential held", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/credentials", tag = "Credentials", operation_id = "import a credential", request_body(content = crate::management::openapi::CredentialImport, content_type = "application/json"), responses((status = 200, description = "The credential held", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn import(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let object = body_object(&body)?;
     let jwt = object
@@ -75,14 +75,14 @@ pub async fn list(State(state): State<Shared>) -> Result<Response, ManagementErr
 }
 
 /// `DELETE /management/v3/credentials/{id}`.
-#[utoipa::path(delete, path = "/management/v3/credentials/{id}", tag = "Credentials", operation_id = "delete a held credential", params(("id" = String, Path, description = "The credential id")), responses((status = 204, description = "Deleted"), crate::management::openapi::WriteErrors))]
+#[utoipa::path(delete, path = "/management/v3/credentials/{id}", tag = "Credentials", operation_id = "delete a held credential", params(("id" = String, Path, description = "The credential id")), responses((status = 204, description = "Deleted"), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     state.store.identity.delete_held_credential(&id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /management/v3/credentials/issue`.
-#[utoipa::path(post, path = "/management/v3/credentials/issue", tag = "Credentials", operation_id = "issue a credential", request_body(content = crate::management::openapi::CredentialIssue, content_type = "application/json"), responses((status = 200, description = "The credential issued", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/credentials/issue", tag = "Credentials", operation_id = "issue a credential", request_body(content = crate::management::openapi::CredentialIssue, content_type = "application/json"), responses((status = 200, description = "The credential issued", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn issue(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let request = IssueRequest::from_json(&body_object(&body)?)
         .map_err(|(field, message)| ManagementError::field(field, message))?;
@@ -99,7 +99,7 @@ pub async fn issued(State(state): State<Shared>) -> Result<Response, ManagementE
 }
 
 /// `POST /management/v3/credentials/issued/{id}/revoke`.
-#[utoipa::path(post, path = "/management/v3/credentials/issued/{id}/revoke", tag = "Credentials", operation_id = "revoke a credential", params(("id" = String, Path, description = "The issued credential id")), responses((status = 200, description = "The credential, revoked", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/credentials/issued/{id}/revoke", tag = "Credentials", operation_id = "revoke a credential", params(("id" = String, Path, description = "The issued credential id")), responses((status = 200, description = "The credential, revoked", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn revoke(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let revoked = state.store.identity.revoke_issued_credential(&id).await?;
     tracing::info!(%id, "credential revoked");

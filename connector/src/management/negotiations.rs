@@ -19,7 +19,7 @@ use crate::store::AgreementRow;
 /// `POST /management/v3/contractnegotiations` (EDC `ContractRequest`): `counterPartyAddress`, `protocol`, `policy` (the
 /// offer as the catalogue listed it, with `@id`, `assigner` and `target`); Hanse extensions `autoAccept` (default
 /// true) and `purpose`.
-#[utoipa::path(post, path = "/contractnegotiations", tag = "Contract negotiations", operation_id = "start a negotiation", request_body(content = crate::management::openapi::ContractRequest, content_type = "application/json"), responses((status = 200, description = "Started: the consumer's negotiation id", body = crate::management::openapi::IdResponse), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(post, path = "/contractnegotiations", tag = "Contract negotiations", operation_id = "start a negotiation", request_body(content = crate::management::openapi::ContractRequest, content_type = "application/json"), responses((status = 200, description = "Started: the consumer's negotiation id", body = crate::management::openapi::IdResponse), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let negotiation = request(&state, &parse_body(&body)?, false).await?;
     Ok(axum::Json(id_response(&negotiation.row.id, negotiation.row.created_at)).into_response())
@@ -179,7 +179,7 @@ async fn catalogue_offer(
 /// What a negotiation query may filter and sort on besides the fields every process has (EDC's names).
 const NEGOTIATION_FIELDS: &[&str] = &["contractAgreementId", "assetId"];
 
-#[utoipa::path(post, path = "/contractnegotiations/request", tag = "Contract negotiations", operation_id = "query negotiations", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected negotiations", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/contractnegotiations/request", tag = "Contract negotiations", operation_id = "query negotiations", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected negotiations", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a contract negotiation", Some(&[crate::process::ROW_FIELDS, NEGOTIATION_FIELDS]))?;
     let all = state.negotiations.all().await?;
@@ -235,7 +235,7 @@ pub async fn read_agreement(State(state): State<Shared>, Path(id): Path<String>)
 }
 
 /// `POST /management/v3/contractnegotiations/{id}/{call}`.
-#[utoipa::path(post, path = "/contractnegotiations/{id}/{call}", tag = "Contract negotiations", operation_id = "call on a negotiation", params(("id" = String, Path, description = "The process id"), ("call" = String, Path, description = "`approve`, `offer`, `finalize` (provider); `accept`, `offer`, `verify` (consumer); `terminate` (both). A call the state does not allow is a 409 naming the calls allowed now.")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The negotiation after the call", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/contractnegotiations/{id}/{call}", tag = "Contract negotiations", operation_id = "call on a negotiation", params(("id" = String, Path, description = "The process id"), ("call" = String, Path, description = "`approve`, `offer`, `finalize` (provider); `accept`, `offer`, `verify` (consumer); `terminate` (both). A call the state does not allow is a 409 naming the calls allowed now.")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The negotiation after the call", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn operator_call(
     State(state): State<Shared>,
     Path((id, call)): Path<(String, String)>,
@@ -247,7 +247,7 @@ pub async fn operator_call(
 /// What an agreement query may filter and sort on.
 const AGREEMENT_FIELDS: &[&str] = &["id", "@id", "assetId", "providerId", "consumerId", "contractSigningDate"];
 
-#[utoipa::path(post, path = "/contractagreements/request", tag = "Contract negotiations", operation_id = "query agreements", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected agreements", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/contractagreements/request", tag = "Contract negotiations", operation_id = "query agreements", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected agreements", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn agreements_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a contract agreement", Some(&[AGREEMENT_FIELDS]))?;
     let rows = state.store.processes.agreements().await?;

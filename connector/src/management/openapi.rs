@@ -109,31 +109,19 @@ pub enum ReadErrors {
     Internal(Vec<ApiError>),
 }
 
-/// What a call that changes something may answer besides success.
+/// What a call that changes something may answer besides success and [`ReadErrors`].
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub enum WriteErrors {
-    /// The body or a parameter is invalid: each problem with its path.
-    #[response(status = 400)]
-    Invalid(Vec<ApiError>),
-    /// `X-Api-Key` is missing or wrong.
-    #[response(status = 401)]
-    Unauthorized(Vec<ApiError>),
-    /// No such resource.
-    #[response(status = 404)]
-    NotFound(Vec<ApiError>),
     /// The call conflicts with what exists (an id taken, a resource in use, a process in another state).
     #[response(status = 409)]
     Conflict(Vec<ApiError>),
     /// The body is larger than `http.management_max_body_kb`.
     #[response(status = 413)]
     TooLarge(Vec<ApiError>),
-    /// The store failed (see the connector's log).
-    #[response(status = 500)]
-    Internal(Vec<ApiError>),
 }
 
-/// What a call that asks a counter-party may answer besides success: [`WriteErrors`] and the peer's failure.
+/// What a call that asks a counter-party may answer besides success, [`ReadErrors`] and [`WriteErrors`].
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub enum PeerErrors {

@@ -13,7 +13,7 @@ use crate::catalog::model::{ALLOW_ALL_NOTE, PolicyDefinition};
 use crate::state::Shared;
 
 /// `{"isValid": bool, "errors": [...], "warnings": [...]}` in the EDC `PolicyValidationResult` shape.
-#[utoipa::path(post, path = "/policydefinitions/{id}/validate", tag = "Policy definitions", operation_id = "validate a policy definition", params(("id" = String, Path, description = "The policy definition id")), responses((status = 200, description = "`isValid`, `errors`, `warnings`", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/policydefinitions/{id}/validate", tag = "Policy definitions", operation_id = "validate a policy definition", params(("id" = String, Path, description = "The policy definition id")), responses((status = 200, description = "`isValid`, `errors`, `warnings`", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn validate(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     let stored = state
         .catalogue
@@ -37,7 +37,7 @@ pub async fn validate(State(state): State<Shared>, Path(id): Path<String>) -> Re
 
 /// Body: `{"action": "use", "context": {RequestContext}}` (both optional; the time defaults to now). Answers the
 /// decision with its full trace.
-#[utoipa::path(post, path = "/policydefinitions/{id}/explain", tag = "Policy definitions", operation_id = "explain a decision", params(("id" = String, Path, description = "The policy definition id")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The decision with its full trace", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/policydefinitions/{id}/explain", tag = "Policy definitions", operation_id = "explain a decision", params(("id" = String, Path, description = "The policy definition id")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The decision with its full trace", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn explain(
     State(state): State<Shared>,
     Path(id): Path<String>,

@@ -144,7 +144,7 @@ macro_rules! resource_calls {
             #[doc = concat!("Creates ", $what, ".")]
             #[utoipa::path(post, path = $base, tag = $tag, operation_id = concat!("create ", $what),
                 request_body(content = crate::management::openapi::$input, content_type = "application/json"),
-                responses((status = 200, description = "Created", body = IdResponse), WriteErrors))]
+                responses((status = 200, description = "Created", body = IdResponse), ReadErrors, WriteErrors))]
             pub async fn create(state: State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
                 super::create::<$kind>(state, body).await
             }
@@ -152,7 +152,7 @@ macro_rules! resource_calls {
             #[doc = concat!("Replaces ", $what, " (named by `@id`).")]
             #[utoipa::path(put, path = $base, tag = $tag, operation_id = concat!("replace ", $what),
                 request_body(content = crate::management::openapi::$input, content_type = "application/json"),
-                responses((status = 204, description = "Replaced"), WriteErrors))]
+                responses((status = 204, description = "Replaced"), ReadErrors, WriteErrors))]
             pub async fn replace(state: State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
                 super::replace::<$kind>(state, body).await
             }
@@ -160,7 +160,7 @@ macro_rules! resource_calls {
             #[doc = concat!("Lists ", $what, " by an EDC QuerySpec.")]
             #[utoipa::path(post, path = concat!($base, "/request"), tag = $tag, operation_id = concat!("query ", $what),
                 request_body(content = Option<QuerySpec>, content_type = "application/json"),
-                responses((status = 200, description = "The selected resources", body = [crate::management::openapi::Object]), WriteErrors))]
+                responses((status = 200, description = "The selected resources", body = [crate::management::openapi::Object]), ReadErrors, WriteErrors))]
             pub async fn request(state: State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
                 super::request::<$kind>(state, body).await
             }
@@ -176,7 +176,7 @@ macro_rules! resource_calls {
             #[doc = concat!("Deletes ", $what, " (refused while something refers to it).")]
             #[utoipa::path(delete, path = concat!($base, "/{id}"), tag = $tag, operation_id = concat!("delete ", $what),
                 params(("id" = String, Path, description = "Its `@id`")),
-                responses((status = 204, description = "Deleted"), WriteErrors))]
+                responses((status = 204, description = "Deleted"), ReadErrors, WriteErrors))]
             pub async fn delete(state: State<Shared>, id: Path<String>) -> Result<Response, ManagementError> {
                 super::delete::<$kind>(state, id).await
             }

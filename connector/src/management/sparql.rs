@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use crate::sparql::{QueryParameter, answer, missing_query, posted_query};
 use crate::state::Shared;
 
-#[utoipa::path(get, path = "/management/sparql", tag = "SPARQL", operation_id = "SPARQL over the catalogue", params(QueryParameter), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::WriteErrors))]
+#[utoipa::path(get, path = "/management/sparql", tag = "SPARQL", operation_id = "SPARQL over the catalogue", params(QueryParameter), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn query_get(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -23,7 +23,7 @@ pub async fn query_get(
     }
 }
 
-#[utoipa::path(post, path = "/management/sparql", tag = "SPARQL", operation_id = "SPARQL over the catalogue (body)", request_body(content((String = "application/sparql-query"), (crate::management::openapi::SparqlQuery = "application/x-www-form-urlencoded"), (crate::management::openapi::SparqlQuery = "application/json"))), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/sparql", tag = "SPARQL", operation_id = "SPARQL over the catalogue (body)", request_body(content((String = "application/sparql-query"), (crate::management::openapi::SparqlQuery = "application/x-www-form-urlencoded"), (crate::management::openapi::SparqlQuery = "application/json"))), responses((status = 200, description = "Results in the format `Accept` asks for", content((String = "application/sparql-results+json"), (String = "application/sparql-results+xml"), (String = "text/csv"), (String = "text/tab-separated-values"), (String = "text/turtle"), (String = "application/n-triples"), (String = "application/rdf+xml"))), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn query_post(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     match posted_query(&headers, &body) {
         Some(query) => run(state, headers, query).await,

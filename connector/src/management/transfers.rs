@@ -56,7 +56,7 @@ fn destination(node: &Map<String, Json>, errors: &mut Vec<FieldError>) -> Option
 /// `POST /management/v3/transferprocesses` (EDC `TransferRequest`): `contractId`, `transferType` (`HttpData-PULL`,
 /// the default, `HttpData-PUSH` with `dataDestination`, or `Hanse-Compute`), optional `counterPartyAddress` (default: where the
 /// agreement was negotiated), `assetId` (checked against the agreement); Hanse extension `autoComplete` (default true).
-#[utoipa::path(post, path = "/transferprocesses", tag = "Transfer processes", operation_id = "start a transfer", request_body(content = crate::management::openapi::TransferRequest, content_type = "application/json"), responses((status = 200, description = "Started: the consumer's transfer id", body = crate::management::openapi::IdResponse), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(post, path = "/transferprocesses", tag = "Transfer processes", operation_id = "start a transfer", request_body(content = crate::management::openapi::TransferRequest, content_type = "application/json"), responses((status = 200, description = "Started: the consumer's transfer id", body = crate::management::openapi::IdResponse), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let body = parse_body(&body)?;
     let node = expand_body(&body).map_err(ManagementError::Invalid)?;
@@ -124,7 +124,7 @@ fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
     })
 }
 
-#[utoipa::path(post, path = "/transferprocesses/request", tag = "Transfer processes", operation_id = "query transfers", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected transfers", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/transferprocesses/request", tag = "Transfer processes", operation_id = "query transfers", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected transfers", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a transfer process", Some(&[crate::process::ROW_FIELDS, TRANSFER_FIELDS]))?;
     let selected = spec.apply(state.transfers.all().await?, query_field);
@@ -145,7 +145,7 @@ pub async fn read_state(State(state): State<Shared>, Path(id): Path<String>) -> 
 }
 
 /// `POST /management/v3/transferprocesses/{id}/{call}`.
-#[utoipa::path(post, path = "/transferprocesses/{id}/{call}", tag = "Transfer processes", operation_id = "call on a transfer", params(("id" = String, Path, description = "The process id"), ("call" = String, Path, description = "`start`, `resume`, `suspend`, `complete`, `terminate`. A call the state does not allow is a 409 naming the calls allowed now.")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The transfer after the call", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/transferprocesses/{id}/{call}", tag = "Transfer processes", operation_id = "call on a transfer", params(("id" = String, Path, description = "The process id"), ("call" = String, Path, description = "`start`, `resume`, `suspend`, `complete`, `terminate`. A call the state does not allow is a 409 naming the calls allowed now.")), request_body(content = Option<crate::management::openapi::Object>, content_type = "application/json"), responses((status = 200, description = "The transfer after the call", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn operator_call(
     State(state): State<Shared>,
     Path((id, call)): Path<(String, String)>,
@@ -205,7 +205,7 @@ const EDR_FIELDS: &[&str] = &[
 ];
 
 /// `POST /management/v3/edrs/request`: the data addresses this consumer holds.
-#[utoipa::path(post, path = "/edrs/request", tag = "Transfer processes", operation_id = "query EDRs", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The endpoint data references this consumer holds", body = [crate::management::openapi::Object]), crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/edrs/request", tag = "Transfer processes", operation_id = "query EDRs", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The endpoint data references this consumer holds", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn edrs_query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "an endpoint data reference", Some(&[EDR_FIELDS]))?;
     let negotiations: std::collections::HashMap<String, String> =
@@ -238,7 +238,7 @@ const REFRESH_MARGIN_SECONDS: i64 = 60;
 
 /// `GET /management/v3/edrs/{transferProcessId}/dataaddress`: the data address, refreshed from the provider when it
 /// is stale or about to expire (unless `auto_refresh=false`), or always with `refresh=true`.
-#[utoipa::path(get, path = "/edrs/{id}/dataaddress", tag = "Transfer processes", operation_id = "read an EDR's data address", params(("id" = String, Path, description = "The transfer process id"), RefreshQuery), responses((status = 200, description = "The data address: endpoint and token", body = crate::management::openapi::Object), crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
+#[utoipa::path(get, path = "/edrs/{id}/dataaddress", tag = "Transfer processes", operation_id = "read an EDR's data address", params(("id" = String, Path, description = "The transfer process id"), RefreshQuery), responses((status = 200, description = "The data address: endpoint and token", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors, crate::management::openapi::PeerErrors))]
 pub async fn edr_data_address(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -289,7 +289,7 @@ async fn refresh_edr(state: &Shared, transfer: &Transfer, address: &Json) -> Res
 }
 
 /// `DELETE /management/v3/edrs/{transferProcessId}`.
-#[utoipa::path(delete, path = "/edrs/{id}", tag = "Transfer processes", operation_id = "delete an EDR", params(("id" = String, Path, description = "The transfer process id")), responses((status = 204, description = "Deleted"), crate::management::openapi::WriteErrors))]
+#[utoipa::path(delete, path = "/edrs/{id}", tag = "Transfer processes", operation_id = "delete an EDR", params(("id" = String, Path, description = "The transfer process id")), responses((status = 204, description = "Deleted"), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn edr_delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     match state.transfers.forget_edr(&id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),

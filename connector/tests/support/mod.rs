@@ -143,3 +143,23 @@ pub async fn post(client: &reqwest::Client, node: &Node, path: &str, body: Value
     assert!(status.is_success(), "{path}: {status} {body:#}");
     body
 }
+
+/// The provider offers `cohort` (an HttpData asset) to everyone with no terms; the consumer finds the offer in its
+/// catalogue. Answers the offer, ready for a contract request.
+pub async fn open_offer(client: &reqwest::Client, provider: &Node, consumer: &Node) -> Value {
+    let open = serde_json::json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]});
+    let asset = serde_json::json!({"@id": "cohort", "properties": {"title": "Cohort"},
+        "dataAddress": {"type": "HttpData", "baseUrl": "https://ehr.example/cohort"}});
+    post(client, provider, "/v3/assets", asset).await;
+    post(client, provider, "/v3/policydefinitions", serde_json::json!({"@id": "open", "policy": open})).await;
+    let definition =
+        serde_json::json!({"@id": "cd", "accessPolicyId": "open", "contractPolicyId": "open", "assetsSelector": []});
+    post(client, provider, "/v3/contractdefinitions", definition).await;
+    let request =
+        serde_json::json!({"counterPartyAddress": provider.protocol(), "protocol": "dataspace-protocol-http:2025-1"});
+    let catalog = post(client, consumer, "/v3/catalog/request", request).await;
+    let mut offer = catalog["dataset"][0]["hasPolicy"][0].clone();
+    offer["target"] = serde_json::json!("cohort");
+    offer["assigner"] = serde_json::json!(provider.participant);
+    offer
+}
