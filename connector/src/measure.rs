@@ -196,6 +196,27 @@ impl Registry {
         Meter::new(self.recorder.clone())
     }
 
+    /// Folds the histograms' recorded samples into their buckets every `period` until `stop` turns true. The
+    /// exporter keeps each sample until then: without this, a connector nobody scrapes would hold every latency it
+    /// ever measured.
+    pub fn upkeep_every(&self, period: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = stop.changed() => {
+                        if *stop.borrow() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// A scrape: fill its meter, then [`render`](Self::render) it.
     pub fn scrape(&self) -> Scrape {
         let scrape = Scrape { recorder: Arc::new(recorder()) };

@@ -296,6 +296,7 @@ pub async fn start_on(
         started: Instant::now(),
     });
     let (shutdown, signal) = watch::channel(false);
+    state.metrics.upkeep_every(std::time::Duration::from_secs(5), signal.clone());
     let dispatcher = crate::dispatch::spawn(state.dispatcher.clone(), delivery, signal.clone());
     crate::dataplane::spawn_pusher(state.dataplane.clone(), signal.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.identity.clone(), signal.clone());
