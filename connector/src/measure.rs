@@ -241,9 +241,9 @@ impl Registry {
 pub async fn http(State((meter, listener)): State<(Meter, &'static str)>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    let route = route.as_deref().unwrap_or("unmatched");
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status();
     meter.count(
         "hanse_http_requests_total",

@@ -321,44 +321,37 @@ pub async fn negotiate(consumer: &Management, provider: &TestConnector, offer: V
 
 /// A hospital (connector 0) offering `dataset` under `terms`, to everyone, optionally with manual approval.
 pub async fn offer_dataset(federation: &Federation, dataset: &str, terms: Value, manual: bool) {
+    let asset = health_asset(dataset, "Type 2 diabetes adults cohort", &["diabetes", "adults"], 1200);
+    offer_asset(federation, asset, terms, json!({"manualApproval": manual})).await;
+}
+
+/// Connector 0 stores `asset` and offers it to everyone (an open access policy) under `terms`, its contract
+/// definition carrying `definition`'s members besides.
+pub async fn offer_asset(federation: &Federation, asset: Value, terms: Value, definition: Value) {
     let api = federation.management(0);
-    api.create(
-        "/management/v3/assets",
-        health_asset(dataset, "Type 2 diabetes adults cohort", &["diabetes", "adults"], 1200),
-    )
-    .await;
+    let dataset = asset["@id"].as_str().expect("the asset names its id").to_owned();
+    api.create("/management/v3/assets", asset).await;
     api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
         .await;
     api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), terms)).await;
-    let mut definition = contract_definition(
+    let mut contract = contract_definition(
         &format!("{dataset}-offer"),
         &format!("{dataset}-access"),
         &format!("{dataset}-terms"),
-        &[dataset],
+        &[&dataset],
     );
-    definition["manualApproval"] = json!(manual);
-    api.create("/management/v3/contractdefinitions", definition).await;
+    if let (Value::Object(contract), Value::Object(members)) = (&mut contract, definition) {
+        contract.extend(members);
+    }
+    api.create("/management/v3/contractdefinitions", contract).await;
 }
 
 /// The provider (connector 0) offers `dataset` (a file of `bytes` under its file root, or the given data address)
 /// under `terms`; the consumer (connector 1) negotiates it. Answers the agreement id.
 pub async fn agreed(federation: &Federation, dataset: &str, source: Value, terms: Value, manual_start: bool) -> String {
-    let provider = federation.management(0);
     let mut asset = health_asset(dataset, "Diabetes cohort summary", &["diabetes"], 1200);
     asset["dataAddress"] = source;
-    provider.create("/management/v3/assets", asset).await;
-    provider
-        .create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
-        .await;
-    provider.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), terms)).await;
-    let mut definition = contract_definition(
-        &format!("{dataset}-offer"),
-        &format!("{dataset}-access"),
-        &format!("{dataset}-terms"),
-        &[dataset],
-    );
-    definition["manualStart"] = json!(manual_start);
-    provider.create("/management/v3/contractdefinitions", definition).await;
+    offer_asset(federation, asset, terms, json!({"manualStart": manual_start})).await;
     let consumer = federation.management(1);
     let offer = catalogue_offer(&consumer, &federation.connectors[0], dataset).await;
     let id = negotiate(&consumer, &federation.connectors[0], offer, json!({"purpose": RESEARCH})).await;

@@ -16,7 +16,7 @@ use crate::state::Shared;
 use crate::store::{PROCESS_KINDS, ProcessKind};
 use hanse_core::negotiation::Role;
 
-use super::{ManagementError, has_key};
+use super::{ManagementError, has_key, is_key};
 
 pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(metrics))
@@ -29,7 +29,7 @@ fn is_scraper(state: &Shared, headers: &HeaderMap) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| given.len() == key.len() && openssl::memcmp::eq(given.as_bytes(), key.as_bytes()));
+        .is_some_and(|given| is_key(given.as_bytes(), key));
     bearer || has_key(headers, key)
 }
 

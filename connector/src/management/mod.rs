@@ -178,7 +178,11 @@ pub fn call_answer(result: Result<Json, ProcessError>) -> Result<Response, Manag
 
 /// Whether `headers` carry `key` in `X-Api-Key` (compared in constant time).
 pub fn has_key(headers: &axum::http::HeaderMap, key: &str) -> bool {
-    let given = headers.get("x-api-key").map(|v| v.as_bytes()).unwrap_or_default();
+    is_key(headers.get("x-api-key").map(|v| v.as_bytes()).unwrap_or_default(), key)
+}
+
+/// Whether `given` is `key`, compared in constant time.
+pub fn is_key(given: &[u8], key: &str) -> bool {
     given.len() == key.len() && openssl::memcmp::eq(given, key.as_bytes())
 }
 

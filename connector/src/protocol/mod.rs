@@ -83,8 +83,8 @@ async fn count_dsp(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
-    let message = route.and_then(|route| crate::dsp::message_of_route(request.method(), &route));
+    let route = request.extensions().get::<axum::extract::MatchedPath>();
+    let message = route.and_then(|route| crate::dsp::message_of_route(request.method(), route.as_str()));
     let response = next.run(request).await;
     if let Some(message) = message {
         let status = response.status();

@@ -109,7 +109,8 @@ impl Node {
     /// SIGTERM, then waits for the graceful shutdown.
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
-            let _ = Command::new("kill").args(["-TERM", &process.id().to_string()]).status();
+            // SAFETY: kill only sends a signal to the child this node started and has not reaped yet.
+            unsafe { libc::kill(process.id() as libc::pid_t, libc::SIGTERM) };
             process.wait().unwrap();
         }
     }
