@@ -3,6 +3,7 @@
 //! export with its receipts ([`verify`]) — what an auditor's tool needs, without a server or a database. The connector
 //! appends entries in the transaction of each change and serves heads and proofs.
 
+pub mod check;
 pub mod head;
 pub mod merkle;
 pub mod verify;

@@ -37,7 +37,7 @@ impl std::fmt::Display for Fault {
     }
 }
 
-fn fault(position: impl Into<Option<u64>>, message: impl Into<String>) -> Fault {
+pub(crate) fn fault(position: impl Into<Option<u64>>, message: impl Into<String>) -> Fault {
     Fault { position: position.into(), message: message.into() }
 }
 
@@ -177,13 +177,7 @@ pub fn read_export(text: &str) -> Result<Log, Fault> {
             ));
         }
         let bytes = entry.get();
-        let stated: Option<u64> = serde_json::from_str::<Json>(bytes).ok().and_then(|e| e.get("seq")?.as_u64());
-        if stated != Some(position) {
-            return Err(fault(position, "the entry does not state its own sequence number: it was altered or moved"));
-        }
-        if serde_json_canonicalizer::pipe(bytes).ok().as_deref() != Some(bytes) {
-            return Err(fault(position, "the entry is not canonical JSON (RFC 8785): it was altered"));
-        }
+        super::check::entry_bytes(position, bytes)?;
         frontier.push(merkle::leaf_hash(bytes.as_bytes()));
         if frontier.root() != root {
             return Err(fault(

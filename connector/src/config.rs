@@ -504,6 +504,9 @@ pub struct AuditConfig {
     /// How often peers' tree heads are fetched and countersigned (seconds; 0 turns witnessing off).
     #[serde(default = "default_witness_interval")]
     pub witness_interval_seconds: u64,
+    /// How often the stored log is recomputed and checked, besides at start-up (seconds; 0: at start-up only).
+    #[serde(default = "default_self_check_interval")]
+    pub self_check_interval_seconds: u64,
 }
 
 impl Default for AuditConfig {
@@ -514,12 +517,17 @@ impl Default for AuditConfig {
             auditor_credential: None,
             witness: Vec::new(),
             witness_interval_seconds: default_witness_interval(),
+            self_check_interval_seconds: default_self_check_interval(),
         }
     }
 }
 
 fn default_witness_interval() -> u64 {
     300
+}
+
+fn default_self_check_interval() -> u64 {
+    3600
 }
 
 /// Whom this connector trusts: certificate authorities for outgoing HTTPS and credential issuers.

@@ -32,6 +32,9 @@ pub enum ManagementError {
     /// A body over a configured size; the message names the setting.
     #[error("{0}")]
     TooLarge(String),
+    /// The connector cannot make the change now (the audit log is sealed).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for ManagementError {
@@ -39,6 +42,7 @@ impl From<StoreError> for ManagementError {
         match error {
             StoreError::Conflict { .. } => ManagementError::Conflict(error.to_string()),
             StoreError::NotFound { .. } => ManagementError::NotFound(error.to_string()),
+            StoreError::Sealed(_) => ManagementError::Unavailable(error.to_string()),
             other => {
                 tracing::error!(error = %other, "store failure in a management request");
                 ManagementError::Internal("the store failed; see the connector's log".into())
@@ -97,6 +101,7 @@ impl ManagementError {
             ManagementError::Upstream(_) => (StatusCode::BAD_GATEWAY, "CounterPartyError"),
             ManagementError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             ManagementError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"),
+            ManagementError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
         };
         let body = match self {
             ManagementError::Invalid(fields) => fields

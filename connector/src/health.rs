@@ -68,12 +68,16 @@ async fn ready(State(state): State<Shared>) -> impl IntoResponse {
         }),
     );
     components.insert("catalogue".into(), component(Ok(())));
+    let sealed = state.store.audit.sealed().map(|fault| {
+        format!("the stored audit log was altered ({fault}); changes it would record are refused until it is restored")
+    });
     components.insert(
         "audit".into(),
-        component(match audit {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err("the audit log's head cannot be read"),
-            Err(_) => Err("the audit log's head was not read within 2 s"),
+        component(match (audit, &sealed) {
+            (_, Some(sealed)) => Err(sealed.as_str()),
+            (Ok(Ok(_)), None) => Ok(()),
+            (Ok(Err(_)), None) => Err("the audit log's head cannot be read"),
+            (Err(_), None) => Err("the audit log's head was not read within 2 s"),
         }),
     );
     let all_up = components.values().all(|c| c["status"] == "up");

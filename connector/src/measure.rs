@@ -97,6 +97,13 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Peers' tree heads found inconsistent with what they showed before.",
     ),
+    (
+        "hanse_audit_intact",
+        Kind::Gauge,
+        "1 when the last self-check found the stored audit log intact; 0 when it was altered (the log is sealed).",
+    ),
+    ("hanse_audit_self_checks_total", Kind::Counter, "Self-checks of the stored audit log, by outcome."),
+    ("hanse_audit_self_check_duration_seconds", Kind::Histogram, "Time a self-check of the stored audit log took."),
     ("hanse_store_connections", Kind::Gauge, "Database connections of the store's pools, by state (busy, idle)."),
     (
         "hanse_store_write_batch_size",

@@ -295,6 +295,8 @@ pub async fn start_on(
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
+    // Before anything appends: a log found altered is sealed and never extended.
+    let _ = state.audit.self_check().await;
     let (shutdown, signal) = watch::channel(false);
     state.metrics.upkeep_every(std::time::Duration::from_secs(5), signal.clone());
     let dispatcher = crate::dispatch::spawn(state.dispatcher.clone(), delivery, signal.clone());
@@ -306,6 +308,8 @@ pub async fn start_on(
     crate::audit::peer::send_receipts(state.audit.clone(), signal.clone());
     let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);
     crate::audit::peer::witness(state.audit.clone(), witness_interval, signal.clone());
+    let self_check_interval = std::time::Duration::from_secs(state.config.audit.self_check_interval_seconds);
+    crate::audit::spawn_self_check(state.audit.clone(), self_check_interval, signal.clone());
     crate::peers::spawn(state.peers.clone(), signal.clone());
     if let Some(broker) = &state.broker {
         crate::broker::spawn(broker.clone(), signal.clone());

@@ -104,6 +104,15 @@ impl KeyRing {
         keys
     }
 
+    /// Every key that ever signed for us, listed or not, by key id: what checks a signature made long ago (a tree
+    /// head, a receipt) needs.
+    pub fn all(&self) -> std::collections::BTreeMap<String, Object> {
+        let mut keys: std::collections::BTreeMap<String, Object> =
+            self.retired.iter().map(|key| (key.kid.clone(), key.jwk.clone())).collect();
+        keys.insert(self.current_kid.clone(), self.current.public_jwk().clone());
+        keys
+    }
+
     /// Signs `payload` with the current key; the header gets `kid`, `typ` and the given extra members.
     pub fn sign(&self, typ: &str, extra_header: &[(&str, Json)], payload: &Json) -> String {
         let mut header = Object::new();

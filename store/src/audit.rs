@@ -2,7 +2,7 @@
 //! heads. Appending happens inside the transaction of the change it records ([`Append`]); everything else here reads,
 //! or writes what is not itself an audited change (signed heads, receipts, witness records).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{FromRow, PgConnection, Row, SqliteConnection};
 
@@ -37,6 +37,44 @@ impl EntryRow {
     fn into_entry(self) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry { root: hash_of(&self.root)?, seq: self.seq, at: self.at, kind: self.kind, entry: self.entry })
     }
+}
+
+/// A row of the entries table with every column, as the self-check reads it.
+#[derive(FromRow)]
+struct CheckRow {
+    seq: i64,
+    at: i64,
+    #[sqlx(rename = "type")]
+    kind: String,
+    agreement_id: Option<String>,
+    participant: Option<String>,
+    dataset: Option<String>,
+    entry: String,
+    root: Vec<u8>,
+}
+
+impl CheckRow {
+    fn stored(&self) -> hanse_audit::check::StoredEntry<'_> {
+        hanse_audit::check::StoredEntry {
+            seq: self.seq,
+            at: self.at,
+            kind: &self.kind,
+            agreement: self.agreement_id.as_deref(),
+            participant: self.participant.as_deref(),
+            dataset: self.dataset.as_deref(),
+            entry: &self.entry,
+            root: &self.root,
+        }
+    }
+}
+
+/// What a self-check of the stored log found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfCheck {
+    /// The entries recomputed (0 when a fault stopped the check).
+    pub size: u64,
+    /// The first thing found wrong.
+    pub fault: Option<hanse_audit::verify::Fault>,
 }
 
 /// What auditors filter entries by; every member narrows.
@@ -133,19 +171,44 @@ fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<(Ve
     Ok((statements, frontier.to_bytes()))
 }
 
+/// Set once the log failed its self-check: from then on nothing extends it (the connector refuses every change the
+/// log would record) until an operator restores the database and restarts. Shared by every view of one store.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seal(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl Seal {
+    /// Seals the log for `reason` (the first reason stays).
+    pub(crate) fn seal(&self, reason: String) {
+        let _ = self.0.set(reason);
+    }
+
+    /// `Err(Sealed)` once sealed.
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        match self.0.get() {
+            Some(reason) => Err(StoreError::Sealed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn reason(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
 /// Appends events to the audit log inside an open transaction: the connection types of both backends.
 pub(crate) trait Append {
-    /// Appends `events` in order.
-    async fn append(&mut self, events: &[Event]) -> Result<(), StoreError>;
+    /// Appends `events` in order, unless the log is sealed.
+    async fn append(&mut self, seal: &Seal, events: &[Event]) -> Result<(), StoreError>;
 }
 
 macro_rules! append_on {
     ($connection:ty) => {
         impl Append for $connection {
-            async fn append(&mut self, events: &[Event]) -> Result<(), StoreError> {
+            async fn append(&mut self, seal: &Seal, events: &[Event]) -> Result<(), StoreError> {
                 if events.is_empty() {
                     return Ok(());
                 }
+                seal.check()?;
                 let head = take_head(events.len()).query().fetch_one(&mut *self).await?;
                 let (size, frontier): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
                 let (statements, frontier) = append_statements(events, size - events.len() as i64, &frontier)?;
@@ -244,9 +307,124 @@ pub struct AuditStore {
 }
 
 impl AuditStore {
+    /// Where the log's users record what they measure of it.
+    pub fn meter(&self) -> &hanse_core::meter::Meter {
+        &self.pool.meter
+    }
+
     /// Appends events on their own (a change the log records that writes nothing else, such as a refused request).
     pub async fn append_audit(&self, events: Vec<Event>) -> Result<(), StoreError> {
         self.pool.write(None, events, None).await.map(|_| ())
+    }
+
+    /// Recomputes the log from its stored entries and holds every stored part to it ([`hanse_audit::check`]): entries,
+    /// index columns, roots, tree nodes, the head row and the signed heads (checked with `keys`, every key the log
+    /// `log` ever signed with). Runs in one read-only snapshot, so concurrent appends neither disturb nor wait for it.
+    /// Answers the size checked and the first fault, if any; a fault does not seal the log by itself ([`Self::seal`]).
+    pub async fn self_check(
+        &self,
+        log: &str,
+        keys: &BTreeMap<String, hanse_keys::jose::Object>,
+    ) -> Result<SelfCheck, StoreError> {
+        use hanse_audit::check::{self, Recompute};
+        const PAGE: i64 = 5_000;
+        let postgres = self.pool.dialect() == crate::Dialect::Postgres;
+        with_pool!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+            }
+            let verdict = |fault| Ok(SelfCheck { size: 0, fault: Some(fault) });
+            // The sizes of signed heads, to keep the recomputed root at each.
+            let signed: Vec<i64> = sqlx::query_scalar("SELECT size FROM audit_tree_heads").fetch_all(&mut *tx).await?;
+            let mut wanted: HashMap<i64, Option<Hash>> = signed.into_iter().map(|size| (size, None)).collect();
+            if let Some(root) = wanted.get_mut(&0) {
+                *root = Some(hanse_audit::merkle::empty_root());
+            }
+            let mut recompute = Recompute::new();
+            loop {
+                let rows: Vec<CheckRow> = sqlx::query_as(
+                    "SELECT seq, at, type, agreement_id, participant, dataset, entry, root FROM audit_entries \
+                     WHERE seq >= $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(recompute.size() as i64)
+                .bind(PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut completed = Vec::new();
+                for row in &rows {
+                    let position = recompute.size();
+                    match recompute.next(&row.stored()) {
+                        Ok(nodes) => completed.push((position, nodes)),
+                        Err(fault) => return verdict(fault),
+                    }
+                    if let Some(root) = wanted.get_mut(&(position as i64 + 1)) {
+                        *root = Some(recompute.frontier().root());
+                    }
+                }
+                let ids: Vec<String> = completed.iter().flat_map(|(_, n)| n.iter().map(|(id, _)| id.to_string())).collect();
+                let mut found = HashMap::with_capacity(ids.len());
+                for chunk in ids.chunks(500) {
+                    let sql = format!("SELECT id, hash FROM audit_nodes WHERE id IN ({})", chunk.join(", "));
+                    let nodes: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *tx).await?;
+                    found.extend(nodes.into_iter().map(|(id, hash)| (id as u64, hash)));
+                }
+                for (position, nodes) in &completed {
+                    let stored = |id| found.get(&id).map(|hash| hash.as_slice().try_into().unwrap_or([0; 32]));
+                    if let Err(fault) = check::check_nodes(*position, nodes, stored) {
+                        return verdict(fault);
+                    }
+                }
+                if (rows.len() as i64) < PAGE {
+                    break;
+                }
+            }
+            let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_nodes").fetch_one(&mut *tx).await?;
+            if nodes as u64 != check::node_count(recompute.size()) {
+                let expected = check::node_count(recompute.size());
+                return verdict(hanse_audit::verify::Fault {
+                    position: None,
+                    message: format!("the tree has {nodes} stored nodes where its entries make {expected}: nodes were added or removed"),
+                });
+            }
+            let (size, frontier): (i64, Vec<u8>) =
+                sqlx::query_as("SELECT size, frontier FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
+            if let Err(fault) = check::check_head_row(recompute.frontier(), size, &frontier) {
+                return verdict(fault);
+            }
+            let mut after = -1i64;
+            loop {
+                let heads: Vec<(i64, Vec<u8>, String)> = sqlx::query_as(
+                    "SELECT size, root, jws FROM audit_tree_heads WHERE size > $1 ORDER BY size LIMIT $2",
+                )
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (size, root, jws) in &heads {
+                    let recomputed = wanted.get(size).copied().flatten();
+                    if let Err(fault) = check::check_signed_head(log, keys, *size, root, jws, recomputed) {
+                        return verdict(fault);
+                    }
+                }
+                match heads.last() {
+                    Some((size, _, _)) if heads.len() as i64 == PAGE => after = *size,
+                    _ => break,
+                }
+            }
+            tx.rollback().await?;
+            Ok(SelfCheck { size: recompute.size(), fault: None })
+        })
+    }
+
+    /// Seals the log: nothing extends it until the connector restarts on a restored database.
+    pub fn seal(&self, reason: String) {
+        self.pool.seal.seal(reason)
+    }
+
+    /// Why the log is sealed, if it is.
+    pub fn sealed(&self) -> Option<&str> {
+        self.pool.seal.reason()
     }
 
     /// The log's size and the perfect blocks of its tree.

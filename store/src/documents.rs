@@ -127,7 +127,7 @@ impl Documents {
                 }
                 events.push(change_event(kind, id, "create", None, Some(&text)));
             }
-            (*tx).append(&events).await?;
+            (*tx).append(&self.pool.seal, &events).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -157,7 +157,7 @@ impl Documents {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-            (*tx).append(&[change_event(kind, id, "replace", Some(&before), Some(&text))]).await?;
+            (*tx).append(&self.pool.seal, &[change_event(kind, id, "replace", Some(&before), Some(&text))]).await?;
             tx.commit().await?;
             row
         });
@@ -189,7 +189,7 @@ impl Documents {
             let Some(before) = before else {
                 return Err(StoreError::NotFound { kind: kind.as_str(), id: id.to_owned() });
             };
-            (*tx).append(&[change_event(kind, id, "delete", Some(&before), None)]).await?;
+            (*tx).append(&self.pool.seal, &[change_event(kind, id, "delete", Some(&before), None)]).await?;
             tx.commit().await?;
         });
         Ok(())

@@ -130,7 +130,7 @@ impl Jobs {
                 return Ok(false);
             }
             insert!(tx, job, now);
-            (*tx).append(audit).await?;
+            (*tx).append(&self.pool.seal, audit).await?;
             tx.commit().await?;
         });
         Ok(true)
@@ -141,7 +141,7 @@ impl Jobs {
         with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             insert!(tx, job, now_millis());
-            (*tx).append(audit).await?;
+            (*tx).append(&self.pool.seal, audit).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -165,7 +165,7 @@ impl Jobs {
                 tx.rollback().await?;
                 return Err(StoreError::NotFound { kind: "job", id: job.id.clone() });
             }
-            (*tx).append(audit).await?;
+            (*tx).append(&self.pool.seal, audit).await?;
             tx.commit().await?;
         });
         Ok(())

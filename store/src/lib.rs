@@ -28,7 +28,7 @@ mod writer;
 pub mod testing;
 
 pub use audit::AuditStore;
-pub use audit::{AuditEntry, AuditFilter, SignedHead, Witnessed};
+pub use audit::{AuditEntry, AuditFilter, SelfCheck, SignedHead, Witnessed};
 pub use documents::Documents;
 pub use documents::{Document, DocumentKind};
 pub use identity::IdentityStore;
@@ -88,6 +88,11 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The audit log failed its self-check: a change it would record is refused.
+    #[error(
+        "the audit log failed its self-check ({0}); changes it would record are refused until an operator restores the database"
+    )]
+    Sealed(String),
     /// The SQLite writer thread could not run or commit a write.
     #[error("database write failed: {0}")]
     Writer(String),
@@ -192,6 +197,8 @@ pub(crate) struct Pool {
     readers: Option<std::sync::Arc<readers::Readers>>,
     /// Where the store's users record what they measure of it.
     pub(crate) meter: hanse_core::meter::Meter,
+    /// Set when the audit log failed its self-check.
+    pub(crate) seal: audit::Seal,
 }
 
 /// The writer of [`Pool::write`]: on SQLite a thread on the one writer connection, on PostgreSQL a task.
@@ -304,6 +311,7 @@ impl Pool {
                 hot,
                 readers: None,
                 meter: options.meter.clone(),
+                seal: audit::Seal::default(),
             })
         } else {
             let connect = SqliteConnectOptions::from_str(url)
@@ -345,6 +353,7 @@ impl Pool {
                 hot: HotWriter::Sqlite(hot),
                 readers,
                 meter: options.meter.clone(),
+                seal: audit::Seal::default(),
             })
         }
     }
@@ -372,6 +381,9 @@ impl Pool {
         audit: Vec<hanse_audit::Event>,
         token: Option<&TokenUse>,
     ) -> Result<u64, StoreError> {
+        if !audit.is_empty() {
+            self.seal.check()?;
+        }
         let write = Write { statement, audit, token: token.map(TokenUse::statement) };
         match &self.hot {
             HotWriter::Sqlite(hot) => hot.run(move |db, head| write.apply_on(db, head)).await,

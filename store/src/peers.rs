@@ -135,7 +135,7 @@ impl PeerStore {
                 "DO UPDATE SET address = $2, source = 'manual', status = $3, detail = $4, last_seen = $6, \
                  last_attempt = $7, failures = $8"
             );
-            (*tx).append(&[event]).await?;
+            (*tx).append(&self.pool.seal, &[event]).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -151,7 +151,7 @@ impl PeerStore {
                 tx.rollback().await?;
                 return Ok(false);
             }
-            (*tx).append(&[event]).await?;
+            (*tx).append(&self.pool.seal, &[event]).await?;
             tx.commit().await?;
         });
         Ok(true)

@@ -111,6 +111,26 @@ impl TestDatabase {
         store.close().await;
     }
 
+    /// Runs `sql` as it is, outside the store's methods: what someone with access to the database can do.
+    pub async fn execute(&self, sql: &str) {
+        let store = self.open().await;
+        crate::with_writer!(store.pool, pool => sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .rows_affected());
+        store.close().await;
+    }
+
+    /// A binary literal in this database's SQL.
+    pub fn bytes_literal(&self, bytes: &[u8]) -> String {
+        let hex = hanse_core::encode::hex(bytes);
+        match self.backend {
+            Backend::Sqlite => format!("X'{hex}'"),
+            Backend::Postgres => format!("'\\x{hex}'::bytea"),
+        }
+    }
+
     /// Overwrites byte `offset` of stored entry `seq` with `byte`.
     pub async fn alter_audit_entry(&self, seq: u64, offset: usize, byte: u8) {
         let store = self.open().await;

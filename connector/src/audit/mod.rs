@@ -93,6 +93,63 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// Recomputes the stored log and holds every stored part to it (`hanse_audit::check`). A fault seals the log —
+    /// the store refuses every change it would record — and is logged, counted (`hanse_audit_intact` 0) and shown by
+    /// `/health/ready`. Answers what the check found; `Err` only when the store could not be read.
+    pub async fn self_check(&self) -> Result<crate::store::SelfCheck, StoreError> {
+        let meter = self.store.meter();
+        let started = std::time::Instant::now();
+        let checked = self.store.self_check(self.identity.did(), &self.identity.keys().all()).await;
+        meter.observe("hanse_audit_self_check_duration_seconds", &[], started.elapsed().as_secs_f64());
+        let outcome = match &checked {
+            Ok(crate::store::SelfCheck { fault: None, size }) => {
+                tracing::info!(
+                    entries = size,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "audit log self-check: intact"
+                );
+                meter.set("hanse_audit_intact", &[], 1.0);
+                "intact"
+            }
+            Ok(crate::store::SelfCheck { fault: Some(fault), .. }) => {
+                tracing::error!(%fault, "audit log self-check: the stored log was altered; it is sealed and changes it would record are refused");
+                self.store.seal(fault.to_string());
+                meter.set("hanse_audit_intact", &[], 0.0);
+                "fault"
+            }
+            Err(error) => {
+                tracing::error!(%error, "audit log self-check: the store could not be read");
+                "error"
+            }
+        };
+        meter.count("hanse_audit_self_checks_total", &[("outcome", outcome)]);
+        checked
+    }
+}
+
+/// Runs the self-check every `period` until shutdown (the start-up check ran before the connector served).
+pub fn spawn_self_check(log: AuditLog, period: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if period.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    // A sealed log stays sealed: checking it again finds the same fault.
+                    if log.store.sealed().is_none() {
+                        let _ = log.self_check().await;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
 /// Reads perfect blocks and hashes ranges into a proof.
 async fn prove(store: &AuditStore, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, ProofError> {
     let blocks = store.audit_blocks(&merkle::blocks_for(ranges)).await?;
