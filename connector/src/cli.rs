@@ -384,11 +384,19 @@ pub enum AuditCommand {
     /// agreement with the log, and consistency with heads (or earlier exports) seen before. Exit status 0 only when
     /// everything holds; otherwise the first faulty entry is named.
     #[command(
-        after_help = "Examples:\n  curl -H \"X-Api-Key: $KEY\" http://127.0.0.1:19193/management/v3/audit/export > log.jsonl\n  hanse audit verify log.jsonl\n  hanse audit verify log.jsonl --head last-month.jsonl --head head.json --receipt receipt.json"
+        after_help = "Examples:\n  curl -H \"X-Api-Key: $KEY\" http://127.0.0.1:19193/management/v3/audit/export > log.jsonl\n  hanse audit verify log.jsonl\n  hanse audit verify log.jsonl --head last-month.jsonl --head head.json --receipt receipt.json\n  hanse audit verify --store --config /etc/hanse/hanse.toml --head head.json"
     )]
     Verify {
         /// The export (JSON Lines from `GET /management/v3/audit/export`).
-        export: PathBuf,
+        #[arg(required_unless_present = "store", conflicts_with = "store")]
+        export: Option<PathBuf>,
+        /// Check the connector's database itself instead of an export, read only (the connector may be running):
+        /// every entry, index column, tree node, the head row and each signed head, with the keys of the
+        /// configuration's key folder (retired ones included). `--head` files are checked against it too.
+        #[arg(long)]
+        store: bool,
+        #[command(flatten)]
+        config: RunArgs,
         /// A tree head seen before (as `GET .../audit/head` returns it) or an earlier export; repeatable.
         #[arg(long)]
         head: Vec<PathBuf>,
@@ -791,7 +799,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify { export, head, receipt }) => audit_verify(&export, &head, &receipt),
+        Command::Audit(AuditCommand::Verify { export: Some(export), head, receipt, .. }) => {
+            audit_verify(&export, &head, &receipt)
+        }
+        Command::Audit(AuditCommand::Verify { export: None, head, config, .. }) => {
+            runtime()?.block_on(audit_verify_store(&Config::load(&config.config)?, &head))
+        }
         Command::SelfDescription(command) => runtime()?.block_on(self_description(command)),
         Command::Audit(AuditCommand::Show { access, agreement }) => {
             let (url, key) = access.resolve()?;
@@ -884,6 +897,7 @@ fn cli_flag(member: &str) -> &str {
 
 async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
     use crate::identity;
+    use crate::store::Principal;
     match command {
         CredentialsCommand::Issue { config, credential_type, subject, claims, valid_until } => {
             let config = Config::load(&config.config)?;
@@ -895,7 +909,9 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
                 .map_err(|(field, message)| anyhow::anyhow!("--{}: {message}", cli_flag(field)))?;
             let keys = identity::keys::KeyRing::load(&config.participant.id, &config.participant.key_file)?;
             let store = open_store(&config).await?;
-            let issued = identity::issue_credential(&keys, &store.identity, &config.public_url(), &request).await;
+            let public_url = config.public_url();
+            let issue = identity::issue_credential(&keys, &store.identity, &public_url, &request);
+            let issued = Principal::CommandLine("credentials issue".into()).scope(issue).await;
             store.close().await;
             let (id, jwt) = issued?;
             eprintln!("Issued {id}");
@@ -904,7 +920,8 @@ async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
         CredentialsCommand::Revoke { config, id } => {
             let config = Config::load(&config.config)?;
             let store = open_store(&config).await?;
-            let revoked = store.identity.revoke_issued_credential(&id).await;
+            let revoke = store.identity.revoke_issued_credential(&id);
+            let revoked = Principal::CommandLine("credentials revoke".into()).scope(revoke).await;
             store.close().await;
             let revoked = revoked?;
             println!("Revoked {} (status list bit {})", revoked.id, revoked.status_index);
@@ -1085,6 +1102,63 @@ fn audit_verify(export: &std::path::Path, heads: &[PathBuf], receipts: &[PathBuf
         Err(fault) => {
             println!("FAILED: {fault}");
             Err(anyhow::anyhow!("the audit log does not verify: {fault}"))
+        }
+    }
+}
+
+/// `hanse audit verify --store`: the self-check of the connector's database, read only, and the heads given against
+/// it; an error (exit status 1) names the first fault.
+async fn audit_verify_store(config: &Config, heads: &[PathBuf]) -> anyhow::Result<()> {
+    use crate::audit::{head, verify};
+    let keys = crate::identity::keys::KeyRing::load(&config.participant.id, &config.participant.key_file)?.all();
+    let options = crate::store::StoreOptions { read_only: true, ..config.store_options() };
+    let store = crate::store::Store::open(&config.database_url(), &options).await?;
+    let checked = store.audit.self_check(&config.participant.id, &keys).await;
+    let mut fault = checked.as_ref().ok().and_then(|c| c.fault.clone()).map(|f| f.to_string());
+    for path in heads {
+        if fault.is_some() {
+            break;
+        }
+        let jws = match verify::read_evidence(&read_file(path)?) {
+            Ok(verify::Evidence::Head(jws)) => jws,
+            Ok(verify::Evidence::Export(_)) => {
+                anyhow::bail!("{}: an earlier export is checked against an export, not against --store", path.display())
+            }
+            Err(error) => anyhow::bail!("{} is not usable evidence: {error}", path.display()),
+        };
+        let seen = head::read(&jws).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let signed = keys.get(&seen.kid).map(|jwk| head::verify(&jws, jwk));
+        fault = match (signed, store.audit.audit_root_at(seen.size).await?) {
+            (None, _) => Some(format!("{}: the key {} is not one of the log's", path.display(), seen.kid)),
+            (Some(Err(error)), _) => Some(format!("{}: {error}", path.display())),
+            (Some(Ok(_)), None) => Some(format!(
+                "{}: the log holds fewer than its {} entries: it was rolled back",
+                path.display(),
+                seen.size
+            )),
+            (Some(Ok(_)), Some(root)) if root != seen.root => Some(format!(
+                "{}: the log's first {} entries no longer hash to it: it was rewritten",
+                path.display(),
+                seen.size
+            )),
+            (Some(Ok(_)), Some(_)) => None,
+        };
+    }
+    store.close().await;
+    let checked = checked?;
+    match fault {
+        None => {
+            println!(
+                "OK: the stored log of {} holds {} entries, every part agrees with them; {} earlier heads hold",
+                config.participant.id,
+                checked.size,
+                heads.len()
+            );
+            Ok(())
+        }
+        Some(fault) => {
+            println!("FAILED: {fault}");
+            Err(anyhow::anyhow!("the stored audit log does not verify: {fault}"))
         }
     }
 }

@@ -1096,7 +1096,7 @@ impl Config {
         crate::store::StoreOptions {
             schema: self.store.schema.clone(),
             max_connections: Some(self.store.max_connections),
-            meter: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -310,6 +310,52 @@ fn audit_verify_accepts_an_export_and_fails_with_the_position_when_an_entry_is_a
     let missing = hanse(dir.path(), &["audit", "verify", "nothing.jsonl"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+
+    // The database itself, read only while the connector runs, with a head the auditor kept.
+    let head = client.get(format!("{base}/audit/head")).header("X-Api-Key", &api_key).send().unwrap().text().unwrap();
+    std::fs::write(dir.path().join("head.json"), head).unwrap();
+    let stored = hanse(dir.path(), &["audit", "verify", "--store", "--head", "head.json"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&stored.stdout);
+    assert!(stored.status.success(), "{stdout} {}", String::from_utf8_lossy(&stored.stderr));
+    assert!(stdout.starts_with("OK: the stored log of did:web:") && stdout.contains("holds 2 entries"), "{stdout}");
+
+    // Someone with access to the database re-indexes entry 1 under another dataset: the offline check names it, and
+    // the connector, started again, finds it, says so and refuses every change the log would record.
+    drop(process);
+    let database = format!("sqlite://{}", dir.path().join("data/hanse.db").display());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&database).await.unwrap();
+        sqlx::query("UPDATE audit_entries SET dataset = 'cohort-z' WHERE seq = 1").execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+    let failed = hanse(dir.path(), &["audit", "verify", "--store"]).output().unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(stdout.starts_with("FAILED: entry 1: its indexed dataset (cohort-z)"), "{stdout}");
+    let _process = Process(hanse(dir.path(), &["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let answer = client.get(format!("http://127.0.0.1:{public}/health/ready")).send().ok();
+        if let Some(answer) = answer.filter(|a| a.status().as_u16() == 503) {
+            let body: serde_json::Value = answer.json().unwrap();
+            if body["status"] == "unavailable" {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "the connector did not report the altered log");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let reason = ready["components"]["audit"]["reason"].as_str().unwrap();
+    assert!(reason.contains("entry 1: its indexed dataset"), "{ready:#}");
+    let asset = serde_json::json!({"@id": "cohort-d", "properties": {"title": "d"},
+        "dataAddress": {"type": "HttpData", "baseUrl": "https://backend.example/data"}});
+    let refused = client.post(format!("{base}/assets")).header("X-Api-Key", &api_key).json(&asset).send().unwrap();
+    assert_eq!(refused.status().as_u16(), 503);
+    assert!(refused.text().unwrap().contains("self-check"));
+    let entries = client.get(format!("{base}/audit/entries")).header("X-Api-Key", &api_key).send().unwrap();
+    assert_eq!(entries.status().as_u16(), 200, "a sealed log is still read");
 }
 
 #[test]

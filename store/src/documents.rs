@@ -74,8 +74,7 @@ const SELECT: &str = "SELECT id, body, version, created_at, updated_at FROM docu
 fn change_event(kind: DocumentKind, id: &str, operation: &str, before: Option<&str>, after: Option<&str>) -> Event {
     let digest = |text: Option<&str>| text.map(|t| hanse_core::encode::sha256_hex(t.as_bytes()));
     let details = serde_json::json!({
-        // One management credential: the operator holds it.
-        "who": "operator",
+        "who": crate::Principal::current(),
         "resource": kind.as_str(),
         "id": id,
         "operation": operation,

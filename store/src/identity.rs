@@ -1,6 +1,7 @@
 //! Identity state: the replay cache of self-issued tokens, the credentials this participant holds (as a holder) and
 //! the ones it issued (as an issuer, with their place in the revocation status list).
 
+use super::audit::Append;
 use sqlx::FromRow;
 
 use super::statement::{Param, Statement};
@@ -56,6 +57,19 @@ impl TokenUse {
 #[derive(Debug, Clone)]
 pub struct IdentityStore {
     pub(crate) pool: crate::Pool,
+}
+
+/// The audit entry of a credential this participant issued or revoked: who, which credential, its types and status
+/// bit; the subject is the entry's participant.
+fn credential_event(operation: &str, id: &str, subject: &str, types: &str, index: i64) -> hanse_audit::Event {
+    let details = serde_json::json!({
+        "who": crate::Principal::current(),
+        "credential": id,
+        "types": types,
+        "statusIndex": index,
+    });
+    let kind = if operation == "issue" { "credential.issue" } else { "credential.revoke" };
+    hanse_audit::Event::new(kind, details).participant(Some(subject))
 }
 
 impl IdentityStore {
@@ -124,26 +138,32 @@ impl IdentityStore {
         let now = now_millis();
         // Two issuers racing for the same index: the loser's insert conflicts on the unique index and tries again.
         for _ in 0..5 {
-            let index: Result<i64, sqlx::Error> = with_writer!(self.pool, pool => sqlx::query_scalar(
-                "INSERT INTO issued_credentials (id, subject, types, status_index, revoked, issued_at) \
-                 SELECT $1, $2, $3, COALESCE(MAX(status_index) + 1, 0), $4, $5 FROM issued_credentials \
-                 RETURNING status_index",
-            )
-            .bind(id)
-            .bind(subject)
-            .bind(types)
-            .bind(false)
-            .bind(now)
-            .fetch_one(pool)
-            .await);
+            let index: Result<i64, StoreError> = with_writer!(self.pool, pool => async {
+                let mut tx = pool.begin().await?;
+                let index: i64 = sqlx::query_scalar(
+                    "INSERT INTO issued_credentials (id, subject, types, status_index, revoked, issued_at) \
+                     SELECT $1, $2, $3, COALESCE(MAX(status_index) + 1, 0), $4, $5 FROM issued_credentials \
+                     RETURNING status_index",
+                )
+                .bind(id)
+                .bind(subject)
+                .bind(types)
+                .bind(false)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                (*tx).append(&self.pool.seal, &[credential_event("issue", id, subject, types, index)]).await?;
+                tx.commit().await?;
+                Ok(index)
+            }.await);
             match index {
                 Ok(index) => return Ok(index),
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(e) if e.is_unique_violation() => {
                     if self.issued_credential(id).await?.is_some() {
                         return Err(StoreError::Conflict { kind: "credential", id: id.to_owned() });
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Err(StoreError::Conflict { kind: "status list index", id: id.to_owned() })
@@ -174,15 +194,23 @@ impl IdentityStore {
 
     /// Marks an issued credential revoked (idempotent); `NotFound` if this participant never issued it.
     pub async fn revoke_issued_credential(&self, id: &str) -> Result<IssuedCredential, StoreError> {
-        with_writer!(self.pool, pool => sqlx::query(
-            "UPDATE issued_credentials SET revoked = $2, revoked_at = COALESCE(revoked_at, $3) WHERE id = $1",
-        )
-        .bind(id)
-        .bind(true)
-        .bind(now_millis())
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
+        with_writer!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let revoked: Option<(String, String, i64)> = sqlx::query_as(
+                "UPDATE issued_credentials SET revoked = $2, revoked_at = $3 WHERE id = $1 AND revoked = $4 \
+                 RETURNING subject, types, status_index",
+            )
+            .bind(id)
+            .bind(true)
+            .bind(now_millis())
+            .bind(false)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((subject, types, index)) = revoked {
+                (*tx).append(&self.pool.seal, &[credential_event("revoke", id, &subject, &types, index)]).await?;
+            }
+            tx.commit().await?;
+        });
         self.issued_credential(id).await?.ok_or_else(|| StoreError::NotFound { kind: "credential", id: id.to_owned() })
     }
 

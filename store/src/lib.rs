@@ -19,6 +19,7 @@ mod identity;
 mod jobs;
 mod peers;
 mod pg_writer;
+mod principal;
 mod processes;
 mod readers;
 mod statement;
@@ -37,6 +38,7 @@ pub use jobs::JobRow;
 pub use jobs::Jobs;
 pub use peers::PeerRow;
 pub use peers::PeerStore;
+pub use principal::Principal;
 pub use processes::Processes;
 pub use processes::{
     AgreementRow, Census, ClaimedMessage, OUTBOX_LEASE_MS, OutboxMessage, Outgoing, PROCESS_KINDS, ProcessKind,
@@ -146,6 +148,9 @@ pub struct StoreOptions {
     pub max_connections: Option<u32>,
     /// Where the writer's batches and commits are measured.
     pub meter: hanse_core::meter::Meter,
+    /// Open an existing database to read it only (an offline check): nothing is created or migrated, and the
+    /// database refuses writes.
+    pub read_only: bool,
 }
 
 /// The measurements of a writer's batches: how many writes each commit carried and how long the batch took, from its
@@ -290,10 +295,15 @@ impl Pool {
                 if !is_safe_identifier(schema) {
                     return Err(StoreError::Corrupt(format!("invalid schema name `{schema}`")));
                 }
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-                    .execute(&mut first)
-                    .await?;
+                if !options.read_only {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                        .execute(&mut first)
+                        .await?;
+                }
                 connect = connect.options([("search_path", schema.as_str())]);
+            }
+            if options.read_only {
+                connect = connect.options([("default_transaction_read_only", "on")]);
             }
             first.close().await?;
             let pool = PgPoolOptions::new()
@@ -302,7 +312,9 @@ impl Pool {
                 .connect_with(connect)
                 .await
                 .map_err(connect_error)?;
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            if !options.read_only {
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            }
             let batches = BatchMeter::new(&options.meter, Dialect::Postgres);
             let hot = HotWriter::Postgres(pg_writer::PgWriter::start(pool.clone(), batches));
             Ok(Pool {
@@ -316,7 +328,8 @@ impl Pool {
         } else {
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(connect_error)?
-                .create_if_missing(true)
+                .create_if_missing(!options.read_only)
+                .read_only(options.read_only)
                 .journal_mode(SqliteJournalMode::Wal)
                 // Savepoints journal the pages they change; in memory rather than in a temporary file.
                 .pragma("temp_store", "memory")
@@ -328,6 +341,7 @@ impl Pool {
                 .busy_timeout(Duration::from_secs(10));
             if let Some(parent) = Path::new(connect.get_filename()).parent()
                 && !parent.as_os_str().is_empty()
+                && !options.read_only
             {
                 std::fs::create_dir_all(parent).map_err(|e| connect_error(sqlx::Error::Io(e)))?;
             }
@@ -337,7 +351,9 @@ impl Pool {
                 .connect_with(connect.clone())
                 .await
                 .map_err(connect_error)?;
-            sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+            if !options.read_only {
+                sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+            }
             let readers = readers::Readers::new(connect.get_filename()).map(std::sync::Arc::new);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.unwrap_or(8))

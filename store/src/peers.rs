@@ -74,7 +74,7 @@ macro_rules! insert {
 fn change(did: &str, operation: &str) -> Event {
     Event::new(
         "management.change",
-        serde_json::json!({"who": "operator", "resource": "peer", "id": did, "operation": operation}),
+        serde_json::json!({"who": crate::Principal::current(), "resource": "peer", "id": did, "operation": operation}),
     )
     .participant(Some(did))
 }

@@ -57,7 +57,10 @@ async fn every_step_of_a_contract_is_logged_and_both_parties_hold_receipts() {
     let changes = provider.get("/management/v3/audit/entries?type=management.change").await;
     assert_eq!(changes.body.as_array().unwrap().len(), 4, "{:#}", changes.body);
     assert!(changes.body[0]["entry"]["after"].as_str().is_some_and(|d| d.len() == 64));
-    assert_eq!(changes.body[0]["entry"]["who"], "operator");
+    let who = &changes.body[0]["entry"]["who"];
+    assert_eq!((&who["kind"], &who["id"]), (&json!("api-key"), &json!("management")), "{who}");
+    let fingerprint = hanse_core::encode::sha256_hex(federation.connectors[0].api_key.as_bytes());
+    assert_eq!(who["fingerprint"], fingerprint[..16], "{who}");
     let life = provider.get(&format!("/management/v3/audit/entries?agreement={agreement}")).await;
     let kinds = types(&life.body);
     assert!(kinds.contains(&"contract.agreement".to_owned()), "{kinds:?}");

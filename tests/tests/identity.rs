@@ -136,6 +136,20 @@ async fn a_member_sees_and_negotiates_the_members_dataset_until_its_credential_i
     assert_eq!(revoked.status, 200, "{:#}", revoked.body);
     assert_eq!(revoked.body["revoked"], true);
     assert_eq!(visible(&member, &provider).await, [OPEN_DATASET]);
+    // The issuer's log holds the issue and the revocation, each under the key that asked for it.
+    let logged = management_of(&issuer).get("/management/v3/audit/entries?type=credential.issue").await;
+    let issued: Vec<&Value> = logged.body.as_array().unwrap().iter().map(|e| &e["entry"]).collect();
+    let ours = issued.iter().find(|e| e["credential"] == credential_id.as_str()).expect("the issue is logged");
+    assert_eq!((&ours["participant"], &ours["who"]["kind"]), (&json!(member.participant_id()), &json!("api-key")));
+    let logged = management_of(&issuer).get("/management/v3/audit/entries?type=credential.revoke").await;
+    assert_eq!(logged.body.as_array().unwrap().len(), 1, "{:#}", logged.body);
+    assert_eq!(logged.body[0]["entry"]["credential"], credential_id.as_str());
+    let again = management_of(&issuer)
+        .post(&format!("/management/v3/credentials/issued/{credential_id}/revoke"), &json!({}))
+        .await;
+    assert_eq!(again.status, 200, "revoking again is idempotent");
+    let logged = management_of(&issuer).get("/management/v3/audit/entries?type=credential.revoke").await;
+    assert_eq!(logged.body.as_array().unwrap().len(), 1, "and logged once: {:#}", logged.body);
 
     for connector in [issuer, provider, member, stranger] {
         connector.running.shutdown().await;

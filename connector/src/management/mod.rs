@@ -189,7 +189,8 @@ pub fn is_key(given: &[u8], key: &str) -> bool {
 /// Rejects a request without the configured `X-Api-Key`.
 async fn require_api_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
     if has_key(request.headers(), &state.config.management.api_key) {
-        next.run(request).await
+        // Every change the request makes is audited under this key.
+        crate::store::Principal::api_key("management", &state.config.management.api_key).scope(next.run(request)).await
     } else {
         tracing::debug!("management request without a valid X-Api-Key");
         ManagementError::Unauthorized.into_response()
