@@ -43,6 +43,7 @@ impl From<StoreError> for ManagementError {
             StoreError::Conflict { .. } => ManagementError::Conflict(error.to_string()),
             StoreError::NotFound { .. } => ManagementError::NotFound(error.to_string()),
             StoreError::Sealed(_) => ManagementError::Unavailable(error.to_string()),
+            StoreError::Claimed => ManagementError::Conflict(error.to_string()),
             other => {
                 tracing::error!(error = %other, "store failure in a management request");
                 ManagementError::Internal("the store failed; see the connector's log".into())

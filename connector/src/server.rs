@@ -311,6 +311,7 @@ pub async fn start_on(
     let self_check_interval = std::time::Duration::from_secs(state.config.audit.self_check_interval_seconds);
     crate::audit::spawn_self_check(state.audit.clone(), self_check_interval, signal.clone());
     crate::peers::spawn(state.peers.clone(), signal.clone());
+    crate::management::idempotency::spawn_sweeper(state.clone(), signal.clone());
     if let Some(broker) = &state.broker {
         crate::broker::spawn(broker.clone(), signal.clone());
     }

@@ -314,7 +314,7 @@ impl AuditStore {
 
     /// Appends events on their own (a change the log records that writes nothing else, such as a refused request).
     pub async fn append_audit(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        self.pool.write(None, events, None).await.map(|_| ())
+        self.pool.write(None, events, None, None).await.map(|_| ())
     }
 
     /// Recomputes the log from its stored entries and holds every stored part to it ([`hanse_audit::check`]): entries,

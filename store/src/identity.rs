@@ -75,7 +75,7 @@ fn credential_event(operation: &str, id: &str, subject: &str, types: &str, index
 impl IdentityStore {
     /// Records a token id; `false` when it was seen before (a replay).
     pub async fn remember_token(&self, token: &TokenUse) -> Result<bool, StoreError> {
-        let inserted = self.pool.write(Some(token.statement()), Vec::new(), None).await?;
+        let inserted = self.pool.write(Some(token.statement()), Vec::new(), None, None).await?;
         Ok(inserted == 1)
     }
 
@@ -136,6 +136,7 @@ impl IdentityStore {
     /// Records a credential about to be issued and assigns it the next free bit of the status list.
     pub async fn record_issued_credential(&self, id: &str, subject: &str, types: &str) -> Result<i64, StoreError> {
         let now = now_millis();
+        let claim = crate::idempotency::take(id);
         // Two issuers racing for the same index: the loser's insert conflicts on the unique index and tries again.
         for _ in 0..5 {
             let index: Result<i64, StoreError> = with_writer!(self.pool, pool => async {
@@ -152,6 +153,7 @@ impl IdentityStore {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
+                crate::idempotency::claim_in!(tx, claim.clone());
                 (*tx).append(&self.pool.seal, &[credential_event("issue", id, subject, types, index)]).await?;
                 tx.commit().await?;
                 Ok(index)

@@ -130,6 +130,7 @@ impl Jobs {
                 return Ok(false);
             }
             insert!(tx, job, now);
+            crate::idempotency::claim_in!(tx, crate::idempotency::take(&job.id));
             (*tx).append(&self.pool.seal, audit).await?;
             tx.commit().await?;
         });
@@ -141,6 +142,7 @@ impl Jobs {
         with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             insert!(tx, job, now_millis());
+            crate::idempotency::claim_in!(tx, crate::idempotency::take(&job.id));
             (*tx).append(&self.pool.seal, audit).await?;
             tx.commit().await?;
         });

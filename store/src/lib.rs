@@ -15,6 +15,7 @@ use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 
 mod audit;
 mod documents;
+pub mod idempotency;
 mod identity;
 mod jobs;
 mod peers;
@@ -32,6 +33,7 @@ pub use audit::AuditStore;
 pub use audit::{AuditEntry, AuditFilter, SelfCheck, SignedHead, Witnessed};
 pub use documents::Documents;
 pub use documents::{Document, DocumentKind};
+pub use idempotency::Idempotency;
 pub use identity::IdentityStore;
 pub use identity::{HeldCredential, IssuedCredential, TokenUse};
 pub use jobs::JobRow;
@@ -98,6 +100,9 @@ pub enum StoreError {
     /// The SQLite writer thread could not run or commit a write.
     #[error("database write failed: {0}")]
     Writer(String),
+    /// The call's idempotency key was claimed before: the write was not made.
+    #[error("the Idempotency-Key was used before")]
+    Claimed,
     /// The token that came with a write was used before: the write was not made.
     #[error("the token id was used before (replay)")]
     Replayed,
@@ -187,6 +192,7 @@ pub struct Store {
     pub identity: IdentityStore,
     pub jobs: Jobs,
     pub peers: PeerStore,
+    pub idempotency: Idempotency,
     pool: Pool,
 }
 
@@ -248,6 +254,7 @@ impl Store {
             identity: IdentityStore { pool: pool.clone() },
             jobs: Jobs { pool: pool.clone() },
             peers: PeerStore { pool: pool.clone() },
+            idempotency: Idempotency { pool: pool.clone() },
             pool,
         })
     }
@@ -388,19 +395,21 @@ impl Pool {
         Ok(())
     }
 
-    /// Runs `statement` (if any) and, when there is no statement or it changed a row, records `token` and appends
-    /// `audit`, in one transaction; answers the rows the statement changed. A token seen before fails the whole write
-    /// with [`StoreError::Replayed`]. It joins the next batch of the writer thread (SQLite) or task (PostgreSQL).
+    /// Runs `statement` (if any) and, when there is no statement or it changed a row, records `token` and the
+    /// idempotency key `claim` and appends `audit`, in one transaction; answers the rows the statement changed. A
+    /// token seen before fails the whole write with [`StoreError::Replayed`], a key claimed before with
+    /// [`StoreError::Claimed`]. It joins the next batch of the writer thread (SQLite) or task (PostgreSQL).
     pub(crate) async fn write(
         &self,
         statement: Option<statement::Statement>,
         audit: Vec<hanse_audit::Event>,
         token: Option<&TokenUse>,
+        claim: Option<statement::Statement>,
     ) -> Result<u64, StoreError> {
         if !audit.is_empty() {
             self.seal.check()?;
         }
-        let write = Write { statement, audit, token: token.map(TokenUse::statement) };
+        let write = Write { statement, audit, token: token.map(TokenUse::statement), claim };
         match &self.hot {
             HotWriter::Sqlite(hot) => hot.run(move |db, head| write.apply_on(db, head)).await,
             HotWriter::Postgres(pg) => pg.run(write).await,
@@ -443,6 +452,7 @@ pub(crate) struct Write {
     statement: Option<statement::Statement>,
     audit: Vec<hanse_audit::Event>,
     token: Option<statement::Statement>,
+    claim: Option<statement::Statement>,
 }
 
 impl Write {
@@ -452,6 +462,9 @@ impl Write {
         if changed != Some(0) {
             if self.token.as_ref().map(|t| t.execute_on(db)).transpose()? == Some(0) {
                 return Err(StoreError::Replayed);
+            }
+            if self.claim.as_ref().map(|c| c.execute_on(db)).transpose()? == Some(0) {
+                return Err(StoreError::Claimed);
             }
             head.append(db, &self.audit)?;
         }
@@ -469,6 +482,11 @@ impl Write {
                 && token.query().execute(&mut *db).await?.rows_affected() == 0
             {
                 return Err(StoreError::Replayed);
+            }
+            if let Some(claim) = &self.claim
+                && claim.query().execute(&mut *db).await?.rows_affected() == 0
+            {
+                return Err(StoreError::Claimed);
             }
             head.append_pg(db, &self.audit).await?;
         }

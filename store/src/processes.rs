@@ -393,8 +393,14 @@ impl Processes {
             }
         };
         let statement = Statement::new(sql, params);
-        let affected = match self.pool.write(Some(statement), audit, token).await {
+        // A new process is what a management call with an Idempotency-Key creates: the key is claimed with it.
+        let claim = if expected_version.is_none() { crate::idempotency::take(&row.id) } else { None };
+        let affected = match self.pool.write(Some(statement), audit, token, claim).await {
             Ok(affected) => affected,
+            Err(StoreError::Claimed) => {
+                crate::idempotency::lost();
+                return Err(StoreError::Claimed);
+            }
             Err(error) if expected_version.is_none() && error.is_unique_violation() => {
                 return Err(StoreError::Conflict {
                     kind: kind.name(),
@@ -475,7 +481,7 @@ impl Processes {
             ),
             vec![Param::from(&message.process_id), Param::from(message.seq), Param::from(peer_pid)],
         );
-        self.pool.write(Some(statement), Vec::new(), None).await?;
+        self.pool.write(Some(statement), Vec::new(), None, None).await?;
         Ok(())
     }
 
@@ -486,7 +492,7 @@ impl Processes {
             format!("UPDATE {table} SET out_next_at = $3, out_lease = NULL WHERE id = $1 AND out_seq = $2"),
             vec![Param::from(&message.process_id), Param::from(message.seq), Param::from(next_attempt_at)],
         );
-        self.pool.write(Some(statement), Vec::new(), None).await?;
+        self.pool.write(Some(statement), Vec::new(), None, None).await?;
         Ok(())
     }
 
@@ -559,7 +565,7 @@ impl Processes {
              bytes = agreement_usage.bytes + excluded.bytes, updated_at = excluded.updated_at",
             vec![Param::from(agreement_id), Param::from(pulls), Param::from(bytes), Param::from(now_millis())],
         );
-        self.pool.write(Some(statement), audit, None).await?;
+        self.pool.write(Some(statement), audit, None, None).await?;
         Ok(())
     }
 

@@ -267,7 +267,7 @@ mod tests {
     ) -> (Store, Vec<Result<u64, crate::StoreError>>) {
         use sqlx::Connection;
         let store = database.open().await;
-        store.pool.write(Some(token("taken")), Vec::new(), None).await.unwrap();
+        store.pool.write(Some(token("taken")), Vec::new(), None, None).await.unwrap();
         // Another connection holds the token table while the writes queue, so that they meet in a batch behind the
         // first one instead of trickling through one by one.
         let blocker: Box<dyn std::any::Any + Send> = match database.backend {
@@ -291,7 +291,7 @@ mod tests {
                 let store = store.clone();
                 let key = if i == 17 { "taken".to_owned() } else { format!("fresh-{i}") };
                 let events = events(i);
-                tokio::spawn(async move { store.pool.write(Some(token(&key)), events, None).await })
+                tokio::spawn(async move { store.pool.write(Some(token(&key)), events, None, None).await })
             })
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

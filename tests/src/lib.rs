@@ -111,6 +111,17 @@ impl Management {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// A `POST` with an `Idempotency-Key`.
+    pub async fn post_keyed(&self, path: &str, key: &str, body: &Value) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("X-Api-Key", &self.api_key)
+            .header("Idempotency-Key", key)
+            .json(body);
+        answer(request.send().await.expect("management request")).await
+    }
+
     pub async fn put(&self, path: &str, body: &Value) -> Answer {
         self.send(reqwest::Method::PUT, path, Some(body)).await
     }

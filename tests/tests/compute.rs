@@ -61,9 +61,16 @@ async fn run(federation: &Federation, template: &str, parameters: Value, agreeme
     if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
         body.extend(extra);
     }
-    let created = consumer.post("/management/v3/jobs", &body).await;
+    let jobs = async || consumer.post("/management/v3/jobs/request", &json!({})).await.body.as_array().unwrap().len();
+    let before = jobs().await;
+    let key = format!("job-{}", uuid::Uuid::new_v4());
+    let created = consumer.post_keyed("/management/v3/jobs", &key, &body).await;
     assert_eq!(created.status, 200, "{:#}", created.body);
     let id = created.body["@id"].as_str().unwrap().to_owned();
+    // A retry with the same Idempotency-Key answers the same job and starts none.
+    let again = consumer.post_keyed("/management/v3/jobs", &key, &body).await;
+    assert_eq!((again.status, &again.body["@id"]), (200, &created.body["@id"]), "{:#}", again.body);
+    assert_eq!(jobs().await, before + 1);
     let mut job = Value::Null;
     until(&format!("job {id} to end"), async || {
         job = consumer.get(&format!("/management/v3/jobs/{id}")).await.body;

@@ -22,6 +22,7 @@ mod catalog;
 mod compute;
 mod credentials;
 mod edrs;
+pub mod idempotency;
 mod metrics;
 mod negotiations;
 pub mod openapi;
@@ -88,6 +89,7 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(compute::query))
         .routes(routes!(compute::read))
         .merge(broker::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotent))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let (router, document) = OpenApiRouter::with_openapi(openapi::ManagementDoc::openapi())
         .merge(crate::health::routes())
