@@ -653,6 +653,10 @@ pub struct ParticipantConfig {
     /// Development mode: allows plain-HTTP `did:web` resolution for loopback hosts.
     #[serde(default)]
     pub development: bool,
+    /// The credential types the participants this connector sends requests to may read from its credential service
+    /// (the scopes of the DCP access tokens it grants them). Unset: every type it holds.
+    #[serde(default)]
+    pub share_credentials: Option<Vec<String>>,
 }
 
 /// The public listener: DSP protocol, DID document, `/.well-known/*`, data plane.

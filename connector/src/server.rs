@@ -199,8 +199,10 @@ pub async fn start_on(
             services: did_services(&public_url, self_description.is_some(), config.broker.enabled),
             meter: meter.clone(),
             traced: crate::telemetry::traced,
+            shared_types: config.participant.share_credentials.clone(),
         },
     ));
+    identity.refresh_held().await?;
     // Data bodies may be large: no overall timeout, but connecting and every read are bounded.
     let data_http = crate::transport::client_builder(&config)?
         .connect_timeout(std::time::Duration::from_secs(10))
@@ -302,6 +304,7 @@ pub async fn start_on(
     let dispatcher = crate::dispatch::spawn(state.dispatcher.clone(), delivery, signal.clone());
     crate::dataplane::spawn_pusher(state.dataplane.clone(), signal.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.identity.clone(), signal.clone());
+    spawn_held_refresh(state.identity.clone(), signal.clone());
     state.transfers.resume_pushes().await;
     crate::transfer::edr::spawn(state.transfers.clone(), signal.clone());
     crate::compute::orchestrate::fail_interrupted(&state.compute).await;
@@ -330,6 +333,23 @@ pub async fn start_on(
     tracing::info!("ready");
 
     Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers, dispatcher })
+}
+
+/// Reads the held credentials again every minute until shutdown, so that credentials imported from the command line
+/// while the connector runs are granted too (imports through the APIs take effect at once).
+fn spawn_held_refresh(identity: Arc<crate::identity::Identity>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {
+                    if let Err(error) = identity.refresh_held().await {
+                        tracing::warn!(%error, "cannot read the held credentials");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
 }
 
 /// The DID document's entries for this connector's own services: the audit log, the Gaia-X self-description (when

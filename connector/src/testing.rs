@@ -161,6 +161,11 @@ impl TestParticipant {
 
     /// Generates a key and serves `app` with the DID document added at `/.well-known/did.json`.
     pub async fn serving(app: axum::Router) -> TestParticipant {
+        TestParticipant::serving_document(app, |_| {}).await
+    }
+
+    /// [`TestParticipant::serving`] with the DID document changed by `edit` (for documents that must be refused).
+    pub async fn serving_document(app: axum::Router, edit: fn(&mut serde_json::Value)) -> TestParticipant {
         let dir = tempfile::tempdir().expect("temporary folder");
         let key_file = dir.path().join("participant.pem");
         let pem = crate::init::generate_p256().and_then(|k| k.private_key_to_pem_pkcs8()).expect("a key");
@@ -173,7 +178,10 @@ impl TestParticipant {
         let document = {
             let (keys, did, url) = (keys.clone(), did.clone(), url.clone());
             move || async move {
-                axum::Json(crate::identity::did::our_document(&did, &keys.listed(chrono::Utc::now()), &url, &[]))
+                let mut document =
+                    crate::identity::did::our_document(&did, &keys.listed(chrono::Utc::now()), &url, &[]);
+                edit(&mut document);
+                axum::Json(document)
             }
         };
         let app = app.route("/.well-known/did.json", axum::routing::get(document));

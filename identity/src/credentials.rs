@@ -330,20 +330,36 @@ pub fn check_window(
     Ok(())
 }
 
-/// The credential types a DCP `scope` list asks for (`org.eclipse.dspace.dcp.vc.type:<Type>[:read]`).
-pub fn scope_types(scope: &[String]) -> Result<Vec<String>, String> {
-    scope
-        .iter()
-        .map(|entry| {
-            let rest = entry.strip_prefix(SCOPE_PREFIX).ok_or_else(|| format!("unsupported scope `{entry}`"))?;
+/// The DCP scope alias by credential id (DCP 1.0 §5.4.1.2).
+pub const ID_SCOPE_PREFIX: &str = "org.eclipse.dspace.dcp.vc.id:";
+
+/// A presentation query's scope entry, or an access token's grant: credentials by type or by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Type(String),
+    Id(String),
+}
+
+impl Scope {
+    /// Reads `org.eclipse.dspace.dcp.vc.type:<type>` or `org.eclipse.dspace.dcp.vc.id:<id>`, each with an optional
+    /// `:read`; `None` for another alias (nothing a holder grants) or an empty discriminator.
+    pub fn parse(entry: &str) -> Option<Scope> {
+        if let Some(rest) = entry.strip_prefix(SCOPE_PREFIX) {
             let name = rest.strip_suffix(":read").unwrap_or(rest);
-            if name.is_empty() || name.contains(':') {
-                Err(format!("unsupported scope `{entry}`"))
-            } else {
-                Ok(name.to_owned())
-            }
-        })
-        .collect()
+            return (!name.is_empty() && !name.contains(':')).then(|| Scope::Type(name.to_owned()));
+        }
+        let rest = entry.strip_prefix(ID_SCOPE_PREFIX)?;
+        let id = rest.strip_suffix(":read").unwrap_or(rest);
+        (!id.is_empty()).then(|| Scope::Id(id.to_owned()))
+    }
+
+    /// Whether the scope covers a held credential.
+    pub fn covers(&self, credential: &HeldCredential) -> bool {
+        match self {
+            Scope::Type(kind) => credential.types.split(' ').any(|t| t == kind),
+            Scope::Id(id) => credential.id == *id || credential.id.strip_prefix("urn:uuid:") == Some(id.as_str()),
+        }
+    }
 }
 
 /// The DCP scope entry for a credential type.
@@ -418,10 +434,25 @@ mod tests {
     }
 
     #[test]
-    fn scopes_name_credential_types() {
-        let scope = vec![scope_for("MembershipCredential"), format!("{SCOPE_PREFIX}RoleCredential")];
-        assert_eq!(scope_types(&scope).unwrap(), vec!["MembershipCredential", "RoleCredential"]);
-        assert!(scope_types(&["openid".into()]).is_err());
-        assert!(scope_types(&[format!("{SCOPE_PREFIX}:read")]).is_err());
+    fn scopes_name_credential_types_or_ids() {
+        assert_eq!(Scope::parse(&scope_for("MembershipCredential")), Some(Scope::Type("MembershipCredential".into())));
+        assert_eq!(Scope::parse(&format!("{SCOPE_PREFIX}RoleCredential")), Some(Scope::Type("RoleCredential".into())));
+        let by_id = Scope::parse(&format!("{ID_SCOPE_PREFIX}urn:uuid:8247b87d")).unwrap();
+        assert_eq!(by_id, Scope::Id("urn:uuid:8247b87d".into()));
+        assert_eq!(Scope::parse(&format!("{ID_SCOPE_PREFIX}8247b87d:read")), Some(Scope::Id("8247b87d".into())));
+        for unknown in ["openid", &format!("{SCOPE_PREFIX}:read"), &format!("{SCOPE_PREFIX}a:b:c"), ID_SCOPE_PREFIX] {
+            assert_eq!(Scope::parse(unknown), None, "{unknown}");
+        }
+        let held = HeldCredential {
+            id: "urn:uuid:8247b87d".into(),
+            types: "VerifiableCredential MembershipCredential".into(),
+            issuer: "did:web:issuer.example".into(),
+            jwt: String::new(),
+            valid_until: None,
+            imported_at: 0,
+        };
+        assert!(Scope::Type("MembershipCredential".into()).covers(&held));
+        assert!(!Scope::Type("RoleCredential".into()).covers(&held));
+        assert!(Scope::Id("8247b87d".into()).covers(&held) && by_id.covers(&held));
     }
 }

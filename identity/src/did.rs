@@ -89,6 +89,12 @@ pub enum KeyLookupError {
     Unresolvable(#[from] ResolveError),
     #[error("the DID document does not list the key {0}")]
     NotListed(String),
+    #[error("the DID document does not list the key {0} under capabilityInvocation")]
+    NotForInvocation(String),
+    #[error(
+        "the token names no key and the DID document lists {0} verification methods (one with capabilityInvocation would do)"
+    )]
+    Ambiguous(usize),
 }
 
 /// One verification method of a DID document.
@@ -105,24 +111,40 @@ pub struct DidDocument {
     pub methods: Vec<VerificationMethod>,
     /// Service entries: `(type, endpoint)`.
     pub services: Vec<(String, String)>,
+    /// The ids of the methods with the `capabilityInvocation` relationship: the keys that may sign self-issued tokens.
+    pub invocation: Vec<String>,
 }
 
 impl DidDocument {
     /// Reads a DID document; verification methods that are not JWKs are left out.
     pub fn from_json(did: &str, document: &Json) -> Option<DidDocument> {
         let id = document.get("id")?.as_str()?.to_owned();
-        let methods = document
+        let absolute = |id: &str| if id.starts_with('#') { format!("{did}{id}") } else { id.to_owned() };
+        let method = |method: &Json| {
+            let id = absolute(method.get("id")?.as_str()?);
+            let jwk = method.get("publicKeyJwk")?.as_object()?.clone();
+            Some(VerificationMethod { id, jwk })
+        };
+        let mut methods: Vec<VerificationMethod> = document
             .get("verificationMethod")
             .and_then(Json::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|method| {
-                let id = method.get("id")?.as_str()?;
-                let id = if id.starts_with('#') { format!("{did}{id}") } else { id.to_owned() };
-                let jwk = method.get("publicKeyJwk")?.as_object()?.clone();
-                Some(VerificationMethod { id, jwk })
-            })
+            .filter_map(method)
             .collect();
+        // A relationship lists methods by reference, or embeds them.
+        let mut invocation = Vec::new();
+        for entry in document.get("capabilityInvocation").and_then(Json::as_array).into_iter().flatten() {
+            match entry {
+                Json::String(reference) => invocation.push(absolute(reference)),
+                embedded => {
+                    if let Some(embedded) = method(embedded) {
+                        invocation.push(embedded.id.clone());
+                        methods.push(embedded);
+                    }
+                }
+            }
+        }
         let services = document
             .get("service")
             .and_then(Json::as_array)
@@ -138,12 +160,27 @@ impl DidDocument {
                 Some((kind, endpoint))
             })
             .collect();
-        Some(DidDocument { id, methods, services })
+        Some(DidDocument { id, methods, services, invocation })
     }
 
     /// The public key with this DID URL.
     pub fn method(&self, kid: &str) -> Option<&VerificationMethod> {
         self.methods.iter().find(|m| m.id == kid)
+    }
+
+    /// The key that may sign the holder's self-issued tokens (DCP 1.0 §4.3.3): the method `kid` names, which must
+    /// have the `capabilityInvocation` relationship; without a `kid`, the document's only method, if it has it.
+    pub fn invocation_method(&self, kid: Option<&str>) -> Result<&VerificationMethod, KeyLookupError> {
+        let method = match kid {
+            Some(kid) => self.method(kid).ok_or_else(|| KeyLookupError::NotListed(kid.to_owned()))?,
+            None if self.methods.len() == 1 => &self.methods[0],
+            None => return Err(KeyLookupError::Ambiguous(self.methods.len())),
+        };
+        if self.invocation.contains(&method.id) {
+            Ok(method)
+        } else {
+            Err(KeyLookupError::NotForInvocation(method.id.clone()))
+        }
     }
 
     /// The endpoint of the first service of this type.
@@ -182,6 +219,8 @@ pub fn our_document(
         "verificationMethod": methods,
         "authentication": kids,
         "assertionMethod": kids,
+        // DCP: the keys that sign self-issued tokens.
+        "capabilityInvocation": kids,
         "service": services,
     })
 }
@@ -264,6 +303,16 @@ impl Resolver {
 
     /// The verification method `kid` of `did`'s document; a key the cached document does not list yet sends the
     /// resolver back to the source once (the controller rotated its key).
+    /// The key that may sign `did`'s self-issued tokens ([`DidDocument::invocation_method`]); the document is fetched
+    /// again once when the cached one does not list it (a rotated key).
+    pub async fn invocation_key(&self, did: &str, kid: Option<&str>) -> Result<VerificationMethod, KeyLookupError> {
+        match self.resolve(did).await?.invocation_method(kid) {
+            Ok(method) => Ok(method.clone()),
+            Err(KeyLookupError::NotListed(_)) => self.refresh(did).await?.invocation_method(kid).cloned(),
+            Err(error) => Err(error),
+        }
+    }
+
     pub async fn key(&self, did: &str, kid: &str) -> Result<VerificationMethod, KeyLookupError> {
         if let Some(method) = self.resolve(did).await?.method(kid) {
             return Ok(method.clone());

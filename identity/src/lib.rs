@@ -10,6 +10,7 @@
 //! verified DID is the only identity the catalogue, policies, negotiation and transfer see), answers presentation
 //! queries as holder, and gathers a requester's verified claims as verifier.
 
+pub mod access;
 pub mod credentials;
 pub mod did;
 pub mod limited;
@@ -65,6 +66,20 @@ pub struct IdentitySettings {
     pub meter: hanse_core::meter::Meter,
     /// Adds the caller's trace context to an outgoing DCP request (the connector's tracing; identity knows none).
     pub traced: fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    /// The credential types the participants we send requests to may read from our credential service (`None`:
+    /// every type we hold).
+    pub shared_types: Option<Vec<String>>,
+}
+
+/// A presentation query refused: the HTTP status and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryRefusal {
+    pub status: u16,
+    pub reason: String,
+}
+
+fn refusal(status: u16, reason: impl Into<String>) -> QueryRefusal {
+    QueryRefusal { status, reason: reason.into() }
 }
 
 /// The identity services of one connector.
@@ -76,6 +91,13 @@ pub struct Identity {
     settings: IdentitySettings,
     claims_cache: Mutex<HashMap<String, CachedClaims>>,
     status_cache: Mutex<HashMap<String, (Instant, Arc<String>)>>,
+    /// The scopes we grant (the credential types we hold and share), kept current by [`Identity::refresh_held`].
+    granting: Mutex<Vec<String>>,
+    /// Access tokens we minted, per verifier, with their expiry (seconds): reused while most of their life is left.
+    minted: Mutex<HashMap<String, (i64, String)>>,
+    /// The latest access token each participant granted us, with its token's expiry: what our queries of its
+    /// credential service carry.
+    granted: Mutex<HashMap<String, (DateTime<Utc>, String)>>,
 }
 
 /// Why a management or command-line credential operation failed.
@@ -103,6 +125,9 @@ impl Identity {
             settings,
             claims_cache: Mutex::new(HashMap::new()),
             status_cache: Mutex::new(HashMap::new()),
+            granting: Mutex::new(Vec::new()),
+            minted: Mutex::new(HashMap::new()),
+            granted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -121,9 +146,55 @@ impl Identity {
         &self.resolver
     }
 
-    /// The `Authorization` header value for a request to the participant `audience`.
+    /// The `Authorization` header value for a request to the participant `audience`: our self-issued token, with an
+    /// access token granting `audience` the credentials we share when we hold any.
     pub fn authorization(&self, audience: &str) -> String {
-        token::authorization(&self.keys, audience)
+        let now = Utc::now();
+        let access = self.access_token_for(audience, now);
+        format!("Bearer {}", token::issue_with(&self.keys, audience, now, access.as_deref()))
+    }
+
+    /// The access token `verifier` gets from us: reused while more than half its lifetime is left.
+    fn access_token_for(&self, verifier: &str, now: DateTime<Utc>) -> Option<String> {
+        let scopes = self.granting.lock().expect("granting lock").clone();
+        if scopes.is_empty() {
+            return None;
+        }
+        let mut minted = self.minted.lock().expect("minted lock");
+        if let Some((exp, token)) = minted.get(verifier)
+            && *exp - now.timestamp() > token::TOKEN_LIFETIME_SECONDS / 2
+        {
+            return Some(token.clone());
+        }
+        if minted.len() > 10_000 {
+            minted.retain(|_, (exp, _)| *exp > now.timestamp());
+        }
+        let token = access::mint(&self.keys, verifier, &scopes, now);
+        minted.insert(verifier.to_owned(), (now.timestamp() + token::TOKEN_LIFETIME_SECONDS, token.clone()));
+        Some(token)
+    }
+
+    /// Reads the credentials we hold again: the scopes our access tokens grant from now on (tokens minted before keep
+    /// theirs until they expire).
+    pub async fn refresh_held(&self) -> Result<(), StoreError> {
+        let held = self.store.held_credentials().await?;
+        let now = Utc::now().timestamp_millis();
+        let mut types: Vec<String> = held
+            .iter()
+            .filter(|c| c.valid_until.is_none_or(|until| until > now))
+            .flat_map(|c| c.types.split(' ').map(str::to_owned).collect::<Vec<_>>())
+            .filter(|t| t != "VerifiableCredential")
+            .filter(|t| self.settings.shared_types.as_ref().is_none_or(|shared| shared.contains(t)))
+            .collect();
+        types.sort();
+        types.dedup();
+        let scopes: Vec<String> = types.iter().map(|t| format!("{}{t}", credentials::SCOPE_PREFIX)).collect();
+        let mut granting = self.granting.lock().expect("granting lock");
+        if *granting != scopes {
+            *granting = scopes;
+            self.minted.lock().expect("minted lock").clear();
+        }
+        Ok(())
     }
 
     /// Verifies the self-issued token of an incoming request. The reason of a failure is for the log only.
@@ -144,6 +215,14 @@ impl Identity {
         };
         let outcome = checked.as_ref().map_or_else(TokenError::kind, |_| "verified");
         self.settings.meter.count("hanse_token_verifications_total", &[("outcome", outcome)]);
+        if let Ok((Verified { participant, expires_at, access_token: Some(access) }, _)) = &checked {
+            let mut granted = self.granted.lock().expect("granted lock");
+            if granted.len() > 10_000 {
+                let now = Utc::now();
+                granted.retain(|_, (until, _)| *until > now);
+            }
+            granted.insert(participant.clone(), (*expires_at, access.clone()));
+        }
         checked
     }
 
@@ -237,8 +316,20 @@ impl Identity {
         let scope: Vec<String> = self.settings.trusted_issuers.keys().map(|t| credentials::scope_for(t)).collect();
         let query = json!({"@context": [credentials::DCP_CONTEXT], "type": "PresentationQueryMessage", "scope": scope});
         let url = format!("{}/presentations/query", endpoint.trim_end_matches('/'));
+        // The holder's access token, forwarded in our own token as DCP requires; without one the holder may refuse.
+        let now = Utc::now();
+        let access = self
+            .granted
+            .lock()
+            .expect("granted lock")
+            .get(participant)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, t)| t.clone());
         let response = (self.settings.traced)(self.http.post(&url))
-            .header("Authorization", self.authorization(participant))
+            .header(
+                "Authorization",
+                format!("Bearer {}", token::issue_with(&self.keys, participant, now, access.as_deref())),
+            )
             .json(&query)
             .send()
             .await
@@ -357,6 +448,7 @@ impl Identity {
         let method = self.resolver.key(issuer, kid).await.map_err(|e| match e {
             did::KeyLookupError::Unresolvable(e) => CredentialError::Unresolvable(e.to_string()),
             did::KeyLookupError::NotListed(kid) => CredentialError::UnknownKey(kid),
+            other => CredentialError::UnknownKey(other.to_string()),
         })?;
         jose::verify(jwt, &method.jwk).map_err(|_| CredentialError::Signature)
     }
@@ -415,26 +507,127 @@ impl Identity {
 
     // ---- holder ----
 
-    /// Answers a DCP presentation query from the verified `verifier` with the held credentials of the asked types.
-    pub async fn answer_presentation_query(&self, verifier: &str, query: &Json) -> Result<Json, String> {
+    /// Answers a DCP presentation query from the verified `verifier` who forwarded `access` (the access token we
+    /// granted it): with the held credentials both the query's scopes and the token's grant cover.
+    pub async fn answer_presentation_query(&self, verifier: &Verified, query: &Json) -> Result<Json, QueryRefusal> {
         if query.get("type").and_then(Json::as_str) != Some("PresentationQueryMessage") {
-            return Err("expected a PresentationQueryMessage".into());
+            return Err(refusal(400, "expected a PresentationQueryMessage"));
         }
-        let scope: Vec<String> = match query.get("scope") {
-            Some(Json::Array(items)) => items.iter().filter_map(Json::as_str).map(str::to_owned).collect(),
-            _ => return Err("scope is required (presentationDefinition is not supported)".into()),
+        let scope = match (query.get("scope"), query.get("presentationDefinition")) {
+            (Some(_), Some(_)) => return Err(refusal(400, "scope and presentationDefinition exclude each other")),
+            (None, Some(_)) => return Err(refusal(501, "presentationDefinition is not supported; ask by scope")),
+            (None, None) => return Err(refusal(400, "scope is required")),
+            (Some(Json::Array(items)), None) if !items.is_empty() => items,
+            (Some(_), None) => return Err(refusal(400, "scope must be a non-empty array of strings")),
         };
-        let wanted = credentials::scope_types(&scope)?;
-        let held = self.store.held_credentials().await.map_err(|e| e.to_string())?;
+        if scope.iter().any(|entry| !entry.is_string()) {
+            return Err(refusal(400, "scope must be a non-empty array of strings"));
+        }
+        // Scopes of aliases Hanse does not know grant nothing: the answer holds fewer credentials, as DCP says.
+        let asked: Vec<credentials::Scope> =
+            scope.iter().filter_map(Json::as_str).filter_map(credentials::Scope::parse).collect();
+        let access =
+            verifier.access_token.as_deref().ok_or_else(|| refusal(401, access::AccessError::Missing.to_string()))?;
+        let grant = access::check(&self.keys, access, &verifier.participant, Utc::now()).map_err(|error| {
+            let status = if matches!(error, access::AccessError::Foreign(_)) { 403 } else { 401 };
+            refusal(status, error.to_string())
+        })?;
+        let grant: Vec<credentials::Scope> = grant.iter().filter_map(|s| credentials::Scope::parse(s)).collect();
+        let held = self.store.held_credentials().await.map_err(|e| refusal(500, e.to_string()))?;
         let now = Utc::now().timestamp_millis();
         let chosen: Vec<&HeldCredential> = held
             .iter()
             .filter(|c| c.valid_until.is_none_or(|until| until > now))
-            .filter(|c| c.types.split(' ').any(|t| wanted.iter().any(|w| w == t)))
+            .filter(|c| asked.iter().any(|s| s.covers(c)) && grant.iter().any(|s| s.covers(c)))
             .collect();
-        tracing::info!(%verifier, types = ?wanted, shown = chosen.len(), "presentation query answered");
-        let vp = credentials::presentation(&self.keys, verifier, &chosen, Utc::now());
-        Ok(json!({"@context": [credentials::DCP_CONTEXT], "type": "PresentationResponseMessage", "presentation": [vp]}))
+        tracing::info!(verifier = %verifier.participant, asked = ?asked, shown = chosen.len(), "presentation query answered");
+        let presentations: Vec<String> = if chosen.is_empty() {
+            Vec::new()
+        } else {
+            vec![credentials::presentation(&self.keys, &verifier.participant, &chosen, Utc::now())]
+        };
+        Ok(
+            json!({"@context": [credentials::DCP_CONTEXT], "type": "PresentationResponseMessage", "presentation": presentations}),
+        )
+    }
+
+    /// The Storage API (DCP 1.0 issuance protocol): the verified `issuer` delivers credentials it issued to us. Each
+    /// must be a JWT issued by the sender about us; the sender must be an issuer we trust for some credential type.
+    /// Answers how many were stored.
+    pub async fn store_delivered(&self, issuer: &Verified, message: &Json) -> Result<usize, QueryRefusal> {
+        if message.get("type").and_then(Json::as_str) != Some("CredentialMessage") {
+            return Err(refusal(400, "expected a CredentialMessage"));
+        }
+        if message.get("issuerPid").and_then(Json::as_str).is_none() {
+            return Err(refusal(400, "issuerPid is required"));
+        }
+        match message.get("status").and_then(Json::as_str) {
+            Some("ISSUED") => {}
+            Some("REJECTED") => return Ok(0),
+            _ => return Err(refusal(400, "status must be ISSUED or REJECTED")),
+        }
+        if !self.settings.trusted_issuers.values().any(|issuers| issuers.contains(&issuer.participant)) {
+            return Err(refusal(403, "credentials are accepted from trusted issuers only (trust.issuers)"));
+        }
+        let containers = match message.get("credentials") {
+            Some(Json::Array(items)) if items.len() <= 100 => items.clone(),
+            None => Vec::new(),
+            Some(_) => return Err(refusal(400, "credentials must be an array of at most 100 credential containers")),
+        };
+        let mut jwts = Vec::new();
+        for container in &containers {
+            let format = container.get("format").and_then(Json::as_str);
+            let Some(payload) = container.get("payload").and_then(Json::as_str).filter(|_| format == Some("jwt"))
+            else {
+                return Err(refusal(400, "each credential must be a container with format jwt and a JWT payload"));
+            };
+            let summary = credentials::summarise(payload).map_err(|e| refusal(400, e.to_string()))?;
+            if summary.issuer != issuer.participant {
+                return Err(refusal(
+                    403,
+                    format!("a credential issued by {} was delivered by {}", summary.issuer, issuer.participant),
+                ));
+            }
+            if did::controller_of(&summary.kid) != Some(summary.issuer.as_str()) {
+                return Err(refusal(
+                    400,
+                    format!("the credential is signed with {}, not a key of its issuer", summary.kid),
+                ));
+            }
+            self.check_signature(payload, &summary.issuer, &summary.kid)
+                .await
+                .map_err(|e| refusal(400, e.to_string()))?;
+            jwts.push(payload);
+        }
+        for jwt in &jwts {
+            import_credential(&self.store, self.did(), jwt).await.map_err(|e| match e {
+                CredentialOpError::Store(error) => refusal(500, error.to_string()),
+                other => refusal(400, other.to_string()),
+            })?;
+        }
+        self.refresh_held().await.map_err(|e| refusal(500, e.to_string()))?;
+        Ok(jwts.len())
+    }
+
+    /// Delivers a credential we issued to its subject's credential service (the Storage API).
+    pub async fn deliver(&self, subject: &str, id: &str, kind: &str, jwt: &str) -> Result<(), String> {
+        let document = self.resolver.resolve(subject).await.map_err(|e| e.to_string())?;
+        let endpoint =
+            document.service(did::CREDENTIAL_SERVICE).ok_or("the subject's DID document lists no CredentialService")?;
+        let url = format!("{}/credentials", endpoint.trim_end_matches('/'));
+        let message = json!({"@context": [credentials::DCP_CONTEXT], "type": "CredentialMessage", "issuerPid": id,
+            "status": "ISSUED", "credentials": [{"credentialType": kind, "payload": jwt, "format": "jwt"}]});
+        let response = (self.settings.traced)(self.http.post(&url))
+            .header("Authorization", format!("Bearer {}", token::issue(&self.keys, subject, Utc::now())))
+            .json(&message)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", hanse_core::error_chain(&e)))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered HTTP {}", response.status().as_u16()))
+        }
     }
 }
 

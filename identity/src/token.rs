@@ -38,6 +38,8 @@ pub enum TokenError {
     Unresolvable(String),
     #[error("the issuer's DID document does not list the key {0}")]
     UnknownKey(String),
+    #[error("{0}")]
+    NotForInvocation(String),
     #[error("the signature does not verify: {0}")]
     Signature(String),
     #[error("the token id was used before (replay)")]
@@ -60,6 +62,7 @@ impl TokenError {
             TokenError::TooLong => "too_long",
             TokenError::Unresolvable(_) => "unresolvable",
             TokenError::UnknownKey(_) => "unknown_key",
+            TokenError::NotForInvocation(_) => "not_for_invocation",
             TokenError::Signature(_) => "signature",
             TokenError::Replayed => "replayed",
             TokenError::Store(_) => "store",
@@ -74,12 +77,20 @@ pub struct Verified {
     pub participant: String,
     /// When the token expires.
     pub expires_at: DateTime<Utc>,
+    /// The DCP access token the sender granted us (its token's `token` claim): what lets us query its credential
+    /// service.
+    pub access_token: Option<String>,
 }
 
 /// A fresh self-issued token from us to `audience`.
 pub fn issue(keys: &KeyRing, audience: &str, now: DateTime<Utc>) -> String {
+    issue_with(keys, audience, now, None)
+}
+
+/// A fresh self-issued token from us to `audience` carrying the DCP access token `access` in its `token` claim.
+pub fn issue_with(keys: &KeyRing, audience: &str, now: DateTime<Utc>, access: Option<&str>) -> String {
     let iat = now.timestamp();
-    let payload = json!({
+    let mut payload = json!({
         "iss": keys.did(),
         "sub": keys.did(),
         "aud": audience,
@@ -89,6 +100,9 @@ pub fn issue(keys: &KeyRing, audience: &str, now: DateTime<Utc>) -> String {
         // Time-ordered, so that the receiver's replay cache grows at its end.
         "jti": uuid::Uuid::now_v7().to_string(),
     });
+    if let Some(access) = access {
+        payload["token"] = json!(access);
+    }
     keys.sign("JWT", &[], &payload)
 }
 
@@ -174,10 +188,17 @@ pub async fn check(
     if text("sub") != Some(iss) {
         return Err(TokenError::NotSelfIssued);
     }
-    let kid = header.get("kid").and_then(Json::as_str).ok_or_else(|| TokenError::Malformed("no kid".into()))?;
-    if did::controller_of(kid) != Some(iss) {
+    let kid = header.get("kid").and_then(Json::as_str);
+    if let Some(kid) = kid
+        && did::controller_of(kid) != Some(iss)
+    {
         return Err(TokenError::ForeignKey(kid.into()));
     }
+    let access_token = match claims.get("token") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(token)) if !token.is_empty() && token.len() <= 8 * 1024 => Some(token.clone()),
+        Some(_) => return Err(TokenError::Malformed("the token claim is not an access token".into())),
+    };
     let audience_ok = match claims.get("aud") {
         Some(Json::String(aud)) => aud == us,
         Some(Json::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(us)),
@@ -202,14 +223,15 @@ pub async fn check(
     if iat > now_s + CLOCK_SKEW_SECONDS || number("nbf").is_some_and(|nbf| nbf > now_s + CLOCK_SKEW_SECONDS) {
         return Err(TokenError::NotYetValid);
     }
-    let method = resolver.key(iss, kid).await.map_err(|e| match e {
+    let method = resolver.invocation_key(iss, kid).await.map_err(|e| match e {
         KeyLookupError::Unresolvable(e) => TokenError::Unresolvable(e.to_string()),
         KeyLookupError::NotListed(kid) => TokenError::UnknownKey(kid),
+        other => TokenError::NotForInvocation(other.to_string()),
     })?;
     jose::verify(token, &method.jwk).map_err(|e| TokenError::Signature(e.to_string()))?;
     let token_use = TokenUse { key: format!("{iss} {jti}"), expires_at: (exp + CLOCK_SKEW_SECONDS) * 1000 };
     let expires_at = DateTime::from_timestamp(exp, 0).unwrap_or(now);
-    Ok((Verified { participant: iss.to_owned(), expires_at }, token_use))
+    Ok((Verified { participant: iss.to_owned(), expires_at, access_token }, token_use))
 }
 
 #[cfg(test)]

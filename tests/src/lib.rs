@@ -587,3 +587,81 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
     }
     found
 }
+
+// ---- Credentials: an issuer, a provider that trusts it, members ----
+
+pub const MEMBERS_DATASET: &str = "t2d-cohort";
+pub const OPEN_DATASET: &str = "open-summary";
+
+/// A provider whose `t2d-cohort` is for holders of a membership credential from `issuer` with
+/// `membership = active`; `open-summary` is for everyone.
+pub async fn provider_trusting(backend: Backend, issuer: &str) -> TestConnector {
+    let issuer = issuer.to_owned();
+    let provider = TestConnector::start_with(backend, move |config: &mut hanse::config::Config| {
+        config.trust.issuers.insert("MembershipCredential".into(), vec![issuer]);
+        // Check credentials on every request, so that a revocation shows at once.
+        config.trust.claims_cache_seconds = 0;
+    })
+    .await;
+    let api = management_of(&provider);
+    api.create("/management/v3/assets", health_asset(OPEN_DATASET, "Diabetes summary", &["diabetes"], 40)).await;
+    api.create("/management/v3/assets", health_asset(MEMBERS_DATASET, "Type 2 diabetes cohort", &["diabetes"], 1200))
+        .await;
+    api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
+    api.create(
+        "/management/v3/policydefinitions",
+        policy_definition(
+            "members",
+            json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use",
+                "constraint": [{"leftOperand": "membership", "operator": "eq", "rightOperand": "active"}]}]}),
+        ),
+    )
+    .await;
+    api.create("/management/v3/contractdefinitions", contract_definition("public", "open", "open", &[OPEN_DATASET]))
+        .await;
+    api.create(
+        "/management/v3/contractdefinitions",
+        contract_definition("members-only", "members", "open", &[MEMBERS_DATASET]),
+    )
+    .await;
+    provider
+}
+
+pub fn management_of(connector: &TestConnector) -> Management {
+    Management::of(connector, &reqwest::Client::new())
+}
+
+/// Issues a membership credential from `issuer` to `subject` and answers the JWT.
+pub async fn issue_membership(issuer: &TestConnector, subject: &str, claims: Value) -> (String, String) {
+    let issued = management_of(issuer)
+        .post(
+            "/management/v3/credentials/issue",
+            &json!({"type": "MembershipCredential", "subject": subject, "claims": claims}),
+        )
+        .await;
+    assert_eq!(issued.status, 200, "{:#}", issued.body);
+    (issued.body["@id"].as_str().unwrap().to_owned(), issued.body["credential"].as_str().unwrap().to_owned())
+}
+
+pub async fn import(holder: &TestConnector, jwt: &str) {
+    let imported = management_of(holder).post("/management/v3/credentials", &json!({"credential": jwt})).await;
+    assert_eq!(imported.status, 200, "{:#}", imported.body);
+}
+
+/// The dataset ids of `provider`'s catalogue as `consumer` sees it, asked through the consumer's management API.
+pub async fn visible(consumer: &TestConnector, provider: &TestConnector) -> Vec<String> {
+    let catalog = management_of(consumer)
+        .post(
+            "/management/v3/catalog/request",
+            &json!({"counterPartyAddress": format!("{}/protocol/2025-1", provider.public_url()),
+                    "counterPartyId": provider.participant_id(), "protocol": "dataspace-protocol-http:2025-1"}),
+        )
+        .await;
+    assert_eq!(catalog.status, 200, "{:#}", catalog.body);
+    let mut ids: Vec<String> = catalog.body["dataset"]
+        .as_array()
+        .map(|d| d.iter().map(|d| d["@id"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}

@@ -63,6 +63,7 @@ pub async fn import(State(state): State<Shared>, body: Bytes) -> Result<Response
         .and_then(Json::as_str)
         .ok_or_else(|| ManagementError::field("credential", "is required: the credential as a JWT"))?;
     let summary = identity::import_credential(&state.store.identity, state.identity.did(), jwt).await?;
+    state.identity.refresh_held().await?;
     tracing::info!(id = %summary.id, issuer = %summary.issuer, types = ?summary.types, "credential imported");
     Ok(axum::Json(json!({"@id": summary.id, "type": summary.types, "issuer": summary.issuer})).into_response())
 }
@@ -78,17 +79,33 @@ pub async fn list(State(state): State<Shared>) -> Result<Response, ManagementErr
 #[utoipa::path(delete, path = "/management/v3/credentials/{id}", tag = "Credentials", operation_id = "delete a held credential", params(("id" = String, Path, description = "The credential id")), responses((status = 204, description = "Deleted"), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn delete(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {
     state.store.identity.delete_held_credential(&id).await?;
+    state.identity.refresh_held().await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /management/v3/credentials/issue`.
 #[utoipa::path(post, path = "/management/v3/credentials/issue", tag = "Credentials", operation_id = "issue a credential", request_body(content = crate::management::openapi::CredentialIssue, content_type = "application/json"), responses((status = 200, description = "The credential issued", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn issue(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
-    let request = IssueRequest::from_json(&body_object(&body)?)
-        .map_err(|(field, message)| ManagementError::field(field, message))?;
+    let object = body_object(&body)?;
+    let deliver = match object.get("deliver") {
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(deliver)) => *deliver,
+        Some(_) => return Err(ManagementError::field("deliver", "must be true or false")),
+    };
+    let request =
+        IssueRequest::from_json(&object).map_err(|(field, message)| ManagementError::field(field, message))?;
     let (id, jwt) = state.identity.issue_credential(&request).await?;
     tracing::info!(%id, subject = %request.subject, kind = %request.credential_type, "credential issued");
-    Ok(axum::Json(json!({"@id": id, "credential": jwt})).into_response())
+    let mut answer = json!({"@id": id, "credential": jwt});
+    if deliver {
+        let delivered = state.identity.deliver(&request.subject, &id, &request.credential_type, &jwt).await;
+        if let Err(reason) = &delivered {
+            tracing::warn!(%id, %reason, "credential not delivered");
+            answer["deliveryError"] = json!(reason);
+        }
+        answer["delivered"] = json!(delivered.is_ok());
+    }
+    Ok(axum::Json(answer).into_response())
 }
 
 /// `GET /management/v3/credentials/issued`.

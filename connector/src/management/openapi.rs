@@ -393,6 +393,9 @@ pub struct CredentialIssue {
     /// RFC 3339.
     #[schema(rename = "validUntil")]
     valid_until: Option<String>,
+    /// Also deliver it to the subject's credential service (the DCP Storage API); the answer says whether it arrived.
+    #[schema(required = false)]
+    deliver: Option<bool>,
 }
 
 /// A federated compute job (`POST /jobs`).

@@ -31,10 +31,11 @@ fn dcp_error(status: StatusCode, reason: &str) -> Response {
     crate::problem::PublicError::dcp(status, reason).into_response()
 }
 
-/// `POST /dcp/v1/presentations/query`: a verifier, authenticated by its self-issued token, asks for credentials.
+/// `POST /dcp/v1/presentations/query`: a verifier, authenticated by its self-issued token and carrying the access
+/// token we granted it, asks for credentials.
 pub async fn presentation_query(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let verifier = match state.identity.verify_request(&headers).await {
-        Ok(verified) => verified.participant,
+        Ok(verified) => verified,
         Err(reason) => {
             tracing::info!(%reason, "presentation query refused");
             return dcp_error(StatusCode::UNAUTHORIZED, "unauthorized");
@@ -46,8 +47,37 @@ pub async fn presentation_query(State(state): State<Shared>, headers: HeaderMap,
     };
     match state.identity.answer_presentation_query(&verifier, &query).await {
         Ok(answer) => axum::Json(answer).into_response(),
-        Err(reason) => dcp_error(StatusCode::BAD_REQUEST, &reason),
+        Err(refused) => refuse(&verifier.participant, refused),
     }
+}
+
+/// `POST /dcp/v1/credentials`: the Storage API, where an issuer we trust delivers credentials it issued to us.
+pub async fn store_credentials(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let issuer = match state.identity.verify_request(&headers).await {
+        Ok(verified) => verified,
+        Err(reason) => {
+            tracing::info!(%reason, "credential delivery refused");
+            return dcp_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    };
+    let message: Json = match serde_json::from_slice(&body) {
+        Ok(message) => message,
+        Err(error) => return dcp_error(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {error}")),
+    };
+    match state.identity.store_delivered(&issuer, &message).await {
+        Ok(stored) => {
+            tracing::info!(issuer = %issuer.participant, stored, "credentials delivered");
+            StatusCode::OK.into_response()
+        }
+        Err(refused) => refuse(&issuer.participant, refused),
+    }
+}
+
+/// A refused DCP request, logged with why; the sender gets the status and reason.
+fn refuse(participant: &str, refused: crate::identity::QueryRefusal) -> Response {
+    tracing::info!(%participant, status = refused.status, reason = %refused.reason, "DCP request refused");
+    let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST);
+    dcp_error(status, &refused.reason)
 }
 
 /// The 404 of a connector without a self-description, saying why.

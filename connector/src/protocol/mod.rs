@@ -43,6 +43,10 @@ pub fn router(state: Shared) -> Router {
             &format!("{}/presentations/query", crate::identity::did::CREDENTIAL_SERVICE_PATH),
             post(identity::presentation_query),
         )
+        .route(
+            &format!("{}/credentials", crate::identity::did::CREDENTIAL_SERVICE_PATH),
+            post(identity::store_credentials),
+        )
         .route("/.well-known/dspace-version", get(catalog::version))
         .route("/protocol/.well-known/dspace-version", get(catalog::version))
         .route(&format!("{BASE}/catalog/request"), post(catalog::request))
