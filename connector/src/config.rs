@@ -605,12 +605,40 @@ pub struct NegotiationConfig {
     /// Delay before the first retry, in milliseconds; it doubles with every attempt.
     #[serde(default = "default_retry_base_ms")]
     pub retry_base_ms: u64,
+    /// The longest delay between two attempts, in milliseconds.
+    #[serde(default = "default_retry_max_delay_ms")]
+    pub retry_max_delay_ms: u64,
+    /// A negotiation or transfer waiting for its peer this long (seconds) is reconciled: a consumer asks the
+    /// provider for the process's state (DSP `GET`) and adopts a final state it missed.
+    #[serde(default = "default_peer_silence_seconds")]
+    pub peer_silence_seconds: u64,
+    /// A process still waiting for its peer this long after its last change (seconds) ends on this side with a
+    /// reason, and the peer is told; notices of an end (terminations, FINALIZED, completions) are delivered with
+    /// back-off for this long until the peer takes them.
+    #[serde(default = "default_convergence_deadline_seconds")]
+    pub convergence_deadline_seconds: u64,
 }
 
 impl Default for NegotiationConfig {
     fn default() -> Self {
-        Self { retry_attempts: default_retry_attempts(), retry_base_ms: default_retry_base_ms() }
+        Self {
+            retry_attempts: default_retry_attempts(),
+            retry_base_ms: default_retry_base_ms(),
+            retry_max_delay_ms: default_retry_max_delay_ms(),
+            peer_silence_seconds: default_peer_silence_seconds(),
+            convergence_deadline_seconds: default_convergence_deadline_seconds(),
+        }
     }
+}
+
+fn default_retry_max_delay_ms() -> u64 {
+    300_000
+}
+fn default_peer_silence_seconds() -> u64 {
+    600
+}
+fn default_convergence_deadline_seconds() -> u64 {
+    7 * 86_400
 }
 
 fn default_retry_attempts() -> u32 {

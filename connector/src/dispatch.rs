@@ -4,7 +4,10 @@
 //!
 //! A delivered message is cleared; a crash before that means a redelivery, which the receiver's idempotence answers.
 //! A peer that refuses a message (4xx) or stays unreachable after the last attempt ends the process on this side,
-//! with one last termination notice to the peer. Failures retry with exponential back-off.
+//! with a termination notice to the peer. Failures retry with exponential back-off. A notice of an end (a
+//! termination, the FINALIZED event, a completion: [`crate::dsp::announces_end`]) is retried past the attempt budget,
+//! at most every `retry.max_delay`, until the peer takes or refuses it or the convergence deadline passes: the
+//! process it ends changes no more here, so giving up early would leave the peer behind for good.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,6 +105,18 @@ impl Dispatcher {
 pub struct Retry {
     pub attempts: i64,
     pub base: Duration,
+    /// The longest delay between attempts.
+    pub max_delay: Duration,
+    /// How long a notice of an end is delivered, from the change that queued it.
+    pub deadline: Duration,
+}
+
+impl Retry {
+    /// The delay before attempt `attempts + 1`: doubling from `base`, at most `max_delay`.
+    fn delay_ms(&self, attempts: i64) -> i64 {
+        let delay = self.base.as_millis() as i64 * (1i64 << (attempts - 1).clamp(0, 20));
+        delay.min(self.max_delay.as_millis() as i64)
+    }
 }
 
 /// How long one delivery attempt may take.
@@ -239,11 +254,12 @@ async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessa
     let outcome = match send(state, http, &message).await {
         // A last notice, or a message whose attempts are spent, that still cannot be addressed never will be: the peer
         // never answered the message that would have told us its process id.
-        Outcome::NotYet if message.sent.final_notice || message.attempts >= retry.attempts => {
+        Outcome::NotYet if message.attempts >= retry.attempts => {
             Outcome::Failed("the counter-party's process id is unknown, so the message cannot be addressed".into())
         }
         other => other,
     };
+    let announcement = message.sent.final_notice || crate::dsp::announces_end(message.sent.message());
     let type_name = message.sent.message().get("@type").and_then(Json::as_str).unwrap_or("unknown");
     let type_label = crate::dsp::message_type_label(type_name);
     let result = match &outcome {
@@ -273,6 +289,7 @@ async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessa
             let _ = state.store.complete_outgoing(&message, None).await;
             tracing::warn!(process = %message.process_id, %reason, "the peer refused a message");
             if !message.sent.final_notice
+                && !announcement
                 && let Err(error) = terminate_after_failure(
                     state,
                     &message,
@@ -283,8 +300,22 @@ async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessa
                 tracing::error!(%error, "cannot terminate after a refusal");
             }
         }
+        Outcome::Failed(reason) if announcement => {
+            // Delivered until the deadline, counted from the change that queued it (a process that ended changes no
+            // more, so its last change is that one).
+            let queued =
+                state.store.process(message.kind, &message.process_id).await.ok().flatten().map(|r| r.updated_at);
+            let now = chrono::Utc::now().timestamp_millis();
+            if queued.is_none_or(|at| now - at > retry.deadline.as_millis() as i64) {
+                let _ = state.store.complete_outgoing(&message, None).await;
+                tracing::warn!(process = %message.process_id, attempts = message.attempts, %reason, "giving up a notice: the convergence deadline passed");
+            } else {
+                meter.count("hanse_outbox_retries_total", &[("kind", message.kind.name())]);
+                let _ = state.store.retry_outgoing(&message, now + retry.delay_ms(message.attempts)).await;
+            }
+        }
         Outcome::Failed(reason) => {
-            if message.attempts >= retry.attempts || message.sent.final_notice {
+            if message.attempts >= retry.attempts {
                 let _ = state.store.complete_outgoing(&message, None).await;
                 tracing::warn!(process = %message.process_id, attempts = message.attempts, %reason, "giving up delivering a message");
                 if !message.sent.final_notice
@@ -298,8 +329,7 @@ async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessa
                     tracing::error!(%error, "cannot terminate after a delivery failure");
                 }
             } else {
-                let delay = retry.base.as_millis() as i64 * (1i64 << (message.attempts - 1).clamp(0, 16));
-                let delay = delay.min(300_000);
+                let delay = retry.delay_ms(message.attempts);
                 tracing::debug!(process = %message.process_id, attempts = message.attempts, delay_ms = delay, %reason, "will retry");
                 meter.count("hanse_outbox_retries_total", &[("kind", message.kind.name())]);
                 let _ = state.store.retry_outgoing(&message, chrono::Utc::now().timestamp_millis() + delay).await;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod compute;
 pub mod config;
+pub mod converge;
 pub mod dataplane;
 pub mod demo;
 pub mod dispatch;

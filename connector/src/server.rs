@@ -160,6 +160,8 @@ pub async fn start_on(
     let retry = Retry {
         attempts: i64::from(config.negotiation.retry_attempts),
         base: std::time::Duration::from_millis(config.negotiation.retry_base_ms),
+        max_delay: std::time::Duration::from_millis(config.negotiation.retry_max_delay_ms),
+        deadline: std::time::Duration::from_secs(config.negotiation.convergence_deadline_seconds),
     };
     let self_description = match &config.gaiax {
         None => None,
@@ -307,6 +309,18 @@ pub async fn start_on(
     spawn_held_refresh(state.identity.clone(), signal.clone());
     state.transfers.resume_pushes().await;
     crate::transfer::edr::spawn(state.transfers.clone(), signal.clone());
+    crate::converge::spawn(
+        crate::converge::Converge {
+            negotiations: state.negotiations.clone(),
+            transfers: state.transfers.clone(),
+            dsp: state.dsp.clone(),
+            settings: crate::converge::Settings {
+                peer_silence: std::time::Duration::from_secs(state.config.negotiation.peer_silence_seconds),
+                deadline: std::time::Duration::from_secs(state.config.negotiation.convergence_deadline_seconds),
+            },
+        },
+        signal.clone(),
+    );
     crate::compute::orchestrate::fail_interrupted(&state.compute).await;
     crate::audit::peer::send_receipts(state.audit.clone(), signal.clone());
     let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);

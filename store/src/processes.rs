@@ -300,6 +300,29 @@ impl Processes {
         rows.into_iter().map(Row::into_process).collect()
     }
 
+    /// Up to `limit` processes in one of `states` that have not changed since `before` (milliseconds) and have no
+    /// message waiting to be sent: processes waiting for their peer (convergence), oldest first.
+    pub async fn silent(
+        &self,
+        kind: ProcessKind,
+        states: &[&str],
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<ProcessRow>, StoreError> {
+        let table = kind.table();
+        let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.replace('\'', ""))).collect();
+        let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM {table} WHERE state IN ({}) AND updated_at < $1 AND out_message IS NULL \
+             ORDER BY updated_at LIMIT $2",
+            list.join(", ")
+        )))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(Row::into_process).collect()
+    }
+
     /// The processes of `role` in `state` (indexed by state).
     pub async fn processes_in(
         &self,

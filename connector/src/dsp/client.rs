@@ -100,6 +100,11 @@ impl DspClient {
         self.send(url, self.http.post(url).json(message), audience).await
     }
 
+    /// A `GET` of a DSP resource (a process's state): the answer's status, `Link` header and JSON body.
+    pub async fn get(&self, url: &str, audience: &str) -> Result<(u16, Option<String>, Json), ClientError> {
+        self.send(url, self.http.get(url), audience).await
+    }
+
     /// One dataset of a peer's catalogue (`GET {base}/catalog/datasets/{id}`), as the peer shows it to us.
     pub async fn dataset(&self, address: &str, counter_party_id: Option<&str>, id: &str) -> Result<Json, ClientError> {
         let base = self.resolve_base(address).await?;

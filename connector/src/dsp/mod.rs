@@ -32,6 +32,21 @@ pub fn message_type_label(type_name: &str) -> &'static str {
     MESSAGE_TYPES.iter().find(|known| **known == name).copied().unwrap_or("other")
 }
 
+/// Whether a DSP message announces the end of its process to the peer: a termination, the FINALIZED event, a
+/// completion. Such a notice is delivered with back-off until the peer takes it (or refuses it, or the convergence
+/// deadline passes), since the process it ends can change no more on this side.
+pub fn announces_end(message: &serde_json::Value) -> bool {
+    let kind = message.get("@type").and_then(serde_json::Value::as_str).unwrap_or_default();
+    match kind.rsplit([':', '/', '#']).next().unwrap_or_default() {
+        "ContractNegotiationTerminationMessage" | "TransferTerminationMessage" | "TransferCompletionMessage" => true,
+        "ContractNegotiationEventMessage" => message
+            .get("eventType")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|event| event.rsplit([':', '/', '#']).next() == Some("FINALIZED")),
+        _ => false,
+    }
+}
+
 /// The DSP message a public route template (`{BASE}/negotiations/{pid}/request`, as axum matched it) receives, for
 /// the measurements; `None` for routes that are not DSP.
 pub fn message_of_route(method: &axum::http::Method, route: &str) -> Option<&'static str> {

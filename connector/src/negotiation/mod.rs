@@ -896,8 +896,41 @@ impl Negotiations {
         Ok(true)
     }
 
-    /// Terminates a negotiation on this side after a delivery failure, and tells the peer once if it can.
+    /// Terminates a negotiation on this side after a delivery failure, and tells the peer (until it takes the notice,
+    /// within the convergence deadline) if it can.
     pub async fn terminate_after_failure(&self, id: &str, reason: &str, notify_peer: bool) -> Result<(), ProcessError> {
+        self.terminate_locally(id, "DeliveryFailed", reason, notify_peer).await
+    }
+
+    /// Consumer: the provider reports FINALIZED for a negotiation this side holds VERIFIED — its FINALIZED event never
+    /// arrived (convergence). Answers whether it changed.
+    pub async fn adopt_finalized(&self, id: &str) -> Result<bool, ProcessError> {
+        for _ in 0..8 {
+            let negotiation = self.get(id).await?;
+            if negotiation.role != Role::Consumer || negotiation.state != State::Verified {
+                return Ok(false);
+            }
+            let before = negotiation.row.clone();
+            let mut next = negotiation;
+            next.state = State::Finalized;
+            next.row.state = State::Finalized.name().into();
+            if self.write_own(&before, &next, Outgoing::Clear).await? {
+                tracing::warn!(negotiation = id, "finalized: the provider reports FINALIZED, its event never arrived");
+                return Ok(true);
+            }
+        }
+        Err(BUSY)
+    }
+
+    /// Ends a negotiation on this side with `code` and `reason`; with `notify_peer`, the peer gets a termination notice
+    /// (delivered until it takes it, within the convergence deadline).
+    pub async fn terminate_locally(
+        &self,
+        id: &str,
+        code: &str,
+        reason: &str,
+        notify_peer: bool,
+    ) -> Result<(), ProcessError> {
         for _ in 0..8 {
             let negotiation = self.get(id).await?;
             if negotiation.state.is_terminal() {
@@ -905,7 +938,7 @@ impl Negotiations {
             }
             let before = negotiation.row.clone();
             let mut outbox = Vec::new();
-            let mut next = terminate(negotiation, "DeliveryFailed", reason, &mut outbox);
+            let mut next = terminate(negotiation, code, reason, &mut outbox);
             for message in &mut outbox {
                 message.final_notice = true;
             }
@@ -916,7 +949,7 @@ impl Negotiations {
             next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
             let outgoing = outbox.last().map_or(Outgoing::Clear, Outgoing::Send);
             if self.write_own(&before, &next, outgoing).await? {
-                tracing::warn!(negotiation = id, reason, "negotiation terminated after a delivery failure");
+                tracing::warn!(negotiation = id, code, reason, "negotiation terminated on this side");
                 return Ok(());
             }
         }

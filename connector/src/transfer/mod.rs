@@ -86,7 +86,7 @@ impl Transfer {
         Transfer { row, role, state: State::Requested, details: Details::default() }
     }
 
-    fn from_row(row: ProcessRow) -> Result<Transfer, StoreError> {
+    pub fn from_row(row: ProcessRow) -> Result<Transfer, StoreError> {
         let (role, state, details) = crate::process::decode(ProcessKind::Transfer, &row, State::parse)?;
         Ok(Transfer { row, role, state, details })
     }
@@ -824,6 +824,25 @@ impl Transfers {
             }
         }
         Err(BUSY)
+    }
+
+    /// Consumer: the provider reports COMPLETED for a transfer this side holds STARTED — its completion never arrived
+    /// (convergence). Answers whether it changed.
+    pub async fn adopt_completed(&self, id: &str) -> Result<bool, ProcessError> {
+        let changed = self
+            .update(id, Outgoing::Clear, |mut transfer, _| {
+                if transfer.role != Role::Consumer || transfer.state != State::Started {
+                    return Ok(None);
+                }
+                transfer.state = State::Completed;
+                transfer.row.state = State::Completed.name().into();
+                Ok(Some(transfer))
+            })
+            .await?;
+        if changed.is_some() {
+            tracing::warn!(transfer = id, "completed: the provider reports COMPLETED, its completion never arrived");
+        }
+        Ok(changed.is_some())
     }
 
     /// Provider: a push finished. Delivered data completes the transfer; a failure terminates it.
