@@ -876,8 +876,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config.config)?;
             let retired = crate::identity::keys::rotate(&config.participant.key_file)?;
             println!("New key written to {}", config.participant.key_file.display());
-            println!("The old key moved to {}; it stays listed for one token lifetime.", retired.display());
-            println!("Restart the connector to sign with the new key.");
+            println!(
+                "The old key moved to {}; the DID document keeps it as a verification method (what it signed still \
+                 verifies) and it signs tokens no more after one token lifetime.",
+                retired.display()
+            );
+            println!("A running connector signs with the new key within two seconds.");
             Ok(())
         }
     }

@@ -202,6 +202,7 @@ pub async fn start_on(
             meter: meter.clone(),
             traced: crate::telemetry::traced,
             shared_types: config.participant.share_credentials.clone(),
+            key_file: Some(config.participant.key_file.clone()),
         },
     ));
     identity.refresh_held().await?;
@@ -307,6 +308,7 @@ pub async fn start_on(
     crate::dataplane::spawn_pusher(state.dataplane.clone(), signal.clone());
     crate::identity::spawn_replay_cache_sweeper(state.store.identity.clone(), signal.clone());
     spawn_held_refresh(state.identity.clone(), signal.clone());
+    spawn_key_watch(state.identity.clone(), state.config.participant.key_file.clone(), signal.clone());
     state.transfers.resume_pushes().await;
     crate::transfer::edr::spawn(state.transfers.clone(), signal.clone());
     crate::converge::spawn(
@@ -347,6 +349,38 @@ pub async fn start_on(
     tracing::info!("ready");
 
     Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers, dispatcher })
+}
+
+/// Watches the key files (`participant.key_file` and its `retired/` folder) every two seconds until shutdown and
+/// reloads the keys when they change: a `hanse keys rotate` takes effect without a restart.
+fn spawn_key_watch(
+    identity: Arc<crate::identity::Identity>,
+    key_file: std::path::PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stamp = move || {
+        let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let retired = key_file.parent().map(|folder| folder.join("retired"));
+        (modified(&key_file), retired.as_deref().and_then(modified))
+    };
+    tokio::spawn(async move {
+        let mut seen = stamp();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
+                    let now = stamp();
+                    if now != seen {
+                        match identity.reload_keys() {
+                            Ok(_) => seen = now,
+                            // A rotation half done (the new file not yet in place): read again next time.
+                            Err(error) => tracing::warn!(%error, "cannot reload the signing keys"),
+                        }
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
 }
 
 /// Reads the held credentials again every minute until shutdown, so that credentials imported from the command line

@@ -178,8 +178,8 @@ impl TestParticipant {
         let document = {
             let (keys, did, url) = (keys.clone(), did.clone(), url.clone());
             move || async move {
-                let mut document =
-                    crate::identity::did::our_document(&did, &keys.listed(chrono::Utc::now()), &url, &[]);
+                let signing: Vec<String> = keys.listed(chrono::Utc::now()).into_iter().map(|(kid, _)| kid).collect();
+                let mut document = crate::identity::did::our_document(&did, &keys.every(), &signing, &url, &[]);
                 edit(&mut document);
                 axum::Json(document)
             }

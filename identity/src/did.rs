@@ -189,10 +189,13 @@ impl DidDocument {
     }
 }
 
-/// Our DID document: the keys (current and those still within a token lifetime of retirement) and the services.
+/// Our DID document: every key as a verification method and for assertions (whatever a retired key signed still
+/// verifies), the keys in `signing` (current, and retired within a token lifetime) for authentication and
+/// capability invocation (self-issued tokens), and the services.
 pub fn our_document(
     did: &str,
     keys: &[(String, Object)],
+    signing: &[String],
     public_url: &str,
     extra_services: &[(String, String)],
 ) -> Json {
@@ -217,10 +220,10 @@ pub fn our_document(
         "@context": did_context(),
         "id": did,
         "verificationMethod": methods,
-        "authentication": kids,
+        "authentication": signing,
         "assertionMethod": kids,
         // DCP: the keys that sign self-issued tokens.
-        "capabilityInvocation": kids,
+        "capabilityInvocation": signing,
         "service": services,
     })
 }
@@ -469,10 +472,14 @@ mod tests {
 
     #[test]
     fn our_document_lists_keys_and_services_and_reads_back() {
-        let keys = vec![("did:web:a#k1".to_owned(), Object::new())];
-        let document = our_document("did:web:a", &keys, "https://a", &[]);
+        let keys = vec![("did:web:a#k1".to_owned(), Object::new()), ("did:web:a#k0".to_owned(), Object::new())];
+        let document = our_document("did:web:a", &keys, &["did:web:a#k1".to_owned()], "https://a", &[]);
         let read = DidDocument::from_json("did:web:a", &document).unwrap();
         assert!(read.method("did:web:a#k1").is_some());
+        // A retired key verifies what it signed, but signs no token.
+        assert!(read.method("did:web:a#k0").is_some());
+        assert!(read.invocation_method(Some("did:web:a#k1")).is_ok());
+        assert!(read.invocation_method(Some("did:web:a#k0")).is_err());
         assert_eq!(read.service("CredentialService"), Some("https://a/dcp/v1"));
         assert_eq!(read.service("CatalogService"), Some("https://a/protocol/2025-1/catalog"));
         assert_eq!(read.service("DataService"), Some("https://a/.well-known/dspace-version"));

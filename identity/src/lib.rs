@@ -69,6 +69,8 @@ pub struct IdentitySettings {
     /// The credential types the participants we send requests to may read from our credential service (`None`:
     /// every type we hold).
     pub shared_types: Option<Vec<String>>,
+    /// The participant key's file, read again by [`Identity::reload_keys`] (`None`: the keys never change).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// A presentation query refused: the HTTP status and why.
@@ -84,7 +86,9 @@ fn refusal(status: u16, reason: impl Into<String>) -> QueryRefusal {
 
 /// The identity services of one connector.
 pub struct Identity {
-    keys: KeyRing,
+    /// The signing keys: replaced whole when the key files change (`hanse keys rotate`, or the management API).
+    keys: std::sync::RwLock<Arc<KeyRing>>,
+    did: String,
     resolver: Resolver,
     http: reqwest::Client,
     store: IdentityStore,
@@ -118,7 +122,8 @@ impl Identity {
             .allowing(addresses)
             .metered(settings.meter.clone());
         Identity {
-            keys,
+            did: keys.did().to_owned(),
+            keys: std::sync::RwLock::new(Arc::new(keys)),
             resolver,
             http,
             store,
@@ -133,12 +138,28 @@ impl Identity {
 
     /// Our DID.
     pub fn did(&self) -> &str {
-        self.keys.did()
+        &self.did
     }
 
-    /// The signing keys.
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
+    /// The signing keys as they are now.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the key files again (`participant.key_file` and its `retired/` folder); a rotation since the last read
+    /// takes effect at once: new tokens, credentials, heads and access tokens are signed with the new key, and the
+    /// DID document lists it. Answers whether the current key changed.
+    pub fn reload_keys(&self) -> Result<bool, keys::KeyError> {
+        let Some(file) = &self.settings.key_file else { return Ok(false) };
+        let loaded = KeyRing::load(&self.did, file)?;
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let rotated = loaded.current_kid() != keys.current_kid();
+        if rotated {
+            tracing::info!(key = loaded.current_kid(), "signing with a new key");
+            self.minted.lock().expect("minted lock").clear();
+        }
+        *keys = Arc::new(loaded);
+        Ok(rotated)
     }
 
     /// The DID resolver.
@@ -151,7 +172,7 @@ impl Identity {
     pub fn authorization(&self, audience: &str) -> String {
         let now = Utc::now();
         let access = self.access_token_for(audience, now);
-        format!("Bearer {}", token::issue_with(&self.keys, audience, now, access.as_deref()))
+        format!("Bearer {}", token::issue_with(&self.keys(), audience, now, access.as_deref()))
     }
 
     /// The access token `verifier` gets from us: reused while more than half its lifetime is left.
@@ -169,7 +190,7 @@ impl Identity {
         if minted.len() > 10_000 {
             minted.retain(|_, (exp, _)| *exp > now.timestamp());
         }
-        let token = access::mint(&self.keys, verifier, &scopes, now);
+        let token = access::mint(&self.keys(), verifier, &scopes, now);
         minted.insert(verifier.to_owned(), (now.timestamp() + token::TOKEN_LIFETIME_SECONDS, token.clone()));
         Some(token)
     }
@@ -231,15 +252,17 @@ impl Identity {
         let mut services =
             vec![("StatusListService".to_owned(), credentials::status_list_url(&self.settings.public_url))];
         services.extend(self.settings.services.iter().cloned());
-        let mut keys = self.keys.listed(Utc::now());
+        let ring = self.keys();
+        let mut keys = ring.every();
+        let signing: Vec<String> = ring.listed(Utc::now()).into_iter().map(|(kid, _)| kid).collect();
         if let Some(url) = &self.settings.certificate_chain_url {
             for (kid, jwk) in &mut keys {
-                if kid == self.keys.current_kid() {
+                if kid == ring.current_kid() {
                     jwk.insert("x5u".into(), Json::String(url.clone()));
                 }
             }
         }
-        did::our_document(self.did(), &keys, &self.settings.public_url, &services)
+        did::our_document(self.did(), &keys, &signing, &self.settings.public_url, &services)
     }
 
     /// The DID of the participant whose connector answers at `address`: its `/.well-known/did.json` names it.
@@ -328,7 +351,7 @@ impl Identity {
         let response = (self.settings.traced)(self.http.post(&url))
             .header(
                 "Authorization",
-                format!("Bearer {}", token::issue_with(&self.keys, participant, now, access.as_deref())),
+                format!("Bearer {}", token::issue_with(&self.keys(), participant, now, access.as_deref())),
             )
             .json(&query)
             .send()
@@ -496,13 +519,13 @@ impl Identity {
 
     /// Issues a credential: records it (taking the next status-list bit) and signs it.
     pub async fn issue_credential(&self, request: &IssueRequest) -> Result<(String, String), CredentialOpError> {
-        issue_credential(&self.keys, &self.store, &self.settings.public_url, request).await
+        issue_credential(&self.keys(), &self.store, &self.settings.public_url, request).await
     }
 
     /// Our status list credential as it stands.
     pub async fn status_list_credential(&self) -> Result<String, StoreError> {
         let revoked = self.store.revoked_status_indices().await?;
-        Ok(credentials::status_list_credential(&self.keys, &self.settings.public_url, &revoked, Utc::now()))
+        Ok(credentials::status_list_credential(&self.keys(), &self.settings.public_url, &revoked, Utc::now()))
     }
 
     // ---- holder ----
@@ -528,7 +551,7 @@ impl Identity {
             scope.iter().filter_map(Json::as_str).filter_map(credentials::Scope::parse).collect();
         let access =
             verifier.access_token.as_deref().ok_or_else(|| refusal(401, access::AccessError::Missing.to_string()))?;
-        let grant = access::check(&self.keys, access, &verifier.participant, Utc::now()).map_err(|error| {
+        let grant = access::check(&self.keys(), access, &verifier.participant, Utc::now()).map_err(|error| {
             let status = if matches!(error, access::AccessError::Foreign(_)) { 403 } else { 401 };
             refusal(status, error.to_string())
         })?;
@@ -544,7 +567,7 @@ impl Identity {
         let presentations: Vec<String> = if chosen.is_empty() {
             Vec::new()
         } else {
-            vec![credentials::presentation(&self.keys, &verifier.participant, &chosen, Utc::now())]
+            vec![credentials::presentation(&self.keys(), &verifier.participant, &chosen, Utc::now())]
         };
         Ok(
             json!({"@context": [credentials::DCP_CONTEXT], "type": "PresentationResponseMessage", "presentation": presentations}),
@@ -618,7 +641,7 @@ impl Identity {
         let message = json!({"@context": [credentials::DCP_CONTEXT], "type": "CredentialMessage", "issuerPid": id,
             "status": "ISSUED", "credentials": [{"credentialType": kind, "payload": jwt, "format": "jwt"}]});
         let response = (self.settings.traced)(self.http.post(&url))
-            .header("Authorization", format!("Bearer {}", token::issue(&self.keys, subject, Utc::now())))
+            .header("Authorization", format!("Bearer {}", token::issue(&self.keys(), subject, Utc::now())))
             .json(&message)
             .send()
             .await

@@ -92,7 +92,8 @@ impl KeyRing {
         &self.current_kid
     }
 
-    /// The keys the DID document lists at `now`: the current one, then retired ones whose tokens may still be valid.
+    /// The keys that may sign tokens at `now` (the DID document's `authentication` and `capabilityInvocation`): the
+    /// current one, then retired ones whose tokens may still be valid.
     pub fn listed(&self, now: DateTime<Utc>) -> Vec<(String, Object)> {
         let window = chrono::Duration::seconds(TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS);
         let mut keys = vec![(self.current_kid.clone(), self.current.public_jwk().clone())];
@@ -101,6 +102,15 @@ impl KeyRing {
                 keys.push((key.kid.clone(), key.jwk.clone()));
             }
         }
+        keys
+    }
+
+    /// Every key, the current one first, then the retired ones, newest first: what the DID document lists as
+    /// verification methods, so that whatever a retired key signed — credentials, tree heads, receipts — still
+    /// verifies. Only [`KeyRing::listed`] keys may sign tokens.
+    pub fn every(&self) -> Vec<(String, Object)> {
+        let mut keys = vec![(self.current_kid.clone(), self.current.public_jwk().clone())];
+        keys.extend(self.retired.iter().filter(|k| k.kid != self.current_kid).map(|k| (k.kid.clone(), k.jwk.clone())));
         keys
     }
 

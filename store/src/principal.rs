@@ -40,7 +40,7 @@ impl Principal {
 
     /// The principal of the running task, as audit entries name it; outside any scope the change is the connector's
     /// own (start-up seeding from its configuration).
-    pub(crate) fn current() -> Value {
+    pub fn current() -> Value {
         PRINCIPAL.try_with(Principal::to_json).unwrap_or_else(|_| json!({"kind": "connector"}))
     }
 }

@@ -369,7 +369,7 @@ async fn crafted(
         valid_until: Some(until),
     };
     let jwt = hanse::identity::credentials::sign_credential(
-        state.identity.keys(),
+        &state.identity.keys(),
         &issuer.public_url(),
         &id,
         index,

@@ -76,7 +76,7 @@ impl AuditLog {
         {
             return Ok(head);
         }
-        let head = head::sign(self.identity.keys(), size, root, crate::store::now_millis());
+        let head = head::sign(&self.identity.keys(), size, root, crate::store::now_millis());
         self.store
             .keep_signed_head(&crate::store::SignedHead {
                 size: size as i64,
@@ -216,7 +216,8 @@ impl AuditLog {
             .await?
             .ok_or_else(|| StoreError::Corrupt("a stored root is missing".into()))?;
         self.head_of(to, &root).await?;
-        let keys = self.identity.keys().listed(chrono::Utc::now());
+        // Every key the log ever signed with: heads signed before a rotation verify with the retired key.
+        let keys = self.identity.keys().every();
         let frontier = self.store.audit_frontier_at(from).await?;
         let header = verify::header_line(self.identity.did(), from, &keys, &frontier);
         let log = self.clone();

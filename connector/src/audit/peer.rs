@@ -293,7 +293,7 @@ async fn witness_peer(state: &AuditLog, peer: &str) -> Result<Witnessed, String>
         size: head.size as i64,
         root: head.root.to_vec(),
         tree_head: head.jws.clone(),
-        cosignature: problem.is_none().then(|| head::cosign(state.identity.keys(), &head, now)),
+        cosignature: problem.is_none().then(|| head::cosign(&state.identity.keys(), &head, now)),
         problem: problem.clone(),
         seen_at: now,
     };

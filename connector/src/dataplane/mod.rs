@@ -213,7 +213,7 @@ impl DataPlane {
                 return Err(refuse(StatusCode::UNAUTHORIZED, "a valid access token is required"));
             }
         };
-        let access = match token::verify(self.transfers.identity.keys(), &token, id, chrono::Utc::now()) {
+        let access = match token::verify(&self.transfers.identity.keys(), &token, id, chrono::Utc::now()) {
             Ok(access) => access,
             Err(reason) => {
                 tracing::info!(%reason, transfer = id, "data request with a refused token");

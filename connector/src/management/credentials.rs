@@ -122,3 +122,25 @@ pub async fn revoke(State(state): State<Shared>, Path(id): Path<String>) -> Resu
     tracing::info!(%id, "credential revoked");
     Ok(axum::Json(issued_json(&revoked)).into_response())
 }
+
+/// `POST /management/v3/keys/rotate`: retires the participant key and signs with a fresh one from now on (as
+/// `hanse keys rotate` does, without a restart). The retired key stays in the DID document as a verification method,
+/// so that what it signed still verifies; it signs tokens no more after one token lifetime.
+#[utoipa::path(post, path = "/management/v3/keys/rotate", tag = "Credentials", operation_id = "rotate the participant key", responses((status = 200, description = "The new key and the retired one", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
+pub async fn rotate_key(State(state): State<Shared>) -> Result<Response, ManagementError> {
+    let retired = state.identity.keys().current_kid().to_owned();
+    let file = state.config.participant.key_file.clone();
+    let rotated = tokio::task::spawn_blocking(move || identity::keys::rotate(&file))
+        .await
+        .map_err(|e| ManagementError::Internal(e.to_string()))?;
+    rotated.map_err(|e| ManagementError::Internal(format!("the key was not rotated: {e}")))?;
+    state.identity.reload_keys().map_err(|e| ManagementError::Internal(format!("the new key cannot be read: {e}")))?;
+    let current = state.identity.keys().current_kid().to_owned();
+    let event = crate::audit::Event::new(
+        "management.change",
+        json!({"who": crate::store::Principal::current(), "resource": "key", "operation": "rotate", "id": current, "retired": retired}),
+    );
+    state.store.audit.append_audit(vec![event]).await?;
+    tracing::info!(key = %current, %retired, "participant key rotated");
+    Ok(axum::Json(json!({"keyId": current, "retiredKeyId": retired})).into_response())
+}

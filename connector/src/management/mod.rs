@@ -83,6 +83,7 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(credentials::issued))
         .routes(routes!(credentials::revoke))
         .routes(routes!(credentials::delete))
+        .routes(routes!(credentials::rotate_key))
         .routes(routes!(audit::witness_now))
         .routes(ingest)
         .routes(routes!(compute::start))

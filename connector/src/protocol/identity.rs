@@ -89,7 +89,7 @@ fn not_described() -> Response {
 /// `GET /.well-known/gaia-x/credentials`: all our Gaia-X credentials in one verifiable presentation (JWT).
 pub async fn gaiax_presentation(State(state): State<Shared>) -> Response {
     let Some(described) = state.self_description.as_ref() else { return not_described() };
-    let jwt = described.presentation(state.identity.keys(), &state.catalogue, chrono::Utc::now());
+    let jwt = described.presentation(&state.identity.keys(), &state.catalogue, chrono::Utc::now());
     ([(header::CONTENT_TYPE, crate::identity::gaiax::VP_MEDIA), (header::CACHE_CONTROL, "no-cache")], jwt)
         .into_response()
 }
@@ -97,7 +97,7 @@ pub async fn gaiax_presentation(State(state): State<Shared>) -> Response {
 /// `GET /.well-known/gaia-x/credentials/{name}`: one credential (VC JWT), as its `id` names it.
 pub async fn gaiax_credential(State(state): State<Shared>, Path(name): Path<String>) -> Response {
     let Some(described) = state.self_description.as_ref() else { return not_described() };
-    match described.signed_one(&name, state.identity.keys(), &state.catalogue, chrono::Utc::now()) {
+    match described.signed_one(&name, &state.identity.keys(), &state.catalogue, chrono::Utc::now()) {
         Some(jwt) => {
             ([(header::CONTENT_TYPE, crate::identity::gaiax::VC_MEDIA), (header::CACHE_CONTROL, "no-cache")], jwt)
                 .into_response()

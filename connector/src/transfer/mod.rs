@@ -443,7 +443,7 @@ impl Transfers {
             epoch: transfer.details.epoch,
             expires_at: now + lifetime,
         };
-        let token = access::issue(self.identity.keys(), &access, now);
+        let token = access::issue(&self.identity.keys(), &access, now);
         let endpoint = if transfer.is_compute() {
             hanse_core::paths::compute_endpoint(&self.public_url, &transfer.row.id)
         } else {
