@@ -478,18 +478,24 @@ impl DataPlane {
             destination.get("endpoint").and_then(Json::as_str).ok_or("the push destination has no endpoint")?;
         let asset = self.catalogue.asset(&grant.agreement.asset_id).ok_or("the dataset is no longer offered")?;
         let (stream, length, digest) = self.open_source(&asset.value.data_address).await?;
-        let meter =
-            Meter::new(&self.transfers.store, &transfer, "pushed").with_digest(digest.as_ref().map(Digest::hex));
+        // Every push states its length and digest, so that a destination can tell a delivery cut short from a whole
+        // one: a source that does not say its length is read to a spool file first.
+        let (stream, length, digest) = match (length, digest) {
+            (Some(length), Some(digest)) => (stream, length, digest),
+            _ => spool(stream).await?,
+        };
+        let attempt = self.transfers.push_begun(id).await.map_err(|e| format!("cannot record the push: {e}"))?;
+        let meter = Meter::new(&self.transfers.store, &transfer, "pushed").with_digest(Some(digest.hex()));
         let sent = meter.bytes.clone();
+        // The delivery id is the transfer's: the same on every attempt, so that a destination that has the data
+        // already can answer a repeated delivery without storing it twice.
         let mut request = crate::telemetry::traced(self.http.post(endpoint))
             .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, length)
+            .header("repr-digest", digest.repr_digest())
+            .header("idempotency-key", &transfer.row.id)
+            .header("hanse-delivery-attempt", attempt)
             .body(reqwest::Body::wrap_stream(metered(stream, meter)));
-        if let Some(length) = length {
-            request = request.header(header::CONTENT_LENGTH, length);
-        }
-        if let Some(digest) = &digest {
-            request = request.header("repr-digest", digest.repr_digest());
-        }
         if let Some(authorization) = transfer::endpoint_property(&destination, "authorization") {
             let name = transfer::endpoint_property(&destination, "authKey").unwrap_or("Authorization");
             let bearer =
@@ -510,6 +516,26 @@ impl DataPlane {
         }
         Ok(sent.load(Ordering::Relaxed))
     }
+}
+
+/// Reads a stream of unknown length to an anonymous spool file (removed when dropped), hashing it on the way; answers
+/// the file as a stream, its length and its digest.
+async fn spool(mut stream: ByteStream) -> Result<(ByteStream, u64, Digest), String> {
+    use sha2::Digest as _;
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let spooled = tempfile::tempfile().map_err(|e| format!("cannot spool the dataset: {e}"))?;
+    let mut file = tokio::fs::File::from_std(spooled);
+    let (mut hasher, mut length) = (sha2::Sha256::new(), 0u64);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("the dataset's backend broke off: {e}"))?;
+        hasher.update(&chunk);
+        length += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(|e| format!("cannot spool the dataset: {e}"))?;
+    }
+    file.flush().await.map_err(|e| e.to_string())?;
+    file.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| e.to_string())?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+    Ok((Box::pin(stream), length, Digest(hasher.finalize().into())))
 }
 
 /// `/data/{transferId}`: the data of a started pull transfer.

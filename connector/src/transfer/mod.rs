@@ -61,6 +61,10 @@ pub struct Details {
     pub pushed: bool,
     /// Provider, push: bytes delivered.
     pub bytes: Option<u64>,
+    /// Provider, push: deliveries begun, counted before each is sent (a count above one after a stop means an
+    /// earlier delivery was interrupted; every delivery carries the same `Idempotency-Key`).
+    #[serde(default)]
+    pub push_attempts: u32,
     /// The purpose the agreement was negotiated for.
     pub purpose: Option<String>,
     pub error_code: Option<String>,
@@ -144,6 +148,17 @@ impl Transfer {
             ("errorCode", self.details.error_code.as_ref().map(|v| json!(v))),
             ("decision", self.details.decision.clone()),
             ("bytesPushed", self.details.bytes.map(|v| json!(v))),
+            ("pushAttempts", (self.details.push_attempts > 0).then(|| json!(self.details.push_attempts))),
+            (
+                "pushNote",
+                (self.details.push_attempts > 1).then(|| {
+                    json!(format!(
+                        "{} deliveries were begun: the earlier ones were interrupted (the destination may hold a partial \
+                         copy, which its Content-Length shows incomplete); each carried the Idempotency-Key {}",
+                        self.details.push_attempts, self.row.id
+                    ))
+                }),
+            ),
             ("dataDestination", self.details.destination.as_ref().map(masked)),
         ])
     }
@@ -843,6 +858,21 @@ impl Transfers {
             tracing::warn!(transfer = id, "completed: the provider reports COMPLETED, its completion never arrived");
         }
         Ok(changed.is_some())
+    }
+
+    /// Provider: a push is about to be delivered; answers its attempt number (recorded before the first byte).
+    pub async fn push_begun(&self, id: &str) -> Result<u32, ProcessError> {
+        let begun = self
+            .update(id, Outgoing::Keep, |mut transfer, _| {
+                if transfer.state != State::Started {
+                    return Ok(None);
+                }
+                transfer.details.push_attempts += 1;
+                transfer.stamp();
+                Ok(Some(transfer))
+            })
+            .await?;
+        begun.map(|t| t.details.push_attempts).ok_or(ProcessError::Illegal("the transfer is not started".into()))
     }
 
     /// Provider: a push finished. Delivered data completes the transfer; a failure terminates it.
