@@ -13,7 +13,7 @@ mod support;
 use support::{Node, post};
 
 /// Negotiations and transfers started in each of the two outages.
-const EACH: usize = 75;
+const EACH: usize = 150;
 /// Retries: 100 ms doubling, 5 attempts — a budget of 3.1 s.
 const BUDGET: Duration = Duration::from_millis(100 + 200 + 400 + 800 + 1600);
 
