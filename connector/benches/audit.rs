@@ -1,5 +1,6 @@
 //! Audit log benchmark (prints figures; not a timed test): append throughput — one entry per transaction, as a
-//! state change appends it, and in batches — and proof generation at 1 million entries, on SQLite (the embedded
+//! state change appends it, and in batches — the self-check of the whole log, and proof generation at 1 million
+//! entries, on SQLite (the embedded
 //! default) and, unless `HANSE_TEST_SKIP_POSTGRES=1`, PostgreSQL.
 //!
 //! `cargo bench -p hanse --bench audit` (`HANSE_AUDIT_BENCH_ENTRIES` changes the size, default 1 000 000).
@@ -66,6 +67,16 @@ fn main() {
                 hanse::audit::consistency_proof(&store.audit, 1 + seq, size).await.unwrap();
                 consistency.push(started.elapsed());
             }
+            // The self-check recomputes the whole log from the stored entries (the start-up and hourly check).
+            let started = Instant::now();
+            let checked = store.audit.self_check("did:web:hospital-b.example", &Default::default()).await.unwrap();
+            let check_seconds = started.elapsed().as_secs_f64();
+            assert_eq!((checked.size, checked.fault), (size, None));
+            println!(
+                "{backend:?}: self-check of {size} entries in {check_seconds:.2} s ({:.0} entries/s, {:.2}x the batched append rate)",
+                size as f64 / check_seconds,
+                size as f64 / check_seconds / batch_rate
+            );
             inclusion.sort();
             consistency.sort();
             let mean = |d: &[Duration]| d.iter().sum::<Duration>().as_secs_f64() * 1000.0 / d.len() as f64;

@@ -24,10 +24,7 @@ fn terminal(n: &Value) -> bool {
 async fn crash_scenario(provider_backend: Backend) {
     let database = TestDatabase::new(provider_backend);
     let mut provider = Node::init();
-    if provider_backend == Backend::Postgres {
-        provider.env.push(("HANSE_STORE_DATABASE_URL".into(), database.url.clone()));
-        provider.env.push(("HANSE_STORE_SCHEMA".into(), database.schema.clone().unwrap()));
-    }
+    provider.use_database(&database);
     let mut consumer = Node::init();
     provider.start().await;
     consumer.start().await;

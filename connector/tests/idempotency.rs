@@ -54,10 +54,7 @@ async fn retried_through_a_crash(backend: Backend) {
         provider
     };
     let mut consumer = Node::init();
-    if backend == Backend::Postgres {
-        consumer.env.push(("HANSE_STORE_DATABASE_URL".into(), database.url.clone()));
-        consumer.env.push(("HANSE_STORE_SCHEMA".into(), database.schema.clone().unwrap()));
-    }
+    consumer.use_database(&database);
     consumer.start().await;
     let client = reqwest::Client::new();
     let offer = support::open_offer(&client, &provider, &consumer).await;

@@ -17,7 +17,7 @@ const EACH: usize = 150;
 /// Retries: 100 ms doubling, 5 attempts — a budget of 3.1 s.
 const BUDGET: Duration = Duration::from_millis(100 + 200 + 400 + 800 + 1600);
 
-fn node(backend: Backend, database: &TestDatabase) -> Node {
+fn node(database: &TestDatabase) -> Node {
     let mut node = Node::init();
     for (key, value) in [
         ("HANSE_NEGOTIATION_RETRY_BASE_MS", "100"),
@@ -27,10 +27,7 @@ fn node(backend: Backend, database: &TestDatabase) -> Node {
     ] {
         node.env.push((key.into(), value.into()));
     }
-    if backend == Backend::Postgres {
-        node.env.push(("HANSE_STORE_DATABASE_URL".into(), database.url.clone()));
-        node.env.push(("HANSE_STORE_SCHEMA".into(), database.schema.clone().unwrap()));
-    }
+    node.use_database(database);
     node
 }
 
@@ -103,8 +100,8 @@ fn wrong(resource: &str, consumer: &[Value], provider: &[Value]) -> Vec<String> 
 
 async fn outage(backend: Backend) {
     let (consumer_db, provider_db) = (TestDatabase::new(backend), TestDatabase::new(backend));
-    let mut provider = node(backend, &provider_db);
-    let mut consumer = node(backend, &consumer_db);
+    let mut provider = node(&provider_db);
+    let mut consumer = node(&consumer_db);
     provider.start().await;
     consumer.start().await;
     let client = reqwest::Client::new();

@@ -90,10 +90,7 @@ async fn servers(deliveries: Deliveries, reading: Arc<Mutex<usize>>) -> (String,
 async fn cut_off_push(backend: Backend) {
     let database = TestDatabase::new(backend);
     let mut provider = Node::init();
-    if backend == Backend::Postgres {
-        provider.env.push(("HANSE_STORE_DATABASE_URL".into(), database.url.clone()));
-        provider.env.push(("HANSE_STORE_SCHEMA".into(), database.schema.clone().unwrap()));
-    }
+    provider.use_database(&database);
     let mut consumer = Node::init();
     provider.start().await;
     consumer.start().await;

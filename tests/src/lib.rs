@@ -122,6 +122,20 @@ impl Management {
         answer(request.send().await.expect("management request")).await
     }
 
+    /// The whole audit log as JSON Lines (`GET /management/v3/audit/export`), asserted 200.
+    pub async fn audit_export(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/management/v3/audit/export", self.base))
+            .header("X-Api-Key", &self.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+        response.text().await.unwrap()
+    }
+
     pub async fn put(&self, path: &str, body: &Value) -> Answer {
         self.send(reqwest::Method::PUT, path, Some(body)).await
     }
@@ -140,6 +154,12 @@ impl Management {
         assert_eq!(answer.status, 200, "creating at {path}: {:#}", answer.body);
         answer.body
     }
+}
+
+/// A `POST` of `body` to `url` with the `Authorization` header as given (tokens that must be refused included).
+pub async fn post_authorized(url: &str, authorization: &str, body: &Value) -> Answer {
+    let request = reqwest::Client::new().post(url).header("Authorization", authorization).json(body);
+    answer(request.send().await.expect("a request")).await
 }
 
 /// An EDC asset body with HealthDCAT-AP properties.

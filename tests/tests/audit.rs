@@ -17,16 +17,7 @@ async fn agreement(federation: &Federation) -> String {
 }
 
 async fn export(api: &Management) -> String {
-    let response = api
-        .client
-        .get(format!("{}/management/v3/audit/export", api.base))
-        .header("X-Api-Key", &api.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
-    response.text().await.unwrap()
+    api.audit_export().await
 }
 
 /// The receipt `holder` keeps from `issuer` for an agreement, once it arrived.

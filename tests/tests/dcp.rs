@@ -46,16 +46,7 @@ fn claims(jwt: &str) -> serde_json::Map<String, Value> {
 
 /// A presentation query to `holder` with `authorization` and `body`; answers status and body.
 async fn query(holder: &TestConnector, authorization: &str, body: &Value) -> Answer {
-    let response = reqwest::Client::new()
-        .post(format!("{}/dcp/v1/presentations/query", holder.public_url()))
-        .header("Authorization", authorization)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    Answer { status, body: response.json().await.unwrap_or(Value::Null), headers }
+    post_authorized(&format!("{}/dcp/v1/presentations/query", holder.public_url()), authorization, body).await
 }
 
 fn by_type(kind: &str) -> Value {
@@ -198,17 +189,7 @@ async fn self_issued_tokens_are_signed_with_a_capability_invocation_key() {
     let catalog = |who: &TestParticipant, header: Value| {
         let token = who.token_with(provider.participant_id(), json!({}), header);
         let url = format!("{}/protocol/2025-1/catalog/request", provider.public_url());
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .header("Authorization", format!("Bearer {token}"))
-                .json(&catalog_request(json!([])))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+        async move { post_authorized(&url, &format!("Bearer {token}"), &catalog_request(json!([]))).await.status }
     };
     // Hanse's own document lists its keys under capabilityInvocation.
     let document: Value =

@@ -240,15 +240,7 @@ async fn a_replayed_token_is_refused_even_after_a_restart() {
 
 /// A DSP message posted to the provider's `path` with `authorization` as it is.
 async fn dsp_with(provider: &TestConnector, path: &str, authorization: &str, body: &Value) -> Answer {
-    let response = reqwest::Client::new()
-        .post(format!("{}/protocol/2025-1{path}", provider.public_url()))
-        .header("Authorization", authorization)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    Answer { status, headers: response.headers().clone(), body: response.json().await.unwrap_or(Value::Null) }
+    post_authorized(&format!("{}/protocol/2025-1{path}", provider.public_url()), authorization, body).await
 }
 
 /// The token of a negotiation message is recorded in the transaction of the change the message makes: a replay of it

@@ -93,16 +93,7 @@ async fn credentials_receipts_and_heads_survive_the_rotation_of_every_key() {
     assert_ne!(hanse::audit::head::read(&old_receipt.tree_head).unwrap().kid, new_head.kid, "the new key signs");
 
     // The provider's log: an export with both receipts verifies, and its stored log checks itself intact.
-    let export = management_of(&provider)
-        .client
-        .get(format!("{}/management/v3/audit/export", provider.management_url()))
-        .header("X-Api-Key", &provider.api_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let export = management_of(&provider).audit_export().await;
     verify::verify(&export, &[], &[old_receipt, new_receipt]).unwrap();
     let checked = provider.running.state.audit.self_check().await.unwrap();
     assert!(checked.fault.is_none(), "{checked:?}");

@@ -77,6 +77,14 @@ impl Node {
         Node { dir, public, management, api_key, participant, env, process: None }
     }
 
+    /// Keeps its store in `database` when that is PostgreSQL (SQLite stays in the node's own folder).
+    pub fn use_database(&mut self, database: &hanse::testing::TestDatabase) {
+        if database.backend == hanse::testing::Backend::Postgres {
+            self.env.push(("HANSE_STORE_DATABASE_URL".into(), database.url.clone()));
+            self.env.push(("HANSE_STORE_SCHEMA".into(), database.schema.clone().expect("a schema")));
+        }
+    }
+
     /// Starts the process and waits until it is ready.
     pub async fn start(&mut self) {
         let mut command = Command::new(HANSE);
