@@ -105,6 +105,7 @@ impl Converge {
                         (now - row.updated_at) / 1000
                     );
                     self.end(kind, &row.id, "PeerSilent", &reason, true).await;
+                    self.count(kind, "deadline");
                 } else if row.role == "consumer" {
                     asked.insert(row.id.clone(), Instant::now());
                     self.ask(kind, &row).await;
@@ -134,27 +135,40 @@ impl Converge {
             }
         };
         let ours = row.state.as_str();
-        match (kind, says) {
+        let outcome = match (kind, says) {
             (_, PeerSays::State(theirs)) if theirs == "TERMINATED" => {
                 let reason = "the provider reports the process TERMINATED; its notice never arrived";
                 self.end(kind, &row.id, "TerminatedByPeer", reason, false).await;
+                "terminated_by_peer"
             }
             (ProcessKind::Negotiation, PeerSays::State(theirs)) if theirs == "FINALIZED" && ours == "VERIFIED" => {
                 if let Err(error) = self.negotiations.adopt_finalized(&row.id).await {
                     tracing::error!(%error, negotiation = row.id, "convergence: cannot finalize");
                 }
+                "finalized"
             }
             (ProcessKind::Transfer, PeerSays::State(theirs)) if theirs == "COMPLETED" && ours == "STARTED" => {
                 if let Err(error) = self.transfers.adopt_completed(&row.id).await {
                     tracing::error!(%error, transfer = row.id, "convergence: cannot complete");
                 }
+                "completed"
             }
             (_, PeerSays::NoSuchProcess) => {
                 let reason = "the provider has no such process";
                 self.end(kind, &row.id, "UnknownToPeer", reason, false).await;
+                "unknown_to_peer"
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        self.count(kind, outcome);
+    }
+
+    /// Counts a process convergence settled.
+    fn count(&self, kind: ProcessKind, outcome: &str) {
+        self.transfers
+            .store
+            .meter()
+            .count("hanse_reconciliations_total", &[("kind", kind.name()), ("outcome", outcome)]);
     }
 
     /// Ends a process on this side; `notify_peer` queues a termination notice.

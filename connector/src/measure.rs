@@ -67,6 +67,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     ("hanse_outbox_retries_total", Kind::Counter, "Deliveries that failed and were scheduled again, by process kind."),
     (
+        "hanse_reconciliations_total",
+        Kind::Counter,
+        "Processes a silent peer left behind that convergence settled, by process kind and outcome.",
+    ),
+    (
         "hanse_policy_decisions_total",
         Kind::Counter,
         "ODRL decisions, by decision point and outcome (permitted, denied).",
