@@ -133,7 +133,12 @@ pub async fn rotate_key(State(state): State<Shared>) -> Result<Response, Managem
     let rotated = tokio::task::spawn_blocking(move || identity::keys::rotate(&file))
         .await
         .map_err(|e| ManagementError::Internal(e.to_string()))?;
-    rotated.map_err(|e| ManagementError::Internal(format!("the key was not rotated: {e}")))?;
+    rotated.map_err(|e| match e {
+        identity::keys::KeyError::Write { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            ManagementError::Conflict("the key was rotated less than a second ago; try again".into())
+        }
+        other => ManagementError::Internal(format!("the key was not rotated: {other}")),
+    })?;
     state.identity.reload_keys().map_err(|e| ManagementError::Internal(format!("the new key cannot be read: {e}")))?;
     let current = state.identity.keys().current_kid().to_owned();
     let event = crate::audit::Event::new(
