@@ -34,6 +34,9 @@ pub trait Outcomes: Send + Sync + 'static {
     /// notice to the peer.
     fn failed<'a>(&'a self, kind: ProcessKind, id: &'a str, reason: &'a str)
     -> BoxFuture<'a, Result<(), ProcessError>>;
+    /// The peer refused a notice of an end of process `id`: it may have reached a final state of its own that this
+    /// side, which gave up on it, never heard of.
+    fn notice_refused<'a>(&'a self, kind: ProcessKind, id: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// What deliveries need: the store's outbox, our tokens for peers, the client, the retry settings, and where outcomes
@@ -288,6 +291,9 @@ async fn deliver(state: &Delivery, http: &reqwest::Client, message: ClaimedMessa
         Outcome::Refused(reason) => {
             let _ = state.store.complete_outgoing(&message, None).await;
             tracing::warn!(process = %message.process_id, %reason, "the peer refused a message");
+            if announcement {
+                state.outcomes.notice_refused(message.kind, &message.process_id).await;
+            }
             if !message.sent.final_notice
                 && !announcement
                 && let Err(error) = terminate_after_failure(

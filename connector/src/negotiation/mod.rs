@@ -903,17 +903,24 @@ impl Negotiations {
     }
 
     /// Consumer: the provider reports FINALIZED for a negotiation this side holds VERIFIED — its FINALIZED event never
-    /// arrived (convergence). Answers whether it changed.
+    /// arrived — or ended itself after the provider stopped answering, when the provider had in fact taken its
+    /// verification (convergence: the agreement both hold stands). Answers whether it changed.
     pub async fn adopt_finalized(&self, id: &str) -> Result<bool, ProcessError> {
         for _ in 0..8 {
             let negotiation = self.get(id).await?;
-            if negotiation.role != Role::Consumer || negotiation.state != State::Verified {
+            let gave_up = matches!(negotiation.details.error_code.as_deref(), Some("DeliveryFailed" | "PeerSilent"));
+            let adoptable = negotiation.state == State::Verified
+                || (negotiation.state == State::Terminated && gave_up && negotiation.row.agreement_id.is_some());
+            if negotiation.role != Role::Consumer || !adoptable {
                 return Ok(false);
             }
             let before = negotiation.row.clone();
             let mut next = negotiation;
             next.state = State::Finalized;
+            next.details.error_code = None;
+            next.details.error = None;
             next.row.state = State::Finalized.name().into();
+            next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
             if self.write_own(&before, &next, Outgoing::Clear).await? {
                 tracing::warn!(negotiation = id, "finalized: the provider reports FINALIZED, its event never arrived");
                 return Ok(true);

@@ -841,14 +841,18 @@ impl Transfers {
         Err(BUSY)
     }
 
-    /// Consumer: the provider reports COMPLETED for a transfer this side holds STARTED — its completion never arrived
-    /// (convergence). Answers whether it changed.
+    /// Consumer: the provider reports COMPLETED for a transfer this side holds STARTED — its completion never arrived —
+    /// or ended itself after the provider stopped answering (convergence). Answers whether it changed.
     pub async fn adopt_completed(&self, id: &str) -> Result<bool, ProcessError> {
         let changed = self
             .update(id, Outgoing::Clear, |mut transfer, _| {
-                if transfer.role != Role::Consumer || transfer.state != State::Started {
+                let gave_up = matches!(transfer.details.error_code.as_deref(), Some("DeliveryFailed" | "PeerSilent"));
+                let adoptable = transfer.state == State::Started || (transfer.state == State::Terminated && gave_up);
+                if transfer.role != Role::Consumer || !adoptable {
                     return Ok(None);
                 }
+                transfer.details.error_code = None;
+                transfer.details.error = None;
                 transfer.state = State::Completed;
                 transfer.row.state = State::Completed.name().into();
                 Ok(Some(transfer))
@@ -1047,5 +1051,48 @@ impl crate::dispatch::Outcomes for Transfers {
                 ProcessKind::Transfer => self.terminate_after_failure(id, reason).await,
             }
         })
+    }
+
+    fn notice_refused<'a>(&'a self, kind: ProcessKind, id: &'a str) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.after_refused_notice(kind, id).await {
+                tracing::warn!(%error, process = id, "cannot reconcile after a refused notice");
+            }
+        })
+    }
+}
+
+impl Transfers {
+    /// A consumer that ended a process because the provider did not answer, and whose termination the provider
+    /// refused, asks the provider for the process: a provider that reached FINALIZED (negotiation) or COMPLETED
+    /// (transfer) had taken the message the consumer gave up on, and the consumer adopts its state (convergence).
+    async fn after_refused_notice(&self, kind: ProcessKind, id: &str) -> Result<(), ProcessError> {
+        let Some(row) = self.store.process(kind, id).await? else { return Ok(()) };
+        let gave_up = row.body.get("errorCode").or_else(|| row.body.get("error_code")).and_then(Json::as_str);
+        if row.role != Role::Consumer.name()
+            || row.state != "TERMINATED"
+            || !matches!(gave_up, Some("DeliveryFailed" | "PeerSilent"))
+        {
+            return Ok(());
+        }
+        let Some(peer_pid) = row.peer_pid.as_deref() else { return Ok(()) };
+        let resource = if kind == ProcessKind::Negotiation { "negotiations" } else { "transfers" };
+        let url = format!(
+            "{}/{resource}/{}",
+            row.counter_party_address.trim_end_matches('/'),
+            hanse_core::encode::percent(peer_pid)
+        );
+        let Ok((_, _, body)) = self.dsp.get(&url, &row.counter_party_id).await else { return Ok(()) };
+        let theirs = body.get("state").and_then(Json::as_str).map(|s| s.rsplit(':').next().unwrap_or(s));
+        match (kind, theirs) {
+            (ProcessKind::Negotiation, Some("FINALIZED")) => {
+                self.negotiations.adopt_finalized(id).await?;
+            }
+            (ProcessKind::Transfer, Some("COMPLETED")) => {
+                self.adopt_completed(id).await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
