@@ -131,6 +131,8 @@ const FROM_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("hanse_metrics_read_failures_total", &[]),
     ("hanse_outbox_retries_total", &[("kind", "negotiation")]),
     ("hanse_outbox_retries_total", &[("kind", "transfer")]),
+    ("hanse_reconciliations_total", &[("kind", "negotiation"), ("outcome", "deadline")]),
+    ("hanse_reconciliations_total", &[("kind", "transfer"), ("outcome", "deadline")]),
     ("hanse_credential_verifications_total", &[("outcome", "verified")]),
     ("hanse_dataplane_bytes_total", &[("direction", "served")]),
     ("hanse_dataplane_bytes_total", &[("direction", "pushed")]),
