@@ -12,11 +12,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::Value as Json;
 use tokio::sync::watch;
 
-use crate::dsp::client::{ClientError, DspClient};
+use crate::dsp::client::DspClient;
 use crate::negotiation::Negotiations;
+use crate::process::{PeerSays, ask_provider};
 use crate::store::{ProcessKind, ProcessRow};
 use crate::transfer::Transfers;
 
@@ -46,13 +46,6 @@ pub struct Converge {
     pub transfers: Transfers,
     pub dsp: DspClient,
     pub settings: Settings,
-}
-
-/// What the provider said of a process.
-enum PeerSays {
-    State(String),
-    NoSuchProcess,
-    Unknown,
 }
 
 /// Whether this side's next move waits for the operator (its own, not the peer's).
@@ -116,24 +109,7 @@ impl Converge {
 
     /// Asks the provider for the state of a consumer process and adopts a final state this side missed.
     async fn ask(&self, kind: ProcessKind, row: &ProcessRow) {
-        let Some(peer_pid) = row.peer_pid.as_deref() else { return };
-        let resource = if kind == ProcessKind::Negotiation { "negotiations" } else { "transfers" };
-        let url = format!(
-            "{}/{resource}/{}",
-            row.counter_party_address.trim_end_matches('/'),
-            hanse_core::encode::percent(peer_pid)
-        );
-        let says = match self.dsp.get(&url, &row.counter_party_id).await {
-            Ok((_, _, body)) => match body.get("state").and_then(Json::as_str) {
-                Some(state) => PeerSays::State(state.rsplit(':').next().unwrap_or(state).to_owned()),
-                None => PeerSays::Unknown,
-            },
-            Err(ClientError::Refused { status: 404, .. }) => PeerSays::NoSuchProcess,
-            Err(error) => {
-                tracing::debug!(%error, process = row.id, "convergence: the provider did not say");
-                PeerSays::Unknown
-            }
-        };
+        let says = ask_provider(&self.dsp, kind, row).await;
         let ours = row.state.as_str();
         let outcome = match (kind, says) {
             (_, PeerSays::State(theirs)) if theirs == "TERMINATED" => {

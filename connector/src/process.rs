@@ -299,6 +299,42 @@ pub async fn write(
 }
 
 /// Counts a policy decision made at `point` (where in the connector: `negotiation_access`, `transfer`, ...).
+/// The codes with which this side ended a process on its own, because the peer did not answer: a peer that had in
+/// fact moved on may correct them (convergence).
+pub fn gave_up(code: Option<&str>) -> bool {
+    matches!(code, Some("DeliveryFailed" | "PeerSilent"))
+}
+
+/// What the provider says of a process (convergence).
+pub enum PeerSays {
+    /// Its state, without a prefix (`FINALIZED`).
+    State(String),
+    NoSuchProcess,
+    Unknown,
+}
+
+/// Asks the provider for the state of a consumer process with the DSP `GET` of the process.
+pub async fn ask_provider(dsp: &crate::dsp::client::DspClient, kind: ProcessKind, row: &ProcessRow) -> PeerSays {
+    let Some(peer_pid) = row.peer_pid.as_deref() else { return PeerSays::Unknown };
+    let resource = if kind == ProcessKind::Negotiation { "negotiations" } else { "transfers" };
+    let url = format!(
+        "{}/{resource}/{}",
+        row.counter_party_address.trim_end_matches('/'),
+        hanse_core::encode::percent(peer_pid)
+    );
+    match dsp.get(&url, &row.counter_party_id).await {
+        Ok((_, _, body)) => match body.get("state").and_then(Json::as_str) {
+            Some(state) => PeerSays::State(state.rsplit(':').next().unwrap_or(state).to_owned()),
+            None => PeerSays::Unknown,
+        },
+        Err(crate::dsp::client::ClientError::Refused { status: 404, .. }) => PeerSays::NoSuchProcess,
+        Err(error) => {
+            tracing::debug!(%error, process = row.id, "the provider did not say the process's state");
+            PeerSays::Unknown
+        }
+    }
+}
+
 pub fn count_decision(store: &crate::store::Processes, point: &'static str, permitted: bool) {
     let outcome = if permitted { "permitted" } else { "denied" };
     store.meter().count("hanse_policy_decisions_total", &[("point", point), ("outcome", outcome)]);

@@ -152,13 +152,17 @@ impl Identity {
     pub fn reload_keys(&self) -> Result<bool, keys::KeyError> {
         let Some(file) = &self.settings.key_file else { return Ok(false) };
         let loaded = KeyRing::load(&self.did, file)?;
-        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        let rotated = loaded.current_kid() != keys.current_kid();
+        let rotated = {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            let rotated = loaded.current_kid() != keys.current_kid();
+            *keys = Arc::new(loaded);
+            rotated
+        };
+        // One lock at a time: `access_token_for` reads the keys while it holds `minted`.
         if rotated {
-            tracing::info!(key = loaded.current_kid(), "signing with a new key");
+            tracing::info!(key = self.keys().current_kid(), "signing with a new key");
             self.minted.lock().expect("minted lock").clear();
         }
-        *keys = Arc::new(loaded);
         Ok(rotated)
     }
 
@@ -177,15 +181,16 @@ impl Identity {
 
     /// The access token `verifier` gets from us: reused while more than half its lifetime is left.
     fn access_token_for(&self, verifier: &str, now: DateTime<Utc>) -> Option<String> {
-        let scopes = self.granting.lock().expect("granting lock").clone();
-        if scopes.is_empty() {
-            return None;
-        }
+        // Reused first (every request to a peer passes here): the cache is emptied whenever the grant changes.
         let mut minted = self.minted.lock().expect("minted lock");
         if let Some((exp, token)) = minted.get(verifier)
             && *exp - now.timestamp() > token::TOKEN_LIFETIME_SECONDS / 2
         {
             return Some(token.clone());
+        }
+        let scopes = self.granting.lock().expect("granting lock").clone();
+        if scopes.is_empty() {
+            return None;
         }
         if minted.len() > 10_000 {
             minted.retain(|_, (exp, _)| *exp > now.timestamp());
@@ -210,9 +215,14 @@ impl Identity {
         types.sort();
         types.dedup();
         let scopes: Vec<String> = types.iter().map(|t| format!("{}{t}", credentials::SCOPE_PREFIX)).collect();
-        let mut granting = self.granting.lock().expect("granting lock");
-        if *granting != scopes {
+        let changed = {
+            let mut granting = self.granting.lock().expect("granting lock");
+            let changed = *granting != scopes;
             *granting = scopes;
+            changed
+        };
+        // One lock at a time: `access_token_for` takes `minted` before `granting`.
+        if changed {
             self.minted.lock().expect("minted lock").clear();
         }
         Ok(())

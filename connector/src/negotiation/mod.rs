@@ -908,7 +908,7 @@ impl Negotiations {
     pub async fn adopt_finalized(&self, id: &str) -> Result<bool, ProcessError> {
         for _ in 0..8 {
             let negotiation = self.get(id).await?;
-            let gave_up = matches!(negotiation.details.error_code.as_deref(), Some("DeliveryFailed" | "PeerSilent"));
+            let gave_up = crate::process::gave_up(negotiation.details.error_code.as_deref());
             let adoptable = negotiation.state == State::Verified
                 || (negotiation.state == State::Terminated && gave_up && negotiation.row.agreement_id.is_some());
             if negotiation.role != Role::Consumer || !adoptable {

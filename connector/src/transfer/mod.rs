@@ -846,7 +846,7 @@ impl Transfers {
     pub async fn adopt_completed(&self, id: &str) -> Result<bool, ProcessError> {
         let changed = self
             .update(id, Outgoing::Clear, |mut transfer, _| {
-                let gave_up = matches!(transfer.details.error_code.as_deref(), Some("DeliveryFailed" | "PeerSilent"));
+                let gave_up = crate::process::gave_up(transfer.details.error_code.as_deref());
                 let adoptable = transfer.state == State::Started || (transfer.state == State::Terminated && gave_up);
                 if transfer.role != Role::Consumer || !adoptable {
                     return Ok(None);
@@ -1068,22 +1068,14 @@ impl Transfers {
     /// (transfer) had taken the message the consumer gave up on, and the consumer adopts its state (convergence).
     async fn after_refused_notice(&self, kind: ProcessKind, id: &str) -> Result<(), ProcessError> {
         let Some(row) = self.store.process(kind, id).await? else { return Ok(()) };
-        let gave_up = row.body.get("errorCode").or_else(|| row.body.get("error_code")).and_then(Json::as_str);
-        if row.role != Role::Consumer.name()
-            || row.state != "TERMINATED"
-            || !matches!(gave_up, Some("DeliveryFailed" | "PeerSilent"))
-        {
+        let gave_up = row.body.get("errorCode").and_then(Json::as_str);
+        if row.role != Role::Consumer.name() || row.state != "TERMINATED" || !crate::process::gave_up(gave_up) {
             return Ok(());
         }
-        let Some(peer_pid) = row.peer_pid.as_deref() else { return Ok(()) };
-        let resource = if kind == ProcessKind::Negotiation { "negotiations" } else { "transfers" };
-        let url = format!(
-            "{}/{resource}/{}",
-            row.counter_party_address.trim_end_matches('/'),
-            hanse_core::encode::percent(peer_pid)
-        );
-        let Ok((_, _, body)) = self.dsp.get(&url, &row.counter_party_id).await else { return Ok(()) };
-        let theirs = body.get("state").and_then(Json::as_str).map(|s| s.rsplit(':').next().unwrap_or(s));
+        let crate::process::PeerSays::State(theirs) = crate::process::ask_provider(&self.dsp, kind, &row).await else {
+            return Ok(());
+        };
+        let theirs = Some(theirs.as_str());
         match (kind, theirs) {
             (ProcessKind::Negotiation, Some("FINALIZED")) => {
                 self.negotiations.adopt_finalized(id).await?;
