@@ -119,6 +119,11 @@ fn compile(table: &Table, filters: &[Filter]) -> Result<Vec<Test>, JobError> {
         .collect()
 }
 
+/// The rows (in order) that pass every filter: what an app's query reads.
+pub fn matching_rows(table: &Table, filters: &[Filter], deadline: &Deadline) -> Result<Vec<u32>, JobError> {
+    select(table, filters, &[], deadline)
+}
+
 /// The rows that pass every filter and have a value in every used column.
 fn select(table: &Table, filters: &[Filter], used: &[usize], deadline: &Deadline) -> Result<Vec<u32>, JobError> {
     let tests = compile(table, filters)?;

@@ -146,6 +146,12 @@ pub enum Command {
     /// The peer network: the connectors this one knows, how it learned of them, whether they answer.
     #[command(subcommand)]
     Peers(PeersCommand),
+    /// Named management keys with roles (operator, steward, approver, reader, auditor, metrics).
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(ApiKeysCommand),
+    /// Apps' access tokens: issue, list with their use, revoke.
+    #[command(subcommand)]
+    Apps(AppsCommand),
     /// The broker role: each peer's crawl status, or a crawl of every peer now.
     #[command(subcommand)]
     Broker(BrokerCommand),
@@ -186,6 +192,77 @@ pub enum PeersCommand {
     /// Exchange peer lists now (instead of waiting for the next round).
     #[command(after_help = "Examples:\n  hanse peers exchange")]
     Exchange(Answer),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeysCommand {
+    /// Make a named key with a role; the key is shown once.
+    #[command(
+        after_help = "Examples:\n  hanse api-keys create \"Cardiology data steward\" --role steward\n  hanse api-keys create Prometheus --role metrics --id scraper"
+    )]
+    Create {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// What the key is for.
+        name: String,
+        /// operator, steward, approver, reader, auditor or metrics.
+        #[arg(long)]
+        role: String,
+        /// The key's id (else one is made).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every named key with its role and state (never the key).
+    #[command(after_help = "Examples:\n  hanse api-keys list")]
+    List(Answer),
+    /// Give a key a new value; the old one stops working at once.
+    #[command(after_help = "Examples:\n  hanse api-keys rotate scraper")]
+    Rotate(ById),
+    /// Revoke a key: its next call is refused.
+    #[command(after_help = "Examples:\n  hanse api-keys revoke scraper")]
+    Revoke(ById),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Issue a token for an app, bound to datasets and actions; the token is shown once.
+    #[command(
+        after_help = "Examples:\n  hanse apps issue \"Diabetes companion\" --dataset t2d-cohort --action read --action compute --rate 120 --expires-in 2592000"
+    )]
+    Issue {
+        #[command(flatten)]
+        access: ManagementAccess,
+        /// The app's name.
+        name: String,
+        /// A dataset the token grants (repeat for more).
+        #[arg(long = "dataset", required = true)]
+        datasets: Vec<String>,
+        /// read, query, compute or file (repeat for more).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+        /// The purpose the app declares (an IRI or a known term such as DUO:0000007).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Requests a minute (600 if not given).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Seconds until the token expires (never if not given).
+        #[arg(long = "expires-in")]
+        expires_in: Option<u64>,
+        /// A browser origin allowed to call with the token (repeat for more).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every token with what it grants and its use.
+    #[command(after_help = "Examples:\n  hanse apps list")]
+    List(Answer),
+    /// Revoke a token: the app's next call is refused.
+    #[command(after_help = "Examples:\n  hanse apps revoke app-3f2a9c1d0b7e")]
+    Revoke(ById),
 }
 
 #[derive(Debug, Subcommand)]
@@ -669,6 +746,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Peers(PeersCommand::Exchange(Answer { access, json })) => {
             managed(access, json, async |c| broker::peers_exchange(&c).await)
+        }
+        Command::ApiKeys(command) => {
+            use crate::apps::commands as access;
+            match command {
+                ApiKeysCommand::Create { access: to, name, role, id, json } => {
+                    managed(to, json, async |c| access::key_create(&c, &name, &role, id.as_deref()).await)
+                }
+                ApiKeysCommand::List(Answer { access: to, json }) => {
+                    managed(to, json, async |c| access::key_list(&c).await)
+                }
+                ApiKeysCommand::Rotate(ById { access: to, id, json }) => {
+                    managed(to, json, async |c| access::key_rotate(&c, &id).await)
+                }
+                ApiKeysCommand::Revoke(ById { access: to, id, json }) => {
+                    managed(to, json, async |c| access::key_revoke(&c, &id).await)
+                }
+            }
+        }
+        Command::Apps(command) => {
+            use crate::apps::commands as apps;
+            match command {
+                AppsCommand::Issue { access, name, datasets, actions, purpose, rate, expires_in, origins, json } => {
+                    let body = serde_json::json!({
+                        "name": name, "datasets": datasets, "actions": actions, "purpose": purpose,
+                        "ratePerMinute": rate, "expiresInSeconds": expires_in, "allowedOrigins": origins,
+                    });
+                    managed(access, json, async |c| apps::token_issue(&c, &body).await)
+                }
+                AppsCommand::List(Answer { access, json }) => {
+                    managed(access, json, async |c| apps::token_list(&c).await)
+                }
+                AppsCommand::Revoke(ById { access, id, json }) => {
+                    managed(access, json, async |c| apps::token_revoke(&c, &id).await)
+                }
+            }
         }
         Command::Broker(BrokerCommand::Status(Answer { access, json })) => {
             managed(access, json, async |c| broker::broker_status(&c).await)

@@ -15,6 +15,9 @@ use crate::store::StoreError;
 pub enum ManagementError {
     #[error("missing or invalid X-Api-Key")]
     Unauthorized,
+    /// A valid key whose role does not allow the call; the message names the role and what it may do.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
     #[error("{0}")]
@@ -95,6 +98,7 @@ impl ManagementError {
     fn parts(&self) -> (StatusCode, Vec<Value>) {
         let (status, kind) = match self {
             ManagementError::Unauthorized => (StatusCode::UNAUTHORIZED, "AuthenticationFailed"),
+            ManagementError::Forbidden(_) => (StatusCode::FORBIDDEN, "NotAuthorized"),
             ManagementError::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidRequest"),
             ManagementError::NotFound(_) => (StatusCode::NOT_FOUND, "ObjectNotFound"),
             ManagementError::Conflict(_) => (StatusCode::CONFLICT, "ObjectConflict"),

@@ -3,6 +3,7 @@
 //! The library behind the `hanse` binary: configuration, the store, the two listeners (public: DSP protocol; management:
 //! operators), and the command line. See ARCHITECTURE.md for the code map.
 
+pub mod apps;
 pub mod audit;
 pub mod broker;
 pub mod catalog;
@@ -20,6 +21,7 @@ pub mod fetch;
 pub mod health;
 pub mod identity;
 pub mod init;
+pub mod lineage;
 pub mod management;
 pub mod measure;
 pub mod memory;

@@ -67,6 +67,13 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     ("hanse_outbox_retries_total", Kind::Counter, "Deliveries that failed and were scheduled again, by process kind."),
     (
+        "hanse_app_requests_total",
+        Kind::Counter,
+        "App API requests, by action (read, query, compute, file) and outcome (served, refused, limited, unauthorized, invalid, failed).",
+    ),
+    ("hanse_app_rows_total", Kind::Counter, "Table rows sent to apps, by action."),
+    ("hanse_app_bytes_total", Kind::Counter, "Bytes sent to apps, by action."),
+    (
         "hanse_reconciliations_total",
         Kind::Counter,
         "Processes a silent peer left behind that convergence settled, by process kind and outcome.",
@@ -135,6 +142,9 @@ const FROM_ZERO: &[(&str, &[(&str, &str)])] = &[
     ("hanse_reconciliations_total", &[("kind", "transfer"), ("outcome", "deadline")]),
     ("hanse_credential_verifications_total", &[("outcome", "verified")]),
     ("hanse_dataplane_bytes_total", &[("direction", "served")]),
+    ("hanse_app_requests_total", &[("action", "read"), ("outcome", "served")]),
+    ("hanse_app_rows_total", &[("action", "read")]),
+    ("hanse_app_bytes_total", &[("action", "read")]),
     ("hanse_dataplane_bytes_total", &[("direction", "pushed")]),
 ];
 

@@ -260,6 +260,8 @@ pub async fn start_on(
         store.jobs.clone(),
         dataplane.clone(),
     ));
+    let lineage = Arc::new(crate::lineage::Lineage::new(store.audit.clone(), config.participant.id.clone()));
+    let apps = Arc::new(crate::apps::Apps::new(store.governance.clone(), catalogue.clone(), compute.clone()));
     let delivery = crate::dispatch::Delivery {
         store: store.processes.clone(),
         identity: identity.clone(),
@@ -292,6 +294,8 @@ pub async fn start_on(
         transfers,
         dataplane,
         compute,
+        apps,
+        lineage,
         metrics,
         public_url,
         self_description,

@@ -30,6 +30,10 @@ pub struct Connector {
     pub dataplane: Arc<crate::dataplane::DataPlane>,
     /// Compute-to-data: ingested tables in memory and the job workers.
     pub compute: Arc<crate::compute::Compute>,
+    /// The app API: apps' tokens at work.
+    pub apps: Arc<crate::apps::Apps>,
+    /// Where data went, as PROV-O, folded from the audit log.
+    pub lineage: Arc<crate::lineage::Lineage>,
     /// The audit log: heads, proofs, receipts, witnessing.
     pub audit: crate::audit::AuditLog,
     /// This connector's measurements (`/metrics`).

@@ -15,6 +15,7 @@ use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 
 mod audit;
 mod documents;
+mod governance;
 pub mod idempotency;
 mod identity;
 mod jobs;
@@ -33,6 +34,7 @@ pub use audit::AuditStore;
 pub use audit::{AuditEntry, AuditFilter, SelfCheck, SignedHead, Witnessed};
 pub use documents::Documents;
 pub use documents::{Document, DocumentKind};
+pub use governance::{ApiKeyRow, AppTokenRow, AppUse, Governance};
 pub use idempotency::Idempotency;
 pub use identity::IdentityStore;
 pub use identity::{HeldCredential, IssuedCredential, TokenUse};
@@ -193,6 +195,7 @@ pub struct Store {
     pub jobs: Jobs,
     pub peers: PeerStore,
     pub idempotency: Idempotency,
+    pub governance: Governance,
     pool: Pool,
 }
 
@@ -255,6 +258,7 @@ impl Store {
             jobs: Jobs { pool: pool.clone() },
             peers: PeerStore { pool: pool.clone() },
             idempotency: Idempotency { pool: pool.clone() },
+            governance: Governance { pool: pool.clone() },
             pool,
         })
     }
@@ -409,6 +413,7 @@ impl Pool {
         if !audit.is_empty() {
             self.seal.check()?;
         }
+        let audit = principal::stamped(audit);
         let write = Write { statement, audit, token: token.map(TokenUse::statement), claim };
         match &self.hot {
             HotWriter::Sqlite(hot) => hot.run(move |db, head| write.apply_on(db, head)).await,

@@ -11,18 +11,21 @@ tokio::task_local! {
 /// Who a change is made for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// A management API key: its configured id, and the first 16 hex digits of its SHA-256 (which key value it was,
-    /// across key changes, without revealing it).
-    ApiKey { id: String, fingerprint: String },
+    /// A management API key: its id (`management` for the configured operator key), its role, and the first 16 hex
+    /// digits of its SHA-256 (which key value it was, across key changes, without revealing it).
+    ApiKey { id: String, role: String, fingerprint: String },
     /// A `hanse` command run on the connector's host (the subcommand).
     CommandLine(String),
 }
 
 impl Principal {
-    /// The principal of the API key `key` known as `id`.
-    pub fn api_key(id: &str, key: &str) -> Principal {
-        let digest = hanse_core::encode::sha256_hex(key.as_bytes());
-        Principal::ApiKey { id: id.to_owned(), fingerprint: digest[..16].to_owned() }
+    /// The principal of the API key known as `id` with `role`, whose SHA-256 (hex) is `digest`.
+    pub fn api_key(id: &str, role: &str, digest: &str) -> Principal {
+        Principal::ApiKey {
+            id: id.to_owned(),
+            role: role.to_owned(),
+            fingerprint: digest[..16.min(digest.len())].to_owned(),
+        }
     }
 
     /// Runs `future` with this principal behind every change it makes.
@@ -33,7 +36,9 @@ impl Principal {
     /// The principal as audit entries name it.
     pub fn to_json(&self) -> Value {
         match self {
-            Principal::ApiKey { id, fingerprint } => json!({"kind": "api-key", "id": id, "fingerprint": fingerprint}),
+            Principal::ApiKey { id, role, fingerprint } => {
+                json!({"kind": "api-key", "id": id, "role": role, "fingerprint": fingerprint})
+            }
             Principal::CommandLine(command) => json!({"kind": "command-line", "command": command}),
         }
     }
@@ -43,4 +48,21 @@ impl Principal {
     pub fn current() -> Value {
         PRINCIPAL.try_with(Principal::to_json).unwrap_or_else(|_| json!({"kind": "connector"}))
     }
+}
+
+/// `events` with the running task's principal as `who` in each that does not name one: every audit entry a
+/// management call or a command causes names its key or command. Outside any scope (a peer's message, the
+/// connector's own work) the events are as given; their `participant` names the peer.
+pub(crate) fn stamped(events: Vec<hanse_audit::Event>) -> Vec<hanse_audit::Event> {
+    if events.is_empty() || PRINCIPAL.try_with(|_| ()).is_err() {
+        return events;
+    }
+    let who = Principal::current();
+    events
+        .into_iter()
+        .map(|mut event| {
+            event.details.entry("who").or_insert_with(|| who.clone());
+            event
+        })
+        .collect()
 }

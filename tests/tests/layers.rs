@@ -88,7 +88,10 @@ const CONNECTOR_LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["config", "init", "client", "memory", "telemetry", "measure", "transport"]),
     ("catalogue and identity", &["catalog", "identity"]),
     ("wire and log", &["dsp", "problem", "audit", "dispatch", "process"]),
-    ("services", &["negotiation", "transfer", "converge", "dataplane", "compute", "peers", "broker", "fetch"]),
+    (
+        "services",
+        &["negotiation", "transfer", "converge", "dataplane", "compute", "apps", "lineage", "peers", "broker", "fetch"],
+    ),
     ("surfaces", &["error", "sparql", "state", "health"]),
     ("routers", &["protocol", "management"]),
     ("assembly", &["server", "demo", "testing"]),

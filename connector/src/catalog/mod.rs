@@ -551,6 +551,12 @@ impl Catalogue {
         self.read().definitions.values().cloned().collect()
     }
 
+    /// The offers of a dataset: one per contract definition that selects it, by definition id.
+    pub fn offers_for(&self, asset_id: &str) -> Vec<Arc<Offer>> {
+        let state = self.read();
+        state.selected_by.get(asset_id).into_iter().flatten().filter_map(|d| state.offers.get(d).cloned()).collect()
+    }
+
     /// The offer with this id and the definition it comes from.
     pub fn offer(&self, offer_id: &str) -> Option<(Arc<Offer>, Stored<ContractDefinition>)> {
         let state = self.read();

@@ -165,7 +165,8 @@ impl Compute {
         Ok(())
     }
 
-    fn limits(&self, asked: Option<u64>) -> Limits {
+    /// The disclosure limits of a job that asks for a smallest cell count of `asked`.
+    pub fn limits(&self, asked: Option<u64>) -> Limits {
         Limits {
             k: asked.unwrap_or(0).max(self.settings.min_cell_count),
             dominance: self.settings.dominance,

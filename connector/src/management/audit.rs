@@ -28,15 +28,18 @@ pub fn routes(state: Shared) -> OpenApiRouter<Shared> {
         .route_layer(middleware::from_fn_with_state(state, require_auditor))
 }
 
-/// Lets through the operator's key, the auditor key, or a listed auditor DID (with the required credential, if one
+/// Lets through the operator's key, the auditor key, a named key with role operator or auditor, or a listed auditor DID (with the required credential, if one
 /// is configured).
 async fn require_auditor(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let audit = &state.config.audit;
     let headers = request.headers();
-    if super::has_key(headers, &state.config.management.api_key)
-        || audit.auditor_api_key.as_deref().is_some_and(|key| super::has_key(headers, key))
-    {
+    if audit.auditor_api_key.as_deref().is_some_and(|key| super::has_key(headers, key)) {
         return next.run(request).await;
+    }
+    if let Ok(Some(principal)) = super::access::principal(&state, headers).await
+        && matches!(super::access::role_of(&principal), "operator" | "auditor")
+    {
+        return principal.scope(next.run(request)).await;
     }
     if !headers.contains_key("x-api-key") && !audit.auditors.is_empty() {
         match state.identity.verify_request(request.headers()).await {

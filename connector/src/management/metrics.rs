@@ -1,6 +1,6 @@
 //! `GET /metrics`: the connector's measurements in the Prometheus text format, for the metrics key only
-//! (`management.metrics_api_key`, in `Authorization: Bearer` as Prometheus sends it, or in `X-Api-Key`). The operator's
-//! key does not open it: a scraper holds a credential that can read numbers and nothing else.
+//! (`management.metrics_api_key`, or a named key with role `metrics`, in `Authorization: Bearer` as Prometheus sends
+//! it, or in `X-Api-Key`). The operator's key does not open it: a scraper holds a credential that can read numbers and nothing else.
 //!
 //! What the layers record as it happens is rendered as is; what the store holds (processes by state, the outbox, the
 //! audit log's size) and the pools, the broker's peers and the process are read at each scrape. A value that cannot be
@@ -22,15 +22,25 @@ pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(metrics))
 }
 
-/// Whether the request carries the metrics key.
-fn is_scraper(state: &Shared, headers: &HeaderMap) -> bool {
-    let Some(key) = &state.config.management.metrics_api_key else { return false };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| is_key(given.as_bytes(), key));
-    bearer || has_key(headers, key)
+/// Whether the request carries the metrics key, or a named key with role `metrics` (in either header).
+async fn is_scraper(state: &Shared, headers: &HeaderMap) -> bool {
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(key) = &state.config.management.metrics_api_key
+        && (bearer.is_some_and(|given| is_key(given.as_bytes(), key)) || has_key(headers, key))
+    {
+        return true;
+    }
+    let mut named = HeaderMap::new();
+    match (headers.get("x-api-key"), bearer) {
+        (Some(key), _) => named.insert("x-api-key", key.clone()),
+        (None, Some(bearer)) => match bearer.parse() {
+            Ok(value) => named.insert("x-api-key", value),
+            Err(_) => return false,
+        },
+        (None, None) => return false,
+    };
+    super::access::has_role(state, &named, "metrics").await
 }
 
 /// The connector's measurements in the Prometheus text format.
@@ -38,7 +48,7 @@ fn is_scraper(state: &Shared, headers: &HeaderMap) -> bool {
     responses((status = 200, description = "Prometheus text exposition 0.0.4", content_type = "text/plain", body = String),
         (status = 401, description = "The metrics key is missing or wrong", body = [super::openapi::ApiError])))]
 async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if !is_scraper(&state, &headers) {
+    if !is_scraper(&state, &headers).await {
         return ManagementError::Unauthorized.into_response();
     }
     let scrape = state.metrics.scrape();

@@ -3,9 +3,9 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 use utoipa::OpenApi;
@@ -16,6 +16,8 @@ use crate::catalog::query::QuerySpec;
 use crate::process::ProcessError;
 use crate::state::Shared;
 
+pub mod access;
+mod apps;
 mod audit;
 mod broker;
 mod catalog;
@@ -23,6 +25,7 @@ mod compute;
 mod credentials;
 mod edrs;
 pub mod idempotency;
+mod lineage;
 mod metrics;
 mod negotiations;
 pub mod openapi;
@@ -84,6 +87,14 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(credentials::revoke))
         .routes(routes!(credentials::delete))
         .routes(routes!(credentials::rotate_key))
+        .routes(routes!(access::create, access::list))
+        .routes(routes!(access::rotate))
+        .routes(routes!(access::revoke))
+        .routes(routes!(apps::issue, apps::list))
+        .routes(routes!(apps::read))
+        .routes(routes!(apps::revoke))
+        .routes(routes!(lineage::export))
+        .routes(routes!(lineage::query_get, lineage::query_post))
         .routes(routes!(audit::witness_now))
         .routes(ingest)
         .routes(routes!(compute::start))
@@ -91,7 +102,7 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(compute::read))
         .merge(broker::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotent))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_api_key));
     let (router, document) = OpenApiRouter::with_openapi(openapi::ManagementDoc::openapi())
         .merge(crate::health::routes())
         .merge(audit::routes(state.clone()))
@@ -189,17 +200,6 @@ pub fn is_key(given: &[u8], key: &str) -> bool {
     given.len() == key.len() && openssl::memcmp::eq(given, key.as_bytes())
 }
 
-/// Rejects a request without the configured `X-Api-Key`.
-async fn require_api_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    if has_key(request.headers(), &state.config.management.api_key) {
-        // Every change the request makes is audited under this key.
-        crate::store::Principal::api_key("management", &state.config.management.api_key).scope(next.run(request)).await
-    } else {
-        tracing::debug!("management request without a valid X-Api-Key");
-        ManagementError::Unauthorized.into_response()
-    }
-}
-
 /// Who this connector is, where it listens, and since when.
 #[utoipa::path(get, path = "/management/connector", tag = "Connector", operation_id = "about the connector",
     responses((status = 200, description = "Participant, version, protocol URL, store, uptime", body = openapi::Object),
@@ -214,11 +214,11 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
     }))
 }
 
-/// An unknown path: 404 to a caller with the operator's or the auditor's key, 401 to anyone else (nothing about the
-/// listener is told without a key).
+/// An unknown path: 404 to a caller with the operator's or the auditor's key or a named key, 401 to anyone else
+/// (nothing about the listener is told without a key).
 async fn not_found(State(state): State<Shared>, headers: axum::http::HeaderMap) -> Response {
-    let keys = std::iter::once(&state.config.management.api_key).chain(&state.config.audit.auditor_api_key);
-    if !keys.into_iter().any(|key| has_key(&headers, key)) {
+    let configured = state.config.audit.auditor_api_key.as_deref().is_some_and(|key| has_key(&headers, key));
+    if !configured && !matches!(access::principal(&state, &headers).await, Ok(Some(_))) {
         return ManagementError::Unauthorized.into_response();
     }
     (StatusCode::NOT_FOUND, axum::Json(json!([{"message": "no such management resource", "type": "ObjectNotFound"}])))

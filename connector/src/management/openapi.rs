@@ -20,6 +20,8 @@ pub const TAGS: &[(&str, &str)] = &[
     ("Contract negotiations", "Negotiations in both roles, and the agreements they made."),
     ("Transfer processes", "Transfers in both roles, and the endpoint data references (EDRs) of pulls."),
     ("Credentials", "Verifiable credentials held and issued."),
+    ("Access", "Named management keys with roles, and apps' access tokens."),
+    ("Lineage", "Where data went: PROV-O lineage of datasets, agreements, transfers, jobs and app uses."),
     ("Compute", "Tables for compute-to-data and federated jobs."),
     ("Audit", "The tamper-evident log: entries with proofs, signed heads, receipts, witnessing."),
     ("Peers and broker", "The peer network, the broker's crawls and federated search."),
@@ -101,6 +103,9 @@ pub enum ReadErrors {
     /// `X-Api-Key` is missing or wrong.
     #[response(status = 401)]
     Unauthorized(Vec<ApiError>),
+    /// The key is valid, but its role does not allow this call.
+    #[response(status = 403)]
+    Forbidden(Vec<ApiError>),
     /// No such resource.
     #[response(status = 404)]
     NotFound(Vec<ApiError>),

@@ -76,6 +76,7 @@ pub fn router(state: Shared) -> Router {
         .with_state(state.clone())
         .merge(crate::dataplane::routes(state.dataplane.clone()))
         .merge(crate::compute::routes(state.compute.clone()))
+        .merge(crate::apps::routes(state.apps.clone()))
         .merge(crate::peers::routes(state.peers.clone()))
         .merge(crate::audit::peer::routes(state.audit.clone()))
 }

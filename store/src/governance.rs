@@ -1,0 +1,266 @@
+//! Who may act on a connector besides its configured keys: named management keys with roles, and apps' access tokens
+//! (local agreements between this provider and one app). Neither secret is stored, only its SHA-256. Every change is
+//! audited as a management change under the principal that made it; every use of an app token is counted and
+//! audited in one write.
+
+use serde_json::{Value as Json, json};
+use sqlx::FromRow;
+
+use super::audit::Append;
+use super::statement::{Param, Statement};
+use super::{StoreError, now_millis, with_pool, with_writer};
+use hanse_audit::Event;
+
+/// A named management key, without its hash.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    /// The principal that made it (JSON).
+    pub created_by: String,
+    pub rotated_at: i64,
+    /// 0 while valid.
+    pub revoked_at: i64,
+}
+
+/// An app's access token, without its hash.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AppTokenRow {
+    pub id: String,
+    pub name: String,
+    /// JSON: what the token grants (datasets with their policies, actions, purpose, rate, origins).
+    pub body: String,
+    /// ms; 0: no expiry.
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub created_by: String,
+    /// 0 while valid.
+    pub revoked_at: i64,
+    pub requests: i64,
+    pub rows_read: i64,
+    pub bytes_read: i64,
+    pub last_used_at: i64,
+}
+
+/// One use of an app token, as counted and audited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppUse<'a> {
+    pub token: &'a str,
+    pub dataset: &'a str,
+    /// `read`, `query`, `compute` or `file`.
+    pub action: &'a str,
+    pub rows: u64,
+    pub bytes: u64,
+    /// What else the audit entry keeps (digests and ids only).
+    pub details: Json,
+}
+
+const KEY_COLUMNS: &str = "id, name, role, created_at, created_by, rotated_at, revoked_at";
+const TOKEN_COLUMNS: &str = "id, name, body, expires_at, created_at, created_by, revoked_at, requests, rows_read, \
+                             bytes_read, last_used_at";
+
+fn change(resource: &str, id: &str, operation: &str, more: Json) -> Event {
+    let mut details =
+        json!({"who": crate::Principal::current(), "resource": resource, "id": id, "operation": operation});
+    if let (Some(details), Json::Object(more)) = (details.as_object_mut(), more) {
+        details.extend(more);
+    }
+    Event::new("management.change", details)
+}
+
+/// Named keys and app tokens. A view of the store's one pool and writer.
+#[derive(Debug, Clone)]
+pub struct Governance {
+    pub(crate) pool: crate::Pool,
+}
+
+impl Governance {
+    /// Where the users of keys and tokens record what they measure.
+    pub fn meter(&self) -> &hanse_core::meter::Meter {
+        &self.pool.meter
+    }
+
+    /// Records a new management key (its hash), with its audit entry.
+    pub async fn create_api_key(&self, id: &str, name: &str, role: &str, hash: &str) -> Result<ApiKeyRow, StoreError> {
+        let now = now_millis();
+        let row = ApiKeyRow {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            role: role.to_owned(),
+            created_at: now,
+            created_by: crate::Principal::current().to_string(),
+            rotated_at: now,
+            revoked_at: 0,
+        };
+        let event = change("api-key", id, "create", json!({"role": role, "name": name}));
+        with_writer!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO api_keys (id, name, role, hash, created_at, created_by, rotated_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $5, 0) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&row.id)
+            .bind(&row.name)
+            .bind(&row.role)
+            .bind(hash)
+            .bind(now)
+            .bind(&row.created_by)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Conflict { kind: "api key", id: id.to_owned() });
+            }
+            (*tx).append(&self.pool.seal, &[event]).await?;
+            tx.commit().await?;
+        });
+        Ok(row)
+    }
+
+    /// Every management key, revoked ones included, by id.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id");
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?))
+    }
+
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?))
+    }
+
+    /// The valid key whose SHA-256 is `hash`.
+    pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at = 0");
+        Ok(
+            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?),
+        )
+    }
+
+    /// Gives a valid key a new value (its hash); the old value stops working at once. `None` if there is no valid
+    /// key `id`.
+    pub async fn rotate_api_key(&self, id: &str, hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        let event = change("api-key", id, "rotate", Json::Null);
+        let changed = with_writer!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query("UPDATE api_keys SET hash = $2, rotated_at = $3 WHERE id = $1 AND revoked_at = 0")
+                .bind(id)
+                .bind(hash)
+                .bind(now_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed > 0 {
+                (*tx).append(&self.pool.seal, &[event]).await?;
+                tx.commit().await?;
+            }
+            changed
+        });
+        if changed == 0 { Ok(None) } else { self.api_key(id).await }
+    }
+
+    /// Revokes a valid key, with its audit entry; `false` if there is no valid key `id`.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<bool, StoreError> {
+        self.revoke("api_keys", "api-key", id).await
+    }
+
+    /// Records a new app token (its hash), with its audit entry.
+    pub async fn create_app_token(&self, row: &AppTokenRow, hash: &str) -> Result<(), StoreError> {
+        let body: Json = serde_json::from_str(&row.body).unwrap_or(Json::Null);
+        let event = change(
+            "app-token",
+            &row.id,
+            "issue",
+            json!({"name": row.name, "datasets": body.get("datasets").map(|d| json!(d.as_object().map(|m| m.keys().collect::<Vec<_>>()))), "actions": body.get("actions"), "bodyDigest": hanse_audit::canonical_digest(&body)}),
+        );
+        with_writer!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO app_tokens (id, name, hash, body, expires_at, created_at, created_by, revoked_at, requests, \
+                 rows_read, bytes_read, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0, 0, 0) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&row.id)
+            .bind(&row.name)
+            .bind(hash)
+            .bind(&row.body)
+            .bind(row.expires_at)
+            .bind(row.created_at)
+            .bind(&row.created_by)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Conflict { kind: "app token", id: row.id.clone() });
+            }
+            (*tx).append(&self.pool.seal, &[event]).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Every app token, revoked ones included, newest first.
+    pub async fn app_tokens(&self) -> Result<Vec<AppTokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM app_tokens ORDER BY created_at DESC, id");
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?))
+    }
+
+    pub async fn app_token(&self, id: &str) -> Result<Option<AppTokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM app_tokens WHERE id = $1");
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?))
+    }
+
+    /// The token whose SHA-256 is `hash`, revoked or not (the caller tells the app which).
+    pub async fn app_token_by_hash(&self, hash: &str) -> Result<Option<AppTokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM app_tokens WHERE hash = $1");
+        Ok(
+            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?),
+        )
+    }
+
+    /// Revokes a valid app token, with its audit entry; `false` if there is no valid token `id`.
+    pub async fn revoke_app_token(&self, id: &str) -> Result<bool, StoreError> {
+        self.revoke("app_tokens", "app-token", id).await
+    }
+
+    async fn revoke(&self, table: &'static str, resource: &str, id: &str) -> Result<bool, StoreError> {
+        let event = change(resource, id, "revoke", Json::Null);
+        let sql = format!("UPDATE {table} SET revoked_at = $2 WHERE id = $1 AND revoked_at = 0");
+        let changed = with_writer!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let changed =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(now_millis()).execute(&mut *tx).await?.rows_affected();
+            if changed > 0 {
+                (*tx).append(&self.pool.seal, &[event]).await?;
+                tx.commit().await?;
+            }
+            changed
+        });
+        Ok(changed > 0)
+    }
+
+    /// Counts one use of a valid token and appends its `app.use` entry, in one write; `false` (nothing recorded) if
+    /// the token was revoked meanwhile.
+    pub async fn record_app_use(&self, used: &AppUse<'_>) -> Result<bool, StoreError> {
+        let statement = Statement::new(
+            "UPDATE app_tokens SET requests = requests + 1, rows_read = rows_read + $2, bytes_read = bytes_read + $3, \
+             last_used_at = $4 WHERE id = $1 AND revoked_at = 0",
+            vec![
+                Param::from(used.token),
+                Param::from(used.rows as i64),
+                Param::from(used.bytes as i64),
+                Param::from(now_millis()),
+            ],
+        );
+        let mut details = json!({"token": used.token, "action": used.action, "rows": used.rows, "bytes": used.bytes});
+        if let (Some(details), Json::Object(more)) = (details.as_object_mut(), used.details.clone()) {
+            details.extend(more);
+        }
+        let event = Event::new("app.use", details)
+            .participant(Some(&format!("urn:hanse:app:{}", used.token)))
+            .dataset(Some(used.dataset));
+        Ok(self.pool.write(Some(statement), vec![event], None, None).await? > 0)
+    }
+}

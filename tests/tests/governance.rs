@@ -1,0 +1,368 @@
+//! Provider governance over real HTTP, on SQLite and on PostgreSQL: named management keys whose roles decide what
+//! they may call and which every audit entry names; app tokens bound to datasets and actions, used for rows, a
+//! filtered query and an aggregate, limited, revoked, and seen in the audit log, the lineage graph and the metrics;
+//! and the lineage of a negotiation and a transfer, which validates against Hanse's PROV-O shape with pySHACL.
+
+use hanse::compute::commands;
+use hanse_tests::*;
+use serde_json::{Value, json};
+
+const ROWS: usize = 1500;
+
+/// Both terms apps meet: `use` for research, `compute` of aggregates with k ≥ 5.
+fn app_terms() -> Value {
+    json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+           "permission": [
+               {"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]},
+               {"action": "hanse:compute", "constraint": {"and": [
+                   {"leftOperand": "hanse:minCellCount", "operator": "gteq", "rightOperand": 5},
+                   {"leftOperand": "hanse:jobTemplate", "operator": "isAnyOf", "rightOperand": ["aggregate"]}]}}]})
+}
+
+/// Ingests a synthetic cohort as `dataset` and offers it; answers the CSV's rows (header first), read independently.
+async fn publish(connector: &TestConnector, api: &Management, dataset: &str, cohort: u32) -> Vec<Vec<String>> {
+    let csv = connector.dir().join(format!("{dataset}.csv"));
+    let schema = commands::synth(ROWS, cohort, 7, &csv).unwrap();
+    let properties = json!({"title": format!("Register {dataset}")});
+    let key = &connector.config.management.api_key;
+    commands::ingest(&connector.management_url(), key, dataset, &csv, &schema, properties).await.unwrap();
+    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
+        .await;
+    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), app_terms())).await;
+    let definition = contract_definition(
+        &format!("{dataset}-offer"),
+        &format!("{dataset}-access"),
+        &format!("{dataset}-terms"),
+        &[dataset],
+    );
+    api.create("/management/v3/contractdefinitions", definition).await;
+    std::fs::read_to_string(&csv).unwrap().lines().map(|l| l.split(',').map(str::to_owned).collect()).collect()
+}
+
+/// A call of the app API with `token`.
+async fn app(
+    client: &reqwest::Client,
+    connector: &TestConnector,
+    token: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Answer {
+    let url = format!("{}/apps/v1/{path}", connector.public_url());
+    let request = match body {
+        Some(body) => client.post(url).json(body),
+        None => client.get(url),
+    };
+    let response = request.bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer { status, body, headers }
+}
+
+/// The entries of an audit export (JSON Lines: a header, `{"seq", "root", "entry"}` per entry, the signed heads).
+fn entries(export: &str) -> Vec<Value> {
+    export.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()?.get("entry").cloned()).collect()
+}
+
+/// The management API of `connector` under another key.
+fn with_key(api: &Management, key: &str) -> Management {
+    Management { api_key: key.to_owned(), ..api.clone() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_keys_act_within_their_roles_and_the_log_names_them() {
+    let federation = Federation::start(&hanse::testing::backends()).await;
+    for (i, connector) in federation.connectors.iter().enumerate() {
+        let api = federation.management(i);
+        let make = async |name: &str, role: &str| {
+            let made = api.post("/management/v3/api-keys", &json!({"name": name, "role": role})).await;
+            assert_eq!(made.status, 201, "{:#}", made.body);
+            (made.body["@id"].as_str().unwrap().to_owned(), made.body["key"].as_str().unwrap().to_owned())
+        };
+        let (steward_id, steward) = make("Cardiology data steward", "steward").await;
+        let (_, reader) = make("Dashboard", "reader").await;
+        let (_, approver) = make("Ethics board", "approver").await;
+        let (_, auditor) = make("Data-protection officer", "auditor").await;
+        let (_, scraper) = make("Prometheus", "metrics").await;
+        let refused = api.post("/management/v3/api-keys", &json!({"name": "x", "role": "superuser"})).await;
+        assert_eq!((refused.status, &refused.body[0]["path"]), (400, &json!("role")), "{:#}", refused.body);
+
+        // The steward publishes; it may not touch keys, credentials or start negotiations.
+        let steward_api = with_key(&api, &steward);
+        let asset = health_asset("steward-dataset", "Echo findings", &["cardiology"], 40);
+        assert_eq!(steward_api.post("/management/v3/assets", &asset).await.status, 200);
+        for (path, body) in [
+            ("/management/v3/keys/rotate", json!({})),
+            ("/management/v3/api-keys", json!({"name": "mine", "role": "operator"})),
+            ("/management/v3/contractnegotiations", json!({})),
+        ] {
+            let answer = steward_api.post(path, &body).await;
+            assert_eq!(answer.status, 403, "{path}: {:#}", answer.body);
+            assert!(answer.body[0]["message"].as_str().unwrap().contains("steward"), "{:#}", answer.body);
+        }
+        // Readers read; approvers read and decide but do not publish; auditors and scrapers see nothing else.
+        assert_eq!(with_key(&api, &reader).get("/management/v3/assets/steward-dataset").await.status, 200);
+        assert_eq!(with_key(&api, &reader).post("/management/v3/assets/request", &json!({})).await.status, 200);
+        assert_eq!(with_key(&api, &reader).delete("/management/v3/assets/steward-dataset").await.status, 403);
+        assert_eq!(with_key(&api, &approver).post("/management/v3/assets", &asset).await.status, 403);
+        let decide = with_key(&api, &approver)
+            .post("/management/v3/contractnegotiations/nothing-here/approve", &json!({}))
+            .await;
+        assert_eq!(decide.status, 404, "an approver reaches operator calls: {:#}", decide.body);
+        assert_eq!(with_key(&api, &auditor).get("/management/v3/audit/head").await.status, 200);
+        assert_eq!(with_key(&api, &auditor).get("/management/v3/assets/steward-dataset").await.status, 403);
+        assert_eq!(with_key(&api, &scraper).get("/management/v3/assets/steward-dataset").await.status, 403);
+        let metrics = api.client.get(format!("{}/metrics", api.base)).bearer_auth(&scraper).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+
+        // The log names the steward's key (id, role, fingerprint), never the key.
+        let export = api.audit_export().await;
+        let created = entries(&export)
+            .into_iter()
+            .find(|entry| entry["resource"] == "asset" && entry["id"] == "steward-dataset")
+            .expect("the asset's creation is logged");
+        assert_eq!(
+            (&created["who"]["id"], &created["who"]["role"]),
+            (&json!(steward_id), &json!("steward")),
+            "{created}"
+        );
+        let fingerprint = hanse_core::encode::sha256_hex(steward.as_bytes());
+        assert_eq!(created["who"]["fingerprint"], fingerprint[..16]);
+        assert!(!export.contains(&steward), "the log holds no key");
+
+        // Rotation retires the old value at once; revocation ends the key.
+        let rotated = api.post(&format!("/management/v3/api-keys/{steward_id}/rotate"), &json!({})).await;
+        assert_eq!(rotated.status, 200, "{:#}", rotated.body);
+        let renewed = rotated.body["key"].as_str().unwrap();
+        assert_eq!(steward_api.get("/management/v3/assets/steward-dataset").await.status, 401);
+        assert_eq!(with_key(&api, renewed).get("/management/v3/assets/steward-dataset").await.status, 200);
+        assert_eq!(api.delete(&format!("/management/v3/api-keys/{steward_id}")).await.status, 204);
+        assert_eq!(with_key(&api, renewed).get("/management/v3/assets/steward-dataset").await.status, 401);
+        let listed = api.get("/management/v3/api-keys").await.body;
+        let listed = listed.as_array().unwrap();
+        assert_eq!(listed.len(), 5);
+        assert!(listed.iter().all(|k| k.get("key").is_none()), "keys are never listed");
+        assert_eq!(listed.iter().find(|k| k["@id"] == steward_id.as_str()).unwrap()["state"], "REVOKED");
+        eprintln!("connector {i} ({:?}): roles hold", connector.database.backend);
+    }
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_tokens_read_query_compute_within_their_grant_until_revoked() {
+    let federation = Federation::start(&hanse::testing::backends()).await;
+    let client = reqwest::Client::new();
+    for (i, connector) in federation.connectors.iter().enumerate() {
+        let api = federation.management(i);
+        let first = publish(connector, &api, "register-a", 0).await;
+        publish(connector, &api, "register-b", 1).await;
+        publish(connector, &api, "register-c", 2).await;
+        let column = |name: &str| first[0].iter().position(|c| c == name).unwrap();
+
+        let issued = api
+            .post(
+                "/management/v3/apps/tokens",
+                &json!({"name": "Diabetes companion", "datasets": ["register-a", "register-b"],
+                        "actions": ["read", "query", "compute"], "purpose": RESEARCH, "ratePerMinute": 20}),
+            )
+            .await;
+        assert_eq!(issued.status, 201, "{:#}", issued.body);
+        let token = issued.body["token"].as_str().unwrap().to_owned();
+        let id = issued.body["@id"].as_str().unwrap().to_owned();
+        let mut served = 0;
+
+        // Rows: the first page is the file's first rows.
+        let page = app(&client, connector, &token, "datasets/register-a/rows?limit=100", None).await;
+        assert_eq!(page.status, 200, "{:#}", page.body);
+        served += 1;
+        assert_eq!((page.body["total"].as_u64(), page.body["nextOffset"].as_u64()), (Some(ROWS as u64), Some(100)));
+        let rows = page.body["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 100);
+        let age = page.body["columns"].as_array().unwrap().iter().position(|c| c == "age").unwrap();
+        for (row, line) in rows.iter().zip(&first[1..]) {
+            assert_eq!(row[age].to_string(), line[column("age")]);
+        }
+        // A filtered query: exactly the rows the file has with age ≥ 70 and sex F, in two columns.
+        let expected: Vec<&Vec<String>> = first[1..]
+            .iter()
+            .filter(|l| l[column("age")].parse::<i64>().unwrap() >= 70 && l[column("sex")] == "F")
+            .collect();
+        let query = app(
+            &client,
+            connector,
+            &token,
+            "datasets/register-a/query?where=age:gte:70&where=sex:eq:F&columns=age,sex&limit=1000",
+            None,
+        )
+        .await;
+        assert_eq!(query.status, 200, "{:#}", query.body);
+        served += 1;
+        assert_eq!(query.body["total"].as_u64(), Some(expected.len() as u64));
+        assert_eq!(query.body["columns"], json!(["age", "sex"]));
+        assert!(query.body["rows"].as_array().unwrap().iter().all(|r| r[0].as_i64().unwrap() >= 70 && r[1] == "F"));
+        // An aggregate: the counts by sex of the second register... compared with the first register's file.
+        let aggregate = app(
+            &client,
+            connector,
+            &token,
+            "datasets/register-a/compute",
+            Some(&json!({"template": "aggregate", "parameters": {"groupBy": ["sex"]}, "k": 5})),
+        )
+        .await;
+        assert_eq!(aggregate.status, 200, "{:#}", aggregate.body);
+        served += 1;
+        let women = first[1..].iter().filter(|l| l[column("sex")] == "F").count() as u64;
+        let cells = aggregate.body["result"]["cells"].as_array().expect("cells");
+        let released = cells.iter().find(|c| c["group"]["sex"] == "F" || c["sex"] == "F").expect("a cell for F");
+        assert_eq!(released["n"].as_u64(), Some(women), "{released}");
+        let other = app(&client, connector, &token, "datasets/register-b/rows?limit=5", None).await;
+        assert_eq!((other.status, other.body["rows"].as_array().map(Vec::len)), (200, Some(5)));
+        served += 1;
+
+        // Outside the grant: another dataset, another action, filters on `rows`, no or a wrong token.
+        let outside = app(&client, connector, &token, "datasets/register-c/rows", None).await;
+        assert_eq!((outside.status, &outside.body["code"]), (403, &json!("DatasetNotGranted")));
+        let file = app(&client, connector, &token, "datasets/register-a/file", None).await;
+        assert_eq!((file.status, &file.body["code"]), (403, &json!("ActionNotGranted")));
+        assert_eq!(app(&client, connector, &token, "datasets/register-a/rows?where=age:gte:1", None).await.status, 400);
+        let stranger = app(&client, connector, "hat_not-a-token", "datasets/register-a/rows", None).await;
+        assert_eq!(stranger.status, 401);
+        assert_eq!(stranger.headers["www-authenticate"], "Bearer");
+        // A token without the purpose the policy asks for is refused with the policy's reason.
+        let purposeless = api
+            .post(
+                "/management/v3/apps/tokens",
+                &json!({"name": "No purpose", "datasets": ["register-a"], "actions": ["read"]}),
+            )
+            .await;
+        let purposeless = purposeless.body["token"].as_str().unwrap().to_owned();
+        let denied = app(&client, connector, &purposeless, "datasets/register-a/rows", None).await;
+        assert_eq!((denied.status, &denied.body["code"]), (403, &json!("PolicyDenied")), "{:#}", denied.body);
+        assert!(denied.body["reason"].as_str().unwrap().contains("purpose"), "{:#}", denied.body);
+
+        // The rate limit (20 a minute): refused with Retry-After before the 21st call in a minute is served.
+        let mut limited = None;
+        for _ in 0..25 {
+            let answer = app(&client, connector, &token, "datasets/register-b/rows?limit=1", None).await;
+            match answer.status {
+                200 => served += 1,
+                429 => {
+                    limited = Some(answer);
+                    break;
+                }
+                other => panic!("unexpected {other}: {:#}", answer.body),
+            }
+        }
+        let limited = limited.expect("the limit is reached");
+        assert!(limited.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        assert!(served <= 20, "{served} calls served within a minute");
+
+        // What was used: on the token, in the log, in the lineage, in the metrics.
+        let shown = api.get(&format!("/management/v3/apps/tokens/{id}")).await.body;
+        assert_eq!(shown["usage"]["requests"], served, "{shown:#}");
+        assert_eq!(shown["state"], "VALID");
+        let uses = entries(&api.audit_export().await)
+            .into_iter()
+            .filter(|entry| entry["type"] == "app.use" && entry["token"] == id.as_str())
+            .count();
+        assert_eq!(uses, served);
+        let lineage = api
+            .post(
+                "/management/v3/lineage/sparql",
+                &json!({"query": format!("SELECT (COUNT(DISTINCT ?use) AS ?n) WHERE {{ ?use a hanse:AppUse ; \
+                         prov:qualifiedAssociation/prov:hadPlan <urn:hanse:app-token:{id}> }}")}),
+            )
+            .await;
+        assert_eq!(lineage.status, 200, "{:#}", lineage.body);
+        assert_eq!(lineage.body["results"]["bindings"][0]["n"]["value"], served.to_string());
+        let metrics = api.metrics().await;
+        let counted = sample(&metrics, "hanse_app_requests_total", &[("outcome", "served")]).unwrap();
+        assert_eq!(counted as usize, served);
+        assert!(sample(&metrics, "hanse_app_requests_total", &[("outcome", "limited")]).unwrap() >= 1.0);
+        assert!(sample(&metrics, "hanse_app_rows_total", &[("action", "read")]).unwrap() >= 105.0);
+
+        // Revoked: the next call is a 401.
+        assert_eq!(api.post(&format!("/management/v3/apps/tokens/{id}/revoke"), &json!({})).await.status, 200);
+        let after = app(&client, connector, &token, "datasets/register-a/rows?limit=1", None).await;
+        assert_eq!((after.status, &after.body["reason"]), (401, &json!("the app token was revoked")));
+        eprintln!(
+            "connector {i} ({:?}): {served} app calls served, then limited and revoked",
+            connector.database.backend
+        );
+    }
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lineage_of_a_transfer_names_its_agreement_and_validates_as_prov() {
+    let federation = Federation::with_hospitals(2).await;
+    let dataset = "lineage-file";
+    let source = file_source(&federation.connectors[0], "lineage.csv", b"a,b\n1,2\n");
+    let agreement = agreed(&federation, dataset, source, open_policy(), false).await;
+    let consumer = federation.management(1);
+    let transfer = start_transfer(&consumer, &agreement, json!({})).await;
+    wait_for_transfer(&consumer, &transfer, "STARTED").await;
+    let address = edr(&consumer, &transfer).await;
+    let pulled = pull(&federation.client, &address).send().await.unwrap();
+    assert_eq!(pulled.status(), 200);
+
+    let provider = federation.management(0);
+    let who_used = provider
+        .post(
+            "/management/v3/lineage/sparql",
+            &json!({"query": format!("SELECT DISTINCT ?agreement ?consumer WHERE {{ ?activity prov:used/prov:specializationOf <urn:hanse:dataset:{dataset}> ; \
+                     prov:qualifiedAssociation [ prov:agent ?consumer ; prov:hadPlan ?agreement ] . \
+                     FILTER(?consumer != <{}>) }}", federation.connectors[0].participant_id())}),
+        )
+        .await;
+    assert_eq!(who_used.status, 200, "{:#}", who_used.body);
+    let bindings = who_used.body["results"]["bindings"].as_array().unwrap();
+    assert!(!bindings.is_empty(), "{:#}", who_used.body);
+    assert!(bindings.iter().all(|b| b["consumer"]["value"] == federation.connectors[1].participant_id()));
+    assert!(
+        bindings
+            .iter()
+            .all(|b| b["agreement"]["value"].as_str().unwrap().ends_with(&hanse_core::encode::percent(&agreement)))
+    );
+
+    // The export around the agreement, as Turtle and JSON-LD; the whole graph against the PROV-O shape.
+    let export = provider
+        .client
+        .get(format!("{}/management/v3/lineage?agreement={}", provider.base, hanse_core::encode::percent(&agreement)))
+        .header("X-Api-Key", &provider.api_key)
+        .header("Accept", "application/ld+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let document: Value = export.json().await.unwrap();
+    assert!(document.to_string().contains("http://www.w3.org/ns/prov#Plan"), "{document:#}");
+    for (side, api) in [("provider", &provider), ("consumer", &consumer)] {
+        let graph = api
+            .client
+            .post(format!("{}/management/v3/lineage/sparql", api.base))
+            .header("X-Api-Key", &api.api_key)
+            .header("Accept", "application/n-triples")
+            .header("Content-Type", "application/sparql-query")
+            .body("CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(graph.status(), 200);
+        let triples = graph.text().await.unwrap();
+        assert!(triples.lines().count() > 10, "{side}: {triples}");
+        let shapes = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../self-descriptions/shapes/hanse-lineage.shapes.ttl");
+        let report = pyshacl(&triples, &[&shapes], None);
+        assert!(report.conforms, "{side}: {:#?}", report.results);
+    }
+    // The consumer's side: what it received, from whom.
+    let received = consumer
+        .post(
+            "/management/v3/lineage/sparql",
+            &json!({"query": "SELECT ?from WHERE { ?data a hanse:ReceivedData ; prov:wasAttributedTo ?from }"}),
+        )
+        .await;
+    assert_eq!(received.body["results"]["bindings"][0]["from"]["value"], federation.connectors[0].participant_id());
+    federation.shutdown().await;
+}
