@@ -127,6 +127,8 @@ pub struct Config {
     #[serde(default)]
     pub dataplane: DataplaneConfig,
     #[serde(default)]
+    pub catalog: CatalogConfig,
+    #[serde(default)]
     pub negotiation: NegotiationConfig,
     #[serde(default)]
     pub trust: TrustConfig,
@@ -646,6 +648,16 @@ fn default_retry_attempts() -> u32 {
 }
 fn default_retry_base_ms() -> u64 {
     1000
+}
+
+/// The catalogue.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// A new dataset appears in the catalogue only once a second key (role approver or operator, not the one that
+    /// made it) approves it (`/management/v3/approvals`).
+    #[serde(default)]
+    pub publication_approval: bool,
 }
 
 /// The data plane.

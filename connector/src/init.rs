@@ -286,6 +286,10 @@ max_connections = 8
 # Folder that File data addresses must lie under (default: <data_dir>/files).
 # file_root = "data/files"
 
+[catalog]
+# Four eyes: a new dataset appears in the catalogue only once a second key (role approver or operator) approves it.
+publication_approval = false
+
 [negotiation]
 # Attempts to deliver a negotiation message before giving up (the negotiation then terminates).
 retry_attempts = 7

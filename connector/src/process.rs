@@ -340,6 +340,17 @@ pub fn count_decision(store: &crate::store::Processes, point: &'static str, perm
     store.meter().count("hanse_policy_decisions_total", &[("point", point), ("outcome", outcome)]);
 }
 
+/// What a process keeps of an operator's call: the call, its reason (the operator's own words, kept with the process;
+/// the log keeps their digest), when, and whether the process was waiting for the operator.
+pub fn operator_call(call: &str, body: &Json, held: bool) -> Json {
+    json!({
+        "call": call,
+        "reason": body.get("reason").and_then(Json::as_str),
+        "at": hanse_core::encode::rfc3339_millis(chrono::Utc::now().timestamp_millis()),
+        "held": held,
+    })
+}
+
 /// The audit entries of a process write from `before` (none for a new process) to `after`: the transition (the state
 /// left and reached, the digest of the message received and the type and digest of the message sent), the agreement
 /// in full when one appears, and a denial with its policy trace when one is decided. A finalized negotiation owes the
@@ -405,6 +416,24 @@ pub fn audit_events(
         let mut entry = event("contract.agreement", details);
         entry.agreement = agreement.get("@id").and_then(Json::as_str).map(str::to_owned);
         events.push(entry);
+    }
+    if let Some(call) = appeared("operatorCalls").and_then(|calls| calls.as_array()?.last()) {
+        let mut details = json!({
+            "process": after.id,
+            "processKind": kind.name(),
+            "role": after.role,
+            "call": call.get("call"),
+            "held": call.get("held"),
+            "from": from,
+            "to": after.state,
+        });
+        if let Some(reason) = call.get("reason").filter(|r| !r.is_null()) {
+            details["reasonDigest"] = json!(sha256_hex(reason.to_string().as_bytes()));
+        }
+        if let Some(decision) = after.body.get("decision").filter(|d| !d.is_null()) {
+            details["decisionDigest"] = json!(hanse_audit::canonical_digest(decision));
+        }
+        events.push(event("operator.decision", details));
     }
     if let Some(decision) = appeared("decision")
         && decision.get("permitted") == Some(&json!(false))

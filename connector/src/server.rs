@@ -156,7 +156,13 @@ pub async fn start_on(
         endpoint_url: format!("{public_url}{}", protocol::BASE),
         file_root: config.file_root(),
     };
-    let catalogue = Catalogue::load(store.documents.clone(), service).await?;
+    let catalogue = Catalogue::load(
+        store.documents.clone(),
+        store.governance.clone(),
+        config.catalog.publication_approval,
+        service,
+    )
+    .await?;
     let retry = Retry {
         attempts: i64::from(config.negotiation.retry_attempts),
         base: std::time::Duration::from_millis(config.negotiation.retry_base_ms),

@@ -45,6 +45,38 @@ pub struct AppTokenRow {
     pub last_used_at: i64,
 }
 
+/// A dataset's publication: waiting for a second key, approved or rejected.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PublicationRow {
+    pub asset_id: String,
+    /// `pending`, `approved` or `rejected`.
+    pub state: String,
+    pub requested_at: i64,
+    /// The principal that asked (JSON).
+    pub requested_by: String,
+    pub decided_at: i64,
+    /// The principal that decided (JSON; empty while pending).
+    pub decided_by: String,
+    pub reason: String,
+}
+
+/// Why a publication decision was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicationError {
+    #[error("dataset `{0}` is not waiting for approval")]
+    NotPending(String),
+    #[error("the key that asked to publish `{0}` cannot approve it: a second key must (four eyes)")]
+    SameKey(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for PublicationError {
+    fn from(error: sqlx::Error) -> Self {
+        PublicationError::Store(error.into())
+    }
+}
+
 /// One use of an app token, as counted and audited.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppUse<'a> {
@@ -58,6 +90,7 @@ pub struct AppUse<'a> {
     pub details: Json,
 }
 
+const PUBLICATION_COLUMNS: &str = "asset_id, state, requested_at, requested_by, decided_at, decided_by, reason";
 const KEY_COLUMNS: &str = "id, name, role, created_at, created_by, rotated_at, revoked_at";
 const TOKEN_COLUMNS: &str = "id, name, body, expires_at, created_at, created_by, revoked_at, requests, rows_read, \
                              bytes_read, last_used_at";
@@ -262,5 +295,107 @@ impl Governance {
             .participant(Some(&format!("urn:hanse:app:{}", used.token)))
             .dataset(Some(used.dataset));
         Ok(self.pool.write(Some(statement), vec![event], None, None).await? > 0)
+    }
+
+    /// Holds dataset `asset_id` back from the catalogue until a second key approves it, with its audit entry: a new
+    /// dataset always (`new`), a changed one only when it had been rejected (it is asked again). Answers whether the
+    /// dataset is now held; a published dataset that changes stays published.
+    pub async fn request_publication(&self, asset_id: &str, new: bool) -> Result<bool, StoreError> {
+        let who = crate::Principal::current();
+        let event = Event::new("publication.request", json!({"asset": asset_id})).dataset(Some(asset_id));
+        let sql = if new {
+            "INSERT INTO publications (asset_id, state, requested_at, requested_by, decided_at, decided_by, reason) \
+             VALUES ($1, 'pending', $2, $3, 0, '', '') ON CONFLICT (asset_id) DO UPDATE SET state = 'pending', \
+             requested_at = $2, requested_by = $3, decided_at = 0, decided_by = '', reason = ''"
+        } else {
+            "UPDATE publications SET state = 'pending', requested_at = $2, requested_by = $3, decided_at = 0, \
+             decided_by = '', reason = '' WHERE asset_id = $1 AND state = 'rejected'"
+        };
+        let changed = with_writer!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(sql)
+                .bind(asset_id)
+                .bind(now_millis())
+                .bind(who.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed > 0 {
+                (*tx).append(&self.pool.seal, &[event]).await?;
+                tx.commit().await?;
+            }
+            changed
+        });
+        Ok(changed > 0)
+    }
+
+    /// Approves or rejects a pending publication, by a principal other than the one that asked, with its audit entry
+    /// (`publication.decision`: the decision, the digest of the reason, who asked).
+    pub async fn decide_publication(
+        &self,
+        asset_id: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<PublicationRow, PublicationError> {
+        let pending = self.publication(asset_id).await?.filter(|p| p.state == "pending");
+        let pending = pending.ok_or_else(|| PublicationError::NotPending(asset_id.to_owned()))?;
+        let who = crate::Principal::current();
+        let asked: Json = serde_json::from_str(&pending.requested_by).unwrap_or(Json::Null);
+        let same = |a: &Json, b: &Json| a.get("kind") == b.get("kind") && a.get("id") == b.get("id");
+        if same(&asked, &who) {
+            return Err(PublicationError::SameKey(asset_id.to_owned()));
+        }
+        let state = if approve { "approved" } else { "rejected" };
+        let event = Event::new(
+            "publication.decision",
+            json!({"asset": asset_id, "decision": state, "requestedBy": asked,
+                   "reasonDigest": hanse_core::encode::sha256_hex(reason.as_bytes())}),
+        )
+        .dataset(Some(asset_id));
+        let changed = with_writer!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE publications SET state = $2, decided_at = $3, decided_by = $4, reason = $5 \
+                 WHERE asset_id = $1 AND state = 'pending' AND requested_at = $6",
+            )
+            .bind(asset_id)
+            .bind(state)
+            .bind(now_millis())
+            .bind(who.to_string())
+            .bind(reason)
+            .bind(pending.requested_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                (*tx).append(&self.pool.seal, &[event]).await?;
+                tx.commit().await?;
+            }
+            changed
+        });
+        if changed == 0 {
+            return Err(PublicationError::NotPending(asset_id.to_owned()));
+        }
+        Ok(self.publication(asset_id).await?.expect("just decided"))
+    }
+
+    pub async fn publication(&self, asset_id: &str) -> Result<Option<PublicationRow>, StoreError> {
+        let sql = format!("SELECT {PUBLICATION_COLUMNS} FROM publications WHERE asset_id = $1");
+        Ok(
+            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(asset_id).fetch_optional(pool).await?),
+        )
+    }
+
+    /// Publications in `states`, oldest request first.
+    pub async fn publications(&self, states: &[&str]) -> Result<Vec<PublicationRow>, StoreError> {
+        let sql = format!("SELECT {PUBLICATION_COLUMNS} FROM publications ORDER BY requested_at, asset_id");
+        let rows: Vec<PublicationRow> =
+            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?);
+        Ok(rows.into_iter().filter(|row| states.contains(&row.state.as_str())).collect())
+    }
+
+    /// The datasets held back from the catalogue (pending or rejected).
+    pub async fn unpublished(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.publications(&["pending", "rejected"]).await?.into_iter().map(|row| row.asset_id).collect())
     }
 }

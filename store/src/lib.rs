@@ -34,7 +34,7 @@ pub use audit::AuditStore;
 pub use audit::{AuditEntry, AuditFilter, SelfCheck, SignedHead, Witnessed};
 pub use documents::Documents;
 pub use documents::{Document, DocumentKind};
-pub use governance::{ApiKeyRow, AppTokenRow, AppUse, Governance};
+pub use governance::{ApiKeyRow, AppTokenRow, AppUse, Governance, PublicationError, PublicationRow};
 pub use idempotency::Idempotency;
 pub use identity::IdentityStore;
 pub use identity::{HeldCredential, IssuedCredential, TokenUse};

@@ -366,3 +366,121 @@ async fn the_lineage_of_a_transfer_names_its_agreement_and_validates_as_prov() {
     assert_eq!(received.body["results"]["bindings"][0]["from"]["value"], federation.connectors[0].participant_id());
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_is_published_only_after_a_second_key_approves_and_every_decision_is_kept() {
+    let backends = hanse::testing::backends();
+    let provider = TestConnector::start_with(backends[0], |c| c.catalog.publication_approval = true).await;
+    let consumer = TestConnector::start(*backends.last().unwrap()).await;
+    let federation = Federation { connectors: vec![provider, consumer], client: reqwest::Client::new() };
+    let api = federation.management(0);
+    let key = async |name: &str, role: &str| {
+        let made = api.post("/management/v3/api-keys", &json!({"name": name, "role": role})).await;
+        (made.body["@id"].as_str().unwrap().to_owned(), with_key(&api, made.body["key"].as_str().unwrap()))
+    };
+    let (steward_id, steward) = key("Data steward", "steward").await;
+    let (approver_id, approver) = key("Head of research data", "approver").await;
+
+    // The steward publishes two datasets with their offers; neither appears yet.
+    for dataset in ["cardio-echo", "cardio-ecg"] {
+        let asset = health_asset(dataset, "Cardiology findings", &["cardiology"], 300);
+        assert_eq!(steward.post("/management/v3/assets", &asset).await.status, 200);
+        steward
+            .create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
+            .await;
+        steward
+            .create(
+                "/management/v3/policydefinitions",
+                policy_definition(&format!("{dataset}-terms"), research_terms()),
+            )
+            .await;
+        let definition = contract_definition(
+            &format!("{dataset}-offer"),
+            &format!("{dataset}-access"),
+            &format!("{dataset}-terms"),
+            &[dataset],
+        );
+        steward.create("/management/v3/contractdefinitions", definition).await;
+    }
+    let (provider, consumer) = (&federation.connectors[0], &federation.connectors[1]);
+    assert!(visible(consumer, provider).await.is_empty());
+    let pending = api.get("/management/v3/approvals?kind=publication").await.body;
+    let pending: Vec<&Value> = pending.as_array().unwrap().iter().collect();
+    assert_eq!(pending.len(), 2, "{pending:#?}");
+    assert!(pending.iter().all(|p| p["requestedBy"]["id"] == steward_id.as_str()));
+
+    // Four eyes: the steward cannot approve its own dataset; the approver can, and rejects the other.
+    let own = steward.post("/management/v3/approvals/publications/cardio-echo/approve", &json!({})).await;
+    assert_eq!(own.status, 403, "{:#}", own.body);
+    let approved = approver
+        .post("/management/v3/approvals/publications/cardio-echo/approve", &json!({"reason": "ethics vote 2026-114"}))
+        .await;
+    assert_eq!((approved.status, &approved.body["state"]), (200, &json!("approved")), "{:#}", approved.body);
+    let rejected = approver
+        .post("/management/v3/approvals/publications/cardio-ecg/reject", &json!({"reason": "consent forms missing"}))
+        .await;
+    assert_eq!(rejected.body["state"], "rejected");
+    let again = approver.post("/management/v3/approvals/publications/cardio-ecg/approve", &json!({})).await;
+    assert_eq!(again.status, 409, "a decided publication is not decided again");
+    assert_eq!(visible(consumer, provider).await, ["cardio-echo"]);
+
+    // The history: who decided, when, why.
+    let decided = api.get("/management/v3/approvals?status=decided&kind=publication").await.body;
+    let decided = decided.as_array().unwrap();
+    assert_eq!(decided.len(), 2, "{decided:#?}");
+    let echo = decided.iter().find(|d| d["id"] == "cardio-echo").unwrap();
+    assert_eq!((&echo["decision"], &echo["who"]["id"]), (&json!("approved"), &json!(approver_id)));
+    assert_eq!(echo["reason"], "ethics vote 2026-114");
+    let ecg = decided.iter().find(|d| d["id"] == "cardio-ecg").unwrap();
+    assert_eq!((&ecg["decision"], &ecg["reason"]), (&json!("rejected"), &json!("consent forms missing")));
+
+    // A negotiation held for manual approval waits in the same list, with its policy trace; the approver's call is
+    // kept with its reason.
+    offer_dataset_held(&federation, &steward, &approver).await;
+    let held = api.get("/management/v3/approvals?kind=negotiation").await.body;
+    let held = held.as_array().unwrap();
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert_eq!(held[0]["requester"], consumer.participant_id());
+    assert_eq!(held[0]["decision"]["permitted"], true, "{:#}", held[0]);
+    let id = held[0]["id"].as_str().unwrap();
+    let call = approver
+        .post(
+            &format!("/management/v3/contractnegotiations/{id}/approve"),
+            &json!({"reason": "within the ethics vote"}),
+        )
+        .await;
+    assert_eq!(call.status, 200, "{:#}", call.body);
+    let decided = api.get("/management/v3/approvals?status=decided&kind=negotiation").await.body;
+    let decision = &decided.as_array().unwrap()[0];
+    assert_eq!(
+        (&decision["call"], &decision["held"], &decision["who"]["id"]),
+        (&json!("approve"), &json!(true), &json!(approver_id))
+    );
+    assert_eq!(decision["reason"], "within the ethics vote");
+    assert_eq!(decision["decisionTrace"]["permitted"], true);
+    assert!(api.get("/management/v3/approvals?kind=negotiation").await.body.as_array().unwrap().is_empty());
+    federation.shutdown().await;
+}
+
+/// The provider offers an approved dataset with manual approval, and the consumer asks for it.
+async fn offer_dataset_held(federation: &Federation, steward: &Management, approver: &Management) {
+    let dataset = "held-dataset";
+    let asset = health_asset(dataset, "Rare disease register", &["rare"], 90);
+    steward.create("/management/v3/assets", asset).await;
+    steward.create("/management/v3/policydefinitions", policy_definition("held-access", open_policy())).await;
+    steward.create("/management/v3/policydefinitions", policy_definition("held-terms", research_terms())).await;
+    let mut definition = contract_definition("held-offer", "held-access", "held-terms", &[dataset]);
+    definition["manualApproval"] = json!(true);
+    steward.create("/management/v3/contractdefinitions", definition).await;
+    let approved = approver.post(&format!("/management/v3/approvals/publications/{dataset}/approve"), &json!({})).await;
+    assert_eq!(approved.status, 200, "{:#}", approved.body);
+    let consumer = federation.management(1);
+    let offer = catalogue_offer(&consumer, &federation.connectors[0], dataset).await;
+    let id = negotiate(&consumer, &federation.connectors[0], offer, json!({"purpose": RESEARCH})).await;
+    wait_for_negotiation(&consumer, &id, "REQUESTED").await;
+    let provider = federation.management(0);
+    until("the provider holds the request", async || {
+        !provider.get("/management/v3/approvals?kind=negotiation").await.body.as_array().unwrap().is_empty()
+    })
+    .await;
+}

@@ -76,6 +76,9 @@ struct State {
     rendered: FastMap<String, Arc<str>>,
     /// The DataService the distributions point at.
     service_id: String,
+    /// Datasets held back until a second key approves their publication (or rejected): no offers, no graph, not in
+    /// any catalogue answer.
+    unpublished: std::collections::HashSet<String>,
 }
 
 /// Where the catalogue is served from.
@@ -141,6 +144,10 @@ pub struct Catalogue {
     pub service: ServiceInfo,
     /// Where the catalogue's documents are kept: every write goes there first.
     documents: Documents,
+    /// Where publications wait for their second key.
+    governance: crate::store::Governance,
+    /// Whether a new dataset waits for a second key before it is published (`catalog.publication_approval`).
+    approval: bool,
 }
 
 fn offer_for(definition: &ContractDefinition, policy: &PolicyDefinition) -> Offer {
@@ -178,6 +185,9 @@ impl State {
     }
 
     fn selecting(&self, asset: &Asset) -> Vec<String> {
+        if self.unpublished.contains(&asset.id) {
+            return Vec::new();
+        }
         self.definitions.values().filter(|d| d.value.selects(asset)).map(|d| d.value.id.clone()).collect()
     }
 
@@ -231,7 +241,11 @@ impl State {
         let selecting = self.selecting(&asset);
         self.selected_by.insert(asset_id.to_owned(), selecting);
         self.rerender(&asset);
-        graph.put_dataset(&asset, &self.offer_ids_of(asset_id), asset.data_address.formats());
+        if self.unpublished.contains(asset_id) {
+            graph.remove_dataset(asset_id);
+        } else {
+            graph.put_dataset(&asset, &self.offer_ids_of(asset_id), asset.data_address.formats());
+        }
     }
 
     /// After a definition or policy change: who selects what, and the graphs of the datasets concerned.
@@ -240,6 +254,9 @@ impl State {
         let ids: Vec<String> = self.assets.keys().cloned().collect();
         for id in ids {
             let asset = self.assets[&id].value.clone();
+            if self.unpublished.contains(&id) {
+                continue;
+            }
             let selects = self.definitions.get(definition_id).is_some_and(|d| d.value.selects(&asset));
             let list = self.selected_by.entry(id.clone()).or_default();
             let had = list.iter().any(|d| d == definition_id);
@@ -259,7 +276,12 @@ impl State {
 impl Catalogue {
     /// Reads the catalogue from the store and builds every view. A stored resource that can no longer be read (for
     /// example a file outside a changed file root) is kept in the store, left out of the views, and logged.
-    pub async fn load(documents: Documents, service: ServiceInfo) -> Result<Catalogue, StoreError> {
+    pub async fn load(
+        documents: Documents,
+        governance: crate::store::Governance,
+        approval: bool,
+        service: ServiceInfo,
+    ) -> Result<Catalogue, StoreError> {
         let graph = Graph::new(
             &service.catalog_id(),
             &service.service_id(),
@@ -267,7 +289,8 @@ impl Catalogue {
             &service.participant_id,
             &service.publisher_name,
         );
-        let mut state = State { service_id: service.service_id(), ..State::default() };
+        let unpublished = governance.unpublished().await?.into_iter().collect();
+        let mut state = State { service_id: service.service_id(), unpublished, ..State::default() };
         for document in documents.list_documents(DocumentKind::PolicyDefinition).await? {
             match serde_json::from_value(document.body.clone())
                 .map_err(|e| vec![FieldError::new("", e.to_string())])
@@ -328,7 +351,10 @@ impl Catalogue {
                 let selecting = state.selecting(&asset);
                 state.selected_by.insert(asset.id.clone(), selecting);
                 state.rerender(&asset);
-                quads.extend(graph.dataset_quads(&asset, &state.offer_ids_of(&asset.id), asset.data_address.formats()));
+                if !state.unpublished.contains(&asset.id) {
+                    let offers = state.offer_ids_of(&asset.id);
+                    quads.extend(graph.dataset_quads(&asset, &offers, asset.data_address.formats()));
+                }
                 state.assets.insert(asset.id.clone(), Stored { value: asset, created_at: document.created_at });
             }
             graph.load_datasets(quads);
@@ -340,7 +366,15 @@ impl Catalogue {
             triples = graph.len(),
             "catalogue loaded"
         );
-        Ok(Catalogue { state: RwLock::new(state), writes: tokio::sync::Mutex::new(()), graph, service, documents })
+        Ok(Catalogue {
+            state: RwLock::new(state),
+            writes: tokio::sync::Mutex::new(()),
+            graph,
+            service,
+            documents,
+            governance,
+            approval,
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -355,6 +389,15 @@ impl Catalogue {
 
     pub async fn create_asset(&self, asset: Asset) -> Result<Stored<Asset>, CatalogueError> {
         let _serial = self.writes.lock().await;
+        if self.approval {
+            // Held first: a crash between the two writes leaves a request for a dataset that does not exist, never a
+            // dataset published without its second key.
+            if self.read().assets.contains_key(&asset.id) {
+                return Err(CatalogueError::Conflict(format!("asset `{}` already exists", asset.id)));
+            }
+            self.governance.request_publication(&asset.id, true).await?;
+            self.write().unpublished.insert(asset.id.clone());
+        }
         let document = self.documents.insert_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let stored = Stored { value: Arc::new(asset), created_at: document.created_at };
         let mut state = self.write();
@@ -365,6 +408,10 @@ impl Catalogue {
 
     pub async fn replace_asset(&self, asset: Asset) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
+        // A rejected dataset that changes is asked for again.
+        if self.read().unpublished.contains(&asset.id) {
+            self.governance.request_publication(&asset.id, false).await?;
+        }
         let document = self.documents.replace_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let mut state = self.write();
         let id = asset.id.clone();
@@ -396,8 +443,23 @@ impl Catalogue {
         self.documents.delete_document(DocumentKind::Asset, id).await?;
         let mut state = self.write();
         state.assets.remove(id);
+        state.unpublished.remove(id);
         state.reindex_asset(id, &self.graph);
         Ok(())
+    }
+
+    /// Publishes a dataset a second key approved: its offers, graph and catalogue answers appear.
+    pub async fn publish(&self, id: &str) {
+        let _serial = self.writes.lock().await;
+        let mut state = self.write();
+        if state.unpublished.remove(id) {
+            state.reindex_asset(id, &self.graph);
+        }
+    }
+
+    /// Whether a dataset is held back from the catalogue, waiting for (or refused) its second key.
+    pub fn unpublished(&self, id: &str) -> bool {
+        self.read().unpublished.contains(id)
     }
 
     pub fn asset(&self, id: &str) -> Option<Stored<Asset>> {

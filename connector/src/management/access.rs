@@ -7,7 +7,7 @@
 //! |------------|----------------------------------------------------------------------------------|
 //! | `operator` | everything                                                                       |
 //! | `steward`  | read; the catalogue (assets, policies, contract definitions, tables, app tokens) |
-//! | `approver` | read; operator calls on negotiations and transfers (approve, reject, start, ...) |
+//! | `approver` | read; operator calls on negotiations and transfers; publication decisions          |
 //! | `reader`   | read (GET, queries, SPARQL, policy checks)                                       |
 //! | `auditor`  | the audit log only                                                               |
 //! | `metrics`  | `/metrics` only                                                                  |
@@ -60,6 +60,7 @@ impl Need {
         match first {
             "assets" | "policydefinitions" | "contractdefinitions" | "tables" | "apps" => Need::Catalogue,
             "contractnegotiations" | "transferprocesses" if path.ends_with("/{call}") => Need::Decide,
+            "approvals" => Need::Decide,
             _ => Need::Operate,
         }
     }
@@ -249,6 +250,8 @@ mod tests {
             (Method::POST, "/management/v3/apps/tokens", Need::Catalogue),
             (Method::POST, "/management/v3/contractnegotiations/{id}/{call}", Need::Decide),
             (Method::POST, "/management/v3/transferprocesses/{id}/{call}", Need::Decide),
+            (Method::POST, "/management/v3/approvals/publications/{dataset}/{decision}", Need::Decide),
+            (Method::GET, "/management/v3/approvals", Need::Read),
             (Method::POST, "/management/v3/contractnegotiations", Need::Operate),
             (Method::POST, "/management/v3/catalog/request", Need::Operate),
             (Method::POST, "/management/v3/api-keys", Need::Operate),

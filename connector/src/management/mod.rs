@@ -17,6 +17,7 @@ use crate::process::ProcessError;
 use crate::state::Shared;
 
 pub mod access;
+mod approvals;
 mod apps;
 mod audit;
 mod broker;
@@ -94,6 +95,8 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(apps::read))
         .routes(routes!(apps::revoke))
         .routes(routes!(lineage::export))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::decide_publication))
         .routes(routes!(lineage::query_get, lineage::query_post))
         .routes(routes!(audit::witness_now))
         .routes(ingest)

@@ -57,6 +57,10 @@ pub struct Details {
     pub decision: Option<Json>,
     /// What happened, in order.
     pub history: Vec<Json>,
+    /// The operator's calls (`call`, `reason`, `at`, whether the negotiation was held for it), in order: the log keeps
+    /// each as an `operator.decision` entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operator_calls: Vec<Json>,
 }
 
 /// A negotiation as the service works with it.
@@ -801,6 +805,7 @@ impl Negotiations {
         for _ in 0..8 {
             let negotiation = self.get(id).await?;
             let before = negotiation.row.clone();
+            let held = negotiation.held();
             let wrong = || ProcessError::WrongState {
                 call: call.to_owned(),
                 state: negotiation.state.name(),
@@ -863,6 +868,7 @@ impl Negotiations {
                 other => send(negotiation, other, json!({}), &mut outbox),
             };
             let mut next = next;
+            next.details.operator_calls.push(crate::process::operator_call(call, body, held));
             next.row.state = next.state.name().into();
             next.row.body = serde_json::to_value(&next.details).unwrap_or(Json::Null);
             if agreement.is_some() {

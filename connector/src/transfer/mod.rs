@@ -72,6 +72,10 @@ pub struct Details {
     /// The policy decision (with its trace) behind a refusal.
     pub decision: Option<Json>,
     pub history: Vec<Json>,
+    /// The operator's calls (`call`, `reason`, `at`, whether the transfer was held for it), in order: the log keeps
+    /// each as an `operator.decision` entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operator_calls: Vec<Json>,
 }
 
 /// A transfer process as the service works with it.
@@ -768,6 +772,7 @@ impl Transfers {
                     allowed: machine::allowed_calls(transfer.role, transfer.state),
                 })?;
             let before = transfer.row.clone();
+            let held = transfer.held();
             let reason = body.get("reason").and_then(Json::as_str);
             let mut outbox = Vec::new();
             let mut next = match (transfer.role, kind) {
@@ -807,6 +812,7 @@ impl Transfers {
                 }
                 (_, kind) => send(transfer, kind, json!({}), &mut outbox),
             };
+            next.details.operator_calls.push(crate::process::operator_call(call, body, held));
             if self.write(&mut next, Some(&before), None, &outbox, Outgoing::Keep).await? {
                 tracing::info!(transfer = id, call, state = next.state.name(), "operator call applied");
                 return self.get(id).await;

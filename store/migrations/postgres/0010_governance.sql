@@ -27,3 +27,15 @@ CREATE TABLE app_tokens (
     bytes_read BIGINT NOT NULL,          -- bytes sent
     last_used_at BIGINT NOT NULL         -- ms; 0: never
 );
+
+-- Datasets waiting for a second key's approval before they appear in the catalogue (four eyes), and the decisions.
+CREATE TABLE publications (
+    asset_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,                 -- 'pending' | 'approved' | 'rejected'
+    requested_at BIGINT NOT NULL,        -- ms
+    requested_by TEXT NOT NULL,          -- the principal that created (or changed) the dataset (JSON)
+    decided_at BIGINT NOT NULL,          -- ms; 0 while pending
+    decided_by TEXT NOT NULL,            -- the principal that decided (JSON; '' while pending)
+    reason TEXT NOT NULL                 -- the decider's reason ('' if none)
+);
+CREATE INDEX publications_by_state ON publications (state, requested_at);
