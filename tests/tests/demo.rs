@@ -109,6 +109,24 @@ async fn the_demo_runs_the_whole_journey_and_its_summary_holds() {
         assert!(audit.receipts_from_hospital >= 1 && audit.receipts_from_researcher >= 1, "{audit:?}");
     }
 
+    // 6. Each hospital's lineage names the agreement its register was used under, the two jobs (the model and the
+    // cross-tab) and every result released; the graphs validate against Hanse's PROV-O shape.
+    let shapes =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../self-descriptions/shapes/hanse-lineage.shapes.ttl");
+    let rounds = summary.glm["rounds"].as_u64().expect("the model's rounds");
+    assert_eq!(summary.lineage.len(), 3);
+    for (traced, agreement) in summary.lineage.iter().zip(&summary.agreements) {
+        let iri = format!("urn:hanse:agreement:{}", hanse_core::encode::percent(&agreement.agreement_id));
+        assert_eq!(traced.agreements, [iri], "{}", traced.hospital);
+        assert_eq!(traced.jobs, 2, "{}", traced.hospital);
+        assert_eq!(traced.results, rounds + 1, "{}: every model round and the cross-tab", traced.hospital);
+        let report = hanse_tests::pyshacl(&traced.graph, &[&shapes], None);
+        assert!(report.conforms, "{}: {:#?}", traced.hospital, report.results);
+    }
+
+    // The researcher's lineage: the model and the cross-tab, each derived from the three hospitals' registers.
+    assert_eq!(summary.derived, [3, 3]);
+
     // The same seed gives the same data and the same numbers.
     let again = demo::run(&options).await.expect("the demo succeeds again");
     assert_eq!(again.glm["coefficients"], summary.glm["coefficients"]);

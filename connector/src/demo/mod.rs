@@ -71,7 +71,25 @@ pub struct Summary {
     pub glm: Json,
     pub crosstab: Json,
     pub audits: Vec<Audit>,
+    pub lineage: Vec<Lineage>,
+    /// The researcher's lineage: for each combined result, how many hospitals' registers it was derived from.
+    pub derived: Vec<u64>,
     pub seconds: f64,
+}
+
+/// What a hospital's lineage says of its register, asked by SPARQL.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lineage {
+    pub hospital: String,
+    /// The agreements under which jobs used the register (their lineage IRIs, `urn:hanse:agreement:<id>`).
+    pub agreements: Vec<String>,
+    /// Compute jobs that used the register.
+    pub jobs: u64,
+    /// Results released from those jobs.
+    pub results: u64,
+    /// The hospital's whole lineage graph (N-Triples), for an auditor's own checks.
+    pub graph: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,9 +177,23 @@ async fn journey(federation: &Federation, dir: &Path, options: &Options) -> anyh
     let (glm, crosstab) =
         step("4", "federated analysis across the three hospitals", analyse(federation, &sites, options)).await?;
     let audits = step("5", "the auditor verifies every hospital's log offline", audit(federation, &agreements)).await?;
+    let (lineage, derived) =
+        step("6", "each hospital traces who used its register (PROV-O lineage)", lineage(federation)).await?;
     let mut all = agreements;
     all.push(summary_agreement);
-    Ok(Summary { seed: options.seed, found, agreements: all, refusal, transfer, glm, crosstab, audits, seconds: 0.0 })
+    Ok(Summary {
+        seed: options.seed,
+        found,
+        agreements: all,
+        refusal,
+        transfer,
+        glm,
+        crosstab,
+        audits,
+        lineage,
+        derived,
+        seconds: 0.0,
+    })
 }
 
 // ---- step 0: credentials and datasets ----
@@ -542,6 +574,71 @@ async fn audit(federation: &Federation, agreements: &[Agreement]) -> anyhow::Res
     Ok(audits)
 }
 
+// ---- step 6: lineage ----
+
+/// Jobs that used the register, under which agreement, and the results released from them.
+const REGISTER_USES: &str = "SELECT ?agreement (COUNT(DISTINCT ?job) AS ?jobs) (COUNT(DISTINCT ?result) AS ?results) WHERE { \
+    ?job a hanse:ComputeJob ; prov:used/prov:specializationOf ?register ; \
+         prov:qualifiedAssociation/prov:hadPlan ?agreement . \
+    OPTIONAL { ?result a hanse:ReleasedResult ; prov:wasGeneratedBy ?job } \
+    FILTER(?register = <REGISTER>) } GROUP BY ?agreement ORDER BY ?agreement";
+
+/// The researcher's combined results and the datasets each was derived from.
+const DERIVED: &str = "SELECT ?result (COUNT(DISTINCT ?source) AS ?sources) WHERE { \
+    ?result a hanse:CombinedResult ; prov:wasDerivedFrom ?source } GROUP BY ?result ORDER BY ?result";
+
+async fn lineage(federation: &Federation) -> anyhow::Result<(Vec<Lineage>, Vec<u64>)> {
+    let mut traced = Vec::new();
+    for hospital in &federation.hospitals {
+        let query = REGISTER_USES.replace("REGISTER", &crate::catalog::rdf::dataset_iri(REGISTER));
+        let request =
+            hospital.api.request(Method::POST, "/management/v3/lineage/sparql").json(&json!({"query": query}));
+        let answer = hospital.api.expect(request).await?;
+        let rows = answer["results"]["bindings"].as_array().cloned().unwrap_or_default();
+        let number =
+            |row: &Json, name: &str| row[name]["value"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let agreements: Vec<String> =
+            rows.iter().filter_map(|row| row["agreement"]["value"].as_str()).map(str::to_owned).collect();
+        let jobs = rows.iter().map(|row| number(row, "jobs")).sum();
+        let results = rows.iter().map(|row| number(row, "results")).sum();
+        let request = hospital
+            .api
+            .request(Method::POST, "/management/v3/lineage/sparql")
+            .header("Accept", "application/n-triples")
+            .header("Content-Type", "application/sparql-query")
+            .body("CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }");
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            bail!("{} did not answer its lineage: HTTP {}", hospital.name, response.status());
+        }
+        let graph = response.text().await?;
+        println!(
+            "    {}: the register was used by {jobs} job(s) under agreement(s) {}; {results} result(s) released \
+             ({} triples of lineage)",
+            hospital.name,
+            agreements.join(", "),
+            graph.lines().count()
+        );
+        traced.push(Lineage { hospital: hospital.name.clone(), agreements, jobs, results, graph });
+    }
+    let researcher = &federation.researcher;
+    let request =
+        researcher.api.request(Method::POST, "/management/v3/lineage/sparql").json(&json!({"query": DERIVED}));
+    let answer = researcher.api.expect(request).await?;
+    let derived: Vec<u64> = answer["results"]["bindings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| row["sources"]["value"].as_str()?.parse().ok())
+        .collect();
+    println!(
+        "    the researcher: {} combined result(s), derived from {} register(s)",
+        derived.len(),
+        derived.iter().map(u64::to_string).collect::<Vec<_>>().join(" and ")
+    );
+    Ok((traced, derived))
+}
+
 /// `node`'s log as an auditor downloads it.
 async fn export(node: &Node) -> anyhow::Result<String> {
     let response = node.api.request(Method::GET, "/management/v3/audit/export").send().await?;
@@ -623,6 +720,15 @@ fn print_summary(summary: &Summary) {
         println!(
             "audited     {}: {} entries verified, {} + {} receipts",
             audit.hospital, audit.entries, audit.receipts_from_hospital, audit.receipts_from_researcher
+        );
+    }
+    for traced in &summary.lineage {
+        println!(
+            "lineage     {}: the register used by {} job(s) under {} agreement(s), {} result(s) released",
+            traced.hospital,
+            traced.jobs,
+            traced.agreements.len(),
+            traced.results
         );
     }
 }
