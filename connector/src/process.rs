@@ -412,7 +412,10 @@ pub fn audit_events(
     if kind == ProcessKind::Negotiation
         && let Some(agreement) = appeared("agreement")
     {
-        let details = json!({"process": after.id, "agreementPolicy": agreement, "agreementDigest": hanse_audit::canonical_digest(agreement)});
+        let mut details = json!({"process": after.id, "agreementPolicy": agreement, "agreementDigest": hanse_audit::canonical_digest(agreement)});
+        if let Some(permit) = after.body.get("dataPermit").and_then(|p| p.get("id")).filter(|id| !id.is_null()) {
+            details["dataPermit"] = permit.clone();
+        }
         let mut entry = event("contract.agreement", details);
         entry.agreement = agreement.get("@id").and_then(Json::as_str).map(str::to_owned);
         events.push(entry);

@@ -75,6 +75,25 @@ impl RequestContext {
     }
 
     /// The claim at a dotted path.
+    /// The requester's data permit (EHDS Art. 68): the `dataPermit` claim of a verified `DataPermitCredential`,
+    /// within its validity. An error says why there is none.
+    pub fn data_permit(&self) -> Result<&Map<String, Json>, &'static str> {
+        if !self.credential_types.iter().any(|t| t == "DataPermitCredential" || t.ends_with("/DataPermitCredential")) {
+            return Err("the requester holds no verified data permit (DataPermitCredential)");
+        }
+        let permit = self.claims.get("dataPermit").and_then(Json::as_object);
+        let permit = permit.ok_or("the data permit credential carries no dataPermit")?;
+        let until = permit.get("validUntil").and_then(Json::as_str);
+        if let (Some(until), Some(now)) = (until, self.now) {
+            match DateTime::parse_from_rfc3339(until) {
+                Ok(until) if until < now => return Err("the data permit has expired"),
+                Ok(_) => {}
+                Err(_) => return Err("the data permit's validUntil is not a time"),
+            }
+        }
+        Ok(permit)
+    }
+
     pub fn claim(&self, path: &str) -> Option<&Json> {
         let mut parts = path.split('.');
         let mut current = self.claims.get(parts.next()?)?;

@@ -585,6 +585,32 @@ fn resolve(left: &LeftOperand, context: &RequestContext) -> Resolved {
                 },
             }),
         },
+        PermitPurpose | PermitIssuer | PermitId | PermitHolder => match context.data_permit() {
+            Err(why) => Resolved::Missing(why),
+            Ok(permit) => {
+                let text = |name: &str| permit.get(name).and_then(serde_json::Value::as_str);
+                match left {
+                    PermitPurpose => match text("purpose") {
+                        Some(p) => Resolved::Value(Value::Iri(profile::canonical_purpose(p))),
+                        None => Resolved::Missing("the data permit names no purpose"),
+                    },
+                    PermitIssuer => match text("issuingBody") {
+                        Some(body) => Resolved::Value(Value::Iri(term::canonical(body))),
+                        None => Resolved::Missing("the data permit names no issuing body"),
+                    },
+                    PermitId => match text("id") {
+                        Some(id) => Resolved::Value(Value::String(id.to_owned())),
+                        None => Resolved::Missing("the data permit has no identifier"),
+                    },
+                    _ => {
+                        let users = permit.get("users").and_then(serde_json::Value::as_array);
+                        let named = users.into_iter().flatten().filter_map(serde_json::Value::as_str);
+                        let holder = context.participant.as_deref();
+                        Resolved::Value(Value::Boolean(holder.is_some_and(|me| named.clone().any(|u| u == me))))
+                    }
+                }
+            }
+        },
         Unknown(_) => Resolved::Missing("unknown"),
     }
 }
@@ -638,7 +664,9 @@ fn judge_atomic<const TRACE: bool>(
 fn is_a(left: &LeftOperand, item: &Value, wanted: &Value) -> bool {
     match (left, item, wanted) {
         // Both sides were canonicalised when they were built (parsing, resolving).
-        (LeftOperand::Purpose, Value::Iri(a), Value::Iri(b)) => profile::canonical_purpose_is_a(a, b),
+        (LeftOperand::Purpose | LeftOperand::PermitPurpose, Value::Iri(a), Value::Iri(b)) => {
+            profile::canonical_purpose_is_a(a, b)
+        }
         (LeftOperand::Spatial, Value::Iri(a), Value::Iri(b)) => profile::canonical_region_is_part_of(a, b),
         _ => equal(item, wanted),
     }

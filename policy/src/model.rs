@@ -141,6 +141,14 @@ pub enum LeftOperand {
     AlgorithmDigest,
     MaxJobs,
     DisclosureMethod,
+    /// The purpose of the requester's data permit (EHDS Art. 53), taxonomic like `purpose`.
+    PermitPurpose,
+    /// The health data access body that issued the permit.
+    PermitIssuer,
+    /// The permit's identifier.
+    PermitId,
+    /// Whether the requester is one of the permit's named users.
+    PermitHolder,
     Unknown(String),
 }
 
@@ -182,6 +190,10 @@ impl LeftOperand {
             Some("maxJobs") => LeftOperand::MaxJobs,
             Some("disclosureMethod") => LeftOperand::DisclosureMethod,
             Some("credentialType") => LeftOperand::CredentialType,
+            Some("permitPurpose") => LeftOperand::PermitPurpose,
+            Some("permitIssuer") => LeftOperand::PermitIssuer,
+            Some("permitId") => LeftOperand::PermitId,
+            Some("permitHolder") => LeftOperand::PermitHolder,
             Some(name) if CLAIM_SHORTHANDS.contains(&name) => LeftOperand::Claim(name.to_owned()),
             _ => LeftOperand::Unknown(iri),
         }
@@ -205,6 +217,10 @@ impl LeftOperand {
             LeftOperand::AlgorithmDigest => format!("{HANSE}algorithmDigest"),
             LeftOperand::MaxJobs => format!("{HANSE}maxJobs"),
             LeftOperand::DisclosureMethod => format!("{HANSE}disclosureMethod"),
+            LeftOperand::PermitPurpose => format!("{HANSE}permitPurpose"),
+            LeftOperand::PermitIssuer => format!("{HANSE}permitIssuer"),
+            LeftOperand::PermitId => format!("{HANSE}permitId"),
+            LeftOperand::PermitHolder => format!("{HANSE}permitHolder"),
             LeftOperand::Unknown(iri) => iri.clone(),
         }
     }
@@ -221,10 +237,21 @@ impl LeftOperand {
             | LeftOperand::Recipient
             | LeftOperand::Event
             | LeftOperand::CredentialType
-            | LeftOperand::DisclosureMethod => ValueKind::Iri,
-            LeftOperand::JobTemplate | LeftOperand::AlgorithmDigest => ValueKind::String,
+            | LeftOperand::DisclosureMethod
+            | LeftOperand::PermitPurpose
+            | LeftOperand::PermitIssuer => ValueKind::Iri,
+            LeftOperand::JobTemplate | LeftOperand::AlgorithmDigest | LeftOperand::PermitId => ValueKind::String,
+            LeftOperand::PermitHolder => ValueKind::Boolean,
             LeftOperand::Claim(_) | LeftOperand::Unknown(_) => ValueKind::Any,
         }
+    }
+
+    /// Whether the operand reads the requester's data permit.
+    pub fn is_permit(&self) -> bool {
+        matches!(
+            self,
+            LeftOperand::PermitPurpose | LeftOperand::PermitIssuer | LeftOperand::PermitId | LeftOperand::PermitHolder
+        )
     }
 
     /// Whether the operand can only be decided while a compute job runs.
@@ -242,7 +269,9 @@ impl LeftOperand {
     /// Canonical form of one right-operand value for this operand (purposes, regions, digests).
     fn normalise(&self, value: Value) -> Value {
         match (self, value) {
-            (LeftOperand::Purpose, Value::Iri(v)) => Value::Iri(profile::canonical_purpose(&v)),
+            (LeftOperand::Purpose | LeftOperand::PermitPurpose, Value::Iri(v)) => {
+                Value::Iri(profile::canonical_purpose(&v))
+            }
             (LeftOperand::Spatial, Value::Iri(v)) => Value::Iri(profile::canonical_region(&v)),
             (LeftOperand::DisclosureMethod, Value::Iri(v)) => Value::Iri(profile::canonical_disclosure_method(&v)),
             (LeftOperand::AlgorithmDigest, Value::String(v)) => Value::String(canonical_digest(&v)),
@@ -435,18 +464,28 @@ impl Policy {
     /// Whether deciding this policy may need the requester's verified claims or credential types, so that a
     /// connector fetches them only when a policy asks.
     pub fn uses_claims(&self) -> bool {
-        fn constraint(c: &Constraint) -> bool {
+        self.any_constraint(&|atomic| {
+            matches!(atomic.left, LeftOperand::Claim(_) | LeftOperand::CredentialType) || atomic.left.is_permit()
+        })
+    }
+
+    /// Whether any constraint reads the requester's data permit (`hanse:permit*`).
+    pub fn uses_permit(&self) -> bool {
+        self.any_constraint(&|atomic| atomic.left.is_permit())
+    }
+
+    /// Whether any atomic constraint of any rule (duties included) passes `test`.
+    fn any_constraint(&self, test: &dyn Fn(&AtomicConstraint) -> bool) -> bool {
+        fn constraint(c: &Constraint, test: &dyn Fn(&AtomicConstraint) -> bool) -> bool {
             match c {
-                Constraint::Atomic(atomic) => {
-                    matches!(atomic.left, LeftOperand::Claim(_) | LeftOperand::CredentialType)
-                }
-                Constraint::Logical { constraints, .. } => constraints.iter().any(constraint),
+                Constraint::Atomic(atomic) => test(atomic),
+                Constraint::Logical { constraints, .. } => constraints.iter().any(|c| constraint(c, test)),
             }
         }
-        fn rule(r: &Rule) -> bool {
-            r.conditions().any(constraint) || r.duties.iter().any(rule)
+        fn rule(r: &Rule, test: &dyn Fn(&AtomicConstraint) -> bool) -> bool {
+            r.conditions().any(|c| constraint(c, test)) || r.duties.iter().any(|d| rule(d, test))
         }
-        self.permissions.iter().chain(&self.prohibitions).chain(&self.obligations).any(rule)
+        self.permissions.iter().chain(&self.prohibitions).chain(&self.obligations).any(|r| rule(r, test))
     }
 
     /// Whether the policy has no permission, prohibition or obligation at all.

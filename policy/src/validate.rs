@@ -188,7 +188,7 @@ fn check_atomic(c: &AtomicConstraint, path: &str, issues: &mut Vec<Issue>) {
         ));
     }
     if let Ok(value) = &c.right {
-        if c.left == LeftOperand::Purpose {
+        if matches!(c.left, LeftOperand::Purpose | LeftOperand::PermitPurpose) {
             let known = profile::known_purposes();
             for item in value.items() {
                 if let Value::Iri(iri) = item
@@ -346,5 +346,5 @@ fn tighten<'a>(
 }
 
 fn taxonomic(operand: &LeftOperand) -> bool {
-    matches!(operand, LeftOperand::Purpose | LeftOperand::Spatial)
+    matches!(operand, LeftOperand::Purpose | LeftOperand::Spatial | LeftOperand::PermitPurpose)
 }

@@ -68,7 +68,27 @@ pub const KNOWN_TERMS: &[(&str, &str, Range)] = &[
     ("maxTypicalAge", "http://healthdataportal.eu/ns/health#maxTypicalAge", Range::Integer),
     ("populationCoverage", "http://healthdataportal.eu/ns/health#populationCoverage", Range::Text),
     ("hasCodingSystem", "http://healthdataportal.eu/ns/health#hasCodingSystem", Range::Iri),
+    ("hdab", "http://healthdataportal.eu/ns/health#hdab", Range::Iri),
 ];
+
+/// The EU access-right table (DCAT-AP and HealthDCAT-AP take `dct:accessRights` from it).
+pub const ACCESS_RIGHTS: &str = "http://publications.europa.eu/resource/authority/access-right/";
+/// Its concepts: public, restricted (e.g. through a health data access body) and non-public.
+pub const ACCESS_RIGHT_CONCEPTS: [&str; 3] = ["PUBLIC", "RESTRICTED", "NON_PUBLIC"];
+
+/// `dct:accessRights` as a concept of the EU access-right table: its IRI, or the concept's name (`PUBLIC`,
+/// `RESTRICTED`, `NON_PUBLIC`, in any letter case, `-` for `_`).
+fn access_right(value: &str) -> Result<Term, String> {
+    let name = value.strip_prefix(ACCESS_RIGHTS).unwrap_or(value).trim().to_ascii_uppercase().replace('-', "_");
+    if ACCESS_RIGHT_CONCEPTS.contains(&name.as_str()) {
+        Ok(Term::Iri(format!("{ACCESS_RIGHTS}{name}")))
+    } else {
+        Err(format!(
+            "accessRights takes a concept of the EU access-right table ({}), not `{value}`",
+            ACCESS_RIGHT_CONCEPTS.join(", ")
+        ))
+    }
+}
 
 /// The IRI a known short name stands for.
 pub fn known_term(name: &str) -> Option<(&'static str, Range)> {
@@ -155,6 +175,12 @@ fn looks_like_iri(value: &str) -> bool {
 /// Types a value by the range of a known term; the error names the term and what it takes.
 fn coerce(term: Term, range: Option<Range>, predicate: &str) -> Result<Term, String> {
     let short = compact_key(predicate, PrefixStyle::Management);
+    if predicate == format!("{DCT}accessRights") {
+        return match term {
+            Term::Literal { value, .. } | Term::Iri(value) => access_right(&value),
+            Term::Node(_) => Err("accessRights takes a concept of the EU access-right table, not a node".into()),
+        };
+    }
     match (range, term) {
         (Some(Range::Iri), Term::Literal { value, .. }) => {
             if looks_like_iri(&value) {

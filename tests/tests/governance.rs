@@ -484,3 +484,67 @@ async fn offer_dataset_held(federation: &Federation, steward: &Management, appro
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ehds_data_permit_from_the_access_body_opens_a_restricted_dataset_and_the_agreement_names_it() {
+    let backends = hanse::testing::backends();
+    let hdab = TestConnector::start(backends[0]).await;
+    let trusted = hdab.participant_id().to_owned();
+    let provider = TestConnector::start_with(*backends.last().unwrap(), move |config| {
+        config.trust.issuers.insert("DataPermitCredential".into(), vec![trusted]);
+        config.trust.claims_cache_seconds = 0;
+    })
+    .await;
+    let researcher = TestConnector::start(backends[0]).await;
+    let stranger = TestConnector::start(*backends.last().unwrap()).await;
+    let api = management_of(&provider);
+
+    // A restricted dataset, reached through the access body, for research under a permit naming the requester.
+    let mut asset = health_asset("ehds-oncology", "Oncology registry", &["cancer"], 2300);
+    asset["properties"]["accessRights"] = json!("RESTRICTED");
+    asset["properties"]["hdab"] = json!(hdab.participant_id());
+    api.create("/management/v3/assets", asset).await;
+    let terms = json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{
+        "action": "use", "constraint": {"and": [
+            {"leftOperand": "hanse:permitPurpose", "operator": "isA", "rightOperand": "hanse:ehds-scientific-research"},
+            {"leftOperand": "hanse:permitIssuer", "operator": "eq", "rightOperand": hdab.participant_id()},
+            {"leftOperand": "hanse:permitHolder", "operator": "eq", "rightOperand": true}]}}]});
+    api.create("/management/v3/policydefinitions", policy_definition("ehds-open", open_policy())).await;
+    api.create("/management/v3/policydefinitions", policy_definition("ehds-permit", terms)).await;
+    api.create(
+        "/management/v3/contractdefinitions",
+        contract_definition("ehds", "ehds-open", "ehds-permit", &["ehds-oncology"]),
+    )
+    .await;
+
+    // The access body issues the researcher's permit (Art. 68): id, purpose (Art. 53(1)(e)), named users, validity.
+    let valid_until = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
+    let permit = json!({"dataPermit": {"id": "HDAB-DE-2026-0042", "issuingBody": hdab.participant_id(),
+        "purpose": "hanse:ehds-ai-training", "users": [researcher.participant_id()], "validUntil": valid_until}});
+    let issued = management_of(&hdab)
+        .post(
+            "/management/v3/credentials/issue",
+            &json!({"type": "DataPermitCredential", "subject": researcher.participant_id(), "claims": permit}),
+        )
+        .await;
+    assert_eq!(issued.status, 200, "{:#}", issued.body);
+    import(&researcher, issued.body["credential"].as_str().unwrap()).await;
+
+    for (consumer, outcome) in [(&researcher, "FINALIZED"), (&stranger, "TERMINATED")] {
+        let management = management_of(consumer);
+        let offer = catalogue_offer(&management, &provider, "ehds-oncology").await;
+        let id = negotiate(&management, &provider, offer, json!({"purpose": "hanse:ehds-ai-training"})).await;
+        let ended = wait_for_state(&management, "contractnegotiations", &id, outcome).await;
+        if outcome == "TERMINATED" {
+            assert!(ended["errorDetail"].to_string().contains("data permit"), "{ended:#}");
+        }
+    }
+    // The provider's agreement names the permit, in its record and in the log.
+    let export = api.audit_export().await;
+    let agreed =
+        entries(&export).into_iter().find(|e| e["type"] == "contract.agreement").expect("an agreement is logged");
+    assert_eq!(agreed["dataPermit"], "HDAB-DE-2026-0042", "{agreed:#}");
+    for connector in [hdab, provider, researcher, stranger] {
+        connector.running.shutdown().await;
+    }
+}

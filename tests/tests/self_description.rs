@@ -220,6 +220,16 @@ async fn the_dcat_catalogue_of_health_datasets_conforms_to_dcat_ap_3() {
     {
         api.create("/management/v3/assets", health_asset(id, title, &["cohort", "ehr"], records)).await;
     }
+    // EHDS: a dataset reached through a health data access body, its access right from the EU table by name.
+    let mut restricted = health_asset("oncology", "Oncology registry", &["cancer"], 2300);
+    restricted["properties"]["accessRights"] = json!("restricted");
+    restricted["properties"]["hdab"] = json!("did:web:hdab.health.example");
+    api.create("/management/v3/assets", restricted).await;
+    let mut wrong = health_asset("wrong", "Wrong rights", &["x"], 1);
+    wrong["properties"]["accessRights"] = json!("members only");
+    let refused = api.post("/management/v3/assets", &wrong).await;
+    assert_eq!(refused.status, 400, "{:#}", refused.body);
+    assert!(refused.body.to_string().contains("EU access-right table"), "{:#}", refused.body);
     api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
     api.create("/management/v3/contractdefinitions", contract_definition("all", "open", "open", &[])).await;
     let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("shacl/dcat-ap-3.0.0/shapes.ttl");
@@ -239,6 +249,11 @@ async fn the_dcat_catalogue_of_health_datasets_conforms_to_dcat_ap_3() {
 
     let triples = graph().await;
     assert!(triples.contains("<http://healthdataportal.eu/ns/health#numberOfRecords> \"5000\""), "{triples}");
+    assert!(
+        triples.contains("<http://purl.org/dc/terms/accessRights> <http://publications.europa.eu/resource/authority/access-right/RESTRICTED>"),
+        "{triples}"
+    );
+    assert!(triples.contains("<http://healthdataportal.eu/ns/health#hdab> <did:web:hdab.health.example>"), "{triples}");
     let report = pyshacl(&triples, &[&shapes], None);
     assert!(report.conforms, "{:#?}", report.results);
 

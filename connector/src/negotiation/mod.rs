@@ -61,6 +61,10 @@ pub struct Details {
     /// each as an `operator.decision` entry.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub operator_calls: Vec<Json>,
+    /// Provider: the requester's EHDS data permit the agreement was made under (id, issuing body, purpose, validity),
+    /// when its terms read one (`hanse:permit*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_permit: Option<Json>,
 }
 
 /// A negotiation as the service works with it.
@@ -487,6 +491,14 @@ impl Negotiations {
                 (terminate(negotiation, code, &reason, outbox), None)
             }
             Verdict::Agree { agreement, asset_id, definition_id, manual, decision } => {
+                let reads_permit = Policy::from_json(&agreement).is_ok_and(|p| p.uses_permit());
+                if reads_permit && let Some(permit) = claims.claims.get("dataPermit") {
+                    let field = |name: &str| permit.get(name).cloned().unwrap_or(Json::Null);
+                    negotiation.details.data_permit = Some(json!({
+                        "id": field("id"), "issuingBody": field("issuingBody"), "purpose": field("purpose"),
+                        "validUntil": field("validUntil"),
+                    }));
+                }
                 negotiation.details.asset_id = Some(asset_id);
                 if !definition_id.is_empty() {
                     negotiation.details.definition_id = Some(definition_id);
