@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "log",
     "traces",
     "dataplane",
+    "catalog",
     "negotiation",
     "trust",
     "audit",

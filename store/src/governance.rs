@@ -104,7 +104,17 @@ fn change(resource: &str, id: &str, operation: &str, more: Json) -> Event {
     Event::new("management.change", details)
 }
 
-/// Named keys and app tokens. A view of the store's one pool and writer.
+/// A row type both backends read.
+trait Row:
+    for<'r> FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin
+{
+}
+impl<T> Row for T where
+    T: for<'r> FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin
+{
+}
+
+/// Named keys, app tokens and publications. A view of the store's one pool and writer.
 #[derive(Debug, Clone)]
 pub struct Governance {
     pub(crate) pool: crate::Pool,
@@ -153,23 +163,30 @@ impl Governance {
         Ok(row)
     }
 
-    /// Every management key, revoked ones included, by id.
-    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id");
+    /// The rows `sql` selects.
+    async fn all<T: Row>(&self, sql: String) -> Result<Vec<T>, StoreError> {
         Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?))
     }
 
+    /// The row `sql` selects with `$1` bound to `key`, if any.
+    async fn one<T: Row>(&self, sql: String, key: &str) -> Result<Option<T>, StoreError> {
+        Ok(
+            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(pool).await?),
+        )
+    }
+
+    /// Every management key, revoked ones included, by id.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
+        self.all(format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id")).await
+    }
+
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
-        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?))
+        self.one(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"), id).await
     }
 
     /// The valid key whose SHA-256 is `hash`.
     pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at = 0");
-        Ok(
-            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?),
-        )
+        self.one(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at = 0"), hash).await
     }
 
     /// Gives a valid key a new value (its hash); the old value stops working at once. `None` if there is no valid
@@ -236,21 +253,16 @@ impl Governance {
 
     /// Every app token, revoked ones included, newest first.
     pub async fn app_tokens(&self) -> Result<Vec<AppTokenRow>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM app_tokens ORDER BY created_at DESC, id");
-        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?))
+        self.all(format!("SELECT {TOKEN_COLUMNS} FROM app_tokens ORDER BY created_at DESC, id")).await
     }
 
     pub async fn app_token(&self, id: &str) -> Result<Option<AppTokenRow>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM app_tokens WHERE id = $1");
-        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?))
+        self.one(format!("SELECT {TOKEN_COLUMNS} FROM app_tokens WHERE id = $1"), id).await
     }
 
     /// The token whose SHA-256 is `hash`, revoked or not (the caller tells the app which).
     pub async fn app_token_by_hash(&self, hash: &str) -> Result<Option<AppTokenRow>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM app_tokens WHERE hash = $1");
-        Ok(
-            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(pool).await?),
-        )
+        self.one(format!("SELECT {TOKEN_COLUMNS} FROM app_tokens WHERE hash = $1"), hash).await
     }
 
     /// Revokes a valid app token, with its audit entry; `false` if there is no valid token `id`.
@@ -380,17 +392,13 @@ impl Governance {
     }
 
     pub async fn publication(&self, asset_id: &str) -> Result<Option<PublicationRow>, StoreError> {
-        let sql = format!("SELECT {PUBLICATION_COLUMNS} FROM publications WHERE asset_id = $1");
-        Ok(
-            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(asset_id).fetch_optional(pool).await?),
-        )
+        self.one(format!("SELECT {PUBLICATION_COLUMNS} FROM publications WHERE asset_id = $1"), asset_id).await
     }
 
     /// Publications in `states`, oldest request first.
     pub async fn publications(&self, states: &[&str]) -> Result<Vec<PublicationRow>, StoreError> {
-        let sql = format!("SELECT {PUBLICATION_COLUMNS} FROM publications ORDER BY requested_at, asset_id");
         let rows: Vec<PublicationRow> =
-            with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?);
+            self.all(format!("SELECT {PUBLICATION_COLUMNS} FROM publications ORDER BY requested_at, asset_id")).await?;
         Ok(rows.into_iter().filter(|row| states.contains(&row.state.as_str())).collect())
     }
 

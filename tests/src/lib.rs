@@ -362,6 +362,12 @@ pub async fn offer_asset(federation: &Federation, asset: Value, terms: Value, de
     let api = federation.management(0);
     let dataset = asset["@id"].as_str().expect("the asset names its id").to_owned();
     api.create("/management/v3/assets", asset).await;
+    offer_stored(&api, &dataset, terms, definition).await;
+}
+
+/// `api`'s connector offers its stored `dataset` to everyone (an open access policy `<dataset>-access`) under `terms`
+/// (`<dataset>-terms`), its contract definition `<dataset>-offer` carrying `definition`'s members besides.
+pub async fn offer_stored(api: &Management, dataset: &str, terms: Value, definition: Value) {
     api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
         .await;
     api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), terms)).await;
@@ -369,7 +375,7 @@ pub async fn offer_asset(federation: &Federation, asset: Value, terms: Value, de
         &format!("{dataset}-offer"),
         &format!("{dataset}-access"),
         &format!("{dataset}-terms"),
-        &[&dataset],
+        &[dataset],
     );
     if let (Value::Object(contract), Value::Object(members)) = (&mut contract, definition) {
         contract.extend(members);

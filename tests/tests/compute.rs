@@ -32,17 +32,7 @@ async fn publish(federation: &Federation, site: usize, dataset: &str, rows: usiz
     let key = &connector.config.management.api_key;
     let stored = commands::ingest(&connector.management_url(), key, dataset, &csv, &schema, properties).await.unwrap();
     assert_eq!(stored["numberOfRecords"], rows);
-    let api = federation.management(site);
-    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
-        .await;
-    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), terms)).await;
-    let definition = contract_definition(
-        &format!("{dataset}-offer"),
-        &format!("{dataset}-access"),
-        &format!("{dataset}-terms"),
-        &[dataset],
-    );
-    api.create("/management/v3/contractdefinitions", definition).await;
+    offer_stored(&federation.management(site), dataset, terms, json!({})).await;
 }
 
 /// The research institute (the last connector) negotiates `dataset` with hospital `site`; answers the agreement.

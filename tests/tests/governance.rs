@@ -26,16 +26,7 @@ async fn publish(connector: &TestConnector, api: &Management, dataset: &str, coh
     let properties = json!({"title": format!("Register {dataset}")});
     let key = &connector.config.management.api_key;
     commands::ingest(&connector.management_url(), key, dataset, &csv, &schema, properties).await.unwrap();
-    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
-        .await;
-    api.create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-terms"), app_terms())).await;
-    let definition = contract_definition(
-        &format!("{dataset}-offer"),
-        &format!("{dataset}-access"),
-        &format!("{dataset}-terms"),
-        &[dataset],
-    );
-    api.create("/management/v3/contractdefinitions", definition).await;
+    offer_stored(api, dataset, app_terms(), json!({})).await;
     std::fs::read_to_string(&csv).unwrap().lines().map(|l| l.split(',').map(str::to_owned).collect()).collect()
 }
 
@@ -385,22 +376,7 @@ async fn a_dataset_is_published_only_after_a_second_key_approves_and_every_decis
     for dataset in ["cardio-echo", "cardio-ecg"] {
         let asset = health_asset(dataset, "Cardiology findings", &["cardiology"], 300);
         assert_eq!(steward.post("/management/v3/assets", &asset).await.status, 200);
-        steward
-            .create("/management/v3/policydefinitions", policy_definition(&format!("{dataset}-access"), open_policy()))
-            .await;
-        steward
-            .create(
-                "/management/v3/policydefinitions",
-                policy_definition(&format!("{dataset}-terms"), research_terms()),
-            )
-            .await;
-        let definition = contract_definition(
-            &format!("{dataset}-offer"),
-            &format!("{dataset}-access"),
-            &format!("{dataset}-terms"),
-            &[dataset],
-        );
-        steward.create("/management/v3/contractdefinitions", definition).await;
+        offer_stored(&steward, dataset, research_terms(), json!({})).await;
     }
     let (provider, consumer) = (&federation.connectors[0], &federation.connectors[1]);
     assert!(visible(consumer, provider).await.is_empty());
@@ -467,11 +443,7 @@ async fn offer_dataset_held(federation: &Federation, steward: &Management, appro
     let dataset = "held-dataset";
     let asset = health_asset(dataset, "Rare disease register", &["rare"], 90);
     steward.create("/management/v3/assets", asset).await;
-    steward.create("/management/v3/policydefinitions", policy_definition("held-access", open_policy())).await;
-    steward.create("/management/v3/policydefinitions", policy_definition("held-terms", research_terms())).await;
-    let mut definition = contract_definition("held-offer", "held-access", "held-terms", &[dataset]);
-    definition["manualApproval"] = json!(true);
-    steward.create("/management/v3/contractdefinitions", definition).await;
+    offer_stored(steward, dataset, research_terms(), json!({"manualApproval": true})).await;
     let approved = approver.post(&format!("/management/v3/approvals/publications/{dataset}/approve"), &json!({})).await;
     assert_eq!(approved.status, 200, "{:#}", approved.body);
     let consumer = federation.management(1);
@@ -509,13 +481,7 @@ async fn an_ehds_data_permit_from_the_access_body_opens_a_restricted_dataset_and
             {"leftOperand": "hanse:permitPurpose", "operator": "isA", "rightOperand": "hanse:ehds-scientific-research"},
             {"leftOperand": "hanse:permitIssuer", "operator": "eq", "rightOperand": hdab.participant_id()},
             {"leftOperand": "hanse:permitHolder", "operator": "eq", "rightOperand": true}]}}]});
-    api.create("/management/v3/policydefinitions", policy_definition("ehds-open", open_policy())).await;
-    api.create("/management/v3/policydefinitions", policy_definition("ehds-permit", terms)).await;
-    api.create(
-        "/management/v3/contractdefinitions",
-        contract_definition("ehds", "ehds-open", "ehds-permit", &["ehds-oncology"]),
-    )
-    .await;
+    offer_stored(&api, "ehds-oncology", terms, json!({})).await;
 
     // The access body issues the researcher's permit (Art. 68): id, purpose (Art. 53(1)(e)), named users, validity.
     let valid_until = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
