@@ -201,6 +201,13 @@ fn version_and_help_with_examples() {
         &["approvals", "list"],
         &["approvals", "approve"],
         &["approvals", "reject"],
+        &["api-keys", "create"],
+        &["api-keys", "list"],
+        &["api-keys", "rotate"],
+        &["api-keys", "revoke"],
+        &["apps", "issue"],
+        &["apps", "list"],
+        &["apps", "revoke"],
         &["dataset", "ingest"],
         &["dataset", "list"],
         &["job", "run"],
@@ -468,10 +475,58 @@ fn an_operator_publishes_and_a_consumer_browses_from_the_command_line() {
     let filtered = succeeds(path, &["catalog", "--peer", &peer, "--query", "cardiology"]);
     assert!(filtered.contains("no dataset"), "{filtered}");
 
+    // A steward's key, and a token for an app that reads the register, each shown once, listed, revoked.
+    let made =
+        succeeds(path, &["api-keys", "create", "Data steward", "--role", "steward", "--id", "steward", "--json"]);
+    let made: serde_json::Value = serde_json::from_str(&made).unwrap();
+    assert!(made["key"].as_str().unwrap().starts_with("hmk_"), "{made:#}");
+    let keys = succeeds(path, &["api-keys", "list"]);
+    assert!(keys.contains("steward") && keys.contains("VALID") && !keys.contains("hmk_"), "{keys}");
+    assert!(fails(path, &["api-keys", "create", "Root", "--role", "root"]).contains("role"));
+    let issued = succeeds(
+        path,
+        &["apps", "issue", "Companion", "--dataset", "register", "--action", "read", "--purpose", "DUO:0000007"],
+    );
+    assert!(issued.contains("hat_") && issued.contains("Authorization: Bearer"), "{issued}");
+    let token_id = issued.split('`').nth(1).unwrap().to_owned();
+    let apps = succeeds(path, &["apps", "list"]);
+    assert!(apps.contains("Companion") && apps.contains("register") && apps.contains("VALID"), "{apps}");
+    assert!(succeeds(path, &["apps", "revoke", &token_id]).contains("Revoked"));
+    assert!(succeeds(path, &["apps", "list"]).contains("REVOKED"));
+    assert!(succeeds(path, &["api-keys", "revoke", "steward"]).contains("Revoked"));
+    assert!(fails(path, &["apps", "issue", "Nothing", "--dataset", "missing", "--action", "read"]).contains("missing"));
+
     // Nothing waits; unknown offers and processes are one clear line.
     assert!(succeeds(path, &["approvals", "list"]).contains("Nothing waits"));
     assert!(fails(path, &["approvals", "approve", "urn:uuid:none"]).contains("no negotiation or transfer"));
     assert!(fails(path, &["negotiate", "--peer", &peer, "--offer", "nothing-like-this"]).contains("offers no"));
+}
+
+#[test]
+fn a_dataset_waits_for_a_second_key_before_it_is_published_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, _, _) = init(dir.path());
+    let path = dir.path();
+    let mut run = hanse(path, &["run"]);
+    run.env("HANSE_CATALOG_PUBLICATION_APPROVAL", "true").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut process = Process(run.spawn().unwrap());
+    wait_ready(&format!("http://127.0.0.1:{public}/health/ready"), &mut process);
+
+    succeeds(path, &["synth", "--rows", "40", "--out", "register.csv"]);
+    succeeds(path, &["dataset", "ingest", "register.csv", "--id", "register", "--title", "Diabetes register"]);
+    let waiting = succeeds(path, &["approvals", "list"]);
+    assert!(
+        waiting.contains("publication") && waiting.contains("register") && waiting.contains("management"),
+        "{waiting}"
+    );
+    // The operator's key made it, so it cannot approve it; an approver's key can.
+    assert!(fails(path, &["approvals", "approve", "register"]).contains("second key"));
+    let approver = succeeds(path, &["api-keys", "create", "Head of research data", "--role", "approver", "--json"]);
+    let approver: serde_json::Value = serde_json::from_str(&approver).unwrap();
+    let key = approver["key"].as_str().unwrap();
+    let approved = succeeds(path, &["approvals", "approve", "register", "--api-key", key]);
+    assert!(approved.contains("Publication of register: approved"), "{approved}");
+    assert!(succeeds(path, &["approvals", "list"]).contains("Nothing waits"));
 }
 
 #[test]

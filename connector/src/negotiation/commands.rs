@@ -131,6 +131,21 @@ pub async fn approvals_list(client: &ManagementClient) -> anyhow::Result<(Json, 
             waiting.push(item);
         }
     }
+    // Datasets waiting for a second key before publication (`[catalog] publication_approval`).
+    let publications = client.expect(client.request(Method::GET, "/management/v3/approvals?kind=publication")).await?;
+    for item in publications.as_array().into_iter().flatten() {
+        let by = &item["requestedBy"];
+        rows.push(vec![
+            "publication".into(),
+            text(&item["id"]),
+            "-".into(),
+            "PENDING".into(),
+            format!("asked by {}", text(by.get("id").unwrap_or(&by["kind"]))),
+            text(&item["dataset"]),
+            "approve reject".into(),
+        ]);
+        waiting.push(item.clone());
+    }
     let shown = if rows.is_empty() {
         "Nothing waits for the operator.".into()
     } else {
@@ -155,8 +170,29 @@ async fn held(client: &ManagementClient, id: &str) -> anyhow::Result<(Json, &'st
     bail!("this connector has no negotiation or transfer `{id}`")
 }
 
-/// `hanse approvals approve ID`: releases what waits (the next forward call it allows).
+/// A dataset's publication, if `id` names one that waits: the decision taken on it.
+async fn decide_publication(
+    client: &ManagementClient,
+    id: &str,
+    decision: &str,
+    reason: &str,
+) -> anyhow::Result<Option<(Json, String)>> {
+    let pending = client.expect(client.request(Method::GET, "/management/v3/approvals?kind=publication")).await?;
+    if !pending.as_array().into_iter().flatten().any(|p| p["id"] == id) {
+        return Ok(None);
+    }
+    let path = format!("/management/v3/approvals/publications/{}/{decision}", hanse_core::encode::percent(id));
+    let decided = client.expect(client.request(Method::POST, &path).json(&json!({"reason": reason}))).await?;
+    let shown = format!("Publication of {id}: {}", text(&decided["state"]));
+    Ok(Some((decided, shown)))
+}
+
+/// `hanse approvals approve ID`: releases what waits (the next forward call it allows), or publishes a dataset that
+/// waits for a second key.
 pub async fn approve(client: &ManagementClient, id: &str) -> anyhow::Result<(Json, String)> {
+    if let Some(decided) = decide_publication(client, id, "approve", "").await? {
+        return Ok(decided);
+    }
     let (item, base) = held(client, id).await?;
     if item["waitingForOperator"] != true {
         bail!("{id} does not wait for the operator (it is {})", text(&item["state"]));
@@ -171,8 +207,12 @@ pub async fn approve(client: &ManagementClient, id: &str) -> anyhow::Result<(Jso
     Ok((after.clone(), format!("{call}: {id} is now {}", text(&after["state"]))))
 }
 
-/// `hanse approvals reject ID --reason ...`: terminates what waits, with the reason the peer reads.
+/// `hanse approvals reject ID --reason ...`: terminates what waits, with the reason the peer reads, or refuses a
+/// dataset's publication.
 pub async fn reject(client: &ManagementClient, id: &str, reason: &str) -> anyhow::Result<(Json, String)> {
+    if let Some(decided) = decide_publication(client, id, "reject", reason).await? {
+        return Ok(decided);
+    }
     let (item, base) = held(client, id).await?;
     if matches!(item["state"].as_str(), Some("FINALIZED" | "TERMINATED" | "COMPLETED")) {
         bail!("{id} has already ended ({})", text(&item["state"]));
