@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
@@ -606,7 +606,6 @@ async fn preflight(request: Request) -> Response {
 
 /// The app API's routes (public listener).
 pub fn routes(apps: Arc<Apps>) -> axum::Router {
-    let _ = Method::OPTIONS;
     axum::Router::new()
         .route("/apps/v1/datasets", get(datasets).options(preflight))
         .route("/apps/v1/datasets/{dataset}/rows", get(rows).options(preflight))

@@ -152,12 +152,10 @@ async fn decided(state: &Shared, listing: &Listing) -> Result<Vec<Json>, Managem
                     // The call's reason and the trace the operator saw, kept with the process; the entry holds their
                     // digests.
                     let calls = row.body.get("operatorCalls").and_then(Json::as_array).cloned().unwrap_or_default();
-                    let at = logged.get("at");
                     let call = calls.iter().rev().find(|c| c.get("call") == logged.get("call")).or(calls.last());
                     item["reason"] = call.and_then(|c| c.get("reason")).cloned().unwrap_or(Json::Null);
                     item["decisionTrace"] = row.body.get("decision").cloned().unwrap_or(Json::Null);
                     item["requester"] = json!(row.counter_party_id);
-                    let _ = at;
                 }
             }
             items.push(item);
