@@ -279,13 +279,19 @@ async fn the_catalogue_survives_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_path_tells_nothing_without_the_key() {
+async fn an_unknown_path_or_method_tells_nothing_without_the_key() {
     let federation = Federation::with_hospitals(1).await;
     let api = federation.management(0);
     let anonymous = federation.client.get(format!("{}/management/v9/nothing", api.base)).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
     assert_eq!(api.get("/management/v9/nothing").await.status, 404);
     assert_eq!(api.get("/no/such/path").await.status, 404);
+    // A method a path does not take says no more: 401 without a key, 405 with its `Allow` with one.
+    let anonymous = federation.client.get(format!("{}/management/v3/assets", api.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let keyed = api.get("/management/v3/assets").await;
+    assert_eq!(keyed.status, 405);
+    assert!(keyed.headers.contains_key("allow"), "{:?}", keyed.headers);
     federation.shutdown().await;
 }
 

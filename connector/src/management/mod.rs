@@ -113,8 +113,37 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(api)
         .split_for_parts();
     let document = openapi::finish(document);
-    let router = router.merge(openapi::routes(&document)).fallback(not_found).with_state(state);
+    let router = router
+        .merge(openapi::routes(&document))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), hide_methods))
+        .with_state(state);
     (router, document)
+}
+
+/// Whether the request carries a key this listener knows: the operator's, the auditor's, or a named key.
+async fn knows_key(state: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    state.config.audit.auditor_api_key.as_deref().is_some_and(|key| has_key(headers, key))
+        || matches!(access::principal(state, headers).await, Ok(Some(_)))
+}
+
+/// A method a path does not take is a 405 (with `Allow`) to a caller with a key, and a 401 to anyone else: which
+/// paths exist is not told without a key, whatever the method.
+async fn hide_methods(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let key = request.headers().get("x-api-key").cloned();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert("x-api-key", key);
+    }
+    if knows_key(&state, &headers).await { response } else { ManagementError::Unauthorized.into_response() }
 }
 
 /// `axum::extract::Path`, refused in the management error shape (400 naming the parameter) rather than as plain text.
@@ -220,8 +249,7 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
 /// An unknown path: 404 to a caller with the operator's or the auditor's key or a named key, 401 to anyone else
 /// (nothing about the listener is told without a key).
 async fn not_found(State(state): State<Shared>, headers: axum::http::HeaderMap) -> Response {
-    let configured = state.config.audit.auditor_api_key.as_deref().is_some_and(|key| has_key(&headers, key));
-    if !configured && !matches!(access::principal(&state, &headers).await, Ok(Some(_))) {
+    if !knows_key(&state, &headers).await {
         return ManagementError::Unauthorized.into_response();
     }
     (StatusCode::NOT_FOUND, axum::Json(json!([{"message": "no such management resource", "type": "ObjectNotFound"}])))
