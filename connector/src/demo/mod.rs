@@ -82,7 +82,7 @@ pub struct Summary {
 #[serde(rename_all = "camelCase")]
 pub struct Lineage {
     pub hospital: String,
-    /// The agreements under which jobs used the register (their lineage IRIs, `urn:hanse:agreement:<id>`).
+    /// The agreements under which jobs used the register.
     pub agreements: Vec<String>,
     /// Compute jobs that used the register.
     pub jobs: u64,
@@ -577,11 +577,11 @@ async fn audit(federation: &Federation, agreements: &[Agreement]) -> anyhow::Res
 // ---- step 6: lineage ----
 
 /// Jobs that used the register, under which agreement, and the results released from them.
-const REGISTER_USES: &str = "SELECT ?agreement (COUNT(DISTINCT ?job) AS ?jobs) (COUNT(DISTINCT ?result) AS ?results) WHERE { \
+const REGISTER_USES: &str = "SELECT ?id (COUNT(DISTINCT ?job) AS ?jobs) (COUNT(DISTINCT ?result) AS ?results) WHERE { \
     ?job a hanse:ComputeJob ; prov:used/prov:specializationOf ?register ; \
-         prov:qualifiedAssociation/prov:hadPlan ?agreement . \
+         prov:qualifiedAssociation/prov:hadPlan ?agreement . ?agreement dct:identifier ?id . \
     OPTIONAL { ?result a hanse:ReleasedResult ; prov:wasGeneratedBy ?job } \
-    FILTER(?register = <REGISTER>) } GROUP BY ?agreement ORDER BY ?agreement";
+    FILTER(?register = <REGISTER>) } GROUP BY ?id ORDER BY ?id";
 
 /// The researcher's combined results and the datasets each was derived from.
 const DERIVED: &str = "SELECT ?result (COUNT(DISTINCT ?source) AS ?sources) WHERE { \
@@ -598,7 +598,7 @@ async fn lineage(federation: &Federation) -> anyhow::Result<(Vec<Lineage>, Vec<u
         let number =
             |row: &Json, name: &str| row[name]["value"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let agreements: Vec<String> =
-            rows.iter().filter_map(|row| row["agreement"]["value"].as_str()).map(str::to_owned).collect();
+            rows.iter().filter_map(|row| row["id"]["value"].as_str()).map(str::to_owned).collect();
         let jobs = rows.iter().map(|row| number(row, "jobs")).sum();
         let results = rows.iter().map(|row| number(row, "results")).sum();
         let request = hospital
