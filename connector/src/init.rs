@@ -142,7 +142,8 @@ fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), InitError> {
 
 pub use hanse_keys::generate_p256;
 
-fn random_hex(bytes: usize) -> Result<String, openssl::error::ErrorStack> {
+/// `bytes` random bytes from OpenSSL's generator, in hex.
+pub fn random_hex(bytes: usize) -> Result<String, openssl::error::ErrorStack> {
     let mut buf = vec![0u8; bytes];
     openssl::rand::rand_bytes(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())

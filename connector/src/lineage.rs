@@ -82,14 +82,23 @@ struct Quads {
     seq: u64,
 }
 
+fn lineage_graph() -> GraphName {
+    GraphName::NamedNode(NamedNode::new_unchecked(GRAPH))
+}
+
 impl Quads {
+    /// The quads of entry `seq`.
+    fn new(seq: u64) -> Quads {
+        Quads { graph: lineage_graph(), quads: Vec::new(), seq }
+    }
+
     fn add(&mut self, subject: impl Into<NamedOrBlankNode>, predicate: NamedNode, object: impl Into<Term>) {
         self.quads.push(Quad::new(subject, predicate, object, self.graph.clone()));
     }
 
     fn typed(&mut self, subject: &NamedNode, types: &[NamedNode]) {
         for kind in types {
-            self.add(subject.clone(), NamedNode::new_unchecked(format!("{RDF}type")), kind.clone());
+            self.add(subject.clone(), rdf_type(), kind.clone());
         }
         self.add(
             subject.clone(),
@@ -104,9 +113,9 @@ impl Quads {
 
     fn agent(&mut self, id: &str, kind: &str) -> NamedNode {
         let agent = agent(id);
-        self.add(agent.clone(), NamedNode::new_unchecked(format!("{RDF}type")), prov("Agent"));
+        self.add(agent.clone(), rdf_type(), prov("Agent"));
         if kind != "Agent" {
-            self.add(agent.clone(), NamedNode::new_unchecked(format!("{RDF}type")), prov(kind));
+            self.add(agent.clone(), rdf_type(), prov(kind));
         }
         agent
     }
@@ -116,7 +125,7 @@ impl Quads {
         self.add(activity.clone(), prov("wasAssociatedWith"), agent.clone());
         let association = BlankNode::default();
         self.add(activity.clone(), prov("qualifiedAssociation"), association.clone());
-        self.add(association.clone(), NamedNode::new_unchecked(format!("{RDF}type")), prov("Association"));
+        self.add(association.clone(), rdf_type(), prov("Association"));
         self.add(association.clone(), prov("agent"), agent.clone());
         if let Some(plan) = plan {
             self.add(association, prov("hadPlan"), plan.clone());
@@ -133,6 +142,10 @@ fn remote_dataset(q: &mut Quads, provider: &str, id: &str) -> NamedNode {
     let provider = q.agent(provider, "Organization");
     q.add(node.clone(), prov("wasAttributedTo"), provider);
     node
+}
+
+fn rdf_type() -> NamedNode {
+    NamedNode::new_unchecked(format!("{RDF}type"))
 }
 
 fn dct(term: &str) -> NamedNode {
@@ -154,9 +167,15 @@ impl Lineage {
     }
 
     /// Folds the entries appended since the last call; answers the log's size folded.
-    pub async fn catch_up(&self) -> Result<u64, StoreError> {
+    pub async fn catch_up(&self) -> Result<u64, LineageError> {
         let mut fold = self.fold.lock().await;
         let size = self.audit.audit_frontier().await?.size;
+        if fold.upto == 0 && size > 0 {
+            // This participant, named by most entries, is typed once.
+            let mut us = Quads::new(0);
+            us.agent(&self.participant, "Organization");
+            self.store.extend(us.quads).map_err(|e| LineageError::Graph(e.to_string()))?;
+        }
         while fold.upto < size {
             let page = self.audit.audit_range(fold.upto, (fold.upto + PAGE).min(size)).await?;
             let Some(last) = page.last() else { break };
@@ -170,25 +189,21 @@ impl Lineage {
                     &entry,
                 ));
             }
-            self.store.extend(quads).map_err(|e| StoreError::Corrupt(format!("the lineage graph: {e}")))?;
+            self.store.extend(quads).map_err(|e| LineageError::Graph(e.to_string()))?;
             fold.upto = next;
         }
         Ok(fold.upto)
     }
 
-    /// A read-only SPARQL query over the lineage, after catching up with the log.
-    pub async fn query(
+    /// A read-only SPARQL query over the lineage as folded so far (call [`Lineage::catch_up`] first), within
+    /// `limits`: blocking, for `crate::sparql::answer`.
+    pub fn sparql(
         &self,
-        query: String,
-        accept: String,
-        limits: SparqlLimits,
-    ) -> Result<(&'static str, Vec<u8>), LineageError> {
-        self.catch_up().await?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || crate::catalog::rdf::query_store(&store, &query, &accept, &limits))
-            .await
-            .map_err(|e| LineageError::Sparql(SparqlError::Evaluation(e.to_string())))?
-            .map_err(LineageError::Sparql)
+        query: &str,
+        accept: &str,
+        limits: &SparqlLimits,
+    ) -> Result<(&'static str, Vec<u8>), SparqlError> {
+        crate::catalog::rdf::query_store(&self.store, query, accept, limits)
     }
 
     /// The lineage around a dataset (`dataset`) or an agreement (`agreement`): every node reachable from it over at
@@ -199,9 +214,9 @@ impl Lineage {
             Start::Dataset => NamedNode::new_unchecked(dataset_iri(start)),
             Start::Agreement => node("agreement", start),
         };
-        let graph = GraphName::NamedNode(NamedNode::new_unchecked(GRAPH));
+        let graph = lineage_graph();
         let store = self.store.clone();
-        let is_agent = |term: &Term| matches!(term, Term::NamedNode(n) if store.contains(oxigraph::model::QuadRef::new(n, NamedNode::new_unchecked(format!("{RDF}type")).as_ref(), prov("Agent").as_ref(), graph.as_ref())).unwrap_or(false));
+        let is_agent = |term: &Term| matches!(term, Term::NamedNode(n) if store.contains(oxigraph::model::QuadRef::new(n, rdf_type().as_ref(), prov("Agent").as_ref(), graph.as_ref())).unwrap_or(false));
         let mut seen: std::collections::HashSet<NamedOrBlankNode> = std::collections::HashSet::new();
         let mut frontier = vec![NamedOrBlankNode::from(start.clone())];
         let mut quads = Vec::new();
@@ -212,7 +227,7 @@ impl Lineage {
                     continue;
                 }
                 for quad in store.quads_for_pattern(Some(subject.as_ref()), None, None, Some(graph.as_ref())) {
-                    let quad = quad.map_err(|e| LineageError::Sparql(SparqlError::Evaluation(e.to_string())))?;
+                    let quad = quad.map_err(|e| LineageError::Graph(e.to_string()))?;
                     match &quad.object {
                         Term::NamedNode(n) if !is_agent(&quad.object) => next.push(NamedOrBlankNode::from(n.clone())),
                         Term::BlankNode(b) => next.push(NamedOrBlankNode::from(b.clone())),
@@ -222,7 +237,7 @@ impl Lineage {
                 }
                 if let NamedOrBlankNode::NamedNode(named) = &subject {
                     for quad in store.quads_for_pattern(None, None, Some(named.as_ref().into()), Some(graph.as_ref())) {
-                        let quad = quad.map_err(|e| LineageError::Sparql(SparqlError::Evaluation(e.to_string())))?;
+                        let quad = quad.map_err(|e| LineageError::Graph(e.to_string()))?;
                         if !is_agent(&Term::NamedNode(named.clone())) {
                             next.push(quad.subject.clone());
                         }
@@ -242,27 +257,16 @@ impl Lineage {
         let mut serializer = RdfSerializer::from_format(format)
             .with_prefix("prov", PROV)
             .and_then(|s| s.with_prefix("hanse", HANSE))
-            .map_err(|e| LineageError::Sparql(SparqlError::Evaluation(e.to_string())))?
+            .map_err(|e| LineageError::Graph(e.to_string()))?
             .for_writer(Vec::new());
         let mut written = BTreeSet::new();
         for quad in quads {
             let triple = oxigraph::model::Triple::new(quad.subject, quad.predicate, quad.object);
             if written.insert(triple.to_string()) {
-                serializer
-                    .serialize_triple(&triple)
-                    .map_err(|e| LineageError::Sparql(SparqlError::Evaluation(e.to_string())))?;
+                serializer.serialize_triple(&triple).map_err(|e| LineageError::Graph(e.to_string()))?;
             }
         }
-        serializer.finish().map_err(|e| LineageError::Sparql(SparqlError::Evaluation(e.to_string())))
-    }
-
-    /// Quads in the lineage graph (after the last catch-up).
-    pub fn len(&self) -> usize {
-        self.store.len().unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        serializer.finish().map_err(|e| LineageError::Graph(e.to_string()))
     }
 }
 
@@ -277,8 +281,9 @@ pub enum Start {
 pub enum LineageError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Sparql(SparqlError),
+    /// The in-memory graph could not be read or written out.
+    #[error("the lineage graph: {0}")]
+    Graph(String),
     #[error("the lineage knows nothing of it")]
     Unknown,
 }
@@ -296,12 +301,12 @@ impl Fold {
 
     /// The quads of one audit entry.
     fn entry(&mut self, participant: &str, seq: u64, entry: &serde_json::Map<String, Json>) -> Vec<Quad> {
-        let mut q = Quads { graph: GraphName::NamedNode(NamedNode::new_unchecked(GRAPH)), quads: Vec::new(), seq };
+        let mut q = Quads::new(seq);
         let text = |name: &str| entry.get(name).and_then(Json::as_str);
         let at = text("at").unwrap_or_default();
         let peer = text("participant");
         let agreement = text("agreement").map(|a| node("agreement", a));
-        let us = q.agent(participant, "Organization");
+        let us = agent(participant);
         match text("type").unwrap_or_default() {
             "management.change" if text("resource") == Some("asset") => {
                 let (Some(id), Some(operation)) = (text("id"), text("operation")) else { return q.quads };
@@ -457,19 +462,13 @@ impl Fold {
                 let activity = node("job", job);
                 q.typed(&activity, &[prov("Activity"), hanse("FederatedJob")]);
                 q.at(&activity, "startedAtTime", at);
-                q.associated(&activity, &us, None);
                 let agreements: Vec<String> = entry
                     .get("agreements")
                     .and_then(Json::as_array)
                     .map(|a| a.iter().filter_map(Json::as_str).map(str::to_owned).collect())
                     .unwrap_or_default();
                 for id in &agreements {
-                    let plan = node("agreement", id);
-                    let site = BlankNode::default();
-                    q.add(activity.clone(), prov("qualifiedAssociation"), site.clone());
-                    q.add(site.clone(), NamedNode::new_unchecked(format!("{RDF}type")), prov("Association"));
-                    q.add(site.clone(), prov("agent"), us.clone());
-                    q.add(site, prov("hadPlan"), plan);
+                    q.associated(&activity, &us, Some(&node("agreement", id)));
                 }
                 self.job_agreements.insert(job.to_owned(), agreements);
             }
@@ -494,7 +493,7 @@ impl Fold {
                 let app = q.agent(&crate::apps::app_participant(token), "SoftwareAgent");
                 let plan = node("app-token", token);
                 q.typed(&activity, &[prov("Activity"), hanse("AppUse")]);
-                q.add(plan.clone(), NamedNode::new_unchecked(format!("{RDF}type")), prov("Plan"));
+                q.add(plan.clone(), rdf_type(), prov("Plan"));
                 q.at(&activity, "startedAtTime", at);
                 if let Some(action) = text("action") {
                     q.add(activity.clone(), hanse("action"), Literal::new_simple_literal(action));

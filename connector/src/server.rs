@@ -267,7 +267,12 @@ pub async fn start_on(
         dataplane.clone(),
     ));
     let lineage = Arc::new(crate::lineage::Lineage::new(store.audit.clone(), config.participant.id.clone()));
-    let apps = Arc::new(crate::apps::Apps::new(store.governance.clone(), catalogue.clone(), compute.clone()));
+    let apps = Arc::new(crate::apps::Apps::new(
+        store.governance.clone(),
+        catalogue.clone(),
+        compute.clone(),
+        dataplane.clone(),
+    ));
     let delivery = crate::dispatch::Delivery {
         store: store.processes.clone(),
         identity: identity.clone(),

@@ -209,7 +209,7 @@ macro_rules! append_on {
                     return Ok(());
                 }
                 seal.check()?;
-                let events = &crate::principal::stamped(events.to_vec());
+                let events = &crate::principal::stamped(events);
                 let head = take_head(events.len()).query().fetch_one(&mut *self).await?;
                 let (size, frontier): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
                 let (statements, frontier) = append_statements(events, size - events.len() as i64, &frontier)?;

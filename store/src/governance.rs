@@ -6,9 +6,8 @@
 use serde_json::{Value as Json, json};
 use sqlx::FromRow;
 
-use super::audit::Append;
 use super::statement::{Param, Statement};
-use super::{StoreError, now_millis, with_pool, with_writer};
+use super::{StoreError, now_millis, with_pool};
 use hanse_audit::Event;
 
 /// A named management key, without its hash.
@@ -95,7 +94,7 @@ const KEY_COLUMNS: &str = "id, name, role, created_at, created_by, rotated_at, r
 const TOKEN_COLUMNS: &str = "id, name, body, expires_at, created_at, created_by, revoked_at, requests, rows_read, \
                              bytes_read, last_used_at";
 
-fn change(resource: &str, id: &str, operation: &str, more: Json) -> Event {
+fn change_event(resource: &str, id: &str, operation: &str, more: Json) -> Event {
     let mut details =
         json!({"who": crate::Principal::current(), "resource": resource, "id": id, "operation": operation});
     if let (Some(details), Json::Object(more)) = (details.as_object_mut(), more) {
@@ -126,6 +125,12 @@ impl Governance {
         &self.pool.meter
     }
 
+    /// Runs `sql` with `params` and, if it changed a row, appends `event`, in one write (the store's writer);
+    /// answers the rows changed.
+    async fn change(&self, sql: &str, params: Vec<Param>, event: Event) -> Result<u64, StoreError> {
+        self.pool.write(Some(Statement::new(sql, params)), vec![event], None, None).await
+    }
+
     /// Records a new management key (its hash), with its audit entry.
     pub async fn create_api_key(&self, id: &str, name: &str, role: &str, hash: &str) -> Result<ApiKeyRow, StoreError> {
         let now = now_millis();
@@ -138,28 +143,25 @@ impl Governance {
             rotated_at: now,
             revoked_at: 0,
         };
-        let event = change("api-key", id, "create", json!({"role": role, "name": name}));
-        with_writer!(self.pool, pool => {
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
+        let event = change_event("api-key", id, "create", json!({"role": role, "name": name}));
+        let inserted = self
+            .change(
                 "INSERT INTO api_keys (id, name, role, hash, created_at, created_by, rotated_at, revoked_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $5, 0) ON CONFLICT (id) DO NOTHING",
+                vec![
+                    Param::from(&row.id),
+                    Param::from(&row.name),
+                    Param::from(&row.role),
+                    Param::from(hash),
+                    Param::from(now),
+                    Param::from(&row.created_by),
+                ],
+                event,
             )
-            .bind(&row.id)
-            .bind(&row.name)
-            .bind(&row.role)
-            .bind(hash)
-            .bind(now)
-            .bind(&row.created_by)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Err(StoreError::Conflict { kind: "api key", id: id.to_owned() });
-            }
-            (*tx).append(&self.pool.seal, &[event]).await?;
-            tx.commit().await?;
-        });
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict { kind: "api key", id: id.to_owned() });
+        }
         Ok(row)
     }
 
@@ -192,22 +194,13 @@ impl Governance {
     /// Gives a valid key a new value (its hash); the old value stops working at once. `None` if there is no valid
     /// key `id`.
     pub async fn rotate_api_key(&self, id: &str, hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
-        let event = change("api-key", id, "rotate", Json::Null);
-        let changed = with_writer!(self.pool, pool => {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query("UPDATE api_keys SET hash = $2, rotated_at = $3 WHERE id = $1 AND revoked_at = 0")
-                .bind(id)
-                .bind(hash)
-                .bind(now_millis())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if changed > 0 {
-                (*tx).append(&self.pool.seal, &[event]).await?;
-                tx.commit().await?;
-            }
-            changed
-        });
+        let changed = self
+            .change(
+                "UPDATE api_keys SET hash = $2, rotated_at = $3 WHERE id = $1 AND revoked_at = 0",
+                vec![Param::from(id), Param::from(hash), Param::from(now_millis())],
+                change_event("api-key", id, "rotate", Json::Null),
+            )
+            .await?;
         if changed == 0 { Ok(None) } else { self.api_key(id).await }
     }
 
@@ -219,35 +212,32 @@ impl Governance {
     /// Records a new app token (its hash), with its audit entry.
     pub async fn create_app_token(&self, row: &AppTokenRow, hash: &str) -> Result<(), StoreError> {
         let body: Json = serde_json::from_str(&row.body).unwrap_or(Json::Null);
-        let event = change(
+        let event = change_event(
             "app-token",
             &row.id,
             "issue",
             json!({"name": row.name, "datasets": body.get("datasets").map(|d| json!(d.as_object().map(|m| m.keys().collect::<Vec<_>>()))), "actions": body.get("actions"), "bodyDigest": hanse_audit::canonical_digest(&body)}),
         );
-        with_writer!(self.pool, pool => {
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
+        let inserted = self
+            .change(
                 "INSERT INTO app_tokens (id, name, hash, body, expires_at, created_at, created_by, revoked_at, requests, \
                  rows_read, bytes_read, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0, 0, 0) \
                  ON CONFLICT (id) DO NOTHING",
+                vec![
+                    Param::from(&row.id),
+                    Param::from(&row.name),
+                    Param::from(hash),
+                    Param::from(&row.body),
+                    Param::from(row.expires_at),
+                    Param::from(row.created_at),
+                    Param::from(&row.created_by),
+                ],
+                event,
             )
-            .bind(&row.id)
-            .bind(&row.name)
-            .bind(hash)
-            .bind(&row.body)
-            .bind(row.expires_at)
-            .bind(row.created_at)
-            .bind(&row.created_by)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Err(StoreError::Conflict { kind: "app token", id: row.id.clone() });
-            }
-            (*tx).append(&self.pool.seal, &[event]).await?;
-            tx.commit().await?;
-        });
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict { kind: "app token", id: row.id.clone() });
+        }
         Ok(())
     }
 
@@ -271,34 +261,14 @@ impl Governance {
     }
 
     async fn revoke(&self, table: &'static str, resource: &str, id: &str) -> Result<bool, StoreError> {
-        let event = change(resource, id, "revoke", Json::Null);
         let sql = format!("UPDATE {table} SET revoked_at = $2 WHERE id = $1 AND revoked_at = 0");
-        let changed = with_writer!(self.pool, pool => {
-            let mut tx = pool.begin().await?;
-            let changed =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(now_millis()).execute(&mut *tx).await?.rows_affected();
-            if changed > 0 {
-                (*tx).append(&self.pool.seal, &[event]).await?;
-                tx.commit().await?;
-            }
-            changed
-        });
-        Ok(changed > 0)
+        let event = change_event(resource, id, "revoke", Json::Null);
+        Ok(self.change(&sql, vec![Param::from(id), Param::from(now_millis())], event).await? > 0)
     }
 
     /// Counts one use of a valid token and appends its `app.use` entry, in one write; `false` (nothing recorded) if
     /// the token was revoked meanwhile.
     pub async fn record_app_use(&self, used: &AppUse<'_>) -> Result<bool, StoreError> {
-        let statement = Statement::new(
-            "UPDATE app_tokens SET requests = requests + 1, rows_read = rows_read + $2, bytes_read = bytes_read + $3, \
-             last_used_at = $4 WHERE id = $1 AND revoked_at = 0",
-            vec![
-                Param::from(used.token),
-                Param::from(used.rows as i64),
-                Param::from(used.bytes as i64),
-                Param::from(now_millis()),
-            ],
-        );
         let mut details = json!({"token": used.token, "action": used.action, "rows": used.rows, "bytes": used.bytes});
         if let (Some(details), Json::Object(more)) = (details.as_object_mut(), used.details.clone()) {
             details.extend(more);
@@ -306,7 +276,20 @@ impl Governance {
         let event = Event::new("app.use", details)
             .participant(Some(&format!("urn:hanse:app:{}", used.token)))
             .dataset(Some(used.dataset));
-        Ok(self.pool.write(Some(statement), vec![event], None, None).await? > 0)
+        let changed = self
+            .change(
+                "UPDATE app_tokens SET requests = requests + 1, rows_read = rows_read + $2, \
+                 bytes_read = bytes_read + $3, last_used_at = $4 WHERE id = $1 AND revoked_at = 0",
+                vec![
+                    Param::from(used.token),
+                    Param::from(used.rows as i64),
+                    Param::from(used.bytes as i64),
+                    Param::from(now_millis()),
+                ],
+                event,
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     /// Holds dataset `asset_id` back from the catalogue until a second key approves it, with its audit entry: a new
@@ -323,21 +306,8 @@ impl Governance {
             "UPDATE publications SET state = 'pending', requested_at = $2, requested_by = $3, decided_at = 0, \
              decided_by = '', reason = '' WHERE asset_id = $1 AND state = 'rejected'"
         };
-        let changed = with_writer!(self.pool, pool => {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query(sql)
-                .bind(asset_id)
-                .bind(now_millis())
-                .bind(who.to_string())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if changed > 0 {
-                (*tx).append(&self.pool.seal, &[event]).await?;
-                tx.commit().await?;
-            }
-            changed
-        });
+        let params = vec![Param::from(asset_id), Param::from(now_millis()), Param::from(who.to_string())];
+        let changed = self.change(sql, params, event).await?;
         Ok(changed > 0)
     }
 
@@ -364,27 +334,21 @@ impl Governance {
                    "reasonDigest": hanse_core::encode::sha256_hex(reason.as_bytes())}),
         )
         .dataset(Some(asset_id));
-        let changed = with_writer!(self.pool, pool => {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query(
+        let changed = self
+            .change(
                 "UPDATE publications SET state = $2, decided_at = $3, decided_by = $4, reason = $5 \
                  WHERE asset_id = $1 AND state = 'pending' AND requested_at = $6",
+                vec![
+                    Param::from(asset_id),
+                    Param::from(state),
+                    Param::from(now_millis()),
+                    Param::from(who.to_string()),
+                    Param::from(reason),
+                    Param::from(pending.requested_at),
+                ],
+                event,
             )
-            .bind(asset_id)
-            .bind(state)
-            .bind(now_millis())
-            .bind(who.to_string())
-            .bind(reason)
-            .bind(pending.requested_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed > 0 {
-                (*tx).append(&self.pool.seal, &[event]).await?;
-                tx.commit().await?;
-            }
-            changed
-        });
+            .await?;
         if changed == 0 {
             return Err(PublicationError::NotPending(asset_id.to_owned()));
         }
@@ -395,15 +359,18 @@ impl Governance {
         self.one(format!("SELECT {PUBLICATION_COLUMNS} FROM publications WHERE asset_id = $1"), asset_id).await
     }
 
-    /// Publications in `states`, oldest request first.
-    pub async fn publications(&self, states: &[&str]) -> Result<Vec<PublicationRow>, StoreError> {
-        let rows: Vec<PublicationRow> =
-            self.all(format!("SELECT {PUBLICATION_COLUMNS} FROM publications ORDER BY requested_at, asset_id")).await?;
-        Ok(rows.into_iter().filter(|row| states.contains(&row.state.as_str())).collect())
+    /// The publications waiting for a decision, oldest request first.
+    pub async fn pending_publications(&self) -> Result<Vec<PublicationRow>, StoreError> {
+        self.all(format!(
+            "SELECT {PUBLICATION_COLUMNS} FROM publications WHERE state = 'pending' ORDER BY requested_at, asset_id"
+        ))
+        .await
     }
 
     /// The datasets held back from the catalogue (pending or rejected).
     pub async fn unpublished(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.publications(&["pending", "rejected"]).await?.into_iter().map(|row| row.asset_id).collect())
+        let rows: Vec<PublicationRow> =
+            self.all(format!("SELECT {PUBLICATION_COLUMNS} FROM publications WHERE state <> 'approved'")).await?;
+        Ok(rows.into_iter().map(|row| row.asset_id).collect())
     }
 }

@@ -413,7 +413,8 @@ impl Pool {
         if !audit.is_empty() {
             self.seal.check()?;
         }
-        let audit = principal::stamped(audit);
+        let mut audit = audit;
+        principal::stamp(&mut audit);
         let write = Write { statement, audit, token: token.map(TokenUse::statement), claim };
         match &self.hot {
             HotWriter::Sqlite(hot) => hot.run(move |db, head| write.apply_on(db, head)).await,

@@ -53,16 +53,21 @@ impl Principal {
 /// `events` with the running task's principal as `who` in each that does not name one: every audit entry a
 /// management call or a command causes names its key or command. Outside any scope (a peer's message, the
 /// connector's own work) the events are as given; their `participant` names the peer.
-pub(crate) fn stamped(events: Vec<hanse_audit::Event>) -> Vec<hanse_audit::Event> {
-    if events.is_empty() || PRINCIPAL.try_with(|_| ()).is_err() {
-        return events;
+pub(crate) fn stamped(events: &[hanse_audit::Event]) -> std::borrow::Cow<'_, [hanse_audit::Event]> {
+    use std::borrow::Cow;
+    let unnamed = events.iter().any(|event| !event.details.contains_key("who"));
+    if !unnamed || PRINCIPAL.try_with(|_| ()).is_err() {
+        return Cow::Borrowed(events);
     }
-    let who = Principal::current();
-    events
-        .into_iter()
-        .map(|mut event| {
-            event.details.entry("who").or_insert_with(|| who.clone());
-            event
-        })
-        .collect()
+    let mut events = events.to_vec();
+    stamp(&mut events);
+    Cow::Owned(events)
+}
+
+/// [`stamped`] in place, for events the caller owns.
+pub(crate) fn stamp(events: &mut [hanse_audit::Event]) {
+    let Ok(who) = PRINCIPAL.try_with(Principal::to_json) else { return };
+    for event in events {
+        event.details.entry("who").or_insert_with(|| who.clone());
+    }
 }

@@ -85,6 +85,8 @@ pub struct Apps {
     store: Governance,
     catalogue: Arc<crate::catalog::Catalogue>,
     compute: Arc<crate::compute::Compute>,
+    /// Serves `File` datasets as it does for transfers.
+    plane: Arc<crate::dataplane::DataPlane>,
     /// One rate limiter per token, rebuilt when the token's rate changes.
     limiters: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
 }
@@ -131,8 +133,9 @@ impl Apps {
         store: Governance,
         catalogue: Arc<crate::catalog::Catalogue>,
         compute: Arc<crate::compute::Compute>,
+        plane: Arc<crate::dataplane::DataPlane>,
     ) -> Apps {
-        Apps { store, catalogue, compute, limiters: Mutex::new(HashMap::new()) }
+        Apps { store, catalogue, compute, plane, limiters: Mutex::new(HashMap::new()) }
     }
 
     fn count(&self, action: &str, outcome: &'static str) {
@@ -274,8 +277,8 @@ impl Apps {
                     .into_response();
             }
         }
+        self.count(used.action, "served");
         let meter = self.store.meter();
-        meter.count("hanse_app_requests_total", &[("action", used.action), ("outcome", "served")]);
         meter.counter("hanse_app_rows_total", &[("action", used.action)]).increment(used.rows);
         meter.counter("hanse_app_bytes_total", &[("action", used.action)]).increment(used.bytes);
         allow_origin(&mut response, allowed.origin.as_ref());
@@ -542,10 +545,7 @@ async fn file(State(apps): State<Arc<Apps>>, Path(dataset): Path<String>, reques
     let (mut parts, body) = request.into_parts();
     parts.headers.remove(header::AUTHORIZATION);
     let request = Request::from_parts(parts, body);
-    let response = match tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(&path), request).await {
-        Ok(response) => response.map(axum::body::Body::new),
-        Err(never) => match never {},
-    };
+    let response = apps.plane.file(&path, request).await;
     if !response.status().is_success() {
         return apps.refusal("file", refused(response.status(), "FileUnavailable", "the file cannot be served"));
     }

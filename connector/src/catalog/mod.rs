@@ -457,11 +457,6 @@ impl Catalogue {
         }
     }
 
-    /// Whether a dataset is held back from the catalogue, waiting for (or refused) its second key.
-    pub fn unpublished(&self, id: &str) -> bool {
-        self.read().unpublished.contains(id)
-    }
-
     pub fn asset(&self, id: &str) -> Option<Stored<Asset>> {
         self.read().assets.get(id).cloned()
     }

@@ -321,6 +321,12 @@ impl DataPlane {
         }
     }
 
+    /// A `File` dataset's bytes as the data plane serves them (ranges, the file's digest headers, `no-store`), outside
+    /// any transfer: what the app API sends.
+    pub(crate) async fn file(&self, path: &Path, request: Request) -> Response {
+        self.serve_file(path, request, None).await
+    }
+
     async fn serve_file(&self, path: &Path, request: Request, meter: Option<Meter>) -> Response {
         let digest = match self.digest(path).await {
             Ok(digest) => digest,

@@ -80,7 +80,14 @@ pub fn allows(role: &str, need: Need) -> bool {
 /// The key a request carries in `X-Api-Key`: the configured operator key, or a valid named key, with its principal.
 /// `None` for no key or an unknown one.
 pub async fn principal(state: &Shared, headers: &axum::http::HeaderMap) -> Result<Option<Principal>, ManagementError> {
-    let Some(given) = headers.get("x-api-key").map(|v| v.as_bytes()) else { return Ok(None) };
+    match headers.get("x-api-key") {
+        Some(given) => principal_of(state, given.as_bytes()).await,
+        None => Ok(None),
+    }
+}
+
+/// The principal of key `given` (from `X-Api-Key`, or a scraper's bearer token), if this listener knows it.
+pub async fn principal_of(state: &Shared, given: &[u8]) -> Result<Option<Principal>, ManagementError> {
     let digest = hanse_core::encode::sha256_hex(given);
     if super::is_key(given, &state.config.management.api_key) {
         return Ok(Some(Principal::api_key("management", "operator", &digest)));
@@ -129,18 +136,10 @@ pub async fn require_api_key(State(state): State<Shared>, request: Request, next
     principal.scope(next.run(request)).await
 }
 
-/// Whether the request carries a valid named key with `role` (the auditor's and the scraper's guards take these
-/// besides their configured keys).
-pub async fn has_role(state: &Shared, headers: &axum::http::HeaderMap, role: &str) -> bool {
-    matches!(principal(state, headers).await, Ok(Some(p)) if role_of(&p) == role)
-}
-
-/// A new key: 32 random bytes, base64url, behind a prefix that secret scanners can match.
+/// A new key: 32 random bytes in hex (as `hanse init` makes the operator key), behind a prefix that secret scanners
+/// can match.
 pub fn new_secret(prefix: &str) -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    openssl::rand::rand_bytes(&mut bytes).expect("the system's random source works");
-    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!("{prefix}{}", crate::init::random_hex(32).expect("the system's random source works"))
 }
 
 fn key_json(row: &ApiKeyRow) -> Json {

@@ -89,7 +89,7 @@ async fn pending(state: &Shared, kind: Option<&str>) -> Result<Vec<Json>, Manage
         }
     }
     if kind.is_none_or(|k| k == "publication") {
-        for row in state.store.governance.publications(&["pending"]).await? {
+        for row in state.store.governance.pending_publications().await? {
             if state.catalogue.asset(&row.asset_id).is_some() {
                 items.push(publication_json(&row));
             }
@@ -103,8 +103,8 @@ async fn decided(state: &Shared, listing: &Listing) -> Result<Vec<Json>, Managem
     let limit = listing.limit.unwrap_or(100).clamp(1, 1000);
     let kinds: &[&str] = match listing.kind.as_deref() {
         Some("publication") => &["publication.decision"],
-        Some("negotiation" | "transfer") | None if listing.kind.is_some() => &["operator.decision"],
-        _ => &["operator.decision", "publication.decision"],
+        Some(_) => &["operator.decision"],
+        None => &["operator.decision", "publication.decision"],
     };
     let mut items = Vec::new();
     for kind in kinds {

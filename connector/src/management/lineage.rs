@@ -9,20 +9,14 @@ use serde::Deserialize;
 
 use super::{ManagementError, Query};
 use crate::lineage::{LineageError, Start};
-use crate::sparql::{QueryParameter, missing_query, posted_query};
+use crate::sparql::{QueryParameter, answer, missing_query, posted_query};
 use crate::state::Shared;
 
 impl From<LineageError> for ManagementError {
     fn from(error: LineageError) -> Self {
         match error {
             LineageError::Store(store) => store.into(),
-            LineageError::Sparql(crate::catalog::rdf::SparqlError::NotAcceptable(message)) => {
-                ManagementError::NotAcceptable(message)
-            }
-            LineageError::Sparql(error) if error.is_request_error() => {
-                ManagementError::field("query", error.to_string())
-            }
-            LineageError::Sparql(error) => ManagementError::Internal(error.to_string()),
+            LineageError::Graph(_) => ManagementError::Internal(error.to_string()),
             LineageError::Unknown => ManagementError::NotFound(error.to_string()),
         }
     }
@@ -80,10 +74,11 @@ pub async fn query_post(State(state): State<Shared>, headers: HeaderMap, body: B
 }
 
 async fn run(state: Shared, headers: HeaderMap, query: String) -> Response {
-    let limits = crate::catalog::rdf::SparqlLimits::of(&state.config.sparql);
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    match state.lineage.query(query, accept, limits).await {
-        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Err(error) => ManagementError::from(error).into_response(),
+    if let Err(error) = state.lineage.catch_up().await {
+        return ManagementError::from(error).into_response();
     }
+    let limits = crate::catalog::rdf::SparqlLimits::of(&state.config.sparql);
+    answer(&headers, move |accept| state.lineage.sparql(&query, accept, &limits))
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }

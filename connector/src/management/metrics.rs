@@ -31,16 +31,10 @@ async fn is_scraper(state: &Shared, headers: &HeaderMap) -> bool {
     {
         return true;
     }
-    let mut named = HeaderMap::new();
-    match (headers.get("x-api-key"), bearer) {
-        (Some(key), _) => named.insert("x-api-key", key.clone()),
-        (None, Some(bearer)) => match bearer.parse() {
-            Ok(value) => named.insert("x-api-key", value),
-            Err(_) => return false,
-        },
-        (None, None) => return false,
+    let Some(given) = headers.get("x-api-key").map(|v| v.as_bytes()).or(bearer.map(str::as_bytes)) else {
+        return false;
     };
-    super::access::has_role(state, &named, "metrics").await
+    matches!(super::access::principal_of(state, given).await, Ok(Some(p)) if super::access::role_of(&p) == "metrics")
 }
 
 /// The connector's measurements in the Prometheus text format.

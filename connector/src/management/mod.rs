@@ -121,10 +121,11 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
     (router, document)
 }
 
-/// Whether the request carries a key this listener knows: the operator's, the auditor's, or a named key.
-async fn knows_key(state: &Shared, headers: &axum::http::HeaderMap) -> bool {
-    state.config.audit.auditor_api_key.as_deref().is_some_and(|key| has_key(headers, key))
-        || matches!(access::principal(state, headers).await, Ok(Some(_)))
+/// Whether `X-Api-Key` holds a key this listener knows: the operator's, the auditor's, or a named key.
+async fn knows_key(state: &Shared, given: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(given) = given.map(axum::http::HeaderValue::as_bytes) else { return false };
+    state.config.audit.auditor_api_key.as_deref().is_some_and(|key| is_key(given, key))
+        || matches!(access::principal_of(state, given).await, Ok(Some(_)))
 }
 
 /// A method a path does not take is a 405 (with `Allow`) to a caller with a key, and a 401 to anyone else: which
@@ -136,14 +137,10 @@ async fn hide_methods(
 ) -> Response {
     let key = request.headers().get("x-api-key").cloned();
     let response = next.run(request).await;
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || knows_key(&state, key.as_ref()).await {
         return response;
     }
-    let mut headers = axum::http::HeaderMap::new();
-    if let Some(key) = key {
-        headers.insert("x-api-key", key);
-    }
-    if knows_key(&state, &headers).await { response } else { ManagementError::Unauthorized.into_response() }
+    ManagementError::Unauthorized.into_response()
 }
 
 /// `axum::extract::Path`, refused in the management error shape (400 naming the parameter) rather than as plain text.
@@ -249,7 +246,7 @@ async fn about(State(state): State<Shared>) -> impl IntoResponse {
 /// An unknown path: 404 to a caller with the operator's or the auditor's key or a named key, 401 to anyone else
 /// (nothing about the listener is told without a key).
 async fn not_found(State(state): State<Shared>, headers: axum::http::HeaderMap) -> Response {
-    if !knows_key(&state, &headers).await {
+    if !knows_key(&state, headers.get("x-api-key")).await {
         return ManagementError::Unauthorized.into_response();
     }
     (StatusCode::NOT_FOUND, axum::Json(json!([{"message": "no such management resource", "type": "ObjectNotFound"}])))

@@ -491,8 +491,10 @@ impl Negotiations {
                 (terminate(negotiation, code, &reason, outbox), None)
             }
             Verdict::Agree { agreement, asset_id, definition_id, manual, decision } => {
-                let reads_permit = Policy::from_json(&agreement).is_ok_and(|p| p.uses_permit());
-                if reads_permit && let Some(permit) = claims.claims.get("dataPermit") {
+                // Only a requester holding a permit pays for reading the terms again.
+                if let Some(permit) = claims.claims.get("dataPermit")
+                    && Policy::from_json(&agreement).is_ok_and(|p| p.uses_permit())
+                {
                     let field = |name: &str| permit.get(name).cloned().unwrap_or(Json::Null);
                     negotiation.details.data_permit = Some(json!({
                         "id": field("id"), "issuingBody": field("issuingBody"), "purpose": field("purpose"),
