@@ -196,7 +196,7 @@ impl Lineage {
     }
 
     /// A read-only SPARQL query over the lineage as folded so far (call [`Lineage::catch_up`] first), within
-    /// `limits`: blocking, for `crate::sparql::answer`.
+    /// `limits`; blocking (the management listener runs it off the async threads).
     pub fn sparql(
         &self,
         query: &str,
