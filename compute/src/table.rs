@@ -198,7 +198,100 @@ impl Schema {
     pub fn column(&self, name: &str) -> Option<(usize, &Column)> {
         self.columns.iter().enumerate().find(|(_, c)| c.name == name)
     }
+
+    /// A schema suggested by a CSV file's header and every row: each column the narrowest kind all its cells read
+    /// as (integer, float, boolean, date, else categorical with the values seen as levels, in order of first
+    /// appearance), nullable if a cell is empty. A text column with more than [`ANALYSABLE_LEVELS`] values (an
+    /// identifier, free text) is kept out of analyses; one with more than [`INFERRED_LEVELS`] is refused, naming it.
+    pub fn infer(reader: impl Read) -> Result<Schema, String> {
+        let mut csv = csv::ReaderBuilder::new().flexible(false).from_reader(reader);
+        let names: Vec<String> =
+            csv.headers().map_err(|e| format!("line 1: {e}"))?.iter().map(|h| h.trim().to_owned()).collect();
+        if names.is_empty() || names.iter().all(String::is_empty) {
+            return Err("line 1: the file has no header".into());
+        }
+        struct Seen {
+            integer: bool,
+            float: bool,
+            boolean: bool,
+            date: bool,
+            empty: bool,
+            levels: Vec<String>,
+            known: std::collections::HashSet<String>,
+        }
+        let mut seen: Vec<Seen> = names
+            .iter()
+            .map(|_| Seen {
+                integer: true,
+                float: true,
+                boolean: true,
+                date: true,
+                empty: false,
+                levels: Vec::new(),
+                known: Default::default(),
+            })
+            .collect();
+        for (index, record) in csv.records().enumerate() {
+            let record = record.map_err(|e| format!("line {}: {e}", index + 2))?;
+            for (position, (cell, column)) in record.iter().zip(seen.iter_mut()).enumerate() {
+                let cell = cell.trim();
+                if cell.is_empty() {
+                    column.empty = true;
+                    continue;
+                }
+                column.integer &= cell.parse::<i64>().is_ok_and(|v| v.abs() <= EXACT_INTEGER);
+                column.float &= cell.parse::<f64>().is_ok_and(f64::is_finite);
+                column.boolean &= matches!(cell.to_ascii_lowercase().as_str(), "true" | "false");
+                column.date &= parse_date(cell).is_some();
+                if !column.known.contains(cell) {
+                    if column.known.len() >= INFERRED_LEVELS {
+                        return Err(format!(
+                            "column `{}` has more than {INFERRED_LEVELS} distinct values; leave it out of the file",
+                            names[position]
+                        ));
+                    }
+                    column.known.insert(cell.to_owned());
+                    column.levels.push(cell.to_owned());
+                }
+            }
+        }
+        let columns = names
+            .into_iter()
+            .zip(seen)
+            .map(|(name, seen)| {
+                let none = seen.levels.is_empty();
+                let kind = match () {
+                    _ if none => Kind::Categorical,
+                    _ if seen.boolean => Kind::Boolean,
+                    _ if seen.integer => Kind::Integer,
+                    _ if seen.float => Kind::Float,
+                    _ if seen.date => Kind::Date,
+                    _ => Kind::Categorical,
+                };
+                let categorical = kind == Kind::Categorical;
+                let mut levels = if categorical { seen.levels } else { Vec::new() };
+                if none {
+                    levels.push("unknown".into());
+                }
+                Column {
+                    name,
+                    kind,
+                    analysable: !categorical || levels.len() <= ANALYSABLE_LEVELS,
+                    levels,
+                    nullable: seen.empty,
+                    description: None,
+                }
+            })
+            .collect();
+        let schema = Schema { columns };
+        Schema::from_json(&serde_json::to_value(&schema).map_err(|e| e.to_string())?)
+    }
 }
+
+/// Text columns with more values than this are inferred as not analysable.
+pub const ANALYSABLE_LEVELS: usize = 50;
+/// Text columns with more values than this are not inferred at all.
+pub const INFERRED_LEVELS: usize = 10_000;
 
 /// A table in memory: one vector of values per column.
 #[derive(Debug, Clone, PartialEq)]
@@ -412,6 +505,35 @@ impl Table {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_schema_is_inferred_from_every_row() {
+        let csv = "id,age,weight,smoker,seen,sex,note\n\
+                   p1,54,81.5,true,2024-01-02,f,\n\
+                   p2,61,77,false,2024-02-03,m,late\n\
+                   p3,,90.25,true,2024-03-04,f,\n";
+        let schema = Schema::infer(csv.as_bytes()).expect("a schema");
+        let kinds: Vec<(&str, Kind, bool)> =
+            schema.columns.iter().map(|c| (c.name.as_str(), c.kind, c.nullable)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("id", Kind::Categorical, false),
+                ("age", Kind::Integer, true),
+                ("weight", Kind::Float, false),
+                ("smoker", Kind::Boolean, false),
+                ("seen", Kind::Date, false),
+                ("sex", Kind::Categorical, false),
+                ("note", Kind::Categorical, true),
+            ]
+        );
+        assert_eq!(schema.column("sex").unwrap().1.levels, ["f", "m"]);
+        let table = read_csv(csv.as_bytes(), &schema).expect("the inferred schema reads its own file");
+        assert_eq!(table.rows, 3);
+        let many: String = std::iter::once("code\n".to_owned()).chain((0..60).map(|i| format!("c{i}\n"))).collect();
+        assert!(!Schema::infer(many.as_bytes()).unwrap().columns[0].analysable, "identifiers stay out of analyses");
+        assert!(Schema::infer("a,b\n1\n".as_bytes()).unwrap_err().starts_with("line 2"));
+    }
+
     use super::*;
 
     fn schema() -> Schema {

@@ -33,6 +33,7 @@ const SECTIONS: &[&str] = &[
     "sparql",
     "http",
     "gaiax",
+    "console",
 ];
 
 /// What a `HANSE_*` environment variable (its name without the prefix) is to the configuration.
@@ -145,6 +146,8 @@ pub struct Config {
     pub sparql: SparqlConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Gaia-X self-descriptions; none are published without this section.
     #[serde(default)]
     pub gaiax: Option<GaiaxConfig>,
@@ -661,6 +664,47 @@ pub struct CatalogConfig {
     pub publication_approval: bool,
 }
 
+/// The operator console under `/console` on the management listener (decision 0039).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A session unused this long (minutes) is signed out.
+    #[serde(default = "default_console_idle")]
+    pub idle_minutes: u64,
+    /// At most this many sessions at once; the least recently used is signed out past it.
+    #[serde(default = "default_console_sessions")]
+    pub max_sessions: usize,
+    /// Mark the session cookie `Secure` (set it when the console is reached over HTTPS, e.g. behind a TLS proxy).
+    #[serde(default)]
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            idle_minutes: default_console_idle(),
+            max_sessions: default_console_sessions(),
+            secure_cookie: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_console_idle() -> u64 {
+    30
+}
+
+fn default_console_sessions() -> usize {
+    1000
+}
+
 /// The data plane.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -1010,6 +1054,9 @@ impl Config {
         }
         if self.public.client_ca.is_some() && self.public.tls_cert.is_none() {
             return Err(key("public.client_ca", "mutual TLS needs tls_cert and tls_key".into()));
+        }
+        if self.console.idle_minutes == 0 || self.console.max_sessions == 0 {
+            return Err(key("console.idle_minutes", "the idle timeout and the session cap must be at least 1".into()));
         }
         if self.compute.min_cell_count < 1 {
             return Err(key("compute.min_cell_count", "must be at least 1".into()));

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod compute;
 pub mod config;
+pub mod console;
 pub mod converge;
 pub mod dataplane;
 pub mod demo;

@@ -456,8 +456,11 @@ fn serve_both(
         limit.clone().sweep_every_minute(signal.clone());
         public_router = public_router.layer(axum::middleware::from_fn_with_state(limit, listen::rate_limited));
     }
+    let api = management::router(state.clone()).0;
+    let management_router =
+        if state.config.console.enabled { api.clone().merge(crate::console::router(state.clone(), api)) } else { api };
     let management_router = listen::bodies(
-        management::router(state.clone()).0,
+        management_router,
         http.management_max_body_kb * 1024,
         "http.management_max_body_kb",
         pause,

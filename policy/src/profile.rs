@@ -200,6 +200,12 @@ pub fn known_purposes() -> Vec<&'static str> {
     all
 }
 
+/// The purpose a known purpose is a narrower case of, if any (one step up its hierarchy).
+pub fn broader_purpose(purpose: &str) -> Option<&'static str> {
+    let canonical = canonical_purpose(purpose);
+    PURPOSE_BROADER.iter().find(|(narrower, _)| *narrower == canonical).map(|(_, broader)| *broader)
+}
+
 /// The canonical IRI of a purpose: bare Hanse EHDS names (`ehds-statistics`) are Hanse terms.
 pub fn canonical_purpose(purpose: &str) -> String {
     let iri = canonical(purpose);

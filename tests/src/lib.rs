@@ -6,6 +6,7 @@ pub use hanse::testing::{Backend, Signer, TestConnector, TestParticipant, did_of
 use hanse_vocab::schema::DspSchemas;
 use serde_json::{Value, json};
 
+pub mod browser;
 pub mod interop;
 
 /// A set of running connectors.

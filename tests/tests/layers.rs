@@ -93,7 +93,7 @@ const CONNECTOR_LAYERS: &[(&str, &[&str])] = &[
         &["negotiation", "transfer", "converge", "dataplane", "compute", "apps", "lineage", "peers", "broker", "fetch"],
     ),
     ("surfaces", &["error", "sparql", "state", "health"]),
-    ("routers", &["protocol", "management"]),
+    ("routers", &["protocol", "management", "console"]),
     ("assembly", &["server", "demo", "testing"]),
     ("command line", &["cli"]),
 ];

@@ -674,13 +674,14 @@ fn indent(text: &str) {
 }
 
 fn listeners(federation: &Federation) {
-    println!("\nThe federation stays up. Explore it with curl or the CLI, e.g.");
+    println!("\nThe federation stays up. Explore it in each connector's console, with curl or the CLI, e.g.");
     println!("  hanse approvals list --management-url URL --api-key KEY");
     for node in federation.nodes() {
         println!("\n  {} ({})", node.name, node.role);
         println!("    DID         {}", node.did);
         println!("    public      {}  (DSP: {}/protocol/2025-1)", node.public_url(), node.public_url());
         println!("    management  {}  (X-Api-Key: {})", node.management_url(), node.api_key);
+        println!("    console     {}/console  (sign in with the X-Api-Key)", node.management_url());
     }
 }
 

@@ -21,6 +21,7 @@ pub fn routes(state: Shared) -> OpenApiRouter<Shared> {
         .routes(routes!(entries))
         .routes(routes!(entry))
         .routes(routes!(head))
+        .routes(routes!(verify))
         .routes(routes!(consistency))
         .routes(routes!(export))
         .routes(routes!(receipts))
@@ -136,6 +137,22 @@ async fn entry(State(state): State<Shared>, Path(seq): Path<u64>) -> Result<Resp
 #[utoipa::path(get, path = "/management/v3/audit/head", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "read the signed head", responses((status = 200, description = "The signed tree head", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 async fn head(State(state): State<Shared>) -> Result<Response, ManagementError> {
     Ok(axum::Json(state.audit.current_head().await?.to_json()).into_response())
+}
+
+/// Recomputes the stored log now and holds every stored part to it, as the scheduled self-check does: answers
+/// `{"intact": true, "entries": n}`, or `intact: false` with the first fault found (the log is then sealed).
+#[utoipa::path(post, path = "/management/v3/audit/verify", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "verify the log now", responses((status = 200, description = "Whether the stored log is intact, with the entries checked or the first fault", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
+async fn verify(State(state): State<Shared>) -> Result<Response, ManagementError> {
+    let checked = state.audit.self_check().await?;
+    let head = state.audit.current_head().await?;
+    Ok(axum::Json(json!({
+        "intact": checked.fault.is_none(),
+        "entries": checked.size,
+        "fault": checked.fault.map(|fault| fault.to_string()),
+        "checkedAt": chrono::Utc::now().to_rfc3339(),
+        "head": head.to_json(),
+    }))
+    .into_response())
 }
 
 #[utoipa::path(get, path = "/management/v3/audit/consistency", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "prove consistency", params(Sizes), responses((status = 200, description = "A consistency proof between two sizes", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
