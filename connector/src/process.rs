@@ -164,6 +164,59 @@ pub const ROW_FIELDS: &[&str] = &[
     "waitingForOperator",
 ];
 
+/// The SQL page query that selects what `spec` selects, when every criterion and the order are on row columns
+/// (`=`, `in` and `!=` on text fields; order by `createdAt` or `stateTimestamp`); `None` for a spec the rows'
+/// bodies must answer, which the caller applies in memory over every process instead.
+pub fn row_query(spec: &crate::catalog::query::QuerySpec) -> Option<crate::store::RowQuery> {
+    use crate::store::{RowColumn, RowCriterion};
+    let text_column = |field: &str| match field.trim_start_matches(hanse_vocab::ns::EDC) {
+        "id" | "@id" => Some(RowColumn::Id),
+        "state" => Some(RowColumn::State),
+        "type" => Some(RowColumn::Role),
+        "counterPartyId" => Some(RowColumn::CounterPartyId),
+        "counterPartyAddress" => Some(RowColumn::CounterPartyAddress),
+        "correlationId" => Some(RowColumn::PeerPid),
+        _ => None,
+    };
+    // `type` is PROVIDER / CONSUMER on the API and provider / consumer in the row.
+    // A value that reads as a number compares as a number in memory ("1" = "1.0"): left to the memory path.
+    let stored = |column: RowColumn, value: &Json| -> Option<String> {
+        let value = value.as_str().filter(|v| v.parse::<f64>().is_err())?;
+        Some(match (column, value) {
+            (RowColumn::Role, "PROVIDER") => "provider".to_owned(),
+            (RowColumn::Role, "CONSUMER") => "consumer".to_owned(),
+            (RowColumn::Role, _) => format!("-{value}"),
+            _ => value.to_owned(),
+        })
+    };
+    let mut filter = Vec::new();
+    for criterion in &spec.filter {
+        let column = text_column(&criterion.operand_left)?;
+        filter.push(match criterion.operator.as_str() {
+            "=" => RowCriterion::In(column, vec![stored(column, &criterion.operand_right)?]),
+            "!=" => RowCriterion::Not(column, stored(column, &criterion.operand_right)?),
+            "in" => RowCriterion::In(
+                column,
+                criterion.operand_right.as_array()?.iter().map(|v| stored(column, v)).collect::<Option<_>>()?,
+            ),
+            _ => return None,
+        });
+    }
+    let sort = match spec.sort_field.as_deref().map(|f| f.trim_start_matches(hanse_vocab::ns::EDC)) {
+        None => None,
+        Some("createdAt") => Some(RowColumn::CreatedAt),
+        Some("stateTimestamp") => Some(RowColumn::UpdatedAt),
+        Some(_) => return None,
+    };
+    Some(crate::store::RowQuery {
+        filter,
+        sort,
+        descending: spec.descending,
+        offset: spec.offset as u64,
+        limit: spec.limit as u64,
+    })
+}
+
 /// The QuerySpec fields every process has, read from its row, role and state (names without the EDC namespace);
 /// `None` for a field of its own kind.
 pub fn row_field(row: &ProcessRow, role: Role, state: &str, held: bool, field: &str) -> Option<Vec<Json>> {

@@ -582,12 +582,24 @@ impl AuditStore {
         Ok(())
     }
 
-    /// The receipts peers sent for an agreement (all agreements when `None`), as `(agreement, issuer, receipt)`.
-    pub async fn receipts(&self, agreement_id: Option<&str>) -> Result<Vec<(String, String, String)>, StoreError> {
-        Ok(with_pool!(self.pool, pool => sqlx::query_as(
-            "SELECT agreement_id, issuer, receipt FROM audit_receipts WHERE $1 IS NULL OR agreement_id = $1 \
-             ORDER BY received_at",
-        )
+    /// The receipts peers sent for an agreement (all agreements when `None`), as `(agreement, issuer, receipt)`, in
+    /// the order received; with `newest`, only the newest that many, newest first.
+    pub async fn receipts(
+        &self,
+        agreement_id: Option<&str>,
+        newest: Option<i64>,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let sql = match newest {
+            None => "SELECT agreement_id, issuer, receipt FROM audit_receipts WHERE $1 IS NULL OR agreement_id = $1 \
+                     ORDER BY received_at"
+                .to_owned(),
+            Some(n) => format!(
+                "SELECT agreement_id, issuer, receipt FROM audit_receipts WHERE $1 IS NULL OR agreement_id = $1 \
+                 ORDER BY received_at DESC LIMIT {}",
+                n.max(0)
+            ),
+        };
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(agreement_id)
         .fetch_all(pool)
         .await?))

@@ -46,7 +46,7 @@ pub use principal::Principal;
 pub use processes::Processes;
 pub use processes::{
     AgreementRow, Census, ClaimedMessage, OUTBOX_LEASE_MS, OutboxMessage, Outgoing, PROCESS_KINDS, ProcessKind,
-    ProcessRow, Usage,
+    ProcessRow, RowColumn, RowCriterion, RowQuery, Usage,
 };
 
 /// Runs `$body` with `$pool` bound to whichever pool the store has; the body is compiled once per backend.

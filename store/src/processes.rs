@@ -194,6 +194,54 @@ pub const OUTBOX_LEASE_MS: i64 = 15_000;
 const COLUMNS: &str = "id, role, state, peer_pid, counter_party_id, counter_party_address, body, last_received, \
                        last_answer, agreement_id, version, created_at, updated_at";
 
+/// A process column a page query may filter or sort on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowColumn {
+    Id,
+    State,
+    Role,
+    CounterPartyId,
+    CounterPartyAddress,
+    PeerPid,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl RowColumn {
+    fn name(self) -> &'static str {
+        match self {
+            RowColumn::Id => "id",
+            RowColumn::State => "state",
+            RowColumn::Role => "role",
+            RowColumn::CounterPartyId => "counter_party_id",
+            RowColumn::CounterPartyAddress => "counter_party_address",
+            RowColumn::PeerPid => "peer_pid",
+            RowColumn::CreatedAt => "created_at",
+            RowColumn::UpdatedAt => "updated_at",
+        }
+    }
+}
+
+/// A criterion of a page query on a text column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowCriterion {
+    /// The column holds one of these values.
+    In(RowColumn, Vec<String>),
+    /// The column is empty or holds another value.
+    Not(RowColumn, String),
+}
+
+/// A page query over process rows: criteria (all must hold), the order (by a column, then by creation and id; or
+/// by creation and id), and the page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowQuery {
+    pub filter: Vec<RowCriterion>,
+    pub sort: Option<RowColumn>,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u64,
+}
+
 /// Negotiations and transfers, their outgoing messages, agreements and usage. A view of the store's one pool and writer.
 #[derive(Debug, Clone)]
 pub struct Processes {
@@ -281,6 +329,56 @@ impl Processes {
         let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM {table} ORDER BY created_at, id")))
             .fetch_all(pool)
             .await?);
+        rows.into_iter().map(Row::into_process).collect()
+    }
+
+    /// One page of processes selected and ordered in SQL (the management queries whose criteria and order the
+    /// columns answer): the rows `processes` would give, filtered, ordered and paged as `query` says.
+    pub async fn page(&self, kind: ProcessKind, query: &RowQuery) -> Result<Vec<ProcessRow>, StoreError> {
+        let table = kind.table();
+        let mut values: Vec<&str> = Vec::new();
+        let mut clauses = Vec::new();
+        for criterion in &query.filter {
+            match criterion {
+                RowCriterion::In(column, wanted) => {
+                    let mut marks = Vec::new();
+                    for value in wanted {
+                        values.push(value);
+                        marks.push(format!("${}", values.len()));
+                    }
+                    clauses.push(if marks.is_empty() {
+                        "1 = 0".to_owned()
+                    } else {
+                        format!("{} IN ({})", column.name(), marks.join(", "))
+                    });
+                }
+                RowCriterion::Not(column, value) => {
+                    values.push(value);
+                    clauses.push(format!("({0} IS NULL OR {0} <> ${1})", column.name(), values.len()));
+                }
+            }
+        }
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let order = match (query.sort, query.descending) {
+            (Some(column), true) => format!("{} DESC, created_at, id", column.name()),
+            (Some(column), false) => format!("{}, created_at, id", column.name()),
+            (None, true) => "created_at DESC, id DESC".to_owned(),
+            (None, false) => "created_at, id".to_owned(),
+        };
+        // The page's ids are chosen over the narrow columns alone (an index, or a sort of small rows), then its rows
+        // read: a sort never carries the bodies of every process.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {table} WHERE id IN \
+             (SELECT id FROM {table} {filter} ORDER BY {order} LIMIT {} OFFSET {}) ORDER BY {order}",
+            query.limit, query.offset
+        );
+        let rows: Vec<Row> = with_pool!(self.pool, pool => {
+            let mut statement = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for value in &values {
+                statement = statement.bind(*value);
+            }
+            statement.fetch_all(pool).await?
+        });
         rows.into_iter().map(Row::into_process).collect()
     }
 

@@ -320,3 +320,62 @@ async fn metrics_leave_out_what_they_cannot_read_and_count_it() {
     assert_eq!(ready["components"]["catalogue"]["status"], "up", "{ready}");
     federation.shutdown().await;
 }
+
+/// Process queries whose criteria and order the rows answer are paged in SQL; the answer is the one the in-memory
+/// path gives (which a criterion only bodies answer, here the protocol, always true, forces).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_queries_paged_in_sql_answer_as_in_memory() {
+    let backends = hanse::testing::backends();
+    let federation = Federation::start(&[backends[0], *backends.last().unwrap()]).await;
+    let (provider, consumer) = (&federation.connectors[0], federation.management(1));
+    offer_dataset(&federation, "t2d-cohort", research_terms(), false).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let offer = catalogue_offer(&consumer, provider, "t2d-cohort").await;
+        // Every third asks for a purpose the terms refuse: those end TERMINATED.
+        let purpose = if i % 3 == 2 { "dpv:CommercialResearch" } else { RESEARCH };
+        ids.push(negotiate(&consumer, provider, offer, json!({"purpose": purpose})).await);
+    }
+    for id in &ids {
+        until("every negotiation ends", async || {
+            let state = consumer.get(&format!("/management/v3/contractnegotiations/{id}")).await.body["state"].clone();
+            state == "FINALIZED" || state == "TERMINATED"
+        })
+        .await;
+    }
+    let provider_api = federation.management(0);
+    let always = json!({"operandLeft": "protocol", "operator": "=", "operandRight": "dataspace-protocol-http:2025-1"});
+    let specs = [
+        json!({}),
+        json!({"sortField": "createdAt", "sortOrder": "DESC", "offset": 2, "limit": 3}),
+        json!({"sortOrder": "DESC", "limit": 4}),
+        json!({"filterExpression": [{"operandLeft": "state", "operator": "=", "operandRight": "FINALIZED"}]}),
+        json!({"filterExpression": [{"operandLeft": "state", "operator": "in", "operandRight": ["TERMINATED", "REQUESTED"]}],
+               "sortField": "stateTimestamp"}),
+        json!({"filterExpression": [{"operandLeft": "counterPartyId", "operator": "=", "operandRight": provider.participant_id()},
+                                    {"operandLeft": "type", "operator": "=", "operandRight": "CONSUMER"}]}),
+        json!({"filterExpression": [{"operandLeft": "id", "operator": "!=", "operandRight": ids[0]}], "offset": 1}),
+        json!({"filterExpression": [{"operandLeft": "type", "operator": "=", "operandRight": "PROVIDER"}]}),
+    ];
+    for api in [&consumer, &provider_api] {
+        for path in ["/management/v3/contractnegotiations/request", "/management/v3/transferprocesses/request"] {
+            for spec in &specs {
+                let paged = api.post(path, spec).await;
+                assert_eq!(paged.status, 200, "{spec}: {:#}", paged.body);
+                let mut in_memory = spec.clone();
+                let mut filter = spec["filterExpression"].as_array().cloned().unwrap_or_default();
+                filter.push(always.clone());
+                in_memory["filterExpression"] = Value::Array(filter);
+                let expected = api.post(path, &in_memory).await;
+                let ids = |answer: &Answer| -> Vec<Value> {
+                    answer.body.as_array().unwrap().iter().map(|p| p["@id"].clone()).collect()
+                };
+                assert_eq!(ids(&paged), ids(&expected), "{path} {spec}");
+                assert_eq!(paged.body, expected.body, "{path} {spec}");
+            }
+        }
+    }
+    let finalized = consumer.post("/management/v3/contractnegotiations/request", &specs[3]).await;
+    assert!(!finalized.body.as_array().unwrap().is_empty(), "some negotiations were agreed");
+    federation.shutdown().await;
+}

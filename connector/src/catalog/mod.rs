@@ -465,6 +465,12 @@ impl Catalogue {
         self.read().assets.values().cloned().collect()
     }
 
+    /// How many datasets, policy definitions and contract definitions the catalogue holds.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let state = self.read();
+        (state.assets.len(), state.policies.len(), state.definitions.len())
+    }
+
     // ---- policy definitions ----
 
     pub async fn create_policy(&self, policy: PolicyDefinition) -> Result<Stored<PolicyDefinition>, CatalogueError> {

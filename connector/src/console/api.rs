@@ -167,7 +167,7 @@ impl Paging {
 
 /// A path segment or query value, percent-encoded.
 pub fn encode(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+    hanse_core::encode::percent(value)
 }
 
 #[cfg(test)]

@@ -199,6 +199,7 @@ pub fn router(state: Shared, api: Router) -> Router {
         .route("/console/policies/{id}", get(policies::detail))
         .route("/console/policies/{id}/explain", post(policies::explain))
         .route("/console/offers", get(pages::offers).post(pages::create_offer))
+        .route("/console/offers/{id}/{switch}", post(pages::offer_switch))
         .route("/console/approvals", get(pages::approvals))
         .route("/console/approvals/publications/{dataset}/{decision}", post(pages::decide_publication_listed))
         .route("/console/negotiations", get(processes::negotiations))

@@ -25,6 +25,7 @@ pub struct ListQuery {
     pub counter_party: Option<String>,
     pub agreement: Option<String>,
     pub after: Option<i64>,
+    pub broker: Option<String>,
 }
 
 impl ListQuery {
@@ -65,7 +66,7 @@ pub async fn overview(ctx: Ctx) -> Response {
     );
     let about = about.unwrap_or(Json::Null);
     let state_ = ctx.state();
-    let catalogue = &state_.catalogue;
+    let (datasets, policies, offers) = state_.catalogue.counts();
     let (negotiations, transfers) = tokio::join!(
         state_.store.processes.census(ProcessKind::Negotiation),
         state_.store.processes.census(ProcessKind::Transfer)
@@ -135,9 +136,9 @@ pub async fn overview(ctx: Ctx) -> Response {
             div.card {
                 h2 { (t.counts) }
                 ul.plain {
-                    li { a href="/console/datasets" { (catalogue.assets().len()) " " (t.datasets) } }
-                    li { a href="/console/policies" { (catalogue.policies().len()) " " (t.policies) } }
-                    li { a href="/console/offers" { (catalogue.definitions().len()) " " (t.offers) } }
+                    li { a href="/console/datasets" { (datasets) " " (t.datasets) } }
+                    li { a href="/console/policies" { (policies) " " (t.policies) } }
+                    li { a href="/console/offers" { (offers) " " (t.offers) } }
                     li { a href="/console/negotiations" { (negotiations) " " (t.negotiations) } " (" (open_negotiations) " " (t.open) ")" }
                     li { a href="/console/transfers" { (transfers) " " (t.transfers) } " (" (open_transfers) " " (t.open) ")" }
                     li { (peers.len()) " " (t.peers) }
@@ -233,8 +234,8 @@ pub async fn offers(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
                     td { a href=(format!("/console/policies/{}", encode(&text(&offer["accessPolicyId"])))) { (text(&offer["accessPolicyId"])) } }
                     td { a href=(format!("/console/policies/{}", encode(&text(&offer["contractPolicyId"])))) { (text(&offer["contractPolicyId"])) } }
                     td { @if datasets.is_empty() { (t.every_dataset) } @else { (datasets.join(", ")) } }
-                    td { (yes_no(t, &offer["manualApproval"])) }
-                    td { (yes_no(t, &offer["manualStart"])) }
+                    td { (switch(&ctx, offer, "manualApproval")) }
+                    td { (switch(&ctx, offer, "manualStart")) }
                 }
             }
         })
@@ -270,8 +271,48 @@ pub async fn offers(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
     ctx.page(Section::Offers, t.offers, content)
 }
 
-fn yes_no(t: &super::texts::Texts, value: &Json) -> &'static str {
-    if value.as_bool().unwrap_or(false) { t.yes } else { t.no }
+/// An offer's switch: its state, and for a key that may change the catalogue a button that flips it.
+fn switch(ctx: &Ctx, offer: &Json, name: &str) -> Markup {
+    let t = ctx.t;
+    let on = offer[name].as_bool().unwrap_or(false);
+    let shown = if on { t.yes } else { t.no };
+    if !ctx.may(Need::Catalogue) {
+        return html! { (shown) };
+    }
+    let action = format!("/console/offers/{}/{name}", encode(&text(&offer["@id"])));
+    let label = if on { t.switch_off } else { t.switch_on };
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf(ctx))
+            input type="hidden" name="on" value=(if on { "false" } else { "true" });
+            (shown) " "
+            button type="submit" aria-label=(format!("{label} {name}")) { (label) }
+        }
+    }
+}
+
+/// Flips an offer's manual approval or manual start: the contract definition is read and replaced with the switch
+/// changed (the API's `PUT`).
+pub async fn offer_switch(Path((id, name)): Path<(String, String)>, Posted { ctx, fields }: Posted) -> Response {
+    if !matches!(name.as_str(), "manualApproval" | "manualStart") {
+        let unknown = Problem { status: StatusCode::NOT_FOUND, message: format!("no switch `{name}`") };
+        return ctx.back("/console/offers", Err(unknown));
+    }
+    let uri = format!("/management/v3/contractdefinitions/{}", encode(&id));
+    let outcome = match ctx.api().get(&ctx.session, &uri).await {
+        Ok(mut definition) => {
+            definition[&name] = json!(one(&fields, "on") == "true");
+            definition["@context"] = json!({"@vocab": EDC_VOCAB});
+            let body = axum::body::Body::from(definition.to_string());
+            let (put, path) = (axum::http::Method::PUT, "/management/v3/contractdefinitions");
+            ctx.api()
+                .call(&ctx.session, put, path, "application/json", body)
+                .await
+                .map(|_| format!("{id}: {name} {}", one(&fields, "on")))
+        }
+        Err(problem) => Err(problem),
+    };
+    ctx.back("/console/offers", outcome)
 }
 
 /// The body of a new offer (contract definition) for `datasets` (none: every dataset).
@@ -324,10 +365,20 @@ pub async fn approvals(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
         Err(p) => return failed(&ctx, Section::Approvals, t.approvals, &p),
     };
     let decide = ctx.may(Need::Decide);
+    let kinds: Vec<(String, String)> =
+        [("", t.any_kind), ("negotiation", t.negotiations), ("transfer", t.transfers), ("publication", t.publication)]
+            .iter()
+            .map(|(value, shown)| (value.to_string(), shown.to_string()))
+            .collect();
     let tabs = html! {
         nav.tabs aria-label=(t.approvals) {
             a href="/console/approvals" aria-current=[(!history).then_some("page")] { (t.pending) }
             a href="/console/approvals?tab=history" aria-current=[history.then_some("page")] { (t.history) }
+        }
+        form.filters method="get" role="search" {
+            @if history { input type="hidden" name="tab" value="history"; }
+            (view::select(t.kind, "kind", &kinds, ListQuery::given(&query.kind).unwrap_or("")))
+            button type="submit" { (t.filter) }
         }
     };
     let content = if history {
@@ -432,7 +483,7 @@ pub async fn audit(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
     let (head, entries, receipts, witnessed) = tokio::join!(
         api.get(&ctx.session, "/management/v3/audit/head"),
         api.get(&ctx.session, &uri),
-        api.get(&ctx.session, "/management/v3/audit/receipts"),
+        api.get(&ctx.session, "/management/v3/audit/receipts?limit=50"),
         api.get(&ctx.session, "/management/v3/audit/witnessed"),
     );
     let head = match head {
@@ -493,7 +544,7 @@ pub async fn audit(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
         }
         section aria-labelledby="receipts" {
             h2 #receipts { (t.receipts) }
-            (table(&[t.agreement, t.issuer], receipts.iter().take(50).map(|r| html! {
+            (table(&[t.agreement, t.issuer], receipts.iter().map(|r| html! {
                 tr { td { code { (text(&r["agreementId"])) } } td { code { (text(&r["issuer"])) } } }
             }).collect(), t.no_receipts))
         }
@@ -533,10 +584,15 @@ pub async fn federation(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
     let t = ctx.t;
     let api = ctx.api();
     let q = ListQuery::given(&query.q).map(str::to_owned);
+    let broker = ListQuery::given(&query.broker).map(str::to_owned);
     let paging = query.paging();
-    let search_uri = q
-        .as_ref()
-        .map(|q| format!("/management/v3/search?q={}&limit={}&offset={}", encode(q), paging.size, paging.offset()));
+    let search_uri = q.as_ref().map(|q| {
+        let mut uri = format!("/management/v3/search?q={}&limit={}&offset={}", encode(q), paging.size, paging.offset());
+        if let Some(broker) = &broker {
+            uri.push_str(&format!("&broker={}", encode(broker)));
+        }
+        uri
+    });
     let (peers, crawls, found) = tokio::join!(
         api.get(&ctx.session, "/management/v3/peers"),
         api.get(&ctx.session, "/management/v3/broker/crawls"),
@@ -573,6 +629,7 @@ pub async fn federation(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
             h2 #search { (t.search_federation) }
             form.filters method="get" role="search" {
                 (view::field(t.keywords, "q", q.as_deref().unwrap_or(""), t.search_hint, false))
+                (view::field(t.broker, "broker", broker.as_deref().unwrap_or(""), t.broker_hint, false))
                 button type="submit" { (t.search) }
             }
             @match found {
@@ -583,7 +640,7 @@ pub async fn federation(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
                     p { (text(&found["total"])) " " (t.datasets_found) }
                     @if results.is_empty() { p.empty { (t.nothing_found) } }
                     @for hit in &results { (search_hit(&ctx, hit)) }
-                    (view::pager(t, "/console/federation", &format!("q={}", encode(q.as_deref().unwrap_or(""))), paging,
+                    (view::pager(t, "/console/federation", &format!("q={}&broker={}", encode(q.as_deref().unwrap_or("")), encode(broker.as_deref().unwrap_or(""))), paging,
                         found["total"].as_u64().unwrap_or(0) as usize > paging.offset() + results.len()))
                 }
             }

@@ -65,7 +65,7 @@ async fn list(ctx: Ctx, kind: Kind, query: ListQuery) -> Response {
     }
     let counter_party = ListQuery::given(&query.counter_party).unwrap_or("").to_owned();
     if !counter_party.is_empty() {
-        filters.push(criterion("counterPartyId", "ilike", format!("%{counter_party}%")));
+        filters.push(criterion("counterPartyId", "=", counter_party.clone()));
     }
     let uri = format!("{}/request", kind.api());
     let (items, more) = match ctx.api().page(&ctx.session, &uri, &paging, filters, Some("createdAt")).await {
@@ -94,7 +94,7 @@ async fn list(ctx: Ctx, kind: Kind, query: ListQuery) -> Response {
     let content = html! {
         form.filters method="get" role="search" {
             (view::select(t.state, "state", &states, &chosen))
-            (view::field(t.counter_party, "counterParty", &counter_party, "", false))
+            (view::field(t.counter_party, "counterParty", &counter_party, t.counter_party_hint, false))
             button type="submit" { (t.filter) }
         }
         (table(&[t.id, t.role, t.state, t.counter_party, t.dataset, t.created], rows, t.no_processes))

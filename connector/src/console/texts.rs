@@ -222,6 +222,7 @@ texts! {
 
     any_state: "any state",
     counter_party: "Counter-party",
+    counter_party_hint: "Its DID, exactly.",
     waiting: "waits for the operator",
     no_processes: "None yet. Negotiations start from the federation screen or the API.",
     agreement: "Agreement",
@@ -275,7 +276,7 @@ texts! {
     failures: "Failures",
     no_peers: "No peers yet: add one with `hanse peers add` or the API.",
     broker_crawls: "Broker crawls",
-    not_a_broker: "This connector is not a broker; its searches go to the configured broker.",
+    not_a_broker: "This connector is not a broker: search through another connector's broker (its public URL above).",
     last_success: "Last success",
     no_crawls: "No crawls yet.",
     crawl_now: "Crawl now",
@@ -299,6 +300,11 @@ texts! {
     app_tokens: "App tokens",
     app: "App",
     no_tokens: "No app tokens yet.",
+    any_kind: "any kind",
+    switch_on: "turn on",
+    switch_off: "turn off",
+    broker: "Broker (public URL)",
+    broker_hint: "Another connector's broker, e.g. https://broker.example; empty asks this connector's own index.",
 
     field_title: "Title",
     field_description: "Description",

@@ -282,6 +282,7 @@ fn constraints(list: &Json) -> Markup {
                 li {
                     code { (text(&item["constraint"])) } " "
                     (state(item["outcome"].as_str().unwrap_or("–")))
+                    @if let Some(resolved) = item["resolved"].as_str() { " (" (resolved) ")" }
                     @if let Some(reason) = item["reason"].as_str() { " — " (reason) }
                     (constraints(&item["children"]))
                 }

@@ -182,12 +182,18 @@ async fn export(State(state): State<Shared>, Query(range): Query<Range>) -> Resu
 #[into_params(parameter_in = Query)]
 struct ReceiptQuery {
     agreement: Option<String>,
+    /// Only the newest this many receipts, newest first (at most 10 000); without it, every receipt in the order
+    /// received.
+    limit: Option<i64>,
 }
 
 /// `GET /receipts`: the receipts peers gave us for their entries of our agreements.
 #[utoipa::path(get, path = "/management/v3/audit/receipts", tag = "Audit", security(("api_key" = []), ("auditor_token" = [])), operation_id = "list receipts", params(ReceiptQuery), responses((status = 200, description = "Receipts peers gave for our agreements", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors))]
 async fn receipts(State(state): State<Shared>, Query(query): Query<ReceiptQuery>) -> Result<Response, ManagementError> {
-    let kept = state.store.audit.receipts(query.agreement.as_deref()).await?;
+    if query.limit.is_some_and(|n| !(1..=10_000).contains(&n)) {
+        return Err(ManagementError::field("limit", "must lie in 1..=10000"));
+    }
+    let kept = state.store.audit.receipts(query.agreement.as_deref(), query.limit).await?;
     let list: Vec<Json> = kept
         .into_iter()
         .map(|(agreement, issuer, receipt)| {

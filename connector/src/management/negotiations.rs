@@ -182,6 +182,10 @@ const NEGOTIATION_FIELDS: &[&str] = &["contractAgreementId", "assetId"];
 #[utoipa::path(post, path = "/contractnegotiations/request", tag = "Contract negotiations", operation_id = "query negotiations", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected negotiations", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a contract negotiation", Some(&[crate::process::ROW_FIELDS, NEGOTIATION_FIELDS]))?;
+    if let Some(query) = crate::process::row_query(&spec) {
+        let page = state.negotiations.page(&query).await?;
+        return Ok(axum::Json(Json::Array(page.iter().map(|n| n.management_json()).collect())).into_response());
+    }
     let all = state.negotiations.all().await?;
     let selected = spec.apply(all, |n, field| {
         let field = field.trim_start_matches(EDC);

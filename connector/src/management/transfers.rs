@@ -127,7 +127,10 @@ fn query_field(transfer: &Transfer, field: &str) -> Vec<Json> {
 #[utoipa::path(post, path = "/transferprocesses/request", tag = "Transfer processes", operation_id = "query transfers", request_body(content = Option<crate::management::openapi::QuerySpec>, content_type = "application/json"), responses((status = 200, description = "The selected transfers", body = [crate::management::openapi::Object]), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn query(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = query_spec(&body, "a transfer process", Some(&[crate::process::ROW_FIELDS, TRANSFER_FIELDS]))?;
-    let selected = spec.apply(state.transfers.all().await?, query_field);
+    let selected = match crate::process::row_query(&spec) {
+        Some(query) => state.transfers.page(&query).await?,
+        None => spec.apply(state.transfers.all().await?, query_field),
+    };
     Ok(axum::Json(Json::Array(selected.iter().map(Transfer::management_json).collect())).into_response())
 }
 

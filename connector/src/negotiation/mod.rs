@@ -759,6 +759,12 @@ impl Negotiations {
     }
 
     /// Every negotiation (management).
+    /// One page of negotiations selected and ordered in SQL.
+    pub async fn page(&self, query: &crate::store::RowQuery) -> Result<Vec<Negotiation>, ProcessError> {
+        let rows = self.store.page(ProcessKind::Negotiation, query).await?;
+        rows.into_iter().map(|row| Negotiation::from_row(row).map_err(Into::into)).collect()
+    }
+
     pub async fn all(&self) -> Result<Vec<Negotiation>, ProcessError> {
         self.store
             .processes(ProcessKind::Negotiation)

@@ -700,6 +700,12 @@ impl Transfers {
     }
 
     /// Every transfer (management).
+    /// One page of transfers selected and ordered in SQL.
+    pub async fn page(&self, query: &crate::store::RowQuery) -> Result<Vec<Transfer>, ProcessError> {
+        let rows = self.store.page(ProcessKind::Transfer, query).await?;
+        rows.into_iter().map(|row| Transfer::from_row(row).map_err(Into::into)).collect()
+    }
+
     pub async fn all(&self) -> Result<Vec<Transfer>, ProcessError> {
         self.store
             .processes(ProcessKind::Transfer)
