@@ -154,6 +154,14 @@ async fn an_operator_runs_the_connector_from_the_console_in_a_browser() {
     browser.wait_for_text("#verdict", "intact").await;
     browser.screenshot("15-audit").await;
 
+    // An offer's switch: transfers under it now wait for the operator to start them.
+    browser.goto(&format!("{console}/offers")).await;
+    browser.click("form[action=\"/console/offers/console-cohort-offer/manualStart\"] button").await;
+    browser.wait_for_text("main .notice", "manualStart true").await;
+    let offer = federation.management(0).get("/management/v3/contractdefinitions/console-cohort-offer").await;
+    assert_eq!(offer.body["manualStart"], true, "{:#}", offer.body);
+    assert_eq!(offer.body["manualApproval"], true, "the other switch is kept");
+
     // The remaining screens, each rendered without an error.
     for (name, path) in [
         ("16-offers", "/offers"),

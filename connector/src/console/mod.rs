@@ -171,7 +171,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 fn refused(t: &Texts) -> Markup {
     html! {
         (DOCTYPE)
-        html lang="en" { head { meta charset="utf-8"; title { (t.product) } }
+        html lang="en" { (view::head(t, t.form_refused, None))
             body { main { h1 { (t.form_refused) } p { (t.form_refused_hint) } a href="/console" { (t.overview) } } } }
     }
 }
@@ -272,12 +272,7 @@ fn sign_in_form(t: &Texts, participant: &str, error: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (t.sign_in) " · " (t.product) }
-                link rel="stylesheet" href="/console/assets/console.css";
-            }
+            (view::head(t, t.sign_in, None))
             body.sign-in {
                 main #main {
                     h1 { (t.product) }

@@ -87,22 +87,31 @@ pub fn home(role: &str) -> &'static str {
     Section::ALL.iter().find(|s| s.visible(role)).map(|s| s.path()).unwrap_or("/console/sign-in")
 }
 
+/// The `<head>` of every console page; a signed-in page's carries its CSRF token and the scripts.
+pub fn head(t: &Texts, title: &str, csrf: Option<&str>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · " (t.product) }
+            link rel="stylesheet" href="/console/assets/console.css";
+            @if let Some(csrf) = csrf {
+                meta name="csrf-token" content=(csrf);
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"selfRequestsOnly":true}"#;
+                script src="/console/assets/htmx.min.js" defer {}
+                script src="/console/assets/console.js" defer {}
+            }
+        }
+    }
+}
+
 /// A whole page: header with the participant and the key, navigation by role, the notice, the content.
 pub fn page(ctx: &Ctx, section: Section, title: &str, content: Markup) -> Markup {
     let t = ctx.t;
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="csrf-token" content=(ctx.session.csrf);
-                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"selfRequestsOnly":true}"#;
-                title { (title) " · " (t.product) }
-                link rel="stylesheet" href="/console/assets/console.css";
-                script src="/console/assets/htmx.min.js" defer {}
-                script src="/console/assets/console.js" defer {}
-            }
+            (head(t, title, Some(&ctx.session.csrf)))
             body {
                 a.skip href="#main" { (t.skip_to_content) }
                 header.top {
