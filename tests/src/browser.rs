@@ -126,6 +126,35 @@ impl Browser {
         self.client.current_url().await.expect("current URL").path().to_owned()
     }
 
+    /// What axe-core (the WCAG 2 A and AA rules; pinned in `tests/interop/package.json`) finds wrong on the current
+    /// page with a serious or critical impact, one line per rule: its id and the elements it names.
+    pub async fn accessibility_faults(&self) -> Vec<String> {
+        let axe = std::fs::read_to_string(crate::interop::node_modules().join("axe-core/axe.min.js"))
+            .expect("axe-core is installed");
+        self.client.execute(&axe, vec![]).await.expect("axe-core loads into the page");
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}})
+                   .then(r => done({passed: r.passes.length,
+                                    violations: r.violations.map(v => ({id: v.id, impact: v.impact,
+                                                                        nodes: v.nodes.map(n => n.target.join(' '))}))}))
+                   .catch(e => done({passed: 0, violations: [{id: 'axe failed', impact: 'critical', nodes: [String(e)]}]}));",
+                vec![],
+            )
+            .await
+            .expect("axe-core runs");
+        assert!(found["passed"].as_u64().unwrap_or(0) > 0, "axe-core checked no rule: {found}");
+        found["violations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .map(|v| format!("{}: {}", v["id"].as_str().unwrap_or("?"), v["nodes"]))
+            .collect()
+    }
+
     /// Saves a PNG of the window as `<name>.png` in the screenshot folder.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");

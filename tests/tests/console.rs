@@ -176,6 +176,33 @@ async fn an_operator_runs_the_connector_from_the_console_in_a_browser() {
         browser.screenshot(name).await;
     }
 
+    // Every screen passes axe-core's WCAG 2 A and AA rules (labels, contrast, landmarks, names of controls).
+    let dataset = "/datasets/console-cohort".to_owned();
+    let mut faults = Vec::new();
+    for path in [
+        "",
+        "/datasets",
+        dataset.as_str(),
+        "/datasets/new",
+        "/policies",
+        "/policies/new",
+        "/policies/research-terms",
+        "/offers",
+        "/approvals",
+        "/approvals?tab=history",
+        "/negotiations",
+        "/transfers",
+        "/jobs",
+        "/audit",
+        "/federation",
+        "/credentials",
+    ] {
+        browser.goto(&format!("{console}{path}")).await;
+        browser.find("main h1").await;
+        faults.extend(browser.accessibility_faults().await.into_iter().map(|f| format!("{path}: {f}")));
+    }
+    assert!(faults.is_empty(), "accessibility faults:\n{}", faults.join("\n"));
+
     // Sign-out ends the session.
     browser.click("header form button").await;
     browser.find("#key").await;
