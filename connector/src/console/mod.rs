@@ -181,6 +181,9 @@ fn refused(t: &Texts) -> Markup {
 pub fn router(state: Shared, api: Router) -> Router {
     let config = &state.config.console;
     let sessions = Sessions::new(Duration::from_secs(config.idle_minutes * 60), config.max_sessions);
+    // Uploads belong to the wizard of a session, and sessions do not outlive the process: what a killed process left
+    // is removed.
+    let _ = std::fs::remove_dir_all(wizard::uploads(&state.config));
     let console = Arc::new(Console { api: Api::new(api), sessions, t: &texts::EN, state });
     Router::new()
         .route("/console", get(pages::overview))

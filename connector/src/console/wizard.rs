@@ -631,13 +631,18 @@ pub async fn upload(ctx: Ctx, mut form: Multipart) -> Response {
     }
 }
 
+/// Where the wizard keeps uploads until they are published or the draft ends.
+pub fn uploads(config: &crate::config::Config) -> std::path::PathBuf {
+    config.store.data_dir.join("console-uploads")
+}
+
 /// Streams an uploaded file to a temporary file beside the connector's data, refusing it past the upload limit.
 async fn receive(ctx: &Ctx, mut field: axum::extract::multipart::Field<'_>) -> Result<tempfile::TempPath, Problem> {
     use tokio::io::AsyncWriteExt;
     let internal =
         |e: &dyn std::fmt::Display| Problem { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string() };
     let config = &ctx.state().config;
-    let folder = config.store.data_dir.join("console-uploads");
+    let folder = uploads(config);
     tokio::fs::create_dir_all(&folder).await.map_err(|e| internal(&e))?;
     let temp = tempfile::NamedTempFile::new_in(&folder).map_err(|e| internal(&e))?;
     let (file, path) = temp.into_parts();
