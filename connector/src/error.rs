@@ -94,6 +94,11 @@ impl ManagementError {
 }
 
 impl ManagementError {
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     /// The status and the EDC error array.
     fn parts(&self) -> (StatusCode, Vec<Value>) {
         let (status, kind) = match self {

@@ -7,10 +7,10 @@ use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value as Json, json};
 use tower::ServiceExt;
 
+use hanse_vocab::ns::EDC;
+
 use super::session::Session;
 
-/// The EDC vocabulary every body the console sends is written in.
-pub const EDC_VOCAB: &str = "https://w3id.org/edc/v0.0.1/ns/";
 /// The largest answer the console reads.
 const MAX_ANSWER: usize = 32 * 1024 * 1024;
 
@@ -19,6 +19,12 @@ const MAX_ANSWER: usize = 32 * 1024 * 1024;
 pub struct Problem {
     pub status: StatusCode,
     pub message: String,
+}
+
+impl From<crate::error::ManagementError> for Problem {
+    fn from(error: crate::error::ManagementError) -> Problem {
+        Problem { status: error.status(), message: error.to_string() }
+    }
 }
 
 impl Problem {
@@ -110,6 +116,10 @@ impl Api {
         self.call(session, Method::POST, uri, "application/json", Body::from(body.to_string())).await
     }
 
+    pub async fn put(&self, session: &Session, uri: &str, body: &Json) -> Result<Json, Problem> {
+        self.call(session, Method::PUT, uri, "application/json", Body::from(body.to_string())).await
+    }
+
     pub async fn delete(&self, session: &Session, uri: &str) -> Result<Json, Problem> {
         self.call(session, Method::DELETE, uri, "application/json", Body::empty()).await
     }
@@ -123,7 +133,7 @@ impl Api {
         filters: Vec<Json>,
         sort: Option<&str>,
     ) -> Result<(Vec<Json>, bool), Problem> {
-        let mut body = json!({"@context": {"@vocab": EDC_VOCAB}, "offset": page.offset(), "limit": page.size + 1,
+        let mut body = json!({"@context": {"@vocab": EDC}, "offset": page.offset(), "limit": page.size + 1,
                               "filterExpression": filters});
         if let Some(field) = sort {
             body["sortField"] = json!(field);

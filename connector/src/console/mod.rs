@@ -48,7 +48,6 @@ pub struct Ctx {
     pub t: &'static Texts,
     pub session: Session,
     pub token: String,
-    pub participant: String,
     pub notice: Option<Notice>,
     console: Arc<Console>,
 }
@@ -60,6 +59,16 @@ impl Ctx {
 
     pub fn state(&self) -> &Shared {
         &self.console.state
+    }
+
+    /// This connector's participant id.
+    pub fn participant(&self) -> &str {
+        &self.console.state.config.participant.id
+    }
+
+    /// The ids of the stored policies, as the choices of a form.
+    pub fn policy_choices(&self) -> Vec<(String, String)> {
+        self.console.state.catalogue.policies().iter().map(|p| (p.value.id.clone(), p.value.id.clone())).collect()
     }
 
     /// Whether the session's role may make calls that need `need`.
@@ -86,8 +95,13 @@ impl Ctx {
 
     /// Ends the session (its key is no longer valid) and sends the browser to the sign-in page.
     pub fn sign_out_now(&self) -> Response {
-        self.console.sessions.close(&self.token);
         tracing::info!(who = self.session.who, "console session ended: its key is no longer valid");
+        self.end()
+    }
+
+    /// Ends the session: its cookie cleared, the sign-in page next.
+    fn end(&self) -> Response {
+        self.console.sessions.close(&self.token);
         ([(header::SET_COOKIE, session::clear_cookie())], Redirect::to("/console/sign-in")).into_response()
     }
 
@@ -109,14 +123,7 @@ impl FromRequestParts<Arc<Console>> for Ctx {
             return Err(Redirect::to("/console/sign-in").into_response());
         };
         let notice = console.sessions.take_notice(&token);
-        Ok(Ctx {
-            t: console.t,
-            session,
-            token,
-            participant: console.state.config.participant.id.clone(),
-            notice,
-            console: console.clone(),
-        })
+        Ok(Ctx { t: console.t, session, token, notice, console: console.clone() })
     }
 }
 
@@ -126,6 +133,11 @@ pub type Fields = Vec<(String, String)>;
 /// The first value of field `name`, trimmed (empty when absent).
 pub fn one<'a>(fields: &'a Fields, name: &str) -> &'a str {
     fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim()).unwrap_or("")
+}
+
+/// The items of a comma-separated field value, trimmed, empty ones left out.
+pub fn listed(value: &str) -> Vec<&str> {
+    value.split(',').map(str::trim).filter(|item| !item.is_empty()).collect()
 }
 
 /// Every non-empty value of field `name`.
@@ -326,17 +338,15 @@ async fn sign_in(State(console): Shell, headers: HeaderMap, axum::Form(fields): 
         Err(error) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()).into_response(),
     };
     tracing::info!(who, role, "console sign-in");
-    let idle = Duration::from_secs(console.state.config.console.idle_minutes * 60);
     let secure = console.state.config.console.secure_cookie
         || headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    let cookie = session::set_cookie(&token, idle, secure);
+    let cookie = session::set_cookie(&token, console.sessions.idle(), secure);
     ([(header::SET_COOKIE, cookie)], Redirect::to(view::home(&role))).into_response()
 }
 
-async fn sign_out(State(console): Shell, posted: Posted) -> Response {
-    console.sessions.close(&posted.ctx.token);
-    tracing::info!(who = posted.ctx.session.who, "console sign-out");
-    ([(header::SET_COOKIE, session::clear_cookie())], Redirect::to("/console/sign-in")).into_response()
+async fn sign_out(Posted { ctx, .. }: Posted) -> Response {
+    tracing::info!(who = ctx.session.who, "console sign-out");
+    ctx.end()
 }
 
 #[cfg(test)]

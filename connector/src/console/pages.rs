@@ -7,11 +7,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::api::{EDC_VOCAB, Paging, Problem, criterion, encode};
-use super::view::{self, Section, action_button, csrf, problem, state, table, text, time};
-use super::{Ctx, Posted, one};
+use super::api::{Paging, Problem, criterion, encode};
+use super::view::{self, Section, action_button, csrf, either, problem, state, table, text, time};
+use super::{Ctx, Posted, listed, one};
 use crate::management::access::Need;
 use crate::store::ProcessKind;
+use hanse_vocab::ns::EDC;
 
 /// `?page=` and the filters of a list.
 #[derive(Debug, Default, Deserialize)]
@@ -71,20 +72,16 @@ pub async fn overview(ctx: Ctx) -> Response {
         state_.store.processes.census(ProcessKind::Negotiation),
         state_.store.processes.census(ProcessKind::Transfer)
     );
-    let count = |census: &Result<crate::store::Census, crate::store::StoreError>| -> (i64, i64) {
+    let count = |census: &Result<crate::store::Census, crate::store::StoreError>, open: fn(&str) -> bool| {
         census.as_ref().map_or((0, 0), |c| {
-            let total = c.states.iter().map(|(_, _, n)| n).sum();
-            let open = c
-                .states
-                .iter()
-                .filter(|(_, s, _)| !matches!(s.as_str(), "FINALIZED" | "TERMINATED" | "COMPLETED"))
-                .map(|(_, _, n)| n)
-                .sum();
-            (total, open)
+            let total: i64 = c.states.iter().map(|(_, _, n)| n).sum();
+            (total, c.states.iter().filter(|(_, s, _)| open(s)).map(|(_, _, n)| n).sum::<i64>())
         })
     };
-    let (negotiations, open_negotiations) = count(&negotiations);
-    let (transfers, open_transfers) = count(&transfers);
+    let (negotiations, open_negotiations) =
+        count(&negotiations, |s| hanse_core::negotiation::State::parse(s).is_some_and(|s| !s.is_terminal()));
+    let (transfers, open_transfers) =
+        count(&transfers, |s| hanse_core::transfer::State::parse(s).is_some_and(|s| !s.is_terminal()));
     let waiting = approvals.as_ref().ok().and_then(Json::as_array).map_or(0, Vec::len);
     let peers = peers.ok().and_then(|p| p.as_array().cloned()).unwrap_or_default();
     let failing: Vec<&Json> =
@@ -95,21 +92,21 @@ pub async fn overview(ctx: Ctx) -> Response {
     };
     let audit_visible = Section::Audit.visible(&ctx.session.role);
     let (recent, witnessed) = if audit_visible {
-        let head = api.get(&ctx.session, "/management/v3/audit/head").await.ok();
-        let size = head.as_ref().and_then(|h| h["size"].as_i64()).unwrap_or(0);
-        let recent = api
-            .get(&ctx.session, &format!("/management/v3/audit/entries?after={}&limit=10", (size - 11).max(-1)))
-            .await
-            .ok();
-        (recent, api.get(&ctx.session, "/management/v3/audit/witnessed").await.ok())
+        let recent = async {
+            let head = api.get(&ctx.session, "/management/v3/audit/head").await.ok();
+            let size = head.as_ref().and_then(|h| h["size"].as_i64()).unwrap_or(0);
+            let uri = format!("/management/v3/audit/entries?after={}&limit=10", (size - 11).max(-1));
+            api.get(&ctx.session, &uri).await.ok()
+        };
+        tokio::join!(recent, api.get(&ctx.session, "/management/v3/audit/witnessed"))
     } else {
-        (None, None)
+        (None, Ok(Json::Null))
     };
-    let inconsistencies: Vec<Json> = witnessed
-        .as_ref()
-        .and_then(|w| w["inconsistencies"].as_array().cloned().or_else(|| w.as_array().cloned()))
-        .unwrap_or_default()
+    let witnessed = witnessed.unwrap_or(Json::Null);
+    let inconsistencies: Vec<&Json> = witnessed["witnessed"]
+        .as_array()
         .into_iter()
+        .flatten()
         .filter(|w| w.get("problem").is_some_and(|p| !p.is_null()))
         .collect();
     let down: Vec<(String, String)> = components
@@ -217,8 +214,7 @@ pub async fn offers(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
         Ok(listed) => listed,
         Err(p) => return failed(&ctx, Section::Offers, t.offers, &p),
     };
-    let policies: Vec<(String, String)> =
-        ctx.state().catalogue.policies().iter().map(|p| (p.value.id.clone(), p.value.id.clone())).collect();
+    let policies = ctx.policy_choices();
     let rows = items
         .iter()
         .map(|offer| {
@@ -302,13 +298,9 @@ pub async fn offer_switch(Path((id, name)): Path<(String, String)>, Posted { ctx
     let outcome = match ctx.api().get(&ctx.session, &uri).await {
         Ok(mut definition) => {
             definition[&name] = json!(one(&fields, "on") == "true");
-            definition["@context"] = json!({"@vocab": EDC_VOCAB});
-            let body = axum::body::Body::from(definition.to_string());
-            let (put, path) = (axum::http::Method::PUT, "/management/v3/contractdefinitions");
-            ctx.api()
-                .call(&ctx.session, put, path, "application/json", body)
-                .await
-                .map(|_| format!("{id}: {name} {}", one(&fields, "on")))
+            definition["@context"] = json!({"@vocab": EDC});
+            let replaced = ctx.api().put(&ctx.session, "/management/v3/contractdefinitions", &definition).await;
+            replaced.map(|_| format!("{id}: {name} {}", one(&fields, "on")))
         }
         Err(problem) => Err(problem),
     };
@@ -324,17 +316,14 @@ pub fn offer_body(
     manual_approval: bool,
     manual_start: bool,
 ) -> Json {
-    let selector: Vec<Json> = if datasets.is_empty() {
-        Vec::new()
-    } else {
-        vec![criterion(&format!("{EDC_VOCAB}id"), "in", json!(datasets))]
-    };
-    json!({"@context": {"@vocab": EDC_VOCAB}, "@id": id, "accessPolicyId": access, "contractPolicyId": terms,
+    let selector: Vec<Json> =
+        if datasets.is_empty() { Vec::new() } else { vec![criterion(&format!("{EDC}id"), "in", json!(datasets))] };
+    json!({"@context": {"@vocab": EDC}, "@id": id, "accessPolicyId": access, "contractPolicyId": terms,
            "assetsSelector": selector, "manualApproval": manual_approval, "manualStart": manual_start})
 }
 
 pub async fn create_offer(Posted { ctx, fields }: Posted) -> Response {
-    let datasets: Vec<&str> = one(&fields, "datasets").split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let datasets = listed(one(&fields, "datasets"));
     let body = offer_body(
         one(&fields, "id"),
         one(&fields, "access"),
@@ -389,9 +378,9 @@ pub async fn approvals(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
                     tr {
                         td { (text(&item["kind"])) }
                         td { code { (text(&item["id"])) } }
-                        td { (state(&text(&item["call"]).replace('–', &text(&item["state"])))) }
-                        td { (compact(&item["who"]).replace('–', &compact(&item["decidedBy"]))) }
-                        td { (text(&item["time"]).replace('–', &time(&item["decidedAt"]))) }
+                        td { (state(&text(either(&item["call"], &item["decision"])))) }
+                        td { (compact(&item["who"])) }
+                        td { (text(&item["at"])) }
                         td { (text(&item["reason"])) }
                     }
                 }
@@ -417,10 +406,10 @@ pub async fn approvals(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
                     article.request {
                         h3 { (kind) " " code { (id) } }
                         dl {
-                            dt { (t.requester) } dd { code { (text(&item["requester"]).replace('–', &compact(&item["requestedBy"]))) } }
+                            dt { (t.requester) } dd { code { (compact(either(&item["requester"], &item["requestedBy"]))) } }
                             dt { (t.dataset) } dd { (text(&item["dataset"])) }
                             dt { (t.purpose) } dd { (text(&item["purpose"])) }
-                            dt { (t.waiting_since) } dd { (time(&item["waitingSince"]).replace('–', &time(&item["requestedAt"]))) }
+                            dt { (t.waiting_since) } dd { (time(either(&item["waitingSince"], &item["requestedAt"]))) }
                         }
                         @if !item["decision"].is_null() {
                             details { summary { (t.policy_trace) } (view::trace(t, &item["decision"])) }
@@ -496,7 +485,7 @@ pub async fn audit(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
     let last = entries.last().and_then(|e| e["seq"].as_i64());
     let receipts = receipts.ok().and_then(|r| r.as_array().cloned()).unwrap_or_default();
     let witnessed = witnessed.unwrap_or(Json::Null);
-    let seen: Vec<Json> = witnessed["seen"].as_array().or_else(|| witnessed.as_array()).cloned().unwrap_or_default();
+    let seen = witnessed["witnessed"].as_array().cloned().unwrap_or_default();
     let mut keep = Vec::new();
     if let Some(agreement) = &agreement {
         keep.push(format!("agreement={}", encode(agreement)));
@@ -660,7 +649,7 @@ pub async fn federation(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
                             td { (text(&c["datasets"])) }
                             td { (time(&c["lastSuccess"])) }
                             td { (text(&c["failures"])) }
-                            td { (text(&c["error"]).replace('–', &text(&c["skipped"]))) }
+                            td { (text(either(&c["error"], &c["skipped"]))) }
                         }
                     }).collect(), t.no_crawls))
                     @if operate {
@@ -715,7 +704,7 @@ fn search_hit(ctx: &Ctx, hit: &Json) -> Markup {
 
 /// Starts a negotiation for an offer found in the federation; the negotiation's page follows.
 pub async fn negotiate(Posted { ctx, fields }: Posted) -> Response {
-    let mut body = json!({"@context": {"@vocab": EDC_VOCAB}, "counterPartyAddress": one(&fields, "address"),
+    let mut body = json!({"@context": {"@vocab": EDC}, "counterPartyAddress": one(&fields, "address"),
         "counterPartyId": one(&fields, "provider"), "protocol": "dataspace-protocol-http:2025-1",
         "policy": {"@id": one(&fields, "offer"), "target": one(&fields, "dataset"), "assigner": one(&fields, "provider")}});
     if !one(&fields, "purpose").is_empty() {

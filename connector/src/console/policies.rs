@@ -7,12 +7,13 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::{Value as Json, json};
 
-use super::api::{EDC_VOCAB, Problem, criterion, encode};
+use super::api::{Problem, criterion, encode};
 use super::pages::{ListQuery, failed};
 use super::texts::Texts;
 use super::view::{self, Section, csrf, json_block, problem, table, text};
 use super::{Ctx, Fields, Posted, all, one};
 use crate::management::access::Need;
+use hanse_vocab::ns::EDC;
 
 /// The job templates a compute policy may allow.
 const TEMPLATES: [&str; 4] = ["aggregate", "crosstab", "glm", "fedavg"];
@@ -73,8 +74,7 @@ pub async fn explain(Path(id): Path<String>, Posted { ctx, fields }: Posted) -> 
     if one(&fields, "membership") == "true" {
         context["claims"] = json!({"membership": "active"});
     }
-    let types: Vec<&str> =
-        one(&fields, "credentialTypes").split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let types = super::listed(one(&fields, "credentialTypes"));
     if !types.is_empty() {
         context["credentialTypes"] = json!(types);
     }
@@ -160,9 +160,11 @@ fn issues(t: &Texts, report: &Json) -> Markup {
     }
 }
 
-/// The known purposes as a choice, each indented under the one it narrows.
-fn purpose_select(t: &Texts, name: &str, chosen: &str, any: bool) -> Markup {
-    let mut options = vec![(String::new(), if any { t.no_purpose } else { t.any_purpose }.to_owned())];
+/// The known purposes as a choice, each indented under the one it narrows; the empty choice is "no purpose declared"
+/// for a requester, "any purpose" for a policy.
+fn purpose_select(t: &Texts, name: &str, chosen: &str, for_requester: bool) -> Markup {
+    let empty = if for_requester { t.no_purpose } else { t.any_purpose };
+    let mut options = vec![(String::new(), empty.to_owned())];
     for purpose in hanse_policy::profile::known_purposes() {
         let mut depth = 0;
         let mut current = purpose;
@@ -337,7 +339,7 @@ pub async fn create(Posted { ctx, fields }: Posted) -> Response {
         return builder_page(ctx, fields, StatusCode::UNPROCESSABLE_ENTITY, None);
     };
     let id = one(&fields, "id").to_owned();
-    let body = json!({"@context": {"@vocab": EDC_VOCAB}, "@id": id, "policy": policy});
+    let body = json!({"@context": {"@vocab": EDC}, "@id": id, "policy": policy});
     match ctx.api().post(&ctx.session, "/management/v3/policydefinitions", &body).await {
         Ok(_) => ctx.back(&format!("/console/policies/{}", encode(&id)), Ok(format!("{} {id}", ctx.t.policy_created))),
         Err(p) => builder_page(ctx, fields, p.status, Some(p)),

@@ -38,10 +38,11 @@ impl Kind {
         self.section().path()
     }
 
-    fn states(self) -> &'static [&'static str] {
+    /// The state machine's states, by name.
+    fn states(self) -> Vec<&'static str> {
         match self {
-            Kind::Negotiation => &["REQUESTED", "OFFERED", "ACCEPTED", "AGREED", "VERIFIED", "FINALIZED", "TERMINATED"],
-            Kind::Transfer => &["REQUESTED", "STARTED", "SUSPENDED", "COMPLETED", "TERMINATED"],
+            Kind::Negotiation => hanse_core::negotiation::ALL_STATES.iter().map(|s| s.name()).collect(),
+            Kind::Transfer => hanse_core::transfer::ALL_STATES.iter().map(|s| s.name()).collect(),
         }
     }
 }
@@ -272,7 +273,7 @@ pub async fn job(ctx: Ctx, Path(id): Path<String>) -> Response {
             html! {
                 tr {
                     td { code { (text(&site["provider"])) } }
-                    td { code { (text(&site["agreement"]).replace('–', &text(&site["agreementId"]))) } }
+                    td { code { (text(&site["agreementId"])) } }
                     td { (state(&text(&site["status"]))) @if !site["error"].is_null() { " " (text(&site["error"])) } }
                     td { (text(&out["n"])) }
                     td { (out["suppressed"].as_array().map_or(0, Vec::len)) }

@@ -52,6 +52,11 @@ impl Sessions {
         Sessions { by_digest: Mutex::new(HashMap::new()), idle, max }
     }
 
+    /// How long a session may go without a request.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
     /// Opens a session and answers its cookie token. Past the cap, the least recently used session ends.
     pub fn open(&self, key: String, role: String, who: String) -> Result<String, openssl::error::ErrorStack> {
         let token = crate::init::random_hex(32)?;

@@ -142,7 +142,6 @@ texts! {
     upload: "Upload",
     uploaded: "Uploaded:",
     upload_missing: "Upload the CSV file first.",
-    file_too_large: "The file is larger than",
     csv_unreadable: "The file could not be read as CSV",
     schema: "Schema",
     schema_hint: "Inferred from every row: check each column's type and levels; mark identifiers \"analysable\": false.",

@@ -117,7 +117,7 @@ pub fn page(ctx: &Ctx, section: Section, title: &str, content: Markup) -> Markup
                 header.top {
                     span.brand { (t.product) }
                     span.who {
-                        (ctx.participant) " · " (t.signed_in_as) " " code { (ctx.session.who) }
+                        (ctx.participant()) " · " (t.signed_in_as) " " code { (ctx.session.who) }
                         " (" (ctx.session.role) ")"
                     }
                     form method="post" action="/console/sign-out" {
@@ -215,6 +215,11 @@ pub fn json_block(summary: &str, value: &Json, open: bool) -> Markup {
     }
 }
 
+/// `value`, or `otherwise` where it is missing: members that one kind of item names differently from another.
+pub fn either<'a>(value: &'a Json, otherwise: &'a Json) -> &'a Json {
+    if value.is_null() { otherwise } else { value }
+}
+
 /// A JSON value as text for a table cell: strings bare, arrays joined, nothing as a dash.
 pub fn text(value: &Json) -> String {
     match value {
@@ -305,7 +310,8 @@ pub fn field(label: &str, name: &str, value: &str, hint: &str, required: bool) -
     html! {
         div.field {
             label for=(name) { (label) @if required { " *" } }
-            input #(name) name=(name) value=(value) required[required] aria-describedby=(format!("{name}-hint"));
+            input #(name) name=(name) value=(value) required[required]
+                aria-describedby=[(!hint.is_empty()).then(|| format!("{name}-hint"))];
             @if !hint.is_empty() { small id=(format!("{name}-hint")) { (hint) } }
         }
     }

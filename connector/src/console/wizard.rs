@@ -13,12 +13,13 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
-use super::api::{EDC_VOCAB, Problem, criterion, encode};
+use super::api::{Problem, criterion, encode};
 use super::pages::{ListQuery, failed, offer_body};
 use super::texts::Texts;
 use super::view::{self, Section, csrf, json_block, problem, state, table, text};
 use super::{Ctx, Fields, Posted, one};
 use crate::management::access::Need;
+use hanse_vocab::ns::EDC;
 
 /// What the wizard has gathered.
 #[derive(Clone, Default)]
@@ -377,8 +378,7 @@ fn step_description(ctx: &Ctx, draft: &Draft) -> Markup {
 
 fn step_offer(ctx: &Ctx, draft: &Draft) -> Markup {
     let t = ctx.t;
-    let policies: Vec<(String, String)> =
-        ctx.state().catalogue.policies().iter().map(|p| (p.value.id.clone(), p.value.id.clone())).collect();
+    let policies = ctx.policy_choices();
     html! {
         @if policies.is_empty() {
             p.empty { (t.offer_needs_policy) " " a href="/console/policies/new" { (t.new_policy) } }
@@ -478,7 +478,7 @@ fn described(description: &Fields, t: &Texts) -> Result<Map<String, Json>, Strin
                 Err(_) => return Err(format!("{}: `{value}` {}", t.field_label(name), t.not_a_count)),
             }
         } else if *name == "keyword" {
-            json!(value.split(',').map(str::trim).filter(|k| !k.is_empty()).collect::<Vec<_>>())
+            json!(super::listed(value))
         } else {
             json!(value)
         };
@@ -505,7 +505,8 @@ async fn publish(ctx: Ctx, draft: Draft, fields: &Fields) -> Response {
                 address["authKey"] = json!(if draft.auth_key.is_empty() { "Authorization" } else { &draft.auth_key });
                 address["authCode"] = json!(draft.auth_code);
             }
-            let body = json!({"@context": {"@vocab": EDC_VOCAB}, "@id": draft.id, "properties": properties, "dataAddress": address});
+            let body =
+                json!({"@context": {"@vocab": EDC}, "@id": draft.id, "properties": properties, "dataAddress": address});
             ctx.api().post(&ctx.session, "/management/v3/assets", &body).await
         }
     };
@@ -636,36 +637,11 @@ pub fn uploads(config: &crate::config::Config) -> std::path::PathBuf {
     config.store.data_dir.join("console-uploads")
 }
 
-/// Streams an uploaded file to a temporary file beside the connector's data, refusing it past the upload limit.
+/// Streams an uploaded file beside the connector's data as the table upload does, refusing it past the upload limit.
 async fn receive(ctx: &Ctx, mut field: axum::extract::multipart::Field<'_>) -> Result<tempfile::TempPath, Problem> {
-    use tokio::io::AsyncWriteExt;
-    let internal =
-        |e: &dyn std::fmt::Display| Problem { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string() };
     let config = &ctx.state().config;
-    let folder = uploads(config);
-    tokio::fs::create_dir_all(&folder).await.map_err(|e| internal(&e))?;
-    let temp = tempfile::NamedTempFile::new_in(&folder).map_err(|e| internal(&e))?;
-    let (file, path) = temp.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    let limit = config.compute.max_upload_mb * 1024 * 1024;
-    let mut written = 0u64;
-    while let Some(chunk) =
-        field.chunk().await.map_err(|e| Problem { status: StatusCode::BAD_REQUEST, message: e.body_text() })?
-    {
-        written += chunk.len() as u64;
-        if written > limit {
-            return Err(Problem {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!(
-                    "{} {} MiB (`compute.max_upload_mb`)",
-                    ctx.t.file_too_large, config.compute.max_upload_mb
-                ),
-            });
-        }
-        file.write_all(&chunk).await.map_err(|e| internal(&e))?;
-    }
-    file.flush().await.map_err(|e| internal(&e))?;
-    Ok(path)
+    let file = crate::management::part_to_file(&uploads(config), &mut field, config.compute.max_upload_mb).await?;
+    Ok(file.into_temp_path())
 }
 
 #[cfg(test)]

@@ -56,22 +56,7 @@ async fn read_upload(folder: &std::path::Path, mut form: Multipart, max_mb: u64)
     while let Some(mut field) = form.next_field().await.map_err(|e| bad("", &e))? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
-            "data" => {
-                let temp = tempfile::NamedTempFile::new_in(folder).map_err(internal)?;
-                let mut file = tokio::fs::File::from_std(temp.reopen().map_err(internal)?);
-                let mut written = 0u64;
-                while let Some(chunk) = field.chunk().await.map_err(|e| bad("data", &e))? {
-                    written += chunk.len() as u64;
-                    if written > max_mb * 1024 * 1024 {
-                        return Err(ManagementError::TooLarge(format!(
-                            "the table is larger than {max_mb} MiB (`compute.max_upload_mb`); nothing was imported"
-                        )));
-                    }
-                    file.write_all(&chunk).await.map_err(internal)?;
-                }
-                file.flush().await.map_err(internal)?;
-                data = Some(temp);
-            }
+            "data" => data = Some(part_to_file(folder, &mut field, max_mb).await?),
             "id" | "schema" | "properties" => {
                 let mut text = Vec::new();
                 while let Some(chunk) = field.chunk().await.map_err(|e| bad(&name, &e))? {
@@ -102,6 +87,30 @@ async fn read_upload(folder: &std::path::Path, mut form: Multipart, max_mb: u64)
         properties,
         data: data.ok_or_else(|| ManagementError::field("data", "is required: the CSV file"))?,
     })
+}
+
+/// Streams a table file's multipart part to a new temporary file in `folder` (made if missing); past `max_mb` MiB it
+/// is refused (413) and the partial file removed. The table upload and the console's wizard take files so.
+pub async fn part_to_file(
+    folder: &std::path::Path,
+    field: &mut axum::extract::multipart::Field<'_>,
+    max_mb: u64,
+) -> Result<tempfile::NamedTempFile, ManagementError> {
+    tokio::fs::create_dir_all(folder).await.map_err(internal)?;
+    let temp = tempfile::NamedTempFile::new_in(folder).map_err(internal)?;
+    let mut file = tokio::fs::File::from_std(temp.reopen().map_err(internal)?);
+    let mut written = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(|e| ManagementError::field("data", e.to_string()))? {
+        written += chunk.len() as u64;
+        if written > max_mb * 1024 * 1024 {
+            return Err(ManagementError::TooLarge(format!(
+                "the table is larger than {max_mb} MiB (`compute.max_upload_mb`); nothing was imported"
+            )));
+        }
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    file.flush().await.map_err(internal)?;
+    Ok(temp)
 }
 
 /// Reads every row of the uploaded CSV against `schema` off the async threads; each bad row is named by its line.

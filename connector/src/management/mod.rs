@@ -37,6 +37,7 @@ mod transfers;
 mod v4;
 
 pub use crate::error::{FieldError, ManagementError};
+pub use compute::part_to_file;
 pub use v4::CONTEXT as V4_CONTEXT;
 
 /// The EDC Management API's calls, relative to their version prefix: served as `/management/v3` and, with EDC's v4
