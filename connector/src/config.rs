@@ -34,6 +34,7 @@ const SECTIONS: &[&str] = &[
     "http",
     "gaiax",
     "console",
+    "cluster",
 ];
 
 /// What a `HANSE_*` environment variable (its name without the prefix) is to the configuration.
@@ -148,6 +149,8 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Gaia-X self-descriptions; none are published without this section.
     #[serde(default)]
     pub gaiax: Option<GaiaxConfig>,
@@ -705,6 +708,37 @@ fn default_console_sessions() -> usize {
     1000
 }
 
+/// Several replicas of one connector on one PostgreSQL database (decision 0040). A single node needs none of it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This replica's name in leases and logs (default: the host name, then the process id and a random suffix, so
+    /// that a restarted replica never mistakes its previous life's leases for its own).
+    #[serde(default)]
+    pub replica: Option<String>,
+    /// How long a lease lasts without renewal (seconds): after a replica dies, its work is taken over this much later.
+    /// Holders renew at a third of it.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// How often a replica looks for catalogue changes other replicas made (milliseconds).
+    #[serde(default = "default_follow_ms")]
+    pub follow_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { replica: None, lease_seconds: default_lease_seconds(), follow_ms: default_follow_ms() }
+    }
+}
+
+fn default_lease_seconds() -> u64 {
+    15
+}
+
+fn default_follow_ms() -> u64 {
+    250
+}
+
 /// The data plane.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -1057,6 +1091,12 @@ impl Config {
         }
         if self.console.idle_minutes == 0 || self.console.max_sessions == 0 {
             return Err(key("console.idle_minutes", "the idle timeout and the session cap must be at least 1".into()));
+        }
+        if self.cluster.lease_seconds < 3 || self.cluster.follow_ms == 0 {
+            return Err(key(
+                "cluster.lease_seconds",
+                "leases last at least 3 seconds and follow_ms is at least 1 (a renewal every third of a lease)".into(),
+            ));
         }
         if self.compute.min_cell_count < 1 {
             return Err(key("compute.min_cell_count", "must be at least 1".into()));

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod compute;
 pub mod config;
 pub mod console;

@@ -80,6 +80,8 @@ impl RunningConnector {
                 Ok(Ok(())) => {}
             }
         }
+        // What this replica held is free for the others at once, not after the leases expire.
+        self.state.cluster.release_all().await;
         self.state.store.close().await;
         tracing::info!("connector stopped");
     }
@@ -156,9 +158,18 @@ pub async fn start_on(
         endpoint_url: format!("{public_url}{}", protocol::BASE),
         file_root: config.file_root(),
     };
+    let cluster = Arc::new(crate::cluster::Cluster::new(
+        store.leases.clone(),
+        config.cluster.replica.as_deref(),
+        std::time::Duration::from_secs(config.cluster.lease_seconds),
+    ));
+    if store.dialect() == crate::store::Dialect::Sqlite {
+        cluster.start_alone().await;
+    }
     let catalogue = Catalogue::load(
         store.documents.clone(),
         store.governance.clone(),
+        store.audit.clone(),
         config.catalog.publication_approval,
         service,
     )
@@ -257,7 +268,8 @@ pub async fn start_on(
             token_lifetime_seconds: config.dataplane.token_lifetime_seconds,
         },
     );
-    let dataplane = Arc::new(crate::dataplane::DataPlane::new(data_http, transfers.clone(), catalogue.clone()));
+    let dataplane =
+        Arc::new(crate::dataplane::DataPlane::new(data_http, transfers.clone(), catalogue.clone(), cluster.clone()));
     let compute = Arc::new(crate::compute::Compute::new(
         &config.store.data_dir,
         &config.compute,
@@ -312,6 +324,7 @@ pub async fn start_on(
         self_description,
         broker: state_broker,
         peers,
+        cluster,
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
@@ -320,35 +333,20 @@ pub async fn start_on(
     let (shutdown, signal) = watch::channel(false);
     state.metrics.upkeep_every(std::time::Duration::from_secs(5), signal.clone());
     let dispatcher = crate::dispatch::spawn(state.dispatcher.clone(), delivery, signal.clone());
+    // Every replica: its own pushes (each under its lease), keys, held credentials, EDR pulls, and its catalogue views
+    // following the other replicas' changes.
     crate::dataplane::spawn_pusher(state.dataplane.clone(), signal.clone());
-    crate::identity::spawn_replay_cache_sweeper(state.store.identity.clone(), signal.clone());
     spawn_held_refresh(state.identity.clone(), signal.clone());
     spawn_key_watch(state.identity.clone(), state.config.participant.key_file.clone(), signal.clone());
-    state.transfers.resume_pushes().await;
-    crate::transfer::edr::spawn(state.transfers.clone(), signal.clone());
-    crate::converge::spawn(
-        crate::converge::Converge {
-            negotiations: state.negotiations.clone(),
-            transfers: state.transfers.clone(),
-            dsp: state.dsp.clone(),
-            settings: crate::converge::Settings {
-                peer_silence: std::time::Duration::from_secs(state.config.negotiation.peer_silence_seconds),
-                deadline: std::time::Duration::from_secs(state.config.negotiation.convergence_deadline_seconds),
-            },
-        },
-        signal.clone(),
-    );
-    crate::compute::orchestrate::fail_interrupted(&state.compute).await;
-    crate::audit::peer::send_receipts(state.audit.clone(), signal.clone());
-    let witness_interval = std::time::Duration::from_secs(state.config.audit.witness_interval_seconds);
-    crate::audit::peer::witness(state.audit.clone(), witness_interval, signal.clone());
+    crate::transfer::edr::spawn(state.transfers.clone(), state.cluster.clone(), signal.clone());
+    spawn_follower(state.clone(), signal.clone());
     let self_check_interval = std::time::Duration::from_secs(state.config.audit.self_check_interval_seconds);
     crate::audit::spawn_self_check(state.audit.clone(), self_check_interval, signal.clone());
-    crate::peers::spawn(state.peers.clone(), signal.clone());
-    crate::management::idempotency::spawn_sweeper(state.clone(), signal.clone());
     if let Some(broker) = &state.broker {
         crate::broker::spawn(broker.clone(), signal.clone());
     }
+    // Once per cluster, on whichever replica holds the loop's lease.
+    spawn_leader_loops(&state, &signal);
     let servers = serve_both(&state, public, management, tls, &signal);
     tracing::info!(
         participant = %state.config.participant.id,
@@ -364,6 +362,66 @@ pub async fn start_on(
     tracing::info!("ready");
 
     Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers, dispatcher })
+}
+
+/// The loops that run once per cluster: each on the replica that holds its lease, moving to another when it dies.
+fn spawn_leader_loops(state: &Shared, signal: &watch::Receiver<bool>) {
+    let cluster = &state.cluster;
+    let converge = crate::converge::Converge {
+        negotiations: state.negotiations.clone(),
+        transfers: state.transfers.clone(),
+        dsp: state.dsp.clone(),
+        settings: crate::converge::Settings {
+            peer_silence: std::time::Duration::from_secs(state.config.negotiation.peer_silence_seconds),
+            deadline: std::time::Duration::from_secs(state.config.negotiation.convergence_deadline_seconds),
+        },
+    };
+    cluster.leader("converge", signal.clone(), move |stop| crate::converge::spawn(converge.clone(), stop));
+    let audit = state.audit.clone();
+    cluster.leader("receipts", signal.clone(), move |stop| crate::audit::peer::send_receipts(audit.clone(), stop));
+    let (audit, every) =
+        (state.audit.clone(), std::time::Duration::from_secs(state.config.audit.witness_interval_seconds));
+    cluster.leader("witness", signal.clone(), move |stop| crate::audit::peer::witness(audit.clone(), every, stop));
+    let peers = state.peers.clone();
+    cluster.leader("peers", signal.clone(), move |stop| crate::peers::spawn(peers.clone(), stop));
+    let shared = state.clone();
+    cluster.leader("sweeps", signal.clone(), move |stop| {
+        crate::management::idempotency::spawn_sweeper(shared.clone(), stop.clone());
+        crate::identity::spawn_replay_cache_sweeper(shared.store.identity.clone(), stop.clone());
+        spawn_recovery(shared.clone(), stop);
+    });
+}
+
+/// Work a dead replica left: pushes it did not finish and jobs it was running, once their leases expired. Every lease
+/// period, and at once when this replica takes the loop over.
+fn spawn_recovery(state: Shared, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            state.transfers.resume_pushes().await;
+            crate::compute::orchestrate::fail_interrupted(&state.compute).await;
+            state.cluster.sweep().await;
+            tokio::select! {
+                _ = tokio::time::sleep(state.cluster.ttl) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
+/// Keeps this replica's catalogue views current with what other replicas write (every `cluster.follow_ms`).
+fn spawn_follower(state: Shared, mut stop: watch::Receiver<bool>) {
+    let period = std::time::Duration::from_millis(state.config.cluster.follow_ms);
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = state.catalogue.catch_up().await {
+                tracing::warn!(%error, "cannot follow the catalogue's changes; trying again");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
 }
 
 /// Watches the key files (`participant.key_file` and its `retired/` folder) every two seconds until shutdown and

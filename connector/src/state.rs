@@ -46,6 +46,8 @@ pub struct Connector {
     pub broker: Option<Arc<crate::broker::Broker>>,
     /// The peer network.
     pub peers: crate::peers::Peers,
+    /// This replica among the connector's replicas: its leases.
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub(crate) ready: AtomicBool,
     pub(crate) started: Instant,
 }

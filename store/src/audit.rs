@@ -437,6 +437,40 @@ impl AuditStore {
             .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))
     }
 
+    /// The log's size now: every entry below it is committed (the head row changes in the transaction that appends).
+    pub async fn audit_size(&self) -> Result<u64, StoreError> {
+        let size: i64 = with_pool!(self.pool, pool => sqlx::query_scalar("SELECT size FROM audit_head WHERE id = 1")
+            .fetch_one(pool)
+            .await?);
+        Ok(size as u64)
+    }
+
+    /// The entries of the given `kinds` in `from..to`, by sequence number, at most `limit`: how a replica learns what
+    /// other replicas of the same connector changed. Entries are numbered in the order their transactions commit
+    /// (appending locks the head row), so reading up to a size read before leaves no gap behind.
+    pub async fn audit_entries_of(
+        &self,
+        kinds: &[&str],
+        from: u64,
+        to: u64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let listed: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "SELECT seq, at, type, entry, root FROM audit_entries WHERE seq >= $1 AND seq < $2 AND type IN ({}) \
+             ORDER BY seq LIMIT $3",
+            listed.join(", ")
+        );
+        let rows: Vec<EntryRow> = with_pool!(self.pool, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(from as i64).bind(to as i64).bind(limit);
+            for kind in kinds {
+                query = query.bind(*kind);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
     /// The root of the log's first `size` entries (the empty tree's for 0).
     pub async fn audit_root_at(&self, size: u64) -> Result<Option<Hash>, StoreError> {
         if size == 0 {

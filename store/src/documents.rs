@@ -33,6 +33,13 @@ impl DocumentKind {
             DocumentKind::ContractDefinition => "contract definition",
         }
     }
+
+    /// The kind stored as `name` (the inverse of [`DocumentKind::as_str`]).
+    pub fn named(name: &str) -> Option<DocumentKind> {
+        [DocumentKind::Asset, DocumentKind::PolicyDefinition, DocumentKind::ContractDefinition]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
 }
 
 /// One stored document.
@@ -221,6 +228,28 @@ impl Documents {
         .fetch_all(pool)
         .await?);
         rows.into_iter().map(|r| r.into_document(kind)).collect()
+    }
+
+    /// The versions of the documents of a kind among `ids` that exist, in chunks of a few hundred ids per query.
+    pub async fn versions(
+        &self,
+        kind: DocumentKind,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        let mut versions = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let listed: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!("SELECT id, version FROM documents WHERE kind = $1 AND id IN ({})", listed.join(", "));
+            let rows: Vec<(String, i64)> = with_pool!(self.pool, pool => {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(kind.as_str());
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(pool).await?
+            });
+            versions.extend(rows);
+        }
+        Ok(versions)
     }
 
     /// How many documents of a kind there are.

@@ -19,6 +19,7 @@ mod governance;
 pub mod idempotency;
 mod identity;
 mod jobs;
+mod leases;
 mod peers;
 mod pg_writer;
 mod principal;
@@ -40,6 +41,7 @@ pub use identity::IdentityStore;
 pub use identity::{HeldCredential, IssuedCredential, TokenUse};
 pub use jobs::JobRow;
 pub use jobs::Jobs;
+pub use leases::{LeaseRow, Leases};
 pub use peers::PeerRow;
 pub use peers::PeerStore;
 pub use principal::Principal;
@@ -196,6 +198,7 @@ pub struct Store {
     pub peers: PeerStore,
     pub idempotency: Idempotency,
     pub governance: Governance,
+    pub leases: Leases,
     pool: Pool,
 }
 
@@ -259,6 +262,7 @@ impl Store {
             peers: PeerStore { pool: pool.clone() },
             idempotency: Idempotency { pool: pool.clone() },
             governance: Governance { pool: pool.clone() },
+            leases: Leases { pool: pool.clone() },
             pool,
         })
     }

@@ -300,6 +300,28 @@ impl Processes {
         row.map(Row::into_process).transpose()
     }
 
+    /// The processes of `kind` among `ids` whose outgoing message still waits to be delivered.
+    pub async fn with_outgoing(&self, kind: ProcessKind, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut waiting = Vec::new();
+        for chunk in ids.chunks(500) {
+            let listed: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+            let sql = format!(
+                "SELECT id FROM {} WHERE out_message IS NOT NULL AND id IN ({})",
+                kind.table(),
+                listed.join(", ")
+            );
+            let rows: Vec<String> = with_pool!(self.pool, pool => {
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(pool).await?
+            });
+            waiting.extend(rows);
+        }
+        Ok(waiting)
+    }
+
     pub async fn negotiation(&self, id: &str) -> Result<Option<ProcessRow>, StoreError> {
         self.process(ProcessKind::Negotiation, id).await
     }

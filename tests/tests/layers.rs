@@ -87,7 +87,7 @@ fn the_pure_crates_reach_no_io_runtime_or_server() {
 const CONNECTOR_LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["config", "init", "client", "memory", "telemetry", "measure", "transport"]),
     ("catalogue and identity", &["catalog", "identity"]),
-    ("wire and log", &["dsp", "problem", "audit", "dispatch", "process"]),
+    ("wire and log", &["dsp", "problem", "audit", "dispatch", "process", "cluster"]),
     (
         "services",
         &["negotiation", "transfer", "converge", "dataplane", "compute", "apps", "lineage", "peers", "broker", "fetch"],

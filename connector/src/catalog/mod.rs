@@ -42,11 +42,55 @@ impl From<Invalid> for CatalogueError {
     }
 }
 
-/// A resource with the time it was created (milliseconds since the epoch).
+/// A resource with the time it was created (milliseconds since the epoch) and its stored version.
 #[derive(Debug, Clone)]
 pub struct Stored<T> {
     pub value: Arc<T>,
     pub created_at: i64,
+    /// The document's version these views hold: a replica compares it with the store's to tell what changed.
+    pub version: i64,
+}
+
+impl<T> Stored<T> {
+    fn of(value: T, document: &crate::store::Document) -> Stored<T> {
+        Stored { value: Arc::new(value), created_at: document.created_at, version: document.version }
+    }
+}
+
+/// The audit entry types that say the catalogue changed (documents, publication decisions).
+const CHANGE_KINDS: [&str; 3] = ["management.change", "publication.request", "publication.decision"];
+
+/// The order in which a replica applies changed documents: what is named before what names it.
+const KIND_ORDER: [DocumentKind; 3] =
+    [DocumentKind::PolicyDefinition, DocumentKind::ContractDefinition, DocumentKind::Asset];
+
+fn kind_order(kind: DocumentKind) -> u8 {
+    KIND_ORDER.iter().position(|k| *k == kind).unwrap_or(0) as u8
+}
+
+/// A stored policy definition read back, or why it cannot be.
+fn read_policy(document: &crate::store::Document) -> Result<Stored<PolicyDefinition>, Invalid> {
+    serde_json::from_value(document.body.clone())
+        .map_err(|e| vec![FieldError::new("", e.to_string())])
+        .and_then(PolicyDefinition::from_expanded)
+        .map(|policy| Stored::of(policy, document))
+}
+
+/// A stored contract definition read back, or why it cannot be.
+fn read_definition(document: &crate::store::Document) -> Result<Stored<ContractDefinition>, Invalid> {
+    serde_json::from_value(document.body.clone())
+        .map_err(|e| vec![FieldError::new("", e.to_string())])
+        .and_then(ContractDefinition::from_expanded)
+        .map(|definition| Stored::of(definition, document))
+}
+
+/// A stored asset read back (memory keeps the typed values, not the expanded form), or why it cannot be.
+fn read_asset(document: crate::store::Document, file_root: &std::path::Path) -> Result<Stored<Asset>, Invalid> {
+    let mut asset = serde_json::from_value(document.body.clone())
+        .map_err(|e| vec![FieldError::new("", e.to_string())])
+        .and_then(|node| Asset::from_expanded(node, file_root))?;
+    asset.expanded = Json::Null;
+    Ok(Stored::of(asset, &document))
 }
 
 /// A contract definition's offer: what peers see in the catalogue and negotiate.
@@ -148,6 +192,10 @@ pub struct Catalogue {
     governance: crate::store::Governance,
     /// Whether a new dataset waits for a second key before it is published (`catalog.publication_approval`).
     approval: bool,
+    /// The audit log, where this replica learns what other replicas of the connector changed.
+    audit: crate::store::AuditStore,
+    /// The log size the views follow (decision 0040).
+    followed: std::sync::atomic::AtomicU64,
 }
 
 fn offer_for(definition: &ContractDefinition, policy: &PolicyDefinition) -> Offer {
@@ -248,6 +296,19 @@ impl State {
         }
     }
 
+    /// After a policy change: the offers of the definitions whose contract policy it is.
+    fn reindex_users_of(&mut self, policy_id: &str, graph: &Graph) {
+        let users: Vec<String> = self
+            .definitions
+            .values()
+            .filter(|d| d.value.contract_policy_id == policy_id)
+            .map(|d| d.value.id.clone())
+            .collect();
+        for definition in users {
+            self.reindex_definition(&definition, graph);
+        }
+    }
+
     /// After a definition or policy change: who selects what, and the graphs of the datasets concerned.
     fn reindex_definition(&mut self, definition_id: &str, graph: &Graph) {
         self.recompute_offer(definition_id, graph);
@@ -279,9 +340,12 @@ impl Catalogue {
     pub async fn load(
         documents: Documents,
         governance: crate::store::Governance,
+        audit: crate::store::AuditStore,
         approval: bool,
         service: ServiceInfo,
     ) -> Result<Catalogue, StoreError> {
+        // The log's size before anything is read: the changes after it are followed (decision 0040).
+        let followed = std::sync::atomic::AtomicU64::new(audit.audit_size().await?);
         let graph = Graph::new(
             &service.catalog_id(),
             &service.service_id(),
@@ -292,14 +356,9 @@ impl Catalogue {
         let unpublished = governance.unpublished().await?.into_iter().collect();
         let mut state = State { service_id: service.service_id(), unpublished, ..State::default() };
         for document in documents.list_documents(DocumentKind::PolicyDefinition).await? {
-            match serde_json::from_value(document.body.clone())
-                .map_err(|e| vec![FieldError::new("", e.to_string())])
-                .and_then(PolicyDefinition::from_expanded)
-            {
+            match read_policy(&document) {
                 Ok(policy) => {
-                    state
-                        .policies
-                        .insert(policy.id.clone(), Stored { value: Arc::new(policy), created_at: document.created_at });
+                    state.policies.insert(policy.value.id.clone(), policy);
                 }
                 Err(errors) => {
                     tracing::error!(id = %document.id, ?errors, "stored policy definition cannot be read; left out")
@@ -307,15 +366,9 @@ impl Catalogue {
             }
         }
         for document in documents.list_documents(DocumentKind::ContractDefinition).await? {
-            match serde_json::from_value(document.body.clone())
-                .map_err(|e| vec![FieldError::new("", e.to_string())])
-                .and_then(ContractDefinition::from_expanded)
-            {
+            match read_definition(&document) {
                 Ok(definition) => {
-                    state.definitions.insert(
-                        definition.id.clone(),
-                        Stored { value: Arc::new(definition), created_at: document.created_at },
-                    );
+                    state.definitions.insert(definition.value.id.clone(), definition);
                 }
                 Err(errors) => {
                     tracing::error!(id = %document.id, ?errors, "stored contract definition cannot be read; left out")
@@ -335,27 +388,23 @@ impl Catalogue {
             after = Some(last.id.clone());
             let mut quads = Vec::new();
             for document in page {
-                let parsed = serde_json::from_value(document.body)
-                    .map_err(|e| vec![FieldError::new("", e.to_string())])
-                    .and_then(|node| Asset::from_expanded(node, &service.file_root));
-                let mut asset = match parsed {
-                    Ok(asset) => asset,
+                let id = document.id.clone();
+                let stored = match read_asset(document, &service.file_root) {
+                    Ok(stored) => stored,
                     Err(errors) => {
-                        tracing::error!(id = %document.id, ?errors, "stored asset cannot be read; left out");
+                        tracing::error!(%id, ?errors, "stored asset cannot be read; left out");
                         continue;
                     }
                 };
-                // The expanded form is what the store keeps; memory needs only the typed values.
-                asset.expanded = Json::Null;
-                let asset = Arc::new(asset);
-                let selecting = state.selecting(&asset);
+                let asset = &stored.value;
+                let selecting = state.selecting(asset);
                 state.selected_by.insert(asset.id.clone(), selecting);
-                state.rerender(&asset);
+                state.rerender(asset);
                 if !state.unpublished.contains(&asset.id) {
                     let offers = state.offer_ids_of(&asset.id);
-                    quads.extend(graph.dataset_quads(&asset, &offers, asset.data_address.formats()));
+                    quads.extend(graph.dataset_quads(asset, &offers, asset.data_address.formats()));
                 }
-                state.assets.insert(asset.id.clone(), Stored { value: asset, created_at: document.created_at });
+                state.assets.insert(asset.id.clone(), stored);
             }
             graph.load_datasets(quads);
         }
@@ -374,6 +423,8 @@ impl Catalogue {
             documents,
             governance,
             approval,
+            audit,
+            followed,
         })
     }
 
@@ -389,6 +440,7 @@ impl Catalogue {
 
     pub async fn create_asset(&self, asset: Asset) -> Result<Stored<Asset>, CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         if self.approval {
             // Held first: a crash between the two writes leaves a request for a dataset that does not exist, never a
             // dataset published without its second key.
@@ -399,7 +451,7 @@ impl Catalogue {
             self.write().unpublished.insert(asset.id.clone());
         }
         let document = self.documents.insert_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
-        let stored = Stored { value: Arc::new(asset), created_at: document.created_at };
+        let stored = Stored::of(asset, &document);
         let mut state = self.write();
         state.assets.insert(stored.value.id.clone(), stored.clone());
         state.reindex_asset(&stored.value.id, &self.graph);
@@ -408,6 +460,7 @@ impl Catalogue {
 
     pub async fn replace_asset(&self, asset: Asset) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         // A rejected dataset that changes is asked for again.
         if self.read().unpublished.contains(&asset.id) {
             self.governance.request_publication(&asset.id, false).await?;
@@ -415,13 +468,14 @@ impl Catalogue {
         let document = self.documents.replace_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let mut state = self.write();
         let id = asset.id.clone();
-        state.assets.insert(id.clone(), Stored { value: Arc::new(asset), created_at: document.created_at });
+        state.assets.insert(id.clone(), Stored::of(asset, &document));
         state.reindex_asset(&id, &self.graph);
         Ok(())
     }
 
     pub async fn delete_asset(&self, id: &str) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         {
             let state = self.read();
             let Some(asset) = state.assets.get(id) else {
@@ -451,10 +505,131 @@ impl Catalogue {
     /// Publishes a dataset a second key approved: its offers, graph and catalogue answers appear.
     pub async fn publish(&self, id: &str) {
         let _serial = self.writes.lock().await;
+        if let Err(error) = self.catch_up_serialised().await {
+            tracing::warn!(%error, "cannot follow the catalogue's changes before publishing; the follower will");
+        }
         let mut state = self.write();
         if state.unpublished.remove(id) {
             state.reindex_asset(id, &self.graph);
         }
+    }
+
+    // ---- replicas ----
+
+    /// Brings the views up to what the store holds after other replicas of this connector wrote to it (decision
+    /// 0040), and answers the log size they now follow. Every replica calls it a few times a second, and every write
+    /// calls it first, so that a write is checked against what any replica wrote before (a contract definition
+    /// naming a policy just made through another replica).
+    pub async fn catch_up(&self) -> Result<u64, StoreError> {
+        let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await
+    }
+
+    /// [`Catalogue::catch_up`] with the write lock held: reads the audit log's catalogue entries after the size
+    /// followed, re-reads each document they name whose stored version differs from the one held here, and each
+    /// publication decided. Changes this replica made itself are found current and skipped.
+    async fn catch_up_serialised(&self) -> Result<u64, StoreError> {
+        const BATCH: i64 = 1000;
+        let audit = &self.audit;
+        let seen = self.followed.load(std::sync::atomic::Ordering::Acquire);
+        let size = audit.audit_size().await?;
+        if size <= seen {
+            return Ok(seen);
+        }
+        let (mut documents, mut publications) = (BTreeMap::<u8, Vec<String>>::new(), Vec::new());
+        let mut from = seen;
+        loop {
+            let entries = audit.audit_entries_of(&CHANGE_KINDS, from, size, BATCH).await?;
+            for entry in &entries {
+                let Ok(fields) = serde_json::from_str::<Json>(&entry.entry) else { continue };
+                let text = |name: &str| fields.get(name).and_then(Json::as_str).map(str::to_owned);
+                if entry.kind == "management.change" {
+                    let kind = text("resource").as_deref().and_then(DocumentKind::named);
+                    if let (Some(kind), Some(id)) = (kind, text("id")) {
+                        documents.entry(kind_order(kind)).or_default().push(id);
+                    }
+                } else if let Some(asset) = text("asset") {
+                    publications.push(asset);
+                }
+            }
+            match entries.last() {
+                Some(last) if entries.len() as i64 == BATCH => from = last.seq as u64 + 1,
+                _ => break,
+            }
+        }
+        // Policies before the definitions that name them, definitions before the datasets they select.
+        for (order, mut ids) in documents {
+            ids.sort();
+            ids.dedup();
+            self.refresh(KIND_ORDER[order as usize], &ids).await?;
+        }
+        publications.sort();
+        publications.dedup();
+        for asset in publications {
+            let held = self.governance.publication(&asset).await?.is_some_and(|p| p.state != "approved");
+            let mut state = self.write();
+            let changed = if held { state.unpublished.insert(asset.clone()) } else { state.unpublished.remove(&asset) };
+            if changed {
+                state.reindex_asset(&asset, &self.graph);
+            }
+        }
+        self.followed.store(size, std::sync::atomic::Ordering::Release);
+        Ok(size)
+    }
+
+    /// Re-reads the documents of `kind` among `ids` whose stored version differs from the one held here.
+    async fn refresh(&self, kind: DocumentKind, ids: &[String]) -> Result<(), StoreError> {
+        let stored = self.documents.versions(kind, ids).await?;
+        let held = |state: &State, id: &str| match kind {
+            DocumentKind::Asset => state.assets.get(id).map(|s| s.version),
+            DocumentKind::PolicyDefinition => state.policies.get(id).map(|s| s.version),
+            DocumentKind::ContractDefinition => state.definitions.get(id).map(|s| s.version),
+        };
+        let stale: Vec<&String> = {
+            let state = self.read();
+            ids.iter().filter(|id| held(&state, id) != stored.get(*id).copied()).collect()
+        };
+        for id in stale {
+            let document = self.documents.get_document(kind, id).await?;
+            let mut state = self.write();
+            let graph = &self.graph;
+            match (kind, document) {
+                (DocumentKind::Asset, Some(document)) => match read_asset(document, &self.service.file_root) {
+                    Ok(asset) => {
+                        state.assets.insert(id.clone(), asset);
+                    }
+                    Err(errors) => tracing::error!(%id, ?errors, "stored asset cannot be read; left out"),
+                },
+                (DocumentKind::Asset, None) => {
+                    state.assets.remove(id);
+                    state.unpublished.remove(id);
+                }
+                (DocumentKind::PolicyDefinition, Some(document)) => match read_policy(&document) {
+                    Ok(policy) => {
+                        state.policies.insert(id.clone(), policy);
+                    }
+                    Err(errors) => tracing::error!(%id, ?errors, "stored policy definition cannot be read; left out"),
+                },
+                (DocumentKind::PolicyDefinition, None) => {
+                    state.policies.remove(id);
+                }
+                (DocumentKind::ContractDefinition, Some(document)) => match read_definition(&document) {
+                    Ok(definition) => {
+                        state.definitions.insert(id.clone(), definition);
+                    }
+                    Err(errors) => tracing::error!(%id, ?errors, "stored contract definition cannot be read; left out"),
+                },
+                (DocumentKind::ContractDefinition, None) => {
+                    state.definitions.remove(id);
+                }
+            }
+            match kind {
+                DocumentKind::Asset => state.reindex_asset(id, graph),
+                DocumentKind::PolicyDefinition => state.reindex_users_of(id, graph),
+                DocumentKind::ContractDefinition => state.reindex_definition(id, graph),
+            }
+        }
+        Ok(())
     }
 
     pub fn asset(&self, id: &str) -> Option<Stored<Asset>> {
@@ -475,44 +650,31 @@ impl Catalogue {
 
     pub async fn create_policy(&self, policy: PolicyDefinition) -> Result<Stored<PolicyDefinition>, CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         let document =
             self.documents.insert_document(DocumentKind::PolicyDefinition, &policy.id, &policy.expanded).await?;
-        let stored = Stored { value: Arc::new(policy), created_at: document.created_at };
+        let stored = Stored::of(policy, &document);
         let mut state = self.write();
         state.policies.insert(stored.value.id.clone(), stored.clone());
-        let users: Vec<String> = state
-            .definitions
-            .values()
-            .filter(|d| d.value.contract_policy_id == stored.value.id)
-            .map(|d| d.value.id.clone())
-            .collect();
-        for definition in users {
-            state.reindex_definition(&definition, &self.graph);
-        }
+        state.reindex_users_of(&stored.value.id, &self.graph);
         Ok(stored)
     }
 
     pub async fn replace_policy(&self, policy: PolicyDefinition) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         let document =
             self.documents.replace_document(DocumentKind::PolicyDefinition, &policy.id, &policy.expanded).await?;
         let mut state = self.write();
         let id = policy.id.clone();
-        state.policies.insert(id.clone(), Stored { value: Arc::new(policy), created_at: document.created_at });
-        let users: Vec<String> = state
-            .definitions
-            .values()
-            .filter(|d| d.value.contract_policy_id == id)
-            .map(|d| d.value.id.clone())
-            .collect();
-        for definition in users {
-            state.reindex_definition(&definition, &self.graph);
-        }
+        state.policies.insert(id.clone(), Stored::of(policy, &document));
+        state.reindex_users_of(&id, &self.graph);
         Ok(())
     }
 
     pub async fn delete_policy(&self, id: &str) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         {
             let state = self.read();
             if !state.policies.contains_key(id) {
@@ -568,12 +730,13 @@ impl Catalogue {
         definition: ContractDefinition,
     ) -> Result<Stored<ContractDefinition>, CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         self.check_references(&definition)?;
         let document = self
             .documents
             .insert_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded)
             .await?;
-        let stored = Stored { value: Arc::new(definition), created_at: document.created_at };
+        let stored = Stored::of(definition, &document);
         let mut state = self.write();
         state.definitions.insert(stored.value.id.clone(), stored.clone());
         state.reindex_definition(&stored.value.id, &self.graph);
@@ -582,6 +745,7 @@ impl Catalogue {
 
     pub async fn replace_definition(&self, definition: ContractDefinition) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         self.check_references(&definition)?;
         let document = self
             .documents
@@ -589,13 +753,14 @@ impl Catalogue {
             .await?;
         let mut state = self.write();
         let id = definition.id.clone();
-        state.definitions.insert(id.clone(), Stored { value: Arc::new(definition), created_at: document.created_at });
+        state.definitions.insert(id.clone(), Stored::of(definition, &document));
         state.reindex_definition(&id, &self.graph);
         Ok(())
     }
 
     pub async fn delete_definition(&self, id: &str) -> Result<(), CatalogueError> {
         let _serial = self.writes.lock().await;
+        self.catch_up_serialised().await?;
         self.documents.delete_document(DocumentKind::ContractDefinition, id).await.map_err(|e| match e {
             StoreError::NotFound { .. } => CatalogueError::NotFound(format!("contract definition `{id}` not found")),
             other => other.into(),

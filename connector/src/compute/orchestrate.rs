@@ -107,18 +107,40 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
         json!({"job": job.id, "template": job.template, "agreements": agreements,
                "parametersDigest": crate::audit::canonical_digest(&request.parameters)}),
     );
+    // The job runs on this replica, under its lease, from before it is recorded: no other replica takes a job that
+    // is being started for interrupted.
+    let lease = state.plane.cluster.hold(&job_lease(&job.id)).await;
+    let mut lease = lease.ok_or_else(|| Rejected("job".into(), "the store cannot record jobs now".into()))?;
     state.jobs.insert_job(&job, &[event]).await.map_err(|e| Rejected("job".into(), e.to_string()))?;
     let (state, running) = (state.clone(), job.clone());
-    tokio::spawn(async move { run(state, running, starts).await });
+    tokio::spawn(async move {
+        let id = running.id.clone();
+        tokio::select! {
+            _ = run(state, running, starts) => {}
+            _ = lease.lost() => tracing::warn!(job = id, "job stopped: its lease was lost; it is failed as interrupted"),
+        }
+    });
     Ok(job)
 }
 
-/// Jobs a restart interrupted are marked failed: their sites' sessions are gone with the process's memory.
+/// The lease of a consumer job while it runs.
+fn job_lease(id: &str) -> String {
+    format!("job:{id}")
+}
+
+/// Jobs whose replica stopped are marked failed: their sites' sessions were gone with that process's memory. A job
+/// counts as stopped once its lease expired (at start-up, and now and again on one replica); the jobs other live
+/// replicas run are left alone.
 pub async fn fail_interrupted(state: &Arc<Compute>) {
     let Ok(jobs) = state.jobs.jobs("consumer").await else { return };
     for mut job in jobs.into_iter().filter(|j| j.status == "running") {
+        match state.plane.cluster.holder(&job_lease(&job.id)).await {
+            Ok(None) => {}
+            Ok(Some(_)) => continue,
+            Err(error) => return tracing::warn!(%error, "cannot look for interrupted jobs"),
+        }
         job.status = "failed".into();
-        job.body["error"] = json!("interrupted by a restart of the connector; run the job again");
+        job.body["error"] = json!("interrupted: the connector replica running it stopped; run the job again");
         let event = Event::new("compute.combined", json!({"job": job.id, "error": job.body["error"]}));
         if let Err(error) = state.jobs.update_job(&job, &[event]).await {
             tracing::error!(%error, "cannot mark an interrupted job");

@@ -41,6 +41,8 @@ pub struct DataPlane {
     pub(crate) catalogue: Arc<crate::catalog::Catalogue>,
     /// The transfers whose data this plane serves and pushes.
     pub transfers: transfer::Transfers,
+    /// This replica: a push runs on the one replica that holds its lease.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// A file's digest, valid while its size and modification time stay the same.
@@ -96,8 +98,9 @@ impl DataPlane {
         http: reqwest::Client,
         transfers: transfer::Transfers,
         catalogue: Arc<crate::catalog::Catalogue>,
+        cluster: Arc<crate::cluster::Cluster>,
     ) -> DataPlane {
-        DataPlane { http, digests: Mutex::default(), catalogue, transfers }
+        DataPlane { http, digests: Mutex::default(), catalogue, transfers, cluster }
     }
 
     /// The SHA-256 of a file, computed once per size and modification time.
@@ -409,7 +412,8 @@ impl DataPlane {
 }
 
 /// Runs the pushes the transfer service says are due, until shutdown: each once at a time, registered with the
-/// transfer service so that it can stop them.
+/// transfer service so that it can stop them, and each on the one replica that holds its lease (`push:{id}`). A push
+/// whose lease is lost stops; the replica that takes the lease over delivers again under the same delivery id.
 pub fn spawn_pusher(plane: Arc<DataPlane>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Some(mut due) = plane.transfers.pushes.take_due() else { return };
     tokio::spawn(async move {
@@ -423,7 +427,18 @@ pub fn spawn_pusher(plane: Arc<DataPlane>, mut shutdown: tokio::sync::watch::Rec
             };
             let task_plane = plane.clone();
             plane.transfers.pushes.running(id.clone(), async move {
-                let outcome = task_plane.push(&id).await;
+                let Some(mut lease) = task_plane.cluster.hold(&format!("push:{id}")).await else {
+                    tracing::debug!(transfer = id, "another replica runs this push");
+                    task_plane.transfers.pushes.ended(&id);
+                    return;
+                };
+                let outcome = tokio::select! {
+                    outcome = task_plane.push(&id) => outcome,
+                    _ = lease.lost() => {
+                        task_plane.transfers.pushes.ended(&id);
+                        return tracing::warn!(transfer = id, "push stopped: its lease was lost to another replica");
+                    }
+                };
                 match &outcome {
                     Ok(bytes) => tracing::info!(transfer = id, bytes, "pushed"),
                     Err(reason) => tracing::warn!(transfer = id, %reason, "push failed"),

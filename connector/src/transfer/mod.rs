@@ -353,6 +353,11 @@ impl Pushes {
         running.insert(id, tokio::spawn(run).abort_handle());
     }
 
+    /// Whether the push of transfer `id` runs here now.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|handle| !handle.is_finished())
+    }
+
     /// The push of transfer `id` has ended.
     pub fn ended(&self, id: &str) {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
@@ -972,20 +977,31 @@ impl Transfers {
         }
     }
 
-    /// Provider, at start-up: pushes that a stop interrupted run again.
+    /// Provider, at start-up and then now and again on one replica: pushes that a stop interrupted run again — those
+    /// whose start message was delivered and whose data was not, that no replica runs now (the data plane takes each
+    /// push's lease before it runs it).
     pub async fn resume_pushes(&self) {
         let started =
             self.store.processes_in(ProcessKind::Transfer, Role::Provider.name(), State::Started.name()).await;
-        match started {
-            Ok(rows) => {
-                for transfer in rows.into_iter().filter_map(|row| Transfer::from_row(row).ok()) {
-                    if transfer.is_push() && !transfer.details.pushed {
-                        tracing::info!(transfer = %transfer.row.id, "resuming an interrupted push");
-                        self.pushes.due(&transfer.row.id);
-                    }
-                }
+        let undelivered: Vec<String> = match started {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|row| Transfer::from_row(row).ok())
+                .filter(|transfer| transfer.is_push() && !transfer.details.pushed)
+                .map(|transfer| transfer.row.id)
+                .collect(),
+            Err(error) => return tracing::error!(%error, "cannot look for interrupted pushes"),
+        };
+        // A start still waiting for delivery is not interrupted: its push follows the delivery.
+        let waiting = match self.store.with_outgoing(ProcessKind::Transfer, &undelivered).await {
+            Ok(waiting) => waiting,
+            Err(error) => return tracing::error!(%error, "cannot look for interrupted pushes"),
+        };
+        for id in undelivered.iter().filter(|id| !waiting.contains(id)) {
+            if !self.pushes.is_running(id) {
+                tracing::info!(transfer = %id, "resuming an interrupted push");
+                self.pushes.due(id);
             }
-            Err(error) => tracing::error!(%error, "cannot look for interrupted pushes"),
         }
     }
 }

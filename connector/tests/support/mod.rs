@@ -37,7 +37,11 @@ pub struct Initialised {
 
 /// `hanse init` in `dir` with free ports.
 pub fn init(dir: &Path) -> Initialised {
-    let (public, management) = (free_port(), free_port());
+    init_at(dir, free_port(), free_port())
+}
+
+/// `hanse init` in `dir` for the given ports (the participant id names the public one).
+pub fn init_at(dir: &Path, public: u16, management: u16) -> Initialised {
     let (public_bind, management_bind) = (format!("127.0.0.1:{public}"), format!("127.0.0.1:{management}"));
     let output =
         hanse(dir, &["init", "--public-bind", &public_bind, "--management-bind", &management_bind]).output().unwrap();
@@ -69,12 +73,51 @@ impl Node {
     pub fn init() -> Node {
         let dir = tempfile::tempdir().unwrap();
         let Initialised { public, management, api_key, participant } = init(dir.path());
-        let env = vec![
-            ("HANSE_NEGOTIATION_RETRY_BASE_MS".to_owned(), "100".to_owned()),
-            ("HANSE_NEGOTIATION_RETRY_ATTEMPTS".to_owned(), "12".to_owned()),
-            ("RUST_LOG".to_owned(), "error".to_owned()),
+        Node::new(dir, public, management, api_key, participant)
+    }
+
+    /// A node of an initialised folder: quick retries, error-level logs, and leases a killed node's successor takes
+    /// over after 3 s rather than 15.
+    fn new(dir: tempfile::TempDir, public: u16, management: u16, api_key: String, participant: String) -> Node {
+        let env = [
+            ("HANSE_NEGOTIATION_RETRY_BASE_MS", "100"),
+            ("HANSE_NEGOTIATION_RETRY_ATTEMPTS", "12"),
+            ("RUST_LOG", "error"),
+            ("HANSE_CLUSTER_LEASE_SECONDS", "3"),
         ];
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Node { dir, public, management, api_key, participant, env, process: None }
+    }
+
+    /// `replicas` replicas of one connector on `database` (PostgreSQL) behind a [`Balancer`], which the participant
+    /// id and public URL name: the same configuration, keys and data folder (a shared volume), each on its own ports.
+    pub async fn replicas(count: usize, database: &hanse::testing::TestDatabase) -> (Vec<Node>, Balancer) {
+        let balancer_port = free_port();
+        let first = tempfile::tempdir().unwrap();
+        let Initialised { api_key, participant, .. } = init_at(first.path(), balancer_port, free_port());
+        let shared_data = first.path().join("data");
+        let mut nodes = Vec::new();
+        for _ in 0..count {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::copy(first.path().join("hanse.toml"), dir.path().join("hanse.toml")).unwrap();
+            std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+            for key in ["participant.pem", "participant.pub.pem"] {
+                std::fs::copy(first.path().join("keys").join(key), dir.path().join("keys").join(key)).unwrap();
+            }
+            let (public, management) = (free_port(), free_port());
+            let mut node = Node::new(dir, public, management, api_key.clone(), participant.clone());
+            node.use_database(database);
+            node.env.extend([
+                ("HANSE_PUBLIC_BIND".to_owned(), format!("127.0.0.1:{public}")),
+                ("HANSE_PUBLIC_URL".to_owned(), format!("http://127.0.0.1:{balancer_port}")),
+                ("HANSE_MANAGEMENT_BIND".to_owned(), format!("127.0.0.1:{management}")),
+                ("HANSE_STORE_DATA_DIR".to_owned(), shared_data.display().to_string()),
+            ]);
+            nodes.push(node);
+        }
+        let balancer = Balancer::start(balancer_port, nodes.iter().map(|n| n.public).collect()).await;
+        std::mem::forget(first); // the shared data folder outlives the nodes; the OS temp folder is cleaned later
+        (nodes, balancer)
     }
 
     /// Keeps its store in `database` when that is PostgreSQL (SQLite stays in the node's own folder).
@@ -171,4 +214,46 @@ pub async fn open_offer(client: &reqwest::Client, provider: &Node, consumer: &No
     offer["target"] = serde_json::json!("cohort");
     offer["assigner"] = serde_json::json!(provider.participant);
     offer
+}
+
+/// A round-robin TCP load balancer, as a Kubernetes Service spreads connections over pods: each new connection goes to
+/// the next backend that accepts it; a backend that refuses (a killed replica) is skipped.
+pub struct Balancer {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(port: u16, backends: Vec<u16>) -> Balancer {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let start = next;
+                next = next.wrapping_add(1);
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for i in 0..backends.len() {
+                        let port = backends[(start + i) % backends.len()];
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Balancer { port, task }
+    }
+
+    pub fn protocol(&self) -> String {
+        format!("http://127.0.0.1:{}/protocol/2025-1", self.port)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
