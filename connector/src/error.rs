@@ -43,7 +43,7 @@ pub enum ManagementError {
 impl From<StoreError> for ManagementError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Conflict { .. } => ManagementError::Conflict(error.to_string()),
+            StoreError::Conflict { .. } | StoreError::InUse { .. } => ManagementError::Conflict(error.to_string()),
             StoreError::NotFound { .. } => ManagementError::NotFound(error.to_string()),
             StoreError::Sealed(_) => ManagementError::Unavailable(error.to_string()),
             StoreError::Claimed => ManagementError::Conflict(error.to_string()),

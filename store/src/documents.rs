@@ -91,6 +91,42 @@ fn change_event(kind: DocumentKind, id: &str, operation: &str, before: Option<&s
     Event::new("management.change", details).dataset((kind == DocumentKind::Asset).then_some(id))
 }
 
+/// Inserts the references of document `$id` of `$kind` to `$refers` in transaction `$tx` (a macro: the statement is
+/// compiled once per backend); a reference to a document that does not exist is `NotFound` naming it.
+macro_rules! refer {
+    ($tx:expr, $kind:expr, $id:expr, $refers:expr) => {
+        for (to_kind, to_id) in $refers {
+            sqlx::query(
+                "INSERT INTO document_references (from_kind, from_id, to_kind, to_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind($kind.as_str())
+            .bind($id)
+            .bind(to_kind.as_str())
+            .bind(*to_id)
+            .execute(&mut *$tx)
+            .await
+            .map_err(|e| {
+                let error = StoreError::from(e);
+                if error.is_foreign_key_violation() {
+                    StoreError::NotFound { kind: to_kind.as_str(), id: (*to_id).to_owned() }
+                } else {
+                    error
+                }
+            })?;
+        }
+    };
+}
+
+/// A delete the foreign key refused, as `InUse`.
+fn in_use(error: StoreError, kind: DocumentKind, id: &str) -> StoreError {
+    if error.is_foreign_key_violation() {
+        StoreError::InUse { kind: kind.as_str(), id: id.to_owned(), by: "another document".into() }
+    } else {
+        error
+    }
+}
+
 const INSERT: &str = "INSERT INTO documents (kind, id, body, version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) \
                       ON CONFLICT (kind, id) DO NOTHING";
 
@@ -103,17 +139,51 @@ pub struct Documents {
 impl Documents {
     /// Creates a document; `Conflict` if one of that kind and id exists.
     pub async fn insert_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
+        self.insert_referring(kind, id, body, &[]).await
+    }
+
+    /// Creates a document that names the documents `refers` (which may not be deleted while it does); `Conflict` if
+    /// one of that kind and id exists, `NotFound` naming a document referred to that does not exist.
+    pub async fn insert_referring(
+        &self,
+        kind: DocumentKind,
+        id: &str,
+        body: &Value,
+        refers: &[(DocumentKind, &str)],
+    ) -> Result<Document, StoreError> {
         let now = now_millis();
-        self.insert_at(kind, &[(id.to_owned(), body.clone())], now).await?;
+        self.insert_at(kind, &[(id.to_owned(), body.clone())], refers, now).await?;
         Ok(Document { id: id.to_owned(), body: body.clone(), version: 1, created_at: now, updated_at: now })
     }
 
     /// Creates many documents in one transaction: all of them or, on any conflict, none.
     pub async fn insert_documents(&self, kind: DocumentKind, documents: &[(String, Value)]) -> Result<(), StoreError> {
-        self.insert_at(kind, documents, now_millis()).await
+        self.insert_at(kind, documents, &[], now_millis()).await
     }
 
-    async fn insert_at(&self, kind: DocumentKind, documents: &[(String, Value)], now: i64) -> Result<(), StoreError> {
+    /// Records that document `id` of `kind` names `refers`, where it does not yet (documents stored before references
+    /// were kept); a document referred to that does not exist is `NotFound`.
+    pub async fn ensure_references(
+        &self,
+        kind: DocumentKind,
+        id: &str,
+        refers: &[(DocumentKind, &str)],
+    ) -> Result<(), StoreError> {
+        with_writer!(self.pool, pool => {
+            let mut tx = pool.begin().await?;
+            refer!(tx, kind, id, refers);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    async fn insert_at(
+        &self,
+        kind: DocumentKind,
+        documents: &[(String, Value)],
+        refers: &[(DocumentKind, &str)],
+        now: i64,
+    ) -> Result<(), StoreError> {
         with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let mut events = Vec::with_capacity(documents.len());
@@ -132,6 +202,7 @@ impl Documents {
                     return Err(StoreError::Conflict { kind: kind.as_str(), id: id.clone() });
                 }
                 events.push(change_event(kind, id, "create", None, Some(&text)));
+                refer!(tx, kind, id, refers);
             }
             (*tx).append(&self.pool.seal, &events).await?;
             tx.commit().await?;
@@ -141,6 +212,17 @@ impl Documents {
 
     /// Replaces a document's body; `NotFound` if there is none.
     pub async fn replace_document(&self, kind: DocumentKind, id: &str, body: &Value) -> Result<Document, StoreError> {
+        self.replace_referring(kind, id, body, None).await
+    }
+
+    /// Replaces a document's body and, when `refers` is given, what it names (see [`Documents::insert_referring`]).
+    pub async fn replace_referring(
+        &self,
+        kind: DocumentKind,
+        id: &str,
+        body: &Value,
+        refers: Option<&[(DocumentKind, &str)]>,
+    ) -> Result<Document, StoreError> {
         let now = now_millis();
         let text = body.to_string();
         let (version, created_at) = with_writer!(self.pool, pool => {
@@ -163,6 +245,14 @@ impl Documents {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
+            if let Some(refers) = refers {
+                sqlx::query("DELETE FROM document_references WHERE from_kind = $1 AND from_id = $2")
+                    .bind(kind.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                refer!(tx, kind, id, refers);
+            }
             (*tx).append(&self.pool.seal, &[change_event(kind, id, "replace", Some(&before), Some(&text))]).await?;
             tx.commit().await?;
             row
@@ -182,16 +272,29 @@ impl Documents {
         row.map(|r| r.into_document(kind)).transpose()
     }
 
-    /// Deletes a document; `NotFound` if there is none.
+    /// Deletes a document; `NotFound` if there is none, `InUse` naming the documents that still name it.
     pub async fn delete_document(&self, kind: DocumentKind, id: &str) -> Result<(), StoreError> {
         with_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
+            let users: Vec<(String, String)> = sqlx::query_as(
+                "SELECT from_kind, from_id FROM document_references WHERE to_kind = $1 AND to_id = $2 ORDER BY 1, 2",
+            )
+            .bind(kind.as_str())
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            if !users.is_empty() {
+                let by: Vec<String> = users.iter().map(|(k, i)| format!("{k} `{i}`")).collect();
+                return Err(StoreError::InUse { kind: kind.as_str(), id: id.to_owned(), by: by.join(", ") });
+            }
+            // The foreign key stands behind the check: a reference made meanwhile refuses the delete.
             let before: Option<String> =
                 sqlx::query_scalar("DELETE FROM documents WHERE kind = $1 AND id = $2 RETURNING body")
                     .bind(kind.as_str())
                     .bind(id)
                     .fetch_optional(&mut *tx)
-                    .await?;
+                    .await
+                    .map_err(|e| in_use(e.into(), kind, id))?;
             let Some(before) = before else {
                 return Err(StoreError::NotFound { kind: kind.as_str(), id: id.to_owned() });
             };

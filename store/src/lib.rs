@@ -104,6 +104,9 @@ pub enum StoreError {
     /// The SQLite writer thread could not run or commit a write.
     #[error("database write failed: {0}")]
     Writer(String),
+    /// Another document still names this one: it was not deleted.
+    #[error("{kind} `{id}` is still used by {by}")]
+    InUse { kind: &'static str, id: String, by: String },
     /// The call's idempotency key was claimed before: the write was not made.
     #[error("the Idempotency-Key was used before")]
     Claimed,
@@ -113,6 +116,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether a foreign key refused the write.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        match self {
+            StoreError::Database(error) => error.as_database_error().is_some_and(|e| e.is_foreign_key_violation()),
+            _ => false,
+        }
+    }
+
     /// Whether a primary key or unique constraint refused the write.
     pub fn is_unique_violation(&self) -> bool {
         match self {
@@ -466,6 +477,11 @@ pub(crate) struct Write {
 }
 
 impl Write {
+    /// Whether the write has audit entries to append.
+    pub(crate) fn appends(&self) -> bool {
+        !self.audit.is_empty()
+    }
+
     /// On the SQLite writer thread (rusqlite).
     fn apply_on(&self, db: &rusqlite::Connection, head: &mut audit::BatchHead) -> Result<u64, StoreError> {
         let changed = self.statement.as_ref().map(|s| s.execute_on(db)).transpose()?;

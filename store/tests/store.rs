@@ -180,3 +180,39 @@ async fn concurrent_writers_build_one_consistent_audit_log() {
         }
     }
 }
+
+async fn a_document_named_by_another_is_not_deleted(store: &hanse_store::Store, backend: Backend) {
+    let (policy, definition) = (DocumentKind::PolicyDefinition, DocumentKind::ContractDefinition);
+    for id in ["open", "research"] {
+        store.documents.insert_document(policy, id, &json!({})).await.unwrap();
+    }
+    // Naming a document that does not exist is refused, and nothing is made.
+    let missing =
+        store.documents.insert_referring(definition, "cd", &json!({}), &[(policy, "gone")]).await.unwrap_err();
+    assert!(matches!(&missing, StoreError::NotFound { id, .. } if id == "gone"), "{backend:?}: {missing}");
+    assert!(store.documents.get_document(definition, "cd").await.unwrap().is_none(), "{backend:?}");
+
+    store.documents.insert_referring(definition, "cd", &json!({}), &[(policy, "open")]).await.unwrap();
+    let used = store.documents.delete_document(policy, "open").await.unwrap_err();
+    assert!(matches!(&used, StoreError::InUse { by, .. } if by.contains("`cd`")), "{backend:?}: {used}");
+    assert!(store.documents.get_document(policy, "open").await.unwrap().is_some());
+
+    // A replace moves the reference; the policy no longer named may go.
+    store.documents.replace_referring(definition, "cd", &json!({"v": 2}), Some(&[(policy, "research")])).await.unwrap();
+    store.documents.delete_document(policy, "open").await.unwrap();
+    assert!(matches!(store.documents.delete_document(policy, "research").await, Err(StoreError::InUse { .. })));
+    // A deleted definition takes its references with it.
+    store.documents.delete_document(definition, "cd").await.unwrap();
+    store.documents.delete_document(policy, "research").await.unwrap();
+
+    // A definition stored before references were kept gets them recorded, once however often it is asked.
+    store.documents.insert_document(policy, "kept", &json!({})).await.unwrap();
+    store.documents.insert_document(definition, "old", &json!({})).await.unwrap();
+    store.documents.ensure_references(definition, "old", &[(policy, "kept")]).await.unwrap();
+    store.documents.ensure_references(definition, "old", &[(policy, "kept")]).await.unwrap();
+    assert!(
+        matches!(store.documents.delete_document(policy, "kept").await, Err(StoreError::InUse { .. })),
+        "{backend:?}"
+    );
+}
+on_every_backend!(references_on_every_backend, a_document_named_by_another_is_not_deleted);

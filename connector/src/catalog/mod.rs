@@ -60,6 +60,19 @@ impl<T> Stored<T> {
 /// The audit entry types that say the catalogue changed (documents, publication decisions).
 const CHANGE_KINDS: [&str; 3] = ["management.change", "publication.request", "publication.decision"];
 
+/// A definition's write refused because a policy it names is gone (deleted through another replica meanwhile).
+fn policy_gone(error: StoreError) -> CatalogueError {
+    match error {
+        StoreError::NotFound { kind, id } if kind == DocumentKind::PolicyDefinition.as_str() => {
+            CatalogueError::Invalid(vec![FieldError::new(
+                "contractPolicyId",
+                format!("names no {kind} (`{id}`): it was deleted meanwhile"),
+            )])
+        }
+        other => other.into(),
+    }
+}
+
 /// The order in which a replica applies changed documents: what is named before what names it.
 const KIND_ORDER: [DocumentKind; 3] =
     [DocumentKind::PolicyDefinition, DocumentKind::ContractDefinition, DocumentKind::Asset];
@@ -373,6 +386,16 @@ impl Catalogue {
                 Err(errors) => {
                     tracing::error!(id = %document.id, ?errors, "stored contract definition cannot be read; left out")
                 }
+            }
+        }
+        // Definitions stored before their references were kept get them now: the schema guards their policies too.
+        for definition in state.definitions.values() {
+            let definition = &definition.value;
+            if let Err(error) = documents
+                .ensure_references(DocumentKind::ContractDefinition, &definition.id, &definition.references())
+                .await
+            {
+                tracing::error!(id = %definition.id, %error, "a contract definition's policies cannot be recorded as used");
             }
         }
         let definition_ids: Vec<String> = state.definitions.keys().cloned().collect();
@@ -693,7 +716,11 @@ impl Catalogue {
                 )));
             }
         }
-        self.documents.delete_document(DocumentKind::PolicyDefinition, id).await?;
+        self.documents.delete_document(DocumentKind::PolicyDefinition, id).await.map_err(|e| match e {
+            // Another replica made a definition naming it a moment ago: the schema kept it.
+            StoreError::InUse { .. } => CatalogueError::Conflict(format!("{e}; change or delete them first")),
+            other => other.into(),
+        })?;
         self.write().policies.remove(id);
         Ok(())
     }
@@ -734,8 +761,14 @@ impl Catalogue {
         self.check_references(&definition)?;
         let document = self
             .documents
-            .insert_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded)
-            .await?;
+            .insert_referring(
+                DocumentKind::ContractDefinition,
+                &definition.id,
+                &definition.expanded,
+                &definition.references(),
+            )
+            .await
+            .map_err(policy_gone)?;
         let stored = Stored::of(definition, &document);
         let mut state = self.write();
         state.definitions.insert(stored.value.id.clone(), stored.clone());
@@ -749,8 +782,14 @@ impl Catalogue {
         self.check_references(&definition)?;
         let document = self
             .documents
-            .replace_document(DocumentKind::ContractDefinition, &definition.id, &definition.expanded)
-            .await?;
+            .replace_referring(
+                DocumentKind::ContractDefinition,
+                &definition.id,
+                &definition.expanded,
+                Some(&definition.references()),
+            )
+            .await
+            .map_err(policy_gone)?;
         let mut state = self.write();
         let id = definition.id.clone();
         state.definitions.insert(id.clone(), Stored::of(definition, &document));

@@ -566,6 +566,13 @@ fn flag(node: &Map<String, Json>, name: &str, errors: &mut Invalid) -> bool {
 }
 
 impl ContractDefinition {
+    /// The documents this definition names, which may not be deleted while it does: its access and contract policies.
+    pub fn references(&self) -> Vec<(crate::store::DocumentKind, &str)> {
+        let mut policies = vec![self.access_policy_id.as_str(), self.contract_policy_id.as_str()];
+        policies.dedup();
+        policies.into_iter().map(|id| (crate::store::DocumentKind::PolicyDefinition, id)).collect()
+    }
+
     pub fn from_body(body: &Json) -> Result<ContractDefinition, Invalid> {
         ContractDefinition::from_expanded(expand_body(body)?)
     }
