@@ -248,20 +248,26 @@ impl BatchHead {
         Ok(())
     }
 
+    /// Takes the head row (`FOR UPDATE`) for the rest of the transaction, unless this batch has it already. A batch
+    /// that will append takes it before any other row: every writer of every replica then locks the head before the
+    /// rows it changes, and two batches never wait for each other's rows in opposite orders.
+    pub(crate) async fn lock_pg(&mut self, db: &mut PgConnection) -> Result<(), StoreError> {
+        if self.0.is_none() {
+            let row = sqlx::query("SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *db)
+                .await?;
+            self.0 = Some((row.try_get(0)?, row.try_get(1)?));
+        }
+        Ok(())
+    }
+
     /// Appends `events` on the PostgreSQL writer, inside its batch's transaction.
     pub(crate) async fn append_pg(&mut self, db: &mut PgConnection, events: &[Event]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        let head = match &self.0 {
-            Some(head) => head.clone(),
-            None => {
-                let row = sqlx::query("SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE")
-                    .fetch_one(&mut *db)
-                    .await?;
-                (row.try_get(0)?, row.try_get(1)?)
-            }
-        };
+        self.lock_pg(db).await?;
+        let head = self.0.clone().expect("the head was just taken");
         for statement in &self.advance(events, head)? {
             statement.query().execute(&mut *db).await?;
         }

@@ -12,6 +12,14 @@
 //! gapless and ordered across processes.
 
 use sqlx::{Acquire, PgPool};
+
+/// Whether PostgreSQL ended the statement to break a deadlock (SQLSTATE 40P01).
+fn is_deadlock(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(error) => error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "40P01"),
+        _ => false,
+    }
+}
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::BatchHead;
@@ -73,26 +81,48 @@ impl PgWriter {
     }
 }
 
-/// One transaction for every job of the batch: straight, and if a job fails, again with a savepoint per job.
+/// How often a batch that PostgreSQL chose as a deadlock's victim runs again before its jobs run one by one.
+const DEADLOCK_RETRIES: usize = 3;
+
+/// One transaction for every job of the batch: straight, and if a job fails, again with a savepoint per job. A batch
+/// that will append to the audit log takes the log's head row first (see [`BatchHead::lock_pg`]); a batch that lost a
+/// deadlock anyway (with a writer that appends nothing, of another replica) runs again whole.
 async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
-    let mut transaction = pool.begin().await?;
-    let mut head = BatchHead::default();
-    let mut failed = false;
-    for job in batch.iter_mut() {
-        let outcome = job.write.apply_pg(&mut transaction, &mut head).await;
-        failed = outcome.is_err();
-        job.outcome = Some(outcome);
-        if failed {
-            break;
+    let appends = batch.iter().any(|job| job.write.appends());
+    for attempt in 0..=DEADLOCK_RETRIES {
+        let mut transaction = pool.begin().await?;
+        let mut head = BatchHead::default();
+        if appends {
+            head.lock_pg(&mut transaction).await?;
+        }
+        let mut failed = None;
+        for job in batch.iter_mut() {
+            let outcome = job.write.apply_pg(&mut transaction, &mut head).await;
+            if let Err(error) = &outcome {
+                failed = Some(is_deadlock(error));
+            }
+            job.outcome = Some(outcome);
+            if failed.is_some() {
+                break;
+            }
+        }
+        match failed {
+            None => {
+                head.write_back_pg(&mut transaction).await?;
+                return Ok(transaction.commit().await?);
+            }
+            Some(true) if attempt < DEADLOCK_RETRIES => transaction.rollback().await?,
+            Some(_) => {
+                transaction.rollback().await?;
+                break;
+            }
         }
     }
-    if !failed {
-        head.write_back_pg(&mut transaction).await?;
-        return Ok(transaction.commit().await?);
-    }
-    transaction.rollback().await?;
     let mut transaction = pool.begin().await?;
     let mut head = BatchHead::default();
+    if appends {
+        head.lock_pg(&mut transaction).await?;
+    }
     for job in batch.iter_mut() {
         let before = head.clone();
         let mut savepoint = transaction.begin().await?;
