@@ -86,6 +86,7 @@ async fn main() {
             format: hanse::transfer::PULL.into(),
             destination: None,
             auto_complete: true,
+            job: None,
         })
         .await
         .unwrap();

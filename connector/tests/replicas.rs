@@ -436,5 +436,7 @@ async fn replicas_on_one_database_survive_killed_replicas_and_do_nothing_twice()
         let verified = side.ok(Method::POST, "/v3/audit/verify", Some(&json!({}))).await;
         assert_eq!(verified["intact"], true, "{name}'s audit log: {verified:#}");
     }
+    // The replicas stop before their databases are dropped.
+    drop((providers, consumers));
     drop((provider_db, consumer_db));
 }

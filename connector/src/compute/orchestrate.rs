@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use super::Compute;
 use crate::audit::Event;
-use crate::store::JobRow;
-use crate::transfer::{self, COMPUTE, machine::State};
+use crate::store::{JobRow, ProcessKind};
+use crate::transfer::machine::{Role, State};
+use crate::transfer::{self, COMPUTE};
 
 /// Newton stops when no coefficient moves by more than this.
 const NEWTON_TOLERANCE: f64 = 1e-10;
@@ -58,6 +59,7 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
             "name at least one (agreementId and optional counterPartyAddress)".into(),
         ));
     }
+    let id = uuid::Uuid::new_v4().to_string();
     let (mut sites, mut starts) = (Vec::new(), Vec::new());
     for (i, site) in request.sites.iter().enumerate() {
         let field = format!("sites[{i}].agreementId");
@@ -84,10 +86,11 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
             format,
             destination: None,
             auto_complete: false,
+            job: Some(id.clone()),
         });
     }
     let job = JobRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id,
         role: "consumer".into(),
         peer_job_id: None,
         counter_party_id: None,
@@ -141,9 +144,28 @@ pub async fn fail_interrupted(state: &Arc<Compute>) {
         }
         job.status = "failed".into();
         job.body["error"] = json!("interrupted: the connector replica running it stopped; run the job again");
+        end_sessions(state, &job.id).await;
         let event = Event::new("compute.combined", json!({"job": job.id, "error": job.body["error"]}));
         if let Err(error) = state.jobs.update_job(&job, &[event]).await {
             tracing::error!(%error, "cannot mark an interrupted job");
+        }
+    }
+}
+
+/// Ends the compute transfers a stopped job left open (its sessions were in the stopped replica's memory).
+async fn end_sessions(state: &Arc<Compute>, job: &str) {
+    let reason = json!({"reason": "the job was interrupted: the connector replica running it stopped"});
+    for open in [State::Requested, State::Started] {
+        let rows = match state.processes.processes_in(ProcessKind::Transfer, Role::Consumer.name(), open.name()).await {
+            Ok(rows) => rows,
+            Err(error) => return tracing::warn!(%error, job, "cannot look for an interrupted job's sessions"),
+        };
+        for session in rows.into_iter().filter_map(|row| transfer::Transfer::from_row(row).ok()) {
+            if session.details.job.as_deref() == Some(job)
+                && let Err(error) = state.plane.transfers.call(&session.row.id, "terminate", &reason).await
+            {
+                tracing::warn!(%error, transfer = session.row.id, "cannot end an interrupted job's session");
+            }
         }
     }
 }

@@ -104,8 +104,10 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
         Err(ProviderAddressError::Store(error)) => return Err(error.into()),
     };
     let auto_complete = super::flag(&node, "autoComplete").unwrap_or(true);
-    let transfer =
-        state.transfers.start(Start { provider_address, agreement, format, destination, auto_complete }).await?;
+    let transfer = state
+        .transfers
+        .start(Start { provider_address, agreement, format, destination, auto_complete, job: None })
+        .await?;
     Ok(axum::Json(id_response(&transfer.row.id, transfer.row.created_at)).into_response())
 }
 

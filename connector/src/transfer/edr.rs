@@ -93,6 +93,7 @@ async fn pull_if_due(state: &Transfers, cluster: &Cluster, negotiation: Negotiat
         destination: None,
         // As a transfer started through the management API without `autoComplete`.
         auto_complete: true,
+        job: None,
     };
     match state.start(start).await {
         Ok(transfer) => {

@@ -67,6 +67,9 @@ pub struct Details {
     pub push_attempts: u32,
     /// The purpose the agreement was negotiated for.
     pub purpose: Option<String>,
+    /// Consumer, compute: the job whose session this is (ended with the job when its replica stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     pub error_code: Option<String>,
     pub error: Option<String>,
     /// The policy decision (with its trace) behind a refusal.
@@ -754,6 +757,7 @@ impl Transfers {
             format: Some(start.format.clone()),
             destination: start.destination.clone(),
             auto_complete: start.auto_complete,
+            job: start.job.clone(),
             ..Details::default()
         };
         let mut members = Map::new();
@@ -1036,6 +1040,8 @@ pub struct Start {
     /// Push: where the provider sends the data (a DSP `DataAddress`).
     pub destination: Option<Json>,
     pub auto_complete: bool,
+    /// Compute: the job the session is for.
+    pub job: Option<String>,
 }
 
 /// Why the consumer cannot tell where a transfer's provider is.

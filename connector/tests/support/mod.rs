@@ -82,7 +82,8 @@ impl Node {
         let env = [
             ("HANSE_NEGOTIATION_RETRY_BASE_MS", "100"),
             ("HANSE_NEGOTIATION_RETRY_ATTEMPTS", "12"),
-            ("RUST_LOG", "error"),
+            // Warnings too when the logs are kept (`HANSE_TEST_NODE_LOGS`).
+            ("RUST_LOG", if std::env::var_os("HANSE_TEST_NODE_LOGS").is_some() { "warn" } else { "error" }),
             ("HANSE_CLUSTER_LEASE_SECONDS", "3"),
         ];
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -131,11 +132,20 @@ impl Node {
     /// Starts the process and waits until it is ready.
     pub async fn start(&mut self) {
         let mut command = Command::new(HANSE);
-        command
-            .args(["run", "--config"])
-            .arg(self.dir.path().join("hanse.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        command.args(["run", "--config"]).arg(self.dir.path().join("hanse.toml")).stdout(Stdio::null()).stderr(
+            match std::env::var_os("HANSE_TEST_NODE_LOGS") {
+                // Each node's log, appended across restarts, where a failing run can be read.
+                Some(folder) => {
+                    let name = format!("node-{}.log", self.management);
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(std::path::Path::new(&folder).join(name));
+                    file.map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+                }
+                None => Stdio::null(),
+            },
+        );
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("HANSE_")) {
             command.env_remove(key);
         }
