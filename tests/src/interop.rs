@@ -53,6 +53,12 @@ pub fn api_python() -> PathBuf {
     PYTHON.get_or_init(|| python_with("api-requirements.txt")).clone()
 }
 
+/// A Python with `interop/deploy-requirements.txt` installed: kubernetes-validate.
+pub fn deploy_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| python_with("deploy-requirements.txt")).clone()
+}
+
 /// A virtual environment with the pins of `interop/<requirements>` installed, made once per pin set; its Python.
 fn python_with(requirements: &str) -> PathBuf {
     let venv = cache().join(format!("venv-{}", digest(&[requirements])));
