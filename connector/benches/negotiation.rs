@@ -4,8 +4,8 @@
 //! per message delivered, one to start). Prints negotiations per second, latency p50/p99, and peak RSS.
 //!
 //! `cargo bench -p hanse --bench negotiation`; `HANSE_BENCH_NEGOTIATIONS` (default 2000), `HANSE_BENCH_IN_FLIGHT`
-//! (default 64); `HANSE_BENCH_BACKEND=postgres` runs the connectors on PostgreSQL (`HANSE_TEST_DATABASE_URL`, a
-//! fresh schema each) instead of SQLite. The bare bound always uses SQLite.
+//! (default 64). The connectors run on SQLite and then on PostgreSQL (`HANSE_TEST_DATABASE_URL`, a fresh schema each),
+//! with the ratio of the two; `HANSE_BENCH_BACKEND=sqlite` or `postgres` runs one. The bare bound always uses SQLite.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -247,17 +247,45 @@ async fn bare_run(n: usize, in_flight: usize) -> f64 {
     report("bare bound (axum + sqlx)", n, elapsed, cpu_seconds() - cpu, latencies)
 }
 
+/// PostgreSQL's count of committed transactions in the test database (both connectors' schemas), when it answers.
+async fn pg_commits() -> Option<i64> {
+    let database = hanse::testing::TestDatabase::new(Backend::Postgres);
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&database.url).await.ok()?;
+    // Statistics are flushed when a backend goes idle: take a fresh snapshot.
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut connection).await.ok()?;
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(&mut connection)
+        .await
+        .ok()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = env("HANSE_BENCH_NEGOTIATIONS", 2000);
     let in_flight = env("HANSE_BENCH_IN_FLIGHT", 64);
-    let backend = match std::env::var("HANSE_BENCH_BACKEND").as_deref() {
-        Ok("postgres") => Backend::Postgres,
-        Ok("sqlite") | Err(_) => Backend::Sqlite,
+    let backends = match std::env::var("HANSE_BENCH_BACKEND").as_deref() {
+        Ok("postgres") => vec![Backend::Postgres],
+        Ok("sqlite") => vec![Backend::Sqlite],
+        Err(_) => vec![Backend::Sqlite, Backend::Postgres],
         Ok(other) => panic!("HANSE_BENCH_BACKEND is sqlite or postgres, not {other}"),
     };
     println!("{n} negotiations, {in_flight} in flight, provider and consumer in this process, 2 cores");
     let bare = bare_run(n, in_flight).await;
-    let hanse = hanse_run(n, in_flight, backend).await;
-    println!("hanse / bare bound: {:.2}; peak RSS of the process {:.0} MB", hanse / bare, rss_mb("VmHWM:"));
+    let mut rates = Vec::new();
+    for backend in backends {
+        let commits = if backend == Backend::Postgres { pg_commits().await } else { None };
+        let rate = hanse_run(n, in_flight, backend).await;
+        println!("hanse on {backend:?} / bare bound: {:.2}", rate / bare);
+        if let (Some(before), Some(after)) = (commits, pg_commits().await) {
+            println!(
+                "  PostgreSQL transactions committed per negotiation (both sides): {:.1}",
+                (after - before) as f64 / n as f64
+            );
+        }
+        rates.push((backend, rate));
+    }
+    if let [(_, sqlite), (_, postgres)] = rates[..] {
+        println!("PostgreSQL / SQLite: {:.2}", postgres / sqlite);
+    }
+    println!("peak RSS of the process {:.0} MB", rss_mb("VmHWM:"));
 }

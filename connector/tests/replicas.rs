@@ -126,6 +126,18 @@ fn terminal(process: &Value) -> bool {
     ["FINALIZED", "TERMINATED", "COMPLETED"].contains(&process["state"].as_str().unwrap_or_default())
 }
 
+/// Replica `i` of each side dies (SIGKILL) after batch `down` and is started again after batch `up`.
+async fn outage(batch: usize, (down, up): (usize, usize), i: usize, sides: [&mut [Node]; 2]) {
+    for nodes in sides {
+        if batch == down {
+            nodes[i].kill();
+        }
+        if batch == up {
+            nodes[i].start().await;
+        }
+    }
+}
+
 /// Kills replica `i` of `nodes` and starts it again after `down`.
 async fn bounce(nodes: &mut [Node], i: usize, down: Duration) {
     nodes[i].kill();
@@ -287,17 +299,13 @@ async fn replicas_on_one_database_survive_killed_replicas_and_do_nothing_twice()
             negotiate(offer)
         }));
         negotiation_ids.extend(started.await);
-        if batch == 4 {
-            providers[0].kill();
-            consumers[0].kill();
-        }
-        if batch == 7 {
-            providers[0].start().await;
-            consumers[0].start().await;
-        }
+        outage(batch, (4, 7), 0, [&mut providers, &mut consumers]).await;
     }
     let (ours, theirs) = settled(&consumer, &provider, "contractnegotiations", NEGOTIATIONS).await;
-    assert_eq!(ours.len(), NEGOTIATIONS, "a negotiation was lost or made twice on the consumer");
+    let mut listed: Vec<&str> = ours.iter().map(|n| n["@id"].as_str().unwrap()).collect();
+    listed.sort();
+    negotiation_ids.sort();
+    assert_eq!(listed, negotiation_ids, "a negotiation was lost or made twice on the consumer");
     same_on_both_sides("negotiation", &ours, &theirs);
     let agreements: Vec<String> = ours
         .iter()
@@ -344,14 +352,7 @@ async fn replicas_on_one_database_survive_killed_replicas_and_do_nothing_twice()
             let body = job(register[jobs.len() % register.len()]);
             jobs.push(consumer.ok(Method::POST, "/v3/jobs", Some(&body)).await["@id"].as_str().unwrap().to_owned());
         }
-        if batch == 3 {
-            providers[1].kill();
-            consumers[1].kill();
-        }
-        if batch == 6 {
-            providers[1].start().await;
-            consumers[1].start().await;
-        }
+        outage(batch, (3, 6), 1, [&mut providers, &mut consumers]).await;
     }
     bounce(&mut providers, 2, Duration::from_millis(200)).await;
 

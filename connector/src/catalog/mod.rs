@@ -81,6 +81,24 @@ fn kind_order(kind: DocumentKind) -> u8 {
     KIND_ORDER.iter().position(|k| *k == kind).unwrap_or(0) as u8
 }
 
+/// Puts a document read back into its view (`None`: it is gone), or leaves it out with the reason.
+fn put<T>(
+    view: &mut BTreeMap<String, Stored<T>>,
+    id: &str,
+    read: Option<Result<Stored<T>, Invalid>>,
+    kind: DocumentKind,
+) {
+    match read {
+        Some(Ok(value)) => {
+            view.insert(id.to_owned(), value);
+        }
+        Some(Err(errors)) => tracing::error!(%id, ?errors, "stored {} cannot be read; left out", kind.as_str()),
+        None => {
+            view.remove(id);
+        }
+    }
+}
+
 /// A stored policy definition read back, or why it cannot be.
 fn read_policy(document: &crate::store::Document) -> Result<Stored<PolicyDefinition>, Invalid> {
     serde_json::from_value(document.body.clone())
@@ -616,40 +634,23 @@ impl Catalogue {
             let document = self.documents.get_document(kind, id).await?;
             let mut state = self.write();
             let graph = &self.graph;
-            match (kind, document) {
-                (DocumentKind::Asset, Some(document)) => match read_asset(document, &self.service.file_root) {
-                    Ok(asset) => {
-                        state.assets.insert(id.clone(), asset);
-                    }
-                    Err(errors) => tracing::error!(%id, ?errors, "stored asset cannot be read; left out"),
-                },
-                (DocumentKind::Asset, None) => {
-                    state.assets.remove(id);
-                    state.unpublished.remove(id);
-                }
-                (DocumentKind::PolicyDefinition, Some(document)) => match read_policy(&document) {
-                    Ok(policy) => {
-                        state.policies.insert(id.clone(), policy);
-                    }
-                    Err(errors) => tracing::error!(%id, ?errors, "stored policy definition cannot be read; left out"),
-                },
-                (DocumentKind::PolicyDefinition, None) => {
-                    state.policies.remove(id);
-                }
-                (DocumentKind::ContractDefinition, Some(document)) => match read_definition(&document) {
-                    Ok(definition) => {
-                        state.definitions.insert(id.clone(), definition);
-                    }
-                    Err(errors) => tracing::error!(%id, ?errors, "stored contract definition cannot be read; left out"),
-                },
-                (DocumentKind::ContractDefinition, None) => {
-                    state.definitions.remove(id);
-                }
-            }
             match kind {
-                DocumentKind::Asset => state.reindex_asset(id, graph),
-                DocumentKind::PolicyDefinition => state.reindex_users_of(id, graph),
-                DocumentKind::ContractDefinition => state.reindex_definition(id, graph),
+                DocumentKind::Asset => {
+                    if document.is_none() {
+                        state.unpublished.remove(id);
+                    }
+                    let read = document.map(|d| read_asset(d, &self.service.file_root));
+                    put(&mut state.assets, id, read, kind);
+                    state.reindex_asset(id, graph);
+                }
+                DocumentKind::PolicyDefinition => {
+                    put(&mut state.policies, id, document.as_ref().map(read_policy), kind);
+                    state.reindex_users_of(id, graph);
+                }
+                DocumentKind::ContractDefinition => {
+                    put(&mut state.definitions, id, document.as_ref().map(read_definition), kind);
+                    state.reindex_definition(id, graph);
+                }
             }
         }
         Ok(())
