@@ -89,9 +89,9 @@ impl Cluster {
     /// have failed for longer than the lease lasts (another replica may have taken it by then).
     fn renewed(&self, name: String) -> Held {
         let (tell, lost) = watch::channel(false);
-        let (leases, holder, ttl) = (self.leases.clone(), self.replica.clone(), self.ttl);
+        let release = (self.leases.clone(), name, self.replica.clone());
         let renewal = tokio::spawn({
-            let (leases, name, holder) = (leases.clone(), name.clone(), holder.clone());
+            let ((leases, name, holder), ttl) = (release.clone(), self.ttl);
             async move {
                 let mut renewed = tokio::time::Instant::now();
                 loop {
@@ -110,7 +110,7 @@ impl Cluster {
                 let _ = tell.send(true);
             }
         });
-        Held { lost, renewal, release: Some((leases, name, holder)) }
+        Held { lost, renewal, release: Some(release) }
     }
 
     /// Runs the loop `start` makes on whichever replica holds lease `loop:{name}`, until `stop`. `start` gets a stop

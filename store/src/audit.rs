@@ -461,19 +461,13 @@ impl AuditStore {
         to: u64,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let listed: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
-        let sql = format!(
-            "SELECT seq, at, type, entry, root FROM audit_entries WHERE seq >= $1 AND seq < $2 AND type IN ({}) \
-             ORDER BY seq LIMIT $3",
-            listed.join(", ")
+        let mut statement = Statement::new(
+            "SELECT seq, at, type, entry, root FROM audit_entries WHERE seq >= $1 AND seq < $2 AND type IN (",
+            vec![Param::from(from as i64), Param::from(to as i64)],
         );
-        let rows: Vec<EntryRow> = with_pool!(self.pool, pool => {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(from as i64).bind(to as i64).bind(limit);
-            for kind in kinds {
-                query = query.bind(*kind);
-            }
-            query.fetch_all(pool).await?
-        });
+        statement.list(kinds.iter().map(|kind| Param::from(*kind))).sql.push_str(") ORDER BY seq LIMIT ");
+        statement.list([Param::from(limit)]);
+        let rows: Vec<EntryRow> = with_pool!(self.pool, pool => statement.query_as().fetch_all(pool).await?);
         rows.into_iter().map(EntryRow::into_entry).collect()
     }
 

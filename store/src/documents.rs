@@ -5,6 +5,7 @@ use serde_json::Value;
 use sqlx::FromRow;
 
 use super::audit::Append;
+use super::statement::{Param, Statement};
 use super::{Dialect, StoreError, now_millis, parse_body, with_pool, with_writer};
 use hanse_audit::Event;
 
@@ -177,6 +178,17 @@ impl Documents {
         Ok(())
     }
 
+    /// The ids of the documents of `kind` that name others.
+    pub async fn referring(&self, kind: DocumentKind) -> Result<std::collections::HashSet<String>, StoreError> {
+        let ids: Vec<String> = with_pool!(self.pool, pool => sqlx::query_scalar(
+            "SELECT DISTINCT from_id FROM document_references WHERE from_kind = $1",
+        )
+        .bind(kind.as_str())
+        .fetch_all(pool)
+        .await?);
+        Ok(ids.into_iter().collect())
+    }
+
     async fn insert_at(
         &self,
         kind: DocumentKind,
@@ -341,15 +353,12 @@ impl Documents {
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         let mut versions = std::collections::HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let listed: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!("SELECT id, version FROM documents WHERE kind = $1 AND id IN ({})", listed.join(", "));
-            let rows: Vec<(String, i64)> = with_pool!(self.pool, pool => {
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(kind.as_str());
-                for id in chunk {
-                    query = query.bind(id);
-                }
-                query.fetch_all(pool).await?
-            });
+            let mut statement = Statement::new(
+                "SELECT id, version FROM documents WHERE kind = $1 AND id IN (",
+                vec![kind.as_str().into()],
+            );
+            statement.list(chunk.iter().map(Param::from)).sql.push(')');
+            let rows: Vec<(String, i64)> = with_pool!(self.pool, pool => statement.query_as().fetch_all(pool).await?);
             versions.extend(rows);
         }
         Ok(versions)

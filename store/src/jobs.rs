@@ -191,6 +191,16 @@ impl Jobs {
         row.map(Row::into_job).transpose()
     }
 
+    /// The jobs of a role in one status (`running`, ...), oldest first.
+    pub async fn jobs_in(&self, role: &str, status: &str) -> Result<Vec<JobRow>, StoreError> {
+        let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE role = $1 AND status = $2 ORDER BY created_at, id")))
+            .bind(role)
+            .bind(status)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(Row::into_job).collect()
+    }
+
     /// Every job of a role, newest first.
     pub async fn jobs(&self, role: &str) -> Result<Vec<JobRow>, StoreError> {
         let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE role = $1 ORDER BY created_at DESC, id")))

@@ -13,15 +13,6 @@ fn database_now(dialect: Dialect) -> &'static str {
     }
 }
 
-/// One lease as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct LeaseRow {
-    pub name: String,
-    pub holder: String,
-    /// Milliseconds since the epoch, on the database's clock.
-    pub expires_at: i64,
-}
-
 /// The leases table. A view of the store's one pool and writer.
 #[derive(Debug, Clone)]
 pub struct Leases {
@@ -84,18 +75,6 @@ impl Leases {
             .fetch_optional(pool)
             .await?);
         Ok(holder)
-    }
-
-    /// The leases whose names begin with `prefix`, live or expired, by name (for operators and tests).
-    pub async fn listed(&self, prefix: &str) -> Result<Vec<LeaseRow>, StoreError> {
-        let rows: Vec<LeaseRow> = with_pool!(self.pool, pool => sqlx::query_as(
-            "SELECT name, holder, expires_at FROM leases WHERE name >= $1 AND name < $2 ORDER BY name",
-        )
-        .bind(prefix)
-        .bind(format!("{prefix}\u{10ffff}"))
-        .fetch_all(pool)
-        .await?);
-        Ok(rows)
     }
 
     /// Removes the leases that expired more than `ms` ago (their holders are gone).

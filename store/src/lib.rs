@@ -41,7 +41,7 @@ pub use identity::IdentityStore;
 pub use identity::{HeldCredential, IssuedCredential, TokenUse};
 pub use jobs::JobRow;
 pub use jobs::Jobs;
-pub use leases::{LeaseRow, Leases};
+pub use leases::Leases;
 pub use peers::PeerRow;
 pub use peers::PeerStore;
 pub use principal::Principal;
@@ -116,6 +116,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether PostgreSQL ended the statement to break a deadlock (SQLSTATE 40P01).
+    pub fn is_deadlock(&self) -> bool {
+        match self {
+            StoreError::Database(error) => {
+                error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "40P01")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether a foreign key refused the write.
     pub fn is_foreign_key_violation(&self) -> bool {
         match self {

@@ -12,14 +12,6 @@
 //! gapless and ordered across processes.
 
 use sqlx::{Acquire, PgPool};
-
-/// Whether PostgreSQL ended the statement to break a deadlock (SQLSTATE 40P01).
-fn is_deadlock(error: &StoreError) -> bool {
-    match error {
-        StoreError::Database(error) => error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "40P01"),
-        _ => false,
-    }
-}
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::BatchHead;
@@ -99,7 +91,7 @@ async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
         for job in batch.iter_mut() {
             let outcome = job.write.apply_pg(&mut transaction, &mut head).await;
             if let Err(error) = &outcome {
-                failed = Some(is_deadlock(error));
+                failed = Some(error.is_deadlock());
             }
             job.outcome = Some(outcome);
             if failed.is_some() {

@@ -304,20 +304,11 @@ impl Processes {
     pub async fn with_outgoing(&self, kind: ProcessKind, ids: &[String]) -> Result<Vec<String>, StoreError> {
         let mut waiting = Vec::new();
         for chunk in ids.chunks(500) {
-            let listed: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
-            let sql = format!(
-                "SELECT id FROM {} WHERE out_message IS NOT NULL AND id IN ({})",
-                kind.table(),
-                listed.join(", ")
-            );
-            let rows: Vec<String> = with_pool!(self.pool, pool => {
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
-                for id in chunk {
-                    query = query.bind(id);
-                }
-                query.fetch_all(pool).await?
-            });
-            waiting.extend(rows);
+            let sql = format!("SELECT id FROM {} WHERE out_message IS NOT NULL AND id IN (", kind.table());
+            let mut statement = Statement::new(sql, Vec::new());
+            statement.list(chunk.iter().map(Param::from)).sql.push(')');
+            let rows: Vec<(String,)> = with_pool!(self.pool, pool => statement.query_as().fetch_all(pool).await?);
+            waiting.extend(rows.into_iter().map(|(id,)| id));
         }
         Ok(waiting)
     }

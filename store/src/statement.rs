@@ -103,6 +103,16 @@ impl Statement {
         Statement { sql: sql.into(), params }
     }
 
+    /// Appends a placeholder for each of `values` (`$k, $k+1, ...`, numbered after the parameters so far), separated
+    /// by commas, and the values: the inside of an `IN (...)` list or of a row.
+    pub(crate) fn list(&mut self, values: impl IntoIterator<Item = Param>) -> &mut Statement {
+        for (i, value) in values.into_iter().enumerate() {
+            self.params.push(value);
+            self.sql.push_str(&format!("{}${}", if i == 0 { "" } else { ", " }, self.params.len()));
+        }
+        self
+    }
+
     /// Multi-row inserts `head` (`INSERT INTO t (...) VALUES `) of `rows`, at most [`ROWS_PER_INSERT`] rows each.
     pub(crate) fn inserts<const N: usize>(head: &str, rows: Vec<[Param; N]>) -> Vec<Statement> {
         let mut statements = Vec::new();
@@ -110,10 +120,8 @@ impl Statement {
         while rows.peek().is_some() {
             let mut statement = Statement::new(head, Vec::new());
             for (i, row) in rows.by_ref().take(ROWS_PER_INSERT).enumerate() {
-                let first = statement.params.len();
-                let placeholders: Vec<String> = (1..=N).map(|k| format!("${}", first + k)).collect();
-                statement.sql.push_str(&format!("{}({})", if i == 0 { "" } else { ", " }, placeholders.join(", ")));
-                statement.params.extend(row);
+                statement.sql.push_str(if i == 0 { "(" } else { ", (" });
+                statement.list(row).sql.push(')');
             }
             statements.push(statement);
         }

@@ -77,10 +77,6 @@ fn policy_gone(error: StoreError) -> CatalogueError {
 const KIND_ORDER: [DocumentKind; 3] =
     [DocumentKind::PolicyDefinition, DocumentKind::ContractDefinition, DocumentKind::Asset];
 
-fn kind_order(kind: DocumentKind) -> u8 {
-    KIND_ORDER.iter().position(|k| *k == kind).unwrap_or(0) as u8
-}
-
 /// Puts a document read back into its view (`None`: it is gone), or leaves it out with the reason.
 fn put<T>(
     view: &mut BTreeMap<String, Stored<T>>,
@@ -387,27 +383,20 @@ impl Catalogue {
         let unpublished = governance.unpublished().await?.into_iter().collect();
         let mut state = State { service_id: service.service_id(), unpublished, ..State::default() };
         for document in documents.list_documents(DocumentKind::PolicyDefinition).await? {
-            match read_policy(&document) {
-                Ok(policy) => {
-                    state.policies.insert(policy.value.id.clone(), policy);
-                }
-                Err(errors) => {
-                    tracing::error!(id = %document.id, ?errors, "stored policy definition cannot be read; left out")
-                }
-            }
+            put(&mut state.policies, &document.id, Some(read_policy(&document)), DocumentKind::PolicyDefinition);
         }
         for document in documents.list_documents(DocumentKind::ContractDefinition).await? {
-            match read_definition(&document) {
-                Ok(definition) => {
-                    state.definitions.insert(definition.value.id.clone(), definition);
-                }
-                Err(errors) => {
-                    tracing::error!(id = %document.id, ?errors, "stored contract definition cannot be read; left out")
-                }
-            }
+            put(
+                &mut state.definitions,
+                &document.id,
+                Some(read_definition(&document)),
+                DocumentKind::ContractDefinition,
+            );
         }
-        // Definitions stored before their references were kept get them now: the schema guards their policies too.
-        for definition in state.definitions.values() {
+        // Definitions stored before their references were kept get them now (once: the schema guards their policies
+        // from then on).
+        let referring = documents.referring(DocumentKind::ContractDefinition).await?;
+        for definition in state.definitions.values().filter(|d| !referring.contains(&d.value.id)) {
             let definition = &definition.value;
             if let Err(error) = documents
                 .ensure_references(DocumentKind::ContractDefinition, &definition.id, &definition.references())
@@ -558,10 +547,10 @@ impl Catalogue {
     // ---- replicas ----
 
     /// Brings the views up to what the store holds after other replicas of this connector wrote to it (decision
-    /// 0040), and answers the log size they now follow. Every replica calls it a few times a second, and every write
+    /// 0040). Every replica calls it a few times a second, and every write
     /// calls it first, so that a write is checked against what any replica wrote before (a contract definition
     /// naming a policy just made through another replica).
-    pub async fn catch_up(&self) -> Result<u64, StoreError> {
+    pub async fn catch_up(&self) -> Result<(), StoreError> {
         let _serial = self.writes.lock().await;
         self.catch_up_serialised().await
     }
@@ -569,15 +558,15 @@ impl Catalogue {
     /// [`Catalogue::catch_up`] with the write lock held: reads the audit log's catalogue entries after the size
     /// followed, re-reads each document they name whose stored version differs from the one held here, and each
     /// publication decided. Changes this replica made itself are found current and skipped.
-    async fn catch_up_serialised(&self) -> Result<u64, StoreError> {
+    async fn catch_up_serialised(&self) -> Result<(), StoreError> {
         const BATCH: i64 = 1000;
         let audit = &self.audit;
         let seen = self.followed.load(std::sync::atomic::Ordering::Acquire);
         let size = audit.audit_size().await?;
         if size <= seen {
-            return Ok(seen);
+            return Ok(());
         }
-        let (mut documents, mut publications) = (BTreeMap::<u8, Vec<String>>::new(), Vec::new());
+        let (mut documents, mut publications) = (HashMap::<DocumentKind, Vec<String>>::new(), Vec::new());
         let mut from = seen;
         loop {
             let entries = audit.audit_entries_of(&CHANGE_KINDS, from, size, BATCH).await?;
@@ -587,7 +576,7 @@ impl Catalogue {
                 if entry.kind == "management.change" {
                     let kind = text("resource").as_deref().and_then(DocumentKind::named);
                     if let (Some(kind), Some(id)) = (kind, text("id")) {
-                        documents.entry(kind_order(kind)).or_default().push(id);
+                        documents.entry(kind).or_default().push(id);
                     }
                 } else if let Some(asset) = text("asset") {
                     publications.push(asset);
@@ -599,10 +588,11 @@ impl Catalogue {
             }
         }
         // Policies before the definitions that name them, definitions before the datasets they select.
-        for (order, mut ids) in documents {
+        for kind in KIND_ORDER {
+            let Some(mut ids) = documents.remove(&kind) else { continue };
             ids.sort();
             ids.dedup();
-            self.refresh(KIND_ORDER[order as usize], &ids).await?;
+            self.refresh(kind, &ids).await?;
         }
         publications.sort();
         publications.dedup();
@@ -615,7 +605,7 @@ impl Catalogue {
             }
         }
         self.followed.store(size, std::sync::atomic::Ordering::Release);
-        Ok(size)
+        Ok(())
     }
 
     /// Re-reads the documents of `kind` among `ids` whose stored version differs from the one held here.
@@ -717,11 +707,8 @@ impl Catalogue {
                 )));
             }
         }
-        self.documents.delete_document(DocumentKind::PolicyDefinition, id).await.map_err(|e| match e {
-            // Another replica made a definition naming it a moment ago: the schema kept it.
-            StoreError::InUse { .. } => CatalogueError::Conflict(format!("{e}; change or delete them first")),
-            other => other.into(),
-        })?;
+        // A definition naming it that another replica made a moment ago: the schema keeps it (`InUse`, a 409).
+        self.documents.delete_document(DocumentKind::PolicyDefinition, id).await?;
         self.write().policies.remove(id);
         Ok(())
     }

@@ -135,8 +135,9 @@ fn job_lease(id: &str) -> String {
 /// counts as stopped once its lease expired (at start-up, and now and again on one replica); the jobs other live
 /// replicas run are left alone.
 pub async fn fail_interrupted(state: &Arc<Compute>) {
-    let Ok(jobs) = state.jobs.jobs("consumer").await else { return };
-    for mut job in jobs.into_iter().filter(|j| j.status == "running") {
+    let Ok(running) = state.jobs.jobs_in("consumer", "running").await else { return };
+    let mut interrupted = Vec::new();
+    for mut job in running {
         match state.plane.cluster.holder(&job_lease(&job.id)).await {
             Ok(None) => {}
             Ok(Some(_)) => continue,
@@ -144,24 +145,27 @@ pub async fn fail_interrupted(state: &Arc<Compute>) {
         }
         job.status = "failed".into();
         job.body["error"] = json!("interrupted: the connector replica running it stopped; run the job again");
-        end_sessions(state, &job.id).await;
         let event = Event::new("compute.combined", json!({"job": job.id, "error": job.body["error"]}));
         if let Err(error) = state.jobs.update_job(&job, &[event]).await {
             tracing::error!(%error, "cannot mark an interrupted job");
         }
+        interrupted.push(job.id);
+    }
+    if !interrupted.is_empty() {
+        end_sessions(state, &interrupted).await;
     }
 }
 
-/// Ends the compute transfers a stopped job left open (its sessions were in the stopped replica's memory).
-async fn end_sessions(state: &Arc<Compute>, job: &str) {
+/// Ends the compute transfers the stopped jobs `jobs` left open (their sessions were in the stopped replica's memory).
+async fn end_sessions(state: &Arc<Compute>, jobs: &[String]) {
     let reason = json!({"reason": "the job was interrupted: the connector replica running it stopped"});
     for open in [State::Requested, State::Started] {
         let rows = match state.processes.processes_in(ProcessKind::Transfer, Role::Consumer.name(), open.name()).await {
             Ok(rows) => rows,
-            Err(error) => return tracing::warn!(%error, job, "cannot look for an interrupted job's sessions"),
+            Err(error) => return tracing::warn!(%error, "cannot look for interrupted jobs' sessions"),
         };
         for session in rows.into_iter().filter_map(|row| transfer::Transfer::from_row(row).ok()) {
-            if session.details.job.as_deref() == Some(job)
+            if session.details.job.as_ref().is_some_and(|job| jobs.contains(job))
                 && let Err(error) = state.plane.transfers.call(&session.row.id, "terminate", &reason).await
             {
                 tracing::warn!(%error, transfer = session.row.id, "cannot end an interrupted job's session");

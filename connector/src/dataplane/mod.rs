@@ -427,23 +427,27 @@ pub fn spawn_pusher(plane: Arc<DataPlane>, mut shutdown: tokio::sync::watch::Rec
             };
             let task_plane = plane.clone();
             plane.transfers.pushes.running(id.clone(), async move {
-                let Some(mut lease) = task_plane.cluster.hold(&format!("push:{id}")).await else {
-                    tracing::debug!(transfer = id, "another replica runs this push");
-                    task_plane.transfers.pushes.ended(&id);
-                    return;
-                };
-                let outcome = tokio::select! {
-                    outcome = task_plane.push(&id) => outcome,
-                    _ = lease.lost() => {
-                        task_plane.transfers.pushes.ended(&id);
-                        return tracing::warn!(transfer = id, "push stopped: its lease was lost to another replica");
+                // Held until the push's end is recorded: no other replica resumes a push delivered here.
+                let mut lease = task_plane.cluster.hold(&format!("push:{id}")).await;
+                let outcome = match &mut lease {
+                    Some(lease) => tokio::select! {
+                        outcome = task_plane.push(&id) => Some(outcome),
+                        _ = lease.lost() => {
+                            tracing::warn!(transfer = id, "push stopped: its lease was lost to another replica");
+                            None
+                        }
+                    },
+                    None => {
+                        tracing::debug!(transfer = id, "another replica runs this push");
+                        None
                     }
                 };
+                task_plane.transfers.pushes.ended(&id);
+                let Some(outcome) = outcome else { return };
                 match &outcome {
                     Ok(bytes) => tracing::info!(transfer = id, bytes, "pushed"),
                     Err(reason) => tracing::warn!(transfer = id, %reason, "push failed"),
                 }
-                task_plane.transfers.pushes.ended(&id);
                 if let Err(error) = task_plane.transfers.push_finished(&id, outcome).await {
                     tracing::error!(%error, transfer = id, "cannot record the end of a push");
                 }

@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::cluster::Cluster;
-
 use super::{PULL, Start, Transfers, machine::Role};
+use crate::cluster::Cluster;
 use crate::negotiation::{Negotiation, machine::State as NegotiationState};
 use crate::store::ProcessKind;
 

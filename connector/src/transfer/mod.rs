@@ -356,11 +356,6 @@ impl Pushes {
         running.insert(id, tokio::spawn(run).abort_handle());
     }
 
-    /// Whether the push of transfer `id` runs here now.
-    pub fn is_running(&self, id: &str) -> bool {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|handle| !handle.is_finished())
-    }
-
     /// The push of transfer `id` has ended.
     pub fn ended(&self, id: &str) {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
@@ -1001,11 +996,10 @@ impl Transfers {
             Ok(waiting) => waiting,
             Err(error) => return tracing::error!(%error, "cannot look for interrupted pushes"),
         };
+        // A push running here or on another replica is left to it: the data plane takes each push's lease first.
         for id in undelivered.iter().filter(|id| !waiting.contains(id)) {
-            if !self.pushes.is_running(id) {
-                tracing::info!(transfer = %id, "resuming an interrupted push");
-                self.pushes.due(id);
-            }
+            tracing::debug!(transfer = %id, "a push not delivered yet is due");
+            self.pushes.due(id);
         }
     }
 }
