@@ -35,6 +35,7 @@ const SECTIONS: &[&str] = &[
     "gaiax",
     "console",
     "cluster",
+    "storage",
 ];
 
 /// What a `HANSE_*` environment variable (its name without the prefix) is to the configuration.
@@ -151,6 +152,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     #[serde(default)]
     pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// Gaia-X self-descriptions; none are published without this section.
     #[serde(default)]
     pub gaiax: Option<GaiaxConfig>,
@@ -739,6 +742,33 @@ fn default_follow_ms() -> u64 {
     250
 }
 
+/// Where ingested tables and `File` data live (decision 0041): local folders by default, or S3-compatible object
+/// storage that every replica of a connector shares.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Empty: `<data_dir>/tables` and `dataplane.file_root` on this node's disk. `s3://bucket` or
+    /// `s3://bucket/prefix`: tables under `<prefix>/tables/`, `File` data under `<prefix>/files/` (a `File` data
+    /// address's path is then the object's name below that, relative to `dataplane.file_root`).
+    #[serde(default)]
+    pub url: String,
+    /// The endpoint of an S3-compatible server other than AWS (MinIO, Ceph, a cloud's S3 API), e.g.
+    /// `https://s3.example.org`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The bucket's region (`us-east-1` when unset, which S3-compatible servers accept).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Access keys. When unset, the `AWS_*` environment, a web identity token (Kubernetes) or the instance's role.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Plain HTTP to `endpoint`: for a development server only.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
 /// The data plane.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -1096,6 +1126,33 @@ impl Config {
             return Err(key(
                 "cluster.lease_seconds",
                 "leases last at least 3 seconds and follow_ms is at least 1 (a renewal every third of a lease)".into(),
+            ));
+        }
+        if !self.storage.url.is_empty() {
+            let bucket = self.storage.url.strip_prefix("s3://").map(|rest| rest.split('/').next().unwrap_or_default());
+            if bucket.is_none_or(str::is_empty) {
+                return Err(key(
+                    "storage.url",
+                    format!(
+                        "`{}` is not `s3://bucket` or `s3://bucket/prefix` (empty: local folders)",
+                        self.storage.url
+                    ),
+                ));
+            }
+        }
+        if let Some(endpoint) = &self.storage.endpoint {
+            match reqwest::Url::parse(endpoint) {
+                Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && self.storage.allow_http) => {}
+                Ok(url) if url.scheme() == "http" => {
+                    return Err(key("storage.endpoint", format!("`{endpoint}` is plain HTTP: set storage.allow_http")));
+                }
+                _ => return Err(key("storage.endpoint", format!("`{endpoint}` is not an http(s) URL"))),
+            }
+        }
+        if self.storage.access_key_id.is_some() != self.storage.secret_access_key.is_some() {
+            return Err(key(
+                "storage.secret_access_key",
+                "access_key_id and secret_access_key must be given together".into(),
             ));
         }
         if self.compute.min_cell_count < 1 {

@@ -287,6 +287,13 @@ max_connections = 8
 # Folder that File data addresses must lie under (default: <data_dir>/files).
 # file_root = "data/files"
 
+[storage]
+# Where ingested tables and File data live. Empty: <data_dir>/tables and file_root on this node's disk. Several
+# replicas share S3-compatible object storage: "s3://bucket/prefix" (keys from storage.access_key_id and
+# storage.secret_access_key, HANSE_STORAGE_SECRET_ACCESS_KEY, the AWS_* environment or the pod's role).
+url = ""
+# endpoint = "https://s3.example.org"
+
 [catalog]
 # Four eyes: a new dataset appears in the catalogue only once a second key (role approver or operator) approves it.
 publication_approval = false

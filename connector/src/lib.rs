@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod dsp;
 pub mod error;
 pub mod fetch;
+pub mod files;
 pub mod health;
 pub mod identity;
 pub mod init;

@@ -45,6 +45,8 @@ pub enum StartError {
     Broker(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("cannot open the storage ({at}): {source}")]
+    Storage { at: String, source: std::io::Error },
 }
 
 /// A started connector: its addresses and the means to stop it.
@@ -268,10 +270,25 @@ pub async fn start_on(
             token_lifetime_seconds: config.dataplane.token_lifetime_seconds,
         },
     );
-    let dataplane =
-        Arc::new(crate::dataplane::DataPlane::new(data_http, transfers.clone(), catalogue.clone(), cluster.clone()));
+    let files = Arc::new(crate::files::Files::open(&config).map_err(|source| StartError::Storage {
+        at: if config.storage.url.is_empty() {
+            "the table and file folders".into()
+        } else {
+            config.storage.url.clone()
+        },
+        source,
+    })?);
+    tracing::info!(storage = files.location, "storage for tables and File data");
+    let dataplane = Arc::new(crate::dataplane::DataPlane::new(
+        data_http,
+        files.clone(),
+        transfers.clone(),
+        catalogue.clone(),
+        cluster.clone(),
+    ));
     let compute = Arc::new(crate::compute::Compute::new(
         &config.store.data_dir,
+        files,
         &config.compute,
         config.participant.id.clone(),
         dsp.http().clone(),

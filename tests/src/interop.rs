@@ -59,6 +59,67 @@ pub fn deploy_python() -> PathBuf {
     PYTHON.get_or_init(|| python_with("deploy-requirements.txt")).clone()
 }
 
+/// A Python with `interop/storage-requirements.txt` installed: moto's S3-compatible server.
+pub fn storage_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| python_with("storage-requirements.txt")).clone()
+}
+
+/// An S3-compatible server (moto, from PyPI) on a free loopback port, with one bucket; stopped when dropped. It takes
+/// any access key and checks the signature's form, as a test server does.
+pub struct S3Server {
+    pub endpoint: String,
+    pub bucket: String,
+    child: std::process::Child,
+}
+
+impl S3Server {
+    pub async fn start(bucket: &str) -> S3Server {
+        let python = storage_python();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto's S3 server");
+        let server = S3Server { endpoint: format!("http://127.0.0.1:{port}"), bucket: bucket.to_owned(), child };
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match client.put(format!("{}/{bucket}", server.endpoint)).send().await {
+                Ok(response) if response.status().is_success() => return server,
+                Ok(response) => panic!("the S3 server refused the bucket {bucket}: {}", response.status()),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                Err(error) => panic!("the S3 server did not start: {error}"),
+            }
+        }
+    }
+
+    /// A client of the bucket, independent of Hanse's own, for what a test puts there or checks.
+    pub fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(&self.bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("hanse-test")
+            .with_secret_access_key("hanse-test-secret")
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .expect("an S3 client")
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A virtual environment with the pins of `interop/<requirements>` installed, made once per pin set; its Python.
 fn python_with(requirements: &str) -> PathBuf {
     let venv = cache().join(format!("venv-{}", digest(&[requirements])));

@@ -85,7 +85,7 @@ fn the_pure_crates_reach_no_io_runtime_or_server() {
 /// modules of its own layer and of the layers below it, never of a layer above; and no modules use each other in a
 /// loop, within a layer either.
 const CONNECTOR_LAYERS: &[(&str, &[&str])] = &[
-    ("foundations", &["config", "init", "client", "memory", "telemetry", "measure", "transport"]),
+    ("foundations", &["config", "init", "client", "memory", "telemetry", "measure", "transport", "files"]),
     ("catalogue and identity", &["catalog", "identity"]),
     ("wire and log", &["dsp", "problem", "audit", "dispatch", "process", "cluster"]),
     (

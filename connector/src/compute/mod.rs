@@ -48,7 +48,10 @@ pub use hanse_compute::table::is_table_file;
 
 /// The compute service of a connector: the tables in memory and the workers.
 pub struct Compute {
+    /// Scratch space on this node: uploads on their way to a table.
     folder: PathBuf,
+    /// Where tables are kept: this node's folder or the storage every replica shares.
+    files: Arc<crate::files::Files>,
     tables: Mutex<HashMap<String, Arc<Table>>>,
     workers: Arc<Semaphore>,
     settings: ComputeConfig,
@@ -68,6 +71,7 @@ pub struct Compute {
 impl Compute {
     pub fn new(
         data_dir: &std::path::Path,
+        files: Arc<crate::files::Files>,
         settings: &ComputeConfig,
         participant: String,
         http: reqwest::Client,
@@ -78,6 +82,7 @@ impl Compute {
         let workers = if settings.workers == 0 { cores } else { settings.workers };
         Compute {
             folder: data_dir.join("tables"),
+            files,
             tables: Mutex::new(HashMap::new()),
             workers: Arc::new(Semaphore::new(workers)),
             settings: settings.clone(),
@@ -92,43 +97,51 @@ impl Compute {
         }
     }
 
-    /// Writes `table` to the table folder, named by the SHA-256 of its content; answers the file name. Written to a
-    /// temporary file, synced, then renamed: a crash leaves no partial table behind a used name.
-    pub fn write_table(&self, table: &Table) -> std::io::Result<String> {
-        use sha2::Digest;
-        use std::io::Write;
-        std::fs::create_dir_all(&self.folder)?;
-        let file = tempfile::NamedTempFile::new_in(&self.folder)?;
-        // Written and hashed in one pass, never copied whole into memory.
-        let digest = {
-            let mut out = Hashing { inner: std::io::BufWriter::new(file.as_file()), digest: sha2::Sha256::new() };
-            table.write_to(&mut out)?;
-            out.flush()?;
-            out.digest
-        };
-        let name = format!("{}.table", hanse_core::encode::hex(&digest.finalize()));
-        file.as_file().sync_all()?;
-        file.persist(self.folder.join(&name)).map_err(|e| e.error)?;
+    /// Stores `table`, named by the SHA-256 of its content; answers the name. Written to a temporary file in the
+    /// scratch folder (hashed in the same pass, never copied whole into memory), synced, then put into storage, where
+    /// nothing is visible under the name until the whole table is.
+    pub async fn write_table(&self, table: Table) -> std::io::Result<String> {
+        let folder = self.folder.clone();
+        let (temp, name) = tokio::task::spawn_blocking(move || {
+            use sha2::Digest;
+            use std::io::Write;
+            std::fs::create_dir_all(&folder)?;
+            let file = tempfile::NamedTempFile::new_in(&folder)?;
+            let digest = {
+                let mut out = Hashing { inner: std::io::BufWriter::new(file.as_file()), digest: sha2::Sha256::new() };
+                table.write_to(&mut out)?;
+                out.flush()?;
+                out.digest
+            };
+            file.as_file().sync_all()?;
+            Ok::<_, std::io::Error>((file, format!("{}.table", hanse_core::encode::hex(&digest.finalize()))))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.files.put_table(&name, temp.path()).await?;
         Ok(name)
     }
 
-    /// The folder ingested tables are written to.
+    /// Removes a table no dataset names any more.
+    pub async fn remove_table(&self, file: &str) -> std::io::Result<()> {
+        self.tables.lock().expect("tables lock").remove(file);
+        self.files.delete_table(file).await
+    }
+
+    /// The scratch folder uploads stream to.
     pub fn folder(&self) -> &std::path::Path {
         &self.folder
     }
 
-    /// A table by file name, read once and then kept (files never change: their name is their digest).
+    /// A table by file name, read once and then kept (tables never change: their name is their digest).
     pub async fn table(&self, file: &str) -> Result<Arc<Table>, String> {
         if let Some(table) = self.tables.lock().expect("tables lock").get(file) {
             return Ok(table.clone());
         }
-        let path = self.folder.join(file);
-        let table = tokio::task::spawn_blocking(move || {
-            let reader = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Table::from_reader(reader)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let bytes = self.files.read_table(file).await.map_err(|e| format!("table {file}: {e}"))?;
+        let table = tokio::task::spawn_blocking(move || Table::from_reader(std::io::Cursor::new(bytes)))
+            .await
+            .map_err(|e| e.to_string())??;
         let table = Arc::new(table);
         self.tables.lock().expect("tables lock").insert(file.to_owned(), table.clone());
         Ok(table)

@@ -6,8 +6,9 @@
 //! leaves. `POST .../token`, signed by the consumer's own DSP token, hands out a fresh data address. **Push**: the
 //! provider streams the data to the consumer's endpoint and completes the transfer.
 //!
-//! Sources: a `File` under the data root (served with `Range`, `Content-Length`, `Last-Modified`, and the file's
-//! SHA-256 as `ETag`, `Repr-Digest` and `Digest`), or an `HttpData` backend (proxied; the asset's private auth header
+//! Sources: a `File` under the data root, read through [`Files`](crate::files::Files) from this node's folder or
+//! the object storage replicas share (served with one `Range`, `If-Range`, `Content-Length`, `Last-Modified`, and
+//! the file's SHA-256 as `ETag`, `Repr-Digest` and `Digest`), or an `HttpData` backend (proxied; the asset's private auth header
 //! goes to the backend only). Bodies stream in chunks: memory stays flat whatever the size. Usage (pulls started from
 //! byte 0, bytes sent) is added to the agreement's count when a response body ends.
 
@@ -15,7 +16,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Request, State};
@@ -37,6 +37,8 @@ use crate::transfer::{self, machine::Role, machine::State as TransferState};
 /// may be large) and the digests of the files it serves.
 pub struct DataPlane {
     pub http: reqwest::Client,
+    /// Where `File` datasets are read from.
+    pub files: Arc<crate::files::Files>,
     digests: Mutex<HashMap<PathBuf, CachedDigest>>,
     pub(crate) catalogue: Arc<crate::catalog::Catalogue>,
     /// The transfers whose data this plane serves and pushes.
@@ -45,8 +47,11 @@ pub struct DataPlane {
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
-/// A file's digest, valid while its size and modification time stay the same.
-type CachedDigest = (u64, SystemTime, Arc<OnceCell<Digest>>);
+/// A file's digest, valid while its size, modification time and version tag stay the same.
+type CachedDigest = (Version, Arc<OnceCell<Digest>>);
+
+/// What tells one version of a stored file from another.
+type Version = (u64, chrono::DateTime<chrono::Utc>, Option<String>);
 
 /// A file's SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,45 +91,45 @@ pub fn hash_into(mut reader: impl std::io::Read, hasher: &mut openssl::sha::Sha2
     }
 }
 
-/// The SHA-256 of a file, streamed.
-pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
-    let mut hasher = openssl::sha::Sha256::new();
-    hash_into(std::fs::File::open(path)?, &mut hasher)?;
-    Ok(Digest(hasher.finish()))
-}
-
 impl DataPlane {
     pub fn new(
         http: reqwest::Client,
+        files: Arc<crate::files::Files>,
         transfers: transfer::Transfers,
         catalogue: Arc<crate::catalog::Catalogue>,
         cluster: Arc<crate::cluster::Cluster>,
     ) -> DataPlane {
-        DataPlane { http, digests: Mutex::default(), catalogue, transfers, cluster }
+        DataPlane { http, files, digests: Mutex::default(), catalogue, transfers, cluster }
     }
 
-    /// The SHA-256 of a file, computed once per size and modification time.
-    pub async fn digest(&self, path: &Path) -> std::io::Result<Digest> {
-        let meta = tokio::fs::metadata(path).await?;
-        let key = (meta.len(), meta.modified()?);
+    /// A stored file's SHA-256, computed once per version (size, modification time, version tag); with its
+    /// metadata.
+    pub async fn digest(&self, path: &Path) -> std::io::Result<(Digest, object_store::ObjectMeta)> {
+        let meta = self.files.data_meta(path).await?;
+        let version: Version = (meta.size, meta.last_modified, meta.e_tag.clone());
         let cell = {
             let mut digests = self.digests.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = digests.entry(path.to_owned()).or_insert_with(|| (key.0, key.1, Arc::default()));
-            if (entry.0, entry.1) != key {
-                *entry = (key.0, key.1, Arc::default());
+            let entry = digests.entry(path.to_owned()).or_insert_with(|| (version.clone(), Arc::default()));
+            if entry.0 != version {
+                *entry = (version, Arc::default());
             }
-            entry.2.clone()
+            entry.1.clone()
         };
-        let owned = path.to_owned();
-        cell.get_or_try_init(|| async move {
-            tokio::task::spawn_blocking(move || hash_file(&owned)).await.map_err(std::io::Error::other)?
-        })
-        .await
-        .cloned()
+        let digest = cell
+            .get_or_try_init(|| async {
+                let (mut stream, _, _) = self.files.read_data(path, None).await?;
+                let mut hasher = openssl::sha::Sha256::new();
+                while let Some(chunk) = stream.next().await {
+                    hasher.update(&chunk?);
+                }
+                Ok::<_, std::io::Error>(Digest(hasher.finish()))
+            })
+            .await?
+            .clone();
+        Ok((digest, meta))
     }
 }
 
-/// A data plane refusal: a status and a JSON reason (the token's defect is logged, not told).
 pub(crate) fn refuse(status: StatusCode, reason: &str) -> Response {
     crate::problem::PublicError::hanse(status, reason).into_response()
 }
@@ -178,6 +183,34 @@ impl Drop for Meter {
                 tracing::error!(%error, agreement, "cannot record the agreement's usage");
             }
         });
+    }
+}
+
+/// The one byte range a request asks for (`None`: the whole file). `If-Range` with another version, several
+/// ranges, or a `Range` that is not a byte range get the whole file (RFC 9110 lets a server ignore them); a range
+/// outside the file is `Err` (416).
+fn wanted_range(
+    headers: &HeaderMap,
+    size: u64,
+    digest: &Digest,
+    modified: &str,
+) -> Result<Option<std::ops::Range<u64>>, ()> {
+    let Some(asked) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    if let Some(condition) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
+        && condition != format!("\"{}\"", digest.hex())
+        && condition != modified
+    {
+        return Ok(None);
+    }
+    let Ok(parsed) = http_range_header::parse_range_header(asked) else {
+        return Ok(None);
+    };
+    match parsed.validate(size) {
+        Ok(ranges) if ranges.len() == 1 => Ok(Some(*ranges[0].start()..ranges[0].end() + 1)),
+        Ok(_) => Ok(None),
+        Err(_) => Err(()),
     }
 }
 
@@ -331,31 +364,64 @@ impl DataPlane {
     }
 
     async fn serve_file(&self, path: &Path, request: Request, meter: Option<Meter>) -> Response {
-        let digest = match self.digest(path).await {
-            Ok(digest) => digest,
+        let (digest, meta) = match self.digest(path).await {
+            Ok(found) => found,
             Err(error) => {
                 tracing::error!(%error, path = %path.display(), "cannot read a dataset file");
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "the dataset's file cannot be read now");
             }
         };
-        let response = match tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(path), request).await {
-            Ok(response) => response,
-            Err(error) => match error {},
+        let modified = httpdate::fmt_http_date(meta.last_modified.into());
+        let range = match wanted_range(request.headers(), meta.size, &digest, &modified) {
+            Ok(range) => range,
+            Err(()) => {
+                let mut refused = refuse(StatusCode::RANGE_NOT_SATISFIABLE, "the range lies outside the file");
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
+                    refused.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                return refused;
+            }
         };
-        let (mut parts, body) = response.into_parts();
+        let mut response = Response::new(Body::empty());
+        let headers = response.headers_mut();
         for (name, value) in digest.headers() {
             if let Ok(value) = HeaderValue::from_str(&value) {
-                parts.headers.insert(name, value);
+                headers.insert(name, value);
             }
         }
-        parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        let body = match meter {
-            Some(meter) if parts.status.is_success() => {
-                Body::from_stream(metered(Body::new(body).into_data_stream(), meter.with_digest(Some(digest.hex()))))
+        let content_type = mime_guess::from_path(path).first_or_octet_stream();
+        if let Ok(value) = HeaderValue::from_str(content_type.essence_str()) {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&modified) {
+            headers.insert(header::LAST_MODIFIED, value);
+        }
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let length = range.as_ref().map_or(meta.size, |r| r.end - r.start);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if let Some(range) = &range {
+            let value = format!("bytes {}-{}/{}", range.start, range.end - 1, meta.size);
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(header::CONTENT_RANGE, value);
             }
-            _ => Body::new(body),
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
+        if request.method() == Method::HEAD || length == 0 {
+            return response;
+        }
+        let stream = match self.files.read_data(path, range).await {
+            Ok((stream, _, _)) => stream,
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "cannot read a dataset file");
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "the dataset's file cannot be read now");
+            }
         };
-        Response::from_parts(parts, body)
+        *response.body_mut() = match meter {
+            Some(meter) => Body::from_stream(metered(stream, meter.with_digest(Some(digest.hex())))),
+            None => Body::from_stream(stream),
+        };
+        response
     }
 
     async fn proxy(
@@ -461,11 +527,10 @@ impl DataPlane {
     async fn open_source(&self, address: &DataAddress) -> Result<(ByteStream, Option<u64>, Option<Digest>), String> {
         match address {
             DataAddress::File { path, .. } => {
-                let digest = self.digest(path).await.map_err(|e| format!("cannot read the dataset: {e}"))?;
-                let file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot open the dataset: {e}"))?;
-                let length = file.metadata().await.map_err(|e| e.to_string())?.len();
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-                Ok((Box::pin(stream), Some(length), Some(digest)))
+                let (digest, meta) = self.digest(path).await.map_err(|e| format!("cannot read the dataset: {e}"))?;
+                let (stream, _, _) =
+                    self.files.read_data(path, None).await.map_err(|e| format!("cannot open the dataset: {e}"))?;
+                Ok((stream, Some(meta.size), Some(digest)))
             }
             DataAddress::Http { base_url, fields } => {
                 let mut request = self.http.get(base_url);
@@ -715,7 +780,7 @@ pub async fn refresh(
     axum::Json(state.transfers.data_address(&transfer)).into_response()
 }
 
-type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+use crate::files::ByteStream;
 
 /// The data plane's routes on the public listener.
 pub fn routes(plane: Arc<DataPlane>) -> axum::Router {

@@ -149,11 +149,7 @@ async fn store_table(
     let mut properties = given;
     properties.extend(table.derived_properties());
     let rows = table.rows;
-    let connector = state.clone();
-    let file = tokio::task::spawn_blocking(move || connector.compute.write_table(&table))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let file = state.compute.write_table(table).await.map_err(internal)?;
     let body = json!({"@id": id, "properties": properties, "dataAddress": DataAddress::table(&file)});
     let asset = Asset::from_body(&body, &state.config.file_root()).map_err(ManagementError::Invalid)?;
     let previous = state.catalogue.asset(id).map(|a| a.value.data_address.clone());
@@ -170,8 +166,9 @@ async fn store_table(
             .assets()
             .iter()
             .any(|a| matches!(&a.value.data_address, DataAddress::Table { file, .. } if *file == old))
+        && let Err(error) = state.compute.remove_table(&old).await
     {
-        let _ = tokio::fs::remove_file(state.compute.folder().join(&old)).await;
+        tracing::warn!(%error, file = old, "cannot remove a replaced table");
     }
     tracing::info!(dataset = id, rows, file, "table ingested");
     Ok(json!({"@id": id, "numberOfRecords": rows, "file": file}))
