@@ -154,6 +154,19 @@ async fn hanse_run(n: usize, in_flight: usize, backend: Backend) -> f64 {
         Backend::Postgres => "hanse (DSP, PostgreSQL)",
     };
     let rate = report(name, n, elapsed, cpu_seconds() - cpu, latencies);
+    for (side, state) in [("provider", &p), ("consumer", &c)] {
+        let text = state.metrics.render(state.metrics.scrape());
+        let sum = |name: &str| -> f64 {
+            text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
+        };
+        let (batches, writes) = (sum("hanse_store_write_batch_size_count"), sum("hanse_store_write_batch_size_sum"));
+        println!(
+            "{:<28} {side}'s writer: {batches:.0} batches of {:.1} writes on average, busy {:.0} % of the run",
+            "",
+            writes / batches.max(1.0),
+            100.0 * sum("hanse_store_commit_duration_seconds_sum") / elapsed.as_secs_f64()
+        );
+    }
     operator_done.send(true).unwrap();
     let mut writes = operator.await.unwrap();
     writes.sort();
