@@ -8,8 +8,8 @@
 //!
 //! Sources: a `File` under the data root, read through [`Files`](crate::files::Files) from this node's folder or
 //! the object storage replicas share (served with one `Range`, `If-Range`, `Content-Length`, `Last-Modified`, and
-//! the file's SHA-256 as `ETag`, `Repr-Digest` and `Digest`), or an `HttpData` backend (proxied; the asset's private auth header
-//! goes to the backend only). Bodies stream in chunks: memory stays flat whatever the size. Usage (pulls started from
+//! the file's SHA-256 as `ETag`, `Repr-Digest` and `Digest`), or an `HttpData` backend (proxied; the asset's private
+//! auth header goes to the backend only). Bodies stream in chunks: memory stays flat whatever the size. Usage (pulls started from
 //! byte 0, bytes sent) is added to the agreement's count when a response body ends.
 
 use std::collections::HashMap;
@@ -130,6 +130,7 @@ impl DataPlane {
     }
 }
 
+/// A data plane refusal: a status and a JSON reason (the token's defect is logged, not told).
 pub(crate) fn refuse(status: StatusCode, reason: &str) -> Response {
     crate::problem::PublicError::hanse(status, reason).into_response()
 }
