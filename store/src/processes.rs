@@ -513,8 +513,8 @@ impl Processes {
                     Param::from(i64::from(clear)),
                 ]);
                 format!(
-                    "UPDATE {table} SET state = $2, peer_pid = $3, counter_party_address = $4, body = $5, \
-                     last_received = $6, last_answer = $7, agreement_id = $8, version = version + 1, updated_at = $9, \
+                    "UPDATE {table} SET state = $2, peer_pid = COALESCE(peer_pid, $3), counter_party_address = $4, \
+                     body = $5, last_received = $6, last_answer = $7, agreement_id = $8, version = version + 1, updated_at = $9, \
                      out_url = CASE WHEN $10 IS NOT NULL THEN $10 WHEN $15 = 1 THEN NULL ELSE out_url END, \
                      out_message = CASE WHEN $10 IS NOT NULL THEN $11 WHEN $15 = 1 THEN NULL ELSE out_message END, \
                      out_final = CASE WHEN $10 IS NOT NULL THEN $12 ELSE out_final END, \
@@ -600,13 +600,14 @@ impl Processes {
     }
 
     /// A message was delivered (or given up): it is cleared, unless a newer one replaced it. The peer's pid, when the
-    /// answer carried one and none was known, is recorded at the same time.
+    /// answer carried one and none was known, is recorded at the same time, without a new version: a change written
+    /// meanwhile from a row read before still applies (it cannot clear the pid, which `write_process` only ever
+    /// fills), rather than losing its compare-and-set and reading the row again.
     pub async fn complete_outgoing(&self, message: &ClaimedMessage, peer_pid: Option<&str>) -> Result<(), StoreError> {
         let table = message.kind.table();
         let statement = Statement::new(
             format!(
                 "UPDATE {table} SET \
-                 version = version + CASE WHEN peer_pid IS NULL AND $3 IS NOT NULL THEN 1 ELSE 0 END, \
                  peer_pid = COALESCE(peer_pid, $3), \
                  out_url = CASE WHEN out_seq = $2 THEN NULL ELSE out_url END, \
                  out_message = CASE WHEN out_seq = $2 THEN NULL ELSE out_message END, \
