@@ -1,7 +1,8 @@
 //! Negotiation benchmark: N complete DSP negotiations (request → agreement → verification → finalized) between two
 //! real connectors on loopback with SQLite, K in flight; against a "bare bound" in the same run: a minimal axum + sqlx
 //! pair doing the same four HTTP round trips per negotiation with comparable commits (one per message received, one
-//! per message delivered, one to start). Prints negotiations per second, latency p50/p99, and peak RSS.
+//! per message delivered, one to start). Prints negotiations per second, latency p50/p99, peak RSS, and for each side
+//! its writer: batches, writes per batch and how busy it was (a writer busy most of the run is what limits the rate).
 //!
 //! `cargo bench -p hanse --bench negotiation`; `HANSE_BENCH_NEGOTIATIONS` (default 2000), `HANSE_BENCH_IN_FLIGHT`
 //! (default 64). The connectors run on SQLite and then on PostgreSQL (`HANSE_TEST_DATABASE_URL`, a fresh schema each),
