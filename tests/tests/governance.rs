@@ -434,7 +434,17 @@ async fn a_dataset_is_published_only_after_a_second_key_approves_and_every_decis
     );
     assert_eq!(decision["reason"], "within the ethics vote");
     assert_eq!(decision["decisionTrace"]["permitted"], true);
-    assert!(api.get("/management/v3/approvals?kind=negotiation").await.body.as_array().unwrap().is_empty());
+    // The request is decided: it no longer waits as a request. Held for manual approval, the provider also finalizes
+    // by hand, so once the consumer has verified the agreement the same negotiation waits again, for `finalize`.
+    let mut waiting = Vec::new();
+    until("the held negotiation to wait for its finalization", async || {
+        waiting = api.get("/management/v3/approvals?kind=negotiation").await.body.as_array().unwrap().clone();
+        assert!(waiting.iter().all(|w| w["state"] != "REQUESTED"), "the decided request still waits: {waiting:#?}");
+        !waiting.is_empty()
+    })
+    .await;
+    assert_eq!((waiting.len(), &waiting[0]["id"], &waiting[0]["state"]), (1, &json!(id), &json!("VERIFIED")));
+    assert!(waiting[0]["allowedCalls"].as_array().unwrap().contains(&json!("finalize")), "{:#}", waiting[0]);
     federation.shutdown().await;
 }
 
