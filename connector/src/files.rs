@@ -26,8 +26,6 @@ pub struct Files {
     file_root: PathBuf,
     /// Where it is, for logs: the two folders, or the `s3://` URL.
     pub location: String,
-    /// Whether every replica sees the same files (object storage), or only this node (folders).
-    pub shared: bool,
 }
 
 impl std::fmt::Debug for Files {
@@ -75,7 +73,6 @@ impl Files {
             data: area("files")?,
             file_root: config.file_root(),
             location: storage.url.clone(),
-            shared: true,
         })
     }
 
@@ -90,7 +87,6 @@ impl Files {
             data: folder(files)?,
             file_root: files.to_owned(),
             location: format!("{} and {}", tables.display(), files.display()),
-            shared: false,
         })
     }
 
@@ -151,16 +147,12 @@ impl Files {
         self.data.head(&self.data_key(path)?).await.map_err(io)
     }
 
-    /// A `File` dataset's bytes, or those in `range`; with the object's metadata and the range actually sent.
-    pub async fn read_data(
-        &self,
-        path: &Path,
-        range: Option<Range<u64>>,
-    ) -> std::io::Result<(ByteStream, ObjectMeta, Range<u64>)> {
+    /// A `File` dataset's bytes, or those in `range`.
+    pub async fn read_data(&self, path: &Path, range: Option<Range<u64>>) -> std::io::Result<ByteStream> {
         let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
         let got = self.data.get_opts(&self.data_key(path)?, options).await.map_err(io)?;
-        let (meta, sent) = (got.meta.clone(), got.range.clone());
-        let stream: ByteStream = match got.payload {
+        let sent = got.range.clone();
+        Ok(match got.payload {
             GetResultPayload::File(file, _) => {
                 let mut file = tokio::fs::File::from_std(file);
                 file.seek(std::io::SeekFrom::Start(sent.start)).await?;
@@ -168,8 +160,7 @@ impl Files {
                 tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_CHUNK).boxed()
             }
             GetResultPayload::Stream(stream) => stream.map_err(io).boxed(),
-        };
-        Ok((stream, meta, sent))
+        })
     }
 }
 
@@ -205,9 +196,8 @@ mod tests {
         std::fs::write(data.join("cohort one/visits.csv"), b"0123456789").unwrap();
         let path = data.join("cohort one/visits.csv");
         assert_eq!(files.data_meta(&path).await.unwrap().size, 10);
-        let (stream, meta, sent) = files.read_data(&path, Some(2..5)).await.unwrap();
-        let bytes: Vec<Bytes> = stream.try_collect().await.unwrap();
-        assert_eq!((bytes.concat(), meta.size, sent), (b"234".to_vec(), 10, 2..5));
+        let bytes: Vec<Bytes> = files.read_data(&path, Some(2..5)).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(bytes.concat(), b"234".to_vec());
         let missing = files.data_meta(&data.join("absent.csv")).await.unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }

@@ -82,11 +82,7 @@ const DEADLOCK_RETRIES: usize = 3;
 async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
     let appends = batch.iter().any(|job| job.write.appends());
     for attempt in 0..=DEADLOCK_RETRIES {
-        let mut transaction = pool.begin().await?;
-        let mut head = BatchHead::default();
-        if appends {
-            head.lock_pg(&mut transaction).await?;
-        }
+        let (mut transaction, mut head) = begin(pool, appends).await?;
         let mut failed = None;
         for job in batch.iter_mut() {
             let outcome = job.write.apply_pg(&mut transaction, &mut head).await;
@@ -110,11 +106,7 @@ async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
             }
         }
     }
-    let mut transaction = pool.begin().await?;
-    let mut head = BatchHead::default();
-    if appends {
-        head.lock_pg(&mut transaction).await?;
-    }
+    let (mut transaction, mut head) = begin(pool, appends).await?;
     for job in batch.iter_mut() {
         let before = head.clone();
         let mut savepoint = transaction.begin().await?;
@@ -122,7 +114,7 @@ async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
         if outcome.is_ok() {
             savepoint.commit().await?;
         } else {
-            // Rolling back to the savepoint also releases the head row if this job was the one to lock it.
+            // The head row stays locked (it was taken before the first savepoint); its in-memory state goes back.
             savepoint.rollback().await?;
             head = before;
         }
@@ -130,4 +122,17 @@ async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
     }
     head.write_back_pg(&mut transaction).await?;
     Ok(transaction.commit().await?)
+}
+
+/// A batch's transaction and head, the head row already locked when the batch `appends`.
+async fn begin(
+    pool: &PgPool,
+    appends: bool,
+) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, BatchHead), StoreError> {
+    let mut transaction = pool.begin().await?;
+    let mut head = BatchHead::default();
+    if appends {
+        head.lock_pg(&mut transaction).await?;
+    }
+    Ok((transaction, head))
 }

@@ -117,7 +117,7 @@ impl DataPlane {
         };
         let digest = cell
             .get_or_try_init(|| async {
-                let (mut stream, _, _) = self.files.read_data(path, None).await?;
+                let mut stream = self.files.read_data(path, None).await?;
                 let mut hasher = openssl::sha::Sha256::new();
                 while let Some(chunk) = stream.next().await {
                     hasher.update(&chunk?);
@@ -412,7 +412,7 @@ impl DataPlane {
             return response;
         }
         let stream = match self.files.read_data(path, range).await {
-            Ok((stream, _, _)) => stream,
+            Ok(stream) => stream,
             Err(error) => {
                 tracing::error!(%error, path = %path.display(), "cannot read a dataset file");
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "the dataset's file cannot be read now");
@@ -529,7 +529,7 @@ impl DataPlane {
         match address {
             DataAddress::File { path, .. } => {
                 let (digest, meta) = self.digest(path).await.map_err(|e| format!("cannot read the dataset: {e}"))?;
-                let (stream, _, _) =
+                let stream =
                     self.files.read_data(path, None).await.map_err(|e| format!("cannot open the dataset: {e}"))?;
                 Ok((stream, Some(meta.size), Some(digest)))
             }
