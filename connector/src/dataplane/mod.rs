@@ -509,15 +509,17 @@ pub fn spawn_pusher(plane: Arc<DataPlane>, mut shutdown: tokio::sync::watch::Rec
                         None
                     }
                 };
+                if let Some(outcome) = outcome {
+                    match &outcome {
+                        Ok(bytes) => tracing::info!(transfer = id, bytes, "pushed"),
+                        Err(reason) => tracing::warn!(transfer = id, %reason, "push failed"),
+                    }
+                    if let Err(error) = task_plane.transfers.push_finished(&id, outcome).await {
+                        tracing::error!(%error, transfer = id, "cannot record the end of a push");
+                    }
+                }
+                // Only now may this replica start the push again: a resume meanwhile would hold the same lease.
                 task_plane.transfers.pushes.ended(&id);
-                let Some(outcome) = outcome else { return };
-                match &outcome {
-                    Ok(bytes) => tracing::info!(transfer = id, bytes, "pushed"),
-                    Err(reason) => tracing::warn!(transfer = id, %reason, "push failed"),
-                }
-                if let Err(error) = task_plane.transfers.push_finished(&id, outcome).await {
-                    tracing::error!(%error, transfer = id, "cannot record the end of a push");
-                }
             });
         }
     });
