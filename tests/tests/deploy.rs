@@ -42,7 +42,7 @@ fn the_kubernetes_manifests_validate_against_the_kubernetes_schemas() {
 }
 
 #[test]
-fn replicas_share_the_participant_key_and_a_data_folder_and_have_probes_and_a_budget() {
+fn replicas_share_the_participant_key_and_a_bucket_and_have_probes_and_a_budget() {
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/hanse.yaml"),
     )
@@ -55,7 +55,8 @@ fn replicas_share_the_participant_key_and_a_data_folder_and_have_probes_and_a_bu
         "livenessProbe:",
         "path: /health/ready",
         "path: /health/live",
-        "ReadWriteMany",
+        "HANSE_STORAGE_URL",
+        "key: storage-secret-access-key",
         "HANSE_CLUSTER_REPLICA",
         "secretName: hanse-config",
         "key: participant.pem",
