@@ -6,27 +6,16 @@
 //! `cargo bench -p hanse --bench broker` (release). `HANSE_BENCH_PEERS=N` and `HANSE_BENCH_DATASETS=M` change the
 //! size. The 100 connectors share the machine's two cores with the broker, so crawl figures are conservative.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hanse::testing::Signer;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 mod support;
-use support::{KEYWORDS, percentile, rss_mb};
+use support::{KEYWORDS, percentile, rss_mb, rss_of};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A memory figure of process `pid` (`VmRSS:` or `VmHWM:`), in MB.
-fn rss_of(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -37,18 +26,7 @@ async fn main() {
 
     // The hospitals: real connectors in this process, each with its own identity, SQLite store and listeners.
     let seeding = Instant::now();
-    let mut hospitals = Vec::with_capacity(peers);
-    for i in 0..peers {
-        let dir = root.path().join(format!("hospital-{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (_, mut config, public, management) = hanse::testing::initialised(&dir).await;
-        config.peers.exchange_interval_seconds = 0;
-        config.audit.witness_interval_seconds = 0;
-        config.store.max_connections = 2;
-        config.log.level = "warn".into();
-        support::seed_catalogue(&config, datasets, json!([{"action": "use"}])).await;
-        hospitals.push(hanse::server::start_on(config, public, management).await.unwrap());
-    }
+    let hospitals = support::hospitals(root.path(), peers, datasets).await;
     println!(
         "{peers} connectors × {datasets} datasets seeded and started in {:.1} s (this process: RSS {:.0} MB)",
         seeding.elapsed().as_secs_f64(),
@@ -56,42 +34,15 @@ async fn main() {
     );
 
     // The broker: its own process, seeded with every hospital.
-    let dir = root.path().join("broker");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (done, config, public, management) = hanse::testing::initialised(&dir).await;
-    let (public_url, management_url) =
-        (format!("http://{}", public.local_addr().unwrap()), format!("http://{}", management.local_addr().unwrap()));
-    drop((public, management));
-    let seeds: Vec<String> = hospitals.iter().map(|h| format!("\"{}\"", h.state.config.participant.id)).collect();
-    let mut text = std::fs::read_to_string(&done.config_file).unwrap();
-    text.push_str(&format!(
-        "\n[peers]\nseeds = [{}]\nexchange_interval_seconds = 2\n\n[broker]\nenabled = true\ncrawl_interval_seconds = 3600\n",
-        seeds.join(", ")
-    ));
-    std::fs::write(&done.config_file, text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hanse"))
-        .args(["run", "--config"])
-        .arg(&done.config_file)
-        .env("HANSE_LOG_LEVEL", "warn")
-        .spawn()
-        .expect("the hanse binary starts");
-    let pid = child.id();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
-    let api_key = done.api_key.clone();
-    let get = |path: String| client.get(format!("{management_url}{path}")).header("X-Api-Key", &api_key).send();
+    let seeds: Vec<String> = hospitals.iter().map(|h| h.state.config.participant.id.clone()).collect();
+    let broker =
+        support::Process::start(&root.path().join("broker"), &support::broker_config(&seeds), |_| async {}).await;
+    let pid = broker.pid();
+    let (public_url, management_url, api_key, client) =
+        (broker.public_url.clone(), broker.management_url.clone(), broker.api_key.clone(), broker.client.clone());
 
     // First crawl: from the status the broker keeps (first attempt to last success).
-    let waiting = Instant::now();
-    let status = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(response) = get("/management/v3/broker/crawls".into()).await else { continue };
-        let status: Vec<Value> = response.json().await.unwrap_or_default();
-        let complete = status.iter().filter(|s| s["datasets"].as_u64() == Some(datasets as u64)).count();
-        if complete == peers {
-            break status;
-        }
-        assert!(waiting.elapsed() < Duration::from_secs(600), "the first crawl did not finish: {complete} of {peers}");
-    };
+    let status = broker.first_crawl(peers, datasets).await;
     let first = status.iter().filter_map(|s| s["lastAttempt"].as_i64()).min().unwrap();
     let last = status.iter().filter_map(|s| s["lastSuccess"].as_i64()).max().unwrap();
     let triples: u64 = status.iter().filter_map(|s| s["triples"].as_u64()).sum();
@@ -109,27 +60,30 @@ async fn main() {
         sum("indexMs")
     );
 
-    // A forced full recrawl: every graph replaced.
-    let started = Instant::now();
-    let response = client
-        .post(format!("{management_url}/management/v3/broker/crawl"))
-        .header("X-Api-Key", &api_key)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await
-        .unwrap();
-    let status: Vec<Value> = response.json().await.unwrap();
-    assert!(status.iter().all(|s| s["error"].is_null() && s["datasets"] == datasets), "every peer recrawled");
-    println!(
-        "full recrawl (graphs replaced): {:.1} s; broker RSS {:.0} MB now, {:.0} MB peak",
-        started.elapsed().as_secs_f64(),
-        rss_of(pid, "VmRSS:"),
-        rss_of(pid, "VmHWM:")
-    );
+    // A forced recrawl of unchanged catalogues (each found the same and left as it is), then one after every hospital
+    // changed a dataset (every graph replaced).
+    for (label, round) in
+        [("unchanged catalogues, nothing replaced", None), ("one dataset changed per peer, graphs replaced", Some(1))]
+    {
+        if let Some(round) = round {
+            for hospital in &hospitals {
+                support::change_dataset(&hospital.state, 0, round).await;
+            }
+        }
+        let started = Instant::now();
+        let status = broker.crawl().await;
+        assert!(status.iter().all(|s| s["datasets"] == datasets), "every peer recrawled");
+        println!(
+            "forced recrawl ({label}): {:.1} s; broker RSS {:.0} MB now, {:.0} MB peak",
+            started.elapsed().as_secs_f64(),
+            rss_of(pid, "VmRSS:"),
+            rss_of(pid, "VmHWM:")
+        );
+    }
 
     // Search latency, sequential: keyword + facet filters over the whole federation.
     let researcher = hanse::testing::TestParticipant::start().await;
-    let broker_did = config.participant.id.clone();
+    let broker_did = broker.participant.clone();
     let queries: Vec<String> = (0..400)
         .map(|n| {
             let keyword = KEYWORDS[n % KEYWORDS.len()];
@@ -156,8 +110,9 @@ async fn main() {
                 client.get(format!("{management_url}/management/v3/search?{query}")).header("X-Api-Key", &api_key)
             };
             let response = request.send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            let body: Value = response.json().await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or_default();
+            assert_eq!(status, 200, "{query} ({label}): {body}");
             latencies.push(started.elapsed());
             hits += body["total"].as_u64().unwrap();
         }
@@ -189,8 +144,7 @@ async fn main() {
     );
     println!("broker resident memory: {:.0} MB now, {:.0} MB peak", rss_of(pid, "VmRSS:"), rss_of(pid, "VmHWM:"));
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(broker);
     for hospital in hospitals {
         hospital.shutdown().await;
     }

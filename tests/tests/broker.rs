@@ -3,7 +3,7 @@
 //! from what it crawled; a recrawl replaces a hospital's catalogue whole; a hospital that goes away keeps its last
 //! catalogue while the broker backs off.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hanse::testing::backends;
 use hanse_tests::*;
@@ -309,10 +309,23 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
     assert_eq!(by_property.body["@type"], "CatalogError");
     assert_eq!(dsp_post(&client, &catalog_url, None, &request).await.status, 401);
 
-    // A recrawl replaces a catalogue whole: the east hospital withdraws its registry.
+    // A recrawl replaces a catalogue whole: the east hospital withdraws its registry. A catalogue that is the same as
+    // last time is left as it is: its last change stays that of the first crawl.
+    let changes = |body: &Value| -> BTreeMap<String, i64> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["did"].as_str().unwrap().to_owned(), s["lastChange"].as_i64().unwrap()))
+            .collect()
+    };
+    let before = changes(&api.get("/management/v3/broker/crawls").await.body);
     let east_api = Management::of(&east, &client);
     assert_eq!(east_api.delete("/management/v3/contractdefinitions/offer-heart-failure").await.status, 204);
-    api.post("/management/v3/broker/crawl", &json!({})).await;
+    let recrawled = api.post("/management/v3/broker/crawl", &json!({})).await;
+    let after = changes(&recrawled.body);
+    assert!(before.values().all(|&at| at > 0), "{before:?}");
+    assert_eq!(after[north.participant_id()], before[north.participant_id()], "{:#}", recrawled.body);
+    assert!(after[east.participant_id()] > before[east.participant_id()], "{:#}", recrawled.body);
     let cardiology = broker_get(&client, &broker, &researcher, "/broker/search?q=registry").await;
     assert_eq!(hit_ids(&cardiology), ids(&["paediatric-diabetes"]));
     let left = broker_get(&client, &broker, &researcher, &sparql("SELECT ?d WHERE { ?d a dcat:Dataset }")).await;

@@ -178,3 +178,149 @@ pub async fn agree(
     }
     c.store.processes.agreements().await.unwrap().into_iter().find(|a| a.negotiation_id == id).expect("the agreement")
 }
+
+/// A memory figure of process `pid` (`VmRSS:` now or `VmHWM:` peak), in MB.
+pub fn rss_of(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Real hospital connectors in this process, each with its own identity, SQLite store, listeners and `datasets`
+/// synthetic datasets offered to everyone.
+pub async fn hospitals(root: &std::path::Path, peers: usize, datasets: usize) -> Vec<hanse::server::RunningConnector> {
+    let mut hospitals = Vec::with_capacity(peers);
+    for i in 0..peers {
+        let dir = root.join(format!("hospital-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, mut config, public, management) = hanse::testing::initialised(&dir).await;
+        config.peers.exchange_interval_seconds = 0;
+        config.audit.witness_interval_seconds = 0;
+        config.store.max_connections = 2;
+        config.log.level = "warn".into();
+        seed_catalogue(&config, datasets, serde_json::json!([{"action": "use"}])).await;
+        hospitals.push(hanse::server::start_on(config, public, management).await.unwrap());
+    }
+    hospitals
+}
+
+/// A `hanse run` process of its own, initialised in `dir` with `extra` appended to its configuration.
+pub struct Process {
+    pub child: std::process::Child,
+    pub participant: String,
+    pub public_url: String,
+    pub management_url: String,
+    pub api_key: String,
+    pub client: reqwest::Client,
+}
+
+impl Process {
+    /// Initialises a connector in `dir`, lets `prepare` seed its configuration's store, and starts it.
+    pub async fn start<F: std::future::Future<Output = ()>>(
+        dir: &std::path::Path,
+        extra: &str,
+        prepare: impl FnOnce(hanse::config::Config) -> F,
+    ) -> Process {
+        std::fs::create_dir_all(dir).unwrap();
+        let (done, config, public, management) = hanse::testing::initialised(dir).await;
+        let (public_url, management_url) = (
+            format!("http://{}", public.local_addr().unwrap()),
+            format!("http://{}", management.local_addr().unwrap()),
+        );
+        drop((public, management));
+        let participant = config.participant.id.clone();
+        prepare(config).await;
+        let mut text = std::fs::read_to_string(&done.config_file).unwrap();
+        text.push_str(extra);
+        std::fs::write(&done.config_file, text).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hanse"))
+            .args(["run", "--config"])
+            .arg(&done.config_file)
+            .env("HANSE_LOG_LEVEL", "warn")
+            .spawn()
+            .expect("the hanse binary starts");
+        let client = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
+        Process { child, participant, public_url, management_url, api_key: done.api_key.clone(), client }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A management API request with the API key.
+    pub fn management(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.management_url)).header("X-Api-Key", &self.api_key)
+    }
+
+    /// Waits until the management API answers `path` with a 2xx.
+    pub async fn ready(&self, path: &str) {
+        let started = std::time::Instant::now();
+        while !self.management(reqwest::Method::GET, path).send().await.is_ok_and(|r| r.status().is_success()) {
+            assert!(started.elapsed() < Duration::from_secs(120), "the connector did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The broker's crawl status once every peer's catalogue was crawled with `datasets` datasets.
+    pub async fn first_crawl(&self, peers: usize, datasets: usize) -> Vec<serde_json::Value> {
+        let waiting = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(response) = self.management(reqwest::Method::GET, "/management/v3/broker/crawls").send().await
+            else {
+                continue;
+            };
+            let status: Vec<serde_json::Value> = response.json().await.unwrap_or_default();
+            let complete = status.iter().filter(|s| s["datasets"].as_u64() == Some(datasets as u64)).count();
+            if complete == peers {
+                return status;
+            }
+            assert!(
+                waiting.elapsed() < Duration::from_secs(600),
+                "the first crawl did not finish: {complete} of {peers}"
+            );
+        }
+    }
+
+    /// A forced crawl of every peer; answers the status after it, each peer crawled without error.
+    pub async fn crawl(&self) -> Vec<serde_json::Value> {
+        let response = self
+            .management(reqwest::Method::POST, "/management/v3/broker/crawl")
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .unwrap();
+        let status: Vec<serde_json::Value> = response.json().await.unwrap();
+        assert!(status.iter().all(|s| s["error"].is_null()), "every peer crawled: {status:?}");
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The broker's configuration: `seeds` (DIDs) to crawl, peers exchanged every 2 s, crawls only when forced, and no
+/// per-caller query quota (the benchmark's one researcher asks hundreds of queries a minute).
+pub fn broker_config(seeds: &[String]) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "\n[peers]\nseeds = [{}]\nexchange_interval_seconds = 2\n\n[broker]\nenabled = true\ncrawl_interval_seconds = 3600\nqueries_per_minute = 0\n",
+        seeds.join(", ")
+    )
+}
+
+/// Changes synthetic dataset `i` of a connector seeded by [`seed_catalogue`] (its title names `round`).
+pub async fn change_dataset(connector: &hanse::server::Shared, i: usize, round: usize) {
+    let mut body = asset_body(i);
+    body["properties"]["title"] = serde_json::json!(format!("Cohort {i}, revision {round}"));
+    let asset = hanse::catalog::model::Asset::from_body(&body, &connector.catalogue.service.file_root).unwrap();
+    connector.catalogue.replace_asset(asset).await.unwrap();
+}

@@ -77,6 +77,7 @@ fn crawl_table(status: &Json) -> String {
                 text(&s["did"]),
                 text(&s["datasets"]),
                 when(&s["lastSuccess"]),
+                when(&s["lastChange"]),
                 when(&s["nextDue"]),
                 match (s["skipped"].as_str(), s["error"].as_str()) {
                     (Some(skipped), error) => format!(
@@ -93,7 +94,7 @@ fn crawl_table(status: &Json) -> String {
     if rows.is_empty() {
         "No peer crawled yet.".into()
     } else {
-        table(&["PEER", "DATASETS", "LAST SUCCESS", "NEXT CRAWL", "STATUS"], &rows)
+        table(&["PEER", "DATASETS", "LAST SUCCESS", "LAST CHANGE", "NEXT CRAWL", "STATUS"], &rows)
     }
 }
 

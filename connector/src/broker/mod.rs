@@ -18,10 +18,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use hanse_vocab::ns::{DCAT, DCT, HEALTHDCATAP, RDF};
 use oxigraph::model::{GraphName, NamedNode, Quad, Term};
+#[cfg(feature = "rocksdb")]
 use oxigraph::store::Store;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
+use crate::catalog::graphs::Graphs;
 use crate::dsp::client::DspClient;
 use crate::identity::Identity;
 use crate::store::PeerRow;
@@ -63,6 +65,29 @@ pub struct PeerCatalog {
     pub country: Option<String>,
     /// Sorted by `id`.
     pub entries: Vec<Entry>,
+    /// What was crawled (see [`digest`]): a crawl that finds the same leaves the graph and index as they are.
+    pub digest: [u8; 32],
+}
+
+/// The SHA-256 of what a crawl of a peer read: its address, publisher country and catalogue.
+pub fn digest(address: &str, country: Option<&str>, catalog: &Json) -> [u8; 32] {
+    /// Hashes what is written to it: the catalogue's JSON text is hashed as it is written, never held whole.
+    struct Hashing(openssl::sha::Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(openssl::sha::Sha256::new());
+    for part in [address, "\n", country.unwrap_or(""), "\n"] {
+        hashing.0.update(part.as_bytes());
+    }
+    serde_json::to_writer(&mut hashing, catalog).expect("a JSON value always serialises");
+    hashing.0.finish()
 }
 
 /// The crawl status of one peer.
@@ -78,6 +103,8 @@ pub struct CrawlStatus {
     pub datasets: usize,
     /// Triples in the peer's graph.
     pub triples: usize,
+    /// When a crawl last found the catalogue different from the one before (ms; the first crawl counts).
+    pub last_change: i64,
     pub error: Option<String>,
     pub failures: u32,
     /// How long the last successful crawl took fetching the catalogue, and reading it into the graph and index (ms).
@@ -96,7 +123,7 @@ pub struct CrawlStatus {
 
 /// The broker: the crawled catalogues, their graph and search index, and what it crawls with.
 pub struct Broker {
-    graph: Store,
+    graph: Graphs,
     /// Copied on write: a search works on one consistent set of catalogues.
     catalogs: RwLock<Arc<BTreeMap<String, Arc<PeerCatalog>>>>,
     status: Mutex<BTreeMap<String, CrawlStatus>>,
@@ -123,8 +150,6 @@ pub struct Crawler {
 }
 
 impl Broker {
-    /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk starts empty
-    /// like one in memory: it is derived from the peers and recrawled at once.
     /// Counts a public query of `participant` against `broker.queries_per_minute`: the 429 to answer when it is over.
     pub fn admit_query(&self, participant: &str) -> Result<(), crate::transport::listen::OverQuota> {
         match &self.queries {
@@ -138,15 +163,17 @@ impl Broker {
         self.settings.require_credential.as_deref()
     }
 
+    /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk starts empty
+    /// like one in memory: it is derived from the peers and recrawled at once.
     pub fn open(config: &crate::config::BrokerConfig, crawler: Crawler) -> Result<Broker, String> {
         let graph = match &config.graph_dir {
-            None => Store::new().map_err(|e| e.to_string())?,
+            None => Graphs::in_memory(),
             #[cfg(feature = "rocksdb")]
             Some(dir) => {
                 let store =
                     Store::open(dir).map_err(|e| format!("broker.graph_dir: cannot open {}: {e}", dir.display()))?;
                 store.clear().map_err(|e| format!("broker.graph_dir: cannot clear {}: {e}", dir.display()))?;
-                store
+                Graphs::on_disk(store)
             }
             #[cfg(not(feature = "rocksdb"))]
             Some(dir) => {
@@ -192,7 +219,12 @@ impl Broker {
 
     /// Quads in the federation graph.
     pub fn triples(&self) -> usize {
-        self.graph.len().unwrap_or(0)
+        self.graph.len()
+    }
+
+    /// The store behind the federation graph (to see its copies: tests and benchmarks).
+    pub fn graphs(&self) -> &Graphs {
+        &self.graph
     }
 
     /// Read-only SPARQL over every peer's graph.
@@ -202,27 +234,20 @@ impl Broker {
         accept: &str,
         limits: &crate::catalog::rdf::SparqlLimits,
     ) -> Result<(&'static str, Vec<u8>), crate::catalog::rdf::SparqlError> {
-        crate::catalog::rdf::query_store(&self.graph, query, accept, limits)
+        crate::catalog::rdf::query_store(&self.graph.store(), query, accept, limits)
     }
 
-    /// Replaces a peer's graph and index entry: the graph in one transaction, then the index.
-    fn replace(&self, catalog: PeerCatalog, quads: Vec<Quad>) -> Result<usize, String> {
-        let graph = peer_graph(&catalog.did);
-        let count = quads.len();
-        let mut transaction = self.graph.start_transaction().map_err(|e| e.to_string())?;
-        transaction.remove_named_graph(&graph).map_err(|e| e.to_string())?;
-        transaction.extend(&quads);
-        transaction.commit().map_err(|e| e.to_string())?;
+    /// Replaces a peer's index entry (after its graph).
+    fn replace(&self, catalog: PeerCatalog) {
         let mut catalogs = self.catalogs.write().expect("never poisoned");
         let mut next = BTreeMap::clone(&catalogs);
         next.insert(catalog.did.clone(), Arc::new(catalog));
         *catalogs = Arc::new(next);
-        Ok(count)
     }
 
     /// Forgets a peer's catalogue.
     fn forget(&self, did: &str) {
-        if let Err(error) = self.graph.remove_named_graph(&peer_graph(did)) {
+        if let Err(error) = self.graph.replace(&peer_graph(did), &[]) {
             tracing::error!(%error, peer = did, "cannot drop a peer's graph");
         }
         let mut catalogs = self.catalogs.write().expect("never poisoned");
@@ -249,6 +274,7 @@ pub fn ingest(
     address: &str,
     country: Option<String>,
     catalog: &Json,
+    digest: [u8; 32],
 ) -> Result<(PeerCatalog, Vec<Quad>), String> {
     let base = format!("{}/catalog/datasets/", address.trim_end_matches('/'));
     let mut document = crate::catalog::rdf::offer_for_rdf(catalog);
@@ -335,6 +361,7 @@ pub fn ingest(
         service: catalog.get("service").cloned().unwrap_or_else(|| json!([])),
         country,
         entries,
+        digest,
     };
     Ok((catalog, quads))
 }
@@ -342,7 +369,8 @@ pub fn ingest(
 /// What a successful crawl of one peer found, and how long its parts took.
 struct Crawled {
     datasets: usize,
-    triples: usize,
+    /// Triples in the peer's graph now; `None`: the catalogue was the same as last time, and nothing was replaced.
+    triples: Option<usize>,
     fetch_ms: u64,
     index_ms: u64,
 }
@@ -366,7 +394,8 @@ impl Broker {
         })
     }
 
-    /// Crawls one peer: its whole catalogue as this connector may see it, its publisher country, then the swap.
+    /// Crawls one peer: its whole catalogue as this connector may see it, its publisher country, then the swap
+    /// (unless the catalogue is the one crawled last time).
     async fn crawl_peer(&self, peer: &PeerRow) -> Result<Crawled, String> {
         let started = std::time::Instant::now();
         let catalog = self
@@ -376,12 +405,22 @@ impl Broker {
             .map_err(|e| e.to_string())?;
         let country = self.publisher_country(&peer.did).await;
         let fetched = std::time::Instant::now();
-        let (did, address) = (peer.did.clone(), peer.address.clone());
-        let (catalog, quads) = tokio::task::spawn_blocking(move || ingest(&did, &address, country, &catalog))
-            .await
-            .map_err(|e| format!("the crawl task failed: {e}"))??;
-        let datasets = catalog.entries.len();
-        let triples = self.replace(catalog, quads)?;
+        let previous = self.catalogs().get(&peer.did).cloned();
+        let (did, address, graphs) = (peer.did.clone(), peer.address.clone(), self.graph.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let digest = digest(&address, country.as_deref(), &catalog);
+            if let Some(previous) = previous.filter(|p| p.digest == digest) {
+                return Ok((previous.entries.len(), None));
+            }
+            let (catalog, quads) = ingest(&did, &address, country, &catalog, digest)?;
+            graphs.replace(&peer_graph(&did), &quads).map_err(|e| e.to_string())?;
+            Ok::<_, String>((catalog.entries.len(), Some((catalog, quads.len()))))
+        });
+        let (datasets, replaced) = read.await.map_err(|e| format!("the crawl task failed: {e}"))??;
+        let triples = replaced.map(|(catalog, triples)| {
+            self.replace(catalog);
+            triples
+        });
         let millis = |d: std::time::Duration| d.as_millis() as u64;
         Ok(Crawled { datasets, triples, fetch_ms: millis(fetched - started), index_ms: millis(fetched.elapsed()) })
     }
@@ -458,7 +497,10 @@ impl Broker {
                 Ok(Crawled { datasets, triples, fetch_ms, index_ms }) => {
                     status.last_success = crate::store::now_millis();
                     status.datasets = datasets;
-                    status.triples = triples;
+                    if let Some(triples) = triples {
+                        status.triples = triples;
+                        status.last_change = status.last_success;
+                    }
                     status.fetch_ms = fetch_ms;
                     status.index_ms = index_ms;
                     status.error = None;

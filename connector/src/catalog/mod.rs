@@ -6,6 +6,7 @@
 //! only after the transaction committed, with writes serialised so the views follow the order of the store.
 
 pub mod commands;
+pub mod graphs;
 pub mod model;
 pub use hanse_core::query;
 pub mod rdf;

@@ -1,5 +1,6 @@
 //! The RDF catalogue: an in-memory oxigraph store derived from the SQL state. Each dataset lives in a named graph of
-//! its own (so that an update replaces it whole), each offer in another; SPARQL sees their union as the default graph.
+//! its own (so that an update replaces it whole, in one transaction), each offer in another; SPARQL sees their union
+//! as the default graph. The store reclaims what rewrites leave behind ([`super::graphs`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -127,7 +128,7 @@ fn iri(value: &str) -> NamedNode {
 
 /// The catalogue graph.
 pub struct Graph {
-    store: Store,
+    graphs: super::graphs::Graphs,
     catalog_iri: String,
     service_iri: String,
     endpoint: String,
@@ -136,7 +137,7 @@ pub struct Graph {
 impl Graph {
     /// An empty graph describing the catalogue `catalog_iri` served by `service_iri` at `endpoint`.
     pub fn new(catalog_iri: &str, service_iri: &str, endpoint: &str, participant: &str, publisher_name: &str) -> Graph {
-        let store = Store::new().expect("the in-memory store always opens");
+        let graphs = super::graphs::Graphs::in_memory();
         let graph = GraphName::NamedNode(catalog_graph());
         let (catalog, service, publisher) = (iri(catalog_iri), iri(service_iri), iri(participant));
         let rdf_type = iri(&format!("{RDF}type"));
@@ -171,9 +172,9 @@ impl Graph {
             ),
             Quad::new(service, iri(&format!("{DCAT}endpointURL")), iri(endpoint), graph),
         ];
-        store.extend(quads).expect("in-memory insert");
+        graphs.load(quads).expect("in-memory insert");
         Graph {
-            store,
+            graphs,
             catalog_iri: catalog_iri.to_owned(),
             service_iri: service_iri.to_owned(),
             endpoint: endpoint.to_owned(),
@@ -252,30 +253,30 @@ impl Graph {
     /// Replaces the description of one dataset.
     pub fn put_dataset(&self, asset: &Asset, offer_ids: &[&str], formats: &[&str]) {
         let quads = self.dataset_quads(asset, offer_ids, formats);
-        let graph = dataset_graph(&asset.id);
-        let _ = self.store.clear_graph(&graph);
-        let _ = self.store.extend(quads);
+        self.write(&dataset_graph(&asset.id), &quads);
+    }
+
+    /// Replaces one named graph whole; a store that fails in memory has nothing better to do than say so.
+    fn write(&self, graph: &NamedNode, quads: &[Quad]) {
+        if let Err(error) = self.graphs.replace(graph, quads) {
+            tracing::error!(%error, %graph, "the catalogue graph could not be written");
+        }
     }
 
     /// Loads many dataset descriptions at once (start-up).
     pub fn load_datasets(&self, quads: impl IntoIterator<Item = Quad>) {
-        let mut loader = self.store.bulk_loader();
-        if let Err(error) = loader.load_quads(quads) {
+        if let Err(error) = self.graphs.load(quads) {
             tracing::error!(%error, "loading the catalogue graph failed");
-        }
-        if let Err(error) = loader.commit() {
-            tracing::error!(%error, "committing the catalogue graph failed");
         }
     }
 
     pub fn remove_dataset(&self, id: &str) {
-        let _ = self.store.remove_named_graph(&dataset_graph(id));
+        self.write(&dataset_graph(id), &[]);
     }
 
     /// Replaces the triples of a definition's offer (from its DSP JSON).
     pub fn put_offer(&self, definition_id: &str, offer: &Json) {
         let graph = offer_graph(definition_id);
-        let _ = self.store.remove_named_graph(&graph);
         let mut document = offer_for_rdf(offer);
         // The DSP context defines the ODRL terms only inside its type-scoped contexts: a standalone offer names the
         // DSP ODRL profile as well.
@@ -291,26 +292,32 @@ impl Graph {
         match hanse_vocab::jsonld::to_nquads(&document) {
             Ok(nquads) => {
                 let quads: Vec<Quad> = RdfParser::from_format(RdfFormat::NQuads)
-                    .with_default_graph(graph)
+                    .with_default_graph(graph.clone())
                     .rename_blank_nodes()
                     .for_slice(nquads.as_bytes())
                     .filter_map(Result::ok)
                     .collect();
-                let _ = self.store.extend(quads);
+                self.write(&graph, &quads);
             }
             Err(error) => {
-                tracing::warn!(%error, definition = definition_id, "offer could not be written to the RDF catalogue")
+                tracing::warn!(%error, definition = definition_id, "offer could not be written to the RDF catalogue");
+                self.write(&graph, &[]);
             }
         }
     }
 
     pub fn remove_offer(&self, definition_id: &str) {
-        let _ = self.store.remove_named_graph(&offer_graph(definition_id));
+        self.write(&offer_graph(definition_id), &[]);
     }
 
     /// Number of quads (for diagnostics and benchmarks).
     pub fn len(&self) -> usize {
-        self.store.len().unwrap_or(0)
+        self.graphs.len()
+    }
+
+    /// The store behind the graph (to see its copies: tests and benchmarks).
+    pub fn graphs(&self) -> &super::graphs::Graphs {
+        &self.graphs
     }
 
     pub fn is_empty(&self) -> bool {
@@ -325,7 +332,7 @@ impl Graph {
         accept: &str,
         limits: &SparqlLimits,
     ) -> Result<(&'static str, Vec<u8>), SparqlError> {
-        query_store(&self.store, query, accept, limits)
+        query_store(&self.graphs.store(), query, accept, limits)
     }
 }
 

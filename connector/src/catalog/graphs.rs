@@ -1,0 +1,276 @@
+//! Named graphs that are replaced whole, in an oxigraph store that gives back what they no longer hold.
+//!
+//! oxigraph's in-memory store never forgets a quad: removing one only closes its version range, adding it again
+//! opens another, and the text of every term stays in its dictionary. A catalogue whose datasets are edited, or a
+//! broker that re-crawls its peers (whose blank nodes are new on every parse), would grow with every rewrite
+//! (decision 0042). [`Graphs`] counts the quads writes remove; once they reach half of the quads that were live after
+//! the last copy, a thread copies the live quads from a snapshot into a fresh store, replays the
+//! graphs written meanwhile, and swaps the copy in. Readers keep the store they started on until they drop it.
+//! A store on disk (RocksDB) deletes what it removes and is never copied.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use oxigraph::model::{GraphNameRef, NamedNode, Quad};
+use oxigraph::store::{StorageError, Store};
+
+/// Below this many quads removed since the last copy, no copy is made (small graphs cost little either way).
+const MIN_DEAD: usize = 10_000;
+
+/// A set of named graphs, each written whole.
+#[derive(Clone)]
+pub struct Graphs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    current: RwLock<Store>,
+    writes: Mutex<Writes>,
+    /// Whether dead quads are reclaimed by copying (the in-memory store); a store on disk reclaims them itself.
+    copying: bool,
+    /// Copies swapped in so far.
+    copies: AtomicU64,
+}
+
+#[derive(Default)]
+struct Writes {
+    /// Quads live after the last copy (or the loads before the first), and inserted since.
+    live: usize,
+    /// Quads removed since the last copy: the store still holds each of them.
+    dead: usize,
+    /// While a copy runs: the graphs written after its snapshot, which it takes again before the swap.
+    written: Option<HashSet<NamedNode>>,
+}
+
+impl Graphs {
+    /// An empty in-memory store.
+    pub fn in_memory() -> Graphs {
+        Graphs::of(Store::new().expect("the in-memory store always opens"), true)
+    }
+
+    /// `store` as it is, never copied (a store on disk).
+    pub fn on_disk(store: Store) -> Graphs {
+        Graphs::of(store, false)
+    }
+
+    fn of(store: Store, copying: bool) -> Graphs {
+        Graphs {
+            inner: Arc::new(Inner {
+                current: RwLock::new(store),
+                writes: Mutex::new(Writes::default()),
+                copying,
+                copies: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The store to read: it stays whole for as long as the reader keeps it, whatever is swapped in meanwhile.
+    pub fn store(&self) -> Store {
+        self.inner.store()
+    }
+
+    /// Replaces graph `name` with `quads` (each in that graph) in one transaction; no quads removes it.
+    pub fn replace(&self, name: &NamedNode, quads: &[Quad]) -> Result<(), StorageError> {
+        debug_assert!(quads.iter().all(|q| q.graph_name.as_ref() == GraphNameRef::NamedNode(name.as_ref())));
+        let mut writes = self.inner.lock();
+        let store = self.inner.store();
+        let removed = replace_in(&store, name, quads)?;
+        writes.dead += removed;
+        writes.live = (writes.live + quads.len()).saturating_sub(removed);
+        if let Some(written) = &mut writes.written {
+            written.insert(name.clone());
+        } else if self.inner.copying && writes.dead >= MIN_DEAD.max(writes.live / 2) {
+            self.inner.start_copy(&mut writes, &store);
+        }
+        Ok(())
+    }
+
+    /// Adds many quads at once, in named graphs (while a graph is first built).
+    pub fn load(&self, quads: impl IntoIterator<Item = Quad>) -> Result<(), StorageError> {
+        let mut writes = self.inner.lock();
+        let Writes { live, written, .. } = &mut *writes;
+        let store = self.inner.store();
+        let mut loader = store.bulk_loader();
+        loader.load_quads(quads.into_iter().inspect(|quad| {
+            *live += 1;
+            // A copy running now has not seen these: it takes their graphs again before its swap.
+            if let (Some(written), oxigraph::model::GraphName::NamedNode(name)) = (written.as_mut(), &quad.graph_name)
+                && !written.contains(name)
+            {
+                written.insert(name.clone());
+            }
+        }))?;
+        loader.commit()?;
+        Ok(())
+    }
+
+    /// The quads held now (counts them: for diagnostics and benchmarks).
+    pub fn len(&self) -> usize {
+        self.store().len().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many copies have been swapped in.
+    pub fn copies(&self) -> u64 {
+        self.inner.copies.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no copy runs (tests and benchmarks that read memory figures).
+    pub fn settle(&self) {
+        while self.inner.lock().written.is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// Replaces graph `name` of `store` with `quads` in one transaction; answers how many quads it held.
+fn replace_in(store: &Store, name: &NamedNode, quads: &[Quad]) -> Result<usize, StorageError> {
+    let held = store.quads_for_pattern(None, None, None, Some(name.as_ref().into())).count();
+    let mut transaction = store.start_transaction()?;
+    transaction.remove_named_graph(name)?;
+    transaction.extend(quads);
+    transaction.commit()?;
+    Ok(held)
+}
+
+impl Inner {
+    fn store(&self) -> Store {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writes> {
+        self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts copying `store` from a snapshot taken now, while the writes are held, so that every later write is
+    /// one the copy replays.
+    fn start_copy(self: &Arc<Self>, writes: &mut Writes, store: &Store) {
+        let snapshot = store.iter();
+        writes.written = Some(HashSet::new());
+        let inner = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("hanse-graph-copy".into()).spawn(move || {
+            let started = std::time::Instant::now();
+            match inner.copy(snapshot) {
+                Ok(live) => {
+                    inner.copies.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(quads = live, ms = started.elapsed().as_millis() as u64, "graph store copied");
+                }
+                Err(error) => {
+                    inner.lock().written = None;
+                    tracing::error!(%error, "copying the graph store failed; the old one stays");
+                }
+            }
+        });
+        if let Err(error) = spawned {
+            writes.written = None;
+            tracing::error!(%error, "cannot start copying the graph store");
+        }
+    }
+
+    /// Copies the snapshot into a fresh store, replays the graphs written since, and swaps it in. Answers the quads
+    /// it holds.
+    fn copy(&self, snapshot: oxigraph::store::QuadIter<'static>) -> Result<usize, StorageError> {
+        let fresh = Store::new()?;
+        let mut live = 0usize;
+        let mut loader = fresh.bulk_loader();
+        loader.load_ok_quads::<_, StorageError>(snapshot.inspect(|_| live += 1))?;
+        loader.commit()?;
+        let mut writes = self.lock();
+        let old = self.store();
+        for name in writes.written.take().unwrap_or_default() {
+            let quads = old
+                .quads_for_pattern(None, None, None, Some(name.as_ref().into()))
+                .collect::<Result<Vec<Quad>, _>>()?;
+            let held = replace_in(&fresh, &name, &quads)?;
+            live = live.saturating_sub(held) + quads.len();
+        }
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        writes.live = live;
+        writes.dead = 0;
+        Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxigraph::model::{BlankNode, GraphName, Literal};
+
+    fn quads(graph: &NamedNode, n: usize, round: usize) -> Vec<Quad> {
+        (0..n)
+            .map(|i| {
+                Quad::new(
+                    BlankNode::default(),
+                    NamedNode::new_unchecked(format!("urn:p:{i}")),
+                    Literal::new_simple_literal(format!("{round}")),
+                    GraphName::NamedNode(graph.clone()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rewritten_graphs_are_copied_into_a_fresh_store_and_keep_their_last_content() {
+        let graphs = Graphs::in_memory();
+        let names: Vec<NamedNode> = (0..4).map(|g| NamedNode::new_unchecked(format!("urn:g:{g}"))).collect();
+        for name in &names {
+            graphs.replace(name, &quads(name, 5_000, 0)).unwrap();
+        }
+        // A reader's store stays whole whatever is swapped in meanwhile.
+        let reader = graphs.store();
+        for round in 1..=20 {
+            for name in &names {
+                graphs.replace(name, &quads(name, 5_000, round)).unwrap();
+            }
+        }
+        graphs.settle();
+        assert!(graphs.copies() >= 2, "{} copies", graphs.copies());
+        assert_eq!(reader.len().unwrap(), 20_000);
+        // Only the last round is held, in every graph, and the dead quads went with the old stores.
+        let store = graphs.store();
+        assert_eq!(store.len().unwrap(), 20_000);
+        for name in &names {
+            let values: HashSet<String> = store
+                .quads_for_pattern(None, None, None, Some(name.as_ref().into()))
+                .map(|q| q.unwrap().object.to_string())
+                .collect();
+            assert_eq!(values, HashSet::from(["\"20\"".to_owned()]), "{name}");
+        }
+        // A removed graph is gone from the copy too.
+        graphs.replace(&names[0], &[]).unwrap();
+        assert_eq!(graphs.len(), 15_000);
+    }
+
+    #[test]
+    fn writes_made_while_a_copy_runs_are_in_the_store_swapped_in() {
+        let graphs = Graphs::in_memory();
+        let name = NamedNode::new_unchecked("urn:g:busy");
+        let other = NamedNode::new_unchecked("urn:g:other");
+        graphs.replace(&other, &quads(&other, 30_000, 0)).unwrap();
+        let mut round = 0;
+        // Keep writing until at least one copy has been swapped in while writes went on.
+        while graphs.copies() < 3 {
+            round += 1;
+            graphs.replace(&name, &quads(&name, 2_000, round)).unwrap();
+            if round % 2 == 0 {
+                graphs.replace(&other, &quads(&other, 30_000, round)).unwrap();
+            }
+            assert!(round < 10_000, "no copy was swapped in");
+        }
+        graphs.settle();
+        let store = graphs.store();
+        let last = |graph: &NamedNode| -> HashSet<String> {
+            store
+                .quads_for_pattern(None, None, None, Some(graph.as_ref().into()))
+                .map(|q| q.unwrap().object.to_string())
+                .collect()
+        };
+        assert_eq!(last(&name), HashSet::from([format!("\"{round}\"")]));
+        assert_eq!(last(&other), HashSet::from([format!("\"{}\"", round - round % 2)]));
+        assert_eq!(store.len().unwrap(), 32_000);
+    }
+}
