@@ -32,17 +32,33 @@ pub enum JobError {
     /// The time limit passed.
     #[error("the job exceeded its time limit of {0} s")]
     TimeLimit(u64),
+    /// The job held more memory than its limit (MiB).
+    #[error("the job exceeded its memory limit of {0} MiB")]
+    MemoryLimit(u64),
 }
 
 /// Where a job must stop: checked every few thousand rows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Deadline {
     pub at: Instant,
     pub seconds: u64,
+    /// A flag that whoever meters the job's memory raises once the job holds more than the limit (MiB) beside it.
+    pub memory: Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, u64)>,
 }
 
 impl Deadline {
-    fn check(&self, row: usize) -> Result<(), JobError> {
+    /// A deadline `seconds` after `now`, with no memory meter.
+    pub fn after(now: Instant, seconds: u64) -> Deadline {
+        Deadline { at: now + std::time::Duration::from_secs(seconds), seconds, memory: None }
+    }
+
+    /// Whether the job must stop now: its memory flag is raised, or (checked every few thousand rows) its time is up.
+    pub fn check(&self, row: usize) -> Result<(), JobError> {
+        if let Some((exceeded, megabytes)) = &self.memory
+            && exceeded.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(JobError::MemoryLimit(*megabytes));
+        }
         if row.is_multiple_of(CHECK_EVERY) && Instant::now() > self.at {
             return Err(JobError::TimeLimit(self.seconds));
         }
@@ -663,7 +679,7 @@ mod tests {
     use crate::synth;
 
     fn forever() -> Deadline {
-        Deadline { at: Instant::now() + std::time::Duration::from_secs(60), seconds: 60 }
+        Deadline::after(Instant::now(), 60)
     }
 
     #[test]

@@ -426,3 +426,46 @@ async fn metrics_after_a_negotiation_a_transfer_and_a_job_show_every_family_with
     }
     federation.shutdown().await;
 }
+
+/// The meter the `hanse` binary runs its jobs under, here too, so that `compute.memory_limit_mb` holds in this process.
+#[global_allocator]
+static ALLOCATOR: hanse::memory::Metered<std::alloc::System> = hanse::memory::Metered(std::alloc::System);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_outgrows_the_memory_limit_is_stopped_and_the_site_keeps_serving() {
+    // A hospital whose jobs may hold 1 MiB, and a table the pre-check finds small (2 000 rows, two columns) but whose
+    // model has 500 terms: its information matrix alone is 2 MB.
+    let hospital = TestConnector::start_with(Backend::Sqlite, |config| config.compute.memory_limit_mb = 1).await;
+    let researcher = TestConnector::start(Backend::Sqlite).await;
+    let federation = Federation { connectors: vec![hospital, researcher], client: reqwest::Client::new() };
+    let levels: Vec<String> = (0..500).map(|i| format!("ward-{i:03}")).collect();
+    let schema = json!({"columns": [
+        {"name": "readmitted", "type": "boolean"},
+        {"name": "ward", "type": "categorical", "levels": levels},
+    ]});
+    let dir = federation.connectors[0].dir();
+    let (csv, schema_file) = (dir.join("wards.csv"), dir.join("wards.schema.json"));
+    let rows: String = (0..2000).map(|i| format!("{},{}\n", i % 3 == 0, levels[i % 500])).collect();
+    std::fs::write(&csv, format!("readmitted,ward\n{rows}")).unwrap();
+    std::fs::write(&schema_file, schema.to_string()).unwrap();
+    let connector = &federation.connectors[0];
+    let key = &connector.config.management.api_key;
+    commands::ingest(&connector.management_url(), key, "wards", &csv, &schema_file, json!({"title": "Wards"}))
+        .await
+        .unwrap();
+    offer_stored(&federation.management(0), "wards", compute_terms(&["glm", "aggregate"], json!([])), json!({})).await;
+    let agreement = agree(&federation, 0, "wards").await;
+
+    let model = json!({"family": "logistic", "outcome": "readmitted", "covariates": ["ward"]});
+    let glm = run(&federation, "glm", model, &[&agreement], json!({})).await;
+    assert_eq!(glm["state"], "FAILED", "{glm:#}");
+    let error = glm["error"].as_str().unwrap();
+    assert!(error.contains("memory limit of 1 MiB"), "{error}");
+
+    // The site keeps serving: a job within the limit runs on the same agreement, on a free worker.
+    let count = json!({"metrics": [{"column": "readmitted", "statistics": ["count"]}]});
+    let aggregate = run(&federation, "aggregate", count, &[&agreement], json!({})).await;
+    assert_eq!(aggregate["state"], "COMPLETED", "{aggregate:#}");
+    assert_eq!(aggregate["result"]["sites"][0]["n"], 2000);
+    federation.shutdown().await;
+}

@@ -147,16 +147,30 @@ impl Compute {
         Ok(table)
     }
 
-    /// Runs `work` on the blocking pool once a worker is free, with the configured time limit: the work checks its
-    /// deadline as it goes, and the caller stops waiting a second after it.
+    /// Runs `work` on the blocking pool once a worker is free, within the configured time and memory limits: the
+    /// work checks its deadline as it goes, and the caller stops waiting a second after it. The memory the work's
+    /// thread holds is metered by the binary's allocator (`crate::memory`); past `compute.memory_limit_mb` the work
+    /// stops at its next check, and a result reached past it is not answered. The worker slot stays taken until the
+    /// work's thread is done, even after the caller stopped waiting.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Deadline) -> Result<T, JobError> + Send + 'static,
     ) -> Result<T, JobError> {
         let seconds = self.settings.time_limit_seconds;
-        let _permit = self.workers.clone().acquire_owned().await.map_err(|_| JobError::TimeLimit(seconds))?;
-        let deadline = Deadline { at: Instant::now() + Duration::from_secs(seconds), seconds };
-        let task = tokio::task::spawn_blocking(move || work(&deadline));
+        let megabytes = self.settings.memory_limit_mb;
+        let permit = self.workers.clone().acquire_owned().await.map_err(|_| JobError::TimeLimit(seconds))?;
+        let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deadline =
+            Deadline { memory: Some((exceeded.clone(), megabytes)), ..Deadline::after(Instant::now(), seconds) };
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let limit = usize::try_from(megabytes.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+            let result = crate::memory::metered(limit, &exceeded, || work(&deadline));
+            match exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+                true => Err(JobError::MemoryLimit(megabytes)),
+                false => result,
+            }
+        });
         match tokio::time::timeout(Duration::from_secs(seconds + 1), task).await {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => Err(JobError::Invalid(format!("the job failed: {panic}"))),
@@ -273,6 +287,7 @@ fn job_failure(error: &JobError) -> Response {
         JobError::Invalid(reason) => fail(StatusCode::BAD_REQUEST, "InvalidJob", reason.clone()),
         JobError::Disclosure(reason) => fail(StatusCode::FORBIDDEN, "DisclosureControl", reason.clone()),
         JobError::TimeLimit(_) => fail(StatusCode::SERVICE_UNAVAILABLE, "JobTimeLimit", error.to_string()),
+        JobError::MemoryLimit(_) => fail(StatusCode::INSUFFICIENT_STORAGE, "JobMemoryLimit", error.to_string()),
     }
 }
 
@@ -449,7 +464,7 @@ impl Compute {
         };
         // Parameters are checked against the schema on no rows: a job that cannot run is not admitted (nor counted).
         let empty = Table { schema: table.schema.clone(), rows: 0, values: vec![Vec::new(); table.values.len()] };
-        let forever = Deadline { at: Instant::now() + Duration::from_secs(60), seconds: 60 };
+        let forever = Deadline::after(Instant::now(), 60);
         if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
             return job_failure(&error);
         }
