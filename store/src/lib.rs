@@ -42,8 +42,8 @@ pub use identity::{HeldCredential, IssuedCredential, TokenUse};
 pub use jobs::JobRow;
 pub use jobs::Jobs;
 pub use leases::Leases;
-pub use peers::PeerRow;
 pub use peers::PeerStore;
+pub use peers::{CrawledCatalog, PeerRow};
 pub use principal::Principal;
 pub use processes::Processes;
 pub use processes::{

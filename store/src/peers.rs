@@ -47,6 +47,21 @@ impl PeerRow {
 const SELECT: &str =
     "SELECT did, address, source, status, detail, first_seen, last_seen, last_attempt, failures FROM peers";
 
+/// A broker's last catalogue of one peer, as crawled.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct CrawledCatalog {
+    pub did: String,
+    /// The peer's versioned DSP base it was read from.
+    pub address: String,
+    pub country: Option<String>,
+    /// SHA-256 (hex) of address, country and catalogue.
+    pub digest: String,
+    /// The DSP `Catalog` JSON, every page merged.
+    pub catalog: String,
+    pub crawled_at: i64,
+    pub changed_at: i64,
+}
+
 /// Inserts `$peer` with `$source` in transaction `$tx`; `$on_conflict` says what a known DID does (a macro: the
 /// statement is compiled once per backend).
 macro_rules! insert {
@@ -209,6 +224,64 @@ impl PeerStore {
             .await?;
         });
         Ok(())
+    }
+
+    /// Keeps a catalogue a crawl found different from the last one (it goes with its peer). `false`: the peer is no
+    /// longer known, and nothing was kept.
+    pub async fn keep_catalog(&self, crawled: &CrawledCatalog) -> Result<bool, StoreError> {
+        let kept = with_writer!(self.pool, pool => sqlx::query(
+            "INSERT INTO broker_catalogs (did, address, country, digest, catalog, crawled_at, changed_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM peers WHERE did = $1) \
+             ON CONFLICT (did) DO UPDATE SET address = $2, country = $3, digest = $4, catalog = $5, crawled_at = $6, \
+             changed_at = $7",
+        )
+        .bind(&crawled.did)
+        .bind(&crawled.address)
+        .bind(&crawled.country)
+        .bind(&crawled.digest)
+        .bind(&crawled.catalog)
+        .bind(crawled.crawled_at)
+        .bind(crawled.changed_at)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(kept == 1)
+    }
+
+    /// Records that a crawl found a peer's catalogue unchanged at `at` (ms).
+    pub async fn catalog_unchanged(&self, did: &str, at: i64) -> Result<(), StoreError> {
+        with_writer!(self.pool, pool => {
+            sqlx::query("UPDATE broker_catalogs SET crawled_at = $2 WHERE did = $1")
+                .bind(did)
+                .bind(at)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets a peer's crawled catalogue.
+    pub async fn forget_catalog(&self, did: &str) -> Result<(), StoreError> {
+        with_writer!(self.pool, pool => {
+            sqlx::query("DELETE FROM broker_catalogs WHERE did = $1").bind(did).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// The DIDs whose catalogues are kept, and then each one (read one at a time: together they can be large).
+    pub async fn kept_catalogs(&self) -> Result<Vec<String>, StoreError> {
+        let dids: Vec<(String,)> = with_pool!(self.pool, pool =>
+            sqlx::query_as("SELECT did FROM broker_catalogs ORDER BY did").fetch_all(pool).await?);
+        Ok(dids.into_iter().map(|(did,)| did).collect())
+    }
+
+    pub async fn kept_catalog(&self, did: &str) -> Result<Option<CrawledCatalog>, StoreError> {
+        Ok(with_pool!(self.pool, pool => sqlx::query_as(
+            "SELECT did, address, country, digest, catalog, crawled_at, changed_at FROM broker_catalogs WHERE did = $1",
+        )
+        .bind(did)
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Forgets learned peers silent since `cutoff` (ms): not seen since then, and heard of before it. Returns their

@@ -216,3 +216,34 @@ async fn a_document_named_by_another_is_not_deleted(store: &hanse_store::Store, 
     );
 }
 on_every_backend!(references_on_every_backend, a_document_named_by_another_is_not_deleted);
+
+async fn a_crawled_catalogue_is_kept_with_its_peer_and_goes_with_it(store: &hanse_store::Store, backend: Backend) {
+    let peers = &store.peers;
+    let crawled = |did: &str, catalog: &str, at: i64| hanse_store::CrawledCatalog {
+        did: did.to_owned(),
+        address: format!("https://{did}/protocol/2025-1"),
+        country: None,
+        digest: "00".repeat(32),
+        catalog: catalog.to_owned(),
+        crawled_at: at,
+        changed_at: at,
+    };
+    // Not for a peer the list does not know.
+    assert!(!peers.keep_catalog(&crawled("did:web:nobody", "{}", 1)).await.unwrap(), "{backend:?}");
+    assert!(peers.kept_catalogs().await.unwrap().is_empty());
+    peers.seed_peer("did:web:north").await.unwrap();
+    assert!(peers.keep_catalog(&crawled("did:web:north", r#"{"dataset":[]}"#, 1)).await.unwrap());
+    let replaced = hanse_store::CrawledCatalog { country: Some("DE".into()), ..crawled("did:web:north", "{}", 2) };
+    assert!(peers.keep_catalog(&replaced).await.unwrap(), "{backend:?}");
+    peers.catalog_unchanged("did:web:north", 3).await.unwrap();
+    let kept = peers.kept_catalog("did:web:north").await.unwrap().unwrap();
+    assert_eq!(kept, hanse_store::CrawledCatalog { crawled_at: 3, ..replaced }, "{backend:?}");
+    assert_eq!(peers.kept_catalogs().await.unwrap(), ["did:web:north"]);
+    // It goes with its peer.
+    peers.remove_peer("did:web:north").await.unwrap();
+    assert!(peers.kept_catalog("did:web:north").await.unwrap().is_none(), "{backend:?}");
+}
+on_every_backend!(
+    a_crawled_catalogue_is_kept_with_its_peer_and_goes_with_it_on_every_backend,
+    a_crawled_catalogue_is_kept_with_its_peer_and_goes_with_it
+);

@@ -335,6 +335,32 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
         "the withdrawn dataset's triples are gone"
     );
 
+    // A restarted broker answers at once from the catalogues it kept, crawling none of them before they are due.
+    let kept = api.get("/management/v3/broker/crawls").await.body;
+    let broker = broker.restart().await;
+    let api = Management::of(&broker, &client);
+    let mut restored = Value::Null;
+    until("the kept catalogues to be restored", async || {
+        restored = api.get("/management/v3/broker/crawls").await.body;
+        restored.as_array().is_some_and(|s| s.len() == 3)
+    })
+    .await;
+    let summary = |body: &Value| -> BTreeMap<String, (Value, Value, Value)> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let did = s["did"].as_str().unwrap().to_owned();
+                (did, (s["datasets"].clone(), s["lastSuccess"].clone(), s["lastChange"].clone()))
+            })
+            .collect()
+    };
+    assert_eq!(summary(&restored), summary(&kept), "{restored:#}");
+    let cardiology = broker_get(&client, &broker, &researcher, "/broker/search?q=registry").await;
+    assert_eq!(hit_ids(&cardiology), ids(&["paediatric-diabetes"]));
+    let left = broker_get(&client, &broker, &researcher, &sparql("SELECT ?d WHERE { ?d a dcat:Dataset }")).await;
+    assert_eq!(left.body["results"]["bindings"].as_array().unwrap().len(), 3);
+
     // A hospital that goes away: the crawl fails and says why, the broker keeps its last catalogue and backs off.
     let south_public = south.public_url();
     south.running.shutdown().await;

@@ -245,8 +245,11 @@ impl Broker {
         *catalogs = Arc::new(next);
     }
 
-    /// Forgets a peer's catalogue.
-    fn forget(&self, did: &str) {
+    /// Forgets a peer's catalogue, here and in the store.
+    async fn forget(&self, did: &str) {
+        if let Err(error) = self.peers.forget_catalog(did).await {
+            tracing::error!(%error, peer = did, "cannot forget a peer's kept catalogue");
+        }
         if let Err(error) = self.graph.replace(&peer_graph(did), &[]) {
             tracing::error!(%error, peer = did, "cannot drop a peer's graph");
         }
@@ -263,6 +266,56 @@ impl Broker {
     pub fn force(&self) {
         for status in self.status.lock().expect("never poisoned").values_mut() {
             status.forced = true;
+        }
+    }
+}
+
+impl Broker {
+    /// Takes back the catalogues the store kept (each peer's last crawl, decision 0042), so that a restarted broker
+    /// answers at once; each is crawled again when it is due by its last crawl, not all at once.
+    pub async fn restore(&self) {
+        let dids = match self.peers.kept_catalogs().await {
+            Ok(dids) => dids,
+            Err(error) => return tracing::error!(%error, "cannot read the kept catalogues; every peer is crawled"),
+        };
+        let interval_ms = (self.settings.crawl_interval_seconds * 1000) as i64;
+        for did in dids {
+            let kept = match self.peers.kept_catalog(&did).await {
+                Ok(Some(kept)) => kept,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(%error, peer = did, "cannot read a kept catalogue; the peer is crawled");
+                    continue;
+                }
+            };
+            let graphs = self.graph.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let json: Json = serde_json::from_str(&kept.catalog).map_err(|e| e.to_string())?;
+                let digest = digest(&kept.address, kept.country.as_deref(), &json);
+                let (catalog, quads) = ingest(&kept.did, &kept.address, kept.country.clone(), &json, digest)?;
+                graphs.replace(&peer_graph(&kept.did), &quads).map_err(|e| e.to_string())?;
+                Ok::<_, String>((catalog, quads.len(), kept))
+            });
+            match read.await.map_err(|e| e.to_string()).and_then(|read| read) {
+                Ok((catalog, triples, kept)) => {
+                    let status = CrawlStatus {
+                        did: kept.did.clone(),
+                        address: kept.address.clone(),
+                        last_attempt: kept.crawled_at,
+                        last_success: kept.crawled_at,
+                        datasets: catalog.entries.len(),
+                        triples,
+                        last_change: kept.changed_at,
+                        next_due: kept.crawled_at + interval_ms,
+                        ..Default::default()
+                    };
+                    self.replace(catalog);
+                    self.status.lock().expect("never poisoned").insert(kept.did, status);
+                }
+                Err(error) => {
+                    tracing::error!(%error, peer = did, "a kept catalogue cannot be read; the peer is crawled")
+                }
+            }
         }
     }
 }
@@ -371,6 +424,8 @@ struct Crawled {
     datasets: usize,
     /// Triples in the peer's graph now; `None`: the catalogue was the same as last time, and nothing was replaced.
     triples: Option<usize>,
+    /// When it succeeded (ms), as the store keeps it.
+    at: i64,
     fetch_ms: u64,
     index_ms: u64,
 }
@@ -412,17 +467,36 @@ impl Broker {
             if let Some(previous) = previous.filter(|p| p.digest == digest) {
                 return Ok((previous.entries.len(), None));
             }
+            let kept = crate::store::CrawledCatalog {
+                did: did.clone(),
+                address: address.clone(),
+                country: country.clone(),
+                digest: hanse_core::encode::hex(&digest),
+                catalog: catalog.to_string(),
+                crawled_at: 0,
+                changed_at: 0,
+            };
             let (catalog, quads) = ingest(&did, &address, country, &catalog, digest)?;
             graphs.replace(&peer_graph(&did), &quads).map_err(|e| e.to_string())?;
-            Ok::<_, String>((catalog.entries.len(), Some((catalog, quads.len()))))
+            Ok::<_, String>((catalog.entries.len(), Some((catalog, quads.len(), kept))))
         });
         let (datasets, replaced) = read.await.map_err(|e| format!("the crawl task failed: {e}"))??;
-        let triples = replaced.map(|(catalog, triples)| {
-            self.replace(catalog);
-            triples
-        });
+        let now = crate::store::now_millis();
+        let (triples, kept) = match replaced {
+            Some((catalog, triples, mut kept)) => {
+                self.replace(catalog);
+                (kept.crawled_at, kept.changed_at) = (now, now);
+                (Some(triples), self.peers.keep_catalog(&kept).await.map(drop))
+            }
+            None => (None, self.peers.catalog_unchanged(&peer.did, now).await),
+        };
+        // The store's copy only spares a restarted broker a crawl: failing to keep it fails nothing else.
+        if let Err(error) = kept {
+            tracing::error!(%error, peer = peer.did, "cannot keep the crawled catalogue");
+        }
         let millis = |d: std::time::Duration| d.as_millis() as u64;
-        Ok(Crawled { datasets, triples, fetch_ms: millis(fetched - started), index_ms: millis(fetched.elapsed()) })
+        let (fetch_ms, index_ms) = (millis(fetched - started), millis(fetched.elapsed()));
+        Ok(Crawled { datasets, triples, at: now, fetch_ms, index_ms })
     }
 
     /// One crawl round: every live peer that is due (all of them after [`Broker::force`]), `broker.concurrency` at a
@@ -451,7 +525,7 @@ impl Broker {
             .collect();
         for did in drop {
             tracing::info!(peer = did, "dropping a peer's catalogue: the peer is gone or silent");
-            broker.forget(&did);
+            broker.forget(&did).await;
         }
         let due: Vec<PeerRow> = {
             let mut status = broker.status.lock().expect("never poisoned");
@@ -494,8 +568,8 @@ impl Broker {
             let counted = if outcome.is_ok() { "crawled" } else { "failed" };
             broker.peers.meter().count("hanse_broker_crawls_total", &[("outcome", counted)]);
             match outcome {
-                Ok(Crawled { datasets, triples, fetch_ms, index_ms }) => {
-                    status.last_success = crate::store::now_millis();
+                Ok(Crawled { datasets, triples, at, fetch_ms, index_ms }) => {
+                    status.last_success = at;
                     status.datasets = datasets;
                     if let Some(triples) = triples {
                         status.triples = triples;
@@ -607,6 +681,7 @@ pub fn spawn(state: Arc<Broker>, mut signal: watch::Receiver<bool>) {
     // Peers become due at different times: look often, crawl only what is due.
     let tick = Duration::from_secs(state.settings.crawl_interval_seconds.clamp(1, 5));
     tokio::spawn(async move {
+        state.restore().await;
         loop {
             state.crawl_round().await;
             tokio::select! {
