@@ -164,7 +164,7 @@ impl Broker {
     }
 
     /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk starts empty
-    /// like one in memory: it is derived from the peers and recrawled at once.
+    /// like one in memory: it is derived, and filled from the catalogues the store kept ([`Broker::restore`]).
     pub fn open(config: &crate::config::BrokerConfig, crawler: Crawler) -> Result<Broker, String> {
         let graph = match &config.graph_dir {
             None => Graphs::in_memory(),
@@ -292,9 +292,9 @@ impl Broker {
             let read = tokio::task::spawn_blocking(move || {
                 let json: Json = serde_json::from_str(&kept.catalog).map_err(|e| e.to_string())?;
                 let digest = digest(&kept.address, kept.country.as_deref(), &json);
-                let (catalog, quads) = ingest(&kept.did, &kept.address, kept.country.clone(), &json, digest)?;
-                graphs.replace(&peer_graph(&kept.did), &quads).map_err(|e| e.to_string())?;
-                Ok::<_, String>((catalog, quads.len(), kept))
+                let (catalog, triples) =
+                    read_into(&graphs, &kept.did, &kept.address, kept.country.clone(), &json, digest)?;
+                Ok::<_, String>((catalog, triples, kept))
             });
             match read.await.map_err(|e| e.to_string()).and_then(|read| read) {
                 Ok((catalog, triples, kept)) => {
@@ -318,6 +318,21 @@ impl Broker {
             }
         }
     }
+}
+
+/// Reads a peer's catalogue ([`ingest`]) and replaces the peer's graph with its quads; answers the index entry and
+/// how many quads the graph holds now.
+fn read_into(
+    graphs: &Graphs,
+    did: &str,
+    address: &str,
+    country: Option<String>,
+    catalog: &Json,
+    digest: [u8; 32],
+) -> Result<(PeerCatalog, usize), String> {
+    let (catalog, quads) = ingest(did, address, country, catalog, digest)?;
+    graphs.replace(&peer_graph(did), &quads).map_err(|e| e.to_string())?;
+    Ok((catalog, quads.len()))
 }
 
 /// Reads a crawled DSP `Catalog` into its index entries and quads. `address` is the peer's DSP base: relative
@@ -476,9 +491,8 @@ impl Broker {
                 crawled_at: 0,
                 changed_at: 0,
             };
-            let (catalog, quads) = ingest(&did, &address, country, &catalog, digest)?;
-            graphs.replace(&peer_graph(&did), &quads).map_err(|e| e.to_string())?;
-            Ok::<_, String>((catalog.entries.len(), Some((catalog, quads.len(), kept))))
+            let (catalog, triples) = read_into(&graphs, &did, &address, country, &catalog, digest)?;
+            Ok::<_, String>((catalog.entries.len(), Some((catalog, triples, kept))))
         });
         let (datasets, replaced) = read.await.map_err(|e| format!("the crawl task failed: {e}"))??;
         let now = crate::store::now_millis();

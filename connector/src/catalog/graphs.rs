@@ -75,7 +75,7 @@ impl Graphs {
         debug_assert!(quads.iter().all(|q| q.graph_name.as_ref() == GraphNameRef::NamedNode(name.as_ref())));
         let mut writes = self.inner.lock();
         let store = self.inner.store();
-        let removed = replace_in(&store, name, quads)?;
+        let removed = replace_in(&store, name, quads, self.inner.copying)?;
         writes.dead += removed;
         writes.live = (writes.live + quads.len()).saturating_sub(removed);
         if let Some(written) = &mut writes.written {
@@ -127,9 +127,10 @@ impl Graphs {
     }
 }
 
-/// Replaces graph `name` of `store` with `quads` in one transaction; answers how many quads it held.
-fn replace_in(store: &Store, name: &NamedNode, quads: &[Quad]) -> Result<usize, StorageError> {
-    let held = store.quads_for_pattern(None, None, None, Some(name.as_ref().into())).count();
+/// Replaces graph `name` of `store` with `quads` in one transaction; answers how many quads it held (when `count`,
+/// else 0).
+fn replace_in(store: &Store, name: &NamedNode, quads: &[Quad], count: bool) -> Result<usize, StorageError> {
+    let held = if count { store.quads_for_pattern(None, None, None, Some(name.as_ref().into())).count() } else { 0 };
     let mut transaction = store.start_transaction()?;
     transaction.remove_named_graph(name)?;
     transaction.extend(quads);
@@ -185,7 +186,7 @@ impl Inner {
             let quads = old
                 .quads_for_pattern(None, None, None, Some(name.as_ref().into()))
                 .collect::<Result<Vec<Quad>, _>>()?;
-            let held = replace_in(&fresh, &name, &quads)?;
+            let held = replace_in(&fresh, &name, &quads, true)?;
             live = live.saturating_sub(held) + quads.len();
         }
         *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
