@@ -247,7 +247,6 @@ pub async fn start_on(
         )),
         false => None,
     };
-    let catalogue = Arc::new(catalogue);
     let dispatcher = Arc::new(crate::dispatch::Dispatcher::default());
     let negotiations = negotiation::Negotiations::new(
         store.processes.clone(),

@@ -56,6 +56,7 @@ pub async fn answer(
     match answer {
         Ok(Ok((content_type, body))) => Ok(([(header::CONTENT_TYPE, content_type)], body).into_response()),
         Ok(Err(SparqlError::NotAcceptable(message))) => Err(ManagementError::NotAcceptable(message)),
+        Ok(Err(error @ SparqlError::Building(_))) => Err(ManagementError::Unavailable(error.to_string())),
         Ok(Err(error)) if error.is_request_error() => Err(ManagementError::field("query", error.to_string())),
         Ok(Err(error)) => Err(ManagementError::Internal(error.to_string())),
         Err(error) => Err(ManagementError::Internal(format!("the query task failed: {error}"))),

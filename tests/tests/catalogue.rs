@@ -282,3 +282,59 @@ async fn sparql_answers_over_the_catalogue_graph_and_refuses_updates() {
     assert_eq!(after["results"]["bindings"][0]["t"]["value"], "Renamed cohort");
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_start_sparql_waits_for_the_whole_graph_and_a_write_lands_in_it_once() {
+    const DATASETS: usize = 3000;
+    for backend in hanse::testing::backends() {
+        let connector = TestConnector::start(backend).await;
+        // Stored directly, as a large catalogue a connector starts on.
+        let template = hanse::catalog::model::Asset::from_body(
+            &health_asset("dataset-0000", "Cohort", &["diabetes"], 100),
+            &connector.running.state.catalogue.service.file_root,
+        )
+        .unwrap();
+        let documents: Vec<(String, Value)> = (0..DATASETS)
+            .map(|i| {
+                let mut expanded = template.expanded.clone();
+                expanded["@id"] = json!(format!("dataset-{i:04}"));
+                (format!("dataset-{i:04}"), expanded)
+            })
+            .collect();
+        let store = &connector.running.state.store;
+        store.documents.insert_documents(hanse::store::DocumentKind::Asset, &documents).await.unwrap();
+        let connector = connector.restart().await;
+        let client = reqwest::Client::new();
+        let api = Management::of(&connector, &client);
+        let sparql = async |query: &str| -> Value {
+            let response = client
+                .post(format!("{}/management/sparql", api.base))
+                .header("X-Api-Key", &api.api_key)
+                .header("Content-Type", "application/sparql-query")
+                .body(query.to_owned())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json().await.unwrap()
+        };
+
+        // A query at once waits for the whole graph.
+        let count = sparql("SELECT (COUNT(?d) AS ?n) WHERE { ?d a dcat:Dataset }").await;
+        assert_eq!(count["results"]["bindings"][0]["n"]["value"], DATASETS.to_string(), "{backend:?}: {count:#}");
+        // A write at once: it waits for the build, then replaces the dataset's description, which is there once
+        // (its period is a blank node: a description written twice would hold two).
+        let mut renamed = health_asset("dataset-0001", "Renamed cohort", &["renamed"], 100);
+        renamed["properties"]["dct:temporal"] = json!({"@type": "dct:PeriodOfTime", "dcat:startDate": "2020-01-01"});
+        assert_eq!(api.put("/management/v3/assets", &renamed).await.status, 204, "{backend:?}");
+        let one = sparql(
+            "SELECT ?title ?start WHERE { ?d dct:identifier \"dataset-0001\" ; dct:title ?title ; \
+             dct:temporal [ dcat:startDate ?start ] }",
+        )
+        .await;
+        let bindings = one["results"]["bindings"].as_array().unwrap();
+        assert_eq!(bindings.len(), 1, "{backend:?}: {one:#}");
+        assert_eq!(bindings[0]["title"]["value"], "Renamed cohort");
+        connector.running.shutdown().await;
+    }
+}

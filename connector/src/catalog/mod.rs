@@ -211,7 +211,7 @@ pub struct CatalogPage {
 /// The catalogue.
 pub struct Catalogue {
     state: RwLock<State>,
-    writes: tokio::sync::Mutex<()>,
+    writes: Arc<tokio::sync::Mutex<()>>,
     graph: Graph,
     pub service: ServiceInfo,
     /// Where the catalogue's documents are kept: every write goes there first.
@@ -371,7 +371,7 @@ impl Catalogue {
         audit: crate::store::AuditStore,
         approval: bool,
         service: ServiceInfo,
-    ) -> Result<Catalogue, StoreError> {
+    ) -> Result<Arc<Catalogue>, StoreError> {
         // The log's size before anything is read: the changes after it are followed (decision 0040).
         let followed = std::sync::atomic::AtomicU64::new(audit.audit_size().await?);
         let graph = Graph::new(
@@ -410,14 +410,12 @@ impl Catalogue {
         for id in &definition_ids {
             state.recompute_offer(id, &graph);
         }
-        // Assets are read page by page, and each page's triples go to the graph before the next page is read, so
-        // that memory holds the typed catalogue and the graph, never every stored body at once.
+        // Assets are read page by page, so that memory holds the typed catalogue, never every stored body at once.
         let mut after: Option<String> = None;
         loop {
             let page = documents.list_documents_after(DocumentKind::Asset, after.as_deref(), LOAD_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
-            let mut quads = Vec::new();
             for document in page {
                 let id = document.id.clone();
                 let stored = match read_asset(document, &service.file_root) {
@@ -431,24 +429,22 @@ impl Catalogue {
                 let selecting = state.selecting(asset);
                 state.selected_by.insert(asset.id.clone(), selecting);
                 state.rerender(asset);
-                if !state.unpublished.contains(&asset.id) {
-                    let offers = state.offer_ids_of(&asset.id);
-                    quads.extend(graph.dataset_quads(asset, &offers, asset.data_address.formats()));
-                }
                 state.assets.insert(asset.id.clone(), stored);
             }
-            graph.load_datasets(quads);
         }
         tracing::info!(
             assets = state.assets.len(),
             policies = state.policies.len(),
             contract_definitions = state.definitions.len(),
-            triples = graph.len(),
             "catalogue loaded"
         );
-        Ok(Catalogue {
+        // Writes wait until the graph holds every dataset: the build reads the views, and a write in between would
+        // be in the graph twice.
+        let writes = Arc::new(tokio::sync::Mutex::new(()));
+        let building = writes.clone().try_lock_owned().expect("a new lock is free");
+        let catalogue = Arc::new(Catalogue {
             state: RwLock::new(state),
-            writes: tokio::sync::Mutex::new(()),
+            writes,
             graph,
             service,
             documents,
@@ -456,7 +452,45 @@ impl Catalogue {
             approval,
             audit,
             followed,
+        });
+        tokio::spawn(catalogue.clone().build_graph(building));
+        Ok(catalogue)
+    }
+
+    /// Puts every published dataset's description into the RDF graph, a page at a time, after the views are
+    /// loaded: the connector serves meanwhile, SPARQL waits for the graph (decision 0042), and catalogue writes wait
+    /// on `_writes`, held since the load.
+    async fn build_graph(self: Arc<Self>, _writes: tokio::sync::OwnedMutexGuard<()>) {
+        let started = std::time::Instant::now();
+        let catalogue = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let mut after: Option<String> = None;
+            loop {
+                let quads: Vec<rdf::Quad> = {
+                    let state = catalogue.read();
+                    let from = after.as_ref().map_or(Bound::Unbounded, |id| Bound::Excluded(id.clone()));
+                    let page: Vec<&Stored<Asset>> =
+                        state.assets.range((from, Bound::Unbounded)).map(|(_, a)| a).take(LOAD_PAGE as usize).collect();
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.value.id.clone());
+                    page.iter()
+                        .map(|stored| &stored.value)
+                        .filter(|asset| !state.unpublished.contains(&asset.id))
+                        .flat_map(|asset| {
+                            let offers = state.offer_ids_of(&asset.id);
+                            catalogue.graph.dataset_quads(asset, &offers, asset.data_address.formats())
+                        })
+                        .collect()
+                };
+                catalogue.graph.load_datasets(quads);
+            }
         })
+        .await;
+        if let Err(error) = built {
+            tracing::error!(%error, "building the catalogue graph failed; SPARQL answers from what it holds");
+        }
+        self.graph.mark_ready();
+        tracing::info!(triples = self.graph.len(), ms = started.elapsed().as_millis() as u64, "catalogue graph built");
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -968,5 +1002,10 @@ impl Catalogue {
     /// Number of triples in the catalogue graph.
     pub fn triples(&self) -> usize {
         self.graph.len()
+    }
+
+    /// Waits (up to `timeout`) until the graph holds every dataset; whether it does.
+    pub fn graph_built(&self, timeout: std::time::Duration) -> bool {
+        self.graph.wait_ready(timeout)
     }
 }

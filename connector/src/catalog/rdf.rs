@@ -8,7 +8,8 @@ use std::time::Duration;
 use hanse_self_descriptions::dcat::{self, Properties, Term};
 use hanse_vocab::ns::{DCAT, DCT, FOAF, HANSE, ODRL, RDF};
 use oxigraph::io::{RdfFormat, RdfParser, RdfSerializer};
-use oxigraph::model::{BlankNode, GraphName, Literal, NamedNode, NamedOrBlankNode, Quad, Term as RdfTerm};
+pub use oxigraph::model::Quad;
+use oxigraph::model::{BlankNode, GraphName, Literal, NamedNode, NamedOrBlankNode, Term as RdfTerm};
 use oxigraph::sparql::results::{QueryResultsFormat, QueryResultsSerializer};
 use oxigraph::sparql::{CancellationToken, QueryResults, SparqlEvaluator};
 use oxigraph::store::Store;
@@ -44,12 +45,14 @@ pub enum SparqlError {
     Unsupported(&'static str),
     #[error("query evaluation failed: {0}")]
     Evaluation(String),
+    #[error("the catalogue graph is still being built after the start ({0} s waited); try again in a moment")]
+    Building(u64),
 }
 
 impl SparqlError {
     /// Whether the request is at fault (a 4xx): its text, its size, or what it asks of the endpoint.
     pub fn is_request_error(&self) -> bool {
-        !matches!(self, SparqlError::Evaluation(_))
+        !matches!(self, SparqlError::Evaluation(_) | SparqlError::Building(_))
     }
 }
 
@@ -129,6 +132,8 @@ fn iri(value: &str) -> NamedNode {
 /// The catalogue graph.
 pub struct Graph {
     graphs: super::graphs::Graphs,
+    /// Whether every dataset's description is in (set once, by the catalogue's build after its load).
+    ready: (std::sync::Mutex<bool>, std::sync::Condvar),
     catalog_iri: String,
     service_iri: String,
     endpoint: String,
@@ -175,6 +180,7 @@ impl Graph {
         graphs.load(quads).expect("in-memory insert");
         Graph {
             graphs,
+            ready: Default::default(),
             catalog_iri: catalog_iri.to_owned(),
             service_iri: service_iri.to_owned(),
             endpoint: endpoint.to_owned(),
@@ -324,14 +330,35 @@ impl Graph {
         self.len() == 0
     }
 
-    /// Runs a read-only SPARQL query over the union of all graphs and serialises the result as `accept` asks.
-    /// Returns the content type and the body.
+    /// Says that every dataset's description is in.
+    pub fn mark_ready(&self) {
+        *self.ready.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        self.ready.1.notify_all();
+    }
+
+    /// Waits up to `timeout` until every dataset's description is in; whether it is.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let ready = self.ready.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (ready, _) = self
+            .ready
+            .1
+            .wait_timeout_while(ready, timeout, |ready| !*ready)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *ready
+    }
+
+    /// Runs a read-only SPARQL query over the union of all graphs and serialises the result as `accept` asks, once
+    /// the graph is built (waiting for it up to the query's time limit). Returns the content type and the body.
     pub fn query(
         &self,
         query: &str,
         accept: &str,
         limits: &SparqlLimits,
     ) -> Result<(&'static str, Vec<u8>), SparqlError> {
+        check_query(query, limits)?;
+        if !self.wait_ready(limits.timeout) {
+            return Err(SparqlError::Building(limits.timeout.as_secs()));
+        }
         query_store(&self.graphs.store(), query, accept, limits)
     }
 }
