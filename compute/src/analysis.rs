@@ -52,6 +52,18 @@ impl Deadline {
         Deadline { at: now + std::time::Duration::from_secs(seconds), seconds, memory: None }
     }
 
+    /// Refuses, before it is allocated, a working array of `bytes` that alone would pass the job's memory limit (an
+    /// allocation that large could fail and stop the process before any meter sees it). A job without a limit is not
+    /// bounded here.
+    pub fn admit(&self, bytes: usize) -> Result<(), JobError> {
+        match &self.memory {
+            Some((_, megabytes)) if bytes as u64 > megabytes.saturating_mul(1 << 20) => {
+                Err(JobError::MemoryLimit(*megabytes))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the job must stop now: its memory flag is raised, or (checked every few thousand rows) its time is up.
     pub fn check(&self, row: usize) -> Result<(), JobError> {
         if let Some((exceeded, megabytes)) = &self.memory
@@ -519,8 +531,14 @@ pub fn glm_round(table: &Table, design: &Design, beta: &[f64], deadline: &Deadli
     if beta.iter().any(|b| !b.is_finite()) {
         return Err(invalid("coefficients: must be finite"));
     }
+    let cells = p.checked_mul(p).ok_or_else(|| invalid(format!("covariates: {p} terms are too many for a model")))?;
+    deadline.admit(cells.saturating_mul(size_of::<f64>()))?;
+    let mut information = Vec::new();
+    information
+        .try_reserve_exact(cells)
+        .map_err(|_| invalid(format!("covariates: the {p} terms' {p}×{p} information matrix cannot be held")))?;
+    information.resize(cells, 0.0);
     let mut score = vec![0.0; p];
-    let mut information = vec![0.0; p * p];
     let mut deviance = 0.0;
     let mut x = vec![0.0; p];
     for (i, &row) in design.rows.iter().enumerate() {
@@ -731,6 +749,30 @@ mod tests {
         assert!((linear[0] - 2.0).abs() < 0.02 && (linear[1] + 1.5).abs() < 0.03, "{linear:?}");
         let (_, poisson) = fit(&table, json!({"family": "poisson", "outcome": "count", "covariates": ["x"]}));
         assert!((poisson[0] - 0.3).abs() < 0.03 && (poisson[1] - 0.8).abs() < 0.04, "{poisson:?}");
+    }
+
+    #[test]
+    fn a_model_whose_information_matrix_would_pass_the_memory_limit_is_refused_before_it_is_allocated() {
+        let levels: Vec<String> = (0..2000).map(|i| format!("ward-{i}")).collect();
+        let schema = crate::table::Schema::from_json(&json!({"columns": [
+            {"name": "readmitted", "type": "boolean"}, {"name": "ward", "type": "categorical", "levels": levels}]}))
+        .unwrap();
+        // A few rows: the matrix's size depends on the terms alone.
+        let values = vec![(0..10).map(|i| f64::from(i % 3 == 0)).collect(), (0..10).map(f64::from).collect()];
+        let table = Table { schema, rows: 10, values };
+        let parameters: ModelParameters =
+            read_parameters(&json!({"family": "logistic", "outcome": "readmitted", "covariates": ["ward"]})).unwrap();
+        let design = Design::new(&table, &parameters, &forever()).unwrap();
+        let beta = vec![0.0; design.terms.len()];
+        // 2 000 terms: 32 MB of matrix against a limit of 16 MiB; no meter has to see it.
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let limited = Deadline { memory: Some((flag.clone(), 16)), ..forever() };
+        let Err(refused) = glm_round(&table, &design, &beta, &limited) else { panic!("a 32 MB matrix under 16 MiB") };
+        assert!(matches!(refused, JobError::MemoryLimit(16)), "{refused}");
+        assert!(!flag.load(std::sync::atomic::Ordering::Relaxed));
+        // Within the limit it runs.
+        let roomy = Deadline { memory: Some((flag, 64)), ..forever() };
+        assert_eq!(glm_round(&table, &design, &beta, &roomy).unwrap().score.len(), 2000);
     }
 
     #[test]

@@ -433,9 +433,10 @@ static ALLOCATOR: hanse::memory::Metered<std::alloc::System> = hanse::memory::Me
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_outgrows_the_memory_limit_is_stopped_and_the_site_keeps_serving() {
-    // A hospital whose jobs may hold 1 MiB, and a table the pre-check finds small (2 000 rows, two columns) but whose
-    // model has 500 terms: its information matrix alone is 2 MB.
-    let hospital = TestConnector::start_with(Backend::Sqlite, |config| config.compute.memory_limit_mb = 1).await;
+    // A hospital whose jobs may hold 4 MiB, and a table the pre-check finds small (2 000 rows, two columns) but whose
+    // model has 500 terms: its information matrix is 2 MB, which is admitted, and that matrix as JSON holds four times
+    // as much, which only the meter sees.
+    let hospital = TestConnector::start_with(Backend::Sqlite, |config| config.compute.memory_limit_mb = 4).await;
     let researcher = TestConnector::start(Backend::Sqlite).await;
     let federation = Federation { connectors: vec![hospital, researcher], client: reqwest::Client::new() };
     let levels: Vec<String> = (0..500).map(|i| format!("ward-{i:03}")).collect();
@@ -460,7 +461,7 @@ async fn a_job_that_outgrows_the_memory_limit_is_stopped_and_the_site_keeps_serv
     let glm = run(&federation, "glm", model, &[&agreement], json!({})).await;
     assert_eq!(glm["state"], "FAILED", "{glm:#}");
     let error = glm["error"].as_str().unwrap();
-    assert!(error.contains("memory limit of 1 MiB"), "{error}");
+    assert!(error.contains("memory limit of 4 MiB"), "{error}");
 
     // The site keeps serving: a job within the limit runs on the same agreement, on a free worker.
     let count = json!({"metrics": [{"column": "readmitted", "statistics": ["count"]}]});

@@ -464,7 +464,10 @@ impl Compute {
         };
         // Parameters are checked against the schema on no rows: a job that cannot run is not admitted (nor counted).
         let empty = Table { schema: table.schema.clone(), rows: 0, values: vec![Vec::new(); table.values.len()] };
-        let forever = Deadline::after(Instant::now(), 60);
+        // Under the memory limit too: a model too large for it is refused before its matrices are allocated.
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let forever =
+            Deadline { memory: Some((flag, self.settings.memory_limit_mb)), ..Deadline::after(Instant::now(), 60) };
         if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
             return job_failure(&error);
         }
