@@ -52,6 +52,12 @@ impl Deadline {
         Deadline { at: now + std::time::Duration::from_secs(seconds), seconds, memory: None }
     }
 
+    /// A deadline `seconds` after `now` for a job that may hold `megabytes`, with a flag of its own for the meter.
+    pub fn metered(now: Instant, seconds: u64, megabytes: u64) -> Deadline {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Deadline { memory: Some((flag, megabytes)), ..Deadline::after(now, seconds) }
+    }
+
     /// Refuses, before it is allocated, a working array of `bytes` that alone would pass the job's memory limit (an
     /// allocation that large could fail and stop the process before any meter sees it). A job without a limit is not
     /// bounded here.

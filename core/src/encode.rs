@@ -13,9 +13,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// The SHA-256 of a JSON value as serialised, hex: a redelivered message has the same digest.
+/// The SHA-256 of a JSON value as serialised, hex: a redelivered message has the same digest. The text is hashed as
+/// it is written, never held whole.
 pub fn digest(message: &Json) -> String {
-    sha256_hex(message.to_string().as_bytes())
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Sha256::new());
+    serde_json::to_writer(&mut hashing, message).expect("a JSON value always serialises");
+    hex(&hashing.0.finalize())
 }
 
 /// `value` with everything but unreserved characters (RFC 3986: letters, digits, `-._~`) percent-encoded: safe in a

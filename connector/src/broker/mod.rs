@@ -66,28 +66,13 @@ pub struct PeerCatalog {
     /// Sorted by `id`.
     pub entries: Vec<Entry>,
     /// What was crawled (see [`digest`]): a crawl that finds the same leaves the graph and index as they are.
-    pub digest: [u8; 32],
+    pub digest: String,
 }
 
-/// The SHA-256 of what a crawl of a peer read: its address, publisher country and catalogue.
-pub fn digest(address: &str, country: Option<&str>, catalog: &Json) -> [u8; 32] {
-    /// Hashes what is written to it: the catalogue's JSON text is hashed as it is written, never held whole.
-    struct Hashing(openssl::sha::Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.update(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut hashing = Hashing(openssl::sha::Sha256::new());
-    for part in [address, "\n", country.unwrap_or(""), "\n"] {
-        hashing.0.update(part.as_bytes());
-    }
-    serde_json::to_writer(&mut hashing, catalog).expect("a JSON value always serialises");
-    hashing.0.finish()
+/// The SHA-256 (hex) of what a crawl of a peer read: its address, publisher country and catalogue.
+pub fn digest(address: &str, country: Option<&str>, catalog: &Json) -> String {
+    let catalog = hanse_core::encode::digest(catalog);
+    hanse_core::encode::sha256_hex(format!("{address}\n{}\n{catalog}", country.unwrap_or("")).as_bytes())
 }
 
 /// The crawl status of one peer.
@@ -222,11 +207,6 @@ impl Broker {
         self.graph.len()
     }
 
-    /// The store behind the federation graph (to see its copies: tests and benchmarks).
-    pub fn graphs(&self) -> &Graphs {
-        &self.graph
-    }
-
     /// Read-only SPARQL over every peer's graph.
     pub fn sparql(
         &self,
@@ -291,9 +271,8 @@ impl Broker {
             let graphs = self.graph.clone();
             let read = tokio::task::spawn_blocking(move || {
                 let json: Json = serde_json::from_str(&kept.catalog).map_err(|e| e.to_string())?;
-                let digest = digest(&kept.address, kept.country.as_deref(), &json);
                 let (catalog, triples) =
-                    read_into(&graphs, &kept.did, &kept.address, kept.country.clone(), &json, digest)?;
+                    read_into(&graphs, &kept.did, &kept.address, kept.country.clone(), &json, kept.digest.clone())?;
                 Ok::<_, String>((catalog, triples, kept))
             });
             match read.await.map_err(|e| e.to_string()).and_then(|read| read) {
@@ -328,7 +307,7 @@ fn read_into(
     address: &str,
     country: Option<String>,
     catalog: &Json,
-    digest: [u8; 32],
+    digest: String,
 ) -> Result<(PeerCatalog, usize), String> {
     let (catalog, quads) = ingest(did, address, country, catalog, digest)?;
     graphs.replace(&peer_graph(did), &quads).map_err(|e| e.to_string())?;
@@ -342,7 +321,7 @@ pub fn ingest(
     address: &str,
     country: Option<String>,
     catalog: &Json,
-    digest: [u8; 32],
+    digest: String,
 ) -> Result<(PeerCatalog, Vec<Quad>), String> {
     let base = format!("{}/catalog/datasets/", address.trim_end_matches('/'));
     let mut document = crate::catalog::rdf::offer_for_rdf(catalog);
@@ -486,7 +465,7 @@ impl Broker {
                 did: did.clone(),
                 address: address.clone(),
                 country: country.clone(),
-                digest: hanse_core::encode::hex(&digest),
+                digest: digest.clone(),
                 catalog: catalog.to_string(),
                 crawled_at: 0,
                 changed_at: 0,

@@ -255,7 +255,7 @@ mod tests {
                 entry("children", Some(0), Some(17)),
                 entry("no-ages", None, None),
             ],
-            digest: [0; 32],
+            digest: String::new(),
         };
         let catalogs = BTreeMap::from([(catalog.did.clone(), Arc::new(catalog))]);
         let request: SearchRequest = serde_urlencoded::from_str(query).unwrap();

@@ -118,13 +118,6 @@ impl Graphs {
     pub fn copies(&self) -> u64 {
         self.inner.copies.load(Ordering::Relaxed)
     }
-
-    /// Waits until no copy runs (tests and benchmarks that read memory figures).
-    pub fn settle(&self) {
-        while self.inner.lock().written.is_some() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
 }
 
 /// Replaces graph `name` of `store` with `quads` in one transaction; answers how many quads it held (when `count`,
@@ -157,8 +150,9 @@ impl Inner {
             let started = std::time::Instant::now();
             match inner.copy(snapshot) {
                 Ok(live) => {
-                    inner.copies.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(quads = live, ms = started.elapsed().as_millis() as u64, "graph store copied");
+                    let copies = inner.copies.fetch_add(1, Ordering::Relaxed) + 1;
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::debug!(quads = live, ms, copies, "graph store copied");
                 }
                 Err(error) => {
                     inner.lock().written = None;
@@ -201,6 +195,13 @@ mod tests {
     use super::*;
     use oxigraph::model::{BlankNode, GraphName, Literal};
 
+    /// Waits until no copy runs.
+    fn settle(graphs: &Graphs) {
+        while graphs.inner.lock().written.is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     fn quads(graph: &NamedNode, n: usize, round: usize) -> Vec<Quad> {
         (0..n)
             .map(|i| {
@@ -228,7 +229,7 @@ mod tests {
                 graphs.replace(name, &quads(name, 5_000, round)).unwrap();
             }
         }
-        graphs.settle();
+        settle(&graphs);
         assert!(graphs.copies() >= 2, "{} copies", graphs.copies());
         assert_eq!(reader.len().unwrap(), 20_000);
         // Only the last round is held, in every graph, and the dead quads went with the old stores.
@@ -262,7 +263,7 @@ mod tests {
             }
             assert!(round < 10_000, "no copy was swapped in");
         }
-        graphs.settle();
+        settle(&graphs);
         let store = graphs.store();
         let last = |graph: &NamedNode| -> HashSet<String> {
             store

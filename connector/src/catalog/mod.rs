@@ -115,12 +115,10 @@ fn read_definition(document: &crate::store::Document) -> Result<Stored<ContractD
 /// A stored asset read back (memory keeps the typed values, not the expanded form), or why it cannot be.
 fn read_asset(document: crate::store::Document, file_root: &std::path::Path) -> Result<Stored<Asset>, Invalid> {
     let (created_at, version) = (document.created_at, document.version);
-    let mut asset = match document.body {
-        Json::Object(node) => Asset::from_expanded(node, file_root)?,
-        other => serde_json::from_value(other)
-            .map_err(|e| vec![FieldError::new("", e.to_string())])
-            .and_then(|node| Asset::from_expanded(node, file_root))?,
+    let Json::Object(node) = document.body else {
+        return Err(vec![FieldError::new("", "the stored body is not a JSON object")]);
     };
+    let mut asset = Asset::from_expanded(node, file_root)?;
     asset.expanded = Json::Null;
     Ok(Stored { value: Arc::new(asset), created_at, version })
 }

@@ -321,11 +321,6 @@ impl Graph {
         self.graphs.len()
     }
 
-    /// The store behind the graph (to see its copies: tests and benchmarks).
-    pub fn graphs(&self) -> &super::graphs::Graphs {
-        &self.graphs
-    }
-
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -359,7 +354,7 @@ impl Graph {
         if !self.wait_ready(limits.timeout) {
             return Err(SparqlError::Building(limits.timeout.as_secs()));
         }
-        query_store(&self.graphs.store(), query, accept, limits)
+        evaluate(&self.graphs.store(), query, accept, limits)
     }
 }
 
@@ -373,6 +368,16 @@ pub fn query_store(
     limits: &SparqlLimits,
 ) -> Result<(&'static str, Vec<u8>), SparqlError> {
     check_query(query, limits)?;
+    evaluate(store, query, accept, limits)
+}
+
+/// [`query_store`] for a query already checked.
+fn evaluate(
+    store: &Store,
+    query: &str,
+    accept: &str,
+    limits: &SparqlLimits,
+) -> Result<(&'static str, Vec<u8>), SparqlError> {
     let prologue = hanse_vocab::ns::sparql_prologue();
     let text = if query.contains("PREFIX") || query.contains("prefix") {
         query.to_owned()

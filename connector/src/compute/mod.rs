@@ -159,9 +159,8 @@ impl Compute {
         let seconds = self.settings.time_limit_seconds;
         let megabytes = self.settings.memory_limit_mb;
         let permit = self.workers.clone().acquire_owned().await.map_err(|_| JobError::TimeLimit(seconds))?;
-        let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let deadline =
-            Deadline { memory: Some((exceeded.clone(), megabytes)), ..Deadline::after(Instant::now(), seconds) };
+        let deadline = Deadline::metered(Instant::now(), seconds, megabytes);
+        let exceeded = deadline.memory.as_ref().map(|(flag, _)| flag.clone()).expect("a metered deadline");
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let limit = usize::try_from(megabytes.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
@@ -465,9 +464,7 @@ impl Compute {
         // Parameters are checked against the schema on no rows: a job that cannot run is not admitted (nor counted).
         let empty = Table { schema: table.schema.clone(), rows: 0, values: vec![Vec::new(); table.values.len()] };
         // Under the memory limit too: a model too large for it is refused before its matrices are allocated.
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let forever =
-            Deadline { memory: Some((flag, self.settings.memory_limit_mb)), ..Deadline::after(Instant::now(), 60) };
+        let forever = Deadline::metered(Instant::now(), 60, self.settings.memory_limit_mb);
         if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
             return job_failure(&error);
         }
