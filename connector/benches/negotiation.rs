@@ -3,6 +3,8 @@
 //! pair doing the same four HTTP round trips per negotiation with comparable commits (one per message received, one
 //! per message delivered, one to start). Prints negotiations per second, latency p50/p99, peak RSS, and for each side
 //! its writer: batches, writes per batch and how busy it was (a writer busy most of the run is what limits the rate).
+//! On PostgreSQL also the CPU time the server's processes used per negotiation (when the server runs on this machine)
+//! and the writers' round trips to it per negotiation.
 //!
 //! `cargo bench -p hanse --bench negotiation`; `HANSE_BENCH_NEGOTIATIONS` (default 2000), `HANSE_BENCH_IN_FLIGHT`
 //! (default 64). The connectors run on SQLite and then on PostgreSQL (`HANSE_TEST_DATABASE_URL`, a fresh schema each),
@@ -24,7 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::net::TcpListener;
 
 mod support;
-use support::{cpu_seconds, percentile, rss_mb};
+use support::{cpu_seconds, percentile, postgres_cpu_seconds, rss_mb};
 use tokio::sync::Semaphore;
 
 fn env(name: &str, default: usize) -> usize {
@@ -65,6 +67,7 @@ async fn hanse_run(n: usize, in_flight: usize, backend: Backend) -> f64 {
     let mut events = c.negotiations.events();
     let permits = Arc::new(Semaphore::new(in_flight));
     let started_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let server_cpu = postgres_cpu_seconds().filter(|_| backend == Backend::Postgres);
     let (begin, cpu) = (Instant::now(), cpu_seconds());
     let starter = {
         let (c, permits, started_at, offer) = (c.clone(), permits.clone(), started_at.clone(), offer.clone());
@@ -155,18 +158,26 @@ async fn hanse_run(n: usize, in_flight: usize, backend: Backend) -> f64 {
         Backend::Postgres => "hanse (DSP, PostgreSQL)",
     };
     let rate = report(name, n, elapsed, cpu_seconds() - cpu, latencies);
+    if let (Some(before), Some(after)) = (server_cpu, postgres_cpu_seconds()) {
+        println!("{:<28} PostgreSQL server: CPU {:.2} ms per negotiation", "", (after - before) * 1000.0 / n as f64);
+    }
+    let mut round_trips = 0.0;
     for (side, state) in [("provider", &p), ("consumer", &c)] {
         let text = state.metrics.render(state.metrics.scrape());
         let sum = |name: &str| -> f64 {
             text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
         };
         let (batches, writes) = (sum("hanse_store_write_batch_size_count"), sum("hanse_store_write_batch_size_sum"));
+        round_trips += sum("hanse_store_writer_round_trips_total");
         println!(
             "{:<28} {side}'s writer: {batches:.0} batches of {:.1} writes on average, busy {:.0} % of the run",
             "",
             writes / batches.max(1.0),
             100.0 * sum("hanse_store_commit_duration_seconds_sum") / elapsed.as_secs_f64()
         );
+    }
+    if backend == Backend::Postgres {
+        println!("{:<28} writers' round trips per negotiation (both sides): {:.2}", "", round_trips / n as f64);
     }
     operator_done.send(true).unwrap();
     let mut writes = operator.await.unwrap();

@@ -134,11 +134,16 @@ fn put_head(size: i64, frontier: Vec<u8>) -> Statement {
 /// The statements that append `events` to a log of `size` entries whose frontier is `frontier`: the entries (each
 /// with the root once it is appended), the receipts they owe and the new perfect-subtree hashes; and the frontier
 /// after them, which the caller writes to the head row.
-fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<(Vec<Statement>, Vec<u8>), StoreError> {
+fn append_statements<'e>(
+    events: impl IntoIterator<Item = &'e Event>,
+    size: i64,
+    frontier: &[u8],
+) -> Result<(Vec<Statement>, Vec<u8>), StoreError> {
     let mut frontier = Frontier::from_bytes(size as u64, frontier)
         .ok_or_else(|| StoreError::Corrupt("the audit log's frontier does not fit its size".into()))?;
     let at = now_millis();
     let (mut nodes, mut entries, mut receipts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut owed = std::collections::HashSet::new();
     for event in events {
         let seq = frontier.size;
         let entry = event.entry(seq, at);
@@ -153,12 +158,10 @@ fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<(Ve
             Param::from(entry),
             Param::from(frontier.root().to_vec()),
         ]);
-        if let (Some(peer), Some(agreement)) = (&event.owes_receipt, &event.agreement) {
-            receipts.push(Statement::new(
-                "INSERT INTO audit_receipts_out (agreement_id, peer, next_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (agreement_id) DO NOTHING",
-                vec![Param::from(agreement), Param::from(peer), Param::from(at)],
-            ));
+        if let (Some(peer), Some(agreement)) = (&event.owes_receipt, &event.agreement)
+            && owed.insert(agreement.as_str())
+        {
+            receipts.push([Param::from(agreement), Param::from(peer), Param::from(at)]);
         }
     }
     let nodes = nodes.into_iter().map(|(id, hash)| [Param::from(id as i64), Param::from(hash.to_vec())]).collect();
@@ -166,7 +169,12 @@ fn append_statements(events: &[Event], size: i64, frontier: &[u8]) -> Result<(Ve
         "INSERT INTO audit_entries (seq, at, type, agreement_id, participant, dataset, entry, root) VALUES ",
         entries,
     );
-    statements.extend(receipts);
+    // The first receipt owed for an agreement is the one kept, as when the events are appended one by one.
+    statements.extend(Statement::inserts_then(
+        "INSERT INTO audit_receipts_out (agreement_id, peer, next_at) VALUES ",
+        receipts,
+        " ON CONFLICT (agreement_id) DO NOTHING",
+    ));
     statements.extend(Statement::inserts("INSERT INTO audit_nodes (id, hash) VALUES ", nodes));
     Ok((statements, frontier.to_bytes()))
 }
@@ -212,7 +220,7 @@ macro_rules! append_on {
                 let events = &crate::principal::stamped(events);
                 let head = take_head(events.len()).query().fetch_one(&mut *self).await?;
                 let (size, frontier): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
-                let (statements, frontier) = append_statements(events, size - events.len() as i64, &frontier)?;
+                let (statements, frontier) = append_statements(events.iter(), size - events.len() as i64, &frontier)?;
                 for statement in statements.iter().chain([&put_head(size, frontier)]) {
                     statement.query().execute(&mut *self).await?;
                 }
@@ -224,10 +232,15 @@ macro_rules! append_on {
 append_on!(SqliteConnection);
 append_on!(PgConnection);
 
+/// Reads and locks the audit head row until the transaction ends: a PostgreSQL batch that appends runs it before
+/// anything else, so that every writer of every replica locks the head before the rows it changes, and two batches
+/// never wait for each other's rows in opposite orders.
+pub(crate) const HEAD_FOR_UPDATE: &str = "SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE";
+
 /// The audit head as a writer's current batch leaves it: read from the head row at the batch's first append,
 /// advanced in memory by every append after it, and written back once, before the batch commits. On SQLite the writer
-/// holds the one write lock for the whole batch; on PostgreSQL the first append locks the head row (`FOR UPDATE`)
-/// until the batch ends. Either way nobody else appends meanwhile.
+/// holds the one write lock for the whole batch; on PostgreSQL a batch that appends reads and locks the head row first
+/// ([`HEAD_FOR_UPDATE`]) and holds it until the batch ends. Either way nobody else appends meanwhile.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BatchHead(Option<(i64, Vec<u8>)>);
 
@@ -240,38 +253,38 @@ impl BatchHead {
         Ok(())
     }
 
-    /// [`BatchHead::write_back`] on PostgreSQL.
-    pub(crate) async fn write_back_pg(&mut self, db: &mut PgConnection) -> Result<(), StoreError> {
-        if let Some((size, frontier)) = self.0.take() {
-            put_head(size, frontier).query().execute(db).await?;
-        }
-        Ok(())
+    /// The head as a PostgreSQL writer read it from the head row (see [`HEAD_FOR_UPDATE`]).
+    pub(crate) fn at(size: i64, frontier: Vec<u8>) -> BatchHead {
+        BatchHead(Some((size, frontier)))
     }
 
-    /// Takes the head row (`FOR UPDATE`) for the rest of the transaction, unless this batch has it already. A batch
-    /// that will append takes it before any other row: every writer of every replica then locks the head before the
-    /// rows it changes, and two batches never wait for each other's rows in opposite orders.
-    pub(crate) async fn lock_pg(&mut self, db: &mut PgConnection) -> Result<(), StoreError> {
-        if self.0.is_none() {
-            let row = sqlx::query("SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *db)
-                .await?;
-            self.0 = Some((row.try_get(0)?, row.try_get(1)?));
-        }
-        Ok(())
+    /// Where the batch's appends have brought the head, if it is known.
+    pub(crate) fn position(&self) -> Option<&(i64, Vec<u8>)> {
+        self.0.as_ref()
     }
 
-    /// Appends `events` on the PostgreSQL writer, inside its batch's transaction.
-    pub(crate) async fn append_pg(&mut self, db: &mut PgConnection, events: &[Event]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
+    /// The statement that writes the head back to its row, if an append moved it; the head stays known.
+    pub(crate) fn write_back_statement(&self, read: &BatchHead) -> Option<Statement> {
+        match (&self.0, &read.0) {
+            (Some(now), Some(before)) if now == before => None,
+            (Some((size, frontier)), _) => Some(put_head(*size, frontier.clone())),
+            (None, _) => None,
         }
-        self.lock_pg(db).await?;
-        let head = self.0.clone().expect("the head was just taken");
-        for statement in &self.advance(events, head)? {
-            statement.query().execute(&mut *db).await?;
+    }
+
+    /// The statements that append `events` at the head, which the PostgreSQL writer has read and locked
+    /// ([`HEAD_FOR_UPDATE`]); the head moves past them. Events of several writes appended together make the same rows
+    /// as appended one write after another, in fewer statements.
+    pub(crate) fn append_statements<'e>(
+        &mut self,
+        events: impl ExactSizeIterator<Item = &'e Event>,
+    ) -> Result<Vec<Statement>, StoreError> {
+        if events.len() == 0 {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let head =
+            self.0.clone().ok_or_else(|| StoreError::Writer("the audit head was not read before an append".into()))?;
+        self.advance(events, head)
     }
 
     /// Appends `events` on the SQLite writer, inside its batch's transaction. The head row is read, not taken: the
@@ -286,7 +299,7 @@ impl BatchHead {
                 .first_row_on(db, |row| Ok((row.get(0)?, row.get(1)?)))?
                 .ok_or_else(|| StoreError::Corrupt("the audit log has no head row".into()))?,
         };
-        for statement in &self.advance(events, head)? {
+        for statement in &self.advance(events.iter(), head)? {
             statement.execute_on(db)?;
         }
         Ok(())
@@ -294,9 +307,14 @@ impl BatchHead {
 
     /// The statements that append `events` to the log at `(size, frontier)`; the batch's head moves past them. A
     /// write that then fails restores the head it had before (the writers' savepoint runs do).
-    fn advance(&mut self, events: &[Event], (size, frontier): (i64, Vec<u8>)) -> Result<Vec<Statement>, StoreError> {
+    fn advance<'e>(
+        &mut self,
+        events: impl ExactSizeIterator<Item = &'e Event>,
+        (size, frontier): (i64, Vec<u8>),
+    ) -> Result<Vec<Statement>, StoreError> {
+        let count = events.len() as i64;
         let (statements, frontier) = append_statements(events, size, &frontier)?;
-        self.0 = Some((size + events.len() as i64, frontier));
+        self.0 = Some((size + count, frontier));
         Ok(statements)
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
+use tokio_postgres::error::SqlState;
 
 mod audit;
 mod documents;
@@ -96,6 +97,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// From the PostgreSQL writer's own connection ([`pg_writer`]).
+    #[error("database error: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
     /// The audit log failed its self-check: a change it would record is refused.
     #[error(
         "the audit log failed its self-check ({0}); changes it would record are refused until an operator restores the database"
@@ -122,6 +126,7 @@ impl StoreError {
             StoreError::Database(error) => {
                 error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "40P01")
             }
+            StoreError::Postgres(error) => error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED),
             _ => false,
         }
     }
@@ -130,6 +135,7 @@ impl StoreError {
     pub fn is_foreign_key_violation(&self) -> bool {
         match self {
             StoreError::Database(error) => error.as_database_error().is_some_and(|e| e.is_foreign_key_violation()),
+            StoreError::Postgres(error) => error.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION),
             _ => false,
         }
     }
@@ -138,12 +144,21 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Database(error) => error.as_database_error().is_some_and(|e| e.is_unique_violation()),
+            StoreError::Postgres(error) => error.code() == Some(&SqlState::UNIQUE_VIOLATION),
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => matches!(
                 error.extended_code,
                 rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
             ),
             _ => false,
         }
+    }
+}
+
+/// A tokio-postgres error with the server's message, which its own text leaves out.
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(server) => server.to_string(),
+        None => error.to_string(),
     }
 }
 
@@ -189,6 +204,8 @@ pub struct StoreOptions {
 pub(crate) struct BatchMeter {
     size: metrics::Histogram,
     seconds: metrics::Histogram,
+    /// PostgreSQL: the writer's round trips to the server (a pipeline sent and answered, or a statement alone).
+    pub(crate) round_trips: metrics::Counter,
 }
 
 impl BatchMeter {
@@ -197,6 +214,7 @@ impl BatchMeter {
         BatchMeter {
             size: meter.histogram("hanse_store_write_batch_size", &[("store", dialect)]),
             seconds: meter.histogram("hanse_store_commit_duration_seconds", &[("store", dialect)]),
+            round_trips: meter.counter("hanse_store_writer_round_trips_total", &[("store", dialect)]),
         }
     }
 
@@ -357,14 +375,16 @@ impl Pool {
                         Ok(true)
                     })
                 })
-                .connect_with(connect)
+                .connect_with(connect.clone())
                 .await
                 .map_err(connect_error)?;
             if !options.read_only {
                 sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             }
             let batches = BatchMeter::new(&options.meter, Dialect::Postgres);
-            let hot = HotWriter::Postgres(pg_writer::PgWriter::start(pool.clone(), batches));
+            let hot = pg_writer::PgWriter::start(pg_writer::Connect::new(url, &connect)?, batches)
+                .map_err(|e| connect_error(sqlx::Error::Io(e)))?;
+            let hot = HotWriter::Postgres(hot);
             Ok(Pool {
                 backend: Backend::Postgres(pool),
                 writer: None,
@@ -515,28 +535,6 @@ impl Write {
                 return Err(StoreError::Claimed);
             }
             head.append(db, &self.audit)?;
-        }
-        Ok(changed.unwrap_or(0))
-    }
-
-    /// On the PostgreSQL writer task (sqlx): the same statements as [`Write::apply_on`].
-    async fn apply_pg(&self, db: &mut PgConnection, head: &mut audit::BatchHead) -> Result<u64, StoreError> {
-        let changed = match &self.statement {
-            Some(statement) => Some(statement.query().execute(&mut *db).await?.rows_affected()),
-            None => None,
-        };
-        if changed != Some(0) {
-            if let Some(token) = &self.token
-                && token.query().execute(&mut *db).await?.rows_affected() == 0
-            {
-                return Err(StoreError::Replayed);
-            }
-            if let Some(claim) = &self.claim
-                && claim.query().execute(&mut *db).await?.rows_affected() == 0
-            {
-                return Err(StoreError::Claimed);
-            }
-            head.append_pg(db, &self.audit).await?;
         }
         Ok(changed.unwrap_or(0))
     }

@@ -1,24 +1,61 @@
 //! PostgreSQL's hot write path: the writes every DSP message causes (a process's state change with its outgoing
-//! message, audit entries and token id, a delivery's completion, data plane usage) are queued to one task per
-//! connector, which runs whatever has queued in one transaction (group commit), as the SQLite writer thread does
-//! (decision 0019).
+//! message, audit entries and token id, a delivery's completion, data plane usage) are queued to one writer per
+//! connector, on a thread of its own, which runs whatever has queued in one transaction (group commit), as the SQLite
+//! writer thread does (decision 0019), and sends that transaction's statements to the server pipelined (decision 0043).
 //!
-//! One at a time, each such write was a transaction of its own: about eight round trips to the server and a WAL
-//! flush, with the audited ones queued on the audit head row until their commit. In a batch, the head row is locked
-//! once (`FOR UPDATE`) and written back once, and one commit flushes every write of the batch. Jobs run straight in
-//! the transaction; when one fails, the transaction is rolled back and the batch runs again with each job in its own
-//! savepoint, so a job that fails leaves the others of its batch untouched. Every job is answered after its batch
-//! commits, never before. Other processes on the same database append through the same head row lock, so entries stay
-//! gapless and ordered across processes.
+//! A batch is sent in one go: `BEGIN`, the audit head row locked (`FOR UPDATE`), every job's statements, the batch's
+//! audit entries, the head written back; then, once every answer is as the batch expected, `COMMIT`. That is two round
+//! trips to the server for a batch of any size, where a round trip per statement (some 26 for one negotiation) bounded
+//! the rate before.
+//! A job's later statements depend on its first one (a token id, an idempotency key and audit entries are recorded
+//! only when the job's statement changed a row) and a job that fails must leave the rest of its batch committed, as
+//! if each job ran in a savepoint of its own. So the batch is sent with a plan for each job, and what the server
+//! answers is held to it:
+//! - a job whose statement changed no row is run again without its later statements;
+//! - a job whose token id or idempotency key was recorded before, or whose statement failed, is answered with that
+//!   failure and left out;
+//! - the audit head is assumed to be where the last batch left it, and read again when another writer moved it.
+//!
+//! Anything other than the plan rolls the transaction back, and the batch is sent again with what was learnt. Only
+//! what a job did while every job before it went as planned is learnt as final, so a job's answer is what it would
+//! have been with each job in a savepoint of its own, in order. After [`PIPELINED_ATTEMPTS`] the batch runs one job
+//! at a time, with a savepoint each, as it always did. Every job is answered after its batch commits, never before.
+//!
+//! The writer keeps its own connection (tokio-postgres, which pipelines; sqlx does not), opened from the same
+//! settings as the pool and opened again after the server dropped it. Other processes on the same database append
+//! through the same head row lock, so entries stay gapless and ordered across processes.
 
-use sqlx::{Acquire, PgPool};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_util::future::{MaybeDone, maybe_done};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::{ToSql, Type};
 
-use super::audit::BatchHead;
+use super::audit::{BatchHead, HEAD_FOR_UPDATE};
+use super::statement::{Param, Statement};
 use super::{StoreError, Write};
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 256;
+
+/// How often a batch is sent pipelined before its jobs run one at a time. Each attempt after the first learns at
+/// least the first job that did not go as planned; a deadlock's victim is sent again as it was.
+const PIPELINED_ATTEMPTS: usize = 4;
+
+/// Prepared statements the writer's connection keeps: a busy connector runs some thirty statement texts (process
+/// changes and deliveries of both kinds, token ids) and the audit appends, one text for each number of rows (up to
+/// 256 each for entries, receipts and tree nodes).
+const STATEMENTS_KEPT: usize = 1024;
+
+/// How long opening the writer's connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Job {
     write: Write,
@@ -30,6 +67,89 @@ impl Job {
     fn answer(self, commit: &Result<(), String>) {
         let _ = self.reply.send(super::writer::answer(commit, self.outcome));
     }
+
+    /// Whether the job records anything after its statement (which it does only when the statement changed a row).
+    fn follows_up(&self) -> bool {
+        self.write.token.is_some() || self.write.claim.is_some() || !self.write.audit.is_empty()
+    }
+}
+
+/// How to connect the writer: the pool's settings, for tokio-postgres.
+#[derive(Clone)]
+pub(crate) struct Connect {
+    config: tokio_postgres::Config,
+    tls: postgres_openssl::MakeTlsConnector,
+}
+
+impl Connect {
+    /// The settings sqlx took from `url` and the `PG*` environment variables (`options`), with what it does not hand
+    /// back taken the same way: the password (`PGPASSWORD`) and the TLS files (`sslrootcert`, `sslcert`, `sslkey`
+    /// or `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`). TLS modes as sqlx has them: `prefer` and `require` without a
+    /// root certificate do not verify the server, `require` with one and `verify-ca` check its chain, `verify-full`
+    /// also its name.
+    pub(crate) fn new(url: &str, options: &PgConnectOptions) -> Result<Connect, StoreError> {
+        let mut config = tokio_postgres::Config::new();
+        match options.get_socket() {
+            Some(folder) => config.host_path(folder),
+            None => config.host(options.get_host()),
+        };
+        config.port(options.get_port()).user(options.get_username()).connect_timeout(CONNECT_TIMEOUT);
+        if let Some(database) = options.get_database() {
+            config.dbname(database);
+        }
+        // The writer's connection is told from the pool's in `pg_stat_activity`.
+        config.application_name(&match options.get_application_name() {
+            Some(name) => format!("{name} (writer)"),
+            None => "hanse writer".to_owned(),
+        });
+        if let Some(settings) = options.get_options() {
+            config.options(settings);
+        }
+        let url = url::Url::parse(url).ok();
+        let setting = |name: &str, variable: &str| {
+            url.as_ref()
+                .and_then(|url| url.query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned()))
+                .or_else(|| std::env::var(variable).ok())
+        };
+        let password = url
+            .as_ref()
+            .and_then(|url| url.password())
+            .map(|password| percent_encoding::percent_decode_str(password).decode_utf8_lossy().into_owned())
+            .or_else(|| std::env::var("PGPASSWORD").ok());
+        if let Some(password) = password {
+            config.password(password);
+        }
+        let tls_error = |error: openssl::error::ErrorStack| StoreError::Writer(format!("TLS settings: {error}"));
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls_error)?;
+        let root = setting("sslrootcert", "PGSSLROOTCERT");
+        if let Some(root) = &root {
+            builder.set_ca_file(root).map_err(tls_error)?;
+        }
+        if let (Some(certificate), Some(key)) = (setting("sslcert", "PGSSLCERT"), setting("sslkey", "PGSSLKEY")) {
+            builder.set_certificate_chain_file(certificate).map_err(tls_error)?;
+            builder.set_private_key_file(key, SslFiletype::PEM).map_err(tls_error)?;
+        }
+        // Whether the server's chain is checked, and its name.
+        let (mode, chain, name) = match options.get_ssl_mode() {
+            PgSslMode::Disable => (SslMode::Disable, false, false),
+            PgSslMode::Allow | PgSslMode::Prefer => (SslMode::Prefer, false, false),
+            PgSslMode::Require => (SslMode::Require, root.is_some(), false),
+            PgSslMode::VerifyCa => (SslMode::Require, true, false),
+            PgSslMode::VerifyFull => (SslMode::Require, true, true),
+        };
+        config.ssl_mode(mode);
+        if !chain {
+            builder.set_verify(SslVerifyMode::NONE);
+        }
+        let mut tls = postgres_openssl::MakeTlsConnector::new(builder.build());
+        if !name {
+            tls.set_callback(|connection, _| {
+                connection.set_verify_hostname(false);
+                Ok(())
+            });
+        }
+        Ok(Connect { config, tls })
+    }
 }
 
 /// The handle to the writer task. The task ends when the last handle is dropped.
@@ -39,28 +159,17 @@ pub(crate) struct PgWriter {
 }
 
 impl PgWriter {
-    /// Starts the writer task on the current runtime; its batches take connections from `pool`.
-    pub(crate) fn start(pool: PgPool, batches: super::BatchMeter) -> PgWriter {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
-        tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match queue.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let started = std::time::Instant::now();
-                let commit =
-                    run_batch(&pool, &mut batch).await.map_err(|e| format!("the write batch did not commit: {e}"));
-                batches.batch(batch.len(), started);
-                for job in batch {
-                    job.answer(&commit);
-                }
-            }
-        });
-        PgWriter { jobs }
+    /// Starts the writer on a thread of its own (with a runtime of its own for it and its connection); it connects
+    /// with `connect` at its first batch. Its own thread, as SQLite's writer has: on the connector's runtime, each of
+    /// the batch's wake-ups (answers arriving, the connection task reading them) waited behind every request being
+    /// served, and a batch took many times its round trips.
+    pub(crate) fn start(connect: Connect, batches: super::BatchMeter) -> std::io::Result<PgWriter> {
+        let (jobs, queue) = mpsc::unbounded_channel::<Job>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new()
+            .name("hanse-pg-writer".into())
+            .spawn(move || runtime.block_on(serve(connect, batches, queue)))?;
+        Ok(PgWriter { jobs })
     }
 
     /// Runs `write` in the next batch; answers once that batch committed.
@@ -73,66 +182,554 @@ impl PgWriter {
     }
 }
 
-/// How often a batch that PostgreSQL chose as a deadlock's victim runs again before its jobs run one by one.
-const DEADLOCK_RETRIES: usize = 3;
-
-/// One transaction for every job of the batch: straight, and if a job fails, again with a savepoint per job. A batch
-/// that will append to the audit log takes the log's head row first (see [`BatchHead::lock_pg`]); a batch that lost a
-/// deadlock anyway (with a writer that appends nothing, of another replica) runs again whole.
-async fn run_batch(pool: &PgPool, batch: &mut [Job]) -> Result<(), StoreError> {
-    let appends = batch.iter().any(|job| job.write.appends());
-    for attempt in 0..=DEADLOCK_RETRIES {
-        let (mut transaction, mut head) = begin(pool, appends).await?;
-        let mut failed = None;
-        for job in batch.iter_mut() {
-            let outcome = job.write.apply_pg(&mut transaction, &mut head).await;
-            if let Err(error) = &outcome {
-                failed = Some(error.is_deadlock());
-            }
-            job.outcome = Some(outcome);
-            if failed.is_some() {
-                break;
+/// Runs batches of whatever has queued until every handle is dropped.
+async fn serve(connect: Connect, batches: super::BatchMeter, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut writer = Writer { connect, session: None, head: None, round_trips: batches.round_trips.clone() };
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
         }
-        match failed {
-            None => {
-                head.write_back_pg(&mut transaction).await?;
-                return Ok(transaction.commit().await?);
+        let started = std::time::Instant::now();
+        let commit = writer.run(&mut batch).await.map_err(|e| format!("the write batch did not commit: {e}"));
+        batches.batch(batch.len(), started);
+        for job in batch {
+            job.answer(&commit);
+        }
+    }
+}
+
+/// The writer task's state between batches.
+struct Writer {
+    connect: Connect,
+    session: Option<Session>,
+    /// The audit head as the last batch that read or moved it left it; checked, never trusted, by the next.
+    head: Option<(i64, Vec<u8>)>,
+    round_trips: metrics::Counter,
+}
+
+impl Writer {
+    /// Runs the batch in one transaction and commits it; each job's outcome is set.
+    async fn run(&mut self, batch: &mut [Job]) -> Result<(), StoreError> {
+        if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
+            self.session = None;
+            self.head = None;
+            self.session = Some(Session::open(&self.connect, self.round_trips.clone()).await?);
+        }
+        let session = self.session.as_mut().expect("just opened");
+        let result = run_batch(session, batch, &mut self.head).await;
+        if result.is_err() || session.client.is_closed() {
+            // The transaction's end is unknown, so is the head; a broken connection is opened again next time.
+            self.head = None;
+            if session.client.is_closed() {
+                self.session = None;
+            } else {
+                let _ = session.simple("ROLLBACK").await;
             }
-            Some(true) if attempt < DEADLOCK_RETRIES => transaction.rollback().await?,
-            Some(_) => {
-                transaction.rollback().await?;
-                break;
+        }
+        result
+    }
+}
+
+/// What a job is planned to do in the next attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Plan {
+    /// Its statement changes a row; its token id, key and audit entries follow.
+    Full,
+    /// Its statement changes no row, so nothing follows.
+    StatementOnly,
+    /// It failed (its outcome says how) and is left out.
+    Out,
+}
+
+/// How an attempt ended.
+enum Attempt {
+    Committed,
+    /// Something did not go as planned; the transaction is still open and must be rolled back.
+    Again,
+    /// The batch's audit entries could not be added and no job can be told from the others: each job runs on its
+    /// own. The transaction is still open.
+    OneByOne,
+}
+
+async fn run_batch(
+    session: &mut Session,
+    batch: &mut [Job],
+    known_head: &mut Option<(i64, Vec<u8>)>,
+) -> Result<(), StoreError> {
+    let mut plans = vec![Plan::Full; batch.len()];
+    let mut open = false;
+    for _ in 0..PIPELINED_ATTEMPTS {
+        match attempt(session, batch, &mut plans, known_head, open).await? {
+            Attempt::Committed => return Ok(()),
+            Attempt::Again => open = true,
+            Attempt::OneByOne => break,
+        }
+    }
+    session.simple("ROLLBACK").await?;
+    one_by_one(session, batch, known_head).await
+}
+
+/// One pipelined attempt at the batch under `plans`; see the module's documentation. `open`: the last attempt's
+/// transaction is still open and is rolled back first, in the same round trip.
+async fn attempt(
+    session: &mut Session,
+    batch: &mut [Job],
+    plans: &mut [Plan],
+    known_head: &mut Option<(i64, Vec<u8>)>,
+    open: bool,
+) -> Result<Attempt, StoreError> {
+    let appends = batch.iter().zip(plans.iter()).any(|(job, plan)| *plan == Plan::Full && job.write.appends());
+    let mut requests: Vec<Request> = Vec::new();
+    if open {
+        requests.push(Request::Simple("ROLLBACK"));
+    }
+    requests.push(Request::Simple("BEGIN"));
+    if appends {
+        requests.push(Request::Head);
+    }
+    // Without a guess at the head, it is read (and locked) in a round trip of its own before anything is appended.
+    let mut read = None;
+    if appends && known_head.is_none() {
+        for answer in session.pipeline(&requests).await? {
+            if let Answer::Head(row) = answer? {
+                read = Some(row);
+            }
+        }
+        known_head.clone_from(&read);
+        requests.clear();
+    }
+    let before = match known_head {
+        Some((size, frontier)) if appends => BatchHead::at(*size, frontier.clone()),
+        _ => BatchHead::default(),
+    };
+    let mut head = before.clone();
+    let lead = requests.len();
+    let mut lengths = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    for (job, plan) in batch.iter().zip(plans.iter()) {
+        let first = requests.len();
+        let write = &job.write;
+        if *plan != Plan::Out {
+            requests.extend(write.statement.iter().map(Request::Execute));
+            if *plan == Plan::Full {
+                requests.extend(write.token.iter().chain(&write.claim).map(Request::Execute));
+                events.extend(&write.audit);
+            }
+        }
+        lengths.push(requests.len() - first);
+    }
+    // The audit entries of every job that goes ahead, in the jobs' order: the same rows as job by job, in a statement
+    // or two a table.
+    requests.extend(head.append_statements(events.into_iter())?.into_iter().map(Request::Owned));
+    requests.extend(head.write_back_statement(&before).map(Request::Owned));
+    let mut answers = session.pipeline(&requests).await?.into_iter();
+    for answer in answers.by_ref().take(lead) {
+        match answer {
+            Ok(Answer::Head(row)) => read = Some(row),
+            Ok(_) => {}
+            Err(error) if is_deadlock(&error) => return Ok(Attempt::Again),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if appends && read != *known_head {
+        // Another writer appended since the last batch: the head is read again, first, next time.
+        *known_head = None;
+        return Ok(Attempt::Again);
+    }
+    // Held to the plan in order. Until the first job that went otherwise, what each job did is what it would have done
+    // in a savepoint of its own, so a failure there is its answer; after it, which statements changed a row is only a
+    // guess for the next attempt.
+    let mut as_planned = true;
+    for ((job, plan), length) in batch.iter_mut().zip(plans.iter_mut()).zip(lengths) {
+        if *plan == Plan::Out {
+            continue;
+        }
+        let mine: Vec<_> = answers.by_ref().take(length).collect();
+        match observe(job, *plan, mine) {
+            Seen::AsPlanned(changed) => job.outcome = Some(Ok(changed)),
+            Seen::Guess(guess) => {
+                *plan = guess;
+                as_planned = false;
+            }
+            Seen::Failed(error) => {
+                // Everything after a failure was refused unread (the transaction is aborted).
+                if as_planned && !error.is_deadlock() {
+                    *plan = Plan::Out;
+                    job.outcome = Some(Err(error));
+                }
+                return Ok(Attempt::Again);
             }
         }
     }
-    let (mut transaction, mut head) = begin(pool, appends).await?;
+    if !as_planned {
+        return Ok(Attempt::Again);
+    }
+    for answer in answers {
+        match answer {
+            Ok(_) => {}
+            Err(error) if is_deadlock(&error) => return Ok(Attempt::Again),
+            Err(_) => return Ok(Attempt::OneByOne),
+        }
+    }
+    session.simple("COMMIT").await?;
+    if appends {
+        *known_head = head.position().cloned();
+    }
+    Ok(Attempt::Committed)
+}
+
+/// What a job's answers say against its plan.
+enum Seen {
+    /// It went as planned; its statement changed this many rows.
+    AsPlanned(u64),
+    /// Its statement changed a row where none was expected, or none where one was: the plan for the next attempt.
+    Guess(Plan),
+    /// A statement failed, or its token id or key was recorded before.
+    Failed(StoreError),
+}
+
+fn observe(job: &Job, plan: Plan, answers: Vec<Result<Answer, tokio_postgres::Error>>) -> Seen {
+    let mut answers = answers.into_iter().map(|answer| match answer {
+        Ok(Answer::Rows(rows)) => Ok(rows),
+        Ok(_) => Ok(0),
+        Err(error) => Err(StoreError::from(error)),
+    });
+    let write = &job.write;
+    let changed = match write.statement {
+        Some(_) => match answers.next().expect("a statement's answer") {
+            Ok(rows) => Some(rows),
+            Err(error) => return Seen::Failed(error),
+        },
+        None => None,
+    };
+    let follows = changed != Some(0) && job.follows_up();
+    match plan {
+        Plan::StatementOnly if follows => return Seen::Guess(Plan::Full),
+        Plan::Full if changed == Some(0) && job.follows_up() => return Seen::Guess(Plan::StatementOnly),
+        _ => {}
+    }
+    if plan == Plan::Full {
+        for (statement, refused) in [(&write.token, StoreError::Replayed), (&write.claim, StoreError::Claimed)] {
+            if statement.is_some() {
+                match answers.next().expect("an answer for each statement") {
+                    Ok(0) => return Seen::Failed(refused),
+                    Ok(_) => {}
+                    Err(error) => return Seen::Failed(error),
+                }
+            }
+        }
+    }
+    Seen::AsPlanned(changed.unwrap_or(0))
+}
+
+/// The batch one job at a time, each in a savepoint of its own: a round trip per statement.
+async fn one_by_one(
+    session: &mut Session,
+    batch: &mut [Job],
+    known_head: &mut Option<(i64, Vec<u8>)>,
+) -> Result<(), StoreError> {
+    let appends = batch.iter().any(|job| job.write.appends());
+    session.simple("BEGIN").await?;
+    let mut head = BatchHead::default();
+    if appends {
+        for answer in session.pipeline(&[Request::Head]).await? {
+            if let Answer::Head((size, frontier)) = answer? {
+                head = BatchHead::at(size, frontier);
+            }
+        }
+    }
+    let before = head.clone();
     for job in batch.iter_mut() {
-        let before = head.clone();
-        let mut savepoint = transaction.begin().await?;
-        let outcome = job.write.apply_pg(&mut savepoint, &mut head).await;
+        let saved = head.clone();
+        session.simple("SAVEPOINT job").await?;
+        let outcome = alone(session, &job.write, &mut head).await;
         if outcome.is_ok() {
-            savepoint.commit().await?;
+            session.simple("RELEASE SAVEPOINT job").await?;
         } else {
             // The head row stays locked (it was taken before the first savepoint); its in-memory state goes back.
-            savepoint.rollback().await?;
-            head = before;
+            session.simple("ROLLBACK TO SAVEPOINT job").await?;
+            head = saved;
         }
         job.outcome = Some(outcome);
     }
-    head.write_back_pg(&mut transaction).await?;
-    Ok(transaction.commit().await?)
+    if let Some(statement) = head.write_back_statement(&before) {
+        session.execute(&statement).await?;
+    }
+    session.simple("COMMIT").await?;
+    if appends {
+        *known_head = head.position().cloned();
+    }
+    Ok(())
 }
 
-/// A batch's transaction and head, the head row already locked when the batch `appends`.
-async fn begin(
-    pool: &PgPool,
-    appends: bool,
-) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, BatchHead), StoreError> {
-    let mut transaction = pool.begin().await?;
-    let mut head = BatchHead::default();
-    if appends {
-        head.lock_pg(&mut transaction).await?;
+/// One job's statements, each awaited before the next.
+async fn alone(session: &mut Session, write: &Write, head: &mut BatchHead) -> Result<u64, StoreError> {
+    let changed = match &write.statement {
+        Some(statement) => Some(session.execute(statement).await?),
+        None => None,
+    };
+    if changed != Some(0) {
+        if let Some(token) = &write.token
+            && session.execute(token).await? == 0
+        {
+            return Err(StoreError::Replayed);
+        }
+        if let Some(claim) = &write.claim
+            && session.execute(claim).await? == 0
+        {
+            return Err(StoreError::Claimed);
+        }
+        for statement in head.append_statements(write.audit.iter())? {
+            session.execute(&statement).await?;
+        }
     }
-    Ok((transaction, head))
+    Ok(changed.unwrap_or(0))
+}
+
+fn is_deadlock(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+/// One request of a pipeline.
+enum Request<'a> {
+    /// A statement without parameters or rows (`BEGIN`, `ROLLBACK`), in the simple protocol.
+    Simple(&'static str),
+    /// [`HEAD_FOR_UPDATE`].
+    Head,
+    Execute(&'a Statement),
+    Owned(Statement),
+}
+
+impl Request<'_> {
+    fn statement(&self) -> Option<&Statement> {
+        match self {
+            Request::Execute(statement) => Some(statement),
+            Request::Owned(statement) => Some(statement),
+            Request::Simple(_) | Request::Head => None,
+        }
+    }
+}
+
+/// A request's answer.
+enum Answer {
+    Done,
+    Head((i64, Vec<u8>)),
+    Rows(u64),
+}
+
+/// The writer's connection and the statements prepared on it.
+struct Session {
+    client: tokio_postgres::Client,
+    round_trips: metrics::Counter,
+    prepared: HashMap<(String, Vec<Type>), tokio_postgres::Statement>,
+    head: tokio_postgres::Statement,
+}
+
+impl Session {
+    async fn open(connect: &Connect, round_trips: metrics::Counter) -> Result<Session, StoreError> {
+        let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connect.config.connect(connect.tls.clone()))
+            .await
+            .map_err(|_| StoreError::Writer("the PostgreSQL writer could not connect in time".into()))??;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "the PostgreSQL writer's connection ended");
+            }
+        });
+        let head = client.prepare(HEAD_FOR_UPDATE).await?;
+        Ok(Session { client, round_trips, prepared: HashMap::new(), head })
+    }
+
+    /// Sends every request at once, in order, and answers each one's outcome in the same order. Statements not yet
+    /// prepared on this connection are prepared first (a round trip, likewise pipelined), after the leading requests
+    /// that end or begin a transaction: a statement cannot be prepared in a transaction that failed.
+    async fn pipeline(
+        &mut self,
+        requests: &[Request<'_>],
+    ) -> Result<Vec<Result<Answer, tokio_postgres::Error>>, StoreError> {
+        let mut missing: Vec<(String, Vec<Type>)> = Vec::new();
+        for key in requests.iter().filter_map(Request::statement).map(key) {
+            if !self.prepared.contains_key(&key) && !missing.contains(&key) {
+                missing.push(key);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(self.send(requests).await);
+        }
+        let lead = requests.iter().take_while(|request| matches!(request, Request::Simple(_))).count();
+        let mut answers = self.send(&requests[..lead]).await;
+        if self.prepared.len() + missing.len() > STATEMENTS_KEPT {
+            self.prepared.clear();
+        }
+        let client = &self.client;
+        self.round_trips.increment(1);
+        let prepared =
+            in_order(missing.iter().map(|(sql, types)| Box::pin(client.prepare_typed(sql, types)) as Pending<'_, _>))
+                .await;
+        for (key, statement) in missing.into_iter().zip(prepared) {
+            self.prepared.insert(key, statement?);
+        }
+        answers.extend(self.send(&requests[lead..]).await);
+        Ok(answers)
+    }
+
+    /// [`Session::pipeline`] of prepared statements.
+    async fn send(&self, requests: &[Request<'_>]) -> Vec<Result<Answer, tokio_postgres::Error>> {
+        self.round_trips.increment(1);
+        let values: Vec<Vec<&(dyn ToSql + Sync)>> = requests
+            .iter()
+            .map(|request| request.statement().map(|statement| statement.params.iter().map(value).collect()))
+            .map(Option::unwrap_or_default)
+            .collect();
+        let (client, head, prepared) = (&self.client, &self.head, &self.prepared);
+        let futures = requests.iter().zip(&values).map(|(request, values)| -> Pending<'_, _> {
+            match request {
+                Request::Simple(sql) => Box::pin(async move { client.batch_execute(sql).await.map(|_| Answer::Done) }),
+                Request::Head => Box::pin(async move {
+                    let row = client.query_one(head, &[]).await?;
+                    Ok(Answer::Head((row.try_get(0)?, row.try_get(1)?)))
+                }),
+                Request::Execute(_) | Request::Owned(_) => {
+                    let statement = &prepared[&key(request.statement().expect("a statement"))];
+                    Box::pin(async move { client.execute(statement, values).await.map(Answer::Rows) })
+                }
+            }
+        });
+        in_order(futures).await
+    }
+
+    /// A statement without parameters or rows, alone.
+    async fn simple(&self, sql: &str) -> Result<(), StoreError> {
+        self.round_trips.increment(1);
+        Ok(self.client.batch_execute(sql).await?)
+    }
+
+    /// Runs one statement; answers the rows it changed.
+    async fn execute(&mut self, statement: &Statement) -> Result<u64, StoreError> {
+        match self.pipeline(&[Request::Execute(statement)]).await?.pop().expect("one answer")? {
+            Answer::Rows(rows) => Ok(rows),
+            _ => Ok(0),
+        }
+    }
+}
+
+type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Drives `futures` to their ends, each first polled in turn: tokio-postgres sends a request when its future is first
+/// polled, so the requests go out in this order.
+async fn in_order<'a, T>(futures: impl IntoIterator<Item = Pending<'a, T>>) -> Vec<T> {
+    let mut pending: Vec<MaybeDone<Pending<'a, T>>> = futures.into_iter().map(maybe_done).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for future in pending.iter_mut() {
+            done &= Pin::new(future).poll(cx).is_ready();
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    pending.iter_mut().map(|future| Pin::new(future).take_output().expect("every future is done")).collect()
+}
+
+/// A prepared statement's key: its text and its parameters' types as sqlx would bind them.
+fn key(statement: &Statement) -> (String, Vec<Type>) {
+    let types = statement
+        .params
+        .iter()
+        .map(|param| match param {
+            Param::Text(_) => Type::TEXT,
+            Param::Int(_) => Type::INT8,
+            Param::Bytes(_) => Type::BYTEA,
+        })
+        .collect();
+    (statement.sql.clone(), types)
+}
+
+fn value(param: &Param) -> &(dyn ToSql + Sync) {
+    match param {
+        Param::Text(text) => text,
+        Param::Int(number) => number,
+        Param::Bytes(bytes) => bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use crate::testing::{Backend, TestDatabase, backends};
+    use crate::{AuditFilter, Store, StoreOptions};
+
+    /// A store on a fresh schema whose connections carry `name` (the writer's: `{name} (writer)`), and `settings`.
+    async fn named(database: &TestDatabase, name: &str, settings: &str) -> Store {
+        let separator = if database.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{separator}application_name={name}{settings}", database.url);
+        Store::open(&url, &StoreOptions { schema: database.schema.clone(), ..Default::default() }).await.unwrap()
+    }
+
+    /// A query's one value, on a connection of its own.
+    async fn ask<T>(database: &TestDatabase, sql: String) -> T
+    where
+        T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut connection).await.unwrap()
+    }
+
+    fn event(i: usize) -> Vec<hanse_audit::Event> {
+        vec![hanse_audit::Event::new("test.write", serde_json::json!({"write": i}))]
+    }
+
+    /// The server ends the writer's connection (a restart, a fail-over, an administrator): the next write opens a new
+    /// one and the log goes on from where it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_connection_the_server_ended_is_opened_again() {
+        if !backends().contains(&Backend::Postgres) {
+            return;
+        }
+        let database = TestDatabase::new(Backend::Postgres);
+        let name = database.schema.clone().unwrap();
+        let store = named(&database, &name, "").await;
+        store.audit.append_audit(event(0)).await.unwrap();
+        let ended: i64 = ask(
+            &database,
+            format!(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = '{name} (writer)') AS ended"
+            ),
+        )
+        .await;
+        assert_eq!(ended, 1, "the writer's connection");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        store.audit.append_audit(event(1)).await.unwrap();
+        let entries = store.audit.audit_entries(&AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    /// `sslmode=require` holds for the writer's own connection as for the pool's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_connects_with_tls_when_the_url_requires_it() {
+        if !backends().contains(&Backend::Postgres) {
+            return;
+        }
+        let database = TestDatabase::new(Backend::Postgres);
+        if ask::<String>(&database, "SHOW ssl".into()).await != "on" {
+            eprintln!("the test server does not offer TLS: nothing to check");
+            return;
+        }
+        let name = database.schema.clone().unwrap();
+        let store = named(&database, &name, "&sslmode=require").await;
+        store.audit.append_audit(event(0)).await.unwrap();
+        let encrypted: bool = ask(
+            &database,
+            format!(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = '{name} (writer)'"
+            ),
+        )
+        .await;
+        assert!(encrypted, "the writer's connection is not encrypted");
+    }
 }

@@ -115,6 +115,11 @@ impl Statement {
 
     /// Multi-row inserts `head` (`INSERT INTO t (...) VALUES `) of `rows`, at most [`ROWS_PER_INSERT`] rows each.
     pub(crate) fn inserts<const N: usize>(head: &str, rows: Vec<[Param; N]>) -> Vec<Statement> {
+        Statement::inserts_then(head, rows, "")
+    }
+
+    /// [`Statement::inserts`], each statement ending in `tail` (an `ON CONFLICT` clause).
+    pub(crate) fn inserts_then<const N: usize>(head: &str, rows: Vec<[Param; N]>, tail: &str) -> Vec<Statement> {
         let mut statements = Vec::new();
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
@@ -123,6 +128,7 @@ impl Statement {
                 statement.sql.push_str(if i == 0 { "(" } else { ", (" });
                 statement.list(row).sql.push(')');
             }
+            statement.sql.push_str(tail);
             statements.push(statement);
         }
         statements

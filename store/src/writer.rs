@@ -265,6 +265,25 @@ mod tests {
         database: &TestDatabase,
         events: impl Fn(usize) -> Vec<hanse_audit::Event>,
     ) -> (Store, Vec<Result<u64, crate::StoreError>>) {
+        let writes = (0..40)
+            .map(|i| {
+                let key = if i == 17 { "taken".to_owned() } else { format!("fresh-{i}") };
+                Together { statement: Some(token(&key)), events: events(i), token: None }
+            })
+            .collect();
+        together(database, writes).await
+    }
+
+    /// One write of [`together`]: a statement, audit entries, a token id to record.
+    struct Together {
+        statement: Option<Statement>,
+        events: Vec<hanse_audit::Event>,
+        token: Option<TokenUse>,
+    }
+
+    /// Sends `writes` together to a store on `database` whose token id `taken` is recorded already; answers the store
+    /// and each write's outcome.
+    async fn together(database: &TestDatabase, writes: Vec<Together>) -> (Store, Vec<Result<u64, crate::StoreError>>) {
         use sqlx::Connection;
         let store = database.open().await;
         store.pool.write(Some(token("taken")), Vec::new(), None, None).await.unwrap();
@@ -286,21 +305,37 @@ mod tests {
                 Box::new(other)
             }
         };
-        let writes: Vec<_> = (0..40)
-            .map(|i| {
-                let store = store.clone();
-                let key = if i == 17 { "taken".to_owned() } else { format!("fresh-{i}") };
-                let events = events(i);
-                tokio::spawn(async move { store.pool.write(Some(token(&key)), events, None, None).await })
-            })
-            .collect();
+        // Queued one after another, in order (a write joins the queue when its task first runs).
+        let mut queued = Vec::new();
+        for write in writes {
+            let store = store.clone();
+            queued.push(tokio::spawn(async move {
+                store.pool.write(write.statement, write.events, write.token.as_ref(), None).await
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         drop(blocker);
         let mut outcomes = Vec::new();
-        for write in writes {
+        for write in queued {
             outcomes.push(write.await.unwrap());
         }
         (store, outcomes)
+    }
+
+    /// The log's entries, checked to be gapless and to carry the roots of their own chain.
+    async fn chained_entries(store: &Store) -> Vec<crate::AuditEntry> {
+        use hanse_audit::merkle::{Frontier, leaf_hash};
+        let filter = crate::AuditFilter { limit: 1000, ..Default::default() };
+        let entries = store.audit.audit_entries(&filter).await.unwrap();
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..entries.len() as i64).collect::<Vec<_>>());
+        let mut frontier = Frontier::default();
+        for entry in &entries {
+            frontier.push(leaf_hash(entry.entry.as_bytes()));
+            assert_eq!(frontier.root(), entry.root, "entry {}", entry.seq);
+        }
+        assert_eq!(store.audit.audit_frontier().await.unwrap(), frontier);
+        entries
     }
 
     /// Writes sent together share batches; the one that fails is answered with its own error and the others commit.
@@ -341,22 +376,81 @@ mod tests {
 
     async fn audited_writes_chain_on(backend: Backend) {
         use hanse_audit::Event;
-        use hanse_audit::merkle::{Frontier, leaf_hash};
         let database = TestDatabase::new(backend);
         let (store, outcomes) =
             forty_writes(&database, |i| vec![Event::new("test.write", serde_json::json!({"write": i}))]).await;
         for (i, outcome) in outcomes.into_iter().enumerate() {
-            assert_eq!(outcome.is_ok(), i != 17, "write {i}");
+            assert_eq!(outcome.is_ok(), i != 17, "write {i}: {outcome:?}");
         }
-        let filter = crate::AuditFilter { limit: 100, ..Default::default() };
-        let entries = store.audit.audit_entries(&filter).await.unwrap();
-        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..39).collect::<Vec<_>>());
+        let entries = chained_entries(&store).await;
+        assert_eq!(entries.len(), 39);
         assert!(!entries.iter().any(|e| e.entry.contains(r#""write":17"#)), "the failed write left its entry");
-        let mut frontier = Frontier::default();
-        for entry in &entries {
-            frontier.push(leaf_hash(entry.entry.as_bytes()));
-            assert_eq!(frontier.root(), entry.root, "entry {}", entry.seq);
+    }
+
+    /// In one batch, a write whose statement changes no row records neither its token id nor its entries; a write
+    /// whose token id was seen before (in an earlier batch, or earlier in the same one) is answered `Replayed` and
+    /// leaves nothing; the others commit with their entries chained in order. The answers are those of writes made one
+    /// at a time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_batch_a_write_that_changes_nothing_or_replays_a_token_leaves_nothing_and_the_rest_commit() {
+        for backend in backends() {
+            let database = TestDatabase::new(backend);
+            let nothing = || Statement::new("UPDATE token_ids SET expires_at = 0 WHERE token_key = 'absent'", vec![]);
+            let writes = (0..30)
+                .map(|i| {
+                    let events = vec![hanse_audit::Event::new("test.write", serde_json::json!({"write": i}))];
+                    let (statement, token) = match i {
+                        _ if i % 3 == 1 => (nothing(), Some(use_of(&format!("lost-{i}")))),
+                        20 => (token("fresh-20"), Some(use_of("taken"))),
+                        23 | 26 => (token(&format!("fresh-{i}")), Some(use_of("twice"))),
+                        _ => (token(&format!("fresh-{i}")), None),
+                    };
+                    Together { statement: Some(statement), events, token }
+                })
+                .collect();
+            let (store, outcomes) = together(&database, writes).await;
+            let mut committed = Vec::new();
+            for (i, outcome) in outcomes.into_iter().enumerate() {
+                match (i, outcome) {
+                    (_, Ok(0)) if i % 3 == 1 => {}
+                    (20 | 26, Err(crate::StoreError::Replayed)) => {}
+                    (_, Ok(1)) if i % 3 != 1 && i != 20 && i != 26 => committed.push(i),
+                    (i, outcome) => panic!("{backend:?}: write {i} answered {outcome:?}"),
+                }
+            }
+            for i in 0..30 {
+                let recorded = !store.identity.remember_token(&use_of(&format!("fresh-{i}"))).await.unwrap();
+                assert_eq!(recorded, committed.contains(&i), "{backend:?}: fresh-{i}");
+                assert!(store.identity.remember_token(&use_of(&format!("lost-{i}"))).await.unwrap(), "lost-{i}");
+            }
+            let written: Vec<usize> = chained_entries(&store)
+                .await
+                .iter()
+                .map(|e| serde_json::from_str::<serde_json::Value>(&e.entry).unwrap()["write"].as_u64())
+                .map(|write| write.expect("an entry of a write") as usize)
+                .collect();
+            assert_eq!(written, committed, "{backend:?}");
         }
-        assert_eq!(store.audit.audit_frontier().await.unwrap(), frontier);
+    }
+
+    /// Writes that append to the log through other transactions (an operator's change) between the writer's batches
+    /// move the head the writer last saw; its next batch notices and the chain stays whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_from_other_transactions_between_batches_keep_the_chain_whole() {
+        for backend in backends() {
+            let database = TestDatabase::new(backend);
+            let store = database.open().await;
+            for i in 0..6 {
+                let event = hanse_audit::Event::new("test.write", serde_json::json!({"write": i}));
+                store.pool.write(Some(token(&format!("fresh-{i}"))), vec![event], None, None).await.unwrap();
+                let id = format!("asset-{i}");
+                store
+                    .documents
+                    .insert_document(crate::DocumentKind::Asset, &id, &serde_json::json!({"@id": id}))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(chained_entries(&store).await.len(), 12, "{backend:?}");
+        }
     }
 }

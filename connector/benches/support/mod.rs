@@ -23,12 +23,33 @@ pub fn rss_mb(field: &str) -> f64 {
 /// CPU time this process has used so far (user and system, all threads), in seconds, from `/proc/self/stat`.
 pub fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_of(&stat, false)
+}
+
+/// The CPU time a process used (its `/proc/<pid>/stat` text), in seconds; with `children`, also that of its children
+/// that ended.
+fn cpu_of(stat: &str, children: bool) -> f64 {
     // The fields after the command name (which is in parentheses and may hold spaces): utime and stime are the 12th
-    // and 13th of them, in clock ticks of 1/100 s.
+    // and 13th of them, cutime and cstime the 14th and 15th, in clock ticks of 1/100 s.
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    let own = ticks(11) + ticks(12);
+    (if children { own + ticks(13) + ticks(14) } else { own }) / 100.0
+}
+
+/// The CPU time every PostgreSQL server process on this machine has used, its ended connections' included, in
+/// seconds; `None` when no server runs here.
+pub fn postgres_cpu_seconds() -> Option<f64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        if stat.split_once(" (").and_then(|(_, rest)| rest.split_once(')')).is_some_and(|(name, _)| name == "postgres")
+        {
+            *total.get_or_insert(0.0) += cpu_of(&stat, true);
+        }
+    }
+    total
 }
 
 /// The `p` percentile of sorted durations, in milliseconds.
