@@ -131,7 +131,7 @@ async fn federated_analyses_release_only_protected_results_and_the_glm_equals_th
     // fedavg converges towards the GLM fit.
     let mut training = parameters.clone();
     training["localEpochs"] = json!(2);
-    let fedavg = run(&federation, "fedavg", training, &sites, json!({"rounds": 30})).await;
+    let fedavg = run(&federation, "fedavg", training.clone(), &sites, json!({"rounds": 30})).await;
     assert_eq!(fedavg["state"], "COMPLETED", "{fedavg:#}");
     let trace = fedavg["result"]["trace"].as_array().unwrap();
     let distance =
@@ -139,6 +139,28 @@ async fn federated_analyses_release_only_protected_results_and_the_glm_equals_th
     let (first, last) = (distance(&trace[0]), distance(trace.last().unwrap()));
     println!("fedavg: max |coefficient - pooled| {first:.4} after 1 round, {last:.4} after {} rounds", trace.len());
     assert!(last < first && last < 0.15, "fedavg does not approach the pooled fit: {first} → {last}");
+
+    // FedProx (fedavg with a proximal term, computed by each site) approaches the same fit, along another path.
+    training["proximalMu"] = json!(0.5);
+    let fedprox = run(&federation, "fedavg", training.clone(), &sites, json!({"rounds": 30})).await;
+    assert_eq!(fedprox["state"], "COMPLETED", "{fedprox:#}");
+    assert_eq!(fedprox["result"]["proximalMu"], 0.5);
+    let path = fedprox["result"]["trace"].as_array().unwrap();
+    let (first, last) = (distance(&path[0]), distance(path.last().unwrap()));
+    println!("fedprox: max |coefficient - pooled| {first:.4} after 1 round, {last:.4} after {} rounds", path.len());
+    assert!(last < first && last < 0.15, "fedprox does not approach the pooled fit: {first} → {last}");
+    assert_ne!(path[0], trace[0], "the sites did not apply the proximal term");
+    // A negative μ, or μ on an exact fit, is refused before any transfer starts.
+    let consumer = federation.management(federation.connectors.len() - 1);
+    let site = json!([{"agreementId": sites[0]}]);
+    for (template, mu) in [("fedavg", -1.0), ("glm", 0.5)] {
+        let mut parameters = parameters.clone();
+        parameters["proximalMu"] = json!(mu);
+        let body = json!({"template": template, "parameters": parameters, "sites": site});
+        let refused = consumer.post("/management/v3/jobs", &body).await;
+        assert_eq!(refused.status, 400, "{template}, μ = {mu}: {:#}", refused.body);
+        assert!(refused.body.to_string().contains("proximalMu"), "{:#}", refused.body);
+    }
 
     // An aggregate on the small register: small cells are suppressed with their reason, complements too, and the
     // consumer's combination keeps them suppressed.

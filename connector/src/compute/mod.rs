@@ -257,7 +257,8 @@ pub fn step(
                 let rate = parameters.learning_rate.unwrap_or(0.05) / (round.max(1) as f64).sqrt();
                 let epochs = parameters.local_epochs.unwrap_or(1).clamp(1, 20);
                 let seed = parameters.seed.unwrap_or(0) ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let w = analysis::sgd(table, &design, &weights, &center, &scale, rate, epochs, seed, deadline)?;
+                let mu = parameters.proximal()?;
+                let w = analysis::sgd(table, &design, &weights, &center, &scale, rate, epochs, seed, mu, deadline)?;
                 out["weights"] = json!(w);
             } else {
                 let (sums, squares) = analysis::term_moments(table, &design, deadline)?;

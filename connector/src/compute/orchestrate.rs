@@ -53,6 +53,18 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
     if !TEMPLATES.contains(&request.template.as_str()) {
         return Err(Rejected("template".into(), format!("must be one of {}", TEMPLATES.join(", "))));
     }
+    if matches!(request.template.as_str(), "glm" | "fedavg") {
+        // The sites read the same parameters; a model they would all refuse is refused here, before any transfer.
+        let model: analysis::ModelParameters =
+            analysis::read_parameters(&request.parameters).map_err(|e| Rejected("parameters".into(), e.to_string()))?;
+        model.proximal().map_err(|e| Rejected("parameters.proximalMu".into(), e.to_string()))?;
+        if request.template == "glm" && model.proximal_mu.is_some() {
+            return Err(Rejected(
+                "parameters.proximalMu".into(),
+                "a fedavg parameter (FedProx); glm fits exactly".into(),
+            ));
+        }
+    }
     if request.sites.is_empty() {
         return Err(Rejected(
             "sites".into(),
@@ -533,9 +545,10 @@ async fn federated_averaging(
         trace.push(original_scale(&weights, &center, &scale));
     }
     let sites = per_site(job, &moments, |m| json!({"n": m["n"]}));
+    let proximal_mu = job.body["parameters"]["proximalMu"].as_f64().unwrap_or(0.0);
     Ok(json!({
         "template": "fedavg", "terms": terms, "coefficients": original_scale(&weights, &center, &scale),
-        "rounds": rounds, "n": n, "trace": trace, "sites": sites,
+        "rounds": rounds, "n": n, "trace": trace, "sites": sites, "proximalMu": proximal_mu,
     }))
 }
 

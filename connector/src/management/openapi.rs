@@ -411,7 +411,8 @@ pub struct CredentialIssue {
 pub struct JobInput {
     /// `aggregate`, `crosstab`, `glm` or `fedavg`.
     template: String,
-    /// The template's parameters.
+    /// The template's parameters (`glm` and `fedavg`: `family`, `outcome`, `covariates`, `filters`; `fedavg` also
+    /// `learningRate`, `localEpochs`, `seed` and `proximalMu`, FedProx's proximal weight).
     #[schema(required = false)]
     parameters: Json,
     /// One entry per site: `agreementId` and optionally `counterPartyAddress`.
