@@ -44,6 +44,17 @@ pub struct TokenUse {
 }
 
 impl TokenUse {
+    /// Inserts the ids of `uses` (no id twice), each at most once; answers the ids it inserted: one recorded before
+    /// is a replay. PostgreSQL's writer records a batch's token ids so.
+    pub(crate) fn inserts<'u>(uses: impl IntoIterator<Item = &'u TokenUse>) -> Vec<Statement> {
+        let rows = uses.into_iter().map(|u| [Param::from(&u.key), Param::from(u.expires_at)]).collect();
+        Statement::inserts_then(
+            "INSERT INTO token_ids (token_key, expires_at) VALUES ",
+            rows,
+            " ON CONFLICT (token_key) DO NOTHING RETURNING token_key",
+        )
+    }
+
     /// Inserts the id; changes no row when it was recorded before (a replay).
     pub(crate) fn statement(&self) -> Statement {
         Statement::new(

@@ -472,7 +472,7 @@ impl Pool {
         }
         let mut audit = audit;
         principal::stamp(&mut audit);
-        let write = Write { statement, audit, token: token.map(TokenUse::statement), claim };
+        let write = Write { statement, audit, token: token.cloned(), claim };
         match &self.hot {
             HotWriter::Sqlite(hot) => hot.run(move |db, head| write.apply_on(db, head)).await,
             HotWriter::Postgres(pg) => pg.run(write).await,
@@ -514,7 +514,7 @@ impl Pool {
 pub(crate) struct Write {
     statement: Option<statement::Statement>,
     audit: Vec<hanse_audit::Event>,
-    token: Option<statement::Statement>,
+    token: Option<TokenUse>,
     claim: Option<statement::Statement>,
 }
 
@@ -528,7 +528,7 @@ impl Write {
     fn apply_on(&self, db: &rusqlite::Connection, head: &mut audit::BatchHead) -> Result<u64, StoreError> {
         let changed = self.statement.as_ref().map(|s| s.execute_on(db)).transpose()?;
         if changed != Some(0) {
-            if self.token.as_ref().map(|t| t.execute_on(db)).transpose()? == Some(0) {
+            if self.token.as_ref().map(|t| t.statement().execute_on(db)).transpose()? == Some(0) {
                 return Err(StoreError::Replayed);
             }
             if self.claim.as_ref().map(|c| c.execute_on(db)).transpose()? == Some(0) {

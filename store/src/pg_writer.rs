@@ -4,7 +4,8 @@
 //! writer thread does (decision 0019), and sends that transaction's statements to the server pipelined (decision 0043).
 //!
 //! A batch is sent in one go: `BEGIN`, the audit head row locked (`FOR UPDATE`), every job's statements, the batch's
-//! audit entries, the head written back; then, once every answer is as the batch expected, `COMMIT`. That is two round
+//! token ids (one insert answering the ids it recorded) and audit entries, the head written back; then, once every
+//! answer is as the batch expected, `COMMIT`. While busy, a batch waits up to a millisecond to fill, as SQLite's does. That is two round
 //! trips to the server for a batch of any size, where a round trip per statement (some 26 for one negotiation) bounded
 //! the rate before.
 //! A job's later statements depend on its first one (a token id, an idempotency key and audit entries are recorded
@@ -40,7 +41,8 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::audit::{BatchHead, HEAD_FOR_UPDATE};
 use super::statement::{Param, Statement};
-use super::{StoreError, Write};
+use super::writer::{BUSY_BATCH, GATHER, GATHER_TO};
+use super::{StoreError, TokenUse, Write};
 
 /// The most jobs one transaction takes.
 const MAX_BATCH: usize = 256;
@@ -185,6 +187,7 @@ impl PgWriter {
 /// Runs batches of whatever has queued until every handle is dropped.
 async fn serve(connect: Connect, batches: super::BatchMeter, mut queue: mpsc::UnboundedReceiver<Job>) {
     let mut writer = Writer { connect, session: None, head: None, round_trips: batches.round_trips.clone() };
+    let mut last = 0;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -193,6 +196,18 @@ async fn serve(connect: Connect, batches: super::BatchMeter, mut queue: mpsc::Un
                 Err(_) => break,
             }
         }
+        // While busy, a batch waits a moment to fill, as SQLite's does: every batch costs its `BEGIN`, head lock and
+        // write-back, `COMMIT` and WAL flush however many jobs it carries.
+        if last >= BUSY_BATCH {
+            let until = tokio::time::Instant::now() + GATHER;
+            while batch.len() < GATHER_TO {
+                match tokio::time::timeout_at(until, queue.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        last = batch.len();
         let started = std::time::Instant::now();
         let commit = writer.run(&mut batch).await.map_err(|e| format!("the write batch did not commit: {e}"));
         batches.batch(batch.len(), started);
@@ -309,19 +324,28 @@ async fn attempt(
     let mut head = before.clone();
     let lead = requests.len();
     let mut lengths = Vec::with_capacity(batch.len());
-    let mut events = Vec::new();
-    for (job, plan) in batch.iter().zip(plans.iter()) {
+    let (mut events, mut tokens) = (Vec::new(), Vec::new());
+    for (i, (job, plan)) in batch.iter().zip(plans.iter()).enumerate() {
         let first = requests.len();
         let write = &job.write;
         if *plan != Plan::Out {
             requests.extend(write.statement.iter().map(Request::Execute));
             if *plan == Plan::Full {
-                requests.extend(write.token.iter().chain(&write.claim).map(Request::Execute));
+                requests.extend(write.claim.iter().map(Request::Execute));
+                tokens.extend(write.token.iter().map(|token| (i, token)));
                 events.extend(&write.audit);
             }
         }
         lengths.push(requests.len() - first);
     }
+    // The token ids of every job that goes ahead, in one statement: an id a job before it in the batch brought is a
+    // replay without asking; the others are replays when the insert does not answer them.
+    let mut seen = std::collections::HashSet::new();
+    let first_uses: Vec<&TokenUse> = tokens.iter().map(|(_, token)| *token).filter(|t| seen.insert(&t.key)).collect();
+    let token_statements = TokenUse::inserts(first_uses);
+    let token_requests = token_statements.len();
+    let tokens: Vec<(usize, String)> = tokens.into_iter().map(|(i, token)| (i, token.key.clone())).collect();
+    requests.extend(token_statements.into_iter().map(Request::Returning));
     // The audit entries of every job that goes ahead, in the jobs' order: the same rows as job by job, in a statement
     // or two a table.
     requests.extend(head.append_statements(events.into_iter())?.into_iter().map(Request::Owned));
@@ -368,6 +392,27 @@ async fn attempt(
     if !as_planned {
         return Ok(Attempt::Again);
     }
+    let mut recorded = std::collections::HashSet::new();
+    for answer in answers.by_ref().take(token_requests) {
+        match answer {
+            Ok(Answer::Keys(keys)) => recorded.extend(keys),
+            Ok(_) => {}
+            Err(error) if is_deadlock(&error) => return Ok(Attempt::Again),
+            Err(_) => return Ok(Attempt::OneByOne),
+        }
+    }
+    // Every job before these went as planned, so each replay is the job's answer.
+    let mut replayed = false;
+    for (i, key) in tokens {
+        if !recorded.remove(&key) {
+            plans[i] = Plan::Out;
+            batch[i].outcome = Some(Err(StoreError::Replayed));
+            replayed = true;
+        }
+    }
+    if replayed {
+        return Ok(Attempt::Again);
+    }
     for answer in answers {
         match answer {
             Ok(_) => {}
@@ -412,15 +457,11 @@ fn observe(job: &Job, plan: Plan, answers: Vec<Result<Answer, tokio_postgres::Er
         Plan::Full if changed == Some(0) && job.follows_up() => return Seen::Guess(Plan::StatementOnly),
         _ => {}
     }
-    if plan == Plan::Full {
-        for (statement, refused) in [(&write.token, StoreError::Replayed), (&write.claim, StoreError::Claimed)] {
-            if statement.is_some() {
-                match answers.next().expect("an answer for each statement") {
-                    Ok(0) => return Seen::Failed(refused),
-                    Ok(_) => {}
-                    Err(error) => return Seen::Failed(error),
-                }
-            }
+    if plan == Plan::Full && write.claim.is_some() {
+        match answers.next().expect("the key's answer") {
+            Ok(0) => return Seen::Failed(StoreError::Claimed),
+            Ok(_) => {}
+            Err(error) => return Seen::Failed(error),
         }
     }
     Seen::AsPlanned(changed.unwrap_or(0))
@@ -474,7 +515,7 @@ async fn alone(session: &mut Session, write: &Write, head: &mut BatchHead) -> Re
     };
     if changed != Some(0) {
         if let Some(token) = &write.token
-            && session.execute(token).await? == 0
+            && session.execute(&token.statement()).await? == 0
         {
             return Err(StoreError::Replayed);
         }
@@ -502,13 +543,15 @@ enum Request<'a> {
     Head,
     Execute(&'a Statement),
     Owned(Statement),
+    /// A statement whose rows' first columns are answered ([`TokenUse::inserts`]).
+    Returning(Statement),
 }
 
 impl Request<'_> {
     fn statement(&self) -> Option<&Statement> {
         match self {
             Request::Execute(statement) => Some(statement),
-            Request::Owned(statement) => Some(statement),
+            Request::Owned(statement) | Request::Returning(statement) => Some(statement),
             Request::Simple(_) | Request::Head => None,
         }
     }
@@ -519,6 +562,7 @@ enum Answer {
     Done,
     Head((i64, Vec<u8>)),
     Rows(u64),
+    Keys(Vec<String>),
 }
 
 /// The writer's connection and the statements prepared on it.
@@ -595,6 +639,13 @@ impl Session {
                 Request::Execute(_) | Request::Owned(_) => {
                     let statement = &prepared[&key(request.statement().expect("a statement"))];
                     Box::pin(async move { client.execute(statement, values).await.map(Answer::Rows) })
+                }
+                Request::Returning(_) => {
+                    let statement = &prepared[&key(request.statement().expect("a statement"))];
+                    Box::pin(async move {
+                        let rows = client.query(statement, values).await?;
+                        rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>().map(Answer::Keys)
+                    })
                 }
             }
         });

@@ -33,11 +33,12 @@ const MAX_BATCH: usize = 512;
 const HOLD: Duration = Duration::from_millis(100);
 /// How long the thread waits for the next job before it gives the connection back.
 const LINGER: Duration = Duration::from_millis(2);
-/// A batch of this many jobs means the connector is busy: the next batch gathers ([`gather`]).
-const BUSY_BATCH: usize = 4;
+/// A batch of this many jobs means the connector is busy: the next batch gathers ([`gather`]; PostgreSQL's writer
+/// likewise).
+pub(crate) const BUSY_BATCH: usize = 4;
 /// How many jobs a gathering batch waits for, and for how long at most.
-const GATHER_TO: usize = 16;
-const GATHER: Duration = Duration::from_millis(1);
+pub(crate) const GATHER_TO: usize = 16;
+pub(crate) const GATHER: Duration = Duration::from_millis(1);
 
 /// A write to run on the SQLite writer: the connection it gets is inside the batch's transaction, with the batch's
 /// audit head. It may run more than once (a batch in which another job failed runs again), so it must do nothing but
