@@ -4,7 +4,7 @@
 //! writer thread does (decision 0019), and sends that transaction's statements to the server pipelined (decision 0043).
 //!
 //! A batch is sent in one go: `BEGIN`, the audit head row locked (`FOR UPDATE`), every job's statements, the batch's
-//! token ids (one insert answering the ids it recorded) and audit entries, the head written back; then, once every
+//! token ids (one insert answering the ids it recorded), idempotency keys and audit entries, the head written back; then, once every
 //! answer is as the batch expected, `COMMIT`. While busy, a batch waits up to a millisecond to fill, as SQLite's does. That is two round
 //! trips to the server for a batch of any size, where a round trip per statement (some 26 for one negotiation) bounded
 //! the rate before.
@@ -324,15 +324,15 @@ async fn attempt(
     let mut head = before.clone();
     let lead = requests.len();
     let mut lengths = Vec::with_capacity(batch.len());
-    let (mut events, mut tokens) = (Vec::new(), Vec::new());
+    let (mut events, mut tokens, mut claims) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (job, plan)) in batch.iter().zip(plans.iter()).enumerate() {
         let first = requests.len();
         let write = &job.write;
         if *plan != Plan::Out {
             requests.extend(write.statement.iter().map(Request::Execute));
             if *plan == Plan::Full {
-                requests.extend(write.claim.iter().map(Request::Execute));
                 tokens.extend(write.token.iter().map(|token| (i, token)));
+                claims.extend(write.claim.iter().map(|claim| (i, claim)));
                 events.extend(&write.audit);
             }
         }
@@ -346,6 +346,14 @@ async fn attempt(
     let token_requests = token_statements.len();
     let tokens: Vec<(usize, String)> = tokens.into_iter().map(|(i, token)| (i, token.key.clone())).collect();
     requests.extend(token_statements.into_iter().map(Request::Returning));
+    // Then the idempotency keys, job by job, after the token ids as a job alone records them.
+    let claims: Vec<usize> = claims
+        .into_iter()
+        .map(|(i, claim)| {
+            requests.push(Request::Execute(claim));
+            i
+        })
+        .collect();
     // The audit entries of every job that goes ahead, in the jobs' order: the same rows as job by job, in a statement
     // or two a table.
     requests.extend(head.append_statements(events.into_iter())?.into_iter().map(Request::Owned));
@@ -413,6 +421,27 @@ async fn attempt(
     if replayed {
         return Ok(Attempt::Again);
     }
+    let mut claimed = false;
+    for (i, answer) in claims.into_iter().zip(answers.by_ref()) {
+        match answer {
+            Ok(Answer::Rows(0)) => {
+                plans[i] = Plan::Out;
+                batch[i].outcome = Some(Err(StoreError::Claimed));
+                claimed = true;
+            }
+            Ok(_) => {}
+            Err(error) if is_deadlock(&error) => return Ok(Attempt::Again),
+            Err(error) => {
+                // Every key before it went as the job alone would have it; the ones after were refused unread.
+                plans[i] = Plan::Out;
+                batch[i].outcome = Some(Err(error.into()));
+                return Ok(Attempt::Again);
+            }
+        }
+    }
+    if claimed {
+        return Ok(Attempt::Again);
+    }
     for answer in answers {
         match answer {
             Ok(_) => {}
@@ -433,7 +462,7 @@ enum Seen {
     AsPlanned(u64),
     /// Its statement changed a row where none was expected, or none where one was: the plan for the next attempt.
     Guess(Plan),
-    /// A statement failed, or its token id or key was recorded before.
+    /// Its statement failed.
     Failed(StoreError),
 }
 
@@ -453,18 +482,10 @@ fn observe(job: &Job, plan: Plan, answers: Vec<Result<Answer, tokio_postgres::Er
     };
     let follows = changed != Some(0) && job.follows_up();
     match plan {
-        Plan::StatementOnly if follows => return Seen::Guess(Plan::Full),
-        Plan::Full if changed == Some(0) && job.follows_up() => return Seen::Guess(Plan::StatementOnly),
-        _ => {}
+        Plan::StatementOnly if follows => Seen::Guess(Plan::Full),
+        Plan::Full if changed == Some(0) && job.follows_up() => Seen::Guess(Plan::StatementOnly),
+        _ => Seen::AsPlanned(changed.unwrap_or(0)),
     }
-    if plan == Plan::Full && write.claim.is_some() {
-        match answers.next().expect("the key's answer") {
-            Ok(0) => return Seen::Failed(StoreError::Claimed),
-            Ok(_) => {}
-            Err(error) => return Seen::Failed(error),
-        }
-    }
-    Seen::AsPlanned(changed.unwrap_or(0))
 }
 
 /// The batch one job at a time, each in a savepoint of its own: a round trip per statement.

@@ -269,7 +269,7 @@ mod tests {
         let writes = (0..40)
             .map(|i| {
                 let key = if i == 17 { "taken".to_owned() } else { format!("fresh-{i}") };
-                Together { statement: Some(token(&key)), events: events(i), token: None }
+                Together { statement: Some(token(&key)), events: events(i), token: None, claim: None }
             })
             .collect();
         together(database, writes).await
@@ -280,14 +280,25 @@ mod tests {
         statement: Option<Statement>,
         events: Vec<hanse_audit::Event>,
         token: Option<TokenUse>,
+        claim: Option<Statement>,
     }
 
-    /// Sends `writes` together to a store on `database` whose token id `taken` is recorded already; answers the store
+    /// An idempotency key's claim, as a management call makes it.
+    fn claim(key: &str) -> Statement {
+        Statement::new(
+            "INSERT INTO idempotency_keys (scope, key, digest, resource, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (scope, key) DO NOTHING",
+            vec![Param::from("test"), Param::from(key), Param::from("digest"), Param::from("resource"), Param::from(0)],
+        )
+    }
+
+    /// Sends `writes` together to a store on `database` whose token id `taken` is recorded and whose idempotency key
+    /// `claimed` is claimed already; answers the store
     /// and each write's outcome.
     async fn together(database: &TestDatabase, writes: Vec<Together>) -> (Store, Vec<Result<u64, crate::StoreError>>) {
         use sqlx::Connection;
         let store = database.open().await;
-        store.pool.write(Some(token("taken")), Vec::new(), None, None).await.unwrap();
+        store.pool.write(Some(token("taken")), Vec::new(), None, Some(claim("claimed"))).await.unwrap();
         // Another connection holds the token table while the writes queue, so that they meet in a batch behind the
         // first one instead of trickling through one by one.
         let blocker: Box<dyn std::any::Any + Send> = match database.backend {
@@ -311,7 +322,7 @@ mod tests {
         for write in writes {
             let store = store.clone();
             queued.push(tokio::spawn(async move {
-                store.pool.write(write.statement, write.events, write.token.as_ref(), None).await
+                store.pool.write(write.statement, write.events, write.token.as_ref(), write.claim).await
             }));
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
@@ -389,24 +400,28 @@ mod tests {
     }
 
     /// In one batch, a write whose statement changes no row records neither its token id nor its entries; a write
-    /// whose token id was seen before (in an earlier batch, or earlier in the same one) is answered `Replayed` and
-    /// leaves nothing; the others commit with their entries chained in order. The answers are those of writes made one
-    /// at a time.
+    /// whose token id was seen before (in an earlier batch, or earlier in the same one) is answered `Replayed`, one
+    /// whose idempotency key was claimed before (likewise) `Claimed`, and a write that is both is a replay; each leaves
+    /// nothing; the others commit with their entries chained in order. The answers are those of writes made one at a
+    /// time.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn in_a_batch_a_write_that_changes_nothing_or_replays_a_token_leaves_nothing_and_the_rest_commit() {
+    async fn in_a_batch_writes_that_change_nothing_replay_a_token_or_reuse_a_key_leave_nothing() {
         for backend in backends() {
             let database = TestDatabase::new(backend);
             let nothing = || Statement::new("UPDATE token_ids SET expires_at = 0 WHERE token_key = 'absent'", vec![]);
             let writes = (0..30)
                 .map(|i| {
                     let events = vec![hanse_audit::Event::new("test.write", serde_json::json!({"write": i}))];
-                    let (statement, token) = match i {
-                        _ if i % 3 == 1 => (nothing(), Some(use_of(&format!("lost-{i}")))),
-                        20 => (token("fresh-20"), Some(use_of("taken"))),
-                        23 | 26 => (token(&format!("fresh-{i}")), Some(use_of("twice"))),
-                        _ => (token(&format!("fresh-{i}")), None),
+                    let (statement, token, key) = match i {
+                        _ if i % 3 == 1 => (nothing(), Some(use_of(&format!("lost-{i}"))), None),
+                        5 | 8 => (token(&format!("fresh-{i}")), None, Some(claim("once"))),
+                        11 => (token("fresh-11"), None, Some(claim("claimed"))),
+                        17 => (token("fresh-17"), Some(use_of("taken")), Some(claim("claimed"))),
+                        20 => (token("fresh-20"), Some(use_of("taken")), None),
+                        23 | 26 => (token(&format!("fresh-{i}")), Some(use_of("twice")), None),
+                        _ => (token(&format!("fresh-{i}")), None, None),
                     };
-                    Together { statement: Some(statement), events, token }
+                    Together { statement: Some(statement), events, token, claim: key }
                 })
                 .collect();
             let (store, outcomes) = together(&database, writes).await;
@@ -414,8 +429,9 @@ mod tests {
             for (i, outcome) in outcomes.into_iter().enumerate() {
                 match (i, outcome) {
                     (_, Ok(0)) if i % 3 == 1 => {}
-                    (20 | 26, Err(crate::StoreError::Replayed)) => {}
-                    (_, Ok(1)) if i % 3 != 1 && i != 20 && i != 26 => committed.push(i),
+                    (17 | 20 | 26, Err(crate::StoreError::Replayed)) => {}
+                    (8 | 11, Err(crate::StoreError::Claimed)) => {}
+                    (_, Ok(1)) if i % 3 != 1 && ![8, 11, 17, 20, 26].contains(&i) => committed.push(i),
                     (i, outcome) => panic!("{backend:?}: write {i} answered {outcome:?}"),
                 }
             }
