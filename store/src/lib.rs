@@ -126,7 +126,7 @@ impl StoreError {
             StoreError::Database(error) => {
                 error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "40P01")
             }
-            StoreError::Postgres(error) => error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED),
+            StoreError::Postgres(error) => pg_writer::is_deadlock(error),
             _ => false,
         }
     }

@@ -77,7 +77,6 @@ impl Job {
 }
 
 /// How to connect the writer: the pool's settings, for tokio-postgres.
-#[derive(Clone)]
 pub(crate) struct Connect {
     config: tokio_postgres::Config,
     tls: postgres_openssl::MakeTlsConnector,
@@ -163,8 +162,8 @@ pub(crate) struct PgWriter {
 impl PgWriter {
     /// Starts the writer on a thread of its own (with a runtime of its own for it and its connection); it connects
     /// with `connect` at its first batch. Its own thread, as SQLite's writer has: on the connector's runtime, each of
-    /// the batch's wake-ups (answers arriving, the connection task reading them) waited behind every request being
-    /// served, and a batch took many times its round trips.
+    /// the batch's wake-ups (answers arriving, the connection task reading them) waits behind the requests being
+    /// served (decision 0043).
     pub(crate) fn start(connect: Connect, batches: super::BatchMeter) -> std::io::Result<PgWriter> {
         let (jobs, queue) = mpsc::unbounded_channel::<Job>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -309,11 +308,7 @@ async fn attempt(
     // Without a guess at the head, it is read (and locked) in a round trip of its own before anything is appended.
     let mut read = None;
     if appends && known_head.is_none() {
-        for answer in session.pipeline(&requests).await? {
-            if let Answer::Head(row) = answer? {
-                read = Some(row);
-            }
-        }
+        read = Some(session.begin_with_head(&requests).await?);
         known_head.clone_from(&read);
         requests.clear();
     }
@@ -323,10 +318,8 @@ async fn attempt(
     };
     let mut head = before.clone();
     let lead = requests.len();
-    let mut lengths = Vec::with_capacity(batch.len());
     let (mut events, mut tokens, mut claims) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (job, plan)) in batch.iter().zip(plans.iter()).enumerate() {
-        let first = requests.len();
         let write = &job.write;
         if *plan != Plan::Out {
             requests.extend(write.statement.iter().map(Request::Execute));
@@ -336,7 +329,6 @@ async fn attempt(
                 events.extend(&write.audit);
             }
         }
-        lengths.push(requests.len() - first);
     }
     // The token ids of every job that goes ahead, in one statement: an id a job before it in the batch brought is a
     // replay without asking; the others are replays when the insert does not answer them.
@@ -347,13 +339,8 @@ async fn attempt(
     let tokens: Vec<(usize, String)> = tokens.into_iter().map(|(i, token)| (i, token.key.clone())).collect();
     requests.extend(token_statements.into_iter().map(Request::Returning));
     // Then the idempotency keys, job by job, after the token ids as a job alone records them.
-    let claims: Vec<usize> = claims
-        .into_iter()
-        .map(|(i, claim)| {
-            requests.push(Request::Execute(claim));
-            i
-        })
-        .collect();
+    requests.extend(claims.iter().map(|(_, claim)| Request::Execute(claim)));
+    let claims: Vec<usize> = claims.into_iter().map(|(i, _)| i).collect();
     // The audit entries of every job that goes ahead, in the jobs' order: the same rows as job by job, in a statement
     // or two a table.
     requests.extend(head.append_statements(events.into_iter())?.into_iter().map(Request::Owned));
@@ -376,12 +363,12 @@ async fn attempt(
     // in a savepoint of its own, so a failure there is its answer; after it, which statements changed a row is only a
     // guess for the next attempt.
     let mut as_planned = true;
-    for ((job, plan), length) in batch.iter_mut().zip(plans.iter_mut()).zip(lengths) {
+    for (job, plan) in batch.iter_mut().zip(plans.iter_mut()) {
         if *plan == Plan::Out {
             continue;
         }
-        let mine: Vec<_> = answers.by_ref().take(length).collect();
-        match observe(job, *plan, mine) {
+        let answer = job.write.statement.as_ref().map(|_| answers.next().expect("an answer for each request"));
+        match observe(job, *plan, answer) {
             Seen::AsPlanned(changed) => job.outcome = Some(Ok(changed)),
             Seen::Guess(guess) => {
                 *plan = guess;
@@ -450,13 +437,13 @@ async fn attempt(
         }
     }
     session.simple("COMMIT").await?;
-    if appends {
-        *known_head = head.position().cloned();
+    if let Some(position) = head.position() {
+        *known_head = Some(position.clone());
     }
     Ok(Attempt::Committed)
 }
 
-/// What a job's answers say against its plan.
+/// What a job's statement answered says against its plan.
 enum Seen {
     /// It went as planned; its statement changed this many rows.
     AsPlanned(u64),
@@ -466,18 +453,12 @@ enum Seen {
     Failed(StoreError),
 }
 
-fn observe(job: &Job, plan: Plan, answers: Vec<Result<Answer, tokio_postgres::Error>>) -> Seen {
-    let mut answers = answers.into_iter().map(|answer| match answer {
-        Ok(Answer::Rows(rows)) => Ok(rows),
-        Ok(_) => Ok(0),
-        Err(error) => Err(StoreError::from(error)),
-    });
-    let write = &job.write;
-    let changed = match write.statement {
-        Some(_) => match answers.next().expect("a statement's answer") {
-            Ok(rows) => Some(rows),
-            Err(error) => return Seen::Failed(error),
-        },
+/// `answer`: the job's statement's, `None` when it has none.
+fn observe(job: &Job, plan: Plan, answer: Option<Result<Answer, tokio_postgres::Error>>) -> Seen {
+    let changed = match answer {
+        Some(Ok(Answer::Rows(rows))) => Some(rows),
+        Some(Ok(_)) => Some(0),
+        Some(Err(error)) => return Seen::Failed(error.into()),
         None => None,
     };
     let follows = changed != Some(0) && job.follows_up();
@@ -494,15 +475,12 @@ async fn one_by_one(
     batch: &mut [Job],
     known_head: &mut Option<(i64, Vec<u8>)>,
 ) -> Result<(), StoreError> {
-    let appends = batch.iter().any(|job| job.write.appends());
-    session.simple("BEGIN").await?;
     let mut head = BatchHead::default();
-    if appends {
-        for answer in session.pipeline(&[Request::Head]).await? {
-            if let Answer::Head((size, frontier)) = answer? {
-                head = BatchHead::at(size, frontier);
-            }
-        }
+    if batch.iter().any(|job| job.write.appends()) {
+        let (size, frontier) = session.begin_with_head(&[Request::Simple("BEGIN"), Request::Head]).await?;
+        head = BatchHead::at(size, frontier);
+    } else {
+        session.simple("BEGIN").await?;
     }
     let before = head.clone();
     for job in batch.iter_mut() {
@@ -522,8 +500,8 @@ async fn one_by_one(
         session.execute(&statement).await?;
     }
     session.simple("COMMIT").await?;
-    if appends {
-        *known_head = head.position().cloned();
+    if let Some(position) = head.position() {
+        *known_head = Some(position.clone());
     }
     Ok(())
 }
@@ -552,7 +530,8 @@ async fn alone(session: &mut Session, write: &Write, head: &mut BatchHead) -> Re
     Ok(changed.unwrap_or(0))
 }
 
-fn is_deadlock(error: &tokio_postgres::Error) -> bool {
+/// Whether PostgreSQL ended the statement to break a deadlock.
+pub(crate) fn is_deadlock(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
 }
 
@@ -590,7 +569,7 @@ enum Answer {
 struct Session {
     client: tokio_postgres::Client,
     round_trips: metrics::Counter,
-    prepared: HashMap<(String, Vec<Type>), tokio_postgres::Statement>,
+    prepared: HashMap<Key, tokio_postgres::Statement>,
     head: tokio_postgres::Statement,
 }
 
@@ -615,17 +594,18 @@ impl Session {
         &mut self,
         requests: &[Request<'_>],
     ) -> Result<Vec<Result<Answer, tokio_postgres::Error>>, StoreError> {
-        let mut missing: Vec<(String, Vec<Type>)> = Vec::new();
-        for key in requests.iter().filter_map(Request::statement).map(key) {
-            if !self.prepared.contains_key(&key) && !missing.contains(&key) {
+        let keys: Vec<Option<Key>> = requests.iter().map(|request| request.statement().map(key)).collect();
+        let mut missing: Vec<&Key> = Vec::new();
+        for key in keys.iter().flatten() {
+            if !self.prepared.contains_key(key) && !missing.contains(&key) {
                 missing.push(key);
             }
         }
         if missing.is_empty() {
-            return Ok(self.send(requests).await);
+            return Ok(self.send(requests, &keys).await);
         }
         let lead = requests.iter().take_while(|request| matches!(request, Request::Simple(_))).count();
-        let mut answers = self.send(&requests[..lead]).await;
+        let mut answers = self.send(&requests[..lead], &keys[..lead]).await;
         if self.prepared.len() + missing.len() > STATEMENTS_KEPT {
             self.prepared.clear();
         }
@@ -635,14 +615,14 @@ impl Session {
             in_order(missing.iter().map(|(sql, types)| Box::pin(client.prepare_typed(sql, types)) as Pending<'_, _>))
                 .await;
         for (key, statement) in missing.into_iter().zip(prepared) {
-            self.prepared.insert(key, statement?);
+            self.prepared.insert(key.clone(), statement?);
         }
-        answers.extend(self.send(&requests[lead..]).await);
+        answers.extend(self.send(&requests[lead..], &keys[lead..]).await);
         Ok(answers)
     }
 
-    /// [`Session::pipeline`] of prepared statements.
-    async fn send(&self, requests: &[Request<'_>]) -> Vec<Result<Answer, tokio_postgres::Error>> {
+    /// [`Session::pipeline`] of prepared statements, `keys` those of `requests`.
+    async fn send(&self, requests: &[Request<'_>], keys: &[Option<Key>]) -> Vec<Result<Answer, tokio_postgres::Error>> {
         self.round_trips.increment(1);
         let values: Vec<Vec<&(dyn ToSql + Sync)>> = requests
             .iter()
@@ -650,27 +630,38 @@ impl Session {
             .map(Option::unwrap_or_default)
             .collect();
         let (client, head, prepared) = (&self.client, &self.head, &self.prepared);
-        let futures = requests.iter().zip(&values).map(|(request, values)| -> Pending<'_, _> {
-            match request {
-                Request::Simple(sql) => Box::pin(async move { client.batch_execute(sql).await.map(|_| Answer::Done) }),
-                Request::Head => Box::pin(async move {
+        let futures = requests.iter().zip(&values).zip(keys).map(|((request, values), key)| -> Pending<'_, _> {
+            let statement = key.as_ref().map(|key| &prepared[key]);
+            match (request, statement) {
+                (Request::Simple(sql), _) => {
+                    Box::pin(async move { client.batch_execute(sql).await.map(|_| Answer::Done) })
+                }
+                (Request::Head, _) => Box::pin(async move {
                     let row = client.query_one(head, &[]).await?;
                     Ok(Answer::Head((row.try_get(0)?, row.try_get(1)?)))
                 }),
-                Request::Execute(_) | Request::Owned(_) => {
-                    let statement = &prepared[&key(request.statement().expect("a statement"))];
+                (Request::Returning(_), Some(statement)) => Box::pin(async move {
+                    let rows = client.query(statement, values).await?;
+                    rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>().map(Answer::Keys)
+                }),
+                (_, statement) => {
+                    let statement = statement.expect("a statement's request has its key");
                     Box::pin(async move { client.execute(statement, values).await.map(Answer::Rows) })
-                }
-                Request::Returning(_) => {
-                    let statement = &prepared[&key(request.statement().expect("a statement"))];
-                    Box::pin(async move {
-                        let rows = client.query(statement, values).await?;
-                        rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>().map(Answer::Keys)
-                    })
                 }
             }
         });
         in_order(futures).await
+    }
+
+    /// Runs `requests` (which begin a transaction and end in [`Request::Head`]); answers the head read and locked.
+    async fn begin_with_head(&mut self, requests: &[Request<'_>]) -> Result<(i64, Vec<u8>), StoreError> {
+        let mut head = None;
+        for answer in self.pipeline(requests).await? {
+            if let Answer::Head(row) = answer? {
+                head = Some(row);
+            }
+        }
+        head.ok_or_else(|| StoreError::Corrupt("the audit log has no head row".into()))
     }
 
     /// A statement without parameters or rows, alone.
@@ -706,7 +697,9 @@ async fn in_order<'a, T>(futures: impl IntoIterator<Item = Pending<'a, T>>) -> V
 }
 
 /// A prepared statement's key: its text and its parameters' types as sqlx would bind them.
-fn key(statement: &Statement) -> (String, Vec<Type>) {
+type Key = (String, Vec<Type>);
+
+fn key(statement: &Statement) -> Key {
     let types = statement
         .params
         .iter()
@@ -735,11 +728,22 @@ mod tests {
     use crate::testing::{Backend, TestDatabase, backends};
     use crate::{AuditFilter, Store, StoreOptions};
 
-    /// A store on a fresh schema whose connections carry `name` (the writer's: `{name} (writer)`), and `settings`.
-    async fn named(database: &TestDatabase, name: &str, settings: &str) -> Store {
+    /// A fresh PostgreSQL schema, unless this run leaves PostgreSQL out.
+    fn postgres() -> Option<TestDatabase> {
+        backends().contains(&Backend::Postgres).then(|| TestDatabase::new(Backend::Postgres))
+    }
+
+    /// A store on `database` whose connections carry its schema's name, with `settings` added to its URL.
+    async fn named(database: &TestDatabase, settings: &str) -> Store {
         let separator = if database.url.contains('?') { '&' } else { '?' };
+        let name = database.schema.as_deref().unwrap();
         let url = format!("{}{separator}application_name={name}{settings}", database.url);
         Store::open(&url, &StoreOptions { schema: database.schema.clone(), ..Default::default() }).await.unwrap()
+    }
+
+    /// The `pg_stat_activity` condition that picks the writer's connection of a [`named`] store.
+    fn its_writer(database: &TestDatabase) -> String {
+        format!("application_name = '{} (writer)'", database.schema.as_deref().unwrap())
     }
 
     /// A query's one value, on a connection of its own.
@@ -759,18 +763,14 @@ mod tests {
     /// one and the log goes on from where it was.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_connection_the_server_ended_is_opened_again() {
-        if !backends().contains(&Backend::Postgres) {
-            return;
-        }
-        let database = TestDatabase::new(Backend::Postgres);
-        let name = database.schema.clone().unwrap();
-        let store = named(&database, &name, "").await;
+        let Some(database) = postgres() else { return };
+        let store = named(&database, "").await;
         store.audit.append_audit(event(0)).await.unwrap();
         let ended: i64 = ask(
             &database,
             format!(
-                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = '{name} (writer)') AS ended"
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {}) AS ended",
+                its_writer(&database)
             ),
         )
         .await;
@@ -784,23 +784,19 @@ mod tests {
     /// `sslmode=require` holds for the writer's own connection as for the pool's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_connects_with_tls_when_the_url_requires_it() {
-        if !backends().contains(&Backend::Postgres) {
-            return;
-        }
-        let database = TestDatabase::new(Backend::Postgres);
+        let Some(database) = postgres() else { return };
         let socket = <PgConnectOptions as std::str::FromStr>::from_str(&database.url).unwrap().get_socket().is_some();
         if socket || ask::<String>(&database, "SHOW ssl".into()).await != "on" {
             eprintln!("the test server is reached over a Unix socket, or offers no TLS: nothing to check");
             return;
         }
-        let name = database.schema.clone().unwrap();
-        let store = named(&database, &name, "&sslmode=require").await;
+        let store = named(&database, "&sslmode=require").await;
         store.audit.append_audit(event(0)).await.unwrap();
         let encrypted: bool = ask(
             &database,
             format!(
-                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-                 WHERE a.application_name = '{name} (writer)'"
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity USING (pid) WHERE {}",
+                its_writer(&database)
             ),
         )
         .await;
