@@ -450,6 +450,38 @@ mod tests {
         }
     }
 
+    /// A batch with more failing writes than PostgreSQL's writer sends it pipelined (each attempt learns one) ends one
+    /// write at a time in savepoints; the answers are the same as ever and the chain stays whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_with_many_failing_writes_ends_one_write_at_a_time_with_the_same_answers() {
+        for backend in backends() {
+            let database = TestDatabase::new(backend);
+            let failing = |i: usize| i.is_multiple_of(3) && i > 0;
+            let writes = (0..20)
+                .map(|i| {
+                    let key = if failing(i) { "taken".to_owned() } else { format!("fresh-{i}") };
+                    let events = vec![hanse_audit::Event::new("test.write", serde_json::json!({"write": i}))];
+                    Together { statement: Some(token(&key)), events, token: None, claim: None }
+                })
+                .collect();
+            let (store, outcomes) = together(&database, writes).await;
+            for (i, outcome) in outcomes.into_iter().enumerate() {
+                match outcome {
+                    Ok(changed) => assert!(!failing(i) && changed == 1, "{backend:?}: write {i}"),
+                    Err(error) => assert!(failing(i) && error.is_unique_violation(), "{backend:?}: write {i}: {error}"),
+                }
+            }
+            let written: Vec<usize> = chained_entries(&store)
+                .await
+                .iter()
+                .map(|e| {
+                    serde_json::from_str::<serde_json::Value>(&e.entry).unwrap()["write"].as_u64().unwrap() as usize
+                })
+                .collect();
+            assert_eq!(written, (0..20).filter(|i| !failing(*i)).collect::<Vec<_>>(), "{backend:?}");
+        }
+    }
+
     /// Writes that append to the log through other transactions (an operator's change) between the writer's batches
     /// move the head the writer last saw; its next batch notices and the chain stays whole.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
