@@ -14,6 +14,7 @@ pub mod access;
 pub mod credentials;
 pub mod did;
 pub mod limited;
+pub use hanse_keys::agree;
 pub use hanse_keys::jose;
 pub use hanse_keys::ring as keys;
 pub mod token;

@@ -32,6 +32,8 @@ pub enum JoseError {
 pub struct SigningKey {
     signer: Box<dyn JwsSigner>,
     public_jwk: Object,
+    /// A secret derived from the private key, for [`SigningKey::derive`]; never shown.
+    secret: [u8; 32],
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -47,7 +49,16 @@ impl SigningKey {
         let public_jwk = josekit::jwk::KeyPair::to_jwk_public_key(&key_pair);
         let signer = ES256.signer_from_pem(pem).map_err(|e| JoseError::Key(e.to_string()))?;
         let public_jwk: Object = public_jwk.as_ref().clone();
-        Ok(SigningKey { signer: Box::new(signer), public_jwk: public_only(&public_jwk) })
+        let private = openssl::pkey::PKey::private_key_from_pem(pem).map_err(|e| JoseError::Key(e.to_string()))?;
+        let der = private.private_key_to_der().map_err(|e| JoseError::Key(e.to_string()))?;
+        let secret = crate::agree::hmac(b"hanse derived secrets", &der);
+        Ok(SigningKey { signer: Box::new(signer), public_jwk: public_only(&public_jwk), secret })
+    }
+
+    /// A secret for `context`, derived from the private key (HMAC-SHA-256): the same key and context give the same
+    /// secret on every replica, and it tells nothing of the key.
+    pub fn derive(&self, context: &[u8]) -> [u8; 32] {
+        crate::agree::hmac(&self.secret, context)
     }
 
     /// The public key as a JWK (`kty`, `crv`, `x`, `y`).

@@ -2,8 +2,10 @@
 //! checks receipts, and identity, which signs tokens and credentials, so that neither imports the other for them.
 //!
 //! - [`jose`]: the one place Hanse touches josekit;
-//! - [`ring`]: the current signing key and the keys it replaced (`hanse keys rotate`).
+//! - [`ring`]: the current signing key and the keys it replaced (`hanse keys rotate`);
+//! - [`agree`]: pairwise secrets between sites (X25519) and secrets derived from the participant key.
 
+pub mod agree;
 pub mod jose;
 pub mod ring;
 

@@ -123,6 +123,11 @@ impl KeyRing {
         keys
     }
 
+    /// A secret for `context`, derived from the current key ([`SigningKey::derive`]).
+    pub fn derive(&self, context: &[u8]) -> [u8; 32] {
+        self.current.derive(context)
+    }
+
     /// Signs `payload` with the current key; the header gets `kid`, `typ` and the given extra members.
     pub fn sign(&self, typ: &str, extra_header: &[(&str, Json)], payload: &Json) -> String {
         let mut header = Object::new();
