@@ -48,6 +48,8 @@ pub struct JobContext {
     pub disclosure_method: Option<String>,
     /// Jobs already run under the agreement.
     pub jobs_run: u64,
+    /// Whether the job runs under secure aggregation.
+    pub secure_aggregation: bool,
 }
 
 impl RequestContext {

@@ -141,6 +141,8 @@ pub enum LeftOperand {
     AlgorithmDigest,
     MaxJobs,
     DisclosureMethod,
+    /// Whether the job runs under secure aggregation (the orchestrator learns only sums over sites).
+    SecureAggregation,
     /// The purpose of the requester's data permit (EHDS Art. 53), taxonomic like `purpose`.
     PermitPurpose,
     /// The health data access body that issued the permit.
@@ -189,6 +191,7 @@ impl LeftOperand {
             Some("algorithmDigest") => LeftOperand::AlgorithmDigest,
             Some("maxJobs") => LeftOperand::MaxJobs,
             Some("disclosureMethod") => LeftOperand::DisclosureMethod,
+            Some("secureAggregation") => LeftOperand::SecureAggregation,
             Some("credentialType") => LeftOperand::CredentialType,
             Some("permitPurpose") => LeftOperand::PermitPurpose,
             Some("permitIssuer") => LeftOperand::PermitIssuer,
@@ -217,6 +220,7 @@ impl LeftOperand {
             LeftOperand::AlgorithmDigest => format!("{HANSE}algorithmDigest"),
             LeftOperand::MaxJobs => format!("{HANSE}maxJobs"),
             LeftOperand::DisclosureMethod => format!("{HANSE}disclosureMethod"),
+            LeftOperand::SecureAggregation => format!("{HANSE}secureAggregation"),
             LeftOperand::PermitPurpose => format!("{HANSE}permitPurpose"),
             LeftOperand::PermitIssuer => format!("{HANSE}permitIssuer"),
             LeftOperand::PermitId => format!("{HANSE}permitId"),
@@ -241,7 +245,7 @@ impl LeftOperand {
             | LeftOperand::PermitPurpose
             | LeftOperand::PermitIssuer => ValueKind::Iri,
             LeftOperand::JobTemplate | LeftOperand::AlgorithmDigest | LeftOperand::PermitId => ValueKind::String,
-            LeftOperand::PermitHolder => ValueKind::Boolean,
+            LeftOperand::PermitHolder | LeftOperand::SecureAggregation => ValueKind::Boolean,
             LeftOperand::Claim(_) | LeftOperand::Unknown(_) => ValueKind::Any,
         }
     }
@@ -263,6 +267,7 @@ impl LeftOperand {
                 | LeftOperand::AlgorithmDigest
                 | LeftOperand::MaxJobs
                 | LeftOperand::DisclosureMethod
+                | LeftOperand::SecureAggregation
         )
     }
 

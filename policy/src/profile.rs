@@ -25,6 +25,8 @@
 //! - `hanse:maxJobs` (integer): resolves to the ordinal of this job under the agreement (jobs run so far + 1), so
 //!   `maxJobs lteq 10` allows ten jobs.
 //! - `hanse:disclosureMethod`: `hanse:suppress`, `hanse:round` or `hanse:noise`.
+//! - `hanse:secureAggregation` (boolean): whether the job runs under secure aggregation, so that the consumer learns
+//!   only sums over the sites (`secureAggregation eq true` demands it of every training job).
 //!
 //! Outside a compute job these constraints cannot be decided yet: they are *deferred* (recorded in the decision and
 //! checked when a job runs), never silently dropped.

@@ -151,11 +151,25 @@ fn algorithm_digests_and_disclosure_methods_normalise() {
         disclosure_method: Some("suppress".into()),
         min_cell_count: 5,
         jobs_run: 0,
+        secure_aggregation: false,
     };
     let ctx = context().with_job(job);
     assert!(holds("hanse:algorithmDigest", "isAnyOf", json!(["abcdef", "123456"]), &ctx));
     assert!(holds("hanse:disclosureMethod", "isAnyOf", json!(["hanse:suppress", "hanse:round"]), &ctx));
     assert!(!holds("hanse:disclosureMethod", "eq", json!("noise"), &ctx));
+}
+
+#[test]
+fn secure_aggregation_is_demanded_of_a_job_and_deferred_outside_one() {
+    let job = |secure| JobContext { template: "fedavg".into(), secure_aggregation: secure, ..JobContext::default() };
+    let demanded = atomic("hanse:secureAggregation", "eq", json!(true));
+    assert!(holds("hanse:secureAggregation", "eq", json!(true), &context().with_job(job(true))));
+    let decision = evaluate(&permit_use_if(demanded.clone()), "use", &context().with_job(job(false)));
+    assert!(!decision.permitted, "{decision:#?}");
+    assert!(decision.reason.contains("secureAggregation"), "{}", decision.reason);
+    // At negotiation there is no job yet: the constraint is deferred to each job, not dropped.
+    let decision = evaluate(&permit_use_if(demanded), "use", &context());
+    assert!(decision.permitted && decision.deferred.len() == 1, "{decision:#?}");
 }
 
 #[test]

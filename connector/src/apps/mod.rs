@@ -503,6 +503,8 @@ async fn compute(
             min_cell_count: limits.k,
             disclosure_method: Some("suppress".into()),
             jobs_run: allowed.token.requests.max(0) as u64,
+            // An app's job runs at this one site: there is no sum over sites to hide it in.
+            secure_aggregation: false,
         };
         let address = apps.decide(&allowed, &dataset, "compute", Some(context))?;
         let table = apps.table(&address, &dataset).await?;
