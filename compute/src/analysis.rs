@@ -409,6 +409,10 @@ pub struct ModelParameters {
     /// objective, which holds its local steps near the round's model when sites' data differ. Absent or 0: FedAvg.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proximal_mu: Option<f64>,
+    /// `fedavg` under secure aggregation: each site releases only its update masked so that the orchestrator learns
+    /// the sum over the sites alone ([`crate::secure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_aggregation: Option<bool>,
 }
 
 impl ModelParameters {

@@ -362,6 +362,9 @@ pub struct ComputeConfig {
     pub max_jobs_per_agreement: u64,
     /// Rounds one model job may take (Newton or federated averaging).
     pub max_rounds: u32,
+    /// The fewest sites (this one included) a secure aggregation round may have: the others' updates are what this
+    /// site's is hidden among. At least 2.
+    pub secure_aggregation_min_sites: usize,
     /// Jobs running at once (the blocking pool's size); 0: the number of cores.
     pub workers: usize,
     /// How long one job step may run (seconds).
@@ -381,6 +384,7 @@ impl Default for ComputeConfig {
             max_cells: 1000,
             max_jobs_per_agreement: 100,
             max_rounds: 100,
+            secure_aggregation_min_sites: 2,
             workers: 0,
             time_limit_seconds: 60,
             memory_limit_mb: 1024,

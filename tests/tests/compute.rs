@@ -492,3 +492,206 @@ async fn a_job_that_outgrows_the_memory_limit_is_stopped_and_the_site_keeps_serv
     assert_eq!(aggregate["result"]["sites"][0]["n"], 2000);
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_aggregation_trains_fedavg_s_model_from_masked_updates_and_goes_on_without_a_site_that_drops_out() {
+    // Three hospitals, the third of which lets a job take at most 6 rounds, and a research institute.
+    let backends = hanse::testing::backends();
+    let mut connectors = Vec::new();
+    for i in 0..4 {
+        let rounds = if i == 2 { 6 } else { 100 };
+        let backend = backends[i % backends.len()];
+        connectors.push(TestConnector::start_with(backend, |config| config.compute.max_rounds = rounds).await);
+    }
+    let federation = Federation { connectors, client: reqwest::Client::new() };
+    for (site, rows) in ROWS.into_iter().enumerate() {
+        let terms = compute_terms(&["fedavg", "glm"], json!([]));
+        publish(&federation, site, &format!("register-{site}"), rows, site as u32, terms).await;
+    }
+    let mut agreements = Vec::new();
+    for site in 0..3 {
+        agreements.push(agree(&federation, site, &format!("register-{site}")).await);
+    }
+    let sites: Vec<&str> = agreements.iter().map(String::as_str).collect();
+    let mut training =
+        json!({"family": "logistic", "outcome": "readmitted", "covariates": COVARIATES, "localEpochs": 2});
+
+    // The same model as plain FedAvg, round by round, to within the fixed-point rounding.
+    let plain = run(&federation, "fedavg", training.clone(), &sites, json!({"rounds": 3})).await;
+    assert_eq!(plain["state"], "COMPLETED", "{plain:#}");
+    training["secureAggregation"] = json!(true);
+    let secure = run(&federation, "fedavg", training.clone(), &sites, json!({"rounds": 3})).await;
+    assert_eq!(secure["state"], "COMPLETED", "{secure:#}");
+    let result = &secure["result"];
+    assert_eq!((result["secureAggregation"].as_bool(), result["n"].as_f64()), (Some(true), Some(9500.0)), "{result:#}");
+    let (plain_trace, secure_trace) =
+        (plain["result"]["trace"].as_array().unwrap(), result["trace"].as_array().unwrap());
+    assert_eq!(secure_trace.len(), 3);
+    for (round, (a, b)) in plain_trace.iter().zip(secure_trace).enumerate() {
+        for (x, y) in numbers(a).iter().zip(numbers(b)) {
+            assert!((x - y).abs() < 1e-9, "round {}: plain {x} vs secure {y}", round + 1);
+        }
+    }
+    // No site's own figures in the result, and what this connector received of each site tells nothing of it: the
+    // row count in its masked update is not the site's, nor is the sum of the masked updates the federation's.
+    let p = result["terms"].as_array().unwrap().len();
+    let mut sum = vec![0u128; 1 + p];
+    for (i, site) in result["sites"].as_array().unwrap().iter().enumerate() {
+        assert!(site.get("n").is_none(), "{site}");
+        let received = hanse::compute::masking::from_json(&secure["sites"][i]["received"], 1 + p).unwrap();
+        let seen = hanse::compute::masking::decode(&received)[0];
+        assert!((seen - ROWS[i] as f64).abs() > 1e6, "site {i}'s masked row count is {seen}");
+        hanse::compute::masking::add(&mut sum, &received);
+    }
+    let summed = hanse::compute::masking::decode(&sum)[0];
+    assert!((summed - 9500.0).abs() > 1e6, "the masked updates sum to {summed} without the sites' own masks");
+
+    // The third hospital takes no round past its sixth: it drops out, the round runs again among the other two, and
+    // the job ends with the model they trained.
+    let dropped = run(&federation, "fedavg", training.clone(), &sites, json!({"rounds": 8})).await;
+    assert_eq!(dropped["state"], "COMPLETED", "{dropped:#}");
+    assert_eq!(dropped["result"]["trace"].as_array().unwrap().len(), 8);
+    let left = dropped["result"]["dropped"].as_array().unwrap();
+    assert_eq!(left.len(), 1, "{left:#?}");
+    assert_eq!(left[0]["agreementId"], agreements[2]);
+    assert!(left[0]["reason"].as_str().unwrap().contains("RoundLimit"), "{left:#?}");
+    assert_eq!(dropped["sites"][2]["status"], "dropped");
+    // Until the drop-out the three trained together, as in the job before.
+    for round in 0..3 {
+        let (before, now) = (numbers(&secure_trace[round]), numbers(&dropped["result"]["trace"][round]));
+        assert!(before.iter().zip(&now).all(|(a, b)| (a - b).abs() < 1e-9), "round {}: {before:?} {now:?}", round + 1);
+    }
+    let consumer = federation.management(3);
+    let transfer = dropped["sites"][2]["transferId"].as_str().unwrap();
+    let transfer = consumer.get(&format!("/management/v3/transferprocesses/{transfer}")).await.body;
+    assert_eq!(transfer["state"], "TERMINATED", "{transfer:#}");
+
+    // Secure aggregation of one site, or of an exact fit, is refused before any transfer starts.
+    for (template, sites, field) in
+        [("fedavg", &sites[..1], "sites"), ("glm", &sites[..], "parameters.secureAggregation")]
+    {
+        let listed: Vec<Value> = sites.iter().map(|a| json!({"agreementId": a})).collect();
+        let body = json!({"template": template, "parameters": training, "sites": listed});
+        let refused = consumer.post("/management/v3/jobs", &body).await;
+        assert_eq!(refused.status, 400, "{template}: {:#}", refused.body);
+        assert!(refused.body.to_string().contains(field), "{:#}", refused.body);
+    }
+    // A hospital that demands secure aggregation in its terms refuses plain training and takes part in secure.
+    let demanded = json!([{"leftOperand": "hanse:secureAggregation", "operator": "eq", "rightOperand": true}]);
+    publish(&federation, 0, "register-guarded", 600, 4, compute_terms(&["fedavg"], demanded)).await;
+    let guarded = agree(&federation, 0, "register-guarded").await;
+    let mut plain_training = training.clone();
+    plain_training["secureAggregation"] = json!(false);
+    let refused = run(&federation, "fedavg", plain_training, &[&guarded, sites[1]], json!({"rounds": 1})).await;
+    assert_eq!(refused["state"], "FAILED", "{refused:#}");
+    assert!(refused["error"].as_str().unwrap().contains("secureAggregation"), "{refused:#}");
+    let taken = run(&federation, "fedavg", training.clone(), &[&guarded, sites[1]], json!({"rounds": 1})).await;
+    assert_eq!(taken["state"], "COMPLETED", "{taken:#}");
+
+    // Each hospital logged the rounds whose own mask it revealed.
+    let log = federation.connectors[0].running.state.store.audit.audit_entries(&everything()).await.unwrap();
+    let revealed = log.iter().filter(|e| e.entry.contains("\"ownMaskRevealed\":true")).count();
+    assert_eq!(revealed, 4 + 9 + 2, "one per masked round of the three secure jobs");
+    federation.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_reveals_its_own_mask_once_for_its_rounds_sites_and_takes_no_peer_it_cannot_verify() {
+    // Two hospitals; the research institute plays the orchestrator by hand, as a hostile one would.
+    let federation = Federation::with_hospitals(3).await;
+    let (consumer_id, consumer) = (federation.connectors[2].participant_id(), federation.management(2));
+    let keys = federation.connectors[2].running.state.identity.keys();
+    let mut sessions = Vec::new();
+    for site in 0..2 {
+        publish(&federation, site, "register", 400, site as u32, compute_terms(&["fedavg"], json!([]))).await;
+        let agreement = agree(&federation, site, "register").await;
+        let body = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "@type": "TransferRequest",
+                          "contractId": agreement, "transferType": "Hanse-Compute"});
+        let created = consumer.post("/management/v3/transferprocesses", &body).await;
+        let id = created.body["@id"].as_str().unwrap().to_owned();
+        wait_for_transfer(&consumer, &id, "STARTED").await;
+        let address = consumer.get(&format!("/management/v3/edrs/{id}/dataaddress")).await.body;
+        let endpoint = address["endpoint"].as_str().unwrap().to_owned();
+        let token = address["authorization"].as_str().unwrap().to_owned();
+        sessions.push((federation.connectors[site].participant_id(), agreement, endpoint, token));
+    }
+    let parameters = json!({"family": "logistic", "outcome": "readmitted", "covariates": ["age", "smoker"],
+                            "secureAggregation": true});
+    let call = async |site: usize, round: u64, extra: Value| {
+        let (provider, agreement, endpoint, token) = &sessions[site];
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = json!({"iss": consumer_id, "aud": provider, "iat": now, "exp": now + 300, "job": "hostile",
+            "round": round, "transfer": endpoint.rsplit('/').next().unwrap(), "agreement": agreement,
+            "template": "fedavg", "parameters": parameters});
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let url = match round {
+            0 => format!("{endpoint}/jobs"),
+            _ => format!("{endpoint}/jobs/hostile/rounds"),
+        };
+        let jwt = keys.sign(hanse::compute::JOB_TYP, &[], &claims);
+        let response = federation.client.post(url).bearer_auth(token).body(jwt).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let result = |jwt: &str| -> Value {
+        let payload = jwt.split('.').nth(1).unwrap();
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["result"].clone()
+    };
+    // Round 0: each site releases its terms and public key, nothing of its rows.
+    let (status, key_a) = call(0, 0, json!({})).await;
+    assert_eq!(status, 200, "{key_a}");
+    let (_, key_b) = call(1, 0, json!({})).await;
+    let released = result(&key_a);
+    assert!(released["publicKey"].is_string() && released.get("n").is_none() && released.get("sums").is_none());
+
+    // Rounds that would let the orchestrator read a site's update are refused, each with its reason.
+    let state = json!({"state": {}});
+    let (status, body) = call(0, 1, state.clone()).await;
+    assert_eq!(status, 400, "no peers: {body}");
+    assert!(body.contains("peers"), "{body}");
+    let (status, body) = call(0, 1, json!({"state": {}, "peers": [key_a]})).await;
+    assert_eq!(status, 403, "alone: {body}");
+    assert!(body.contains("TooFewSites"), "{body}");
+    // A "site" whose key the orchestrator made itself: a round-0 result it signed with its own key.
+    let now = chrono::Utc::now().timestamp();
+    let own_key = hanse::identity::agree::public_key(&[9; 32]).unwrap();
+    let fake = keys.sign(
+        hanse::compute::RESULT_TYP,
+        &[],
+        &json!({"iss": consumer_id, "aud": consumer_id, "iat": now,
+        "job": "hostile", "round": 0, "template": "fedavg", "result": {"publicKey": own_key}}),
+    );
+    let (status, body) = call(0, 1, json!({"state": {}, "peers": [key_a, fake]})).await;
+    assert_eq!(status, 400, "the consumer as a site: {body}");
+    assert!(body.contains("the consumer cannot be a site"), "{body}");
+    // A key that is not signed by the site it names: the signature fails.
+    let mut forged: Vec<&str> = key_b.split('.').collect();
+    let tampered = key_a.split('.').nth(1).unwrap().to_owned();
+    forged[1] = &tampered;
+    let (status, body) = call(0, 1, json!({"state": {}, "peers": [key_a, forged.join(".")]})).await;
+    assert_eq!(status, 400, "a forged peer: {body}");
+
+    // Round 1 among both: a masked update only.
+    let (status, masked) = call(0, 1, json!({"state": {}, "peers": [key_a, key_b]})).await;
+    assert_eq!(status, 200, "{masked}");
+    let masked = result(&masked);
+    assert!(masked["masked"].is_array() && masked.get("n").is_none() && masked.get("sums").is_none(), "{masked}");
+    // Its own mask only for the set it ran with, and only once; then round 1 runs no more.
+    let mut both = vec![result(&key_a)["publicKey"].clone(), result(&key_b)["publicKey"].clone()];
+    both.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    let (status, body) = call(0, 1, json!({"unmask": [released["publicKey"]]})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("SitesDiffer"), "{body}");
+    let (status, body) = call(0, 2, json!({"state": {}, "peers": [key_a, key_b]})).await;
+    assert_eq!(status, 409, "round 2 before round 1 is unmasked: {body}");
+    let (status, body) = call(0, 1, json!({"unmask": both})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(result(&body)["ownMask"].as_array().unwrap().len(), masked["masked"].as_array().unwrap().len());
+    let (status, body) = call(0, 1, json!({"unmask": both})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("AlreadyUnmasked"), "{body}");
+    let (status, body) = call(0, 1, json!({"state": {}, "peers": [key_a, key_b]})).await;
+    assert_eq!(status, 409, "round 1 again after its reveal: {body}");
+    assert!(body.contains("runs no more"), "{body}");
+    federation.shutdown().await;
+}

@@ -16,7 +16,9 @@
 
 pub mod commands;
 pub mod orchestrate;
+pub mod secure;
 
+pub use hanse_compute::secure as masking;
 pub use hanse_compute::{analysis, disclosure, synth, table};
 
 use std::collections::HashMap;
@@ -225,6 +227,9 @@ pub fn step(
         }
         "glm" | "fedavg" => {
             let parameters: analysis::ModelParameters = analysis::read_parameters(parameters)?;
+            if template == "glm" && parameters.secure_aggregation.is_some() {
+                return Err(JobError::Invalid("secureAggregation: a fedavg parameter; glm's rounds are exact".into()));
+            }
             let design = Design::new(table, &parameters, deadline)?;
             let checks = if table.rows == 0 {
                 Json::Null
@@ -472,7 +477,7 @@ impl Compute {
         if let Err(refusal) = self.check_memory(&table) {
             return refusal.into_response();
         }
-        let job = JobRow {
+        let mut job = JobRow {
             id: uuid::Uuid::new_v4().to_string(),
             role: "provider".into(),
             peer_job_id: Some(submitted.job),
@@ -486,11 +491,23 @@ impl Compute {
             created_at: 0,
             updated_at: 0,
         };
+        // Under secure aggregation the first round releases the site's key for the job, and every later round only
+        // masked updates.
+        let release = match template_is_secure(&job) {
+            true => match secure::public_key(self, &job) {
+                Ok(key) => {
+                    job.body["secure"] = json!({"publicKey": key});
+                    secure::Release::Key(key)
+                }
+                Err(refusal) => return refusal.into_response(),
+            },
+            false => secure::Release::Plain,
+        };
         let mut job = match admit(self, job).await {
             Ok(job) => job,
             Err(refusal) => return refusal,
         };
-        execute(self, &mut job, 0, table, round_state, limits).await
+        execute(self, &mut job, 0, table, round_state, limits, release).await
     }
 }
 
@@ -518,6 +535,7 @@ async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response
                 min_cell_count: job.body["k"].as_u64().unwrap_or_default(),
                 disclosure_method: Some("suppress".into()),
                 jobs_run,
+                secure_aggregation: template_is_secure(&job),
             };
             state.plane.transfers.check_job(&consumer, &agreement, context).await
         };
@@ -595,10 +613,40 @@ impl Compute {
                 format!("job `{job_id}` is {}; it takes no rounds", job.status),
             );
         }
-        let round = job.rounds as u64;
-        if submitted.round != round {
-            return fail(StatusCode::CONFLICT, "WrongRound", format!("the next round of job `{job_id}` is {round}"));
+        let is_secure = job.body.get("secure").is_some();
+        let claims = &submitted.claims;
+        if !is_secure && (claims.contains_key("peers") || claims.contains_key("unmask")) {
+            return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the job was not admitted for secure aggregation");
         }
+        // A secure job's rounds are answered one at a time across replicas: revealing a mask and running a round
+        // again may not interleave.
+        let _serial = match is_secure {
+            true => match self.plane.cluster.hold(&format!("secure-job:{}", job.id)).await {
+                Some(held) => Some(held),
+                None => return fail(StatusCode::CONFLICT, "Busy", "another request of this job is being answered"),
+            },
+            false => None,
+        };
+        if is_secure {
+            // Read again under the lease: another replica may have answered meanwhile.
+            job = match self.jobs.job(&job.id).await {
+                Ok(Some(job)) => job,
+                _ => return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be read now"),
+            };
+            if let Some(responded) = claims.get("unmask") {
+                return self.unmask(&mut job, submitted.round, responded).await;
+            }
+            if let Err(refusal) = secure::may_run(&job, submitted.round) {
+                return refusal.into_response();
+            }
+        } else if submitted.round != job.rounds as u64 {
+            return fail(
+                StatusCode::CONFLICT,
+                "WrongRound",
+                format!("the next round of job `{job_id}` is {}", job.rounds),
+            );
+        }
+        let round = submitted.round;
         if round >= u64::from(self.settings.max_rounds) {
             return fail(
                 StatusCode::FORBIDDEN,
@@ -615,10 +663,36 @@ impl Compute {
             Ok(table) => table,
             Err(refusal) => return refusal.into_response(),
         };
-        let round_state = submitted.claims.get("state").cloned().unwrap_or(Json::Null);
+        let release = match is_secure {
+            true => match secure::masks(self, &job, round, claims).await {
+                Ok(release) => release,
+                Err(refusal) => return refusal.into_response(),
+            },
+            false => secure::Release::Plain,
+        };
+        let round_state = claims.get("state").cloned().unwrap_or(Json::Null);
         let limits = self.limits(job.body["k"].as_u64());
-        execute(self, &mut job, round, table, round_state, limits).await
+        execute(self, &mut job, round, table, round_state, limits, release).await
     }
+
+    /// Reveals a secure job's own mask of `round` (once, and only for the round's set of sites), logged.
+    async fn unmask(self: &Arc<Self>, job: &mut JobRow, round: u64, responded: &Json) -> Response {
+        let revealed = match secure::reveal(self, job, round, responded) {
+            Ok(revealed) => revealed,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let details = json!({"job": job.id, "round": round, "ownMaskRevealed": true});
+        if let Err(error) = self.jobs.update_job(job, &[job_event("compute.result", job, details)]).await {
+            tracing::error!(%error, "cannot record a revealed mask");
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the mask cannot be revealed now");
+        }
+        signed(self, job, round, &revealed)
+    }
+}
+
+/// Whether `job` (being admitted) asked for secure aggregation.
+fn template_is_secure(job: &JobRow) -> bool {
+    job.template == "fedavg" && secure::requested(&job.body["parameters"])
 }
 
 /// The request of a compute endpoint: the consumer the access token names, its started compute transfer, and the
@@ -645,11 +719,19 @@ async fn execute(
     table: Arc<Table>,
     round_state: Json,
     limits: Limits,
+    release: secure::Release,
 ) -> Response {
     let (template, parameters) = (job.template.clone(), job.body["parameters"].clone());
     let started = std::time::Instant::now();
-    let outcome =
-        state.run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, round, deadline)).await;
+    let step_round = release.step_round(round);
+    let outcome = state
+        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, step_round, deadline))
+        .await
+        .and_then(|out| release.apply(out).map(|released| (released, release)));
+    let outcome = outcome.map(|(released, release)| {
+        secure::answered(job, round, &release, &released);
+        released
+    });
     count_job(&state.jobs, "provider", &job.template, outcome.is_ok(), started);
     if let Err(refusal) = conclude(state, job, round, &outcome).await {
         return refusal.into_response();

@@ -16,6 +16,7 @@ use super::{JOB_TYP, RESULT_TYP};
 use std::sync::Arc;
 
 use super::Compute;
+use super::{masking, secure};
 use crate::audit::Event;
 use crate::store::{JobRow, ProcessKind};
 use crate::transfer::machine::{Role, State};
@@ -62,6 +63,15 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
             return Err(Rejected(
                 "parameters.proximalMu".into(),
                 "a fedavg parameter (FedProx); glm fits exactly".into(),
+            ));
+        }
+        if model.secure_aggregation.is_some() && request.template == "glm" {
+            return Err(Rejected("parameters.secureAggregation".into(), "a fedavg parameter; glm fits exactly".into()));
+        }
+        if secure::requested(&request.parameters) && request.sites.len() < secure::FEWEST_SITES {
+            return Err(Rejected(
+                "sites".into(),
+                format!("secure aggregation needs at least {} sites; a sum of one is its update", secure::FEWEST_SITES),
             ));
         }
     }
@@ -198,6 +208,8 @@ struct Session {
     provider_transfer: String,
     endpoint: String,
     token: String,
+    /// Why the site was left out of a secure job (it dropped out of a round).
+    dropped: Option<String>,
 }
 
 /// `starts`: the compute transfer to open with each site, in the order of the job's sites.
@@ -216,9 +228,9 @@ async fn run(state: Arc<Compute>, mut job: JobRow, starts: Vec<transfer::Start>)
         }
     };
     for session in &sessions {
-        let (call, body) = match &outcome {
-            Ok(_) => ("complete", json!({})),
-            Err(reason) => ("terminate", json!({"reason": reason})),
+        let (call, body) = match (&outcome, &session.dropped) {
+            (_, Some(reason)) | (Err(reason), _) => ("terminate", json!({"reason": reason})),
+            (Ok(_), None) => ("complete", json!({})),
         };
         if let Err(error) = state.plane.transfers.call(&session.transfer_id, call, &body).await {
             tracing::warn!(%error, transfer = session.transfer_id, "cannot close a compute transfer");
@@ -262,6 +274,10 @@ async fn orchestrate(
     }
     let parameters = job.body["parameters"].clone();
     let first = json!({"template": job.template, "parameters": parameters, "minCellCount": job.body["minCellCount"]});
+    if job.template == "fedavg" && secure::requested(&parameters) {
+        let keys = signed_round(state, job, sessions, 0, |_| first.clone()).await?;
+        return secure_averaging(state, job, sessions, keys).await;
+    }
     let released = round(state, job, sessions, 0, |_| first.clone()).await?;
     match job.template.as_str() {
         "aggregate" | "crosstab" => Ok(combine_cells(job, &released)),
@@ -291,6 +307,7 @@ async fn open(state: &Arc<Compute>, index: usize, start: transfer::Start) -> Res
                     endpoint: endpoint.to_owned(),
                     token: token.to_owned(),
                     transfer_id: id,
+                    dropped: None,
                 });
             }
             State::Terminated | State::Completed => {
@@ -314,19 +331,23 @@ async fn round(
     number: u64,
     claims_of: impl Fn(&Session) -> Json,
 ) -> Result<Vec<Json>, String> {
-    let job_id = job.id.clone();
-    let calls = sessions.iter().map(|session| {
-        let (claims, job_id) = (claims_of(session), &job_id);
-        async move { (session, call(state, job_id, session, number, claims).await) }
-    });
-    let answers = futures_util::future::join_all(calls).await;
+    let signed = signed_round(state, job, sessions, number, claims_of).await?;
+    Ok(signed.into_iter().map(|s| s.result).collect())
+}
+
+/// [`round`], answering the signed results as they came.
+async fn signed_round(
+    state: &Arc<Compute>,
+    job: &mut JobRow,
+    sessions: &[Session],
+    number: u64,
+    claims_of: impl Fn(&Session) -> Json,
+) -> Result<Vec<Signed>, String> {
+    let answers = attempt(state, job, sessions.iter(), number, claims_of).await;
     let mut released = Vec::with_capacity(answers.len());
-    for (session, answer) in answers {
+    for (session, answer) in sessions.iter().zip(answers) {
         match answer {
-            Ok((result, bytes)) => {
-                released.push(result);
-                job.body["bytes"] = json!(job.body["bytes"].as_u64().unwrap_or(0) + bytes);
-            }
+            Ok(signed) => released.push(signed),
             Err(reason) => {
                 job.body["sites"][session.index]["status"] = json!("failed");
                 job.body["sites"][session.index]["error"] = json!(reason);
@@ -334,6 +355,12 @@ async fn round(
             }
         }
     }
+    progress(state, job, number).await;
+    Ok(released)
+}
+
+/// Records that round `number` of `job` is done.
+async fn progress(state: &Arc<Compute>, job: &mut JobRow, number: u64) {
     job.rounds = number as i64 + 1;
     job.body["progress"] = json!({"round": number + 1});
     if number > 0
@@ -341,17 +368,42 @@ async fn round(
     {
         tracing::warn!(%error, "cannot record a job's progress");
     }
-    Ok(released)
 }
 
-/// One signed call to a site's compute endpoint: the released result and the bytes of the request and answer bodies.
+/// A site's answer: its released result and the JWT it came in.
+struct Signed {
+    result: Json,
+    jwt: String,
+}
+
+/// Sends round `number` to `sessions` at once; answers each one's signed result or why it failed, in their order,
+/// and counts the bytes on the job.
+async fn attempt<'a>(
+    state: &Arc<Compute>,
+    job: &mut JobRow,
+    sessions: impl Iterator<Item = &'a Session>,
+    number: u64,
+    claims_of: impl Fn(&Session) -> Json,
+) -> Vec<Result<Signed, String>> {
+    let job_id = job.id.clone();
+    let calls = sessions.map(|session| {
+        let (claims, job_id) = (claims_of(session), &job_id);
+        async move { call(state, job_id, session, number, claims).await }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let bytes: u64 = answers.iter().flatten().map(|(_, bytes)| bytes).sum();
+    job.body["bytes"] = json!(job.body["bytes"].as_u64().unwrap_or(0) + bytes);
+    answers.into_iter().map(|answer| answer.map(|(signed, _)| signed)).collect()
+}
+
+/// One signed call to a site's compute endpoint: the signed result and the bytes of the request and answer bodies.
 async fn call(
     state: &Arc<Compute>,
     job_id: &str,
     session: &Session,
     number: u64,
     extra: Json,
-) -> Result<(Json, u64), String> {
+) -> Result<(Signed, u64), String> {
     let now = chrono::Utc::now().timestamp();
     let mut claims = json!({
         "iss": state.identity.did(),
@@ -395,7 +447,9 @@ async fn call(
     {
         return Err("the signed result is for another job or round".into());
     }
-    Ok((signed.get("result").cloned().unwrap_or(Json::Null), sent + text.len() as u64))
+    let result = signed.get("result").cloned().unwrap_or(Json::Null);
+    let bytes = sent + text.len() as u64;
+    Ok((Signed { result, jwt: text }, bytes))
 }
 
 /// `aggregate` / `crosstab`: each site's released cells, and their sum where every site released the cell.
@@ -550,6 +604,148 @@ async fn federated_averaging(
         "template": "fedavg", "terms": terms, "coefficients": original_scale(&weights, &center, &scale),
         "rounds": rounds, "n": n, "trace": trace, "sites": sites, "proximalMu": proximal_mu,
     }))
+}
+
+/// `fedavg` under secure aggregation (`keys`: the sites' signed round-0 results with their public keys): the same
+/// rounds as [`federated_averaging`], from sums this connector only ever sees whole. Sites that drop out of a round
+/// are left out, and the round runs again among the others.
+async fn secure_averaging(
+    state: &Arc<Compute>,
+    job: &mut JobRow,
+    sessions: &mut [Session],
+    keys: Vec<Signed>,
+) -> Result<Json, String> {
+    let terms = keys[0].result["terms"].clone();
+    if keys.iter().any(|k| k.result["terms"] != terms) {
+        return Err("the sites' designs differ (a categorical column has other levels at some site)".into());
+    }
+    if let Some(i) = keys.iter().position(|k| k.result["publicKey"].as_str().is_none()) {
+        let provider = &sessions[i].provider;
+        return Err(format!(
+            "site {} ({provider}) did not take the job under secure aggregation",
+            sessions[i].index + 1
+        ));
+    }
+    let p = terms.as_array().map_or(0, Vec::len);
+    let mut sites = Sites { keys, sessions };
+    let moments = sites.masked_round(state, job, 1, 1 + 2 * p, &json!({})).await?;
+    let n = moments[0];
+    let (mut center, mut scale) = (vec![0.0; p], vec![1.0; p]);
+    for j in 1..p {
+        let mean = moments[1 + j] / n;
+        center[j] = mean;
+        scale[j] = (moments[1 + p + j] / n - mean * mean).max(1e-12).sqrt();
+    }
+    let rounds = job.body["maxRounds"].as_u64().unwrap_or(20).clamp(1, 99);
+    let mut weights = vec![0.0; p];
+    let mut trace = Vec::new();
+    for number in 1..=rounds {
+        let round_state = json!({"weights": weights, "center": center, "scale": scale});
+        let sums = sites.masked_round(state, job, number + 1, 1 + p, &round_state).await?;
+        weights = sums[1..].iter().map(|sum| sum / sums[0]).collect();
+        trace.push(original_scale(&weights, &center, &scale));
+    }
+    let dropped: Vec<Json> = sites
+        .sessions
+        .iter()
+        .filter(|s| s.dropped.is_some())
+        .map(|s| json!({"provider": s.provider, "agreementId": s.agreement_id, "reason": s.dropped}))
+        .collect();
+    let per_site = per_site(job, &vec![json!({}); sites.sessions.len()], |_| json!({}));
+    Ok(json!({
+        "template": "fedavg", "terms": terms, "coefficients": original_scale(&weights, &center, &scale),
+        "rounds": rounds, "n": n, "trace": trace, "sites": per_site, "secureAggregation": true, "dropped": dropped,
+        "proximalMu": job.body["parameters"]["proximalMu"].as_f64().unwrap_or(0.0),
+    }))
+}
+
+/// The sites of a secure job: their sessions and signed round-0 results, in the job's order.
+struct Sites<'a> {
+    keys: Vec<Signed>,
+    sessions: &'a mut [Session],
+}
+
+impl Sites<'_> {
+    /// The sites still in the job.
+    fn live(&self) -> Vec<usize> {
+        (0..self.sessions.len()).filter(|i| self.sessions[*i].dropped.is_none()).collect()
+    }
+
+    /// Runs masked round `number` (sums of `length` values) among the sites still in, and unmasks the sum once they
+    /// all answered. A site that does not answer is left out and the round runs again among the others; a site
+    /// that does not reveal its own mask fails the job, since the sum stays masked.
+    async fn masked_round(
+        &mut self,
+        state: &Arc<Compute>,
+        job: &mut JobRow,
+        number: u64,
+        length: usize,
+        round_state: &Json,
+    ) -> Result<Vec<f64>, String> {
+        loop {
+            let live = self.live();
+            if live.len() < secure::FEWEST_SITES {
+                return Err(format!(
+                    "secure aggregation needs at least {} sites; {} remain",
+                    secure::FEWEST_SITES,
+                    live.len()
+                ));
+            }
+            let peers: Vec<&str> = live.iter().map(|i| self.keys[*i].jwt.as_str()).collect();
+            let claims = json!({"state": round_state, "peers": peers});
+            let answers =
+                attempt(state, job, live.iter().map(|i| &self.sessions[*i]), number, |_| claims.clone()).await;
+            let mut sum = vec![0u128; length];
+            let mut dropped = false;
+            for (&i, answer) in live.iter().zip(answers) {
+                let masked = answer.and_then(|signed| {
+                    masking::from_json(&signed.result["masked"], length)
+                        .ok_or_else(|| format!("the masked update is not {length} values"))
+                });
+                match masked {
+                    Ok(masked) => {
+                        masking::add(&mut sum, &masked);
+                        // What this connector saw of the site: a masked vector only (kept for auditors).
+                        job.body["sites"][self.sessions[i].index]["received"] = masking::to_json(&masked);
+                    }
+                    Err(reason) => {
+                        let session = &mut self.sessions[i];
+                        tracing::warn!(job = job.id, site = session.provider, %reason, "a site dropped out of a secure round");
+                        job.body["sites"][session.index]["status"] = json!("dropped");
+                        job.body["sites"][session.index]["error"] = json!(format!("round {number}: {reason}"));
+                        session.dropped = Some(format!("dropped out of round {number}: {reason}"));
+                        dropped = true;
+                    }
+                }
+            }
+            if dropped {
+                continue;
+            }
+            let mut responded: Vec<&str> =
+                live.iter().map(|i| self.keys[*i].result["publicKey"].as_str().unwrap_or_default()).collect();
+            responded.sort_unstable();
+            let unmask = json!({"unmask": responded});
+            let sessions = live.iter().map(|i| &self.sessions[*i]);
+            let reveals = attempt(state, job, sessions, number, |_| unmask.clone()).await;
+            for (&i, reveal) in live.iter().zip(reveals) {
+                let own = reveal.and_then(|signed| {
+                    masking::from_json(&signed.result["ownMask"], length)
+                        .ok_or_else(|| "no mask of the round's length".into())
+                });
+                let session = &self.sessions[i];
+                let own = own.map_err(|reason| {
+                    format!(
+                        "site {} ({}) did not unmask round {number}, whose sum stays masked: {reason}",
+                        session.index + 1,
+                        session.provider
+                    )
+                })?;
+                masking::subtract(&mut sum, &own);
+            }
+            progress(state, job, number).await;
+            return Ok(masking::decode(&sum));
+        }
+    }
 }
 
 /// Weights on standardised terms as coefficients on the original terms.

@@ -412,7 +412,8 @@ pub struct JobInput {
     /// `aggregate`, `crosstab`, `glm` or `fedavg`.
     template: String,
     /// The template's parameters (`glm` and `fedavg`: `family`, `outcome`, `covariates`, `filters`; `fedavg` also
-    /// `learningRate`, `localEpochs`, `seed` and `proximalMu`, FedProx's proximal weight).
+    /// `learningRate`, `localEpochs`, `seed`, `proximalMu`, FedProx's proximal weight, and `secureAggregation`: the
+    /// sites release only masked updates whose sum alone this connector learns).
     #[schema(required = false)]
     parameters: Json,
     /// One entry per site: `agreementId` and optionally `counterPartyAddress`.
