@@ -50,6 +50,9 @@ pub struct JobContext {
     pub jobs_run: u64,
     /// Whether the job runs under secure aggregation.
     pub secure_aggregation: bool,
+    /// A differentially private job: the `ε` (at `δ` = 10⁻⁶) spent under the agreement once it ran, its own
+    /// included. `None`: the job is not differentially private.
+    pub privacy_epsilon: Option<f64>,
 }
 
 impl RequestContext {

@@ -569,25 +569,28 @@ fn resolve(left: &LeftOperand, context: &RequestContext) -> Resolved {
         CredentialType => Resolved::Value(Value::List(
             context.credential_types.iter().map(|t| Value::Iri(term::canonical(t))).collect(),
         )),
-        MinCellCount | JobTemplate | AlgorithmDigest | MaxJobs | DisclosureMethod | SecureAggregation => {
-            match &context.job {
-                None => Resolved::Deferred,
-                Some(job) => Resolved::Value(match left {
-                    MinCellCount => Value::Integer(job.min_cell_count as i64),
-                    JobTemplate => Value::String(job.template.clone()),
-                    MaxJobs => Value::Integer(job.jobs_run as i64 + 1),
-                    SecureAggregation => Value::Boolean(job.secure_aggregation),
-                    AlgorithmDigest => match &job.algorithm_digest {
-                        Some(d) => Value::String(crate::model::canonical_digest(d)),
-                        None => return Resolved::Missing("the job names no algorithm digest"),
-                    },
-                    _ => match &job.disclosure_method {
-                        Some(m) => Value::Iri(profile::canonical_disclosure_method(m)),
-                        None => return Resolved::Missing("the job names no disclosure method"),
-                    },
-                }),
-            }
-        }
+        MinCellCount | JobTemplate | AlgorithmDigest | MaxJobs | DisclosureMethod | SecureAggregation
+        | PrivacyEpsilon => match &context.job {
+            None => Resolved::Deferred,
+            Some(job) => Resolved::Value(match left {
+                MinCellCount => Value::Integer(job.min_cell_count as i64),
+                JobTemplate => Value::String(job.template.clone()),
+                MaxJobs => Value::Integer(job.jobs_run as i64 + 1),
+                SecureAggregation => Value::Boolean(job.secure_aggregation),
+                PrivacyEpsilon => match job.privacy_epsilon {
+                    Some(epsilon) => Value::Decimal(epsilon),
+                    None => return Resolved::Missing("the job is not differentially private"),
+                },
+                AlgorithmDigest => match &job.algorithm_digest {
+                    Some(d) => Value::String(crate::model::canonical_digest(d)),
+                    None => return Resolved::Missing("the job names no algorithm digest"),
+                },
+                _ => match &job.disclosure_method {
+                    Some(m) => Value::Iri(profile::canonical_disclosure_method(m)),
+                    None => return Resolved::Missing("the job names no disclosure method"),
+                },
+            }),
+        },
         PermitPurpose | PermitIssuer | PermitId | PermitHolder => match context.data_permit() {
             Err(why) => Resolved::Missing(why),
             Ok(permit) => {

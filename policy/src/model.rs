@@ -143,6 +143,8 @@ pub enum LeftOperand {
     DisclosureMethod,
     /// Whether the job runs under secure aggregation (the orchestrator learns only sums over sites).
     SecureAggregation,
+    /// The differential privacy `ε` spent under the agreement once the job ran.
+    PrivacyEpsilon,
     /// The purpose of the requester's data permit (EHDS Art. 53), taxonomic like `purpose`.
     PermitPurpose,
     /// The health data access body that issued the permit.
@@ -192,6 +194,7 @@ impl LeftOperand {
             Some("maxJobs") => LeftOperand::MaxJobs,
             Some("disclosureMethod") => LeftOperand::DisclosureMethod,
             Some("secureAggregation") => LeftOperand::SecureAggregation,
+            Some("privacyEpsilon") => LeftOperand::PrivacyEpsilon,
             Some("credentialType") => LeftOperand::CredentialType,
             Some("permitPurpose") => LeftOperand::PermitPurpose,
             Some("permitIssuer") => LeftOperand::PermitIssuer,
@@ -221,6 +224,7 @@ impl LeftOperand {
             LeftOperand::MaxJobs => format!("{HANSE}maxJobs"),
             LeftOperand::DisclosureMethod => format!("{HANSE}disclosureMethod"),
             LeftOperand::SecureAggregation => format!("{HANSE}secureAggregation"),
+            LeftOperand::PrivacyEpsilon => format!("{HANSE}privacyEpsilon"),
             LeftOperand::PermitPurpose => format!("{HANSE}permitPurpose"),
             LeftOperand::PermitIssuer => format!("{HANSE}permitIssuer"),
             LeftOperand::PermitId => format!("{HANSE}permitId"),
@@ -235,7 +239,7 @@ impl LeftOperand {
             LeftOperand::DateTime => ValueKind::DateTime,
             LeftOperand::ElapsedTime => ValueKind::Duration,
             LeftOperand::Count | LeftOperand::MinCellCount | LeftOperand::MaxJobs => ValueKind::Integer,
-            LeftOperand::PayAmount => ValueKind::Decimal,
+            LeftOperand::PayAmount | LeftOperand::PrivacyEpsilon => ValueKind::Decimal,
             LeftOperand::Purpose
             | LeftOperand::Spatial
             | LeftOperand::Recipient
@@ -268,6 +272,7 @@ impl LeftOperand {
                 | LeftOperand::MaxJobs
                 | LeftOperand::DisclosureMethod
                 | LeftOperand::SecureAggregation
+                | LeftOperand::PrivacyEpsilon
         )
     }
 

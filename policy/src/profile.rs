@@ -27,6 +27,9 @@
 //! - `hanse:disclosureMethod`: `hanse:suppress`, `hanse:round` or `hanse:noise`.
 //! - `hanse:secureAggregation` (boolean): whether the job runs under secure aggregation, so that the consumer learns
 //!   only sums over the sites (`secureAggregation eq true` demands it of every training job).
+//! - `hanse:privacyEpsilon` (decimal): the differential privacy `ε` (at `δ` = 10⁻⁶) the agreement's jobs will have
+//!   spent once this job ran, so `privacyEpsilon lteq 3` is a budget of ε = 3 per agreement. A job that is not
+//!   differentially private has no `ε`: the constraint is not satisfied.
 //!
 //! Outside a compute job these constraints cannot be decided yet: they are *deferred* (recorded in the decision and
 //! checked when a job runs), never silently dropped.

@@ -152,6 +152,7 @@ fn algorithm_digests_and_disclosure_methods_normalise() {
         min_cell_count: 5,
         jobs_run: 0,
         secure_aggregation: false,
+        privacy_epsilon: None,
     };
     let ctx = context().with_job(job);
     assert!(holds("hanse:algorithmDigest", "isAnyOf", json!(["abcdef", "123456"]), &ctx));
@@ -170,6 +171,17 @@ fn secure_aggregation_is_demanded_of_a_job_and_deferred_outside_one() {
     // At negotiation there is no job yet: the constraint is deferred to each job, not dropped.
     let decision = evaluate(&permit_use_if(demanded), "use", &context());
     assert!(decision.permitted && decision.deferred.len() == 1, "{decision:#?}");
+}
+
+#[test]
+fn a_privacy_budget_admits_jobs_while_their_epsilon_fits_and_no_job_without_one() {
+    let job = |epsilon| JobContext { template: "fedavg".into(), privacy_epsilon: epsilon, ..JobContext::default() };
+    assert!(holds("hanse:privacyEpsilon", "lteq", json!(3), &context().with_job(job(Some(2.5)))));
+    assert!(!holds("hanse:privacyEpsilon", "lteq", json!(3), &context().with_job(job(Some(3.01)))));
+    let budget = atomic("hanse:privacyEpsilon", "lteq", json!(3));
+    let decision = evaluate(&permit_use_if(budget), "use", &context().with_job(job(None)));
+    assert!(!decision.permitted, "{decision:#?}");
+    assert!(decision.reason.contains("not differentially private"), "{}", decision.reason);
 }
 
 #[test]

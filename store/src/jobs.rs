@@ -201,6 +201,16 @@ impl Jobs {
         rows.into_iter().map(Row::into_job).collect()
     }
 
+    /// The jobs of a role under one agreement, oldest first.
+    pub async fn jobs_of_agreement(&self, role: &str, agreement_id: &str) -> Result<Vec<JobRow>, StoreError> {
+        let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE role = $1 AND agreement_id = $2 ORDER BY created_at, id")))
+            .bind(role)
+            .bind(agreement_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(Row::into_job).collect()
+    }
+
     /// Every job of a role, newest first.
     pub async fn jobs(&self, role: &str) -> Result<Vec<JobRow>, StoreError> {
         let rows: Vec<Row> = with_pool!(self.pool, pool => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE role = $1 ORDER BY created_at DESC, id")))

@@ -695,3 +695,73 @@ async fn a_site_reveals_its_own_mask_once_for_its_rounds_sites_and_takes_no_peer
     assert!(body.contains("runs no more"), "{body}");
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differentially_private_training_spends_the_agreements_budget_and_is_refused_past_it() {
+    let federation = Federation::with_hospitals(4).await;
+    // The first two hospitals (one on each backend) grant a privacy budget of ε = 10 per agreement; the third plain
+    // compute.
+    let budget = json!([{"leftOperand": "hanse:privacyEpsilon", "operator": "lteq", "rightOperand": 10}]);
+    for (site, rows) in ROWS.into_iter().enumerate() {
+        let more = if site < 2 { budget.clone() } else { json!([]) };
+        publish(&federation, site, "register", rows, site as u32, compute_terms(&["fedavg"], more)).await;
+    }
+    let mut agreements = Vec::new();
+    for site in 0..3 {
+        agreements.push(agree(&federation, site, "register").await);
+    }
+    let sites: Vec<&str> = agreements.iter().map(String::as_str).collect();
+    // Each job: 5 rounds at z = 4, so ρ = 5 · 2/16 = 0.625 per site, ε ≈ 6.50 at δ = 1e-6; two jobs ε ≈ 9.56, three
+    // ≈ 12.05.
+    let training = json!({"family": "logistic", "outcome": "readmitted", "covariates": ["age", "hba1c", "smoker"],
+        "standardise": {"age": [60, 13], "hba1c": [7, 1.5]},
+        "differentialPrivacy": {"clip": 0.5, "noiseMultiplier": 4.0, "rounds": 5}});
+    let first = run(&federation, "fedavg", training.clone(), &sites, json!({})).await;
+    assert_eq!(first["state"], "COMPLETED", "{first:#}");
+    let result = &first["result"];
+    assert_eq!(result["trace"].as_array().unwrap().len(), 5);
+    let epsilon = result["privacy"]["epsilonPerSite"].as_f64().unwrap();
+    assert!((epsilon - 6.5020).abs() < 1e-3, "{:#}", result["privacy"]);
+    // No site's row count or unnoised weights left a site: each released a noisy change only.
+    assert!(result["n"].is_null() && result["sites"].as_array().unwrap().iter().all(|s| s["n"].is_null()));
+
+    // The same job under secure aggregation as well: masked sums of noisy changes, fresh noise, another model.
+    let mut secure = training.clone();
+    secure["secureAggregation"] = json!(true);
+    let second = run(&federation, "fedavg", secure, &sites, json!({})).await;
+    assert_eq!(second["state"], "COMPLETED", "{second:#}");
+    assert_eq!(second["result"]["secureAggregation"], true);
+    let (a, b) = (numbers(&result["coefficients"]), numbers(&second["result"]["coefficients"]));
+    assert!(a.iter().chain(&b).all(|c| c.is_finite()) && a != b, "{a:?} {b:?}");
+
+    // The hospitals with a budget counted both and say what the agreement spent.
+    for hospital in 0..2 {
+        let (management, provider_jobs) = (federation.management(hospital), json!({"role": "provider"}));
+        let jobs = management.post("/management/v3/jobs/request", &provider_jobs).await.body;
+        let mut spent: Vec<f64> =
+            jobs.as_array().unwrap().iter().filter_map(|j| j["privacy"]["agreementEpsilon"].as_f64()).collect();
+        spent.sort_by(f64::total_cmp);
+        assert_eq!(spent.len(), 2, "{jobs:#}");
+        assert!((spent[1] - 9.5613).abs() < 1e-3, "hospital {hospital}: {spent:?}");
+    }
+
+    // A third job would spend ε ≈ 12.05: refused there, naming the budget; and a job without differential privacy
+    // has no ε, so it is refused too.
+    let third = run(&federation, "fedavg", training.clone(), &sites, json!({})).await;
+    assert_eq!(third["state"], "FAILED", "{third:#}");
+    assert!(third["error"].as_str().unwrap().contains("privacyEpsilon"), "{third:#}");
+    let mut plain = training.clone();
+    plain.as_object_mut().unwrap().remove("differentialPrivacy");
+    let refused = run(&federation, "fedavg", plain, &sites, json!({"rounds": 2})).await;
+    assert_eq!(refused["state"], "FAILED", "{refused:#}");
+    assert!(refused["error"].as_str().unwrap().contains("not differentially private"), "{refused:#}");
+    // Bad privacy parameters are refused before any transfer.
+    let consumer = federation.management(3);
+    let mut bad = training.clone();
+    bad["differentialPrivacy"]["noiseMultiplier"] = json!(0);
+    let body = json!({"template": "fedavg", "parameters": bad, "sites": [{"agreementId": sites[1]}]});
+    let response = consumer.post("/management/v3/jobs", &body).await;
+    assert_eq!(response.status, 400, "{:#}", response.body);
+    assert!(response.body.to_string().contains("noiseMultiplier"), "{:#}", response.body);
+    federation.shutdown().await;
+}

@@ -505,6 +505,7 @@ async fn compute(
             jobs_run: allowed.token.requests.max(0) as u64,
             // An app's job runs at this one site: there is no sum over sites to hide it in.
             secure_aggregation: false,
+            privacy_epsilon: None,
         };
         let address = apps.decide(&allowed, &dataset, "compute", Some(context))?;
         let table = apps.table(&address, &dataset).await?;

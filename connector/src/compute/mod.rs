@@ -230,6 +230,12 @@ pub fn step(
             if template == "glm" && parameters.secure_aggregation.is_some() {
                 return Err(JobError::Invalid("secureAggregation: a fedavg parameter; glm's rounds are exact".into()));
             }
+            if template == "glm" && parameters.differential_privacy.is_some() {
+                return Err(JobError::Invalid(
+                    "differentialPrivacy: a fedavg parameter; glm's rounds are exact".into(),
+                ));
+            }
+            let private = parameters.differential_privacy.map(|d| d.privacy().map(|p| (p, d.rounds))).transpose()?;
             let design = Design::new(table, &parameters, deadline)?;
             let checks = if table.rows == 0 {
                 Json::Null
@@ -245,7 +251,11 @@ pub fn step(
                 }
             };
             let p = design.terms.len();
-            let mut out = json!({"terms": design.terms, "n": design.rows.len(), "checks": checks, "k": limits.k});
+            let mut out = match private {
+                // Under differential privacy no row count leaves the site.
+                Some(_) => json!({"terms": design.terms, "k": limits.k}),
+                None => json!({"terms": design.terms, "n": design.rows.len(), "checks": checks, "k": limits.k}),
+            };
             if template == "glm" {
                 let beta = numbers("coefficients")?.unwrap_or_else(|| vec![0.0; p]);
                 let round = analysis::glm_round(table, &design, &beta, deadline)?;
@@ -264,7 +274,22 @@ pub fn step(
                 let seed = parameters.seed.unwrap_or(0) ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let mu = parameters.proximal()?;
                 let w = analysis::sgd(table, &design, &weights, &center, &scale, rate, epochs, seed, mu, deadline)?;
-                out["weights"] = json!(w);
+                match private {
+                    None => out["weights"] = json!(w),
+                    Some((_, rounds)) if round > u64::from(rounds) => {
+                        return Err(JobError::Invalid(format!(
+                            "round {round}: the job's privacy budget covers {rounds} training rounds"
+                        )));
+                    }
+                    Some((privacy, _)) => {
+                        let change: Vec<f64> = w.iter().zip(&weights).map(|(a, b)| a - b).collect();
+                        // Fresh noise from the operating system's generator, never from the job: whoever could
+                        // reproduce the noise could take it away.
+                        out["update"] = json!(privacy.privatise(&change, rand::random()));
+                    }
+                }
+            } else if private.is_some() {
+                // The moments are not released: the consumer standardises with `standardise`.
             } else {
                 let (sums, squares) = analysis::term_moments(table, &design, deadline)?;
                 out["sums"] = json!(sums);
@@ -517,11 +542,25 @@ async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response
     let (consumer, agreement) =
         (job.counter_party_id.clone().unwrap_or_default(), job.agreement_id.clone().unwrap_or_default());
     let budget = state.settings.max_jobs_per_agreement;
+    // A differentially private job spends its whole ρ (zCDP) at admission, for every round it may take.
+    let rho = private_rho(&job);
     loop {
         let usage = state.processes.usage(&agreement).await.map_err(|error| {
             tracing::error!(%error, "cannot read an agreement's usage");
             fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now")
         })?;
+        // What the agreement's jobs spent so far (read with the job count the admission below is conditional on).
+        let privacy_epsilon = match rho {
+            None => None,
+            Some(rho) => {
+                let spent = privacy_spent(state, &agreement).await?;
+                let epsilon = hanse_compute::privacy::epsilon(spent + rho, hanse_compute::privacy::DELTA);
+                job.body["privacy"] = json!({"rho": rho, "delta": hanse_compute::privacy::DELTA,
+                    "epsilon": hanse_compute::privacy::epsilon(rho, hanse_compute::privacy::DELTA),
+                    "agreementRho": spent + rho, "agreementEpsilon": epsilon});
+                Some(epsilon)
+            }
+        };
         let jobs_run = usage.jobs.max(0) as u64;
         let granted = if jobs_run >= budget {
             Err(crate::transfer::Refusal::new(
@@ -536,6 +575,7 @@ async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response
                 disclosure_method: Some("suppress".into()),
                 jobs_run,
                 secure_aggregation: template_is_secure(&job),
+                privacy_epsilon,
             };
             state.plane.transfers.check_job(&consumer, &agreement, context).await
         };
@@ -547,13 +587,17 @@ async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response
                 return Err(fail(StatusCode::FORBIDDEN, refusal.code, refusal.reason));
             }
         };
-        let details = json!({
+        let mut details = json!({
             "job": job.id,
             "template": job.template,
             "parametersDigest": crate::audit::canonical_digest(&job.body["parameters"]),
             "k": job.body["k"],
             "decisionDigest": grant.decision.as_ref().map(crate::audit::canonical_digest),
         });
+        if let Some(privacy) = job.body.get("privacy") {
+            // The privacy spent is the auditors' to see: ρ and ε of the job, and of the agreement so far.
+            details["privacy"] = privacy.clone();
+        }
         job.body["decision"] = grant.decision.unwrap_or(Json::Null);
         match state.jobs.admit_job(&job, usage.jobs, &[job_event("compute.job", &job, details)]).await {
             Ok(true) => return Ok(job),
@@ -688,6 +732,22 @@ impl Compute {
         }
         signed(self, job, round, &revealed)
     }
+}
+
+/// The zCDP ρ a differentially private job (being admitted) spends; `None` for any other job.
+fn private_rho(job: &JobRow) -> Option<f64> {
+    let parameters = job.body["parameters"].get("differentialPrivacy")?;
+    let training: analysis::PrivateTraining = serde_json::from_value(parameters.clone()).ok()?;
+    (job.template == "fedavg").then(|| training.rho())
+}
+
+/// The ρ the differentially private jobs admitted under `agreement` spent.
+async fn privacy_spent(state: &Arc<Compute>, agreement: &str) -> Result<f64, Response> {
+    let jobs = state.jobs.jobs_of_agreement("provider", agreement).await.map_err(|error| {
+        tracing::error!(%error, "cannot read an agreement's jobs");
+        fail(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the job cannot be admitted now")
+    })?;
+    Ok(jobs.iter().filter_map(|job| job.body["privacy"]["rho"].as_f64()).sum())
 }
 
 /// Whether `job` (being admitted) asked for secure aggregation.

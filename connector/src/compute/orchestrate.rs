@@ -68,6 +68,24 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
         if model.secure_aggregation.is_some() && request.template == "glm" {
             return Err(Rejected("parameters.secureAggregation".into(), "a fedavg parameter; glm fits exactly".into()));
         }
+        if let Some(private) = model.differential_privacy {
+            let field = || "parameters.differentialPrivacy".to_owned();
+            if request.template == "glm" {
+                return Err(Rejected(field(), "a fedavg parameter; glm fits exactly".into()));
+            }
+            private.privacy().map_err(|e| Rejected(field(), e.to_string()))?;
+            if request.rounds.is_some_and(|rounds| rounds != private.rounds) {
+                return Err(Rejected("rounds".into(), "under differential privacy, differentialPrivacy.rounds".into()));
+            }
+        }
+        for (term, [_, scale]) in model.standardise.iter().flatten() {
+            if !(scale.is_finite() && *scale > 0.0) {
+                return Err(Rejected(
+                    format!("parameters.standardise.{term}"),
+                    "[centre, scale] with a positive scale".into(),
+                ));
+            }
+        }
         if secure::requested(&request.parameters) && request.sites.len() < secure::FEWEST_SITES {
             return Err(Rejected(
                 "sites".into(),
@@ -111,6 +129,9 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
             job: Some(id.clone()),
         });
     }
+    // A differentially private job runs the rounds its privacy was counted for.
+    let private = request.parameters.get("differentialPrivacy").and_then(|d| d["rounds"].as_u64());
+    let rounds = request.rounds.map(u64::from).or(private);
     let job = JobRow {
         id,
         role: "consumer".into(),
@@ -122,7 +143,7 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
         status: "running".into(),
         rounds: 0,
         body: json!({"parameters": request.parameters, "minCellCount": request.min_cell_count,
-                     "maxRounds": request.rounds, "sites": sites}),
+                     "maxRounds": rounds, "sites": sites}),
         created_at: chrono::Utc::now().timestamp_millis(),
         updated_at: chrono::Utc::now().timestamp_millis(),
     };
@@ -575,14 +596,19 @@ async fn federated_averaging(
 ) -> Result<Json, String> {
     let terms = moments[0]["terms"].clone();
     let p = terms.as_array().map_or(0, Vec::len);
+    let private = private(job);
     let n: f64 = moments.iter().map(|m| m["n"].as_f64().unwrap_or(0.0)).sum();
     let (mut center, mut scale) = (vec![0.0; p], vec![1.0; p]);
-    for j in 1..p {
-        let sum: f64 = moments.iter().map(|m| numbers(&m["sums"])[j]).sum();
-        let squares: f64 = moments.iter().map(|m| numbers(&m["squares"])[j]).sum();
-        let mean = sum / n;
-        center[j] = mean;
-        scale[j] = (squares / n - mean * mean).max(1e-12).sqrt();
+    if private.is_some() {
+        (center, scale) = standardisation(job, &terms);
+    } else {
+        for j in 1..p {
+            let sum: f64 = moments.iter().map(|m| numbers(&m["sums"])[j]).sum();
+            let squares: f64 = moments.iter().map(|m| numbers(&m["squares"])[j]).sum();
+            let mean = sum / n;
+            center[j] = mean;
+            scale[j] = (squares / n - mean * mean).max(1e-12).sqrt();
+        }
     }
     let rounds = job.body["maxRounds"].as_u64().unwrap_or(20).clamp(1, 99);
     let mut weights = vec![0.0; p];
@@ -592,18 +618,59 @@ async fn federated_averaging(
         let released = round(state, job, sessions, number, |_| claims.clone()).await?;
         let mut next = vec![0.0; p];
         for result in &released {
-            let share = result["n"].as_f64().unwrap_or(0.0) / n;
-            next.iter_mut().zip(numbers(&result["weights"])).for_each(|(a, b)| *a += share * b);
+            match private {
+                // Each site's noisy change, averaged with equal weights (no site's row count is released).
+                Some(_) => {
+                    let share = 1.0 / released.len() as f64;
+                    next.iter_mut().zip(numbers(&result["update"])).for_each(|(a, b)| *a += share * b);
+                }
+                None => {
+                    let share = result["n"].as_f64().unwrap_or(0.0) / n;
+                    next.iter_mut().zip(numbers(&result["weights"])).for_each(|(a, b)| *a += share * b);
+                }
+            }
+        }
+        if private.is_some() {
+            next.iter_mut().zip(&weights).for_each(|(a, w)| *a += w);
         }
         weights = next;
         trace.push(original_scale(&weights, &center, &scale));
     }
     let sites = per_site(job, &moments, |m| json!({"n": m["n"]}));
     let proximal_mu = job.body["parameters"]["proximalMu"].as_f64().unwrap_or(0.0);
-    Ok(json!({
+    let mut result = json!({
         "template": "fedavg", "terms": terms, "coefficients": original_scale(&weights, &center, &scale),
         "rounds": rounds, "n": n, "trace": trace, "sites": sites, "proximalMu": proximal_mu,
-    }))
+    });
+    if let Some(private) = private {
+        result["n"] = Json::Null;
+        result["privacy"] = privacy_json(&private);
+    }
+    Ok(result)
+}
+
+/// The differential privacy a `fedavg` job asked for, if any.
+fn private(job: &JobRow) -> Option<analysis::PrivateTraining> {
+    serde_json::from_value(job.body["parameters"].get("differentialPrivacy")?.clone()).ok()
+}
+
+/// What one site spends on a differentially private job.
+fn privacy_json(private: &analysis::PrivateTraining) -> Json {
+    use hanse_compute::privacy::{DELTA, epsilon};
+    json!({"clip": private.clip, "noiseMultiplier": private.noise_multiplier, "rounds": private.rounds,
+           "rhoPerSite": private.rho(), "epsilonPerSite": epsilon(private.rho(), DELTA), "delta": DELTA})
+}
+
+/// The centre and scale of each term from the job's `standardise` (where the sites' moments are not released):
+/// named numeric terms as given, every other term as it is.
+fn standardisation(job: &JobRow, terms: &Json) -> (Vec<f64>, Vec<f64>) {
+    let given = &job.body["parameters"]["standardise"];
+    let names = terms.as_array().cloned().unwrap_or_default();
+    let pair =
+        |name: &Json, i: usize, default: f64| given[name.as_str().unwrap_or_default()][i].as_f64().unwrap_or(default);
+    let center = names.iter().map(|name| pair(name, 0, 0.0)).collect();
+    let scale = names.iter().map(|name| pair(name, 1, 1.0)).collect();
+    (center, scale)
 }
 
 /// `fedavg` under secure aggregation (`keys`: the sites' signed round-0 results with their public keys): the same
@@ -628,21 +695,36 @@ async fn secure_averaging(
     }
     let p = terms.as_array().map_or(0, Vec::len);
     let mut sites = Sites { keys, sessions };
-    let moments = sites.masked_round(state, job, 1, 1 + 2 * p, &json!({})).await?;
-    let n = moments[0];
-    let (mut center, mut scale) = (vec![0.0; p], vec![1.0; p]);
-    for j in 1..p {
-        let mean = moments[1 + j] / n;
-        center[j] = mean;
-        scale[j] = (moments[1 + p + j] / n - mean * mean).max(1e-12).sqrt();
-    }
+    let private = private(job);
+    // Under differential privacy there is no moments round: the training rounds are 1, 2, …, not 2, 3, ….
+    let (center, scale, n, first) = match private {
+        Some(_) => {
+            let (center, scale) = standardisation(job, &terms);
+            (center, scale, None, 1)
+        }
+        None => {
+            let moments = sites.masked_round(state, job, 1, 1 + 2 * p, &json!({})).await?;
+            let n = moments[0];
+            let (mut center, mut scale) = (vec![0.0; p], vec![1.0; p]);
+            for j in 1..p {
+                let mean = moments[1 + j] / n;
+                center[j] = mean;
+                scale[j] = (moments[1 + p + j] / n - mean * mean).max(1e-12).sqrt();
+            }
+            (center, scale, Some(n), 2)
+        }
+    };
     let rounds = job.body["maxRounds"].as_u64().unwrap_or(20).clamp(1, 99);
     let mut weights = vec![0.0; p];
     let mut trace = Vec::new();
     for number in 1..=rounds {
         let round_state = json!({"weights": weights, "center": center, "scale": scale});
-        let sums = sites.masked_round(state, job, number + 1, 1 + p, &round_state).await?;
-        weights = sums[1..].iter().map(|sum| sum / sums[0]).collect();
+        let sums = sites.masked_round(state, job, number + first - 1, 1 + p, &round_state).await?;
+        weights = match private {
+            // The sum of the sites' noisy changes over the number of sites that sent one.
+            Some(_) => weights.iter().zip(&sums[1..]).map(|(w, sum)| w + sum / sums[0]).collect(),
+            None => sums[1..].iter().map(|sum| sum / sums[0]).collect(),
+        };
         trace.push(original_scale(&weights, &center, &scale));
     }
     let dropped: Vec<Json> = sites
@@ -652,11 +734,15 @@ async fn secure_averaging(
         .map(|s| json!({"provider": s.provider, "agreementId": s.agreement_id, "reason": s.dropped}))
         .collect();
     let per_site = per_site(job, &vec![json!({}); sites.sessions.len()], |_| json!({}));
-    Ok(json!({
+    let mut result = json!({
         "template": "fedavg", "terms": terms, "coefficients": original_scale(&weights, &center, &scale),
         "rounds": rounds, "n": n, "trace": trace, "sites": per_site, "secureAggregation": true, "dropped": dropped,
         "proximalMu": job.body["parameters"]["proximalMu"].as_f64().unwrap_or(0.0),
-    }))
+    });
+    if let Some(private) = private {
+        result["privacy"] = privacy_json(&private);
+    }
+    Ok(result)
 }
 
 /// The sites of a secure job: their sessions and signed round-0 results, in the job's order.

@@ -43,16 +43,17 @@ pub enum Release {
     Plain,
     /// Round 0 of a secure job: the terms and the site's public key.
     Key(String),
-    /// A masked update for the sorted public keys of the round's sites.
-    Masked { masks: Masks, peers: Vec<String> },
+    /// A masked update for the sorted public keys of the round's sites; `moments`: the job's round 1 is the term
+    /// moments (not under differential privacy, whose jobs release none).
+    Masked { masks: Masks, peers: Vec<String>, moments: bool },
 }
 
 impl Release {
     /// The template's round for site round `round` (a secure job's round 1 is the moments, its round 2 the first of
-    /// training, as a plain job's rounds 0 and 1).
+    /// training, as a plain job's rounds 0 and 1; without moments the rounds are a plain job's).
     pub fn step_round(&self, round: u64) -> u64 {
         match self {
-            Release::Masked { .. } => round - 1,
+            Release::Masked { moments: true, .. } => round - 1,
             _ => round,
         }
     }
@@ -64,7 +65,7 @@ impl Release {
             Release::Key(key) => {
                 Ok(json!({"terms": out["terms"], "k": out["k"], "publicKey": key, "secureAggregation": true}))
             }
-            Release::Masked { masks, peers } => {
+            Release::Masked { masks, peers, .. } => {
                 let update = update_of(&out)?;
                 let masked = secure::masked(&secure::encode(&update)?, masks);
                 Ok(json!({"terms": out["terms"], "masked": secure::to_json(&masked), "sites": peers.len()}))
@@ -74,11 +75,14 @@ impl Release {
 }
 
 /// A step's output as the vector the sites' sum is taken of: `[n, n·w…]` of a training round, `[n, sums…, squares…]`
-/// of the moments.
+/// of the moments, `[1, Δ…]` of a differentially private round (its noisy change, counted once per site).
 fn update_of(out: &Json) -> Result<Vec<f64>, JobError> {
     let numbers = |name: &str| -> Vec<f64> {
         out[name].as_array().map(|a| a.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect()).unwrap_or_default()
     };
+    if out.get("update").is_some() {
+        return Ok([1.0].into_iter().chain(numbers("update")).collect());
+    }
     let n = out["n"].as_f64().ok_or_else(|| JobError::Invalid("the step counted no rows".into()))?;
     let mut update = vec![n];
     match out.get("weights") {
@@ -170,7 +174,8 @@ pub async fn masks(
         pairs.push((hanse_keys::agree::hmac(&shared, &context("pair", job, round, &peers)), own < *peer));
     }
     let masks = Masks { pairs, own: own_seed(state, job, round, &peers) };
-    Ok(Release::Masked { masks, peers })
+    let moments = job.body["parameters"].get("differentialPrivacy").is_none();
+    Ok(Release::Masked { masks, peers, moments })
 }
 
 /// The public key in a peer's signed round-0 result for this job (to the same consumer), its signature checked.
@@ -313,8 +318,10 @@ mod tests {
         let moments = json!({"n": 4, "sums": [4.0, 6.0], "squares": [4.0, 10.0]});
         assert_eq!(update_of(&moments).unwrap(), vec![4.0, 4.0, 6.0, 4.0, 10.0]);
         let masks = Masks { pairs: vec![], own: [7; 32] };
-        let released = Release::Masked { masks, peers: vec!["a".into(), "b".into()] }.apply(training).unwrap();
+        let released =
+            Release::Masked { masks, peers: vec!["a".into(), "b".into()], moments: true }.apply(training).unwrap();
         assert_eq!(released["masked"].as_array().unwrap().len(), 3);
         assert!(released.get("weights").is_none() && released.get("n").is_none(), "{released}");
+        assert_eq!(update_of(&json!({"update": [0.25, -1.0]})).unwrap(), vec![1.0, 0.25, -1.0]);
     }
 }
