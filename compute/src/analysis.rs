@@ -410,7 +410,7 @@ pub struct ModelParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proximal_mu: Option<f64>,
     /// `fedavg` under secure aggregation: each site releases only its update masked so that the orchestrator learns
-    /// the sum over the sites alone ([`crate::secure`]).
+    /// the sum over the sites alone (the `secure` module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_aggregation: Option<bool>,
     /// `fedavg` under differential privacy: each site clips and noises its round's update ([`crate::privacy`]), for
@@ -439,7 +439,7 @@ impl PrivateTraining {
     /// The clipping and noise, checked; the rounds between 1 and 99.
     pub fn privacy(&self) -> Result<crate::privacy::Privacy, JobError> {
         let privacy = crate::privacy::Privacy { clip: self.clip, noise_multiplier: self.noise_multiplier };
-        privacy.check()?;
+        privacy.check().map_err(invalid)?;
         if !(1..=99).contains(&self.rounds) {
             return Err(invalid(format!("differentialPrivacy.rounds: 1 to 99, not {}", self.rounds)));
         }

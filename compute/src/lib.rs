@@ -5,12 +5,14 @@
 //! - [`analysis`]: the templates (`aggregate`, `crosstab`, a `glm` Newton round, `fedavg` local SGD) as functions of a
 //!   table, and the small linear algebra they need;
 //! - [`disclosure`]: the release rules (cell counts, dominance) a provider applies before anything leaves;
+//! - [`fhir`]: FHIR R4 exports (NDJSON, Bundles) read into a table of patients by a declarative mapping;
 //! - [`privacy`]: differential privacy of training rounds (clipping, Gaussian noise, zCDP accounting);
 //! - [`secure`]: secure aggregation's fixed-point encoding and masks;
 //! - [`synth`]: synthetic cohorts for demonstrations and tests.
 
 pub mod analysis;
 pub mod disclosure;
+pub mod fhir;
 pub mod privacy;
 pub mod secure;
 pub mod synth;

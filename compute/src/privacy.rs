@@ -11,8 +11,6 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::JobError;
-
 /// What a job asks: the clipping norm and the noise multiplier.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -24,11 +22,11 @@ pub struct Privacy {
 }
 
 impl Privacy {
-    /// Refuses a clip or noise multiplier that is not a positive, finite number.
-    pub fn check(&self) -> Result<(), JobError> {
+    /// Refuses a clip or noise multiplier that is not a positive, finite number, naming it.
+    pub fn check(&self) -> Result<(), String> {
         for (name, value) in [("clip", self.clip), ("noiseMultiplier", self.noise_multiplier)] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(JobError::Invalid(format!("differentialPrivacy.{name}: a positive number, not {value}")));
+                return Err(format!("differentialPrivacy.{name}: a positive number, not {value}"));
             }
         }
         Ok(())

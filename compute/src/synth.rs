@@ -164,6 +164,109 @@ pub fn write_csv(table: &Table, out: impl Write) -> std::io::Result<()> {
     writer.flush()
 }
 
+/// LOINC, SNOMED CT and ICD-10 as FHIR names them.
+pub const LOINC: &str = "http://loinc.org";
+pub const SNOMED: &str = "http://snomed.info/sct";
+pub const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
+/// The date a FHIR cohort's ages are taken at: each patient is born on 15 June, `age + 1` years before it.
+pub const FHIR_AGE_AT: &str = "2025-01-01";
+
+/// The cohort of [`cohort`] as a FHIR R4 bulk export: one NDJSON file per resource type (`Patient.ndjson`, ...). Per
+/// patient: a Patient (gender, birth date giving the cohort's age at [`FHIR_AGE_AT`]); Observations of HbA1c, BMI
+/// and systolic pressure (LOINC); Conditions for smoking (SNOMED CT 77176002), hypertension (ICD-10 I10) and chronic
+/// kidney disease (N18); the admission's Encounter with its principal diagnosis (ICD-10) and, if readmitted, a
+/// second one (SNOMED CT 417005, hospital re-admission); metformin (MedicationStatement) for type 2 diabetes.
+pub fn fhir_export(rows: usize, site_index: u32, seed: u64) -> Vec<(String, String)> {
+    use std::fmt::Write as _;
+    let table = cohort(rows, site_index, seed);
+    let column = |name: &str| table.schema.column(name).expect("a cohort column").0;
+    let at = |name: &str, row: usize| table.values[column(name)][row];
+    let mut files: Vec<(String, String)> = ["Patient", "Observation", "Condition", "Encounter", "MedicationStatement"]
+        .iter()
+        .map(|k| (format!("{k}.ndjson"), String::new()))
+        .collect();
+    let mut add = |file: usize, resource: serde_json::Value| {
+        let _ = writeln!(files[file].1, "{resource}");
+    };
+    for row in 0..rows {
+        let id = format!("s{site_index}-{}", row + 1);
+        let subject = json!({"reference": format!("Patient/{id}")});
+        let admitted = super::table::Column {
+            name: String::new(),
+            kind: super::table::Kind::Date,
+            levels: vec![],
+            nullable: false,
+            analysable: true,
+            description: None,
+        }
+        .render(at("admitted", row));
+        let born = format!("{}-06-15", 2024 - at("age", row) as i64);
+        let gender = if at("sex", row) == 1.0 { "male" } else { "female" };
+        add(0, json!({"resourceType": "Patient", "id": id, "gender": gender, "birthDate": born}));
+        let mut observation = |n: usize, code: &str, value: f64, unit: &str| {
+            add(
+                1,
+                json!({"resourceType": "Observation", "id": format!("{id}-o{n}"), "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": code}]}, "subject": subject,
+                "effectiveDateTime": admitted, "valueQuantity": {"value": value, "unit": unit}}),
+            );
+        };
+        observation(1, "4548-4", at("hba1c", row), "%");
+        observation(2, "39156-5", at("bmi", row), "kg/m2");
+        observation(3, "8480-6", at("systolic_bp", row), "mm[Hg]");
+        let conditions = [("smoker", SNOMED, "77176002"), ("hypertension", ICD10, "I10"), ("ckd", ICD10, "N18")];
+        for (n, (name, system, code)) in conditions.iter().enumerate() {
+            if at(name, row) == 1.0 {
+                add(
+                    2,
+                    json!({"resourceType": "Condition", "id": format!("{id}-c{n}"), "subject": subject,
+                    "code": {"coding": [{"system": system, "code": code}]}, "recordedDate": admitted}),
+                );
+            }
+        }
+        let diagnosis = DIAGNOSES[at("diagnosis", row) as usize];
+        add(
+            3,
+            json!({"resourceType": "Encounter", "id": format!("{id}-e1"), "status": "finished",
+            "class": {"code": "IMP"}, "subject": subject, "period": {"start": admitted},
+            "reasonCode": [{"coding": [{"system": ICD10, "code": diagnosis}]}]}),
+        );
+        if at("readmitted", row) == 1.0 {
+            add(
+                3,
+                json!({"resourceType": "Encounter", "id": format!("{id}-e2"), "status": "finished",
+                "class": {"code": "IMP"}, "subject": subject,
+                "type": [{"coding": [{"system": SNOMED, "code": "417005"}]}]}),
+            );
+        }
+        if diagnosis == "E11" {
+            add(
+                4,
+                json!({"resourceType": "MedicationStatement", "id": format!("{id}-m1"), "status": "active",
+                "subject": subject, "medicationCodeableConcept":
+                {"coding": [{"system": "http://www.whocc.no/atc", "code": "A10BA02"}]}}),
+            );
+        }
+    }
+    files
+}
+
+/// The mapping that reads [`fhir_export`] back into the cohort's model columns.
+pub fn fhir_mapping() -> serde_json::Value {
+    json!({"columns": [
+        {"name": "age", "type": "integer", "resource": "Patient", "value": "age", "at": FHIR_AGE_AT},
+        {"name": "sex", "type": "categorical", "resource": "Patient", "value": "gender", "levels": ["female", "male"]},
+        {"name": "hba1c", "type": "float", "resource": "Observation", "system": LOINC, "codes": ["4548-4"], "value": "latest"},
+        {"name": "bmi", "type": "float", "resource": "Observation", "system": LOINC, "codes": ["39156-5"], "value": "latest"},
+        {"name": "smoker", "type": "boolean", "resource": "Condition", "system": SNOMED, "codes": ["77176002"], "value": "exists"},
+        {"name": "hypertension", "type": "boolean", "resource": "Condition", "system": ICD10, "codes": ["I10"], "value": "exists"},
+        {"name": "ckd", "type": "boolean", "resource": "Condition", "system": ICD10, "codes": ["N18"], "value": "exists"},
+        {"name": "diagnosis", "type": "categorical", "resource": "Encounter", "system": ICD10, "value": "code", "levels": DIAGNOSES},
+        {"name": "encounters", "type": "integer", "resource": "Encounter", "value": "count"},
+        {"name": "readmitted", "type": "boolean", "resource": "Encounter", "system": SNOMED, "codes": ["417005"], "value": "exists"}
+    ]})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use serde_json::{Value as Json, json};
 /// The first line of a table file.
 const MAGIC: &str = "HANSE-TABLE 1";
 /// Bad rows reported before the report says "and N more".
-const REPORTED_PROBLEMS: usize = 25;
+pub(crate) const REPORTED_PROBLEMS: usize = 25;
 /// The largest integer a double holds exactly.
 const EXACT_INTEGER: i64 = 1 << 53;
 
@@ -306,6 +306,9 @@ pub struct Table {
 pub struct Problem {
     /// The line in the file (the header is line 1).
     pub line: u64,
+    /// Where the record is when a line alone does not say (`Observation.ndjson, line 17`, `bundle.json, entry 3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
     pub message: String,
@@ -319,15 +322,23 @@ pub struct IngestError {
     pub more: usize,
 }
 
+impl Problem {
+    /// Where the problem is, as a reader says it: `line 4`, `Observation.ndjson, line 17`, with the column if any.
+    pub fn position(&self) -> String {
+        let place = self.at.clone().unwrap_or_else(|| format!("line {}", self.line));
+        match &self.column {
+            Some(column) => format!("{place}, column `{column}`"),
+            None => place,
+        }
+    }
+}
+
 impl std::fmt::Display for IngestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "nothing was imported: ")?;
         for (i, p) in self.problems.iter().enumerate() {
             let separator = if i == 0 { "" } else { "; " };
-            match &p.column {
-                Some(column) => write!(f, "{separator}line {}, column `{column}`: {}", p.line, p.message)?,
-                None => write!(f, "{separator}line {}: {}", p.line, p.message)?,
-            }
+            write!(f, "{separator}{}: {}", p.position(), p.message)?;
         }
         if self.more > 0 {
             write!(f, "; and {} more", self.more)?;
@@ -338,7 +349,7 @@ impl std::fmt::Display for IngestError {
 
 impl IngestError {
     fn one(line: u64, message: impl Into<String>) -> IngestError {
-        IngestError { problems: vec![Problem { line, column: None, message: message.into() }], more: 0 }
+        IngestError { problems: vec![Problem { line, at: None, column: None, message: message.into() }], more: 0 }
     }
 }
 
@@ -388,7 +399,7 @@ pub fn read_csv(reader: impl Read, schema: &Schema) -> Result<Table, IngestError
             Ok(true) => {}
             Err(error) => {
                 let line = error.position().map_or(line, |p| p.line());
-                report(Problem { line, column: None, message: error.to_string() });
+                report(Problem { line, at: None, column: None, message: error.to_string() });
                 break;
             }
         }
@@ -396,6 +407,7 @@ pub fn read_csv(reader: impl Read, schema: &Schema) -> Result<Table, IngestError
         if record.len() != names.len() {
             report(Problem {
                 line,
+                at: None,
                 column: None,
                 message: format!("has {} fields; the header has {}", record.len(), names.len()),
             });
@@ -405,7 +417,7 @@ pub fn read_csv(reader: impl Read, schema: &Schema) -> Result<Table, IngestError
             match column.parse(&record[at]) {
                 Ok(value) => out.push(value),
                 Err(message) => {
-                    report(Problem { line, column: Some(column.name.clone()), message });
+                    report(Problem { line, at: None, column: Some(column.name.clone()), message });
                     out.push(f64::NAN);
                 }
             }

@@ -72,10 +72,11 @@ pub enum Command {
     /// DIDs, validity, and conformance to the Gaia-X 2511 shapes).
     #[command(subcommand, name = "self-description")]
     SelfDescription(SelfDescriptionCommand),
-    /// Write a synthetic patient cohort (CSV) and its schema (`FILE.schema.json`); the same seed and site give the
-    /// same rows. No real patient data is involved.
+    /// Write a synthetic patient cohort (CSV) and its schema (`FILE.schema.json`), or with `--fhir` as a FHIR R4 bulk
+    /// export (a folder of NDJSON files and the mapping that reads them); the same seed and site give the same rows.
+    /// No real patient data is involved.
     #[command(
-        after_help = "Examples:\n  hanse synth --rows 5000 --site 0 --out hospital-a.csv\n  hanse synth --rows 100000 --site 2 --seed 7 --out hospital-c.csv"
+        after_help = "Examples:\n  hanse synth --rows 5000 --site 0 --out hospital-a.csv\n  hanse synth --rows 100000 --site 2 --seed 7 --out hospital-c.csv\n  hanse synth --rows 10000 --fhir --out export/"
     )]
     Synth {
         /// Patients.
@@ -86,6 +87,9 @@ pub enum Command {
         site: u32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Write a FHIR R4 bulk export into the folder OUT instead of a CSV file.
+        #[arg(long)]
+        fhir: bool,
         #[arg(long)]
         out: PathBuf,
     },
@@ -394,16 +398,21 @@ pub enum DatasetCommand {
     /// Every dataset (asset) of this connector.
     #[command(after_help = "Examples:\n  hanse dataset list\n  hanse dataset list --json")]
     List(Answer),
-    /// Import a CSV file with its schema as a dataset (created, or replaced with the new rows). Every bad row is
-    /// reported with its line and nothing is imported.
+    /// Import a CSV file with its schema, or a FHIR R4 export with its mapping, as a dataset (created, or replaced with
+    /// the new rows). Every bad row or record is reported with its position and nothing is imported.
     #[command(
-        after_help = "Examples:\n  hanse synth --rows 5000 --out cohort.csv\n  hanse dataset ingest cohort.csv --id diabetes-register --schema cohort.schema.json \\\n      --title \"Diabetes register\" --keyword diabetes --keyword adults"
+        after_help = "Examples:\n  hanse synth --rows 5000 --out cohort.csv\n  hanse dataset ingest cohort.csv --id diabetes-register --schema cohort.schema.json \\\n      --title \"Diabetes register\" --keyword diabetes --keyword adults\n  hanse synth --rows 10000 --fhir --out export\n  hanse dataset ingest export/*.ndjson --mapping export/mapping.json --id fhir-register"
     )]
     Ingest {
         #[command(flatten)]
         access: ManagementAccess,
-        /// The CSV file (a header row naming every column of the schema).
-        file: PathBuf,
+        /// The CSV file (a header row naming every column of the schema), or with `--mapping` the files of a FHIR
+        /// export (`*.ndjson`, or Bundles as `*.json`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The mapping of a FHIR export to columns (JSON: `{"columns": [{"name", "type", "resource", "value", ...}]}`).
+        #[arg(long, conflicts_with = "schema")]
+        mapping: Option<PathBuf>,
         /// The dataset's id.
         #[arg(long)]
         id: String,
@@ -922,7 +931,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (url, key) = access.resolve()?;
             runtime()?.block_on(audit_show(&url, &key, &agreement))
         }
-        Command::Synth { rows, site, seed, out } => {
+        Command::Synth { rows, site, seed, fhir: true, out } => {
+            let files = crate::compute::commands::synth_fhir(rows, site, seed, &out)?;
+            println!(
+                "Wrote {rows} synthetic patients of site {site} as FHIR to {} ({} files)",
+                out.display(),
+                files.len()
+            );
+            Ok(())
+        }
+        Command::Synth { rows, site, seed, fhir: false, out } => {
             let schema = crate::compute::commands::synth(rows, site, seed, &out)?;
             println!(
                 "Wrote {rows} synthetic patients of site {site} to {} and the schema to {}",
@@ -933,7 +951,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dataset(DatasetCommand::Ingest {
             access,
-            file,
+            files,
+            mapping,
             id,
             schema,
             title,
@@ -955,9 +974,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !keyword.is_empty() {
                 given["keyword"] = serde_json::json!(keyword);
             }
-            let schema = schema.unwrap_or_else(|| crate::compute::commands::schema_path(&file));
-            let stored =
-                runtime()?.block_on(crate::compute::commands::ingest(&url, &key, &id, &file, &schema, given))?;
+            let stored = match (mapping, files.as_slice()) {
+                (Some(mapping), _) => runtime()?
+                    .block_on(crate::compute::commands::ingest_fhir(&url, &key, &id, &files, &mapping, given))?,
+                (None, [file]) => {
+                    let schema = schema.unwrap_or_else(|| crate::compute::commands::schema_path(file));
+                    runtime()?.block_on(crate::compute::commands::ingest(&url, &key, &id, file, &schema, given))?
+                }
+                (None, _) => anyhow::bail!("one CSV file, or a FHIR export's files with --mapping"),
+            };
             println!(
                 "Ingested {} rows into dataset {id} ({})",
                 stored["numberOfRecords"],

@@ -765,3 +765,82 @@ async fn differentially_private_training_spends_the_agreements_budget_and_is_ref
     assert!(response.body.to_string().contains("noiseMultiplier"), "{:#}", response.body);
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fhir_bulk_export_of_ten_thousand_patients_ingests_and_its_glm_equals_the_pooled_fit() {
+    let federation = Federation::with_hospitals(2).await;
+    let hospital = &federation.connectors[0];
+    let (url, key) = (hospital.management_url(), hospital.config.management.api_key.clone());
+    let export = hospital.dir().join("export");
+    let written = commands::synth_fhir(10_000, 0, SEED, &export).unwrap();
+    let (mapping, files): (Vec<_>, Vec<_>) = written.into_iter().partition(|p| p.ends_with("mapping.json"));
+
+    // A bad record anywhere: nothing is imported, and the record is named by its file and line.
+    let broken = export.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let mut broken_files = Vec::new();
+    for file in &files {
+        let mut text = std::fs::read_to_string(file).unwrap();
+        if file.ends_with("Observation.ndjson") {
+            // The first Observation (an HbA1c) loses its value.
+            let (first, rest) = text.split_once('\n').unwrap();
+            let mut observation: Value = serde_json::from_str(first).unwrap();
+            observation["valueQuantity"].as_object_mut().unwrap().remove("value");
+            text = format!("{observation}\n{rest}");
+        }
+        let copy = broken.join(file.file_name().unwrap());
+        std::fs::write(&copy, text).unwrap();
+        broken_files.push(copy);
+    }
+    let refused = commands::ingest_fhir(&url, &key, "fhir-register", &broken_files, &mapping[0], json!({})).await;
+    let refused = format!("{:#}", refused.unwrap_err());
+    assert!(
+        refused.contains("Observation.ndjson, line 1, column `hba1c`: the Observation has no numeric valueQuantity"),
+        "{refused}"
+    );
+    let management = federation.management(0);
+    assert_eq!(management.get("/management/v3/assets/fhir-register").await.status, 404);
+
+    let properties = json!({"title": "Diabetes register (FHIR)", "keyword": ["diabetes"]});
+    let stored = commands::ingest_fhir(&url, &key, "fhir-register", &files, &mapping[0], properties).await.unwrap();
+    assert_eq!(stored["numberOfRecords"], 10_000);
+    offer_stored(&management, "fhir-register", compute_terms(&["glm"], json!([])), json!({})).await;
+
+    // The DSP catalogue lists the FHIR profiles the export holds and its code systems.
+    let consumer = federation.management(1);
+    let catalogue = consumer
+        .post(
+            "/management/v3/catalog/request",
+            &json!({"counterPartyAddress": format!("{}/protocol/2025-1", hospital.public_url()),
+                    "protocol": "dataspace-protocol-http:2025-1"}),
+        )
+        .await
+        .body
+        .to_string();
+    for listed in [
+        "http://hl7.org/fhir/StructureDefinition/Encounter",
+        "http://hl7.org/fhir/StructureDefinition/Patient",
+        "http://loinc.org",
+        "http://snomed.info/sct",
+        "http://hl7.org/fhir/sid/icd-10",
+    ] {
+        assert!(catalogue.contains(listed), "{listed} is not in {catalogue}");
+    }
+
+    // A GLM over the ingested patients is the pooled fit of the same cohort.
+    let agreement = agree(&federation, 0, "fhir-register").await;
+    let covariates = ["age", "sex", "hba1c", "smoker", "ckd"];
+    let parameters = json!({"family": "logistic", "outcome": "readmitted", "covariates": covariates});
+    let glm = run(&federation, "glm", parameters, &[&agreement], json!({})).await;
+    assert_eq!(glm["state"], "COMPLETED", "{glm:#}");
+    let (terms, beta, errors) = pooled_logistic_fit(&[(10_000, 0)], SEED, &covariates);
+    let result = &glm["result"];
+    let (fitted, fitted_errors) = (numbers(&result["coefficients"]), numbers(&result["standardErrors"]));
+    assert_eq!(fitted.len(), terms.len());
+    for i in 0..terms.len() {
+        assert!((fitted[i] - beta[i]).abs() < 1e-6, "{}: {} vs pooled {}", terms[i], fitted[i], beta[i]);
+        assert!((fitted_errors[i] - errors[i]).abs() < 1e-6, "{}: se {} vs {}", terms[i], fitted_errors[i], errors[i]);
+    }
+    assert_eq!(result["n"], 10_000);
+    federation.shutdown().await;
+}

@@ -37,19 +37,68 @@ pub async fn ingest(
     properties: Json,
 ) -> anyhow::Result<Json> {
     let schema = std::fs::read_to_string(schema).with_context(|| format!("cannot read {}", schema.display()))?;
-    let data = tokio::fs::File::open(csv).await.with_context(|| format!("cannot read {}", csv.display()))?;
-    let length = data.metadata().await?.len();
-    let stream = tokio_util::io::ReaderStream::with_capacity(data, 256 * 1024);
-    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), length)
-        .file_name(csv.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
-        .mime_str("text/csv")?;
     let form = reqwest::multipart::Form::new()
         .text("id", id.to_owned())
         .text("schema", schema)
         .text("properties", properties.to_string())
-        .part("data", part);
+        .part("data", file_part(csv, "text/csv").await?);
     let client = ManagementClient::new(url, key);
     client.expect(client.request(Method::POST, "/management/v3/tables").multipart(form)).await
+}
+
+/// `hanse dataset ingest --mapping`: uploads a FHIR export (`*.ndjson` files, Bundles as `*.json`) with its mapping
+/// and dataset properties.
+pub async fn ingest_fhir(
+    url: &str,
+    key: &str,
+    id: &str,
+    files: &[PathBuf],
+    mapping: &Path,
+    properties: Json,
+) -> anyhow::Result<Json> {
+    let mapping = std::fs::read_to_string(mapping).with_context(|| format!("cannot read {}", mapping.display()))?;
+    let mut form = reqwest::multipart::Form::new()
+        .text("id", id.to_owned())
+        .text("mapping", mapping)
+        .text("properties", properties.to_string());
+    for file in files {
+        let kind = if file.extension().is_some_and(|e| e == "json") {
+            "application/fhir+json"
+        } else {
+            "application/fhir+ndjson"
+        };
+        form = form.part("data", file_part(file, kind).await?);
+    }
+    let client = ManagementClient::new(url, key);
+    client.expect(client.request(Method::POST, "/management/v3/tables/fhir").multipart(form)).await
+}
+
+/// A file as a streamed multipart part, with its name.
+async fn file_part(path: &Path, mime: &str) -> anyhow::Result<reqwest::multipart::Part> {
+    let data = tokio::fs::File::open(path).await.with_context(|| format!("cannot read {}", path.display()))?;
+    let length = data.metadata().await?.len();
+    let stream = tokio_util::io::ReaderStream::with_capacity(data, 256 * 1024);
+    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), length)
+        .file_name(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .mime_str(mime)?;
+    Ok(part)
+}
+
+/// `hanse synth --fhir`: writes a synthetic cohort as a FHIR bulk export into the folder `out` (one NDJSON file per
+/// resource type) with the mapping that reads it (`mapping.json`); answers the files written.
+pub fn synth_fhir(rows: usize, site: u32, seed: u64, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot make {}", out.display()))?;
+    let mut written = Vec::new();
+    for (name, text) in super::synth::fhir_export(rows, site, seed) {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    let mapping = out.join("mapping.json");
+    std::fs::write(&mapping, serde_json::to_string_pretty(&super::synth::fhir_mapping())?)
+        .with_context(|| format!("cannot write {}", mapping.display()))?;
+    written.push(mapping);
+    Ok(written)
 }
 
 /// `hanse job run`: starts a job and follows it to its end; answers the finished job.

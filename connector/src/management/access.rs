@@ -246,6 +246,7 @@ mod tests {
             (Method::POST, "/management/v3/assets", Need::Catalogue),
             (Method::DELETE, "/management/v3/contractdefinitions/{id}", Need::Catalogue),
             (Method::POST, "/management/v3/tables", Need::Catalogue),
+            (Method::POST, "/management/v3/tables/fhir", Need::Catalogue),
             (Method::POST, "/management/v3/apps/tokens", Need::Catalogue),
             (Method::POST, "/management/v3/contractnegotiations/{id}/{call}", Need::Decide),
             (Method::POST, "/management/v3/transferprocesses/{id}/{call}", Need::Decide),

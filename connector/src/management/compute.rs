@@ -30,34 +30,89 @@ pub async fn ingest(
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ManagementError> {
     let form = form.map_err(|rejection| ManagementError::field("", rejection.body_text()))?;
-    let upload = read_upload(state.compute.folder(), form, state.config.compute.max_upload_mb).await?;
-    let table = parse_table(upload.data, upload.schema).await?;
+    let mut upload = read_upload(state.compute.folder(), form, state.config.compute.max_upload_mb, "schema").await?;
+    let schema = Schema::from_json(&upload.described).map_err(|e| ManagementError::field("schema", e))?;
+    if upload.data.len() != 1 {
+        return Err(ManagementError::field("data", "one CSV file"));
+    }
+    let (_, data) = upload.data.remove(0);
+    let table = parse_table(data, schema).await?;
     let stored = store_table(&state, &upload.id, table, upload.properties).await?;
     Ok(axum::Json(stored).into_response())
 }
 
-/// The parts of a table upload; the CSV file streamed to a temporary file in the table folder.
+/// `POST /management/v3/tables/fhir` (multipart): `id`, `mapping` (JSON: `{"columns": [...]}`, each column's type and
+/// the FHIR resources and codes it is read from), one or more `data` files (a bulk export's `*.ndjson` files or
+/// Bundles as `*.json`, by their file names) and optional `properties`. Every record is checked; a bad export is
+/// reported with each record's file and line (or Bundle entry) and nothing is imported. The dataset is a table of
+/// patients, as for CSV; its description also lists the FHIR profiles and code systems it holds.
+#[utoipa::path(post, path = "/management/v3/tables/fhir", tag = "Compute", operation_id = "ingest a FHIR export", request_body(content_type = "multipart/form-data", description = "Parts `id`, `mapping` (JSON `{\"columns\": [...]}`), one or more `data` files (`*.ndjson` or Bundle `*.json`) and optional `properties` (JSON)"), responses((status = 200, description = "The table: its row count", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
+pub async fn ingest_fhir(
+    State(state): State<Shared>,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ManagementError> {
+    let form = form.map_err(|rejection| ManagementError::field("", rejection.body_text()))?;
+    let upload = read_upload(state.compute.folder(), form, state.config.compute.max_upload_mb, "mapping").await?;
+    let mapping =
+        hanse_compute::fhir::Mapping::from_json(&upload.described).map_err(|e| ManagementError::field("mapping", e))?;
+    let ingested = tokio::task::spawn_blocking(move || {
+        let mut files = Vec::with_capacity(upload.data.len());
+        for (name, file) in &upload.data {
+            files.push((name.clone(), std::io::BufReader::new(std::fs::File::open(file.path())?)));
+        }
+        Ok::<_, std::io::Error>(hanse_compute::fhir::read_export(files, &mapping))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?
+    .map_err(invalid_data)?;
+    let mut properties = upload.properties;
+    properties.extend(hanse_compute::fhir::derived_properties(&ingested));
+    let stored = store_table(&state, &upload.id, ingested.table, properties).await?;
+    Ok(axum::Json(stored).into_response())
+}
+
+/// The parts of a table upload: the data files streamed to temporary files in the table folder, by the names
+/// they were sent with.
 struct Upload {
     id: String,
-    schema: Schema,
+    /// The `schema` (CSV) or `mapping` (FHIR) part.
+    described: Json,
     properties: Map<String, Json>,
-    data: tempfile::NamedTempFile,
+    data: Vec<(String, tempfile::NamedTempFile)>,
 }
 
 /// The largest `id`, `schema` or `properties` part of a table upload.
 const SMALL_PART: usize = 1024 * 1024;
 
-/// Reads the multipart form of a table upload, naming the part at fault. The CSV file streams to disk; past
-/// `max_mb` MiB the upload is refused (413) and the partial file removed.
-async fn read_upload(folder: &std::path::Path, mut form: Multipart, max_mb: u64) -> Result<Upload, ManagementError> {
+/// Reads the multipart form of a table upload (`described`: the name of its `schema` or `mapping` part), naming
+/// the part at fault. Data files stream to disk; past `max_mb` MiB in all the upload is refused (413) and the
+/// partial files removed.
+async fn read_upload(
+    folder: &std::path::Path,
+    mut form: Multipart,
+    max_mb: u64,
+    described: &str,
+) -> Result<Upload, ManagementError> {
     tokio::fs::create_dir_all(folder).await.map_err(internal)?;
-    let (mut id, mut schema, mut properties, mut data) = (None, None, Map::new(), None);
+    let (mut id, mut schema, mut properties, mut data) = (None, None, Map::new(), Vec::new());
     let bad = |part: &str, e: &dyn std::fmt::Display| ManagementError::field(part, e.to_string());
+    let mut size = 0u64;
     while let Some(mut field) = form.next_field().await.map_err(|e| bad("", &e))? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
-            "data" => data = Some(part_to_file(folder, &mut field, max_mb).await?),
-            "id" | "schema" | "properties" => {
+            "data" => {
+                let file_name = field.file_name().unwrap_or("data.csv").to_owned();
+                let file = part_to_file(folder, &mut field, max_mb).await?;
+                size += file.as_file().metadata().map_err(internal)?.len();
+                if size > max_mb * 1024 * 1024 {
+                    return Err(ManagementError::TooLarge(format!(
+                        "the upload is larger than {max_mb} MiB (`compute.max_upload_mb`); nothing was imported"
+                    )));
+                }
+                data.push((file_name, file));
+            }
+            part if part == "id" || part == described || part == "properties" => {
                 let mut text = Vec::new();
                 while let Some(chunk) = field.chunk().await.map_err(|e| bad(&name, &e))? {
                     text.extend_from_slice(&chunk);
@@ -68,24 +123,26 @@ async fn read_upload(folder: &std::path::Path, mut form: Multipart, max_mb: u64)
                 let text = String::from_utf8(text).map_err(|e| bad(&name, &e))?;
                 match name.as_str() {
                     "id" => id = Some(text.trim().to_owned()),
-                    "schema" => {
-                        let value: Json = serde_json::from_str(&text).map_err(|e| bad("schema", &e))?;
-                        schema = Some(Schema::from_json(&value).map_err(|e| bad("schema", &e))?);
-                    }
-                    _ => match serde_json::from_str(&text) {
+                    "properties" => match serde_json::from_str(&text) {
                         Ok(Json::Object(given)) => properties = given,
                         _ => return Err(ManagementError::field("properties", "must be a JSON object")),
                     },
+                    _ => schema = Some(serde_json::from_str::<Json>(&text).map_err(|e| bad(described, &e))?),
                 }
             }
-            other => return Err(ManagementError::field(other, "unknown part (id, schema, data, properties)")),
+            other => {
+                return Err(ManagementError::field(other, format!("unknown part (id, {described}, data, properties)")));
+            }
         }
+    }
+    if data.is_empty() {
+        return Err(ManagementError::field("data", "is required: the data file"));
     }
     Ok(Upload {
         id: id.filter(|id| !id.is_empty()).ok_or_else(|| ManagementError::field("id", "is required"))?,
-        schema: schema.ok_or_else(|| ManagementError::field("schema", "is required"))?,
+        described: schema.ok_or_else(|| ManagementError::field(described, "is required"))?,
         properties,
-        data: data.ok_or_else(|| ManagementError::field("data", "is required: the CSV file"))?,
+        data,
     })
 }
 
@@ -122,20 +179,20 @@ async fn parse_table(data: tempfile::NamedTempFile, schema: Schema) -> Result<Ta
     .await
     .map_err(internal)?
     .map_err(internal)?
-    .map_err(|error| {
-        let mut fields: Vec<FieldError> = error
-            .problems
-            .iter()
-            .map(|p| {
-                let at = p.column.as_ref().map(|c| format!(", column `{c}`")).unwrap_or_default();
-                FieldError::new("data", format!("line {}{at}: {} (nothing was imported)", p.line, p.message))
-            })
-            .collect();
-        if error.more > 0 {
-            fields.push(FieldError::new("data", format!("and {} more problems", error.more)));
-        }
-        ManagementError::Invalid(fields)
-    })
+    .map_err(invalid_data)
+}
+
+/// A file that was not imported, with each problem as a field error of `data`.
+fn invalid_data(error: table::IngestError) -> ManagementError {
+    let mut fields: Vec<FieldError> = error
+        .problems
+        .iter()
+        .map(|p| FieldError::new("data", format!("{}: {} (nothing was imported)", p.position(), p.message)))
+        .collect();
+    if error.more > 0 {
+        fields.push(FieldError::new("data", format!("and {} more problems", error.more)));
+    }
+    ManagementError::Invalid(fields)
 }
 
 /// Writes the table file and creates or replaces the dataset; a replaced table's file is removed once no dataset

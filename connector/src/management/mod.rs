@@ -75,9 +75,12 @@ fn edc_routes() -> OpenApiRouter<Shared> {
 /// the metrics key; the audit log behind the operator's or an auditor's credential; everything else behind
 /// `X-Api-Key`. Answers the router and the OpenAPI document generated from it.
 pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
-    let (ingest_schemas, ingest_paths, ingest) = routes!(compute::ingest);
-    // A table streams to a temporary file before it is read: no body limit.
-    let ingest = (ingest_schemas, ingest_paths, ingest.layer(axum::extract::DefaultBodyLimit::disable()));
+    // A table streams to temporary files before it is read: no body limit.
+    let unlimited = |(schemas, paths, router): (_, _, axum::routing::MethodRouter<Shared>)| {
+        (schemas, paths, router.layer(axum::extract::DefaultBodyLimit::disable()))
+    };
+    let ingest = unlimited(routes!(compute::ingest));
+    let ingest_fhir = unlimited(routes!(compute::ingest_fhir));
     let api = OpenApiRouter::new()
         .routes(routes!(about))
         .nest("/management/v3", edc_routes())
@@ -101,6 +104,7 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(lineage::query_get, lineage::query_post))
         .routes(routes!(audit::witness_now))
         .routes(ingest)
+        .routes(ingest_fhir)
         .routes(routes!(compute::start))
         .routes(routes!(compute::query))
         .routes(routes!(compute::read))
