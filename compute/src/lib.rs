@@ -2,6 +2,7 @@
 //! hands in, no async, no clock but the deadline a caller sets.
 //!
 //! - [`table`]: the typed schema, CSV ingestion (every bad row named, all or nothing) and the columnar table format;
+//! - [`columnar`]: Parquet files read against a schema (and written, for synthetic data);
 //! - [`analysis`]: the templates (`aggregate`, `crosstab`, a `glm` Newton round, `fedavg` local SGD) as functions of a
 //!   table, and the small linear algebra they need;
 //! - [`disclosure`]: the release rules (cell counts, dominance) a provider applies before anything leaves;
@@ -11,6 +12,7 @@
 //! - [`synth`]: synthetic cohorts for demonstrations and tests.
 
 pub mod analysis;
+pub mod columnar;
 pub mod disclosure;
 pub mod fhir;
 pub mod privacy;

@@ -844,3 +844,39 @@ async fn a_fhir_bulk_export_of_ten_thousand_patients_ingests_and_its_glm_equals_
     assert_eq!(result["n"], 10_000);
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_table_ingests_as_a_csv_one_does_and_a_bad_value_is_named_by_row_and_column() {
+    let federation = Federation::with_hospitals(2).await;
+    let hospital = &federation.connectors[0];
+    let (url, key) = (hospital.management_url(), hospital.config.management.api_key.clone());
+    let parquet = hospital.dir().join("register.parquet");
+    let schema = commands::synth(3000, 1, SEED, &parquet).unwrap();
+
+    // The same file under a schema that allows no missing LDL: refused, naming the first row without one.
+    let strict = hospital.dir().join("strict.schema.json");
+    let mut columns: Value = serde_json::from_str(&std::fs::read_to_string(&schema).unwrap()).unwrap();
+    for column in columns["columns"].as_array_mut().unwrap() {
+        column["nullable"] = json!(false);
+    }
+    std::fs::write(&strict, columns.to_string()).unwrap();
+    let refused = commands::ingest(&url, &key, "parquet-register", &parquet, &strict, json!({})).await.unwrap_err();
+    let refused = format!("{refused:#}");
+    let cohort = hanse::compute::synth::cohort(3000, 1, SEED);
+    let ldl = &cohort.values[cohort.schema.column("ldl").unwrap().0];
+    let first_missing = ldl.iter().position(|v| v.is_nan()).unwrap() + 1;
+    assert!(refused.contains(&format!("row {first_missing}, column `ldl`: is null")), "{refused}");
+
+    let stored = commands::ingest(&url, &key, "parquet-register", &parquet, &schema, json!({})).await.unwrap();
+    assert_eq!(stored["numberOfRecords"], 3000);
+    offer_stored(&federation.management(0), "parquet-register", compute_terms(&["glm"], json!([])), json!({})).await;
+    let agreement = agree(&federation, 0, "parquet-register").await;
+    let parameters = json!({"family": "logistic", "outcome": "readmitted", "covariates": COVARIATES});
+    let glm = run(&federation, "glm", parameters, &[&agreement], json!({})).await;
+    assert_eq!(glm["state"], "COMPLETED", "{glm:#}");
+    let (_, beta, _) = pooled_logistic_fit(&[(3000, 1)], SEED, &COVARIATES);
+    for (fitted, pooled) in numbers(&glm["result"]["coefficients"]).iter().zip(&beta) {
+        assert!((fitted - pooled).abs() < 1e-6, "{fitted} vs pooled {pooled}");
+    }
+    federation.shutdown().await;
+}

@@ -10,12 +10,19 @@ use serde_json::{Value as Json, json};
 
 use crate::client::ManagementClient;
 
-/// `hanse synth`: writes a synthetic cohort as `FILE` and its schema as `FILE` with `.schema.json`; answers the schema's
-/// path.
+fn is_parquet(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "parquet")
+}
+
+/// `hanse synth`: writes a synthetic cohort as `FILE` (CSV, or Parquet if `FILE` ends in `.parquet`) and its schema as
+/// `FILE` with `.schema.json`; answers the schema's path.
 pub fn synth(rows: usize, site: u32, seed: u64, out: &Path) -> anyhow::Result<PathBuf> {
     let table = super::synth::cohort(rows, site, seed);
     let file = std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
-    super::synth::write_csv(&table, std::io::BufWriter::new(file))?;
+    match is_parquet(out) {
+        true => hanse_compute::columnar::write_parquet(&table, std::io::BufWriter::new(file))?,
+        false => super::synth::write_csv(&table, std::io::BufWriter::new(file))?,
+    }
     let schema_path = schema_path(out);
     std::fs::write(&schema_path, serde_json::to_string_pretty(&table.schema)?)
         .with_context(|| format!("cannot write {}", schema_path.display()))?;
@@ -41,7 +48,10 @@ pub async fn ingest(
         .text("id", id.to_owned())
         .text("schema", schema)
         .text("properties", properties.to_string())
-        .part("data", file_part(csv, "text/csv").await?);
+        .part(
+            "data",
+            file_part(csv, if is_parquet(csv) { "application/vnd.apache.parquet" } else { "text/csv" }).await?,
+        );
     let client = ManagementClient::new(url, key);
     client.expect(client.request(Method::POST, "/management/v3/tables").multipart(form)).await
 }

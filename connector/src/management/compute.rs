@@ -19,12 +19,13 @@ fn internal(error: impl std::fmt::Display) -> ManagementError {
     ManagementError::Internal(error.to_string())
 }
 
-/// `POST /management/v3/tables` (multipart): `id`, `schema` (JSON: `{"columns": [...]}`), `data` (the CSV file) and
+/// `POST /management/v3/tables` (multipart): `id`, `schema` (JSON: `{"columns": [...]}`), `data` (the CSV or Parquet
+/// file) and
 /// optionally `properties` (a JSON object of dataset properties: title, description, keywords, ...). Every row is
 /// checked; a bad file is reported with line numbers and nothing is imported. The dataset is created, or replaced
 /// with the new rows, with a `HanseTable` data address and its DCAT properties derived from the rows
 /// (`numberOfRecords`, columns, age range) over the given ones.
-#[utoipa::path(post, path = "/management/v3/tables", tag = "Compute", operation_id = "ingest a table", request_body(content_type = "multipart/form-data", description = "Parts `id`, `schema` (JSON `{\"columns\": [...]}`), `data` (the CSV file) and optional `properties` (JSON)"), responses((status = 200, description = "The table: its schema and row count", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
+#[utoipa::path(post, path = "/management/v3/tables", tag = "Compute", operation_id = "ingest a table", request_body(content_type = "multipart/form-data", description = "Parts `id`, `schema` (JSON `{\"columns\": [...]}`), `data` (the CSV or Parquet file) and optional `properties` (JSON)"), responses((status = 200, description = "The table: its schema and row count", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors, crate::management::openapi::WriteErrors))]
 pub async fn ingest(
     State(state): State<Shared>,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
@@ -170,11 +171,18 @@ pub async fn part_to_file(
     Ok(temp)
 }
 
-/// Reads every row of the uploaded CSV against `schema` off the async threads; each bad row is named by its line.
+/// Reads every row of the uploaded CSV or Parquet file (known by its first bytes) against `schema` off the async
+/// threads; each bad row is named by its line (or row).
 async fn parse_table(data: tempfile::NamedTempFile, schema: Schema) -> Result<Table, ManagementError> {
     tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut head = [0u8; 4];
+        let read = std::fs::File::open(data.path())?.read(&mut head)?;
         let file = std::fs::File::open(data.path())?;
-        Ok::<_, std::io::Error>(table::read_csv(std::io::BufReader::new(file), &schema))
+        match hanse_compute::columnar::is_parquet(&head[..read]) {
+            true => Ok::<_, std::io::Error>(hanse_compute::columnar::read_parquet(file, &schema)),
+            false => Ok(table::read_csv(std::io::BufReader::new(file), &schema)),
+        }
     })
     .await
     .map_err(internal)?
