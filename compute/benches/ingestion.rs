@@ -32,7 +32,9 @@ fn child(format: &str, dir: &std::path::Path) {
             table::read_csv(BufReader::new(std::fs::File::open(dir.join("cohort.csv")).unwrap()), &schema).unwrap().rows
         }
         "parquet" => {
-            columnar::read_parquet(std::fs::File::open(dir.join("cohort.parquet")).unwrap(), &schema).unwrap().rows
+            columnar::read_parquet(std::fs::File::open(dir.join("cohort.parquet")).unwrap(), &schema, u64::MAX)
+                .unwrap()
+                .rows
         }
         _ => {
             let mapping = fhir::Mapping::from_json(&synth::fhir_mapping()).unwrap();

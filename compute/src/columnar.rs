@@ -23,9 +23,14 @@ pub fn is_parquet(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PAR1")
 }
 
-/// Reads a Parquet file against `schema`. Every bad value is reported with its row (from 1) and column; any problem
-/// means no table.
-pub fn read_parquet<R: ChunkReader + 'static>(reader: R, schema: &Schema) -> Result<Table, IngestError> {
+/// Reads a Parquet file against `schema`, of at most `most_cells` values (rows times the schema's columns: a few
+/// compressed bytes can stand for millions of rows). Every bad value is reported with its row (from 1) and column;
+/// any problem means no table.
+pub fn read_parquet<R: ChunkReader + 'static>(
+    reader: R,
+    schema: &Schema,
+    most_cells: u64,
+) -> Result<Table, IngestError> {
     let whole = |message: String| IngestError {
         problems: vec![Problem { line: 0, at: Some("the file".into()), column: None, message }],
         more: 0,
@@ -47,6 +52,10 @@ pub fn read_parquet<R: ChunkReader + 'static>(reader: R, schema: &Schema) -> Res
         .collect();
     if !missing.is_empty() {
         return Err(whole(format!("has no column {}", missing.join(", "))));
+    }
+    let declared = u64::try_from(file.metadata().file_metadata().num_rows()).unwrap_or(u64::MAX);
+    if declared.saturating_mul(schema.columns.len() as u64) > most_cells {
+        return Err(whole(format!("has {declared} rows: more than {most_cells} values in all")));
     }
     let rows = file.get_row_iter(None).map_err(|e| whole(format!("cannot be read: {e}")))?;
     let mut values: Vec<Vec<f64>> = vec![Vec::new(); schema.columns.len()];
@@ -195,11 +204,14 @@ mod tests {
         let mut bytes = Vec::new();
         write_parquet(&table, &mut bytes).unwrap();
         assert!(is_parquet(&bytes));
-        let read = read_parquet(bytes::Bytes::from(bytes), &synth::schema()).unwrap();
+        let read = read_parquet(bytes::Bytes::from(bytes.clone()), &synth::schema(), 500 * 14).unwrap();
         assert_eq!(read.rows, 500);
         for (x, y) in read.values.iter().flatten().zip(table.values.iter().flatten()) {
             assert!(x == y || x.is_nan() && y.is_nan());
         }
+        // One value more than allowed: refused from the file's metadata, before any row is read.
+        let error = read_parquet(bytes::Bytes::from(bytes), &synth::schema(), 500 * 14 - 1).unwrap_err();
+        assert!(error.to_string().contains("has 500 rows: more than 6999 values"), "{error}");
     }
 
     #[test]
@@ -215,7 +227,7 @@ mod tests {
         write_parquet(&table, &mut bytes).unwrap();
         let mut strict = synth::schema();
         strict.columns[ldl].nullable = false;
-        let error = read_parquet(bytes::Bytes::from(bytes), &strict).unwrap_err();
+        let error = read_parquet(bytes::Bytes::from(bytes), &strict, u64::MAX).unwrap_err();
         let said: Vec<String> = error.problems.iter().map(|p| format!("{}: {}", p.position(), p.message)).collect();
         assert_eq!(
             said,
@@ -229,9 +241,9 @@ mod tests {
         wider.columns.push(Column { name: "weight".into(), ..wider.columns[3].clone() });
         let mut bytes = Vec::new();
         write_parquet(&synth::cohort(5, 0, 1), &mut bytes).unwrap();
-        let missing = read_parquet(bytes::Bytes::from(bytes), &wider).unwrap_err();
+        let missing = read_parquet(bytes::Bytes::from(bytes), &wider, u64::MAX).unwrap_err();
         assert!(missing.to_string().contains("has no column weight"), "{missing}");
-        let not = read_parquet(bytes::Bytes::from_static(b"age,sex\n1,F\n"), &synth::schema()).unwrap_err();
+        let not = read_parquet(bytes::Bytes::from_static(b"age,sex\n1,F\n"), &synth::schema(), u64::MAX).unwrap_err();
         assert!(not.to_string().contains("is not a Parquet file"), "{not}");
     }
 }

@@ -30,6 +30,11 @@ pub const RESOURCE_TYPES: [&str; 5] = ["Patient", "Condition", "Observation", "E
 const LISTED_SYSTEMS: usize = 64;
 /// The most levels a `code` column without declared levels may find.
 const INFERRED_CODES: usize = crate::table::INFERRED_LEVELS;
+/// The longest NDJSON line (one resource, or a Bundle on one line).
+pub const LONGEST_LINE: u64 = 16 << 20;
+/// The largest Bundle file: a Bundle is parsed whole, which takes several times its size in memory; larger exports
+/// come as NDJSON.
+pub const LARGEST_BUNDLE: u64 = 64 << 20;
 
 /// What a mapped column takes from the resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -319,10 +324,19 @@ impl<'m> Gathering<'m> {
 
     /// Reads one file: a Bundle (`*.json`) or NDJSON (each line a resource or a Bundle).
     fn file(&mut self, name: &str, mut reader: impl BufRead) {
+        use std::io::Read;
         if name.ends_with(".json") {
             let mut text = String::new();
-            if let Err(error) = reader.read_to_string(&mut text) {
+            if let Err(error) = (&mut reader).take(LARGEST_BUNDLE + 1).read_to_string(&mut text) {
                 return self.report(name, None, format!("cannot be read: {error}"));
+            }
+            if text.len() as u64 > LARGEST_BUNDLE {
+                let limit = LARGEST_BUNDLE >> 20;
+                return self.report(
+                    name,
+                    None,
+                    format!("is a Bundle larger than {limit} MiB; send large exports as NDJSON"),
+                );
             }
             match serde_json::from_str::<Json>(&text) {
                 Ok(bundle) => self.bundle(&bundle, name),
@@ -333,10 +347,19 @@ impl<'m> Gathering<'m> {
         let mut line = String::new();
         for number in 1u64.. {
             line.clear();
-            match reader.read_line(&mut line) {
+            match (&mut reader).take(LONGEST_LINE + 1).read_line(&mut line) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(error) => return self.report(&format!("{name}, line {number}"), None, error.to_string()),
+            }
+            if line.len() as u64 > LONGEST_LINE {
+                let at = format!("{name}, line {number}");
+                self.report(&at, None, format!("is longer than {} MiB", LONGEST_LINE >> 20));
+                // The rest of the line is skipped, not held.
+                if let Err(error) = reader.skip_until(b'\n') {
+                    return self.report(&at, None, error.to_string());
+                }
+                continue;
             }
             if line.trim().is_empty() {
                 continue;
@@ -674,6 +697,19 @@ mod tests {
         for (said, expected) in said.iter().zip(expected) {
             assert!(said.starts_with(expected), "{said} / {expected}");
         }
+    }
+
+    #[test]
+    fn a_line_or_bundle_past_its_limit_is_refused_without_being_held() {
+        let long = format!("{{\"resourceType\": \"Patient\", \"id\": \"{}\"}}\n", "x".repeat(LONGEST_LINE as usize));
+        let next = r#"{"resourceType": "Patient", "id": "b", "gender": "male"}"#;
+        let files = vec![("Patient.ndjson".to_owned(), format!("{long}{next}\n{{oops\n"))];
+        let error = read(files, &synth::fhir_mapping()).unwrap_err();
+        let said: Vec<String> = error.problems.iter().map(|p| format!("{}: {}", p.position(), p.message)).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert_eq!(said[0], "Patient.ndjson, line 1: is longer than 16 MiB");
+        // Reading went on at the next line: line 2 was read, line 3 is named.
+        assert!(said[1].starts_with("Patient.ndjson, line 3: is not JSON"), "{said:?}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub async fn ingest(
         return Err(ManagementError::field("data", "one CSV file"));
     }
     let (_, data) = upload.data.remove(0);
-    let table = parse_table(data, schema).await?;
+    let table = parse_table(data, schema, state.config.compute.max_upload_mb).await?;
     let stored = store_table(&state, &upload.id, table, upload.properties).await?;
     Ok(axum::Json(stored).into_response())
 }
@@ -173,14 +173,16 @@ pub async fn part_to_file(
 
 /// Reads every row of the uploaded CSV or Parquet file (known by its first bytes) against `schema` off the async
 /// threads; each bad row is named by its line (or row).
-async fn parse_table(data: tempfile::NamedTempFile, schema: Schema) -> Result<Table, ManagementError> {
+async fn parse_table(data: tempfile::NamedTempFile, schema: Schema, max_mb: u64) -> Result<Table, ManagementError> {
+    // A CSV file of this size holds at most half as many values as bytes ("1,"): a Parquet file may hold no more.
+    let most_cells = (max_mb << 20) / 2;
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut head = [0u8; 4];
         let read = std::fs::File::open(data.path())?.read(&mut head)?;
         let file = std::fs::File::open(data.path())?;
         match hanse_compute::columnar::is_parquet(&head[..read]) {
-            true => Ok::<_, std::io::Error>(hanse_compute::columnar::read_parquet(file, &schema)),
+            true => Ok::<_, std::io::Error>(hanse_compute::columnar::read_parquet(file, &schema, most_cells)),
             false => Ok(table::read_csv(std::io::BufReader::new(file), &schema)),
         }
     })
