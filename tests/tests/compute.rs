@@ -78,6 +78,20 @@ fn numbers(value: &Value) -> Vec<f64> {
     value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
 }
 
+/// Asserts that a `glm` result (of the logistic model of `covariates`) is the pooled fit of the synthetic `cohorts`,
+/// coefficient by coefficient and error by error, and answers the pooled terms and coefficients.
+fn assert_pooled_fit(result: &Value, cohorts: &[(usize, u32)], covariates: &[&str]) -> (Vec<String>, Vec<f64>) {
+    let (terms, beta, errors) = pooled_logistic_fit(cohorts, SEED, covariates);
+    assert_eq!(result["terms"].as_array().map(Vec::len), Some(terms.len()), "{result:#}");
+    let (fitted, fitted_errors) = (numbers(&result["coefficients"]), numbers(&result["standardErrors"]));
+    for i in 0..terms.len() {
+        assert!((fitted[i] - beta[i]).abs() < 1e-6, "{}: {} vs pooled {}", terms[i], fitted[i], beta[i]);
+        assert!((fitted_errors[i] - errors[i]).abs() < 1e-6, "{}: se {} vs {}", terms[i], fitted_errors[i], errors[i]);
+    }
+    assert_eq!(result["n"], cohorts.iter().map(|(n, _)| n).sum::<usize>());
+    (terms, beta)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_analyses_release_only_protected_results_and_the_glm_equals_the_pooled_fit() {
     let federation = Federation::with_hospitals(4).await;
@@ -116,14 +130,8 @@ async fn federated_analyses_release_only_protected_results_and_the_glm_equals_th
     assert_eq!(glm["state"], "COMPLETED", "{glm:#}");
     let result = &glm["result"];
     let cohorts: Vec<(usize, u32)> = ROWS.iter().enumerate().map(|(site, &n)| (n, site as u32)).collect();
-    let (terms, beta, errors) = pooled_logistic_fit(&cohorts, SEED, &COVARIATES);
+    let (terms, beta) = assert_pooled_fit(result, &cohorts, &COVARIATES);
     assert_eq!(result["terms"], json!(terms));
-    let (fitted, fitted_errors) = (numbers(&result["coefficients"]), numbers(&result["standardErrors"]));
-    for i in 0..terms.len() {
-        assert!((fitted[i] - beta[i]).abs() < 1e-6, "{}: {} vs pooled {}", terms[i], fitted[i], beta[i]);
-        assert!((fitted_errors[i] - errors[i]).abs() < 1e-6, "{}: se {} vs {}", terms[i], fitted_errors[i], errors[i]);
-    }
-    assert_eq!(result["n"], ROWS.iter().sum::<usize>());
     assert!(result["converged"].as_bool().unwrap() && result["rounds"].as_u64().unwrap() < 12, "{result:#}");
     let per_site: Vec<u64> = result["sites"].as_array().unwrap().iter().map(|s| s["n"].as_u64().unwrap()).collect();
     assert_eq!(per_site, ROWS.map(|r| r as u64));
@@ -833,15 +841,7 @@ async fn a_fhir_bulk_export_of_ten_thousand_patients_ingests_and_its_glm_equals_
     let parameters = json!({"family": "logistic", "outcome": "readmitted", "covariates": covariates});
     let glm = run(&federation, "glm", parameters, &[&agreement], json!({})).await;
     assert_eq!(glm["state"], "COMPLETED", "{glm:#}");
-    let (terms, beta, errors) = pooled_logistic_fit(&[(10_000, 0)], SEED, &covariates);
-    let result = &glm["result"];
-    let (fitted, fitted_errors) = (numbers(&result["coefficients"]), numbers(&result["standardErrors"]));
-    assert_eq!(fitted.len(), terms.len());
-    for i in 0..terms.len() {
-        assert!((fitted[i] - beta[i]).abs() < 1e-6, "{}: {} vs pooled {}", terms[i], fitted[i], beta[i]);
-        assert!((fitted_errors[i] - errors[i]).abs() < 1e-6, "{}: se {} vs {}", terms[i], fitted_errors[i], errors[i]);
-    }
-    assert_eq!(result["n"], 10_000);
+    assert_pooled_fit(&glm["result"], &[(10_000, 0)], &covariates);
     federation.shutdown().await;
 }
 
@@ -874,9 +874,6 @@ async fn a_parquet_table_ingests_as_a_csv_one_does_and_a_bad_value_is_named_by_r
     let parameters = json!({"family": "logistic", "outcome": "readmitted", "covariates": COVARIATES});
     let glm = run(&federation, "glm", parameters, &[&agreement], json!({})).await;
     assert_eq!(glm["state"], "COMPLETED", "{glm:#}");
-    let (_, beta, _) = pooled_logistic_fit(&[(3000, 1)], SEED, &COVARIATES);
-    for (fitted, pooled) in numbers(&glm["result"]["coefficients"]).iter().zip(&beta) {
-        assert!((fitted - pooled).abs() < 1e-6, "{fitted} vs pooled {pooled}");
-    }
+    assert_pooled_fit(&glm["result"], &[(3000, 1)], &COVARIATES);
     federation.shutdown().await;
 }
