@@ -68,6 +68,8 @@ pub struct Compute {
     http: reqwest::Client,
     /// Compute sessions are transfers: their tokens, agreements and ends.
     plane: Arc<crate::dataplane::DataPlane>,
+    /// One request at a time per secure aggregation job.
+    serial: secure::Serial,
 }
 
 impl Compute {
@@ -96,6 +98,7 @@ impl Compute {
             identity: plane.transfers.identity.clone(),
             catalogue: plane.catalogue.clone(),
             plane,
+            serial: secure::Serial::default(),
         }
     }
 
@@ -662,11 +665,11 @@ impl Compute {
         if !is_secure && (claims.contains_key("peers") || claims.contains_key("unmask")) {
             return fail(StatusCode::BAD_REQUEST, "InvalidJob", "the job was not admitted for secure aggregation");
         }
-        // A secure job's rounds are answered one at a time across replicas: revealing a mask and running a round
-        // again may not interleave.
+        // A secure job's requests are answered one at a time, here and across replicas: revealing a mask and
+        // running a round again may not interleave.
         let _serial = match is_secure {
-            true => match self.plane.cluster.hold(&format!("secure-job:{}", job.id)).await {
-                Some(held) => Some(held),
+            true => match self.serial.enter(self, &job.id).await {
+                Some(guards) => Some(guards),
                 None => return fail(StatusCode::CONFLICT, "Busy", "another request of this job is being answered"),
             },
             false => None,

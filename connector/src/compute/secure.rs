@@ -26,11 +26,54 @@ use super::masking::{self as secure, Masks};
 use super::{Compute, RESULT_TYP, Refused, refused};
 use crate::store::JobRow;
 
+/// The requests of one secure job are answered one at a time: on this replica under a lock of the job's, across
+/// replicas under the job's lease (`secure-job:<id>`), which a request waits for while another replica answers.
+#[derive(Default)]
+pub struct Serial(std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>);
+
+/// How long a request of a secure job waits for another one of the same job.
+const WAIT_FOR_ANOTHER: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Serial {
+    /// Waits until no other request of `job` is being answered, here or on another replica; answers the guards, or
+    /// `None` when the other one did not end in time (or the store cannot hold leases now).
+    pub async fn enter(
+        &self,
+        state: &Compute,
+        job: &str,
+    ) -> Option<(tokio::sync::OwnedMutexGuard<()>, crate::cluster::Held)> {
+        let local = {
+            let mut locks = self.0.lock().expect("secure job locks");
+            locks.retain(|_, lock| lock.strong_count() > 0);
+            match locks.get(job).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(job.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_ANOTHER;
+        let local = tokio::time::timeout_at(deadline, local.lock_owned()).await.ok()?;
+        let name = format!("secure-job:{job}");
+        loop {
+            if let Some(held) = state.plane.cluster.hold(&name).await {
+                return Some((local, held));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// The fewest sites a secure round may have: with one, its sum is its update. A site may ask for more
 /// (`compute.secure_aggregation_min_sites`).
 pub const FEWEST_SITES: usize = 2;
-/// The most sites a round may name (a bound on the signatures a site checks per round).
-const MOST_SITES: usize = 256;
+/// The most sites a round may name (a bound on the signatures, and the DID documents, a site checks per round).
+const MOST_SITES: usize = 64;
 
 /// The parameter that opts a job in.
 pub fn requested(parameters: &Json) -> bool {
