@@ -574,16 +574,25 @@ async fn secure_aggregation_trains_fedavg_s_model_from_masked_updates_and_goes_o
     let transfer = consumer.get(&format!("/management/v3/transferprocesses/{transfer}")).await.body;
     assert_eq!(transfer["state"], "TERMINATED", "{transfer:#}");
 
-    // Secure aggregation of one site, or of an exact fit, is refused before any transfer starts.
-    for (template, sites, field) in
-        [("fedavg", &sites[..1], "sites"), ("glm", &sites[..], "parameters.secureAggregation")]
-    {
-        let listed: Vec<Value> = sites.iter().map(|a| json!({"agreementId": a})).collect();
-        let body = json!({"template": template, "parameters": training, "sites": listed});
+    // Secure aggregation of one site is refused before any transfer starts.
+    for template in ["fedavg", "glm"] {
+        let body = json!({"template": template, "parameters": training, "sites": [{"agreementId": sites[0]}]});
         let refused = consumer.post("/management/v3/jobs", &body).await;
         assert_eq!(refused.status, 400, "{template}: {:#}", refused.body);
-        assert!(refused.body.to_string().contains(field), "{:#}", refused.body);
+        assert!(refused.body.to_string().contains("sites"), "{:#}", refused.body);
     }
+
+    // The GLM's Newton rounds masked the same way: the pooled fit, from sums alone.
+    let mut model = json!({"family": "logistic", "outcome": "readmitted", "covariates": COVARIATES});
+    model["secureAggregation"] = json!(true);
+    let glm = run(&federation, "glm", model, &sites[..2], json!({})).await;
+    assert_eq!(glm["state"], "COMPLETED", "{glm:#}");
+    assert_eq!(glm["result"]["secureAggregation"], true);
+    assert_pooled_fit(&glm["result"], &[(ROWS[0], 0), (ROWS[1], 1)], &COVARIATES);
+    assert!(
+        glm["result"]["sites"].as_array().unwrap().iter().all(|s| s.get("n").is_none() && s.get("checks").is_none())
+    );
+    let newton_rounds = glm["result"]["rounds"].as_u64().unwrap() as usize;
     // A hospital that demands secure aggregation in its terms refuses plain training and takes part in secure.
     let demanded = json!([{"leftOperand": "hanse:secureAggregation", "operator": "eq", "rightOperand": true}]);
     publish(&federation, 0, "register-guarded", 600, 4, compute_terms(&["fedavg"], demanded)).await;
@@ -599,7 +608,7 @@ async fn secure_aggregation_trains_fedavg_s_model_from_masked_updates_and_goes_o
     // Each hospital logged the rounds whose own mask it revealed.
     let log = federation.connectors[0].running.state.store.audit.audit_entries(&everything()).await.unwrap();
     let revealed = log.iter().filter(|e| e.entry.contains("\"ownMaskRevealed\":true")).count();
-    assert_eq!(revealed, 4 + 9 + 2, "one per masked round of the three secure jobs");
+    assert_eq!(revealed, 4 + 9 + newton_rounds + 2, "one per masked round of the four secure jobs");
     federation.shutdown().await;
 }
 

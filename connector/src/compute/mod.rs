@@ -230,9 +230,6 @@ pub fn step(
         }
         "glm" | "fedavg" => {
             let parameters: analysis::ModelParameters = analysis::read_parameters(parameters)?;
-            if template == "glm" && parameters.secure_aggregation.is_some() {
-                return Err(JobError::Invalid("secureAggregation: a fedavg parameter; glm's rounds are exact".into()));
-            }
             if template == "glm" && parameters.differential_privacy.is_some() {
                 return Err(JobError::Invalid(
                     "differentialPrivacy: a fedavg parameter; glm's rounds are exact".into(),
@@ -753,9 +750,9 @@ async fn privacy_spent(state: &Arc<Compute>, agreement: &str) -> Result<f64, Res
     Ok(jobs.iter().filter_map(|job| job.body["privacy"]["rho"].as_f64()).sum())
 }
 
-/// Whether `job` (being admitted) asked for secure aggregation.
+/// Whether `job` (being admitted) asked for secure aggregation (of `fedavg` or `glm`).
 fn template_is_secure(job: &JobRow) -> bool {
-    job.template == "fedavg" && secure::requested(&job.body["parameters"])
+    matches!(job.template.as_str(), "fedavg" | "glm") && secure::requested(&job.body["parameters"])
 }
 
 /// The request of a compute endpoint: the consumer the access token names, its started compute transfer, and the

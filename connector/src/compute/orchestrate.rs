@@ -65,9 +65,6 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
                 "a fedavg parameter (FedProx); glm fits exactly".into(),
             ));
         }
-        if model.secure_aggregation.is_some() && request.template == "glm" {
-            return Err(Rejected("parameters.secureAggregation".into(), "a fedavg parameter; glm fits exactly".into()));
-        }
         if let Some(private) = model.differential_privacy {
             let field = || "parameters.differentialPrivacy".to_owned();
             if request.template == "glm" {
@@ -295,14 +292,17 @@ async fn orchestrate(
     }
     let parameters = job.body["parameters"].clone();
     let first = json!({"template": job.template, "parameters": parameters, "minCellCount": job.body["minCellCount"]});
-    if job.template == "fedavg" && secure::requested(&parameters) {
+    if secure::requested(&parameters) {
         let keys = signed_round(state, job, sessions, 0, |_| first.clone()).await?;
-        return secure_averaging(state, job, sessions, keys).await;
+        return match job.template.as_str() {
+            "glm" => secure_newton(state, job, sessions, keys).await,
+            _ => secure_averaging(state, job, sessions, keys).await,
+        };
     }
     let released = round(state, job, sessions, 0, |_| first.clone()).await?;
     match job.template.as_str() {
         "aggregate" | "crosstab" => Ok(combine_cells(job, &released)),
-        "glm" => newton(state, job, sessions, released).await,
+        "glm" => newton(state, job, Rounds::Plain(sessions), released).await,
         _ => federated_averaging(state, job, sessions, released).await,
     }
 }
@@ -538,11 +538,65 @@ fn matrix(value: &Json) -> Vec<f64> {
     value.as_array().map(|rows| rows.iter().flat_map(numbers).collect()).unwrap_or_default()
 }
 
+/// Where a model's later rounds go: to every site in clear, or masked so that only their sum is seen.
+enum Rounds<'a> {
+    Plain(&'a [Session]),
+    Secure(Sites<'a>),
+}
+
+impl Rounds<'_> {
+    /// Newton round `number` at `beta`: each site's released result, or under secure aggregation their sum alone.
+    async fn newton(
+        &mut self,
+        state: &Arc<Compute>,
+        job: &mut JobRow,
+        number: u64,
+        beta: &[f64],
+    ) -> Result<Vec<Json>, String> {
+        let round_state = json!({"coefficients": beta});
+        match self {
+            Rounds::Plain(sessions) => {
+                let claims = json!({"state": round_state});
+                round(state, job, sessions, number, |_| claims.clone()).await
+            }
+            // A secure job's round 0 was its keys: Newton round k is its round k + 1.
+            Rounds::Secure(sites) => {
+                let p = beta.len();
+                let sums = sites.masked_round(state, job, number + 1, 2 + p + p * p, &round_state).await?;
+                Ok(vec![glm_sums(&sites.keys[0].result["terms"], &sums)])
+            }
+        }
+    }
+}
+
+/// The summed `[n, deviance, score…, information…]` of a secure `glm` round as one site's result would read.
+fn glm_sums(terms: &Json, sums: &[f64]) -> Json {
+    let p = terms.as_array().map_or(0, Vec::len);
+    let information: Vec<&[f64]> = sums[2 + p..].chunks(p.max(1)).collect();
+    json!({"terms": terms, "n": sums[0].round() as u64, "deviance": sums[1], "score": &sums[2..2 + p],
+           "information": information})
+}
+
+/// `glm` under secure aggregation: the same Newton rounds from the sites' summed score and information.
+async fn secure_newton(
+    state: &Arc<Compute>,
+    job: &mut JobRow,
+    sessions: &mut [Session],
+    keys: Vec<Signed>,
+) -> Result<Json, String> {
+    let sites = Sites::checked(keys, sessions)?;
+    let terms = sites.keys[0].result["terms"].clone();
+    let mut rounds = Rounds::Secure(sites);
+    let p = terms.as_array().map_or(0, Vec::len);
+    let first = rounds.newton(state, job, 0, &vec![0.0; p]).await?;
+    newton(state, job, rounds, first).await
+}
+
 /// `glm`: Newton rounds on the summed score and information until the coefficients stop moving.
 async fn newton(
     state: &Arc<Compute>,
     job: &mut JobRow,
-    sessions: &[Session],
+    mut source: Rounds<'_>,
     mut released: Vec<Json>,
 ) -> Result<Json, String> {
     let terms = released[0]["terms"].clone();
@@ -572,15 +626,20 @@ async fn newton(
             let dispersion = if family == "linear" { deviance / (n as f64 - p as f64) } else { 1.0 };
             beta.iter_mut().zip(&step).for_each(|(b, s)| *b += s);
             let errors: Vec<f64> = (0..p).map(|i| (inverse[i * p + i] * dispersion).sqrt()).collect();
-            let sites = per_site(job, &released, |r| json!({"n": r["n"], "checks": r["checks"]}));
-            return Ok(json!({
+            let mut result = json!({
                 "template": "glm", "family": family, "terms": terms, "coefficients": beta, "standardErrors": errors,
-                "n": n, "deviance": deviance, "rounds": rounds, "converged": converged, "sites": sites,
-            }));
+                "n": n, "deviance": deviance, "rounds": rounds, "converged": converged,
+            });
+            match &source {
+                Rounds::Plain(_) => {
+                    result["sites"] = json!(per_site(job, &released, |r| json!({"n": r["n"], "checks": r["checks"]})));
+                }
+                Rounds::Secure(sites) => sites.describe(job, &mut result),
+            }
+            return Ok(result);
         }
         beta.iter_mut().zip(&step).for_each(|(b, s)| *b += s);
-        let coefficients = json!({"state": {"coefficients": beta}});
-        released = round(state, job, sessions, rounds, |_| coefficients.clone()).await?;
+        released = source.newton(state, job, rounds, &beta).await?;
         rounds += 1;
     }
 }
@@ -682,19 +741,9 @@ async fn secure_averaging(
     sessions: &mut [Session],
     keys: Vec<Signed>,
 ) -> Result<Json, String> {
-    let terms = keys[0].result["terms"].clone();
-    if keys.iter().any(|k| k.result["terms"] != terms) {
-        return Err("the sites' designs differ (a categorical column has other levels at some site)".into());
-    }
-    if let Some(i) = keys.iter().position(|k| k.result["publicKey"].as_str().is_none()) {
-        let provider = &sessions[i].provider;
-        return Err(format!(
-            "site {} ({provider}) did not take the job under secure aggregation",
-            sessions[i].index + 1
-        ));
-    }
+    let mut sites = Sites::checked(keys, sessions)?;
+    let terms = sites.keys[0].result["terms"].clone();
     let p = terms.as_array().map_or(0, Vec::len);
-    let mut sites = Sites { keys, sessions };
     let private = private(job);
     // Under differential privacy there is no moments round: the training rounds are 1, 2, …, not 2, 3, ….
     let (center, scale, n, first) = match private {
@@ -727,18 +776,12 @@ async fn secure_averaging(
         };
         trace.push(original_scale(&weights, &center, &scale));
     }
-    let dropped: Vec<Json> = sites
-        .sessions
-        .iter()
-        .filter(|s| s.dropped.is_some())
-        .map(|s| json!({"provider": s.provider, "agreementId": s.agreement_id, "reason": s.dropped}))
-        .collect();
-    let per_site = per_site(job, &vec![json!({}); sites.sessions.len()], |_| json!({}));
     let mut result = json!({
         "template": "fedavg", "terms": terms, "coefficients": original_scale(&weights, &center, &scale),
-        "rounds": rounds, "n": n, "trace": trace, "sites": per_site, "secureAggregation": true, "dropped": dropped,
+        "rounds": rounds, "n": n, "trace": trace,
         "proximalMu": job.body["parameters"]["proximalMu"].as_f64().unwrap_or(0.0),
     });
+    sites.describe(job, &mut result);
     if let Some(private) = private {
         result["privacy"] = privacy_json(&private);
     }
@@ -751,7 +794,33 @@ struct Sites<'a> {
     sessions: &'a mut [Session],
 }
 
-impl Sites<'_> {
+impl<'a> Sites<'a> {
+    /// The sites of a secure job from their round-0 results: each must hold a public key, and all the same design.
+    fn checked(keys: Vec<Signed>, sessions: &'a mut [Session]) -> Result<Sites<'a>, String> {
+        let terms = &keys[0].result["terms"];
+        if keys.iter().any(|k| k.result["terms"] != *terms) {
+            return Err("the sites' designs differ (a categorical column has other levels at some site)".into());
+        }
+        if let Some(i) = keys.iter().position(|k| k.result["publicKey"].as_str().is_none()) {
+            let (index, provider) = (sessions[i].index + 1, &sessions[i].provider);
+            return Err(format!("site {index} ({provider}) did not take the job under secure aggregation"));
+        }
+        Ok(Sites { keys, sessions })
+    }
+
+    /// Adds to a secure job's result its sites (no figures of their own) and those that dropped out.
+    fn describe(&self, job: &JobRow, result: &mut Json) {
+        let dropped: Vec<Json> = self
+            .sessions
+            .iter()
+            .filter(|s| s.dropped.is_some())
+            .map(|s| json!({"provider": s.provider, "agreementId": s.agreement_id, "reason": s.dropped}))
+            .collect();
+        result["sites"] = json!(per_site(job, &vec![json!({}); self.sessions.len()], |_| json!({})));
+        result["secureAggregation"] = json!(true);
+        result["dropped"] = json!(dropped);
+    }
+
     /// The sites still in the job.
     fn live(&self) -> Vec<usize> {
         (0..self.sessions.len()).filter(|i| self.sessions[*i].dropped.is_none()).collect()

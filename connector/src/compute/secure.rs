@@ -1,7 +1,8 @@
 //! Secure aggregation of `fedavg` (decision 0044): the orchestrator learns only the sum of the sites' updates.
 //!
 //! A job opts in with the parameter `secureAggregation: true`; every site then enforces it for the job's life. The
-//! rounds of such a job at a site:
+//! rounds of such a job at a site (`glm`'s Newton rounds are masked the same way, as `[n, deviance, score…,
+//! information…]`, from round 1 on):
 //! - **round 0** admits the job and releases only the design's terms and the site's X25519 public key for the job,
 //!   derived from the participant key (every replica derives the same one; nothing secret is stored);
 //! - **round 1** (the term moments) and **rounds 2, 3, …** (one of training each) name their `peers`: the round-0
@@ -126,6 +127,16 @@ fn update_of(out: &Json) -> Result<Vec<f64>, JobError> {
     if out.get("update").is_some() {
         return Ok([1.0].into_iter().chain(numbers("update")).collect());
     }
+    if out.get("score").is_some() {
+        // A `glm` round: `[n, deviance, score…, information…]` (the matrix row by row).
+        let n = out["n"].as_f64().ok_or_else(|| JobError::Invalid("the step counted no rows".into()))?;
+        let mut update = vec![n, out["deviance"].as_f64().unwrap_or(f64::NAN)];
+        update.extend(numbers("score"));
+        for row in out["information"].as_array().into_iter().flatten() {
+            update.extend(row.as_array().into_iter().flatten().map(|v| v.as_f64().unwrap_or(f64::NAN)));
+        }
+        return Ok(update);
+    }
     let n = out["n"].as_f64().ok_or_else(|| JobError::Invalid("the step counted no rows".into()))?;
     let mut update = vec![n];
     match out.get("weights") {
@@ -217,7 +228,7 @@ pub async fn masks(
         pairs.push((hanse_keys::agree::hmac(&shared, &context("pair", job, round, &peers)), own < *peer));
     }
     let masks = Masks { pairs, own: own_seed(state, job, round, &peers) };
-    let moments = job.body["parameters"].get("differentialPrivacy").is_none();
+    let moments = job.template == "fedavg" && job.body["parameters"].get("differentialPrivacy").is_none();
     Ok(Release::Masked { masks, peers, moments })
 }
 

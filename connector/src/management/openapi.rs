@@ -411,9 +411,9 @@ pub struct CredentialIssue {
 pub struct JobInput {
     /// `aggregate`, `crosstab`, `glm` or `fedavg`.
     template: String,
-    /// The template's parameters (`glm` and `fedavg`: `family`, `outcome`, `covariates`, `filters`; `fedavg` also
-    /// `learningRate`, `localEpochs`, `seed`, `proximalMu`, FedProx's proximal weight, `secureAggregation`: the
-    /// sites release only masked updates whose sum alone this connector learns, `differentialPrivacy`: `clip`,
+    /// The template's parameters (`glm` and `fedavg`: `family`, `outcome`, `covariates`, `filters` and
+    /// `secureAggregation`: the sites release only masked updates whose sum alone this connector learns; `fedavg` also
+    /// `learningRate`, `localEpochs`, `seed`, `proximalMu`, FedProx's proximal weight, `differentialPrivacy`: `clip`,
     /// `noiseMultiplier` and `rounds` of each site's clipped, noised update, and `standardise`).
     #[schema(required = false)]
     parameters: Json,
