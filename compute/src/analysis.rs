@@ -416,41 +416,11 @@ pub struct ModelParameters {
     /// `fedavg` under differential privacy: each site clips and noises its round's update ([`crate::privacy`]), for
     /// `rounds` training rounds at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub differential_privacy: Option<PrivateTraining>,
+    pub differential_privacy: Option<crate::privacy::Privacy>,
     /// `fedavg`: the centre and scale of numeric terms by name (`{"age": [60, 12]}`), where the sites' moments are
     /// not released (under differential privacy); terms not named are neither centred nor scaled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standardise: Option<std::collections::BTreeMap<String, [f64; 2]>>,
-}
-
-/// What a differentially private training job asks of each site.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PrivateTraining {
-    /// The clipping norm `C` of a site's update in one round.
-    pub clip: f64,
-    /// The noise's standard deviation in units of `C`.
-    pub noise_multiplier: f64,
-    /// The training rounds the job takes at most (its privacy cost is counted for all of them at admission).
-    pub rounds: u32,
-}
-
-impl PrivateTraining {
-    /// The clipping and noise, checked; the rounds between 1 and 99.
-    pub fn privacy(&self) -> Result<crate::privacy::Privacy, JobError> {
-        let privacy = crate::privacy::Privacy { clip: self.clip, noise_multiplier: self.noise_multiplier };
-        privacy.check().map_err(invalid)?;
-        if !(1..=99).contains(&self.rounds) {
-            return Err(invalid(format!("differentialPrivacy.rounds: 1 to 99, not {}", self.rounds)));
-        }
-        Ok(privacy)
-    }
-
-    /// The zCDP `ρ` the whole job spends at a site.
-    pub fn rho(&self) -> f64 {
-        f64::from(self.rounds)
-            * crate::privacy::Privacy { clip: self.clip, noise_multiplier: self.noise_multiplier }.rho_per_round()
-    }
 }
 
 impl ModelParameters {

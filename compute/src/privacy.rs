@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-/// What a job asks: the clipping norm and the noise multiplier.
+/// What a job asks of each site: the clipping norm, the noise multiplier and the training rounds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Privacy {
@@ -19,15 +19,21 @@ pub struct Privacy {
     pub clip: f64,
     /// `z`: the noise's standard deviation in units of `C`.
     pub noise_multiplier: f64,
+    /// The training rounds the job takes at most (its privacy cost is counted for all of them at admission).
+    pub rounds: u32,
 }
 
 impl Privacy {
-    /// Refuses a clip or noise multiplier that is not a positive, finite number, naming it.
+    /// Refuses a clip or noise multiplier that is not a positive, finite number, or rounds outside 1 to 99, naming
+    /// the member.
     pub fn check(&self) -> Result<(), String> {
         for (name, value) in [("clip", self.clip), ("noiseMultiplier", self.noise_multiplier)] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(format!("differentialPrivacy.{name}: a positive number, not {value}"));
             }
+        }
+        if !(1..=99).contains(&self.rounds) {
+            return Err(format!("differentialPrivacy.rounds: 1 to 99, not {}", self.rounds));
         }
         Ok(())
     }
@@ -35,6 +41,11 @@ impl Privacy {
     /// The zCDP `ρ` one round spends.
     pub fn rho_per_round(&self) -> f64 {
         2.0 / (self.noise_multiplier * self.noise_multiplier)
+    }
+
+    /// The zCDP `ρ` the whole job spends at a site.
+    pub fn rho(&self) -> f64 {
+        f64::from(self.rounds) * self.rho_per_round()
     }
 
     /// `update` clipped to norm `C`, with Gaussian noise of deviation `z·C` from `seed` added to each coordinate. The
@@ -66,9 +77,9 @@ mod tests {
 
     #[test]
     fn an_update_is_clipped_to_its_norm_and_noised_with_the_asked_deviation() {
-        let privacy = Privacy { clip: 1.0, noise_multiplier: 2.0 };
+        let privacy = Privacy { clip: 1.0, noise_multiplier: 2.0, rounds: 1 };
         // Without noise worth speaking of, a long update comes back with norm C, a short one as it was.
-        let quiet = Privacy { clip: 1.0, noise_multiplier: 1e-12 };
+        let quiet = Privacy { clip: 1.0, noise_multiplier: 1e-12, rounds: 1 };
         let clipped = quiet.privatise(&[3.0, 4.0], [1; 32]);
         assert!((clipped[0] - 0.6).abs() < 1e-9 && (clipped[1] - 0.8).abs() < 1e-9, "{clipped:?}");
         assert!((quiet.privatise(&[0.3, 0.4], [1; 32])[1] - 0.4).abs() < 1e-9);
@@ -82,13 +93,14 @@ mod tests {
 
     #[test]
     fn rounds_add_up_in_zcdp_and_convert_to_epsilon() {
-        let privacy = Privacy { clip: 0.5, noise_multiplier: 10.0 };
+        let privacy = Privacy { clip: 0.5, noise_multiplier: 10.0, rounds: 10 };
         assert!((privacy.rho_per_round() - 0.02).abs() < 1e-15);
         // 10 rounds: ρ = 0.2; ε at δ = 1e-6 is 0.2 + 2·√(0.2·ln 1e6) ≈ 3.525.
-        let eps = epsilon(10.0 * privacy.rho_per_round(), 1e-6);
+        let eps = epsilon(privacy.rho(), 1e-6);
         assert!((eps - 3.5247).abs() < 1e-3, "{eps}");
         assert_eq!(epsilon(0.0, 1e-6), 0.0);
-        assert!(Privacy { clip: 0.0, noise_multiplier: 1.0 }.check().is_err());
-        assert!(Privacy { clip: 1.0, noise_multiplier: f64::NAN }.check().is_err());
+        assert!(Privacy { clip: 0.0, noise_multiplier: 1.0, rounds: 1 }.check().is_err());
+        assert!(Privacy { clip: 1.0, noise_multiplier: f64::NAN, rounds: 1 }.check().is_err());
+        assert!(Privacy { clip: 1.0, noise_multiplier: 1.0, rounds: 100 }.check().unwrap_err().contains("rounds"));
     }
 }

@@ -235,7 +235,10 @@ pub fn step(
                     "differentialPrivacy: a fedavg parameter; glm's rounds are exact".into(),
                 ));
             }
-            let private = parameters.differential_privacy.map(|d| d.privacy().map(|p| (p, d.rounds))).transpose()?;
+            let private = parameters.differential_privacy;
+            if let Some(privacy) = &private {
+                privacy.check().map_err(JobError::Invalid)?;
+            }
             let design = Design::new(table, &parameters, deadline)?;
             let checks = if table.rows == 0 {
                 Json::Null
@@ -251,7 +254,7 @@ pub fn step(
                 }
             };
             let p = design.terms.len();
-            let mut out = match private {
+            let mut out = match &private {
                 // Under differential privacy no row count leaves the site.
                 Some(_) => json!({"terms": design.terms, "k": limits.k}),
                 None => json!({"terms": design.terms, "n": design.rows.len(), "checks": checks, "k": limits.k}),
@@ -273,15 +276,15 @@ pub fn step(
                 let epochs = parameters.local_epochs.unwrap_or(1).clamp(1, 20);
                 let seed = parameters.seed.unwrap_or(0) ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let mu = parameters.proximal()?;
+                if let Some(rounds) = private.map(|p| p.rounds).filter(|rounds| round > u64::from(*rounds)) {
+                    return Err(JobError::Invalid(format!(
+                        "round {round}: the job's privacy budget covers {rounds} training rounds"
+                    )));
+                }
                 let w = analysis::sgd(table, &design, &weights, &center, &scale, rate, epochs, seed, mu, deadline)?;
                 match private {
                     None => out["weights"] = json!(w),
-                    Some((_, rounds)) if round > u64::from(rounds) => {
-                        return Err(JobError::Invalid(format!(
-                            "round {round}: the job's privacy budget covers {rounds} training rounds"
-                        )));
-                    }
-                    Some((privacy, _)) => {
+                    Some(privacy) => {
                         let change: Vec<f64> = w.iter().zip(&weights).map(|(a, b)| a - b).collect();
                         // Fresh noise from the operating system's generator, never from the job: whoever could
                         // reproduce the noise could take it away.
@@ -737,8 +740,8 @@ impl Compute {
 /// The zCDP ρ a differentially private job (being admitted) spends; `None` for any other job.
 fn private_rho(job: &JobRow) -> Option<f64> {
     let parameters = job.body["parameters"].get("differentialPrivacy")?;
-    let training: analysis::PrivateTraining = serde_json::from_value(parameters.clone()).ok()?;
-    (job.template == "fedavg").then(|| training.rho())
+    let privacy: hanse_compute::privacy::Privacy = serde_json::from_value(parameters.clone()).ok()?;
+    (job.template == "fedavg").then(|| privacy.rho())
 }
 
 /// The ρ the differentially private jobs admitted under `agreement` spent.

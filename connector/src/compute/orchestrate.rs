@@ -70,7 +70,7 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
             if request.template == "glm" {
                 return Err(Rejected(field(), "a fedavg parameter; glm fits exactly".into()));
             }
-            private.privacy().map_err(|e| Rejected(field(), e.to_string()))?;
+            private.check().map_err(|e| Rejected(field(), e))?;
             if request.rounds.is_some_and(|rounds| rounds != private.rounds) {
                 return Err(Rejected("rounds".into(), "under differential privacy, differentialPrivacy.rounds".into()));
             }
@@ -293,13 +293,13 @@ async fn orchestrate(
     let parameters = job.body["parameters"].clone();
     let first = json!({"template": job.template, "parameters": parameters, "minCellCount": job.body["minCellCount"]});
     if secure::requested(&parameters) {
-        let keys = signed_round(state, job, sessions, 0, |_| first.clone()).await?;
+        let keys = signed_round(state, job, sessions, 0, &first).await?;
         return match job.template.as_str() {
             "glm" => secure_newton(state, job, sessions, keys).await,
             _ => secure_averaging(state, job, sessions, keys).await,
         };
     }
-    let released = round(state, job, sessions, 0, |_| first.clone()).await?;
+    let released = round(state, job, sessions, 0, &first).await?;
     match job.template.as_str() {
         "aggregate" | "crosstab" => Ok(combine_cells(job, &released)),
         "glm" => newton(state, job, Rounds::Plain(sessions), released).await,
@@ -343,16 +343,16 @@ async fn open(state: &Arc<Compute>, index: usize, start: transfer::Start) -> Res
     }
 }
 
-/// Sends one round to every site (`claims_of` gives each site's round claims) and answers their released results,
-/// each checked against its provider's signature.
+/// Sends one round to every site (`claims`: the round's claims besides those every job carries) and answers their
+/// released results, each checked against its provider's signature.
 async fn round(
     state: &Arc<Compute>,
     job: &mut JobRow,
     sessions: &[Session],
     number: u64,
-    claims_of: impl Fn(&Session) -> Json,
+    claims: &Json,
 ) -> Result<Vec<Json>, String> {
-    let signed = signed_round(state, job, sessions, number, claims_of).await?;
+    let signed = signed_round(state, job, sessions, number, claims).await?;
     Ok(signed.into_iter().map(|s| s.result).collect())
 }
 
@@ -362,9 +362,9 @@ async fn signed_round(
     job: &mut JobRow,
     sessions: &[Session],
     number: u64,
-    claims_of: impl Fn(&Session) -> Json,
+    claims: &Json,
 ) -> Result<Vec<Signed>, String> {
-    let answers = attempt(state, job, sessions.iter(), number, claims_of).await;
+    let answers = attempt(state, job, sessions.iter(), number, claims).await;
     let mut released = Vec::with_capacity(answers.len());
     for (session, answer) in sessions.iter().zip(answers) {
         match answer {
@@ -404,13 +404,10 @@ async fn attempt<'a>(
     job: &mut JobRow,
     sessions: impl Iterator<Item = &'a Session>,
     number: u64,
-    claims_of: impl Fn(&Session) -> Json,
+    claims: &Json,
 ) -> Vec<Result<Signed, String>> {
     let job_id = job.id.clone();
-    let calls = sessions.map(|session| {
-        let (claims, job_id) = (claims_of(session), &job_id);
-        async move { call(state, job_id, session, number, claims).await }
-    });
+    let calls = sessions.map(|session| call(state, &job_id, session, number, claims));
     let answers = futures_util::future::join_all(calls).await;
     let bytes: u64 = answers.iter().flatten().map(|(_, bytes)| bytes).sum();
     job.body["bytes"] = json!(job.body["bytes"].as_u64().unwrap_or(0) + bytes);
@@ -423,7 +420,7 @@ async fn call(
     job_id: &str,
     session: &Session,
     number: u64,
-    extra: Json,
+    extra: &Json,
 ) -> Result<(Signed, u64), String> {
     let now = chrono::Utc::now().timestamp();
     let mut claims = json!({
@@ -437,7 +434,7 @@ async fn call(
         "agreement": session.agreement_id,
     });
     if let (Some(out), Json::Object(extra)) = (claims.as_object_mut(), extra) {
-        out.extend(extra);
+        out.extend(extra.clone());
     }
     let jwt = state.identity.keys().sign(JOB_TYP, &[], &claims);
     let sent = jwt.len() as u64;
@@ -557,7 +554,7 @@ impl Rounds<'_> {
         match self {
             Rounds::Plain(sessions) => {
                 let claims = json!({"state": round_state});
-                round(state, job, sessions, number, |_| claims.clone()).await
+                round(state, job, sessions, number, &claims).await
             }
             // A secure job's round 0 was its keys: Newton round k is its round k + 1.
             Rounds::Secure(sites) => {
@@ -634,7 +631,7 @@ async fn newton(
                 Rounds::Plain(_) => {
                     result["sites"] = json!(per_site(job, &released, |r| json!({"n": r["n"], "checks": r["checks"]})));
                 }
-                Rounds::Secure(sites) => sites.describe(job, &mut result),
+                Rounds::Secure(sites) => sites.describe(&mut result),
             }
             return Ok(result);
         }
@@ -657,24 +654,21 @@ async fn federated_averaging(
     let p = terms.as_array().map_or(0, Vec::len);
     let private = private(job);
     let n: f64 = moments.iter().map(|m| m["n"].as_f64().unwrap_or(0.0)).sum();
-    let (mut center, mut scale) = (vec![0.0; p], vec![1.0; p]);
-    if private.is_some() {
-        (center, scale) = standardisation(job, &terms);
-    } else {
-        for j in 1..p {
-            let sum: f64 = moments.iter().map(|m| numbers(&m["sums"])[j]).sum();
-            let squares: f64 = moments.iter().map(|m| numbers(&m["squares"])[j]).sum();
-            let mean = sum / n;
-            center[j] = mean;
-            scale[j] = (squares / n - mean * mean).max(1e-12).sqrt();
+    let (center, scale) = match private {
+        Some(_) => standardisation(job, &terms),
+        None => {
+            let summed = |name: &str| -> Vec<f64> {
+                (0..p).map(|j| moments.iter().map(|m| numbers(&m[name])[j]).sum()).collect()
+            };
+            standardisation_from_moments(n, &summed("sums"), &summed("squares"))
         }
-    }
+    };
     let rounds = job.body["maxRounds"].as_u64().unwrap_or(20).clamp(1, 99);
     let mut weights = vec![0.0; p];
     let mut trace = Vec::new();
     for number in 1..=rounds {
         let claims = json!({"state": {"weights": weights, "center": center, "scale": scale}});
-        let released = round(state, job, sessions, number, |_| claims.clone()).await?;
+        let released = round(state, job, sessions, number, &claims).await?;
         let mut next = vec![0.0; p];
         for result in &released {
             match private {
@@ -709,15 +703,28 @@ async fn federated_averaging(
 }
 
 /// The differential privacy a `fedavg` job asked for, if any.
-fn private(job: &JobRow) -> Option<analysis::PrivateTraining> {
+fn private(job: &JobRow) -> Option<hanse_compute::privacy::Privacy> {
     serde_json::from_value(job.body["parameters"].get("differentialPrivacy")?.clone()).ok()
 }
 
 /// What one site spends on a differentially private job.
-fn privacy_json(private: &analysis::PrivateTraining) -> Json {
+fn privacy_json(private: &hanse_compute::privacy::Privacy) -> Json {
     use hanse_compute::privacy::{DELTA, epsilon};
     json!({"clip": private.clip, "noiseMultiplier": private.noise_multiplier, "rounds": private.rounds,
            "rhoPerSite": private.rho(), "epsilonPerSite": epsilon(private.rho(), DELTA), "delta": DELTA})
+}
+
+/// The centre and scale of each term but the intercept from the federation's `n` rows and the terms' summed values
+/// and squares.
+fn standardisation_from_moments(n: f64, sums: &[f64], squares: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let p = sums.len();
+    let (mut center, mut scale) = (vec![0.0; p], vec![1.0; p]);
+    for j in 1..p {
+        let mean = sums[j] / n;
+        center[j] = mean;
+        scale[j] = (squares[j] / n - mean * mean).max(1e-12).sqrt();
+    }
+    (center, scale)
 }
 
 /// The centre and scale of each term from the job's `standardise` (where the sites' moments are not released):
@@ -754,12 +761,7 @@ async fn secure_averaging(
         None => {
             let moments = sites.masked_round(state, job, 1, 1 + 2 * p, &json!({})).await?;
             let n = moments[0];
-            let (mut center, mut scale) = (vec![0.0; p], vec![1.0; p]);
-            for j in 1..p {
-                let mean = moments[1 + j] / n;
-                center[j] = mean;
-                scale[j] = (moments[1 + p + j] / n - mean * mean).max(1e-12).sqrt();
-            }
+            let (center, scale) = standardisation_from_moments(n, &moments[1..1 + p], &moments[1 + p..]);
             (center, scale, Some(n), 2)
         }
     };
@@ -781,7 +783,7 @@ async fn secure_averaging(
         "rounds": rounds, "n": n, "trace": trace,
         "proximalMu": job.body["parameters"]["proximalMu"].as_f64().unwrap_or(0.0),
     });
-    sites.describe(job, &mut result);
+    sites.describe(&mut result);
     if let Some(private) = private {
         result["privacy"] = privacy_json(&private);
     }
@@ -809,14 +811,16 @@ impl<'a> Sites<'a> {
     }
 
     /// Adds to a secure job's result its sites (no figures of their own) and those that dropped out.
-    fn describe(&self, job: &JobRow, result: &mut Json) {
+    fn describe(&self, result: &mut Json) {
         let dropped: Vec<Json> = self
             .sessions
             .iter()
             .filter(|s| s.dropped.is_some())
             .map(|s| json!({"provider": s.provider, "agreementId": s.agreement_id, "reason": s.dropped}))
             .collect();
-        result["sites"] = json!(per_site(job, &vec![json!({}); self.sessions.len()], |_| json!({})));
+        let sites: Vec<Json> =
+            self.sessions.iter().map(|s| json!({"provider": s.provider, "agreementId": s.agreement_id})).collect();
+        result["sites"] = json!(sites);
         result["secureAggregation"] = json!(true);
         result["dropped"] = json!(dropped);
     }
@@ -848,8 +852,7 @@ impl<'a> Sites<'a> {
             }
             let peers: Vec<&str> = live.iter().map(|i| self.keys[*i].jwt.as_str()).collect();
             let claims = json!({"state": round_state, "peers": peers});
-            let answers =
-                attempt(state, job, live.iter().map(|i| &self.sessions[*i]), number, |_| claims.clone()).await;
+            let answers = attempt(state, job, live.iter().map(|i| &self.sessions[*i]), number, &claims).await;
             let mut sum = vec![0u128; length];
             let mut dropped = false;
             for (&i, answer) in live.iter().zip(answers) {
@@ -881,7 +884,7 @@ impl<'a> Sites<'a> {
             responded.sort_unstable();
             let unmask = json!({"unmask": responded});
             let sessions = live.iter().map(|i| &self.sessions[*i]);
-            let reveals = attempt(state, job, sessions, number, |_| unmask.clone()).await;
+            let reveals = attempt(state, job, sessions, number, &unmask).await;
             for (&i, reveal) in live.iter().zip(reveals) {
                 let own = reveal.and_then(|signed| {
                     masking::from_json(&signed.result["ownMask"], length)

@@ -177,10 +177,11 @@ async fn parse_table(data: tempfile::NamedTempFile, schema: Schema, max_mb: u64)
     // A CSV file of this size holds at most half as many values as bytes ("1,"): a Parquet file may hold no more.
     let most_cells = (max_mb << 20) / 2;
     tokio::task::spawn_blocking(move || {
-        use std::io::Read;
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::open(data.path())?;
         let mut head = [0u8; 4];
-        let read = std::fs::File::open(data.path())?.read(&mut head)?;
-        let file = std::fs::File::open(data.path())?;
+        let read = file.read(&mut head)?;
+        file.rewind()?;
         match hanse_compute::columnar::is_parquet(&head[..read]) {
             true => Ok::<_, std::io::Error>(hanse_compute::columnar::read_parquet(file, &schema, most_cells)),
             false => Ok(table::read_csv(std::io::BufReader::new(file), &schema)),
