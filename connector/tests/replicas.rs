@@ -24,6 +24,8 @@ use support::Node;
 const NEGOTIATIONS: usize = 300;
 const PUSHES_EVERY: usize = 3;
 const JOBS: usize = 20;
+/// How long a live replica may take to answer any call before the test calls it stuck.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 const DATA: &[u8] = b"cohort extract: 1 234 patients, 56 789 encounters\n";
 
 /// One side's replicas as its operator's tools see them: management calls go to each live replica in turn.
@@ -37,7 +39,7 @@ struct Side {
 impl Side {
     fn of(nodes: &[Node]) -> Side {
         // A fresh connection per call, as a client behind a balancer spreads them.
-        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(ANSWER_WITHIN).build().unwrap();
         Side {
             management: nodes.iter().map(|n| n.management).collect(),
             api_key: nodes[0].api_key.clone(),
@@ -62,7 +64,14 @@ impl Side {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            if let Ok(response) = request.send().await {
+            let sent = request.send().await;
+            // A live replica that holds a call this long is stuck: fail here, naming it, rather than wait forever.
+            if let Err(error) = &sent
+                && error.is_timeout()
+            {
+                panic!("replica {port} did not answer {method} {path} within {ANSWER_WITHIN:?}");
+            }
+            if let Ok(response) = sent {
                 let status = response.status().as_u16();
                 // A replica going down answers 503 while it drains; another one answers.
                 if let Ok(bytes) = response.bytes().await
@@ -257,6 +266,7 @@ async fn replicas_on_one_database_survive_killed_replicas_and_do_nothing_twice()
                 .header("Content-Type", "application/sparql-query")
                 .header("Accept", "application/sparql-results+json")
                 .body(query)
+                .timeout(ANSWER_WITHIN)
                 .send()
                 .await
                 .unwrap();
@@ -358,7 +368,7 @@ async fn replicas_on_one_database_survive_killed_replicas_and_do_nothing_twice()
 
     // Pull transfers: the data through the provider's balancer with each transfer's data address, then complete.
     let pulls: Vec<&String> = transfers.iter().filter(|(_, push)| !push).map(|(id, _)| id).collect();
-    let data_client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let data_client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(ANSWER_WITHIN).build().unwrap();
     for id in &pulls {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

@@ -153,7 +153,9 @@ impl Node {
         self.process = Some(command.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = format!("http://127.0.0.1:{}/health/ready", self.public);
-        while !reqwest::get(&url).await.is_ok_and(|r| r.status().as_u16() == 200) {
+        // Each probe is bounded too: a port that accepts and never answers fails at the deadline, not never.
+        let probe = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        while !probe.get(&url).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
             assert!(Instant::now() < deadline, "{url} not ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
