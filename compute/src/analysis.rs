@@ -35,6 +35,9 @@ pub enum JobError {
     /// The job held more memory than its limit (MiB).
     #[error("the job exceeded its memory limit of {0} MiB")]
     MemoryLimit(u64),
+    /// A provider's algorithm was stopped by its sandbox (fuel, memory, a trap); the message says which.
+    #[error("{0}")]
+    Sandbox(String),
 }
 
 /// Where a job must stop: checked every few thousand rows.
@@ -98,7 +101,7 @@ pub struct Filter {
 }
 
 /// An analysable column by name, or an error naming the parameter.
-fn column<'t>(table: &'t Table, name: &str, parameter: &str) -> Result<(usize, &'t Column), JobError> {
+pub(crate) fn column<'t>(table: &'t Table, name: &str, parameter: &str) -> Result<(usize, &'t Column), JobError> {
     match table.schema.column(name) {
         Some((at, column)) if column.analysable => Ok((at, column)),
         Some(_) => Err(invalid(format!("{parameter}: column `{name}` may not be used in jobs"))),

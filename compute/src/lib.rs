@@ -8,6 +8,7 @@
 //! - [`disclosure`]: the release rules (cell counts, dominance) a provider applies before anything leaves;
 //! - [`fhir`]: FHIR R4 exports (NDJSON, Bundles) read into a table of patients by a declarative mapping;
 //! - [`privacy`]: differential privacy of training rounds (clipping, Gaussian noise, zCDP accounting);
+//! - [`sandbox`]: providers' own algorithms as WebAssembly modules, under fuel and memory limits;
 //! - [`secure`]: secure aggregation's fixed-point encoding and masks;
 //! - [`synth`]: synthetic cohorts for demonstrations and tests.
 
@@ -16,6 +17,7 @@ pub mod columnar;
 pub mod disclosure;
 pub mod fhir;
 pub mod privacy;
+pub mod sandbox;
 pub mod secure;
 pub mod synth;
 pub mod table;

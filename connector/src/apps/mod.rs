@@ -463,6 +463,7 @@ fn job_refusal(error: JobError) -> Refused {
         JobError::Disclosure(reason) => refused(StatusCode::FORBIDDEN, "DisclosureControl", reason),
         JobError::TimeLimit(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "TimeLimit", error.to_string()),
         JobError::MemoryLimit(_) => refused(StatusCode::INSUFFICIENT_STORAGE, "MemoryLimit", error.to_string()),
+        JobError::Sandbox(reason) => refused(StatusCode::UNPROCESSABLE_ENTITY, "AlgorithmStopped", reason),
     }
 }
 

@@ -321,6 +321,7 @@ fn job_failure(error: &JobError) -> Response {
         JobError::Disclosure(reason) => fail(StatusCode::FORBIDDEN, "DisclosureControl", reason.clone()),
         JobError::TimeLimit(_) => fail(StatusCode::SERVICE_UNAVAILABLE, "JobTimeLimit", error.to_string()),
         JobError::MemoryLimit(_) => fail(StatusCode::INSUFFICIENT_STORAGE, "JobMemoryLimit", error.to_string()),
+        JobError::Sandbox(reason) => fail(StatusCode::UNPROCESSABLE_ENTITY, "AlgorithmStopped", reason.clone()),
     }
 }
 
