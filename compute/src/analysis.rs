@@ -14,7 +14,7 @@ use serde_json::{Value as Json, json};
 use super::table::{Column, Kind, Table};
 
 /// The templates.
-pub const TEMPLATES: [&str; 4] = ["aggregate", "crosstab", "glm", "fedavg"];
+pub const TEMPLATES: [&str; 5] = ["aggregate", "crosstab", "glm", "fedavg", "module"];
 /// The statistics `aggregate` computes. Nothing that releases a single row (min, max, median, quantiles) exists.
 pub const STATISTICS: [&str; 5] = ["count", "sum", "mean", "variance", "sd"];
 /// Rows between two checks of the deadline.

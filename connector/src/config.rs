@@ -371,6 +371,13 @@ pub struct ComputeConfig {
     pub time_limit_seconds: u64,
     /// The most memory a job's table and working set may take (MiB).
     pub memory_limit_mb: u64,
+    /// The algorithms this connector admits: their manifest files, each naming its WebAssembly module beside it and
+    /// the module's SHA-256 digest (decision 0048). A job names an algorithm by digest.
+    pub algorithms: Vec<PathBuf>,
+    /// The fuel (WebAssembly instructions, about) one algorithm run may use.
+    pub algorithm_fuel: u64,
+    /// The linear memory one algorithm run may grow to (MiB).
+    pub algorithm_memory_mb: u64,
     /// The largest table upload (MiB of CSV). Uploads stream to a file; a larger one is refused with a 413 once
     /// this much has arrived.
     pub max_upload_mb: u64,
@@ -389,6 +396,9 @@ impl Default for ComputeConfig {
             time_limit_seconds: 60,
             memory_limit_mb: 1024,
             max_upload_mb: 256,
+            algorithms: Vec::new(),
+            algorithm_fuel: 10_000_000_000,
+            algorithm_memory_mb: 64,
         }
     }
 }

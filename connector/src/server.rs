@@ -45,6 +45,8 @@ pub enum StartError {
     Broker(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Algorithms(String),
     #[error("cannot open the storage ({at}): {source}")]
     Storage { at: String, source: std::io::Error },
 }
@@ -285,7 +287,14 @@ pub async fn start_on(
         catalogue.clone(),
         cluster.clone(),
     ));
+    let bounds = crate::compute::sandbox::Bounds {
+        fuel: config.compute.algorithm_fuel,
+        memory_bytes: usize::try_from(config.compute.algorithm_memory_mb << 20).unwrap_or(usize::MAX),
+    };
+    let algorithms = crate::compute::algorithms::Algorithms::load(&config.compute.algorithms, bounds)
+        .map_err(StartError::Algorithms)?;
     let compute = Arc::new(crate::compute::Compute::new(
+        algorithms,
         &config.store.data_dir,
         files,
         &config.compute,

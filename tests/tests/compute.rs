@@ -888,3 +888,114 @@ async fn a_parquet_table_ingests_as_a_csv_one_does_and_a_bad_value_is_named_by_r
     assert_pooled_fit(&glm["result"], &[(3000, 1)], &COVARIATES);
     federation.shutdown().await;
 }
+
+/// The algorithms that come with Hanse: their manifests and modules.
+fn shipped_algorithms() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compute/algorithms")
+}
+
+/// The digest a shipped manifest names.
+fn digest_of_manifest(name: &str) -> String {
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(shipped_algorithms().join(format!("{name}.json"))).unwrap()).unwrap();
+    manifest["digest"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_validation_algorithm_across_three_hospitals_gives_the_pooled_auc_and_others_are_refused() {
+    // Three hospitals and the research institute admit the two shipped algorithms; the hospitals' terms permit module
+    // jobs of the validation algorithm only.
+    let folder = shipped_algorithms();
+    let admit = move |config: &mut hanse::config::Config| {
+        config.compute.algorithms = vec![folder.join("validation.json"), folder.join("histogram.json")];
+    };
+    let backends = hanse::testing::backends();
+    let connectors = futures_util::future::join_all(
+        (0..4).map(|i| TestConnector::start_with(backends[i % backends.len()], admit.clone())),
+    )
+    .await;
+    let federation = Federation { connectors, client: reqwest::Client::new() };
+    let validation = digest_of_manifest("validation");
+    let only_validation =
+        json!([{"leftOperand": "hanse:algorithmDigest", "operator": "isAnyOf", "rightOperand": [validation]}]);
+    for (site, rows) in ROWS.into_iter().enumerate() {
+        publish(
+            &federation,
+            site,
+            &format!("register-{site}"),
+            rows,
+            site as u32,
+            compute_terms(&["module"], only_validation.clone()),
+        )
+        .await;
+    }
+    let mut agreements = Vec::new();
+    for site in 0..3 {
+        agreements.push(agree(&federation, site, &format!("register-{site}")).await);
+    }
+    let sites: Vec<&str> = agreements.iter().map(String::as_str).collect();
+
+    // The model's AUC and calibration across the hospitals.
+    let terms = ["readmitted", "age", "hba1c", "bmi"];
+    let model = [-6.0, 0.04, 0.3, 0.05];
+    let cells = 4;
+    let parameters = json!({"algorithm": validation, "columns": terms, "values": model, "cells": cells});
+    let job = run(&federation, "module", parameters, &sites, json!({})).await;
+    assert_eq!(job["state"], "COMPLETED", "{job:#}");
+    let result = &job["result"];
+
+    // The same on the pooled rows, computed here.
+    let (mut events, mut others, mut expected) = (vec![0.0; cells], vec![0.0; cells], 0.0);
+    for (site, rows) in ROWS.into_iter().enumerate() {
+        let table = hanse::compute::synth::cohort(rows, site as u32, SEED);
+        let at: Vec<usize> = terms.iter().map(|t| table.schema.column(t).unwrap().0).collect();
+        for r in 0..rows {
+            let mut eta = model[0];
+            for j in 1..terms.len() {
+                eta += model[j] * table.values[at[j]][r];
+            }
+            let p = 1.0 / (1.0 + (-eta).exp());
+            let cell = ((p * cells as f64).floor() as usize).min(cells - 1);
+            match table.values[at[0]][r] == 1.0 {
+                true => events[cell] += 1.0,
+                false => others[cell] += 1.0,
+            }
+            expected += p;
+        }
+    }
+    let (mut pairs, mut below) = (0.0, 0.0);
+    for c in 0..cells {
+        pairs += events[c] * (below + 0.5 * others[c]);
+        below += others[c];
+    }
+    let observed: f64 = events.iter().sum();
+    let auc = pairs / (observed * below);
+    let got = |name: &str| result["results"][name].as_f64().unwrap_or_else(|| panic!("{name}: {result:#}"));
+    assert!((got("auc") - auc).abs() < 1e-9, "AUC {} across the hospitals, {auc} pooled", got("auc"));
+    assert_eq!(got("observed"), observed);
+    assert!((got("expected") - expected).abs() < 1e-6 * expected);
+    assert_eq!(got("rows"), ROWS.iter().sum::<usize>() as f64);
+    assert_eq!(result["algorithm"], json!(validation));
+    // What the research institute received of each hospital: cells with counts and sums, nothing per row.
+    for site in result["sites"].as_array().unwrap() {
+        assert_eq!(site["cells"].as_array().unwrap().len(), cells, "{site:#}");
+        assert!(site["cells"][0]["metrics"]["outcome"]["sum"].is_number(), "{site:#}");
+    }
+
+    // The histogram is admitted at the hospitals but not permitted by the agreements' terms.
+    let histogram =
+        json!({"algorithm": digest_of_manifest("histogram"), "columns": ["age"], "values": [20, 5], "cells": 16});
+    let refused = run(&federation, "module", histogram, &sites[..1], json!({})).await;
+    assert_eq!(refused["state"], "FAILED", "{refused:#}");
+    assert!(refused["error"].as_str().unwrap().contains("algorithmDigest"), "{refused:#}");
+    // An algorithm no hospital admitted is refused naming its digest, even under terms that would permit it.
+    let unknown = format!("sha-256:{}", "ab".repeat(32));
+    let elsewhere = json!({"algorithm": unknown, "columns": ["age"], "values": [], "cells": 2});
+    let refused = run(&federation, "module", elsewhere, &sites[..1], json!({})).await;
+    assert_eq!(refused["state"], "FAILED", "{refused:#}");
+    assert!(
+        refused["error"].as_str().unwrap().contains(&format!("{unknown} is not admitted at this site")),
+        "{refused:#}"
+    );
+    federation.shutdown().await;
+}

@@ -511,9 +511,10 @@ async fn compute(
         let address = apps.decide(&allowed, &dataset, "compute", Some(context))?;
         let table = apps.table(&address, &dataset).await?;
         let run = {
-            let (template, parameters) = (template.clone(), parameters.clone());
+            let (template, parameters, algorithms) =
+                (template.clone(), parameters.clone(), apps.compute.algorithms.clone());
             move |deadline: &Deadline| {
-                crate::compute::step(&table, &template, &parameters, &Json::Null, &limits, 1, deadline)
+                crate::compute::step(&table, &template, &parameters, &Json::Null, &limits, 1, deadline, &algorithms)
             }
         };
         let result = apps.compute.run(run).await.map_err(job_refusal)?;

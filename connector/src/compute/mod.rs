@@ -14,12 +14,13 @@
 //!
 //! The consumer's side ([`orchestrate`]) runs a job across many sites and combines the results.
 
+pub mod algorithms;
 pub mod commands;
 pub mod orchestrate;
 pub mod secure;
 
 pub use hanse_compute::secure as masking;
-pub use hanse_compute::{analysis, disclosure, synth, table};
+pub use hanse_compute::{analysis, disclosure, sandbox, synth, table};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,10 +71,14 @@ pub struct Compute {
     plane: Arc<crate::dataplane::DataPlane>,
     /// One request at a time per secure aggregation job.
     serial: secure::Serial,
+    /// The providers' algorithms this connector admits, by digest.
+    pub algorithms: Arc<algorithms::Algorithms>,
 }
 
 impl Compute {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        algorithms: algorithms::Algorithms,
         data_dir: &std::path::Path,
         files: Arc<crate::files::Files>,
         settings: &ComputeConfig,
@@ -99,6 +104,7 @@ impl Compute {
             catalogue: plane.catalogue.clone(),
             plane,
             serial: secure::Serial::default(),
+            algorithms: Arc::new(algorithms),
         }
     }
 
@@ -207,7 +213,9 @@ impl Compute {
 }
 
 /// One step of a job: the whole of `aggregate` and `crosstab`, round `round` of `glm` and `fedavg` (`state` holds the
-/// round's coefficients or weights). Disclosure control is applied here, outside the templates.
+/// round's coefficients or weights); the whole of a `module` job, by the admitted algorithm it names. Disclosure control
+/// is applied here, outside the templates and the modules.
+#[allow(clippy::too_many_arguments)]
 pub fn step(
     table: &Table,
     template: &str,
@@ -216,8 +224,15 @@ pub fn step(
     limits: &Limits,
     round: u64,
     deadline: &Deadline,
+    algorithms: &algorithms::Algorithms,
 ) -> Result<Json, JobError> {
     match template {
+        "module" => {
+            let parameters = sandbox::Parameters::from_json(parameters)?;
+            let admitted = algorithms.admitted(&parameters)?;
+            let declared = admitted.declared();
+            sandbox::site_step(&admitted.algorithm, table, &parameters, &declared, limits, &algorithms.bounds)
+        }
         "aggregate" => {
             let parameters = analysis::read_parameters(parameters)?;
             let grouped = analysis::aggregate(table, &parameters, limits.max_cells, deadline)?;
@@ -500,7 +515,7 @@ impl Compute {
         let empty = Table { schema: table.schema.clone(), rows: 0, values: vec![Vec::new(); table.values.len()] };
         // Under the memory limit too: a model too large for it is refused before its matrices are allocated.
         let forever = Deadline::metered(Instant::now(), 60, self.settings.memory_limit_mb);
-        if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever) {
+        if let Err(error) = step(&empty, &template, &parameters, &round_state, &limits, 0, &forever, &self.algorithms) {
             return job_failure(&error);
         }
         if let Err(refusal) = self.check_memory(&table) {
@@ -574,7 +589,10 @@ async fn admit(state: &Arc<Compute>, mut job: JobRow) -> Result<JobRow, Response
         } else {
             let context = hanse_policy::JobContext {
                 template: job.template.clone(),
-                algorithm_digest: None,
+                // A module job's algorithm, for `hanse:algorithmDigest` constraints (admitted here, or refused before).
+                algorithm_digest: (job.template == "module")
+                    .then(|| job.body["parameters"]["algorithm"].as_str().map(algorithms::normalise))
+                    .flatten(),
                 min_cell_count: job.body["k"].as_u64().unwrap_or_default(),
                 disclosure_method: Some("suppress".into()),
                 jobs_run,
@@ -788,8 +806,11 @@ async fn execute(
     let (template, parameters) = (job.template.clone(), job.body["parameters"].clone());
     let started = std::time::Instant::now();
     let step_round = release.step_round(round);
+    let algorithms = state.algorithms.clone();
     let outcome = state
-        .run(move |deadline| step(&table, &template, &parameters, &round_state, &limits, step_round, deadline))
+        .run(move |deadline| {
+            step(&table, &template, &parameters, &round_state, &limits, step_round, deadline, &algorithms)
+        })
         .await
         .and_then(|out| release.apply(out).map(|released| (released, release)));
     let outcome = outcome.map(|(released, release)| {

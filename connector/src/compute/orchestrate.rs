@@ -54,6 +54,13 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
     if !TEMPLATES.contains(&request.template.as_str()) {
         return Err(Rejected("template".into(), format!("must be one of {}", TEMPLATES.join(", "))));
     }
+    if request.template == "module" {
+        let parameters = super::sandbox::Parameters::from_json(&request.parameters)
+            .map_err(|e| Rejected("parameters".into(), e.to_string()))?;
+        if parameters.algorithm.is_none() {
+            return Err(Rejected("parameters.algorithm".into(), "the algorithm's digest (`sha-256:<hex>`)".into()));
+        }
+    }
     if matches!(request.template.as_str(), "glm" | "fedavg") {
         // The sites read the same parameters; a model they would all refuse is refused here, before any transfer.
         let model: analysis::ModelParameters =
@@ -302,6 +309,7 @@ async fn orchestrate(
     let released = round(state, job, sessions, 0, &first).await?;
     match job.template.as_str() {
         "aggregate" | "crosstab" => Ok(combine_cells(job, &released)),
+        "module" => conclude_module(state, job, &released).await,
         "glm" => newton(state, job, Rounds::Plain(sessions), released).await,
         _ => federated_averaging(state, job, sessions, released).await,
     }
@@ -511,6 +519,33 @@ fn combine_cells(job: &mut JobRow, released: &[Json]) -> Json {
         |r| json!({"n": r["total"]["n"], "suppressed": r["suppressed"], "cells": r["cells"], "margins": r.get("margins")}),
     );
     json!({"template": job.template, "cells": cells, "total": {"n": total}, "sites": sites})
+}
+
+/// A module job's result: the sites' cells combined as `aggregate`'s and, where this connector admits the algorithm
+/// too, its metrics pooled (`pooled`) and its `finish` run over them (`results`).
+async fn conclude_module(state: &Arc<Compute>, job: &mut JobRow, released: &[Json]) -> Result<Json, String> {
+    use super::sandbox;
+    let mut result = combine_cells(job, released);
+    let parameters = sandbox::Parameters::from_json(&job.body["parameters"]).map_err(|e| e.to_string())?;
+    result["algorithm"] = json!(parameters.algorithm.as_deref().map(super::algorithms::normalise));
+    let Ok(admitted) = state.algorithms.admitted(&parameters) else {
+        result["results"] = Json::Null;
+        return Ok(result);
+    };
+    let declared = admitted.declared();
+    let pooled = sandbox::pool(released, parameters.cells, &declared).map_err(|e| e.to_string())?;
+    result["pooled"] = sandbox::pooled_json(&pooled, &declared);
+    if admitted.algorithm.finishes() {
+        let bounds = state.algorithms.bounds;
+        let finished = tokio::task::spawn_blocking(move || {
+            sandbox::finish(&admitted.algorithm, pooled, &parameters, &declared, &bounds)
+        })
+        .await
+        .map_err(|e| format!("the algorithm's finish did not end: {e}"))?
+        .map_err(|e| format!("the algorithm's finish: {e}"))?;
+        result["results"] = Json::Object(finished);
+    }
+    Ok(result)
 }
 
 /// Each site's part of the result, named by its provider.
