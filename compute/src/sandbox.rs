@@ -52,11 +52,13 @@ pub struct Bounds {
     pub memory_bytes: usize,
 }
 
-/// What an algorithm declares of itself beside its code (its manifest): the names of its metrics and results.
+/// What an algorithm declares of itself beside its code (its manifest): the names of its metrics and results, and
+/// whether it trains (its `finish` sets the next round's values rather than named results).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Declared {
     pub metrics: Vec<String>,
     pub results: Vec<String>,
+    pub trains: bool,
 }
 
 /// A job's parameters for an algorithm: the columns it reads, the numbers it is given and the cells it fills.
@@ -68,9 +70,16 @@ pub struct Parameters {
     #[serde(default)]
     pub values: Vec<f64>,
     pub cells: usize,
+    /// Rounds of a training algorithm: each round's `finish` gives the next round's values.
+    #[serde(default = "one")]
+    pub rounds: u32,
     /// The algorithm, by digest: read by whoever admits it, not here.
     #[serde(default)]
     pub algorithm: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Parameters {
@@ -331,6 +340,19 @@ pub fn site_step(
     limits: &Limits,
     bounds: &Bounds,
 ) -> Result<Json, JobError> {
+    site_round(algorithm, table, parameters, &parameters.values, declared, limits, bounds)
+}
+
+/// [`site_step`] of a training round, with that round's `values`.
+pub fn site_round(
+    algorithm: &Algorithm,
+    table: &Table,
+    parameters: &Parameters,
+    values: &[f64],
+    declared: &Declared,
+    limits: &Limits,
+    bounds: &Bounds,
+) -> Result<Json, JobError> {
     if parameters.cells == 0 || parameters.cells > limits.max_cells {
         return Err(JobError::Invalid(format!(
             "cells: {} is not between 1 and the limit of {}",
@@ -359,7 +381,7 @@ pub fn site_step(
     let cells = (0..parameters.cells).map(|c| Cell { levels: vec![c], ..empty.clone() }).collect();
     let host = Host {
         limits: self::limits(bounds),
-        parameters: parameters.values.clone(),
+        parameters: values.to_vec(),
         cells: parameters.cells,
         phase: Phase::Site(Box::new(Site {
             columns,
@@ -416,28 +438,35 @@ pub fn pool(released: &[Json], cells: usize, declared: &Declared) -> Result<Vec<
     Ok(pooled)
 }
 
-/// The orchestrator's conclusion: runs `finish` over the pooled cells; answers the results by the manifest's names
-/// (`null` for one `finish` did not set).
+/// The orchestrator's conclusion of a round: runs `finish` over the pooled cells with the round's `values`. Answers
+/// what it set: the manifest's results in order or, for a training algorithm, the next round's values (`None` where
+/// it set nothing finite).
 pub fn finish(
     algorithm: &Algorithm,
     pooled: Vec<PooledCell>,
-    parameters: &Parameters,
+    values: &[f64],
     declared: &Declared,
     bounds: &Bounds,
-) -> Result<Map<String, Json>, JobError> {
-    if declared.results.len() > MOST_RESULTS {
-        return Err(JobError::Invalid(format!("an algorithm sets at most {MOST_RESULTS} results")));
+) -> Result<Vec<Option<f64>>, JobError> {
+    let count = if declared.trains { values.len() } else { declared.results.len() };
+    if count > MOST_RESULTS {
+        return Err(JobError::Invalid(format!("an algorithm sets at most {MOST_RESULTS} results or values")));
     }
     let host = Host {
         limits: limits(bounds),
-        parameters: parameters.values.clone(),
+        parameters: values.to_vec(),
         cells: pooled.len(),
-        phase: Phase::Finish { pooled, metrics: declared.metrics.len(), results: vec![None; declared.results.len()] },
+        phase: Phase::Finish { pooled, metrics: declared.metrics.len(), results: vec![None; count] },
     };
     let Phase::Finish { results, .. } = run(algorithm, host, "finish", bounds)?.phase else {
         unreachable!("a finish stays a finish")
     };
-    Ok(declared.results.iter().cloned().zip(results.into_iter().map(|v| json!(v.filter(|v| v.is_finite())))).collect())
+    Ok(results.into_iter().map(|v| v.filter(|v| v.is_finite())).collect())
+}
+
+/// What [`finish`] set, by the manifest's result names (`null` where unset or withheld).
+pub fn named(declared: &Declared, results: &[Option<f64>]) -> Map<String, Json> {
+    declared.results.iter().cloned().zip(results.iter().map(|v| json!(v))).collect()
 }
 
 /// The pooled cells as a result: each cell's count and metric sums (`null` where withheld).
@@ -463,17 +492,25 @@ pub mod examples {
     pub const VALIDATION: &str = include_str!("../algorithms/validation.wat");
     /// A k-anonymous histogram of one numeric column (`algorithms/histogram.wat`).
     pub const HISTOGRAM: &str = include_str!("../algorithms/histogram.wat");
+    /// Logistic regression trained by gradient steps across sites (`algorithms/logistic.wat`).
+    pub const LOGISTIC: &str = include_str!("../algorithms/logistic.wat");
 
     /// The metrics and results of [`VALIDATION`].
     pub fn validation() -> Declared {
         Declared {
             metrics: vec!["outcome".into(), "probability".into()],
             results: ["auc", "observed", "expected", "observedToExpected", "rows"].map(String::from).to_vec(),
+            trains: false,
         }
     }
 
     /// [`HISTOGRAM`] measures nothing and sets no results: its bins are its result.
     pub fn histogram() -> Declared {
         Declared::default()
+    }
+
+    /// [`LOGISTIC`] measures the gradient of each coefficient and trains.
+    pub fn logistic() -> Declared {
+        Declared { metrics: (0..16).map(|j| format!("gradient{j}")).collect(), results: Vec::new(), trains: true }
     }
 }

@@ -75,7 +75,8 @@ fn the_validation_algorithm_across_three_sites_gives_the_pooled_auc() {
         assert!(site["cells"][0]["metrics"]["outcome"]["sum"].is_number(), "{site:#}");
     }
     let pooled = sandbox::pool(&released, BINS, &declared).unwrap();
-    let results = sandbox::finish(&algorithm, pooled, &job, &declared, &BOUNDS).unwrap();
+    let results =
+        sandbox::named(&declared, &sandbox::finish(&algorithm, pooled, &job.values, &declared, &BOUNDS).unwrap());
     let (auc, observed, expected) = pooled_validation(&tables);
     let got = |name: &str| results[name].as_f64().unwrap_or_else(|| panic!("{name}: {results:?}"));
     assert!((got("auc") - auc).abs() < 1e-9, "AUC {} across sites, {auc} pooled", got("auc"));
@@ -84,6 +85,52 @@ fn the_validation_algorithm_across_three_sites_gives_the_pooled_auc() {
     assert!((got("expected") - expected).abs() < 1e-6 * expected);
     assert!((got("observedToExpected") - observed / expected).abs() < 1e-9);
     assert_eq!(got("rows"), 12000.0);
+}
+
+#[test]
+fn the_logistic_algorithm_trains_across_three_sites_as_on_the_pooled_rows() {
+    let algorithm = Algorithm::compile(examples::LOGISTIC.as_bytes()).unwrap();
+    let declared = examples::logistic();
+    let terms = ["readmitted", "hba1c", "smoker"];
+    let tables: Vec<Table> = (0..3).map(|site| synth::cohort(3000, site, 5)).collect();
+    let mut values = vec![0.5, 0.0, 0.0, 0.0];
+    let mut pooled_values = values.clone();
+    let job = parameters(json!({"columns": terms, "values": values, "cells": 1, "rounds": 6}));
+    for _ in 0..6 {
+        let released: Vec<Value> = tables
+            .iter()
+            .map(|t| sandbox::site_round(&algorithm, t, &job, &values, &declared, &LIMITS, &BOUNDS).unwrap())
+            .collect();
+        for site in &released {
+            assert_eq!(site["suppressed"], json!([]), "{site:#}");
+        }
+        let pooled = sandbox::pool(&released, 1, &declared).unwrap();
+        let next = sandbox::finish(&algorithm, pooled, &values, &declared, &BOUNDS).unwrap();
+        values = next.into_iter().map(Option::unwrap).collect();
+
+        // The same step on the pooled rows.
+        let (mut gradient, mut n) = (vec![0.0; 3], 0.0);
+        for table in &tables {
+            let at: Vec<usize> = terms.iter().map(|t| column(table, t)).collect();
+            for r in 0..table.rows {
+                let eta = pooled_values[1]
+                    + pooled_values[2] * table.values[at[1]][r]
+                    + pooled_values[3] * table.values[at[2]][r];
+                let residual = table.values[at[0]][r] - 1.0 / (1.0 + (-eta).exp());
+                gradient[0] += residual;
+                gradient[1] += residual * table.values[at[1]][r];
+                gradient[2] += residual * table.values[at[2]][r];
+                n += 1.0;
+            }
+        }
+        for j in 0..3 {
+            pooled_values[j + 1] += pooled_values[0] * gradient[j] / n;
+        }
+        for (a, b) in values.iter().zip(&pooled_values) {
+            assert!((a - b).abs() < 1e-9, "across sites {values:?}, pooled {pooled_values:?}");
+        }
+    }
+    assert!(values[2] > 0.0, "HbA1c raises the risk of readmission: {values:?}");
 }
 
 #[test]

@@ -902,12 +902,13 @@ fn digest_of_manifest(name: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_providers_validation_algorithm_across_three_hospitals_gives_the_pooled_auc_and_others_are_refused() {
-    // Three hospitals and the research institute admit the two shipped algorithms; the hospitals' terms permit module
-    // jobs of the validation algorithm only.
+async fn providers_algorithms_validate_and_train_across_three_hospitals_as_on_the_pooled_rows_and_others_are_refused() {
+    // Three hospitals and the research institute admit the shipped algorithms; the hospitals' terms permit module
+    // jobs of the validation and the logistic algorithms only.
     let folder = shipped_algorithms();
     let admit = move |config: &mut hanse::config::Config| {
-        config.compute.algorithms = vec![folder.join("validation.json"), folder.join("histogram.json")];
+        config.compute.algorithms =
+            ["validation", "histogram", "logistic"].map(|name| folder.join(format!("{name}.json"))).to_vec();
     };
     let backends = hanse::testing::backends();
     let connectors = futures_util::future::join_all(
@@ -915,9 +916,9 @@ async fn a_providers_validation_algorithm_across_three_hospitals_gives_the_poole
     )
     .await;
     let federation = Federation { connectors, client: reqwest::Client::new() };
-    let validation = digest_of_manifest("validation");
-    let only_validation =
-        json!([{"leftOperand": "hanse:algorithmDigest", "operator": "isAnyOf", "rightOperand": [validation]}]);
+    let (validation, logistic) = (digest_of_manifest("validation"), digest_of_manifest("logistic"));
+    let only_validation = json!([{"leftOperand": "hanse:algorithmDigest", "operator": "isAnyOf",
+                                  "rightOperand": [validation, logistic]}]);
     for (site, rows) in ROWS.into_iter().enumerate() {
         publish(
             &federation,
@@ -980,6 +981,43 @@ async fn a_providers_validation_algorithm_across_three_hospitals_gives_the_poole
     for site in result["sites"].as_array().unwrap() {
         assert_eq!(site["cells"].as_array().unwrap().len(), cells, "{site:#}");
         assert!(site["cells"][0]["metrics"]["outcome"]["sum"].is_number(), "{site:#}");
+    }
+
+    // The logistic algorithm trains over four rounds, each site releasing only its gradient cell, and ends where the
+    // same steps on the pooled rows end.
+    let (rounds, rate) = (4, 0.5);
+    let parameters = json!({"algorithm": logistic, "columns": ["readmitted", "hba1c", "smoker"],
+                            "values": [rate, 0.0, 0.0, 0.0], "cells": 1, "rounds": rounds});
+    let trained = run(&federation, "module", parameters, &sites, json!({})).await;
+    assert_eq!(trained["state"], "COMPLETED", "{trained:#}");
+    let tables: Vec<_> = ROWS
+        .into_iter()
+        .enumerate()
+        .map(|(site, rows)| hanse::compute::synth::cohort(rows, site as u32, SEED))
+        .collect();
+    let mut pooled = [0.0; 3];
+    for _ in 0..rounds {
+        let (mut gradient, mut n) = ([0.0; 3], 0.0);
+        for table in &tables {
+            let at = ["readmitted", "hba1c", "smoker"].map(|t| table.schema.column(t).unwrap().0);
+            for r in 0..table.rows {
+                let x = [1.0, table.values[at[1]][r], table.values[at[2]][r]];
+                let eta = pooled[0] + pooled[1] * x[1] + pooled[2] * x[2];
+                let residual = table.values[at[0]][r] - 1.0 / (1.0 + (-eta).exp());
+                (0..3).for_each(|j| gradient[j] += residual * x[j]);
+                n += 1.0;
+            }
+        }
+        (0..3).for_each(|j| pooled[j] += rate * gradient[j] / n);
+    }
+    let values = numbers(&trained["result"]["values"]);
+    assert_eq!(trained["result"]["trace"].as_array().unwrap().len(), rounds);
+    for (j, b) in pooled.iter().enumerate() {
+        assert!(
+            (values[j + 1] - b).abs() < 1e-9,
+            "coefficient {j}: {} across the hospitals, {b} pooled",
+            values[j + 1]
+        );
     }
 
     // The histogram is admitted at the hospitals but not permitted by the agreements' terms.

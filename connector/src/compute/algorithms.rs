@@ -30,6 +30,9 @@ pub struct Manifest {
     pub metrics: Vec<String>,
     #[serde(default)]
     pub results: Vec<String>,
+    /// A training algorithm: its `finish` sets the next round's values.
+    #[serde(default)]
+    pub trains: bool,
 }
 
 /// An admitted algorithm: its manifest and its compiled module.
@@ -41,7 +44,11 @@ pub struct Admitted {
 
 impl Admitted {
     pub fn declared(&self) -> Declared {
-        Declared { metrics: self.manifest.metrics.clone(), results: self.manifest.results.clone() }
+        Declared {
+            metrics: self.manifest.metrics.clone(),
+            results: self.manifest.results.clone(),
+            trains: self.manifest.trains,
+        }
     }
 }
 
@@ -123,14 +130,16 @@ mod tests {
     #[test]
     fn the_shipped_manifests_match_their_modules() {
         let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compute/algorithms");
-        let manifests = ["validation.json", "histogram.json"].map(|m| folder.join(m));
+        let manifests = ["validation.json", "histogram.json", "logistic.json"].map(|m| folder.join(m));
         let algorithms = Algorithms::load(&manifests, BOUNDS).unwrap();
         let names: Vec<String> = algorithms.manifests().into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["histogram", "validation"]);
+        assert_eq!(names, ["histogram", "logistic", "validation"]);
         let validation = std::fs::read(folder.join("validation.wat")).unwrap();
         let admitted = algorithms.get(&digest_of(&validation).to_uppercase().replace("SHA-256:", "")).unwrap();
         assert!(admitted.algorithm.finishes());
         assert_eq!(admitted.declared(), super::super::sandbox::examples::validation());
+        let logistic = algorithms.get(&digest_of(&std::fs::read(folder.join("logistic.wat")).unwrap())).unwrap();
+        assert_eq!(logistic.declared(), super::super::sandbox::examples::logistic());
     }
 
     #[test]

@@ -231,7 +231,25 @@ pub fn step(
             let parameters = sandbox::Parameters::from_json(parameters)?;
             let admitted = algorithms.admitted(&parameters)?;
             let declared = admitted.declared();
-            sandbox::site_step(&admitted.algorithm, table, &parameters, &declared, limits, &algorithms.bounds)
+            if parameters.rounds == 0 || (parameters.rounds > 1 && !declared.trains) {
+                return Err(JobError::Invalid("rounds: one, or more for a training algorithm".into()));
+            }
+            if round >= u64::from(parameters.rounds) {
+                return Err(JobError::Invalid(format!("round {round}: the job has {} rounds", parameters.rounds)));
+            }
+            // A training round runs with the values the orchestrator stepped to; the first with the job's own.
+            let values = match round {
+                0 => parameters.values.clone(),
+                _ => state["values"]
+                    .as_array()
+                    .and_then(|values| values.iter().map(Json::as_f64).collect::<Option<Vec<f64>>>())
+                    .filter(|values| values.len() == parameters.values.len())
+                    .ok_or_else(|| {
+                        JobError::Invalid("state.values: the round's values, as many as the job's".into())
+                    })?,
+            };
+            let bounds = &algorithms.bounds;
+            sandbox::site_round(&admitted.algorithm, table, &parameters, &values, &declared, limits, bounds)
         }
         "aggregate" => {
             let parameters = analysis::read_parameters(parameters)?;
@@ -427,7 +445,7 @@ async fn conclude(
 ) -> Result<(), Refused> {
     let details = match outcome {
         Ok(released) => {
-            job.status = if matches!(job.template.as_str(), "glm" | "fedavg") { "open" } else { "completed" }.into();
+            job.status = if takes_rounds(job, round) { "open" } else { "completed" }.into();
             job.body["released"] = released.clone();
             let suppressed = released.get("suppressed").and_then(Json::as_array).map_or(0, Vec::len);
             json!({"job": job.id, "round": round, "resultDigest": crate::audit::canonical_digest(released), "suppressed": suppressed})
@@ -443,6 +461,15 @@ async fn conclude(
         tracing::error!(%error, "cannot record a job's result");
         refused(StatusCode::SERVICE_UNAVAILABLE, "InternalError", "the result cannot be recorded now")
     })
+}
+
+/// Whether a job takes more rounds after `round`: a model template's, and a training module's until its last.
+fn takes_rounds(job: &JobRow, round: u64) -> bool {
+    match job.template.as_str() {
+        "glm" | "fedavg" => true,
+        "module" => round + 1 < job.body["parameters"]["rounds"].as_u64().unwrap_or(1),
+        _ => false,
+    }
 }
 
 /// The table behind a compute transfer.

@@ -60,6 +60,9 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
         if parameters.algorithm.is_none() {
             return Err(Rejected("parameters.algorithm".into(), "the algorithm's digest (`sha-256:<hex>`)".into()));
         }
+        if request.rounds.is_some() {
+            return Err(Rejected("rounds".into(), "a module job's rounds are parameters.rounds".into()));
+        }
     }
     if matches!(request.template.as_str(), "glm" | "fedavg") {
         // The sites read the same parameters; a model they would all refuse is refused here, before any transfer.
@@ -309,7 +312,7 @@ async fn orchestrate(
     let released = round(state, job, sessions, 0, &first).await?;
     match job.template.as_str() {
         "aggregate" | "crosstab" => Ok(combine_cells(job, &released)),
-        "module" => conclude_module(state, job, &released).await,
+        "module" => conclude_module(state, job, sessions, released).await,
         "glm" => newton(state, job, Rounds::Plain(sessions), released).await,
         _ => federated_averaging(state, job, sessions, released).await,
     }
@@ -521,29 +524,66 @@ fn combine_cells(job: &mut JobRow, released: &[Json]) -> Json {
     json!({"template": job.template, "cells": cells, "total": {"n": total}, "sites": sites})
 }
 
-/// A module job's result: the sites' cells combined as `aggregate`'s and, where this connector admits the algorithm
-/// too, its metrics pooled (`pooled`) and its `finish` run over them (`results`).
-async fn conclude_module(state: &Arc<Compute>, job: &mut JobRow, released: &[Json]) -> Result<Json, String> {
+/// A module job's rounds after the first and its result: the sites' cells combined as `aggregate`'s and, where this
+/// connector admits the algorithm too, its metrics pooled (`pooled`) and its `finish` run over them: a training
+/// algorithm's steps the values for the next round (`values`, and `trace` of every round's), another's sets `results`.
+async fn conclude_module(
+    state: &Arc<Compute>,
+    job: &mut JobRow,
+    sessions: &[Session],
+    mut released: Vec<Json>,
+) -> Result<Json, String> {
     use super::sandbox;
-    let mut result = combine_cells(job, released);
     let parameters = sandbox::Parameters::from_json(&job.body["parameters"]).map_err(|e| e.to_string())?;
-    result["algorithm"] = json!(parameters.algorithm.as_deref().map(super::algorithms::normalise));
+    let digest = json!(parameters.algorithm.as_deref().map(super::algorithms::normalise));
     let Ok(admitted) = state.algorithms.admitted(&parameters) else {
-        result["results"] = Json::Null;
+        // Not admitted here: the sites' cells are the result.
+        let mut result = combine_cells(job, &released);
+        result["algorithm"] = digest;
         return Ok(result);
     };
     let declared = admitted.declared();
-    let pooled = sandbox::pool(released, parameters.cells, &declared).map_err(|e| e.to_string())?;
-    result["pooled"] = sandbox::pooled_json(&pooled, &declared);
-    if admitted.algorithm.finishes() {
-        let bounds = state.algorithms.bounds;
+    let (mut values, mut trace) = (parameters.values.clone(), Vec::new());
+    let mut pooled = Vec::new();
+    let mut results = Json::Null;
+    for number in 0..u64::from(parameters.rounds) {
+        if number > 0 {
+            released = round(state, job, sessions, number, &json!({"state": {"values": values}})).await?;
+        }
+        pooled = sandbox::pool(&released, parameters.cells, &declared).map_err(|e| e.to_string())?;
+        if !admitted.algorithm.finishes() {
+            break;
+        }
+        let (algorithm, bounds) = (admitted.clone(), state.algorithms.bounds);
+        let (cells, declared_now, values_now) = (pooled.clone(), declared.clone(), values.clone());
         let finished = tokio::task::spawn_blocking(move || {
-            sandbox::finish(&admitted.algorithm, pooled, &parameters, &declared, &bounds)
+            sandbox::finish(&algorithm.algorithm, cells, &values_now, &declared_now, &bounds)
         })
         .await
         .map_err(|e| format!("the algorithm's finish did not end: {e}"))?
         .map_err(|e| format!("the algorithm's finish: {e}"))?;
-        result["results"] = Json::Object(finished);
+        if declared.trains {
+            values = finished
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.ok_or(format!("round {number}: the algorithm set no value {i} (or a site withheld a cell)"))
+                })
+                .collect::<Result<_, _>>()?;
+            trace.push(json!({"round": number, "values": values}));
+        } else {
+            results = Json::Object(sandbox::named(&declared, &finished));
+        }
+    }
+    let mut result = combine_cells(job, &released);
+    result["algorithm"] = digest;
+    result["pooled"] = sandbox::pooled_json(&pooled, &declared);
+    match declared.trains {
+        true => {
+            result["values"] = json!(values);
+            result["trace"] = json!(trace);
+        }
+        false => result["results"] = results,
     }
     Ok(result)
 }
