@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::compute::algorithms;
+
 use crate::config::{Config, LogFormat};
 use crate::init::{InitOptions, init};
 use crate::{demo, server, telemetry};
@@ -59,6 +61,9 @@ pub enum Command {
     /// The participant's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Providers' algorithms (WebAssembly modules): sign a manifest as its author or as a reviewer.
+    #[command(subcommand)]
+    Algorithm(AlgorithmCommand),
     /// Download the data of an agreement through this connector: start a pull transfer, show progress, resume after
     /// interruptions, verify the provider's SHA-256, complete the transfer.
     #[command(
@@ -653,6 +658,24 @@ pub enum KeysCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AlgorithmCommand {
+    /// Sign an algorithm's manifest with this participant's key, as its author (the manifest's `author`) or with
+    /// `--reviewer` as one of its `reviewers`; the signature is added to the manifest file. The module beside the
+    /// manifest must have the digest the manifest names.
+    #[command(after_help = "Examples:
+  hanse algorithm sign algorithms/validation.json
+  hanse algorithm sign --reviewer --config /etc/hanse/hanse.toml algorithms/validation.json")]
+    Sign {
+        #[command(flatten)]
+        config: RunArgs,
+        /// Sign as a reviewer rather than as the author.
+        #[arg(long)]
+        reviewer: bool,
+        manifest: PathBuf,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Folder to write into (created if missing).
@@ -1007,6 +1030,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", crate::compute::commands::render(&job["result"]));
             }
+            Ok(())
+        }
+        Command::Algorithm(AlgorithmCommand::Sign { config, reviewer, manifest }) => {
+            let config = Config::load(&config.config)?;
+            let keys = crate::identity::keys::KeyRing::load(&config.participant.id, &config.participant.key_file)?;
+            let role = if reviewer { algorithms::Role::Reviewer } else { algorithms::Role::Author };
+            let signed =
+                algorithms::sign_file(&manifest, &keys, &config.participant.id, role).map_err(anyhow::Error::msg)?;
+            println!("{} {} signed by {} as {}", signed.name, signed.version, config.participant.id, role.name());
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate { config }) => {

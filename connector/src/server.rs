@@ -291,8 +291,9 @@ pub async fn start_on(
         fuel: config.compute.algorithm_fuel,
         memory_bytes: usize::try_from(config.compute.algorithm_memory_mb << 20).unwrap_or(usize::MAX),
     };
-    let algorithms = crate::compute::algorithms::Algorithms::load(&config.compute.algorithms, bounds)
+    let mut algorithms = crate::compute::algorithms::Algorithms::load(&config.compute.algorithms, bounds)
         .map_err(StartError::Algorithms)?;
+    algorithms.verify(&identity, config.participant.development).await;
     let compute = Arc::new(crate::compute::Compute::new(
         algorithms,
         &config.store.data_dir,

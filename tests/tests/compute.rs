@@ -1037,3 +1037,58 @@ async fn providers_algorithms_validate_and_train_across_three_hospitals_as_on_th
     );
     federation.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_algorithm_is_admitted_only_with_its_authors_and_reviewers_signatures_over_what_it_declares() {
+    // A research group writes the validation algorithm; a hospital's reviewer signs it too.
+    let author = TestConnector::start(Backend::Sqlite).await;
+    let reviewer = TestConnector::start(Backend::Sqlite).await;
+    let (author_did, reviewer_did) = (author.running.state.identity.did(), reviewer.running.state.identity.did());
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::copy(shipped_algorithms().join("validation.wat"), folder.path().join("validation.wat")).unwrap();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(shipped_algorithms().join("validation.json")).unwrap()).unwrap();
+    manifest["author"] = json!(author_did);
+    manifest["reviewers"] = json!([reviewer_did]);
+    let write = |name: &str, manifest: &Value| {
+        let path = folder.path().join(name);
+        std::fs::write(&path, manifest.to_string()).unwrap();
+        path
+    };
+    use hanse::compute::algorithms::{Role, sign_file};
+    let (author_keys, reviewer_keys) = (author.running.state.identity.keys(), reviewer.running.state.identity.keys());
+    // Signed by both.
+    let reviewed = write("reviewed.json", &manifest);
+    sign_file(&reviewed, &author_keys, author_did, Role::Author).unwrap();
+    sign_file(&reviewed, &reviewer_keys, reviewer_did, Role::Reviewer).unwrap();
+    // Only the author signed.
+    let unreviewed = write("unreviewed.json", &manifest);
+    sign_file(&unreviewed, &author_keys, author_did, Role::Author).unwrap();
+    // Changed after both signed: another result name.
+    let mut changed: Value = serde_json::from_slice(&std::fs::read(&reviewed).unwrap()).unwrap();
+    changed["version"] = json!("1.0.1");
+    let changed = write("changed.json", &changed);
+    // Nobody else may sign for the author.
+    let error = sign_file(&unreviewed, &reviewer_keys, reviewer_did, Role::Author).unwrap_err();
+    assert!(error.contains("is not the manifest's author"), "{error}");
+
+    let manifests = vec![reviewed, unreviewed, changed];
+    let hospital = TestConnector::start_with(Backend::Sqlite, |config| {
+        config.compute.algorithms = manifests;
+        config.participant.development = true;
+    })
+    .await;
+    let algorithms = &hospital.running.state.compute.algorithms;
+    let digest = manifest["digest"].as_str().unwrap();
+    let admitted = algorithms.get(digest).expect("the reviewed manifest is admitted");
+    assert_eq!(admitted.manifest.reviewers, [reviewer_did]);
+    let refused: Vec<(String, String)> =
+        algorithms.refused.iter().map(|(m, reason)| (m.version.clone(), reason.clone())).collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused.iter().any(|(_, r)| r.contains(&format!("the reviewer {reviewer_did} has not signed it"))),
+        "{refused:?}"
+    );
+    assert!(refused.iter().any(|(v, r)| v == "1.0.1" && r.contains("changed after it was signed")), "{refused:?}");
+    Federation { connectors: vec![hospital, author, reviewer], client: reqwest::Client::new() }.shutdown().await;
+}

@@ -1,7 +1,9 @@
 //! The algorithms this connector admits (decision 0048): each from its manifest (name, version, the module's
 //! SHA-256 digest, author and reviewer DIDs, the metrics and results it declares), with the module file beside it.
-//! A module whose bytes do not match its manifest's digest stops start-up; a job names its algorithm by digest and
-//! runs only if that digest was admitted here.
+//! A module whose bytes do not match its manifest's digest stops start-up. The manifest carries its signatures (JWTs
+//! of type [`SIGNATURE_TYP`] over its content's digest): the author's and every listed reviewer's, checked through
+//! their DIDs once the connector's identity is up ([`Algorithms::verify`]); an algorithm whose signatures do not hold
+//! is not admitted, and says why. A job names its algorithm by digest and runs only if that digest was admitted here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use super::analysis::JobError;
 use super::sandbox::{Algorithm, Bounds, Declared, Parameters};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
 
 /// An algorithm's manifest, as its author publishes it and a provider's reviewers admit it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +36,81 @@ pub struct Manifest {
     /// A training algorithm: its `finish` sets the next round's values.
     #[serde(default)]
     pub trains: bool,
+    /// The author's and the reviewers' signatures of everything above (see [`Manifest::sign`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<String>,
+}
+
+/// The JWT type of a signature on an algorithm's manifest.
+pub const SIGNATURE_TYP: &str = "hanse-algorithm+jwt";
+
+/// Who signs a manifest: its author, or a reviewer who read the module and admits it for use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Author,
+    Reviewer,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Author => "author",
+            Role::Reviewer => "reviewer",
+        }
+    }
+}
+
+impl Manifest {
+    /// The canonical digest of the manifest without its signatures: what every signature signs.
+    pub fn content_digest(&self) -> String {
+        let mut content = serde_json::to_value(self).expect("a manifest is JSON");
+        content.as_object_mut().expect("an object").remove("signatures");
+        crate::audit::canonical_digest(&content)
+    }
+
+    /// A signature of this manifest's content by `keys` as `role`.
+    pub fn sign(&self, keys: &crate::identity::keys::KeyRing, role: Role) -> String {
+        let claims = json!({"manifest": self.content_digest(), "role": role.name(), "name": self.name,
+                            "version": self.version, "digest": self.digest});
+        keys.sign(SIGNATURE_TYP, &[], &claims)
+    }
+
+    /// Checks every signature through its signer's DID: the author's must be there, and every listed reviewer's;
+    /// no one else's may be. Answers why not.
+    pub async fn check_signatures(&self, identity: &crate::identity::Identity) -> Result<(), String> {
+        let content = self.content_digest();
+        let mut signed = Vec::new();
+        for jwt in &self.signatures {
+            let (header, _) = crate::identity::jose::peek(jwt).map_err(|e| format!("a signature is not a JWT: {e}"))?;
+            let kid = header.get("kid").and_then(Json::as_str).unwrap_or_default();
+            let signer = crate::identity::did::controller_of(kid).ok_or("a signature names no signer's key")?;
+            let claims = identity
+                .verify_signed(jwt, SIGNATURE_TYP, signer)
+                .await
+                .map_err(|e| format!("{signer}'s signature does not hold: {e}"))?;
+            if claims.get("manifest").and_then(Json::as_str) != Some(content.as_str()) {
+                return Err(format!("{signer} signed another manifest: this one was changed after it was signed"));
+            }
+            let role = claims.get("role").and_then(Json::as_str).unwrap_or_default();
+            let listed = match role {
+                "author" => self.author == signer,
+                "reviewer" => self.reviewers.iter().any(|r| r == signer),
+                _ => false,
+            };
+            if !listed {
+                return Err(format!("{signer} signed as {role:?}, which the manifest does not name them"));
+            }
+            signed.push((role.to_owned(), signer.to_owned()));
+        }
+        let has = |role: Role, who: &str| signed.iter().any(|(r, s)| r == role.name() && s == who);
+        if !has(Role::Author, &self.author) {
+            return Err(format!("the author {} has not signed it", self.author));
+        }
+        if let Some(missing) = self.reviewers.iter().find(|r| !has(Role::Reviewer, r)) {
+            return Err(format!("the reviewer {missing} has not signed it"));
+        }
+        Ok(())
+    }
 }
 
 /// An admitted algorithm: its manifest and its compiled module.
@@ -52,10 +130,38 @@ impl Admitted {
     }
 }
 
+/// Signs the manifest at `path` with `keys` of participant `signer` as `role` and writes it back with the signature
+/// added; the signer must be the manifest's author or one of its reviewers, and the module beside it must match.
+pub fn sign_file(
+    path: &Path,
+    keys: &crate::identity::keys::KeyRing,
+    signer: &str,
+    role: Role,
+) -> Result<Manifest, String> {
+    let admitted = Algorithms::admit(path).map_err(|reason| format!("{}: {reason}", path.display()))?;
+    let mut manifest = admitted.manifest;
+    let named = match role {
+        Role::Author => manifest.author == signer,
+        Role::Reviewer => manifest.reviewers.iter().any(|r| r == signer),
+    };
+    if !named {
+        return Err(format!("{signer} is not the manifest's {}", role.name()));
+    }
+    manifest.signatures.push(manifest.sign(keys, role));
+    let text = serde_json::to_string_pretty(&manifest).expect("a manifest is JSON") + "\n";
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(manifest)
+}
+
 /// The admitted algorithms by digest.
 #[derive(Debug, Clone)]
 pub struct Algorithms {
+    /// Every manifest read, in the configuration's order (several may name one module).
+    read: Vec<Arc<Admitted>>,
+    /// Per digest, the first manifest read (after [`Algorithms::verify`]: the first whose signatures hold).
     by_digest: HashMap<String, Arc<Admitted>>,
+    /// Algorithms whose manifest's signatures did not hold: name, version, digest and why.
+    pub refused: Vec<(Manifest, String)>,
     /// The fuel and memory every run of them may use.
     pub bounds: Bounds,
 }
@@ -76,13 +182,17 @@ impl Algorithms {
     /// Reads and compiles every manifest's module; an unreadable manifest, a module that does not match its digest
     /// or does not compile is an error naming the file.
     pub fn load(manifests: &[PathBuf], bounds: Bounds) -> Result<Algorithms, String> {
-        let mut by_digest = HashMap::new();
+        let mut read = Vec::new();
         for path in manifests {
             let admitted =
                 Self::admit(path).map_err(|reason| format!("compute.algorithms: {}: {reason}", path.display()))?;
-            by_digest.insert(normalise(&admitted.manifest.digest), Arc::new(admitted));
+            read.push(Arc::new(admitted));
         }
-        Ok(Algorithms { by_digest, bounds })
+        let mut by_digest = HashMap::new();
+        for admitted in read.iter().rev() {
+            by_digest.insert(normalise(&admitted.manifest.digest), admitted.clone());
+        }
+        Ok(Algorithms { read, by_digest, refused: Vec::new(), bounds })
     }
 
     fn admit(path: &Path) -> Result<Admitted, String> {
@@ -103,13 +213,46 @@ impl Algorithms {
         self.by_digest.get(&normalise(digest)).cloned()
     }
 
+    /// Keeps only the algorithms whose manifests' signatures hold ([`Manifest::check_signatures`]); the others are
+    /// refused with the reason. An unsigned manifest is admitted in development mode only.
+    pub async fn verify(&mut self, identity: &crate::identity::Identity, development: bool) {
+        let mut checked = HashMap::new();
+        for admitted in &self.read {
+            let manifest = &admitted.manifest;
+            let verdict = match manifest.signatures.is_empty() {
+                true if development => {
+                    tracing::warn!(algorithm = %manifest.name, "an unsigned algorithm is admitted (development mode)");
+                    Ok(())
+                }
+                true => Err("its manifest is not signed (`hanse algorithm sign`)".to_owned()),
+                false => manifest.check_signatures(identity).await,
+            };
+            match verdict {
+                Ok(()) => {
+                    checked.entry(normalise(&manifest.digest)).or_insert_with(|| admitted.clone());
+                }
+                Err(reason) => {
+                    tracing::error!(algorithm = %manifest.name, %reason, "an algorithm is not admitted");
+                    self.refused.push((manifest.clone(), reason));
+                }
+            }
+        }
+        self.by_digest = checked;
+    }
+
     /// The algorithm a module job names, or why it may not run here (naming the digest).
     pub fn admitted(&self, parameters: &Parameters) -> Result<Arc<Admitted>, JobError> {
         let digest = parameters.algorithm.as_deref().ok_or_else(|| {
             JobError::Invalid("algorithm: a module job names its algorithm by digest (`sha-256:<hex>`)".into())
         })?;
-        self.get(digest)
-            .ok_or_else(|| JobError::Invalid(format!("algorithm: {} is not admitted at this site", normalise(digest))))
+        let digest = normalise(digest);
+        self.get(&digest).ok_or_else(|| {
+            let why = self.refused.iter().find(|(manifest, _)| normalise(&manifest.digest) == digest);
+            JobError::Invalid(match why {
+                Some((_, reason)) => format!("algorithm: {digest} is not admitted at this site: {reason}"),
+                None => format!("algorithm: {digest} is not admitted at this site"),
+            })
+        })
     }
 
     /// The admitted manifests, by name.
