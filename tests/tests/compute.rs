@@ -1043,7 +1043,9 @@ async fn an_algorithm_is_admitted_only_with_its_authors_and_reviewers_signatures
     // A research group writes the validation algorithm; a hospital's reviewer signs it too.
     let author = TestConnector::start(Backend::Sqlite).await;
     let reviewer = TestConnector::start(Backend::Sqlite).await;
-    let (author_did, reviewer_did) = (author.running.state.identity.did(), reviewer.running.state.identity.did());
+    let (author_did, reviewer_did) =
+        (author.running.state.identity.did().to_owned(), reviewer.running.state.identity.did().to_owned());
+    let (author_did, reviewer_did) = (author_did.as_str(), reviewer_did.as_str());
     let folder = tempfile::tempdir().unwrap();
     std::fs::copy(shipped_algorithms().join("validation.wat"), folder.path().join("validation.wat")).unwrap();
     let mut manifest: Value =
@@ -1078,7 +1080,8 @@ async fn an_algorithm_is_admitted_only_with_its_authors_and_reviewers_signatures
         config.participant.development = true;
     })
     .await;
-    let algorithms = &hospital.running.state.compute.algorithms;
+    let federation = Federation { connectors: vec![hospital, author, reviewer], client: reqwest::Client::new() };
+    let algorithms = &federation.connectors[0].running.state.compute.algorithms;
     let digest = manifest["digest"].as_str().unwrap();
     let admitted = algorithms.get(digest).expect("the reviewed manifest is admitted");
     assert_eq!(admitted.manifest.reviewers, [reviewer_did]);
@@ -1090,5 +1093,12 @@ async fn an_algorithm_is_admitted_only_with_its_authors_and_reviewers_signatures
         "{refused:?}"
     );
     assert!(refused.iter().any(|(v, r)| v == "1.0.1" && r.contains("changed after it was signed")), "{refused:?}");
-    Federation { connectors: vec![hospital, author, reviewer], client: reqwest::Client::new() }.shutdown().await;
+    // The operator sees both: what is admitted, signed, and what is not, with the reason.
+    let listed = federation.management(0).get("/management/v3/algorithms").await;
+    assert_eq!(listed.status, 200, "{:#}", listed.body);
+    assert_eq!(listed.body["admitted"].as_array().unwrap().len(), 1, "{:#}", listed.body);
+    assert_eq!(listed.body["admitted"][0]["signatures"].as_array().unwrap().len(), 2, "{:#}", listed.body);
+    assert_eq!(listed.body["refused"].as_array().unwrap().len(), 2, "{:#}", listed.body);
+    assert!(listed.body["refused"][0]["reason"].is_string(), "{:#}", listed.body);
+    federation.shutdown().await;
 }

@@ -274,6 +274,23 @@ pub async fn start(State(state): State<Shared>, body: Bytes) -> Result<Response,
     Ok(axum::Json(id_response(&job.id, job.created_at)).into_response())
 }
 
+/// `GET /management/v3/algorithms`: the providers' algorithms this connector admits (their signed manifests, which a
+/// provider may publish for consumers to find) and those it refused, with the reason.
+#[utoipa::path(get, path = "/management/v3/algorithms", tag = "Compute", operation_id = "list algorithms", responses((status = 200, description = "`admitted`: the manifests admitted; `refused`: manifests not admitted, each with its `reason`", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
+pub async fn algorithms(State(state): State<Shared>) -> Response {
+    let algorithms = &state.compute.algorithms;
+    let refused: Vec<Json> = algorithms
+        .refused
+        .iter()
+        .map(|(manifest, reason)| {
+            let mut entry = serde_json::to_value(manifest).unwrap_or_default();
+            entry["reason"] = Json::String(reason.clone());
+            entry
+        })
+        .collect();
+    axum::Json(serde_json::json!({"admitted": algorithms.manifests(), "refused": refused})).into_response()
+}
+
 /// `GET /management/v3/jobs/{id}`: state, per-site progress and, once done, the combined result.
 #[utoipa::path(get, path = "/management/v3/jobs/{id}", tag = "Compute", operation_id = "read a job", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "The job with its progress and result", body = crate::management::openapi::Object), crate::management::openapi::ReadErrors))]
 pub async fn read(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {

@@ -108,6 +108,7 @@ pub fn router(state: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(compute::start))
         .routes(routes!(compute::query))
         .routes(routes!(compute::read))
+        .routes(routes!(compute::algorithms))
         .merge(broker::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotent))
         .route_layer(middleware::from_fn_with_state(state.clone(), access::require_api_key));
