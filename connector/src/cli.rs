@@ -448,7 +448,7 @@ pub enum JobCommand {
     Run {
         #[command(flatten)]
         access: ManagementAccess,
-        /// `aggregate`, `crosstab`, `glm` or `fedavg`.
+        /// `aggregate`, `crosstab`, `glm`, `fedavg` or `module` (a provider's algorithm, named by digest).
         #[arg(long)]
         template: String,
         /// The parameters as JSON, or `@FILE`.

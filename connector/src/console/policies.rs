@@ -16,7 +16,7 @@ use crate::management::access::Need;
 use hanse_vocab::ns::EDC;
 
 /// The job templates a compute policy may allow.
-const TEMPLATES: [&str; 4] = ["aggregate", "crosstab", "glm", "fedavg"];
+use crate::compute::analysis::TEMPLATES;
 /// Prohibitions offered as switches (ODRL actions).
 const PROHIBITIONS: [&str; 3] = ["distribute", "commercialize", "reproduce"];
 

@@ -409,12 +409,13 @@ pub struct CredentialIssue {
     "sites": [{"agreementId": "urn:uuid:5e0c6d1e-8f0a-4f8e-9f64-1d2f0c3b4a5d"}]}))]
 #[allow(dead_code)]
 pub struct JobInput {
-    /// `aggregate`, `crosstab`, `glm` or `fedavg`.
+    /// `aggregate`, `crosstab`, `glm`, `fedavg` or `module` (a provider's algorithm, decision 0048).
     template: String,
     /// The template's parameters (`glm` and `fedavg`: `family`, `outcome`, `covariates`, `filters` and
     /// `secureAggregation`: the sites release only masked updates whose sum alone this connector learns; `fedavg` also
     /// `learningRate`, `localEpochs`, `seed`, `proximalMu`, FedProx's proximal weight, `differentialPrivacy`: `clip`,
-    /// `noiseMultiplier` and `rounds` of each site's clipped, noised update, and `standardise`).
+    /// `noiseMultiplier` and `rounds` of each site's clipped, noised update, and `standardise`; `module`: `algorithm`,
+    /// the `sha-256:` digest of an algorithm the sites admit, `columns`, `values`, `cells` and `rounds`).
     #[schema(required = false)]
     parameters: Json,
     /// One entry per site: `agreementId` and optionally `counterPartyAddress`.
