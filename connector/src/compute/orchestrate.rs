@@ -63,6 +63,12 @@ pub async fn create(state: &Arc<Compute>, request: JobRequest) -> Result<JobRow,
         if request.rounds.is_some() {
             return Err(Rejected("rounds".into(), "a module job's rounds are parameters.rounds".into()));
         }
+        // Between rounds this connector runs the algorithm's finish: it must admit a training algorithm too.
+        if parameters.rounds > 1
+            && let Err(refusal) = state.algorithms.admitted(&parameters)
+        {
+            return Err(Rejected("parameters.algorithm".into(), format!("a training job's {refusal}")));
+        }
     }
     if matches!(request.template.as_str(), "glm" | "fedavg") {
         // The sites read the same parameters; a model they would all refuse is refused here, before any transfer.
@@ -537,7 +543,7 @@ async fn conclude_module(
     let parameters = sandbox::Parameters::from_json(&job.body["parameters"]).map_err(|e| e.to_string())?;
     let digest = json!(parameters.algorithm.as_deref().map(super::algorithms::normalise));
     let Ok(admitted) = state.algorithms.admitted(&parameters) else {
-        // Not admitted here: the sites' cells are the result.
+        // Not admitted here (one round only, checked when the job was made): the sites' cells are the result.
         let mut result = combine_cells(job, &released);
         result["algorithm"] = digest;
         return Ok(result);
