@@ -509,6 +509,54 @@ pub mod examples {
         Declared::default()
     }
 
+    /// What [`VALIDATION`] concludes, computed in Rust on all the rows at once: the reference that tests and benchmarks
+    /// hold the module's federated result to.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Validation {
+        pub auc: f64,
+        pub observed: f64,
+        pub expected: f64,
+    }
+
+    /// [`Validation`] of the logistic `model` (intercept, then one coefficient per term after the outcome) over
+    /// `tables` pooled, with the outcome and terms named by `columns` and probabilities in `cells` cells.
+    pub fn pooled_validation(
+        tables: &[crate::table::Table],
+        columns: &[&str],
+        model: &[f64],
+        cells: usize,
+    ) -> Validation {
+        let (mut events, mut others, mut expected) = (vec![0.0; cells], vec![0.0; cells], 0.0);
+        for table in tables {
+            let at: Vec<usize> =
+                columns.iter().map(|c| table.schema.column(c).expect("a column of the table").0).collect();
+            for r in 0..table.rows {
+                let y = table.values[at[0]][r];
+                let mut eta = model[0];
+                for j in 1..columns.len() {
+                    eta += model[j] * table.values[at[j]][r];
+                }
+                let p = 1.0 / (1.0 + (-eta).exp());
+                if y.is_nan() || p.is_nan() {
+                    continue;
+                }
+                let cell = ((p * cells as f64).floor() as usize).min(cells - 1);
+                match y == 1.0 {
+                    true => events[cell] += 1.0,
+                    false => others[cell] += 1.0,
+                }
+                expected += p;
+            }
+        }
+        let (mut pairs, mut below) = (0.0, 0.0);
+        for c in 0..cells {
+            pairs += events[c] * (below + 0.5 * others[c]);
+            below += others[c];
+        }
+        let observed: f64 = events.iter().sum();
+        Validation { auc: pairs / (observed * below), observed, expected }
+    }
+
     /// [`LOGISTIC`] measures the gradient of each coefficient and trains.
     pub fn logistic() -> Declared {
         Declared { metrics: (0..16).map(|j| format!("gradient{j}")).collect(), results: Vec::new(), trains: true }

@@ -24,40 +24,6 @@ const TERMS: [&str; 4] = ["readmitted", "age", "hba1c", "bmi"];
 const MODEL: [f64; 4] = [-6.0, 0.04, 0.3, 0.05];
 const BINS: usize = 8;
 
-/// The AUC, events and expected events of the model on `tables` pooled, computed here in Rust as the algorithm
-/// computes it across sites.
-fn pooled_validation(tables: &[Table]) -> (f64, f64, f64) {
-    let (mut events, mut others, mut expected) = (vec![0.0; BINS], vec![0.0; BINS], 0.0);
-    for table in tables {
-        let at: Vec<usize> = TERMS.iter().map(|t| column(table, t)).collect();
-        for r in 0..table.rows {
-            let y = table.values[at[0]][r];
-            let mut eta = MODEL[0];
-            for j in 1..TERMS.len() {
-                eta += MODEL[j] * table.values[at[j]][r];
-            }
-            let p = 1.0 / (1.0 + (-eta).exp());
-            if y.is_nan() || p.is_nan() {
-                continue;
-            }
-            let cell = ((p * BINS as f64).floor() as usize).min(BINS - 1);
-            if y == 1.0 {
-                events[cell] += 1.0;
-            } else {
-                others[cell] += 1.0;
-            }
-            expected += p;
-        }
-    }
-    let (mut pairs, mut below) = (0.0, 0.0);
-    for c in 0..BINS {
-        pairs += events[c] * (below + 0.5 * others[c]);
-        below += others[c];
-    }
-    let observed: f64 = events.iter().sum();
-    (pairs / (observed * below), observed, expected)
-}
-
 #[test]
 fn the_validation_algorithm_across_three_sites_gives_the_pooled_auc() {
     let algorithm = Algorithm::compile(examples::VALIDATION.as_bytes()).unwrap();
@@ -77,7 +43,7 @@ fn the_validation_algorithm_across_three_sites_gives_the_pooled_auc() {
     let pooled = sandbox::pool(&released, BINS, &declared).unwrap();
     let results =
         sandbox::named(&declared, &sandbox::finish(&algorithm, pooled, &job.values, &declared, &BOUNDS).unwrap());
-    let (auc, observed, expected) = pooled_validation(&tables);
+    let examples::Validation { auc, observed, expected } = examples::pooled_validation(&tables, &TERMS, &MODEL, BINS);
     let got = |name: &str| results[name].as_f64().unwrap_or_else(|| panic!("{name}: {results:?}"));
     assert!((got("auc") - auc).abs() < 1e-9, "AUC {} across sites, {auc} pooled", got("auc"));
     assert!(auc > 0.6 && auc < 1.0, "the model discriminates: {auc}");

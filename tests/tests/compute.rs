@@ -930,6 +930,22 @@ async fn providers_algorithms_validate_and_train_across_three_hospitals_as_on_th
         )
         .await;
     }
+    // A hospital's DSP catalogue lists the algorithms it runs, each a data service named by its digest with its
+    // manifest, and stays a valid DSP message.
+    let url = format!("{}/protocol/2025-1/catalog/request", federation.connectors[0].public_url());
+    let catalog =
+        dsp_post(&federation.client, &url, Some(&federation.connectors[3]), &catalog_request(json!([]))).await;
+    assert_eq!(catalog.status, 200, "{:#}", catalog.body);
+    assert_valid_dsp(&catalog.body);
+    let services = catalog.body["service"].as_array().unwrap();
+    let listed = services
+        .iter()
+        .find(|s| s["http://purl.org/dc/terms/identifier"] == json!(validation))
+        .unwrap_or_else(|| panic!("the validation algorithm is not in the catalogue: {services:#?}"));
+    assert_eq!(listed["@type"], "DataService");
+    assert_eq!(listed["https://w3id.org/hanse/ns/manifest"]["@value"]["name"], "validation");
+    assert_eq!(services.len(), 4, "the connector's own service and three algorithms: {services:#?}");
+
     let mut agreements = Vec::new();
     for site in 0..3 {
         agreements.push(agree(&federation, site, &format!("register-{site}")).await);
@@ -945,32 +961,14 @@ async fn providers_algorithms_validate_and_train_across_three_hospitals_as_on_th
     assert_eq!(job["state"], "COMPLETED", "{job:#}");
     let result = &job["result"];
 
-    // The same on the pooled rows, computed here.
-    let (mut events, mut others, mut expected) = (vec![0.0; cells], vec![0.0; cells], 0.0);
-    for (site, rows) in ROWS.into_iter().enumerate() {
-        let table = hanse::compute::synth::cohort(rows, site as u32, SEED);
-        let at: Vec<usize> = terms.iter().map(|t| table.schema.column(t).unwrap().0).collect();
-        for r in 0..rows {
-            let mut eta = model[0];
-            for j in 1..terms.len() {
-                eta += model[j] * table.values[at[j]][r];
-            }
-            let p = 1.0 / (1.0 + (-eta).exp());
-            let cell = ((p * cells as f64).floor() as usize).min(cells - 1);
-            match table.values[at[0]][r] == 1.0 {
-                true => events[cell] += 1.0,
-                false => others[cell] += 1.0,
-            }
-            expected += p;
-        }
-    }
-    let (mut pairs, mut below) = (0.0, 0.0);
-    for c in 0..cells {
-        pairs += events[c] * (below + 0.5 * others[c]);
-        below += others[c];
-    }
-    let observed: f64 = events.iter().sum();
-    let auc = pairs / (observed * below);
+    // The same on the pooled rows.
+    let tables: Vec<_> = ROWS
+        .into_iter()
+        .enumerate()
+        .map(|(site, rows)| hanse::compute::synth::cohort(rows, site as u32, SEED))
+        .collect();
+    let hanse::compute::sandbox::examples::Validation { auc, observed, expected } =
+        hanse::compute::sandbox::examples::pooled_validation(&tables, &terms, &model, cells);
     let got = |name: &str| result["results"][name].as_f64().unwrap_or_else(|| panic!("{name}: {result:#}"));
     assert!((got("auc") - auc).abs() < 1e-9, "AUC {} across the hospitals, {auc} pooled", got("auc"));
     assert_eq!(got("observed"), observed);

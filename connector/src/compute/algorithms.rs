@@ -255,6 +255,35 @@ impl Algorithms {
         })
     }
 
+    /// The admitted algorithms as data services of this connector's DSP catalogue, beside its own service: each runs
+    /// at `endpoint_url`, is named by its digest and carries its signed manifest, so that a consumer finds which
+    /// reviewed algorithms a provider runs before it negotiates.
+    pub fn catalogue_services(&self, endpoint_url: &str) -> Vec<Json> {
+        use hanse_vocab::ns::{DCT, HANSE};
+        self.manifests()
+            .into_iter()
+            .map(|manifest| {
+                let digest = normalise(&manifest.digest);
+                let reviewers: Vec<Json> = manifest.reviewers.iter().map(|r| json!({"@id": r})).collect();
+                let mut service = json!({
+                    "@id": format!("urn:hanse:algorithm:{digest}"),
+                    "@type": "DataService",
+                    "endpointURL": endpoint_url,
+                });
+                let described = [
+                    (format!("{DCT}title"), json!(manifest.name)),
+                    (format!("{DCT}description"), json!(manifest.description)),
+                    (format!("{DCT}identifier"), json!(digest)),
+                    (format!("{DCT}creator"), json!({"@id": manifest.author})),
+                    (format!("{HANSE}reviewer"), json!(reviewers)),
+                    (format!("{HANSE}manifest"), json!({"@type": "@json", "@value": manifest})),
+                ];
+                service.as_object_mut().expect("an object").extend(described);
+                service
+            })
+            .collect()
+    }
+
     /// The admitted manifests, by name.
     pub fn manifests(&self) -> Vec<Manifest> {
         let mut listed: Vec<Manifest> = self.by_digest.values().map(|a| a.manifest.clone()).collect();

@@ -54,12 +54,16 @@ async fn requester_context(state: &Shared, headers: &HeaderMap) -> Result<Reques
 /// The DSP `Catalog` message for a page, as JSON text: the datasets are spliced in as rendered.
 pub fn catalog_message(state: &Shared, page: &CatalogPage) -> String {
     let service = &state.catalogue.service;
+    let mut services =
+        vec![json!({"@id": service.service_id(), "@type": "DataService", "endpointURL": service.endpoint_url})];
+    // The providers' algorithms this connector runs, each a service of its own (decision 0048).
+    services.extend(state.compute.algorithms.catalogue_services(&service.endpoint_url));
     let head = json!({
         "@context": [hanse_vocab::contexts::DSPACE_2025_1],
         "@id": service.catalog_id(),
         "@type": "Catalog",
         "participantId": service.participant_id,
-        "service": [{"@id": service.service_id(), "@type": "DataService", "endpointURL": service.endpoint_url}],
+        "service": services,
     })
     .to_string();
     if page.datasets.is_empty() {
