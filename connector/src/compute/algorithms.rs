@@ -164,6 +164,8 @@ pub struct Algorithms {
     pub refused: Vec<(Manifest, String)>,
     /// The fuel and memory every run of them may use.
     pub bounds: Bounds,
+    /// The admitted algorithms as the DSP catalogue's data services, made once (see [`Algorithms::catalogue_services`]).
+    catalogue: std::sync::OnceLock<Vec<Json>>,
 }
 
 /// `sha-256:<lowercase hex>` of `bytes`.
@@ -192,7 +194,7 @@ impl Algorithms {
         for admitted in read.iter().rev() {
             by_digest.insert(normalise(&admitted.manifest.digest), admitted.clone());
         }
-        Ok(Algorithms { read, by_digest, refused: Vec::new(), bounds })
+        Ok(Algorithms { read, by_digest, refused: Vec::new(), bounds, catalogue: Default::default() })
     }
 
     fn admit(path: &Path) -> Result<Admitted, String> {
@@ -238,6 +240,7 @@ impl Algorithms {
             }
         }
         self.by_digest = checked;
+        self.catalogue = Default::default();
     }
 
     /// The algorithm a module job names, or why it may not run here (naming the digest).
@@ -258,7 +261,12 @@ impl Algorithms {
     /// The admitted algorithms as data services of this connector's DSP catalogue, beside its own service: each runs
     /// at `endpoint_url`, is named by its digest and carries its signed manifest, so that a consumer finds which
     /// reviewed algorithms a provider runs before it negotiates.
-    pub fn catalogue_services(&self, endpoint_url: &str) -> Vec<Json> {
+    /// Made on the first catalogue request and kept: the admitted set does not change while the connector runs.
+    pub fn catalogue_services(&self, endpoint_url: &str) -> &[Json] {
+        self.catalogue.get_or_init(|| self.describe_services(endpoint_url))
+    }
+
+    fn describe_services(&self, endpoint_url: &str) -> Vec<Json> {
         use hanse_vocab::ns::{DCT, HANSE};
         self.manifests()
             .into_iter()

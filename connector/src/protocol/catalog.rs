@@ -57,7 +57,7 @@ pub fn catalog_message(state: &Shared, page: &CatalogPage) -> String {
     let mut services =
         vec![json!({"@id": service.service_id(), "@type": "DataService", "endpointURL": service.endpoint_url})];
     // The providers' algorithms this connector runs, each a service of its own (decision 0048).
-    services.extend(state.compute.algorithms.catalogue_services(&service.endpoint_url));
+    services.extend(state.compute.algorithms.catalogue_services(&service.endpoint_url).iter().cloned());
     let head = json!({
         "@context": [hanse_vocab::contexts::DSPACE_2025_1],
         "@id": service.catalog_id(),
