@@ -682,6 +682,11 @@ pub struct CatalogConfig {
     /// made it) approves it (`/management/v3/approvals`).
     #[serde(default)]
     pub publication_approval: bool,
+    /// Keep the catalogue's RDF graph on disk in this folder (oxigraph's RocksDB store; needs a build with
+    /// `--features rocksdb`): it is resumed at the next start instead of built again, and memory no longer holds
+    /// it. Each replica keeps its own. Default: in memory, built after every start.
+    #[serde(default)]
+    pub graph_dir: Option<PathBuf>,
 }
 
 /// The operator console under `/console` on the management listener (decision 0039).
@@ -1068,8 +1073,10 @@ impl Config {
         };
         resolve(&mut self.participant.key_file);
         resolve(&mut self.store.data_dir);
-        if let Some(p) = self.dataplane.file_root.as_mut() {
-            resolve(p);
+        for p in [&mut self.dataplane.file_root, &mut self.catalog.graph_dir, &mut self.broker.graph_dir] {
+            if let Some(p) = p.as_mut() {
+                resolve(p);
+            }
         }
         if let Some(p) = self.public.tls_cert.as_mut() {
             resolve(p);

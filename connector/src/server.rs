@@ -47,6 +47,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Algorithms(String),
+    #[error("{0}")]
+    Graph(String),
     #[error("cannot open the storage ({at}): {source}")]
     Storage { at: String, source: std::io::Error },
 }
@@ -86,6 +88,7 @@ impl RunningConnector {
         }
         // What this replica held is free for the others at once, not after the leases expire.
         self.state.cluster.release_all().await;
+        self.state.catalogue.close_graph();
         self.state.store.close().await;
         tracing::info!("connector stopped");
     }
@@ -170,12 +173,17 @@ pub async fn start_on(
     if store.dialect() == crate::store::Dialect::Sqlite {
         cluster.start_alone().await;
     }
+    let graphs = match &config.catalog.graph_dir {
+        None => crate::catalog::graphs::Graphs::in_memory(),
+        Some(dir) => crate::catalog::graphs::Graphs::open(dir, "catalog.graph_dir").map_err(StartError::Graph)?,
+    };
     let catalogue = Catalogue::load(
         store.documents.clone(),
         store.governance.clone(),
         store.audit.clone(),
         config.catalog.publication_approval,
         service,
+        graphs,
     )
     .await?;
     let retry = Retry {

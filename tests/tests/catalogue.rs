@@ -338,3 +338,144 @@ async fn after_a_start_sparql_waits_for_the_whole_graph_and_a_write_lands_in_it_
         connector.running.shutdown().await;
     }
 }
+
+/// What a catalogue graph answers, as text to compare: every named graph with its size, the datasets with their
+/// titles, periods and offers, and the offers' rules.
+async fn graph_answers(api: &Management) -> Vec<String> {
+    let queries = [
+        "SELECT ?g (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } } GROUP BY ?g ORDER BY ?g",
+        "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }",
+        "SELECT ?id ?title ?start ?offer WHERE { ?d a dcat:Dataset ; dct:identifier ?id ; dct:title ?title . \
+         OPTIONAL { ?d dct:temporal [ dcat:startDate ?start ] } OPTIONAL { ?d odrl:hasPolicy ?offer } } \
+         ORDER BY ?id ?title ?start ?offer",
+        "SELECT ?offer ?operand ?value WHERE { ?offer a odrl:Offer ; odrl:permission [ odrl:constraint \
+         [ odrl:leftOperand ?operand ; odrl:rightOperand ?value ] ] } ORDER BY ?offer ?operand ?value",
+        "SELECT ?catalog ?name WHERE { ?catalog a dcat:Catalog ; dct:publisher [ foaf:name ?name ] }",
+    ];
+    let mut answers = Vec::new();
+    for query in queries {
+        let response = api
+            .client
+            .post(format!("{}/management/sparql", api.base))
+            .header("X-Api-Key", &api.api_key)
+            .header("Content-Type", "application/sparql-query")
+            .header("Accept", "application/sparql-results+json")
+            .body(query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        let results: Value = response.json().await.unwrap();
+        answers.push(format!("{query}\n{:#}", results["results"]["bindings"]));
+    }
+    answers
+}
+
+/// Holds two sets of graph answers equal, showing the first query whose answers differ.
+fn same_answers(left: &[String], right: &[String], context: &str) {
+    assert_eq!(left.len(), right.len());
+    for (l, r) in left.iter().zip(right) {
+        if l != r {
+            let (l, r): (Vec<&str>, Vec<&str>) = (l.lines().collect(), r.lines().collect());
+            let first = l.iter().zip(&r).position(|(a, b)| a != b).unwrap_or(l.len().min(r.len()));
+            let from = first.saturating_sub(12);
+            panic!(
+                "{context}: answers differ for {}\n--- kept:\n{}\n--- anew:\n{}",
+                l[0],
+                l[from..(first + 12).min(l.len())].join("\n"),
+                r[from..(first + 12).min(r.len())].join("\n")
+            );
+        }
+    }
+}
+
+/// Restarts `connector` with its catalogue graph in `graph_dir` (on disk) or in memory, and waits for the graph.
+async fn restart_with_graph(
+    mut connector: hanse::testing::TestConnector,
+    graph_dir: Option<&std::path::Path>,
+) -> hanse::testing::TestConnector {
+    connector.config.catalog.graph_dir = graph_dir.map(std::path::Path::to_path_buf);
+    let connector = connector.restart().await;
+    assert!(connector.running.state.catalogue.graph_built(std::time::Duration::from_secs(60)), "the graph is ready");
+    connector
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_graph_kept_on_disk_is_resumed_with_what_changed_meanwhile_and_answers_as_one_built_anew() {
+    use hanse::catalog::GraphStart;
+    for backend in hanse::testing::backends() {
+        let connector = hanse::testing::TestConnector::start(backend).await;
+        let client = reqwest::Client::new();
+        let graph_dir = connector.dir().join("catalogue-graph");
+        {
+            let api = Management::of(&connector, &client);
+            api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
+            api.create("/management/v3/contractdefinitions", contract_definition("all", "open", "open", &[])).await;
+            for i in 0..30 {
+                let id = format!("dataset-{i:02}");
+                api.create("/management/v3/assets", health_asset(&id, &format!("Cohort {i}"), &["diabetes"], 100 + i))
+                    .await;
+            }
+        }
+        // The first start with a graph on disk builds it; the next resumes it and has nothing to write again.
+        let connector = restart_with_graph(connector, Some(&graph_dir)).await;
+        assert_eq!(connector.running.state.catalogue.graph_start(), Some(GraphStart::Built), "{backend:?}");
+        let built = graph_answers(&Management::of(&connector, &client)).await;
+        assert!(built[2].contains("Cohort 29"), "{backend:?}: {}", built[2]);
+        let connector = restart_with_graph(connector, Some(&graph_dir)).await;
+        let catalogue = &connector.running.state.catalogue;
+        assert_eq!(catalogue.graph_start(), Some(GraphStart::Resumed { rewritten: 0 }), "{backend:?}");
+        same_answers(&graph_answers(&Management::of(&connector, &client)).await, &built, &format!("{backend:?}"));
+
+        // Datasets change while the graph on disk is not followed (the connector runs with its graph in memory).
+        let connector = restart_with_graph(connector, None).await;
+        {
+            let api = Management::of(&connector, &client);
+            let mut renamed = health_asset("dataset-01", "Renamed cohort", &["renamed"], 100);
+            renamed["properties"]["dct:temporal"] =
+                json!({"@type": "dct:PeriodOfTime", "dcat:startDate": "2020-01-01"});
+            assert_eq!(api.put("/management/v3/assets", &renamed).await.status, 204, "{backend:?}");
+            assert_eq!(api.delete("/management/v3/assets/dataset-02").await.status, 204, "{backend:?}");
+            api.create("/management/v3/assets", health_asset("dataset-99", "New cohort", &["new"], 7)).await;
+        }
+        // What a graph built anew answers is what the resumed one must.
+        let anew = graph_answers(&Management::of(&connector, &client)).await;
+        assert_ne!(anew, built, "{backend:?}: the changes show");
+        let connector = restart_with_graph(connector, Some(&graph_dir)).await;
+        let catalogue = &connector.running.state.catalogue;
+        assert_eq!(catalogue.graph_start(), Some(GraphStart::Resumed { rewritten: 3 }), "{backend:?}");
+        same_answers(&graph_answers(&Management::of(&connector, &client)).await, &anew, &format!("{backend:?}"));
+        // A write now lands in the graph on disk once (the period's blank node is not doubled).
+        {
+            let api = Management::of(&connector, &client);
+            let mut again = health_asset("dataset-01", "Renamed again", &["renamed"], 100);
+            again["properties"]["dct:temporal"] = json!({"@type": "dct:PeriodOfTime", "dcat:startDate": "2021-01-01"});
+            assert_eq!(api.put("/management/v3/assets", &again).await.status, 204, "{backend:?}");
+        }
+        let written = graph_answers(&Management::of(&connector, &client)).await;
+        assert!(
+            written[2].contains("Renamed again") && written[2].contains("2021-01-01"),
+            "{backend:?}: {}",
+            written[2]
+        );
+        assert!(!written[2].contains("2020-01-01"), "{backend:?}: {}", written[2]);
+
+        // A contract policy changes while away: every offer id may differ, so the graph is built whole.
+        let connector = restart_with_graph(connector, None).await;
+        {
+            let api = Management::of(&connector, &client);
+            let research = json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+                "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}]});
+            api.create("/management/v3/policydefinitions", policy_definition("research", research)).await;
+            let changed = contract_definition("all", "open", "research", &[]);
+            assert_eq!(api.put("/management/v3/contractdefinitions", &changed).await.status, 204, "{backend:?}");
+        }
+        let anew = graph_answers(&Management::of(&connector, &client)).await;
+        assert!(anew[3].contains("DUO_0000042"), "{backend:?}: {}", anew[3]);
+        let connector = restart_with_graph(connector, Some(&graph_dir)).await;
+        assert_eq!(connector.running.state.catalogue.graph_start(), Some(GraphStart::Built), "{backend:?}");
+        same_answers(&graph_answers(&Management::of(&connector, &client)).await, &anew, &format!("{backend:?}"));
+
+        connector.running.shutdown().await;
+    }
+}

@@ -18,8 +18,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use hanse_vocab::ns::{DCAT, DCT, HEALTHDCATAP, RDF};
 use oxigraph::model::{GraphName, NamedNode, Quad, Term};
-#[cfg(feature = "rocksdb")]
-use oxigraph::store::Store;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
@@ -153,19 +151,10 @@ impl Broker {
     pub fn open(config: &crate::config::BrokerConfig, crawler: Crawler) -> Result<Broker, String> {
         let graph = match &config.graph_dir {
             None => Graphs::in_memory(),
-            #[cfg(feature = "rocksdb")]
             Some(dir) => {
-                let store =
-                    Store::open(dir).map_err(|e| format!("broker.graph_dir: cannot open {}: {e}", dir.display()))?;
-                store.clear().map_err(|e| format!("broker.graph_dir: cannot clear {}: {e}", dir.display()))?;
-                Graphs::on_disk(store)
-            }
-            #[cfg(not(feature = "rocksdb"))]
-            Some(dir) => {
-                return Err(format!(
-                    "broker.graph_dir ({}) needs a hanse built with `--features rocksdb`; without it the graph is in memory",
-                    dir.display()
-                ));
+                let graphs = Graphs::open(dir, "broker.graph_dir")?;
+                graphs.clear().map_err(|e| format!("broker.graph_dir: cannot clear {}: {e}", dir.display()))?;
+                graphs
             }
         };
         Ok(Broker {

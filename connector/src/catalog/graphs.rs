@@ -26,6 +26,8 @@ pub struct Graphs {
 
 struct Inner {
     current: RwLock<Store>,
+    /// The folder of a store on disk.
+    dir: Option<std::path::PathBuf>,
     writes: Mutex<Writes>,
     /// Whether dead quads are reclaimed by copying (the in-memory store); a store on disk reclaims them itself.
     copying: bool,
@@ -46,20 +48,88 @@ struct Writes {
 impl Graphs {
     /// An empty in-memory store.
     pub fn in_memory() -> Graphs {
-        Graphs::of(Store::new().expect("the in-memory store always opens"), true)
+        Graphs::of(Store::new().expect("the in-memory store always opens"), None)
     }
 
-    /// `store` as it is, never copied (a store on disk).
-    pub fn on_disk(store: Store) -> Graphs {
-        Graphs::of(store, false)
+    /// `store` as it is, never copied (a store on disk, in `dir`).
+    pub fn on_disk(store: Store, dir: &std::path::Path) -> Graphs {
+        Graphs::of(store, Some(dir.to_owned()))
     }
 
-    fn of(store: Store, copying: bool) -> Graphs {
+    /// The store on disk in `dir` (oxigraph's RocksDB store), as it was left: `setting` names the configuration key
+    /// in errors. A folder another process (or another connector in this one) holds open is refused.
+    pub fn open(dir: &std::path::Path, setting: &str) -> Result<Graphs, String> {
+        #[cfg(feature = "rocksdb")]
+        {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{setting}: cannot create {}: {e}", dir.display()))?;
+            let store = Store::open(dir).map_err(|e| format!("{setting}: cannot open {}: {e}", dir.display()))?;
+            Ok(Graphs::on_disk(store, dir))
+        }
+        #[cfg(not(feature = "rocksdb"))]
+        {
+            Err(format!(
+                "{setting} ({}) needs a hanse built with `--features rocksdb`; without it, leave it unset and the graph is \
+                 held in memory",
+                dir.display()
+            ))
+        }
+    }
+
+    /// The folder of a store on disk (kept across starts); `None` in memory.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.inner.dir.as_deref()
+    }
+
+    /// Writes what the store holds through to its files (a store on disk), so that it survives a power loss.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        #[cfg(feature = "rocksdb")]
+        if self.inner.dir.is_some() {
+            return self.store().flush();
+        }
+        Ok(())
+    }
+
+    /// Removes every quad.
+    pub fn clear(&self) -> Result<(), StorageError> {
+        let mut writes = self.inner.lock();
+        self.inner.store().clear()?;
+        writes.dead += writes.live;
+        writes.live = 0;
+        if let Some(written) = &mut writes.written {
+            // A copy running now took its snapshot before: it must take every graph again, i.e. none.
+            written.clear();
+        }
+        Ok(())
+    }
+
+    /// The names of the named graphs held that start with `prefix`.
+    pub fn names(&self, prefix: &str) -> Result<Vec<NamedNode>, StorageError> {
+        let mut names = Vec::new();
+        for name in self.store().named_graphs() {
+            if let oxigraph::model::NamedOrBlankNode::NamedNode(name) = name?
+                && name.as_str().starts_with(prefix)
+            {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Lets go of the store (a store on disk is closed once the readers still holding it are done); what is written
+    /// afterwards goes to an empty store in memory, where it is lost.
+    pub fn close(&self) {
+        let empty = Store::new().expect("the in-memory store always opens");
+        let _writes = self.inner.lock();
+        *self.inner.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = empty;
+    }
+
+    fn of(store: Store, dir: Option<std::path::PathBuf>) -> Graphs {
         Graphs {
             inner: Arc::new(Inner {
                 current: RwLock::new(store),
                 writes: Mutex::new(Writes::default()),
-                copying,
+                copying: dir.is_none(),
+                dir,
                 copies: AtomicU64::new(0),
             }),
         }

@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use hanse_policy::{Policy, RequestContext};
 use hanse_self_descriptions::dcat::{self, DatasetDescription, Distribution};
+use oxigraph::model::NamedNode;
 use serde_json::{Value as Json, json};
 
 use crate::store::{DocumentKind, Documents, StoreError};
@@ -226,6 +227,68 @@ pub struct Catalogue {
     audit: crate::store::AuditStore,
     /// The log size the views follow (decision 0040).
     followed: std::sync::atomic::AtomicU64,
+    /// When a graph on disk was last told where it stands.
+    followed_kept: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How the graph came to be after the start.
+    graph_start: std::sync::OnceLock<GraphStart>,
+}
+
+/// How the catalogue graph came to be after a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphStart {
+    /// Built whole from the views.
+    Built,
+    /// Resumed from disk, with this many datasets written again.
+    Resumed { rewritten: usize },
+}
+
+/// How often, at most, a graph on disk is told how far it follows the log.
+const KEEP_FOLLOWED_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The catalogue changes an audit log records in a range of entries: the documents by kind, and the datasets whose
+/// publication was asked for or decided.
+struct Changes {
+    documents: HashMap<DocumentKind, Vec<String>>,
+    publications: Vec<String>,
+}
+
+impl Changes {
+    async fn read(audit: &crate::store::AuditStore, from: u64, to: u64) -> Result<Changes, StoreError> {
+        const BATCH: i64 = 1000;
+        let (mut documents, mut publications) = (HashMap::<DocumentKind, Vec<String>>::new(), Vec::new());
+        let mut from = from;
+        loop {
+            let entries = audit.audit_entries_of(&CHANGE_KINDS, from, to, BATCH).await?;
+            for entry in &entries {
+                let Ok(fields) = serde_json::from_str::<Json>(&entry.entry) else { continue };
+                let text = |name: &str| fields.get(name).and_then(Json::as_str).map(str::to_owned);
+                if entry.kind == "management.change" {
+                    let kind = text("resource").as_deref().and_then(DocumentKind::named);
+                    if let (Some(kind), Some(id)) = (kind, text("id")) {
+                        documents.entry(kind).or_default().push(id);
+                    }
+                } else if let Some(asset) = text("asset") {
+                    publications.push(asset);
+                }
+            }
+            match entries.last() {
+                Some(last) if entries.len() as i64 == BATCH => from = last.seq as u64 + 1,
+                _ => break,
+            }
+        }
+        Ok(Changes { documents, publications })
+    }
+}
+
+/// Where a graph on disk can be resumed from: the log size it followed, when it was built for this catalogue and
+/// the log there is the one it followed (the same root); `None` when it must be built again.
+async fn resumable(graph: &Graph, audit: &crate::store::AuditStore, size: u64) -> Result<Option<u64>, StoreError> {
+    let Some(kept) = graph.followed() else { return Ok(None) };
+    if kept.built_for != graph.built_for() || kept.size > size {
+        return Ok(None);
+    }
+    let root = audit.audit_root_at(kept.size).await?.map(|root| hanse_core::encode::hex(&root));
+    Ok((root.as_deref() == Some(kept.root.as_str())).then_some(kept.size))
 }
 
 fn offer_for(definition: &ContractDefinition, policy: &PolicyDefinition) -> Offer {
@@ -373,16 +436,26 @@ impl Catalogue {
         audit: crate::store::AuditStore,
         approval: bool,
         service: ServiceInfo,
+        graphs: graphs::Graphs,
     ) -> Result<Arc<Catalogue>, StoreError> {
         // The log's size before anything is read: the changes after it are followed (decision 0040).
-        let followed = std::sync::atomic::AtomicU64::new(audit.audit_size().await?);
+        let size = audit.audit_size().await?;
+        let followed = std::sync::atomic::AtomicU64::new(size);
         let graph = Graph::new(
             &service.catalog_id(),
             &service.service_id(),
             &service.endpoint_url,
             &service.participant_id,
             &service.publisher_name,
+            graphs,
         );
+        // A graph on disk is resumed where it stood when it was built for this catalogue over this log; otherwise it
+        // is built again from nothing (decision 0049).
+        let resume_from = if graph.is_on_disk() { resumable(&graph, &audit, size).await? } else { None };
+        if graph.is_on_disk() && resume_from.is_none() {
+            graph.clear();
+        }
+        graph.describe();
         let unpublished = governance.unpublished().await?.into_iter().collect();
         let mut state = State { service_id: service.service_id(), unpublished, ..State::default() };
         for document in documents.list_documents(DocumentKind::PolicyDefinition).await? {
@@ -454,16 +527,148 @@ impl Catalogue {
             approval,
             audit,
             followed,
+            followed_kept: std::sync::Mutex::new(None),
+            graph_start: std::sync::OnceLock::new(),
         });
-        tokio::spawn(catalogue.clone().build_graph(building));
+        tokio::spawn(catalogue.clone().build_graph(building, resume_from, size));
         Ok(catalogue)
     }
 
-    /// Puts every published dataset's description into the RDF graph, a page at a time, after the views are
-    /// loaded: the connector serves meanwhile, SPARQL waits for the graph (decision 0042), and catalogue writes wait
-    /// on `_writes`, held since the load.
-    async fn build_graph(self: Arc<Self>, _writes: tokio::sync::OwnedMutexGuard<()>) {
+    /// Fills the RDF graph after the views are loaded: the connector serves meanwhile, SPARQL waits for the graph
+    /// (decision 0042), and catalogue writes wait on `_writes`, held since the load. A graph on disk that can be
+    /// resumed from `resume_from` only takes the changes since (decision 0049); any other is built whole. Either way
+    /// it then follows the log from `size`, the size the views were read at.
+    async fn build_graph(
+        self: Arc<Self>,
+        _writes: tokio::sync::OwnedMutexGuard<()>,
+        resume_from: Option<u64>,
+        size: u64,
+    ) {
         let started = std::time::Instant::now();
+        let resumed = match resume_from {
+            None => None,
+            Some(from) => match self.resume(from, size).await {
+                Ok(resumed) => resumed,
+                Err(error) => {
+                    tracing::warn!(%error, "the catalogue graph on disk cannot be resumed; building it again");
+                    None
+                }
+            },
+        };
+        match resumed {
+            Some(rewritten) => {
+                tracing::info!(
+                    from = resume_from.unwrap_or_default(),
+                    rewritten,
+                    ms = started.elapsed().as_millis() as u64,
+                    "catalogue graph resumed from disk"
+                );
+                self.graph_start.set(GraphStart::Resumed { rewritten }).ok();
+            }
+            None => {
+                if resume_from.is_some() {
+                    // What the resumption may have written half is built again from nothing.
+                    self.graph.clear();
+                    self.graph.describe();
+                    let state = self.read();
+                    for (definition, offer) in &state.offers {
+                        self.graph.put_offer(definition, &offer.json);
+                    }
+                }
+                self.build_whole().await;
+                self.graph_start.set(GraphStart::Built).ok();
+            }
+        }
+        self.graph.mark_ready();
+        self.keep_followed(size).await;
+        tracing::info!(triples = self.graph.len(), ms = started.elapsed().as_millis() as u64, "catalogue graph ready");
+    }
+
+    /// Brings a graph on disk from where it stood (`from`) to the views, read at `size`: the datasets the log says
+    /// changed meanwhile are written again, and the named graphs of datasets and offers are made the views' (what a
+    /// lost or half-written change could leave). `None` when a policy or contract definition changed meanwhile:
+    /// offers of any dataset may differ, and the graph is built whole. Answers how many datasets were written.
+    async fn resume(self: &Arc<Self>, from: u64, size: u64) -> Result<Option<usize>, StoreError> {
+        let changes = Changes::read(&self.audit, from, size).await?;
+        if changes.documents.keys().any(|kind| *kind != DocumentKind::Asset) {
+            return Ok(None);
+        }
+        let mut changed: std::collections::BTreeSet<String> =
+            changes.documents.into_values().flatten().chain(changes.publications).collect();
+        let catalogue = self.clone();
+        let resumed = tokio::task::spawn_blocking(move || -> Result<usize, oxigraph::store::StorageError> {
+            let (datasets, offers) = catalogue.graph.held()?;
+            let state = catalogue.read();
+            let published: std::collections::HashSet<NamedNode> = state
+                .assets
+                .keys()
+                .filter(|id| !state.unpublished.contains(*id))
+                .map(|id| rdf::dataset_graph(id))
+                .collect();
+            let offered: std::collections::HashSet<NamedNode> =
+                state.offers.keys().map(|definition| rdf::offer_graph(definition)).collect();
+            let datasets: std::collections::HashSet<NamedNode> = datasets.into_iter().collect();
+            for name in datasets.difference(&published).chain(offers.iter().filter(|o| !offered.contains(*o))) {
+                catalogue.graph.remove_graph(name);
+            }
+            // Datasets missing from the graph are written too (their ids are found through the views).
+            changed.extend(
+                state
+                    .assets
+                    .keys()
+                    .filter(|id| !state.unpublished.contains(*id) && !datasets.contains(&rdf::dataset_graph(id)))
+                    .cloned(),
+            );
+            for id in &changed {
+                match state.assets.get(id) {
+                    Some(asset) if !state.unpublished.contains(id) => {
+                        let asset = &asset.value;
+                        catalogue.graph.put_dataset(asset, &state.offer_ids_of(id), asset.data_address.formats());
+                    }
+                    _ => catalogue.graph.remove_dataset(id),
+                }
+            }
+            Ok(changed.len())
+        })
+        .await
+        .map_err(|error| StoreError::Corrupt(format!("resuming the catalogue graph stopped: {error}")))?;
+        match resumed {
+            Ok(rewritten) => Ok(Some(rewritten)),
+            Err(error) => {
+                tracing::warn!(%error, "the catalogue graph on disk cannot be read; building it again");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Tells a graph on disk that every catalogue change below `size` is in it (at most every few seconds while
+    /// the follower goes on).
+    async fn keep_followed(&self, size: u64) {
+        if !self.graph.is_on_disk() {
+            return;
+        }
+        match self.audit.audit_root_at(size).await {
+            Ok(Some(root)) => {
+                let graph = &self.graph;
+                graph.keep_followed(size, &hanse_core::encode::hex(&root));
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot read the audit log's root; the graph records it later"),
+        }
+    }
+
+    /// How the graph came to be after the start: built whole or resumed from disk (`None` until it is ready).
+    pub fn graph_start(&self) -> Option<GraphStart> {
+        self.graph_start.get().copied()
+    }
+
+    /// Lets go of a graph on disk, so that a connector started next in this process can open it.
+    pub fn close_graph(&self) {
+        self.graph.close();
+    }
+
+    /// Puts every published dataset's description into the RDF graph, a page at a time.
+    async fn build_whole(self: &Arc<Self>) {
         let catalogue = self.clone();
         let built = tokio::task::spawn_blocking(move || {
             let mut after: Option<String> = None;
@@ -491,8 +696,6 @@ impl Catalogue {
         if let Err(error) = built {
             tracing::error!(%error, "building the catalogue graph failed; SPARQL answers from what it holds");
         }
-        self.graph.mark_ready();
-        tracing::info!(triples = self.graph.len(), ms = started.elapsed().as_millis() as u64, "catalogue graph built");
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -596,34 +799,12 @@ impl Catalogue {
     /// followed, re-reads each document they name whose stored version differs from the one held here, and each
     /// publication decided. Changes this replica made itself are found current and skipped.
     async fn catch_up_serialised(&self) -> Result<(), StoreError> {
-        const BATCH: i64 = 1000;
-        let audit = &self.audit;
         let seen = self.followed.load(std::sync::atomic::Ordering::Acquire);
-        let size = audit.audit_size().await?;
+        let size = self.audit.audit_size().await?;
         if size <= seen {
             return Ok(());
         }
-        let (mut documents, mut publications) = (HashMap::<DocumentKind, Vec<String>>::new(), Vec::new());
-        let mut from = seen;
-        loop {
-            let entries = audit.audit_entries_of(&CHANGE_KINDS, from, size, BATCH).await?;
-            for entry in &entries {
-                let Ok(fields) = serde_json::from_str::<Json>(&entry.entry) else { continue };
-                let text = |name: &str| fields.get(name).and_then(Json::as_str).map(str::to_owned);
-                if entry.kind == "management.change" {
-                    let kind = text("resource").as_deref().and_then(DocumentKind::named);
-                    if let (Some(kind), Some(id)) = (kind, text("id")) {
-                        documents.entry(kind).or_default().push(id);
-                    }
-                } else if let Some(asset) = text("asset") {
-                    publications.push(asset);
-                }
-            }
-            match entries.last() {
-                Some(last) if entries.len() as i64 == BATCH => from = last.seq as u64 + 1,
-                _ => break,
-            }
-        }
+        let Changes { mut documents, mut publications } = Changes::read(&self.audit, seen, size).await?;
         // Policies before the definitions that name them, definitions before the datasets they select.
         for kind in KIND_ORDER {
             let Some(mut ids) = documents.remove(&kind) else { continue };
@@ -642,6 +823,18 @@ impl Catalogue {
             }
         }
         self.followed.store(size, std::sync::atomic::Ordering::Release);
+        let now = std::time::Instant::now();
+        let due = {
+            let mut kept = self.followed_kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due = kept.is_none_or(|at| now.duration_since(at) >= KEEP_FOLLOWED_EVERY);
+            if due {
+                *kept = Some(now);
+            }
+            due
+        };
+        if due {
+            self.keep_followed(size).await;
+        }
         Ok(())
     }
 

@@ -113,12 +113,17 @@ pub fn dataset_iri(id: &str) -> String {
     if absolute && NamedNode::new(id).is_ok() { id.to_owned() } else { format!("urn:hanse:dataset:{}", encode(id)) }
 }
 
-fn dataset_graph(id: &str) -> NamedNode {
-    NamedNode::new_unchecked(format!("urn:hanse:graph:dataset:{}", encode(id)))
+const DATASET_GRAPH: &str = "urn:hanse:graph:dataset:";
+const OFFER_GRAPH: &str = "urn:hanse:graph:offer:";
+
+/// The named graph of one dataset's description.
+pub fn dataset_graph(id: &str) -> NamedNode {
+    NamedNode::new_unchecked(format!("{DATASET_GRAPH}{}", encode(id)))
 }
 
-fn offer_graph(definition_id: &str) -> NamedNode {
-    NamedNode::new_unchecked(format!("urn:hanse:graph:offer:{}", encode(definition_id)))
+/// The named graph of one contract definition's offer.
+pub fn offer_graph(definition_id: &str) -> NamedNode {
+    NamedNode::new_unchecked(format!("{OFFER_GRAPH}{}", encode(definition_id)))
 }
 
 fn catalog_graph() -> NamedNode {
@@ -129,6 +134,28 @@ fn iri(value: &str) -> NamedNode {
     NamedNode::new(value).unwrap_or_else(|_| NamedNode::new_unchecked(format!("urn:hanse:invalid:{}", encode(value))))
 }
 
+/// Bumped whenever what the graph says of the catalogue, its datasets or its offers changes form: a graph on disk
+/// written in another form is built again rather than resumed.
+const DESCRIPTION_FORM: u32 = 1;
+
+/// Where a graph on disk stands, kept in a file beside its store ([`STATE_FILE`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Followed {
+    /// Every catalogue change the audit log holds below this size is in the graph.
+    pub size: u64,
+    /// The log's root at that size: a graph kept beside another database, or a log that is not the same, is not
+    /// resumed.
+    pub root: String,
+    /// What the graph describes and in which form ([`Graph::built_for`]).
+    pub built_for: String,
+}
+
+/// The file in a graph's folder that says where the graph stands. It is removed before the graph is cleared and
+/// written only after what it claims was flushed to the store's files, so that it never claims more than the store
+/// holds.
+pub const STATE_FILE: &str = "hanse-graph-state.json";
+
 /// The catalogue graph.
 pub struct Graph {
     graphs: super::graphs::Graphs,
@@ -137,14 +164,38 @@ pub struct Graph {
     catalog_iri: String,
     service_iri: String,
     endpoint: String,
+    participant: String,
+    publisher_name: String,
 }
 
 impl Graph {
-    /// An empty graph describing the catalogue `catalog_iri` served by `service_iri` at `endpoint`.
-    pub fn new(catalog_iri: &str, service_iri: &str, endpoint: &str, participant: &str, publisher_name: &str) -> Graph {
-        let graphs = super::graphs::Graphs::in_memory();
-        let graph = GraphName::NamedNode(catalog_graph());
-        let (catalog, service, publisher) = (iri(catalog_iri), iri(service_iri), iri(participant));
+    /// The graph describing the catalogue `catalog_iri` served by `service_iri` at `endpoint`, in `graphs` (as it
+    /// is: a store on disk keeps what an earlier start wrote until [`Graph::describe`] or [`Graph::clear`]).
+    pub fn new(
+        catalog_iri: &str,
+        service_iri: &str,
+        endpoint: &str,
+        participant: &str,
+        publisher_name: &str,
+        graphs: super::graphs::Graphs,
+    ) -> Graph {
+        Graph {
+            graphs,
+            ready: Default::default(),
+            catalog_iri: catalog_iri.to_owned(),
+            service_iri: service_iri.to_owned(),
+            endpoint: endpoint.to_owned(),
+            participant: participant.to_owned(),
+            publisher_name: publisher_name.to_owned(),
+        }
+    }
+
+    /// Writes the catalogue's own description (its graph replaced whole).
+    pub fn describe(&self) {
+        let graph_name = catalog_graph();
+        let graph = GraphName::NamedNode(graph_name.clone());
+        let (participant, endpoint) = (&self.participant, &self.endpoint);
+        let (catalog, service, publisher) = (iri(&self.catalog_iri), iri(&self.service_iri), iri(participant));
         let rdf_type = iri(&format!("{RDF}type"));
         let text = |value: String| Literal::new_simple_literal(value);
         // What DCAT-AP 3 requires of a catalogue and a data service: titles, a description, a typed publisher.
@@ -167,7 +218,7 @@ impl Graph {
             Quad::new(catalog.clone(), iri(&format!("{DCAT}service")), service.clone(), graph.clone()),
             Quad::new(catalog, iri(&format!("{DCT}publisher")), publisher.clone(), graph.clone()),
             Quad::new(publisher.clone(), rdf_type.clone(), iri(&format!("{FOAF}Agent")), graph.clone()),
-            Quad::new(publisher, iri(&format!("{FOAF}name")), text(publisher_name.to_owned()), graph.clone()),
+            Quad::new(publisher, iri(&format!("{FOAF}name")), text(self.publisher_name.clone()), graph.clone()),
             Quad::new(service.clone(), rdf_type, iri(&format!("{DCAT}DataService")), graph.clone()),
             Quad::new(
                 service.clone(),
@@ -177,14 +228,85 @@ impl Graph {
             ),
             Quad::new(service, iri(&format!("{DCAT}endpointURL")), iri(endpoint), graph),
         ];
-        graphs.load(quads).expect("in-memory insert");
-        Graph {
-            graphs,
-            ready: Default::default(),
-            catalog_iri: catalog_iri.to_owned(),
-            service_iri: service_iri.to_owned(),
-            endpoint: endpoint.to_owned(),
+        self.write(&graph_name, &quads);
+    }
+
+    /// What this graph describes and in which form, as one digest: a graph on disk built for other addresses or
+    /// names, or in another form, is built again.
+    pub fn built_for(&self) -> String {
+        let described = [
+            DESCRIPTION_FORM.to_string().as_str(),
+            &self.catalog_iri,
+            &self.service_iri,
+            &self.endpoint,
+            &self.participant,
+            &self.publisher_name,
+        ]
+        .join("\n");
+        openssl::sha::sha256(described.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether the graph is on disk, kept across starts.
+    pub fn is_on_disk(&self) -> bool {
+        self.graphs.dir().is_some()
+    }
+
+    /// Where a graph on disk said it stood when it was last told ([`Graph::keep_followed`]).
+    pub fn followed(&self) -> Option<Followed> {
+        let text = std::fs::read(self.graphs.dir()?.join(STATE_FILE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Records that every catalogue change below `size` of the audit log (whose root there is `root`) is in the
+    /// graph: the store is flushed first, then the file replaced whole. Only a graph on disk keeps it.
+    pub fn keep_followed(&self, size: u64, root: &str) {
+        let Some(dir) = self.graphs.dir() else { return };
+        let followed = Followed { size, root: root.to_owned(), built_for: self.built_for() };
+        let kept = self.graphs.flush().map_err(|e| e.to_string()).and_then(|()| {
+            let text = serde_json::to_vec(&followed).map_err(|e| e.to_string())?;
+            let partial = dir.join(format!("{STATE_FILE}.partial"));
+            let mut file = std::fs::File::create(&partial).map_err(|e| e.to_string())?;
+            std::io::Write::write_all(&mut file, &text).map_err(|e| e.to_string())?;
+            file.sync_all().map_err(|e| e.to_string())?;
+            std::fs::rename(&partial, dir.join(STATE_FILE)).map_err(|e| e.to_string())
+        });
+        if let Err(error) = kept {
+            tracing::warn!(%error, "the catalogue graph on disk could not record where it stands; the next start builds it again");
         }
+    }
+
+    /// Forgets where a graph on disk stood, before it is changed in a way a later start could not resume from.
+    fn forget_followed(&self) {
+        if let Some(dir) = self.graphs.dir()
+            && let Err(error) = std::fs::remove_file(dir.join(STATE_FILE))
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(%error, "the catalogue graph's state file cannot be removed");
+        }
+    }
+
+    /// Removes everything, before the graph is built again (a graph on disk forgets where it stood first).
+    pub fn clear(&self) {
+        self.forget_followed();
+        if let Err(error) = self.graphs.clear() {
+            tracing::error!(%error, "the catalogue graph could not be cleared");
+        }
+    }
+
+    /// The named graphs of datasets and of offers held now.
+    pub fn held(&self) -> Result<(Vec<NamedNode>, Vec<NamedNode>), oxigraph::store::StorageError> {
+        Ok((self.graphs.names(DATASET_GRAPH)?, self.graphs.names(OFFER_GRAPH)?))
+    }
+
+    /// Empties the named graph `name` (a dataset's or an offer's).
+    pub fn remove_graph(&self, name: &NamedNode) {
+        self.write(name, &[]);
+    }
+
+    /// Lets go of the store: a graph on disk is closed, so that a connector started next in this process can open
+    /// it.
+    pub fn close(&self) {
+        self.graphs.close();
     }
 
     /// The quads describing one dataset (in its own graph): the DCAT description, its distributions and offers.
@@ -573,7 +695,15 @@ mod tests {
 
     #[test]
     fn an_offer_becomes_triples_with_its_rules() {
-        let graph = Graph::new("urn:c", "urn:s", "http://x/protocol/2025-1", "did:web:x", "did:web:x");
+        let graph = Graph::new(
+            "urn:c",
+            "urn:s",
+            "http://x/protocol/2025-1",
+            "did:web:x",
+            "did:web:x",
+            super::super::graphs::Graphs::in_memory(),
+        );
+        graph.describe();
         let offer = serde_json::json!({"@id": "urn:hanse:offer:cd:abc", "@type": "Offer",
             "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "http://purl.obolibrary.org/obo/DUO_0000042"}]}],
             "prohibition": [{"action": "distribute"}]});
@@ -590,5 +720,33 @@ mod tests {
             )
             .unwrap();
         assert_eq!(String::from_utf8(body).unwrap(), "{\"head\":{},\"boolean\":true}");
+    }
+
+    #[test]
+    fn where_a_kept_graph_stands_is_read_back_and_forgotten_when_it_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        // A store that is not copied, as one on disk, with its folder.
+        let graphs = super::super::graphs::Graphs::on_disk(Store::new().unwrap(), dir.path());
+        let graph = Graph::new("urn:c", "urn:s", "http://x/protocol/2025-1", "did:web:x", "Hospital", graphs);
+        graph.describe();
+        assert_eq!(graph.followed(), None);
+        graph.keep_followed(41, "ab12");
+        graph.keep_followed(42, "cd34");
+        let followed = graph.followed().unwrap();
+        assert_eq!((followed.size, followed.root.as_str()), (42, "cd34"));
+        assert_eq!(followed.built_for, graph.built_for());
+        graph.clear();
+        assert_eq!(graph.followed(), None, "a cleared graph stands nowhere");
+        assert!(graph.is_empty());
+        // Another publisher's name is another graph.
+        let other = Graph::new(
+            "urn:c",
+            "urn:s",
+            "http://x/protocol/2025-1",
+            "did:web:x",
+            "Clinic",
+            super::super::graphs::Graphs::in_memory(),
+        );
+        assert_ne!(other.built_for(), graph.built_for());
     }
 }
