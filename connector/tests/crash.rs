@@ -131,3 +131,87 @@ async fn killing_the_provider_mid_flight_loses_and_duplicates_nothing() {
         crash_scenario(backend).await;
     }
 }
+
+/// What a node's catalogue graph answers over SPARQL: every named graph with its size, and every dataset with its
+/// title and period.
+#[cfg(feature = "rocksdb")]
+async fn graph_answers(client: &reqwest::Client, node: &Node) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for query in [
+        "SELECT ?g (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } } GROUP BY ?g ORDER BY ?g",
+        "SELECT ?id ?title ?start WHERE { ?d dct:identifier ?id ; dct:title ?title . \
+         OPTIONAL { ?d dct:temporal [ dcat:startDate ?start ] } } ORDER BY ?id ?title ?start",
+    ] {
+        let response = client
+            .post(format!("{}/sparql", node.management()))
+            .header("X-Api-Key", &node.api_key)
+            .header("Content-Type", "application/sparql-query")
+            .header("Accept", "application/sparql-results+json")
+            .body(query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        answers.push(response.json::<Value>().await.unwrap()["results"]["bindings"].clone());
+    }
+    answers
+}
+
+#[cfg(feature = "rocksdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_connector_resumes_its_catalogue_graph_on_disk_with_every_change_it_wrote() {
+    for backend in backends() {
+        let database = TestDatabase::new(backend);
+        let mut node = Node::init();
+        node.use_database(&database);
+        let graph_dir = node.dir.path().join("catalogue-graph");
+        node.env.push(("HANSE_CATALOG_GRAPH_DIR".into(), graph_dir.display().to_string()));
+        node.start().await;
+        let client = reqwest::Client::new();
+        let open =
+            json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set", "permission": [{"action": "use"}]});
+        post(&client, &node, "/v3/policydefinitions", json!({"@id": "open", "policy": open})).await;
+        let definition =
+            json!({"@id": "cd", "accessPolicyId": "open", "contractPolicyId": "open", "assetsSelector": []});
+        post(&client, &node, "/v3/contractdefinitions", definition).await;
+        let asset = |i: usize, title: &str| {
+            json!({"@id": format!("cohort-{i:02}"), "properties": {"title": title,
+                "dct:temporal": {"@type": "dct:PeriodOfTime", "dcat:startDate": format!("20{i:02}-01-01")}},
+                "dataAddress": {"type": "HttpData", "baseUrl": format!("https://ehr.example/{i}")}})
+        };
+        // Past the interval at which the graph records how far it follows: the next write records the definition as
+        // in the graph, and what follows is written after that record.
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        for i in 0..20 {
+            post(&client, &node, "/v3/assets", asset(i, &format!("Cohort {i}"))).await;
+        }
+        let renamed = client
+            .put(format!("{}/v3/assets", node.management()))
+            .header("X-Api-Key", &node.api_key)
+            .json(&asset(3, "Renamed cohort"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(renamed.status(), 204);
+        let deleted = client
+            .delete(format!("{}/v3/assets/cohort-07", node.management()))
+            .header("X-Api-Key", &node.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 204);
+        // SIGKILL right after the writes: no flush, no record of them.
+        node.kill();
+        node.start().await;
+        let resumed = graph_answers(&client, &node).await;
+        assert_eq!(resumed[1].as_array().map(Vec::len), Some(19), "{backend:?}: {:#}", resumed[1]);
+        assert!(resumed[1].to_string().contains("Renamed cohort"), "{backend:?}");
+        // What the same store gives a graph built in memory from nothing.
+        node.stop();
+        node.env.retain(|(key, _)| key != "HANSE_CATALOG_GRAPH_DIR");
+        node.start().await;
+        assert_eq!(graph_answers(&client, &node).await, resumed, "{backend:?}");
+        node.stop();
+        drop(database);
+    }
+}
