@@ -156,6 +156,13 @@ struct State {
     unpublished: std::collections::HashSet<String>,
 }
 
+/// A stored asset read at a start: typed, the definitions that select it, and its DSP `Dataset` JSON if it has offers.
+struct Read {
+    stored: Stored<Asset>,
+    selecting: Vec<String>,
+    rendered: Option<Arc<str>>,
+}
+
 /// Where the catalogue is served from.
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
@@ -362,6 +369,40 @@ impl State {
             .collect()
     }
 
+    /// Reads a page of stored assets on every core: each typed, with the definitions that select it and its DSP
+    /// `Dataset` JSON when it has offers, in the page's order. An asset that cannot be read is left out and logged.
+    fn read_page(&self, page: Vec<crate::store::Document>, file_root: &std::path::Path) -> Vec<Read> {
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+        let chunk = page.len().div_ceil(workers).max(1);
+        let mut page = page;
+        let mut chunks = Vec::new();
+        while page.len() > chunk {
+            let rest = page.split_off(chunk);
+            chunks.push(std::mem::replace(&mut page, rest));
+        }
+        chunks.push(page);
+        let read_one = |document: crate::store::Document| {
+            let id = document.id.clone();
+            let stored = read_asset(document, file_root)
+                .map_err(|errors| tracing::error!(%id, ?errors, "stored asset cannot be read; left out"))
+                .ok()?;
+            let selecting = self.selecting(&stored.value);
+            let offers: Vec<&Offer> = selecting.iter().filter_map(|d| self.offers.get(d).map(Arc::as_ref)).collect();
+            let rendered = (!offers.is_empty()).then(|| self.render(&stored.value, &offers));
+            Some(Read { stored, selecting, rendered })
+        };
+        std::thread::scope(|scope| {
+            let running: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| scope.spawn(move || chunk.into_iter().filter_map(read_one).collect::<Vec<Read>>()))
+                .collect();
+            running
+                .into_iter()
+                .flat_map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    }
+
     fn rerender(&mut self, asset: &Asset) {
         let offers = self.offers_of(&asset.id, None);
         if offers.is_empty() {
@@ -485,32 +526,44 @@ impl Catalogue {
         for id in &definition_ids {
             state.recompute_offer(id, &graph);
         }
-        // Assets are read page by page, so that memory holds the typed catalogue, never every stored body at once.
-        let mut after: Option<String> = None;
-        loop {
-            let page = documents.list_documents_after(DocumentKind::Asset, after.as_deref(), LOAD_PAGE).await?;
+        // Assets are read page by page, so that memory holds the typed catalogue, never every stored body at once;
+        // the next page is fetched while the cores read, select and render this one.
+        let started = std::time::Instant::now();
+        let fetch = |after: Option<String>| {
+            let documents = documents.clone();
+            tokio::spawn(async move {
+                documents.list_documents_after(DocumentKind::Asset, after.as_deref(), LOAD_PAGE).await
+            })
+        };
+        let stopped =
+            |error: tokio::task::JoinError| StoreError::Corrupt(format!("loading the catalogue stopped: {error}"));
+        let mut next = Some(fetch(None));
+        while let Some(fetching) = next.take() {
+            let page = fetching.await.map_err(stopped)??;
             let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for document in page {
-                let id = document.id.clone();
-                let stored = match read_asset(document, &service.file_root) {
-                    Ok(stored) => stored,
-                    Err(errors) => {
-                        tracing::error!(%id, ?errors, "stored asset cannot be read; left out");
-                        continue;
-                    }
-                };
-                let asset = &stored.value;
-                let selecting = state.selecting(asset);
-                state.selected_by.insert(asset.id.clone(), selecting);
-                state.rerender(asset);
-                state.assets.insert(asset.id.clone(), stored);
+            next = Some(fetch(Some(last.id.clone())));
+            let file_root = service.file_root.clone();
+            let (returned, read) = tokio::task::spawn_blocking(move || {
+                let read = state.read_page(page, &file_root);
+                (state, read)
+            })
+            .await
+            .map_err(stopped)?;
+            state = returned;
+            for Read { stored, selecting, rendered } in read {
+                let id = stored.value.id.clone();
+                if let Some(rendered) = rendered {
+                    state.rendered.insert(id.clone(), rendered);
+                }
+                state.selected_by.insert(id.clone(), selecting);
+                state.assets.insert(id, stored);
             }
         }
         tracing::info!(
             assets = state.assets.len(),
             policies = state.policies.len(),
             contract_definitions = state.definitions.len(),
+            ms = started.elapsed().as_millis() as u64,
             "catalogue loaded"
         );
         // Writes wait until the graph holds every dataset: the build reads the views, and a write in between would
