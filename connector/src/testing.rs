@@ -275,3 +275,19 @@ impl Default for TestCa {
         TestCa::new()
     }
 }
+
+/// A SPARQL query over the management API's `url` (the catalogue's `/management/sparql`), answered as SPARQL JSON
+/// results; anything but 200 fails the test, naming the query.
+pub async fn sparql(client: &reqwest::Client, url: &str, api_key: &str, query: &str) -> serde_json::Value {
+    let response = client
+        .post(url)
+        .header("X-Api-Key", api_key)
+        .header("Content-Type", "application/sparql-query")
+        .header("Accept", "application/sparql-results+json")
+        .body(query.to_owned())
+        .send()
+        .await
+        .expect("the SPARQL endpoint answers");
+    assert_eq!(response.status(), 200, "{query}");
+    response.json().await.expect("SPARQL JSON results")
+}

@@ -142,17 +142,9 @@ async fn graph_answers(client: &reqwest::Client, node: &Node) -> Vec<Value> {
         "SELECT ?id ?title ?start WHERE { ?d dct:identifier ?id ; dct:title ?title . \
          OPTIONAL { ?d dct:temporal [ dcat:startDate ?start ] } } ORDER BY ?id ?title ?start",
     ] {
-        let response = client
-            .post(format!("{}/sparql", node.management()))
-            .header("X-Api-Key", &node.api_key)
-            .header("Content-Type", "application/sparql-query")
-            .header("Accept", "application/sparql-results+json")
-            .body(query)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{query}");
-        answers.push(response.json::<Value>().await.unwrap()["results"]["bindings"].clone());
+        let url = format!("{}/sparql", node.management());
+        let results = hanse::testing::sparql(client, &url, &node.api_key, query).await;
+        answers.push(results["results"]["bindings"].clone());
     }
     answers
 }

@@ -354,18 +354,8 @@ async fn graph_answers(api: &Management) -> Vec<String> {
     ];
     let mut answers = Vec::new();
     for query in queries {
-        let response = api
-            .client
-            .post(format!("{}/management/sparql", api.base))
-            .header("X-Api-Key", &api.api_key)
-            .header("Content-Type", "application/sparql-query")
-            .header("Accept", "application/sparql-results+json")
-            .body(query)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{query}");
-        let results: Value = response.json().await.unwrap();
+        let url = format!("{}/management/sparql", api.base);
+        let results = hanse::testing::sparql(&api.client, &url, &api.api_key, query).await;
         answers.push(format!("{query}\n{:#}", results["results"]["bindings"]));
     }
     answers
