@@ -129,6 +129,8 @@ pub fn properties_from_expanded(node: &Map<String, Json>) -> Result<Properties, 
             }
         }
     }
+    // Most properties hold one value, in a list grown for four: a catalogue keeps hundreds of thousands of these.
+    out.values_mut().for_each(Vec::shrink_to_fit);
     Ok(out)
 }
 
