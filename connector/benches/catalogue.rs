@@ -186,7 +186,7 @@ async fn graph_on_disk(
         .status()
         .unwrap();
     assert!(status.success(), "the graph is built on disk");
-    let size: u64 = walk(&graph_dir);
+    let size: u64 = bytes_under(&graph_dir);
     println!(
         "catalogue graph: on disk; built by a first start (another process) in {:.2} s, {:.0} MB of files",
         building.elapsed().as_secs_f64(),
@@ -198,13 +198,13 @@ async fn graph_on_disk(
 }
 
 /// The bytes of the files under `dir`.
-fn walk(dir: &std::path::Path) -> u64 {
+fn bytes_under(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => walk(&entry.path()),
+            Ok(meta) if meta.is_dir() => bytes_under(&entry.path()),
             Ok(meta) => meta.len(),
             Err(_) => 0,
         })

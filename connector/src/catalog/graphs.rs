@@ -28,6 +28,8 @@ struct Inner {
     current: RwLock<Store>,
     /// The folder of a store on disk.
     dir: Option<std::path::PathBuf>,
+    /// Whether the store was let go of ([`Graphs::close`]): what is written since is not in it.
+    closed: std::sync::atomic::AtomicBool,
     writes: Mutex<Writes>,
     /// Whether dead quads are reclaimed by copying (the in-memory store); a store on disk reclaims them itself.
     copying: bool,
@@ -75,9 +77,10 @@ impl Graphs {
         }
     }
 
-    /// The folder of a store on disk (kept across starts); `None` in memory.
+    /// The folder of a store on disk (kept across starts); `None` in memory, and once the store was let go of, so
+    /// that nothing is recorded in the folder about writes that did not reach it.
     pub fn dir(&self) -> Option<&std::path::Path> {
-        self.inner.dir.as_deref()
+        if self.inner.closed.load(Ordering::Acquire) { None } else { self.inner.dir.as_deref() }
     }
 
     /// Writes what the store holds through to its files (a store on disk), so that it survives a power loss.
@@ -120,6 +123,7 @@ impl Graphs {
     pub fn close(&self) {
         let empty = Store::new().expect("the in-memory store always opens");
         let _writes = self.inner.lock();
+        self.inner.closed.store(true, Ordering::Release);
         *self.inner.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = empty;
     }
 
@@ -130,6 +134,7 @@ impl Graphs {
                 writes: Mutex::new(Writes::default()),
                 copying: dir.is_none(),
                 dir,
+                closed: std::sync::atomic::AtomicBool::new(false),
                 copies: AtomicU64::new(0),
             }),
         }

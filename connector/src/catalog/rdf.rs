@@ -723,7 +723,7 @@ mod tests {
     }
 
     #[test]
-    fn where_a_kept_graph_stands_is_read_back_and_forgotten_when_it_is_cleared() {
+    fn where_a_kept_graph_stands_is_read_back_kept_after_it_is_let_go_of_and_forgotten_when_it_is_cleared() {
         let dir = tempfile::tempdir().unwrap();
         // A store that is not copied, as one on disk, with its folder.
         let graphs = super::super::graphs::Graphs::on_disk(Store::new().unwrap(), dir.path());
@@ -735,6 +735,15 @@ mod tests {
         let followed = graph.followed().unwrap();
         assert_eq!((followed.size, followed.root.as_str()), (42, "cd34"));
         assert_eq!(followed.built_for, graph.built_for());
+        // A graph let go of (at shutdown) records nothing more: what is written to it afterwards is not on disk.
+        graph.close();
+        graph.keep_followed(50, "ef56");
+        let kept: Followed = serde_json::from_slice(&std::fs::read(dir.path().join(STATE_FILE)).unwrap()).unwrap();
+        assert_eq!(kept.size, 42);
+        let graphs = super::super::graphs::Graphs::on_disk(Store::new().unwrap(), dir.path());
+        let graph = Graph::new("urn:c", "urn:s", "http://x/protocol/2025-1", "did:web:x", "Hospital", graphs);
+        assert_eq!(graph.followed().map(|f| f.size), Some(42));
+        graph.describe();
         graph.clear();
         assert_eq!(graph.followed(), None, "a cleared graph stands nowhere");
         assert!(graph.is_empty());
