@@ -243,7 +243,7 @@ impl Graph {
             &self.publisher_name,
         ]
         .join("\n");
-        openssl::sha::sha256(described.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        hanse_core::encode::sha256_hex(described.as_bytes())
     }
 
     /// Whether the graph is on disk, kept across starts.
