@@ -631,6 +631,15 @@ impl Negotiations {
                     if role == Role::Provider { "consumerPid" } else { "providerPid" }
                 )));
             }
+            // A consumer that gave up on a provider which had taken its verification after all takes the provider's
+            // FINALIZED event, as it takes FINALIZED when it asks (ARCHITECTURE.md, "Convergence rules").
+            if let Some(negotiation) = existing
+                .as_ref()
+                .filter(|n| kind == Message::FinalizedEvent && n.role == Role::Consumer && n.state == State::Terminated)
+                && self.adopt_finalized(&negotiation.row.id).await?
+            {
+                return Ok(Answer { status: StatusCode::OK, body: None });
+            }
             let state = existing.as_ref().map(|n| n.state);
             if !machine::may_receive(role, state, kind) {
                 return Err(ProcessError::Illegal(match state {
