@@ -31,8 +31,6 @@ struct Inner {
     /// Whether the store was let go of ([`Graphs::close`]): what is written since is not in it.
     closed: std::sync::atomic::AtomicBool,
     writes: Mutex<Writes>,
-    /// Whether dead quads are reclaimed by copying (the in-memory store); a store on disk reclaims them itself.
-    copying: bool,
     /// Copies swapped in so far.
     copies: AtomicU64,
 }
@@ -86,7 +84,7 @@ impl Graphs {
     /// Writes what the store holds through to its files (a store on disk), so that it survives a power loss.
     pub fn flush(&self) -> Result<(), StorageError> {
         #[cfg(feature = "rocksdb")]
-        if self.inner.dir.is_some() {
+        if self.dir().is_some() {
             return self.store().flush();
         }
         Ok(())
@@ -132,7 +130,6 @@ impl Graphs {
             inner: Arc::new(Inner {
                 current: RwLock::new(store),
                 writes: Mutex::new(Writes::default()),
-                copying: dir.is_none(),
                 dir,
                 closed: std::sync::atomic::AtomicBool::new(false),
                 copies: AtomicU64::new(0),
@@ -150,12 +147,12 @@ impl Graphs {
         debug_assert!(quads.iter().all(|q| q.graph_name.as_ref() == GraphNameRef::NamedNode(name.as_ref())));
         let mut writes = self.inner.lock();
         let store = self.inner.store();
-        let removed = replace_in(&store, name, quads, self.inner.copying)?;
+        let removed = replace_in(&store, name, quads, self.inner.copying())?;
         writes.dead += removed;
         writes.live = (writes.live + quads.len()).saturating_sub(removed);
         if let Some(written) = &mut writes.written {
             written.insert(name.clone());
-        } else if self.inner.copying && writes.dead >= MIN_DEAD.max(writes.live / 2) {
+        } else if self.inner.copying() && writes.dead >= MIN_DEAD.max(writes.live / 2) {
             self.inner.start_copy(&mut writes, &store);
         }
         Ok(())
@@ -207,6 +204,11 @@ fn replace_in(store: &Store, name: &NamedNode, quads: &[Quad], count: bool) -> R
 }
 
 impl Inner {
+    /// Whether dead quads are reclaimed by copying (the in-memory store); a store on disk reclaims them itself.
+    fn copying(&self) -> bool {
+        self.dir.is_none()
+    }
+
     fn store(&self) -> Store {
         self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }

@@ -373,22 +373,21 @@ impl State {
     /// `Dataset` JSON when it has offers, in the page's order. An asset that cannot be read is left out and logged.
     fn read_page(&self, page: Vec<crate::store::Document>, file_root: &std::path::Path) -> Vec<Read> {
         let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
-        let chunk = page.len().div_ceil(workers).max(1);
-        let mut page = page;
-        let mut chunks = Vec::new();
-        while page.len() > chunk {
-            let rest = page.split_off(chunk);
-            chunks.push(std::mem::replace(&mut page, rest));
+        let size = page.len().div_ceil(workers).max(1);
+        let mut chunks: Vec<Vec<crate::store::Document>> = Vec::new();
+        for (i, document) in page.into_iter().enumerate() {
+            if i % size == 0 {
+                chunks.push(Vec::with_capacity(size));
+            }
+            chunks.last_mut().expect("pushed above").push(document);
         }
-        chunks.push(page);
         let read_one = |document: crate::store::Document| {
             let id = document.id.clone();
             let stored = read_asset(document, file_root)
                 .map_err(|errors| tracing::error!(%id, ?errors, "stored asset cannot be read; left out"))
                 .ok()?;
             let selecting = self.selecting(&stored.value);
-            let offers: Vec<&Offer> = selecting.iter().filter_map(|d| self.offers.get(d).map(Arc::as_ref)).collect();
-            let rendered = (!offers.is_empty()).then(|| self.render(&stored.value, &offers));
+            let rendered = self.rendering(&stored.value, &selecting);
             Some(Read { stored, selecting, rendered })
         };
         std::thread::scope(|scope| {
@@ -403,14 +402,18 @@ impl State {
         })
     }
 
+    /// The DSP `Dataset` JSON of `asset` with the offers of the `selecting` definitions; `None` without offers.
+    fn rendering(&self, asset: &Asset, selecting: &[String]) -> Option<Arc<str>> {
+        let offers: Vec<&Offer> = selecting.iter().filter_map(|d| self.offers.get(d).map(Arc::as_ref)).collect();
+        (!offers.is_empty()).then(|| self.render(asset, &offers))
+    }
+
     fn rerender(&mut self, asset: &Asset) {
-        let offers = self.offers_of(&asset.id, None);
-        if offers.is_empty() {
-            self.rendered.remove(&asset.id);
-        } else {
-            let rendered = self.render(asset, &offers);
-            self.rendered.insert(asset.id.clone(), rendered);
-        }
+        let selecting = self.selected_by.get(&asset.id).map_or(&[][..], Vec::as_slice);
+        match self.rendering(asset, selecting) {
+            Some(rendered) => self.rendered.insert(asset.id.clone(), rendered),
+            None => self.rendered.remove(&asset.id),
+        };
     }
 
     fn reindex_asset(&mut self, asset_id: &str, graph: &Graph) {
@@ -703,10 +706,7 @@ impl Catalogue {
             return;
         }
         match self.audit.audit_root_at(size).await {
-            Ok(Some(root)) => {
-                let graph = &self.graph;
-                graph.keep_followed(size, &hanse_core::encode::hex(&root));
-            }
+            Ok(Some(root)) => self.graph.keep_followed(size, &hanse_core::encode::hex(&root)),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "cannot read the audit log's root; the graph records it later"),
         }

@@ -399,7 +399,7 @@ impl Graph {
     }
 
     pub fn remove_dataset(&self, id: &str) {
-        self.write(&dataset_graph(id), &[]);
+        self.remove_graph(&dataset_graph(id));
     }
 
     /// Replaces the triples of a definition's offer (from its DSP JSON).
@@ -435,7 +435,7 @@ impl Graph {
     }
 
     pub fn remove_offer(&self, definition_id: &str) {
-        self.write(&offer_graph(definition_id), &[]);
+        self.remove_graph(&offer_graph(definition_id));
     }
 
     /// Number of quads (for diagnostics and benchmarks).
