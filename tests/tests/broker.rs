@@ -298,6 +298,21 @@ async fn a_broker_serves_only_what_it_may_see_through_search_sparql_and_a_nested
         dsp_post(&client, &catalog_url, Some(&researcher), &catalog_request(json!([{"keyword": "registry"}]))).await;
     assert_valid_dsp(&filtered.body);
     assert_eq!(filtered.body["catalog"].as_array().unwrap().len(), 2);
+    // A DSP keyword is sought whole, spaces and all, like the catalogue's own keyword filter; a part of a word matches.
+    let nested_ids = |answer: &Answer| -> Vec<String> {
+        // No nested catalogue when nothing matches.
+        let catalogs = answer.body["catalog"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let datasets = catalogs.iter().flat_map(|c| c["dataset"].as_array().expect("datasets"));
+        datasets.map(|d| d["@id"].as_str().unwrap().to_owned()).collect()
+    };
+    for (keyword, found) in
+        [("heart failure", vec!["heart-failure"]), ("registry failure", vec![]), ("ailur", vec!["heart-failure"])]
+    {
+        let answer =
+            dsp_post(&client, &catalog_url, Some(&researcher), &catalog_request(json!([{"keyword": keyword}]))).await;
+        assert_eq!(answer.status, 200, "{keyword}: {:#}", answer.body);
+        assert_eq!(nested_ids(&answer), found, "{keyword}: {:#}", answer.body);
+    }
     let by_property = dsp_post(
         &client,
         &catalog_url,

@@ -9,6 +9,7 @@
 //! own connector.
 
 pub mod commands;
+pub mod index;
 pub mod search;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,8 +64,25 @@ pub struct PeerCatalog {
     pub country: Option<String>,
     /// Sorted by `id`.
     pub entries: Vec<Entry>,
+    /// Which entries hold which search words.
+    pub words: index::WordIndex,
     /// What was crawled (see [`digest`]): a crawl that finds the same leaves the graph and index as they are.
     pub digest: String,
+}
+
+impl PeerCatalog {
+    /// The entries (indexes into `entries`, ascending) whose text contains every one of `words` (lower-cased). A word
+    /// may hold spaces (a DSP catalogue keyword): its parts are looked up, and the whole is then sought in the text.
+    pub fn matching(&self, words: &[String]) -> Vec<u32> {
+        let parts: Vec<String> =
+            words.iter().flat_map(|w| w.split(index::separates)).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        let mut matching = self.words.matching(&parts);
+        let phrases: Vec<&String> = words.iter().filter(|w| w.contains(index::separates)).collect();
+        if !phrases.is_empty() {
+            matching.retain(|&i| phrases.iter().all(|p| self.entries[i as usize].haystack.contains(p.as_str())));
+        }
+        matching
+    }
 }
 
 /// The SHA-256 (hex) of what a crawl of a peer read: its address, publisher country and catalogue.
@@ -390,6 +408,7 @@ pub fn ingest(
     }
     entries.sort_by(|a, b| a.id.cmp(&b.id));
     entries.dedup_by(|a, b| a.id == b.id);
+    let words = index::WordIndex::build(entries.iter().map(|e| e.haystack.as_str()));
     let catalog = PeerCatalog {
         did: did.to_owned(),
         address: address.to_owned(),
@@ -397,6 +416,7 @@ pub fn ingest(
         service: catalog.get("service").cloned().unwrap_or_else(|| json!([])),
         country,
         entries,
+        words,
         digest,
     };
     Ok((catalog, quads))
@@ -607,10 +627,9 @@ impl Broker {
                 _ => 0,
             };
             let mut datasets = Vec::new();
-            for entry in &catalog.entries[start..] {
-                if !search::matches_words(keywords, entry) {
-                    continue;
-                }
+            let matching = catalog.matching(keywords);
+            for &i in &matching[matching.partition_point(|&i| (i as usize) < start)..] {
+                let entry = &catalog.entries[i as usize];
                 if taken == limit {
                     next = Some((did.clone(), datasets_last(&datasets, catalog, start)));
                     if !datasets.is_empty() {

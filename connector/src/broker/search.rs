@@ -104,11 +104,12 @@ impl SearchRequest {
         serde_json::to_value(self).unwrap_or_default()
     }
 
-    fn words(&self) -> Vec<String> {
+    /// The query's words, lower-cased, as the word index takes them.
+    pub fn words(&self) -> Vec<String> {
         self.q
             .as_deref()
             .unwrap_or_default()
-            .split(|c: char| c.is_whitespace() || c == ',')
+            .split(super::index::separates)
             .filter(|w| !w.is_empty())
             .map(str::to_lowercase)
             .collect()
@@ -142,11 +143,6 @@ fn matches_filters(request: &SearchRequest, catalog: &PeerCatalog, entry: &Entry
     true
 }
 
-/// Whether the entry contains every word.
-pub fn matches_words(words: &[String], entry: &Entry) -> bool {
-    words.iter().all(|w| entry.haystack.contains(w.as_str()))
-}
-
 /// The typical ages a dataset is known to cover: its range, or the one end it gives.
 fn known_ages(entry: &Entry) -> Option<(i64, i64)> {
     match (entry.min_age, entry.max_age) {
@@ -170,8 +166,9 @@ pub fn search(catalogs: &BTreeMap<String, Arc<PeerCatalog>>, request: &SearchReq
     let (mut themes, mut categories, mut countries, mut ages, mut records) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for catalog in catalogs.values() {
-        for entry in &catalog.entries {
-            if !matches_words(&words, entry) || !matches_filters(request, catalog, entry) {
+        for i in catalog.matching(&words) {
+            let entry = &catalog.entries[i as usize];
+            if !matches_filters(request, catalog, entry) {
                 continue;
             }
             if total >= offset && results.len() < limit {
@@ -243,18 +240,20 @@ mod tests {
     }
 
     fn ages_search(query: &str) -> Json {
+        let entries = vec![
+            entry("adults-from-18", Some(18), None),
+            entry("up-to-90", None, Some(90)),
+            entry("children", Some(0), Some(17)),
+            entry("no-ages", None, None),
+        ];
         let catalog = PeerCatalog {
             did: "did:web:hospital".into(),
             address: "https://hospital.example/protocol/2025-1".into(),
             catalog_id: "catalog".into(),
             service: json!([]),
             country: None,
-            entries: vec![
-                entry("adults-from-18", Some(18), None),
-                entry("up-to-90", None, Some(90)),
-                entry("children", Some(0), Some(17)),
-                entry("no-ages", None, None),
-            ],
+            words: super::super::index::WordIndex::build(entries.iter().map(|e| e.haystack.as_str())),
+            entries,
             digest: String::new(),
         };
         let catalogs = BTreeMap::from([(catalog.did.clone(), Arc::new(catalog))]);
