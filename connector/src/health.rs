@@ -80,6 +80,10 @@ async fn ready(State(state): State<Shared>) -> impl IntoResponse {
             (Err(_), None) => Err("the audit log's head was not read within 2 s"),
         }),
     );
+    if state.store.audit.appends_held() {
+        // Up: reads are served, and changes wait (a second or two) for the start-up self-check's outcome.
+        components["audit"]["detail"] = json!("the start-up self-check is running; changes wait for its outcome");
+    }
     let all_up = components.values().all(|c| c["status"] == "up");
     let (status, word) =
         if all_up { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "unavailable") };

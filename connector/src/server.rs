@@ -362,8 +362,14 @@ pub async fn start_on(
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
-    // Before anything appends: a log found altered is sealed and never extended.
-    let _ = state.audit.self_check().await;
+    // Before anything appends: a log found altered is sealed and never extended. The check runs while the connector
+    // serves; every append waits for its outcome.
+    let hold = state.store.audit.hold_appends();
+    let audit = state.audit.clone();
+    tokio::spawn(async move {
+        let _ = audit.self_check().await;
+        drop(hold);
+    });
     let (shutdown, signal) = watch::channel(false);
     state.metrics.upkeep_every(std::time::Duration::from_secs(5), signal.clone());
     let dispatcher = crate::dispatch::spawn(state.dispatcher.clone(), delivery, signal.clone());

@@ -180,26 +180,59 @@ fn append_statements<'e>(
 }
 
 /// Set once the log failed its self-check: from then on nothing extends it (the connector refuses every change the
-/// log would record) until an operator restores the database and restarts. Shared by every view of one store.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Seal(std::sync::Arc<std::sync::OnceLock<String>>);
+/// log would record) until an operator restores the database and restarts. While a check that must come first is
+/// running ([`AuditStore::hold_appends`]), appends wait for its outcome. Shared by every view of one store.
+#[derive(Debug, Clone)]
+pub(crate) struct Seal(std::sync::Arc<SealState>);
+
+#[derive(Debug)]
+pub(crate) struct SealState {
+    reason: std::sync::OnceLock<String>,
+    /// `false` while appends wait for a self-check.
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Seal {
+    fn default() -> Seal {
+        Seal(std::sync::Arc::new(SealState {
+            reason: std::sync::OnceLock::new(),
+            open: tokio::sync::watch::Sender::new(true),
+        }))
+    }
+}
 
 impl Seal {
     /// Seals the log for `reason` (the first reason stays).
     pub(crate) fn seal(&self, reason: String) {
-        let _ = self.0.set(reason);
+        let _ = self.0.reason.set(reason);
     }
 
-    /// `Err(Sealed)` once sealed.
-    pub(crate) fn check(&self) -> Result<(), StoreError> {
-        match self.0.get() {
+    /// Waits while appends are held, then `Err(Sealed)` if the log is sealed.
+    pub(crate) async fn admit(&self) -> Result<(), StoreError> {
+        if !*self.0.open.borrow() {
+            let mut open = self.0.open.subscribe();
+            // The sender lives as long as this seal: waiting cannot fail.
+            let _ = open.wait_for(|open| *open).await;
+        }
+        match self.0.reason.get() {
             Some(reason) => Err(StoreError::Sealed(reason.clone())),
             None => Ok(()),
         }
     }
 
     pub(crate) fn reason(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+        self.0.reason.get().map(String::as_str)
+    }
+}
+
+/// Appends wait while this lives ([`AuditStore::hold_appends`]); dropping it lets them go on, or fail if the log was
+/// sealed meanwhile.
+#[must_use = "appends wait until the hold is dropped"]
+pub struct AppendHold(Seal);
+
+impl Drop for AppendHold {
+    fn drop(&mut self) {
+        self.0.0.open.send_replace(true);
     }
 }
 
@@ -216,7 +249,7 @@ macro_rules! append_on {
                 if events.is_empty() {
                     return Ok(());
                 }
-                seal.check()?;
+                seal.admit().await?;
                 let events = &crate::principal::stamped(events);
                 let head = take_head(events.len()).query().fetch_one(&mut *self).await?;
                 let (size, frontier): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
@@ -440,6 +473,18 @@ impl AuditStore {
             tx.rollback().await?;
             Ok(SelfCheck { size: recompute.size(), fault: None })
         })
+    }
+
+    /// Holds every append until the answer is dropped: a connector holds them while its start-up self-check runs,
+    /// so that nothing extends a log before it is known intact, while reads are served meanwhile.
+    pub fn hold_appends(&self) -> AppendHold {
+        self.pool.seal.0.open.send_replace(false);
+        AppendHold(self.pool.seal.clone())
+    }
+
+    /// Whether appends wait for a self-check now.
+    pub fn appends_held(&self) -> bool {
+        !*self.pool.seal.0.open.borrow()
     }
 
     /// Seals the log: nothing extends it until the connector restarts on a restored database.

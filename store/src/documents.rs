@@ -6,7 +6,7 @@ use sqlx::FromRow;
 
 use super::audit::Append;
 use super::statement::{Param, Statement};
-use super::{Dialect, StoreError, now_millis, parse_body, with_pool, with_writer};
+use super::{Dialect, StoreError, now_millis, parse_body, with_audit_writer, with_pool, with_writer};
 use hanse_audit::Event;
 
 /// The current body of a document, locked until the transaction ends (SQLite has one writer: no lock needed).
@@ -196,7 +196,7 @@ impl Documents {
         refers: &[(DocumentKind, &str)],
         now: i64,
     ) -> Result<(), StoreError> {
-        with_writer!(self.pool, pool => {
+        with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let mut events = Vec::with_capacity(documents.len());
             for (id, body) in documents {
@@ -237,7 +237,7 @@ impl Documents {
     ) -> Result<Document, StoreError> {
         let now = now_millis();
         let text = body.to_string();
-        let (version, created_at) = with_writer!(self.pool, pool => {
+        let (version, created_at) = with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let before: Option<String> = sqlx::query_scalar(lock_body(self.pool.dialect()))
                 .bind(kind.as_str())
@@ -286,7 +286,7 @@ impl Documents {
 
     /// Deletes a document; `NotFound` if there is none, `InUse` naming the documents that still name it.
     pub async fn delete_document(&self, kind: DocumentKind, id: &str) -> Result<(), StoreError> {
-        with_writer!(self.pool, pool => {
+        with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let users: Vec<(String, String)> = sqlx::query_as(
                 "SELECT from_kind, from_id FROM document_references WHERE to_kind = $1 AND to_id = $2 ORDER BY 1, 2",

@@ -5,7 +5,7 @@ use super::audit::Append;
 use sqlx::FromRow;
 
 use super::statement::{Param, Statement};
-use super::{StoreError, now_millis, with_pool, with_writer};
+use super::{StoreError, now_millis, with_audit_writer, with_pool, with_writer};
 
 /// A verifiable credential this participant holds.
 #[derive(Debug, Clone, PartialEq, FromRow)]
@@ -150,7 +150,7 @@ impl IdentityStore {
         let claim = crate::idempotency::take(id);
         // Two issuers racing for the same index: the loser's insert conflicts on the unique index and tries again.
         for _ in 0..5 {
-            let index: Result<i64, StoreError> = with_writer!(self.pool, pool => async {
+            let index: Result<i64, StoreError> = with_audit_writer!(self.pool, pool => async {
                 let mut tx = pool.begin().await?;
                 let index: i64 = sqlx::query_scalar(
                     "INSERT INTO issued_credentials (id, subject, types, status_index, revoked, issued_at) \
@@ -207,7 +207,7 @@ impl IdentityStore {
 
     /// Marks an issued credential revoked (idempotent); `NotFound` if this participant never issued it.
     pub async fn revoke_issued_credential(&self, id: &str) -> Result<IssuedCredential, StoreError> {
-        with_writer!(self.pool, pool => {
+        with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let revoked: Option<(String, String, i64)> = sqlx::query_as(
                 "UPDATE issued_credentials SET revoked = $2, revoked_at = $3 WHERE id = $1 AND revoked = $4 \

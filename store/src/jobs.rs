@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::FromRow;
 
 use super::audit::Append;
-use super::{StoreError, now_millis, parse_body, with_pool, with_writer};
+use super::{StoreError, now_millis, parse_body, with_audit_writer, with_pool};
 use hanse_audit::Event;
 
 /// One job.
@@ -106,7 +106,7 @@ impl Jobs {
     pub async fn admit_job(&self, job: &JobRow, jobs_before: i64, audit: &[Event]) -> Result<bool, StoreError> {
         let agreement = job.agreement_id.as_deref().unwrap_or_default();
         let now = now_millis();
-        with_writer!(self.pool, pool => {
+        with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO agreement_usage (agreement_id, pulls, bytes, jobs, updated_at) VALUES ($1, 0, 0, 0, $2) \
@@ -139,7 +139,7 @@ impl Jobs {
 
     /// Consumer: records a new job with its audit entry.
     pub async fn insert_job(&self, job: &JobRow, audit: &[Event]) -> Result<(), StoreError> {
-        with_writer!(self.pool, pool => {
+        with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             insert!(tx, job, now_millis());
             crate::idempotency::claim_in!(tx, crate::idempotency::take(&job.id));
@@ -152,7 +152,7 @@ impl Jobs {
     /// Writes a job's status, rounds and body, with the audit entries of what it released or concluded.
     pub async fn update_job(&self, job: &JobRow, audit: &[Event]) -> Result<(), StoreError> {
         let body = job.body.to_string();
-        with_writer!(self.pool, pool => {
+        with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query("UPDATE compute_jobs SET status = $2, rounds = $3, body = $4, updated_at = $5 WHERE id = $1")
                 .bind(&job.id)

@@ -33,7 +33,7 @@ mod writer;
 pub mod testing;
 
 pub use audit::AuditStore;
-pub use audit::{AuditEntry, AuditFilter, SelfCheck, SignedHead, Witnessed};
+pub use audit::{AppendHold, AuditEntry, AuditFilter, SelfCheck, SignedHead, Witnessed};
 pub use documents::Documents;
 pub use documents::{Document, DocumentKind};
 pub use governance::{ApiKeyRow, AppTokenRow, AppUse, Governance, PublicationError, PublicationRow};
@@ -79,6 +79,16 @@ macro_rules! with_writer {
     };
 }
 pub(crate) use with_writer;
+
+/// [`with_writer!`] for a write that appends to the audit log in its transaction: it first waits while appends are
+/// held for a self-check ([`AuditStore::hold_appends`]), so that it holds no writer connection while it waits.
+macro_rules! with_audit_writer {
+    ($store:expr, $pool:ident => $body:expr) => {{
+        $store.seal.admit().await?;
+        $crate::with_writer!($store, $pool => $body)
+    }};
+}
+pub(crate) use with_audit_writer;
 
 /// A storage failure, as callers need to tell them apart.
 #[derive(Debug, thiserror::Error)]
@@ -468,7 +478,7 @@ impl Pool {
         claim: Option<statement::Statement>,
     ) -> Result<u64, StoreError> {
         if !audit.is_empty() {
-            self.seal.check()?;
+            self.seal.admit().await?;
         }
         let mut audit = audit;
         principal::stamp(&mut audit);

@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::audit::Append;
-use super::{StoreError, now_millis, with_pool, with_writer};
+use super::{StoreError, now_millis, with_audit_writer, with_pool, with_writer};
 use hanse_audit::Event;
 
 /// One known peer.
@@ -141,7 +141,7 @@ impl PeerStore {
     /// The operator adds (or pins) a verified peer, with its audit entry.
     pub async fn add_peer(&self, peer: &PeerRow) -> Result<(), StoreError> {
         let event = change(&peer.did, "add");
-        with_writer!(self.pool, pool => {
+        with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             insert!(
                 tx,
@@ -159,7 +159,7 @@ impl PeerStore {
     /// The operator removes a peer, with its audit entry; `false` if it was not known.
     pub async fn remove_peer(&self, did: &str) -> Result<bool, StoreError> {
         let event = change(did, "remove");
-        with_writer!(self.pool, pool => {
+        with_audit_writer!(self.pool, pool => {
             let mut tx = pool.begin().await?;
             let removed = sqlx::query("DELETE FROM peers WHERE did = $1").bind(did).execute(&mut *tx).await?.rows_affected();
             if removed == 0 {

@@ -502,4 +502,48 @@ mod tests {
             assert_eq!(chained_entries(&store).await.len(), 12, "{backend:?}");
         }
     }
+
+    /// While a start-up self-check holds appends, writes that append wait (both the writer's batches and appends
+    /// inside a transaction of their own) and nothing reaches the log; let go, they land. A log sealed while they wait
+    /// refuses them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_wait_while_held_and_are_refused_when_the_log_was_sealed_meanwhile() {
+        for backend in backends() {
+            let database = TestDatabase::new(backend);
+            let store = database.open().await;
+            let appends = |n: usize| {
+                let (audit, peers) = (store.audit.clone(), store.peers.clone());
+                let batched = tokio::spawn(async move {
+                    audit.append_audit(vec![hanse_audit::Event::new("test.write", serde_json::json!({"n": n}))]).await
+                });
+                let in_transaction = tokio::spawn(async move {
+                    peers.add_peer(&crate::PeerRow::new(&format!("did:web:peer-{n}.example"), "manual")).await
+                });
+                (batched, in_transaction)
+            };
+
+            let hold = store.audit.hold_appends();
+            assert!(store.audit.appends_held());
+            let (batched, in_transaction) = appends(1);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(!batched.is_finished() && !in_transaction.is_finished(), "{backend:?}: appends wait");
+            assert_eq!(store.audit.audit_size().await.unwrap(), 0, "{backend:?}");
+            drop(hold);
+            batched.await.unwrap().unwrap();
+            in_transaction.await.unwrap().unwrap();
+            assert_eq!(store.audit.audit_size().await.unwrap(), 2, "{backend:?}");
+            assert!(!store.audit.appends_held());
+
+            let hold = store.audit.hold_appends();
+            let (batched, in_transaction) = appends(2);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            store.audit.seal("entry 0 was altered".into());
+            drop(hold);
+            for outcome in [batched.await.unwrap(), in_transaction.await.unwrap()] {
+                assert!(matches!(outcome, Err(crate::StoreError::Sealed(_))), "{backend:?}: {outcome:?}");
+            }
+            assert_eq!(store.audit.audit_size().await.unwrap(), 2, "{backend:?}");
+            store.close().await;
+        }
+    }
 }
