@@ -17,14 +17,14 @@ pub fn separates(c: char) -> bool {
 
 /// Offsets into one flat list: the items of key `k` are `items[starts[k]..starts[k + 1]]`.
 #[derive(Debug, Default)]
-struct Lists {
+pub(super) struct Lists {
     starts: Vec<u32>,
     items: Vec<u32>,
 }
 
 impl Lists {
     /// From `(key, item)` pairs with keys `0..keys`, each key's items ascending and without repeats.
-    fn from_pairs(keys: usize, mut pairs: Vec<(u32, u32)>) -> Lists {
+    pub(super) fn from_pairs(keys: usize, mut pairs: Vec<(u32, u32)>) -> Lists {
         pairs.sort_unstable();
         pairs.dedup();
         let mut starts = Vec::with_capacity(keys + 1);
@@ -40,7 +40,7 @@ impl Lists {
         Lists { starts, items }
     }
 
-    fn get(&self, key: usize) -> &[u32] {
+    pub(super) fn get(&self, key: usize) -> &[u32] {
         &self.items[self.starts[key] as usize..self.starts[key + 1] as usize]
     }
 }

@@ -42,11 +42,6 @@ pub struct Entry {
     pub title: String,
     /// Title, description, keywords and id, lower-cased: what keyword search looks in.
     pub haystack: String,
-    pub themes: Vec<String>,
-    pub health_categories: Vec<String>,
-    pub min_age: Option<i64>,
-    pub max_age: Option<i64>,
-    pub records: Option<i64>,
     /// The DSP `Dataset` object as the peer sent it, as JSON text.
     pub json: Arc<str>,
 }
@@ -66,6 +61,8 @@ pub struct PeerCatalog {
     pub entries: Vec<Entry>,
     /// Which entries hold which search words.
     pub words: index::WordIndex,
+    /// The entries' filter and facet fields, column by column.
+    pub columns: search::Columns,
     /// What was crawled (see [`digest`]): a crawl that finds the same leaves the graph and index as they are.
     pub digest: String,
 }
@@ -257,50 +254,78 @@ impl Broker {
     }
 }
 
+/// How many kept catalogues a restarting broker reads together and loads into its graph at once.
+const RESTORE_GROUP: usize = 16;
+
 impl Broker {
     /// Takes back the catalogues the store kept (each peer's last crawl, decision 0042), so that a restarted broker
     /// answers at once; each is crawled again when it is due by its last crawl, not all at once.
+    ///
+    /// Runs before the first crawl, on the empty graph [`Broker::open`] leaves. Catalogues are read
+    /// [`RESTORE_GROUP`] at a time on blocking threads, and each group's quads go into the graph in one bulk load
+    /// (far faster than a transaction per peer, above all on disk); a group's peers are searchable once it is loaded.
     pub async fn restore(&self) {
         let dids = match self.peers.kept_catalogs().await {
             Ok(dids) => dids,
             Err(error) => return tracing::error!(%error, "cannot read the kept catalogues; every peer is crawled"),
         };
         let interval_ms = (self.settings.crawl_interval_seconds * 1000) as i64;
-        for did in dids {
-            let kept = match self.peers.kept_catalog(&did).await {
-                Ok(Some(kept)) => kept,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::error!(%error, peer = did, "cannot read a kept catalogue; the peer is crawled");
-                    continue;
-                }
-            };
+        for group in dids.chunks(RESTORE_GROUP) {
+            let read = futures_util::future::join_all(group.iter().map(|did| self.read_kept(did))).await;
+            let mut quads = Vec::new();
+            let read: Vec<_> = read
+                .into_iter()
+                .flatten()
+                .map(|(catalog, mut own, kept)| {
+                    let triples = own.len();
+                    quads.append(&mut own);
+                    (catalog, triples, kept)
+                })
+                .collect();
             let graphs = self.graph.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                let json: Json = serde_json::from_str(&kept.catalog).map_err(|e| e.to_string())?;
-                let (catalog, triples) =
-                    read_into(&graphs, &kept.did, &kept.address, kept.country.clone(), &json, kept.digest.clone())?;
-                Ok::<_, String>((catalog, triples, kept))
-            });
-            match read.await.map_err(|e| e.to_string()).and_then(|read| read) {
-                Ok((catalog, triples, kept)) => {
-                    let status = CrawlStatus {
-                        did: kept.did.clone(),
-                        address: kept.address.clone(),
-                        last_attempt: kept.crawled_at,
-                        last_success: kept.crawled_at,
-                        datasets: catalog.entries.len(),
-                        triples,
-                        last_change: kept.changed_at,
-                        next_due: kept.crawled_at + interval_ms,
-                        ..Default::default()
-                    };
-                    self.replace(catalog);
-                    self.status.lock().expect("never poisoned").insert(kept.did, status);
-                }
-                Err(error) => {
-                    tracing::error!(%error, peer = did, "a kept catalogue cannot be read; the peer is crawled")
-                }
+            let loaded = tokio::task::spawn_blocking(move || graphs.load(quads).map_err(|e| e.to_string())).await;
+            if let Err(error) = loaded.map_err(|e| e.to_string()).and_then(|loaded| loaded) {
+                tracing::error!(%error, "kept catalogues cannot be loaded into the graph; their peers are crawled");
+                continue;
+            }
+            for (catalog, triples, kept) in read {
+                let status = CrawlStatus {
+                    did: kept.did.clone(),
+                    address: kept.address.clone(),
+                    last_attempt: kept.crawled_at,
+                    last_success: kept.crawled_at,
+                    datasets: catalog.entries.len(),
+                    triples,
+                    last_change: kept.changed_at,
+                    next_due: kept.crawled_at + interval_ms,
+                    ..Default::default()
+                };
+                self.replace(catalog);
+                self.status.lock().expect("never poisoned").insert(kept.did, status);
+            }
+        }
+    }
+
+    /// One peer's kept catalogue read into its index entry and quads, on a blocking thread; `None` (logged) when it
+    /// cannot be, and the peer is then crawled.
+    async fn read_kept(&self, did: &str) -> Option<(PeerCatalog, Vec<Quad>, crate::store::CrawledCatalog)> {
+        let kept = match self.peers.kept_catalog(did).await {
+            Ok(kept) => kept?,
+            Err(error) => {
+                tracing::error!(%error, peer = did, "cannot read a kept catalogue; the peer is crawled");
+                return None;
+            }
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            let json: Json = serde_json::from_str(&kept.catalog).map_err(|e| e.to_string())?;
+            let (catalog, quads) = ingest(&kept.did, &kept.address, kept.country.clone(), &json, kept.digest.clone())?;
+            Ok::<_, String>((catalog, quads, kept))
+        });
+        match read.await.map_err(|e| e.to_string()).and_then(|read| read) {
+            Ok(read) => Some(read),
+            Err(error) => {
+                tracing::error!(%error, peer = did, "a kept catalogue cannot be read; the peer is crawled");
+                None
             }
         }
     }
@@ -394,21 +419,21 @@ pub fn ingest(
         let title = texts(&title).join(" / ");
         let haystack =
             format!("{id} {title} {} {}", texts(&description).join(" / "), texts(&keyword).join(" ")).to_lowercase();
-        entries.push(Entry {
-            id: id.to_owned(),
-            haystack,
-            title,
+        let entry = Entry { id: id.to_owned(), haystack, title, json: Arc::from(dataset.to_string()) };
+        let fields = search::Fields {
             themes: iris(&theme),
             health_categories: iris(&category),
             min_age: number(&min_age),
             max_age: number(&max_age),
             records: number(&records),
-            json: Arc::from(dataset.to_string()),
-        });
+        };
+        entries.push((entry, fields));
     }
-    entries.sort_by(|a, b| a.id.cmp(&b.id));
-    entries.dedup_by(|a, b| a.id == b.id);
+    entries.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    entries.dedup_by(|a, b| a.0.id == b.0.id);
+    let (entries, fields): (Vec<Entry>, Vec<search::Fields>) = entries.into_iter().unzip();
     let words = index::WordIndex::build(entries.iter().map(|e| e.haystack.as_str()));
+    let columns = search::Columns::build(fields);
     let catalog = PeerCatalog {
         did: did.to_owned(),
         address: address.to_owned(),
@@ -417,6 +442,7 @@ pub fn ingest(
         country,
         entries,
         words,
+        columns,
         digest,
     };
     Ok((catalog, quads))

@@ -7,7 +7,7 @@
 //! match the whole query. A dataset that gives only one end of its typical age range is taken to be at that end: the
 //! other end is unknown, so neither a filter nor a facet claims it for ages it may not cover.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -105,7 +105,7 @@ impl SearchRequest {
     }
 
     /// The query's words, lower-cased, as the word index takes them.
-    pub fn words(&self) -> Vec<String> {
+    fn words(&self) -> Vec<String> {
         self.q
             .as_deref()
             .unwrap_or_default()
@@ -116,44 +116,145 @@ impl SearchRequest {
     }
 }
 
-/// Whether `entry` of `catalog` matches everything but the text.
-fn matches_filters(request: &SearchRequest, catalog: &PeerCatalog, entry: &Entry) -> bool {
-    let any = |wanted: &[String], have: &[String]| wanted.is_empty() || wanted.iter().any(|w| have.contains(w));
-    if !any(&request.theme, &entry.themes) || !any(&request.health_category, &entry.health_categories) {
-        return false;
-    }
-    if !request.country.is_empty()
-        && !catalog.country.as_ref().is_some_and(|c| request.country.iter().any(|w| w.eq_ignore_ascii_case(c)))
-    {
-        return false;
-    }
-    if request.min_age.is_some() || request.max_age.is_some() {
-        let Some((low, high)) = known_ages(entry) else { return false };
-        if request.min_age.is_some_and(|min| high < min) || request.max_age.is_some_and(|max| low > max) {
-            return false;
+/// The filter and facet fields of one dataset, as a crawl reads them.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    pub themes: Vec<String>,
+    pub health_categories: Vec<String>,
+    pub min_age: Option<i64>,
+    pub max_age: Option<i64>,
+    pub records: Option<i64>,
+}
+
+/// The filter and facet fields of a catalogue's entries, one column each (entry `i` at `i`): a search reads the
+/// entries it matched in order, with no pointer to follow per dataset. Theme and health-category IRIs are numbered
+/// per catalogue and counted by number.
+#[derive(Debug, Default)]
+pub struct Columns {
+    /// The catalogue's theme and health-category IRIs, each once.
+    values: Vec<String>,
+    themes: super::index::Lists,
+    categories: super::index::Lists,
+    /// The typical ages each dataset is known to cover ([`known_ages`]).
+    ages: Vec<Option<(i64, i64)>>,
+    records: Vec<Option<i64>>,
+}
+
+impl Columns {
+    /// The columns of `fields`, entry `i` being the `i`th.
+    pub fn build(fields: Vec<Fields>) -> Columns {
+        let mut codes: HashMap<String, u32> = HashMap::new();
+        let mut values = Vec::new();
+        let mut code = |value: String| {
+            *codes.entry(value).or_insert_with_key(|value| {
+                values.push(value.clone());
+                (values.len() - 1) as u32
+            })
+        };
+        let entries = fields.len();
+        let (mut themes, mut categories) = (Vec::new(), Vec::new());
+        let (mut ages, mut records) = (Vec::with_capacity(entries), Vec::with_capacity(entries));
+        for (i, fields) in fields.into_iter().enumerate() {
+            themes.extend(fields.themes.into_iter().map(|t| (i as u32, code(t))));
+            categories.extend(fields.health_categories.into_iter().map(|c| (i as u32, code(c))));
+            ages.push(known_ages(fields.min_age, fields.max_age));
+            records.push(fields.records);
+        }
+        Columns {
+            values,
+            themes: super::index::Lists::from_pairs(entries, themes),
+            categories: super::index::Lists::from_pairs(entries, categories),
+            ages,
+            records,
         }
     }
-    if request.min_records.is_some() || request.max_records.is_some() {
-        let Some(records) = entry.records else { return false };
-        if request.min_records.is_some_and(|min| records < min) || request.max_records.is_some_and(|max| records > max)
-        {
+
+    /// The numbers of those of `wanted` this catalogue has; `None` when nothing is wanted (anything goes).
+    fn codes_of(&self, wanted: &[String]) -> Option<Vec<u32>> {
+        (!wanted.is_empty())
+            .then(|| (0..self.values.len() as u32).filter(|&c| wanted.contains(&self.values[c as usize])).collect())
+    }
+}
+
+/// The request's filters as one catalogue numbers its values.
+struct Filters<'a> {
+    request: &'a SearchRequest,
+    themes: Option<Vec<u32>>,
+    categories: Option<Vec<u32>>,
+}
+
+impl Filters<'_> {
+    /// `None` when no entry of the catalogue can match (its publisher's country, or a theme or category it lacks).
+    fn of<'a>(request: &'a SearchRequest, catalog: &PeerCatalog) -> Option<Filters<'a>> {
+        let country = request.country.is_empty()
+            || catalog.country.as_ref().is_some_and(|c| request.country.iter().any(|w| w.eq_ignore_ascii_case(c)));
+        let columns = &catalog.columns;
+        let (themes, categories) = (columns.codes_of(&request.theme), columns.codes_of(&request.health_category));
+        let lacking = |codes: &Option<Vec<u32>>| codes.as_ref().is_some_and(Vec::is_empty);
+        (country && !lacking(&themes) && !lacking(&categories)).then_some(Filters { request, themes, categories })
+    }
+
+    /// Whether entry `i` of `columns` matches everything but the text.
+    fn hold(&self, columns: &Columns, i: usize) -> bool {
+        let any = |wanted: &Option<Vec<u32>>, have: &[u32]| {
+            wanted.as_ref().is_none_or(|wanted| have.iter().any(|c| wanted.contains(c)))
+        };
+        if !any(&self.themes, columns.themes.get(i)) || !any(&self.categories, columns.categories.get(i)) {
             return false;
         }
+        let request = self.request;
+        if request.min_age.is_some() || request.max_age.is_some() {
+            let Some((low, high)) = columns.ages[i] else { return false };
+            if request.min_age.is_some_and(|min| high < min) || request.max_age.is_some_and(|max| low > max) {
+                return false;
+            }
+        }
+        if request.min_records.is_some() || request.max_records.is_some() {
+            let Some(records) = columns.records[i] else { return false };
+            if request.min_records.is_some_and(|min| records < min)
+                || request.max_records.is_some_and(|max| records > max)
+            {
+                return false;
+            }
+        }
+        true
     }
-    true
 }
 
 /// The typical ages a dataset is known to cover: its range, or the one end it gives.
-fn known_ages(entry: &Entry) -> Option<(i64, i64)> {
-    match (entry.min_age, entry.max_age) {
+fn known_ages(min_age: Option<i64>, max_age: Option<i64>) -> Option<(i64, i64)> {
+    match (min_age, max_age) {
         (Some(low), Some(high)) => Some((low, high)),
         (Some(only), None) | (None, Some(only)) => Some((only, only)),
         (None, None) => None,
     }
 }
 
-fn count(facet: &mut BTreeMap<String, usize>, key: &str) {
-    *facet.entry(key.to_owned()).or_default() += 1;
+/// Counts of one facet's values while a search runs: borrowed keys, no string made per hit.
+#[derive(Default)]
+struct Tally<'a>(HashMap<&'a str, usize, foldhash::fast::RandomState>);
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, key: &'a str, n: usize) {
+        *self.0.entry(key).or_default() += n;
+    }
+
+    /// A catalogue's counts by value number, under the values' names.
+    fn add_counted(&mut self, values: &'a [String], counted: &[usize]) {
+        for (value, n) in values.iter().zip(counted).filter(|(_, n)| **n > 0) {
+            self.add(value, *n);
+        }
+    }
+
+    /// The counts by value, as the answer shows them.
+    fn sorted(self) -> BTreeMap<&'a str, usize> {
+        self.0.into_iter().collect()
+    }
+}
+
+/// A bucketed facet's counts by bucket name; a bucket no hit falls in is left out, as a value no hit has.
+fn buckets(table: &[(&'static str, i64, i64)], counts: &[usize]) -> BTreeMap<&'static str, usize> {
+    table.iter().zip(counts).filter(|(_, n)| **n > 0).map(|((name, ..), n)| (*name, *n)).collect()
 }
 
 /// Runs a search over `catalogs`: the page of hits asked for, the total and the facets.
@@ -163,36 +264,45 @@ pub fn search(catalogs: &BTreeMap<String, Arc<PeerCatalog>>, request: &SearchReq
     let offset = request.offset.unwrap_or(0);
     let mut total = 0usize;
     let mut results = Vec::new();
-    let (mut themes, mut categories, mut countries, mut ages, mut records) =
-        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let (mut themes, mut categories, mut countries) = (Tally::default(), Tally::default(), Tally::default());
+    let (mut ages, mut records) = ([0usize; AGE_BUCKETS.len()], [0usize; RECORD_BUCKETS.len()]);
     for catalog in catalogs.values() {
+        let Some(filters) = Filters::of(request, catalog) else { continue };
+        let columns = &catalog.columns;
+        let before = total;
+        // This catalogue's counts by value number, named once it is done.
+        let (mut theme_counts, mut category_counts) = (vec![0; columns.values.len()], vec![0; columns.values.len()]);
         for i in catalog.matching(&words) {
-            let entry = &catalog.entries[i as usize];
-            if !matches_filters(request, catalog, entry) {
+            let i = i as usize;
+            if !filters.hold(columns, i) {
                 continue;
             }
             if total >= offset && results.len() < limit {
-                results.push(hit(catalog, entry));
+                results.push(hit(catalog, &catalog.entries[i]));
             }
             total += 1;
-            entry.themes.iter().for_each(|t| count(&mut themes, t));
-            entry.health_categories.iter().for_each(|c| count(&mut categories, c));
-            if let Some(country) = &catalog.country {
-                count(&mut countries, country);
-            }
-            if let Some((low, high)) = known_ages(entry) {
-                for (name, from, to) in AGE_BUCKETS {
+            columns.themes.get(i).iter().for_each(|&c| theme_counts[c as usize] += 1);
+            columns.categories.get(i).iter().for_each(|&c| category_counts[c as usize] += 1);
+            if let Some((low, high)) = columns.ages[i] {
+                for (count, (_, from, to)) in ages.iter_mut().zip(AGE_BUCKETS) {
                     if low <= *to && high >= *from {
-                        count(&mut ages, name);
+                        *count += 1;
                     }
                 }
             }
-            if let Some(n) = entry.records
-                && let Some((name, ..)) = RECORD_BUCKETS.iter().find(|(_, from, to)| (*from..=*to).contains(&n))
+            if let Some(n) = columns.records[i]
+                && let Some(bucket) = RECORD_BUCKETS.iter().position(|(_, from, to)| (*from..=*to).contains(&n))
             {
-                count(&mut records, name);
+                records[bucket] += 1;
             }
         }
+        if let Some(country) = &catalog.country
+            && total > before
+        {
+            countries.add(country, total - before);
+        }
+        themes.add_counted(&columns.values, &theme_counts);
+        categories.add_counted(&columns.values, &category_counts);
     }
     json!({
         "total": total,
@@ -200,11 +310,11 @@ pub fn search(catalogs: &BTreeMap<String, Arc<PeerCatalog>>, request: &SearchReq
         "limit": limit,
         "results": results,
         "facets": {
-            "theme": themes,
-            "healthCategory": categories,
-            "publisherCountry": countries,
-            "ageRange": ages,
-            "numberOfRecords": records,
+            "theme": themes.sorted(),
+            "healthCategory": categories.sorted(),
+            "publisherCountry": countries.sorted(),
+            "ageRange": buckets(AGE_BUCKETS, &ages),
+            "numberOfRecords": buckets(RECORD_BUCKETS, &records),
         },
     })
 }
@@ -225,27 +335,21 @@ fn hit(catalog: &PeerCatalog, entry: &Entry) -> Json {
 mod tests {
     use super::*;
 
-    fn entry(id: &str, min_age: Option<i64>, max_age: Option<i64>) -> Entry {
-        Entry {
-            id: id.into(),
-            title: id.into(),
-            haystack: format!("register {id}"),
-            themes: Vec::new(),
-            health_categories: Vec::new(),
-            min_age,
-            max_age,
-            records: None,
-            json: Arc::from("{}"),
-        }
+    fn entry(id: &str, min_age: Option<i64>, max_age: Option<i64>) -> (Entry, Fields) {
+        let entry =
+            Entry { id: id.into(), title: id.into(), haystack: format!("register {id}"), json: Arc::from("{}") };
+        (entry, Fields { min_age, max_age, ..Fields::default() })
     }
 
     fn ages_search(query: &str) -> Json {
-        let entries = vec![
+        let (entries, fields): (Vec<Entry>, Vec<Fields>) = [
             entry("adults-from-18", Some(18), None),
             entry("up-to-90", None, Some(90)),
             entry("children", Some(0), Some(17)),
             entry("no-ages", None, None),
-        ];
+        ]
+        .into_iter()
+        .unzip();
         let catalog = PeerCatalog {
             did: "did:web:hospital".into(),
             address: "https://hospital.example/protocol/2025-1".into(),
@@ -253,6 +357,7 @@ mod tests {
             service: json!([]),
             country: None,
             words: super::super::index::WordIndex::build(entries.iter().map(|e| e.haystack.as_str())),
+            columns: Columns::build(fields),
             entries,
             digest: String::new(),
         };
