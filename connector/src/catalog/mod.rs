@@ -635,8 +635,10 @@ impl Catalogue {
                 self.graph_start.set(GraphStart::Built).ok();
             }
         }
-        self.graph.mark_ready();
+        // Recorded before the graph is called ready: a connector stopped as soon as it is (a benchmark's first start
+        // does just that) still resumes it at its next start.
         self.keep_followed(size).await;
+        self.graph.mark_ready();
         // Counting a graph on disk reads all of it: only one in memory says its size.
         let triples = (!self.graph.is_on_disk()).then(|| self.graph.len());
         tracing::info!(?triples, ms = started.elapsed().as_millis() as u64, "catalogue graph ready");
