@@ -254,41 +254,39 @@ impl Broker {
     }
 }
 
-/// How many kept catalogues a restarting broker reads together and loads into its graph at once.
-const RESTORE_GROUP: usize = 16;
-
 impl Broker {
     /// Takes back the catalogues the store kept (each peer's last crawl, decision 0042), so that a restarted broker
-    /// answers at once; each is crawled again when it is due by its last crawl, not all at once.
-    ///
-    /// Runs before the first crawl, on the empty graph [`Broker::open`] leaves. Catalogues are read
-    /// [`RESTORE_GROUP`] at a time on blocking threads, and each group's quads go into the graph in one bulk load
-    /// (far faster than a transaction per peer, above all on disk); a group's peers are searchable once it is loaded.
+    /// answers at once; each is crawled again when it is due by its last crawl, not all at once. Reads
+    /// `broker.concurrency` of them at a time, as a crawl does (reading one takes far longer than fetching it).
     pub async fn restore(&self) {
         let dids = match self.peers.kept_catalogs().await {
             Ok(dids) => dids,
             Err(error) => return tracing::error!(%error, "cannot read the kept catalogues; every peer is crawled"),
         };
-        let interval_ms = (self.settings.crawl_interval_seconds * 1000) as i64;
-        for group in dids.chunks(RESTORE_GROUP) {
-            let read = futures_util::future::join_all(group.iter().map(|did| self.read_kept(did))).await;
-            let mut quads = Vec::new();
-            let read: Vec<_> = read
-                .into_iter()
-                .flatten()
-                .map(|(catalog, mut own, kept)| {
-                    let triples = own.len();
-                    quads.append(&mut own);
-                    (catalog, triples, kept)
-                })
-                .collect();
-            let graphs = self.graph.clone();
-            let loaded = tokio::task::spawn_blocking(move || graphs.load(quads).map_err(|e| e.to_string())).await;
-            if let Err(error) = loaded.map_err(|e| e.to_string()).and_then(|loaded| loaded) {
-                tracing::error!(%error, "kept catalogues cannot be loaded into the graph; their peers are crawled");
-                continue;
+        futures_util::stream::iter(dids)
+            .for_each_concurrent(self.settings.concurrency, |did| self.restore_one(did))
+            .await;
+    }
+
+    /// Takes back one peer's kept catalogue: its graph, index entry and crawl status.
+    async fn restore_one(&self, did: String) {
+        let kept = match self.peers.kept_catalog(&did).await {
+            Ok(Some(kept)) => kept,
+            Ok(None) => return,
+            Err(error) => {
+                return tracing::error!(%error, peer = did, "cannot read a kept catalogue; the peer is crawled");
             }
-            for (catalog, triples, kept) in read {
+        };
+        let graphs = self.graph.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let json: Json = serde_json::from_str(&kept.catalog).map_err(|e| e.to_string())?;
+            let (catalog, triples) =
+                read_into(&graphs, &kept.did, &kept.address, kept.country.clone(), &json, kept.digest.clone())?;
+            Ok::<_, String>((catalog, triples, kept))
+        });
+        match read.await.map_err(|e| e.to_string()).and_then(|read| read) {
+            Ok((catalog, triples, kept)) => {
+                let interval_ms = (self.settings.crawl_interval_seconds * 1000) as i64;
                 let status = CrawlStatus {
                     did: kept.did.clone(),
                     address: kept.address.clone(),
@@ -303,30 +301,7 @@ impl Broker {
                 self.replace(catalog);
                 self.status.lock().expect("never poisoned").insert(kept.did, status);
             }
-        }
-    }
-
-    /// One peer's kept catalogue read into its index entry and quads, on a blocking thread; `None` (logged) when it
-    /// cannot be, and the peer is then crawled.
-    async fn read_kept(&self, did: &str) -> Option<(PeerCatalog, Vec<Quad>, crate::store::CrawledCatalog)> {
-        let kept = match self.peers.kept_catalog(did).await {
-            Ok(kept) => kept?,
-            Err(error) => {
-                tracing::error!(%error, peer = did, "cannot read a kept catalogue; the peer is crawled");
-                return None;
-            }
-        };
-        let read = tokio::task::spawn_blocking(move || {
-            let json: Json = serde_json::from_str(&kept.catalog).map_err(|e| e.to_string())?;
-            let (catalog, quads) = ingest(&kept.did, &kept.address, kept.country.clone(), &json, kept.digest.clone())?;
-            Ok::<_, String>((catalog, quads, kept))
-        });
-        match read.await.map_err(|e| e.to_string()).and_then(|read| read) {
-            Ok(read) => Some(read),
-            Err(error) => {
-                tracing::error!(%error, peer = did, "a kept catalogue cannot be read; the peer is crawled");
-                None
-            }
+            Err(error) => tracing::error!(%error, peer = did, "a kept catalogue cannot be read; the peer is crawled"),
         }
     }
 }
