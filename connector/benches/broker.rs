@@ -5,6 +5,12 @@
 //!
 //! `cargo bench -p hanse --bench broker` (release). `HANSE_BENCH_PEERS=N` and `HANSE_BENCH_DATASETS=M` change the
 //! size. The 100 connectors share the machine's two cores with the broker, so crawl figures are conservative.
+//!
+//! `HANSE_BENCH_SYNTHETIC_PEERS=K` then grows the federation to K peers without K connectors: the crawled catalogues
+//! are copied, under new DIDs and dataset ids, into the broker's kept catalogues, and the broker is restarted. It
+//! reads every one back into its graph and index (what a crawl does after fetching), and the searches run again over
+//! K × M datasets. `HANSE_BENCH_GRAPH=disk` (with `--features rocksdb`) keeps that broker's graph on disk
+//! (`broker.graph_dir`), as a broker of that size needs.
 
 use std::time::Instant;
 
@@ -38,8 +44,6 @@ async fn main() {
     let broker =
         support::Process::start(&root.path().join("broker"), &support::broker_config(&seeds), |_| async {}).await;
     let pid = broker.pid();
-    let (public_url, management_url, api_key, client) =
-        (broker.public_url.clone(), broker.management_url.clone(), broker.api_key.clone(), broker.client.clone());
 
     // First crawl: from the status the broker keeps (first attempt to last success).
     let status = broker.first_crawl(peers, datasets).await;
@@ -81,8 +85,163 @@ async fn main() {
         );
     }
 
-    // Search latency, sequential: keyword + facet filters over the whole federation.
     let researcher = hanse::testing::TestParticipant::start().await;
+    measure_queries(&broker, &researcher, peers * datasets).await;
+
+    // The federation grown synthetically: copies of the crawled catalogues kept for further peers, read back by a
+    // restarted broker as its own kept catalogues.
+    let synthetic = env_or("HANSE_BENCH_SYNTHETIC_PEERS", 0);
+    if synthetic > peers {
+        let mut broker = broker;
+        broker.stop();
+        let seeding = Instant::now();
+        grow(&broker.database_url, synthetic).await;
+        println!(
+            "\n{synthetic} peers × {datasets} datasets kept (the {peers} crawled catalogues copied under new DIDs and dataset ids) in {:.1} s",
+            seeding.elapsed().as_secs_f64()
+        );
+        compare_with_scan(&broker.database_url).await;
+        let graph_dir = root.path().join("broker-graph");
+        let graph_dir = graph_dir.to_str().unwrap();
+        let mut env = vec![("HANSE_PEERS_EXCHANGE_INTERVAL_SECONDS", "0")];
+        if std::env::var("HANSE_BENCH_GRAPH").as_deref() == Ok("disk") {
+            env.push(("HANSE_BROKER_GRAPH_DIR", graph_dir));
+        }
+        let started = Instant::now();
+        broker.restart(&env);
+        broker.first_crawl(synthetic, datasets).await;
+        println!(
+            "restart with {} datasets kept ({}): every catalogue read back into graph and index in {:.1} s; broker RSS {:.0} MB",
+            synthetic * datasets,
+            if env.len() > 1 { "graph on disk" } else { "graph in memory" },
+            started.elapsed().as_secs_f64(),
+            rss_of(broker.pid(), "VmRSS:")
+        );
+        measure_queries(&broker, &researcher, synthetic * datasets).await;
+    }
+
+    for hospital in hospitals {
+        hospital.shutdown().await;
+    }
+}
+
+/// Keeps copies of the broker's kept catalogues in its store (`database_url`, the broker stopped) until `peers`
+/// peers have one: each copy under a DID of its own, with its dataset ids made its own.
+async fn grow(database_url: &str, peers: usize) {
+    use hanse::store::{PeerRow, Store, StoreOptions};
+    let store = Store::open(database_url, &StoreOptions::default()).await.unwrap();
+    let mut kept = Vec::new();
+    for did in store.peers.kept_catalogs().await.unwrap() {
+        kept.push(store.peers.kept_catalog(&did).await.unwrap().unwrap());
+    }
+    let now = hanse::store::now_millis();
+    for n in kept.len()..peers {
+        let original = &kept[n % kept.len()];
+        let did = format!("did:web:synthetic-{n:05}.hospital.example");
+        let catalog: Value =
+            serde_json::from_str(&original.catalog.replace("\"dataset-", &format!("\"dataset-s{n:05}-"))).unwrap();
+        let mut peer = PeerRow::new(&did, "manual");
+        peer.address = original.address.clone();
+        store.peers.add_peer(&peer).await.unwrap();
+        let copy = hanse::store::CrawledCatalog {
+            did: did.clone(),
+            address: original.address.clone(),
+            country: original.country.clone(),
+            digest: hanse::broker::digest(&original.address, original.country.as_deref(), &catalog),
+            catalog: catalog.to_string(),
+            crawled_at: now,
+            changed_at: now,
+        };
+        assert!(store.peers.keep_catalog(&copy).await.unwrap(), "{did} kept");
+    }
+    store.close().await;
+}
+
+/// The word index against a scan of every dataset's text (the broker's search before the index), in this process
+/// over the catalogues the broker's store (`database_url`) keeps: the same answers, and the time to find the matching
+/// datasets of every catalogue for each query's words.
+async fn compare_with_scan(database_url: &str) {
+    use hanse::store::{Store, StoreOptions};
+    let store = Store::open(database_url, &StoreOptions::default()).await.unwrap();
+    let mut catalogs = Vec::new();
+    for did in store.peers.kept_catalogs().await.unwrap() {
+        let kept = store.peers.kept_catalog(&did).await.unwrap().unwrap();
+        let json: Value = serde_json::from_str(&kept.catalog).unwrap();
+        let (catalog, _) = hanse::broker::ingest(&did, &kept.address, kept.country, &json, kept.digest).unwrap();
+        catalogs.push(catalog);
+    }
+    store.close().await;
+    let datasets: usize = catalogs.iter().map(|c| c.entries.len()).sum();
+    let words: Vec<Vec<String>> = (0..200)
+        .map(|n| match n % 4 {
+            0 => vec![KEYWORDS[n % KEYWORDS.len()].to_owned()],
+            1 => vec![KEYWORDS[n % KEYWORDS.len()].to_owned(), "registry".to_owned()],
+            2 => vec!["cohort".to_owned(), (n % 1000).to_string()],
+            _ => vec![format!("{}", 100 + n)],
+        })
+        .collect();
+    let (mut indexed, mut scanned) = (Vec::new(), Vec::new());
+    for words in &words {
+        let started = Instant::now();
+        let found: Vec<Vec<u32>> = catalogs.iter().map(|c| c.matching(words)).collect();
+        indexed.push(started.elapsed());
+        let started = Instant::now();
+        let scan: Vec<Vec<u32>> = catalogs
+            .iter()
+            .map(|c| {
+                let holds = |e: &hanse::broker::Entry| words.iter().all(|w| e.haystack.contains(w.as_str()));
+                (0..c.entries.len() as u32).filter(|&i| holds(&c.entries[i as usize])).collect()
+            })
+            .collect();
+        scanned.push(started.elapsed());
+        assert_eq!(found, scan, "{words:?}: the index answers as the scan");
+    }
+    // The whole search (words, filters, facets and a page of hits) in this process, without HTTP.
+    let catalogs: std::collections::BTreeMap<String, std::sync::Arc<hanse::broker::PeerCatalog>> =
+        catalogs.into_iter().map(|c| (c.did.clone(), std::sync::Arc::new(c))).collect();
+    let mut searched = Vec::new();
+    for n in 0..200 {
+        let keyword = KEYWORDS[n % KEYWORDS.len()];
+        let request = hanse::broker::search::SearchRequest {
+            q: Some(match n % 4 {
+                2 => format!("cohort {}", n % 1000),
+                1 => format!("{keyword} registry"),
+                _ => keyword.to_owned(),
+            }),
+            min_records: (n % 4 == 1).then_some(3000),
+            min_age: (n % 4 == 2).then_some(65),
+            health_category: if n % 4 == 3 { vec!["http://healthdataportal.eu/ns/health#EHR".into()] } else { vec![] },
+            ..Default::default()
+        };
+        let started = Instant::now();
+        std::hint::black_box(hanse::broker::search::search(&catalogs, &request));
+        searched.push(started.elapsed());
+    }
+    searched.sort();
+    println!(
+        "whole search over {datasets} (this process, {} queries as the HTTP ones): p50 {:.2} ms, p99 {:.2} ms",
+        searched.len(),
+        percentile(&searched, 0.50),
+        percentile(&searched, 0.99)
+    );
+    indexed.sort();
+    scanned.sort();
+    println!(
+        "matching datasets over {datasets} (this process, {} queries, the same answers): word index p50 {:.2} / p99 {:.2} ms, scan of the texts p50 {:.2} / p99 {:.2} ms (p99 {:.3}× the scan's)",
+        words.len(),
+        percentile(&indexed, 0.50),
+        percentile(&indexed, 0.99),
+        percentile(&scanned, 0.50),
+        percentile(&scanned, 0.99),
+        percentile(&indexed, 0.99) / percentile(&scanned, 0.99)
+    );
+}
+
+/// Search latency, sequential: keyword + facet filters over the whole federation (`datasets` in all), through the
+/// public listener and the management API; then a SPARQL count over every graph and the broker's memory.
+async fn measure_queries(broker: &support::Process, researcher: &hanse::testing::TestParticipant, datasets: usize) {
+    let (public_url, management_url, api_key, client) =
+        (&broker.public_url, &broker.management_url, &broker.api_key, &broker.client);
     let broker_did = broker.participant.clone();
     let queries: Vec<String> = (0..400)
         .map(|n| {
@@ -107,7 +266,7 @@ async fn main() {
                     .get(format!("{public_url}/broker/search?{query}"))
                     .header("Authorization", researcher.authorization(&broker_did))
             } else {
-                client.get(format!("{management_url}/management/v3/search?{query}")).header("X-Api-Key", &api_key)
+                client.get(format!("{management_url}/management/v3/search?{query}")).header("X-Api-Key", api_key)
             };
             let response = request.send().await.unwrap();
             let status = response.status();
@@ -118,8 +277,7 @@ async fn main() {
         }
         latencies.sort();
         println!(
-            "search over {} datasets ({label}, {} queries, {:.0} hits on average): p50 {:.2} ms, p99 {:.2} ms",
-            peers * datasets,
+            "search over {datasets} datasets ({label}, {} queries, {:.0} hits on average): p50 {:.2} ms, p99 {:.2} ms",
             latencies.len(),
             hits as f64 / latencies.len() as f64,
             percentile(&latencies, 0.50),
@@ -130,7 +288,7 @@ async fn main() {
     let started = Instant::now();
     let response = client
         .post(format!("{management_url}/management/broker/sparql"))
-        .header("X-Api-Key", &api_key)
+        .header("X-Api-Key", api_key)
         .header("Content-Type", "application/sparql-query")
         .body("SELECT (COUNT(?d) AS ?n) WHERE { ?d a dcat:Dataset ; dcat:keyword \"diabetes\" }")
         .send()
@@ -142,10 +300,6 @@ async fn main() {
         body["results"]["bindings"][0]["n"]["value"].as_str().unwrap_or("?"),
         started.elapsed().as_secs_f64() * 1000.0
     );
+    let pid = broker.pid();
     println!("broker resident memory: {:.0} MB now, {:.0} MB peak", rss_of(pid, "VmRSS:"), rss_of(pid, "VmHWM:"));
-
-    drop(broker);
-    for hospital in hospitals {
-        hospital.shutdown().await;
-    }
 }

@@ -232,6 +232,9 @@ pub async fn hospitals(root: &std::path::Path, peers: usize, datasets: usize) ->
 /// A `hanse run` process of its own, initialised in `dir` with `extra` appended to its configuration.
 pub struct Process {
     pub child: std::process::Child,
+    pub config_file: std::path::PathBuf,
+    /// The store the process keeps its state in.
+    pub database_url: String,
     pub participant: String,
     pub public_url: String,
     pub management_url: String,
@@ -253,19 +256,36 @@ impl Process {
             format!("http://{}", management.local_addr().unwrap()),
         );
         drop((public, management));
-        let participant = config.participant.id.clone();
+        let (participant, database_url) = (config.participant.id.clone(), config.database_url());
         prepare(config).await;
         let mut text = std::fs::read_to_string(&done.config_file).unwrap();
         text.push_str(extra);
         std::fs::write(&done.config_file, text).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hanse"))
-            .args(["run", "--config"])
-            .arg(&done.config_file)
-            .env("HANSE_LOG_LEVEL", "warn")
-            .spawn()
-            .expect("the hanse binary starts");
+        let child = run(&done.config_file, &[]);
         let client = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
-        Process { child, participant, public_url, management_url, api_key: done.api_key.clone(), client }
+        let config_file = done.config_file.clone();
+        Process {
+            child,
+            config_file,
+            database_url,
+            participant,
+            public_url,
+            management_url,
+            api_key: done.api_key.clone(),
+            client,
+        }
+    }
+
+    /// Stops the process (SIGKILL) and waits until it is gone.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped process again with the same configuration, and `env` (`HANSE_<SECTION>_<KEY>` settings).
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.stop();
+        self.child = run(&self.config_file, env);
     }
 
     pub fn pid(&self) -> u32 {
@@ -321,10 +341,20 @@ impl Process {
     }
 }
 
+/// `hanse run` with `config_file`, logging warnings, and `env`.
+fn run(config_file: &std::path::Path, env: &[(&str, &str)]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hanse"))
+        .args(["run", "--config"])
+        .arg(config_file)
+        .env("HANSE_LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("the hanse binary starts")
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
