@@ -212,3 +212,48 @@ async fn a_log_s_head_and_proofs_are_shown_only_to_a_verified_participant() {
     }
     federation.shutdown().await;
 }
+
+/// While the start-up self-check holds appends, the connector serves: reads answer, `/health/ready` is up and says why
+/// changes wait, and a change made meanwhile waits, then lands. One made while a check finds the log altered is
+/// refused with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_wait_for_a_running_self_check_while_reads_are_served() {
+    for backend in hanse::testing::backends() {
+        let connector = TestConnector::start(backend).await;
+        let client = reqwest::Client::new();
+        let api = Management::of(&connector, &client);
+        let audit = connector.running.state.store.audit.clone();
+        until("the start-up self-check to end", async || !audit.appends_held()).await;
+        let create = |id: &str| {
+            let (api, asset) = (api.clone(), health_asset(id, "Cohort", &["x"], 10));
+            tokio::spawn(async move { api.post("/management/v3/assets", &asset).await })
+        };
+
+        let hold = audit.hold_appends();
+        let waiting = create("made-while-checked");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "{backend:?}: the change waits for the check");
+        let ready = client.get(format!("{}/health/ready", connector.public_url())).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "{backend:?}");
+        let ready: Value = ready.json().await.unwrap();
+        assert_eq!(ready["components"]["audit"]["status"], "up", "{ready:#}");
+        assert!(
+            ready["components"]["audit"]["detail"].as_str().unwrap().contains("self-check is running"),
+            "{ready:#}"
+        );
+        assert_eq!(api.get("/management/v3/assets/made-while-checked").await.status, 404, "{backend:?}: not yet");
+        drop(hold);
+        assert_eq!(waiting.await.unwrap().status, 200, "{backend:?}");
+        assert_eq!(api.get("/management/v3/assets/made-while-checked").await.status, 200, "{backend:?}");
+
+        let hold = audit.hold_appends();
+        let refused = create("made-while-found-altered");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        audit.seal("entry 1: altered".into());
+        drop(hold);
+        let refused = refused.await.unwrap();
+        assert_eq!(refused.status, 503, "{backend:?}: {:#}", refused.body);
+        assert_eq!(api.get("/management/v3/assets/made-while-found-altered").await.status, 404, "{backend:?}");
+        connector.running.shutdown().await;
+    }
+}
