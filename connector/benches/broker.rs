@@ -125,15 +125,21 @@ async fn main() {
     }
 }
 
+/// Every catalogue the broker's store keeps.
+async fn every_kept(store: &hanse::store::Store) -> Vec<hanse::store::CrawledCatalog> {
+    let mut kept = Vec::new();
+    for did in store.peers.kept_catalogs().await.unwrap() {
+        kept.push(store.peers.kept_catalog(&did).await.unwrap().unwrap());
+    }
+    kept
+}
+
 /// Keeps copies of the broker's kept catalogues in its store (`database_url`, the broker stopped) until `peers`
 /// peers have one: each copy under a DID of its own, with its dataset ids made its own.
 async fn grow(database_url: &str, peers: usize) {
     use hanse::store::{PeerRow, Store, StoreOptions};
     let store = Store::open(database_url, &StoreOptions::default()).await.unwrap();
-    let mut kept = Vec::new();
-    for did in store.peers.kept_catalogs().await.unwrap() {
-        kept.push(store.peers.kept_catalog(&did).await.unwrap().unwrap());
-    }
+    let kept = every_kept(&store).await;
     let now = hanse::store::now_millis();
     for n in kept.len()..peers {
         let original = &kept[n % kept.len()];
@@ -164,10 +170,9 @@ async fn compare_with_scan(database_url: &str) {
     use hanse::store::{Store, StoreOptions};
     let store = Store::open(database_url, &StoreOptions::default()).await.unwrap();
     let mut catalogs = Vec::new();
-    for did in store.peers.kept_catalogs().await.unwrap() {
-        let kept = store.peers.kept_catalog(&did).await.unwrap().unwrap();
+    for kept in every_kept(&store).await {
         let json: Value = serde_json::from_str(&kept.catalog).unwrap();
-        let (catalog, _) = hanse::broker::ingest(&did, &kept.address, kept.country, &json, kept.digest).unwrap();
+        let (catalog, _) = hanse::broker::ingest(&kept.did, &kept.address, kept.country, &json, kept.digest).unwrap();
         catalogs.push(catalog);
     }
     store.close().await;
@@ -183,7 +188,8 @@ async fn compare_with_scan(database_url: &str) {
     let (mut indexed, mut scanned) = (Vec::new(), Vec::new());
     for words in &words {
         let started = Instant::now();
-        let found: Vec<Vec<u32>> = catalogs.iter().map(|c| c.matching(words)).collect();
+        let asked = hanse::broker::index::Words::new(words);
+        let found: Vec<Vec<u32>> = catalogs.iter().map(|c| c.matching(&asked)).collect();
         indexed.push(started.elapsed());
         let started = Instant::now();
         let scan: Vec<Vec<u32>> = catalogs

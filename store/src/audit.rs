@@ -186,7 +186,7 @@ fn append_statements<'e>(
 pub(crate) struct Seal(std::sync::Arc<SealState>);
 
 #[derive(Debug)]
-pub(crate) struct SealState {
+struct SealState {
     reason: std::sync::OnceLock<String>,
     /// `false` while appends wait for a self-check.
     open: tokio::sync::watch::Sender<bool>,
@@ -209,7 +209,7 @@ impl Seal {
 
     /// Waits while appends are held, then `Err(Sealed)` if the log is sealed.
     pub(crate) async fn admit(&self) -> Result<(), StoreError> {
-        if !*self.0.open.borrow() {
+        if self.held() {
             let mut open = self.0.open.subscribe();
             // The sender lives as long as this seal: waiting cannot fail.
             let _ = open.wait_for(|open| *open).await;
@@ -222,6 +222,17 @@ impl Seal {
 
     pub(crate) fn reason(&self) -> Option<&str> {
         self.0.reason.get().map(String::as_str)
+    }
+
+    /// Holds appends until the answer is dropped.
+    fn hold(&self) -> AppendHold {
+        self.0.open.send_replace(false);
+        AppendHold(self.clone())
+    }
+
+    /// Whether appends are held now.
+    fn held(&self) -> bool {
+        !*self.0.open.borrow()
     }
 }
 
@@ -477,14 +488,14 @@ impl AuditStore {
 
     /// Holds every append until the answer is dropped: a connector holds them while its start-up self-check runs,
     /// so that nothing extends a log before it is known intact, while reads are served meanwhile.
+    /// One hold at a time: the first dropped lets appends go on.
     pub fn hold_appends(&self) -> AppendHold {
-        self.pool.seal.0.open.send_replace(false);
-        AppendHold(self.pool.seal.clone())
+        self.pool.seal.hold()
     }
 
     /// Whether appends wait for a self-check now.
     pub fn appends_held(&self) -> bool {
-        !*self.pool.seal.0.open.borrow()
+        self.pool.seal.held()
     }
 
     /// Seals the log: nothing extends it until the connector restarts on a restored database.

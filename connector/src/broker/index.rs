@@ -15,6 +15,27 @@ pub fn separates(c: char) -> bool {
     c.is_whitespace() || c == ','
 }
 
+/// The words of one query, read once for every catalogue it is run over.
+#[derive(Debug, Clone, Default)]
+pub struct Words {
+    /// Every word's parts between separators, longest first: looked up by trigram, they usually leave the fewest
+    /// entries.
+    parts: Vec<String>,
+    /// The words that hold a separator (a DSP catalogue keyword such as `heart failure`), sought whole in the texts.
+    pub phrases: Vec<String>,
+}
+
+impl Words {
+    /// The query's `words`, lower-cased.
+    pub fn new(words: &[String]) -> Words {
+        let mut parts: Vec<String> =
+            words.iter().flat_map(|w| w.split(separates)).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        let phrases = words.iter().filter(|w| w.contains(separates)).cloned().collect();
+        Words { parts, phrases }
+    }
+}
+
 /// Offsets into one flat list: the items of key `k` are `items[starts[k]..starts[k + 1]]`.
 #[derive(Debug, Default)]
 pub(super) struct Lists {
@@ -143,14 +164,11 @@ impl WordIndex {
         found
     }
 
-    /// The entries whose text contains every one of `words` (lower-cased, without separators), ascending; every
-    /// entry when there are none.
-    pub fn matching(&self, words: &[String]) -> Vec<u32> {
-        let mut words: Vec<&str> = words.iter().map(String::as_str).collect();
-        // Longer words first: they are looked up by trigram and usually leave the fewest entries.
-        words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    /// The entries whose text contains every part of `words`, ascending; every entry when there are none. (Whole
+    /// phrases are the caller's to seek in the texts.)
+    pub fn matching(&self, words: &Words) -> Vec<u32> {
         let mut matched: Option<Vec<u32>> = None;
-        for word in words {
+        for word in &words.parts {
             let found = self.containing(word);
             matched = Some(match matched {
                 None => found,
@@ -209,7 +227,7 @@ mod tests {
             let index = WordIndex::build(texts.iter().map(String::as_str));
             for query in &queries {
                 let words = words_of(query);
-                prop_assert_eq!(index.matching(&words), scanned(&texts, &words), "query {:?}", query);
+                prop_assert_eq!(index.matching(&Words::new(&words)), scanned(&texts, &words), "query {:?}", query);
             }
         });
     }
@@ -223,7 +241,7 @@ mod tests {
                 .map(|t| t.to_lowercase())
                 .collect();
         let index = WordIndex::build(texts.iter().map(String::as_str));
-        let ask = |q: &str| index.matching(&words_of(q));
+        let ask = |q: &str| index.matching(&Words::new(&words_of(q)));
         assert_eq!(ask("diab"), vec![0]);
         assert_eq!(ask("7"), vec![0, 2]);
         assert_eq!(ask("17 cohort"), vec![0]);

@@ -68,15 +68,12 @@ pub struct PeerCatalog {
 }
 
 impl PeerCatalog {
-    /// The entries (indexes into `entries`, ascending) whose text contains every one of `words` (lower-cased). A word
-    /// may hold spaces (a DSP catalogue keyword): its parts are looked up, and the whole is then sought in the text.
-    pub fn matching(&self, words: &[String]) -> Vec<u32> {
-        let parts: Vec<String> =
-            words.iter().flat_map(|w| w.split(index::separates)).filter(|p| !p.is_empty()).map(str::to_owned).collect();
-        let mut matching = self.words.matching(&parts);
-        let phrases: Vec<&String> = words.iter().filter(|w| w.contains(index::separates)).collect();
-        if !phrases.is_empty() {
-            matching.retain(|&i| phrases.iter().all(|p| self.entries[i as usize].haystack.contains(p.as_str())));
+    /// The entries (indexes into `entries`, ascending) whose text contains every one of `words`. A word may hold
+    /// spaces (a DSP catalogue keyword): its parts are looked up, and the whole is then sought in the text.
+    pub fn matching(&self, words: &index::Words) -> Vec<u32> {
+        let mut matching = self.words.matching(words);
+        if !words.phrases.is_empty() {
+            matching.retain(|&i| words.phrases.iter().all(|p| self.entries[i as usize].haystack.contains(p.as_str())));
         }
         matching
     }
@@ -622,13 +619,14 @@ impl Broker {
         let mut taken = 0usize;
         let mut next: Option<(String, String)> = None;
         let start_peer = after_peer.unwrap_or_default().to_owned();
+        let keywords = index::Words::new(keywords);
         'peers: for (did, catalog) in catalogs.range(start_peer.clone()..) {
             let start = match (after, did == &start_peer) {
                 (Some(after), true) => catalog.entries.partition_point(|e| e.id.as_str() <= after),
                 _ => 0,
             };
             let mut datasets = Vec::new();
-            let matching = catalog.matching(keywords);
+            let matching = catalog.matching(&keywords);
             for &i in &matching[matching.partition_point(|&i| (i as usize) < start)..] {
                 let entry = &catalog.entries[i as usize];
                 if taken == limit {

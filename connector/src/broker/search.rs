@@ -259,7 +259,7 @@ fn buckets(table: &[(&'static str, i64, i64)], counts: &[usize]) -> BTreeMap<&'s
 
 /// Runs a search over `catalogs`: the page of hits asked for, the total and the facets.
 pub fn search(catalogs: &BTreeMap<String, Arc<PeerCatalog>>, request: &SearchRequest) -> Json {
-    let words = request.words();
+    let words = super::index::Words::new(&request.words());
     let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
     let offset = request.offset.unwrap_or(0);
     let mut total = 0usize;
