@@ -89,6 +89,9 @@ impl RunningConnector {
         // What this replica held is free for the others at once, not after the leases expire.
         self.state.cluster.release_all().await;
         self.state.catalogue.close_graph();
+        if let Some(broker) = &self.state.broker {
+            broker.close_graph();
+        }
         self.state.store.close().await;
         tracing::info!("connector stopped");
     }

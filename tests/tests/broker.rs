@@ -423,3 +423,136 @@ async fn a_graph_on_disk_without_rocksdb_refuses_to_start_and_says_why() {
     let message = error.to_string();
     assert!(message.contains("broker.graph_dir") && message.contains("--features rocksdb"), "{message}");
 }
+
+/// What a broker answers of its federation: search hits, datasets with their titles, and the triples counted.
+async fn federation_answers(client: &reqwest::Client, broker: &TestConnector, caller: &dyn Signer) -> [String; 3] {
+    let sparql = |query: &str| format!("/broker/sparql?query={}", urlencode(query));
+    let hits = broker_get(client, broker, caller, "/broker/search?q=cohort").await;
+    assert_eq!(hits.status, 200, "{:#}", hits.body);
+    let titles = broker_get(
+        client,
+        broker,
+        caller,
+        &sparql("SELECT ?d ?t WHERE { ?d a dcat:Dataset ; dct:title ?t } ORDER BY ?d"),
+    )
+    .await;
+    let count = broker_get(client, broker, caller, &sparql("SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }")).await;
+    [
+        format!("{:?}", hit_ids(&hits)),
+        titles.body["results"]["bindings"].to_string(),
+        count.body["results"]["bindings"][0]["n"]["value"].to_string(),
+    ]
+}
+
+/// Restarts the broker with its graph in `graph_dir`, and waits until it took back what its store kept.
+async fn restart_broker(mut broker: TestConnector, graph_dir: &std::path::Path) -> (TestConnector, Restored) {
+    broker.config.broker.graph_dir = Some(graph_dir.to_owned());
+    let broker = broker.restart().await;
+    let mut restored = None;
+    until("the kept catalogues to be taken back", async || {
+        restored = broker.running.state.broker.as_ref().unwrap().restored();
+        restored.is_some()
+    })
+    .await;
+    (broker, restored.unwrap())
+}
+
+use hanse::broker::Restored;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_graph_kept_on_disk_is_taken_back_as_it_was_and_only_what_changed_is_read_again() {
+    if !hanse::broker::GRAPH_ON_DISK {
+        return;
+    }
+    for backend in backends() {
+        let client = reqwest::Client::new();
+        let (north, east) = (TestConnector::start(backend).await, TestConnector::start(backend).await);
+        for (hospital, prefix) in [(&north, "north"), (&east, "east")] {
+            let datasets: Vec<(Value, Option<&[String]>)> = (0..3)
+                .map(|i| {
+                    let id = format!("{prefix}-{i}");
+                    (dataset(&id, &format!("Cohort {prefix} {i}"), &["diabetes"], (18, 90), 100, DIABETES), None)
+                })
+                .collect();
+            publish(&Management::of(hospital, &client), &datasets).await;
+        }
+        let broker = TestConnector::start_with(backend, |config| {
+            config.broker.enabled = true;
+            config.broker.crawl_interval_seconds = 3600;
+            config.peers.exchange_interval_seconds = 0;
+        })
+        .await;
+        let researcher = TestParticipant::start().await;
+        let api = Management::of(&broker, &client);
+        for hospital in [&north, &east] {
+            let added = api.post("/management/v3/peers", &json!({"did": hospital.participant_id()})).await;
+            assert_eq!(added.status, 201, "{:#}", added.body);
+        }
+        let crawled = api.post("/management/v3/broker/crawl", &json!({})).await;
+        assert!(crawled.body.as_array().is_some_and(|s| s.iter().all(|s| s["datasets"] == 3)), "{:#}", crawled.body);
+        let graph_dir = broker.dir().join("broker-graph");
+        let label = format!("{backend:?}");
+
+        // The first start with a graph on disk reads every kept catalogue into it; the next keeps it and only makes
+        // the index, from the graph's quads, with the same answers.
+        let (broker, restored) = restart_broker(broker, &graph_dir).await;
+        assert_eq!(restored, Restored { resumed: 0, read: 2, dropped: 0 }, "{label}");
+        let read = federation_answers(&client, &broker, &researcher).await;
+        assert!(read[0].contains("north-2") && read[0].contains("east-0"), "{label}: {}", read[0]);
+        let (broker, restored) = restart_broker(broker, &graph_dir).await;
+        assert_eq!(restored, Restored { resumed: 2, read: 0, dropped: 0 }, "{label}");
+        assert_eq!(federation_answers(&client, &broker, &researcher).await, read, "{label}");
+
+        // A crawl that finds a catalogue changed rewrites its graph and records that: it is kept at the next start.
+        let east_api = Management::of(&east, &client);
+        east_api
+            .create("/management/v3/assets", dataset("east-9", "Cohort east 9", &["diabetes"], (18, 90), 7, DIABETES))
+            .await;
+        east_api
+            .create(
+                "/management/v3/contractdefinitions",
+                contract_definition("offer-east-9", "open", "open", &["east-9"]),
+            )
+            .await;
+        Management::of(&broker, &client).post("/management/v3/broker/crawl", &json!({})).await;
+        let crawled = federation_answers(&client, &broker, &researcher).await;
+        assert!(crawled[0].contains("east-9"), "{label}: {}", crawled[0]);
+        let (broker, restored) = restart_broker(broker, &graph_dir).await;
+        assert_eq!(restored, Restored { resumed: 2, read: 0, dropped: 0 }, "{label}");
+        assert_eq!(federation_answers(&client, &broker, &researcher).await, crawled, "{label}");
+
+        // The store keeps a crawl the graph does not hold (as when a broker stops between the two): that catalogue
+        // is read again, and the graph answers as the store's catalogue says.
+        let peers = &broker.running.state.store.peers;
+        let mut kept = peers.kept_catalog(north.participant_id()).await.unwrap().unwrap();
+        let mut catalog: Value = serde_json::from_str(&kept.catalog).unwrap();
+        catalog["dataset"].as_array_mut().unwrap().retain(|d| d["@id"] != "north-1");
+        kept.digest = hanse::broker::digest(&kept.address, kept.country.as_deref(), &catalog);
+        kept.catalog = catalog.to_string();
+        assert!(peers.keep_catalog(&kept).await.unwrap());
+        let (broker, restored) = restart_broker(broker, &graph_dir).await;
+        assert_eq!(restored, Restored { resumed: 1, read: 1, dropped: 0 }, "{label}");
+        let narrowed = federation_answers(&client, &broker, &researcher).await;
+        assert!(!narrowed[0].contains("north-1") && !narrowed[1].contains("north-1"), "{label}: {narrowed:?}");
+        assert!(narrowed[0].contains("north-2") && narrowed[1].contains("north-2"), "{label}: {narrowed:?}");
+        assert_ne!(narrowed[2], crawled[2], "{label}: the withdrawn dataset's triples are gone");
+
+        // A peer the store no longer keeps (nor knows) has its graph dropped; without the state file, every kept
+        // catalogue is read again into a cleared graph.
+        let peers = &broker.running.state.store.peers;
+        peers.forget_catalog(north.participant_id()).await.unwrap();
+        peers.remove_peer(north.participant_id()).await.unwrap();
+        let (broker, restored) = restart_broker(broker, &graph_dir).await;
+        assert_eq!(restored, Restored { resumed: 1, read: 0, dropped: 1 }, "{label}");
+        let east_only = federation_answers(&client, &broker, &researcher).await;
+        assert!(!east_only[1].contains("north-") && east_only[1].contains("east-9"), "{label}: {east_only:?}");
+        std::fs::remove_file(graph_dir.join(hanse::broker::STATE_FILE)).unwrap();
+        let (broker, restored) = restart_broker(broker, &graph_dir).await;
+        assert_eq!(restored, Restored { resumed: 0, read: 1, dropped: 0 }, "{label}");
+        assert_eq!(federation_answers(&client, &broker, &researcher).await, east_only, "{label}");
+
+        for connector in [north, east, broker] {
+            connector.running.shutdown().await;
+        }
+    }
+}

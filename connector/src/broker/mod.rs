@@ -119,6 +119,10 @@ pub struct CrawlStatus {
 /// The broker: the crawled catalogues, their graph and search index, and what it crawls with.
 pub struct Broker {
     graph: Graphs,
+    /// Which crawl of each peer a graph on disk holds (decision 0051).
+    held: Arc<Mutex<Held>>,
+    /// What the last start took back, once it is done.
+    restored: std::sync::OnceLock<Restored>,
     /// Copied on write: a search works on one consistent set of catalogues.
     catalogs: RwLock<Arc<BTreeMap<String, Arc<PeerCatalog>>>>,
     status: Mutex<BTreeMap<String, CrawlStatus>>,
@@ -134,6 +138,97 @@ pub struct Broker {
     stale_after_seconds: u64,
     /// Public queries per participant (`broker.queries_per_minute`).
     queries: Option<Arc<crate::transport::listen::RateLimit<String>>>,
+}
+
+/// The file beside a broker graph on disk that says which crawl of each peer the graph holds ([`HeldState`]).
+pub const STATE_FILE: &str = "hanse-broker-graph-state.json";
+
+/// Bumped whenever what a crawled catalogue becomes in the graph changes form ([`quads_of`]): a graph on disk written
+/// in another form is read again from the kept catalogues.
+const GRAPH_FORM: u32 = 1;
+
+/// What [`STATE_FILE`] holds: for each peer, the digest of the crawl its named graph holds. It never names a crawl
+/// the graph's files do not hold: a peer is taken out (and the file synced) before its graph is rewritten, and put
+/// back only after the graph was flushed.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct HeldState {
+    form: u32,
+    peers: BTreeMap<String, String>,
+}
+
+/// Which crawl of each peer a graph on disk holds: as [`STATE_FILE`] says, and as written since.
+#[derive(Debug, Default)]
+struct Held {
+    /// What the file says now.
+    recorded: BTreeMap<String, String>,
+    /// Peers whose graph was rewritten, and whose crawl the store kept, since the file was last written.
+    pending: BTreeMap<String, String>,
+}
+
+impl Held {
+    /// Records that `graph` holds every pending crawl (after a flush), if any is pending.
+    fn keep(held: &Mutex<Held>, graph: &Graphs) {
+        let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if graph.dir().is_none() {
+            // A graph in memory is gone with the process: nothing to record.
+            held.pending.clear();
+        }
+        if held.pending.is_empty() {
+            return;
+        }
+        let mut peers = held.recorded.clone();
+        peers.extend(held.pending.iter().map(|(did, digest)| (did.clone(), digest.clone())));
+        match graph.keep_state(STATE_FILE, &HeldState { form: GRAPH_FORM, peers: peers.clone() }) {
+            Ok(()) => {
+                held.recorded = peers;
+                held.pending.clear();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the broker graph on disk cannot record what it holds; a restart reads the kept catalogues again")
+            }
+        }
+    }
+
+    /// Takes `did` out of what the file says, before its graph is rewritten: the file is synced first.
+    fn unclaim(held: &Mutex<Held>, graph: &Graphs, did: &str) {
+        let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.pending.remove(did);
+        if held.recorded.remove(did).is_none() {
+            return;
+        }
+        let narrowed = HeldState { form: GRAPH_FORM, peers: held.recorded.clone() };
+        if let Err(error) = graph.narrow_state(STATE_FILE, &narrowed) {
+            // The file must not go on naming a crawl the graph is about to lose: without it, every peer is read again.
+            tracing::warn!(%error, peer = did, "cannot narrow the broker graph's state file; removing it");
+            if let Err(error) = graph.forget_state(STATE_FILE) {
+                tracing::error!(%error, "the broker graph's state file can be neither narrowed nor removed");
+            }
+            held.recorded.clear();
+        }
+    }
+
+    /// Notes that `did`'s graph holds the crawl `digest`, which the store keeps: recorded with the next [`Held::keep`].
+    fn claim(held: &Mutex<Held>, did: &str, digest: &str) {
+        let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.pending.insert(did.to_owned(), digest.to_owned());
+    }
+
+    /// Whether the file says `did`'s graph holds the crawl `digest`.
+    fn holds(held: &Mutex<Held>, did: &str, digest: &str) -> bool {
+        let held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.recorded.get(did).is_some_and(|recorded| recorded == digest)
+    }
+}
+
+/// What a start took back from the catalogues the store kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Peers whose graph on disk held their kept crawl: only their index was made, from the graph's quads.
+    pub resumed: usize,
+    /// Peers whose kept catalogue was read again into graph and index.
+    pub read: usize,
+    /// Graphs on disk of peers whose catalogue the store no longer keeps, dropped.
+    pub dropped: usize,
 }
 
 /// What a broker crawls with: the peer list, this connector's identity and client, and when peers go stale.
@@ -158,19 +253,31 @@ impl Broker {
         self.settings.require_credential.as_deref()
     }
 
-    /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk starts empty
-    /// like one in memory: it is derived, and filled from the catalogues the store kept ([`Broker::restore`]).
+    /// A broker with its graph in memory, or in `broker.graph_dir` on disk (RocksDB). A graph on disk keeps the
+    /// peers' graphs that its state file names ([`STATE_FILE`]), for [`Broker::restore`] to take back without reading
+    /// them again; one without a state file in this form starts empty, like one in memory.
     pub fn open(config: &crate::config::BrokerConfig, crawler: Crawler) -> Result<Broker, String> {
+        let mut held = Held::default();
         let graph = match &config.graph_dir {
             None => Graphs::in_memory(),
             Some(dir) => {
                 let graphs = Graphs::open(dir, "broker.graph_dir")?;
-                graphs.clear().map_err(|e| format!("broker.graph_dir: cannot clear {}: {e}", dir.display()))?;
+                match graphs.state::<HeldState>(STATE_FILE).filter(|state| state.form == GRAPH_FORM) {
+                    Some(state) => held.recorded = state.peers,
+                    None => {
+                        graphs
+                            .forget_state(STATE_FILE)
+                            .map_err(|e| format!("broker.graph_dir: cannot remove {STATE_FILE}: {e}"))?;
+                        graphs.clear().map_err(|e| format!("broker.graph_dir: cannot clear {}: {e}", dir.display()))?;
+                    }
+                }
                 graphs
             }
         };
         Ok(Broker {
             graph,
+            held: Arc::new(Mutex::new(held)),
+            restored: std::sync::OnceLock::new(),
             catalogs: RwLock::default(),
             status: Mutex::default(),
             round: tokio::sync::Mutex::const_new(()),
@@ -187,9 +294,12 @@ impl Broker {
     }
 }
 
+/// What the names of the peers' graphs start with.
+const PEER_GRAPH: &str = "urn:hanse:graph:peer:";
+
 /// The named graph holding a peer's catalogue.
 pub fn peer_graph(did: &str) -> NamedNode {
-    NamedNode::new_unchecked(format!("urn:hanse:graph:peer:{}", encode(did)))
+    NamedNode::new_unchecked(format!("{PEER_GRAPH}{}", encode(did)))
 }
 
 impl Broker {
@@ -201,6 +311,11 @@ impl Broker {
     /// Every peer's crawl status, by DID.
     pub fn status(&self) -> Vec<CrawlStatus> {
         self.status.lock().expect("never poisoned").values().cloned().collect()
+    }
+
+    /// Lets go of a graph on disk, so that a broker started next in this process can open it.
+    pub fn close_graph(&self) {
+        self.graph.close();
     }
 
     /// Quads in the federation graph.
@@ -231,6 +346,7 @@ impl Broker {
         if let Err(error) = self.peers.forget_catalog(did).await {
             tracing::error!(%error, peer = did, "cannot forget a peer's kept catalogue");
         }
+        Held::unclaim(&self.held, &self.graph, did);
         if let Err(error) = self.graph.replace(&peer_graph(did), &[]) {
             tracing::error!(%error, peer = did, "cannot drop a peer's graph");
         }
@@ -254,35 +370,110 @@ impl Broker {
 impl Broker {
     /// Takes back the catalogues the store kept (each peer's last crawl, decision 0042), so that a restarted broker
     /// answers at once; each is crawled again when it is due by its last crawl, not all at once. Reads
-    /// `broker.concurrency` of them at a time, as a crawl does (reading one takes far longer than fetching it).
+    /// `broker.concurrency` of them at a time, as a crawl does (reading one takes far longer than fetching it). A
+    /// graph on disk that holds a peer's kept crawl is kept, and only the index made from its quads (decision 0051);
+    /// graphs of peers no longer kept are dropped. Crawl rounds wait meanwhile.
     pub async fn restore(&self) {
+        let _round = self.round.lock().await;
         let dids = match self.peers.kept_catalogs().await {
             Ok(dids) => dids,
-            Err(error) => return tracing::error!(%error, "cannot read the kept catalogues; every peer is crawled"),
-        };
-        futures_util::stream::iter(dids)
-            .for_each_concurrent(self.settings.concurrency, |did| self.restore_one(did))
-            .await;
-    }
-
-    /// Takes back one peer's kept catalogue: its graph, index entry and crawl status.
-    async fn restore_one(&self, did: String) {
-        let kept = match self.peers.kept_catalog(&did).await {
-            Ok(Some(kept)) => kept,
-            Ok(None) => return,
             Err(error) => {
-                return tracing::error!(%error, peer = did, "cannot read a kept catalogue; the peer is crawled");
+                self.restored.set(Restored::default()).ok();
+                return tracing::error!(%error, "cannot read the kept catalogues; every peer is crawled");
             }
         };
-        let graphs = self.graph.clone();
+        let started = std::time::Instant::now();
+        let outcomes: Vec<Option<bool>> = futures_util::stream::iter(dids)
+            .map(|did| self.restore_one(did))
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        let mut restored = Restored {
+            resumed: outcomes.iter().filter(|o| **o == Some(true)).count(),
+            read: outcomes.iter().filter(|o| **o == Some(false)).count(),
+            dropped: 0,
+        };
+        restored.dropped = self.drop_unkept();
+        self.keep_held().await;
+        tracing::info!(
+            resumed = restored.resumed,
+            read = restored.read,
+            dropped = restored.dropped,
+            ms = started.elapsed().as_millis() as u64,
+            "kept catalogues taken back"
+        );
+        self.restored.set(restored).ok();
+    }
+
+    /// What the start took back, once [`Broker::restore`] is done.
+    pub fn restored(&self) -> Option<Restored> {
+        self.restored.get().copied()
+    }
+
+    /// Drops the graphs on disk of peers that were not taken back (the store no longer keeps their catalogue, or it
+    /// could not be read); answers how many.
+    fn drop_unkept(&self) -> usize {
+        let taken: std::collections::HashSet<NamedNode> = self.catalogs().keys().map(|did| peer_graph(did)).collect();
+        let names = match self.graph.names(PEER_GRAPH) {
+            Ok(names) => names,
+            Err(error) => {
+                tracing::error!(%error, "cannot list the peers' graphs on disk");
+                return 0;
+            }
+        };
+        let unkept: Vec<String> = {
+            let held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            held.recorded.keys().filter(|did| !taken.contains(&peer_graph(did))).cloned().collect()
+        };
+        for did in unkept {
+            Held::unclaim(&self.held, &self.graph, &did);
+        }
+        let mut dropped = 0;
+        for name in names.into_iter().filter(|name| !taken.contains(name)) {
+            match self.graph.replace(&name, &[]) {
+                Ok(()) => dropped += 1,
+                Err(error) => tracing::error!(%error, graph = name.as_str(), "cannot drop a peer's graph"),
+            }
+        }
+        dropped
+    }
+
+    /// Takes back one peer's kept catalogue: its graph, index entry and crawl status. Answers whether its graph on
+    /// disk was kept (`Some(true)`) or the catalogue read again (`Some(false)`); `None` when nothing was taken back.
+    async fn restore_one(&self, did: String) -> Option<bool> {
+        let kept = match self.peers.kept_catalog(&did).await {
+            Ok(Some(kept)) => kept,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::error!(%error, peer = did, "cannot read a kept catalogue; the peer is crawled");
+                return None;
+            }
+        };
+        let (graphs, held) = (self.graph.clone(), self.held.clone());
         let read = tokio::task::spawn_blocking(move || {
             let json: Json = serde_json::from_str(&kept.catalog).map_err(|e| e.to_string())?;
+            if Held::holds(&held, &kept.did, &kept.digest) {
+                let name = peer_graph(&kept.did);
+                let quads = graphs
+                    .store()
+                    .quads_for_pattern(None, None, None, Some(name.as_ref().into()))
+                    .collect::<Result<Vec<Quad>, _>>()
+                    .map_err(|e| e.to_string())?;
+                // A crawled catalogue always says something of itself: an empty graph is not the one recorded.
+                if !quads.is_empty() {
+                    let catalog =
+                        index_of(&kept.did, &kept.address, kept.country.clone(), &json, kept.digest.clone(), &quads)?;
+                    return Ok::<_, String>((catalog, quads.len(), kept, true));
+                }
+            }
+            Held::unclaim(&held, &graphs, &kept.did);
             let (catalog, triples) =
                 read_into(&graphs, &kept.did, &kept.address, kept.country.clone(), &json, kept.digest.clone())?;
-            Ok::<_, String>((catalog, triples, kept))
+            Held::claim(&held, &kept.did, &kept.digest);
+            Ok((catalog, triples, kept, false))
         });
         match read.await.map_err(|e| e.to_string()).and_then(|read| read) {
-            Ok((catalog, triples, kept)) => {
+            Ok((catalog, triples, kept, resumed)) => {
                 let interval_ms = (self.settings.crawl_interval_seconds * 1000) as i64;
                 let status = CrawlStatus {
                     did: kept.did.clone(),
@@ -297,8 +488,12 @@ impl Broker {
                 };
                 self.replace(catalog);
                 self.status.lock().expect("never poisoned").insert(kept.did, status);
+                Some(resumed)
             }
-            Err(error) => tracing::error!(%error, peer = did, "a kept catalogue cannot be read; the peer is crawled"),
+            Err(error) => {
+                tracing::error!(%error, peer = did, "a kept catalogue cannot be read; the peer is crawled");
+                None
+            }
         }
     }
 }
@@ -327,19 +522,43 @@ pub fn ingest(
     catalog: &Json,
     digest: String,
 ) -> Result<(PeerCatalog, Vec<Quad>), String> {
-    let base = format!("{}/catalog/datasets/", address.trim_end_matches('/'));
+    let quads = quads_of(did, address, catalog)?;
+    let catalog = index_of(did, address, country, catalog, digest, &quads)?;
+    Ok((catalog, quads))
+}
+
+/// Where a peer serves each dataset, against which its relative dataset ids resolve.
+fn dataset_base(address: &str) -> String {
+    format!("{}/catalog/datasets/", address.trim_end_matches('/'))
+}
+
+/// A crawled DSP `Catalog` as quads in the peer's named graph (JSON-LD to RDF: what most of a crawl's reading costs).
+fn quads_of(did: &str, address: &str, catalog: &Json) -> Result<Vec<Quad>, String> {
+    let base = dataset_base(address);
     let mut document = crate::catalog::rdf::offer_for_rdf(catalog);
     if let Json::Object(map) = &mut document {
         // A peer's own nested catalogues are its business: the broker indexes what the peer itself offers.
         map.remove("catalog");
     }
     let graph = GraphName::NamedNode(peer_graph(did));
-    let quads: Vec<Quad> = hanse_vocab::jsonld::parse_quads(document.to_string().as_bytes(), &base)
+    Ok(hanse_vocab::jsonld::parse_quads(document.to_string().as_bytes(), &base)
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|quad| Quad::new(quad.subject, quad.predicate, quad.object, graph.clone()))
-        .collect();
+        .collect())
+}
 
+/// A crawled DSP `Catalog`'s index entry, with what search needs of each dataset taken from the catalogue's `quads`
+/// (as [`quads_of`] made them, or as a graph on disk kept them).
+fn index_of(
+    did: &str,
+    address: &str,
+    country: Option<String>,
+    catalog: &Json,
+    digest: String,
+    quads: &[Quad],
+) -> Result<PeerCatalog, String> {
+    let base = dataset_base(address);
     // What search needs, by subject, from the triples.
     let (rdf_type, dataset_class) = (format!("{RDF}type"), format!("{DCAT}Dataset"));
     let [title, description, keyword, theme, category, min_age, max_age, records] = [
@@ -353,7 +572,7 @@ pub fn ingest(
         format!("{HEALTHDCATAP}numberOfRecords"),
     ];
     let mut by_subject: HashMap<&str, Vec<(&str, &Term)>> = HashMap::new();
-    for quad in &quads {
+    for quad in quads {
         if let oxigraph::model::NamedOrBlankNode::NamedNode(subject) = &quad.subject {
             by_subject.entry(subject.as_str()).or_default().push((quad.predicate.as_str(), &quad.object));
         }
@@ -374,8 +593,9 @@ pub fn ingest(
             continue;
         }
         // The literal values (`iris` false) or IRI values (`iris` true) of a predicate.
+        // Sorted: RDF keeps no order, and a graph read back from disk gives its quads in another one than a parse.
         let values = |predicate: &str, iris: bool| -> Vec<String> {
-            properties
+            let mut values: Vec<String> = properties
                 .iter()
                 .filter(|(p, _)| *p == predicate)
                 .filter_map(|(_, o)| match o {
@@ -383,7 +603,9 @@ pub fn ingest(
                     Term::NamedNode(node) if iris => Some(node.as_str().to_owned()),
                     _ => None,
                 })
-                .collect()
+                .collect();
+            values.sort_unstable();
+            values
         };
         let texts = |predicate: &str| values(predicate, false);
         let iris = |predicate: &str| values(predicate, true);
@@ -417,7 +639,7 @@ pub fn ingest(
         columns,
         digest,
     };
-    Ok((catalog, quads))
+    Ok(catalog)
 }
 
 /// What a successful crawl of one peer found, and how long its parts took.
@@ -462,7 +684,8 @@ impl Broker {
         let country = self.publisher_country(&peer.did).await;
         let fetched = std::time::Instant::now();
         let previous = self.catalogs().get(&peer.did).cloned();
-        let (did, address, graphs) = (peer.did.clone(), peer.address.clone(), self.graph.clone());
+        let (did, address, graphs, held) =
+            (peer.did.clone(), peer.address.clone(), self.graph.clone(), self.held.clone());
         let read = tokio::task::spawn_blocking(move || {
             let digest = digest(&address, country.as_deref(), &catalog);
             if let Some(previous) = previous.filter(|p| p.digest == digest) {
@@ -477,6 +700,7 @@ impl Broker {
                 crawled_at: 0,
                 changed_at: 0,
             };
+            Held::unclaim(&held, &graphs, &did);
             let (catalog, triples) = read_into(&graphs, &did, &address, country, &catalog, digest)?;
             Ok::<_, String>((catalog.entries.len(), Some((catalog, triples, kept))))
         });
@@ -486,7 +710,12 @@ impl Broker {
             Some((catalog, triples, mut kept)) => {
                 self.replace(catalog);
                 (kept.crawled_at, kept.changed_at) = (now, now);
-                (Some(triples), self.peers.keep_catalog(&kept).await.map(drop))
+                let stored = self.peers.keep_catalog(&kept).await.map(drop);
+                // Only a crawl the store keeps may be named beside the graph: a restart compares the two.
+                if stored.is_ok() {
+                    Held::claim(&self.held, &kept.did, &kept.digest);
+                }
+                (Some(triples), stored)
             }
             None => (None, self.peers.catalog_unchanged(&peer.did, now).await),
         };
@@ -594,7 +823,16 @@ impl Broker {
             }
         })
         .await;
+        broker.keep_held().await;
         broker.status()
+    }
+
+    /// Records beside a graph on disk which crawls it holds now (after a flush), off the runtime's threads.
+    async fn keep_held(&self) {
+        let (held, graph) = (self.held.clone(), self.graph.clone());
+        if let Err(error) = tokio::task::spawn_blocking(move || Held::keep(&held, &graph)).await {
+            tracing::error!(%error, "recording what the broker graph holds stopped");
+        }
     }
 }
 
@@ -690,4 +928,47 @@ pub fn spawn(state: Arc<Broker>, mut signal: watch::Receiver<bool>) {
             }
         }
     });
+}
+
+#[cfg(all(test, feature = "rocksdb"))]
+mod tests {
+    use super::*;
+
+    fn recorded(graphs: &Graphs) -> Option<BTreeMap<String, String>> {
+        graphs.state::<HeldState>(STATE_FILE).map(|state| state.peers)
+    }
+
+    #[test]
+    fn the_state_file_names_a_crawl_only_once_flushed_and_no_longer_once_its_graph_is_about_to_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let graphs = Graphs::open(dir.path(), "broker.graph_dir").unwrap();
+        let held = Mutex::new(Held::default());
+        let quads =
+            |did: &str| quads_of(did, "https://north.example/dsp", &json!({"@id": "urn:c", "@type": "Catalog"}));
+
+        // Written graphs are named only when kept, with the crawl the store keeps.
+        graphs.replace(&peer_graph("did:web:north"), &quads("did:web:north").unwrap()).unwrap();
+        Held::claim(&held, "did:web:north", "n1");
+        assert_eq!(recorded(&graphs), None, "nothing is named before it is kept");
+        assert!(!Held::holds(&held, "did:web:north", "n1"));
+        Held::keep(&held, &graphs);
+        Held::claim(&held, "did:web:east", "e1");
+        Held::keep(&held, &graphs);
+        let both = BTreeMap::from([
+            ("did:web:east".to_owned(), "e1".to_owned()),
+            ("did:web:north".to_owned(), "n1".to_owned()),
+        ]);
+        assert_eq!(recorded(&graphs), Some(both));
+        assert!(Held::holds(&held, "did:web:north", "n1") && !Held::holds(&held, "did:web:north", "n2"));
+
+        // Before a graph is rewritten, the file stops naming it at once (no later keep needed).
+        Held::unclaim(&held, &graphs, "did:web:north");
+        assert_eq!(recorded(&graphs), Some(BTreeMap::from([("did:web:east".to_owned(), "e1".to_owned())])));
+        assert!(!Held::holds(&held, "did:web:north", "n1"));
+        // A claim that was never kept is forgotten too.
+        Held::claim(&held, "did:web:south", "s1");
+        Held::unclaim(&held, &graphs, "did:web:south");
+        Held::keep(&held, &graphs);
+        assert_eq!(recorded(&graphs).map(|peers| peers.len()), Some(1));
+    }
 }

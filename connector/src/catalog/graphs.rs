@@ -90,6 +90,46 @@ impl Graphs {
         Ok(())
     }
 
+    /// What a graph on disk recorded in `file` beside its store ([`Graphs::keep_state`]); `None` in memory, when there
+    /// is no such file, or when it cannot be read as a `T`.
+    pub fn state<T: serde::de::DeserializeOwned>(&self, file: &str) -> Option<T> {
+        let text = std::fs::read(self.dir()?.join(file)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Records `state` in `file` beside a store on disk, after what it claims reached the store's files: the store
+    /// is flushed first, then the file written aside, synced and renamed over the old one. Nothing in memory.
+    pub fn keep_state<T: serde::Serialize>(&self, file: &str, state: &T) -> Result<(), String> {
+        let Some(dir) = self.dir() else { return Ok(()) };
+        self.flush().map_err(|e| e.to_string())?;
+        self.replace_state(dir, file, state)
+    }
+
+    /// Records `state` in `file` without flushing the store first: for a state that claims less than the one it
+    /// replaces (a graph about to be rewritten taken out of it), which must be on disk before the rewrite is.
+    pub fn narrow_state<T: serde::Serialize>(&self, file: &str, state: &T) -> Result<(), String> {
+        let Some(dir) = self.dir() else { return Ok(()) };
+        self.replace_state(dir, file, state)
+    }
+
+    fn replace_state<T: serde::Serialize>(&self, dir: &std::path::Path, file: &str, state: &T) -> Result<(), String> {
+        let text = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+        let partial = dir.join(format!("{file}.partial"));
+        let mut written = std::fs::File::create(&partial).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut written, &text).map_err(|e| e.to_string())?;
+        written.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&partial, dir.join(file)).map_err(|e| e.to_string())
+    }
+
+    /// Removes `file` beside a store on disk (gone already is fine): before the store changes in a way the file
+    /// does not describe.
+    pub fn forget_state(&self, file: &str) -> Result<(), std::io::Error> {
+        match self.dir().map(|dir| std::fs::remove_file(dir.join(file))) {
+            Some(Err(error)) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes every quad.
     pub fn clear(&self) -> Result<(), StorageError> {
         let mut writes = self.inner.lock();

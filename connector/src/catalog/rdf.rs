@@ -253,34 +253,21 @@ impl Graph {
 
     /// Where a graph on disk said it stood when it was last told ([`Graph::keep_followed`]).
     pub fn followed(&self) -> Option<Followed> {
-        let text = std::fs::read(self.graphs.dir()?.join(STATE_FILE)).ok()?;
-        serde_json::from_slice(&text).ok()
+        self.graphs.state(STATE_FILE)
     }
 
     /// Records that every catalogue change below `size` of the audit log (whose root there is `root`) is in the
     /// graph: the store is flushed first, then the file replaced whole. Only a graph on disk keeps it.
     pub fn keep_followed(&self, size: u64, root: &str) {
-        let Some(dir) = self.graphs.dir() else { return };
         let followed = Followed { size, root: root.to_owned(), built_for: self.built_for() };
-        let kept = self.graphs.flush().map_err(|e| e.to_string()).and_then(|()| {
-            let text = serde_json::to_vec(&followed).map_err(|e| e.to_string())?;
-            let partial = dir.join(format!("{STATE_FILE}.partial"));
-            let mut file = std::fs::File::create(&partial).map_err(|e| e.to_string())?;
-            std::io::Write::write_all(&mut file, &text).map_err(|e| e.to_string())?;
-            file.sync_all().map_err(|e| e.to_string())?;
-            std::fs::rename(&partial, dir.join(STATE_FILE)).map_err(|e| e.to_string())
-        });
-        if let Err(error) = kept {
+        if let Err(error) = self.graphs.keep_state(STATE_FILE, &followed) {
             tracing::warn!(%error, "the catalogue graph on disk could not record where it stands; the next start builds it again");
         }
     }
 
     /// Forgets where a graph on disk stood, before it is changed in a way a later start could not resume from.
     fn forget_followed(&self) {
-        if let Some(dir) = self.graphs.dir()
-            && let Err(error) = std::fs::remove_file(dir.join(STATE_FILE))
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(error) = self.graphs.forget_state(STATE_FILE) {
             tracing::error!(%error, "the catalogue graph's state file cannot be removed");
         }
     }
