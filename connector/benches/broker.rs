@@ -123,6 +123,14 @@ async fn main() {
         // A graph on disk is kept across a restart: the next start makes only the index, from the graph's quads
         // (decision 0051). Against the start above, which read every kept catalogue into an empty graph.
         if env.len() > 1 {
+            // The start records what its graph holds once it took every catalogue back and flushed the graph.
+            let state_file = std::path::Path::new(graph_dir).join(hanse::broker::STATE_FILE);
+            let waiting = Instant::now();
+            while !state_file.exists() {
+                assert!(waiting.elapsed().as_secs() < 600, "the broker did not record what its graph holds");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            println!("  the graph's state recorded {:.1} s after the searches", waiting.elapsed().as_secs_f64());
             let started = Instant::now();
             broker.restart(&env);
             broker.first_crawl(synthetic, datasets).await;

@@ -313,8 +313,10 @@ impl Broker {
         self.status.lock().expect("never poisoned").values().cloned().collect()
     }
 
-    /// Lets go of a graph on disk, so that a broker started next in this process can open it.
+    /// Lets go of a graph on disk, so that a broker started next in this process can open it; what it holds is
+    /// recorded first, so that a start soon after a stop keeps what this one wrote.
     pub fn close_graph(&self) {
+        Held::keep(&self.held, &self.graph);
         self.graph.close();
     }
 
