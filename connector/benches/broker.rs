@@ -12,7 +12,7 @@
 //! K × M datasets. `HANSE_BENCH_GRAPH=disk` (with `--features rocksdb`) keeps that broker's graph on disk
 //! (`broker.graph_dir`), as a broker of that size needs.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hanse::testing::Signer;
 use serde_json::Value;
@@ -107,10 +107,7 @@ async fn main() {
         if std::env::var("HANSE_BENCH_GRAPH").as_deref() == Ok("disk") {
             env.push(("HANSE_BROKER_GRAPH_DIR", graph_dir));
         }
-        let started = Instant::now();
-        broker.restart(&env);
-        broker.first_crawl(synthetic, datasets).await;
-        let read_back = started.elapsed();
+        let read_back = restarted(&mut broker, &env, synthetic, datasets).await;
         println!(
             "restart with {} datasets kept ({}): every catalogue read back into graph and index in {:.1} s; broker RSS {:.0} MB",
             synthetic * datasets,
@@ -128,13 +125,10 @@ async fn main() {
             let waiting = Instant::now();
             while !state_file.exists() {
                 assert!(waiting.elapsed().as_secs() < 600, "the broker did not record what its graph holds");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             println!("  the graph's state recorded {:.1} s after the searches", waiting.elapsed().as_secs_f64());
-            let started = Instant::now();
-            broker.restart(&env);
-            broker.first_crawl(synthetic, datasets).await;
-            let resumed = started.elapsed();
+            let resumed = restarted(&mut broker, &env, synthetic, datasets).await;
             println!(
                 "restart with the graph on disk kept: every index made again from the graph in {:.1} s ({:.2} × the read-back above); broker RSS {:.0} MB",
                 resumed.as_secs_f64(),
@@ -148,6 +142,14 @@ async fn main() {
     for hospital in hospitals {
         hospital.shutdown().await;
     }
+}
+
+/// Restarts the broker with `env` and waits until every one of `peers` catalogues is back; answers how long it took.
+async fn restarted(broker: &mut support::Process, env: &[(&str, &str)], peers: usize, datasets: usize) -> Duration {
+    let started = Instant::now();
+    broker.restart(env);
+    broker.first_crawl(peers, datasets).await;
+    started.elapsed()
 }
 
 /// Every catalogue the broker's store keeps.

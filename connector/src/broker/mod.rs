@@ -166,9 +166,13 @@ struct Held {
 }
 
 impl Held {
+    fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+        held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Records that `graph` holds every pending crawl (after a flush), if any is pending.
     fn keep(held: &Mutex<Held>, graph: &Graphs) {
-        let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut held = Held::lock(held);
         if graph.dir().is_none() {
             // A graph in memory is gone with the process: nothing to record.
             held.pending.clear();
@@ -176,11 +180,11 @@ impl Held {
         if held.pending.is_empty() {
             return;
         }
-        let mut peers = held.recorded.clone();
-        peers.extend(held.pending.iter().map(|(did, digest)| (did.clone(), digest.clone())));
-        match graph.keep_state(STATE_FILE, &HeldState { form: GRAPH_FORM, peers: peers.clone() }) {
+        let mut state = HeldState { form: GRAPH_FORM, peers: held.recorded.clone() };
+        state.peers.extend(held.pending.iter().map(|(did, digest)| (did.clone(), digest.clone())));
+        match graph.keep_state(STATE_FILE, &state) {
             Ok(()) => {
-                held.recorded = peers;
+                held.recorded = state.peers;
                 held.pending.clear();
             }
             Err(error) => {
@@ -191,7 +195,7 @@ impl Held {
 
     /// Takes `did` out of what the file says, before its graph is rewritten: the file is synced first.
     fn unclaim(held: &Mutex<Held>, graph: &Graphs, did: &str) {
-        let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut held = Held::lock(held);
         held.pending.remove(did);
         if held.recorded.remove(did).is_none() {
             return;
@@ -209,13 +213,13 @@ impl Held {
 
     /// Notes that `did`'s graph holds the crawl `digest`, which the store keeps: recorded with the next [`Held::keep`].
     fn claim(held: &Mutex<Held>, did: &str, digest: &str) {
-        let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut held = Held::lock(held);
         held.pending.insert(did.to_owned(), digest.to_owned());
     }
 
     /// Whether the file says `did`'s graph holds the crawl `digest`.
     fn holds(held: &Mutex<Held>, did: &str, digest: &str) -> bool {
-        let held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let held = Held::lock(held);
         held.recorded.get(did).is_some_and(|recorded| recorded == digest)
     }
 }
@@ -424,7 +428,7 @@ impl Broker {
             }
         };
         let unkept: Vec<String> = {
-            let held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let held = Held::lock(&self.held);
             held.recorded.keys().filter(|did| !taken.contains(&peer_graph(did))).cloned().collect()
         };
         for did in unkept {

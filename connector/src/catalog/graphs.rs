@@ -100,19 +100,16 @@ impl Graphs {
     /// Records `state` in `file` beside a store on disk, after what it claims reached the store's files: the store
     /// is flushed first, then the file written aside, synced and renamed over the old one. Nothing in memory.
     pub fn keep_state<T: serde::Serialize>(&self, file: &str, state: &T) -> Result<(), String> {
-        let Some(dir) = self.dir() else { return Ok(()) };
-        self.flush().map_err(|e| e.to_string())?;
-        self.replace_state(dir, file, state)
+        if self.dir().is_some() {
+            self.flush().map_err(|e| e.to_string())?;
+        }
+        self.narrow_state(file, state)
     }
 
     /// Records `state` in `file` without flushing the store first: for a state that claims less than the one it
     /// replaces (a graph about to be rewritten taken out of it), which must be on disk before the rewrite is.
     pub fn narrow_state<T: serde::Serialize>(&self, file: &str, state: &T) -> Result<(), String> {
         let Some(dir) = self.dir() else { return Ok(()) };
-        self.replace_state(dir, file, state)
-    }
-
-    fn replace_state<T: serde::Serialize>(&self, dir: &std::path::Path, file: &str, state: &T) -> Result<(), String> {
         let text = serde_json::to_vec(state).map_err(|e| e.to_string())?;
         let partial = dir.join(format!("{file}.partial"));
         let mut written = std::fs::File::create(&partial).map_err(|e| e.to_string())?;
