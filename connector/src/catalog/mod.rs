@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod graphs;
 pub mod model;
+pub mod packed;
 pub use hanse_core::query;
 pub mod rdf;
 
@@ -17,12 +18,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use hanse_policy::{Policy, RequestContext};
-use hanse_self_descriptions::dcat::{self, DatasetDescription, Distribution};
+use hanse_self_descriptions::dcat::{DatasetDescription, Distribution};
 use oxigraph::model::NamedNode;
 use serde_json::{Value as Json, json};
 
 use crate::store::{DocumentKind, Documents, StoreError};
-use model::{Asset, ContractDefinition, FieldError, Invalid, PolicyDefinition};
+use model::{Asset, AssetFields, ContractDefinition, FieldError, Invalid, PolicyDefinition};
+use packed::PackedAsset;
 use rdf::Graph;
 
 /// What a catalogue write can run into.
@@ -59,6 +61,25 @@ impl<T> Stored<T> {
     }
 }
 
+/// An asset as the views keep it: packed (decision 0052), with when it was created and its stored version.
+#[derive(Debug, Clone)]
+pub struct StoredAsset {
+    pub packed: PackedAsset,
+    pub created_at: i64,
+    pub version: i64,
+}
+
+impl StoredAsset {
+    fn pack(stored: &Stored<Asset>) -> StoredAsset {
+        StoredAsset { packed: PackedAsset::pack(&stored.value), created_at: stored.created_at, version: stored.version }
+    }
+
+    /// The typed asset.
+    pub fn unpack(&self) -> Stored<Asset> {
+        Stored { value: Arc::new(self.packed.unpack()), created_at: self.created_at, version: self.version }
+    }
+}
+
 /// The audit entry types that say the catalogue changed (documents, publication decisions).
 const CHANGE_KINDS: [&str; 3] = ["management.change", "publication.request", "publication.decision"];
 
@@ -80,12 +101,7 @@ const KIND_ORDER: [DocumentKind; 3] =
     [DocumentKind::PolicyDefinition, DocumentKind::ContractDefinition, DocumentKind::Asset];
 
 /// Puts a document read back into its view (`None`: it is gone), or leaves it out with the reason.
-fn put<T>(
-    view: &mut BTreeMap<String, Stored<T>>,
-    id: &str,
-    read: Option<Result<Stored<T>, Invalid>>,
-    kind: DocumentKind,
-) {
+fn put<V>(view: &mut BTreeMap<String, V>, id: &str, read: Option<Result<V, Invalid>>, kind: DocumentKind) {
     match read {
         Some(Ok(value)) => {
             view.insert(id.to_owned(), value);
@@ -137,7 +153,7 @@ pub struct Offer {
 
 #[derive(Default)]
 struct State {
-    assets: BTreeMap<String, Stored<Asset>>,
+    assets: BTreeMap<String, StoredAsset>,
     policies: BTreeMap<String, Stored<PolicyDefinition>>,
     definitions: BTreeMap<String, Stored<ContractDefinition>>,
     /// Offer of each contract definition whose contract policy exists.
@@ -156,9 +172,9 @@ struct State {
     unpublished: std::collections::HashSet<String>,
 }
 
-/// A stored asset read at a start: typed, the definitions that select it, and its DSP `Dataset` JSON if it has offers.
+/// A stored asset read at a start: packed, the definitions that select it, and its DSP `Dataset` JSON if it has offers.
 struct Read {
-    stored: Stored<Asset>,
+    kept: StoredAsset,
     selecting: Vec<String>,
     rendered: Option<Arc<str>>,
 }
@@ -332,8 +348,8 @@ impl State {
         }
     }
 
-    fn selecting(&self, asset: &Asset) -> Vec<String> {
-        if self.unpublished.contains(&asset.id) {
+    fn selecting(&self, asset: &impl AssetFields) -> Vec<String> {
+        if self.unpublished.contains(asset.asset_id()) {
             return Vec::new();
         }
         self.definitions.values().filter(|d| d.value.selects(asset)).map(|d| d.value.id.clone()).collect()
@@ -386,9 +402,9 @@ impl State {
             let stored = read_asset(document, file_root)
                 .map_err(|errors| tracing::error!(%id, ?errors, "stored asset cannot be read; left out"))
                 .ok()?;
-            let selecting = self.selecting(&stored.value);
+            let selecting = self.selecting(&*stored.value);
             let rendered = self.rendering(&stored.value, &selecting);
-            Some(Read { stored, selecting, rendered })
+            Some(Read { kept: StoredAsset::pack(&stored), selecting, rendered })
         };
         std::thread::scope(|scope| {
             let running: Vec<_> = chunks
@@ -417,7 +433,7 @@ impl State {
     }
 
     fn reindex_asset(&mut self, asset_id: &str, graph: &Graph) {
-        let Some(asset) = self.assets.get(asset_id).map(|a| a.value.clone()) else {
+        let Some(asset) = self.assets.get(asset_id).map(|a| a.packed.unpack()) else {
             self.selected_by.remove(asset_id);
             self.rendered.remove(asset_id);
             graph.remove_dataset(asset_id);
@@ -451,11 +467,11 @@ impl State {
         self.recompute_offer(definition_id, graph);
         let ids: Vec<String> = self.assets.keys().cloned().collect();
         for id in ids {
-            let asset = self.assets[&id].value.clone();
+            let packed = self.assets[&id].packed.clone();
             if self.unpublished.contains(&id) {
                 continue;
             }
-            let selects = self.definitions.get(definition_id).is_some_and(|d| d.value.selects(&asset));
+            let selects = self.definitions.get(definition_id).is_some_and(|d| d.value.selects(&packed));
             let list = self.selected_by.entry(id.clone()).or_default();
             let had = list.iter().any(|d| d == definition_id);
             if selects != had || selects {
@@ -464,6 +480,7 @@ impl State {
                     list.push(definition_id.to_owned());
                     list.sort();
                 }
+                let asset = packed.unpack();
                 self.rerender(&asset);
                 graph.put_dataset(&asset, &self.offer_ids_of(&id), asset.data_address.formats());
             }
@@ -553,13 +570,13 @@ impl Catalogue {
             .await
             .map_err(stopped)?;
             state = returned;
-            for Read { stored, selecting, rendered } in read {
-                let id = stored.value.id.clone();
+            for Read { kept, selecting, rendered } in read {
+                let id = kept.packed.id().to_owned();
                 if let Some(rendered) = rendered {
                     state.rendered.insert(id.clone(), rendered);
                 }
                 state.selected_by.insert(id.clone(), selecting);
-                state.assets.insert(id, stored);
+                state.assets.insert(id, kept);
             }
         }
         tracing::info!(
@@ -682,8 +699,8 @@ impl Catalogue {
             for id in &changed {
                 match state.assets.get(id) {
                     Some(asset) if !state.unpublished.contains(id) => {
-                        let asset = &asset.value;
-                        catalogue.graph.put_dataset(asset, &state.offer_ids_of(id), asset.data_address.formats());
+                        let asset = asset.packed.unpack();
+                        catalogue.graph.put_dataset(&asset, &state.offer_ids_of(id), asset.data_address.formats());
                     }
                     _ => catalogue.graph.remove_dataset(id),
                 }
@@ -733,16 +750,16 @@ impl Catalogue {
                 let quads: Vec<rdf::Quad> = {
                     let state = catalogue.read();
                     let from = after.as_ref().map_or(Bound::Unbounded, |id| Bound::Excluded(id.clone()));
-                    let page: Vec<&Stored<Asset>> =
-                        state.assets.range((from, Bound::Unbounded)).map(|(_, a)| a).take(LOAD_PAGE as usize).collect();
-                    let Some(last) = page.last() else { break };
-                    after = Some(last.value.id.clone());
+                    let page: Vec<(&String, &StoredAsset)> =
+                        state.assets.range((from, Bound::Unbounded)).take(LOAD_PAGE as usize).collect();
+                    let Some((last, _)) = page.last() else { break };
+                    after = Some((*last).clone());
                     page.iter()
-                        .map(|stored| &stored.value)
-                        .filter(|asset| !state.unpublished.contains(&asset.id))
-                        .flat_map(|asset| {
-                            let offers = state.offer_ids_of(&asset.id);
-                            catalogue.graph.dataset_quads(asset, &offers, asset.data_address.formats())
+                        .filter(|(id, _)| !state.unpublished.contains(*id))
+                        .flat_map(|(id, stored)| {
+                            let asset = stored.packed.unpack();
+                            let offers = state.offer_ids_of(id);
+                            catalogue.graph.dataset_quads(&asset, &offers, asset.data_address.formats())
                         })
                         .collect()
                 };
@@ -780,7 +797,7 @@ impl Catalogue {
         let document = self.documents.insert_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let stored = Stored::of(asset, &document);
         let mut state = self.write();
-        state.assets.insert(stored.value.id.clone(), stored.clone());
+        state.assets.insert(stored.value.id.clone(), StoredAsset::pack(&stored));
         state.reindex_asset(&stored.value.id, &self.graph);
         Ok(stored)
     }
@@ -795,7 +812,7 @@ impl Catalogue {
         let document = self.documents.replace_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let mut state = self.write();
         let id = asset.id.clone();
-        state.assets.insert(id.clone(), Stored::of(asset, &document));
+        state.assets.insert(id.clone(), StoredAsset::pack(&Stored::of(asset, &document)));
         state.reindex_asset(&id, &self.graph);
         Ok(())
     }
@@ -811,7 +828,7 @@ impl Catalogue {
             let referencing: Vec<&str> = state
                 .definitions
                 .values()
-                .filter(|d| !d.value.assets_selector.is_empty() && d.value.selects(&asset.value))
+                .filter(|d| !d.value.assets_selector.is_empty() && d.value.selects(&asset.packed))
                 .map(|d| d.value.id.as_str())
                 .collect();
             if !referencing.is_empty() {
@@ -916,7 +933,7 @@ impl Catalogue {
                     if document.is_none() {
                         state.unpublished.remove(id);
                     }
-                    let read = document.map(|d| read_asset(d, &self.service.file_root));
+                    let read = document.map(|d| read_asset(d, &self.service.file_root).map(|s| StoredAsset::pack(&s)));
                     put(&mut state.assets, id, read, kind);
                     state.reindex_asset(id, graph);
                 }
@@ -933,11 +950,13 @@ impl Catalogue {
         Ok(())
     }
 
+    /// The asset with this id, typed.
     pub fn asset(&self, id: &str) -> Option<Stored<Asset>> {
-        self.read().assets.get(id).cloned()
+        self.read().assets.get(id).map(StoredAsset::unpack)
     }
 
-    pub fn assets(&self) -> Vec<Stored<Asset>> {
+    /// Every asset as the views keep it (packed), in id order: filter them, and unpack those needed whole.
+    pub fn assets(&self) -> Vec<StoredAsset> {
         self.read().assets.values().cloned().collect()
     }
 
@@ -1141,26 +1160,24 @@ impl Catalogue {
 
     /// The dataset as `requester` may see it: with the offers of the permitted definitions, `None` when there are
     /// none. The common case (every offer visible) is the pre-rendered text.
-    fn dataset_json(&self, state: &State, asset: &Asset, permitted: &[String]) -> Option<Arc<str>> {
+    fn dataset_json(&self, state: &State, packed: &PackedAsset, permitted: &[String]) -> Option<Arc<str>> {
         // The common case: every definition selecting the dataset is permitted, and the text is rendered already
         // (it exists only for datasets with at least one offer).
-        let selected = state.selected_by.get(&asset.id)?;
+        let id = packed.id();
+        let selected = state.selected_by.get(id)?;
         if selected.iter().all(|d| permitted.binary_search(d).is_ok()) {
-            return state.rendered.get(&asset.id).cloned();
+            return state.rendered.get(id).cloned();
         }
-        let visible = state.offers_of(&asset.id, Some(permitted));
+        let visible = state.offers_of(id, Some(permitted));
         if visible.is_empty() {
             return None;
         }
-        Some(state.render(asset, &visible))
+        Some(state.render(&packed.unpack(), &visible))
     }
 
-    fn matches(asset: &Asset, filter: &CatalogFilter) -> bool {
+    fn matches(asset: &PackedAsset, filter: &CatalogFilter) -> bool {
         let keywords_hold = filter.keywords.iter().all(|keyword| {
-            KEYWORD_PROPERTIES
-                .iter()
-                .flat_map(|p| dcat::texts(&asset.properties, p))
-                .any(|text| text.to_lowercase().contains(keyword))
+            KEYWORD_PROPERTIES.iter().flat_map(|p| asset.texts(p)).any(|text| text.to_lowercase().contains(keyword))
         });
         keywords_hold && filter.properties.iter().all(|(iri, value)| query::matches(&asset.field(iri), "=", value))
     }
@@ -1180,14 +1197,14 @@ impl Catalogue {
         if permitted.is_empty() {
             return page;
         }
-        let visible = |asset: &Asset| {
+        let visible = |asset: &PackedAsset| {
             Self::matches(asset, filter).then(|| self.dataset_json(&state, asset, &permitted)).flatten()
         };
         if let Some(before) = before {
             let mut collected: Vec<(String, Arc<str>)> = Vec::new();
             let mut more = false;
             for (id, asset) in state.assets.range::<str, _>((Bound::Unbounded, Bound::Excluded(before))).rev() {
-                if let Some(json) = visible(&asset.value) {
+                if let Some(json) = visible(&asset.packed) {
                     if collected.len() == limit {
                         more = true;
                         break;
@@ -1207,7 +1224,7 @@ impl Catalogue {
         };
         let mut last = None;
         for (id, asset) in state.assets.range::<str, _>((start, Bound::Unbounded)) {
-            if let Some(json) = visible(&asset.value) {
+            if let Some(json) = visible(&asset.packed) {
                 if page.datasets.len() == limit {
                     page.next_after = last;
                     break;
@@ -1227,7 +1244,7 @@ impl Catalogue {
         let state = self.read();
         let permitted = self.permitted_definitions(&state, requester);
         let asset = state.assets.get(id)?;
-        self.dataset_json(&state, &asset.value, &permitted)
+        self.dataset_json(&state, &asset.packed, &permitted)
     }
 
     /// Every dataset `requester` may see, with its DSP `Dataset` JSON text (offers included), in id order.
@@ -1237,7 +1254,10 @@ impl Catalogue {
         state
             .assets
             .values()
-            .filter_map(|asset| Some((asset.value.clone(), self.dataset_json(&state, &asset.value, &permitted)?)))
+            .filter_map(|asset| {
+                let json = self.dataset_json(&state, &asset.packed, &permitted)?;
+                Some((Arc::new(asset.packed.unpack()), json))
+            })
             .collect()
     }
 

@@ -162,7 +162,7 @@ impl DataAddress {
         }
     }
 
-    fn fields(&self) -> &BTreeMap<String, String> {
+    pub(crate) fn fields(&self) -> &BTreeMap<String, String> {
         match self {
             DataAddress::Http { fields, .. } | DataAddress::File { fields, .. } | DataAddress::Table { fields, .. } => {
                 fields
@@ -375,22 +375,46 @@ impl Asset {
             "createdAt": created_at,
         })
     }
+}
+
+/// What a QuerySpec or an asset selector reads of an asset: its id, its data address's settings and the values of its
+/// properties. The typed [`Asset`] and the catalogue's packed form ([`super::packed::PackedAsset`]) both answer, so
+/// filters read either the same way.
+pub trait AssetFields {
+    fn asset_id(&self) -> &str;
+    /// A setting of the data address (`type`, `baseUrl`, ...), by its EDC name.
+    fn address_field(&self, name: &str) -> Option<&str>;
+    /// The values of a property (by IRI) as a filter compares them; `private`: among the private properties.
+    fn property_json(&self, private: bool, iri: &str) -> Vec<Json>;
 
     /// The values a QuerySpec or asset selector can filter on: `id`, public and private properties (by IRI, prefixed
     /// name or EDC name), and `dataAddress.<field>`.
-    pub fn field(&self, path: &str) -> Vec<Json> {
+    fn field(&self, path: &str) -> Vec<Json> {
         let path = path.trim_start_matches("properties.").trim_start_matches("'").trim_end_matches("'");
         if path == "id" || path == "@id" || path == edc("id") {
-            return vec![json!(self.id)];
+            return vec![json!(self.asset_id())];
         }
         if let Some(field) = path.strip_prefix("dataAddress.") {
             let field = field.strip_prefix(EDC).unwrap_or(field);
-            return self.data_address.fields().get(field).map(|v| vec![json!(v)]).unwrap_or_default();
+            return self.address_field(field).map(|v| vec![json!(v)]).unwrap_or_default();
         }
         if let Some(key) = path.strip_prefix("privateProperties.") {
-            return property_values(&self.private_properties, key);
+            return self.property_json(true, &property_iri(key));
         }
-        property_values(&self.properties, path)
+        self.property_json(false, &property_iri(path))
+    }
+}
+
+impl AssetFields for Asset {
+    fn asset_id(&self) -> &str {
+        &self.id
+    }
+    fn address_field(&self, name: &str) -> Option<&str> {
+        self.data_address.fields().get(name).map(String::as_str)
+    }
+    fn property_json(&self, private: bool, iri: &str) -> Vec<Json> {
+        let properties = if private { &self.private_properties } else { &self.properties };
+        properties.get(iri).into_iter().flatten().map(term_json).collect()
     }
 }
 
@@ -409,20 +433,21 @@ pub fn property_iri(key: &str) -> String {
     if key.contains(':') { key.to_owned() } else { edc(key) }
 }
 
-fn property_values(properties: &Properties, key: &str) -> Vec<Json> {
-    properties
-        .get(&property_iri(key))
-        .into_iter()
-        .flatten()
-        .map(|term| match term {
-            Term::Iri(iri) => json!(iri),
-            Term::Literal { value, .. } => match value.parse::<f64>() {
-                Ok(n) if n.is_finite() && !value.is_empty() => json!(n),
-                _ => json!(value),
-            },
-            Term::Node(_) => Json::Null,
-        })
-        .collect()
+/// A property's value as a filter compares it: an IRI as text, a literal as a number when it reads as one.
+fn term_json(term: &Term) -> Json {
+    match term {
+        Term::Iri(iri) => json!(iri),
+        Term::Literal { value, .. } => literal_json(value),
+        Term::Node(_) => Json::Null,
+    }
+}
+
+/// A literal as a filter compares it: a number when it reads as one, else its text.
+pub(crate) fn literal_json(value: &str) -> Json {
+    match value.parse::<f64>() {
+        Ok(n) if n.is_finite() && !value.is_empty() => json!(n),
+        _ => json!(value),
+    }
 }
 
 /// An ODRL policy under an id, as operators manage them.
@@ -618,7 +643,7 @@ impl ContractDefinition {
     }
 
     /// Whether the selector selects `asset` (every criterion holds; no criteria select everything).
-    pub fn selects(&self, asset: &Asset) -> bool {
+    pub fn selects(&self, asset: &impl AssetFields) -> bool {
         self.assets_selector
             .iter()
             .all(|c| crate::catalog::query::matches(&asset.field(&c.operand_left), &c.operator, &c.operand_right))

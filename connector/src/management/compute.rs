@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::resources::id_response;
 use super::{FieldError, ManagementError, parse_body};
-use crate::catalog::model::{Asset, DataAddress};
+use crate::catalog::model::{Asset, AssetFields, DataAddress, TABLE};
 use crate::compute::orchestrate::{self, JobRequest, SiteRequest};
 use crate::compute::table::{self, Schema, Table};
 use crate::state::Shared;
@@ -229,11 +229,9 @@ async fn store_table(
     }
     if let Some(DataAddress::Table { file: old, .. }) = previous
         && old != file
-        && !state
-            .catalogue
-            .assets()
-            .iter()
-            .any(|a| matches!(&a.value.data_address, DataAddress::Table { file, .. } if *file == old))
+        && !state.catalogue.assets().iter().any(|a| {
+            a.packed.address_field("type") == Some(TABLE) && a.packed.address_field("file") == Some(old.as_str())
+        })
         && let Err(error) = state.compute.remove_table(&old).await
     {
         tracing::warn!(%error, file = old, "cannot remove a replaced table");

@@ -10,9 +10,42 @@ use serde_json::{Value as Json, json};
 use utoipa_axum::router::OpenApiRouter;
 
 use super::{ManagementError, Path, parse_body};
+use crate::catalog::model::AssetFields;
 use crate::catalog::model::{Asset, ContractDefinition, Invalid, PolicyDefinition};
-use crate::catalog::{Catalogue, CatalogueError, Stored};
+use crate::catalog::{Catalogue, CatalogueError, Stored, StoredAsset};
 use crate::state::{Connector, Shared};
+
+/// A resource as a listing reads it: filtered and sorted by its fields, then answered.
+pub trait Listed: Send {
+    fn created_at(&self) -> i64;
+    fn field(&self, path: &str) -> Vec<Json>;
+    fn to_json(&self) -> Json;
+}
+
+impl<R: Resource> Listed for Stored<R> {
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn field(&self, path: &str) -> Vec<Json> {
+        self.value.field(path)
+    }
+    fn to_json(&self) -> Json {
+        self.value.to_json(self.created_at)
+    }
+}
+
+/// Assets are listed as the catalogue keeps them, packed: only those answered are unpacked.
+impl Listed for StoredAsset {
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn field(&self, path: &str) -> Vec<Json> {
+        AssetFields::field(&self.packed, path)
+    }
+    fn to_json(&self) -> Json {
+        self.packed.unpack().to_management_json(self.created_at)
+    }
+}
 
 /// A management resource kept by the catalogue.
 pub trait Resource: Sized + Send + Sync + 'static {
@@ -25,7 +58,9 @@ pub trait Resource: Sized + Send + Sync + 'static {
     fn to_json(&self, created_at: i64) -> Json;
     fn field(&self, path: &str) -> Vec<Json>;
     fn get(catalogue: &Catalogue, id: &str) -> Option<Stored<Self>>;
-    fn all(catalogue: &Catalogue) -> Vec<Stored<Self>>;
+    /// What a listing filters, sorts and answers.
+    type Listed: Listed;
+    fn all(catalogue: &Catalogue) -> Vec<Self::Listed>;
     fn create(catalogue: &Catalogue, value: Self) -> impl Future<Output = Result<Stored<Self>, CatalogueError>> + Send;
     fn replace(catalogue: &Catalogue, value: Self) -> impl Future<Output = Result<(), CatalogueError>> + Send;
     fn delete(catalogue: &Catalogue, id: &str) -> impl Future<Output = Result<(), CatalogueError>> + Send;
@@ -45,12 +80,13 @@ impl Resource for Asset {
         self.to_management_json(created_at)
     }
     fn field(&self, path: &str) -> Vec<Json> {
-        Asset::field(self, path)
+        AssetFields::field(self, path)
     }
     fn get(catalogue: &Catalogue, id: &str) -> Option<Stored<Self>> {
         catalogue.asset(id)
     }
-    fn all(catalogue: &Catalogue) -> Vec<Stored<Self>> {
+    type Listed = StoredAsset;
+    fn all(catalogue: &Catalogue) -> Vec<StoredAsset> {
         catalogue.assets()
     }
     async fn create(catalogue: &Catalogue, value: Self) -> Result<Stored<Self>, CatalogueError> {
@@ -86,6 +122,7 @@ impl Resource for PolicyDefinition {
     fn get(catalogue: &Catalogue, id: &str) -> Option<Stored<Self>> {
         catalogue.policy(id)
     }
+    type Listed = Stored<Self>;
     fn all(catalogue: &Catalogue) -> Vec<Stored<Self>> {
         catalogue.policies()
     }
@@ -119,6 +156,7 @@ impl Resource for ContractDefinition {
     fn get(catalogue: &Catalogue, id: &str) -> Option<Stored<Self>> {
         catalogue.definition(id)
     }
+    type Listed = Stored<Self>;
     fn all(catalogue: &Catalogue) -> Vec<Stored<Self>> {
         catalogue.definitions()
     }
@@ -234,11 +272,11 @@ async fn replace<R: Resource>(State(state): State<Shared>, body: Bytes) -> Resul
 
 async fn request<R: Resource>(State(state): State<Shared>, body: Bytes) -> Result<Response, ManagementError> {
     let spec = super::query_spec(&body, R::KIND, R::FIELDS.as_ref().map(std::slice::from_ref))?;
-    let selected = spec.apply(R::all(&state.catalogue), |stored, field| match field {
-        "createdAt" => vec![json!(stored.created_at)],
-        other => stored.value.field(other),
+    let selected = spec.apply(R::all(&state.catalogue), |listed, field| match field {
+        "createdAt" => vec![json!(listed.created_at())],
+        other => listed.field(other),
     });
-    Ok(axum::Json(Json::Array(selected.iter().map(|s| s.value.to_json(s.created_at)).collect())).into_response())
+    Ok(axum::Json(Json::Array(selected.iter().map(Listed::to_json).collect())).into_response())
 }
 
 async fn read<R: Resource>(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ManagementError> {

@@ -382,7 +382,7 @@ impl Negotiations {
         let Some(asset) = self.catalogue.asset(&target) else {
             return refuse("OfferNotFound", format!("there is no dataset `{target}` in this catalogue"));
         };
-        if !definition.value.selects(&asset.value) {
+        if !definition.value.selects(&*asset.value) {
             return refuse("OfferNotFound", format!("offer `{offer_id}` does not cover dataset `{target}`"));
         }
         if let Some(difference) = hanse_policy::offer_difference(&requested, &offered.policy) {
