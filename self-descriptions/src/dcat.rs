@@ -389,25 +389,46 @@ pub struct DatasetDescription<'a> {
 impl DatasetDescription<'_> {
     /// The DSP 2025-1 `Dataset` object (without `@context`).
     pub fn to_dsp_json(&self) -> Json {
+        let mut out = self.own_members();
+        out.insert("hasPolicy".into(), Json::Array(self.offers.clone()));
+        out.insert("distribution".into(), self.distributions_json());
+        Json::Object(out)
+    }
+
+    /// [`Self::to_dsp_json`] as text, in two parts: the dataset's own members (the object left open), and what the
+    /// datasets with the same offers and distributions share (`hasPolicy`, `distribution`, the closing brace). The
+    /// two together are the text of `to_dsp_json()`, byte for byte.
+    pub fn to_dsp_text_parts(&self) -> (String, String) {
+        let mut own = Json::Object(self.own_members()).to_string();
+        own.pop();
+        let shared = format!(
+            ",\"hasPolicy\":{},\"distribution\":{}}}",
+            Json::Array(self.offers.clone()),
+            self.distributions_json()
+        );
+        (own, shared)
+    }
+
+    fn own_members(&self) -> Map<String, Json> {
         let mut out = Map::new();
         out.insert("@id".into(), json!(self.id));
         out.insert("@type".into(), json!("Dataset"));
         for (key, value) in properties_json(self.properties, PrefixStyle::Dsp) {
-            if key != "@type" {
+            // `hasPolicy` and `distribution` are the catalogue's to say.
+            if !matches!(key.as_str(), "@type" | "hasPolicy" | "distribution") {
                 out.insert(key, value);
             }
         }
-        out.insert("hasPolicy".into(), Json::Array(self.offers.clone()));
-        out.insert(
-            "distribution".into(),
-            Json::Array(
-                self.distributions
-                    .iter()
-                    .map(|d| json!({"@type": "Distribution", "format": d.format, "accessService": d.access_service}))
-                    .collect(),
-            ),
-        );
-        Json::Object(out)
+        out
+    }
+
+    fn distributions_json(&self) -> Json {
+        Json::Array(
+            self.distributions
+                .iter()
+                .map(|d| json!({"@type": "Distribution", "format": d.format, "accessService": d.access_service}))
+                .collect(),
+        )
     }
 }
 
@@ -484,6 +505,27 @@ mod tests {
         let management = properties_json(&props, PrefixStyle::Management);
         assert_eq!(management["name"], "cohort");
         assert_eq!(management["healthdcatap:numberOfRecords"], 1200);
+    }
+
+    #[test]
+    fn a_dataset_text_in_two_parts_is_its_json_text() {
+        let properties = properties_from_expanded(&expanded(json!({
+            "https://w3id.org/edc/v0.0.1/ns/title": [{"@value": "Diabetes \"cohort\" – 2024"}],
+            "http://www.w3.org/ns/dcat#keyword": [{"@value": "diabetes"}, {"@value": "adults"}],
+            "https://w3id.org/edc/v0.0.1/ns/numberOfRecords": [{"@value": "1200"}]
+        })))
+        .unwrap();
+        let offer = json!({"@id": "urn:offer:1", "@type": "Offer", "permission": [{"action": "use"}]});
+        let distribution = Distribution { format: "HttpData-PULL".into(), access_service: "urn:service".into() };
+        let empty = Properties::new();
+        for (properties, offers, distributions) in
+            [(&properties, vec![offer.clone(), offer], std::slice::from_ref(&distribution)), (&empty, vec![], &[][..])]
+        {
+            let description = DatasetDescription { id: "dataset-1", properties, offers, distributions };
+            let (own, shared) = description.to_dsp_text_parts();
+            assert_eq!(own + &shared, description.to_dsp_json().to_string());
+            assert!(shared.starts_with(",\"hasPolicy\":"), "{shared}");
+        }
     }
 
     #[test]

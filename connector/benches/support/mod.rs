@@ -165,7 +165,7 @@ pub async fn offer_dataset(
         1,
         &Default::default(),
     );
-    let dataset: serde_json::Value = serde_json::from_str(&page.datasets[0]).unwrap();
+    let dataset: serde_json::Value = serde_json::from_str(&page.datasets[0].text()).unwrap();
     let mut offer = dataset["hasPolicy"][0].clone();
     offer["target"] = json!(id);
     offer["assigner"] = json!(p.config.participant.id);

@@ -164,7 +164,11 @@ struct State {
     selected_by: FastMap<String, Vec<String>>,
     /// Asset id → its DSP `Dataset` JSON with every offer it has (only for datasets with offers): what most catalogue
     /// answers send as is.
-    rendered: FastMap<String, Arc<str>>,
+    rendered: FastMap<String, Rendered>,
+    /// The shared parts of the rendered texts, one of each ([`State::keep_rendered`]).
+    shared_parts: std::collections::HashSet<Arc<str>>,
+    /// How many shared parts were in use when unused ones were last let go.
+    shared_live: usize,
     /// The DataService the distributions point at.
     service_id: String,
     /// Datasets held back until a second key approves their publication (or rejected): no offers, no graph, not in
@@ -176,7 +180,34 @@ struct State {
 struct Read {
     kept: StoredAsset,
     selecting: Vec<String>,
-    rendered: Option<Arc<str>>,
+    rendered: Option<Rendered>,
+}
+
+/// A dataset's DSP `Dataset` JSON text in two parts: its own members, and its offers and distributions (`hasPolicy`,
+/// `distribution`, the closing brace). The views keep one text of the second part for all the datasets with the same
+/// offers and distributions.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    own: Arc<str>,
+    shared: Arc<str>,
+}
+
+impl Rendered {
+    /// How many bytes of text.
+    pub fn size(&self) -> usize {
+        self.own.len() + self.shared.len()
+    }
+
+    /// Appends the text to `out`.
+    pub fn push_to(&self, out: &mut String) {
+        out.push_str(&self.own);
+        out.push_str(&self.shared);
+    }
+
+    /// The text whole.
+    pub fn text(&self) -> String {
+        [&*self.own, &*self.shared].concat()
+    }
 }
 
 /// Where the catalogue is served from.
@@ -227,7 +258,7 @@ pub struct CatalogFilter {
 #[derive(Debug, Clone, Default)]
 pub struct CatalogPage {
     /// Each dataset as DSP `Dataset` JSON text.
-    pub datasets: Vec<Arc<str>>,
+    pub datasets: Vec<Rendered>,
     /// The id to continue after, when there are more datasets.
     pub next_after: Option<String>,
     /// The id to go back before, when there are earlier datasets.
@@ -360,7 +391,7 @@ impl State {
     }
 
     /// The DSP `Dataset` JSON of `asset` with the given offers.
-    fn render(&self, asset: &Asset, offers: &[&Offer]) -> Arc<str> {
+    fn render(&self, asset: &Asset, offers: &[&Offer]) -> Rendered {
         let distributions: Vec<Distribution> = asset
             .data_address
             .formats()
@@ -368,10 +399,26 @@ impl State {
             .map(|f| Distribution { format: (*f).to_owned(), access_service: self.service_id.clone() })
             .collect();
         let offers = offers.iter().map(|o| o.json.clone()).collect();
-        let json =
+        let (own, shared) =
             DatasetDescription { id: &asset.id, properties: &asset.properties, offers, distributions: &distributions }
-                .to_dsp_json();
-        Arc::from(json.to_string())
+                .to_dsp_text_parts();
+        Rendered { own: Arc::from(own), shared: Arc::from(shared) }
+    }
+
+    /// Keeps a dataset's rendered text, its shared part as the one already kept when there is one. Shared parts no
+    /// text uses any more are let go once there are twice as many as there were in use the last time.
+    fn keep_rendered(&mut self, id: String, mut rendered: Rendered) {
+        match self.shared_parts.get(&*rendered.shared) {
+            Some(kept) => rendered.shared = kept.clone(),
+            None => {
+                if self.shared_parts.len() >= 2 * self.shared_live + 16 {
+                    self.shared_parts.retain(|part| Arc::strong_count(part) > 1);
+                    self.shared_live = self.shared_parts.len();
+                }
+                self.shared_parts.insert(rendered.shared.clone());
+            }
+        }
+        self.rendered.insert(id, rendered);
     }
 
     /// The offers of `asset_id` (all of them, or those of `permitted` definitions only).
@@ -419,7 +466,7 @@ impl State {
     }
 
     /// The DSP `Dataset` JSON of `asset` with the offers of the `selecting` definitions; `None` without offers.
-    fn rendering(&self, asset: &Asset, selecting: &[String]) -> Option<Arc<str>> {
+    fn rendering(&self, asset: &Asset, selecting: &[String]) -> Option<Rendered> {
         let offers: Vec<&Offer> = selecting.iter().filter_map(|d| self.offers.get(d).map(Arc::as_ref)).collect();
         (!offers.is_empty()).then(|| self.render(asset, &offers))
     }
@@ -427,9 +474,11 @@ impl State {
     fn rerender(&mut self, asset: &Asset) {
         let selecting = self.selected_by.get(&asset.id).map_or(&[][..], Vec::as_slice);
         match self.rendering(asset, selecting) {
-            Some(rendered) => self.rendered.insert(asset.id.clone(), rendered),
-            None => self.rendered.remove(&asset.id),
-        };
+            Some(rendered) => self.keep_rendered(asset.id.clone(), rendered),
+            None => {
+                self.rendered.remove(&asset.id);
+            }
+        }
     }
 
     fn reindex_asset(&mut self, asset_id: &str, graph: &Graph) {
@@ -573,7 +622,7 @@ impl Catalogue {
             for Read { kept, selecting, rendered } in read {
                 let id = kept.packed.id().to_owned();
                 if let Some(rendered) = rendered {
-                    state.rendered.insert(id.clone(), rendered);
+                    state.keep_rendered(id.clone(), rendered);
                 }
                 state.selected_by.insert(id.clone(), selecting);
                 state.assets.insert(id, kept);
@@ -1160,7 +1209,7 @@ impl Catalogue {
 
     /// The dataset as `requester` may see it: with the offers of the permitted definitions, `None` when there are
     /// none. The common case (every offer visible) is the pre-rendered text.
-    fn dataset_json(&self, state: &State, packed: &PackedAsset, permitted: &[String]) -> Option<Arc<str>> {
+    fn dataset_json(&self, state: &State, packed: &PackedAsset, permitted: &[String]) -> Option<Rendered> {
         // The common case: every definition selecting the dataset is permitted, and the text is rendered already
         // (it exists only for datasets with at least one offer).
         let id = packed.id();
@@ -1201,7 +1250,7 @@ impl Catalogue {
             Self::matches(asset, filter).then(|| self.dataset_json(&state, asset, &permitted)).flatten()
         };
         if let Some(before) = before {
-            let mut collected: Vec<(String, Arc<str>)> = Vec::new();
+            let mut collected: Vec<(String, Rendered)> = Vec::new();
             let mut more = false;
             for (id, asset) in state.assets.range::<str, _>((Bound::Unbounded, Bound::Excluded(before))).rev() {
                 if let Some(json) = visible(&asset.packed) {
@@ -1240,7 +1289,7 @@ impl Catalogue {
     }
 
     /// One dataset, if `requester` may see it (DSP `Dataset` JSON text).
-    pub fn dataset(&self, requester: &RequestContext, id: &str) -> Option<Arc<str>> {
+    pub fn dataset(&self, requester: &RequestContext, id: &str) -> Option<Rendered> {
         let state = self.read();
         let permitted = self.permitted_definitions(&state, requester);
         let asset = state.assets.get(id)?;
@@ -1248,7 +1297,7 @@ impl Catalogue {
     }
 
     /// Every dataset `requester` may see, with its DSP `Dataset` JSON text (offers included), in id order.
-    pub fn visible(&self, requester: &RequestContext) -> Vec<(Arc<Asset>, Arc<str>)> {
+    pub fn visible(&self, requester: &RequestContext) -> Vec<(Arc<Asset>, Rendered)> {
         let state = self.read();
         let permitted = self.permitted_definitions(&state, requester);
         state
@@ -1279,5 +1328,33 @@ impl Catalogue {
     /// Waits (up to `timeout`) until the graph holds every dataset; whether it does.
     pub fn graph_built(&self, timeout: std::time::Duration) -> bool {
         self.graph.wait_ready(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(own: &str, shared: &str) -> Rendered {
+        Rendered { own: Arc::from(own), shared: Arc::from(shared) }
+    }
+
+    #[test]
+    fn datasets_with_the_same_offers_share_one_text_of_them_and_parts_no_longer_used_are_let_go() {
+        let mut state = State::default();
+        state.keep_rendered("a".into(), rendered(r#"{"@id":"a""#, r#","hasPolicy":[1]}"#));
+        state.keep_rendered("b".into(), rendered(r#"{"@id":"b""#, r#","hasPolicy":[1]}"#));
+        assert!(Arc::ptr_eq(&state.rendered["a"].shared, &state.rendered["b"].shared));
+        assert_eq!(state.rendered["b"].text(), r#"{"@id":"b","hasPolicy":[1]}"#);
+        assert_eq!(state.rendered["b"].size(), state.rendered["b"].text().len());
+        // The offers of both datasets change a hundred times: the parts kept stay a few.
+        for round in 0..100 {
+            for id in ["a", "b"] {
+                state.keep_rendered(id.into(), rendered("{", &format!(r#","hasPolicy":[{round}]}}"#)));
+            }
+        }
+        assert!(state.shared_parts.len() <= 2 + 16, "{} parts kept", state.shared_parts.len());
+        assert!(Arc::ptr_eq(&state.rendered["a"].shared, &state.rendered["b"].shared));
+        assert_eq!(state.rendered["a"].text(), r#"{,"hasPolicy":[99]}"#);
     }
 }

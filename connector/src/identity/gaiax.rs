@@ -183,7 +183,7 @@ impl SelfDescription {
             .map(|(asset, dataset)| {
                 let name = format!("resource-{}", hanse_core::encode::percent(&asset.id));
                 let text = |iri: &str| dcat::texts(&asset.properties, iri).next().map(str::to_owned);
-                let policy = serde_json::from_str::<Json>(&dataset)
+                let policy = serde_json::from_str::<Json>(&dataset.text())
                     .ok()
                     .and_then(|d| d.get("hasPolicy").cloned())
                     .map(|p| p.to_string())

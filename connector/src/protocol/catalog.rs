@@ -69,7 +69,7 @@ pub fn catalog_message(state: &Shared, page: &CatalogPage) -> String {
     if page.datasets.is_empty() {
         return head;
     }
-    let size: usize = page.datasets.iter().map(|d| d.len() + 1).sum();
+    let size: usize = page.datasets.iter().map(|d| d.size() + 1).sum();
     let mut out = String::with_capacity(head.len() + size + 16);
     out.push_str(&head[..head.len() - 1]);
     out.push_str(",\"dataset\":[");
@@ -77,7 +77,7 @@ pub fn catalog_message(state: &Shared, page: &CatalogPage) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(dataset);
+        dataset.push_to(&mut out);
     }
     out.push_str("]}");
     out
@@ -138,7 +138,7 @@ pub async fn dataset(State(state): State<Shared>, Path(id): Path<String>, header
     match state.catalogue.dataset(&context, &id) {
         Some(dataset) => {
             let context = json!([hanse_vocab::contexts::DSPACE_2025_1]);
-            json_response(format!("{{\"@context\":{context},{}", &dataset[1..]))
+            json_response(format!("{{\"@context\":{context},{}", &dataset.text()[1..]))
         }
         // Unknown and not visible to this requester look the same.
         None => DspError::not_found(DspArea::Catalog, format!("no dataset `{id}` in this catalogue")).into_response(),
