@@ -176,12 +176,20 @@ impl PackedAsset {
         Asset { id, properties, private_properties, data_address, expanded: Json::Null }
     }
 
-    /// The literal values of a public property (by IRI), as [`dcat::texts`] reads them of a typed asset.
-    pub fn texts(&self, predicate: &str) -> Vec<&str> {
+    /// A reader at the public (`private`: the private) properties.
+    fn properties_at(&self, private: bool) -> Reader<'_> {
         let mut reader = Reader::new(&self.0);
         reader.str();
+        if private {
+            reader.skip_properties();
+        }
+        reader
+    }
+
+    /// The literal values of a public property (by IRI), as [`dcat::texts`] reads them of a typed asset.
+    pub fn texts(&self, predicate: &str) -> Vec<&str> {
         let mut texts = Vec::new();
-        reader.values_of(predicate, |term| {
+        self.properties_at(false).values_of(predicate, |term| {
             if let Value::Literal(value) = term {
                 texts.push(value);
             }
@@ -196,9 +204,7 @@ impl AssetFields for PackedAsset {
     }
 
     fn address_field(&self, name: &str) -> Option<&str> {
-        let mut reader = Reader::new(&self.0);
-        reader.str();
-        reader.skip_properties();
+        let mut reader = self.properties_at(true);
         reader.skip_properties();
         if reader.byte() == FILE {
             reader.bytes();
@@ -213,13 +219,8 @@ impl AssetFields for PackedAsset {
     }
 
     fn property_json(&self, private: bool, iri: &str) -> Vec<Json> {
-        let mut reader = Reader::new(&self.0);
-        reader.str();
-        if private {
-            reader.skip_properties();
-        }
         let mut values = Vec::new();
-        reader.values_of(iri, |term| {
+        self.properties_at(private).values_of(iri, |term| {
             values.push(match term {
                 Value::Iri(iri) => Json::String(iri.whole()),
                 Value::Literal(value) => literal_json(value),
