@@ -153,22 +153,17 @@ pub struct Offer {
 
 #[derive(Default)]
 struct State {
-    assets: BTreeMap<String, StoredAsset>,
+    assets: BTreeMap<String, Entry>,
     policies: BTreeMap<String, Stored<PolicyDefinition>>,
     definitions: BTreeMap<String, Stored<ContractDefinition>>,
     /// Offer of each contract definition whose contract policy exists.
     offers: FastMap<String, Arc<Offer>>,
     /// Offer id → definition id.
     offer_ids: FastMap<String, String>,
-    /// Asset id → the definitions whose selector selects it.
-    selected_by: FastMap<String, Vec<String>>,
-    /// Asset id → its DSP `Dataset` JSON with every offer it has (only for datasets with offers): what most catalogue
-    /// answers send as is.
-    rendered: FastMap<String, Rendered>,
-    /// The shared parts of the rendered texts, one of each ([`State::keep_rendered`]).
-    shared_parts: std::collections::HashSet<Arc<str>>,
-    /// How many shared parts were in use when unused ones were last let go.
-    shared_live: usize,
+    /// The lists of definitions that select datasets, one of each.
+    selections: KeptOnce<[String]>,
+    /// The rendered texts' offers and distributions, one of each.
+    offer_texts: KeptOnce<str>,
     /// The DataService the distributions point at.
     service_id: String,
     /// Datasets held back until a second key approves their publication (or rejected): no offers, no graph, not in
@@ -181,6 +176,57 @@ struct Read {
     kept: StoredAsset,
     selecting: Vec<String>,
     rendered: Option<Rendered>,
+}
+
+/// A dataset in the views: packed, the definitions that select it, and its DSP `Dataset` JSON if it has offers.
+#[derive(Debug, Clone)]
+struct Entry {
+    kept: StoredAsset,
+    /// The definitions whose selector selects it, sorted; one list is kept for all datasets selected alike.
+    selecting: Arc<[String]>,
+    /// Its DSP `Dataset` JSON with every offer it has (only with offers): what most catalogue answers send as is.
+    rendered: Option<Rendered>,
+}
+
+impl Entry {
+    /// A dataset just read, before [`State::reindex_asset`] finds what selects it.
+    fn new(kept: StoredAsset) -> Entry {
+        Entry { kept, selecting: Arc::from([]), rendered: None }
+    }
+}
+
+/// Values many datasets hold alike (the list of definitions that select them, their offers as text), kept once each.
+/// Those no dataset holds any more are let go once there are twice as many kept as were in use the last time, so
+/// that rewriting definitions again and again does not grow memory.
+struct KeptOnce<T: ?Sized> {
+    kept: std::collections::HashSet<Arc<T>, foldhash::fast::RandomState>,
+    /// How many were in use when unused ones were last let go.
+    live: usize,
+}
+
+impl<T: ?Sized> Default for KeptOnce<T> {
+    fn default() -> Self {
+        KeptOnce { kept: Default::default(), live: 0 }
+    }
+}
+
+impl<T: ?Sized + Eq + std::hash::Hash> KeptOnce<T> {
+    /// The one value kept equal to `value`, kept now if there was none.
+    fn get(&mut self, value: &T) -> Arc<T>
+    where
+        for<'a> Arc<T>: From<&'a T>,
+    {
+        if let Some(kept) = self.kept.get(value) {
+            return kept.clone();
+        }
+        if self.kept.len() >= 2 * self.live + 16 {
+            self.kept.retain(|kept| Arc::strong_count(kept) > 1);
+            self.live = self.kept.len();
+        }
+        let value = Arc::from(value);
+        self.kept.insert(Arc::clone(&value));
+        value
+    }
 }
 
 /// A dataset's DSP `Dataset` JSON text in two parts: its own members, and its offers and distributions (`hasPolicy`,
@@ -405,28 +451,25 @@ impl State {
         Rendered { own: Arc::from(own), shared: Arc::from(shared) }
     }
 
-    /// Keeps a dataset's rendered text, its shared part as the one already kept when there is one. Shared parts no
-    /// text uses any more are let go once there are twice as many as there were in use the last time.
-    fn keep_rendered(&mut self, id: String, mut rendered: Rendered) {
-        match self.shared_parts.get(&*rendered.shared) {
-            Some(kept) => rendered.shared = kept.clone(),
-            None => {
-                if self.shared_parts.len() >= 2 * self.shared_live + 16 {
-                    self.shared_parts.retain(|part| Arc::strong_count(part) > 1);
-                    self.shared_live = self.shared_parts.len();
-                }
-                self.shared_parts.insert(rendered.shared.clone());
-            }
-        }
-        self.rendered.insert(id, rendered);
+    /// Keeps a dataset read at a start (or from the store), with its selecting list and its offers' text as the ones
+    /// already kept when there are.
+    fn keep(&mut self, id: String, Read { kept, selecting, rendered }: Read) {
+        let selecting = self.selections.get(&selecting);
+        let rendered = rendered.map(|rendered| self.shared(rendered));
+        self.assets.insert(id, Entry { kept, selecting, rendered });
+    }
+
+    /// `rendered` with its offers' text as the one already kept when there is one.
+    fn shared(&mut self, rendered: Rendered) -> Rendered {
+        Rendered { shared: self.offer_texts.get(&rendered.shared), ..rendered }
     }
 
     /// The offers of `asset_id` (all of them, or those of `permitted` definitions only).
     fn offers_of(&self, asset_id: &str, permitted: Option<&[String]>) -> Vec<&Offer> {
-        self.selected_by
+        self.assets
             .get(asset_id)
             .into_iter()
-            .flatten()
+            .flat_map(|entry| entry.selecting.iter())
             .filter(|d| permitted.is_none_or(|p| p.binary_search(d).is_ok()))
             .filter_map(|d| self.offers.get(d).map(Arc::as_ref))
             .collect()
@@ -471,26 +514,23 @@ impl State {
         (!offers.is_empty()).then(|| self.render(asset, &offers))
     }
 
-    fn rerender(&mut self, asset: &Asset) {
-        let selecting = self.selected_by.get(&asset.id).map_or(&[][..], Vec::as_slice);
-        match self.rendering(asset, selecting) {
-            Some(rendered) => self.keep_rendered(asset.id.clone(), rendered),
-            None => {
-                self.rendered.remove(&asset.id);
-            }
+    /// Sets what selects the dataset `asset` (its entry's) and renders it again.
+    fn select(&mut self, asset: &Asset, selecting: &[String]) {
+        let selecting = self.selections.get(selecting);
+        let rendered = self.rendering(asset, &selecting).map(|rendered| self.shared(rendered));
+        if let Some(entry) = self.assets.get_mut(&asset.id) {
+            entry.selecting = selecting;
+            entry.rendered = rendered;
         }
     }
 
     fn reindex_asset(&mut self, asset_id: &str, graph: &Graph) {
-        let Some(asset) = self.assets.get(asset_id).map(|a| a.packed.unpack()) else {
-            self.selected_by.remove(asset_id);
-            self.rendered.remove(asset_id);
+        let Some(asset) = self.assets.get(asset_id).map(|entry| entry.kept.packed.unpack()) else {
             graph.remove_dataset(asset_id);
             return;
         };
         let selecting = self.selecting(&asset);
-        self.selected_by.insert(asset_id.to_owned(), selecting);
-        self.rerender(&asset);
+        self.select(&asset, &selecting);
         if self.unpublished.contains(asset_id) {
             graph.remove_dataset(asset_id);
         } else {
@@ -516,21 +556,20 @@ impl State {
         self.recompute_offer(definition_id, graph);
         let ids: Vec<String> = self.assets.keys().cloned().collect();
         for id in ids {
-            let packed = self.assets[&id].packed.clone();
+            let entry = &self.assets[&id];
             if self.unpublished.contains(&id) {
                 continue;
             }
-            let selects = self.definitions.get(definition_id).is_some_and(|d| d.value.selects(&packed));
-            let list = self.selected_by.entry(id.clone()).or_default();
-            let had = list.iter().any(|d| d == definition_id);
+            let selects = self.definitions.get(definition_id).is_some_and(|d| d.value.selects(&entry.kept.packed));
+            let had = entry.selecting.iter().any(|d| d == definition_id);
             if selects != had || selects {
-                list.retain(|d| d != definition_id);
+                let mut list: Vec<String> = entry.selecting.iter().filter(|d| *d != definition_id).cloned().collect();
                 if selects {
                     list.push(definition_id.to_owned());
                     list.sort();
                 }
-                let asset = packed.unpack();
-                self.rerender(&asset);
+                let asset = entry.kept.packed.unpack();
+                self.select(&asset, &list);
                 graph.put_dataset(&asset, &self.offer_ids_of(&id), asset.data_address.formats());
             }
         }
@@ -619,13 +658,8 @@ impl Catalogue {
             .await
             .map_err(stopped)?;
             state = returned;
-            for Read { kept, selecting, rendered } in read {
-                let id = kept.packed.id().to_owned();
-                if let Some(rendered) = rendered {
-                    state.keep_rendered(id.clone(), rendered);
-                }
-                state.selected_by.insert(id.clone(), selecting);
-                state.assets.insert(id, kept);
+            for read in read {
+                state.keep(read.kept.packed.id().to_owned(), read);
             }
         }
         tracing::info!(
@@ -748,7 +782,7 @@ impl Catalogue {
             for id in &changed {
                 match state.assets.get(id) {
                     Some(asset) if !state.unpublished.contains(id) => {
-                        let asset = asset.packed.unpack();
+                        let asset = asset.kept.packed.unpack();
                         catalogue.graph.put_dataset(&asset, &state.offer_ids_of(id), asset.data_address.formats());
                     }
                     _ => catalogue.graph.remove_dataset(id),
@@ -799,14 +833,14 @@ impl Catalogue {
                 let quads: Vec<rdf::Quad> = {
                     let state = catalogue.read();
                     let from = after.as_ref().map_or(Bound::Unbounded, |id| Bound::Excluded(id.clone()));
-                    let page: Vec<(&String, &StoredAsset)> =
+                    let page: Vec<(&String, &Entry)> =
                         state.assets.range((from, Bound::Unbounded)).take(LOAD_PAGE as usize).collect();
                     let Some((last, _)) = page.last() else { break };
                     after = Some((*last).clone());
                     page.iter()
                         .filter(|(id, _)| !state.unpublished.contains(*id))
-                        .flat_map(|(id, stored)| {
-                            let asset = stored.packed.unpack();
+                        .flat_map(|(id, entry)| {
+                            let asset = entry.kept.packed.unpack();
                             let offers = state.offer_ids_of(id);
                             catalogue.graph.dataset_quads(&asset, &offers, asset.data_address.formats())
                         })
@@ -846,7 +880,7 @@ impl Catalogue {
         let document = self.documents.insert_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let stored = Stored::of(asset, &document);
         let mut state = self.write();
-        state.assets.insert(stored.value.id.clone(), StoredAsset::pack(&stored));
+        state.assets.insert(stored.value.id.clone(), Entry::new(StoredAsset::pack(&stored)));
         state.reindex_asset(&stored.value.id, &self.graph);
         Ok(stored)
     }
@@ -861,7 +895,7 @@ impl Catalogue {
         let document = self.documents.replace_document(DocumentKind::Asset, &asset.id, &asset.expanded).await?;
         let mut state = self.write();
         let id = asset.id.clone();
-        state.assets.insert(id.clone(), StoredAsset::pack(&Stored::of(asset, &document)));
+        state.assets.insert(id.clone(), Entry::new(StoredAsset::pack(&Stored::of(asset, &document))));
         state.reindex_asset(&id, &self.graph);
         Ok(())
     }
@@ -877,7 +911,7 @@ impl Catalogue {
             let referencing: Vec<&str> = state
                 .definitions
                 .values()
-                .filter(|d| !d.value.assets_selector.is_empty() && d.value.selects(&asset.packed))
+                .filter(|d| !d.value.assets_selector.is_empty() && d.value.selects(&asset.kept.packed))
                 .map(|d| d.value.id.as_str())
                 .collect();
             if !referencing.is_empty() {
@@ -965,7 +999,7 @@ impl Catalogue {
     async fn refresh(&self, kind: DocumentKind, ids: &[String]) -> Result<(), StoreError> {
         let stored = self.documents.versions(kind, ids).await?;
         let held = |state: &State, id: &str| match kind {
-            DocumentKind::Asset => state.assets.get(id).map(|s| s.version),
+            DocumentKind::Asset => state.assets.get(id).map(|entry| entry.kept.version),
             DocumentKind::PolicyDefinition => state.policies.get(id).map(|s| s.version),
             DocumentKind::ContractDefinition => state.definitions.get(id).map(|s| s.version),
         };
@@ -982,7 +1016,8 @@ impl Catalogue {
                     if document.is_none() {
                         state.unpublished.remove(id);
                     }
-                    let read = document.map(|d| read_asset(d, &self.service.file_root).map(|s| StoredAsset::pack(&s)));
+                    let read = document
+                        .map(|d| read_asset(d, &self.service.file_root).map(|s| Entry::new(StoredAsset::pack(&s))));
                     put(&mut state.assets, id, read, kind);
                     state.reindex_asset(id, graph);
                 }
@@ -1001,12 +1036,12 @@ impl Catalogue {
 
     /// The asset with this id, typed.
     pub fn asset(&self, id: &str) -> Option<Stored<Asset>> {
-        self.read().assets.get(id).map(StoredAsset::unpack)
+        self.read().assets.get(id).map(|entry| entry.kept.unpack())
     }
 
     /// Every asset as the views keep it (packed), in id order: filter them, and unpack those needed whole.
     pub fn assets(&self) -> Vec<StoredAsset> {
-        self.read().assets.values().cloned().collect()
+        self.read().assets.values().map(|entry| entry.kept.clone()).collect()
     }
 
     /// How many datasets, policy definitions and contract definitions the catalogue holds.
@@ -1164,7 +1199,8 @@ impl Catalogue {
     /// The offers of a dataset: one per contract definition that selects it, by definition id.
     pub fn offers_for(&self, asset_id: &str) -> Vec<Arc<Offer>> {
         let state = self.read();
-        state.selected_by.get(asset_id).into_iter().flatten().filter_map(|d| state.offers.get(d).cloned()).collect()
+        let selecting = state.assets.get(asset_id).into_iter().flat_map(|entry| entry.selecting.iter());
+        selecting.filter_map(|d| state.offers.get(d).cloned()).collect()
     }
 
     /// The offer with this id and the definition it comes from.
@@ -1209,19 +1245,17 @@ impl Catalogue {
 
     /// The dataset as `requester` may see it: with the offers of the permitted definitions, `None` when there are
     /// none. The common case (every offer visible) is the pre-rendered text.
-    fn dataset_json(&self, state: &State, packed: &PackedAsset, permitted: &[String]) -> Option<Rendered> {
+    fn dataset_json(&self, state: &State, entry: &Entry, permitted: &[String]) -> Option<Rendered> {
         // The common case: every definition selecting the dataset is permitted, and the text is rendered already
         // (it exists only for datasets with at least one offer).
-        let id = packed.id();
-        let selected = state.selected_by.get(id)?;
-        if selected.iter().all(|d| permitted.binary_search(d).is_ok()) {
-            return state.rendered.get(id).cloned();
+        if entry.selecting.iter().all(|d| permitted.binary_search(d).is_ok()) {
+            return entry.rendered.clone();
         }
-        let visible = state.offers_of(id, Some(permitted));
+        let visible = state.offers_of(entry.kept.packed.id(), Some(permitted));
         if visible.is_empty() {
             return None;
         }
-        Some(state.render(&packed.unpack(), &visible))
+        Some(state.render(&entry.kept.packed.unpack(), &visible))
     }
 
     fn matches(asset: &PackedAsset, filter: &CatalogFilter) -> bool {
@@ -1246,14 +1280,14 @@ impl Catalogue {
         if permitted.is_empty() {
             return page;
         }
-        let visible = |asset: &PackedAsset| {
-            Self::matches(asset, filter).then(|| self.dataset_json(&state, asset, &permitted)).flatten()
+        let visible = |entry: &Entry| {
+            Self::matches(&entry.kept.packed, filter).then(|| self.dataset_json(&state, entry, &permitted)).flatten()
         };
         if let Some(before) = before {
             let mut collected: Vec<(String, Rendered)> = Vec::new();
             let mut more = false;
             for (id, asset) in state.assets.range::<str, _>((Bound::Unbounded, Bound::Excluded(before))).rev() {
-                if let Some(json) = visible(&asset.packed) {
+                if let Some(json) = visible(asset) {
                     if collected.len() == limit {
                         more = true;
                         break;
@@ -1273,7 +1307,7 @@ impl Catalogue {
         };
         let mut last = None;
         for (id, asset) in state.assets.range::<str, _>((start, Bound::Unbounded)) {
-            if let Some(json) = visible(&asset.packed) {
+            if let Some(json) = visible(asset) {
                 if page.datasets.len() == limit {
                     page.next_after = last;
                     break;
@@ -1292,8 +1326,7 @@ impl Catalogue {
     pub fn dataset(&self, requester: &RequestContext, id: &str) -> Option<Rendered> {
         let state = self.read();
         let permitted = self.permitted_definitions(&state, requester);
-        let asset = state.assets.get(id)?;
-        self.dataset_json(&state, &asset.packed, &permitted)
+        self.dataset_json(&state, state.assets.get(id)?, &permitted)
     }
 
     /// Every dataset `requester` may see, with its DSP `Dataset` JSON text (offers included), in id order.
@@ -1303,9 +1336,9 @@ impl Catalogue {
         state
             .assets
             .values()
-            .filter_map(|asset| {
-                let json = self.dataset_json(&state, &asset.packed, &permitted)?;
-                Some((Arc::new(asset.packed.unpack()), json))
+            .filter_map(|entry| {
+                let json = self.dataset_json(&state, entry, &permitted)?;
+                Some((Arc::new(entry.kept.packed.unpack()), json))
             })
             .collect()
     }
@@ -1342,19 +1375,29 @@ mod tests {
     #[test]
     fn datasets_with_the_same_offers_share_one_text_of_them_and_parts_no_longer_used_are_let_go() {
         let mut state = State::default();
-        state.keep_rendered("a".into(), rendered(r#"{"@id":"a""#, r#","hasPolicy":[1]}"#));
-        state.keep_rendered("b".into(), rendered(r#"{"@id":"b""#, r#","hasPolicy":[1]}"#));
-        assert!(Arc::ptr_eq(&state.rendered["a"].shared, &state.rendered["b"].shared));
-        assert_eq!(state.rendered["b"].text(), r#"{"@id":"b","hasPolicy":[1]}"#);
-        assert_eq!(state.rendered["b"].size(), state.rendered["b"].text().len());
+        let keep = |state: &mut State, id: &str, rendered: Rendered| {
+            let body =
+                serde_json::json!({"@id": id, "dataAddress": {"type": "HttpData", "baseUrl": "https://h.example/"}});
+            let asset = Asset::from_body(&body, std::path::Path::new("/files")).unwrap();
+            let kept = StoredAsset { packed: PackedAsset::pack(&asset), created_at: 0, version: 1 };
+            state.keep(id.into(), Read { kept, selecting: vec!["all".into()], rendered: Some(rendered) });
+        };
+        keep(&mut state, "a", rendered(r#"{"@id":"a""#, r#","hasPolicy":[1]}"#));
+        keep(&mut state, "b", rendered(r#"{"@id":"b""#, r#","hasPolicy":[1]}"#));
+        let text = |state: &State, id: &str| state.assets[id].rendered.clone().unwrap();
+        assert!(Arc::ptr_eq(&text(&state, "a").shared, &text(&state, "b").shared));
+        assert!(Arc::ptr_eq(&state.assets["a"].selecting, &state.assets["b"].selecting));
+        assert_eq!(text(&state, "b").text(), r#"{"@id":"b","hasPolicy":[1]}"#);
+        assert_eq!(text(&state, "b").size(), text(&state, "b").text().len());
         // The offers of both datasets change a hundred times: the parts kept stay a few.
         for round in 0..100 {
             for id in ["a", "b"] {
-                state.keep_rendered(id.into(), rendered("{", &format!(r#","hasPolicy":[{round}]}}"#)));
+                keep(&mut state, id, rendered("{", &format!(r#","hasPolicy":[{round}]}}"#)));
             }
         }
-        assert!(state.shared_parts.len() <= 2 + 16, "{} parts kept", state.shared_parts.len());
-        assert!(Arc::ptr_eq(&state.rendered["a"].shared, &state.rendered["b"].shared));
-        assert_eq!(state.rendered["a"].text(), r#"{,"hasPolicy":[99]}"#);
+        assert!(state.offer_texts.kept.len() <= 2 + 16, "{} parts kept", state.offer_texts.kept.len());
+        assert_eq!(state.selections.kept.len(), 1);
+        assert!(Arc::ptr_eq(&text(&state, "a").shared, &text(&state, "b").shared));
+        assert_eq!(text(&state, "a").text(), r#"{,"hasPolicy":[99]}"#);
     }
 }
