@@ -116,6 +116,16 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     ("hanse_audit_self_checks_total", Kind::Counter, "Self-checks of the stored audit log, by outcome."),
     ("hanse_audit_self_check_duration_seconds", Kind::Histogram, "Time a self-check of the stored audit log took."),
+    (
+        "hanse_catalog_resources",
+        Kind::Gauge,
+        "Resources in the catalogue's views, by kind (dataset, policy_definition, contract_definition).",
+    ),
+    (
+        "hanse_catalog_graph_ready",
+        Kind::Gauge,
+        "1 once the catalogue's RDF graph holds every dataset (SPARQL answers); 0 while it is built after a start.",
+    ),
     ("hanse_store_connections", Kind::Gauge, "Database connections of the store's pools, by state (busy, idle)."),
     (
         "hanse_store_write_batch_size",

@@ -437,6 +437,12 @@ async fn metrics_after_a_negotiation_a_transfer_and_a_job_show_every_family_with
         1.0
     );
     assert_eq!(value(&researcher, "hanse_compute_job_duration_seconds_count", &[("role", "orchestrator")]), 1.0);
+    // The catalogue: the hospital's two datasets, none at the researcher's; both graphs built.
+    assert_eq!(value(&hospital, "hanse_catalog_resources", &[("kind", "dataset")]), 2.0);
+    assert_eq!(value(&researcher, "hanse_catalog_resources", &[("kind", "dataset")]), 0.0);
+    assert!(value(&hospital, "hanse_catalog_resources", &[("kind", "contract_definition")]) >= 2.0);
+    assert_eq!(value(&hospital, "hanse_catalog_graph_ready", &[]), 1.0);
+    assert_eq!(value(&researcher, "hanse_catalog_graph_ready", &[]), 1.0);
     // The audit log, the store, the process.
     let entries = value(&hospital, "hanse_audit_log_entries", &[]);
     let logged = provider.get("/management/v3/audit/head").await.body["size"].as_f64().unwrap();

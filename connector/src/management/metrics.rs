@@ -52,7 +52,8 @@ async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 /// Sets the gauges whose values live elsewhere: every role and state of both process kinds (zero included, so that a
-/// state left empty does not keep its last count), the outbox, the audit log, the store's pools and the broker.
+/// state left empty does not keep its last count), the outbox, the audit log, the catalogue, the store's pools and the
+/// broker.
 async fn read_now(state: &Shared, meter: &crate::measure::Meter) {
     let failed = || state.meter().count("hanse_metrics_read_failures_total", &[]);
     let now = crate::store::now_millis();
@@ -104,6 +105,12 @@ async fn read_now(state: &Shared, meter: &crate::measure::Meter) {
         }
     }
     meter.counter("hanse_audit_inconsistencies_total", &[]).absolute(state.audit.inconsistencies());
+    let (datasets, policies, definitions) = state.catalogue.counts();
+    for (kind, count) in [("dataset", datasets), ("policy_definition", policies), ("contract_definition", definitions)]
+    {
+        meter.set("hanse_catalog_resources", &[("kind", kind)], count as f64);
+    }
+    meter.set("hanse_catalog_graph_ready", &[], f64::from(u8::from(state.catalogue.graph_start().is_some())));
     let (open, idle) = state.store.connections();
     meter.set("hanse_store_connections", &[("state", "busy")], f64::from(open.saturating_sub(idle)));
     meter.set("hanse_store_connections", &[("state", "idle")], f64::from(idle));
