@@ -240,6 +240,10 @@ pub struct Process {
     pub management_url: String,
     pub api_key: String,
     pub client: reqwest::Client,
+    /// When the running process was spawned.
+    pub spawned: std::time::Instant,
+    /// The `HANSE_<SECTION>_<KEY>` settings it runs with.
+    env: Vec<(String, String)>,
 }
 
 impl Process {
@@ -247,6 +251,16 @@ impl Process {
     pub async fn start<F: std::future::Future<Output = ()>>(
         dir: &std::path::Path,
         extra: &str,
+        prepare: impl FnOnce(hanse::config::Config) -> F,
+    ) -> Process {
+        Process::start_with(dir, extra, &[], prepare).await
+    }
+
+    /// [`Process::start`] with `env` (`HANSE_<SECTION>_<KEY>` settings), kept for every restart.
+    pub async fn start_with<F: std::future::Future<Output = ()>>(
+        dir: &std::path::Path,
+        extra: &str,
+        env: &[(&str, &str)],
         prepare: impl FnOnce(hanse::config::Config) -> F,
     ) -> Process {
         std::fs::create_dir_all(dir).unwrap();
@@ -261,7 +275,9 @@ impl Process {
         let mut text = std::fs::read_to_string(&done.config_file).unwrap();
         text.push_str(extra);
         std::fs::write(&done.config_file, text).unwrap();
-        let child = run(&done.config_file, &[]);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let spawned = std::time::Instant::now();
+        let child = run(&done.config_file, &env);
         let client = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
         let config_file = done.config_file.clone();
         Process {
@@ -273,6 +289,8 @@ impl Process {
             management_url,
             api_key: done.api_key.clone(),
             client,
+            spawned,
+            env,
         }
     }
 
@@ -282,10 +300,25 @@ impl Process {
         let _ = self.child.wait();
     }
 
-    /// Starts the stopped process again with the same configuration, and `env` (`HANSE_<SECTION>_<KEY>` settings).
+    /// Stops the process as an orchestrator does (SIGTERM: it shuts down gracefully), and waits until it is gone.
+    pub async fn terminate(&mut self) {
+        let pid = self.pid().to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().is_ok_and(|s| s.success());
+        assert!(sent, "SIGTERM sent to {pid}");
+        let started = std::time::Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(started.elapsed() < Duration::from_secs(120), "the connector did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the stopped process again with the same configuration and settings, and `env` besides.
     pub fn restart(&mut self, env: &[(&str, &str)]) {
         self.stop();
-        self.child = run(&self.config_file, env);
+        let mut all = self.env.clone();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.spawned = std::time::Instant::now();
+        self.child = run(&self.config_file, &all);
     }
 
     pub fn pid(&self) -> u32 {
@@ -304,6 +337,17 @@ impl Process {
             assert!(started.elapsed() < Duration::from_secs(120), "the connector did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until the connector reports ready (`/health/ready` answers 200, asked every 10 ms); answers how long
+    /// after its spawn that was.
+    pub async fn until_ready(&self) -> Duration {
+        let url = format!("{}/health/ready", self.management_url);
+        while !self.client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            assert!(self.spawned.elapsed() < Duration::from_secs(600), "the connector did not get ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.spawned.elapsed()
     }
 
     /// The broker's crawl status once every peer's catalogue was crawled with `datasets` datasets.
@@ -342,13 +386,14 @@ impl Process {
     }
 }
 
-/// `hanse run` with `config_file`, logging warnings, and `env`.
-fn run(config_file: &std::path::Path, env: &[(&str, &str)]) -> std::process::Child {
+/// `hanse run` with `config_file`, logging warnings (or at the level `HANSE_LOG_LEVEL` sets for the benchmark), and
+/// `env`.
+fn run(config_file: &std::path::Path, env: &[(String, String)]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_hanse"))
         .args(["run", "--config"])
         .arg(config_file)
-        .env("HANSE_LOG_LEVEL", "warn")
-        .envs(env.iter().copied())
+        .env("HANSE_LOG_LEVEL", std::env::var("HANSE_LOG_LEVEL").unwrap_or_else(|_| "warn".into()))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .spawn()
         .expect("the hanse binary starts")
 }
