@@ -1358,6 +1358,11 @@ impl Catalogue {
         self.graph.len()
     }
 
+    /// Whether the graph holds every dataset (and a graph on disk has recorded where it stands): SPARQL answers.
+    pub fn graph_ready(&self) -> bool {
+        self.graph.wait_ready(std::time::Duration::ZERO)
+    }
+
     /// Waits (up to `timeout`) until the graph holds every dataset; whether it does.
     pub fn graph_built(&self, timeout: std::time::Duration) -> bool {
         self.graph.wait_ready(timeout)

@@ -110,7 +110,7 @@ async fn read_now(state: &Shared, meter: &crate::measure::Meter) {
     {
         meter.set("hanse_catalog_resources", &[("kind", kind)], count as f64);
     }
-    meter.set("hanse_catalog_graph_ready", &[], f64::from(u8::from(state.catalogue.graph_start().is_some())));
+    meter.set("hanse_catalog_graph_ready", &[], f64::from(u8::from(state.catalogue.graph_ready())));
     let (open, idle) = state.store.connections();
     meter.set("hanse_store_connections", &[("state", "busy")], f64::from(open.saturating_sub(idle)));
     meter.set("hanse_store_connections", &[("state", "idle")], f64::from(idle));
