@@ -61,6 +61,8 @@ pub struct RunningConnector {
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<std::io::Result<()>>>,
     dispatcher: JoinHandle<()>,
+    /// The loop that follows other replicas' catalogue changes: awaited before the store closes under it.
+    follower: JoinHandle<()>,
 }
 
 impl RunningConnector {
@@ -86,6 +88,8 @@ impl RunningConnector {
                 Ok(Ok(())) => {}
             }
         }
+        // A catch-up under way ends before the graph and the store close under it.
+        let _ = self.follower.await;
         // What this replica held is free for the others at once, not after the leases expire.
         self.state.cluster.release_all().await;
         self.state.catalogue.close_graph();
@@ -382,7 +386,7 @@ pub async fn start_on(
     spawn_held_refresh(state.identity.clone(), signal.clone());
     spawn_key_watch(state.identity.clone(), state.config.participant.key_file.clone(), signal.clone());
     crate::transfer::edr::spawn(state.transfers.clone(), state.cluster.clone(), signal.clone());
-    spawn_follower(state.clone(), signal.clone());
+    let follower = spawn_follower(state.clone(), signal.clone());
     let self_check_interval = std::time::Duration::from_secs(state.config.audit.self_check_interval_seconds);
     crate::audit::spawn_self_check(state.audit.clone(), self_check_interval, signal.clone());
     if let Some(broker) = &state.broker {
@@ -404,7 +408,7 @@ pub async fn start_on(
     state.ready.store(true, Ordering::Release);
     tracing::info!("ready");
 
-    Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers, dispatcher })
+    Ok(RunningConnector { state, public_addr, management_addr, shutdown, servers, dispatcher, follower })
 }
 
 /// The loops that run once per cluster: each on the replica that holds its lease, moving to another when it dies.
@@ -452,19 +456,26 @@ fn spawn_recovery(state: Shared, mut stop: watch::Receiver<bool>) {
 }
 
 /// Keeps this replica's catalogue views current with what other replicas write (every `cluster.follow_ms`).
-fn spawn_follower(state: Shared, mut stop: watch::Receiver<bool>) {
+fn spawn_follower(state: Shared, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     let period = std::time::Duration::from_millis(state.config.cluster.follow_ms);
     tokio::spawn(async move {
         loop {
-            if let Err(error) = state.catalogue.catch_up().await {
-                tracing::warn!(%error, "cannot follow the catalogue's changes; trying again");
+            // A catch-up waits for the write lock, which a graph build holds for as long as it takes: a stop does not
+            // wait for it (what is not applied now is read again at the next start).
+            tokio::select! {
+                caught_up = state.catalogue.catch_up() => {
+                    if let Err(error) = caught_up {
+                        tracing::warn!(%error, "cannot follow the catalogue's changes; trying again");
+                    }
+                }
+                _ = stop.changed() => return,
             }
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
             }
         }
-    });
+    })
 }
 
 /// Watches the key files (`participant.key_file` and its `retired/` folder) every two seconds until shutdown and
