@@ -1353,11 +1353,6 @@ impl Catalogue {
         self.graph.query(query, accept, limits)
     }
 
-    /// Number of triples in the catalogue graph.
-    pub fn triples(&self) -> usize {
-        self.graph.len()
-    }
-
     /// Whether the graph holds every dataset (and a graph on disk has recorded where it stands): SPARQL answers.
     pub fn graph_ready(&self) -> bool {
         self.graph.wait_ready(std::time::Duration::ZERO)
