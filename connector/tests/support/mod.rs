@@ -66,6 +66,8 @@ pub struct Node {
     pub participant: String,
     pub env: Vec<(String, String)>,
     pub process: Option<Child>,
+    /// A folder the node shares with other replicas (their data folder), removed when the last of them is dropped.
+    pub shared: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl Node {
@@ -87,7 +89,7 @@ impl Node {
             ("HANSE_CLUSTER_LEASE_SECONDS", "3"),
         ];
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Node { dir, public, management, api_key, participant, env, process: None }
+        Node { dir, public, management, api_key, participant, env, process: None, shared: None }
     }
 
     /// `replicas` replicas of one connector on `database` (PostgreSQL) behind a [`Balancer`], which the participant
@@ -97,6 +99,7 @@ impl Node {
         let first = tempfile::tempdir().unwrap();
         let Initialised { api_key, participant, .. } = init_at(first.path(), balancer_port, free_port());
         let shared_data = first.path().join("data");
+        let first = std::sync::Arc::new(first);
         let mut nodes = Vec::new();
         for _ in 0..count {
             let dir = tempfile::tempdir().unwrap();
@@ -107,6 +110,7 @@ impl Node {
             }
             let (public, management) = (free_port(), free_port());
             let mut node = Node::new(dir, public, management, api_key.clone(), participant.clone());
+            node.shared = Some(first.clone());
             node.use_database(database);
             node.env.extend([
                 ("HANSE_PUBLIC_BIND".to_owned(), format!("127.0.0.1:{public}")),
@@ -117,7 +121,6 @@ impl Node {
             nodes.push(node);
         }
         let balancer = Balancer::start(balancer_port, nodes.iter().map(|n| n.public).collect()).await;
-        std::mem::forget(first); // the shared data folder outlives the nodes; the OS temp folder is cleaned later
         (nodes, balancer)
     }
 
