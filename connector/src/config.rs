@@ -684,7 +684,8 @@ pub struct CatalogConfig {
     pub publication_approval: bool,
     /// Keep the catalogue's RDF graph on disk in this folder (oxigraph's RocksDB store; needs a build with
     /// `--features rocksdb`): it is resumed at the next start instead of built again, and memory no longer holds
-    /// it. Each replica keeps its own. Default: in memory, built after every start.
+    /// it. The views' datasets are kept beside it, so that a start reads them back instead of every stored asset
+    /// (decision 0053). Each replica keeps its own. Default: in memory, built after every start.
     #[serde(default)]
     pub graph_dir: Option<PathBuf>,
 }

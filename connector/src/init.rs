@@ -297,8 +297,9 @@ url = ""
 [catalog]
 # Four eyes: a new dataset appears in the catalogue only once a second key (role approver or operator) approves it.
 publication_approval = false
-# Keep the RDF graph (SPARQL) on disk in this folder instead of memory, resumed at the next start (a build with
-# `--features rocksdb`; each replica its own folder).
+# Keep the RDF graph (SPARQL) on disk in this folder instead of memory, resumed at the next start, with the datasets
+# kept beside it so that a start need not read every stored one (a build with `--features rocksdb`; each replica its
+# own folder).
 # graph_dir = "catalogue-graph"
 
 [negotiation]

@@ -92,6 +92,7 @@ impl RunningConnector {
         let _ = self.follower.await;
         // What this replica held is free for the others at once, not after the leases expire.
         self.state.cluster.release_all().await;
+        self.state.catalogue.keep_datasets().await;
         self.state.catalogue.close_graph();
         if let Some(broker) = &self.state.broker {
             broker.close_graph();

@@ -390,6 +390,102 @@ async fn restart_with_graph(
     connector
 }
 
+/// What the catalogue's views answer, to compare: every asset through the management API (with when it was created
+/// and its private properties), and every page of the DSP catalogue as `reader` sees it.
+async fn dataset_answers(
+    connector: &hanse::testing::TestConnector,
+    client: &reqwest::Client,
+    reader: &TestParticipant,
+) -> Vec<Value> {
+    let api = Management::of(connector, client);
+    let query = json!({"@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"}, "limit": 1000});
+    let assets = api.post("/management/v3/assets/request", &query).await;
+    assert_eq!(assets.status, 200, "{}", assets.body);
+    let mut answers = vec![assets.body];
+    let mut url = format!("{}/protocol/2025-1/catalog/request?limit=7", connector.public_url());
+    loop {
+        let page = dsp_post(client, &url, Some(reader), &catalog_request(json!([]))).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        answers.push(page.body);
+        match page.headers.get("link").and_then(|l| hanse::dsp::client::next_link(l.to_str().unwrap())) {
+            Some(next) => url = next,
+            None => break,
+        }
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_kept_beside_a_graph_on_disk_are_read_back_with_what_changed_meanwhile_and_answer_as_read_anew() {
+    use hanse::catalog::DatasetsStart;
+    let reader = TestParticipant::start().await;
+    for backend in hanse::testing::backends() {
+        let connector = hanse::testing::TestConnector::start(backend).await;
+        let client = reqwest::Client::new();
+        let graph_dir = connector.dir().join("catalogue-graph");
+        {
+            let api = Management::of(&connector, &client);
+            api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
+            api.create("/management/v3/contractdefinitions", contract_definition("all", "open", "open", &[])).await;
+            let first_ten: Vec<String> = (0..10).map(|i| format!("dataset-{i:02}")).collect();
+            let first_ten: Vec<&str> = first_ten.iter().map(String::as_str).collect();
+            api.create(
+                "/management/v3/contractdefinitions",
+                contract_definition("first-ten", "open", "open", &first_ten),
+            )
+            .await;
+            for i in 0..30 {
+                let id = format!("dataset-{i:02}");
+                api.create("/management/v3/assets", health_asset(&id, &format!("Cohort {i}"), &["diabetes"], 100 + i))
+                    .await;
+            }
+        }
+        let start = |connector: &hanse::testing::TestConnector| connector.running.state.catalogue.datasets_start();
+        // The first start with a graph on disk reads the store and keeps the datasets; the next reads them back.
+        let connector = restart_with_graph(connector, Some(&graph_dir)).await;
+        assert_eq!(start(&connector), DatasetsStart::Read, "{backend:?}");
+        let read = dataset_answers(&connector, &client, &reader).await;
+        assert_eq!(read[0].as_array().map(Vec::len), Some(30), "{backend:?}: {}", read[0]);
+        assert_eq!(read.len(), 1 + 5, "{backend:?}: 30 datasets in pages of 7");
+        let connector = restart_with_graph(connector, Some(&graph_dir)).await;
+        assert_eq!(start(&connector), DatasetsStart::Kept { reread: 0 }, "{backend:?}");
+        assert_eq!(dataset_answers(&connector, &client, &reader).await, read, "{backend:?}");
+
+        // Datasets, a definition and a policy change while the file is not followed (the graph is in memory).
+        let connector = restart_with_graph(connector, None).await;
+        {
+            let api = Management::of(&connector, &client);
+            let mut renamed = health_asset("dataset-01", "Renamed cohort", &["renamed"], 100);
+            renamed["privateProperties"] = json!({"steward": "registry office"});
+            assert_eq!(api.put("/management/v3/assets", &renamed).await.status, 204, "{backend:?}");
+            assert_eq!(api.delete("/management/v3/assets/dataset-12").await.status, 204, "{backend:?}");
+            api.create("/management/v3/assets", health_asset("dataset-99", "New cohort", &["new"], 7)).await;
+            let research = json!({"@context": "http://www.w3.org/ns/odrl.jsonld", "@type": "Set",
+                "permission": [{"action": "use", "constraint": [{"leftOperand": "purpose", "operator": "isA", "rightOperand": "DUO:0000042"}]}]});
+            api.create("/management/v3/policydefinitions", policy_definition("research", research)).await;
+            let changed = contract_definition("first-ten", "open", "research", &["dataset-01", "dataset-99"]);
+            assert_eq!(api.put("/management/v3/contractdefinitions", &changed).await.status, 204, "{backend:?}");
+        }
+        let anew = dataset_answers(&connector, &client, &reader).await;
+        assert_ne!(anew, read, "{backend:?}: the changes show");
+        let connector = restart_with_graph(connector, Some(&graph_dir)).await;
+        assert_eq!(start(&connector), DatasetsStart::Kept { reread: 3 }, "{backend:?}");
+        assert_eq!(dataset_answers(&connector, &client, &reader).await, anew, "{backend:?}");
+
+        // A damaged file is not read: the store is, and answers the same.
+        let connector = restart_with_graph(connector, None).await;
+        let file = graph_dir.join(hanse::catalog::kept::FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x20;
+        std::fs::write(&file, &bytes).unwrap();
+        let connector = restart_with_graph(connector, Some(&graph_dir)).await;
+        assert_eq!(start(&connector), DatasetsStart::Read, "{backend:?}");
+        assert_eq!(dataset_answers(&connector, &client, &reader).await, anew, "{backend:?}");
+        connector.running.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalogue_graph_kept_on_disk_is_resumed_with_what_changed_meanwhile_and_answers_as_one_built_anew() {
     use hanse::catalog::GraphStart;

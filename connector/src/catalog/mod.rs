@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod graphs;
+pub mod kept;
 pub mod model;
 pub mod packed;
 pub use hanse_core::query;
@@ -162,8 +163,9 @@ struct State {
     offer_ids: FastMap<String, String>,
     /// The lists of definitions that select datasets, one of each.
     selections: KeptOnce<[String]>,
-    /// The rendered texts' offers and distributions, one of each.
-    offer_texts: KeptOnce<str>,
+    /// The rendered texts' offers and distributions, one of each (texts are rendered as answers first need them,
+    /// under the views' read lock).
+    offer_texts: std::sync::Mutex<KeptOnce<str>>,
     /// The DataService the distributions point at.
     service_id: String,
     /// Datasets held back until a second key approves their publication (or rejected): no offers, no graph, not in
@@ -171,27 +173,29 @@ struct State {
     unpublished: std::collections::HashSet<String>,
 }
 
-/// A stored asset read at a start: packed, the definitions that select it, and its DSP `Dataset` JSON if it has offers.
+/// A stored asset read at a start: packed, and the definitions that select it.
 struct Read {
     kept: StoredAsset,
     selecting: Vec<String>,
-    rendered: Option<Rendered>,
 }
 
-/// A dataset in the views: packed, the definitions that select it, and its DSP `Dataset` JSON if it has offers.
+/// A dataset in the views: packed, the definitions that select it, and its DSP `Dataset` JSON once an answer needed
+/// it.
 #[derive(Debug, Clone)]
 struct Entry {
     kept: StoredAsset,
     /// The definitions whose selector selects it, sorted; one list is kept for all datasets selected alike.
     selecting: Arc<[String]>,
-    /// Its DSP `Dataset` JSON with every offer it has (only with offers): what most catalogue answers send as is.
-    rendered: Option<Rendered>,
+    /// Its DSP `Dataset` JSON with every offer it has (`None` without offers): what most catalogue answers send as
+    /// is. Rendered when an answer first needs it, not at a start or a write: a start renders nothing, and a
+    /// definition that changes the offers of many datasets renders none of them.
+    rendered: std::sync::OnceLock<Option<Rendered>>,
 }
 
 impl Entry {
     /// A dataset just read, before [`State::reindex_asset`] finds what selects it.
     fn new(kept: StoredAsset) -> Entry {
-        Entry { kept, selecting: Arc::from([]), rendered: None }
+        Entry { kept, selecting: Arc::from([]), rendered: std::sync::OnceLock::new() }
     }
 }
 
@@ -331,7 +335,25 @@ pub struct Catalogue {
     followed_kept: std::sync::Mutex<Option<std::time::Instant>>,
     /// How the graph came to be after the start.
     graph_start: std::sync::OnceLock<GraphStart>,
+    /// How the datasets came into the views at the start.
+    datasets_start: DatasetsStart,
+    /// The log size the datasets kept beside a graph on disk follow (`None`: none kept, or not known to be current);
+    /// held while they are written.
+    kept_at: tokio::sync::Mutex<Option<u64>>,
 }
+
+/// How the datasets came into the views at a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetsStart {
+    /// Every stored asset read and parsed.
+    Read,
+    /// Read back from the file kept beside a graph on disk, with this many the log says changed since read from the
+    /// store (decision 0053).
+    Kept { reread: usize },
+}
+
+/// Above this many datasets changed since the file kept beside a graph on disk, the store is read whole instead.
+const MAX_REREAD: usize = 10_000;
 
 /// How the catalogue graph came to be after a start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,6 +411,135 @@ async fn resumable(graph: &Graph, audit: &crate::store::AuditStore, size: u64) -
     }
     let root = audit.audit_root_at(kept.size).await?.map(|root| hanse_core::encode::hex(&root));
     Ok((root.as_deref() == Some(kept.root.as_str())).then_some(kept.size))
+}
+
+/// Reads every stored asset into `state`'s views. Page by page, so that memory holds the typed catalogue, never every
+/// stored body at once; the next page is fetched while the cores read and select this one.
+async fn read_whole(mut state: State, documents: &Documents, file_root: &std::path::Path) -> Result<State, StoreError> {
+    let fetch = |after: Option<String>| {
+        let documents = documents.clone();
+        tokio::spawn(
+            async move { documents.list_documents_after(DocumentKind::Asset, after.as_deref(), LOAD_PAGE).await },
+        )
+    };
+    let mut next = Some(fetch(None));
+    while let Some(fetching) = next.take() {
+        let page = fetching.await.map_err(stopped)??;
+        let Some(last) = page.last() else { break };
+        next = Some(fetch(Some(last.id.clone())));
+        let file_root = file_root.to_owned();
+        let (returned, read) = tokio::task::spawn_blocking(move || {
+            let read = state.read_page(page, &file_root);
+            (state, read)
+        })
+        .await
+        .map_err(stopped)?;
+        state = returned;
+        for read in read {
+            state.keep(read.kept.packed.id().to_owned(), read);
+        }
+    }
+    Ok(state)
+}
+
+fn stopped(error: tokio::task::JoinError) -> StoreError {
+    StoreError::Corrupt(format!("loading the catalogue stopped: {error}"))
+}
+
+/// Reads the datasets kept in `dir` beside a graph on disk into `state`'s views when the file was written for
+/// `made_for` over the log the store holds now (the same root at its size), then the assets the log says changed
+/// since, up to `size`. With them: how many were read again, and the size the file follows if nothing changed since.
+/// `None` (and the views as they were) when the store must be read whole.
+async fn read_kept(
+    state: State,
+    documents: &Documents,
+    audit: &crate::store::AuditStore,
+    dir: &std::path::Path,
+    made_for: String,
+    size: u64,
+    file_root: &std::path::Path,
+) -> Result<(State, Option<(usize, Option<u64>)>), StoreError> {
+    let path = dir.to_owned();
+    let read = tokio::task::spawn_blocking(move || kept::read(&path, &made_for)).await.map_err(stopped)?;
+    let (header, datasets) = match read {
+        Ok(read) => read,
+        Err(kept::Unread::Missing) => return Ok((state, None)),
+        Err(reason) => {
+            tracing::info!(%reason, "the catalogue's datasets kept beside the graph are not read; reading the store");
+            return Ok((state, None));
+        }
+    };
+    let root = if header.size <= size { audit.audit_root_at(header.size).await? } else { None };
+    if root.map(|root| hanse_core::encode::hex(&root)).as_deref() != Some(header.root.as_str()) {
+        tracing::info!("the catalogue's datasets kept beside the graph follow another audit log; reading the store");
+        return Ok((state, None));
+    }
+    let mut changed =
+        Changes::read(audit, header.size, size).await?.documents.remove(&DocumentKind::Asset).unwrap_or_default();
+    changed.sort();
+    changed.dedup();
+    if changed.len() > MAX_REREAD {
+        tracing::info!(
+            changed = changed.len(),
+            "many datasets changed since they were kept beside the graph; reading the store"
+        );
+        return Ok((state, None));
+    }
+    let (mut state, read) = tokio::task::spawn_blocking(move || {
+        let read = on_every_core(datasets, |kept| Some(Read { selecting: state.selecting(&kept.packed), kept }));
+        (state, read)
+    })
+    .await
+    .map_err(stopped)?;
+    for read in read {
+        state.keep(read.kept.packed.id().to_owned(), read);
+    }
+    for id in &changed {
+        let read = documents.get_document(DocumentKind::Asset, id).await?.map(|document| {
+            read_asset(document, file_root).map(|stored| {
+                let kept = StoredAsset::pack(&stored);
+                Read { selecting: state.selecting(&kept.packed), kept }
+            })
+        });
+        match read {
+            Some(Ok(read)) => state.keep(id.clone(), read),
+            // Left out, as a start that reads the store whole leaves it out.
+            Some(Err(errors)) => {
+                tracing::error!(%id, ?errors, "stored asset cannot be read; left out");
+                state.assets.remove(id);
+            }
+            None => {
+                state.assets.remove(id);
+            }
+        }
+    }
+    let current = changed.is_empty() && header.size == size;
+    Ok((state, Some((changed.len(), current.then_some(size)))))
+}
+
+/// `work` done on every item, on every core (up to eight), in the items' order; the items it answers `None` for are
+/// left out.
+fn on_every_core<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> Option<R> + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+    let size = items.len().div_ceil(workers).max(1);
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if i % size == 0 {
+            chunks.push(Vec::with_capacity(size));
+        }
+        chunks.last_mut().expect("pushed above").push(item);
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().filter_map(work).collect::<Vec<R>>()))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
 
 fn offer_for(definition: &ContractDefinition, policy: &PolicyDefinition) -> Offer {
@@ -451,17 +602,17 @@ impl State {
         Rendered { own: Arc::from(own), shared: Arc::from(shared) }
     }
 
-    /// Keeps a dataset read at a start (or from the store), with its selecting list and its offers' text as the ones
-    /// already kept when there are.
-    fn keep(&mut self, id: String, Read { kept, selecting, rendered }: Read) {
+    /// Keeps a dataset read at a start (or from the store), with its selecting list as the one already kept when
+    /// there is one.
+    fn keep(&mut self, id: String, Read { kept, selecting }: Read) {
         let selecting = self.selections.get(&selecting);
-        let rendered = rendered.map(|rendered| self.shared(rendered));
-        self.assets.insert(id, Entry { kept, selecting, rendered });
+        self.assets.insert(id, Entry { kept, selecting, rendered: std::sync::OnceLock::new() });
     }
 
     /// `rendered` with its offers' text as the one already kept when there is one.
-    fn shared(&mut self, rendered: Rendered) -> Rendered {
-        Rendered { shared: self.offer_texts.get(&rendered.shared), ..rendered }
+    fn shared(&self, rendered: Rendered) -> Rendered {
+        let mut texts = self.offer_texts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Rendered { shared: texts.get(&rendered.shared), ..rendered }
     }
 
     /// The offers of `asset_id` (all of them, or those of `permitted` definitions only).
@@ -475,52 +626,37 @@ impl State {
             .collect()
     }
 
-    /// Reads a page of stored assets on every core: each typed, with the definitions that select it and its DSP
-    /// `Dataset` JSON when it has offers, in the page's order. An asset that cannot be read is left out and logged.
+    /// Reads a page of stored assets on every core: each typed, packed, with the definitions that select it, in the
+    /// page's order. An asset that cannot be read is left out and logged.
     fn read_page(&self, page: Vec<crate::store::Document>, file_root: &std::path::Path) -> Vec<Read> {
-        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
-        let size = page.len().div_ceil(workers).max(1);
-        let mut chunks: Vec<Vec<crate::store::Document>> = Vec::new();
-        for (i, document) in page.into_iter().enumerate() {
-            if i % size == 0 {
-                chunks.push(Vec::with_capacity(size));
-            }
-            chunks.last_mut().expect("pushed above").push(document);
-        }
-        let read_one = |document: crate::store::Document| {
+        on_every_core(page, |document| {
             let id = document.id.clone();
             let stored = read_asset(document, file_root)
                 .map_err(|errors| tracing::error!(%id, ?errors, "stored asset cannot be read; left out"))
                 .ok()?;
             let selecting = self.selecting(&*stored.value);
-            let rendered = self.rendering(&stored.value, &selecting);
-            Some(Read { kept: StoredAsset::pack(&stored), selecting, rendered })
-        };
-        std::thread::scope(|scope| {
-            let running: Vec<_> = chunks
-                .into_iter()
-                .map(|chunk| scope.spawn(move || chunk.into_iter().filter_map(read_one).collect::<Vec<Read>>()))
-                .collect();
-            running
-                .into_iter()
-                .flat_map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
+            Some(Read { kept: StoredAsset::pack(&stored), selecting })
         })
     }
 
-    /// The DSP `Dataset` JSON of `asset` with the offers of the `selecting` definitions; `None` without offers.
-    fn rendering(&self, asset: &Asset, selecting: &[String]) -> Option<Rendered> {
-        let offers: Vec<&Offer> = selecting.iter().filter_map(|d| self.offers.get(d).map(Arc::as_ref)).collect();
-        (!offers.is_empty()).then(|| self.render(asset, &offers))
+    /// The DSP `Dataset` JSON of the dataset `entry` with the offers of every definition that selects it (its
+    /// offers' text the one kept); `None` without offers.
+    fn rendering(&self, entry: &Entry) -> Option<Rendered> {
+        let offers: Vec<&Offer> = entry.selecting.iter().filter_map(|d| self.offers.get(d).map(Arc::as_ref)).collect();
+        (!offers.is_empty()).then(|| self.shared(self.render(&entry.kept.packed.unpack(), &offers)))
     }
 
-    /// Sets what selects the dataset `asset` (its entry's) and renders it again.
-    fn select(&mut self, asset: &Asset, selecting: &[String]) {
+    /// The entry's DSP `Dataset` JSON with every offer it has, rendered now if no answer needed it before.
+    fn rendered(&self, entry: &Entry) -> Option<Rendered> {
+        entry.rendered.get_or_init(|| self.rendering(entry)).clone()
+    }
+
+    /// Sets what selects the dataset `id`; its text is rendered again when an answer needs it.
+    fn select(&mut self, id: &str, selecting: &[String]) {
         let selecting = self.selections.get(selecting);
-        let rendered = self.rendering(asset, &selecting).map(|rendered| self.shared(rendered));
-        if let Some(entry) = self.assets.get_mut(&asset.id) {
+        if let Some(entry) = self.assets.get_mut(id) {
             entry.selecting = selecting;
-            entry.rendered = rendered;
+            entry.rendered = std::sync::OnceLock::new();
         }
     }
 
@@ -530,7 +666,7 @@ impl State {
             return;
         };
         let selecting = self.selecting(&asset);
-        self.select(&asset, &selecting);
+        self.select(asset_id, &selecting);
         if self.unpublished.contains(asset_id) {
             graph.remove_dataset(asset_id);
         } else {
@@ -569,7 +705,7 @@ impl State {
                     list.sort();
                 }
                 let asset = entry.kept.packed.unpack();
-                self.select(&asset, &list);
+                self.select(&id, &list);
                 graph.put_dataset(&asset, &self.offer_ids_of(&id), asset.data_address.formats());
             }
         }
@@ -634,38 +770,22 @@ impl Catalogue {
         for id in &definition_ids {
             state.recompute_offer(id, &graph);
         }
-        // Assets are read page by page, so that memory holds the typed catalogue, never every stored body at once;
-        // the next page is fetched while the cores read, select and render this one.
         let started = std::time::Instant::now();
-        let fetch = |after: Option<String>| {
-            let documents = documents.clone();
-            tokio::spawn(async move {
-                documents.list_documents_after(DocumentKind::Asset, after.as_deref(), LOAD_PAGE).await
-            })
-        };
-        let stopped =
-            |error: tokio::task::JoinError| StoreError::Corrupt(format!("loading the catalogue stopped: {error}"));
-        let mut next = Some(fetch(None));
-        while let Some(fetching) = next.take() {
-            let page = fetching.await.map_err(stopped)??;
-            let Some(last) = page.last() else { break };
-            next = Some(fetch(Some(last.id.clone())));
-            let file_root = service.file_root.clone();
-            let (returned, read) = tokio::task::spawn_blocking(move || {
-                let read = state.read_page(page, &file_root);
-                (state, read)
-            })
-            .await
-            .map_err(stopped)?;
-            state = returned;
-            for read in read {
-                state.keep(read.kept.packed.id().to_owned(), read);
+        let kept = match graph.dir().zip(kept::made_for(&service.file_root)) {
+            Some((dir, made_for)) => {
+                read_kept(state, &documents, &audit, dir, made_for, size, &service.file_root).await?
             }
-        }
+            None => (state, None),
+        };
+        let (state, datasets_start, kept_at) = match kept {
+            (state, Some((reread, kept_at))) => (state, DatasetsStart::Kept { reread }, kept_at),
+            (state, None) => (read_whole(state, &documents, &service.file_root).await?, DatasetsStart::Read, None),
+        };
         tracing::info!(
             assets = state.assets.len(),
             policies = state.policies.len(),
             contract_definitions = state.definitions.len(),
+            from = ?datasets_start,
             ms = started.elapsed().as_millis() as u64,
             "catalogue loaded"
         );
@@ -685,6 +805,8 @@ impl Catalogue {
             followed,
             followed_kept: std::sync::Mutex::new(None),
             graph_start: std::sync::OnceLock::new(),
+            datasets_start,
+            kept_at: tokio::sync::Mutex::new(kept_at),
         });
         tokio::spawn(catalogue.clone().build_graph(building, resume_from, size));
         Ok(catalogue)
@@ -742,6 +864,63 @@ impl Catalogue {
         // Counting a graph on disk reads all of it: only one in memory says its size.
         let triples = (!self.graph.is_on_disk()).then(|| self.graph.len());
         tracing::info!(?triples, ms = started.elapsed().as_millis() as u64, "catalogue graph ready");
+        // Datasets read whole are kept beside the graph, for the next start (also one after a crash) to read back.
+        drop(_writes);
+        if self.datasets_start == DatasetsStart::Read {
+            self.keep_datasets().await;
+        }
+    }
+
+    /// Keeps the views' datasets in a file beside a graph on disk, for the next start to read back (decision 0053),
+    /// unless the file kept already follows the log as far as the views do. A file that cannot be written is
+    /// removed and logged: the next start reads the store.
+    pub async fn keep_datasets(&self) {
+        let (Some(dir), Some(made_for)) = (self.graph.dir(), kept::made_for(&self.service.file_root)) else { return };
+        let dir = dir.to_owned();
+        let mut kept_at = self.kept_at.lock().await;
+        // Every change below the size followed is in the views (some after it may be too: a start reads those again).
+        let size = self.followed.load(std::sync::atomic::Ordering::Acquire);
+        if *kept_at == Some(size) {
+            return;
+        }
+        let root = match self.audit.audit_root_at(size).await {
+            Ok(Some(root)) => hanse_core::encode::hex(&root),
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the audit log's root; the catalogue's datasets are not kept");
+                return;
+            }
+        };
+        let datasets: Vec<StoredAsset> = self.read().assets.values().map(|entry| entry.kept.clone()).collect();
+        let header = kept::Header { size, root, made_for, count: datasets.len() as u64 };
+        let started = std::time::Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            let written = kept::write(&dir, &header, &datasets);
+            if written.is_err() {
+                let _ = kept::forget(&dir);
+            }
+            written
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                *kept_at = Some(size);
+                tracing::info!(
+                    size,
+                    ms = started.elapsed().as_millis() as u64,
+                    "catalogue datasets kept beside the graph"
+                );
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the catalogue's datasets could not be kept beside the graph; the next start reads the store")
+            }
+            Err(error) => tracing::warn!(%error, "keeping the catalogue's datasets stopped"),
+        }
+    }
+
+    /// How the datasets came into the views at the start.
+    pub fn datasets_start(&self) -> DatasetsStart {
+        self.datasets_start
     }
 
     /// Brings a graph on disk from where it stood (`from`) to the views, read at `size`: the datasets the log says
@@ -1244,12 +1423,11 @@ impl Catalogue {
     }
 
     /// The dataset as `requester` may see it: with the offers of the permitted definitions, `None` when there are
-    /// none. The common case (every offer visible) is the pre-rendered text.
+    /// none. The common case (every offer visible) is the entry's text, rendered once.
     fn dataset_json(&self, state: &State, entry: &Entry, permitted: &[String]) -> Option<Rendered> {
-        // The common case: every definition selecting the dataset is permitted, and the text is rendered already
-        // (it exists only for datasets with at least one offer).
+        // The common case: every definition selecting the dataset is permitted, and its text is kept.
         if entry.selecting.iter().all(|d| permitted.binary_search(d).is_ok()) {
-            return entry.rendered.clone();
+            return state.rendered(entry);
         }
         let visible = state.offers_of(entry.kept.packed.id(), Some(permitted));
         if visible.is_empty() {
@@ -1375,29 +1553,37 @@ mod tests {
     #[test]
     fn datasets_with_the_same_offers_share_one_text_of_them_and_parts_no_longer_used_are_let_go() {
         let mut state = State::default();
-        let keep = |state: &mut State, id: &str, rendered: Rendered| {
+        for id in ["a", "b"] {
             let body =
                 serde_json::json!({"@id": id, "dataAddress": {"type": "HttpData", "baseUrl": "https://h.example/"}});
             let asset = Asset::from_body(&body, std::path::Path::new("/files")).unwrap();
             let kept = StoredAsset { packed: PackedAsset::pack(&asset), created_at: 0, version: 1 };
-            state.keep(id.into(), Read { kept, selecting: vec!["all".into()], rendered: Some(rendered) });
-        };
-        keep(&mut state, "a", rendered(r#"{"@id":"a""#, r#","hasPolicy":[1]}"#));
-        keep(&mut state, "b", rendered(r#"{"@id":"b""#, r#","hasPolicy":[1]}"#));
-        let text = |state: &State, id: &str| state.assets[id].rendered.clone().unwrap();
-        assert!(Arc::ptr_eq(&text(&state, "a").shared, &text(&state, "b").shared));
+            state.keep(id.into(), Read { kept, selecting: vec!["all".into()] });
+        }
         assert!(Arc::ptr_eq(&state.assets["a"].selecting, &state.assets["b"].selecting));
+        let render = |state: &mut State, id: &str, own: &str, shared: &str| {
+            let text = state.shared(rendered(own, shared));
+            state.assets.get_mut(id).unwrap().rendered = std::sync::OnceLock::from(Some(text));
+        };
+        render(&mut state, "a", r#"{"@id":"a""#, r#","hasPolicy":[1]}"#);
+        render(&mut state, "b", r#"{"@id":"b""#, r#","hasPolicy":[1]}"#);
+        let text = |state: &State, id: &str| state.rendered(&state.assets[id]).unwrap();
+        assert!(Arc::ptr_eq(&text(&state, "a").shared, &text(&state, "b").shared));
         assert_eq!(text(&state, "b").text(), r#"{"@id":"b","hasPolicy":[1]}"#);
         assert_eq!(text(&state, "b").size(), text(&state, "b").text().len());
         // The offers of both datasets change a hundred times: the parts kept stay a few.
         for round in 0..100 {
             for id in ["a", "b"] {
-                keep(&mut state, id, rendered("{", &format!(r#","hasPolicy":[{round}]}}"#)));
+                render(&mut state, id, "{", &format!(r#","hasPolicy":[{round}]}}"#));
             }
         }
-        assert!(state.offer_texts.kept.len() <= 2 + 16, "{} parts kept", state.offer_texts.kept.len());
+        let kept = state.offer_texts.lock().unwrap().kept.len();
+        assert!(kept <= 2 + 16, "{kept} parts kept");
         assert_eq!(state.selections.kept.len(), 1);
         assert!(Arc::ptr_eq(&text(&state, "a").shared, &text(&state, "b").shared));
         assert_eq!(text(&state, "a").text(), r#"{,"hasPolicy":[99]}"#);
+        // A new selection forgets the text; without an offer for `all`, there is none to render.
+        state.select("a", &["all".to_owned()]);
+        assert!(state.rendered(&state.assets["a"]).is_none());
     }
 }

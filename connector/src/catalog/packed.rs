@@ -8,7 +8,8 @@
 //! as one byte each, and the namespaces of the others as one byte before the rest. Filters and selectors read values straight from the buffer; the typed asset is made again only
 //! where a caller needs it whole ([`PackedAsset::unpack`]).
 //!
-//! The form lives only in memory: nothing stores or sends it, so it may change with any release.
+//! Nothing sends the form, and only the build that packed a buffer reads it back (a graph on disk keeps the views'
+//! buffers beside it, [`super::kept`]), so it may change with any release.
 //!
 //! ```text
 //! asset      := str(id) properties(public) properties(private) address
@@ -91,6 +92,9 @@ const PREFIXES: [&str; 16] = [
 static CODES: LazyLock<HashMap<&'static str, u8>> =
     LazyLock::new(|| COMMON.iter().enumerate().map(|(i, iri)| (iri.as_str(), i as u8 + 1)).collect());
 
+/// The layout above: changed with it, so that buffers kept on disk by a build before are not read.
+const FORM: u32 = 1;
+
 const IRI: u8 = 0;
 const LITERAL: u8 = 1;
 const TYPED: u8 = 2;
@@ -140,6 +144,22 @@ impl PackedAsset {
             write_str(&mut out, value);
         }
         PackedAsset(Arc::from(out))
+    }
+
+    /// The buffer, to keep beside a graph on disk ([`super::kept`]).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A buffer [`PackedAsset::bytes`] gave, read back by the build that wrote it (the same [`PackedAsset::form`]).
+    pub(super) fn kept(bytes: Vec<u8>) -> PackedAsset {
+        PackedAsset(Arc::from(bytes))
+    }
+
+    /// This build's packed form, as one digest: buffers written by a build whose form differs are not read.
+    pub fn form() -> String {
+        let described = [FORM.to_string(), COMMON.join("\n"), PREFIXES.join("\n")].join("\n\n");
+        hanse_core::encode::sha256_hex(described.as_bytes())
     }
 
     /// The asset's id.

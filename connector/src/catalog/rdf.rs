@@ -246,6 +246,11 @@ impl Graph {
         hanse_core::encode::sha256_hex(described.as_bytes())
     }
 
+    /// The folder of a graph on disk (`None` in memory, and once it was let go of).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.graphs.dir()
+    }
+
     /// Whether the graph is on disk, kept across starts.
     pub fn is_on_disk(&self) -> bool {
         self.graphs.dir().is_some()
