@@ -390,6 +390,24 @@ async fn restart_with_graph(
     connector
 }
 
+/// A connector on `backend` with an open policy, a contract definition `all` offering every dataset with it, and 30
+/// health datasets (`dataset-00` to `dataset-29`); and the folder its catalogue graph is to be kept in.
+async fn thirty_datasets(
+    backend: hanse::testing::Backend,
+    client: &reqwest::Client,
+) -> (hanse::testing::TestConnector, std::path::PathBuf) {
+    let connector = hanse::testing::TestConnector::start(backend).await;
+    let graph_dir = connector.dir().join("catalogue-graph");
+    let api = Management::of(&connector, client);
+    api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
+    api.create("/management/v3/contractdefinitions", contract_definition("all", "open", "open", &[])).await;
+    for i in 0..30 {
+        let id = format!("dataset-{i:02}");
+        api.create("/management/v3/assets", health_asset(&id, &format!("Cohort {i}"), &["diabetes"], 100 + i)).await;
+    }
+    (connector, graph_dir)
+}
+
 /// What the catalogue's views answer, to compare: every asset through the management API (with when it was created
 /// and its private properties), and every page of the DSP catalogue as `reader` sees it.
 async fn dataset_answers(
@@ -420,26 +438,13 @@ async fn datasets_kept_beside_a_graph_on_disk_are_read_back_with_what_changed_me
     use hanse::catalog::DatasetsStart;
     let reader = TestParticipant::start().await;
     for backend in hanse::testing::backends() {
-        let connector = hanse::testing::TestConnector::start(backend).await;
         let client = reqwest::Client::new();
-        let graph_dir = connector.dir().join("catalogue-graph");
-        {
-            let api = Management::of(&connector, &client);
-            api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
-            api.create("/management/v3/contractdefinitions", contract_definition("all", "open", "open", &[])).await;
-            let first_ten: Vec<String> = (0..10).map(|i| format!("dataset-{i:02}")).collect();
-            let first_ten: Vec<&str> = first_ten.iter().map(String::as_str).collect();
-            api.create(
-                "/management/v3/contractdefinitions",
-                contract_definition("first-ten", "open", "open", &first_ten),
-            )
+        let (connector, graph_dir) = thirty_datasets(backend, &client).await;
+        let first_ten: Vec<String> = (0..10).map(|i| format!("dataset-{i:02}")).collect();
+        let first_ten: Vec<&str> = first_ten.iter().map(String::as_str).collect();
+        Management::of(&connector, &client)
+            .create("/management/v3/contractdefinitions", contract_definition("first-ten", "open", "open", &first_ten))
             .await;
-            for i in 0..30 {
-                let id = format!("dataset-{i:02}");
-                api.create("/management/v3/assets", health_asset(&id, &format!("Cohort {i}"), &["diabetes"], 100 + i))
-                    .await;
-            }
-        }
         let start = |connector: &hanse::testing::TestConnector| connector.running.state.catalogue.datasets_start();
         // The first start with a graph on disk reads the store and keeps the datasets; the next reads them back.
         let connector = restart_with_graph(connector, Some(&graph_dir)).await;
@@ -490,19 +495,8 @@ async fn datasets_kept_beside_a_graph_on_disk_are_read_back_with_what_changed_me
 async fn a_catalogue_graph_kept_on_disk_is_resumed_with_what_changed_meanwhile_and_answers_as_one_built_anew() {
     use hanse::catalog::GraphStart;
     for backend in hanse::testing::backends() {
-        let connector = hanse::testing::TestConnector::start(backend).await;
         let client = reqwest::Client::new();
-        let graph_dir = connector.dir().join("catalogue-graph");
-        {
-            let api = Management::of(&connector, &client);
-            api.create("/management/v3/policydefinitions", policy_definition("open", open_policy())).await;
-            api.create("/management/v3/contractdefinitions", contract_definition("all", "open", "open", &[])).await;
-            for i in 0..30 {
-                let id = format!("dataset-{i:02}");
-                api.create("/management/v3/assets", health_asset(&id, &format!("Cohort {i}"), &["diabetes"], 100 + i))
-                    .await;
-            }
-        }
+        let (connector, graph_dir) = thirty_datasets(backend, &client).await;
         // The first start with a graph on disk builds it; the next resumes it and has nothing to write again.
         let connector = restart_with_graph(connector, Some(&graph_dir)).await;
         assert_eq!(connector.running.state.catalogue.graph_start(), Some(GraphStart::Built), "{backend:?}");
