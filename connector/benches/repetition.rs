@@ -7,7 +7,8 @@
 //!    its RSS after the first crawl.
 //! 2. A provider (its own process) with `HANSE_BENCH_PROVIDER_DATASETS` datasets has its contract definition written
 //!    again `HANSE_BENCH_ROUNDS` times (which rewrites every dataset's description in its RDF graph) and 100 datasets
-//!    changed each round; its RSS likewise.
+//!    changed each round; its RSS likewise. `HANSE_BENCH_GRAPH=disk` (with `--features rocksdb`) keeps its graph on
+//!    disk (`catalog.graph_dir`), as a large catalogue would.
 //!
 //! `cargo bench -p hanse --bench repetition` (release). `HANSE_BENCH_PEERS` (3) and `HANSE_BENCH_DATASETS` (1 000)
 //! size the federation; `HANSE_BENCH_ROUNDS` (100); `HANSE_BENCH_PROVIDER_DATASETS` (10 000).
@@ -80,25 +81,21 @@ async fn main() {
 
     // 2. The provider.
     let seeding = Instant::now();
-    let provider = support::Process::start(&root.path().join("provider"), "", |config| async move {
+    let graph_dir = root.path().join("provider-graph");
+    let on_disk = std::env::var("HANSE_BENCH_GRAPH").as_deref() == Ok("disk");
+    let env: Vec<(&str, &str)> =
+        if on_disk { vec![("HANSE_CATALOG_GRAPH_DIR", graph_dir.to_str().unwrap())] } else { Vec::new() };
+    let provider = support::Process::start_with(&root.path().join("provider"), "", &env, |config| async move {
         support::seed_catalogue(&config, provider_datasets, json!([{"action": "use"}])).await;
     })
     .await;
     provider.ready("/management/v3/contractdefinitions/all").await;
     let pid = provider.pid();
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let base = rss_of(pid, "VmRSS:");
-    println!(
-        "provider: {provider_datasets} datasets seeded and loaded in {:.1} s: RSS {base:.0} MB",
-        seeding.elapsed().as_secs_f64()
-    );
     let definition = json!({
         "@context": {"@vocab": "https://w3id.org/edc/v0.0.1/ns/"},
         "@id": "all", "accessPolicyId": "members", "contractPolicyId": "open", "assetsSelector": []
     });
-    println!("contract definition written again and 100 datasets changed, {rounds} times:");
-    let started = Instant::now();
-    for round in 1..=rounds {
+    let write_definition = || async {
         let response = provider
             .management(Method::PUT, "/management/v3/contractdefinitions")
             .json(&definition)
@@ -106,6 +103,22 @@ async fn main() {
             .await
             .unwrap();
         assert!(response.status().is_success(), "{}", response.text().await.unwrap_or_default());
+    };
+    if on_disk {
+        // A first start builds the graph on disk while it serves; a write waits for that build.
+        write_definition().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let base = rss_of(pid, "VmRSS:");
+    println!(
+        "provider: {provider_datasets} datasets seeded and loaded in {:.1} s, graph {}: RSS {base:.0} MB",
+        seeding.elapsed().as_secs_f64(),
+        if on_disk { "on disk" } else { "in memory" }
+    );
+    println!("contract definition written again and 100 datasets changed, {rounds} times:");
+    let started = Instant::now();
+    for round in 1..=rounds {
+        write_definition().await;
         for i in 0..100 {
             let mut body = support::asset_body((round * 100 + i) % provider_datasets);
             body["properties"]["title"] = json!(format!("Revision {round}"));
