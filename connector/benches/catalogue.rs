@@ -48,7 +48,8 @@ async fn main() {
         provider.until_ready().await;
         let built = graph_ready(&provider, datasets).await;
         provider.terminate().await;
-        let kept = std::fs::metadata(graph_dir.join(hanse::catalog::kept::FILE)).map_or(0, |m| m.len());
+        let kept_file = graph_dir.join(hanse::catalog::kept::FILE);
+        let kept = std::fs::metadata(&kept_file).map_or(0, |m| m.len());
         println!(
             "catalogue graph: on disk; built by a first start in {:.2} s, {:.0} MB of files (of which {:.0} MB the \
              datasets kept for the next start)",
@@ -57,7 +58,7 @@ async fn main() {
             kept as f64 / 1e6
         );
         // The baseline, in this run: a start that reads the store whole, without the datasets kept.
-        std::fs::remove_file(graph_dir.join(hanse::catalog::kept::FILE)).unwrap();
+        std::fs::remove_file(&kept_file).unwrap();
         provider.restart(&[]);
         let whole = provider.until_ready().await;
         let whole_rss = rss_of(provider.pid(), "VmRSS:");

@@ -133,7 +133,7 @@ struct Summing<R> {
 
 impl<R: Read> Summing<R> {
     fn exact(&mut self, buffer: &mut [u8]) -> Result<(), Unread> {
-        self.inner.read_exact(buffer).map_err(|error| Unread::Damaged(error.to_string()))?;
+        self.inner.read_exact(buffer)?;
         self.crc.update(buffer);
         Ok(())
     }
@@ -156,9 +156,9 @@ pub fn read(dir: &Path, made_for: &str) -> Result<(Header, Vec<StoredAsset>), Un
     let file = match std::fs::File::open(dir.join(FILE)) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(Unread::Missing),
-        Err(error) => return Err(Unread::Damaged(error.to_string())),
+        Err(error) => return Err(error.into()),
     };
-    let length = file.metadata().map_err(|error| Unread::Damaged(error.to_string()))?.len();
+    let length = file.metadata()?.len();
     let mut input = Summing { inner: BufReader::with_capacity(1 << 20, file), crc: crc32fast::Hasher::new() };
     let mut magic = [0; 8];
     input.exact(&mut magic)?;
@@ -194,7 +194,7 @@ pub fn read(dir: &Path, made_for: &str) -> Result<(Header, Vec<StoredAsset>), Un
     }
     let computed = input.crc.clone().finalize();
     let mut sum = [0; 4];
-    input.inner.read_exact(&mut sum).map_err(|error| Unread::Damaged(error.to_string()))?;
+    input.inner.read_exact(&mut sum)?;
     if u32::from_le_bytes(sum) != computed {
         return Err(Unread::Damaged("its checksum does not match".into()));
     }

@@ -337,6 +337,9 @@ pub struct Catalogue {
     graph_start: std::sync::OnceLock<GraphStart>,
     /// How the datasets came into the views at the start.
     datasets_start: DatasetsStart,
+    /// What the datasets kept beside a graph on disk are written for ([`kept::made_for`], taken at the start); `None`:
+    /// none are kept.
+    kept_for: Option<String>,
     /// The log size the datasets kept beside a graph on disk follow (`None`: none kept, or not known to be current);
     /// held while they are written.
     kept_at: tokio::sync::Mutex<Option<u64>>,
@@ -402,15 +405,23 @@ impl Changes {
     }
 }
 
+/// The audit log's root at `size`, in hex (`None` when the log is shorter).
+async fn log_root(audit: &crate::store::AuditStore, size: u64) -> Result<Option<String>, StoreError> {
+    Ok(audit.audit_root_at(size).await?.map(|root| hanse_core::encode::hex(&root)))
+}
+
+/// Whether the log, now `size` long, is the one something recorded as `root` at `recorded` (what a graph on disk or
+/// the datasets kept beside it followed).
+async fn same_log(audit: &crate::store::AuditStore, recorded: u64, root: &str, size: u64) -> Result<bool, StoreError> {
+    Ok(recorded <= size && log_root(audit, recorded).await?.as_deref() == Some(root))
+}
+
 /// Where a graph on disk can be resumed from: the log size it followed, when it was built for this catalogue and
 /// the log there is the one it followed (the same root); `None` when it must be built again.
 async fn resumable(graph: &Graph, audit: &crate::store::AuditStore, size: u64) -> Result<Option<u64>, StoreError> {
     let Some(kept) = graph.followed() else { return Ok(None) };
-    if kept.built_for != graph.built_for() || kept.size > size {
-        return Ok(None);
-    }
-    let root = audit.audit_root_at(kept.size).await?.map(|root| hanse_core::encode::hex(&root));
-    Ok((root.as_deref() == Some(kept.root.as_str())).then_some(kept.size))
+    let resumable = kept.built_for == graph.built_for() && same_log(audit, kept.size, &kept.root, size).await?;
+    Ok(resumable.then_some(kept.size))
 }
 
 /// Reads every stored asset into `state`'s views. Page by page, so that memory holds the typed catalogue, never every
@@ -436,7 +447,7 @@ async fn read_whole(mut state: State, documents: &Documents, file_root: &std::pa
         .map_err(stopped)?;
         state = returned;
         for read in read {
-            state.keep(read.kept.packed.id().to_owned(), read);
+            state.keep(read);
         }
     }
     Ok(state)
@@ -469,8 +480,7 @@ async fn read_kept(
             return Ok((state, None));
         }
     };
-    let root = if header.size <= size { audit.audit_root_at(header.size).await? } else { None };
-    if root.map(|root| hanse_core::encode::hex(&root)).as_deref() != Some(header.root.as_str()) {
+    if !same_log(audit, header.size, &header.root, size).await? {
         tracing::info!("the catalogue's datasets kept beside the graph follow another audit log; reading the store");
         return Ok((state, None));
     }
@@ -486,23 +496,21 @@ async fn read_kept(
         return Ok((state, None));
     }
     let (mut state, read) = tokio::task::spawn_blocking(move || {
-        let read = on_every_core(datasets, |kept| Some(Read { selecting: state.selecting(&kept.packed), kept }));
+        let read = on_every_core(datasets, |kept| Some(state.selected(kept)));
         (state, read)
     })
     .await
     .map_err(stopped)?;
     for read in read {
-        state.keep(read.kept.packed.id().to_owned(), read);
+        state.keep(read);
     }
     for id in &changed {
-        let read = documents.get_document(DocumentKind::Asset, id).await?.map(|document| {
-            read_asset(document, file_root).map(|stored| {
-                let kept = StoredAsset::pack(&stored);
-                Read { selecting: state.selecting(&kept.packed), kept }
-            })
-        });
+        let read = documents
+            .get_document(DocumentKind::Asset, id)
+            .await?
+            .map(|document| read_asset(document, file_root).map(|stored| state.selected(StoredAsset::pack(&stored))));
         match read {
-            Some(Ok(read)) => state.keep(id.clone(), read),
+            Some(Ok(read)) => state.keep(read),
             // Left out, as a start that reads the store whole leaves it out.
             Some(Err(errors)) => {
                 tracing::error!(%id, ?errors, "stored asset cannot be read; left out");
@@ -604,9 +612,14 @@ impl State {
 
     /// Keeps a dataset read at a start (or from the store), with its selecting list as the one already kept when
     /// there is one.
-    fn keep(&mut self, id: String, Read { kept, selecting }: Read) {
+    fn keep(&mut self, Read { kept, selecting }: Read) {
         let selecting = self.selections.get(&selecting);
-        self.assets.insert(id, Entry { kept, selecting, rendered: std::sync::OnceLock::new() });
+        self.assets.insert(kept.packed.id().to_owned(), Entry { selecting, ..Entry::new(kept) });
+    }
+
+    /// A packed dataset with the definitions that select it.
+    fn selected(&self, kept: StoredAsset) -> Read {
+        Read { selecting: self.selecting(&kept.packed), kept }
     }
 
     /// `rendered` with its offers' text as the one already kept when there is one.
@@ -771,7 +784,10 @@ impl Catalogue {
             state.recompute_offer(id, &graph);
         }
         let started = std::time::Instant::now();
-        let kept = match graph.dir().zip(kept::made_for(&service.file_root)) {
+        // What a kept file must have been written for: this build, as it started (an executable replaced meanwhile
+        // is another build).
+        let kept_for = kept::made_for(&service.file_root);
+        let kept = match graph.dir().zip(kept_for.clone()) {
             Some((dir, made_for)) => {
                 read_kept(state, &documents, &audit, dir, made_for, size, &service.file_root).await?
             }
@@ -806,6 +822,7 @@ impl Catalogue {
             followed_kept: std::sync::Mutex::new(None),
             graph_start: std::sync::OnceLock::new(),
             datasets_start,
+            kept_for,
             kept_at: tokio::sync::Mutex::new(kept_at),
         });
         tokio::spawn(catalogue.clone().build_graph(building, resume_from, size));
@@ -875,7 +892,7 @@ impl Catalogue {
     /// unless the file kept already follows the log as far as the views do. A file that cannot be written is
     /// removed and logged: the next start reads the store.
     pub async fn keep_datasets(&self) {
-        let (Some(dir), Some(made_for)) = (self.graph.dir(), kept::made_for(&self.service.file_root)) else { return };
+        let (Some(dir), Some(made_for)) = (self.graph.dir(), self.kept_for.clone()) else { return };
         let dir = dir.to_owned();
         let mut kept_at = self.kept_at.lock().await;
         // Every change below the size followed is in the views (some after it may be too: a start reads those again).
@@ -883,8 +900,8 @@ impl Catalogue {
         if *kept_at == Some(size) {
             return;
         }
-        let root = match self.audit.audit_root_at(size).await {
-            Ok(Some(root)) => hanse_core::encode::hex(&root),
+        let root = match log_root(&self.audit, size).await {
+            Ok(Some(root)) => root,
             Ok(None) => return,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the audit log's root; the catalogue's datasets are not kept");
@@ -986,8 +1003,8 @@ impl Catalogue {
         if !self.graph.is_on_disk() {
             return;
         }
-        match self.audit.audit_root_at(size).await {
-            Ok(Some(root)) => self.graph.keep_followed(size, &hanse_core::encode::hex(&root)),
+        match log_root(&self.audit, size).await {
+            Ok(Some(root)) => self.graph.keep_followed(size, &root),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "cannot read the audit log's root; the graph records it later"),
         }
@@ -1558,7 +1575,7 @@ mod tests {
                 serde_json::json!({"@id": id, "dataAddress": {"type": "HttpData", "baseUrl": "https://h.example/"}});
             let asset = Asset::from_body(&body, std::path::Path::new("/files")).unwrap();
             let kept = StoredAsset { packed: PackedAsset::pack(&asset), created_at: 0, version: 1 };
-            state.keep(id.into(), Read { kept, selecting: vec!["all".into()] });
+            state.keep(Read { kept, selecting: vec!["all".into()] });
         }
         assert!(Arc::ptr_eq(&state.assets["a"].selecting, &state.assets["b"].selecting));
         let render = |state: &mut State, id: &str, own: &str, shared: &str| {

@@ -253,7 +253,7 @@ impl Graph {
 
     /// Whether the graph is on disk, kept across starts.
     pub fn is_on_disk(&self) -> bool {
-        self.graphs.dir().is_some()
+        self.dir().is_some()
     }
 
     /// Where a graph on disk said it stood when it was last told ([`Graph::keep_followed`]).
